@@ -70,6 +70,13 @@ CASES = [
     ((70, 16, 4, 9), (16, 16, 3, 3), 1, 0, 1, 1),             # one tile row per image
     ((2, 16, 30, 33), (16, 16, 3, 3), 1, 1, 1, 1),            # 17 tiles a row: several vectors
     ((1, 32, 14, 13), (40, 32, 3, 3), 1, 1, 1, 1),            # >= 32 channels, >= 25 tiles an image: from 49 tiles
+    ((8, 64, 28, 28), (64, 64, 3, 3), 1, 1, 1, 1),            # Winograd weight gradient over several units
+    # weight gradient as one batch-wide im2col GEMM (>= 32 output channels and >= 32 taps per group):
+    ((4, 32, 8, 8), (64, 32, 4, 4), 2, 1, 1, 1),              # DCGAN's kernel 4, stride 2 on a small image
+    ((40, 256, 7, 5), (32, 256, 3, 2), 1, 1, 1, 1),           # blocks of 20 whole images
+    ((2, 64, 61, 61), (40, 64, 5, 5), 1, 2, 1, 1),            # blocks of pixel ranges, rows cut mid-way
+    ((2, 64, 121, 121), (40, 64, 5, 5), 2, 2, 1, 1),          # the same, strided
+    ((2, 64, 9, 9), (64, 32, 3, 3), 2, 1, 1, 2),              # groups
 ]
 
 
@@ -122,6 +129,10 @@ THREAD_CASES = [
     ((11, 3, 7, 7), (5, 3, 3, 3), 1, 0, 2, 1),       # several weight-gradient chunks
     ((3, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd
     ((1, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd, batch 1
+    ((24, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1),  # Winograd weight gradient over several units
+    ((3, 32, 8, 8), (64, 32, 4, 4), 2, 1, 1, 1),     # weight gradient by batch-wide GEMM
+    ((40, 256, 7, 5), (32, 256, 3, 2), 1, 1, 1, 1),  # the same, blocks of whole images
+    ((1, 64, 53, 53), (64, 32, 5, 5), 1, 2, 1, 2),   # the same, grouped, blocks of pixel ranges
     ((11, 16, 5, 7), (16, 16, 3, 3), 1, 1, 1, 1),    # Winograd, images batched into units
     ((8, 16, 14, 14), (32, 16, 3, 3), 1, 1, 1, 1),   # Winograd forward (>= 256 tiles), 7 tiles a row
 ]

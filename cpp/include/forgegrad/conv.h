@@ -11,7 +11,10 @@
 // layers run as a direct convolution over a zero-padded copy of each image, where output pixel
 // (oh, ow) lives at flat index oh * Wp + ow so that every (ic, kh, kw) tap is one contiguous row of
 // the padded image; larger strides go through im2col. All feed the register-blocked micro-kernels
-// of conv_tile.h. Results are bit-identical for any thread count.
+// of conv_tile.h. The weight gradient of non-Winograd layers with >= 32 output channels and >= 32
+// taps (Cg * KH * KW) per group is instead one GEMM over the whole batch (im2col of every image,
+// in fixed blocks of columns, through sgemm: conv_wgrad.cpp). Results are bit-identical for any
+// thread count.
 #pragma once
 #include <cstdint>
 

@@ -7,11 +7,12 @@
 // vectors of W lanes (a VecList: where each vector reads in B, where it goes in the output, how
 // many lanes are real), and two register-blocked micro-kernels do the arithmetic:
 //   tile_kernel: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]    (forward, input gradient)
-//   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient)
-// 3x3 stride-1 layers with enough channels go to Winograd instead (conv_winograd.cpp).
+//   dot_kernel:  D[m][k]   = sum_vec G[m][vec] . B[off[k] + pos[vec]] (weight gradient, thin layers)
+// 3x3 stride-1 layers with enough channels go to Winograd instead (conv_winograd.cpp); the weight
+// gradient of other layers with enough channels is one batch-wide im2col GEMM (conv_wgrad.cpp).
 // Each output element is computed by one fixed sequence of operations, whichever thread runs it,
-// and the batch sums of the weight gradient go through fixed chunks of images added in order:
-// results are bit-identical for any thread count.
+// and the batch sums of the weight gradient run in a fixed order of images (here: fixed chunks of
+// images added in order): results are bit-identical for any thread count.
 #include <cstring>
 
 #include "act_vec.h"
@@ -173,6 +174,52 @@ void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64
   });
 }
 
+#if defined(__AVX512F__)
+constexpr int kConvDotM = 4, kConvDotK = 6;  // dot kernel: 4 x 6 accumulators
+#else
+constexpr int kConvDotM = 2, kConvDotK = 4;
+#endif
+
+// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kConvDotM, j < kConvDotK
+// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
+// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
+// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
+// Kept out of line: inlined into its callers' lambdas it ran at half speed (register pressure).
+__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step,
+                                          int64_t nimg, const int64_t* off, const VecList& vl, float* const* d_rows,
+                                          const int64_t* d_cols, int dm, int dk, bool accumulate) {
+  vf acc[kConvDotM][kConvDotK];
+#pragma GCC unroll 8
+  for (int m = 0; m < kConvDotM; ++m)
+#pragma GCC unroll 8
+    for (int j = 0; j < kConvDotK; ++j) acc[m][j] = vzero();
+  const int64_t* pos = vl.pos.p;
+  for (int64_t i = 0; i < nimg; ++i) {
+    const float* b[kConvDotK];
+    const float* gr[kConvDotM];
+    for (int j = 0; j < kConvDotK; ++j) b[j] = B + i * b_step + off[j];
+    for (int m = 0; m < kConvDotM; ++m) gr[m] = g_rows[m] + i * g_step;
+    for (int64_t v = 0; v < vl.n; ++v) {
+      const int64_t q = pos[v], gq = v * W;
+      vf gv[kConvDotM];
+#pragma GCC unroll 8
+      for (int m = 0; m < kConvDotM; ++m) gv[m] = vload(gr[m] + gq);
+#pragma GCC unroll 8
+      for (int j = 0; j < kConvDotK; ++j) {
+        vf bv = vload(b[j] + q);
+#pragma GCC unroll 8
+        for (int m = 0; m < kConvDotM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
+      }
+    }
+  }
+  for (int m = 0; m < dm; ++m)
+    for (int j = 0; j < dk; ++j) {
+      float s = vreduce_add(acc[m][j]);
+      float* d = d_rows[m] + d_cols[j];
+      *d = accumulate ? *d + s : s;
+    }
+}
+
 // Winograd F(2x2, 3x3) pays off for 3x3, stride 1, undilated kernels once there are enough
 // channels for its 16 GEMMs to dominate the tile transforms.
 // The kernel shape and channel counts are the weight's own (conv2d_winograd_pack asks them alone).
@@ -228,74 +275,37 @@ void run_winograd_units(int64_t N, int64_t G, int64_t Cin, int64_t M, int64_t Hb
   });
 }
 
-// grad_bias (OC,) of grad_y (N, OC, OH, OW): per channel, fixed chunks of per_chunk images summed
-// in image order, chunk sums added in chunk order.
-void bias_grad(const Conv2dGeom& g, const float* gy, int64_t per_chunk, float* gb) {
-  const int64_t OHW = g.OH * g.OW;
-  parallel_for(g.OC, 1, [&](int64_t o0, int64_t o1) {
-    for (int64_t oc = o0; oc < o1; ++oc) {
-      float total = 0.0f;
-      for (int64_t n0 = 0; n0 < g.N; n0 += per_chunk) {
-        float chunk = 0.0f;
-        for (int64_t n = n0; n < min64(n0 + per_chunk, g.N); ++n) {
-          const float* src = gy + (n * g.OC + oc) * OHW;
-          vf s = vzero();
-          int64_t p = 0;
-          for (; p + W <= OHW; p += W) s = vadd(s, vload(src + p));
-          if (p < OHW) s = vadd(s, vload_n(src + p, static_cast<int>(OHW - p)));
-          const float t = vreduce_add(s);
-          chunk = n == n0 ? t : chunk + t;
-        }
-        total = n0 == 0 ? chunk : total + chunk;
-      }
-      gb[oc] = total;
-    }
-  });
-}
-
-// Weight gradient by Winograd (use_winograd(g) holds): per fixed chunk of images, units of nb
-// images accumulate S (16, OCg, Cg) per group in order; chunks are added in order, then
-// transformed back to 3x3 kernels.
-void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* gy, float* gw, int64_t per_chunk) {
+// Weight gradient by Winograd (use_winograd(g) holds): per group, units of nb images (a function of
+// the geometry) accumulate S (16, OCg, Cg) in image order, every thread working inside each unit
+// (transforms, then sgemm over all the unit's tiles); then S is transformed back to 3x3 kernels.
+void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* gy, float* gw) {
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G;
   const Plan pl = make_plan(g);
-  const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
+  // Units whose transformed planes (16 (Cg + OCg) per tile) fill about 8 MiB: long GEMM reductions,
+  // few passes over S, and scratch that stays in L3.
   const int64_t tiles = ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
-  // The sums over tiles run in the dot kernel with a horizontal sum at the end of each call:
-  // units of ~1024 tiles keep that cost small.
-  int64_t nb = (1024 + tiles - 1) / tiles;
-  nb = nb > per_chunk ? per_chunk : nb;
+  int64_t nb = (int64_t(1) << 21) / (16 * (Cg + OCg) * tiles);
+  nb = nb < 1 ? 1 : (nb > g.N ? g.N : nb);
   const Winograd3x3 wp = winograd_plan(Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, nb);
-  const int64_t ssize = 16 * OCg * Cg;  // per group
-  AlignedBuffer part(static_cast<size_t>(nch * G * ssize));
-  parallel_for(nch, 1, [&](int64_t c0, int64_t c1) {
-    AlignedBuffer B(static_cast<size_t>(nb * pl.bsize)),
-        scratch(static_cast<size_t>(winograd_wgrad_scratch_floats(wp)));
-    for (int64_t ch = c0; ch < c1; ++ch) {
-      const int64_t n_begin = ch * per_chunk, n_end = min64(n_begin + per_chunk, g.N);
-      for (int64_t gi = 0; gi < G; ++gi) {
-        float* S = part.data() + (ch * G + gi) * ssize;
-        for (int64_t n0 = n_begin; n0 < n_end; n0 += nb) {
-          Winograd3x3 up = wp;
-          up.nimg = min64(nb, n_end - n0);
-          for (int64_t i = 0; i < up.nimg; ++i)
-            fill_input(g, pl, x + ((n0 + i) * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
-          winograd_wgrad_unit(up, B.data(), pl.bsize, gy + (n0 * g.OC + gi * OCg) * g.OH * g.OW, g.OC * g.OH * g.OW, S,
-                              n0 != n_begin, scratch.data());
-        }
-      }
+  AlignedBuffer S(static_cast<size_t>(16 * OCg * Cg)), B(static_cast<size_t>(nb * pl.bsize)),
+      scratch(static_cast<size_t>(winograd_wgrad_scratch_floats(wp)));
+  for (int64_t gi = 0; gi < G; ++gi) {
+    for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
+      Winograd3x3 up = wp;
+      up.nimg = min64(nb, g.N - n0);
+      for (int64_t i = 0; i < up.nimg; ++i)
+        fill_input(g, pl, x + ((n0 + i) * g.C + gi * Cg) * g.H * g.W, B.data() + i * pl.bsize);
+      winograd_wgrad_unit(up, B.data(), pl.bsize, gy + (n0 * g.OC + gi * OCg) * g.OH * g.OW, g.OC * g.OH * g.OW,
+                          S.data(), n0 != 0, scratch.data());
     }
-  });
-  const int64_t total = G * ssize;
-  parallel_for(total, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      float s = part.data()[i];
-      for (int64_t c = 1; c < nch; ++c) s += part.data()[c * total + i];
-      part.data()[i] = s;
-    }
-  });
-  for (int64_t gi = 0; gi < G; ++gi) winograd_weight_grad(OCg, Cg, part.data() + gi * ssize, gw + gi * OCg * Cg * 9);
+    winograd_weight_grad(OCg, Cg, S.data(), gw + gi * OCg * Cg * 9);
+  }
 }
+
+// The weight gradient as batch-wide GEMMs (conv_weight_grad_gemm) needs enough output channels and
+// taps per group for sgemm's register tiles; thinner layers (depthwise, grouped with few channels,
+// single-channel inputs) stay on the dot kernel below, which measured faster there.
+bool use_gemm_weight_grad(const Conv2dGeom& g) { return g.OC / g.groups >= 32 && (g.C / g.groups) * g.KH * g.KW >= 32; }
 
 }  // namespace
 
@@ -464,10 +474,11 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
     if (gb) std::memset(gb, 0, sizeof(float) * g.OC);
     return;
   }
-  if (use_winograd(g)) {
-    const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
-    if (gw) backward_weight_winograd(g, x, gy, gw, per_chunk);
-    if (gb) bias_grad(g, gy, per_chunk, gb);
+  const bool winograd = use_winograd(g);
+  if (winograd || use_gemm_weight_grad(g)) {
+    if (gw && winograd) backward_weight_winograd(g, x, gy, gw);
+    if (gw && !winograd) conv_weight_grad_gemm(g, x, gy, gw);
+    if (gb) conv_bias_grad(g, gy, (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks, gb);
     return;
   }
   const Plan pl = make_plan(g);

@@ -1,11 +1,12 @@
 // Shared pieces of the convolution kernels (cpp/kernels/per_isa/conv*.cpp), compiled per ISA:
-// the register-blocked micro-kernels (tile: C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]];
-// dot: D[m][k] = sum_vec G[m][vec] . B[off[k] + pos[vec]]), the vector lists that cut an output
-// plane into W-lane vectors, and the panel packing of A.
+// the register-blocked tile micro-kernel (C[m][vec] = sum_k A[m][k] * B[off[k] + pos[vec]]), the
+// vector lists that cut an output plane into W-lane vectors, the panel packing of A, and the entry
+// points that the conv*.cpp files share.
 // Include only from cpp/kernels/per_isa/ sources (everything is in namespace fg::FG_ISA_NS).
 #pragma once
 #include <cstdint>
 
+#include "forgegrad/conv.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/simd.h"
 
@@ -81,7 +82,7 @@ inline void build_direct(VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb) {
 }
 
 // Vectors for P contiguous columns (im2col), output plane contiguous too.
-void build_dense(VecList& vl, int64_t P) {
+inline void build_dense(VecList& vl, int64_t P) {
   for (int64_t q = 0; q < P; q += W, ++vl.n) {
     vl.pos.p[vl.n] = q;
     vl.dst.p[vl.n] = q;
@@ -177,59 +178,13 @@ TileFn pick_tile(int mr, int nv) {
 
 // Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart; relu: store
 // max(0, C) (tile_kernel's kRelu).
-void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
-              const float* init, float* C, int64_t ldc, bool relu = false) {
+inline void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
+                     const float* init, float* C, int64_t ldc, bool relu = false) {
   for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
     const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
     (relu ? pick_tile<true> : pick_tile<false>)(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0,
                                                                           vl.valid.p + v0, vl.whole_end, init, C, ldc);
   }
-}
-
-#if defined(__AVX512F__)
-constexpr int kConvDotM = 4, kConvDotK = 6;  // dot kernel: 4 x 6 accumulators
-#else
-constexpr int kConvDotM = 2, kConvDotK = 4;
-#endif
-
-// D[m][j] (+)= sum_i sum_v G_i[m][v*W + lane] * B_i[off[j] + pos[v] + lane] for m < kConvDotM, j < kConvDotK
-// (only dm x dk stored), over nimg images i whose G rows and B buffers are g_step / b_step floats
-// apart. G is zero in invalid lanes. accumulate: add to D's old value, else overwrite. Running
-// over several images per call keeps the accumulators in registers longer: fewer horizontal sums.
-// Kept out of line: inlined into its callers' lambdas it ran at half speed (register pressure).
-__attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_step, const float* B, int64_t b_step,
-                                          int64_t nimg, const int64_t* off, const VecList& vl, float* const* d_rows,
-                                          const int64_t* d_cols, int dm, int dk, bool accumulate) {
-  vf acc[kConvDotM][kConvDotK];
-#pragma GCC unroll 8
-  for (int m = 0; m < kConvDotM; ++m)
-#pragma GCC unroll 8
-    for (int j = 0; j < kConvDotK; ++j) acc[m][j] = vzero();
-  const int64_t* pos = vl.pos.p;
-  for (int64_t i = 0; i < nimg; ++i) {
-    const float* b[kConvDotK];
-    const float* gr[kConvDotM];
-    for (int j = 0; j < kConvDotK; ++j) b[j] = B + i * b_step + off[j];
-    for (int m = 0; m < kConvDotM; ++m) gr[m] = g_rows[m] + i * g_step;
-    for (int64_t v = 0; v < vl.n; ++v) {
-      const int64_t q = pos[v], gq = v * W;
-      vf gv[kConvDotM];
-#pragma GCC unroll 8
-      for (int m = 0; m < kConvDotM; ++m) gv[m] = vload(gr[m] + gq);
-#pragma GCC unroll 8
-      for (int j = 0; j < kConvDotK; ++j) {
-        vf bv = vload(b[j] + q);
-#pragma GCC unroll 8
-        for (int m = 0; m < kConvDotM; ++m) acc[m][j] = vfmadd(gv[m], bv, acc[m][j]);
-      }
-    }
-  }
-  for (int m = 0; m < dm; ++m)
-    for (int j = 0; j < dk; ++j) {
-      float s = vreduce_add(acc[m][j]);
-      float* d = d_rows[m] + d_cols[j];
-      *d = accumulate ? *d + s : s;
-    }
 }
 
 // Packs an M x R matrix given elementwise by get(m, r) into kConvMR-row panels: the panel of rows
@@ -245,6 +200,13 @@ void pack_panels(int64_t M, int64_t R, float* out, Get get) {
 }
 
 }  // namespace
+
+// grad_weight (OC, C / groups, KH, KW) of any geometry: im2col of the whole batch, blocked, through
+// sgemm (conv_wgrad.cpp). grad_weight is overwritten; N >= 1.
+void conv_weight_grad_gemm(const Conv2dGeom& g, const float* x, const float* gy, float* gw);
+// grad_bias (OC,) of grad_y: per channel, fixed chunks of per_chunk images summed in image order,
+// chunk sums added in chunk order (conv_wgrad.cpp).
+void conv_bias_grad(const Conv2dGeom& g, const float* gy, int64_t per_chunk, float* gb);
 
 // Winograd F(2x2, 3x3) for one (image, group) unit: out (M, OHo, OWo) = valid 3x3 correlation of
 // the buffer B (Cin, Hb, Wb) with kernels (M, Cin, 3, 3), plus bias. 2x2 output tiles cost 16

@@ -7,13 +7,14 @@
 // A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). The input gradient is the same correlation of the
 // padded grad_y with flipped, transposed kernels. The weight gradient is
 // dL/dg = G^T (sum_t V[.][c][t] * Z[.][m][t]) G with Z = A gY A^T per 2x2 grad_y tile: 16 GEMMs
-// that sum over tiles (the dot kernel). Tiles are vectorised W at a time along a tile row;
+// that sum over tiles (sgemm). Tiles are vectorised W at a time along a tile row;
 // the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
 // one fixed sequence of operations whichever thread computes it.
 #include <cstring>
 
 #include "act_vec.h"
 #include "conv_tile.h"
+#include "forgegrad/gemm.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/transpose_f32.h"
 
@@ -434,42 +435,9 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
         }
     }
   });
-  // Zero the columns past T: the dot kernel reads whole vectors.
-  if (p.ldT > T) {
-    for (int64_t xi = 0; xi < 16; ++xi) {
-      for (int64_t c = 0; c < p.Cin; ++c)
-        std::memset(V + xi * v_plane(p) + c * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
-      for (int64_t m = 0; m < p.M; ++m)
-        std::memset(Z + xi * m_plane(p) + m * p.ldT + T, 0, sizeof(float) * (p.ldT - T));
-    }
-  }
-  I64Buf off(p.Cin);
-  for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
-  VecList vl((T + W - 1) / W);
-  build_dense(vl, T);
-  const int64_t mblocks = (p.M + kConvDotM - 1) / kConvDotM, cblocks = (p.Cin + kConvDotK - 1) / kConvDotK;
-  parallel_for(16 * mblocks * cblocks, 4, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t xi = task / (mblocks * cblocks), rest = task % (mblocks * cblocks);
-      const int64_t m0 = (rest / cblocks) * kConvDotM, k0 = (rest % cblocks) * kConvDotK;
-      const int dm = static_cast<int>(p.M - m0 < kConvDotM ? p.M - m0 : kConvDotM);
-      const int dk = static_cast<int>(p.Cin - k0 < kConvDotK ? p.Cin - k0 : kConvDotK);
-      const float* g_rows[kConvDotM];
-      float* d_rows[kConvDotM];
-      int64_t offs[kConvDotK], cols[kConvDotK];
-      for (int i = 0; i < kConvDotM; ++i) {
-        const int64_t m = m0 + (i < dm ? i : dm - 1);  // spare lanes repeat the last row
-        g_rows[i] = Z + xi * m_plane(p) + m * p.ldT;
-        d_rows[i] = S + (xi * p.M + m) * p.Cin;
-      }
-      for (int j = 0; j < kConvDotK; ++j) {
-        const int64_t k = k0 + (j < dk ? j : dk - 1);
-        offs[j] = off.p[k];
-        cols[j] = k;
-      }
-      dot_kernel(g_rows, 0, V + xi * v_plane(p), 0, 1, offs, vl, d_rows, cols, dm, dk, accumulate);
-    }
-  });
+  // S[xi] (M x Cin) (+)= Z[xi] (M x T) V[xi]^T: 16 GEMMs whose reduction runs over every tile of the unit.
+  FG_ISA_NS::sgemm_batched(false, true, 16, p.M, p.Cin, T, 1.0f, Z, p.ldT, m_plane(p), V, p.ldT, v_plane(p),
+                           accumulate ? 1.0f : 0.0f, S, p.Cin, p.M * p.Cin);
 }
 
 void winograd_weight_grad(int64_t M, int64_t Cin, const float* S, float* gw) {
