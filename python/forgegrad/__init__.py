@@ -24,6 +24,8 @@ from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permut
                          t, allclose, equal, maximum, minimum, fmax, fmin, tile, norm)  # noqa: A004  (torch's module-level functions)
 from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
+from . import _torch_math  # noqa: E402
+_torch_math.install(globals())  # torch's math, reduction, product and factory functions, and their Tensor methods
 from . import nn, optim  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
@@ -75,3 +77,4 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
     "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile", "norm",
 ]
+__all__ += sorted(_torch_math.FUNCTIONS)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["vector_norm"]
+__all__ = ["vector_norm", "multi_dot"]
 
 
 def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
@@ -39,3 +39,9 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
         out = x.reshape(-1).norm(ord, dim=0)
         return out.reshape((1,) * x.ndim) if keepdim else out
     return x.norm(ord, dim=dim, keepdim=keepdim)
+
+
+def multi_dot(tensors) -> Tensor:
+    """``torch.linalg.multi_dot``: the chain product in the cheapest order (forgegrad._torch_math)."""
+    from ._torch_math import multi_dot as _multi_dot
+    return _multi_dot(tensors)

@@ -149,7 +149,8 @@ def _dim_samples():
     nan = S.rand(3, 6, seed=5)
     nan[0, 2] = nan[0, 4] = np.nan
     nan[2, 1:4] = np.nan  # (an all-NaN row's nanmedian index is whichever NaN torch's nth_element leaves first)
-    return [Sample((S.rand(3, 5, 7), 1), name="dim 1"), Sample((S.rand(4, 6, seed=1), -1), {"keepdim": True}, "keepdim"),
+    return [Sample((S.rand(3, 5, 7), 1), name="dim 1"),
+            Sample((S.rand(4, 6, seed=1), -1), {"keepdim": True}, "keepdim"),
             Sample((nan, 1), name="NaN rows", grad=(0,)), Sample((S.rand(*S.LARGE), 0), name="large")]
 
 

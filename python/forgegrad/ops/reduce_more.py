@@ -191,12 +191,18 @@ def _nan_samples():
             Sample((x,), {"dim": (0, 1), "keepdim": True}, "keepdim"), Sample((S.rand(*S.LARGE),), {"dim": 0}, "large")]
 
 
-def _nansum_onnx(ctx, op):
+def _nansum_onnx(ctx, op, mean=False):
+    """ReduceSum of Where(IsNaN(x), 0, x); nanmean divides it by the ReduceSum of the non-NaN mask."""
     dt = op.out_dtype()
     x = op.input("input", dt)
-    x = ctx.node("Where", [ctx.node("IsNaN", [x]), ctx.const(np.asarray(0, dt)), x])
-    return [ctx.reduce("ReduceSum", x, list(_axes(op.args["input"]._data, op.attr("dim"))),
-                       bool(op.attr("keepdim", False)))]
+    axes, keep = list(_axes(op.args["input"]._data, op.attr("dim"))), bool(op.attr("keepdim", False))
+    nan = ctx.node("IsNaN", [x])
+    total = ctx.reduce("ReduceSum", ctx.node("Where", [nan, ctx.const(np.asarray(0, dt)), x]), axes, keep)
+    if not mean:
+        return [total]
+    count = ctx.reduce("ReduceSum", ctx.node("Where", [nan, ctx.const(np.asarray(0, dt)),
+                                                       ctx.const(np.asarray(1, dt))]), axes, keep)
+    return [ctx.node("Div", [total, count])]
 
 
 @register_op("nansum", meta=_meta_reduce("int"), flops=M.per_input_element(1), samples=_nan_samples,
@@ -220,8 +226,8 @@ class NansumFunction(_Reduce):
 
 @register_op("nanmean", meta=_meta_reduce("same"), flops=M.per_input_element(1), samples=_nan_samples,
              torch=lambda torch, a, dim=None, keepdim=False: torch.nanmean(a, dim=dim, keepdim=keepdim),
-             gaps={"onnx": "not mapped yet (ReduceSum of Where(IsNaN) over a count would do)"}, bad_inputs=lambda: _bad_dim() + [
-                 BadInput((np.arange(3),), {}, TypeError, "floating")])
+             onnx=lambda ctx, op: _nansum_onnx(ctx, op, mean=True),
+             bad_inputs=lambda: _bad_dim() + [BadInput((np.arange(3),), {}, TypeError, "floating")])
 class NanmeanFunction(_Reduce):
     """Mean of the non-NaN elements (NaN where there is none); float inputs only, as torch's."""
 
