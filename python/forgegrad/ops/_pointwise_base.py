@@ -114,8 +114,9 @@ class Spec:
     None: the op is not differentiable and backward raises as torch's), ``floating``: int inputs compute in float32,
     ``keep_int``: integer inputs give integer outputs (sign, trunc, remainder), ``n``: how many tensor arguments."""
 
-    def __init__(self, fwd, grads, floating=True, n=1, zero_grad=False):
+    def __init__(self, fwd, grads, floating=True, n=1, zero_grad=False, uses_out=False):
         self.fwd, self.grads, self.floating, self.n, self.zero_grad = fwd, grads, floating, n, zero_grad
+        self.uses_out = uses_out  # the gradient reads the output (saved only then: an in-place op may write it)
 
 
 SPECS: dict = {}
@@ -141,7 +142,7 @@ class PointwiseFunction(Function):
         ctx.shapes = [(_shape(a), a.dtype if is_arr(a) else None) for a in tensors]
         ctx.kw = kw
         if spec.grads is not None and not spec.zero_grad and any(ctx.needs_input_grad[:len(tensors)]):
-            ctx.save_for_backward(*arrays, out)
+            ctx.save_for_backward(*arrays, *((out,) if spec.uses_out else ()))
         return out
 
     @classmethod
@@ -153,7 +154,8 @@ class PointwiseFunction(Function):
         if spec.zero_grad:
             grads = (np.zeros_like(g),) * n
         else:
-            *arrays, out = ctx.saved_tensors
+            saved = ctx.saved_tensors
+            arrays, out = (saved[:-1], saved[-1]) if spec.uses_out else (saved, None)
             with np.errstate(all="ignore"):
                 grads = spec.grads(NUMPY, g, arrays, out, ctx.kw)
         result = []
@@ -178,7 +180,7 @@ def differentiable_rule(name):
             return tuple(_const(np.zeros(a.shape), a) if _is_t(a) else None for a in tensors) + (None,) * (
                 len(args) - spec.n)
         out = ctx.__dict__.get("graph_outputs", {}).get(0)
-        if out is None:
+        if out is None and spec.uses_out:
             out = _OPS_call(name, args, kwargs)
         grads = spec.grads(TENSOR, g, tensors, out, kw)
         return tuple(_for(a, gi) if (_is_t(a) and gi is not None) else None for a, gi in zip(tensors, grads)) + (

@@ -70,10 +70,10 @@ class _Binary(PointwiseFunction):
 
 
 def _binary(name, fwd, grads, torch_fn, *, floating=True, onnx=None, gaps=None, samples=None, tol=(1e-5, 1e-5),
-            zero_grad=False):
+            zero_grad=False, uses_out=False):
     cls = type(f"{name.title().replace('_', '')}Function", (_Binary,), {"__module__": __name__,
                                                                           "__doc__": f"torch.{name}(input, other)."})
-    return register(name, cls, Spec(fwd, grads, floating=floating, n=2, zero_grad=zero_grad),
+    return register(name, cls, Spec(fwd, grads, floating=floating, n=2, zero_grad=zero_grad, uses_out=uses_out),
                     samples=samples or _binary_samples(), torch=lambda torch, a, b: torch_fn(torch)(a, b),
                     bad_inputs=_bad_broadcast, onnx=onnx, gaps=gaps or {}, tol=tol)
 
@@ -99,7 +99,7 @@ def _atan2_onnx(ctx, dt, y, x):
 
 Atan2Function = _binary("atan2", np.arctan2, _atan2_grads, lambda t: t.atan2, onnx=_onnx_nodes(_atan2_onnx))
 HypotFunction = _binary(
-    "hypot", np.hypot, lambda ns, g, a, out, kw: (g * a[0] / out, g * a[1] / out), lambda t: t.hypot,
+    "hypot", np.hypot, lambda ns, g, a, out, kw: (g * a[0] / out, g * a[1] / out), lambda t: t.hypot, uses_out=True,
     onnx=_onnx_nodes(lambda ctx, dt, x, y: ctx.node("Sqrt", [ctx.node("Add", [ctx.node("Mul", [x, x]),
                                                                               ctx.node("Mul", [y, y])])])))
 
@@ -156,7 +156,7 @@ def _copysign_grads(ns, g, a, out, kw):
 
 
 CopysignFunction = _binary(
-    "copysign", np.copysign, _copysign_grads, lambda t: t.copysign,
+    "copysign", np.copysign, _copysign_grads, lambda t: t.copysign, uses_out=True,
     gaps={"onnx": "ONNX has no signbit to tell -0.0 from 0.0, which copysign reads"})
 
 
@@ -250,10 +250,11 @@ class _Unary(PointwiseFunction):
 
 
 def _unary(name, fwd, grads, *, floating=True, onnx=None, gaps=None, samples=None, tol=(1e-5, 1e-5),
-           zero_grad=False, torch_fn=None, base=_Unary, bad=None):
+           zero_grad=False, torch_fn=None, base=_Unary, bad=None, uses_out=False):
     cls = type(f"{name.title().replace('_', '')}Function", (base,), {"__module__": __name__,
                                                                        "__doc__": f"torch.{name}(input)."})
-    return register(name, cls, Spec(fwd, grads, floating=floating, zero_grad=zero_grad), samples=samples or
+    return register(name, cls, Spec(fwd, grads, floating=floating, zero_grad=zero_grad, uses_out=uses_out),
+                    samples=samples or
                     _unary_samples(), torch=torch_fn or (lambda torch, x, **kw: getattr(torch, name)(x, **kw)),
                     onnx=onnx, gaps=gaps or {}, tol=tol, bad_inputs=bad)
 
@@ -277,6 +278,7 @@ ErfcFunction = _unary(
 ErfinvFunction = _unary(
     "erfinv", sp.erfinv, lambda ns, g, a, out, kw: (g * ns.exp(out * out) * (_SQRT_PI / 2),),
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-0.95, high=0.95)), tol=(1e-4, 1e-5),
+    uses_out=True,
     gaps={"onnx": "ONNX has no inverse error function"})
 
 
@@ -305,6 +307,10 @@ DigammaFunction = _unary(
 DigammaFunction.op.differentiable_backward = None  # its derivative (trigamma) has no Tensor op: no third order
 
 
+def _sign(x):
+    return np.where(np.isnan(x), np.zeros((), x.dtype), np.sign(x)) if x.dtype.kind == "f" else np.sign(x)
+
+
 def _zero(ns, g, a, out, kw):
     return (g * 0,)
 
@@ -316,9 +322,9 @@ def _ties_samples():
             Sample((S.rand(*S.LARGE, seed=3) * 4,), name="large")]
 
 
-SignFunction = _unary("sign", np.sign, _zero, floating=False, zero_grad=True, samples=_ties_samples,
+SignFunction = _unary("sign", _sign, _zero, floating=False, zero_grad=True, samples=_ties_samples,
                       onnx=_unary_onnx(lambda ctx, dt, x: ctx.node("Sign", [x])))
-SgnFunction = _unary("sgn", np.sign, _zero, floating=False, zero_grad=True, samples=_ties_samples,
+SgnFunction = _unary("sgn", _sign, _zero, floating=False, zero_grad=True, samples=_ties_samples,
                      torch_fn=lambda torch, x: torch.sign(x),  # torch.sgn's gradient is a ZeroTensor numpy refuses
                      onnx=_unary_onnx(lambda ctx, dt, x: ctx.node("Sign", [x])))
 
