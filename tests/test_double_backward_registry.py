@@ -17,6 +17,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
 # registered ops without a differentiable rule (create_graph through one raises NotImplementedError naming it)
 UNCOVERED = {"argmax", "argmin", "compare"}  # no float output: nothing to differentiate
+UNCOVERED |= {"isnan", "isinf", "isfinite", "isposinf", "isneginf", "signbit", "isclose"}  # bool outputs
+# floor_divide: torch defines no derivative; digamma: no trigamma op; prod, cdist: rules not written yet
+UNCOVERED |= {"floor_divide", "digamma", "prod", "cdist"}
 # torch has no double backward for these (its hardsigmoid_backward has no derivative): their rules are checked
 # against the analytic second derivative in tests/test_nn_activations_torch.py
 NO_TORCH_DOUBLE_BACKWARD = {"hardsigmoid"}

@@ -254,3 +254,63 @@ for _fn in (LogsumexpFunction, ProdFunction, NansumFunction, NanmeanFunction):
 from . import _reduce_select  # noqa: E402,F401  (median, mode, quantile: the selecting reductions)
 
 __all__ = ["LogsumexpFunction", "ProdFunction", "NansumFunction", "NanmeanFunction"]
+
+
+# ---- double backward of the selecting reductions ------------------------------------------------------
+def _selection_rule(ctx, args, kwargs, g, *_):
+    """Gradient of a reduction whose backward is ``g`` (per output, expanded over its row) times coefficients that
+    are locally constant in the input (which elements are picked, their interpolation weights, the NaN mask): the
+    coefficients come from the op's own array backward on ones (a LocallyConstantFunction of the input), so the
+    rule is linear in ``g`` and its derivative in the input is zero, as torch's."""
+    from ._double_backward import _expand_back, _flat
+    x, fn = args[0], type(ctx)
+    raw = [a._data if hasattr(a, "_data") else a for a in args]
+    name = fn.op.name
+    if name in ("median", "nanmedian"):
+        axes, keepdim = tuple(range(x.ndim)), False
+    elif name in ("quantile", "nanquantile"):
+        dim = raw[2] if len(raw) > 2 else kwargs.get("dim")
+        keepdim = bool(raw[3] if len(raw) > 3 else kwargs.get("keepdim", False))
+        axes = tuple(range(x.ndim)) if dim is None else (single_axis(dim, max(x.ndim, 1)),)
+    elif name in ("median_dim", "nanmedian_dim", "mode"):
+        dim = raw[1] if len(raw) > 1 else kwargs.get("dim", -1)
+        keepdim = bool(raw[2] if len(raw) > 2 else kwargs.get("keepdim", False))
+        axes = (single_axis(dim, max(x.ndim, 1)),)
+    else:
+        axes = _axes(x._data, raw[1] if len(raw) > 1 else kwargs.get("dim"))
+        keepdim = bool(raw[2] if len(raw) > 2 else kwargs.get("keepdim", False))
+    quantiles = name in ("quantile", "nanquantile") and np.ndim(raw[1]) == 1
+
+    def coefficients(k):
+        def fn_of(xv):
+            c = fn.__new__(fn)
+            c.needs_input_grad = [True] + [False] * (len(raw) - 1)
+            out = fn.forward(c, xv, *raw[1:], **kwargs)
+            o = out[0] if isinstance(out, tuple) else out
+            ones = np.zeros(o.shape, o.dtype)
+            if k is None:
+                ones[...] = 1
+            else:
+                ones[k] = 1
+            res = fn.backward(c, ones, None) if isinstance(out, tuple) else fn.backward(c, ones)
+            return res[0] if isinstance(res, tuple) else res
+        return _flat(x, fn_of)
+
+    def spread(gk):
+        if x.ndim == 0:
+            return gk.reshape(())
+        return _expand_back(gk.reshape(()) if gk.ndim == 0 and not keepdim else gk, x.shape, axes, keepdim)
+
+    if not quantiles:
+        return (spread(g) * coefficients(None),) + (None,) * (len(args) - 1)
+    total = None
+    for k in range(g.shape[0]):
+        term = spread(g[k]) * coefficients(k)
+        total = term if total is None else total + term
+    return (total,) + (None,) * (len(args) - 1)
+
+
+for _name in ("nansum", "nanmean", "median", "nanmedian", "median_dim", "nanmedian_dim", "mode", "quantile",
+              "nanquantile"):
+    from .registry import _OPS as _REG
+    _REG[_name].differentiable_backward = _selection_rule
