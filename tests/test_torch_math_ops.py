@@ -351,6 +351,26 @@ def test_cdist_gemm_path_and_errors():
         fg.cdist(fg.zeros(3, 4), fg.zeros(3, 4), -1.0)
 
 
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("rows", [5, 30])  # 30: the GEMM form at p = 2
+def test_cdist_double_backward(p, rows):
+    a, b = _rand(rows, 3).astype(np.float64), _rand(4, 3, seed=1).astype(np.float64)
+    c = np.random.default_rng(2).uniform(-1, 1, size=(rows, 4))
+    res = []
+    for m in (fg, torch):
+        x1, x2 = m.tensor(a, requires_grad=True), m.tensor(b, requires_grad=True)
+        if m is fg:
+            y = fg.cdist(x1, x2, p)
+        else:  # torch's direct cdist has no double backward: the norm of the differences has
+            y = torch.linalg.vector_norm(x1[:, None] - x2[None], ord=p, dim=-1)
+        g1, g2 = (fg.autograd.grad if m is fg else torch.autograd.grad)(
+            (y * m.tensor(c)).sum(), (x1, x2), create_graph=True)
+        ((g1 * g1).sum() + (g2 * g2 * g2).sum()).backward()
+        res.append((g1.detach().numpy(), x1.grad.numpy(), x2.grad.numpy()))
+    for f, t in zip(*res):
+        np.testing.assert_allclose(f, t, rtol=1e-6, atol=1e-8)
+
+
 def test_product_errors():
     with pytest.raises(ValueError, match="1-D"):
         fg.dot(fg.zeros(2, 2), fg.zeros(2))

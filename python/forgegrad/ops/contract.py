@@ -306,3 +306,39 @@ class CdistFunction(Function):
 
 
 CdistFunction.op.float64 = CdistFunction
+
+
+def _cdist_rule(ctx, args, kwargs, g):
+    """cdist's gradient as ops (the direct form for every compute_mode: the GEMM form's gradient is the same
+    function), so a create_graph pass differentiates it again."""
+    from ._double_backward import _arg, _flat, _for, _is_t, _where
+    from .registry import _OPS
+    x1, x2 = args[0], args[1]
+    p = float(_arg(args, kwargs, 2, "p", 2.0))
+    mode = _arg(args, kwargs, 3, "compute_mode", _MODES[0])
+    diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+    if p == 0:
+        w = diff * 0.0
+    elif p == 1:
+        w = _flat(diff, np.sign)
+    elif p == math.inf:
+        w = _flat(diff, lambda v: np.sign(v) * (np.abs(v) == np.max(np.abs(v), -1, keepdims=True)))
+    else:
+        out = ctx.__dict__.get("graph_outputs", {}).get(0)
+        if out is None:
+            out = _OPS["cdist"](x1, x2, p, mode)
+        d = out.unsqueeze(-1)
+        zero = d._data == 0
+        safe = _where(zero, 1.0, d)
+        if p == 2:
+            w = _where(zero, 0.0, diff / safe)
+        else:
+            mag = abs(diff)
+            w = _where(zero, 0.0, _flat(diff, np.sign) * mag ** (p - 1) / safe ** (p - 1))
+    gw = g.unsqueeze(-1) * w
+    ga = _for(x1, gw.sum(dim=-2)) if _is_t(x1) else None
+    gb = _for(x2, -gw.sum(dim=-3)) if _is_t(x2) else None
+    return (ga, gb) + (None,) * (len(args) - 2)
+
+
+CdistFunction.op.differentiable_backward = _cdist_rule

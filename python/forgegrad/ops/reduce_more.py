@@ -314,3 +314,35 @@ for _name in ("nansum", "nanmean", "median", "nanmedian", "median_dim", "nanmedi
               "nanquantile"):
     from .registry import _OPS as _REG
     _REG[_name].differentiable_backward = _selection_rule
+
+
+def _prod_rule(ctx, args, kwargs, g):
+    """prod's gradient as ops: ``g`` times the product of the other elements of the row, each such product one
+    prod over the row with that element replaced by 1 (a row of n becomes n rows: memory n times the input, only in
+    a create_graph pass). Exact with zeros, and differentiable again (through this same rule)."""
+    from ._double_backward import _arg, _expand_back, _where
+    from .registry import _OPS
+    x = args[0]
+    dim, keepdim = _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False)
+    if not x.dtype.is_floating_point:
+        return (None,) * len(args)
+    if dim is None:
+        axis, xt, shape = 0, x.reshape(-1), x.shape
+    else:
+        axis = single_axis(dim, max(x.ndim, 1))
+        xt, shape = x, x.shape
+    if xt.ndim == 0:  # the product of one number: its gradient is g
+        return (g.reshape(()) * 1.0,) + (None,) * (len(args) - 1)
+    order = [i for i in range(xt.ndim) if i != axis] + [axis]
+    xm = xt.permute(*order)  # (..., n)
+    n = xm.shape[-1]
+    rows = xm.unsqueeze(-2).expand(*xm.shape[:-1], n, n)
+    others = _OPS["prod"](_where(np.eye(n, dtype=bool), 1.0, rows), -1)  # (..., n): row i without element i
+    back = [order.index(i) for i in range(xt.ndim)]
+    others = others.permute(*back)
+    if dim is None:
+        return (g.reshape(()) * others.reshape(*shape),) + (None,) * (len(args) - 1)
+    return (_expand_back(g, shape, (axis,), keepdim) * others,) + (None,) * (len(args) - 1)
+
+
+_REG["prod"].differentiable_backward = _prod_rule
