@@ -17,15 +17,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 MAX_ELEMENTS = 2_000  # the large samples (kernel blocking) say nothing more about a rule and cost seconds here
 # registered ops without a differentiable rule (create_graph through one raises NotImplementedError naming it)
 UNCOVERED = {"argmax", "argmin", "compare"}  # no float output: nothing to differentiate
-UNCOVERED |= {"isnan", "isinf", "isfinite", "isposinf", "isneginf", "signbit", "isclose"}  # bool outputs
-# floor_divide: torch defines no derivative; digamma: no trigamma op
-UNCOVERED |= {"floor_divide", "digamma"}
 # torch has no double backward for these (its hardsigmoid_backward has no derivative): their rules are checked
 # against the analytic second derivative in tests/test_nn_activations_torch.py
 NO_TORCH_DOUBLE_BACKWARD = {"hardsigmoid"}
-# torch's direct cdist has none either (its GEMM form has): tests/test_torch_math_ops.py checks cdist's rule against
-# the double backward of torch's norm of the differences
-NO_TORCH_DOUBLE_BACKWARD |= {"cdist"}
 RANDOM = {"dropout"}  # its mask is drawn by each library: tests/test_double_backward.py checks it with its mask
 
 
@@ -71,6 +65,13 @@ def _second_order_in(op, sample, lib):
         return t.detach().numpy() if lib == "fg" else t.detach().numpy(force=True)
 
     return [arr(g, x) for g, x in zip(gs, xs)] + [arr(g, x) for g, x in zip(ggs, xs)]
+
+
+# torch's math ops (ops/pointwise_more.py, predicates.py): bool outputs; floor_divide: torch defines no derivative;
+# digamma: no trigamma op. torch's direct cdist has no double backward (its GEMM form has): tests/test_torch_math_ops.py
+# checks cdist's rule against the double backward of torch's norm of the differences
+UNCOVERED |= {"isnan", "isinf", "isfinite", "isposinf", "isneginf", "signbit", "isclose", "floor_divide", "digamma"}
+NO_TORCH_DOUBLE_BACKWARD |= {"cdist"}
 
 
 def _cases():
