@@ -122,6 +122,12 @@ class Spec:
 SPECS: dict = {}
 
 
+def _arg_names(cls):
+    import inspect
+    cls._arg_names = [n for n in inspect.signature(cls.forward).parameters if n != "ctx"]
+    return cls._arg_names
+
+
 def _shape(a):
     return a.shape if is_arr(a) else ()
 
@@ -134,6 +140,11 @@ class PointwiseFunction(Function):
     @classmethod
     def _run(cls, ctx, tensors, kw):
         spec = SPECS[cls.op.name]
+        for i, a in enumerate(tensors):
+            if not (is_arr(a) or (isinstance(a, _NUM) and not isinstance(a, complex))):
+                names = cls.__dict__.get("_arg_names") or _arg_names(cls)
+                raise TypeError(f"{cls.op.name}(): argument {names[i]!r} must be a forgegrad.Tensor or a real number, "
+                                f"got {type(a).__name__}")
         dt = result_dtype(*tensors, floating=spec.floating)
         arrays = [cast(a, dt) for a in tensors]
         with np.errstate(all="ignore"):
