@@ -195,6 +195,10 @@ def _lerp(a, b, w):
 
 
 def _check_q(q, dtype):
+    if not (isinstance(q, np.ndarray) or (isinstance(q, (int, float, np.number)) and not isinstance(q, bool))):
+        raise TypeError(f"quantile(): q must be a number or a 1-D tensor, got {type(q).__name__}")
+    if isinstance(q, np.ndarray) and q.dtype.kind != "f":
+        raise TypeError(f"quantile(): q must be floating point, got {q.dtype}")
     qa = np.asarray(q, dtype=dtype)
     if qa.ndim > 1:
         raise ValueError(f"quantile(): q must be a number or a 1-D tensor, got {qa.ndim} dimensions")
