@@ -98,17 +98,19 @@ def _select_median(rows, ignore_nan):
 
 
 def _select_mode(rows):
+    """The first longest run of equal values in each stably sorted row (the smallest most frequent value) and the
+    original index of that run's last element (its last index), vectorised over the rows."""
     m, n = rows.shape
     order = np.argsort(rows, axis=1, kind="stable")
     s = np.take_along_axis(rows, order, 1)
-    vals, idxs = np.empty(m, rows.dtype), np.empty(m, np.int64)
-    for r in range(m):
-        change = np.flatnonzero(np.concatenate([[True], s[r, 1:] != s[r, :-1], [True]]))
-        runs = np.diff(change)
-        best = int(np.argmax(runs))  # the first longest run: the smallest most frequent value
-        vals[r] = s[r, change[best]]
-        idxs[r] = order[r, change[best + 1] - 1]  # its last index (stable order: the largest position)
-    return vals, idxs
+    differs = s[:, 1:] != s[:, :-1]
+    pos = np.broadcast_to(np.arange(n), (m, n))
+    start = np.maximum.accumulate(np.where(np.concatenate([np.ones((m, 1), bool), differs], 1), pos, 0), axis=1)
+    is_end = np.concatenate([differs, np.ones((m, 1), bool)], 1)
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(is_end, pos, n), 1), axis=1), 1)
+    best = np.argmax(end - start, axis=1)  # the first position of a longest run: its smallest value
+    r = np.arange(m)
+    return s[r, best], order[r, end[r, best]].astype(np.int64)
 
 
 class _DimSelect(Function):
