@@ -245,8 +245,9 @@ class LinalgSolveFunction(Function):
         C.check_matrix(A, "A", "linalg.solve")
         C.check_matrix(B, "B", "linalg.solve", square=False, at_least=1)
         vector, _ = solve_shapes(A.shape, B.shape, left)
-        dt = np.promote_types(A.dtype, B.dtype)
-        A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+        if A.dtype != B.dtype:  # torch refuses to promote here
+            raise RuntimeError(f"linalg.solve: expected A and B to have the same dtype, but found A of type {A.dtype} "
+                               f"and B of type {B.dtype}")
         bm = B[..., None] if vector else B
         try:
             x = np.linalg.solve(A, bm) if left else np.swapaxes(
@@ -347,8 +348,7 @@ class LinalgSolveTriangularFunction(Function):
         C.check_matrix(A, "A", "linalg.solve_triangular")
         C.check_matrix(B, "B", "linalg.solve_triangular", square=False)
         _tri_shape(A.shape, B.shape, left)
-        dt = np.promote_types(A.dtype, B.dtype)
-        A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+        B = B.astype(A.dtype, copy=False)  # torch computes in A's dtype (B's gradient still has B's)
         x = solve_tri_array(A, B, upper, left, unitriangular)
         ctx.save_for_backward(A, x)
         ctx.info = (upper, left, unitriangular, B.shape)
