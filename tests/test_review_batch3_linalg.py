@@ -140,3 +140,24 @@ def test_cholesky_ex_reports_a_nan_pivot_as_torch():
     np.testing.assert_array_equal(got, torch.linalg.cholesky_ex(torch.from_numpy(batch)).info.numpy())
     with pytest.raises(LA.LinAlgError, match=r"batch element 0.*order 2"):
         LA.cholesky(fg.tensor(batch))
+
+
+@pytest.mark.parametrize("uplo", ["l", "u"])
+def test_eigh_takes_lower_case_uplo_as_torch(uplo):
+    a = np.array([[1.0, 5.0, -2.0], [0.5, 2.0, 1.0], [3.0, -1.0, 0.0]])
+    t = torch.from_numpy(a)
+    np.testing.assert_allclose(LA.eigh(fg.tensor(a), UPLO=uplo).eigenvalues.numpy(),
+                               torch.linalg.eigh(t, UPLO=uplo).eigenvalues.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(LA.eigvalsh(fg.tensor(a), uplo).numpy(), torch.linalg.eigvalsh(t, uplo).numpy(),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="UPLO"):
+        LA.eigh(fg.tensor(a), UPLO="lower")
+
+
+@pytest.mark.filterwarnings("error")  # numpy's cast / overflow warnings leaked before
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_matrix_exp_of_non_finite_or_huge_input_is_nan_as_torch_without_warnings(bad):
+    a = np.stack([np.array([[bad, 0.0], [0.0, 1.0]]), np.array([[0.5, 1.0], [-1.0, 0.25]])])
+    got = LA.matrix_exp(fg.tensor(a)).numpy()
+    want = torch.linalg.matrix_exp(torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12)  # NaN where torch's is NaN; the finite matrix untouched

@@ -229,8 +229,10 @@ def _eigh_torch(torch, A, UPLO="L"):
 
 
 def _check_uplo(UPLO):
-    if UPLO not in ("L", "U"):
+    """'L' or 'U' (torch takes the lower-case letters too)."""
+    if UPLO not in ("L", "U", "l", "u"):
         raise ValueError(f"linalg.eigh: argument 'UPLO' must be 'L' or 'U', got {UPLO!r}")
+    return UPLO.upper()
 
 
 def _eigh_rule(ctx, args, kwargs, gl, gv):
@@ -251,7 +253,7 @@ class LinalgEighFunction(Function):
 
     @staticmethod
     def forward(ctx, A, UPLO="L"):
-        _check_uplo(UPLO)
+        UPLO = _check_uplo(UPLO)
         C.check_matrix(A, "A", "linalg.eigh")
         w, v = C.lapack(np.linalg.eigh, A, "linalg.eigh", UPLO=UPLO)
         ctx.save_for_backward(w, v)

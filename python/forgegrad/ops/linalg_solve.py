@@ -378,12 +378,19 @@ def expm_array(a):
     """exp(A) by scaling and squaring with the degree-13 Pade approximant (Higham 2005), in float64, batched
     (each matrix scaled by its own power of 2)."""
     x = a.astype(np.float64)
-    n = x.shape[-1]
     if x.size == 0:
         return x.astype(a.dtype)
     norm = np.abs(x).sum(axis=-2).max(axis=-1)  # the 1-norm of each matrix
-    with np.errstate(divide="ignore"):
-        s = np.maximum(0, np.ceil(np.log2(np.maximum(norm, 1e-300) / _THETA13))).astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.ceil(np.log2(np.maximum(norm, 1e-300) / _THETA13))
+    # a NaN / inf matrix is not scaled (its exponential is NaN, as torch's; the cast would warn)
+    s = np.where(np.isfinite(s), np.maximum(s, 0), 0).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN results are the answer there, as torch's
+        return _expm_scaled(x, s).astype(a.dtype, copy=False)
+
+
+def _expm_scaled(x, s):
+    n = x.shape[-1]
     x = x / (2.0 ** s)[..., None, None]
     b = _PADE13
     eye = np.eye(n)
@@ -395,7 +402,7 @@ def expm_array(a):
     r = np.linalg.solve(v - u, v + u)
     for k in range(int(s.max()) if s.size else 0):
         r = np.where((s > k)[..., None, None], r @ r, r)
-    return r.astype(a.dtype, copy=False)
+    return r
 
 
 def _expm_block(B, a, g, expm):
