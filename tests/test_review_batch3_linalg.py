@@ -161,3 +161,12 @@ def test_matrix_exp_of_non_finite_or_huge_input_is_nan_as_torch_without_warnings
     got = LA.matrix_exp(fg.tensor(a)).numpy()
     want = torch.linalg.matrix_exp(torch.from_numpy(a)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12)  # NaN where torch's is NaN; the finite matrix untouched
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((2, 3, 4), (3,)), ((3, 4), (2, 3, 1))])
+def test_lstsq_refuses_b_of_the_wrong_rank_naming_it_as_torch(a_shape, b_shape):
+    a, b = np.ones(a_shape), np.ones(b_shape)
+    with pytest.raises(RuntimeError, match="dim"):
+        torch.linalg.lstsq(torch.from_numpy(a), torch.from_numpy(b))
+    with pytest.raises(ValueError, match="'B'"):  # an IndexError, or a broadcast result, before
+        LA.lstsq(fg.tensor(a), fg.tensor(b))

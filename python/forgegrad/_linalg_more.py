@@ -142,6 +142,9 @@ def lstsq(A, B, rcond=None, *, driver=None):
     if driver not in ("gels", "gelsy", "gelsd", "gelss"):
         raise ValueError(f"linalg.lstsq: argument 'driver' must be 'gels', 'gelsy', 'gelsd' or 'gelss', got {driver!r}")
     m, n = A.shape[-2:]
+    if not 0 <= A.ndim - B.ndim <= 1:  # torch's rule: B is A's rank (matrices) or one less (vectors)
+        raise ValueError(f"linalg.lstsq: argument 'B' must have as many dims as A ({A.ndim}) or one fewer (a batch "
+                         f"of vectors), got shape {tuple(B.shape)} for A of shape {tuple(A.shape)}")
     vector = B.ndim == A.ndim - 1
     Bm = B.unsqueeze(-1) if vector else B
     if Bm.shape[-2] != m:
