@@ -170,3 +170,18 @@ def test_lstsq_refuses_b_of_the_wrong_rank_naming_it_as_torch(a_shape, b_shape):
         torch.linalg.lstsq(torch.from_numpy(a), torch.from_numpy(b))
     with pytest.raises(ValueError, match="'B'"):  # an IndexError, or a broadcast result, before
         LA.lstsq(fg.tensor(a), fg.tensor(b))
+
+
+def test_inv_ex_of_a_batch_with_a_singular_matrix_keeps_the_graph_as_torch():
+    a = np.stack([np.array([[1.0, 2.0], [2.0, 4.0]]), np.array([[2.0, 1.0], [0.5, 3.0]])])
+    x = fg.tensor(a, requires_grad=True)
+    t = torch.from_numpy(a).requires_grad_()
+    got, want = LA.inv_ex(x), torch.linalg.inv_ex(t)
+    np.testing.assert_array_equal(got.info.numpy(), want.info.numpy())
+    assert np.isnan(got.inverse.numpy()[0]).all()
+    np.testing.assert_allclose(got.inverse.numpy()[1], want.inverse.detach().numpy()[1], rtol=1e-12)
+    assert got.inverse.requires_grad and want.inverse.requires_grad  # no graph at all before
+    got.inverse[1].sum().backward()
+    want.inverse[1].sum().backward()
+    np.testing.assert_allclose(x.grad.numpy()[1], t.grad.numpy()[1], rtol=1e-12)
+    np.testing.assert_array_equal(x.grad.numpy()[0], np.zeros((2, 2)))

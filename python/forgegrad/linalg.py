@@ -94,11 +94,11 @@ def inv_ex(A, *, check_errors: bool = False):
     except np.linalg.LinAlgError:
         flat = a.reshape((-1,) + a.shape[-2:])
         info = np.array([_lu_info(m) for m in flat], np.int32).reshape(a.shape[:-2])
-        out = np.full(a.shape, np.nan, a.dtype)
-        ok = info == 0
-        if np.any(ok):
-            out[ok] = np.linalg.inv(a[ok])
-        return linalg_inv_ex(_wrap(out), _wrap(info))
+        # the regular matrices' inverses through inv (in A's graph, as torch's), the singular ones NaN
+        where = _op("where")
+        ok = (info == 0)[..., None, None]
+        eye = np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape)
+        return linalg_inv_ex(where(ok, inv(where(ok, A, _wrap(eye))), np.nan), _wrap(info))
     return linalg_inv_ex(inv(A), _wrap(np.zeros(a.shape[:-2], np.int32)))
 
 
