@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .ops._linalg_common import lapack as _lapack
 from .ops.registry import get as _op
 from .tensor import Tensor
 
@@ -135,17 +136,22 @@ def lstsq(A, B, rcond=None, *, driver=None):
     L = _L()
     A = L._t(A, "A", "linalg.lstsq")
     B = L._t(B, "B", "linalg.lstsq", at_least=1)
+    if A.dtype != B.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"linalg.lstsq: expected A and B to have the same dtype, got {A.dtype} and {B.dtype}")
     driver = "gelsy" if driver is None else driver
     if driver not in ("gels", "gelsy", "gelsd", "gelss"):
         raise ValueError(f"linalg.lstsq: argument 'driver' must be 'gels', 'gelsy', 'gelsd' or 'gelss', got {driver!r}")
     m, n = A.shape[-2:]
+    if not 0 <= A.ndim - B.ndim <= 1:  # torch's rule: B is A's rank (matrices) or one less (vectors)
+        raise ValueError(f"linalg.lstsq: argument 'B' must have as many dims as A ({A.ndim}) or one fewer (a batch "
+                         f"of vectors), got shape {tuple(B.shape)} for A of shape {tuple(A.shape)}")
     vector = B.ndim == A.ndim - 1
     Bm = B.unsqueeze(-1) if vector else B
     if Bm.shape[-2] != m:
         raise ValueError(f"linalg.lstsq: argument 'B' of shape {tuple(B.shape)} must have {m} rows, as A "
                          f"{tuple(A.shape)}")
     dt = A.numpy().dtype
-    s = np.linalg.svd(A.numpy(), compute_uv=False)
+    s = _lapack(np.linalg.svd, A.numpy(), "linalg.lstsq", compute_uv=False)
     rc = np.finfo(dt).eps * max(m, n) if rcond is None else float(rcond)
     X = pinv(A, rtol=rc) @ Bm
     empty = Tensor._wrap_exact(np.zeros((0,), dt))
@@ -165,7 +171,8 @@ def matrix_rank(A, *, atol=None, rtol=None, hermitian: bool = False) -> Tensor:
     max(atol, rtol * largest); int64, no gradient."""
     A = _L()._t(A, "A", "linalg.matrix_rank", square=bool(hermitian))
     a = A.numpy()
-    s = np.abs(np.linalg.eigvalsh(a)) if hermitian else np.linalg.svd(a, compute_uv=False)
+    s = np.abs(_lapack(np.linalg.eigvalsh, a, "linalg.matrix_rank")) if hermitian else _lapack(
+        np.linalg.svd, a, "linalg.matrix_rank", compute_uv=False)
     tol = _tol(s.max(axis=-1, initial=0.0), atol, rtol, *a.shape[-2:], a.dtype)
     return Tensor._wrap_exact((s > np.asarray(tol)[..., None]).sum(-1).astype(np.int64))
 
@@ -175,11 +182,20 @@ def cond(A, p=None) -> Tensor:
     others: matrix_norm(A, p) * matrix_norm(inv(A), p), square A)."""
     L = _L()
     A = L._t(A, "A", "linalg.cond", square=p not in (None, 2, -2))
+    if A.numel() == 0:  # torch: 0 for each (empty) matrix
+        return Tensor._wrap_exact(np.zeros(A.shape[:-2], A.numpy().dtype))
     if p in (None, 2, -2):
         s = L.svdvals(A)
         hi, lo = s.amax(dim=-1), s.amin(dim=-1)
         return hi / lo if p != -2 else lo / hi
-    return matrix_norm(A, p) * matrix_norm(L.inv(A), p)
+    inverse, info = L.inv_ex(A)
+    singular = np.asarray(info.numpy() > 0)
+    if not np.any(singular):
+        return matrix_norm(A, p) * matrix_norm(inverse, p)
+    # a singular matrix's condition number is inf, as torch's (inv would raise); its NaN inverse is not normed
+    where = _op("where")
+    r = matrix_norm(A, p) * matrix_norm(where(singular[..., None, None], 0.0, inverse), p)
+    return where(singular, _INF, r)
 
 
 def cross(input, other, *, dim: int = -1) -> Tensor:
@@ -187,6 +203,9 @@ def cross(input, other, *, dim: int = -1) -> Tensor:
     for name, t in (("input", input), ("other", other)):
         if not isinstance(t, Tensor):
             raise TypeError(f"linalg.cross(): argument '{name}' must be a forgegrad.Tensor, got {type(t).__name__}")
+    if input.dtype != other.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"linalg.cross: expected input and other to have the same dtype, got {input.dtype} and "
+                           f"{other.dtype}")
     if input.ndim != other.ndim:  # torch refuses this too
         raise ValueError(f"linalg.cross: inputs must have the same number of dimensions, got shapes "
                          f"{tuple(input.shape)} and {tuple(other.shape)}")
@@ -215,6 +234,8 @@ def vecdot(x, y, *, dim: int = -1) -> Tensor:
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, Tensor):
             raise TypeError(f"linalg.vecdot(): argument '{name}' must be a forgegrad.Tensor, got {type(t).__name__}")
+    if x.dtype != y.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"linalg.vecdot: expected x and y to have the same dtype, got {x.dtype} and {y.dtype}")
     return (x * y).sum(dim=dim)
 
 
@@ -231,6 +252,9 @@ def multi_dot(tensors) -> Tensor:
         if not ok:
             raise ValueError(f"linalg.multi_dot: tensors[{i}] must be 2-d (1-d allowed first and last), got shape "
                              f"{tuple(t.shape)}")
+        if t.dtype != tensors[0].dtype:  # torch refuses to promote here
+            raise RuntimeError(f"linalg.multi_dot: all tensors must have the same dtype, but tensors[0] is "
+                               f"{tensors[0].dtype} and tensors[{i}] is {t.dtype}")
     first, last = tensors[0].ndim == 1, tensors[-1].ndim == 1
     mats = [tensors[0].unsqueeze(0) if first else tensors[0]] + tensors[1:-1] + [
         tensors[-1].unsqueeze(-1) if last else tensors[-1]]

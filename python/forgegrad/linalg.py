@@ -53,7 +53,8 @@ def _t(x, name: str, op: str, square: bool = False, at_least: int = 2) -> Tensor
 
 
 def _wrap(arr) -> Tensor:
-    return Tensor._wrap_exact(np.ascontiguousarray(arr))
+    a = np.asarray(arr)  # (np.ascontiguousarray would make a 0-d info / logdet 1-d)
+    return Tensor._wrap_exact(a if a.flags.c_contiguous else np.ascontiguousarray(a))
 
 
 def _info_like(A) -> Tensor:
@@ -93,11 +94,11 @@ def inv_ex(A, *, check_errors: bool = False):
     except np.linalg.LinAlgError:
         flat = a.reshape((-1,) + a.shape[-2:])
         info = np.array([_lu_info(m) for m in flat], np.int32).reshape(a.shape[:-2])
-        out = np.full(a.shape, np.nan, a.dtype)
-        ok = info == 0
-        if np.any(ok):
-            out[ok] = np.linalg.inv(a[ok])
-        return linalg_inv_ex(_wrap(out), _wrap(info))
+        # the regular matrices' inverses through inv (in A's graph, as torch's), the singular ones NaN
+        where = _op("where")
+        ok = (info == 0)[..., None, None]
+        eye = np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape)
+        return linalg_inv_ex(where(ok, inv(where(ok, A, _wrap(eye))), np.nan), _wrap(info))
     return linalg_inv_ex(inv(A), _wrap(np.zeros(a.shape[:-2], np.int32)))
 
 
@@ -149,8 +150,10 @@ def matrix_power(A, n: int) -> Tensor:
         raise TypeError(f"linalg.matrix_power: argument 'n' must be an int, got {type(n).__name__}")
     A = _t(A, "A", "linalg.matrix_power", square=True)
     if n == 0:
-        eye = np.broadcast_to(np.eye(A.shape[-1], dtype=A.dtype), A.shape)
-        return A * 0 + _wrap(eye)  # keeps A's graph (a zero gradient), as torch's
+        eye = np.broadcast_to(np.eye(A.shape[-1], dtype=A.numpy().dtype), A.shape)
+        # the identity even for a non-finite A (A * 0 would be NaN there), in A's graph with a zero gradient, as
+        # torch's
+        return _op("where")(np.zeros(A.shape, bool), A, _wrap(eye))
     base = inv(A) if n < 0 else A
     n = abs(int(n))
     result = None

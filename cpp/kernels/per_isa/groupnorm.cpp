@@ -11,8 +11,9 @@
 //
 // Accuracy as layer_norm (layernorm.cpp): the group mean summed as sum(x - x[0]), kept as a float
 // pair hi + lo, the variance summed over ((x - hi) - lo)^2; float vector sums within blocks of 1024,
-// block sums in double; a group whose float sums overflow is redone in double. The backward measures
-// the saved mean's rounding error on the group (delta = mean(x - m)) and removes it.
+// block sums in double; a group whose float sums overflow is redone in double (in the backward too).
+// The backward measures the saved mean's rounding error on the group (delta = mean(x - m)) and
+// removes it.
 //
 // Threads: each (n, g) is one work item of one thread, reduced in a fixed order. The backward keeps
 // the per-(n, c) sums of dy * xhat and dy (in double) and adds them over n in batch order after the
@@ -104,6 +105,38 @@ void group_forward(const float* x, const float* w, const float* b, int64_t cpg, 
   }
 }
 
+// The backward of a group whose float sums overflowed (|x| near float's limit, where the forward ran
+// group_double too): the formulas of group_backward below, every sum and product in double.
+void group_backward_double(const float* g, const float* x, float m, float rs, const float* w, int64_t cpg, int64_t hw,
+                           float* gx, double* pw, double* pb) {
+  const double dn = static_cast<double>(cpg * hw), md = static_cast<double>(m), r64 = static_cast<double>(rs);
+  double sx = 0.0;
+  for (int64_t i = 0; i < cpg * hw; ++i) sx += static_cast<double>(x[i]) - md;
+  const double delta = sx / dn;
+  double sum_gw = 0.0, sum_gwx = 0.0;
+  for (int64_t c = 0; c < cpg; ++c) {
+    double sg = 0.0, sgd = 0.0;
+    for (int64_t i = c * hw; i < (c + 1) * hw; ++i) {
+      sg += static_cast<double>(g[i]);
+      sgd += static_cast<double>(g[i]) * (static_cast<double>(x[i]) - md - delta);
+    }
+    const double sgx = r64 * sgd;
+    if (pw) pw[c] = sgx;
+    if (pb) pb[c] = sg;
+    const double wc = w ? static_cast<double>(w[c]) : 1.0;
+    sum_gw += wc * sg;
+    sum_gwx += wc * sgx;
+  }
+  if (!gx) return;
+  for (int64_t c = 0; c < cpg; ++c) {
+    const double rw = r64 * (w ? static_cast<double>(w[c]) : 1.0);
+    for (int64_t i = c * hw; i < (c + 1) * hw; ++i) {
+      const double xh = (static_cast<double>(x[i]) - md - delta) * r64;
+      gx[i] = static_cast<float>(rw * static_cast<double>(g[i]) - r64 * sum_gw / dn - xh * r64 * sum_gwx / dn);
+    }
+  }
+}
+
 // One (n, g) of the backward. Pass 1, per channel: sum(x - m), sum(dy), sum(dy * (x - m)); from
 // them the channel's sum(dy * xhat) and sum(dy) (stored in pw / pb, per (n, c)) and the group's
 // mean(gw), mean(gw * xhat). Pass 2 (only when gx is wanted): dx. s is scratch of 3 * cpg doubles.
@@ -126,6 +159,9 @@ void group_backward(const float* g, const float* x, float m, float rs, const flo
         s + 3 * c);
     sx += s[3 * c];
   }
+  double all = sx;
+  for (int64_t c = 0; c < cpg; ++c) all += s[3 * c + 1] + s[3 * c + 2];
+  if (!std::isfinite(all)) return group_backward_double(g, x, m, rs, w, cpg, hw, gx, pw, pb);
   const double dn = static_cast<double>(cpg * hw), r64 = static_cast<double>(rs);
   const double delta = sx / dn;
   double sum_gw = 0.0, sum_gwx = 0.0;

@@ -40,6 +40,17 @@ def check_matrix(a, name: str, op: str, square: bool = True, at_least: int = 2):
         raise ValueError(f"{op}: argument '{name}' must be a batch of square matrices, got shape {tuple(a.shape)}")
 
 
+def lapack(fn, a, op: str, name: str = "A", **kwargs):
+    """fn(a, **kwargs) (a numpy.linalg routine); its non-convergence (a NaN / inf in ``a``) raised as torch's
+    LinAlgError naming the argument, not numpy's (a ValueError that ``except LinAlgError`` would miss)."""
+    try:
+        return fn(a, **kwargs)
+    except np.linalg.LinAlgError:
+        finite = bool(np.isfinite(a).all())
+        raise LinAlgError(f"{op}: the algorithm failed to converge on argument '{name}'"
+                          + ("" if finite else ", which holds non-finite values (NaN or inf)")) from None
+
+
 def check_bool(value, name: str, op: str) -> bool:
     """A bool flag (torch refuses anything else: a string 'True' is no bool)."""
     if not isinstance(value, (bool, np.bool_)):

@@ -54,12 +54,14 @@ def cholesky_array(A, upper=False, check_errors=True):
     info = np.zeros(A.shape[:-2], np.int32)
     try:
         L = np.linalg.cholesky(src)
+        if not np.isfinite(L).all():  # numpy passes a NaN through; LAPACK's potrf (torch) stops there
+            raise np.linalg.LinAlgError
     except np.linalg.LinAlgError:
         flat = src.reshape((-1,) + src.shape[-2:])
         Ls, infos = zip(*[unblocked_cholesky(m) for m in flat]) if len(flat) else ((), ())
         L = np.stack(Ls).reshape(src.shape) if Ls else np.zeros_like(src)
         info = np.asarray(infos, np.int32).reshape(A.shape[:-2])
-        if check_errors:
+        if check_errors and np.any(info > 0):
             where = C.batch_index(info > 0)
             first = int(info.reshape(-1)[np.flatnonzero(info.reshape(-1))[0]])
             raise C.LinAlgError(f"linalg.cholesky:{where} The factorization could not be completed because the "
@@ -227,8 +229,10 @@ def _eigh_torch(torch, A, UPLO="L"):
 
 
 def _check_uplo(UPLO):
-    if UPLO not in ("L", "U"):
+    """'L' or 'U' (torch takes the lower-case letters too)."""
+    if UPLO not in ("L", "U", "l", "u"):
         raise ValueError(f"linalg.eigh: argument 'UPLO' must be 'L' or 'U', got {UPLO!r}")
+    return UPLO.upper()
 
 
 def _eigh_rule(ctx, args, kwargs, gl, gv):
@@ -249,9 +253,9 @@ class LinalgEighFunction(Function):
 
     @staticmethod
     def forward(ctx, A, UPLO="L"):
-        _check_uplo(UPLO)
+        UPLO = _check_uplo(UPLO)
         C.check_matrix(A, "A", "linalg.eigh")
-        w, v = np.linalg.eigh(A, UPLO=UPLO)
+        w, v = C.lapack(np.linalg.eigh, A, "linalg.eigh", UPLO=UPLO)
         ctx.save_for_backward(w, v)
         return w.astype(A.dtype, copy=False), v.astype(A.dtype, copy=False)
 
@@ -322,7 +326,7 @@ class LinalgSvdFunction(Function):
     def forward(ctx, A, full_matrices=True):
         full_matrices = C.check_bool(full_matrices, "full_matrices", "linalg.svd")
         C.check_matrix(A, "A", "linalg.svd", square=False)
-        u, s, vh = np.linalg.svd(A, full_matrices=full_matrices)
+        u, s, vh = C.lapack(np.linalg.svd, A, "linalg.svd", full_matrices=full_matrices)
         ctx.save_for_backward(u, s, vh)
         ctx.full = bool(full_matrices)
         return u.astype(A.dtype, copy=False), s.astype(A.dtype, copy=False), vh.astype(A.dtype, copy=False)

@@ -245,8 +245,9 @@ class LinalgSolveFunction(Function):
         C.check_matrix(A, "A", "linalg.solve")
         C.check_matrix(B, "B", "linalg.solve", square=False, at_least=1)
         vector, _ = solve_shapes(A.shape, B.shape, left)
-        dt = np.promote_types(A.dtype, B.dtype)
-        A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+        if A.dtype != B.dtype:  # torch refuses to promote here
+            raise RuntimeError(f"linalg.solve: expected A and B to have the same dtype, but found A of type {A.dtype} "
+                               f"and B of type {B.dtype}")
         bm = B[..., None] if vector else B
         try:
             x = np.linalg.solve(A, bm) if left else np.swapaxes(
@@ -347,8 +348,7 @@ class LinalgSolveTriangularFunction(Function):
         C.check_matrix(A, "A", "linalg.solve_triangular")
         C.check_matrix(B, "B", "linalg.solve_triangular", square=False)
         _tri_shape(A.shape, B.shape, left)
-        dt = np.promote_types(A.dtype, B.dtype)
-        A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+        B = B.astype(A.dtype, copy=False)  # torch computes in A's dtype (B's gradient still has B's)
         x = solve_tri_array(A, B, upper, left, unitriangular)
         ctx.save_for_backward(A, x)
         ctx.info = (upper, left, unitriangular, B.shape)
@@ -378,12 +378,19 @@ def expm_array(a):
     """exp(A) by scaling and squaring with the degree-13 Pade approximant (Higham 2005), in float64, batched
     (each matrix scaled by its own power of 2)."""
     x = a.astype(np.float64)
-    n = x.shape[-1]
     if x.size == 0:
         return x.astype(a.dtype)
     norm = np.abs(x).sum(axis=-2).max(axis=-1)  # the 1-norm of each matrix
-    with np.errstate(divide="ignore"):
-        s = np.maximum(0, np.ceil(np.log2(np.maximum(norm, 1e-300) / _THETA13))).astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.ceil(np.log2(np.maximum(norm, 1e-300) / _THETA13))
+    # a NaN / inf matrix is not scaled (its exponential is NaN, as torch's; the cast would warn)
+    s = np.where(np.isfinite(s), np.maximum(s, 0), 0).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN results are the answer there, as torch's
+        return _expm_scaled(x, s).astype(a.dtype, copy=False)
+
+
+def _expm_scaled(x, s):
+    n = x.shape[-1]
     x = x / (2.0 ** s)[..., None, None]
     b = _PADE13
     eye = np.eye(n)
@@ -395,7 +402,7 @@ def expm_array(a):
     r = np.linalg.solve(v - u, v + u)
     for k in range(int(s.max()) if s.size else 0):
         r = np.where((s > k)[..., None, None], r @ r, r)
-    return r.astype(a.dtype, copy=False)
+    return r
 
 
 def _expm_block(B, a, g, expm):

@@ -170,8 +170,8 @@ def _gn_forward(x, groups, weight, bias, eps):
     if x.size == 0:  # an empty batch or spatial axis: an empty result, as torch
         rows = x.shape[0] * groups
         return np.empty(x.shape, x.dtype), np.zeros(rows, x.dtype), np.ones(rows, x.dtype)
+    _one_dtype("group_norm", x, weight, bias)  # float32 too: the kernel would cast a float64 weight silently
     if x.dtype == np.float64:
-        _one_dtype("group_norm", x, weight, bias)
         return _gn_forward64(x, groups, weight, bias, eps)
     return _gn_forward32(x, groups, weight, bias, eps)
 
@@ -408,8 +408,8 @@ class InstanceNormFunction(Function):
                 momentum=0.1, eps=1e-5):
         use, momentum, eps = _instance_args(x, running_mean, running_var, weight, bias, use_input_stats, momentum,
                                             eps)
-        if x.dtype == np.float64:
-            _one_dtype("instance_norm", x, running_mean, running_var, weight, bias)
+        # torch takes float32 input with float64 running statistics, never with a float64 weight / bias
+        _one_dtype("instance_norm", x, *((running_mean, running_var) if x.dtype == np.float64 else ()), weight, bias)
         if use:
             y, mean, rstd = _gn_forward(x, x.shape[1], weight, bias, eps)
             if running_mean is not None and x.size:
