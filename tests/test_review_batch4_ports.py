@@ -1,5 +1,8 @@
 """Review of the torch-port additions: Tensor.normal_/uniform_ take 0-d tensors for their numbers (torch converts
-them), and Conv1d/Conv2d's repr names a non-zero padding_mode as torch's."""
+them), Conv1d/Conv2d's repr names a non-zero padding_mode as torch's, and the ONNX default sequence axis of a
+token-id model with a Conv1d before its LSTM (the 1-d conv skip is for a 3-D (batch, channels, length) input)."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -28,3 +31,33 @@ def test_normal_and_uniform_take_0d_tensor_arguments():
 def test_conv_repr_names_the_padding_mode(mode):
     for fcls, tcls in ((nn.Conv1d, torch.nn.Conv1d), (nn.Conv2d, torch.nn.Conv2d)):
         assert repr(fcls(4, 2, 3, padding=1, padding_mode=mode)) == repr(tcls(4, 2, 3, padding=1, padding_mode=mode))
+
+
+class _TextConvLSTM(nn.Module):
+    """Embedding -> Conv1d over (batch, channels, length) -> LSTM: the model's input is (batch, seq) token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.conv = nn.Embedding(20, 8), nn.Conv1d(8, 8, 3, padding=1)
+        self.lstm, self.fc = nn.LSTM(8, 6, batch_first=True), nn.Linear(6, 3)
+
+    def forward(self, ids):
+        h = self.conv(self.emb(ids).transpose(1, 2)).relu().transpose(1, 2)
+        out, _ = self.lstm(h)
+        return self.fc(out[:, -1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="the export is run in onnxruntime")
+def test_token_id_model_with_conv1d_before_lstm_keeps_a_dynamic_sequence_axis(tmp_path):
+    import onnxruntime as ort
+    fg.manual_seed(0)
+    model = _TextConvLSTM().eval()
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "text.onnx")
+    assert fg.onnx.export(model, (fg.tensor(rng.integers(0, 20, (2, 7))),), path).ok
+    session = ort.InferenceSession(path)
+    assert session.get_inputs()[0].shape == ["batch", "seq"]  # the sequence axis was static (7) after the change
+    ids = rng.integers(0, 20, (3, 11))
+    with fg.no_grad():
+        want = model(fg.tensor(ids)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: ids})[0], want, rtol=1e-4, atol=1e-5)
