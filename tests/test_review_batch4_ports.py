@@ -61,3 +61,20 @@ def test_token_id_model_with_conv1d_before_lstm_keeps_a_dynamic_sequence_axis(tm
     with fg.no_grad():
         want = model(fg.tensor(ids)).numpy()
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: ids})[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="the export is run in onnxruntime")
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_embedding_max_norm_export_renorms_rows_the_example_did_not_name(norm_type, tmp_path):
+    # the export looked rows up in the weight as it was: rows the example did not name came out unscaled in ORT
+    import onnxruntime as ort
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4, max_norm=1.0, norm_type=norm_type), nn.Linear(4, 2)).eval()
+    path = str(tmp_path / "emb.onnx")
+    assert fg.onnx.export(model, (fg.tensor([[1, 2, 3]]),), path).ok
+    ids = np.array([[5, 6, 1]])
+    session = ort.InferenceSession(path)
+    got = session.run(None, {session.get_inputs()[0].name: ids})[0]
+    with fg.no_grad():
+        want = model(fg.tensor(ids)).numpy()  # eager: rows 5 and 6 renormed in place first, as torch's
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
