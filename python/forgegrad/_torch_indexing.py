@@ -184,9 +184,9 @@ def _mask(mask, shape, name):
 def masked_fill(input, mask, value):
     from .tensor import Tensor
     _tensor(input, "input")
-    if _mask(mask, input.shape, "masked_fill") != tuple(input.shape):
-        raise ValueError(f"masked_fill(): mask of shape {tuple(mask.shape)} must broadcast to the input's shape "
-                         f"{tuple(input.shape)}")
+    shape = _mask(mask, input.shape, "masked_fill")
+    if shape != tuple(input.shape):  # torch's out-of-place masked_fill broadcasts input up to the mask (masked_fill_
+        input = input.expand(shape)  # then refuses the larger result)
     if isinstance(value, Tensor):
         if value.ndim:
             raise ValueError(f"masked_fill(): value must be a number or a 0-d tensor, got shape {tuple(value.shape)}")
@@ -386,8 +386,8 @@ def _cum_extreme(input, dim, name, better):
         for k in range(1, moved.shape[0]):
             x = moved[k]
             take_it = better(x, best) | (x == best)  # torch's: a tie moves the index to the later element
-            if v.dtype.kind == "f":
-                take_it = (take_it | np.isnan(x)) & ~np.isnan(best)  # a NaN stays once met
+            if v.dtype.kind == "f":  # a NaN stays once met, and each later NaN takes the index (torch's)
+                take_it = (take_it & ~np.isnan(best)) | np.isnan(x)
             best = np.where(take_it, x, best)
             idx[k] = np.where(take_it, k, idx[k - 1])
         idx = np.moveaxis(idx, 0, d)

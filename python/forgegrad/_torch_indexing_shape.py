@@ -198,7 +198,8 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     _refuse_trace("unique")
     v = _values(_tensor(input, "input"))
     if dim is None:
-        vals, inv, cnt = np.unique(v.reshape(-1), return_inverse=True, return_counts=True)
+        # equal_nan=False: each NaN is a value of its own, as torch's (numpy's default merges them)
+        vals, inv, cnt = np.unique(v.reshape(-1), return_inverse=True, return_counts=True, equal_nan=False)
         return _unique_result(vals, inv.reshape(v.shape), cnt, return_inverse, return_counts)
     d = single_axis(dim, max(v.ndim, 1), "unique(): dim")
     vals, inv, cnt = np.unique(v, return_inverse=True, return_counts=True, axis=d)

@@ -483,6 +483,7 @@ class Tensor(TensorMethods):
     def normal_(self, mean=0.0, std=1.0) -> "Tensor":
         """In place, values from N(mean, std^2) drawn with forgegrad's seeded generator (as nn.init.normal_), e.g.
         DCGAN's ``m.weight.data.normal_(0.0, 0.02)``; on a leaf that requires grad it raises, as torch's."""
+        mean, std = float(mean), float(std)  # a 0-d tensor too, as torch's
         if std < 0:
             raise RuntimeError(f"normal_: std must be >= 0, got {std}")
         return self._random_fill(lambda g: g.standard_normal(self.shape) * std + mean, "normal_")
@@ -493,6 +494,7 @@ class Tensor(TensorMethods):
         from_ = kwargs.pop("from", from_)
         if kwargs:
             raise TypeError(f"uniform_() got unexpected keyword arguments {sorted(kwargs)}")
+        from_, to = float(from_), float(to)
         if from_ > to:
             raise RuntimeError(f"uniform_: expects from <= to, got from={from_} and to={to}")
         return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import devices
+from .. import devices, grad_mode
 from .._validate import check_bool
 from .._version_counter import bump
 from ..grad_mode import no_grad
@@ -71,7 +71,15 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
         padding_idx = int(padding_idx) % n
     check_sparse(sparse, "embedding")
     if max_norm is not None:
-        _renorm_(weight, idx, float(max_norm), float(norm_type))
+        if grad_mode.recorder() is not None:
+            # an export: the graph would look rows up in the weight as it is, unscaled for the rows this example does
+            # not name. The renorm is per row and idempotent, so a lookup in a copy with every row renormed gives
+            # the eager values for any index; the weight itself is left as it is
+            weight = Tensor._wrap_exact(weight._data.copy())
+            idx_all = Tensor._wrap_exact(np.arange(weight.shape[0], dtype=np.int64))
+            _renorm_(weight, idx_all, float(max_norm), float(norm_type))
+        else:
+            _renorm_(weight, idx, float(max_norm), float(norm_type))
     return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx,
                                    scale_grad_by_freq=check_bool(scale_grad_by_freq, "scale_grad_by_freq"))
 

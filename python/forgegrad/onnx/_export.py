@@ -62,11 +62,12 @@ _CHANNELS_FIRST_1D = ("Conv1d", "ConvTranspose1d", "MaxPool1d", "AvgPool1d", "Ad
                       "LPPool1d", "InstanceNorm1d")
 
 
-def _recurrent_layout(model) -> Optional[bool]:
-    """batch_first of the first sequence module (LSTM/GRU/RNN, attention), or None when the model has none or a
-    1-d convolution, pool or instance norm comes before it."""
+def _recurrent_layout(model, features_input: bool = True) -> Optional[bool]:
+    """batch_first of the first sequence module (LSTM/GRU/RNN, attention), or None when the model has none or (for
+    a 3-D ``features_input``; token ids go to an embedding first) a 1-d convolution, pool or instance norm comes
+    before it."""
     for m in getattr(model, "modules", lambda: [])():
-        if type(m).__name__ in _CHANNELS_FIRST_1D:
+        if features_input and type(m).__name__ in _CHANNELS_FIRST_1D:
             return None
         if type(m).__name__ in _SEQUENCE_MODULES and hasattr(m, "batch_first"):
             return bool(m.batch_first)
@@ -78,8 +79,8 @@ def _default_dynamic_axes(model, inputs: List[Tensor], names: List[str]) -> Dict
     axes: Dict[str, Dict[int, str]] = {}
     if not inputs or inputs[0].ndim == 0:
         return axes
-    batch_first = _recurrent_layout(model)
     x0 = inputs[0]
+    batch_first = _recurrent_layout(model, x0.ndim == 3)
     # a recurrent model's first input: features (T, B, F) / (B, T, F), or token ids (T, B) / (B, T)
     if batch_first is not None and (x0.ndim == 3 or (x0.ndim == 2 and x0.dtype.kind in "iu")):
         axes[names[0]] = {0: "batch", 1: "seq"} if batch_first else {0: "seq", 1: "batch"}
@@ -412,8 +413,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         opset: ONNX opset, 13 to 21.
         dynamic_axes: ``{input_or_output_name: {axis: "symbol"} or [axes]}``. Default: axis 0 of each
             input that shares the first input's batch size, plus the sequence axis when the model has
-            an LSTM/GRU/RNN (following its batch_first) and no 1-d conv, pool or instance norm ahead of
-            it (their input is (batch, channels, length)). ``{}`` exports a fully static graph.
+            an LSTM/GRU/RNN (following its batch_first) and, for a 3-D input, no 1-d conv, pool or
+            instance norm ahead of it (their input is (batch, channels, length)). ``{}`` exports a fully static graph.
         input_names / output_names: graph names (default: forward's parameter names; "output").
         verify: run the file with onnxruntime on the example and on random inputs of other dynamic
             sizes and compare with forgegrad; raise OnnxVerificationError past tolerance.

@@ -60,8 +60,11 @@ def _dim_and_shapes(name, x, dim, index, src=None):
     return d
 
 
-def _positions(index, d):
-    """The full advanced-index tuple of ``index`` along axis ``d`` (every other axis its own position)."""
+def _positions(index, d, nd=None):
+    """The full advanced-index tuple of ``index`` along axis ``d`` (every other axis its own position). An empty
+    index (torch allows any number of dims for it) names no position of an ``nd``-dim array."""
+    if index.size == 0 and nd is not None:
+        return tuple(np.zeros(0, np.int64) for _ in range(nd))
     index = index.reshape(index.shape or (1,))
     grid = list(np.ix_(*[np.arange(n) for n in index.shape]))
     grid[d] = index
@@ -70,6 +73,8 @@ def _positions(index, d):
 
 def _src_part(src, index):
     """The part of ``src`` that ``index`` covers (src may be larger along any dim)."""
+    if index.size == 0:
+        return np.zeros(0, src.dtype)
     src = src.reshape(src.shape or (1,))
     return src[tuple(slice(0, n) for n in (index.shape or (1,)))]
 
@@ -122,7 +127,7 @@ class GatherFunction(Function):
             check_index(index, 0, "index")  # the TypeError
         d = _dim_and_shapes("gather", x, dim, index)
         index = check_index(index, (x.shape or (1,))[d], "index")
-        pos = _positions(index, d)
+        pos = _positions(index, d, max(x.ndim, 1))
         ctx.x_shape, ctx.pos = x.shape, pos
         ctx.save_for_backward(index)
         return _as_nd(x)[pos].reshape(index.shape)
@@ -130,7 +135,8 @@ class GatherFunction(Function):
     @staticmethod
     def backward(ctx, g):
         out = np.zeros(ctx.x_shape or (1,), g.dtype)
-        np.add.at(out, ctx.pos, _as_nd(g))  # in index order: deterministic
+        if g.size:
+            np.add.at(out, ctx.pos, _as_nd(g))  # in index order: deterministic
         return out.reshape(ctx.x_shape), None, None
 
 
@@ -194,7 +200,7 @@ class _ScatterBase(Function):
         index = check_index(index, (x.shape or (1,))[d], "index")
         if src.dtype != x.dtype and not (x.dtype.kind == "f" and src.dtype.kind == "f"):
             raise TypeError(f"{name}(): src must have the input's dtype ({x.dtype}), got {src.dtype}")
-        pos = _positions(index, d)
+        pos = _positions(index, d, max(x.ndim, 1))
         ctx.x_shape, ctx.src_shape, ctx.pos, ctx.index_shape = x.shape, src.shape, pos, index.shape or (1,)
         ctx.save_for_backward(index)
         return pos, _src_part(src, index).astype(x.dtype, copy=False), _as_nd(x).copy()
@@ -203,6 +209,8 @@ class _ScatterBase(Function):
     def src_grad(ctx, g_at):
         """``g_at`` (the gradient at index's positions) in src's shape (zeros where index does not reach)."""
         out = np.zeros(ctx.src_shape or (1,), g_at.dtype)
+        if g_at.size == 0:
+            return out.reshape(ctx.src_shape)
         out[tuple(slice(0, n) for n in ctx.index_shape)] = g_at
         return out.reshape(ctx.src_shape)
 
@@ -220,6 +228,8 @@ def _pad_to(t, shape):
     from ..factories import cat
     if tuple(t.shape) == tuple(shape):
         return t
+    if t.numel() == 0:  # an empty index (of any number of dims) reached nothing of src
+        return t.new_zeros(*shape)
     for k, (have, want) in enumerate(zip(t.shape, shape)):
         if have < want:
             pad = t.new_zeros(*(t.shape[:k] + (want - have,) + t.shape[k + 1:]))
@@ -496,6 +506,9 @@ def _scatter_reduce_rule(ctx, args, kwargs, g):
     idx = index._data if isinstance(index, Tensor) else np.asarray(index)
     nd = max(x.ndim, 1)
     d = single_axis(dim, nd)
+    if idx.size == 0:  # nothing written: the result is x
+        return (g if ctx.needs_input_grad[0] else None), None, None, \
+            (src.new_zeros(*src.shape) if ctx.needs_input_grad[3] else None), None, None
     pos = _positions(idx, d)
     xs = tuple(x.shape or (1,))
     touched = np.zeros(xs, bool)
