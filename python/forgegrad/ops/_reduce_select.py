@@ -170,12 +170,30 @@ def _meta_dim(input, dim=-1, keepdim=False):
     return M.MetaArray(shape, input.dtype), M.MetaArray(shape, np.int64)
 
 
+def _torch_mode(torch, x, dim=-1, keepdim=False):
+    """torch.mode's values, with the index of each value's last occurrence in its row: torch does not promise which
+    occurrence (its CPU kernel gives the last one, but not for every row length: a 10^6-long row of equal values
+    came back with another), and forgegrad's is the last."""
+    values, _ = torch.mode(x, dim, keepdim)
+    if x.dim() == 0:
+        return values, torch.zeros((), dtype=torch.int64)
+    d = dim % x.dim()
+    v = values if keepdim else values.unsqueeze(d)
+    hit = (x == v) | (torch.isnan(x) & torch.isnan(v))
+    shape = [1] * x.dim()
+    shape[d] = x.shape[d]
+    pos = torch.arange(x.shape[d]).reshape(shape).expand_as(x)
+    return values, torch.where(hit, pos, -1).amax(d, keepdim=keepdim)
+
+
 def _dim_op(name, select, samples, torch_name):
+    reference = _torch_mode if torch_name == "mode" else (
+        lambda torch, x, dim=-1, keepdim=False: tuple(getattr(torch, torch_name)(x, dim, keepdim)))
     cls = type(f"{name.title().replace('_', '')}Function", (_DimSelect,), {
         "__module__": __name__, "select": staticmethod(select),
         "__doc__": f"torch.{torch_name}(input, dim, keepdim): (values, indices)."})
     cls = register_op(name, meta=_meta_dim, flops=M.per_input_element(2), samples=samples,
-                      torch=lambda torch, x, dim=-1, keepdim=False: tuple(getattr(torch, torch_name)(x, dim, keepdim)),
+                      torch=reference,
                       gaps={"onnx": _NO_ONNX},
                       bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim"),
                                           BadInput((S.rand(2, 3), 0), {"keepdim": "no"}, TypeError, "keepdim")])(cls)
