@@ -113,3 +113,29 @@ def test_parameter_dict_refuses_keys_a_state_dict_cannot_hold(key):
     d = fg.nn.ParameterDict()
     with pytest.raises(KeyError, match="ParameterDict"):
         d[key] = fg.nn.Parameter(fg.ones(1))
+
+
+def test_fuzz_found_argument_type_errors_name_the_argument():
+    # the op fuzz suite's cases: an int where a weight/bias tensor goes gave AttributeError; a str for a bool flag
+    # was taken by truthiness
+    import re
+    x = fg.tensor(np.ones((2, 6, 3, 3), np.float32))
+    with pytest.raises(TypeError, match="bias"):
+        fg.ops.get("group_norm")(x, 3, None, 1)
+    inp = fg.tensor(np.ones((5, 7), np.float32))
+    with pytest.raises(TypeError, match="weight"):
+        fg.ops.get("multi_margin_loss")(inp, fg.tensor(np.zeros(5, np.int64)), 1, 1.0, 1)
+    with pytest.raises(TypeError, match="weight"):
+        fg.ops.get("multilabel_soft_margin_loss")(inp, inp, 1)
+    for kw in ({"log_input": "True"}, {"full": "no"}):
+        with pytest.raises(TypeError, match=re.escape(next(iter(kw)))):
+            fg.ops.get("poisson_nll_loss")(inp, inp, **kw)
+    with pytest.raises(TypeError, match="full"):
+        fg.ops.get("gaussian_nll_loss")(inp, inp, inp, full="yes")
+    with pytest.raises(TypeError, match="swap"):
+        fg.ops.get("triplet_margin_loss")(inp, inp, inp, swap="yes")
+
+
+def test_pixel_unshuffle_of_an_empty_batch_has_the_unshuffled_shape():
+    y = F.pixel_unshuffle(fg.tensor(np.zeros((0, 2, 6, 4), np.float32)), 2)
+    assert tuple(y.shape) == (0, 8, 3, 2)

@@ -155,7 +155,20 @@ def _qr_torch(torch, A, mode="reduced"):
         return q, r
     ours = np.linalg.qr(A.detach().numpy(), mode=mode)
     s = _align(torch, torch.from_numpy(ours[0]), q)  # signs per column of Q = per row of R
-    return q * s.unsqueeze(-2), r * s.unsqueeze(-1)
+    q, r = q * s.unsqueeze(-2), r * s.unsqueeze(-1)
+    # a rank-deficient A: the columns of Q past its rank are any orthonormal completion (LAPACK's and torch's
+    # builds pick different ones), and R's rows there are those columns times A: compare LAPACK's choice there
+    k = min(r.shape[-2], r.shape[-1])
+    diag = torch.diagonal(r, dim1=-2, dim2=-1)[..., :k].abs()
+    tol = max(A.shape[-2:]) * torch.finfo(A.dtype).eps * r.abs().amax(dim=(-2, -1), keepdim=True).squeeze(-1)
+    free = diag <= tol
+    if bool(free.any()) and not A.requires_grad:
+        qo, ro = torch.from_numpy(ours[0]).to(q.dtype), torch.from_numpy(ours[1]).to(r.dtype)
+        q = q.clone()
+        r = r.clone()
+        q[..., :k] = torch.where(free.unsqueeze(-2), qo[..., :k], q[..., :k])
+        r[..., :k, :] = torch.where(free.unsqueeze(-1), ro[..., :k, :], r[..., :k, :])
+    return q, r
 
 
 def _qr_check_grad(q_shape, r_shape, mode):

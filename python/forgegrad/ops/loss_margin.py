@@ -358,6 +358,8 @@ def _msm_check(input, target, weight, reduction):
     if input.ndim < 1:
         raise ValueError(f"{name}: input must have a class dimension (at least 1-D), got shape {tuple(input.shape)}")
     _same_shape(name, input, target)
+    if weight is not None and not hasattr(weight, "shape"):
+        raise TypeError(f"{name}: weight must be a Tensor or None, got {type(weight).__name__}")
     if weight is not None and broadcast_shape(name, input=input, weight=weight) != tuple(input.shape):
         raise ValueError(f"{name}: weight of shape {tuple(weight.shape)} does not broadcast to the input's shape "
                          f"{tuple(input.shape)}")

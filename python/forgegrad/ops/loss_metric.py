@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .._validate import check_bool
 from ..autograd import Function
 from ._loss_common import (broadcast_shape, check_reduction, const, constant, dt_of, number, out_meta, reduce_tensor,
                            reduced, reduced_grad, register_loss, unbroadcast)
@@ -69,6 +70,7 @@ class TripletMarginLossFunction(Function):
     @staticmethod
     def forward(ctx, anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
         rows = _triplet_check(anchor, positive, negative, margin, p, reduction)
+        swap = check_bool(swap, "swap")
         eps = number(eps, "eps", "triplet_margin_loss")
         d = dt_of(anchor, positive, negative)
         e = d.type(eps)
@@ -198,6 +200,7 @@ class PoissonNLLLossFunction(Function):
     @staticmethod
     def forward(ctx, input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
         check_reduction(reduction)
+        log_input, full = check_bool(log_input, "log_input"), check_bool(full, "full")
         shape = broadcast_shape("poisson_nll_loss", input=input, target=target)
         eps = number(eps, "eps", "poisson_nll_loss")
         d = dt_of(input, target)
@@ -323,6 +326,7 @@ class GaussianNLLLossFunction(Function):
     @staticmethod
     def forward(ctx, input, target, var, full=False, eps=1e-6, reduction="mean"):
         vshape, shape = _gauss_check(input, target, var, eps, reduction)
+        full = check_bool(full, "full")
         if np.any(var < 0):
             raise ValueError("gaussian_nll_loss: var has negative entry/entries")
         d = dt_of(input, target, var)

@@ -39,6 +39,8 @@ def _mm_check(input, target, p, weight, reduction):
         raise ValueError(f"{name}: target should be 1-D with one class index per input sample ({n}), got shape "
                          f"{tuple(target.shape)} for an input of shape {tuple(input.shape)}")
     c = _classes(input.shape)
+    if weight is not None and not hasattr(weight, "shape"):
+        raise TypeError(f"{name}: weight must be a Tensor of shape ({c},) or None, got {type(weight).__name__}")
     if weight is not None and tuple(weight.shape) != (c,):
         raise ValueError(f"{name}: weight must be 1-D with one entry per class ({c}), got shape {tuple(weight.shape)}")
     return (n,) if input.ndim == 2 else ()

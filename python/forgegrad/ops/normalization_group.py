@@ -52,6 +52,8 @@ def _check_channels(name, x, params):
         raise ValueError(f"{name}: input must have at least 2 dimensions (N, C, *), got shape {tuple(x.shape)}")
     c = x.shape[1]
     for v, pname in params:
+        if v is not None and not hasattr(v, "shape"):
+            raise TypeError(f"{name}: {pname} must be a Tensor of shape ({c},) or None, got {type(v).__name__}")
         if v is not None and tuple(v.shape) != (c,):
             raise ValueError(f"{name}: {pname} must have shape ({c},) (one value per channel of input), "
                              f"got {tuple(v.shape)}")

@@ -99,8 +99,17 @@ class PixelShuffleFunction(Function):
         return _unshuffle(g, ctx.r)
 
 
+def _torch_unshuffle(torch, x, r):
+    """torch's pixel_unshuffle; on an empty input torch 2.13's float64 kernel returns the input's shape (its float32
+    one the unshuffled shape): the reference is the unshuffled shape there, as forgegrad's and the float32 kernel's."""
+    if x.numel() == 0:
+        *lead, c, h, w = x.shape
+        return x.new_empty((*lead, c * r * r, h // r, w // r))
+    return torch.nn.functional.pixel_unshuffle(x, r)
+
+
 @register_op("pixel_unshuffle", meta=_pu_meta, flops=M.no_flops, samples=_pu_samples,
-             torch=lambda torch, x, r: torch.nn.functional.pixel_unshuffle(x, r),
+             torch=_torch_unshuffle,
              bad_inputs=lambda: [BadInput((S.rand(1, 2, 5, 4), 2), {}, ValueError, "downscale_factor"),
                                  BadInput((S.rand(4, 2), 2), {}, ValueError, "3 dimensions"),
                                  BadInput((S.rand(1, 2, 4, 4), -1), {}, ValueError, "downscale_factor")],
