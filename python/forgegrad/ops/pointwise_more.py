@@ -1,7 +1,7 @@
 """torch's pointwise math ops with broadcasting, torch's dtype promotion and gradients: atan2, hypot, logaddexp,
 logaddexp2, xlogy, copysign, remainder, fmod, floor_divide, lerp; erf, erfc, erfinv, lgamma, digamma, sign, frac,
 trunc, round(decimals), nan_to_num, deg2rad, rad2deg. The gradient formulas are torch's (derivatives.yaml): e.g.
-atan2 at (0, 0) gives NaN as torch's, copysign's gradient is 0 at a zero input, remainder's gradient for ``other`` is
+atan2's gradient at (0, 0) is 0 as torch 2.13's, copysign's gradient is 0 at a zero input, remainder's gradient for ``other`` is
 ``-floor(input / other)``. See ops/_pointwise_base.py for the shared machinery.
 """
 from __future__ import annotations
@@ -81,7 +81,9 @@ def _binary(name, fwd, grads, torch_fn, *, floating=True, onnx=None, gaps=None, 
 def _atan2_grads(ns, g, a, out, kw):
     x, y = a
     d = x * x + y * y
-    return g * y / d, -g * x / d
+    zero = (ns.val(x) == 0) & (ns.val(y) == 0)  # torch 2.13 masks the 0/0 at the origin to a 0 gradient
+    d = ns.where(zero, 1.0, d)
+    return ns.where(zero, 0.0, g * y / d), ns.where(zero, 0.0, -g * x / d)
 
 
 def _atan2_onnx(ctx, dt, y, x):
@@ -132,7 +134,9 @@ def _xlogy(x, y):
 
 def _xlogy_grads(ns, g, a, out, kw):
     x, y = a
-    return g * ns.log(y), g * x / y  # torch's: log(other) also where input == 0
+    # torch's: log(other), but 0 where input == 0 and other <= 0 (where the log is -inf or NaN)
+    gx = ns.where((ns.val(x) == 0) & (ns.val(y) <= 0), 0.0, g * ns.log(y))
+    return gx, g * x / y
 
 
 def _xlogy_samples():
@@ -308,6 +312,8 @@ DigammaFunction.op.differentiable_backward = None  # its derivative (trigamma) h
 
 
 def _sign(x):
+    if x.dtype == np.bool_:
+        return x.copy()  # numpy has no sign for bool; torch's is the identity
     return np.where(np.isnan(x), np.zeros((), x.dtype), np.sign(x)) if x.dtype.kind == "f" else np.sign(x)
 
 

@@ -1,0 +1,34 @@
+"""Regression tests from reviewing the math ops (ops/pointwise_more.py, reduce_more.py, contract.py,
+_torch_math.py, _torch_random.py) against torch 2.13: gradients at zeros and ties, bool and 0-d inputs, single-row
+cov/corrcoef, empty medians, and multinomial without replacement."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+
+
+def _grads(fn, *values):
+    ts = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in values]
+    fs = [fg.tensor(np.asarray(v, np.float64), requires_grad=True) for v in values]
+    fn(torch, *ts).sum().backward()
+    fn(fg, *fs).sum().backward()
+    for t, f in zip(ts, fs):
+        np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_atan2_gradient_at_origin_is_zero_as_torch():
+    _grads(lambda m, y, x: m.atan2(y, x), [0.0, 1.0, -2.0], [0.0, -1.0, 2.0])
+
+
+def test_xlogy_gradient_at_zero_input_and_nonpositive_other():
+    _grads(lambda m, x, y: m.xlogy(x, y), [0.0, 0.0, 0.0, 1.0], [0.0, -1.0, 0.5, 2.0])
+
+
+@pytest.mark.parametrize("name", ["sign", "sgn"])
+def test_sign_of_bool(name):
+    x = np.array([True, False, True])
+    got = getattr(fg, name)(fg.tensor(x))
+    want = getattr(torch, name)(torch.tensor(x))
+    assert got.dtype == fg.bool
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
