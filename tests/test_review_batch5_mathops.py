@@ -32,3 +32,20 @@ def test_sign_of_bool(name):
     want = getattr(torch, name)(torch.tensor(x))
     assert got.dtype == fg.bool
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "amax", "amin", "logsumexp", "prod", "nansum", "nanmean",
+                                  "count_nonzero"])
+@pytest.mark.parametrize("dim", [0, -1])
+def test_reductions_take_dim_0_of_a_0d_tensor(name, dim):
+    t = torch.tensor(2.5, requires_grad=name != "count_nonzero")
+    f = fg.tensor(2.5, requires_grad=name != "count_nonzero")
+    want, got = getattr(torch, name)(t, dim), getattr(fg, name)(f, dim)
+    assert got.shape == want.shape == ()
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy())
+    if name != "count_nonzero":
+        want.backward()
+        got.backward()
+        np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy())
+    with pytest.raises(IndexError, match="dim"):
+        getattr(fg, name)(f, 1)
