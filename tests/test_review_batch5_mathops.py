@@ -49,3 +49,13 @@ def test_reductions_take_dim_0_of_a_0d_tensor(name, dim):
         np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy())
     with pytest.raises(IndexError, match="dim"):
         getattr(fg, name)(f, 1)
+
+
+@pytest.mark.parametrize("name", ["cov", "corrcoef"])
+@pytest.mark.parametrize("shape", [(1, 5), (5,), (3, 5), (0, 4)])
+def test_cov_and_corrcoef_of_one_variable_are_0d(name, shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    want = getattr(torch, name)(torch.tensor(x))
+    got = getattr(fg, name)(fg.tensor(x))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

@@ -209,7 +209,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     xm = x - avg.reshape(-1, 1)
     xw = xm if w is None else xm * w
     c = (xw @ xm.t()) / norm if norm else (xw @ xm.t()) / 0.0
-    return c.reshape(()) if input.ndim < 2 else c
+    return c.reshape(()) if x.shape[0] == 1 else c  # torch squeezes one variable (a 1-D or one-row input) to 0-d
 
 
 def corrcoef(input):
