@@ -59,3 +59,20 @@ def test_cov_and_corrcoef_of_one_variable_are_0d(name, shape):
     got = getattr(fg, name)(fg.tensor(x))
     assert got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["median", "nanmedian"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_of_an_empty_float_tensor_is_nan(name, dtype):
+    t = torch.zeros((0, 3), dtype=getattr(torch, np.dtype(dtype).name), requires_grad=True)
+    f = fg.tensor(np.zeros((0, 3), dtype), requires_grad=True)
+    want, got = getattr(torch, name)(t), getattr(fg, name)(f)
+    assert got.shape == () and np.isnan(got.item()) and np.isnan(want.item())
+    want.backward()
+    got.backward()
+    assert f.grad.shape == tuple(t.grad.shape) == (0, 3)
+
+
+def test_median_of_an_empty_int_tensor_raises():
+    with pytest.raises(ValueError, match="empty"):
+        fg.median(fg.tensor(np.zeros((0,), np.int64)))
