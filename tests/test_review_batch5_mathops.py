@@ -76,3 +76,16 @@ def test_median_of_an_empty_float_tensor_is_nan(name, dtype):
 def test_median_of_an_empty_int_tensor_raises():
     with pytest.raises(ValueError, match="empty"):
         fg.median(fg.tensor(np.zeros((0,), np.int64)))
+
+
+def test_std_mean_gradient_of_constant_values_is_zero():
+    x = [[1.0, 1.0, 1.0], [1.0, 2.0, 4.0]]
+    _grads(lambda m, a: m.std_mean(a, 1)[0] + m.std_mean(a, 1, keepdim=True)[1].reshape(-1), x)
+    _grads(lambda m, a: m.std_mean(a, correction=0)[0], [[3.0, 3.0]])
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    f = fg.tensor(np.asarray(x), requires_grad=True)
+    (gt,) = torch.autograd.grad(torch.std_mean(t, 1)[0].sum(), t, create_graph=True)
+    (gf,) = fg.autograd.grad(fg.std_mean(f, 1)[0].sum(), f, create_graph=True)
+    want = torch.autograd.grad((gt * gt).sum(), t)[0]
+    got = fg.autograd.grad((gf * gf).sum(), f)[0]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-9)

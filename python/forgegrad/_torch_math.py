@@ -167,7 +167,10 @@ def var_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
 
 def std_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
     var, mean = _var_parts(input, dim, correction, keepdim, unbiased, "std_mean")
-    return var.sqrt(), mean
+    # torch's std gradient is 0 where std == 0 (constant values), not g / (2 * sqrt(0)) * 0 = NaN: take the
+    # square root of 1 there and pass var itself (0, with a 0 gradient) through
+    zero = (var == 0).detach()
+    return _OPS["where"](zero, var, _OPS["where"](zero, 1.0, var).sqrt()), mean
 
 
 def cov(input, *, correction=1, fweights=None, aweights=None):
