@@ -89,3 +89,17 @@ def test_std_mean_gradient_of_constant_values_is_zero():
     want = torch.autograd.grad((gt * gt).sum(), t)[0]
     got = fg.autograd.grad((gf * gf).sum(), f)[0]
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("p", [0.5, 1.5, 3.0])
+def test_cdist_gradient_where_a_coordinate_difference_is_zero(p):
+    x1, x2 = [[0.0, 0.0], [1.0, 1.0]], [[0.0, 3.0], [2.0, 1.0]]  # equal coordinates, distances > 0
+    _grads(lambda m, a, b: m.cdist(a, b, p), x1, x2)
+    ts = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x1, x2)]
+    fs = [fg.tensor(np.asarray(v), requires_grad=True) for v in (x1, x2)]
+    (gf,) = fg.autograd.grad(fg.cdist(*fs, p).sum(), fs[0], create_graph=True)
+    (gt,) = torch.autograd.grad(torch.cdist(*ts, p).sum(), ts[0])
+    assert np.isfinite(gf.numpy()).all()
+    np.testing.assert_allclose(gf.detach().numpy(), gt.numpy(), rtol=1e-6, atol=1e-9)
+    (g2,) = fg.autograd.grad((gf * gf).sum(), fs[1])
+    assert np.isfinite(g2.numpy()).all()

@@ -295,10 +295,9 @@ class CdistFunction(Function):
                     w = np.sign(diff) * (np.abs(diff) == d)
                 elif p == 2:
                     w = np.where(d == 0, 0, diff / d)
-                elif p < 1:
-                    w = np.where(d == 0, 0, np.sign(diff) * np.abs(diff) ** (p - 1) / d ** (p - 1))
-                else:
-                    w = np.where(d == 0, 0, diff * np.abs(diff) ** (p - 2) / d ** (p - 1))
+                else:  # 0 where a coordinate's difference is 0 (torch's), not 0 * |0| ** (p - 1 or p - 2) = NaN
+                    mag = np.where(diff == 0, 1, np.abs(diff))
+                    w = np.where(d == 0, 0, np.sign(diff) * mag ** (p - 1) / d ** (p - 1))
                 gw = g[..., None] * w
                 ga, gb = gw.sum(-2), -gw.sum(-3)
         return (unbroadcast(np.ascontiguousarray(ga, dtype=a.dtype), s1),
@@ -333,7 +332,7 @@ def _cdist_rule(ctx, args, kwargs, g):
         if p == 2:
             w = _where(zero, 0.0, diff / safe)
         else:
-            mag = abs(diff)
+            mag = _where(diff._data == 0, 1.0, abs(diff))  # sign(diff) makes those 0: no 0 * inf
             w = _where(zero, 0.0, _flat(diff, np.sign) * mag ** (p - 1) / safe ** (p - 1))
     gw = g.unsqueeze(-1) * w
     ga = _for(x1, gw.sum(dim=-2)) if _is_t(x1) else None
