@@ -103,3 +103,32 @@ def test_cdist_gradient_where_a_coordinate_difference_is_zero(p):
     np.testing.assert_allclose(gf.detach().numpy(), gt.numpy(), rtol=1e-6, atol=1e-9)
     (g2,) = fg.autograd.grad((gf * gf).sum(), fs[1])
     assert np.isfinite(g2.numpy()).all()
+
+
+def test_multinomial_without_replacement_fills_up_with_zero_weight_categories():
+    w = np.array([[0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 5.0, 0.0, 0.0]], np.float32)
+    want = torch.multinomial(torch.tensor(w), 4)
+    for _ in range(5):
+        got = fg.multinomial(fg.tensor(w), 4).numpy()
+        assert got.shape == tuple(want.shape) and got.dtype == np.int64
+        for row, wrow, trow in zip(got, w, want.numpy()):
+            k = np.count_nonzero(wrow)
+            assert len(set(row)) == 4  # no category twice
+            assert set(row[:k]) == set(trow[:k]) == set(np.flatnonzero(wrow))  # the weighted ones first
+            assert set(row[k:]) <= set(np.flatnonzero(wrow == 0))
+
+
+def test_multinomial_bad_arguments():
+    w = fg.tensor([0.5, 0.5])
+    with pytest.raises(RuntimeError):
+        torch.multinomial(torch.tensor([0.5, 0.5]), 0)
+    with pytest.raises(RuntimeError, match="num_samples"):
+        fg.multinomial(w, 0)
+    with pytest.raises(TypeError, match="num_samples"):
+        fg.multinomial(w, 1.5)
+    with pytest.raises(RuntimeError):
+        torch.multinomial(torch.tensor([1, 2]), 1)
+    with pytest.raises(TypeError, match="floating-point"):
+        fg.multinomial(fg.tensor(np.array([1, 2])), 1)
+    with pytest.raises(RuntimeError, match="without replacement"):
+        fg.multinomial(w, 3)
