@@ -132,3 +132,16 @@ def test_multinomial_bad_arguments():
         fg.multinomial(fg.tensor(np.array([1, 2])), 1)
     with pytest.raises(RuntimeError, match="without replacement"):
         fg.multinomial(w, 3)
+
+
+def test_integer_tensor_to_negative_integer_tensor_powers():
+    a = np.array([2, -1, 1, 0, 3, -1, -2, 1], np.int64)
+    b = np.array([-1, -1, -2, -1, 0, -2, -3, 5], np.int64)
+    want = torch.tensor(a) ** torch.tensor(b)
+    got = fg.tensor(a) ** fg.tensor(b)
+    assert got.dtype == fg.int64
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal(fg.pow(fg.tensor(a[:, None]), fg.tensor(b[:3])).numpy(),
+                                  torch.pow(torch.tensor(a[:, None]), torch.tensor(b[:3])).numpy())
+    with pytest.raises(ValueError, match="negative integer powers"):
+        fg.tensor(a) ** -1  # a Python int exponent: torch refuses too

@@ -1,8 +1,8 @@
 """torch's pointwise math ops with broadcasting, torch's dtype promotion and gradients: atan2, hypot, logaddexp,
 logaddexp2, xlogy, copysign, remainder, fmod, floor_divide, lerp; erf, erfc, erfinv, lgamma, digamma, sign, frac,
 trunc, round(decimals), nan_to_num, deg2rad, rad2deg. The gradient formulas are torch's (derivatives.yaml): e.g.
-atan2's gradient at (0, 0) is 0 as torch 2.13's, copysign's gradient is 0 at a zero input, remainder's gradient for ``other`` is
-``-floor(input / other)``. See ops/_pointwise_base.py for the shared machinery.
+atan2's gradient at (0, 0) is 0 as torch 2.13's, copysign's gradient is 0 at a zero input, remainder's gradient
+for ``other`` is ``-floor(input / other)``. See ops/_pointwise_base.py for the shared machinery.
 """
 from __future__ import annotations
 
