@@ -145,3 +145,34 @@ def test_integer_tensor_to_negative_integer_tensor_powers():
                                   torch.pow(torch.tensor(a[:, None]), torch.tensor(b[:3])).numpy())
     with pytest.raises(ValueError, match="negative integer powers"):
         fg.tensor(a) ** -1  # a Python int exponent: torch refuses too
+
+
+@pytest.mark.parametrize("name", ["remainder", "fmod", "floor_divide"])
+def test_integer_division_by_zero_raises_as_torch(name):
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        getattr(torch, name)(torch.tensor([3, -3]), 0)
+    with pytest.raises(ZeroDivisionError, match=name):
+        getattr(fg, name)(fg.tensor(np.array([3, -3])), 0)
+    with pytest.raises(ZeroDivisionError, match=name):
+        getattr(fg, name)(fg.tensor(np.array([3, -3])), fg.tensor(np.array([1, 0])))
+    got = getattr(fg, name)(fg.tensor([3.0, -3.0]), 0.0).numpy()  # floats: inf / NaN as torch
+    np.testing.assert_array_equal(got, getattr(torch, name)(torch.tensor([3.0, -3.0]), 0.0).numpy())
+
+
+@pytest.mark.parametrize("name", ["remainder", "fmod", "floor_divide", "copysign"])
+@pytest.mark.parametrize("other", [3, -2, 2.5])
+def test_python_number_promotion_keeps_the_integer_width(name, other):
+    for src in ([5, -7, 0, 8], [True, False, True, True]):
+        t = torch.tensor(src)
+        t = t.to(torch.int32) if t.dtype == torch.int64 else t
+        f = fg.tensor(np.array(src))
+        f = f.to(fg.int32) if f.dtype == fg.int64 else f
+        want, got = getattr(torch, name)(t, other), getattr(fg, name)(f, other)
+        assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+        np.testing.assert_allclose(got.numpy(), want.numpy())
+
+
+def test_isclose_of_bools():
+    a, b = np.array([True, False, True]), np.array([True, True, True])
+    np.testing.assert_array_equal(fg.isclose(fg.tensor(a), fg.tensor(b)).numpy(),
+                                  torch.isclose(torch.tensor(a), torch.tensor(b)).numpy())

@@ -164,6 +164,15 @@ CopysignFunction = _binary(
     gaps={"onnx": "ONNX has no signbit to tell -0.0 from 0.0, which copysign reads"})
 
 
+def _int_checked(fn, name):
+    """``fn`` raising ZeroDivisionError for an integer division by zero (torch's; numpy gives 0 silently)."""
+    def checked(x, y):
+        if x.dtype.kind in "iu" and np.any(np.asarray(y) == 0):
+            raise ZeroDivisionError(f"{name}: integer division by zero")
+        return fn(x, y)
+    return checked
+
+
 def _remainder_grads(ns, g, a, out, kw):
     x, y = a
     return g, -g * ns.const(np.floor(ns.val(x) / ns.val(y)), g)
@@ -175,24 +184,18 @@ def _fmod_grads(ns, g, a, out, kw):
 
 
 RemainderFunction = _binary(
-    "remainder", np.remainder, _remainder_grads, lambda t: t.remainder, floating=False,
+    "remainder", _int_checked(np.remainder, "remainder"), _remainder_grads, lambda t: t.remainder, floating=False,
     samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
     gaps={"onnx": "ONNX Mod with fmod=0 takes integers only; a float remainder would need Floor of a Div, whose "
                   "rounding differs from the kernel's at exact multiples"})
 FmodFunction = _binary(
-    "fmod", np.fmod, _fmod_grads, lambda t: t.fmod, floating=False, samples=_binary_samples(_away_from_zero),
-    tol=(1e-4, 1e-4), onnx=lambda ctx, op: [ctx.node("Mod", [op.input("input", op.out_dtype()),
-                                                             op.input("other", op.out_dtype())], fmod=1)])
+    "fmod", _int_checked(np.fmod, "fmod"), _fmod_grads, lambda t: t.fmod, floating=False,
+    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
+    onnx=lambda ctx, op: [ctx.node("Mod", [op.input("input", op.out_dtype()), op.input("other", op.out_dtype())],
+                                   fmod=1)])
 
 
-def _floor_divide(x, y):
-    if x.dtype.kind in "iu":
-        with np.errstate(divide="raise"):
-            try:
-                return np.floor_divide(x, y)
-            except FloatingPointError:
-                raise ZeroDivisionError("floor_divide: integer division by zero") from None
-    return np.floor_divide(x, y)
+_floor_divide = _int_checked(np.floor_divide, "floor_divide")
 
 
 FloorDivideFunction = _binary(
