@@ -176,3 +176,26 @@ def test_isclose_of_bools():
     a, b = np.array([True, False, True]), np.array([True, True, True])
     np.testing.assert_array_equal(fg.isclose(fg.tensor(a), fg.tensor(b)).numpy(),
                                   torch.isclose(torch.tensor(a), torch.tensor(b)).numpy())
+
+
+_OPERATORS = [lambda a, b: a // b, lambda a, b: a % b, lambda a, b: a // -2, lambda a, b: a % -3,
+              lambda a, b: 7 // b, lambda a, b: 7 % b, lambda a, b: a.float() // 0.7, lambda a, b: 5.5 % b.float()]
+
+
+@pytest.mark.parametrize("i", range(len(_OPERATORS)))
+def test_floordiv_and_mod_operators(i):
+    a, b = np.array([-7, -3, 0, 3, 7]), np.array([2, -2, 3, -3, 2])
+    want = _OPERATORS[i](torch.tensor(a), torch.tensor(b))
+    got = _OPERATORS[i](fg.tensor(a), fg.tensor(b))
+    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_inplace_floordiv_and_mod_operators():
+    x = fg.tensor(np.array([-7, 7]))
+    x //= 2
+    x %= 3
+    np.testing.assert_array_equal(x.numpy(), [2, 0])
+    leaf = fg.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        leaf %= 2

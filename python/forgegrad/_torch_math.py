@@ -462,6 +462,12 @@ def install(package_namespace: dict) -> None:
     methods.update({n + "_": _inplace_method(n) for n in _INPLACE})
     methods.update({"round": _round_method, "round_": _round_inplace, "allclose": _method(_allclose),
                     "equal": _method(_equal)}, **_RANDOM_METHODS)
+    # torch's // and % operators: floor_divide and remainder (Python's rounding and sign rules, as torch's)
+    methods.update({"__floordiv__": lambda self, other: FUNCTIONS["floor_divide"](self, other),
+                    "__rfloordiv__": lambda self, other: FUNCTIONS["floor_divide"](other, self),
+                    "__mod__": lambda self, other: FUNCTIONS["remainder"](self, other),
+                    "__rmod__": lambda self, other: FUNCTIONS["remainder"](other, self),
+                    "__ifloordiv__": methods["floor_divide_"], "__imod__": methods["remainder_"]})
     for name, m in methods.items():
         if not hasattr(TensorMethods, name):
             setattr(TensorMethods, name, m)
