@@ -199,3 +199,21 @@ def test_inplace_floordiv_and_mod_operators():
     leaf = fg.ones(2, requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf"):
         leaf %= 2
+
+
+@pytest.mark.parametrize("mode", ["trunc", "floor", None])
+@pytest.mark.parametrize("a,b", [([-7, 7, -2 ** 62 - 1, 6, -6, 0], 2), ([-7, 7, 5, -5], [-2, -2, 5, -3]),
+                                 ([-7.5, 7.0, -0.5], 2.0), ([True, False], 1)])
+def test_div_rounding_mode(a, b, mode):
+    a = np.array(a)
+    tb = torch.tensor(np.array(b)) if isinstance(b, list) else b
+    fb = fg.tensor(np.array(b)) if isinstance(b, list) else b
+    want = torch.div(torch.tensor(a), tb, rounding_mode=mode)
+    got = fg.div(fg.tensor(a), fb, rounding_mode=mode)
+    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_div_bad_rounding_mode():
+    with pytest.raises(ValueError, match="rounding_mode"):
+        fg.ones(2).div(2, rounding_mode="round")
