@@ -217,3 +217,16 @@ def test_div_rounding_mode(a, b, mode):
 def test_div_bad_rounding_mode():
     with pytest.raises(ValueError, match="rounding_mode"):
         fg.ones(2).div(2, rounding_mode="round")
+
+
+@pytest.mark.parametrize("correction", ["a", 1.5, True])
+def test_cov_correction_must_be_an_int(correction):
+    with pytest.raises(TypeError, match="correction"):
+        torch.cov(torch.ones(2, 3), correction=correction)
+    with pytest.raises(TypeError, match="correction"):
+        fg.cov(fg.ones(2, 3), correction=correction)
+
+
+def test_multinomial_replacement_must_be_a_bool():
+    with pytest.raises(TypeError, match="replacement"):
+        fg.multinomial(fg.ones(2), 1, replacement="a")

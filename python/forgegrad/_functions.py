@@ -224,6 +224,8 @@ def multinomial(input, num_samples: int, replacement: bool = False, generator=No
         raise TypeError(f"multinomial: input must be a floating-point tensor of weights, got {input.dtype}")
     if isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer)):
         raise TypeError(f"multinomial: num_samples must be an int, got {type(num_samples).__name__}")
+    from ._validate import check_bool
+    replacement = check_bool(replacement, "multinomial: replacement")
     if num_samples <= 0:
         raise RuntimeError(f"multinomial: cannot sample num_samples <= 0 samples, got {num_samples}")
     w = np.asarray(_host(input), dtype=np.float64)

@@ -176,6 +176,8 @@ def std_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
 def cov(input, *, correction=1, fweights=None, aweights=None):
     """torch.cov: the covariance of the rows (variables) of ``input`` over its columns (observations)."""
     _t(input, "input", "cov")
+    from ._validate import check_int
+    correction = check_int(correction, "cov(): correction")
     if input.ndim > 2:
         raise ValueError(f"cov(): expected input to have two or fewer dimensions, got {input.ndim}")
     x = input.reshape(1, -1) if input.ndim < 2 else input
