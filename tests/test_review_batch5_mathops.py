@@ -230,3 +230,15 @@ def test_cov_correction_must_be_an_int(correction):
 def test_multinomial_replacement_must_be_a_bool():
     with pytest.raises(TypeError, match="replacement"):
         fg.multinomial(fg.ones(2), 1, replacement="a")
+
+
+@pytest.mark.parametrize("name", ["var_mean", "std_mean"])
+@pytest.mark.parametrize("args,kwargs", [((1, False), {}), ((1, True, True), {}), ((0,), {"keepdim": True}),
+                                         ((False,), {}), ((), {"correction": 0}), (((0, 1),), {"correction": 2})])
+def test_var_mean_and_std_mean_argument_forms(name, args, kwargs):
+    x = np.arange(12.0).reshape(3, 4) ** 1.5
+    want = getattr(torch, name)(torch.tensor(x), *args, **kwargs)
+    got = getattr(fg, name)(fg.tensor(x), *args, **kwargs)
+    for w, g in zip(want, got):
+        assert g.shape == tuple(w.shape)
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10)

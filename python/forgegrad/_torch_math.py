@@ -160,12 +160,13 @@ def _var_parts(input, dim, correction, keepdim, unbiased, who):
     return var, (mean if keepdim else mean.reshape(var.shape))
 
 
-def var_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
-    """(variance, mean) over ``dim`` with torch's ``correction`` (n - correction in the divisor)."""
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=1):
+    """(variance, mean) over ``dim`` with torch's ``correction`` (n - correction in the divisor); torch's older
+    ``var_mean(input, dim, unbiased, keepdim)`` positional form too."""
     return _var_parts(input, dim, correction, keepdim, unbiased, "var_mean")
 
 
-def std_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=1):
     var, mean = _var_parts(input, dim, correction, keepdim, unbiased, "std_mean")
     # torch's std gradient is 0 where std == 0 (constant values), not g / (2 * sqrt(0)) * 0 = NaN: take the
     # square root of 1 there and pass var itself (0, with a 0 gradient) through
