@@ -242,3 +242,11 @@ def test_var_mean_and_std_mean_argument_forms(name, args, kwargs):
     for w, g in zip(want, got):
         assert g.shape == tuple(w.shape)
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10)
+
+
+def test_randint_like_takes_requires_grad():
+    r = fg.randint_like(fg.ones(2, 3), 2, 5, requires_grad=True)
+    assert r.requires_grad and r.dtype == fg.float32 and r.shape == (2, 3)
+    assert r.numpy().min() >= 2 and r.numpy().max() < 5
+    with pytest.raises(RuntimeError, match="floating point"):
+        fg.randint_like(fg.ones(3, dtype=fg.int64), 5, requires_grad=True)

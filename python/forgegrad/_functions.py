@@ -210,11 +210,11 @@ def randint(*args, size=None, dtype=None, requires_grad=False, device=None, gene
                     requires_grad, fill=_NO_FILL)
 
 
-def randint_like(input, low=0, high=None, dtype=None, device=None) -> Tensor:
+def randint_like(input, low=0, high=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     if high is None:
         low, high = 0, low
     return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
-                   device=input.device.type if device is None else device)
+                   device=input.device.type if device is None else device, requires_grad=requires_grad)
 
 
 def multinomial(input, num_samples: int, replacement: bool = False, generator=None) -> Tensor:
