@@ -250,3 +250,17 @@ def test_randint_like_takes_requires_grad():
     assert r.numpy().min() >= 2 and r.numpy().max() < 5
     with pytest.raises(RuntimeError, match="floating point"):
         fg.randint_like(fg.ones(3, dtype=fg.int64), 5, requires_grad=True)
+
+
+@pytest.mark.parametrize("mode", ["use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist"])
+def test_cdist_gemm_form_of_equal_points_is_zero_with_zero_gradient(mode):
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((30, 4)) * 100).astype(np.float32)
+    b = np.concatenate([a[:5], rng.standard_normal((27, 4)).astype(np.float32)])
+    ta, fa = torch.tensor(a, requires_grad=True), fg.tensor(a, requires_grad=True)
+    want, got = torch.cdist(ta, torch.tensor(b), compute_mode=mode), fg.cdist(fa, fg.tensor(b), compute_mode=mode)
+    assert got.numpy()[0, 0] == want.detach().numpy()[0, 0] == 0.0
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-3)
+    want.sum().backward()
+    got.sum().backward()
+    np.testing.assert_allclose(fa.grad.numpy(), ta.grad.numpy(), rtol=1e-3, atol=1e-3)

@@ -250,12 +250,13 @@ class CdistFunction(Function):
         mm = p == 2.0 and (compute_mode == "use_mm_for_euclid_dist" or (
             compute_mode == _MODES[0] and (a.shape[-2] > 25 or b.shape[-2] > 25)))
         ctx.p, ctx.mm, ctx.shapes = p, mm, (x1.shape, x2.shape)
-        if mm:  # torch's _euclidean_dist: |a|^2 - 2 a.b + |b|^2 through a GEMM, clamped at 1e-30 before sqrt
+        if mm:  # torch's _euclidean_dist: |a|^2 - 2 a.b + |b|^2 through a GEMM, clamped at 0 before sqrt (torch
+            # 2.13 gives 0, not 1e-15, for equal points, and a 0 gradient there, where g / 1e-15 would blow up)
             an = np.sum(a * a, -1, keepdims=True)
             bn = np.sum(b * b, -1, keepdims=True)
             ab = _gemm(a.reshape(-1, *a.shape[-2:]), np.swapaxes(b.reshape(-1, *b.shape[-2:]), -1, -2))
             d2 = an + np.swapaxes(bn, -1, -2) - 2 * ab.reshape(batch + ab.shape[-2:])
-            out = np.sqrt(np.maximum(d2, dt.type(1e-30))).astype(dt)
+            out = np.sqrt(np.maximum(d2, dt.type(0))).astype(dt)
         else:
             diff = a[..., :, None, :] - b[..., None, :, :]
             ad = np.abs(diff)
