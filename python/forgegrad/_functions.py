@@ -210,16 +210,24 @@ def randint(*args, size=None, dtype=None, requires_grad=False, device=None, gene
                     requires_grad, fill=_NO_FILL)
 
 
-def randint_like(input, low=0, high=None, dtype=None, device=None) -> Tensor:
+def randint_like(input, low=0, high=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     if high is None:
         low, high = 0, low
     return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
-                   device=input.device.type if device is None else device)
+                   device=input.device.type if device is None else device, requires_grad=requires_grad)
 
 
 def multinomial(input, num_samples: int, replacement: bool = False, generator=None) -> Tensor:
     """Indices drawn from the categorical distribution(s) in the rows of ``input`` (non-negative
     weights, not necessarily summing to one), as torch.multinomial; int64."""
+    if isinstance(input, Tensor) and not input.dtype.is_floating_point:
+        raise TypeError(f"multinomial: input must be a floating-point tensor of weights, got {input.dtype}")
+    if isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer)):
+        raise TypeError(f"multinomial: num_samples must be an int, got {type(num_samples).__name__}")
+    from ._validate import check_bool
+    replacement = check_bool(replacement, "multinomial: replacement")
+    if num_samples <= 0:
+        raise RuntimeError(f"multinomial: cannot sample num_samples <= 0 samples, got {num_samples}")
     w = np.asarray(_host(input), dtype=np.float64)
     if w.ndim not in (1, 2):
         raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got {w.ndim}")
@@ -235,9 +243,13 @@ def multinomial(input, num_samples: int, replacement: bool = False, generator=No
         total = r.sum()
         if total <= 0:
             raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
-        if not replacement and np.count_nonzero(r) < num_samples:
-            raise RuntimeError("multinomial: invalid multinomial distribution (with replacement=False, not enough "
-                               "non-negative category to sample)")
+        nonzero = np.flatnonzero(r)
+        if not replacement and nonzero.size < num_samples:
+            # torch (CPU, 2.13) then draws every weighted category first and fills up with zero-weight ones
+            picked = gen.choice(nonzero, size=nonzero.size, replace=False, p=r[nonzero] / total)
+            rest = gen.permutation(np.flatnonzero(r == 0))[:num_samples - nonzero.size]
+            out[i] = np.concatenate([picked, rest])
+            continue
         out[i] = gen.choice(r.size, size=num_samples, replace=replacement, p=r / total)
     out = Tensor(out.reshape(w.shape[:-1] + (num_samples,)))
     return out.to(input.device) if isinstance(input, Tensor) else out

@@ -90,7 +90,20 @@ class TensorMethods:
         return self - (other if alpha == 1 else self._operand(other) * alpha)
 
     mul = __mul__
-    div = __truediv__
+
+    def div(self, other, *, rounding_mode=None):
+        """torch.div: true division, or rounded toward zero ('trunc') or down ('floor', torch.floor_divide)."""
+        if rounding_mode is None:
+            return self / other
+        if rounding_mode == "floor":
+            return _OPS["floor_divide"](self, other)
+        if rounding_mode != "trunc":
+            raise ValueError(f"div(): rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+        q = _OPS["floor_divide"](self, other)
+        if not q.dtype.is_floating_point:  # exact for integers: floor, moved up by one where it rounded a negative
+            rem = _OPS["remainder"](self, other)
+            return q + (rem != 0).to(q.dtype) * (q < 0).to(q.dtype)
+        return (self / other).trunc()
     pow = __pow__
     neg = __neg__
     abs = __abs__

@@ -160,19 +160,25 @@ def _var_parts(input, dim, correction, keepdim, unbiased, who):
     return var, (mean if keepdim else mean.reshape(var.shape))
 
 
-def var_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
-    """(variance, mean) over ``dim`` with torch's ``correction`` (n - correction in the divisor)."""
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=1):
+    """(variance, mean) over ``dim`` with torch's ``correction`` (n - correction in the divisor); torch's older
+    ``var_mean(input, dim, unbiased, keepdim)`` positional form too."""
     return _var_parts(input, dim, correction, keepdim, unbiased, "var_mean")
 
 
-def std_mean(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=1):
     var, mean = _var_parts(input, dim, correction, keepdim, unbiased, "std_mean")
-    return var.sqrt(), mean
+    # torch's std gradient is 0 where std == 0 (constant values), not g / (2 * sqrt(0)) * 0 = NaN: take the
+    # square root of 1 there and pass var itself (0, with a 0 gradient) through
+    zero = (var == 0).detach()
+    return _OPS["where"](zero, var, _OPS["where"](zero, 1.0, var).sqrt()), mean
 
 
 def cov(input, *, correction=1, fweights=None, aweights=None):
     """torch.cov: the covariance of the rows (variables) of ``input`` over its columns (observations)."""
     _t(input, "input", "cov")
+    from ._validate import check_int
+    correction = check_int(correction, "cov(): correction")
     if input.ndim > 2:
         raise ValueError(f"cov(): expected input to have two or fewer dimensions, got {input.ndim}")
     x = input.reshape(1, -1) if input.ndim < 2 else input
@@ -209,7 +215,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     xm = x - avg.reshape(-1, 1)
     xw = xm if w is None else xm * w
     c = (xw @ xm.t()) / norm if norm else (xw @ xm.t()) / 0.0
-    return c.reshape(()) if input.ndim < 2 else c
+    return c.reshape(()) if x.shape[0] == 1 else c  # torch squeezes one variable (a 1-D or one-row input) to 0-d
 
 
 def corrcoef(input):
@@ -459,6 +465,12 @@ def install(package_namespace: dict) -> None:
     methods.update({n + "_": _inplace_method(n) for n in _INPLACE})
     methods.update({"round": _round_method, "round_": _round_inplace, "allclose": _method(_allclose),
                     "equal": _method(_equal)}, **_RANDOM_METHODS)
+    # torch's // and % operators: floor_divide and remainder (Python's rounding and sign rules, as torch's)
+    methods.update({"__floordiv__": lambda self, other: FUNCTIONS["floor_divide"](self, other),
+                    "__rfloordiv__": lambda self, other: FUNCTIONS["floor_divide"](other, self),
+                    "__mod__": lambda self, other: FUNCTIONS["remainder"](self, other),
+                    "__rmod__": lambda self, other: FUNCTIONS["remainder"](other, self),
+                    "__ifloordiv__": methods["floor_divide_"], "__imod__": methods["remainder_"]})
     for name, m in methods.items():
         if not hasattr(TensorMethods, name):
             setattr(TensorMethods, name, m)

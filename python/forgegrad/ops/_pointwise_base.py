@@ -34,9 +34,9 @@ def result_dtype(*args, floating: bool = False) -> np.dtype:
         dt = np.result_type(*arrs)
         if any(isinstance(a, (float, np.floating)) for a in args if not is_arr(a)):
             dt = np.dtype(np.float32)
-        elif dt != np.bool_ and any(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
+        elif dt == np.bool_ and any(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
                                     if not is_arr(a)):
-            dt = np.result_type(dt, np.int64) if dt.kind in "iu" else np.dtype(np.int64)
+            dt = np.dtype(np.int64)  # an integer tensor keeps its width against a Python int (uint8 % 3: uint8)
     else:
         dt = np.dtype(np.float32)
     if floating and dt.kind != "f":

@@ -25,7 +25,9 @@ def _float_ok(x, who):
 def _lower_median_flat(x, ignore_nan):
     flat = x.reshape(-1)
     if flat.size == 0:
-        raise ValueError("median() of an empty tensor (torch returns nan with an error for dim=None)")
+        if flat.dtype.kind == "f":
+            return flat.dtype.type(np.nan)  # torch's median/nanmedian of no elements
+        raise ValueError(f"median() of an empty {flat.dtype} tensor: torch returns an undefined value there")
     nan = np.isnan(flat) if flat.dtype.kind == "f" else np.zeros(flat.shape, bool)
     if ignore_nan:
         vals = flat[~nan]

@@ -250,12 +250,13 @@ class CdistFunction(Function):
         mm = p == 2.0 and (compute_mode == "use_mm_for_euclid_dist" or (
             compute_mode == _MODES[0] and (a.shape[-2] > 25 or b.shape[-2] > 25)))
         ctx.p, ctx.mm, ctx.shapes = p, mm, (x1.shape, x2.shape)
-        if mm:  # torch's _euclidean_dist: |a|^2 - 2 a.b + |b|^2 through a GEMM, clamped at 1e-30 before sqrt
+        if mm:  # torch's _euclidean_dist: |a|^2 - 2 a.b + |b|^2 through a GEMM, clamped at 0 before sqrt (torch
+            # 2.13 gives 0, not 1e-15, for equal points, and a 0 gradient there, where g / 1e-15 would blow up)
             an = np.sum(a * a, -1, keepdims=True)
             bn = np.sum(b * b, -1, keepdims=True)
             ab = _gemm(a.reshape(-1, *a.shape[-2:]), np.swapaxes(b.reshape(-1, *b.shape[-2:]), -1, -2))
             d2 = an + np.swapaxes(bn, -1, -2) - 2 * ab.reshape(batch + ab.shape[-2:])
-            out = np.sqrt(np.maximum(d2, dt.type(1e-30))).astype(dt)
+            out = np.sqrt(np.maximum(d2, dt.type(0))).astype(dt)
         else:
             diff = a[..., :, None, :] - b[..., None, :, :]
             ad = np.abs(diff)
@@ -295,10 +296,9 @@ class CdistFunction(Function):
                     w = np.sign(diff) * (np.abs(diff) == d)
                 elif p == 2:
                     w = np.where(d == 0, 0, diff / d)
-                elif p < 1:
-                    w = np.where(d == 0, 0, np.sign(diff) * np.abs(diff) ** (p - 1) / d ** (p - 1))
-                else:
-                    w = np.where(d == 0, 0, diff * np.abs(diff) ** (p - 2) / d ** (p - 1))
+                else:  # 0 where a coordinate's difference is 0 (torch's), not 0 * |0| ** (p - 1 or p - 2) = NaN
+                    mag = np.where(diff == 0, 1, np.abs(diff))
+                    w = np.where(d == 0, 0, np.sign(diff) * mag ** (p - 1) / d ** (p - 1))
                 gw = g[..., None] * w
                 ga, gb = gw.sum(-2), -gw.sum(-3)
         return (unbroadcast(np.ascontiguousarray(ga, dtype=a.dtype), s1),
@@ -333,7 +333,7 @@ def _cdist_rule(ctx, args, kwargs, g):
         if p == 2:
             w = _where(zero, 0.0, diff / safe)
         else:
-            mag = abs(diff)
+            mag = _where(diff._data == 0, 1.0, abs(diff))  # sign(diff) makes those 0: no 0 * inf
             w = _where(zero, 0.0, _flat(diff, np.sign) * mag ** (p - 1) / safe ** (p - 1))
     gw = g.unsqueeze(-1) * w
     ga = _for(x1, gw.sum(dim=-2)) if _is_t(x1) else None

@@ -94,6 +94,16 @@ DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -
                       make_b=S.positive, tol=(2e-5, 1e-5))
 
 
+def _power(a, b):
+    """np.power, with torch's integer rule for a tensor of negative integer exponents (numpy refuses them): 1 for a
+    base 1, +-1 for a base -1 (by the exponent's parity) and 0 otherwise."""
+    if not (isinstance(b, np.ndarray) and b.dtype.kind in "iu" and np.asarray(a).dtype.kind in "iub" and (b < 0).any()):
+        return np.power(a, b)
+    pos = np.power(a, np.where(b < 0, 0, b))
+    neg = np.where(a == 1, 1, np.where(a == -1, np.where(b % 2 == 0, 1, -1), 0))
+    return np.where(b < 0, neg, pos).astype(pos.dtype)
+
+
 @register_op("pow", meta=M.broadcast, flops=M.per_output_element(4),
              samples=lambda: [Sample((S.positive(3, 7), S.rand(3, 7, seed=1))),
                               Sample((S.positive(4, 5), S.rand(5, seed=2)), name="broadcast"),
@@ -106,7 +116,7 @@ class PowFunction(Function):
     def forward(ctx, a, b):
         if not is_array_or_number(b):
             raise TypeError(f"pow: the exponent must be a tensor or a number, got {type(b).__name__} {b!r:.60}")
-        y = np.power(a, b)
+        y = _power(a, b)
         # y is read by the exponent's gradient only: x ** 2 keeps x, not its result (as torch's)
         ctx.save_for_backward(a, b, y if ctx.needs_input_grad[1] else None)
         return y

@@ -1,8 +1,8 @@
 """torch's pointwise math ops with broadcasting, torch's dtype promotion and gradients: atan2, hypot, logaddexp,
 logaddexp2, xlogy, copysign, remainder, fmod, floor_divide, lerp; erf, erfc, erfinv, lgamma, digamma, sign, frac,
 trunc, round(decimals), nan_to_num, deg2rad, rad2deg. The gradient formulas are torch's (derivatives.yaml): e.g.
-atan2 at (0, 0) gives NaN as torch's, copysign's gradient is 0 at a zero input, remainder's gradient for ``other`` is
-``-floor(input / other)``. See ops/_pointwise_base.py for the shared machinery.
+atan2's gradient at (0, 0) is 0 as torch 2.13's, copysign's gradient is 0 at a zero input, remainder's gradient
+for ``other`` is ``-floor(input / other)``. See ops/_pointwise_base.py for the shared machinery.
 """
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def _binary(name, fwd, grads, torch_fn, *, floating=True, onnx=None, gaps=None, 
 def _atan2_grads(ns, g, a, out, kw):
     x, y = a
     d = x * x + y * y
-    return g * y / d, -g * x / d
+    zero = (ns.val(x) == 0) & (ns.val(y) == 0)  # torch 2.13 masks the 0/0 at the origin to a 0 gradient
+    d = ns.where(zero, 1.0, d)
+    return ns.where(zero, 0.0, g * y / d), ns.where(zero, 0.0, -g * x / d)
 
 
 def _atan2_onnx(ctx, dt, y, x):
@@ -132,7 +134,9 @@ def _xlogy(x, y):
 
 def _xlogy_grads(ns, g, a, out, kw):
     x, y = a
-    return g * ns.log(y), g * x / y  # torch's: log(other) also where input == 0
+    # torch's: log(other), but 0 where input == 0 and other <= 0 (where the log is -inf or NaN)
+    gx = ns.where((ns.val(x) == 0) & (ns.val(y) <= 0), 0.0, g * ns.log(y))
+    return gx, g * x / y
 
 
 def _xlogy_samples():
@@ -160,6 +164,15 @@ CopysignFunction = _binary(
     gaps={"onnx": "ONNX has no signbit to tell -0.0 from 0.0, which copysign reads"})
 
 
+def _int_checked(fn, name):
+    """``fn`` raising ZeroDivisionError for an integer division by zero (torch's; numpy gives 0 silently)."""
+    def checked(x, y):
+        if x.dtype.kind in "iu" and np.any(np.asarray(y) == 0):
+            raise ZeroDivisionError(f"{name}: integer division by zero")
+        return fn(x, y)
+    return checked
+
+
 def _remainder_grads(ns, g, a, out, kw):
     x, y = a
     return g, -g * ns.const(np.floor(ns.val(x) / ns.val(y)), g)
@@ -171,24 +184,18 @@ def _fmod_grads(ns, g, a, out, kw):
 
 
 RemainderFunction = _binary(
-    "remainder", np.remainder, _remainder_grads, lambda t: t.remainder, floating=False,
+    "remainder", _int_checked(np.remainder, "remainder"), _remainder_grads, lambda t: t.remainder, floating=False,
     samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
     gaps={"onnx": "ONNX Mod with fmod=0 takes integers only; a float remainder would need Floor of a Div, whose "
                   "rounding differs from the kernel's at exact multiples"})
 FmodFunction = _binary(
-    "fmod", np.fmod, _fmod_grads, lambda t: t.fmod, floating=False, samples=_binary_samples(_away_from_zero),
-    tol=(1e-4, 1e-4), onnx=lambda ctx, op: [ctx.node("Mod", [op.input("input", op.out_dtype()),
-                                                             op.input("other", op.out_dtype())], fmod=1)])
+    "fmod", _int_checked(np.fmod, "fmod"), _fmod_grads, lambda t: t.fmod, floating=False,
+    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
+    onnx=lambda ctx, op: [ctx.node("Mod", [op.input("input", op.out_dtype()), op.input("other", op.out_dtype())],
+                                   fmod=1)])
 
 
-def _floor_divide(x, y):
-    if x.dtype.kind in "iu":
-        with np.errstate(divide="raise"):
-            try:
-                return np.floor_divide(x, y)
-            except FloatingPointError:
-                raise ZeroDivisionError("floor_divide: integer division by zero") from None
-    return np.floor_divide(x, y)
+_floor_divide = _int_checked(np.floor_divide, "floor_divide")
 
 
 FloorDivideFunction = _binary(
@@ -308,6 +315,8 @@ DigammaFunction.op.differentiable_backward = None  # its derivative (trigamma) h
 
 
 def _sign(x):
+    if x.dtype == np.bool_:
+        return x.copy()  # numpy has no sign for bool; torch's is the identity
     return np.where(np.isnan(x), np.zeros((), x.dtype), np.sign(x)) if x.dtype.kind == "f" else np.sign(x)
 
 

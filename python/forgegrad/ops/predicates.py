@@ -73,6 +73,8 @@ SignbitFunction.op.gaps["onnx"] = "ONNX has no signbit (-0.0 and 0.0 compare equ
 
 
 def _isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
+    if a.dtype == np.bool_:
+        return a == b  # numpy has no bool subtraction; torch's isclose of bools is equality
     with np.errstate(all="ignore"):
         close = (a == b) | (np.isfinite(a) & np.isfinite(b) & (np.abs(a - b) <= atol + rtol * np.abs(b)))
     if equal_nan:

@@ -36,6 +36,8 @@ def _dim_samples():
 def _save_axes(ctx, a, dim, keepdim):
     """The normalized axes of dim, saved with the input shape and keepdim for _expand_back."""
     axes = normalize_axis(dim, a.ndim)
+    if a.ndim == 0:
+        axes = ()  # torch takes dim 0 / -1 of a 0-d tensor; numpy has no axis there
     ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
     return axes
 
@@ -154,6 +156,8 @@ class AmaxFunction(Function):
     @classmethod
     def _fwd(cls, ctx, a, dim, keepdim):
         axes = normalize_axis(dim, a.ndim)
+        if a.ndim == 0:
+            axes = ()  # torch takes dim 0 / -1 of a 0-d tensor; numpy has no axis there
         if any(a.shape[ax] == 0 for ax in axes):
             raise ValueError(f"max/min of an empty dimension (input shape {a.shape})")
         y = cls.fn(a, axis=axes, keepdims=True)
@@ -280,6 +284,8 @@ class AmaxCudaFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         axes = normalize_axis(dim, a.ndim)
+        if a.ndim == 0:
+            axes = ()  # torch takes dim 0 / -1 of a 0-d tensor; numpy has no axis there
         if any(a.shape[ax] == 0 for ax in axes):
             raise ValueError(f"max/min of an empty dimension (input shape {tuple(a.shape)})")
         y = CN.kernels().reduce(type(ctx).kind, a, list(axes), True)

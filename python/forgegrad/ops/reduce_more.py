@@ -23,7 +23,8 @@ def _float(x):
 def _axes(x, dim):
     if dim is not None and not isinstance(dim, (int, np.integer)) and len(tuple(dim)) == 0:
         dim = None
-    return normalize_axis(dim, x.ndim)
+    axes = normalize_axis(dim, x.ndim)
+    return axes if x.ndim else ()  # a 0-d input takes dim 0 / -1 as torch does, but numpy has no axis 0 there
 
 
 def _keep_shape(shape, axes):
