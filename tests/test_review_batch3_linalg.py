@@ -185,3 +185,16 @@ def test_inv_ex_of_a_batch_with_a_singular_matrix_keeps_the_graph_as_torch():
     want.inverse[1].sum().backward()
     np.testing.assert_allclose(x.grad.numpy()[1], t.grad.numpy()[1], rtol=1e-12)
     np.testing.assert_array_equal(x.grad.numpy()[0], np.zeros((2, 2)))
+
+
+def test_a_bare_memory_error_from_lapack_names_the_op(monkeypatch):
+    # the op fuzz suite: a (3, 22369622) matrix made numpy's qr raise MemoryError() with no message under the
+    # worker's memory limit; it is raised again naming the op and the argument's shape
+    import numpy as _np
+
+    def fail(*a, **k):
+        raise MemoryError()
+    monkeypatch.setattr(_np.linalg, "qr", fail)
+    A = fg.tensor(_np.ones((3, 5), _np.float32))
+    with pytest.raises(MemoryError, match=r"linalg\.qr: .*'A' of shape \(3, 5\)"):
+        fg.linalg.qr(A)

@@ -513,6 +513,9 @@ def _embedding(ctx, args, kwargs, g):
     pad = _arg(args, kwargs, 2, "padding_idx")
     if pad is not None:
         g = g * _const((idx != pad % weight.shape[0])[..., None], g)
+    if _arg(args, kwargs, 3, "scale_grad_by_freq", False):  # each position's gradient over its row's count
+        counts = np.bincount(idx.reshape(-1).astype(np.int64), minlength=weight.shape[0])[idx]
+        g = g * _const((1.0 / np.maximum(counts, 1))[..., None], g)
     return _scatter(g, (idx,), weight.shape), None
 
 

@@ -8,6 +8,8 @@ square block), eigh (V (diag(gL) + skew(V^T gV)/2 / E) V^T, E_ij = L_j - L_i: re
 when gV is nonzero, as torch's), SVD (reduced form; full_matrices narrows U and Vh first, as torch's)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .registry import BadInput
@@ -326,3 +328,22 @@ def svd_backward(B, U, S, Vh, gU, gS, gVh):
     else:
         ga = U @ ga @ Vh
     return ga
+
+
+def name_memory_errors(*functions) -> None:
+    """Each Function's forward re-raises a bare MemoryError (LAPACK's workspace allocation inside numpy.linalg
+    gives one with no message) as a MemoryError naming the op and its input's shape."""
+    for fn in functions:
+        forward = fn.forward
+
+        def guarded(ctx, *args, _forward=forward, _op=fn.op.name.replace("linalg_", "linalg."), **kwargs):
+            try:
+                return _forward(ctx, *args, **kwargs)
+            except MemoryError as e:
+                if str(e).strip():
+                    raise
+                shape = tuple(getattr(args[0], "shape", ())) if args else ()
+                raise MemoryError(f"{_op}: not enough memory to factor argument 'A' of shape {shape}") from None
+
+        # functools.wraps: the signature stays the forward's (the ONNX mappings and meta rules bind by its names)
+        fn.forward = staticmethod(functools.wraps(forward)(guarded))

@@ -355,3 +355,6 @@ class LinalgSvdFunction(Function):
 
 for _fn in (LinalgCholeskyFunction, LinalgQrFunction, LinalgEighFunction, LinalgSvdFunction):
     _fn.op.float64 = _fn  # numpy in the input's dtype
+
+
+C.name_memory_errors(LinalgCholeskyFunction, LinalgQrFunction, LinalgEighFunction, LinalgSvdFunction)

@@ -450,3 +450,7 @@ class LinalgMatrixExpFunction(Function):
 
 
 LinalgMatrixExpFunction.op.float64 = LinalgMatrixExpFunction
+
+
+C.name_memory_errors(LinalgInvFunction, LinalgDetFunction, LinalgSlogdetFunction, LinalgSolveFunction,
+                     LinalgSolveTriangularFunction, LinalgMatrixExpFunction)
