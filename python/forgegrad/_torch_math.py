@@ -5,7 +5,6 @@ addmm and kin, var_mean, cov, corrcoef, ...), each differentiable as far as its 
 on the package and on the Tensor class (forgegrad/__init__.py calls it once)."""
 from __future__ import annotations
 
-import math
 from collections import namedtuple
 
 import numpy as np
@@ -346,46 +345,9 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
 
 
 def multi_dot(tensors):
-    """torch.linalg.multi_dot: the product of the matrices in the cheapest order (the first may be 1-D, a row;
-    the last 1-D, a column)."""
-    tensors = list(tensors)
-    if len(tensors) < 2:
-        raise ValueError(f"multi_dot(): expected at least 2 tensors, got {len(tensors)}")
-    for i, t in enumerate(tensors):
-        _t(t, f"tensors[{i}]", "multi_dot")
-        lo = 1 if i in (0, len(tensors) - 1) else 2
-        if not lo <= t.ndim <= 2:
-            raise ValueError(f"multi_dot(): tensors[{i}] must be {'1-D or ' if lo == 1 else ''}2-D, got shape "
-                             f"{tuple(t.shape)}")
-    first_vec, last_vec = tensors[0].ndim == 1, tensors[-1].ndim == 1
-    mats = [tensors[0].reshape(1, -1) if first_vec else tensors[0], *tensors[1:-1],
-            tensors[-1].reshape(-1, 1) if last_vec else tensors[-1]]
-    for i in range(len(mats) - 1):
-        if mats[i].shape[1] != mats[i + 1].shape[0]:
-            raise ValueError(f"multi_dot(): tensors[{i}] and tensors[{i + 1}] cannot be multiplied "
-                             f"({tuple(mats[i].shape)} and {tuple(mats[i + 1].shape)})")
-    dims = [m.shape[0] for m in mats] + [mats[-1].shape[1]]
-    n = len(mats)
-    cost = [[0] * n for _ in range(n)]
-    split = [[0] * n for _ in range(n)]
-    for length in range(1, n):
-        for i in range(n - length):
-            j = i + length
-            cost[i][j] = math.inf
-            for k in range(i, j):
-                c = cost[i][k] + cost[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1]
-                if c < cost[i][j]:
-                    cost[i][j], split[i][j] = c, k
-
-    def build(i, j):
-        return mats[i] if i == j else build(i, split[i][j]) @ build(split[i][j] + 1, j)
-
-    out = build(0, n - 1)
-    if first_vec and last_vec:
-        return out.reshape(())
-    if first_vec:
-        return out.reshape(-1)
-    return out.reshape(-1) if last_vec else out
+    """torch.linalg.multi_dot (forgegrad.linalg's: the cheapest order, a 1-D first / last operand as a row / column)."""
+    from .linalg import multi_dot as _multi_dot
+    return _multi_dot(tensors)
 
 
 def chain_matmul(*matrices):
