@@ -33,6 +33,7 @@ namespace {
 
 using rows::imax;
 using rows::imin;
+using rows::mean_rstd;
 using rows::row_sums;
 using rows::tail0;
 
@@ -66,23 +67,10 @@ void group_double(const float* x, const float* w, const float* b, int64_t cpg, i
 void group_forward(const float* x, const float* w, const float* b, int64_t cpg, int64_t hw, float eps, float* y,
                    float* mean_out, float* rstd_out) {
   const int64_t n = cpg * hw;
-  const float x0 = x[0];
-  const vf K = vset1(x0);
-  double s1;
-  row_sums<1>(n, [&](int64_t i, int r, vf* a) { a[0] = vadd(a[0], tail0(vsub(vload_upto(x + i, r), K), r)); }, &s1);
-  const double mean = static_cast<double>(x0) + s1 / static_cast<double>(n);
-  const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - static_cast<double>(hi));
+  float hi, lo;
+  double rstd;
+  if (!mean_rstd(x, n, eps, &hi, &lo, &rstd)) return group_double(x, w, b, cpg, hw, eps, y, mean_out, rstd_out);
   const vf H = vset1(hi), L = vset1(lo);
-  double s2;
-  row_sums<1>(
-      n,
-      [&](int64_t i, int r, vf* a) {
-        vf d = tail0(vsub(vsub(vload_upto(x + i, r), H), L), r);
-        a[0] = vfmadd(d, d, a[0]);
-      },
-      &s2);
-  if (!std::isfinite(s1) || !std::isfinite(s2)) return group_double(x, w, b, cpg, hw, eps, y, mean_out, rstd_out);
-  const double rstd = 1.0 / std::sqrt(s2 / static_cast<double>(n) + static_cast<double>(eps));
   *mean_out = hi;
   *rstd_out = static_cast<float>(rstd);
   // y = fma(((x - hi) - lo) * rstd, w[c], b[c]): the bits of layer_norm's affine pass.

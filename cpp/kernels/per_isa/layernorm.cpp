@@ -36,6 +36,7 @@ namespace {
 using rows::imax;
 using rows::imin;
 using rows::keep_first;
+using rows::mean_rstd;
 using rows::row_sums;
 using rows::tail0;
 
@@ -71,27 +72,11 @@ void norm_row_double(const float* x, const float* w, const float* b, int64_t n, 
 
 void layer_norm_row(const float* x, const float* w, const float* b, int64_t n, float eps, float* y, float* mean_out,
                     float* rstd_out) {
-  // Pass 1: the mean, summed as sum(x - x[0]): with a large common offset the differences are
-  // exact and small, so the float block sums lose nothing to the offset.
-  const float x0 = x[0];
-  const vf K = vset1(x0);
-  double s1;
-  row_sums<1>(n, [&](int64_t i, int r, vf* a) { a[0] = vadd(a[0], tail0(vsub(vload_upto(x + i, r), K), r)); }, &s1);
-  const double mean = static_cast<double>(x0) + s1 / static_cast<double>(n);
-  // The mean as hi + lo: (x - hi) - lo is the centred value to about an ulp of itself.
-  const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - static_cast<double>(hi));
+  // Passes 1 and 2: the mean and the biased variance (rows::mean_rstd).
+  float hi, lo;
+  double rstd;
+  if (!mean_rstd(x, n, eps, &hi, &lo, &rstd)) return norm_row_double(x, w, b, n, eps, true, y, mean_out, rstd_out);
   const vf H = vset1(hi), L = vset1(lo);
-  // Pass 2: the biased variance.
-  double s2;
-  row_sums<1>(
-      n,
-      [&](int64_t i, int r, vf* a) {
-        vf d = tail0(vsub(vsub(vload_upto(x + i, r), H), L), r);
-        a[0] = vfmadd(d, d, a[0]);
-      },
-      &s2);
-  if (!std::isfinite(s1) || !std::isfinite(s2)) return norm_row_double(x, w, b, n, eps, true, y, mean_out, rstd_out);
-  const double rstd = 1.0 / std::sqrt(s2 / static_cast<double>(n) + static_cast<double>(eps));
   *mean_out = hi;
   *rstd_out = static_cast<float>(rstd);
   // Pass 3: y = (x - mean) * rstd * w + b.
