@@ -30,6 +30,8 @@ from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
 globals().update({n: getattr(m, n) for m in (_ti, _ts) for n in m.__all__})  # fg.gather, fg.sort, ...
+from . import _torch_shape_methods  # noqa: E402
+_torch_shape_methods.install(globals())  # hstack, tensor_split, unflatten, rot90, diff, index_put, ... and methods
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
 from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
@@ -41,7 +43,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "concat": "forgegrad.cat", "concatenate": "forgegrad.cat", "absolute": "forgegrad.abs",
+    "absolute": "forgegrad.abs",
     "set_num_interop_threads": "forgegrad.set_num_threads",
     "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
     "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
@@ -84,3 +86,4 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
 __all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
 __all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)
 __all__ += sorted(_torch_math.FUNCTIONS)
+__all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forgegrad._torch_shape*

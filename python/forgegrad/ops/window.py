@@ -1,0 +1,119 @@
+"""``Tensor.unfold(dimension, size, step)`` (op "tensor_unfold"; "unfold" is F.unfold, im2col, in ops/fold.py).
+
+The output is torch's strided window view: ``dimension`` becomes the window count ``(n - size) // step + 1`` and a
+new last dim of length ``size`` holds each window. It shares the input's storage (a numpy ``as_strided`` view), so
+a write through it reaches the input, as torch's. Windows overlap when ``step < size``: the gradient adds every
+window's gradient into the element it read (one strided add per window offset, so the same bits at any thread
+count). ONNX: a Gather of the window indices (a constant) along ``dimension`` and a Transpose moving the window
+axis last.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from . import _meta as M
+from . import _samples as S
+from ._util import single_axis
+from .registry import BadInput, Sample, register_op
+
+
+def _geometry(shape, dimension, size, step):
+    """(axis, window count) with torch's checks; a 0-d input is taken as one element."""
+    for name, v in (("size", size), ("step", step)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"unfold(): argument {name!r} must be an int, got {type(v).__name__}")
+    d = single_axis(dimension, max(len(shape), 1), "unfold(): dimension")
+    n = shape[d] if shape else 1
+    if size < 0 or size > n:
+        raise RuntimeError(f"unfold(): argument 'size' ({size}) must be between 0 and the size of dimension {d} "
+                           f"({n})")
+    if step <= 0:
+        raise RuntimeError(f"unfold(): argument 'step' must be positive, got {step}")
+    return d, (n - size) // step + 1
+
+
+def _samples():
+    return [Sample((S.rand(4, 11, 3), 1, 3, 2), name="overlapping windows, middle dim"),
+            Sample((S.rand(seed=4), 0, 1, 1), name="0-d"),
+            Sample((S.rand(2, 7, seed=1), -1, 2, 3), name="gaps between windows, dim -1"),
+            Sample((S.rand(9, seed=2), 0, 4, 1), name="1-d, step 1"),
+            Sample((S.rand(5, 3, seed=3), 0, 5, 1), name="one window of the whole dim")]
+
+
+def _bad():
+    x = S.rand(3, 4)
+    return [BadInput((x, 2, 2, 1), {}, IndexError, "dimension"),
+            BadInput((x, 1, 5, 1), {}, RuntimeError, "size"),
+            BadInput((x, 1, 2, 0), {}, RuntimeError, "step"),
+            BadInput((x, 1, 2.0, 1), {}, TypeError, "size")]
+
+
+def _onnx(ctx, op):
+    x = op.args["a"]
+    shape = tuple(x.shape)
+    d, count = _geometry(shape, op.attr("dimension"), op.attr("size"), op.attr("step"))
+    name = op.input("a")
+    idx = np.arange(count)[:, None] * int(op.attr("step")) + np.arange(int(op.attr("size")))[None, :]
+    if not shape:  # torch: the element as a (size,) tensor
+        flat = ctx.node("Reshape", [name, ctx.const(np.array([1], np.int64))])
+        return [ctx.node("Gather", [flat, ctx.const(idx.reshape(-1).astype(np.int64))], axis=0)]
+    gathered = ctx.node("Gather", [name, ctx.const(idx.astype(np.int64))], axis=d)  # (..., count, size, ...)
+    nd = len(shape) + 1
+    perm = [k for k in range(nd) if k != d + 1] + [d + 1]
+    return [ctx.node("Transpose", [gathered], perm=perm)]
+
+
+def _rule(ctx, args, kwargs, g):
+    """The gradient with Tensor ops: the window axis put next to the count axis, both merged, and index_add of
+    every window element's gradient at the element it read (repeated elements add)."""
+    from .._torch_indexing import index_add
+    from .._torch_indexing import _wrap
+    a, dimension, size, step = args[:4]
+    shape = tuple(a.shape)
+    d, count = _geometry(shape, dimension, size, step)
+    if not shape:
+        return g.sum(), None, None, None
+    full = shape or (1,)
+    moved = g.movedim(-1, d + 1)
+    merged = moved.reshape(full[:d] + (count * size,) + full[d + 1:])
+    idx = (np.arange(count)[:, None] * step + np.arange(size)[None, :]).reshape(-1)
+    out = index_add(g.new_zeros(*full), d, _wrap(idx), merged)
+    return out.reshape(shape), None, None, None
+
+
+@register_op("tensor_unfold", meta=None, flops=M.no_flops, samples=_samples, bad_inputs=_bad, onnx=_onnx,
+             torch=lambda torch, a, dimension, size, step: a.unfold(dimension, size, step),
+             differentiable_backward=_rule)
+class TensorUnfoldFunction(Function):
+    """Tensor.unfold: windows of ``size`` every ``step`` along ``dimension``, a view of the input."""
+
+    is_view = True
+
+    @staticmethod
+    def forward(ctx, a, dimension, size, step):
+        d, count = _geometry(a.shape, dimension, size, step)
+        ctx.shape, ctx.d, ctx.count, ctx.size, ctx.step = a.shape, d, count, int(size), int(step)
+        if a.ndim == 0:  # torch: the element as a (size,) tensor (size 0 or 1)
+            return np.lib.stride_tricks.as_strided(a.reshape(1), (int(size),), (a.itemsize,),
+                                                   writeable=a.flags.writeable)
+        shape = a.shape[:d] + (count,) + a.shape[d + 1:] + (int(size),)
+        strides = a.strides[:d] + (a.strides[d] * int(step),) + a.strides[d + 1:] + (a.strides[d],)
+        return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=a.flags.writeable)
+
+    @staticmethod
+    def backward(ctx, g):
+        d, count, size, step = ctx.d, ctx.count, ctx.size, ctx.step
+        if not ctx.shape:
+            return g.sum().astype(g.dtype).reshape(()), None, None, None
+        full = ctx.shape
+        out = np.zeros(full, g.dtype)
+        moved = np.moveaxis(g, -1, 0)  # (size, ..., count, ...)
+        for j in range(size):  # window offset j read elements j, j + step, ... (distinct within one offset)
+            sl = (slice(None),) * d + (slice(j, j + step * (count - 1) + 1, step),)
+            out[sl] += moved[j]
+        return out.reshape(ctx.shape), None, None, None
+
+
+TensorUnfoldFunction.op.meta = M.structural(TensorUnfoldFunction)
+TensorUnfoldFunction.op.float64 = TensorUnfoldFunction  # numpy in the input's dtype
