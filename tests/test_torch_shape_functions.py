@@ -177,3 +177,153 @@ CASES = {
 def test_against_torch(name):
     call, arrays, *options = CASES[name]
     check(call, *arrays, **(options[0] if options else {}))
+
+
+def test_vander_gradient():
+    """torch 2.13's vander backward raises, so the reference is torch's powers x**k (k >= 1) and a zero column."""
+    x = rn(5)
+    f = fg.tensor(x, requires_grad=True)
+    g = rn(5, 4)
+    fg.vander(f, 4).backward(fg.tensor(g))
+    t = torch.tensor(x, requires_grad=True)
+    ref = torch.cat([t.unsqueeze(1) ** torch.arange(3, 0, -1), torch.ones(5, 1)], 1)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_allclose(f.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_methods_exist_where_torch_has_them():
+    names = ["tril", "triu", "tril_", "triu_", "where", "mm", "bmm", "unsafe_chunk", "unsafe_split", "swapaxes",
+             "swapdims", "ravel", "unflatten", "unfold", "rot90", "diff", "cross", "repeat_interleave", "select",
+             "addcmul", "addcdiv", "addcmul_", "addcdiv_", "dist", "renorm", "renorm_", "sum_to_size",
+             "fill_diagonal_", "index_put", "index_put_", "put", "put_", "adjoint", "tensor_split", "hsplit",
+             "vsplit", "dsplit", "split_with_sizes", "diagflat", "select_scatter", "slice_scatter",
+             "diagonal_scatter", "mT", "mH", "H", "T"]
+    assert [n for n in names if hasattr(torch.Tensor, n) and not hasattr(fg.Tensor, n)] == []
+    funcs = ["clone", "hstack", "vstack", "row_stack", "dstack", "column_stack", "concat", "concatenate",
+             "atleast_1d", "atleast_2d", "atleast_3d", "tensor_split", "hsplit", "vsplit", "dsplit",
+             "split_with_sizes", "swapaxes", "swapdims", "ravel", "unflatten", "rot90", "diff", "cross", "trapezoid",
+             "trapz", "cumulative_trapezoid", "block_diag", "cartesian_prod", "combinations", "repeat_interleave",
+             "vander", "select", "select_scatter", "slice_scatter", "diagonal_scatter", "diagflat", "addcmul",
+             "addcdiv", "dist", "renorm", "index_put", "index_put_", "put", "adjoint", "unsafe_chunk", "unsafe_split"]
+    assert [n for n in funcs if not hasattr(fg, n)] == []
+    assert set(funcs) <= set(fg.__all__)
+    assert fg.concat is not None and "concat" not in fg._TORCH_NAMES
+
+
+# ---- views: torch guarantees these share the input's storage ------------------------------------------------
+@pytest.mark.parametrize("make,write", [
+    (lambda m, x: x.unfold(1, 3, 2), (0, 1, 2)),
+    (lambda m, x: m.swapaxes(x, 0, 1), (3, 1)),
+    (lambda m, x: x.swapdims(1, 0), (2, 0)),
+    (lambda m, x: m.select(x, 1, -1), (2,)),
+    (lambda m, x: m.tensor_split(x, 2, 1)[1], (0, 1)),
+    (lambda m, x: m.hsplit(x, [2])[0], (1, 1)),
+    (lambda m, x: m.unflatten(x, 1, (2, 3)), (1, 1, 2)),
+    (lambda m, x: x.mT, (4, 2)),
+    (lambda m, x: m.ravel(x), (7,)),
+    (lambda m, x: m.atleast_3d(x), (1, 2, 0)),
+])
+def test_views_write_through(make, write):
+    a = np.arange(30, dtype=np.float32).reshape(5, 6)
+    f, t = fg.tensor(a.copy()), torch.tensor(a.copy())
+    vf, vt = make(fg, f), make(torch, t)
+    vf[write] = -1.0
+    vt[write] = -1.0
+    np.testing.assert_array_equal(f.numpy(), t.numpy())
+    assert (f.numpy() == -1).any()
+
+
+def test_copies_do_not_write_through():
+    a = rn(3, 4)
+    f = fg.tensor(a.copy())
+    for out in (fg.rot90(f), fg.clone(f), fg.repeat_interleave(f, 1, 0), fg.hstack([f, f]),
+                fg.slice_scatter(f, f[:1], 0, 0, 1)):
+        out[0, 0] = 100.0
+    np.testing.assert_array_equal(f.numpy(), a)
+
+
+def test_unfold_gradient_through_a_write_into_its_base():
+    """An in-place write through windows that do not overlap reaches the base's graph (values and gradients as
+    torch's); through overlapping windows under autograd it is refused with torch's overlap message (torch 2.13
+    writes the shared elements twice and its gradient counts them once: x*2 -> unfold(0, 3, 2).mul_(2) gives 16 at
+    element 2 and a gradient of 4 there)."""
+    res = []
+    for m in (fg, torch):
+        x = m.tensor(np.arange(8, dtype=np.float32) / 3, requires_grad=True)
+        h = x * 2
+        h.unfold(0, 3, 3).mul_(h[:2].unsqueeze(1).detach() + 1)
+        (h * h).sum().backward()
+        res.append((h.detach().numpy(), x.grad.numpy()))
+    np.testing.assert_allclose(res[0][0], res[1][0], rtol=1e-6)
+    np.testing.assert_allclose(res[0][1], res[1][1], rtol=1e-6)
+    h = fg.tensor(np.arange(8, dtype=np.float32), requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match="single memory location"):
+        h.unfold(0, 3, 2).mul_(2)
+
+
+# ---- in-place methods ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,call", [
+    ("tril_", lambda m, x, o: x.tril_(1)),
+    ("triu_", lambda m, x, o: x.triu_(-1)),
+    ("addcmul_", lambda m, x, o: x.addcmul_(o, o, value=0.5)),
+    ("addcdiv_", lambda m, x, o: x.addcdiv_(o, o * o + 1, value=-2)),
+    ("renorm_", lambda m, x, o: x.renorm_(2, 1, 0.5)),
+    ("index_put_", lambda m, x, o: x.index_put_((m.tensor([0, 2]), m.tensor([1, 3])), o[0, :2])),
+    ("index_put_ accumulate", lambda m, x, o: x.index_put_((m.tensor([1, 1]),), o[:2], accumulate=True)),
+    ("put_", lambda m, x, o: x.put_(m.tensor([5, -2]), o[1, 1:3])),
+    ("put_ accumulate", lambda m, x, o: x.put_(m.tensor([0, 0, 3]), o[2, :3], accumulate=True)),
+    ("fill_diagonal_", lambda m, x, o: x.fill_diagonal_(2.5)),
+    ("index_put_ function", lambda m, x, o: m.index_put_(x, (m.tensor([2]),), o[1])),
+])
+def test_inplace_methods_match_torch(name, call):
+    a, b = rn(3, 4), rn(3, 4)
+    res = {}
+    for m in (fg, torch):
+        leaf = m.tensor(a.copy(), requires_grad=True)
+        other = m.tensor(b.copy(), requires_grad=True)
+        x = leaf * 1.5  # a graph tensor: in place is allowed there
+        out = call(m, x, other)
+        assert out is x
+        g = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+        x.backward(m.tensor(g))
+        res[m.__name__] = (x.detach().numpy(), leaf.grad.numpy(),
+                           None if other.grad is None else other.grad.numpy())
+    (xf, gf, of), (xt, gt, ot) = res["forgegrad"], res["torch"]
+    np.testing.assert_allclose(xf, xt, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gf, gt, rtol=1e-5, atol=1e-6)
+    if ot is None:
+        assert of is None or not of.any()
+    else:
+        np.testing.assert_allclose(of, ot, rtol=1e-5, atol=1e-6)
+
+
+def test_inplace_on_a_leaf_that_requires_grad_refuses():
+    x = fg.tensor(rn(3, 3), requires_grad=True)
+    for call in (lambda: x.tril_(), lambda: x.fill_diagonal_(0.0), lambda: x.put_(fg.tensor([0]), fg.tensor([1.0]))):
+        with pytest.raises(RuntimeError, match="leaf"):
+            call()
+
+
+@pytest.mark.parametrize("shape,wrap", [((7, 3), True), ((7, 3), False), ((3, 5), True), ((4, 4, 4), False),
+                                        ((4, 5), False), ((5, 4), True)])
+def test_fill_diagonal(shape, wrap):
+    f, t = fg.zeros(shape), torch.zeros(shape)
+    f.fill_diagonal_(3.0, wrap=wrap)
+    t.fill_diagonal_(3.0, wrap=wrap)
+    np.testing.assert_array_equal(f.numpy(), t.numpy())
+    i = fg.zeros((3, 3), dtype=fg.int64)
+    i.fill_diagonal_(7)
+    np.testing.assert_array_equal(i.numpy(), np.eye(3, dtype=np.int64) * 7)
+
+
+def test_double_backward_through_compositions():
+    """The compositions are made of differentiable ops, so grad of grad matches torch's."""
+    a = rn(3, 5)
+    outs = {}
+    for m in (fg, torch):
+        x = m.tensor(a.copy(), requires_grad=True)
+        y = m.diff(x * x, dim=1).sum() + m.rot90(x ** 3).sum() + x.unfold(1, 2, 1).pow(2).sum()
+        (gx,) = m.autograd.grad(y, x, create_graph=True)
+        (ggx,) = m.autograd.grad((gx * gx).sum(), x)
+        outs[m.__name__] = ggx.detach().numpy()
+    np.testing.assert_allclose(outs["forgegrad"], outs["torch"], rtol=1e-4, atol=1e-4)

@@ -423,6 +423,8 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     if r < 0:
         raise RuntimeError(f"repeat_interleave(): repeats can not be negative, got {r}")
     _check_output_size(output_size, n * r)
+    if r == 1:
+        return _OPS["clone"](x)  # a copy, as torch's (the reshapes below would be a view of input)
     shape = tuple(x.shape)
     wide = x.reshape(shape[:d + 1] + (1,) + shape[d + 1:]).expand(shape[:d + 1] + (r,) + shape[d + 1:])
     return wide.reshape(shape[:d] + (n * r,) + shape[d + 1:])

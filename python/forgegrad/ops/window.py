@@ -33,6 +33,25 @@ def _geometry(shape, dimension, size, step):
     return d, (n - size) // step + 1
 
 
+def _strided(a, shape, strides):
+    """A view of ``a``'s memory with these shape and strides whose numpy ``.base`` is the array owning that memory
+    (as_strided's would be a wrapper object), so forgegrad's view tracking (forgegrad._view_rebase) finds its base:
+    an in-place write through the windows reaches the input's graph, or is refused where windows overlap."""
+    from .._version_counter import root
+    owner = root(a)
+    if isinstance(owner, np.ndarray) and owner.size and (owner.flags.c_contiguous or owner.flags.f_contiguous):
+        offset = a.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+        try:
+            out = np.ndarray(shape, a.dtype, buffer=owner, offset=offset, strides=strides)
+        except (TypeError, ValueError, BufferError):
+            out = None
+        if out is not None:
+            if not a.flags.writeable and out.flags.writeable:
+                out.flags.writeable = False
+            return out
+    return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=a.flags.writeable)
+
+
 def _samples():
     return [Sample((S.rand(4, 11, 3), 1, 3, 2), name="overlapping windows, middle dim"),
             Sample((S.rand(seed=4), 0, 1, 1), name="0-d"),
@@ -95,11 +114,10 @@ class TensorUnfoldFunction(Function):
         d, count = _geometry(a.shape, dimension, size, step)
         ctx.shape, ctx.d, ctx.count, ctx.size, ctx.step = a.shape, d, count, int(size), int(step)
         if a.ndim == 0:  # torch: the element as a (size,) tensor (size 0 or 1)
-            return np.lib.stride_tricks.as_strided(a.reshape(1), (int(size),), (a.itemsize,),
-                                                   writeable=a.flags.writeable)
+            return _strided(a, (int(size),), (a.itemsize,))
         shape = a.shape[:d] + (count,) + a.shape[d + 1:] + (int(size),)
         strides = a.strides[:d] + (a.strides[d] * int(step),) + a.strides[d + 1:] + (a.strides[d],)
-        return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=a.flags.writeable)
+        return _strided(a, shape, strides)
 
     @staticmethod
     def backward(ctx, g):
