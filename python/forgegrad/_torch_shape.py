@@ -5,8 +5,9 @@ Tensor methods, and installs both (``install(globals())`` from forgegrad/__init_
 Each is made of registry ops (getitem, reshape, permute, cat, index_select, where, ...), so it has gradients, double
 backward and ONNX export through its parts, and is exact: these functions move and combine values, they do not
 approximate anything. Where torch returns views (tensor_split and its kin, swapaxes, select, ravel of a contiguous
-tensor, unflatten, Tensor.unfold) these are views too: writing through one changes the input. Tensor.unfold is its
-own registry op (ops/window.py, "tensor_unfold"), a strided window view.
+tensor, unflatten, Tensor.unfold) these are views too: writing through one changes the input. Tensor.unfold
+(ops/window.py, "tensor_unfold": a strided window view), rot90, diff, repeat_interleave and cross (ops/shape_more.py)
+are registry ops; the functions here check torch's arguments and forms and call them.
 """
 from __future__ import annotations
 
@@ -273,26 +274,12 @@ def unfold(input, dimension, size, step):
 
 
 def rot90(input, k=1, dims=(0, 1)):
-    """input rotated by 90 degrees k times in the plane of dims, from the first towards the second: a copy."""
+    """input rotated by 90 degrees k times in the plane of dims, from the first towards the second: a copy (the
+    registry op "rot90", ops/shape_more.py)."""
     _t(input, "input", "rot90")
-    k = _int(k, "k", "rot90")
-    dims = list(dims)
-    if len(dims) != 2:
-        raise RuntimeError(f"rot90(): expected total rotation dims == 2, but got dims = {len(dims)}")
-    if input.ndim < 2:
-        raise RuntimeError(f"rot90(): expected total dims >= 2, but got total dims = {input.ndim}")
-    d0, d1 = (single_axis(d, input.ndim, "rot90(): dims") for d in dims)
-    if d0 == d1:
-        raise RuntimeError(f"rot90(): expected rotation dims to be different, but got dim0 = {d0} and dim1 = {d1}")
-    from ._torch_indexing_shape import flip
-    k %= 4
-    if k == 1:
-        return flip(input, (d1,)).transpose(d0, d1)
-    if k == 2:
-        return flip(input, (d0, d1))
-    if k == 3:
-        return flip(input, (d0,)).transpose(d0, d1)
-    return _OPS["clone"](input)
+    if isinstance(dims, _INT) or not isinstance(dims, (list, tuple)):
+        raise TypeError(f"rot90(): argument 'dims' must be a list of two ints, got {dims!r}")
+    return _OPS["rot90"](input, k, tuple(dims))
 
 
 # ---- differences, products, integrals ------------------------------------------------------------------------
@@ -315,22 +302,18 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
     x = input
     if prepend is not None or append is not None:
         x = _OPS["cat"](*[t for t in (prepend, input, append) if t is not None], dim=d)
-    for _ in range(n):
-        hi, lo = _narrow(x, d, 1, None), _narrow(x, d, None, -1 if x.shape[d] else 0)
-        x = (hi != lo) if x.dtype == bool else hi - lo
-    return x
+    return _OPS["diff"](x, n, d)
 
 
 def cross(input, other, dim=None):
     """torch.cross: linalg.cross along dim; dim=None takes input's first dim of size 3 (torch's deprecated
     default)."""
-    from .linalg import cross as _cross
     _t(input, "input", "cross"), _t(other, "other", "cross")
     if dim is None:
         dim = next((k for k, s in enumerate(input.shape) if s == 3), None)
         if dim is None:
             raise RuntimeError(f"cross(): no dimension of size 3 in input {tuple(input.shape)}")
-    return _cross(input, other, dim=dim)
+    return _OPS["cross"](input, other, dim)
 
 
 def _spacing(y, x, dx, dim, who):
@@ -418,16 +401,12 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
             _check_output_size(output_size, int(counts.sum()))
             if repeats.requires_grad or repeats._ctx is not None:
                 _refuse_trace("repeat_interleave with computed tensor repeats")
-            return _OPS["index_select"](x, d, _wrap(np.repeat(np.arange(n, dtype=np.int64), counts)))
+            return _OPS["repeat_interleave"](x, tuple(int(c) for c in counts), d)
     r = _int(repeats, "repeats", "repeat_interleave")
     if r < 0:
         raise RuntimeError(f"repeat_interleave(): repeats can not be negative, got {r}")
     _check_output_size(output_size, n * r)
-    if r == 1:
-        return _OPS["clone"](x)  # a copy, as torch's (the reshapes below would be a view of input)
-    shape = tuple(x.shape)
-    wide = x.reshape(shape[:d + 1] + (1,) + shape[d + 1:]).expand(shape[:d + 1] + (r,) + shape[d + 1:])
-    return wide.reshape(shape[:d] + (n * r,) + shape[d + 1:])
+    return _OPS["repeat_interleave"](x, r, d)
 
 
 def _check_output_size(output_size, total):
