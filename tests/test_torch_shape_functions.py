@@ -415,3 +415,33 @@ X, V = fg.tensor(rn(3, 4)), fg.tensor(rn(4))
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_model_of_them_exports_to_onnx(tmp_path):
+    """The compositions are made of exportable ops and the registry ops have mappings: the exporter's check runs
+    the graph in onnxruntime against forgegrad's output."""
+    pytest.importorskip("onnxruntime")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            a, b = fg.tensor_split(x, [2], dim=1)
+            w = x.unfold(1, 3, 2).sum(-1)  # (4, 2)
+            y = fg.hstack([a, w, fg.rot90(b, 1, (0, 1)).mT])[:, :6] + fg.diff(x, prepend=x[:, :1])
+            y = fg.select_scatter(y, fg.cross(x[:, :3], x[:, 3:6], dim=1)[:, 0], 1, 0)
+            y = fg.slice_scatter(y, y[:, ::2] * 2, 1, 0, None, 2)
+            z = fg.repeat_interleave(y, 2, dim=0).unflatten(0, (4, 2)).sum(1)
+            return fg.addcmul(z, y, y, value=0.5) + fg.trapezoid(x, dim=1).unsqueeze(1) + x.swapaxes(0, 1).T[:, :6]
+
+    x = fg.tensor(rn(4, 6))
+    report = fg.onnx.export(Net(), (x,), str(tmp_path / "shape.onnx"), dynamic_axes={})
+    assert report.verified and report.ok, report
+
+
+def test_meta_device_shapes():
+    x = fg.zeros((5, 7), device="meta")
+    assert x.unfold(1, 3, 2).shape == (5, 3, 3)
+    assert fg.rot90(x).shape == (7, 5)
+    assert fg.diff(x, 2, 0).shape == (3, 7)
+    assert fg.repeat_interleave(x, 3, 1).shape == (5, 21)
+    assert fg.cross(fg.zeros((3, 2), device="meta"), fg.zeros((3, 1), device="meta"), dim=0).shape == (3, 2)
+    assert fg.hstack([x, x]).shape == (5, 14)
