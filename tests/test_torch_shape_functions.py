@@ -66,6 +66,10 @@ CASES = {
     "tensor_split indices": (lambda m, a: m.tensor_split(a, [1, -1, 9], dim=0), [rn(5, 2)]),
     "tensor_split tensor": (lambda m, a: m.tensor_split(a, m.tensor([2, 1]), 1), [rn(2, 5)]),
     "tensor_split 0-d tensor": (lambda m, a: m.tensor_split(a, m.tensor(4)), [rn(6)]),
+    "tensor_split keywords": (lambda m, a: m.tensor_split(a, indices=[2], dim=1) + a.tensor_split(sections=2),
+                              [rn(3, 4)]),
+    "tensor_split method tensor": (lambda m, a: a.tensor_split(tensor_indices_or_sections=m.tensor([0, 3])),
+                                   [rn(5)]),
     "hsplit": (lambda m, a: m.hsplit(a, [1, 3]), [rn(2, 5, 3)]),
     "hsplit 1d": (lambda m, a: m.hsplit(a, 2), [rn(6)]),
     "vsplit": (lambda m, a: m.vsplit(a, 2), [rn(4, 3)]),
@@ -445,3 +449,15 @@ def test_meta_device_shapes():
     assert fg.repeat_interleave(x, 3, 1).shape == (5, 21)
     assert fg.cross(fg.zeros((3, 2), device="meta"), fg.zeros((3, 1), device="meta"), dim=0).shape == (3, 2)
     assert fg.hstack([x, x]).shape == (5, 14)
+
+
+def test_value_dependent_forms_refuse_inside_an_export_trace():
+    """Indices or repeats computed in the traced program would become constants of the graph: refused."""
+    from forgegrad.autograd import trace
+    x = fg.tensor(rn(3, 4))
+    with trace():
+        idx = (x[:, 0] > 10).long() + 1  # computed in the trace
+        for call in (lambda: fg.repeat_interleave(x, idx, 0), lambda: fg.index_put(x, (idx,), x[0, 0]),
+                     lambda: fg.put(x, idx, x[0, :3])):
+            with pytest.raises(RuntimeError, match="trace"):
+                call()

@@ -48,6 +48,18 @@ def _kind(t):
     return np.dtype(to_numpy(t.dtype)).kind
 
 
+def _refuse_computed(t, what):
+    """Refuse, inside an export trace, a tensor whose values are read here and that an op of the trace computed:
+    the graph would keep its values as constants. (A constant tensor, or a model input, is not detected.)"""
+    from . import grad_mode
+    rec = grad_mode.recorder()
+    if rec is None:
+        return
+    if t._ctx is not None or any(o is t for r in rec.records for o in r[3]):
+        raise RuntimeError(f"{what}: its values are read with numpy, and an ONNX graph would keep them as constants; "
+                           "it cannot take a tensor computed inside forgegrad.autograd.trace() (export)")
+
+
 def _along(d, ndim):
     return (slice(None),) * d
 
@@ -369,7 +381,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (dim=None: of the flattened input) or slice along dim repeated ``repeats`` times in place;
     ``repeats`` an int or an int tensor (one count per slice, or one for all). ``repeat_interleave(counts)`` alone:
     arange(len(counts)) repeated by the counts."""
-    from ._torch_indexing import _refuse_trace, _wrap
+    from ._torch_indexing import _wrap
     _t(input, "input", "repeat_interleave")
     if repeats is None:  # the tensor-only form
         if input.ndim > 1 or _kind(input) not in "iu":
@@ -399,8 +411,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
             if (counts < 0).any():
                 raise RuntimeError("repeat_interleave(): repeats can not be negative")
             _check_output_size(output_size, int(counts.sum()))
-            if repeats.requires_grad or repeats._ctx is not None:
-                _refuse_trace("repeat_interleave with computed tensor repeats")
+            _refuse_computed(repeats, "repeat_interleave with tensor repeats")
             return _OPS["repeat_interleave"](x, tuple(int(c) for c in counts), d)
     r = _int(repeats, "repeats", "repeat_interleave")
     if r < 0:

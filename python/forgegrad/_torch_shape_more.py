@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from . import _torch_shape as _ts
-from ._torch_shape import _INT, _int, _kind, _seq, _t
+from ._torch_shape import _INT, _int, _kind, _refuse_computed, _seq, _t
 from .ops._util import single_axis
 from .ops.registry import _OPS
 from .tensor import Tensor
@@ -276,7 +276,6 @@ def _write_at(input, flat_positions, values, accumulate, who):
 def index_put(input, indices, values, accumulate=False):
     """A copy of input with ``input[indices] = values`` (indices: a tuple of int / bool tensors;
     values broadcast to the indexed shape); accumulate: added, repeated indices adding up."""
-    from ._torch_indexing import _refuse_trace
     _t(input, "input", "index_put"), _t(values, "values", "index_put")
     if isinstance(indices, Tensor) or not isinstance(indices, (list, tuple)):
         raise TypeError(f"index_put(): argument 'indices' must be a tuple of Tensors, got {type(indices).__name__}")
@@ -289,7 +288,8 @@ def index_put(input, indices, values, accumulate=False):
         key.append(k.cpu().numpy())
     if len(indices) > max(input.ndim, 1):
         raise IndexError(f"index_put(): too many indices for tensor of dimension {input.ndim} (got {len(indices)})")
-    _refuse_trace("index_put") if any(isinstance(k, Tensor) and k._ctx is not None for k in indices) else None
+    for k in indices:
+        _refuse_computed(k, "index_put's indices")
     pos = np.arange(input.numel(), dtype=np.int64).reshape(tuple(input.shape))
     try:
         sel = pos[tuple(key)]
@@ -313,6 +313,7 @@ def put(input, index, source, accumulate=False):
     if index.numel() != source.numel():
         raise RuntimeError(f"put(): Expected source and index to have the same number of elements, but got "
                            f"source.numel() = {source.numel()}, index.numel() = {index.numel()}")
+    _refuse_computed(index, "put's index")
     flat = check_index(index.cpu().numpy().reshape(-1), input.numel(), "index", allow_negative=True)
     return _write_at(input, flat, source.reshape(-1), accumulate, "put")
 
