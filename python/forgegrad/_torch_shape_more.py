@@ -111,7 +111,9 @@ def block_diag(*tensors):
             raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has "
                                f"{t.ndim} dimensions")
         ts.append(t.reshape(1, 1) if t.ndim == 0 else t.reshape(1, -1) if t.ndim == 1 else t)
-    dtype = np.result_type(*[to_numpy(t.dtype) for t in ts])
+    dtypes = [np.dtype(to_numpy(t.dtype)) for t in ts]
+    floats = [d for d in dtypes if d.kind == "f"]  # torch's promotion: a float dtype wins over any integer one
+    dtype = np.result_type(*(floats or dtypes))
     ts = [t if to_numpy(t.dtype) == dtype else t.to(dtype) for t in ts]
     width = sum(t.shape[1] for t in ts)
     rows, at = [], 0
@@ -164,7 +166,7 @@ def vander(x, N=None, increasing=False):
     if n < 0:
         raise RuntimeError(f"vander(): N must be non-negative, got {n}")
     if _kind(x) in "biu":
-        x = x.to("int64") if _kind(x) != "b" else x.long()
+        x = x.long()
     if n == 0:
         return x.new_zeros(x.shape[0], 0)
     first = ones((x.shape[0], 1), dtype=x.dtype)
