@@ -240,9 +240,14 @@ class RepeatInterleaveFunction(Function):
     @staticmethod
     def backward(ctx, g):
         d, n = ctx.d, ctx.n
-        if isinstance(ctx.repeats, (int, np.integer)):  # (n * r) -> (n, r) summed over r
-            shape = g.shape[:d] + (n, int(ctx.repeats)) + g.shape[d + 1:]
-            return g.reshape(shape).sum(axis=d + 1).astype(g.dtype, copy=False), None, None
+        r = ctx.repeats
+        if isinstance(r, (int, np.integer)) and r > 0:  # (n * r) -> (n, r), the r copies added in order
+            v = g.reshape(g.shape[:d] + (n, int(r)) + g.shape[d + 1:])
+            at = (slice(None),) * (d + 1)
+            out = v[at + (0,)].copy()
+            for j in range(1, int(r)):  # (strided adds: numpy's sum over a short middle axis is ~50x slower)
+                out += v[at + (j,)]
+            return out, None, None
         out = np.zeros(g.shape[:d] + (n,) + g.shape[d + 1:], g.dtype)
         np.add.at(np.moveaxis(out, d, 0), ctx.idx, np.moveaxis(g, d, 0))  # in index order: deterministic
         return out, None, None
