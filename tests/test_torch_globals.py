@@ -255,6 +255,16 @@ def test_printoptions_like_torch(printopts):
     assert repr(fg.tensor([1.12345])) == "tensor([1.1235])" == repr(torch.tensor([1.12345]))
 
 
+@pytest.mark.parametrize("data", [[1.5, 2.0], [1.0, 2.0], [0.1, float("nan"), 3.0], [1e-8, 1.0], [123456.7, 0.5],
+                                  [[1.25, -3.0], [2.0, 4.125]], 2.5, []])
+def test_repr_matches_torch(printopts, data):
+    assert repr(fg.tensor(data)) == repr(torch.tensor(data))
+    for kw in ({"precision": 2}, {"sci_mode": False}, {"sci_mode": True, "precision": 3}):
+        fg.set_printoptions(**kw)
+        torch.set_printoptions(**kw)
+        assert repr(fg.tensor(data)) == repr(torch.tensor(data)), kw
+
+
 def test_printoptions_errors(printopts):
     with pytest.raises(TypeError, match="'precision'"):
         fg.set_printoptions(precision=1.5)
