@@ -338,6 +338,10 @@ def test_asarray_shares_and_infers():
     assert not np.shares_memory(c.numpy(), a)
     g = fg.asarray([1.0, 2.0], requires_grad=True)
     assert g.requires_grad and g.is_leaf
+    src = torch.arange(3.0)
+    shared = fg.asarray(src)  # through DLPack: torch's memory
+    src[0] = 5.0
+    assert shared.dtype == fg.float32 and shared.tolist() == [5.0, 1.0, 2.0]
     buf = array.array("f", [1.0, 2.0])
     np.testing.assert_array_equal(fg.asarray(buf).numpy(), torch.asarray(buf).numpy())
 

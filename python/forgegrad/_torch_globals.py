@@ -205,6 +205,11 @@ def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=False) -> 
         return out.requires_grad_(True) if requires_grad else out
     shareable = isinstance(obj, np.ndarray) or hasattr(obj, "__array_interface__") or (
         isinstance(obj, (builtins.bytearray, memoryview)))
+    if not shareable and hasattr(obj, "__dlpack__"):  # another library's CPU tensor (torch's): shared
+        try:
+            obj, shareable = np.from_dlpack(obj), True
+        except (RuntimeError, BufferError, TypeError, ValueError):
+            pass
     if shareable:
         arr = np.asarray(obj)
         if want is None and not _storable(arr):
