@@ -35,6 +35,10 @@ _torch_shape_methods.install(globals())  # hstack, tensor_split, unflatten, rot9
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
 from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
+from . import _torch_dtype_utils, _torch_globals, _torch_functional_aliases, _torch_tensor_attrs  # noqa: E402
+for _m in (_torch_dtype_utils, _torch_globals, _torch_functional_aliases):  # torch's globals and F aliases
+    _m.install(globals())
+_torch_tensor_attrs.install(Tensor)  # stride(), data_ptr(), nbytes, half(), ... where Tensor lacks them
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -44,10 +48,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
     "absolute": "forgegrad.abs",
-    "set_num_interop_threads": "forgegrad.set_num_threads",
-    "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
-    "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
-    "seed": "forgegrad.manual_seed", "set_default_dtype": None, "jit": None, "compile": None, "autocast": None,
+    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
     "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "distributions": None,
     "hub": None, "backends": None,
 }
@@ -87,3 +88,5 @@ __all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]
 __all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)
 __all__ += sorted(_torch_math.FUNCTIONS)
 __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forgegrad._torch_shape*
+__all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
+                  | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases

@@ -13,6 +13,9 @@ from .tensor import Tensor
 
 def _np_dtype(dtype, default):
     if dtype is None:
+        if default == np.float32:  # the floating factories follow forgegrad.set_default_dtype
+            from .dtypes import default_float
+            return default_float()
         return np.dtype(default)
     from .dtypes import to_numpy
     return np.dtype(to_numpy(dtype))

@@ -354,10 +354,19 @@ def _target(device_name) -> str:
     return default_device() if device_name is None else _check_name(device_name)
 
 
-def empty(shape, dtype=np.float32, device_name=None):
+def _dtype_or_default(dtype):
+    """``dtype``, or the default floating dtype (forgegrad.set_default_dtype: layers' parameters follow it)."""
+    if dtype is None:
+        from .dtypes import default_float
+        return default_float()
+    return dtype
+
+
+def empty(shape, dtype=None, device_name=None):
     """Uninitialised storage on ``device_name`` (the default device when None). On the CPU it starts on
     a 64-byte boundary (forgegrad._memory): layers allocate their weights here, and kernels that
     stream a weight every step (the recurrent matmul) run much slower on a misaligned one."""
+    dtype = _dtype_or_default(dtype)
     dev = _target(device_name)
     if dev == "cpu":
         return empty_aligned(shape, dtype)
@@ -366,7 +375,8 @@ def empty(shape, dtype=np.float32, device_name=None):
     return _BACKENDS[dev].empty(_shape(shape), np.dtype(dtype))
 
 
-def zeros(shape, dtype=np.float32, device_name=None):
+def zeros(shape, dtype=None, device_name=None):
+    dtype = _dtype_or_default(dtype)
     dev = _target(device_name)
     if dev == "cpu":
         return np.zeros(shape, dtype)
@@ -375,7 +385,8 @@ def zeros(shape, dtype=np.float32, device_name=None):
     return _BACKENDS[dev].zeros(_shape(shape), np.dtype(dtype))
 
 
-def full(shape, value, dtype=np.float32, device_name=None):
+def full(shape, value, dtype=None, device_name=None):
+    dtype = _dtype_or_default(dtype)
     dev = _target(device_name)
     if dev == "cpu":
         return np.full(shape, value, dtype)
@@ -384,7 +395,7 @@ def full(shape, value, dtype=np.float32, device_name=None):
     return _BACKENDS[dev].full(_shape(shape), value, np.dtype(dtype))
 
 
-def ones(shape, dtype=np.float32, device_name=None):
+def ones(shape, dtype=None, device_name=None):
     return full(shape, 1, dtype, device_name)
 
 

@@ -13,7 +13,7 @@ import builtins
 import numpy as np
 
 __all__ = ["dtype", "to_numpy", "of", "float32", "float", "float64", "double", "int64", "long", "int32", "int",
-           "int16", "short", "int8", "uint8", "bool", "float16", "half"]
+           "int16", "short", "int8", "uint8", "bool", "float16", "half", "default_float"]
 
 
 class dtype:
@@ -94,6 +94,16 @@ def of(value) -> dtype:
         return _BY_NUMPY[np.dtype(value)]
     except (TypeError, KeyError):
         raise TypeError(f"expected a dtype (forgegrad.float32, forgegrad.int64, ...), got {value!r}") from None
+
+
+# torch.set_default_dtype's state (forgegrad._torch_dtype_utils sets it): the dtype that factories give
+# floating tensors made from Python floats or without a dtype, and nn layers their parameters
+_DEFAULT_FLOAT = float32
+
+
+def default_float() -> np.dtype:
+    """The numpy dtype of the default floating dtype (float32 unless set_default_dtype(float64))."""
+    return _DEFAULT_FLOAT.dtype
 
 
 def to_numpy(value) -> np.dtype:

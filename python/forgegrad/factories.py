@@ -37,6 +37,11 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
 as_tensor = tensor
 
 
+def _np_dtype(dtype) -> np.dtype:
+    """``dtype`` as numpy's; None: the default floating dtype (forgegrad.set_default_dtype)."""
+    return _dtypes.default_float() if dtype is None else _dtypes.to_numpy(dtype)
+
+
 def _shape(shape) -> Tuple[int, ...]:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
@@ -89,23 +94,23 @@ def placed(t: Tensor, device) -> Tensor:
     return out
 
 
-def zeros(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+def zeros(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
 
 
-def ones(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+def ones(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
 
 
-def empty(*shape, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape(shape), _dtypes.to_numpy(dtype)
+def empty(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
-def full(shape, fill_value, requires_grad=False, dtype=np.float32, device=None) -> Tensor:
-    shape, dt = _shape((shape,)), _dtypes.to_numpy(dtype)
+def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape((shape,)), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
 
 
@@ -115,7 +120,7 @@ def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def eye(n, m=None, device=None) -> Tensor:
-    return placed(Tensor(np.eye(n, m, dtype=np.float32)), device)
+    return placed(Tensor(np.eye(n, m, dtype=_dtypes.default_float())), device)
 
 
 # ---- random numbers: one seeded generator for init, dropout and shuffling ---------------------
@@ -125,18 +130,18 @@ manual_seed = _random.manual_seed
 
 
 def _float_dtype(dtype) -> np.dtype:
-    dt = _dtypes.to_numpy(dtype)
+    dt = _np_dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"expected dtype float32 or float64, got {_dtypes.of(dt)}")
     return dt
 
 
-def randn(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+def randn(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
     dt, shape = _float_dtype(dtype), _shape(shape)
     return _factory(device, shape, dt, lambda: _random.generator().standard_normal(shape, dtype=dt), requires_grad)
 
 
-def rand(*shape, requires_grad=False, device=None, dtype=np.float32) -> Tensor:
+def rand(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
     dt, shape = _float_dtype(dtype), _shape(shape)
     return _factory(device, shape, dt, lambda: _random.generator().random(shape, dtype=dt), requires_grad)
 

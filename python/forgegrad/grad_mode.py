@@ -72,7 +72,7 @@ class inference_mode(contextlib.ContextDecorator):
     whose InferenceMode(false) is grad mode), for a block inside an inference_mode one.
 
     forgegrad has no inference tensors: results made inside are ordinary tensors that do not require grad
-    (``is_inference()`` is not provided; torch's errors for writing one in place outside the mode, or
+    (``Tensor.is_inference()`` is always False; torch's errors for writing one in place outside the mode, or
     saving one for backward, are not raised). See docs/torch_compat.md.
     """
 

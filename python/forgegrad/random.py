@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["manual_seed", "generator", "seed_from"]
+__all__ = ["manual_seed", "generator", "seed_from", "initial_seed"]
 
-_gen = np.random.default_rng()
+# the seed the generator started from (torch.initial_seed): drawn from the OS at import, else manual_seed's
+_initial_seed = int(np.random.SeedSequence().entropy) % 2**64
+_gen = np.random.default_rng(_initial_seed)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
     """Seed forgegrad's global generator; returns it."""
-    global _gen
+    global _gen, _initial_seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
     _gen = np.random.default_rng(int(seed))
+    _initial_seed = int(seed)
     return _gen
+
+
+def initial_seed() -> int:
+    """The seed the global generator was last seeded with (at import: one drawn from the OS)."""
+    return _initial_seed
 
 
 def generator() -> np.random.Generator:

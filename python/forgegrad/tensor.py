@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import _print_options
 from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
@@ -42,7 +43,9 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     arr = np.array(data, copy=copy) if copy else np.asarray(data)
     kind = arr.dtype.kind
     if kind == "f" and arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
+        # float64 data stays float64 under set_default_dtype(float64) (Python floats arrive as float64)
+        if arr.dtype != np.float64 or _dtypes._DEFAULT_FLOAT is not _dtypes.float64:
+            arr = arr.astype(np.float32)
     elif kind in "iu" and arr.dtype != np.int64:
         arr = arr.astype(np.int64)
     elif kind not in "fiub":
@@ -212,7 +215,7 @@ class Tensor(TensorMethods):
             return f"tensor(..., device='meta', size={self.shape}" + (
                 f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
         host = _devices.to_host(self._data)
-        body = np.array2string(host, separator=", ", precision=4, prefix="tensor(")
+        body = _print_options.array_body(host)
         extra = ""
         if self._ctx is not None:
             extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
