@@ -26,6 +26,8 @@ from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import _torch_math  # noqa: E402
 _torch_math.install(globals())  # torch's math, reduction, product and factory functions, and their Tensor methods
+from . import _torch_pointwise  # noqa: E402
+_torch_pointwise.install(globals())  # floor, log1p, tan, ... (ops/pointwise_math.py), their methods and in-place forms
 from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
@@ -41,7 +43,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "concat": "forgegrad.cat", "concatenate": "forgegrad.cat", "absolute": "forgegrad.abs",
+    "concat": "forgegrad.cat", "concatenate": "forgegrad.cat",
     "set_num_interop_threads": "forgegrad.set_num_threads",
     "get_num_interop_threads": "forgegrad.get_num_threads", "Size": "a tuple (x.shape is a tuple of ints)",
     "initial_seed": "forgegrad.random.generator() (a numpy Generator seeded by manual_seed)",
@@ -84,3 +86,4 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
 __all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
 __all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)
 __all__ += sorted(_torch_math.FUNCTIONS)
+__all__ += sorted(_torch_pointwise.FUNCTIONS)

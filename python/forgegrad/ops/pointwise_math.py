@@ -183,11 +183,12 @@ def _sinc(x):
 
 def _sinc_grads(ns, g, a, out, kw):
     x = a[0]
-    zero = ns.val(x) == 0
+    v = ns.val(x)
+    zero = v * v * v.dtype.type(math.pi) == 0  # torch's mask: where its denominator pi x^2 is 0 (x == 0, or tiny)
     xs = ns.where(zero, 1.0, x)  # no 0/0 where the gradient is masked
     px = xs * math.pi
     d = (_fn(ns, "cos", px) * px - _fn(ns, "sin", px)) / (xs * xs * math.pi)
-    return (ns.where(zero, 0.0, g * d),)  # torch: 0 at x == 0 (sinc is flat there)
+    return (ns.where(zero, 0.0, g * d),)
 
 
 def _sinc_onnx(ctx, dt, x):
