@@ -117,8 +117,9 @@ def _float_power_(self, exponent):
     return _inplace_method(float_power, "float_power")(self, exponent)
 
 
-# in-place variants torch has for functions forgegrad had before (the out-of-place methods exist)
-_EXISTING_INPLACE = ("abs", "cos", "exp", "log", "sigmoid", "sin", "sqrt", "tanh", "relu", "neg", "erf", "erfc")
+# in-place variants torch has for functions forgegrad had without them (relu_, neg_, clamp_, clip_, erf_ and erfc_
+# were there: _tensor_methods.py, _torch_math.py)
+_EXISTING_INPLACE = ("abs", "cos", "exp", "log", "sigmoid", "sin", "sqrt", "tanh")
 
 
 def _existing(name):
@@ -134,8 +135,6 @@ def _methods() -> dict:
     methods.update({n + "_": _inplace_method(f, n) for n, f in FUNCTIONS.items() if n not in skip})
     methods["float_power_"] = _float_power_
     methods.update({n + "_": _inplace_method(_existing(n), n) for n in _EXISTING_INPLACE})
-    methods["clamp_"] = _inplace_method(_existing("clamp"), "clamp")
-    methods["clip_"] = _inplace_method(_existing("clip"), "clip")
     return methods
 
 
