@@ -104,7 +104,6 @@ def _second_order_in(op, sample, lib):
 # digamma: no trigamma op. torch's direct cdist has no double backward (its GEMM form has): tests/test_torch_math_ops.py
 # checks cdist's rule against the double backward of torch's norm of the differences
 UNCOVERED |= {"isnan", "isinf", "isfinite", "isposinf", "isneginf", "signbit", "isclose", "floor_divide", "digamma"}
-UNCOVERED |= {"i0"}  # ops/pointwise_math.py: its derivative i1 has no Tensor op
 NO_TORCH_DOUBLE_BACKWARD |= {"cdist"}
 
 

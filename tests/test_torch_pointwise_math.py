@@ -266,13 +266,15 @@ def test_ldexp():
     _same(fx.grad, tx.grad)
 
 
-def test_i0_has_no_double_backward():
-    x = fg.tensor([0.5, -1.5], requires_grad=True)
-    (g,) = fg.autograd.grad(fg.i0(x).sum(), [x])
-    tx = torch.tensor([0.5, -1.5], requires_grad=True)
-    _same(g, torch.autograd.grad(torch.i0(tx).sum(), [tx])[0])
-    with pytest.raises(NotImplementedError, match="i0"):
-        fg.autograd.grad(fg.i0(x).sum(), [x], create_graph=True)
+def test_i0_differentiates_twice_through_special_i1():
+    x = np.array([0.0, 0.5, -1.5, 3.0])
+    fx, tx = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (g,) = fg.autograd.grad(fg.i0(fx).sum(), [fx], create_graph=True)
+    (tg,) = torch.autograd.grad(torch.i0(tx).sum(), [tx], create_graph=True)
+    _same(g, tg, rtol=1e-12)
+    (gg,) = fg.autograd.grad(g.sum(), [fx])
+    (tgg,) = torch.autograd.grad(tg.sum(), [tx])
+    _same(gg, tgg, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", UNARY + sorted(ARC) + ["logit", "negative", "absolute", "positive"])

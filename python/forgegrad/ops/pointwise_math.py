@@ -1,5 +1,6 @@
 """torch's basic pointwise float math: floor, ceil, log1p, expm1, log2, log10, exp2, rsqrt, reciprocal, square, tan,
-sinh, cosh, asin, acos, atan, asinh, acosh, atanh, sinc, logit(eps), i0; and the two-input float_power and ldexp.
+sinh, cosh, asin, acos, atan, asinh, acosh, atanh, sinc, logit(eps), i0 (and special_i1, its derivative); and the
+two-input float_power and ldexp.
 Forward in numpy, gradients from torch's formulas (derivatives.yaml) through the machinery of
 ops/_pointwise_base.py, so that one formula gives backward and the double-backward rule.
 
@@ -263,7 +264,7 @@ def _i1(x):
             term = term * (x64 / 2) ** 2 / (k * (k + 1))
             total = total + term
         return total.astype(x.dtype)
-    return i1(x).astype(x.dtype)
+    return i1(x.astype(np.float64)).astype(x.dtype)
 
 
 def _i0(x):
@@ -271,10 +272,21 @@ def _i0(x):
 
 
 I0Function = _register_unary(
-    "i0", _i0, lambda ns, g, a, out, kw: (g * ns.const(_i1(ns.val(a[0])), g),), samples=_samples(-4.0, 4.0, (0.0,)),
+    "i0", _i0, lambda ns, g, a, out, kw: (g * ns.call("special_i1", a[0]),), samples=_samples(-4.0, 4.0, (0.0,)),
     tol=(1e-5, 1e-5), gaps={"onnx": "ONNX has no modified Bessel function"})
-# its derivative i1 has no Tensor op here: create_graph through i0 refuses rather than give a wrong second order
-I0Function.op.differentiable_backward = None
+
+
+def _i1_grads(ns, g, a, out, kw):
+    # torch's: i0(x) - i1(x) / x, 1/2 at x == 0
+    x = a[0]
+    zero = ns.val(x) == 0
+    return (g * ns.where(zero, 0.5, ns.call("i0", x) - out / ns.where(zero, 1.0, x)),)
+
+
+# torch.special.i1, the derivative of i0 (an op so that i0 differentiates twice); forgegrad has no special namespace
+I1Function = _register_unary(
+    "special_i1", _i1, _i1_grads, uses_out=True, samples=_samples(-4.0, 4.0, (0.0, 1.0)), tol=(1e-5, 1e-5),
+    torch_fn=lambda torch, x: torch.special.i1(x), gaps={"onnx": "ONNX has no modified Bessel function"})
 
 
 # ---- two inputs: float_power, ldexp ----------------------------------------------------------------------
