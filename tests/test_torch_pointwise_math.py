@@ -297,3 +297,15 @@ def test_names_are_exported():
         assert hasattr(fg.Tensor, n), n
         if n != "positive":
             assert hasattr(fg.Tensor, n + "_"), n
+
+
+def test_a_float64_tensor_that_requires_grad_stays_float64_across_devices():
+    # found with float_power on the seam test device: the recorded copy back to the CPU made float64 float32
+    import device_seam_helpers as seam
+    with seam.registered():
+        x = fg.tensor(np.array([1.5, 2.0], np.float32)).to(seam.DEVICE).requires_grad_(True)
+        y = fg.float_power(x, 2.0)
+        back = y.cpu()
+        assert y.dtype == back.dtype == fg.float64
+        back.sum().backward()
+        assert x.grad.dtype == fg.float32 and x.grad.cpu().numpy().tolist() == [3.0, 4.0]
