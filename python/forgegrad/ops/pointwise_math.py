@@ -144,6 +144,7 @@ SquareFunction.op.meta = _square_meta
 
 # ---- trigonometric and hyperbolic ---------------------------------------------------------------------
 def _rsqrt_t(v):
+    """1 / sqrt(v) on either pass (an array, or a Tensor of the double-backward rule)."""
     return 1 / _fn(None, "sqrt", v)
 
 
@@ -256,11 +257,11 @@ LogitFunction = register(
 def _i1(x):
     try:
         from scipy.special import i1
-    except ImportError:  # the power series sum_k (x/2)^(2k+1) / (k! (k+1)!), ample terms for |x| < 30
+    except ImportError:  # the power series sum_k (x/2)^(2k+1) / (k! (k+1)!), ample terms for |x| < 100
         x64 = np.asarray(x, np.float64)
         term = x64 / 2
         total = term.copy()
-        for k in range(1, 80):
+        for k in range(1, 200):
             term = term * (x64 / 2) ** 2 / (k * (k + 1))
             total = total + term
         return total.astype(x.dtype)
