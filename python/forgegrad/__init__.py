@@ -26,6 +26,8 @@ from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import _torch_math  # noqa: E402
 _torch_math.install(globals())  # torch's math, reduction, product and factory functions, and their Tensor methods
+from . import _torch_pointwise  # noqa: E402
+_torch_pointwise.install(globals())  # floor, log1p, tan, ... (ops/pointwise_math.py), their methods and in-place forms
 from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
@@ -47,7 +49,6 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "absolute": "forgegrad.abs",
     "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
     "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "distributions": None,
     "hub": None, "backends": None,
@@ -90,3 +91,4 @@ __all__ += sorted(_torch_math.FUNCTIONS)
 __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forgegrad._torch_shape*
 __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
                   | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases
+__all__ += sorted(_torch_pointwise.FUNCTIONS)

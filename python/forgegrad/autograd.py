@@ -357,6 +357,7 @@ class ToDevice(Function):
     backward copies the gradient back to the source device."""
 
     any_device = True
+    exact_dtype = True  # a float64 tensor stays float64 on the way (Tensor._wrap makes a CPU float64 float32)
 
     @staticmethod
     def forward(ctx, x, device):
