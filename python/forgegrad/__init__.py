@@ -26,6 +26,8 @@ from . import ops
 ops.load_all()  # every op module registers its ops, before the layers that use them are defined
 from . import _torch_math  # noqa: E402
 _torch_math.install(globals())  # torch's math, reduction, product and factory functions, and their Tensor methods
+from . import _torch_logic  # noqa: E402
+_torch_logic.install(globals())  # comparisons, all/any, logical and bitwise ops, isin, histc, ... and their methods
 from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
@@ -84,3 +86,4 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
 __all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
 __all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)
 __all__ += sorted(_torch_math.FUNCTIONS)
+__all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]
