@@ -477,3 +477,15 @@ def test_all_any_and_comparisons_export(dtype, tmp_path):
     np.testing.assert_array_equal(got, a.any(dim=1, keepdim=True).numpy())
     got = _export(lambda x: fg.logical_xor(x, x > 1), (a,), tmp_path, 17)
     np.testing.assert_array_equal(got, fg.logical_xor(a, a > 1).numpy())
+
+
+@pytest.mark.parametrize("dtype", (np.uint8, np.int8, np.int64, np.float64))
+def test_comparisons_with_wrapped_numbers_export(dtype, tmp_path):
+    a = fg.from_numpy(np.array([[0, 1, 100, 127]]).astype(dtype))
+
+    def fn(x):
+        return fg.stack([x > -1, x == 300, x < 0.5, fg.ne(x, 44)])
+    got = _export(fn, (a,), tmp_path, 17)
+    t = torch.from_numpy(a.numpy().copy())
+    want = torch.stack([t > -1, t == 300, t < 0.5, torch.ne(t, 44)])
+    np.testing.assert_array_equal(got, want.numpy())
