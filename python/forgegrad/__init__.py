@@ -28,6 +28,8 @@ from . import _torch_math  # noqa: E402
 _torch_math.install(globals())  # torch's math, reduction, product and factory functions, and their Tensor methods
 from . import _torch_pointwise  # noqa: E402
 _torch_pointwise.install(globals())  # floor, log1p, tan, ... (ops/pointwise_math.py), their methods and in-place forms
+from . import _torch_logic  # noqa: E402
+_torch_logic.install(globals())  # comparisons, all/any, logical and bitwise ops, isin, histc, ... and their methods
 from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
@@ -92,3 +94,4 @@ __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forg
 __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
                   | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases
 __all__ += sorted(_torch_pointwise.FUNCTIONS)
+__all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]

@@ -19,7 +19,9 @@ INT64_MIN = -9223372036854775808
 
 _NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
                np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
-               np.dtype(bool): TensorProto.BOOL, np.dtype(np.float16): TensorProto.FLOAT16}
+               np.dtype(bool): TensorProto.BOOL, np.dtype(np.float16): TensorProto.FLOAT16,
+               np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
+               np.dtype(np.int16): TensorProto.INT16}
 
 
 def onnx_dtype(dtype) -> int:

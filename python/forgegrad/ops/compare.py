@@ -13,6 +13,7 @@ from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
 from .._validate import check_bool, is_array_or_number
+from ._logic_common import cast, promote
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
@@ -60,7 +61,9 @@ class CompareFunction(Function):
         if not is_array_or_number(b):
             raise TypeError(f"Compare: the other operand must be a tensor, an array or a number, got "
                             f"{type(b).__name__} {b!r:.60}")
-        return np.asarray(fn(a, b))
+        # torch's promotion (int8 > 300 compares in int8, int64 < 0.5 in float32), not numpy's
+        dt = promote(a, b)
+        return np.asarray(fn(cast(a, dt), cast(b, dt)))
 
     @staticmethod
     def backward(ctx, g):  # pragma: no cover - the bool output never reaches backward

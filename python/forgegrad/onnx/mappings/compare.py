@@ -5,26 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 from ...ops import compare as C
+from ...ops._logic_common import cast, promote
 from .._context import onnx_dtype
 from . import register
 
 _ONNX_COMPARISON = {"lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual", "eq": "Equal"}
 
 
-def _dtype_of(v):
-    return v.dtype if hasattr(v, "dtype") else v
-
-
 @register(C.CompareFunction)
 def map_compare(ctx, op):
     name = op.attr("op")
-    # both sides in numpy's promoted dtype (int64 tensor < 0.5 compares as float), float64 kept as float32
-    dt = np.result_type(_dtype_of(op.attr("a")), _dtype_of(op.attr("b")))
+    # both sides in torch's promoted dtype, as the kernel compares (int64 tensor < 0.5 in float32; uint8 > -1 with
+    # -1 wrapped to 255)
+    raw = [v._data if hasattr(v, "_data") else v for v in (op.attr("a"), op.attr("b"))]
+    dt = promote(*raw)
     if dt == np.float64:
-        dt = np.dtype(np.float32)
+        dt = np.dtype(np.float32)  # float64 is exported as float32
     if dt == np.bool_ and name not in ("eq", "ne"):
         dt = np.dtype(np.int32)  # Less/Greater(...) take no bool inputs: False < True as 0 < 1
-    a, b = op.input("a", dt), op.input("b", dt)
+    a, b = (ctx.const(cast(v, promote(*raw)).astype(dt)) if isinstance(v, (int, float, np.number)) else op.input(k, dt)
+            for k, v in zip("ab", raw))
     if name == "ne":
         return [ctx.node("Not", [ctx.node("Equal", [a, b])])]
     if name not in _ONNX_COMPARISON:

@@ -1,0 +1,173 @@
+"""torch.histc(input, bins=100, min=0, max=0) and torch.histogram(input, bins, *, range=None, weight=None,
+density=False), float tensors only, with torch's binning: bin edges from torch's linspace in the input's dtype, an
+element at an edge goes to the bin on its right (the last bin includes its right edge), NaN and elements outside the
+range are left out; with no range (histc: min == max) the data's min and max, widened by 1 (histc) or 0.5 (histogram)
+when they are equal.
+
+Both outputs are float but torch has no derivative for them: backward raises, as torch's. ONNX: not mapped (no
+histogram operator; a one-hot ReduceSum would be one)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_bool
+from . import _meta as M
+from ._logic_common import dtype_name, is_arr
+from .logic_more import _NO_DERIVATIVE, _NoDerivative
+from .registry import BadInput, Sample, register_op
+
+_NO_ONNX = "ONNX has no histogram operator (a one-hot ReduceSum over the bins would be one; not mapped yet)"
+
+
+def _float_input(x, who):
+    if not is_arr(x):
+        raise TypeError(f"{who}(): argument 'input' must be a forgegrad.Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{who}(): expected a floating-point input, got {dtype_name(x.dtype)} (torch's {who} takes "
+                        f"float tensors only; convert with .float())")
+    return x
+
+
+def _bins_count(bins, who):
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)):
+        raise TypeError(f"{who}(): argument 'bins' must be an int (or a 1-D tensor of bin edges), got "
+                        f"{type(bins).__name__}")
+    if bins <= 0:
+        raise ValueError(f"{who}(): bins must be > 0, got {bins}")
+    return int(bins)
+
+
+def _linspace(lo, hi, steps, dt):
+    """torch's CPU linspace: start + i*step for the first half, end - (steps-1-i)*step for the rest, in ``dt``, each a
+    fused multiply-add (torch's kernel is compiled with FMA contraction): the product and sum are rounded once, which
+    the wider type (float64 for float32, x87 long double for float64) reproduces."""
+    lo, hi = dt.type(lo), dt.type(hi)
+    step = (hi - lo) / dt.type(max(steps - 1, 1))
+    wide = np.float64 if dt.itemsize < 8 else np.longdouble
+    i = np.arange(steps)
+    half = steps // 2
+    w_step = wide(step)
+    return np.where(i < half, wide(lo) + w_step * i.astype(wide),
+                    wide(hi) - w_step * (steps - 1 - i).astype(wide)).astype(dt)
+
+
+def _outer_edges(x, lo, hi, widen, who):
+    """The range: (lo, hi) given, else the data's min and max (lo == hi widened by ``widen``); finite and ordered."""
+    if lo is None or (widen == 1 and lo == hi):
+        lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
+    if lo == hi:
+        lo, hi = lo - widen, hi + widen
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{who}(): range of [{lo}, {hi}] is not finite")
+    if lo > hi:
+        raise ValueError(f"{who}(): max must be larger than min, got min={lo} and max={hi}")
+    return lo, hi
+
+
+def _count(x, edges, weight):
+    """torch's binning of ``x`` into the bins between consecutive ``edges``."""
+    flat = x.reshape(-1)
+    keep = (flat >= edges[0]) & (flat <= edges[-1])  # NaN is neither
+    pos = np.searchsorted(edges, flat[keep], side="right") - 1
+    pos = np.minimum(pos, len(edges) - 2)  # the last bin includes its right edge
+    w = None if weight is None else weight.reshape(-1)[keep]
+    return np.bincount(pos, weights=w, minlength=len(edges) - 1).astype(x.dtype)
+
+
+def _histc_samples():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7, 5)).astype(np.float32)
+    x[0, 0, :2] = np.nan
+    return [Sample((x,), {"bins": 7, "min": -1.5, "max": 1.0}, "range, nan left out", grad=()),
+            Sample((rng.uniform(-2, 3, size=(41,)).astype(np.float32),), {"bins": 10}, "data range", grad=()),
+            Sample((np.array([[1.0, 1.0, 1.0]], np.float32),), {"bins": 4}, "constant data", grad=())]
+
+
+@register_op("histc", meta=lambda input, bins=100, *_, **__: M.MetaArray((_bins_count(bins, "histc"),), input.dtype),
+             flops=M.no_flops, samples=_histc_samples, torch=lambda torch, x, **kw: torch.histc(x, **kw),
+             gaps={"backward": _NO_DERIVATIVE, "onnx": _NO_ONNX},
+             bad_inputs=lambda: [BadInput((np.ones(3, np.int64),), {}, TypeError, "histc.*int64"),
+                                 BadInput((np.ones(3, np.float32),), {"bins": 0}, ValueError, "bins"),
+                                 BadInput((np.ones(3, np.float32),), {"min": 2, "max": 1}, ValueError, "max"),
+                                 BadInput((np.array([1, np.nan], np.float32),), {}, ValueError, "not finite")])
+class HistcFunction(_NoDerivative):
+    """torch.histc(input, bins=100, min=0, max=0): counts in ``bins`` equal bins over [min, max] (the data's range
+    when min == max), in the input's dtype."""
+
+    @staticmethod
+    def forward(ctx, input, bins=100, min=0, max=0):  # noqa: A002  (torch's names)
+        x = _float_input(input, "histc")
+        n = _bins_count(bins, "histc")
+        lo, hi = _outer_edges(x, float(min), float(max), 1, "histc")
+        return _count(x, _linspace(lo, hi, n + 1, x.dtype), None)
+
+
+HistcFunction.op.float64 = HistcFunction
+
+
+def _range(r):
+    if r is None:
+        return None, None
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise TypeError(f"histogram(): range must be a pair of numbers (min, max), got {r!r}") from None
+    return lo, hi
+
+
+def _histogram_meta(input, bins, range=None, weight=None, density=False):  # noqa: A002
+    n = bins.shape[0] - 1 if is_arr(bins) else _bins_count(bins, "histogram")
+    return M.MetaArray((n,), input.dtype), M.MetaArray((n + 1,), input.dtype)
+
+
+def _histogram_samples():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 9)).astype(np.float32)
+    return [Sample((x, 6), {}, "int bins", grad=()),
+            Sample((x, 5, (-1.0, 2.0), rng.uniform(0, 2, size=(4, 9)).astype(np.float32), True), {},
+                   "range, weight, density", grad=()),
+            Sample((x, np.array([-2.0, -0.5, 0.0, 0.25, 3.0], np.float32)), {}, "bin edges tensor", grad=())]
+
+
+@register_op("histogram", meta=_histogram_meta, flops=M.no_flops, samples=_histogram_samples,
+             torch=lambda torch, x, bins, range=None, weight=None, density=False: tuple(torch.histogram(
+                 x, bins, **{k: v for k, v in (("range", range), ("weight", weight)) if v is not None},
+                 density=density)),
+             gaps={"backward": _NO_DERIVATIVE, "onnx": _NO_ONNX},
+             bad_inputs=lambda: [BadInput((np.ones(3, np.int64), 3), {}, TypeError, "histogram.*int64"),
+                                 BadInput((np.ones(3, np.float32), 3), {"range": (2.0, 1.0)}, ValueError, "max"),
+                                 BadInput((np.ones(3, np.float32), np.array([1.0, 0.0], np.float32)), {}, ValueError,
+                                          "bins"),
+                                 BadInput((np.ones(3, np.float32), 3), {"weight": np.ones(2, np.float32)}, ValueError,
+                                          "weight")])
+class HistogramFunction(_NoDerivative):
+    """torch.histogram(input, bins, *, range=None, weight=None, density=False) -> (hist, bin_edges); ``bins`` an int
+    (equal bins over range, or the data's) or a 1-D increasing tensor of edges."""
+
+    @staticmethod
+    def forward(ctx, input, bins, range=None, weight=None, density=False):  # noqa: A002  (torch's names)
+        x = _float_input(input, "histogram")
+        density = check_bool(density, "histogram(): density")
+        if is_arr(bins):
+            edges = np.asarray(bins)
+            if edges.ndim != 1 or edges.shape[0] < 1 or edges.dtype != x.dtype:
+                raise ValueError(f"histogram(): bins as a tensor must be 1-D with at least one edge, in the input's "
+                                 f"dtype {dtype_name(x.dtype)}; got shape {edges.shape} {dtype_name(edges.dtype)}")
+            if edges.shape[0] > 1 and np.any(np.diff(edges) < 0):
+                raise ValueError("histogram(): bins must be increasing (a tensor of bin edges in increasing order)")
+        else:
+            n = _bins_count(bins, "histogram")
+            lo, hi = _outer_edges(x, *_range(range), 0.5, "histogram")
+            edges = _linspace(lo, hi, n + 1, x.dtype)
+        if weight is not None:
+            if not is_arr(weight) or weight.shape != x.shape or weight.dtype != x.dtype:
+                raise ValueError(f"histogram(): weight must be a tensor of the input's shape {x.shape} and dtype "
+                                 f"{dtype_name(x.dtype)}, got {getattr(weight, 'shape', type(weight).__name__)}")
+        hist = _count(x, edges, weight) if edges.shape[0] > 1 else np.zeros(0, x.dtype)
+        if density and hist.size:
+            with np.errstate(all="ignore"):  # an empty histogram divides by 0: NaN, as torch's
+                hist = (hist / hist.sum() / np.diff(edges)).astype(x.dtype)
+        return hist, edges.copy()
+
+
+HistogramFunction.op.float64 = HistogramFunction
