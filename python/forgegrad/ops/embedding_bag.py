@@ -36,7 +36,13 @@ def _check(weight, input, offsets, per_sample_weights, mode, include_last_offset
            scale_grad_by_freq):
     """The checks on shapes, dtypes and options; returns (bags, padding_idx in [0, n) or None)."""
     fn = "embedding_bag"
-    if mode not in MODES:
+    for name, a in (("weight", weight), ("input", input), ("offsets", offsets),
+                    ("per_sample_weights", per_sample_weights)):
+        if (a is None and name in ("weight", "input")) or (a is not None and not (
+                hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim"))):
+            raise TypeError(f"{fn}: {name} must be a tensor{'' if name in ('weight', 'input') else ' or None'}, got "
+                            f"{type(a).__name__}")
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"{fn}: mode must be one of {MODES}, got {mode!r}")
     include_last_offset = check_bool(include_last_offset, f"{fn}: include_last_offset")
     scale_grad_by_freq = check_bool(scale_grad_by_freq, f"{fn}: scale_grad_by_freq")
@@ -204,8 +210,6 @@ class EmbeddingBagFunction(Function):
     @staticmethod
     def forward(ctx, weight, input, offsets=None, per_sample_weights=None, mode="mean", include_last_offset=False,
                 padding_idx=None, scale_grad_by_freq=False):
-        input = np.asarray(input)
-        offsets = None if offsets is None else np.asarray(offsets)
         keep, rows, segk, counts, bags, idx = _plan(weight, input, offsets, per_sample_weights, mode,
                                                   include_last_offset, padding_idx, scale_grad_by_freq)
         out, arg = _forward_values(weight, keep, rows, segk, counts, bags, mode, per_sample_weights)
