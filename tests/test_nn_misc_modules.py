@@ -145,3 +145,55 @@ def test_nll_loss2d_is_nll_loss(kw):
     assert isinstance(m, nn.NLLLoss)
     np.testing.assert_allclose(m(fg.tensor(x), fg.tensor(target)).numpy(),
                                t(torch.from_numpy(x), torch.from_numpy(target)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- AdaptiveLogSoftmaxWithLoss ------------------------------------------------------------------------------
+def _asm_pair(**kw):
+    args = dict(in_features=13, n_classes=23, cutoffs=[4, 9, 17], div_value=2.0)
+    args.update(kw)
+    t = torch.nn.AdaptiveLogSoftmaxWithLoss(**args)
+    m = nn.AdaptiveLogSoftmaxWithLoss(**args)
+    assert list(m.state_dict()) == list(t.state_dict())
+    for (k, v), (_, vt) in zip(m.state_dict().items(), t.state_dict().items()):
+        assert tuple(v.shape) == tuple(vt.shape), k
+    m.load_state_dict({k: fg.tensor(v.numpy().copy()) for k, v in t.state_dict().items()})
+    return m, t
+
+
+@pytest.mark.parametrize("kw", [{}, {"head_bias": True, "div_value": 4.0, "cutoffs": [5]}])
+def test_adaptive_log_softmax_matches_torch(kw):
+    m, t = _asm_pair(**kw)
+    x = _x(11, 13, seed=8)
+    target = np.array([0, 22, 5, 9, 3, 16, 17, 8, 4, 21, 1], np.int64)
+    xf, xt = fg.tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    out, loss = m(xf, fg.tensor(target))
+    out_t, loss_t = t(xt, torch.from_numpy(target))
+    np.testing.assert_allclose(out.detach().numpy(), out_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss.detach().numpy(), loss_t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    loss.backward()
+    loss_t.backward()
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-6)
+    for (k, p), (_, pt) in zip(m.named_parameters(), t.named_parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), pt.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+    with torch.no_grad():
+        np.testing.assert_allclose(m.log_prob(fg.tensor(x)).numpy(), t.log_prob(torch.from_numpy(x)).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(m.predict(fg.tensor(x)).numpy(), t.predict(torch.from_numpy(x)).numpy())
+    o1, l1 = m(fg.tensor(x[3]), fg.tensor(np.int64(target[3])))  # unbatched
+    o1t, _ = t(torch.from_numpy(x[3]), torch.tensor(target[3]))
+    assert tuple(o1.shape) == tuple(o1t.shape) == ()
+    np.testing.assert_allclose(o1.detach().numpy(), o1t.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_log_softmax_errors():
+    with pytest.raises(ValueError, match="cutoffs"):
+        nn.AdaptiveLogSoftmaxWithLoss(8, 10, [5, 3])
+    with pytest.raises(ValueError, match="cutoffs"):
+        nn.AdaptiveLogSoftmaxWithLoss(8, 10, [])
+    m = nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4])
+    with pytest.raises(RuntimeError, match="target values should be in"):
+        m(fg.randn(2, 8), fg.tensor([1, 10]))
+    with pytest.raises(RuntimeError, match="same size in the batch"):
+        m(fg.randn(3, 8), fg.tensor([1, 2]))
+    with pytest.raises(RuntimeError, match="multi-target"):
+        m(fg.randn(3, 8), fg.tensor(np.zeros((3, 2), np.int64)))

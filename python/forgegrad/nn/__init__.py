@@ -6,6 +6,7 @@ without editing this list of files.
 from . import functional, init, utils
 from .activation import *  # noqa: F401,F403
 from .activation_extra import *  # noqa: F401,F403
+from .adaptive import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
 from .buffer import *  # noqa: F401,F403
 from .container import *  # noqa: F401,F403
