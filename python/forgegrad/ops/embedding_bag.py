@@ -131,7 +131,7 @@ def _bags_of(input, offsets, include_last_offset, bags):
 
 
 def _plan(weight, input, offsets, per_sample_weights, mode, include_last_offset, padding_idx, scale_grad_by_freq):
-    """(kept positions, their rows, their bags, bag sizes, bags, every index) after every check."""
+    """(kept positions (None: all), their rows, their bags, bag sizes, bags, every index) after every check."""
     bags, padding_idx = _check(weight, input, offsets, per_sample_weights, mode, include_last_offset, padding_idx,
                                scale_grad_by_freq)
     idx = np.asarray(input).reshape(-1).astype(np.int64, copy=False)
@@ -139,31 +139,42 @@ def _plan(weight, input, offsets, per_sample_weights, mode, include_last_offset,
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
         raise IndexError(f"embedding_bag: input[{bad}] = {idx[bad]} is out of range: indices must be in [0, {n})")
-    seg = _bags_of(input, offsets, include_last_offset, bags)
-    keep = seg >= 0
+    seg = _bags_of(input, offsets, include_last_offset, bags)  # every position is in a bag
+    keep, rows, segk = None, idx, seg  # keep None: every position
     if padding_idx is not None:
-        keep &= idx != padding_idx
-    keep = np.flatnonzero(keep)
-    rows, segk = idx[keep], seg[keep]
-    counts = np.bincount(segk, minlength=bags)[:bags] if bags else np.zeros(0, np.int64)
+        keep = np.flatnonzero(idx != padding_idx)
+        rows, segk = idx[keep], seg[keep]
+    if keep is None and offsets is None:  # 2-D, nothing left out: every bag holds a row of input
+        counts = np.full(bags, input.shape[1], np.int64)
+    else:
+        counts = np.bincount(segk, minlength=bags)[:bags] if bags else np.zeros(0, np.int64)
     return keep, rows, segk, counts, bags, idx
+
+
+def _take(a, keep):
+    return a if keep is None else a[keep]
 
 
 def _starts(counts):
     return np.cumsum(counts) - counts
 
 
-def _forward_values(weight, keep, rows, segk, counts, bags, mode, psw):
+def _forward_values(weight, keep, rows, segk, counts, bags, mode, psw, input2d=None, padding_idx=None):
     d = weight.shape[1]
     out = np.zeros((bags, d), weight.dtype)
     nonempty = np.flatnonzero(counts > 0)
     if nonempty.size == 0:
         return out, (np.full((bags, d), -1, np.int64) if mode == "max" else None)
-    starts = _starts(counts)[nonempty]
     if mode != "max":
-        total = _segment_sums(weight, rows, segk, None if psw is None else psw.reshape(-1)[keep], bags)
-        out[nonempty] = total[nonempty] / counts[nonempty][:, None] if mode == "mean" else total[nonempty]
+        if input2d is not None:
+            total = _bag_sums_2d(weight, input2d, psw, padding_idx)
+        else:
+            total = _segment_sums(weight, rows, segk, None if psw is None else _take(psw.reshape(-1), keep), bags)
+        if mode == "mean":
+            total /= np.maximum(counts, 1)[:, None]
+        out[...] = total
         return out, None
+    starts = _starts(counts)[nonempty]
     vals = weight[rows]
     mx = np.maximum.reduceat(vals, starts, axis=0)
     out[nonempty] = mx
@@ -192,6 +203,29 @@ def _segment_sums(weight, rows, segk, scale, bags):
     return total
 
 
+def _bag_sums_2d(weight, input2d, psw, padding_idx):
+    """(B, D) float64 sums of a 2-D input's bags (rows of L entries), a chunk of bags at a time."""
+    bags, length = input2d.shape
+    total = np.empty((bags, weight.shape[1]), np.float64)
+    step = max(1, _CHUNK // length)
+    for b0 in range(0, bags, step):
+        idx = input2d[b0:b0 + step]
+        vals = weight[idx]  # (chunk, L, D)
+        if psw is not None:
+            vals = vals * psw[b0:b0 + step][..., None]
+        if padding_idx is not None:
+            vals = np.where((idx != padding_idx)[..., None], vals, 0)
+        vals = vals.astype(np.float64)
+        if length <= 16:  # numpy's reduce over a short middle axis is several times slower than adding its slices
+            acc = vals[:, 0].copy()
+            for j in range(1, length):
+                acc += vals[:, j]
+            total[b0:b0 + step] = acc
+        else:
+            total[b0:b0 + step] = vals.sum(1)
+    return total
+
+
 def _scatter_rows(gp, rows, n, dtype):
     """grad_weight (n, D): the rows of gp summed into rows[i], in ascending position order."""
     if dtype == np.float32:
@@ -212,7 +246,9 @@ class EmbeddingBagFunction(Function):
                 padding_idx=None, scale_grad_by_freq=False):
         keep, rows, segk, counts, bags, idx = _plan(weight, input, offsets, per_sample_weights, mode,
                                                   include_last_offset, padding_idx, scale_grad_by_freq)
-        out, arg = _forward_values(weight, keep, rows, segk, counts, bags, mode, per_sample_weights)
+        in2d = np.asarray(input).astype(np.int64, copy=False) if input.ndim == 2 else None
+        pad = None if padding_idx is None else int(padding_idx) % weight.shape[0]
+        out, arg = _forward_values(weight, keep, rows, segk, counts, bags, mode, per_sample_weights, in2d, pad)
         # scale_grad_by_freq counts every entry of input, as F.embedding's (padding rows get no gradient anyway)
         freq = np.bincount(idx, minlength=weight.shape[0]) if bool(scale_grad_by_freq) else None
         ctx.plan = (keep, rows, segk, counts, arg, input.shape, freq)
@@ -238,14 +274,14 @@ class EmbeddingBagFunction(Function):
         if ctx.mode == "mean":
             gp = gp / counts[segk][:, None].astype(g.dtype)
         elif psw is not None:
-            gp = gp * psw.reshape(-1)[keep][:, None]
+            gp = gp * _take(psw.reshape(-1), keep)[:, None]
         if freq is not None:
             gp = gp / freq[rows][:, None].astype(g.dtype)
         gw = _scatter_rows(gp, rows, n, g.dtype) if ctx.needs_input_grad[0] else None
         gpsw = None
         if ctx.has_psw and ctx.needs_input_grad[3]:
             flat = np.zeros(int(np.prod(in_shape)), g.dtype)
-            flat[keep] = (g[segk] * weight[rows]).sum(1)
+            flat[slice(None) if keep is None else keep] = (g[segk] * weight[rows]).sum(1)
             gpsw = flat.reshape(in_shape)
         return gw, None, None, gpsw
 
