@@ -192,8 +192,7 @@ def test_utils_data_alias_and_name_hints():
         fg.jit  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'not_a_torch_name'$"):
         fg.not_a_torch_name  # noqa: B018
-    with pytest.raises(AttributeError, match="forgegrad has it as forgegrad.nn.Dense"):
-        nn.LazyLinear  # noqa: B018
+    assert issubclass(nn.LazyLinear, nn.Linear)  # torch's lazy modules exist (nn/lazy.py)
     with pytest.raises(AttributeError, match="Conv3d.*no equivalent yet"):
         nn.Conv3d  # noqa: B018
 

@@ -65,6 +65,8 @@ class Module:
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self._register(params, name, value)
+        elif getattr(value, "_is_buffer", False):  # nn.Buffer: registered as a buffer, persistent as it says
+            self.register_buffer(name, value, persistent=value.persistent)
         elif isinstance(value, Module):
             self._register(modules, name, value)
         elif name in params or name in modules:
@@ -100,10 +102,15 @@ class Module:
         self._register(self._parameters, name, param)
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        if getattr(tensor, "_is_buffer", False):  # nn.Buffer: a plain Tensor on its storage, its own persistence
+            persistent = tensor.persistent
+            tensor = tensor.as_tensor()
         value = None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor(tensor))
         self._register(self._buffers, name, value)
         if not persistent:
             self._non_persistent.add(name)
+        else:
+            self._non_persistent.discard(name)
 
     def add_module(self, name: str, module: Optional["Module"]) -> None:
         if module is not None and not isinstance(module, Module):
@@ -259,6 +266,9 @@ class Module:
             else:
                 errors.append(f"no values for {k}: the state_dict holds a meta tensor (shape and dtype only)")
                 continue
+            if getattr(target, "_is_uninitialized", False):  # a lazy module's placeholder takes the loaded shape
+                staged.append((target, arr))
+                continue
             if arr.shape != target.shape:
                 errors.append(f"size mismatch for {k}: copying a param with shape {arr.shape} from checkpoint, "
                               f"the shape in current model is {target.shape}.")
@@ -272,6 +282,8 @@ class Module:
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for target, arr in staged:  # each an in-place write (torch's copy_), counted in target._version
+            if getattr(target, "_is_uninitialized", False):
+                target.materialize(arr.shape)
             if isinstance(target._data, np.ndarray):
                 target._data[...] = arr.astype(target._data.dtype, copy=False)
                 _vc.bump(target)
