@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..._topk_kernel import topk_along
 from ...random import generator
 from .topk_order import topk_indices
 
@@ -78,13 +79,20 @@ class Sampler:
     def warp(self, scores: np.ndarray, min_keep: int = 1) -> np.ndarray:
         """transformers' warpers in their order on (rows, V) scores (float64 here): temperature, then top-h (which
         keeps at least one token), top-k, top-p and min-p, each keeping at least ``min_keep`` tokens per row."""
+        given = scores
         scores = scores.astype(np.float64) / self.temperature
         V = scores.shape[-1]
         if self.top_h is not None:
             scores = top_h_filter(scores, self.top_h)
         if self.top_k is not None and max(self.top_k, min_keep) < V:
             k = max(self.top_k, min_keep)
-            kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
+            # float32 logits: the k-th largest found by the top-k kernel; dividing by the temperature in float64
+            # keeps the order, so it is the k-th largest of the scores, as np.partition would find it
+            fast = topk_along(given, -1, k, True) if self.top_h is None and given.ndim == 2 else None
+            if fast is not None:
+                kth = fast[0][:, -1:].astype(np.float64) / self.temperature
+            else:
+                kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
             scores = np.where(scores < kth, -np.inf, scores)
         if self.top_p is not None and self.top_p < 1:
             order = np.argsort(scores, axis=-1, kind="stable")  # ascending, as transformers sorts
