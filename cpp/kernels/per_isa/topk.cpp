@@ -9,11 +9,13 @@
 // the key alone, never by the path that found them: any selection gives the same indices.
 //
 // Paths per row:
-//   short rows or k close to n: all keys, a stable LSD radix sort (n >= kRadixMin) or a selection + sort.
-//   else: a threshold prefilter. The first k keys fill a buffer; the current k-th best value is the threshold,
+//   short rows (n < kRadixMin): all keys, nth_element + sort.
+//   k small next to n (n >= kPrefilterRatio * k, e.g. top-50 of a vocabulary): a threshold prefilter. The first k keys fill a buffer; the current k-th best value is the threshold,
 //   and a vector compare against it skips every block of the row that holds nothing better (on typical logits,
 //   almost all of them). The few that pass are appended; when the buffer is full it is cut back to its k best
 //   (nth_element), which raises the threshold. At the end the buffer's k best are sorted.
+//   else (a larger k, a full sort): radix selection. A histogram of the keys' top 11 bits finds the bin of the
+//   k-th best; that bin and the better ones are gathered and sorted by a stable LSD radix sort.
 //
 // Threads: rows only; each row's work is one thread's, so the results do not depend on the thread count.
 // Only bind_topk.cpp calls these kernels; their FG_KERNEL declarations live there.
@@ -28,7 +30,10 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-constexpr int64_t kRadixMin = 256;  // rows at least this long are fully sorted by radix, not comparisons
+constexpr int64_t kRadixMin = 256;  // shorter rows: all keys selected and sorted by comparisons
+// The prefilter's cost grows with k / n (the values that pass, the buffer's cuts), the radix selection's with n
+// alone: measured on random logits, they cross near n = 128 k (n = 4096 and 32000).
+constexpr int64_t kPrefilterRatio = 128;
 
 // The comparator is a type of this namespace, so the std algorithms below are instantiated once per ISA
 // (simd.h's rule: no std template on shared types only).
@@ -61,7 +66,7 @@ inline int64_t key_index(uint64_t key) { return static_cast<int64_t>(0xFFFFFFFFu
 
 // Buffers of one thread's rows, grown as needed (AlignedBuffer counts floats: two per key).
 struct Scratch {
-  AlignedBuffer a, b;
+  AlignedBuffer a, b, c;
   static uint64_t* get(AlignedBuffer& buf, int64_t n) {
     if (buf.size() < static_cast<std::size_t>(2 * n)) buf.reset(static_cast<std::size_t>(2 * n));
     return reinterpret_cast<uint64_t*>(buf.data());
@@ -76,16 +81,39 @@ void write_out(const float* row, const uint64_t* keys, int64_t k, float* vals, i
   }
 }
 
-// All n keys of the row, best first: a stable LSD radix sort on the 32-bit rank (best first means the
-// complement ascending); the index order of equal ranks is kept, which is the keys' tie order.
-void radix_sort_row(const float* row, int64_t n, bool largest, Scratch& s, float* vals, int64_t* idx, int64_t k) {
-  uint64_t* a = Scratch::get(s.a, n);
-  uint64_t* b = Scratch::get(s.b, n);
+// The sort key of a value: increasing from the best (the rank key's upper half, complemented).
+inline uint32_t ascend_key(float v, bool largest) {
+  const uint32_t u = order_key(v);
+  return largest ? ~u : u;
+}
+
+// The k best of the row, best first, by radix: the 32-bit sort keys (best first = ascending), a histogram of their
+// top 11 bits finds the bin of the k-th best, the elements of that bin and the better ones are gathered in index
+// order, and a stable LSD radix sort (bytes) orders them: equal keys stay in index order, the ties' order.
+void radix_select_row(const float* row, int64_t n, int64_t k, bool largest, Scratch& s, float* vals, int64_t* idx) {
+  uint32_t* key = reinterpret_cast<uint32_t*>(Scratch::get(s.c, (n + 1) / 2));
+  for (int64_t i = 0; i < n; ++i) key[i] = ascend_key(row[i], largest);
+  uint32_t top[2048];
+  std::memset(top, 0, sizeof top);
+  for (int64_t i = 0; i < n; ++i) ++top[key[i] >> 21];
+  int64_t count = 0;
+  uint32_t bin = 0;
+  for (;; ++bin) {
+    count += top[bin];
+    if (count >= k) break;
+  }
+  uint64_t* a = Scratch::get(s.a, count + 1);
+  uint64_t* b = Scratch::get(s.b, count + 1);
   uint32_t hist[4][256];
   std::memset(hist, 0, sizeof hist);
+  int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const uint32_t r = ~static_cast<uint32_t>(rank_key(row[i], i, largest) >> 32);
-    a[i] = (static_cast<uint64_t>(r) << 32) | static_cast<uint64_t>(i);
+    const uint32_t r = key[i];
+    a[m] = (static_cast<uint64_t>(r) << 32) | static_cast<uint64_t>(i);
+    m += (r >> 21) <= bin;  // no branch: the bin test is unpredictable near the k-th value
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    const uint32_t r = static_cast<uint32_t>(a[j] >> 32);
     ++hist[0][r & 255u];
     ++hist[1][(r >> 8) & 255u];
     ++hist[2][(r >> 16) & 255u];
@@ -94,14 +122,14 @@ void radix_sort_row(const float* row, int64_t n, bool largest, Scratch& s, float
   for (int pass = 0; pass < 4; ++pass) {
     uint32_t* h = hist[pass];
     const int shift = 32 + 8 * pass;
-    if (h[(a[0] >> shift) & 255u] == static_cast<uint32_t>(n)) continue;  // one bucket: the pass moves nothing
+    if (h[(a[0] >> shift) & 255u] == static_cast<uint32_t>(m)) continue;  // one bucket: the pass moves nothing
     uint32_t sum = 0;
     for (int d = 0; d < 256; ++d) {
       const uint32_t c = h[d];
       h[d] = sum;
       sum += c;
     }
-    for (int64_t i = 0; i < n; ++i) b[h[(a[i] >> shift) & 255u]++] = a[i];
+    for (int64_t j = 0; j < m; ++j) b[h[(a[j] >> shift) & 255u]++] = a[j];
     uint64_t* const t = a;
     a = b;
     b = t;
@@ -210,15 +238,15 @@ void prefilter_row(const float* row, int64_t n, int64_t k, bool largest, Scratch
 
 void topk_row(const float* row, int64_t n, int64_t k, bool largest, Scratch& s, float* vals, int64_t* idx) {
   if (k == 0) return;
-  if (n >= kRadixMin && 4 * k >= n) {
-    radix_sort_row(row, n, largest, s, vals, idx, k);
-  } else if (n < kRadixMin || k == n) {
+  if (n < kRadixMin) {
     uint64_t* buf = Scratch::get(s.a, n);
     for (int64_t i = 0; i < n; ++i) buf[i] = rank_key(row[i], i, largest);
     select_sorted(buf, n, k);
     write_out(row, buf, k, vals, idx);
-  } else {
+  } else if (kPrefilterRatio * k <= n) {
     prefilter_row(row, n, k, largest, s, vals, idx);
+  } else {
+    radix_select_row(row, n, k, largest, s, vals, idx);
   }
 }
 
