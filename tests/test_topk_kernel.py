@@ -194,6 +194,28 @@ def test_generation_top_k_filter_unchanged(numpy_path):
             _same(got.view(np.uint64), numpy_path(lambda: s.warp(logits)).view(np.uint64))
 
 
+def test_generation_top_p_unchanged(numpy_path):
+    logits = R.standard_normal((5, 4000)).astype(np.float32) * 4
+    logits[1, ::2] = logits[1, 1::2]  # ties
+    logits[3, 7] = np.nan
+    for top_k, top_p, temperature in ((None, 0.9, 1.0), (50, 0.8, 0.7), (None, 0.5, 1.3), (1000, 0.95, 1.0)):
+        s = sampling.Sampler(True, temperature, top_k, top_p)
+        _same(s.warp(logits).view(np.uint64), numpy_path(lambda: s.warp(logits)).view(np.uint64))
+
+
+def test_stable_order_is_numpys():
+    base = R.standard_normal((6, 3000))
+    base[1] = np.round(base[1], 1)  # float64 ties
+    base[2] = 1 + R.integers(0, 4, 3000) * 1e-12  # distinct in float64, equal in float32: checked, then numpy
+    base[3, 10] = np.nan
+    base[4, ::3] = -np.inf
+    base[5] = base[5] * 1e300  # beyond float32
+    _same(sampling.stable_order(base), np.argsort(base, axis=-1, kind="stable"))
+    x32 = R.standard_normal((4, 3000)).astype(np.float32)
+    scaled = x32.astype(np.float64) / 0.7
+    _same(sampling.stable_order(scaled, x32), np.argsort(scaled, axis=-1, kind="stable"))
+
+
 def test_beam_topk_indices_unchanged(numpy_path):
     v = np.round(R.standard_normal((6, 5000)) * 4).astype(np.float32)  # many ties: replayed rows
     v[0] = R.standard_normal(5000).astype(np.float32)

@@ -9,13 +9,14 @@
 // the key alone, never by the path that found them: any selection gives the same indices.
 //
 // Paths per row:
-//   short rows (n < kRadixMin): all keys, nth_element + sort.
-//   k small next to n (n >= kPrefilterRatio * k, e.g. top-50 of a vocabulary): a threshold prefilter. The first k keys fill a buffer; the current k-th best value is the threshold,
-//   and a vector compare against it skips every block of the row that holds nothing better (on typical logits,
-//   almost all of them). The few that pass are appended; when the buffer is full it is cut back to its k best
-//   (nth_element), which raises the threshold. At the end the buffer's k best are sorted.
-//   else (a larger k, a full sort): radix selection. A histogram of the keys' top 11 bits finds the bin of the
-//   k-th best; that bin and the better ones are gathered and sorted by a stable LSD radix sort.
+// - short rows (n < kRadixMin): all keys, nth_element + sort.
+// - k small next to n (n >= kPrefilterRatio * k, e.g. top-50 of a vocabulary): a threshold prefilter. The
+//   first k keys fill a buffer; the current k-th best value is the threshold, and a vector compare against it
+//   skips every block of the row that holds nothing better (on typical logits, almost all of them). The few
+//   that pass are appended; when the buffer is full it is cut back to its k best (nth_element), which raises
+//   the threshold. At the end the buffer's k best are sorted.
+// - else (a larger k, a full sort): radix selection. A histogram of the keys' top 11 bits finds the bin of
+//   the k-th best; that bin and the better ones are gathered and sorted by a stable LSD radix sort.
 //
 // Threads: rows only; each row's work is one thread's, so the results do not depend on the thread count.
 // Only bind_topk.cpp calls these kernels; their FG_KERNEL declarations live there.
@@ -161,9 +162,12 @@ inline uint32_t pass_mask(const float* p, __m512 t, Pass mode) {
 inline uint32_t pass_mask(const float* p, __m256 t, Pass mode) {
   const __m256 v = _mm256_loadu_ps(p);
   __m256 m;
-  if (mode == Pass::kGreaterOrNan) m = _mm256_cmp_ps(v, t, _CMP_NLE_UQ);
-  else if (mode == Pass::kLess) m = _mm256_cmp_ps(v, t, _CMP_LT_OQ);
-  else m = _mm256_cmp_ps(v, v, _CMP_ORD_Q);
+  if (mode == Pass::kGreaterOrNan)
+    m = _mm256_cmp_ps(v, t, _CMP_NLE_UQ);
+  else if (mode == Pass::kLess)
+    m = _mm256_cmp_ps(v, t, _CMP_LT_OQ);
+  else
+    m = _mm256_cmp_ps(v, v, _CMP_ORD_Q);
   return static_cast<uint32_t>(_mm256_movemask_ps(m));
 }
 #endif
