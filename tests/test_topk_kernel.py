@@ -243,3 +243,15 @@ def test_binding_checks():
         _C.topk.topk_f32(x, 3, True, x[:, :3], i)  # values must be contiguous
     _C.topk.topk_f32(np.zeros((0, 5), np.float32), 3, True, np.zeros((0, 3), np.float32),
                      np.zeros((0, 3), np.int64))
+
+
+@pytest.mark.parametrize("shape,k,dim", [((5, 0), 0, 1), ((0, 5), 2, 1), ((7,), 3, 0), ((1,), 1, 0),
+                                         ((3, 0, 4), 2, 2), ((3, 0, 4), 0, 1)], ids=str)
+def test_empty_and_1d(shape, k, dim):
+    x = R.standard_normal(shape).astype(np.float32)
+    got, want = fg.topk(fg.tensor(x), k, dim=dim), torch.topk(torch.from_numpy(x), k, dim=dim)
+    _same(got.values.numpy(), want.values.numpy())
+    _same(got.indices.numpy(), want.indices.numpy())
+    got, want = fg.sort(fg.tensor(x), dim=dim), torch.sort(torch.from_numpy(x), dim=dim, stable=True)
+    _same(got.values.numpy(), want.values.numpy())
+    _same(got.indices.numpy(), want.indices.numpy())
