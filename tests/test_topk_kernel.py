@@ -255,3 +255,21 @@ def test_empty_and_1d(shape, k, dim):
     got, want = fg.sort(fg.tensor(x), dim=dim), torch.sort(torch.from_numpy(x), dim=dim, stable=True)
     _same(got.values.numpy(), want.values.numpy())
     _same(got.indices.numpy(), want.indices.numpy())
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_prefilter_nan_thresholds(isa, numpy_path, largest):
+    """NaN among the first k (the prefilter's first threshold NaN), NaN runs later, -0.0 / 0.0 ties at the k-th."""
+    x = R.standard_normal((6, 5000)).astype(np.float32)
+    x[0, :3] = np.nan
+    x[1, :40] = np.nan
+    x[2, 1000:1100] = np.nan
+    x[3, ::2] = -0.0
+    x[3, 1::2] = 0.0
+    x[4, :] = np.nan
+    x[5, 4990:] = -np.inf if largest else np.inf
+    for k in (1, 3, 10, 39):
+        got = _pair(fg.topk(fg.tensor(x), k, largest=largest))
+        want = _pair(numpy_path(lambda: fg.topk(fg.tensor(x), k, largest=largest)))
+        _same(got[0], want[0])
+        _same(got[1], want[1])
