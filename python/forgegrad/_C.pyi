@@ -851,3 +851,18 @@ class testing:
     @staticmethod
     def sum_to_shape(src: typing.Annotated[numpy.typing.ArrayLike, numpy.float64],
                      shape: collections.abc.Sequence[_Int]) -> numpy.typing.NDArray[numpy.float64]: ...
+
+class topk:
+    @staticmethod
+    def sort_f32(x: numpy.ndarray, descending: bool, values: numpy.ndarray, indices: numpy.ndarray) -> None:
+        """values, indices (rows, n) = each row of float32 x (rows, n) sorted stably (equal values in index order),
+        ascending with NaN last, or descending with NaN first. Bit-identical for any thread count.
+        """
+        ...
+    @staticmethod
+    def topk_f32(x: numpy.ndarray, k: _Int, largest: bool, values: numpy.ndarray, indices: numpy.ndarray) -> None:
+        """values, indices (rows, k) = the k largest (largest=False: smallest) of each row of float32 x (rows, n), best
+        first: NaN the largest, -0.0 equal to 0.0, equal values in index order (the first k of a stable sort). Bit-
+        identical for any thread count.
+        """
+        ...

@@ -3,8 +3,9 @@
 Differentiable ones run on registry ops (gather, scatter, scatter_add, scatter_reduce, index_select, cumprod,
 logcumsumexp in forgegrad/ops/indexing.py and ops/scan.py, and the existing getitem, where, permute, expand):
 their gradients, double backward and ONNX export come from those records. Sorting-like ops (sort, topk,
-kthvalue, cummax, ...) find their indices with numpy and take their values with ``gather``, so their gradient
-is torch's (each value's gradient goes back to the element it came from). Ops whose result depends on the
+kthvalue, cummax, ...) find their indices with numpy (sort, argsort, topk and kthvalue of float32: with the
+compiled kernels of forgegrad._topk_kernel, which give the same indices) and take their values with ``gather``, so
+their gradient is torch's (each value's gradient goes back to the element it came from). Ops whose result depends on the
 values in a way an ONNX graph would not follow (the indices of sort, nonzero, unique, masked_select, ...)
 refuse to run inside ``forgegrad.autograd.trace()`` instead of exporting a constant.
 
@@ -20,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from . import grad_mode, return_types
+from . import _topk_kernel, grad_mode, return_types
 from .ops._util import single_axis
 from .ops.indexing import check_index
 from .ops.registry import _OPS
@@ -281,9 +282,13 @@ def argwhere(input):
 
 # ---- sorting --------------------------------------------------------------------------------------------------
 def _sort_indices(v, axis, descending):
-    """Stable argsort along axis; NaN is the largest (last ascending, first descending), as torch's."""
+    """Stable argsort along axis; NaN is the largest (last ascending, first descending), as torch's. float32: the
+    kernel (_topk_kernel.sort_along), the same order."""
     if v.ndim == 0:
         return np.zeros((), np.int64)
+    fast = _topk_kernel.sort_along(v, axis, descending)
+    if fast is not None:
+        return fast[1]
     if not descending:
         return np.argsort(v, axis=axis, kind="stable")
     if v.dtype.kind != "f":
@@ -296,7 +301,8 @@ def _sort_indices(v, axis, descending):
 
 def _topk_indices(v, axis, k, largest):
     """The first k of the stable sort (_sort_indices) without sorting all: the k-th value found by a partition,
-    the values beyond it and the first of those equal to it (by index) taken, then only those k sorted."""
+    the values beyond it and the first of those equal to it (by index) taken, then only those k sorted. (float32
+    goes to the kernel, _topk_kernel.topk_along, before this: the same indices.)"""
     if v.ndim == 0 or k == 0 or (v.dtype.kind == "f" and np.isnan(v).any()):
         idx = _sort_indices(v, axis, largest)
         return idx if v.ndim == 0 else np.take(idx, np.arange(k), axis=axis)
@@ -322,13 +328,23 @@ def _values_at(input, d, idx):
     return _OPS["gather"](input, d, _wrap(idx))
 
 
+def _take(input, d, idx, vals):
+    """The values at idx along d: the kernel's ``vals`` (the same elements) where no gradient is recorded, else
+    ``gather``, whose record gives the gradient."""
+    if vals is not None and not (input.requires_grad and grad_mode.is_grad_enabled()):
+        return _wrap(vals)
+    return _values_at(input, d, idx)
+
+
 def sort(input, dim=-1, descending=False, stable=False):
     """return_types.sort(values, indices); always stable (equal values keep their order, torch's stable=True)."""
     _refuse_trace("sort")
     _tensor(input, "input")
     d = single_axis(dim, max(input.ndim, 1), "sort(): dim")
-    idx = _sort_indices(_values(input), d, descending).astype(np.int64)
-    return return_types.sort(_values_at(input, d, idx), _wrap(idx))
+    v = _values(input)
+    fast = _topk_kernel.sort_along(v, d, descending) if v.ndim else None
+    vals, idx = fast if fast is not None else (None, _sort_indices(v, d, descending).astype(np.int64))
+    return return_types.sort(_take(input, d, idx, vals), _wrap(idx))
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -350,8 +366,10 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     size = (input.shape or (1,))[d]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= size:
         raise IndexError(f"topk(): k ({k!r}) must be an int in [0, {size}] (the size of dim {d})")
-    idx = _topk_indices(_values(input), d, k, largest)
-    return return_types.topk(_values_at(input, d, idx.astype(np.int64)), _wrap(idx.astype(np.int64)))
+    v = _values(input)
+    fast = _topk_kernel.topk_along(v, d, k, largest) if v.ndim else None
+    vals, idx = fast if fast is not None else (None, _topk_indices(v, d, k, largest).astype(np.int64))
+    return return_types.topk(_take(input, d, idx, vals), _wrap(idx))
 
 
 def kthvalue(input, k, dim=-1, keepdim=False):
@@ -362,11 +380,16 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     size = (input.shape or (1,))[d]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
         raise IndexError(f"kthvalue(): k ({k!r}) must be an int in [1, {size}] (the size of dim {d})")
-    idx = _sort_indices(_values(input), d, False)
-    if input.ndim:
-        idx = np.take(idx, [k - 1], axis=d)
-    vals = _values_at(input, d, idx.astype(np.int64))
-    idx_t = _wrap(idx.astype(np.int64))
+    v = _values(input)
+    fast = _topk_kernel.topk_along(v, d, k, False) if v.ndim else None  # the k smallest: the k-th is the last
+    if fast is not None:
+        vals, idx = (np.take(a, [k - 1], axis=d) for a in fast)
+    else:
+        vals, idx = None, _sort_indices(v, d, False).astype(np.int64)
+        if input.ndim:
+            idx = np.take(idx, [k - 1], axis=d)
+    vals = _take(input, d, idx, vals)
+    idx_t = _wrap(idx)
     if not keepdim and input.ndim:
         vals, idx_t = vals.squeeze(d), idx_t.squeeze(d)
     return return_types.kthvalue(vals, idx_t)

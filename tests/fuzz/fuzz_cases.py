@@ -207,6 +207,9 @@ def _extra_calls():
               lambda: _C.attention.backward_splits(1, 130, 2),
               lambda: _C.attention.small_path(128, 300),
               lambda: _C.activation.column_sums(x, np.empty(7, np.float32)),
+              # forgegrad.topk / sort's float32 path (not a registry op: no sample reaches it)
+              lambda: _C.topk.topk_f32(x, 3, True, np.empty((4, 3), np.float32), np.empty((4, 3), np.int64)),
+              lambda: _C.topk.sort_f32(x, True, np.empty((4, 7), np.float32), np.empty((4, 7), np.int64)),
               lambda: _C.gemm.sgemm(x, x.T.copy(), np.zeros((4, 4), np.float32), reference=True),
               lambda: _C.gemm.sgemm(x, x, np.ones((4, 4), np.float32), False, True, 0.5, 2.0),
               lambda: _C.gemm.matmul(x, x, None, False, True),

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..._topk_kernel import sort_along, topk_along
 from ...random import generator
 from .topk_order import topk_indices
 
@@ -78,16 +79,26 @@ class Sampler:
     def warp(self, scores: np.ndarray, min_keep: int = 1) -> np.ndarray:
         """transformers' warpers in their order on (rows, V) scores (float64 here): temperature, then top-h (which
         keeps at least one token), top-k, top-p and min-p, each keeping at least ``min_keep`` tokens per row."""
+        given = scores
         scores = scores.astype(np.float64) / self.temperature
         V = scores.shape[-1]
         if self.top_h is not None:
             scores = top_h_filter(scores, self.top_h)
         if self.top_k is not None and max(self.top_k, min_keep) < V:
             k = max(self.top_k, min_keep)
-            kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
+            # float32 logits: the k-th largest found by the top-k kernel; dividing by the temperature in float64
+            # keeps the order, so it is the k-th largest of the scores, as np.partition would find it
+            fast = topk_along(given, -1, k, True) if self.top_h is None and given.ndim == 2 else None
+            if fast is not None:
+                kth = fast[0][:, -1:].astype(np.float64) / self.temperature
+            else:
+                kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
             scores = np.where(scores < kth, -np.inf, scores)
         if self.top_p is not None and self.top_p < 1:
-            order = np.argsort(scores, axis=-1, kind="stable")  # ascending, as transformers sorts
+            proxy = None
+            if given.dtype == np.float32 and given.shape == scores.shape:  # the same order as scores, but -inf
+                proxy = np.where(np.isneginf(scores), np.float32(-np.inf), given)
+            order = stable_order(scores, proxy)  # ascending, as transformers sorts
             sorted_scores = np.take_along_axis(scores, order, axis=-1)
             probs = np.exp(sorted_scores - sorted_scores[:, -1:])
             cum = np.cumsum(probs / probs.sum(-1, keepdims=True), axis=-1)
@@ -136,6 +147,25 @@ class Sampler:
         draws = self.rng.random(scores.shape[0]) * cum[:, -1]
         picks = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cum, draws)], dtype=np.int64)
         return np.minimum(picks, scores.shape[-1] - 1)
+
+
+def stable_order(scores: np.ndarray, proxy: Optional[np.ndarray] = None) -> np.ndarray:
+    """``np.argsort(scores, axis=-1, kind="stable")`` of (rows, V) ``scores``, found by the float32 sort kernel on
+    ``proxy`` (float32 values in the scores' order; default: the scores rounded to float32) and checked: the stable
+    order is the one permutation that sorts a row with equal scores in index order, so a row that passes the check
+    is exact; the others (rounding that merged or swapped values, NaN) are sorted by numpy."""
+    if proxy is None:
+        with np.errstate(over="ignore"):
+            proxy = scores.astype(np.float32)
+    fast = sort_along(proxy, -1, False) if scores.ndim == 2 and proxy.shape == scores.shape else None
+    if fast is None:
+        return np.argsort(scores, axis=-1, kind="stable")
+    order = fast[1]
+    s = np.take_along_axis(scores, order, axis=-1)
+    ok = ((s[:, 1:] > s[:, :-1]) | ((s[:, 1:] == s[:, :-1]) & (order[:, 1:] > order[:, :-1]))).all(axis=-1)
+    if not ok.all():
+        order[~ok] = np.argsort(scores[~ok], axis=-1, kind="stable")
+    return order
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._topk_kernel import topk_along
+
 __all__ = ["topk_indices"]
 
 _THRESHOLD = 16  # libstdc++'s _S_threshold: introsort leaves runs this short to the final insertion sort
@@ -208,7 +210,8 @@ def _replayed(row: np.ndarray, k: int) -> np.ndarray:
 def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
     """(rows, k) int64: the indices ``torch.topk(torch.from_numpy(values), k).indices`` holds on the CPU for
     ``values`` (rows, n), largest first, NaN first of all. Rows whose top k + 1 values are distinct numbers are
-    ordered by numpy (a long row: only the values at least its (k + 1)-th largest sorted, found by np.partition);
+    ordered by the top-k kernel (float32: forgegrad._topk_kernel) or numpy (a long row: only the values at least
+    its (k + 1)-th largest sorted, found by np.partition);
     the others (a tie reaching the top k, a NaN) replay torch's selection."""
     values = np.asarray(values)
     rows, n = values.shape
@@ -216,7 +219,10 @@ def topk_indices(values: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"topk_indices: k must be in [1, {n}], got {k}")
     m = min(k + 1, n)
     replay = np.isnan(values).any(axis=1)
-    if n < 4096 or n < 16 * m:
+    fast = topk_along(values, -1, m, True)  # float32: the stable order's first m (NaN rows differ: replayed)
+    if fast is not None:
+        order = fast[1]
+    elif n < 4096 or n < 16 * m:
         order = np.argsort(-values, axis=-1, kind="stable")[:, :m]
     else:
         kth = np.partition(values, n - m, axis=-1)[:, n - m]
