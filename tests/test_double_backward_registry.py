@@ -52,7 +52,28 @@ def _torch_reduce(torch, loss, reduction):
 # torch's kernels of these have no double backward ("derivative for aten::multi_margin_loss_backward is not
 # implemented"): their second order is checked against torch's formula written with torch ops, which
 # test_torch_formula_equals_the_kernel holds to the kernel's values and gradients
-TORCH_FORMULA = {"multi_margin_loss": _torch_multi_margin, "multilabel_margin_loss": _torch_multilabel_margin}
+def _torch_embedding_bag(torch, weight, input, offsets=None, per_sample_weights=None, mode="mean", **kw):
+    """torch's embedding_bag, but with per_sample_weights (which its kernel cannot differentiate twice: "derivative
+    for aten::_embedding_bag_per_sample_weights_backward is not implemented") as a weighted bag-membership matrix
+    times the looked-up rows."""
+    from forgegrad.ops import _embedding_bag_samples as EB
+    if per_sample_weights is None:
+        return EB.torch_reference(torch, weight, input, offsets, None, mode, **kw)
+    flat = input.reshape(-1).long()
+    if offsets is None:
+        bag = torch.arange(input.shape[0]).repeat_interleave(input.shape[1])
+        bags = input.shape[0]
+    else:
+        bags = offsets.numel() - int(kw.get("include_last_offset", False))
+        bag = torch.searchsorted(offsets.long(), torch.arange(flat.numel()), right=True) - 1
+    member = (bag[None, :] == torch.arange(bags)[:, None]).to(weight.dtype) * per_sample_weights.reshape(-1)[None]
+    if kw.get("padding_idx") is not None:
+        member = member * (flat != kw["padding_idx"] % weight.shape[0]).to(weight.dtype)[None, :]
+    return member @ weight[flat]
+
+
+TORCH_FORMULA = {"multi_margin_loss": _torch_multi_margin, "multilabel_margin_loss": _torch_multilabel_margin,
+                 "embedding_bag": _torch_embedding_bag}
 
 
 def _args(lib, op, sample, pos):

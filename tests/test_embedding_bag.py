@@ -179,3 +179,19 @@ def test_onnx_2d_dynamic_batch_in_onnxruntime(tmp_path):
 def test_errors_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call(fg.randn(10, 3))
+
+
+def test_onnx_offsets_dynamic_length_in_onnxruntime(tmp_path):
+    """A dynamic input length with the recipe docs/torch_compat.md gives (the default verification would feed random
+    offsets); the graph then takes other lengths and bag sizes."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    m = nn.EmbeddingBag(12, 5, mode="mean", padding_idx=3)
+    idx, off = fg.tensor(np.array([2, 3, 2, 11, 0, 7, 2, 9], np.int64)), fg.tensor(np.array([0, 3, 3, 5], np.int64))
+    report = fg.onnx.export(m, (idx, off), str(tmp_path / "dyn.onnx"), dynamic_axes={"input": {0: "n"}},
+                            verify_sizes=[])
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "dyn.onnx"))
+    i2, o2 = np.array([1, 4, 3, 6, 0, 11, 3, 3, 2, 2, 5], np.int64), np.array([0, 0, 4, 9], np.int64)
+    got = sess.run(None, {"input": i2, "offsets": o2})[0]
+    np.testing.assert_allclose(got, m(fg.tensor(i2), fg.tensor(o2)).numpy(), rtol=1e-5, atol=1e-6)

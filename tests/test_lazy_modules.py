@@ -139,3 +139,11 @@ def test_partial_state_dict_is_refused_as_torch():
     with pytest.raises(RuntimeError, match='Missing key.*"bias"'):
         m.load_state_dict({"weight": fg.randn(4, 3)})
     assert m.has_uninitialized_params()  # nothing materialised by a refused load
+
+
+def test_moved_or_cast_before_the_first_forward():
+    m = nn.LazyLinear(3).to("meta")  # torch's placeholders move too: materialised there
+    assert m(fg.randn(2, 5).to("meta")).shape == (2, 3) and m.weight.device.type == "meta"
+    m = nn.LazyConv1d(4, 2).double()
+    m(fg.randn(1, 3, 6, dtype=fg.float64))
+    assert m.weight.dtype == fg.float64 and m.weight.shape == (4, 3, 2)

@@ -197,3 +197,49 @@ def test_adaptive_log_softmax_errors():
         m(fg.randn(3, 8), fg.tensor([1, 2]))
     with pytest.raises(RuntimeError, match="multi-target"):
         m(fg.randn(3, 8), fg.tensor(np.zeros((3, 2), np.int64)))
+
+
+# ---- FractionalMaxPool2d -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,k,kw", [((2, 3, 11, 9), 3, {"output_size": (4, 5)}),
+                                        ((3, 10, 7), (2, 3), {"output_ratio": (0.5, 0.7)}),
+                                        ((1, 2, 25, 31), 2, {"output_size": (13, 11)}),
+                                        ((2, 1, 6, 6), 2, {"output_size": 1})])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fractional_max_pool2d_matches_torch_given_its_samples(shape, k, kw, dtype):
+    x = _x(*shape, seed=9, dtype=dtype)
+    x[..., 3, 4] = np.nan  # torch's scan: a window's last NaN is its maximum
+    x[..., 0, :3] = 1.5  # ties: the first
+    n = 1 if len(shape) == 3 else shape[0]
+    s = torch.rand(n, shape[-3], 2, dtype=torch.float64 if dtype == np.float64 else torch.float32)
+    xf, xt = fg.tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    y, idx = F.fractional_max_pool2d(xf, k, return_indices=True, _random_samples=fg.tensor(s.numpy()), **kw)
+    yt, it = torch.nn.functional.fractional_max_pool2d(xt, k, return_indices=True, _random_samples=s, **kw)
+    np.testing.assert_array_equal(idx.numpy(), it.numpy())
+    np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    c = _x(*yt.shape, seed=10, dtype=dtype)
+    (y * fg.tensor(c)).nansum().backward()
+    (yt * torch.from_numpy(c)).nansum().backward()
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_fractional_max_pool2d_module_and_errors():
+    s = torch.rand(2, 3, 2)
+    m = nn.FractionalMaxPool2d(3, output_ratio=0.5, _random_samples=fg.tensor(s.numpy()))
+    t = torch.nn.FractionalMaxPool2d(3, output_ratio=0.5, _random_samples=s)
+    assert repr(m) == repr(t) and list(m.state_dict()) == list(t.state_dict())
+    x = _x(2, 3, 10, 12, seed=11)
+    np.testing.assert_array_equal(m(fg.tensor(x)).numpy(), t(torch.from_numpy(x)).numpy())
+    fg.manual_seed(0)
+    a = nn.FractionalMaxPool2d(2, output_size=(4, 4))(fg.tensor(x)).numpy()
+    fg.manual_seed(0)
+    assert np.array_equal(a, nn.FractionalMaxPool2d(2, output_size=4)(fg.tensor(x)).numpy())
+    with pytest.raises(ValueError, match="output size, or a pooling ratio"):
+        nn.FractionalMaxPool2d(2)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        nn.FractionalMaxPool2d(2, output_ratio=1.5)
+    with pytest.raises(ValueError, match="pool height 3 too large"):
+        F.fractional_max_pool2d(fg.randn(1, 1, 4, 4), 3, output_size=3)
+    with pytest.raises(ValueError, match="_random_samples"):
+        F.fractional_max_pool2d(fg.randn(1, 2, 6, 6), 2, output_size=3, _random_samples=fg.rand(1, 3, 2))
+    with pytest.raises(ValueError, match="3-D"):
+        F.fractional_max_pool2d(fg.randn(6, 6), 2, output_size=3)

@@ -10,6 +10,7 @@ from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
 from .functional_extra import gumbel_softmax, pdist, upsample, upsample_bilinear, upsample_nearest
+from .fractional_pool import fractional_max_pool2d
 from .functional_misc import bilinear, embedding, pairwise_distance, triplet_margin_with_distance_loss
 from .functional_pool import *  # noqa: F401,F403  (1-d, indexed and power-average pools; channel dropout)
 from .functional_pool import __all__ as _pool_names
@@ -22,7 +23,7 @@ __all__ = [
     "nll_loss", "kl_div", "one_hot",
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
     "bilinear", "embedding", "pairwise_distance", "triplet_margin_with_distance_loss",
-    "upsample", "upsample_nearest", "upsample_bilinear", "gumbel_softmax", "pdist",
+    "upsample", "upsample_nearest", "upsample_bilinear", "gumbel_softmax", "pdist", "fractional_max_pool2d",
 ] + _pool_names
 
 

@@ -35,11 +35,13 @@ class _Uninitialized:
     _is_uninitialized = True  # Module.load_state_dict materialises such a tensor at the loaded shape
 
     def materialize(self, shape, device=None, dtype=None) -> None:
-        """Give this placeholder uninitialised storage of ``shape`` (on ``device``, default the default device;
-        ``dtype`` default float32) and turn it into a ``cls_to_become`` (the same object)."""
+        """Give this placeholder uninitialised storage of ``shape`` (on ``device``, default the device the
+        placeholder was built on or moved to with Module.to; ``dtype`` default its own, float32 unless Module.double
+        made it float64) and turn it into a ``cls_to_become`` (the same object)."""
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
-        dt = np.dtype(np.float32 if dtype is None else getattr(dtype, "dtype", dtype))
-        self._data = devices.empty(shape, dtype=dt, device_name=None if device is None else str(device))
+        dt = np.dtype(self._data.dtype if dtype is None else getattr(dtype, "dtype", dtype))
+        dev = devices.device_of(self._data) if device is None else str(device)
+        self._data = devices.empty(shape, dtype=dt, device_name=dev)
         self.__class__ = self.cls_to_become
 
     @property
@@ -58,7 +60,7 @@ class UninitializedParameter(_Uninitialized, Parameter):
     cls_to_become = Parameter
 
     def __init__(self, requires_grad: bool = True, device=None, dtype=None):
-        super().__init__(np.empty((0,), np.float32), requires_grad=requires_grad)
+        super().__init__(devices.empty((0,)), requires_grad=requires_grad)  # on the default device
 
 
 class UninitializedBuffer(_Uninitialized, Tensor):
@@ -67,7 +69,7 @@ class UninitializedBuffer(_Uninitialized, Tensor):
     __slots__ = ()
 
     def __init__(self, requires_grad: bool = False, device=None, dtype=None):
-        super().__init__(np.empty((0,), np.float32), requires_grad=requires_grad)
+        super().__init__(devices.empty((0,)), requires_grad=requires_grad)  # on the default device
 
 
 def _uninitialized(t) -> bool:

@@ -350,7 +350,7 @@ class Module:
             moving.append(t)
         if target == "meta":
             for t in moving:  # nothing changes unless every tensor can move
-                t._data = MetaArray(t.shape, t.dtype)
+                t._data = MetaArray(t._data.shape, t.dtype)  # (_data: a lazy module's placeholder has no shape)
                 t.grad = None
         else:
             # copy everything first: a failing copy leaves every tensor where it was

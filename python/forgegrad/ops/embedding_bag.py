@@ -235,8 +235,46 @@ def _scatter_rows(gp, rows, n, dtype):
     return gw
 
 
+def _double_backward_rule(ctx, args, kwargs, g):
+    """The backward with Tensor ops (so that it records a graph): gradients of weight and per_sample_weights."""
+    from ..tensor import Tensor
+    from ._double_backward import _arg, _const, _scatter
+    weight, input, offsets, psw = (_arg(args, kwargs, i, k) for i, k in
+                                   enumerate(("weight", "input", "offsets", "per_sample_weights")))
+    mode = _arg(args, kwargs, 4, "mode", "mean")
+    sgbf = bool(_arg(args, kwargs, 7, "scale_grad_by_freq", False))
+
+    def raw(t):
+        return None if t is None else (t._data if isinstance(t, Tensor) else np.asarray(t))
+
+    keep, rows, segk, counts, bags, idx = _plan(raw(weight), raw(input), raw(offsets), raw(psw), mode,
+                                                _arg(args, kwargs, 5, "include_last_offset", False),
+                                                _arg(args, kwargs, 6, "padding_idx"), sgbf)
+    n, d = weight.shape
+    if mode == "max":
+        _, arg = _forward_values(raw(weight), keep, rows, segk, counts, bags, "max", None)
+        b, c = np.nonzero(arg >= 0)
+        return _scatter(g[(b, c)], (rows[arg[b, c]], c), (n, d)), None, None, None
+    gp = g.index_select(0, Tensor(segk))
+    scale = np.ones(rows.size)
+    if mode == "mean":
+        scale = scale / counts[segk]
+    if sgbf:
+        scale = scale / np.bincount(idx, minlength=n)[rows]
+    gp = gp * _const(scale[:, None], g)
+    gpsw = None
+    if psw is not None:
+        kept = psw.reshape(-1) if keep is None else psw.reshape(-1).index_select(0, Tensor(keep))
+        if isinstance(psw, Tensor) and psw.requires_grad:
+            dots = (gp * weight.index_select(0, Tensor(rows))).sum(1)
+            gpsw = _scatter(dots, (np.arange(idx.size) if keep is None else keep,), (idx.size,)).reshape(psw.shape)
+        gp = gp * kept.unsqueeze(1)
+    return _scatter(gp, (rows,), (n, d)), None, None, gpsw
+
+
 @register_op("embedding_bag", meta=_meta, flops=_flops, samples=S.samples, torch=S.torch_reference,
-             bad_inputs=S.bad_inputs, onnx=S.onnx_mapping, tol=(2e-5, 1e-5))
+             bad_inputs=S.bad_inputs, onnx=S.onnx_mapping, tol=(2e-5, 1e-5),
+             differentiable_backward=_double_backward_rule)
 class EmbeddingBagFunction(Function):
     """embedding_bag(weight, input, offsets=None, per_sample_weights=None, mode="mean", include_last_offset=False,
     padding_idx=None, scale_grad_by_freq=False) -> (bags, embedding_dim); see the module docstring."""
