@@ -31,6 +31,9 @@ ALLOWED = (TypeError, ValueError, IndexError, MemoryError, RuntimeError, NotImpl
 
 # bindings whose contract is to return None for inputs they leave to the general path
 DECLINE_WITH_NONE = {"c:gemm.bmm_plain"}
+# answers that follow the machine's load by design (threads_for backs off to 1 thread on a busy machine):
+# two calls a moment apart may differ, so only "returns or raises cleanly" is checked
+LOAD_DEPENDENT = {"c:runtime._threads_for"}
 
 
 class Failure(Exception):
@@ -335,6 +338,8 @@ def run_function(case, rng, fn, bases):
     if ref_error is not None:
         raise Failure("mismatch", f"the mutated call returned but the plain call raises "
                                   f"{type(ref_error).__name__}: {ref_error}")
+    if case["target"] in LOAD_DEPENDENT:
+        return "unverified", "the answer follows the machine's load"
     if result is None and case["target"] in DECLINE_WITH_NONE:
         return "error", "declined (None)"
     _close(result, ref_result, 1e-4, 1e-5, "result")
