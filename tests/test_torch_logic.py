@@ -489,3 +489,15 @@ def test_comparisons_with_wrapped_numbers_export(dtype, tmp_path):
     t = torch.from_numpy(a.numpy().copy())
     want = torch.stack([t > -1, t == 300, t < 0.5, torch.ne(t, 44)])
     np.testing.assert_array_equal(got, want.numpy())
+
+
+@pytest.mark.parametrize("dtype", (np.int8, np.uint8, np.int16, np.int32, np.int64))
+def test_gcd_lcm_at_the_dtype_limits(dtype):
+    info = np.iinfo(dtype)
+    vals = [info.max, 0, 1, 3, 6, 12, info.max // 3, info.max - 1] + ([-1, info.min // 2] if info.min else [2, 5])
+    if np.dtype(dtype).itemsize < 4:
+        vals.append(info.min)  # |MIN| wraps to MIN: torch's gcd(-128, 127) is -1 (torch traps on MIN / -1 from int32)
+    v = np.array(vals, dtype)
+    a, b = np.repeat(v, len(v)), np.tile(v, len(v))
+    for name in ("gcd", "lcm"):
+        _same(*_both(name, a, b), f"{name} {np.dtype(dtype)}")
