@@ -110,7 +110,7 @@ def test_all_any_dims_match_torch(name, dtype):
     a = _arr((3, 4, 5), dtype)
     if np.dtype(dtype).kind != "b":
         a[0] = 1  # an all-true slice, so all() has a True somewhere
-    for kw in ({}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)}, {"dim": (0, -1), "keepdim": True},
+    for kw in ({}, {"dim": None, "keepdim": True}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)}, {"dim": (0, -1), "keepdim": True},
                {"dim": ()}, {"dim": [1, 2]}):
         targs = dict(kw)
         if isinstance(kw.get("dim"), list):
@@ -501,3 +501,18 @@ def test_gcd_lcm_at_the_dtype_limits(dtype):
     a, b = np.repeat(v, len(v)), np.tile(v, len(v))
     for name in ("gcd", "lcm"):
         _same(*_both(name, a, b), f"{name} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+def test_histc_and_histogram_bin_elements_next_to_the_edges_as_torch(dtype):
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        bins, lo = int(rng.integers(1, 60)), float(rng.uniform(-3, 0))
+        hi = lo + float(rng.uniform(0.1, 5))
+        edges = np.linspace(lo, hi, bins + 1).astype(dtype)
+        x = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)), np.nextafter(edges, dtype(-np.inf)),
+                            rng.uniform(lo - 1, hi + 1, 50).astype(dtype)])
+        _same(*_both("histc", x, bins=bins, min=lo, max=hi), f"histc seed {seed}")
+        got, want = _both("histogram", x, bins, range=(lo, hi))
+        _same(got.hist, want.hist, f"histogram seed {seed}")
+        _same(got.bin_edges, want.bin_edges, f"histogram edges seed {seed}")
