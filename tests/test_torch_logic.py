@@ -110,7 +110,8 @@ def test_all_any_dims_match_torch(name, dtype):
     a = _arr((3, 4, 5), dtype)
     if np.dtype(dtype).kind != "b":
         a[0] = 1  # an all-true slice, so all() has a True somewhere
-    for kw in ({}, {"dim": None, "keepdim": True}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)}, {"dim": (0, -1), "keepdim": True},
+    for kw in ({}, {"dim": None, "keepdim": True}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)},
+               {"dim": (0, -1), "keepdim": True},
                {"dim": ()}, {"dim": [1, 2]}):
         targs = dict(kw)
         if isinstance(kw.get("dim"), list):
