@@ -517,3 +517,13 @@ def test_histc_and_histogram_bin_elements_next_to_the_edges_as_torch(dtype):
         got, want = _both("histogram", x, bins, range=(lo, hi))
         _same(got.hist, want.hist, f"histogram seed {seed}")
         _same(got.bin_edges, want.bin_edges, f"histogram edges seed {seed}")
+
+
+def test_numpy_all_any_of_a_tensor_call_its_methods():
+    # np.all(t) calls t.all(axis=None, out=None): torch takes numpy's axis / keepdims aliases, and so do these
+    x = fg.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert bool(np.all(x >= 0)) and not bool(np.all(x > 0)) and bool(np.any(x > 2))
+    _same(np.all(x > 0, axis=1), torch.from_numpy(np.array([False, True])), "np.all axis")
+    _same(x.any(axis=0, keepdims=True), torch.tensor([[True, True]]), "axis keepdims")
+    with pytest.raises(TypeError, match="not both"):
+        x.all(0, axis=1)
