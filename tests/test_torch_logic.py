@@ -110,7 +110,8 @@ def test_all_any_dims_match_torch(name, dtype):
     a = _arr((3, 4, 5), dtype)
     if np.dtype(dtype).kind != "b":
         a[0] = 1  # an all-true slice, so all() has a True somewhere
-    for kw in ({}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)}, {"dim": (0, -1), "keepdim": True},
+    for kw in ({}, {"dim": None, "keepdim": True}, {"dim": 1}, {"dim": -1, "keepdim": True}, {"dim": (0, 2)},
+               {"dim": (0, -1), "keepdim": True},
                {"dim": ()}, {"dim": [1, 2]}):
         targs = dict(kw)
         if isinstance(kw.get("dim"), list):
@@ -489,3 +490,40 @@ def test_comparisons_with_wrapped_numbers_export(dtype, tmp_path):
     t = torch.from_numpy(a.numpy().copy())
     want = torch.stack([t > -1, t == 300, t < 0.5, torch.ne(t, 44)])
     np.testing.assert_array_equal(got, want.numpy())
+
+
+@pytest.mark.parametrize("dtype", (np.int8, np.uint8, np.int16, np.int32, np.int64))
+def test_gcd_lcm_at_the_dtype_limits(dtype):
+    info = np.iinfo(dtype)
+    vals = [info.max, 0, 1, 3, 6, 12, info.max // 3, info.max - 1] + ([-1, info.min // 2] if info.min else [2, 5])
+    if np.dtype(dtype).itemsize < 4:
+        vals.append(info.min)  # |MIN| wraps to MIN: torch's gcd(-128, 127) is -1 (torch traps on MIN / -1 from int32)
+    v = np.array(vals, dtype)
+    a, b = np.repeat(v, len(v)), np.tile(v, len(v))
+    for name in ("gcd", "lcm"):
+        _same(*_both(name, a, b), f"{name} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+def test_histc_and_histogram_bin_elements_next_to_the_edges_as_torch(dtype):
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        bins, lo = int(rng.integers(1, 60)), float(rng.uniform(-3, 0))
+        hi = lo + float(rng.uniform(0.1, 5))
+        edges = np.linspace(lo, hi, bins + 1).astype(dtype)
+        x = np.concatenate([edges, np.nextafter(edges, dtype(np.inf)), np.nextafter(edges, dtype(-np.inf)),
+                            rng.uniform(lo - 1, hi + 1, 50).astype(dtype)])
+        _same(*_both("histc", x, bins=bins, min=lo, max=hi), f"histc seed {seed}")
+        got, want = _both("histogram", x, bins, range=(lo, hi))
+        _same(got.hist, want.hist, f"histogram seed {seed}")
+        _same(got.bin_edges, want.bin_edges, f"histogram edges seed {seed}")
+
+
+def test_numpy_all_any_of_a_tensor_call_its_methods():
+    # np.all(t) calls t.all(axis=None, out=None): torch takes numpy's axis / keepdims aliases, and so do these
+    x = fg.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert bool(np.all(x >= 0)) and not bool(np.all(x > 0)) and bool(np.any(x > 2))
+    _same(np.all(x > 0, axis=1), torch.from_numpy(np.array([False, True])), "np.all axis")
+    _same(x.any(axis=0, keepdims=True), torch.tensor([[True, True]]), "axis keepdims")
+    with pytest.raises(TypeError, match="not both"):
+        x.all(0, axis=1)

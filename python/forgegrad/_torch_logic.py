@@ -42,14 +42,27 @@ FUNCTIONS = {n: _comparison(n, op) for n, op in _COMPARISONS.items()}
 
 
 # ---- boolean reductions, logical and bitwise ops -------------------------------------------------------------
-def all(input, dim=None, keepdim=False):  # noqa: A001  (torch.all)
+def _numpy_aliases(who, dim, keepdim, axis, keepdims, out):
+    """torch's numpy aliases ``axis`` / ``keepdims``: ``np.all(t)`` calls ``t.all(axis=None, out=None)``."""
+    if out is not None:
+        raise TypeError(f"{who}(): out= is not supported")
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{who}(): pass dim or its alias axis, not both")
+        dim = axis
+    return dim, (keepdim if keepdims is None else keepdims)
+
+
+def all(input, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):  # noqa: A001  (torch.all)
     """torch.all: whether every element (over ``dim``: None, an int or a tuple) is non-zero; bool (uint8 for a uint8
     input, as torch's); NaN counts as true."""
+    dim, keepdim = _numpy_aliases("all", dim, keepdim, axis, keepdims, out)
     return _OPS["all"](_t(input, "input", "all"), dim, keepdim)
 
 
-def any(input, dim=None, keepdim=False):  # noqa: A001  (torch.any)
+def any(input, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):  # noqa: A001  (torch.any)
     """torch.any: whether some element (over ``dim``) is non-zero; see all."""
+    dim, keepdim = _numpy_aliases("any", dim, keepdim, axis, keepdims, out)
     return _OPS["any"](_t(input, "input", "any"), dim, keepdim)
 
 

@@ -64,12 +64,19 @@ def _outer_edges(x, lo, hi, widen, who):
     return lo, hi
 
 
-def _count(x, edges, weight):
-    """torch's binning of ``x`` into the bins between consecutive ``edges``."""
+def _count(x, edges, weight, linear=False):
+    """torch's binning of ``x`` into the bins between consecutive ``edges``: by the edges (histogram), or, for histc
+    (``linear``), by torch's division ``(x - lo) * bins / (hi - lo)`` in the input's dtype, which near an edge may
+    pick the neighbouring bin, as torch's histc does."""
     flat = x.reshape(-1)
     keep = (flat >= edges[0]) & (flat <= edges[-1])  # NaN is neither
-    pos = np.searchsorted(edges, flat[keep], side="right") - 1
-    pos = np.minimum(pos, len(edges) - 2)  # the last bin includes its right edge
+    n = len(edges) - 1
+    if linear:
+        with np.errstate(all="ignore"):
+            pos = ((flat[keep] - edges[0]) * x.dtype.type(n) / (edges[-1] - edges[0])).astype(np.int64)
+    else:
+        pos = np.searchsorted(edges, flat[keep], side="right") - 1
+    pos = np.minimum(pos, n - 1)  # the last bin includes its right edge
     w = None if weight is None else weight.reshape(-1)[keep]
     return np.bincount(pos, weights=w, minlength=len(edges) - 1).astype(x.dtype)
 
@@ -99,7 +106,7 @@ class HistcFunction(_NoDerivative):
         x = _float_input(input, "histc")
         n = _bins_count(bins, "histc")
         lo, hi = _outer_edges(x, float(min), float(max), 1, "histc")
-        return _count(x, _linspace(lo, hi, n + 1, x.dtype), None)
+        return _count(x, _linspace(lo, hi, n + 1, x.dtype), None, linear=True)
 
 
 HistcFunction.op.float64 = HistcFunction

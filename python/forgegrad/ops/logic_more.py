@@ -28,6 +28,31 @@ class _NoDerivative(Function):
 
 
 # ---- gcd / lcm ---------------------------------------------------------------------------------------------
+def _gcd(a, b):
+    """torch's Euclid loop on |a|, |b| with C's truncating remainder: the same values as torch's kernel, also where
+    |MIN| wraps to MIN (torch's gcd(int8 -128, 127) is -1)."""
+    a, b = np.abs(a), np.abs(b)
+    a, b = (np.array(x, copy=True) for x in np.broadcast_arrays(a, b))
+    live = a != 0
+    while live.any():
+        c = a[live]
+        a[live] = np.fmod(b[live], c)  # fmod: C's remainder (sign of the dividend); numpy handles MIN % -1
+        b[live] = c
+        live = a != 0
+    return b
+
+
+def _lcm(a, b):
+    """torch's |a / gcd * b|, in C's arithmetic: int8/int16/uint8 widen to int (32 bits) and wrap back on the store;
+    int32/int64 wrap in their width (where torch's int64 division MIN / -1 traps, this gives MIN)."""
+    g = _gcd(a, b)
+    wide = np.int32 if a.dtype.itemsize < 4 else a.dtype
+    a_w, b_w, g_w = (x.astype(wide) for x in (a, b, g))
+    with np.errstate(all="ignore"):
+        out = np.abs((a_w // np.where(g_w == 0, 1, g_w)) * b_w)
+    return np.where(g == 0, 0, out).astype(a.dtype)
+
+
 def _int_binary(name, fn):
     def forward(ctx, input, other):
         a, b = operand(input, name, "input"), operand(other, name, "other")
@@ -60,8 +85,8 @@ def _int_binary(name, fn):
     return cls
 
 
-GcdFunction = _int_binary("gcd", np.gcd)
-LcmFunction = _int_binary("lcm", np.lcm)
+GcdFunction = _int_binary("gcd", _gcd)
+LcmFunction = _int_binary("lcm", _lcm)
 
 
 # ---- isin ----------------------------------------------------------------------------------------------------
