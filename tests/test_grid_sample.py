@@ -155,9 +155,9 @@ def test_identity_affine_grid_has_torch_bits():
     for n in range(1, 70):
         for ac in (False, True):
             theta = np.array([[[1, 0, 0], [0, 1, 0]]], np.float32)
-            got = F.affine_grid(fg.tensor(theta), (1, 1, n, n + 3), align_corners=ac).numpy()
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # n = 1 with align_corners: torch's warning, on both sides
                 warnings.simplefilter("ignore")
+                got = F.affine_grid(fg.tensor(theta), (1, 1, n, n + 3), align_corners=ac).numpy()
                 want = TF.affine_grid(torch.from_numpy(theta), (1, 1, n, n + 3), align_corners=ac).numpy()
             assert got.tobytes() == want.tobytes(), (n, ac)
 
@@ -233,6 +233,43 @@ def test_grid_sample_5d_exports_at_opset_20(tmp_path):
     assert report.ok, str(report)
     with pytest.raises(Exception, match="opset 20"):
         fg.onnx.export(Warp(), (x, g), str(tmp_path / "warp5_17.onnx"), opset=17, dynamic_axes={})
+
+
+def test_affine_warp_with_dynamic_image_sizes_exports_at_opset_20(tmp_path):
+    """Image sizes that follow the input's shape: AffineGrid at opset 20; refused below (MatMul needs them)."""
+    pytest.importorskip("onnxruntime")
+
+    class Warp(fg.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = fg.nn.Parameter(fg.tensor(np.array([[[0.9, 0.1, 0.05], [-0.1, 1.05, 0.0]]], np.float32)))
+
+        def forward(self, x):
+            grid = F.affine_grid(self.theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+            return F.grid_sample(x, grid, align_corners=False)
+
+    x = fg.tensor(np.random.default_rng(11).standard_normal((2, 3, 9, 11)).astype(np.float32))
+    dyn = {"x": {0: "batch", 2: "h", 3: "w"}}
+    report = fg.onnx.export(Warp(), (x,), str(tmp_path / "warp20.onnx"), opset=20, dynamic_axes=dyn, rtol=1e-4,
+                            atol=1e-5)
+    assert report.ok, str(report)
+    with pytest.raises(Exception, match="opset 20"):
+        fg.onnx.export(Warp(), (x,), str(tmp_path / "warp17.onnx"), opset=17, dynamic_axes=dyn)
+
+
+@pytest.mark.parametrize("x_shape,grid_shape", [((0, 2, 3, 4), (0, 2, 2, 2)), ((1, 0, 3, 4), (1, 2, 2, 2)),
+                                                ((1, 2, 3, 4), (1, 0, 2, 2)), ((1, 2, 3, 4, 2), (1, 0, 2, 2, 3))])
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_shapes_as_torch(x_shape, grid_shape, mode):
+    if len(x_shape) == 5 and mode == "bicubic":
+        return
+    x = np.ones(x_shape, np.float32)
+    g = np.zeros(grid_shape, np.float32)
+    cot = np.ones(x_shape[:2] + grid_shape[1:-1], np.float32)
+    got, want = _both(x, g, cot, mode=mode, align_corners=False)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
 
 
 # ---- errors and constants ---------------------------------------------------------------------------------------

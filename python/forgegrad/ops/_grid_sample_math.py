@@ -141,11 +141,15 @@ def _gather(xf, off):
 
 
 class _Scatter:
-    """Sums contributions into (N, C, S) in a fixed order (np.bincount over flat positions)."""
+    """Sums contributions into (N, C, S) in a fixed order (np.bincount over flat positions, in float64), flushing
+    its pending contributions into the total every ~2**24 of them."""
+
+    _FLUSH = 2 ** 24
 
     def __init__(self, N, C, S):
         self.N, self.C, self.S = N, C, S
-        self.keys, self.vals = [], []
+        self.keys, self.vals, self.pending = [], [], 0
+        self.total = None
 
     def add(self, mask, off, contrib):
         """contrib (N, C, P) added at off (N, P) where mask (N, P)."""
@@ -154,43 +158,72 @@ class _Scatter:
         keys = base + off[:, None, :]
         m = np.broadcast_to(mask[:, None, :], keys.shape)
         self.keys.append(keys[m])
-        self.vals.append(np.asarray(contrib)[m])
+        self.vals.append(np.asarray(contrib, np.float64)[m])
+        self.pending += self.keys[-1].size
+        if self.pending >= self._FLUSH:
+            self._flush()
+
+    def _flush(self):
+        if self.keys:
+            part = np.bincount(np.concatenate(self.keys), np.concatenate(self.vals),
+                               minlength=self.N * self.C * self.S)
+            self.total = part if self.total is None else self.total + part
+        self.keys, self.vals, self.pending = [], [], 0
 
     def result(self, dt):
-        total = self.N * self.C * self.S
-        if not self.keys:
+        self._flush()
+        if self.total is None:
             return np.zeros((self.N, self.C, self.S), dt)
-        keys, vals = np.concatenate(self.keys), np.concatenate(self.vals).astype(np.float64)
-        return np.bincount(keys, vals, minlength=total).astype(dt).reshape(self.N, self.C, self.S)
+        return self.total.astype(dt).reshape(self.N, self.C, self.S)
 
 
 # ---- the sampler ----------------------------------------------------------------------------------------------------
-def _setup(x, grid, padding, ac, grad, mode):
+_CHUNK = 2 ** 22  # values (N * C * points) per pass: the temporaries stay near a hundred MB at any grid size
+
+
+def _chunks(N, C, P):
+    step = max(1, _CHUNK // max(1, N * C))
+    return [slice(a, min(P, a + step)) for a in range(0, P, step)]
+
+
+def _setup(x, g, padding, ac, grad, mode):
+    """g: (N, points, d), part of the grid."""
     N, C = x.shape[:2]
     spatial = tuple(x.shape[2:])
     d = len(spatial)
     dt = x.dtype.type
-    g = grid.reshape(N, -1, d)
     vectorized = d == 2
     coords = [source(g[..., k], spatial[d - 1 - k], padding, ac, dt, grad, vectorized, pad=mode != "bicubic")
               for k in range(d)]
     # ordered like spatial (z, y, x)
-    return N, C, spatial, d, dt, coords[::-1], x.reshape(N, C, -1)
+    return N, C, spatial, d, dt, coords[::-1], x.reshape(N, C, int(np.prod(spatial)))
+
+
+def _flat(x, grid):
+    N, d = x.shape[0], x.ndim - 2
+    P = int(np.prod(grid.shape[1:-1]))
+    return grid.reshape(N, P, d), P
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN / infinite points give torch's NaNs, without warnings
 def forward(x, grid, mode, padding, ac):
-    out_spatial = grid.shape[1:-1]
-    N, C, spatial, d, dt, coords, xf = _setup(x, grid, padding, ac, False, mode)
+    N, C = x.shape[:2]
+    gflat, P = _flat(x, grid)
+    y = np.empty((N, C, P), x.dtype)
+    for sl in _chunks(N, C, P):
+        y[:, :, sl] = _forward_part(x, gflat[:, sl], mode, padding, ac)
+    return y.reshape((N, C) + tuple(grid.shape[1:-1]))
+
+
+def _forward_part(x, g, mode, padding, ac):
+    N, C, spatial, d, dt, coords, xf = _setup(x, g, padding, ac, False, mode)
     if mode == "nearest":
         r = [np.rint(c) for c, _ in coords]
         mask, off = _corner(r, spatial)
-        y = np.where(mask[:, None, :], _gather(xf, off), dt(0))
-    elif mode == "bilinear":
-        y = _linear_forward(xf, coords, spatial, d, dt)
-    else:
-        y = _cubic(xf, coords, spatial, padding, ac, dt)[0]
-    return np.ascontiguousarray(y.astype(dt, copy=False)).reshape((N, C) + tuple(out_spatial))
+        return np.where(mask[:, None, :], _gather(xf, off), dt(0))
+    if mode == "bilinear":
+        return _linear_forward(xf, coords, spatial, d, dt)
+    return _cubic(xf, coords, spatial, padding, ac, dt)[0]
 
 
 def _linear_parts(coords, d, dt):
@@ -268,8 +301,9 @@ def _cubic_taps(coords, spatial, padding, ac, dt):
     return out
 
 
-def _cubic(xf, coords, spatial, padding, ac, dt, g=None):
-    """Bicubic forward (g None: (output,)) or backward (g (N, C, P): (grad input (N, C, S), grad x, grad y))."""
+def _cubic(xf, coords, spatial, padding, ac, dt, g=None, scatter=None):
+    """Bicubic forward (g None: (output,)) or backward (g (N, C, P): (grad x, grad y), the input's gradient added
+    to ``scatter`` unless None)."""
     (ty, tys), (tx, txs) = _cubic_taps(coords, spatial, padding, ac, dt)
     cx, cy = _cubic_coeffs(tx, dt), _cubic_coeffs(ty, dt)
     taps = {}
@@ -290,56 +324,60 @@ def _cubic(xf, coords, spatial, padding, ac, dt, g=None):
             term = cy[j][:, None, :] * rows[j]
             y = term if y is None else y + term
         return (y,)
-    N, C, S = xf.shape
     gcx, gcy = _cubic_coeffs_grad(tx, dt), _cubic_coeffs_grad(ty, dt)
-    scatter = _Scatter(N, C, S)
     gx = np.zeros(g.shape, dt)
     gy = np.zeros(g.shape, dt)
     for i in range(4):
         for j in range(4):
             mask, off, v = taps[i, j]
-            scatter.add(mask, off, g * cx[i][:, None, :] * cy[j][:, None, :])
+            if scatter is not None:
+                scatter.add(mask, off, g * cx[i][:, None, :] * cy[j][:, None, :])
             gx = gx - v * g * gcx[i][:, None, :] * cy[j][:, None, :]
             gy = gy - v * g * gcy[j][:, None, :] * cx[i][:, None, :]
-    return scatter.result(dt), gx.sum(axis=1), gy.sum(axis=1)
+    return gx.sum(axis=1), gy.sum(axis=1)
 
 
 @np.errstate(invalid="ignore", over="ignore")
 def backward(x, grid, g, mode, padding, ac, need_input=True, need_grid=True):
     """(grad input or None, grad grid or None) for the output gradient g."""
-    N, C, spatial, d, dt, coords, xf = _setup(x, grid, padding, ac, True, mode)
-    S = xf.shape[2]
-    gf = g.reshape(N, C, -1).astype(dt, copy=False)
-    ggrid = np.zeros(grid.shape, dt) if need_grid else None
-    gin = None
+    N, C = x.shape[:2]
+    d = x.ndim - 2
+    gflat, P = _flat(x, grid)
+    go = g.reshape(N, C, P).astype(x.dtype, copy=False)
+    ggrid = np.zeros((N, P, d), x.dtype) if need_grid else None
+    sc = _Scatter(N, C, int(np.prod(x.shape[2:]))) if need_input else None
+    for sl in _chunks(N, C, P):
+        part = _backward_part(x, gflat[:, sl], go[:, :, sl], mode, padding, ac, sc, need_grid)
+        if need_grid:
+            ggrid[:, sl] = part
+    gin = sc.result(x.dtype.type).reshape(x.shape) if sc is not None else None
+    return gin, (ggrid.reshape(grid.shape) if need_grid else None)
+
+
+def _backward_part(x, g, gf, mode, padding, ac, sc, need_grid):
+    """The grid gradient of points g (N, points, d) (None unless need_grid); their input gradient into sc."""
+    N, C, spatial, d, dt, coords, xf = _setup(x, g, padding, ac, True, mode)
     if mode == "nearest":
-        if need_input:
+        if sc is not None:
             mask, off = _corner([np.rint(c) for c, _ in coords], spatial)
-            sc = _Scatter(N, C, S)
             sc.add(mask, off, gf)
-            gin = sc.result(dt)
-    elif mode == "bicubic":
-        gin, gx, gy = _cubic(xf, coords, spatial, padding, ac, dt, gf)
+        return np.zeros(g.shape, dt) if need_grid else None
+    out = np.zeros(g.shape, dt) if need_grid else None
+    if mode == "bicubic":
+        gx, gy = _cubic(xf, coords, spatial, padding, ac, dt, gf, sc)
         if need_grid:
-            sx = dt(spatial[1] - 1) / dt(2) if ac else dt(spatial[1]) / dt(2)
-            sy = dt(spatial[0] - 1) / dt(2) if ac else dt(spatial[0]) / dt(2)
-            ggrid.reshape(N, -1, 2)[..., 0] = gx * sx
-            ggrid.reshape(N, -1, 2)[..., 1] = gy * sy
-    else:
-        gin, gc = _linear_backward(xf, coords, spatial, d, dt, gf, need_input)
-        if need_grid:
-            flat = ggrid.reshape(N, -1, d)
-            for a in range(d):  # grid's last axis is (x, y, z): spatial axis a is grid component d - 1 - a
-                flat[..., d - 1 - a] = gc[a] * coords[a][1]
-    if gin is not None:
-        gin = gin.reshape(x.shape)
-    return gin, ggrid
+            out[..., 0] = gx * (dt(spatial[1] - 1) / dt(2) if ac else dt(spatial[1]) / dt(2))
+            out[..., 1] = gy * (dt(spatial[0] - 1) / dt(2) if ac else dt(spatial[0]) / dt(2))
+        return out
+    gc = _linear_backward(xf, coords, spatial, d, dt, gf, sc)
+    if need_grid:
+        for a in range(d):  # grid's last axis is (x, y, z): spatial axis a is grid component d - 1 - a
+            out[..., d - 1 - a] = gc[a] * coords[a][1]
+    return out
 
 
-def _linear_backward(xf, coords, spatial, d, dt, gf, need_input):
-    N, C, S = xf.shape
+def _linear_backward(xf, coords, spatial, d, dt, gf, sc):
     lo, lo_w, hi_w = _linear_parts(coords, d, dt)
-    sc = _Scatter(N, C, S) if need_input else None
     gsum = [None] * d
     vals = {}
     for bits in _corners(d):
@@ -361,4 +399,4 @@ def _linear_backward(xf, coords, spatial, d, dt, gf, need_input):
                 term = vals[bits] * other * gf
                 acc = acc + term if bits[a] else acc - term
             gsum[a] = acc.sum(axis=1)
-    return (sc.result(dt) if sc is not None else None), gsum
+    return gsum
