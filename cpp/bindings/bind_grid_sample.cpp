@@ -40,6 +40,8 @@ int64_t check_pair(const ArrayArg& X, const ArrayArg& G) {
                           ", got " + fg::bind::shape_str(G.shape));
   if (X.shape[2] < 1 || X.shape[3] < 1)
     throw py::value_error("x must have non-empty spatial dimensions, got " + fg::bind::shape_str(X.shape));
+  if (X.shape[2] * X.shape[3] >= (int64_t(1) << 31))  // the kernel's offsets within a plane are int32
+    throw py::value_error("x's planes must have fewer than 2**31 elements, got shape " + fg::bind::shape_str(X.shape));
   return G.shape[1] * G.shape[2];
 }
 

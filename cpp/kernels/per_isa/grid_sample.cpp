@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "forgegrad/parallel.h"
@@ -82,66 +83,104 @@ float source(float g, const Axis& a, bool grad, float* mult) {
 
 bool inside(float i, int64_t n) { return i >= 0.0f && i < static_cast<float>(n); }
 
-struct Point {
-  int64_t off[4];
-  float wt[4];     // nw, ne, sw, se (nearest: wt unused)
-  float n, s, w, e;
-  float mx, my;
-  unsigned mask;   // bit k: corner k inside
+// Points are made kBlock at a time into a per-thread Block and used for every channel.
+constexpr int64_t kBlock = 256;
+// Channels per input-gradient task: each task owns these planes of one batch entry (so its sums have one order)
+// and remakes the points of its batch entry once.
+constexpr int64_t kPlanes = 8;
+
+// A block of points, one array per field so that the channel loops vectorize (gathers and selects): corner k
+// (nw, ne, sw, se; nearest: k = 0 only) of point i reads plane[off[k][i]], kept where in[k][i] (an outside corner
+// reads element 0, which exists, and takes 0 instead). Offsets are int32 (the binding refuses planes of 2**31
+// elements or more), which the gathers take.
+struct Block {
+  int32_t off[4][kBlock];
+  int32_t in[4][kBlock];
+  float wt[4][kBlock];
+  float n[kBlock], s[kBlock], w[kBlock], e[kBlock];
+  float mx[kBlock], my[kBlock];
 };
 
-// The Points of grid entries [q0, q0 + len) (flat over N * P) into pts.
+// The points of grid entries [q0, q0 + len) (flat over N * P) into blk.
 void make_points(const float* grid, int64_t q0, int64_t len, int64_t H, int64_t W, bool nearest, int pad, bool ac,
-                 bool grad, Point* pts) {
+                 bool grad, Block& blk) {
   const Axis ax = make_axis(W, ac, pad), ay = make_axis(H, ac, pad);
   for (int64_t i = 0; i < len; ++i) {
     const int64_t q = q0 + i;
-    Point& pt = pts[i];
     float mx, my;
     const float x = source(grid[2 * q], ax, grad, &mx);
     const float y = source(grid[2 * q + 1], ay, grad, &my);
-    pt.mx = mx;
-    pt.my = my;
-    pt.mask = 0;
+    blk.mx[i] = mx;
+    blk.my[i] = my;
     if (nearest) {
       const float xr = std::nearbyint(x), yr = std::nearbyint(y);
-      pt.off[0] = 0;
-      if (inside(xr, W) && inside(yr, H)) {
-        pt.mask = 1;
-        pt.off[0] = static_cast<int64_t>(yr) * W + static_cast<int64_t>(xr);
-      }
+      const bool ok = inside(xr, W) && inside(yr, H);
+      blk.in[0][i] = ok;
+      blk.off[0][i] = ok ? static_cast<int32_t>(static_cast<int64_t>(yr) * W + static_cast<int64_t>(xr)) : 0;
       continue;
     }
     const float x0 = std::floor(x), y0 = std::floor(y);
     const float wx = x - x0, ex = 1.0f - wx;
     const float ny = y - y0, sy = 1.0f - ny;
-    pt.n = ny;
-    pt.s = sy;
-    pt.w = wx;
-    pt.e = ex;
-    pt.wt[0] = sy * ex;
-    pt.wt[1] = sy * wx;
-    pt.wt[2] = ny * ex;
-    pt.wt[3] = ny * wx;
+    blk.n[i] = ny;
+    blk.s[i] = sy;
+    blk.w[i] = wx;
+    blk.e[i] = ex;
+    blk.wt[0][i] = sy * ex;
+    blk.wt[1][i] = sy * wx;
+    blk.wt[2][i] = ny * ex;
+    blk.wt[3][i] = ny * wx;
     const float xs[2] = {x0, x0 + 1.0f}, ys[2] = {y0, y0 + 1.0f};
     for (int k = 0; k < 4; ++k) {
       const float cx = xs[k & 1], cy = ys[k >> 1];
-      pt.off[k] = 0;
-      if (inside(cx, W) && inside(cy, H)) {
-        pt.mask |= 1u << k;
-        pt.off[k] = static_cast<int64_t>(cy) * W + static_cast<int64_t>(cx);
-      }
+      const bool ok = inside(cx, W) && inside(cy, H);
+      blk.in[k][i] = ok;
+      blk.off[k][i] = ok ? static_cast<int32_t>(static_cast<int64_t>(cy) * W + static_cast<int64_t>(cx)) : 0;
     }
   }
 }
 
-float at(const float* plane, const Point& pt, int k) { return (pt.mask >> k) & 1u ? plane[pt.off[k]] : 0.0f; }
+// out[i] = the bilinear sum of point i on plane xp (restrict: no store reaches what the loop reads, so it
+// vectorizes with gathers and selects).
+void lerp_points(const float* __restrict xp, const Block& __restrict blk, int64_t len, float* __restrict yp) {
+  const int32_t *o0 = blk.off[0], *o1 = blk.off[1], *o2 = blk.off[2], *o3 = blk.off[3];
+  const int32_t *m0 = blk.in[0], *m1 = blk.in[1], *m2 = blk.in[2], *m3 = blk.in[3];
+  const float *w0 = blk.wt[0], *w1 = blk.wt[1], *w2 = blk.wt[2], *w3 = blk.wt[3];
+  for (int64_t i = 0; i < len; ++i) {
+    float v0 = xp[o0[i]], v1 = xp[o1[i]], v2 = xp[o2[i]], v3 = xp[o3[i]];
+    v0 = m0[i] ? v0 : 0.0f;
+    v1 = m1[i] ? v1 : 0.0f;
+    v2 = m2[i] ? v2 : 0.0f;
+    v3 = m3[i] ? v3 : 0.0f;
+    yp[i] = v0 * w0[i] + v1 * w1[i] + v2 * w2[i] + v3 * w3[i];
+  }
+}
 
-// Points are made kBlock at a time (a per-thread table that stays in L1/L2) and used for every channel.
-constexpr int64_t kBlock = 256;
-// Channels per input-gradient task: each task owns these planes of one batch entry (so its sums have one order)
-// and remakes the points of its batch entry once.
-constexpr int64_t kPlanes = 8;
+void nearest_points(const float* __restrict xp, const Block& __restrict blk, int64_t len, float* __restrict yp) {
+  const int32_t *o0 = blk.off[0], *m0 = blk.in[0];
+  for (int64_t i = 0; i < len; ++i) {
+    const float v = xp[o0[i]];
+    yp[i] = m0[i] ? v : 0.0f;
+  }
+}
+
+// ax[i] += d out / d x (before the coordinate's own factor) of point i on plane xp for output gradient go, ay[i]
+// the same for y: torch's ((ne - nw) s + (se - sw) n) g and ((sw - nw) e + (se - ne) w) g.
+void grid_grad_points(const float* __restrict xp, const float* __restrict go, const Block& __restrict blk,
+                      int64_t len, float* __restrict ax, float* __restrict ay) {
+  const int32_t *o0 = blk.off[0], *o1 = blk.off[1], *o2 = blk.off[2], *o3 = blk.off[3];
+  const int32_t *m0 = blk.in[0], *m1 = blk.in[1], *m2 = blk.in[2], *m3 = blk.in[3];
+  const float *bn = blk.n, *bs = blk.s, *bw = blk.w, *be = blk.e;
+  for (int64_t i = 0; i < len; ++i) {
+    float nw = xp[o0[i]], ne = xp[o1[i]], sw = xp[o2[i]], se = xp[o3[i]];
+    nw = m0[i] ? nw : 0.0f;
+    ne = m1[i] ? ne : 0.0f;
+    sw = m2[i] ? sw : 0.0f;
+    se = m3[i] ? se : 0.0f;
+    ax[i] = ax[i] + ((ne - nw) * bs[i] + (se - sw) * bn[i]) * go[i];
+    ay[i] = ay[i] + ((sw - nw) * be[i] + (se - ne) * bw[i]) * go[i];
+  }
+}
 
 }  // namespace
 
@@ -150,22 +189,19 @@ void grid_sample2d_forward(const float* x, const float* grid, int64_t N, int64_t
   const bool nearest = mode == 1;
   const int64_t blocks = (P + kBlock - 1) / kBlock;
   parallel_for_work(N * blocks, kBlock * (24 + C * (nearest ? 1 : 8)), [&](int64_t b, int64_t e) {
-    std::vector<Point> pts(kBlock);
+    std::unique_ptr<Block> bp(new Block);
+    Block& blk = *bp;
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
       const int64_t len = P - p0 < kBlock ? P - p0 : kBlock;
-      make_points(grid, n * P + p0, len, H, W, nearest, pad, ac, false, pts.data());
+      make_points(grid, n * P + p0, len, H, W, nearest, pad, ac, false, blk);
       for (int64_t c = 0; c < C; ++c) {
         const float* xp = x + (n * C + c) * H * W;
         float* yp = y + (n * C + c) * P + p0;
         if (nearest) {
-          for (int64_t i = 0; i < len; ++i) yp[i] = at(xp, pts[i], 0);
-          continue;
-        }
-        for (int64_t i = 0; i < len; ++i) {
-          const Point& pt = pts[i];
-          yp[i] = at(xp, pt, 0) * pt.wt[0] + at(xp, pt, 1) * pt.wt[1] + at(xp, pt, 2) * pt.wt[2] +
-                  at(xp, pt, 3) * pt.wt[3];
+          nearest_points(xp, blk, len, yp);
+        } else {
+          lerp_points(xp, blk, len, yp);
         }
       }
     }
@@ -179,26 +215,26 @@ void grid_sample2d_backward(const float* g, const float* x, const float* grid, i
   if (gx != nullptr) {
     const int64_t groups = (C + kPlanes - 1) / kPlanes;
     parallel_for_work(N * groups, P * 24 + kPlanes * (H * W + P * (nearest ? 1 : 8)), [&](int64_t b, int64_t e) {
-      std::vector<Point> pts(kBlock);
+      std::unique_ptr<Block> bp(new Block);
+      Block& blk = *bp;
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / groups, c0 = (t % groups) * kPlanes;
         const int64_t c1 = C - c0 < kPlanes ? C : c0 + kPlanes;
         std::memset(gx + (n * C + c0) * H * W, 0, static_cast<size_t>((c1 - c0) * H * W) * sizeof(float));
         for (int64_t p0 = 0; p0 < P; p0 += kBlock) {
           const int64_t len = P - p0 < kBlock ? P - p0 : kBlock;
-          make_points(grid, n * P + p0, len, H, W, nearest, pad, ac, true, pts.data());
+          make_points(grid, n * P + p0, len, H, W, nearest, pad, ac, true, blk);
           for (int64_t c = c0; c < c1; ++c) {
             float* gp = gx + (n * C + c) * H * W;
             const float* go = g + (n * C + c) * P + p0;
-            for (int64_t i = 0; i < len; ++i) {
-              const Point& pt = pts[i];
-              if (nearest) {
-                if (pt.mask) gp[pt.off[0]] = gp[pt.off[0]] + go[i];
-                continue;
-              }
-              for (int k = 0; k < 4; ++k)
-                if ((pt.mask >> k) & 1u) gp[pt.off[k]] = gp[pt.off[k]] + pt.wt[k] * go[i];
+            if (nearest) {
+              for (int64_t i = 0; i < len; ++i)
+                if (blk.in[0][i]) gp[blk.off[0][i]] = gp[blk.off[0][i]] + go[i];
+              continue;
             }
+            for (int64_t i = 0; i < len; ++i)
+              for (int k = 0; k < 4; ++k)
+                if (blk.in[k][i]) gp[blk.off[k][i]] = gp[blk.off[k][i]] + blk.wt[k][i] * go[i];
           }
         }
       }
@@ -210,28 +246,23 @@ void grid_sample2d_backward(const float* g, const float* x, const float* grid, i
     return;
   }
   parallel_for_work(N * blocks, kBlock * (24 + C * 12), [&](int64_t b, int64_t e) {
-    std::vector<Point> pts(kBlock);
-    std::vector<float> ax(kBlock), ay(kBlock);
+    std::unique_ptr<Block> bp(new Block);
+    Block& blk = *bp;
+    std::vector<float> acc_x(kBlock), acc_y(kBlock);
+    float* ax = acc_x.data();
+    float* ay = acc_y.data();
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
       const int64_t len = P - p0 < kBlock ? P - p0 : kBlock;
-      make_points(grid, n * P + p0, len, H, W, false, pad, ac, true, pts.data());
-      std::fill(ax.begin(), ax.begin() + len, 0.0f);
-      std::fill(ay.begin(), ay.begin() + len, 0.0f);
-      for (int64_t c = 0; c < C; ++c) {
-        const float* xp = x + (n * C + c) * H * W;
-        const float* go = g + (n * C + c) * P + p0;
-        for (int64_t i = 0; i < len; ++i) {
-          const Point& pt = pts[i];
-          const float nw = at(xp, pt, 0), ne = at(xp, pt, 1), sw = at(xp, pt, 2), se = at(xp, pt, 3);
-          ax[i] = ax[i] + ((ne - nw) * pt.s + (se - sw) * pt.n) * go[i];
-          ay[i] = ay[i] + ((sw - nw) * pt.e + (se - ne) * pt.w) * go[i];
-        }
-      }
+      make_points(grid, n * P + p0, len, H, W, false, pad, ac, true, blk);
+      std::fill(ax, ax + len, 0.0f);
+      std::fill(ay, ay + len, 0.0f);
+      for (int64_t c = 0; c < C; ++c)
+        grid_grad_points(x + (n * C + c) * H * W, g + (n * C + c) * P + p0, blk, len, ax, ay);
       float* gg = ggrid + (n * P + p0) * 2;
       for (int64_t i = 0; i < len; ++i) {
-        gg[2 * i] = ax[i] * pts[i].mx;
-        gg[2 * i + 1] = ay[i] * pts[i].my;
+        gg[2 * i] = ax[i] * blk.mx[i];
+        gg[2 * i + 1] = ay[i] * blk.my[i];
       }
     }
   });

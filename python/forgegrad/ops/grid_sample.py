@@ -78,8 +78,8 @@ def resolve(x, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
 
 def _kernel(x, mode):
     """forgegrad._C.grid_sample where it serves (float32 4-D bilinear / nearest), else None."""
-    if x.dtype != np.float32 or x.ndim != 4 or mode == "bicubic":
-        return None
+    if x.dtype != np.float32 or x.ndim != 4 or mode == "bicubic" or x.shape[2] * x.shape[3] >= 2 ** 31:
+        return None  # (the kernel's offsets within a plane are int32)
     return getattr(_C, "grid_sample", None)
 
 
