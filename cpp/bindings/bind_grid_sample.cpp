@@ -10,8 +10,8 @@
 namespace fg {
 
 FG_KERNEL(void, grid_sample2d_forward,
-          (const float* x, const float* grid, int64_t N, int64_t C, int64_t H, int64_t W, int64_t P, int mode,
-           int pad, bool ac, float* y),
+          (const float* x, const float* grid, int64_t N, int64_t C, int64_t H, int64_t W, int64_t P, int mode, int pad,
+           bool ac, float* y),
           (x, grid, N, C, H, W, P, mode, pad, ac, y))
 
 FG_KERNEL(void, grid_sample2d_backward,
@@ -36,8 +36,8 @@ void check_modes(int mode, int pad) {
 // x (N, C, H, W) with H, W >= 1, grid (N, Ho, Wo, 2): P = Ho * Wo.
 int64_t check_pair(const ArrayArg& X, const ArrayArg& G) {
   if (G.shape[0] != X.shape[0] || G.shape[3] != 2)
-    throw py::value_error("grid must have shape (N, Ho, Wo, 2) with N = x's " + std::to_string(X.shape[0]) +
-                          ", got " + fg::bind::shape_str(G.shape));
+    throw py::value_error("grid must have shape (N, Ho, Wo, 2) with N = x's " + std::to_string(X.shape[0]) + ", got " +
+                          fg::bind::shape_str(G.shape));
   if (X.shape[2] < 1 || X.shape[3] < 1)
     throw py::value_error("x must have non-empty spatial dimensions, got " + fg::bind::shape_str(X.shape));
   if (X.shape[2] * X.shape[3] >= (int64_t(1) << 31))  // the kernel's offsets within a plane are int32

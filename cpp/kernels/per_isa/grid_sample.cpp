@@ -166,8 +166,8 @@ void nearest_points(const float* __restrict xp, const Block& __restrict blk, int
 
 // ax[i] += d out / d x (before the coordinate's own factor) of point i on plane xp for output gradient go, ay[i]
 // the same for y: torch's ((ne - nw) s + (se - sw) n) g and ((sw - nw) e + (se - ne) w) g.
-void grid_grad_points(const float* __restrict xp, const float* __restrict go, const Block& __restrict blk,
-                      int64_t len, float* __restrict ax, float* __restrict ay) {
+void grid_grad_points(const float* __restrict xp, const float* __restrict go, const Block& __restrict blk, int64_t len,
+                      float* __restrict ax, float* __restrict ay) {
   const int32_t *o0 = blk.off[0], *o1 = blk.off[1], *o2 = blk.off[2], *o3 = blk.off[3];
   const int32_t *m0 = blk.in[0], *m1 = blk.in[1], *m2 = blk.in[2], *m3 = blk.in[3];
   const float *bn = blk.n, *bs = blk.s, *bw = blk.w, *be = blk.e;
