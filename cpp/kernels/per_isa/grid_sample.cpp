@@ -4,8 +4,8 @@
 // -ffp-contract=off keeps every multiply and add apart, as numpy's; the two that torch's compiler fuses, and
 // whose rounding the grid gradient amplifies by size / 2, are explicit std::fma here, as there).
 //
-// Per grid point a Point (corner offsets, in-bounds bits, weights, d source / d grid) is made, kBlock points at
-// a time into a per-thread table, and used for every channel:
+// Per grid point its corner offsets, in-bounds flags, weights and d source / d grid are made, kBlock points at
+// a time into a per-thread Block, and used for every channel:
 //   forward:        tasks (n, block of points): out[n, :, block] = v_nw * nw + v_ne * ne + v_sw * sw + v_se * se,
 //                   an outside corner's value 0 (so a NaN weight still gives NaN, as torch);
 //   input gradient: tasks (n, group of kPlanes channels), each owning those planes: zeroed, then every point in
