@@ -87,14 +87,17 @@ def test_border_points_and_one_pixel_axes():
                 np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=f"{shape} {mode} {pad} {ac}")
 
 
-def test_nan_and_infinite_points_as_torch():
-    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
-    g = np.array([np.nan, 0.2, np.inf, 0.1, -np.inf, 0.3, 0.5, np.nan], np.float32).reshape(1, 1, 4, 2)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_nan_and_infinite_points_as_torch(dims):
+    """torch's 4-D (vectorized) and 5-D (scalar) kernels treat NaN / infinite / huge points differently."""
+    x = np.arange(60 if dims == 3 else 12, dtype=np.float32).reshape((1, 1, 3, 4, 5)[:dims + 2])
+    vals = [np.nan, 0.2, 0.1, np.inf, 0.1, 0.3, -np.inf, 0.3, 0.5, 0.5, np.nan, 0.2, 1e30, 0, 0, 0.3, 0.2, -1e30]
+    g = np.array(vals, np.float32).reshape((1, 1, 9, 2) if dims == 2 else (1, 1, 2, 3, 3))
     for mode, pad, ac in itertools.product(("bilinear", "nearest"), PADDINGS, (False, True)):
         y = F.grid_sample(fg.tensor(x), fg.tensor(g), mode=mode, padding_mode=pad, align_corners=ac).numpy()
         t = TF.grid_sample(torch.from_numpy(x), torch.from_numpy(g), mode=mode, padding_mode=pad,
                            align_corners=ac).numpy()
-        np.testing.assert_array_equal(y, t, err_msg=f"{mode} {pad} {ac}")
+        np.testing.assert_allclose(y, t, rtol=1e-6, atol=1e-6, err_msg=f"{mode} {pad} {ac}")  # NaN where torch
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
