@@ -103,9 +103,17 @@ def _flops(out, inputs, kwargs):
     return 2 * (out.shape[-1] + 1) * int(np.prod(out.shape))
 
 
+def _double_backward_rule(ctx, args, kwargs, g):
+    """The backward is linear in g: g^T @ base, with Tensor ops (base the forward's constant)."""
+    from ..tensor import Tensor
+    base = Tensor._wrap_exact(ctx.base)
+    d = g.shape[-1]
+    return (g.reshape(g.shape[0], -1, d).transpose(1, 2) @ base,) + (None,) * (len(args) - 1)
+
+
 @register_op("affine_grid", meta=_meta, flops=_flops, samples=lambda: _samples(),
              torch=lambda torch, theta, **kw: torch.nn.functional.affine_grid(theta, **kw),
-             bad_inputs=lambda: _bad_inputs())
+             bad_inputs=lambda: _bad_inputs(), differentiable_backward=_double_backward_rule)
 class AffineGridFunction(Function):
     """torch.nn.functional.affine_grid (see the module docstring)."""
 
