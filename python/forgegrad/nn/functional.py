@@ -5,6 +5,8 @@ import numpy as np
 
 from .. import devices
 from .._validate import check_bool, check_float, check_int
+from ..ops.grid_sample import INTERPOLATION_MODES as GRID_SAMPLE_INTERPOLATION_MODES  # noqa: F401  (torch's tables)
+from ..ops.grid_sample import PADDING_MODES as GRID_SAMPLE_PADDING_MODES  # noqa: F401
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
