@@ -158,3 +158,40 @@ def test_onnx_along_the_batch_axis(name, tmp_path):
         want = fn(fg.tensor(x)).numpy()
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---- ONNX: floor / ceil / trunc of an integer tensor (ONNX's Floor takes floats: the graph failed the checker),
+# and float64 graphs (the ops' constants were float32: Add/Sub/Div with mixed types failed the checker) ----------
+def _export_and_run(fn, x, tmp_path, name):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    path = str(tmp_path / f"{name}.onnx")
+    fg.onnx.export(Net(), (fg.from_numpy(x.copy()),), path)
+    sess = ort.InferenceSession(path)
+    bigger = np.concatenate([x, x[:1] + x[:1]], 0)
+    got = sess.run(None, {sess.get_inputs()[0].name: bigger})[0]
+    want = fn(fg.from_numpy(bigger.copy())).numpy()
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_onnx_rounding_of_integers(dtype, tmp_path):
+    x = np.arange(-6, 6, dtype=dtype).reshape(3, 4)
+    _export_and_run(lambda t: fg.floor(t) + fg.ceil(t) * 2 + fg.trunc(t) * 3 + fg.square(t), x, tmp_path, "int")
+
+
+FLOAT64_ONNX = {"log1p": fg.log1p, "expm1": fg.expm1, "log2": fg.log2, "log10": fg.log10, "exp2": fg.exp2,
+                "rsqrt": fg.rsqrt, "reciprocal": fg.reciprocal, "sinc": fg.sinc, "logit": fg.logit,
+                "logit_eps": lambda t: fg.logit(t, 0.2), "ldexp": lambda t: fg.ldexp(t, t),
+                "floor": fg.floor, "square": fg.square, "float_power": lambda t: fg.float_power(t, 2.5)}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT64_ONNX))
+def test_onnx_float64(name, tmp_path):
+    x = np.random.default_rng(4).uniform(0.1, 0.9, (3, 4))
+    _export_and_run(FLOAT64_ONNX[name], x, tmp_path, name)

@@ -73,10 +73,15 @@ def _rounding(fn, name):
     return run
 
 
+def _rounding_onnx(op_type):
+    # ONNX's Floor / Ceil take floats only; an integer input is returned unchanged, as the forward does
+    return _unary_onnx(lambda ctx, dt, x: ctx.node(op_type if np.dtype(dt).kind == "f" else "Identity", [x]))
+
+
 FloorFunction = _register_unary("floor", _rounding(np.floor, "floor"), _zero, floating=False, zero_grad=True,
-                                samples=_step_samples, onnx=_node("Floor"))
+                                samples=_step_samples, onnx=_rounding_onnx("Floor"))
 CeilFunction = _register_unary("ceil", _rounding(np.ceil, "ceil"), _zero, floating=False, zero_grad=True,
-                               samples=_step_samples, onnx=_node("Ceil"))
+                               samples=_step_samples, onnx=_rounding_onnx("Ceil"))
 
 
 # ---- logs and exponentials --------------------------------------------------------------------------
