@@ -195,3 +195,18 @@ FLOAT64_ONNX = {"log1p": fg.log1p, "expm1": fg.expm1, "log2": fg.log2, "log10": 
 def test_onnx_float64(name, tmp_path):
     x = np.random.default_rng(4).uniform(0.1, 0.9, (3, 4))
     _export_and_run(FLOAT64_ONNX[name], x, tmp_path, name)
+
+
+# ---- a 0-d leaf reached twice: its summed gradient was a numpy scalar, and .grad.numpy() raised ------------------
+def test_0d_leaf_used_twice_has_an_array_gradient():
+    a = fg.tensor(1.5, requires_grad=True)
+    (fg.addcmul(a, a, a) + a.sin()).backward()
+    (a * 2).backward()  # and accumulated again by a second backward
+    t = torch.tensor(1.5, requires_grad=True)
+    (torch.addcmul(t, t, t) + t.sin()).backward()
+    (t * 2).backward()
+    assert isinstance(a.grad.numpy(), np.ndarray) and a.grad.shape == ()
+    np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-6)
+    x = fg.tensor(0.5, requires_grad=True)
+    g, = fg.autograd.grad(x * x + x.exp(), x)
+    assert isinstance(g.numpy(), np.ndarray) and g.shape == ()
