@@ -187,7 +187,8 @@ def test_onnx_rounding_of_integers(dtype, tmp_path):
 
 FLOAT64_ONNX = {"log1p": fg.log1p, "expm1": fg.expm1, "log2": fg.log2, "log10": fg.log10, "exp2": fg.exp2,
                 "rsqrt": fg.rsqrt, "reciprocal": fg.reciprocal, "sinc": fg.sinc, "logit": fg.logit,
-                "logit_eps": lambda t: fg.logit(t, 0.2), "ldexp": lambda t: fg.ldexp(t, t),
+                "logit_eps": lambda t: fg.logit(t, 0.2), "logit_big_eps": lambda t: fg.logit(t, 0.6),
+                "logit_neg_eps": lambda t: fg.logit(t, -0.1), "ldexp": lambda t: fg.ldexp(t, t),
                 "floor": fg.floor, "square": fg.square, "float_power": lambda t: fg.float_power(t, 2.5)}
 
 

@@ -249,7 +249,9 @@ def _logit_onnx(ctx, op):
     dt = op.out_dtype()
     x = op.input("input", dt)
     eps = op.attr("eps")
-    if eps is not None and eps >= 0:
+    if eps is not None and eps > 0.5:  # lo > hi: below lo gives lo, the rest hi (the forward's order)
+        x = ctx.node("Where", [ctx.node("Less", [x, _c(ctx, dt, eps)]), _c(ctx, dt, eps), _c(ctx, dt, 1 - eps)])
+    elif eps is not None and eps >= 0:
         x = ctx.node("Clip", [x, _c(ctx, dt, eps), _c(ctx, dt, 1 - eps)])
     return [ctx.node("Log", [ctx.node("Div", [x, ctx.node("Sub", [_c(ctx, dt, 1), x])])])]
 
