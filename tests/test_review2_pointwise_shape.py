@@ -211,3 +211,12 @@ def test_0d_leaf_used_twice_has_an_array_gradient():
     x = fg.tensor(0.5, requires_grad=True)
     g, = fg.autograd.grad(x * x + x.exp(), x)
     assert isinstance(g.numpy(), np.ndarray) and g.shape == ()
+
+
+# ---- sum of a uint8 tensor (and sum_to_size of one) raised KeyError: numpy summed it in uint64 ---------------------
+@pytest.mark.parametrize("call", [lambda m, x: x.sum(), lambda m, x: x.sum(0), lambda m, x: x.sum(1, keepdim=True),
+                                  lambda m, x: x.sum_to_size(1, 4)])
+def test_uint8_sum(call):
+    a = np.full((3, 4), 200, np.uint8)
+    want, got = _both(lambda m: call(m, m.from_numpy(a.copy())))
+    _close(want, got)
