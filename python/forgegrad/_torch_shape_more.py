@@ -149,9 +149,11 @@ def combinations(input, r=2, with_replacement=False):
     if r < 0:
         raise RuntimeError(f"combinations(): expect a non-negative number, but got {r}")
     make = itertools.combinations_with_replacement if with_replacement else itertools.combinations
-    idx = np.array(list(make(range(input.shape[0]), r)) if r else [], dtype=np.int64).reshape(-1, r)
+    if r == 0:  # torch: an empty 1-d tensor (reshape(-1, 0) of no indices is ambiguous for numpy)
+        return _OPS["index_select"](input, 0, _wrap(np.zeros(0, dtype=np.int64)))
+    idx = np.array(list(make(range(input.shape[0]), r)), dtype=np.int64).reshape(-1, r)
     out = _OPS["index_select"](input, 0, _wrap(idx.reshape(-1)))  # (empty results stay in the graph, as torch's)
-    return out if r == 0 else out.reshape(idx.shape)
+    return out.reshape(idx.shape)
 
 
 def vander(x, N=None, increasing=False):
@@ -178,9 +180,15 @@ def vander(x, N=None, increasing=False):
 
 
 # ---- arithmetic --------------------------------------------------------------------------------------------
-def _value(value, who):
+def _value(value, who, *tensors):
+    """value as a Python number (a one-element tensor is taken as its number, as torch's Scalar); cast to an int,
+    truncating, when every tensor is an integer or bool one (torch casts value to the result's integer dtype)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not isinstance(value.item(), bool):
+        value = value.item()
     if isinstance(value, Tensor) or isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{who}(): argument 'value' must be a number, got {type(value).__name__}")
+    if tensors and all(_kind(t) in "biu" for t in tensors) and isinstance(value, (float, np.floating)):
+        value = int(value)
     return value
 
 
@@ -188,7 +196,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     """input + value * tensor1 * tensor2 (broadcast)."""
     for name, t in (("input", input), ("tensor1", tensor1), ("tensor2", tensor2)):
         _t(t, name, "addcmul")
-    value = _value(value, "addcmul")
+    value = _value(value, "addcmul", input, tensor1, tensor2)
     prod = tensor1 * tensor2
     return input + (prod if value == 1 else prod * value)
 
@@ -287,7 +295,13 @@ def index_put(input, indices, values, accumulate=False):
         if _kind(k) not in "biu":
             raise IndexError(f"index_put(): tensors used as indices must be long, int or bool tensors, got "
                              f"indices[{i}] of {k.dtype}")
-        key.append(k.cpu().numpy())
+        arr = k.cpu().numpy()
+        if arr.dtype == np.uint8:  # torch takes a uint8 index as a mask (deprecated, with a warning)
+            import warnings
+            warnings.warn("index_put(): indexing with a uint8 tensor is deprecated, use a bool tensor instead",
+                          UserWarning, stacklevel=2)
+            arr = arr.astype(bool)
+        key.append(arr)
     if len(indices) > max(input.ndim, 1):
         raise IndexError(f"index_put(): too many indices for tensor of dimension {input.ndim} (got {len(indices)})")
     for k in indices:

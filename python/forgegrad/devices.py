@@ -408,7 +408,8 @@ def add(a, b):
     """``a + b`` for two arrays on one device (gradient accumulation)."""
     dev = "cpu" if isinstance(a, np.ndarray) else device_of(a)  # numpy scalars are the CPU's too
     if dev == "cpu":
-        return a + b
+        out = a + b
+        return np.asarray(out) if isinstance(out, np.generic) else out  # 0-d + 0-d is a numpy scalar: keep an array
     return _BACKENDS[dev].add(a, b)
 
 

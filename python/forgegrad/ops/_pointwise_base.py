@@ -175,7 +175,8 @@ class PointwiseFunction(Function):
                 result.append(None)
                 continue
             gi = np.broadcast_to(np.asarray(gi), np.broadcast_shapes(np.shape(gi), g.shape))
-            result.append(np.ascontiguousarray(unbroadcast(gi, shape), dtype=dt))
+            # np.asarray, not np.ascontiguousarray: that one makes a 0-d gradient 1-d
+            result.append(np.asarray(unbroadcast(gi, shape), dtype=dt, order="C"))
         return tuple(result) if n > 1 else result[0]
 
 

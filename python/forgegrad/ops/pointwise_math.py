@@ -73,10 +73,15 @@ def _rounding(fn, name):
     return run
 
 
+def _rounding_onnx(op_type):
+    # ONNX's Floor / Ceil take floats only; an integer input is returned unchanged, as the forward does
+    return _unary_onnx(lambda ctx, dt, x: ctx.node(op_type if np.dtype(dt).kind == "f" else "Identity", [x]))
+
+
 FloorFunction = _register_unary("floor", _rounding(np.floor, "floor"), _zero, floating=False, zero_grad=True,
-                                samples=_step_samples, onnx=_node("Floor"))
+                                samples=_step_samples, onnx=_rounding_onnx("Floor"))
 CeilFunction = _register_unary("ceil", _rounding(np.ceil, "ceil"), _zero, floating=False, zero_grad=True,
-                               samples=_step_samples, onnx=_node("Ceil"))
+                               samples=_step_samples, onnx=_rounding_onnx("Ceil"))
 
 
 # ---- logs and exponentials --------------------------------------------------------------------------
@@ -220,8 +225,9 @@ class LogitFunction(PointwiseFunction):
 
 
 def _logit(x, eps=None):
-    if eps is not None:
-        x = np.clip(x, x.dtype.type(eps), x.dtype.type(1 - eps))
+    if eps is not None and eps >= 0:  # torch: a negative eps is no clamp
+        lo, hi = x.dtype.type(eps), x.dtype.type(1 - eps)
+        x = np.where(x < lo, lo, np.where(x > hi, hi, x))  # torch's order: eps > 0.5 (lo > hi) gives lo below lo
     return np.log(x / (1 - x))
 
 
@@ -229,7 +235,7 @@ def _logit_grads(ns, g, a, out, kw):
     x, eps = a[0], kw.get("eps")
     v = ns.val(x)
     d = g / (x * (1 - x))
-    if eps is None:  # torch's: NaN outside [0, 1]
+    if eps is None or eps < 0:  # torch's: NaN outside [0, 1]
         return (ns.where((v < 0) | (v > 1), math.nan, d),)
     return (ns.where((v < eps) | (v > 1 - eps), 0.0, d),)  # clamped: flat outside
 
@@ -243,7 +249,9 @@ def _logit_onnx(ctx, op):
     dt = op.out_dtype()
     x = op.input("input", dt)
     eps = op.attr("eps")
-    if eps is not None:
+    if eps is not None and eps > 0.5:  # lo > hi: below lo gives lo, the rest hi (the forward's order)
+        x = ctx.node("Where", [ctx.node("Less", [x, _c(ctx, dt, eps)]), _c(ctx, dt, eps), _c(ctx, dt, 1 - eps)])
+    elif eps is not None and eps >= 0:
         x = ctx.node("Clip", [x, _c(ctx, dt, eps), _c(ctx, dt, 1 - eps)])
     return [ctx.node("Log", [ctx.node("Div", [x, ctx.node("Sub", [_c(ctx, dt, 1), x])])])]
 

@@ -55,7 +55,8 @@ def _onnx_nodes(build):
 
 
 def _c(ctx, dt, v):
-    return ctx.const(np.asarray(v, dt))
+    # dtype= given: ctx.const makes an unqualified float64 constant float32 (then a float64 graph fails the checker)
+    return ctx.const(np.asarray(v, dt), dtype=dt)
 
 
 # ---- two-input ops ----------------------------------------------------------------------------------
@@ -339,6 +340,8 @@ SgnFunction = _unary("sgn", _sign, _zero, floating=False, zero_grad=True, sample
 
 
 def _trunc_onnx(ctx, dt, x):
+    if np.dtype(dt).kind != "f":  # ONNX's Floor takes floats only; trunc of an integer is itself
+        return ctx.node("Identity", [x])
     return ctx.node("Mul", [ctx.node("Sign", [x]), ctx.node("Floor", [ctx.node("Abs", [x])])])
 
 

@@ -77,7 +77,8 @@ class SumFunction(Function):
         axes = _save_axes(ctx, a, dim, keepdim)
         if a.dtype == np.float32:
             return _float32_sum(np.sum, a, axes, keepdim)
-        return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else None)
+        # torch: bool and integers sum in int64 (numpy's default sums uint8 in uint64, a dtype forgegrad lacks)
+        return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
 
     @staticmethod
     def backward(ctx, g):

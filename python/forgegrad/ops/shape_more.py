@@ -1,12 +1,14 @@
 """rot90, diff, repeat_interleave and cross as registry ops (torch's semantics; the argument checks, torch's
 overloads and the tensor forms live in forgegrad/_torch_shape.py, which calls these).
 
-- ``rot90(x, k, dims)``: a copy (numpy's rot90 is a view); gradient: the rotation back. ONNX: Gathers of reversed
-  indices (a flip) and a Transpose.
+- ``rot90(x, k, dims)``: a copy (numpy's rot90 is a view); gradient: the rotation back. ONNX: reversing Slices
+  (a flip, no size in the graph) and a Transpose.
 - ``diff(x, n, dim)``: the n-th forward difference (bool: ``!=``, as torch's); gradient: the adjoint of each
   difference (``g[i-1] - g[i]``). ONNX: n times Sub (Xor for bool) of two Slices.
 - ``repeat_interleave(x, repeats, dim)``: ``repeats`` an int or one int per slice along dim (python ints: the
-  output shape depends on them); gradient: each slice's repeats summed. ONNX: one Gather of constant indices.
+  output shape depends on them); gradient: each slice's repeats summed. ONNX: an int count: Unsqueeze, Tile
+  and a Reshape to a shape read from the input (any dim may be dynamic); one count per slice: a Gather of constant
+  indices.
 - ``cross(a, b, dim)``: the 3-vector cross product along dim, broadcast; gradient ``b x g`` and ``g x a``. ONNX:
   a[[1,2,0]] * b[[2,0,1]] - a[[2,0,1]] * b[[1,2,0]] with Gathers.
 """
@@ -22,8 +24,18 @@ from ._util import single_axis, unbroadcast
 from .registry import BadInput, Sample, register_op
 
 
+_I64 = np.iinfo(np.int64)
+
+
+def _i64(*v):
+    return np.array(v, np.int64)
+
+
 def _flip_onnx(ctx, name, axis, n):
-    return ctx.node("Gather", [name, ctx.const(np.arange(n - 1, -1, -1, dtype=np.int64))], axis=axis)
+    """A reversing Slice (step -1): no size in the graph, so it follows a dynamic axis (a Gather of constant
+    reversed indices would keep the traced size)."""
+    return ctx.node("Slice", [name, ctx.const(_i64(-1)), ctx.const(_i64(_I64.min)), ctx.const(_i64(axis)),
+                              ctx.const(_i64(-1))])
 
 
 # ---- rot90 ------------------------------------------------------------------------------------------------------
@@ -81,7 +93,7 @@ class Rot90Function(Function):
     def forward(ctx, a, k=1, dims=(0, 1)):
         k, d0, d1 = _rot_axes(a.ndim, k, dims)
         ctx.k, ctx.axes = k, (d0, d1)
-        return np.ascontiguousarray(np.rot90(a, k, axes=(d0, d1)))
+        return np.rot90(a, k, axes=(d0, d1)).copy()  # a copy even for k % 4 == 0 (rot90 then returns a itself)
 
     @staticmethod
     def backward(ctx, g):
@@ -115,10 +127,9 @@ def _diff_onnx(ctx, op):
     for _ in range(n):
         if size == 0:
             break
-        axes = ctx.const(np.array([d], np.int64))
-        hi = ctx.node("Slice", [x, ctx.const(np.array([1], np.int64)), ctx.const(np.array([size], np.int64)), axes])
-        lo = ctx.node("Slice", [x, ctx.const(np.array([0], np.int64)), ctx.const(np.array([size - 1], np.int64)),
-                                axes])
+        axes = ctx.const(_i64(d))  # ends past the end and -1, not the traced size: d may be a dynamic axis
+        hi = ctx.node("Slice", [x, ctx.const(_i64(1)), ctx.const(_i64(_I64.max)), axes])
+        lo = ctx.node("Slice", [x, ctx.const(_i64(0)), ctx.const(_i64(-1)), axes])
         x, size = ctx.node(kind, [hi, lo]), size - 1
     return [ctx.node("Identity", [x])] if x == first else [x]
 
@@ -200,7 +211,25 @@ def _repeat_index(n, repeats):
 def _repeat_onnx(ctx, op):
     x = op.args["a"]
     d = single_axis(op.attr("dim", 0), x.ndim, "repeat_interleave(): dim")
-    idx = _repeat_index(x.shape[d], op.attr("repeats"))
+    repeats = op.attr("repeats")
+    if isinstance(repeats, (int, np.integer)) and repeats > 0:
+        # one count for all: (.., n, ..) -> Unsqueeze (.., n, 1, ..) -> Tile (.., n, r, ..) -> Reshape (.., n*r, ..),
+        # the target shape read from the input's Shape, so that d (or any other dim) may be a dynamic axis
+        name = op.input("a")
+        tiled = ctx.node("Tile", [ctx.node("Unsqueeze", [name, ctx.const(_i64(d + 1))]),
+                                  ctx.const(np.array([int(repeats) if k == d + 1 else 1 for k in range(x.ndim + 1)],
+                                                     np.int64))])
+        shape = ctx.node("Shape", [name])
+        parts = [ctx.node("Slice", [shape, ctx.const(_i64(0)), ctx.const(_i64(d))])] if d else []
+        merged = ctx.node("Slice", [shape, ctx.const(_i64(d)), ctx.const(_i64(d + 1))])
+        parts.append(ctx.node("Mul", [merged, ctx.const(_i64(int(repeats)))]))
+        if d + 1 < x.ndim:
+            parts.append(ctx.node("Slice", [shape, ctx.const(_i64(d + 1)), ctx.const(_i64(_I64.max))]))
+        target = ctx.node("Concat", parts, axis=0) if len(parts) > 1 else parts[0]
+        # allowzero: a 0 in the shape is a size (an empty input), not "copy the input's dim"
+        kw = {"allowzero": 1} if ctx.opset >= 14 else {}
+        return [ctx.node("Reshape", [tiled, target], **kw)]
+    idx = _repeat_index(x.shape[d], repeats)
     return [ctx.node("Gather", [op.input("a"), ctx.const(idx)], axis=d)]
 
 
