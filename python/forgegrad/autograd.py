@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from . import devices as _devices
+from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
@@ -215,6 +216,11 @@ class Function:
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
         wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+        if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
+                [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
+            # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
+            # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
+            wrap = Tensor._wrap_exact
         if f64 and not other_device and not cls.any_device:
             # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype
             cls = _float64_function(cls)

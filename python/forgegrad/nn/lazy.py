@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
+from .. import dtypes as _dtypes
 from ..tensor import Tensor
 from .conv import Conv1d, Conv2d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
@@ -36,9 +37,9 @@ class _Uninitialized:
 
     def materialize(self, shape, device=None, dtype=None) -> None:
         """Give this placeholder uninitialised storage of ``shape`` (on ``device``, default the default device;
-        ``dtype`` default float32) and turn it into a ``cls_to_become`` (the same object)."""
+        ``dtype`` default the default floating dtype) and turn it into a ``cls_to_become`` (the same object)."""
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
-        dt = np.dtype(np.float32 if dtype is None else getattr(dtype, "dtype", dtype))
+        dt = np.dtype(_dtypes.default_float() if dtype is None else getattr(dtype, "dtype", dtype))
         self._data = devices.empty(shape, dtype=dt, device_name=None if device is None else str(device))
         self.__class__ = self.cls_to_become
 
