@@ -3,7 +3,6 @@ runs its op record (ops/activation_hard.py, activation_more.py, activation_param
 torch's arguments, ``inplace`` where torch has it, and torch's repr."""
 from __future__ import annotations
 
-
 from .. import devices, dtypes
 from .._validate import check_float, check_int
 from ..ops import activation_hard as _hard  # noqa: F401  (the records _Activation subclasses look up)
