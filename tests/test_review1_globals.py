@@ -133,3 +133,16 @@ def test_set_rng_state_refuses_an_even_increment():
 @pytest.mark.parametrize("name", ["uint8", "int8", "int16", "int32", "int64"])
 def test_iinfo_repr_matches_torch(name):
     assert repr(fg.iinfo(getattr(fg, name))) == repr(torch.iinfo(getattr(torch, name)))
+
+
+@pytest.mark.parametrize("opt", ["Adam", "AdamW", "Adagrad", "RMSprop"])
+def test_optimizer_state_follows_default_dtype(default_float64, opt):
+    got = {}
+    for lib in (torch, fg):
+        lib.manual_seed(0)
+        m = lib.nn.Linear(3, 2)
+        o = getattr(lib.optim, opt)(m.parameters(), lr=0.1)
+        m(lib.ones(4, 3)).sum().backward()
+        o.step()
+        got[lib.__name__] = {k: _name(v.dtype) for k, v in o.state[m.weight].items() if hasattr(v, "dtype")}
+    assert got["forgegrad"] == got["torch"]
