@@ -146,3 +146,40 @@ def test_optimizer_state_follows_default_dtype(default_float64, opt):
         o.step()
         got[lib.__name__] = {k: _name(v.dtype) for k, v in o.state[m.weight].items() if hasattr(v, "dtype")}
     assert got["forgegrad"] == got["torch"]
+
+
+@pytest.mark.parametrize("expr", ["a * b", "b * a", "a + b", "a - b", "a / b", "lib.where(a > 1, a, b)",
+                                  "lib.maximum(a, b)", "lib.atan2(a, b)"])
+def test_zero_dim_float64_does_not_widen_float32(expr):
+    """torch's category rule: a 0-d tensor only decides the dtype when its category is higher."""
+    out = {}
+    for lib in (torch, fg):
+        a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        b = lib.tensor(2.5, dtype=lib.float64, requires_grad=True)
+        y = eval(expr, {"lib": lib, "a": a, "b": b})
+        y.sum().backward()
+        out[lib.__name__] = (y, a.grad, b.grad)
+    for got, want in zip(out["forgegrad"], out["torch"]):
+        assert _name(got.dtype) == _name(want.dtype)
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-6)
+
+
+def test_zero_dim_float64_with_float64_or_int_tensors_stays_float64():
+    b = fg.tensor(2.5, dtype=fg.float64)
+    assert (fg.tensor([1, 2]) * b).dtype == fg.float64
+    assert (fg.tensor([1.0], dtype=fg.float64) * b).dtype == fg.float64
+    assert b.expand_as(fg.ones(3)).dtype == fg.float64  # not a promoting op
+
+
+@pytest.mark.parametrize("fn", ["atan2", "hypot", "fmod", "xlogy", "logaddexp"])
+def test_binary_math_gradient_of_a_zero_dim_input(fn):
+    """The gradient of a broadcast 0-d input stays 0-d (it came back as shape (1,), and backward raised)."""
+    grads = []
+    for lib in (torch, fg):
+        a = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        b = lib.tensor(2.5, requires_grad=True)
+        getattr(lib, fn)(a, b).sum().backward()
+        grads.append((a.grad.numpy(), b.grad.numpy()))
+    for got, want in zip(grads[1], grads[0]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5)

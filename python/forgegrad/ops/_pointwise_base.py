@@ -30,7 +30,9 @@ def result_dtype(*args, floating: bool = False) -> np.dtype:
     (atan2, hypot, erf of ints, as torch's)."""
     default = _dtypes.default_float()
     arrs = [a.dtype for a in args if is_arr(a)]
-    floats = [d for d in arrs if d.kind == "f"]
+    # a 0-d tensor decides only where no tensor with dimensions is floating (float32 with a 0-d float64: float32)
+    floats = [a.dtype for a in args if is_arr(a) and len(a.shape) and a.dtype.kind == "f"] or [
+        d for d in arrs if d.kind == "f"]
     if floats:
         dt = np.result_type(*floats)
     elif arrs:
@@ -178,7 +180,7 @@ class PointwiseFunction(Function):
                 result.append(None)
                 continue
             gi = np.broadcast_to(np.asarray(gi), np.broadcast_shapes(np.shape(gi), g.shape))
-            result.append(np.ascontiguousarray(unbroadcast(gi, shape), dtype=dt))
+            result.append(np.asarray(unbroadcast(gi, shape), dtype=dt, order="C"))  # a 0-d input keeps 0-d
         return tuple(result) if n > 1 else result[0]
 
 
