@@ -372,7 +372,12 @@ class TensorMethods:
         return self.expand(other.shape)
 
     def contiguous(self, memory_format=None):
-        return self  # ops take strided numpy storage as it is
+        """This tensor if its elements are in row-major order (is_contiguous()), else a row-major copy (clone, so
+        the gradient flows), as torch's: code that hands data_ptr() or the buffer on relies on the layout."""
+        flags = getattr(self._data, "flags", None)
+        if flags is None or type(self._data) is not np.ndarray or flags["C_CONTIGUOUS"]:
+            return self
+        return self.clone()
 
     def narrow(self, dim, start, length):
         d = single_axis(dim, self.ndim)

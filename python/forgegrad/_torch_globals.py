@@ -55,7 +55,9 @@ def set_rng_state(new_state) -> None:
     if new_state.dtype != _dtypes.uint8:
         raise TypeError(f"set_rng_state(): argument 'new_state' must be a uint8 tensor, got {new_state.dtype}")
     raw = np.ascontiguousarray(new_state.cpu().numpy()).reshape(-1).tobytes()
-    if len(raw) != _RNG_BYTES or not raw.startswith(_RNG_TAG) or raw[_RNG_BYTES - 5] > 1:
+    # PCG64's increment is odd (numpy accepts an even one and draws another stream: a corrupted state)
+    if len(raw) != _RNG_BYTES or not raw.startswith(_RNG_TAG) or raw[_RNG_BYTES - 5] > 1 \
+            or not raw[len(_RNG_TAG) + 16] & 1:
         raise ValueError(f"set_rng_state(): argument 'new_state' is not a forgegrad generator state (expected the "
                          f"{_RNG_BYTES} bytes get_rng_state() returns, got {len(raw)} bytes; a torch generator "
                          "state cannot be used)")
@@ -66,7 +68,7 @@ def set_rng_state(new_state) -> None:
              "has_uint32": raw[o + 32], "uinteger": builtins.int.from_bytes(raw[o + 33:o + 37], "little")}
     try:
         _random.generator().bit_generator.state = state
-    except ValueError as e:  # numpy refuses an even increment, for one
+    except ValueError as e:
         raise ValueError(f"set_rng_state(): argument 'new_state' is not a valid generator state: {e}") from None
 
 

@@ -357,15 +357,26 @@ def msort(input):
     return sort(input, 0).values
 
 
+def _k_arg(k, who, low, size, d):
+    """``k`` as an int in [low, size]: an int or a one-element integer tensor (TypeError otherwise, as torch's),
+    IndexError out of range."""
+    if isinstance(k, (bool, np.bool_)) or not (isinstance(k, (int, np.integer)) or (
+            hasattr(k, "_data") and getattr(k, "dtype", None) is not None and k.numel() == 1
+            and not k.dtype.is_floating_point and k.dtype.name != "bool")):
+        raise TypeError(f"{who}(): argument 'k' must be an int, got {type(k).__name__}")
+    k = int(k)
+    if not low <= k <= size:
+        raise IndexError(f"{who}(): k ({k}) must be an int in [{low}, {size}] (the size of dim {d})")
+    return k
+
+
 def topk(input, k, dim=-1, largest=True, sorted=True):
     """return_types.topk(values, indices): the k largest (smallest) along dim, in order (equal values in index
     order); ``sorted=False`` returns them in the same order (torch leaves it unspecified)."""
     _refuse_trace("topk")
     _tensor(input, "input")
     d = single_axis(dim, max(input.ndim, 1), "topk(): dim")
-    size = (input.shape or (1,))[d]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= size:
-        raise IndexError(f"topk(): k ({k!r}) must be an int in [0, {size}] (the size of dim {d})")
+    k = _k_arg(k, "topk", 0, (input.shape or (1,))[d], d)
     v = _values(input)
     fast = _topk_kernel.topk_along(v, d, k, largest) if v.ndim else None
     vals, idx = fast if fast is not None else (None, _topk_indices(v, d, k, largest).astype(np.int64))
@@ -377,9 +388,7 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     _refuse_trace("kthvalue")
     _tensor(input, "input")
     d = single_axis(dim, max(input.ndim, 1), "kthvalue(): dim")
-    size = (input.shape or (1,))[d]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
-        raise IndexError(f"kthvalue(): k ({k!r}) must be an int in [1, {size}] (the size of dim {d})")
+    k = _k_arg(k, "kthvalue", 1, (input.shape or (1,))[d], d)
     v = _values(input)
     fast = _topk_kernel.topk_along(v, d, k, False) if v.ndim else None  # the k smallest: the k-th is the last
     if fast is not None:

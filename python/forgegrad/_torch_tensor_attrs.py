@@ -12,11 +12,15 @@ from .devices import MetaArray
 
 
 def _strides(arr):
-    """Element strides of a storage array (contiguous ones for arrays that have no byte strides)."""
+    """Element strides of a storage array (contiguous ones for arrays that have no byte strides or no elements)."""
     st = getattr(arr, "strides", None)
-    if st is not None and isinstance(arr, np.ndarray):
-        return tuple(s // arr.dtype.itemsize for s in st)
-    out, n = [], 1
+    if st is not None and isinstance(arr, np.ndarray) and arr.size:
+        out = [s // arr.dtype.itemsize for s in st]
+        for d in range(arr.ndim - 1, -1, -1):
+            if arr.shape[d] == 1 and out[d] == 0:  # numpy's newaxis; torch's unsqueeze: the next dim's extent
+                out[d] = out[d + 1] * arr.shape[d + 1] if d + 1 < arr.ndim else 1
+        return tuple(out)
+    out, n = [], 1  # no byte strides, or no elements: contiguous strides, as torch gives an empty tensor
     for d in reversed(arr.shape):
         out.append(n)
         n *= max(int(d), 1)

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from . import devices as _devices
+from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
@@ -34,6 +35,7 @@ from .tensor import Tensor, _HookHandle
 
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
            "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
@@ -215,6 +217,13 @@ class Function:
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
         wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+        if f64 and not other_device and not cls.any_device and not cls.is_view and not cls.exact_dtype:
+            raw, f64 = _zero_dim_float64_demoted(args, raw)
+        if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
+                [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
+            # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
+            # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
+            wrap = Tensor._wrap_exact
         if f64 and not other_device and not cls.any_device:
             # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype
             cls = _float64_function(cls)
@@ -278,6 +287,18 @@ def _rebase_inputs(args) -> None:
     from ._view_rebase import rebase_inputs  # (imports autograd: bound on first use)
     _rebase_inputs = rebase_inputs
     rebase_inputs(args)
+
+
+def _zero_dim_float64_demoted(args, raw):
+    """torch's promotion: a 0-d tensor does not widen dimensioned tensors of its category, so float32 tensors with
+    a 0-d float64 one compute (and give) float32. (raw with such 0-d float64 arrays as float32, whether a float64
+    tensor is left.) The gradient of the 0-d tensor is cast back to float64 where it is accumulated."""
+    dims = [d.dtype for a, d in zip(args, raw) if isinstance(a, Tensor) and d.ndim and d.dtype.kind == "f"]
+    if not dims or any(dt != _F32 for dt in dims):
+        return raw, True
+    out = [d.astype(_F32) if isinstance(a, Tensor) and d.dtype is _F64 and d.ndim == 0 else d
+           for a, d in zip(args, raw)]
+    return out, False
 
 
 def _float64_function(cls):

@@ -109,8 +109,22 @@ def empty(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
     return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
+def _fill_dtype(fill_value) -> np.dtype:
+    """torch.full's dtype when none is given: bool for a bool, int64 for an integer, else the default floating
+    dtype (a one-element tensor or array counts by its dtype's kind)."""
+    kind = getattr(getattr(fill_value, "dtype", None), "kind", None)
+    if isinstance(fill_value, (bool, np.bool_)) or kind == "b":
+        return np.dtype(np.bool_)
+    if isinstance(fill_value, (int, np.integer)) or kind in ("i", "u"):
+        return np.dtype(np.int64)
+    return _dtypes.default_float()
+
+
 def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape((shape,)), _np_dtype(dtype)
+    shape = _shape((shape,))
+    dt = _fill_dtype(fill_value) if dtype is None else _np_dtype(dtype)
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
     return _factory(device, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
 
 

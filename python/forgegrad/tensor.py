@@ -223,6 +223,8 @@ class Tensor(TensorMethods):
             extra = ", requires_grad=True"
         if self._data.dtype != np.float32:
             extra = f", dtype={self._data.dtype}" + extra
+        if host.size == 0 and host.ndim != 1:  # torch's: an empty tensor's repr gives its shape
+            extra = f", size={tuple(host.shape)}" + extra
         if host is not self._data:  # torch's order: device, dtype, then the graph
             extra = f", device='{_devices.device_of(self._data)}'" + extra
         return f"tensor({body}{extra})"

@@ -3,9 +3,7 @@ runs its op record (ops/activation_hard.py, activation_more.py, activation_param
 torch's arguments, ``inplace`` where torch has it, and torch's repr."""
 from __future__ import annotations
 
-import numpy as np
-
-from .. import devices
+from .. import devices, dtypes
 from .._validate import check_float, check_int
 from ..ops import activation_hard as _hard  # noqa: F401  (the records _Activation subclasses look up)
 from ..ops import activation_more as _more
@@ -200,7 +198,7 @@ class PReLU(Module):
         super().__init__()
         self.num_parameters = check_int(num_parameters, "num_parameters", low=1)
         self.init = check_float(init, "init")
-        dtype = np.float32 if dtype is None else np.dtype(dtype)
+        dtype = dtypes.default_float() if dtype is None else dtypes.to_numpy(dtype)
         dev = devices.default_device() if device is None else str(device)
         self.weight = Parameter(devices.full((self.num_parameters,), self.init, dtype, dev))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes as _dtypes
 from . import _meta as M
 
 _NUM = (int, float, bool, np.number)
@@ -23,7 +24,7 @@ def _number_dtype(n) -> np.dtype:
         return np.dtype(np.bool_)
     if isinstance(n, (int, np.integer)):
         return np.dtype(np.int64)
-    return np.dtype(np.float32)  # torch's default dtype for a Python float
+    return _dtypes.default_float()  # torch's default dtype for a Python float
 
 
 def _tier_dtype(dtypes) -> np.dtype:

@@ -68,7 +68,7 @@ class Adam(Optimizer):
                 state["exp_avg"] = _zeros_like(p)
                 state["exp_avg_sq"] = _zeros_like(p)
             step = state["step"]._data
-            step += 1  # a 0-d float32 array, like torch's step tensor
+            step += 1  # a 0-d array of the default floating dtype, like torch's step tensor
             if p._data.dtype == np.float64:  # the kernel is float32: numpy, in float64
                 _adam_step_float64(group, state, p._data, g, step.item())
                 continue

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _version_counter as _vc
 from .. import devices as _devices
+from .. import dtypes as _dtypes
 from ..autograd import enable_grad
 from ..tensor import Tensor
 
@@ -357,7 +358,8 @@ class Optimizer:
 
 
 def _new_step() -> Tensor:
-    return Tensor._wrap(np.zeros((), np.float32))
+    """A parameter's step count: a 0-d tensor of the default floating dtype (torch's _get_scalar_dtype)."""
+    return Tensor._wrap_exact(np.zeros((), _dtypes.default_float()))
 
 
 def _by_device(pairs):
