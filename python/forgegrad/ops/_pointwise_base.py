@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes as _dtypes
 from ..autograd import Function
 from . import _meta as M
 from ._util import unbroadcast
@@ -24,23 +25,27 @@ def is_arr(a) -> bool:
 
 def result_dtype(*args, floating: bool = False) -> np.dtype:
     """torch's promotion: tensors decide the category and width (float32 with int64 -> float32, float32 with
-    float64 -> float64); a Python float lifts an integer or bool result to float32; ``floating``: integer and bool
-    results become float32 (atan2, hypot, erf of ints, as torch's default dtype)."""
+    float64 -> float64); a Python float lifts an integer or bool result to the default floating dtype
+    (forgegrad.set_default_dtype: float32 unless changed); ``floating``: integer and bool results become it too
+    (atan2, hypot, erf of ints, as torch's)."""
+    default = _dtypes.default_float()
     arrs = [a.dtype for a in args if is_arr(a)]
-    floats = [d for d in arrs if d.kind == "f"]
+    # a 0-d tensor decides only where no tensor with dimensions is floating (float32 with a 0-d float64: float32)
+    floats = [a.dtype for a in args if is_arr(a) and len(a.shape) and a.dtype.kind == "f"] or [
+        d for d in arrs if d.kind == "f"]
     if floats:
         dt = np.result_type(*floats)
     elif arrs:
         dt = np.result_type(*arrs)
         if any(isinstance(a, (float, np.floating)) for a in args if not is_arr(a)):
-            dt = np.dtype(np.float32)
+            dt = default
         elif dt == np.bool_ and any(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
                                     if not is_arr(a)):
             dt = np.dtype(np.int64)  # an integer tensor keeps its width against a Python int (uint8 % 3: uint8)
     else:
-        dt = np.dtype(np.float32)
+        dt = default
     if floating and dt.kind != "f":
-        dt = np.dtype(np.float32)
+        dt = default
     return np.dtype(dt)
 
 
@@ -175,8 +180,7 @@ class PointwiseFunction(Function):
                 result.append(None)
                 continue
             gi = np.broadcast_to(np.asarray(gi), np.broadcast_shapes(np.shape(gi), g.shape))
-            # np.asarray, not np.ascontiguousarray: that one makes a 0-d gradient 1-d
-            result.append(np.asarray(unbroadcast(gi, shape), dtype=dt, order="C"))
+            result.append(np.asarray(unbroadcast(gi, shape), dtype=dt, order="C"))  # a 0-d input keeps 0-d
         return tuple(result) if n > 1 else result[0]
 
 
