@@ -16,7 +16,8 @@ from .functional_conv import _t, max_pool2d
 
 __all__ = ["max_pool1d", "max_pool1d_with_indices", "max_pool2d_with_indices", "avg_pool1d", "max_unpool1d",
            "max_unpool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool1d_with_indices",
-           "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool1d", "lp_pool2d", "dropout1d",
+           "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+           "dropout1d",
            "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"]
 
 
@@ -137,6 +138,15 @@ def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     return _unbatch(unbatched, _OPS["lp_pool2d"](x, norm_type, kernel_size, stride, ceil_mode))
 
 
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    from ..ops.pool3d import max_pool3d
+    out = _lp_pool_inf(max_pool3d, input, norm_type, kernel_size, stride, ceil_mode)
+    if out is not None:
+        return out
+    unbatched, x = _batched(input, 3, "lp_pool3d")
+    return _unbatch(unbatched, _OPS["lp_pool3d"](x, norm_type, kernel_size, stride, ceil_mode))
+
+
 # ---- dropout -----------------------------------------------------------------------------------------------
 def _dropout(name, op, input, p, training, inplace, unbatched=False):
     from .functional import _maybe_inplace
@@ -208,5 +218,6 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
 
 
 for _name in ("max_pool1d", "avg_pool1d", "max_unpool1d", "max_unpool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
-              "adaptive_max_pool2d", "lp_pool1d", "lp_pool2d", "alpha_dropout", "feature_alpha_dropout"):
+              "adaptive_max_pool2d", "lp_pool1d", "lp_pool2d", "lp_pool3d", "alpha_dropout",
+              "feature_alpha_dropout"):
     _OPS[_name].functional = globals()[_name]

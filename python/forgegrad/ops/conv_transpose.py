@@ -274,7 +274,7 @@ def _onnx_conv_transpose(ctx, op, geo, rank):
     output_padding + dilated kernel - pads, torch's. onnxruntime refuses an output_padding >= stride (which torch
     allows below the dilation): there the end pads shrink by output_padding instead, and the rows still missing
     (beyond every tap: bias only) are padded on, the bias added after."""
-    s = slice(2 - rank, 2)
+    s = slice(len(geo.stride) - rank, None)  # the last `rank` axes (1-D runs on a 2-D geometry)
     w = op.args["weight"]
     b = op.input("bias") if op.args.get("bias") is not None else None
     attrs = dict(kernel_shape=[int(k) for k in w.shape[2:]], strides=list(geo.stride[s]),

@@ -1,4 +1,4 @@
-"""The pools that work with indices: max_unpool1d / max_unpool2d (the inverse of max pooling's scatter, with torch's
+"""The pools that work with indices: max_unpool1d / 2d / 3d (the inverse of max pooling's scatter, with torch's
 flat per-plane indices) and adaptive_max_pool1d / adaptive_max_pool2d (values and int64 indices h * W + w).
 
 forgegrad._C.pool has no kernel for either (its max_pool2d kernel takes fixed windows, its backward scatter adds
@@ -19,11 +19,15 @@ from ..devices import MetaArray
 from ..kernels._checks import check_ndim
 from . import _pool_onnx as PO
 from . import _pool_samples as PS
+from . import conv3d_samples as CS3
 from ._op_rules import with_args
 from .registry import register_op
 
 
 def _sizes(value, name, owner, nd, minimum):
+    if nd == 3:
+        from ._window3d import sizes
+        return sizes(value, 3, name, owner, minimum)
     return (single(value, name, owner, minimum),) if nd == 1 else pair(value, name, owner, minimum)
 
 
@@ -245,5 +249,17 @@ AdaptiveMaxPool1dFunction = register_op(
     bad_inputs=PS.adaptive_pool1d_bad_inputs, onnx=PO.map_adaptive_max_pool1d,
     differentiable_backward=_scatter_rule("adaptive_max_pool1d"))(adaptive_max_function(1))
 
-for _fn in (MaxUnpool2dFunction, MaxUnpool1dFunction, AdaptiveMaxPool2dFunction, AdaptiveMaxPool1dFunction):
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Each value of input written at its flat index d * H * W + h * W + w (max_pool3d's) of a zero volume."""
+    from ..nn.functional_pool import _unpool
+    return _unpool(3, input, indices, kernel_size, stride, padding, output_size)
+
+
+MaxUnpool3dFunction = register_op(
+    "max_unpool3d", meta=_max_unpool_meta(3), flops=with_args(_unpool_flops), samples=CS3.max_unpool3d_samples,
+    torch=CS3.max_unpool3d_torch, bad_inputs=CS3.max_unpool3d_bad_inputs, onnx=PO.map_max_unpool(3),
+    differentiable_backward=_max_unpool_rule, functional=max_unpool3d)(max_unpool_function(3))
+
+for _fn in (MaxUnpool2dFunction, MaxUnpool1dFunction, MaxUnpool3dFunction, AdaptiveMaxPool2dFunction,
+            AdaptiveMaxPool1dFunction):
     _fn.op.float64 = _fn  # numpy in the input's dtype
