@@ -17,7 +17,7 @@ from .functional_conv import _t, max_pool2d
 __all__ = ["max_pool1d", "max_pool1d_with_indices", "max_pool2d_with_indices", "avg_pool1d", "max_unpool1d",
            "max_unpool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool1d_with_indices",
            "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
-           "dropout1d",
+           "max_pool3d_with_indices", "adaptive_max_pool3d_with_indices", "dropout1d",
            "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"]
 
 
@@ -136,6 +136,18 @@ def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
         return out
     unbatched, x = _batched(input, 2, "lp_pool2d")
     return _unbatch(unbatched, _OPS["lp_pool2d"](x, norm_type, kernel_size, stride, ceil_mode))
+
+
+def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    """(values, int64 indices d * H * W + h * W + w of each maximum in its volume); (C, D, H, W) input too."""
+    from ..ops.pool3d import max_pool3d_with_indices as fn
+    return fn(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    from ..ops.pool3d import adaptive_max_pool3d_with_indices as fn
+    return fn(input, output_size)
 
 
 def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
