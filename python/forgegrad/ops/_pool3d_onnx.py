@@ -7,8 +7,8 @@ its windows and divisors are computed at the traced size). The onnx package is i
   ceil mode), times kernel volume / torch's divisor (a constant per output position: count_include_pad, the
   clipped last windows and divisor_override all live in it), sliced to torch's window count. No rule is left to
   ONNX's padding or ceil_mode, which runtimes read differently.
-- adaptive_avg_pool3d: GlobalAveragePool for output 1, an AveragePool when the sizes divide, else one MatMul per
-  axis with torch's averaging matrix.
+- adaptive_avg_pool3d: GlobalAveragePool for output 1, an AveragePool when the sizes divide, else a Slice and a
+  ReduceMean per axis and window (a NaN stays in its windows).
 - adaptive_max_pool3d: GlobalMaxPool-like MaxPool with indices when the sizes divide; uneven windows are refused.
 """
 from __future__ import annotations
@@ -92,14 +92,11 @@ def map_adaptive_avg_pool3d(ctx, op):
     if all(n % o == 0 for n, o in zip(spatial, out)):
         k = [n // o for n, o in zip(spatial, out)]
         return [y if k == [1, 1, 1] else ctx.node("AveragePool", [y], kernel_shape=k, strides=k)]
-    for axis, (n, o) in enumerate(zip(spatial, out)):
-        if n == o:
-            continue
-        perm = [0, 1, 2, 3, 4]
-        perm[2 + axis], perm[4] = 4, 2 + axis  # the axis last (a swap: its own inverse)
-        t = ctx.node("Transpose", [y], perm=perm)
-        t = ctx.node("MatMul", [t, ctx.const(np.ascontiguousarray(W.adaptive_mean_matrix(n, o, np.float32).T))])
-        y = ctx.node("Transpose", [t], perm=perm)
+    for axis, (n, o) in enumerate(zip(spatial, out), start=2):  # a ReduceMean per window and axis, as the op
+        if n != o:
+            parts = [ctx.reduce("ReduceMean", ctx.node("Slice", [y, ctx.ints([a]), ctx.ints([b]), ctx.ints([axis])]),
+                                [axis], True) for a, b in W.adaptive_bins(n, o)]
+            y = ctx.node("Concat", parts, axis=axis)
     return [y]
 
 

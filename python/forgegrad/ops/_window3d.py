@@ -22,7 +22,7 @@ import numpy as np
 from .. import _C
 from .._args import integer, is_int
 
-_PANEL_FLOATS = 1 << 22  # 16 MiB of float32 panel: big GEMMs, bounded memory
+_PANEL_FLOATS = 1 << 21  # 8 MiB of float32 panel: stays in cache for the GEMM, bounded memory
 _MAX_ELEMENTS = 1 << 40  # larger arrays cannot be allocated here: a ValueError, not a MemoryError mid-op
 
 
@@ -360,28 +360,32 @@ def adaptive_bins(n, o):
     return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
 
 
-def adaptive_mean_matrix(n, o, dtype):
-    """(o, n): row i averages torch's window i of an axis of n."""
-    m = np.zeros((o, n), dtype)
-    for i, (a, b) in enumerate(adaptive_bins(n, o)):
-        m[i, a:b] = 1.0 / (b - a)
-    return m
+def _along(axis, a, b, ndim):
+    """The index that takes [a, b) along axis (of an ndim array) and everything elsewhere."""
+    return (slice(None),) * axis + (slice(a, b),) + (slice(None),) * (ndim - axis - 1)
 
 
 def adaptive_avg(x, out):
-    """Adaptive average pooling: separable (a window's mean is the mean along each axis in turn)."""
+    """Adaptive average pooling, one axis at a time (a window's mean is the mean along each axis in turn): a slice
+    mean per output position and axis, so a NaN or inf reaches only the windows that hold it."""
     y = x
-    for axis, o in enumerate(out):
-        y = np.moveaxis(np.tensordot(y, adaptive_mean_matrix(x.shape[2 + axis], o, x.dtype), ([2 + axis], [1])),
-                        -1, 2 + axis)
+    for axis, o in enumerate(out, start=2):
+        if y.shape[axis] != o:
+            y = np.concatenate([y[_along(axis, a, b, y.ndim)].mean(axis=axis, keepdims=True)
+                                for a, b in adaptive_bins(y.shape[axis], o)], axis=axis)
     return np.ascontiguousarray(y)
 
 
 def adaptive_avg_backward(g, in_shape):
     gx = g
-    for axis, n in enumerate(in_shape[2:]):
-        m = adaptive_mean_matrix(n, g.shape[2 + axis], g.dtype)
-        gx = np.moveaxis(np.tensordot(gx, m, ([2 + axis], [0])), -1, 2 + axis)
+    for axis, n in enumerate(in_shape[2:], start=2):
+        o = gx.shape[axis]
+        if o == n:
+            continue
+        grown = np.zeros(gx.shape[:axis] + (n,) + gx.shape[axis + 1:], g.dtype)
+        for i, (a, b) in enumerate(adaptive_bins(n, o)):
+            grown[_along(axis, a, b, gx.ndim)] += gx[_along(axis, i, i + 1, gx.ndim)] / g.dtype.type(b - a)
+        gx = grown
     return np.ascontiguousarray(gx)
 
 

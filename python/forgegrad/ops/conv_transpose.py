@@ -232,6 +232,9 @@ def _backward(x, w, g, geo, need):
 
 
 def _check_arrays(owner, x, weight, bias, ndim):
+    for name, a in (("input", x), ("weight", weight), ("bias", bias)):
+        if a is not None and not (hasattr(a, "shape") and hasattr(a, "dtype")):  # a number at a tensor argument
+            raise TypeError(f"{owner}: {name} must be a tensor, got {type(a).__name__}")
     _shape(x, "input", ndim, owner)
     _shape(weight, "weight", ndim, owner)
     kinds = {a.dtype for a in (x, weight, bias) if a is not None and a.dtype.kind == "f"}

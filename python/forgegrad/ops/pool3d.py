@@ -155,8 +155,7 @@ def adaptive_avg_pool3d(input, output_size):
              samples=CS.adaptive_pool3d_samples, torch=CS.adaptive_avg_pool3d_torch,
              bad_inputs=CS.adaptive_pool3d_bad_inputs, onnx=PO.map_adaptive_avg_pool3d, functional=adaptive_avg_pool3d)
 class AdaptiveAvgPool3dFunction(Function):
-    """Means over torch's windows [floor(i*n/o), ceil((i+1)*n/o)) per axis (separable: a product of per-axis
-    averaging matrices)."""
+    """Means over torch's windows [floor(i*n/o), ceil((i+1)*n/o)), one axis at a time."""
 
     @staticmethod
     def forward(ctx, x, output_size=1):
