@@ -120,22 +120,23 @@ def _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode):
     return -pool(-a, kernel_size, stride, 0, 1, ceil_mode)
 
 
+def _lp_pool(nd, pool, input, norm_type, kernel_size, stride, ceil_mode):
+    """lp_pool{nd}d: the op, or for norm_type inf / -inf the max pool `pool` of |x| (torch's branch)."""
+    out = _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode)
+    if out is not None:
+        return out
+    unbatched, x = _batched(input, nd, f"lp_pool{nd}d")
+    return _unbatch(unbatched, _OPS[f"lp_pool{nd}d"](x, norm_type, kernel_size, stride, ceil_mode))
+
+
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """(sum over each window of x ** norm_type) ** (1 / norm_type), as torch's (no padding); for norm_type
     inf / -inf the max / min of |x| over each window, as torch's."""
-    out = _lp_pool_inf(max_pool1d, input, norm_type, kernel_size, stride, ceil_mode)
-    if out is not None:
-        return out
-    unbatched, x = _batched(input, 1, "lp_pool1d")
-    return _unbatch(unbatched, _OPS["lp_pool1d"](x, norm_type, kernel_size, stride, ceil_mode))
+    return _lp_pool(1, max_pool1d, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    out = _lp_pool_inf(max_pool2d, input, norm_type, kernel_size, stride, ceil_mode)
-    if out is not None:
-        return out
-    unbatched, x = _batched(input, 2, "lp_pool2d")
-    return _unbatch(unbatched, _OPS["lp_pool2d"](x, norm_type, kernel_size, stride, ceil_mode))
+    return _lp_pool(2, max_pool2d, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -152,11 +153,7 @@ def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
 
 def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     from ..ops.pool3d import max_pool3d
-    out = _lp_pool_inf(max_pool3d, input, norm_type, kernel_size, stride, ceil_mode)
-    if out is not None:
-        return out
-    unbatched, x = _batched(input, 3, "lp_pool3d")
-    return _unbatch(unbatched, _OPS["lp_pool3d"](x, norm_type, kernel_size, stride, ceil_mode))
+    return _lp_pool(3, max_pool3d, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 # ---- dropout -----------------------------------------------------------------------------------------------

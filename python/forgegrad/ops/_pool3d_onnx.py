@@ -23,6 +23,14 @@ def _static(op, xn, what):
         raise op.unsupported(f"{what} over dynamic spatial sizes is not exported (its windows are fixed at export)")
 
 
+def _input(op, what):
+    """(argument helpers, input array, input value, spatial sizes) of a 3-D pool with static spatial sizes."""
+    A, _ = _mods()
+    xn = A._x(op)
+    _static(op, xn, what)
+    return A, op.args[xn], op.input(xn), tuple(op.args[xn].shape[2:])
+
+
 def _max_pool(ctx, x, geo, spatial, outputs):
     _, CE = _mods()
     attrs = {"dilations": list(geo.dilation)} if geo.dilation != (1, 1, 1) else {}
@@ -39,13 +47,9 @@ def _with_indices(ctx, op, x, spatial, pool):
 
 def map_max_pool3d(ctx, op):
     from .pool3d import max_pool3d_geometry
-    A, _ = _mods()
-    xn = A._x(op)
-    _static(op, xn, "max_pool3d")
-    xa, x = op.args[xn], op.input(xn)
+    A, xa, x, spatial = _input(op, "max_pool3d")
     geo = max_pool3d_geometry(xa, A._arg(op, "kernel_size"), A._arg(op, "stride"), A._arg(op, "padding", default=0),
                               A._arg(op, "dilation", default=1), A._arg(op, "ceil_mode", default=False))
-    spatial = tuple(xa.shape[2:])
     return _with_indices(ctx, op, x, spatial, lambda v, n: _max_pool(ctx, v, geo, spatial, n))
 
 
@@ -69,24 +73,18 @@ def avg_pool3d_nodes(ctx, x, spatial, geo, div):
 
 def map_avg_pool3d(ctx, op):
     from .pool3d import avg_pool3d_arguments
-    A, _ = _mods()
-    xn = A._x(op)
-    _static(op, xn, "avg_pool3d")
-    xa = op.args[xn]
+    A, xa, x, spatial = _input(op, "avg_pool3d")
     geo, div = avg_pool3d_arguments(xa, A._arg(op, "kernel_size"), A._arg(op, "stride"),
                                     A._arg(op, "padding", default=0), A._arg(op, "ceil_mode", default=False),
                                     A._arg(op, "count_include_pad", default=True), A._arg(op, "divisor_override"))
-    return [avg_pool3d_nodes(ctx, op.input(xn), tuple(xa.shape[2:]), geo, div)]
+    return [avg_pool3d_nodes(ctx, x, spatial, geo, div)]
 
 
 def map_adaptive_avg_pool3d(ctx, op):
     from . import _window3d as W
     from .pool3d import adaptive3d_size
-    A, _ = _mods()
-    xn = A._x(op)
-    _static(op, xn, "adaptive_avg_pool3d")
-    xa, y = op.args[xn], op.input(xn)
-    spatial, out = tuple(xa.shape[2:]), adaptive3d_size(xa, A._arg(op, "output_size"), "adaptive_avg_pool3d")
+    A, xa, y, spatial = _input(op, "adaptive_avg_pool3d")
+    out = adaptive3d_size(xa, A._arg(op, "output_size"), "adaptive_avg_pool3d")
     if out == (1, 1, 1):
         return [ctx.node("GlobalAveragePool", [y])]
     if all(n % o == 0 for n, o in zip(spatial, out)):
@@ -102,11 +100,8 @@ def map_adaptive_avg_pool3d(ctx, op):
 
 def map_adaptive_max_pool3d(ctx, op):
     from .pool3d import adaptive3d_size
-    A, _ = _mods()
-    xn = A._x(op)
-    _static(op, xn, "adaptive_max_pool3d")
-    xa, x = op.args[xn], op.input(xn)
-    spatial, out = tuple(xa.shape[2:]), adaptive3d_size(xa, A._arg(op, "output_size"), "adaptive_max_pool3d")
+    A, xa, x, spatial = _input(op, "adaptive_max_pool3d")
+    out = adaptive3d_size(xa, A._arg(op, "output_size"), "adaptive_max_pool3d")
     if any(n % o for n, o in zip(spatial, out)):
         raise op.unsupported("adaptive_max_pool3d over windows of unequal sizes (output sizes that do not divide the "
                              "input's) is not exported")

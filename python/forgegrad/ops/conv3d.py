@@ -19,7 +19,7 @@ from ..devices import MetaArray
 from . import _window3d as W
 from . import conv3d_samples as CS
 from ._op_rules import with_args
-from .conv_transpose import _check_arrays, _check_bias, _onnx_conv_transpose
+from .conv_transpose import _onnx_conv_transpose, checked_geometry
 from .registry import register_op
 
 __all__ = ["Conv3dFunction", "ConvTranspose3dFunction", "conv3d", "conv_transpose3d", "conv_transpose3d_geometry"]
@@ -38,21 +38,28 @@ def _unbatched_call(name, ndim, input, weight, bias, **kwargs):
     return _OPS[name](input, weight, _opt(bias), **kwargs)
 
 
-def _need(ctx):
+def _finish(ctx, y, input, weight, bias, geo):
+    """The forward's last steps for both ops: the bias added, what backward needs saved."""
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1, 1)
+    ctx.save_for_backward(input, weight)
+    ctx.geo, ctx.has_bias = geo, bias is not None
+    return y
+
+
+def _gradients(ctx, g, input_grad, weight_grad):
+    """(grad input, grad weight, grad bias), each computed only where needed: input_grad(g, w) and
+    weight_grad(x, g, w) give the first two."""
+    x, w = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    return needs[0], needs[1], ctx.has_bias and len(needs) > 2 and needs[2]
-
-
-def _bias_grad(g, need_b):
-    return g.sum(axis=(0, 2, 3, 4)) if need_b else None
+    need_b = ctx.has_bias and len(needs) > 2 and needs[2]
+    return (input_grad(g, w) if needs[0] else None, weight_grad(x, g, w) if needs[1] else None,
+            g.sum(axis=(0, 2, 3, 4)) if need_b else None)
 
 
 # ---- conv3d -----------------------------------------------------------------------------------------------
 def _geometry(x, weight, bias, stride, padding, dilation, groups, owner="conv3d"):
-    _check_arrays(owner, x, weight, bias, 5)
-    geo = W.conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, owner)
-    _check_bias(owner, bias, weight.shape[0])
-    return geo
+    return checked_geometry(W.conv_geometry, 5, owner, x, weight, bias, stride, padding, dilation, groups)
 
 
 def _conv3d_meta(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -93,20 +100,13 @@ class Conv3dFunction(Function):
     @staticmethod
     def forward(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         geo = _geometry(input, weight, bias, stride, padding, dilation, groups)
-        y = W.conv_forward(input, weight, geo)
-        if bias is not None:
-            y += bias.reshape(1, -1, 1, 1, 1)
-        ctx.save_for_backward(input, weight)
-        ctx.geo, ctx.has_bias = geo, bias is not None
-        return y
+        return _finish(ctx, W.conv_forward(input, weight, geo), input, weight, bias, geo)
 
     @staticmethod
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        need_x, need_w, need_b = _need(ctx)
-        gx = W.conv_input_grad(g, w, ctx.geo, x.shape) if need_x else None
-        gw = W.conv_weight_grad(x, g, w.shape, ctx.geo) if need_w else None
-        return gx, gw, _bias_grad(g, need_b)
+        geo, shape = ctx.geo, ctx.saved_tensors[0].shape
+        return _gradients(ctx, g, lambda g_, w: W.conv_input_grad(g_, w, geo, shape),
+                          lambda x, g_, w: W.conv_weight_grad(x, g_, w.shape, geo))
 
 
 # ---- conv_transpose3d -------------------------------------------------------------------------------------
@@ -163,10 +163,8 @@ def conv_transpose3d_geometry(input_shape, weight_shape, stride=1, padding=0, ou
 
 
 def _t_geometry(x, weight, bias, stride, padding, output_padding, groups, dilation, owner="conv_transpose3d"):
-    _check_arrays(owner, x, weight, bias, 5)
-    geo = conv_transpose3d_geometry(x.shape, weight.shape, stride, padding, output_padding, groups, dilation, owner)
-    _check_bias(owner, bias, geo.output_shape[1])
-    return geo
+    return checked_geometry(conv_transpose3d_geometry, 5, owner, x, weight, bias, stride, padding, output_padding,
+                            groups, dilation)
 
 
 def _t_meta(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
@@ -204,20 +202,13 @@ class ConvTranspose3dFunction(Function):
     @staticmethod
     def forward(ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
         geo = _t_geometry(input, weight, bias, stride, padding, output_padding, groups, dilation)
-        y = W.conv_input_grad(input, weight, geo.conv, geo.output_shape)
-        if bias is not None:
-            y += bias.reshape(1, -1, 1, 1, 1)
-        ctx.save_for_backward(input, weight)
-        ctx.geo, ctx.has_bias = geo, bias is not None
-        return y
+        return _finish(ctx, W.conv_input_grad(input, weight, geo.conv, geo.output_shape), input, weight, bias, geo)
 
     @staticmethod
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        need_x, need_w, need_b = _need(ctx)
-        gx = W.conv_forward(g, w, ctx.geo.conv) if need_x else None
-        gw = W.conv_weight_grad(g, x, w.shape, ctx.geo.conv) if need_w else None
-        return gx, gw, _bias_grad(g, need_b)
+        conv = ctx.geo.conv  # the adjoint's: a conv of g, the conv's weight gradient with the roles swapped
+        return _gradients(ctx, g, lambda g_, w: W.conv_forward(g_, w, conv),
+                          lambda x, g_, w: W.conv_weight_grad(g_, x, w.shape, conv))
 
 
 for _fn in (Conv3dFunction, ConvTranspose3dFunction):

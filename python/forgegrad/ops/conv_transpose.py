@@ -252,12 +252,19 @@ def _check_bias(owner, bias, out_channels):
                          f"{tuple(bias.shape)}")
 
 
-# ---- conv_transpose2d ---------------------------------------------------------------------------------------
-def _geometry2d(x, weight, bias, stride, padding, output_padding, groups, dilation, owner="conv_transpose2d"):
-    _check_arrays(owner, x, weight, bias, 4)
-    geo = conv_transpose2d_geometry(x.shape, weight.shape, stride, padding, output_padding, groups, dilation, owner)
+def checked_geometry(geometry, ndim, owner, x, weight, bias, *args):
+    """geometry(x.shape, weight.shape, *args, owner=owner) after checking the arrays (rank ndim, one floating
+    dtype), and the bias against its output channels."""
+    _check_arrays(owner, x, weight, bias, ndim)
+    geo = geometry(x.shape, weight.shape, *args, owner=owner)
     _check_bias(owner, bias, geo.output_shape[1])
     return geo
+
+
+# ---- conv_transpose2d ---------------------------------------------------------------------------------------
+def _geometry2d(x, weight, bias, stride, padding, output_padding, groups, dilation, owner="conv_transpose2d"):
+    return checked_geometry(conv_transpose2d_geometry, 4, owner, x, weight, bias, stride, padding, output_padding,
+                            groups, dilation)
 
 
 def _meta2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
