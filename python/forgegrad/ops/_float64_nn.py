@@ -88,24 +88,14 @@ class Conv2d64Function(Function):
 
 # ---- pools ----------------------------------------------------------------------------------------------
 # The N-d numpy window code of _window3d (the 3-D pools' own), on the 2-D geometry (the same field names).
-class MaxPool2d64Function(Function):
+class MaxPool2d64Function(W.IndexedPool):
     """Max over each window, the first maximum winning (torch's order), and its flat index h * W + w."""
-
-    non_differentiable_outputs = (1,)
 
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
         _validate("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
         geo = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, owner="max_pool2d")
-        best, idx = W.max_pool(x, geo)
-        ctx.save_for_backward(idx)
-        ctx.in_shape = x.shape
-        return best, idx
-
-    @staticmethod
-    def backward(ctx, g, g_idx=None):
-        (idx,) = ctx.saved_tensors
-        return W.scatter_max(g, idx, ctx.in_shape)
+        return W.IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
 
 
 class AvgPool2d64Function(Function):

@@ -20,6 +20,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from .. import _C
+from ..autograd import Function
 from .._args import integer, is_int
 
 _PANEL_FLOATS = 1 << 21  # 8 MiB of float32 panel: stays in cache for the GEMM, bounded memory
@@ -297,6 +298,24 @@ def max_pool(x, geo):
         idx = np.where(take, flat, idx)
         found |= inside
     return best, idx
+
+
+class IndexedPool(Function):
+    """A max pool's Function base: forward returns ``saving(ctx, x, values, indices)`` (int64 flat per-plane
+    indices); the gradient scatters to the indices."""
+
+    non_differentiable_outputs = (1,)
+
+    @staticmethod
+    def saving(ctx, x, y, idx):
+        ctx.save_for_backward(idx)
+        ctx.in_shape = x.shape
+        return y, idx
+
+    @staticmethod
+    def backward(ctx, g, g_idx=None):
+        (idx,) = ctx.saved_tensors
+        return scatter_max(g, idx, ctx.in_shape)
 
 
 def scatter_max(g, idx, in_shape):

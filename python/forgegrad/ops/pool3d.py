@@ -64,31 +64,14 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return out if check_bool(return_indices, "return_indices") else out[0]
 
 
-class _IndexedPool(Function):
-    """A max pool of (values, int64 flat per-volume indices): its gradient scatters to the indices."""
-
-    non_differentiable_outputs = (1,)
-
-    @staticmethod
-    def saving(ctx, x, y, idx):
-        ctx.save_for_backward(idx)
-        ctx.in_shape = x.shape
-        return y, idx
-
-    @staticmethod
-    def backward(ctx, g, g_idx=None):
-        (idx,) = ctx.saved_tensors
-        return W.scatter_max(g, idx, ctx.in_shape)
-
-
 @register_op("max_pool3d", meta=_max_meta, flops=with_args(_window_flops), samples=CS.max_pool3d_samples,
              torch=CS.max_pool3d_torch, bad_inputs=CS.max_pool3d_bad_inputs, onnx=PO.map_max_pool3d,
              differentiable_backward=_scatter_rule("max_pool3d"), functional=max_pool3d)
-class MaxPool3dFunction(_IndexedPool):
+class MaxPool3dFunction(W.IndexedPool):
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
         geo = max_pool3d_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-        return _IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
+        return W.IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
 
 
 # ---- avg_pool3d -------------------------------------------------------------------------------------------
@@ -196,10 +179,10 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
              samples=CS.adaptive_max_pool3d_samples, torch=CS.adaptive_max_pool3d_torch,
              bad_inputs=CS.adaptive_pool3d_bad_inputs, onnx=PO.map_adaptive_max_pool3d,
              differentiable_backward=_scatter_rule("adaptive_max_pool3d"), functional=adaptive_max_pool3d)
-class AdaptiveMaxPool3dFunction(_IndexedPool):
+class AdaptiveMaxPool3dFunction(W.IndexedPool):
     @staticmethod
     def forward(ctx, x, output_size=1):
-        return _IndexedPool.saving(ctx, x, *W.adaptive_max(x, adaptive3d_size(x, output_size, "adaptive_max_pool3d")))
+        return W.IndexedPool.saving(ctx, x, *W.adaptive_max(x, adaptive3d_size(x, output_size, "adaptive_max_pool3d")))
 
 
 for _fn in (MaxPool3dFunction, AvgPool3dFunction, AdaptiveAvgPool3dFunction, AdaptiveMaxPool3dFunction):
