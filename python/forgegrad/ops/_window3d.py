@@ -24,6 +24,7 @@ from ..autograd import Function
 from .._args import integer, is_int
 
 _PANEL_FLOATS = 1 << 21  # 8 MiB of float32 panel: stays in cache for the GEMM, bounded memory
+_MAX_ADAPTIVE = 1 << 16  # adaptive windows per axis
 _MAX_ELEMENTS = 1 << 40  # larger arrays cannot be allocated here: a ValueError, not a MemoryError mid-op
 
 
@@ -277,7 +278,7 @@ def _tap_views(xp, geo):
 
 
 def max_pool(x, geo):
-    """(values, int64 flat per-plane indices) of max pooling; torch's choice: the first maximum, or a NaN."""
+    """(values, int64 flat per-plane indices) of max pooling; torch's choice: the first maximum, or the last NaN."""
     spatial, out = x.shape[2:], geo.output_shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, spatial), constant_values=-np.inf)
     best = np.full(geo.output_shape, -np.inf, x.dtype)
@@ -293,7 +294,7 @@ def max_pool(x, geo):
             shape[axis] = -1
             inside &= ((c >= 0) & (c < n)).reshape(shape)
             flat = flat * n + c.reshape(shape)
-        take = inside & (~found | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+        take = inside & (~found | (v > best) | np.isnan(v))  # torch's loop: a greater value, or any NaN
         best = np.where(take, v, best)
         idx = np.where(take, flat, idx)
         found |= inside
@@ -364,14 +365,17 @@ def avg_pool_backward(g, geo, div, in_shape):
 
 # ---- adaptive pooling -------------------------------------------------------------------------------------
 def adaptive_sizes(output_size, spatial, owner, nd=3):
-    """output_size (an int, or a tuple of nd ints or None: None keeps the input's size) -> nd ints >= 1."""
-    if is_int(output_size) or output_size is None:
+    """output_size (an int, or a tuple of nd entries, ints or None: None keeps the input's size) -> nd ints >= 1.
+    A bare None is refused, as torch's."""
+    if is_int(output_size):
         output_size = (output_size,) * nd
     if not isinstance(output_size, (tuple, list)) or len(output_size) != nd:
         raise TypeError(f"{owner}: output_size must be an int or a tuple of {nd} (ints or None), got {output_size!r}")
     out = tuple(int(n) if v is None else v for v, n in zip(output_size, spatial))
     if not all(is_int(v) and v >= 1 for v in out):
         raise ValueError(f"{owner}: output_size entries must be positive ints (or None), got {output_size!r}")
+    if max(out) > _MAX_ADAPTIVE:  # the windows are listed (and, where sizes do not divide, visited) one by one
+        raise ValueError(f"{owner}: output_size is too large: {output_size!r} (at most {_MAX_ADAPTIVE} per axis)")
     return tuple(int(v) for v in out)
 
 

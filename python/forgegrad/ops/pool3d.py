@@ -123,7 +123,9 @@ class AvgPool3dFunction(Function):
 # ---- adaptive pools ---------------------------------------------------------------------------------------
 def adaptive3d_size(x, output_size, owner):
     _input(x, owner)
-    return W.adaptive_sizes(output_size, x.shape[2:], owner)
+    out = W.adaptive_sizes(output_size, x.shape[2:], owner)
+    W._check_size(owner, "output_size", tuple(x.shape[:2]) + out)
+    return out
 
 
 def _adaptive_avg_meta(x, output_size=1):

@@ -73,7 +73,8 @@ def lp_pool_function(nd: int) -> type:
         with np.errstate(invalid="ignore"):  # a negative sum's fractional root is NaN, as torch's
             avg = avg_fn.forward(sub, x4 ** x.dtype.type(p), k, s, 0, ceil, True, None)
             m = avg * x.dtype.type(np.prod(k))
-            y = m ** x.dtype.type(1.0 / p)
+            # the root's exponent in float64 (torch's scalar): 1 / p may underflow float32 (1 / 1e300 -> 0)
+            y = (m.astype(np.float64) ** (1.0 / p)).astype(x.dtype)
         ctx.save_for_backward(x4, avg, m)
         ctx.parts = (avg_fn, sub, p, int(np.prod(k)), x.shape)
         return y.reshape(y.shape[:2] + y.shape[3:]) if nd == 1 else y
