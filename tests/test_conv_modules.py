@@ -91,7 +91,7 @@ def test_max_pool2d_return_indices(rng):
 
 
 @pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (8, 5)), ("BatchNorm1d", (4, 5, 7)),
-                                       ("BatchNorm2d", (3, 5, 4, 6))])
+                                       ("BatchNorm2d", (3, 5, 4, 6)), ("BatchNorm3d", (3, 5, 3, 4, 6))])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batchnorm_module_matches_torch_over_training_steps(rng, cls, shape, momentum):
     ours = getattr(nn, cls)(5, momentum=momentum)

@@ -53,3 +53,40 @@ def classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray, torch,
             return tl(torch_model(tx), ty)
 
     return adam_step_fns(model, torch_model, lambda: loss_fn(model(xt), yt), torch_loss, torch, lr)
+
+
+def layer_fns(build, x: np.ndarray, gy: np.ndarray, backward: bool) -> dict:
+    """{"forgegrad": fn, "torch": fn or None} for one layer with weight and bias: ``build(nn)`` makes it from
+    forgegrad.nn or torch.nn (torch's gets forgegrad's weights). fn runs the forward under no_grad, or with
+    ``backward`` the forward and the input, weight and bias gradients for the output gradient gy."""
+    import forgegrad as fg
+    from ._timing import optional_import
+    torch = optional_import("torch")
+    fg.manual_seed(0)
+    ours = build(fg.nn)
+    fx, fgy = fg.tensor(x, requires_grad=backward), fg.tensor(gy)
+
+    def fg_fwd():
+        with fg.no_grad():
+            ours(fx)
+
+    def fg_step():
+        fx.grad = ours.weight.grad = ours.bias.grad = None
+        (ours(fx) * fgy).sum().backward()
+
+    fns = {"forgegrad": fg_step if backward else fg_fwd, "torch": None}
+    if torch is not None:
+        theirs = build(torch.nn)
+        theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
+        tx, tgy = torch.tensor(x, requires_grad=backward), torch.tensor(gy)
+
+        def t_fwd():
+            with torch.no_grad():
+                theirs(tx)
+
+        def t_step():
+            tx.grad = theirs.weight.grad = theirs.bias.grad = None
+            theirs(tx).backward(tgy)
+
+        fns["torch"] = t_step if backward else t_fwd
+    return fns

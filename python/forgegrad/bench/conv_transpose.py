@@ -11,48 +11,17 @@ from typing import List, Sequence
 import numpy as np
 
 from . import Workload, suite, time_workloads
-from ._timing import optional_import
+from ._steps import layer_fns
 
 SHAPES = (((16, 256, 8, 8), 128), ((16, 64, 32, 32), 3))
 RUNTIMES = ("forgegrad", "torch")
 
 
 def _fns(xshape, out_channels, backward: bool):
-    import forgegrad as fg
-    torch = optional_import("torch")
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xshape).astype(np.float32)
-    fg.manual_seed(0)
-    ours = fg.nn.ConvTranspose2d(xshape[1], out_channels, 4, stride=2, padding=1)
-    fx = fg.tensor(x, requires_grad=backward)
-    out_shape = (xshape[0], out_channels, 2 * xshape[2], 2 * xshape[3])
-    gy = rng.standard_normal(out_shape).astype(np.float32)
-    fgy = fg.tensor(gy)
-
-    def fg_fwd():
-        with fg.no_grad():
-            ours(fx)
-
-    def fg_step():
-        fx.grad = ours.weight.grad = ours.bias.grad = None
-        (ours(fx) * fgy).sum().backward()
-
-    fns = {"forgegrad": fg_step if backward else fg_fwd, "torch": None}
-    if torch is not None:
-        theirs = torch.nn.ConvTranspose2d(xshape[1], out_channels, 4, stride=2, padding=1)
-        theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
-        tx, tgy = torch.tensor(x, requires_grad=backward), torch.tensor(gy)
-
-        def t_fwd():
-            with torch.no_grad():
-                theirs(tx)
-
-        def t_step():
-            tx.grad = theirs.weight.grad = theirs.bias.grad = None
-            theirs(tx).backward(tgy)
-
-        fns["torch"] = t_step if backward else t_fwd
-    return fns
+    gy = rng.standard_normal((xshape[0], out_channels, 2 * xshape[2], 2 * xshape[3])).astype(np.float32)
+    return layer_fns(lambda nn: nn.ConvTranspose2d(xshape[1], out_channels, 4, stride=2, padding=1), x, gy, backward)
 
 
 def workloads(quick: bool = False) -> List[Workload]:

@@ -41,11 +41,14 @@ def _channel(v, name, c, writable=False):
 
 
 def _input(x):
+    """x as the kernels take it: (N, C), (N, C, L) or (N, C, H, W); a 5-D (N, C, D, H, W) input (BatchNorm3d) is
+    the 4-D (N, C, D, H * W) view, the same per-channel statistics."""
     x = as_f32(x, "input")
-    check_ndim(x, "input", (2, 3, 4))
+    check_ndim(x, "input", (2, 3, 4, 5))
     if x.shape[1] < 1:
         raise ValueError(f"input must have at least one channel, got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    return x.reshape(x.shape[:3] + (-1,)) if x.ndim == 5 else x
 
 
 def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None, training=False,
@@ -57,6 +60,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     """
     training = check_bool(training, "training")
     momentum, eps = check_float(momentum, "momentum"), check_float(eps, "eps", low=0.0)
+    shape = np.shape(x)
     x = _input(x)
     c = x.shape[1]
     weight = _channel(weight, "weight", c)
@@ -73,7 +77,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     save_invstd = np.empty(c, np.float32)
     _C.batchnorm.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum,
                                     eps, y, save_mean, save_invstd)
-    return y, save_mean, save_invstd
+    return y.reshape(shape), save_mean, save_invstd
 
 
 def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True, need=(True, True, True)):
@@ -83,11 +87,13 @@ def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True
     not needed comes back as None.
     """
     training = check_bool(training, "training")
+    shape = np.shape(x)
     x = _input(x)
     c = x.shape[1]
     grad_y = as_f32(grad_y, "grad_output")
-    if grad_y.shape != x.shape:
-        raise ValueError(f"grad_output must have shape {x.shape}, got {grad_y.shape}")
+    if grad_y.shape != shape:
+        raise ValueError(f"grad_output must have shape {shape}, got {grad_y.shape}")
+    grad_y = grad_y.reshape(x.shape)
     weight = _channel(weight, "weight", c)
     save_mean = _channel(save_mean, "save_mean", c)
     save_invstd = _channel(save_invstd, "save_invstd", c)
@@ -99,7 +105,7 @@ def batch_norm_backward(grad_y, x, weight, save_mean, save_invstd, training=True
     gb = np.empty(c, np.float32) if need_b else None
     _C.batchnorm.batch_norm_backward(x, np.ascontiguousarray(grad_y), weight, save_mean, save_invstd,
                                      training, gx, gw, gb)
-    return gx, gw, gb
+    return (None if gx is None else gx.reshape(shape)), gw, gb
 
 
 _F32 = np.dtype(np.float32)

@@ -12,6 +12,7 @@ from .buffer import *  # noqa: F401,F403
 from .container import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .conv_transpose import *  # noqa: F401,F403
+from .conv3d import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .embedding_bag import *  # noqa: F401,F403
 from .fractional_pool import *  # noqa: F401,F403

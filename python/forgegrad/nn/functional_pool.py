@@ -16,7 +16,8 @@ from .functional_conv import _t, max_pool2d
 
 __all__ = ["max_pool1d", "max_pool1d_with_indices", "max_pool2d_with_indices", "avg_pool1d", "max_unpool1d",
            "max_unpool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool1d_with_indices",
-           "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool1d", "lp_pool2d", "dropout1d",
+           "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+           "max_pool3d_with_indices", "adaptive_max_pool3d_with_indices", "dropout1d",
            "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"]
 
 
@@ -119,22 +120,40 @@ def _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode):
     return -pool(-a, kernel_size, stride, 0, 1, ceil_mode)
 
 
+def _lp_pool(nd, pool, input, norm_type, kernel_size, stride, ceil_mode):
+    """lp_pool{nd}d: the op, or for norm_type inf / -inf the max pool `pool` of |x| (torch's branch)."""
+    out = _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode)
+    if out is not None:
+        return out
+    unbatched, x = _batched(input, nd, f"lp_pool{nd}d")
+    return _unbatch(unbatched, _OPS[f"lp_pool{nd}d"](x, norm_type, kernel_size, stride, ceil_mode))
+
+
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """(sum over each window of x ** norm_type) ** (1 / norm_type), as torch's (no padding); for norm_type
     inf / -inf the max / min of |x| over each window, as torch's."""
-    out = _lp_pool_inf(max_pool1d, input, norm_type, kernel_size, stride, ceil_mode)
-    if out is not None:
-        return out
-    unbatched, x = _batched(input, 1, "lp_pool1d")
-    return _unbatch(unbatched, _OPS["lp_pool1d"](x, norm_type, kernel_size, stride, ceil_mode))
+    return _lp_pool(1, max_pool1d, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    out = _lp_pool_inf(max_pool2d, input, norm_type, kernel_size, stride, ceil_mode)
-    if out is not None:
-        return out
-    unbatched, x = _batched(input, 2, "lp_pool2d")
-    return _unbatch(unbatched, _OPS["lp_pool2d"](x, norm_type, kernel_size, stride, ceil_mode))
+    return _lp_pool(2, max_pool2d, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    """(values, int64 indices d * H * W + h * W + w of each maximum in its volume); (C, D, H, W) input too."""
+    from ..ops.pool3d import max_pool3d_with_indices as fn
+    return fn(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    from ..ops.pool3d import adaptive_max_pool3d_with_indices as fn
+    return fn(input, output_size)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    from ..ops.pool3d import max_pool3d
+    return _lp_pool(3, max_pool3d, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 # ---- dropout -----------------------------------------------------------------------------------------------
@@ -208,5 +227,6 @@ def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
 
 
 for _name in ("max_pool1d", "avg_pool1d", "max_unpool1d", "max_unpool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
-              "adaptive_max_pool2d", "lp_pool1d", "lp_pool2d", "alpha_dropout", "feature_alpha_dropout"):
+              "adaptive_max_pool2d", "lp_pool1d", "lp_pool2d", "lp_pool3d", "alpha_dropout",
+              "feature_alpha_dropout"):
     _OPS[_name].functional = globals()[_name]

@@ -15,7 +15,7 @@ from .module import Module
 from .parameter import Parameter
 from ..tensor import Tensor
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm"]
 
 
 class LayerNorm(Module):
@@ -155,3 +155,9 @@ class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W), as torch.nn.BatchNorm2d."""
 
     _ndims = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch norm over (N, C, D, H, W), as torch.nn.BatchNorm3d (the batch-norm kernels on (N, C, D, H * W))."""
+
+    _ndims = (5,)

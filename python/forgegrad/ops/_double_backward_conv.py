@@ -4,9 +4,9 @@ on a convolutional critic (DCGAN-style WGAN-GP) differentiates through them twic
 Their gradients are products the op's own kernels compute, so the rules are Functions over those kernels whose
 derivatives are again the op or the other gradient (no new kernel):
 
-- a convolution (conv2d, conv1d) is bilinear: with dX(g, w) its input gradient and dW(x, g) its weight
-  gradient, dX is linear in g (derivative: the convolution of gg with w) and in w (derivative: dW(gg, g)); dW
-  is linear in x (derivative: dX(g, gw)) and in g (derivative: the convolution of x with gw);
+- a convolution (conv1d, conv2d, conv3d, conv_transpose3d) is bilinear: with dX(g, w) its input gradient and
+  dW(x, g) its weight gradient, dX is linear in g (derivative: the op of gg with w) and in w (derivative:
+  dW(gg, g)); dW is linear in x (derivative: dX(g, gw)) and in g (derivative: the op of x with gw);
 - the average pools are linear: the gradient of their gradient with respect to g is the pool of gg;
 - max_pool2d's gradient scatters g to each window's argmax (its index output), a getitem's gradient.
 """
@@ -41,11 +41,13 @@ def _forward(name: str, arrays, kwargs):
     return fn.forward(ctx, *arrays, **kwargs)
 
 
-def _geometry(args, kwargs):
-    names = ("stride", "padding", "dilation", "groups")
-    defaults = (1, 0, 1, 1)
-    return {n: (args[3 + i] if 3 + i < len(args) else kwargs.get(n, d))
-            for i, (n, d) in enumerate(zip(names, defaults))}
+_CONV_ARGS = (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1))
+_CONV_TRANSPOSE_ARGS = (("stride", 1), ("padding", 0), ("output_padding", 0), ("groups", 1), ("dilation", 1))
+
+
+def _geometry(args, kwargs, params=_CONV_ARGS):
+    """The op's keyword arguments after (input, weight, bias), from args or kwargs (params: (name, default))."""
+    return {n: (args[3 + i] if 3 + i < len(args) else kwargs.get(n, d)) for i, (n, d) in enumerate(params)}
 
 
 class ConvInputGradFunction(Function):
@@ -99,11 +101,13 @@ class ConvWeightGradFunction(Function):
                 _OPS[name](x, gw, None, **geo) if _is_t(g) else None, None, None, None)
 
 
-@rule("conv2d", "conv1d")
+@rule("conv2d", "conv1d", "conv3d", "conv_transpose3d")
 def _conv(ctx, args, kwargs, g):
+    """Any bilinear conv op (a transposed conv too: dX and dW are its own gradients, through _vjp)."""
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else kwargs.get("bias")
-    geo, name = _geometry(args, kwargs), type(ctx).op.name
+    name = type(ctx).op.name
+    geo = _geometry(args, kwargs, _CONV_TRANSPOSE_ARGS if name.startswith("conv_transpose") else _CONV_ARGS)
     gx = ConvInputGradFunction.apply(g, w, x._data, name, geo) if _is_t(x) else None
     gw = ConvWeightGradFunction.apply(x, g, w._data, name, geo) if _is_t(w) else None
     gb = g.sum(dim=(0,) + tuple(range(2, g.ndim))) if _is_t(b) else None
@@ -142,6 +146,8 @@ def _pool_rule(name, params):
 
 _pool_rule("avg_pool2d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
 _pool_rule("adaptive_avg_pool2d", ("output_size",))
+_pool_rule("avg_pool3d", ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
+_pool_rule("adaptive_avg_pool3d", ("output_size",))
 
 
 @rule("max_pool2d")

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Function, is_grad_enabled
 from ..kernels.geometry import adaptive_output_size, conv2d_geometry, pool2d_geometry
+from . import _window3d as W
 from .conv import conv1d_function
 from .registry import _OPS
 
@@ -86,54 +87,15 @@ class Conv2d64Function(Function):
 
 
 # ---- pools ----------------------------------------------------------------------------------------------
-def _pad_for(geo, H, W, value, dilation=(1, 1)):
-    """(top, bottom, left, right) that make every window (ceil_mode's last one too) lie inside."""
-    (kh, kw), (sh, sw), (ph, pw) = geo.kernel_size, geo.stride, geo.padding
-    OH, OW = geo.output_shape[2:]
-    bottom = max(0, (OH - 1) * sh + (kh - 1) * dilation[0] + 1 - H - ph)
-    right = max(0, (OW - 1) * sw + (kw - 1) * dilation[1] + 1 - W - pw)
-    return ((0, 0), (0, 0), (ph, bottom), (pw, right)), value
-
-
-class MaxPool2d64Function(Function):
+# The N-d numpy window code of _window3d (the 3-D pools' own), on the 2-D geometry (the same field names).
+class MaxPool2d64Function(W.IndexedPool):
     """Max over each window, the first maximum winning (torch's order), and its flat index h * W + w."""
-
-    non_differentiable_outputs = (1,)
 
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
         _validate("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
         geo = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, owner="max_pool2d")
-        H, W = x.shape[2:]
-        OH, OW = geo.output_shape[2:]
-        pads, fill = _pad_for(geo, H, W, -np.inf, geo.dilation)
-        xp = np.pad(x, pads, constant_values=fill)
-        best = np.full(x.shape[:2] + (OH, OW), -np.inf, x.dtype)
-        idx = np.zeros(best.shape, np.int64)
-        found = np.zeros(best.shape, bool)
-        (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
-        for i in range(geo.kernel_size[0]):
-            for j in range(geo.kernel_size[1]):
-                v = xp[..., _window(i * dh, sh, OH), _window(j * dw, sw, OW)]
-                rows = i * dh - ph + sh * np.arange(OH)
-                cols = j * dw - pw + sw * np.arange(OW)
-                inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
-                # torch takes a value that is greater, or NaN; the first window element otherwise
-                take = inside & (~found | (v > best) | (np.isnan(v) & ~np.isnan(best)))
-                best = np.where(take, v, best)
-                idx = np.where(take, rows[:, None] * W + cols[None, :], idx)
-                found |= inside
-        ctx.save_for_backward(idx)
-        ctx.in_shape = x.shape
-        return best, idx
-
-    @staticmethod
-    def backward(ctx, g, g_idx=None):
-        (idx,) = ctx.saved_tensors
-        N, C, H, W = ctx.in_shape
-        gx = np.zeros((N * C, H * W), g.dtype)
-        np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
-        return gx.reshape(ctx.in_shape)
+        return W.IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
 
 
 class AvgPool2d64Function(Function):
@@ -145,48 +107,13 @@ class AvgPool2d64Function(Function):
                 divisor_override=None):
         _validate("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
         geo = pool2d_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, owner="avg_pool2d")
-        H, W = x.shape[2:]
-        OH, OW = geo.output_shape[2:]
-        (kh, kw), (sh, sw), (ph, pw) = geo.kernel_size, geo.stride, geo.padding
-
-        def extent(n, k, s, p, o):
-            start = np.arange(o) * s - p
-            end = np.minimum(start + k, n + p)
-            return end - start, np.minimum(end, n) - np.maximum(start, 0)
-
-        with_pad_h, inside_h = extent(H, kh, sh, ph, OH)
-        with_pad_w, inside_w = extent(W, kw, sw, pw, OW)
-        if divisor_override is not None:
-            div = np.full((OH, OW), float(divisor_override))
-        elif count_include_pad:
-            div = (with_pad_h[:, None] * with_pad_w[None, :]).astype(np.float64)
-        else:
-            div = (inside_h[:, None] * inside_w[None, :]).astype(np.float64)
-        pads, fill = _pad_for(geo, H, W, 0.0)
-        xp = np.pad(x, pads, constant_values=fill)
-        total = np.zeros(x.shape[:2] + (OH, OW), x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                total += xp[..., _window(i, sh, OH), _window(j, sw, OW)]
-        ctx.geo, ctx.div, ctx.pads, ctx.in_shape = geo, div, pads, x.shape
-        return total / div
+        div = W.avg_divisor(geo, x.shape[2:], count_include_pad, divisor_override)
+        ctx.geo, ctx.div, ctx.in_shape = geo, div, x.shape
+        return W.avg_pool(x, geo, div)
 
     @staticmethod
     def backward(ctx, g):
-        geo, pads = ctx.geo, ctx.pads
-        (kh, kw), (sh, sw) = geo.kernel_size, geo.stride
-        OH, OW = g.shape[2:]
-        N, C, H, W = ctx.in_shape
-        gd = g / ctx.div
-        gxp = np.zeros((N, C, H + pads[2][0] + pads[2][1], W + pads[3][0] + pads[3][1]), g.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                gxp[..., _window(i, sh, OH), _window(j, sw, OW)] += gd
-        return np.ascontiguousarray(gxp[:, :, pads[2][0]:pads[2][0] + H, pads[3][0]:pads[3][0] + W])
-
-
-def _adaptive_bins(n, o):
-    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+        return W.avg_pool_backward(g, ctx.geo, ctx.div, ctx.in_shape)
 
 
 class AdaptiveAvgPool2d64Function(Function):
@@ -195,23 +122,12 @@ class AdaptiveAvgPool2d64Function(Function):
     @staticmethod
     def forward(ctx, x, output_size=1):
         _validate("adaptive_avg_pool2d", x, output_size)
-        OH, OW = adaptive_output_size(output_size, x.shape[2:])
-        rows, cols = _adaptive_bins(x.shape[2], OH), _adaptive_bins(x.shape[3], OW)
-        y = np.empty(x.shape[:2] + (OH, OW), x.dtype)
-        for i, (h0, h1) in enumerate(rows):
-            for j, (w0, w1) in enumerate(cols):
-                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-        ctx.bins, ctx.in_shape = (rows, cols), x.shape
-        return y
+        ctx.in_shape = x.shape
+        return W.adaptive_avg(x, adaptive_output_size(output_size, x.shape[2:]))
 
     @staticmethod
     def backward(ctx, g):
-        rows, cols = ctx.bins
-        gx = np.zeros(ctx.in_shape, g.dtype)
-        for i, (h0, h1) in enumerate(rows):
-            for j, (w0, w1) in enumerate(cols):
-                gx[:, :, h0:h1, w0:w1] += (g[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
-        return gx
+        return W.adaptive_avg_backward(g, ctx.in_shape)
 
 
 # ---- normalisation ----------------------------------------------------------------------------------------

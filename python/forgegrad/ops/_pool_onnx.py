@@ -242,15 +242,22 @@ def map_lp_pool(nd):
                                      A._arg(op, "stride"), A._arg(op, "ceil_mode", default=False), nd)
         dyn = _dynamic(op, xn, nd)
         if not ceil and float(p).is_integer() and int(p) % 2 == 0:
-            return [ctx.node("LpPool", [x], kernel_shape=list(k[2 - nd:]), strides=list(s[2 - nd:]), p=int(p))]
+            return [ctx.node("LpPool", [x], kernel_shape=list(k[len(k) - nd:]), strides=list(s[len(s) - nd:]),
+                             p=int(p))]
         f32 = np.float32
         xp = ctx.node("Pow", [x, ctx.const(f32(p))])
-        if nd == 1:
+        if nd == 3:
+            from ._pool3d_onnx import _static, avg_pool3d_nodes
+            from .pool3d import avg_pool3d_arguments
+            _static(op, xn, "lp_pool3d")
+            geo, div = avg_pool3d_arguments(op.args[xn], k, s, 0, ceil)
+            a = avg_pool3d_nodes(ctx, xp, spatial, geo, div)
+        elif nd == 1:
             a = ctx.squeeze(CE.avg_pool2d(ctx, ctx.unsqueeze(xp, [2]), (1,) + spatial, k, s, 0, ceil, True, None,
                                           dynamic=dyn[0]), [2])
         else:
             a = CE.avg_pool2d(ctx, xp, spatial, k, s, 0, ceil, True, None, dynamic=any(dyn))
-        y = ctx.node("Mul", [a, ctx.const(f32(k[0] * k[1]))])
+        y = ctx.node("Mul", [a, ctx.const(f32(np.prod(k)))])
         return [ctx.node("Pow", [y, ctx.const(f32(1.0 / p))])]
     return mapping
 

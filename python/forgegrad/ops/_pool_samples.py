@@ -209,8 +209,8 @@ def lp_pool1d_torch(torch, x, norm_type, kernel_size, stride=None, ceil_mode=Fal
 
 
 def lp_pool_bad_inputs(ndim):
-    x = rand(*(2, 3, 7, 9)[:ndim])
-    k = 3 if ndim == 3 else (3, 3)
+    x = rand(*(2, 3, 7, 9, 8)[:ndim])
+    k = {3: 3, 4: (3, 3), 5: (3, 3, 3)}[ndim]
     return [BadInput((rand(*x.shape[1:]), 2.0, k), {}, ValueError, "input"),
             BadInput((x, "2", k), {}, TypeError, "norm_type"),
             BadInput((x, 0.0, k), {}, ValueError, "norm_type"),

@@ -233,6 +233,10 @@ def batch_norm_samples():
         Sample(_bn_args(4, 32, 15, 17, seed=4), {"training": True, "momentum": 0.2, "eps": 1e-4},
                "large training (several threads); not exported (eval mode only)", grad=(0, 3, 4), onnx=False),
         Sample(_bn_args(4, 32, 15, 17, seed=5), {"training": False}, "large eval (several threads)", grad=(0, 3, 4)),
+        Sample(_bn_args(2, 3, 3, 4, 5, seed=6), {"training": False}, "eval (N, C, D, H, W): BatchNorm3d",
+               grad=(0, 3, 4)),
+        Sample(_bn_args(2, 3, 3, 4, 5, seed=7), {"training": True, "momentum": 0.3},
+               "training (N, C, D, H, W); not exported (eval mode only)", grad=(0, 3, 4), onnx=False),
     ]
 
 

@@ -232,6 +232,9 @@ def _backward(x, w, g, geo, need):
 
 
 def _check_arrays(owner, x, weight, bias, ndim):
+    for name, a in (("input", x), ("weight", weight), ("bias", bias)):
+        if a is not None and not (hasattr(a, "shape") and hasattr(a, "dtype")):  # a number at a tensor argument
+            raise TypeError(f"{owner}: {name} must be a tensor, got {type(a).__name__}")
     _shape(x, "input", ndim, owner)
     _shape(weight, "weight", ndim, owner)
     kinds = {a.dtype for a in (x, weight, bias) if a is not None and a.dtype.kind == "f"}
@@ -249,12 +252,19 @@ def _check_bias(owner, bias, out_channels):
                          f"{tuple(bias.shape)}")
 
 
-# ---- conv_transpose2d ---------------------------------------------------------------------------------------
-def _geometry2d(x, weight, bias, stride, padding, output_padding, groups, dilation, owner="conv_transpose2d"):
-    _check_arrays(owner, x, weight, bias, 4)
-    geo = conv_transpose2d_geometry(x.shape, weight.shape, stride, padding, output_padding, groups, dilation, owner)
+def checked_geometry(geometry, ndim, owner, x, weight, bias, *args):
+    """geometry(x.shape, weight.shape, *args, owner=owner) after checking the arrays (rank ndim, one floating
+    dtype), and the bias against its output channels."""
+    _check_arrays(owner, x, weight, bias, ndim)
+    geo = geometry(x.shape, weight.shape, *args, owner=owner)
     _check_bias(owner, bias, geo.output_shape[1])
     return geo
+
+
+# ---- conv_transpose2d ---------------------------------------------------------------------------------------
+def _geometry2d(x, weight, bias, stride, padding, output_padding, groups, dilation, owner="conv_transpose2d"):
+    return checked_geometry(conv_transpose2d_geometry, 4, owner, x, weight, bias, stride, padding, output_padding,
+                            groups, dilation)
 
 
 def _meta2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
@@ -274,7 +284,7 @@ def _onnx_conv_transpose(ctx, op, geo, rank):
     output_padding + dilated kernel - pads, torch's. onnxruntime refuses an output_padding >= stride (which torch
     allows below the dilation): there the end pads shrink by output_padding instead, and the rows still missing
     (beyond every tap: bias only) are padded on, the bias added after."""
-    s = slice(2 - rank, 2)
+    s = slice(len(geo.stride) - rank, None)  # the last `rank` axes (1-D runs on a 2-D geometry)
     w = op.args["weight"]
     b = op.input("bias") if op.args.get("bias") is not None else None
     attrs = dict(kernel_shape=[int(k) for k in w.shape[2:]], strides=list(geo.stride[s]),

@@ -162,7 +162,7 @@ class RMSNormFunction(Function):
 # ---- batch_norm -------------------------------------------------------------------------------------------
 def _batch_norm_meta(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                      momentum=0.1, eps=1e-5):
-    check_ndim(x, "input", (2, 3, 4))
+    check_ndim(x, "input", (2, 3, 4, 5))
     c = x.shape[1]
     if c < 1:
         raise ValueError(f"input must have at least one channel, got shape {x.shape}")

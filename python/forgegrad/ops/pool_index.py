@@ -1,4 +1,4 @@
-"""The pools that work with indices: max_unpool1d / max_unpool2d (the inverse of max pooling's scatter, with torch's
+"""The pools that work with indices: max_unpool1d / 2d / 3d (the inverse of max pooling's scatter, with torch's
 flat per-plane indices) and adaptive_max_pool1d / adaptive_max_pool2d (values and int64 indices h * W + w).
 
 forgegrad._C.pool has no kernel for either (its max_pool2d kernel takes fixed windows, its backward scatter adds
@@ -19,11 +19,15 @@ from ..devices import MetaArray
 from ..kernels._checks import check_ndim
 from . import _pool_onnx as PO
 from . import _pool_samples as PS
+from . import conv3d_samples as CS3
 from ._op_rules import with_args
 from .registry import register_op
 
 
 def _sizes(value, name, owner, nd, minimum):
+    if nd == 3:
+        from ._window3d import sizes
+        return sizes(value, 3, name, owner, minimum)
     return (single(value, name, owner, minimum),) if nd == 1 else pair(value, name, owner, minimum)
 
 
@@ -128,42 +132,11 @@ MaxUnpool1dFunction = register_op(
 
 
 # ---- adaptive max ------------------------------------------------------------------------------------------
-def _bins(n, o):
-    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
-
-
-def _first_max(win):
-    """Per row of win (..., K): the position of torch's maximum: the first largest value, or the last NaN (its
-    loop takes a value that is greater, or NaN)."""
-    a = np.argmax(win, axis=-1)
-    nan = np.isnan(win)
-    if nan.any():
-        last = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
-        a = np.where(nan.any(axis=-1), last, a)
-    return a
-
-
 def adaptive_max_pool2d_arrays(x, out_hw):
-    """(values, int64 indices h * W + w) of adaptive max pooling of an (N, C, H, W) array to out_hw."""
-    N, C, H, W = x.shape
-    oh, ow = out_hw
-    if H % oh == 0 and W % ow == 0:  # equal windows: one reshape
-        kh, kw = H // oh, W // ow
-        win = x.reshape(N, C, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, oh, ow, kh * kw)
-        a = _first_max(win)
-        y = np.take_along_axis(win, a[..., None], -1)[..., 0]
-        rows = np.arange(oh)[:, None] * kh + a // kw
-        cols = np.arange(ow)[None, :] * kw + a % kw
-        return np.ascontiguousarray(y), (rows * W + cols).astype(np.int64)
-    y = np.empty((N, C, oh, ow), x.dtype)
-    idx = np.empty((N, C, oh, ow), np.int64)
-    for i, (h0, h1) in enumerate(_bins(H, oh)):
-        for j, (w0, w1) in enumerate(_bins(W, ow)):
-            win = x[:, :, h0:h1, w0:w1].reshape(N, C, -1)
-            a = _first_max(win)
-            y[:, :, i, j] = np.take_along_axis(win, a[..., None], -1)[..., 0]
-            idx[:, :, i, j] = (h0 + a // (w1 - w0)) * W + w0 + a % (w1 - w0)
-    return y, idx
+    """(values, int64 indices h * W + w) of adaptive max pooling of an (N, C, H, W) array to out_hw (the N-d
+    arrays of _window3d)."""
+    from ._window3d import adaptive_max
+    return adaptive_max(x, tuple(out_hw))
 
 
 def _adaptive_hw(output_size, hw, owner):
@@ -245,5 +218,17 @@ AdaptiveMaxPool1dFunction = register_op(
     bad_inputs=PS.adaptive_pool1d_bad_inputs, onnx=PO.map_adaptive_max_pool1d,
     differentiable_backward=_scatter_rule("adaptive_max_pool1d"))(adaptive_max_function(1))
 
-for _fn in (MaxUnpool2dFunction, MaxUnpool1dFunction, AdaptiveMaxPool2dFunction, AdaptiveMaxPool1dFunction):
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Each value of input written at its flat index d * H * W + h * W + w (max_pool3d's) of a zero volume."""
+    from ..nn.functional_pool import _unpool
+    return _unpool(3, input, indices, kernel_size, stride, padding, output_size)
+
+
+MaxUnpool3dFunction = register_op(
+    "max_unpool3d", meta=_max_unpool_meta(3), flops=with_args(_unpool_flops), samples=CS3.max_unpool3d_samples,
+    torch=CS3.max_unpool3d_torch, bad_inputs=CS3.max_unpool3d_bad_inputs, onnx=PO.map_max_unpool(3),
+    differentiable_backward=_max_unpool_rule, functional=max_unpool3d)(max_unpool_function(3))
+
+for _fn in (MaxUnpool2dFunction, MaxUnpool1dFunction, MaxUnpool3dFunction, AdaptiveMaxPool2dFunction,
+            AdaptiveMaxPool1dFunction):
     _fn.op.float64 = _fn  # numpy in the input's dtype
