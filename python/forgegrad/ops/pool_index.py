@@ -21,6 +21,7 @@ from . import _pool_onnx as PO
 from . import _pool_samples as PS
 from . import conv3d_samples as CS3
 from ._op_rules import with_args
+from ._window3d import first_max as _first_max
 from .registry import register_op
 
 
@@ -132,11 +133,31 @@ MaxUnpool1dFunction = register_op(
 
 
 # ---- adaptive max ------------------------------------------------------------------------------------------
+def _bins(n, o):
+    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
 def adaptive_max_pool2d_arrays(x, out_hw):
-    """(values, int64 indices h * W + w) of adaptive max pooling of an (N, C, H, W) array to out_hw (the N-d
-    arrays of _window3d)."""
-    from ._window3d import adaptive_max
-    return adaptive_max(x, tuple(out_hw))
+    """(values, int64 indices h * W + w) of adaptive max pooling of an (N, C, H, W) array to out_hw."""
+    N, C, H, W = x.shape
+    oh, ow = out_hw
+    if H % oh == 0 and W % ow == 0:  # equal windows: one reshape
+        kh, kw = H // oh, W // ow
+        win = x.reshape(N, C, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, oh, ow, kh * kw)
+        a = _first_max(win)
+        y = np.take_along_axis(win, a[..., None], -1)[..., 0]
+        rows = np.arange(oh)[:, None] * kh + a // kw
+        cols = np.arange(ow)[None, :] * kw + a % kw
+        return np.ascontiguousarray(y), (rows * W + cols).astype(np.int64)
+    y = np.empty((N, C, oh, ow), x.dtype)
+    idx = np.empty((N, C, oh, ow), np.int64)
+    for i, (h0, h1) in enumerate(_bins(H, oh)):
+        for j, (w0, w1) in enumerate(_bins(W, ow)):
+            win = x[:, :, h0:h1, w0:w1].reshape(N, C, -1)
+            a = _first_max(win)
+            y[:, :, i, j] = np.take_along_axis(win, a[..., None], -1)[..., 0]
+            idx[:, :, i, j] = (h0 + a // (w1 - w0)) * W + w0 + a % (w1 - w0)
+    return y, idx
 
 
 def _adaptive_hw(output_size, hw, owner):

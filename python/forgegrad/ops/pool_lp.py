@@ -33,6 +33,8 @@ def lp_arguments(x, norm_type, kernel_size, stride=None, ceil_mode=False, nd=2):
     check_ndim(x, "input", nd + 2)
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.integer, np.floating)):
         raise TypeError(f"{owner}: norm_type must be a number, got {norm_type!r}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{owner}: input must be a floating tensor, got {x.dtype}")
     p = float(norm_type)
     if not (math.isfinite(p) and p > 0):
         raise ValueError(f"{owner}: norm_type must be a positive finite number, got {norm_type!r}")
