@@ -1,4 +1,4 @@
-"""Lazy modules (nn.LazyLinear, LazyConv*, LazyConvTranspose*, LazyBatchNorm*, LazyInstanceNorm*) against torch 2.13:
+"""Lazy modules (nn.LazyLinear, LazyConv*, LazyConvTranspose*, LazyBatchNorm*, LazyInstanceNorm*; 1-3d) vs torch 2.13:
 the first forward infers the size and makes the ordinary class; state_dict keys, reprs, values and gradients with
 torch's materialised weights, load_state_dict into an unmaterialised module, optimizers built before the first
 forward, and errors."""
@@ -26,6 +26,14 @@ CASES = [
     ("LazyBatchNorm2d", (), {"track_running_stats": False}, (3, 2, 4, 4), "BatchNorm2d"),
     ("LazyInstanceNorm1d", (), {}, (2, 3, 9), "InstanceNorm1d"),
     ("LazyInstanceNorm2d", (), {"affine": False, "track_running_stats": False}, (2, 5, 6, 7), "InstanceNorm2d"),
+    ("LazyConv3d", (4, 3), {"stride": (1, 2, 1), "padding": 1}, (2, 3, 5, 6, 4), "Conv3d"),
+    ("LazyConv3d", (6, (2, 3, 1)), {"groups": 2, "dilation": (2, 1, 1), "bias": False}, (4, 6, 5, 4), "Conv3d"),
+    ("LazyConvTranspose3d", (4, 3), {"stride": 2, "output_padding": 1}, (1, 3, 3, 4, 2), "ConvTranspose3d"),
+    ("LazyConvTranspose3d", (6, (1, 2, 3)), {"groups": 3, "padding": (0, 1, 1)}, (6, 3, 4, 5), "ConvTranspose3d"),
+    ("LazyBatchNorm3d", (), {}, (3, 4, 3, 5, 2), "BatchNorm3d"),
+    ("LazyBatchNorm3d", (), {"affine": False, "momentum": None}, (2, 3, 4, 3, 3), "BatchNorm3d"),
+    ("LazyInstanceNorm3d", (), {}, (2, 3, 4, 5, 3), "InstanceNorm3d"),
+    ("LazyInstanceNorm3d", (), {"track_running_stats": False}, (2, 4, 3, 3, 4), "InstanceNorm3d"),
 ]
 
 
@@ -125,6 +133,8 @@ def test_uninitialized_parameter_and_buffer():
     (lambda: nn.LazyLinear(3), np.zeros((2, 0), np.float32), ValueError, "in_features"),
     (lambda: nn.LazyConv2d(4, 3), np.zeros((1, 2, 3, 4, 5), np.float32), RuntimeError, "in_channels"),
     (lambda: nn.LazyConv1d(4, 3, groups=2), np.zeros((1, 3, 8), np.float32), ValueError, "groups"),
+    (lambda: nn.LazyConv3d(4, 3), np.zeros((2, 5, 5), np.float32), RuntimeError, "in_channels"),
+    (lambda: nn.LazyConvTranspose3d(4, 3, groups=2), np.zeros((1, 3, 4, 4, 4), np.float32), ValueError, "groups"),
     (lambda: nn.LazyBatchNorm1d(), np.zeros((5,), np.float32), ValueError, "num_features"),
     # torch reads num_features from dim 1 of an unbatched (C, L) input too, then refuses it
     (lambda: nn.LazyInstanceNorm1d(), np.zeros((3, 5), np.float32), ValueError, "num_features"),

@@ -1,5 +1,5 @@
-"""torch's lazy modules: LazyLinear, LazyConv1d/2d, LazyConvTranspose1d/2d, LazyBatchNorm1d/2d,
-LazyInstanceNorm1d/2d, and UninitializedParameter / UninitializedBuffer.
+"""torch's lazy modules: LazyLinear, LazyConv1d/2d/3d, LazyConvTranspose1d/2d/3d, LazyBatchNorm1d/2d/3d,
+LazyInstanceNorm1d/2d/3d, and UninitializedParameter / UninitializedBuffer.
 
 A lazy module holds UninitializedParameter / UninitializedBuffer placeholders until its first forward, which reads
 the input size (in_features: the last dim; in_channels: dim 1, dim 0 for an unbatched conv input; num_features:
@@ -16,15 +16,16 @@ import numpy as np
 from .. import devices
 from ..tensor import Tensor
 from .conv import Conv1d, Conv2d
+from .conv3d import Conv3d, ConvTranspose3d
 from .conv_transpose import ConvTranspose1d, ConvTranspose2d
 from .linear import Linear
-from .normalization import BatchNorm1d, BatchNorm2d
-from .normalization_group import InstanceNorm1d, InstanceNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .normalization_group import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .parameter import Parameter
 
-__all__ = ["UninitializedParameter", "UninitializedBuffer", "LazyLinear", "LazyConv1d", "LazyConv2d",
-           "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyBatchNorm1d", "LazyBatchNorm2d",
-           "LazyInstanceNorm1d", "LazyInstanceNorm2d"]
+__all__ = ["UninitializedParameter", "UninitializedBuffer", "LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d",
+           "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d", "LazyBatchNorm1d", "LazyBatchNorm2d",
+           "LazyBatchNorm3d", "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"]
 
 
 class _Uninitialized:
@@ -210,6 +211,18 @@ class LazyConv2d(_LazyConvMixin, Conv2d):
                         padding_mode=padding_mode)
 
 
+class LazyConv3d(_LazyConvMixin, Conv3d):
+    """``LazyConv3d(out_channels, kernel_size, ...)``: a Conv3d whose in_channels is read from the first input."""
+
+    cls_to_become = Conv3d
+    _spatial = 3
+
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros", device=None, dtype=None):
+        self._lazy_init(Conv3d, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                        padding_mode=padding_mode)
+
+
 class LazyConvTranspose1d(_LazyConvMixin, ConvTranspose1d):
     """``LazyConvTranspose1d(out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
     dilation=1, padding_mode="zeros")``: in_channels read from the first input."""
@@ -231,6 +244,18 @@ class LazyConvTranspose2d(_LazyConvMixin, ConvTranspose2d):
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
                  dilation=1, padding_mode="zeros", device=None, dtype=None):
         self._lazy_init(ConvTranspose2d, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                        output_padding=output_padding, padding_mode=padding_mode)
+
+
+class LazyConvTranspose3d(_LazyConvMixin, ConvTranspose3d):
+    """``LazyConvTranspose3d(out_channels, kernel_size, ...)``: in_channels read from the first input."""
+
+    cls_to_become = ConvTranspose3d
+    _spatial = 3
+
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
+                 dilation=1, padding_mode="zeros", device=None, dtype=None):
+        self._lazy_init(ConvTranspose3d, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                         output_padding=output_padding, padding_mode=padding_mode)
 
 
@@ -282,6 +307,15 @@ class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
         self._lazy_init(BatchNorm2d, eps, momentum, affine, track_running_stats)
 
 
+class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
+    """``LazyBatchNorm3d(eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``."""
+
+    cls_to_become = BatchNorm3d
+
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
+        self._lazy_init(BatchNorm3d, eps, momentum, affine, track_running_stats)
+
+
 class LazyInstanceNorm1d(_LazyNormMixin, InstanceNorm1d):
     """``LazyInstanceNorm1d(eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)`` (torch's lazy defaults,
     unlike InstanceNorm1d's): num_features from the first input's dim 1."""
@@ -300,3 +334,12 @@ class LazyInstanceNorm2d(_LazyNormMixin, InstanceNorm2d):
     def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
         self._lazy_init(InstanceNorm2d, eps, momentum, affine, track_running_stats)
 
+
+
+class LazyInstanceNorm3d(_LazyNormMixin, InstanceNorm3d):
+    """``LazyInstanceNorm3d(eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)``."""
+
+    cls_to_become = InstanceNorm3d
+
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
+        self._lazy_init(InstanceNorm3d, eps, momentum, affine, track_running_stats)
