@@ -77,7 +77,8 @@ class SumFunction(Function):
         axes = _save_axes(ctx, a, dim, keepdim)
         if a.dtype == np.float32:
             return _float32_sum(np.sum, a, axes, keepdim)
-        return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else None)
+        # bool and integers sum as int64, as torch's (numpy's own choice for uint8 is uint64, no forgegrad dtype)
+        return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
 
     @staticmethod
     def backward(ctx, g):
