@@ -130,3 +130,27 @@ def test_fractional_max_pool2d_empty_batch(shape):
     assert y.shape == tuple(ty.shape) and i.shape == tuple(ty.shape)
     y.sum().backward()
     assert x.grad.shape == shape
+
+
+# ---- EmbeddingBag scale_grad_by_freq ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_embedding_bag_scale_grad_by_freq_divides_by_the_batch_count(mode):
+    # torch's documented rule (and F.embedding's): each row's gradient divided by how often its index occurs in the
+    # batch. torch 2.13's CPU embedding_bag kernel looks the count up as counts[sorted_indices[unique_segment]], so
+    # a row after a repeated one gets the wrong count (here row 3: 1/2 though it occurs once); forgegrad follows
+    # the rule, checked against F.embedding's gradient summed per bag.
+    inp = np.array([1, 2, 4, 5, 4, 3, 2, 9, 1])
+    offsets = [0, 2, 2, 6]
+    w0 = np.random.RandomState(0).randn(10, 3).astype(np.float32)
+    g = np.random.RandomState(1).randn(4, 3).astype(np.float32)
+    tw = torch.tensor(w0, requires_grad=True)
+    emb = torch.nn.functional.embedding(torch.tensor(inp), tw, scale_grad_by_freq=True)
+    bags = [emb[a:b] for a, b in zip(offsets, offsets[1:] + [len(inp)])]
+    ref = torch.stack([(b.sum(0) if mode == "sum" else b.mean(0)) if len(b) else torch.zeros(3) for b in bags])
+    ref.backward(torch.tensor(g))
+    fw = fg.tensor(w0, requires_grad=True)
+    out = fg.nn.functional.embedding_bag(fg.tensor(inp), fw, fg.tensor(np.array(offsets)), mode=mode,
+                                         scale_grad_by_freq=True)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-6, atol=1e-6)
+    out.backward(fg.tensor(g))
+    np.testing.assert_allclose(fw.grad.numpy(), tw.grad.numpy(), rtol=1e-6, atol=1e-6)
