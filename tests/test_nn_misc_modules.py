@@ -35,8 +35,12 @@ def test_buffer_registers_like_torch():
     m.d = nn.Buffer(src)
     m.d.add_(1)  # the module's buffer shares the given tensor's storage (torch's detach)
     assert src.numpy()[0] == 2
+    # register_buffer's own persistent decides (torch ignores the Buffer's there)
     m.register_buffer("e", nn.Buffer(fg.zeros(1), persistent=False))
-    assert "e" not in m.state_dict()
+    t.register_buffer("e", torch.nn.Buffer(torch.zeros(1), persistent=False))
+    assert "e" in m.state_dict() and "e" in t.state_dict()
+    m.register_buffer("f", nn.Buffer(fg.zeros(1)), persistent=False)
+    assert "f" not in m.state_dict()
     with pytest.raises(TypeError, match="data"):
         nn.Buffer([1, 2])
     with pytest.raises(TypeError, match="persistent"):

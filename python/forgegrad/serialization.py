@@ -76,6 +76,9 @@ def _safetensors():
 def _as_array(where: str, value, locations: Optional[Dict[int, str]] = None) -> np.ndarray:
     """The C-contiguous numpy array of an array leaf; ``where`` names it in errors (a key or key path).
     A tensor on another device is copied to the host; ``locations`` records its device by the copy's id."""
+    if getattr(value, "_is_uninitialized", False):  # an empty array here would load as a (0,)-shaped parameter
+        raise ValueError(f"forgegrad.save: value at {where} is an uninitialized parameter or buffer of a lazy module "
+                         "(no shape yet): run the model's forward once before saving")
     arr = value._data if isinstance(value, Tensor) else np.asarray(value)  # Tensor and nn.Parameter
     if not isinstance(arr, np.ndarray):
         if not _devices.has_data(arr):

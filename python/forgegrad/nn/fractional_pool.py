@@ -79,8 +79,9 @@ def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=Non
     di, dj = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")  # the window, row-major
     pos = ((sh[:, :, None, None] + di.reshape(-1)[None, None, None, :]) * w
            + sw[:, None, :, None] + dj.reshape(-1)[None, None, None, :])  # (N*C, oh, ow, kh*kw)
-    vals = np.take_along_axis(x.detach().numpy().reshape(n * c, 1, 1, h * w), pos.reshape(n * c, 1, 1, -1),
-                              axis=-1).reshape(pos.shape)
+    # every size spelled out (no -1): an empty batch (N * C == 0) is valid, as torch's
+    vals = np.take_along_axis(x.detach().numpy().reshape(n * c, 1, 1, h * w),
+                              pos.reshape(n * c, 1, 1, oh * ow * kh * kw), axis=-1).reshape(pos.shape)
     nan = np.isnan(vals)
     first_max = np.argmax(np.where(nan, -np.inf, vals), axis=-1)
     last_nan = pos.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)

@@ -83,4 +83,11 @@ def pdist(input, p: float = 2):
     if pairs.shape[0] == 0:
         return (input.reshape(-1)[:0] * 0.0).reshape(0)
     diff = input[Tensor(pairs[:, 0])] - input[Tensor(pairs[:, 1])]
+    if p == float("inf") and diff.shape[-1]:
+        # torch's pdist backward gives every element tied at the max its full sign(diff) (vector_norm's splits
+        # the gradient among ties): the max's value with the tied elements' |diff| as the gradient path
+        a = diff.abs()
+        top = a.amax(-1, keepdim=True).detach()
+        tied = (a == top).to(a.dtype)
+        return (top + (tied * (a - a.detach())).sum(-1, keepdim=True)).squeeze(-1)
     return vector_norm(diff, ord=p, dim=-1)

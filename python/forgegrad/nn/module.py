@@ -102,9 +102,8 @@ class Module:
         self._register(self._parameters, name, param)
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
-        if getattr(tensor, "_is_buffer", False):  # nn.Buffer: a plain Tensor on its storage, its own persistence
-            persistent = tensor.persistent
-            tensor = tensor.as_tensor()
+        if getattr(tensor, "_is_buffer", False):  # nn.Buffer: a plain Tensor on its storage; the persistence is
+            tensor = tensor.as_tensor()           # this call's argument (as torch's; __setattr__ passes the Buffer's)
         value = None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor(tensor))
         self._register(self._buffers, name, value)
         if not persistent:
@@ -228,11 +227,11 @@ class Module:
         """Parameters and persistent buffers by dotted name (PyTorch's keys), sharing storage."""
         out = OrderedDict() if destination is None else destination
         for name, p in self._parameters.items():
-            if p is not None:
-                out[prefix + name] = p if keep_vars else p.detach()
+            if p is not None:  # a lazy module's placeholder as itself (as torch's): loading it keeps a lazy one lazy
+                out[prefix + name] = p if keep_vars or getattr(p, "_is_uninitialized", False) else p.detach()
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent:
-                out[prefix + name] = b if keep_vars else b.detach()
+                out[prefix + name] = b if keep_vars or getattr(b, "_is_uninitialized", False) else b.detach()
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(out, prefix + name + ".", keep_vars)
@@ -260,6 +259,11 @@ class Module:
             if k not in state_dict:
                 continue
             v = state_dict[k]
+            if getattr(v, "_is_uninitialized", False):  # from an uninitialised lazy module: no shape, no values
+                if not getattr(target, "_is_uninitialized", False):
+                    errors.append(f"{k} is an uninitialized parameter or buffer of a lazy module, which cannot be "
+                                  "loaded into an initialized one: run the lazy module's forward first")
+                continue  # an uninitialised target stays so, as torch's
             arr = v._data if isinstance(v, Tensor) else np.asarray(v)
             if devices.has_data(arr):
                 arr = devices.to_host(arr)  # values from any device; copied to the target's below
