@@ -552,6 +552,22 @@ class gemm:
         """out = alpha * op(a) @ op(b) + beta * out on float32 2-D arrays (rows may be strided)."""
         ...
 
+class grid_sample:
+    @staticmethod
+    def grid_sample2d_backward(grad: numpy.ndarray, x: numpy.ndarray, grid: numpy.ndarray, mode: _Int, padding: _Int,
+                               align_corners: bool, grad_x: object, grad_grid: object) -> None:
+        """The gradients of grid_sample2d_forward into grad_x (x's shape) and grad_grid (grid's shape), either None to
+        skip it; bit-identical for any thread count.
+        """
+        ...
+    @staticmethod
+    def grid_sample2d_forward(x: numpy.ndarray, grid: numpy.ndarray, mode: _Int, padding: _Int, align_corners: bool,
+                              out: numpy.ndarray) -> None:
+        """out (N, C, Ho, Wo) = F.grid_sample(x, grid) for float32 x (N, C, H, W), grid (N, Ho, Wo, 2); mode 0
+        bilinear, 1 nearest; padding 0 zeros, 1 border, 2 reflection.
+        """
+        ...
+
 class groupnorm:
     @staticmethod
     def group_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray,
