@@ -220,6 +220,9 @@ def map_max_unpool(nd):
                                      ctx.ints([k_ - 2 * p_ for k_, p_ in zip(k, p)])])
         else:
             out_t = ctx.ints(list(out))
+            default = [(n - 1) * s_ - 2 * p_ + k_ for n, s_, p_, k_ in zip(shape[2:], s, p, k)]
+            if any(o < d for o, d in zip(out, default)):
+                return [_unpool_scatter(ctx, x, op.input("indices"), nc, out_t, np.dtype(op.args[xn].dtype))]
         # torch's indices count within each (N, C) plane, ONNX's over the whole tensor: add plane * area
         area = ctx.reduce("ReduceProd", out_t, [0], False)
         planes = ctx.node("Range", [ctx.const(i64(0)), ctx.reduce("ReduceProd", nc, [0], False), ctx.const(i64(1))])
@@ -229,6 +232,19 @@ def map_max_unpool(nd):
         return [ctx.node("MaxUnpool", [x, idx, ctx.node("Concat", [nc, out_t], axis=0)], kernel_shape=list(k),
                          strides=list(s), pads=list(p) + list(p))]
     return mapping
+
+
+def _unpool_scatter(ctx, x, indices, nc, out_t, dtype):
+    """max_unpool to an output_size below torch's default size (a ceil_mode pool's): onnxruntime's MaxUnpool
+    rejects an output_shape smaller than the size it infers, so scatter the values into zero planes instead
+    (torch's per-plane indices index the flattened planes as they are; repeated indices carry equal values)."""
+    flat = ctx.node("Concat", [nc, ctx.ints([-1])], axis=0)
+    area = ctx.reduce("ReduceProd", out_t, [0], True)
+    zeros = ctx.node("Expand", [ctx.const(np.zeros((1, 1, 1), dtype), dtype=dtype),
+                                ctx.node("Concat", [nc, area], axis=0)])
+    out = ctx.node("ScatterElements", [zeros, ctx.node("Reshape", [indices, flat]), ctx.node("Reshape", [x, flat])],
+                   axis=2)
+    return ctx.node("Reshape", [out, ctx.node("Concat", [nc, out_t], axis=0)])
 
 
 # ---- lp_pool -----------------------------------------------------------------------------------------------
