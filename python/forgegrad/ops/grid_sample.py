@@ -157,10 +157,19 @@ def _onnx(ctx, op):
     if x_arr.ndim == 5 and ctx.opset < 20:
         raise op.unsupported(f"grid_sample of a 5-D input needs ONNX opset 20 or later (GridSample is 4-D only "
                              f"before), exporting at opset {ctx.opset}")
+    grid = op.input("grid")
+    if padding == "zeros" or (padding == "border" and mode != "bicubic"):
+        # onnxruntime's GridSample goes wrong past about 1e8 (its indices overflow); every point past +-8 lies as far
+        # out as any other in these modes (all taps outside, or clamped to the border), so clamping there is exact
+        bound = np.asarray(_GRID_BOUND, np.dtype(g_arr.dtype))
+        grid = ctx.node("Clip", [grid, ctx.const(-bound, dtype=bound.dtype), ctx.const(bound, dtype=bound.dtype)])
     if ctx.opset >= 20:
         mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
-    return [ctx.node("GridSample", [op.input("input"), op.input("grid")], mode=mode, padding_mode=padding,
+    return [ctx.node("GridSample", [op.input("input"), grid], mode=mode, padding_mode=padding,
                      align_corners=int(ac))]
+
+
+_GRID_BOUND = 8.0
 
 
 GridSampleFunction.op.onnx = _onnx
