@@ -379,12 +379,13 @@ def _backward_part(x, g, gf, mode, padding, ac, sc, need_grid):
 def _linear_backward(xf, coords, spatial, d, dt, gf, sc):
     lo, lo_w, hi_w = _linear_parts(coords, d, dt)
     gsum = [None] * d
-    vals = {}
+    vals, masks = {}, {}
     for bits in _corners(d):
         mask, off = _corner([f + b for f, b in zip(lo, bits)], spatial)
         if sc is not None:
             sc.add(mask, off, _corner_weight(bits, lo_w, hi_w, d)[:, None, :] * gf)
         vals[bits] = np.where(mask[:, None, :], _gather(xf, off), dt(0))
+        masks[bits] = mask[:, None, :]
     if d == 2:  # torch's vectorized form: gx += ((ne - nw) s + (se - sw) n) g, gy += ((sw - nw) e + (se - ne) w) g
         v = vals
         s, n = lo_w[0][:, None, :], hi_w[0][:, None, :]
@@ -396,7 +397,9 @@ def _linear_backward(xf, coords, spatial, d, dt, gf, sc):
             acc = np.zeros(gf.shape, dt)
             for bits in _corners(d):
                 other = _corner_weight(bits, lo_w, hi_w, d, skip=a)[:, None, :]
-                term = vals[bits] * other * gf
+                # torch's scalar kernel adds only the inside corners: a NaN / inf weight of an outside one
+                # (a NaN or infinite coordinate on another axis) must not reach the sum as 0 * NaN
+                term = np.where(masks[bits], vals[bits] * other * gf, dt(0))
                 acc = acc + term if bits[a] else acc - term
             gsum[a] = acc.sum(axis=1)
     return gsum
