@@ -11,6 +11,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import return_types
+from ._torch_install import method, op_function
 from .ops.registry import _OPS
 from .tensor import Tensor
 
@@ -67,19 +68,12 @@ def any(input, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None): 
 
 
 def _binary(name):
-    def fn(input, other):
-        return _OPS[name](input, other)
-    fn.__name__ = name
-    fn.__doc__ = f"torch.{name}(input, other), broadcast, with torch's dtype promotion (see forgegrad/ops/logic.py)."
-    return fn
+    return op_function(name, 2, doc=f"torch.{name}(input, other), broadcast, with torch's dtype promotion "
+                                    "(see forgegrad/ops/logic.py).")
 
 
 def _unary(name):
-    def fn(input):
-        return _OPS[name](input)
-    fn.__name__ = name
-    fn.__doc__ = f"torch.{name}(input) (see forgegrad/ops/logic.py)."
-    return fn
+    return op_function(name, 1, doc=f"torch.{name}(input) (see forgegrad/ops/logic.py).")
 
 
 _BINARY = ("logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift",
@@ -146,12 +140,7 @@ FUNCTIONS.update({f.__name__: f for f in (all, any, isin, histc, histogram, isre
 
 
 # ---- Tensor methods ------------------------------------------------------------------------------------------
-def _method(fn):
-    def m(self, *args, **kwargs):
-        return fn(self, *args, **kwargs)
-    m.__name__ = fn.__name__
-    m.__doc__ = fn.__doc__
-    return m
+_method = method
 
 
 def _inplace_method(name, cast):

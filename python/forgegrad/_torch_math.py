@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import return_types
+from ._torch_install import inplace_method, method, op_function
 from ._torch_random import FACTORIES, METHODS as _RANDOM_METHODS
 from .ops.contract import einsum
 from .ops.registry import _OPS
@@ -32,19 +33,11 @@ def _t(x, name, who):
 
 # ---- pointwise --------------------------------------------------------------------------------------
 def _op1(name):
-    def fn(input):
-        return _OPS[name](input)
-    fn.__name__ = name
-    fn.__doc__ = f"torch.{name}(input), see forgegrad/ops/pointwise_more.py and ops/predicates.py."
-    return fn
+    return op_function(name, 1, doc=f"torch.{name}(input), see forgegrad/ops/pointwise_more.py and ops/predicates.py.")
 
 
 def _op2(name):
-    def fn(input, other):
-        return _OPS[name](input, other)
-    fn.__name__ = name
-    fn.__doc__ = f"torch.{name}(input, other) with broadcasting and torch's dtype promotion."
-    return fn
+    return op_function(name, 2, doc=f"torch.{name}(input, other) with broadcasting and torch's dtype promotion.")
 
 
 _UNARY = ("erf", "erfc", "erfinv", "lgamma", "digamma", "sign", "sgn", "trunc", "frac", "deg2rad", "rad2deg",
@@ -373,13 +366,7 @@ FUNCTIONS.update(FACTORIES)
 
 
 # ---- Tensor methods ------------------------------------------------------------------------------------
-def _method(fn):
-    def m(self, *args, **kwargs):
-        return fn(self, *args, **kwargs)
-    m.__name__ = fn.__name__
-    m.__doc__ = fn.__doc__
-    return m
-
+_method = method
 
 _METHOD_NAMES = (_UNARY + _BINARY + (
     "arctan2", "fix", "lerp", "nan_to_num", "isclose", "clamp_min", "clamp_max", "logsumexp", "prod", "nansum",
@@ -393,21 +380,7 @@ _INPLACE = tuple(n for n in _INPLACE if n not in ("logaddexp", "logaddexp2"))  #
 
 
 def _inplace_method(name):
-    fn = FUNCTIONS[name]
-
-    def m(self, *args, **kwargs):
-        others = tuple(a for a in args if isinstance(a, Tensor))
-        pos = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
-
-        def compute(t, *tensors):
-            full = list(args)
-            for i, v in zip(pos, tensors):
-                full[i] = v
-            return fn(t, *full, **kwargs)
-        return self._inplace(compute, name + "_", *others)
-    m.__name__ = name + "_"
-    m.__doc__ = f"In-place {name} (Tensor.{name}_ of torch)."
-    return m
+    return inplace_method(FUNCTIONS[name], name)
 
 
 def _round_method(self, decimals=0):

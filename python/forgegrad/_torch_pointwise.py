@@ -6,6 +6,7 @@ calls it once, after forgegrad._torch_math)."""
 from __future__ import annotations
 
 from . import dtypes
+from ._torch_install import inplace_method, method, op_function
 from .ops.registry import _OPS
 from .tensor import Tensor
 
@@ -23,11 +24,7 @@ def _t(x, name, who):
 
 
 def _op1(name, alias=None):
-    def fn(input):
-        return _OPS[name](input)
-    fn.__name__ = alias or name
-    fn.__doc__ = f"torch.{alias or name}(input) (see forgegrad/ops/pointwise_math.py)."
-    return fn
+    return op_function(name, 1, alias, f"torch.{alias or name}(input) (see forgegrad/ops/pointwise_math.py).")
 
 
 def logit(input, eps=None):
@@ -84,29 +81,7 @@ FUNCTIONS.update({f.__name__: f for f in (logit, float_power, ldexp, negative, a
 
 
 # ---- Tensor methods ---------------------------------------------------------------------------------------
-def _method(fn):
-    def m(self, *args, **kwargs):
-        return fn(self, *args, **kwargs)
-    m.__name__ = fn.__name__
-    m.__doc__ = fn.__doc__
-    return m
-
-
-def _inplace_method(fn, name):
-    """``Tensor.<name>_``: ``fn(self, ...)`` written into self with torch's in-place rules (forgegrad/_inplace.py:
-    the leaf and view refusals, the version counter, no float result into an integer tensor)."""
-    def m(self, *args, **kwargs):
-        pos = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
-
-        def compute(t, *tensors):
-            full = list(args)
-            for i, v in zip(pos, tensors):
-                full[i] = v
-            return fn(t, *full, **kwargs)
-        return self._inplace(compute, name + "_", *(args[i] for i in pos))
-    m.__name__ = name + "_"
-    m.__doc__ = f"In-place {name} (Tensor.{name}_ of torch)."
-    return m
+_method, _inplace_method = method, inplace_method
 
 
 def _float_power_(self, exponent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import _torch_shape as _ts
 from . import _torch_shape_more as _tm
+from ._torch_install import method
 from .tensor import Tensor
 
 FUNCTIONS = {n: getattr(_ts, n) for n in _ts.__all__}
@@ -20,12 +21,7 @@ def _index_put_(input, indices, values, accumulate=False):
 FUNCTIONS["index_put_"] = _index_put_
 
 
-def _method(fn):
-    def m(self, *args, **kwargs):
-        return fn(self, *args, **kwargs)
-    m.__name__ = fn.__name__
-    m.__doc__ = fn.__doc__
-    return m
+_method = method
 
 
 def _inplace(fn, name, tensor_args=()):
