@@ -35,7 +35,7 @@ from .transformer import *  # noqa: F401,F403
 __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
 
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
-_TORCH_NAMES = {"Conv3d": None, "BatchNorm3d": None, "DataParallel": None}
+_TORCH_NAMES = {"SyncBatchNorm": None, "DataParallel": None}
 
 
 def __getattr__(name):
