@@ -176,7 +176,7 @@ _NAN = np.full((), np.nan, np.float32)
 class FreedArray(np.ndarray):
     """What a parameter of a freed unit holds instead of its view of the unit's pages: NaNs of its shape
     (stride 0, read-only: no memory). ``fsdp_freed`` says which parameter it is; forgegrad's op dispatch
-    raises it as a RuntimeError when an op reads one (autograd._device_of_args: an ndarray subclass already
+    raises it as a RuntimeError when an op reads one (_op_dispatch.device_of_args: an ndarray subclass already
     leaves the dispatch's fast path, so the check costs the ordinary ops nothing). numpy itself reads NaN."""
 
     fsdp_freed = ""
