@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import devices, grad_mode
+from .. import grad_mode
 from .._validate import check_bool
 from ..ops.embedding_bag import MODES, EmbeddingBagFunction
 from ..tensor import Tensor
@@ -12,7 +12,7 @@ from . import init
 from .functional_misc import _renorm_, check_sparse
 from .module import Module
 from .parameter import Parameter
-from .sparse import _float_dtype
+from .sparse import _embedding_weight, _float_dtype
 
 __all__ = ["EmbeddingBag"]
 
@@ -106,20 +106,8 @@ class EmbeddingBag(Module):
                                  f"[-{self.num_embeddings}, {self.num_embeddings}), got {padding_idx}")
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
-        shape = (self.num_embeddings, self.embedding_dim)
-        if _weight is None:
-            dev = devices.default_device()
-            w = devices.empty(shape, device_name=dev if dev == "meta" else "cpu")
-            init.normal_(Tensor._wrap(w))
-            if padding_idx is not None and devices.has_data(w):
-                w[padding_idx] = 0.0
-            if dev not in ("cpu", "meta"):
-                w = devices.transfer(w, dev)
-        else:
-            w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
-            if w.shape != shape:
-                raise ValueError(f"EmbeddingBag: _weight must have shape {shape}, got {w.shape}")
-        self.weight = Parameter(w)
+        self.weight = Parameter(_embedding_weight("EmbeddingBag", (self.num_embeddings, self.embedding_dim),
+                                                  padding_idx, _weight))
 
     def reset_parameters(self) -> None:
         init.normal_(self.weight)

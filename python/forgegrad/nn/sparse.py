@@ -48,22 +48,8 @@ class Embedding(Module):
                 raise ValueError("Embedding: padding_idx must be within num_embeddings")
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
-        if _weight is None:
-            # on the default device (meta: no memory, nothing to initialise); drawn on the host for any
-            # other device, so it gets the CPU's numbers
-            dev = devices.default_device()
-            w = devices.empty((self.num_embeddings, self.embedding_dim), device_name=dev if dev == "meta" else "cpu")
-            init.normal_(Tensor._wrap(w))
-            if padding_idx is not None and devices.has_data(w):
-                w[padding_idx] = 0.0
-            if dev not in ("cpu", "meta"):
-                w = devices.transfer(w, dev)
-        else:
-            w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
-            if w.shape != (self.num_embeddings, self.embedding_dim):
-                raise ValueError(f"Embedding: _weight must have shape {(self.num_embeddings, self.embedding_dim)}, "
-                                 f"got {w.shape}")
-        self.weight = Parameter(w)
+        self.weight = Parameter(_embedding_weight("Embedding", (self.num_embeddings, self.embedding_dim), padding_idx,
+                                                  _weight))
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None, max_norm=None, norm_type: float = 2.0,
@@ -93,3 +79,20 @@ class Embedding(Module):
 def _float_dtype(data):
     """A float64 Tensor keeps its dtype (as torch); other data is stored as float32 (as Parameter does)."""
     return np.float64 if isinstance(data, Tensor) and data._data.dtype == np.float64 else np.float32
+
+
+def _embedding_weight(who, shape, padding_idx, _weight):
+    """An embedding table (Embedding, EmbeddingBag): ``_weight`` checked against ``shape``, or N(0, 1) drawn on the
+    default device (meta: no memory, nothing to initialise; any other device draws on the host, so it gets the
+    CPU's numbers), the padding row zeroed."""
+    if _weight is not None:
+        w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
+        if w.shape != shape:
+            raise ValueError(f"{who}: _weight must have shape {shape}, got {w.shape}")
+        return w
+    dev = devices.default_device()
+    w = devices.empty(shape, device_name=dev if dev == "meta" else "cpu")
+    init.normal_(Tensor._wrap(w))
+    if padding_idx is not None and devices.has_data(w):
+        w[padding_idx] = 0.0
+    return devices.transfer(w, dev) if dev not in ("cpu", "meta") else w
