@@ -30,6 +30,8 @@ from . import _torch_pointwise  # noqa: E402
 _torch_pointwise.install(globals())  # floor, log1p, tan, ... (ops/pointwise_math.py), their methods and in-place forms
 from . import _torch_logic  # noqa: E402
 _torch_logic.install(globals())  # comparisons, all/any, logical and bitwise ops, isin, histc, ... and their methods
+from . import special  # noqa: E402
+special.install(globals())  # torch.special as forgegrad.special; polygamma, mvlgamma, igamma, igammac and methods
 from . import nn, optim  # noqa: E402
 from ._torch_indexing_methods import _ti, _ts, install as _install_indexing  # noqa: E402
 _install_indexing(Tensor)
@@ -76,7 +78,7 @@ __all__ = [
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
-    "onnx", "models", "cuda", "bench", "cli", "linalg",
+    "onnx", "models", "cuda", "bench", "cli", "linalg", "special",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",
@@ -94,4 +96,5 @@ __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forg
 __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
                   | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases
 __all__ += sorted(_torch_pointwise.FUNCTIONS)
+__all__ += sorted(special.PACKAGE)
 __all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]

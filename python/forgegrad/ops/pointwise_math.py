@@ -263,17 +263,8 @@ LogitFunction = register(
 
 
 def _i1(x):
-    try:
-        from scipy.special import i1
-    except ImportError:  # the power series sum_k (x/2)^(2k+1) / (k! (k+1)!), ample terms for |x| < 100
-        x64 = np.asarray(x, np.float64)
-        term = x64 / 2
-        total = term.copy()
-        for k in range(1, 200):
-            term = term * (x64 / 2) ** 2 / (k * (k + 1))
-            total = total + term
-        return total.astype(x.dtype)
-    return i1(x.astype(np.float64)).astype(x.dtype)
+    from ._special_bessel import i1  # torch's Chebyshev expansions in float64 (numpy only)
+    return i1(x).astype(x.dtype)
 
 
 def _i0(x):
@@ -292,7 +283,7 @@ def _i1_grads(ns, g, a, out, kw):
     return (g * ns.where(zero, 0.5, ns.call("i0", x) - out / ns.where(zero, 1.0, x)),)
 
 
-# torch.special.i1, the derivative of i0 (an op so that i0 differentiates twice); forgegrad has no special namespace
+# torch.special.i1 (forgegrad.special.i1), the derivative of i0: an op, so that i0 differentiates twice
 I1Function = _register_unary(
     "special_i1", _i1, _i1_grads, uses_out=True, samples=_samples(-4.0, 4.0, (0.0, 1.0)), tol=(1e-5, 1e-5),
     torch_fn=lambda torch, x: torch.special.i1(x), gaps={"onnx": "ONNX has no modified Bessel function"})

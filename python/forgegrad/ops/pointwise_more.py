@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _samples as S
 from . import _special as sp
+from . import _special_gamma as _gamma
 from ._pointwise_base import PointwiseFunction, Spec, register
 from .registry import BadInput, Sample
 
@@ -295,12 +296,8 @@ def _lgamma(x):
 
 
 def _digamma(x):
-    out = sp.digamma(x)
-    return np.where(x == 0, np.where(np.signbit(x), np.inf, -np.inf), out).astype(x.dtype)  # torch's signed poles
-
-
-def _trigamma(x):
-    return sp.trigamma(x).astype(x.dtype)
+    # torch's series (ops/_special_gamma.py, numpy only): signed infinities at +-0, NaN at negative integers
+    return _gamma.digamma(x).astype(x.dtype if x.dtype.kind == "f" else np.float32)
 
 
 LgammaFunction = _unary(
@@ -308,11 +305,8 @@ LgammaFunction = _unary(
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-3.7, high=5.0)), tol=(1e-4, 1e-4),
     gaps={"onnx": "ONNX has no log-gamma"})
 DigammaFunction = _unary(
-    "digamma", _digamma, lambda ns, g, a, out, kw: (g * ns.const(_trigamma(ns.val(a[0])), g),),
-    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX has no digamma", "float64": "scipy's digamma/trigamma (which forgegrad calls) and torch's "
-          "series differ by ~1e-9 relative in float64, above the check's 1e-10 (float32 is checked)"})
-DigammaFunction.op.differentiable_backward = None  # its derivative (trigamma) has no Tensor op: no third order
+    "digamma", _digamma, lambda ns, g, a, out, kw: (g * ns.call("polygamma", a[0], 1),),  # trigamma (ops/special.py)
+    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4), gaps={"onnx": "ONNX has no digamma"})
 
 
 def _sign(x):
