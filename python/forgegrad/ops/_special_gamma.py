@@ -21,14 +21,29 @@ _IGAM_D = np.asarray(IGAM_D)
 _vec_erf, _vec_erfc = np.frompyfunc(math.erf, 1, 1), np.frompyfunc(math.erfc, 1, 1)
 
 
-def _lgamma1(v):
-    try:
-        return math.lgamma(v)
-    except ValueError:  # a pole: +inf, as std::lgamma
-        return math.inf
+_vec_lgamma = np.frompyfunc(math.lgamma, 1, 1)
 
 
-_vec_lgamma = np.frompyfunc(_lgamma1, 1, 1)
+def _loop(state, step, max_iter):
+    """Run ``step(state) -> finished mask`` over the elements still running: state is a dict of equal-length 1-d
+    arrays, each step's update applies to every running element, and an element leaves (its final values kept) at
+    the step that finishes it, as torch's per-element loops break. Compacting keeps the work to the live elements."""
+    out = {k: np.array(v, np.float64) for k, v in state.items()}
+    idx = np.arange(len(next(iter(out.values()))))
+    cur = {k: v.copy() for k, v in out.items()}
+    for _ in range(max_iter):
+        if idx.size == 0:
+            break
+        done = step(cur)
+        if np.any(done):
+            for k, v in cur.items():
+                out[k][idx[done]] = v[done]
+            keep = ~done
+            idx = idx[keep]
+            cur = {k: v[keep] for k, v in cur.items()}
+    for k, v in cur.items():
+        out[k][idx] = v
+    return out
 
 
 def erf(x):
@@ -40,7 +55,10 @@ def erfc(x):
 
 
 def lgamma(x):
-    return _vec_lgamma(f64(x)).astype(np.float64)
+    """std::lgamma per element (the stdlib's): +inf at the poles 0, -1, -2, ..."""
+    x = f64(x)
+    pole = (x <= 0) & (x == np.floor(x))
+    return np.where(pole, np.inf, _vec_lgamma(np.where(pole, 1.0, x)).astype(np.float64))
 
 
 # ---- normal distribution and erfcx -----------------------------------------------------------------------
@@ -172,20 +190,18 @@ def zeta(x, q):
         out[pole] = np.inf
         run = (x > 1) & ~pole & ~((q <= 0) & (x != np.floor(x)))  # q <= 0 needs an integer x (NaN otherwise)
         idx = np.nonzero(run)[0]
-        xs, a = x[idx], q[idx].copy()
-        s = a ** -xs
-        b = np.zeros_like(s)
-        i = 0
-        done = np.zeros(idx.shape, bool)
-        while True:
-            step = ~done & ((i < 9) | (a <= 9.0))
-            if not np.any(step):
-                break
-            i += 1
-            a = np.where(step, a + 1, a)
-            b = np.where(step, a ** -xs, b)
-            s = np.where(step, s + b, s)
-            done |= step & (-_MACHEP * s < b) & (b < _MACHEP * s)
+        xs = x[idx]
+        def direct(st):  # the direct sum: at least 9 terms and up to a > 9, or until a term is negligible
+            st["i"] += 1
+            st["a"] = st["a"] + 1
+            st["b"] = st["a"] ** -st["x"]
+            st["s"] = st["s"] + st["b"]
+            st["done"] = ((-_MACHEP * st["s"] < st["b"]) & (st["b"] < _MACHEP * st["s"])).astype(np.float64)
+            return (st["done"] > 0) | ~((st["i"] < 9) | (st["a"] <= 9.0))
+        a0 = q[idx]
+        st = _loop({"x": xs, "a": a0, "s": a0 ** -xs, "b": np.zeros_like(a0), "i": np.zeros_like(a0),
+                    "done": np.zeros_like(a0)}, direct, 1 << 62)
+        a, s, b, done = st["a"], st["s"], st["b"], st["done"] > 0
         w = a
         tail = ~done
         s = np.where(tail, s + b * w / (xs - 1) - 0.5 * b, s)
@@ -227,9 +243,9 @@ _LANCZOS_G = 6.024680040776729583740234375
 
 def _fac(a, x):
     """x^a e^-x / Gamma(a), Math.h's _igam_helper_fac."""
-    out = np.empty_like(a)
     far = np.abs(a - x) > 0.4 * np.abs(a)
-    ax = a * np.log(x) - x - lgamma(a)
+    ax = np.zeros_like(a)
+    ax[far] = a[far] * np.log(x[far]) - x[far] - lgamma(a[far])
     out = np.where(ax < -7.09782712893383996843E2, 0.0, np.exp(ax))
     fac = a + _LANCZOS_G - 0.5
     res = np.sqrt(fac / 2.718281828459045) / _ratevl(a)
@@ -243,28 +259,30 @@ def _fac(a, x):
 
 def _igam_series(a, x):
     ax = _fac(a, x)
-    r, c, ans = a.copy(), np.ones_like(a), np.ones_like(a)
-    active = ax != 0
-    for _ in range(2000):
-        if not np.any(active):
-            break
-        r = np.where(active, r + 1, r)
-        c = np.where(active, c * x / r, c)
-        ans = np.where(active, ans + c, ans)
-        active &= ~(c <= _MACHEP * ans)
-    return np.where(ax == 0, 0.0, ans * ax / a)
+    out = np.zeros_like(a)
+    live = ax != 0
+
+    def step(st):
+        st["r"] = st["r"] + 1
+        st["c"] = st["c"] * st["x"] / st["r"]
+        st["ans"] = st["ans"] + st["c"]
+        return st["c"] <= _MACHEP * st["ans"]
+    al = a[live]
+    st = _loop({"x": x[live], "r": al, "c": np.ones_like(al), "ans": np.ones_like(al)}, step, 2000)
+    out[live] = st["ans"] * ax[live] / al
+    return out
 
 
 def _igamc_series(a, x):
-    fac, total = np.ones_like(a), np.zeros_like(a)
-    active = np.ones(a.shape, bool)
-    for n in range(1, 2000):
-        if not np.any(active):
-            break
-        fac = np.where(active, fac * (-x / n), fac)
-        term = fac / (a + n)
-        total = np.where(active, total + term, total)
-        active &= ~(np.abs(term) <= _MACHEP * np.abs(total))
+    n = [0]
+
+    def step(st):
+        n[0] += 1
+        st["fac"] = st["fac"] * (-st["x"] / n[0])
+        term = st["fac"] / (st["a"] + n[0])
+        st["total"] = st["total"] + term
+        return np.abs(term) <= _MACHEP * np.abs(st["total"])
+    total = _loop({"a": a, "x": x, "fac": np.ones_like(a), "total": np.zeros_like(a)}, step, 1999)["total"]
     logx = np.log(x)
     return -np.expm1(a * logx - lgamma(1 + a)) - np.exp(a * logx - lgamma(a)) * total
 
@@ -301,26 +319,28 @@ def _igam_asymptotic(a, x, igam):
 
 def _igamc_cf(a, x):
     ax = _fac(a, x)
-    y, z, c = 1.0 - a, x + (1.0 - a) + 1.0, np.zeros_like(a)
-    pkm2, qkm2, pkm1, qkm1 = np.ones_like(a), x.copy(), x + 1.0, z * x
-    ans = pkm1 / qkm1
-    active = ax != 0
-    for _ in range(2000):
-        if not np.any(active):
-            break
-        c, y, z = c + 1.0, y + 1.0, z + 2.0
-        yc = y * c
-        pk, qk = pkm1 * z - pkm2 * yc, qkm1 * z - qkm2 * yc
+    out = np.zeros_like(a)
+    live = ax != 0
+    a, x = a[live], x[live]
+
+    def step(st):
+        st["c"], st["y"], st["z"] = st["c"] + 1.0, st["y"] + 1.0, st["z"] + 2.0
+        yc = st["y"] * st["c"]
+        pk = st["pkm1"] * st["z"] - st["pkm2"] * yc
+        qk = st["qkm1"] * st["z"] - st["qkm2"] * yc
         nz = qk != 0
         r = pk / np.where(nz, qk, 1.0)
-        t = np.where(nz, np.abs((ans - r) / r), 1.0)
-        ans = np.where(active & nz, r, ans)
-        big = np.abs(pk) > 4.503599627370496e15
-        scale = np.where(big, 2.22044604925031308085e-16, 1.0)
-        pkm2, pkm1, qkm2, qkm1 = (np.where(active, v, old) for v, old in (
-            (pkm1 * scale, pkm2), (pk * scale, pkm1), (qkm1 * scale, qkm2), (qk * scale, qkm1)))
-        active &= ~(t <= _MACHEP)
-    return np.where(ax == 0, 0.0, ans * ax)
+        t = np.where(nz, np.abs((st["ans"] - r) / r), 1.0)
+        st["ans"] = np.where(nz, r, st["ans"])
+        scale = np.where(np.abs(pk) > 4.503599627370496e15, 2.22044604925031308085e-16, 1.0)
+        st["pkm2"], st["pkm1"] = st["pkm1"] * scale, pk * scale
+        st["qkm2"], st["qkm1"] = st["qkm1"] * scale, qk * scale
+        return t <= _MACHEP
+    z = x + (1.0 - a) + 1.0
+    st = _loop({"c": np.zeros_like(a), "y": 1.0 - a, "z": z, "pkm2": np.ones_like(a), "qkm2": x.copy(),
+                "pkm1": x + 1.0, "qkm1": z * x, "ans": (x + 1.0) / (z * x)}, step, 2000)
+    out[live] = st["ans"] * ax[live]
+    return out
 
 
 def _asym_mask(a, x):
