@@ -16,6 +16,7 @@ import numpy as np
 from . import _samples as S
 from . import _special_bessel as B
 from . import _special_gamma as G
+from . import _special_onnx as _bessel_onnx
 from ._pointwise_base import PointwiseFunction, Spec, differentiable_rule, register
 from .pointwise_more import _Binary, _c, _onnx_nodes, _Unary, _unary_onnx
 from .registry import BadInput, Sample
@@ -90,9 +91,10 @@ def _i1e_grads(ns, g, a, out, kw):
     return (g * ns.where(tiny, 0.5, ns.call("special_i0e", safe) - out * (ns.sign(safe) + 1 / safe)),)
 
 
-_NO_BESSEL = {"onnx": "ONNX has no modified Bessel function"}
-SpecialI0eFunction = _unary("i0e", B.i0e, _i0e_grads, samples=_samples(-12.0, 12.0, (0.0, 8.0, -8.0)), gaps=_NO_BESSEL)
-SpecialI1eFunction = _unary("i1e", B.i1e, _i1e_grads, samples=_samples(-12.0, 12.0, (0.0, 8.0, -8.0)), gaps=_NO_BESSEL)
+SpecialI0eFunction = _unary("i0e", B.i0e, _i0e_grads, samples=_samples(-12.0, 12.0, (0.0, 8.0, -8.0)),
+                            onnx=_bessel_onnx.mapping(_bessel_onnx.scaled_i, 0))
+SpecialI1eFunction = _unary("i1e", B.i1e, _i1e_grads, samples=_samples(-12.0, 12.0, (0.0, 8.0, -8.0)),
+                            onnx=_bessel_onnx.mapping(_bessel_onnx.scaled_i, 1))
 
 
 # ---- entr ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _samples as S
 from . import _special_bessel as B
+from . import _special_onnx as _bessel_onnx
 from . import _special_poly as P
 from ._pointwise_base import Spec, register
 from .pointwise_more import _Binary, _c, _Unary, _unary_onnx
@@ -40,8 +41,8 @@ def _unary(name, fwd, samples, onnx=None, tol=(1e-5, 1e-5)):
                 "non_differentiable_outputs": (0,)})
     gaps = {"backward": _NO_GRAD}
     if onnx is None:
-        gaps["onnx"] = ("not mapped: ONNX has no Bessel or Airy function; the piecewise rational expansions would "
-                        "take hundreds of nodes")
+        gaps["onnx"] = ("not mapped yet: ONNX has no Bessel or Airy function (the rational expansions could be "
+                        "written as nodes, as modified_bessel_i0/i1's are)")
     return register(f"special_{name}", cls, Spec(_in(fwd), None), samples=samples, onnx=onnx, gaps=gaps, tol=tol,
                     torch=lambda torch, x: getattr(torch.special, name)(x))
 
@@ -63,14 +64,16 @@ for _name, _fn, _smp in (
         ("bessel_j1", B.bessel_j1, _samples(-20.0, 20.0, (0.0, 5.0, -5.0))),
         ("bessel_y0", B.bessel_y0, _samples(0.05, 20.0, (5.0, 1.0))),
         ("bessel_y1", B.bessel_y1, _samples(0.05, 20.0, (5.0, 1.0))),
-        ("modified_bessel_i0", B.modified_bessel_i0, _samples(-12.0, 12.0, (0.0, 8.0))),
-        ("modified_bessel_i1", B.modified_bessel_i1, _samples(-12.0, 12.0, (0.0, 8.0))),
         ("modified_bessel_k0", B.modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0))),
         ("modified_bessel_k1", B.modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0))),
         ("scaled_modified_bessel_k0", B.scaled_modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0))),
         ("scaled_modified_bessel_k1", B.scaled_modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0))),
         ("airy_ai", B.airy_ai, _samples(-8.0, 8.0, (0.0, 2.09, -2.09)))):
     globals()[f"Special{_name.title().replace('_', '')}Function"] = _unary(_name, _fn, _smp)
+SpecialModifiedBesselI0Function = _unary("modified_bessel_i0", B.modified_bessel_i0, _samples(-12.0, 12.0, (0.0, 8.0)),
+                                         onnx=_bessel_onnx.mapping(_bessel_onnx.bessel_i, 0))
+SpecialModifiedBesselI1Function = _unary("modified_bessel_i1", B.modified_bessel_i1, _samples(-12.0, 12.0, (0.0, 8.0)),
+                                         onnx=_bessel_onnx.mapping(_bessel_onnx.bessel_i, 1))
 SpecialSphericalBesselJ0Function = _unary(
     "spherical_bessel_j0", B.spherical_bessel_j0, _samples(-10.0, 10.0, (0.0, 0.5, -0.25)),
     onnx=_unary_onnx(_spherical_j0_onnx))
