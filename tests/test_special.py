@@ -295,3 +295,30 @@ def test_runs_without_scipy():
     two = {"xlog1py", "xlogy", "zeta", "gammainc", "gammaincc"} | {n for n in names if "polynomial" in n}
     want = [getattr(TS, n)(*((x, x) if n in two else (x,))).numpy() for n in names] + [TS.polygamma(3, x).numpy()]
     np.testing.assert_allclose(got, np.stack(want), rtol=2e-5, atol=1e-5)
+
+
+def test_zero_dim_and_empty_inputs():
+    unary = [n for n in fg.special.__all__ if n in UNARY or n in ("ndtri", "log_ndtr")]
+    for name in unary:
+        got = getattr(fg.special, name)(fg.tensor(0.7, dtype=fg.float64))
+        assert got.shape == () and getattr(fg.special, name)(fg.zeros(0, 3)).shape == (0, 3), name
+        _close(got, getattr(TS, name)(torch.tensor(0.7, dtype=torch.float64)), 1e-13, 0, name)
+    for name in POLYS + ["zeta", "gammainc", "gammaincc", "xlog1py"]:
+        got = getattr(fg.special, name)(fg.tensor(0.6, dtype=fg.float64), fg.tensor(3.0, dtype=fg.float64))
+        want = getattr(TS, name)(torch.tensor(0.6, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64))
+        _close(got, want, 1e-13, 0, name)
+        assert getattr(fg.special, name)(fg.zeros(2, 0), fg.zeros(0)).shape == (2, 0), name
+
+
+def test_huge_degrees_take_torch_shortcuts():
+    # out-of-range degrees are negative for torch's int64 cast (0); the closed forms need no recurrence
+    x = np.array([0.5, 1.5, -0.25])
+    n = np.array([1e300, 1e300, 1e7])
+    for name in POLYS:
+        if name.startswith("hermite"):
+            continue
+        got = getattr(fg.special, name)(fg.tensor(x[:2]), fg.tensor(n[:2]))
+        _close(got, getattr(TS, name)(torch.from_numpy(x[:2]), torch.from_numpy(n[:2])), 0, 0, name)
+    _close(fg.special.chebyshev_polynomial_t(fg.tensor(x), fg.tensor([3.0, 3.0, 1e7])),
+           TS.chebyshev_polynomial_t(torch.from_numpy(x), torch.tensor([3.0, 3.0, 1e7], dtype=torch.float64)), 1e-8, 0,
+           "T_1e7")

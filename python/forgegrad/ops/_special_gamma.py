@@ -47,18 +47,18 @@ def _loop(state, step, max_iter):
 
 
 def erf(x):
-    return _vec_erf(f64(x)).astype(np.float64)
+    return np.asarray(_vec_erf(f64(x)), np.float64)  # (a 0-d input gives a Python float)
 
 
 def erfc(x):
-    return _vec_erfc(f64(x)).astype(np.float64)
+    return np.asarray(_vec_erfc(f64(x)), np.float64)
 
 
 def lgamma(x):
     """std::lgamma per element (the stdlib's): +inf at the poles 0, -1, -2, ..."""
     x = f64(x)
     pole = (x <= 0) & (x == np.floor(x))
-    return np.where(pole, np.inf, _vec_lgamma(np.where(pole, 1.0, x)).astype(np.float64))
+    return np.where(pole, np.inf, np.asarray(_vec_lgamma(np.where(pole, 1.0, x)), np.float64))
 
 
 # ---- normal distribution and erfcx -----------------------------------------------------------------------

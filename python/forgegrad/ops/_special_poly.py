@@ -16,7 +16,8 @@ from ._special_bessel import f64
 def _degrees(x, n):
     x, n = np.broadcast_arrays(f64(x), f64(n))
     with np.errstate(invalid="ignore"):
-        k = np.where(np.isfinite(n), np.trunc(n), -1.0)
+        # torch casts n to int64: a non-finite or out-of-range degree becomes INT64_MIN (x86), a negative one: 0
+        k = np.where(np.isfinite(n) & (np.abs(n) < 2.0 ** 63), np.trunc(n), -1.0)
     return x.astype(np.float64, copy=True), k
 
 
@@ -46,10 +47,11 @@ def _chebyshev(x, n, kind, shifted):
         y = x + x - 1.0 if shifted else x
         two_y = y + y
         first = {"t": y, "u": two_y, "v": two_y - 1.0, "w": two_y + 1.0}[kind]
-        rec = _recurrence(n, np.ones_like(y), first, lambda k, q, p: two_y * q - p, 2)
-        out = np.where(n == 0, 1.0, rec)
-        # the closed forms for |y| < 1 and large n
+        # the closed forms for |y| < 1 and large n (and the end points) need no recurrence
         limit = (4 if kind == "w" else 6) if shifted else (6 if kind == "t" else 8)
+        recurse = np.where(((n > limit) & (np.abs(y) < 1.0)) | _edge_mask(x, shifted), -1.0, n)
+        rec = _recurrence(recurse, np.ones_like(y), first, lambda k, q, p: two_y * q - p, 2)
+        out = np.where(n == 0, 1.0, rec)
         theta = np.arccos(y)
         if kind == "t":
             closed = np.cos(n * theta)
