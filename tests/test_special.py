@@ -322,3 +322,27 @@ def test_huge_degrees_take_torch_shortcuts():
     _close(fg.special.chebyshev_polynomial_t(fg.tensor(x), fg.tensor([3.0, 3.0, 1e7])),
            TS.chebyshev_polynomial_t(torch.from_numpy(x), torch.tensor([3.0, 3.0, 1e7], dtype=torch.float64)), 1e-8, 0,
            "T_1e7")
+
+
+def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime checks the exported graph")
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            s = fg.special
+            pos = x.abs() + 0.01
+            return (s.bessel_j0(x) + s.bessel_j1(x) + s.bessel_y0(pos) + s.bessel_y1(pos) + s.modified_bessel_k0(pos)
+                    + s.scaled_modified_bessel_k1(pos) + s.i0e(x) + s.i1e(x) + s.ndtr(x) + s.entr(pos)
+                    + s.spherical_bessel_j0(x) + s.xlog1py(x, pos) + s.modified_bessel_i1(x / 4))
+
+    x = np.concatenate([np.linspace(-30, 30, 995), [0.0, 5.0, -5.0, 8.0, 2.0]]).reshape(10, 100).astype(np.float32)
+    path = str(tmp_path / "special.onnx")
+    fg.onnx.export(Net(), fg.tensor(x), path)
+    sess = ort.InferenceSession(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    xt = torch.from_numpy(x)
+    pos = xt.abs() + 0.01
+    want = (TS.bessel_j0(xt) + TS.bessel_j1(xt) + TS.bessel_y0(pos) + TS.bessel_y1(pos) + TS.modified_bessel_k0(pos)
+            + TS.scaled_modified_bessel_k1(pos) + TS.i0e(xt) + TS.i1e(xt) + TS.ndtr(xt) + TS.entr(pos)
+            + TS.spherical_bessel_j0(xt) + TS.xlog1py(xt, pos) + TS.modified_bessel_i1(xt / 4)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

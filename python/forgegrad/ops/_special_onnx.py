@@ -1,6 +1,7 @@
-"""ONNX graphs of the modified Bessel functions of the first kind (i0, i1, i0e, i1e and torch.special's
-modified_bessel_i0/i1): the Chebyshev expansions of ops/_special_bessel.py written as Mul/Sub/Add nodes (Clenshaw's
-recurrence over torch's coefficients), the two branches |x| <= 8 and |x| > 8 joined by a Where."""
+"""ONNX graphs of the Bessel functions (i0, i1, i0e, i1e, torch.special's bessel_j0/j1/y0/y1, modified_bessel_i0/i1/
+k0/k1 and the scaled K): the expansions of ops/_special_bessel.py with torch's coefficients written as nodes
+(Clenshaw's recurrence for the Chebyshev series, Horner for the rational ones), their branches joined by Where. ONNX
+has no Bessel operator; these are standard ops (opset 13+) only."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,3 +49,98 @@ def mapping(fn, order):
         dt = op.out_dtype()
         return [fn(ctx, dt, op.input("input", dt), order)]
     return onnx
+
+
+# ---- J, Y (Cephes' rational expansions) and K (Chebyshev) -------------------------------------------------------
+def _horner(ctx, dt, z, coeffs):
+    r = _c(ctx, dt, coeffs[0])
+    for co in coeffs[1:]:
+        r = ctx.node("Add", [ctx.node("Mul", [r, z]), _c(ctx, dt, co)])
+    return r
+
+
+def _ratio(ctx, dt, z, num, den):
+    return ctx.node("Div", [_horner(ctx, dt, z, TABLES[num]), _horner(ctx, dt, z, TABLES[den])])
+
+
+def _op(ctx, kind, *args):
+    return ctx.node(kind, list(args))
+
+
+def _asymptotic(ctx, dt, ax, tab, order, kind):
+    """x > 5: the PP/PQ/QP/QQ expansion with its cos/sin phase (ops/_special_bessel.py's _asymptotic)."""
+    five = _c(ctx, dt, 5.0)
+    z = _op(ctx, "Div", _c(ctx, dt, 25.0), _op(ctx, "Mul", ax, ax)) if order == 0 else _op(
+        ctx, "Mul", _op(ctx, "Div", five, ax), _op(ctx, "Div", five, ax))
+    p = _ratio(ctx, dt, z, f"{tab}_PP", f"{tab}_PQ")
+    q = _op(ctx, "Mul", _op(ctx, "Div", five, ax), _ratio(ctx, dt, z, f"{tab}_QP", f"{tab}_QQ"))
+    phase = _op(ctx, "Sub", ax, _c(ctx, dt, 0.785398163397448309615660845819875721 if order == 0 else
+                                    2.356194490192344928846982537459627163))
+    cos, sin = _op(ctx, "Cos", phase), _op(ctx, "Sin", phase)
+    s = (_op(ctx, "Sub", _op(ctx, "Mul", p, cos), _op(ctx, "Mul", q, sin)) if kind == "j" else
+         _op(ctx, "Add", _op(ctx, "Mul", p, sin), _op(ctx, "Mul", q, cos)))
+    return _op(ctx, "Div", _op(ctx, "Mul", s, _c(ctx, dt, 0.797884560802865355879892119868763737)),
+               _op(ctx, "Sqrt", ax))
+
+
+def bessel_j(ctx, dt, x, order):
+    ax = _op(ctx, "Abs", x)
+    z = _op(ctx, "Mul", ax, ax)
+    rat = _ratio(ctx, dt, z, f"J{order}_RP", f"J{order}_RQ")
+    if order == 0:
+        small = _op(ctx, "Mul", _op(ctx, "Mul", _op(ctx, "Sub", z, _c(ctx, dt, 5.78318596294678452118e+00)),
+                                    _op(ctx, "Sub", z, _c(ctx, dt, 3.04712623436620863991e+01))), rat)
+        tiny = _op(ctx, "Sub", _c(ctx, dt, 1.0), _op(ctx, "Div", z, _c(ctx, dt, 4.0)))
+        small = _op(ctx, "Where", _op(ctx, "Less", ax, _c(ctx, dt, 0.00001)), tiny, small)
+    else:
+        small = _op(ctx, "Mul", _op(ctx, "Mul", _op(ctx, "Mul", rat, ax), _op(
+            ctx, "Sub", z, _c(ctx, dt, 1.46819706421238932572e+01))), _op(
+            ctx, "Sub", z, _c(ctx, dt, 4.92184563216946036703e+01)))
+    v = _op(ctx, "Where", _op(ctx, "LessOrEqual", ax, _c(ctx, dt, 5.0)), small,
+            _asymptotic(ctx, dt, ax, f"J{order}", order, "j"))
+    return v if order == 0 else _op(ctx, "Where", _op(ctx, "Less", x, _c(ctx, dt, 0.0)), _op(ctx, "Neg", v), v)
+
+
+def _domain(ctx, dt, x, at_zero, inside):
+    """torch's values outside x > 0: at_zero at 0, NaN below."""
+    zero = _c(ctx, dt, 0.0)
+    v = _op(ctx, "Where", _op(ctx, "Less", x, zero), _c(ctx, dt, np.nan), inside)
+    return _op(ctx, "Where", _op(ctx, "Equal", x, zero), _c(ctx, dt, at_zero), v)
+
+
+def bessel_y(ctx, dt, x, order):
+    z = _op(ctx, "Mul", x, x)
+    rat = _ratio(ctx, dt, z, f"Y{order}_YP", f"Y{order}_YQ")
+    two_over_pi = _c(ctx, dt, 0.636619772367581343075535053490057448)
+    if order == 0:
+        small = _op(ctx, "Add", rat, _op(ctx, "Mul", _op(ctx, "Mul", two_over_pi, _op(ctx, "Log", x)),
+                                        bessel_j(ctx, dt, x, 0)))
+    else:
+        small = _op(ctx, "Add", _op(ctx, "Mul", x, rat), _op(ctx, "Mul", two_over_pi, _op(
+            ctx, "Sub", _op(ctx, "Mul", bessel_j(ctx, dt, x, 1), _op(ctx, "Log", x)),
+            _op(ctx, "Div", _c(ctx, dt, 1.0), x))))
+    v = _op(ctx, "Where", _op(ctx, "LessOrEqual", x, _c(ctx, dt, 5.0)), small,
+            _asymptotic(ctx, dt, x, f"Y{order}", order, "y"))
+    return _domain(ctx, dt, x, -np.inf, v)
+
+
+def bessel_k(ctx, dt, x, order, scaled=False):
+    a = _chbevl(ctx, dt, _op(ctx, "Sub", _op(ctx, "Mul", x, x), _c(ctx, dt, 2.0)), TABLES[f"K{order}_A"])
+    log_half = _op(ctx, "Log", _op(ctx, "Mul", _c(ctx, dt, 0.5), x))
+    if order == 0:
+        small = _op(ctx, "Sub", a, _op(ctx, "Mul", log_half, bessel_i(ctx, dt, x, 0)))
+    else:
+        small = _op(ctx, "Add", _op(ctx, "Mul", log_half, bessel_i(ctx, dt, x, 1)), _op(ctx, "Div", a, x))
+    b = _chbevl(ctx, dt, _op(ctx, "Sub", _op(ctx, "Div", _c(ctx, dt, 8.0), x), _c(ctx, dt, 2.0)),
+                TABLES[f"K{order}_B"])
+    if scaled:
+        small = _op(ctx, "Mul", small, _op(ctx, "Exp", x))
+    else:
+        b = _op(ctx, "Mul", _op(ctx, "Exp", _op(ctx, "Neg", x)), b)
+    large = _op(ctx, "Div", b, _op(ctx, "Sqrt", x))
+    v = _op(ctx, "Where", _op(ctx, "LessOrEqual", x, _c(ctx, dt, 2.0)), small, large)
+    return _domain(ctx, dt, x, np.inf, v)
+
+
+def scaled_bessel_k(ctx, dt, x, order):
+    return bessel_k(ctx, dt, x, order, scaled=True)

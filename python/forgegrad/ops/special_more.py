@@ -41,8 +41,8 @@ def _unary(name, fwd, samples, onnx=None, tol=(1e-5, 1e-5)):
                 "non_differentiable_outputs": (0,)})
     gaps = {"backward": _NO_GRAD}
     if onnx is None:
-        gaps["onnx"] = ("not mapped yet: ONNX has no Bessel or Airy function (the rational expansions could be "
-                        "written as nodes, as modified_bessel_i0/i1's are)")
+        gaps["onnx"] = ("not mapped: ONNX has no Airy function, and its Maclaurin series runs to a data-dependent "
+                        "number of terms")
     return register(f"special_{name}", cls, Spec(_in(fwd), None), samples=samples, onnx=onnx, gaps=gaps, tol=tol,
                     torch=lambda torch, x: getattr(torch.special, name)(x))
 
@@ -59,17 +59,20 @@ def _spherical_j0_onnx(ctx, dt, x):
     return ctx.node("Where", [ctx.node("IsInf", [x]), _c(ctx, dt, 0.0), val])
 
 
-for _name, _fn, _smp in (
-        ("bessel_j0", B.bessel_j0, _samples(-20.0, 20.0, (0.0, 5.0, -5.0, 1e-6))),
-        ("bessel_j1", B.bessel_j1, _samples(-20.0, 20.0, (0.0, 5.0, -5.0))),
-        ("bessel_y0", B.bessel_y0, _samples(0.05, 20.0, (5.0, 1.0))),
-        ("bessel_y1", B.bessel_y1, _samples(0.05, 20.0, (5.0, 1.0))),
-        ("modified_bessel_k0", B.modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0))),
-        ("modified_bessel_k1", B.modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0))),
-        ("scaled_modified_bessel_k0", B.scaled_modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0))),
-        ("scaled_modified_bessel_k1", B.scaled_modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0))),
-        ("airy_ai", B.airy_ai, _samples(-8.0, 8.0, (0.0, 2.09, -2.09)))):
-    globals()[f"Special{_name.title().replace('_', '')}Function"] = _unary(_name, _fn, _smp)
+O = _bessel_onnx
+for _name, _fn, _smp, _onnx in (
+        ("bessel_j0", B.bessel_j0, _samples(-20.0, 20.0, (0.0, 5.0, -5.0, 1e-6)), O.mapping(O.bessel_j, 0)),
+        ("bessel_j1", B.bessel_j1, _samples(-20.0, 20.0, (0.0, 5.0, -5.0)), O.mapping(O.bessel_j, 1)),
+        ("bessel_y0", B.bessel_y0, _samples(0.05, 20.0, (5.0, 1.0)), O.mapping(O.bessel_y, 0)),
+        ("bessel_y1", B.bessel_y1, _samples(0.05, 20.0, (5.0, 1.0)), O.mapping(O.bessel_y, 1)),
+        ("modified_bessel_k0", B.modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0)), O.mapping(O.bessel_k, 0)),
+        ("modified_bessel_k1", B.modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0)), O.mapping(O.bessel_k, 1)),
+        ("scaled_modified_bessel_k0", B.scaled_modified_bessel_k0, _samples(0.05, 12.0, (2.0, 1.0)),
+         O.mapping(O.scaled_bessel_k, 0)),
+        ("scaled_modified_bessel_k1", B.scaled_modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0)),
+         O.mapping(O.scaled_bessel_k, 1)),
+        ("airy_ai", B.airy_ai, _samples(-8.0, 8.0, (0.0, 2.09, -2.09)), None)):
+    globals()[f"Special{_name.title().replace('_', '')}Function"] = _unary(_name, _fn, _smp, onnx=_onnx)
 SpecialModifiedBesselI0Function = _unary("modified_bessel_i0", B.modified_bessel_i0, _samples(-12.0, 12.0, (0.0, 8.0)),
                                          onnx=_bessel_onnx.mapping(_bessel_onnx.bessel_i, 0))
 SpecialModifiedBesselI1Function = _unary("modified_bessel_i1", B.modified_bessel_i1, _samples(-12.0, 12.0, (0.0, 8.0)),
