@@ -324,7 +324,7 @@ def test_huge_degrees_take_torch_shortcuts():
            "T_1e7")
 
 
-def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):
+def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):  # 14 of them
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime checks the exported graph")
 
     class Net(fg.nn.Module):
@@ -333,7 +333,7 @@ def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):
             pos = x.abs() + 0.01
             return (s.bessel_j0(x) + s.bessel_j1(x) + s.bessel_y0(pos) + s.bessel_y1(pos) + s.modified_bessel_k0(pos)
                     + s.scaled_modified_bessel_k1(pos) + s.i0e(x) + s.i1e(x) + s.ndtr(x) + s.entr(pos)
-                    + s.spherical_bessel_j0(x) + s.xlog1py(x, pos) + s.modified_bessel_i1(x / 4))
+                    + s.spherical_bessel_j0(x) + s.xlog1py(x, pos) + s.modified_bessel_i1(x / 4) + s.airy_ai(x / 3))
 
     x = np.concatenate([np.linspace(-30, 30, 995), [0.0, 5.0, -5.0, 8.0, 2.0]]).reshape(10, 100).astype(np.float32)
     path = str(tmp_path / "special.onnx")
@@ -344,5 +344,6 @@ def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):
     pos = xt.abs() + 0.01
     want = (TS.bessel_j0(xt) + TS.bessel_j1(xt) + TS.bessel_y0(pos) + TS.bessel_y1(pos) + TS.modified_bessel_k0(pos)
             + TS.scaled_modified_bessel_k1(pos) + TS.i0e(xt) + TS.i1e(xt) + TS.ndtr(xt) + TS.entr(pos)
-            + TS.spherical_bessel_j0(xt) + TS.xlog1py(xt, pos) + TS.modified_bessel_i1(xt / 4)).numpy()
+            + TS.spherical_bessel_j0(xt) + TS.xlog1py(xt, pos) + TS.modified_bessel_i1(xt / 4)
+            + TS.airy_ai(xt / 3)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

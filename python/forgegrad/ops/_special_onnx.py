@@ -144,3 +144,50 @@ def bessel_k(ctx, dt, x, order, scaled=False):
 
 def scaled_bessel_k(ctx, dt, x, order):
     return bessel_k(ctx, dt, x, order, scaled=True)
+
+
+# ---- Airy Ai ------------------------------------------------------------------------------------------------
+_AIRY_TERMS = 16  # torch's series stops below float64 epsilon within 14 terms for |x| < 2.09: unrolled here
+
+
+def airy_ai(ctx, dt, x):
+    one, two, three = _c(ctx, dt, 1.0), _c(ctx, dt, 2.0), _c(ctx, dt, 3.0)
+    # x < -2.09: the oscillating expansion in zeta = 2/3 (-x)^(3/2)
+    s = _op(ctx, "Sqrt", _op(ctx, "Neg", x))
+    zeta = _op(ctx, "Div", _op(ctx, "Mul", _op(ctx, "Mul", _c(ctx, dt, -2.0), x), s), three)
+    z = _op(ctx, "Div", one, zeta)
+    z2 = _op(ctx, "Mul", z, z)
+    f = _op(ctx, "Add", one, _op(ctx, "Mul", z2, _ratio(ctx, dt, z2, "AIRY_AFN", "AIRY_AFD")))
+    g = _op(ctx, "Mul", z, _ratio(ctx, dt, z2, "AIRY_AGN", "AIRY_AGD"))
+    t = _op(ctx, "Add", zeta, _c(ctx, dt, 0.25 * np.pi))
+    neg = _op(ctx, "Mul", _op(ctx, "Div", _c(ctx, dt, 5.64189583547756286948e-01), _op(ctx, "Sqrt", s)),
+              _op(ctx, "Sub", _op(ctx, "Mul", _op(ctx, "Sin", t), f), _op(ctx, "Mul", _op(ctx, "Cos", t), g)))
+    # x >= 2.09: the decaying expansion in 1 / zeta
+    sp = _op(ctx, "Sqrt", x)
+    zp = _op(ctx, "Div", _op(ctx, "Mul", _op(ctx, "Mul", two, x), sp), three)
+    iz = _op(ctx, "Div", one, zp)
+    pos = _op(ctx, "Div", _op(ctx, "Mul", _c(ctx, dt, 5.64189583547756286948e-01),
+                              _ratio(ctx, dt, iz, "AIRY_AN", "AIRY_AD")),
+              _op(ctx, "Mul", _op(ctx, "Mul", two, _op(ctx, "Sqrt", sp)), _op(ctx, "Exp", zp)))
+    # |x| < 2.09: the Maclaurin series c1 f - c2 g
+    cube = _op(ctx, "Mul", _op(ctx, "Mul", x, x), x)
+    fs, gs, m, n, k = one, x, one, x, 1.0
+    for _ in range(_AIRY_TERMS):
+        m = _op(ctx, "Div", _op(ctx, "Mul", m, cube), _c(ctx, dt, k + 1))
+        n = _op(ctx, "Div", _op(ctx, "Mul", n, cube), _c(ctx, dt, k + 2))
+        m = _op(ctx, "Div", m, _c(ctx, dt, k + 2))
+        fs = _op(ctx, "Add", fs, m)
+        n = _op(ctx, "Div", n, _c(ctx, dt, k + 3))
+        gs = _op(ctx, "Add", gs, n)
+        k += 3
+    series = _op(ctx, "Sub", _op(ctx, "Mul", _c(ctx, dt, 0.355028053887817239260), fs),
+                 _op(ctx, "Mul", _c(ctx, dt, 0.258819403792806798405), gs))
+    v = _op(ctx, "Where", _op(ctx, "Less", x, _c(ctx, dt, -2.09)), neg, _op(
+        ctx, "Where", _op(ctx, "Less", x, _c(ctx, dt, 2.09)), series, pos))
+    v = _op(ctx, "Where", _op(ctx, "Greater", x, _c(ctx, dt, 103.892)), _c(ctx, dt, 0.0), v)
+    return _op(ctx, "Where", _op(ctx, "IsInf", x), _c(ctx, dt, np.nan), v)
+
+
+def airy_mapping(ctx, op):
+    dt = op.out_dtype()
+    return [airy_ai(ctx, dt, op.input("input", dt))]

@@ -40,9 +40,6 @@ def _unary(name, fwd, samples, onnx=None, tol=(1e-5, 1e-5)):
                {"__module__": __name__, "__doc__": f"torch.special.{name}(input) (not differentiable, as torch's).",
                 "non_differentiable_outputs": (0,)})
     gaps = {"backward": _NO_GRAD}
-    if onnx is None:
-        gaps["onnx"] = ("not mapped: ONNX has no Airy function, and its Maclaurin series runs to a data-dependent "
-                        "number of terms")
     return register(f"special_{name}", cls, Spec(_in(fwd), None), samples=samples, onnx=onnx, gaps=gaps, tol=tol,
                     torch=lambda torch, x: getattr(torch.special, name)(x))
 
@@ -71,7 +68,7 @@ for _name, _fn, _smp, _onnx in (
          O.mapping(O.scaled_bessel_k, 0)),
         ("scaled_modified_bessel_k1", B.scaled_modified_bessel_k1, _samples(0.05, 12.0, (2.0, 1.0)),
          O.mapping(O.scaled_bessel_k, 1)),
-        ("airy_ai", B.airy_ai, _samples(-8.0, 8.0, (0.0, 2.09, -2.09)), None)):
+        ("airy_ai", B.airy_ai, _samples(-8.0, 8.0, (0.0, 2.09, -2.09)), O.airy_mapping)):
     globals()[f"Special{_name.title().replace('_', '')}Function"] = _unary(_name, _fn, _smp, onnx=_onnx)
 SpecialModifiedBesselI0Function = _unary("modified_bessel_i0", B.modified_bessel_i0, _samples(-12.0, 12.0, (0.0, 8.0)),
                                          onnx=_bessel_onnx.mapping(_bessel_onnx.bessel_i, 0))
