@@ -1,5 +1,5 @@
 """ONNX graphs of the Bessel functions (i0, i1, i0e, i1e, torch.special's bessel_j0/j1/y0/y1, modified_bessel_i0/i1/
-k0/k1 and the scaled K): the expansions of ops/_special_bessel.py with torch's coefficients written as nodes
+k0/k1, the scaled K, airy_ai): the expansions of ops/_special_bessel.py with torch's coefficients written as nodes
 (Clenshaw's recurrence for the Chebyshev series, Horner for the rational ones), their branches joined by Where. ONNX
 has no Bessel operator; these are standard ops (opset 13+) only."""
 from __future__ import annotations
