@@ -347,3 +347,39 @@ def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):
             + TS.spherical_bessel_j0(xt) + TS.xlog1py(xt, pos) + TS.modified_bessel_i1(xt / 4)
             + TS.airy_ai(xt / 3)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 3, 9, 12, 600])
+def test_onnx_export_of_the_polynomials_with_a_python_degree(tmp_path, n):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime checks the exported graph")
+    names = [p for p in POLYS if n <= 256 or p.startswith("hermite")]  # higher degrees refuse (below)
+
+    class Net(fg.nn.Module):
+        def forward(self, x):
+            return fg.stack([getattr(fg.special, p)(x, n) for p in names])
+
+    x = np.concatenate([np.linspace(-1.2, 1.2, 41), [-1.0, 1.0, 0.0, 0.5, 0.25]]).astype(np.float32).reshape(2, 23)
+    path = str(tmp_path / "poly.onnx")
+    # not verified by the exporter: its random inputs reach |x| ~ 3, where a float32 recurrence (onnxruntime's, as
+    # torch's) is off by ~1e-3 relative against forgegrad's float64 one; compared with torch's float32 below instead
+    fg.onnx.export(Net(), fg.tensor(x), path, verify=False)
+    sess = ort.InferenceSession(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    want = np.stack([getattr(TS, p)(torch.from_numpy(x), n).numpy() for p in names])
+    scale = float(np.nanmax(np.abs(want))) if np.isfinite(want).any() else 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, scale))
+
+
+def test_onnx_export_of_a_polynomial_refuses_tensor_degrees_and_huge_ones(tmp_path):
+    class Net(fg.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+
+        def forward(self, x):
+            return fg.special.legendre_polynomial_p(x, self.n if not isinstance(self.n, str) else x * 3)
+
+    with pytest.raises(Exception, match="degree n as a Python number"):
+        fg.onnx.export(Net("tensor"), fg.tensor(np.full((2, 3), 0.5, np.float32)), str(tmp_path / "a.onnx"))
+    with pytest.raises(Exception, match="above 256"):
+        fg.onnx.export(Net(1000), fg.tensor(np.full((2, 3), 0.5, np.float32)), str(tmp_path / "b.onnx"))

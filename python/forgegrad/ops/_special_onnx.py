@@ -191,3 +191,117 @@ def airy_ai(ctx, dt, x):
 def airy_mapping(ctx, op):
     dt = op.out_dtype()
     return [airy_ai(ctx, dt, op.input("input", dt))]
+
+
+# ---- orthogonal polynomials of a constant (Python number) degree --------------------------------------------
+_MAX_UNROLLED_DEGREE = 256
+
+
+def _fill(ctx, dt, x, v):
+    return _op(ctx, "Expand", _c(ctx, dt, v), _op(ctx, "Shape", x))
+
+
+def _recur(ctx, dt, n, p, q, step):
+    for j in range(2, n + 1):
+        p, q = q, step(j, q, p)
+    return q
+
+
+def _chebyshev(ctx, dt, x, n, kind, shifted):
+    y = _op(ctx, "Sub", _op(ctx, "Add", x, x), _c(ctx, dt, 1.0)) if shifted else x
+    two_y = _op(ctx, "Add", y, y)
+    first = {"t": y, "u": two_y, "v": _op(ctx, "Sub", two_y, _c(ctx, dt, 1.0)),
+             "w": _op(ctx, "Add", two_y, _c(ctx, dt, 1.0))}[kind]
+    limit = (4 if kind == "w" else 6) if shifted else (6 if kind == "t" else 8)
+    if n == 0:
+        out = _fill(ctx, dt, x, 1.0)
+    elif n > limit:  # |y| < 1: torch's closed form; else the recurrence (to a bounded degree)
+        theta = _op(ctx, "Acos", y)
+        half = _op(ctx, "Div", theta, _c(ctx, dt, 2.0))
+        even = n % 2 == 0
+        if kind == "t":
+            closed = _op(ctx, "Cos", _op(ctx, "Mul", _c(ctx, dt, float(n)), theta))
+        elif kind == "u":
+            s = _op(ctx, "Sin", theta)
+            arg = _op(ctx, "Mul", _c(ctx, dt, float(n + 1)), theta)
+            closed = _op(ctx, "Where", _op(ctx, "Equal", s, _c(ctx, dt, 0.0)), _op(
+                ctx, "Div", _op(ctx, "Mul", _c(ctx, dt, float(n + 1)), _op(ctx, "Cos", arg)), y),
+                _op(ctx, "Div", _op(ctx, "Sin", arg), s))
+        elif kind == "v":
+            arg = _op(ctx, "Mul", _c(ctx, dt, n + 0.5), theta)
+            closed = _op(ctx, "Where", _op(ctx, "Equal", _op(ctx, "Sin", half), _c(ctx, dt, 1.0)),
+                         _c(ctx, dt, float(2 * n + 1 if even else -(2 * n + 1))),
+                         _op(ctx, "Div", _op(ctx, "Cos", arg), _op(ctx, "Cos", half)))
+        else:
+            arg = _op(ctx, "Mul", _c(ctx, dt, n + 0.5), theta)
+            edge = _c(ctx, dt, 1.0 if even else -1.0)
+            if not shifted:
+                edge = _op(ctx, "Where", _op(ctx, "Greater", x, _c(ctx, dt, 0.0)), _c(ctx, dt, float(2 * n + 1)), edge)
+            closed = _op(ctx, "Where", _op(ctx, "Equal", _op(ctx, "Cos", half), _c(ctx, dt, 1.0)), edge,
+                         _op(ctx, "Div", _op(ctx, "Sin", arg), _op(ctx, "Sin", half)))
+        rec = _recur(ctx, dt, n, _c(ctx, dt, 1.0), first, lambda j, q, p: _op(ctx, "Sub", _op(ctx, "Mul", two_y, q), p))
+        out = _op(ctx, "Where", _op(ctx, "Less", _op(ctx, "Abs", y), _c(ctx, dt, 1.0)), closed, rec)
+    else:
+        out = _recur(ctx, dt, n, _c(ctx, dt, 1.0), first, lambda j, q, p: _op(ctx, "Sub", _op(ctx, "Mul", two_y, q), p))
+    even = n % 2 == 0
+    top = {"t": 1.0, "u": n + 1.0, "v": 1.0, "w": 2.0 * n + 1}[kind]
+    bottom = {"t": 1.0, "u": n + 1.0, "v": 2.0 * n + 1, "w": 1.0}[kind] * (1 if even else -1)
+    one = _c(ctx, dt, 1.0)
+    if shifted:
+        out = _op(ctx, "Where", _op(ctx, "Equal", x, _c(ctx, dt, 0.0)), _c(ctx, dt, bottom), out)
+        return _op(ctx, "Where", _op(ctx, "Equal", x, one), _c(ctx, dt, top), out)
+    ends = _op(ctx, "Where", _op(ctx, "Greater", x, _c(ctx, dt, 0.0)), _c(ctx, dt, top), _c(ctx, dt, bottom))
+    return _op(ctx, "Where", _op(ctx, "Equal", _op(ctx, "Abs", x), one), ends, out)
+
+
+def _hermite(ctx, dt, x, n, physicists):
+    if n > (128 if np.dtype(dt) == np.float32 else 512):  # torch's limits: NaN above
+        return _fill(ctx, dt, x, np.nan)
+    first = _op(ctx, "Add", x, x) if physicists else x
+    if n == 0:
+        return _fill(ctx, dt, x, 1.0)
+    if physicists:
+        return _recur(ctx, dt, n, _c(ctx, dt, 1.0), first, lambda j, q, p: _op(
+            ctx, "Sub", _op(ctx, "Mul", first, q), _op(ctx, "Mul", _c(ctx, dt, 2.0 * (j - 1)), p)))
+    return _recur(ctx, dt, n, _c(ctx, dt, 1.0), first, lambda j, q, p: _op(
+        ctx, "Sub", _op(ctx, "Mul", x, q), _op(ctx, "Mul", _c(ctx, dt, float(j - 1)), p)))
+
+
+def _laguerre(ctx, dt, x, n):
+    one_minus = _op(ctx, "Sub", _c(ctx, dt, 1.0), x)
+    out = _fill(ctx, dt, x, 1.0) if n == 0 else _recur(ctx, dt, n, _c(ctx, dt, 1.0), one_minus, lambda j, q, p: _op(
+        ctx, "Div", _op(ctx, "Sub", _op(ctx, "Mul", _op(ctx, "Add", _c(ctx, dt, 2.0 * (j - 1)), one_minus), q),
+                        _op(ctx, "Mul", _c(ctx, dt, float(j - 1)), p)), _c(ctx, dt, float(j))))
+    return _op(ctx, "Where", _op(ctx, "Equal", _op(ctx, "Abs", x), _c(ctx, dt, 0.0)), _c(ctx, dt, 1.0), out)
+
+
+def _legendre(ctx, dt, x, n):
+    out = _fill(ctx, dt, x, 1.0) if n == 0 else _recur(ctx, dt, n, _c(ctx, dt, 1.0), x, lambda j, q, p: _op(
+        ctx, "Div", _op(ctx, "Sub", _op(ctx, "Mul", _op(ctx, "Mul", _c(ctx, dt, 2.0 * (j - 1) + 1), x), q),
+                        _op(ctx, "Mul", _c(ctx, dt, float(j - 1)), p)), _c(ctx, dt, float(j))))
+    ends = _op(ctx, "Where", _op(ctx, "Greater", x, _c(ctx, dt, 0.0)), _c(ctx, dt, 1.0),
+               _c(ctx, dt, 1.0 if n % 2 == 0 else -1.0))
+    return _op(ctx, "Where", _op(ctx, "Equal", _op(ctx, "Abs", x), _c(ctx, dt, 1.0)), ends, out)
+
+
+def polynomial_mapping(name):
+    """The ONNX mapping of torch.special.<name>(input, n) for a Python-number n: the recurrence unrolled."""
+    def onnx(ctx, op):
+        n = op.attr("n")
+        if not isinstance(n, (int, float, np.integer, np.floating)) or isinstance(n, bool):
+            raise op.unsupported(f"{name}: ONNX export needs the degree n as a Python number (a tensor of degrees "
+                                 "would need an ONNX Loop over each element's degree)")
+        n = int(np.trunc(n)) if np.isfinite(n) and abs(n) < 2.0 ** 63 else -1  # torch's int64 cast
+        dt = op.out_dtype()
+        x = op.input("input", dt)
+        if n < 0:
+            return [_fill(ctx, dt, x, 0.0)]
+        if n > _MAX_UNROLLED_DEGREE and not name.startswith("hermite"):
+            raise op.unsupported(f"{name}: ONNX export unrolls the recurrence; degree {n} is above "
+                                 f"{_MAX_UNROLLED_DEGREE}")
+        if "chebyshev" in name:
+            return [_chebyshev(ctx, dt, x, n, name[-1], name.startswith("shifted"))]
+        if name.startswith("hermite"):
+            return [_hermite(ctx, dt, x, n, name.endswith("_h"))]
+        return [(_laguerre if name.startswith("laguerre") else _legendre)(ctx, dt, x, n)]
+    return onnx

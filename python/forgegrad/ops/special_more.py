@@ -84,9 +84,11 @@ def _poly_samples(low=-1.2, high=1.2):
     def samples():
         rng = np.random.default_rng(11)
         ns = rng.integers(0, 12, size=(3, 7)).astype(np.int64)
-        return [Sample((S.rand(3, 7, low=low, high=high), ns), name="int64 degrees"),
+        return [Sample((S.rand(3, 7, low=low, high=high), ns), name="int64 degrees (ONNX: Python degrees only)",
+                       onnx=False),
                 Sample((S.rand(2, 1, 9, seed=1, low=low, high=high), np.arange(5, dtype=np.float32).reshape(5, 1)),
-                       name="broadcast float degrees"),
+                       name="broadcast float degrees", onnx=False),
+                Sample((S.rand(3, 5, seed=4, low=low, high=high), 3), name="python int degree 3"),
                 Sample((S.rand(4, 6, seed=2, low=low, high=high), 9), name="python int degree (closed form)"),
                 Sample((S.rand(*S.LARGE, seed=3, low=low, high=high), 7.0), name="large")]
     return samples
@@ -111,8 +113,7 @@ def _poly(name, fwd, samples, tol=(1e-4, 1e-4)):
     cls.forward = classmethod(lambda cls, ctx, input, n: cls._run(ctx, (input, n), {}))
     return register(f"special_{name}", cls, Spec(fwd, None, n=2), samples=samples, tol=tol,
                     torch=lambda torch, x, n: getattr(torch.special, name)(x, n),
-                    gaps={"backward": _NO_GRAD, "onnx": "not mapped: the recurrence runs to each element's degree (an "
-                          "ONNX Loop); not done"},
+                    gaps={"backward": _NO_GRAD}, onnx=_bessel_onnx.polynomial_mapping(name),
                     bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 4)), {}, ValueError, "broadcast")])
 
 
