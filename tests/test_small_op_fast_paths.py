@@ -20,7 +20,7 @@ def _unfold_grad_per_offset(shape, d, size, step, g):
 
 @pytest.mark.parametrize("shape,d,size,step", [((3, 70), 1, 16, 4), ((5, 37, 2), 1, 7, 3), ((41,), 0, 5, 2),
                                                ((4, 33), 1, 6, 6), ((2, 29, 3), 1, 4, 9), ((9, 4), 0, 9, 1),
-                                               ((6, 50), -1, 10, 4)])
+                                               ((6, 50), -1, 10, 4), ((5, 36, 2), 1, 6, 2), ((12, 3), 0, 8, 4)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_unfold_overlapping_windows_gradient(shape, d, size, step, dtype):
     rng = np.random.default_rng(0)

@@ -180,7 +180,7 @@ def _shift(a, s, left):
     amount) are undefined; torch gives 0, or the sign (-1 / 0) for a signed right shift. The range is checked on s's
     own shape (a number: one element) and the shift runs unmasked where every amount is in range."""
     bits = a.dtype.itemsize * 8
-    # as unsigned, a negative amount is >= 2**(width - 1) >= bits: one comparison finds both kinds out of range
+    # as unsigned, a negative amount is >= 2**(width - 1) >= bits: one max finds both kinds out of range
     if not s.size or s.view(np.dtype(f"u{s.dtype.itemsize}")).max() < bits:
         if left and s.size == 1:  # a * 2**s wraps as a << s does; numpy's 8-bit multiply is vectorized, its shift not
             return np.multiply(a, np.full(s.shape, cast(1 << int(s.reshape(-1)[0]), a.dtype), a.dtype))

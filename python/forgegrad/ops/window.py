@@ -134,10 +134,18 @@ class TensorUnfoldFunction(Function):
         buf = np.zeros(full[:d] + (blocks, step) + full[d + 1:], g.dtype)
         moved = np.moveaxis(g, -1, d + 1)  # full[:d] + (count, size) + full[d + 1:]
         lead = (slice(None),) * d
-        for q in range(nq):
-            width = min(step, size - q * step)
-            buf[lead + (slice(q, q + count), slice(0, width))] += moved[lead + (slice(None),
-                                                                                slice(q * step, q * step + width))]
+        if nq > 1 and size % step == 0:
+            # overlapping windows: the gradient copied once to full[:d] + (nq, count, step) + full[d + 1:], so that
+            # each add runs over count * step contiguous elements (numpy's strided copy is cheaper than a strided add)
+            chunks = moved.reshape(full[:d] + (count, nq, step) + full[d + 1:])
+            chunks = np.ascontiguousarray(np.moveaxis(chunks, d + 1, d))
+            for q in range(nq):
+                buf[lead + (slice(q, q + count),)] += chunks[lead + (q,)]
+        else:
+            for q in range(nq):
+                width = min(step, size - q * step)
+                buf[lead + (slice(q, q + count), slice(0, width))] += moved[lead + (slice(None),
+                                                                                    slice(q * step, q * step + width))]
         out = buf.reshape(full[:d] + (blocks * step,) + full[d + 1:])
         if blocks * step != n:
             out = np.ascontiguousarray(out[lead + (slice(0, n),)])
