@@ -57,6 +57,7 @@ def cases(rng):
     te = rng.integers(0, 1000, 100)
     fe, tte, fte, ttte = fg.tensor(e), torch.tensor(e), fg.tensor(te), torch.tensor(te)
     out.append(("isin 1M int64 in 100", lambda: fg.isin(fe, fte), lambda: torch.isin(tte, ttte), 7))
+    out.append(("isin 1M int64 in a number", lambda: fg.isin(fe, 7), lambda: torch.isin(tte, 7), 7))
     te2 = rng.integers(0, 100000, 10000)
     fte2, ttte2 = fg.tensor(te2), torch.tensor(te2)
     out.append(("isin 1M int64 in 10000", lambda: fg.isin(fe, fte2), lambda: torch.isin(tte, ttte2), 5))
