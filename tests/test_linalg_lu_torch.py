@@ -9,6 +9,7 @@ import forgegrad as fg
 from forgegrad import linalg as LA
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings(r"ignore:torch\.\w+ is deprecated")  # the legacy names, on purpose
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-9, atol=1e-10)}
 DTYPES = [np.float32, np.float64]
@@ -289,3 +290,63 @@ def test_meta_shapes():
     A = fg.tensor(rect(2, 5, 3)).to("meta")
     LU, piv, info = LA.lu_factor_ex(A)
     assert LU.shape == (2, 5, 3) and piv.shape == (2, 3) and info.shape == (2,) and str(piv.dtype).endswith("int32")
+
+
+# ---- LDL -----------------------------------------------------------------------------------------------------------
+def _sym(*shape, seed=0, diag=1.0):
+    a = rect(*shape, seed=seed)
+    a = a + np.swapaxes(a, -1, -2)
+    n = shape[-1]
+    a[..., np.arange(n), np.arange(n)] *= diag  # a small diagonal makes sytrf take 2x2 pivots
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,diag", [((5, 5), 1.0), ((3, 6, 6), 0.01), ((2, 1, 4, 4), 0.1), ((1, 1), 1.0),
+                                        ((70, 70), 0.05)])
+def test_ldl_factor_and_solve_equal_torchs(shape, diag, dtype):
+    a = _sym(*shape, seed=shape[-1], diag=diag)
+    if len(shape) == 2:  # an asymmetric input: only the lower triangle is read, as torch's
+        a = a + np.triu(np.ones(shape), 1)
+    compare(lambda A: LA.ldl_factor_ex(A), lambda A: torch.linalg.ldl_factor_ex(A), [a], dtype, grad=False)
+    compare(lambda A: LA.ldl_factor(A, hermitian=True), lambda A: torch.linalg.ldl_factor(A, hermitian=True), [a],
+            dtype, grad=False)
+    LD, piv = torch.linalg.ldl_factor(torch.from_numpy(a.astype(dtype)))
+    b = rect(*shape[:-1], 3, seed=1).astype(dtype)
+    got = LA.ldl_solve(fg.tensor(LD.numpy()), fg.from_numpy(piv.numpy()), fg.tensor(b)).numpy()
+    want = torch.linalg.ldl_solve(LD, piv, torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-3 if dtype == np.float32 else 1e-8, atol=1e-4 if dtype ==
+                               np.float32 else 1e-10)
+
+
+def test_ldl_singular_info_broadcast_and_errors():
+    a = np.stack([np.zeros((3, 3)), _sym(3, 3)])
+    r = LA.ldl_factor_ex(fg.tensor(a))
+    np.testing.assert_array_equal(r.info.numpy(), torch.linalg.ldl_factor_ex(torch.from_numpy(a)).info.numpy())
+    with pytest.raises(LA.LinAlgError, match="batch element 0.*singular"):
+        LA.ldl_factor(fg.tensor(a))
+    LD, piv = LA.ldl_factor(fg.tensor(_sym(2, 4, 4, seed=3, diag=0.01)))
+    b = rect(3, 1, 4, 2, seed=4)
+    x = LA.ldl_solve(LD, piv, fg.tensor(b)).numpy()  # torch 2.13's CPU kernel crashes on this broadcast
+    np.testing.assert_allclose(_sym(2, 4, 4, seed=3, diag=0.01) @ x, np.broadcast_to(b, (3, 2, 4, 2)), atol=1e-9)
+    cases = [(lambda: LA.ldl_factor(fg.tensor(np.ones((2, 3)))), ValueError, "'A'.*square"),
+             (lambda: LA.ldl_solve(LD, piv.to(fg.int64), fg.tensor(np.ones((4, 1)))), TypeError, "'pivots'.*int32"),
+             (lambda: LA.ldl_solve(LD, piv, fg.tensor(np.ones(4))), ValueError, "'B'"),
+             (lambda: LA.ldl_solve(LD, piv, fg.tensor(np.ones((5, 1)))), ValueError, "'B'.*rows"),
+             (lambda: LA.ldl_solve(LD, piv[:1], fg.tensor(np.ones((4, 1)))), ValueError, "'pivots'.*shape"),
+             (lambda: LA.ldl_factor(fg.tensor(np.eye(2)), hermitian="yes"), TypeError, "hermitian")]
+    for fn, err, match in cases:
+        with pytest.raises(err, match=match):
+            fn()
+
+
+def test_new_names_are_exported():
+    import torch as T
+    missing = [n for n in dir(T.linalg) if not n.startswith("_") and n != "common_notes" and not hasattr(LA, n)]
+    assert missing == []
+    for n in ("lu", "lu_solve", "lu_unpack", "cholesky", "cholesky_solve", "cholesky_inverse", "orgqr", "geqrf",
+              "ormqr", "svd", "qr", "triangular_solve", "pinverse"):
+        assert n in fg.__all__ and n not in fg._TORCH_NAMES and hasattr(fg, n), n
+    for n in ("lu", "lu_solve", "cholesky_solve", "cholesky_inverse", "orgqr", "geqrf", "ormqr", "svd", "qr",
+              "triangular_solve"):
+        assert hasattr(fg.Tensor, n), n

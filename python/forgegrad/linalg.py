@@ -10,8 +10,10 @@ LU (lu_factor, lu, lu_solve, lu_unpack) is the registry op ``linalg_lu_factor`` 
 partial pivoting written in numpy, vectorised over the batch) plus compositions; householder_product, ormqr,
 tensorinv, tensorsolve and vander are compositions too (_linalg_lu.py, _linalg_house.py).
 
+ldl_factor / ldl_solve are LAPACK sytrf / sytrs (Bunch-Kaufman) written in numpy, without gradient (torch has none).
+
 Not here: complex inputs (refused), eig/eigvals (general eigenproblems: complex results, NotImplementedError),
-ldl_factor / ldl_solve, ``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise
+``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise
 :class:`LinAlgError` (a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector /
 singular-vector signs are LAPACK's (numpy's build), which torch does not promise to match: compare invariant
 quantities.
@@ -34,7 +36,8 @@ __all__ = ["vector_norm", "matrix_norm", "norm", "inv", "inv_ex", "det", "slogde
            "solve_triangular", "cholesky", "cholesky_ex", "qr", "eigh", "eigvalsh", "svd", "svdvals", "pinv", "lstsq",
            "matrix_rank", "matrix_power", "matrix_exp", "cross", "vecdot", "multi_dot", "diagonal", "cond",
            "LinAlgError", "lu", "lu_factor", "lu_factor_ex", "lu_solve", "solve_ex", "householder_product",
-           "tensorinv", "tensorsolve", "vander", "matmul", "eig", "eigvals"]
+           "tensorinv", "tensorsolve", "vander", "matmul", "eig", "eigvals", "ldl_factor",
+           "ldl_factor_ex", "ldl_solve"]
 
 
 def _t(x, name: str, op: str, square: bool = False, at_least: int = 2) -> Tensor:
@@ -250,6 +253,7 @@ from ._linalg_lu import (cholesky_inverse, cholesky_solve, lu, lu_factor, lu_fac
                         solve_ex)
 from ._linalg_house import (eig, eigvals, geqrf, householder_product, ormqr, tensorinv, tensorsolve,  # noqa: E402
                             vander)
+from ._linalg_ldl import ldl_factor, ldl_factor_ex, ldl_solve  # noqa: E402
 from ._functions import matmul  # noqa: E402  (torch.linalg.matmul is torch.matmul)
 
 
