@@ -69,19 +69,6 @@ def inv(A) -> Tensor:
     return _op("linalg_inv")(_t(A, "A", "linalg.inv", square=True))
 
 
-def _lu_info(m) -> int:
-    """getrf's info for one matrix: 1 + the first step whose partial pivot is exactly zero, 0 if none."""
-    a = np.array(m, np.float64)
-    n = a.shape[0]
-    for j in range(n):
-        p = j + int(np.argmax(np.abs(a[j:, j])))
-        if a[p, j] == 0:
-            return j + 1
-        a[[j, p]] = a[[p, j]]
-        a[j + 1:] -= np.outer(a[j + 1:, j] / a[j, j], a[j])
-    return 0
-
-
 def inv_ex(A, *, check_errors: bool = False):
     """``torch.linalg.inv_ex``: (inverse, info); info > 0 marks a singular matrix (its inverse is NaN here: torch
     leaves LAPACK's partial result) unless ``check_errors``, which raises as inv."""
@@ -92,8 +79,8 @@ def inv_ex(A, *, check_errors: bool = False):
     try:
         np.linalg.inv(a)
     except np.linalg.LinAlgError:
-        flat = a.reshape((-1,) + a.shape[-2:])
-        info = np.array([_lu_info(m) for m in flat], np.int32).reshape(a.shape[:-2])
+        from .ops.linalg_lu import lu_factor_array
+        info = lu_factor_array(a)[2]  # getrf's info, as torch's
         # the regular matrices' inverses through inv (in A's graph, as torch's), the singular ones NaN
         where = _op("where")
         ok = (info == 0)[..., None, None]

@@ -25,9 +25,17 @@ def _arg(args, kwargs, i, name, default=None):
 
 
 # ---- the factorization on arrays ---------------------------------------------------------------------------------
+_BLOCK = 16  # columns per panel: the trailing update of each panel is one batched matmul
+
+
 def lu_factor_array(a):
     """(LU, pivots, info) of a (..., m, n) array: P A = L U with L unit lower (its strict part in LU's lower
-    triangle), U in LU's upper triangle; pivots (..., min(m, n)) 1-based int32; info (...) int32."""
+    triangle), U in LU's upper triangle; pivots (..., min(m, n)) 1-based int32; info (...) int32.
+
+    Right-looking blocked, as getrf: each panel of _BLOCK columns is factored column by column (pivot search, row
+    swap across the whole row, rank-1 update within the panel), then the panel's rows of U by forward substitution
+    and the trailing matrix by one matmul. The pivots are the unblocked algorithm's (the same values, up to
+    rounding, are compared)."""
     *batch, m, n = a.shape
     k = min(m, n)
     flat = np.array(a.reshape((int(np.prod(batch, dtype=np.int64)), m, n)), copy=True)
@@ -35,23 +43,29 @@ def lu_factor_array(a):
     piv = np.empty((count, k), np.int32)
     info = np.zeros(count, np.int32)
     rows = np.arange(count)
-    for j in range(k):
-        p = j + np.argmax(np.abs(flat[:, j:, j]), axis=1)
-        piv[:, j] = p + 1
-        swap = p != j
-        if swap.any():
-            r, q = rows[swap], p[swap]
-            top = flat[r, j].copy()
-            flat[r, j] = flat[r, q]
-            flat[r, q] = top
-        d = flat[:, j, j]
-        zero = d == 0
-        info[(info == 0) & zero] = j + 1
-        if j + 1 < m:
-            # a zero pivot's column is all zeros below it (it was the largest): getrf skips its scaling
-            flat[:, j + 1:, j] /= np.where(zero, 1, d)[:, None]
-            if j + 1 < n:
-                flat[:, j + 1:, j + 1:] -= flat[:, j + 1:, j, None] * flat[:, j, None, j + 1:]
+    for j0 in range(0, k, _BLOCK):
+        j1 = min(j0 + _BLOCK, k)
+        for j in range(j0, j1):
+            p = j + np.argmax(np.abs(flat[:, j:, j]), axis=1)
+            piv[:, j] = p + 1
+            top = flat[:, j].copy()  # swap rows j and p of each matrix (p == j: a no-op)
+            flat[:, j] = flat[rows, p]
+            flat[rows, p] = top
+            d = flat[:, j, j]
+            if not d.all():
+                zero = d == 0
+                info[(info == 0) & zero] = j + 1
+                # a zero pivot's column is all zeros below it (it was the largest): getrf skips its scaling
+                d = np.where(zero, 1, d)
+            if j + 1 < m:
+                flat[:, j + 1:, j] /= d[:, None]
+                flat[:, j + 1:, j + 1:j1] -= flat[:, j + 1:, j, None] * flat[:, j, None, j + 1:j1]
+        if j1 < n:
+            # U12 = L11^-1 A12 (A12's rows were swapped, not updated, during the panel), then A22 -= L21 U12
+            for j in range(j0, j1 - 1):
+                flat[:, j + 1:j1, j1:] -= flat[:, j + 1:j1, j, None] * flat[:, j, None, j1:]
+            if j1 < m:
+                flat[:, j1:, j1:] -= flat[:, j1:, j0:j1] @ flat[:, j0:j1, j1:]
     return flat.reshape(a.shape), piv.reshape(tuple(batch) + (k,)), info.reshape(tuple(batch))
 
 
