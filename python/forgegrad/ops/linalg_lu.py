@@ -217,9 +217,8 @@ class LinalgLuFactorFunction(Function):
     def forward(ctx, A, pivot=True):
         _check_pivot(pivot, "linalg.lu_factor")
         C.check_matrix(A, "A", "linalg.lu_factor", square=False)
-        LU, piv, info = lu_factor_array(A)
+        LU, piv, _ = lu_factor_array(A)  # info: lu_factor / lu_factor_ex read it off U's diagonal
         ctx.save_for_backward(LU, piv)
-        ctx.info = info
         return LU, piv
 
     @staticmethod
