@@ -263,6 +263,8 @@ def test_bad_input_raises_clear_errors():
          "'LU'.*square"),
         (lambda: LA.lu_solve(LU, piv, fg.tensor(np.ones((2, 3, 1), np.float32))), RuntimeError, "dtype"),
         (lambda: fg.lu_unpack(LU, piv.to(fg.int64)), TypeError, "'LU_pivots'"),
+        (lambda: LA.lu_solve(fg.tensor(np.zeros((3, 3))), piv, fg.tensor(np.ones((3, 1)))), LA.LinAlgError,
+         "'LU'.*singular"),
         (lambda: LA.lu_solve(fg.tensor(np.stack([LU.numpy()] * 2)), piv, fg.tensor(np.ones((3, 1)))), ValueError,
          "'pivots'.*shape"),
         (lambda: fg.cholesky_solve(fg.tensor(np.ones((2, 3, 1))), fg.tensor(np.stack([np.eye(3)] * 4))),

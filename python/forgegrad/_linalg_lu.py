@@ -137,6 +137,9 @@ def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tens
                          f"({'rows' if left else 'columns'} must be {n})")
     if LU.is_meta or B.is_meta:
         return _tri(LU, B, upper=True, left=left)
+    if not np.diagonal(LU.numpy(), axis1=-2, axis2=-1).all():
+        raise _C.LinAlgError(f"{op}: argument 'LU' has a zero on U's diagonal (A is singular); torch returns inf/NaN "
+                             "there, forgegrad refuses it")
     P = _wrap(perm_matrix(piv.numpy(), n, np.dtype(LU.dtype)))
     Pt, LUt = P.transpose(-2, -1), LU.transpose(-2, -1)
     if left and not adjoint:  # U^-1 L^-1 P^T B
