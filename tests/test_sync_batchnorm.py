@@ -195,3 +195,17 @@ def test_bad_input_raises_clear_errors():
         nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.BatchNorm1d(3))
     with pytest.raises(ValueError, match="not been initialised"):
         nn.SyncBatchNorm.convert_sync_batchnorm(nn.LazyBatchNorm1d())
+
+
+def test_eval_mode_exports_to_onnx_as_batchnorm(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from forgegrad import onnx
+    fg.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))
+    m(fg.randn(4, 3, 8, 8))  # a training step, so the running statistics are not the initial ones
+    m.eval()
+    onnx.export(m, fg.randn(1, 3, 8, 8), str(tmp_path / "m.onnx"))
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, m(fg.tensor(x)).numpy(), rtol=1e-5, atol=1e-5)

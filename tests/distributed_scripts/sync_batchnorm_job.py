@@ -102,7 +102,8 @@ def run_ddp(world, rank):
     """DDP over a model with SyncBatchNorm: every rank's loss is its rows' share of the global mean loss, times the
     world size (DDP averages), so the steps are one process's on the whole batch. SGD, not Adam: the Linear bias
     before the norm has a true gradient of 0, and Adam would turn its rounding noise into full-size steps."""
-    model = dist.DistributedDataParallel(ddp_model(sync=True))
+    # tiny buckets: the last layer's allreduce is in flight while SyncBatchNorm's backward reduces its sums
+    model = dist.DistributedDataParallel(ddp_model(sync=True), bucket_cap_mb=0.0001)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for step in range(DDP_STEPS):
         x, y, sizes = ddp_data(world, step)
