@@ -33,12 +33,13 @@ def world(request, tmp_path_factory):
 def _bn(lib, ndim, kw):
     kw = dict(kw)
     double = kw.pop("dtype", None) is fg.float64
-    if lib is torch:
+    if lib is torch:  # 6-D: torch's SyncBatchNorm, which is batch_norm in one process
         cls = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}
-        m = cls[ndim](job.C, **kw)
+        m = cls.get(ndim, torch.nn.SyncBatchNorm)(job.C, **kw)
         return m.double() if double else m
     bias = kw.pop("bias", True)
-    m = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[ndim](job.C, **kw)
+    m = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(ndim, nn.SyncBatchNorm)(
+        job.C, **kw)
     if not bias:
         m.register_parameter("bias", None)
     return m.double() if double else m
@@ -151,6 +152,18 @@ def test_without_a_job_it_is_batchnorm_as_torch(shape, kw):
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-4, atol=1e-4)
     m.eval(), t.eval()
     np.testing.assert_allclose(m(fg.tensor(x)).numpy(), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_any_rank_from_2d_as_torch():
+    x = np.random.default_rng(2).standard_normal((3, 2, 2, 3, 2, 2)).astype(np.float32)
+    m, t = nn.SyncBatchNorm(2), torch.nn.SyncBatchNorm(2)
+    xf, xt = fg.tensor(x, requires_grad=True), torch.from_numpy(x).requires_grad_()
+    y, yt = m(xf), t(xt)
+    (y * y).sum().backward()
+    (yt * yt).sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(m.running_var.numpy(), t.running_var.numpy(), rtol=1e-5)
 
 
 def test_module_surface_and_convert_sync_batchnorm_as_torch():

@@ -21,12 +21,13 @@ STEPS = 2
 # name: (per-sample shape after the channels, SyncBatchNorm keyword arguments, per-rank batch sizes by world size)
 CASES = {
     "4d": ((4, 5), {"momentum": 0.3}, {1: [7], 2: [3, 5], 3: [2, 1, 4]}),
-    "2d_cumulative": ((), {"momentum": None}, {1: [9], 2: [4, 6], 3: [5, 2, 3]}),
+    "2d_cumulative": ((), {"momentum": None}, {1: [9], 2: [4, 6], 3: [5, 1, 3]}),  # rank 1: one value
     "3d_no_affine": ((6,), {"affine": False}, {1: [5], 2: [1, 4], 3: [2, 2, 3]}),
     "empty_rank": ((2, 3), {"eps": 1e-3}, {1: [4], 2: [0, 4], 3: [3, 0, 2]}),
     "no_running_stats": ((4,), {"track_running_stats": False}, {1: [6], 2: [2, 3], 3: [1, 3, 2]}),
     "5d_no_bias": ((2, 3, 2), {"bias": False}, {1: [3], 2: [2, 1], 3: [1, 1, 2]}),
     "3d_float64": ((5,), {"dtype": fg.float64}, {1: [6], 2: [2, 4], 3: [3, 1, 2]}),
+    "6d": ((2, 2, 3, 2), {"momentum": 0.5}, {1: [3], 2: [1, 2], 3: [1, 1, 1]}),
 }
 DDP_SIZES = {1: [10], 2: [4, 7], 3: [5, 2, 4]}
 DDP_STEPS = 3

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
-from .._args import positive_int
 from ..autograd import Function
+from ..kernels import norm as norm_kernels
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module
@@ -30,17 +30,71 @@ from .normalization import _BatchNorm
 __all__ = ["SyncBatchNorm"]
 
 
-def _reduce_axes(ndim: int) -> tuple:
-    return (0,) + tuple(range(2, ndim))
+def _planes(a: np.ndarray) -> np.ndarray:
+    """(N, C, *) as (N, C, L): every per-channel sum is over axes 0 and 2."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))  # no -1: N may be 0
 
 
-def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+def _sums(a64: np.ndarray) -> np.ndarray:
+    return a64.sum(axis=(0, 2))
+
+
+def _on_kernels(x: np.ndarray) -> bool:
+    """float32 (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W): the C++ batch-norm kernels take it."""
+    return x.dtype == np.float32 and 2 <= x.ndim <= 5
+
+
+def _local_stats(x: np.ndarray):
+    """This rank's (count, mean, sum of squared deviations) per channel, float64."""
+    xr = _planes(x)
+    c, count = xr.shape[1], xr.shape[0] * xr.shape[2]
+    if count == 0:
+        return 0, np.zeros(c), np.zeros(c)
+    if count > 1 and _on_kernels(x):  # the kernel's batch statistics (biased variance = 1 / invstd^2 at eps 0)
+        _, mean, invstd = norm_kernels.batch_norm_forward(x, training=True, momentum=0.0, eps=0.0)
+        return count, mean.astype(np.float64), count / np.square(invstd.astype(np.float64))
+    x64 = xr.astype(np.float64)
+    mean = _sums(x64) / count
+    x64 -= mean[None, :, None]  # two passes: the squared deviations, not E[x^2] - E[x]^2
+    np.square(x64, out=x64)
+    return count, mean, _sums(x64)
+
+
+def _normalize(x, weight, bias, mean, var, invstd, eps):
+    """(x - mean) * invstd * weight + bias with the group's statistics."""
+    if _on_kernels(x) and x.size and all(p is None or p.dtype == np.float32 for p in (weight, bias)):
+        f32 = np.float32
+        return norm_kernels.batch_norm_forward(x, weight, bias, mean.astype(f32), var.astype(f32), training=False,
+                                               eps=eps)[0]
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    out = np.multiply(_planes(x), scale.astype(x.dtype)[None, :, None])
+    out += shift.astype(x.dtype)[None, :, None]
+    return out.reshape(x.shape)
+
+
+def _grad_sums(g, x, mean):
+    """Per channel: sum of g and sum of g * (x - mean), float64."""
+    c = x.shape[1]
+    if _on_kernels(x) and x.size and g.dtype == np.float32:  # the eval-mode backward at invstd 1 gives both
+        _, s_xmu, s_dy = norm_kernels.batch_norm_backward(g, x, None, mean.astype(np.float32), np.ones(c, np.float32),
+                                                          training=False, need=(False, True, True))
+        return s_dy.astype(np.float64), s_xmu.astype(np.float64)
+    xr = _planes(x)
+    g64 = _planes(g).astype(np.float64)
+    s_dy = _sums(g64)
+    g64 *= xr
+    return s_dy, _sums(g64) - mean * s_dy  # sum of g * x - mean * sum of g, in float64
 
 
 class _SyncBatchNormFunction(Function):
     """The training forward and backward of SyncBatchNorm over ``group`` (a ProcessGroup of two or more ranks).
-    ``running_mean`` / ``running_var``: numpy arrays updated in place, or None."""
+    ``running_mean`` / ``running_var``: numpy arrays updated in place, or None.
+
+    float32 inputs of 2 to 5 dimensions use forgegrad's C++ batch-norm kernels for this rank's statistics, the
+    normalisation and the gradient sums; others run numpy with float64 sums. The input gradient's elementwise
+    pass folds the per-channel terms: grad_input = g * A + x * B + D."""
 
     handles_float64 = True
 
@@ -48,61 +102,51 @@ class _SyncBatchNormFunction(Function):
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group):
         from ..distributed import comm
         c = x.shape[1]
-        axes = _reduce_axes(x.ndim)
-        count = x.size // c if c else 0
-        local = np.zeros(2 * c + 1, np.float64)
-        if count:
-            x64 = x.astype(np.float64, copy=False)
-            mean = x64.mean(axis=axes)
-            local[0] = count
-            local[1:c + 1] = mean
-            local[c + 1:] = np.square(x64 - _per_channel(mean, x.ndim)).sum(axis=axes)
+        count, local_mean, local_m2 = _local_stats(x)
+        local = np.empty(2 * c + 1, np.float64)
+        local[0], local[1:c + 1], local[c + 1:] = count, local_mean, local_m2
         rows = comm.allgather(local, group=group)  # (ranks, 2C + 1), the same array on every rank
         counts, means, m2s = rows[:, 0], rows[:, 1:c + 1], rows[:, c + 1:]
         n = counts.sum()
         if n <= 1:
             raise ValueError(f"SyncBatchNorm: expected more than 1 value per channel when training, got {int(n)} "
                              f"over the group's {rows.shape[0]} ranks (input shape here {x.shape})")
-        mean = (counts[:, None] * means).sum(0) / n
+        mean = (counts[:, None] * means).sum(0) / n  # Chan's combination, in rank order on every rank
         var = (m2s + counts[:, None] * np.square(means - mean)).sum(0) / n
         invstd = 1.0 / np.sqrt(var + eps)
         if running_mean is not None:
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean
         if running_var is not None:
             running_var[...] = (1 - momentum) * running_var + momentum * var * (n / (n - 1))
-        dt = x.dtype.type
-        mean_c, invstd_c = _per_channel(mean.astype(dt), x.ndim), _per_channel(invstd.astype(dt), x.ndim)
-        out = (x - mean_c) * invstd_c
-        if weight is not None:
-            out = out * _per_channel(weight, x.ndim)
-        if bias is not None:
-            out = out + _per_channel(bias, x.ndim)
-        ctx.save_for_backward(x, weight, mean_c, invstd_c)
+        ctx.save_for_backward(x, weight, mean, invstd)
         ctx.n, ctx.group, ctx.has_bias = n, group, bias is not None
-        return out.astype(x.dtype, copy=False)
+        return _normalize(x, weight, bias, mean, var, invstd, eps)
 
     @staticmethod
     def backward(ctx, g):
         from ..distributed import comm
-        x, weight, mean_c, invstd_c = ctx.saved_tensors
-        c, axes, nd = x.shape[1], _reduce_axes(x.ndim), x.ndim
-        xmu = x - mean_c
+        x, weight, mean, invstd = ctx.saved_tensors
+        c = x.shape[1]
         sums = np.empty(2 * c, np.float64)
-        sums[:c] = g.sum(axis=axes, dtype=np.float64)
-        sums[c:] = (g * xmu).sum(axis=axes, dtype=np.float64)
+        sums[:c], sums[c:] = _grad_sums(g, x, mean)
         grad_weight = grad_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = (sums[c:] * invstd_c.reshape(-1)).astype(weight.dtype)
+            grad_weight = (sums[c:] * invstd).astype(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = sums[:c].astype(x.dtype)
         grad_input = None
         if ctx.needs_input_grad[0]:
             comm.allreduce(sums, group=ctx.group)  # every rank that ran forward calls it, empty batch or not
-            dt = x.dtype.type
-            mean_dy = _per_channel((sums[:c] / ctx.n).astype(dt), nd)
-            mean_dy_xmu = _per_channel((sums[c:] / ctx.n).astype(dt), nd)
-            scale = invstd_c if weight is None else invstd_c * _per_channel(weight, nd)
-            grad_input = ((g - mean_dy - xmu * invstd_c * invstd_c * mean_dy_xmu) * scale).astype(x.dtype, copy=False)
+            mean_dy, mean_dy_xmu = sums[:c] / ctx.n, sums[c:] / ctx.n
+            # (g - mean_dy - (x - mean) * invstd^2 * mean_dy_xmu) * invstd * weight, as g * A + x * B + D
+            a = invstd if weight is None else invstd * weight
+            b = -a * invstd * invstd * mean_dy_xmu
+            d = -a * mean_dy - b * mean
+            dt = x.dtype
+            gi = np.multiply(_planes(g), a.astype(dt)[None, :, None])
+            gi += np.multiply(_planes(x), b.astype(dt)[None, :, None])
+            gi += d.astype(dt)[None, :, None]
+            grad_input = gi.reshape(x.shape)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -114,6 +158,9 @@ def _sync_group(process_group):
     if process_group is comm.NON_GROUP_MEMBER:
         raise ValueError(f"SyncBatchNorm: process_group is GroupMember.NON_GROUP_MEMBER: global rank {comm.rank()} "
                          "is not in the group; give each rank a group it belongs to")
+    if process_group is not None and not isinstance(process_group, comm.ProcessGroup):
+        raise TypeError(f"SyncBatchNorm: process_group must be None (every rank) or a ProcessGroup from "
+                        f"forgegrad.distributed.new_group(), got {type(process_group).__name__}")
     group = comm._group(process_group, "SyncBatchNorm")
     return group if group.size() > 1 else None
 
@@ -152,8 +199,11 @@ class SyncBatchNorm(_BatchNorm):
         running_var = self.running_var if keep_stats else None
         group = _sync_group(self.process_group) if self.training and devices.has_data(input._data) else None
         if group is None:
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
-                                factor, self.eps)
+            x = input
+            if input.ndim > 5:  # batch_norm takes up to 5-D; the statistics per channel are those of (N, C, L)
+                x = input.reshape(input.shape[0], input.shape[1], int(np.prod(input.shape[2:], dtype=np.int64)))
+            out = F.batch_norm(x, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor, self.eps)
+            return out if out.shape == input.shape else out.reshape(input.shape)
         if not isinstance(input._data, np.ndarray):
             raise ValueError(f"SyncBatchNorm: synchronising over MPI needs CPU tensors, got one on "
                              f"{devices.device_of(input._data)}; move the model and its input to the CPU")
@@ -180,7 +230,6 @@ class SyncBatchNorm(_BatchNorm):
             if any(isinstance(t, _Uninitialized) for t in (module.weight, module.running_mean)):
                 raise ValueError(f"SyncBatchNorm.convert_sync_batchnorm: {type(module).__name__} has not been "
                                  "initialised yet; run a forward pass before converting it")
-            positive_int(module.num_features, "num_features", "SyncBatchNorm.convert_sync_batchnorm")
             out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
                       process_group, bias=module.bias is not None)
             if module.affine:
