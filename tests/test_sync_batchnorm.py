@@ -115,6 +115,12 @@ def test_a_subgroup_synchronises_only_its_ranks(world):
 
 
 @mpi
+def test_a_process_group_that_is_not_one_is_a_type_error(world):
+    for r in world[1]:
+        assert "process_group must be None (every rank) or a ProcessGroup" in str(r["bad_group_error"])
+
+
+@mpi
 def test_ddp_with_sync_batchnorm_trains_as_one_process(world):
     n, _, ddp = world
     for d in ddp[1:]:

@@ -124,6 +124,10 @@ def main(out_dir):
     res = {}
     for case in CASES:
         res.update(run_case(case, world, rank))
+    try:
+        nn.SyncBatchNorm(C, process_group="world")(fg.randn(4, C))
+    except TypeError as e:
+        res["bad_group_error"] = np.array(str(e))
     if world == 3:  # statistics over ranks 0 and 2 only; rank 1 is outside the group
         g = dist.new_group([0, 2])
         if rank == 1:
