@@ -123,6 +123,15 @@ class _BatchNorm(Module):
         if input.shape[1] != self.num_features:
             raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
                              f"{tuple(input.shape)}")
+        factor = self._advance()
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep_stats else None,
+                            self.running_var if keep_stats else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def _advance(self) -> float:
+        """Count a training batch (num_batches_tracked) and return the running statistics' update factor."""
         factor = 0.0 if self.momentum is None else self.momentum
         # on meta the counter has no value to advance (and the op computes shapes only)
         if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked._data):
@@ -133,11 +142,7 @@ class _BatchNorm(Module):
                 count._data = (Tensor._wrap_exact(count._data) + 1)._data
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(count.item())
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_stats = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if keep_stats else None,
-                            self.running_var if keep_stats else None, self.weight, self.bias,
-                            use_batch_stats, factor, self.eps)
+        return factor
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
