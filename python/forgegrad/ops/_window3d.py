@@ -1,6 +1,8 @@
 """Volumetric (NCDHW) convolution and pooling on arrays: the geometry (torch's rules) and the arithmetic that the
 3-D ops (ops/conv3d.py, ops/pool3d.py) run, in the input's dtype.
 
+float32 convolution runs on the C++ 2-D conv kernels (ops/_conv3d_planes.py: the depth taps unfolded as
+channels); what follows is the float64 path (and float32 geometries whose every output is padding).
 Convolution is vol2col + GEMM. Per image and group, the taps of a block of output depth planes are copied into a
 (C/groups * kD * kH * kW, planes * OH * OW) panel (one strided numpy copy of a window view of the zero-padded
 image), which float32 multiplies on forgegrad's C++ sgemm (_C.gemm.sgemm: multithreaded, the same bits for any
@@ -21,6 +23,7 @@ import numpy as np
 
 from .. import _C
 from . import _conv3d_planes as _planes
+from . import _pool3d_planes as _pool_planes
 from ..autograd import Function
 from .._args import integer, is_int
 
@@ -294,6 +297,8 @@ def _tap_views(xp, geo):
 
 def max_pool(x, geo):
     """(values, int64 flat per-plane indices) of max pooling; torch's choice: the first maximum, or the last NaN."""
+    if _pool_planes.applies(x, geo):
+        return _pool_planes.max_pool(x, geo)
     spatial, out = x.shape[2:], geo.output_shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, spatial), constant_values=-np.inf)
     best = np.full(geo.output_shape, -np.inf, x.dtype)
@@ -336,6 +341,8 @@ class IndexedPool(Function):
 
 def scatter_max(g, idx, in_shape):
     """The gradient of a max pool: g added at each window's flat index (np.add.at: in order, the same bits)."""
+    if g.dtype == np.float32 and len(in_shape) >= 3:
+        return _pool_planes.scatter_max(g, idx, in_shape)
     N, C = in_shape[:2]
     gx = np.zeros((N * C, int(np.prod(in_shape[2:]))), g.dtype)
     np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
@@ -361,6 +368,8 @@ def avg_divisor(geo, spatial, count_include_pad, divisor_override):
 
 def avg_pool(x, geo, div):
     """Window sums over the zero-padded input divided by div."""
+    if _pool_planes.applies(x, geo):
+        return _pool_planes.avg_pool(x, geo, div)
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, x.shape[2:]))
     total = np.zeros(geo.output_shape, x.dtype)
     for _, v in _tap_views(xp, geo):
@@ -369,6 +378,8 @@ def avg_pool(x, geo, div):
 
 
 def avg_pool_backward(g, geo, div, in_shape):
+    if _pool_planes.applies(g, geo):
+        return _pool_planes.avg_pool_backward(g, geo, div, in_shape)
     pads = _pool_pads(geo, in_shape[2:])
     gd = g / div.astype(g.dtype)
     gxp = np.zeros(tuple(in_shape[:2]) + tuple(n + a + b for n, (a, b) in zip(in_shape[2:], pads)), g.dtype)
