@@ -75,7 +75,8 @@ def test_avg_pool3d_matches_torch(rng, calls, shape, kw, count_include_pad, divi
     ty.backward(torch.tensor(g))
     (fy * fg.tensor(g)).sum().backward()
     np.testing.assert_allclose(fx.grad._data, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
-    assert calls == {"avg_pool": 1, "avg_pool_backward": 1}
+    disjoint = "stride" not in kw and not kw.get("padding")  # numpy's tap views then (see planes.applies)
+    assert calls == ({} if disjoint else {"avg_pool": 1, "avg_pool_backward": 1})
 
 
 def test_adaptive_max_pool3d_gradient_on_the_cpp_scatter(rng, calls):

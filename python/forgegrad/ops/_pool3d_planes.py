@@ -18,8 +18,14 @@ import numpy as np
 from .. import _C
 
 
-def applies(x, geo) -> bool:
-    return x.dtype == np.float32 and x.ndim == 5 and len(geo.kernel_size) == 3
+def applies(x, geo, average=False) -> bool:
+    """float32 5-D input; for the average pool only where windows overlap or pad: disjoint windows (stride >=
+    kernel, no padding) read each input once through numpy's tap views, which measured faster than the 2-D
+    kernel's per-window loop plus the depth adds (k2 s2: about 1.9 vs 3.0 ms fwd+bwd at N=2 C=32 16x32x32)."""
+    if not (x.dtype == np.float32 and x.ndim == 5 and len(geo.kernel_size) == 3):
+        return False
+    disjoint = all(s >= k for s, k in zip(geo.stride, geo.kernel_size)) and not any(geo.padding)
+    return not (average and disjoint)
 
 
 def _depth_taps(geo, D):

@@ -368,7 +368,7 @@ def avg_divisor(geo, spatial, count_include_pad, divisor_override):
 
 def avg_pool(x, geo, div):
     """Window sums over the zero-padded input divided by div."""
-    if _pool_planes.applies(x, geo):
+    if _pool_planes.applies(x, geo, average=True):
         return _pool_planes.avg_pool(x, geo, div)
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, x.shape[2:]))
     total = np.zeros(geo.output_shape, x.dtype)
@@ -378,7 +378,7 @@ def avg_pool(x, geo, div):
 
 
 def avg_pool_backward(g, geo, div, in_shape):
-    if _pool_planes.applies(g, geo):
+    if _pool_planes.applies(g, geo, average=True):
         return _pool_planes.avg_pool_backward(g, geo, div, in_shape)
     pads = _pool_pads(geo, in_shape[2:])
     gd = g / div.astype(g.dtype)
