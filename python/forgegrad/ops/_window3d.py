@@ -12,7 +12,9 @@ after image (sgemm with beta 1). Panels are cut by output depth planes to about 
 stays bounded and the blocking depends on the geometry only.
 
 The pools are numpy code, exact or summed in a fixed order, over any number of spatial axes (so the float64 2-D
-pools of _float64_nn.py share them). Each window tap is one strided view of the padded input.
+pools of _float64_nn.py share them). Each window tap is one strided view of the padded input. float32 3-D max
+and (overlapping or padded) average pools, and every float32 max pool's gradient, run on the C++ 2-D pool
+kernels instead (ops/_pool3d_planes.py).
 """
 from __future__ import annotations
 
