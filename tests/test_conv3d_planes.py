@@ -93,8 +93,14 @@ def test_float64_stays_on_numpy(rng, calls):
     assert calls == {}
 
 
-def test_chunked_images_match_torch(rng, monkeypatch):
-    monkeypatch.setattr(planes, "_UNFOLD_FLOATS", 1)  # one image per chunk: the weight gradients add in order
+# one output plane of one image per block, two planes, two images (an output plane unfolds to 360 floats here):
+# the blocks' weight and input gradients add in order
+@pytest.mark.parametrize("floats", [1, 720, 2160])
+def test_chunked_images_and_planes_match_torch(rng, monkeypatch, floats):
+    monkeypatch.setattr(planes, "_UNFOLD_FLOATS", floats)
+    assert planes._chunks(3, 3, 360) == {1: [(n, n + 1, o, o + 1) for n in range(3) for o in range(3)],
+                                         720: [(n, n + 1, o, min(o + 2, 3)) for n in range(3) for o in (0, 2)],
+                                         2160: [(0, 2, 0, 3), (2, 3, 0, 3)]}[floats]
     x, w = rng.standard_normal((3, 4, 5, 6, 5)).astype(np.float32), rng.standard_normal((5, 4, 3, 2, 3))
     _both("conv3d", x, w.astype(np.float32), None, rng, padding=(1, 0, 1), stride=(2, 1, 1))
 
