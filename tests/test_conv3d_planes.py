@@ -87,6 +87,14 @@ def test_all_padding_geometry_stays_on_numpy(rng, calls):
     assert calls == {}
 
 
+@pytest.mark.parametrize("ws,kw", [((5, 4, 1, 1, 1), {}), ((5, 4, 2, 2, 2), dict(stride=2)),
+                                   ((5, 4, 3, 1, 1), dict(padding=(1, 0, 0)))])
+def test_disjoint_windows_stay_on_numpy(rng, calls, ws, kw):
+    x, w = rng.standard_normal((2, 4, 4, 6, 5)).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    _both("conv3d", x, w, None, rng, **kw)
+    assert calls == {}
+
+
 def test_float64_stays_on_numpy(rng, calls):
     x, w = rng.standard_normal((1, 2, 3, 4, 5)), rng.standard_normal((3, 2, 2, 2, 2))
     _both("conv3d", x, w, None, rng, padding=1)

@@ -155,17 +155,17 @@ def _gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
         out[...] = prod
 
 
-def _on_planes(geo, a, b, x_shape=None):
-    """float32 3-D convs run on the C++ 2-D kernels (ops/_conv3d_planes.py); float64, and geometries where every
-    output is padding, stay here."""
+def _on_planes(geo, a, b, k, x_shape=None):
+    """Whether a float32 3-D conv with kernel k runs on the C++ 2-D kernels (ops/_conv3d_planes.py); float64 and
+    the geometries _planes.supported declines stay here."""
     x_shape = a.shape if x_shape is None else x_shape
     return (len(geo.stride) == 3 and a.dtype == np.float32 and b.dtype == np.float32
-            and _planes.supported(geo, x_shape))
+            and _planes.supported(geo, x_shape, k))
 
 
 def conv_forward(x, w, geo):
     """conv(x, w) without bias: x (N, C, *spatial), w (OC, C / groups, *k) -> (N, OC, *out)."""
-    if _on_planes(geo, x, w):
+    if _on_planes(geo, x, w, w.shape[2:]):
         return _planes.conv_forward(x, w, geo)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, w.shape[2:], w.shape[1]
@@ -188,7 +188,7 @@ def conv_forward(x, w, geo):
 
 def conv_input_grad(gy, w, geo, x_shape):
     """The gradient of conv(x, w) with respect to x (of shape x_shape) for the output gradient gy."""
-    if _on_planes(geo, gy, w, x_shape):
+    if _on_planes(geo, gy, w, w.shape[2:], x_shape):
         return _planes.conv_input_grad(gy, w, geo, x_shape)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, w.shape[2:], w.shape[1]
@@ -224,7 +224,7 @@ def _tap_slices(taps, geo, depth, out):
 
 def conv_weight_grad(x, gy, w_shape, geo):
     """The gradient of conv(x, w) with respect to w (of shape w_shape) for the output gradient gy."""
-    if _on_planes(geo, x, gy):
+    if _on_planes(geo, x, gy, tuple(w_shape[2:])):
         return _planes.conv_weight_grad(x, gy, w_shape, geo)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, tuple(w_shape[2:]), w_shape[1]
