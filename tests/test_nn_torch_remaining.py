@@ -111,6 +111,8 @@ def test_fractional_max_pool_samples_checked_as_torch(nd):
         f(fg.tensor(x), 2, output_size=3, _random_samples=fg.rand(1, 3, nd))
     with pytest.raises(TypeError, match="_random_samples must be a forgegrad.Tensor"):
         f(fg.tensor(x), 2, output_size=3, _random_samples=s.tolist())
+    with pytest.raises(TypeError, match="output_ratio must be a number or a tuple"):  # torch: '<' not supported
+        getattr(nn, f"FractionalMaxPool{nd}d")(2, output_ratio=(0.5,) * (nd - 1) + ("half",))
 
 
 def test_fractional_max_pool2d_float16_draws_its_own_samples():

@@ -188,6 +188,9 @@ class _FractionalMaxPoolNd(Module):
         self.output_ratio = None
         if output_ratio is not None:
             ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * nd
+            if not all(isinstance(r, (int, float, np.number)) and not isinstance(r, bool) for r in ratio):
+                raise TypeError(f"{cls}: output_ratio must be a number or a tuple of {nd} numbers, got "
+                                f"{output_ratio!r}")
             if len(ratio) != nd or not all(0 < r < 1 for r in ratio):
                 raise ValueError(f"output_ratio must be between 0 and 1 (got {output_ratio})")
             self.output_ratio = ratio
