@@ -226,6 +226,26 @@ def test_batchnorm_takes_torch_2_13s_bias_device_and_dtype(cls, shape):
         getattr(nn, cls)(3, bias=None)
 
 
+def test_a_checkpoint_without_num_batches_tracked_loads_as_torchs():
+    """torch's _NormBase fills a missing num_batches_tracked (checkpoints from before torch 0.4.1) with the module's
+    own; the other keys stay required."""
+    t = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.InstanceNorm1d(3, track_running_stats=True))
+    t[0](torch.randn(4, 3, 5, 5))  # running statistics that are not the initial ones
+    old = {k: v.numpy() for k, v in t.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for m, mt in ((nn.Sequential(nn.BatchNorm2d(3), nn.InstanceNorm1d(3, track_running_stats=True)),
+                   torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.InstanceNorm1d(3, track_running_stats=True))),
+                  (nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3), nn.Identity())),
+                   torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3),
+                                                                                     torch.nn.Identity())))):
+        keys = [k for k in old if k in m.state_dict()]
+        m.load_state_dict({k: old[k] for k in keys})
+        mt.load_state_dict({k: torch.from_numpy(old[k]) for k in keys})
+        for k, v in mt.state_dict().items():
+            np.testing.assert_array_equal(m.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+        with pytest.raises(RuntimeError, match='Missing key.*"0.running_var"'):
+            m.load_state_dict({k: old[k] for k in keys if k != "0.running_var"})
+
+
 def test_bad_input_raises_clear_errors():
     m = nn.SyncBatchNorm(3)
     with pytest.raises(ValueError, match="expected at least 2D input"):

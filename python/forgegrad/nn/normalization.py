@@ -81,6 +81,8 @@ class RMSNorm(Module):
 
 class _BatchNorm(Module):
     _ndims = (2, 3, 4)
+    # as torch's _NormBase: a state_dict without num_batches_tracked (saved before torch 0.4.1) loads
+    _optional_state_keys = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
                  dtype=None, *, bias=True):
