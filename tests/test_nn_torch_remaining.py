@@ -89,6 +89,46 @@ def test_fractional_max_pool3d_module_with_indices_and_errors():
         F.fractional_max_pool3d(fg.tensor(np.zeros((1, 6, 6, 6), np.int64)), 2, output_size=3)
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_fractional_max_pool_samples_checked_as_torch(nd):
+    """torch takes _random_samples with more rows than the batch (the first N are used: a module's fixed samples
+    on a smaller last batch) and refuses samples whose dtype is not the input's."""
+    f, tf = getattr(F, f"fractional_max_pool{nd}d"), getattr(torch.nn.functional, f"fractional_max_pool{nd}d")
+    x = _x(2, 3, *(7,) * nd, seed=6)
+    s = torch.rand(5, 3, nd)
+    y, yt = f(fg.tensor(x), 2, output_size=3, _random_samples=fg.tensor(s.numpy())), tf(torch.from_numpy(x), 2, 3,
+                                                                                          _random_samples=s)
+    np.testing.assert_array_equal(y.numpy(), yt.numpy())
+    m = getattr(nn, f"FractionalMaxPool{nd}d")(2, output_size=3, _random_samples=fg.tensor(s.numpy()))
+    np.testing.assert_array_equal(m(fg.tensor(x[:1])).numpy(), tf(torch.from_numpy(x[:1]), 2, 3,
+                                                                  _random_samples=s).numpy())
+    for bad in (s.double(), torch.zeros(2, 3, nd, dtype=torch.int64)):
+        with pytest.raises(RuntimeError, match="same dtype as input"):
+            tf(torch.from_numpy(x), 2, 3, _random_samples=bad)
+        with pytest.raises(TypeError, match="_random_samples must have the input's dtype float32"):
+            f(fg.tensor(x), 2, output_size=3, _random_samples=fg.tensor(bad.numpy()))
+    with pytest.raises(ValueError, match="_random_samples must have shape"):
+        f(fg.tensor(x), 2, output_size=3, _random_samples=fg.rand(1, 3, nd))
+    with pytest.raises(TypeError, match="_random_samples must be a forgegrad.Tensor"):
+        f(fg.tensor(x), 2, output_size=3, _random_samples=s.tolist())
+    with pytest.raises(TypeError, match="output_ratio must be a number or a tuple"):  # torch: '<' not supported
+        getattr(nn, f"FractionalMaxPool{nd}d")(2, output_ratio=(0.5,) * (nd - 1) + ("half",))
+
+
+def test_fractional_max_pool2d_float16_draws_its_own_samples():
+    """float16 input without _random_samples: the samples are drawn (float32 draws rounded, as the 2-D code did
+    before it became n-dimensional), and given float16 samples the values are torch's."""
+    x = _x(2, 3, 9, 9, seed=7).astype(np.float16)
+    xf = fg.tensor(x).half()  # fg.tensor makes float32 of a float16 array
+    fg.manual_seed(0)
+    y = F.fractional_max_pool2d(xf, 2, output_size=4)
+    assert y.dtype == fg.float16 and y.shape == (2, 3, 4, 4)
+    s = torch.rand(2, 3, 2).half()
+    np.testing.assert_array_equal(
+        F.fractional_max_pool2d(xf, 2, output_size=4, _random_samples=fg.tensor(s.numpy()).half()).numpy(),
+        torch.nn.functional.fractional_max_pool2d(torch.from_numpy(x), 2, 4, _random_samples=s).numpy())
+
+
 # ---- CrossMapLRN2d ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [2, 3, 4, 5, 7])
 @pytest.mark.parametrize("channels", [1, 3, 8])

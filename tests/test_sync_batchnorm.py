@@ -196,6 +196,56 @@ def test_module_surface_and_convert_sync_batchnorm_as_torch():
     assert y.shape == tuple(ty.shape) and int(net[1].num_batches_tracked.item()) == 1
 
 
+@pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (5, 3, 4)), ("BatchNorm2d", (4, 3, 2, 5)),
+                                       ("BatchNorm3d", (3, 3, 2, 2, 3))])
+def test_batchnorm_takes_torch_2_13s_bias_device_and_dtype(cls, shape):
+    """BatchNorm1d/2d/3d(..., device=None, dtype=None, *, bias=True) as torch 2.13 (SyncBatchNorm had them, the
+    classes it converts from did not); convert_sync_batchnorm keeps bias=False."""
+    x = np.random.default_rng(3).standard_normal(shape)
+    for kw in ({"bias": False}, {"dtype": fg.float64}, {"bias": False, "momentum": None, "device": "cpu"}):
+        tkw = {k: torch.float64 if v is fg.float64 else v for k, v in kw.items()}
+        m, t = getattr(nn, cls)(3, **kw), getattr(torch.nn, cls)(3, **tkw)
+        assert repr(m) == repr(t) and list(m.state_dict()) == list(t.state_dict())
+        assert m.num_batches_tracked.dtype == fg.int64
+        dt = np.float64 if "dtype" in kw else np.float32
+        assert m.weight.dtype == dt and m.running_var.dtype == dt
+        with fg.no_grad(), torch.no_grad():
+            m.weight.copy_(fg.tensor(np.array([0.5, 1.5, 2.0], dt)))
+            t.weight.copy_(torch.tensor([0.5, 1.5, 2.0]))
+        xf, xt = fg.tensor(x.astype(dt), requires_grad=True), torch.tensor(x.astype(dt), requires_grad=True)
+        y, yt = m(xf), t(xt)
+        (y * y).sum().backward()
+        (yt * yt).sum().backward()
+        np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(m.weight.grad.numpy(), t.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(m.running_var.numpy(), t.running_var.numpy(), rtol=1e-5)
+        s, ts = nn.SyncBatchNorm.convert_sync_batchnorm(m), torch.nn.SyncBatchNorm.convert_sync_batchnorm(t)
+        assert repr(s) == repr(ts) and s.weight is m.weight and (s.bias is None) == ("bias" in kw)
+    with pytest.raises(TypeError, match=f"{cls}: bias must be a bool"):
+        getattr(nn, cls)(3, bias=None)
+
+
+def test_a_checkpoint_without_num_batches_tracked_loads_as_torchs():
+    """torch's _NormBase fills a missing num_batches_tracked (checkpoints from before torch 0.4.1) with the module's
+    own; the other keys stay required."""
+    t = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.InstanceNorm1d(3, track_running_stats=True))
+    t[0](torch.randn(4, 3, 5, 5))  # running statistics that are not the initial ones
+    old = {k: v.numpy() for k, v in t.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for m, mt in ((nn.Sequential(nn.BatchNorm2d(3), nn.InstanceNorm1d(3, track_running_stats=True)),
+                   torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.InstanceNorm1d(3, track_running_stats=True))),
+                  (nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3), nn.Identity())),
+                   torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3),
+                                                                                     torch.nn.Identity())))):
+        keys = [k for k in old if k in m.state_dict()]
+        m.load_state_dict({k: old[k] for k in keys})
+        mt.load_state_dict({k: torch.from_numpy(old[k]) for k in keys})
+        for k, v in mt.state_dict().items():
+            np.testing.assert_array_equal(m.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+        with pytest.raises(RuntimeError, match='Missing key.*"0.running_var"'):
+            m.load_state_dict({k: old[k] for k in keys if k != "0.running_var"})
+
+
 def test_bad_input_raises_clear_errors():
     m = nn.SyncBatchNorm(3)
     with pytest.raises(ValueError, match="expected at least 2D input"):

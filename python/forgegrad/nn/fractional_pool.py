@@ -63,6 +63,31 @@ def _output_size(shape, output_size, output_ratio, nd: int, who: str):
     return tuple(int(s * r) for s, r in zip(shape[-nd:], _ratio(output_ratio, nd, who)))
 
 
+def _draw(rand, n, c, nd, dtype):
+    """(n, c, nd) uniform samples in [0, 1) of ``dtype``. forgegrad's generator draws float32 or float64; a float16
+    input gets float32 draws rounded to float16, kept below 1 (the rounding can reach it), as torch's rand is."""
+    if dtype in (np.float32, np.float64):
+        return rand(n, c, nd, dtype=dtype.type).numpy()
+    u = rand(n, c, nd).numpy().astype(dtype)
+    return np.minimum(u, np.nextafter(dtype.type(1), dtype.type(0)))
+
+
+def _given_samples(samples, n, c, nd, dtype, who):
+    """torch's checks: (N', C, nd) with N' >= N (the first N rows are used) and the input's dtype."""
+    if isinstance(samples, Tensor):
+        samples = samples.detach().numpy()
+    elif isinstance(samples, np.ndarray):
+        pass
+    else:
+        raise TypeError(f"{who}: _random_samples must be a forgegrad.Tensor, got {type(samples).__name__}")
+    if samples.ndim != 3 or samples.shape[0] < n or samples.shape[1:] != (c, nd):
+        raise ValueError(f"{who}: _random_samples must have shape (N, C, {nd}) = {(n, c, nd)} (N may be larger: "
+                         f"its first rows are used), got {samples.shape}")
+    if samples.dtype != dtype:
+        raise TypeError(f"{who}: _random_samples must have the input's dtype {dtype}, got {samples.dtype}")
+    return samples[:n]
+
+
 def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, nd: int):
     from .. import rand
     who = f"fractional_max_pool{nd}d"
@@ -88,12 +113,9 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
             raise ValueError(f"{who}(): pool {what} {k} too large relative to input {what} {size} (output {what} "
                              f"{o}): kernel_size + output_size - 1 must be at most the input size")
     if _random_samples is None:
-        samples = rand(n, c, nd, dtype=input.dtype).numpy()
+        samples = _draw(rand, n, c, nd, np.dtype(input.dtype))
     else:
-        samples = _random_samples.numpy() if isinstance(_random_samples, Tensor) else np.asarray(_random_samples)
-        if samples.shape != (n, c, nd):
-            raise ValueError(f"{who}: _random_samples must have shape (N, C, {nd}) = {(n, c, nd)}, got "
-                             f"{samples.shape}")
+        samples = _given_samples(_random_samples, n, c, nd, np.dtype(input.dtype), who)
     dtype = np.dtype(input.dtype).type
     # the sample column of each spatial axis: 2-D (height, width) -> (1, 0); 3-D (time, height, width) -> (0, 1, 2)
     cols = (1, 0) if nd == 2 else (0, 1, 2)
@@ -166,6 +188,9 @@ class _FractionalMaxPoolNd(Module):
         self.output_ratio = None
         if output_ratio is not None:
             ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * nd
+            if not all(isinstance(r, (int, float, np.number)) and not isinstance(r, bool) for r in ratio):
+                raise TypeError(f"{cls}: output_ratio must be a number or a tuple of {nd} numbers, got "
+                                f"{output_ratio!r}")
             if len(ratio) != nd or not all(0 < r < 1 for r in ratio):
                 raise ValueError(f"output_ratio must be between 0 and 1 (got {output_ratio})")
             self.output_ratio = ratio

@@ -70,6 +70,8 @@ class GroupNorm(Module):
 
 
 class _InstanceNorm(Module):
+    # as torch's _NormBase: a state_dict without num_batches_tracked (saved before torch 0.4.1) loads
+    _optional_state_keys = ("num_batches_tracked",)
     _no_batch_dim = 2  # the rank of an unbatched input (C, *spatial)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = False,

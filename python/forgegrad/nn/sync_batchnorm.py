@@ -173,14 +173,8 @@ class SyncBatchNorm(_BatchNorm):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  process_group=None, device=None, dtype=None, *, bias=True):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats)
-        if not isinstance(bias, bool):
-            raise TypeError(f"SyncBatchNorm: bias must be a bool, got {bias!r}")
-        if affine and not bias:
-            self.register_parameter("bias", None)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.process_group = process_group
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
 
     def forward(self, input):
         if not isinstance(input, Tensor):
@@ -211,10 +205,6 @@ class SyncBatchNorm(_BatchNorm):
                                             None if running_mean is None else running_mean._data,
                                             None if running_var is None else running_var._data,
                                             self.eps, factor, group)
-
-    def extra_repr(self) -> str:  # torch 2.13's, with bias= (BatchNorm got its bias argument in 2.13)
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
