@@ -1,9 +1,12 @@
 """This round's ops against torch in one process, 1 thread pinned on both sides, forgegrad and torch alternated
 twice and the best of each taken (a busy machine slows whichever runs at the moment; alternating spreads that):
-top-k / sort (C++ _C.topk), grid_sample, Conv3d, EmbeddingBag.
+top-k / sort (C++ _C.topk), grid_sample, Conv3d, MaxPool3d / AvgPool3d, EmbeddingBag.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_interleaved.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_interleaved.py [threads]
+
+threads (default 1) is pinned on both sides.
 """
+import sys
 import time
 
 import numpy as np
@@ -43,8 +46,9 @@ def conv_step(lib, conv, v):
 
 
 def main():
-    fg.set_num_threads(1)
-    torch.set_num_threads(1)
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    fg.set_num_threads(threads)
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
 
     logits = rng.standard_normal((64, 32000)).astype(np.float32)
@@ -64,6 +68,11 @@ def main():
     v = rng.standard_normal((2, 32, 16, 32, 32)).astype(np.float32)
     compare("conv3d fwd+bwd N2 32->32 16x32x32 k3", conv_step(fg, fg.nn.Conv3d(32, 32, 3, padding=1), v),
             conv_step(torch, torch.nn.Conv3d(32, 32, 3, padding=1), v), 3)
+    for name, kw in (("MaxPool3d", dict(kernel_size=2)), ("MaxPool3d", dict(kernel_size=3, stride=2, padding=1)),
+                     ("AvgPool3d", dict(kernel_size=2)), ("AvgPool3d", dict(kernel_size=3, stride=2, padding=1))):
+        args = f"k{kw['kernel_size']}" + (" s2 p1" if "stride" in kw else "")
+        compare(f"{name} {args} fwd+bwd N2 C32 16x32x32", conv_step(fg, getattr(fg.nn, name)(**kw), v),
+                conv_step(torch, getattr(torch.nn, name)(**kw), v), 5)
 
     idx = rng.integers(0, 10000, 20000)
     offsets = np.concatenate([[0], np.sort(rng.choice(np.arange(1, 20000), 511, replace=False))])

@@ -499,6 +499,41 @@ class embedding:
         """
         ...
 
+class embedding_bag:
+    @staticmethod
+    def backward_f32(grad: numpy.ndarray, indices: numpy.ndarray, bag_starts: numpy.ndarray, per_sample_weights: object,
+                     mean: bool, freq: object, padding_idx: _Int, grad_weight: numpy.ndarray) -> None:
+        """grad_weight (V, D) of mode sum (mean=False) or mean: row v sums grad[bag of p] times per_sample_weights[p]
+        (or None), 1 / the bag's count (mean) and 1 / freq[v] (freq (V,) int64 or None) over the kept positions p of
+        row v in ascending order. Bit-identical for any thread count.
+        """
+        ...
+    @staticmethod
+    def forward_f32(weight: numpy.ndarray, indices: numpy.ndarray, bag_starts: numpy.ndarray,
+                    per_sample_weights: object, mode: _Int, padding_idx: _Int, out: numpy.ndarray,
+                    counts: numpy.ndarray, arg: object) -> None:
+        """out (B, D) = each bag's rows of float32 weight (V, D) summed (mode 0, times per_sample_weights (n,) or
+        None), averaged (1) or maximised (2); bag b holds indices[bag_starts[b]:bag_starts[b + 1]] less the
+        padding_idx entries (-1: none); counts (B,) int64 = the entries kept; arg (B, D) int64 (mode 2, else None) =
+        the first position of each maximum, -1 for an empty bag. Empty bags give 0. Sums in float64. Bit-identical
+        for any thread count.
+        """
+        ...
+    @staticmethod
+    def max_backward_f32(grad: numpy.ndarray, arg: numpy.ndarray, indices: numpy.ndarray,
+                         grad_weight: numpy.ndarray) -> None:
+        """grad_weight (V, D) of mode max: grad[b, c] added to grad_weight[indices[arg[b, c]], c] (arg -1: none), bags
+        in ascending order. Bit-identical for any thread count.
+        """
+        ...
+    @staticmethod
+    def psw_backward_f32(grad: numpy.ndarray, weight: numpy.ndarray, indices: numpy.ndarray, bag_starts: numpy.ndarray,
+                         padding_idx: _Int, grad_psw: numpy.ndarray) -> None:
+        """grad_psw (n,) = dot(grad[bag of p], weight[indices[p]]) (float64 partial sums), 0 at padding_idx entries.
+        Bit-identical for any thread count.
+        """
+        ...
+
 class gemm:
     class PackedWeight:
         """A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it."""

@@ -41,6 +41,10 @@ _torch_shape_methods.install(globals())  # hstack, tensor_split, unflatten, rot9
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
 from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
+from ._linalg_lu import (cholesky_inverse, cholesky_solve, lu_unpack, torch_lu as lu,  # noqa: E402
+                         torch_lu_solve as lu_solve)
+from ._linalg_house import (geqrf, householder_product as orgqr, ormqr, pinverse, torch_cholesky as cholesky,  # noqa: E402
+                            torch_qr as qr, torch_svd as svd, triangular_solve)
 from . import _torch_dtype_utils, _torch_globals, _torch_functional_aliases, _torch_tensor_attrs  # noqa: E402
 for _m in (_torch_dtype_utils, _torch_globals, _torch_functional_aliases):  # torch's globals and F aliases
     _m.install(globals())
@@ -89,7 +93,9 @@ __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "ones_like", "randint", "add", "sub", "mul", "div", "pow", "neg", "t", "allclose", "equal", "sin", "cos", "tril",
     "triu", "cumsum", "maximum", "minimum", "fmax", "fmin", "tile", "norm",
 ]
-__all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet"]  # torch's, from forgegrad.linalg
+__all__ += ["det", "inverse", "logdet", "matrix_exp", "matrix_power", "slogdet",  # torch's, from forgegrad.linalg
+            "lu", "lu_solve", "lu_unpack", "cholesky", "cholesky_solve", "cholesky_inverse", "orgqr", "geqrf", "ormqr",
+            "svd", "qr", "triangular_solve", "pinverse"]
 __all__ += _ti.__all__ + _ts.__all__  # indexing, sorting and scans (forgegrad._torch_indexing)
 __all__ += sorted(_torch_math.FUNCTIONS)
 __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forgegrad._torch_shape*

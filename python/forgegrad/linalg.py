@@ -6,21 +6,28 @@ the gradients are torch's formulas (derivatives.yaml / FunctionsManual), double 
 (norms, pinv, lstsq, matrix_rank, cond, matrix_power, cross, vecdot, multi_dot, diagonal) is composed of those
 ops and Tensor ops, so it differentiates (and exports, where its parts do) the same way.
 
-Not here: complex inputs (refused), eig/eigvals (general eigenproblems), lu/lu_factor, householder_product,
-``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise :class:`LinAlgError`
-(a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector / singular-vector signs are
-LAPACK's (numpy's build), which torch does not promise to match: compare invariant quantities.
+LU (lu_factor, lu, lu_solve, lu_unpack) is the registry op ``linalg_lu_factor`` (ops/linalg_lu.py: LAPACK getrf's
+partial pivoting written in numpy, vectorised over the batch) plus compositions; householder_product, ormqr,
+tensorinv, tensorsolve and vander are compositions too (_linalg_lu.py, _linalg_house.py).
+
+ldl_factor / ldl_solve are LAPACK sytrf / sytrs (Bunch-Kaufman) written in numpy, without gradient (torch has none).
+
+Not here: complex inputs (refused), eig/eigvals (general eigenproblems: complex results, NotImplementedError),
+``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise
+:class:`LinAlgError` (a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector /
+singular-vector signs are LAPACK's (numpy's build), which torch does not promise to match: compare invariant
+quantities.
 
 Vector norms (``vector_norm``) are made of ops (abs, powers, sums, amax), so they are differentiable any number of
 times, and the gradient of a zero vector's norm is 0, as torch's (see ``Tensor.norm``, which this shares)."""
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 
 from .ops import _linalg_common as _C
 from .ops.registry import get as _op
+from .return_types import (linalg_cholesky_ex, linalg_eigh, linalg_inv_ex, linalg_lstsq,  # noqa: F401
+                           linalg_qr, linalg_slogdet, linalg_svd)
 from .tensor import Tensor
 
 LinAlgError = _C.LinAlgError
@@ -28,16 +35,9 @@ LinAlgError = _C.LinAlgError
 __all__ = ["vector_norm", "matrix_norm", "norm", "inv", "inv_ex", "det", "slogdet", "logdet", "solve",
            "solve_triangular", "cholesky", "cholesky_ex", "qr", "eigh", "eigvalsh", "svd", "svdvals", "pinv", "lstsq",
            "matrix_rank", "matrix_power", "matrix_exp", "cross", "vecdot", "multi_dot", "diagonal", "cond",
-           "LinAlgError"]
-
-# torch.return_types' names
-linalg_slogdet = namedtuple("linalg_slogdet", ["sign", "logabsdet"])
-linalg_inv_ex = namedtuple("linalg_inv_ex", ["inverse", "info"])
-linalg_cholesky_ex = namedtuple("linalg_cholesky_ex", ["L", "info"])
-linalg_qr = namedtuple("linalg_qr", ["Q", "R"])
-linalg_eigh = namedtuple("linalg_eigh", ["eigenvalues", "eigenvectors"])
-linalg_svd = namedtuple("linalg_svd", ["U", "S", "Vh"])
-linalg_lstsq = namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
+           "LinAlgError", "lu", "lu_factor", "lu_factor_ex", "lu_solve", "solve_ex", "householder_product",
+           "tensorinv", "tensorsolve", "vander", "matmul", "eig", "eigvals", "ldl_factor",
+           "ldl_factor_ex", "ldl_solve"]
 
 
 def _t(x, name: str, op: str, square: bool = False, at_least: int = 2) -> Tensor:
@@ -69,19 +69,6 @@ def inv(A) -> Tensor:
     return _op("linalg_inv")(_t(A, "A", "linalg.inv", square=True))
 
 
-def _lu_info(m) -> int:
-    """getrf's info for one matrix: 1 + the first step whose partial pivot is exactly zero, 0 if none."""
-    a = np.array(m, np.float64)
-    n = a.shape[0]
-    for j in range(n):
-        p = j + int(np.argmax(np.abs(a[j:, j])))
-        if a[p, j] == 0:
-            return j + 1
-        a[[j, p]] = a[[p, j]]
-        a[j + 1:] -= np.outer(a[j + 1:, j] / a[j, j], a[j])
-    return 0
-
-
 def inv_ex(A, *, check_errors: bool = False):
     """``torch.linalg.inv_ex``: (inverse, info); info > 0 marks a singular matrix (its inverse is NaN here: torch
     leaves LAPACK's partial result) unless ``check_errors``, which raises as inv."""
@@ -92,8 +79,8 @@ def inv_ex(A, *, check_errors: bool = False):
     try:
         np.linalg.inv(a)
     except np.linalg.LinAlgError:
-        flat = a.reshape((-1,) + a.shape[-2:])
-        info = np.array([_lu_info(m) for m in flat], np.int32).reshape(a.shape[:-2])
+        from .ops.linalg_lu import lu_factor_array
+        info = lu_factor_array(a)[2]  # getrf's info, as torch's
         # the regular matrices' inverses through inv (in A's graph, as torch's), the singular ones NaN
         where = _op("where")
         ok = (info == 0)[..., None, None]
@@ -249,6 +236,12 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
 
 from ._linalg_more import (cond, cross, diagonal, lstsq, matrix_norm, matrix_rank, multi_dot, norm,  # noqa: E402
                            pinv, vecdot)
+from ._linalg_lu import (cholesky_inverse, cholesky_solve, lu, lu_factor, lu_factor_ex, lu_solve,  # noqa: E402
+                        solve_ex)
+from ._linalg_house import (eig, eigvals, geqrf, householder_product, ormqr, tensorinv, tensorsolve,  # noqa: E402
+                            vander)
+from ._linalg_ldl import ldl_factor, ldl_factor_ex, ldl_solve  # noqa: E402
+from ._functions import matmul  # noqa: E402  (torch.linalg.matmul is torch.matmul)
 
 
 # torch's Tensor methods for these (added only where Tensor has none of its own)
@@ -260,8 +253,47 @@ def _pinverse_method(self, rcond: float = 1e-15):
     return pinv(self, rtol=rcond)
 
 
+def _lu_method(self, pivot: bool = True, get_infos: bool = False):
+    from ._linalg_lu import torch_lu
+    return torch_lu(self, pivot, get_infos)
+
+
+def _lu_solve_method(self, LU_data, LU_pivots):
+    return lu_solve(LU_data, LU_pivots, self)
+
+
+def _cholesky_solve_method(self, input2, upper: bool = False):
+    return cholesky_solve(self, input2, upper)
+
+
+def _cholesky_inverse_method(self, upper: bool = False):
+    return cholesky_inverse(self, upper)
+
+
+def _ormqr_method(self, input2, input3, left: bool = True, transpose: bool = False):
+    return ormqr(self, input2, input3, left, transpose)
+
+
+def _svd_method(self, some: bool = True, compute_uv: bool = True):
+    from ._linalg_house import torch_svd
+    return torch_svd(self, some, compute_uv)
+
+
+def _qr_method(self, some: bool = True):
+    from ._linalg_house import torch_qr
+    return torch_qr(self, some)
+
+
+def _triangular_solve_method(self, A, upper: bool = True, transpose: bool = False, unitriangular: bool = False):
+    from ._linalg_house import triangular_solve
+    return triangular_solve(self, A, upper, transpose, unitriangular)
+
+
 for _name, _fn in (("det", det), ("inverse", inv), ("logdet", logdet), ("slogdet", slogdet),
                    ("cholesky", _cholesky_method), ("matrix_exp", matrix_exp), ("matrix_power", matrix_power),
-                   ("pinverse", _pinverse_method)):
+                   ("pinverse", _pinverse_method), ("lu", _lu_method), ("lu_solve", _lu_solve_method),
+                   ("cholesky_solve", _cholesky_solve_method), ("cholesky_inverse", _cholesky_inverse_method),
+                   ("orgqr", householder_product), ("geqrf", geqrf), ("ormqr", _ormqr_method), ("svd", _svd_method),
+                   ("qr", _qr_method), ("triangular_solve", _triangular_solve_method)):
     if not hasattr(Tensor, _name):
         setattr(Tensor, _name, _fn)

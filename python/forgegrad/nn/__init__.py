@@ -13,6 +13,7 @@ from .container import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .conv_transpose import *  # noqa: F401,F403
 from .conv3d import *  # noqa: F401,F403
+from .data_parallel import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .embedding_bag import *  # noqa: F401,F403
 from .fractional_pool import *  # noqa: F401,F403
@@ -30,12 +31,13 @@ from .position import *  # noqa: F401,F403
 from .resample import *  # noqa: F401,F403
 from .rnn import *  # noqa: F401,F403
 from .sparse import *  # noqa: F401,F403
+from .sync_batchnorm import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 # the layer classes the star imports above brought in, and the helper modules
 __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
 
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
-_TORCH_NAMES = {"SyncBatchNorm": None, "DataParallel": None}
+_TORCH_NAMES = {"LinearCrossEntropyLoss": None, "LinearCrossEntropyOptions": None}
 
 
 def __getattr__(name):

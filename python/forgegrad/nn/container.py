@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -19,7 +20,7 @@ from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
 from .module import Module
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
 
 _NDARRAY = np.ndarray
 _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
@@ -415,3 +416,14 @@ class ModuleDict(Module):
 
     def values(self):
         return self._modules.values()
+
+
+class Container(Module):
+    """torch.nn.Container (deprecated in torch, and here): a Module whose keyword arguments become its children."""
+
+    def __init__(self, **kwargs):
+        warnings.warn("`nn.Container` is deprecated. All of its functionality is now implemented in `nn.Module`. "
+                      "Subclass that instead.", FutureWarning, stacklevel=2)
+        super().__init__()
+        for key, value in kwargs.items():
+            self.add_module(key, value)

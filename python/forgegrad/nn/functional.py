@@ -12,7 +12,8 @@ from ..tensor import Tensor
 # _t and _opt (argument checks) are defined once, in functional_conv, which this module builds on
 from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d
 from .functional_extra import gumbel_softmax, pdist, upsample, upsample_bilinear, upsample_nearest
-from .fractional_pool import fractional_max_pool2d
+from .fractional_pool import (fractional_max_pool2d, fractional_max_pool2d_with_indices, fractional_max_pool3d,
+                              fractional_max_pool3d_with_indices)
 from .functional_misc import bilinear, embedding, pairwise_distance, triplet_margin_with_distance_loss
 from .functional_pool import *  # noqa: F401,F403  (1-d, indexed and power-average pools; channel dropout)
 from .functional_pool import __all__ as _pool_names
@@ -26,6 +27,7 @@ __all__ = [
     "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm",
     "bilinear", "embedding", "pairwise_distance", "triplet_margin_with_distance_loss",
     "upsample", "upsample_nearest", "upsample_bilinear", "gumbel_softmax", "pdist", "fractional_max_pool2d",
+    "fractional_max_pool3d", "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices",
 ] + _pool_names
 
 

@@ -261,8 +261,9 @@ class LazyConvTranspose3d(_LazyConvMixin, ConvTranspose3d):
 
 # ---- normalization --------------------------------------------------------------------------------------
 class _LazyNormMixin(LazyModuleMixin):
-    def _lazy_init(self, base, eps, momentum, affine, track_running_stats):
-        base.__init__(self, 1, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats)
+    def _lazy_init(self, base, eps, momentum, affine, track_running_stats, **more):
+        base.__init__(self, 1, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats,
+                      **more)
         self.num_features = 0
         if self.affine:
             self.weight = UninitializedParameter()
@@ -294,8 +295,9 @@ class LazyBatchNorm1d(_LazyNormMixin, BatchNorm1d):
 
     cls_to_become = BatchNorm1d
 
-    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-        self._lazy_init(BatchNorm1d, eps, momentum, affine, track_running_stats)
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None, *,
+                 bias=True):
+        self._lazy_init(BatchNorm1d, eps, momentum, affine, track_running_stats, bias=bias)
 
 
 class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
@@ -303,8 +305,9 @@ class LazyBatchNorm2d(_LazyNormMixin, BatchNorm2d):
 
     cls_to_become = BatchNorm2d
 
-    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-        self._lazy_init(BatchNorm2d, eps, momentum, affine, track_running_stats)
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None, *,
+                 bias=True):
+        self._lazy_init(BatchNorm2d, eps, momentum, affine, track_running_stats, bias=bias)
 
 
 class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
@@ -312,8 +315,9 @@ class LazyBatchNorm3d(_LazyNormMixin, BatchNorm3d):
 
     cls_to_become = BatchNorm3d
 
-    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-        self._lazy_init(BatchNorm3d, eps, momentum, affine, track_running_stats)
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None, *,
+                 bias=True):
+        self._lazy_init(BatchNorm3d, eps, momentum, affine, track_running_stats, bias=bias)
 
 
 class LazyInstanceNorm1d(_LazyNormMixin, InstanceNorm1d):

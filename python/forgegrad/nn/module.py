@@ -251,7 +251,10 @@ class Module:
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
         own = self.state_dict(keep_vars=True)
-        missing = [k for k in own if k not in state_dict]
+        # keys a layer may lack in older checkpoints (torch's BatchNorm before num_batches_tracked): kept as they are
+        optional = {f"{name}.{key}" if name else key for name, m in self.named_modules()
+                    for key in getattr(m, "_optional_state_keys", ())}
+        missing = [k for k in own if k not in state_dict and k not in optional]
         unexpected = [k for k in state_dict if k not in own]
         errors = []
         staged = []

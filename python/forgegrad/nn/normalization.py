@@ -81,8 +81,11 @@ class RMSNorm(Module):
 
 class _BatchNorm(Module):
     _ndims = (2, 3, 4)
+    # as torch's _NormBase: a state_dict without num_batches_tracked (saved before torch 0.4.1) loads
+    _optional_state_keys = ("num_batches_tracked",)
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
+                 dtype=None, *, bias=True):
         super().__init__()
         cls = type(self).__name__
         self.num_features = positive_int(num_features, "num_features", cls)
@@ -90,9 +93,14 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = check_bool(affine, "affine")
         self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
-        if affine:
+        if not isinstance(bias, bool):
+            raise TypeError(f"{cls}: bias must be a bool, got {bias!r}")
+        if affine:  # bias=False (torch 2.13): a weight and no bias
             self.weight = Parameter(devices.ones((self.num_features,)))
-            self.bias = Parameter(devices.zeros((self.num_features,)))
+            if bias:
+                self.bias = Parameter(devices.zeros((self.num_features,)))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -104,6 +112,8 @@ class _BatchNorm(Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+        if device is not None or dtype is not None:  # floating tensors only: num_batches_tracked stays int64
+            self.to(device=device, dtype=dtype)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:  # through init: buffers on meta have nothing to reset
@@ -115,7 +125,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def forward(self, input):
         cls = type(self).__name__
@@ -123,6 +134,15 @@ class _BatchNorm(Module):
         if input.shape[1] != self.num_features:
             raise ValueError(f"{cls}: expected {self.num_features} channels (dim 1), got input of shape "
                              f"{tuple(input.shape)}")
+        factor = self._advance()
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep_stats else None,
+                            self.running_var if keep_stats else None, self.weight, self.bias,
+                            use_batch_stats, factor, self.eps)
+
+    def _advance(self) -> float:
+        """Count a training batch (num_batches_tracked) and return the running statistics' update factor."""
         factor = 0.0 if self.momentum is None else self.momentum
         # on meta the counter has no value to advance (and the op computes shapes only)
         if self.training and self.track_running_stats and devices.has_data(self.num_batches_tracked._data):
@@ -133,15 +153,11 @@ class _BatchNorm(Module):
                 count._data = (Tensor._wrap_exact(count._data) + 1)._data
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(count.item())
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_stats = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if keep_stats else None,
-                            self.running_var if keep_stats else None, self.weight, self.bias,
-                            use_batch_stats, factor, self.eps)
+        return factor
 
-    def extra_repr(self) -> str:
+    def extra_repr(self) -> str:  # torch 2.13's, with bias=
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):

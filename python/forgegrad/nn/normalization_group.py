@@ -1,4 +1,4 @@
-"""GroupNorm, InstanceNorm1d/2d/3d and LocalResponseNorm (torch.nn's arguments, state_dict keys, init and
+"""GroupNorm, InstanceNorm1d/2d/3d, LocalResponseNorm and CrossMapLRN2d (torch.nn's arguments, state_dict keys, init and
 results), and the distance modules CosineSimilarity and PairwiseDistance."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from .. import devices
 from .._args import positive_int
 from .._validate import check_bool, check_float
+from ..autograd import Function
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -16,7 +17,7 @@ from .module import Module
 from .parameter import Parameter
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm",
-           "CosineSimilarity", "PairwiseDistance"]
+           "CrossMapLRN2d", "CosineSimilarity", "PairwiseDistance"]
 
 
 def _tensor(x, cls):
@@ -69,6 +70,8 @@ class GroupNorm(Module):
 
 
 class _InstanceNorm(Module):
+    # as torch's _NormBase: a state_dict without num_batches_tracked (saved before torch 0.4.1) loads
+    _optional_state_keys = ("num_batches_tracked",)
     _no_batch_dim = 2  # the rank of an unbatched input (C, *spatial)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = False,
@@ -169,6 +172,86 @@ class LocalResponseNorm(Module):
 
     def forward(self, input):
         return F.local_response_norm(_tensor(input, "LocalResponseNorm"), self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class _CrossMapLRN2dFunction(Function):
+    """torch's CrossMapLRN2d Function (the Lua-era one), step for step in the input's dtype.
+
+    Its forward keeps channel 0's square in every channel's sum once the window has moved past it (torch's
+    running-sum loop never subtracts it), and its backward is torch's hand-written one, whose window is not
+    the forward's: forgegrad reproduces both, so values and gradients are torch's (torch's gradcheck of this
+    layer fails too). Use LocalResponseNorm for the exact operation and its true gradient."""
+
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        dt = x.dtype.type
+        sq = x * x
+        channels = x.shape[1]
+        pre_pad = int((size - 1) / 2 + 1)
+        scale = np.empty_like(x)
+        scale[:, 0] = sq[:, :min(pre_pad, channels)].sum(1)
+        for c in range(1, channels):  # torch's running sum, in its order
+            cur = scale[:, c - 1].copy()
+            if c < channels - pre_pad + 1:
+                cur += sq[:, c + pre_pad - 1]
+            if c > pre_pad:
+                cur -= sq[:, c - pre_pad]
+            scale[:, c] = cur
+        scale *= dt(alpha / size)
+        scale += dt(k)
+        out = np.power(scale, dt(-beta)) * x
+        ctx.save_for_backward(x, out, scale)
+        ctx.size, ctx.alpha, ctx.beta = size, alpha, beta
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out, scale = ctx.saved_tensors
+        size = ctx.size
+        if size < 2:
+            raise RuntimeError("CrossMapLRN2d: no gradient for size=1 (torch's backward fails there too); use "
+                               "LocalResponseNorm(1), the same operation with a gradient")
+        dt = x.dtype.type
+        channels = x.shape[1]
+        grad = np.power(scale, dt(-ctx.beta)) * g
+        inv = int(size - (size - 1) / 2)
+        padded = np.zeros((x.shape[0], channels + size - 1) + x.shape[2:], x.dtype)
+        padded[:, inv:inv + channels] = g * out / scale
+        accum = padded[:, :size - 1].sum(1)
+        cache = dt(2 * ctx.alpha * ctx.beta / size)
+        for c in range(channels):
+            accum += padded[:, c + size - 1]
+            grad[:, c] -= cache * x[:, c] * accum
+            accum -= padded[:, c]
+        return grad, None, None, None, None
+
+
+class CrossMapLRN2d(Module):
+    """``CrossMapLRN2d(size, alpha=1e-4, beta=0.75, k=1)`` over (N, C, H, W): torch's legacy cross-channel local
+    response norm, input * (k + alpha / size * sum of input^2 over nearby channels)^-beta, with torch's values and
+    torch's (approximate) gradient; see _CrossMapLRN2dFunction. LocalResponseNorm is the exact operation."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1):
+        super().__init__()
+        self.size = positive_int(size, "size", "CrossMapLRN2d")
+        for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+            check_float(v, f"CrossMapLRN2d: {name}")
+        self.alpha, self.beta, self.k = alpha, beta, k  # as given: torch's repr shows k=1, not 1.0
+
+    def forward(self, input):
+        x = _tensor(input, "CrossMapLRN2d")
+        if x.ndim != 4:
+            raise ValueError(f"CrossMapLRN2d: Expected input to be 4D, got {x.ndim}D instead.")
+        if x.shape[1] == 0:
+            raise ValueError(f"CrossMapLRN2d: expected at least one channel (dim 1), got shape {tuple(x.shape)}")
+        if np.dtype(x.dtype).kind != "f":
+            raise TypeError(f"CrossMapLRN2d: input must be a floating point tensor, got {x.dtype}")
+        return _CrossMapLRN2dFunction.apply(x, self.size, float(self.alpha), float(self.beta), float(self.k))
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,6 +1,8 @@
 """Volumetric (NCDHW) convolution and pooling on arrays: the geometry (torch's rules) and the arithmetic that the
 3-D ops (ops/conv3d.py, ops/pool3d.py) run, in the input's dtype.
 
+float32 convolution runs on the C++ 2-D conv kernels (ops/_conv3d_planes.py: the depth taps unfolded as
+channels); what follows is the float64 path (and float32 geometries whose every output is padding).
 Convolution is vol2col + GEMM. Per image and group, the taps of a block of output depth planes are copied into a
 (C/groups * kD * kH * kW, planes * OH * OW) panel (one strided numpy copy of a window view of the zero-padded
 image), which float32 multiplies on forgegrad's C++ sgemm (_C.gemm.sgemm: multithreaded, the same bits for any
@@ -10,7 +12,9 @@ after image (sgemm with beta 1). Panels are cut by output depth planes to about 
 stays bounded and the blocking depends on the geometry only.
 
 The pools are numpy code, exact or summed in a fixed order, over any number of spatial axes (so the float64 2-D
-pools of _float64_nn.py share them). Each window tap is one strided view of the padded input.
+pools of _float64_nn.py share them). Each window tap is one strided view of the padded input. float32 3-D max
+and (overlapping or padded) average pools, and every float32 max pool's gradient, run on the C++ 2-D pool
+kernels instead (ops/_pool3d_planes.py).
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from .. import _C
+from . import _conv3d_planes as _planes
+from . import _pool3d_planes as _pool_planes
 from ..autograd import Function
 from .._args import integer, is_int
 
@@ -149,8 +155,18 @@ def _gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
         out[...] = prod
 
 
+def _on_planes(geo, a, b, k, x_shape=None):
+    """Whether a float32 3-D conv with kernel k runs on the C++ 2-D kernels (ops/_conv3d_planes.py); float64 and
+    the geometries _planes.supported declines stay here."""
+    x_shape = a.shape if x_shape is None else x_shape
+    return (len(geo.stride) == 3 and a.dtype == np.float32 and b.dtype == np.float32
+            and _planes.supported(geo, x_shape, k))
+
+
 def conv_forward(x, w, geo):
     """conv(x, w) without bias: x (N, C, *spatial), w (OC, C / groups, *k) -> (N, OC, *out)."""
+    if _on_planes(geo, x, w, w.shape[2:]):
+        return _planes.conv_forward(x, w, geo)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, w.shape[2:], w.shape[1]
     OCg, rows = OC // G, Cg * int(np.prod(k))
@@ -172,6 +188,8 @@ def conv_forward(x, w, geo):
 
 def conv_input_grad(gy, w, geo, x_shape):
     """The gradient of conv(x, w) with respect to x (of shape x_shape) for the output gradient gy."""
+    if _on_planes(geo, gy, w, w.shape[2:], x_shape):
+        return _planes.conv_input_grad(gy, w, geo, x_shape)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, w.shape[2:], w.shape[1]
     OCg, rows = OC // G, Cg * int(np.prod(k))
@@ -206,6 +224,8 @@ def _tap_slices(taps, geo, depth, out):
 
 def conv_weight_grad(x, gy, w_shape, geo):
     """The gradient of conv(x, w) with respect to w (of shape w_shape) for the output gradient gy."""
+    if _on_planes(geo, x, gy, tuple(w_shape[2:])):
+        return _planes.conv_weight_grad(x, gy, w_shape, geo)
     N, OC = geo.output_shape[:2]
     G, k, Cg = geo.groups, tuple(w_shape[2:]), w_shape[1]
     OCg, rows = OC // G, Cg * int(np.prod(k))
@@ -279,6 +299,8 @@ def _tap_views(xp, geo):
 
 def max_pool(x, geo):
     """(values, int64 flat per-plane indices) of max pooling; torch's choice: the first maximum, or the last NaN."""
+    if _pool_planes.applies(x, geo):
+        return _pool_planes.max_pool(x, geo)
     spatial, out = x.shape[2:], geo.output_shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, spatial), constant_values=-np.inf)
     best = np.full(geo.output_shape, -np.inf, x.dtype)
@@ -321,6 +343,8 @@ class IndexedPool(Function):
 
 def scatter_max(g, idx, in_shape):
     """The gradient of a max pool: g added at each window's flat index (np.add.at: in order, the same bits)."""
+    if g.dtype == np.float32 and len(in_shape) >= 3:
+        return _pool_planes.scatter_max(g, idx, in_shape)
     N, C = in_shape[:2]
     gx = np.zeros((N * C, int(np.prod(in_shape[2:]))), g.dtype)
     np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
@@ -346,6 +370,8 @@ def avg_divisor(geo, spatial, count_include_pad, divisor_override):
 
 def avg_pool(x, geo, div):
     """Window sums over the zero-padded input divided by div."""
+    if _pool_planes.applies(x, geo, average=True):
+        return _pool_planes.avg_pool(x, geo, div)
     xp = np.pad(x, ((0, 0), (0, 0)) + _pool_pads(geo, x.shape[2:]))
     total = np.zeros(geo.output_shape, x.dtype)
     for _, v in _tap_views(xp, geo):
@@ -354,6 +380,8 @@ def avg_pool(x, geo, div):
 
 
 def avg_pool_backward(g, geo, div, in_shape):
+    if _pool_planes.applies(g, geo, average=True):
+        return _pool_planes.avg_pool_backward(g, geo, div, in_shape)
     pads = _pool_pads(geo, in_shape[2:])
     gd = g / div.astype(g.dtype)
     gxp = np.zeros(tuple(in_shape[:2]) + tuple(n + a + b for n, (a, b) in zip(in_shape[2:], pads)), g.dtype)

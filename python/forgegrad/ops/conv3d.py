@@ -1,11 +1,11 @@
 """3-D convolution (NCDHW) and its transpose as autograd Functions: torch's conv3d and conv_transpose3d.
 
-The arithmetic is ops/_window3d.py's vol2col + GEMM (float32 on the C++ sgemm, float64 on numpy: the same
-Function runs both dtypes). As conv_transpose2d does with conv2d's kernels, the transposed conv is the conv's
-adjoint: its output is the conv's input gradient, its input gradient a conv of the output gradient and its
-weight gradient the conv's with the roles swapped; the conv's padding is ``padding`` before and
-``padding - output_padding`` after (negative: those last planes take no tap, bias only). Samples, torch references
-and bad inputs are in conv3d_samples.py.
+The arithmetic is ops/_window3d.py's: float32 on the C++ 2-D conv kernels with the depth taps unfolded as
+channels (ops/_conv3d_planes.py), float64 as numpy vol2col + GEMM (the same Function runs both dtypes). As
+conv_transpose2d does with conv2d's kernels, the transposed conv is the conv's adjoint: its output is the conv's
+input gradient, its input gradient a conv of the output gradient and its weight gradient the conv's with the
+roles swapped; the conv's padding is ``padding`` before and ``padding - output_padding`` after (negative: those
+last planes take no tap, bias only). Samples, torch references and bad inputs are in conv3d_samples.py.
 """
 from __future__ import annotations
 

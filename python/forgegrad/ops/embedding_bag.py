@@ -7,9 +7,14 @@ equal to ``padding_idx`` are left out of their bag (not counted by "mean"); an e
 ``per_sample_weights`` (same shape as input, mode "sum" only, as torch) scales each looked-up row. Sums are
 accumulated in float64 and rounded once.
 
-Gradients: the weight's is the per-position gradient rows summed by the embedding kernel in ascending position
-order (the same bits at any thread count); under "max" each output element's gradient goes to the row of the
-first position holding the bag's maximum (torch's tie rule). ``scale_grad_by_freq`` divides each row's gradient
+float32 tables run on the C++ kernels (forgegrad.kernels.embedding_bag, cpp/kernels/per_isa/embedding_bag.cpp):
+the bags as (B + 1) start positions, the checks here first (the binding checks again); float64 and a call without
+bags take the numpy path below. Under "max" a NaN is the maximum on the kernel path (torch's rule); the numpy path
+propagates it and gives its column no gradient.
+
+Gradients: the weight's sums each row's per-position gradients in ascending position order (the same bits at any
+thread count); under "max" each output element's gradient goes to the row of the first position holding the bag's
+maximum (torch's tie rule). ``scale_grad_by_freq`` divides each row's gradient
 by how often the kept entries of ``input`` hold it, as F.embedding's: torch 2.13's CPU embedding_bag divides
 by the count of another row for some inputs (it reads ``counts[sorted_indices[u]]`` for the u-th distinct
 row), so the reference of those samples is F.embedding followed by the bag reduction.
@@ -24,6 +29,7 @@ import numpy as np
 from ..autograd import Function
 from .._validate import check_bool, check_int
 from ..devices import MetaArray
+from ..kernels import embedding_bag as _K
 from ..kernels.embedding import embedding_backward as _embedding_backward
 from . import _embedding_bag_samples as S
 from .registry import register_op
@@ -106,12 +112,9 @@ def _flops(out, inputs, kwargs) -> int:
     return input.size * weight.shape[1] * (2 if psw is not None else 1)
 
 
-def _bags_of(input, offsets, include_last_offset, bags):
-    """The bag of each position of the flattened input (-1: in no bag), after checking the offsets."""
-    n = input.size
-    if offsets is None:
-        return np.repeat(np.arange(bags, dtype=np.int64), input.shape[1])
-    off = np.asarray(offsets, np.int64)
+def _check_offsets(off, n, include_last_offset):
+    """Raises ValueError unless the int64 offsets start at 0, do not decrease and end within input (at its end with
+    include_last_offset)."""
     if off.size:
         if off[0] != 0:
             raise ValueError(f"embedding_bag: offsets[0] must be 0 (the first bag starts at position 0), got "
@@ -127,18 +130,42 @@ def _bags_of(input, offsets, include_last_offset, bags):
             # last bag when padding_idx is set, mean divides by a count of its own otherwise): refused
             raise ValueError(f"embedding_bag: with include_last_offset=True, offsets[-1] must equal input's length "
                              f"{n} (the end of the last bag, CSR style), got {off[-1]}")
+
+
+def _bags_of(input, offsets, include_last_offset, bags):
+    """The bag of each position of the flattened input (-1: in no bag), after checking the offsets."""
+    n = input.size
+    if offsets is None:
+        return np.repeat(np.arange(bags, dtype=np.int64), input.shape[1])
+    off = np.asarray(offsets, np.int64)
+    _check_offsets(off, n, include_last_offset)
     return np.searchsorted(off, np.arange(n, dtype=np.int64), side="right") - 1
+
+
+def _bag_starts(input, offsets, include_last_offset, bags):
+    """(bags + 1,) int64: where each bag of the flattened input starts, then its end (the kernels' layout), after
+    checking the offsets; bags >= 1."""
+    if offsets is None:
+        return np.arange(bags + 1, dtype=np.int64) * input.shape[1]
+    off = np.ascontiguousarray(offsets, np.int64)
+    _check_offsets(off, input.size, include_last_offset)
+    return off if include_last_offset else np.append(off, np.int64(input.size))
+
+
+def _checked_indices(input, n):
+    """input flattened to int64, after checking that every index is in [0, n)."""
+    idx = np.ascontiguousarray(np.asarray(input).reshape(-1), np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
+        raise IndexError(f"embedding_bag: input[{bad}] = {idx[bad]} is out of range: indices must be in [0, {n})")
+    return idx
 
 
 def _plan(weight, input, offsets, per_sample_weights, mode, include_last_offset, padding_idx, scale_grad_by_freq):
     """(kept positions (None: all), their rows, their bags, bag sizes, bags, every index) after every check."""
     bags, padding_idx = _check(weight, input, offsets, per_sample_weights, mode, include_last_offset, padding_idx,
                                scale_grad_by_freq)
-    idx = np.asarray(input).reshape(-1).astype(np.int64, copy=False)
-    n = weight.shape[0]
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        bad = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
-        raise IndexError(f"embedding_bag: input[{bad}] = {idx[bad]} is out of range: indices must be in [0, {n})")
+    idx = _checked_indices(input, weight.shape[0])
     seg = _bags_of(input, offsets, include_last_offset, bags)  # every position is in a bag
     keep, rows, segk = None, idx, seg  # keep None: every position
     if padding_idx is not None:
@@ -272,6 +299,38 @@ def _double_backward_rule(ctx, args, kwargs, g):
     return _scatter(gp, (rows,), (n, d)), None, None, gpsw
 
 
+def _kernel_forward(ctx, weight, input, offsets, psw, mode, include_last_offset, padding_idx, scale_grad_by_freq):
+    """The float32 forward on the C++ kernels (forgegrad.kernels.embedding_bag); None (no bag): the numpy path's."""
+    bags, pad = _check(weight, input, offsets, psw, mode, include_last_offset, padding_idx, scale_grad_by_freq)
+    if bags == 0:
+        return None
+    n = weight.shape[0]
+    idx = _checked_indices(input, n)
+    starts = _bag_starts(input, offsets, include_last_offset, bags)
+    pad = -1 if pad is None else pad
+    out, _, arg = _K.forward(weight, idx, starts, psw, mode, pad)
+    # scale_grad_by_freq counts every entry of input, as F.embedding's (padding rows get no gradient anyway)
+    freq = np.bincount(idx, minlength=n) if bool(scale_grad_by_freq) else None
+    ctx.kernel = (idx, starts, arg, pad, freq, input.shape)
+    ctx.mode, ctx.n, ctx.has_psw = mode, n, psw is not None
+    ctx.save_for_backward(weight if ctx.has_psw and ctx.needs_input_grad[3] else None, psw)
+    return out
+
+
+def _kernel_backward(ctx, g):
+    idx, starts, arg, pad, freq, in_shape = ctx.kernel
+    weight, psw = ctx.saved_tensors
+    gw = gpsw = None
+    if ctx.needs_input_grad[0]:
+        if ctx.mode == "max":
+            gw = _K.max_backward(g, arg, idx, ctx.n)
+        else:
+            gw = _K.backward(g, idx, starts, ctx.n, psw, ctx.mode == "mean", freq, pad)
+    if ctx.has_psw and ctx.needs_input_grad[3]:
+        gpsw = _K.psw_backward(g, weight, idx, starts, pad).reshape(in_shape)
+    return gw, None, None, gpsw
+
+
 @register_op("embedding_bag", meta=_meta, flops=_flops, samples=S.samples, torch=S.torch_reference,
              bad_inputs=S.bad_inputs, onnx=S.onnx_mapping, tol=(2e-5, 1e-5),
              differentiable_backward=_double_backward_rule)
@@ -282,6 +341,12 @@ class EmbeddingBagFunction(Function):
     @staticmethod
     def forward(ctx, weight, input, offsets=None, per_sample_weights=None, mode="mean", include_last_offset=False,
                 padding_idx=None, scale_grad_by_freq=False):
+        ctx.kernel = None
+        if type(weight) is np.ndarray and weight.dtype == np.float32:
+            out = _kernel_forward(ctx, weight, input, offsets, per_sample_weights, mode, include_last_offset,
+                                  padding_idx, scale_grad_by_freq)
+            if out is not None:
+                return out
         keep, rows, segk, counts, bags, idx = _plan(weight, input, offsets, per_sample_weights, mode,
                                                   include_last_offset, padding_idx, scale_grad_by_freq)
         in2d = np.asarray(input).astype(np.int64, copy=False) if input.ndim == 2 else None
@@ -299,6 +364,8 @@ class EmbeddingBagFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.kernel is not None:
+            return _kernel_backward(ctx, g)
         keep, rows, segk, counts, arg, in_shape, freq = ctx.plan
         weight, psw = ctx.saved_tensors
         n, d = ctx.n, g.shape[1]

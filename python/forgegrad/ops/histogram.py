@@ -64,19 +64,55 @@ def _outer_edges(x, lo, hi, widen, who):
     return lo, hi
 
 
-def _count(x, edges, weight, linear=False):
-    """torch's binning of ``x`` into the bins between consecutive ``edges``: by the edges (histogram), or, for histc
-    (``linear``), by torch's division ``(x - lo) * bins / (hi - lo)`` in the input's dtype, which near an edge may
-    pick the neighbouring bin, as torch's histc does."""
+def _bin_right(v, edges, n):
+    """min(searchsorted(edges, v, side="right") - 1, n - 1) for ``v`` within [edges[0], edges[-1]]: a guess from
+    equal-width bins, then moved by comparisons with the edges themselves (in their dtype, as searchsorted's) until
+    edges[pos] <= v < edges[pos + 1] (the last bin closed); elements still moving after three rounds go to
+    searchsorted. searchsorted on unsorted data is a branchy binary search per element, several times slower.
+    Sorted edges only (float16's linspace can step back at its midpoint: there searchsorted's answer is its own)."""
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = hi - lo
+    if n < 2 or not v.size or not (np.isfinite(span) and span > 0) or np.any(edges[1:] < edges[:-1]):
+        return np.minimum(np.searchsorted(edges, v, side="right") - 1, n - 1)
+    wide = np.float64 if v.dtype == np.float64 else np.float32
+    with np.errstate(all="ignore"):  # the guess may overflow: the corrections and searchsorted still decide
+        pos = ((v.astype(wide, copy=False) - wide(lo)) * wide(n / span)).astype(np.intp)
+    np.clip(pos, 0, n - 1, out=pos)
+    lower, upper = edges[:-1], edges[1:].copy()
+    upper[-1] = np.inf  # the last bin includes its right edge
+    moved = None  # None: every element (pos itself is updated in place)
+    for _ in range(3):
+        vv, p = (v, pos) if moved is None else (v[moved], pos[moved])
+        down, up = vv < lower[p], vv >= upper[p]
+        p += up
+        p -= down
+        hit = np.flatnonzero(down | up)
+        if moved is not None:
+            pos[moved] = p
+            hit = moved[hit]
+        moved = hit
+        if not moved.size:
+            return pos
+    pos[moved] = np.minimum(np.searchsorted(edges, v[moved], side="right") - 1, n - 1)
+    return pos
+
+
+def _count(x, edges, weight, linear=False, uniform=False):
+    """torch's binning of ``x`` into the bins between consecutive ``edges``: by the edges (histogram; ``uniform``:
+    edges from linspace, found from a guess), or, for histc (``linear``), by torch's division
+    ``(x - lo) * bins / (hi - lo)`` in the input's dtype, which near an edge may pick the neighbouring bin, as torch's
+    histc does."""
     flat = x.reshape(-1)
     keep = (flat >= edges[0]) & (flat <= edges[-1])  # NaN is neither
     n = len(edges) - 1
     if linear:
         with np.errstate(all="ignore"):
             pos = ((flat[keep] - edges[0]) * x.dtype.type(n) / (edges[-1] - edges[0])).astype(np.int64)
+        pos = np.minimum(pos, n - 1)  # the last bin includes its right edge
+    elif uniform:
+        pos = _bin_right(flat[keep], edges, n)
     else:
-        pos = np.searchsorted(edges, flat[keep], side="right") - 1
-    pos = np.minimum(pos, n - 1)  # the last bin includes its right edge
+        pos = np.minimum(np.searchsorted(edges, flat[keep], side="right") - 1, n - 1)
     w = None if weight is None else weight.reshape(-1)[keep]
     return np.bincount(pos, weights=w, minlength=len(edges) - 1).astype(x.dtype)
 
@@ -170,7 +206,7 @@ class HistogramFunction(_NoDerivative):
             if not is_arr(weight) or weight.shape != x.shape or weight.dtype != x.dtype:
                 raise ValueError(f"histogram(): weight must be a tensor of the input's shape {x.shape} and dtype "
                                  f"{dtype_name(x.dtype)}, got {getattr(weight, 'shape', type(weight).__name__)}")
-        hist = _count(x, edges, weight) if edges.shape[0] > 1 else np.zeros(0, x.dtype)
+        hist = _count(x, edges, weight, uniform=not is_arr(bins)) if edges.shape[0] > 1 else np.zeros(0, x.dtype)
         if density and hist.size:
             with np.errstate(all="ignore"):  # an empty histogram divides by 0: NaN, as torch's
                 hist = (hist / hist.sum() / np.diff(edges)).astype(x.dtype)

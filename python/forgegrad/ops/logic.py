@@ -176,13 +176,20 @@ def _integer_dtype(name, *args):
 
 
 def _shift(a, s, left):
+    """a << s or a >> s in a's dtype (a and s broadcast). numpy (C) shifts by the width or more (or by a negative
+    amount) are undefined; torch gives 0, or the sign (-1 / 0) for a signed right shift. The range is checked on s's
+    own shape (a number: one element) and the shift runs unmasked where every amount is in range."""
     bits = a.dtype.itemsize * 8
-    ok = (s >= 0) & (s < bits)  # numpy (C) shifts by the width or more are undefined; torch gives 0 / the sign
-    s = np.where(ok, s, 0).astype(a.dtype, copy=False)
-    if left:
-        return np.where(ok, np.left_shift(a, s), np.zeros((), a.dtype))
-    fill = np.where(a < 0, -1, 0).astype(a.dtype) if a.dtype.kind == "i" else np.zeros((), a.dtype)
-    return np.where(ok, np.right_shift(a, s), fill)
+    # as unsigned, a negative amount is >= 2**(width - 1) >= bits: one max finds both kinds out of range
+    if not s.size or s.view(np.dtype(f"u{s.dtype.itemsize}")).max() < bits:
+        if left and s.size == 1:  # a * 2**s wraps as a << s does; numpy's 8-bit multiply is vectorized, its shift not
+            return np.multiply(a, np.full(s.shape, cast(1 << int(s.reshape(-1)[0]), a.dtype), a.dtype))
+        return (np.left_shift if left else np.right_shift)(a, s)
+    ok = (s >= 0) & (s < bits)
+    if not left and a.dtype.kind == "i":  # an arithmetic shift by width - 1 is the sign fill
+        return np.right_shift(a, np.where(ok, s, bits - 1).astype(a.dtype, copy=False))
+    shifted = (np.left_shift if left else np.right_shift)(a, np.where(ok, s, 0).astype(a.dtype, copy=False))
+    return np.where(ok, shifted, np.zeros((), a.dtype))
 
 
 # The generated checks make their tensors with fg.tensor, which stores numpy integer arrays as int64: the samples are
@@ -233,7 +240,7 @@ def _bitwise(name, fn, onnx_op, bool_op):
                             f"as torch's)")
         a, b = cast(a, dt), cast(b, dt)
         if shift:
-            return np.asarray(_shift(*np.broadcast_arrays(a, b), left="left" in name))
+            return np.asarray(_shift(a, b, left="left" in name))
         return np.asarray(fn(a, b))
 
     def meta(input, other):

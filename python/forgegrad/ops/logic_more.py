@@ -28,9 +28,8 @@ class _NoDerivative(Function):
 
 
 # ---- gcd / lcm ---------------------------------------------------------------------------------------------
-def _gcd(a, b):
-    """torch's Euclid loop on |a|, |b| with C's truncating remainder: the same values as torch's kernel, also where
-    |MIN| wraps to MIN (torch's gcd(int8 -128, 127) is -1)."""
+def _gcd_loop(a, b):
+    """torch's Euclid loop on |a|, |b| with C's truncating remainder."""
     a, b = np.abs(a), np.abs(b)
     a, b = (np.array(x, copy=True) for x in np.broadcast_arrays(a, b))
     live = a != 0
@@ -40,6 +39,21 @@ def _gcd(a, b):
         b[live] = c
         live = a != 0
     return b
+
+
+def _gcd(a, b):
+    """torch's gcd: numpy's (the same Euclid on |a|, |b|) except where an operand is a signed type's MIN, whose |MIN|
+    wraps to MIN in torch (torch's gcd(int8 -128, 127) is -1, numpy's 1): those elements take torch's loop."""
+    out = np.asarray(np.gcd(a, b))
+    if out.dtype.kind == "i":
+        low = np.iinfo(out.dtype).min
+        wraps = np.asarray((a == low) | (b == low))
+        if wraps.any():
+            wraps = np.broadcast_to(wraps, out.shape)
+            a_b, b_b = np.broadcast_arrays(a, b)
+            out = np.array(out, copy=True)
+            out[wraps] = _gcd_loop(a_b[wraps], b_b[wraps])
+    return out
 
 
 def _lcm(a, b):
@@ -132,7 +146,13 @@ class IsinFunction(_NoGrad):
         invert = check_bool(invert, "isin(): invert")
         dt = promote(el, test)
         el, test = cast(el, dt), cast(test, dt)
-        return np.asarray(np.isin(el, test.reshape(-1), invert=bool(invert)))
+        test = test.reshape(-1)
+        if test.size <= 8:  # a few equality passes: numpy's table / sort methods make several passes with gathers
+            out = np.zeros(np.shape(el), np.bool_)
+            for t in test:
+                np.logical_or(out, el == t, out=out)  # a NaN equals nothing
+            return np.logical_not(out, out=out) if invert else out
+        return np.asarray(np.isin(el, test, invert=bool(invert)))
 
 
 IsinFunction.op.float64 = IsinFunction

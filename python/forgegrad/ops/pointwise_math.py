@@ -86,8 +86,31 @@ CeilFunction = _register_unary("ceil", _rounding(np.ceil, "ceil"), _zero, floati
 
 
 # ---- logs and exponentials --------------------------------------------------------------------------
+_LOG1P_NAN_IS_DEFAULT = {}
+
+
+def _log1p(x):
+    """np.log1p. Elements below -1 are computed at 0 (times a 0/1 mask; a masked write or np.where is branchy and
+    slow on scattered elements) and divided by that 0: the CPU's default NaN, which is the NaN numpy's log1p returns
+    there (checked once per dtype). libm's invalid-argument path is several times slower than the log itself."""
+    dt = x.dtype
+    if dt.kind != "f" or x.size < 4096 or x.min() >= -1:  # NaN data: min is NaN and takes the path below
+        return np.log1p(x)
+    if dt not in _LOG1P_NAN_IS_DEFAULT:
+        with np.errstate(all="ignore"):
+            zero = np.zeros(1, dt)
+            _LOG1P_NAN_IS_DEFAULT[dt] = (np.log1p(dt.type(-2)).tobytes() == (zero / zero).tobytes()
+                                         == np.log1p(-np.inf * zero).tobytes())
+    if not _LOG1P_NAN_IS_DEFAULT[dt]:
+        return np.log1p(x)
+    keep = (x >= -1) | (x != x)  # NaN inputs go through log1p unchanged
+    keep = keep.view(np.uint8)
+    out = np.log1p(x * keep)  # a NaN for -inf * 0, which log1p keeps
+    return np.divide(out, keep, out=out)
+
+
 Log1pFunction = _register_unary(
-    "log1p", np.log1p, lambda ns, g, a, out, kw: (g / (a[0] + 1),), samples=_samples(-0.9, 3.0, (0.0, -0.5, 1e-7)),
+    "log1p", _log1p, lambda ns, g, a, out, kw: (g / (a[0] + 1),), samples=_samples(-0.9, 3.0, (0.0, -0.5, 1e-7)),
     onnx=_unary_onnx(lambda ctx, dt, x: ctx.node("Log", [ctx.node("Add", [x, _c(ctx, dt, 1)])])), tol=(1e-5, 1e-6))
 Expm1Function = _register_unary(
     "expm1", np.expm1, lambda ns, g, a, out, kw: (g * (out + 1),), uses_out=True,

@@ -2,8 +2,9 @@
 d * H * W + h * W + w per plane), avg_pool3d, adaptive_avg_pool3d, adaptive_max_pool3d. lp_pool3d and max_unpool3d
 are the N-d Functions of pool_lp.py and pool_index.py at nd=3.
 
-The arithmetic is ops/_window3d.py's numpy code in the input's dtype (float64 runs the same Function): exact
-(max) or summed in a fixed order, so the same bits at any thread count. The ONNX mappings (static spatial sizes)
+The arithmetic is ops/_window3d.py's, in the input's dtype (float64 runs the same Function): numpy, and for
+float32 max / avg pooling the C++ 2-D pool kernels with the depth taps combined in numpy (ops/_pool3d_planes.py);
+exact (max) or summed in a fixed order, so the same bits at any thread count. The ONNX mappings (static spatial sizes)
 are in _pool3d_onnx.py; samples in conv3d_samples.py.
 """
 from __future__ import annotations

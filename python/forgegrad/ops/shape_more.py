@@ -93,6 +93,8 @@ class Rot90Function(Function):
     def forward(ctx, a, k=1, dims=(0, 1)):
         k, d0, d1 = _rot_axes(a.ndim, k, dims)
         ctx.k, ctx.axes = k, (d0, d1)
+        if k % 2:  # torch's flip then transposed view: the copy is a contiguous flip, the output its transpose
+            return np.flip(a, d1 if k == 1 else d0).copy().swapaxes(d0, d1)
         return np.rot90(a, k, axes=(d0, d1)).copy()  # a copy even for k % 4 == 0 (rot90 then returns a itself)
 
     @staticmethod

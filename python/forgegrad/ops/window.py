@@ -125,11 +125,30 @@ class TensorUnfoldFunction(Function):
         if not ctx.shape:
             return g.sum().astype(g.dtype).reshape(()), None, None, None
         full = ctx.shape
-        out = np.zeros(full, g.dtype)
-        moved = np.moveaxis(g, -1, 0)  # (size, ..., count, ...)
-        for j in range(size):  # window offset j read elements j, j + step, ... (distinct within one offset)
-            sl = (slice(None),) * d + (slice(j, j + step * (count - 1) + 1, step),)
-            out[sl] += moved[j]
+        # Window w's element j is input element w*step + j. With j = q*step + r that is element r of block w + q
+        # (blocks of ``step`` along ``d``): for each q, blocks q .. q+count-1 take the windows' slice q*step .. +step
+        # in one add with contiguous runs. An input element receives its terms in increasing j (increasing q), the
+        # order of one add per window offset j: the same bits.
+        n, nq = full[d], -(-size // step)
+        blocks = max(count + nq - 1, -(-n // step))  # covers every window and every input element
+        buf = np.zeros(full[:d] + (blocks, step) + full[d + 1:], g.dtype)
+        moved = np.moveaxis(g, -1, d + 1)  # full[:d] + (count, size) + full[d + 1:]
+        lead = (slice(None),) * d
+        if nq > 1 and size % step == 0:
+            # overlapping windows: the gradient copied once to full[:d] + (nq, count, step) + full[d + 1:], so that
+            # each add runs over count * step contiguous elements (numpy's strided copy is cheaper than a strided add)
+            chunks = moved.reshape(full[:d] + (count, nq, step) + full[d + 1:])
+            chunks = np.ascontiguousarray(np.moveaxis(chunks, d + 1, d))
+            for q in range(nq):
+                buf[lead + (slice(q, q + count),)] += chunks[lead + (q,)]
+        else:
+            for q in range(nq):
+                width = min(step, size - q * step)
+                buf[lead + (slice(q, q + count), slice(0, width))] += moved[lead + (slice(None),
+                                                                                    slice(q * step, q * step + width))]
+        out = buf.reshape(full[:d] + (blocks * step,) + full[d + 1:])
+        if blocks * step != n:
+            out = np.ascontiguousarray(out[lead + (slice(0, n),)])
         return out.reshape(ctx.shape), None, None, None
 
 

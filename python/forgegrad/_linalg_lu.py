@@ -1,0 +1,207 @@
+"""forgegrad.linalg's LU family (lu_factor, lu_factor_ex, lu, lu_unpack, lu_solve, solve_ex, torch.lu,
+torch.lu_solve) and the Cholesky solves (torch.cholesky_solve, torch.cholesky_inverse).
+
+The factorization is the registry op ``linalg_lu_factor`` (ops/linalg_lu.py: getrf's partial pivoting in numpy,
+vectorised over the batch; torch's gradient). lu_unpack and lu_solve are made of Tensor ops and the
+``linalg_solve_triangular`` op over LU's triangles, with the permutation a constant matrix, so they differentiate
+(twice too) as the composition, which is torch's gradient: only the triangles read get one."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import return_types as R
+from .ops import _linalg_common as _C
+from .ops.linalg_lu import check_pivots, lu_factor_array, perm_matrix
+from .ops.registry import get as _op
+from .tensor import Tensor
+
+
+def _L():
+    from . import linalg
+    return linalg
+
+
+def _wrap(a) -> Tensor:
+    return Tensor._wrap_exact(np.ascontiguousarray(a) if np.ndim(a) else np.asarray(a))
+
+
+def _meta_like(t: Tensor, shape, dtype) -> Tensor:
+    return _wrap(np.zeros(shape, dtype)).to("meta") if t.is_meta else _wrap(np.zeros(shape, dtype))
+
+
+def _tensor(x, name, op) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}(): argument '{name}' must be a forgegrad.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _tri(A, B, *, upper, left=True, unitriangular=False):
+    return _op("linalg_solve_triangular")(A, B, upper=upper, left=left, unitriangular=unitriangular)
+
+
+# ---- factorizations ----------------------------------------------------------------------------------------------
+def lu_factor(A, *, pivot: bool = True):
+    """``torch.linalg.lu_factor``: (LU, pivots) of a batch of (m, n) matrices, P A = L U with partial pivoting
+    (LAPACK getrf's choice of pivots; pivots 1-based int32). A matrix with an exactly zero pivot raises LinAlgError,
+    as torch's (lu_factor_ex reports it in ``info`` instead). ``pivot=False`` raises, as torch's on the CPU."""
+    A = _L()._t(A, "A", "linalg.lu_factor")
+    LU, piv = _op("linalg_lu_factor")(A, pivot=pivot)
+    if not A.is_meta:
+        info = _pivot_info(LU)
+        if np.any(info):
+            _raise_singular(info, "linalg.lu_factor")
+    return R.linalg_lu_factor(LU, piv)
+
+
+def _pivot_info(LU: Tensor):
+    """getrf's info from a factor: 1 + the first zero on U's diagonal, 0 if none."""
+    d = np.diagonal(LU.numpy(), axis1=-2, axis2=-1) == 0
+    return np.where(d.any(-1), d.argmax(-1) + 1, 0).astype(np.int32)
+
+
+def _raise_singular(info, op):
+    first = int(info.reshape(-1)[np.flatnonzero(info.reshape(-1))[0]])
+    raise _C.LinAlgError(f"{op}:{_C.batch_index(info > 0)} U[{first},{first}] is zero (argument 'A' is singular), so "
+                         "using it in lu_solve would divide by zero; to factor it anyway call linalg.lu_factor_ex or "
+                         "linalg.lu")
+
+
+def lu_factor_ex(A, *, pivot: bool = True, check_errors: bool = False):
+    """``torch.linalg.lu_factor_ex``: (LU, pivots, info); info > 0 is the 1-based step of the first exactly zero
+    pivot (the factorization goes on past it, as getrf), 0 for a regular matrix."""
+    A = _L()._t(A, "A", "linalg.lu_factor_ex")
+    check_errors = _C.check_bool(check_errors, "check_errors", "linalg.lu_factor_ex")
+    LU, piv = _op("linalg_lu_factor")(A, pivot=pivot)
+    if A.is_meta:
+        return R.linalg_lu_factor_ex(LU, piv, _meta_like(A, A.shape[:-2], np.int32))
+    info = _pivot_info(LU)
+    if check_errors and np.any(info):
+        _raise_singular(info, "linalg.lu_factor_ex")
+    return R.linalg_lu_factor_ex(LU, piv, _wrap(info))
+
+
+def lu_unpack(LU_data, LU_pivots, unpack_data: bool = True, unpack_pivots: bool = True):
+    """``torch.lu_unpack``: (P, L, U) with A = P L U from lu_factor's output; L (..., m, k) unit lower, U (..., k, n)
+    (gradient to LU's triangles, as torch's). A part not asked for is an empty tensor, as torch's."""
+    op = "lu_unpack"
+    LU = _L()._t(LU_data, "LU_data", op)
+    piv = _tensor(LU_pivots, "LU_pivots", op)
+    unpack_data = _C.check_bool(unpack_data, "unpack_data", op)
+    unpack_pivots = _C.check_bool(unpack_pivots, "unpack_pivots", op)
+    dt = np.dtype(LU.dtype)
+    m, n = LU.shape[-2:]
+    k = min(m, n)
+    empty = _meta_like(LU, (0,), dt)
+    P = L = U = empty
+    if unpack_pivots:
+        if LU.is_meta or piv.is_meta:
+            P = _meta_like(LU, tuple(LU.shape[:-2]) + (m, m), dt)
+        else:
+            check_pivots(piv.numpy(), LU.shape, op, "LU_pivots")
+            P = _wrap(perm_matrix(piv.numpy(), m, dt))
+    if unpack_data:
+        from .ops.linalg_lu import unpack
+        L, U = unpack(_C.TS, LU, k) if not LU.is_meta else (
+            _meta_like(LU, tuple(LU.shape[:-2]) + (m, k), dt), _meta_like(LU, tuple(LU.shape[:-2]) + (k, n), dt))
+    return R.lu_unpack(P, L, U)
+
+
+def lu(A, *, pivot: bool = True):
+    """``torch.linalg.lu``: (P, L, U) with A = P L U, any (m, n) (singular matrices included, as torch's);
+    gradient torch's linalg_lu_backward."""
+    LU, piv, _ = lu_factor_ex(A, pivot=pivot)
+    return R.linalg_lu(*lu_unpack(LU, piv))
+
+
+def _check_lu_solve(LU, piv, B, op):
+    LU = _L()._t(LU, "LU", op, square=True)
+    B = _L()._t(B, "B", op)
+    piv = _tensor(piv, "pivots", op)
+    if not (LU.is_meta or piv.is_meta):
+        check_pivots(piv.numpy(), LU.shape, op)
+    if LU.dtype != B.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"{op}: expected LU and B to have the same dtype, got {LU.dtype} and {B.dtype}")
+    return LU, piv, B
+
+
+def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tensor:
+    """``torch.linalg.lu_solve``: X with A X = B (``adjoint``: A^T X = B; ``left=False``: X A = B / X A^T = B) from
+    A's lu_factor; batch dims broadcast. Differentiable in LU (its triangles) and B, as torch's."""
+    op = "linalg.lu_solve"
+    LU, piv, B = _check_lu_solve(LU, pivots, B, op)
+    left = _C.check_bool(left, "left", op)
+    adjoint = _C.check_bool(adjoint, "adjoint", op)
+    n = LU.shape[-1]
+    if (B.shape[-2] if left else B.shape[-1]) != n:
+        raise ValueError(f"{op}: argument 'B' of shape {tuple(B.shape)} does not fit LU of shape {tuple(LU.shape)} "
+                         f"({'rows' if left else 'columns'} must be {n})")
+    if LU.is_meta or B.is_meta:
+        return _tri(LU, B, upper=True, left=left)
+    if not np.diagonal(LU.numpy(), axis1=-2, axis2=-1).all():
+        raise _C.LinAlgError(f"{op}: argument 'LU' has a zero on U's diagonal (A is singular); torch returns inf/NaN "
+                             "there, forgegrad refuses it")
+    P = _wrap(perm_matrix(piv.numpy(), n, np.dtype(LU.dtype)))
+    Pt, LUt = P.transpose(-2, -1), LU.transpose(-2, -1)
+    if left and not adjoint:  # U^-1 L^-1 P^T B
+        return _tri(LU, _tri(LU, Pt @ B, upper=False, unitriangular=True), upper=True)
+    if left:  # A^T = U^T L^T P^T: P L^-T U^-T B
+        return P @ _tri(LUt, _tri(LUt, B, upper=False), upper=True, unitriangular=True)
+    if not adjoint:  # B U^-1 L^-1 P^T
+        return _tri(LU, _tri(LU, B, upper=True, left=False), upper=False, left=False, unitriangular=True) @ Pt
+    return _tri(LUt, _tri(LUt, B @ P, upper=True, left=False, unitriangular=True), upper=False, left=False)
+
+
+def solve_ex(A, B, *, left: bool = True, check_errors: bool = False):
+    """``torch.linalg.solve_ex``: (result, info); info as lu_factor_ex's (> 0: singular; that matrix's result is
+    NaN here, torch leaves LAPACK's partial one) unless ``check_errors``, which raises as solve."""
+    L = _L()
+    A = L._t(A, "A", "linalg.solve_ex", square=True)
+    check_errors = _C.check_bool(check_errors, "check_errors", "linalg.solve_ex")
+    if check_errors or A.is_meta:
+        X = L.solve(A, B, left=left)
+        return R.linalg_solve_ex(X, _meta_like(A, A.shape[:-2], np.int32))
+    info = lu_factor_array(A.numpy())[2]
+    if not np.any(info):
+        return R.linalg_solve_ex(L.solve(A, B, left=left), _wrap(info))
+    where = _op("where")
+    ok = (info == 0)[..., None, None]
+    eye = np.broadcast_to(np.eye(A.shape[-1], dtype=np.dtype(A.dtype)), A.shape)
+    X = L.solve(where(ok, A, _wrap(eye)), B, left=left)
+    from .ops.linalg_solve import solve_shapes
+    okx = ok[..., 0] if solve_shapes(A.shape, B.shape, left)[0] else ok  # a batch of vectors: one flag per vector
+    return R.linalg_solve_ex(where(okx, X, np.nan), _wrap(info))
+
+
+# ---- torch's legacy names ----------------------------------------------------------------------------------------
+def torch_lu(A, pivot: bool = True, get_infos: bool = False):
+    """``torch.lu`` (deprecated in torch for linalg.lu_factor / lu_factor_ex): (LU, pivots) or, with
+    ``get_infos``, (LU, pivots, infos) (a plain tuple, as torch's); without it a singular matrix raises."""
+    if _C.check_bool(get_infos, "get_infos", "lu"):
+        return tuple(lu_factor_ex(A, pivot=pivot))
+    LU, piv, _ = lu_factor_ex(A, pivot=pivot, check_errors=True)
+    return LU, piv
+
+
+def torch_lu_solve(b, LU_data, LU_pivots) -> Tensor:
+    """``torch.lu_solve(b, LU_data, LU_pivots)`` (deprecated in torch): linalg.lu_solve(LU_data, LU_pivots, b)."""
+    return lu_solve(LU_data, LU_pivots, b)
+
+
+# ---- Cholesky solves ---------------------------------------------------------------------------------------------
+def cholesky_solve(input, input2, upper: bool = False) -> Tensor:
+    """``torch.cholesky_solve(B, L, upper=False)``: X with (L L^T) X = B (``upper``: U^T U), reading only the
+    factor's triangle; batch dims broadcast. Gradients torch's (the factor's is not masked to its triangle, as
+    torch's)."""
+    L = _L()
+    B = L._t(input, "input", "cholesky_solve", at_least=1)
+    F = L._t(input2, "input2", "cholesky_solve", square=True)
+    return _op("cholesky_solve")(B, F, upper=upper)
+
+
+def cholesky_inverse(input, upper: bool = False) -> Tensor:
+    """``torch.cholesky_inverse(L, upper=False)``: (L L^T)^-1 (``upper``: (U^T U)^-1); its gradient is torch's
+    (-(A^-1 (g + g^T) A^-1) L), as cholesky_solve of the identity."""
+    F = _L()._t(input, "input", "cholesky_inverse", square=True)
+    eye = np.broadcast_to(np.eye(F.shape[-1], dtype=np.dtype(F.dtype)), F.shape)
+    I = _wrap(eye).to("meta") if F.is_meta else _wrap(eye)  # noqa: E741
+    return _op("cholesky_solve")(I, F, upper=upper)

@@ -1,0 +1,134 @@
+"""float32 max_pool3d / avg_pool3d on the C++ 2-D pool kernels (ops/_pool3d_planes.py: depth taps combined plane by
+plane) against torch: values and indices exactly (ties, NaN, -inf), gradients, ceil_mode, dilation, padding, depth
+1; the max pools' C++ gradient scatter (adaptive_max_pool3d's too); the same bits at 1, 2 and 3 threads."""
+import numpy as np
+import pytest
+import torch
+
+import forgegrad as fg
+from forgegrad.ops import _pool3d_planes as planes
+
+from helpers import assert_same_bits_across_threads
+
+F = fg.nn.functional
+TF = torch.nn.functional
+
+CASES = [
+    ((2, 3, 5, 6, 7), dict(kernel_size=2)),
+    ((2, 3, 5, 6, 7), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 2, 7, 5, 6), dict(kernel_size=(3, 2, 2), stride=(2, 1, 2), padding=(1, 1, 0), ceil_mode=True)),
+    ((1, 2, 9, 8, 7), dict(kernel_size=3, stride=(3, 2, 2), padding=1, dilation=(2, 1, 2), ceil_mode=True)),
+    ((1, 2, 1, 4, 5), dict(kernel_size=(1, 2, 3))),  # depth 1
+    ((2, 2, 6, 5, 5), dict(kernel_size=2, stride=1, padding=1)),  # overlapping windows
+]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    counts = {}
+    for name in ("max_pool", "scatter_max", "avg_pool", "avg_pool_backward"):
+        fn = getattr(planes, name)
+
+        def counted(*a, _fn=fn, _name=name):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _fn(*a)
+        monkeypatch.setattr(planes, name, counted)
+    return counts
+
+
+def _input(rng, shape, kind):
+    x = rng.standard_normal(shape).astype(np.float32)
+    if kind == "ties":
+        x = np.round(x).astype(np.float32)
+    elif kind == "nan":
+        x[rng.random(shape) < 0.05] = np.nan
+        x[rng.random(shape) < 0.1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("shape,kw", CASES)
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan"])
+def test_max_pool3d_values_indices_and_gradient_match_torch(rng, calls, shape, kw, kind):
+    x = _input(rng, shape, kind)
+    tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
+    ty, ti = TF.max_pool3d(tx, return_indices=True, **kw)
+    fy, fi = F.max_pool3d(fx, return_indices=True, **kw)
+    np.testing.assert_array_equal(fy._data, ty.detach().numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(g))
+    (fy * fg.tensor(g)).sum().backward()
+    np.testing.assert_allclose(fx.grad._data, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert calls == {"max_pool": 1, "scatter_max": 1}
+
+
+@pytest.mark.parametrize("shape,kw", CASES)
+@pytest.mark.parametrize("count_include_pad,divisor_override", [(True, None), (False, None), (True, 3)])
+def test_avg_pool3d_matches_torch(rng, calls, shape, kw, count_include_pad, divisor_override):
+    kw = {k: v for k, v in kw.items() if k != "dilation"}
+    x = rng.standard_normal(shape).astype(np.float32)
+    tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
+    args = dict(count_include_pad=count_include_pad, divisor_override=divisor_override, **kw)
+    ty, fy = TF.avg_pool3d(tx, **args), F.avg_pool3d(fx, **args)
+    np.testing.assert_allclose(fy._data, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(g))
+    (fy * fg.tensor(g)).sum().backward()
+    np.testing.assert_allclose(fx.grad._data, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    disjoint = "stride" not in kw and not kw.get("padding")  # numpy's tap views then (see planes.applies)
+    assert calls == ({} if disjoint else {"avg_pool": 1, "avg_pool_backward": 1})
+
+
+def test_adaptive_max_pool3d_gradient_on_the_cpp_scatter(rng, calls):
+    x = rng.standard_normal((2, 3, 5, 7, 6)).astype(np.float32)
+    tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
+    ty, fy = TF.adaptive_max_pool3d(tx, (3, 4, 4)), F.adaptive_max_pool3d(fx, (3, 4, 4))
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.tensor(g))
+    (fy * fg.tensor(g)).sum().backward()
+    np.testing.assert_allclose(fx.grad._data, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert calls == {"scatter_max": 1}
+
+
+def test_float64_and_non_contiguous(rng, calls):
+    x = rng.standard_normal((1, 2, 4, 5, 6))
+    np.testing.assert_array_equal(F.max_pool3d(fg.tensor(x), 2)._data, TF.max_pool3d(torch.tensor(x), 2).numpy())
+    assert calls == {}
+    xs = rng.standard_normal((2, 3, 6, 5, 7)).astype(np.float32).transpose(0, 1, 4, 3, 2)  # strided view
+    np.testing.assert_array_equal(F.max_pool3d(fg.tensor(xs), 3, 2, 1)._data,
+                                  TF.max_pool3d(torch.tensor(xs), 3, 2, 1).numpy())
+    np.testing.assert_allclose(F.avg_pool3d(fg.tensor(xs), 3, 2, 1)._data,
+                               TF.avg_pool3d(torch.tensor(xs), 3, 2, 1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_empty_batch():
+    x = fg.tensor(np.zeros((0, 2, 4, 4, 4), np.float32), requires_grad=True)
+    y = F.max_pool3d(x, 2) + F.avg_pool3d(x, 2)
+    assert y.shape == (0, 2, 2, 2, 2)
+    y.sum().backward()
+    assert x.grad.shape == (0, 2, 4, 4, 4)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_same_bits_at_1_2_3_threads(rng, threads, pool):
+    x = fg.tensor(rng.standard_normal((2, 8, 9, 12, 11)).astype(np.float32), requires_grad=True)
+    fn = F.max_pool3d if pool == "max" else F.avg_pool3d
+
+    def run():
+        x.grad = None
+        y = fn(x, 3, (2, 1, 2), 1)
+        (y * y).sum().backward()
+        return [y._data, x.grad._data]
+
+    assert_same_bits_across_threads(run, threads)
+
+
+def test_bad_geometry_raises_before_the_kernels(calls):
+    x = fg.tensor(np.zeros((1, 2, 3, 4, 5), np.float32))
+    with pytest.raises(ValueError, match="padding must be at most half of kernel_size"):
+        F.max_pool3d(x, 2, padding=(0, 2, 0))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        F.avg_pool3d(x, 2, stride=(1, 0, 1))
+    with pytest.raises(ValueError, match="input is too large|kernel_size"):
+        F.max_pool3d(x, (4, 1, 1))
+    assert calls == {}
