@@ -7,20 +7,10 @@ import torch
 import forgegrad as fg
 
 
-def _unfold_grad_per_offset(shape, d, size, step, g):
-    """The previous backward: one strided add per window offset (the order the fast path keeps, bit for bit)."""
-    count = (shape[d] - size) // step + 1
-    out = np.zeros(shape, g.dtype)
-    moved = np.moveaxis(g, -1, 0)
-    for j in range(size):
-        sl = (slice(None),) * d + (slice(j, j + step * (count - 1) + 1, step),)
-        out[sl] += moved[j]
-    return out
-
-
 @pytest.mark.parametrize("shape,d,size,step", [((3, 70), 1, 16, 4), ((5, 37, 2), 1, 7, 3), ((41,), 0, 5, 2),
                                                ((4, 33), 1, 6, 6), ((2, 29, 3), 1, 4, 9), ((9, 4), 0, 9, 1),
-                                               ((6, 50), -1, 10, 4), ((5, 36, 2), 1, 6, 2), ((12, 3), 0, 8, 4)])
+                                               ((6, 50), -1, 10, 4), ((5, 36, 2), 1, 6, 2), ((12, 3), 0, 8, 4),
+                                               ((2, 33, 3), 1, 8, 1), ((12,), 0, 5, 1), ((3, 40), -1, 7, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_unfold_overlapping_windows_gradient(shape, d, size, step, dtype):
     rng = np.random.default_rng(0)
@@ -30,11 +20,9 @@ def test_unfold_overlapping_windows_gradient(shape, d, size, step, dtype):
     w = (rng.standard_normal(tuple(y.shape)) * 10.0 ** rng.integers(-3, 4, tuple(y.shape))).astype(dtype)
     (y * fg.tensor(w)).sum().backward()
     (ty * torch.tensor(w)).sum().backward()
-    np.testing.assert_allclose(ours.grad.numpy(), ref.grad.numpy(), rtol=1e-6 if dtype == np.float32 else 1e-12,
-                               atol=1e-6)
     assert ours.grad.dtype == ours.dtype
-    expected = _unfold_grad_per_offset(shape, d % len(shape), size, step, w)
-    assert ours.grad.numpy().tobytes() == expected.tobytes()
+    # torch adds an element's terms in increasing window index: the same order, the same bits
+    assert ours.grad.numpy().tobytes() == ref.grad.numpy().tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

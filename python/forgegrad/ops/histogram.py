@@ -40,15 +40,29 @@ def _bins_count(bins, who):
 def _linspace(lo, hi, steps, dt):
     """torch's CPU linspace: start + i*step for the first half, end - (steps-1-i)*step for the rest, in ``dt``, each a
     fused multiply-add (torch's kernel is compiled with FMA contraction): the product and sum are rounded once, which
-    the wider type (float64 for float32, x87 long double for float64) reproduces."""
+    the wider type (float64 for float32, x87 long double for float64) reproduces except where its own rounding lands
+    next to a midpoint of ``dt`` (about 1 float64 edge in 4000): those few are recomputed exactly."""
     lo, hi = dt.type(lo), dt.type(hi)
     step = (hi - lo) / dt.type(max(steps - 1, 1))
     wide = np.float64 if dt.itemsize < 8 else np.longdouble
     i = np.arange(steps)
     half = steps // 2
     w_step = wide(step)
-    return np.where(i < half, wide(lo) + w_step * i.astype(wide),
-                    wide(hi) - w_step * (steps - 1 - i).astype(wide)).astype(dt)
+    with np.errstate(all="ignore"):  # an infinite range: torch's inf / NaN edges
+        r = np.where(i < half, wide(lo) + w_step * i.astype(wide), wide(hi) - w_step * (steps - 1 - i).astype(wide))
+        out = r.astype(dt)
+        if dt.itemsize == 8 and np.finfo(wide).nmant > np.finfo(dt).nmant:
+            # the exact value is within a few units of ``wide`` of r: where r is that close to the midpoint between
+            # ``out`` and its neighbour towards r, the once-rounded result may be the neighbour
+            other = np.nextafter(out, np.where(r > out, np.inf, -np.inf).astype(dt))
+            mid = (out.astype(wide) + other.astype(wide)) / 2
+            near = np.isfinite(mid) & (np.abs(r - mid) <= np.abs(r) * (4 * np.finfo(wide).eps))
+            if near.any():
+                from fractions import Fraction
+                f_lo, f_hi, f_step = Fraction(float(lo)), Fraction(float(hi)), Fraction(float(step))
+                for k in np.flatnonzero(near):  # Fraction -> float is correctly rounded
+                    out[k] = float(f_lo + f_step * int(k) if k < half else f_hi - f_step * int(steps - 1 - k))
+    return out
 
 
 def _outer_edges(x, lo, hi, widen, who):
@@ -61,56 +75,75 @@ def _outer_edges(x, lo, hi, widen, who):
         raise ValueError(f"{who}(): range of [{lo}, {hi}] is not finite")
     if lo > hi:
         raise ValueError(f"{who}(): max must be larger than min, got min={lo} and max={hi}")
+    big = float(np.finfo(x.dtype).max)
+    if abs(lo) > big or abs(hi) > big:  # torch: "value cannot be converted to type float without overflow"
+        raise ValueError(f"{who}(): range of [{lo}, {hi}] overflows the input's dtype {dtype_name(x.dtype)}")
     return lo, hi
 
 
-def _bin_right(v, edges, n):
-    """min(searchsorted(edges, v, side="right") - 1, n - 1) for ``v`` within [edges[0], edges[-1]]: a guess from
-    equal-width bins, then moved by comparisons with the edges themselves (in their dtype, as searchsorted's) until
-    edges[pos] <= v < edges[pos + 1] (the last bin closed); elements still moving after three rounds go to
-    searchsorted. searchsorted on unsorted data is a branchy binary search per element, several times slower.
-    Sorted edges only (float16's linspace can step back at its midpoint: there searchsorted's answer is its own)."""
-    lo, hi = float(edges[0]), float(edges[-1])
-    span = hi - lo
-    if n < 2 or not v.size or not (np.isfinite(span) and span > 0) or np.any(edges[1:] < edges[:-1]):
-        return np.minimum(np.searchsorted(edges, v, side="right") - 1, n - 1)
-    wide = np.float64 if v.dtype == np.float64 else np.float32
-    with np.errstate(all="ignore"):  # the guess may overflow: the corrections and searchsorted still decide
-        pos = ((v.astype(wide, copy=False) - wide(lo)) * wide(n / span)).astype(np.intp)
-    np.clip(pos, 0, n - 1, out=pos)
-    lower, upper = edges[:-1], edges[1:].copy()
-    upper[-1] = np.inf  # the last bin includes its right edge
-    moved = None  # None: every element (pos itself is updated in place)
-    for _ in range(3):
-        vv, p = (v, pos) if moved is None else (v[moved], pos[moved])
-        down, up = vv < lower[p], vv >= upper[p]
-        p += up
-        p -= down
-        hit = np.flatnonzero(down | up)
-        if moved is not None:
-            pos[moved] = p
-            hit = moved[hit]
-        moved = hit
-        if not moved.size:
-            return pos
-    pos[moved] = np.minimum(np.searchsorted(edges, v[moved], side="right") - 1, n - 1)
+def _guess(v, edges, n):
+    """torch's equal-width guess int((v - edges[0]) * n / (edges[n] - edges[0])) in v's dtype (torch's input_t
+    arithmetic) for v within [edges[0], edges[n]], and where it is a number (None: everywhere). All edges equal
+    (0 / 0) or an overflow gives NaN / inf, which torch's static_cast<int64_t> turns into INT64_MIN."""
+    t = v.dtype.type
+    with np.errstate(all="ignore"):
+        span = edges[-1] - edges[0]
+        guess = (v - edges[0]) * t(n) / span
+        if np.isfinite(span * t(n)) and span > 0:  # then every factor is finite and v - edges[0] <= span
+            return np.minimum(guess.astype(np.intp), n), None
+    ok = np.isfinite(guess)
+    return np.minimum(np.where(ok, guess, 0).astype(np.intp), n), ok
+
+
+def _bin_window(v, p, ok, edges, n):
+    """torch's std::upper_bound over edges[max(p-1, 0) : min(p+2, n+1)] (2 or 3 edges: its binary search written
+    out), minus 1, the last bin closed. A guess that is not a number (``ok`` False) is INT64_MIN in torch: the
+    window's bounds wrap to edges[-1 : 2] and the element goes to bin 1 (bin 0 when n == 1)."""
+    lo = np.maximum(p - 1, 0)
+    three = np.minimum(p + 2, n + 1) - lo == 3
+    # middle edge first; below it the first edge decides, above it the third when there are three
+    first = np.where(v < edges[lo + 1], lo + ~(v < edges[lo]), lo + 2 + (three & ~(v < edges[np.minimum(lo + 2, n)])))
+    if ok is not None and not ok.all():
+        first[~ok] = 1 + ~(v[~ok] < edges[1])
+    pos = first - 1
+    pos[pos == n] = n - 1  # the last bin includes its right edge
     return pos
 
 
-def _count(x, edges, weight, linear=False, uniform=False):
-    """torch's binning of ``x`` into the bins between consecutive ``edges``: by the edges (histogram; ``uniform``:
-    edges from linspace, found from a guess), or, for histc (``linear``), by torch's division
-    ``(x - lo) * bins / (hi - lo)`` in the input's dtype, which near an edge may pick the neighbouring bin, as torch's
-    histc does."""
+def _bin_local(v, edges, n):
+    """The bin of each ``v`` (within [edges[0], edges[n]]) as torch's histogram with int bins picks it
+    (LINEAR_INTERPOLATION_WITH_LOCAL_SEARCH): the guess, then a search of the edges next to it only. Not a global
+    search: where float32 edges repeat (a range narrow for its magnitude) torch's bin is the one near the guess,
+    which searchsorted would not give. Where edges[b] <= v < edges[b + 1] for b = min(guess, n - 1) (the last bin
+    closed) torch's window search gives b, whatever the edges' order: only the rest take the window search."""
+    p, ok = _guess(v, edges, n)
+    b = np.minimum(p, n - 1)
+    upper = edges[1:].copy()
+    upper[-1] = np.inf
+    hit = (v >= edges[:-1][b]) & (v < upper[b])
+    if ok is not None:
+        hit &= ok
+    miss = np.flatnonzero(~hit)
+    if miss.size:
+        b[miss] = _bin_window(v[miss], p[miss], None if ok is None else ok[miss], edges, n)
+    return b
+
+
+def _count(x, edges, weight, linear=False, uniform=False, nan_bin=0):
+    """torch's binning of ``x`` into the bins between consecutive ``edges``: for histogram with int bins
+    (``uniform``) torch's guess and local search, with a tensor of edges a search over them, and for histc
+    (``linear``) the guess alone (torch's division in the input's dtype, which near an edge may pick the neighbouring
+    bin, as torch's histc does; ``nan_bin``: torch's bin where the guess is not a number, all edges equal)."""
     flat = x.reshape(-1)
     keep = (flat >= edges[0]) & (flat <= edges[-1])  # NaN is neither
     n = len(edges) - 1
     if linear:
-        with np.errstate(all="ignore"):
-            pos = ((flat[keep] - edges[0]) * x.dtype.type(n) / (edges[-1] - edges[0])).astype(np.int64)
-        pos = np.minimum(pos, n - 1)  # the last bin includes its right edge
+        pos, ok = _guess(flat[keep], edges, n)
+        pos[pos == n] = n - 1  # the last bin includes its right edge
+        if ok is not None:
+            pos[~ok] = nan_bin
     elif uniform:
-        pos = _bin_right(flat[keep], edges, n)
+        pos = _bin_local(flat[keep], edges, n)
     else:
         pos = np.minimum(np.searchsorted(edges, flat[keep], side="right") - 1, n - 1)
     w = None if weight is None else weight.reshape(-1)[keep]
@@ -142,7 +175,10 @@ class HistcFunction(_NoDerivative):
         x = _float_input(input, "histc")
         n = _bins_count(bins, "histc")
         lo, hi = _outer_edges(x, float(min), float(max), 1, "histc")
-        return _count(x, _linspace(lo, hi, n + 1, x.dtype), None, linear=True)
+        # every edge equal (lo and hi round to one value in x's dtype): torch 2.13 counts the elements in bin n // 2
+        # when the range is the data's (constant data) and in bin 0 for a given range (measured; its guess is NaN)
+        nan_bin = n // 2 if float(min) == float(max) else 0
+        return _count(x, _linspace(lo, hi, n + 1, x.dtype), None, linear=True, nan_bin=nan_bin)
 
 
 HistcFunction.op.float64 = HistcFunction

@@ -130,7 +130,8 @@ def _isin_onnx(ctx, op):
              flops=M.no_flops, samples=_isin_samples, onnx=_isin_onnx,
              torch=lambda torch, e, t, **kw: torch.isin(e, t, **kw), gaps={"backward": NO_GRAD},
              bad_inputs=lambda: [BadInput((3, 4), {}, TypeError, "elements"),
-                                 BadInput((_ints(2, 3), _ints(2)), {"invert": 1}, TypeError, "invert")])
+                                 BadInput((_ints(2, 3), _ints(2)), {"invert": 1}, TypeError, "invert"),
+                                 BadInput((np.array([True, False]), _ints(2)), {}, TypeError, "elements.*bool")])
 class IsinFunction(_NoGrad):
     """torch.isin(elements, test_elements, *, assume_unique=False, invert=False): whether each element is in
     test_elements (compared in the promoted dtype; a NaN is in nothing). One of the two may be a number."""
@@ -142,6 +143,10 @@ class IsinFunction(_NoGrad):
         if not is_arr(el) and not is_arr(test):
             raise TypeError("isin(): argument 'elements' or 'test_elements' must be a forgegrad.Tensor, got two "
                             "numbers")
+        for name, v in (("elements", el), ("test_elements", test)):
+            if isinstance(v, (bool, np.bool_)) or (is_arr(v) and v.dtype == np.bool_):
+                raise TypeError(f"isin(): argument '{name}' is bool, which torch's isin does not take (convert it "
+                                f"with .int())")
         check_bool(assume_unique, "isin(): assume_unique")
         invert = check_bool(invert, "isin(): invert")
         dt = promote(el, test)

@@ -127,8 +127,8 @@ class TensorUnfoldFunction(Function):
         full = ctx.shape
         # Window w's element j is input element w*step + j. With j = q*step + r that is element r of block w + q
         # (blocks of ``step`` along ``d``): for each q, blocks q .. q+count-1 take the windows' slice q*step .. +step
-        # in one add with contiguous runs. An input element receives its terms in increasing j (increasing q), the
-        # order of one add per window offset j: the same bits.
+        # in one add with contiguous runs. q runs down: an input element then receives its terms in decreasing j, i.e.
+        # increasing window index, which is the order of torch's unfold_backward (the same bits as torch's).
         n, nq = full[d], -(-size // step)
         blocks = max(count + nq - 1, -(-n // step))  # covers every window and every input element
         buf = np.zeros(full[:d] + (blocks, step) + full[d + 1:], g.dtype)
@@ -139,10 +139,10 @@ class TensorUnfoldFunction(Function):
             # each add runs over count * step contiguous elements (numpy's strided copy is cheaper than a strided add)
             chunks = moved.reshape(full[:d] + (count, nq, step) + full[d + 1:])
             chunks = np.ascontiguousarray(np.moveaxis(chunks, d + 1, d))
-            for q in range(nq):
+            for q in reversed(range(nq)):
                 buf[lead + (slice(q, q + count),)] += chunks[lead + (q,)]
         else:
-            for q in range(nq):
+            for q in reversed(range(nq)):
                 width = min(step, size - q * step)
                 buf[lead + (slice(q, q + count), slice(0, width))] += moved[lead + (slice(None),
                                                                                     slice(q * step, q * step + width))]
