@@ -69,6 +69,9 @@ def householder_product(A, tau) -> Tensor:
     k = tau.shape[-1]
     V = _reflectors(A, k)
     Q = _wrap(np.broadcast_to(np.eye(m, n, dtype=np.dtype(A.dtype)), A.shape))
+    if k == 0:  # no reflector: I, still in A's graph (a zero gradient), as torch's result requires grad
+        from .ops.registry import get
+        return get("where")(np.zeros(A.shape, bool), A, Q)
     for i in reversed(range(k)):
         Q = _apply(V, tau, Q, i, True)
     return Q
@@ -162,6 +165,8 @@ def vander(x, N=None) -> Tensor:
         raise TypeError(f"{op}(): argument 'x' must be a forgegrad.Tensor, got {type(x).__name__}")
     if x.ndim < 1:
         raise ValueError(f"{op}: argument 'x' must have at least 1 dimension, got a 0-d tensor")
+    if np.dtype(x.dtype).kind not in "iuf":  # torch: floating, complex or integer, not bool
+        raise TypeError(f"{op}: argument 'x' must be a floating point or integer tensor, got {x.dtype}")
     N = x.shape[-1] if N is None else N
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N <= 1:
         raise ValueError(f"{op}: argument 'N' must be an int greater than 1, got {N!r}")
@@ -208,16 +213,20 @@ def torch_qr(input, some: bool = True):
 
 
 def triangular_solve(b, A, upper: bool = True, transpose: bool = False, unitriangular: bool = False):
-    """``torch.triangular_solve(b, A)`` (deprecated in torch): (solution of op(A) X = b, a copy of A), op(A) = A or
-    A^T; upper=True by default, as torch's."""
+    """``torch.triangular_solve(b, A)`` (deprecated in torch): (solution of op(A) X = b, a copy of A broadcast to the
+    solution's batch dims, as torch's), op(A) = A or A^T; upper=True by default, as torch's."""
     L = _L()
-    A = L._t(A, "A", "triangular_solve", square=True)
-    upper = _C.check_bool(upper, "upper", "triangular_solve")
-    if _C.check_bool(transpose, "transpose", "triangular_solve"):
+    op = "triangular_solve"
+    b = L._t(b, "b", op)
+    A = L._t(A, "A", op, square=True)
+    upper = _C.check_bool(upper, "upper", op)
+    unitriangular = _C.check_bool(unitriangular, "unitriangular", op)
+    if _C.check_bool(transpose, "transpose", op):
         X = L.solve_triangular(A.transpose(-2, -1), b, upper=not upper, unitriangular=unitriangular)
     else:
         X = L.solve_triangular(A, b, upper=upper, unitriangular=unitriangular)
-    return R.triangular_solve(X, A.clone())
+    n = A.shape[-1]
+    return R.triangular_solve(X, A.expand(*X.shape[:-2], n, n).clone())
 
 
 def torch_cholesky(input, upper: bool = False) -> Tensor:

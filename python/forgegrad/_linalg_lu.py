@@ -56,6 +56,8 @@ def lu_factor(A, *, pivot: bool = True):
 def _pivot_info(LU: Tensor):
     """getrf's info from a factor: 1 + the first zero on U's diagonal, 0 if none."""
     d = np.diagonal(LU.numpy(), axis1=-2, axis2=-1) == 0
+    if d.shape[-1] == 0:  # 0 x n / m x 0: nothing to factor (argmax has no empty axis)
+        return np.zeros(d.shape[:-1], np.int32)
     return np.where(d.any(-1), d.argmax(-1) + 1, 0).astype(np.int32)
 
 
@@ -135,6 +137,11 @@ def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tens
     if (B.shape[-2] if left else B.shape[-1]) != n:
         raise ValueError(f"{op}: argument 'B' of shape {tuple(B.shape)} does not fit LU of shape {tuple(LU.shape)} "
                          f"({'rows' if left else 'columns'} must be {n})")
+    try:
+        np.broadcast_shapes(tuple(LU.shape[:-2]), tuple(B.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"{op}: the batch dims of LU {tuple(LU.shape[:-2])} and B {tuple(B.shape[:-2])} do not "
+                         "broadcast") from None
     if LU.is_meta or B.is_meta:
         return _tri(LU, B, upper=True, left=left)
     if not np.diagonal(LU.numpy(), axis1=-2, axis2=-1).all():
@@ -153,7 +160,9 @@ def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tens
 
 def solve_ex(A, B, *, left: bool = True, check_errors: bool = False):
     """``torch.linalg.solve_ex``: (result, info); info as lu_factor_ex's (> 0: singular; that matrix's result is
-    NaN here, torch leaves LAPACK's partial one) unless ``check_errors``, which raises as solve."""
+    NaN here, torch leaves LAPACK's partial one) unless ``check_errors``, which raises as solve. Never raises for a
+    singular A otherwise: where numpy's LAPACK meets an exact zero pivot that this LU does not (rounding on a
+    numerically singular A), the result comes from this LU, as torch's from its own."""
     L = _L()
     A = L._t(A, "A", "linalg.solve_ex", square=True)
     check_errors = _C.check_bool(check_errors, "check_errors", "linalg.solve_ex")
@@ -162,24 +171,38 @@ def solve_ex(A, B, *, left: bool = True, check_errors: bool = False):
         return R.linalg_solve_ex(X, _meta_like(A, A.shape[:-2], np.int32))
     info = lu_factor_array(A.numpy())[2]
     if not np.any(info):
-        return R.linalg_solve_ex(L.solve(A, B, left=left), _wrap(info))
-    where = _op("where")
-    ok = (info == 0)[..., None, None]
-    eye = np.broadcast_to(np.eye(A.shape[-1], dtype=np.dtype(A.dtype)), A.shape)
-    X = L.solve(where(ok, A, _wrap(eye)), B, left=left)
+        try:
+            return R.linalg_solve_ex(L.solve(A, B, left=left), _wrap(info))
+        except _C.LinAlgError:
+            pass
+    L._t(B, "B", "linalg.solve_ex", at_least=1)
     from .ops.linalg_solve import solve_shapes
-    okx = ok[..., 0] if solve_shapes(A.shape, B.shape, left)[0] else ok  # a batch of vectors: one flag per vector
-    return R.linalg_solve_ex(where(okx, X, np.nan), _wrap(info))
+    vector = solve_shapes(A.shape, B.shape, left, "linalg.solve_ex")[0]
+    if A.dtype != B.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"linalg.solve_ex: expected A and B to have the same dtype, got {A.dtype} and {B.dtype}")
+    ok = (info == 0)[..., None, None]
+    X = regular_lu_solve(A, ok, B.unsqueeze(-1) if vector else B, left)
+    if vector:
+        X = X.squeeze(-1)
+    return R.linalg_solve_ex(_op("where")(ok[..., 0] if vector else ok, X, np.nan), _wrap(info))
+
+
+def regular_lu_solve(A, ok, B, left=True):
+    """solve(A, B) through linalg_lu_factor and lu_solve (differentiable as torch's solve), the matrices not ``ok``
+    (info > 0) swapped for the identity first: inv_ex's and solve_ex's path when a matrix is singular to LAPACK."""
+    eye = np.broadcast_to(np.eye(A.shape[-1], dtype=np.dtype(A.dtype)), A.shape)
+    LU, piv = _op("linalg_lu_factor")(_op("where")(ok, A, _wrap(eye)))
+    return lu_solve(LU, piv, B, left=left)
 
 
 # ---- torch's legacy names ----------------------------------------------------------------------------------------
 def torch_lu(A, pivot: bool = True, get_infos: bool = False):
-    """``torch.lu`` (deprecated in torch for linalg.lu_factor / lu_factor_ex): (LU, pivots) or, with
-    ``get_infos``, (LU, pivots, infos) (a plain tuple, as torch's); without it a singular matrix raises."""
-    if _C.check_bool(get_infos, "get_infos", "lu"):
-        return tuple(lu_factor_ex(A, pivot=pivot))
-    LU, piv, _ = lu_factor_ex(A, pivot=pivot, check_errors=True)
-    return LU, piv
+    """``torch.lu`` (deprecated in torch for linalg.lu_factor / lu_factor_ex): the plain tuple (LU, pivots) or, with
+    ``get_infos``, the named tuple (LU, pivots, info) (torch.return_types._lu_with_info). A singular matrix does not
+    raise either way, as torch's (its factorization is still P L U = A; info says which step hit a zero)."""
+    get_infos = _C.check_bool(get_infos, "get_infos", "lu")
+    LU, piv, info = lu_factor_ex(A, pivot=pivot)
+    return R._lu_with_info(LU, piv, info) if get_infos else (LU, piv)
 
 
 def torch_lu_solve(b, LU_data, LU_pivots) -> Tensor:
