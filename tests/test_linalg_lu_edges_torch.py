@@ -141,3 +141,21 @@ def test_vander_refuses_bool_and_householder_product_without_reflectors_keeps_th
     assert Q.requires_grad  # as torch's: backward runs (a zero gradient)
     Q.sum().backward()
     assert not h.grad.numpy().any()
+
+
+def test_legacy_lu_solve_and_cholesky_inverse_errors_name_their_own_arguments():
+    b, LU = fg.tensor(np.ones((3, 1))), fg.tensor(np.eye(3))
+    piv = fg.from_numpy(np.array([1, 2, 3], np.int32))
+    cases = [(lambda: fg.lu_solve(b, LU, fg.tensor(np.array([1., 2, 3]))), TypeError, "lu_solve: argument 'LU_pivots'"),
+             (lambda: fg.lu_solve(fg.tensor(np.ones((4, 1))), LU, piv), ValueError, "argument 'b' .* LU_data"),
+             (lambda: fg.lu_solve(b, fg.tensor(np.zeros((3, 3))), piv), LA.LinAlgError, "'LU_data'.*singular"),
+             # torch: "cholesky_inverse: (Batch element 1): The diagonal element 2 is zero"
+             (lambda: fg.cholesky_inverse(fg.tensor(np.stack([np.eye(3), np.diag([1., 0, 2])]))), LA.LinAlgError,
+              r"cholesky_inverse: \(batch element 1\) the diagonal element 2 of argument 'input'"),
+             (lambda: fg.cholesky_inverse(fg.tensor(np.diag([1., 0, 2])), True), LA.LinAlgError,
+              "cholesky_inverse: the diagonal element 2")]
+    for fn, err, match in cases:
+        with pytest.raises(err, match=match):
+            fn()
+    with pytest.raises(RuntimeError, match="diagonal element 2 is zero"):
+        torch.cholesky_inverse(torch.diag(torch.tensor([1., 0, 2])), True)

@@ -115,38 +115,44 @@ def lu(A, *, pivot: bool = True):
     return R.linalg_lu(*lu_unpack(LU, piv))
 
 
-def _check_lu_solve(LU, piv, B, op):
-    LU = _L()._t(LU, "LU", op, square=True)
-    B = _L()._t(B, "B", op)
-    piv = _tensor(piv, "pivots", op)
+def _check_lu_solve(LU, piv, B, op, names):
+    nl, np_, nb = names
+    LU = _L()._t(LU, nl, op, square=True)
+    B = _L()._t(B, nb, op)
+    piv = _tensor(piv, np_, op)
     if not (LU.is_meta or piv.is_meta):
-        check_pivots(piv.numpy(), LU.shape, op)
+        check_pivots(piv.numpy(), LU.shape, op, np_)
     if LU.dtype != B.dtype:  # torch refuses to promote here
-        raise RuntimeError(f"{op}: expected LU and B to have the same dtype, got {LU.dtype} and {B.dtype}")
+        raise RuntimeError(f"{op}: expected {nl} and {nb} to have the same dtype, got {LU.dtype} and {B.dtype}")
     return LU, piv, B
 
 
 def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tensor:
     """``torch.linalg.lu_solve``: X with A X = B (``adjoint``: A^T X = B; ``left=False``: X A = B / X A^T = B) from
     A's lu_factor; batch dims broadcast. Differentiable in LU (its triangles) and B, as torch's."""
-    op = "linalg.lu_solve"
-    LU, piv, B = _check_lu_solve(LU, pivots, B, op)
+    return _lu_solve(LU, pivots, B, left, adjoint, "linalg.lu_solve", ("LU", "pivots", "B"))
+
+
+def _lu_solve(LU, pivots, B, left, adjoint, op, names):
+    """lu_solve, its errors naming the caller's arguments (torch.lu_solve's are b, LU_data, LU_pivots)."""
+    LU, piv, B = _check_lu_solve(LU, pivots, B, op, names)
+    nl, _, nb = names
     left = _C.check_bool(left, "left", op)
     adjoint = _C.check_bool(adjoint, "adjoint", op)
     n = LU.shape[-1]
     if (B.shape[-2] if left else B.shape[-1]) != n:
-        raise ValueError(f"{op}: argument 'B' of shape {tuple(B.shape)} does not fit LU of shape {tuple(LU.shape)} "
-                         f"({'rows' if left else 'columns'} must be {n})")
+        raise ValueError(f"{op}: argument '{nb}' of shape {tuple(B.shape)} does not fit {nl} of shape "
+                         f"{tuple(LU.shape)} ({'rows' if left else 'columns'} must be {n})")
     try:
         np.broadcast_shapes(tuple(LU.shape[:-2]), tuple(B.shape[:-2]))
     except ValueError:
-        raise ValueError(f"{op}: the batch dims of LU {tuple(LU.shape[:-2])} and B {tuple(B.shape[:-2])} do not "
+        raise ValueError(f"{op}: the batch dims of {nl} {tuple(LU.shape[:-2])} and {nb} {tuple(B.shape[:-2])} do not "
                          "broadcast") from None
     if LU.is_meta or B.is_meta:
         return _tri(LU, B, upper=True, left=left)
     if not np.diagonal(LU.numpy(), axis1=-2, axis2=-1).all():
-        raise _C.LinAlgError(f"{op}: argument 'LU' has a zero on U's diagonal (A is singular); torch returns inf/NaN "
-                             "there, forgegrad refuses it")
+        raise _C.LinAlgError(f"{op}: argument '{nl}' has a zero on U's diagonal (A is singular); torch returns "
+                             "inf/NaN there, forgegrad refuses it")
     P = _wrap(perm_matrix(piv.numpy(), n, np.dtype(LU.dtype)))
     Pt, LUt = P.transpose(-2, -1), LU.transpose(-2, -1)
     if left and not adjoint:  # U^-1 L^-1 P^T B
@@ -207,7 +213,7 @@ def torch_lu(A, pivot: bool = True, get_infos: bool = False):
 
 def torch_lu_solve(b, LU_data, LU_pivots) -> Tensor:
     """``torch.lu_solve(b, LU_data, LU_pivots)`` (deprecated in torch): linalg.lu_solve(LU_data, LU_pivots, b)."""
-    return lu_solve(LU_data, LU_pivots, b)
+    return _lu_solve(LU_data, LU_pivots, b, True, False, "lu_solve", ("LU_data", "LU_pivots", "b"))
 
 
 # ---- Cholesky solves ---------------------------------------------------------------------------------------------
@@ -225,6 +231,12 @@ def cholesky_inverse(input, upper: bool = False) -> Tensor:
     """``torch.cholesky_inverse(L, upper=False)``: (L L^T)^-1 (``upper``: (U^T U)^-1); its gradient is torch's
     (-(A^-1 (g + g^T) A^-1) L), as cholesky_solve of the identity."""
     F = _L()._t(input, "input", "cholesky_inverse", square=True)
+    if not F.is_meta and F.shape[-1]:
+        zero = np.diagonal(F.numpy(), axis1=-2, axis2=-1) == 0
+        if zero.any():  # (cholesky_solve's own message would name its arguments, not this one's)
+            first = int(zero.reshape(-1, zero.shape[-1])[np.flatnonzero(zero.any(-1).reshape(-1))[0]].argmax()) + 1
+            raise _C.LinAlgError(f"cholesky_inverse:{_C.batch_index(zero.any(-1))} the diagonal element {first} of "
+                                 "argument 'input' is zero: the factor is singular, so (L L^T) has no inverse")
     eye = np.broadcast_to(np.eye(F.shape[-1], dtype=np.dtype(F.dtype)), F.shape)
     I = _wrap(eye).to("meta") if F.is_meta else _wrap(eye)  # noqa: E741
     return _op("cholesky_solve")(I, F, upper=upper)
