@@ -159,3 +159,18 @@ def test_legacy_lu_solve_and_cholesky_inverse_errors_name_their_own_arguments():
             fn()
     with pytest.raises(RuntimeError, match="diagonal element 2 is zero"):
         torch.cholesky_inverse(torch.diag(torch.tensor([1., 0, 2])), True)
+
+
+def test_householder_geqrf_ormqr_vander_infer_shapes_on_meta():
+    def meta(*shape):
+        return fg.tensor(rect(*shape)).to("meta")
+    cases = [(LA.householder_product(meta(2, 5, 3), meta(2, 2)), torch.linalg.householder_product(
+                 torch.empty(2, 5, 3, device="meta"), torch.empty(2, 2, device="meta"))),
+             (fg.ormqr(meta(5, 3), meta(3), meta(3, 5), False, True), torch.ormqr(
+                 torch.empty(5, 3, device="meta"), torch.empty(3, device="meta"), torch.empty(3, 5, device="meta"),
+                 False, True)),
+             (LA.vander(meta(2, 3), N=4), torch.linalg.vander(torch.empty(2, 3, device="meta"), N=4))]
+    # (torch has no meta kernel for geqrf: its CPU result's shapes)
+    cases += list(zip(fg.geqrf(meta(2, 3, 5)), torch.geqrf(torch.zeros(2, 3, 5))))
+    for ours, want in cases:
+        assert ours.is_meta and ours.shape == tuple(want.shape)
