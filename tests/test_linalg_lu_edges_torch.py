@@ -49,6 +49,19 @@ def test_lu_pivots_on_exact_ties_equal_torchs(seed, shape, dtype):
     np.testing.assert_array_equal(ours.info.numpy(), want.info.numpy())
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("pos", [(3, 0), (4, 0), (3, 1), (0, 0), (2, 2)])
+def test_lu_pivots_with_a_nan_equal_torchs(seed, pos):
+    # LAPACK's idamax: a NaN is never the pivot over a number (|x| > max is false), unless it comes first; numpy's
+    # argmax picked the first NaN. (Where NaNs spread through the factorization MKL's vectorised search can still
+    # choose differently.)
+    a = rect(5, 5, seed=seed)
+    a[pos] = np.nan
+    ours, want = LA.lu_factor_ex(fg.tensor(a)), torch.linalg.lu_factor_ex(torch.from_numpy(a))
+    np.testing.assert_array_equal(ours.pivots.numpy(), want.pivots.numpy())
+    np.testing.assert_allclose(ours.LU.numpy(), want.LU.numpy(), rtol=1e-12, atol=1e-12)  # NaNs where torch's
+
+
 def test_legacy_lu_does_not_raise_on_singular_and_names_its_info():
     a = np.array([[1., 2], [2, 4]])
     for args in ((), (True,), (True, False)):

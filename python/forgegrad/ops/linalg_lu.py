@@ -2,11 +2,12 @@
 batched over leading dims, float32/float64.
 
 numpy has no LU: ``lu_factor_array`` is getrf's unblocked algorithm (the row of largest |value| as pivot, the first
-on ties, as LAPACK's idamax), one column step at a time, each step vectorised over the whole batch; it keeps the
-input's dtype. Pivots are 1-based int32, as LAPACK / torch. An exactly zero pivot is recorded in ``info`` (the
-1-based step of the first one, as getrf) and the factorization goes on, as getrf's. The gradients are torch's
-(FunctionsManual linalg_lu_backward / lu_factor_ex_backward, cholesky_solve_backward), each written once over the
-NP / TS vocabulary of ops/_linalg_common.py so the Tensor form gives double backward."""
+on ties, a NaN never chosen over a number unless it comes first, as LAPACK's idamax), one column step at a time,
+each step vectorised over the whole batch; it keeps the input's dtype. Pivots are 1-based int32, as LAPACK / torch.
+An exactly zero pivot is recorded in ``info`` (the 1-based step of the first one, as getrf) and the factorization
+goes on, as getrf's. The gradients are torch's (FunctionsManual linalg_lu_backward / lu_factor_ex_backward,
+cholesky_solve_backward), each written once over the NP / TS vocabulary of ops/_linalg_common.py so the Tensor form
+gives double backward."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +48,12 @@ def lu_factor_array(a):
     for j0 in range(0, k, _BLOCK):
         j1 = min(j0 + _BLOCK, k)
         for j in range(j0, j1):
-            p = j + np.argmax(np.abs(flat[:, j:, j]), axis=1)
+            col = np.abs(flat[:, j:, j])
+            nan = np.isnan(col)
+            if nan.any():  # idamax's |x| > max: a NaN never beats a number, nor is a leading NaN ever replaced
+                col = np.where(nan, -1.0, col)
+                col[nan[:, 0], 0] = np.inf
+            p = j + np.argmax(col, axis=1)
             piv[:, j] = p + 1
             top = flat[:, j].copy()  # swap rows j and p of each matrix (p == j: a no-op)
             flat[:, j] = flat[rows, p]
