@@ -49,11 +49,13 @@ def lu_factor_array(a):
         j1 = min(j0 + _BLOCK, k)
         for j in range(j0, j1):
             col = np.abs(flat[:, j:, j])
-            nan = np.isnan(col)
-            if nan.any():  # idamax's |x| > max: a NaN never beats a number, nor is a leading NaN ever replaced
+            p = np.argmax(col, axis=1)  # the first NaN if a column has one
+            if np.isnan(col[rows, p]).any():  # idamax's |x| > max: a NaN never beats a number, nor is a leading
+                nan = np.isnan(col)           # NaN ever replaced
                 col = np.where(nan, -1.0, col)
                 col[nan[:, 0], 0] = np.inf
-            p = j + np.argmax(col, axis=1)
+                p = np.argmax(col, axis=1)
+            p = p + j
             piv[:, j] = p + 1
             top = flat[:, j].copy()  # swap rows j and p of each matrix (p == j: a no-op)
             flat[:, j] = flat[rows, p]
