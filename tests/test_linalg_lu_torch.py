@@ -108,8 +108,9 @@ def test_lu_result_types_and_legacy_names():
     assert LA.lu(fg.tensor(a))._fields == ("P", "L", "U")
     assert fg.lu_unpack(*LA.lu_factor(fg.tensor(a)))._fields == ("P", "L", "U")
     LU, piv = fg.lu(fg.tensor(a))
-    LU3 = fg.tensor(a).lu(get_infos=True)
-    assert len(LU3) == 3 and type(LU3) is tuple
+    LU3 = fg.tensor(a).lu(get_infos=True)  # torch.return_types._lu_with_info; without get_infos a plain tuple
+    assert type(LU3).__name__ == "_lu_with_info" and LU3._fields == ("LU", "pivots", "info")
+    assert type(fg.lu(fg.tensor(a))) is tuple
     np.testing.assert_array_equal(piv.numpy(), torch.linalg.lu_factor(torch.from_numpy(a)).pivots.numpy())
     b = rect(2, 4, 3, seed=1)
     np.testing.assert_allclose(fg.lu_solve(fg.tensor(b), LU, piv).numpy(), np.linalg.solve(a, b), rtol=1e-9)
@@ -131,8 +132,12 @@ def test_singular_matrices_report_info_as_torch():
         LA.lu_factor(fg.tensor(a))
     with pytest.raises(LA.LinAlgError, match="singular"):
         LA.lu_factor_ex(fg.tensor(a), check_errors=True)
-    with pytest.raises(RuntimeError, match="singular"):
-        fg.lu(fg.tensor(a))
+    # torch.lu never raises on a singular matrix (its check_errors is not acted on), with or without get_infos
+    for get_infos in (False, True):
+        ours, want = fg.lu(fg.tensor(a), get_infos=get_infos), torch.lu(torch.from_numpy(a), get_infos=get_infos)
+        assert len(ours) == len(want)
+        for o, w in zip(ours, want):
+            np.testing.assert_allclose(o.numpy(), w.numpy(), **TOL[np.float64])
 
 
 # ---- lu_solve, solve_ex --------------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ def _wrap(a) -> Tensor:
     return Tensor._wrap_exact(np.ascontiguousarray(a))
 
 
+def _meta(shape, dtype) -> Tensor:
+    """A meta result (these compositions read data: tril, the identity), for shape inference."""
+    return _wrap(np.zeros(tuple(shape), np.dtype(dtype))).to("meta")
+
+
 def _same_dtype(a, b, op, na, nb):
     if a.dtype != b.dtype:  # torch refuses to promote here
         raise RuntimeError(f"{op}: expected {na} and {nb} to have the same dtype, got {a.dtype} and {b.dtype}")
@@ -67,8 +72,13 @@ def householder_product(A, tau) -> Tensor:
     tau = _check_tau(A, tau, op)
     m, n = A.shape[-2:]
     k = tau.shape[-1]
+    if A.is_meta or tau.is_meta:
+        return _meta(A.shape, A.dtype)
     V = _reflectors(A, k)
     Q = _wrap(np.broadcast_to(np.eye(m, n, dtype=np.dtype(A.dtype)), A.shape))
+    if k == 0:  # no reflector: I, still in A's graph (a zero gradient), as torch's result requires grad
+        from .ops.registry import get
+        return get("where")(np.zeros(A.shape, bool), A, Q)
     for i in reversed(range(k)):
         Q = _apply(V, tau, Q, i, True)
     return Q
@@ -78,6 +88,8 @@ def geqrf(input):
     """``torch.geqrf``: (a, tau), LAPACK geqrf's Householder QR (R on and above a's diagonal, the reflectors below
     it); no gradient (torch neither)."""
     A = _L()._t(input, "input", "geqrf")
+    if A.is_meta:
+        return R.geqrf(_meta(A.shape, A.dtype), _meta(tuple(A.shape[:-2]) + (min(A.shape[-2:]),), A.dtype))
     a = A.numpy()
     m, n = a.shape[-2:]
     if a.size == 0:
@@ -106,6 +118,8 @@ def ormqr(input, input2, input3, left: bool = True, transpose: bool = False) -> 
     k = tau.shape[-1]
     if k > m:
         raise ValueError(f"{op}: argument 'tau' has {k} scalars, more than input's {m} rows")
+    if A.is_meta or tau.is_meta or C.is_meta:
+        return _meta(C.shape, C.dtype)
     V = _reflectors(A, k)
     # Q C = H_1 (... (H_k C)); Q^T C = H_k (... (H_1 C)); C Q = ((C H_1) ...) H_k; C Q^T = ((C H_k) ...) H_1
     order = range(k) if left == transpose else reversed(range(k))
@@ -162,9 +176,13 @@ def vander(x, N=None) -> Tensor:
         raise TypeError(f"{op}(): argument 'x' must be a forgegrad.Tensor, got {type(x).__name__}")
     if x.ndim < 1:
         raise ValueError(f"{op}: argument 'x' must have at least 1 dimension, got a 0-d tensor")
+    if np.dtype(x.dtype).kind not in "iuf":  # torch: floating, complex or integer, not bool
+        raise TypeError(f"{op}: argument 'x' must be a floating point or integer tensor, got {x.dtype}")
     N = x.shape[-1] if N is None else N
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N <= 1:
         raise ValueError(f"{op}: argument 'N' must be an int greater than 1, got {N!r}")
+    if x.is_meta:
+        return _meta(tuple(x.shape) + (int(N),), x.dtype)
     from .factories import stack
     cols = [_wrap(np.ones(x.shape, np.dtype(x.dtype)))]
     for _ in range(1, int(N)):
@@ -208,16 +226,20 @@ def torch_qr(input, some: bool = True):
 
 
 def triangular_solve(b, A, upper: bool = True, transpose: bool = False, unitriangular: bool = False):
-    """``torch.triangular_solve(b, A)`` (deprecated in torch): (solution of op(A) X = b, a copy of A), op(A) = A or
-    A^T; upper=True by default, as torch's."""
+    """``torch.triangular_solve(b, A)`` (deprecated in torch): (solution of op(A) X = b, a copy of A broadcast to the
+    solution's batch dims, as torch's), op(A) = A or A^T; upper=True by default, as torch's."""
     L = _L()
-    A = L._t(A, "A", "triangular_solve", square=True)
-    upper = _C.check_bool(upper, "upper", "triangular_solve")
-    if _C.check_bool(transpose, "transpose", "triangular_solve"):
+    op = "triangular_solve"
+    b = L._t(b, "b", op)
+    A = L._t(A, "A", op, square=True)
+    upper = _C.check_bool(upper, "upper", op)
+    unitriangular = _C.check_bool(unitriangular, "unitriangular", op)
+    if _C.check_bool(transpose, "transpose", op):
         X = L.solve_triangular(A.transpose(-2, -1), b, upper=not upper, unitriangular=unitriangular)
     else:
         X = L.solve_triangular(A, b, upper=upper, unitriangular=unitriangular)
-    return R.triangular_solve(X, A.clone())
+    n = A.shape[-1]
+    return R.triangular_solve(X, A.expand(*X.shape[:-2], n, n).clone())
 
 
 def torch_cholesky(input, upper: bool = False) -> Tensor:

@@ -145,6 +145,22 @@ def _dsytrs(a, piv, b):
     return b
 
 
+def _check_pivot_values(piv, op):
+    """sytrf's pivots: each in +-1..n, and a negative one (a 2x2 block) on two consecutive rows alike."""
+    n = piv.shape[-1]
+    if piv.size and (np.abs(piv).min() < 1 or np.abs(piv).max() > n):
+        raise ValueError(f"{op}: argument 'pivots' holds values outside +-1..{n} (as linalg.ldl_factor returns)")
+    for row in piv.reshape(-1, n) if (piv < 0).any() else ():
+        k = 0
+        while k < n:
+            if row[k] < 0:
+                if k + 1 == n or row[k + 1] != row[k]:
+                    raise ValueError(f"{op}: argument 'pivots' is not sytrf's: the negative pivot {row[k]} at "
+                                     f"index {k} (a 2x2 block) must be repeated at the next index")
+                k += 1
+            k += 1
+
+
 def _check_hermitian(hermitian, op):
     _C.check_bool(hermitian, "hermitian", op)  # real matrices: symmetric and Hermitian are the same
 
@@ -192,15 +208,12 @@ def ldl_solve(LD, pivots, B, *, hermitian: bool = False) -> Tensor:
     if not isinstance(pivots, Tensor):
         raise TypeError(f"{op}(): argument 'pivots' must be a forgegrad.Tensor, got {type(pivots).__name__}")
     n = LD.shape[-1]
-    piv = pivots.numpy()
-    if piv.dtype != np.int32:
+    if np.dtype(pivots.dtype) != np.int32:
         raise TypeError(f"{op}: argument 'pivots' must be an int32 tensor (as linalg.ldl_factor returns), got "
-                        f"{piv.dtype}")
-    if tuple(piv.shape) != tuple(LD.shape[:-1]):
+                        f"{pivots.dtype}")
+    if tuple(pivots.shape) != tuple(LD.shape[:-1]):
         raise ValueError(f"{op}: argument 'pivots' must have shape {tuple(LD.shape[:-1])} for LD of shape "
-                         f"{tuple(LD.shape)}, got {tuple(piv.shape)}")
-    if piv.size and (np.abs(piv).min() < 1 or np.abs(piv).max() > n):
-        raise ValueError(f"{op}: argument 'pivots' holds values outside +-1..{n} (as linalg.ldl_factor returns)")
+                         f"{tuple(LD.shape)}, got {tuple(pivots.shape)}")
     if LD.dtype != B.dtype:  # torch refuses to promote here
         raise RuntimeError(f"{op}: expected LD and B to have the same dtype, got {LD.dtype} and {B.dtype}")
     if B.shape[-2] != n:
@@ -210,6 +223,10 @@ def ldl_solve(LD, pivots, B, *, hermitian: bool = False) -> Tensor:
     except ValueError:
         raise ValueError(f"{op}: the batch dims of LD {tuple(LD.shape[:-2])} and B {tuple(B.shape[:-2])} do not "
                          "broadcast") from None
+    if LD.is_meta or B.is_meta or pivots.is_meta:
+        return _wrap(np.zeros(batch + tuple(B.shape[-2:]), np.dtype(B.dtype))).to("meta")
+    piv = pivots.numpy()
+    _check_pivot_values(piv, op)
     a = np.broadcast_to(LD.numpy(), batch + (n, n)).reshape(-1, n, n)
     p = np.broadcast_to(piv, batch + (n,)).reshape(-1, n)
     b = np.broadcast_to(B.numpy(), batch + tuple(B.shape[-2:])).reshape((-1,) + tuple(B.shape[-2:]))

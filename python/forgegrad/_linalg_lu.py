@@ -56,6 +56,8 @@ def lu_factor(A, *, pivot: bool = True):
 def _pivot_info(LU: Tensor):
     """getrf's info from a factor: 1 + the first zero on U's diagonal, 0 if none."""
     d = np.diagonal(LU.numpy(), axis1=-2, axis2=-1) == 0
+    if d.shape[-1] == 0:  # 0 x n / m x 0: nothing to factor (argmax has no empty axis)
+        return np.zeros(d.shape[:-1], np.int32)
     return np.where(d.any(-1), d.argmax(-1) + 1, 0).astype(np.int32)
 
 
@@ -113,33 +115,44 @@ def lu(A, *, pivot: bool = True):
     return R.linalg_lu(*lu_unpack(LU, piv))
 
 
-def _check_lu_solve(LU, piv, B, op):
-    LU = _L()._t(LU, "LU", op, square=True)
-    B = _L()._t(B, "B", op)
-    piv = _tensor(piv, "pivots", op)
+def _check_lu_solve(LU, piv, B, op, names):
+    nl, np_, nb = names
+    LU = _L()._t(LU, nl, op, square=True)
+    B = _L()._t(B, nb, op)
+    piv = _tensor(piv, np_, op)
     if not (LU.is_meta or piv.is_meta):
-        check_pivots(piv.numpy(), LU.shape, op)
+        check_pivots(piv.numpy(), LU.shape, op, np_)
     if LU.dtype != B.dtype:  # torch refuses to promote here
-        raise RuntimeError(f"{op}: expected LU and B to have the same dtype, got {LU.dtype} and {B.dtype}")
+        raise RuntimeError(f"{op}: expected {nl} and {nb} to have the same dtype, got {LU.dtype} and {B.dtype}")
     return LU, piv, B
 
 
 def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tensor:
     """``torch.linalg.lu_solve``: X with A X = B (``adjoint``: A^T X = B; ``left=False``: X A = B / X A^T = B) from
     A's lu_factor; batch dims broadcast. Differentiable in LU (its triangles) and B, as torch's."""
-    op = "linalg.lu_solve"
-    LU, piv, B = _check_lu_solve(LU, pivots, B, op)
+    return _lu_solve(LU, pivots, B, left, adjoint, "linalg.lu_solve", ("LU", "pivots", "B"))
+
+
+def _lu_solve(LU, pivots, B, left, adjoint, op, names):
+    """lu_solve, its errors naming the caller's arguments (torch.lu_solve's are b, LU_data, LU_pivots)."""
+    LU, piv, B = _check_lu_solve(LU, pivots, B, op, names)
+    nl, _, nb = names
     left = _C.check_bool(left, "left", op)
     adjoint = _C.check_bool(adjoint, "adjoint", op)
     n = LU.shape[-1]
     if (B.shape[-2] if left else B.shape[-1]) != n:
-        raise ValueError(f"{op}: argument 'B' of shape {tuple(B.shape)} does not fit LU of shape {tuple(LU.shape)} "
-                         f"({'rows' if left else 'columns'} must be {n})")
+        raise ValueError(f"{op}: argument '{nb}' of shape {tuple(B.shape)} does not fit {nl} of shape "
+                         f"{tuple(LU.shape)} ({'rows' if left else 'columns'} must be {n})")
+    try:
+        np.broadcast_shapes(tuple(LU.shape[:-2]), tuple(B.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"{op}: the batch dims of {nl} {tuple(LU.shape[:-2])} and {nb} {tuple(B.shape[:-2])} do not "
+                         "broadcast") from None
     if LU.is_meta or B.is_meta:
         return _tri(LU, B, upper=True, left=left)
     if not np.diagonal(LU.numpy(), axis1=-2, axis2=-1).all():
-        raise _C.LinAlgError(f"{op}: argument 'LU' has a zero on U's diagonal (A is singular); torch returns inf/NaN "
-                             "there, forgegrad refuses it")
+        raise _C.LinAlgError(f"{op}: argument '{nl}' has a zero on U's diagonal (A is singular); torch returns "
+                             "inf/NaN there, forgegrad refuses it")
     P = _wrap(perm_matrix(piv.numpy(), n, np.dtype(LU.dtype)))
     Pt, LUt = P.transpose(-2, -1), LU.transpose(-2, -1)
     if left and not adjoint:  # U^-1 L^-1 P^T B
@@ -153,7 +166,9 @@ def lu_solve(LU, pivots, B, *, left: bool = True, adjoint: bool = False) -> Tens
 
 def solve_ex(A, B, *, left: bool = True, check_errors: bool = False):
     """``torch.linalg.solve_ex``: (result, info); info as lu_factor_ex's (> 0: singular; that matrix's result is
-    NaN here, torch leaves LAPACK's partial one) unless ``check_errors``, which raises as solve."""
+    NaN here, torch leaves LAPACK's partial one) unless ``check_errors``, which raises as solve. Never raises for a
+    singular A otherwise: where numpy's LAPACK meets an exact zero pivot that this LU does not (rounding on a
+    numerically singular A), the result comes from this LU, as torch's from its own."""
     L = _L()
     A = L._t(A, "A", "linalg.solve_ex", square=True)
     check_errors = _C.check_bool(check_errors, "check_errors", "linalg.solve_ex")
@@ -162,29 +177,43 @@ def solve_ex(A, B, *, left: bool = True, check_errors: bool = False):
         return R.linalg_solve_ex(X, _meta_like(A, A.shape[:-2], np.int32))
     info = lu_factor_array(A.numpy())[2]
     if not np.any(info):
-        return R.linalg_solve_ex(L.solve(A, B, left=left), _wrap(info))
-    where = _op("where")
-    ok = (info == 0)[..., None, None]
-    eye = np.broadcast_to(np.eye(A.shape[-1], dtype=np.dtype(A.dtype)), A.shape)
-    X = L.solve(where(ok, A, _wrap(eye)), B, left=left)
+        try:
+            return R.linalg_solve_ex(L.solve(A, B, left=left), _wrap(info))
+        except _C.LinAlgError:
+            pass
+    L._t(B, "B", "linalg.solve_ex", at_least=1)
     from .ops.linalg_solve import solve_shapes
-    okx = ok[..., 0] if solve_shapes(A.shape, B.shape, left)[0] else ok  # a batch of vectors: one flag per vector
-    return R.linalg_solve_ex(where(okx, X, np.nan), _wrap(info))
+    vector = solve_shapes(A.shape, B.shape, left, "linalg.solve_ex")[0]
+    if A.dtype != B.dtype:  # torch refuses to promote here
+        raise RuntimeError(f"linalg.solve_ex: expected A and B to have the same dtype, got {A.dtype} and {B.dtype}")
+    ok = (info == 0)[..., None, None]
+    X = regular_lu_solve(A, ok, B.unsqueeze(-1) if vector else B, left)
+    if vector:
+        X = X.squeeze(-1)
+    return R.linalg_solve_ex(_op("where")(ok[..., 0] if vector else ok, X, np.nan), _wrap(info))
+
+
+def regular_lu_solve(A, ok, B, left=True):
+    """solve(A, B) through linalg_lu_factor and lu_solve (differentiable as torch's solve), the matrices not ``ok``
+    (info > 0) swapped for the identity first: inv_ex's and solve_ex's path when a matrix is singular to LAPACK."""
+    eye = np.broadcast_to(np.eye(A.shape[-1], dtype=np.dtype(A.dtype)), A.shape)
+    LU, piv = _op("linalg_lu_factor")(_op("where")(ok, A, _wrap(eye)))
+    return lu_solve(LU, piv, B, left=left)
 
 
 # ---- torch's legacy names ----------------------------------------------------------------------------------------
 def torch_lu(A, pivot: bool = True, get_infos: bool = False):
-    """``torch.lu`` (deprecated in torch for linalg.lu_factor / lu_factor_ex): (LU, pivots) or, with
-    ``get_infos``, (LU, pivots, infos) (a plain tuple, as torch's); without it a singular matrix raises."""
-    if _C.check_bool(get_infos, "get_infos", "lu"):
-        return tuple(lu_factor_ex(A, pivot=pivot))
-    LU, piv, _ = lu_factor_ex(A, pivot=pivot, check_errors=True)
-    return LU, piv
+    """``torch.lu`` (deprecated in torch for linalg.lu_factor / lu_factor_ex): the plain tuple (LU, pivots) or, with
+    ``get_infos``, the named tuple (LU, pivots, info) (torch.return_types._lu_with_info). A singular matrix does not
+    raise either way, as torch's (its factorization is still P L U = A; info says which step hit a zero)."""
+    get_infos = _C.check_bool(get_infos, "get_infos", "lu")
+    LU, piv, info = lu_factor_ex(A, pivot=pivot)
+    return R._lu_with_info(LU, piv, info) if get_infos else (LU, piv)
 
 
 def torch_lu_solve(b, LU_data, LU_pivots) -> Tensor:
     """``torch.lu_solve(b, LU_data, LU_pivots)`` (deprecated in torch): linalg.lu_solve(LU_data, LU_pivots, b)."""
-    return lu_solve(LU_data, LU_pivots, b)
+    return _lu_solve(LU_data, LU_pivots, b, True, False, "lu_solve", ("LU_data", "LU_pivots", "b"))
 
 
 # ---- Cholesky solves ---------------------------------------------------------------------------------------------
@@ -202,6 +231,12 @@ def cholesky_inverse(input, upper: bool = False) -> Tensor:
     """``torch.cholesky_inverse(L, upper=False)``: (L L^T)^-1 (``upper``: (U^T U)^-1); its gradient is torch's
     (-(A^-1 (g + g^T) A^-1) L), as cholesky_solve of the identity."""
     F = _L()._t(input, "input", "cholesky_inverse", square=True)
+    if not F.is_meta and F.shape[-1]:
+        zero = np.diagonal(F.numpy(), axis1=-2, axis2=-1) == 0
+        if zero.any():  # (cholesky_solve's own message would name its arguments, not this one's)
+            first = int(zero.reshape(-1, zero.shape[-1])[np.flatnonzero(zero.any(-1).reshape(-1))[0]].argmax()) + 1
+            raise _C.LinAlgError(f"cholesky_inverse:{_C.batch_index(zero.any(-1))} the diagonal element {first} of "
+                                 "argument 'input' is zero: the factor is singular, so (L L^T) has no inverse")
     eye = np.broadcast_to(np.eye(F.shape[-1], dtype=np.dtype(F.dtype)), F.shape)
     I = _wrap(eye).to("meta") if F.is_meta else _wrap(eye)  # noqa: E741
     return _op("cholesky_solve")(I, F, upper=upper)

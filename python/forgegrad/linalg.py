@@ -79,13 +79,14 @@ def inv_ex(A, *, check_errors: bool = False):
     try:
         np.linalg.inv(a)
     except np.linalg.LinAlgError:
+        from ._linalg_lu import regular_lu_solve
         from .ops.linalg_lu import lu_factor_array
         info = lu_factor_array(a)[2]  # getrf's info, as torch's
-        # the regular matrices' inverses through inv (in A's graph, as torch's), the singular ones NaN
-        where = _op("where")
+        # the regular matrices' inverses through this LU (in A's graph, as torch's), the singular ones NaN; not
+        # through inv, which fails on a matrix where numpy's LAPACK meets an exact zero pivot and this LU does not
         ok = (info == 0)[..., None, None]
-        eye = np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape)
-        return linalg_inv_ex(where(ok, inv(where(ok, A, _wrap(eye))), np.nan), _wrap(info))
+        eye = _wrap(np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))
+        return linalg_inv_ex(_op("where")(ok, regular_lu_solve(A, ok, eye), np.nan), _wrap(info))
     return linalg_inv_ex(inv(A), _wrap(np.zeros(a.shape[:-2], np.int32)))
 
 

@@ -2,11 +2,12 @@
 batched over leading dims, float32/float64.
 
 numpy has no LU: ``lu_factor_array`` is getrf's unblocked algorithm (the row of largest |value| as pivot, the first
-on ties, as LAPACK's idamax), one column step at a time, each step vectorised over the whole batch; it keeps the
-input's dtype. Pivots are 1-based int32, as LAPACK / torch. An exactly zero pivot is recorded in ``info`` (the
-1-based step of the first one, as getrf) and the factorization goes on, as getrf's. The gradients are torch's
-(FunctionsManual linalg_lu_backward / lu_factor_ex_backward, cholesky_solve_backward), each written once over the
-NP / TS vocabulary of ops/_linalg_common.py so the Tensor form gives double backward."""
+on ties, a NaN never chosen over a number unless it comes first, as LAPACK's idamax), one column step at a time,
+each step vectorised over the whole batch; it keeps the input's dtype. Pivots are 1-based int32, as LAPACK / torch.
+An exactly zero pivot is recorded in ``info`` (the 1-based step of the first one, as getrf) and the factorization
+goes on, as getrf's. The gradients are torch's (FunctionsManual linalg_lu_backward / lu_factor_ex_backward,
+cholesky_solve_backward), each written once over the NP / TS vocabulary of ops/_linalg_common.py so the Tensor form
+gives double backward."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,10 +44,18 @@ def lu_factor_array(a):
     piv = np.empty((count, k), np.int32)
     info = np.zeros(count, np.int32)
     rows = np.arange(count)
+    tiny = np.finfo(flat.dtype).tiny
     for j0 in range(0, k, _BLOCK):
         j1 = min(j0 + _BLOCK, k)
         for j in range(j0, j1):
-            p = j + np.argmax(np.abs(flat[:, j:, j]), axis=1)
+            col = np.abs(flat[:, j:, j])
+            p = np.argmax(col, axis=1)  # the first NaN if a column has one
+            if np.isnan(col[rows, p]).any():  # idamax's |x| > max: a NaN never beats a number, nor is a leading
+                nan = np.isnan(col)           # NaN ever replaced
+                col = np.where(nan, -1.0, col)
+                col[nan[:, 0], 0] = np.inf
+                p = np.argmax(col, axis=1)
+            p = p + j
             piv[:, j] = p + 1
             top = flat[:, j].copy()  # swap rows j and p of each matrix (p == j: a no-op)
             flat[:, j] = flat[rows, p]
@@ -58,7 +67,14 @@ def lu_factor_array(a):
                 # a zero pivot's column is all zeros below it (it was the largest): getrf skips its scaling
                 d = np.where(zero, 1, d)
             if j + 1 < m:
-                flat[:, j + 1:, j] /= d[:, None]
+                # times the reciprocal, as getf2 (not a division): on exact ties (integer-valued matrices) the
+                # rounding decides later pivots, and this rounding is LAPACK's; a subnormal pivot divides, as there
+                big = np.abs(d) >= tiny
+                if big.all():
+                    flat[:, j + 1:, j] *= (1 / d)[:, None]
+                else:
+                    flat[big, j + 1:, j] *= (1 / d[big])[:, None]
+                    flat[~big, j + 1:, j] /= d[~big, None]
                 flat[:, j + 1:, j + 1:j1] -= flat[:, j + 1:, j, None] * flat[:, j, None, j + 1:j1]
         if j1 < n:
             # U12 = L11^-1 A12 (A12's rows were swapped, not updated, during the panel), then A22 -= L21 U12
@@ -72,8 +88,9 @@ def lu_factor_array(a):
 def pivots_to_perm(piv, m):
     """The row permutation (..., m) that getrf's pivots apply: (P^T A)[i] = A[perm[i]]."""
     batch = piv.shape[:-1]
-    perm = np.broadcast_to(np.arange(m), batch + (m,)).reshape(-1, m).copy()
-    p = piv.reshape(-1, piv.shape[-1]).astype(np.int64) - 1
+    count = int(np.prod(batch, dtype=np.int64))  # (reshape(-1, 0) is ambiguous for a 0 x 0 matrix)
+    perm = np.broadcast_to(np.arange(m), batch + (m,)).reshape(count, m).copy()
+    p = piv.reshape(count, piv.shape[-1]).astype(np.int64) - 1
     rows = np.arange(perm.shape[0])
     for i in range(p.shape[1]):
         a, b = perm[:, i].copy(), perm[rows, p[:, i]].copy()
