@@ -198,7 +198,7 @@ def conv_input_grad(gy, w, geo, x_shape):
     dtype = np.result_type(gy, w)
     pshape = tuple(n + lo + max(hi, 0) for n, (lo, hi) in zip(x_shape[2:], geo.pads))
     gxp = np.zeros(tuple(x_shape[:2]) + pshape, dtype)
-    gm = np.ascontiguousarray(gy).reshape(N, OC, -1)
+    gm = np.ascontiguousarray(gy).reshape(N, OC, int(np.prod(out)))  # not -1: N may be 0
     wm = np.ascontiguousarray(w).reshape(G, OCg, rows)
     for n in range(N):
         for g in range(G):
@@ -232,7 +232,7 @@ def conv_weight_grad(x, gy, w_shape, geo):
     plane = int(np.prod(geo.output_shape[3:]))
     gw = np.zeros((G, OCg, rows), np.result_type(x, gy))
     xp = _padded(x, geo.pads)
-    gm = np.ascontiguousarray(gy).reshape(N, OC, -1)
+    gm = np.ascontiguousarray(gy).reshape(N, OC, int(np.prod(geo.output_shape[2:])))  # not -1: N may be 0
     for n in range(N):
         for g in range(G):
             src = xp[n, g * Cg:(g + 1) * Cg]
