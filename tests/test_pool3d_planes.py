@@ -132,3 +132,17 @@ def test_bad_geometry_raises_before_the_kernels(calls):
     with pytest.raises(ValueError, match="input is too large|kernel_size"):
         F.max_pool3d(x, (4, 1, 1))
     assert calls == {}
+
+
+def test_window_of_padding_only_matches_torch_forward_and_backward_raises(rng):
+    # H = 1, padding 1, dilation 2: the one window along H reads rows -1 and 1, both padding. torch's values are -inf
+    # and its indices point one plane past (h = 1); its backward writes there, out of bounds for the last plane
+    x = rng.standard_normal((1, 2, 2, 1, 3)).astype(np.float32)
+    kw = dict(kernel_size=(1, 2, 1), padding=(0, 1, 0), dilation=(1, 2, 1), return_indices=True)
+    ty, ti = TF.max_pool3d(torch.tensor(x), **kw)
+    fx = fg.tensor(x, requires_grad=True)
+    fy, fi = F.max_pool3d(fx, **kw)
+    np.testing.assert_array_equal(fy._data, ty.numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+    with pytest.raises(ValueError, match=r"max pool backward: indices must lie in \[0, 6\)"):
+        fy.sum().backward()
