@@ -146,3 +146,32 @@ def test_window_of_padding_only_matches_torch_forward_and_backward_raises(rng):
     np.testing.assert_array_equal(fi._data, ti.numpy())
     with pytest.raises(ValueError, match=r"max pool backward: indices must lie in \[0, 6\)"):
         fy.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ceil_mode_window_past_the_padded_input_matches_torch(rng, dtype):
+    # W = 1 with a dilated span of 3, stride 3: floor mode has no window, ceil mode one (it starts inside the input),
+    # as max_pool2d
+    x = rng.standard_normal((2, 2, 6, 8, 1)).astype(dtype)
+    kw = dict(kernel_size=(1, 2, 2), stride=(1, 4, 3), dilation=(1, 2, 2), ceil_mode=True, return_indices=True)
+    tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
+    ty, ti = TF.max_pool3d(tx, **kw)
+    fy, fi = F.max_pool3d(fx, **kw)
+    np.testing.assert_array_equal(fy._data, ty.detach().numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+    ty.sum().backward()
+    fy.sum().backward()
+    np.testing.assert_array_equal(fx.grad._data, tx.grad.numpy())
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool3d(fx, **{**kw, "ceil_mode": False})
+    with pytest.raises(RuntimeError):
+        TF.max_pool3d(tx, **{**kw, "ceil_mode": False})
+
+
+def test_avg_pool3d_input_smaller_than_kernel_raises_as_torch():
+    x = np.zeros((1, 2, 7, 3, 3), np.float32)  # W 3 < kernel 4, though 3 + 2 * padding 1 is not
+    kw = dict(kernel_size=(1, 2, 4), padding=(0, 0, 1))
+    with pytest.raises(RuntimeError, match="smaller than kernel size"):
+        TF.avg_pool3d(torch.tensor(x), **kw)
+    with pytest.raises(ValueError, match=r"avg_pool3d: input \(7, 3, 3\) is smaller than kernel_size \(1, 2, 4\)"):
+        F.avg_pool3d(fg.tensor(x), **kw)

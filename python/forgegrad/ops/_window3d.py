@@ -270,13 +270,14 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, dilation=1, 
                          f"sizes, got {input_shape}")
     out = []
     for n, kk, ss, pp, dd in zip(input_shape[2:], k, s, p, d):
-        span = dd * (kk - 1) + 1
-        if n + 2 * pp < span:
-            raise ValueError(f"{owner}: kernel_size {k} (dilation {d}) is larger than the padded input "
-                             f"{tuple(v + 2 * q for v, q in zip(input_shape[2:], p))}")
-        o = (n + 2 * pp - span + ((ss - 1) if ceil_mode else 0)) // ss + 1
+        # torch's sizes (floor division): in ceil_mode a dilated window may reach past the padded input, as long
+        # as it starts inside it
+        o = (n + 2 * pp - dd * (kk - 1) - 1 + ((ss - 1) if ceil_mode else 0)) // ss + 1
         if ceil_mode and (o - 1) * ss >= n + pp:
             o -= 1
+        if o < 1:
+            raise ValueError(f"{owner}: kernel_size {k} (dilation {d}) is larger than the padded input "
+                             f"{tuple(v + 2 * q for v, q in zip(input_shape[2:], p))}")
         out.append(o)
     shape = input_shape[:2] + tuple(out)
     _check_size(owner, "input", shape)
