@@ -1,6 +1,8 @@
 """float32 max_pool3d / avg_pool3d on the C++ 2-D pool kernels (ops/_pool3d_planes.py: depth taps combined plane by
 plane) against torch: values and indices exactly (ties, NaN, -inf), gradients, ceil_mode, dilation, padding, depth
 1; the max pools' C++ gradient scatter (adaptive_max_pool3d's too); the same bits at 1, 2 and 3 threads."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,13 @@ def test_avg_pool3d_input_smaller_than_kernel_raises_as_torch():
         TF.avg_pool3d(torch.tensor(x), **kw)
     with pytest.raises(ValueError, match=r"avg_pool3d: input \(7, 3, 3\) is smaller than kernel_size \(1, 2, 4\)"):
         F.avg_pool3d(fg.tensor(x), **kw)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_onnx_export_of_a_window_past_the_padded_input_says_why(tmp_path, rng):
+    x = fg.tensor(rng.standard_normal((1, 2, 6, 8, 1)).astype(np.float32))
+    ok = fg.nn.MaxPool3d((1, 2, 1), 3, dilation=(1, 2, 1), ceil_mode=True)  # an end pad of 1, below the kernel
+    fg.onnx.export(ok, (x,), str(tmp_path / "ok.onnx"), rtol=0, atol=0)
+    past = fg.nn.MaxPool3d((1, 2, 2), (1, 4, 3), dilation=(1, 2, 2), ceil_mode=True)  # W: one window, span 3 over 1
+    with pytest.raises(fg.onnx.UnsupportedOpError, match="ceil_mode window reaches past the padded input"):
+        fg.onnx.export(past, (x,), str(tmp_path / "past.onnx"))
