@@ -187,3 +187,24 @@ def test_onnx_export_of_a_window_past_the_padded_input_says_why(tmp_path, rng):
     past = fg.nn.MaxPool3d((1, 2, 2), (1, 4, 3), dilation=(1, 2, 2), ceil_mode=True)  # W: one window, span 3 over 1
     with pytest.raises(fg.onnx.UnsupportedOpError, match="ceil_mode window reaches past the padded input"):
         fg.onnx.export(past, (x,), str(tmp_path / "past.onnx"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_batch_max_pools_backward_in_both_dtypes(dtype):
+    x = fg.tensor(np.zeros((0, 2, 4, 5, 6), dtype), requires_grad=True)
+    y = F.max_pool3d(x, 3, 2, 1) + F.adaptive_max_pool3d(x, (2, 3, 3))
+    assert y.shape == tuple(TF.max_pool3d(torch.zeros((0, 2, 4, 5, 6)), 3, 2, 1).shape)
+    (y.sum() + F.adaptive_max_pool3d(x, (2, 5, 3)).sum()).backward()  # uneven windows, then sizes that divide
+    assert x.grad.shape == x.shape and x.grad.dtype == x.dtype
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_empty_batch_max_unpool(nd):
+    shape = (0, 2, 4, 5, 6)[:2 + nd]
+    x = fg.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    pool, unpool = (F.max_pool2d, F.max_unpool2d) if nd == 2 else (F.max_pool3d, F.max_unpool3d)
+    tpool, tunpool = (TF.max_pool2d, TF.max_unpool2d) if nd == 2 else (TF.max_pool3d, TF.max_unpool3d)
+    y = unpool(*pool(x, 2, return_indices=True), 2)
+    assert y.shape == tuple(tunpool(*tpool(torch.zeros(shape), 2, return_indices=True), 2).shape)
+    y.sum().backward()
+    assert x.grad.shape == x.shape

@@ -348,7 +348,8 @@ def scatter_max(g, idx, in_shape):
         return _pool_planes.scatter_max(g, idx, in_shape)
     N, C = in_shape[:2]
     gx = np.zeros((N * C, int(np.prod(in_shape[2:]))), g.dtype)
-    np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
+    per = int(np.prod(idx.shape[2:]))  # not -1: N may be 0
+    np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, per)), g.reshape(N * C, per))
     return gx.reshape(in_shape)
 
 
@@ -460,7 +461,7 @@ def adaptive_max(x, out):
         k = tuple(n // o for n, o in zip(spatial, out))
         split = x.reshape((N, C) + tuple(v for o, kk in zip(out, k) for v in (o, kk)))
         order = (0, 1) + tuple(2 + 2 * i for i in range(nd)) + tuple(3 + 2 * i for i in range(nd))
-        win = split.transpose(order).reshape((N, C) + tuple(out) + (-1,))
+        win = split.transpose(order).reshape((N, C) + tuple(out) + (int(np.prod(k)),))  # not -1: N may be 0
         a = first_max(win)
         y = np.take_along_axis(win, a[..., None], -1)[..., 0]
         local = np.unravel_index(a, k)
@@ -476,8 +477,9 @@ def adaptive_max(x, out):
         at = tuple(i for i, _ in pos)
         win = x[(Ellipsis,) + tuple(slice(a, b) for _, (a, b) in pos)]
         wshape = win.shape[2:]
-        a = first_max(win.reshape(N, C, -1))
-        y[(Ellipsis,) + at] = np.take_along_axis(win.reshape(N, C, -1), a[..., None], -1)[..., 0]
+        flat_win = win.reshape(N, C, int(np.prod(wshape)))  # not -1: N may be 0
+        a = first_max(flat_win)
+        y[(Ellipsis,) + at] = np.take_along_axis(flat_win, a[..., None], -1)[..., 0]
         local = np.unravel_index(a, wshape)
         flat = np.zeros(a.shape, np.int64)
         for axis, (_, (b0, _)) in enumerate(pos):
