@@ -172,3 +172,49 @@ def test_bad_geometry_raises_before_the_kernels(calls):
     with pytest.raises(ValueError, match="input is too large"):
         F.conv_transpose3d(x, fg.tensor(np.zeros((2, 1, 1, 1, 1), np.float32)), stride=2 ** 40)
     assert calls == {}
+
+
+class _Recording:
+    """_C with its conv kernels wrapped: the largest array (in floats) any of them is handed."""
+
+    def __init__(self, real):
+        self._real, self.largest = real, 0
+        self.conv = self
+
+    def __getattr__(self, name):
+        fn = getattr(self._real.conv, name)
+
+        def call(*args):
+            self.largest = max([self.largest] + [a.size for a in args if isinstance(a, np.ndarray)])
+            return fn(*args)
+        return call
+
+
+def test_chunks_bound_the_output_copy_too(rng, monkeypatch):
+    # few input channels into many output channels: an output plane (16 * 6 * 7 floats) outweighs its unfold
+    # (1 * 3 * 6 * 7); the chunks' output / output-gradient copies stay within _UNFOLD_FLOATS as the unfolds do
+    monkeypatch.setattr(planes, "_UNFOLD_FLOATS", 2000)
+    rec = _Recording(planes._C)
+    monkeypatch.setattr(planes, "_C", rec)
+    x, w = rng.standard_normal((3, 1, 5, 6, 7)).astype(np.float32), rng.standard_normal((16, 1, 3, 3, 3))
+    _both("conv3d", x, w.astype(np.float32), rng.standard_normal(16).astype(np.float32), rng, padding=1)
+    assert 0 < rec.largest <= 2000
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ws,kw", [((3, 2, 1, 1, 1), {}), ((3, 2, 2, 2, 2), dict(stride=2)),  # numpy's vol2col
+                                   ((3, 2, 3, 3, 3), dict(padding=1))])
+def test_empty_batch_backward_on_every_path(rng, dtype, ws, kw):
+    w = fg.tensor(rng.standard_normal(ws).astype(dtype), requires_grad=True)
+    x = fg.tensor(np.zeros((0, 2, 4, 4, 4), dtype), requires_grad=True)
+    b = fg.tensor(np.ones(3, dtype), requires_grad=True)
+    y = F.conv3d(x, w, b, **kw)
+    assert y.shape == tuple(torch.nn.functional.conv3d(torch.zeros((0, 2, 4, 4, 4)), torch.zeros(ws), **kw).shape)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and not np.any(w.grad._data) and not np.any(b.grad._data)
+    wt = fg.tensor(rng.standard_normal((2,) + ws[:1] + ws[2:]).astype(dtype), requires_grad=True)
+    yt = F.conv_transpose3d(x, wt, **kw)
+    assert yt.shape == tuple(torch.nn.functional.conv_transpose3d(
+        torch.zeros((0, 2, 4, 4, 4)), torch.zeros((2,) + ws[:1] + ws[2:]), **kw).shape)
+    yt.sum().backward()
+    assert not np.any(wt.grad._data)

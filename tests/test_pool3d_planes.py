@@ -1,6 +1,8 @@
 """float32 max_pool3d / avg_pool3d on the C++ 2-D pool kernels (ops/_pool3d_planes.py: depth taps combined plane by
 plane) against torch: values and indices exactly (ties, NaN, -inf), gradients, ceil_mode, dilation, padding, depth
 1; the max pools' C++ gradient scatter (adaptive_max_pool3d's too); the same bits at 1, 2 and 3 threads."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,77 @@ def test_bad_geometry_raises_before_the_kernels(calls):
     with pytest.raises(ValueError, match="input is too large|kernel_size"):
         F.max_pool3d(x, (4, 1, 1))
     assert calls == {}
+
+
+def test_window_of_padding_only_matches_torch_forward_and_backward_raises(rng):
+    # H = 1, padding 1, dilation 2: the one window along H reads rows -1 and 1, both padding. torch's values are -inf
+    # and its indices point one plane past (h = 1); its backward writes there, out of bounds for the last plane
+    x = rng.standard_normal((1, 2, 2, 1, 3)).astype(np.float32)
+    kw = dict(kernel_size=(1, 2, 1), padding=(0, 1, 0), dilation=(1, 2, 1), return_indices=True)
+    ty, ti = TF.max_pool3d(torch.tensor(x), **kw)
+    fx = fg.tensor(x, requires_grad=True)
+    fy, fi = F.max_pool3d(fx, **kw)
+    np.testing.assert_array_equal(fy._data, ty.numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+    with pytest.raises(ValueError, match=r"max pool backward: indices must lie in \[0, 6\)"):
+        fy.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ceil_mode_window_past_the_padded_input_matches_torch(rng, dtype):
+    # W = 1 with a dilated span of 3, stride 3: floor mode has no window, ceil mode one (it starts inside the input),
+    # as max_pool2d
+    x = rng.standard_normal((2, 2, 6, 8, 1)).astype(dtype)
+    kw = dict(kernel_size=(1, 2, 2), stride=(1, 4, 3), dilation=(1, 2, 2), ceil_mode=True, return_indices=True)
+    tx, fx = torch.tensor(x, requires_grad=True), fg.tensor(x, requires_grad=True)
+    ty, ti = TF.max_pool3d(tx, **kw)
+    fy, fi = F.max_pool3d(fx, **kw)
+    np.testing.assert_array_equal(fy._data, ty.detach().numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+    ty.sum().backward()
+    fy.sum().backward()
+    np.testing.assert_array_equal(fx.grad._data, tx.grad.numpy())
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool3d(fx, **{**kw, "ceil_mode": False})
+    with pytest.raises(RuntimeError):
+        TF.max_pool3d(tx, **{**kw, "ceil_mode": False})
+
+
+def test_avg_pool3d_input_smaller_than_kernel_raises_as_torch():
+    x = np.zeros((1, 2, 7, 3, 3), np.float32)  # W 3 < kernel 4, though 3 + 2 * padding 1 is not
+    kw = dict(kernel_size=(1, 2, 4), padding=(0, 0, 1))
+    with pytest.raises(RuntimeError, match="smaller than kernel size"):
+        TF.avg_pool3d(torch.tensor(x), **kw)
+    with pytest.raises(ValueError, match=r"avg_pool3d: input \(7, 3, 3\) is smaller than kernel_size \(1, 2, 4\)"):
+        F.avg_pool3d(fg.tensor(x), **kw)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_onnx_export_of_a_window_past_the_padded_input_says_why(tmp_path, rng):
+    x = fg.tensor(rng.standard_normal((1, 2, 6, 8, 1)).astype(np.float32))
+    ok = fg.nn.MaxPool3d((1, 2, 1), 3, dilation=(1, 2, 1), ceil_mode=True)  # an end pad of 1, below the kernel
+    fg.onnx.export(ok, (x,), str(tmp_path / "ok.onnx"), rtol=0, atol=0)
+    past = fg.nn.MaxPool3d((1, 2, 2), (1, 4, 3), dilation=(1, 2, 2), ceil_mode=True)  # W: one window, span 3 over 1
+    with pytest.raises(fg.onnx.UnsupportedOpError, match="ceil_mode window reaches past the padded input"):
+        fg.onnx.export(past, (x,), str(tmp_path / "past.onnx"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_batch_max_pools_backward_in_both_dtypes(dtype):
+    x = fg.tensor(np.zeros((0, 2, 4, 5, 6), dtype), requires_grad=True)
+    y = F.max_pool3d(x, 3, 2, 1) + F.adaptive_max_pool3d(x, (2, 3, 3))
+    assert y.shape == tuple(TF.max_pool3d(torch.zeros((0, 2, 4, 5, 6)), 3, 2, 1).shape)
+    (y.sum() + F.adaptive_max_pool3d(x, (2, 5, 3)).sum()).backward()  # uneven windows, then sizes that divide
+    assert x.grad.shape == x.shape and x.grad.dtype == x.dtype
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_empty_batch_max_unpool(nd):
+    shape = (0, 2, 4, 5, 6)[:2 + nd]
+    x = fg.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    pool, unpool = (F.max_pool2d, F.max_unpool2d) if nd == 2 else (F.max_pool3d, F.max_unpool3d)
+    tpool, tunpool = (TF.max_pool2d, TF.max_unpool2d) if nd == 2 else (TF.max_pool3d, TF.max_unpool3d)
+    y = unpool(*pool(x, 2, return_indices=True), 2)
+    assert y.shape == tuple(tunpool(*tpool(torch.zeros(shape), 2, return_indices=True), 2).shape)
+    y.sum().backward()
+    assert x.grad.shape == x.shape

@@ -46,13 +46,21 @@ def supported(geo, x_shape, k) -> bool:
 
 
 def _chunks(N, OD, per_plane):
-    """[(n0, n1, od0, od1)]: blocks of images and output depth planes whose unfold holds about _UNFOLD_FLOATS floats
-    (per_plane: one output plane's unfolded floats): whole images while one fits, else planes of one image."""
+    """[(n0, n1, od0, od1)]: blocks of images and output depth planes of about _UNFOLD_FLOATS floats (per_plane: one
+    output plane's floats): whole images while one fits, else planes of one image."""
     planes = max(1, _UNFOLD_FLOATS // max(1, per_plane))
     if planes >= OD:
         step = planes // OD
         return [(n, min(n + step, N), 0, OD) for n in range(0, N, step)]
     return [(n, n + 1, o, min(o + planes, OD)) for n in range(N) for o in range(0, OD, planes)]
+
+
+def _blocks(geo, x_shape, w_shape, crop):
+    """_chunks for this conv: an output plane's unfold (C * kD * H' * W') or its output / output gradient
+    (OC * OH * OW), whichever is larger, so that neither chunk copy outgrows _UNFOLD_FLOATS (a few input channels
+    into many output channels would otherwise copy the whole output once more)."""
+    per_plane = max(x_shape[1] * w_shape[2] * crop[0] * crop[1], w_shape[0] * int(np.prod(geo.output_shape[3:])))
+    return _chunks(x_shape[0], geo.output_shape[2], per_plane)
 
 
 def _depth_taps(geo, D, KD, od_lo, od_hi):
@@ -108,12 +116,11 @@ def _depth_major(a):
 
 def conv_forward(x, w, geo):
     """conv3d(x, w) without bias, float32: x (N, C, D, H, W), w (OC, C / groups, kD, kH, kW) -> (N, OC, *out)."""
-    N, C = x.shape[:2]
-    KD, OD = w.shape[2], geo.output_shape[2]
+    KD = w.shape[2]
     crop, stride, pads, dil = _plan(geo, x.shape)
     y = np.empty(geo.output_shape, np.float32)
     w2 = _f32(w).reshape(_weight2d(w.shape))
-    for n0, n1, o0, o1 in _chunks(N, OD, C * KD * crop[0] * crop[1]):
+    for n0, n1, o0, o1 in _blocks(geo, x.shape, w.shape, crop):
         y2 = np.empty(((n1 - n0) * (o1 - o0), w.shape[0]) + geo.output_shape[3:], np.float32)
         _C.conv.conv2d_forward(_unfold(x[n0:n1], geo, KD, (o0, o1), crop), w2, None, y2, stride, pads, dil,
                                geo.groups, -1, 0.0, False)
@@ -124,12 +131,11 @@ def conv_forward(x, w, geo):
 def conv_input_grad(gy, w, geo, x_shape):
     """The gradient of conv3d(x, w) with respect to x (of shape x_shape), float32; blocks of output planes add
     into it in order."""
-    N, C = x_shape[:2]
-    KD, OD = w.shape[2], geo.output_shape[2]
+    C, KD = x_shape[1], w.shape[2]
     crop, stride, pads, dil = _plan(geo, x_shape)
     gx = np.zeros(tuple(x_shape), np.float32)
     w2 = _f32(w).reshape(_weight2d(w.shape))
-    for n0, n1, o0, o1 in _chunks(N, OD, C * KD * crop[0] * crop[1]):
+    for n0, n1, o0, o1 in _blocks(geo, x_shape, w.shape, crop):
         gcol = np.empty(((n1 - n0) * (o1 - o0), C * KD) + crop, np.float32)
         _C.conv.conv2d_backward_input(_depth_major(_f32(gy[n0:n1, :, o0:o1])), w2, gcol, stride, pads, dil,
                                       geo.groups)
@@ -139,12 +145,11 @@ def conv_input_grad(gy, w, geo, x_shape):
 
 def conv_weight_grad(x, gy, w_shape, geo):
     """The gradient of conv3d(x, w) with respect to w (of shape w_shape), float32; blocks summed in order."""
-    N, C = x.shape[:2]
-    KD, OD = w_shape[2], geo.output_shape[2]
+    KD = w_shape[2]
     crop, stride, pads, dil = _plan(geo, x.shape)
     shape2 = _weight2d(w_shape)
     gw = np.zeros(shape2, np.float32)
-    for i, (n0, n1, o0, o1) in enumerate(_chunks(N, OD, C * KD * crop[0] * crop[1])):
+    for i, (n0, n1, o0, o1) in enumerate(_blocks(geo, x.shape, w_shape, crop)):
         part = gw if i == 0 else np.empty(shape2, np.float32)
         _C.conv.conv2d_backward_weight(_unfold(x[n0:n1], geo, KD, (o0, o1), crop),
                                        _depth_major(_f32(gy[n0:n1, :, o0:o1])), part, None, list(shape2), stride,

@@ -50,6 +50,10 @@ def map_max_pool3d(ctx, op):
     A, xa, x, spatial = _input(op, "max_pool3d")
     geo = max_pool3d_geometry(xa, A._arg(op, "kernel_size"), A._arg(op, "stride"), A._arg(op, "padding", default=0),
                               A._arg(op, "dilation", default=1), A._arg(op, "ceil_mode", default=False))
+    for n, k, s, p, d, o in zip(spatial, geo.kernel_size, geo.stride, geo.padding, geo.dilation, geo.output_shape[2:]):
+        if (o - 1) * s + d * (k - 1) + 1 - n - p >= k:  # the end pad _pool would need
+            raise op.unsupported("max_pool3d whose ceil_mode window reaches past the padded input by a kernel or "
+                                 "more is not exported (ONNX runtimes take MaxPool pads below kernel_shape only)")
     return _with_indices(ctx, op, x, spatial, lambda v, n: _max_pool(ctx, v, geo, spatial, n))
 
 

@@ -89,8 +89,14 @@ def scatter_max(g, idx, in_shape):
     N, C = in_shape[:2]
     gx = np.empty((N, C, 1, int(np.prod(in_shape[2:]))), np.float32)
     out = (N, C, 1, int(np.prod(g.shape[2:])))
-    _C.pool.max_pool2d_backward(np.require(g, np.float32, ("C", "A")).reshape(out),
-                                np.require(idx, np.int64, ("C", "A")).reshape(out), gx)
+    try:
+        _C.pool.max_pool2d_backward(np.require(g, np.float32, ("C", "A")).reshape(out),
+                                    np.require(idx, np.int64, ("C", "A")).reshape(out), gx)
+    except ValueError:
+        # torch's forward gives a window that holds only padding (possible with dilation) the index of its first
+        # tap past the padding, which can lie past the volume; torch's backward then writes out of bounds
+        raise ValueError(f"max pool backward: indices must lie in [0, {gx.shape[-1]}) (the input's volume); a window "
+                         "that covers only padding has no input element to take its gradient") from None
     return gx.reshape(in_shape)
 
 

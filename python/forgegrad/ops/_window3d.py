@@ -198,7 +198,7 @@ def conv_input_grad(gy, w, geo, x_shape):
     dtype = np.result_type(gy, w)
     pshape = tuple(n + lo + max(hi, 0) for n, (lo, hi) in zip(x_shape[2:], geo.pads))
     gxp = np.zeros(tuple(x_shape[:2]) + pshape, dtype)
-    gm = np.ascontiguousarray(gy).reshape(N, OC, -1)
+    gm = np.ascontiguousarray(gy).reshape(N, OC, int(np.prod(out)))  # not -1: N may be 0
     wm = np.ascontiguousarray(w).reshape(G, OCg, rows)
     for n in range(N):
         for g in range(G):
@@ -232,7 +232,7 @@ def conv_weight_grad(x, gy, w_shape, geo):
     plane = int(np.prod(geo.output_shape[3:]))
     gw = np.zeros((G, OCg, rows), np.result_type(x, gy))
     xp = _padded(x, geo.pads)
-    gm = np.ascontiguousarray(gy).reshape(N, OC, -1)
+    gm = np.ascontiguousarray(gy).reshape(N, OC, int(np.prod(geo.output_shape[2:])))  # not -1: N may be 0
     for n in range(N):
         for g in range(G):
             src = xp[n, g * Cg:(g + 1) * Cg]
@@ -270,13 +270,14 @@ def pool_geometry(input_shape, kernel_size, stride=None, padding=0, dilation=1, 
                          f"sizes, got {input_shape}")
     out = []
     for n, kk, ss, pp, dd in zip(input_shape[2:], k, s, p, d):
-        span = dd * (kk - 1) + 1
-        if n + 2 * pp < span:
-            raise ValueError(f"{owner}: kernel_size {k} (dilation {d}) is larger than the padded input "
-                             f"{tuple(v + 2 * q for v, q in zip(input_shape[2:], p))}")
-        o = (n + 2 * pp - span + ((ss - 1) if ceil_mode else 0)) // ss + 1
+        # torch's sizes (floor division): in ceil_mode a dilated window may reach past the padded input, as long
+        # as it starts inside it
+        o = (n + 2 * pp - dd * (kk - 1) - 1 + ((ss - 1) if ceil_mode else 0)) // ss + 1
         if ceil_mode and (o - 1) * ss >= n + pp:
             o -= 1
+        if o < 1:
+            raise ValueError(f"{owner}: kernel_size {k} (dilation {d}) is larger than the padded input "
+                             f"{tuple(v + 2 * q for v, q in zip(input_shape[2:], p))}")
         out.append(o)
     shape = input_shape[:2] + tuple(out)
     _check_size(owner, "input", shape)
@@ -347,7 +348,8 @@ def scatter_max(g, idx, in_shape):
         return _pool_planes.scatter_max(g, idx, in_shape)
     N, C = in_shape[:2]
     gx = np.zeros((N * C, int(np.prod(in_shape[2:]))), g.dtype)
-    np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
+    per = int(np.prod(idx.shape[2:]))  # not -1: N may be 0
+    np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, per)), g.reshape(N * C, per))
     return gx.reshape(in_shape)
 
 
@@ -459,7 +461,7 @@ def adaptive_max(x, out):
         k = tuple(n // o for n, o in zip(spatial, out))
         split = x.reshape((N, C) + tuple(v for o, kk in zip(out, k) for v in (o, kk)))
         order = (0, 1) + tuple(2 + 2 * i for i in range(nd)) + tuple(3 + 2 * i for i in range(nd))
-        win = split.transpose(order).reshape((N, C) + tuple(out) + (-1,))
+        win = split.transpose(order).reshape((N, C) + tuple(out) + (int(np.prod(k)),))  # not -1: N may be 0
         a = first_max(win)
         y = np.take_along_axis(win, a[..., None], -1)[..., 0]
         local = np.unravel_index(a, k)
@@ -475,8 +477,9 @@ def adaptive_max(x, out):
         at = tuple(i for i, _ in pos)
         win = x[(Ellipsis,) + tuple(slice(a, b) for _, (a, b) in pos)]
         wshape = win.shape[2:]
-        a = first_max(win.reshape(N, C, -1))
-        y[(Ellipsis,) + at] = np.take_along_axis(win.reshape(N, C, -1), a[..., None], -1)[..., 0]
+        flat_win = win.reshape(N, C, int(np.prod(wshape)))  # not -1: N may be 0
+        a = first_max(flat_win)
+        y[(Ellipsis,) + at] = np.take_along_axis(flat_win, a[..., None], -1)[..., 0]
         local = np.unravel_index(a, wshape)
         flat = np.zeros(a.shape, np.int64)
         for axis, (_, (b0, _)) in enumerate(pos):

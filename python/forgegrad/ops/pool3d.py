@@ -81,6 +81,8 @@ def avg_pool3d_arguments(x, kernel_size, stride=None, padding=0, ceil_mode=False
     """(geometry, divisor per output position) of avg_pool3d."""
     _input(x, owner)
     geo = W.pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, owner)
+    if any(n < k for n, k in zip(x.shape[2:], geo.kernel_size)):  # torch's avg_pool3d check: padding not counted
+        raise ValueError(f"{owner}: input {tuple(x.shape[2:])} is smaller than kernel_size {geo.kernel_size}")
     count_include_pad = check_bool(count_include_pad, f"{owner}: count_include_pad")
     if divisor_override is not None and (not is_int(divisor_override) or divisor_override == 0):
         raise ValueError(f"{owner}: divisor_override must be a nonzero int or None, got {divisor_override!r}")

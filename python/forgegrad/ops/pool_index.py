@@ -77,13 +77,14 @@ def max_unpool_function(nd: int) -> type:
         _, _, _, out = unpool_geometry(x.shape, kernel_size, stride, padding, output_size, nd, owner)
         area = int(np.prod(out))
         N, C = x.shape[:2]
-        flat = indices.reshape(N * C, -1)
+        per = int(np.prod(x.shape[2:]))  # not -1: N may be 0
+        flat = indices.reshape(N * C, per)
         if flat.size and (flat.min() < 0 or flat.max() >= area):
             raise ValueError(f"{owner}: indices must lie in [0, {area}) (the output plane {out}), found "
                              f"{int(flat.min())}..{int(flat.max())}")
         rows = np.arange(N * C)[:, None]
         y = np.zeros((N * C, area), x.dtype)
-        y[rows, flat] = x.reshape(N * C, -1)  # a repeated index (overlapping windows) holds the same maximum
+        y[rows, flat] = x.reshape(N * C, per)  # a repeated index (overlapping windows) holds the same maximum
         ctx.save_for_backward(flat)
         ctx.shapes = (x.shape, (N, C) + out)
         return y.reshape((N, C) + out)
@@ -92,7 +93,8 @@ def max_unpool_function(nd: int) -> type:
         (flat,) = ctx.saved_tensors
         in_shape, out_shape = ctx.shapes
         rows = np.arange(flat.shape[0])[:, None]
-        return np.ascontiguousarray(g.reshape(flat.shape[0], -1)[rows, flat].reshape(in_shape)), None
+        g2 = g.reshape(flat.shape[0], int(np.prod(out_shape[2:])))
+        return np.ascontiguousarray(g2[rows, flat].reshape(in_shape)), None
 
     return type(f"MaxUnpool{nd}dFunction", (Function,),
                 {"forward": staticmethod(forward), "backward": staticmethod(backward), "__module__": __name__,
