@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _samples as S
 from . import _special as sp
+from ._onnx_pointwise import copysign_onnx, floor_divide_onnx, remainder_onnx
 from ._pointwise_base import PointwiseFunction, Spec, register
 from .registry import BadInput, Sample
 
@@ -162,7 +163,7 @@ def _copysign_grads(ns, g, a, out, kw):
 
 CopysignFunction = _binary(
     "copysign", np.copysign, _copysign_grads, lambda t: t.copysign, uses_out=True,
-    gaps={"onnx": "ONNX has no signbit to tell -0.0 from 0.0, which copysign reads"})
+    onnx=copysign_onnx)
 
 
 def _int_checked(fn, name):
@@ -186,9 +187,7 @@ def _fmod_grads(ns, g, a, out, kw):
 
 RemainderFunction = _binary(
     "remainder", _int_checked(np.remainder, "remainder"), _remainder_grads, lambda t: t.remainder, floating=False,
-    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX Mod with fmod=0 takes integers only; a float remainder would need Floor of a Div, whose "
-                  "rounding differs from the kernel's at exact multiples"})
+    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4), onnx=remainder_onnx)
 FmodFunction = _binary(
     "fmod", _int_checked(np.fmod, "fmod"), _fmod_grads, lambda t: t.fmod, floating=False,
     samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
@@ -202,8 +201,8 @@ _floor_divide = _int_checked(np.floor_divide, "floor_divide")
 FloorDivideFunction = _binary(
     "floor_divide", _floor_divide, None, lambda t: t.floor_divide, floating=False,
     samples=_binary_samples(_away_from_zero, grad=()),
-    gaps={"backward": "torch defines no derivative for floor_divide (its backward raises, so does forgegrad's)",
-          "onnx": "ONNX Div truncates integers and has no floor division"})
+    onnx=floor_divide_onnx,
+    gaps={"backward": "torch defines no derivative for floor_divide (its backward raises, so does forgegrad's)"})
 
 
 # ---- lerp ----------------------------------------------------------------------------------------------

@@ -1,0 +1,136 @@
+"""ONNX mappings added for ops that had none (ops/_onnx_select.py, _onnx_int.py, _onnx_hist.py, _onnx_pointwise.py):
+the inputs where a naive mapping goes wrong, run in onnxruntime and compared with torch (the registry's generated
+checks cover the ops' own samples): NaN for fmax / fmin, exact multiples and signed zeros for remainder /
+floor_divide, -0.0 for signbit / copysign, zeros and negatives for cumprod, ties and NaN for median / quantile,
+and the ops inside models with dynamic axes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _run(fn, arrays, tmp_path, dynamic_axes=None, opset=17):
+    class M(fg.nn.Module):
+        def forward(self, *xs):
+            return fn(*xs)
+
+    inputs = tuple(fg.Tensor(a, dtype=a.dtype) for a in arrays)
+    path = str(tmp_path / "m.onnx")
+    report = fg.onnx.export(M(), inputs, path, dynamic_axes=dynamic_axes if dynamic_axes is not None else {},
+                            opset=opset, input_names=[f"input_{i}" for i in range(len(arrays))])
+    assert report.ok, str(report)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), arrays)})
+    return outs, report
+
+
+def _t(a):
+    return torch.from_numpy(np.array(a, copy=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["fmax", "fmin"])
+def test_fmax_fmin_ignore_nan(name, dtype, tmp_path):
+    a = np.array([[np.nan, 1.0, np.nan, -2.0, 0.0, np.inf]], dtype)
+    b = np.array([[3.0, np.nan, np.nan, -2.0, -0.0, np.nan]], dtype)
+    (got,), _ = _run(getattr(fg, name), (a, b), tmp_path)
+    np.testing.assert_array_equal(got, getattr(torch, name)(_t(a), _t(b)).numpy())
+
+
+_DIVIDEND = np.array([6.0, -6.0, 6.0, -6.0, 7.5, -7.5, 0.0, -0.0, 1e-30, 5.0, 3.0, np.inf, np.nan, 0.3])
+_DIVISOR = np.array([3.0, 3.0, -3.0, -3.0, 2.5, 2.5, -2.0, 2.0, 3.0, 0.0, np.inf, 2.0, 1.0, 0.1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["remainder", "floor_divide"])
+def test_remainder_floor_divide_exact_multiples_zeros_and_signs(name, dtype, tmp_path):
+    a, b = _DIVIDEND.astype(dtype), _DIVISOR.astype(dtype)
+    (got,), _ = _run(getattr(fg, name), (a, b), tmp_path)
+    want = getattr(torch, name)(_t(a), _t(b)).numpy()
+    np.testing.assert_array_equal(got, want)  # (-0.0 == 0.0: onnxruntime's Where drops a zero's minus sign)
+
+
+@pytest.mark.parametrize("name", ["remainder", "floor_divide"])
+def test_remainder_floor_divide_integers(name, tmp_path):
+    a = np.array([7, -7, 7, -7, 6, -6, 0, 9], np.int64)
+    b = np.array([2, 2, -2, -2, 3, -3, 5, 10], np.int64)
+    (got,), _ = _run(getattr(fg, name), (a, b), tmp_path)
+    np.testing.assert_array_equal(got, getattr(torch, name)(_t(a), _t(b)).numpy())
+
+
+def test_signbit_and_copysign_read_negative_zero(tmp_path):
+    x = np.array([-0.0, 0.0, -1.5, 2.0, -np.inf, np.inf, np.nan], np.float32)
+    (got,), _ = _run(fg.signbit, (x,), tmp_path)
+    np.testing.assert_array_equal(got, torch.signbit(_t(x)).numpy())
+    mag = np.full_like(x, 3.0)
+    (got,), _ = _run(fg.copysign, (mag, x), tmp_path)
+    np.testing.assert_array_equal(got, torch.copysign(_t(mag), _t(x)).numpy())
+
+
+def test_isclose_integers_and_infinities(tmp_path):
+    a = np.array([1, 100000, -5, 0], np.int64)
+    b = np.array([1, 100001, -6, 0], np.int64)
+    (got,), _ = _run(lambda x, y: fg.isclose(x, y, rtol=1e-5, atol=0.5), (a, b), tmp_path)
+    np.testing.assert_array_equal(got, torch.isclose(_t(a), _t(b), rtol=1e-5, atol=0.5).numpy())
+    f = np.array([np.inf, -np.inf, np.inf, np.nan, 1.0], np.float32)
+    g = np.array([np.inf, np.inf, 1e38, np.nan, 1.0 + 1e-6], np.float32)
+    for kw in ({}, {"equal_nan": True}):
+        (got,), _ = _run(lambda x, y: fg.isclose(x, y, **kw), (f, g), tmp_path)
+        np.testing.assert_array_equal(got, torch.isclose(_t(f), _t(g), **kw).numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_cumprod_zeros_negatives_and_dynamic_length(dtype, tmp_path):
+    x = np.array([[2, -3, 0, 4, -1, 5], [-1, -1, -1, 2, 0, 0], [1, 2, 3, 4, 5, 6]], dtype)
+    (got,), report = _run(lambda t: fg.cumprod(t, 1), (x,), tmp_path, dynamic_axes={"input_0": {0: "batch", 1: "n"}})
+    np.testing.assert_array_equal(got, torch.cumprod(_t(x), 1).numpy())
+    assert report.dynamic_axes == {"input_0": {0: "batch", 1: "n"}}
+
+
+def test_median_quantile_mode_inside_a_model_with_a_dynamic_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, (5, 9)).astype(np.float32)  # ties
+    x[1, 3] = np.nan
+
+    def fn(t):
+        v, i = fg.median(t, dim=1)
+        mv, mi = fg.mode(t.nan_to_num(0.0), dim=1)
+        q = fg.nanquantile(t, 0.25, dim=1)
+        return v, i, mv, mi, q
+    outs, report = _run(fn, (x,), tmp_path, dynamic_axes={"input_0": {0: "batch"}})
+    t = _t(x)
+    tv, ti = torch.median(t, dim=1)
+    tm = torch.mode(torch.nan_to_num(t, 0.0), dim=1)[0]
+    np.testing.assert_array_equal(outs[0], tv.numpy())
+    np.testing.assert_array_equal(outs[1], ti.numpy())
+    np.testing.assert_array_equal(outs[2], tm.numpy())
+    np.testing.assert_allclose(outs[4], torch.nanquantile(t, 0.25, dim=1).numpy(), rtol=1e-6)
+    assert report.ok and len(report.runs) == 3  # the example and two other batch sizes
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64])
+def test_gcd_lcm_of_zeros_and_negatives(dtype, tmp_path):
+    a = np.array([0, 0, 12, -12, 7, 48, -9, 1], np.int64)
+    b = np.array([0, 5, -18, -18, 13, 36, 0, 1], np.int64)
+    if dtype == np.int8:
+        with pytest.raises(fg.onnx.UnsupportedOpError, match="int32 / int64"):
+            _run(fg.gcd, (a.astype(dtype), b.astype(dtype)), tmp_path)
+        return
+    for name in ("gcd", "lcm"):
+        (got,), _ = _run(getattr(fg, name), (a.astype(dtype), b.astype(dtype)), tmp_path)
+        np.testing.assert_array_equal(got, getattr(torch, name)(_t(a.astype(dtype)), _t(b.astype(dtype))).numpy())
+
+
+def test_histc_with_the_data_range_follows_a_dynamic_size(tmp_path):
+    x = np.random.default_rng(2).normal(size=(6, 10)).astype(np.float32)
+    (got,), report = _run(lambda t: fg.histc(t, bins=7), (x,), tmp_path, dynamic_axes={"input_0": {0: "batch"}})
+    np.testing.assert_array_equal(got, torch.histc(_t(x), bins=7).numpy())
+    (h, e), _ = _run(lambda t: fg.histogram(t, 5, density=True), (x,), tmp_path)
+    th, te = torch.histogram(_t(x), 5, density=True)
+    np.testing.assert_array_equal(e, te.numpy())
+    np.testing.assert_allclose(h, th.numpy(), rtol=1e-6)
