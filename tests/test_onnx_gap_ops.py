@@ -134,3 +134,24 @@ def test_histc_with_the_data_range_follows_a_dynamic_size(tmp_path):
     th, te = torch.histogram(_t(x), 5, density=True)
     np.testing.assert_array_equal(e, te.numpy())
     np.testing.assert_allclose(h, th.numpy(), rtol=1e-6)
+
+
+_SPECIAL_INPUTS = {
+    "i0": [0.0, 0.5, -3.0, 10.0, -29.9, 30.5, 35.0, -60.0, 85.0],
+    "special_i1": [0.0, 0.5, -3.0, 10.0, -29.9, 30.5, 35.0, -60.0, 85.0],
+    "lgamma": [0.5, 1.0, 2.0, 1e-3, 7.3, 123.4, 1e5, -0.5, -2.5, -3.7, 0.0, -1.0, -4.0],
+    "digamma": [1.0, 0.5, 1e-3, 7.3, 123.4, 1e5, -0.5, -2.5, -3.7, 0.0, -0.0, -1.0, -4.0],
+    "erfinv": [0.0, 0.3, -0.5, 0.9, -0.99, 0.9999, 1.0, -1.0, 1.5],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(_SPECIAL_INPUTS))
+def test_special_functions_over_their_range(name, dtype, tmp_path):
+    """Both series branches of i0 / i1, the reflection and poles of lgamma / digamma, erfinv at and past +-1."""
+    x = np.array(_SPECIAL_INPUTS[name], dtype)
+    fn = getattr(fg, name) if name != "special_i1" else fg.ops.get("special_i1")
+    (got,), report = _run(fn, (x,), tmp_path)
+    want = (torch.special.i1 if name == "special_i1" else getattr(torch, name))(_t(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-9, atol=1e-13)  # (lgamma(1) = 0)
+    assert got.dtype == dtype and not report.float32_nodes  # double throughout

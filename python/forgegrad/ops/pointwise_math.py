@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _meta as M
 from . import _samples as S
+from ._onnx_special import i0_onnx, i1_onnx
 from ._pointwise_base import PointwiseFunction, Spec, cast, is_arr, register
 from .pointwise_more import _Binary, _c, _onnx_nodes, _Unary, _unary_onnx
 from .registry import BadInput, Sample
@@ -282,7 +283,7 @@ def _i0(x):
 
 I0Function = _register_unary(
     "i0", _i0, lambda ns, g, a, out, kw: (g * ns.call("special_i1", a[0]),), samples=_samples(-4.0, 4.0, (0.0,)),
-    tol=(1e-5, 1e-5), gaps={"onnx": "ONNX has no modified Bessel function"})
+    tol=(1e-5, 1e-5), onnx=i0_onnx)
 
 
 def _i1_grads(ns, g, a, out, kw):
@@ -295,7 +296,7 @@ def _i1_grads(ns, g, a, out, kw):
 # torch.special.i1, the derivative of i0 (an op so that i0 differentiates twice); forgegrad has no special namespace
 I1Function = _register_unary(
     "special_i1", _i1, _i1_grads, uses_out=True, samples=_samples(-4.0, 4.0, (0.0, 1.0)), tol=(1e-5, 1e-5),
-    torch_fn=lambda torch, x: torch.special.i1(x), gaps={"onnx": "ONNX has no modified Bessel function"})
+    torch_fn=lambda torch, x: torch.special.i1(x), onnx=i1_onnx)
 
 
 # ---- two inputs: float_power, ldexp ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 from . import _samples as S
 from . import _special as sp
 from ._onnx_pointwise import copysign_onnx, floor_divide_onnx, remainder_onnx
+from ._onnx_special import digamma_onnx, erfinv_onnx, lgamma_onnx
 from ._pointwise_base import PointwiseFunction, Spec, register
 from .registry import BadInput, Sample
 
@@ -285,8 +286,7 @@ ErfcFunction = _unary(
 ErfinvFunction = _unary(
     "erfinv", sp.erfinv, lambda ns, g, a, out, kw: (g * ns.exp(out * out) * (_SQRT_PI / 2),),
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-0.95, high=0.95)), tol=(1e-4, 1e-5),
-    uses_out=True,
-    gaps={"onnx": "ONNX has no inverse error function"})
+    uses_out=True, onnx=erfinv_onnx)
 
 
 def _lgamma(x):
@@ -305,11 +305,11 @@ def _trigamma(x):
 LgammaFunction = _unary(
     "lgamma", _lgamma, lambda ns, g, a, out, kw: (g * ns.call("digamma", a[0]),),
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-3.7, high=5.0)), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX has no log-gamma"})
+    onnx=lgamma_onnx)
 DigammaFunction = _unary(
     "digamma", _digamma, lambda ns, g, a, out, kw: (g * ns.const(_trigamma(ns.val(a[0])), g),),
-    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX has no digamma", "float64": "scipy's digamma/trigamma (which forgegrad calls) and torch's "
+    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4), onnx=digamma_onnx,
+    gaps={"float64": "scipy's digamma/trigamma (which forgegrad calls) and torch's "
           "series differ by ~1e-9 relative in float64, above the check's 1e-10 (float32 is checked)"})
 DigammaFunction.op.differentiable_backward = None  # its derivative (trigamma) has no Tensor op: no third order
 
