@@ -155,3 +155,35 @@ def test_special_functions_over_their_range(name, dtype, tmp_path):
     want = (torch.special.i1 if name == "special_i1" else getattr(torch, name))(_t(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-9, atol=1e-13)  # (lgamma(1) = 0)
     assert got.dtype == dtype and not report.float32_nodes  # double throughout
+
+
+def test_linalg_with_a_dynamic_batch(tmp_path):
+    """inv / solve / slogdet / cholesky / solve_triangular unrolled over n, any batch size; a pivot that needs a row
+    swap (a zero on the diagonal) included."""
+    rng = np.random.default_rng(5)
+    a = (rng.uniform(-1, 1, (3, 4, 4)) + 2 * np.eye(4)).astype(np.float32)
+    a[0] = np.array([[0, 1, 2, 0], [1, 0, 0, 3], [2, 1, 1, 1], [0, 3, 1, 1]], np.float32)  # a[0][0, 0] = 0
+    b = rng.uniform(-1, 1, (3, 4, 2)).astype(np.float32)
+    eye4 = np.eye(4, dtype=np.float32) * 4
+
+    def fn(x, y):
+        sign, logabs = fg.linalg.slogdet(x)
+        lo = fg.linalg.cholesky(x @ x.mT + fg.tensor(eye4))  # positive definite for the random verification inputs
+        return (fg.linalg.inv(x), fg.linalg.solve(x, y), sign, logabs, lo,
+                fg.linalg.solve_triangular(lo, y, upper=False))
+    outs, report = _run(fn, (a, b), tmp_path, dynamic_axes={"input_0": {0: "batch"}, "input_1": {0: "batch"}})
+    ta, tb = _t(a), _t(b)
+    ts = ta @ ta.mT + _t(eye4)
+    sign, logabs = torch.linalg.slogdet(ta)
+    tl = torch.linalg.cholesky(ts)
+    want = [torch.linalg.inv(ta), torch.linalg.solve(ta, tb), sign, logabs, tl,
+            torch.linalg.solve_triangular(tl, tb, upper=False)]
+    for got, w in zip(outs, want):
+        np.testing.assert_allclose(got, w.numpy(), rtol=1e-4, atol=1e-5)
+    assert len(report.runs) == 3
+
+
+def test_vander_exports_through_cumprod(tmp_path):
+    x = np.array([2.0, -1.5, 0.0, 3.0, 0.5], np.float32)
+    (got,), _ = _run(lambda t: fg.vander(t, N=4), (x,), tmp_path, dynamic_axes={"input_0": {0: "n"}})
+    np.testing.assert_array_equal(got, torch.linalg.vander(_t(x), N=4).flip(1).numpy())

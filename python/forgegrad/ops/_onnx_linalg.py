@@ -1,0 +1,151 @@
+"""ONNX mappings of linear-algebra ops ONNX (opset 21) has no operator for, unrolled over the matrix size (known
+at export; batch dims may be dynamic): linalg.solve_triangular (substitution row by row), linalg.cholesky (column
+by column), and linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination with partial pivoting: the
+largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it). The graph grows with n
+(~12 nodes per step); values agree with LAPACK's to rounding (a different operation order). A singular or
+non-positive-definite input gives inf / NaN in the graph where the kernel raises."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _rows(ctx, m, start, stop):
+    return ctx.node("Slice", [m, ctx.ints([start]), ctx.ints([stop]), ctx.ints([-2])])
+
+
+def _cols(ctx, m, start, stop):
+    return ctx.node("Slice", [m, ctx.ints([start]), ctx.ints([stop]), ctx.ints([-1])])
+
+
+def _swap_last(ctx, m, ndim):
+    perm = list(range(ndim - 2)) + [ndim - 1, ndim - 2]
+    return ctx.node("Transpose", [m], perm=perm)
+
+
+def _tri_solve(ctx, a, b, n, upper, unit):
+    """X with A X = B for triangular A (..., n, n) and B (..., n, k): one row of X per step."""
+    xs = [None] * n
+    order = range(n - 1, -1, -1) if upper else range(n)
+    for i in order:
+        r = _rows(ctx, b, i, i + 1)
+        lo, hi = (i + 1, n) if upper else (0, i)
+        if hi > lo:
+            known = ctx.node("Concat", xs[lo:hi], axis=-2)
+            r = ctx.node("Sub", [r, ctx.node("MatMul", [_cols(ctx, _rows(ctx, a, i, i + 1), lo, hi), known])])
+        if not unit:
+            r = ctx.node("Div", [r, _cols(ctx, _rows(ctx, a, i, i + 1), i, i + 1)])
+        xs[i] = r
+    return xs[0] if n == 1 else ctx.node("Concat", xs, axis=-2)
+
+
+def solve_triangular_onnx(ctx, op):
+    A, B = op.args["A"], op.args["B"]
+    n = int(A.shape[-1])
+    a, b = op.input("A"), op.input("B")
+    upper, left = bool(op.attr("upper")), bool(op.attr("left", True))
+    unit = bool(op.attr("unitriangular", False))
+    if left:
+        return [_tri_solve(ctx, a, b, n, upper, unit)]
+    # X A = B  <=>  A^T X^T = B^T, A^T triangular the other way
+    xt = _tri_solve(ctx, _swap_last(ctx, a, A.ndim), _swap_last(ctx, b, B.ndim), n, not upper, unit)
+    return [_swap_last(ctx, xt, max(A.ndim, B.ndim))]
+
+
+def cholesky_onnx(ctx, op):
+    """L column by column from A's lower triangle: c = A[:, j] - L[:, :j] L[j, :j]^T, L[:, j] = c / sqrt(c[j])
+    below the diagonal (zero above)."""
+    A = op.args["A"]
+    n, nd = int(A.shape[-1]), A.ndim
+    a = op.input("A")
+    cols = []
+    for j in range(n):
+        c = _cols(ctx, a, j, j + 1)  # (..., n, 1)
+        if j:
+            prev = ctx.node("Concat", cols, axis=-1) if j > 1 else cols[0]  # (..., n, j)
+            c = ctx.node("Sub", [c, ctx.node("MatMul", [prev, _swap_last(ctx, _rows(ctx, prev, j, j + 1), nd)])])
+        d = ctx.node("Sqrt", [_rows(ctx, c, j, j + 1)])
+        mask = ctx.const((np.arange(n) >= j).reshape(n, 1))
+        cols.append(ctx.node("Where", [mask, ctx.node("Div", [c, d]), ctx.const(np.zeros((), op.out_dtype()))]))
+    L = cols[0] if n == 1 else ctx.node("Concat", cols, axis=-1)
+    return [_swap_last(ctx, L, nd) if op.attr("upper", False) else L]
+
+
+def _gauss_jordan(ctx, m, n, nd, want_pivots=False):
+    """Reduce m (..., n, n + k) = [A | B] to [I | A^-1 B] with partial pivoting; also (pivots (..., 1, 1) each, the
+    number of row swaps as a float (..., 1, 1)) when want_pivots."""
+    dt = ctx.float_dtype
+    r = ctx.const(np.arange(n, dtype=np.int64).reshape(n, 1))
+    pivots, swaps = [], None
+    for k in range(n):
+        col = ctx.node("Abs", [_cols(ctx, _rows(ctx, m, k, n), k, k + 1)])  # (..., n - k, 1)
+        p = ctx.node("Add", [ctx.node("ArgMax", [col], axis=nd - 2, keepdims=1, select_last_index=0),
+                             ctx.const(np.asarray(k, np.int64))])  # (..., 1, 1)
+        kk = ctx.const(np.asarray(k, np.int64))
+        src = ctx.node("Where", [ctx.node("Equal", [r, kk]), p,
+                                 ctx.node("Where", [ctx.node("Equal", [r, p]), kk, r])])  # (..., n, 1)
+        src = ctx.node("Expand", [src, ctx.node("Shape", [m])])
+        m = ctx.node("GatherElements", [m, src], axis=nd - 2)
+        if want_pivots:
+            moved = ctx.cast(ctx.node("Not", [ctx.node("Equal", [p, kk])]), dt)
+            swaps = moved if swaps is None else ctx.node("Add", [swaps, moved])
+        row = _rows(ctx, m, k, k + 1)
+        piv = _cols(ctx, row, k, k + 1)
+        pivots.append(piv)
+        row = ctx.node("Div", [row, piv])
+        m = ctx.node("Sub", [m, ctx.node("Mul", [_cols(ctx, m, k, k + 1), row])])
+        m = ctx.node("Where", [ctx.const((np.arange(n) == k).reshape(n, 1)), row, m])
+    return m, pivots, swaps
+
+
+def _expand_batch(ctx, x, batch_dims, tail):
+    return ctx.node("Expand", [x, ctx.shape_tensor(list(batch_dims) + list(tail), "a batch shape")])
+
+
+def inv_onnx(ctx, op):
+    A = op.args["A"]
+    n, nd = int(A.shape[-1]), A.ndim
+    a = op.input("A")
+    eye = _expand_batch(ctx, ctx.const(np.eye(n, dtype=op.out_dtype())), op.in_dims("A")[:-2], [n, n])
+    m, _, _ = _gauss_jordan(ctx, ctx.node("Concat", [a, eye], axis=-1), n, nd)
+    return [_cols(ctx, m, n, 2 * n)]
+
+
+def solve_onnx(ctx, op):
+    A, B = op.args["A"], op.args["B"]
+    n = int(A.shape[-1])
+    left = bool(op.attr("left", True))
+    a, b = op.input("A"), op.input("B")
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    if vector:
+        b = ctx.unsqueeze(b, [-1])
+    out_dims = op.out_dims(0)
+    batch = out_dims[:-1] if vector else out_dims[:-2]
+    if not left:  # X A = B  <=>  A^T X^T = B^T
+        a = _swap_last(ctx, a, A.ndim)
+        b = _swap_last(ctx, b, B.ndim + int(vector))
+    k = 1 if vector else int(tuple(B.shape)[-2 if not left else -1])
+    nd = len(batch) + 2
+    a = _expand_batch(ctx, a, batch, [n, n])
+    b = _expand_batch(ctx, b, batch, [n, k])
+    m, _, _ = _gauss_jordan(ctx, ctx.node("Concat", [a, b], axis=-1), n, nd)
+    x = _cols(ctx, m, n, n + k)
+    if not left:
+        x = _swap_last(ctx, x, nd)
+    return [ctx.squeeze(x, [-1]) if vector else x]
+
+
+def slogdet_onnx(ctx, op):
+    """sign = (-1)^swaps * prod sign(pivot), logabsdet = sum log|pivot|."""
+    A = op.args["A"]
+    n, nd = int(A.shape[-1]), A.ndim
+    dt = np.dtype(op.out_dtype(1))
+    _, pivots, swaps = _gauss_jordan(ctx, op.input("A"), n, nd, want_pivots=True)
+    logabs = ctx.node("Log", [ctx.node("Abs", [pivots[0]])])
+    sign = ctx.node("Sign", [pivots[0]])
+    for p in pivots[1:]:
+        logabs = ctx.node("Add", [logabs, ctx.node("Log", [ctx.node("Abs", [p])])])
+        sign = ctx.node("Mul", [sign, ctx.node("Sign", [p])])
+    parity = ctx.node("Sub", [ctx.const(np.asarray(1, dt)), ctx.node("Mul", [
+        ctx.const(np.asarray(2, dt)), ctx.node("Mod", [swaps, ctx.const(np.asarray(2, dt))], fmod=1)])])
+    sign = ctx.node("Mul", [sign, parity])
+    return [ctx.squeeze(sign, [-2, -1]), ctx.squeeze(logabs, [-2, -1])]
