@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _run(fn, arrays, tmp_path, dynamic_axes=None, opset=17):
+def _run(fn, arrays, tmp_path, dynamic_axes=None, opset=17, verify_sizes=None):
     class M(fg.nn.Module):
         def forward(self, *xs):
             return fn(*xs)
@@ -22,7 +22,8 @@ def _run(fn, arrays, tmp_path, dynamic_axes=None, opset=17):
     inputs = tuple(fg.Tensor(a, dtype=a.dtype) for a in arrays)
     path = str(tmp_path / "m.onnx")
     report = fg.onnx.export(M(), inputs, path, dynamic_axes=dynamic_axes if dynamic_axes is not None else {},
-                            opset=opset, input_names=[f"input_{i}" for i in range(len(arrays))])
+                            opset=opset, input_names=[f"input_{i}" for i in range(len(arrays))],
+                            verify_sizes=verify_sizes)
     assert report.ok, str(report)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     outs = sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), arrays)})
@@ -187,3 +188,36 @@ def test_vander_exports_through_cumprod(tmp_path):
     x = np.array([2.0, -1.5, 0.0, 3.0, 0.5], np.float32)
     (got,), _ = _run(lambda t: fg.vander(t, N=4), (x,), tmp_path, dynamic_axes={"input_0": {0: "n"}})
     np.testing.assert_array_equal(got, torch.linalg.vander(_t(x), N=4).flip(1).numpy())
+
+
+@pytest.mark.parametrize("pool", [
+    lambda nn: nn.MaxPool3d(3, stride=2, padding=1), lambda nn: nn.AvgPool3d(3, stride=2, padding=1),
+    lambda nn: nn.AvgPool3d(3, stride=2, padding=1, count_include_pad=False),
+    lambda nn: nn.AvgPool3d(2, stride=1, padding=1, divisor_override=3), lambda nn: nn.AdaptiveAvgPool3d(1)],
+    ids=["max", "avg", "avg_no_pad_count", "avg_divisor", "global_avg"])
+def test_3d_pools_over_dynamic_volumes(pool, tmp_path):
+    """Verified by the exporter at the example's (8, 9, 10) volume and at (1, 1, 1) and (7, 7, 7)."""
+    from forgegrad import nn
+    fg.manual_seed(0)
+    m = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), pool(nn)).eval()
+    x = np.random.default_rng(3).standard_normal((2, 2, 8, 9, 10)).astype(np.float32)
+    outs, report = _run(m, (x,), tmp_path, dynamic_axes={"input_0": {0: "b", 2: "d", 3: "h", 4: "w"}})
+    assert report.ok and len(report.runs) == 3
+
+
+def test_3d_max_pool_indices_and_ceil_mode_over_dynamic_volumes(tmp_path):
+    x = np.random.default_rng(4).standard_normal((1, 2, 6, 7, 8)).astype(np.float32)
+    axes = {"input_0": {2: "d", 3: "h", 4: "w"}}
+    sizes = [{"d": 4, "h": 5, "w": 9}]
+    (vals, idx), _ = _run(lambda t: fg.nn.functional.max_pool3d(t, 2, return_indices=True), (x,), tmp_path, axes,
+                          verify_sizes=sizes)
+    tv, ti = torch.nn.functional.max_pool3d(_t(x), 2, return_indices=True)
+    np.testing.assert_array_equal(vals, tv.numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+
+    class Ceil(fg.nn.Module):
+        def forward(self, t):
+            return fg.nn.functional.avg_pool3d(t, 2, ceil_mode=True)
+    with pytest.raises(fg.onnx.UnsupportedOpError, match="ceil_mode over dynamic spatial sizes"):
+        fg.onnx.export(Ceil(), fg.tensor(x), str(tmp_path / "c.onnx"), dynamic_axes={"t": axes["input_0"]},
+                       verify_sizes=sizes)
