@@ -17,6 +17,7 @@ from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
+from ._float64 import float64_twin_of as _float64_twin_of, float_dtype_of as _float_dtype_of
 from ._shapes import declared_dims, output_shapes, probe_output_shapes
 from ._symbolic import Dyn, Symbols
 from .mappings import lookup
@@ -308,26 +309,6 @@ class _Exporter:
         return name
 
 
-def _float64_twin_of(fn_cls) -> Optional[type]:
-    """The op's own Function when fn_cls is the float64 Function of a registry op (not registered itself)."""
-    from ..ops.registry import of_function
-    opdef = getattr(fn_cls, "op", None)
-    if of_function(fn_cls) is None and opdef is not None and getattr(opdef, "float64", None) is fn_cls:
-        return opdef.function
-    return None
-
-
-def _float_dtype_of(outs, args, kwargs) -> np.dtype:
-    """The floating dtype an op computes in: its first floating output's, else its first floating tensor
-    argument's (a comparison of float64 tensors), else float32."""
-    for t in list(outs) + list(args) + list(kwargs.values()):
-        for x in (t if isinstance(t, (tuple, list)) else (t,)):
-            dt = getattr(x, "dtype", None)
-            if isinstance(x, (Tensor, np.ndarray)) and dt is not None and np.dtype(dt) in (np.float32, np.float64):
-                return np.dtype(dt)
-    return np.dtype(np.float32)
-
-
 def _prune(nodes, initializers, outputs: Sequence[str]):
     """Drop nodes and initializers that no graph output depends on (e.g. a loss computed in forward)."""
     needed = set(outputs)
@@ -592,7 +573,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
                               producer_name="forgegrad", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(opset_ids)
     helper.set_model_props(proto, metadata)
-    from ._float64 import cast_double_islands
+    from ._float64 import cast_double_islands, default_tolerances
     try:
         float32_nodes = cast_double_islands(proto, float64)
     except onnx.shape_inference.InferenceError as e:
@@ -611,11 +592,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
                           dynamic_axes={n: dict(ax) for n, ax in zip(names, input_axes) if ax},
                           num_nodes=len(proto.graph.node), num_initializers=len(inits), rtol=rtol, atol=atol,
                           float32_nodes=[f"{t} ({nm})" for nm, t in float32_nodes])
-    if rtol is None or atol is None:  # double throughout: float64's tolerance; else float32's
-        all_double = not float32_nodes and any(o.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
-                                               for o in proto.graph.output)
-        report.rtol = (1e-9 if all_double else 1e-5) if rtol is None else rtol
-        report.atol = (1e-10 if all_double else 1e-6) if atol is None else atol
+    report.rtol, report.atol = default_tolerances(proto, float32_nodes, rtol, atol)
     if verify:
         with _eval_mode(model):
             verify_model(model, report, inputs, input_axes, symbols, verify_sizes, hint=_verification_hint(ex.records))

@@ -1,17 +1,20 @@
-"""float64 graphs: onnxruntime's CPU provider has no double kernel for some ONNX ops (Conv, AveragePool,
-Erf, Resize, ...). A float64 model's graph computes each such node in float32 between two Casts
-(``cast_double_islands``), or, with ``float64="strict"``, the export stops naming the node.
+"""float64 graphs. Each op is mapped under its floating dtype (float_dtype_of, into ExportContext.float_dtype),
+an op's float64 Function through its op's own mapping (float64_twin_of).
 
-Which ops lack a double kernel is read from onnxruntime's kernel registry where it is installed (the
-list below otherwise: onnxruntime 1.32's CPU provider)."""
+onnxruntime's CPU provider has no double kernel for some ONNX ops (Conv, AveragePool, Erf, Resize, ...). A float64
+model's graph computes each such node in float32 between two Casts (``cast_double_islands``), or, with
+``float64="strict"``, the export stops naming the node. Which ops lack a double kernel is read from onnxruntime's
+kernel registry where it is installed (the list below otherwise: onnxruntime 1.32's CPU provider)."""
 from __future__ import annotations
 
 import functools
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..tensor import Tensor
 from ._errors import UnsupportedOpError
 
 # onnxruntime 1.32 CPUExecutionProvider: ops with a float kernel and no double one
@@ -107,3 +110,32 @@ def cast_double_islands(model: onnx.ModelProto, mode: str) -> List[Tuple[str, st
     del graph.node[:]
     graph.node.extend(new_nodes)
     return wrapped
+
+
+def float64_twin_of(fn_cls) -> Optional[type]:
+    """The op's own Function when fn_cls is the float64 Function of a registry op (not registered itself)."""
+    from ..ops.registry import of_function
+    opdef = getattr(fn_cls, "op", None)
+    if of_function(fn_cls) is None and opdef is not None and getattr(opdef, "float64", None) is fn_cls:
+        return opdef.function
+    return None
+
+
+def float_dtype_of(outs, args, kwargs) -> np.dtype:
+    """The floating dtype an op computes in: its first floating output's, else its first floating tensor
+    argument's (a comparison of float64 tensors), else float32."""
+    for t in list(outs) + list(args) + list(kwargs.values()):
+        for x in (t if isinstance(t, (tuple, list)) else (t,)):
+            dt = getattr(x, "dtype", None)
+            if isinstance(x, (Tensor, np.ndarray)) and dt is not None and np.dtype(dt) in (np.float32, np.float64):
+                return np.dtype(dt)
+    return np.dtype(np.float32)
+
+
+def default_tolerances(model: onnx.ModelProto, float32_nodes, rtol, atol):
+    """(rtol, atol) for the verification: those given, else float64's (1e-9, 1e-10) for a graph that is double
+    throughout, float32's (1e-5, 1e-6) otherwise."""
+    all_double = not float32_nodes and any(o.type.tensor_type.elem_type == TensorProto.DOUBLE
+                                           for o in model.graph.output)
+    return ((1e-9 if all_double else 1e-5) if rtol is None else rtol,
+            (1e-10 if all_double else 1e-6) if atol is None else atol)
