@@ -221,3 +221,15 @@ def test_3d_max_pool_indices_and_ceil_mode_over_dynamic_volumes(tmp_path):
     with pytest.raises(fg.onnx.UnsupportedOpError, match="ceil_mode over dynamic spatial sizes"):
         fg.onnx.export(Ceil(), fg.tensor(x), str(tmp_path / "c.onnx"), dynamic_axes={"t": axes["input_0"]},
                        verify_sizes=sizes)
+
+
+def test_matrix_exp_scales_each_matrix_by_its_own_norm(tmp_path):
+    """Norms from 1e-3 to ~40 in one batch: each matrix squared its own number of times (a Loop over the largest)."""
+    rng = np.random.default_rng(6)
+    a = rng.uniform(-1, 1, (4, 3, 3)) * np.array([1e-3, 0.5, 4.0, 12.0])[:, None, None]
+    for dtype in (np.float32, np.float64):
+        x = a.astype(dtype)
+        (got,), report = _run(lambda t: fg.linalg.matrix_exp(t), (x,), tmp_path, dynamic_axes={"input_0": {0: "b"}})
+        np.testing.assert_allclose(got, torch.linalg.matrix_exp(_t(x)).numpy(), rtol=1e-5 if dtype == np.float32
+                                   else 1e-10, atol=1e-6 if dtype == np.float32 else 1e-12)
+        assert report.ok and not report.float32_nodes

@@ -1,7 +1,8 @@
 """ONNX mappings of linear-algebra ops ONNX (opset 21) has no operator for, unrolled over the matrix size (known
 at export; batch dims may be dynamic): linalg.solve_triangular (substitution row by row), linalg.cholesky (column
-by column), and linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination with partial pivoting: the
-largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it). The graph grows with n
+by column), linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination with partial pivoting: the
+largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it) and linalg.matrix_exp (the
+kernel's Pade 13 scaling and squaring in double, the squarings a Loop). The graph grows with n
 (~12 nodes per step); values agree with LAPACK's to rounding (a different operation order). A singular or
 non-positive-definite input gives inf / NaN in the graph where the kernel raises."""
 from __future__ import annotations
@@ -149,3 +150,64 @@ def slogdet_onnx(ctx, op):
         ctx.const(np.asarray(2, dt)), ctx.node("Mod", [swaps, ctx.const(np.asarray(2, dt))], fmod=1)])])
     sign = ctx.node("Mul", [sign, parity])
     return [ctx.squeeze(sign, [-2, -1]), ctx.squeeze(logabs, [-2, -1])]
+
+
+def matrix_exp_onnx(ctx, op):
+    """The kernel's algorithm (expm_array) in double: each matrix scaled by 2^-s, s = max(0, ceil(log2(|A|_1 /
+    theta13))) computed at run time, the degree-13 Pade approximant solved by Gauss-Jordan, then squared s times in
+    a Loop (each matrix only while the step is below its own s)."""
+    from onnx import TensorProto, helper
+    from .linalg_solve import _PADE13 as b, _THETA13
+    A = op.args["A"]
+    n, nd = int(A.shape[-1]), A.ndim
+    dt = np.dtype(op.out_dtype())
+    f64 = np.dtype(np.float64)
+
+    def c(v):
+        return ctx.const(np.asarray(v, f64), f64)
+
+    x = ctx.cast(op.input("A"), f64)
+    norm = ctx.reduce("ReduceMax", ctx.reduce("ReduceSum", ctx.node("Abs", [x]), [nd - 2], True), [nd - 1], True)
+    ratio = ctx.node("Div", [ctx.node("Max", [norm, c(1e-300)]), c(_THETA13)])
+    s = ctx.node("Ceil", [ctx.node("Div", [ctx.node("Log", [ratio]), c(np.log(2.0))])])
+    bad = ctx.node("Or", [ctx.node("IsNaN", [s]), ctx.node("IsInf", [s])])  # a NaN / inf matrix is not scaled
+    s = ctx.node("Where", [bad, c(0.0), ctx.node("Max", [s, c(0.0)])])  # (..., 1, 1)
+    x = ctx.node("Mul", [x, ctx.node("Pow", [c(2.0), ctx.node("Neg", [s])])])
+    eye = ctx.const(np.eye(n, dtype=f64), f64)
+    x2 = ctx.node("MatMul", [x, x])
+    x4 = ctx.node("MatMul", [x2, x2])
+    x6 = ctx.node("MatMul", [x4, x2])
+
+    def comb(*terms):
+        out = None
+        for coef, m in terms:
+            t = ctx.node("Mul", [m, c(coef)])
+            out = t if out is None else ctx.node("Add", [out, t])
+        return out
+    u = ctx.node("MatMul", [x, ctx.node("Add", [
+        ctx.node("MatMul", [x6, comb((b[13], x6), (b[11], x4), (b[9], x2))]),
+        comb((b[7], x6), (b[5], x4), (b[3], x2), (b[1], eye))])])
+    v = ctx.node("Add", [ctx.node("MatMul", [x6, comb((b[12], x6), (b[10], x4), (b[8], x2))]),
+                         comb((b[6], x6), (b[4], x4), (b[2], x2), (b[0], eye))])
+    lhs, rhs = ctx.node("Sub", [v, u]), ctx.node("Add", [v, u])
+    saved, ctx.float_dtype = ctx.float_dtype, f64
+    m, _, _ = _gauss_jordan(ctx, ctx.node("Concat", [lhs, rhs], axis=-1), n, nd)
+    ctx.float_dtype = saved
+    r = _cols(ctx, m, n, 2 * n)
+    steps = ctx.cast(ctx.reduce("ReduceMax", ctx.node("Reshape", [s, ctx.ints([-1])]), [0], False), np.int64)
+    it, cond, r_in = (ctx.fresh(f"expm_{k}") for k in ("it", "cond", "r"))
+    cond_out, r_out, it_f, live, sq = (ctx.fresh(f"expm_{k}") for k in ("cond_out", "r_out", "it_f", "live", "sq"))
+    body = helper.make_graph(
+        [helper.make_node("Identity", [cond], [cond_out], name=ctx.fresh("expm_Identity")),
+         helper.make_node("Cast", [it], [it_f], name=ctx.fresh("expm_Cast"), to=TensorProto.DOUBLE),
+         helper.make_node("Less", [it_f, s], [live], name=ctx.fresh("expm_Less")),
+         helper.make_node("MatMul", [r_in, r_in], [sq], name=ctx.fresh("expm_MatMul")),
+         helper.make_node("Where", [live, sq, r_in], [r_out], name=ctx.fresh("expm_Where"))],
+        ctx.fresh("expm_square"),
+        [helper.make_tensor_value_info(it, TensorProto.INT64, []),
+         helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(r_in, TensorProto.DOUBLE, None)],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(r_out, TensorProto.DOUBLE, None)])
+    r = ctx.node("Loop", [steps, ctx.const(np.asarray(True)), r], body=body)
+    return [ctx.cast(r, dt) if dt != f64 else r]

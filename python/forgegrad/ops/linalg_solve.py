@@ -431,7 +431,7 @@ def _expm_rule(ctx, args, kwargs, g):
 @register_op("linalg_matrix_exp", meta=_square_meta("linalg.matrix_exp"), flops=lambda o, i, k: 9 * _cubic_flops(
              o, i, k), samples=_expm_samples, torch=lambda torch, A: torch.linalg.matrix_exp(A),
              differentiable_backward=_expm_rule, bad_inputs=lambda: [C.square_bad()],
-             gaps={"onnx": NO_ONNX.format("matrix exponential")}, tol=(1e-4, 1e-5))
+             onnx=L.matrix_exp_onnx, tol=(1e-4, 1e-5))
 class LinalgMatrixExpFunction(Function):
     """exp(A) (Pade 13 with scaling and squaring); gradient: the block-matrix exponential, as torch's."""
 
