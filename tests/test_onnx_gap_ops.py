@@ -233,3 +233,18 @@ def test_matrix_exp_scales_each_matrix_by_its_own_norm(tmp_path):
         np.testing.assert_allclose(got, torch.linalg.matrix_exp(_t(x)).numpy(), rtol=1e-5 if dtype == np.float32
                                    else 1e-10, atol=1e-6 if dtype == np.float32 else 1e-12)
         assert report.ok and not report.float32_nodes
+
+
+def test_qr_has_lapacks_signs_with_zero_columns_and_a_dynamic_batch(tmp_path):
+    """A column already zero below the diagonal (tau = 0), a zero alpha (counted positive), tall and wide."""
+    rng = np.random.default_rng(7)
+    a = rng.uniform(-1, 1, (3, 5, 3))
+    a[0, 1:, 0] = 0.0   # first column already reduced
+    a[1, 0, 0] = 0.0    # alpha 0
+    for shape_fn, mode in ((lambda x: x, "reduced"), (lambda x: x.transpose(0, 2, 1), "complete")):
+        x = np.ascontiguousarray(shape_fn(a))
+        (q, r), report = _run(lambda t: fg.linalg.qr(t, mode=mode), (x,), tmp_path, dynamic_axes={"input_0": {0: "b"}})
+        wq, wr = np.linalg.qr(x, mode=mode)  # LAPACK's signs, as forgegrad's kernel
+        np.testing.assert_allclose(q, wq, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(r, wr, rtol=1e-9, atol=1e-12)
+        assert report.ok and not report.float32_nodes

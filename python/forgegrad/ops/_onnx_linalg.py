@@ -1,10 +1,10 @@
 """ONNX mappings of linear-algebra ops ONNX (opset 21) has no operator for, unrolled over the matrix size (known
 at export; batch dims may be dynamic): linalg.solve_triangular (substitution row by row), linalg.cholesky (column
 by column), linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination with partial pivoting: the
-largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it) and linalg.matrix_exp (the
-kernel's Pade 13 scaling and squaring in double, the squarings a Loop). The graph grows with n
-(~12 nodes per step); values agree with LAPACK's to rounding (a different operation order). A singular or
-non-positive-definite input gives inf / NaN in the graph where the kernel raises."""
+largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it), linalg.matrix_exp (the
+kernel's Pade 13 scaling and squaring in double, the squarings a Loop) and linalg.qr (Householder, LAPACK's
+signs). The graph grows with n (~12 nodes per step); values agree with LAPACK's to rounding (a different operation
+order). A singular or non-positive-definite input gives inf / NaN in the graph where the kernel raises."""
 from __future__ import annotations
 
 import numpy as np
@@ -211,3 +211,46 @@ def matrix_exp_onnx(ctx, op):
          helper.make_tensor_value_info(r_out, TensorProto.DOUBLE, None)])
     r = ctx.node("Loop", [steps, ctx.const(np.asarray(True)), r], body=body)
     return [ctx.cast(r, dt) if dt != f64 else r]
+
+
+def qr_onnx(ctx, op):
+    """LAPACK's geqr2 in double: one Householder reflection per column, beta = -sign(alpha) |(alpha, x)| (so R's
+    diagonal has LAPACK's signs; alpha = 0 counts as positive), tau = 0 where the column below is already 0; Q the
+    product of the reflections applied to I. R is upper triangular by construction (the rounding below cleared)."""
+    A = op.args["A"]
+    mode = op.attr("mode", "reduced")
+    m, n, nd = int(A.shape[-2]), int(A.shape[-1]), A.ndim
+    k = min(m, n)
+    dt = np.dtype(op.out_dtype(1))
+    f64 = np.dtype(np.float64)
+
+    def c(v):
+        return ctx.const(np.asarray(v, f64), f64)
+
+    rows = np.arange(m).reshape(m, 1)
+    r = ctx.cast(op.input("A"), f64)
+    q = None if mode == "r" else _expand_batch(ctx, ctx.const(np.eye(m, dtype=f64), f64), op.in_dims("A")[:-2], [m, m])
+    for j in range(k):
+        col = _cols(ctx, r, j, j + 1)  # (..., m, 1)
+        alpha = _rows(ctx, col, j, j + 1)  # (..., 1, 1)
+        x = ctx.node("Mul", [col, ctx.const((rows > j).astype(f64), f64)])
+        xnorm = ctx.node("Sqrt", [ctx.reduce("ReduceSum", ctx.node("Mul", [x, x]), [nd - 2], True)])
+        sign = ctx.node("Where", [ctx.node("GreaterOrEqual", [alpha, c(0.0)]), c(1.0), c(-1.0)])
+        beta = ctx.node("Neg", [ctx.node("Mul", [sign, ctx.node("Sqrt", [ctx.node("Add", [
+            ctx.node("Mul", [alpha, alpha]), ctx.node("Mul", [xnorm, xnorm])])])])])
+        zero = ctx.node("Equal", [xnorm, c(0.0)])
+        tau = ctx.node("Where", [zero, c(0.0), ctx.node("Div", [ctx.node("Sub", [beta, alpha]), beta])])
+        denom = ctx.node("Where", [zero, c(1.0), ctx.node("Sub", [alpha, beta])])
+        v = ctx.node("Add", [ctx.const((rows == j).astype(f64), f64), ctx.node("Div", [x, denom])])  # (..., m, 1)
+        vt = _swap_last(ctx, v, nd)
+        r = ctx.node("Sub", [r, ctx.node("Mul", [tau, ctx.node("MatMul", [v, ctx.node("MatMul", [vt, r])])])])
+        if q is not None:
+            q = ctx.node("Sub", [q, ctx.node("Mul", [tau, ctx.node("MatMul", [ctx.node("MatMul", [q, v]), vt])])])
+    r = ctx.node("Mul", [r, ctx.const(np.triu(np.ones((m, n))).astype(f64), f64)])
+    if mode != "complete":
+        r = _rows(ctx, r, 0, k)
+        q = None if q is None else _cols(ctx, q, 0, k)
+    r = ctx.cast(r, dt) if dt != f64 else r
+    if q is None:
+        return [ctx.const(np.zeros((0,), dt)), r]
+    return [ctx.cast(q, dt) if dt != f64 else q, r]

@@ -12,7 +12,7 @@ import numpy as np
 from ..autograd import Function
 from . import _linalg_common as C
 from . import _meta as M
-from ._onnx_linalg import cholesky_onnx
+from ._onnx_linalg import cholesky_onnx, qr_onnx
 from .registry import BadInput, Sample, register_op
 
 NO_ONNX = "ONNX (opset 21) has no {} operator"
@@ -193,7 +193,7 @@ def _qr_rule(ctx, args, kwargs, gq, gr):
              differentiable_backward=_qr_rule,
              bad_inputs=lambda: [BadInput((np.ones((3, 2), np.float32),), {"mode": "full"}, ValueError, "mode"),
                                  BadInput((np.ones(3, np.float32),), {}, ValueError, "'A'")],
-             gaps={"onnx": NO_ONNX.format("QR")}, tol=(1e-4, 1e-5))
+             onnx=qr_onnx, tol=(1e-4, 1e-5))
 class LinalgQrFunction(Function):
     """(Q, R), A = QR (LAPACK geqrf's signs); gradient torch's (m >= n, and m < n through the square block)."""
 
