@@ -179,8 +179,8 @@ def main(argv=None) -> int:
                    help='dynamic axes per input/output name, e.g. \'{"x": {"0": "batch", "1": "seq"}}\' '
                         "(default: batch axes, plus the sequence axis of recurrent models)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-6)
+    p.add_argument("--rtol", type=float, default=None, help="(default 1e-5; 1e-9 for a graph double throughout)")
+    p.add_argument("--atol", type=float, default=None, help="(default 1e-6; 1e-10 for a graph double throughout)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 

@@ -21,7 +21,8 @@ _NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): Te
                np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
                np.dtype(bool): TensorProto.BOOL, np.dtype(np.float16): TensorProto.FLOAT16,
                np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
-               np.dtype(np.int16): TensorProto.INT16}
+               np.dtype(np.int16): TensorProto.INT16, np.dtype(np.uint16): TensorProto.UINT16,
+               np.dtype(np.uint32): TensorProto.UINT32, np.dtype(np.uint64): TensorProto.UINT64}
 
 
 def onnx_dtype(dtype) -> int:
@@ -75,6 +76,10 @@ class ExportContext:
         self._const_cache: Dict[Any, str] = {}
         self._expr_cache: Dict[Any, str] = {}
         self.scope = ""  # module path of the op being mapped, prefixes node names
+        # the floating dtype of the op being mapped (its first floating output's, else input's): under a
+        # float64 op, float32 constants, Casts to float and op.input(..., float32) become float64, so the
+        # mappings written for float32 emit a float64 graph (see docs/onnx.md, float64 models)
+        self.float_dtype = np.dtype(np.float32)
         self.current_op: Optional["OpCall"] = None
 
     # ---- names -------------------------------------------------------------------------------
@@ -96,9 +101,12 @@ class ExportContext:
         return name
 
     # ---- nodes -------------------------------------------------------------------------------
-    def node(self, op_type: str, inputs: Sequence[Optional[str]], outputs: int = 1, **attrs):
-        """Append one node; returns its output name (or list of names when outputs > 1)."""
+    def node(self, op_type: str, inputs: Sequence[Optional[str]], outputs: int = 1, _exact: bool = False, **attrs):
+        """Append one node; returns its output name (or list of names when outputs > 1). Under a float64 op a
+        Cast to float is a Cast to double unless ``_exact``."""
         prefix = (self.scope.replace(".", "/") + "/") if self.scope else ""
+        if op_type == "Cast" and attrs.get("to") == TensorProto.FLOAT and self.float_dtype == np.float64 and not _exact:
+            attrs["to"] = TensorProto.DOUBLE  # a float64 op's "Cast to float" (ctx.node("Cast", to=1))
         outs = [self.fresh(f"{prefix}{op_type}_out") for _ in range(outputs)]
         attrs = {k: v for k, v in attrs.items() if v is not None}
         n = helper.make_node(op_type, ["" if i is None else i for i in inputs], outs,
@@ -106,12 +114,22 @@ class ExportContext:
         self.nodes.append(n)
         return outs[0] if outputs == 1 else outs
 
-    def const(self, value, dtype=None, name: Optional[str] = None, hint: str = "const") -> str:
+    def const(self, value, dtype=None, name: Optional[str] = None, hint: str = "const", exact: bool = False) -> str:
         """An initializer holding value (named `name`, else a fresh name from `hint`); small unnamed
-        constants are shared."""
+        constants are shared. A float constant takes the mapped op's float dtype (an unqualified Python
+        float; a float32 one under a float64 op) unless ``exact`` (parameters, Resize's float32 scales)."""
+        if not exact and dtype is not None:
+            dtype = self.promote(dtype)  # const(eps, "float32") under a float64 op: eps in float64, unrounded
         arr = np.asarray(value, dtype=dtype)
-        if arr.dtype == np.float64 and dtype is None:
-            arr = arr.astype(np.float32)
+        if not exact and arr.dtype == np.float64 and dtype is None:
+            arr = arr.astype(self.float_dtype)
+        elif not exact and arr.dtype == np.float32 and self.float_dtype == np.float64:
+            # a scalar the mapping rounded to float32 (np.float32(eps)): the shortest decimal that reads back
+            # as it, in float64 (0.1, not 0.10000000149); arrays as they are
+            if arr.size == 1:
+                arr = np.asarray(float(str(arr.reshape(-1)[0])), np.float64).reshape(arr.shape)
+            else:
+                arr = arr.astype(np.float64)
         key = None
         if name is None and hint == "const" and arr.size <= 16:
             key = (arr.dtype.str, arr.shape, arr.tobytes())
@@ -139,12 +157,18 @@ class ExportContext:
         self.dims[nm] = list(bits.shape)
         return nm
 
+    def promote(self, dtype) -> np.dtype:
+        """float32 becomes float64 while a float64 op is mapped (mappings name float32 for "the float type")."""
+        dtype = np.dtype(dtype)
+        return np.dtype(np.float64) if dtype == np.float32 and self.float_dtype == np.float64 else dtype
+
     def ints(self, values: Sequence[int]) -> str:
         return self.const(np.asarray(list(values), dtype=np.int64))
 
     def cast(self, name: str, dtype) -> str:
-        dtype = np.dtype(dtype)
-        if self.dtypes.get(name) == dtype:
+        dtype = self.promote(dtype)
+        known = self.dtypes.get(name)
+        if known is not None and known == dtype:  # (np.dtype(float64) == None holds: None is float64 to numpy)
             return name
         out = self.node("Cast", [name], to=onnx_dtype(dtype))
         self.dtypes[out] = dtype

@@ -17,6 +17,7 @@ from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
+from ._float64 import float64_twin_of as _float64_twin_of, float_dtype_of as _float_dtype_of
 from ._shapes import declared_dims, output_shapes, probe_output_shapes
 from ._symbolic import Dyn, Symbols
 from .mappings import lookup
@@ -114,7 +115,7 @@ def _resample(x: Tensor, axes: Dict[int, str], sizes: Dict[str, int]) -> Tensor:
         if n == 0:
             raise OnnxExportError(f"dynamic axis {axis} of an example input has size 0")
         arr = np.take(arr, np.arange(sizes[sym]) % n, axis=axis)
-    return Tensor(np.ascontiguousarray(arr))
+    return Tensor(np.ascontiguousarray(arr), dtype=x.dtype)
 
 
 @contextlib.contextmanager
@@ -215,7 +216,7 @@ class _Exporter:
         key = self.params.get(id(t)) or self.param_data.get(id(t._data))
         if key is not None:
             if key not in self.param_values:
-                nm = self.ctx.const(np.array(t._data, copy=True), name=key)
+                nm = self.ctx.const(np.array(t._data, copy=True), name=key, exact=True)
                 self.param_values[key] = nm
             self._bind(self.param_values[key], t)
             return self.param_values[key]
@@ -248,7 +249,7 @@ class _Exporter:
                 f"argument {argname!r} is a tensor made inside forward whose values change from run to run "
                 f"(random numbers? values computed from the input sizes? {ctx.size_dependence(dims)}): compute it "
                 "with Tensor ops on the inputs while tracing, or pass it to the model as an input")
-        return ctx.const(np.array(arr, copy=True), name=self._const_name(label))
+        return ctx.const(np.array(arr, copy=True), name=self._const_name(label), exact=True)
 
     def _const_name(self, label):
         if label is None or label in self.ctx._used:
@@ -261,16 +262,20 @@ class _Exporter:
         recs_b = self.cap_b.records if self.cap_b is not None else None
         recs_c = self.cap_c.records if self.cap_c is not None else None
         for i, (fn_cls, args, kwargs, outs) in enumerate(self.records):
-            bound_a = bind_args(fn_cls, args, kwargs)
+            # an op's float64 Function (ops/_float64*.py) exports through the op's own mapping, its arguments
+            # bound by the op's Function's names
+            canon = _float64_twin_of(fn_cls) or fn_cls
+            bound_a = bind_args(canon, args, kwargs)
             bound_b = outs_b = bound_c = outs_c = None
             if recs_b is not None:
                 _, args_b, kwargs_b, outs_b = recs_b[i]
-                bound_b = bind_args(fn_cls, args_b, kwargs_b)
+                bound_b = bind_args(canon, args_b, kwargs_b)
             if recs_c is not None:
                 _, args_c, kwargs_c, outs_c = recs_c[i]
-                bound_c = bind_args(fn_cls, args_c, kwargs_c)
+                bound_c = bind_args(canon, args_c, kwargs_c)
             op = OpCall(self, i, fn_cls, bound_a, bound_b, outs, outs_b, self.cap_a.where[i], bound_c, outs_c)
-            mapping = lookup(fn_cls)
+            ctx.float_dtype = _float_dtype_of(outs, args, kwargs)
+            mapping = lookup(canon)
             if mapping is None:
                 raise UnsupportedOpError(
                     f"no ONNX mapping for op {fn_cls.__module__}.{fn_cls.__qualname__} ({op.describe()}); "
@@ -289,7 +294,7 @@ class _Exporter:
             for j, (t, nm) in enumerate(zip(outs, names)):
                 self._bind(nm, t, outs_b[j] if outs_b is not None else None,
                            outs_c[j] if outs_c is not None else None)
-        ctx.scope, ctx.current_op = "", None
+        ctx.scope, ctx.current_op, ctx.float_dtype = "", None, np.dtype(np.float32)
 
     def output_value(self, t, i: int) -> str:
         if not isinstance(t, Tensor):
@@ -387,8 +392,9 @@ def atomic_save(model_proto, path: str) -> None:
 
 
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
-           output_names=None, verify: bool = True, rtol: float = 1e-5, atol: float = 1e-6,
-           verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None):
+           output_names=None, verify: bool = True, rtol: Optional[float] = None, atol: Optional[float] = None,
+           verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None,
+           float64: str = "cast"):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
     The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
@@ -418,7 +424,13 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         input_names / output_names: graph names (default: forward's parameter names; "output").
         verify: run the file with onnxruntime on the example and on random inputs of other dynamic
             sizes and compare with forgegrad; raise OnnxVerificationError past tolerance.
-        rtol, atol: the comparison's tolerance, ``|ort - fg| <= atol + rtol * |fg|``.
+        rtol, atol: the comparison's tolerance, ``|ort - fg| <= atol + rtol * |fg|``. Default 1e-5, 1e-6;
+            for a float64 graph that runs in double throughout, 1e-9, 1e-10.
+        float64: for a float64 model (``.double()``, ``set_default_dtype(float64)``; the graph is then double
+            throughout: inputs, initializers, constants, Casts), what to do with a node onnxruntime has no
+            double kernel for (Conv, AveragePool, Erf, Resize, ...): "cast" runs it in float32 between Casts
+            (listed in ``report.float32_nodes``; verified at the float32 tolerances), "strict" raises
+            UnsupportedOpError naming those nodes.
         verify_sizes: sizes of the dynamic axes to verify at besides the example's, as a list of
             ``{"batch": 1, ...}`` dicts (default: every dynamic axis at 1, then at 7).
         metadata: string key/value pairs written to the model's ``metadata_props`` (onnxruntime reads them
@@ -435,6 +447,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         OnnxVerificationError: onnxruntime disagrees past rtol/atol; the file is kept for inspection
             and ``error.report`` holds the numbers. All three are RuntimeErrors.
     """
+    if float64 not in ("cast", "strict"):
+        raise ValueError(f"export: float64 must be 'cast' or 'strict', got {float64!r}")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     metadata = {} if metadata is None else metadata
@@ -559,6 +573,11 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
                               producer_name="forgegrad", producer_version=__version__)
     proto.ir_version = helper.find_min_ir_version_for(opset_ids)
     helper.set_model_props(proto, metadata)
+    from ._float64 import cast_double_islands, default_tolerances
+    try:
+        float32_nodes = cast_double_islands(proto, float64)
+    except onnx.shape_inference.InferenceError as e:
+        raise OnnxExportError(f"the exported graph failed onnx's shape inference: {e}") from e
     try:
         onnx.checker.check_model(proto, full_check=True)
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
@@ -571,7 +590,9 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
 
     report = ExportReport(path=os.fspath(path), opset=opset, input_names=names, output_names=output_names,
                           dynamic_axes={n: dict(ax) for n, ax in zip(names, input_axes) if ax},
-                          num_nodes=len(nodes), num_initializers=len(inits), rtol=rtol, atol=atol)
+                          num_nodes=len(proto.graph.node), num_initializers=len(inits), rtol=rtol, atol=atol,
+                          float32_nodes=[f"{t} ({nm})" for nm, t in float32_nodes])
+    report.rtol, report.atol = default_tolerances(proto, float32_nodes, rtol, atol)
     if verify:
         with _eval_mode(model):
             verify_model(model, report, inputs, input_axes, symbols, verify_sizes, hint=_verification_hint(ex.records))

@@ -47,6 +47,8 @@ class ExportReport:
     rtol: float
     atol: float
     runs: List[VerificationRun] = field(default_factory=list)
+    # nodes of a float64 graph run in float32 between Casts (onnxruntime has no double kernel for them)
+    float32_nodes: List[str] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -74,6 +76,9 @@ class ExportReport:
                  f"{self.num_initializers} initializers)",
                  f"  inputs: {', '.join(self.input_names)}; outputs: {', '.join(self.output_names)}",
                  f"  dynamic axes: {axes}"]
+        if self.float32_nodes:
+            lines.append(f"  float64 graph; in float32 between Casts (no double kernel in onnxruntime): "
+                         f"{', '.join(self.float32_nodes)}")
         if not self.runs:
             lines.append("  not verified")
             return "\n".join(lines)
@@ -204,9 +209,10 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
 
     for label, sizes, arrays in cases:
         with no_grad():
-            # integer inputs keep their dtype (Tensor() stores any integer array as int64: a uint8 input's
+            # integer and float64 inputs keep their dtype (Tensor() stores any integer array as int64: a uint8 input's
             # wrap-around, 200 << 3 == 64, would not be the reference onnxruntime is held to)
-            out = model(*[Tensor(a, dtype=a.dtype) if a.dtype.kind in "iu" else Tensor(a) for a in arrays])
+            out = model(*[Tensor(a, dtype=a.dtype) if a.dtype.kind in "iu" or a.dtype == np.float64 else Tensor(a)
+                          for a in arrays])
         from ._capture import flatten_outputs
         want = [np.asarray(t._data) for t in flatten_outputs(out)[0]]
         got = _run(sess, report, arrays, label, sizes, symbols)

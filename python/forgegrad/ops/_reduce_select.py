@@ -1,6 +1,7 @@
 """The selecting reductions of ops/reduce_more.py: median / nanmedian (all elements, or along a dim with indices),
 mode, quantile / nanquantile. Rows are sorted stably, so on ties the index is the one torch's CPU kernels return
-(the k-th of the stable order; a NaN row gives its first NaN); gradients go to the selected elements."""
+(the k-th of the stable order; a NaN row gives its first NaN); gradients go to the selected elements. ONNX: two
+stable TopK sorts (ops/_onnx_select.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,9 @@ from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
 from ._util import single_axis
+from ._onnx_select import median_all_onnx, median_dim_onnx, mode_onnx, quantile_onnx
 from .registry import BadInput, Sample, register_op
 
-_NO_ONNX = "ONNX has no median, mode or quantile (a TopK over the row would be one; not mapped yet)"
 
 
 def _float_ok(x, who):
@@ -40,13 +41,15 @@ def _lower_median_flat(x, ignore_nan):
     return np.partition(vals, (vals.size - 1) // 2)[(vals.size - 1) // 2]
 
 
-def _median_all_samples():
+def _median_all_samples(ignore_nan=True):
     rng = np.random.default_rng(3)
     ties = rng.integers(-2, 3, (5, 6)).astype(np.float32)
     nan = S.rand(4, 5)
     nan[1, 2] = np.nan
     return [Sample((S.rand(3, 5, 7),), name="odd count"), Sample((S.rand(4, 6, seed=1),), name="even count"),
-            Sample((ties,), name="ties (gradient shared)"), Sample((nan,), name="NaN"),
+            Sample((ties,), name="ties (gradient shared)"),
+            # median's result here is NaN, which the exporter's check refuses to call verified
+            Sample((nan,), name="NaN" if ignore_nan else "NaN (NaN result: not an ONNX sample)", onnx=ignore_nan),
             Sample((np.array([3, 1, 2, 1], np.int64),), name="int64")]
 
 
@@ -73,8 +76,8 @@ def _median_all(name, ignore_nan):
     cls = type(f"{name.title()}Function", (_MedianAll,), {"__module__": __name__, "ignore_nan": ignore_nan,
                                                            "__doc__": f"torch.{name}(input): the lower median."})
     cls = register_op(name, meta=lambda input: M.MetaArray((), input.dtype), flops=M.per_input_element(2),
-                      samples=_median_all_samples, torch=lambda torch, x: getattr(torch, name)(x),
-                      gaps={"onnx": _NO_ONNX},
+                      samples=lambda: _median_all_samples(ignore_nan), torch=lambda torch, x: getattr(torch, name)(x),
+                      onnx=median_all_onnx(ignore_nan),
                       bad_inputs=lambda: [BadInput((np.array([True]),), {}, TypeError, "bool")])(cls)
     cls.op.float64 = cls
     return cls
@@ -188,24 +191,25 @@ def _torch_mode(torch, x, dim=-1, keepdim=False):
     return values, torch.where(hit, pos, -1).amax(d, keepdim=keepdim)
 
 
-def _dim_op(name, select, samples, torch_name):
+def _dim_op(name, select, samples, torch_name, onnx):
     reference = _torch_mode if torch_name == "mode" else (
         lambda torch, x, dim=-1, keepdim=False: tuple(getattr(torch, torch_name)(x, dim, keepdim)))
     cls = type(f"{name.title().replace('_', '')}Function", (_DimSelect,), {
         "__module__": __name__, "select": staticmethod(select),
         "__doc__": f"torch.{torch_name}(input, dim, keepdim): (values, indices)."})
     cls = register_op(name, meta=_meta_dim, flops=M.per_input_element(2), samples=samples,
-                      torch=reference,
-                      gaps={"onnx": _NO_ONNX},
+                      torch=reference, onnx=onnx,
                       bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim"),
                                           BadInput((S.rand(2, 3), 0), {"keepdim": "no"}, TypeError, "keepdim")])(cls)
     cls.op.float64 = cls
     return cls
 
 
-MedianDimFunction = _dim_op("median_dim", lambda r: _select_median(r, False), _dim_samples, "median")
-NanmedianDimFunction = _dim_op("nanmedian_dim", lambda r: _select_median(r, True), _dim_samples, "nanmedian")
-ModeFunction = _dim_op("mode", _select_mode, _mode_samples, "mode")
+MedianDimFunction = _dim_op("median_dim", lambda r: _select_median(r, False), _dim_samples, "median",
+                            median_dim_onnx(False))
+NanmedianDimFunction = _dim_op("nanmedian_dim", lambda r: _select_median(r, True), _dim_samples, "nanmedian",
+                               median_dim_onnx(True))
+ModeFunction = _dim_op("mode", _select_mode, _mode_samples, "mode", mode_onnx)
 
 
 # ---- quantile / nanquantile ---------------------------------------------------------------------------
@@ -333,7 +337,7 @@ def _quantile_op(name, ignore_nan):
     cls = register_op(
         name, meta=_quantile_meta, flops=M.per_input_element(2), samples=_quantile_samples,
         torch=lambda torch, x, q, **kw: getattr(torch, name)(x, q if not isinstance(q, torch.Tensor) else q, **kw),
-        gaps={"onnx": _NO_ONNX},
+        onnx=quantile_onnx(ignore_nan),
         bad_inputs=lambda: [BadInput((S.rand(2, 3), 1.5), {}, ValueError, "range"),
                             BadInput((S.rand(2, 3), 0.5), {"interpolation": "cubic"}, ValueError, "interpolation"),
                             BadInput((np.arange(3), 0.5), {}, TypeError, "floating")])(cls)

@@ -215,7 +215,9 @@ def _chebyshev(ctx, dt, x, n, kind, shifted):
     limit = (4 if kind == "w" else 6) if shifted else (6 if kind == "t" else 8)
     if n == 0:
         out = _fill(ctx, dt, x, 1.0)
-    elif n > limit:  # |y| < 1: torch's closed form; else the recurrence (to a bounded degree)
+    elif n > limit and np.dtype(dt) != np.float64:  # |y| < 1: torch's closed form; else the recurrence
+        # (float64 takes the recurrence everywhere: onnxruntime has no double Acos, and the recurrence in double
+        # stays within ~n^2 ulp of torch's closed form, where a float32 Acos would cost 1e-5)
         theta = _op(ctx, "Acos", y)
         half = _op(ctx, "Div", theta, _c(ctx, dt, 2.0))
         even = n % 2 == 0

@@ -52,19 +52,28 @@ def _out(x):
     return np.float64 if x.dtype == np.float64 else F32
 
 
-def _onnx_fake_quant(ctx, x, scale, zero_point, quant_min, quant_max):
+def _onnx_fake_quant(ctx, x, scale, zero_point, quant_min, quant_max, float32_product=False):
     """Mul by the float32 inverse scale, Round (half to even, as nearbyint), Add the zero point,
-    Clip, Sub, Mul: torch's formula op for op, so the exported values are the same bits."""
+    Clip, Sub, Mul: torch's formula op for op, so the exported values are the same bits (for float64
+    input: the float32 scale and inverse scale in double, the per-tensor product rounded to float32)."""
+    f = ctx.float_dtype
+
+    def c(v):  # the float32 value, held in the op's dtype (not re-read as a decimal)
+        return ctx.const(np.asarray(v, F32).astype(f), exact=True)
+
     scale = np.asarray(scale, F32)
-    q = ctx.node("Round", [ctx.node("Mul", [x, ctx.const((F32(1.0) / scale).astype(F32))])])
-    q = ctx.node("Add", [q, ctx.const(np.asarray(zero_point, F32))])
-    q = ctx.node("Clip", [q, ctx.const(np.asarray(quant_min, F32)), ctx.const(np.asarray(quant_max, F32))])
-    return ctx.node("Mul", [ctx.node("Sub", [q, ctx.const(np.asarray(zero_point, F32))]), ctx.const(scale)])
+    q = ctx.node("Round", [ctx.node("Mul", [x, c((F32(1.0) / scale).astype(F32))])])
+    q = ctx.node("Add", [q, c(zero_point)])
+    q = ctx.node("Clip", [q, c(quant_min), c(quant_max)])
+    y = ctx.node("Mul", [ctx.node("Sub", [q, c(zero_point)]), c(scale)])
+    if float32_product and f == np.float64:
+        y = ctx.node("Cast", [ctx.node("Cast", [y], to=1, _exact=True)], to=11)  # FLOAT, then DOUBLE
+    return y
 
 
 def _onnx_per_tensor(ctx, op):
     return [_onnx_fake_quant(ctx, op.input("input", F32), op.attr("scale"), op.attr("zero_point"),
-                             op.attr("quant_min"), op.attr("quant_max"))]
+                             op.attr("quant_min"), op.attr("quant_max"), float32_product=True)]
 
 
 def _onnx_per_channel(ctx, op):

@@ -4,8 +4,8 @@ element at an edge goes to the bin on its right (the last bin includes its right
 range are left out; with no range (histc: min == max) the data's min and max, widened by 1 (histc) or 0.5 (histogram)
 when they are equal.
 
-Both outputs are float but torch has no derivative for them: backward raises, as torch's. ONNX: not mapped (no
-histogram operator; a one-hot ReduceSum would be one)."""
+Both outputs are float but torch has no derivative for them: backward raises, as torch's. ONNX: comparisons and a
+one-hot ReduceSum over the bins (ops/_onnx_hist.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +13,10 @@ import numpy as np
 from .._validate import check_bool
 from . import _meta as M
 from ._logic_common import dtype_name, is_arr
+from ._onnx_hist import histc_onnx, histogram_onnx
 from .logic_more import _NO_DERIVATIVE, _NoDerivative
 from .registry import BadInput, Sample, register_op
 
-_NO_ONNX = "ONNX has no histogram operator (a one-hot ReduceSum over the bins would be one; not mapped yet)"
 
 
 def _float_input(x, who):
@@ -65,8 +65,9 @@ def _linspace(lo, hi, steps, dt):
     return out
 
 
-def _outer_edges(x, lo, hi, widen, who):
-    """The range: (lo, hi) given, else the data's min and max (lo == hi widened by ``widen``); finite and ordered."""
+def _outer_edges(x, lo, hi, widen, who, dtype=None):
+    """The range: (lo, hi) given, else the data's min and max (lo == hi widened by ``widen``); finite, ordered and
+    within ``dtype`` (x's when x is given; the ONNX mapping passes only a given range and the dtype)."""
     if lo is None or (widen == 1 and lo == hi):
         lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
     if lo == hi:
@@ -75,7 +76,7 @@ def _outer_edges(x, lo, hi, widen, who):
         raise ValueError(f"{who}(): range of [{lo}, {hi}] is not finite")
     if lo > hi:
         raise ValueError(f"{who}(): max must be larger than min, got min={lo} and max={hi}")
-    big = float(np.finfo(x.dtype).max)
+    big = float(np.finfo(x.dtype if x is not None else dtype).max)
     if abs(lo) > big or abs(hi) > big:  # torch: "value cannot be converted to type float without overflow"
         raise ValueError(f"{who}(): range of [{lo}, {hi}] overflows the input's dtype {dtype_name(x.dtype)}")
     return lo, hi
@@ -161,7 +162,7 @@ def _histc_samples():
 
 @register_op("histc", meta=lambda input, bins=100, *_, **__: M.MetaArray((_bins_count(bins, "histc"),), input.dtype),
              flops=M.no_flops, samples=_histc_samples, torch=lambda torch, x, **kw: torch.histc(x, **kw),
-             gaps={"backward": _NO_DERIVATIVE, "onnx": _NO_ONNX},
+             gaps={"backward": _NO_DERIVATIVE}, onnx=histc_onnx,
              bad_inputs=lambda: [BadInput((np.ones(3, np.int64),), {}, TypeError, "histc.*int64"),
                                  BadInput((np.ones(3, np.float32),), {"bins": 0}, ValueError, "bins"),
                                  BadInput((np.ones(3, np.float32),), {"min": 2, "max": 1}, ValueError, "max"),
@@ -212,7 +213,7 @@ def _histogram_samples():
              torch=lambda torch, x, bins, range=None, weight=None, density=False: tuple(torch.histogram(
                  x, bins, **{k: v for k, v in (("range", range), ("weight", weight)) if v is not None},
                  density=density)),
-             gaps={"backward": _NO_DERIVATIVE, "onnx": _NO_ONNX},
+             gaps={"backward": _NO_DERIVATIVE}, onnx=histogram_onnx,
              bad_inputs=lambda: [BadInput((np.ones(3, np.int64), 3), {}, TypeError, "histogram.*int64"),
                                  BadInput((np.ones(3, np.float32), 3), {"range": (2.0, 1.0)}, ValueError, "max"),
                                  BadInput((np.ones(3, np.float32), np.array([1.0, 0.0], np.float32)), {}, ValueError,

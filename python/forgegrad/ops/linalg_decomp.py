@@ -12,6 +12,7 @@ import numpy as np
 from ..autograd import Function
 from . import _linalg_common as C
 from . import _meta as M
+from ._onnx_linalg import cholesky_onnx, qr_onnx
 from .registry import BadInput, Sample, register_op
 
 NO_ONNX = "ONNX (opset 21) has no {} operator"
@@ -95,7 +96,7 @@ def _chol_rule(ctx, args, kwargs, g):
              bad_inputs=lambda: [C.square_bad(),
                                  BadInput((-np.eye(3, dtype=np.float32),), {}, C.LinAlgError, "not positive-definite"),
                                  BadInput((C.spd(3, 3),), {"upper": 1}, TypeError, "upper")],
-             gaps={"onnx": NO_ONNX.format("Cholesky")}, tol=(1e-4, 1e-5))
+             onnx=cholesky_onnx, tol=(1e-4, 1e-5))
 class LinalgCholeskyFunction(Function):
     """L with A = L L^T (upper: U^T U); gradient torch's L^-T Phi(L^T gL) L^-1, symmetric."""
 
@@ -192,7 +193,7 @@ def _qr_rule(ctx, args, kwargs, gq, gr):
              differentiable_backward=_qr_rule,
              bad_inputs=lambda: [BadInput((np.ones((3, 2), np.float32),), {"mode": "full"}, ValueError, "mode"),
                                  BadInput((np.ones(3, np.float32),), {}, ValueError, "'A'")],
-             gaps={"onnx": NO_ONNX.format("QR")}, tol=(1e-4, 1e-5))
+             onnx=qr_onnx, tol=(1e-4, 1e-5))
 class LinalgQrFunction(Function):
     """(Q, R), A = QR (LAPACK geqrf's signs); gradient torch's (m >= n, and m < n through the square block)."""
 

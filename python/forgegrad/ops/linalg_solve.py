@@ -9,6 +9,7 @@ import numpy as np
 from ..autograd import Function
 from . import _linalg_common as C
 from . import _meta as M
+from . import _onnx_linalg as L
 from ._util import unbroadcast
 from .registry import BadInput, Sample, register_op
 
@@ -60,7 +61,7 @@ def _inv_rule(ctx, args, kwargs, g):
              torch=lambda torch, A: torch.linalg.inv(A), differentiable_backward=_inv_rule,
              bad_inputs=lambda: [C.square_bad(),
                                  BadInput((np.ones((3, 3), np.float32),), {}, C.LinAlgError, "'A' is singular")],
-             gaps={"onnx": NO_ONNX.format("matrix inverse")}, tol=(1e-4, 1e-5))
+             onnx=L.inv_onnx, tol=(1e-4, 1e-5))
 class LinalgInvFunction(Function):
     """A^-1; gradient -A^-T g A^-T."""
 
@@ -150,8 +151,7 @@ def _slogdet_rule(ctx, args, kwargs, gsign, glog):
 
 @register_op("linalg_slogdet", meta=_slogdet_meta, flops=_cubic_flops, samples=_det_samples,
              torch=lambda torch, A: tuple(torch.linalg.slogdet(A)), differentiable_backward=_slogdet_rule,
-             bad_inputs=lambda: [C.square_bad()], gaps={"onnx": NO_ONNX.format("log-determinant")},
-             tol=(1e-4, 1e-5))
+             bad_inputs=lambda: [C.square_bad()], onnx=L.slogdet_onnx, tol=(1e-4, 1e-5))
 class LinalgSlogdetFunction(Function):
     """(sign(det A), log|det A|); the gradient of logabsdet is A^-T (sign has none)."""
 
@@ -233,7 +233,7 @@ def _solve_rule(ctx, args, kwargs, g):
                                           C.LinAlgError, "'A' is singular"),
                                  BadInput((np.eye(3, dtype=np.float32), np.ones((4, 1), np.float32)), {}, ValueError,
                                           "'B'")],
-             gaps={"onnx": NO_ONNX.format("linear solve")}, tol=(1e-4, 1e-5))
+             onnx=L.solve_onnx, tol=(1e-4, 1e-5))
 class LinalgSolveFunction(Function):
     """X with A X = B (left) or X A = B; gB = A^-T g, gA = -gB X^T (batch dims broadcast, B a vector or matrix)."""
 
@@ -332,7 +332,7 @@ def solve_tri_array(A, B, upper, left, unitriangular):
                                           "upper"),
                                  BadInput((np.eye(3, dtype=np.float32), np.ones(3, np.float32)), {"upper": True},
                                           ValueError, "'B'")],
-             gaps={"onnx": NO_ONNX.format("triangular solve")}, tol=(1e-4, 1e-5))
+             onnx=L.solve_triangular_onnx, tol=(1e-4, 1e-5))
 class LinalgSolveTriangularFunction(Function):
     """X with A X = B (left) or X A = B, A triangular (only its ``upper`` / lower triangle read; the diagonal
     read as ones when ``unitriangular``); gA masked to that triangle, as torch's."""
@@ -431,7 +431,7 @@ def _expm_rule(ctx, args, kwargs, g):
 @register_op("linalg_matrix_exp", meta=_square_meta("linalg.matrix_exp"), flops=lambda o, i, k: 9 * _cubic_flops(
              o, i, k), samples=_expm_samples, torch=lambda torch, A: torch.linalg.matrix_exp(A),
              differentiable_backward=_expm_rule, bad_inputs=lambda: [C.square_bad()],
-             gaps={"onnx": NO_ONNX.format("matrix exponential")}, tol=(1e-4, 1e-5))
+             onnx=L.matrix_exp_onnx, tol=(1e-4, 1e-5))
 class LinalgMatrixExpFunction(Function):
     """exp(A) (Pade 13 with scaling and squaring); gradient: the block-matrix exponential, as torch's."""
 

@@ -5,8 +5,8 @@ negative value shifted right, as torch's).
 
 None of them has a gradient: their outputs are bool or integer. ONNX: all/any are a ReduceSum over a Cast (exact for
 empty reductions, where ReduceMin/ReduceMax give the dtype's extremes), the logical ops And/Or/Xor/Not, the bitwise
-ops BitwiseAnd/Or/Xor/Not (opset 18; And/Or/Xor/Not for bool at any opset), the shifts BitShift (unsigned only in
-ONNX: signed shifts are not exported)."""
+ops BitwiseAnd/Or/Xor/Not (opset 18; And/Or/Xor/Not for bool at any opset), the shifts BitShift on uint64 between
+Casts (signed ones through the complement, ops/_onnx_int.py: any integer dtype, any opset)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from ..autograd import Function
 from . import _meta as M
 from ._logic_common import cast, dtype_name, operand, promote
+from ._onnx_int import shift_onnx
 from ._util import normalize_axis
 from .registry import BadInput, Sample, register_op
 
@@ -197,15 +198,15 @@ def _shift(a, s, left):
 def _bitwise_samples(shift=False):
     def samples():
         hi = 8 if shift else 1 << 30
-        why = " (" + OPSET18 + ")"
+        why = "" if shift else " (" + OPSET18 + ")"  # the shifts export at any opset
         out = [Sample((_ints(3, 7, low=-1 << 30, high=1 << 30), _ints(3, 7, seed=1, low=0, high=hi)), {},
-                      "int64" + why, onnx=False),
+                      "int64" + why, onnx=shift),
                Sample((_ints(2, 1, 9, low=-1 << 40, high=1 << 40), _ints(5, 1, seed=1, low=0, high=hi)), {},
-                      "broadcast" + why, onnx=False),
-               Sample((_ints(4, 5, low=-100, high=100), 3), {}, "with a number" + why, onnx=False)]
+                      "broadcast" + why, onnx=shift),
+               Sample((_ints(4, 5, low=-100, high=100), 3), {}, "with a number" + why, onnx=shift)]
         if shift:
             out.append(Sample((_ints(3, 4, low=-60, high=60), _ints(3, 4, low=-2, high=70)), {},
-                              "by amounts out of range", onnx=False))
+                              "by amounts out of range"))
         else:
             out.append(Sample((_bools(3, 7), _bools(3, 7, seed=1)), {}, "bool"))
         return out
@@ -219,10 +220,7 @@ def _bitwise_onnx(name, onnx_op, bool_op):
         if dt == np.bool_:
             return [ctx.node(bool_op, [op.input(k, np.bool_) for k in keys])]
         if onnx_op == "BitShift":
-            if dt.kind != "u":
-                raise op.unsupported(f"{name}: ONNX's BitShift takes unsigned integers only, got {dt}")
-            return [ctx.node("BitShift", [op.input(k, dt) for k in keys],
-                             direction="LEFT" if "left" in name else "RIGHT")]
+            return shift_onnx("left" in name)(ctx, op)
         if ctx.opset < 18:
             raise op.unsupported(f"{name}: {onnx_op} on integers needs opset 18 or later (exporting at {ctx.opset})")
         return [ctx.node(onnx_op, [op.input(k, dt) for k in keys])]
@@ -250,9 +248,6 @@ def _bitwise(name, fn, onnx_op, bool_op):
         "__module__": __name__, "__doc__": f"torch.{name}(input, other): integer and bool tensors, broadcast.",
         "forward": staticmethod(forward)})
     gaps = {"backward": NO_GRAD}
-    if shift:
-        gaps["onnx"] = ("ONNX's BitShift takes unsigned integers only and the generated samples are int64 (fg.tensor "
-                        "stores integer arrays as int64); tests/test_torch_logic.py exports a uint8 shift")
     cls = register_op(name, meta=meta, flops=M.no_flops, onnx=_bitwise_onnx(name, onnx_op, bool_op),
                       samples=_bitwise_samples(shift), torch=lambda torch, a, b: getattr(torch, name)(a, b),
                       gaps=gaps,

@@ -11,6 +11,7 @@ from ..autograd import Function
 from .._validate import check_bool
 from . import _meta as M
 from ._logic_common import cast, dtype_name, is_arr, operand, promote
+from ._onnx_int import gcd_onnx, lcm_onnx
 from .logic import NO_GRAD, _NoGrad, _ints
 from .registry import BadInput, Sample, register_op
 
@@ -92,7 +93,7 @@ def _int_binary(name, fn):
         "forward": staticmethod(forward)})
     cls = register_op(name, meta=meta, flops=M.per_output_element(1), samples=samples,
                       torch=lambda torch, a, b: getattr(torch, name)(a, torch.tensor(b) if isinstance(b, int) else b),
-                      gaps={"backward": NO_GRAD, "onnx": f"ONNX has no {name} (a loop of Mod would be one)"},
+                      gaps={"backward": NO_GRAD}, onnx=gcd_onnx if name == "gcd" else lcm_onnx,
                       bad_inputs=lambda: [BadInput((np.ones((2, 3), np.float32), _ints(2, 3)), {}, TypeError,
                                                    f"{name}.*float32")])(cls)
     cls.op.float64 = cls

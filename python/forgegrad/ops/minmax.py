@@ -13,6 +13,7 @@ import numpy as np
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
+from ._onnx_pointwise import fminmax_onnx
 from ._util import unbroadcast
 from .registry import BadInput, Sample, register_op
 
@@ -119,7 +120,8 @@ def _register(name, onnx_op=None, gap=None):
         "__doc__": f"torch.{name}(a, b) with broadcasting."})
     cls = register_op(name, meta=M.broadcast, flops=M.per_output_element(1), samples=_samples,
                       torch=lambda torch, a, b: getattr(torch, name)(a, b), bad_inputs=_bad_inputs,
-                      onnx=_onnx(onnx_op) if onnx_op else None, gaps={"onnx": gap} if gap else {},
+                      onnx=(fminmax_onnx(onnx_op) if name.startswith("f") else _onnx(onnx_op)) if onnx_op else None,
+                      gaps={"onnx": gap} if gap else {},
                       differentiable_backward=_differentiable_backward)(cls)
     cls.op.float64 = cls  # numpy in the inputs' dtype: float64 runs the same Function
     return cls
@@ -127,5 +129,5 @@ def _register(name, onnx_op=None, gap=None):
 
 MaximumFunction = _register("maximum", "Max")
 MinimumFunction = _register("minimum", "Min")
-FmaxFunction = _register("fmax", gap="ONNX Max propagates a NaN where fmax ignores it")
-FminFunction = _register("fmin", gap="ONNX Min propagates a NaN where fmin ignores it")
+FmaxFunction = _register("fmax", "Max")
+FminFunction = _register("fmin", "Min")

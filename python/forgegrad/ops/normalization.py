@@ -122,7 +122,7 @@ def _rms_norm_samples():
 def _onnx_rms_norm(ctx, op):
     x, weight = op.input("x"), op.input("weight")
     ns, eps = op.attr("normalized_shape"), op.attr("eps")
-    eps = float(np.finfo(np.float32).eps) if eps is None else float(eps)
+    eps = float(np.finfo(ctx.float_dtype).eps) if eps is None else float(eps)  # torch: the input dtype's
     ms = ctx.reduce("ReduceMean", ctx.node("Mul", [x, x]), _reduced_axes(op, ns), True)
     y = ctx.node("Div", [x, ctx.node("Sqrt", [ctx.node("Add", [ms, ctx.const(eps, "float32")])])])
     return [y if weight is None else ctx.node("Mul", [y, weight])]  # RMSNormalization is opset 23

@@ -92,8 +92,8 @@ def _onnx_norm(ctx, x, p, axes):
         return ctx.reduce("ReduceL1", x, axes, True)
     if p == math.inf:
         return ctx.reduce("ReduceMax", ctx.node("Abs", [x]), axes, True)
-    powered = ctx.node("Pow", [ctx.node("Abs", [x]), ctx.const(np.float32(p))])
-    return ctx.node("Pow", [ctx.reduce("ReduceSum", powered, axes, True), ctx.const(np.float32(1.0 / p))])
+    powered = ctx.node("Pow", [ctx.node("Abs", [x]), ctx.const(p, "float32")])
+    return ctx.node("Pow", [ctx.reduce("ReduceSum", powered, axes, True), ctx.const(1.0 / p, "float32")])
 
 
 # ---- normalize -----------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _normalize_samples():
 def _normalize_onnx(ctx, op):
     x = op.input("x")
     p, axes = float(op.attr("p", 2.0)), normalize_axis(op.attr("dim", 1), len(op.out_dims(0)))
-    n = ctx.node("Max", [_onnx_norm(ctx, x, p, axes), ctx.const(np.float32(op.attr("eps", 1e-12)))])
+    n = ctx.node("Max", [_onnx_norm(ctx, x, p, axes), ctx.const(op.attr("eps", 1e-12), "float32")])
     return [ctx.node("Div", [x, n])]
 
 
@@ -198,7 +198,7 @@ def _cosine_onnx(ctx, op):
     a, b = _expanded(ctx, op.input("x1"), op.input("x2"))
     axis = len(op.out_dims(0)) + 1
     axis = single_axis(op.attr("dim", 1), axis)
-    eps = ctx.const(np.float32(op.attr("eps", 1e-8)))
+    eps = ctx.const(op.attr("eps", 1e-8), "float32")
     ua = ctx.node("Div", [a, ctx.node("Max", [ctx.reduce("ReduceL2", a, [axis], True), eps])])
     ub = ctx.node("Div", [b, ctx.node("Max", [ctx.reduce("ReduceL2", b, [axis], True), eps])])
     return [ctx.reduce("ReduceSum", ctx.node("Mul", [ua, ub]), [axis], False)]
@@ -299,7 +299,7 @@ def _pairwise_samples():
 def _pairwise_onnx(ctx, op):
     rank = len(op.out_dims(0)) + (0 if op.attr("keepdim", False) else 1)
     d = ctx.node("Add", [ctx.node("Sub", [op.input("x1"), op.input("x2")]),
-                         ctx.const(np.float32(op.attr("eps", 1e-6)))])
+                         ctx.const(op.attr("eps", 1e-6), "float32")])
     n = _onnx_norm(ctx, d, float(op.attr("p", 2.0)), [rank - 1])
     return [n if op.attr("keepdim", False) else ctx.squeeze(n, [rank - 1])]
 

@@ -13,6 +13,8 @@ import numpy as np
 from . import _samples as S
 from . import _special as sp
 from . import _special_gamma as _gamma
+from ._onnx_pointwise import copysign_onnx, floor_divide_onnx, remainder_onnx
+from ._onnx_special import digamma_onnx, erfinv_onnx, lgamma_onnx
 from ._pointwise_base import PointwiseFunction, Spec, register
 from .registry import BadInput, Sample
 
@@ -163,7 +165,7 @@ def _copysign_grads(ns, g, a, out, kw):
 
 CopysignFunction = _binary(
     "copysign", np.copysign, _copysign_grads, lambda t: t.copysign, uses_out=True,
-    gaps={"onnx": "ONNX has no signbit to tell -0.0 from 0.0, which copysign reads"})
+    onnx=copysign_onnx)
 
 
 def _int_checked(fn, name):
@@ -187,9 +189,7 @@ def _fmod_grads(ns, g, a, out, kw):
 
 RemainderFunction = _binary(
     "remainder", _int_checked(np.remainder, "remainder"), _remainder_grads, lambda t: t.remainder, floating=False,
-    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX Mod with fmod=0 takes integers only; a float remainder would need Floor of a Div, whose "
-                  "rounding differs from the kernel's at exact multiples"})
+    samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4), onnx=remainder_onnx)
 FmodFunction = _binary(
     "fmod", _int_checked(np.fmod, "fmod"), _fmod_grads, lambda t: t.fmod, floating=False,
     samples=_binary_samples(_away_from_zero), tol=(1e-4, 1e-4),
@@ -203,8 +203,8 @@ _floor_divide = _int_checked(np.floor_divide, "floor_divide")
 FloorDivideFunction = _binary(
     "floor_divide", _floor_divide, None, lambda t: t.floor_divide, floating=False,
     samples=_binary_samples(_away_from_zero, grad=()),
-    gaps={"backward": "torch defines no derivative for floor_divide (its backward raises, so does forgegrad's)",
-          "onnx": "ONNX Div truncates integers and has no floor division"})
+    onnx=floor_divide_onnx,
+    gaps={"backward": "torch defines no derivative for floor_divide (its backward raises, so does forgegrad's)"})
 
 
 # ---- lerp ----------------------------------------------------------------------------------------------
@@ -287,8 +287,7 @@ ErfcFunction = _unary(
 ErfinvFunction = _unary(
     "erfinv", sp.erfinv, lambda ns, g, a, out, kw: (g * ns.exp(out * out) * (_SQRT_PI / 2),),
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-0.95, high=0.95)), tol=(1e-4, 1e-5),
-    uses_out=True,
-    gaps={"onnx": "ONNX has no inverse error function"})
+    uses_out=True, onnx=erfinv_onnx)
 
 
 def _lgamma(x):
@@ -303,10 +302,10 @@ def _digamma(x):
 LgammaFunction = _unary(
     "lgamma", _lgamma, lambda ns, g, a, out, kw: (g * ns.call("digamma", a[0]),),
     samples=_unary_samples(lambda *s, seed=0: S.rand(*s, seed=seed, low=-3.7, high=5.0)), tol=(1e-4, 1e-4),
-    gaps={"onnx": "ONNX has no log-gamma"})
+    onnx=lgamma_onnx)
 DigammaFunction = _unary(
     "digamma", _digamma, lambda ns, g, a, out, kw: (g * ns.call("polygamma", a[0], 1),),  # trigamma (ops/special.py)
-    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4), gaps={"onnx": "ONNX has no digamma"})
+    samples=_unary_samples(S.positive), tol=(1e-4, 1e-4), onnx=digamma_onnx)
 
 
 def _sign(x):

@@ -9,6 +9,7 @@ import numpy as np
 from .._validate import check_bool, check_float
 from . import _meta as M
 from . import _samples as S
+from ._onnx_pointwise import isclose_onnx, signbit_onnx
 from ._pointwise_base import PointwiseFunction, Spec, register
 from .registry import BadInput, Sample
 
@@ -68,8 +69,7 @@ IsneginfFunction = _pred("isneginf", _fl(np.isneginf, False),
                          _map(lambda ctx, x: ctx.node("IsInf", [x], detect_positive=0)))
 IsfiniteFunction = _pred("isfinite", _fl(np.isfinite, True), _map(lambda ctx, x: ctx.node("Not", [ctx.node(
     "Or", [ctx.node("IsNaN", [x]), ctx.node("IsInf", [x])])])))
-SignbitFunction = _pred("signbit", np.signbit, None)
-SignbitFunction.op.gaps["onnx"] = "ONNX has no signbit (-0.0 and 0.0 compare equal)"
+SignbitFunction = _pred("signbit", np.signbit, signbit_onnx)  # (-NaN's sign bit: not in ONNX, see _onnx_pointwise)
 
 
 def _isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
@@ -107,7 +107,7 @@ def _isclose_samples():
 IscloseFunction = register(
     "isclose", IscloseFunction, Spec(_isclose, None, floating=False, n=2), flops=4, differentiable=False,
     samples=_isclose_samples, torch=lambda torch, a, b, **kw: torch.isclose(a, b, **kw),
-    gaps={"backward": _NO_GRAD, "onnx": "not mapped yet (an export of a bool test of closeness is rarely needed)"},
+    gaps={"backward": _NO_GRAD}, onnx=isclose_onnx,
     bad_inputs=lambda: [BadInput((S.rand(2, 3), S.rand(2, 3)), {"rtol": -1.0}, ValueError, "rtol"),
                         BadInput((S.rand(2, 3), S.rand(2, 3)), {"equal_nan": 1}, TypeError, "equal_nan")])
 IscloseFunction.op.meta = lambda a, b, **kw: M.broadcast_bool(a, b)

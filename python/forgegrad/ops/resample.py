@@ -267,7 +267,7 @@ def _onnx_scales(ctx, op, x, attrs, out, scales, mode):
             f = np.nextafter(f, np.float32(np.inf)) if float(f) < e else f
             slices.append(k)
         eff.append(f)
-    y = ctx.node("Resize", [x, "", ctx.const(np.asarray([1.0, 1.0] + eff, np.float32))], **attrs)
+    y = ctx.node("Resize", [x, "", ctx.const(np.asarray([1.0, 1.0] + eff, np.float32), exact=True)], **attrs)
     if slices:
         axes = [2 + k for k in slices]
         if any(dynamic[k] for k in slices):

@@ -12,6 +12,7 @@ from ..autograd import Function
 from ..devices import MetaArray
 from . import _meta as M
 from . import _samples as S
+from ._onnx_select import cumprod_onnx
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
 
@@ -51,7 +52,7 @@ def _reverse_scan(step, first, n, axis):
              torch=lambda torch, a, dim: torch.cumprod(a, dim),
              bad_inputs=lambda: [BadInput((S.rand(2, 3), 2), {}, IndexError, "dim"),
                                  BadInput((S.rand(2, 3), None), {}, TypeError, "dim")],
-             gaps={"onnx": "ONNX has no cumulative product, and exp(CumSum(log x)) fails for zeros and negatives"})
+             onnx=cumprod_onnx)
 class CumprodFunction(Function):
     """torch.cumprod: the running product along dim (integers and bools as int64). The gradient of x[k] is
     ``prod(x[:k]) * S[k]`` with ``S[k] = g[k] + x[k+1] * S[k+1]``: no division, so exact at zeros."""

@@ -128,7 +128,7 @@ def avg_pool2d(ctx, x: str, in_hw, kernel_size, stride=None, padding=0, ceil_mod
         y = _pool(ctx, "AveragePool", x, kernel, stride, pads, (1, 1), in_hw, out_hw,
                   count_include_pad=int(bool(count_include_pad)))
     if divisor_override:  # whole windows only here: AveragePool divided by kh*kw
-        y = ctx.node("Mul", [y, ctx.const(np.float32(kernel[0] * kernel[1] / float(divisor_override)))])
+        y = ctx.node("Mul", [y, ctx.const(kernel[0] * kernel[1] / float(divisor_override), "float32")])
     return y
 
 
@@ -176,7 +176,7 @@ def _avg_pool_explicit(ctx, x: str, in_hw, kernel, stride, p, ceil_mode, count_i
             sums = [ctx.node("Slice", [y, ctx.ints([0, 0]), ctx.ints(list(shape[2:])), ctx.ints([2, 3])])
                     for y in sums]
     if divisor_override:
-        return ctx.node("Mul", [sums[0], ctx.const(np.float32(kernel[0] * kernel[1] / float(divisor_override)))])
+        return ctx.node("Mul", [sums[0], ctx.const(kernel[0] * kernel[1] / float(divisor_override), "float32")])
     return sums[0] if len(sums) == 1 else ctx.node("Div", sums)
 
 

@@ -22,7 +22,7 @@ def _reduce(ctx, x, ndim, reduction):
 
 
 def _c(ctx, v):
-    return ctx.const(np.asarray(v, F32))
+    return ctx.const(v, F32)
 
 
 @register(L.MSELossFunction)
