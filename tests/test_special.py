@@ -91,6 +91,15 @@ def test_zeta_float64_matches_torch_including_poles_and_negative_q():
     _close(fg.special.zeta(fg.tensor(a), 2.5), TS.zeta(torch.from_numpy(a), 2.5), 1e-13, 0, "zeta(x, scalar)")
 
 
+def test_zeta_of_nan_at_a_pole_of_q_is_inf_as_torch():
+    # Math.h tests only x == 1 and x < 1 before the pole at q = 0, -1, ...: zeta(nan, -1) is inf there, not NaN
+    x = np.array([np.nan, np.nan, np.nan, np.nan, 2.0], np.float64)
+    q = np.array([-1.0, 0.0, 1.0, -1.5, np.nan], np.float64)
+    for dtype in (np.float32, np.float64):
+        _close(fg.special.zeta(fg.tensor(x.astype(dtype)), fg.tensor(q.astype(dtype))),
+               TS.zeta(torch.from_numpy(x.astype(dtype)), torch.from_numpy(q.astype(dtype))), 0, 0, "zeta(nan, q)")
+
+
 @pytest.mark.parametrize("name", ["gammainc", "gammaincc"])
 def test_incomplete_gamma_float64_matches_torch(name):
     a = np.concatenate([np.exp(RNG.uniform(-5, 7, 1500)), RNG.uniform(15, 400, 500),

@@ -186,7 +186,7 @@ def zeta(x, q):
     with np.errstate(all="ignore"):
         out = np.full(x.shape, np.nan)
         out[x == 1] = np.inf
-        pole = (x > 1) & (q <= 0) & (q == np.floor(q))
+        pole = ~(x < 1) & (q <= 0) & (q == np.floor(q))  # Math.h tests x < 1 only: a NaN x reaches the pole too
         out[pole] = np.inf
         run = (x > 1) & ~pole & ~((q <= 0) & (x != np.floor(x)))  # q <= 0 needs an integer x (NaN otherwise)
         idx = np.nonzero(run)[0]
