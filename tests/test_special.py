@@ -434,3 +434,10 @@ def test_sinc_of_float16_computes_in_float32_as_torch():
     # forgegrad multiplied by pi in float16: sinc(1) was 3e-4 (torch: -0, its kernel's opmath is float)
     x = np.array([-1.0, 1.0, 2.0, 0.0, 0.5, -3.0, 7.25, 0.001], np.float16)
     _close(fg.special.sinc(fg.tensor(x, dtype=fg.float16)), TS.sinc(torch.from_numpy(x)), 1e-3, 2e-5, "sinc float16")
+
+
+@pytest.mark.parametrize("n", [170, 171, 200])
+def test_polygamma_of_high_order_overflows_as_torch(n):
+    # n! overflows from n = 171: forgegrad raised OverflowError (math.exp), torch gives +-inf (NaN where zeta is 0)
+    x = np.array([0.5, 1.0, 3.0, 100.0, -0.5, -2.5, 1e-3, 0.0, -1.0, np.inf, np.nan, 20.0, 1e5])
+    _close(fg.polygamma(n, fg.tensor(x)), torch.polygamma(n, torch.from_numpy(x)), 1e-12, 0, f"polygamma({n})")

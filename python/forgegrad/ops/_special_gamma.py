@@ -227,7 +227,9 @@ def polygamma(n, x):
         return trigamma(x)
     x = f64(x)
     with np.errstate(all="ignore"):
-        return (1.0 if n % 2 else -1.0) * math.exp(math.lgamma(n + 1.0)) * zeta(float(n + 1), x)
+        log_fact = math.lgamma(n + 1.0)  # n! overflows from n = 171: inf there as C's exp (math.exp raised)
+        fact = math.exp(log_fact) if log_fact < 709.0 else math.inf
+        return (1.0 if n % 2 else -1.0) * fact * zeta(float(n + 1), x)
 
 
 # ---- regularized incomplete gamma --------------------------------------------------------------------------
