@@ -91,6 +91,15 @@ def test_zeta_float64_matches_torch_including_poles_and_negative_q():
     _close(fg.special.zeta(fg.tensor(a), 2.5), TS.zeta(torch.from_numpy(a), 2.5), 1e-13, 0, "zeta(x, scalar)")
 
 
+def test_zeta_of_nan_at_a_pole_of_q_is_inf_as_torch():
+    # Math.h tests only x == 1 and x < 1 before the pole at q = 0, -1, ...: zeta(nan, -1) is inf there, not NaN
+    x = np.array([np.nan, np.nan, np.nan, np.nan, 2.0], np.float64)
+    q = np.array([-1.0, 0.0, 1.0, -1.5, np.nan], np.float64)
+    for dtype in (np.float32, np.float64):
+        _close(fg.special.zeta(fg.tensor(x.astype(dtype)), fg.tensor(q.astype(dtype))),
+               TS.zeta(torch.from_numpy(x.astype(dtype)), torch.from_numpy(q.astype(dtype))), 0, 0, "zeta(nan, q)")
+
+
 @pytest.mark.parametrize("name", ["gammainc", "gammaincc"])
 def test_incomplete_gamma_float64_matches_torch(name):
     a = np.concatenate([np.exp(RNG.uniform(-5, 7, 1500)), RNG.uniform(15, 400, 500),
@@ -383,3 +392,52 @@ def test_onnx_export_of_a_polynomial_refuses_tensor_degrees_and_huge_ones(tmp_pa
         fg.onnx.export(Net("tensor"), fg.tensor(np.full((2, 3), 0.5, np.float32)), str(tmp_path / "a.onnx"))
     with pytest.raises(Exception, match="above 256"):
         fg.onnx.export(Net(1000), fg.tensor(np.full((2, 3), 0.5, np.float32)), str(tmp_path / "b.onnx"))
+
+
+EDGE_GRADS = {  # torch's gradient and double backward at the edges (0, poles, +-inf, NaN), float64
+    "ndtr": lambda s, x: s.ndtr(x), "log_ndtr": lambda s, x: s.log_ndtr(x), "erfcx": lambda s, x: s.erfcx(x),
+    "entr": lambda s, x: s.entr(x), "i0": lambda s, x: s.i0(x), "i1": lambda s, x: s.i1(x),
+    "i1e": lambda s, x: s.i1e(x), "i0e": lambda s, x: s.i0e(x), "erf": lambda s, x: s.erf(x),
+    "log1p": lambda s, x: s.log1p(x), "logit": lambda s, x: s.logit(x), "polygamma1": lambda s, x: s.polygamma(1, x),
+    "xlog1py(0|1, y)": lambda s, x: s.xlog1py((x > 0.7).to(x.dtype), x - 1),
+    "gammainc(2, x)": lambda s, x: s.gammainc(_full(x, 2.0), x),
+    "gammaincc(0.5, x)": lambda s, x: s.gammaincc(_full(x, 0.5), x),
+    "zeta(2, q)": lambda s, x: s.zeta(_full(x, 2.0), x),
+}
+
+
+def _full(x, v):
+    return (fg if isinstance(x, fg.Tensor) else torch).full(tuple(x.shape), v, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_GRADS))
+def test_gradients_at_edge_values_are_torch_s_and_raise_no_numpy_warnings(name):
+    # numpy warned (inf * 0, log(0), x / 0 in the gradient formulas, in the create_graph pass and in the backward of
+    # that graph); torch is quiet. i1 / i1e at NaN: torch's mask is not |x| > eps, so 1/2 (forgegrad gave NaN)
+    import warnings
+    vals = np.array([0.0, -0.0, 1e-300, -1.0, 1.0, -1e5, 1e5, 40.0, -40.0, np.inf, -np.inf, np.nan, 0.5, 2.0])
+    x, tx = fg.tensor(vals, requires_grad=True), torch.from_numpy(vals).requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = EDGE_GRADS[name](fg.special, x)
+        (g,) = autograd.grad(y, x, fg.ones_like(y), create_graph=True)
+        (gg,) = autograd.grad(g, x, fg.ones_like(g))
+    ty = EDGE_GRADS[name](TS, tx)
+    (tg,) = torch.autograd.grad(ty, tx, torch.ones_like(ty), create_graph=True)
+    (tgg,) = torch.autograd.grad(tg, tx, torch.ones_like(tg))
+    for what, a, b in (("value", y, ty), ("gradient", g, tg), ("double backward", gg, tgg)):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-300, equal_nan=True,
+                                   err_msg=f"{name} {what}")
+
+
+def test_sinc_of_float16_computes_in_float32_as_torch():
+    # forgegrad multiplied by pi in float16: sinc(1) was 3e-4 (torch: -0, its kernel's opmath is float)
+    x = np.array([-1.0, 1.0, 2.0, 0.0, 0.5, -3.0, 7.25, 0.001], np.float16)
+    _close(fg.special.sinc(fg.tensor(x, dtype=fg.float16)), TS.sinc(torch.from_numpy(x)), 1e-3, 2e-5, "sinc float16")
+
+
+@pytest.mark.parametrize("n", [170, 171, 200])
+def test_polygamma_of_high_order_overflows_as_torch(n):
+    # n! overflows from n = 171: forgegrad raised OverflowError (math.exp), torch gives +-inf (NaN where zeta is 0)
+    x = np.array([0.5, 1.0, 3.0, 100.0, -0.5, -2.5, 1e-3, 0.0, -1.0, np.inf, np.nan, 20.0, 1e5])
+    _close(fg.polygamma(n, fg.tensor(x)), torch.polygamma(n, torch.from_numpy(x)), 1e-12, 0, f"polygamma({n})")

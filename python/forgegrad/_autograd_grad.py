@@ -165,6 +165,12 @@ def _count_down(node, cap: _Capture, uses: dict) -> None:
 
 
 def _run(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> None:
+    # numpy's RuntimeWarnings (inf * 0, log(0) in a gradient formula at an edge value) stay quiet, as torch's
+    with np.errstate(all="ignore"):
+        _run_pass(root, grad, retain_graph, cap, outer)
+
+
+def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> None:
     """The pass from ``root`` (seeded with ``grad``) through the nodes that lead to ``cap``'s inputs. ``outer``:
     not a checkpoint's recomputed pass (which leaves the leaf inputs to finish in the outer one)."""
     order = _ag._topo_order(root._ctx)

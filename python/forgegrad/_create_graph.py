@@ -95,6 +95,12 @@ def run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
     ``inputs`` None: every leaf that requires grad accumulates into ``.grad`` (backward()). Otherwise only the
     gradients of ``inputs`` (leaves or not) are computed: returned as a list (Tensor or None per input) and, with
     ``accumulate`` (backward(inputs=...)), also added to their ``.grad``."""
+    # numpy's RuntimeWarnings (inf * 0, log(0) in a gradient formula at an edge value) stay quiet, as torch's
+    with np.errstate(all="ignore"):
+        return _run_pass(outputs, seeds, inputs, retain_graph, accumulate)
+
+
+def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
     if _ag._rebound:
         from ._view_rebase import rebase_inputs
         rebase_inputs(tuple(outputs) + tuple(inputs or ()))

@@ -412,6 +412,12 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
 
 
 def _run_backward(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
+    # numpy's RuntimeWarnings (inf * 0, log(0) in a gradient formula at an edge value) stay quiet, as torch's
+    with np.errstate(all="ignore"):
+        return _run_backward_pass(root, grad, retain_graph, got)
+
+
+def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> None:
     # got: a recomputed pass (run_recomputed_backward): no leaf hooks, the ids of leaves reached go there
     if root._ctx is None:  # a leaf: its gradient is the seed itself
         if got is not None:

@@ -198,7 +198,8 @@ def differentiable_rule(name):
         out = ctx.__dict__.get("graph_outputs", {}).get(0)
         if out is None and spec.uses_out:
             out = _OPS_call(name, args, kwargs)
-        grads = spec.grads(TENSOR, g, tensors, out, kw)
+        with np.errstate(all="ignore"):  # as backward: edge values (log(0), inf * 0) warn in numpy, not in torch
+            grads = spec.grads(TENSOR, g, tensors, out, kw)
         return tuple(_for(a, gi) if (_is_t(a) and gi is not None) else None for a, gi in zip(tensors, grads)) + (
             None,) * (len(args) - spec.n)
 

@@ -186,7 +186,7 @@ def zeta(x, q):
     with np.errstate(all="ignore"):
         out = np.full(x.shape, np.nan)
         out[x == 1] = np.inf
-        pole = (x > 1) & (q <= 0) & (q == np.floor(q))
+        pole = ~(x < 1) & (q <= 0) & (q == np.floor(q))  # Math.h tests x < 1 only: a NaN x reaches the pole too
         out[pole] = np.inf
         run = (x > 1) & ~pole & ~((q <= 0) & (x != np.floor(x)))  # q <= 0 needs an integer x (NaN otherwise)
         idx = np.nonzero(run)[0]
@@ -227,7 +227,9 @@ def polygamma(n, x):
         return trigamma(x)
     x = f64(x)
     with np.errstate(all="ignore"):
-        return (1.0 if n % 2 else -1.0) * math.exp(math.lgamma(n + 1.0)) * zeta(float(n + 1), x)
+        log_fact = math.lgamma(n + 1.0)  # n! overflows from n = 171: inf there as C's exp (math.exp raised)
+        fact = math.exp(log_fact) if log_fact < 709.0 else math.inf
+        return (1.0 if n % 2 else -1.0) * fact * zeta(float(n + 1), x)
 
 
 # ---- regularized incomplete gamma --------------------------------------------------------------------------

@@ -208,6 +208,8 @@ AtanhFunction = _register_unary(
 
 # ---- sinc, logit, i0 -----------------------------------------------------------------------------------
 def _sinc(x):
+    if x.dtype == np.float16:  # torch's kernel computes half in float (opmath): pi x rounded to half left 3e-4 at 1
+        return _sinc(x.astype(np.float32)).astype(np.float16)
     px = x * x.dtype.type(math.pi)
     return np.where(x == 0, x.dtype.type(1), np.sin(px) / np.where(x == 0, x.dtype.type(1), px))
 
@@ -301,10 +303,11 @@ I0Function = _register_unary(
 
 
 def _i1_grads(ns, g, a, out, kw):
-    # torch's: i0(x) - i1(x) / x, 1/2 at x == 0
+    # torch's i1_backward: i0(x) - i1(x) / x, 1/2 where not |x| > eps (NaN included, as torch's mask)
     x = a[0]
-    zero = ns.val(x) == 0
-    return (g * ns.where(zero, 0.5, ns.call("i0", x) - out / ns.where(zero, 1.0, x)),)
+    tiny = ~(np.abs(ns.val(x)) > np.finfo(ns.val(x).dtype).eps)
+    safe = ns.where(tiny, 1.0, x)  # as torch's safe_self: no NaN reaches the double backward through i0(x)
+    return (g * ns.where(tiny, 0.5, ns.call("i0", safe) - out / safe),)
 
 
 # torch.special.i1 (forgegrad.special.i1), the derivative of i0: an op, so that i0 differentiates twice

@@ -84,9 +84,9 @@ def _i0e_grads(ns, g, a, out, kw):
 
 
 def _i1e_grads(ns, g, a, out, kw):
-    # torch's i1e_backward: i0e(x) - i1e(x) (sgn(x) + 1/x), 1/2 where |x| <= eps
+    # torch's i1e_backward: i0e(x) - i1e(x) (sgn(x) + 1/x), 1/2 where not |x| > eps (NaN included, as torch's mask)
     x = a[0]
-    tiny = np.abs(ns.val(x)) <= _eps(ns, x)
+    tiny = ~(np.abs(ns.val(x)) > _eps(ns, x))
     safe = ns.where(tiny, 1.0, x)
     return (g * ns.where(tiny, 0.5, ns.call("special_i0e", safe) - out * (ns.sign(safe) + 1 / safe)),)
 
