@@ -243,7 +243,8 @@ void bind(py::module_& m) {
         "out (B, D) = each bag's rows of float32 weight (V, D) summed (mode 0, times per_sample_weights (n,) or "
         "None), averaged (1) or maximised (2); bag b holds indices[bag_starts[b]:bag_starts[b + 1]] less the "
         "padding_idx entries (-1: none); counts (B,) int64 = the entries kept; arg (B, D) int64 (mode 2, else None) "
-        "= the first position of each maximum (a NaN only as a bag's first kept entry, as torch's), -1 for an empty bag. Empty bags give 0. Sums in float64. "
+        "= the first position of each maximum (a NaN only as a bag's first kept entry, as torch's), -1 for an empty "
+        "bag. Empty bags give 0. Sums in float64. "
         "Bit-identical for any thread count.");
   m.def("backward_f32", &backward, py::arg("grad"), py::arg("indices"), py::arg("bag_starts"),
         py::arg("per_sample_weights"), py::arg("mean"), py::arg("freq"), py::arg("padding_idx"), py::arg("grad_weight"),
