@@ -61,7 +61,9 @@ void embedding_bag_forward_f32(const float* weight, int64_t D, const int64_t* id
           }
           for (int64_t d = 0; d < D; ++d) {
             const float v = w[d], m = o[d];
-            const bool take = v > m;
+            // (m == m) changes nothing (v > NaN is false) but keeps this loop branch-free and vectorised: with
+            // v > m alone the compilers emit a conditional store, twice as slow on random data
+            const bool take = (m == m) & (v > m);
             o[d] = take ? v : m;
             at[d] = take ? rel : at[d];
           }
