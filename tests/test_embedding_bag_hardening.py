@@ -186,3 +186,14 @@ def test_concurrent_python_threads_get_the_same_bits():
         t.join()
     assert not errors, errors
     assert all(g == want for g in got)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("dtype", [fg.float32, fg.float64])
+def test_zero_width_table_with_huge_row_count(mode, dtype):
+    """A (2**40, 0) table holds no memory: forward and backward work (the float32 backward grouped positions by row
+    in an O(num_embeddings) array first, a MemoryError)."""
+    w = fg.zeros(2**40, 0, dtype=dtype, requires_grad=True)
+    y = F.embedding_bag(fg.tensor([2**39, 5, 5]), w, fg.tensor([0, 1]), mode=mode)
+    y.sum().backward()
+    assert y.shape == (2, 0) and w.grad.shape == (2**40, 0)

@@ -157,6 +157,8 @@ void backward(const py::array& grad, const py::array& indices, const py::array& 
                               {per_sample_weights, "per_sample_weights"},
                               {freq, "freq"}},
                              {{grad_weight, "grad_weight"}});
+  // nothing to write; and a (V, 0) table holds no memory at any V, while the row grouping below takes O(V)
+  if (GW.size == 0) return;
   const int64_t* idx = k.i64();
   const int64_t* s = k.s64();
   std::vector<int64_t> of = bag_of(k);
