@@ -195,3 +195,21 @@ def test_onnx_offsets_dynamic_length_in_onnxruntime(tmp_path):
     i2, o2 = np.array([1, 4, 3, 6, 0, 11, 3, 3, 2, 2, 5], np.int64), np.array([0, 0, 4, 9], np.int64)
     got = sess.run(None, {"input": i2, "offsets": o2})[0]
     np.testing.assert_allclose(got, m(fg.tensor(i2), fg.tensor(o2)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [fg.nn.Embedding, fg.nn.EmbeddingBag])
+def test_float64_tables_stay_float64_as_torch(cls):
+    """from_pretrained and _weight with a float64 tensor give a float64 weight (torch's); float32 data stays
+    float32 and _weight's memory is shared (they went through Parameter(ndarray), which stores float32)."""
+    t64 = fg.tensor(np.arange(12.0).reshape(4, 3), dtype=fg.float64)
+    for m in (cls.from_pretrained(t64), cls.from_pretrained(t64, freeze=False), cls(4, 3, _weight=t64)):
+        assert m.weight.dtype == fg.float64
+        np.testing.assert_array_equal(m.weight.detach().numpy(), t64.numpy())
+    m = cls.from_pretrained(t64, freeze=False)
+    y = m(fg.tensor([[0, 3]]))
+    y.sum().backward()
+    assert y.dtype == fg.float64 and m.weight.grad.dtype == fg.float64
+    t32 = fg.ones(4, 3)
+    m = cls(4, 3, _weight=t32)
+    assert m.weight.dtype == fg.float32 and np.shares_memory(m.weight._data, t32._data)
+    assert cls.from_pretrained(np.ones((4, 3))).weight.dtype == fg.float32

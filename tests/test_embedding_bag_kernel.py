@@ -93,9 +93,24 @@ def test_per_sample_weights_match_torch(kw):
 def test_max_nan_and_ties_match_torch():
     w = np.random.default_rng(5).standard_normal((6, 4)).astype(np.float32)
     w[3] = w[1]  # ties: the first position holding the maximum gets the gradient
-    w[4, 2] = np.nan  # a NaN is the maximum of its column
+    w[4, 2] = np.nan  # first in its bag: the bag's result, and it gets the gradient
     idx = np.array([3, 1, 4, 1, 2, 4, 3, 0], np.int64)
     mine, ref = _both(w, idx, np.array([0, 2, 5], np.int64), mode="max")
+    np.testing.assert_array_equal(mine[0], ref[0])
+    np.testing.assert_array_equal(mine[1], ref[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding_idx", [None, 1])
+def test_max_nan_is_kept_only_as_the_first_entry_as_torch(dtype, padding_idx):
+    """torch 2.13's CPU max compares each later entry with '>' against the running maximum: a NaN after the first
+    kept entry is skipped (the bag's maximum is that of the other entries, and gets the gradient), a NaN first stays.
+    Both the float32 kernels and the float64 numpy path (they took any NaN as the maximum / propagated it)."""
+    w = np.array([[1.0, -2.0, 0.5], [7.0, 7.0, 7.0], [np.nan, 3.0, np.nan], [2.0, np.nan, np.inf],
+                  [-np.inf, 1.0, np.nan]], dtype)
+    idx = np.array([0, 2, 3, 1, 2, 0, 4, 4, 1, 2, 3, 3, 2, 1], np.int64)
+    off = np.array([0, 3, 6, 8, 9, 12], np.int64)  # NaN in the middle, first, after a padding entry, only NaNs
+    mine, ref = _both(w, idx, off, mode="max", padding_idx=padding_idx)
     np.testing.assert_array_equal(mine[0], ref[0])
     np.testing.assert_array_equal(mine[1], ref[1])
 

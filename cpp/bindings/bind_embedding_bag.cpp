@@ -1,6 +1,8 @@
 // forgegrad._C.embedding_bag: F.embedding_bag on float32 tables (the kernels of
 // cpp/kernels/per_isa/embedding_bag.cpp, their order and thread contract there). Every array, index and bag
 // boundary is checked here before a kernel runs; the backward groups the positions by row (a stable counting sort).
+// The kernels read copies of the indices and bag boundaries checked here, never the caller's arrays: they run
+// without the GIL, and another Python thread writing those arrays meanwhile must not move a checked index.
 #include <string>
 #include <vector>
 
@@ -21,9 +23,8 @@ FG_KERNEL(void, embedding_bag_backward_f32,
           (grad, D, bag_of, scale, row_starts, order, V, grad_weight))
 
 FG_KERNEL(void, embedding_bag_max_backward_f32,
-          (const float* grad, const int64_t* arg, const int64_t* idx, int64_t B, int64_t D, int64_t V,
-           float* grad_weight),
-          (grad, arg, idx, B, D, V, grad_weight))
+          (const float* grad, const int64_t* rows, int64_t B, int64_t D, int64_t V, float* grad_weight),
+          (grad, rows, B, D, V, grad_weight))
 
 FG_KERNEL(void, embedding_bag_psw_backward_f32,
           (const float* grad, const float* weight, int64_t D, const int64_t* idx, const int64_t* bag_of, int64_t n,
@@ -42,20 +43,24 @@ constexpr int64_t kMaxBag = 0x7FFFFFFF;  // the max kernel keeps a position with
 std::string num(int64_t v) { return std::to_string(v); }
 
 // indices (n,) in [0, V); bag_starts (B + 1,): 0, non-decreasing, n; padding_idx -1 (none) or in [0, V).
+// idx and starts are copies, checked: what the kernels read (see the top of this file).
 struct Bags {
-  ArrayArg I, S;
+  std::vector<int64_t> idx, starts;
   int64_t n = 0, B = 0;
+  const int64_t* i64() const { return idx.data(); }
+  const int64_t* s64() const { return starts.data(); }
 };
 
 Bags check_bags(const char* fn, const py::array& indices, const py::array& bag_starts, int64_t V, int64_t padding_idx) {
   Bags k;
-  k.I = fg::bind::i64_arg(indices, "indices", 1);
-  k.S = fg::bind::i64_arg(bag_starts, "bag_starts", 1);
-  k.n = k.I.dim(0);
-  if (k.S.dim(0) < 1)
+  ArrayArg I = fg::bind::i64_arg(indices, "indices", 1), S = fg::bind::i64_arg(bag_starts, "bag_starts", 1);
+  k.n = I.dim(0);
+  if (S.dim(0) < 1)
     throw py::value_error(std::string(fn) + ": bag_starts must hold at least one position (B + 1 of them)");
-  k.B = k.S.dim(0) - 1;
-  const int64_t *idx = k.I.i64(), *s = k.S.i64();
+  k.B = S.dim(0) - 1;
+  k.idx.assign(I.i64(), I.i64() + k.n);
+  k.starts.assign(S.i64(), S.i64() + k.B + 1);
+  const int64_t *idx = k.i64(), *s = k.s64();
   for (int64_t p = 0; p < k.n; ++p) {
     if (idx[p] < 0 || idx[p] >= V)
       throw py::index_error(std::string(fn) + ": indices[" + num(p) + "] = " + num(idx[p]) + " is out of range [0, " +
@@ -82,7 +87,7 @@ Bags check_bags(const char* fn, const py::array& indices, const py::array& bag_s
 // The bag of each position.
 std::vector<int64_t> bag_of(const Bags& k) {
   std::vector<int64_t> of(static_cast<size_t>(k.n));
-  const int64_t* s = k.S.i64();
+  const int64_t* s = k.s64();
   for (int64_t b = 0; b < k.B; ++b)
     for (int64_t p = s[b]; p < s[b + 1]; ++p) of[p] = b;
   return of;
@@ -124,7 +129,7 @@ void forward(const py::array& weight, const py::array& indices, const py::array&
                               {per_sample_weights, "per_sample_weights"}},
                              {{out, "out"}, {counts, "counts"}, {arg, "arg"}});
   py::gil_scoped_release release;
-  fg::embedding_bag_forward_f32(W.f32(), D, k.I.i64(), k.S.i64(), k.B, psw, mode, padding_idx, O.f32(), C.i64(), argp);
+  fg::embedding_bag_forward_f32(W.f32(), D, k.i64(), k.s64(), k.B, psw, mode, padding_idx, O.f32(), C.i64(), argp);
 }
 
 void backward(const py::array& grad, const py::array& indices, const py::array& bag_starts,
@@ -152,8 +157,10 @@ void backward(const py::array& grad, const py::array& indices, const py::array& 
                               {per_sample_weights, "per_sample_weights"},
                               {freq, "freq"}},
                              {{grad_weight, "grad_weight"}});
-  const int64_t* idx = k.I.i64();
-  const int64_t* s = k.S.i64();
+  // nothing to write; and a (V, 0) table holds no memory at any V, while the row grouping below takes O(V)
+  if (GW.size == 0) return;
+  const int64_t* idx = k.i64();
+  const int64_t* s = k.s64();
   std::vector<int64_t> of = bag_of(k);
   // each kept position's factor: its weight, 1 / its bag's count (mean), 1 / its row's frequency; rounded once
   std::vector<float> scale;
@@ -193,20 +200,25 @@ void max_backward(const py::array& grad, const py::array& arg, const py::array& 
   const int64_t V = GW.dim(0), D = GW.dim(1), B = G.dim(0), n = I.dim(0);
   fg::bind::expect_shape(G, "grad", {B, D});
   fg::bind::expect_shape(A, "arg", {B, D});
-  const int64_t *idx = I.i64(), *a = A.i64();
+  const std::vector<int64_t> idx(I.i64(), I.i64() + n);
   for (int64_t p = 0; p < n; ++p) {
     if (idx[p] < 0 || idx[p] >= V)
       throw py::index_error(std::string(fn) + ": indices[" + num(p) + "] = " + num(idx[p]) + " is out of range [0, " +
                             num(V) + ")");
   }
+  // the row of each maximum, from the copies: what the kernel reads
+  std::vector<int64_t> rows(static_cast<size_t>(A.size));
+  const int64_t* a = A.i64();
   for (int64_t i = 0; i < A.size; ++i) {
-    if (a[i] < -1 || a[i] >= n)
-      throw py::index_error(std::string(fn) + ": arg holds " + num(a[i]) + ", expected -1 or a position in [0, " +
+    const int64_t at = a[i];
+    if (at < -1 || at >= n)
+      throw py::index_error(std::string(fn) + ": arg holds " + num(at) + ", expected -1 or a position in [0, " +
                             num(n) + ")");
+    rows[i] = at < 0 ? -1 : idx[at];
   }
   fg::bind::check_no_overlap(fn, {{grad, "grad"}, {arg, "arg"}, {indices, "indices"}}, {{grad_weight, "grad_weight"}});
   py::gil_scoped_release release;
-  fg::embedding_bag_max_backward_f32(G.f32(), a, idx, B, D, V, GW.f32());
+  fg::embedding_bag_max_backward_f32(G.f32(), rows.data(), B, D, V, GW.f32());
 }
 
 void psw_backward(const py::array& grad, const py::array& weight, const py::array& indices, const py::array& bag_starts,
@@ -223,7 +235,7 @@ void psw_backward(const py::array& grad, const py::array& weight, const py::arra
                              {{grad_psw, "grad_psw"}});
   std::vector<int64_t> of = bag_of(k);
   py::gil_scoped_release release;
-  fg::embedding_bag_psw_backward_f32(G.f32(), W.f32(), D, k.I.i64(), of.data(), k.n, padding_idx, O.f32());
+  fg::embedding_bag_psw_backward_f32(G.f32(), W.f32(), D, k.i64(), of.data(), k.n, padding_idx, O.f32());
 }
 
 void bind(py::module_& m) {
@@ -233,7 +245,8 @@ void bind(py::module_& m) {
         "out (B, D) = each bag's rows of float32 weight (V, D) summed (mode 0, times per_sample_weights (n,) or "
         "None), averaged (1) or maximised (2); bag b holds indices[bag_starts[b]:bag_starts[b + 1]] less the "
         "padding_idx entries (-1: none); counts (B,) int64 = the entries kept; arg (B, D) int64 (mode 2, else None) "
-        "= the first position of each maximum, -1 for an empty bag. Empty bags give 0. Sums in float64. "
+        "= the first position of each maximum (a NaN only as a bag's first kept entry, as torch's), -1 for an empty "
+        "bag. Empty bags give 0. Sums in float64. "
         "Bit-identical for any thread count.");
   m.def("backward_f32", &backward, py::arg("grad"), py::arg("indices"), py::arg("bag_starts"),
         py::arg("per_sample_weights"), py::arg("mean"), py::arg("freq"), py::arg("padding_idx"), py::arg("grad_weight"),

@@ -30,7 +30,7 @@ def forward(weight: np.ndarray, indices: np.ndarray, bag_starts: np.ndarray, per
             mode: str, padding_idx: int = -1) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(out (B, D) float32, counts (B,) int64 of the kept entries, arg (B, D) int64 or None): each bag's rows summed
     (in float64, times per_sample_weights), averaged or maximised; arg (max) is the first position of each maximum
-    (a NaN is the maximum), -1 for an empty bag. Empty bags give 0."""
+    (a NaN only as its bag's first kept entry, torch's rule), -1 for an empty bag. Empty bags give 0."""
     weight = _f32(weight)
     bag_starts = _i64(bag_starts)
     bags = bag_starts.shape[0] - 1

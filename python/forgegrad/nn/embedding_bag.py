@@ -123,7 +123,7 @@ class EmbeddingBag(Module):
         if arr.ndim != 2:
             raise ValueError(f"EmbeddingBag.from_pretrained: embeddings must be 2-D, got shape {arr.shape}")
         m = cls(arr.shape[0], arr.shape[1], max_norm=max_norm, norm_type=norm_type,
-                scale_grad_by_freq=scale_grad_by_freq, mode=mode, sparse=sparse, _weight=arr,
+                scale_grad_by_freq=scale_grad_by_freq, mode=mode, sparse=sparse, _weight=Tensor._wrap_exact(arr),
                 include_last_offset=include_last_offset, padding_idx=padding_idx)
         m.weight.requires_grad = not check_bool(freeze, "freeze")
         return m

@@ -59,7 +59,7 @@ class Embedding(Module):
         if arr.ndim != 2:
             raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape {arr.shape}")
         m = cls(arr.shape[0], arr.shape[1], padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
-                scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=arr)
+                scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=Tensor._wrap_exact(arr))
         m.weight.requires_grad = not freeze
         return m
 
@@ -89,7 +89,7 @@ def _embedding_weight(who, shape, padding_idx, _weight):
         w = np.asarray(_weight._data if isinstance(_weight, Tensor) else _weight, _float_dtype(_weight))
         if w.shape != shape:
             raise ValueError(f"{who}: _weight must have shape {shape}, got {w.shape}")
-        return w
+        return Tensor._wrap_exact(w)  # a Tensor: Parameter keeps float64 (it stores a float64 ndarray as float32)
     dev = devices.default_device()
     w = devices.empty(shape, device_name=dev if dev == "meta" else "cpu")
     init.normal_(Tensor._wrap(w))

@@ -9,8 +9,9 @@ accumulated in float64 and rounded once.
 
 float32 tables run on the C++ kernels (forgegrad.kernels.embedding_bag, cpp/kernels/per_isa/embedding_bag.cpp):
 the bags as (B + 1) start positions, the checks here first (the binding checks again); float64 and a call without
-bags take the numpy path below. Under "max" a NaN is the maximum on the kernel path (torch's rule); the numpy path
-propagates it and gives its column no gradient.
+bags take the numpy path below. Under "max" both paths follow torch 2.13's CPU rule for NaN: a later entry replaces
+the running maximum only when it compares greater, so a NaN is the result (and gets the gradient) when it is its
+bag's first kept entry and is skipped anywhere else.
 
 Gradients: the weight's sums each row's per-position gradients in ascending position order (the same bits at any
 thread count); under "max" each output element's gradient goes to the row of the first position holding the bag's
@@ -203,13 +204,16 @@ def _forward_values(weight, keep, rows, segk, counts, bags, mode, psw, input2d=N
         return out, None
     starts = _starts(counts)[nonempty]
     vals = weight[rows]
-    mx = np.maximum.reduceat(vals, starts, axis=0)
+    # torch's running maximum with a strict '>': NaNs after the first kept entry are skipped (fmax), a NaN first
+    # entry stays (nothing compares greater than it)
+    first_nan = np.isnan(vals[starts])
+    with np.errstate(invalid="ignore"):
+        mx = np.where(first_nan, vals[starts], np.fmax.reduceat(vals, starts, axis=0))
     out[nonempty] = mx
     # the first position holding the bag's maximum, per column (torch's strict '>' keeps the first)
     local = np.where(vals == mx[np.searchsorted(nonempty, segk)], np.arange(rows.size)[:, None], rows.size)
     arg = np.full((bags, d), -1, np.int64)
-    arg[nonempty] = np.minimum.reduceat(local, starts, axis=0)
-    arg[arg >= rows.size] = -1  # NaN columns: no position equals the maximum
+    arg[nonempty] = np.where(first_nan, starts[:, None], np.minimum.reduceat(local, starts, axis=0))
     return out, arg
 
 
