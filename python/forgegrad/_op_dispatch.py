@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import devices as _devices
+from . import dtypes as _dtypes
 from .tensor import Tensor
 
 _NDARRAY = np.ndarray
@@ -95,3 +96,74 @@ def function_for_device(cls, dev: str):
         raise NotImplementedError(f"op {cls.op.name!r} has no kernel for device {dev!r} (it runs on: "
                                   f"{', '.join(cls.op.devices)})")
     return fn
+
+
+# ---- torch's result dtypes where numpy's differ (narrow integers, float16, integer ops under a float64 default) --
+_F16 = np.dtype(np.float16)
+# the ops whose result dtype is torch's promotion of all their arguments (tensors with dims, then 0-d tensors, then
+# numbers): they compute in that dtype (float32 for float16) and give it
+PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
+                       "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+
+
+def _cast(t, dt):
+    """``t`` as ``dt``: a recorded cast where it needs a gradient, else a plain one."""
+    if t._data.dtype == dt:
+        return t
+    if t.requires_grad:
+        return t.to(_dtypes.of(dt))
+    return Tensor._wrap_exact(t._data.astype(dt))
+
+
+def _cast_outputs(out, dt, only=None):
+    """Floating outputs (of dtype ``only`` where given) as ``dt``."""
+    if type(out) is tuple:
+        return tuple(_cast_outputs(o, dt, only) for o in out)
+    d = out._data.dtype
+    if d.kind == "f" and d != dt and (only is None or d == only):
+        return _cast(out, dt)
+    return out
+
+
+def _floating_other_than(out, dt) -> bool:
+    """Whether ``out`` has a floating tensor of a dtype other than ``dt`` (None: any floating tensor)."""
+    outs = out if type(out) is tuple else (out,)
+    return any(o._data.dtype.kind == "f" and o._data.dtype != dt for o in outs)
+
+
+def apply_with_torch_dtypes(cls, args, kwargs, state):
+    """An op over a tensor of a dtype other than float32/float64 (integers of any width, bool, float16), given
+    torch's result dtype: a promoting op computes in torch's result dtype (uint8 with int8: int16; a 0-d tensor
+    of the same category does not widen: int8 with a 0-d int64 stays int8), float16 runs on the float32 kernels
+    and is cast back, and an op that makes floats of integer or bool tensors gives the default floating dtype,
+    computed in it (not numpy's float16 of int8, nor float32 under a float64 default)."""
+    state["plain_dtypes"] = True
+    try:
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if cls.op is not None and cls.op.name in PROMOTING:
+            rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
+            ct = _F32 if rt == _F16 else rt
+            new = [_cast(a, ct) if isinstance(a, Tensor) else a for a in args]
+            out = cls.apply(*new, **kwargs)
+            return _cast_outputs(out, rt) if rt == _F16 else out
+        floats = [t._data.dtype for t in tensors if t._data.dtype.kind == "f"]
+        if floats:
+            if any(d != _F16 for d in floats):
+                return cls.apply(*args, **kwargs)
+            # float16 tensors only: the float32 kernels, their floating results rounded back to float16
+            new = [_cast(a, _F32) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
+            return _cast_outputs(cls.apply(*new, **kwargs), _F16, only=_F32)
+        out = cls.apply(*args, **kwargs)
+        default = _dtypes.default_float()
+        if not _floating_other_than(out, None):
+            return out
+        # integer tensors made floats: torch computes in the default dtype (tanh of int8 is not numpy's float16)
+        for kinds in ("iu", "iub"):
+            new = [Tensor._wrap_exact(a._data.astype(default)) if isinstance(a, Tensor) and a._data.dtype.kind in
+                   kinds else a for a in args]
+            out = cls.apply(*new, **kwargs)
+            if not _floating_other_than(out, default):
+                return out
+        return _cast_outputs(out, default)
+    finally:
+        state["plain_dtypes"] = False

@@ -32,12 +32,14 @@ from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
-from ._op_dispatch import (apply_on_meta as _apply_on_meta, device_of_args as _device_of_args,
+from ._op_dispatch import (apply_on_meta as _apply_on_meta, apply_with_torch_dtypes as _apply_with_torch_dtypes,
+                           device_of_args as _device_of_args,
                            float64_function as _float64_function, function_for_device as _function_for_device,
                            zero_dim_float64_demoted as _zero_dim_float64_demoted)
 
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
            "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
@@ -195,6 +197,7 @@ class Function:
         any_needs = False
         other_device = False
         f64 = False
+        odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
         for a in args:
             if isinstance(a, Tensor):
                 d = a._data
@@ -202,6 +205,8 @@ class Function:
                     other_device = True
                 elif d.dtype is _F64:
                     f64 = True
+                elif d.dtype is not _F32:
+                    odd = True
                 raw.append(d)
                 r = a.requires_grad
                 needs.append(r)
@@ -216,6 +221,9 @@ class Function:
             if dev != "cpu" and not cls.any_device:
                 cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
         state = _state.__dict__
+        if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
+                not state.get("plain_dtypes"):
+            return _apply_with_torch_dtypes(cls, args, kwargs, state)
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
         wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
