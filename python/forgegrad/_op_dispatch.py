@@ -104,24 +104,26 @@ _F16 = np.dtype(np.float16)
 # numbers): they compute in that dtype (float32 for float16) and give it
 PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
                        "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
+                    "mask, use the `~` or `logical_not()` operator instead.")
 
 
-def _cast(t, dt):
-    """``t`` as ``dt``: a recorded cast where it needs a gradient, else a plain one."""
+def _cast(t, dt, state):
+    """``t`` as ``dt``: a recorded cast where it needs a gradient or a trace is recorded, else a plain one."""
     if t._data.dtype == dt:
         return t
-    if t.requires_grad:
+    if t.requires_grad or state.get("recorder") is not None:
         return t.to(_dtypes.of(dt))
     return Tensor._wrap_exact(t._data.astype(dt))
 
 
-def _cast_outputs(out, dt, only=None):
+def _cast_outputs(out, dt, state, only=None):
     """Floating outputs (of dtype ``only`` where given) as ``dt``."""
     if type(out) is tuple:
-        return tuple(_cast_outputs(o, dt, only) for o in out)
+        return tuple(_cast_outputs(o, dt, state, only) for o in out)
     d = out._data.dtype
     if d.kind == "f" and d != dt and (only is None or d == only):
-        return _cast(out, dt)
+        return _cast(out, dt, state)
     return out
 
 
@@ -135,35 +137,46 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
     """An op over a tensor of a dtype other than float32/float64 (integers of any width, bool, float16), given
     torch's result dtype: a promoting op computes in torch's result dtype (uint8 with int8: int16; a 0-d tensor
     of the same category does not widen: int8 with a 0-d int64 stays int8), float16 runs on the float32 kernels
-    and is cast back, and an op that makes floats of integer or bool tensors gives the default floating dtype,
-    computed in it (not numpy's float16 of int8, nor float32 under a float64 default)."""
+    and is cast back, and an op that makes floats of integer or bool tensors computes them in the default floating
+    dtype (not numpy's float16 of int8, nor float32 under a float64 default). Casts are recorded (gradients, ONNX
+    traces); an op run here runs its own dispatch once more with these rules off."""
     state["plain_dtypes"] = True
     try:
-        tensors = [a for a in args if isinstance(a, Tensor)]
         if cls.op is not None and cls.op.name in PROMOTING:
+            if cls.op.name == "sub" and any(isinstance(a, (bool, np.bool_)) or isinstance(a, Tensor) and
+                                            a._data.dtype.kind == "b" for a in args):
+                raise RuntimeError(BOOL_SUBTRACTION)  # before a cast to the promoted dtype hides the bool
             rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
             ct = _F32 if rt == _F16 else rt
-            new = [_cast(a, ct) if isinstance(a, Tensor) else a for a in args]
-            out = cls.apply(*new, **kwargs)
-            return _cast_outputs(out, rt) if rt == _F16 else out
-        floats = [t._data.dtype for t in tensors if t._data.dtype.kind == "f"]
+            out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else a for a in args], **kwargs)
+            return _cast_outputs(out, rt, state) if rt == _F16 else out
+        floats = [a._data.dtype for a in args if isinstance(a, Tensor) and a._data.dtype.kind == "f"]
         if floats:
             if any(d != _F16 for d in floats):
                 return cls.apply(*args, **kwargs)
             # float16 tensors only: the float32 kernels, their floating results rounded back to float16
-            new = [_cast(a, _F32) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
-            return _cast_outputs(cls.apply(*new, **kwargs), _F16, only=_F32)
-        out = cls.apply(*args, **kwargs)
-        default = _dtypes.default_float()
+            new = [_cast(a, _F32, state) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
+            return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
+        # integer and bool tensors only: whether the op makes floats is seen from a first run, kept out of a trace
+        recorder = state.get("recorder")
+        state["recorder"] = None
+        try:
+            out = cls.apply(*args, **kwargs)
+        finally:
+            state["recorder"] = recorder
         if not _floating_other_than(out, None):
+            if recorder is not None:
+                recorder.record(cls, args, kwargs, out if type(out) is tuple else (out,))
             return out
-        # integer tensors made floats: torch computes in the default dtype (tanh of int8 is not numpy's float16)
+        # torch computes in the default dtype (tanh of int8 is not numpy's float16, sigmoid of uint8 not of -x
+        # wrapped around); bool tensors stay bool where they can (where's condition)
+        default = _dtypes.default_float()
         for kinds in ("iu", "iub"):
-            new = [Tensor._wrap_exact(a._data.astype(default)) if isinstance(a, Tensor) and a._data.dtype.kind in
-                   kinds else a for a in args]
+            new = [_cast(a, default, state) if isinstance(a, Tensor) and a._data.dtype.kind in kinds else a
+                   for a in args]
             out = cls.apply(*new, **kwargs)
             if not _floating_other_than(out, default):
                 return out
-        return _cast_outputs(out, default)
+        return _cast_outputs(out, default, state)
     finally:
         state["plain_dtypes"] = False
