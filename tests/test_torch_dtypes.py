@@ -151,3 +151,12 @@ def test_narrow_integer_tensors_with_gradients():
         (w * x + x.to(lib.float32) / 2).sum().backward()
         res.append(w.grad)
     _same(*res, "grad through int8")
+
+
+@pytest.mark.parametrize("dt", ["int8", "uint8", "int16"])
+@pytest.mark.parametrize("number", [300, -300, 200, 70000])
+@pytest.mark.parametrize("expr", ["x + n", "x * n", "n - x", "x // n", "x % n", "x == n", "x < n"])
+def test_python_int_out_of_range_wraps(dt, number, expr):
+    """torch converts a Python int to an integer tensor's dtype by wrapping (numpy raises OverflowError)."""
+    res = [eval(expr, {"x": lib.tensor(np.array([1, 2, -3]).astype(dt)), "n": number}) for lib in (fg, torch)]
+    _same(*res, f"{expr}, x {dt}, n={number}")

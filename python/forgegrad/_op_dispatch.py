@@ -127,6 +127,16 @@ def _cast_outputs(out, dt, state, only=None):
     return out
 
 
+def wrapped_int(a, dt):
+    """A Python int outside integer dtype ``dt``'s range wrapped into it, as torch does (``int8 + 300``: + 44);
+    numpy would raise OverflowError."""
+    if dt.kind in "iu" and type(a) is int:
+        info = np.iinfo(dt)
+        if not info.min <= a <= info.max:
+            return np.array(a & 0xFFFFFFFFFFFFFFFF, np.uint64).astype(dt)[()]
+    return a
+
+
 def _floating_other_than(out, dt) -> bool:
     """Whether ``out`` has a floating tensor of a dtype other than ``dt`` (None: any floating tensor)."""
     outs = out if type(out) is tuple else (out,)
@@ -148,7 +158,8 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
                 raise RuntimeError(BOOL_SUBTRACTION)  # before a cast to the promoted dtype hides the bool
             rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
             ct = _F32 if rt == _F16 else rt
-            out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else a for a in args], **kwargs)
+            out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else wrapped_int(a, ct) for a in args],
+                            **kwargs)
             return _cast_outputs(out, rt, state) if rt == _F16 else out
         floats = [a._data.dtype for a in args if isinstance(a, Tensor) and a._data.dtype.kind == "f"]
         if floats:

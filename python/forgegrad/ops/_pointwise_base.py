@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .._op_dispatch import wrapped_int
 from ..autograd import Function
 from . import _meta as M
 from ._util import unbroadcast
@@ -41,7 +42,7 @@ def cast(a, dt):
     """An argument in the computation's dtype (numbers become 0-d arrays of it)."""
     if isinstance(a, np.ndarray):
         return a if a.dtype == dt else a.astype(dt)
-    return np.asarray(a, dtype=dt)
+    return np.asarray(wrapped_int(a, dt), dtype=dt)
 
 
 class _NumpyNS:
