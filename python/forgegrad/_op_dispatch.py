@@ -143,13 +143,71 @@ def _floating_other_than(out, dt) -> bool:
     return any(o._data.dtype.kind == "f" and o._data.dtype != dt for o in outs)
 
 
+def _one_integer_dtype(args) -> bool:
+    """Whether the tensors of ``args`` share one integer dtype and its other arguments are Python ints in its range:
+    numpy's result is torch's then (``i + 1``, ``i * j``, ``i / 2``: numpy's float64, stored as the default dtype)."""
+    dt = None
+    for a in args:
+        if isinstance(a, Tensor):
+            d = a._data.dtype
+            if d.kind not in "iu" or (dt is not None and d != dt):
+                return False
+            dt = d
+    if dt is None:
+        return False
+    for a in args:
+        if not isinstance(a, Tensor) and (type(a) is not int or wrapped_int(a, dt) is not a):
+            return False
+    return True
+
+
+def needs_torch_dtypes(cls, args) -> int:
+    """How an op over a CPU tensor that is neither float32 nor float64 follows torch's dtypes: 1: through
+    apply_with_torch_dtypes (a promoting op, a float16 tensor); 2: integer / bool tensors only, a floating result
+    recomputed by ints_as_floats; 0: as it is (an integer index next to float data: embedding, cross_entropy)."""
+    if cls.op is not None and cls.op.name in PROMOTING:
+        return 0 if _one_integer_dtype(args) else 1
+    floating = False
+    for a in args:
+        if isinstance(a, Tensor) and a._data.dtype.kind == "f":
+            if a._data.dtype == _F16:
+                return 1
+            floating = True
+    return 0 if floating else 2
+
+
+def floating_out(out) -> bool:
+    """Whether an op's output (arrays or tensors, one or a tuple) has a floating one."""
+    for o in (out if type(out) is tuple else (out,)):
+        d = o._data if isinstance(o, Tensor) else o
+        if getattr(d, "dtype", None) is not None and d.dtype.kind == "f":
+            return True
+    return False
+
+
+def ints_as_floats(cls, args, kwargs, state):
+    """An op that made floats of integer or bool tensors, recomputed as torch's: in the default dtype (tanh of
+    int8 is not numpy's float16, sigmoid of uint8 not of ``-x`` wrapped around, float64 under a float64 default).
+    Bool tensors stay bool where they can (where's condition). The casts are recorded in a trace."""
+    state["plain_dtypes"] = True
+    try:
+        default = _dtypes.default_float()
+        for kinds in ("iu", "iub"):
+            new = [_cast(a, default, state) if isinstance(a, Tensor) and a._data.dtype.kind in kinds else a
+                   for a in args]
+            out = cls.apply(*new, **kwargs)
+            if not _floating_other_than(out, default):
+                return out
+        return _cast_outputs(out, default, state)
+    finally:
+        state["plain_dtypes"] = False
+
+
 def apply_with_torch_dtypes(cls, args, kwargs, state):
-    """An op over a tensor of a dtype other than float32/float64 (integers of any width, bool, float16), given
-    torch's result dtype: a promoting op computes in torch's result dtype (uint8 with int8: int16; a 0-d tensor
-    of the same category does not widen: int8 with a 0-d int64 stays int8), float16 runs on the float32 kernels
-    and is cast back, and an op that makes floats of integer or bool tensors computes them in the default floating
-    dtype (not numpy's float16 of int8, nor float32 under a float64 default). Casts are recorded (gradients, ONNX
-    traces); an op run here runs its own dispatch once more with these rules off."""
+    """An op over an integer, bool or float16 tensor, given torch's result dtype: a promoting op computes in torch's
+    result dtype (uint8 with int8: int16; a 0-d tensor of the same category does not widen: int8 with a 0-d int64
+    stays int8), float16 runs on the float32 kernels and is cast back. Casts are recorded (gradients, ONNX traces);
+    the op runs its own dispatch once more with these rules off."""
     state["plain_dtypes"] = True
     try:
         if cls.op is not None and cls.op.name in PROMOTING:
@@ -161,33 +219,8 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
             out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else wrapped_int(a, ct) for a in args],
                             **kwargs)
             return _cast_outputs(out, rt, state) if rt == _F16 else out
-        floats = [a._data.dtype for a in args if isinstance(a, Tensor) and a._data.dtype.kind == "f"]
-        if floats:
-            if any(d != _F16 for d in floats):
-                return cls.apply(*args, **kwargs)
-            # float16 tensors only: the float32 kernels, their floating results rounded back to float16
-            new = [_cast(a, _F32, state) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
-            return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
-        # integer and bool tensors only: whether the op makes floats is seen from a first run, kept out of a trace
-        recorder = state.get("recorder")
-        state["recorder"] = None
-        try:
-            out = cls.apply(*args, **kwargs)
-        finally:
-            state["recorder"] = recorder
-        if not _floating_other_than(out, None):
-            if recorder is not None:
-                recorder.record(cls, args, kwargs, out if type(out) is tuple else (out,))
-            return out
-        # torch computes in the default dtype (tanh of int8 is not numpy's float16, sigmoid of uint8 not of -x
-        # wrapped around); bool tensors stay bool where they can (where's condition)
-        default = _dtypes.default_float()
-        for kinds in ("iu", "iub"):
-            new = [_cast(a, default, state) if isinstance(a, Tensor) and a._data.dtype.kind in kinds else a
-                   for a in args]
-            out = cls.apply(*new, **kwargs)
-            if not _floating_other_than(out, default):
-                return out
-        return _cast_outputs(out, default, state)
+        # float16 tensors (and no float32/float64 one): the float32 kernels, floating results rounded back
+        new = [_cast(a, _F32, state) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
+        return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
     finally:
         state["plain_dtypes"] = False
