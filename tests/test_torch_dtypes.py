@@ -160,3 +160,31 @@ def test_python_int_out_of_range_wraps(dt, number, expr):
     """torch converts a Python int to an integer tensor's dtype by wrapping (numpy raises OverflowError)."""
     res = [eval(expr, {"x": lib.tensor(np.array([1, 2, -3]).astype(dt)), "n": number}) for lib in (fg, torch)]
     _same(*res, f"{expr}, x {dt}, n={number}")
+
+
+def test_narrow_dtypes_survive_save_and_load(tmp_path):
+    tensors = {d: fg.tensor(np.arange(3).astype(d)) for d in DTYPES}
+    fg.save(tensors, str(tmp_path / "t.fg"))
+    back = fg.load(str(tmp_path / "t.fg"))
+    for d in DTYPES:  # (load gives numpy arrays, forgegrad's documented form)
+        assert back[d].dtype == tensors[d].dtype
+        np.testing.assert_array_equal(back[d], tensors[d].numpy())
+    m, fresh = fg.nn.Module(), fg.nn.Module()
+    m.register_buffer("counts", fg.tensor(np.array([1, 2], np.int32)))
+    fresh.register_buffer("counts", fg.tensor(np.zeros(2, np.int32)))
+    fg.save(m.state_dict(), str(tmp_path / "m.fg"))
+    fresh.load_state_dict(fg.load(str(tmp_path / "m.fg")))
+    assert fresh.counts.dtype == fg.int32 and fresh.counts.tolist() == [1, 2]
+
+
+def test_onnx_export_of_int32_index_and_uint8_image_inputs(tmp_path):
+    """tensor() keeps int32 / uint8 inputs now: the graph takes them and onnxruntime agrees."""
+    pytest.importorskip("onnxruntime", reason="ONNX checks need onnxruntime")
+    from test_onnx_common import Lambda, export_and_check
+
+    model = Lambda(lambda m, img, idx: (img.float() / 255 * 2 - 1)[:, :, 0] + m.w[idx].sum(1, keepdim=True) + idx)
+    model.w = fg.randn(9, 4)
+    img = fg.tensor(np.random.default_rng(0).integers(0, 255, (3, 4, 2)).astype(np.uint8))
+    idx = fg.tensor(np.array([[3, 0, 8, 1], [2, 2, 5, 7], [0, 1, 2, 3]], np.int32))
+    assert (img.dtype, idx.dtype) == (fg.uint8, fg.int32)
+    export_and_check(model, (img, idx), tmp_path)

@@ -62,7 +62,7 @@ class dtype:
 
 float32 = dtype("float32", np.float32)
 float64 = dtype("float64", np.float64)
-float16 = dtype("float16", np.float16)  # a name only: tensors hold float32/float64 (creating one raises)
+float16 = dtype("float16", np.float16)  # ops run on the float32 kernels and round back (_op_dispatch)
 int64 = dtype("int64", np.int64)
 int32 = dtype("int32", np.int32)
 int16 = dtype("int16", np.int16)

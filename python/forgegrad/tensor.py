@@ -1,8 +1,9 @@
 """forgegrad.Tensor: float32 numpy storage with autograd.
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
-(``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
-(class labels, indices) is int64 and never requires grad; comparisons give bool tensors. On another
+(``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32 (float64, float16 where asked for);
+``Tensor(ndarray)`` stores integer data as int64 (``tensor()`` keeps int8 ... int32, as torch's), which never
+requires grad; comparisons give bool tensors. On another
 device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
 through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
