@@ -173,7 +173,12 @@ def needs_torch_dtypes(cls, args) -> int:
             if a._data.dtype == _F16:
                 return 1
             floating = True
-    return 0 if floating else 2
+    # an unregistered Function, or an argument that is neither a tensor nor a number (an array, a module), may hold
+    # the float data that integer tensors index: run as it is
+    if floating or cls.op is None or not all(a is None or isinstance(a, (Tensor, str, int, float, np.number))
+                                             for a in args):
+        return 0
+    return 2
 
 
 def floating_out(out) -> bool:
