@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import devices as _devices
+from . import dtypes as _dtypes
 from .tensor import Tensor
 
 _NDARRAY = np.ndarray
@@ -95,3 +96,136 @@ def function_for_device(cls, dev: str):
         raise NotImplementedError(f"op {cls.op.name!r} has no kernel for device {dev!r} (it runs on: "
                                   f"{', '.join(cls.op.devices)})")
     return fn
+
+
+# ---- torch's result dtypes where numpy's differ (narrow integers, float16, integer ops under a float64 default) --
+_F16 = np.dtype(np.float16)
+# the ops whose result dtype is torch's promotion of all their arguments (tensors with dims, then 0-d tensors, then
+# numbers): they compute in that dtype (float32 for float16) and give it
+PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
+                       "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
+                    "mask, use the `~` or `logical_not()` operator instead.")
+
+
+def _cast(t, dt, state):
+    """``t`` as ``dt``: a recorded cast where it needs a gradient or a trace is recorded, else a plain one."""
+    if t._data.dtype == dt:
+        return t
+    if t.requires_grad or state.get("recorder") is not None:
+        return t.to(_dtypes.of(dt))
+    return Tensor._wrap_exact(t._data.astype(dt))
+
+
+def _cast_outputs(out, dt, state, only=None):
+    """Floating outputs (of dtype ``only`` where given) as ``dt``."""
+    if type(out) is tuple:
+        return tuple(_cast_outputs(o, dt, state, only) for o in out)
+    d = out._data.dtype
+    if d.kind == "f" and d != dt and (only is None or d == only):
+        return _cast(out, dt, state)
+    return out
+
+
+def wrapped_int(a, dt):
+    """A Python int outside integer dtype ``dt``'s range wrapped into it, as torch does (``int8 + 300``: + 44);
+    numpy would raise OverflowError."""
+    if dt.kind in "iu" and type(a) is int:
+        info = np.iinfo(dt)
+        if not info.min <= a <= info.max:
+            return np.array(a & 0xFFFFFFFFFFFFFFFF, np.uint64).astype(dt)[()]
+    return a
+
+
+def _floating_other_than(out, dt) -> bool:
+    """Whether ``out`` has a floating tensor of a dtype other than ``dt`` (None: any floating tensor)."""
+    outs = out if type(out) is tuple else (out,)
+    return any(o._data.dtype.kind == "f" and o._data.dtype != dt for o in outs)
+
+
+def _one_integer_dtype(args) -> bool:
+    """Whether the tensors of ``args`` share one integer dtype and its other arguments are Python ints in its range:
+    numpy's result is torch's then (``i + 1``, ``i * j``, ``i / 2``: numpy's float64, stored as the default dtype)."""
+    dt = None
+    for a in args:
+        if isinstance(a, Tensor):
+            d = a._data.dtype
+            if d.kind not in "iu" or (dt is not None and d != dt):
+                return False
+            dt = d
+    if dt is None:
+        return False
+    for a in args:
+        if not isinstance(a, Tensor) and (type(a) is not int or wrapped_int(a, dt) is not a):
+            return False
+    return True
+
+
+def needs_torch_dtypes(cls, args) -> int:
+    """How an op over a CPU tensor that is neither float32 nor float64 follows torch's dtypes: 1: through
+    apply_with_torch_dtypes (a promoting op, a float16 tensor); 2: integer / bool tensors only, a floating result
+    recomputed by ints_as_floats; 0: as it is (an integer index next to float data: embedding, cross_entropy)."""
+    if cls.op is not None and cls.op.name in PROMOTING:
+        return 0 if _one_integer_dtype(args) else 1
+    floating = False
+    for a in args:
+        if isinstance(a, Tensor) and a._data.dtype.kind == "f":
+            if a._data.dtype == _F16:
+                return 1
+            floating = True
+    # an unregistered Function, or an argument that is neither a tensor nor a number (an array, a module), may hold
+    # the float data that integer tensors index: run as it is
+    if floating or cls.op is None or not all(a is None or isinstance(a, (Tensor, str, int, float, np.number))
+                                             for a in args):
+        return 0
+    return 2
+
+
+def floating_out(out) -> bool:
+    """Whether an op's output (arrays or tensors, one or a tuple) has a floating one."""
+    for o in (out if type(out) is tuple else (out,)):
+        d = o._data if isinstance(o, Tensor) else o
+        if getattr(d, "dtype", None) is not None and d.dtype.kind == "f":
+            return True
+    return False
+
+
+def ints_as_floats(cls, args, kwargs, state):
+    """An op that made floats of integer or bool tensors, recomputed as torch's: in the default dtype (tanh of
+    int8 is not numpy's float16, sigmoid of uint8 not of ``-x`` wrapped around, float64 under a float64 default).
+    Bool tensors stay bool where they can (where's condition). The casts are recorded in a trace."""
+    state["plain_dtypes"] = True
+    try:
+        default = _dtypes.default_float()
+        for kinds in ("iu", "iub"):
+            new = [_cast(a, default, state) if isinstance(a, Tensor) and a._data.dtype.kind in kinds else a
+                   for a in args]
+            out = cls.apply(*new, **kwargs)
+            if not _floating_other_than(out, default):
+                return out
+        return _cast_outputs(out, default, state)
+    finally:
+        state["plain_dtypes"] = False
+
+
+def apply_with_torch_dtypes(cls, args, kwargs, state):
+    """An op over an integer, bool or float16 tensor, given torch's result dtype: a promoting op computes in torch's
+    result dtype (uint8 with int8: int16; a 0-d tensor of the same category does not widen: int8 with a 0-d int64
+    stays int8), float16 runs on the float32 kernels and is cast back. Casts are recorded (gradients, ONNX traces);
+    the op runs its own dispatch once more with these rules off."""
+    state["plain_dtypes"] = True
+    try:
+        if cls.op is not None and cls.op.name in PROMOTING:
+            if cls.op.name == "sub" and any(isinstance(a, (bool, np.bool_)) or isinstance(a, Tensor) and
+                                            a._data.dtype.kind == "b" for a in args):
+                raise RuntimeError(BOOL_SUBTRACTION)  # before a cast to the promoted dtype hides the bool
+            rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
+            ct = _F32 if rt == _F16 else rt
+            out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else wrapped_int(a, ct) for a in args],
+                            **kwargs)
+            return _cast_outputs(out, rt, state) if rt == _F16 else out
+        # float16 tensors (and no float32/float64 one): the float32 kernels, floating results rounded back
+        new = [_cast(a, _F32, state) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
+        return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
+    finally:
+        state["plain_dtypes"] = False

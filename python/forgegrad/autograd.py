@@ -32,12 +32,16 @@ from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
-from ._op_dispatch import (apply_on_meta as _apply_on_meta, device_of_args as _device_of_args,
+from ._op_dispatch import (apply_on_meta as _apply_on_meta, apply_with_torch_dtypes as _apply_with_torch_dtypes,
+                           floating_out as _floating_out, ints_as_floats as _ints_as_floats,
+                           needs_torch_dtypes as _needs_torch_dtypes,
+                           device_of_args as _device_of_args,
                            float64_function as _float64_function, function_for_device as _function_for_device,
                            zero_dim_float64_demoted as _zero_dim_float64_demoted)
 
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
            "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
@@ -195,6 +199,7 @@ class Function:
         any_needs = False
         other_device = False
         f64 = False
+        odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
         for a in args:
             if isinstance(a, Tensor):
                 d = a._data
@@ -202,6 +207,8 @@ class Function:
                     other_device = True
                 elif d.dtype is _F64:
                     f64 = True
+                elif d.dtype is not _F32:
+                    odd = True
                 raw.append(d)
                 r = a.requires_grad
                 needs.append(r)
@@ -216,6 +223,13 @@ class Function:
             if dev != "cpu" and not cls.any_device:
                 cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
         state = _state.__dict__
+        ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
+        if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
+                not state.get("plain_dtypes"):
+            how = _needs_torch_dtypes(cls, args)
+            if how == 1:
+                return _apply_with_torch_dtypes(cls, args, kwargs, state)
+            ints_only = how == 2
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
         wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
@@ -233,6 +247,8 @@ class Function:
         elif not record_graph and recorder is None and cls.inference is not None:
             # No graph and no trace: the forward alone, through the op's inference kernel.
             out = cls.inference(*raw, **kwargs)
+            if ints_only and _floating_out(out):
+                return _ints_as_floats(cls, args, kwargs, state)
             if type(out) is tuple:
                 return tuple([wrap(o) for o in out])
             return wrap(out)
@@ -260,6 +276,8 @@ class Function:
                     t._out_index = i
         elif cls.is_view and isinstance(args[0], Tensor) and args[0]._ctx is None and state.get("grad_enabled", True):
             _link_view(results[0], args[0])
+        if ints_only and _floating_out(results):
+            return _ints_as_floats(cls, args, kwargs, state)
         if recorder is not None:
             recorder.record(cls, args, kwargs, results)
         return results[0] if single else results

@@ -62,7 +62,7 @@ class dtype:
 
 float32 = dtype("float32", np.float32)
 float64 = dtype("float64", np.float64)
-float16 = dtype("float16", np.float16)  # a name only: tensors hold float32/float64 (creating one raises)
+float16 = dtype("float16", np.float16)  # ops run on the float32 kernels and round back (_op_dispatch)
 int64 = dtype("int64", np.int64)
 int32 = dtype("int32", np.int32)
 int16 = dtype("int16", np.int16)
@@ -104,6 +104,100 @@ _DEFAULT_FLOAT = float32
 def default_float() -> np.dtype:
     """The numpy dtype of the default floating dtype (float32 unless set_default_dtype(float64))."""
     return _DEFAULT_FLOAT.dtype
+
+
+def _category(d: np.dtype) -> builtins.int:
+    return 0 if d.kind == "b" else 2 if d.kind == "f" else 1
+
+
+def promote(a: np.dtype, b: np.dtype) -> np.dtype:
+    """torch.promote_types on numpy dtypes: bool < integers < floats, the higher category's dtype when the
+    categories differ (int64 with float16: float16), else the smallest dtype holding both (uint8 with int8: int16)."""
+    if a == b:
+        return a
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
+def _number_dtype(a):
+    if isinstance(a, (builtins.bool, np.bool_)):
+        return np.dtype(np.bool_)
+    if isinstance(a, (builtins.int, np.integer)):
+        return np.dtype(np.int64)
+    if isinstance(a, (builtins.float, np.floating)):
+        return _DEFAULT_FLOAT.dtype
+    return None
+
+
+def _combine(higher, lower):
+    """torch's combine_categories: a lower-priority group only matters when its category is higher."""
+    if higher is None:
+        return lower
+    if lower is None or higher.kind == "f":
+        return higher
+    if higher.kind == "b" or lower.kind == "f":
+        return promote(higher, lower)
+    return higher
+
+
+def result_of(args):
+    """torch's result dtype (numpy's) of an op over ``args``: arrays (storage) and numbers. Arrays with dimensions
+    decide first, then 0-d arrays, then numbers (int: int64, float: the default dtype); a later group only
+    matters where its category is higher (float32 with a 0-d float64: float32; int8 with 2.5: the default)."""
+    groups = [None, None, None]
+    for a in args:
+        if hasattr(a, "dtype") and hasattr(a, "shape") and not isinstance(a, np.generic):
+            i, d = (0 if len(a.shape) else 1), a.dtype
+        else:
+            i, d = 2, _number_dtype(a)
+            if d is None:
+                continue
+        groups[i] = d if groups[i] is None else promote(groups[i], d)
+    return _combine(groups[0], _combine(groups[1], groups[2]))
+
+
+def _element_dtype(x, found: list) -> None:
+    """The dtypes torch reads from the elements of a nested sequence (Python int: int64, float: the default)."""
+    if isinstance(x, (list, tuple)):
+        for e in x:
+            _element_dtype(e, found)
+    elif isinstance(x, (builtins.bool, np.bool_)):
+        found.append(np.dtype(np.bool_))
+    elif isinstance(x, (np.generic, np.ndarray)):
+        found.append(x.dtype)
+        found.append(None)  # a numpy value decides (else numpy's own inference stands)
+    elif isinstance(x, builtins.int):
+        found.append(np.dtype(np.int64))
+    elif isinstance(x, builtins.float):
+        found.append(_DEFAULT_FLOAT.dtype)
+    else:
+        found.append(np.dtype(object))
+
+
+def inferred_dtype(data):
+    """torch.tensor's dtype for ``data`` given without one, as a numpy dtype; None: numpy's inference stands
+    (Python numbers: int64, the default floating dtype, bool). An ndarray or numpy scalar keeps its dtype; a
+    sequence with numpy values in it promotes its elements' dtypes (torch.promote_types)."""
+    if isinstance(data, (np.ndarray, np.generic)):
+        return data.dtype if data.dtype in _BY_NUMPY else None
+    if hasattr(data, "_data") and hasattr(data, "requires_grad"):  # a Tensor keeps its dtype
+        return data._data.dtype
+    if not isinstance(data, (list, tuple)):
+        return None
+    found: list = []
+    _element_dtype(data, found)
+    if None not in found:
+        return None
+    dt = None
+    for d in found:
+        if d is None:
+            continue
+        if d not in _BY_NUMPY:
+            return None
+        dt = d if dt is None else promote(dt, d)
+    return dt
 
 
 def to_numpy(value) -> np.dtype:

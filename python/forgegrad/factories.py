@@ -18,15 +18,18 @@ __all__ = ["tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "r
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
-    """A tensor over ``data``. A float32 (or int64/bool) ndarray is shared, not copied.
+    """A tensor over ``data``. An ndarray is shared, not copied.
 
-    As torch.tensor: a float64 ndarray (or numpy float64 scalar) gives a float64 tensor, Python floats
-    give float32. (``Tensor(data)``, like torch.Tensor, always stores float data as float32.)
+    As torch.tensor: an ndarray or numpy scalar keeps its dtype (int8/int16/int32/uint8, float16, float64
+    ...), Python ints give int64 and Python floats the default dtype; a sequence holding numpy scalars takes
+    torch's promotion of its elements' dtypes (``[np.int32(1), np.int32(2)]``: int32; ``[np.int8(1), 2]``:
+    int64). (``Tensor(data)``, like torch.Tensor, gives a sequence of numbers the default floating dtype.)
     ``device``: where the tensor lives (a copy of the data there); by default the default device
     (``fg.device(...)``), except that under the meta device data given as values stays on the CPU."""
-    if dtype is None and isinstance(data, (np.ndarray, np.float64)) and data.dtype == np.float64:
-        dtype = np.float64
-    t = Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    if dtype is None:
+        dtype = _dtypes.inferred_dtype(data)
+    arr = _to_storage(data, dtype)
+    t = Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype)
     if device is None:
         dev = _devices.default_device()
         if dev in ("cpu", "meta"):

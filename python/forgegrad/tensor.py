@@ -1,8 +1,9 @@
 """forgegrad.Tensor: float32 numpy storage with autograd.
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
-(``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32; integer data
-(class labels, indices) is int64 and never requires grad; comparisons give bool tensors. On another
+(``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32 (float64, float16 where asked for);
+``Tensor(ndarray)`` stores integer data as int64 (``tensor()`` keeps int8 ... int32, as torch's), which never
+requires grad; comparisons give bool tensors. On another
 device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
 through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
@@ -57,7 +58,8 @@ class Tensor(TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
-        data: array-like. float data is stored as float32, integer data as int64.
+        data: array-like. float data is stored as float32, integer data as int64; a list or tuple of
+            numbers gets the default floating dtype, as torch.Tensor's.
         requires_grad: record operations on this tensor for backward().
     """
 
@@ -70,6 +72,10 @@ class Tensor(TensorMethods):
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if dtype is None and type(data) in (list, tuple):
+            # torch.Tensor([1, 2]) (the legacy constructor) gives numbers the default floating dtype; an
+            # ndarray keeps forgegrad's storage rule (int -> int64), which internal callers rely on
+            dtype = _dtypes._DEFAULT_FLOAT.dtype
         self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None
         self._ctx = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .._op_dispatch import wrapped_int
 from ..autograd import Function
 from . import _meta as M
 from ._util import unbroadcast
@@ -29,20 +30,8 @@ def result_dtype(*args, floating: bool = False) -> np.dtype:
     (forgegrad.set_default_dtype: float32 unless changed); ``floating``: integer and bool results become it too
     (atan2, hypot, erf of ints, as torch's)."""
     default = _dtypes.default_float()
-    arrs = [a.dtype for a in args if is_arr(a)]
-    # a 0-d tensor decides only where no tensor with dimensions is floating (float32 with a 0-d float64: float32)
-    floats = [a.dtype for a in args if is_arr(a) and len(a.shape) and a.dtype.kind == "f"] or [
-        d for d in arrs if d.kind == "f"]
-    if floats:
-        dt = np.result_type(*floats)
-    elif arrs:
-        dt = np.result_type(*arrs)
-        if any(isinstance(a, (float, np.floating)) for a in args if not is_arr(a)):
-            dt = default
-        elif dt == np.bool_ and any(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
-                                    if not is_arr(a)):
-            dt = np.dtype(np.int64)  # an integer tensor keeps its width against a Python int (uint8 % 3: uint8)
-    else:
+    dt = _dtypes.result_of([a for a in args if is_arr(a) or isinstance(a, _NUM)])
+    if dt is None:
         dt = default
     if floating and dt.kind != "f":
         dt = default
@@ -53,7 +42,7 @@ def cast(a, dt):
     """An argument in the computation's dtype (numbers become 0-d arrays of it)."""
     if isinstance(a, np.ndarray):
         return a if a.dtype == dt else a.astype(dt)
-    return np.asarray(a, dtype=dt)
+    return np.asarray(wrapped_int(a, dt), dtype=dt)
 
 
 class _NumpyNS:

@@ -5,6 +5,7 @@ import numpy as np
 
 from .._tensor_methods import TensorMethods
 from .._validate import is_array_or_number
+from .._op_dispatch import BOOL_SUBTRACTION
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
@@ -88,7 +89,15 @@ def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), mak
 
 # name, y = fn(a, b), dL/da and dL/db from (g, a, b) before unbroadcasting (and what each reads of a, b)
 AddFunction = _binary("add", np.add, lambda g, a, b: g, lambda g, a, b: g, keeps_inputs=False)
-SubFunction = _binary("sub", np.subtract, lambda g, a, b: g, lambda g, a, b: -g, keeps_inputs=False)
+def _subtract(a, b):
+    """a - b; a bool operand (tensor or Python bool) raises, as torch's (numpy would count it as 0/1)."""
+    if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_ or isinstance(
+            a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        raise RuntimeError(BOOL_SUBTRACTION)
+    return np.subtract(a, b)
+
+
+SubFunction = _binary("sub", _subtract, lambda g, a, b: g, lambda g, a, b: -g, keeps_inputs=False)
 MulFunction = _binary("mul", np.multiply, lambda g, a, b: g * b, lambda g, a, b: g * a, reads=("b", "a"))
 DivFunction = _binary("div", np.divide, lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b), reads=("b", "ab"),
                       make_b=S.positive, tol=(2e-5, 1e-5))
@@ -212,6 +221,9 @@ class ClampFunction(Function):
         given = a
         if _clamp_promotes(a, min, max):  # clamp(int tensor, 0.5) is float, as in torch, not truncated
             a = a.astype(np.float32)
+        elif a.dtype.kind == "b" and any(not isinstance(b, (bool, np.bool_)) and np.dtype(
+                getattr(b, "dtype", type(b))).kind in "iu" for b in (min, max) if b is not None):
+            a = a.astype(np.int64)  # clamp(bool tensor, 1) is int64, torch's promotion
         y = np.clip(a, min, max)
         mask = np.ones(a.shape, dtype=bool)
         if min is not None:
