@@ -4,28 +4,12 @@ each taken, at 1 and 2 threads on both sides. Figures on a shared machine are ro
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_embedding_bag.py [threads ...]
 """
 import sys
-import time
 
 import numpy as np
 import torch
 
 import forgegrad as fg
-
-
-def best_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1e3
-
-
-def compare(name, ours, theirs, repeats=9):
-    runs = [best_ms(f, repeats) for f in (ours, theirs, ours, theirs)]
-    mine, ref = min(runs[0], runs[2]), min(runs[1], runs[3])
-    print(f"{name:52s} forgegrad {mine:8.2f} ms  torch {ref:8.2f} ms  x{ref / mine:5.2f}", flush=True)
+from torch_ops_interleaved import compare
 
 
 def bag_step(module, idx, offsets, psw=None):

@@ -17,22 +17,13 @@ from . import _special_poly as P
 from ._pointwise_base import Spec, register
 from .pointwise_more import _Binary, _c, _Unary, _unary_onnx
 from .registry import BadInput, Sample
+from .special import _samples
 
 _NO_GRAD = "torch defines no derivative for it (its output has no grad_fn); forgegrad's output does not require grad"
 
 
 def _in(fn):
     return lambda *arrays: fn(*arrays).astype(arrays[0].dtype, copy=False)
-
-
-def _samples(low, high, edges=()):
-    def samples():
-        out = [Sample((S.rand(3, 7, low=low, high=high),)), Sample((S.rand(2, 5, 9, seed=1, low=low, high=high),)),
-               Sample((S.rand(*S.LARGE, seed=3, low=low, high=high),), name="large")]
-        if edges:
-            out.append(Sample((np.asarray(edges, np.float32).reshape(1, -1),), name="edges"))
-        return out
-    return samples
 
 
 def _unary(name, fwd, samples, onnx=None, tol=(1e-5, 1e-5)):
