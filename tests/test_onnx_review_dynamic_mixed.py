@@ -153,3 +153,41 @@ def test_linalg_with_a_dynamic_matrix_size_is_refused(name, tmp_path):
     report = fg.onnx.export(_Fn(_LINALG[name]), (fg.Tensor(v, dtype=np.float64),), str(tmp_path / "l.onnx"),
                             input_names=["v"], dynamic_axes={"v": {0: "batch"}})
     assert report.ok
+
+
+def _cli_checkpoint(tmp_path, dtype):
+    from safetensors.numpy import save_file
+    fg.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))  # the zoo mlp, hidden=[8]
+    path = tmp_path / "model.safetensors"
+    save_file({k: np.ascontiguousarray(v._data).astype(dtype) for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _cli(tmp_path, ckpt, *extra):
+    from forgegrad.onnx.__main__ import main
+    out = tmp_path / "cli.onnx"
+    rc = main(["--model", "mlp", "--kwarg", "in_features=6", "--kwarg", "hidden=[8]", "--kwarg", "out_features=3",
+               "--checkpoint", str(ckpt), "--input-shape", "2,6", "--out", str(out), *extra])
+    return rc, out
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "input_dtype"])
+def test_cli_float64_checkpoint_exports_a_double_graph(how, tmp_path, capsys):
+    ckpt = _cli_checkpoint(tmp_path, np.float64 if how == "checkpoint" else np.float32)
+    rc, out = _cli(tmp_path, ckpt, *(["--input-dtype", "float64"] if how == "input_dtype" else []))
+    assert rc == 0, capsys.readouterr().err
+    assert "rtol=1e-09" in capsys.readouterr().out
+    g = onnx.load(str(out)).graph
+    # was: a float32 input (the float64 weights rounded to float32; --input-dtype float64 dropped)
+    assert g.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    assert {t.data_type for t in g.initializer} == {onnx.TensorProto.DOUBLE}
+    x = np.random.default_rng(0).normal(size=(5, 6))
+    (got,) = _session(out).run(None, {g.input[0].name: x})
+    assert got.dtype == np.float64
+
+
+def test_cli_dtype_float32_rounds_a_float64_checkpoint(tmp_path, capsys):
+    rc, out = _cli(tmp_path, _cli_checkpoint(tmp_path, np.float64), "--dtype", "float32")
+    assert rc == 0, capsys.readouterr().err
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
