@@ -191,3 +191,17 @@ def test_cli_dtype_float32_rounds_a_float64_checkpoint(tmp_path, capsys):
     rc, out = _cli(tmp_path, _cli_checkpoint(tmp_path, np.float64), "--dtype", "float32")
     assert rc == 0, capsys.readouterr().err
     assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erfinv_near_one(dtype, tmp_path):
+    # was (float64): 3.6e-2 relative error at 1 - 1e-15, 1.2e-9 at 1 - 1e-9 (erf(t) - y cancelled); export refused
+    k = np.arange(1, 53 if dtype == np.float64 else 24)
+    y = np.concatenate([1 - 2.0 ** -k, -(1 - 2.0 ** -k), np.linspace(-0.999, 0.999, 41), [0.0, 1.0, -1.0]])
+    y = y.astype(dtype)
+    path = tmp_path / "e.onnx"
+    report = fg.onnx.export(_Fn(fg.erfinv), (fg.Tensor(y, dtype=dtype),), str(path), dynamic_axes={})
+    assert report.ok
+    (got,) = _session(path).run(None, {"input": y})
+    want = torch.erfinv(torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10 if dtype == np.float64 else 2e-7, atol=0)
