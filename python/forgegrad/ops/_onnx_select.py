@@ -46,10 +46,10 @@ def _sort_stable(ctx, x, axis, n, kind="f"):
 
 
 def _nan_count(ctx, x, axis, kind):
-    """int64 count of NaNs along axis, kept as a size-1 dim (0 for integer input)."""
-    if kind != "f":
-        return ctx.const(np.zeros((), np.int64))
-    return ctx.reduce("ReduceSum", ctx.cast(ctx.node("IsNaN", [x]), np.int64), [axis], True)
+    """int64 count of NaNs along axis, kept as a size-1 dim (zeros of that shape for integer input: the median's
+    rank is gathered per row, so it needs the rows' shape, not a 0-d 0)."""
+    nan = ctx.node("IsNaN", [x]) if kind == "f" else ctx.node("Less", [x, x])
+    return ctx.reduce("ReduceSum", ctx.cast(nan, np.int64), [axis], True)
 
 
 def _median_rank(ctx, nan_count, n, ignore_nan):
