@@ -223,3 +223,22 @@ def test_integer_median(name, dim, tmp_path):
     want = want if isinstance(want, tuple) else (want,)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w.numpy())
+
+
+@pytest.mark.parametrize("name", ["quantile", "nanquantile"])
+def test_quantile_reads_a_q_input(name, tmp_path):
+    # was: q's example values were baked into the graph as constants and its graph input left unused
+    x = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    q = np.array([0.1, 0.9], np.float32)
+    fn = getattr(fg, name)
+    path = tmp_path / "q.onnx"
+    # (verify=False: the verification's random q would fall outside [0, 1])
+    fg.onnx.export(_Fn(lambda t, qq: fn(t, qq, dim=1)), (fg.Tensor(x), fg.Tensor(q)), str(path),
+                   input_names=["x", "q"], dynamic_axes={"x": {0: "batch"}}, verify=False)
+    q2 = np.array([0.5, 0.25], np.float32)
+    (got,) = _session(path).run(None, {"x": x, "q": q2})
+    np.testing.assert_allclose(got, getattr(torch, name)(torch.from_numpy(x), torch.from_numpy(q2), dim=1).numpy(),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(fg.onnx.UnsupportedOpError, match="q's length is a dynamic axis"):
+        fg.onnx.export(_Fn(lambda t, qq: fn(t, qq, dim=1)), (fg.Tensor(x), fg.Tensor(q)), str(path),
+                       input_names=["x", "q"], dynamic_axes={"q": {0: "nq"}}, verify=False)

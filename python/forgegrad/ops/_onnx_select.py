@@ -162,6 +162,9 @@ def quantile_onnx(ignore_nan):
         q_arg = op.args["q"]
         q = op.input("q", f)
         q_shape = tuple(getattr(q_arg, "shape", ()))
+        if any(not isinstance(d, (int, np.integer)) for d in op.in_dims("q")):
+            raise op.unsupported(f"{op.fn_cls.op.name}: q's length is a dynamic axis; the graph computes one "
+                                 "quantile per element of q, so its length must be static")
         nq = int(np.prod(q_shape))
         q_flat = ctx.node("Reshape", [q, ctx.ints([-1])])
 
