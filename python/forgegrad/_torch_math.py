@@ -111,16 +111,21 @@ def mode(input, dim=-1, keepdim=False):
     return return_types.mode(*_OPS["mode"](input, dim, keepdim))
 
 
-def _q(q):
-    return q._data if isinstance(q, Tensor) else q
+def _q(q, input):
+    """A q tensor of the input's dtype stays a tensor argument of the op (an ONNX export then reads it from the
+    graph: a model input q was exported as the example's values, its graph input unused); another dtype is passed
+    as its values."""
+    if isinstance(q, Tensor) and not (isinstance(input, Tensor) and q.dtype == input.dtype):
+        return q._data
+    return q
 
 
 def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
-    return _OPS["quantile"](input, _q(q), dim, keepdim, interpolation)
+    return _OPS["quantile"](input, _q(q, input), dim, keepdim, interpolation)
 
 
 def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
-    return _OPS["nanquantile"](input, _q(q), dim, keepdim, interpolation)
+    return _OPS["nanquantile"](input, _q(q, input), dim, keepdim, interpolation)
 
 
 def count_nonzero(input, dim=None):

@@ -128,6 +128,10 @@ def _create(spec: str, kwargs: Dict[str, Any], where: str):
 
 
 def load_weights(model, path: str) -> None:
+    model.load_state_dict(read_weights(path))
+
+
+def read_weights(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         path = os.path.join(path, "model.safetensors")
     if not os.path.isfile(path):
@@ -139,10 +143,24 @@ def load_weights(model, path: str) -> None:
     else:
         from safetensors.numpy import load_file
         state = load_file(path)
-    model.load_state_dict(state)
+    return state
 
 
-def _example_inputs(shapes: List[Tuple[int, ...]], dtypes: List[str], meta: Optional[dict], seed: int):
+def model_dtype(requested: Optional[str], state: Optional[Dict[str, Any]], input_dtypes: List[str] = ()) -> str:
+    """The model's floating dtype: --dtype, else float64 where an --input-dtype is float64 or every floating tensor
+    of the checkpoint is (loading it into the float32 model the factory builds would round the weights), else
+    float32."""
+    if requested is not None:
+        return requested
+    if any(np.dtype(d) == np.float64 for d in input_dtypes):
+        return "float64"
+    kinds = {np.dtype(getattr(v, "dtype", np.float32)) for v in (state or {}).values()}
+    floats = {d for d in kinds if d.kind == "f"}
+    return "float64" if floats == {np.dtype(np.float64)} else "float32"
+
+
+def _example_inputs(shapes: List[Tuple[int, ...]], dtypes: List[str], meta: Optional[dict], seed: int,
+                    float_dtype: str = "float32"):
     rng = np.random.default_rng(seed)
     if not shapes and meta and meta.get("input_shape"):
         shapes = [(1,) + tuple(meta["input_shape"])]
@@ -150,7 +168,7 @@ def _example_inputs(shapes: List[Tuple[int, ...]], dtypes: List[str], meta: Opti
             dtypes = ["int64"]
     if not shapes:
         raise UsageError("--input-shape is required (e.g. --input-shape 1,3,32,32; repeat it for several inputs)")
-    dtypes = list(dtypes or []) + ["float32"] * (len(shapes) - len(dtypes or []))
+    dtypes = list(dtypes or []) + [float_dtype] * (len(shapes) - len(dtypes or []))
     out = []
     for shape, dt in zip(shapes, dtypes):
         if np.dtype(dt).kind in "iu":
@@ -158,7 +176,9 @@ def _example_inputs(shapes: List[Tuple[int, ...]], dtypes: List[str], meta: Opti
             out.append(rng.integers(0, hi, size=shape).astype(dt))
         else:
             out.append(rng.standard_normal(shape).astype(dt))
-    return out
+    from ..tensor import Tensor
+    # Tensors of the dtype asked for (a bare float64 array would become a float32 input)
+    return [Tensor(a, dtype=a.dtype) for a in out]
 
 
 def main(argv=None) -> int:
@@ -171,7 +191,10 @@ def main(argv=None) -> int:
     p.add_argument("--input-shape", action="append", default=[], metavar="N,C,...",
                    help="example input shape (the batch axis first); repeat for several inputs")
     p.add_argument("--input-dtype", action="append", default=[], metavar="DTYPE",
-                   help="dtype of each input (float32 default; int64 for token ids)")
+                   help="dtype of each input (the model's float dtype by default; int64 for token ids)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="the model's float dtype (default: float64 for a float64 checkpoint or --input-dtype float64, "
+                        "else float32): float64 exports a double graph")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-21 (default 17)")
     p.add_argument("--static", action="store_true", help="no dynamic axes (fixed batch size)")
@@ -188,9 +211,16 @@ def main(argv=None) -> int:
     try:
         meta = _sidecar_meta(args.checkpoint)
         model = build_model(args.model, _kwargs(args), meta)
-        if args.checkpoint:
-            load_weights(model, args.checkpoint)
-        inputs = _example_inputs([_shape(s) for s in args.input_shape], args.input_dtype, meta, args.seed)
+        state = read_weights(args.checkpoint) if args.checkpoint else None
+        try:
+            dtype = model_dtype(args.dtype, state, args.input_dtype)
+        except TypeError as e:
+            raise UsageError(f"--input-dtype {args.input_dtype}: {e}") from None
+        if dtype == "float64":
+            model = model.double()
+        if state is not None:
+            model.load_state_dict(state)
+        inputs = _example_inputs([_shape(s) for s in args.input_shape], args.input_dtype, meta, args.seed, dtype)
         dynamic_axes = {} if args.static else None
         if args.dynamic_axes:
             try:

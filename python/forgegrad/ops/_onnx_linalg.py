@@ -4,10 +4,24 @@ by column), linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination
 largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it), linalg.matrix_exp (the
 kernel's Pade 13 scaling and squaring in double, the squarings a Loop) and linalg.qr (Householder, LAPACK's
 signs). The graph grows with n (~12 nodes per step); values agree with LAPACK's to rounding (a different operation
-order). A singular or non-positive-definite input gives inf / NaN in the graph where the kernel raises."""
+order). A singular or non-positive-definite input gives inf / NaN in the graph where the kernel raises. A matrix
+size that is a dynamic axis is refused at export (UnsupportedOpError), as the unrolled graph holds one size."""
 from __future__ import annotations
 
 import numpy as np
+
+
+def _static_sizes(op, what, **axes):
+    """Raise UnsupportedOpError when a size the graph is unrolled over (axes of the named inputs) is a dynamic
+    axis: the graph would hold the example's size and fail, or compute garbage, at another."""
+    for name, idx in axes.items():
+        dims = op.in_dims(name)
+        for i in idx:
+            if -len(dims) <= i < len(dims) and not isinstance(dims[i], (int, np.integer)):
+                raise op.unsupported(
+                    f"{what}: dim {i} of {name!r} is a dynamic axis, but the ONNX mapping unrolls the computation "
+                    f"over the matrix size ({dims[i].a} in the example), so it must be static: leave the matrix "
+                    "dims out of dynamic_axes (batch dims may be dynamic)")
 
 
 def _rows(ctx, m, start, stop):
@@ -44,6 +58,7 @@ def solve_triangular_onnx(ctx, op):
     n = int(A.shape[-1])
     a, b = op.input("A"), op.input("B")
     upper, left = bool(op.attr("upper")), bool(op.attr("left", True))
+    _static_sizes(op, "linalg.solve_triangular", A=(-2, -1), B=(-2,) if left else (-1,))
     unit = bool(op.attr("unitriangular", False))
     if left:
         return [_tri_solve(ctx, a, b, n, upper, unit)]
@@ -57,6 +72,7 @@ def cholesky_onnx(ctx, op):
     below the diagonal (zero above)."""
     A = op.args["A"]
     n, nd = int(A.shape[-1]), A.ndim
+    _static_sizes(op, "linalg.cholesky", A=(-2, -1))
     a = op.input("A")
     cols = []
     for j in range(n):
@@ -105,6 +121,7 @@ def _expand_batch(ctx, x, batch_dims, tail):
 def inv_onnx(ctx, op):
     A = op.args["A"]
     n, nd = int(A.shape[-1]), A.ndim
+    _static_sizes(op, "linalg.inv", A=(-2, -1))
     a = op.input("A")
     eye = _expand_batch(ctx, ctx.const(np.eye(n, dtype=op.out_dtype())), op.in_dims("A")[:-2], [n, n])
     m, _, _ = _gauss_jordan(ctx, ctx.node("Concat", [a, eye], axis=-1), n, nd)
@@ -117,6 +134,7 @@ def solve_onnx(ctx, op):
     left = bool(op.attr("left", True))
     a, b = op.input("A"), op.input("B")
     vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    _static_sizes(op, "linalg.solve", A=(-2, -1), B=(-1,) if vector else (-2, -1))
     if vector:
         b = ctx.unsqueeze(b, [-1])
     out_dims = op.out_dims(0)
@@ -139,6 +157,7 @@ def slogdet_onnx(ctx, op):
     """sign = (-1)^swaps * prod sign(pivot), logabsdet = sum log|pivot|."""
     A = op.args["A"]
     n, nd = int(A.shape[-1]), A.ndim
+    _static_sizes(op, "linalg.slogdet", A=(-2, -1))
     dt = np.dtype(op.out_dtype(1))
     _, pivots, swaps = _gauss_jordan(ctx, op.input("A"), n, nd, want_pivots=True)
     logabs = ctx.node("Log", [ctx.node("Abs", [pivots[0]])])
@@ -160,6 +179,7 @@ def matrix_exp_onnx(ctx, op):
     from .linalg_solve import _PADE13 as b, _THETA13
     A = op.args["A"]
     n, nd = int(A.shape[-1]), A.ndim
+    _static_sizes(op, "linalg.matrix_exp", A=(-2, -1))
     dt = np.dtype(op.out_dtype())
     f64 = np.dtype(np.float64)
 
@@ -220,6 +240,7 @@ def qr_onnx(ctx, op):
     A = op.args["A"]
     mode = op.attr("mode", "reduced")
     m, n, nd = int(A.shape[-2]), int(A.shape[-1]), A.ndim
+    _static_sizes(op, "linalg.qr", A=(-2, -1))
     k = min(m, n)
     dt = np.dtype(op.out_dtype(1))
     f64 = np.dtype(np.float64)

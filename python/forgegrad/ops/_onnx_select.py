@@ -3,7 +3,8 @@
 The rows are sorted by two stable TopK passes (ONNX: equal elements keep their index order): by value with NaN
 read as +inf, then by "is NaN", which is numpy's stable order with NaN last (a +inf ahead of the NaNs), so the
 indices are the kernels' (torch's). mode compares every pair of a row ((rows, n, n) booleans); quantile takes
-its q (a tensor input or a number) at run time, one q at a time."""
+its q (a tensor input or a number) at run time, one q at a time. A reduced dim that is a dynamic axis has its
+length read from the input's Shape at run time (a constant otherwise)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,27 @@ import numpy as np
 from ._util import single_axis
 
 
+class _Len:
+    """The length n of the reduced axis: ``static`` an int, or None where it is a dynamic axis; ``t`` the int64
+    [1] tensor holding it (a constant when static, read from the input's Shape otherwise)."""
+
+    def __init__(self, ctx, x, axis, static):
+        self.static = static
+        self.t = ctx.ints([static]) if static is not None else \
+            ctx.node("Gather", [ctx.node("Shape", [x]), ctx.ints([axis])], axis=0)
+        self._ctx = ctx
+
+    def minus(self, k, dtype=np.int64):
+        """n - k in dtype ([1] tensor; a constant when static)."""
+        ctx = self._ctx
+        if self.static is not None:
+            return ctx.const(np.asarray(self.static - k, dtype))
+        return ctx.cast(ctx.node("Sub", [self.t, ctx.ints([k])]), dtype)
+
+
 def _sort_stable(ctx, x, axis, n, kind="f"):
-    """(sorted values, original indices) along axis: ascending, ties by index, NaN last."""
-    k = ctx.ints([n])
+    """(sorted values, original indices) along axis: ascending, ties by index, NaN last (n: a _Len)."""
+    k = n.t
     if kind != "f":
         _, order = ctx.node("TopK", [x, k], outputs=2, axis=axis, largest=0, sorted=1)
         return ctx.node("GatherElements", [x, order], axis=axis), order
@@ -27,32 +46,40 @@ def _sort_stable(ctx, x, axis, n, kind="f"):
 
 
 def _nan_count(ctx, x, axis, kind):
-    """int64 count of NaNs along axis, kept as a size-1 dim (0 for integer input)."""
-    if kind != "f":
-        return ctx.const(np.zeros((), np.int64))
-    return ctx.reduce("ReduceSum", ctx.cast(ctx.node("IsNaN", [x]), np.int64), [axis], True)
+    """int64 count of NaNs along axis, kept as a size-1 dim (zeros of that shape for integer input: the median's
+    rank is gathered per row, so it needs the rows' shape, not a 0-d 0)."""
+    nan = ctx.node("IsNaN", [x]) if kind == "f" else ctx.node("Less", [x, x])
+    return ctx.reduce("ReduceSum", ctx.cast(nan, np.int64), [axis], True)
 
 
 def _median_rank(ctx, nan_count, n, ignore_nan):
     """The position in the sorted row of the lower median (int64, kept dim): a NaN row gives its first NaN."""
-    count = ctx.node("Sub", [ctx.ints([n]), nan_count])
+    count = ctx.node("Sub", [n.t, nan_count])
     one, two = ctx.const(np.asarray(1, np.int64)), ctx.const(np.asarray(2, np.int64))
     if ignore_nan:
         half = ctx.node("Div", [ctx.node("Sub", [ctx.node("Max", [count, one]), one]), two])
         return ctx.node("Where", [ctx.node("Greater", [count, ctx.const(np.asarray(0, np.int64))]), half,
                                   ctx.const(np.asarray(0, np.int64))])
-    return ctx.node("Where", [ctx.node("Less", [count, ctx.ints([n])]), count,
-                              ctx.const(np.asarray((n - 1) // 2, np.int64))])
+    mid = ctx.const(np.asarray((n.static - 1) // 2, np.int64)) if n.static is not None else \
+        ctx.node("Div", [n.minus(1), two])
+    return ctx.node("Where", [ctx.node("Less", [count, n.t]), count, mid])
+
+
+def _static(dims):
+    """The product of dims, None if one is a dynamic axis."""
+    return None if any(not isinstance(d, (int, np.integer)) for d in dims) else int(np.prod(dims, dtype=np.int64))
 
 
 def _prepare(ctx, op, dim):
-    """(x as ONNX, axis, n, reshaped-to-1-D?) for a reduction along dim (None: every element, flattened)."""
+    """(x as ONNX, axis, n as a _Len) for a reduction along dim (None: every element, flattened)."""
     a = op.args["input"]
     x = op.input("input")
+    dims = op.in_dims("input")
     if dim is None or a.ndim == 0:
-        return ctx.node("Reshape", [x, ctx.ints([-1])]), 0, int(np.prod(a.shape))
+        x = ctx.node("Reshape", [x, ctx.ints([-1])])
+        return x, 0, _Len(ctx, x, 0, _static(dims))
     axis = single_axis(dim, a.ndim, "dim")
-    return x, axis, int(a.shape[axis])
+    return x, axis, _Len(ctx, x, axis, _static([dims[axis]]))
 
 
 def median_all_onnx(ignore_nan):
@@ -83,7 +110,7 @@ def median_dim_onnx(ignore_nan):
         if a.ndim == 0:
             return [ctx.node("Identity", [x]), ctx.const(np.zeros((), np.int64))]
         axis = single_axis(op.attr("dim", -1), a.ndim, "dim")
-        n = int(a.shape[axis])
+        n = _Len(ctx, x, axis, _static([op.in_dims("input")[axis]]))
         _, order = _sort_stable(ctx, x, axis, n, a.dtype.kind)
         k = _median_rank(ctx, _nan_count(ctx, x, axis, a.dtype.kind), n, ignore_nan)
         idx = ctx.node("GatherElements", [order, k], axis=axis)
@@ -99,7 +126,7 @@ def mode_onnx(ctx, op):
     if a.ndim == 0:
         return [ctx.node("Identity", [x]), ctx.const(np.zeros((), np.int64))]
     axis = single_axis(op.attr("dim", -1), a.ndim, "dim")
-    n = int(a.shape[axis])
+    n = _Len(ctx, x, axis, _static([op.in_dims("input")[axis]]))
     srt, _ = _sort_stable(ctx, x, axis, n, a.dtype.kind)
     # counts[..., j, ...] = how many elements of the row equal srt[j]: compare along a new axis after `axis`
     eq = ctx.node("Equal", [ctx.unsqueeze(srt, [axis + 1]), ctx.unsqueeze(x, [axis])])
@@ -107,8 +134,13 @@ def mode_onnx(ctx, op):
     best = ctx.node("ArgMax", [counts], axis=axis, keepdims=1, select_last_index=0)  # first: the smallest value
     v = ctx.node("GatherElements", [srt, best], axis=axis)
     shape = [1] * a.ndim
-    shape[axis] = n
-    pos = ctx.const(np.arange(n, dtype=np.int64).reshape(shape))
+    if n.static is not None:
+        shape[axis] = n.static
+        pos = ctx.const(np.arange(n.static, dtype=np.int64).reshape(shape))
+    else:
+        shape[axis] = -1
+        pos = ctx.node("Reshape", [ctx.node("Range", [ctx.const(np.asarray(0, np.int64)), ctx.squeeze(n.t, [0]),
+                                                      ctx.const(np.asarray(1, np.int64))]), ctx.ints(shape)])
     hit = ctx.node("Equal", [x, v])
     last = ctx.reduce("ReduceMax", ctx.node("Where", [hit, pos, ctx.const(np.asarray(-1, np.int64))]), [axis], True)
     if a.dtype.kind == "f":  # a NaN mode (the row is all NaN): its first NaN
@@ -125,11 +157,14 @@ def quantile_onnx(ignore_nan):
         f = a.dtype
         x, axis, n = _prepare(ctx, op, dim)
         srt, _ = _sort_stable(ctx, x, axis, n)
-        valid = ctx.node("Sub", [ctx.ints([n]), _nan_count(ctx, x, axis, "f")])
+        valid = ctx.node("Sub", [n.t, _nan_count(ctx, x, axis, "f")])
         validf = ctx.cast(valid, f)
         q_arg = op.args["q"]
         q = op.input("q", f)
         q_shape = tuple(getattr(q_arg, "shape", ()))
+        if any(not isinstance(d, (int, np.integer)) for d in op.in_dims("q")):
+            raise op.unsupported(f"{op.fn_cls.op.name}: q's length is a dynamic axis; the graph computes one "
+                                 "quantile per element of q, so its length must be static")
         nq = int(np.prod(q_shape))
         q_flat = ctx.node("Reshape", [q, ctx.ints([-1])])
 
@@ -144,8 +179,8 @@ def quantile_onnx(ignore_nan):
                 ranks = ctx.node("Where", [ctx.node("Equal", [valid, ctx.const(np.asarray(0, np.int64))]), fc(0),
                                            ranks])
             else:
-                ranks = ctx.node("Where", [ctx.node("Less", [valid, ctx.ints([n])]), fc(n - 1),
-                                           ctx.node("Mul", [qi, fc(n - 1)])])
+                last = fc(n.static - 1) if n.static is not None else n.minus(1, f)
+                ranks = ctx.node("Where", [ctx.node("Less", [valid, n.t]), last, ctx.node("Mul", [qi, last])])
             if interp == "lower":
                 ranks = ctx.node("Floor", [ranks])
             elif interp == "higher":

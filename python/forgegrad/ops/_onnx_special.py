@@ -108,11 +108,10 @@ _GILES_TAIL = [2.83297682, 1.00167406, 0.00943887047, -0.0076224613, 0.005739507
                0.00134934322, 0.000100950558, -0.000200214257]
 
 
-def _erf(ctx, x):
-    """erf in double: its Taylor series (41 terms) for |x| <= 2, 1 - erfc by the continued fraction
-    erfc(x) = exp(-x^2) / (sqrt(pi) (x + (1/2) / (x + 1 / (x + (3/2) / ...)))) (50 levels) past it: within a few
-    ulp of double (ONNX's Erf runs in float in onnxruntime)."""
-    ax = ctx.node("Abs", [x])
+def _erf_parts(ctx, ax):
+    """(erf by its Taylor series (41 terms) at min(ax, 2), erfc by the continued fraction
+    erfc(x) = exp(-x^2) / (sqrt(pi) f), f = x + (1/2) / (x + 1 / (x + (3/2) / ...)) (50 levels) at max(ax, 2),
+    f), in double, for ax >= 0: each within a few ulp of double on its side of 2."""
     small = ctx.node("Min", [ax, _c(ctx, 2.0)])
     y, one = ctx.node("Mul", [small, small]), _c(ctx, 1.0)
     # nested, no tiny coefficients (onnxruntime's optimized graph lost digits on them):
@@ -127,13 +126,23 @@ def _erf(ctx, x):
         f = ctx.node("Add", [big, ctx.node("Div", [_c(ctx, (k + 1) / 2), f])])
     erfc = ctx.node("Div", [ctx.node("Exp", [ctx.node("Neg", [ctx.node("Mul", [big, big])])]),
                             ctx.node("Mul", [f, _c(ctx, math.sqrt(math.pi))])])
+    return series, erfc, f
+
+
+def _erf(ctx, x):
+    """erf in double: the series up to |x| = 2, 1 - erfc past it (ONNX's Erf runs in float in onnxruntime)."""
+    ax = ctx.node("Abs", [x])
+    series, erfc, _ = _erf_parts(ctx, ax)
     mag = ctx.node("Where", [ctx.node("LessOrEqual", [ax, _c(ctx, 2.0)]), series,
                              ctx.node("Sub", [_c(ctx, 1.0), erfc])])
     return ctx.node("Where", [ctx.node("Less", [x, _c(ctx, 0.0)]), ctx.node("Neg", [mag]), mag])
 
 
 def erfinv_onnx(ctx, op):
-    """Giles' approximation (~1e-7), then two Newton steps on erf(x) = y in double."""
+    """Giles' approximation (~1e-7; a few percent past |y| = 1 - 1e-7), then Newton steps in double on
+    erf(t) = |y| up to t = 2, on log erfc(t) = log(1 - |y|) past it: 1 - |y| is exact there, where erf(t) - |y|
+    computed as (1 - erfc(t)) - |y| cancels (every digit of the answer at |y| = 1 - 1e-15), and log erfc is nearly
+    quadratic, so the steps converge from Giles' guess (erfc's own Newton steps move t by under 1 / 2t)."""
     dt = np.dtype(op.out_dtype())
     y = ctx.cast(op.input("input"), F64)
     w = ctx.node("Neg", [ctx.node("Log", [ctx.node("Mul", [ctx.node("Sub", [_c(ctx, 1.0), y]),
@@ -142,11 +151,22 @@ def erfinv_onnx(ctx, op):
     tail = _horner(ctx, ctx.node("Sub", [ctx.node("Sqrt", [w]), _c(ctx, 3.0)]), _GILES_TAIL)
     x0 = ctx.node("Mul", [ctx.node("Where", [ctx.node("Less", [w, _c(ctx, 5.0)]), central, tail]), y])
     inside = ctx.node("Less", [ctx.node("Abs", [y]), _c(ctx, 1.0)])  # past +-1: NaN (from the log)
-    x = ctx.node("Where", [inside, x0, _c(ctx, 0.0)])
-    for _ in range(2):
-        err = ctx.node("Sub", [_erf(ctx, x), y])
-        x = ctx.node("Sub", [x, ctx.node("Mul", [err, ctx.node("Mul", [
-            _c(ctx, math.sqrt(math.pi) / 2), ctx.node("Exp", [ctx.node("Mul", [x, x])])])])])
+    a = ctx.node("Abs", [y])
+    log_rest = ctx.node("Log", [ctx.node("Sub", [_c(ctx, 1.0), a])])
+    t = ctx.node("Abs", [ctx.node("Where", [inside, x0, _c(ctx, 0.0)])])
+    for _ in range(3):
+        series, _, f = _erf_parts(ctx, t)
+        # t - (erf(t) - |y|) / erf'(t)
+        near = ctx.node("Sub", [t, ctx.node("Mul", [ctx.node("Sub", [series, a]), ctx.node("Mul", [
+            _c(ctx, math.sqrt(math.pi) / 2), ctx.node("Exp", [ctx.node("Mul", [t, t])])])])])
+        # t - (log erfc(t) - log(1 - |y|)) / (log erfc)'(t), log erfc(t) = -t^2 - log(sqrt(pi) f),
+        # (log erfc)'(t) = -2 exp(-t^2) / (sqrt(pi) erfc(t)) = -2 f
+        log_erfc = ctx.node("Sub", [ctx.node("Neg", [ctx.node("Mul", [t, t])]),
+                                    ctx.node("Log", [ctx.node("Mul", [f, _c(ctx, math.sqrt(math.pi))])])])
+        far = ctx.node("Add", [t, ctx.node("Div", [ctx.node("Sub", [log_erfc, log_rest]),
+                                                   ctx.node("Mul", [f, _c(ctx, 2.0)])])])
+        t = ctx.node("Where", [ctx.node("LessOrEqual", [t, _c(ctx, 2.0)]), near, far])
+    x = ctx.node("Where", [ctx.node("Less", [y, _c(ctx, 0.0)]), ctx.node("Neg", [t]), t])
     out = ctx.node("Where", [inside, x, x0])
     # +-1: +-inf (the tail polynomial's leading term would give -inf at both)
     out = ctx.node("Where", [ctx.node("Equal", [ctx.node("Abs", [y]), _c(ctx, 1.0)]),
