@@ -188,3 +188,17 @@ def test_onnx_export_of_int32_index_and_uint8_image_inputs(tmp_path):
     idx = fg.tensor(np.array([[3, 0, 8, 1], [2, 2, 5, 7], [0, 1, 2, 3]], np.int32))
     assert (img.dtype, idx.dtype) == (fg.uint8, fg.int32)
     export_and_check(model, (img, idx), tmp_path)
+
+
+@pytest.mark.parametrize("dt", [np.uint16, np.uint32, np.uint64, np.complex64, object])
+def test_from_numpy_refuses_a_dtype_forgegrad_has_no_tensor_for(dt):
+    # it shares the array's memory, so it cannot widen: a tensor whose .dtype raised KeyError came back before
+    with pytest.raises(TypeError, match=r"from_numpy: forgegrad has no tensor dtype for numpy"):
+        fg.from_numpy(np.array([1], dtype=dt))
+
+
+def test_unsigned_arrays_widen_to_int64_only_when_their_values_fit():
+    assert fg.tensor(np.array([7, 65535], np.uint16)).tolist() == [7, 65535]
+    assert fg.tensor(np.array([2 ** 63 - 1], np.uint64)).tolist() == [2 ** 63 - 1]
+    with pytest.raises(OverflowError, match="uint64 data up to 18446744073709551615"):
+        fg.tensor(np.array([2 ** 64 - 1], np.uint64))

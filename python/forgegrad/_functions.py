@@ -120,6 +120,10 @@ def from_numpy(ndarray: np.ndarray) -> Tensor:
     """A tensor sharing ``ndarray``'s memory, keeping its dtype (float64 stays float64)."""
     if not isinstance(ndarray, np.ndarray):
         raise TypeError(f"from_numpy: expected np.ndarray, got {type(ndarray).__name__}")
+    if ndarray.dtype not in _dtypes._BY_NUMPY:  # the tensor would share memory it cannot describe
+        supported = ", ".join(str(d) for d in _dtypes._BY_NUMPY)
+        raise TypeError(f"from_numpy: forgegrad has no tensor dtype for numpy {ndarray.dtype} (supported: "
+                        f"{supported}); convert the array first, e.g. ndarray.astype(np.int64)")
     return Tensor(ndarray, dtype=ndarray.dtype)
 
 

@@ -48,9 +48,11 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
         if arr.dtype != np.float64 or _dtypes._DEFAULT_FLOAT is not _dtypes.float64:
             arr = arr.astype(np.float32)
     elif kind in "iu" and arr.dtype != np.int64:
+        if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            raise OverflowError(f"uint64 data up to {int(arr.max())} does not fit forgegrad's int64 storage")
         arr = arr.astype(np.int64)
     elif kind not in "fiub":
-        raise TypeError(f"forgegrad tensors hold float32, int64 or bool data, got dtype {arr.dtype}")
+        raise TypeError(f"forgegrad tensors hold float, integer or bool data, got dtype {arr.dtype}")
     return arr
 
 
