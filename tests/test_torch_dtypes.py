@@ -34,10 +34,58 @@ def _make(lib, dt, zero_dim):
 
 def _torch_refuses(a, b, op) -> bool:
     """Pairs torch raises for: a bool in a subtraction (test_bool_subtraction_raises), floor_divide / remainder /
-    pow of two bools (forgegrad computes these in int8, see docs/torch_compat.md)."""
+    pow of two bools (test_bool_by_bool_kernels_raise)."""
     if op == "-" and "bool" in (a, b):
         return True
     return a == b == "bool" and op in ("//", "%", "**")
+
+
+_NO_BOOL = {"//": "div_floor_cpu", "%": "remainder_cpu", "**": "pow", ".fmod": "fmod_cpu",
+            ".floor_divide": "div_floor_cpu", ".remainder": "remainder_cpu", ".pow": "pow",
+            ".div_floor": "div_floor_cpu", ".div_trunc": "div_trunc_cpu"}
+
+
+def _bool_expr(op, left, right):
+    if op.startswith(".div_"):
+        return f"{left}.div({right}, rounding_mode={op[5:]!r})"
+    return f"{left}{op}({right})" if op.startswith(".") else f"{left} {op} {right}"
+
+
+@pytest.mark.parametrize("op,left,right", [
+    (op, left, right) for op in _NO_BOOL
+    for left, right in [("b", "b"), ("b", "b0"), ("b0", "b0"), ("b0", "b"), ("b", "True"), ("b0", "False"),
+                        ("True", "b")]
+    if not (left == "True" and op.startswith("."))])  # a method needs a tensor on the left
+def test_bool_by_bool_kernels_raise(op, left, right):
+    """torch has no bool kernel for floor_divide, remainder, fmod, pow (numpy computes them in int8); a bool tensor
+    to the power of a Python bool is the exception (a copy for True, ones for False, still bool)."""
+    expr = _bool_expr(op, left, right)
+    pow_of_number = op in ("**", ".pow") and right in ("True", "False")
+    for lib in (torch, fg):
+        env = {"b": _make(lib, "bool", False), "b0": _make(lib, "bool", True)}
+        env["b"][1] = False
+        if pow_of_number:
+            got = eval(expr, env)
+            assert _name(got.dtype) == "bool", (lib.__name__, expr)
+            want = np.ones_like(env[left].numpy()) if right == "False" else env[left].numpy()
+            np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{lib.__name__}: {expr}")
+            continue
+        with pytest.raises(NotImplementedError, match=f'"{_NO_BOOL[op]}" not implemented for \'Bool\''):
+            eval(expr, env)
+
+
+@pytest.mark.parametrize("method,arg", [("pow_", "True"), ("pow_", "False"), ("remainder_", "b"),
+                                        ("floor_divide_", "True"), ("fmod_", "b")])
+def test_bool_in_place_kernels(method, arg):
+    outs = []
+    for lib in (torch, fg):
+        b = lib.from_numpy(np.array([True, False, True]))
+        try:
+            eval(f"b.{method}({arg})", {"b": b})
+            outs.append((b.dtype == lib.bool, b.tolist()))
+        except NotImplementedError as e:
+            outs.append(str(e))
+    assert outs[0] == outs[1]
 
 
 @pytest.mark.parametrize("expr", ["b - x", "x - b", "b - 1", "1.5 - b", "x - True", "True - x", "b.sub(x)",

@@ -104,6 +104,8 @@ _F16 = np.dtype(np.float16)
 # numbers): they compute in that dtype (float32 for float16) and give it
 PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
                        "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+# torch has no bool kernel for these (numpy computes them in int8): the name its NotImplementedError gives
+NO_BOOL_KERNEL = {"pow": "pow", "remainder": "remainder_cpu", "floor_divide": "div_floor_cpu", "fmod": "fmod_cpu"}
 BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
                     "mask, use the `~` or `logical_not()` operator instead.")
 
@@ -208,6 +210,15 @@ def ints_as_floats(cls, args, kwargs, state):
         state["plain_dtypes"] = False
 
 
+def _bool_result(cls, args, kwargs, state):
+    """A bool result of pow / remainder / floor_divide / fmod: torch raises, save for a bool tensor to the power of
+    a Python bool, which it gives as bool (a copy for True, ones for False); numpy's int8 is cast back."""
+    base, exponent = args[0], args[1]
+    if cls.op.name == "pow" and isinstance(base, Tensor) and isinstance(exponent, (bool, np.bool_)):
+        return _cast(cls.apply(*args, **kwargs), np.dtype(np.bool_), state)
+    raise NotImplementedError(f'"{NO_BOOL_KERNEL[cls.op.name]}" not implemented for \'Bool\'')
+
+
 def apply_with_torch_dtypes(cls, args, kwargs, state):
     """An op over an integer, bool or float16 tensor, given torch's result dtype: a promoting op computes in torch's
     result dtype (uint8 with int8: int16; a 0-d tensor of the same category does not widen: int8 with a 0-d int64
@@ -220,6 +231,8 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
                                             a._data.dtype.kind == "b" for a in args):
                 raise RuntimeError(BOOL_SUBTRACTION)  # before a cast to the promoted dtype hides the bool
             rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
+            if rt.kind == "b" and cls.op.name in NO_BOOL_KERNEL:
+                return _bool_result(cls, args, kwargs, state)
             ct = _F32 if rt == _F16 else rt
             out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else wrapped_int(a, ct) for a in args],
                             **kwargs)

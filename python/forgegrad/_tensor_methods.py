@@ -99,7 +99,10 @@ class TensorMethods:
             return _OPS["floor_divide"](self, other)
         if rounding_mode != "trunc":
             raise ValueError(f"div(): rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
-        q = _OPS["floor_divide"](self, other)
+        try:
+            q = _OPS["floor_divide"](self, other)
+        except NotImplementedError:  # bool by bool: torch names its trunc kernel
+            raise NotImplementedError('"div_trunc_cpu" not implemented for \'Bool\'') from None
         if not q.dtype.is_floating_point:  # exact for integers: floor, moved up by one where it rounded a negative
             rem = _OPS["remainder"](self, other)
             return q + (rem != 0).to(q.dtype) * (q < 0).to(q.dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes as _dtypes
-from .._op_dispatch import wrapped_int
+from .._op_dispatch import NO_BOOL_KERNEL, wrapped_int
 from ..autograd import Function
 from . import _meta as M
 from ._util import unbroadcast
@@ -140,6 +140,8 @@ class PointwiseFunction(Function):
                 raise TypeError(f"{cls.op.name}(): argument {names[i]!r} must be a forgegrad.Tensor or a real number, "
                                 f"got {type(a).__name__}")
         dt = result_dtype(*tensors, floating=spec.floating)
+        if dt.kind == "b" and cls.op.name in NO_BOOL_KERNEL:  # numpy would compute int8
+            raise NotImplementedError(f'"{NO_BOOL_KERNEL[cls.op.name]}" not implemented for \'Bool\'')
         arrays = [cast(a, dt) for a in tensors]
         with np.errstate(all="ignore"):
             out = np.asarray(spec.fwd(*arrays, **kw))
