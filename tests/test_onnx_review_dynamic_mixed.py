@@ -140,6 +140,9 @@ _LINALG = {
     "cholesky": lambda v: fg.linalg.cholesky(_spd(v)),
     "solve": lambda v: fg.linalg.solve(_spd(v), v),
     "solve_triangular": lambda v: fg.linalg.solve_triangular(_spd(v), v.unsqueeze(-1), upper=True),
+    "cholesky_solve": lambda v: fg.cholesky_solve(v.unsqueeze(-1), fg.linalg.cholesky(_spd(v))),
+    "cholesky_solve_upper": lambda v: fg.cholesky_solve(v.unsqueeze(-1), fg.linalg.cholesky(_spd(v), upper=True),
+                                                        upper=True),
 }
 
 

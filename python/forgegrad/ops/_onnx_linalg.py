@@ -1,11 +1,12 @@
-"""ONNX mappings of linear-algebra ops ONNX (opset 21) has no operator for, unrolled over the matrix size (known
-at export; batch dims may be dynamic): linalg.solve_triangular (substitution row by row), linalg.cholesky (column
-by column), linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan elimination with partial pivoting: the
-largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks it), linalg.matrix_exp (the
-kernel's Pade 13 scaling and squaring in double, the squarings a Loop) and linalg.qr (Householder, LAPACK's
-signs). The graph grows with n (~12 nodes per step); values agree with LAPACK's to rounding (a different operation
-order). A singular or non-positive-definite input gives inf / NaN in the graph where the kernel raises. A matrix
-size that is a dynamic axis is refused at export (UnsupportedOpError), as the unrolled graph holds one size."""
+"""ONNX mappings of linear-algebra ops ONNX (opset 21) has no operator for, unrolled over the matrix size (known at
+export; batch dims may be dynamic): linalg.solve_triangular (substitution row by row), cholesky_solve (two
+substitutions), linalg.cholesky (column by column), linalg.inv / linalg.solve / linalg.slogdet (Gauss-Jordan
+elimination with partial pivoting: the largest |pivot| of the column, its first row on ties, as LAPACK's getrf picks
+it), linalg.matrix_exp (the kernel's Pade 13 scaling and squaring in double, the squarings a Loop) and linalg.qr
+(Householder, LAPACK's signs). The graph grows with n (~12 nodes per step); values agree with LAPACK's to rounding
+(a different operation order). A singular or non-positive-definite input gives inf / NaN in the graph where the
+kernel raises. A matrix size that is a dynamic axis is refused at export (UnsupportedOpError), as the unrolled graph
+holds one size."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,6 +66,19 @@ def solve_triangular_onnx(ctx, op):
     # X A = B  <=>  A^T X^T = B^T, A^T triangular the other way
     xt = _tri_solve(ctx, _swap_last(ctx, a, A.ndim), _swap_last(ctx, b, B.ndim), n, not upper, unit)
     return [_swap_last(ctx, xt, max(A.ndim, B.ndim))]
+
+
+def cholesky_solve_onnx(ctx, op):
+    """cholesky_solve(B, L): L Y = B then L^T X = Y (upper: U^T Y = B then U X = Y), two substitutions that read
+    only the factor's triangle, as the kernel."""
+    L = op.args["L"]
+    n = int(L.shape[-1])
+    _static_sizes(op, "cholesky_solve", B=(-2,), L=(-2, -1))
+    b, lt = op.input("B"), op.input("L")
+    other = _swap_last(ctx, lt, L.ndim)
+    upper = bool(op.attr("upper", False))
+    first, second = (other, lt) if upper else (lt, other)
+    return [_tri_solve(ctx, second, _tri_solve(ctx, first, b, n, False, False), n, True, False)]
 
 
 def cholesky_onnx(ctx, op):

@@ -15,6 +15,7 @@ import numpy as np
 from ..autograd import Function
 from . import _linalg_common as C
 from . import _meta as M
+from ._onnx_linalg import cholesky_solve_onnx
 from ._util import unbroadcast
 from .registry import BadInput, Sample, register_op
 
@@ -323,7 +324,7 @@ def _chol_solve_rule(ctx, args, kwargs, g):
                                           "'input2'"),
                                  BadInput((np.ones((3, 1), np.float32), np.eye(3, dtype=np.float32)), {"upper": 1},
                                           TypeError, "upper")],
-             gaps={"onnx": NO_ONNX.format("triangular solve")}, tol=(1e-4, 1e-5))
+             onnx=cholesky_solve_onnx, tol=(1e-4, 1e-5))
 class CholeskySolveFunction(Function):
     """X with (L L^T) X = B (upper: U^T U), only L's triangle read; gradients torch's (gL is the full-matrix
     formula, as torch's: not masked to the triangle)."""
