@@ -245,3 +245,17 @@ def test_quantile_reads_a_q_input(name, tmp_path):
     with pytest.raises(fg.onnx.UnsupportedOpError, match="q's length is a dynamic axis"):
         fg.onnx.export(_Fn(lambda t, qq: fn(t, qq, dim=1)), (fg.Tensor(x), fg.Tensor(q)), str(path),
                        input_names=["x", "q"], dynamic_axes={"q": {0: "nq"}}, verify=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ndtri_tails(dtype, tmp_path):
+    # 2p - 1 rounds to -1 below p ~ 1e-17 (float64): the mapping passes 1 - |2p - 1| as 2 min(p, 1 - p)
+    tiny = 10.0 ** -np.arange(1, 300 if dtype == np.float64 else 38, 7)
+    near_one = 1 - 2.0 ** -np.arange(1, 53 if dtype == np.float64 else 24)
+    p = np.concatenate([tiny, near_one, np.linspace(0.001, 0.999, 41), [0.0, 1.0, 0.5, -0.1, 1.1]]).astype(dtype)
+    path = tmp_path / "n.onnx"
+    report = fg.onnx.export(_Fn(fg.special.ndtri), (fg.Tensor(p, dtype=dtype),), str(path), dynamic_axes={})
+    assert report.ok
+    (got,) = _session(path).run(None, {"input": p})
+    want = torch.special.ndtri(torch.from_numpy(p)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 2e-7, atol=0)

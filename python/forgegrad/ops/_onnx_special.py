@@ -5,8 +5,9 @@ op's dtype (so float32 results are float32-exact up to the last bit or two, floa
   reflection log(pi / |sin(pi x)|) - lgamma(1 - x) below 0.5; +inf at 0 and the negative integers;
 - digamma: the asymptotic series after the same shift (psi(x) = psi(x + 8) - sum 1 / (x + k)), the reflection
   psi(1 - x) - pi / tan(pi x) below 0.5; -inf at +0, +inf at -0, NaN at the negative integers (torch's);
-- erfinv: Giles' single-precision approximation, then two Newton steps on an erf computed in double (Taylor
-  series, and erfc's continued fraction past 2: ONNX's Erf runs in float in onnxruntime).
+- erfinv: Giles' single-precision approximation, then Newton steps on an erf computed in double (Taylor
+  series, and erfc's continued fraction past 2: ONNX's Erf runs in float in onnxruntime); special.ndtri through it,
+  1 - |2p - 1| passed exactly (2 min(p, 1 - p)) for the tails.
 """
 from __future__ import annotations
 
@@ -145,14 +146,36 @@ def erfinv_onnx(ctx, op):
     quadratic, so the steps converge from Giles' guess (erfc's own Newton steps move t by under 1 / 2t)."""
     dt = np.dtype(op.out_dtype())
     y = ctx.cast(op.input("input"), F64)
-    w = ctx.node("Neg", [ctx.node("Log", [ctx.node("Mul", [ctx.node("Sub", [_c(ctx, 1.0), y]),
-                                                           ctx.node("Add", [_c(ctx, 1.0), y])])])])
+    out = _erfinv_graph(ctx, y, ctx.node("Sub", [_c(ctx, 1.0), ctx.node("Abs", [y])]))
+    return [ctx.cast(out, dt) if dt != F64 else out]
+
+
+def ndtri_onnx(ctx, op):
+    """ndtri(p) = sqrt(2) erfinv(2p - 1), with 1 - |2p - 1| given exactly as 2 min(p, 1 - p): 2p - 1 rounds to -1
+    for a tiny p (every digit lost at p = 1e-300), but only the far Newton steps read 1 - |y| there."""
+    dt = np.dtype(op.out_dtype())
+    p = ctx.cast(op.input("input"), F64)
+    y = ctx.node("Sub", [ctx.node("Mul", [p, _c(ctx, 2.0)]), _c(ctx, 1.0)])
+    rest = ctx.node("Mul", [ctx.node("Min", [p, ctx.node("Sub", [_c(ctx, 1.0), p])]), _c(ctx, 2.0)])
+    out = ctx.node("Mul", [_erfinv_graph(ctx, y, rest), _c(ctx, math.sqrt(2.0))])
+    return [ctx.cast(out, dt) if dt != F64 else out]
+
+
+def _erfinv_graph(ctx, y, rest):
+    """erfinv(y) in double (see erfinv_onnx), ``rest`` = 1 - |y| computed as exactly as the caller can."""
+    w = ctx.node("Neg", [ctx.node("Log", [ctx.node("Mul", [rest, ctx.node("Sub", [_c(ctx, 2.0), rest])])])])
     central = _horner(ctx, ctx.node("Sub", [w, _c(ctx, 2.5)]), _GILES_CENTRAL)
     tail = _horner(ctx, ctx.node("Sub", [ctx.node("Sqrt", [w]), _c(ctx, 3.0)]), _GILES_TAIL)
+    # past 1 - |y| ~ 1e-10 Giles' tail drifts (a factor 500 off at 1e-60): erfc's asymptotic inverse,
+    # t^2 ~ L - log(pi L) / 2 with L = -log(1 - |y|) (6e-4 relative at 1e-10, better further out)
+    big = ctx.node("Neg", [ctx.node("Log", [rest])])
+    asym = ctx.node("Sqrt", [ctx.node("Sub", [big, ctx.node("Mul", [
+        ctx.node("Log", [ctx.node("Mul", [big, _c(ctx, math.pi)])]), _c(ctx, 0.5)])])])
+    tail = ctx.node("Where", [ctx.node("Less", [w, _c(ctx, 23.0)]), tail, asym])
     x0 = ctx.node("Mul", [ctx.node("Where", [ctx.node("Less", [w, _c(ctx, 5.0)]), central, tail]), y])
-    inside = ctx.node("Less", [ctx.node("Abs", [y]), _c(ctx, 1.0)])  # past +-1: NaN (from the log)
+    inside = ctx.node("Greater", [rest, _c(ctx, 0.0)])  # past +-1: NaN (from the log)
     a = ctx.node("Abs", [y])
-    log_rest = ctx.node("Log", [ctx.node("Sub", [_c(ctx, 1.0), a])])
+    log_rest = ctx.node("Log", [rest])
     t = ctx.node("Abs", [ctx.node("Where", [inside, x0, _c(ctx, 0.0)])])
     for _ in range(3):
         series, _, f = _erf_parts(ctx, t)
@@ -169,6 +192,4 @@ def erfinv_onnx(ctx, op):
     x = ctx.node("Where", [ctx.node("Less", [y, _c(ctx, 0.0)]), ctx.node("Neg", [t]), t])
     out = ctx.node("Where", [inside, x, x0])
     # +-1: +-inf (the tail polynomial's leading term would give -inf at both)
-    out = ctx.node("Where", [ctx.node("Equal", [ctx.node("Abs", [y]), _c(ctx, 1.0)]),
-                             ctx.node("Mul", [y, _c(ctx, math.inf)]), out])
-    return [ctx.cast(out, dt) if dt != F64 else out]
+    return ctx.node("Where", [ctx.node("Equal", [rest, _c(ctx, 0.0)]), ctx.node("Mul", [y, _c(ctx, math.inf)]), out])

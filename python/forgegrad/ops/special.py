@@ -17,6 +17,7 @@ from . import _samples as S
 from . import _special_bessel as B
 from . import _special_gamma as G
 from . import _special_onnx as _bessel_onnx
+from ._onnx_special import ndtri_onnx
 from ._pointwise_base import PointwiseFunction, Spec, differentiable_rule, register
 from .pointwise_more import _Binary, _c, _onnx_nodes, _Unary, _unary_onnx
 from .registry import BadInput, Sample
@@ -69,8 +70,8 @@ SpecialLogNdtrFunction = _unary(
     gaps={"onnx": "below x = -1 log_ndtr needs erfcx (log(ndtr) underflows), which ONNX does not have"})
 SpecialNdtriFunction = _unary(
     "ndtri", G.ndtri, lambda ns, g, a, out, kw: (g * ns.exp(out * out * 0.5) * _SQRT_2PI,),
-    samples=_samples(0.02, 0.98, (0.5, 0.1, 0.9)), tol=(1e-4, 1e-5),
-    gaps={"onnx": "ONNX has no inverse error function"})
+    samples=_samples(0.02, 0.98, (0.5, 0.1, 0.9, 1e-10, 1 - 2 ** -20, 0.0, 1.0)), tol=(1e-4, 1e-5),
+    onnx=ndtri_onnx)
 SpecialErfcxFunction = _unary(
     "erfcx", G.erfcx, lambda ns, g, a, out, kw: (g * (a[0] * out * 2.0 - 2.0 / math.sqrt(math.pi)),),
     samples=_samples(-3.0, 8.0, (0.0, 30.0, -2.0)),
