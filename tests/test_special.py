@@ -271,8 +271,18 @@ def test_bad_inputs_raise_clear_errors():
         fg.special.polygamma(-1, x)
     with pytest.raises(TypeError, match="n must be an int"):
         fg.special.polygamma(1.5, x)
-    with pytest.raises(ValueError, match="p must be at least 1"):
-        fg.special.multigammaln(x, 0)
+    for p in (0, -2):
+        with pytest.raises(RuntimeError, match="p has to be greater than or equal to 1"):
+            torch.special.multigammaln(torch.tensor([1.0, 2.0]), p)
+        # forgegrad's bad argument is a ValueError, with torch's words and the value
+        bound = f"p has to be greater than or equal to 1, got {p}$"
+        with pytest.raises(ValueError, match=r"^special\.multigammaln\(\): " + bound):
+            fg.special.multigammaln(x, p)
+        for call in (lambda: x.mvlgamma(p), lambda: fg.mvlgamma(x, p)):
+            with pytest.raises(ValueError, match=r"^mvlgamma\(\): " + bound):
+                call()
+    with pytest.raises(TypeError, match="p must be an int"):
+        fg.special.multigammaln(x, 1.5)
     with pytest.raises(ValueError, match="broadcast"):
         fg.special.zeta(fg.tensor([2.0, 3.0]), fg.tensor([1.0, 2.0, 3.0]))
 

@@ -163,13 +163,17 @@ def polygamma(n, input):
 def multigammaln(input, p):
     """torch.special.multigammaln(input, p): the multivariate log-gamma of dimension p, torch's sum
     sum_j lgamma(input - j/2) + p (p - 1) / 4 log(pi) (in torch's order; +inf where input <= (p - 1) / 2)."""
+    return _multigammaln(input, p, "special.multigammaln")
+
+
+def _multigammaln(input, p, name):
     from . import dtypes
     from .factories import tensor as _make
     from ._validate import check_int
-    x = _tensor(input, "input", "multigammaln")
+    x = _tensor(input, "input", name)
     p = check_int(p, "p")
-    if p < 1:
-        raise ValueError(f"special.multigammaln(): p must be at least 1, got {p}")
+    if p < 1:  # torch's RuntimeError and words; a bad argument is a ValueError in forgegrad
+        raise ValueError(f"{name}(): p has to be greater than or equal to 1, got {p}")
     if not x.dtype.is_floating_point:
         x = x.to(dtypes.default_float())
     offsets = _make([-(p - 1) / 2 + j / 2 for j in range(p)], dtype=x.dtype)  # torch's arange(-p/2 + 1/2, 1/2, 1/2)
@@ -182,7 +186,7 @@ def _polygamma_top(n, input):
 
 
 def _mvlgamma(input, p=1):
-    return multigammaln(input, p)
+    return _multigammaln(input, p, "mvlgamma")
 
 
 def _igamma(input, other):
