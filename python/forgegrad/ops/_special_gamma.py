@@ -46,12 +46,26 @@ def _loop(state, step, max_iter):
     return out
 
 
+_LIBM_CHUNK = 1 << 16
+
+
+def _per_element_libm(fn, x):
+    """fn (the C library's, through a ufunc of Python floats) over x in chunks: the object array a whole huge input
+    would need is ~5x its float64 size (each element a Python float)."""
+    x = f64(x)
+    out = np.empty(x.shape, np.float64)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _LIBM_CHUNK):
+        flat_out[start:start + _LIBM_CHUNK] = fn(flat_in[start:start + _LIBM_CHUNK])
+    return out
+
+
 def erf(x):
-    return np.asarray(_vec_erf(f64(x)), np.float64)  # (a 0-d input gives a Python float)
+    return _per_element_libm(_vec_erf, x)
 
 
 def erfc(x):
-    return np.asarray(_vec_erfc(f64(x)), np.float64)
+    return _per_element_libm(_vec_erfc, x)
 
 
 def lgamma(x):

@@ -131,6 +131,8 @@ class PolygammaFunction(PointwiseFunction):
         n = check_int(n, "n")
         if n < 0:
             raise ValueError(f"polygamma(): n must be non-negative, got {n}")
+        if n >= 2 ** 31:  # torch's kernel takes n as a 32-bit int: n wraps there and its results are NaN
+            raise ValueError(f"polygamma(): n must be below 2**31, got {n}")
         return cls._run(ctx, (input,), {"n": n})
 
     @classmethod
@@ -152,7 +154,8 @@ PolygammaFunction = register(
     samples=_polygamma_samples, torch=lambda torch, x, n=0: torch.polygamma(n, x), tol=(1e-4, 1e-5),
     gaps={"onnx": "ONNX has no digamma or zeta function"},
     bad_inputs=lambda: [BadInput((S.positive(2, 3),), {"n": 1.5}, TypeError, "n"),
-                        BadInput((S.positive(2, 3),), {"n": -1}, ValueError, "n")])
+                        BadInput((S.positive(2, 3),), {"n": -1}, ValueError, "n"),
+                        BadInput((S.positive(2, 3),), {"n": 2 ** 31}, ValueError, "n")])
 
 
 # ---- two inputs: xlog1py, zeta, gammainc, gammaincc ---------------------------------------------------------
