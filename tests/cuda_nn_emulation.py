@@ -22,6 +22,7 @@ class EmuArray:
     dtype = property(lambda self: self.a.dtype)
     ndim = property(lambda self: self.a.ndim)
     size = property(lambda self: int(self.a.size))
+    device = property(lambda self: "emulated")
 
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
@@ -360,3 +361,30 @@ def embedding_backward(g, indices, num_weights, padding_idx=-1):
     if padding_idx >= 0:
         out[padding_idx] = 0
     return _f32(out)
+
+
+# ---- what the composed paths call outside _C.cuda_nn (patched in by the tests' fixture) ---------------
+def matmul(a, b):
+    return _f32(np.matmul(a.a, b.a))
+
+
+def swap_last_two(a):
+    """_attention_math_cuda._t: (N, R, C) -> a new contiguous (N, C, R)."""
+    return EmuArray(np.ascontiguousarray(np.swapaxes(a.a, 1, 2)))
+
+
+def tanh_forward(code, x, alpha=0.0):
+    """_cuda_pointwise._act_forward for the tanh code (the only activation the composed paths use)."""
+    return _f32(np.tanh(x.a))
+
+
+def tanh_backward(code, g, y, alpha=0.0):
+    return _f32(g.a * (1 - y.a * y.a))
+
+
+def to_device(x, device=None):
+    return EmuArray(np.array(x))
+
+
+def to_host(x):
+    return x.a.copy()

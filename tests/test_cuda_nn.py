@@ -50,9 +50,9 @@ def _ops():
 
 
 def cuda_samples(op):
-    """op's registry samples that its cuda Function runs: all but soft-capped attention (the cuda kernels
-    have no cap; tests/test_cuda_nn_contract.py checks that the cuda Function refuses it)."""
-    return [s for s in op.samples() if "softcap" not in s.kwargs]
+    """op's registry samples: its cuda Function runs them all (soft-capped attention and
+    scale_grad_by_freq included)."""
+    return op.samples()
 
 
 # ---- everywhere -------------------------------------------------------------------------------------------

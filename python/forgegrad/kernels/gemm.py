@@ -64,12 +64,9 @@ def _as_3d(x: np.ndarray, nb: int, copy_ok: bool):
     copy_ok), else None."""
     if x.ndim == 3:
         return x
-    v = x.view()
-    try:
-        v.shape = (nb,) + x.shape[-2:]  # never copies: raises when no single batch stride fits
-    except AttributeError:
-        return x.reshape((nb,) + x.shape[-2:]) if copy_ok else None
-    return v
+    r = x.reshape((nb,) + x.shape[-2:])  # a view when one batch stride fits, else a copy
+    # (numpy 2.5 deprecates assigning .shape, which raised instead of copying)
+    return r if copy_ok or r.size == 0 or np.may_share_memory(r, x) else None
 
 
 def _stack(x: np.ndarray, batch: tuple, nb: int):

@@ -459,17 +459,15 @@ def _cuda_mask(attn_mask, batch, L, S_):
 class ScaledDotProductAttentionCudaFunction(Function):
     """scaled_dot_product_attention on cuda: causal or an additive / bool mask (a float mask gets its
     gradient), grouped-query heads. Saves q, k, v (as [B, rows, dim]), the output and the log-sum-exp
-    of each score row; with dropout the composed path (ops/_attention_math_cuda.py) instead, which
-    keeps the weights and the keep mask."""
+    of each score row; with dropout or a softcap the composed path (ops/_attention_math_cuda.py)
+    instead, which keeps the weights, the keep mask and the capped scores' tanh."""
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                 enable_gqa=False, softcap=None):
         dropout_p, is_causal, scale, groups, batch, L, S_, ev = _plan(query, key, value, None, dropout_p, is_causal,
                                                                       scale, enable_gqa)
-        if _softcap(softcap) is not None:
-            raise NotImplementedError("scaled_dot_product_attention: softcap has no cuda kernel yet (the CPU "
-                                      "kernels have it); compose softcap * tanh(scores / softcap) with Tensor ops")
+        softcap = _softcap(softcap)
         if attn_mask is not None and is_causal:
             raise ValueError("scaled_dot_product_attention: attn_mask must be None when is_causal=True "
                              "(pass one or the other, as torch)")
@@ -481,8 +479,9 @@ class ScaledDotProductAttentionCudaFunction(Function):
         key, value = _cuda_repeat_heads(key, groups), _cuda_repeat_heads(value, groups)
         q3, k3, v3 = (_cuda_stack(a, batch) for a in (query, key, value))
         mask = _cuda_mask(attn_mask, batch, L, S_)
-        if dropout_p > 0.0:  # the keep mask is kept for backward: composed, with the weights materialised
-            out, ctx.composed = AMC.forward(q3, k3, v3, mask, is_causal, scale, dropout_p)
+        if dropout_p > 0.0 or softcap is not None:
+            # the keep mask (and the capped scores' tanh) kept for backward: composed, the weights materialised
+            out, ctx.composed = AMC.forward(q3, k3, v3, mask, is_causal, scale, dropout_p, softcap)
             lse = None
         else:
             out, lse = CN.kernels().attention_forward(q3, k3, v3, mask, scale, is_causal)

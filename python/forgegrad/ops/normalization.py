@@ -265,17 +265,26 @@ class RMSNormCudaFunction(Function):
 RMSNormFunction.op.add_device("cuda", RMSNormCudaFunction)
 
 
+def _as_4d(x):
+    """(N, C, D, H, W) as the view (N, C, D * H, W): the statistics are per channel over every other
+    axis, so BatchNorm3d runs on the kernel of (N, C, H, W)."""
+    return CN.reshape(x, tuple(x.shape[:2]) + (CN.numel(x.shape[2:-1]), x.shape[-1])) if len(x.shape) > 4 else x
+
+
 class BatchNormCudaFunction(Function):
-    """batch_norm on cuda: running stats updated in place when training; saves x, weight, mean, invstd."""
+    """batch_norm on cuda: running stats updated in place when training; saves x, weight, mean, invstd.
+    A 5-D input runs as a 4-D view."""
 
     @staticmethod
     def forward(ctx, x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                 momentum=0.1, eps=1e-5):
+        ctx.shape = tuple(x.shape)
+        x = _as_4d(x)
         y, mean, invstd = CN.kernels().batch_norm_forward(x, weight, bias, running_mean, running_var, bool(training),
                                                           float(momentum), float(eps))
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.training, ctx.has_bias = bool(training), bias is not None
-        return y
+        return CN.reshape(y, ctx.shape)
 
     @staticmethod
     def backward(ctx, g):
@@ -284,8 +293,9 @@ class BatchNormCudaFunction(Function):
         need = (bool(needs[0]), weight is not None and bool(needs[3]), ctx.has_bias and bool(needs[4]))
         if not any(need):
             return None, None, None, None, None
-        gx, gw, gb = CN.kernels().batch_norm_backward(g, x, weight, mean, invstd, ctx.training, need)
-        return gx, None, None, gw, gb
+        gx, gw, gb = CN.kernels().batch_norm_backward(CN.reshape(g, tuple(x.shape)), x, weight, mean, invstd,
+                                                      ctx.training, need)
+        return None if gx is None else CN.reshape(gx, ctx.shape), None, None, gw, gb
 
 
 BatchNormFunction.op.add_device("cuda", BatchNormCudaFunction)

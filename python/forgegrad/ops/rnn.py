@@ -219,25 +219,29 @@ class EmbeddingFunction(Function):
 
 class EmbeddingCudaFunction(Function):
     """embedding on cuda: a row gather; the backward sums each row's gradients in ascending position
-    order without sorting or float atomics (cuda/embedding.cu). int64 indices; an index out of range
-    gives a NaN row (a kernel cannot raise IndexError)."""
+    order without sorting or float atomics (cuda/embedding.cu); ``scale_grad_by_freq`` scales each
+    position's gradient by 1 / its row's count first (counted on the host, as the CPU's). int64 indices;
+    an index out of range gives a NaN row (a kernel cannot raise IndexError)."""
 
     @staticmethod
     def forward(ctx, weight, indices, padding_idx=None, scale_grad_by_freq=False):
         _check_embedding(weight, indices, padding_idx, scale_grad_by_freq)
-        if scale_grad_by_freq:
-            raise NotImplementedError("embedding on cuda: scale_grad_by_freq=True is supported on the cpu only")
         if indices.dtype != np.int64:
             raise TypeError(f"embedding on cuda: indices must be int64, got {indices.dtype}")
         n = weight.shape[0]
         ctx.save_for_backward(indices)
-        ctx.n = n
+        ctx.n, ctx.scale_grad_by_freq = n, bool(scale_grad_by_freq)
         ctx.padding_idx = -1 if padding_idx is None else (padding_idx + n if padding_idx < 0 else padding_idx)
         return _cuda_nn.kernels().embedding_forward(weight, indices)
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
+        if ctx.scale_grad_by_freq:  # each position's gradient times 1 / (its row's count), as the CPU's
+            from .. import cuda
+            idx = cuda.to_host(indices)
+            inv = (1.0 / np.bincount(idx.reshape(-1), minlength=ctx.n)[idx]).astype(np.float32)
+            g = _cuda_nn.pw("mul", g, cuda.to_device(inv[..., None], g.device))
         return _cuda_nn.kernels().embedding_backward(g, indices, ctx.n, ctx.padding_idx), None, None
 
 
