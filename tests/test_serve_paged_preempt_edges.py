@@ -230,12 +230,16 @@ def test_the_server_s_gauges_are_idle_again_after_clients_leave_preempted_stream
     per_block = 2 * 2 * 4 * 16 * 8 * 4  # keys and values, 2 layers, 4 heads of 8, float32
     app = create_completions_app(GenerationServeConfig(checkpoints["gpt2"], model_name="m", prefix_cache_mb=1,
                                                        kv_cache_mb=9 * per_block / 2 ** 20))
-    bodies = [dict(prompt=f"Request {i} says: " + "la " * i, max_tokens=44, temperature=0.8, seed=i, stream=True,
+    # 60 tokens each: any two rows decoding at once need more than the 9 blocks, so the test preempts however the
+    # six arrivals spread out on a busy machine (with 44, three had to overlap, and under load sometimes did not)
+    bodies = [dict(prompt=f"Request {i} says: " + "la " * i, max_tokens=60, temperature=0.8, seed=i, stream=True,
                    ignore_eos=True) for i in range(6)]
     texts = {}
+    start = threading.Barrier(6)
 
     def client(url, i):
         with httpx.Client(base_url=url, timeout=120) as c:
+            start.wait(60)  # the six requests leave together
             with c.stream("POST", "/v1/completions", json=bodies[i]) as r:
                 assert r.status_code == 200
                 events = 0

@@ -89,7 +89,7 @@ class GenerationServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     model_name: Optional[str] = None
     max_batch: int = 32  # completions decoded together (continuous batching); 1: one request at a time
-    prefill_chunk: int = 128  # prompt tokens prefilled between two decode steps of the others; 0: all at once
+    prefill_chunk: int = 128  # prompt tokens prefilled per call, one call between two decode steps; 0: all at once
     # the most MiB of prefilled keys/values kept for later prompts; 0: no prefix cache; None:
     # engine_setup.PREFIX_CACHE_MB where the model allows one (given, for a model that does not: a startup warning
     # says why it has no effect)

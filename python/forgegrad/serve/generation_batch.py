@@ -9,11 +9,12 @@ on a paged KV cache instead (paged_batch.py: the same loop, each row's keys in b
 its block table, a prefix cache sharing those blocks), which overrides the prefill's end, the step and membership.
 
 * a request joins with its own prefill (alone, on a cache of its own), which picks its first token;
-  the batch cache is then rebuilt with its keys as a new row. While others are decoding, a prompt is
-  prefilled ``prefill_chunk`` tokens at a time, one chunk between two decode steps, so a long prompt
-  delays the others' next token by one chunk's prefill, not by its whole prefill (chunked prefill; the
-  chunks attend to the cache of the ones before, so the prompt's keys are what one prefill computes,
-  to float32 rounding). A request's n choices of one prompt share its prefill;
+  the batch cache is then rebuilt with its keys as a new row. A prompt is prefilled ``prefill_chunk``
+  tokens at a time, one chunk between two decode steps, so a long prompt delays the others' next token
+  by one chunk's prefill, not by its whole prefill (chunked prefill; the chunks attend to the cache of
+  the ones before, so the prompt's keys are what one prefill computes, to float32 rounding). It is
+  chunked the same way when nobody else is decoding, so a request's numbers do not depend on the load it
+  met. A request's n choices of one prompt share its prefill;
 * a step feeds every row's last token at that row's own position, then each row picks its next token as
   ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
   request's token rules and penalties, its own sampling settings), with its own random generator (``seed``
@@ -250,10 +251,11 @@ class BatchEngine:
         return True
 
     def _prefill_chunk(self, p: _Prefill) -> Optional[np.ndarray]:
-        """Prefill the prompt's next chunk on its own cache (all of it when nobody is decoding); the logits (1, V)
-        of its last token once the whole prompt is in, else None."""
+        """Prefill the prompt's next chunk on its own cache; the logits (1, V) of its last token once the whole
+        prompt is in, else None. Chunked also when nobody is decoding: a prompt's chunks (and so the rounding of its
+        keys and logits) never depend on what else the server was doing when it arrived."""
         P = len(p.ids)
-        end = P if (not self.rows or self.prefill_chunk <= 0) else min(P, p.done + self.prefill_chunk)
+        end = P if self.prefill_chunk <= 0 else min(P, p.done + self.prefill_chunk)
         with no_grad():
             logits = self.model(np.array([p.ids[p.done:end]]), np.ones((1, end), bool),
                                 np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1).numpy()[:, -1]
