@@ -283,6 +283,10 @@ def test_double_backward_through_a_fallback_op(fallback):
         (g * g).sum().backward()
         grads.append(t.grad)
     _bits(grads[1], grads[0])
+    # a rule built on a helper Function that runs on the CPU only (not a registry op) says so
+    t = fg.randn(3, 4).to(DEV).requires_grad_(True)
+    with pytest.raises(NotImplementedError, match=f"LocallyConstantFunction has no kernel for device '{DEV}'"):
+        fg.autograd.grad(t.abs().sum(), [t], create_graph=True)
 
 
 def test_a_trace_records_the_op(fallback):
