@@ -64,8 +64,8 @@ def forget(device: str) -> None:
 def refusal(op, dev: str) -> str:
     """Why the fallback does not run ``op`` on ``dev`` (None: it does)."""
     if op.function.is_view:
-        return (f"op {op.name!r} is a view op (its output shares its input's storage), which the CPU fallback "
-                f"cannot run: a {dev} view of host memory does not exist")
+        return (f"it is a view op (its output shares its input's storage), which the CPU fallback cannot run: "
+                f"a {dev} view of host memory does not exist")
     return None
 
 
@@ -77,7 +77,7 @@ def function_for(op, dev: str) -> type:
         why = refusal(op, dev)
         if why is not None:
             raise NotImplementedError(f"op {op.name!r} has no kernel for device {dev!r} (it runs on: "
-                                      f"{', '.join(op.devices)}), and {why}; move its input to the CPU with "
+                                      f"{', '.join(op.devices)}); {why}. Move its input to the CPU with "
                                       ".cpu() for this op")
         fn = _CACHE[key] = _make(op, dev)
     if key not in _WARNED:
