@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _cpu_fallback
 from . import devices as _devices
 from . import dtypes as _dtypes
 from .tensor import Tensor
@@ -93,8 +94,12 @@ def function_for_device(cls, dev: str):
         if cls.op is None:
             raise NotImplementedError(f"{cls.__qualname__} has no kernel for device {dev!r} (it is not a registered "
                                       "op, so it runs on the CPU only)")
+        if _cpu_fallback.enabled():
+            return _cpu_fallback.function_for(cls.op, dev)
+        hint = "" if _cpu_fallback.refusal(cls.op, dev) else (
+            f"; to run it on the CPU (its inputs copied there and its results back), {_cpu_fallback.SWITCH}")
         raise NotImplementedError(f"op {cls.op.name!r} has no kernel for device {dev!r} (it runs on: "
-                                  f"{', '.join(cls.op.devices)})")
+                                  f"{', '.join(cls.op.devices)}){hint}")
     return fn
 
 

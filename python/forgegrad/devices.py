@@ -26,7 +26,7 @@ from ._memory import empty_aligned
 
 __all__ = ["device", "MetaArray", "device_of", "default_device", "empty", "zeros", "ones", "full", "has_data",
            "DeviceBackend", "register_device", "unregister_device", "backend", "known_devices", "is_device_name",
-           "to_host", "add", "copy"]
+           "to_host", "add", "copy", "set_cpu_fallback", "cpu_fallback_enabled", "cpu_fallback"]
 
 _VOID = np.dtype([])  # an itemsize-0 dtype: arrays of any shape that own no memory
 
@@ -150,6 +150,8 @@ def _run_op_forward(op_name: str, dev: str, *arrays):
     from .ops import registry
     op = registry.get(op_name)
     fn = op.functions.get(dev)
+    if fn is None and cpu_fallback_enabled():
+        fn = _fallback().function_for(op, dev)
     if fn is None:
         raise NotImplementedError(f"device {dev!r}: its backend has no {op_name}() and op {op_name!r} has no kernel "
                                   f"for it (the op runs on: {', '.join(op.devices)})")
@@ -223,6 +225,7 @@ def unregister_device(name: str) -> None:
         del _DEVICE_OF_TYPE[t]
     for key in [k for k in _TRANSFERS if name in k]:
         del _TRANSFERS[key]
+    _fallback().forget(name)
 
 
 def known_devices() -> Tuple[str, ...]:
@@ -245,6 +248,37 @@ def backend(name: str) -> DeviceBackend:
             raise ValueError(f"{name!r} is a built-in device without a backend")
         raise ValueError(f"unknown device {name!r}: expected one of {known_devices()}")
     return be
+
+
+# ---- the opt-in CPU fallback for ops without a kernel on a device (forgegrad._cpu_fallback) ------------------
+def _fallback():
+    from . import _cpu_fallback
+    return _cpu_fallback
+
+
+def set_cpu_fallback(enabled: bool) -> None:
+    """Run an op that has no kernel on a device on the CPU instead: its inputs are copied to the host, the CPU
+    kernels run (forward and backward) and the results are copied back, with a UserWarning once per op and
+    device. Off by default (such an op raises NotImplementedError); ``FORGEGRAD_CPU_FALLBACK=1`` in the
+    environment when forgegrad is imported switches it on. View ops (reshape, permute, expand, indexing,
+    unfold) are not covered. The switch is process-wide, as torch's PYTORCH_ENABLE_MPS_FALLBACK."""
+    _fallback().set_enabled(enabled)
+
+
+def cpu_fallback_enabled() -> bool:
+    """Whether ops without a kernel on a device fall back to the CPU (see set_cpu_fallback)."""
+    return _fallback().enabled()
+
+
+@contextlib.contextmanager
+def cpu_fallback(enabled: bool = True):
+    """``with devices.cpu_fallback():`` the CPU fallback on (or off) for the block, then as it was."""
+    prev = cpu_fallback_enabled()
+    set_cpu_fallback(enabled)
+    try:
+        yield
+    finally:
+        set_cpu_fallback(prev)
 
 
 # ---- the default device for new tensors and parameters --------------------------------------------
