@@ -17,6 +17,7 @@ from ... import devices, nn
 from ...nn import functional as F
 
 __all__ = ["ids_array", "mask_array", "host_array", "model_device", "on_device", "check_device_support", "make_cache",
+           "DeviceChecked",
            "DeviceKVCache", "KVCache", "additive_mask", "attend", "split_heads", "merge_heads",
            "activation", "RotaryEmbedding", "LongRopeEmbedding"]
 
@@ -110,6 +111,17 @@ def check_device_support(model, who: str, device: Optional[str] = None) -> str:
                                       f"on the CPU only, and the model is on {device!r}; keep the model on the CPU "
                                       "or load it in float32 without it")
     return device
+
+
+class DeviceChecked:
+    """A decoder's Module.to that refuses a device before moving anything when the model holds a layer that computes
+    on the host only (check_device_support's error, naming the layer), rather than a bare copy error or a model
+    half moved."""
+
+    def to(self, device=None, dtype=None, non_blocking: bool = False):
+        if isinstance(device, (str, devices.device)):
+            check_device_support(self, f"{type(self).__name__}.to", devices.device(device).type)
+        return super().to(device, dtype, non_blocking)
 
 
 def make_cache(model, n_layers: int, batch: int, kv_heads: int, max_length: int, head_dim: int):

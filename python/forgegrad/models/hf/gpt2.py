@@ -16,7 +16,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._layers import check_device_support, config_probability, host_array, make_cache, on_device
+from ._layers import DeviceChecked, check_device_support, config_probability, host_array, make_cache, on_device
 
 __all__ = ["GPT2LMHeadModel"]
 
@@ -86,7 +86,7 @@ class GPT2Model(nn.Module):
         self.ln_f = nn.LayerNorm(E, eps=cfg.get("layer_norm_epsilon", 1e-5))
 
 
-class GPT2LMHeadModel(nn.Module):
+class GPT2LMHeadModel(DeviceChecked, nn.Module):
     """GPT-2 with its language-model head (weights tied to the token embedding unless the config
     says ``tie_word_embeddings: false``).
 

@@ -15,9 +15,9 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding, activation,
-                      additive_mask, attend, check_device_support, config_probability, host_array, ids_array,
-                      make_cache, mask_array, merge_heads, on_device, split_heads)
+from ._layers import (DeviceChecked, KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding,
+                      activation, additive_mask, attend, check_device_support, config_probability, host_array,
+                      ids_array, make_cache, mask_array, merge_heads, on_device, split_heads)
 from ._rope import rope_from_config
 from ...utils.checkpoint import checkpoint as _checkpoint
 
@@ -101,7 +101,7 @@ class LlamaModel(nn.Module):
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(DeviceChecked, nn.Module):
     """A Llama-style decoder with its LM head. ``forward(input_ids, attention_mask=None,
     position_ids=None, cache=None)`` returns the logits (B, T, vocab_size)."""
 
