@@ -36,7 +36,7 @@ start=$SECONDS
 timeout "${TEST_TIMEOUT:-300}" $py -m pytest ${TESTS:-tests/test_cuda.py tests/test_cuda_arrays.py \
   tests/test_cuda_gemm.py tests/test_cuda_nn.py tests/test_cuda_nn_contract.py tests/test_cuda_pointwise.py \
   tests/test_cuda_runtime.py tests/test_device_ops.py tests/test_cuda_models.py \
-  tests/test_cuda_dropout_indexing.py tests/test_device_fallback.py} \
+  tests/test_cuda_dropout_indexing.py tests/test_device_fallback.py tests/test_hf_on_device.py} \
   -q -p no:cacheprovider "${plugins[@]}" -rs > "$out/tests.log" 2>&1
 echo "tests: exit $?, $((SECONDS - start)) s"
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.log" | head -80

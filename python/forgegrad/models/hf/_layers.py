@@ -13,10 +13,12 @@ import numpy as np
 
 from ...factories import cat
 from ...tensor import Tensor
-from ... import nn
+from ... import devices, nn
 from ...nn import functional as F
 
-__all__ = ["ids_array", "mask_array", "KVCache", "additive_mask", "attend", "split_heads", "merge_heads",
+__all__ = ["ids_array", "mask_array", "host_array", "model_device", "on_device", "check_device_support", "make_cache",
+           "DeviceChecked",
+           "DeviceKVCache", "KVCache", "additive_mask", "attend", "split_heads", "merge_heads",
            "activation", "RotaryEmbedding", "LongRopeEmbedding"]
 
 _NEG = float(np.finfo(np.float32).min)  # what transformers adds for masked keys (softmax stays finite)
@@ -25,7 +27,7 @@ FLOAT32_MAX = -_NEG  # a graph's bias on a masked key is minus this
 
 def ids_array(input_ids, who: str, vocab_size: int) -> np.ndarray:
     """``input_ids`` (list, numpy array or int Tensor) as an int64 (B, T) array, checked."""
-    arr = input_ids.numpy() if isinstance(input_ids, Tensor) else np.asarray(input_ids)
+    arr = host_array(input_ids)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2:
@@ -45,13 +47,88 @@ def mask_array(attention_mask, who: str, shape) -> Optional[np.ndarray]:
     """``attention_mask`` (1 = a real token, 0 = padding) as a bool (B, L) array, or None."""
     if attention_mask is None:
         return None
-    arr = attention_mask.numpy() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    arr = host_array(attention_mask)
     if arr.shape != tuple(shape):
         raise ValueError(f"{who}: attention_mask must have shape {tuple(shape)} (batch, past + new tokens), "
                          f"got {arr.shape}")
     if arr.size and not np.isin(arr, (0, 1)).all():
         raise ValueError(f"{who}: attention_mask must hold only 0 (padding) and 1 (token)")
     return arr.astype(bool)
+
+
+# --- models on a device: ids, masks and positions are checked and built on the host (they are small), copied to
+# the parameters' device where an op takes them; the KV cache grows there ---
+_HOST = ("cpu", "meta")  # a meta model runs its shape rules on host-built inputs, as the CPU does
+
+
+def host_array(x) -> np.ndarray:
+    """``x`` (a Tensor on any device, a numpy array or a list) as a numpy array; a device tensor is copied back."""
+    if isinstance(x, Tensor):
+        return x._data if isinstance(x._data, np.ndarray) else devices.to_host(x._data)
+    return np.asarray(x)
+
+
+def model_device(model) -> str:
+    """The device of a model's parameters ("cpu" for a model without any, or one that is no Module: an ONNX
+    session's)."""
+    params = getattr(model, "parameters", None)
+    for p in (params() if callable(params) else ()):
+        return devices.device_of(p._data)
+    return "cpu"
+
+
+def on_device(x, device: str) -> Tensor:
+    """``x`` (a numpy array or a Tensor) as a Tensor on ``device`` (moved only where it is elsewhere)."""
+    t = x if isinstance(x, Tensor) else Tensor._wrap(np.ascontiguousarray(x))
+    if device in _HOST or devices.device_of(t._data) == device:
+        return t
+    return t.to(device)
+
+
+def _host_only_modules() -> dict:
+    """The layers whose forward computes on host arrays (numpy or forgegrad._C on the CPU), so a model holding one
+    runs on the CPU only: each with what it is."""
+    from ...quantization.bf16 import BF16Embedding, WeightOnlyBF16Linear
+    from ...quantization.modules import WeightOnlyInt8Linear
+    from .moe import SparseMoeBlock
+    return {WeightOnlyBF16Linear: "bfloat16 weights (from_pretrained(..., dtype=\"bfloat16\"))",
+            BF16Embedding: "a bfloat16 token embedding (from_pretrained(..., dtype=\"bfloat16\"))",
+            WeightOnlyInt8Linear: "int8 weight-only weights (quantize_weight_only)",
+            SparseMoeBlock: "mixture-of-experts routing, which picks the experts on the host"}
+
+
+def check_device_support(model, who: str, device: Optional[str] = None) -> str:
+    """The model's device; NotImplementedError naming the layer when the model is on a device (not the CPU) and
+    holds a layer that computes on the host only."""
+    device = model_device(model) if device is None else device
+    if device in _HOST:
+        return device
+    host_only = _host_only_modules()
+    for name, m in model.named_modules():
+        what = host_only.get(type(m))
+        if what is not None:
+            raise NotImplementedError(f"{who}: layer {name or type(m).__name__!r} ({type(m).__name__}: {what}) runs "
+                                      f"on the CPU only, and the model is on {device!r}; keep the model on the CPU "
+                                      "or load it in float32 without it")
+    return device
+
+
+class DeviceChecked:
+    """A decoder's Module.to that refuses a device before moving anything when the model holds a layer that computes
+    on the host only (check_device_support's error, naming the layer), rather than a bare copy error or a model
+    half moved."""
+
+    def to(self, device=None, dtype=None, non_blocking: bool = False):
+        if isinstance(device, (str, devices.device)):
+            check_device_support(self, f"{type(self).__name__}.to", devices.device(device).type)
+        return super().to(device, dtype, non_blocking)
+
+
+def make_cache(model, n_layers: int, batch: int, kv_heads: int, max_length: int, head_dim: int):
+    """A decoder's KV cache: preallocated host buffers for a model on the CPU, a DeviceKVCache on a device."""
+    if model_device(model) in _HOST:
+        return KVCache(n_layers, batch, kv_heads, max_length, head_dim)
+    return DeviceKVCache(n_layers, max_length)
 
 
 class KVCache:
@@ -109,6 +186,21 @@ class PastKeyValues:
 
     def advance(self, t: int) -> None:
         self.length += t
+
+
+class DeviceKVCache(PastKeyValues):
+    """The KV cache of a model on a device: each layer's keys and values, device Tensors, grown by ``cat`` (a device
+    array takes no item assignment, so there is no preallocated buffer to write into), at most ``max_length``."""
+
+    def __init__(self, n_layers: int, max_length: int):
+        super().__init__([None] * n_layers, [None] * n_layers)
+        self.max_length = max_length
+
+    def update(self, layer: int, k: Tensor, v: Tensor):
+        end = self.length + k.shape[2]
+        if end > self.max_length:
+            raise ValueError(f"KVCache: {end} tokens exceed the cache's max_length {self.max_length}")
+        return super().update(layer, k, v)
 
 
 def additive_mask(padding: Optional[np.ndarray], past: int, t: int, causal: bool,
@@ -172,7 +264,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask, causal: bool = False,
     ``softcap``: the scaled scores s become softcap * tanh(s / softcap) before the mask (Gemma 2).
     ``dropout_p``: attention-weight dropout (layers pass it in training only)."""
     gqa = k.shape[1] != q.shape[1]
-    m = mask if mask is None or isinstance(mask, Tensor) else Tensor._wrap(np.ascontiguousarray(mask))
+    m = None if mask is None else on_device(mask, devices.device_of(q._data))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal and m is None and q.shape[2] > 1,
                                           scale=scale, enable_gqa=gqa, softcap=softcap, dropout_p=dropout_p)
 

@@ -17,10 +17,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ... import nn
+from ... import devices, nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import RotaryEmbedding, activation, attend
+from ._layers import RotaryEmbedding, activation, attend, on_device
 from ._rope import rope_from_config
 from .llama import LlamaAttention, LlamaForCausalLM, LlamaMLP, LlamaModel, _window
 
@@ -63,7 +63,7 @@ def attend_softcapped_composed(q: Tensor, k: Tensor, v: Tensor, mask, scale: flo
     if isinstance(mask, Tensor):  # an exported graph's attention bias
         scores = scores + mask
     elif mask is not None:
-        scores = scores + Tensor._wrap(np.ascontiguousarray(mask, dtype=np.float32))
+        scores = scores + on_device(np.asarray(mask, dtype=np.float32), devices.device_of(scores._data))
     weights = F.softmax(scores, dim=-1)
     return (F.dropout(weights, dropout_p, training=True) if dropout_p else weights) @ v
 

@@ -16,7 +16,7 @@ import numpy as np
 from ...autograd import no_grad
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
-from ._layers import ids_array, mask_array
+from ._layers import check_device_support, host_array, ids_array, mask_array
 from .generation_settings import EXTRA_SETTINGS, read_settings, warn_unread_settings
 from .logits_processors import LogitsProcessors, generation_source, output_vocab_size, resolve, token_setting
 from .sampling import Sampler, select_next
@@ -222,6 +222,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                                   forced_bos_token_id, forced_eos_token_id)
     if prefix_cache is not None:
         _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, returns)
+    on_host = _check_device(model, beams, prefix_cache, extra) in ("cpu", "meta")
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
@@ -264,13 +265,13 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     cache = model.new_cache(B, T + max_new_tokens)
     # the per-token steps as direct kernel calls where they compute what forward does (not in training
     # mode, which has dropout, nor with hooks or replaced layers: see lean_path_applies)
-    lean = LeanDecoder(model) if lean_path_applies(model) else None
+    lean = LeanDecoder(model) if on_host and lean_path_applies(model) else None
     n = done = 0
     try:
         with no_grad():
             if prefix_cache is not None:  # the cached block prefix read, the rest prefilled after it
                 done = prefix_cache.load(ids[0].tolist(), cache)
-            logits = model(ids[:, done:], mask, positions[:, done:], cache=cache, logits_to_keep=1).numpy()[:, -1]
+            logits = last_logits(model(ids[:, done:], mask, positions[:, done:], cache=cache, logits_to_keep=1))
             while True:
                 if on_logits is not None:
                     on_logits(logits)
@@ -296,16 +297,41 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
                     # longrope changes its frequencies, so every position is recomputed with the new ones
                     cache = model.new_cache(B, T + max_new_tokens)
                     full = np.where(mask, np.cumsum(mask, axis=1) - 1, 1)
-                    logits = model(out[:, :T + n], mask, full, cache=cache, logits_to_keep=1).numpy()[:, -1]
+                    logits = last_logits(model(out[:, :T + n], mask, full, cache=cache, logits_to_keep=1))
                     continue
                 if lean is not None:
                     logits = lean.step(nxt, last, mask, cache)
                 else:
-                    logits = model(nxt[:, None], mask, last[:, None], cache=cache).numpy()[:, -1]
+                    logits = last_logits(model(nxt[:, None], mask, last[:, None], cache=cache))
     finally:
         if prefix_cache is not None:  # the prompt's and the fed answer's blocks, for later prompts (a chat's next turn)
             prefix_cache.store(out[0, :cache.length].tolist(), cache)
     return out[:, :T + n]
+
+
+def last_logits(logits) -> np.ndarray:
+    """The last position's logits (B, V) of a forward's (B, T, V), as a host array: from a model on a device only
+    that row is copied back (the processors and the sampler run on the host, as transformers' users expect)."""
+    if isinstance(logits._data, np.ndarray):
+        return logits.numpy()[:, -1]
+    return host_array(logits[:, -1])
+
+
+def _check_device(model, beams, prefix_cache, extra) -> str:
+    """The model's device; NotImplementedError naming what generate does not do yet on a device (anything but the
+    CPU): an encoder-decoder, beam search, a prefix cache, classifier-free guidance, or a layer that computes on the
+    host only (check_device_support)."""
+    device = check_device_support(model, "generate")
+    if device in ("cpu", "meta"):
+        return device
+    why = ("an encoder-decoder model" if getattr(model, "is_encoder_decoder", False) else
+           "beam search (num_beams > 1)" if beams is not None else
+           "a prefix_cache" if prefix_cache is not None else
+           "classifier-free guidance (guidance_scale)" if extra.get("guidance_scale") is not None else None)
+    if why is not None:
+        raise NotImplementedError(f"generate: {why} runs on CPU models only, and the model is on {device!r}; "
+                                  "move it with model.to(\"cpu\") for this")
+    return device
 
 
 def _check_prefix_cache(model, prefix_cache, input_ids, attention_mask, beams, returns) -> None:

@@ -16,7 +16,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
 from ._layers import KVCache, activation, additive_mask, attend, ids_array, mask_array, merge_heads, split_heads
-from ._layers import config_probability
+from ._layers import DeviceChecked, check_device_support, config_probability, host_array, make_cache, on_device
 
 __all__ = ["GPT2LMHeadModel"]
 
@@ -86,7 +86,7 @@ class GPT2Model(nn.Module):
         self.ln_f = nn.LayerNorm(E, eps=cfg.get("layer_norm_epsilon", 1e-5))
 
 
-class GPT2LMHeadModel(nn.Module):
+class GPT2LMHeadModel(DeviceChecked, nn.Module):
     """GPT-2 with its language-model head (weights tied to the token embedding unless the config
     says ``tie_word_embeddings: false``).
 
@@ -120,28 +120,29 @@ class GPT2LMHeadModel(nn.Module):
 
     def new_cache(self, batch: int, max_length: int) -> KVCache:
         c = self.config
-        return KVCache(c["n_layer"], batch, c["n_head"], max_length, c["n_embd"] // c["n_head"])
+        return make_cache(self, c["n_layer"], batch, c["n_head"], max_length, c["n_embd"] // c["n_head"])
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache: Optional[KVCache] = None,
                 logits_to_keep: int = 0):
+        device = check_device_support(self, self.architecture)
         ids = ids_array(input_ids, "GPT2LMHeadModel", self.vocab_size)
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "GPT2LMHeadModel", (B, past + T))
         if position_ids is not None:
-            position_ids = np.asarray(position_ids, dtype=np.int64)
+            position_ids = host_array(position_ids).astype(np.int64, copy=False)
         last = past + T - 1 if position_ids is None else (position_ids.max() if position_ids.size else 0)
         if last >= self.max_positions:
             raise ValueError(f"GPT2LMHeadModel: position {last} exceeds the model's n_positions {self.max_positions}")
-        if past == 0 and lean_prefill(self, pad, position_ids, T):
+        if past == 0 and device == "cpu" and lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
         tr = self.transformer
         if position_ids is None:
             # positions past..past+T-1 as a slice of the table: an exported graph keeps T dynamic
             pos = tr.wpe.weight[past:past + T]
         else:
-            pos = tr.wpe(Tensor._wrap(np.ascontiguousarray(position_ids)))
-        x = tr.wte(Tensor._wrap(ids)) + pos
+            pos = tr.wpe(on_device(position_ids, device))
+        x = tr.wte(on_device(ids, device)) + pos
         mask = additive_mask(pad, past, T, causal=True)
         for i, block in enumerate(tr.h):
             x = block(x, mask, cache, i)

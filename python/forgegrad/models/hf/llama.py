@@ -15,8 +15,9 @@ from ... import grad_mode, nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._decode import LeanDecoder, lean_prefill
-from ._layers import (KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding, activation,
-                      additive_mask, attend, config_probability, ids_array, mask_array, merge_heads, split_heads)
+from ._layers import (DeviceChecked, KVCache, LengthScaledRope, PackedBatch, PastKeyValues, RotaryEmbedding,
+                      activation, additive_mask, attend, check_device_support, config_probability, host_array,
+                      ids_array, make_cache, mask_array, merge_heads, on_device, split_heads)
 from ._rope import rope_from_config
 from ...utils.checkpoint import checkpoint as _checkpoint
 
@@ -100,7 +101,7 @@ class LlamaModel(nn.Module):
         self.norm = nn.RMSNorm(cfg["hidden_size"], eps=cfg.get("rms_norm_eps", 1e-6))
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(DeviceChecked, nn.Module):
     """A Llama-style decoder with its LM head. ``forward(input_ids, attention_mask=None,
     position_ids=None, cache=None)`` returns the logits (B, T, vocab_size)."""
 
@@ -214,38 +215,45 @@ class LlamaForCausalLM(nn.Module):
     def new_cache(self, batch: int, max_length: int) -> KVCache:
         c = self.config
         kv = c.get("num_key_value_heads") or c["num_attention_heads"]
-        return KVCache(c["num_hidden_layers"], batch, kv, max_length, self.head_dim)
+        return make_cache(self, c["num_hidden_layers"], batch, kv, max_length, self.head_dim)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache: Optional[KVCache] = None,
                 logits_to_keep: int = 0):
         if self.base_name is not None:
             raise ValueError(f"{self.base_name} is a base model without an LM head: it gives hidden states "
                              "(encode_packed), not logits")
+        device = check_device_support(self, self.architecture)
         ids = ids_array(input_ids, "LlamaForCausalLM", self.vocab_size)
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, "LlamaForCausalLM", (B, past + T))
+        if position_ids is not None:  # positions are read on the host (the rope tables are computed there)
+            position_ids = host_array(position_ids)
         if grad_mode.recorder() is not None and (any(w is not None for w in self.sliding_windows)
                                                  or isinstance(self.rotary, LengthScaledRope)):
             # an export of a sliding-window or length-scaled-rope model: the masks and frequencies as ops of the
             # input (export_with_past's graph with no past), not the example's
             return self._export_forward(input_ids, attention_mask, position_ids, cache, logits_to_keep)
-        if past == 0 and self.fused_prefill and not self.windows_matter(T) and lean_prefill(self, pad, position_ids, T):
+        if past == 0 and self.fused_prefill and device == "cpu" and not self.windows_matter(T) and \
+                lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
-        x = self._stack(ids, pad, past, position_ids, cache)
+        x = self._stack(ids, pad, past, position_ids, cache, device)
         if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 
-    def _stack(self, ids: np.ndarray, pad, past: int, position_ids, cache) -> Tensor:
-        """The decoder stack's normed output (B, T, hidden) for ``ids`` after ``past`` cached tokens."""
+    def _stack(self, ids: np.ndarray, pad, past: int, position_ids, cache, device: str = "cpu") -> Tensor:
+        """The decoder stack's normed output (B, T, hidden) for ``ids`` after ``past`` cached tokens, on ``device``
+        (the parameters'): the ids and the rope's cos and sin are made on the host and copied there."""
         T = ids.shape[1]
         if position_ids is None:
             tables = self.per_layer(lambda r: r.cos_sin_range(past, T))
         else:
             positions = np.asarray(position_ids, dtype=np.int64)
             tables = self.per_layer(lambda r: r.cos_sin(positions))
-        x = self._embed(ids)
+        if device != "cpu":  # (the tables' slices are on the device already: the buffers moved with the model)
+            tables = [(on_device(c, device), on_device(s, device)) for c, s in tables]
+        x = self._embed(on_device(ids, device))
         masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
         ckpt = getattr(self, "gradient_checkpointing", False) and self.training and cache is None \
             and grad_mode.is_grad_enabled()
