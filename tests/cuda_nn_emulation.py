@@ -226,6 +226,19 @@ def pointwise(op, inputs, alpha=1.0, shape=None):
     return _f32(np.broadcast_to(out, want).copy())
 
 
+def strided_copy(src, shape, strides, offset=0):
+    """_C.cuda.strided_copy: the elements (offset + sum i_k strides[k]) of src's flat buffer (strides in elements)."""
+    flat = src.a.reshape(-1)
+    item = flat.itemsize
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape), strides=[s * item for s in strides])
+    return EmuArray(view.copy())
+
+
+def cat(arrays, axis=0):
+    """_C.cuda.cat."""
+    return EmuArray(np.concatenate([a.a for a in arrays], axis=axis))
+
+
 def compare(op, a, b):
     fn = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal, "eq": np.equal,
           "ne": np.not_equal}[op]

@@ -31,7 +31,7 @@ CUDA_OPS = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs
             "isneginf", "signbit", "maximum", "minimum", "fmax", "fmin", "atan2", "hypot", "copysign", "remainder",
             "fmod", "logaddexp", "logaddexp2", "xlogy", "lerp", "elu", "celu", "selu", "softplus", "mish", "hardtanh",
             "hardsigmoid", "hardswish", "softsign", "softshrink", "hardshrink", "tanhshrink", "threshold", "logsigmoid",
-            "prelu"]
+            "prelu", "glu"]
 
 BINDINGS = ["pointwise", "compare", "where", "reduce", "sum_to", "arg_reduce", "scatter_axis", "softmax",
             "softmax_backward", "cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nll_backward",

@@ -15,6 +15,7 @@ import pytest
 import forgegrad as fg
 import forgegrad.cuda as fcuda
 from forgegrad.ops import _attention_math_cuda as AMC
+from forgegrad.ops import _cuda_math as CM
 from forgegrad.ops import _cuda_nn as CN
 
 import cuda_nn_emulation as EMU
@@ -32,6 +33,7 @@ def emulated(monkeypatch):
     monkeypatch.setattr(AMC, "_cuda", lambda: EMU)
     monkeypatch.setattr(fcuda, "to_host", EMU.to_host)
     monkeypatch.setattr(fcuda, "to_device", EMU.to_device)
+    monkeypatch.setattr(CM, "_cuda", lambda: EMU)  # glu's strided copies and concatenation
 
 
 def _wrap(a, device):

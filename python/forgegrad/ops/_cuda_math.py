@@ -397,6 +397,38 @@ class PreluCudaFunction(Function):
         return gx, gw
 
 
+def _cuda():
+    """forgegrad._C.cuda: the strided copy and concatenation kernels (a function, so tests can stand in for it)."""
+    from .. import _C
+    return _C.cuda
+
+
+class GluCudaFunction(Function):
+    """glu(x, dim) = a * sigmoid(b) on cuda, a and b the halves of x along dim (two strided copies); sigmoid as
+    (1 + tanh(b / 2)) / 2, the CPU's form. The gradient is the two halves' concatenated."""
+
+    @staticmethod
+    def forward(ctx, x, dim=-1):
+        from .activation_more import _glu_axis
+        shape = tuple(x.shape)
+        axis = _glu_axis(len(shape), shape, dim)
+        strides = [CN.numel(shape[k + 1:]) for k in range(len(shape))]
+        half = list(shape)
+        half[axis] //= 2
+        a = _cuda().strided_copy(x, half, strides, 0)
+        b = _cuda().strided_copy(x, half, strides, half[axis] * strides[axis])
+        s = _pw("mul", _pw("add", _pw("tanh", _pw("mul", b, 0.5)), 1.0), 0.5)
+        ctx.save_for_backward(a, s)
+        ctx.axis = axis
+        return _pw("mul", a, s)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, s = ctx.saved_tensors
+        gb = _pw("mul", _pw("mul", _pw("mul", _pw("sub", 1.0, s), s), a), g)
+        return _cuda().cat([_pw("mul", s, g), gb], ctx.axis)
+
+
 # ---- registration -----------------------------------------------------------------------------------------------
 def _register():
     from .activation_more import CeluFunction, SeluFunction
@@ -410,7 +442,7 @@ def _register():
                      "lerp": LerpCudaFunction, "elu": EluCudaFunction, "softplus": SoftplusCudaFunction,
                      "hardtanh": HardtanhCudaFunction, "threshold": ThresholdCudaFunction,
                      "softshrink": _shrink("softshrink"), "hardshrink": _shrink("hardshrink"),
-                     "prelu": PreluCudaFunction}.items():
+                     "prelu": PreluCudaFunction, "glu": GluCudaFunction}.items():
         get(name).add_device("cuda", fn)
     get("selu").add_device("cuda", _cls("selu", _EluFamilyCuda, cpu=SeluFunction,
                                         forward=staticmethod(lambda ctx, x: _EluFamilyCuda.forward(ctx, x))))
@@ -420,5 +452,5 @@ def _register():
 
 # every name registered here: the ops tests/test_cuda_nn.py lists
 OPS = sorted([*UNARY, *BINARY, *PREDICATES, "round", "logit", "tanhshrink", "lerp", "elu", "selu", "celu", "softplus",
-              "hardtanh", "threshold", "softshrink", "hardshrink", "prelu"])
+              "hardtanh", "threshold", "softshrink", "hardshrink", "prelu", "glu"])
 _register()
