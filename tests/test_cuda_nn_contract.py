@@ -122,7 +122,8 @@ def _edge_cases():
 def test_cuda_math_edge_values_match_cpu(name, args, kwargs, emulated):
     op = {o.name: o for o in fg.ops.all_ops()}[name]
     sample = Sample(args, kwargs)
-    (want_v, want_g), (got_v, got_g) = _run(op.function, sample, False), _run(op.functions["cuda"], sample, True)
+    with np.errstate(all="ignore"):  # inf * 0 and inf / inf on purpose (some CPU Functions warn there)
+        (want_v, want_g), (got_v, got_g) = _run(op.function, sample, False), _run(op.functions["cuda"], sample, True)
     for k, (g, w) in enumerate(zip(got_v + got_g, want_v + want_g)):
         assert (g is None) == (w is None), f"{name}: result {k}"
         if w is not None:
