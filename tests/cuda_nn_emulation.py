@@ -74,6 +74,135 @@ _POINTWISE = {
     "bce_logits_grad_t": lambda x, pw, g, d, al: (-x + (pw - 1) * _lsn(x)) * g * np.float32(al),
 }
 
+_F = np.float32
+_LN2, _LN10, _PI = _F(np.log(2)), _F(np.log(10)), _F(np.pi)
+
+
+def _sign0(x):
+    """sign with NaN -> 0 (torch.sign of a float)."""
+    return np.where(np.isnan(x), _F(0), np.sign(x))
+
+
+def _logit(p, eps):
+    if not np.all(np.isnan(eps)):
+        lo, hi = eps, _F(1) - eps
+        p = np.where(p < lo, lo, np.where(p > hi, hi, p))
+    return np.log(p / (1 - p))
+
+
+def _logit_grad(g, x, eps):
+    d = g / (x * (1 - x))
+    if np.all(np.isnan(eps)):
+        return np.where((x < 0) | (x > 1), np.nan, d)
+    return np.where((x < eps) | (x > 1 - eps), 0, d)
+
+
+def _sinc_grad(g, x):
+    zero = x * x * _PI == 0
+    xs = np.where(zero, _F(1), x)
+    px = xs * _PI
+    return np.where(zero, _F(0), g * ((np.cos(px) * px - np.sin(px)) / (xs * xs * _PI)))
+
+
+def _sig(x):
+    return _F(0.5) * (1 + np.tanh(_F(0.5) * x))
+
+
+def _mish_t(x):
+    return np.tanh(np.log1p(np.exp(x)))
+
+
+def _relu6(x):
+    return np.minimum(np.maximum(x, _F(0)), _F(6))
+
+
+def _erfinv(y):
+    from forgegrad.ops import _special as sp
+    return np.asarray(sp.erfinv(np.asarray(y, np.float32)), np.float32)
+
+
+def _erf(x, complement=False):
+    from forgegrad.ops import _special as sp
+    x = np.asarray(x, np.float32)
+    return np.asarray(sp.erfc(x) if complement else sp.erf(x), np.float32)
+
+
+# the ops appended to the Pointwise enum (cuda_nn.h), in its order
+_POINTWISE.update({
+    "log1p": lambda a, *_: np.log1p(a), "expm1": lambda a, *_: np.expm1(a), "exp2": lambda a, *_: np.exp2(a),
+    "log2": lambda a, *_: np.log2(a), "log10": lambda a, *_: np.log10(a), "square": lambda a, *_: a * a,
+    "reciprocal": lambda a, *_: 1 / a, "rsqrt": lambda a, *_: 1 / np.sqrt(a), "tan": lambda a, *_: np.tan(a),
+    "sinh": lambda a, *_: np.sinh(a), "cosh": lambda a, *_: np.cosh(a), "asin": lambda a, *_: np.arcsin(a),
+    "acos": lambda a, *_: np.arccos(a), "atan": lambda a, *_: np.arctan(a), "asinh": lambda a, *_: np.arcsinh(a),
+    "acosh": lambda a, *_: np.arccosh(a), "atanh": lambda a, *_: np.arctanh(a), "erf": lambda a, *_: _erf(a),
+    "erfc": lambda a, *_: _erf(a, True), "erfinv": lambda a, *_: _erfinv(a), "floor": lambda a, *_: np.floor(a),
+    "ceil": lambda a, *_: np.ceil(a), "trunc": lambda a, *_: np.trunc(a), "round": lambda a, *_: np.round(a),
+    "frac": lambda a, *_: a - np.trunc(a), "sign": lambda a, *_: _sign0(a),
+    "deg2rad": lambda a, *_: a * _F(np.pi / 180), "rad2deg": lambda a, *_: a * _F(180 / np.pi),
+    "sinc": lambda a, *_: np.where(a == 0, _F(1), np.sin(a * _PI) / np.where(a == 0, _F(1), a * _PI)),
+    "logit": lambda a, eps, *_: _logit(a, eps), "signbit": lambda a, *_: np.signbit(a).astype(np.float32),
+    "log1p_grad": lambda g, x, *_: g / (x + 1), "expm1_grad": lambda g, y, *_: g * (y + 1),
+    "exp2_grad": lambda g, y, *_: g * y * _LN2, "log2_grad": lambda g, x, *_: g / (x * _LN2),
+    "log10_grad": lambda g, x, *_: g / (x * _LN10), "reciprocal_grad": lambda g, y, *_: -g * y * y,
+    "rsqrt_grad": lambda g, y, *_: g * y * y * y * _F(-0.5), "tan_grad": lambda g, y, *_: g * (y * y + 1),
+    "sinh_grad": lambda g, x, *_: g * np.cosh(x), "cosh_grad": lambda g, x, *_: g * np.sinh(x),
+    "asin_grad": lambda g, x, *_: g * (1 / np.sqrt(1 - x * x)),
+    "acos_grad": lambda g, x, *_: -g * (1 / np.sqrt(1 - x * x)),
+    "atan_grad": lambda g, x, *_: g / (x * x + 1), "asinh_grad": lambda g, x, *_: g * (1 / np.sqrt(x * x + 1)),
+    "acosh_grad": lambda g, x, *_: g * (1 / np.sqrt(x * x - 1)), "atanh_grad": lambda g, x, *_: g / (1 - x * x),
+    "erf_grad": lambda g, x, *_: g * np.exp(-(x * x)) * _F(2 / np.sqrt(np.pi)),
+    "erfc_grad": lambda g, x, *_: -(g * np.exp(-(x * x)) * _F(2 / np.sqrt(np.pi))),
+    "erfinv_grad": lambda g, y, *_: g * np.exp(y * y) * _F(np.sqrt(np.pi) / 2),
+    "sinc_grad": lambda g, x, *_: _sinc_grad(g, x), "logit_grad": lambda g, x, eps, *_: _logit_grad(g, x, eps),
+    "fmax": lambda a, b, *_: np.fmax(a, b), "fmin": lambda a, b, *_: np.fmin(a, b),
+    "atan2": lambda a, b, *_: np.arctan2(a, b), "hypot": lambda a, b, *_: np.hypot(a, b),
+    "copysign": lambda a, b, *_: np.copysign(a, b), "remainder": lambda a, b, *_: np.remainder(a, b),
+    "fmod": lambda a, b, *_: np.fmod(a, b), "logaddexp": lambda a, b, *_: np.logaddexp(a, b),
+    "logaddexp2": lambda a, b, *_: np.logaddexp2(a, b),
+    "xlogy": lambda a, b, *_: np.where((a == 0) & ~np.isnan(b), _F(0), a * np.log(b)),
+    "lerp": lambda a, e, w, *_: np.where(np.abs(w) < 0.5, a + w * (e - a), e - (e - a) * (1 - w)),
+    "mul_div": lambda a, b, c, *_: a * b / c,
+    "maximum_grad": lambda g, a, b, *_: np.where(a == b, g * _F(0.5), np.where(a < b, _F(0), g)),
+    "minimum_grad": lambda g, a, b, *_: np.where(a == b, g * _F(0.5), np.where(a > b, _F(0), g)),
+    "fmax_grad": lambda g, a, b, *_: np.where((a >= b) | np.isnan(b), g, _F(0)),
+    "fmin_grad": lambda g, a, b, *_: np.where((a <= b) | np.isnan(b), g, _F(0)),
+    "atan2_grad": lambda g, u, v, d, al: np.where((u == 0) & (v == 0), _F(0), g * u / (u * u + v * v) * _F(al)),
+    "copysign_grad": lambda g, a, y, *_: g * np.where(a == 0, _F(0), np.sign(y) * np.sign(a)),
+    "remainder_grad_b": lambda g, a, b, *_: -g * np.floor(a / b),
+    "fmod_grad_b": lambda g, a, b, *_: -g * np.trunc(a / b),
+    "logaddexp_grad": lambda g, a, b, *_: g / (np.exp(b - a) + 1),
+    "logaddexp2_grad": lambda g, a, b, *_: g / (np.exp((b - a) * _LN2) + 1),
+    "xlogy_grad_a": lambda g, a, b, *_: np.where((a == 0) & (b <= 0), _F(0), g * np.log(b)),
+    "elu_family": lambda x, s, c, i, al: np.where(x > 0, x * s, np.expm1(np.minimum(x, 0) * i) * c),
+    "elu_family_grad": lambda g, x, s, c, al: g * np.where(x <= 0, np.exp(np.minimum(x, 0) * _F(al)) * c, s),
+    "elu_grad_out": lambda g, y, c, d, al: g * np.where(y <= 0, y + _F(al), _F(1)),
+    "softplus": lambda x, beta, th, d, al: np.where(
+        x * beta > th, x, (np.maximum(x * beta, 0) + np.log1p(np.exp(-np.abs(x * beta)))) / beta),
+    "softplus_grad": lambda g, x, beta, th, al: np.where(x * beta > th, g, g * _sig(x * beta)),
+    "hardtanh_grad": lambda g, x, lo, hi, al: np.where((x > lo) & (x < hi), g, _F(0)),
+    "hardsigmoid": lambda x, *_: _relu6(x + 3) / 6,
+    "hardsigmoid_grad": lambda g, x, *_: np.where((x > -3) & (x < 3), g * _F(1 / 6), _F(0)),
+    "hardswish": lambda x, *_: x * _relu6(x + 3) / 6,
+    "hardswish_grad": lambda g, x, *_: g * np.where(x <= -3, _F(0), np.where(x < 3, x / 3 + _F(0.5), _F(1))),
+    "softshrink": lambda x, lam, *_: np.where(np.isnan(x), x, np.where(
+        x > lam, x - lam, np.where(x < -lam, x + lam, _F(0)))),
+    "hardshrink": lambda x, lam, *_: np.where((x >= -lam) & (x <= lam), _F(0), x),
+    "shrink_grad": lambda g, x, lam, *_: np.where((x < -lam) | (x > lam), g, _F(0)),
+    "threshold": lambda x, th, v, *_: np.where(x <= th, v, x),
+    "threshold_grad": lambda g, x, th, *_: np.where(x <= th, _F(0), g),
+    "mish": lambda x, *_: x * _mish_t(x),
+    "mish_grad": lambda g, x, *_: g * (_mish_t(x) + x * _sig(x) * (1 - _mish_t(x) ** 2)),
+    "logsigmoid": lambda x, *_: np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x))),
+    "logsigmoid_grad": lambda g, x, *_: g * ((x < 0) - np.where(x < 0, _F(1), _F(-1)) * (
+        np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))),
+    "softsign": lambda x, *_: x / (np.abs(x) + 1),
+    "softsign_grad": lambda g, x, *_: g / (np.abs(x) + 1) - g * x / (np.abs(x) + 1) ** 2 * np.sign(x),
+    "tanhshrink_grad": lambda g, t, *_: g - g * (1 - t * t),
+    "tanh": lambda x, *_: np.tanh(x), "prelu": lambda x, w, *_: np.where(x > 0, x, w * x),
+    "prelu_grad_x": lambda g, x, w, *_: np.where(x > 0, g, w * g),
+    "prelu_grad_w": lambda g, x, *_: np.where(x > 0, _F(0), x * g),
+})
+
 
 def _log_clamped(v, p=None):
     """max(log v, -100); log(1 - p) as log1p(-p) when p is given."""
@@ -95,6 +224,19 @@ def pointwise(op, inputs, alpha=1.0, shape=None):
         out = np.asarray(_POINTWISE[op](*vals, alpha), np.float32)
     want = np.broadcast_shapes(*[v.shape for v in vals[:len(inputs)]]) if shape is None else tuple(shape)
     return _f32(np.broadcast_to(out, want).copy())
+
+
+def strided_copy(src, shape, strides, offset=0):
+    """_C.cuda.strided_copy: the elements (offset + sum i_k strides[k]) of src's flat buffer (strides in elements)."""
+    flat = src.a.reshape(-1)
+    item = flat.itemsize
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(shape), strides=[s * item for s in strides])
+    return EmuArray(view.copy())
+
+
+def cat(arrays, axis=0):
+    """_C.cuda.cat."""
+    return EmuArray(np.concatenate([a.a for a in arrays], axis=axis))
 
 
 def compare(op, a, b):

@@ -18,12 +18,20 @@ import forgegrad as fg
 from forgegrad import _C
 
 # The ops whose cuda Functions this file covers (ops/{elementwise,reduce,stats,loss,normalization,
-# attention,rnn}.py register them).
+# attention,rnn,_cuda_math}.py register them).
 CUDA_OPS = ["add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs", "sin", "cos", "clamp", "where",
             "compare", "sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "var", "std",
             "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
             "binary_cross_entropy_with_logits", "kl_div", "layer_norm", "rms_norm",
-            "batch_norm", "scaled_dot_product_attention", "embedding"]
+            "batch_norm", "scaled_dot_product_attention", "embedding",
+            # ops/_cuda_math.py: pointwise math, predicates and activations
+            "log1p", "expm1", "exp2", "log2", "log10", "square", "reciprocal", "rsqrt", "tan", "sinh", "cosh", "asin",
+            "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "floor", "ceil", "trunc", "round",
+            "frac", "sign", "sgn", "deg2rad", "rad2deg", "sinc", "logit", "isnan", "isinf", "isfinite", "isposinf",
+            "isneginf", "signbit", "maximum", "minimum", "fmax", "fmin", "atan2", "hypot", "copysign", "remainder",
+            "fmod", "logaddexp", "logaddexp2", "xlogy", "lerp", "elu", "celu", "selu", "softplus", "mish", "hardtanh",
+            "hardsigmoid", "hardswish", "softsign", "softshrink", "hardshrink", "tanhshrink", "threshold", "logsigmoid",
+            "prelu", "glu"]
 
 BINDINGS = ["pointwise", "compare", "where", "reduce", "sum_to", "arg_reduce", "scatter_axis", "softmax",
             "softmax_backward", "cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nll_backward",

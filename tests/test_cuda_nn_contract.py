@@ -14,7 +14,9 @@ import pytest
 
 import forgegrad as fg
 import forgegrad.cuda as fcuda
+from forgegrad.ops.registry import Sample
 from forgegrad.ops import _attention_math_cuda as AMC
+from forgegrad.ops import _cuda_math as CM
 from forgegrad.ops import _cuda_nn as CN
 
 import cuda_nn_emulation as EMU
@@ -32,6 +34,7 @@ def emulated(monkeypatch):
     monkeypatch.setattr(AMC, "_cuda", lambda: EMU)
     monkeypatch.setattr(fcuda, "to_host", EMU.to_host)
     monkeypatch.setattr(fcuda, "to_device", EMU.to_device)
+    monkeypatch.setattr(CM, "_cuda", lambda: EMU)  # glu's strided copies and concatenation
 
 
 def _wrap(a, device):
@@ -98,3 +101,31 @@ def test_batch_norm_updates_running_stats_in_place(emulated):
     fn.forward(ctx, EMU.EmuArray(x), erm, erv, None, None, True, 0.1, 1e-5)
     np.testing.assert_allclose(erm.a, 0.1 * x.mean(axis=(0, 2)), rtol=1e-5)
     np.testing.assert_allclose(erv.a, 0.9 + 0.1 * x.var(axis=(0, 2), ddof=1), rtol=1e-5)
+
+
+def _edge_cases():
+    """(op, args, kwargs) over the edge grid of tests/test_cuda_sim_math.py (0, -0, +-inf, NaN, the kinks,
+    out-of-domain values), which the registry samples mostly avoid."""
+    from test_cuda_sim_math import COL, ROW, X
+    cases = [(n, (X,), {}) for n in [*CM.UNARY, *CM.PREDICATES, "tanhshrink", "round", "logit", "selu"]]
+    cases += [(n, (COL, ROW), {}) for n in CM.BINARY]
+    cases += [("round", (X * 10,), {"decimals": 1}), ("logit", (X,), {"eps": 0.1}), ("elu", (X,), {"alpha": 1.0}),
+              ("elu", (X,), {"alpha": -0.5}), ("celu", (X,), {"alpha": 0.3}), ("hardtanh", (X,), {}),
+              ("softplus", (X,), {"beta": 1.5, "threshold": 3.0}), ("softshrink", (X,), {}), ("hardshrink", (X,), {}),
+              ("threshold", (X,), {"threshold": 0.5, "value": -2.0}), ("glu", (X.reshape(2, -1),), {"dim": 0}),
+              ("prelu", (X.reshape(-1, 2), np.array([0.25, -0.5], np.float32)), {}),
+              ("lerp", (COL, ROW, 0.75), {}), ("lerp", (COL, ROW, ROW[:, ::-1].copy()), {})]
+    return [pytest.param(*c, id=f"{c[0]}-{i}") for i, c in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name,args,kwargs", _edge_cases())
+def test_cuda_math_edge_values_match_cpu(name, args, kwargs, emulated):
+    op = {o.name: o for o in fg.ops.all_ops()}[name]
+    sample = Sample(args, kwargs)
+    with np.errstate(all="ignore"):  # inf * 0 and inf / inf on purpose (some CPU Functions warn there)
+        (want_v, want_g), (got_v, got_g) = _run(op.function, sample, False), _run(op.functions["cuda"], sample, True)
+    for k, (g, w) in enumerate(zip(got_v + got_g, want_v + want_g)):
+        assert (g is None) == (w is None), f"{name}: result {k}"
+        if w is not None:
+            assert np.asarray(g).dtype == np.asarray(w).dtype, f"{name}: result {k} dtype"
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=f"{name}: result {k}")

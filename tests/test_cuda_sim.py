@@ -160,7 +160,20 @@ def _strides(shape, out_shape):
 POINTWISE = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "exp", "log", "sqrt", "abs", "neg", "sin",
              "cos", "copy", "clamp", "mul_scaled", "div_grad_b", "pow_grad_a", "pow_grad_b", "sqrt_grad",
              "abs_grad", "sin_grad", "cos_grad", "clamp_grad", "amax_grad", "bce_loss", "bce_grad_p", "bce_grad_t",
-             "bce_logits_loss", "bce_logits_grad_x", "bce_logits_grad_t"]
+             "bce_logits_loss", "bce_logits_grad_x", "bce_logits_grad_t",
+             "log1p", "expm1", "exp2", "log2", "log10", "square", "reciprocal", "rsqrt", "tan", "sinh", "cosh",
+             "asin", "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "floor", "ceil", "trunc",
+             "round", "frac", "sign", "deg2rad", "rad2deg", "sinc", "logit", "signbit", "log1p_grad", "expm1_grad",
+             "exp2_grad", "log2_grad", "log10_grad", "reciprocal_grad", "rsqrt_grad", "tan_grad", "sinh_grad",
+             "cosh_grad", "asin_grad", "acos_grad", "atan_grad", "asinh_grad", "acosh_grad", "atanh_grad", "erf_grad",
+             "erfc_grad", "erfinv_grad", "sinc_grad", "logit_grad", "fmax", "fmin", "atan2", "hypot", "copysign",
+             "remainder", "fmod", "logaddexp", "logaddexp2", "xlogy", "lerp", "mul_div", "maximum_grad",
+             "minimum_grad", "fmax_grad", "fmin_grad", "atan2_grad", "copysign_grad", "remainder_grad_b",
+             "fmod_grad_b", "logaddexp_grad", "logaddexp2_grad", "xlogy_grad_a", "elu_family", "elu_family_grad",
+             "elu_grad_out", "softplus", "softplus_grad", "hardtanh_grad", "hardsigmoid", "hardsigmoid_grad",
+             "hardswish", "hardswish_grad", "softshrink", "hardshrink", "shrink_grad", "threshold", "threshold_grad",
+             "mish", "mish_grad", "logsigmoid", "logsigmoid_grad", "softsign", "softsign_grad", "tanhshrink_grad",
+             "tanh", "prelu", "prelu_grad_x", "prelu_grad_w"]
 
 
 def _pointwise(sim, op, inputs, out_shape, alpha=1.0):

@@ -121,6 +121,18 @@ inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_R
 using std::max;
 using std::min;
 
+// CUDA's erfinvf (libm has none): Newton's method on erf in double from a rough start, to float precision
+inline float erfinvf(float y) {
+  if (!(y > -1.f && y < 1.f)) return y == 1.f ? INFINITY : (y == -1.f ? -INFINITY : NAN);
+  double w = -std::log((1.0 - y) * (1.0 + y)), x = std::copysign(std::sqrt(w), y) * 0.8;
+  for (int i = 0; i < 60; ++i) {
+    double step = (std::erf(x) - y) / (1.1283791670955126 * std::exp(-x * x));
+    x -= step;
+    if (std::fabs(step) <= 1e-16 * std::fabs(x)) break;
+  }
+  return static_cast<float>(x);
+}
+
 // ---- runtime API -----------------------------------------------------------------------------
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };

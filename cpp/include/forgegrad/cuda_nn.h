@@ -62,6 +62,113 @@ enum class Pointwise : int {
   BceLogitsLoss,   // ((1 - t) x + (1 + (pw - 1) t) lsn) * w                 (x, t, w, pw)
   BceLogitsGradX,  // (sigmoid(x) (pw t + 1 - t) - pw t) * g * alpha          (x, t, pw, g)
   BceLogitsGradT,  // (-x + (pw - 1) lsn) * g * alpha                         (x, pw, g)
+  // ---- appended (the numbering above is mirrored by tests/test_cuda_sim.py's POINTWISE) ----
+  // more unary math: out = f(in0), torch's values at the edges (sign(NaN) = 0, round half to even)
+  Log1p,
+  Expm1,
+  Exp2,
+  Log2,
+  Log10,
+  Square,
+  Reciprocal,
+  Rsqrt,
+  Tan,
+  Sinh,
+  Cosh,
+  Asin,
+  Acos,
+  Atan,
+  Asinh,
+  Acosh,
+  Atanh,
+  Erf,
+  Erfc,
+  Erfinv,
+  Floor,
+  Ceil,
+  Trunc,
+  Round,
+  Frac,     // x - trunc(x)
+  Sign,     // -1, 0, 1; NaN -> 0
+  Deg2rad,
+  Rad2deg,
+  Sinc,     // sin(pi x) / (pi x), 1 at 0
+  Logit,    // log(p / (1 - p)), p clamped to [eps, 1 - eps] first unless eps (in1) is NaN
+  Signbit,  // 1 where in0's sign bit is set (-0.0 and -NaN included), else 0
+  // their gradients: g = in0, then the input x or the output y
+  Log1pGrad,       // g / (x + 1)                        (g, x)
+  Expm1Grad,       // g * (y + 1)                        (g, y)
+  Exp2Grad,        // g * y * ln 2                       (g, y)
+  Log2Grad,        // g / (x ln 2)                       (g, x)
+  Log10Grad,       // g / (x ln 10)                      (g, x)
+  ReciprocalGrad,  // -g * y * y                         (g, y)
+  RsqrtGrad,       // -0.5 g y^3                         (g, y)
+  TanGrad,         // g * (y * y + 1)                    (g, y)
+  SinhGrad,        // g * cosh(x)                        (g, x)
+  CoshGrad,        // g * sinh(x)                        (g, x)
+  AsinGrad,        // g / sqrt(1 - x^2)                  (g, x)
+  AcosGrad,        // -g / sqrt(1 - x^2)                 (g, x)
+  AtanGrad,        // g / (x^2 + 1)                      (g, x)
+  AsinhGrad,       // g / sqrt(x^2 + 1)                  (g, x)
+  AcoshGrad,       // g / sqrt(x^2 - 1)                  (g, x)
+  AtanhGrad,       // g / (1 - x^2)                      (g, x)
+  ErfGrad,         // g * 2 / sqrt(pi) * exp(-x^2)       (g, x)
+  ErfcGrad,        // -g * 2 / sqrt(pi) * exp(-x^2)      (g, x)
+  ErfinvGrad,      // g * sqrt(pi) / 2 * exp(y^2)        (g, y)
+  SincGrad,        // g (cos(pi x) pi x - sin(pi x)) / (pi x^2), 0 where pi x^2 == 0   (g, x)
+  LogitGrad,       // g / (x (1 - x)); eps (in2) NaN: NaN outside [0, 1], else 0 outside [eps, 1 - eps]
+  // more binary math: out = f(in0, in1)
+  Fmax,        // NaN loses
+  Fmin,
+  Atan2,       // atan2(in0, in1)
+  Hypot,
+  Copysign,
+  Remainder,   // a - floor(a / b) * b (Python's sign convention)
+  Fmod,        // C's fmod
+  Logaddexp,
+  Logaddexp2,
+  Xlogy,       // 0 where a == 0 and b is not NaN, else a log b
+  Lerp,        // a + w (e - a) for |w| < 0.5, else e - (e - a)(1 - w)      (a, e, w)
+  MulDiv,      // in0 * in1 / in2
+  // their gradients
+  MaximumGrad,     // g * (a == b ? 0.5 : a < b ? 0 : 1)          (g, a, b); b's: (g, b, a)
+  MinimumGrad,     // g * (a == b ? 0.5 : a > b ? 0 : 1)          (g, a, b); b's: (g, b, a)
+  FmaxGrad,        // a >= b or b is NaN ? g : 0                 (g, a, b); b's: g minus this
+  FminGrad,        // a <= b or b is NaN ? g : 0                 (g, a, b); b's: g minus this
+  Atan2Grad,       // alpha * g * u / (u^2 + v^2), 0 where u == v == 0    (g, u, v)
+  CopysignGrad,    // g * sign(y) * sign(a), 0 where a == 0      (g, a, y)
+  RemainderGradB,  // -g * floor(a / b)                          (g, a, b)
+  FmodGradB,       // -g * trunc(a / b)                          (g, a, b)
+  LogaddexpGrad,   // g / (exp(b - a) + 1)                       (g, a, b); b's: (g, b, a)
+  Logaddexp2Grad,  // g / (2^(b - a) + 1)                        (g, a, b); b's: (g, b, a)
+  XlogyGradA,      // a == 0 and b <= 0 ? 0 : g log b            (g, a, b)
+  // activations: parameters in the scalar slots
+  EluFamily,      // x > 0 ? x * s : expm1(min(x, 0) * i) * c      (x, s, c, i)
+  EluFamilyGrad,  // x <= 0 ? g exp(min(x, 0) * alpha) * c : g * s  (g, x, s, c), alpha = input scale
+  EluGradOut,     // y <= 0 ? g (y + alpha) : g                    (g, y), alpha >= 0
+  Softplus,       // beta x > th ? x : log1p(exp(beta x)) / beta   (x, beta, th)
+  SoftplusGrad,   // beta x > th ? g : g sigmoid(beta x)           (g, x, beta, th)
+  HardtanhGrad,   // lo < x < hi ? g : 0                           (g, x, lo, hi)
+  Hardsigmoid,    // min(max(x + 3, 0), 6) / 6, NaN kept
+  HardsigmoidGrad,  // -3 < x < 3 ? g / 6 : 0                      (g, x)
+  Hardswish,      // x min(max(x + 3, 0), 6) / 6
+  HardswishGrad,  // g * (x <= -3 ? 0 : x < 3 ? x / 3 + 0.5 : 1)   (g, x)
+  Softshrink,     // x > l ? x - l : x < -l ? x + l : 0, NaN kept  (x, l)
+  Hardshrink,     // -l <= x <= l ? 0 : x                          (x, l)
+  ShrinkGrad,     // x < -l or x > l ? g : 0                       (g, x, l)
+  Threshold,      // x <= th ? v : x                               (x, th, v)
+  ThresholdGrad,  // x <= th ? 0 : g                               (g, x, th)
+  Mish,           // x tanh(log1p(exp(x)))
+  MishGrad,       // g (t + x sigmoid(x) (1 - t^2)), t = tanh(softplus(x))   (g, x)
+  Logsigmoid,     // min(x, 0) - log1p(exp(-|x|))
+  LogsigmoidGrad,  // g ((x < 0) -+ z / (1 + z)), z = exp(-|x|)    (g, x)
+  Softsign,       // x / (|x| + 1)
+  SoftsignGrad,   // g / u - g x / u^2 sign(x), u = |x| + 1        (g, x)
+  TanhshrinkGrad,  // g - g (1 - t^2)                              (g, t = tanh(x))
+  Tanh,
+  Prelu,          // x > 0 ? x : w x                               (x, w)
+  PreluGradX,     // x > 0 ? g : g w                               (g, x, w)
+  PreluGradW,     // x > 0 ? 0 : g x                               (g, x)
 };
 
 enum class Compare : int { Lt = 0, Le, Gt, Ge, Eq, Ne };

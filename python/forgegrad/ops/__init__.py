@@ -20,4 +20,5 @@ def load_all() -> None:
         if not info.name.startswith("_") and info.name != "registry":
             importlib.import_module(f"{__name__}.{info.name}")
     from . import _float64  # noqa: F401  (after every op: marks the ops that run in float64)
+    from . import _cuda_math  # noqa: F401  (after every op: the cuda Functions of the pointwise math ops)
     from . import _double_backward  # noqa: F401  (after every op: their differentiable rules, for create_graph)
