@@ -515,8 +515,8 @@ class embedding_bag:
         """out (B, D) = each bag's rows of float32 weight (V, D) summed (mode 0, times per_sample_weights (n,) or
         None), averaged (1) or maximised (2); bag b holds indices[bag_starts[b]:bag_starts[b + 1]] less the
         padding_idx entries (-1: none); counts (B,) int64 = the entries kept; arg (B, D) int64 (mode 2, else None) =
-        the first position of each maximum, -1 for an empty bag. Empty bags give 0. Sums in float64. Bit-identical
-        for any thread count.
+        the first position of each maximum (a NaN only as a bag's first kept entry, as torch's), -1 for an empty
+        bag. Empty bags give 0. Sums in float64. Bit-identical for any thread count.
         """
         ...
     @staticmethod
