@@ -21,6 +21,7 @@ import numpy as np
 from .._validate import check_float, check_int
 from ..autograd import Function
 from . import _cuda_nn as CN
+from .elementwise import cuda_binary_function
 from .registry import get
 
 _INF = math.inf
@@ -185,37 +186,6 @@ BINARY = {
     "xlogy": ("xlogy", lambda g, a, b, y: _pw("xlogy_grad_a", g, a, b), lambda g, a, b, y: _pw("mul_div", g, a, b),
               False),
 }
-
-
-def _sum_grad(grad, shape, dtype):
-    """A gradient summed to its input's shape; None for a number input (no gradient)."""
-    return None if dtype is None else CN.sum_to(grad, shape)
-
-
-class _BinaryCuda(Function):
-    """op(a, b) on cuda from the BINARY table; either may be a number (a scalar of the kernel)."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        kernel, _, _, keeps_y = BINARY[type(ctx).op.name]
-        y = _pw(kernel, a, b)
-        ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
-        ctx.arrays = (CN.is_array(a), CN.is_array(b))
-        ctx.save_for_backward(a if CN.is_array(a) else None, b if CN.is_array(b) else None, y if keeps_y else None)
-        ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b, y = ctx.saved_tensors
-        a = ctx.scalars[0] if a is None else a
-        b = ctx.scalars[1] if b is None else b
-        _, grad_a, grad_b, _ = BINARY[type(ctx).op.name]
-        needs = ctx.needs_input_grad
-        ga = CN.sum_to(grad_a(g, a, b, y), ctx.shapes[0]) if needs[0] and ctx.arrays[0] else None
-        gb = (CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] and ctx.arrays[1] and grad_b is not None
-              else None)
-        return ga, gb
 
 
 class LerpCudaFunction(Function):
@@ -434,8 +404,9 @@ def _register():
     from .activation_more import CeluFunction, SeluFunction
     for name in UNARY:
         get(name).add_device("cuda", _cls(name, _UnaryCuda))
-    for name in BINARY:
-        get(name).add_device("cuda", _cls(name, _BinaryCuda))
+    for name, (kernel, grad_a, grad_b, keeps_y) in BINARY.items():
+        # the gradients read a and b (and y where the table says so): all are kept
+        cuda_binary_function(get(name), kernel, (grad_a, grad_b), ("aby" if keeps_y else "ab",) * 2)
     for name in PREDICATES:
         get(name).add_device("cuda", _cls(name, _PredicateCuda))
     for name, fn in {"round": RoundCudaFunction, "logit": LogitCudaFunction, "tanhshrink": TanhshrinkCudaFunction,

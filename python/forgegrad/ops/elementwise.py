@@ -283,16 +283,20 @@ _CUDA_BINARY_GRADS = {
 
 
 class _BinaryCudaFunction(Function):
-    """a <op> b on cuda with broadcasting; saves what the gradients asked for read (as the CPU Functions:
-    a, b and, for pow's exponent, y)."""
+    """a <op> b on cuda with broadcasting, from class attributes: ``kernel`` (the pointwise kernel's name),
+    ``grads`` ((grad_a, grad_b) of (g, a, b, y); grad_b None: b has no gradient) and ``keeps`` (a _keeps
+    table of what the gradients asked for read: a, b and y, as the CPU Functions save). Either input may be
+    a number (a scalar of the kernel)."""
+
+    kernel = grads = keeps = None
 
     @staticmethod
     def forward(ctx, a, b):
-        name = type(ctx).op.name
+        cls = type(ctx)
         ctx.shapes = (CN.shape_of(a), CN.shape_of(b))
-        y = CN.pw(name, a, b)
+        y = CN.pw(cls.kernel, a, b)
         needs = ctx.needs_input_grad
-        keep_a, keep_b, keep_y = _CUDA_BINARY_KEEPS.get(name, _KEEP_NONE)[needs[0]][needs[1]]
+        keep_a, keep_b, keep_y = cls.keeps[needs[0]][needs[1]]
         ctx.save_for_backward(a if keep_a and CN.is_array(a) else None, b if keep_b and CN.is_array(b) else None,
                               y if keep_y else None)
         ctx.scalars = (None if CN.is_array(a) else a, None if CN.is_array(b) else b)
@@ -303,20 +307,26 @@ class _BinaryCudaFunction(Function):
         a, b, y = ctx.saved_tensors
         a = ctx.scalars[0] if a is None else a
         b = ctx.scalars[1] if b is None else b
-        grad_a, grad_b = _CUDA_BINARY_GRADS[type(ctx).op.name]
-        needs = ctx.needs_input_grad
+        grad_a, grad_b = type(ctx).grads
+        needs = ctx.needs_input_grad  # (False for a number)
         return (CN.sum_to(grad_a(g, a, b, y), ctx.shapes[0]) if needs[0] else None,
-                CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] else None)
+                CN.sum_to(grad_b(g, a, b, y), ctx.shapes[1]) if needs[1] and grad_b is not None else None)
 
 
-# name -> what (grad_a, grad_b) above read of a, b and y, as a _keeps table
-_CUDA_BINARY_KEEPS = {name: _keeps(reads, "aby") for name, reads in
-                      {"mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}.items()}
-_KEEP_NONE = _keeps(("", ""), "aby")
+def cuda_binary_function(op, kernel, grads, reads=("", "")) -> None:
+    """Register ``op``'s cuda Function: ``kernel`` over broadcast inputs, ``grads`` as _BinaryCudaFunction's,
+    ``reads``: what a's and b's gradients read of "a", "b" and "y"."""
+    title = "".join(part.title() for part in op.name.split("_"))
+    op.add_device("cuda", type(f"{title}CudaFunction", (_BinaryCudaFunction,), {
+        "__module__": __name__, "__doc__": f"{op.name} on cuda.", "kernel": kernel, "grads": grads,
+        "keeps": _keeps(reads, "aby")}))
+
+
+# name -> what (grad_a, grad_b) above read of a, b and y
+_CUDA_BINARY_READS = {"add": ("", ""), "sub": ("", ""), "mul": ("b", "a"), "div": ("b", "ab"), "pow": ("ab", "ay")}
 
 for _fn in (AddFunction, SubFunction, MulFunction, DivFunction, PowFunction):
-    _fn.op.add_device("cuda", type(f"{_fn.__name__[:-8]}CudaFunction", (_BinaryCudaFunction,),
-                                   {"__module__": __name__, "__doc__": f"{_fn.op.name} on cuda."}))
+    cuda_binary_function(_fn.op, _fn.op.name, _CUDA_BINARY_GRADS[_fn.op.name], _CUDA_BINARY_READS[_fn.op.name])
 
 # name -> gradient from (g, a, y)
 _CUDA_UNARY_GRADS = {
