@@ -180,7 +180,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
     need = _needed(order, cap, targets)
     captured = {k[0] for k in cap.outputs}
     if outer and cap.accumulate and _ag._pass_observers:
-        _ag._notify_pass([n for n in order if id(n) in need])
+        _ag._notify_pass([n for n in order if id(n) in need], only=cap.leaves)
     uses = {}
     if outer:
         for node in order:

@@ -66,9 +66,11 @@ def queue_callback(fn) -> None:
 
 
 # Bound methods (held weakly) called at the start of every outermost backward pass with the Function nodes
-# the pass will visit, whether or not it reaches their owner's parameters: data parallelism queues its
-# end-of-pass work from here, so that a rank whose loss reaches none of its parameters still takes part in
-# the gradient reduction the other ranks start from their gradient hooks.
+# the pass will visit. An observer whose object has ``_owns_pass(pass_)`` (the data-parallel wrappers:
+# distributed/_passes.py) is called only for the passes that method accepts, given a ``_Pass`` (the nodes and
+# the leaves the pass accumulates into); the others see every pass. Data parallelism queues its end-of-pass
+# work from here, so that a rank whose loss reaches none of its parameters still takes part in the gradient
+# reduction the other ranks start from their gradient hooks.
 _pass_observers: List[Any] = []
 
 
@@ -76,15 +78,49 @@ def _add_pass_observer(method) -> None:
     _pass_observers.append(weakref.WeakMethod(method))
 
 
-def _notify_pass(nodes) -> None:
+class _Pass:
+    """One backward pass as its observers see it: ``nodes`` and, computed on first use, ``leaves`` (id -> the
+    leaf tensors requiring grad that it accumulates into, a checkpointed region's included)."""
+    __slots__ = ("nodes", "_roots", "_only", "_leaves")
+
+    def __init__(self, nodes, roots=(), only=None):
+        self.nodes, self._roots, self._only, self._leaves = nodes, roots, only, None
+
+    @property
+    def leaves(self) -> Dict[int, Any]:
+        if self._leaves is None:
+            out = {id(t): t for t in self._roots}
+            for node in self.nodes:
+                for p in (_parents_of(node) if _rebound else node.parents):
+                    if p is not None and p._ctx is None and p.requires_grad:
+                        out[id(p)] = p
+                for p in node.__dict__.get("inner_leaves", ()):
+                    out[id(p)] = p
+            if self._only is not None:  # backward(inputs=...): only those accumulate
+                out = {k: t for k, t in out.items() if k in self._only}
+            self._leaves = out
+        return self._leaves
+
+
+def _notify_pass(nodes, roots=(), only=None) -> None:
+    """A backward pass over ``nodes`` starts (``roots``: leaves it is seeded on directly; ``only``: the ids of
+    the only leaves it accumulates into, backward(inputs=...))."""
     if _backward_depth != 1:
         return
+    info = None
     for ref in list(_pass_observers):
         fn = ref()
         if fn is None:
-            _pass_observers.remove(ref)
-        else:
-            fn(nodes)
+            if ref in _pass_observers:  # (another thread may have dropped it already)
+                _pass_observers.remove(ref)
+            continue
+        owns = getattr(fn.__self__, "_owns_pass", None)
+        if owns is not None:
+            if info is None:
+                info = _Pass(nodes, roots, only)
+            if not owns(info):
+                continue
+        fn(nodes)
 
 
 # A tensor that a recorded in-place op rebound to its result (forgegrad._inplace) is still an input of the
@@ -445,7 +481,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             root._accumulate_grad(grad)
             return None
         if _pass_observers:
-            _notify_pass(())
+            _notify_pass((), (root,))
         if getattr(root, "_grad_hooks", None):
             grad = _run_grad_hooks(root._grad_hooks, grad)
         root._accumulate_grad(grad)

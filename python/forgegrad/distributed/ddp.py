@@ -32,6 +32,7 @@ sums in a different order, so its results differ in the last bits.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import weakref
 from typing import Dict, List, Optional
@@ -118,6 +119,7 @@ class _Reducer:
         self.enabled = True
         self.active = False  # a round has started (some gradient arrived) and is not finished yet
         self.sticky = sticky
+        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = sticky
         self.rounds = 0  # rounds finished on this rank
         self._rounds_at_step: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> rounds
@@ -126,12 +128,33 @@ class _Reducer:
         self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
         self.bytes_reduced = 0  # gradient bytes averaged so far ...
         self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        hook = _passes.weak_hook(self._on_grad)
+        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        _passes.remove_hooks_with(self, self.handles)
         autograd._add_pass_observer(self._on_pass)
         _passes.register(self)
 
-    def _reached_by(self, leaf_ids, nodes) -> bool:
-        return any(i in leaf_ids for i in self.where)
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self._armed = value
+        if value:
+            self._armed_in = threading.get_ident()
+
+    def _awaits_pass(self) -> bool:
+        return self._armed
+
+    def _owns_pass(self, pass_) -> bool:
+        return _passes.owns(self, pass_)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self.where
+
+    def _reached_by(self, leaves, nodes) -> bool:
+        return any(i in self.where for i in leaves)
 
     def _add_bucket(self, group):
         b = len(self.buckets)
@@ -141,9 +164,9 @@ class _Reducer:
         self.buckets.append(bucket)
 
     def _on_pass(self, nodes) -> None:
-        """A backward pass starts: its end finishes the round its hooks start, or, when armed, runs one
-        (unless the pass is another group's: _passes)."""
-        if self.enabled and not _passes.for_another_group(self, nodes):
+        """One of its backward passes starts (_passes): its end finishes the round its hooks start, or, when
+        armed, runs one."""
+        if self.enabled:
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:

@@ -21,6 +21,7 @@ marks the units a pass does not reach (``mark_missing``) in the order the other 
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import List
 
@@ -49,6 +50,7 @@ class _ShardReducer:
                 self.where[id(p)] = (k, int(u.offsets[i]))
         self.enabled = True
         self.active = False
+        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = True  # from construction / zero_grad() to step(): every backward pass ends a round
         self.rounds_since_step = 0
         self.next_launch = 0
@@ -62,22 +64,44 @@ class _ShardReducer:
             if old is not None and old is not self:
                 old.detach()
             _OWNER[id(p)] = self
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        hook = _passes.weak_hook(self._on_grad)
+        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        _passes.remove_hooks_with(self, self.handles)
         autograd._add_pass_observer(self._on_pass)
         _passes.register(self)
 
-    def _reached_by(self, leaf_ids, nodes) -> bool:
-        return any(i in leaf_ids for i in self.where)
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self._armed = value
+        if value:
+            self._armed_in = threading.get_ident()
+
+    def _awaits_pass(self) -> bool:
+        return self._armed
+
+    def _owns_pass(self, pass_) -> bool:
+        return _passes.owns(self, pass_)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self.where
+
+    def _reached_by(self, leaves, nodes) -> bool:
+        return any(i in self.where for i in leaves)
 
     def detach(self) -> None:
         """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
         for h in self.handles:
             h.remove()
-        self.handles = []
+        del self.handles[:]
         self.enabled = False
 
     def _on_pass(self, nodes) -> None:
-        if self.enabled and not _passes.for_another_group(self, nodes):  # another group's pass: _passes
+        """One of its backward passes starts (_passes): its end ends a round."""
+        if self.enabled:
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
