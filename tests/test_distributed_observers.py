@@ -13,7 +13,8 @@ import forgegrad as fg
 from forgegrad import autograd, nn, optim
 from forgegrad.distributed import comm
 
-pytestmark = pytest.mark.skipif(not comm.is_available(), reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
+pytestmark = pytest.mark.skipif(not comm.is_available(),
+                                reason='mpi4py is not installed (pip install "forgegrad[mpi]")')
 
 
 def _x(seed=0, n=4, d=5):

@@ -11,8 +11,8 @@ started, all are waited for and scaled by 1/size, and each parameter's ``.grad``
 its slice of the bucket (no copy back).
 
 Ranks whose backward reaches different parameters: every rank must start the same allreduces in the
-same order, so the end of *every* backward pass (``autograd._pass_observers``), not only of one that
-fired a gradient hook, ends a round when one is due: after a DistributedDataParallel forward (torch's
+same order, so the end of every backward pass of its own (``autograd._pass_observers``; which passes are
+its own: _passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a DistributedDataParallel forward (torch's
 ``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
 for them, and the ranks whose pass did reach them average with those zeros (torch's
 ``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
@@ -197,9 +197,9 @@ class _Reducer:
             return
         if not self.active:
             self.active = True
-            if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+            if autograd._pass_state.depth and self._end_of_pass not in autograd._pass_state.callbacks:
                 autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
-            autograd._node_callbacks.append(self._progress)
+            autograd._pass_state.node_callbacks.append(self._progress)
         b, i = self.where[id(p)]
         bucket = self.buckets[b]
         n = p._data.size
@@ -229,8 +229,8 @@ class _Reducer:
         zeros, or as their existing .grad), wait for all, and install the averaged gradients."""
         if not self.active:
             return
-        if self._progress in autograd._node_callbacks:
-            autograd._node_callbacks.remove(self._progress)
+        if self._progress in autograd._pass_state.node_callbacks:
+            autograd._pass_state.node_callbacks.remove(self._progress)
         for bucket in self.buckets[:self.next_launch]:  # how much overlap achieved, for the benchmark
             if bucket.request.Test():
                 self.bytes_done_early += bucket.buffer.nbytes

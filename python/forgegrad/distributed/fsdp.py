@@ -339,7 +339,7 @@ class FullyShardedDataParallel(Module):
         if self._in_forward:
             self._forward_prefetch(unit)
         out = forward(m, *args, **kwargs)
-        if autograd._backward_depth and autograd.is_grad_enabled():
+        if autograd._pass_state.depth and autograd.is_grad_enabled():
             # recomputed inside a backward pass (utils.checkpoint): the pass in progress computes its
             # gradients right away, so the unit stays gathered for it (torch's FSDP does not reshard
             # there either) and is planned for no later pass (planned, a later pass or step() would

@@ -14,8 +14,8 @@ At the end of backward the buckets not started yet (parameters without a gradien
 as the ``.grad`` no_sync accumulated) are started and all are waited for.
 
 Ranks whose backward reaches different parameters start the same reductions in the same order all the
-same: the end of every backward pass between ``zero_grad()`` and ``step()`` (``autograd._pass_observers``)
-ends a round, one of zeros when the pass reached no parameter on this rank; ``step()`` runs one when no
+same: the end of every backward pass of its own (``autograd._pass_observers``; see _passes.py) between
+``zero_grad()`` and ``step()`` ends a round, one of zeros when the pass reached no parameter on this rank; ``step()`` runs one when no
 round ended on this rank since the last step (it ran no backward); stage 3's FullyShardedDataParallel
 marks the units a pass does not reach (``mark_missing``) in the order the other ranks gather them.
 """
@@ -128,9 +128,9 @@ class _ShardReducer:
 
     def _begin(self) -> None:
         self.active = True
-        if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+        if autograd._pass_state.depth and self._end_of_pass not in autograd._pass_state.callbacks:
             autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
-        autograd._node_callbacks.append(self._progress)
+        autograd._pass_state.node_callbacks.append(self._progress)
 
     def mark_missing(self, unit) -> None:
         """Stage 3: this pass does not reach ``unit`` on this rank; its gradients count as zeros (or as what
@@ -206,8 +206,8 @@ class _ShardReducer:
         """End the round: start what is left, wait for everything, fold it into the shards."""
         if not self.active:
             return
-        if self._progress in autograd._node_callbacks:
-            autograd._node_callbacks.remove(self._progress)
+        if self._progress in autograd._pass_state.node_callbacks:
+            autograd._pass_state.node_callbacks.remove(self._progress)
         for k in range(self.next_launch, len(self.order)):
             _, unit = self.order[k]
             if unit.ready < len(unit.params):
