@@ -12,8 +12,8 @@ its slice of the bucket (no copy back).
 
 Ranks whose backward reaches different parameters: every rank must start the same allreduces in the
 same order, so the end of every backward pass of its own (``autograd._pass_observers``; which passes are
-its own: _passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a DistributedDataParallel forward (torch's
-``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
+its own: _passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a
+DistributedDataParallel forward (torch's ``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
 for them, and the ranks whose pass did reach them average with those zeros (torch's
 ``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
 optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank since the
