@@ -10,18 +10,18 @@ collective forward without a progress thread. When backward ends, the remaining 
 started, all are waited for and scaled by 1/size, and each parameter's ``.grad`` becomes a view of
 its slice of the bucket (no copy back).
 
-Ranks whose backward reaches different parameters: every rank must start the same allreduces in the
-same order, so the end of every backward pass of its own (``autograd._pass_observers``; which passes are
-its own: _passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a
-DistributedDataParallel forward (torch's ``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
-for them, and the ranks whose pass did reach them average with those zeros (torch's
-``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
-optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank since the
-optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. Each bucket
-carries one float32 per parameter after its gradients, 1.0 where this rank has a gradient for it: a
-parameter whose sum is 0 (no rank reached it, or no rank ran a backward) keeps ``.grad = None``, which
-the optimizers skip (as torch's, AdamW's decay included), instead of a zero gradient. On the common path,
-where every rank's backward reaches a parameter, the communication is the same allreduces, a few floats longer.
+Ranks whose backward reaches different parameters: every rank must start the same allreduces in the same
+order, so the end of every backward pass of its own (``autograd._pass_observers``; which passes are its own:
+_passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a
+DistributedDataParallel forward (torch's ``prepare_for_backward`` moment), a pass that reached none of the
+parameters on this rank reduces zeros for them, and the ranks whose pass did reach them average with those
+zeros (torch's ``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()``
+(a global optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank
+since the optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. Each
+bucket carries one float32 per parameter after its gradients, 1.0 where this rank has a gradient for it: a
+parameter whose sum is 0 (no rank reached it, or no rank ran a backward) keeps ``.grad = None``, which the
+optimizers skip (as torch's, AdamW's decay included), instead of a zero gradient. On the common path, where
+every rank's backward reaches a parameter, the communication is the same allreduces, a few floats longer.
 
 Reproducibility: buckets are started in the same fixed order on every rank, with fixed sizes, so MPI
 picks the same allreduce algorithm, with the same reduction order, in every run: results are

@@ -13,11 +13,12 @@ more waits for the oldest, which bounds the full-size gradient memory during bac
 At the end of backward the buckets not started yet (parameters without a gradient count as zeros, or
 as the ``.grad`` no_sync accumulated) are started and all are waited for.
 
-Ranks whose backward reaches different parameters start the same reductions in the same order all the
-same: the end of every backward pass of its own (``autograd._pass_observers``; see _passes.py) between
+Ranks whose backward reaches different parameters start the same reductions in the same order all the same:
+the end of every backward pass of its own (``autograd._pass_observers``; see _passes.py) between
 ``zero_grad()`` and ``step()`` ends a round, one of zeros when the pass reached no parameter on this rank;
 ``step()`` runs one when no round ended on this rank since the last step (it ran no backward); stage 3's
-FullyShardedDataParallel marks the units a pass does not reach (``mark_missing``) in the order the other ranks gather them.
+FullyShardedDataParallel marks the units a pass does not reach (``mark_missing``) in the order the other
+ranks gather them.
 """
 from __future__ import annotations
 
