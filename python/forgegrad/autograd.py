@@ -121,8 +121,10 @@ def _notify_pass(nodes, roots=(), only=None) -> None:
     for ref in list(_pass_observers):
         fn = ref()
         if fn is None:
-            if ref in _pass_observers:  # (another thread may have dropped it already)
+            try:
                 _pass_observers.remove(ref)
+            except ValueError:  # another thread's pass dropped it first
+                pass
             continue
         owns = getattr(fn.__self__, "_owns_pass", None)
         if owns is not None:
