@@ -88,15 +88,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("gaps (checks that do not apply to an op, and why):")
         for g in gaps:
             tr.write_line("  " + g)
-
-
-@pytest.fixture(autouse=True)
-def _forget_distributed_wrappers():
-    """A DDP / ZeRO / FSDP wrapper joins every backward pass of its process after its first forward, by design (the
-    ranks' rounds pair up one for one). One a test left behind, not yet collected, would join the next tests' passes:
-    a later test running backward from several Python threads at once broke such a leftover ZeRO reducer, and every
-    backward after it failed. Each test's wrappers observe that test's passes only."""
-    from forgegrad import autograd
-    before = list(autograd._pass_observers)
-    yield
-    autograd._pass_observers[:] = [ref for ref in autograd._pass_observers if ref in before]

@@ -196,7 +196,7 @@ def test_hooks_and_pass_observers_see_one_pass_with_each_leaf_once():
     assert w.passes == 1 and len(w.fired) == 2 and len(w.ended) == 1 and len(w.ended[0]) == 2
     for a, b in zip(sorted(ref, key=np.size), sorted(w.fired, key=np.size)):
         np.testing.assert_array_equal(a, b)
-    assert autograd._callbacks == []
+    assert autograd._pass_state.callbacks == []
 
 
 def test_register_hook_on_a_leaf_used_inside_a_checkpoint_fires_once_with_the_sum():

@@ -100,7 +100,7 @@ def test_a_failing_backward_drops_its_queued_callbacks():
         (p * 2).sum().backward()
     h.remove()
     (p * 2).sum().backward()
-    assert ran == [] and autograd._callbacks == [] and autograd._node_callbacks == []
+    assert ran == [] and autograd._pass_state.callbacks == [] and autograd._pass_state.node_callbacks == []
 
 
 def test_pass_observers_see_every_backward_pass_and_are_held_weakly():
@@ -127,3 +127,54 @@ def test_pass_observers_see_every_backward_pass_and_are_held_weakly():
     del w
     (x * 2).sum().backward()
     assert len(autograd._pass_observers) == n - 1  # the dead observer is dropped, not called
+
+
+def test_a_pass_in_another_thread_sees_its_own_callbacks_and_observers_only():
+    """Backward passes run from several Python threads at once (on separate graphs) keep their state apart: a pass
+    started in another thread while one is in progress here is an outermost pass there (its observers see it), it
+    neither runs nor takes this pass's node callbacks and end-of-pass callbacks, and outside a pass of its own a
+    thread cannot queue one."""
+    import threading
+
+    class Watcher:
+        def __init__(self):
+            self.threads = []
+
+        def on_pass(self, nodes):
+            self.threads.append(threading.get_ident())
+
+    w = Watcher()
+    autograd._add_pass_observer(w.on_pass)
+    polled, ended, other = [], [], {}
+
+    def elsewhere():
+        try:
+            autograd.queue_callback(lambda: None)
+        except RuntimeError as e:
+            other["queue"] = str(e)
+        y = fg.tensor(np.ones(3, np.float32), requires_grad=True)
+        (y * 3).sum().backward()
+        other["grad"] = y.grad.numpy().tolist()
+        other["ident"] = threading.get_ident()
+
+    def hook(p):
+        autograd.queue_callback(lambda: ended.append(threading.get_ident()))
+        autograd._pass_state.node_callbacks.append(poll)
+        t = threading.Thread(target=elsewhere)  # runs its whole pass while this one is in progress
+        t.start()
+        t.join()
+
+    def poll():
+        polled.append(threading.get_ident())
+
+    p = fg.tensor(np.ones(2, np.float32), requires_grad=True)
+    h = p.register_post_accumulate_grad_hook(hook)
+    try:
+        ((p * 2) * 5).sum().backward()
+    finally:
+        h.remove()
+        autograd._pass_state.node_callbacks.clear()
+    me = threading.get_ident()
+    assert "during a backward pass" in other["queue"] and other["grad"] == [3.0, 3.0, 3.0]
+    assert w.threads == [me, other["ident"]]
+    assert ended == [me] and set(polled) == {me}

@@ -180,7 +180,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
     need = _needed(order, cap, targets)
     captured = {k[0] for k in cap.outputs}
     if outer and cap.accumulate and _ag._pass_observers:
-        _ag._notify_pass([n for n in order if id(n) in need])
+        _ag._notify_pass([n for n in order if id(n) in need], only=cap.leaves)
     uses = {}
     if outer:
         for node in order:
@@ -189,6 +189,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
                     if p is not None and p._ctx is None and id(p) in cap.leaves:
                         uses[id(p)] = uses.get(id(p), 0) + 1
     hooked = _HookHandle.live
+    node_callbacks = _ag._pass_state.node_callbacks
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad
     for node in order:
@@ -237,8 +238,8 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
             slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
         if uses:
             _count_down(node, cap, uses)
-        if _ag._node_callbacks:
-            for fn in _ag._node_callbacks:
+        if node_callbacks:
+            for fn in node_callbacks:
                 fn()
         if not retain_graph:
             node.release()
@@ -247,7 +248,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
 def recomputed_pass(roots, grads, local) -> None:
     """A checkpoint's recomputed backward inside a grad()/backward(inputs=...) pass: the inputs used inside it
     are captured into the enclosing pass; ``local`` (its detached arguments) accumulate into their .grad."""
-    cap = _ag._grad_capture
+    cap = _ag._pass_state.grad_capture
     ids = {id(t) for t in local} - set(cap.leaves)
     cap.local |= ids
     try:
@@ -265,22 +266,24 @@ def _pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool) -> _Capt
     root = outputs[0] if len(outputs) == 1 and outputs[0]._ctx is not None else _seed_root(outputs, seeds)
     seed = seeds[0] if root is outputs[0] else np.zeros((), np.float32)
     cap = _Capture(inputs, accumulate)
-    prev = _ag._grad_capture
-    _ag._grad_capture = cap
-    _ag._backward_depth += 1
-    queued = len(_ag._callbacks)
+    state = _ag._pass_state
+    callbacks = state.callbacks
+    prev = state.grad_capture
+    state.grad_capture = cap
+    state.depth += 1
+    queued = len(callbacks)
     try:
         _run(root, seed, retain_graph, cap, True)
         for slot in cap.leaves.values():
             cap.finish(slot)
     except BaseException:
-        del _ag._callbacks[queued:]
+        del callbacks[queued:]
         raise
     finally:
-        _ag._backward_depth -= 1
-        _ag._grad_capture = prev
-    todo = _ag._callbacks[queued:]
-    del _ag._callbacks[queued:]
+        state.depth -= 1
+        state.grad_capture = prev
+    todo = callbacks[queued:]
+    del callbacks[queued:]
     for fn in todo:
         fn()
     return cap
@@ -399,17 +402,19 @@ def _graph_pass(outputs, seeds, given, inputs, retain_graph, accumulate: bool):
         else:
             tseeds.append(Tensor._wrap_exact(arr))
     retain = True if retain_graph is None else bool(retain_graph)
-    _ag._backward_depth += 1
-    queued = len(_ag._callbacks)
+    state = _ag._pass_state
+    callbacks = state.callbacks
+    state.depth += 1
+    queued = len(callbacks)
     try:
         found = run_pass(outputs, tseeds, inputs, retain, accumulate)
     except BaseException:
-        del _ag._callbacks[queued:]
+        del callbacks[queued:]
         raise
     finally:
-        _ag._backward_depth -= 1
-    todo = _ag._callbacks[queued:]
-    del _ag._callbacks[queued:]
+        state.depth -= 1
+    todo = callbacks[queued:]
+    del callbacks[queued:]
     for fn in todo:
         fn()
     return found

@@ -134,7 +134,8 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                     need.add(id(node))
                     break
     if accumulate and _ag._pass_observers:
-        _ag._notify_pass(order if need is None else [n for n in order if id(n) in need])
+        _ag._notify_pass(order if need is None else [n for n in order if id(n) in need],
+                         [t for t in outputs if t._ctx is None], wanted_leaves)
     with enable_grad():  # torch records the backward graph under create_graph even inside no_grad
         for node in order:
             gouts = pending.pop(id(node), None)

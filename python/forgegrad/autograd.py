@@ -19,6 +19,7 @@ jacobian, hessian, hvp, vhp) is built on them.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, Dict, List, Sequence
 
@@ -46,29 +47,40 @@ _F32 = np.dtype(np.float32)
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
            "is_inference_mode_enabled", "trace", "queue_callback", "grad", "backward"]
 
-# Callbacks to run once the current backward pass has finished (torch's engine.queue_callback): data
-# parallelism waits for its gradient reductions there. Depth counts nested backward() calls.
-_callbacks: List[Any] = []
-_backward_depth = 0
-# Called after every node of a backward pass while non-empty: data parallelism drives MPI's progress
-# engine from here so that allreduces already started advance during the rest of the pass.
-_node_callbacks: List[Any] = []
-# The capture of the grad() / backward(inputs=...) pass in progress (forgegrad._autograd_grad), or None: a
-# checkpoint recomputed inside that pass captures its inputs' gradients the same way.
-_grad_capture = None
+class _PassState(threading.local):
+    """The backward pass in progress in this thread: Python threads may run backward passes at once (on separate
+    graphs), and none of them must see, run or end another's callbacks.
+
+    ``depth`` counts nested backward() calls; ``callbacks`` run once the outermost pass has finished (torch's
+    engine.queue_callback: data parallelism waits for its gradient reductions there); ``node_callbacks`` are called
+    after every node of a pass while non-empty (data parallelism drives MPI's progress engine from here, so that
+    allreduces already started advance during the rest of the pass); ``grad_capture`` is the capture of the
+    grad() / backward(inputs=...) pass in progress (forgegrad._autograd_grad), or None: a checkpoint recomputed
+    inside that pass captures its inputs' gradients the same way."""
+
+    def __init__(self):
+        self.depth = 0
+        self.callbacks: List[Any] = []
+        self.node_callbacks: List[Any] = []
+        self.grad_capture = None
+
+
+_pass_state = _PassState()
 
 
 def queue_callback(fn) -> None:
-    """Run ``fn()`` when the backward pass in progress ends (call it from a gradient hook)."""
-    if _backward_depth == 0:
+    """Run ``fn()`` when the backward pass in progress (in this thread) ends (call it from a gradient hook)."""
+    if _pass_state.depth == 0:
         raise RuntimeError("queue_callback can only be called during a backward pass (from a gradient hook)")
-    _callbacks.append(fn)
+    _pass_state.callbacks.append(fn)
 
 
 # Bound methods (held weakly) called at the start of every outermost backward pass with the Function nodes
-# the pass will visit, whether or not it reaches their owner's parameters: data parallelism queues its
-# end-of-pass work from here, so that a rank whose loss reaches none of its parameters still takes part in
-# the gradient reduction the other ranks start from their gradient hooks.
+# the pass will visit. An observer whose object has ``_owns_pass(pass_)`` (the data-parallel wrappers:
+# distributed/_passes.py) is called only for the passes that method accepts, given a ``_Pass`` (the nodes and
+# the leaves the pass accumulates into); the others see every pass. Data parallelism queues its end-of-pass
+# work from here, so that a rank whose loss reaches none of its parameters still takes part in the gradient
+# reduction the other ranks start from their gradient hooks.
 _pass_observers: List[Any] = []
 
 
@@ -76,15 +88,51 @@ def _add_pass_observer(method) -> None:
     _pass_observers.append(weakref.WeakMethod(method))
 
 
-def _notify_pass(nodes) -> None:
-    if _backward_depth != 1:
+class _Pass:
+    """One backward pass as its observers see it: ``nodes`` and, computed on first use, ``leaves`` (id -> the
+    leaf tensors requiring grad that it accumulates into, a checkpointed region's included)."""
+    __slots__ = ("nodes", "_roots", "_only", "_leaves")
+
+    def __init__(self, nodes, roots=(), only=None):
+        self.nodes, self._roots, self._only, self._leaves = nodes, roots, only, None
+
+    @property
+    def leaves(self) -> Dict[int, Any]:
+        if self._leaves is None:
+            out = {id(t): t for t in self._roots}
+            for node in self.nodes:
+                for p in (_parents_of(node) if _rebound else node.parents):
+                    if p is not None and p._ctx is None and p.requires_grad:
+                        out[id(p)] = p
+                for p in node.__dict__.get("inner_leaves", ()):
+                    out[id(p)] = p
+            if self._only is not None:  # backward(inputs=...): only those accumulate
+                out = {k: t for k, t in out.items() if k in self._only}
+            self._leaves = out
+        return self._leaves
+
+
+def _notify_pass(nodes, roots=(), only=None) -> None:
+    """A backward pass over ``nodes`` starts (``roots``: leaves it is seeded on directly; ``only``: the ids of
+    the only leaves it accumulates into, backward(inputs=...))."""
+    if _pass_state.depth != 1:
         return
+    info = None
     for ref in list(_pass_observers):
         fn = ref()
         if fn is None:
-            _pass_observers.remove(ref)
-        else:
-            fn(nodes)
+            try:
+                _pass_observers.remove(ref)
+            except ValueError:  # another thread's pass dropped it first
+                pass
+            continue
+        owns = getattr(fn.__self__, "_owns_pass", None)
+        if owns is not None:
+            if info is None:
+                info = _Pass(nodes, roots, only)
+            if not owns(info):
+                continue
+        fn(nodes)
 
 
 # A tensor that a recorded in-place op rebound to its result (forgegrad._inplace) is still an input of the
@@ -373,13 +421,13 @@ def run_recomputed_backward(roots, grads, got: set, local=()):
 
     Inside a grad() or backward(inputs=...) pass, only ``local`` (the recomputation's own leaves, whose .grad
     the caller reads) accumulate; the pass captures the gradients of its inputs (forgegrad._autograd_grad)."""
-    global _backward_depth
-    if _grad_capture is not None:
-        _backward_depth += 1
+    state = _pass_state
+    if state.grad_capture is not None:
+        state.depth += 1
         try:
             return _recomputed_pass(roots, grads, local)
         finally:
-            _backward_depth -= 1
+            state.depth -= 1
     if len(roots) == 1:
         root, grad = roots[0], grads[0]
     else:
@@ -391,11 +439,11 @@ def run_recomputed_backward(roots, grads, got: set, local=()):
         root = Tensor._wrap_exact(np.zeros((), np.float32))
         root.requires_grad, root._ctx, root._out_index = True, seed, 0
         grad = np.zeros((), np.float32)
-    _backward_depth += 1
+    state.depth += 1
     try:
         return _run_backward(root, grad, False, got)
     finally:
-        _backward_depth -= 1
+        state.depth -= 1
 
 
 class _Seed(Function):
@@ -409,22 +457,23 @@ class _Seed(Function):
 def run_backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """Backpropagate grad from tensor root into the .grad of every leaf that requires grad, then run
     the callbacks queued (by gradient hooks) during the pass."""
-    global _backward_depth, _grad_capture
-    _backward_depth += 1
-    queued = len(_callbacks)
-    capture, _grad_capture = _grad_capture, None  # (a backward() called from a hook of a grad() pass)
+    state = _pass_state
+    callbacks = state.callbacks
+    state.depth += 1
+    queued = len(callbacks)
+    capture, state.grad_capture = state.grad_capture, None  # (a backward() called from a hook of a grad() pass)
     try:
         _run_backward(root, grad, retain_graph)
     except BaseException:
-        del _callbacks[queued:]
-        if _backward_depth == 1:
-            _node_callbacks.clear()  # a failed pass leaves no progress driver behind
+        del callbacks[queued:]
+        if state.depth == 1:
+            state.node_callbacks.clear()  # a failed pass leaves no progress driver behind
         raise
     finally:
-        _backward_depth -= 1
-        _grad_capture = capture
-    todo = _callbacks[queued:]
-    del _callbacks[queued:]  # taken off first: one that raises leaves none behind for the next pass
+        state.depth -= 1
+        state.grad_capture = capture
+    todo = callbacks[queued:]
+    del callbacks[queued:]  # taken off first: one that raises leaves none behind for the next pass
     for fn in todo:
         fn()
 
@@ -445,7 +494,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             root._accumulate_grad(grad)
             return None
         if _pass_observers:
-            _notify_pass(())
+            _notify_pass((), (root,))
         if getattr(root, "_grad_hooks", None):
             grad = _run_grad_hooks(root._grad_hooks, grad)
         root._accumulate_grad(grad)
@@ -472,6 +521,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
     if _pass_observers and got is None:
         _notify_pass(order)
     hooked = _HookHandle.live
+    node_callbacks = _pass_state.node_callbacks
     uses = _hooked_leaf_uses(order) if hooked and got is None else None
     got_grad = set() if got is None else got
     # leaves with register_hook hooks: their gradient is summed over the pass, then hooked, then accumulated
@@ -533,8 +583,8 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
                     to_leaf(leaf, g)
         if uses:
             _count_down(node, uses, got_grad, held, to_leaf)
-        if _node_callbacks:
-            for fn in _node_callbacks:
+        if node_callbacks:
+            for fn in node_callbacks:
                 fn()
         if not retain_graph:
             node.release()

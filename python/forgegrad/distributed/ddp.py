@@ -10,18 +10,18 @@ collective forward without a progress thread. When backward ends, the remaining 
 started, all are waited for and scaled by 1/size, and each parameter's ``.grad`` becomes a view of
 its slice of the bucket (no copy back).
 
-Ranks whose backward reaches different parameters: every rank must start the same allreduces in the
-same order, so the end of *every* backward pass (``autograd._pass_observers``), not only of one that
-fired a gradient hook, ends a round when one is due: after a DistributedDataParallel forward (torch's
-``prepare_for_backward`` moment), a pass that reached none of the parameters on this rank reduces zeros
-for them, and the ranks whose pass did reach them average with those zeros (torch's
-``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()`` (a global
-optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank since the
-optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. Each bucket
-carries one float32 per parameter after its gradients, 1.0 where this rank has a gradient for it: a
-parameter whose sum is 0 (no rank reached it, or no rank ran a backward) keeps ``.grad = None``, which
-the optimizers skip (as torch's, AdamW's decay included), instead of a zero gradient. On the common path,
-where every rank's backward reaches a parameter, the communication is the same allreduces, a few floats longer.
+Ranks whose backward reaches different parameters: every rank must start the same allreduces in the same
+order, so the end of every backward pass of its own (``autograd._pass_observers``; which passes are its own:
+_passes.py), not only of one that fired a gradient hook, ends a round when one is due: after a
+DistributedDataParallel forward (torch's ``prepare_for_backward`` moment), a pass that reached none of the
+parameters on this rank reduces zeros for them, and the ranks whose pass did reach them average with those
+zeros (torch's ``find_unused_parameters=True``). A rank that runs no backward at all reduces at ``step()``
+(a global optimizer step pre-hook; DistributedOptimizer's own step): if no round has ended on this rank
+since the optimizer's last step, a round of zeros (or of the locally accumulated ``.grad``) runs there. Each
+bucket carries one float32 per parameter after its gradients, 1.0 where this rank has a gradient for it: a
+parameter whose sum is 0 (no rank reached it, or no rank ran a backward) keeps ``.grad = None``, which the
+optimizers skip (as torch's, AdamW's decay included), instead of a zero gradient. On the common path, where
+every rank's backward reaches a parameter, the communication is the same allreduces, a few floats longer.
 
 Reproducibility: buckets are started in the same fixed order on every rank, with fixed sizes, so MPI
 picks the same allreduce algorithm, with the same reduction order, in every run: results are
@@ -32,6 +32,7 @@ sums in a different order, so its results differ in the last bits.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import weakref
 from typing import Dict, List, Optional
@@ -118,6 +119,7 @@ class _Reducer:
         self.enabled = True
         self.active = False  # a round has started (some gradient arrived) and is not finished yet
         self.sticky = sticky
+        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = sticky
         self.rounds = 0  # rounds finished on this rank
         self._rounds_at_step: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> rounds
@@ -126,12 +128,33 @@ class _Reducer:
         self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
         self.bytes_reduced = 0  # gradient bytes averaged so far ...
         self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        hook = _passes.weak_hook(self._on_grad)
+        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        _passes.remove_hooks_with(self, self.handles)
         autograd._add_pass_observer(self._on_pass)
         _passes.register(self)
 
-    def _reached_by(self, leaf_ids, nodes) -> bool:
-        return any(i in leaf_ids for i in self.where)
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self._armed = value
+        if value:
+            self._armed_in = threading.get_ident()
+
+    def _awaits_pass(self) -> bool:
+        return self._armed
+
+    def _owns_pass(self, pass_) -> bool:
+        return _passes.owns(self, pass_)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self.where
+
+    def _reached_by(self, leaves, nodes) -> bool:
+        return any(i in self.where for i in leaves)
 
     def _add_bucket(self, group):
         b = len(self.buckets)
@@ -141,9 +164,9 @@ class _Reducer:
         self.buckets.append(bucket)
 
     def _on_pass(self, nodes) -> None:
-        """A backward pass starts: its end finishes the round its hooks start, or, when armed, runs one
-        (unless the pass is another group's: _passes)."""
-        if self.enabled and not _passes.for_another_group(self, nodes):
+        """One of its backward passes starts (_passes): its end finishes the round its hooks start, or, when
+        armed, runs one."""
+        if self.enabled:
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
@@ -174,9 +197,9 @@ class _Reducer:
             return
         if not self.active:
             self.active = True
-            if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+            if autograd._pass_state.depth and self._end_of_pass not in autograd._pass_state.callbacks:
                 autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
-            autograd._node_callbacks.append(self._progress)
+            autograd._pass_state.node_callbacks.append(self._progress)
         b, i = self.where[id(p)]
         bucket = self.buckets[b]
         n = p._data.size
@@ -206,8 +229,8 @@ class _Reducer:
         zeros, or as their existing .grad), wait for all, and install the averaged gradients."""
         if not self.active:
             return
-        if self._progress in autograd._node_callbacks:
-            autograd._node_callbacks.remove(self._progress)
+        if self._progress in autograd._pass_state.node_callbacks:
+            autograd._pass_state.node_callbacks.remove(self._progress)
         for bucket in self.buckets[:self.next_launch]:  # how much overlap achieved, for the benchmark
             if bucket.request.Test():
                 self.bytes_done_early += bucket.buffer.nbytes

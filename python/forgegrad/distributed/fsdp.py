@@ -65,6 +65,7 @@ on what its pass reaches).
 from __future__ import annotations
 
 import mmap
+import threading
 import weakref
 from typing import Optional
 
@@ -203,6 +204,8 @@ class FullyShardedDataParallel(Module):
         weakref.finalize(self, _free_comm, d["_comm"], d["_MPI"]).atexit = False
         d["units"] = []
         d["_unit_of"] = {}
+        # the hooks hold the wrapper weakly (no cycle through its parameters and modules: dropped, it goes at once)
+        handles, on_grad = [], _passes.weak_hook(self._on_grad)
         module_names = {id(x): k for k, x in module.named_modules()}
         for m, params in groups:
             unit = _Unit(params, n, r, 0)
@@ -233,13 +236,15 @@ class FullyShardedDataParallel(Module):
                 p._data = unit.freed[-1]
                 self._unit_of[id(p)] = unit
                 _OWNERS[id(p)] = self
-                p.register_post_accumulate_grad_hook(self._on_grad)
+                handles.append(p.register_post_accumulate_grad_hook(on_grad))
             self.units.append(unit)
             unit.map.madvise(mmap.MADV_DONTNEED)
-            m.register_forward_pre_hook(lambda mod, args, unit=unit: self._gather(unit))
-            object.__setattr__(m, "forward", self._sharded_forward(m, unit))
+            handles.append(m.register_forward_pre_hook(_passes.weak_hook(self._gather_for)))
+            object.__setattr__(m, "forward", _sharded_forward(weakref.ref(self), m, unit))
+        _passes.remove_hooks_with(self, handles)
         autograd._add_pass_observer(self._on_pass)
         _passes.register(self)
+        d["_unit_by_module"] = {id(u.module): u for u in self.units}
         d["forward_prefetch"], d["backward_prefetch"] = forward_prefetch, backward_prefetch
         # with prefetch every gather is an Iallgather (see the module docstring)
         d["_nonblocking"] = forward_prefetch or backward_prefetch is not None
@@ -248,6 +253,7 @@ class FullyShardedDataParallel(Module):
         d["_pool"] = pool if pool.available else None
         d["_prefetched"] = {}  # id -> unit: gathers started ahead that nothing has waited for yet
         d["_in_forward"] = False
+        d["_armed_in"] = None  # the thread of the forwards that armed it (see _passes)
         d["_fwd_order"], d["_fwd_seq"], d["_fwd_follow"] = [], [], False
         d["_gathered"] = 0
         d["peak_gathered_bytes"] = 0  # the most full-parameter bytes gathered at once since construction
@@ -324,37 +330,38 @@ class FullyShardedDataParallel(Module):
         if self._pool is not None:
             self._pool.clear()
 
-    def _sharded_forward(self, m: Module, unit):
-        forward = type(m).forward
+    def _gather_for(self, module, args) -> None:
+        """The forward pre-hook of a unit's module: gather that unit."""
+        self._gather(self._unit_by_module[id(module)])
 
-        def sharded_forward(*args, **kwargs):
-            self._gather(unit)
-            if self._in_forward:
-                self._forward_prefetch(unit)
-            out = forward(m, *args, **kwargs)
-            if autograd._backward_depth and autograd.is_grad_enabled():
-                # recomputed inside a backward pass (utils.checkpoint): the pass in progress computes its
-                # gradients right away, so the unit stays gathered for it (torch's FSDP does not reshard
-                # there either) and is planned for no later pass (planned, a later pass or step() would
-                # gather it again as unreached, its gradients as zeros)
-                out, _ = self._attach(out, unit)
-                unit.kept = True
-                return out
-            if autograd.is_grad_enabled():
-                out, attached = self._attach(out, unit)
-                if not attached or not self.reshard_after_forward:
-                    unit.kept = True
-                    if attached:  # planned as the resharded units are: a rank whose backward does not reach it,
-                        self._arm(unit)  # or does not run, frees it and counts zeros in the same reduction
-                    else:  # round as the ranks whose backward does. No output to hang the re-gather on: gathered
-                        unit.held = True  # until step(), for every backward pass through this forward's graph
-                    return out  # kept until its backward is done (or step(), held), as asked
-                self._arm(unit)
-            elif unit.kept:  # a graph-free forward before the backward this unit is kept for: it stays gathered
-                return out  # (freed, it would be gathered on demand in that backward, by the ranks it reaches only)
-            self._free(unit)
+    def _run_sharded(self, m: Module, unit, forward, args, kwargs):
+        self._gather(unit)
+        if self._in_forward:
+            self._forward_prefetch(unit)
+        out = forward(m, *args, **kwargs)
+        if autograd._pass_state.depth and autograd.is_grad_enabled():
+            # recomputed inside a backward pass (utils.checkpoint): the pass in progress computes its
+            # gradients right away, so the unit stays gathered for it (torch's FSDP does not reshard
+            # there either) and is planned for no later pass (planned, a later pass or step() would
+            # gather it again as unreached, its gradients as zeros)
+            out, _ = self._attach(out, unit)
+            unit.kept = True
             return out
-        return sharded_forward
+        if autograd.is_grad_enabled():
+            self.__dict__["_armed_in"] = threading.get_ident()
+            out, attached = self._attach(out, unit)
+            if not attached or not self.reshard_after_forward:
+                unit.kept = True
+                if attached:  # planned as the resharded units are: a rank whose backward does not reach it,
+                    self._arm(unit)  # or does not run, frees it and counts zeros in the same reduction
+                else:  # round as the ranks whose backward does. No output to hang the re-gather on: gathered
+                    unit.held = True  # until step(), for every backward pass through this forward's graph
+                return out  # kept until its backward is done (or step(), held), as asked
+            self._arm(unit)
+        elif unit.kept:  # a graph-free forward before the backward this unit is kept for: it stays gathered
+            return out  # (freed, it would be gathered on demand in that backward, by the ranks it reaches only)
+        self._free(unit)
+        return out
 
     def _arm(self, unit) -> None:
         """A forward with a graph ran the unit: plan it for the next backward pass (``_armed``) and for every
@@ -400,8 +407,8 @@ class FullyShardedDataParallel(Module):
                                "optimizer would update parameters that are freed between uses)")
 
     def _on_pass(self, nodes) -> None:
-        """A backward pass starts: plan its gathers (see the module docstring); another group's pass
-        (one that reaches a wrapper of another group and none of this one's units: _passes) is not ours."""
+        """One of its backward passes starts (_passes: one through its units, or, while forwards since the last
+        step armed it, a pass reaching no other model): plan its gathers (see the module docstring)."""
         if any(isinstance(n, _PreBackward) and getattr(n, "owner", None) is self and n.steps != self._steps
                for n in nodes) or (not self._live and not self._gathered and self._reached_by(None, nodes)):
             # a unit's output from a forward that ran before the optimizer's last step(): the graph is older than
@@ -412,14 +419,21 @@ class FullyShardedDataParallel(Module):
                                "changed since. Run the forward again after step() (or backward before it)")
         if not self._live and not self._gathered:
             return
-        if _passes.for_another_group(self, nodes):
-            return
         self._make_plan(nodes)
         self.__dict__["_in_backward"] = True
         autograd.queue_callback(self._after_backward)
 
-    def _reached_by(self, leaf_ids, nodes) -> bool:
+    def _reached_by(self, leaves, nodes) -> bool:
         return any(isinstance(n, _PreBackward) and getattr(n, "owner", None) is self for n in nodes)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self._unit_of
+
+    def _awaits_pass(self) -> bool:
+        return bool(self._live or self._gathered)
+
+    def _owns_pass(self, pass_) -> bool:
+        return _passes.owns(self, pass_)
 
     def backward_not_run(self) -> None:
         """ZeroRedundancyOptimizer(stage=3).step() calls it first: after a forward whose backward this rank
@@ -597,3 +611,17 @@ def _free_comm(comm, MPI) -> None:
     reused only once every rank has freed it), so ranks collecting their wrappers at different times is fine."""
     if not MPI.Is_finalized() and comm != MPI.COMM_NULL:
         comm.Free()
+
+
+def _sharded_forward(owner_ref, m: Module, unit):
+    """The forward of a unit's module: gathers the unit around the module's own forward (holding the wrapper
+    weakly: it is the module's attribute, and the wrapper holds the module)."""
+    forward = type(m).forward
+
+    def sharded_forward(*args, **kwargs):
+        owner = owner_ref()
+        if owner is None:
+            raise RuntimeError(f"FullyShardedDataParallel: the wrapper that sharded this {type(m).__name__} was "
+                               "deleted; its parameters are gone with their shards")
+        return owner._run_sharded(m, unit, forward, args, kwargs)
+    return sharded_forward

@@ -13,14 +13,16 @@ more waits for the oldest, which bounds the full-size gradient memory during bac
 At the end of backward the buckets not started yet (parameters without a gradient count as zeros, or
 as the ``.grad`` no_sync accumulated) are started and all are waited for.
 
-Ranks whose backward reaches different parameters start the same reductions in the same order all the
-same: the end of every backward pass between ``zero_grad()`` and ``step()`` (``autograd._pass_observers``)
-ends a round, one of zeros when the pass reached no parameter on this rank; ``step()`` runs one when no
-round ended on this rank since the last step (it ran no backward); stage 3's FullyShardedDataParallel
-marks the units a pass does not reach (``mark_missing``) in the order the other ranks gather them.
+Ranks whose backward reaches different parameters start the same reductions in the same order all the same:
+the end of every backward pass of its own (``autograd._pass_observers``; see _passes.py) between
+``zero_grad()`` and ``step()`` ends a round, one of zeros when the pass reached no parameter on this rank;
+``step()`` runs one when no round ended on this rank since the last step (it ran no backward); stage 3's
+FullyShardedDataParallel marks the units a pass does not reach (``mark_missing``) in the order the other
+ranks gather them.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import List
 
@@ -49,6 +51,7 @@ class _ShardReducer:
                 self.where[id(p)] = (k, int(u.offsets[i]))
         self.enabled = True
         self.active = False
+        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = True  # from construction / zero_grad() to step(): every backward pass ends a round
         self.rounds_since_step = 0
         self.next_launch = 0
@@ -62,22 +65,44 @@ class _ShardReducer:
             if old is not None and old is not self:
                 old.detach()
             _OWNER[id(p)] = self
-        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+        hook = _passes.weak_hook(self._on_grad)
+        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        _passes.remove_hooks_with(self, self.handles)
         autograd._add_pass_observer(self._on_pass)
         _passes.register(self)
 
-    def _reached_by(self, leaf_ids, nodes) -> bool:
-        return any(i in leaf_ids for i in self.where)
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self._armed = value
+        if value:
+            self._armed_in = threading.get_ident()
+
+    def _awaits_pass(self) -> bool:
+        return self._armed
+
+    def _owns_pass(self, pass_) -> bool:
+        return _passes.owns(self, pass_)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self.where
+
+    def _reached_by(self, leaves, nodes) -> bool:
+        return any(i in self.where for i in leaves)
 
     def detach(self) -> None:
         """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
         for h in self.handles:
             h.remove()
-        self.handles = []
+        del self.handles[:]
         self.enabled = False
 
     def _on_pass(self, nodes) -> None:
-        if self.enabled and not _passes.for_another_group(self, nodes):  # another group's pass: _passes
+        """One of its backward passes starts (_passes): its end ends a round."""
+        if self.enabled:
             autograd.queue_callback(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
@@ -104,9 +129,9 @@ class _ShardReducer:
 
     def _begin(self) -> None:
         self.active = True
-        if autograd._backward_depth and self._end_of_pass not in autograd._callbacks:
+        if autograd._pass_state.depth and self._end_of_pass not in autograd._pass_state.callbacks:
             autograd.queue_callback(self._end_of_pass)  # a pass that started paused (no_sync)
-        autograd._node_callbacks.append(self._progress)
+        autograd._pass_state.node_callbacks.append(self._progress)
 
     def mark_missing(self, unit) -> None:
         """Stage 3: this pass does not reach ``unit`` on this rank; its gradients count as zeros (or as what
@@ -182,8 +207,8 @@ class _ShardReducer:
         """End the round: start what is left, wait for everything, fold it into the shards."""
         if not self.active:
             return
-        if self._progress in autograd._node_callbacks:
-            autograd._node_callbacks.remove(self._progress)
+        if self._progress in autograd._pass_state.node_callbacks:
+            autograd._pass_state.node_callbacks.remove(self._progress)
         for k in range(self.next_launch, len(self.order)):
             _, unit = self.order[k]
             if unit.ready < len(unit.params):
