@@ -66,15 +66,23 @@ def _gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
 
 
 class Grads:
-    """The gradient buffers a pass fills (None: not wanted)."""
+    """The gradient buffers a pass fills (None: not wanted). ``out``: them in the arguments' shapes (input,
+    linear_weight, target, linear_bias, weight), arrays that own their memory (autograd adopts them as a leaf's
+    .grad without a copy); dx, dw, db, dt_ are the engine's 2-D / (N, C, D) views of them."""
 
-    def __init__(self, p: Problem, need_x, need_w, need_t, need_b, need_cw):
+    def __init__(self, p: Problem, shapes, need_x, need_w, need_t, need_b, need_cw):
         dt = p.dt
-        self.dx = np.empty_like(p.x2) if need_x else None
-        self.dw = np.zeros_like(p.w2) if need_w else None
-        self.db = np.zeros(p.w2.shape[0], dt) if need_b and p.b is not None else None
-        self.dt_ = np.empty_like(p.t) if need_t and p.t is not None else None
+        x_s, w_s, t_s, b_s = shapes
+        fx = np.empty(x_s, dt) if need_x else None
+        fw = np.zeros(w_s, dt) if need_w else None
+        fb = np.zeros(b_s, dt) if need_b and p.b is not None else None
+        ft = np.empty(t_s, dt) if need_t and p.t is not None else None
         self.dcw = np.zeros(p.C, dt) if need_cw and p.t is not None and p.w is not None else None
+        self.out = (fx, fw, ft, fb, self.dcw)
+        self.dx = None if fx is None else fx.reshape(p.x2.shape)
+        self.dw = None if fw is None else fw.reshape(p.w2.shape)
+        self.db = None if fb is None else fb.reshape(-1)
+        self.dt_ = None if ft is None else ft.reshape(p.t.shape)
 
     @property
     def any(self) -> bool:

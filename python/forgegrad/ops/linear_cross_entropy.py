@@ -9,13 +9,15 @@ dW, the size of the input and the weight (as Liger-Kernel's). Only those an inpu
 under no_grad. reduction='none' cannot know its per-row upstream gradients in forward, so its backward recomputes
 each chunk (torch's chunked 'none' path does the same). Peak memory beyond the arguments: O(chunk * C + weight).
 
-``options`` (torch's LinearCrossEntropyOptions, or forgegrad's with the same fields): ``batch_chunk_size`` and
-``chunking_method`` pick the chunk rows as torch's do; ``allow_retain_graph`` as torch's (False: backward scales
-the saved gradients in place, and a second backward raises); ``acc_policy`` is accepted (forgegrad accumulates in
-the input's dtype, into one buffer: torch's "compact"), ``acc_dtype`` must be None or the input's dtype.
-``options=None`` chunks too, by a fixed memory budget per chunk (_lce_chunks.CHUNK_BYTES), where torch's reference
-path would hold the logits; every configuration (label smoothing, probability targets, K-dimensional
-out_features) is chunked, where torch falls back to its reference path.
+Backward of a scalar loss scales the saved gradients in place and hands them out (a leaf adopts them as its .grad
+without a copy). ``options`` (torch's LinearCrossEntropyOptions, or forgegrad's with the same fields):
+``batch_chunk_size`` and ``chunking_method`` pick the chunk rows as torch's do; ``allow_retain_graph`` as torch's
+(False: a second backward raises; True: backward hands out scaled copies); ``acc_policy`` is accepted (forgegrad
+accumulates in the input's dtype, into one buffer: torch's "compact"), ``acc_dtype`` must be None or the input's
+dtype. ``options=None`` chunks too, by a fixed memory budget per chunk (_lce_chunks.CHUNK_BYTES), where torch's
+reference path would hold the logits, and a second backward (retain_graph) recomputes the gradients from the
+saved arguments. Every configuration (label smoothing, probability targets, K-dimensional out_features) is
+chunked, where torch's chunked path falls back to its reference path.
 """
 from __future__ import annotations
 
@@ -236,15 +238,6 @@ def _flops(out, inputs, kwargs):
     return 2 * logits * w.shape[-1] + 5 * logits  # the GEMM, then log-softmax as cross_entropy counts it
 
 
-def _shaped(grads: E.Grads, shapes):
-    x_s, w_s, t_s, b_s = shapes
-    return (None if grads.dx is None else grads.dx.reshape(x_s),
-            None if grads.dw is None else grads.dw.reshape(w_s),
-            None if grads.dt_ is None else grads.dt_.reshape(t_s),
-            None if grads.db is None else grads.db.reshape(b_s),
-            grads.dcw)
-
-
 def _needs(ctx):
     n = list(ctx.needs_input_grad)[:5]
     return n + [False] * (5 - len(n))
@@ -289,41 +282,47 @@ class LinearCrossEntropyFunction(Function):
         ctx.reduction = reduction
         ctx.shapes = (input.shape, linear_weight.shape, target.shape,
                       None if linear_bias is None else linear_bias.shape)
+        ctx.rest = (ignore_index, label_smoothing, options)
+        # options=None: a second backward (retain_graph) recomputes from these; no memory, they are the arguments
+        ctx.retain = "recompute" if options is None else "keep" if options.allow_retain_graph else "refuse"
+        if reduction == "none" or ctx.retain == "recompute":
+            ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
         if reduction == "none":  # backward recomputes each chunk with its rows' upstream gradients
             E.run(p, loss_rows)
-            ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
-            ctx.rest = (ignore_index, label_smoothing, options)
             return loss_rows.reshape(loss_shape)
-        grads = E.Grads(p, *need) if any(need) else None
-        scale = 1.0 if reduction == "sum" else _div(1.0, p.denominator())
-        E.run(p, loss_rows, grads, scale)
+        grads = E.Grads(p, ctx.shapes, *need) if any(need) else None
+        E.run(p, loss_rows, grads, _scale(p, reduction))
         ctx.grads = grads
-        ctx.keep = options is None or bool(options.allow_retain_graph)
         return _loss_value(p, loss_rows, reduction, loss_shape)
 
     @staticmethod
     def backward(ctx, g):
-        if ctx.reduction == "none":
-            x, w, t, b, cw = ctx.saved_tensors
-            p, _ = prepare(x, w, t, b, cw, "none", *ctx.rest)
-            grads = E.Grads(p, *_needs(ctx))
-            E.run(p, np.empty(p.N * p.D, p.dt), grads, 1.0, np.ascontiguousarray(g, p.dt).reshape(-1))
-            return _shaped(grads, ctx.shapes)
-        grads = ctx.grads
+        grads = ctx.grads if ctx.reduction != "none" else None
         if grads is None:
-            raise RuntimeError(f"{_NAME}: its gradients were consumed by an earlier backward (options with "
-                               "allow_retain_graph=False scales them in place); pass "
-                               "LinearCrossEntropyOptions(allow_retain_graph=True) to backward twice")
-        out = _shaped(grads, ctx.shapes)
-        dt = next(a.dtype for a in out if a is not None)
-        gv = dt.type(np.asarray(g).reshape(()))
-        if ctx.keep:  # fresh arrays: the saved ones serve another backward (retain_graph)
+            if ctx.reduction != "none" and ctx.retain == "refuse":
+                raise RuntimeError(f"{_NAME}: its gradients were consumed by an earlier backward (options with "
+                                   "allow_retain_graph=False scales them in place, as torch's); pass "
+                                   "LinearCrossEntropyOptions(allow_retain_graph=True) to backward twice")
+            x, w, t, b, cw = ctx.saved_tensors  # recompute: reduction='none', or a second backward
+            p, _ = prepare(x, w, t, b, cw, ctx.reduction, *ctx.rest)
+            grads = E.Grads(p, ctx.shapes, *_needs(ctx))
+            if ctx.reduction == "none":
+                E.run(p, np.empty(p.N * p.D, p.dt), grads, 1.0, np.ascontiguousarray(g, p.dt).reshape(-1))
+                return grads.out
+            E.run(p, np.empty(p.N * p.D, p.dt), grads, _scale(p, ctx.reduction))
+        out = grads.out
+        gv = next(a.dtype for a in out if a is not None).type(np.asarray(g).reshape(()))
+        if ctx.retain == "keep":  # fresh arrays: the saved ones serve another backward
             return tuple(None if a is None else a * gv for a in out)
-        ctx.grads = None
+        ctx.grads = None  # consumed: scaled in place and handed out (a leaf adopts them without a copy)
         for a in out:
             if a is not None and gv != 1:
                 a *= gv
         return out
+
+
+def _scale(p, reduction) -> float:
+    return 1.0 if reduction == "sum" else _div(1.0, p.denominator())
 
 
 LinearCrossEntropyFunction.op.float64 = LinearCrossEntropyFunction  # numpy in float64: the same Function
