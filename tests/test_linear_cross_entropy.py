@@ -244,3 +244,20 @@ def test_peak_memory_stays_far_below_the_logits():
     assert np.isfinite(loss.numpy()) and w.grad is not None and x.grad.shape == (n, d)
     # two 16 MB chunk buffers, dX and dW (1 + 8 MB) held from forward, the gradients handed out
     assert peak < logits_bytes / 8, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_module_float64_and_no_grad_match_torch():
+    tm = torch.nn.LinearCrossEntropyLoss(4, 6, bias=True, dtype=torch.float64, label_smoothing=0.1)
+    fm = nn.LinearCrossEntropyLoss(4, 6, bias=True, dtype=fg.float64, label_smoothing=0.1)
+    fm.load_state_dict(tm.state_dict())
+    x, y = _rand(7, 4, seed=1, dtype=np.float64), _labels(7, 6, seed=2)
+    xt, xf = torch.from_numpy(x).requires_grad_(), fg.tensor(x, requires_grad=True)
+    lt, lf = tm(xt, torch.from_numpy(y)), fm(xf, fg.tensor(y))
+    lt.backward()
+    lf.backward()
+    assert lf.dtype == fg.float64 and fm.linear.weight.grad.dtype == fg.float64
+    np.testing.assert_allclose(lf.numpy(), lt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(xf.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(fm.linear.weight.grad.numpy(), tm.linear.weight.grad.numpy(), rtol=1e-10, atol=1e-14)
+    with fg.no_grad():  # the inference kernel: the loss alone
+        np.testing.assert_allclose(fm(xf, fg.tensor(y)).numpy(), lt.detach().numpy(), rtol=1e-12)
