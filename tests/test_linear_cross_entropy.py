@@ -261,3 +261,12 @@ def test_module_float64_and_no_grad_match_torch():
     np.testing.assert_allclose(fm.linear.weight.grad.numpy(), tm.linear.weight.grad.numpy(), rtol=1e-10, atol=1e-14)
     with fg.no_grad():  # the inference kernel: the loss alone
         np.testing.assert_allclose(fm(xf, fg.tensor(y)).numpy(), lt.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_row_ignored_gives_nan_loss_and_zero_gradients_as_torch(dtype):
+    x, w, y = _rand(3, 4, dtype=dtype), _rand(5, 4, seed=1, dtype=dtype), np.full(3, -100)
+    got = _run(fg, x, w, y, label_smoothing=0.1)
+    want = _run(torch, x, w, y, label_smoothing=0.1)
+    assert np.isnan(got[0]) and np.isnan(want[0])
+    _close(got[1:], want[1:])

@@ -164,7 +164,9 @@ def _chunk_numpy(p, z, n0, n1, loss, want, scale, grad_loss, grads):
         d[ar, ys] -= (1 - eps) * wy
         if eps > 0:
             d -= (eps / C) * w[None, :] * valid[:, None]
-        d *= a
+        with np.errstate(invalid="ignore"):
+            d *= a
+        d[~valid] = 0  # exactly 0, as the kernel's (a mean over no row has an infinite scale)
         return d
     # class probabilities: t (k, C, D) -> (k*D, C) rows, smoothed
     tc = p.t[n0:n1]
