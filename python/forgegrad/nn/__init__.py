@@ -18,6 +18,7 @@ from .dropout import *  # noqa: F401,F403
 from .embedding_bag import *  # noqa: F401,F403
 from .fractional_pool import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
+from .linear_cross_entropy import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
 from .loss_extra import *  # noqa: F401,F403
 from .lazy import *  # noqa: F401,F403
@@ -37,7 +38,7 @@ from .transformer import *  # noqa: F401,F403
 __all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
 
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
-_TORCH_NAMES = {"LinearCrossEntropyLoss": None, "LinearCrossEntropyOptions": None}
+_TORCH_NAMES: dict = {}
 
 
 def __getattr__(name):
