@@ -169,3 +169,17 @@ def test_gpt_neox_20b_s_gelu_fast_activation(tmp_path):
     hfc.check_logits(model, hf, IDS)
     hfc.check_lean_decode_step(model, IDS)
     np.testing.assert_array_equal(generate(model, IDS, max_new_tokens=10), hfc._hf_greedy(hf, IDS, 10))
+
+
+def test_a_num_key_value_heads_key_is_ignored_as_transformers_ignores_it(tmp_path):
+    """GPT-NeoX has no grouped-query attention: transformers reads a config's num_key_value_heads for nothing, so a
+    checkpoint whose config carries one (2 here, with 4 heads) generates transformers' tokens (the KV cache and the lean
+    step took their head count from it and generate failed on a broadcast)."""
+    torch.manual_seed(0)
+    hf = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**BASE, num_key_value_heads=2)).eval()
+    hf.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("num_key_value_heads") == 2
+    model = from_pretrained(tmp_path)
+    hfc.check_logits(model, hf, IDS)
+    hfc.check_lean_decode_step(model, IDS)
+    np.testing.assert_array_equal(generate(model, IDS, max_new_tokens=10), hfc._hf_greedy(hf, IDS, 10))

@@ -117,6 +117,8 @@ class GPTNeoXForCausalLM(LlamaForCausalLM):
         params.setdefault("rope_type", params.get("type", "default"))
         config["rope_parameters"] = params
         config.setdefault("tie_word_embeddings", False)
+        # no grouped-query attention: transformers ignores a num_key_value_heads key, and so do the cache and lean step
+        config["num_key_value_heads"] = config["num_attention_heads"]
         super().__init__(config)
 
     def _build_model(self, cfg: dict) -> nn.Module:
