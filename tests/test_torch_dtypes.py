@@ -250,3 +250,27 @@ def test_unsigned_arrays_widen_to_int64_only_when_their_values_fit():
     assert fg.tensor(np.array([2 ** 63 - 1], np.uint64)).tolist() == [2 ** 63 - 1]
     with pytest.raises(OverflowError, match="uint64 data up to 18446744073709551615"):
         fg.tensor(np.array([2 ** 64 - 1], np.uint64))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.int8, np.uint8])
+def test_integer_matmul_mm_and_bmm_are_torch_s_exact_products(dtype):
+    """torch multiplies integer matrices in their dtype, wrapping on overflow; a float operand with an integer one is
+    an error (torch: 'expected m1 and m2 to have the same dtype')."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 100, (2, 3, 5)).astype(dtype), rng.integers(0, 100, (5, 4)).astype(dtype)
+    got = fg.tensor(a) @ fg.tensor(b)
+    want = torch.from_numpy(a) @ torch.from_numpy(b)
+    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal(fg.mm(fg.tensor(a[0]), fg.tensor(b)).numpy(),
+                                  (torch.from_numpy(a[0]) @ torch.from_numpy(b)).numpy())
+    np.testing.assert_array_equal(fg.bmm(fg.tensor(a), fg.tensor(np.stack([b, b]))).numpy(),
+                                  torch.bmm(torch.from_numpy(a), torch.from_numpy(np.stack([b, b]))).numpy())
+    np.testing.assert_array_equal((fg.tensor(a[0, 0]) @ fg.tensor(a[0, 1])).numpy(),
+                                  (torch.from_numpy(a[0, 0]) @ torch.from_numpy(a[0, 1])).numpy())
+    v = fg.tensor(a[0, 0])
+    assert fg.dot(v, v).dtype == v.dtype and fg.dot(v, v).item() == torch.dot(*[torch.from_numpy(a[0, 0])] * 2).item()
+    with pytest.raises(TypeError, match="same dtype"):
+        fg.tensor(a) @ fg.tensor(b.astype(np.float32))
+    with pytest.raises(TypeError, match="same dtype"):
+        fg.dot(v, v.float())

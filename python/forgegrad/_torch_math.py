@@ -315,7 +315,11 @@ def dot(input, tensor):
     _vec(tensor, "tensor", "dot")
     if input.shape[0] != tensor.shape[0]:
         raise ValueError(f"dot(): 1-D tensors of sizes {input.shape[0]} and {tensor.shape[0]} cannot be multiplied")
-    return (input * tensor).sum()
+    if input.dtype.is_floating_point and tensor.dtype.is_floating_point:
+        return (input * tensor).sum()
+    if input.dtype != tensor.dtype:
+        raise TypeError(f"dot(): expected both vectors to have the same dtype, got {input.dtype} and {tensor.dtype}")
+    return input @ tensor  # integers: in their own dtype, as torch's (a sum would widen int32 to int64)
 
 
 vdot = dot  # real tensors only: no conjugate to take

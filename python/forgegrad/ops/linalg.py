@@ -23,6 +23,11 @@ def _matmul_meta(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({sa[-1]} != {sb[-2]})")
     batch = M.broadcast(M.MetaArray(sa[:-2]), M.MetaArray(sb[:-2])).shape
     out = batch + ((sa[-2],) if a.ndim > 1 else ()) + ((sb[-1],) if b.ndim > 1 else ())
+    dtype = getattr(a, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind in "iu":  # an integer product keeps its dtype (_integer_matmul)
+        if b.dtype != dtype:
+            raise TypeError(f"matmul: expected both operands to have the same dtype, got {dtype} and {b.dtype}")
+        return M.MetaArray(out, dtype)
     return M.MetaArray(out, np.float32)
 
 
@@ -81,6 +86,19 @@ def _check_float(a, name):
         raise TypeError(f"{name} must be float32, got {a.dtype}")
 
 
+def _integer_matmul(a, b):
+    """torch's integer product: both operands of one integer dtype, the result in it (wrapping on overflow, as
+    torch's CPU kernel); no gradient (integer tensors have none)."""
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both arguments need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else -1]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
+    with np.errstate(over="ignore"):
+        return np.matmul(a, b)
+
+
 @register_op("matmul", meta=_matmul_meta, flops=_matmul_flops, samples=_matmul_samples,
              torch=lambda torch, a, b: torch.matmul(a, b), tol=(1e-4, 1e-4),
              bad_inputs=lambda: [BadInput((S.rand(3, 4), S.rand(5, 2)), {}, ValueError, "cannot be multiplied")])
@@ -90,6 +108,8 @@ class MatMulFunction(Function):
 
     @staticmethod
     def forward(ctx, a, b):
+        if a.dtype.kind in "iu" or b.dtype.kind in "iu":
+            return _integer_matmul(a, b)
         _check_float(a, "matmul: a")
         _check_float(b, "matmul: b")
         if a.ndim == 0 or b.ndim == 0:
