@@ -110,8 +110,7 @@ using Triple = std::tuple<int64_t, int64_t, int64_t>;
 // The output sizes come from out's shape (Python computes torch's); the kernel skips every tap outside
 // the volume, so only the arithmetic has to fit: each axis' furthest tap (O - 1) * stride +
 // (K - 1) * dilation + 1, and the flat index a window's first tap gives, d * H * W + h * W + w.
-void max3d_fwd(const py::array& x, const py::array& y, const py::array& idx, Triple k, Triple s, Triple p,
-               Triple d) {
+void max3d_fwd(const py::array& x, const py::array& y, const py::array& idx, Triple k, Triple s, Triple p, Triple d) {
   const char* op = "max_pool3d";
   ArrayArg X = fg::bind::f32_arg(x, "input", 5);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 5, fg::bind::kContiguous, true);
@@ -221,8 +220,8 @@ std::vector<int64_t> py_output_shape(const std::vector<int64_t>& input_shape, Pa
 void bind(py::module_& m) {
   m.def("max_pool2d_forward", &max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"), py::arg("kernel_size"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
-  m.def("max_pool3d_forward", &max3d_fwd, py::arg("input"), py::arg("out"), py::arg("indices"),
-        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+  m.def("max_pool3d_forward", &max3d_fwd, py::arg("input"), py::arg("out"), py::arg("indices"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"),
         "out, indices (N, C, OD, OH, OW; their shape gives the output sizes) = the 3-D max pool of float32 input "
         "(N, C, D, H, W): torch's values and int64 indices d * H * W + h * W + w per volume (the first maximum in "
         "(d, h, w) order, or the last NaN); taps outside the volume are skipped.");

@@ -40,8 +40,8 @@ constexpr int64_t kMaxKw16 = 32;  // kernel widths the 16-lane path keeps per-ta
 // d0 .. d1, h0 .. h1: best value and int32 index held in registers over all the window's taps, each
 // tap's inputs one masked gather (lanes whose tap lies outside the row are off). The caller checks
 // that every index formed fits int32.
-void row16(const Pool3dGeom& g, const float* xs, int64_t d0, int64_t d1, int64_t h0, int64_t h1, int64_t ow0,
-           float* ys, int64_t* is) {
+void row16(const Pool3dGeom& g, const float* xs, int64_t d0, int64_t d1, int64_t h0, int64_t h1, int64_t ow0, float* ys,
+           int64_t* is) {
   const int64_t HW = g.H * g.W, n = std::min<int64_t>(16, g.OW - ow0);
   const __mmask16 lanes = static_cast<__mmask16>((1u << n) - 1);
   alignas(64) int32_t first[16] = {};

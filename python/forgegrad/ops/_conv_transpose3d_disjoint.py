@@ -58,9 +58,7 @@ def backward(g, x, w, need_input, need_weight):
     K, P = int(np.prod(k)), int(np.prod(spatial))
     gv = _interleaved(np.ascontiguousarray(g, np.float32), N, Co, spatial, k)
     cols = np.empty((N, Co * K, P), np.float32)
-    cv = cols.reshape((N, Co) + k + spatial)
-    for a, b, c in _taps(k):
-        cv[:, :, a, b, c] = gv[:, :, :, a, :, b, :, c]
+    np.copyto(cols.reshape((N, Co) + k + spatial), gv.transpose(0, 1, 3, 5, 7, 2, 4, 6))  # one pass: faster here
     wm = np.ascontiguousarray(w).reshape(Ci, Co * K)
     gx = gw = None
     if need_input:

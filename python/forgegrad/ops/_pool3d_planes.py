@@ -62,7 +62,7 @@ def max_pool(x, geo):
     """(values, int64 indices d * H * W + h * W + w) of 3-D max pooling, float32: the C++ 3-D kernel
     (cpp/kernels/per_isa/pool_max3d.cpp, one (n, c) volume per task) applies torch's running rule to each window in
     (d, h, w) order. It replaced 2-D pools of every plane plus numpy depth combines (k3 s2 p1 at N=2 C=32 16x32x32:
-    forward about 10 -> 2 ms, 1 thread)."""
+    forward about 10 -> 2.5-3 ms, 1 thread, shared machine)."""
     y = np.empty(geo.output_shape, np.float32)
     idx = np.empty(geo.output_shape, np.int64)
     _C.pool.max_pool3d_forward(np.require(x, np.float32, ("C", "A")), y, idx, tuple(geo.kernel_size),
