@@ -1,6 +1,6 @@
 """This round's ops against torch in one process, 1 thread pinned on both sides, forgegrad and torch alternated
 twice and the best of each taken (a busy machine slows whichever runs at the moment; alternating spreads that):
-top-k / sort (C++ _C.topk), grid_sample, Conv3d, MaxPool3d / AvgPool3d, EmbeddingBag.
+top-k / sort (C++ _C.topk), grid_sample, Conv3d, ConvTranspose3d, MaxPool3d / AvgPool3d, EmbeddingBag.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_interleaved.py [threads]
 
@@ -68,6 +68,9 @@ def main():
     v = rng.standard_normal((2, 32, 16, 32, 32)).astype(np.float32)
     compare("conv3d fwd+bwd N2 32->32 16x32x32 k3", conv_step(fg, fg.nn.Conv3d(32, 32, 3, padding=1), v),
             conv_step(torch, torch.nn.Conv3d(32, 32, 3, padding=1), v), 3)
+    vt = rng.standard_normal((2, 32, 8, 16, 16)).astype(np.float32)
+    compare("convT3d fwd+bwd N2 32->16 8x16x16 k2 s2", conv_step(fg, fg.nn.ConvTranspose3d(32, 16, 2, stride=2), vt),
+            conv_step(torch, torch.nn.ConvTranspose3d(32, 16, 2, stride=2), vt), 21)
     for name, kw in (("MaxPool3d", dict(kernel_size=2)), ("MaxPool3d", dict(kernel_size=3, stride=2, padding=1)),
                      ("AvgPool3d", dict(kernel_size=2)), ("AvgPool3d", dict(kernel_size=3, stride=2, padding=1))):
         args = f"k{kw['kernel_size']}" + (" s2 p1" if "stride" in kw else "")

@@ -1,6 +1,7 @@
-"""float32 max_pool3d / avg_pool3d on the C++ 2-D pool kernels (ops/_pool3d_planes.py: depth taps combined plane by
-plane) against torch: values and indices exactly (ties, NaN, -inf), gradients, ceil_mode, dilation, padding, depth
-1; the max pools' C++ gradient scatter (adaptive_max_pool3d's too); the same bits at 1, 2 and 3 threads."""
+"""float32 max_pool3d on the C++ 3-D kernel and avg_pool3d on the C++ 2-D pool kernels (ops/_pool3d_planes.py)
+against torch: values and indices exactly (ties, NaN, -inf, whole rows of them), gradients, ceil_mode, dilation,
+padding, depth 1; the max pools' C++ gradient scatter (adaptive_max_pool3d's too); the same bits at 1, 2 and 3
+threads; the 3-D kernel's argument checks."""
 import importlib.util
 
 import numpy as np
@@ -22,6 +23,9 @@ CASES = [
     ((1, 2, 9, 8, 7), dict(kernel_size=3, stride=(3, 2, 2), padding=1, dilation=(2, 1, 2), ceil_mode=True)),
     ((1, 2, 1, 4, 5), dict(kernel_size=(1, 2, 3))),  # depth 1
     ((2, 2, 6, 5, 5), dict(kernel_size=2, stride=1, padding=1)),  # overlapping windows
+    ((1, 3, 4, 7, 33), dict(kernel_size=(2, 3, 5), stride=(1, 3, 3), padding=(1, 1, 2))),  # stride 3 along W
+    ((2, 1, 5, 3, 19), dict(kernel_size=3, stride=(2, 2, 1), padding=1, ceil_mode=True)),  # a row past 16 outputs
+    ((1, 2, 3, 2, 40), dict(kernel_size=(3, 2, 4), stride=(1, 2, 4), dilation=(1, 1, 2), padding=(1, 1, 2))),
 ]
 
 
@@ -101,6 +105,34 @@ def test_float64_and_non_contiguous(rng, calls):
                                   TF.max_pool3d(torch.tensor(xs), 3, 2, 1).numpy())
     np.testing.assert_allclose(F.avg_pool3d(fg.tensor(xs), 3, 2, 1)._data,
                                TF.avg_pool3d(torch.tensor(xs), 3, 2, 1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", [np.nan, -np.inf])
+def test_max_pool3d_rows_of_nan_or_minus_inf_match_torch(rng, fill):
+    # whole rows, planes and volumes of NaN / -inf: the last NaN wins, -inf keeps the window's first tap inside
+    x = rng.standard_normal((2, 3, 5, 6, 7)).astype(np.float32)
+    x[0, 0, :, 2] = fill
+    x[0, 1, 1:3] = fill
+    x[1, 2] = fill
+    x[1, 0, :, :, 3] = fill
+    kw = dict(kernel_size=3, stride=2, padding=1, return_indices=True)
+    ty, ti = TF.max_pool3d(torch.tensor(x), **kw)
+    fy, fi = F.max_pool3d(fg.tensor(x), **kw)
+    np.testing.assert_array_equal(fy._data, ty.numpy())
+    np.testing.assert_array_equal(fi._data, ti.numpy())
+
+
+def test_max_pool3d_kernel_binding_checks_its_arguments():
+    x = np.zeros((1, 1, 2, 2, 2), np.float32)
+    y, i = np.empty((1, 1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1, 1), np.int64)
+    mp = fg._C.pool.max_pool3d_forward
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        mp(x, y, i, (2, 2, 2), (1, 0, 1), (0, 0, 0), (1, 1, 1))
+    with pytest.raises(ValueError, match="indices"):
+        mp(x, y, np.empty((1, 1, 1, 1, 2), np.int64), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1))
+    with pytest.raises(ValueError, match="reach past int64"):
+        mp(x, np.empty((1, 1, 3, 1, 1), np.float32), np.empty((1, 1, 3, 1, 1), np.int64), (2, 2, 2),
+           (2 ** 62, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
 def test_empty_batch():

@@ -105,6 +105,50 @@ void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
   throw py::value_error("max_pool2d_backward: indices must lie in [0, H*W) of input_shape");
 }
 
+using Triple = std::tuple<int64_t, int64_t, int64_t>;
+
+// The output sizes come from out's shape (Python computes torch's); the kernel skips every tap outside
+// the volume, so only the arithmetic has to fit: each axis' furthest tap (O - 1) * stride +
+// (K - 1) * dilation + 1, and the flat index a window's first tap gives, d * H * W + h * W + w.
+void max3d_fwd(const py::array& x, const py::array& y, const py::array& idx, Triple k, Triple s, Triple p, Triple d) {
+  const char* op = "max_pool3d";
+  ArrayArg X = fg::bind::f32_arg(x, "input", 5);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 5, fg::bind::kContiguous, true);
+  ArrayArg I = fg::bind::i64_arg(idx, "indices", 5, fg::bind::kContiguous, true);
+  fg::Pool3dGeom g{};
+  g.N = X.shape[0], g.C = X.shape[1], g.D = X.shape[2], g.H = X.shape[3], g.W = X.shape[4];
+  std::tie(g.KD, g.KH, g.KW) = k;
+  std::tie(g.sd, g.sh, g.sw) = s;
+  std::tie(g.pd, g.ph, g.pw) = p;
+  std::tie(g.dd, g.dh, g.dw) = d;
+  g.OD = Y.shape[2], g.OH = Y.shape[3], g.OW = Y.shape[4];
+  fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OD, g.OH, g.OW});
+  fg::bind::expect_shape(I, "indices", {g.N, g.C, g.OD, g.OH, g.OW});
+  const auto str3 = [](Triple t) { return fg::bind::shape_str({std::get<0>(t), std::get<1>(t), std::get<2>(t)}); };
+  if (g.KD < 1 || g.KH < 1 || g.KW < 1) fail(op, "kernel_size must be >= 1, got " + str3(k));
+  if (g.sd < 1 || g.sh < 1 || g.sw < 1) fail(op, "stride must be >= 1, got " + str3(s));
+  if (g.dd < 1 || g.dh < 1 || g.dw < 1) fail(op, "dilation must be >= 1, got " + str3(d));
+  if (g.pd < 0 || g.ph < 0 || g.pw < 0) fail(op, "padding must be >= 0, got " + str3(p));
+  const int64_t outs[3] = {g.OD, g.OH, g.OW}, ks[3] = {g.KD, g.KH, g.KW}, ss[3] = {g.sd, g.sh, g.sw},
+                ds[3] = {g.dd, g.dh, g.dw};
+  int64_t reach[3];
+  bool ok = true;
+  for (int a = 0; a < 3; ++a) {
+    int64_t r1, r2;
+    ok = ok && outs[a] >= 1 && fg::checked_mul(outs[a] - 1, ss[a], &r1) && fg::checked_mul(ks[a] - 1, ds[a], &r2) &&
+         fg::checked_add(r1, r2, &reach[a]) && fg::checked_add(reach[a], 1, &reach[a]);
+  }
+  int64_t hw, a, b, c;
+  ok = ok && fg::checked_mul(g.H, g.W, &hw) && fg::checked_mul(reach[0], hw, &a) &&
+       fg::checked_mul(reach[1], g.W, &b) && fg::checked_add(a, b, &c) && fg::checked_add(c, reach[2], &c);
+  if (!ok)
+    fail(op, "kernel_size " + str3(k) + ", stride " + str3(s) + " and dilation " + str3(d) + " with out " +
+                 fg::bind::shape_str(Y.shape) + " reach past int64, or out is empty");
+  fg::bind::check_no_overlap(op, {{x, "input"}}, {{y, "out"}, {idx, "indices"}});
+  py::gil_scoped_release release;
+  fg::max_pool3d_forward(g, X.f32(), Y.f32(), I.i64());
+}
+
 void avg_fwd(const py::array& x, const py::array& y, Pair k, Pair s, Pair p, bool ceil_mode, bool count_include_pad,
              int64_t divisor_override) {
   ArrayArg X = fg::bind::f32_arg(x, "input", 4);
@@ -176,6 +220,11 @@ std::vector<int64_t> py_output_shape(const std::vector<int64_t>& input_shape, Pa
 void bind(py::module_& m) {
   m.def("max_pool2d_forward", &max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"), py::arg("kernel_size"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("max_pool3d_forward", &max3d_fwd, py::arg("input"), py::arg("out"), py::arg("indices"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        "out, indices (N, C, OD, OH, OW; their shape gives the output sizes) = the 3-D max pool of float32 input "
+        "(N, C, D, H, W): torch's values and int64 indices d * H * W + h * W + w per volume (the first maximum in "
+        "(d, h, w) order, or the last NaN); taps outside the volume are skipped.");
   m.def("max_pool2d_backward", &max_bwd, py::arg("grad_output"), py::arg("indices"), py::arg("grad_input"));
   m.def("avg_pool2d_forward", &avg_fwd, py::arg("input"), py::arg("out"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"));

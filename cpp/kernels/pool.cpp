@@ -110,6 +110,12 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
   });
 }
 
+void max_pool3d_forward(const Pool3dGeom& g, const float* x, float* y, int64_t* indices) {
+  const int64_t vol = g.D * g.H * g.W, out = g.OD * g.OH * g.OW;
+  for_planes(g.N * g.C, work(out, work(g.KD, work(g.KH, g.KW))),
+             [&](int64_t p) { max_pool3d_volume(g, x + p * vol, y + p * out, indices + p * out); });
+}
+
 void max_pool2d_backward(const Pool2dGeom& g, const float* gy, const int64_t* indices, float* gx) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
   for_planes(g.N * g.C, OHW + HW, [&](int64_t p) {

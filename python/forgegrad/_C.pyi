@@ -766,6 +766,15 @@ class pool:
                            kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int], padding: tuple[_Int, _Int],
                            dilation: tuple[_Int, _Int], ceil_mode: bool) -> None: ...
     @staticmethod
+    def max_pool3d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray,
+                           kernel_size: tuple[_Int, _Int, _Int], stride: tuple[_Int, _Int, _Int],
+                           padding: tuple[_Int, _Int, _Int], dilation: tuple[_Int, _Int, _Int]) -> None:
+        """out, indices (N, C, OD, OH, OW; their shape gives the output sizes) = the 3-D max pool of float32 input (N,
+        C, D, H, W): torch's values and int64 indices d * H * W + h * W + w per volume (the first maximum in (d, h,
+        w) order, or the last NaN); taps outside the volume are skipped.
+        """
+        ...
+    @staticmethod
     def output_shape(input_shape: collections.abc.Sequence[_Int], kernel_size: tuple[_Int, _Int],
                      stride: tuple[_Int, _Int] | None, padding: tuple[_Int, _Int] = ...,
                      dilation: tuple[_Int, _Int] = ..., ceil_mode: bool = ..., op: str = ...) -> list[int]:

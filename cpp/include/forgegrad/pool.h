@@ -50,6 +50,18 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
 // outputs), per ISA (cpp/kernels/per_isa/pool_max2x2.cpp).
 FG_KERNEL(void, max_pool2x2_plane, (const float* xs, int64_t W, int64_t OH, int64_t OW, float* ys, int64_t* is),
           (xs, W, OH, OW, ys, is))
+// 3-D max pooling, NCDHW float32, with int64 indices d * H * W + h * W + w per (D, H, W) volume
+// (torch's). The caller sizes OD, OH, OW (torch's formula, floor or ceil mode); every tap outside
+// the volume is skipped, so no geometry reads outside it. A window with no tap inside gets -inf and
+// the index of its first tap past the padding, as torch's.
+struct Pool3dGeom {
+  int64_t N, C, D, H, W;
+  int64_t KD, KH, KW, sd, sh, sw, pd, ph, pw, dd, dh, dw;
+  int64_t OD, OH, OW;
+};
+void max_pool3d_forward(const Pool3dGeom& g, const float* x, float* y, int64_t* indices);
+// One (n, c) volume of it, per ISA (cpp/kernels/per_isa/pool_max3d.cpp).
+FG_KERNEL(void, max_pool3d_volume, (const Pool3dGeom& g, const float* xs, float* ys, int64_t* is), (g, xs, ys, is))
 // grad_x (overwritten) += grad_y at the saved indices.
 void max_pool2d_backward(const Pool2dGeom& g, const float* grad_y, const int64_t* indices, float* grad_x);
 // divisor_override <= 0: none. (dilation is unused for average pooling.)

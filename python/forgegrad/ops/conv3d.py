@@ -16,6 +16,7 @@ import numpy as np
 from .._args import integer
 from ..autograd import Function
 from ..devices import MetaArray
+from . import _conv_transpose3d_disjoint as _disjoint
 from . import _window3d as W
 from . import conv3d_samples as CS
 from ._op_rules import with_args
@@ -202,10 +203,17 @@ class ConvTranspose3dFunction(Function):
     @staticmethod
     def forward(ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
         geo = _t_geometry(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        if _disjoint.applies(input, weight, geo):  # kernel == stride: one sgemm per image and a scatter
+            return _finish(ctx, _disjoint.forward(input, weight), input, weight, bias, geo)
         return _finish(ctx, W.conv_input_grad(input, weight, geo.conv, geo.output_shape), input, weight, bias, geo)
 
     @staticmethod
     def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        if _disjoint.applies(x, w, ctx.geo) and g.dtype == np.float32:
+            needs = ctx.needs_input_grad
+            gx, gw = _disjoint.backward(g, x, w, needs[0], needs[1])
+            return gx, gw, (g.sum(axis=(0, 2, 3, 4)) if ctx.has_bias and len(needs) > 2 and needs[2] else None)
         conv = ctx.geo.conv  # the adjoint's: a conv of g, the conv's weight gradient with the roles swapped
         return _gradients(ctx, g, lambda g_, w: W.conv_forward(g_, w, conv),
                           lambda x, g_, w: W.conv_weight_grad(g_, x, w.shape, conv))
