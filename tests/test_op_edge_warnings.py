@@ -418,3 +418,39 @@ def test_user_numpy_error_state_is_kept():
         assert fg.log(fg.tensor([0.0])).item() == -INF
         with pytest.raises(FloatingPointError):
             np.log(np.zeros(1, np.float32))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"])
+def test_optimizer_steps_with_infinite_gradients_match_torch(name):
+    # the updates are numpy: an inf / NaN gradient gives torch's NaN / inf parameters, without a warning
+    grads = [np.roll(EDGE, k) for k in range(2)]
+    results = []
+    for lib in (fg, torch):
+        p = (fg.nn.Parameter(fg.tensor(EDGE_B.copy())) if lib is fg else
+             torch.nn.Parameter(torch.from_numpy(EDGE_B.copy())))
+        kw = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
+        opt = getattr(lib.optim, name)([p], **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error" if lib is fg else "ignore", RuntimeWarning)
+            for g in grads:
+                p.grad = (fg.tensor if lib is fg else torch.from_numpy)(g.copy())
+                opt.step()
+        results.append(p.detach().numpy().copy())
+    # (atol: a subnormal gradient gives 1e-36 here, 0 in torch)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-30, equal_nan=True)
+
+
+def test_lbfgs_with_infinite_gradient_raises_no_warning():
+    p = fg.nn.Parameter(fg.tensor(EDGE_B.copy()))
+    opt = fg.optim.LBFGS([p], lr=0.1, max_iter=3)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * fg.tensor(EDGE)).sum()
+        loss.backward()
+        return loss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        opt.step(closure)
+        opt.step(closure)
