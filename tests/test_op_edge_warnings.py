@@ -454,3 +454,16 @@ def test_lbfgs_with_infinite_gradient_raises_no_warning():
         warnings.simplefilter("error", RuntimeWarning)
         opt.step(closure)
         opt.step(closure)
+
+
+def test_factories_past_float32_range_raise_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        # torch: the same NaN / inf pattern for an infinite end; inf past the range (torch's casts)
+        np.testing.assert_array_equal(fg.linspace(0, INF, 5).numpy(), torch.linspace(0, INF, 5).numpy())
+        np.testing.assert_array_equal(fg.logspace(0, 1000, 3).numpy(), torch.logspace(0, 1000, 3).numpy())
+        np.testing.assert_array_equal(fg.tensor([1e300]).numpy(), [INF])
+        np.testing.assert_array_equal(fg.tensor(np.array([-1e300]), dtype=fg.float64).half().numpy(), [-INF])
+        # torch refuses these (a fill / value that float32 cannot hold); forgegrad gives inf
+        np.testing.assert_array_equal(fg.full((2,), 1e300).numpy(), [INF, INF])
+        np.testing.assert_array_equal(fg.linspace(0, 1e300, 3).numpy(), [0, INF, INF])
