@@ -17,7 +17,7 @@ from test_onnx_common import BATCHES, Lambda, export_and_check
 
 # at batch 1 an unbiased variance over the batch axis is nan (with a warning), in forgegrad, torch and
 # the exported graph alike; the comparisons treat nan == nan
-pytestmark = pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom:RuntimeWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom:UserWarning")
 
 
 def combo(m, x):

@@ -291,7 +291,7 @@ class TensorMethods:
             zero = (a == 0)._cast(self._data.dtype).sum(dim=dim, keepdim=keepdim) > 0
             return _OPS["where"](zero, 0.0, _OPS["where"](zero, 1.0, powers.sum(dim=dim, keepdim=keepdim)) ** (1.0 / p))
         s = (self * self if p == 2 else powers).sum(dim=dim, keepdim=keepdim)
-        pos = s > 0  # the root only where it has a derivative; zeros get 0 and a zero gradient
+        pos = s != 0  # the root only where it has a derivative; zeros get 0 and a zero gradient (NaN stays NaN)
         safe = _OPS["where"](pos, s, 1.0)
         return _OPS["where"](pos, safe.sqrt() if p == 2 else safe ** (1.0 / p), 0.0)
 

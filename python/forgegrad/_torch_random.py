@@ -34,7 +34,8 @@ def _linspace_values(start, end, steps):
     step = (end - start) / (steps - 1)
     i = np.arange(steps, dtype=np.float64)
     half = steps // 2
-    return np.where(i < half, start + i * step, end - (steps - 1 - i) * step)
+    with np.errstate(all="ignore"):  # an infinite start or end: torch's NaN / inf (0 * inf), without a warning
+        return np.where(i < half, start + i * step, end - (steps - 1 - i) * step)
 
 
 def _scalar(v, name, who):
@@ -52,8 +53,10 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     start, end = _scalar(start, "start", "linspace"), _scalar(end, "end", "linspace")
     steps = _steps(steps, "linspace")
     dt = _np_dtype(dtype, np.float32)
-    host = (lambda: _linspace_values(start, end, steps).astype(dt)) if dt.kind == "f" else (
-        lambda: _linspace_values(start, end, steps).astype(np.int64).astype(dt))
+    def host():
+        with np.errstate(all="ignore"):  # values past the dtype's range: inf, without numpy's cast warning
+            v = _linspace_values(start, end, steps)
+            return v.astype(dt) if dt.kind == "f" else v.astype(np.int64).astype(dt)
     return _factory(device, (steps,), dt, host, requires_grad)
 
 
@@ -62,8 +65,10 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_
     start, end = _scalar(start, "start", "logspace"), _scalar(end, "end", "logspace")
     steps, base = _steps(steps, "logspace"), _scalar(base, "base", "logspace")
     dt = _np_dtype(dtype, np.float32)
-    return _factory(device, (steps,), dt, lambda: np.power(base, _linspace_values(start, end, steps)).astype(dt),
-                    requires_grad)
+    def host():
+        with np.errstate(all="ignore"):  # past the dtype's range: inf, as torch's, without a warning
+            return np.power(base, _linspace_values(start, end, steps)).astype(dt)
+    return _factory(device, (steps,), dt, host, requires_grad)
 
 
 def _indices(kind, row, col, offset, dtype, device):

@@ -33,6 +33,7 @@ from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
+from ._quiet import QUIET as _QUIET, loud as _loud, quiet as _quiet
 from ._op_dispatch import (apply_on_meta as _apply_on_meta, apply_with_torch_dtypes as _apply_with_torch_dtypes,
                            floating_out as _floating_out, ints_as_floats as _ints_as_floats,
                            needs_torch_dtypes as _needs_torch_dtypes,
@@ -294,7 +295,11 @@ class Function:
             wrap = Tensor._wrap_exact
         elif not record_graph and recorder is None and cls.inference is not None:
             # No graph and no trace: the forward alone, through the op's inference kernel.
-            out = cls.inference(*raw, **kwargs)
+            token = _quiet(_QUIET)  # numpy's RuntimeWarnings at edge values stay quiet, as torch's (see _quiet)
+            try:
+                out = cls.inference(*raw, **kwargs)
+            finally:
+                _loud(token)
             if ints_only and _floating_out(out):
                 return _ints_as_floats(cls, args, kwargs, state)
             if type(out) is tuple:
@@ -303,7 +308,11 @@ class Function:
         ctx = cls.__new__(cls)
         ctx.needs_input_grad = needs
         ctx.saved_at = None
-        out = cls.forward(ctx, *raw, **kwargs)
+        token = _quiet(_QUIET)
+        try:
+            out = cls.forward(ctx, *raw, **kwargs)
+        finally:
+            _loud(token)
         if type(out) is tuple:
             results = tuple([wrap(o) for o in out])
             single = False

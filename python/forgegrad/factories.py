@@ -128,7 +128,11 @@ def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Ten
     dt = _fill_dtype(fill_value) if dtype is None else _np_dtype(dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
-    return _factory(device, shape, dt, lambda: np.full(shape, fill_value, dt), requires_grad, fill=fill_value)
+
+    def host():
+        with np.errstate(over="ignore"):  # a value past the dtype's range fills inf (torch refuses it), no warning
+            return np.full(shape, fill_value, dt)
+    return _factory(device, shape, dt, host, requires_grad, fill=fill_value)
 
 
 def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:

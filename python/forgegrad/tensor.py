@@ -46,7 +46,8 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     if kind == "f" and arr.dtype != np.float32:
         # float64 data stays float64 under set_default_dtype(float64) (Python floats arrive as float64)
         if arr.dtype != np.float64 or _dtypes._DEFAULT_FLOAT is not _dtypes.float64:
-            arr = arr.astype(np.float32)
+            with np.errstate(over="ignore"):  # past float32's range: inf (torch's cast), without numpy's warning
+                arr = arr.astype(np.float32)
     elif kind in "iu" and arr.dtype != np.int64:
         if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
             raise OverflowError(f"uint64 data up to {int(arr.max())} does not fit forgegrad's int64 storage")

@@ -44,7 +44,12 @@ def check_matrix(a, name: str, op: str, square: bool = True, at_least: int = 2):
 
 def lapack(fn, a, op: str, name: str = "A", **kwargs):
     """fn(a, **kwargs) (a numpy.linalg routine); its non-convergence (a NaN / inf in ``a``) raised as torch's
-    LinAlgError naming the argument, not numpy's (a ValueError that ``except LinAlgError`` would miss)."""
+    LinAlgError naming the argument, not numpy's (a ValueError that ``except LinAlgError`` would miss).
+    An SVD of a matrix holding inf never returns (LAPACK's gesdd loops), so it is refused first, as torch
+    refuses one holding NaN."""
+    if fn is np.linalg.svd and not np.isfinite(a).all():
+        raise LinAlgError(f"{op}: the algorithm failed to converge on argument '{name}', which holds non-finite "
+                          "values (NaN or inf)")
     try:
         return fn(a, **kwargs)
     except np.linalg.LinAlgError:

@@ -90,6 +90,8 @@ def _batch_meta(op):
 
 def _det_grad_any(a, g):
     """g * d det / dA for any A (singular included): det(U) det(Vh) U diag(prod_{j != i} S_j) Vh."""
+    if not np.isfinite(a).all():  # (LAPACK's SVD of an inf never returns): NaN, as torch's gradient there
+        return np.full(a.shape, np.nan)
     u, s, vh = np.linalg.svd(a.astype(np.float64))
     n = s.shape[-1]
     others = np.stack([np.prod(np.delete(s, i, axis=-1), axis=-1) for i in range(n)], -1) if n > 1 else np.ones_like(s)

@@ -136,6 +136,8 @@ class MeanFunction(Function):
         for ax in axes:
             n *= a.shape[ax]
         ctx.n = n
+        if n == 0:  # torch's NaN, without numpy's "Mean of empty slice" warning (0 / 0 runs quiet: see _quiet)
+            return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype) / a.dtype.type(0)
         if a.dtype == np.float64:
             return np.mean(a, axis=axes, keepdims=keepdim, dtype=np.float64)
         return _float32_sum(np.mean, a, axes, keepdim)

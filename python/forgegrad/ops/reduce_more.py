@@ -127,6 +127,8 @@ def _prod_dtype(a, dtype):
 def _others_product(x, axis):
     """The product of every other element along ``axis`` (exclusive prefix times exclusive suffix products):
     torch's gradient of prod, also where the input has one or more zeros."""
+    if x.shape[axis] == 0:  # an empty axis: nothing to multiply (the product is 1, its gradient empty)
+        return np.zeros_like(x)
     x = np.moveaxis(x, axis, -1)
     ones = np.ones(x.shape[:-1] + (1,), x.dtype)
     pre = np.cumprod(np.concatenate([ones, x[..., :-1]], -1), -1)

@@ -95,7 +95,7 @@ def _variance(ctx, a, dim, unbiased, keepdim, who):
             ss = np.sum(d * d, axis=axes, keepdims=keepdim)
     if dof <= 0:
         warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
-                      RuntimeWarning, stacklevel=5)  # the caller of Tensor.var (through OpDef, apply, forward)
+                      UserWarning, stacklevel=5)  # the caller of Tensor.var (through OpDef, apply, forward)
     with np.errstate(divide="ignore", invalid="ignore"):
         y = ss / x.dtype.type(dof)
     if n == 0:  # no elements: the mean is NaN, so is the variance (torch), whatever dof is
@@ -156,7 +156,7 @@ class VarCudaFunction(Function):
         dof = n - (1 if unbiased else 0)
         if dof <= 0:
             warnings.warn("var(): degrees of freedom is <= 0 (one element with unbiased=True): the result is nan",
-                          RuntimeWarning, stacklevel=4)
+                          UserWarning, stacklevel=4)
         K = CN.kernels()
         mean = K.reduce("sum", a, list(axes), True, 1.0 / n if n else math.nan)
         inv_dof = 1.0 / dof if dof > 0 and n > 0 else math.nan

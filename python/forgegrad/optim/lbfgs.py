@@ -182,6 +182,13 @@ class LBFGS(Optimizer):
             if not isinstance(p._data, np.ndarray):
                 raise NotImplementedError(f"LBFGS has no kernel for device {p.device.type!r} (it runs on the CPU "
                                           "only: its flat parameter vector is a numpy array)")
+        # the update's numpy math runs quiet (an inf / NaN gradient gives torch's NaN steps without numpy's
+        # RuntimeWarning); the closure runs under the caller's own numpy error state
+        caller = np.geterr()
+        with np.errstate(all="ignore"):
+            return self._step(closure, caller)
+
+    def _step(self, closure, caller):
         group = self.param_groups[0]
         f = self._flat_dtype().type  # scalars in the vector's dtype, as torch's
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
@@ -189,7 +196,7 @@ class LBFGS(Optimizer):
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]
 
         def evaluate():
-            with enable_grad():
+            with enable_grad(), np.errstate(**caller):
                 return closure()
 
         state = self.state[self._params[0]]

@@ -218,11 +218,13 @@ class Optimizer:
         re-evaluates the model and returns the loss, which step returns."""
         loss = self._run_closure(closure)
         written = []
-        for group in self.param_groups:
-            pairs = self._params_with_grad(group)
-            for part in _by_device(pairs):  # one update per device holding parameters of the group
-                self._step_group(group, part)
-                written.extend([p._data for p, _ in part])
+        # numpy's RuntimeWarnings stay quiet in the updates (an inf / NaN gradient gives torch's NaN silently)
+        with np.errstate(all="ignore"):
+            for group in self.param_groups:
+                pairs = self._params_with_grad(group)
+                for part in _by_device(pairs):  # one update per device holding parameters of the group
+                    self._step_group(group, part)
+                    written.extend([p._data for p, _ in part])
         # each parameter was written in place once (torch's foreach step counts one in p._version): a graph
         # that saved one before the step refuses to run backward through its old value
         counter = self.__dict__.get("_count_writes")
