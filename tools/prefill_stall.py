@@ -5,7 +5,8 @@ One client streams a completion through ``forgegrad serve``'s /v1/completions (u
 httpx reading the events); once it has its first tokens, a second client sends a long prompt. The
 first client's largest gap between two tokens is the stall: the whole prefill of the long prompt
 with ``--prefill-chunk 0``, about one chunk's prefill with chunking. Also reported: the joiner's time
-to its answer (chunking spreads its prefill over the other's steps, so it finishes a little later).
+to its answer (chunking spreads its prefill over the other's steps, so it finishes a little later), and
+the same prompt's answer time alone, with nobody decoding (it is chunked then too: the cost of that).
 
 On the GPT-2-sized checkpoint of tools/completions_overhead.py (random weights transformers writes).
 
@@ -69,14 +70,27 @@ def main():
     fg.set_num_threads(args.threads)
     long_ids = [(7 * i) % 50000 + 100 for i in range(args.prompt)]
     print(f"GPT-2 124M shape, {args.threads} thread(s): a {args.prompt}-token prompt joins a streaming completion")
-    print(f"{'prefill chunk':>14} {'largest gap ms':>15} {'median gap ms':>14} {'joiner answer s':>16}")
+    print(f"{'prefill chunk':>14} {'largest gap ms':>15} {'median gap ms':>14} {'joiner answer s':>16} "
+          f"{'alone answer s':>15}")
     for chunk in args.chunks:
-        app = create_completions_app(GenerationServeConfig(path, prefill_chunk=chunk, threads=args.threads))
+        # no prefix cache: a repeated prompt would skip the prefill this measures
+        app = create_completions_app(GenerationServeConfig(path, prefill_chunk=chunk, threads=args.threads,
+                                                           prefix_cache_mb=0))
         with running_app(app) as url:
             results = [one_round(url, long_ids, args.tokens) for _ in range(args.rounds)]
+            alone = [answer_time(url, long_ids) for _ in range(args.rounds)]
         worst = max(r[0] for r in results)
         print(f"{chunk or 'off':>14} {worst * 1e3:15.0f} {statistics.median(r[1] for r in results) * 1e3:14.1f} "
-              f"{statistics.median(r[2] for r in results):16.2f}")
+              f"{statistics.median(r[2] for r in results):16.2f} {min(alone):15.2f}")
+
+
+def answer_time(url, long_ids):
+    """Seconds to the answer of the long prompt (4 tokens) with nobody else on the server."""
+    import httpx
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=600) as c:
+        c.post("/v1/completions", json={"prompt": long_ids, "max_tokens": 4, "temperature": 0}).raise_for_status()
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
