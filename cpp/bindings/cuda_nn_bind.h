@@ -2,6 +2,7 @@
 // TypeError naming the function and argument, and output allocation on the inputs' device.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,5 +61,8 @@ inline int64_t norm_axis(int64_t axis, int64_t ndim, const char* fn) {
                           std::to_string(ndim) + " dimensions");
   return axis < 0 ? axis + n : axis;
 }
+
+// op name -> kernel op of forgegrad._C.cuda_nn.pointwise (cuda_pointwise_names.cpp)
+const std::map<std::string, nn::Pointwise>& pointwise_ops();
 
 }  // namespace fg::cuda::nn_bind
