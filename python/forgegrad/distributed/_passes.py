@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import weakref
 
+from .. import autograd
 from ..nn.parameter import Parameter
 from . import comm as _c
 
@@ -80,3 +81,42 @@ def remove_hooks_with(owner, handles) -> None:
 def _remove(handles) -> None:
     for h in handles:
         h.remove()
+
+
+class ParameterReducer:
+    """The observer half shared by DDP's and ZeRO's gradient reducers: ``where`` holds the ids of the parameters
+    they reduce, ``armed`` says a round is due (set by the wrapper) and notes the arming thread; ``observe(params)``
+    hooks each parameter's accumulated gradient to ``_on_grad`` and the end of the reducer's own passes to
+    ``_on_pass``, both weakly, and registers the reducer with the live wrappers."""
+
+    _armed = False
+    _armed_in = None  # the thread that armed it
+
+    def observe(self, params) -> None:
+        hook = weak_hook(self._on_grad)
+        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        remove_hooks_with(self, self.handles)
+        autograd._add_pass_observer(self._on_pass)
+        register(self)
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, value: bool) -> None:
+        self._armed = value
+        if value:
+            self._armed_in = threading.get_ident()
+
+    def _awaits_pass(self) -> bool:
+        return self._armed
+
+    def _owns_pass(self, pass_) -> bool:
+        return owns(self, pass_)
+
+    def _owns_leaf(self, i: int) -> bool:
+        return i in self.where
+
+    def _reached_by(self, leaves, nodes) -> bool:
+        return any(i in self.where for i in leaves)

@@ -32,7 +32,6 @@ sums in a different order, so its results differ in the last bits.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import weakref
 from typing import Dict, List, Optional
@@ -94,7 +93,7 @@ def _buckets(params: List[Tensor], cap_bytes: int) -> List[List[Tensor]]:
     return out
 
 
-class _Reducer:
+class _Reducer(_passes.ParameterReducer):
     """Averages the gradients of ``params`` over all ranks in buckets, overlapped with backward.
 
     ``wait()`` finishes the current round (started by the first gradient of a backward pass and
@@ -119,7 +118,6 @@ class _Reducer:
         self.enabled = True
         self.active = False  # a round has started (some gradient arrived) and is not finished yet
         self.sticky = sticky
-        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = sticky
         self.rounds = 0  # rounds finished on this rank
         self._rounds_at_step: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> rounds
@@ -128,33 +126,7 @@ class _Reducer:
         self.launched_in_backward = 0  # buckets whose allreduce started from a hook, before backward ended
         self.bytes_reduced = 0  # gradient bytes averaged so far ...
         self.bytes_done_early = 0  # ... and those whose allreduce had completed when backward ended
-        hook = _passes.weak_hook(self._on_grad)
-        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
-        _passes.remove_hooks_with(self, self.handles)
-        autograd._add_pass_observer(self._on_pass)
-        _passes.register(self)
-
-    @property
-    def armed(self) -> bool:
-        return self._armed
-
-    @armed.setter
-    def armed(self, value: bool) -> None:
-        self._armed = value
-        if value:
-            self._armed_in = threading.get_ident()
-
-    def _awaits_pass(self) -> bool:
-        return self._armed
-
-    def _owns_pass(self, pass_) -> bool:
-        return _passes.owns(self, pass_)
-
-    def _owns_leaf(self, i: int) -> bool:
-        return i in self.where
-
-    def _reached_by(self, leaves, nodes) -> bool:
-        return any(i in self.where for i in leaves)
+        self.observe(params)
 
     def _add_bucket(self, group):
         b = len(self.buckets)

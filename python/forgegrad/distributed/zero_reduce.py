@@ -22,7 +22,6 @@ ranks gather them.
 """
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import List
 
@@ -37,7 +36,7 @@ MAX_IN_FLIGHT = 2
 _OWNER: "weakref.WeakValueDictionary[int, _ShardReducer]" = weakref.WeakValueDictionary()
 
 
-class _ShardReducer:
+class _ShardReducer(_passes.ParameterReducer):
     def __init__(self, groups, comm, MPI, process_group=None):
         self.comm, self.MPI = comm, MPI
         self.process_group = process_group
@@ -51,7 +50,6 @@ class _ShardReducer:
                 self.where[id(p)] = (k, int(u.offsets[i]))
         self.enabled = True
         self.active = False
-        self._armed_in = None  # the thread that armed it (see _passes)
         self.armed = True  # from construction / zero_grad() to step(): every backward pass ends a round
         self.rounds_since_step = 0
         self.next_launch = 0
@@ -65,33 +63,7 @@ class _ShardReducer:
             if old is not None and old is not self:
                 old.detach()
             _OWNER[id(p)] = self
-        hook = _passes.weak_hook(self._on_grad)
-        self.handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
-        _passes.remove_hooks_with(self, self.handles)
-        autograd._add_pass_observer(self._on_pass)
-        _passes.register(self)
-
-    @property
-    def armed(self) -> bool:
-        return self._armed
-
-    @armed.setter
-    def armed(self, value: bool) -> None:
-        self._armed = value
-        if value:
-            self._armed_in = threading.get_ident()
-
-    def _awaits_pass(self) -> bool:
-        return self._armed
-
-    def _owns_pass(self, pass_) -> bool:
-        return _passes.owns(self, pass_)
-
-    def _owns_leaf(self, i: int) -> bool:
-        return i in self.where
-
-    def _reached_by(self, leaves, nodes) -> bool:
-        return any(i in self.where for i in leaves)
+        self.observe(params)
 
     def detach(self) -> None:
         """Stop taking gradients (a newer optimizer over these parameters has taken them over)."""
