@@ -88,55 +88,57 @@ bool fits_int32(const Pool3dGeom& g) {
 }
 #endif
 
-}  // namespace
-
-void max_pool3d_volume(const Pool3dGeom& g, const float* xs, float* ys, int64_t* is) {
-  const int64_t HW = g.H * g.W;
-#if defined(__AVX512F__)
-  if (fits_int32(g)) {
-    for (int64_t od = 0; od < g.OD; ++od) {
-      const int64_t ds = od * g.sd - g.pd;
-      const int64_t d0 = first_tap(ds, g.dd), d1 = std::min(ds + (g.KD - 1) * g.dd + 1, g.D);
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t hs = oh * g.sh - g.ph;
-        const int64_t h0 = first_tap(hs, g.dh), h1 = std::min(hs + (g.KH - 1) * g.dh + 1, g.H);
-        const int64_t o = (od * g.OH + oh) * g.OW;
-        for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16) row16(g, xs, d0, d1, h0, h1, ow0, ys + o, is + o);
-      }
-    }
-    return;
-  }
-#endif
+// row(d0, d1, h0, h1, o) for each output row (od, oh): the depth and height taps inside the input, [d0, d1) and
+// [h0, h1) by the dilations, and the row's first output o.
+template <class Row>
+void for_each_row(const Pool3dGeom& g, Row row) {
   for (int64_t od = 0; od < g.OD; ++od) {
     const int64_t ds = od * g.sd - g.pd;
     const int64_t d0 = first_tap(ds, g.dd), d1 = std::min(ds + (g.KD - 1) * g.dd + 1, g.D);
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t hs = oh * g.sh - g.ph;
       const int64_t h0 = first_tap(hs, g.dh), h1 = std::min(hs + (g.KH - 1) * g.dh + 1, g.H);
-      float* best = ys + (od * g.OH + oh) * g.OW;
-      int64_t* best_i = is + (od * g.OH + oh) * g.OW;
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        best[ow] = -std::numeric_limits<float>::infinity();
-        best_i[ow] = d0 * HW + h0 * g.W + first_tap(ow * g.sw - g.pw, g.dw);
-      }
-      for (int64_t d = d0; d < d1; d += g.dd)
-        for (int64_t h = h0; h < h1; h += g.dh) {
-          const int64_t base = d * HW + h * g.W;
-          for (int64_t kw = 0; kw < g.KW; ++kw) {
-            // outputs whose tap kw lies inside the row: 0 <= ow * sw + off < W
-            const int64_t off = kw * g.dw - g.pw;
-            const int64_t lo = off >= 0 ? 0 : ceil_div(-off, g.sw);
-            const int64_t hi = off <= g.W - 1 ? std::min(g.OW, (g.W - 1 - off) / g.sw + 1) : 0;
-            if (g.sw == 1)
-              take_row<1>(xs + base, base, off, 1, lo, hi, best, best_i);
-            else if (g.sw == 2)
-              take_row<2>(xs + base, base, off, 2, lo, hi, best, best_i);
-            else
-              take_row<0>(xs + base, base, off, g.sw, lo, hi, best, best_i);
-          }
-        }
+      row(d0, d1, h0, h1, (od * g.OH + oh) * g.OW);
     }
   }
+}
+
+}  // namespace
+
+void max_pool3d_volume(const Pool3dGeom& g, const float* xs, float* ys, int64_t* is) {
+  const int64_t HW = g.H * g.W;
+#if defined(__AVX512F__)
+  if (fits_int32(g)) {
+    for_each_row(g, [&](int64_t d0, int64_t d1, int64_t h0, int64_t h1, int64_t o) {
+      for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16) row16(g, xs, d0, d1, h0, h1, ow0, ys + o, is + o);
+    });
+    return;
+  }
+#endif
+  for_each_row(g, [&](int64_t d0, int64_t d1, int64_t h0, int64_t h1, int64_t o) {
+    float* best = ys + o;
+    int64_t* best_i = is + o;
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      best[ow] = -std::numeric_limits<float>::infinity();
+      best_i[ow] = d0 * HW + h0 * g.W + first_tap(ow * g.sw - g.pw, g.dw);
+    }
+    for (int64_t d = d0; d < d1; d += g.dd)
+      for (int64_t h = h0; h < h1; h += g.dh) {
+        const int64_t base = d * HW + h * g.W;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          // outputs whose tap kw lies inside the row: 0 <= ow * sw + off < W
+          const int64_t off = kw * g.dw - g.pw;
+          const int64_t lo = off >= 0 ? 0 : ceil_div(-off, g.sw);
+          const int64_t hi = off <= g.W - 1 ? std::min(g.OW, (g.W - 1 - off) / g.sw + 1) : 0;
+          if (g.sw == 1)
+            take_row<1>(xs + base, base, off, 1, lo, hi, best, best_i);
+          else if (g.sw == 2)
+            take_row<2>(xs + base, base, off, 2, lo, hi, best, best_i);
+          else
+            take_row<0>(xs + base, base, off, g.sw, lo, hi, best, best_i);
+        }
+      }
+  });
 }
 
 }  // namespace FG_ISA_NS
