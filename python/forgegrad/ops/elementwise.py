@@ -196,7 +196,9 @@ def _sgn(a):
     """sign(a) with torch's 0 at NaN ((0 < a) - (a < 0)): abs's gradient at NaN is g * 0."""
     s = np.sign(a)
     if s.dtype.kind == "f":
-        np.copyto(s, 0, where=np.isnan(s))
+        nan = np.isnan(s)
+        if nan.any():
+            s[nan] = 0
     return s
 
 

@@ -1,8 +1,9 @@
 """Scans torch has beside cumsum: cumprod and logcumsumexp (cummax / cummin are in forgegrad._torch_indexing:
 their values are a gather of their indices).
 
-Both gradients are torch's formulas, so that NaN / inf inputs give torch's results: cumprod's a reversed cumsum
-divided by x (exact products around zeros, as torch's), logcumsumexp's TensorFlow's log-space reversed scans.
+Both gradients give torch's results at NaN / inf inputs: cumprod's is torch's formula (a reversed cumsum divided by x,
+exact products around zeros), logcumsumexp's one reverse pass for finite input and torch's log-space reversed scans
+where x or g is not finite.
 """
 from __future__ import annotations
 
@@ -139,7 +140,9 @@ def _lcse_onnx(ctx, op):
              onnx=_lcse_onnx, tol=(1e-5, 2e-5))
 class LogcumsumexpFunction(Function):
     """torch.logcumsumexp: ``log(sum(exp(x[:k+1])))`` along dim, accumulated pairwise (np.logaddexp). The
-    gradient is torch's: ``exp(x[k] + log(sum(exp(log g[j] - out[j]), j >= k)))``, positive and negative g apart."""
+    gradient of x[k] is ``exp(x[k] - out[k]) * T[k]`` with ``T[k] = g[k] + exp(out[k] - out[k+1]) * T[k+1]``;
+    where x or g holds NaN / inf torch's ``exp(x[k] + log(sum(exp(log g[j] - out[j]), j >= k)))`` (positive and
+    negative g apart), whose NaN / inf results differ from the recursion's."""
 
     @staticmethod
     def forward(ctx, a, dim):
@@ -160,8 +163,14 @@ class LogcumsumexpFunction(Function):
         if n == 0:
             return np.zeros_like(g)
         xs, os_, gs = (np.moveaxis(v, axis, 0) for v in (a, out, g))
-        # torch's logcumsumexp_backward (TensorFlow's): exp(x + reversed logcumsumexp(log|g| - out)), over the
-        # positive and the negative g apart (log|g| the lowest float where g has the other sign or is 0)
+        if np.isfinite(xs).all() and np.isfinite(gs).all():  # one reverse pass (faster than torch's formula below)
+            with np.errstate(invalid="ignore", over="ignore"):
+                run = _reverse_scan(lambda k, nxt: gs[k] + np.nan_to_num(np.exp(os_[k] - os_[k + 1])) * nxt,
+                                    lambda k: gs[k].copy(), n, 0)
+                grad = np.nan_to_num(np.exp(xs - os_)) * run
+            return np.ascontiguousarray(np.moveaxis(grad, 0, axis), dtype=g.dtype)
+        # with NaN / inf: torch's logcumsumexp_backward (TensorFlow's), exp(x + reversed logcumsumexp(log|g| -
+        # out)) over the positive and the negative g apart (log|g| the lowest float where g has the other sign)
         lowest = np.finfo(gs.dtype).min
         with np.errstate(all="ignore"):
             log_abs = np.log(np.abs(gs))
