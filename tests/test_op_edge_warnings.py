@@ -40,8 +40,8 @@ TORCH_FAILS = {
     "grid_sample": "torch's CPU grid_sample crashes (segfault) on a NaN grid",
 }
 # Ops whose results at NaN / inf / 0 inputs differ from torch's, not reconciled yet: mostly how a NaN or inf
-# input propagates through a gradient formula (torch's relu passes a gradient at NaN, its abs gives 0 there;
-# forgegrad's formulas give NaN or 0), a few loss / linalg / special-function edge conventions. "result k" counts
+# input propagates through a gradient formula (torch's formula gives NaN where forgegrad's gives 0, or the
+# reverse), a few loss / linalg / special-function edge conventions. "result k" counts
 # the outputs, then the gradients of the float inputs; the first difference found (sample, variant) is shown.
 # Their warnings are still checked; the finite-extreme variants are not compared for any op. The named reasons below
 # are torch's own artefacts (position- or order-dependent results, garbage at NaN), not copied.
@@ -97,7 +97,6 @@ DIFFERS = {
     "quantile": _TIES,
     "scaled_dot_product_attention": "inf: result 1: forgegrad 0.0, torch nan",
     "selu": _NAN_BY_POSITION,
-    "silu": "special: result 0: forgegrad -0.0, torch nan",
     "softshrink": _NAN_BY_POSITION,
     "special_chebyshev_polynomial_u": _POLY_AT_NAN,
     "special_chebyshev_polynomial_w": _POLY_AT_NAN,
