@@ -35,7 +35,20 @@ constexpr float kLn2 = 0.693147180559945309f, kLn10 = 2.302585092994045684f, kPi
 constexpr float kTwoOverSqrtPi = 1.128379167095512574f, kSqrtPiOverTwo = 0.886226925452758014f;
 
 __device__ __forceinline__ float sign_of(float x) { return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f); }  // NaN -> 0
-__device__ __forceinline__ float sign_nan(float x) { return x != x ? x : sign_of(x); }  // numpy.sign
+// torch's div(a, b, rounding_mode="floor") as forgegrad's CPU gradient computes it: floor(a / b), and where a or
+// b is infinite (or a / b is not finite) the fmod-based floor division (numpy.floor_divide): NaN for an
+// infinite a, -1 for a finite nonzero a over an infinite b of the other sign.
+__device__ __forceinline__ float floor_quotient(float a, float b) {
+  float q = floorf(a / b);
+  if (fabsf(q) < INFINITY && fabsf(b) < INFINITY) return q;
+  if (b == 0.f) return a / b;
+  float mod = fmodf(a, b);
+  float div = (a - mod) / b;
+  if (mod != 0.f && ((b < 0.f) != (mod < 0.f))) div -= 1.f;
+  if (div == 0.f) return copysignf(0.f, a / b);
+  float fl = floorf(div);
+  return div - fl > 0.5f ? fl + 1.f : fl;
+}
 // numpy's maximum / minimum: NaN propagates (fmaxf / fminf would drop it)
 __device__ __forceinline__ float max_nan(float x, float y) { return (x != x || y != y) ? x + y : fmaxf(x, y); }
 __device__ __forceinline__ float min_nan(float x, float y) { return (x != x || y != y) ? x + y : fminf(x, y); }
@@ -146,8 +159,9 @@ __device__ float apply_more(Pointwise op, float a, float b, float c, float d, fl
     case Pointwise::FmaxGrad: return (b >= c || c != c) ? a : 0.f;
     case Pointwise::FminGrad: return (b <= c || c != c) ? a : 0.f;
     case Pointwise::Atan2Grad: return (b == 0.f && c == 0.f) ? 0.f : a * b / (b * b + c * c) * alpha;
-    case Pointwise::CopysignGrad: return a * (b == 0.f ? 0.f : sign_nan(c) * sign_nan(b));
-    case Pointwise::RemainderGradB: return -a * floorf(b / c);
+    // torch's result / input, 0 at a zero input (NaN at an infinite or NaN input)
+    case Pointwise::CopysignGrad: return a * (b == 0.f ? 0.f : c / b);
+    case Pointwise::RemainderGradB: return -a * floor_quotient(b, c);
     case Pointwise::FmodGradB: return -a * truncf(b / c);
     case Pointwise::LogaddexpGrad: return a / (expf(c - b) + 1.f);
     case Pointwise::Logaddexp2Grad: return a / (expf((c - b) * kLn2) + 1.f);
@@ -224,8 +238,10 @@ __device__ __forceinline__ float apply(Pointwise op, float a, float b, float c, 
     }
     case Pointwise::MulScaled: return a * b * alpha;
     case Pointwise::DivGradB: return -a * b / (c * c);
-    case Pointwise::PowGradA: return a * c * powf(b, c - 1.f);
-    case Pointwise::PowGradB: return a * b * (c > 0.f ? logf(c) : 0.f);
+    // torch's pow_backward: 0 where the exponent c is 0; for the exponent y * log(base), 0 where the base
+    // is 0 and the exponent >= 0, which is where y = 0 ** c is finite (0 or 1)
+    case Pointwise::PowGradA: return c == 0.f ? 0.f : a * c * powf(b, c - 1.f);
+    case Pointwise::PowGradB: return a * ((c == 0.f && fabsf(b) < INFINITY) ? 0.f : b * logf(c));
     case Pointwise::SqrtGrad: return a / (2.f * b);
     case Pointwise::AbsGrad: return a * (b > 0.f ? 1.f : (b < 0.f ? -1.f : 0.f));
     case Pointwise::SinGrad: return a * cosf(b);

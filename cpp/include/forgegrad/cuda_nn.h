@@ -46,8 +46,8 @@ enum class Pointwise : int {
   // gradients (g = in0)
   MulScaled,     // in0 * in1 * alpha
   DivGradB,      // -g * a / (b * b)                (g, a, b)
-  PowGradA,      // g * b * a^(b - 1)               (g, a, b)
-  PowGradB,      // g * y * (a > 0 ? log a : 0)     (g, y, a)
+  PowGradA,      // g * b * a^(b - 1) (0 at b = 0)    (g, a, b)
+  PowGradB,      // g * y * log a (0 at a = 0, y finite) (g, y, a)
   SqrtGrad,      // g / (2 y)                       (g, y)
   AbsGrad,       // g * sign(a)                     (g, a)
   SinGrad,       // g * cos(a)                      (g, a)

@@ -45,8 +45,9 @@ inline void with_act_forward(int op, float alpha, Run&& run) {
     case kActTanh: run([](vf v) { return vtanh(v); }); break;
     case kActSilu: {
       // x / (1 + exp(-x)): torch's association (one rounding fewer than x * sigmoid(x)).
-      const vf lo = vset1(hd::kSiluLo), nzero = vset1(-0.0f);
-      run([one, lo, nzero](vf v) { return vselect_gt(lo, v, nzero, vdiv(v, vadd(one, vexp(vneg(v))))); });
+      // below kSiluLo 0 * x: -0, NaN at x = -inf (as torch's -inf / inf)
+      const vf lo = vset1(hd::kSiluLo);
+      run([zero, one, lo](vf v) { return vselect_gt(lo, v, vmul(zero, v), vdiv(v, vadd(one, vexp(vneg(v))))); });
       break;
     }
     default: break;

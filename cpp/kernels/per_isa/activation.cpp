@@ -53,12 +53,11 @@ void map2(const float* a, const float* b, float* y, int64_t n, int64_t grain, F 
 }
 
 // torch's constants and the SiLU limits: one definition, in forgegrad/hd/activation.h.
-// SiLU: for x < kSiluLo the result is -0, chosen by a select: x = -inf then gives -0 (the limit)
-// where torch's x / (1 + exp(-x)) is -inf / inf = NaN, and every ISA agrees near the overflow of
+// SiLU: for x < kSiluLo the result is 0 * x, chosen by a select: -0 for finite x, NaN at x = -inf
+// (torch's x / (1 + exp(-x)) is -inf / inf = NaN there), and every ISA agrees near the overflow of
 // exp(-x) (AVX2's vexp already returns inf from 127.5 ln 2 = 88.376 on, the others only past
 // 88.72). The exact results there are under 3.7e-37 in size; torch's exp overflows at 88.72 and
 // gives -0 below that. NaN x fails the compare and goes through the formula, so it stays NaN.
-using hd::kFltMax;
 using hd::kInvSqrt2Pi;
 using hd::kKappa;
 using hd::kSiluLo;
@@ -124,14 +123,14 @@ void act_backward(int op, const float* g, const float* saved, float* dx, int64_t
       map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf y) { return vmul(gv, vfnmadd(y, y, one)); });
       break;
     case kActSilu: {
-      // saved = x: g * s * (1 + x * (1 - s)), s = sigmoid(x), torch's association. The limits
-      // replace the formula at the ends: below kSiluLo, g * -0 (the exact factor is under 3.7e-37
-      // there, and torch's s is exactly 0 below -88.72); at x = +inf, g (torch's inf * 0 is NaN).
-      const vf lo = vset1(kSiluLo), hi = vset1(kFltMax), nzero = vset1(-0.0f);
+      // saved = x: g * s * (1 + x * (1 - s)), s = sigmoid(x), torch's association. Below kSiluLo
+      // g * (0 * x): g * -0 (the exact factor is under 3.7e-37 there, and torch's s is exactly 0
+      // below -88.72), NaN at x = -inf (torch's 0 * -inf); x = +inf gives torch's NaN (inf * 0).
+      const vf lo = vset1(kSiluLo);
       map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
         vf s = vdiv(one, vadd(one, vexp(vneg(x))));
         vf d = vmul(vmul(gv, s), vadd(one, vmul(x, vsub(one, s))));
-        return vselect_gt(x, hi, gv, vselect_gt(lo, x, vmul(gv, nzero), d));
+        return vselect_gt(lo, x, vmul(gv, vmul(zero, x)), d);
       });
       break;
     }

@@ -277,7 +277,9 @@ class _Quantile(Function):
         w = (ranks - lo).astype(x.dtype) if interpolation != "midpoint" else np.where(lo == hi, 0, 0.5).astype(x.dtype)
         rsel = np.arange(rows.shape[0])[None, :, None]
         a, b = srt[rsel, lo], srt[rsel, hi]
-        out = _lerp(a, b, w)[..., 0]  # (Q, m)
+        # torch interpolates for linear and midpoint only: lower / higher / nearest take the element (no lerp of
+        # an infinite value with itself, which is NaN)
+        out = (_lerp(a, b, w) if interpolation in ("linear", "midpoint") else a)[..., 0]  # (Q, m)
         ctx.parts = (order[rsel, lo][..., 0], order[rsel, hi][..., 0], w[..., 0], rows.shape, x.shape, axis)
         if dim is None:
             out = out.reshape((qs.shape[0],) + ((1,) * x.ndim if keepdim else ()))

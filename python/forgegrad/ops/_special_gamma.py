@@ -365,10 +365,11 @@ def _asym_mask(a, x):
 
 
 def _boundaries(a, x, lower):
-    """Math.h's boundary values; NaN marks the elements the expansions compute."""
+    """Math.h's boundary values, in its order and with its NaN comparisons (a NaN a with x = 0 or inf, or
+    an infinite a with a NaN x, still meets a boundary); NaN marks the elements the expansions compute."""
     zero_a, one_x = (1.0, 0.0) if lower else (0.0, 1.0)
     out = np.full(a.shape, np.nan)
-    ok = ~((x < 0) | (a < 0) | np.isnan(a) | np.isnan(x))
+    ok = ~((x < 0) | (a < 0))
     out = np.where(ok & (a == 0) & (x > 0), zero_a, out)
     rest = ok & (a != 0)
     out = np.where(rest & (x == 0), one_x, out)
@@ -376,7 +377,7 @@ def _boundaries(a, x, lower):
     out = np.where(rest & np.isinf(a) & ~np.isinf(x), one_x, out)
     rest &= ~np.isinf(a)
     out = np.where(rest & np.isinf(x), 1.0 if lower else 0.0, out)
-    rest &= ~np.isinf(x)
+    rest &= ~(np.isinf(x) | np.isnan(a) | np.isnan(x))
     return out, rest
 
 

@@ -136,7 +136,8 @@ def _relu_reference(x):
 
 # name, kernel, its backward, numpy forward and backward (other dtypes), FLOPs
 ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, _relu_reference,
-                                  lambda g, y: g * (y > 0), _UNARY_FLOPS)
+                                  lambda g, y: g * ~(y <= 0),  # threshold_backward's y <= 0: g at NaN
+                                  _UNARY_FLOPS)
 SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, float_of_bool(_sigmoid_reference),
                                      lambda g, y: g * y * (1 - y), _TRANSCENDENTAL_FLOPS)
 TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, float_of_bool(np.tanh),

@@ -107,6 +107,8 @@ def _power(a, b):
     """np.power, with torch's integer rule for a tensor of negative integer exponents (numpy refuses them): 1 for a
     base 1, +-1 for a base -1 (by the exponent's parity) and 0 otherwise."""
     if not (isinstance(b, np.ndarray) and b.dtype.kind in "iu" and np.asarray(a).dtype.kind in "iub" and (b < 0).any()):
+        if not isinstance(b, np.ndarray) and b == -0.5 and np.asarray(a).dtype.kind == "f":
+            return 1 / np.sqrt(a)  # torch's rsqrt for this exponent: NaN at -inf, -inf at -0.0 (IEEE pow: 0, inf)
         return np.power(a, b)
     pos = np.power(a, np.where(b < 0, 0, b))
     neg = np.where(a == 1, 1, np.where(a == -1, np.where(b % 2 == 0, 1, -1), 0))
@@ -134,13 +136,21 @@ class PowFunction(Function):
     def backward(ctx, g):
         a, b, y = ctx.saved_tensors
         ga = gb = None
+        # torch's pow_backward: 0 where the exponent is 0 (also for a = 0 or NaN), and for the exponent
+        # y * log(a), 0 where a = 0 and b >= 0 (NaN for a < 0, +-inf for a = 0 and b < 0)
         if ctx.needs_input_grad[0]:
             bm1 = np.subtract(b, 1, dtype=g.dtype) if not isinstance(b, np.ndarray) else b - 1
-            ga = unbroadcast(g * b * np.power(a, bm1), _shape(a))
+            ga = g * b * _power(a, bm1)
+            if isinstance(b, np.ndarray):
+                ga = np.where(b == 0, ga.dtype.type(0), ga)
+            elif b == 0:
+                ga = np.zeros_like(ga)
+            ga = unbroadcast(ga, _shape(a))
         if ctx.needs_input_grad[1]:
             with np.errstate(divide="ignore", invalid="ignore"):
-                la = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0).astype(g.dtype)
-            gb = unbroadcast(g * y * la, _shape(b))
+                t = (y * np.log(a)).astype(g.dtype, copy=False)
+            t = np.where((a == 0) & (b >= 0), t.dtype.type(0), t)
+            gb = unbroadcast(g * t, _shape(b))
         return ga, gb
 
 
@@ -182,12 +192,22 @@ def _unary(name, fn, grad, reads, flops, make=S.rand):
                        torch=lambda torch, a: getattr(torch, name)(a))(cls)
 
 
+def _sgn(a):
+    """sign(a) with torch's 0 at NaN ((0 < a) - (a < 0)): abs's gradient at NaN is g * 0."""
+    s = np.sign(a)
+    if s.dtype.kind == "f":
+        nan = np.isnan(s)
+        if nan.any():
+            s[nan] = 0
+    return s
+
+
 # name, y = fn(a), dL/da from (g, a, y), what that reads of a and y, FLOPs per element, samples
 NegFunction = _unary("neg", np.negative, lambda g, a, y: -g, "", 1)
 ExpFunction = _unary("exp", float_of_bool(np.exp), lambda g, a, y: g * y, "y", 4)
 LogFunction = _unary("log", float_of_bool(np.log), lambda g, a, y: g / a, "a", 4, S.positive)
 SqrtFunction = _unary("sqrt", float_of_bool(np.sqrt), lambda g, a, y: g / (2 * y), "y", 1, S.positive)
-AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * np.sign(a), "a", 1)
+AbsFunction = _unary("abs", np.abs, lambda g, a, y: g * _sgn(a), "a", 1)
 SinFunction = _unary("sin", float_of_bool(np.sin), lambda g, a, y: g * np.cos(a), "a", 4)
 CosFunction = _unary("cos", float_of_bool(np.cos), lambda g, a, y: -g * np.sin(a), "a", 4)
 

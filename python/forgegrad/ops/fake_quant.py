@@ -31,15 +31,21 @@ def _check_range(quant_min, quant_max, who):
         raise ValueError(f"{who}: quant_min ({quant_min}) must be <= quant_max ({quant_max})")
 
 
-def _fake_quant(x, scale, zero_point, quant_min, quant_max, float32_product=False):
+def _fake_quant(x, scale, zero_point, quant_min, quant_max, float32_product=False, per_channel=False):
     """(output, mask) on arrays; scale/zero_point broadcast against x. ``float32_product``: the
     dequantising product rounded to float32 before a float64 result (torch's per-tensor kernel does
-    that for double input; its per-channel kernel multiplies in double)."""
+    that for double input; its per-channel kernel multiplies in double). Non-finite values as torch's:
+    its per-tensor kernel clamps with fmax / fmin (NaN gives quant_min, +-inf a bound), its per-channel
+    kernel casts to int64 first (NaN, +-inf and anything past int64's range give quant_min)."""
     inv = (F32(1.0) / np.asarray(scale, F32)).astype(F32)
     with np.errstate(over="ignore"):  # x * inv past float's range is +-inf: it saturates at a bound below
         q = np.rint(x * inv) + np.asarray(zero_point, F32)
     mask = (q >= quant_min) & (q <= quant_max)
-    y = (np.clip(q, quant_min, quant_max) - np.asarray(zero_point, F32)) * np.asarray(scale, F32)
+    if per_channel:
+        cast_fails = ~(np.abs(q) < 2.0 ** 63)
+        if cast_fails.any():
+            q = np.where(cast_fails, quant_min, q)
+    y = (np.fmin(np.fmax(q, quant_min), quant_max) - np.asarray(zero_point, F32)) * np.asarray(scale, F32)
     if float32_product:
         y = y.astype(F32)
     y = y.astype(_out(x))
@@ -170,7 +176,7 @@ class FakeQuantizePerChannelAffineFunction(Function):
                              f"quant_max ({quant_max})")
         shape = _channel_shape(input, axis)
         y, mask = _fake_quant(input, scale.astype(F32).reshape(shape), zero_point.reshape(shape), quant_min,
-                              quant_max)
+                              quant_max, per_channel=True)
         ctx.save_for_backward(mask)
         return y
 

@@ -406,21 +406,34 @@ class ScatterReduceFunction(_ScatterBase):
             share = g / np.maximum(n, 1)
             gx, gs = np.where(x_hit, share, 0), np.where(s_hit, share[pos], 0)
         else:
-            x, part, out = ctx.parts
-            zeros = (self_in & (x == 0)).astype(np.int64)
-            np.add.at(zeros, pos, (part == 0).astype(np.int64))
-            nonzero = np.where(self_in & (x != 0), x, 1).astype(g.dtype)
-            np.multiply.at(nonzero, pos, np.where(part == 0, 1, part).astype(g.dtype))
-
-            def others(v, z, p):  # the product of the other factors of a position (v one of them)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return np.where(v != 0, np.where(z == 0, p / np.where(v == 0, 1, v), 0), np.where(z == 1, p, 0))
-
-            gx = np.where(self_in, np.where(ctx.touched, g * others(x, zeros, nonzero), g), 0)
-            gs = g[pos] * others(part, zeros[pos], nonzero[pos])
+            gx, gs = _prod_grads(g, ctx.parts, pos, self_in, keep_self, ctx.touched)
         gx = gx.astype(g.dtype, copy=False).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None
         gs = _ScatterBase.src_grad(ctx, gs.astype(g.dtype, copy=False)) if ctx.needs_input_grad[3] else None
         return gx, None, None, gs, None, None
+
+
+def _prod_grads(g, parts, pos, self_in, keep_self, touched):
+    """torch's scatter_reduce 'prod' backward, its NaN / inf results included: x's gradient g * r / x with x's
+    zeros taken as 1 (r the reduction of that masked x); a src factor's g * out / src, but for the only zero src
+    factor of a position g times the reduction with that factor taken as 1 (0 for two or more zero factors)."""
+    x, part, out = parts
+    dt = g.dtype
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        masked = np.where(x == 0, 1, x).astype(dt)
+        red = masked.copy() if keep_self else np.where(touched, 1, masked).astype(dt)
+        np.multiply.at(red, pos, part.astype(dt))
+        gx = np.where(self_in, g * red / masked, 0)
+        src_zero = part == 0
+        gs = (g * out)[pos] / np.where(src_zero, 1, part)
+        if src_zero.any():
+            n = np.zeros(out.shape, np.int64)
+            np.add.at(n, pos, src_zero.astype(np.int64))
+            single = src_zero & (n[pos] == 1)
+            if single.any():
+                red = (x.copy() if keep_self else np.where(touched, 1, x)).astype(dt)
+                np.multiply.at(red, pos, np.where(single, 1, part).astype(dt))
+                gs = np.where(single, (g * red)[pos], gs)
+    return gx, gs
 
 
 # ---- index_select -------------------------------------------------------------------------------------------

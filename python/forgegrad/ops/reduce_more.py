@@ -1,8 +1,9 @@
-"""torch's further reductions: logsumexp, prod (torch's gradient with zeros: the product of the others, exact for
-any number of zeros), nansum, nanmean, median/nanmedian over all elements (torch's lower median; the gradient
-shared evenly among the elements equal to it, as torch's) and along a dim (values, indices), mode (the most frequent
-value, the smallest on a tie, at its last index as torch's CPU kernel), quantile/nanquantile (q a number or a 1-D
-tensor; linear, lower, higher, midpoint, nearest).
+"""torch's further reductions: logsumexp, prod (torch's gradient: prod / x without zeros, with zeros the product of
+the others, exact for any number of zeros; zeros for two or more zeros in a full reduction), nansum, nanmean,
+median/nanmedian over all elements (torch's lower median; the gradient shared evenly among the elements equal to it,
+as torch's) and along a dim (values, indices), mode (the most frequent value, the smallest on a tie, at its last
+index as torch's CPU kernel), quantile/nanquantile (q a number or a 1-D tensor; linear, lower, higher, midpoint,
+nearest).
 """
 from __future__ import annotations
 
@@ -176,12 +177,21 @@ class ProdFunction(_Reduce):
 
     @staticmethod
     def backward(ctx, g):
+        # torch's prod_backward: without a zero g * prod / x (NaN at an inf or NaN element); with zeros the product
+        # of the others (over all elements: only for one zero, two or more give zeros)
         (x,) = ctx.saved_tensors
-        if ctx.flat:
-            return (g * _others_product(x.reshape(-1), 0).reshape(x.shape)).astype(x.dtype)
-        axis = ctx.axes[0] if x.ndim else 0
         if x.ndim == 0:
             return g.astype(x.dtype)
+        zeros = np.count_nonzero(x == 0)
+        if ctx.flat:
+            if zeros == 0:
+                return (g * (np.prod(x) / x)).astype(x.dtype)
+            if zeros > 1:
+                return np.zeros_like(x)
+            return (g * _others_product(x.reshape(-1), 0).reshape(x.shape)).astype(x.dtype)
+        axis = ctx.axes[0]
+        if zeros == 0:
+            return (_Reduce._back(ctx, g) * (np.prod(x, axis=axis, keepdims=True) / x)).astype(x.dtype)
         return (_Reduce._back(ctx, g) * _others_product(x, axis)).astype(x.dtype)
 
 

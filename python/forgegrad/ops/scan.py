@@ -1,8 +1,9 @@
 """Scans torch has beside cumsum: cumprod and logcumsumexp (cummax / cummin are in forgegrad._torch_indexing:
 their values are a gather of their indices).
 
-Both gradients are one reverse pass along the dim, without a division: cumprod's stays exact where x has zeros
-(torch's too), logcumsumexp's multiplies only by exp of non-positive differences (no overflow).
+Both gradients give torch's results at NaN / inf inputs: cumprod's is torch's formula (a reversed cumsum divided by x,
+exact products around zeros), logcumsumexp's one reverse pass for finite input and torch's log-space reversed scans
+where x or g is not finite.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def _reverse_scan(step, first, n, axis):
                                  BadInput((S.rand(2, 3), None), {}, TypeError, "dim")],
              onnx=cumprod_onnx)
 class CumprodFunction(Function):
-    """torch.cumprod: the running product along dim (integers and bools as int64). The gradient of x[k] is
-    ``prod(x[:k]) * S[k]`` with ``S[k] = g[k] + x[k+1] * S[k+1]``: no division, so exact at zeros."""
+    """torch.cumprod: the running product along dim (integers and bools as int64). The gradient is torch's
+    (``_cumprod_grad``): a division by x where the input has no zero, exact products around zeros."""
 
     @staticmethod
     def forward(ctx, a, dim):
@@ -74,11 +75,36 @@ class CumprodFunction(Function):
         axis, n = ctx.axis, a.shape[ctx.axis]
         if n == 0:
             return np.zeros_like(g)
+        if n == 1:
+            return g.copy()
         xs = np.moveaxis(a, axis, 0).astype(g.dtype)
         gs = np.moveaxis(g, axis, 0)
-        run = _reverse_scan(lambda k, nxt: gs[k] + xs[k + 1] * nxt, lambda k: gs[k].copy(), n, 0)
-        before = np.concatenate([np.ones_like(xs[:1]), np.cumprod(xs[:-1], axis=0)], axis=0)
-        return np.ascontiguousarray(np.moveaxis(before * run, 0, axis), dtype=g.dtype)
+        return np.ascontiguousarray(np.moveaxis(_cumprod_grad(xs, gs), 0, axis), dtype=g.dtype)
+
+
+def _rev_cumsum(w):
+    return np.flip(np.cumsum(np.flip(w, 0), 0), 0)
+
+
+def _cumprod_grad(xs, gs):
+    """torch's cumprod_backward along axis 0 (its NaN / inf results included): without a zero in the whole input
+    sum(out[j] g[j], j >= k) / x[k]; with zeros that sum over the elements before a row's first zero, at the
+    first zero out[z1 - 1] * sum(g[j] prod(x[z1+1..j]), z1 <= j < z2), and 0 after it."""
+    with np.errstate(all="ignore"):
+        out = np.cumprod(xs, axis=0)
+        zero = xs == 0
+        if not zero.any():
+            return _rev_cumsum(out * gs) / xs
+        cs = np.cumsum(zero, axis=0)
+        before = cs == 0
+        grad = np.where(before, _rev_cumsum(np.where(before, out * gs, 0)) / xs, 0).astype(gs.dtype, copy=False)
+        span = cs == 1
+        first = zero & span
+        between = span & ~first
+        total = (np.cumprod(np.where(between, xs, 1), axis=0) * np.where(span, gs, 0)).sum(0)
+        prev = np.concatenate([np.ones_like(out[:1]), out[:-1]], 0)
+        prev = np.where(first, prev, 0).sum(0)  # out[z1 - 1] (1 for a zero first), 0 in rows without a zero
+        return np.where(first, total * prev, grad)
 
 
 def _lcse_samples():
@@ -114,7 +140,9 @@ def _lcse_onnx(ctx, op):
              onnx=_lcse_onnx, tol=(1e-5, 2e-5))
 class LogcumsumexpFunction(Function):
     """torch.logcumsumexp: ``log(sum(exp(x[:k+1])))`` along dim, accumulated pairwise (np.logaddexp). The
-    gradient of x[k] is ``exp(x[k] - out[k]) * T[k]`` with ``T[k] = g[k] + exp(out[k] - out[k+1]) * T[k+1]``."""
+    gradient of x[k] is ``exp(x[k] - out[k]) * T[k]`` with ``T[k] = g[k] + exp(out[k] - out[k+1]) * T[k+1]``;
+    where x or g holds NaN / inf torch's ``exp(x[k] + log(sum(exp(log g[j] - out[j]), j >= k)))`` (positive and
+    negative g apart), whose NaN / inf results differ from the recursion's."""
 
     @staticmethod
     def forward(ctx, a, dim):
@@ -135,10 +163,20 @@ class LogcumsumexpFunction(Function):
         if n == 0:
             return np.zeros_like(g)
         xs, os_, gs = (np.moveaxis(v, axis, 0) for v in (a, out, g))
-        with np.errstate(invalid="ignore", over="ignore"):
-            run = _reverse_scan(lambda k, nxt: gs[k] + np.nan_to_num(np.exp(os_[k] - os_[k + 1])) * nxt,
-                                lambda k: gs[k].copy(), n, 0)
-            grad = np.nan_to_num(np.exp(xs - os_)) * run
+        if np.isfinite(xs).all() and np.isfinite(gs).all():  # one reverse pass (faster than torch's formula below)
+            with np.errstate(invalid="ignore", over="ignore"):
+                run = _reverse_scan(lambda k, nxt: gs[k] + np.nan_to_num(np.exp(os_[k] - os_[k + 1])) * nxt,
+                                    lambda k: gs[k].copy(), n, 0)
+                grad = np.nan_to_num(np.exp(xs - os_)) * run
+            return np.ascontiguousarray(np.moveaxis(grad, 0, axis), dtype=g.dtype)
+        # with NaN / inf: torch's logcumsumexp_backward (TensorFlow's), exp(x + reversed logcumsumexp(log|g| -
+        # out)) over the positive and the negative g apart (log|g| the lowest float where g has the other sign)
+        lowest = np.finfo(gs.dtype).min
+        with np.errstate(all="ignore"):
+            log_abs = np.log(np.abs(gs))
+            grad = [np.exp(np.flip(np.logaddexp.accumulate(np.flip(np.where(m, log_abs, lowest) - os_, 0), 0), 0)
+                           + xs) for m in (gs > 0, gs < 0)]
+            grad = grad[0] - grad[1]
         return np.ascontiguousarray(np.moveaxis(grad, 0, axis), dtype=g.dtype)
 
 

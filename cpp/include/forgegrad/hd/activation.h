@@ -25,8 +25,8 @@ constexpr float kSqrt1_2 = 0.70710678118654752440f;      // 1/sqrt(2)
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;   // 1/sqrt(2 pi)
 constexpr float kSqrt2OverPi = 0.79788456080286535588f;  // sqrt(2/pi)
 constexpr float kKappa = 0.044715f;
-// SiLU below kSiluLo is -0 (x = -inf then gives the limit -0, not torch's -inf/inf = NaN; the exact
-// values there are under 3.7e-37). See cpp/kernels/per_isa/activation.cpp.
+// SiLU below kSiluLo is 0 * x: -0 for finite x (the exact values there are under 3.7e-37), NaN at
+// x = -inf as torch's -inf / inf. See cpp/kernels/per_isa/activation.cpp.
 constexpr float kSiluLo = -88.37f;
 constexpr float kFltMax = 3.402823466e38f;
 
@@ -39,7 +39,7 @@ FG_HD float gelu_tanh(float x) {
   return (x * 0.5f) * (1.0f + hd::tanh(inner));
 }
 // x / (1 + exp(-x)): torch's association (one rounding fewer than x * sigmoid(x)).
-FG_HD float silu(float x) { return select_gt(kSiluLo, x, -0.0f, x / (1.0f + hd::exp(-x))); }
+FG_HD float silu(float x) { return select_gt(kSiluLo, x, 0.0f * x, x / (1.0f + hd::exp(-x))); }
 
 // Backward: g times the derivative, from y = relu(x) (torch's threshold_backward: y <= 0 gives 0,
 // which lets g through where y is NaN).
@@ -62,11 +62,12 @@ FG_HD float gelu_tanh_backward(float g, float x) {
 }
 FG_HD float sigmoid_backward(float g, float y) { return (g * (1.0f - y)) * y; }
 FG_HD float tanh_backward(float g, float y) { return g * fnmadd(y, y, 1.0f); }
-// g * s * (1 + x (1 - s)), s = sigmoid(x); the limits at the ends: below kSiluLo g * -0, at +inf g.
+// g * s * (1 + x (1 - s)), s = sigmoid(x); below kSiluLo g * (0 * x): g * -0, NaN at x = -inf (torch's
+// 0 * -inf); x = +inf gives NaN through the formula (torch's inf * 0).
 FG_HD float silu_backward(float g, float x) {
   float s = 1.0f / (1.0f + hd::exp(-x));
   float d = (g * s) * (1.0f + x * (1.0f - s));
-  return select_gt(x, kFltMax, g, select_gt(kSiluLo, x, g * -0.0f, d));
+  return select_gt(kSiluLo, x, g * (0.0f * x), d);
 }
 
 // By code (alpha: leaky_relu's negative_slope, else unused). Unknown codes give x / g unchanged;
