@@ -250,14 +250,15 @@ __device__ __forceinline__ float apply(Pointwise op, float a, float b, float c, 
     case Pointwise::AmaxGrad: return a == b ? c / d : 0.f;
     case Pointwise::BceLoss: return -(b * fmaxf(logf(a), -100.f) + (1.f - b) * fmaxf(log1pf(-a), -100.f)) * c;
     case Pointwise::BceGradP: return (a - b) / fmaxf(a * (1.f - a), 1e-12f) * c * alpha;
-    case Pointwise::BceGradT: return -(fmaxf(logf(a), -100.f) - fmaxf(log1pf(-a), -100.f)) * b * alpha;
+    case Pointwise::BceGradT: return -logf(a / (1.f - a)) * b * alpha;  // torch: -logit(p), unclamped
     case Pointwise::BceLogitsLoss: return ((1.f - b) * a + (1.f + (d - 1.f) * b) * log_sigmoid_neg(a)) * c;
     case Pointwise::BceLogitsGradX: {
       float e = expf(-fabsf(a));  // sigmoid without overflow for large |x|
       float sig = a >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
       return (sig * (c * b + 1.f - b) - c * b) * d * alpha;
     }
-    case Pointwise::BceLogitsGradT: return (-a + (b - 1.f) * log_sigmoid_neg(a)) * c * alpha;
+    case Pointwise::BceLogitsGradT:  // torch: log_sigmoid(-x) - pw log_sigmoid(x) (NaN at pw = x = inf)
+      return (b == 1.f ? -a : b * log_sigmoid_neg(a) - log_sigmoid_neg(-a)) * c * alpha;
     default: return apply_more(op, a, b, c, d, alpha);
   }
   return 0.f;

@@ -110,14 +110,16 @@ __global__ void cross_entropy_bwd(const float* __restrict__ prob, const int64_t*
     int64_t t = target[row];
     bool valid = t != ignore_index;
     bool bad = valid && (t < 0 || t >= C);
+    // An ignored row's upstream gradient is 0 (a = 0) but, as in torch's log_softmax backward (g - p * sum g),
+    // it still meets p and the class weights: NaN where p is NaN or (with smoothing) a weight is not finite.
     float wsum = 0.f;
-    if (eps > 0.f && valid) {
+    if (eps > 0.f) {
       for (int64_t k = threadIdx.x; k < C; k += blockDim.x) wsum += weight ? weight[k] : 1.f;
       wsum = block_reduce<SumOp>(wsum, sh);
     }
-    float a = grad_scale(g, g_stride, denom, row);
+    float a = valid ? grad_scale(g, g_stride, denom, row) : 0.f;
     float wy = (valid && !bad) ? (weight ? weight[t] : 1.f) : 0.f;
-    float smooth = valid ? eps / static_cast<float>(C) : 0.f;
+    float smooth = eps / static_cast<float>(C);
     float coef = (1.f - eps) * wy + smooth * wsum;
     for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
       float d = prob[base + k * inner] * coef;

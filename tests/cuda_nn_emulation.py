@@ -69,10 +69,10 @@ _POINTWISE = {
     "amax_grad": lambda a, y, g, n, al: np.where(a == y, g / n, 0),
     "bce_loss": lambda p, t, w, d, al: -(t * _log_clamped(p) + (1 - t) * _log_clamped(1 - p, p)) * w,
     "bce_grad_p": lambda p, t, g, d, al: (p - t) / np.maximum(p * (1 - p), 1e-12) * g * np.float32(al),
-    "bce_grad_t": lambda p, g, c, d, al: -(_log_clamped(p) - _log_clamped(1 - p, p)) * g * np.float32(al),
+    "bce_grad_t": lambda p, g, c, d, al: -np.log(p / (1 - p)) * g * np.float32(al),
     "bce_logits_loss": lambda x, t, w, pw, al: ((1 - t) * x + (1 + (pw - 1) * t) * _lsn(x)) * w,
     "bce_logits_grad_x": lambda x, t, pw, g, al: (_sigmoid(x) * (pw * t + 1 - t) - pw * t) * g * np.float32(al),
-    "bce_logits_grad_t": lambda x, pw, g, d, al: (-x + (pw - 1) * _lsn(x)) * g * np.float32(al),
+    "bce_logits_grad_t": lambda x, pw, g, d, al: np.where(pw == 1, -x, pw * _lsn(x) - _lsn(-x)) * g * np.float32(al),
 }
 
 _F = np.float32

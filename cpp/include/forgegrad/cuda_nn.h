@@ -57,11 +57,11 @@ enum class Pointwise : int {
   // binary cross entropy on probabilities p (log terms clamped at -100, as torch)
   BceLoss,   // -(t max(log p, -100) + (1 - t) max(log(1 - p), -100)) * w     (p, t, w)
   BceGradP,  // (p - t) / max(p (1 - p), 1e-12) * g * alpha                  (p, t, g)
-  BceGradT,  // -(max(log p, -100) - max(log(1 - p), -100)) * g * alpha       (p, g)
+  BceGradT,  // -log(p / (1 - p)) * g * alpha (torch's -logit, unclamped)      (p, g)
   // binary cross entropy on logits x, lsn = log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x)
   BceLogitsLoss,   // ((1 - t) x + (1 + (pw - 1) t) lsn) * w                 (x, t, w, pw)
   BceLogitsGradX,  // (sigmoid(x) (pw t + 1 - t) - pw t) * g * alpha          (x, t, pw, g)
-  BceLogitsGradT,  // (-x + (pw - 1) lsn) * g * alpha                         (x, pw, g)
+  BceLogitsGradT,  // (pw == 1 ? -x : pw lsn(x) - lsn(-x)) * g * alpha        (x, pw, g)
   // ---- appended (the numbering above is mirrored by tests/test_cuda_sim.py's POINTWISE) ----
   // more unary math: out = f(in0), torch's values at the edges (sign(NaN) = 0, round half to even)
   Log1p,

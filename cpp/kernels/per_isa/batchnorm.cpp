@@ -78,6 +78,17 @@ inline void row_affine2(const float* g, const float* x, float* y, int64_t L, flo
   }
 }
 
+// y = g * a over a row (eval's gradient: x takes no part, so a NaN / inf x does not reach gx, as in torch)
+inline void row_scale(const float* g, float* y, int64_t L, float a) {
+  const vf va = vset1(a);
+  int64_t i = 0;
+  for (; i + W <= L; i += W) vstore(y + i, vmul(vload(g + i), va));
+  if (i < L) {
+    const int n = static_cast<int>(L - i);
+    vstore_n(y + i, vmul(vload_n(g + i, n), va), n);
+  }
+}
+
 // Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1). The
 // sums are taken about each channel's first value: a channel of equal values (a broadcast input)
 // has mean exactly that value and variance 0, and a large common offset costs no precision.
@@ -238,6 +249,11 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t L, const float* x, const 
         const float* xr = x + n * C;
         float* o = gx + n * C;
         int64_t c = 0;
+        if (!training) {
+          for (; c + W <= C; c += W) vstore(o + c, vmul(vload(g + c), vload(a + c)));
+          for (; c < C; ++c) o[c] = g[c] * a[c];
+          continue;
+        }
         for (; c + W <= C; c += W)
           vstore(o + c, vfmadd(vload(g + c), vload(a + c), vfmadd(vload(xr + c), vload(bx + c), vload(cc + c))));
         for (; c < C; ++c) o[c] = g[c] * a[c] + (xr[c] * bx[c] + cc[c]);
@@ -249,7 +265,10 @@ void batch_norm_backward(int64_t N, int64_t C, int64_t L, const float* x, const 
   parallel_for(N * C, L >= 4096 ? 1 : 4096 / L, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t c = r % C;
-      row_affine2(gy + r * L, x + r * L, gx + r * L, L, a[c], bx[c], cc[c]);
+      if (training)
+        row_affine2(gy + r * L, x + r * L, gx + r * L, L, a[c], bx[c], cc[c]);
+      else
+        row_scale(gy + r * L, gx + r * L, L, a[c]);
     }
   });
 }

@@ -71,14 +71,12 @@ void cross_entropy_backward(const float* prob, const int64_t* target, const floa
       float* d = dlogits + r * C;
       const int64_t t = target[r];
       int64_t i = 0;
-      if (t == ignore_index) {
-        for (; i + W <= C; i += W) vstore(d + i, vzero());
-        if (i < C) vstore_n(d + i, vzero(), static_cast<int>(C - i));
-        continue;
-      }
-      const float a = grad_loss ? grad_scale * grad_loss[r] : grad_scale;
-      const float wt = weight ? weight[t] : 1.0f;
-      const vf ac = vset1(a * ((1.0f - eps) * wt + eps_c * weight_total));
+      // An ignored row's upstream gradient is 0 but, as in torch's log_softmax backward (g - p * sum g),
+      // it still meets p and the class weights: NaN where p is NaN or (with smoothing) a weight is not finite.
+      const bool ignored = t == ignore_index;
+      const float a = ignored ? 0.0f : (grad_loss ? grad_scale * grad_loss[r] : grad_scale);
+      const float wt = ignored ? 0.0f : (weight ? weight[t] : 1.0f);
+      const vf ac = vset1(a * ((1.0f - eps) * wt + (eps > 0.0f ? eps_c * weight_total : 0.0f)));
       if (eps > 0.0f) {
         const vf aw = vset1(a * eps_c);
         if (weight) {
@@ -101,7 +99,7 @@ void cross_entropy_backward(const float* prob, const int64_t* target, const floa
           vstore_n(d + i, vmul(vload_n(p + i, k), ac), k);
         }
       }
-      d[t] -= a * (1.0f - eps) * wt;
+      if (!ignored) d[t] -= a * (1.0f - eps) * wt;
     }
   });
 }

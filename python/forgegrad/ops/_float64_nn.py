@@ -215,9 +215,11 @@ class BatchNorm64Function(Function):
             mean, var = running_mean, running_var
         invstd = 1.0 / np.sqrt(var + eps)
         xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-        y = xhat if weight is None else xhat * weight.reshape(shape)
-        if bias is not None:
-            y = y + bias.reshape(shape)
+        # torch's transform: y = x * alpha + beta, alpha = invstd * weight, beta = bias - mean * alpha (so an inf x
+        # in a channel of infinite variance gives NaN, as torch's and the float32 kernel's)
+        alpha = invstd if weight is None else invstd * weight
+        beta = -mean * alpha if bias is None else bias - mean * alpha
+        y = x * alpha.reshape(shape) + beta.reshape(shape)
         ctx.save_for_backward(xhat, invstd, weight)
         ctx.training, ctx.axes, ctx.shape, ctx.has_bias = bool(training), axes, shape, bias is not None
         return y

@@ -153,20 +153,21 @@ def _chunk_numpy(p, z, n0, n1, loss, want, scale, grad_loss, grads):
         wy = np.where(valid, w[ys], 0).astype(dt)
         ar = np.arange(len(ys))
         per = (1 - eps) * np.where(valid, -logp[ar, ys], 0) * wy
-        if eps > 0:
-            per = per + eps / C * -(logp * w).sum(axis=1) * valid
+        if eps > 0:  # 0 for an ignored row even where its logits are NaN / inf (torch's masked_fill)
+            per = per + eps / C * np.where(valid, -(logp * w).sum(axis=1), 0)
         loss[...] = per
         if not want:
             return None
         a = dt.type(scale) if grad_loss is None else (dt.type(scale) * grad_loss)[:, None]
-        coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
+        # as the kernel: an ignored row's upstream gradient is 0 (not 0 * the infinite scale of a mean over no
+        # row), yet (torch's g - p * sum g) it still meets p and, with smoothing, the class weights
+        coef = (1 - eps) * wy + ((eps / C) * w.sum() if eps > 0 else 0)
         d = e / s * coef[:, None]
         d[ar, ys] -= (1 - eps) * wy
         if eps > 0:
-            d -= (eps / C) * w[None, :] * valid[:, None]
+            d -= (eps / C) * w[None, :]
         with np.errstate(invalid="ignore"):
-            d *= a
-        d[~valid] = 0  # exactly 0, as the kernel's (a mean over no row has an infinite scale)
+            d *= np.where(valid[:, None], a, 0)
         return d
     # class probabilities: t (k, C, D) -> (k*D, C) rows, smoothed
     tc = p.t[n0:n1]

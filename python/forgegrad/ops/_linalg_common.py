@@ -84,6 +84,28 @@ def square_bad(fn_args=lambda a: (a,), name="A", kwargs=None):
 
 
 # ---- the vocabulary: the same formula on arrays (NP) and on Tensors (TS) ------------------------------------------
+def _tri_solve_left(a, b, upper):
+    """a^-1 b for triangular a (zeros off its triangle). Finite input: LAPACK's LU solve. A NaN / inf: substitution,
+    as torch's trsm, so it reaches only the entries that depend on it (an LU solve's eliminations spread it)."""
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return np.linalg.solve(a, b)
+    n = a.shape[-1]
+    d = np.diagonal(a, axis1=-2, axis2=-1)
+    if (d == 0).any():
+        raise np.linalg.LinAlgError("Singular matrix")
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, shape + a.shape[-2:])
+    x = np.array(np.broadcast_to(b, shape + b.shape[-2:]), dtype=np.result_type(a, b))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for i in (range(n - 1, -1, -1) if upper else range(n)):
+            lo, hi = (i + 1, n) if upper else (0, i)
+            r = x[..., i, :]
+            if hi > lo:
+                r = r - (a[..., i:i + 1, lo:hi] @ x[..., lo:hi, :])[..., 0, :]
+            x[..., i, :] = r / a[..., i, i:i + 1]
+    return x
+
+
 class NP:
     @staticmethod
     def mT(x):
@@ -106,8 +128,8 @@ class NP:
         """a^-1 b (left) or b a^-1, a triangular (only that triangle read)."""
         a = np.triu(a) if upper else np.tril(a)
         if left:
-            return np.linalg.solve(a, b)
-        return np.swapaxes(np.linalg.solve(np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2)), -1, -2)
+            return _tri_solve_left(a, b, upper)
+        return np.swapaxes(_tri_solve_left(np.swapaxes(a, -1, -2), np.swapaxes(b, -1, -2), not upper), -1, -2)
 
     @staticmethod
     def diag(x):
@@ -286,7 +308,9 @@ def _off_diagonal_div(B, x, e, n):
     """x / e off the diagonal, 0 on it (a repeated eigen/singular value gives inf/NaN there, as torch's)."""
     eye = np.eye(n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return x / (e + B.const(eye, e)) * B.const(1.0 - eye, e)
+        q = x / (e + B.const(eye, e))
+    # the diagonal dropped by selection, not by * 0: a NaN / inf eigenvalue's E_ii = L_i - L_i is NaN (torch fills it)
+    return B.tril(q, -1) + B.triu(q, 1)
 
 
 def eigh_backward(B, L, V, gL, gV):

@@ -25,6 +25,14 @@ def dropout_keep(shape, p: float, dtype=np.float32) -> np.ndarray:
     return keep
 
 
+def sign0(x: np.ndarray) -> np.ndarray:
+    """torch.sign: as numpy's, but 0 at NaN (torch's gradients of abs and of the 1- and inf-norms are 0 there)."""
+    s = np.sign(x)
+    if s.dtype.kind == "f" and np.isnan(s.sum()):  # a fix-up only where a NaN occurs
+        s = np.nan_to_num(s, nan=0.0)
+    return s
+
+
 def unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
     """Sum grad over the axes that broadcasting added or stretched, giving an array of `shape`."""
     if grad.shape == tuple(shape):

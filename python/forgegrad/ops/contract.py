@@ -262,8 +262,8 @@ class CdistFunction(Function):
             ad = np.abs(diff)
             if p == 0:
                 out = np.sum(ad != 0, -1).astype(dt)
-            elif p == math.inf:
-                out = np.max(ad, -1) if ad.shape[-1] else np.zeros(ad.shape[:-1], dt)
+            elif p == math.inf:  # torch's kernel: max(agg, |d|) from 0, which passes over a NaN difference
+                out = np.fmax.reduce(ad, axis=-1, initial=0)
             elif p == 1:
                 out = np.sum(ad, -1)
             elif p == 2:
@@ -292,8 +292,8 @@ class CdistFunction(Function):
                 d = out[..., None]
                 if p == 1:
                     w = np.sign(diff)
-                elif p == math.inf:
-                    w = np.sign(diff) * (np.abs(diff) == d)
+                elif p == math.inf:  # torch's 1 - min(1, ceil(||diff| - d|)): NaN where that is NaN (inf - inf)
+                    w = np.sign(diff) * (1 - np.minimum(1, np.ceil(np.abs(np.abs(diff) - d))))
                 elif p == 2:
                     w = np.where(d == 0, 0, diff / d)
                 else:  # 0 where a coordinate's difference is 0 (torch's), not 0 * |0| ** (p - 1 or p - 2) = NaN

@@ -268,8 +268,9 @@ def chol_solve_array(b, L, upper):
     lt = np.triu(L) if upper else np.tril(L)
     first, second = (np.swapaxes(lt, -1, -2), lt) if upper else (lt, np.swapaxes(lt, -1, -2))
     try:
-        return np.linalg.solve(second, np.linalg.solve(first, np.broadcast_to(
-            b, np.broadcast_shapes(b.shape[:-2], L.shape[:-2]) + b.shape[-2:])))
+        # two triangular solves (torch's potrs): an inf in b reaches only what depends on it
+        return C.NP.solve_tri(second, C.NP.solve_tri(first, np.broadcast_to(
+            b, np.broadcast_shapes(b.shape[:-2], L.shape[:-2]) + b.shape[-2:]), False), True)
     except np.linalg.LinAlgError:
         raise C.LinAlgError("cholesky_solve: the factor (argument 'input2') has a zero on its diagonal (singular); "
                             "torch returns inf/NaN there, forgegrad refuses it") from None

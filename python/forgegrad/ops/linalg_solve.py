@@ -134,6 +134,8 @@ class LinalgDetFunction(Function):
     @staticmethod
     def backward(ctx, g):
         a, det = ctx.saved_tensors
+        if a.shape[-1] == 1:  # the cofactor of a 1x1 matrix is 1, whatever its entry (NaN / inf too, as torch's)
+            return np.array(np.broadcast_to(np.asarray(g)[..., None, None], a.shape), dtype=g.dtype)
         try:
             ainv = np.linalg.inv(a)
         except np.linalg.LinAlgError:
@@ -443,6 +445,9 @@ class LinalgMatrixExpFunction(Function):
     def forward(ctx, A):
         C.check_matrix(A, "A", "linalg.matrix_exp")
         ctx.save_for_backward(A)
+        if A.shape[-1] == 1:  # torch's shortcut: the scalar exp (exp(inf) = inf, where Pade's squaring gives NaN)
+            with np.errstate(over="ignore"):
+                return np.exp(A)
         return expm_array(A)
 
     @staticmethod

@@ -15,6 +15,7 @@ from ..devices import MetaArray
 from ..kernels import loss as _KL
 from . import _meta as M
 from . import loss_samples as LS
+from ._util import sign0
 from .registry import register_op
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -175,7 +176,8 @@ class L1LossFunction(Function):
     @staticmethod
     def backward(ctx, g):
         (d,) = ctx.saved_tensors
-        gi = (np.sign(d) * _reduce_grad(g, d.shape, ctx.reduction)).astype(_dt(d))
+        # torch's sign(NaN) is 0 (its gradient of abs at NaN is 0); numpy's is NaN
+        gi = (sign0(d) * _reduce_grad(g, d.shape, ctx.reduction)).astype(_dt(d))
         return gi, (-gi if ctx.needs_input_grad[1] else None)
 
 
@@ -212,8 +214,9 @@ class BinaryCrossEntropyFunction(Function):
             gi = gi * w
         gt = None
         if ctx.needs_input_grad[1]:
-            with np.errstate(divide="ignore"):
-                gt = -(np.maximum(np.log(p), -100) - np.maximum(np.log1p(-p), -100)) * gr
+            # torch: -logit(p), unclamped (inf at p = 0, so a zero weight there gives NaN)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gt = -np.log(p / (1 - p)) * gr
             if w is not None:
                 gt = gt * w
             gt = gt.astype(_dt(p))
@@ -259,9 +262,13 @@ class BinaryCrossEntropyWithLogitsFunction(Function):
             gi = gi * w
         gt = None
         if ctx.needs_input_grad[1]:
-            log_sig_neg = np.log1p(e) + np.maximum(-x, 0)
-            # d/dt [(1 - t) x + (1 + (pw - 1) t) * log_sig_neg]
-            gt = -x if pw is None else -x + (pw - 1) * log_sig_neg
+            # d/dt [(1 - t) x + (1 + (pw - 1) t) * log_sig_neg], as torch writes it: log_sigmoid(-x) -
+            # pw * log_sigmoid(x) (so an inf pos_weight at x = inf gives NaN, as torch's)
+            if pw is None:
+                gt = -x
+            else:
+                l1e = np.log1p(e)
+                gt = (np.minimum(-x, 0) - l1e) + pw * (np.maximum(-x, 0) + l1e)
             gt = gt * gr
             if w is not None:
                 gt = gt * w
@@ -397,10 +404,11 @@ class CrossEntropyFunction(Function):
                 raise IndexError(f"cross_entropy: target {bad} is out of bounds for {C} classes")
             ys = np.where(valid, y, 0)
             wy = np.where(valid, w[ys], 0).astype(dt)
-            nll = -logp[np.arange(len(ys)), ys] * wy
+            # an ignored row's loss is 0 even where its logits are NaN / inf (torch's masked_fill)
+            nll = np.where(valid, -logp[np.arange(len(ys)), ys] * wy, 0)
             per = (1 - eps) * nll
             if eps > 0:
-                smooth = -(logp * w).sum(axis=1) * valid
+                smooth = np.where(valid, -(logp * w).sum(axis=1), 0)
                 per = per + eps / C * smooth
             ctx.mode = "index"
             ctx.save_for_backward(logp, ys, valid, wy, w)
@@ -452,11 +460,14 @@ class CrossEntropyFunction(Function):
                 gw = (-(t * logp * a).sum(axis=0)).astype(dt)
         else:
             eps, C = ctx.eps, ctx.C
-            coef = (1 - eps) * wy + (eps / C) * w.sum() * valid
+            # as the C++ kernel: an ignored row's upstream gradient is 0, yet (torch's g - p * sum g) it still
+            # meets p and, with smoothing, the class weights, so a NaN there stays NaN
+            coef = (1 - eps) * wy + ((eps / C) * w.sum() if eps > 0 else 0)
             d = p * coef[:, None]
             d[np.arange(n), ys] -= (1 - eps) * wy
             if eps > 0:
-                d -= (eps / C) * w[None, :] * valid[:, None]
+                d -= (eps / C) * w[None, :]
+            a = np.where(valid[:, None], a, 0)  # 0, not 0 * the infinite scale of a mean over no row
         d = (d * a).astype(dt)
         return _classes_back(d, ctx.shape), gt, gw
 
@@ -553,7 +564,10 @@ class KLDivFunction(Function):
             if ctx.log_target:
                 gt = pt * (target - inp + 1) * gr
             else:
+                # torch differentiates xlogy(t, t) in both arguments: xlogy(t != 0, t) + t / t, so t = 0 or
+                # +-inf gives NaN (0 / 0, inf / inf)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    gt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)) + 1 - inp) * gr
+                    lt = np.where(target == 0, 0, np.log(np.where(target == 0, 1, target)))
+                    gt = (lt + target / target - inp) * gr
             gt = gt.astype(_dt(target))
         return gi, gt

@@ -311,11 +311,11 @@ class KLDivCudaFunction(Function):
         gi = CN.pw("mul_scaled", pt, g, alpha=-1.0, shape=inp.shape)
         gt = None
         if ctx.needs_input_grad[1]:
-            d = CN.pw("add", CN.pw("sub", target if ctx.log_target else CN.pw("log", target), inp), 1.0)
             if ctx.log_target:
-                d = CN.pw("mul", pt, d)
-            else:
-                d = K.where(K.compare("eq", target, 0.0), 0.0, d)
+                d = CN.pw("mul", pt, CN.pw("add", CN.pw("sub", target, inp), 1.0))
+            else:  # as the CPU (torch's xlogy(t, t) in both arguments): xlogy(t != 0, t) + t / t - input
+                lt = K.where(K.compare("eq", target, 0.0), 0.0, CN.pw("log", target))
+                d = CN.pw("sub", CN.pw("add", lt, CN.pw("div", target, target)), inp)
             gt = CN.pw("mul", d, g, shape=inp.shape)
         return gi, gt
 

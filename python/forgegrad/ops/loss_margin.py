@@ -390,8 +390,11 @@ class MultiLabelSoftMarginLossFunction(Function):
         d = x.dtype
         gr = reduced_grad(g, rows, reduction, d)[..., None] / d.type(x.shape[-1])
         scale = gr if w is None else gr * w
-        gi = (np.exp(ls_pos) - t) * scale  # sigmoid(x) - t
-        gt = -(ls_pos - ls_neg) * scale if ctx.needs_input_grad[1] else None
+        # (1 - t) sigmoid(x) - t sigmoid(-x) (= sigmoid(x) - t), the upstream gradient applied in torch's order
+        # (scale * t, then the log-sigmoid's derivative): an inf target or weight meeting a saturated sigmoid
+        # gives NaN (inf * 0), as torch's
+        gi = (scale * (1 - t)) * np.exp(ls_pos) - (scale * t) * np.exp(ls_neg)
+        gt = scale * ls_neg - scale * ls_pos if ctx.needs_input_grad[1] else None
         gw = unbroadcast(loss * gr, w.shape).astype(d) if w is not None and ctx.needs_input_grad[2] else None
         return gi.astype(d), None if gt is None else gt.astype(d), gw
 

@@ -20,6 +20,7 @@ from ._loss_common import (broadcast_shape, check_reduction, const, constant, dt
                            reduced, reduced_grad, register_loss, unbroadcast)
 from ._samples import positive, rand
 from .loss_margin import _onnx_reduce, _t, _torch
+from .normalization_vector import _pnorm_backward
 from .registry import _OPS, BadInput, Sample
 
 F32 = np.float32
@@ -49,18 +50,9 @@ def _norm(v, p):
 
 
 def _norm_grad(v, nrm, g, p):
-    """d||v||_p / dv * g (g per row): 0 where the norm is 0, as torch's."""
-    nz = (nrm > 0)[..., None]
-    safe = np.where(nrm > 0, nrm, 1)[..., None]
-    g = g[..., None]
-    if p == math.inf:
-        hit = (np.abs(v) == nrm[..., None]) & nz
-        return np.sign(v) * hit * g / np.maximum(hit.sum(-1, keepdims=True), 1)
-    if p == 1:
-        return np.sign(v) * g * nz
-    if p == 2:
-        return v / safe * g * nz
-    return np.sign(v) * np.abs(v) ** (p - 1) / safe ** (p - 1) * g * nz
+    """d||v||_p / dv * g (g per row): torch's norm_backward, so a zero upstream gradient still meets a NaN / inf
+    difference (as torch's, where clamp_min passes no gradient but the norm's backward still runs)."""
+    return _pnorm_backward(v, nrm[..., None], p, g[..., None], (v.ndim - 1,))
 
 
 class TripletMarginLossFunction(Function):
@@ -97,10 +89,10 @@ class TripletMarginLossFunction(Function):
         gl = reduced_grad(g, rows, reduction, d) * active
         gneg = -gl
         gswap = None
-        if dswap is not None:  # torch.minimum: a tie gives each half
+        if dswap is not None:  # torch.minimum: a tie gives each half, a NaN both the whole
             tie = nneg == nswap
-            gswap = np.where(tie, gneg / 2, np.where(nswap < nneg, gneg, 0))
-            gneg = np.where(tie, gneg / 2, np.where(nneg < nswap, gneg, 0))
+            gswap = np.where(tie, gneg / 2, np.where(nneg < nswap, 0, gneg))
+            gneg = np.where(tie, gneg / 2, np.where(nneg > nswap, 0, gneg))
         vp = _norm_grad(dpos, npos, gl, p)
         vn = _norm_grad(dneg, nneg, gneg, p)
         ga, gp, gn = vp + vn, -vp, -vn
@@ -230,8 +222,9 @@ class PoissonNLLLossFunction(Function):
             gt = None
             if ctx.needs_input_grad[1]:
                 gt = -x if log_input else -np.log(x + d.type(eps))
-                if full:  # 0 * log(t) is NaN at t <= 0 in torch's gradient of the masked term
-                    gt = gt + np.where(t > 1, np.log(t) + d.type(0.5) / t, np.where(t > 0, 0, np.nan))
+                if full:  # 0 * log(t) is NaN at t <= 0 in torch's gradient of the masked term, and its
+                    # d(t log t) = log t + t / t is NaN at t = inf
+                    gt = gt + np.where(t > 1, np.log(t) + (t / t - 1) + d.type(0.5) / t, np.where(t > 0, 0, np.nan))
                 gt = unbroadcast(gr * gt, t.shape).astype(d)
         return unbroadcast(gr * gi, x.shape).astype(d), gt
 

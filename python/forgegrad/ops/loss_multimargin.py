@@ -69,7 +69,7 @@ class MultiMarginLossFunction(Function):
         z = d.type(margin) - x[np.arange(len(y)), y][:, None] + x
         active = (z > 0) & ~onehot
         scale = np.ones(len(y), d) if weight is None else weight.astype(d)[y]
-        h = np.where(active, z if p == 1 else z * z, 0) * scale[:, None]
+        h = np.where(active, (z if p == 1 else z * z) * scale[:, None], 0)  # inactive: 0, whatever the weight
         ctx.parts = (z, active, onehot, scale, p, input.shape, rows, reduction)
         return reduced((h.sum(-1) / d.type(c)).reshape(rows), reduction, d)
 
@@ -78,8 +78,10 @@ class MultiMarginLossFunction(Function):
         z, active, onehot, scale, p, shape, rows, reduction = ctx.parts
         d = z.dtype
         gr = reduced_grad(g, rows, reduction, d).reshape(-1) * scale / d.type(_classes(shape))
-        gz = np.where(active, 1.0 if p == 1 else 2 * z, 0).astype(d) * gr[:, None]
-        gx = gz - onehot * gz.sum(-1, keepdims=True)
+        # as torch's kernel: an inactive class gets 0 (not 0 * a non-finite weight) and the target class minus the
+        # others' sum, written there rather than added through a one-hot mask (0 * inf)
+        gx = np.where(active, (1.0 if p == 1 else 2 * z) * gr[:, None], 0).astype(d)
+        gx[np.arange(len(gx)), np.argmax(onehot, axis=1)] = -gx.sum(-1)
         return gx.reshape(shape).astype(d), None, None
 
 

@@ -354,9 +354,10 @@ def _running_forward(x, running_mean, running_var, weight, bias, eps):
     if x.dtype == np.float64:
         shape = _bshape(x)
         invstd = 1.0 / np.sqrt(running_var + eps)
-        y = (x - running_mean.reshape(shape)) * invstd.reshape(shape)
-        y = y * weight.reshape(shape) if weight is not None else y
-        return (y + bias.reshape(shape) if bias is not None else y), running_mean.copy(), invstd
+        # torch's (and the float32 kernel's) x * alpha + beta, alpha = invstd * weight, beta = bias - mean * alpha
+        alpha = invstd if weight is None else invstd * weight
+        beta = -running_mean * alpha if bias is None else bias - running_mean * alpha
+        return x * alpha.reshape(shape) + beta.reshape(shape), running_mean.copy(), invstd
     x3 = x.reshape(_flat3(x))
     y, mean, invstd = _N.batch_norm_forward(x3, weight, bias, running_mean, running_var, False, 0.0, eps)
     return y.reshape(x.shape), mean, invstd

@@ -14,7 +14,7 @@ from .._validate import check_bool, check_float, check_int
 from ..autograd import Function
 from ..devices import MetaArray
 from . import _samples as S
-from ._util import normalize_axis, single_axis, unbroadcast
+from ._util import normalize_axis, sign0, single_axis, unbroadcast
 from .registry import BadInput, Sample, register_op
 
 
@@ -52,20 +52,21 @@ def _pnorm(x, p, axes):
 
 
 def _pnorm_backward(x, n, p, gn, axes):
-    """The gradient with respect to x of the norm n (keepdims) given its gradient gn; 0 where n == 0."""
+    """The gradient with respect to x of the norm n (keepdims) given its gradient gn; 0 where n == 0 (torch's
+    norm_backward, sign(NaN) = 0 as torch's)."""
     t = x.dtype.type
     with np.errstate(divide="ignore", invalid="ignore"):
         if p == 1:
-            return np.sign(x) * gn
+            return sign0(x) * gn
         if p == 2:
             return gn * np.where(n == 0, t(0), x / np.where(n == 0, t(1), n))
         if p == math.inf:  # ties share the gradient equally
             hit = ((np.abs(x) == n) | (np.isnan(x) & np.isnan(n))).astype(x.dtype)
-            return np.sign(x) * hit * (gn / hit.sum(axis=axes, keepdims=True))
+            return sign0(x) * hit * (gn / hit.sum(axis=axes, keepdims=True))
         if p < 1:
-            scaled = np.sign(x) * np.where(n == 0, t(0), np.abs(x) ** t(p - 1))
+            scaled = sign0(x) * np.where(n == 0, t(0), np.abs(x) ** t(p - 1))
             return scaled * gn * n ** t(1 - p)
-        scaled = np.sign(x) * np.abs(x) ** t(p - 1) if p < 2 else x * np.abs(x) ** t(p - 2)
+        scaled = sign0(x) * np.abs(x) ** t(p - 1) if p < 2 else x * np.abs(x) ** t(p - 2)
         return scaled * np.where(n == 0, t(0), gn / n ** t(p - 1))
 
 

@@ -23,6 +23,7 @@ from . import _pool_samples as PS
 from . import conv3d_samples as CS3
 from ._op_rules import with_args
 from .pool import AvgPool2dFunction, _avg_pool2d_meta
+from ._util import sign0
 from .pool1d import lazy_decomposition
 from .registry import register_op
 
@@ -88,7 +89,10 @@ def lp_pool_function(nd: int) -> type:
         g = g.reshape(avg.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             gm = g * (t(1.0 / p) * m ** t(1.0 / p - 1.0))
-            ga = np.where(avg != 0, gm * t(kk), t(0))
+            # torch's (sign(avg) * relu(|avg|)) backward: times sign(avg) twice (sign(NaN) = 0, so a window
+            # holding a NaN passes no gradient where gm is finite), 0 where avg == 0
+            s = sign0(avg)
+            ga = np.where(avg != 0, gm * t(kk) * s, t(0)) * s
             gx = avg_fn.backward(sub, ga) * (t(p) * x4 ** t(p - 1.0))
         return gx.reshape(in_shape).astype(x4.dtype, copy=False)
 
