@@ -117,6 +117,24 @@ def test_reduction_dtype_of_integers(name):
     _check(a, b)
 
 
+@pytest.mark.parametrize("call", ["sum(dtype=D.int64)", "sum(0, dtype=D.int32)", "sum(dtype=D.int8)",
+                                  "sum(1, dtype=D.bool)", "cumsum(0, dtype=D.int32)", "cumsum(1, dtype=D.int16)",
+                                  "sum(dtype=D.float16)", "mean(0, dtype=D.float16)", "mean(dtype=D.int64)",
+                                  "norm(dtype=D.int64)", "softmax(0, dtype=D.int64)", "log_softmax(1, dtype=D.int32)",
+                                  "cumsum(0, dtype=D.bool)"])
+def test_reduction_to_other_dtypes(call):
+    """An integer dtype= truncates the input first and keeps that dtype (int32 stays int32, not int64); the ops with
+    no integer result refuse one with torch's exception type."""
+    x = X[0] * 3
+    try:
+        want = eval("t." + call, {"t": torch.tensor(x), "D": torch})
+    except Exception as e:  # torch refuses it: so does forgegrad, with the same exception type
+        with pytest.raises(type(e)):
+            eval("t." + call, {"t": fg.tensor(x), "D": fg})
+        return
+    _check(eval("t." + call, {"t": fg.tensor(x), "D": fg}), want, rtol=1e-3)
+
+
 def test_sum_of_bools_with_dtype():
     m = X > 0
     _check(fg.tensor(m).sum(1, dtype=fg.float32), torch.tensor(m).sum(1, dtype=torch.float32))

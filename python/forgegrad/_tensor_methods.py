@@ -34,15 +34,18 @@ def _other_tensor(other, name):
     return other
 
 
-def _as_dtype(t, dtype, who):
+def _as_dtype(t, dtype, who, floating=False, error=RuntimeError):
     """torch's ``dtype=`` on reductions and softmax: the input cast to ``dtype`` before the op (the cast is
-    differentiated, so the gradient comes back in the input's dtype)."""
+    differentiated, so the gradient comes back in the input's dtype). ``floating``: the op has no integer result
+    (mean, norm, softmax), so an integer dtype raises ``error``, as torch's."""
     if dtype is None:
         return t
     from .dtypes import dtype as _dtype_cls
     if not isinstance(dtype, _dtype_cls):
         raise TypeError(f"{who}(): argument 'dtype' must be a forgegrad dtype (e.g. forgegrad.float64), "
                         f"got {type(dtype).__name__} {dtype!r}")
+    if floating and not dtype.is_floating_point:
+        raise error(f"{who}(): dtype must be a floating point dtype, got {dtype}")
     return t._cast(dtype)
 
 
@@ -259,20 +262,24 @@ class TensorMethods:
         return _OPS["tanh"](self)
 
     def softmax(self, dim=-1, dtype=None):
-        return _OPS["softmax"](_as_dtype(self, dtype, "softmax"), dim=dim)
+        return _OPS["softmax"](_as_dtype(self, dtype, "softmax", True, NotImplementedError), dim=dim)
 
     def log_softmax(self, dim=-1, dtype=None):
-        return _OPS["log_softmax"](_as_dtype(self, dtype, "log_softmax"), dim=dim)
+        return _OPS["log_softmax"](_as_dtype(self, dtype, "log_softmax", True, NotImplementedError), dim=dim)
 
     # ---- reductions ---------------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, *, dtype=None):
-        return _OPS["sum"](_as_dtype(self, dtype, "sum"), dim=dim, keepdim=keepdim)
+        out = _OPS["sum"](_as_dtype(self, dtype, "sum"), dim=dim, keepdim=keepdim)
+        return out if dtype is None else out._cast(dtype)  # an integer sum is int64 unless dtype= says otherwise
 
     def mean(self, dim=None, keepdim=False, *, dtype=None):
-        return _OPS["mean"](_as_dtype(self, dtype, "mean"), dim=dim, keepdim=keepdim)
+        return _OPS["mean"](_as_dtype(self, dtype, "mean", True), dim=dim, keepdim=keepdim)
 
     def cumsum(self, dim, *, dtype=None):
-        return _OPS["cumsum"](_as_dtype(self, dtype, "cumsum"), dim)
+        if dtype is not None and dtype == np.bool_:
+            raise NotImplementedError("cumsum(): no bool result (dtype=bool), as torch's")
+        out = _OPS["cumsum"](_as_dtype(self, dtype, "cumsum"), dim)
+        return out if dtype is None else out._cast(dtype)
 
     def amax(self, dim=None, keepdim=False):
         return _OPS["amax"](self, dim=dim, keepdim=keepdim)
@@ -307,7 +314,7 @@ class TensorMethods:
         """torch's ``Tensor.norm``: the vector p-norm over ``dim`` (every element when None; "fro" is p=2), made of
         ops, so that it can be differentiated any number of times (``g.norm(2, dim=1)`` in a gradient penalty).
         The gradient of a 2-norm (or p-norm) of zeros is 0, as torch's, not 0/0. ``dtype`` casts first (torch's)."""
-        self = _as_dtype(self, dtype, "norm")
+        self = _as_dtype(self, dtype, "norm", True)
         if p == "fro":
             p = 2
         if isinstance(p, (bool, str)) or not isinstance(p, _NUMBER):
