@@ -158,8 +158,10 @@ def test_linear(shape, bias):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_regression_losses(reduction):
     x, y = rn(7, 3), rn(7, 3)
-    compare(lambda a, b: F.mse_loss(a, b, reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction), [x, y])
-    compare(lambda a, b: F.l1_loss(a, b, reduction), lambda a, b: TF.l1_loss(a, b, reduction=reduction), [x, y])
+    compare(lambda a, b: F.mse_loss(a, b, reduction=reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction),
+            [x, y])
+    compare(lambda a, b: F.l1_loss(a, b, reduction=reduction), lambda a, b: TF.l1_loss(a, b, reduction=reduction),
+            [x, y])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -226,7 +228,7 @@ def test_kl_div(reduction, log_target):
     tgt[0, 1] = 0.0
     if log_target:
         tgt = np.log(tgt + 0.05).astype(np.float32)
-    compare(lambda a, b: F.kl_div(a, b, reduction, log_target),
+    compare(lambda a, b: F.kl_div(a, b, reduction=reduction, log_target=log_target),
             lambda a, b: TF.kl_div(a, b, reduction=reduction, log_target=log_target), [inp, tgt],
             # torch's target gradient is NaN where target == 0 (log 0); ours is 0 there: compare input grads only
             constant=() if log_target else (1,))

@@ -26,6 +26,9 @@ __all__ = ["flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute",
 
 def _method(name, doc=None):
     def fn(input, *args, **kwargs):
+        if "out" in kwargs:
+            raise TypeError(f"{name}(): forgegrad has no out= (results are new tensors): write y = torch.{name}(...) "
+                            f"or, into an existing tensor, y.copy_(torch.{name}(...))")
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}(): argument 'input' must be a forgegrad.Tensor, got {type(input).__name__}")
         return getattr(input, name)(*args, **kwargs)
@@ -183,14 +186,14 @@ def _float_like(input, dtype, draw, requires_grad, device, mean=0.0):
     return _factory(dev, shape, dt, lambda: draw(shape, native).astype(dt, copy=False), requires_grad)
 
 
-def randn_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _float_like(input, dtype, lambda s, dt: _random.generator().standard_normal(s, dtype=dt),
-                       requires_grad, device)
+def randn_like(input, dtype=None, requires_grad=False, device=None, *, generator=None) -> Tensor:
+    gen = _random.resolve(generator, "randn_like")
+    return _float_like(input, dtype, lambda s, dt: gen.standard_normal(s, dtype=dt), requires_grad, device)
 
 
-def rand_like(input, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _float_like(input, dtype, lambda s, dt: _random.generator().random(s, dtype=dt), requires_grad,
-                       device, mean=0.5)
+def rand_like(input, dtype=None, requires_grad=False, device=None, *, generator=None) -> Tensor:
+    gen = _random.resolve(generator, "rand_like")
+    return _float_like(input, dtype, lambda s, dt: gen.random(s, dtype=dt), requires_grad, device, mean=0.5)
 
 
 def randint(*args, size=None, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
@@ -208,17 +211,18 @@ def randint(*args, size=None, dtype=None, requires_grad=False, device=None, gene
     if high <= low:
         raise RuntimeError(f"randint(): random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
     dt = np.dtype(np.int64) if dtype is None else _dtypes.to_numpy(dtype)
-    shape = _shape((size,))
+    shape, gen = _shape((size,)), _random.resolve(generator, "randint")
     return _factory(device, shape, dt,
-                    lambda: _random.generator().integers(low, high, size=shape, dtype=np.int64).astype(dt, copy=False),
+                    lambda: gen.integers(low, high, size=shape, dtype=np.int64).astype(dt, copy=False),
                     requires_grad, fill=_NO_FILL)
 
 
-def randint_like(input, low=0, high=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+def randint_like(input, low=0, high=None, dtype=None, device=None, requires_grad=False, *, generator=None) -> Tensor:
     if high is None:
         low, high = 0, low
     return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype,
-                   device=input.device.type if device is None else device, requires_grad=requires_grad)
+                   device=input.device.type if device is None else device, requires_grad=requires_grad,
+                   generator=generator)
 
 
 def multinomial(input, num_samples: int, replacement: bool = False, generator=None) -> Tensor:
@@ -241,7 +245,7 @@ def multinomial(input, num_samples: int, replacement: bool = False, generator=No
     if not replacement and num_samples > rows.shape[1]:
         raise RuntimeError(f"multinomial: cannot sample n_sample > prob_dist.size(-1) ({rows.shape[1]}) samples "
                            "without replacement")
-    gen = _random.generator()
+    gen = _random.resolve(generator, "multinomial")
     out = np.empty((rows.shape[0], num_samples), np.int64)
     for i, r in enumerate(rows):
         total = r.sum()

@@ -34,6 +34,44 @@ def _other_tensor(other, name):
     return other
 
 
+def _as_dtype(t, dtype, who, floating=False, error=RuntimeError):
+    """torch's ``dtype=`` on reductions and softmax: the input cast to ``dtype`` before the op (the cast is
+    differentiated, so the gradient comes back in the input's dtype). ``floating``: the op has no integer result
+    (mean, norm, softmax), so an integer dtype raises ``error``, as torch's."""
+    if dtype is None:
+        return t
+    from .dtypes import dtype as _dtype_cls
+    if not isinstance(dtype, _dtype_cls):
+        raise TypeError(f"{who}(): argument 'dtype' must be a forgegrad dtype (e.g. forgegrad.float64), "
+                        f"got {type(dtype).__name__} {dtype!r}")
+    if floating and not dtype.is_floating_point:
+        raise error(f"{who}(): dtype must be a floating point dtype, got {dtype}")
+    return t._cast(dtype)
+
+
+def _corrected(t, op, dim, unbiased, keepdim, correction):
+    """var / std with torch's ``unbiased`` or ``correction`` (divisor n - correction, at least 0)."""
+    if correction is not None and unbiased is not None:
+        raise TypeError(f"{op}(): pass unbiased or correction, not both")
+    if correction is None:
+        correction = 1 if unbiased is None else unbiased
+    if isinstance(correction, (bool, np.bool_)):
+        correction = int(correction)
+    if not isinstance(correction, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}(): argument 'correction' must be a number, got {type(correction).__name__}")
+    if correction in (0, 1):  # the op's own unbiased=False / True
+        return _OPS[op](t, dim=dim, unbiased=bool(correction), keepdim=keepdim)
+    n = int(np.prod([t.shape[a] for a in normalize_axis(dim, t.ndim)]))
+    if n - correction <= 0:
+        import warnings
+        warnings.warn(f"{op}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
+                      "factor (input numel divided by output numel).", UserWarning, stacklevel=3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.float64(n) / np.float64(max(n - correction, 0))
+    out = _OPS[op](t, dim=dim, unbiased=False, keepdim=keepdim)
+    return out * float(np.sqrt(scale) if op == "std" else scale)
+
+
 class TensorMethods:
     __slots__ = ()
 
@@ -121,7 +159,9 @@ class TensorMethods:
     def mul_(self, other):
         return self._inplace(lambda t, o: t * o, "mul_", other)
 
-    def div_(self, other):
+    def div_(self, other, *, rounding_mode=None):
+        if rounding_mode is not None:
+            return self._inplace(lambda t, o: t.div(o, rounding_mode=rounding_mode), "div_", other)
         return self._inplace(lambda t, o: t / o, "div_", other)
 
     def pow_(self, exponent):
@@ -221,21 +261,25 @@ class TensorMethods:
     def tanh(self):
         return _OPS["tanh"](self)
 
-    def softmax(self, dim=-1):
-        return _OPS["softmax"](self, dim=dim)
+    def softmax(self, dim=-1, dtype=None):
+        return _OPS["softmax"](_as_dtype(self, dtype, "softmax", True, NotImplementedError), dim=dim)
 
-    def log_softmax(self, dim=-1):
-        return _OPS["log_softmax"](self, dim=dim)
+    def log_softmax(self, dim=-1, dtype=None):
+        return _OPS["log_softmax"](_as_dtype(self, dtype, "log_softmax", True, NotImplementedError), dim=dim)
 
     # ---- reductions ---------------------------------------------------------------------------------
-    def sum(self, dim=None, keepdim=False):
-        return _OPS["sum"](self, dim=dim, keepdim=keepdim)
+    def sum(self, dim=None, keepdim=False, *, dtype=None):
+        out = _OPS["sum"](_as_dtype(self, dtype, "sum"), dim=dim, keepdim=keepdim)
+        return out if dtype is None else out._cast(dtype)  # an integer sum is int64 unless dtype= says otherwise
 
-    def mean(self, dim=None, keepdim=False):
-        return _OPS["mean"](self, dim=dim, keepdim=keepdim)
+    def mean(self, dim=None, keepdim=False, *, dtype=None):
+        return _OPS["mean"](_as_dtype(self, dtype, "mean", True), dim=dim, keepdim=keepdim)
 
-    def cumsum(self, dim):
-        return _OPS["cumsum"](self, dim)
+    def cumsum(self, dim, *, dtype=None):
+        if dtype is not None and dtype == np.bool_:
+            raise NotImplementedError("cumsum(): no bool result (dtype=bool), as torch's")
+        out = _OPS["cumsum"](_as_dtype(self, dtype, "cumsum"), dim)
+        return out if dtype is None else out._cast(dtype)
 
     def amax(self, dim=None, keepdim=False):
         return _OPS["amax"](self, dim=dim, keepdim=keepdim)
@@ -260,16 +304,17 @@ class TensorMethods:
     def argmin(self, dim=None, keepdim=False):
         return _OPS["argmin"](self, dim=dim, keepdim=keepdim)
 
-    def var(self, dim=None, unbiased=True, keepdim=False):
-        return _OPS["var"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _corrected(self, "var", dim, unbiased, keepdim, correction)
 
-    def std(self, dim=None, unbiased=True, keepdim=False):
-        return _OPS["std"](self, dim=dim, unbiased=unbiased, keepdim=keepdim)
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _corrected(self, "std", dim, unbiased, keepdim, correction)
 
-    def norm(self, p="fro", dim=None, keepdim=False):
+    def norm(self, p="fro", dim=None, keepdim=False, *, dtype=None):
         """torch's ``Tensor.norm``: the vector p-norm over ``dim`` (every element when None; "fro" is p=2), made of
         ops, so that it can be differentiated any number of times (``g.norm(2, dim=1)`` in a gradient penalty).
-        The gradient of a 2-norm (or p-norm) of zeros is 0, as torch's, not 0/0."""
+        The gradient of a 2-norm (or p-norm) of zeros is 0, as torch's, not 0/0. ``dtype`` casts first (torch's)."""
+        self = _as_dtype(self, dtype, "norm", True)
         if p == "fro":
             p = 2
         if isinstance(p, (bool, str)) or not isinstance(p, _NUMBER):
@@ -421,30 +466,34 @@ class TensorMethods:
         return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
 
     # ---- new tensors like this one (dtype and device) ----------------------------------------------
-    def new_zeros(self, *size, dtype=None, requires_grad=False):
-        return self._new(np.zeros, size, dtype, requires_grad)
+    # ``device``: this tensor's unless given (torch's)
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(np.zeros, size, dtype, requires_grad, device)
 
-    def new_ones(self, *size, dtype=None, requires_grad=False):
-        return self._new(np.ones, size, dtype, requires_grad)
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(np.ones, size, dtype, requires_grad, device)
 
-    def new_empty(self, *size, dtype=None, requires_grad=False):
-        return self._new(np.empty, size, dtype, requires_grad)
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new(np.empty, size, dtype, requires_grad, device)
 
-    def new_full(self, size, fill_value, dtype=None, requires_grad=False):
-        return self._new(lambda shape, dtype: np.full(shape, fill_value, dtype), (size,), dtype, requires_grad)
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return self._new(lambda shape, dtype: np.full(shape, fill_value, dtype), (size,), dtype, requires_grad,
+                         device)
 
-    def new_tensor(self, data, dtype=None, requires_grad=False):
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
         arr = np.array(data.cpu().numpy() if isinstance(data, TensorMethods) else data,
                        dtype=self._data.dtype if dtype is None else _np_dtype(dtype))
         from .factories import placed
         from .tensor import Tensor  # a plain Tensor, also for a Parameter (as torch), on this device
-        return placed(Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype), self.device)
+        return placed(Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype), self.device if device is None
+                      else device)
 
-    def _new(self, make, size, dtype, requires_grad):
+    def _new(self, make, size, dtype, requires_grad, device=None):
         from .factories import _factory
         shape = tuple(int(n) for n in _shape_args(size))
         dt = self._data.dtype if dtype is None else _np_dtype(dtype)
-        return _factory(self.device, shape, dt, lambda: make(shape, dtype=dt), requires_grad)
+        return _factory(self.device if device is None else device, shape, dt, lambda: make(shape, dtype=dt),
+                        requires_grad)
 
     @property
     def is_cuda(self) -> bool:

@@ -139,25 +139,28 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction=0):
-    return F.margin_ranking_loss(input1, input2, target, margin, _reduction(reduction, "margin_ranking_loss"))
+    return F.margin_ranking_loss(input1, input2, target, margin,
+                                 reduction=_reduction(reduction, "margin_ranking_loss"))
 
 
 def hinge_embedding_loss(input, target, margin=1.0, reduction=0):
-    return F.hinge_embedding_loss(input, target, margin, _reduction(reduction, "hinge_embedding_loss"))
+    return F.hinge_embedding_loss(input, target, margin, reduction=_reduction(reduction, "hinge_embedding_loss"))
 
 
 def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction=0):
-    return F.cosine_embedding_loss(input1, input2, target, margin, _reduction(reduction, "cosine_embedding_loss"))
+    return F.cosine_embedding_loss(input1, input2, target, margin,
+                                   reduction=_reduction(reduction, "cosine_embedding_loss"))
 
 
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction=0):
     return F.triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap,
-                                 _reduction(reduction, "triplet_margin_loss"))
+                                 reduction=_reduction(reduction, "triplet_margin_loss"))
 
 
 def poisson_nll_loss(input, target, log_input, full, eps, reduction):
     return F.poisson_nll_loss(input, target, _flag(log_input, "log_input", "poisson_nll_loss"),
-                              _flag(full, "full", "poisson_nll_loss"), eps, _reduction(reduction, "poisson_nll_loss"))
+                              _flag(full, "full", "poisson_nll_loss"), eps=eps,
+                              reduction=_reduction(reduction, "poisson_nll_loss"))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None, reduction=0):

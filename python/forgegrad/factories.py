@@ -140,8 +140,10 @@ def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
     return placed(t, device)
 
 
-def eye(n, m=None, device=None) -> Tensor:
-    return placed(Tensor(np.eye(n, m, dtype=_dtypes.default_float())), device)
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """torch.eye(n, m=None, *, dtype=None, device=None, requires_grad=False); dtype defaults to the default float."""
+    dt = _dtypes.default_float() if dtype is None else _np_dtype(dtype)
+    return placed(Tensor(np.eye(n, m, dtype=dt), requires_grad=requires_grad, dtype=dt), device)
 
 
 # ---- random numbers: one seeded generator for init, dropout and shuffling ---------------------
@@ -157,14 +159,14 @@ def _float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def randn(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
-    dt, shape = _float_dtype(dtype), _shape(shape)
-    return _factory(device, shape, dt, lambda: _random.generator().standard_normal(shape, dtype=dt), requires_grad)
+def randn(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "randn")
+    return _factory(device, shape, dt, lambda: gen.standard_normal(shape, dtype=dt), requires_grad)
 
 
-def rand(*shape, requires_grad=False, device=None, dtype=None) -> Tensor:
-    dt, shape = _float_dtype(dtype), _shape(shape)
-    return _factory(device, shape, dt, lambda: _random.generator().random(shape, dtype=dt), requires_grad)
+def rand(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "rand")
+    return _factory(device, shape, dt, lambda: gen.random(shape, dtype=dt), requires_grad)
 
 
 # ---- free functions over several tensors -------------------------------------------------------

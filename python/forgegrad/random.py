@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["manual_seed", "generator", "seed_from", "initial_seed"]
+__all__ = ["manual_seed", "generator", "seed_from", "initial_seed", "resolve"]
 
 # the seed the generator started from (torch.initial_seed): drawn from the OS at import, else manual_seed's
 _initial_seed = int(np.random.SeedSequence().entropy) % 2**64
@@ -28,6 +28,17 @@ def initial_seed() -> int:
 
 def generator() -> np.random.Generator:
     return _gen
+
+
+def resolve(gen, who: str) -> np.random.Generator:
+    """A ``generator=`` argument: None is the global generator; forgegrad's generators are numpy's (a
+    ``torch.Generator`` or a seed is refused, not ignored)."""
+    if gen is None:
+        return _gen
+    if not isinstance(gen, np.random.Generator):
+        raise TypeError(f"{who}(): generator must be a numpy.random.Generator (forgegrad's generators are numpy's, "
+                        f"e.g. numpy.random.default_rng(0)) or None, got {type(gen).__name__}")
+    return gen
 
 
 def seed_from(gen: np.random.Generator) -> int:

@@ -192,7 +192,7 @@ def _corrupt(path, err) -> ValueError:
                       f"(corrupt or truncated file?): {err}")
 
 
-def load(path: PathLike, map_location=None):
+def load(path: PathLike, map_location=None, *, weights_only=None, mmap=None):
     """Read a checkpoint written by ``save`` (or any safetensors file), from a path or a binary file
     object (read from its current position; left open).
 
@@ -215,7 +215,14 @@ def load(path: PathLike, map_location=None):
             safetensors file (corrupt, truncated, wrong format: checked on the header before any
             tensor memory is allocated); or its ``"forgegrad.structure"`` entry is malformed
             (tampered or damaged). Loading never runs code from the file.
+
+    ``weights_only`` (torch's): any value is accepted, since every forgegrad load is weights-only (safetensors,
+    never pickle). ``mmap=True`` is refused (the arrays are read into memory).
     """
+    if weights_only is not None and not isinstance(weights_only, bool):
+        raise TypeError(f"load(): weights_only must be a bool or None, got {type(weights_only).__name__}")
+    if mmap:
+        raise NotImplementedError("load(): mmap=True is not supported; forgegrad reads the tensors into memory")
     f, size, closing = _open(path)
     with closing:
         try:

@@ -203,8 +203,11 @@ class Tensor(TensorMethods):
         raise TypeError(f"can't convert {dev} device type tensor to numpy. Use Tensor.cpu() to copy the tensor to "
                         "host memory first.")
 
-    def numpy(self) -> np.ndarray:
-        """The storage array itself (no copy). Detach first if you will modify it."""
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        """The storage array itself (no copy). Detach first if you will modify it. ``force=True`` (torch's) copies
+        a tensor on another device to the host instead of refusing."""
+        if force and not isinstance(self._data, np.ndarray) and _devices.has_data(self._data):
+            return _devices.to_host(self._data)
         if not isinstance(self._data, np.ndarray):
             self._host_only("numpy()")
         return self._data
@@ -409,7 +412,7 @@ class Tensor(TensorMethods):
     def int(self) -> "Tensor":
         return self._cast(np.int32)
 
-    def type(self, dtype=None):
+    def type(self, dtype=None, non_blocking=False):
         """type() -> torch's type name (e.g. "torch.FloatTensor", which programs compare with);
         type(dtype) -> the tensor cast to dtype (a dtype or a name such as "torch.LongTensor")."""
         if dtype is None:
@@ -476,10 +479,12 @@ class Tensor(TensorMethods):
     def cpu(self) -> "Tensor":
         return self.to("cpu")
 
-    def cuda(self, device=None) -> "Tensor":
+    # non_blocking (torch's hint that a copy may overlap the host's work): forgegrad's copies are synchronous,
+    # which a non-blocking copy is allowed to be
+    def cuda(self, device=None, non_blocking=False) -> "Tensor":
         return self.to("cuda" if device is None else device)
 
-    def copy_(self, src) -> "Tensor":
+    def copy_(self, src, non_blocking=False) -> "Tensor":
         src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
         return self._inplace(_copy_result, "copy_", src, cast=True)
 
@@ -494,15 +499,15 @@ class Tensor(TensorMethods):
     def zero_(self) -> "Tensor":
         return self.fill_(0)
 
-    def normal_(self, mean=0.0, std=1.0) -> "Tensor":
+    def normal_(self, mean=0.0, std=1.0, *, generator=None) -> "Tensor":
         """In place, values from N(mean, std^2) drawn with forgegrad's seeded generator (as nn.init.normal_), e.g.
         DCGAN's ``m.weight.data.normal_(0.0, 0.02)``; on a leaf that requires grad it raises, as torch's."""
         mean, std = float(mean), float(std)  # a 0-d tensor too, as torch's
         if std < 0:
             raise RuntimeError(f"normal_: std must be >= 0, got {std}")
-        return self._random_fill(lambda g: g.standard_normal(self.shape) * std + mean, "normal_")
+        return self._random_fill(lambda g: g.standard_normal(self.shape) * std + mean, "normal_", generator)
 
-    def uniform_(self, from_=0.0, to=1.0, **kwargs) -> "Tensor":
+    def uniform_(self, from_=0.0, to=1.0, *, generator=None, **kwargs) -> "Tensor":
         """In place, values from U(from, to) drawn with forgegrad's seeded generator (torch's ``uniform_(from, to)``;
         ``from`` is also taken by keyword)."""
         from_ = kwargs.pop("from", from_)
@@ -511,15 +516,16 @@ class Tensor(TensorMethods):
         from_, to = float(from_), float(to)
         if from_ > to:
             raise RuntimeError(f"uniform_: expects from <= to, got from={from_} and to={to}")
-        return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_")
+        return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_", generator)
 
-    def _random_fill(self, draw, name) -> "Tensor":
+    def _random_fill(self, draw, name, generator=None) -> "Tensor":
         if np.dtype(self._data.dtype).kind != "f":
             raise TypeError(f"{name}: expected a floating point tensor, got dtype {self.dtype}")
         if not _devices.has_data(self._data):
             return self  # a meta tensor has no values: nothing drawn, as nn.init
         from . import random as _random
-        values = draw(_random.generator()).astype(self._data.dtype)  # drawn in float64, rounded as nn.init's
+        # drawn in float64, rounded as nn.init's
+        values = draw(_random.resolve(generator, name)).astype(self._data.dtype)
         return self._inplace(lambda t: Tensor._wrap_exact(
             _devices.transfer(values, _devices.device_of(t._data))), name)
 

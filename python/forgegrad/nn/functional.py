@@ -14,6 +14,9 @@ from .functional_conv import _opt, _t, adaptive_avg_pool2d, avg_pool2d, batch_no
 from .functional_extra import gumbel_softmax, pdist, upsample, upsample_bilinear, upsample_nearest
 from .fractional_pool import (fractional_max_pool2d, fractional_max_pool2d_with_indices, fractional_max_pool3d,
                               fractional_max_pool3d_with_indices)
+from .functional_losses import *  # noqa: F401,F403  (torch's loss signatures over the op records' losses)
+from .functional_losses import __all__ as _loss_names
+from .functional_losses import legacy_reduction, weighted_loss
 from .functional_misc import bilinear, embedding, pairwise_distance, triplet_margin_with_distance_loss
 from .functional_pool import *  # noqa: F401,F403  (1-d, indexed and power-average pools; channel dropout)
 from .functional_pool import __all__ as _pool_names
@@ -28,7 +31,7 @@ __all__ = [
     "bilinear", "embedding", "pairwise_distance", "triplet_margin_with_distance_loss",
     "upsample", "upsample_nearest", "upsample_bilinear", "gumbel_softmax", "pdist", "fractional_max_pool2d",
     "fractional_max_pool3d", "fractional_max_pool2d_with_indices", "fractional_max_pool3d_with_indices",
-] + _pool_names
+] + _pool_names + _loss_names
 
 
 def linear(input, weight, bias=None):
@@ -130,12 +133,24 @@ def tanh(input):
     return _OPS["tanh"](_t(input, "input"))
 
 
-def softmax(input, dim: int = -1):
-    return _OPS["softmax"](_t(input, "input"), dim=dim)
+def softmax(input, dim=None, _stacklevel: int = 3, dtype=None):
+    """``torch.nn.functional.softmax``: ``dtype`` casts the input first (the gradient comes back in the input's
+    dtype); dim=None picks torch's implicit dim (0 for 0-, 1- and 3-d input, else 1) with torch's warning."""
+    input = _t(input, "input")
+    return input.softmax(_implicit_dim(input, dim, "softmax"), dtype)
 
 
-def log_softmax(input, dim: int = -1):
-    return _OPS["log_softmax"](_t(input, "input"), dim=dim)
+def log_softmax(input, dim=None, _stacklevel: int = 3, dtype=None):
+    """``torch.nn.functional.log_softmax``: as softmax."""
+    input = _t(input, "input")
+    return input.log_softmax(_implicit_dim(input, dim, "log_softmax"), dtype)
+
+
+def _implicit_dim(input, dim, name):
+    if dim is not None:
+        return dim
+    from ..ops.activation_more import softmax_dim
+    return softmax_dim(input.ndim, name)
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
@@ -146,40 +161,57 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     return _maybe_inplace(input, inplace, "dropout", lambda t: _OPS["dropout"](t, p=p, training=training))
 
 
-def mse_loss(input, target, reduction: str = "mean"):
+# The losses take torch's parameters in torch's order: the deprecated size_average / reduce included, so that a
+# positional call means what it means in torch (functional_losses.legacy_reduction).
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+    """``weight`` (input's shape, torch 2.13): weighted squared errors; "mean" divides by weight.sum()."""
+    reduction = legacy_reduction(size_average, reduce, reduction, "mse_loss")
+    if weight is not None:
+        return weighted_loss(mse_loss(input, target, reduction="none"), weight, input, reduction, "mse_loss", True)
     return _OPS["mse_loss"](_t(input, "input"), _t(target, "target"), reduction=reduction)
 
 
-def l1_loss(input, target, reduction: str = "mean"):
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+    """``weight`` as mse_loss's."""
+    reduction = legacy_reduction(size_average, reduce, reduction, "l1_loss")
+    if weight is not None:
+        return weighted_loss(l1_loss(input, target, reduction="none"), weight, input, reduction, "l1_loss", True)
     return _OPS["l1_loss"](_t(input, "input"), _t(target, "target"), reduction=reduction)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction, "binary_cross_entropy")
     return _OPS["binary_cross_entropy"](_t(input, "input"), _t(target, "target"), _opt(weight), reduction=reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction: str = "mean", pos_weight=None):
+    reduction = legacy_reduction(size_average, reduce, reduction, "binary_cross_entropy_with_logits")
     return _OPS["binary_cross_entropy_with_logits"](_t(input, "input"), _t(target, "target"), _opt(weight),
                                                 _opt(pos_weight), reduction=reduction)
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0):
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                  reduction: str = "mean", label_smoothing: float = 0.0):
     """Cross entropy over class dim 1 of logits ``input`` (N, C) or (N, C, d1, ...).
 
     target: class indices (int64, shape (N,) or (N, d1, ...)) or class probabilities (input's shape).
     """
+    reduction = legacy_reduction(size_average, reduce, reduction, "cross_entropy")
     return _OPS["cross_entropy"](_t(input, "input"), _t(target, "target"), _opt(weight),
                                  ignore_index=check_int(ignore_index, "ignore_index"), reduction=reduction,
                                  label_smoothing=check_float(label_smoothing, "label_smoothing", low=0.0, high=1.0))
 
 
-def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+             reduction: str = "mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction, "nll_loss")
     return _OPS["nll_loss"](_t(input, "input"), _t(target, "target"), _opt(weight),
                             ignore_index=check_int(ignore_index, "ignore_index"), reduction=reduction)
 
 
-def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
+def kl_div(input, target, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False):
+    reduction = legacy_reduction(size_average, reduce, reduction, "kl_div")
     return _OPS["kl_div"](_t(input, "input"), _t(target, "target"), reduction=reduction,
                           log_target=check_bool(log_target, "log_target"))
 
