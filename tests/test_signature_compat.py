@@ -83,6 +83,22 @@ def test_softmax_without_dim_takes_torchs_implicit_dim(ndim):
         _check(a, b)
 
 
+@pytest.mark.parametrize("ndim", [1, 2, 3, 4])
+def test_softmax_modules_default_to_torchs_implicit_dim(ndim):
+    """nn.Softmax() / nn.LogSoftmax() take torch's default dim=None: the implicit dim (0 for a 3-d input)."""
+    x = RNG.standard_normal((2, 3, 4, 5)[:ndim]).astype(np.float32)
+    for name in ("Softmax", "LogSoftmax"):
+        with pytest.warns(UserWarning, match="Implicit dimension"):
+            a = getattr(fg.nn, name)()(fg.tensor(x))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            b = getattr(torch.nn, name)()(torch.tensor(x))
+        _check(a, b)
+    assert repr(fg.nn.Softmax()) == repr(torch.nn.Softmax()) and repr(fg.nn.Softmax(1)) == repr(torch.nn.Softmax(1))
+    with pytest.raises(TypeError, match="dim must be an int or None"):
+        fg.nn.Softmax(dim=1.0)
+
+
 REDUCTIONS = {
     "sum": lambda m, mf, t, dt: t.sum(dtype=dt),
     "sum dim": lambda m, mf, t, dt: t.sum(1, keepdim=True, dtype=dt),

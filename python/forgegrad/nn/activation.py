@@ -124,8 +124,13 @@ class Softplus(_Activation):
 
 
 class Softmax(Module):
-    def __init__(self, dim: int = -1):
+    """softmax along ``dim``; None (torch's default) picks torch's implicit dim (0 for 0-, 1- and 3-d input,
+    else 1) with torch's deprecation warning."""
+
+    def __init__(self, dim=None):
         super().__init__()
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            raise TypeError(f"{type(self).__name__}: dim must be an int or None, got {dim!r}")
         self.dim = dim
 
     def forward(self, input):
