@@ -105,4 +105,11 @@ FG_KERNEL(void, conv2d_backward_weight,
           (const Conv2dGeom& g, const float* x, const float* grad_y, float* grad_weight, float* grad_bias),
           (g, x, grad_y, grad_weight, grad_bias))
 
+// Transposed convolution with kernel == stride (windows that do not overlap): cols (B, KD, KH, KW, D, H, W)
+// (one sgemm's rows per tap) <-> out (B, D * KD, H * KH, W * KW), out[b, d * KD + a, h * KH + e, w * KW + c] =
+// cols[b, a, e, c, d, h, w]. gather: the reverse copy (out read, cols written). A portable copy (conv_taps.cpp),
+// the same bits at any thread count.
+void conv_taps_interleave(const float* src, float* dst, int64_t B, const int64_t* spatial, const int64_t* kernel,
+                          bool gather);
+
 }  // namespace fg

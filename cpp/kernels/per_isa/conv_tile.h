@@ -178,10 +178,13 @@ TileFn pick_tile(int mr, int nv) {
 
 // Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart; relu: store
 // max(0, C) (tile_kernel's kRelu).
+// Vectors [v_begin, v_end) only, when given (v_end < 0: all).
 inline void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
-                     const float* init, float* C, int64_t ldc, bool relu = false) {
-  for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
-    const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
+                     const float* init, float* C, int64_t ldc, bool relu = false, int64_t v_begin = 0,
+                     int64_t v_end = -1) {
+  const int64_t ve = v_end < 0 ? vl.n : v_end;
+  for (int64_t v0 = v_begin; v0 < ve; v0 += kConvNR) {
+    const int nv = static_cast<int>(min64(kConvNR, ve - v0));
     (relu ? pick_tile<true> : pick_tile<false>)(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0,
                                                                           vl.valid.p + v0, vl.whole_end, init, C, ldc);
   }
