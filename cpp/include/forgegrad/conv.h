@@ -13,8 +13,9 @@
 // the padded image; larger strides go through im2col. All feed the register-blocked micro-kernels
 // of conv_tile.h. The weight gradient of non-Winograd layers with >= 32 output channels and >= 32
 // taps (Cg * KH * KW) per group is instead one GEMM over the whole batch (im2col of every image,
-// in fixed blocks of columns, through sgemm: conv_wgrad.cpp). Results are bit-identical for any
-// thread count.
+// in fixed blocks of columns, through sgemm; strided KW 2..4 layers build the im2col's pixel rows slice by
+// slice into a scratch the GEMM microkernel reads in place: conv_wgrad.cpp). Results are bit-identical
+// for any thread count.
 #pragma once
 #include <cstdint>
 
