@@ -18,6 +18,7 @@
 #include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/conv.h"
+#include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/pool.h"
@@ -99,20 +100,8 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
   parallel_for(Cg * KK, 8, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t c = k / KK, kh = (k / g.KW) % g.KH, kw = k % g.KW;
-      const float* s = xs + c * H * Wd;
       float* row = B + k * pl.ld;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
-        float* r = row + oh * g.OW;
-        if (ih < 0 || ih >= H) {
-          std::memset(r, 0, sizeof(float) * g.OW);
-          continue;
-        }
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
-          r[ow] = (iw >= 0 && iw < Wd) ? s[ih * Wd + iw] : 0.0f;
-        }
-      }
+      im2col_plane(g, xs + c * H * Wd, kh, kw, row);
       std::memset(row + P, 0, sizeof(float) * (pl.ld - P));
     }
   });
@@ -372,6 +361,15 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
   }
 }
 
+// The strided (im2col) forward through sgemm: whole output planes of >= 64 pixels (a register tile's row
+// of vectors or more), >= 32 output channels and a reduction of >= 256 taps per group, where the tile
+// kernel's full-length reductions stream its packed weight from L3 (measured on k4 s2 layers: 128 -> 256
+// at 16x16 and 64 -> 128 at 32x32, batch 16). Not with the fused 2x2 max pool.
+bool use_sgemm_forward(const Conv2dGeom& g, const Plan& pl, bool pool2x2) {
+  const int64_t K = (g.C / g.groups) * g.KH * g.KW;
+  return !pl.direct && !pool2x2 && g.OH * g.OW >= 64 && g.OC / g.groups >= 32 && K >= 256;
+}
+
 // The weight gradient as batch-wide GEMMs (conv_weight_grad_gemm) needs enough output channels and
 // taps per group for sgemm's register tiles; thinner layers (depthwise, grouped with few channels,
 // single-channel inputs) stay on the dot kernel below, which measured faster there.
@@ -402,6 +400,35 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
         g.N, G, Cg, OCg, pl.Hp, pl.Wp, g.OH, g.OW, w, pl.bsize, bias, g.OC * yplane,
         [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); }, out, act,
         alpha, pool2x2, packed);
+    return;
+  }
+  if (use_sgemm_forward(g, pl, pool2x2)) {
+    // Per (image, group): its im2col (K x P), then sgemm with the weight read as it is, then bias and
+    // activation over the planes. sgemm blocks the long reduction (K = 2048 at DCGAN's 128 -> 256 k4 s2)
+    // in slices that stay in L1 / L2: 103-107 GFLOP/s on these shapes against the tile kernel's 81-92,
+    // which streams the whole packed weight for every image. sgemm's sums do not depend on the thread
+    // count, so neither do these.
+    const int64_t P = g.OH * g.OW;
+    AlignedBuffer B(static_cast<size_t>(pl.bsize));
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t gi = 0; gi < G; ++gi) {
+        fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data());
+        float* yo = out(n, gi);
+        FG_ISA_NS::sgemm(false, false, OCg, P, K, 1.0f, w + gi * OCg * K, K, B.data(), pl.ld, 0.0f, yo, P);
+        if (!bias && act < 0) continue;
+        parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
+          for (int64_t oc = o0; oc < o1; ++oc) {
+            float* plane = yo + oc * P;
+            if (bias) {
+              const vf b = vset1(bias[gi * OCg + oc]);
+              int64_t i = 0;
+              for (; i + W <= P; i += W) vstore(plane + i, vadd(vload(plane + i), b));
+              for (; i < P; ++i) plane[i] += bias[gi * OCg + oc];
+            }
+            act_forward_serial(act, alpha, plane, P);
+          }
+        });
+      }
     return;
   }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));

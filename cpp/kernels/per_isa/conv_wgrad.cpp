@@ -67,34 +67,6 @@ void im2col_segment(const Conv2dGeom& g, const float* s, int64_t kh, int64_t kw,
   }
 }
 
-// The whole plane of tap (kh, kw): dst[p] for every output pixel p of image channel s. Plain loops
-// (no memset calls: rows are often 8-16 floats) that the compiler vectorises.
-void im2col_plane(const Conv2dGeom& g, const float* s, int64_t kh, int64_t kw, float* dst) {
-  const int64_t shift = kw * g.dil_w - g.pad_left, sw = g.stride_w, OW = g.OW;
-  int64_t ow_lo = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
-  int64_t ow_hi = g.W - 1 - shift < 0 ? 0 : (g.W - 1 - shift) / sw + 1;
-  if (ow_hi > OW) ow_hi = OW;
-  if (ow_lo > ow_hi) ow_lo = ow_hi;
-  for (int64_t oh = 0; oh < g.OH; ++oh) {
-    float* d = dst + oh * OW;
-    const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
-    if (ih < 0 || ih >= g.H) {
-      for (int64_t ow = 0; ow < OW; ++ow) d[ow] = 0.0f;
-      continue;
-    }
-    const float* r = s + ih * g.W + shift;  // r[ow * sw] is pixel (oh, ow)'s input
-    for (int64_t ow = 0; ow < ow_lo; ++ow) d[ow] = 0.0f;
-    if (sw == 1) {
-      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[ow];
-    } else if (sw == 2) {
-      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[2 * ow];
-    } else {
-      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[ow * sw];
-    }
-    for (int64_t ow = ow_hi; ow < OW; ++ow) d[ow] = 0.0f;
-  }
-}
-
 // One window row at an image edge: d[kw] = r[kw * dil_w] for kw in [lo, hi), 0 elsewhere in [0, KW).
 inline void window_row(const Conv2dGeom& g, const float* r, int64_t lo, int64_t hi, float* d) {
   for (int64_t kw = 0; kw < lo; ++kw) d[kw] = 0.0f;
