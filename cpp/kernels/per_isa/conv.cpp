@@ -364,10 +364,11 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 // The strided (im2col) forward through sgemm: whole output planes of >= 64 pixels (a register tile's row
 // of vectors or more), >= 32 output channels and a reduction of >= 256 taps per group, where the tile
 // kernel's full-length reductions stream its packed weight from L3 (measured on k4 s2 layers: 128 -> 256
-// at 16x16 and 64 -> 128 at 32x32, batch 16). Not with the fused 2x2 max pool.
-bool use_sgemm_forward(const Conv2dGeom& g, const Plan& pl, bool pool2x2) {
+// at 16x16 and 64 -> 128 at 32x32, batch 16). With the fused 2x2 max pool too (the pool of the same
+// planes: the same bits as the pool after).
+bool use_sgemm_forward(const Conv2dGeom& g, const Plan& pl) {
   const int64_t K = (g.C / g.groups) * g.KH * g.KW;
-  return !pl.direct && !pool2x2 && g.OH * g.OW >= 64 && g.OC / g.groups >= 32 && K >= 256;
+  return !pl.direct && g.OH * g.OW >= 64 && g.OC / g.groups >= 32 && K >= 256;
 }
 
 // The weight gradient as batch-wide GEMMs (conv_weight_grad_gemm) needs enough output channels and
@@ -402,20 +403,21 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
         alpha, pool2x2, packed);
     return;
   }
-  if (use_sgemm_forward(g, pl, pool2x2)) {
+  if (use_sgemm_forward(g, pl)) {
     // Per (image, group): its im2col (K x P), then sgemm with the weight read as it is, then bias and
     // activation over the planes. sgemm blocks the long reduction (K = 2048 at DCGAN's 128 -> 256 k4 s2)
     // in slices that stay in L1 / L2: 103-107 GFLOP/s on these shapes against the tile kernel's 81-92,
     // which streams the whole packed weight for every image. sgemm's sums do not depend on the thread
     // count, so neither do these.
-    const int64_t P = g.OH * g.OW;
-    AlignedBuffer B(static_cast<size_t>(pl.bsize));
+    const int64_t P = g.OH * g.OW, POH = g.OH / 2, POW = g.OW / 2;
+    AlignedBuffer B(static_cast<size_t>(pl.bsize)), S(static_cast<size_t>(pool2x2 ? OCg * P : 0));
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t gi = 0; gi < G; ++gi) {
         fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data());
-        float* yo = out(n, gi);
+        float* yo = pool2x2 ? S.data() : out(n, gi);  // with the pool: full planes in scratch, pooled below
         FG_ISA_NS::sgemm(false, false, OCg, P, K, 1.0f, w + gi * OCg * K, K, B.data(), pl.ld, 0.0f, yo, P);
-        if (!bias && act < 0) continue;
+        if (!bias && act < 0 && !pool2x2) continue;
+        float* po = out(n, gi);
         parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
           for (int64_t oc = o0; oc < o1; ++oc) {
             float* plane = yo + oc * P;
@@ -426,6 +428,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
               for (; i < P; ++i) plane[i] += bias[gi * OCg + oc];
             }
             act_forward_serial(act, alpha, plane, P);
+            if (pool2x2) max_pool2x2_plane(plane, g.OW, POH, POW, po + oc * POH * POW, nullptr);
           }
         });
       }
