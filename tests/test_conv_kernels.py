@@ -77,6 +77,15 @@ CASES = [
     ((2, 64, 61, 61), (40, 64, 5, 5), 1, 2, 1, 1),            # blocks of pixel ranges, rows cut mid-way
     ((2, 64, 121, 121), (40, 64, 5, 5), 2, 2, 1, 1),          # the same, strided
     ((2, 64, 9, 9), (64, 32, 3, 3), 2, 1, 1, 2),              # groups
+    # the weight gradient's pixel-row slices (strided, KW 2..4, >= 64 taps), the stride-2 col2im of grad_input
+    # (even and odd input columns as two planes) and the forward's column slabs (im2col larger than L2):
+    ((3, 16, 9, 11), (40, 16, 4, 4), 2, 1, 1, 1),             # k4 s2, odd width: last column even-only
+    ((2, 8, 12, 13), (32, 8, 3, 3), 2, (1, 2), (2, 1), 1),    # dilated rows, wide column padding
+    ((2, 8, 13, 12), (34, 8, 3, 3), (1, 2), 2, 2, 1),          # dilated columns: the k-major im2col
+    ((2, 32, 40, 40), (32, 32, 4, 4), 2, 1, 1, 1),            # strided forward through sgemm
+    ((2, 32, 40, 40), (16, 32, 4, 4), 2, 1, 1, 1),            # < 32 channels: tile kernel in slabs of 8 vectors
+    ((2, 64, 8, 8), (64, 16, 4, 4), 2, 1, 1, 4),              # groups, pixel-row slices per group
+    ((1, 4, 300, 298), (32, 4, 4, 4), 2, 1, 1, 1),            # pixel ranges cut mid-row, odd output width
 ]
 
 
@@ -131,6 +140,8 @@ THREAD_CASES = [
     ((1, 16, 9, 11), (20, 16, 3, 3), 1, 1, 1, 1),    # Winograd, batch 1
     ((24, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1),  # Winograd weight gradient over several units
     ((3, 32, 8, 8), (64, 32, 4, 4), 2, 1, 1, 1),     # weight gradient by batch-wide GEMM
+    ((1, 32, 40, 40), (32, 32, 4, 4), 2, 1, 1, 1),   # strided forward through sgemm, stride-2 col2im
+    ((2, 32, 40, 40), (16, 32, 4, 4), 2, 1, 1, 1),   # forward in column slabs
     ((40, 256, 7, 5), (32, 256, 3, 2), 1, 1, 1, 1),  # the same, blocks of whole images
     ((1, 64, 53, 53), (64, 32, 5, 5), 1, 2, 1, 2),   # the same, grouped, blocks of pixel ranges
     ((11, 16, 5, 7), (16, 16, 3, 3), 1, 1, 1, 1),    # Winograd, images batched into units
@@ -172,7 +183,8 @@ def test_winograd_last_few_tiles_match_the_vector_path(rng, simd_path, side, cha
 
 
 # one case per forward path: direct "flat" and "row" vectors, strided im2col, depthwise, Winograd
-FUSED_ACT_CASES = [CASES[0], CASES[1], CASES[6], CASES[8], CASES[20], CASES[21]]
+FUSED_ACT_CASES = [CASES[0], CASES[1], CASES[6], CASES[8], CASES[20], CASES[21],
+                   ((2, 32, 16, 16), (32, 32, 4, 4), 2, 1, 1, 1)]  # strided forward through sgemm
 ACT_NAMES = ["RELU", "LEAKY_RELU", "GELU", "GELU_TANH", "SIGMOID", "TANH", "SILU"]
 
 

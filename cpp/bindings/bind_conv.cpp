@@ -280,6 +280,22 @@ void conv2d_backward_weight(const py::array& x, const py::array& gy, const py::o
   fg::conv2d_backward_weight(g, X.f32(), GY.f32(), gwp, gbp);
 }
 
+// cols (B, KD, KH, KW, D, H, W) <-> out (B, D * KD, H * KH, W * KW) (conv_taps_interleave); gather reads out.
+void conv_taps(const py::array& cols, const py::array& out, bool gather) {
+  const char* op = gather ? "conv_taps_gather" : "conv_taps_scatter";
+  ArrayArg C = fg::bind::f32_arg(cols, "cols", 7, fg::bind::kContiguous, gather);
+  ArrayArg O = fg::bind::f32_arg(out, "out", 4, fg::bind::kContiguous, !gather);
+  const int64_t sp[3] = {C.shape[4], C.shape[5], C.shape[6]}, k[3] = {C.shape[1], C.shape[2], C.shape[3]};
+  fg::bind::expect_shape(O, "out", {C.shape[0], sp[0] * k[0], sp[1] * k[1], sp[2] * k[2]});
+  if (gather)
+    fg::bind::check_no_overlap(op, {{out, "out"}}, {{cols, "cols"}});
+  else
+    fg::bind::check_no_overlap(op, {{cols, "cols"}}, {{out, "out"}});
+  if (C.size == 0) return;
+  py::gil_scoped_release release;
+  fg::conv_taps_interleave(gather ? O.f32() : C.f32(), gather ? C.f32() : O.f32(), C.shape[0], sp, k, gather);
+}
+
 // ---- the geometry for Python ---------------------------------------------------------------------
 
 py::object py_resolve_padding(const py::object& padding, Pair kernel_size, Pair stride, Pair dilation,
@@ -349,6 +365,15 @@ void bind(py::module_& m) {
         py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight_shape"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("groups"),
         "grad_weight and grad_bias (either may be None; overwritten) of conv2d.");
+  m.def(
+      "conv_taps_scatter", [](const py::array& cols, const py::array& out) { conv_taps(cols, out, false); },
+      py::arg("cols"), py::arg("out"),
+      "out (B, D * KD, H * KH, W * KW) (overwritten) = cols (B, KD, KH, KW, D, H, W) with each tap's plane "
+      "interleaved: out[b, d * KD + a, h * KH + e, w * KW + c] = cols[b, a, e, c, d, h, w] (a transposed conv "
+      "whose kernel equals its stride).");
+  m.def(
+      "conv_taps_gather", [](const py::array& out, const py::array& cols) { conv_taps(cols, out, true); },
+      py::arg("out"), py::arg("cols"), "cols (overwritten) from out: conv_taps_scatter's reverse copy.");
   m.def("resolve_padding", &py_resolve_padding, py::arg("padding"), py::arg("kernel_size"),
         py::arg("stride") = Pair{1, 1}, py::arg("dilation") = Pair{1, 1}, py::arg("input_size") = py::none(),
         py::arg("keras") = false, py::arg("op") = "conv2d",

@@ -164,6 +164,17 @@ class conv:
         """
         ...
     @staticmethod
+    def conv_taps_gather(out: numpy.ndarray, cols: numpy.ndarray) -> None:
+        """cols (overwritten) from out: conv_taps_scatter's reverse copy."""
+        ...
+    @staticmethod
+    def conv_taps_scatter(cols: numpy.ndarray, out: numpy.ndarray) -> None:
+        """out (B, D * KD, H * KH, W * KW) (overwritten) = cols (B, KD, KH, KW, D, H, W) with each tap's plane
+        interleaved: out[b, d * KD + a, h * KH + e, w * KW + c] = cols[b, a, e, c, d, h, w] (a transposed conv whose
+        kernel equals its stride).
+        """
+        ...
+    @staticmethod
     def geometry(input_shape: collections.abc.Sequence[_Int], weight_shape: collections.abc.Sequence[_Int],
                  stride: tuple[_Int, _Int], padding: object, dilation: tuple[_Int, _Int], groups: _Int,
                  op: str = ...) -> tuple[tuple[int, int, int, int], list[int]]:

@@ -13,8 +13,9 @@
 // the padded image; larger strides go through im2col. All feed the register-blocked micro-kernels
 // of conv_tile.h. The weight gradient of non-Winograd layers with >= 32 output channels and >= 32
 // taps (Cg * KH * KW) per group is instead one GEMM over the whole batch (im2col of every image,
-// in fixed blocks of columns, through sgemm: conv_wgrad.cpp). Results are bit-identical for any
-// thread count.
+// in fixed blocks of columns, through sgemm; strided KW 2..4 layers build the im2col's pixel rows slice by
+// slice into a scratch the GEMM microkernel reads in place: conv_wgrad.cpp). Results are bit-identical
+// for any thread count.
 #pragma once
 #include <cstdint>
 
@@ -104,5 +105,12 @@ FG_KERNEL(void, conv2d_backward_input, (const Conv2dGeom& g, const float* weight
 FG_KERNEL(void, conv2d_backward_weight,
           (const Conv2dGeom& g, const float* x, const float* grad_y, float* grad_weight, float* grad_bias),
           (g, x, grad_y, grad_weight, grad_bias))
+
+// Transposed convolution with kernel == stride (windows that do not overlap): cols (B, KD, KH, KW, D, H, W)
+// (one sgemm's rows per tap) <-> out (B, D * KD, H * KH, W * KW), out[b, d * KD + a, h * KH + e, w * KW + c] =
+// cols[b, a, e, c, d, h, w]. gather: the reverse copy (out read, cols written). A portable copy (conv_taps.cpp),
+// the same bits at any thread count.
+void conv_taps_interleave(const float* src, float* dst, int64_t B, const int64_t* spatial, const int64_t* kernel,
+                          bool gather);
 
 }  // namespace fg

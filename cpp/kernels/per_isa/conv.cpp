@@ -18,6 +18,7 @@
 #include "act_vec.h"
 #include "conv_tile.h"
 #include "forgegrad/conv.h"
+#include "forgegrad/gemm.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/pool.h"
@@ -99,20 +100,8 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
   parallel_for(Cg * KK, 8, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t c = k / KK, kh = (k / g.KW) % g.KH, kw = k % g.KW;
-      const float* s = xs + c * H * Wd;
       float* row = B + k * pl.ld;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
-        float* r = row + oh * g.OW;
-        if (ih < 0 || ih >= H) {
-          std::memset(r, 0, sizeof(float) * g.OW);
-          continue;
-        }
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const int64_t iw = ow * g.stride_w - g.pad_left + kw * g.dil_w;
-          r[ow] = (iw >= 0 && iw < Wd) ? s[ih * Wd + iw] : 0.0f;
-        }
-      }
+      im2col_plane(g, xs + c * H * Wd, kh, kw, row);
       std::memset(row + P, 0, sizeof(float) * (pl.ld - P));
     }
   });
@@ -124,20 +113,43 @@ void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, float* B) 
 // act / alpha: the activation applied to each block of output planes once written (-1: none).
 // pool2x2: out(n, gi) takes the 2x2 / stride 2 max pools (OHo/2, OWo/2) of the planes instead, each
 // block computed into scratch and pooled while in cache.
+// dense_rows: B is an im2col matrix of R rows dense_rows floats apart (0: another layout). Where that
+// is larger than L2 the planes are computed in column slabs, every row block of a slab while its
+// R x slab columns of B stay in L2, instead of every row block streaming the whole matrix from L3
+// (k4 s2 layers at 16x16 and up). Same arithmetic per output, so the same bits.
 template <class Fill, class Out>
 void run_units(int64_t N, int64_t G, int64_t M, int64_t R, const float* A, int64_t bsize, const int64_t* off,
                const VecList& vl, int64_t OHo, int64_t OWo, int64_t Wb, const float* bias, Fill fill, Out out,
-               int act = -1, float alpha = 0.0f, bool pool2x2 = false) {
+               int act = -1, float alpha = 0.0f, bool pool2x2 = false, int64_t dense_rows = 0) {
   const int64_t plane = OHo * OWo, nblocks = (M + kConvMR - 1) / kConvMR;
   const int64_t POH = OHo / 2, POW = OWo / 2, pplane = POH * POW;
   const bool relu = act == kActRelu;  // in the tile kernel's registers; others in a pass over the block
   const int later = relu ? -1 : act;
+  constexpr int64_t kSlabFloats = int64_t(1) << 16;  // 256 KiB of B per slab
+  int64_t slab = 0;                                  // vectors per slab (0: no slabs)
+  if (dense_rows > 0 && !vl.flat && !pool2x2 && later < 0 && R * dense_rows > 2 * kSlabFloats && vl.n > kConvNR) {
+    slab = kSlabFloats / (R * W) / kConvNR * kConvNR;
+    slab = slab < kConvNR ? kConvNR : slab;
+    if (slab >= vl.n) slab = 0;
+  }
   parallel_for(N * G, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(bsize));
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t n = u / G, gi = u % G;
       fill(n, gi, B.data());
       float* o = out(n, gi);
+      if (slab > 0) {
+        for (int64_t v0 = 0; v0 < vl.n; v0 += slab) {
+          parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
+            for (int64_t blk = b0; blk < b1; ++blk) {
+              const int64_t m0 = blk * kConvMR, mr = min64(M - m0, kConvMR);
+              run_rows(mr, R, A + (gi * M + m0) * R, B.data(), off, vl, bias ? bias + gi * M + m0 : nullptr,
+                       o + m0 * plane, plane, relu, v0, min64(v0 + slab, vl.n));
+            }
+          });
+        }
+        continue;
+      }
       parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
         AlignedBuffer S(vl.flat ? static_cast<size_t>(kConvMR * vl.scratch_ld) : 0);
         AlignedBuffer P(pool2x2 && !vl.flat ? static_cast<size_t>(kConvMR * plane) : 0);
@@ -218,6 +230,53 @@ __attribute__((noinline)) void dot_kernel(const float* const* g_rows, int64_t g_
       float* d = d_rows[m] + d_cols[j];
       *d = accumulate ? *d + s : s;
     }
+}
+
+// col2im of a column stride of 2: gx (Cg, H, W) = the sum of every tap's gcol row (rows ld apart) at its input
+// pixels. Per channel the sums go to the even and odd input columns as two planes of Wh = ceil(W / 2) columns,
+// where each tap's row is one contiguous (vectorised) add, and the planes are then interleaved into gx. Each
+// element gets the same additions in the same (kh, kw) order as the general loop: the same bits.
+void col2im_stride2(const Conv2dGeom& g, int64_t Cg, const float* gcol, int64_t ld, float* gxs) {
+  const int64_t HW = g.H * g.W, Wh = (g.W + 1) / 2;
+  parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
+    AlignedBuffer ph(static_cast<size_t>(2 * g.H * Wh));
+    for (int64_t ic = c0; ic < c1; ++ic) {
+      float* planes = ph.data();
+      for (int64_t i = 0; i < 2 * g.H * Wh; ++i) planes[i] = 0.0f;
+      for (int64_t kh = 0; kh < g.KH; ++kh)
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const float* s = gcol + ((ic * g.KH + kh) * g.KW + kw) * ld;
+          const int64_t shift = kw * g.dil_w - g.pad_left;  // iw = 2 * ow + shift
+          const int64_t par = shift & 1, half = (shift - par) / 2;  // iw = 2 * (ow + half) + par
+          // ow with 0 <= iw < W
+          int64_t lo = shift >= 0 ? 0 : (-shift + 1) / 2;
+          int64_t hi = g.W - 1 - shift < 0 ? 0 : (g.W - 1 - shift) / 2 + 1;
+          if (hi > g.OW) hi = g.OW;
+          if (lo >= hi) continue;
+          float* pp = planes + par * g.H * Wh + half;
+          for (int64_t oh = 0; oh < g.OH; ++oh) {
+            const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+            if (ih < 0 || ih >= g.H) continue;
+            float* dr = pp + ih * Wh;
+            const float* sr = s + oh * g.OW;
+            for (int64_t ow = lo; ow < hi; ++ow) dr[ow] += sr[ow];
+          }
+        }
+      float* d = gxs + ic * HW;
+      const float* e = planes;
+      const float* o = planes + g.H * Wh;
+      for (int64_t h = 0; h < g.H; ++h) {
+        float* dr = d + h * g.W;
+        const float* er = e + h * Wh;
+        const float* orow = o + h * Wh;
+        for (int64_t j = 0; j < g.W / 2; ++j) {
+          dr[2 * j] = er[j];
+          dr[2 * j + 1] = orow[j];
+        }
+        if (g.W & 1) dr[g.W - 1] = er[Wh - 1];
+      }
+    }
+  });
 }
 
 // Winograd F(2x2, 3x3) pays off for 3x3, stride 1, undilated kernels once there are enough
@@ -302,6 +361,16 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
   }
 }
 
+// The strided (im2col) forward through sgemm: whole output planes of >= 64 pixels (a register tile's row
+// of vectors or more), >= 32 output channels and a reduction of >= 256 taps per group, where the tile
+// kernel's full-length reductions stream its packed weight from L3 (measured on k4 s2 layers: 128 -> 256
+// at 16x16 and 64 -> 128 at 32x32, batch 16). With the fused 2x2 max pool too (the pool of the same
+// planes: the same bits as the pool after).
+bool use_sgemm_forward(const Conv2dGeom& g, const Plan& pl) {
+  const int64_t K = (g.C / g.groups) * g.KH * g.KW;
+  return !pl.direct && g.OH * g.OW >= 64 && g.OC / g.groups >= 32 && K >= 256;
+}
+
 // The weight gradient as batch-wide GEMMs (conv_weight_grad_gemm) needs enough output channels and
 // taps per group for sgemm's register tiles; thinner layers (depthwise, grouped with few channels,
 // single-channel inputs) stay on the dot kernel below, which measured faster there.
@@ -334,6 +403,37 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
         alpha, pool2x2, packed);
     return;
   }
+  if (use_sgemm_forward(g, pl)) {
+    // Per (image, group): its im2col (K x P), then sgemm with the weight read as it is, then bias and
+    // activation over the planes. sgemm blocks the long reduction (K = 2048 at DCGAN's 128 -> 256 k4 s2)
+    // in slices that stay in L1 / L2: 103-107 GFLOP/s on these shapes against the tile kernel's 81-92,
+    // which streams the whole packed weight for every image. sgemm's sums do not depend on the thread
+    // count, so neither do these.
+    const int64_t P = g.OH * g.OW, POH = g.OH / 2, POW = g.OW / 2;
+    AlignedBuffer B(static_cast<size_t>(pl.bsize)), S(static_cast<size_t>(pool2x2 ? OCg * P : 0));
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t gi = 0; gi < G; ++gi) {
+        fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B.data());
+        float* yo = pool2x2 ? S.data() : out(n, gi);  // with the pool: full planes in scratch, pooled below
+        FG_ISA_NS::sgemm(false, false, OCg, P, K, 1.0f, w + gi * OCg * K, K, B.data(), pl.ld, 0.0f, yo, P);
+        if (!bias && act < 0 && !pool2x2) continue;
+        float* po = out(n, gi);
+        parallel_for(OCg, 4, [&](int64_t o0, int64_t o1) {
+          for (int64_t oc = o0; oc < o1; ++oc) {
+            float* plane = yo + oc * P;
+            if (bias) {
+              const vf b = vset1(bias[gi * OCg + oc]);
+              int64_t i = 0;
+              for (; i + W <= P; i += W) vstore(plane + i, vadd(vload(plane + i), b));
+              for (; i < P; ++i) plane[i] += bias[gi * OCg + oc];
+            }
+            act_forward_serial(act, alpha, plane, P);
+            if (pool2x2) max_pool2x2_plane(plane, g.OW, POH, POW, po + oc * POH * POW, nullptr);
+          }
+        });
+      }
+    return;
+  }
   AlignedBuffer A(static_cast<size_t>(g.OC * K));
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* wg = w + gi * OCg * K;
@@ -346,7 +446,7 @@ void conv2d_forward(const Conv2dGeom& g, const float* x, const float* w, const f
   run_units(
       g.N, G, OCg, K, A.data(), pl.bsize, off.p, vl, g.OH, g.OW, pl.Wp, bias,
       [&](int64_t n, int64_t gi, float* B) { fill_input(g, pl, x + (n * g.C + gi * Cg) * g.H * g.W, B); }, out, act,
-      alpha, pool2x2);
+      alpha, pool2x2, pl.direct ? 0 : pl.ld);
 }
 
 // weight (OC, Cg, KH, KW), grad_y (N, OC, OH, OW) -> grad_x (N, C, H, W)
@@ -443,6 +543,10 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
         }
       });
       float* gxs = gx + (n * g.C + gi * Cg) * HW;
+      if (g.stride_w == 2) {
+        col2im_stride2(g, Cg, gcol.data(), ld, gxs);
+        continue;
+      }
       parallel_for(Cg, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t ic = c0; ic < c1; ++ic) {
           float* d = gxs + ic * HW;

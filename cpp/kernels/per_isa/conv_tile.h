@@ -5,6 +5,7 @@
 // Include only from cpp/kernels/per_isa/ sources (everything is in namespace fg::FG_ISA_NS).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "forgegrad/conv.h"
 #include "forgegrad/memory.h"
@@ -178,12 +179,43 @@ TileFn pick_tile(int mr, int nv) {
 
 // Output rows [m0, m0 + mr) of one plane set: C points at row m0, rows ldc apart; relu: store
 // max(0, C) (tile_kernel's kRelu).
+// Vectors [v_begin, v_end) only, when given (v_end < 0: all).
 inline void run_rows(int64_t mr, int64_t K, const float* A, const float* B, const int64_t* off, const VecList& vl,
-                     const float* init, float* C, int64_t ldc, bool relu = false) {
-  for (int64_t v0 = 0; v0 < vl.n; v0 += kConvNR) {
-    const int nv = static_cast<int>(min64(kConvNR, vl.n - v0));
+                     const float* init, float* C, int64_t ldc, bool relu = false, int64_t v_begin = 0,
+                     int64_t v_end = -1) {
+  const int64_t ve = v_end < 0 ? vl.n : v_end;
+  for (int64_t v0 = v_begin; v0 < ve; v0 += kConvNR) {
+    const int nv = static_cast<int>(min64(kConvNR, ve - v0));
     (relu ? pick_tile<true> : pick_tile<false>)(static_cast<int>(mr), nv)(K, A, B, off, vl.pos.p + v0, vl.dst.p + v0,
                                                                           vl.valid.p + v0, vl.whole_end, init, C, ldc);
+  }
+}
+
+// The whole plane of tap (kh, kw): dst[p] for every output pixel p of image channel s. Plain loops
+// (no memset calls: rows are often 8-16 floats) that the compiler vectorises.
+inline void im2col_plane(const Conv2dGeom& g, const float* s, int64_t kh, int64_t kw, float* dst) {
+  const int64_t shift = kw * g.dil_w - g.pad_left, sw = g.stride_w, OW = g.OW;
+  int64_t ow_lo = shift >= 0 ? 0 : (-shift + sw - 1) / sw;
+  int64_t ow_hi = g.W - 1 - shift < 0 ? 0 : (g.W - 1 - shift) / sw + 1;
+  if (ow_hi > OW) ow_hi = OW;
+  if (ow_lo > ow_hi) ow_lo = ow_hi;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    float* d = dst + oh * OW;
+    const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+    if (ih < 0 || ih >= g.H) {
+      for (int64_t ow = 0; ow < OW; ++ow) d[ow] = 0.0f;
+      continue;
+    }
+    const float* r = s + ih * g.W + shift;  // r[ow * sw] is pixel (oh, ow)'s input
+    for (int64_t ow = 0; ow < ow_lo; ++ow) d[ow] = 0.0f;
+    if (sw == 1) {
+      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[ow];
+    } else if (sw == 2) {
+      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[2 * ow];
+    } else {
+      for (int64_t ow = ow_lo; ow < ow_hi; ++ow) d[ow] = r[ow * sw];
+    }
+    for (int64_t ow = ow_hi; ow < OW; ++ow) d[ow] = 0.0f;
   }
 }
 
