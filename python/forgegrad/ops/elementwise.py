@@ -13,6 +13,7 @@ from ._util import float_of_bool, unbroadcast
 from .registry import BadInput, Sample, register_op
 
 _ONE_FLOP = M.per_output_element(1)
+_DENSE_MIN = 1 << 14  # below this a copy of a scattered view saves less than it costs
 
 
 def _bad_broadcast():
@@ -58,12 +59,23 @@ class _BinaryMathFunction(Function):
             needs = ctx.needs_input_grad
             keep_a, keep_b = cls.keeps[needs[0]][needs[1]]
             ctx.save_for_backward(a if keep_a else None, b if keep_b else None)
+        if a is b and type(a) is np.ndarray and a.size >= _DENSE_MIN and not (a.flags.c_contiguous
+                                                                              or a.flags.f_contiguous):
+            # one array read twice (x * x on an overlapping window view): numpy walks a scattered view in short
+            # runs, so it is copied once and the copy read by forward and backward. The view stays saved, for
+            # the in-place write check.
+            a = b = np.ascontiguousarray(a)
+            if cls.keeps_inputs and (keep_a or keep_b):
+                ctx.dense = a
         return cls.fn(a, b)
 
     @staticmethod
     def backward(ctx, g):
         cls = type(ctx)
         a, b = ctx.saved_tensors if cls.keeps_inputs else (None, None)
+        dense = ctx.__dict__.get("dense")
+        if dense is not None:
+            a = b = dense
         sa, sb = ctx.shapes
         return (unbroadcast(cls.grad_a(g, a, b), sa) if ctx.needs_input_grad[0] else None,
                 unbroadcast(cls.grad_b(g, a, b), sb) if ctx.needs_input_grad[1] else None)
