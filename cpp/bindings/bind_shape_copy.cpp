@@ -1,4 +1,4 @@
-// forgegrad._C.shape_copy: the transposed copy, diff's backward and Tensor.unfold's overlap-add of
+// forgegrad._C.shape_copy: the transposed copy, diff's forward and backward and Tensor.unfold's overlap-add of
 // cpp/kernels/per_isa/shape_copy.cpp (order and thread contract there). Every array is checked here before a
 // kernel runs; forgegrad.kernels.shape_copy shapes the arguments.
 #include <string>
@@ -15,6 +15,10 @@ FG_KERNEL(void, transpose_copy_b32,
 FG_KERNEL(void, transpose_copy_b64,
           (const uint64_t* src, int64_t B, int64_t R, int64_t C, int64_t sb, int64_t sr, int64_t sc, uint64_t* dst),
           (src, B, R, C, sb, sr, sc, dst))
+FG_KERNEL(void, diff_forward_f32, (const float* x, int64_t outer, int64_t m, int64_t inner, float* out),
+          (x, outer, m, inner, out))
+FG_KERNEL(void, diff_forward_f64, (const double* x, int64_t outer, int64_t m, int64_t inner, double* out),
+          (x, outer, m, inner, out))
 FG_KERNEL(void, diff_backward_f32, (const float* g, int64_t outer, int64_t m, int64_t inner, float* out),
           (g, outer, m, inner, out))
 FG_KERNEL(void, diff_backward_f64, (const double* g, int64_t outer, int64_t m, int64_t inner, double* out),
@@ -83,6 +87,22 @@ void transpose_copy(const py::array& src, const py::array& dst) {
   }
 }
 
+void diff_forward(const py::array& x, const py::array& out) {
+  ArrayArg X = float_arg(x, "x", 3, false), O = float_arg(out, "out", 3, true, &x);
+  const int64_t outer = X.dim(0), m = X.dim(1), inner = X.dim(2);
+  if (m < 1) throw py::value_error("diff_forward: x must have at least one element along axis 1");
+  fg::bind::expect_shape(O, "out", {outer, m - 1, inner});
+  fg::bind::check_no_overlap("diff_forward", {{x, "x"}}, {{out, "out"}});
+  if (O.size == 0) return;
+  const bool f32 = fg::bind::is_float32(x);
+  py::gil_scoped_release release;
+  if (f32) {
+    fg::diff_forward_f32(X.f32(), outer, m, inner, O.f32());
+  } else {
+    fg::diff_forward_f64(X.f64(), outer, m, inner, O.f64());
+  }
+}
+
 void diff_backward(const py::array& g, const py::array& out) {
   ArrayArg G = float_arg(g, "g", 3, false), O = float_arg(out, "out", 3, true, &g);
   const int64_t outer = G.dim(0), m = G.dim(1), inner = G.dim(2);
@@ -122,6 +142,9 @@ void bind(py::module_& m) {
   m.def("transpose_copy", &transpose_copy, py::arg("src"), py::arg("dst"),
         "dst[b, r, c] = src[b, r, c]: a copy of a 3-D view with any strides (a transposed or flipped one) into a "
         "C-contiguous dst of its dtype; elements of 4 or 8 bytes, moved as bits.");
+  m.def("diff_forward", &diff_forward, py::arg("x"), py::arg("out"),
+        "One forward difference along axis 1: x (outer, m, inner) float32 / float64, m >= 1 -> out (outer, m - 1, "
+        "inner), out[:, k] = x[:, k + 1] - x[:, k].");
   m.def("diff_backward", &diff_backward, py::arg("g"), py::arg("out"),
         "The adjoint of one forward difference along axis 1: g (outer, m, inner) float32 / float64 -> out (outer, "
         "m + 1, inner), out[:, k] = (0 + g[:, k - 1]) - g[:, k] (numpy's zeros / += / -= bits, one pass).");

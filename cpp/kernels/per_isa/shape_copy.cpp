@@ -4,6 +4,8 @@
 //   elements moved as bits (any dtype of that size). Cache-blocked; where a dst row is a src column (|sr| == 1,
 //   a transposed or transposed-and-flipped view: rot90's odd-k copies) AVX2 / AVX-512 builds move 8 x 8 (4 x 4)
 //   tiles through registers. numpy's copy of such a view reads one element per cache line.
+// - diff_forward_f32 / _f64: one forward difference along the middle axis of (outer, m, inner), x[k + 1] - x[k]
+//   (numpy's hi - lo of two slices, one subtraction per element: the same bits).
 // - diff_backward_f32 / _f64: the adjoint of one forward difference along the middle axis of (outer, m, inner),
 //   out (outer, m + 1, inner) with out[k] = (0 + g[k-1]) - g[k] in one pass: the same operations, in the same
 //   order, as numpy's zeros / += / -= form it replaces (0 + x turns -0 into +0), so the same bits.
@@ -138,6 +140,17 @@ void diff_backward_t(const T* g, int64_t outer, int64_t m, int64_t inner, T* out
 }
 
 template <class T>
+void diff_forward_t(const T* x, int64_t outer, int64_t m, int64_t inner, T* out) {
+  parallel_for_work(outer, m * inner, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const T* __restrict xp = x + o * m * inner;
+      T* __restrict op = out + o * (m - 1) * inner;
+      for (int64_t e = 0; e < (m - 1) * inner; ++e) op[e] = xp[e + inner] - xp[e];
+    }
+  });
+}
+
+template <class T>
 void unfold_backward_t(const T* g, int64_t outer, int64_t count, int64_t inner, int64_t size, int64_t step, int64_t n,
                        T* out) {
   parallel_for_work(outer, count * inner * size + n * inner, [&](int64_t begin, int64_t end) {
@@ -178,6 +191,14 @@ void diff_backward_f32(const float* g, int64_t outer, int64_t m, int64_t inner, 
 
 void diff_backward_f64(const double* g, int64_t outer, int64_t m, int64_t inner, double* out) {
   diff_backward_t(g, outer, m, inner, out);
+}
+
+void diff_forward_f32(const float* x, int64_t outer, int64_t m, int64_t inner, float* out) {
+  diff_forward_t(x, outer, m, inner, out);
+}
+
+void diff_forward_f64(const double* x, int64_t outer, int64_t m, int64_t inner, double* out) {
+  diff_forward_t(x, outer, m, inner, out);
 }
 
 void unfold_backward_f32(const float* g, int64_t outer, int64_t count, int64_t inner, int64_t size, int64_t step,

@@ -3,6 +3,7 @@
 - ``as_contiguous(v)``: ``np.ascontiguousarray(v)``, with a cache-blocked tiled transpose where the copy turns a
   view's columns into rows (a transposed or transposed-and-flipped view: rot90's odd-k copies), which numpy walks
   one element per cache line. Elements are moved as bits.
+- ``diff_forward(x, dim)``: one forward difference along ``dim`` (numpy's ``hi - lo`` of two slices, one pass).
 - ``diff_backward(g, dim)``: the adjoint of one forward difference along ``dim`` in one pass, the bits of numpy's
   ``zeros; out[1:] += g; out[:-1] -= g``.
 - ``unfold_backward(g, shape, dim, size, step)``: Tensor.unfold's overlap-add, each element's window terms added in
@@ -12,11 +13,13 @@ Each result is written element by element by one thread in a fixed order: the sa
 """
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from .. import _C
 
-__all__ = ["as_contiguous", "diff_backward", "unfold_backward"]
+__all__ = ["as_contiguous", "diff_backward", "diff_forward", "unfold_backward"]
 
 _MIN_TILED = 4096  # below this many elements numpy's copy costs no more than the call
 
@@ -45,7 +48,7 @@ def as_contiguous(v: np.ndarray) -> np.ndarray:
             or not v.flags.aligned or abs(v.strides[-1]) == item or abs(v.strides[-2]) != item):
         return np.ascontiguousarray(v)
     lead, rows, cols = v.shape[:-2], v.shape[-2], v.shape[-1]
-    batch = int(np.prod(lead)) if lead else 1
+    batch = prod(lead)
     step = _batch_stride(lead, v.strides[:-2]) if lead else 0
     if step is None:
         return np.ascontiguousarray(v)
@@ -57,7 +60,7 @@ def as_contiguous(v: np.ndarray) -> np.ndarray:
 
 def _float_grad(g, name):
     if not isinstance(g, np.ndarray) or g.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name}: g must be a float32 or float64 numpy.ndarray, got "
+        raise TypeError(f"{name}: {'x' if 'forward' in name else 'g'} must be a float32 or float64 numpy.ndarray, got "
                         f"{getattr(g, 'dtype', type(g).__name__)}")
     return np.require(g, requirements=("C", "A"))
 
@@ -68,11 +71,23 @@ def _axis(dim, ndim, name):
     return int(dim) % ndim
 
 
+def diff_forward(x: np.ndarray, dim: int) -> np.ndarray:
+    """One forward difference along dim (x.shape[dim] >= 1): out[k] = x[k + 1] - x[k], numpy's ``hi - lo``."""
+    x = _float_grad(x, "diff_forward")
+    d = _axis(dim, x.ndim, "diff_forward")
+    outer, m, inner = prod(x.shape[:d]), x.shape[d], prod(x.shape[d + 1:])
+    if m < 1:
+        raise ValueError(f"diff_forward: x must have at least one element along dim {d}, got shape {x.shape}")
+    out = np.empty(x.shape[:d] + (m - 1,) + x.shape[d + 1:], x.dtype)
+    _C.shape_copy.diff_forward(x.reshape(outer, m, inner), out.reshape(outer, m - 1, inner))
+    return out
+
+
 def diff_backward(g: np.ndarray, dim: int) -> np.ndarray:
     """out with g.shape[dim] + 1 along dim: out[0] = 0 - g[0], out[k] = (0 + g[k-1]) - g[k], out[m] = 0 + g[m-1]."""
     g = _float_grad(g, "diff_backward")
     d = _axis(dim, g.ndim, "diff_backward")
-    outer, m, inner = int(np.prod(g.shape[:d])), g.shape[d], int(np.prod(g.shape[d + 1:]))
+    outer, m, inner = prod(g.shape[:d]), g.shape[d], prod(g.shape[d + 1:])
     out = np.empty(g.shape[:d] + (m + 1,) + g.shape[d + 1:], g.dtype)
     _C.shape_copy.diff_backward(g.reshape(outer, m, inner), out.reshape(outer, m + 1, inner))
     return out
@@ -92,7 +107,7 @@ def unfold_backward(g: np.ndarray, shape, dim: int, size: int, step: int) -> np.
     want = shape[:d] + (count,) + shape[d + 1:] + (int(size),)
     if g.shape != want:
         raise ValueError(f"unfold_backward: g must have shape {want}, got {g.shape}")
-    outer, inner = int(np.prod(shape[:d])), int(np.prod(shape[d + 1:]))
+    outer, inner = prod(shape[:d]), prod(shape[d + 1:])
     out = np.empty(shape, g.dtype)
     _C.shape_copy.unfold_backward(g.reshape(outer, count, inner, int(size)), int(step), out.reshape(outer, n, inner))
     return out
