@@ -193,3 +193,21 @@ def test_square_of_window_view_still_sees_in_place_writes():
             u.mul_(2)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             z.sum().backward()
+
+
+def test_square_of_window_view_gradient_hooks_and_retain_grad():
+    """y * y on an overlapping window view sends y one doubled gradient: y's hook sees the sum, retained .grad and the
+    input's gradient are torch's."""
+    x = np.random.default_rng(12).standard_normal((8, 1000)).astype(np.float64)
+    seen, grads = {}, {}
+    for lib in (fg, torch):
+        t = lib.tensor(x, requires_grad=True)
+        y = (t * 1).unfold(1, 40, 8)
+        y.retain_grad()
+        y.register_hook(lambda g, name=lib.__name__: seen.__setitem__(name, np.array(g.numpy())))
+        z = y * y
+        (z * lib.tensor(np.linspace(-1, 1, z.shape[-1]))).sum().backward()
+        grads[lib.__name__] = (t.grad.numpy(), y.grad.numpy())
+    np.testing.assert_allclose(seen["forgegrad"], seen["torch"], rtol=1e-12, atol=1e-12)
+    for ours, ref in zip(grads["forgegrad"], grads["torch"]):
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
