@@ -103,6 +103,8 @@ def cases(rng):
     v = rng.standard_normal((8, 256, 256)).astype(np.float32)
     both("rot90 k=-1 dims (1,2) fwd+bwd (8,256,256)",
          lambda lib: fwd_bwd(lib, lambda t: lib.rot90(t, -1, (1, 2)) * 2, v))
+    fv, tv = fg.tensor(v), torch.tensor(v)
+    out.append(("x.mT.contiguous() (8,256,256)", lambda: fv.mT.contiguous(), lambda: tv.mT.contiguous(), 7))
     c1, c2 = rng.standard_normal((1 << 18, 3)).astype(np.float32), rng.standard_normal((1 << 18, 3)).astype(np.float32)
     both("cross fwd+bwd (256k,3)", lambda lib: fwd_bwd(lib, lambda p, q: lib.cross(p, q, dim=1), c1, c2))
     return out
