@@ -1,6 +1,7 @@
 """Small ops against torch in one process, 1 thread pinned on both sides, forgegrad and torch alternated twice and
 the best of each taken (bench/torch_ops_interleaved.py's method): Tensor.unfold with overlapping windows, histc,
-shifts, isin, and the other logic / shape / pointwise ops of that round on ~1M elements.
+shifts, isin, gcd (C++ binary GCD), rot90 / diff / unfold's backward (C++ tiled transpose, one-pass difference
+adjoint, overlap-add) and the other logic / shape / pointwise ops of that round on ~1M elements.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_small.py [substring ...]
 
@@ -65,6 +66,12 @@ def cases(rng):
     g1, g2 = rng.integers(-1000, 1000, 1 << 18), rng.integers(-1000, 1000, 1 << 18)
     fg1, fg2, tg1, tg2 = fg.tensor(g1), fg.tensor(g2), torch.tensor(g1), torch.tensor(g2)
     out.append(("gcd 256k int64", lambda: fg.gcd(fg1, fg2), lambda: torch.gcd(tg1, tg2), 5))
+    w1, w2 = rng.integers(-1 << 40, 1 << 40, 1 << 18), rng.integers(-1 << 40, 1 << 40, 1 << 18)
+    fw1, fw2, tw1, tw2 = fg.tensor(w1), fg.tensor(w2), torch.tensor(w1), torch.tensor(w2)
+    out.append(("gcd 256k int64 |x| < 2**40", lambda: fg.gcd(fw1, fw2), lambda: torch.gcd(tw1, tw2), 5))
+    n1, n2 = g1.astype(np.int32), g2.astype(np.int32)
+    fn1, fn2, tn1, tn2 = fg.from_numpy(n1), fg.from_numpy(n2), torch.from_numpy(n1), torch.from_numpy(n2)
+    out.append(("gcd 256k int32", lambda: fg.gcd(fn1, fn2), lambda: torch.gcd(tn1, tn2), 5))
 
     h = rng.choice([-1.0, 0.0, 2.0], 1 << 20).astype(np.float32)
     fh, th, fv, tv = fg.tensor(h), torch.tensor(h), fg.tensor(np.float32([0.5])), torch.tensor(np.float32([0.5]))
@@ -92,6 +99,12 @@ def cases(rng):
          lambda lib: fwd_bwd(lib, lambda t: t.repeat_interleave(3, dim=0), r))
     both("rot90 fwd+bwd (512,512)", lambda lib: fwd_bwd(lib, lambda t: lib.rot90(t, 1, (0, 1)) * 2, r))
     both("diff n=1 dim=1 fwd+bwd (512,512)", lambda lib: fwd_bwd(lib, lambda t: lib.diff(t, dim=1), r))
+    both("diff n=2 dim=0 fwd+bwd (512,512)", lambda lib: fwd_bwd(lib, lambda t: lib.diff(t, n=2, dim=0), r))
+    v = rng.standard_normal((8, 256, 256)).astype(np.float32)
+    both("rot90 k=-1 dims (1,2) fwd+bwd (8,256,256)",
+         lambda lib: fwd_bwd(lib, lambda t: lib.rot90(t, -1, (1, 2)) * 2, v))
+    fv, tv = fg.tensor(v), torch.tensor(v)
+    out.append(("x.mT.contiguous() (8,256,256)", lambda: fv.mT.contiguous(), lambda: tv.mT.contiguous(), 7))
     c1, c2 = rng.standard_normal((1 << 18, 3)).astype(np.float32), rng.standard_normal((1 << 18, 3)).astype(np.float32)
     both("cross fwd+bwd (256k,3)", lambda lib: fwd_bwd(lib, lambda p, q: lib.cross(p, q, dim=1), c1, c2))
     return out

@@ -674,6 +674,14 @@ class hd_math:
     @staticmethod
     def tanh(x: numpy.ndarray) -> numpy.typing.NDArray[numpy.float32]: ...
 
+class int_math:
+    @staticmethod
+    def gcd(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray) -> None:
+        """out[i] = torch.gcd(a[i], b[i]) for int64 / int32 1-D arrays (a or b of length 1: that number for every i);
+        binary GCD, torch's Euclid loop where an operand is the type's MIN.
+        """
+        ...
+
 class layernorm:
     @staticmethod
     def layer_norm_backward(grad: numpy.ndarray, x: numpy.ndarray, mean: numpy.ndarray, rstd: numpy.ndarray,
@@ -901,6 +909,32 @@ class serve:
         text (other JSON values, ragged or empty arrays, integers past 15 digits, numbers beyond a double's normal
         range, malformed JSON), which the caller's generic JSON path then decodes or refuses. float32: the float64
         values rounded to float32 (as numpy's astype), and None where one is beyond float32's range.
+        """
+        ...
+
+class shape_copy:
+    @staticmethod
+    def diff_backward(g: numpy.ndarray, out: numpy.ndarray) -> None:
+        """The adjoint of one forward difference along axis 1: g (outer, m, inner) float32 / float64 -> out (outer, m +
+        1, inner), out[:, k] = (0 + g[:, k - 1]) - g[:, k] (numpy's zeros / += / -= bits, one pass).
+        """
+        ...
+    @staticmethod
+    def diff_forward(x: numpy.ndarray, out: numpy.ndarray) -> None:
+        """One forward difference along axis 1: x (outer, m, inner) float32 / float64, m >= 1 -> out (outer, m - 1,
+        inner), out[:, k] = x[:, k + 1] - x[:, k].
+        """
+        ...
+    @staticmethod
+    def transpose_copy(src: numpy.ndarray, dst: numpy.ndarray) -> None:
+        """dst[b, r, c] = src[b, r, c]: a copy of a 3-D view with any strides (a transposed or flipped one) into a
+        C-contiguous dst of its dtype; elements of 4 or 8 bytes, moved as bits.
+        """
+        ...
+    @staticmethod
+    def unfold_backward(g: numpy.ndarray, step: _Int, out: numpy.ndarray) -> None:
+        """Tensor.unfold's overlap-add: g (outer, count, inner, size) -> out (outer, n, inner), out[:, w * step + j] =
+        sum over windows w (ascending, from 0) of g[:, w, :, j]; float32 / float64.
         """
         ...
 

@@ -216,6 +216,8 @@ def _extra_calls():
               lambda: _C.gemm.bmm(x[None], x.T.copy()[None], np.zeros((1, 4, 4), np.float32)),
               lambda: _C.gemm.bmm_plain(x[None], x.T.copy()[None]),
               lambda: _C.gemm.linear(x, rng.standard_normal((3, 7)).astype(np.float32), None, 0),
+              # rot90's backward / clone's transposed copy (op samples are below its size threshold)
+              lambda: _C.shape_copy.transpose_copy(x[None].transpose(0, 2, 1), np.empty((1, 7, 4), np.float32)),
               # a frozen Sequential's steps in one call (a class: its methods are no fuzz targets)
               lambda: _sequential_plan(rng).run(rng.standard_normal((2, 7)).astype(np.float32)),
               lambda: geometry.conv2d_output_shape((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.int_math import gcd as _kernel_gcd
 from .._validate import check_bool
 from . import _meta as M
 from ._logic_common import cast, dtype_name, is_arr, operand, promote
@@ -29,6 +30,9 @@ class _NoDerivative(Function):
 
 
 # ---- gcd / lcm ---------------------------------------------------------------------------------------------
+_KERNEL_GCD = (np.dtype(np.int64), np.dtype(np.int32))
+
+
 def _gcd_loop(a, b):
     """torch's Euclid loop on |a|, |b| with C's truncating remainder."""
     a, b = np.abs(a), np.abs(b)
@@ -44,7 +48,11 @@ def _gcd_loop(a, b):
 
 def _gcd(a, b):
     """torch's gcd: numpy's (the same Euclid on |a|, |b|) except where an operand is a signed type's MIN, whose |MIN|
-    wraps to MIN in torch (torch's gcd(int8 -128, 127) is -1, numpy's 1): those elements take torch's loop."""
+    wraps to MIN in torch (torch's gcd(int8 -128, 127) is -1, numpy's 1): those elements take torch's loop.
+    int32 / int64 run on the C++ binary GCD (forgegrad.kernels.int_math), which keeps those rules."""
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.dtype == b_arr.dtype and a_arr.dtype in _KERNEL_GCD:
+        return _kernel_gcd(a_arr, b_arr)
     out = np.asarray(np.gcd(a, b))
     if out.dtype.kind == "i":
         low = np.iinfo(out.dtype).min

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.shape_copy import as_contiguous
 from . import _meta as M
 from . import _samples as S
 from ._util import normalize_axis, single_axis
@@ -178,6 +179,8 @@ class StackFunction(Function):
 class CloneFunction(Function):
     @staticmethod
     def forward(ctx, a):
+        if type(a) is np.ndarray and not a.flags.c_contiguous:
+            return as_contiguous(a)  # a new C-order copy, as a.copy(): x.mT.contiguous() on the tiled transpose
         return a.copy()
 
     @staticmethod

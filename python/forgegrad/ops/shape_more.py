@@ -18,6 +18,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..devices import MetaArray
+from ..kernels.shape_copy import as_contiguous, diff_backward, diff_forward
 from . import _meta as M
 from . import _samples as S
 from ._util import single_axis, unbroadcast
@@ -25,6 +26,7 @@ from .registry import BadInput, Sample, register_op
 
 
 _I64 = np.iinfo(np.int64)
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _i64(*v):
@@ -99,7 +101,8 @@ class Rot90Function(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return np.ascontiguousarray(np.rot90(g, -ctx.k, axes=ctx.axes)), None, None
+        # odd k: a transposed (and flipped) copy, the C++ tiled transpose's case
+        return as_contiguous(np.rot90(g, -ctx.k, axes=ctx.axes)), None, None
 
 
 # ---- diff -------------------------------------------------------------------------------------------------------
@@ -115,6 +118,8 @@ def _diff_args(ndim, n, dim):
 
 def _diff_once(a, d):
     n = a.shape[d]
+    if n and a.dtype in _KERNEL_FLOATS:
+        return diff_forward(a, d)  # numpy's hi - lo below, in one C++ pass
     hi = a[(slice(None),) * d + (slice(1, None),)]
     lo = a[(slice(None),) * d + (slice(0, max(n - 1, 0)),)]
     return np.not_equal(hi, lo) if a.dtype == bool else hi - lo
@@ -180,6 +185,9 @@ class DiffFunction(Function):
         d = ctx.d
         for before in reversed(ctx.sizes[:-1]):
             if before == 0:
+                continue
+            if g.dtype in _KERNEL_FLOATS:  # the same bits as the numpy form below, in one pass
+                g = diff_backward(g, d)
                 continue
             shape = g.shape[:d] + (before,) + g.shape[d + 1:]
             out = np.zeros(shape, g.dtype)

@@ -12,10 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..kernels.shape_copy import unfold_backward
 from . import _meta as M
 from . import _samples as S
 from ._util import single_axis
 from .registry import BadInput, Sample, register_op
+
+_KERNEL_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _geometry(shape, dimension, size, step):
@@ -125,6 +128,8 @@ class TensorUnfoldFunction(Function):
         if not ctx.shape:
             return g.sum().astype(g.dtype).reshape(()), None, None, None
         full = ctx.shape
+        if g.dtype in _KERNEL_FLOATS:  # the C++ overlap-add: the same order of additions as the numpy form below
+            return unfold_backward(g, full, d, size, step), None, None, None
         # Window w's element j is input element w*step + j. With j = q*step + r that is element r of block w + q
         # (blocks of ``step`` along ``d``): for each q, blocks q .. q+count-1 take the windows' slice q*step .. +step
         # in one add with contiguous runs. q runs down: an input element then receives its terms in decreasing j, i.e.
