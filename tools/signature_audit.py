@@ -28,6 +28,8 @@ import re
 import sys
 import warnings
 
+from gen_c_stub import split_params  # the same top-level comma split as the stub generator
+
 # torch-internal parameters no user passes
 _IGNORED = {"_stacklevel", "_random_samples"}
 # torch docstring lines that name a parameter the callable does not take (``Tensor.arctanh_(other)``)
@@ -53,31 +55,6 @@ def _doc_signature(line: str):
     return None
 
 
-def _split_top(s: str):
-    """split ``s`` at the commas outside brackets and quotes."""
-    parts, depth, cur, quote = [], 0, [], None
-    for ch in s:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = None
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if "".join(cur).strip():
-        parts.append("".join(cur).strip())
-    return parts
-
-
 class Params:
     """One signature: positional names in order, keyword-only names, and whether it takes *args / **kwargs."""
 
@@ -91,7 +68,7 @@ class Params:
 
 def _from_doc_args(args: str) -> Params:
     positional, keyword, var_pos, var_kw, kw_only = [], [], False, False, False
-    for p in _split_top(args):
+    for p in split_params(args):
         p = p.replace("\\", "").split("=")[0].split(":")[0].strip()
         if p in ("", "/"):
             continue
