@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 import warnings
 
-from gen_c_stub import split_params  # the same top-level comma split as the stub generator
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_c_stub import split_params  # noqa: E402  (the stub generator's top-level comma split)
 
 # torch-internal parameters no user passes
 _IGNORED = {"_stacklevel", "_random_samples"}
