@@ -43,7 +43,8 @@ def _mm_check(input, target, p, weight, reduction):
         raise TypeError(f"{name}: weight must be a Tensor of shape ({c},) or None, got {type(weight).__name__}")
     if weight is not None and tuple(weight.shape) != (c,):
         raise ValueError(f"{name}: weight must be 1-D with one entry per class ({c}), got shape {tuple(weight.shape)}")
-    return (n,) if input.ndim == 2 else ()
+    # an unbatched input's per-sample loss takes the target's shape, () or (1,), as torch's
+    return (n,) if input.ndim == 2 else tuple(target.shape)
 
 
 def _class_range(target, c, name, low=0):
@@ -98,7 +99,7 @@ def _mm_compose(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
         h = h * z
     if weight is not None:
         h = h * constant(weight._data[y][:, None])
-    loss = (h.sum(-1) / c).reshape((len(y),) if input.ndim == 2 else ())
+    loss = (h.sum(-1) / c).reshape((len(y),) if input.ndim == 2 else tuple(target.shape))
     return reduce_tensor(loss, reduction)
 
 
@@ -118,7 +119,11 @@ def _mm_onnx(ctx, op):
     if op.attr("weight") is not None:
         h = ctx.node("Mul", [h, ctx.node("Gather", [op.input("weight", F32), y], axis=0)])
     loss = ctx.node("Div", [ctx.reduce("ReduceSum", h, [-1], False), const(ctx, float(c))])
-    return [_onnx_reduce(ctx, loss, max(len(shape) - 1, 0), op.attr("reduction", "mean"))]
+    reduction = op.attr("reduction", "mean")
+    if len(shape) == 2:
+        return [_onnx_reduce(ctx, loss, 1, reduction)]
+    # one sample, loss (1,): the target's shape under "none", a scalar otherwise
+    return [ctx.node("Reshape", [loss, ctx.ints(op.args["target"].shape if reduction == "none" else [])])]
 
 
 def _mm_samples():
@@ -131,7 +136,9 @@ def _mm_samples():
             Sample((tie, np.array([0, 1]), 1, 1.0, None), {"reduction": "none"}, "ties at the margin"),
             Sample((rand(5), np.array(3), 2, 1.0, None), {}, "unbatched"),
             Sample((np.array(0.5, F32), np.array(0), 1, 1.0, None), {"reduction": "none"}, "0-D input (one class)"),
-            Sample((rand(1, 4), np.array([2]), 1, 1.0, None), {"reduction": "none"}, "batch 1")]
+            Sample((rand(1, 4), np.array([2]), 1, 1.0, None), {"reduction": "none"}, "batch 1"),
+            Sample((rand(4), np.array([1]), 1, 1.0, None), {"reduction": "none"}, "unbatched, target (1,): loss (1,)",
+                   grad=(0,))]
 
 
 def _mm_meta(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
