@@ -65,3 +65,14 @@ def test_range_past_float32_is_refused_as_torch(call):
         call(torch, torch.from_numpy(x))
     with pytest.raises(ValueError, match="overflows"):  # edges were inf / NaN and every count 0
         call(fg, fg.from_numpy(x))
+
+
+@pytest.mark.parametrize("bins", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_of_no_data_has_torchs_edges(dtype, bins):
+    """no data and no range: torch's bins span [0, 1] (histc's counts are zeros either way)."""
+    x = np.zeros(0, dtype)
+    (h, e), (th, te) = _both(lambda m, t: tuple(m.histogram(t, bins)), x)
+    assert h.numpy().tobytes() == th.numpy().tobytes() and e.numpy().tobytes() == te.numpy().tobytes()
+    h, th = _both(lambda m, t: m.histc(t, bins), x)
+    assert h.numpy().tobytes() == th.numpy().tobytes()

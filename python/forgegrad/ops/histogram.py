@@ -69,7 +69,7 @@ def _outer_edges(x, lo, hi, widen, who, dtype=None):
     """The range: (lo, hi) given, else the data's min and max (lo == hi widened by ``widen``); finite, ordered and
     within ``dtype`` (x's when x is given; the ONNX mapping passes only a given range and the dtype)."""
     if lo is None or (widen == 1 and lo == hi):
-        lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
+        lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 1.0)  # no data: torch's [0, 1]
     if lo == hi:
         lo, hi = lo - widen, hi + widen
     if not (np.isfinite(lo) and np.isfinite(hi)):
