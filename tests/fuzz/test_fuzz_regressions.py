@@ -543,3 +543,18 @@ def test_all_any_keepdim_without_dim(name):
     assert bool(got.numpy().ravel()[0]) == bool(want.item())
     op = fg.ops.get(name)
     assert tuple(op.torch(torch, torch.from_numpy(x), None, True).shape) == (1, 1, 1)
+
+
+def test_diff_of_order_past_the_size_returns_at_once():
+    """op:diff [["scalar", 44, 24]] (n = 2**63): a hang, one (empty) difference per step; steps past the axis's
+    size change nothing, so n is capped there (forward, backward and the double-backward rule)."""
+    x = np.random.default_rng(0).standard_normal((3, 7)).astype(np.float32)
+    a = fg.tensor(x, requires_grad=True)
+    y = fg.diff(a, 2 ** 63, -1)
+    y.sum().backward()
+    assert y.shape == (3, 0) and not a.grad.numpy().any()
+    for n in (7, 8):
+        a, t = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        (fg.diff(a, n, 1) * 2).sum().backward()
+        (torch.diff(t, n, 1) * 2).sum().backward()
+        np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), atol=1e-5)
