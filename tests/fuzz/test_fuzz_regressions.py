@@ -558,3 +558,12 @@ def test_diff_of_order_past_the_size_returns_at_once():
         (fg.diff(a, n, 1) * 2).sum().backward()
         (torch.diff(t, n, 1) * 2).sum().backward()
         np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), atol=1e-5)
+
+
+def test_scatter_reduce_include_self_must_be_a_bool():
+    """op:scatter_reduce [["scalar", 2, 2]]: include_self='True' was taken by truthiness (torch: TypeError)."""
+    x, idx, src = fg.zeros(3), fg.tensor(np.array([0, 2, 2])), fg.ones(3)
+    with pytest.raises(TypeError, match="include_self must be a bool"):
+        fg.scatter_reduce(x, 0, idx, src, "sum", include_self="True")
+    got = fg.scatter_reduce(x, 0, idx, src, "sum", include_self=np.bool_(False))
+    assert got.numpy().tolist() == [1.0, 0.0, 2.0]
