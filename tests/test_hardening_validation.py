@@ -234,3 +234,25 @@ def test_cross_entropy_backward_out_overlap():
     assert np.array_equal(KL.cross_entropy_backward(p2, T, out=p2), want)  # documented: out may be prob
     with pytest.raises(ValueError, match=r"out must have shape \(4, 3\)"):
         KL.cross_entropy_backward(prob, T, out=np.zeros((3, 4), np.float32))
+
+
+# ---- found probing the recently added ops (2026-12-06) ----------------------------------------------------
+@pytest.mark.parametrize("kw, err, msg", [
+    (dict(label_smoothing="x"), TypeError, "label_smoothing must be a number"),  # was: '<=' not supported
+    (dict(bias="yes"), TypeError, "bias must be a bool"),  # was: taken by truthiness
+    (dict(out_features=-1), TypeError, "out_features must be a tuple"),  # was: 'int' object is not iterable
+    (dict(out_features=(2.5,)), ValueError, "out_features entries must be a positive int, got 2.5"),
+    (dict(weight=[1.0] * 5), TypeError, "weight must be a Tensor"),  # was: AttributeError
+])
+def test_linear_cross_entropy_loss_arguments(kw, err, msg):
+    with pytest.raises(err, match=msg):
+        fg.nn.LinearCrossEntropyLoss(3, 5, **kw)
+
+
+def test_linear_cross_entropy_loss_num_classes():
+    """num_classes=0 was reported as Linear's out_features (the product of num_classes and out_features)."""
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="LinearCrossEntropyLoss: num_classes must be a positive int"):
+            fg.nn.LinearCrossEntropyLoss(3, bad)
+    m = fg.nn.LinearCrossEntropyLoss(3, 5, out_features=[2], bias=np.bool_(True), label_smoothing=np.float32(0.25))
+    assert m.out_features == (2,) and m.linear.weight.shape == (10, 3) and m.label_smoothing == 0.25

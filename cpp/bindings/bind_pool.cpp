@@ -144,6 +144,21 @@ void max3d_fwd(const py::array& x, const py::array& y, const py::array& idx, Tri
   if (!ok)
     fail(op, "kernel_size " + str3(k) + ", stride " + str3(s) + " and dilation " + str3(d) + " with out " +
                  fg::bind::shape_str(Y.shape) + " reach past int64, or out is empty");
+  // torch's geometry (ops/_window3d.pool_geometry): padding at most half the kernel, and at most ceil_mode's
+  // outputs, whose last window starts inside the input or its left padding (the window is clipped to the input)
+  const int64_t ins[3] = {g.D, g.H, g.W}, ps[3] = {g.pd, g.ph, g.pw};
+  for (int a = 0; a < 3; ++a) {
+    if (ps[a] > ks[a] / 2)
+      fail(op, "padding must be at most half of kernel_size, got padding " + str3(p) + " and kernel_size " + str3(k));
+    const __int128 n = ins[a], pad = ps[a], st = ss[a];
+    const __int128 num = n + 2 * pad - __int128{ds[a]} * (ks[a] - 1) - 1 + st - 1;
+    __int128 most = (num >= 0 ? num / st : -((-num + st - 1) / st)) + 1;
+    if ((most - 1) * st >= n + pad) --most;
+    if (outs[a] > most)
+      fail(op, "out " + fg::bind::shape_str(Y.shape) + " has more outputs than kernel_size " + str3(k) + ", stride " +
+                   str3(s) + ", padding " + str3(p) + " and dilation " + str3(d) + " give for input " +
+                   fg::bind::shape_str(X.shape) + " (at most ceil_mode's)");
+  }
   fg::bind::check_no_overlap(op, {{x, "input"}}, {{y, "out"}, {idx, "indices"}});
   py::gil_scoped_release release;
   fg::max_pool3d_forward(g, X.f32(), Y.f32(), I.i64());

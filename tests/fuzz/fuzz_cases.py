@@ -64,7 +64,52 @@ def c_functions():
             fn = getattr(mod, name)
             if not name.startswith("__") and callable(fn) and type(fn).__name__ == "builtin_function_or_method":
                 out[f"{sub}.{name}"] = fn
+    out.update({f"plan.{fn.__name__}": fn for fn in PLAN_TARGETS})
     return out
+
+
+# ---- _C.plan: a class, whose methods are no module functions: targets that build a plan and run it -----
+class _Param:
+    """What a plan reads of a Parameter: its ``_data``, here any object a mutation made."""
+
+    def __init__(self, data):
+        self._data = data
+
+
+_I, _F = "_Int", "_Float"  # the annotations run_signature draws ints and floats for
+
+
+def plan_linear(x, weight, bias=None, activation=-1, alpha=0.0, packed=False):
+    plan = _C.plan.SequentialPlan()
+    pw = _C.gemm.PackedWeight(weight) if packed else None
+    plan.add_linear({"weight": _Param(weight), "bias": None if bias is None else _Param(bias)}, activation, alpha, pw)
+    return plan.run(x)
+
+
+def plan_conv(x, weight, bias, stride, padding, dilation, groups, activation=-1, alpha=0.0, max_pool2x2=False,
+              ceil_mode=False, linear_weight=None, packed=False):
+    """A Conv2d step (kernel_size: the weight's), then, with linear_weight, Flatten and a Linear step."""
+    plan = _C.plan.SequentialPlan()
+    pw = _C.conv.PackedConvWeight(weight, groups) if packed else None
+    kernel = tuple(weight.shape[2:]) if getattr(weight, "ndim", 0) == 4 else (3, 3)
+    plan.add_conv2d({"weight": _Param(weight), "bias": None if bias is None else _Param(bias)}, stride, padding,
+                    dilation, groups, kernel, activation, alpha, max_pool2x2, ceil_mode, pw)
+    if linear_weight is not None:
+        plan.add_flatten()
+        plan.add_linear({"weight": _Param(linear_weight)})
+    return plan.run(x)
+
+
+# pybind11-style first lines: the sig: targets draw their arguments from them
+plan_linear.__doc__ = (f"plan_linear(x: object, weight: numpy.ndarray, bias: object = None, activation: {_I} = -1, "
+                       f"alpha: {_F} = 0.0, packed: bool = False) -> object\n\nA SequentialPlan of one Linear step run "
+                       "on x (None: left to the Python steps).")
+plan_conv.__doc__ = (f"plan_conv(x: object, weight: numpy.ndarray, bias: object, stride: tuple[{_I}, {_I}], "
+                     f"padding: tuple[{_I}, {_I}, {_I}, {_I}], dilation: tuple[{_I}, {_I}], groups: {_I}, "
+                     f"activation: {_I} = -1, alpha: {_F} = 0.0, max_pool2x2: bool = False, ceil_mode: bool = False, "
+                     "linear_weight: object = None, packed: bool = False) -> object\n\nA SequentialPlan of a Conv2d "
+                     "step (and Flatten + Linear) run on x.")
+PLAN_TARGETS = (plan_linear, plan_conv)
 
 
 # ---- recording the base calls ---------------------------------------------------------------------
@@ -109,7 +154,7 @@ def record_corpus():
     # every place a function is reachable from: its module, _C's submodules, and the modules that
     # imported it by name (e.g. ``from ..kernels import matmul as _mm``)
     holders = [m for n, m in list(sys.modules.items()) if n.startswith("forgegrad") and m is not None]
-    holders += [getattr(_C, sub) for sub in C_SUBMODULES]
+    holders += [getattr(_C, sub) for sub in C_SUBMODULES] + [sys.modules[__name__]]  # the plan targets
     for mod in holders:
         for attr, value in list(vars(mod).items()):
             try:
@@ -154,6 +199,20 @@ def _sequential_plan(rng):
     plan.add_linear({"weight": fg.nn.Parameter(fg.tensor(rng.standard_normal((3, 7)).astype(np.float32)))}, 0)
     plan.add_flatten()
     return plan
+
+
+def _plan_calls(rng):
+    """Base calls of the plan targets: Linear with and without bias, activation and packed weight; Conv2d with
+    padding, groups, stride, dilation, a 2x2 pool, a Winograd-packed weight, and Flatten + Linear after it."""
+    def f32(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+    plan_linear(f32(3, 7), f32(5, 7), f32(5))
+    plan_linear(f32(2, 4, 9), f32(6, 9), None, 0, 0.0, True)  # relu, packed, a 3-D input
+    plan_linear(f32(1, 300), f32(40, 300), f32(40), 1, 0.1)  # leaky_relu over a longer row
+    plan_conv(f32(2, 3, 9, 8), f32(4, 3, 3, 3), f32(4), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    plan_conv(f32(1, 4, 12, 12), f32(6, 2, 3, 3), None, (1, 1), (1, 1, 1, 1), (1, 1), 2, 0, 0.0, True, False,
+              f32(5, 6 * 6 * 6), True)  # groups, relu, 2x2 pool, packed, then flatten + linear
+    plan_conv(f32(2, 2, 11, 10), f32(3, 2, 2, 3), f32(3), (2, 1), (0, 1, 2, 0), (2, 1), 1, 3)  # gelu (tanh)
 
 
 def _extra_calls():
@@ -218,7 +277,7 @@ def _extra_calls():
               lambda: _C.gemm.linear(x, rng.standard_normal((3, 7)).astype(np.float32), None, 0),
               # rot90's backward / clone's transposed copy (op samples are below its size threshold)
               lambda: _C.shape_copy.transpose_copy(x[None].transpose(0, 2, 1), np.empty((1, 7, 4), np.float32)),
-              # a frozen Sequential's steps in one call (a class: its methods are no fuzz targets)
+              # a frozen Sequential's steps in one call (a class: plan_linear / plan_conv are its fuzz targets)
               lambda: _sequential_plan(rng).run(rng.standard_normal((2, 7)).astype(np.float32)),
               lambda: geometry.conv2d_output_shape((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2),
               lambda: geometry.conv2d_padding("same", (3, 3), 1, 2, (8, 8)),
@@ -238,6 +297,7 @@ def _extra_calls():
               lambda: _C.serve.json_number_array(b'{"instances": [[1, 2.5e-3], [-0, 7]]}', 14, 36),
               lambda: _C.serve.json_number_array(b"[[0.1, 3], [4, 5]]", float32=True)):
         f()
+    _plan_calls(rng)
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
     w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)
     packed, colsum = _C.quant.pack_weight(w8)

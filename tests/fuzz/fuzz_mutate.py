@@ -152,7 +152,10 @@ def mutate_array(a, kind, param, rng):
         return _injected(a, rng, 3.0e38)
     if kind == "int_oob" and a.size and a.dtype.kind in "iu":
         a = a.copy()
-        bad = (-1, a.max() + 1 if a.size else 1, 2 ** 31 - 1, np.iinfo(a.dtype).min, np.iinfo(a.dtype).max)
+        info = np.iinfo(a.dtype)
+        # the values the dtype holds (-1 and 2**31 - 1 are no uint16, a bfloat16 weight's storage)
+        bad = [v for v in (-1, int(a.max()) + 1, 2 ** 31 - 1, int(info.min), int(info.max))
+               if info.min <= v <= info.max]
         a.reshape(-1)[rng.integers(a.size)] = bad[param % len(bad)]
         return a
     if kind == "readonly":

@@ -464,3 +464,106 @@ def test_std_of_values_near_float_max():
             np.testing.assert_allclose(y.numpy(), yt.detach().numpy().astype(np.float32), rtol=1e-5)
         assert y.numpy().dtype == t.grad.numpy().dtype == np.float32
         np.testing.assert_allclose(t.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5 * np.abs(g.numpy()).max())
+
+
+# ---- the long runs of 2026-12-06 (seeds 23 and 41, the recently added ops and bindings) ----------------
+def test_label_arguments_must_be_strings():
+    """kernel:attention.check_softcap [["scalar", 1, 52]] and kernel:geometry.adaptive_output_size
+    [["scalar", 8, 4]]: the name used in the messages took an int (the messages then named '1')."""
+    from forgegrad.kernels import attention as KAT
+    from forgegrad.kernels import geometry as KG
+    with pytest.raises(TypeError, match="check_softcap: who must be a str"):
+        KAT.check_softcap(2.0, 1)
+    with pytest.raises(TypeError, match="adaptive_output_size: owner must be a str"):
+        KG.adaptive_output_size(2, (4, 4), 1)
+    with pytest.raises(TypeError, match="conv1d_as_2d: owner must be a str"):
+        KG.conv1d_as_2d(1, 0, 1, None)
+    with pytest.raises(ValueError, match="padding must be an int, a 1-tuple, 'same' or 'valid'"):
+        KG.conv1d_as_2d(1, "(2,)")  # kernel:geometry.conv1d_as_2d [["scalar", 1, 1]]: any string was passed on
+    assert KAT.check_softcap(3, "cap") == 3.0 and KG.adaptive_output_size((None, 2), (4, 5)) == (4, 2)
+    assert KG.conv1d_as_2d(2, "same", 1) == ((1, 2), "same", (1, 1))
+
+
+def test_meta_matmul_of_a_float_and_an_integer_operand():
+    """Found reading the integer matmul's meta rule: matmul(float32, int64) on the meta device gave a float32
+    result where the forward raises (the rule looked at the first operand's dtype only)."""
+    a, b = fg.empty((3, 4), device="meta"), fg.empty((4, 5), dtype=fg.int64, device="meta")
+    for x, y in ((a, b), (b.transpose(0, 1), a.transpose(0, 1))):
+        with pytest.raises(TypeError, match="expected both operands to have the same dtype"):
+            fg.matmul(x, y)
+    with pytest.raises(TypeError, match="same dtype, got float32 and int64"):
+        fg.matmul(fg.ones(3, 4), fg.tensor(np.ones((4, 5), np.int64)))
+    i32 = fg.empty((3, 4), dtype=fg.int32, device="meta")
+    assert fg.matmul(i32, fg.empty((4, 2), dtype=fg.int32, device="meta")).dtype == fg.int32
+    assert fg.matmul(a, fg.empty((4, 2), device="meta")).dtype == fg.float32
+
+
+def test_max_pool3d_kernel_far_wider_than_the_input():
+    """c:pool.max_pool3d_forward [["scalar", 52, 13], ...] (kernel_size 2**31 - 1): a hang. The kernel's portable
+    path looped over every kernel column per output row, ~2**31 of them; F.max_pool3d reaches it with padding of
+    half such a kernel (valid for torch). The columns are now clipped to those inside the row, and a kernel much
+    wider than the row walks each output's own taps (the same rule, so torch's values and indices)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 3, 4, 5)).astype(np.float32)
+    x[0, 1, 1, 2, 3] = np.nan
+    for k, s, p, d in (((1, 1, 2 ** 31 - 1), 1, (0, 0, 2 ** 30 - 1), 1), ((3, 1, 41), (2, 1, 3), (1, 0, 20), 1),
+                       ((1, 3, 21), 1, (0, 1, 10), 1), ((2, 2, 9), (1, 2, 5), (1, 1, 4), (2, 1, 1))):
+        y, i = fg.nn.functional.max_pool3d(_t(x), k, s, p, d, return_indices=True)
+        ty, ti = F.max_pool3d(torch.from_numpy(x), k, s, p, d, return_indices=True)
+        np.testing.assert_array_equal(y.numpy(), ty.numpy())
+        np.testing.assert_array_equal(i.numpy(), ti.numpy())
+
+
+def test_max_pool3d_binding_checks_the_geometry():
+    """The same case straight to the binding: kernel_size 2**31 - 1 with out (2, 3, 4) for input (4, 6, 8) was
+    taken (torch gives no output there), as were more outputs than the input holds (-inf and indices past the
+    volume) and padding over half the kernel."""
+    x = np.zeros((2, 3, 4, 6, 8), np.float32)
+
+    def call(out, k, s=(2, 2, 2), p=(0, 0, 0)):
+        _C.pool.max_pool3d_forward(x, np.empty(out, np.float32), np.empty(out, np.int64), k, s, p, (1, 1, 1))
+    with pytest.raises(ValueError, match=r"max_pool3d: out \(2, 3, 2, 3, 4\) has more outputs than kernel_size"):
+        call((2, 3, 2, 3, 4), (2 ** 31 - 1,) * 3)
+    with pytest.raises(ValueError, match="has more outputs than"):
+        call((2, 3, 3, 3, 4), (2, 2, 2))  # floor and ceil_mode give 2 depth outputs
+    with pytest.raises(ValueError, match="padding must be at most half of kernel_size"):
+        call((2, 3, 2, 3, 4), (3, 3, 3), p=(2, 0, 0))
+    call((2, 3, 3, 3, 4), (2, 2, 2), p=(1, 0, 0))  # ceil_mode's sizes with padding: taken
+
+
+@pytest.mark.parametrize("name", ["all", "any"])
+def test_all_any_keepdim_without_dim(name):
+    """op:all [["fortran", 48, 34], ["scalar", 18, 2]] reported a mismatch: forgegrad's (1, 1, 1) for dim=None,
+    keepdim=True is torch's; the registry's torch reference dropped keepdim when dim was None (fixed there)."""
+    x = np.ones((2, 5, 3), bool)
+    x[1, 2, 0] = False
+    got = getattr(fg, name)(fg.tensor(x), dim=None, keepdim=True)
+    want = getattr(torch, name)(torch.from_numpy(x), dim=None, keepdim=True)
+    assert got.shape == tuple(want.shape) == (1, 1, 1)
+    assert bool(got.numpy().ravel()[0]) == bool(want.item())
+    op = fg.ops.get(name)
+    assert tuple(op.torch(torch, torch.from_numpy(x), None, True).shape) == (1, 1, 1)
+
+
+def test_diff_of_order_past_the_size_returns_at_once():
+    """op:diff [["scalar", 44, 24]] (n = 2**63): a hang, one (empty) difference per step; steps past the axis's
+    size change nothing, so n is capped there (forward, backward and the double-backward rule)."""
+    x = np.random.default_rng(0).standard_normal((3, 7)).astype(np.float32)
+    a = fg.tensor(x, requires_grad=True)
+    y = fg.diff(a, 2 ** 63, -1)
+    y.sum().backward()
+    assert y.shape == (3, 0) and not a.grad.numpy().any()
+    for n in (7, 8):
+        a, t = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        (fg.diff(a, n, 1) * 2).sum().backward()
+        (torch.diff(t, n, 1) * 2).sum().backward()
+        np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), atol=1e-5)
+
+
+def test_scatter_reduce_include_self_must_be_a_bool():
+    """op:scatter_reduce [["scalar", 2, 2]]: include_self='True' was taken by truthiness (torch: TypeError)."""
+    x, idx, src = fg.zeros(3), fg.tensor(np.array([0, 2, 2])), fg.ones(3)
+    with pytest.raises(TypeError, match="include_self must be a bool"):
+        fg.scatter_reduce(x, 0, idx, src, "sum", include_self="True")
+    got = fg.scatter_reduce(x, 0, idx, src, "sum", include_self=np.bool_(False))
+    assert got.numpy().tolist() == [1.0, 0.0, 2.0]

@@ -115,6 +115,13 @@ void max_pool3d_volume(const Pool3dGeom& g, const float* xs, float* ys, int64_t*
     return;
   }
 #endif
+  // The kernel columns kw whose tap lies inside the row for some output (off = kw * dw - pw in
+  // [-(OW - 1) * sw, W - 1]). A kernel far wider than the row (torch allows padding up to half of it, so any
+  // width) looped over every kw, ~2**31 per row for kernel_size 2**31 - 1: where the range is much wider than
+  // the row, each output walks its own taps instead.
+  const int64_t kw0 = g.pw - (g.OW - 1) * g.sw > 0 ? ceil_div(g.pw - (g.OW - 1) * g.sw, g.dw) : 0;
+  const int64_t kw1 = std::min(g.KW, (g.W - 1 + g.pw) / g.dw + 1);
+  const bool sparse = kw1 - kw0 > 2 * (g.W + g.OW);
   for_each_row(g, [&](int64_t d0, int64_t d1, int64_t h0, int64_t h1, int64_t o) {
     float* best = ys + o;
     int64_t* best_i = is + o;
@@ -125,7 +132,20 @@ void max_pool3d_volume(const Pool3dGeom& g, const float* xs, float* ys, int64_t*
     for (int64_t d = d0; d < d1; d += g.dd)
       for (int64_t h = h0; h < h1; h += g.dh) {
         const int64_t base = d * HW + h * g.W;
-        for (int64_t kw = 0; kw < g.KW; ++kw) {
+        if (sparse) {  // per output, its taps inside the row, in kw order (the same rule, so the same bits)
+          for (int64_t ow = 0; ow < g.OW; ++ow) {
+            const int64_t c0 = ow * g.sw - g.pw;
+            const int64_t a = c0 >= 0 ? 0 : ceil_div(-c0, g.dw);
+            const int64_t b = c0 > g.W - 1 ? 0 : std::min(g.KW, (g.W - 1 - c0) / g.dw + 1);
+            for (int64_t kw = a; kw < b; ++kw) {
+              const int64_t i = c0 + kw * g.dw;
+              const float v = xs[base + i];
+              if (v > best[ow] || v != v) best[ow] = v, best_i[ow] = base + i;
+            }
+          }
+          continue;
+        }
+        for (int64_t kw = kw0; kw < kw1; ++kw) {
           // outputs whose tap kw lies inside the row: 0 <= ow * sw + off < W
           const int64_t off = kw * g.dw - g.pw;
           const int64_t lo = off >= 0 ? 0 : ceil_div(-off, g.sw);

@@ -92,6 +92,8 @@ def _scalars(scale, causal, mask):
 
 def check_softcap(softcap, who: str = "softcap") -> Optional[float]:
     """softcap as a float (None: no cap); a clear error for anything but a finite number > 0."""
+    if not isinstance(who, str):  # the argument's name in the messages: anything else is a caller's slip
+        raise TypeError(f"check_softcap: who must be a str (the argument's name), got {type(who).__name__}")
     if softcap is None:
         return None
     cap = check_float(softcap, who)

@@ -33,9 +33,19 @@ class Conv2dGeometry(NamedTuple):
     output_shape: Quad  # (N, OC, OH, OW)
 
 
+def _check_owner(owner, fn):
+    """owner names the op in the messages; the functions that hand it to _C get pybind11's TypeError for a non-str,
+    the others this one."""
+    if not isinstance(owner, str):
+        raise TypeError(f"{fn}: owner must be a str (the op's name for the messages), got {type(owner).__name__}")
+
+
 def conv1d_as_2d(stride=1, padding=0, dilation=1, owner: str = "conv1d"):
     """A 1-D convolution's (stride, padding, dilation) as conv2d's on a height of 1 (how conv1d runs and
     exports): the sizes ints or tuples of one int, padding also "same" or "valid"."""
+    _check_owner(owner, "conv1d_as_2d")
+    if isinstance(padding, str) and padding not in ("same", "valid"):  # was passed on as is, any string
+        raise ValueError(f"{owner}: padding must be an int, a 1-tuple, 'same' or 'valid', got {padding!r}")
     pad = padding if isinstance(padding, str) else (0, single(padding, "padding", owner))
     return (1, single(stride, "stride", owner)), pad, (1, single(dilation, "dilation", owner))
 
@@ -107,6 +117,7 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0, dilati
 
 def adaptive_output_size(output_size, input_hw, owner: str = "adaptive_avg_pool2d") -> Tuple[int, int]:
     """output_size of adaptive pooling (an int or a pair; None keeps the input's size) -> (OH, OW)."""
+    _check_owner(owner, "adaptive_output_size")
     if is_int(output_size):
         output_size = (output_size, output_size)
     if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:

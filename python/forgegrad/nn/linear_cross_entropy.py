@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 from .. import dtypes
+from .._args import positive_int
+from .._validate import check_bool, check_float
+from ..tensor import Tensor
 from ..ops.linear_cross_entropy import LinearCrossEntropyOptions, linear_cross_entropy
 from .linear import Linear
 from .module import Module
@@ -22,6 +25,16 @@ class LinearCrossEntropyLoss(Module):
     def __init__(self, in_features: int, num_classes: int, *, out_features: tuple = (), bias: bool = False,
                  device=None, dtype=None, reduction: str = "mean", weight=None, ignore_index: int | None = None,
                  label_smoothing: float = 0.0, options=None):
+        owner = "LinearCrossEntropyLoss"
+        num_classes = positive_int(num_classes, "num_classes", owner)  # in_features: Linear checks it
+        if not isinstance(out_features, (tuple, list)):
+            raise TypeError(f"{owner}: out_features must be a tuple of positive ints, got {out_features!r}")
+        out_features = tuple(positive_int(n, "out_features entries", owner) for n in out_features)
+        bias = check_bool(bias, f"{owner}: bias")
+        label_smoothing = check_float(label_smoothing, f"{owner}: label_smoothing")
+        if weight is not None and not isinstance(weight, Tensor):
+            raise TypeError(f"{owner}: weight must be a Tensor of shape ({num_classes},) or None, got "
+                            f"{type(weight).__name__}")
         if weight is not None and tuple(weight.shape) != (num_classes,):
             raise RuntimeError(f"LinearCrossEntropyLoss: expected weight shape to be {(num_classes,)}, got "
                                f"{tuple(weight.shape)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import check_bool
 from ..autograd import Function
 from ..devices import MetaArray
 from . import _meta as M
@@ -349,6 +350,7 @@ def _check_reduce(reduce):
 
 def _scatter_reduce_meta(x, dim, index, src, reduce, include_self=True):
     _check_reduce(reduce)
+    check_bool(include_self, "scatter_reduce(): include_self")
     return MetaArray(x.shape, x.dtype)
 
 
@@ -366,6 +368,7 @@ class ScatterReduceFunction(_ScatterBase):
     @staticmethod
     def forward(ctx, x, dim, index, src, reduce, include_self=True):
         _check_reduce(reduce)
+        include_self = check_bool(include_self, "scatter_reduce(): include_self")  # was taken by truthiness
         pos, part, out = _ScatterBase.prepare(ctx, "scatter_reduce", x, dim, index, src)
         touched = np.zeros(out.shape, bool)
         touched[pos] = True

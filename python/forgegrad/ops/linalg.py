@@ -23,11 +23,12 @@ def _matmul_meta(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({sa[-1]} != {sb[-2]})")
     batch = M.broadcast(M.MetaArray(sa[:-2]), M.MetaArray(sb[:-2])).shape
     out = batch + ((sa[-2],) if a.ndim > 1 else ()) + ((sb[-1],) if b.ndim > 1 else ())
-    dtype = getattr(a, "dtype", None)
-    if dtype is not None and np.dtype(dtype).kind in "iu":  # an integer product keeps its dtype (_integer_matmul)
-        if b.dtype != dtype:
-            raise TypeError(f"matmul: expected both operands to have the same dtype, got {dtype} and {b.dtype}")
-        return M.MetaArray(out, dtype)
+    da, db = getattr(a, "dtype", None), getattr(b, "dtype", None)
+    kinds = [np.dtype(d).kind for d in (da, db) if d is not None]
+    if "i" in kinds or "u" in kinds:  # an integer product keeps its dtype (_integer_matmul); either operand
+        if da != db:
+            raise TypeError(f"matmul: expected both operands to have the same dtype, got {da} and {db}")
+        return M.MetaArray(out, da)
     return M.MetaArray(out, np.float32)
 
 

@@ -96,8 +96,8 @@ def _bool_reduction(name, fn):
         "__module__": __name__, "__doc__": f"torch.{name}(input, dim=None, keepdim=False).",
         "forward": staticmethod(forward)})
     cls = register_op(name, meta=meta, flops=M.no_flops, onnx=onnx, samples=samples, gaps={"backward": NO_GRAD},
-                      torch=lambda torch, x, dim=None, keepdim=False: (
-                          getattr(torch, name)(x) if dim is None else getattr(torch, name)(x, dim, keepdim=keepdim)),
+                      # dim=None with keepdim=True keeps every axis as size 1 in torch too (torch.all(x) did not)
+                      torch=lambda torch, x, dim=None, keepdim=False: getattr(torch, name)(x, dim=dim, keepdim=keepdim),
                       bad_inputs=lambda: [BadInput((_ints(2, 3),), {"dim": 2}, IndexError, "dim"),
                                           BadInput((_ints(2, 3),), {"dim": 1.0}, TypeError, "dim"),
                                           BadInput((_ints(2, 3),), {"keepdim": 1}, TypeError, "keepdim")])(cls)

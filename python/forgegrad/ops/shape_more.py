@@ -148,6 +148,7 @@ def _diff_rule(ctx, args, kwargs, g):
     a = args[0]
     n, d = _diff_args(a.ndim, args[1] if len(args) > 1 else kwargs.get("n", 1),
                       args[2] if len(args) > 2 else kwargs.get("dim", -1))
+    n = min(n, a.shape[d])  # steps past the axis's size change nothing (see DiffFunction.forward)
     sizes = [a.shape[d]]
     for _ in range(n):
         sizes.append(max(sizes[-1] - 1, 0))
@@ -173,6 +174,8 @@ class DiffFunction(Function):
     @staticmethod
     def forward(ctx, a, n=1, dim=-1):
         n, d = _diff_args(a.ndim, n, dim)
+        # the n-th difference of an axis of size m <= n is empty, as are the steps after it: n = 2**63 looped for ever
+        n = min(n, a.shape[d])
         ctx.d, ctx.sizes = d, [a.shape[d]]
         out = a
         for _ in range(n):
