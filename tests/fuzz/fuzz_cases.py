@@ -259,6 +259,11 @@ def _extra_calls():
               lambda: _C.conv.weight_shape(4, 6, (3, 3), 2),
               lambda: _C.conv.resolve_padding("same", (3, 3), input_size=(8, 8)),
               lambda: _C.conv.resolve_padding((1, 2), (3, 3)),
+              # ConvTranspose3d with kernel == stride (the registry samples take the general path)
+              lambda: _C.conv.conv_taps_scatter(rng.standard_normal((3, 2, 1, 2, 2, 3, 1)).astype(np.float32),
+                                                np.empty((3, 4, 3, 2), np.float32)),
+              lambda: _C.conv.conv_taps_gather(rng.standard_normal((3, 4, 3, 2)).astype(np.float32),
+                                               np.empty((3, 2, 1, 2, 2, 3, 1), np.float32)),
               lambda: _C.rnn.activation("tanh", rng.standard_normal(17).astype(np.float32)),
               lambda: _C.rnn.activation("sigmoid", rng.standard_normal(9).astype(np.float32)),
               lambda: _C.runtime._check_region_alloc(4, 64),
