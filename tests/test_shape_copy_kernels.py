@@ -10,16 +10,6 @@ from forgegrad import _C
 from forgegrad.kernels.int_math import gcd
 from forgegrad.kernels.shape_copy import as_contiguous, diff_backward, diff_forward, unfold_backward
 
-_ORDER = ("scalar", "avx2", "avx512")
-ISAS = _ORDER[:_ORDER.index(fg.cpu_info()["detected_isa"]) + 1]  # every path this CPU runs
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = fg.get_simd()
-    fg.set_simd(request.param)
-    yield request.param
-    fg.set_simd(before)
 
 
 def _bits(x):
@@ -38,7 +28,7 @@ def _edgy(shape, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.complex64])
-def test_transpose_copy_matches_numpy(isa, dtype):
+def test_transpose_copy_matches_numpy(simd_path, dtype):
     x = (np.random.default_rng(0).standard_normal((5, 130, 70)) * 100).astype(dtype)
     for k in (1, -1, 2, 3):
         for axes in ((1, 2), (2, 1), (0, 2)):
@@ -49,7 +39,7 @@ def test_transpose_copy_matches_numpy(isa, dtype):
     assert _same(as_contiguous(v), np.ascontiguousarray(v))
 
 
-def test_rot90_backward_matches_torch(isa):
+def test_rot90_backward_matches_torch(simd_path):
     x = np.random.default_rng(1).standard_normal((3, 67, 45)).astype(np.float32)
     w = np.random.default_rng(2).standard_normal((3, 45, 67)).astype(np.float32)
     for k in (1, -1, 3):
@@ -70,7 +60,7 @@ def _diff_numpy_backward(g, d):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,d", [((5, 7), 1), ((5, 7), 0), ((3, 4, 6), 1), ((4, 0, 3), 1), ((4, 1, 3), 1),
                                      ((9,), 0), ((2, 3, 1), 2), ((130, 257), 1)])
-def test_diff_kernels_keep_numpy_bits(isa, dtype, shape, d):
+def test_diff_kernels_keep_numpy_bits(simd_path, dtype, shape, d):
     g = _edgy(shape, dtype, 3)
     assert _same(diff_backward(g, d), _diff_numpy_backward(g, d))  # -0 and NaN included
     assert _same(diff_backward(np.asfortranarray(g), d), _diff_numpy_backward(g, d))
@@ -81,7 +71,7 @@ def test_diff_kernels_keep_numpy_bits(isa, dtype, shape, d):
 
 
 @pytest.mark.parametrize("n,dim", [(1, 1), (2, 0), (3, -1)])
-def test_diff_matches_torch(isa, n, dim):
+def test_diff_matches_torch(simd_path, n, dim):
     x = np.random.default_rng(4).standard_normal((40, 37)).astype(np.float64)
     w = np.random.default_rng(5).standard_normal(torch.diff(torch.tensor(x), n, dim).shape)
     a, t = fg.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
@@ -95,7 +85,7 @@ def test_diff_matches_torch(isa, n, dim):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,d,size,step", [((4, 11, 3), 1, 3, 2), ((2, 7), 1, 2, 3), ((9,), 0, 4, 1),
                                                ((64, 300), 1, 64, 16), ((6, 50, 5), 0, 2, 1), ((3, 40), 1, 0, 2)])
-def test_unfold_backward_matches_torch(isa, dtype, shape, d, size, step):
+def test_unfold_backward_matches_torch(simd_path, dtype, shape, d, size, step):
     x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
     t = torch.tensor(x, requires_grad=True)
     ty = t.unfold(d, size, step)
@@ -110,7 +100,7 @@ def test_unfold_backward_matches_torch(isa, dtype, shape, d, size, step):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
-def test_gcd_matches_torch(isa, dtype):
+def test_gcd_matches_torch(simd_path, dtype):
     info = np.iinfo(dtype)
     special = np.array([0, 1, -1, 2, -2, 6, -6, 7, info.min, info.max, info.min + 1, -(1 << 20), 1 << 20, 12, -18],
                        dtype)
