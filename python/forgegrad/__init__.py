@@ -52,13 +52,13 @@ _torch_tensor_attrs.install(Tensor)  # stride(), data_ptr(), nbytes, half(), ...
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
-_LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg")
+_LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distributions")
 
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
     "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None, "complex64": None, "sparse": None, "fft": None, "distributions": None,
+    "bfloat16": None, "complex64": None, "sparse": None, "fft": None,
     "hub": None, "backends": None,
 }
 
@@ -82,7 +82,7 @@ __all__ = [
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
-    "onnx", "models", "cuda", "bench", "cli", "linalg", "special",
+    "onnx", "models", "cuda", "bench", "cli", "linalg", "special", "distributions",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",

@@ -1,0 +1,24 @@
+"""forgegrad.distributions: torch.distributions' API (torch 2.13) made of forgegrad ops, so log_prob, entropy,
+kl_divergence and rsample differentiate through autograd, in float32 or float64, on the parameters' device.
+
+Sampling draws from forgegrad's global generator (``forgegrad.manual_seed`` makes it repeatable). Gamma, Chi2, Beta
+and Dirichlet have ``sample`` but no ``rsample`` (``has_rsample`` False): forgegrad has no reparameterised gradient of
+a gamma draw yet. See docs/torch_compat.md ("torch.distributions")."""
+from . import constraints, transforms
+from .composite import Independent, LogNormal, MixtureSameFamily, TransformedDistribution
+from .continuous import Beta, Cauchy, Chi2, Dirichlet, Exponential, Gamma, Laplace, Normal, Uniform
+from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategorical, Poisson
+from .distribution import Distribution, ExponentialFamily
+from .kl import kl_divergence, register_kl
+from .multivariate import LowRankMultivariateNormal, MultivariateNormal
+from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTransform, PowerTransform,
+                         SigmoidTransform, SoftplusTransform, TanhTransform, Transform)
+
+__all__ = [
+    "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2",
+    "ComposeTransform", "Dirichlet", "Distribution", "ExpTransform", "Exponential", "ExponentialFamily", "Gamma",
+    "Geometric", "Independent", "Laplace", "LogNormal", "LowRankMultivariateNormal", "MixtureSameFamily",
+    "MultivariateNormal", "Normal", "OneHotCategorical", "Poisson", "PowerTransform", "SigmoidTransform",
+    "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution", "Uniform", "constraints",
+    "kl_divergence", "register_kl", "transforms",
+]
