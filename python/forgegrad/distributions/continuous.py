@@ -7,7 +7,7 @@ import numbers
 import forgegrad as fg
 
 from . import constraints
-from .distribution import (_LOG_2PI, Distribution, ExponentialFamily, _host, _numpy, _rng, _size, _standard_normal,
+from .distribution import (Distribution, ExponentialFamily, _host, _numpy, _rng, _size, _standard_normal,
                            _uniform01, broadcast_all)
 
 __all__ = ["Normal", "Uniform", "Laplace", "Exponential", "Gamma", "Chi2", "Beta", "Dirichlet", "Cauchy"]

@@ -254,12 +254,6 @@ class OneHotCategorical(Distribution):
         values = values.reshape(n, *((1,) * len(self.batch_shape)), n)
         return values.expand(n, *self.batch_shape, n) if expand else values
 
-    def __repr__(self):
-        cat = self._categorical
-        names = [k for k in ("probs", "logits") if k in cat.__dict__]
-        parts = [f"{p}: {'torch.Size(' + str(list(cat.__dict__[p].shape)) + ')'}" for p in names]
-        return f"OneHotCategorical({', '.join(parts)})"
-
 
 class Poisson(ExponentialFamily):
     arg_constraints = {"rate": constraints.nonnegative}

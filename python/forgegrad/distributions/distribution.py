@@ -122,8 +122,9 @@ class Distribution:
                 arg_constraints = self.arg_constraints
             except NotImplementedError:
                 arg_constraints = {}
-                warnings.warn(f"{self.__class__} does not define `arg_constraints`. Please set `arg_constraints = {{}}` "
-                              "or initialize the distribution with `validate_args=False` to turn off validation.",
+                warnings.warn(f"{self.__class__} does not define `arg_constraints`. Please set "
+                              "`arg_constraints = {}` or initialize the distribution with `validate_args=False` "
+                              "to turn off validation.",
                               stacklevel=2)
             for param, constraint in arg_constraints.items():
                 if constraints.is_dependent(constraint):
@@ -240,7 +241,9 @@ class Distribution:
         parts = []
         for p in names:
             v = self.__dict__[p]
-            parts.append(f"{p}: {v if v.numel() == 1 else 'torch.Size(' + str(list(v.shape)) + ')'}")
+            # torch's f-string: a 0-d tensor formats as its number, other one-element tensors as tensors
+            shown = (v.item() if v.dim() == 0 else v) if v.numel() == 1 else f"torch.Size({list(v.shape)})"
+            parts.append(f"{p}: {shown}")
         return self.__class__.__name__ + "(" + ", ".join(parts) + ")"
 
 
