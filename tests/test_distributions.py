@@ -115,6 +115,9 @@ def test_scalar_parameters_give_empty_batch_shape():
     assert n.batch_shape == () and n.sample().shape == () and n.sample((3,)).shape == (3,)
     assert n.loc.dtype == fg.get_default_dtype()
     assert D.Bernoulli(0.3).batch_shape == () and D.Exponential(2.0).rsample((2, 2)).shape == (2, 2)
+    for d in (D.Gamma(2.0, 1.0), D.Poisson(2.0), D.Binomial(3, probs=0.5), D.Beta(2.0, 3.0), D.Geometric(0.5),
+              D.Laplace(0.0, 1.0), D.Uniform(0.0, 1.0), D.Categorical(fg.ones(3)), D.Bernoulli(logits=0.0)):
+        assert d.sample().shape == () and d.sample((2,)).shape == (2,), d
     lp = D.Normal(0.0, 2.0).log_prob(fg.tensor(1.0))
     assert abs(lp.item() - TD.Normal(0.0, 2.0).log_prob(torch.tensor(1.0)).item()) < 1e-6
 
@@ -189,14 +192,13 @@ def test_dirichlet_matches_torch(dtype):
     assert s.shape == (5, 3, 4) and bool(fd.support.check(s).all())
 
 
-def test_reparameterisation_flags_match_what_is_implemented():
-    assert D.Normal.has_rsample and D.Uniform.has_rsample and D.Laplace.has_rsample
-    assert D.Exponential.has_rsample and D.MultivariateNormal.has_rsample and D.LogNormal.has_rsample
-    for cls in (D.Gamma, D.Beta, D.Dirichlet, D.Bernoulli, D.Categorical, D.Poisson):
-        assert not cls.has_rsample, cls
-    g = D.Gamma(fg.tensor([2.0]), fg.tensor([1.0]))
+def test_reparameterisation_flags_match_torch():
+    for name in ("Normal", "Uniform", "Laplace", "Exponential", "MultivariateNormal", "LogNormal", "Gamma", "Beta",
+                 "Dirichlet", "Chi2", "Cauchy", "LowRankMultivariateNormal", "Bernoulli", "Categorical", "Poisson",
+                 "Binomial", "Geometric", "OneHotCategorical", "MixtureSameFamily"):
+        assert getattr(D, name).has_rsample == getattr(TD, name).has_rsample, name
     with pytest.raises(NotImplementedError, match="rsample"):
-        g.rsample()
+        D.Poisson(fg.tensor([2.0])).rsample()
 
 
 def test_binomial_entropy_inhomogeneous_total_count_refuses_as_torch():

@@ -158,3 +158,9 @@ def test_gradients_flow_in_float64_on_meta_free_cpu():
     assert d.scale.dtype == fg.float64
     d.log_prob(fg.tensor([1.0], dtype=fg.float64)).sum().backward()
     assert loc.grad.dtype == fg.float64 and abs(loc.grad.item() - 0.7) < 1e-12
+
+
+def test_zero_dim_random_draws_keep_their_shape_as_torch():
+    for f, t in ((fg.bernoulli(fg.tensor(0.5)), torch.bernoulli(torch.tensor(0.5))),
+                 (fg.poisson(fg.tensor(2.0)), torch.poisson(torch.tensor(2.0)))):
+        assert f.shape == tuple(t.shape) == () and f.dtype == fg.float32

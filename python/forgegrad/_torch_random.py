@@ -106,7 +106,7 @@ def _host(x):
 
 
 def _like(values, like: Tensor) -> Tensor:
-    out = Tensor._wrap_exact(np.ascontiguousarray(values))
+    out = Tensor._wrap_exact(np.array(values, order="C"))  # not ascontiguousarray: it makes a 0-d draw 1-d
     return out if like.device.type == "cpu" else out.to(like.device)
 
 
@@ -158,7 +158,7 @@ def poisson(input, generator=None) -> Tensor:
     if np.any(rates < 0) or np.any(np.isnan(rates)):
         raise ValueError("poisson(): rates must be >= 0")
     gen = generator if generator is not None else _random.generator()
-    return _like(gen.poisson(rates).astype(rates.dtype), input)
+    return _like(np.asarray(gen.poisson(rates)).astype(rates.dtype), input)  # a 0-d rate: numpy returns an int
 
 
 def _bernoulli_(self, p=0.5, *, generator=None):

@@ -2,8 +2,8 @@
 kl_divergence and rsample differentiate through autograd, in float32 or float64, on the parameters' device.
 
 Sampling draws from forgegrad's global generator (``forgegrad.manual_seed`` makes it repeatable). Gamma, Chi2, Beta
-and Dirichlet have ``sample`` but no ``rsample`` (``has_rsample`` False): forgegrad has no reparameterised gradient of
-a gamma draw yet. See docs/torch_compat.md ("torch.distributions")."""
+and Dirichlet rsample with the implicit reparameterisation gradient of a gamma draw w.r.t. its concentration.
+See docs/torch_compat.md ("torch.distributions")."""
 from . import constraints, transforms
 from .composite import Independent, LogNormal, MixtureSameFamily, TransformedDistribution
 from .continuous import Beta, Cauchy, Chi2, Dirichlet, Exponential, Gamma, Laplace, Normal, Uniform

@@ -85,7 +85,7 @@ def _size(shape, who="sample_shape"):
 def _host(shape, values: np.ndarray, like: Tensor) -> Tensor:
     """A numpy draw as a tensor of like's dtype, on like's device."""
     from forgegrad.dtypes import to_numpy
-    arr = np.ascontiguousarray(np.asarray(values, dtype=to_numpy(like.dtype)).reshape(shape))
+    arr = np.array(values, dtype=to_numpy(like.dtype), order="C").reshape(shape)  # (ascontiguousarray: 0-d -> 1-d)
     t = Tensor._wrap_exact(arr)
     return t if like.device.type == "cpu" else t.to(like.device)
 
