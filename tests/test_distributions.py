@@ -195,8 +195,9 @@ def test_dirichlet_matches_torch(dtype):
 def test_reparameterisation_flags_match_torch():
     for name in ("Normal", "Uniform", "Laplace", "Exponential", "MultivariateNormal", "LogNormal", "Gamma", "Beta",
                  "Dirichlet", "Chi2", "Cauchy", "LowRankMultivariateNormal", "Bernoulli", "Categorical", "Poisson",
-                 "Binomial", "Geometric", "OneHotCategorical", "MixtureSameFamily"):
+                 "Binomial", "Geometric", "OneHotCategorical", "MixtureSameFamily", "RelaxedBernoulli"):
         assert getattr(D, name).has_rsample == getattr(TD, name).has_rsample, name
+    assert D.Gumbel(0.0, 1.0).has_rsample and D.Independent(D.Gamma(fg.ones(2), fg.ones(2)), 1).has_rsample
     with pytest.raises(NotImplementedError, match="rsample"):
         D.Poisson(fg.tensor([2.0])).rsample()
 

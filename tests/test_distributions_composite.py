@@ -205,3 +205,41 @@ def test_lognormal_matches_torch(dtype):
     assert fd.expand((2, 3, 4)).batch_shape == (2, 3, 4)
     with pytest.raises(ValueError, match="Expected value argument"):
         fd.log_prob(fg.tensor(-1.0, dtype=fd.loc.dtype))
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_gumbel_and_relaxed_bernoulli_match_torch(dtype):
+    tol = DTYPES[dtype][2] * 10
+    fa, ta = pair({"loc": R.normal(size=(3, 1)), "scale": R.uniform(0.5, 2, (4,))}, dtype)
+    fd, td = D.Gumbel(**fa), TD.Gumbel(**ta)
+    fv, tv = value_pair(R.normal(size=(2, 3, 4)), dtype)
+    total_f, total_t = fd.log_prob(fv).sum() + fd.entropy().sum(), td.log_prob(tv).sum() + td.entropy().sum()
+    close(fd.log_prob(fv), td.log_prob(tv), tol, "Gumbel log_prob")
+    close(fd.cdf(fv), td.cdf(tv), tol, "Gumbel cdf")
+    for m in ("mean", "mode", "variance", "stddev"):
+        close(getattr(fd, m), getattr(td, m), tol, m)
+    close(fd.entropy(), td.entropy(), tol, "Gumbel entropy")
+    total_f.backward()
+    total_t.backward()
+    grads_close(fa, ta, tol, "Gumbel")
+    assert fd.rsample((5,)).shape == (5, 3, 4) and fd.expand((2, 3, 4)).sample().shape == (2, 3, 4)
+    fa, ta = pair({"temperature": np.array([0.7]), "logits": R.normal(size=(3,))}, dtype)
+    fr, tr = D.RelaxedBernoulli(**fa), TD.RelaxedBernoulli(**ta)
+    fv, tv = value_pair(R.uniform(0.05, 0.95, (2, 3)), dtype)
+    f_lp, t_lp = fr.log_prob(fv), tr.log_prob(tv)
+    close(f_lp, t_lp, tol, "RelaxedBernoulli log_prob")
+    f_lp.sum().backward()
+    t_lp.sum().backward()
+    grads_close(fa, ta, tol, "RelaxedBernoulli")
+    s = fr.rsample((4,))
+    assert s.shape == (4, 3) and s.requires_grad and bool(fr.support.check(s.detach()).all())
+
+
+def test_gumbel_sample_moments():
+    fg.manual_seed(12)
+    d = D.Gumbel(fg.tensor([0.5], dtype=fg.float64), fg.tensor([2.0], dtype=fg.float64))
+    x = d.sample((200_000,)).numpy()
+    se = np.sqrt(d.variance.numpy() / len(x))
+    assert np.all(np.abs(x.mean(0) - d.mean.numpy()) < 5 * se)
+    u = d.cdf(fg.tensor(x)).numpy()
+    assert abs((u <= 0.5).mean() - 0.5) < 5 * 0.5 / np.sqrt(len(x))
