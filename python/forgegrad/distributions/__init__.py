@@ -12,6 +12,7 @@ from .distribution import Distribution, ExponentialFamily
 from .kl import kl_divergence, register_kl
 from .multivariate import LowRankMultivariateNormal, MultivariateNormal
 from .relaxed import Gumbel, LogitRelaxedBernoulli, RelaxedBernoulli
+from . import kl_cross  # noqa: E402,F401  (registers the cross-family KL rules)
 from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTransform, PowerTransform,
                          SigmoidTransform, SoftplusTransform, TanhTransform, Transform)
 
