@@ -161,9 +161,13 @@ class Categorical(Distribution):
         p = _numpy(self.probs).reshape(-1, self._num_events)
         cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
         u = _rng().random((n, p.shape[0]))
-        out = np.empty((n, p.shape[0]), np.int64)
-        for b in range(p.shape[0]):  # inverse CDF per batch row
-            out[:, b] = np.minimum(np.searchsorted(cdf[b], u[:, b], side="right"), self._num_events - 1)
+        k = self._num_events
+        if n * p.shape[0] * k <= 1 << 24:  # inverse CDF: count the cdf values a draw passes
+            out = np.minimum((u[..., None] >= cdf[None]).sum(-1), k - 1)
+        else:  # large: per batch row, without the (n, batch, k) comparison array
+            out = np.empty((n, p.shape[0]), np.int64)
+            for b in range(p.shape[0]):
+                out[:, b] = np.minimum(np.searchsorted(cdf[b], u[:, b], side="right"), k - 1)
         t = fg.tensor(out.reshape(self._extended_shape(sample_shape)), dtype=fg.int64)
         return t if self.probs.device.type == "cpu" else t.to(self.probs.device)
 
