@@ -243,3 +243,25 @@ def test_gumbel_sample_moments():
     assert np.all(np.abs(x.mean(0) - d.mean.numpy()) < 5 * se)
     u = d.cdf(fg.tensor(x)).numpy()
     assert abs((u <= 0.5).mean() - 0.5) < 5 * 0.5 / np.sqrt(len(x))
+
+
+@pytest.mark.parametrize("mix_shape, comp_shape, event", [
+    ((5,), (3, 5), False), ((5,), (2, 3, 5), False), ((3, 5), (2, 3, 5), False), ((1, 5), (3, 5), False),
+    ((5,), (3, 5), True), ((2, 3, 5), (2, 3, 5), False)])
+def test_mixture_broadcast_batch_shapes(mix_shape, comp_shape, event):
+    logits = R.normal(size=mix_shape)
+    loc = R.normal(size=comp_shape + ((2,) if event else ()))
+    scale = R.uniform(0.5, 2, loc.shape)
+    fc, tc = D.Normal(fg.tensor(loc), fg.tensor(scale)), TD.Normal(torch.tensor(loc), torch.tensor(scale))
+    if event:
+        fc, tc = D.Independent(fc, 1), TD.Independent(tc, 1)
+    f = D.MixtureSameFamily(D.Categorical(logits=fg.tensor(logits)), fc)
+    t = TD.MixtureSameFamily(TD.Categorical(logits=torch.tensor(logits)), tc)
+    assert f.batch_shape == tuple(t.batch_shape) and f.event_shape == tuple(t.event_shape)
+    x = R.normal(size=(4,) + f.batch_shape + f.event_shape)
+    close(f.log_prob(fg.tensor(x)), t.log_prob(torch.tensor(x)), 1e-10, "log_prob")
+    close(f.mean, t.mean, 1e-10, "mean")
+    close(f.variance, t.variance, 1e-10, "variance")
+    # sample_shape + batch_shape + event_shape, also where the mixture has fewer batch dims than the components
+    # (torch's gather refuses those, or returns a (n, 1) sample for a (1, k) mixture)
+    assert f.sample((3,)).shape == (3,) + f.batch_shape + f.event_shape

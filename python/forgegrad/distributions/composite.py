@@ -179,8 +179,12 @@ class MixtureSameFamily(Distribution):
         with fg.no_grad():
             gather_dim = len(sample_shape) + len(self.batch_shape)
             es = self.event_shape
-            mix_sample = self.mixture_distribution.sample(sample_shape)
-            mix_shape = tuple(mix_sample.shape)
+            # a mixture with fewer batch dims than the components broadcasts (torch's gather refuses that case)
+            mix_shape = sample_shape + tuple(self.batch_shape)
+            mix_batch = tuple(self.mixture_distribution.batch_shape)
+            pad = (1,) * (len(self.batch_shape) - len(mix_batch))
+            mix_sample = self.mixture_distribution.sample(sample_shape).reshape(*sample_shape, *pad, *mix_batch)
+            mix_sample = mix_sample.expand(*mix_shape)
             comp_samples = self.component_distribution.sample(sample_shape)  # [n, B, k, E]
             index = mix_sample.reshape(*mix_shape, *((1,) * (len(es) + 1)))
             index = index.expand(*mix_shape, 1, *es)
