@@ -35,6 +35,15 @@ CASES = {
              ("log_prob", "entropy", "mean", "variance")),
     "Beta": (dict(concentration1=_pos(3, 1, lo=1.2), concentration0=_pos(5, lo=1.2)), R.uniform(0.05, 0.95, (3, 5)),
              False, ("log_prob", "entropy", "mean", "mode", "variance", "stddev")),
+    "StudentT": (dict(df=_pos(3, 1, lo=0.5, hi=6.0), loc=R.normal(size=(5,)), scale=_pos(3, 5)), R.normal(size=(3, 5)),
+                 False, ("log_prob", "entropy", "mean", "mode", "variance")),
+    "HalfNormal": (dict(scale=_pos(3, 5)), _pos(3, 5), False,
+                   ("log_prob", "cdf", "icdf", "entropy", "mean", "mode", "variance", "stddev")),
+    "HalfCauchy": (dict(scale=_pos(3, 5)), _pos(3, 5), False, ("log_prob", "cdf", "icdf", "entropy", "mode")),
+    "NegativeBinomial": (dict(total_count=_pos(3, 1, lo=0.5, hi=5.0), probs=R.uniform(0.05, 0.9, (5,))),
+                         R.integers(0, 9, (3, 5)).astype(float), False, ("log_prob", "mean", "mode", "variance")),
+    "NegativeBinomial_logits": (dict(total_count=_pos(3, 5, lo=0.5, hi=5.0), logits=R.normal(size=(3, 5))),
+                                R.integers(0, 9, (3, 5)).astype(float), False, ("log_prob", "mean", "variance")),
     "Bernoulli": (dict(probs=R.uniform(0.05, 0.95, (3, 5))), R.integers(0, 2, (3, 5)).astype(float), False,
                   ("log_prob", "entropy", "mean", "mode", "variance", "stddev")),
     "Bernoulli_logits": (dict(logits=R.normal(size=(3, 5)) * 3), R.integers(0, 2, (3, 5)).astype(float), False,
@@ -195,7 +204,8 @@ def test_dirichlet_matches_torch(dtype):
 def test_reparameterisation_flags_match_torch():
     for name in ("Normal", "Uniform", "Laplace", "Exponential", "MultivariateNormal", "LogNormal", "Gamma", "Beta",
                  "Dirichlet", "Chi2", "Cauchy", "LowRankMultivariateNormal", "Bernoulli", "Categorical", "Poisson",
-                 "Binomial", "Geometric", "OneHotCategorical", "MixtureSameFamily", "RelaxedBernoulli"):
+                 "Binomial", "Geometric", "OneHotCategorical", "MixtureSameFamily", "RelaxedBernoulli", "StudentT",
+                 "HalfNormal", "HalfCauchy", "Multinomial", "NegativeBinomial"):
         assert getattr(D, name).has_rsample == getattr(TD, name).has_rsample, name
     assert D.Gumbel(0.0, 1.0).has_rsample and D.Independent(D.Gamma(fg.ones(2), fg.ones(2)), 1).has_rsample
     with pytest.raises(NotImplementedError, match="rsample"):
@@ -206,3 +216,29 @@ def test_binomial_entropy_inhomogeneous_total_count_refuses_as_torch():
     d = D.Binomial(fg.tensor([3.0, 4.0]), probs=fg.tensor([0.3, 0.4]))
     with pytest.raises(NotImplementedError, match="Inhomogeneous total count"):
         d.entropy()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_multinomial_matches_torch(dtype):
+    tol = DTYPES[dtype][2]
+    for kw in ("probs", "logits"):
+        p = R.uniform(0.1, 1.0, (2, 4))
+        fa, ta = pair({kw: p if kw == "probs" else np.log(p)}, dtype)
+        fd, td = D.Multinomial(6, **fa), TD.Multinomial(6, **ta)
+        assert fd.batch_shape == (2,) and fd.event_shape == (4,)
+        v = np.stack([R.multinomial(6, [0.25] * 4) for _ in range(6)]).reshape(3, 2, 4).astype(float)
+        fv, tv = value_pair(v, dtype)
+        f_lp, t_lp = fd.log_prob(fv), td.log_prob(tv)
+        close(f_lp, t_lp, tol, "log_prob")
+        # torch's entropy takes lgamma(total_count + 1) of an int64 tensor, in float32: 1e-8 relative off
+        close(fd.entropy(), td.entropy(), max(tol, 1e-7), "entropy")
+        close(fd.mean, td.mean, tol, "mean")
+        close(fd.variance, td.variance, tol, "variance")
+        (f_lp.sum() + fd.entropy().sum()).backward()
+        (t_lp.sum() + td.entropy().sum()).backward()
+        grads_close(fa, ta, tol, kw)
+        s = fd.sample((5,))
+        assert s.shape == (5, 2, 4) and bool((s.sum(-1) == 6).all()) and s.dtype == DTYPES[dtype][0]
+        assert fd.expand((3, 2)).sample().shape == (3, 2, 4)
+    with pytest.raises(NotImplementedError, match="inhomogeneous total_count"):
+        D.Multinomial(fg.tensor([2, 3]), probs=fg.ones(2, 3))

@@ -37,6 +37,8 @@ CONTINUOUS = {
     "Gamma": lambda: D.Gamma(_t(0.3, 5.0), _t(2.0, 0.5)),
     "Beta": lambda: D.Beta(_t(0.5, 3.0), _t(2.0, 0.7)),
     "LogNormal": lambda: D.LogNormal(_t(0.0, 1.0), _t(0.3, 0.5)),
+    "StudentT": lambda: D.StudentT(_t(5.0, 9.0), _t(1.0, -1.0), _t(2.0, 0.5)),
+    "HalfNormal": lambda: D.HalfNormal(_t(0.5, 2.0)),
 }
 
 
@@ -47,7 +49,7 @@ def test_continuous_sample_moments_and_cdf(name):
     x = d.sample((N,))
     assert x.shape == (N, 2) and x.dtype == fg.float64
     _check_moments(x, d.mean.detach().numpy(), d.variance.detach().numpy(), name)
-    if name not in ("Beta",):  # Beta has no cdf (as torch)
+    if name not in ("Beta", "StudentT"):  # no cdf (as torch)
         u = d.cdf(x).numpy()
         for q in (0.1, 0.5, 0.9):  # P(F(X) <= q) = q
             frac = (u <= q).mean(0)
@@ -69,6 +71,7 @@ DISCRETE = {
     "Poisson": (lambda: D.Poisson(_t(0.5, 6.0)), 20),
     "Binomial": (lambda: D.Binomial(_t(5.0, 12.0), _t(0.3, 0.8), validate_args=False), 13),
     "Geometric": (lambda: D.Geometric(_t(0.3, 0.8)), 25),
+    "NegativeBinomial": (lambda: D.NegativeBinomial(_t(2.5, 7.0), _t(0.3, 0.6)), 30),
 }
 
 
@@ -203,3 +206,9 @@ def test_gamma_beta_dirichlet_rsample_gradients_are_unbiased():
     y[:, 0].mean().backward()  # E[x0] = c0 / sum: gradient (s - c0, -c0, -c0) / s^2
     np.testing.assert_allclose(conc.grad.numpy(), np.array([5.0, -1.0, -1.0]) / 36, atol=0.0015)
     assert y.shape == (N, 3) and D.Dirichlet(conc).support.check(y.detach()).all().item()
+
+
+def test_multinomial_sample_moments():
+    fg.manual_seed(10)
+    d = D.Multinomial(7, fg.tensor([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]], dtype=fg.float64))
+    _check_moments(d.sample((N,)), d.mean.numpy(), d.variance.numpy(), "Multinomial")

@@ -30,6 +30,11 @@ TD = torch.distributions
     (lambda: D.Geometric(probs=fg.tensor([0.0])), "probs"),
     (lambda: D.LogNormal(fg.tensor([0.0]), fg.tensor([0.0])), "scale"),
     (lambda: D.Chi2(fg.tensor([-1.0])), "df"),
+    (lambda: D.StudentT(fg.tensor([0.0])), "df"),
+    (lambda: D.HalfNormal(fg.tensor([-1.0])), "scale"),
+    (lambda: D.NegativeBinomial(fg.tensor([2.0]), probs=fg.tensor([1.0])), "probs"),
+    (lambda: D.NegativeBinomial(fg.tensor([-2.0]), probs=fg.tensor([0.5])), "total_count"),
+    (lambda: D.Multinomial(3, probs=fg.tensor([-0.5, 1.0])), "probs"),
 ])
 def test_invalid_parameters_raise_naming_the_parameter(make, param):
     with pytest.raises(ValueError, match=f"Expected parameter {param} "):
@@ -60,6 +65,9 @@ def test_validate_args_false_and_default_switch():
     (lambda: D.Dirichlet(fg.tensor([1.0, 2.0])), fg.tensor([0.3, 0.3])),
     (lambda: D.Binomial(fg.tensor([3.0]), probs=fg.tensor([0.5])), fg.tensor([4.0])),
     (lambda: D.OneHotCategorical(probs=fg.tensor([0.5, 0.5])), fg.tensor([1.0, 1.0])),
+    (lambda: D.Multinomial(3, probs=fg.tensor([0.5, 0.5])), fg.tensor([3.0, 1.0])),
+    (lambda: D.HalfNormal(fg.tensor([1.0])), fg.tensor([-1.0])),
+    (lambda: D.NegativeBinomial(fg.tensor([2.0]), probs=fg.tensor([0.5])), fg.tensor([0.5])),
 ])
 def test_value_outside_support_raises_and_is_allowed_without_validation(d, bad):
     with pytest.raises(ValueError, match="Expected value argument .* to be within the support"):

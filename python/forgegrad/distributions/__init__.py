@@ -10,6 +10,7 @@ from .continuous import Beta, Cauchy, Chi2, Dirichlet, Exponential, Gamma, Lapla
 from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategorical, Poisson
 from .distribution import Distribution, ExponentialFamily
 from .kl import kl_divergence, register_kl
+from .more import HalfCauchy, HalfNormal, Multinomial, NegativeBinomial, StudentT
 from .multivariate import LowRankMultivariateNormal, MultivariateNormal
 from .relaxed import Gumbel, LogitRelaxedBernoulli, RelaxedBernoulli
 from . import kl_cross  # noqa: E402,F401  (registers the cross-family KL rules)
@@ -19,8 +20,9 @@ from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTra
 __all__ = [
     "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2",
     "ComposeTransform", "Dirichlet", "Distribution", "ExpTransform", "Exponential", "ExponentialFamily", "Gamma",
-    "Geometric", "Gumbel", "Independent", "Laplace", "LogNormal", "LogitRelaxedBernoulli",
-    "LowRankMultivariateNormal", "MixtureSameFamily", "MultivariateNormal", "Normal", "OneHotCategorical",
-    "Poisson", "PowerTransform", "RelaxedBernoulli", "SigmoidTransform", "SoftplusTransform", "TanhTransform",
-    "Transform", "TransformedDistribution", "Uniform", "constraints", "kl_divergence", "register_kl", "transforms",
+    "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent", "Laplace", "LogNormal",
+    "LogitRelaxedBernoulli", "LowRankMultivariateNormal", "MixtureSameFamily", "Multinomial", "MultivariateNormal",
+    "NegativeBinomial", "Normal", "OneHotCategorical", "Poisson", "PowerTransform", "RelaxedBernoulli",
+    "SigmoidTransform", "SoftplusTransform", "StudentT", "TanhTransform", "Transform", "TransformedDistribution",
+    "Uniform", "constraints", "kl_divergence", "register_kl", "transforms",
 ]
