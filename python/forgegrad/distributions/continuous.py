@@ -351,7 +351,8 @@ class Gamma(_Expandable, ExponentialFamily):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        value = fg.as_tensor(value, dtype=self.rate.dtype)
+        if value.dtype != self.rate.dtype:  # torch's as_tensor(value, dtype=rate.dtype): integer counts too
+            value = value.to(self.rate.dtype)
         return (fg.xlogy(self.concentration, self.rate) + fg.xlogy(self.concentration - 1, value)
                 - self.rate * value - fg.lgamma(self.concentration))
 
