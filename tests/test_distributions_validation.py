@@ -138,7 +138,8 @@ def test_constraints_check_like_torch():
         t = getattr(TD.constraints, name).check(torch.tensor(x)).numpy()
         assert np.array_equal(f, t), name
     m = np.array([[[1.0, 0.0], [0.5, 2.0]], [[1.0, 0.3], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 1.0]]])
-    for name in ("lower_triangular", "lower_cholesky", "symmetric", "positive_definite"):
+    for name in ("lower_triangular", "lower_cholesky", "symmetric", "positive_definite", "positive_semidefinite",
+                 "corr_cholesky", "square"):
         f = getattr(constraints, name).check(fg.tensor(m)).numpy()
         t = getattr(TD.constraints, name).check(torch.tensor(m)).numpy()
         assert np.array_equal(f, t), name

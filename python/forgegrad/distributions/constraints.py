@@ -263,8 +263,8 @@ class _CorrCholesky(Constraint):
 
     def check(self, value):
         value = _t(value)
-        tol = 1e-6 if value.dtype == _f.tensor(0.0).dtype else 1e-12
-        row_norm = (value * value).sum(-1).sqrt()
+        tol = _f.finfo(value.dtype).eps * value.shape[-1] * 10
+        row_norm = (value.detach() * value.detach()).sum(-1).sqrt()
         unit_norm = ((row_norm - 1.0).abs() <= tol * value.shape[-1]).all(-1)
         return _LowerCholesky().check(value) & unit_norm
 
@@ -283,7 +283,8 @@ class _Symmetric(_Square):
         square = super().check(value)
         if not bool(square.all()):
             return square
-        return _all_last((value - value.transpose(-2, -1)).abs() <= 1e-6 * (1 + value.abs()), 2)
+        mT = value.transpose(-2, -1)
+        return _all_last((value - mT).abs() <= 1e-6 + 1e-5 * mT.abs(), 2)  # torch's isclose(value, mT, atol=1e-6)
 
 
 class _PositiveSemidefinite(_Symmetric):
