@@ -116,7 +116,7 @@ def test_expand_and_sample_shapes(name):
         assert s.shape == tuple(td.sample(shape).shape), (name, shape)
         assert not s.requires_grad
         assert bool(fd.support.check(s).all()), name
-    assert fd.sample(4).shape == (4, 3, 5)  # an int sample_shape as torch
+    assert fd.sample(4).shape == (4, 3, 5)  # an int sample_shape is taken as (n,) (torch refuses an int)
 
 
 def test_scalar_parameters_give_empty_batch_shape():
