@@ -3,7 +3,8 @@ hardsigmoid, hardswish, softshrink and hardshrink (``lambd``) and threshold (``t
 gradient, double-backward rule, ONNX mapping and samples of each, in one place (their modules are in
 nn/activation_extra.py, their functions here, served by nn.functional).
 
-Everything is numpy in the input's dtype (float64 runs the same Function), with torch's formulas and its
+hardsigmoid and hardswish run the C++ kernels of forgegrad.kernels.activation_more on float32 (the same
+formulas); the rest is numpy in the input's dtype (float64 runs the same Function). All have torch's formulas and its
 gradient at the kinks, where the derivative is one-sided and torch picks a side:
 
 - hardtanh:    clip(x, min_val, max_val); gradient 1 only strictly inside (0 at x == min_val or max_val);
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..autograd import Function
 from .._validate import check_float
+from ..kernels import activation_more as _KM
 from . import _meta as M
 from . import _samples as S
 from .registry import BadInput, Sample, register_op
@@ -131,11 +133,15 @@ class HardsigmoidFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardsigmoid", x)
         return np.minimum(np.maximum(x + _value(x, 3), _value(x, 0)), _value(x, 6)) / _value(x, 6)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardsigmoid", g, x)
         return np.where((x > -3) & (x < 3), g * _value(g, _ONE_SIXTH), 0).astype(g.dtype, copy=False)
 
 
@@ -163,11 +169,15 @@ class HardswishFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardswish", x)
         return x * np.minimum(np.maximum(x + _value(x, 3), _value(x, 0)), _value(x, 6)) / _value(x, 6)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardswish", g, x)
         slope = np.where(x <= -3, 0, np.where(x < 3, x / _value(x, 3) + _value(x, 0.5), 1))
         return (g * slope).astype(g.dtype, copy=False)
 
