@@ -1,5 +1,6 @@
 """The C++ kernels of forgegrad.kernels.activation_more (elu / selu / celu, softplus, mish, logsigmoid, hardsigmoid,
-hardswish, softsign, tanhshrink: _C.activation.pw_forward / pw_backward) against torch's float32 CPU ops, forward
+hardswish, softsign, tanhshrink, hardtanh / relu6, softshrink, hardshrink, threshold: _C.activation.pw_forward /
+pw_backward) against torch's float32 CPU ops, forward
 and gradient, over wide ranges on every SIMD path; NaN / +-inf / +-0 as torch's; the same bits at 1, 2 and 3
 threads; in-place, non-contiguous and unaligned inputs; argument errors."""
 import numpy as np
@@ -18,13 +19,15 @@ CASES = [
     ("elu", {}), ("elu", {"alpha": 0.5}), ("elu", {"alpha": -0.7}), ("selu", {}), ("celu", {}),
     ("celu", {"alpha": 2.5}), ("softplus", {}), ("softplus", {"beta": 2.0, "threshold": 5.0}),
     ("softplus", {"beta": 0.5}), ("mish", {}), ("logsigmoid", {}), ("hardsigmoid", {}), ("hardswish", {}),
-    ("softsign", {}), ("tanhshrink", {}),
+    ("softsign", {}), ("tanhshrink", {}), ("hardtanh", {}), ("hardtanh", {"min_val": -2.5, "max_val": 0.1}),
+    ("relu6", {}), ("softshrink", {}), ("softshrink", {"lambd": 0.0}), ("hardshrink", {}),
+    ("hardshrink", {"lambd": -0.5}), ("threshold", {"threshold": 0.5, "value": -3.0}),
 ]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in CASES]
 
 # Largest error against torch's float32 result, in ulps of max(|torch's|, floor, magnitude(x)), forward and
-# gradient (g = 1): at most 2 ulp, 3 for mish, 10 for mish's gradient, 0 (the same bits) for hardsigmoid, hardswish
-# and softsign.
+# gradient (g = 1): at most 2 ulp, 3 for mish, 10 for mish's gradient, 0 (the same bits) for the piecewise-linear
+# ones and softsign.
 # - floor = 1e-28: below ln(FLT_MIN) = -87.34 forgegrad's exp is exactly 0, where torch's gives numbers under
 #   1.2e-38 (mish's x exp(x) under 1.1e-36).
 # - magnitude: where a formula subtracts terms of that size (torch's composites do the same in float32), the error is
@@ -34,7 +37,8 @@ IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in CASES]
 # - mish's gradient is 10 ulp off torch's near x = 9, where 1 - t^2 has few bits in float32 (t rounds near 1) in both
 #   (each within 500 ulp of float64 there, forgegrad's the closer).
 MAX_ULP = {"elu": (2, 2), "selu": (2, 2), "celu": (2, 2), "softplus": (2, 2), "mish": (3, 10), "logsigmoid": (2, 2),
-           "hardsigmoid": (0, 0), "hardswish": (0, 0), "softsign": (0, 0), "tanhshrink": (1, 1)}
+           "hardsigmoid": (0, 0), "hardswish": (0, 0), "softsign": (0, 0), "tanhshrink": (1, 1), "hardtanh": (0, 0),
+           "relu6": (0, 0), "softshrink": (0, 0), "hardshrink": (0, 0), "threshold": (0, 0)}
 FLOOR = 1e-28
 
 
@@ -106,14 +110,16 @@ def test_special_values_as_torch(name, kw, simd_path):
 
 # tests/test_op_edge_warnings.py's DIFFERS: torch's vectorized loop gives NaN (or 0) where x (or g) is NaN, its scalar
 # tail g; forgegrad keeps its former numpy results there (g where x is NaN)
-POSITIONAL_NAN = ("elu", "selu", "celu", "hardswish")
+POSITIONAL_NAN = ("elu", "selu", "celu", "hardswish", "hardtanh", "relu6", "softshrink", "hardshrink")
 
 
 def _all_calls(x, g):
     out = []
     for op, fwd, bwd in (("elu", (1.0507, 1.7581, 1.0), (1.0507, 1.7581, 1.0)), ("softplus", (1.5, 4.0), (1.5, 4.0)),
                          ("mish", (), ()), ("logsigmoid", (), ()), ("hardsigmoid", (), ()), ("hardswish", (), ()),
-                         ("softsign", (), ()), ("tanhshrink", (), ())):
+                         ("softsign", (), ()), ("tanhshrink", (), ()), ("hardtanh", (-1.5, 2.0), (-1.5, 2.0)),
+                         ("softshrink", (0.5,), (0.5,)), ("hardshrink", (0.5,), (0.5,)),
+                         ("threshold", (0.3, -2.0), (0.3,))):
         out += [KM.pointwise(op, x, *fwd), KM.pointwise_backward(op, g, x, *bwd)]
     out.append(KM.pointwise_backward("elu_from_output", g, out[0], 0.7))
     return out

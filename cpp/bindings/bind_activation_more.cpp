@@ -1,5 +1,6 @@
 // forgegrad._C.activation: pw_forward / pw_backward, the activations of forgegrad/activation_more.h
-// (elu / selu / celu, softplus, mish, logsigmoid, hardsigmoid, hardswish, softsign, tanhshrink) on numpy
+// (elu / selu / celu, softplus, mish, logsigmoid, hardsigmoid, hardswish, softsign, tanhshrink, hardtanh,
+// softshrink, hardshrink, threshold) on numpy
 // float32 arrays, and their codes (PW_ELU, ...). Every array is checked here (dtype, contiguity,
 // shapes, overlap) before a kernel runs.
 #include <string>
@@ -48,11 +49,13 @@ void bind(py::module_& m) {
         py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
         "out = f(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x); op a PW_ code "
         "(not PW_ELU_FROM_OUTPUT), p0..p2 its parameters: PW_ELU scale, negcoef, input_scale; PW_SOFTPLUS beta, "
-        "threshold; the others none.");
+        "threshold; PW_HARDTANH lo, hi; PW_SOFTSHRINK, PW_HARDSHRINK lambd; PW_THRESHOLD threshold, value; the "
+        "others none.");
   m.def("pw_backward", &pw_backward, py::arg("op"), py::arg("grad"), py::arg("saved"), py::arg("out"),
         py::arg("p0") = 0.0f, py::arg("p1") = 0.0f, py::arg("p2") = 0.0f,
         "out = grad * f'(.) from saved = the forward input x (PW_ELU_FROM_OUTPUT: the output y of elu, p0 = "
-        "alpha); PW_ELU's p0..p2: scale, input_scale * negcoef, input_scale; PW_SOFTPLUS's: beta, threshold.");
+        "alpha); PW_ELU's p0..p2: scale, input_scale * negcoef, input_scale; PW_SOFTPLUS's: beta, threshold; "
+        "PW_HARDTANH's lo, hi; the shrinks' lambd; PW_THRESHOLD's threshold.");
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // The activations of forgegrad/activation_more.h (elu / selu / celu, softplus, mish, logsigmoid,
-// hardsigmoid, hardswish, softsign, tanhshrink), forward and backward, written once against simd.h:
-// each op is a lane function over vf, which the portable build runs one float at a time (its vexp /
-// vtanh are the shared scalar forgegrad/hd/common.h). exp and tanh are simd.h's; the two functions
-// simd.h lacks, expm1 near 0 and log1p on [0, 1], are built below from its vocabulary and its vexp.
-// The formulas are the numpy ones they replace in python/forgegrad/ops/ (torch's results at NaN,
-// +-inf and +-0, and torch's one-sided gradients at the kinks), with the same association.
+// hardsigmoid, hardswish, softsign, tanhshrink, hardtanh, softshrink, hardshrink, threshold), forward
+// and backward, written once against simd.h: each op is a lane function over vf, which the portable
+// build runs one float at a time (its vexp / vtanh are the shared scalar forgegrad/hd/common.h). exp
+// and tanh are simd.h's; the two functions simd.h lacks, expm1 near 0 and log1p on [0, 1], are built
+// below from its vocabulary and its vexp. The formulas are the numpy ones they replace in
+// python/forgegrad/ops/ (torch's results at NaN, +-inf and +-0, and torch's one-sided gradients at
+// the kinks), with the same association.
 
 #include <cmath>
 
@@ -110,9 +111,8 @@ void pw_forward(int op, const float* x, float* y, int64_t n, float p0, float p1,
   switch (op) {
     case kPwElu: {  // p = scale, negcoef, input_scale; torch's x >= 0 branch keeps +-0 for a negative alpha too
       const vf scale = vset1(p0), negcoef = vset1(p1), is = vset1(p2);
-      map1(x, y, n, kGrainTranscendental, [&](vf v) {
-        return vselect_gt(zero, v, vmul(vexpm1(vmul(v, is)), negcoef), vmul(v, scale));
-      });
+      map1(x, y, n, kGrainTranscendental,
+           [&](vf v) { return vselect_gt(zero, v, vmul(vexpm1(vmul(v, is)), negcoef), vmul(v, scale)); });
       break;
     }
     case kPwSoftplus: {  // p = beta, threshold: x where beta x > threshold
@@ -127,15 +127,13 @@ void pw_forward(int op, const float* x, float* y, int64_t n, float p0, float p1,
       map1(x, y, n, kGrainTranscendental, [](vf v) { return vmul(v, vtanh(vsoftplus(v))); });
       break;
     case kPwLogsigmoid:  // min(x, 0) - log1p(exp(-|x|)); vmin(0, NaN) is NaN
-      map1(x, y, n, kGrainTranscendental,
-           [&](vf v) { return vsub(vmin(zero, v), vlog1p01(vexp(vneg(vabs(v))))); });
+      map1(x, y, n, kGrainTranscendental, [&](vf v) { return vsub(vmin(zero, v), vlog1p01(vexp(vneg(vabs(v))))); });
       break;
     case kPwHardsigmoid:  // min(max(x + 3, 0), 6) / 6; NaN passes both (second operands)
       map1(x, y, n, kGrainCheap, [&](vf v) { return vdiv(vmin(six, vmax(zero, vadd(v, three))), six); });
       break;
     case kPwHardswish:  // (x * clip(x + 3, 0, 6)) / 6: -inf * 0 = NaN at -inf, as torch's
-      map1(x, y, n, kGrainCheap,
-           [&](vf v) { return vdiv(vmul(v, vmin(six, vmax(zero, vadd(v, three)))), six); });
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vdiv(vmul(v, vmin(six, vmax(zero, vadd(v, three)))), six); });
       break;
     case kPwSoftsign:  // x / (|x| + 1): inf / inf = NaN at +-inf, as torch's composite
       map1(x, y, n, kGrainCheap, [&](vf v) { return vdiv(v, vadd(vabs(v), one)); });
@@ -143,6 +141,29 @@ void pw_forward(int op, const float* x, float* y, int64_t n, float p0, float p1,
     case kPwTanhshrink:  // + 0: torch's -0 - tanh(-0) is +0 (vtanh(-0) is +0, and -0 - +0 would be -0)
       map1(x, y, n, kGrainTranscendental, [&](vf v) { return vadd(vsub(v, vtanh(v)), zero); });
       break;
+    case kPwHardtanh: {  // NaN passes both (second operands)
+      const vf lo = vset1(p0), hi = vset1(p1);
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vmin(hi, vmax(lo, v)); });
+      break;
+    }
+    case kPwSoftshrink: {  // NaN stays NaN (both compares fail, then the last select keeps x)
+      const vf l = vset1(p0), ml = vset1(-p0), inf = vset1(INFINITY);
+      map1(x, y, n, kGrainCheap, [&](vf v) {
+        vf r = vselect_gt(v, l, vsub(v, l), vselect_gt(ml, v, vadd(v, l), zero));
+        return vselect_le(v, inf, r, v);
+      });
+      break;
+    }
+    case kPwHardshrink: {  // 0 on [-l, l]; NaN stays NaN
+      const vf l = vset1(p0), ml = vset1(-p0);
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vselect_le(v, l, vselect_le(ml, v, zero, v), v); });
+      break;
+    }
+    case kPwThreshold: {  // NaN stays NaN (x <= threshold is false for it)
+      const vf th = vset1(p0), value = vset1(p1);
+      map1(x, y, n, kGrainCheap, [&](vf v) { return vselect_le(v, th, value, v); });
+      break;
+    }
     default: break;  // kPwEluFromOutput has no forward; the binding refuses unknown codes
   }
 }
@@ -152,9 +173,8 @@ void pw_backward(int op, const float* g, const float* saved, float* dx, int64_t 
   switch (op) {
     case kPwElu: {  // saved = x; p = scale, coef (= input_scale negcoef), input_scale; NaN x: g scale
       const vf scale = vset1(p0), coef = vset1(p1), is = vset1(p2);
-      map2(g, saved, dx, n, kGrainTranscendental, [&](vf gv, vf x) {
-        return vmul(gv, vselect_le(x, zero, vmul(vexp_ovf(vmul(x, is)), coef), scale));
-      });
+      map2(g, saved, dx, n, kGrainTranscendental,
+           [&](vf gv, vf x) { return vmul(gv, vselect_le(x, zero, vmul(vexp_ovf(vmul(x, is)), coef), scale)); });
       break;
     }
     case kPwEluFromOutput: {  // saved = y; p = alpha: g (y + alpha) where y <= 0, else g (NaN y too)
@@ -186,9 +206,8 @@ void pw_backward(int op, const float* g, const float* saved, float* dx, int64_t 
       break;
     case kPwHardsigmoid: {  // g / 6 strictly inside (-3, 3), else 0 (NaN too; torch's 1.0f / 6.0f)
       const vf sixth = vset1(1.0f / 6.0f), m3 = vset1(-3.0f);
-      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf x) {
-        return vselect_gt(x, m3, vselect_gt(three, x, vmul(gv, sixth), zero), zero);
-      });
+      map2(g, saved, dx, n, kGrainCheap,
+           [&](vf gv, vf x) { return vselect_gt(x, m3, vselect_gt(three, x, vmul(gv, sixth), zero), zero); });
       break;
     }
     case kPwHardswish: {  // g times 0 for x <= -3, x / 3 + 1/2 inside, 1 from 3 on (and for NaN)
@@ -211,6 +230,24 @@ void pw_backward(int op, const float* g, const float* saved, float* dx, int64_t 
         return vsub(gv, vmul(gv, vfnmadd(t, t, one)));
       });
       break;
+    case kPwHardtanh: {  // g strictly inside (lo, hi), else 0 (also for NaN x or g)
+      const vf lo = vset1(p0), hi = vset1(p1);
+      map2(g, saved, dx, n, kGrainCheap,
+           [&](vf gv, vf x) { return vselect_gt(x, lo, vselect_gt(hi, x, gv, zero), zero); });
+      break;
+    }
+    case kPwSoftshrink:
+    case kPwHardshrink: {  // g outside [-l, l], else 0 (NaN x too)
+      const vf l = vset1(p0), ml = vset1(-p0);
+      map2(g, saved, dx, n, kGrainCheap,
+           [&](vf gv, vf x) { return vselect_gt(x, l, gv, vselect_gt(ml, x, gv, zero)); });
+      break;
+    }
+    case kPwThreshold: {  // 0 where x <= threshold, else g (NaN x: g)
+      const vf th = vset1(p0);
+      map2(g, saved, dx, n, kGrainCheap, [&](vf gv, vf x) { return vselect_le(x, th, zero, gv); });
+      break;
+    }
     default: break;
   }
 }

@@ -1,6 +1,6 @@
 """The activations of ``_C.activation.pw_forward`` / ``pw_backward`` (C++ SIMD kernels) on numpy float32 arrays:
 elu (also selu and celu, through scale / negcoef / input_scale), softplus, mish, logsigmoid, hardsigmoid,
-hardswish, softsign and tanhshrink, forward and backward.
+hardswish, softsign, tanhshrink, hardtanh (also relu6), softshrink, hardshrink and threshold, forward and backward.
 
 ``op`` is a name of ``OPS``; ``params`` its float parameters (see ``_C.activation.pw_forward``). Inputs of any
 shape; non C-contiguous inputs are copied once. Results are bit-identical for any thread count. ``out=`` may be
@@ -23,7 +23,9 @@ _F32 = np.dtype(np.float32)
 OPS = {"elu": (_A.PW_ELU, 3, 3), "elu_from_output": (_A.PW_ELU_FROM_OUTPUT, None, 1),
        "softplus": (_A.PW_SOFTPLUS, 2, 2), "mish": (_A.PW_MISH, 0, 0), "logsigmoid": (_A.PW_LOGSIGMOID, 0, 0),
        "hardsigmoid": (_A.PW_HARDSIGMOID, 0, 0), "hardswish": (_A.PW_HARDSWISH, 0, 0),
-       "softsign": (_A.PW_SOFTSIGN, 0, 0), "tanhshrink": (_A.PW_TANHSHRINK, 0, 0)}
+       "softsign": (_A.PW_SOFTSIGN, 0, 0), "tanhshrink": (_A.PW_TANHSHRINK, 0, 0),
+       "hardtanh": (_A.PW_HARDTANH, 2, 2), "softshrink": (_A.PW_SOFTSHRINK, 1, 1),
+       "hardshrink": (_A.PW_HARDSHRINK, 1, 1), "threshold": (_A.PW_THRESHOLD, 2, 1)}
 
 
 def _code(op, params, backward):
