@@ -1,7 +1,10 @@
 """Small ops against torch in one process, 1 thread pinned on both sides, forgegrad and torch alternated twice and
 the best of each taken (bench/torch_ops_interleaved.py's method): Tensor.unfold with overlapping windows, histc,
 shifts, isin, gcd (C++ binary GCD), rot90 / diff / unfold's backward (C++ tiled transpose, one-pass difference
-adjoint, overlap-add) and the other logic / shape / pointwise ops of that round on ~1M elements.
+adjoint, overlap-add), the other logic / shape / pointwise ops of that round on ~1M elements, and the activations
+of forgegrad.kernels.activation_more (elu, selu, celu, softplus, mish, logsigmoid, hardsigmoid, hardswish,
+softsign, tanhshrink, hardtanh, relu6, softshrink, hardshrink, threshold) forward + backward on 1.6M float32
+elements, with relu's for scale (the "act ..." cases).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_small.py [substring ...]
 
@@ -107,6 +110,13 @@ def cases(rng):
     out.append(("x.mT.contiguous() (8,256,256)", lambda: fv.mT.contiguous(), lambda: tv.mT.contiguous(), 7))
     c1, c2 = rng.standard_normal((1 << 18, 3)).astype(np.float32), rng.standard_normal((1 << 18, 3)).astype(np.float32)
     both("cross fwd+bwd (256k,3)", lambda lib: fwd_bwd(lib, lambda p, q: lib.cross(p, q, dim=1), c1, c2))
+    act = (rng.standard_normal((400, 4096)) * 3).astype(np.float32)  # 1.6M elements
+    for name, kw in (("relu", {}), ("elu", {}), ("selu", {}), ("celu", {"alpha": 2.0}), ("softplus", {}),
+                     ("mish", {}), ("logsigmoid", {}), ("hardsigmoid", {}), ("hardswish", {}), ("softsign", {}),
+                     ("tanhshrink", {}), ("hardtanh", {}), ("relu6", {}), ("softshrink", {}), ("hardshrink", {}),
+                     ("threshold", {"threshold": 0.5, "value": -1.0})):
+        both(f"act {name} fwd+bwd (400,4096) f32",
+             lambda lib, n=name, k=kw: fwd_bwd(lib, lambda t: getattr(lib.nn.functional, n)(t, **k), act), 5)
     return out
 
 

@@ -16,6 +16,19 @@ class activation:
     GELU: int
     GELU_TANH: int
     LEAKY_RELU: int
+    PW_ELU: int
+    PW_ELU_FROM_OUTPUT: int
+    PW_HARDSHRINK: int
+    PW_HARDSIGMOID: int
+    PW_HARDSWISH: int
+    PW_HARDTANH: int
+    PW_LOGSIGMOID: int
+    PW_MISH: int
+    PW_SOFTPLUS: int
+    PW_SOFTSHRINK: int
+    PW_SOFTSIGN: int
+    PW_TANHSHRINK: int
+    PW_THRESHOLD: int
     RELU: int
     SIGMOID: int
     SILU: int
@@ -34,6 +47,22 @@ class activation:
     @staticmethod
     def column_sums(x: numpy.ndarray, out: numpy.ndarray) -> None:
         """out[c] = sum over rows of x[:, c] for a C-contiguous (rows, cols) float32 array, in row order."""
+        ...
+    @staticmethod
+    def pw_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray, out: numpy.ndarray, p0: _Float = ...,
+                    p1: _Float = ..., p2: _Float = ...) -> None:
+        """out = grad * f'(.) from saved = the forward input x (PW_ELU_FROM_OUTPUT: the output y of elu, p0 = alpha);
+        PW_ELU's p0..p2: scale, input_scale * negcoef, input_scale; PW_SOFTPLUS's: beta, threshold; PW_HARDTANH's
+        lo, hi; the shrinks' lambd; PW_THRESHOLD's threshold.
+        """
+        ...
+    @staticmethod
+    def pw_forward(op: _Int, x: numpy.ndarray, out: numpy.ndarray, p0: _Float = ..., p1: _Float = ...,
+                   p2: _Float = ...) -> None:
+        """out = f(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x); op a PW_ code (not
+        PW_ELU_FROM_OUTPUT), p0..p2 its parameters: PW_ELU scale, negcoef, input_scale; PW_SOFTPLUS beta, threshold;
+        PW_HARDTANH lo, hi; PW_SOFTSHRINK, PW_HARDSHRINK lambd; PW_THRESHOLD threshold, value; the others none.
+        """
         ...
 
 class allocator:

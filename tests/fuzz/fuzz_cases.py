@@ -29,12 +29,12 @@ import numpy as np
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad import kernels as K
-from forgegrad.kernels import (activation, attention, conv, ctc, embedding, gemm, geometry, loss, norm, optim, pool,
-                               rnn, softmax)
+from forgegrad.kernels import (activation, activation_more, attention, conv, ctc, embedding, gemm, geometry, loss,
+                               norm, optim, pool, rnn, softmax)
 
 KERNEL_MODULES = {m.__name__.rsplit(".", 1)[1]: m for m in
-                  (activation, attention, conv, ctc, embedding, gemm, geometry, loss, norm, optim, pool, rnn,
-                   softmax)}
+                  (activation, activation_more, attention, conv, ctc, embedding, gemm, geometry, loss, norm, optim,
+                   pool, rnn, softmax)}
 # cuda, cuda_pointwise, cuda_nn and cuda_gemm take device arrays: no valid call exists without a GPU
 # (their argument checks are tested on a GPU; cuda_gemm's and cuda_nn's kernels also on the CPU, emulated)
 C_SUBMODULES = [n for n in dir(_C) if not n.startswith("_") and inspect.ismodule(getattr(_C, n))
@@ -237,6 +237,12 @@ def _extra_calls():
         y = getattr(KA, name)(a)
         getattr(KA, name + "_backward")(a, a if name == "silu" else y)
     KA.column_sums(a)  # a float32 Linear's backward sums its bias gradient inside the GEMM; other paths call this
+    # _C.activation.pw_forward / pw_backward (elu, softplus, mish, ...), every code once, with its parameters
+    from forgegrad.kernels import activation_more as KM
+    for name, (_, n_fwd, n_bwd) in KM.OPS.items():
+        params = (1.5, 0.5, 1.0)
+        y = KM.pointwise(name, a, *params[:n_fwd]) if n_fwd is not None else KM.pointwise("elu", a, 1.0, 1.0, 1.0)
+        KM.pointwise_backward(name, a, y if name == "elu_from_output" else a, *params[:n_bwd])
     for name in ("softmax", "log_softmax"):
         getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
     # the packed causal attention GPT's attention layer runs (no op sample reaches it)

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "act_map.h"
 #include "act_vec.h"
 #include "forgegrad/activation.h"
 #include "forgegrad/hd/activation.h"
@@ -16,41 +17,12 @@ namespace fg {
 namespace FG_ISA_NS {
 namespace {
 
-// Local min/max: std::min<int64_t> would be a std template shared by the three ISA copies.
-inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// Work is split in fixed blocks so that thread ranges start on cache lines; within a range the
-// last partial vector goes through vload_n/vstore_n, which apply the same lane operations.
-constexpr int64_t kBlock = 1024;
-
-// Elements per thread below which another thread costs more than it saves (cheap vs. exp-based ops).
-constexpr int64_t kGrainCheap = 32768;
-constexpr int64_t kGrainTranscendental = 4096;
-
-template <class F>
-void map1(const float* x, float* y, int64_t n, int64_t grain, F f) {
-  parallel_for((n + kBlock - 1) / kBlock, imax(1, grain / kBlock), [&](int64_t b, int64_t e) {
-    int64_t i = b * kBlock, end = imin(e * kBlock, n);
-    for (; i + W <= end; i += W) vstore(y + i, f(vload(x + i)));
-    if (i < end) {
-      int r = static_cast<int>(end - i);
-      vstore_n(y + i, f(vload_n(x + i, r)), r);
-    }
-  });
-}
-
-template <class F>
-void map2(const float* a, const float* b, float* y, int64_t n, int64_t grain, F f) {
-  parallel_for((n + kBlock - 1) / kBlock, imax(1, grain / kBlock), [&](int64_t bb, int64_t e) {
-    int64_t i = bb * kBlock, end = imin(e * kBlock, n);
-    for (; i + W <= end; i += W) vstore(y + i, f(vload(a + i), vload(b + i)));
-    if (i < end) {
-      int r = static_cast<int>(end - i);
-      vstore_n(y + i, f(vload_n(a + i, r), vload_n(b + i, r)), r);
-    }
-  });
-}
+using act_map::imax;
+using act_map::imin;
+using act_map::kGrainCheap;
+using act_map::kGrainTranscendental;
+using act_map::map1;
+using act_map::map2;
 
 // torch's constants and the SiLU limits: one definition, in forgegrad/hd/activation.h.
 // SiLU: for x < kSiluLo the result is 0 * x, chosen by a select: -0 for finite x, NaN at x = -inf

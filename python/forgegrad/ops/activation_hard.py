@@ -3,7 +3,8 @@ hardsigmoid, hardswish, softshrink and hardshrink (``lambd``) and threshold (``t
 gradient, double-backward rule, ONNX mapping and samples of each, in one place (their modules are in
 nn/activation_extra.py, their functions here, served by nn.functional).
 
-Everything is numpy in the input's dtype (float64 runs the same Function), with torch's formulas and its
+float32 runs the C++ kernels of forgegrad.kernels.activation_more (the same formulas); other dtypes numpy in the
+input's dtype (float64 runs the same Function). All have torch's formulas and its
 gradient at the kinks, where the derivative is one-sided and torch picks a side:
 
 - hardtanh:    clip(x, min_val, max_val); gradient 1 only strictly inside (0 at x == min_val or max_val);
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..autograd import Function
 from .._validate import check_float
+from ..kernels import activation_more as _KM
 from . import _meta as M
 from . import _samples as S
 from .registry import BadInput, Sample, register_op
@@ -103,12 +105,16 @@ class HardtanhFunction(Function):
         x = _float(x)
         ctx.save_for_backward(x)
         ctx.bounds = lo, hi
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardtanh", x, lo, hi)
         return np.minimum(np.maximum(x, _value(x, lo)), _value(x, hi))  # NaN stays NaN, as torch's
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         lo, hi = ctx.bounds
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardtanh", g, x, lo, hi)
         return np.where((x > _value(x, lo)) & (x < _value(x, hi)), g, 0).astype(g.dtype, copy=False)
 
 
@@ -131,11 +137,15 @@ class HardsigmoidFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardsigmoid", x)
         return np.minimum(np.maximum(x + _value(x, 3), _value(x, 0)), _value(x, 6)) / _value(x, 6)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardsigmoid", g, x)
         return np.where((x > -3) & (x < 3), g * _value(g, _ONE_SIXTH), 0).astype(g.dtype, copy=False)
 
 
@@ -163,11 +173,15 @@ class HardswishFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardswish", x)
         return x * np.minimum(np.maximum(x + _value(x, 3), _value(x, 0)), _value(x, 6)) / _value(x, 6)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardswish", g, x)
         slope = np.where(x <= -3, 0, np.where(x < 3, x / _value(x, 3) + _value(x, 0.5), 1))
         return (g * slope).astype(g.dtype, copy=False)
 
@@ -211,6 +225,8 @@ class SoftshrinkFunction(Function):
         x = _float(x)
         ctx.save_for_backward(x)
         ctx.lambd = lambd
+        if x.dtype == np.float32:
+            return _KM.pointwise("softshrink", x, lambd)
         lam = _value(x, lambd)
         # NaN stays NaN, as torch's (both comparisons are false for it)
         out = np.where(x > lam, x - lam, np.where(x < -lam, x + lam, _value(x, 0)))
@@ -219,6 +235,8 @@ class SoftshrinkFunction(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardshrink", g, x, ctx.lambd)  # the shrinks share their gradient
         lam = _value(x, ctx.lambd)
         return np.where((x < -lam) | (x > lam), g, 0).astype(g.dtype, copy=False)
 
@@ -237,12 +255,16 @@ class HardshrinkFunction(Function):
         x = _float(x)
         ctx.save_for_backward(x)
         ctx.lambd = lambd
+        if x.dtype == np.float32:
+            return _KM.pointwise("hardshrink", x, lambd)
         lam = _value(x, lambd)
         return np.where((x >= -lam) & (x <= lam), _value(x, 0), x).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("hardshrink", g, x, ctx.lambd)  # the shrinks share their gradient
         lam = _value(x, ctx.lambd)
         return np.where((x < -lam) | (x > lam), g, 0).astype(g.dtype, copy=False)
 
@@ -276,11 +298,15 @@ class ThresholdFunction(Function):
         x = _float(x)
         ctx.save_for_backward(x)
         ctx.threshold = threshold
+        if x.dtype == np.float32:
+            return _KM.pointwise("threshold", x, threshold, value)
         return np.where(x <= _value(x, threshold), _value(x, value), x).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if x.dtype == g.dtype == np.float32:
+            return _KM.pointwise_backward("threshold", g, x, ctx.threshold)
         return np.where(x <= _value(x, ctx.threshold), 0, g).astype(g.dtype, copy=False)
 
 

@@ -2,8 +2,9 @@
 (``dim``), torch's formulas: forward, gradient, double-backward rule, ONNX mapping and samples of each (their
 modules are in nn/activation_extra.py, their functions here, served by nn.functional).
 
-numpy in the input's dtype (float64 runs the same Function; mish computes a float32 input in float64, then
-rounds), softmin the C++ softmax row kernel on -x for float32. Gradients at the kinks as torch's: selu and celu
+float32 runs the C++ kernels of forgegrad.kernels.activation_more (mish, logsigmoid, selu, celu, softsign,
+tanhshrink: the same formulas), softmin the C++ softmax row kernel on -x; other dtypes numpy in the input's dtype
+(float64 runs the same Function), glu numpy for every dtype. Gradients at the kinks as torch's: selu and celu
 take the x <= 0 side at 0 (selu: scale * alpha, celu: 1), and, as elu's, their second derivative is 0 there
 (torch's mask is strict). softsign and tanhshrink are composites in torch: their gradients here are torch's
 composite formulas term by term, so that float64 agrees to the last bits.
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..autograd import Function
 from .._validate import check_float
+from ..kernels import activation_more as _KM
 from . import _meta as M
 from . import _samples as S
 from .activation import _RowwiseFunction, _softmax_reference
@@ -28,6 +30,10 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 def _float(x):
     return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+def _f32(*arrays):
+    return all(a.dtype == np.float32 for a in arrays)
 
 
 def _unary_samples(low=-5.0, high=5.0, kinks=(0.0,), extra=()):
@@ -82,12 +88,16 @@ class MishFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if _f32(x):
+            return _KM.pointwise("mish", x)
         xd, t = _mish_parts(x)
         return (xd * t).astype(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if _f32(g, x):
+            return _KM.pointwise_backward("mish", g, x)
         xd, t = _mish_parts(x)
         sig = 0.5 * (1.0 + np.tanh(0.5 * xd))  # sigmoid without overflow
         return (g * (t + xd * sig * (1.0 - t * t))).astype(g.dtype)
@@ -110,11 +120,15 @@ class LogsigmoidFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if _f32(x):
+            return _KM.pointwise("logsigmoid", x)
         return (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if _f32(g, x):
+            return _KM.pointwise_backward("logsigmoid", g, x)
         z = np.exp(-np.abs(x))
         # torch's form: (x < 0) - sign * z / (1 + z), sign = 1 where x < 0, else -1
         neg = x < 0
@@ -151,6 +165,8 @@ class _EluFamilyFunction(Function):
         ctx.save_for_backward(x)
         ctx.coefs = scale, negcoef, input_scale
         dt = x.dtype.type
+        if _f32(x):
+            return _KM.pointwise("elu", x, dt(scale), dt(negcoef * scale), dt(input_scale))
         neg = np.expm1(np.minimum(x, 0) * dt(input_scale)) * dt(negcoef * scale)
         return np.where(x > 0, x * dt(scale), neg).astype(x.dtype, copy=False)
 
@@ -160,6 +176,8 @@ class _EluFamilyFunction(Function):
         scale, negcoef, input_scale = ctx.coefs
         input_scale = type(ctx)._backward_input_scale(input_scale, negcoef)
         dt = x.dtype.type
+        if _f32(g, x):
+            return _KM.pointwise_backward("elu", g, x, dt(scale), dt(input_scale * negcoef * scale), dt(input_scale))
         neg = np.exp(np.minimum(x, 0) * dt(input_scale)) * dt(input_scale * negcoef * scale)
         return (g * np.where(x <= 0, neg, dt(scale))).astype(g.dtype, copy=False)
 
@@ -248,11 +266,15 @@ class SoftsignFunction(Function):
     def forward(ctx, x):
         x = _float(x)
         ctx.save_for_backward(x)
+        if _f32(x):
+            return _KM.pointwise("softsign", x)
         return x / (np.abs(x) + x.dtype.type(1))
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if _f32(g, x):
+            return _KM.pointwise_backward("softsign", g, x)
         u = np.abs(x) + x.dtype.type(1)
         # torch's composite x / (|x| + 1): the numerator's term, then the denominator's through abs (sign(0) = 0)
         return (g / u - g * x / (u * u) * np.sign(x)).astype(g.dtype, copy=False)
@@ -269,13 +291,19 @@ class TanhshrinkFunction(Function):
     @staticmethod
     def forward(ctx, x):
         x = _float(x)
+        if _f32(x):  # the kernel's backward recomputes tanh from x
+            ctx.save_for_backward(x)
+            return _KM.pointwise("tanhshrink", x)
         t = np.tanh(x)
         ctx.save_for_backward(t)
         return x - t
 
     @staticmethod
     def backward(ctx, g):
-        (t,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
+        if _f32(saved):  # saved is x (see forward)
+            return _KM.pointwise_backward("tanhshrink", g.astype(np.float32, copy=False), saved)
+        t = saved
         return (g - g * (1 - t * t)).astype(g.dtype, copy=False)  # torch's composite x - tanh(x), term by term
 
 

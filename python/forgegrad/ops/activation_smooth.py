@@ -7,6 +7,8 @@ modules, F.elu and F.softplus their functions).
   negative alpha makes y positive for x < 0, so there it is read from the input (alpha * exp(x) where x <= 0);
 - softplus: ``log(1 + exp(beta * x)) / beta``, or ``x`` where beta * x > threshold (torch's linear tail); its
   gradient is sigmoid(beta * x) (1 on the tail).
+
+float32 runs the C++ kernels of forgegrad.kernels.activation_more (the same formulas); other dtypes numpy.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from ..autograd import Function
 from .._validate import check_float
+from ..kernels import activation_more as _KM
 from . import _meta as M
 from . import _samples as S
 from .registry import BadInput, Sample, register_op
@@ -21,6 +24,10 @@ from .registry import BadInput, Sample, register_op
 
 def _float(x):
     return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+def _f32(*arrays):
+    return all(a.dtype == np.float32 for a in arrays)
 
 
 def _elu_samples():
@@ -66,7 +73,10 @@ class EluFunction(Function):
     def forward(ctx, x, alpha=1.0):
         alpha = check_float(alpha, "alpha")
         x = _float(x)
-        y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+        if _f32(x):
+            y = _KM.pointwise("elu", x, 1.0, alpha, 1.0)
+        else:
+            y = np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
         ctx.save_for_backward(y if alpha >= 0 else x)  # see the module's docstring
         ctx.alpha = alpha
         return y
@@ -75,6 +85,10 @@ class EluFunction(Function):
     def backward(ctx, g):
         (v,) = ctx.saved_tensors
         alpha = ctx.alpha
+        if _f32(g, v):
+            if alpha >= 0:
+                return _KM.pointwise_backward("elu_from_output", g, v, alpha)
+            return _KM.pointwise_backward("elu", g, v, 1.0, alpha, 1.0)
         slope = v + alpha if alpha >= 0 else alpha * np.exp(np.minimum(v, 0))
         return (g * np.where(v <= 0, slope, 1.0)).astype(g.dtype, copy=False)
 
@@ -123,17 +137,21 @@ class SoftplusFunction(Function):
     @staticmethod
     def forward(ctx, x, beta=1.0, threshold=20.0):
         x, beta, threshold = _softplus_parts(x, beta, threshold)
+        ctx.save_for_backward(x)
+        ctx.beta_threshold = (beta, threshold)
+        if _f32(x):
+            return _KM.pointwise("softplus", x, beta, threshold)
         bx = x * x.dtype.type(beta)
         # log1p(exp(z)) = max(z, 0) + log1p(exp(-|z|)): no overflow for a large z
         soft = (np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / x.dtype.type(beta)
-        ctx.save_for_backward(x)
-        ctx.beta_threshold = (beta, threshold)
         return np.where(bx > threshold, x, soft).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         beta, threshold = ctx.beta_threshold
+        if _f32(g, x):
+            return _KM.pointwise_backward("softplus", g, x, beta, threshold)
         bx = x * x.dtype.type(beta)
         sig = 0.5 * (1.0 + np.tanh(0.5 * bx))  # sigmoid(bx) without overflow
         return (g * np.where(bx > threshold, 1.0, sig)).astype(g.dtype, copy=False)
