@@ -76,6 +76,15 @@ def test_sigmoid_tanh_close_to_float64(simd_path):
     np.testing.assert_allclose(KA.tanh(x), torch.tanh(xd).numpy(), rtol=4e-7, atol=1e-30)
 
 
+def test_exp_near_the_top_of_the_float_range(simd_path):
+    # exp(88.38..88.72) is finite: AVX2's 2^n scaling overflowed to inf there (n = 128), so sigmoid(-x) was
+    # exactly 0 on that path only (the results here are subnormal: atol of a few subnormal steps)
+    x = -np.linspace(88.0, 88.72, 4001, dtype=np.float32)
+    y = KA.sigmoid(x)
+    assert (y > 0).all()
+    np.testing.assert_allclose(y, torch.sigmoid(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=4e-7, atol=1e-44)
+
+
 @pytest.mark.parametrize("name", list(ACTS))
 def test_activation_nan_and_inf(name, simd_path):
     fwd, bwd, tf, _ = ACTS[name]

@@ -35,8 +35,8 @@ inline vf vselect_le(vf a, vf b, vf p, vf q) {
 #endif
 }
 
-// exp(x) with +inf past the float range: vexp clamps its argument at 88.72 (AVX2's vscale2 already
-// overflows from 88.38), so an overflowing exp is inf on every ISA, as torch's.
+// exp(x) with +inf past the float range: vexp clamps its argument at 88.72, so an overflowing exp is
+// inf here on every ISA, as torch's.
 inline vf vexp_ovf(vf x) { return vselect_gt(x, vset1(88.7228394f), vset1(INFINITY), vexp(x)); }
 
 // expm1(x). exp(x) - 1 loses the relative accuracy near 0 (the subtraction cancels), so |x| < 1 takes
