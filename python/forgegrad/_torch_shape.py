@@ -377,11 +377,15 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
 
 
 # ---- repeats ---------------------------------------------------------------------------------------------------
-def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+def repeat_interleave(input=None, repeats=None, dim=None, *, output_size=None):
     """Each element (dim=None: of the flattened input) or slice along dim repeated ``repeats`` times in place;
-    ``repeats`` an int or an int tensor (one count per slice, or one for all). ``repeat_interleave(counts)`` alone:
-    arange(len(counts)) repeated by the counts."""
+    ``repeats`` an int or an int tensor (one count per slice, or one for all). ``repeat_interleave(counts)`` (or
+    ``repeat_interleave(repeats=counts)``, torch's other overload) alone: arange(len(counts)) repeated by the counts."""
     from ._torch_indexing import _wrap
+    if input is None and repeats is not None:  # torch's repeat_interleave(repeats) by keyword
+        if dim is not None:
+            raise TypeError("repeat_interleave(): repeats alone takes no dim (give input too)")
+        input, repeats = repeats, None
     _t(input, "input", "repeat_interleave")
     if repeats is None:  # the tensor-only form
         if input.ndim > 1 or _kind(input) not in "iu":

@@ -123,8 +123,8 @@ def _fill_dtype(fill_value) -> np.dtype:
     return _dtypes.default_float()
 
 
-def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape = _shape((shape,))
+def full(size, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape = _shape((size,))
     dt = _fill_dtype(fill_value) if dtype is None else _np_dtype(dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
@@ -135,8 +135,11 @@ def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Ten
     return _factory(device, shape, dt, host, requires_grad, fill=fill_value)
 
 
-def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
-    t = Tensor(np.arange(*args), dtype=dtype, requires_grad=requires_grad)
+def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """torch.arange(end), arange(start, end, step=1); by keyword too (``arange(end=5)``, ``arange(1, end=5)``)."""
+    if end is None:
+        start, end = 0, start
+    t = Tensor(np.arange(start, end, step), dtype=dtype, requires_grad=requires_grad)
     return placed(t, device)
 
 
@@ -181,14 +184,21 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return _OPS["stack"](*tensors, dim=dim)
 
 
-def where(condition, a, b) -> Tensor:
-    """Elementwise ``a`` where condition else ``b`` (with broadcasting); condition is cast to bool.
+def where(condition, input=None, other=None) -> Tensor:
+    """Elementwise ``input`` where condition else ``other`` (with broadcasting); condition is cast to bool.
+    ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``, as torch's.
 
     A tensor condition stays a tensor (cast by a recorded op when it is not bool) so that
     autograd.trace() links the result to the op that computed the condition.
     """
+    if input is None and other is None:
+        if not isinstance(condition, Tensor):
+            raise TypeError(f"where(): argument 'condition' must be a Tensor, got {type(condition).__name__}")
+        return condition.nonzero(as_tuple=True)
+    if input is None or other is None:
+        raise TypeError("where() takes condition alone, or condition, input and other")
     if isinstance(condition, Tensor):
         cond = condition.bool()
     else:
         cond = np.asarray(condition).astype(bool)
-    return _OPS["where"](cond, a, b)
+    return _OPS["where"](cond, input, other)
