@@ -161,6 +161,7 @@ class TensorMethods:
             rem = _OPS["remainder"](self, other)
             return q + (rem != 0).to(q.dtype) * (q < 0).to(q.dtype)
         return (self / other).trunc()
+
     def pow(self, exponent):
         return _OPS["pow"](self, self._operand(exponent))
     neg = __neg__
