@@ -112,6 +112,20 @@ CALLS = {
     "torch.randint(low, high, size).shape": (lambda m: m.randint(low=3, high=4, size=(2, 3)), (), False),
     "torch.randint(high, size=)": (lambda m: m.randint(1, size=(5,)), (), False),
     "torch.randint(high=, size=)": (lambda m: m.randint(high=1, size=(2,)), (), False),
+    # torch's keyword names that the audit does not see (torch's docstrings write them *size, indices_or_sections)
+    "torch.zeros(size=)": (lambda m: m.zeros(size=(2, 3)), (), False),
+    "torch.ones(size=)": (lambda m: m.ones(size=[4], dtype=m.int64), (), False),
+    "torch.empty(size=).shape": (lambda m: m.empty(size=(3,)).zero_(), (), False),
+    "torch.rand(size=).shape": (lambda m: m.rand(size=(2, 2)).mul(0), (), False),
+    "torch.randn(size=).shape": (lambda m: m.randn(size=(1, 3), dtype=m.float64).mul(0), (), False),
+    "Tensor.expand(size=)": (lambda m, x: x[:1].expand(size=(5, 4)), (A,), True),
+    "Tensor.repeat(repeats=)": (lambda m, x: x.repeat(repeats=(2, 1, 3)), (A,), True),
+    "Tensor.sum_to_size(size=)": (lambda m, x: x.sum_to_size(size=(1, 4)), (A,), True),
+    "Tensor.dsplit(sections=)": (lambda m, x: x.dsplit(sections=3), (CUBE,), True),
+    "torch.hsplit(input, indices=)": (lambda m, x: m.hsplit(x, indices=[1, 3]), (A,), True),
+    "torch.vsplit(input, sections=)": (lambda m, x: m.vsplit(x, sections=3), (A,), True),
+    "torch.triangular_solve(input=, A=)": (lambda m, b, a: m.triangular_solve(input=b, A=a, upper=False).solution,
+                                           (A[:, :2].astype(np.float64), np.tril(SQ)), True),
     "Tensor.view(dtype=)": (lambda m, x: x.view(dtype=m.int32), (A,), False),
     "Tensor.view(dtype) wider": (lambda m, x: x.view(m.float64), (A,), False),
     "Tensor.view(dtype) narrower": (lambda m, x: x.view(m.int16), (A,), False),
@@ -171,6 +185,22 @@ def test_keyword_and_positional_together_refused():
                  lambda: x.split(2, split_size_or_sections=2), lambda: x.flip(0, dims=(0,))):
         with pytest.raises(TypeError):
             call()
+
+
+def test_sections_and_indices_checked():
+    x = fg.tensor(CUBE)
+    for call in (lambda: x.dsplit(2, sections=2), lambda: x.dsplit(sections=[1]), lambda: x.dsplit(indices=2),
+                 lambda: x.dsplit()):
+        with pytest.raises(TypeError, match="sections|indices"):
+            call()
+
+
+def test_result_type_torch_names():
+    """torch.result_type(tensor, other): the names torch takes (its docstring says tensor1, tensor2)."""
+    for a, b in ((A, 2.5), (np.arange(3), 1), (np.float64(1.0), A)):
+        want = torch.result_type(tensor=torch.tensor(a), other=b if not isinstance(b, np.ndarray) else torch.tensor(b))
+        got = fg.result_type(tensor=fg.tensor(a), other=b if not isinstance(b, np.ndarray) else fg.tensor(b))
+        assert str(got).split(".")[-1] == str(want).split(".")[-1]
 
 
 def test_to_memory_format_refused():
@@ -264,6 +294,8 @@ DOC_ONLY = {
     ("torch", "searchsorted", "values"): lambda: torch.searchsorted(_t2[0].sort().values, values=_t2[0]),
     ("torch", "set_num_threads", "int"): lambda: torch.set_num_threads(int=torch.get_num_threads()),
     ("torch", "set_num_interop_threads", "int"): lambda: torch.set_num_interop_threads(int=1),
+    ("torch", "result_type", "tensor1"): lambda: torch.result_type(tensor1=_t2, tensor2=_t2),
+    ("torch", "triangular_solve", "b"): lambda: torch.triangular_solve(b=_sq[:, :1], A=_sq),
     ("torch", "true_divide", "dividend"): lambda: torch.true_divide(dividend=_t2, divisor=_t2),
     ("torch", "unsafe_split", "tensor"): lambda: torch.unsafe_split(tensor=_t2, split_size_or_sections=1),
 }

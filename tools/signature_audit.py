@@ -52,6 +52,7 @@ _DOC_ERRATA.update({
     ("torch", "broadcast_to"): {"shape"}, ("torch", "cholesky_inverse"): {"L"}, ("torch", "cholesky_solve"): {"B", "L"},
     ("torch", "orgqr"): {"tau"}, ("torch", "ormqr"): {"tau", "other"}, ("torch", "searchsorted"): {"values"},
     ("torch", "set_num_threads"): {"int"}, ("torch", "set_num_interop_threads"): {"int"},
+    ("torch", "result_type"): {"tensor1", "tensor2"}, ("torch", "triangular_solve"): {"b"},
     ("torch", "true_divide"): {"dividend", "divisor"}, ("torch", "unsafe_split"): {"tensor", "split_size_or_sections"},
 })
 # torch overloads told apart by an argument's type, which forgegrad tells apart the same way (the audit, reading

@@ -395,14 +395,14 @@ class TensorMethods:
     def T(self):
         return self.permute(*reversed(range(self.ndim)))
 
-    def expand(self, *shape):
-        return _OPS["expand"](self, _shape_args(shape))
+    def expand(self, *args, size=None):
+        return _OPS["expand"](self, _args_or_keyword(args, size, "size", "expand"))
 
-    def repeat(self, *sizes):
+    def repeat(self, *args, repeats=None):
         """torch's ``Tensor.repeat``: the tensor tiled ``sizes[i]`` times along dim i; more sizes than dims
         add leading dims (``x.repeat(2, 1, 1)`` of a (3, 4) tensor is (2, 3, 4)). Made of reshape and expand,
         so its gradient (each tile's gradient summed back) has every derivative order and an ONNX export."""
-        sizes = _shape_args(sizes)
+        sizes = _args_or_keyword(args, repeats, "repeats", "repeat")
         if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
             raise TypeError(f"repeat: sizes must be ints, got {sizes!r}")
         if len(sizes) < self.ndim:

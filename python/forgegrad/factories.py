@@ -45,7 +45,12 @@ def _np_dtype(dtype) -> np.dtype:
     return _dtypes.default_float() if dtype is None else _dtypes.to_numpy(dtype)
 
 
-def _shape(shape) -> Tuple[int, ...]:
+def _shape(shape, size=None) -> Tuple[int, ...]:
+    """``zeros(2, 3)``, ``zeros((2, 3))`` or torch's keyword ``zeros(size=(2, 3))``."""
+    if size is not None:
+        if shape:
+            raise TypeError("got a shape and size=: give one")
+        shape = (size,) if isinstance(size, (tuple, list)) else ((size,),)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     return tuple(int(s) for s in shape)
@@ -97,18 +102,18 @@ def placed(t: Tensor, device) -> Tensor:
     return out
 
 
-def zeros(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def zeros(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
 
 
-def ones(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def ones(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
 
 
-def empty(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def empty(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
@@ -162,13 +167,13 @@ def _float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def randn(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
-    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "randn")
+def randn(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "randn")
     return _factory(device, shape, dt, lambda: gen.standard_normal(shape, dtype=dt), requires_grad)
 
 
-def rand(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
-    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "rand")
+def rand(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "rand")
     return _factory(device, shape, dt, lambda: gen.random(shape, dtype=dt), requires_grad)
 
 
