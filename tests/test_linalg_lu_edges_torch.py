@@ -91,7 +91,7 @@ def test_triangular_solve_cloned_coefficient_broadcasts_as_torchs(transpose):
     (want.solution.sum() + (want.cloned_coefficient * torch.from_numpy(c)).sum()).backward()
     np.testing.assert_allclose(xa.grad.numpy(), ta.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(xb.grad.numpy(), tb.grad.numpy(), rtol=1e-10, atol=1e-10)
-    with pytest.raises(ValueError, match="triangular_solve: argument 'b'"):
+    with pytest.raises(ValueError, match="triangular_solve: argument 'input'"):
         fg.triangular_solve(fg.tensor(rect(4)), xa)
 
 

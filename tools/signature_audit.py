@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import keyword
 import os
 import re
 import sys
@@ -34,8 +35,32 @@ from gen_c_stub import split_params  # noqa: E402  (the stub generator's top-lev
 
 # torch-internal parameters no user passes
 _IGNORED = {"_stacklevel", "_random_samples"}
-# torch docstring lines that name a parameter the callable does not take (``Tensor.arctanh_(other)``)
+# torch docstring lines that name a parameter the callable does not take (``Tensor.arctanh_(other)``,
+# ``Tensor.div(value)``: torch refuses ``x.div(value=2)``; tests/test_signature_names.py checks that torch refuses each)
 _DOC_ERRATA = {("Tensor", "arctanh_"): {"other"}, ("Tensor", "atanh_"): {"other"}}
+_DOC_ERRATA.update({("Tensor", n): {"value"} for n in (
+    "div", "div_", "divide", "divide_", "mul", "mul_", "multiply", "multiply_", "floor_divide", "floor_divide_",
+    "true_divide", "true_divide_")})
+_DOC_ERRATA.update({("Tensor", n): {"divisor"} for n in ("fmod", "fmod_", "remainder", "remainder_")})
+_DOC_ERRATA.update({("Tensor", n): {"split_size_or_sections"} for n in ("dsplit", "hsplit", "vsplit")})
+_DOC_ERRATA.update({
+    ("Tensor", "bmm"): {"batch2"}, ("Tensor", "broadcast_to"): {"shape"}, ("Tensor", "dot"): {"other"},
+    ("Tensor", "index_copy"): {"tensor2"}, ("Tensor", "index_copy_"): {"tensor"},
+    ("Tensor", "masked_scatter"): {"tensor"}, ("Tensor", "matmul"): {"tensor2"}, ("Tensor", "narrow"): {"dimension"},
+    ("Tensor", "orgqr"): {"tau"}, ("Tensor", "ormqr"): {"tau", "other"}, ("Tensor", "take"): {"indices"},
+    ("Tensor", "to"): {"other"}, ("Tensor", "type_as"): {"tensor"}, ("Tensor", "where"): {"y"},
+    ("torch", "broadcast_to"): {"shape"}, ("torch", "cholesky_inverse"): {"L"}, ("torch", "cholesky_solve"): {"B", "L"},
+    ("torch", "orgqr"): {"tau"}, ("torch", "ormqr"): {"tau", "other"}, ("torch", "searchsorted"): {"values"},
+    ("torch", "set_num_threads"): {"int"}, ("torch", "set_num_interop_threads"): {"int"},
+    ("torch", "result_type"): {"tensor1", "tensor2"}, ("torch", "triangular_solve"): {"b"},
+    ("torch", "true_divide"): {"dividend", "divisor"}, ("torch", "unsafe_split"): {"tensor", "split_size_or_sections"},
+})
+# torch overloads told apart by an argument's type, which forgegrad tells apart the same way (the audit, reading
+# names and positions, would call them moved): x.scatter_(dim, index, 1.0) is the value overload in both,
+# x.to(torch.float64, True) is to(dtype, non_blocking), torch.repeat_interleave(counts) the repeats-only form
+# (tests/test_signature_names.py checks each positional call against torch)
+_TYPE_RESOLVED = {("Tensor", "scatter_"): {"value"}, ("Tensor", "to"): {"dtype", "non_blocking", "copy"},
+                  ("torch", "repeat_interleave"): {"repeats"}}
 # a signature line starts the line (indented lines are examples and reprs) or follows ``.. function::``
 _SIG_START = re.compile(r"^(?:\s*\.\. (?:function|method):: )?(?:torch\.(?:nn\.functional\.)?|Tensor\.)?"
                         r"(?P<name>\w+)\(")
@@ -170,6 +195,8 @@ def compare(torch_sigs, fg_p: Params):
         for i, n in enumerate(tp.positional):
             if n in _IGNORED:
                 continue
+            if keyword.iskeyword(n) and n + "_" in fg_p.names and fg_p.var_kw:
+                continue  # ``uniform_(from)``: a Python keyword, taken through **kwargs (``n_`` by name)
             if n in fg_p.names:
                 # the same name at another position: a positional call means something else in forgegrad
                 if n in fg_p.positional and fg_p.positional.index(n) != i and n not in gaps:
@@ -220,6 +247,9 @@ def audit(areas=("F", "torch", "Tensor"), only=None):
             gaps = compare(tsigs, fp)
             for p in _DOC_ERRATA.get((area, name), ()):
                 gaps.pop(p, None)
+            for p in _TYPE_RESOLVED.get((area, name), ()):
+                if gaps.get(p) == "moved":
+                    gaps.pop(p)
             rows.append((area, name, gaps))
     return rows
 

@@ -45,6 +45,8 @@ from ._linalg_lu import (cholesky_inverse, cholesky_solve, lu_unpack, torch_lu a
                          torch_lu_solve as lu_solve)
 from ._linalg_house import (geqrf, householder_product as orgqr, ormqr, pinverse, torch_cholesky as cholesky,  # noqa: E402
                             torch_qr as qr, torch_svd as svd, triangular_solve)
+from . import _torch_named_args  # noqa: E402
+_torch_named_args.install(globals())  # torch.det(input), torch.pow(input, exponent), Tensor.to's overloads, ...
 from . import _torch_dtype_utils, _torch_globals, _torch_functional_aliases, _torch_tensor_attrs  # noqa: E402
 for _m in (_torch_dtype_utils, _torch_globals, _torch_functional_aliases):  # torch's globals and F aliases
     _m.install(globals())

@@ -196,15 +196,17 @@ def rand_like(input, dtype=None, requires_grad=False, device=None, *, generator=
     return _float_like(input, dtype, lambda s, dt: gen.random(s, dtype=dt), requires_grad, device, mean=0.5)
 
 
-def randint(*args, size=None, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
-    """randint(high, size) or randint(low, high, size): int64 values in [low, high) (torch's signatures)."""
-    if size is not None:
-        args = args + (size,)
-    if len(args) == 2:
-        low, (high, size) = 0, args
-    elif len(args) == 3:
-        low, high, size = args
-    else:
+def randint(low=None, high=None, size=None, *, dtype=None, requires_grad=False, device=None,
+            generator=None) -> Tensor:
+    """randint(high, size) or randint(low, high, size): int64 values in [low, high) (torch's signatures; by keyword
+    too: ``randint(low=0, high=5, size=(3,))``, ``randint(high=5, size=(3,))``)."""
+    if size is None and low is not None and high is not None:  # randint(high, size), positionally
+        low, high, size = 0, low, high
+    elif high is None and low is not None:  # randint(high, size=...)
+        low, high = 0, low
+    elif low is None:  # randint(high=..., size=...)
+        low = 0
+    if high is None or size is None:
         raise TypeError("randint() takes (high, size) or (low, high, size)")
     if isinstance(size, (int, np.integer)):
         raise TypeError(f"randint(): size must be a tuple of ints, got {size!r} (write ({size},))")

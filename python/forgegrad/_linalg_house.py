@@ -225,12 +225,13 @@ def torch_qr(input, some: bool = True):
     return R.qr(*_L().qr(input, "reduced" if _C.check_bool(some, "some", "qr") else "complete"))
 
 
-def triangular_solve(b, A, upper: bool = True, transpose: bool = False, unitriangular: bool = False):
-    """``torch.triangular_solve(b, A)`` (deprecated in torch): (solution of op(A) X = b, a copy of A broadcast to the
-    solution's batch dims, as torch's), op(A) = A or A^T; upper=True by default, as torch's."""
+def triangular_solve(input, A, upper: bool = True, transpose: bool = False, unitriangular: bool = False):
+    """``torch.triangular_solve(b, A)`` (deprecated in torch; by keyword ``input=`` and ``A=``, torch's names):
+    (solution of op(A) X = b, a copy of A broadcast to the solution's batch dims, as torch's), op(A) = A or A^T;
+    upper=True by default, as torch's."""
     L = _L()
     op = "triangular_solve"
-    b = L._t(b, "b", op)
+    b = L._t(input, "input", op)
     A = L._t(A, "A", op, square=True)
     upper = _C.check_bool(upper, "upper", op)
     unitriangular = _C.check_bool(unitriangular, "unitriangular", op)

@@ -26,6 +26,22 @@ def _shape_args(shape):
     return tuple(shape)
 
 
+def _args_or_keyword(args, value, name, who):
+    """torch's ``x.reshape(2, 3)`` / ``x.reshape((2, 3))`` or, by keyword, ``x.reshape(shape=(2, 3))``."""
+    if value is None:
+        return _shape_args(args)
+    if args:
+        raise TypeError(f"{who}() got multiple values for argument '{name}'")
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _max_min_other(dim, other, keepdim, who):
+    """The tensor of ``x.max(other)`` / ``x.max(other=...)`` (torch's overload; no dim or keepdim with it)."""
+    if other is not None and dim is not None or keepdim is not False:
+        raise TypeError(f"{who}(): give other (a tensor), or dim and keepdim, not both")
+    return _other_tensor(dim if other is None else other, who)
+
+
 def _other_tensor(other, name):
     """torch.maximum and its kin take a tensor ``other`` (a number raises there too: use clamp)."""
     if not isinstance(other, TensorMethods):
@@ -145,7 +161,9 @@ class TensorMethods:
             rem = _OPS["remainder"](self, other)
             return q + (rem != 0).to(q.dtype) * (q < 0).to(q.dtype)
         return (self / other).trunc()
-    pow = __pow__
+
+    def pow(self, exponent):
+        return _OPS["pow"](self, self._operand(exponent))
     neg = __neg__
     abs = __abs__
 
@@ -287,13 +305,19 @@ class TensorMethods:
     def amin(self, dim=None, keepdim=False):
         return _OPS["amin"](self, dim=dim, keepdim=keepdim)
 
-    def max(self, dim=None, keepdim=False):
-        """max() -> 0-d tensor; max(dim) -> return_types.max(values, indices), torch's named tuple."""
+    def max(self, dim=None, keepdim=False, *, other=None):
+        """max() -> 0-d tensor; max(dim) -> return_types.max(values, indices), torch's named tuple; max(other), a
+        tensor (also by keyword, as torch's): torch.maximum."""
+        if other is not None or isinstance(dim, TensorMethods):
+            return self.maximum(_max_min_other(dim, other, keepdim, "max"))
         if dim is None:
             return _OPS["amax"](self, dim=None, keepdim=False)
         return return_types.max(*_OPS["max_dim"](self, dim, keepdim=keepdim))
 
-    def min(self, dim=None, keepdim=False):
+    def min(self, dim=None, keepdim=False, *, other=None):
+        """min() -> 0-d tensor; min(dim) -> return_types.min(values, indices); min(other): torch.minimum."""
+        if other is not None or isinstance(dim, TensorMethods):
+            return self.minimum(_max_min_other(dim, other, keepdim, "min"))
         if dim is None:
             return _OPS["amin"](self, dim=None, keepdim=False)
         return return_types.min(*_OPS["min_dim"](self, dim, keepdim=keepdim))
@@ -341,13 +365,21 @@ class TensorMethods:
         return _OPS["where"](pos, safe.sqrt() if p == 2 else safe ** (1.0 / p), 0.0)
 
     # ---- shapes ---------------------------------------------------------------------------------------
-    def reshape(self, *shape):
-        return _OPS["reshape"](self, _shape_args(shape))
+    def reshape(self, *args, shape=None):
+        return _OPS["reshape"](self, _args_or_keyword(args, shape, "shape", "reshape"))
 
-    view = reshape
+    def view(self, *args, size=None, dtype=None):
+        """view(*shape), view(size=shape), or view(dtype): the same bytes read as another dtype (torch's; see
+        _torch_named_args.view_dtype)."""
+        from ._torch_named_args import is_dtype, view_dtype
+        if dtype is not None or (len(args) == 1 and is_dtype(args[0])):
+            if args and dtype is not None or size is not None:
+                raise TypeError("view(): give a shape or a dtype, not both")
+            return view_dtype(self, args[0] if args else dtype)
+        return _OPS["reshape"](self, _args_or_keyword(args, size, "size", "view"))
 
-    def permute(self, *dims):
-        return _OPS["permute"](self, _shape_args(dims))
+    def permute(self, *args, dims=None):
+        return _OPS["permute"](self, _args_or_keyword(args, dims, "dims", "permute"))
 
     def transpose(self, dim0, dim1):
         d0, d1 = single_axis(dim0, self.ndim, "dim0"), single_axis(dim1, self.ndim, "dim1")
@@ -363,14 +395,14 @@ class TensorMethods:
     def T(self):
         return self.permute(*reversed(range(self.ndim)))
 
-    def expand(self, *shape):
-        return _OPS["expand"](self, _shape_args(shape))
+    def expand(self, *args, size=None):
+        return _OPS["expand"](self, _args_or_keyword(args, size, "size", "expand"))
 
-    def repeat(self, *sizes):
+    def repeat(self, *args, repeats=None):
         """torch's ``Tensor.repeat``: the tensor tiled ``sizes[i]`` times along dim i; more sizes than dims
         add leading dims (``x.repeat(2, 1, 1)`` of a (3, 4) tensor is (2, 3, 4)). Made of reshape and expand,
         so its gradient (each tile's gradient summed back) has every derivative order and an ONNX export."""
-        sizes = _shape_args(sizes)
+        sizes = _args_or_keyword(args, repeats, "repeats", "repeat")
         if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
             raise TypeError(f"repeat: sizes must be ints, got {sizes!r}")
         if len(sizes) < self.ndim:
@@ -383,9 +415,9 @@ class TensorMethods:
         x = x.expand(tuple(d for n, s in zip(sizes, shape) for d in (int(n), s)))
         return x.reshape(tuple(int(n) * s for n, s in zip(sizes, shape)))
 
-    def tile(self, *dims):
+    def tile(self, *args, dims=None):
         """torch's ``tile``: ``repeat`` where fewer ``dims`` than the tensor's dims are padded with leading 1s."""
-        dims = _shape_args(dims)
+        dims = _args_or_keyword(args, dims, "dims", "tile")
         return self.repeat((1,) * (self.ndim - len(dims)) + tuple(dims))
 
     # Dims are checked like torch's: out of range raises IndexError (never wraps around).
@@ -435,8 +467,16 @@ class TensorMethods:
             raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size})")
         return self[(slice(None),) * d + (slice(start, start + length),)]
 
-    def split(self, split_size_or_sections, dim=0):
-        """Pieces of ``split_size`` along dim (the last may be smaller), or of the given sizes."""
+    def split(self, split_size=None, dim=0, *, split_size_or_sections=None):
+        """Pieces of ``split_size`` along dim (the last may be smaller), or of the given sizes (torch's name is
+        ``split_size``; forgegrad's ``split_size_or_sections``, torch.split's, is taken too)."""
+        if split_size_or_sections is not None:
+            if split_size is not None:
+                raise TypeError("split() got split_size and split_size_or_sections: give one")
+            split_size = split_size_or_sections
+        if split_size is None:
+            raise TypeError("split() missing 1 required argument: 'split_size'")
+        split_size_or_sections = split_size
         d = single_axis(dim, self.ndim)
         size = self.shape[d]
         if isinstance(split_size_or_sections, (int, np.integer)):
@@ -467,14 +507,14 @@ class TensorMethods:
 
     # ---- new tensors like this one (dtype and device) ----------------------------------------------
     # ``device``: this tensor's unless given (torch's)
-    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(np.zeros, size, dtype, requires_grad, device)
+    def new_zeros(self, *args, size=None, dtype=None, device=None, requires_grad=False):
+        return self._new(np.zeros, _args_or_keyword(args, size, "size", "new_zeros"), dtype, requires_grad, device)
 
-    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(np.ones, size, dtype, requires_grad, device)
+    def new_ones(self, *args, size=None, dtype=None, device=None, requires_grad=False):
+        return self._new(np.ones, _args_or_keyword(args, size, "size", "new_ones"), dtype, requires_grad, device)
 
-    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        return self._new(np.empty, size, dtype, requires_grad, device)
+    def new_empty(self, *args, size=None, dtype=None, device=None, requires_grad=False):
+        return self._new(np.empty, _args_or_keyword(args, size, "size", "new_empty"), dtype, requires_grad, device)
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
         return self._new(lambda shape, dtype: np.full(shape, fill_value, dtype), (size,), dtype, requires_grad,

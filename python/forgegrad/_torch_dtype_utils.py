@@ -132,12 +132,12 @@ def _combine(higher, lower):
     return higher
 
 
-def result_type(tensor1, tensor2):
-    """torch.result_type(tensor1, tensor2): the dtype an arithmetic op on the two would give. Each is a Tensor or
-    a Python number; tensors with dimensions take priority over 0-d tensors, which take priority over numbers
-    (a float number gives the default dtype)."""
+def result_type(tensor, other):
+    """torch.result_type(tensor, other) (torch's docstring says tensor1, tensor2; torch takes these names): the dtype
+    an arithmetic op on the two would give. Each is a Tensor or a Python number; tensors with dimensions take priority
+    over 0-d tensors, which take priority over numbers (a float number gives the default dtype)."""
     groups = [None, None, None]  # dimensioned tensors, 0-d tensors, numbers
-    for name, v in (("tensor1", tensor1), ("tensor2", tensor2)):
+    for name, v in (("tensor", tensor), ("other", other)):
         if isinstance(v, Tensor):
             i, d = (0 if v.ndim else 1), v.dtype
         elif isinstance(v, (builtins.bool, np.bool_)):

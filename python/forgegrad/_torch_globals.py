@@ -305,20 +305,32 @@ def scalar_tensor(s, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _finish(Tensor(np.array(s, dtype=dt), dtype=dt), device, requires_grad)
 
 
-def from_dlpack(ext_tensor) -> Tensor:
+def from_dlpack(ext_tensor, *, device=None, copy=None) -> Tensor:
     """torch.from_dlpack: a tensor sharing the memory of a CPU object with ``__dlpack__`` (a numpy array, a torch
-    tensor, ...), through numpy's DLPack import; the dtype must be one forgegrad tensors hold."""
+    tensor, ...), through numpy's DLPack import; the dtype must be one forgegrad tensors hold. ``copy=True``: a copy
+    (never shared), ``copy=False``: shared or BufferError, None: shared where it can be (torch's). ``device``: where
+    the result lives (a device other than the CPU copies it there; copy=False then raises; meta is refused, as
+    torch's)."""
     if not hasattr(ext_tensor, "__dlpack__"):
         raise TypeError(f"from_dlpack(): argument 'ext_tensor' must implement __dlpack__, got "
                         f"{type(ext_tensor).__name__}")
+    if copy is not None and not isinstance(copy, bool):
+        raise TypeError(f"from_dlpack(): argument 'copy' must be a bool or None, got {type(copy).__name__}")
+    from .devices import device as _device
+    where = None if device is None else _device(device).type
+    if where == "meta":
+        raise BufferError("from_dlpack(): cannot import into the meta device (it holds no data), as torch's")
+    if where not in (None, "cpu") and copy is False:
+        raise BufferError(f"from_dlpack(): device={where!r} needs a copy of the CPU data, and copy=False")
     try:
-        arr = np.from_dlpack(ext_tensor)
+        arr = np.from_dlpack(ext_tensor, copy=copy)
     except (RuntimeError, BufferError, TypeError, ValueError) as e:
         raise TypeError(f"from_dlpack(): numpy cannot import this object (forgegrad takes CPU memory only): {e}") \
             from None
     if not _storable(arr):
         raise TypeError(f"from_dlpack(): dtype {arr.dtype} is not one forgegrad tensors hold")
-    return Tensor(arr, dtype=arr.dtype)
+    out = Tensor(arr, dtype=arr.dtype)
+    return out if where in (None, "cpu") else out.to(where)
 
 
 FUNCTIONS = {f.__name__: f for f in (

@@ -47,8 +47,12 @@ def _inplace_method(fn, name):
     return method
 
 
-def flip(self, *dims):
-    """Tensor.flip(dims) or Tensor.flip(d0, d1, ...)."""
+def flip(self, *dims, **kwargs):
+    """Tensor.flip(dims), Tensor.flip(d0, d1, ...) or Tensor.flip(dims=...) (torch's keyword)."""
+    if kwargs:
+        if set(kwargs) != {"dims"} or dims:
+            raise TypeError(f"flip() got unexpected arguments {sorted(kwargs)} (it takes dims)")
+        dims = (kwargs["dims"],)
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
         dims = tuple(dims[0])
     return _ts.flip(self, dims)

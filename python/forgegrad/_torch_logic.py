@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import return_types
-from ._torch_install import method, op_function
+from ._torch_install import method, method_signature, op_function, positional
 from .ops.registry import _OPS
 from .tensor import Tensor
 
@@ -77,8 +77,16 @@ def _unary(name):
 
 
 _BINARY = ("logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift",
-           "bitwise_right_shift", "gcd", "lcm", "heaviside")
+           "bitwise_right_shift", "gcd", "lcm")
 FUNCTIONS.update({n: _binary(n) for n in _BINARY})
+
+
+def heaviside(input, values):
+    """torch.heaviside(input, values): 0 where input < 0, 1 where input > 0, ``values`` where input == 0."""
+    return _OPS["heaviside"](input, values)
+
+
+FUNCTIONS["heaviside"] = heaviside
 FUNCTIONS.update({n: _unary(n) for n in ("logical_not", "bitwise_not")})
 
 
@@ -145,8 +153,12 @@ _method = method
 
 def _inplace_method(name, cast):
     fn = FUNCTIONS[name]
+    sig = method_signature(fn)
 
-    def m(self, *args):
+    def m(self, *args, **kwargs):
+        args, kwargs = positional(sig, self, args, kwargs)
+        if kwargs:
+            raise TypeError(f"{name}_() got an unexpected keyword argument {next(iter(kwargs))!r}")
         others = tuple(a for a in args if isinstance(a, Tensor))
         pos = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
 
@@ -158,6 +170,7 @@ def _inplace_method(name, cast):
         return self._inplace(compute, name + "_", *others, cast=cast)
     m.__name__ = name + "_"
     m.__doc__ = f"In-place {name} (Tensor.{name}_ of torch)" + (": 0/1 in self's dtype." if cast else ".")
+    m.__signature__ = sig
     return m
 
 

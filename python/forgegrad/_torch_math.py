@@ -310,19 +310,25 @@ def mv(input, vec):
     return _mat(input, "input", "mv") @ _vec(vec, "vec", "mv")
 
 
-def dot(input, tensor):
-    _vec(input, "input", "dot")
-    _vec(tensor, "tensor", "dot")
+def _dot(input, tensor, who, name):
+    _vec(input, "input", who)
+    _vec(tensor, name, who)
     if input.shape[0] != tensor.shape[0]:
-        raise ValueError(f"dot(): 1-D tensors of sizes {input.shape[0]} and {tensor.shape[0]} cannot be multiplied")
+        raise ValueError(f"{who}(): 1-D tensors of sizes {input.shape[0]} and {tensor.shape[0]} cannot be multiplied")
     if input.dtype.is_floating_point and tensor.dtype.is_floating_point:
         return (input * tensor).sum()
     if input.dtype != tensor.dtype:
-        raise TypeError(f"dot(): expected both vectors to have the same dtype, got {input.dtype} and {tensor.dtype}")
+        raise TypeError(f"{who}(): expected both vectors to have the same dtype, got {input.dtype} and {tensor.dtype}")
     return input @ tensor  # integers: in their own dtype, as torch's (a sum would widen int32 to int64)
 
 
-vdot = dot  # real tensors only: no conjugate to take
+def dot(input, tensor):
+    return _dot(input, tensor, "dot", "tensor")
+
+
+def vdot(input, other):
+    """torch.vdot(input, other): the dot product (real tensors only: no conjugate to take)."""
+    return _dot(input, other, "vdot", "other")
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):

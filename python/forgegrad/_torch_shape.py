@@ -188,21 +188,36 @@ def _split_along(input, indices_or_sections, d, who):
     return tensor_split(input, indices_or_sections, d)
 
 
-def hsplit(input, indices_or_sections):
+def _sections(indices_or_sections, sections, indices, who):
+    """numpy's (and forgegrad's) indices_or_sections, or torch's keywords sections= (an int) / indices= (a list)."""
+    given = [v for v in (indices_or_sections, sections, indices) if v is not None]
+    if len(given) != 1:
+        raise TypeError(f"{who}() takes one of indices_or_sections, sections= (an int) or indices= (a list)")
+    if sections is not None and not isinstance(sections, _INT):
+        raise TypeError(f"{who}(): argument 'sections' must be an int, got {type(sections).__name__}")
+    if indices is not None and isinstance(indices, _INT):
+        raise TypeError(f"{who}(): argument 'indices' must be a list of ints, got an int (use sections=)")
+    return given[0]
+
+
+def hsplit(input, indices_or_sections=None, *, sections=None, indices=None):
     """tensor_split along dim 1 (dim 0 for a 1-d tensor); an int must divide that dim."""
+    indices_or_sections = _sections(indices_or_sections, sections, indices, "hsplit")
     if _t(input, "input", "hsplit").ndim < 1:
         raise RuntimeError("torch.hsplit requires a tensor with at least 1 dimension, but got a tensor with 0 dims")
     return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit")
 
 
-def vsplit(input, indices_or_sections):
+def vsplit(input, indices_or_sections=None, *, sections=None, indices=None):
+    indices_or_sections = _sections(indices_or_sections, sections, indices, "vsplit")
     if _t(input, "input", "vsplit").ndim < 2:
         raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with "
                            f"{input.ndim} dimensions")
     return _split_along(input, indices_or_sections, 0, "vsplit")
 
 
-def dsplit(input, indices_or_sections):
+def dsplit(input, indices_or_sections=None, *, sections=None, indices=None):
+    indices_or_sections = _sections(indices_or_sections, sections, indices, "dsplit")
     if _t(input, "input", "dsplit").ndim < 3:
         raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with "
                            f"{input.ndim} dimensions")
@@ -377,11 +392,15 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
 
 
 # ---- repeats ---------------------------------------------------------------------------------------------------
-def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+def repeat_interleave(input=None, repeats=None, dim=None, *, output_size=None):
     """Each element (dim=None: of the flattened input) or slice along dim repeated ``repeats`` times in place;
-    ``repeats`` an int or an int tensor (one count per slice, or one for all). ``repeat_interleave(counts)`` alone:
-    arange(len(counts)) repeated by the counts."""
+    ``repeats`` an int or an int tensor (one count per slice, or one for all). ``repeat_interleave(counts)`` (or
+    ``repeat_interleave(repeats=counts)``, torch's other overload) alone: arange(len(counts)) repeated by the counts."""
     from ._torch_indexing import _wrap
+    if input is None and repeats is not None:  # torch's repeat_interleave(repeats) by keyword
+        if dim is not None:
+            raise TypeError("repeat_interleave(): repeats alone takes no dim (give input too)")
+        input, repeats = repeats, None
     _t(input, "input", "repeat_interleave")
     if repeats is None:  # the tensor-only form
         if input.ndim > 1 or _kind(input) not in "iu":

@@ -85,8 +85,8 @@ def _cross(self, other, dim=None):
     return _ts.cross(self, other, dim)
 
 
-def _sum_to_size(self, *size):
-    return _tm.sum_to_size(self, *size)
+def _sum_to_size(self, *args, size=None):
+    return _tm.sum_to_size(self, *args, size=size)
 
 
 def _mT(self):

@@ -246,9 +246,15 @@ def renorm(input, p, dim, maxnorm):
     return input * factor
 
 
-def sum_to_size(input, *size):
-    """input summed down to ``size`` (the reverse of expand); the tensor itself when it has that size."""
+def sum_to_size(input, *args, size=None):
+    """input summed down to ``size`` (the reverse of expand; by keyword too, as torch's); the tensor itself when it
+    has that size."""
     _t(input, "input", "sum_to_size")
+    if size is not None:
+        if args:
+            raise TypeError("sum_to_size() got multiple values for argument 'size'")
+        args = (size,)
+    size = args
     size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (list, tuple)) else tuple(size)
     if not all(isinstance(s, _INT) and not isinstance(s, bool) for s in size):
         raise TypeError(f"sum_to_size(): argument 'size' must be ints, got {size!r}")

@@ -45,7 +45,12 @@ def _np_dtype(dtype) -> np.dtype:
     return _dtypes.default_float() if dtype is None else _dtypes.to_numpy(dtype)
 
 
-def _shape(shape) -> Tuple[int, ...]:
+def _shape(shape, size=None) -> Tuple[int, ...]:
+    """``zeros(2, 3)``, ``zeros((2, 3))`` or torch's keyword ``zeros(size=(2, 3))``."""
+    if size is not None:
+        if shape:
+            raise TypeError("got a shape and size=: give one")
+        shape = (size,) if isinstance(size, (tuple, list)) else ((size,),)
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     return tuple(int(s) for s in shape)
@@ -97,18 +102,18 @@ def placed(t: Tensor, device) -> Tensor:
     return out
 
 
-def zeros(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def zeros(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.zeros(shape, dt), requires_grad, fill=0)
 
 
-def ones(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def ones(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.ones(shape, dt), requires_grad, fill=1)
 
 
-def empty(*shape, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape, dt = _shape(shape), _np_dtype(dtype)
+def empty(*shape, size=None, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape, dt = _shape(shape, size), _np_dtype(dtype)
     return _factory(device, shape, dt, lambda: np.empty(shape, dt), requires_grad, fill=None)
 
 
@@ -123,8 +128,8 @@ def _fill_dtype(fill_value) -> np.dtype:
     return _dtypes.default_float()
 
 
-def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
-    shape = _shape((shape,))
+def full(size, fill_value, requires_grad=False, dtype=None, device=None) -> Tensor:
+    shape = _shape((size,))
     dt = _fill_dtype(fill_value) if dtype is None else _np_dtype(dtype)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
@@ -135,8 +140,11 @@ def full(shape, fill_value, requires_grad=False, dtype=None, device=None) -> Ten
     return _factory(device, shape, dt, host, requires_grad, fill=fill_value)
 
 
-def arange(*args, dtype=None, device=None, requires_grad=False) -> Tensor:
-    t = Tensor(np.arange(*args), dtype=dtype, requires_grad=requires_grad)
+def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """torch.arange(end), arange(start, end, step=1); by keyword too (``arange(end=5)``, ``arange(1, end=5)``)."""
+    if end is None:
+        start, end = 0, start
+    t = Tensor(np.arange(start, end, step), dtype=dtype, requires_grad=requires_grad)
     return placed(t, device)
 
 
@@ -159,13 +167,13 @@ def _float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def randn(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
-    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "randn")
+def randn(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "randn")
     return _factory(device, shape, dt, lambda: gen.standard_normal(shape, dtype=dt), requires_grad)
 
 
-def rand(*shape, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
-    dt, shape, gen = _float_dtype(dtype), _shape(shape), _random.resolve(generator, "rand")
+def rand(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "rand")
     return _factory(device, shape, dt, lambda: gen.random(shape, dtype=dt), requires_grad)
 
 
@@ -181,14 +189,21 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return _OPS["stack"](*tensors, dim=dim)
 
 
-def where(condition, a, b) -> Tensor:
-    """Elementwise ``a`` where condition else ``b`` (with broadcasting); condition is cast to bool.
+def where(condition, input=None, other=None) -> Tensor:
+    """Elementwise ``input`` where condition else ``other`` (with broadcasting); condition is cast to bool.
+    ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``, as torch's.
 
     A tensor condition stays a tensor (cast by a recorded op when it is not bool) so that
     autograd.trace() links the result to the op that computed the condition.
     """
+    if input is None and other is None:
+        if not isinstance(condition, Tensor):
+            raise TypeError(f"where(): argument 'condition' must be a Tensor, got {type(condition).__name__}")
+        return condition.nonzero(as_tuple=True)
+    if input is None or other is None:
+        raise TypeError("where() takes condition alone, or condition, input and other")
     if isinstance(condition, Tensor):
         cond = condition.bool()
     else:
         cond = np.asarray(condition).astype(bool)
-    return _OPS["where"](cond, a, b)
+    return _OPS["where"](cond, input, other)

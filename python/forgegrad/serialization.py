@@ -107,16 +107,44 @@ def _check_metadata(metadata) -> Optional[Dict[str, str]]:
     return dict(metadata)
 
 
-def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Write ``state_dict`` to ``path`` as safetensors, atomically (never pickle).
+_MISSING = object()
+
+
+def _pickle_module(pickle_module, who):
+    """torch's pickle_module=: None or the standard pickle (torch's default); another (dill, ...) is refused."""
+    import pickle
+    if pickle_module is not None and pickle_module is not pickle:
+        raise TypeError(f"{who}: pickle_module= is not supported (forgegrad checkpoints are safetensors, never "
+                        f"pickle), got {getattr(pickle_module, '__name__', pickle_module)!r}")
+
+
+def _renamed(value, alias, torch_name, alias_name, who):
+    """torch's argument, or forgegrad's earlier keyword name for it (``save(state_dict=..., path=...)``)."""
+    if alias is _MISSING:
+        if value is _MISSING:
+            raise TypeError(f"{who}() missing required argument {torch_name!r}")
+        return value
+    if value is not _MISSING:
+        raise TypeError(f"{who}() got {torch_name} and {alias_name} (the same argument): give one")
+    return alias
+
+
+def save(obj=_MISSING, f=_MISSING, pickle_module=None, pickle_protocol=2, _use_new_zipfile_serialization=True,
+         _disable_byteorder_record=False, *, metadata: Optional[Mapping[str, str]] = None, state_dict=_MISSING,
+         path=_MISSING) -> None:
+    """Write ``obj`` (a state dict) to ``f`` as safetensors, atomically (never pickle). torch's signature:
+    ``save(obj, f, pickle_module, pickle_protocol, _use_new_zipfile_serialization, _disable_byteorder_record)``;
+    the last three choose details of torch's pickle / zip format and are accepted without effect (the file is
+    safetensors whatever they say); pickle_module other than None or ``pickle`` is refused. forgegrad's keyword
+    names ``state_dict=`` and ``path=`` are taken too.
 
     Args:
-        state_dict: a dict. Either str -> Tensor / Parameter / numpy array (``model.state_dict()``),
+        obj (state_dict): a dict. Either str -> Tensor / Parameter / numpy array (``model.state_dict()``),
             stored as plain safetensors tensors; or a nested state such as
             ``{"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}``: dicts with
             str or int keys, lists, tuples, arrays and int/float/bool/str/None values (see the
             module docstring for the layout).
-        path: destination file (its directory must exist). Conventionally ``*.safetensors``. A
+        f (path): destination file (its directory must exist). Conventionally ``*.safetensors``. A
             symlink is written through; an existing file keeps its permissions. Or a binary file
             object (``io.BytesIO``, ``open(p, "wb")``): the bytes are written to it in one call and
             it is left open (atomicity is then the caller's).
@@ -132,6 +160,14 @@ def save(state_dict: Mapping, path: PathLike, metadata: Optional[Mapping[str, st
 
     Nothing is written unless the whole state serialises; the previous file is then kept intact.
     """
+    state_dict = _renamed(obj, state_dict, "obj", "state_dict", "save")
+    path = _renamed(f, path, "f", "path", "save")
+    if isinstance(pickle_module, Mapping):  # forgegrad's save(state_dict, path, metadata) before torch's order
+        raise TypeError("forgegrad.save: the third argument is torch's pickle_module; pass metadata by keyword "
+                        "(save(obj, f, metadata={...}))")
+    _pickle_module(pickle_module, "forgegrad.save")
+    if isinstance(pickle_protocol, bool) or not isinstance(pickle_protocol, int):
+        raise TypeError(f"forgegrad.save: pickle_protocol must be an int, got {type(pickle_protocol).__name__}")
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"forgegrad.save: expected a dict (e.g. model.state_dict(), or a nested dict such as "
                         f"{{'model': ..., 'optimizer': ...}}), got {type(state_dict).__name__}")
@@ -192,7 +228,7 @@ def _corrupt(path, err) -> ValueError:
                       f"(corrupt or truncated file?): {err}")
 
 
-def load(path: PathLike, map_location=None, *, weights_only=None, mmap=None):
+def load(f=_MISSING, map_location=None, pickle_module=None, *, weights_only=None, mmap=None, path=_MISSING):
     """Read a checkpoint written by ``save`` (or any safetensors file), from a path or a binary file
     object (read from its current position; left open).
 
@@ -217,8 +253,11 @@ def load(path: PathLike, map_location=None, *, weights_only=None, mmap=None):
             (tampered or damaged). Loading never runs code from the file.
 
     ``weights_only`` (torch's): any value is accepted, since every forgegrad load is weights-only (safetensors,
-    never pickle). ``mmap=True`` is refused (the arrays are read into memory).
+    never pickle). ``mmap=True`` is refused (the arrays are read into memory), and so is a ``pickle_module`` other
+    than None or ``pickle``. ``f`` is torch's name; forgegrad's ``path=`` is taken too.
     """
+    path = _renamed(f, path, "f", "path", "load")
+    _pickle_module(pickle_module, "forgegrad.load")
     if weights_only is not None and not isinstance(weights_only, bool):
         raise TypeError(f"load(): weights_only must be a bool or None, got {type(weights_only).__name__}")
     if mmap:

@@ -443,20 +443,19 @@ class Tensor(TensorMethods):
     def bool(self) -> "Tensor":
         return self._cast(np.bool_)
 
-    def to(self, device_or_dtype=None, dtype=None, non_blocking=False, copy=False) -> "Tensor":
-        """to(dtype), to(device, dtype=None) or to(other) (other's device and dtype), as torch's.
+    def to(self, *args, **kwargs) -> "Tensor":
+        """to(device=None, dtype=None, non_blocking=False, copy=False), to(dtype, non_blocking=False, copy=False)
+        or to(tensor, non_blocking=False, copy=False) (tensor's device and dtype), as torch's: the first positional
+        argument's type picks the overload (forgegrad/_torch_named_args.py).
 
         Moving between devices is recorded by autograd (the gradient flows back to this tensor's
         device) when this tensor requires grad."""
-        if isinstance(device_or_dtype, Tensor):
-            device_or_dtype, dtype = device_or_dtype.device, device_or_dtype.dtype
-        device = None
-        if isinstance(device_or_dtype, _devices.device) or _devices.is_device_name(device_or_dtype):
-            device = device_or_dtype
-        elif device_or_dtype is not None:
-            if dtype is not None:
-                raise TypeError(f"to(): got two dtypes, {device_or_dtype!r} and dtype={dtype!r}")
-            dtype = device_or_dtype
+        from ._torch_named_args import to_arguments
+        device, dtype, non_blocking, copy = to_arguments(args, kwargs)
+        if device is not None and not (isinstance(device, _devices.device) or _devices.is_device_name(device)):
+            if dtype is not None:  # not a device: forgegrad has always read it as a dtype (a numpy type, ...)
+                raise TypeError(f"to(): got two dtypes, {device!r} and dtype={dtype!r}")
+            device, dtype = None, device
         out = self
         if device is not None:
             dev = _devices.device(device).type  # a clear error for a device that is not available
