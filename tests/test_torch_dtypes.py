@@ -274,3 +274,23 @@ def test_integer_matmul_mm_and_bmm_are_torch_s_exact_products(dtype):
         fg.tensor(a) @ fg.tensor(b.astype(np.float32))
     with pytest.raises(TypeError, match="same dtype"):
         fg.dot(v, v.float())
+
+
+def test_as_tensor_of_a_tensor_as_torch():
+    # torch.as_tensor returns a tensor of the asked dtype and device itself, graph included; another dtype
+    # is a differentiable conversion (was: a detached copy in every case)
+    for lib in (fg, torch):
+        x = lib.ones(3, requires_grad=True)
+        y = x * 2
+        assert lib.as_tensor(y) is y and lib.as_tensor(y, device="cpu") is y
+        assert lib.as_tensor(y, dtype=lib.float32) is y
+        z = lib.as_tensor(y, dtype=lib.float64)
+        assert z.dtype == lib.float64 and z.requires_grad
+        (z * 3).sum().backward()
+        np.testing.assert_array_equal(np.asarray(x.grad.numpy()), np.full(3, 6.0, np.float32))
+    arr = np.zeros(3, np.float32)
+    t = fg.as_tensor(arr)
+    arr[0] = 5  # an ndarray is shared, as torch.as_tensor shares it
+    assert t.numpy()[0] == 5 and torch.as_tensor(arr).numpy()[0] == 5
+    with pytest.raises(TypeError):  # dtype and device are keyword-only, as torch's
+        fg.as_tensor(arr, fg.float64)

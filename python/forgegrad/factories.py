@@ -37,7 +37,18 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     return placed(t, device)
 
 
-as_tensor = tensor
+def as_tensor(data, *, dtype=None, device=None) -> Tensor:
+    """torch.as_tensor: a Tensor of the asked dtype and device is returned itself (its autograd history kept), one
+    of another dtype or device converted with ``to`` (differentiable, as torch's); an ndarray is shared, other data
+    is copied into a new tensor."""
+    if isinstance(data, Tensor):
+        out = data
+        if dtype is not None and _np_dtype(dtype) != out.dtype:
+            out = out.to(dtype)
+        if device is not None:
+            out = out.to(device)
+        return out
+    return tensor(data, dtype=dtype, device=device)
 
 
 def _np_dtype(dtype) -> np.dtype:
