@@ -97,3 +97,14 @@ def test_custom_module_registration():
     assert len(list(net.parameters())) == 5
     with pytest.raises(TypeError):
         net.scale = np.ones(1)
+
+
+def test_module_to_a_tensor_takes_its_dtype_and_device_as_torch():
+    for lib in (fg, torch):
+        m = lib.nn.Linear(2, 3)
+        assert m.to(lib.zeros(1, dtype=lib.float64)) is m
+        assert m.weight.dtype == lib.float64 and m.bias.dtype == lib.float64
+        with pytest.raises(TypeError):
+            m.to(lib.zeros(1, dtype=lib.int64))  # parameters stay floating, as torch's refuses
+    with pytest.raises(TypeError, match="dtype"):
+        fg.nn.Linear(2, 3).to(fg.zeros(1), fg.float64)

@@ -323,8 +323,16 @@ class Module:
         ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
         (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
         C++ kernels are float32: correct, not fast; see docs/torch_compat.md) and the optimizers step
-        it in float64. Returns self.
+        it in float64. ``to(tensor)`` takes that tensor's dtype (a float one) and device, as torch's. Returns self.
         """
+        from ..tensor import Tensor
+        if isinstance(device, Tensor):
+            if dtype is not None:
+                raise TypeError("Module.to(tensor) takes no dtype: the tensor gives it")
+            other = device
+            if not other.dtype.is_floating_point:
+                raise TypeError(f"Module.to: parameters can be float32 or float64, but the tensor is {other.dtype}")
+            device, dtype = other.device, other.dtype
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:
                 raise TypeError(f"Module.to: device must be a str such as 'cpu' or 'meta', got {device!r}")
