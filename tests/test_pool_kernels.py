@@ -155,3 +155,11 @@ def test_pool_errors(rng):
         max_pool2d_backward(y, idx, (2, 4, 6, 6))
     with pytest.raises(ValueError, match="grad_output must have shape"):
         avg_pool2d_backward(y[:, :, :2], x.shape, 2)
+
+
+def test_adaptive_avg_pool2d_global_over_a_large_plane_stays_at_float32_rounding():
+    # a float running sum over 2**22 values drifted ~2e-5 (relative) from the float64 mean; torch's is ~5e-8
+    x = (np.random.default_rng(3).standard_normal((1, 2, 1024, 4096)) + 3).astype(np.float32)
+    ref = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    y = adaptive_avg_pool2d_forward(x, 1)
+    np.testing.assert_allclose(y, ref, rtol=2e-7, atol=0)

@@ -173,10 +173,23 @@ void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int
       const int64_t h0 = oh * H / OH, h1 = ceil_div((oh + 1) * H, OH);
       for (int64_t ow = 0; ow < OW; ++ow) {
         const int64_t w0 = ow * W / OW, w1 = ceil_div((ow + 1) * W, OW);
-        float s = 0.0f;
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) s += xs[h * W + w];
-        ys[oh * OW + ow] = s / static_cast<float>((h1 - h0) * (w1 - w0));
+        // a float64 sum in four independent chains: a global pool over a large plane (a float running sum drifts
+        // by its length times the float step) stays at float32 rounding, and the chains keep the adds pipelined
+        double s = 0.0;
+        for (int64_t h = h0; h < h1; ++h) {
+          const float* row = xs + h * W;
+          double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+          int64_t w = w0;
+          for (; w + 4 <= w1; w += 4) {
+            s0 += row[w];
+            s1 += row[w + 1];
+            s2 += row[w + 2];
+            s3 += row[w + 3];
+          }
+          for (; w < w1; ++w) s0 += row[w];
+          s += (s0 + s1) + (s2 + s3);
+        }
+        ys[oh * OW + ow] = static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0)));
       }
     }
   });
