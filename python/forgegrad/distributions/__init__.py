@@ -11,9 +11,13 @@ from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategor
 from .distribution import Distribution, ExponentialFamily
 from .kl import kl_divergence, register_kl
 from .more import HalfCauchy, HalfNormal, Multinomial, NegativeBinomial, StudentT
+from .more2 import (FisherSnedecor, GeneralizedPareto, InverseGamma, Kumaraswamy, LogisticNormal, Pareto,
+                    Weibull)
+from .more3 import (ContinuousBernoulli, ExpRelaxedCategorical, OneHotCategoricalStraightThrough,
+                    RelaxedOneHotCategorical, VonMises)
 from .multivariate import LowRankMultivariateNormal, MultivariateNormal
 from .relaxed import Gumbel, LogitRelaxedBernoulli, RelaxedBernoulli
-from . import kl_cross  # noqa: E402,F401  (registers the cross-family KL rules)
+from . import kl_cross, kl_more  # noqa: E402,F401  (register the cross-family KL rules)
 from .transforms import (AbsTransform, AffineTransform, CatTransform, ComposeTransform, CorrCholeskyTransform,
                          CumulativeDistributionTransform, ExpTransform, IndependentTransform, LowerCholeskyTransform,
                          PositiveDefiniteTransform, PowerTransform, ReshapeTransform, SigmoidTransform,
@@ -22,6 +26,9 @@ from .transforms import (AbsTransform, AffineTransform, CatTransform, ComposeTra
 from .constraint_registry import biject_to, transform_to
 
 __all__ = [
+    "ContinuousBernoulli", "ExpRelaxedCategorical", "FisherSnedecor", "GeneralizedPareto", "InverseGamma",
+    "Kumaraswamy", "LogisticNormal", "OneHotCategoricalStraightThrough", "Pareto", "RelaxedOneHotCategorical",
+    "VonMises", "Weibull",
     "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "CatTransform", "Categorical", "Cauchy",
     "Chi2", "ComposeTransform", "CorrCholeskyTransform", "CumulativeDistributionTransform", "Dirichlet",
     "Distribution", "ExpTransform", "Exponential", "ExponentialFamily", "Gamma", "Geometric", "Gumbel",
