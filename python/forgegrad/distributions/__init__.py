@@ -11,6 +11,7 @@ from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategor
 from .distribution import Distribution, ExponentialFamily
 from .kl import kl_divergence, register_kl
 from .more import HalfCauchy, HalfNormal, Multinomial, NegativeBinomial, StudentT
+from .matrix import LKJCholesky, Wishart
 from .more2 import (FisherSnedecor, GeneralizedPareto, InverseGamma, Kumaraswamy, LogisticNormal, Pareto,
                     Weibull)
 from .more3 import (ContinuousBernoulli, ExpRelaxedCategorical, OneHotCategoricalStraightThrough,
@@ -26,6 +27,7 @@ from .transforms import (AbsTransform, AffineTransform, CatTransform, ComposeTra
 from .constraint_registry import biject_to, transform_to
 
 __all__ = [
+    "LKJCholesky", "Wishart",
     "ContinuousBernoulli", "ExpRelaxedCategorical", "FisherSnedecor", "GeneralizedPareto", "InverseGamma",
     "Kumaraswamy", "LogisticNormal", "OneHotCategoricalStraightThrough", "Pareto", "RelaxedOneHotCategorical",
     "VonMises", "Weibull",
