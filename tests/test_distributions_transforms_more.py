@@ -179,3 +179,18 @@ def test_transformed_distribution_through_stick_breaking_matches_torch():
     assert tuple(fd.event_shape) == tuple(td.event_shape) == (4,)
     v = R.dirichlet(np.ones(4), 2)
     close(fd.log_prob(fg.tensor(v)), td.log_prob(torch.tensor(v)), 1e-10)
+
+
+def test_public_names_cover_torch_and_mixture_constraint_checks_as_torch():
+    assert not set(TD.__all__) - set(dir(D))
+    assert not set(TT.__all__) - set(dir(D.transforms))
+    assert not set(TD.constraints.__all__) - set(dir(D.constraints))
+    fm = D.MixtureSameFamily(D.Categorical(fg.ones(2, 3)), D.Independent(D.Uniform(fg.zeros(2, 3, 4),
+                                                                                 fg.ones(2, 3, 4)), 1))
+    tm = TD.MixtureSameFamily(TD.Categorical(torch.ones(2, 3)), TD.Independent(TD.Uniform(torch.zeros(2, 3, 4),
+                                                                                       torch.ones(2, 3, 4)), 1))
+    assert repr(fm.support) == repr(tm.support) and fm.support.event_dim == tm.support.event_dim == 1
+    v = R.uniform(-0.2, 1.0, (5, 2, 4))
+    assert np.array_equal(fm.support.check(fg.tensor(v)).numpy(), tm.support.check(torch.tensor(v)).numpy())
+    with pytest.raises(AssertionError, match="base_constraint must be a Constraint"):
+        D.constraints.MixtureSameFamilyConstraint(3)

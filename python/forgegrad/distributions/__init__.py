@@ -23,7 +23,7 @@ from .transforms import (AbsTransform, AffineTransform, CatTransform, ComposeTra
                          CumulativeDistributionTransform, ExpTransform, IndependentTransform, LowerCholeskyTransform,
                          PositiveDefiniteTransform, PowerTransform, ReshapeTransform, SigmoidTransform,
                          SoftmaxTransform, SoftplusTransform, StackTransform, StickBreakingTransform, TanhTransform,
-                         Transform)
+                         Transform, identity_transform)
 from .constraint_registry import biject_to, transform_to
 
 __all__ = [
@@ -40,5 +40,5 @@ __all__ = [
     "PositiveDefiniteTransform", "PowerTransform", "RelaxedBernoulli", "ReshapeTransform", "SigmoidTransform",
     "SoftmaxTransform", "SoftplusTransform", "StackTransform", "StickBreakingTransform", "StudentT",
     "TanhTransform", "Transform", "TransformedDistribution", "Uniform", "biject_to", "constraints", "kl_divergence",
-    "register_kl", "transform_to", "transforms",
+    "register_kl", "transform_to", "identity_transform", "transforms",
 ]
