@@ -255,3 +255,29 @@ def test_pareto_and_continuous_bernoulli_kl_infinities_match_torch():
         fk = D.kl_divergence(getattr(D, pn)(**pair(pp, "float64")[0]), getattr(D, qn)(**pair(qp, "float64")[0]))
         tk = TD.kl_divergence(getattr(TD, pn)(**pair(pp, "float64")[1]), getattr(TD, qn)(**pair(qp, "float64")[1]))
         close(fk, tk, 1e-10, f"{pn} {qn}")
+
+
+PATHWISE = {  # rsample is pathwise: d/dparams of the draws' mean estimates d/dparams of the analytic mean
+    "Pareto": (dict(scale=[1.0, 0.5], alpha=[9.0, 12.0]), lambda d: d.mean),
+    "Weibull": (dict(scale=[1.0, 2.0], concentration=[0.8, 3.0]), lambda d: d.mean),
+    "Kumaraswamy": (dict(concentration1=[0.5, 3.0], concentration0=[2.0, 0.7]), lambda d: d.mean),
+    "InverseGamma": (dict(concentration=[9.0, 12.0], rate=[2.0, 0.5]), lambda d: d.mean),
+    "FisherSnedecor": (dict(df1=[3.0, 10.0], df2=[20.0, 30.0]), lambda d: d.mean),
+    "GeneralizedPareto": (dict(loc=[0.0, 1.0], scale=[1.0, 2.0], concentration=[-0.3, 0.1]), lambda d: d.mean),
+    "ContinuousBernoulli": (dict(probs=[0.1, 0.7]), lambda d: d.mean),
+}
+
+
+@pytest.mark.parametrize("name", list(PATHWISE))
+def test_rsample_gradient_estimates_the_mean_gradient(name):
+    params, target = PATHWISE[name]
+    fa = {k: fg.tensor(np.array(v), requires_grad=True) for k, v in params.items()}
+    d = getattr(D, name)(**fa)
+    fg.manual_seed(4)
+    x = d.rsample((N,))
+    grads = fg.autograd.grad(x.mean(0).sum(), list(fa.values()))
+    exact = fg.autograd.grad(target(getattr(D, name)(**fa)).sum(), list(fa.values()), allow_unused=True)
+    for k, g, e in zip(fa, grads, exact):  # FisherSnedecor's mean does not depend on df1: exact gradient 0
+        e = np.zeros(2) if e is None else e.numpy()
+        # seeded draws (deterministic); over seeds 4-6 the estimates stayed within 1.5% / 0.0015 of the exact values
+        np.testing.assert_allclose(g.numpy(), e, rtol=0.02, atol=0.002, err_msg=f"{name} d/d{k}")
