@@ -162,6 +162,8 @@ _PARAMS = {  # a batch of 3 for each family, in its support
     "Poisson": lambda: dict(rate=_pos(3)),
     "Binomial": lambda: dict(total_count=np.array([4.0, 4.0, 4.0]), probs=R.uniform(0.1, 0.9, 3)),
     "Geometric": lambda: dict(probs=R.uniform(0.1, 0.9, 3)),
+    "Pareto": lambda: dict(scale=R.uniform(0.01, 0.04, 3), alpha=R.uniform(2.5, 4.0, 3)),
+    "ContinuousBernoulli": lambda: dict(probs=np.array([0.2, 0.4995, 0.85])),
 }
 
 

@@ -11,18 +11,34 @@ from .discrete import Bernoulli, Binomial, Categorical, Geometric, OneHotCategor
 from .distribution import Distribution, ExponentialFamily
 from .kl import kl_divergence, register_kl
 from .more import HalfCauchy, HalfNormal, Multinomial, NegativeBinomial, StudentT
+from .matrix import LKJCholesky, Wishart
+from .more2 import (FisherSnedecor, GeneralizedPareto, InverseGamma, Kumaraswamy, LogisticNormal, Pareto,
+                    Weibull)
+from .more3 import (ContinuousBernoulli, ExpRelaxedCategorical, OneHotCategoricalStraightThrough,
+                    RelaxedOneHotCategorical, VonMises)
 from .multivariate import LowRankMultivariateNormal, MultivariateNormal
 from .relaxed import Gumbel, LogitRelaxedBernoulli, RelaxedBernoulli
-from . import kl_cross  # noqa: E402,F401  (registers the cross-family KL rules)
-from .transforms import (AbsTransform, AffineTransform, ComposeTransform, ExpTransform, PowerTransform,
-                         SigmoidTransform, SoftplusTransform, TanhTransform, Transform)
+from . import kl_cross, kl_more  # noqa: E402,F401  (register the cross-family KL rules)
+from .transforms import (AbsTransform, AffineTransform, CatTransform, ComposeTransform, CorrCholeskyTransform,
+                         CumulativeDistributionTransform, ExpTransform, IndependentTransform, LowerCholeskyTransform,
+                         PositiveDefiniteTransform, PowerTransform, ReshapeTransform, SigmoidTransform,
+                         SoftmaxTransform, SoftplusTransform, StackTransform, StickBreakingTransform, TanhTransform,
+                         Transform, identity_transform)
+from .constraint_registry import biject_to, transform_to
 
 __all__ = [
-    "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2",
-    "ComposeTransform", "Dirichlet", "Distribution", "ExpTransform", "Exponential", "ExponentialFamily", "Gamma",
-    "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent", "Laplace", "LogNormal",
-    "LogitRelaxedBernoulli", "LowRankMultivariateNormal", "MixtureSameFamily", "Multinomial", "MultivariateNormal",
-    "NegativeBinomial", "Normal", "OneHotCategorical", "Poisson", "PowerTransform", "RelaxedBernoulli",
-    "SigmoidTransform", "SoftplusTransform", "StudentT", "TanhTransform", "Transform", "TransformedDistribution",
-    "Uniform", "constraints", "kl_divergence", "register_kl", "transforms",
+    "LKJCholesky", "Wishart",
+    "ContinuousBernoulli", "ExpRelaxedCategorical", "FisherSnedecor", "GeneralizedPareto", "InverseGamma",
+    "Kumaraswamy", "LogisticNormal", "OneHotCategoricalStraightThrough", "Pareto", "RelaxedOneHotCategorical",
+    "VonMises", "Weibull",
+    "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "CatTransform", "Categorical", "Cauchy",
+    "Chi2", "ComposeTransform", "CorrCholeskyTransform", "CumulativeDistributionTransform", "Dirichlet",
+    "Distribution", "ExpTransform", "Exponential", "ExponentialFamily", "Gamma", "Geometric", "Gumbel",
+    "HalfCauchy", "HalfNormal", "Independent", "IndependentTransform", "Laplace", "LogNormal",
+    "LogitRelaxedBernoulli", "LowRankMultivariateNormal", "LowerCholeskyTransform", "MixtureSameFamily",
+    "Multinomial", "MultivariateNormal", "NegativeBinomial", "Normal", "OneHotCategorical", "Poisson",
+    "PositiveDefiniteTransform", "PowerTransform", "RelaxedBernoulli", "ReshapeTransform", "SigmoidTransform",
+    "SoftmaxTransform", "SoftplusTransform", "StackTransform", "StickBreakingTransform", "StudentT",
+    "TanhTransform", "Transform", "TransformedDistribution", "Uniform", "biject_to", "constraints", "kl_divergence",
+    "register_kl", "transform_to", "identity_transform", "transforms",
 ]

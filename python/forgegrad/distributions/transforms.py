@@ -464,3 +464,13 @@ class AbsTransform(Transform):
 
     def _inverse(self, y):
         return y
+
+
+# the structured transforms live in transforms_more.py (file size); torch has them all in this module
+from .transforms_more import (CatTransform, CorrCholeskyTransform, CumulativeDistributionTransform,  # noqa: E402
+                              IndependentTransform, LowerCholeskyTransform, PositiveDefiniteTransform,
+                              ReshapeTransform, SoftmaxTransform, StackTransform, StickBreakingTransform)
+
+__all__ += ["CatTransform", "CorrCholeskyTransform", "CumulativeDistributionTransform", "IndependentTransform",
+            "LowerCholeskyTransform", "PositiveDefiniteTransform", "ReshapeTransform", "SoftmaxTransform",
+            "StackTransform", "StickBreakingTransform"]
