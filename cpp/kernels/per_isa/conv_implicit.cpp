@@ -86,16 +86,18 @@ struct Implicit {
 };
 
 #if defined(__AVX512F__)
-// The runs of every (panel, tap, vector) of the tables built below: ops[start[e] .. start[e + 1]).
-void build_runs(const Implicit& s, int64_t npanels, const int32_t* idx, const int32_t* valid, RunOp* ops,
-                int32_t* start) {
+// The runs of every (panel, tap, vector) of the tables built below, nruns to a vector: vector e's are
+// ops[e * nruns .. (e + 1) * nruns), padded with empty runs (zero masks: nothing read or moved) so that
+// every vector loops the same count (a count varying from tap to tap mispredicted ~1 branch per vector).
+// Returns nruns.
+int build_runs(const Implicit& s, int64_t npanels, const int32_t* idx, const int32_t* valid, RunOp* ops) {
   const int64_t sw = s.g->stride_w, max_len = 31 / sw + 1;  // (len - 1) * sw + 1 <= 32 floats
-  int32_t nops = 0;
   const int64_t nvec = npanels * s.KK * kGemmNV;
-  for (int64_t e = 0; e < nvec; ++e) {
-    start[e] = nops;
+  // emit(i, first lane, lanes, offset) for run i of vector e, in lane order; returns the count
+  auto scan = [&](int64_t e, auto emit) {
     const int32_t* ix = idx + e * W;
     const int32_t* ok = valid + e * W;
+    int count = 0;
     for (int l = 0; l < W;) {
       if (!ok[l]) {
         ++l;
@@ -103,17 +105,29 @@ void build_runs(const Implicit& s, int64_t npanels, const int32_t* idx, const in
       }
       int len = 1;
       while (l + len < W && len < max_len && ok[l + len] && ix[l + len] == ix[l] + len * sw) ++len;
-      const int n = static_cast<int>((len - 1) * sw + 1);
-      RunOp& op = ops[nops++];
-      op.off = ix[l];
-      op.mlo = static_cast<uint16_t>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
-      op.mhi = static_cast<uint16_t>(n > 16 ? (1u << (n - 16)) - 1u : 0u);
-      op.mblend = static_cast<uint16_t>(((1u << len) - 1u) << l);
-      op.l0 = static_cast<uint16_t>(l);
+      emit(count++, l, len, ix[l]);
       l += len;
     }
+    return count;
+  };
+  int nruns = 1;
+  for (int64_t e = 0; e < nvec; ++e) {
+    const int c = scan(e, [](int, int, int, int32_t) {});
+    nruns = c > nruns ? c : nruns;
   }
-  start[nvec] = nops;
+  for (int64_t e = 0; e < nvec; ++e) {
+    RunOp* o = ops + e * nruns;
+    int count = scan(e, [&](int i, int l, int len, int32_t off) {
+      const int n = static_cast<int>((len - 1) * sw + 1);
+      o[i].off = off;
+      o[i].mlo = static_cast<uint16_t>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+      o[i].mhi = static_cast<uint16_t>(n > 16 ? (1u << (n - 16)) - 1u : 0u);
+      o[i].mblend = static_cast<uint16_t>(((1u << len) - 1u) << l);
+      o[i].l0 = static_cast<uint16_t>(l);
+    });
+    for (; count < nruns; ++count) o[count] = RunOp{0, 0, 0, 0, 0};
+  }
+  return nruns;
 }
 #endif
 
@@ -141,18 +155,19 @@ void build_tables(const Implicit& s, int64_t q0, int64_t q1, int32_t* idx, int32
 
 // Packed B panel q (kc x kGemmNR) of K rows [pc, pc + kc): row k = (ic, tap) gathered from channel ic.
 void pack_b(const Implicit& s, const float* xg, int64_t HW, int64_t q, int64_t q0, int64_t pc, int64_t kc,
-            const int32_t* idx, const int32_t* valid, const void* runs, const int32_t* start, float* dst) {
+            const int32_t* idx, const int32_t* valid, const void* runs, const int32_t* nruns_p, float* dst) {
   int64_t ic = pc / s.KK, t = pc % s.KK;
   const int64_t tab = (q - q0) * s.KK * kGemmNR;
 #if defined(__AVX512F__)
   const RunOp* ops = static_cast<const RunOp*>(runs);
-  const int32_t* st = start + (q - q0) * s.KK * kGemmNV;
+  const int nruns = *nruns_p;
+  const RunOp* qops = ops + (q - q0) * s.KK * kGemmNV * nruns;
   (void)idx;
   (void)valid;
   (void)tab;
 #else
   (void)runs;
-  (void)start;
+  (void)nruns_p;
 #endif
   for (int64_t k = 0; k < kc; ++k) {
     const float* base = xg + ic * HW;
@@ -160,8 +175,8 @@ void pack_b(const Implicit& s, const float* xg, int64_t HW, int64_t q, int64_t q
     for (int v = 0; v < kGemmNV; ++v) {
       const int64_t e = t * kGemmNV + v;
       __m512 acc = _mm512_setzero_ps();
-      for (int32_t o = st[e]; o < st[e + 1]; ++o) {
-        const RunOp& op = ops[o];
+      for (int o = 0; o < nruns; ++o) {
+        const RunOp& op = qops[e * nruns + o];
         const __m512 lo = _mm512_maskz_loadu_ps(op.mlo, base + op.off);
         const __m512 hi = _mm512_maskz_loadu_ps(op.mhi, base + op.off + 16);
         acc = _mm512_mask_mov_ps(acc, op.mblend, _mm512_permutex2var_ps(lo, s.pat[op.l0], hi));
@@ -182,13 +197,13 @@ void pack_b(const Implicit& s, const float* xg, int64_t HW, int64_t q, int64_t q
 // One unit: group gi, column panels [q0, q1), every row of y.
 void run_unit(const Implicit& s, const float* x, const float* apack, const float* bias, float* y, int act, float alpha,
               int64_t gi, int64_t q0, int64_t q1, float* bpack, int32_t* idx, int32_t* valid, void* runs,
-              int32_t* start, float* tmp) {
+              int32_t* nruns_p, float* tmp) {
   const Conv2dGeom& g = *s.g;
   const int64_t HW = g.H * g.W;
   const float* xg = x + gi * s.Cg * HW;
   build_tables(s, q0, q1, idx, valid);
 #if defined(__AVX512F__)
-  build_runs(s, q1 - q0, idx, valid, static_cast<RunOp*>(runs), start);
+  *nruns_p = build_runs(s, q1 - q0, idx, valid, static_cast<RunOp*>(runs));
 #endif
   for (int64_t pc = 0; pc < s.K; pc += s.KC) {
     const int64_t kc = s.K - pc < s.KC ? s.K - pc : s.KC;
@@ -217,13 +232,13 @@ void run_unit(const Implicit& s, const float* x, const float* apack, const float
     if constexpr (gemm_detail::kGemmBPanelInL1) {
       // each B panel (L1) against every A panel of the slice (L2)
       for (int64_t q = q0; q < q1; ++q) {
-        pack_b(s, xg, HW, q, q0, pc, kc, idx, valid, runs, start, bpack);
+        pack_b(s, xg, HW, q, q0, pc, kc, idx, valid, runs, nruns_p, bpack);
         for (int64_t p = 0; p < s.m_panels; ++p) tile(p, q, bpack);
       }
     } else {
       // each A panel (L1) against the block's B panels (L2)
       for (int64_t q = q0; q < q1; ++q)
-        pack_b(s, xg, HW, q, q0, pc, kc, idx, valid, runs, start, bpack + (q - q0) * kc * kGemmNR);
+        pack_b(s, xg, HW, q, q0, pc, kc, idx, valid, runs, nruns_p, bpack + (q - q0) * kc * kGemmNR);
       for (int64_t p = 0; p < s.m_panels; ++p)
         for (int64_t q = q0; q < q1; ++q) tile(p, q, bpack + (q - q0) * kc * kGemmNR);
     }
@@ -308,7 +323,7 @@ void conv2d_forward_implicit(const Conv2dGeom& g, const float* x, const float* w
   parallel_for(G * nblocks, 1, [&](int64_t u0, int64_t u1) {
     AlignedBuffer B(static_cast<size_t>(s.KC * kGemmNR * (whole_block ? per : 1)));
     AlignedBuffer T(static_cast<size_t>(kGemmMR * kGemmNR));
-    I32Buf idx(per * s.KK * kGemmNR), valid(per * s.KK * kGemmNR), start(per * s.KK * kGemmNV + 1);
+    I32Buf idx(per * s.KK * kGemmNR), valid(per * s.KK * kGemmNR), nruns(1);
 #if defined(__AVX512F__)
     I32Buf runs(per * s.KK * kGemmNR * 3);  // RunOp: 3 int32 each, at most one run per lane
     void* rp = runs.p;
@@ -317,7 +332,7 @@ void conv2d_forward_implicit(const Conv2dGeom& g, const float* x, const float* w
 #endif
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t gi = u / nblocks, b = u % nblocks, q0 = b * per, q1 = q0 + per < tq ? q0 + per : tq;
-      run_unit(s, x, A.data(), bias, y, act, alpha, gi, q0, q1, B.data(), idx.p, valid.p, rp, start.p, T.data());
+      run_unit(s, x, A.data(), bias, y, act, alpha, gi, q0, q1, B.data(), idx.p, valid.p, rp, nruns.p, T.data());
     }
   });
 }
