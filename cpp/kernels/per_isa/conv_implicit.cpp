@@ -153,45 +153,63 @@ void build_tables(const Implicit& s, int64_t q0, int64_t q1, int32_t* idx, int32
     }
 }
 
-// Packed B panel q (kc x kGemmNR) of K rows [pc, pc + kc): row k = (ic, tap) gathered from channel ic.
-void pack_b(const Implicit& s, const float* xg, int64_t HW, int64_t q, int64_t q0, int64_t pc, int64_t kc,
-            const int32_t* idx, const int32_t* valid, const void* runs, const int32_t* nruns_p, float* dst) {
-  int64_t ic = pc / s.KK, t = pc % s.KK;
-  const int64_t tab = (q - q0) * s.KK * kGemmNR;
 #if defined(__AVX512F__)
-  const RunOp* ops = static_cast<const RunOp*>(runs);
-  const int nruns = *nruns_p;
-  const RunOp* qops = ops + (q - q0) * s.KK * kGemmNV * nruns;
-  (void)idx;
-  (void)valid;
-  (void)tab;
-#else
-  (void)runs;
-  (void)nruns_p;
-#endif
+// Rows [pc, pc + kc) of a packed B panel from its runs (qops: the panel's, nruns a vector); R > 0: nruns
+// as a constant (the common 1-3: the run loop unrolled).
+template <int R>
+void pack_runs(const Implicit& s, const float* xg, int64_t HW, int64_t pc, int64_t kc, const RunOp* qops, int nruns,
+               float* dst) {
+  const int nr = R > 0 ? R : nruns;
+  int64_t ic = pc / s.KK, t = pc % s.KK;
   for (int64_t k = 0; k < kc; ++k) {
     const float* base = xg + ic * HW;
-#if defined(__AVX512F__)
     for (int v = 0; v < kGemmNV; ++v) {
-      const int64_t e = t * kGemmNV + v;
+      const RunOp* op = qops + (t * kGemmNV + v) * nr;
       __m512 acc = _mm512_setzero_ps();
-      for (int o = 0; o < nruns; ++o) {
-        const RunOp& op = qops[e * nruns + o];
-        const __m512 lo = _mm512_maskz_loadu_ps(op.mlo, base + op.off);
-        const __m512 hi = _mm512_maskz_loadu_ps(op.mhi, base + op.off + 16);
-        acc = _mm512_mask_mov_ps(acc, op.mblend, _mm512_permutex2var_ps(lo, s.pat[op.l0], hi));
+      for (int o = 0; o < nr; ++o) {
+        const __m512 lo = _mm512_maskz_loadu_ps(op[o].mlo, base + op[o].off);
+        const __m512 hi = _mm512_maskz_loadu_ps(op[o].mhi, base + op[o].off + 16);
+        acc = _mm512_mask_mov_ps(acc, op[o].mblend, _mm512_permutex2var_ps(lo, s.pat[op[o].l0], hi));
       }
       _mm512_storeu_ps(dst + k * kGemmNR + v * W, acc);
     }
-#else
-    const int64_t e = tab + t * kGemmNR;
-    for (int v = 0; v < kGemmNV; ++v) gather_vec(base, idx + e + v * W, valid + e + v * W, dst + k * kGemmNR + v * W);
-#endif
     if (++t == s.KK) {
       t = 0;
       ++ic;
     }
   }
+}
+#endif
+
+// Packed B panel q (kc x kGemmNR) of K rows [pc, pc + kc): row k = (ic, tap) read from channel ic.
+void pack_b(const Implicit& s, const float* xg, int64_t HW, int64_t q, int64_t q0, int64_t pc, int64_t kc,
+            const int32_t* idx, const int32_t* valid, const void* runs, const int32_t* nruns_p, float* dst) {
+#if defined(__AVX512F__)
+  (void)idx;
+  (void)valid;
+  const int nruns = *nruns_p;
+  const RunOp* qops = static_cast<const RunOp*>(runs) + (q - q0) * s.KK * kGemmNV * nruns;
+  switch (nruns) {
+    case 1: pack_runs<1>(s, xg, HW, pc, kc, qops, nruns, dst); break;
+    case 2: pack_runs<2>(s, xg, HW, pc, kc, qops, nruns, dst); break;
+    case 3: pack_runs<3>(s, xg, HW, pc, kc, qops, nruns, dst); break;
+    default: pack_runs<0>(s, xg, HW, pc, kc, qops, nruns, dst); break;
+  }
+#else
+  (void)runs;
+  (void)nruns_p;
+  int64_t ic = pc / s.KK, t = pc % s.KK;
+  const int64_t tab = (q - q0) * s.KK * kGemmNR;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* base = xg + ic * HW;
+    const int64_t e = tab + t * kGemmNR;
+    for (int v = 0; v < kGemmNV; ++v) gather_vec(base, idx + e + v * W, valid + e + v * W, dst + k * kGemmNR + v * W);
+    if (++t == s.KK) {
+      t = 0;
+      ++ic;
+    }
+  }
+#endif
 }
 
 // One unit: group gi, column panels [q0, q1), every row of y.
