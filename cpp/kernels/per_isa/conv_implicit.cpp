@@ -331,7 +331,11 @@ void conv2d_forward_implicit(const Conv2dGeom& g, const float* x, const float* w
   const int64_t tq = (s.NP + kGemmNR - 1) / kGemmNR;
   int64_t per = kGemmKCMax * kGemmNCMax / s.KC / kGemmNR;
   if (per < 1) per = 1;
-  if (per > 64) per = 64;  // bounds the index tables (AVX2: per = 256 would be 1.6 MiB at 7x7)
+  // bounds the index tables (per * KK * kGemmNR entries of 5 int32): AVX2's NC would make 256 panels, and
+  // huge kernels (the binding takes any) thousands of taps
+  const int64_t tab_cap = (int64_t(1) << 16) / (s.KK * kGemmNR);
+  if (per > 64) per = 64;
+  if (per > tab_cap) per = tab_cap < 1 ? 1 : tab_cap;
   int64_t nblocks = (tq + per - 1) / per;
   const int64_t nt = get_num_threads();
   if (nblocks * G < nt) nblocks = (nt + G - 1) / G < tq ? (nt + G - 1) / G : tq;
