@@ -14,6 +14,7 @@
 #include "forgegrad/activation.h"
 #include "forgegrad/bindings.h"
 #include "forgegrad/conv.h"
+#include "forgegrad/conv_implicit.h"
 #include "forgegrad/dispatch.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/packed_weights.h"
@@ -242,6 +243,31 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
   fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha, max_pool2x2, U);
 }
 
+// The implicit-GEMM forward called directly (conv2d_forward routes only the shapes where it is faster):
+// its tests run it on any geometry.
+void conv2d_forward_implicit(const py::array& x, const py::array& w, const py::object& b, const py::array& y,
+                             Pair stride, Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+  if (activation < -1 || activation >= fg::kActCount)
+    throw py::value_error("conv2d_forward_implicit: activation must be -1 (none) or an activation code, got " +
+                          std::to_string(activation));
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  fg::Conv2dGeom g = make_geom("conv2d_forward_implicit", X.shape, Wt.shape, stride, padding, dilation, groups);
+  const float* bias = nullptr;
+  if (!b.is_none()) {
+    ArrayArg B = fg::bind::f32_arg(b.cast<py::array>(), "bias", 1);
+    fg::bind::expect_shape(B, "bias", {g.OC});
+    bias = B.f32();
+  }
+  fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
+  fg::bind::check_no_overlap("conv2d_forward_implicit", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
+  if (!fg::conv2d_implicit_supported(g))
+    fail("conv2d_forward_implicit", "input must have fewer than 2**31 elements, got " + std::to_string(g.N) + " x " +
+                                        std::to_string(g.C * g.H * g.W));
+  py::gil_scoped_release release;
+  fg::conv2d_forward_implicit(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
+}
+
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
                            Pair dilation, int64_t groups) {
   ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
@@ -358,6 +384,11 @@ void bind(py::module_& m) {
         "max_pool2x2: out is the 2x2 / stride 2 max pool (floor) of that, (N, OC, OH // 2, OW // 2), pooled "
         "block by block (the full-size output is never stored). packed: a PackedConvWeight of weight (the "
         "Winograd path then skips the kernels' transform).");
+  m.def("conv2d_forward_implicit", &conv2d_forward_implicit, py::arg("input"), py::arg("weight"), py::arg("bias"),
+        py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("activation") = -1, py::arg("alpha") = 0.0f,
+        "conv2d_forward's implicit-GEMM path on any geometry (B panels gathered from the image, no im2col): out = "
+        "act(conv2d(input, weight) + bias), the bits conv2d_forward gives where it routes a shape there.");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
         py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         "grad_input (overwritten) of conv2d.");

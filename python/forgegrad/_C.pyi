@@ -193,6 +193,15 @@ class conv:
         """
         ...
     @staticmethod
+    def conv2d_forward_implicit(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
+                                stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int],
+                                dilation: tuple[_Int, _Int], groups: _Int, activation: _Int = ...,
+                                alpha: _Float = ...) -> None:
+        """conv2d_forward's implicit-GEMM path on any geometry (B panels gathered from the image, no im2col): out =
+        act(conv2d(input, weight) + bias), the bits conv2d_forward gives where it routes a shape there.
+        """
+        ...
+    @staticmethod
     def conv_taps_gather(out: numpy.ndarray, cols: numpy.ndarray) -> None:
         """cols (overwritten) from out: conv_taps_scatter's reverse copy."""
         ...

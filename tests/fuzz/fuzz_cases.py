@@ -270,6 +270,12 @@ def _extra_calls():
                                                 np.empty((3, 4, 3, 2), np.float32)),
               lambda: _C.conv.conv_taps_gather(rng.standard_normal((3, 4, 3, 2)).astype(np.float32),
                                                np.empty((3, 2, 1, 2, 2, 3, 1), np.float32)),
+              # the implicit-GEMM conv forward called directly (conv2d_forward routes only some shapes to it)
+              lambda: _C.conv.conv2d_forward_implicit(rng.standard_normal((2, 3, 7, 9)).astype(np.float32),
+                                                      rng.standard_normal((5, 3, 3, 3)).astype(np.float32),
+                                                      rng.standard_normal(5).astype(np.float32),
+                                                      np.empty((2, 5, 4, 5), np.float32), (2, 2), (1, 1, 1, 1),
+                                                      (1, 1), 1, 0, 0.0),
               lambda: _C.rnn.activation("tanh", rng.standard_normal(17).astype(np.float32)),
               lambda: _C.rnn.activation("sigmoid", rng.standard_normal(9).astype(np.float32)),
               lambda: _C.runtime._check_region_alloc(4, 64),
