@@ -148,10 +148,23 @@ __global__ void adaptive_avg_fwd(int64_t planes, int64_t H, int64_t W, int64_t O
     const int64_t h0 = window_lo(oh, H, OH), h1 = window_hi(oh, H, OH);
     const int64_t w0 = window_lo(ow, W, OW), w1 = window_hi(ow, W, OW);
     const float* xs = x + plane * H * W;
-    float s = 0.f;
-    for (int64_t h = h0; h < h1; ++h)
-      for (int64_t w = w0; w < w1; ++w) s += __ldg(xs + h * W + w);
-    y[i] = s / static_cast<float>((h1 - h0) * (w1 - w0));
+    // the CPU kernel's sum (cpp/kernels/pool.cpp), same order, so the two agree bit for bit: float64, four
+    // chains per row
+    double s = 0.0;
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* row = xs + h * W;
+      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+      int64_t w = w0;
+      for (; w + 4 <= w1; w += 4) {
+        s0 += __ldg(row + w);
+        s1 += __ldg(row + w + 1);
+        s2 += __ldg(row + w + 2);
+        s3 += __ldg(row + w + 3);
+      }
+      for (; w < w1; ++w) s0 += __ldg(row + w);
+      s += (s0 + s1) + (s2 + s3);
+    }
+    y[i] = static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0)));
   }
 }
 
