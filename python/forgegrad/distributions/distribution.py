@@ -70,6 +70,20 @@ def probs_to_logits(probs: Tensor, is_binary: bool = False) -> Tensor:
     return fg.log(ps_clamped)
 
 
+class _BinaryProbsLogits:
+    """``probs`` and ``logits`` of a two-outcome parameter: __init__ sets the one given, the other is computed from
+    it on first use (Bernoulli, Binomial, Geometric, NegativeBinomial, LogitRelaxedBernoulli)."""
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self):
+        return logits_to_probs(self.logits, is_binary=True)
+
+
+
 def _size(shape, who="sample_shape"):
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         return (int(shape),)

@@ -12,8 +12,8 @@ from . import constraints
 from .composite import TransformedDistribution
 from .continuous import Cauchy, Chi2, Gamma, Normal
 from .discrete import Binomial, Categorical
-from .distribution import (Distribution, _host, _numpy, _rng, _size, _standard_normal, broadcast_all, lazy_property,
-                           logits_to_probs, probs_to_logits)
+from .distribution import (Distribution, _BinaryProbsLogits, _host, _numpy, _rng, _size, _standard_normal,
+                           broadcast_all)
 from .transforms import AbsTransform
 
 __all__ = ["StudentT", "HalfNormal", "HalfCauchy", "Multinomial", "NegativeBinomial"]
@@ -213,7 +213,7 @@ class Multinomial(Distribution):
         return log_factorial_n - log_factorial_xs + (logits * value).sum(-1)
 
 
-class NegativeBinomial(Distribution):
+class NegativeBinomial(_BinaryProbsLogits, Distribution):
     """Number of successes before ``total_count`` failures, success probability ``probs``."""
     arg_constraints = {"total_count": constraints.greater_than_eq(0),
                        "probs": constraints.half_open_interval(0.0, 1.0), "logits": constraints.real}
@@ -242,14 +242,6 @@ class NegativeBinomial(Distribution):
         Distribution.__init__(new, batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
-
-    @lazy_property
-    def logits(self):
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self):
-        return logits_to_probs(self.logits, is_binary=True)
 
     @property
     def param_shape(self):

@@ -10,8 +10,7 @@ import forgegrad as fg
 from . import constraints
 from .composite import TransformedDistribution
 from .continuous import Uniform
-from .distribution import (Distribution, _size, _uniform01, broadcast_all, clamp_probs, lazy_property,
-                           logits_to_probs, probs_to_logits)
+from .distribution import (_BinaryProbsLogits, Distribution, _size, _uniform01, broadcast_all, clamp_probs)
 from .transforms import AffineTransform, ExpTransform, SigmoidTransform
 
 __all__ = ["Gumbel", "LogitRelaxedBernoulli", "RelaxedBernoulli"]
@@ -69,7 +68,7 @@ class Gumbel(TransformedDistribution):
         return self.scale.log() + (1 + _EULER)
 
 
-class LogitRelaxedBernoulli(Distribution):
+class LogitRelaxedBernoulli(_BinaryProbsLogits, Distribution):
     """The logit of a RelaxedBernoulli draw: (logit(u) + logits) / temperature."""
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.real
@@ -98,14 +97,6 @@ class LogitRelaxedBernoulli(Distribution):
         Distribution.__init__(new, batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
-
-    @lazy_property
-    def logits(self):
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self):
-        return logits_to_probs(self.logits, is_binary=True)
 
     @property
     def param_shape(self):
