@@ -187,6 +187,21 @@ def test_keyword_and_positional_together_refused():
             call()
 
 
+@pytest.mark.parametrize("args, kwargs", [((5,), {}), ((1, 5), {}), ((1, 6, 2), {}), ((), {"end": 5}),
+                                          ((1,), {"end": 5}), ((0, 5), {"step": 2})])
+def test_arange_positional_and_keyword_forms(args, kwargs):
+    np.testing.assert_array_equal(fg.arange(*args, **kwargs).numpy(), torch.arange(*args, **kwargs).numpy())
+
+
+@pytest.mark.parametrize("args, kwargs", [((), {"start": 1}), ((), {}), ((1,), {"start": 2}), ((1, 2, 3, 4), {}),
+                                          ((3,), {"stop": 4}), ((5,), {"step": 2}), ((), {"end": 5, "step": 2})])
+def test_arange_without_an_end_refused_as_torch(args, kwargs):
+    with pytest.raises(TypeError):
+        torch.arange(*args, **kwargs)
+    with pytest.raises(TypeError, match="arange"):
+        fg.arange(*args, **kwargs)
+
+
 def test_sections_and_indices_checked():
     x = fg.tensor(CUBE)
     for call in (lambda: x.dsplit(2, sections=2), lambda: x.dsplit(sections=[1]), lambda: x.dsplit(indices=2),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import inspect
+
 import numpy as np
 
 from . import devices as _devices
@@ -151,12 +153,41 @@ def full(size, fill_value, requires_grad=False, dtype=None, device=None) -> Tens
     return _factory(device, shape, dt, host, requires_grad, fill=fill_value)
 
 
-def arange(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """torch.arange(end), arange(start, end, step=1); by keyword too (``arange(end=5)``, ``arange(1, end=5)``)."""
+def _arange_signature(start=0, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    """torch's signature of arange, for help() and inspect (the function itself parses its arguments)."""
+
+
+_ARANGE_NAMES = ("start", "end", "step", "dtype", "device", "requires_grad")
+
+
+def arange(*args, **kwargs) -> Tensor:
+    """torch.arange(end), arange(start, end, step=1); by keyword too (``arange(end=5)``, ``arange(1, end=5)``,
+    ``arange(start=1, end=5)``). A lone positional number is the end, as torch's; ``start`` by keyword without
+    ``end`` is an error there too (``arange(start=1)`` has no end)."""
+    if len(args) > 3:
+        raise TypeError(f"arange(): takes at most 3 positional arguments (start, end, step), got {len(args)}")
+    a = dict(zip(("start", "end", "step"), args))
+    for name, value in kwargs.items():
+        if name not in _ARANGE_NAMES:
+            raise TypeError(f"arange(): got an unexpected keyword argument '{name}'")
+        if name in a:
+            raise TypeError(f"arange(): got multiple values for argument '{name}'")
+        a[name] = value
+    if "step" in a and ("start" not in a or a.get("end") is None):
+        raise TypeError("arange(): a step needs start and end (arange(start, end, step)), as torch's")
+    start, end, step = a.get("start", 0), a.get("end"), a.get("step", 1)
     if end is None:
+        if "start" in kwargs:
+            raise TypeError("arange(): argument 'end' is missing: arange(start=...) needs end= as well "
+                            "(a lone number is the end: arange(5))")
+        if "start" not in a:
+            raise TypeError("arange(): argument 'end' is missing")
         start, end = 0, start
-    t = Tensor(np.arange(start, end, step), dtype=dtype, requires_grad=requires_grad)
-    return placed(t, device)
+    t = Tensor(np.arange(start, end, step), dtype=a.get("dtype"), requires_grad=a.get("requires_grad", False))
+    return placed(t, a.get("device"))
+
+
+arange.__signature__ = inspect.signature(_arange_signature)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
