@@ -24,11 +24,14 @@ constexpr int kNV = W == 16 ? 4 : (W == 8 ? 2 : 8);
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // C[r][0 .. NV*W) (+)= sum_k A[r*sai + k*sak] * B[k*ldb + 0 .. NV*W), r < MR.
+// With ACC the K products are summed from zero and then added to C, not chained onto C: dK and dV gather
+// a tile's sum per query tile, and a chain through C would make them one running sum over every query row
+// (4x torch's float32 error at T = 4096); a sum per tile plus one add per tile is a blocked sum.
 template <int MR, int NV, bool ACC>
 void micro(int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, int64_t ldb, float* C, int64_t ldc) {
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = ACC ? vload(C + r * ldc + v * W) : vzero();
+    for (int v = 0; v < NV; ++v) acc[r][v] = vzero();
   for (int64_t k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
     vf bv[NV];
@@ -40,7 +43,8 @@ void micro(int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, 
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * W, acc[r][v]);
+    for (int v = 0; v < NV; ++v)
+      vstore(C + r * ldc + v * W, ACC ? vadd(vload(C + r * ldc + v * W), acc[r][v]) : acc[r][v]);
 }
 
 using MicroFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
