@@ -138,3 +138,19 @@ def test_ops_that_used_a_tensor_before_an_inplace_op_differentiate_its_value_the
     got, want = program(fg), program(torch)
     for g, t in zip(got, want):
         np.testing.assert_allclose(g, t, rtol=1e-6)
+
+
+def test_grad_accumulates_in_place_as_torch():
+    # torch's AccumulateGrad adds into the existing .grad outside create_graph: a numpy view of it sees the sum
+    import torch
+    for lib in (fg, torch):
+        x = lib.ones(3, requires_grad=True)
+        (x * 2).sum().backward()
+        held = x.grad.numpy()
+        (x * 3).sum().backward()
+        np.testing.assert_array_equal(held, [5, 5, 5])
+    # a .grad that cannot take the sum in place (read-only memory, another shape) gets a new array
+    x = fg.ones(2, 3, requires_grad=True)
+    x.grad = fg.from_numpy(np.broadcast_to(np.float32(1), (2, 3)))
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 3, np.float32))

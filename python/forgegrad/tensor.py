@@ -355,7 +355,14 @@ class Tensor(TensorMethods):
             else:  # another device: a copy through its backend (the engine checked the dtype)
                 self.grad = Tensor._wrap_exact(_devices.copy(g))
         else:
-            self.grad._data = _devices.add(self.grad._data, g)
+            cur = self.grad._data
+            # in place, as torch's AccumulateGrad outside create_graph: no new array (and its page faults)
+            # per backward; a read-only grad, another dtype or a grad that would widen takes a new array
+            if (type(cur) is np.ndarray and cur.flags.writeable and isinstance(g, np.ndarray) and g.dtype == cur.dtype
+                    and g.shape == cur.shape):
+                np.add(cur, g, out=cur)
+            else:
+                self.grad._data = _devices.add(cur, g)
 
     def backward(self, gradient=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
                  inputs=None) -> None:
