@@ -198,3 +198,14 @@ def test_errors_match_torch():
         with pytest.raises(RuntimeError, match="return only tensors"):
             F.jacrev(lambda a: 3)(xx)
     assert ff.grad(lambda a: a.sum())(x).requires_grad is False  # top level: detached, as torch's
+
+
+def test_results_keep_a_graph_when_inputs_require_grad():
+    def run(lib):
+        m, F = _lib(lib)
+        w, x = _t(lib, B, requires_grad=True), _t(lib, B[::-1].copy(), requires_grad=True)
+        g = F.grad(lambda w, x: (w.sin() * x).sum() * w.pow(2).sum())(w, x.detach())
+        jv = F.jvp(lambda a: a.exp() * w, (x,), (_t(lib, B),))[1]
+        assert g.requires_grad and jv.requires_grad
+        return g, m.autograd.grad(g.sum() + jv.sum(), [w, x])
+    _both(run)

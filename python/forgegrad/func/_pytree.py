@@ -39,9 +39,13 @@ def _is_namedtuple(x) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+LEAF = Spec()
+
+
 def tree_flatten(tree) -> Tuple[List[Any], Spec]:
     """(the leaves in order, the structure)."""
     leaves: List[Any] = []
+    append = leaves.append
 
     def walk(x):
         if isinstance(x, dict):
@@ -49,8 +53,8 @@ def tree_flatten(tree) -> Tuple[List[Any], Spec]:
             return Spec(type(x), keys, [walk(x[k]) for k in keys])
         if isinstance(x, (list, tuple)):
             return Spec(type(x), None, [walk(v) for v in x])
-        leaves.append(x)
-        return Spec()
+        append(x)
+        return LEAF
 
     spec = walk(tree)
     return leaves, spec
@@ -61,9 +65,9 @@ def tree_unflatten(leaves, spec: Spec):
     it = iter(leaves)
 
     def build(s: Spec):
-        if s.kind is None:
+        if s is LEAF or s.kind is None:
             return next(it)
-        items = [build(c) for c in s.children]
+        items = [next(it) if c is LEAF else build(c) for c in s.children]
         if s.keys is not None:
             return s.kind(zip(s.keys, items)) if s.kind is not dict else dict(zip(s.keys, items))
         if _is_namedtuple_type(s.kind):

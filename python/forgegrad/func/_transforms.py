@@ -82,15 +82,24 @@ def _argnums(argnums, nargs: int):
 
 
 def _wrap_args(args, nums):
-    """(args with the argnums' tensors replaced by aliases, [(alias leaves, spec) per argnum])."""
+    """(args with the argnums' tensors replaced by aliases, [(alias leaves, spec) per argnum], did any of the
+    given tensors require grad)."""
     args = list(args)
     diff = []
+    live = False
     for i in nums:
         leaves, spec = tree_flatten(args[i])
+        live = live or any(isinstance(t, Tensor) and t.requires_grad for t in leaves)
         aliases = [_alias(t) for t in leaves]
         args[i] = tree_unflatten(aliases, spec)
         diff.append((aliases, spec))
-    return args, diff
+    return args, diff, live
+
+
+def _others_require_grad(args, nums, kwargs) -> bool:
+    """Does a tensor outside the differentiated arguments require grad (then the results keep a graph)."""
+    return any(_any_requires_grad(a) for i, a in enumerate(args) if i not in nums) or (
+        bool(kwargs) and _any_requires_grad(kwargs))
 
 
 def _vjp(outputs, inputs, cotangents, create_graph: bool):
@@ -138,8 +147,9 @@ def grad_and_value(func, argnums=0, has_aux: bool = False):
     def wrapper(*args, **kwargs):
         nums, single = _argnums(argnums, len(args))
         with enable_grad():
-            keep = _depth() > 0 or _any_requires_grad(args) or _any_requires_grad(kwargs)
-            args, diff = _wrap_args(args, nums)
+            other = _depth() > 0 or _others_require_grad(args, nums, kwargs)
+            args, diff, live = _wrap_args(args, nums)
+            keep = other or live
             with _level():
                 out = func(*args, **kwargs)
             out, aux = _split_aux(out, has_aux, who)
@@ -181,8 +191,8 @@ def vjp(func, *primals, has_aux: bool = False):
     """(``func(*primals)``, vjp_fn[, aux]): ``vjp_fn(cotangents)`` (cotangents shaped as the output) returns a
     tuple with the vector-Jacobian product for each primal, as torch.func.vjp. vjp_fn may be called repeatedly."""
     with enable_grad():
-        keep = _depth() > 0 or _any_requires_grad(primals)
-        args, diff = _wrap_args(primals, range(len(primals)))
+        args, diff, live = _wrap_args(primals, range(len(primals)))
+        keep = _depth() > 0 or live
         with _level():
             out = func(*args)
         out, aux = _split_aux(out, has_aux, "vjp(f, *primals)")
@@ -243,8 +253,8 @@ class _Linear:
 
     def __init__(self, func, primals, has_aux: bool, who: str):
         with enable_grad():
-            self.keep = _depth() > 0 or _any_requires_grad(primals)
-            args, diff = _wrap_args(primals, range(len(primals)))
+            args, diff, live = _wrap_args(primals, range(len(primals)))
+            self.keep = _depth() > 0 or live
             with _level():
                 out = func(*args)
             self.out, self.aux = _split_aux(out, has_aux, who)
@@ -299,8 +309,9 @@ def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs):
     from ..factories import eye
     nums, single = _argnums(argnums, len(args))
     with enable_grad():
-        keep = _depth() > 0 or _any_requires_grad(args) or _any_requires_grad(kwargs)
-        args, diff = _wrap_args(args, nums)
+        other = _depth() > 0 or _others_require_grad(args, nums, kwargs)
+        args, diff, live = _wrap_args(args, nums)
+        keep = other or live
         with _level():
             out = func(*args, **kwargs)
         out, aux = _split_aux(out, has_aux, who)
