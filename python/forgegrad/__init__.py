@@ -40,6 +40,8 @@ from . import _torch_shape_methods  # noqa: E402
 _torch_shape_methods.install(globals())  # hstack, tensor_split, unflatten, rot90, diff, index_put, ... and methods
 from .serialization import load, save  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
+from . import func  # noqa: E402  (torch.func: grad, vjp, jvp, jacrev, jacfwd, hessian, vmap, functional_call)
+from .func import vmap  # noqa: E402  (torch.vmap)
 from .linalg import det, inv as inverse, logdet, matrix_exp, matrix_power, slogdet  # noqa: E402  (torch.det, ...)
 from ._linalg_lu import (cholesky_inverse, cholesky_solve, lu_unpack, torch_lu as lu,  # noqa: E402
                          torch_lu_solve as lu_solve)
@@ -84,7 +86,7 @@ __all__ = [
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
-    "onnx", "models", "cuda", "bench", "cli", "linalg", "special", "distributions",
+    "onnx", "models", "cuda", "bench", "cli", "linalg", "special", "distributions", "func", "vmap",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",

@@ -4,7 +4,8 @@ torch.autograd.functional's (same signatures, same results and output structure)
 Built on ``autograd.grad``; the second-order ones (hessian, hvp, vhp) and jvp use ``create_graph=True``
 (the ops' differentiable rules, ops/_double_backward.py). jvp and hvp use the double-vjp trick torch uses
 without forward mode: the vjp ``u -> J^T u`` is linear in ``u``, so differentiating it with respect to ``u``
-gives ``J v``. ``vectorize`` and the forward-mode strategies are not available (there is no vmap).
+gives ``J v``. ``vectorize=True`` and ``strategy="forward-mode"`` (which torch allows only with vectorize) give the
+same Jacobian as the default: one backward pass per output element, torch's refusals kept.
 
 A tensor argument (``inputs``, ``v``) may be a Tensor or a tuple of them; results follow torch's rule: a tuple
 where the argument or the function's output was a tuple, a Tensor otherwise.
@@ -136,13 +137,9 @@ def jacobian(func: Callable, inputs, create_graph: bool = False, strict: bool = 
              strategy: str = "reverse-mode"):
     """The Jacobian of ``func`` at ``inputs``: for one input and one output a Tensor of shape
     ``output.shape + input.shape``; a tuple over inputs, outputs (or a tuple of tuples, outputs first) where
-    those are tuples, as torch's. One backward pass per output element (reverse mode)."""
-    if vectorize:
-        raise NotImplementedError("jacobian: vectorize=True needs vmap, which forgegrad does not have; leave it False "
-                                  "(one backward pass per output element)")
-    if strategy != "reverse-mode":
-        raise NotImplementedError(f"jacobian: strategy={strategy!r} is not available (forgegrad has no forward-mode "
-                                  "AD); use strategy='reverse-mode'")
+    those are tuples, as torch's. One backward pass per output element (reverse mode), whatever ``vectorize`` and
+    ``strategy`` say (see _check_strategy)."""
+    _check_strategy(strategy, create_graph, strict, vectorize)
     with enable_grad():
         inputs, in_tuple = _as_tuple(inputs, "inputs", "jacobian")
         inputs = _grad_copies(inputs, create_graph)
@@ -175,6 +172,31 @@ def jacobian(func: Callable, inputs, create_graph: bool = False, strict: bool = 
     return _out(table[0], in_tuple)
 
 
+def _check_strategy(strategy: str, create_graph: bool, strict: bool, vectorize: bool) -> None:
+    """torch's rules for jacobian's strategy and vectorize. Both strategies and both vectorize settings compute the
+    same Jacobian here (one backward pass per output element; forgegrad has no forward-mode AD and its vmap loops),
+    so they differ only in what torch refuses."""
+    if strategy not in ("forward-mode", "reverse-mode"):
+        raise AssertionError('Expected strategy to be either "forward-mode" or "reverse-mode". Hint: If your '
+                             'function has more outputs than inputs, "forward-mode" tends to be more performant. '
+                             'Otherwise, prefer to use "reverse-mode".')
+    if strategy == "forward-mode":
+        if create_graph:
+            raise NotImplementedError('torch.autograd.functional.jacobian: `create_graph=True` and '
+                                      '`strategy="forward-mode"` are not supported together (yet). Please either '
+                                      'set `create_graph=False` or `strategy="reverse-mode"`.')
+        if strict:
+            raise RuntimeError('torch.autograd.functional.jacobian: `strict=True` and `strategy="forward-mode"` are '
+                               'not supported together (yet). Please either set `strict=False` or '
+                               '`strategy="reverse-mode"`.')
+        if not vectorize:
+            raise NotImplementedError("Computing Jacobian using forward-AD or forward-over-reverse Hessian is only "
+                                      "implemented for `vectorize=True`.")
+    elif vectorize and strict:
+        raise RuntimeError("torch.autograd.functional.jacobian: `strict=True` and `vectorized=True` are not "
+                           "supported together. Please either set `strict=False` or `vectorize=False`.")
+
+
 def _scalar_output(func, fn: str):
     def wrapped(*inputs):
         out = func(*inputs)
@@ -190,9 +212,8 @@ def hessian(func: Callable, inputs, create_graph: bool = False, strict: bool = F
             outer_jacobian_strategy: str = "reverse-mode"):
     """The Hessian of a scalar function ``func`` at ``inputs``: shape ``input.shape + input.shape`` for one input,
     a tuple of tuples (input i, input j) for a tuple of inputs, as torch's."""
-    if outer_jacobian_strategy != "reverse-mode":
-        raise NotImplementedError(f"hessian: outer_jacobian_strategy={outer_jacobian_strategy!r} is not available "
-                                  "(no forward-mode AD); use 'reverse-mode'")
+    if outer_jacobian_strategy not in ("forward-mode", "reverse-mode"):
+        raise AssertionError('Expected strategy to be either "forward-mode" or "reverse-mode".')
     inputs_t, in_tuple = _as_tuple(inputs, "inputs", "hessian")
     scalar = _scalar_output(func, "hessian")
 
@@ -201,7 +222,8 @@ def hessian(func: Callable, inputs, create_graph: bool = False, strict: bool = F
             out = scalar(*xs)
             return _grads([out], xs, [Tensor._wrap_exact(np.ones((), out._data.dtype))], True, strict, "hessian")
 
-    res = jacobian(gradient, inputs_t, create_graph=create_graph, strict=strict, vectorize=vectorize)
+    res = jacobian(gradient, inputs_t, create_graph=create_graph, strict=strict, vectorize=vectorize,
+                   strategy=outer_jacobian_strategy)
     if not in_tuple:
         return res[0][0]
     return res

@@ -311,15 +311,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             backward; an op without a differentiable rule raises NotImplementedError naming it).
         allow_unused: an input the outputs do not depend on gets None instead of an error (default:
             materialize_grads).
-        is_grads_batched: not supported: NotImplementedError.
+        is_grads_batched: the first dimension of each grad_output is a batch: the result has one gradient per
+            batch row, stacked (torch vmaps the backward pass; here it runs once per row, same values).
         materialize_grads: zeros instead of None for an unused input.
 
     Returns a tuple with one Tensor (or None) per input. The register_hook hooks of the tensors on the way run,
     as torch's; post-accumulate hooks (data parallelism's gradient reduction) do not.
     """
-    if is_grads_batched:
-        raise NotImplementedError("forgegrad.autograd.grad: is_grads_batched=True is not supported (no vmap); call "
-                                  "grad() once per row of grad_outputs")
     if not only_inputs:
         warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). To accumulate "
                       "gradient for other parts of the graph, please use torch.autograd.backward.", stacklevel=2)
@@ -328,6 +326,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                          "allow_unused=False.")
     if allow_unused is None:
         allow_unused = materialize_grads
+    if is_grads_batched:
+        return _grad_batched(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                             materialize_grads)
     outputs = _as_list(outputs, "grad: outputs")
     inputs = _as_list(inputs, "grad: inputs")
     _check_inputs(inputs, "grad")
@@ -353,6 +354,55 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                           if materialize_grads else None)
         else:
             result.append(Tensor._wrap_exact(np.array(g, copy=True) if isinstance(g, _NDARRAY) else _devices.copy(g)))
+    return tuple(result)
+
+
+def _grad_batched(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused, materialize_grads):
+    """grad(..., is_grads_batched=True): one pass per row of the grad_outputs' batch dimension, stacked."""
+    from .factories import stack
+    outputs = _as_list(outputs, "grad: outputs")
+    inputs = _as_list(inputs, "grad: inputs")
+    _check_inputs(inputs, "grad")
+    if grad_outputs is None:
+        raise ValueError("grad: is_grads_batched=True needs grad_outputs, one Tensor per output with a leading batch "
+                         "dimension")
+    gos = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+    if len(gos) != len(outputs):
+        raise RuntimeError(f"grad: grad_outputs has {len(gos)} entries but there are {len(outputs)} outputs")
+    for i, (g, o) in enumerate(zip(gos, outputs)):
+        if not isinstance(g, Tensor):
+            raise TypeError(f"grad: with is_grads_batched=True grad_outputs[{i}] must be a Tensor, got "
+                            f"{type(g).__name__}")
+        if g.dim() == 0 or tuple(g.shape[1:]) != tuple(o.shape):
+            raise RuntimeError("If `is_grads_batched=True`, we interpret the first dimension of each grad_output as "
+                               "the batch dimension. The sizes of the remaining dimensions are expected to match the "
+                               "shape of corresponding output, but a mismatch was detected: grad_output"
+                               f"[{i}] has a shape of {tuple(g.shape)} and output[{i}] has a shape of "
+                               f"{tuple(o.shape)}. If you only want some tensors in `grad_output` to be considered "
+                               "batched, consider using vmap.")
+    sizes = [g.shape[0] for g in gos]
+    if any(n != sizes[0] for n in sizes):
+        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
+                         f"{sizes} for the mapped dimension")
+    rows = []
+    for b in range(sizes[0]):
+        last = b == sizes[0] - 1
+        rows.append(grad(outputs, inputs, [g[b] for g in gos], retain_graph=retain_graph if last else True,
+                         create_graph=create_graph, allow_unused=True))
+    result = []
+    for i, t in enumerate(inputs):
+        column = [r[i] for r in rows]
+        if not column:  # an empty batch
+            result.append(Tensor._wrap_exact(_devices.zeros((0,) + tuple(t.shape), t._data.dtype,
+                                                            _devices.device_of(t._data))))
+        elif column[0] is None:
+            if not allow_unused:
+                raise RuntimeError(_UNUSED.format(i))
+            # torch's: a materialized unused gradient has the input's shape, without the batch dimension
+            result.append(Tensor._wrap_exact(_devices.zeros(t.shape, t._data.dtype, _devices.device_of(t._data)))
+                          if materialize_grads else None)
+        else:
+            result.append(stack(column, 0))
     return tuple(result)
 
 

@@ -1,0 +1,182 @@
+"""vmap with torch.func.vmap's arguments, checks and results, run as a loop: ``func`` is called once per batch
+element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs are stacked at
+``out_dims``. This is what torch does for an op without a batching rule (its "fallback"); torch batches every
+other op into one call, so a vmapped forgegrad function costs B ordinary calls of batch size one. Nested vmap,
+vmap of grad (per-sample gradients), chunk_size (no effect on the result) and the three randomness modes work.
+
+Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
+advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
+lets each element draw its own. A numpy Generator passed to an op explicitly is not watched.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from .. import random as _random
+from ..tensor import Tensor
+from ._pytree import broadcast_prefix, tree_flatten, tree_unflatten
+
+__all__ = ["vmap"]
+
+_RANDOMNESS = ("error", "different", "same")
+
+
+def _check_randomness(randomness) -> None:
+    if randomness not in _RANDOMNESS:
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got "
+                           f"{randomness}")
+
+
+def _snapshot():
+    gen = _random.generator()
+    return gen, gen.bit_generator.state
+
+
+@contextlib.contextmanager
+def _random_guard(randomness: str):
+    """randomness="error": raise if the body drew from (or reseeded) the global generator."""
+    if randomness != "error":
+        yield
+        return
+    gen, state = _snapshot()
+    yield
+    now = _random.generator()
+    if now is not gen or now.bit_generator.state != state:
+        raise RuntimeError("vmap: called random operation while in randomness error mode. Please either use the "
+                           "'same' or 'different' randomness flags on vmap or perform the randomness operation out "
+                           "of vmap")
+
+
+def _name(func) -> str:
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def _in_dims_leaves(func, in_dims, args):
+    leaves, spec = tree_flatten(args)
+    where = f"vmap({_name(func)}, in_dims={in_dims}, ...)(<inputs>)"
+    if not (isinstance(in_dims, (int, tuple)) and not isinstance(in_dims, bool)):
+        raise ValueError(f"{where}: expected `in_dims` to be int or a (potentially nested) tuple matching the "
+                         f"structure of inputs, got: {type(in_dims)}.")
+    if isinstance(in_dims, tuple) and len(in_dims) != len(args):
+        dims_spec = tree_flatten(in_dims)[1]
+        raise ValueError(f"{where}: in_dims is not compatible with the structure of `inputs`. in_dims has structure "
+                         f"{dims_spec} but inputs has structure {spec}.")
+    dims = broadcast_prefix(in_dims, spec, is_leaf=lambda x: x is None or isinstance(x, int))
+    if dims is None:
+        raise ValueError(f"{where}: in_dims is not compatible with the structure of `inputs`. in_dims has structure "
+                         f"{tree_flatten(in_dims)[1]} but inputs has structure {spec}.")
+    size = None
+    sizes = []
+    norm = []
+    for x, d in zip(leaves, dims):
+        if d is None:
+            norm.append(None)
+            continue
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise ValueError(f"{where}: in_dims must be int or None for each input, got {type(d)}")
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{where}: Got in_dim={d} for an input but the input is of type {type(x)}. We cannot "
+                             "vmap over non-Tensor arguments, please use None as the respective in_dim")
+        n = x.dim()
+        if not -n <= d < n:
+            raise ValueError(f"{where}: Got in_dim={d} for some input, but that input is a Tensor of dimensionality "
+                             f"{n} so expected in_dim to satisfy -{n} <= in_dim < {n}.")
+        d = d + n if d < 0 else d
+        norm.append(d)
+        sizes.append(x.shape[d])
+        size = x.shape[d] if size is None else size
+    if not sizes:
+        raise ValueError(f"{where}: at least one input must be batched: every input's in_dim is None or it is not "
+                         "a Tensor")
+    if any(s != size for s in sizes):
+        raise ValueError("vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
+                         f"{sizes} for the mapped dimension")
+    return leaves, spec, norm, size
+
+
+def _flat_out_dims(func, out_dims, out_spec):
+    dims = broadcast_prefix(out_dims, out_spec, is_leaf=lambda x: x is None or isinstance(x, int))
+    if dims is None:
+        raise ValueError(f"vmap({_name(func)}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with "
+                         f"the structure of `outputs`. out_dims has structure {tree_flatten(out_dims)[1]} but "
+                         f"outputs has structure {out_spec}.")
+    return dims
+
+
+def _stack(func, per_elem, dims, batch):
+    from ..factories import stack
+    out = []
+    for j, d in enumerate(dims):
+        column = [leaves[j] for leaves in per_elem]
+        first = column[0]
+        if d is None:
+            # out_dim None: only an output that does not vary over the batch (a non-tensor, or the same tensor
+            # object from every call, such as a captured one) can be returned unbatched
+            if isinstance(first, Tensor) and not all(c is first for c in column):
+                raise ValueError(f"vmap({_name(func)}, ...): `{_name(func)}` can not return a BatchedTensor when "
+                                 "out_dim is None")
+            out.append(first)
+            continue
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise ValueError(f"vmap({_name(func)}, ..., out_dims={d}): out_dims must be int or None for each "
+                             f"output, got {type(d)}")
+        if not isinstance(first, Tensor):
+            raise ValueError(f"vmap({_name(func)}, ...): `{_name(func)}` must only return Tensors, got type "
+                             f"{type(first)}. Did you mean to set out_dims= to None for output?")
+        n = first.dim() + 1
+        if not -n <= d < n:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+        for c in column:
+            if not isinstance(c, Tensor):
+                raise ValueError(f"vmap({_name(func)}, ...): `{_name(func)}` must only return Tensors, got type "
+                                 f"{type(c)}. Did you mean to set out_dims= to None for output?")
+            if tuple(c.shape) != tuple(first.shape):
+                raise RuntimeError(f"vmap({_name(func)}, ...): output {j} has shape {tuple(first.shape)} for batch "
+                                   f"element 0 but {tuple(c.shape)} for another; every element must give the same "
+                                   "shape")
+        out.append(stack(column, d))
+    return out
+
+
+def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=None):
+    """``func`` mapped over a dimension of its inputs, as torch.func.vmap: ``in_dims`` (an int, or a tuple
+    matching the positional arguments, nested for pytrees, None for an unmapped argument) says which dimension
+    of each input is the batch; ``out_dims`` where each output's batch dimension goes. Keyword arguments are
+    passed unmapped. Runs ``func`` once per batch element (see the module's notes); ``chunk_size`` is validated
+    and has no other effect on a loop."""
+    _check_randomness(randomness)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size <= 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
+    if not callable(func):
+        raise TypeError(f"vmap: func must be callable, got {type(func).__name__}")
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if not args:
+            raise ValueError(f"vmap({_name(func)})(<inputs>): got no inputs. Maybe you forgot to add inputs, or you "
+                             "are trying to vmap over a function with no inputs. The latter is unsupported.")
+        leaves, spec, dims, batch = _in_dims_leaves(func, in_dims, args)
+        if batch == 0:
+            raise ValueError(f"vmap({_name(func)}, ...): the mapped dimension has size 0; forgegrad's vmap runs "
+                             "func once per element and cannot infer the output of an empty batch")
+        per_elem, out_spec = [], None
+        start = _snapshot() if randomness == "same" else None
+        for b in range(batch):
+            sliced = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
+            if start is not None:
+                start[0].bit_generator.state = start[1]
+            with _random_guard(randomness):
+                out = func(*tree_unflatten(sliced, spec), **kwargs)
+            flat, s = tree_flatten(out)
+            if out_spec is None:
+                out_spec = s
+            elif s != out_spec:
+                raise RuntimeError(f"vmap({_name(func)}, ...): the output's structure differs between batch "
+                                   f"elements ({out_spec} and {s})")
+            per_elem.append(flat)
+        flat_dims = _flat_out_dims(func, out_dims, out_spec)
+        return tree_unflatten(_stack(func, per_elem, flat_dims, batch), out_spec)
+
+    return wrapper
