@@ -86,6 +86,20 @@ def test_antialias_upscale_equals_plain_bilinear_but_not_bicubic():
         np.testing.assert_allclose(aa, ref, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("kw", [dict(size=(5, 9), mode="bicubic", antialias=True), dict(size=(6, 7), mode="area"),
+                                dict(scale_factor=2, mode="bicubic")], ids=["aa", "area", "bicubic"])
+def test_an_inf_spreads_only_over_its_windows_as_in_torch(kw):
+    """The dense products would multiply the inf by every zero of its row (nan everywhere); such inputs take the
+    per-tap path."""
+    x = np.random.default_rng(10).standard_normal((1, 2, 17, 23)).astype(np.float32)
+    x[0, 1, 8, 11] = np.inf
+    y = F.interpolate(fg.tensor(x), **kw).numpy()
+    yt = TF.interpolate(torch.tensor(x), **kw).numpy()
+    np.testing.assert_array_equal(np.isfinite(y), np.isfinite(yt))
+    assert np.isfinite(y[0, 0]).all() and not np.isfinite(y[0, 1]).all()
+    np.testing.assert_allclose(y[np.isfinite(yt)], yt[np.isfinite(yt)], rtol=1e-5, atol=2e-5)
+
+
 def _jacobian(fn, shape):
     n = int(np.prod(shape))
     return np.stack([fn(fg.tensor(np.eye(n)[i].reshape(shape))).numpy().ravel() for i in range(n)], axis=1)

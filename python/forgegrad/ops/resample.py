@@ -1,21 +1,27 @@
-"""``F.interpolate``: torch's resampling of 3-D (N, C, L) and 4-D (N, C, H, W) inputs, modes nearest,
-nearest-exact, linear, bilinear and bicubic, with torch's arguments (size or scale_factor, align_corners,
-recompute_scale_factor; antialias=False only), its output sizes and its source coordinates, computed as torch's
-CPU kernels compute them (nearest in float32 whatever the input's dtype, the others in the input's dtype; linear
-axes whose size does not change are copied, as torch's kernel does).
+"""``F.interpolate``: torch's resampling of 3-D (N, C, L), 4-D (N, C, H, W) and 5-D (N, C, D, H, W) inputs, modes
+nearest, nearest-exact, linear, bilinear, bicubic, trilinear and area, with torch's arguments (size or
+scale_factor, align_corners, recompute_scale_factor, antialias for bilinear / bicubic), its output sizes and its
+source coordinates, computed as torch's CPU kernels compute them (nearest in float32 whatever the input's dtype,
+the others in the input's dtype; linear axes whose size does not change are copied, as torch's kernel does).
+area (adaptive average pooling to the output size, as torch computes it) and antialias=True build their maps in
+_resample_modes.py.
 
 The op is separable: each resized axis is an :class:`~forgegrad.ops._resample_maps.AxisMap` (which input
 positions, with which weights, make each output position), built once per (sizes, scale, mode) and cached; the
 forward applies them axis by axis, the backward applies their transposes in a fixed order (see _resample_maps for
-the order; float32 4-D nearest / bilinear run the C++ kernel forgegrad._C.resample there, numpy the rest).
+the order; float32 4-D maps of at most two taps run the C++ kernel forgegrad._C.resample there, numpy the rest).
 
-One difference from torch, on purpose: torch's 2-D nearest kernels copy an axis whose size does not change and
+Differences from torch, on purpose: torch's 2-D nearest kernels copy an axis whose size does not change and
 take i // 2 on one that doubles, whatever the scale_factor (1.1 and 2.1 give those sizes too), and forgegrad does
-the same; its 1-D nearest forward does not, but its 1-D backward does, so there torch's gradient is not the
-gradient of its forward. forgegrad's 1-D gradient is that of the forward (torch's 1-D forward).
+the same; its 1-D and 3-D nearest forwards do not, but their backwards do, so there torch's gradient is not the
+gradient of its forward. Likewise torch's antialiased forward copies an axis whose size does not change, but its
+backward resamples it with the scale_factor's filter. forgegrad's gradients are those of the forward (torch's
+forward) in every case.
 
 ONNX: one Resize node (coordinate_transformation_mode asymmetric + floor for nearest, half_pixel +
-round_prefer_ceil for nearest-exact, half_pixel or align_corners for linear and cubic with cubic_coeff_a -0.75);
+round_prefer_ceil for nearest-exact, half_pixel or align_corners for linear (trilinear too) and cubic with
+cubic_coeff_a -0.75; antialias=True: antialias=1 at opset 18+, _resample_modes.onnx_antialias; area: the adaptive
+average pools' nodes, _resample_modes.onnx_area);
 a scale_factor becomes Resize's scales, so the graph takes any image size (a nearest scale_factor that is not an
 integer becomes torch's own index formula, computed from the input's shape and gathered: Resize's float
 coordinates round differently there); a size (or a recomputed scale factor)
@@ -244,7 +250,7 @@ InterpolateFunction.op.float64 = InterpolateFunction  # numpy in the input's dty
 
 def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,
                 recompute_scale_factor=None, antialias: bool = False):
-    """``torch.nn.functional.interpolate`` for 3-D and 4-D inputs (see forgegrad.ops.resample)."""
+    """``torch.nn.functional.interpolate`` for 3-D, 4-D and 5-D inputs (see forgegrad.ops.resample)."""
     from ..nn.functional_conv import _t
     return InterpolateFunction.op(_t(input, "input"), size=size, scale_factor=scale_factor, mode=mode,
                                   align_corners=align_corners, recompute_scale_factor=recompute_scale_factor,
