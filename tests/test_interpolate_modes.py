@@ -233,11 +233,15 @@ def test_onnx_export_matches_torch_in_onnxruntime(shape, kw, opset, tmp_path):
     np.testing.assert_allclose(got, TF.interpolate(torch.tensor(x), **kw).numpy(), rtol=1e-4, atol=2e-5)
 
 
-def test_area_exports_with_dynamic_image_sizes(tmp_path):
+def test_area_and_trilinear_export_with_dynamic_sizes(tmp_path):
     pytest.importorskip("onnxruntime")
     report = _export(dict(size=(5, 4), mode="area"), (2, 3, 17, 23), tmp_path, opset=17,
                      dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
                      verify_sizes=[{"batch": 1, "height": 9, "width": 31}])
+    assert report.ok, report
+    report = _export(dict(scale_factor=(2.0, 1.5, 0.5), mode="trilinear"), (1, 2, 4, 6, 8), tmp_path, opset=17,
+                     dynamic_axes={"input": {0: "batch", 2: "depth", 3: "height", 4: "width"}},
+                     verify_sizes=[{"batch": 2, "depth": 3, "height": 7, "width": 10}])
     assert report.ok, report
 
 
