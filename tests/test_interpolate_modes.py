@@ -1,4 +1,4 @@
-"""F.interpolate's modes trilinear and area, antialias=True (bilinear, bicubic) and 5-D nearest against torch:
+"""F.interpolate's modes trilinear, area and lanczos, antialias=True (bilinear, bicubic) and 5-D nearest against torch:
 values and gradients on odd shapes, downscale and upscale, float64, the gradient as the transposed forward (also
 where torch's antialiased backward is not), double backward, nn.Upsample, ONNX (trilinear Resize, area as the
 adaptive pools' nodes, antialias as Resize antialias=1 at opset 18, verified in onnxruntime) and its refusals.
@@ -41,6 +41,9 @@ for _mode in ("bilinear", "bicubic"):
               ((2, 3, 17, 23), dict(size=(40, 6), mode=_mode, antialias=True, align_corners=True)),
               ((2, 2, 64, 48), dict(size=(24, 24), mode=_mode, antialias=True)),
               ((1, 1, 9, 9), dict(size=(1, 1), mode=_mode, antialias=True))]
+CASES += [((2, 3, 17, 23), dict(size=(5, 9), mode="lanczos", antialias=True)),
+          ((1, 2, 9, 11), dict(scale_factor=2.5, mode="lanczos", antialias=True)),
+          ((2, 2, 64, 48), dict(size=(24, 30), mode="lanczos", antialias=True))]
 
 
 def _ids(cases):
@@ -108,10 +111,11 @@ def _jacobian(fn, shape):
 @pytest.mark.parametrize("shape,kw", [
     ((1, 1, 7, 9), dict(scale_factor=(1.05, 0.4), mode="bilinear", antialias=True)),
     ((1, 1, 7, 9), dict(scale_factor=(1.05, 0.4), mode="bicubic", antialias=True)),
+    ((1, 1, 7, 9), dict(scale_factor=(0.6, 1.5), mode="lanczos", antialias=True)),
     ((1, 1, 3, 7, 4), dict(scale_factor=2.1, mode="nearest")),
     ((1, 1, 3, 5, 4), dict(size=(2, 7, 3), mode="trilinear", align_corners=True)),
     ((1, 1, 7, 9), dict(size=(3, 4), mode="area")),
-], ids=["aa-bilinear-copied-axis", "aa-bicubic-copied-axis", "nearest-5d-2.1", "trilinear", "area"])
+], ids=["aa-bilinear-copied-axis", "aa-bicubic-copied-axis", "lanczos", "nearest-5d-2.1", "trilinear", "area"])
 def test_gradient_is_the_transposed_forward(shape, kw):
     """float64: the gradient is the transposed Jacobian of the forward. torch's antialiased backward resamples an
     axis its forward copies (7 * 1.05 keeps 7), and its 3-D nearest backward takes the i // 2 shortcut on a
@@ -184,6 +188,9 @@ BAD = [  # (input shape, kwargs, error, message) torch raises the same error typ
     ((1, 2, 4, 5), dict(scale_factor=2.0, mode="area", antialias=True), ValueError, "antialias"),
     ((1, 2, 4, 5, 3), dict(scale_factor=2.0, mode="trilinear", antialias=True), ValueError, "antialias"),
     ((1, 2, 5), dict(size=(2, 2), mode="area"), ValueError, "size"),
+    ((1, 2, 4, 5), dict(size=3, mode="lanczos"), ValueError, "requires antialias=True"),
+    ((1, 2, 4, 5), dict(size=3, mode="lanczos", antialias=True, align_corners=True), ValueError, "align_corners"),
+    ((1, 2, 5), dict(size=3, mode="lanczos", antialias=True), ValueError, "mode 'lanczos' needs a 4-D"),
 ]
 
 
@@ -248,7 +255,8 @@ def test_area_and_trilinear_export_with_dynamic_sizes(tmp_path):
 @pytest.mark.parametrize("kw,opset,match", [
     (dict(size=(5, 9), mode="bilinear", antialias=True), 17, "opset 18"),
     (dict(size=(5, 9), mode="bicubic", antialias=True, align_corners=True), 18, "align_corners=True"),
-], ids=["aa-opset-17", "aa-align-corners"])
+    (dict(size=(5, 9), mode="lanczos", antialias=True), 21, "no Lanczos filter"),
+], ids=["aa-opset-17", "aa-align-corners", "lanczos"])
 def test_antialias_exports_it_cannot_match_are_refused(kw, opset, match, tmp_path):
     with pytest.raises(Exception, match=match):
         _export(kw, (1, 2, 17, 23), tmp_path, opset=opset, dynamic_axes={})

@@ -7,11 +7,12 @@ axis is an AxisMap of those windows (weights 1 / window length, shorter windows 
 area shares the op's forward, its fixed-order gradient and its double backward; the values equal torch's to
 float rounding (torch divides one window sum by kh * kw, this scales per axis).
 
-antialias: torch's _upsample_bilinear2d_aa / _upsample_bicubic2d_aa, a separable filter per axis (the PIL
-algorithm): with scale = in / out (or 1 / scale_factor, or (in - 1) / (out - 1) with align_corners), output i
-is centred at scale * (i + 0.5) (align_corners changes the scale only), the filter (triangle; Keys cubic with
-a = -0.5, not the -0.75 of plain bicubic) is stretched by the scale when downsampling, so its support is
-(taps / 2) * max(scale, 1), and the weights of the inputs it covers are normalised to sum 1. An axis whose size
+antialias (and mode lanczos, antialiased only): torch's _upsample_bilinear2d_aa / _upsample_bicubic2d_aa /
+_upsample_lanczos2d_aa, a separable filter per axis (the PIL algorithm): with scale = in / out (or 1 /
+scale_factor, or (in - 1) / (out - 1) with align_corners), output i is centred at scale * (i + 0.5)
+(align_corners changes the scale only), the filter (triangle; Keys cubic with a = -0.5, not the -0.75 of plain
+bicubic; Lanczos-3) is stretched by the scale when downsampling, so its support is (taps / 2) * max(scale, 1),
+and the weights of the inputs it covers are normalised to sum 1. An axis whose size
 does not change is copied, as torch's kernel skips it. The weights are computed in the input's dtype with torch's
 float/double promotions, so float64 matches torch to ~1e-15.
 """
@@ -40,11 +41,21 @@ def area_map(n_in: int, n_out: int, dtype_str: str) -> AxisMap:
     return AxisMap(n_in, idx, w)
 
 
+AA_TAPS = {"bilinear": 2, "bicubic": 4, "lanczos": 6}  # the filters' widths before the downscale stretches them
+
+
 def _aa_filter(x, mode: str, dt):
-    """torch's aa filters on |x| in dtype dt: the triangle (bilinear), Keys cubic with a = -0.5 (bicubic)."""
+    """torch's aa filters on |x| in dtype dt: the triangle (bilinear), Keys cubic with a = -0.5 (bicubic),
+    Lanczos-3, sinc(x) sinc(x / 3) on |x| < 3 (lanczos; evaluated in double, then rounded to dt)."""
     x = np.abs(x)
     if mode == "bilinear":
         return np.where(x < 1, dt(1) - x, dt(0)).astype(dt)
+    if mode == "lanczos":
+        v = x.astype(np.float64)
+        px = np.pi * np.where(v == 0, 1.0, v)
+        sinc = np.where(v == 0, 1.0, np.sin(px) / px)
+        sinc3 = np.where(v == 0, 1.0, np.sin(px / 3) / (px / 3))
+        return np.where(v < 3, sinc * sinc3, 0.0).astype(dt)
     a = dt(-0.5)
     near = ((a + 2) * x - (a + 3)) * x * x + 1
     far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
@@ -58,7 +69,7 @@ def aa_map(mode: str, n_in: int, n_out: int, scale, dtype_str: str) -> AxisMap:
     if n_in == n_out:
         return AxisMap(n_in, np.arange(n_in)[None])
     scale = dt(scale)
-    taps = 2 if mode == "bilinear" else 4
+    taps = AA_TAPS[mode]
     wide = float(scale) >= 1.0
     support = dt(taps * 0.5 * float(scale)) if wide else dt(taps * 0.5)
     max_taps = int(math.ceil(float(support))) * 2 + 1
@@ -110,6 +121,9 @@ def onnx_antialias(ctx, op, x, mode, spatial, out, scales, align_corners):
     tests/test_interpolate_modes.py); an axis whose size does not change gets scale 1 (torch
     copies it). align_corners=True is refused: torch then keeps the half-pixel centres and only changes the scale,
     which no coordinate_transformation_mode expresses."""
+    if mode == "lanczos":
+        raise op.unsupported("interpolate mode='lanczos' is not exported: ONNX Resize has no Lanczos filter "
+                             "(its modes are nearest, linear and cubic)")
     if ctx.opset < AA_MIN_OPSET:
         raise op.unsupported(f"interpolate with antialias=True needs Resize's antialias attribute, ONNX opset "
                              f"{AA_MIN_OPSET} or later (exporting at opset {ctx.opset}): export with opset="

@@ -1,10 +1,10 @@
 """``F.interpolate``: torch's resampling of 3-D (N, C, L), 4-D (N, C, H, W) and 5-D (N, C, D, H, W) inputs, modes
-nearest, nearest-exact, linear, bilinear, bicubic, trilinear and area, with torch's arguments (size or
-scale_factor, align_corners, recompute_scale_factor, antialias for bilinear / bicubic), its output sizes and its
-source coordinates, computed as torch's CPU kernels compute them (nearest in float32 whatever the input's dtype,
-the others in the input's dtype; linear axes whose size does not change are copied, as torch's kernel does).
-area (adaptive average pooling to the output size, as torch computes it) and antialias=True build their maps in
-_resample_modes.py.
+nearest, nearest-exact, linear, bilinear, bicubic, trilinear, area and lanczos, with torch's arguments (size or
+scale_factor, align_corners, recompute_scale_factor, antialias for bilinear / bicubic / lanczos), its output sizes
+and its source coordinates, computed as torch's CPU kernels compute them (nearest in float32 whatever the input's
+dtype, the others in the input's dtype; linear axes whose size does not change are copied, as torch's kernel does).
+area (adaptive average pooling to the output size, as torch computes it) and the antialiased filters (lanczos is
+antialiased only) build their maps in _resample_modes.py.
 
 The op is separable: each resized axis is an :class:`~forgegrad.ops._resample_maps.AxisMap` (which input
 positions, with which weights, make each output position), built once per (sizes, scale, mode) and cached; the
@@ -42,8 +42,8 @@ from ._resample_maps import AxisMap, apply, adjoint, linear_rule
 from ._resample_modes import aa_map, area_map, onnx_antialias, onnx_area
 from .registry import BadInput, Sample, register_op
 
-MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
-_RANK = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}  # the interpolating modes' input ranks
+MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area", "lanczos")
+_RANK = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5, "lanczos": 4}  # the interpolating modes' ranks
 _LINEAR = ("linear", "bilinear", "trilinear")
 _CUBIC_A = -0.75
 
@@ -72,9 +72,6 @@ def resolve(shape, size=None, scale_factor=None, mode="nearest", align_corners=N
     """torch.nn.functional.interpolate's argument rules: (output spatial sizes, the scales the kernel's
     coordinates use (None per axis: in / out), mode, align_corners as a bool). Raises naming the argument."""
     if mode not in MODES:
-        if mode == "lanczos":  # torch 2.13's, not forgegrad's yet
-            raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented in forgegrad; modes: "
-                                      f"{', '.join(MODES)}")
         raise ValueError(f"interpolate: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if len(shape) not in (3, 4, 5):
         raise InterpolateRankError(f"interpolate: input must be 3-D (N, C, L), 4-D (N, C, H, W) or 5-D "
@@ -122,10 +119,14 @@ def resolve(shape, size=None, scale_factor=None, mode="nearest", align_corners=N
         out = tuple(int(math.floor(float(n) * s)) for n, s in zip(spatial, scales))
         if recompute_scale_factor or mode == "area":  # torch recomputes area's (adaptive pooling has no scale)
             scales = (None,) * dims
-    if antialias and not (mode in ("bilinear", "bicubic") and len(shape) == 4):
-        raise ValueError(f"interpolate: antialias=True is restricted to the bilinear and bicubic modes and requires "
-                         f"a 4-D input (torch's lanczos: not in forgegrad), got mode {mode!r} and input of shape "
-                         f"{tuple(shape)}")
+    if antialias and not (mode in ("bilinear", "bicubic", "lanczos") and len(shape) == 4):
+        raise ValueError(f"interpolate: antialias=True is restricted to the bilinear, bicubic and lanczos modes and "
+                         f"requires a 4-D input, got mode {mode!r} and input of shape {tuple(shape)}")
+    if mode == "lanczos":
+        if align_corners:
+            raise ValueError("interpolate: mode 'lanczos' does not support align_corners=True")
+        if not antialias:
+            raise ValueError("interpolate: mode 'lanczos' requires antialias=True")
     if min(spatial) < 1 or min(out) < 1:
         raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input "
                          f"(spatial sizes) {list(spatial)} and output {list(out)} (size={size!r}, "
@@ -191,7 +192,7 @@ def maps_for(shape, dtype, size=None, scale_factor=None, mode="nearest", align_c
     def one(n_in, n_out, scale):
         if mode == "area":
             return area_map(n_in, n_out, dtype.str)
-        if antialias:
+        if antialias or mode == "lanczos":
             return aa_map(mode, n_in, n_out, float(_area_scale(dtype.type, n_in, n_out, ac, scale)), dtype.str)
         return axis_map(mode, n_in, n_out, ac, scale, dtype.str, ndim)
 
@@ -410,6 +411,10 @@ def _samples_more():
             Sample((x4,), {"scale_factor": 0.37, "mode": "area"}, "area x0.37"),
             Sample((x4,), {"scale_factor": (2.5, 0.5), "mode": "area"}, "area x(2.5, 0.5)"),
             Sample((x5,), {"size": (3, 8, 2), "mode": "area"}, "area 5-D size (3, 8, 2)")]
+    out += [Sample((x4,), {"size": (5, 9), "mode": "lanczos", "antialias": True}, "lanczos down (5, 9): no ONNX",
+                   onnx=False),
+            Sample((x4,), {"scale_factor": 2.5, "mode": "lanczos", "antialias": True}, "lanczos up x2.5: no ONNX",
+                   onnx=False)]
     for mode in ("bilinear", "bicubic"):  # Resize's antialias needs opset 18: tests/test_interpolate_modes.py
         out += [Sample((x4,), {"size": (5, 9), "mode": mode, "antialias": True}, f"{mode} aa down (5, 9)",
                        onnx=False),
@@ -435,7 +440,9 @@ def _bad_inputs():
             BadInput((x,), {"scale_factor": 2.0, "mode": "bilinear", "antialias": "yes"}, TypeError, "antialias"),
             BadInput((x,), {"scale_factor": 2.0, "mode": "trilinear"}, NotImplementedError, "mode 'trilinear'"),
             BadInput((x,), {"size": 2, "mode": "area", "align_corners": False}, ValueError, "align_corners"),
-            BadInput((x,), {"scale_factor": 2.0, "mode": "lanczos", "antialias": True}, NotImplementedError, "mode"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "lanczos"}, ValueError, "antialias"),
+            BadInput((x,), {"size": 2, "mode": "lanczos", "antialias": True, "align_corners": True}, ValueError,
+                     "align_corners"),
             BadInput((x,), {"scale_factor": 2.0, "mode": "cubic"}, ValueError, "mode"),
             BadInput((x,), {"size": 4, "scale_factor": None, "recompute_scale_factor": True}, ValueError,
                      "recompute_scale_factor")]
