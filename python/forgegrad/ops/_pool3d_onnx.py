@@ -116,7 +116,6 @@ def map_avg_pool3d(ctx, op):
 
 
 def map_adaptive_avg_pool3d(ctx, op):
-    from . import _window3d as W
     from .pool3d import adaptive3d_size
     A, xa, y, spatial = _input(op, "adaptive_avg_pool3d", allow_dynamic=True)
     out = adaptive3d_size(xa, A._arg(op, "output_size"), "adaptive_avg_pool3d")
@@ -124,15 +123,23 @@ def map_adaptive_avg_pool3d(ctx, op):
         return [ctx.node("GlobalAveragePool", [y])]
     if spatial is None:
         _static(op, A._x(op), "adaptive_avg_pool3d to a size other than (1, 1, 1)")
+    return [adaptive_avg3d_nodes(ctx, y, spatial, out)]
+
+
+def adaptive_avg3d_nodes(ctx, y, spatial, out):
+    """Adaptive average pooling of y (static spatial sizes) to ``out`` (also interpolate's mode='area')."""
+    from . import _window3d as W
+    if tuple(out) == (1, 1, 1):
+        return ctx.node("GlobalAveragePool", [y])
     if all(n % o == 0 for n, o in zip(spatial, out)):
         k = [n // o for n, o in zip(spatial, out)]
-        return [y if k == [1, 1, 1] else ctx.node("AveragePool", [y], kernel_shape=k, strides=k)]
+        return y if k == [1, 1, 1] else ctx.node("AveragePool", [y], kernel_shape=k, strides=k)
     for axis, (n, o) in enumerate(zip(spatial, out), start=2):  # a ReduceMean per window and axis, as the op
         if n != o:
             parts = [ctx.reduce("ReduceMean", ctx.node("Slice", [y, ctx.ints([a]), ctx.ints([b]), ctx.ints([axis])]),
                                 [axis], True) for a, b in W.adaptive_bins(n, o)]
             y = ctx.node("Concat", parts, axis=axis)
-    return [y]
+    return y
 
 
 def map_adaptive_max_pool3d(ctx, op):

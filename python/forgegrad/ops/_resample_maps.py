@@ -14,10 +14,17 @@ progression: nearest by an integer factor, the core of a pad), a multiply by the
 sources; each source sums its contributions in the levels' order. The order is fixed by the map alone, so the
 gradient has the same bits at any thread count (overlapping bilinear/bicubic windows included).
 
+Weighted maps over axes short for their taps (n_in <= 32 taps: antialiased and area downscales, bicubic,
+trilinear on volumes) run instead as products with their dense (n_out, n_in) matrices, forward and (transposed)
+backward: one BLAS GEMM per axis beats a gather per tap there (docs/torch_compat.md has the figures). BLAS sums
+each dot product in its own fixed order, not torch's tap order (values equal to float rounding); forgegrad's
+thread count does not change it (OpenBLAS gave the same bits at 1 and 2 of its threads on these shapes). An input
+with an inf or nan takes the per-tap path, so that it spreads only over its own windows, as in torch.
+
 float32 (N, C, H, W) inputs with maps of at most two taps (nearest, bilinear, the pads) run the C++ kernel
 forgegrad._C.resample (cpp/kernels/per_isa/resample.cpp) instead: one pass per plane, width sums then height sums
 forward, and the same per-source order backward, so its bits are this module's; numpy runs everything else
-(float64, 3-D inputs, bicubic, 3-axis pads).
+(float64, 3-D and 5-D inputs, bicubic, area, antialias, 3-axis pads).
 
 :class:`MapFunction` / :class:`MapAdjointFunction` apply a list of maps and its transpose as Functions whose
 differentiable backward rule is the other one: these ops are linear, so their double backward is the op itself.
@@ -35,7 +42,7 @@ from ..autograd import Function
 class AxisMap:
     """out[j] = sum_k w[k, j] * x[idx[k, j]] along one axis of length ``n_in`` (``w`` None: all ones)."""
 
-    __slots__ = ("n_in", "n_out", "idx", "w", "_adjoint")
+    __slots__ = ("n_in", "n_out", "idx", "w", "_adjoint", "_dense")
 
     def __init__(self, n_in: int, idx: np.ndarray, w: Optional[np.ndarray] = None):
         self.n_in = int(n_in)
@@ -43,6 +50,7 @@ class AxisMap:
         self.n_out = self.idx.shape[1]
         self.w = None if w is None else np.ascontiguousarray(w).reshape(self.idx.shape)
         self._adjoint = None
+        self._dense = {}
 
     @property
     def taps(self) -> int:
@@ -51,6 +59,22 @@ class AxisMap:
     def is_identity(self) -> bool:
         return (self.taps == 1 and self.n_in == self.n_out and self.w is None
                 and bool(np.array_equal(self.idx[0], np.arange(self.n_in))))
+
+    def use_dense(self) -> bool:
+        """Whether the map runs as a product with its dense (n_out, n_in) matrix: where the axis is short for the
+        map's taps (n_in <= 32 taps: antialiased and area downscales, bicubic, trilinear on volumes), one GEMM
+        beats a gather, multiply and add per tap and the backward's per-source levels (measured: docs)."""
+        return self.w is not None and self.n_in <= DENSE_TAPS * self.taps
+
+    def dense(self, dtype) -> np.ndarray:
+        """The map as an (n_out, n_in) matrix in ``dtype`` (taps on the same source summed)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._dense:
+            m = np.zeros((self.n_out, self.n_in), dtype)
+            cols = np.broadcast_to(np.arange(self.n_out), self.idx.shape)
+            np.add.at(m, (cols.ravel(), self.idx.ravel()), self.w.astype(dtype).ravel())
+            self._dense[dtype] = m
+        return self._dense[dtype]
 
     def adjoint_plan(self):
         """The transpose as levels: the map's entries sorted by source position (stable: within one source the
@@ -74,6 +98,19 @@ class AxisMap:
 
 
 _MIN_RUN = 8  # shorter runs are gathered with the level's other irregular entries
+DENSE_TAPS = 32  # AxisMap.use_dense: beyond n_in = 32 taps the dense product's n_in-long dot products cost more
+
+
+def _dense_along(x: np.ndarray, axis: int, mat: np.ndarray) -> np.ndarray:
+    """``mat`` (n_out, n_in) applied along ``axis`` of x (length n_in): one GEMM (the last axis) or a batch of
+    them over the leading axes."""
+    shape = x.shape
+    lead, n, trail = int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+    if trail == 1:
+        y = np.ascontiguousarray(x).reshape(lead, n) @ mat.T
+    else:
+        y = np.matmul(mat, np.ascontiguousarray(x).reshape(lead, n, trail))
+    return y.reshape(shape[:axis] + (mat.shape[0],) + shape[axis + 1:])
 
 
 def _pieces(src: np.ndarray, js: np.ndarray, w):
@@ -104,10 +141,19 @@ def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return v.reshape(shape)
 
 
-def apply_axis(x: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
-    """``m`` applied along ``axis`` of ``x`` (taps summed in tap order, as torch's kernels do)."""
+def _dense_ok(x: np.ndarray, maps) -> bool:
+    """The dense products multiply every input by the zeros outside its windows too: with an inf or nan in x
+    they would spread it along the whole axis, so such inputs take the per-tap path (torch's locality)."""
+    return any(m.use_dense() for _, m in maps) and bool(np.isfinite(x).all())
+
+
+def apply_axis(x: np.ndarray, axis: int, m: AxisMap, dense_ok: bool = False) -> np.ndarray:
+    """``m`` applied along ``axis`` of ``x`` (taps summed in tap order, as torch's kernels do; or, where
+    ``dense_ok`` and the map prefers it, as one product with its dense matrix)."""
     if m.is_identity():
         return x
+    if dense_ok and m.use_dense():
+        return _dense_along(x, axis, m.dense(x.dtype))
     out = np.take(x, m.idx[0], axis=axis)
     if m.w is None and m.taps == 1:
         return out
@@ -127,12 +173,14 @@ def _index(axis: int, ndim: int, key) -> tuple:
     return tuple(index)
 
 
-def adjoint_axis(g: np.ndarray, axis: int, m: AxisMap) -> np.ndarray:
+def adjoint_axis(g: np.ndarray, axis: int, m: AxisMap, dense_ok: bool = False) -> np.ndarray:
     """The transpose of ``m`` applied along ``axis`` of ``g`` (length n_out -> n_in): level by level, each a
     gather (or a strided view) of ``g``, scaled, added into distinct source positions, so every source sums its
     contributions in one fixed order (0 + first + second + ...), whatever the thread count."""
     if m.is_identity():
         return g
+    if dense_ok and m.use_dense():
+        return _dense_along(g, axis, m.dense(g.dtype).T)
     shape = list(g.shape)
     shape[axis] = m.n_in
     out = np.zeros(shape, g.dtype)
@@ -176,8 +224,9 @@ def apply(x: np.ndarray, maps: Maps) -> np.ndarray:
         y = np.empty(x.shape[:2] + (km[0].shape[1], km[2].shape[1]), np.float32)
         _C.resample.resample2d_forward(x, km[0], km[1], km[2], km[3], 0.0, y)
         return y
+    dense_ok = _dense_ok(x, maps)
     for axis, m in maps:
-        x = apply_axis(x, axis, m)
+        x = apply_axis(x, axis, m, dense_ok)
     return x if any(not m.is_identity() for _, m in maps) else x.copy()
 
 
@@ -189,9 +238,9 @@ def adjoint(g: np.ndarray, maps: Maps) -> np.ndarray:
         gx = np.empty(g.shape[:2] + (n_in.get(2, g.shape[2]), n_in.get(3, g.shape[3])), np.float32)
         _C.resample.resample2d_backward(g, km[0], km[1], km[2], km[3], gx)
         return gx
-    out = g
+    out, dense_ok = g, _dense_ok(g, maps)
     for axis, m in reversed(maps):
-        out = adjoint_axis(out, axis, m)
+        out = adjoint_axis(out, axis, m, dense_ok)
     return out.copy() if out is g else out
 
 

@@ -1,21 +1,27 @@
-"""``F.interpolate``: torch's resampling of 3-D (N, C, L) and 4-D (N, C, H, W) inputs, modes nearest,
-nearest-exact, linear, bilinear and bicubic, with torch's arguments (size or scale_factor, align_corners,
-recompute_scale_factor; antialias=False only), its output sizes and its source coordinates, computed as torch's
-CPU kernels compute them (nearest in float32 whatever the input's dtype, the others in the input's dtype; linear
-axes whose size does not change are copied, as torch's kernel does).
+"""``F.interpolate``: torch's resampling of 3-D (N, C, L), 4-D (N, C, H, W) and 5-D (N, C, D, H, W) inputs, modes
+nearest, nearest-exact, linear, bilinear, bicubic, trilinear, area and lanczos, with torch's arguments (size or
+scale_factor, align_corners, recompute_scale_factor, antialias for bilinear / bicubic / lanczos), its output sizes
+and its source coordinates, computed as torch's CPU kernels compute them (nearest in float32 whatever the input's
+dtype, the others in the input's dtype; linear axes whose size does not change are copied, as torch's kernel does).
+area (adaptive average pooling to the output size, as torch computes it) and the antialiased filters (lanczos is
+antialiased only) build their maps in _resample_modes.py.
 
 The op is separable: each resized axis is an :class:`~forgegrad.ops._resample_maps.AxisMap` (which input
 positions, with which weights, make each output position), built once per (sizes, scale, mode) and cached; the
 forward applies them axis by axis, the backward applies their transposes in a fixed order (see _resample_maps for
-the order; float32 4-D nearest / bilinear run the C++ kernel forgegrad._C.resample there, numpy the rest).
+the order; float32 4-D maps of at most two taps run the C++ kernel forgegrad._C.resample there, numpy the rest).
 
-One difference from torch, on purpose: torch's 2-D nearest kernels copy an axis whose size does not change and
+Differences from torch, on purpose: torch's 2-D nearest kernels copy an axis whose size does not change and
 take i // 2 on one that doubles, whatever the scale_factor (1.1 and 2.1 give those sizes too), and forgegrad does
-the same; its 1-D nearest forward does not, but its 1-D backward does, so there torch's gradient is not the
-gradient of its forward. forgegrad's 1-D gradient is that of the forward (torch's 1-D forward).
+the same; its 1-D and 3-D nearest forwards do not, but their backwards do, so there torch's gradient is not the
+gradient of its forward. Likewise torch's antialiased forward copies an axis whose size does not change, but its
+backward resamples it with the scale_factor's filter. forgegrad's gradients are those of the forward (torch's
+forward) in every case.
 
 ONNX: one Resize node (coordinate_transformation_mode asymmetric + floor for nearest, half_pixel +
-round_prefer_ceil for nearest-exact, half_pixel or align_corners for linear and cubic with cubic_coeff_a -0.75);
+round_prefer_ceil for nearest-exact, half_pixel or align_corners for linear (trilinear too) and cubic with
+cubic_coeff_a -0.75; antialias=True: antialias=1 at opset 18+, _resample_modes.onnx_antialias; area: the adaptive
+average pools' nodes, _resample_modes.onnx_area);
 a scale_factor becomes Resize's scales, so the graph takes any image size (a nearest scale_factor that is not an
 integer becomes torch's own index formula, computed from the input's shape and gathered: Resize's float
 coordinates round differently there); a size (or a recomputed scale factor)
@@ -33,11 +39,18 @@ from ..autograd import Function
 from ..devices import MetaArray
 from . import _samples as S
 from ._resample_maps import AxisMap, apply, adjoint, linear_rule
+from ._resample_modes import aa_map, area_map, onnx_antialias, onnx_area
 from .registry import BadInput, Sample, register_op
 
-MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic")
-_RANK = {"linear": 3, "bilinear": 4, "bicubic": 4}  # the interpolating modes' input ranks (nearest: 3 or 4)
+MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area", "lanczos")
+_RANK = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5, "lanczos": 4}  # the interpolating modes' ranks
+_LINEAR = ("linear", "bilinear", "trilinear")
 _CUBIC_A = -0.75
+
+
+class InterpolateRankError(ValueError, NotImplementedError):
+    """An input rank the mode does not take: torch raises NotImplementedError, forgegrad's earlier releases
+    ValueError; this is both."""
 
 
 def _is_int(v) -> bool:
@@ -59,28 +72,22 @@ def resolve(shape, size=None, scale_factor=None, mode="nearest", align_corners=N
     """torch.nn.functional.interpolate's argument rules: (output spatial sizes, the scales the kernel's
     coordinates use (None per axis: in / out), mode, align_corners as a bool). Raises naming the argument."""
     if mode not in MODES:
-        if mode in ("trilinear", "area"):  # torch's, not forgegrad's yet
-            raise NotImplementedError(f"interpolate: mode {mode!r} is not implemented in forgegrad; modes: "
-                                      f"{', '.join(MODES)}")
         raise ValueError(f"interpolate: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if len(shape) == 5:
-        raise NotImplementedError(f"interpolate: 5-D (volumetric) inputs are not implemented in forgegrad, got input "
-                                  f"of shape {tuple(shape)}")
-    if len(shape) not in (3, 4):
-        raise ValueError(f"interpolate: input must be 3-D (N, C, L) or 4-D (N, C, H, W), got a {len(shape)}-D input "
-                         f"of shape {tuple(shape)} (mode {mode!r})")
+    if len(shape) not in (3, 4, 5):
+        raise InterpolateRankError(f"interpolate: input must be 3-D (N, C, L), 4-D (N, C, H, W) or 5-D "
+                                   f"(N, C, D, H, W), got a {len(shape)}-D input of shape {tuple(shape)} (mode "
+                                   f"{mode!r})")
     want = _RANK.get(mode)
     if want is not None and len(shape) != want:
-        raise ValueError(f"interpolate: mode {mode!r} needs a {want}-D input, got input of shape {tuple(shape)}")
-    if antialias not in (False, None, np.False_):
-        if antialias is True or antialias is np.True_:
-            raise NotImplementedError("interpolate: antialias=True is not implemented in forgegrad (antialias=False "
-                                      "only)")
+        raise InterpolateRankError(f"interpolate: mode {mode!r} needs a {want}-D input, got input of shape "
+                                   f"{tuple(shape)}")
+    if antialias not in (False, None, np.False_, True, np.True_):
         raise TypeError(f"interpolate: antialias must be a bool, got {antialias!r}")
-    if mode in ("nearest", "nearest-exact"):
+    if mode in ("nearest", "nearest-exact", "area"):
         if align_corners is not None:
             raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: "
-                             f"linear | bilinear | bicubic (got mode {mode!r}, align_corners={align_corners!r})")
+                             f"linear | bilinear | bicubic | trilinear (got mode {mode!r}, "
+                             f"align_corners={align_corners!r})")
         align_corners = False
     elif align_corners is None:
         align_corners = False
@@ -110,8 +117,16 @@ def resolve(shape, size=None, scale_factor=None, mode="nearest", align_corners=N
         if not all(math.isfinite(s) and s > 0 for s in scales):
             raise ValueError(f"interpolate: scale_factor must be positive and finite, got {scale_factor!r}")
         out = tuple(int(math.floor(float(n) * s)) for n, s in zip(spatial, scales))
-        if recompute_scale_factor:
+        if recompute_scale_factor or mode == "area":  # torch recomputes area's (adaptive pooling has no scale)
             scales = (None,) * dims
+    if antialias and not (mode in ("bilinear", "bicubic", "lanczos") and len(shape) == 4):
+        raise ValueError(f"interpolate: antialias=True is restricted to the bilinear, bicubic and lanczos modes and "
+                         f"requires a 4-D input, got mode {mode!r} and input of shape {tuple(shape)}")
+    if mode == "lanczos":
+        if align_corners:
+            raise ValueError("interpolate: mode 'lanczos' does not support align_corners=True")
+        if not antialias:
+            raise ValueError("interpolate: mode 'lanczos' requires antialias=True")
     if min(spatial) < 1 or min(out) < 1:
         raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input "
                          f"(spatial sizes) {list(spatial)} and output {list(out)} (size={size!r}, "
@@ -142,7 +157,7 @@ def axis_map(mode, n_in, n_out, align_corners, scale, dtype_str, rank=4) -> Axis
         else:  # (j + 0.5) is a double in torch's formula, rounded to float by floorf
             src = np.floor(((j + 0.5) * np.float64(s32)).astype(np.float32))
         return AxisMap(n_in, np.minimum(src.astype(np.int64), n_in - 1)[None])
-    if mode in ("linear", "bilinear") and n_in == n_out:  # torch's linear kernels copy such an axis
+    if mode in _LINEAR and n_in == n_out:  # torch's linear kernels copy such an axis
         return AxisMap(n_in, j[None])
     s = _area_scale(dt, n_in, n_out, align_corners, scale)
     jf = j.astype(dt)
@@ -173,9 +188,16 @@ def maps_for(shape, dtype, size=None, scale_factor=None, mode="nearest", align_c
     out, scales, mode, ac = resolve(shape, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
     dtype = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float32)
     ndim = len(shape)
+
+    def one(n_in, n_out, scale):
+        if mode == "area":
+            return area_map(n_in, n_out, dtype.str)
+        if antialias or mode == "lanczos":
+            return aa_map(mode, n_in, n_out, float(_area_scale(dtype.type, n_in, n_out, ac, scale)), dtype.str)
+        return axis_map(mode, n_in, n_out, ac, scale, dtype.str, ndim)
+
     # last axis first: the width sum inside the height sum, as torch's kernels
-    return [(ndim - 1 - k, axis_map(mode, shape[ndim - 1 - k], out[-1 - k], ac, scales[-1 - k], dtype.str, ndim))
-            for k in range(len(out))]
+    return [(ndim - 1 - k, one(shape[ndim - 1 - k], out[-1 - k], scales[-1 - k])) for k in range(len(out))]
 
 
 def _check_input(x):
@@ -192,14 +214,14 @@ def _meta(x, size=None, scale_factor=None, mode="nearest", align_corners=None, r
 def _flops(out, inputs, kwargs):
     """A multiply-add per tap and output element of each resized axis (nearest: none)."""
     x = inputs[0]
-    mode = kwargs.get("mode", inputs[3] if len(inputs) > 3 else "nearest")
-    taps = {"linear": 2, "bilinear": 2, "bicubic": 4}.get(mode, 0)
-    if not taps:
+    names = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+    kw = dict(zip(names, inputs[1:]), **kwargs)
+    if kw.get("mode", "nearest") in ("nearest", "nearest-exact"):
         return 0
     total, shape = 0, list(x.shape)
-    for axis in range(len(shape) - 1, 1, -1):
-        shape[axis] = out.shape[axis]
-        total += 2 * taps * int(np.prod(shape))
+    for axis, m in maps_for(x.shape, x.dtype, **kw):
+        shape[axis] = m.n_out
+        total += 0 if m.is_identity() else 2 * m.taps * int(np.prod(shape))
     return total
 
 
@@ -229,7 +251,7 @@ InterpolateFunction.op.float64 = InterpolateFunction  # numpy in the input's dty
 
 def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,
                 recompute_scale_factor=None, antialias: bool = False):
-    """``torch.nn.functional.interpolate`` for 3-D and 4-D inputs (see forgegrad.ops.resample)."""
+    """``torch.nn.functional.interpolate`` for 3-D, 4-D and 5-D inputs (see forgegrad.ops.resample)."""
     from ..nn.functional_conv import _t
     return InterpolateFunction.op(_t(input, "input"), size=size, scale_factor=scale_factor, mode=mode,
                                   align_corners=align_corners, recompute_scale_factor=recompute_scale_factor,
@@ -257,7 +279,7 @@ def _onnx_scales(ctx, op, x, attrs, out, scales, mode):
     dynamic = [not isinstance(d, (int, np.integer)) for d in op.in_dims("x")[2:]]
     eff, slices = [], []
     for k, (s, n, o) in enumerate(zip(scales, spatial, out)):
-        e = 1.0 if mode in ("linear", "bilinear") and o == n else s
+        e = 1.0 if mode in _LINEAR and o == n else s
         if e != s and dynamic[k]:
             raise op.unsupported(f"interpolate with scale_factor {s} keeps the size {n} of an axis, which torch's "
                                  "linear kernels then copy, a shortcut that depends on the size; export with static "
@@ -312,6 +334,10 @@ def _onnx(ctx, op):
                                     op.attr("align_corners"), op.attr("recompute_scale_factor"),
                                     op.attr("antialias", False))
     x = op.input("x")
+    if mode == "area":
+        return onnx_area(ctx, op, x, x_arr.shape[2:], out)
+    if op.attr("antialias", False):
+        return onnx_antialias(ctx, op, x, mode, x_arr.shape[2:], out, scales, ac)
     attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
     if mode == "nearest-exact":
         attrs.update(coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
@@ -364,6 +390,40 @@ def _samples():
                        f"{mode} batch 1 x2.5 recomputed"),
                 Sample((x4,), {"scale_factor": (0.5, 0.7), "mode": mode}, f"{mode} down x(0.5, 0.7)")]
     out.append(Sample((S.rand(2, 4, 40, 48, seed=3),), {"scale_factor": 2, "mode": "bilinear"}, "large bilinear"))
+    return out + _samples_more()
+
+
+def _samples_more():
+    """trilinear, area, antialias and 5-D nearest, on odd shapes."""
+    x5, x4, x3 = S.rand(2, 3, 5, 7, 4, seed=4), S.rand(2, 3, 17, 23, seed=5), S.rand(2, 3, 17, seed=6)
+    out = [Sample((x5,), {"size": (3, 8, 9), "mode": "trilinear"}, "trilinear size (3, 8, 9)"),
+           Sample((x5,), {"size": (3, 8, 9), "mode": "trilinear", "align_corners": True}, "trilinear size ac"),
+           Sample((x5,), {"scale_factor": 0.37, "mode": "trilinear"}, "trilinear x0.37"),
+           Sample((x5,), {"scale_factor": 2.5, "mode": "trilinear", "align_corners": True}, "trilinear x2.5 ac"),
+           Sample((x5,), {"scale_factor": (1.1, 2.0, 0.5), "mode": "trilinear"}, "trilinear x(1.1, 2, 0.5): copy"),
+           Sample((x5,), {"scale_factor": 1.5, "mode": "trilinear", "recompute_scale_factor": True},
+                  "trilinear x1.5 recomputed")]
+    for mode in ("nearest", "nearest-exact"):
+        out += [Sample((x5,), {"scale_factor": 2, "mode": mode}, f"{mode} 5-D x2"),
+                Sample((x5,), {"size": (3, 8, 9), "mode": mode}, f"{mode} 5-D size (3, 8, 9)")]
+    out += [Sample((x3,), {"size": 5, "mode": "area"}, "area 3-D 17 -> 5"),
+            Sample((x4,), {"size": (5, 9), "mode": "area"}, "area size (5, 9)"),
+            Sample((x4,), {"scale_factor": 0.37, "mode": "area"}, "area x0.37"),
+            Sample((x4,), {"scale_factor": (2.5, 0.5), "mode": "area"}, "area x(2.5, 0.5)"),
+            Sample((x5,), {"size": (3, 8, 2), "mode": "area"}, "area 5-D size (3, 8, 2)")]
+    out += [Sample((x4,), {"size": (5, 9), "mode": "lanczos", "antialias": True}, "lanczos down (5, 9): no ONNX",
+                   onnx=False),
+            Sample((x4,), {"scale_factor": 2.5, "mode": "lanczos", "antialias": True}, "lanczos up x2.5: no ONNX",
+                   onnx=False)]
+    for mode in ("bilinear", "bicubic"):  # Resize's antialias needs opset 18: tests/test_interpolate_modes.py
+        out += [Sample((x4,), {"size": (5, 9), "mode": mode, "antialias": True}, f"{mode} aa down (5, 9)",
+                       onnx=False),
+                Sample((x4,), {"scale_factor": 0.37, "mode": mode, "antialias": True}, f"{mode} aa x0.37",
+                       onnx=False),
+                Sample((x4,), {"scale_factor": 2.5, "mode": mode, "antialias": True}, f"{mode} aa up x2.5",
+                       onnx=False),
+                Sample((x4,), {"size": (40, 6), "mode": mode, "antialias": True, "align_corners": True},
+                       f"{mode} aa size (40, 6) ac", onnx=False)]
     return out
 
 
@@ -376,9 +436,13 @@ def _bad_inputs():
             BadInput((S.rand(2, 5),), {"scale_factor": 2.0}, ValueError, "input"),
             BadInput((x,), {"size": (3, 4, 5)}, ValueError, "size"),
             BadInput((x,), {"scale_factor": -1.0}, ValueError, "scale_factor"),
-            BadInput((x,), {"scale_factor": 2.0, "mode": "bilinear", "antialias": True}, NotImplementedError,
-                     "antialias"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "nearest", "antialias": True}, ValueError, "antialias"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "bilinear", "antialias": "yes"}, TypeError, "antialias"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "trilinear"}, NotImplementedError, "mode 'trilinear'"),
+            BadInput((x,), {"size": 2, "mode": "area", "align_corners": False}, ValueError, "align_corners"),
+            BadInput((x,), {"scale_factor": 2.0, "mode": "lanczos"}, ValueError, "antialias"),
+            BadInput((x,), {"size": 2, "mode": "lanczos", "antialias": True, "align_corners": True}, ValueError,
+                     "align_corners"),
             BadInput((x,), {"scale_factor": 2.0, "mode": "cubic"}, ValueError, "mode"),
-            BadInput((x,), {"scale_factor": 2.0, "mode": "area"}, NotImplementedError, "mode"),
             BadInput((x,), {"size": 4, "scale_factor": None, "recompute_scale_factor": True}, ValueError,
                      "recompute_scale_factor")]
