@@ -138,6 +138,19 @@ def _tensor_leaves(out, who: str):
     return leaves, spec
 
 
+def _call_on_wrapped(func, argnums, has_aux: bool, who: str, args, kwargs):
+    """``func`` called (under enable_grad, by the caller) on fresh leaves in place of its ``argnums`` arguments:
+    (whether argnums is one int, [(leaves, spec)] per differentiated argument, whether results keep their graph,
+    func's output, its aux)."""
+    nums, single = _argnums(argnums, len(args))
+    other = _depth() > 0 or _others_require_grad(args, nums, kwargs)
+    args, diff, live = _wrap_args(args, nums)
+    with _level():
+        out = func(*args, **kwargs)
+    out, aux = _split_aux(out, has_aux, who)
+    return single, diff, other or live, out, aux
+
+
 def grad_and_value(func, argnums=0, has_aux: bool = False):
     """A function returning (gradient of ``func`` with respect to the ``argnums`` arguments, ``func``'s value),
     as torch.func.grad_and_value; ``func`` returns a one-element scalar tensor (and an aux with ``has_aux``)."""
@@ -145,14 +158,8 @@ def grad_and_value(func, argnums=0, has_aux: bool = False):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        nums, single = _argnums(argnums, len(args))
         with enable_grad():
-            other = _depth() > 0 or _others_require_grad(args, nums, kwargs)
-            args, diff, live = _wrap_args(args, nums)
-            keep = other or live
-            with _level():
-                out = func(*args, **kwargs)
-            out, aux = _split_aux(out, has_aux, who)
+            single, diff, keep, out, aux = _call_on_wrapped(func, argnums, has_aux, who, args, kwargs)
             if not isinstance(out, Tensor):
                 raise RuntimeError(f"{who}: Expected f(*args) to return a Tensor, got {type(out)}")
             if out.dim() != 0:
@@ -307,14 +314,8 @@ def linearize(func, *primals):
 
 def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs):
     from ..factories import eye
-    nums, single = _argnums(argnums, len(args))
     with enable_grad():
-        other = _depth() > 0 or _others_require_grad(args, nums, kwargs)
-        args, diff, live = _wrap_args(args, nums)
-        keep = other or live
-        with _level():
-            out = func(*args, **kwargs)
-        out, aux = _split_aux(out, has_aux, who)
+        single, diff, keep, out, aux = _call_on_wrapped(func, argnums, has_aux, who, args, kwargs)
         outs, out_spec = _tensor_leaves(out, "vjp(f, *primals)")
         flat = [t for leaves, _ in diff for t in leaves]
         per_out = []
