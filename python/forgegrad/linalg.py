@@ -212,8 +212,9 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
     non-zeros). ``x`` must be floating, as torch's; ``dtype``: it is cast to that first (float32 -> float64)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"vector_norm(): argument 'x' must be a forgegrad.Tensor, got {type(x).__name__}")
-    if np.dtype(x.dtype).kind != "f":  # dtype= does not make an integer tensor acceptable (torch)
-        raise TypeError(f"vector_norm: expected a floating point tensor as input, got {x.dtype}; cast it first")
+    if np.dtype(x.dtype).kind not in "fc":  # dtype= does not make an integer tensor acceptable (torch)
+        raise TypeError(f"vector_norm: expected a floating point or complex tensor as input, got {x.dtype}; cast "
+                        "it first")
     if dtype is not None:
         from .dtypes import to_numpy
         want = to_numpy(dtype)
