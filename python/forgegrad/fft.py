@@ -40,7 +40,7 @@ def _resize(a, axes, sizes):
     return a
 
 
-class _C2C(ComplexFunction):
+class FFTC2CFunction(ComplexFunction):
     @staticmethod
     def forward(ctx, x, axes, sizes, norm, inverse):
         ctx.shape, ctx.axes, ctx.norm, ctx.inverse = x.shape, axes, norm, inverse
@@ -56,7 +56,7 @@ class _C2C(ComplexFunction):
                        [ctx.shape[a] for a in ctx.axes])
 
 
-class _R2C(ComplexFunction):
+class FFTR2CFunction(ComplexFunction):
     """rfftn: the transform of real x, its last axis' first n // 2 + 1 bins."""
 
     @staticmethod
@@ -72,7 +72,7 @@ class _R2C(ComplexFunction):
         return _resize(gx, ctx.axes, [ctx.shape[a] for a in ctx.axes])
 
 
-class _C2R(ComplexFunction):
+class FFTC2RFunction(ComplexFunction):
     """irfftn: the real signal of a half spectrum (its last axis cut or padded to n // 2 + 1 bins)."""
 
     @staticmethod
@@ -196,7 +196,7 @@ def fftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "fftn")
     x = _input(input, "fftn")
     axes, sizes = _plan(x, s, dim, "fftn")
-    return _C2C.apply(x, axes, sizes, _norm(norm, "fftn"), False)
+    return FFTC2CFunction.apply(x, axes, sizes, _norm(norm, "fftn"), False)
 
 
 def ifftn(input, s=None, dim=None, norm=None, *, out=None):
@@ -204,7 +204,7 @@ def ifftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "ifftn")
     x = _input(input, "ifftn")
     axes, sizes = _plan(x, s, dim, "ifftn")
-    return _C2C.apply(x, axes, sizes, _norm(norm, "ifftn"), True)
+    return FFTC2CFunction.apply(x, axes, sizes, _norm(norm, "ifftn"), True)
 
 
 def fft(input, n=None, dim=-1, norm=None, *, out=None):
@@ -213,7 +213,7 @@ def fft(input, n=None, dim=-1, norm=None, *, out=None):
     s, d = _one(n, dim, "fft")
     x = _input(input, "fft")
     axes, sizes = _plan(x, s, d, "fft")
-    return _C2C.apply(x, axes, sizes, _norm(norm, "fft"), False)
+    return FFTC2CFunction.apply(x, axes, sizes, _norm(norm, "fft"), False)
 
 
 def ifft(input, n=None, dim=-1, norm=None, *, out=None):
@@ -222,7 +222,7 @@ def ifft(input, n=None, dim=-1, norm=None, *, out=None):
     s, d = _one(n, dim, "ifft")
     x = _input(input, "ifft")
     axes, sizes = _plan(x, s, d, "ifft")
-    return _C2C.apply(x, axes, sizes, _norm(norm, "ifft"), True)
+    return FFTC2CFunction.apply(x, axes, sizes, _norm(norm, "ifft"), True)
 
 
 def fft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -243,7 +243,7 @@ def rfftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "rfftn")
     x = _input(input, "rfftn", real=True)
     axes, sizes = _plan(x, s, dim, "rfftn")
-    return _R2C.apply(x, axes, sizes, _norm(norm, "rfftn"))
+    return FFTR2CFunction.apply(x, axes, sizes, _norm(norm, "rfftn"))
 
 
 def irfftn(input, s=None, dim=None, norm=None, *, out=None):
@@ -251,7 +251,7 @@ def irfftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "irfftn")
     x = _input(input, "irfftn")
     axes, sizes = _plan(x, s, dim, "irfftn", c2r=True)
-    return _C2R.apply(x, axes, sizes, _norm(norm, "irfftn"))
+    return FFTC2RFunction.apply(x, axes, sizes, _norm(norm, "irfftn"))
 
 
 def rfft(input, n=None, dim=-1, norm=None, *, out=None):
@@ -260,7 +260,7 @@ def rfft(input, n=None, dim=-1, norm=None, *, out=None):
     s, d = _one(n, dim, "rfft")
     x = _input(input, "rfft", real=True)
     axes, sizes = _plan(x, s, d, "rfft")
-    return _R2C.apply(x, axes, sizes, _norm(norm, "rfft"))
+    return FFTR2CFunction.apply(x, axes, sizes, _norm(norm, "rfft"))
 
 
 def irfft(input, n=None, dim=-1, norm=None, *, out=None):
@@ -269,7 +269,7 @@ def irfft(input, n=None, dim=-1, norm=None, *, out=None):
     s, d = _one(n, dim, "irfft")
     x = _input(input, "irfft")
     axes, sizes = _plan(x, s, d, "irfft", c2r=True)
-    return _C2R.apply(x, axes, sizes, _norm(norm, "irfft"))
+    return FFTC2RFunction.apply(x, axes, sizes, _norm(norm, "irfft"))
 
 
 def rfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -291,7 +291,7 @@ def hfftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "hfftn")
     x = _input(input, "hfftn")
     axes, sizes = _plan(x, s, dim, "hfftn", c2r=True)
-    return _C2R.apply(conj(x), axes, sizes, _DUAL[_norm(norm, "hfftn")])
+    return FFTC2RFunction.apply(conj(x), axes, sizes, _DUAL[_norm(norm, "hfftn")])
 
 
 def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
@@ -300,7 +300,7 @@ def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
     _refuse_out(out, "ihfftn")
     x = _input(input, "ihfftn", real=True)
     axes, sizes = _plan(x, s, dim, "ihfftn")
-    return conj(_R2C.apply(x, axes, sizes, _DUAL[_norm(norm, "ihfftn")]))
+    return conj(FFTR2CFunction.apply(x, axes, sizes, _DUAL[_norm(norm, "ihfftn")]))
 
 
 def hfft(input, n=None, dim=-1, norm=None, *, out=None):
