@@ -44,7 +44,8 @@ def _check(f, arrays, rtol=1e-7, atol=1e-9):
 
 
 UNARY = ["neg", "exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "asinh",
-         "acosh", "atanh", "reciprocal", "rsqrt", "square", "sigmoid", "log2", "log10", "log1p", "expm1", "abs", "angle",
+         "acosh", "atanh", "reciprocal", "rsqrt", "square", "sigmoid", "log2", "log10", "log1p", "expm1", "abs",
+         "angle",
          "sgn", "conj", "conj_physical", "exp2", "real", "imag"]
 
 
@@ -65,7 +66,8 @@ def test_unary_gradients_complex64(name):
     lambda m, x, y: x ** y, lambda m, x, y: x ** 3, lambda m, x, y: x ** 0.5, lambda m, x, y: 2 ** x,
     lambda m, x, y: x ** (0.5 - 1j), lambda m, x, y: m.sub(x, y, alpha=2), lambda m, x, y: 3j / x,
     lambda m, x, y: x @ y.mT, lambda m, x, y: m.bmm(x, y.transpose(1, 2)), lambda m, x, y: x[0, 0] @ y[0].mT,
-    lambda m, x, y: x @ y[0, 0], lambda m, x, y: m.einsum("ijk,ilk->jl", x, y), lambda m, x, y: m.vdot(x[0, 0], y[1, 1]),
+    lambda m, x, y: x @ y[0, 0], lambda m, x, y: m.einsum("ijk,ilk->jl", x, y),
+    lambda m, x, y: m.vdot(x[0, 0], y[1, 1]),
     lambda m, x, y: (torch.nn.functional if m is torch else fg.nn.functional).linear(x, y[0], y[1, 1, :5]),
     lambda m, x, y: m.where(x.real > 0, x, y), lambda m, x, y: m.cat([x, y], 2)[:, 1:],
     lambda m, x, y: m.stack([x, y]).sum(0), lambda m, x, y: (x * y).sum((0, 2)), lambda m, x, y: (x / y).mean(),
@@ -94,7 +96,8 @@ def test_zero_inputs_get_torch_gradients():
 # ---- the real <-> complex boundaries ----------------------------------------------------------------------------
 @pytest.mark.parametrize("expr", [
     lambda m, a, b: m.complex(a, b), lambda m, a, b: m.polar(a.abs() + 0.1, b), lambda m, a, b: a * 1j + b,
-    lambda m, a, b: a.to(m.complex128) * b, lambda m, a, b: m.complex(a, b).abs(), lambda m, a, b: m.complex(a, b).angle(),
+    lambda m, a, b: a.to(m.complex128) * b, lambda m, a, b: m.complex(a, b).abs(),
+    lambda m, a, b: m.complex(a, b).angle(),
     lambda m, a, b: m.view_as_complex(m.stack([a, b], -1)), lambda m, a, b: m.complex(a, b[0]).exp().real,
     lambda m, a, b: (a.cdouble() @ m.complex(b, a).mT), lambda m, a, b: a * m.complex(b, b),
     lambda m, a, b: m.complex(a, b) / a,

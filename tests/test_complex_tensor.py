@@ -51,7 +51,8 @@ def test_promote_types_as_torch(a, b):
 
 @pytest.mark.parametrize("make", [
     lambda m: m.ones(3) + 1j, lambda m: m.ones(3, dtype=m.float64) * 1j, lambda m: m.ones(3, dtype=m.int32) * 1j,
-    lambda m: m.ones(3) + m.ones(3, dtype=m.complex64), lambda m: m.ones(3, dtype=m.float64) + m.ones(3, dtype=m.complex64),
+    lambda m: m.ones(3) + m.ones(3, dtype=m.complex64),
+    lambda m: m.ones(3, dtype=m.float64) + m.ones(3, dtype=m.complex64),
     lambda m: m.ones(3) + m.tensor(1j, dtype=m.complex128), lambda m: m.ones(3, dtype=m.complex64) * 2.5,
     lambda m: m.ones(3, dtype=m.complex64) + m.tensor(2.0, dtype=m.float64), lambda m: m.tensor([True]) * (1 + 1j),
     lambda m: m.ones(3, dtype=m.complex64) / m.arange(1, 4),
@@ -161,7 +162,8 @@ def test_unary_values(name, dts):
     lambda m, x, y: m.flip(x, (0, 2)), lambda m, x, y: m.roll(x, (1, -2), (0, 2)), lambda m, x, y: x.unbind(1)[3],
     lambda m, x, y: m.gather(x, 0, m.zeros(2, 5, 7, dtype=m.int64)), lambda m, x, y: m.diag(x[0, 0]),
     lambda m, x, y: m.triu(x), lambda m, x, y: m.diff(x, dim=1), lambda m, x, y: x.masked_fill(x.real > 0, 0),
-    lambda m, x, y: x.expand(2, 3, 5, 7), lambda m, x, y: m.trace(x[0, :, :5]), lambda m, x, y: m.kron(x[0, :2], y[0, :2]),
+    lambda m, x, y: x.expand(2, 3, 5, 7), lambda m, x, y: m.trace(x[0, :, :5]),
+    lambda m, x, y: m.kron(x[0, :2], y[0, :2]),
 ])
 @pytest.mark.parametrize("dts", DTYPES, ids=["c64", "c128"])
 def test_op_values(expr, dts):
@@ -236,8 +238,9 @@ def test_cast_to_real_warns_and_keeps_the_real_part():
     ("argmax", lambda z: z.argmax()), ("softmax", lambda z: z.softmax(0)), ("conv1d", lambda z: fg.nn.functional.conv1d(
         z[None], z[None])), ("maximum", lambda z: fg.maximum(z, z)), ("sort", lambda z: fg.sort(z)),
     ("topk", lambda z: z.topk(1)), ("unique", lambda z: fg.unique(z)), ("cumprod", lambda z: z.cumprod(0)),
-    ("mse_loss", lambda z: fg.nn.functional.mse_loss(z, z)), ("layer_norm", lambda z: fg.nn.functional.layer_norm(z, (2,))),
-    ("erf", lambda z: fg.erf(z)), ("remainder", lambda z: z % 2), ("relu", lambda z: fg.nn.functional.relu(z.real * 1j)),
+    ("mse_loss", lambda z: fg.nn.functional.mse_loss(z, z)),
+    ("layer_norm", lambda z: fg.nn.functional.layer_norm(z, (2,))), ("erf", lambda z: fg.erf(z)),
+    ("remainder", lambda z: z % 2), ("relu", lambda z: fg.nn.functional.relu(z.real * 1j)),
     ("pad (mode 'reflect'", lambda z: fg.nn.functional.pad(z[None], (1, 1), mode="reflect")),
     ("clamp", lambda z: fg.ones(2, 2).clamp(min=0) * 1j + fg.clamp(z, 0)),
 ])

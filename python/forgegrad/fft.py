@@ -339,7 +339,7 @@ def _freq_tensor(values, d, dtype, device, requires_grad, fn):
     dt = _dtypes.default_float() if dtype is None else _dtypes.to_numpy(dtype)
     if dt.kind not in "fc":
         raise RuntimeError(f"{fn}: expected a floating or complex dtype, got {_dtypes.of(dt)}")
-    return placed(Tensor(np.asarray(values / d, dt), requires_grad=requires_grad), device)
+    return placed(Tensor(np.asarray(values / d, dt), requires_grad=requires_grad, dtype=dt), device)
 
 
 def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
