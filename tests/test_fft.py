@@ -139,7 +139,7 @@ def test_round_trips():
         np.testing.assert_allclose(fg.fft.hfft(fg.fft.ihfft(x, norm=norm), n=10, norm=norm).numpy(), a, atol=1e-12)
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------------------
+# ---- helpers ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [1, 2, 5, 8])
 @pytest.mark.parametrize("d", [1.0, 0.25])
 def test_fftfreq_rfftfreq(n, d):
@@ -157,7 +157,7 @@ def test_shifts(fn, dim):
     _check(fn, _r((3, 4, 7)), dict(dim=dim))
 
 
-# ---- bad input --------------------------------------------------------------------------------------------------------
+# ---- bad input -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: fg.fft.fft(fg.ones(3), norm="bad"), RuntimeError, "Invalid normalization mode"),
     (lambda: fg.fft.fft(fg.ones(3), n=0), RuntimeError, r"Invalid number of data points \(0\)"),
