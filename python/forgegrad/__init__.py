@@ -54,6 +54,8 @@ _torch_tensor_attrs.install(Tensor)  # stride(), data_ptr(), nbytes, half(), ...
 from . import _complex_tensor  # noqa: E402
 _complex_tensor.install(globals(), Tensor)  # real, imag, conj, angle, view_as_real, complex, polar, ...
 from . import fft  # noqa: E402  (torch.fft)
+from ._stft import istft, stft  # noqa: E402
+Tensor.stft, Tensor.istft = stft, istft
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -84,7 +86,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "cat",
     "stack", "where", "manual_seed", "dtypes", "return_types", "dtype", "float32", "float", "float64", "double",
     "float16", "half", "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool", "utils",
-    "complex64", "cfloat", "complex128", "cdouble", "fft",
+    "complex64", "cfloat", "complex128", "cdouble", "fft", "stft", "istft",
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
