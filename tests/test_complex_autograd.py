@@ -134,3 +134,33 @@ def test_integer_tensor_cannot_require_grad_but_complex_can():
     assert fg.zeros(2, dtype=fg.complex64, requires_grad=True).requires_grad
     with pytest.raises(RuntimeError, match="floating point and complex"):
         fg.zeros(2, dtype=fg.int64).requires_grad_()
+
+
+# ---- linalg.eig / eigvals -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: RNG.standard_normal((4, 4)), lambda: RNG.standard_normal((2, 3, 3)),
+                                  lambda: _c((3, 3)), lambda: RNG.standard_normal((5, 5)).astype(np.float32)])
+def test_eig_values_and_gradients(make):
+    a = make()
+    single = a.dtype == np.float32
+    tol = dict(rtol=1e-3, atol=1e-4) if single else dict(rtol=1e-9, atol=1e-10)
+    x, tx = fg.tensor(a.copy(), requires_grad=True), torch.tensor(a.copy(), requires_grad=True)
+    (w, v), (tw, tv) = fg.linalg.eig(x), torch.linalg.eig(tx)
+    assert w.dtype.name == str(tw.dtype).split(".")[-1] and v.dtype == w.dtype
+    np.testing.assert_allclose(w.detach().numpy(), tw.detach().numpy(), **tol)  # (the same LAPACK geev order)
+    np.testing.assert_allclose(np.abs(v.detach().numpy()), np.abs(tv.detach().numpy()), **tol)
+    # losses that do not depend on the eigenvectors' phases (torch refuses the others)
+    loss = [(m.view_as_real(L) ** 2).sum() + (V.abs() ** 3).sum() + m.linalg.eigvals(X).imag.sum()
+            for m, (L, V), X in ((fg, (w, v), x), (torch, (tw, tv), tx))]
+    (g,), (tg,) = fg.autograd.grad(loss[0], [x]), torch.autograd.grad(loss[1], [tx])
+    assert g.dtype == x.dtype
+    np.testing.assert_allclose(g.numpy(), tg.numpy(), **tol)
+
+
+def test_eig_refuses_a_phase_dependent_loss_and_bad_input():
+    x = fg.tensor(RNG.standard_normal((3, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match="specified up to multiplication by e\\^{i phi}"):
+        fg.autograd.grad(fg.view_as_real(fg.linalg.eig(x)[1]).sum(), [x])
+    with pytest.raises(RuntimeError, match="square matrices"):
+        fg.linalg.eig(fg.ones(2, 3))
+    with pytest.raises(RuntimeError, match="floating point or complex"):
+        fg.linalg.eigvals(fg.ones(2, 2, dtype=fg.int64))

@@ -12,7 +12,7 @@ tensorinv, tensorsolve and vander are compositions too (_linalg_lu.py, _linalg_h
 
 ldl_factor / ldl_solve are LAPACK sytrf / sytrs (Bunch-Kaufman) written in numpy, without gradient (torch has none).
 
-Not here: complex inputs (refused), eig/eigvals (general eigenproblems: complex results, NotImplementedError),
+Not here: complex inputs (refused, but eig/eigvals take them; their results are complex),
 ``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise
 :class:`LinAlgError` (a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector /
 singular-vector signs are LAPACK's (numpy's build), which torch does not promise to match: compare invariant
