@@ -269,3 +269,24 @@ def test_onnx_export_of_a_complex_graph_is_refused(tmp_path):
 
     with pytest.raises(UnsupportedOpError, match="ONNX export of complex tensors is not supported"):
         fg.onnx.export(M(), (fg.randn(2, 8),), tmp_path / "m.onnx")
+
+
+def test_inplace_writes_through_dtype_views_under_autograd_are_refused():
+    w = fg.tensor(_c(3), requires_grad=True)
+    z = w * 1
+    for write in (lambda: z.real.mul_(2), lambda: fg.view_as_real(z).__setitem__((0, 1), 5.0),
+                  lambda: z.imag.copy_(fg.ones(3, requires_grad=True) * 2)):
+        with pytest.raises(RuntimeError, match="view that changes the dtype"):
+            write()
+
+
+def test_inplace_on_a_complex_graph_tensor_as_torch():
+    a = _c(3)
+    grads = []
+    for m in (fg, torch):
+        w = m.tensor(a.copy(), requires_grad=True)
+        z = w * 1
+        z.mul_(2j)
+        z.add_(w)
+        grads.append(m.autograd.grad((z.abs() ** 2).sum(), [w])[0])
+    np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=1e-5, atol=1e-6)

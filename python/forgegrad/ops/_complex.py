@@ -108,6 +108,9 @@ class _Holomorphic(ComplexFunction):
 
     fn = None  # staticmethod(*xs) -> out
     derivatives = None  # staticmethod(*xs, out) -> one derivative per input (arrays or numbers)
+    # what backward reads, as torch's saves it: the inputs, the output (an in-place write into anything saved makes
+    # backward raise; into the rest, it does not)
+    save_inputs = save_output = True
 
     @staticmethod
     def forward(ctx, *args):
@@ -119,23 +122,28 @@ class _Holomorphic(ComplexFunction):
         with np.errstate(all="ignore"):
             out = np.asarray(cls.fn(*xs), rt)
         ctx.shapes = [_shape_of(a) for a in args]
-        ctx.save_for_backward(*xs, out)
+        ctx.save_for_backward(*(xs if cls.save_inputs else ()), *((out,) if cls.save_output else ()))
         return out
 
     @staticmethod
     def backward(ctx, g):
-        saved = ctx.saved_tensors
+        cls = type(ctx)
+        saved = list(ctx.saved_tensors)
+        n = len(ctx.shapes)
+        xs = saved[:n] if cls.save_inputs else [None] * n
+        out = saved[-1] if cls.save_output else None
         with np.errstate(all="ignore"):
-            ds = type(ctx).derivatives(*saved)
-            if len(saved) == 2:
+            ds = cls.derivatives(*xs, out)
+            if n == 1:
                 ds = (ds,)
             return tuple(None if shp is None or not need else unbroadcast(g * np.conj(d), shp)
                          for d, shp, need in zip(ds, ctx.shapes, ctx.needs_input_grad))
 
 
-def _holomorphic(name, fn, derivatives):
+def _holomorphic(name, fn, derivatives, save="in"):
     cls = type(f"Complex{name.title().replace('_', '')}Function", (_Holomorphic,),
-               {"fn": staticmethod(fn), "derivatives": staticmethod(derivatives), "__module__": __name__})
+               {"fn": staticmethod(fn), "derivatives": staticmethod(derivatives), "__module__": __name__,
+                "save_inputs": save in ("in", "both"), "save_output": save in ("out", "both")})
     _FUNCTIONS[name] = cls
     return cls
 
@@ -149,36 +157,36 @@ def _pow_base(a, b, out):
 
 
 _LN2, _LN10 = np.log(2.0), np.log(10.0)
-_holomorphic("add", np.add, lambda a, b, out: (1, 1))
-_holomorphic("sub", np.subtract, lambda a, b, out: (1, -1))
+_holomorphic("add", np.add, lambda a, b, out: (1, 1), save="")
+_holomorphic("sub", np.subtract, lambda a, b, out: (1, -1), save="")
 _holomorphic("mul", np.multiply, lambda a, b, out: (b, a))
-_holomorphic("div", np.divide, lambda a, b, out: (1 / b, -out / b))
-_holomorphic("pow", np.power, lambda a, b, out: (_pow_base(a, b, out), _pow_exponent(a, b, out)))
-_holomorphic("neg", np.negative, lambda a, out: -1)
-_holomorphic("exp", np.exp, lambda a, out: out)
-_holomorphic("exp2", np.exp2, lambda a, out: out * _LN2)
-_holomorphic("expm1", np.expm1, lambda a, out: out + 1)
+_holomorphic("div", np.divide, lambda a, b, out: (1 / b, -a / (b * b)))
+_holomorphic("pow", np.power, lambda a, b, out: (_pow_base(a, b, out), _pow_exponent(a, b, out)), save="both")
+_holomorphic("neg", np.negative, lambda a, out: -1, save="")
+_holomorphic("exp", np.exp, lambda a, out: out, save="out")
+_holomorphic("exp2", np.exp2, lambda a, out: out * _LN2, save="out")
+_holomorphic("expm1", np.expm1, lambda a, out: out + 1, save="out")
 _holomorphic("log", np.log, lambda a, out: 1 / a)
 _holomorphic("log2", np.log2, lambda a, out: 1 / (a * _LN2))
 _holomorphic("log10", np.log10, lambda a, out: 1 / (a * _LN10))
 _holomorphic("log1p", np.log1p, lambda a, out: 1 / (1 + a))
-_holomorphic("sqrt", np.sqrt, lambda a, out: 0.5 / out)
-_holomorphic("rsqrt", lambda a: 1 / np.sqrt(a), lambda a, out: -0.5 * out / a)
-_holomorphic("reciprocal", np.reciprocal, lambda a, out: -out * out)
+_holomorphic("sqrt", np.sqrt, lambda a, out: 0.5 / out, save="out")
+_holomorphic("rsqrt", lambda a: 1 / np.sqrt(a), lambda a, out: -0.5 * out ** 3, save="out")
+_holomorphic("reciprocal", np.reciprocal, lambda a, out: -out * out, save="out")
 _holomorphic("square", np.square, lambda a, out: 2 * a)
 _holomorphic("sin", np.sin, lambda a, out: np.cos(a))
 _holomorphic("cos", np.cos, lambda a, out: -np.sin(a))
-_holomorphic("tan", np.tan, lambda a, out: 1 + out * out)
+_holomorphic("tan", np.tan, lambda a, out: 1 + out * out, save="out")
 _holomorphic("sinh", np.sinh, lambda a, out: np.cosh(a))
 _holomorphic("cosh", np.cosh, lambda a, out: np.sinh(a))
-_holomorphic("tanh", np.tanh, lambda a, out: 1 - out * out)
+_holomorphic("tanh", np.tanh, lambda a, out: 1 - out * out, save="out")
 _holomorphic("asin", np.arcsin, lambda a, out: 1 / np.sqrt(1 - a * a))
 _holomorphic("acos", np.arccos, lambda a, out: -1 / np.sqrt(1 - a * a))
 _holomorphic("atan", np.arctan, lambda a, out: 1 / (1 + a * a))
 _holomorphic("asinh", np.arcsinh, lambda a, out: 1 / np.sqrt(a * a + 1))
 _holomorphic("acosh", np.arccosh, lambda a, out: 1 / (np.sqrt(a - 1) * np.sqrt(a + 1)))  # (torch's branch)
 _holomorphic("atanh", np.arctanh, lambda a, out: 1 / (1 - a * a))
-_holomorphic("sigmoid", lambda a: 1 / (1 + np.exp(-a)), lambda a, out: out * (1 - out))
+_holomorphic("sigmoid", lambda a: 1 / (1 + np.exp(-a)), lambda a, out: out * (1 - out), save="out")
 
 
 # ---- pointwise ops that are not holomorphic --------------------------------------------------------------
