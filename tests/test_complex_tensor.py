@@ -290,3 +290,12 @@ def test_inplace_on_a_complex_graph_tensor_as_torch():
         z.add_(w)
         grads.append(m.autograd.grad((z.abs() ** 2).sum(), [w])[0])
     np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_type_names_and_cpu_only():
+    from forgegrad import devices
+    assert fg.tensor([1j]).type() == torch.tensor([1j]).type() == "torch.ComplexFloatTensor"
+    assert fg.ones(1, dtype=fg.complex128).type() == "torch.ComplexDoubleTensor"
+    with pytest.raises(NotImplementedError, match="complex tensors live on the CPU only"):
+        devices.transfer(np.zeros(2, np.complex64), "cuda")
+    assert fg.zeros(2, dtype=fg.complex64, device="meta").dtype == fg.complex64

@@ -91,6 +91,9 @@ def _factory(device, shape, dt, host, requires_grad=False, fill=_NO_FILL) -> Ten
     dev = _target(device)
     if dev == "meta":
         return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
+    if dev != "cpu" and np.dtype(dt).kind == "c":
+        raise NotImplementedError(f"complex tensors live on the CPU only (their ops are numpy code); no {np.dtype(dt)} "
+                                  f"tensor on {dev}")
     if dev == "cpu":
         return Tensor(host(), requires_grad=requires_grad, dtype=dt)
     if fill is None:
