@@ -245,10 +245,11 @@ def test_legacy_top_level_names_equal_torchs(dtype):
     compare(lambda A: A.pinverse(), lambda A: A.pinverse(), [a], dtype)
 
 
-def test_eig_eigvals_raise_clearly():
-    for fn in (LA.eig, LA.eigvals):
-        with pytest.raises(NotImplementedError, match="complex tensors.*eigh|complex tensors.*eigvalsh"):
-            fn(fg.tensor(np.eye(3)))
+def test_eig_eigvals_give_complex_results():  # (tests/test_complex_autograd.py checks them against torch)
+    w, v = LA.eig(fg.tensor(np.array([[0.0, -1.0], [1.0, 0.0]])))
+    assert w.dtype == fg.complex128 and v.dtype == fg.complex128
+    np.testing.assert_allclose(np.sort_complex(LA.eigvals(fg.tensor(np.array([[0.0, -1.0], [1.0, 0.0]]))).numpy()),
+                               [-1j, 1j], atol=1e-12)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

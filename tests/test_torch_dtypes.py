@@ -238,7 +238,7 @@ def test_onnx_export_of_int32_index_and_uint8_image_inputs(tmp_path):
     export_and_check(model, (img, idx), tmp_path)
 
 
-@pytest.mark.parametrize("dt", [np.uint16, np.uint32, np.uint64, np.complex64, object])
+@pytest.mark.parametrize("dt", [np.uint16, np.uint32, np.uint64, np.complex256, object])
 def test_from_numpy_refuses_a_dtype_forgegrad_has_no_tensor_for(dt):
     # it shares the array's memory, so it cannot widen: a tensor whose .dtype raised KeyError came back before
     with pytest.raises(TypeError, match=r"from_numpy: forgegrad has no tensor dtype for numpy"):

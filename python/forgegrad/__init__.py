@@ -13,7 +13,7 @@ from .factories import (arange, as_tensor, cat, empty, eye, full, manual_seed, o
                         zeros)
 from . import dtypes, return_types
 from .dtypes import (bool, double, dtype, float, float16, float32, float64, half, int, int8, int16, int32,  # noqa: A004
-                     int64, long, short, uint8)
+                     int64, long, short, uint8, complex64, cfloat, complex128, cdouble)
 from ._functions import (flatten, reshape, squeeze, unsqueeze, transpose, permute, exp, log, sqrt, abs, sin, cos,
                          tril, triu,
                          sigmoid, tanh, relu, softmax, log_softmax, clamp, clip, sum, mean, var, std, max, min,
@@ -53,6 +53,11 @@ from . import _torch_dtype_utils, _torch_globals, _torch_functional_aliases, _to
 for _m in (_torch_dtype_utils, _torch_globals, _torch_functional_aliases):  # torch's globals and F aliases
     _m.install(globals())
 _torch_tensor_attrs.install(Tensor)  # stride(), data_ptr(), nbytes, half(), ... where Tensor lacks them
+from . import _complex_tensor  # noqa: E402
+_complex_tensor.install(globals(), Tensor)  # real, imag, conj, angle, view_as_real, complex, polar, ...
+from . import fft  # noqa: E402  (torch.fft)
+from ._stft import istft, stft  # noqa: E402
+Tensor.stft, Tensor.istft = stft, istft
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -62,7 +67,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
     "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None, "complex64": None, "sparse": None, "fft": None,
+    "bfloat16": None, "sparse": None,
     "hub": None, "backends": None,
 }
 
@@ -83,6 +88,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "cat",
     "stack", "where", "manual_seed", "dtypes", "return_types", "dtype", "float32", "float", "float64", "double",
     "float16", "half", "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool", "utils",
+    "complex64", "cfloat", "complex128", "cdouble", "fft", "stft", "istft",
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train",
@@ -106,5 +112,6 @@ __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forg
 __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
                   | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases
 __all__ += sorted(_torch_pointwise.FUNCTIONS)
+__all__ += [n for n in sorted(_complex_tensor.FUNCTIONS) if n not in __all__]
 __all__ += sorted(special.PACKAGE)
 __all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]

@@ -147,6 +147,8 @@ def _fit(node, parent, g):
     if type(g) is not _NDARRAY or type(parent._data) is not _NDARRAY:
         _ag._check_device_grad(node, parent, g)
     elif g.dtype != parent._data.dtype:
+        if g.dtype.kind == "c" and parent._data.dtype.kind != "c":
+            g = g.real  # a real tensor used in a complex op: the real part of its gradient (torch's)
         g = g.astype(parent._data.dtype)
     if g.shape != parent.shape:
         raise RuntimeError(f"{type(node).__name__}.backward returned a gradient of shape {g.shape} for an input of "

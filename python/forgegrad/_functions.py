@@ -178,6 +178,10 @@ def _float_like(input, dtype, draw, requires_grad, device, mean=0.0):
         out = input * 0.0 + mean if mean else input * 0.0
         return out if dtype is None else out.to(dtype)
     shape, dt, dev = _like(input, dtype, device)
+    if dt.kind == "c":  # complex: as randn / rand (forgegrad.factories)
+        from .factories import _complex_draw
+        scale = np.sqrt(0.5) if mean == 0.0 else 1.0
+        return _factory(dev, shape, dt, lambda: _complex_draw(draw, shape, dt, scale), requires_grad)
     if dt.kind != "f":
         raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
     # drawn on the host on every device (a device gets the CPU's numbers), in the dtype itself when

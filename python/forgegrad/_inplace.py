@@ -149,7 +149,8 @@ def _inplace_tracked(self, compute, name, others, cast) -> None:
         if isinstance(o, Tensor) and o is not self and _partial_overlap(self._data, o._data):
             # torch refuses it too: the op's node would read an input the write changes (wrong gradients)
             raise RuntimeError(PARTIAL_OVERLAP_MESSAGE)
-    target = view_target(self) if type(self._data) is np.ndarray else None  # (base, self's elements in it)
+    # (base, self's elements in it)
+    target = view_target(self, tracked=True) if type(self._data) is np.ndarray else None
     if target is not None:
         check_no_overlap(target[1], self._data)  # an expanded view: torch refuses
         # the view's old value is read from a stand-in for the base as it is now: the base's new node must not

@@ -1,5 +1,5 @@
 """forgegrad.linalg's Householder functions (householder_product / torch.orgqr, torch.geqrf, torch.ormqr), the
-tensor solves (tensorinv, tensorsolve), vander, eig / eigvals (refused: no complex tensors), and torch's legacy
+tensor solves (tensorinv, tensorsolve), vander, eig / eigvals (forgegrad/_linalg_eig.py), and torch's legacy
 top-level names (torch.svd, torch.qr, torch.triangular_solve, torch.cholesky, torch.pinverse).
 
 householder_product and ormqr apply the reflectors H_i = I - tau_i v_i v_i^T one at a time with Tensor ops, so
@@ -190,18 +190,7 @@ def vander(x, N=None) -> Tensor:
     return stack(cols, -1)
 
 
-def eig(A):
-    """``torch.linalg.eig``: not available; a general real matrix's eigenvalues can be complex."""
-    raise NotImplementedError("linalg.eig: forgegrad has no complex tensors, and a general real matrix's eigenvalues "
-                              "and eigenvectors are complex; use linalg.eigh for symmetric matrices (or "
-                              "numpy.linalg.eig on A.numpy(), without gradient)")
-
-
-def eigvals(A):
-    """``torch.linalg.eigvals``: not available (complex results); see eig."""
-    raise NotImplementedError("linalg.eigvals: forgegrad has no complex tensors, and a general real matrix's "
-                              "eigenvalues are complex; use linalg.eigvalsh for symmetric matrices (or "
-                              "numpy.linalg.eigvals on A.numpy(), without gradient)")
+from ._linalg_eig import eig, eigvals  # noqa: E402,F401  (complex results: forgegrad/_linalg_eig.py)
 
 
 # ---- torch's legacy top-level names ------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ def array_body(host: np.ndarray, prefix: str = "tensor(") -> str:
     kw = {}
     if host.dtype.kind == "f":
         kw["formatter"] = {"float_kind": _float_formatter(host, host.size > threshold)}
+    elif host.dtype.kind == "c":  # torch's: the real parts and the imaginary parts formatted as two float tensors
+        re, im = _float_formatter(host.real, host.size > threshold), _float_formatter(host.imag, host.size > threshold)
+        kw["formatter"] = {"complex_kind": lambda z: f"{re(z.real)}{'-' if math.copysign(1, z.imag) < 0 else '+'}"
+                                                     f"{im(abs(z.imag)).strip()}j"}
     body = np.array2string(host, separator=", ", precision=o["precision"], threshold=threshold,
                            edgeitems=o["edgeitems"], max_line_width=o["linewidth"], prefix=prefix, **kw)
     return body.replace(", ..., ", ",  ..., ")  # torch's elision inside a row: " ..."

@@ -24,7 +24,7 @@ MAX_HEADER_SIZE = 100_000_000
 
 # the safetensors dtypes numpy can hold (the F8 types have no numpy dtype)
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+          "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "C64": "<c8"}
 # bfloat16 (the dtype of most shared large-model checkpoints) has no numpy dtype either: its raw
 # 16-bit words are read as uint16 tagged by this dtype's metadata, then widened to float32 exactly
 # (a bfloat16 is the top half of a float32).

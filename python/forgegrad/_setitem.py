@@ -104,7 +104,8 @@ def setitem_tracked(t, key, value) -> None:
     place of index Tensors."""
     from .tensor import Tensor
     from ._view_rebase import view_target
-    target = view_target(t)  # (base, t's elements in it) for a view (of a graph tensor, or made outside it)
+    # (base, t's elements in it) for a view (of a graph tensor, or made outside it)
+    target = view_target(t, tracked=True)
     if target is not None:
         _setitem_through_base(t, target[0], target[1], key, value)
         return

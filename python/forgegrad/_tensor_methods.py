@@ -359,7 +359,8 @@ class TensorMethods:
         if p < 0:  # a zero makes the norm 0 (its power is inf): there the norm and its gradient are 0, as torch's
             zero = (a == 0)._cast(self._data.dtype).sum(dim=dim, keepdim=keepdim) > 0
             return _OPS["where"](zero, 0.0, _OPS["where"](zero, 1.0, powers.sum(dim=dim, keepdim=keepdim)) ** (1.0 / p))
-        s = (self * self if p == 2 else powers).sum(dim=dim, keepdim=keepdim)
+        sq = a * a if self._data.dtype.kind == "c" else self * self  # (|z|^2 of a complex tensor)
+        s = (sq if p == 2 else powers).sum(dim=dim, keepdim=keepdim)
         pos = s != 0  # the root only where it has a derivative; zeros get 0 and a zero gradient (NaN stays NaN)
         safe = _OPS["where"](pos, s, 1.0)
         return _OPS["where"](pos, safe.sqrt() if p == 2 else safe ** (1.0 / p), 0.0)

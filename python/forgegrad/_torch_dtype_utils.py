@@ -36,6 +36,7 @@ class finfo:
 
     def __init__(self, type=None):  # noqa: A002  (torch's argument name)
         d = get_default_dtype() if type is None else _dtype_arg(type, "finfo")
+        d = d.to_real()  # a complex dtype: its parts' (torch.finfo(complex64) is float32's)
         if not d.is_floating_point:
             raise TypeError(f"finfo(): {d} is not a floating point dtype; use forgegrad.iinfo for integer and bool "
                             "dtypes")
@@ -65,8 +66,8 @@ class iinfo:
 
     def __init__(self, type):  # noqa: A002
         d = _dtype_arg(type, "iinfo")
-        if d.is_floating_point:
-            raise TypeError(f"iinfo(): {d} is a floating point dtype; use forgegrad.finfo")
+        if d.is_floating_point or d.is_complex:
+            raise TypeError(f"iinfo(): {d} is a floating point or complex dtype; use forgegrad.finfo")
         if d == _dtypes.bool:
             raise TypeError("iinfo(): forgegrad.bool is not supported by iinfo (as torch's)")
         info = np.iinfo(d.dtype)
@@ -101,19 +102,14 @@ def set_default_dtype(d) -> None:
 
 
 # ---- promotion -----------------------------------------------------------------------------------------------
-def _category(d) -> builtins.int:
-    return 0 if d == _dtypes.bool else 2 if d.is_floating_point else 1
-
-
 def _promote(a, b):
+    """bool < integers < floats < complex: the higher category's dtype (torch: int64 + float16 -> float16), a float
+    with a complex the complex of the wider precision (float64 + complex64 -> complex128); dtypes.promote."""
     if a is None:
         return b
     if b is None or a == b:
         return a
-    ca, cb = _category(a), _category(b)
-    if ca != cb:  # bool < integers < floats: the higher category's dtype (torch: int64 + float16 -> float16)
-        return a if ca > cb else b
-    return _dtypes.of(np.promote_types(a.dtype, b.dtype))
+    return _dtypes.of(_dtypes.promote(a.dtype, b.dtype))
 
 
 def promote_types(type1, type2):
@@ -122,14 +118,11 @@ def promote_types(type1, type2):
 
 
 def _combine(higher, lower):
-    """torch's combine_categories: a lower-priority operand only matters when its category is higher."""
-    if higher is None:
-        return lower
-    if higher.is_floating_point:
-        return higher
-    if higher == _dtypes.bool or (lower is not None and lower.is_floating_point):
-        return _promote(higher, lower)
-    return higher
+    """torch's combine_categories: a lower-priority operand only matters when its category is higher
+    (dtypes._combine)."""
+    if higher is None or lower is None:
+        return lower if higher is None else higher
+    return _dtypes.of(_dtypes._combine(higher.dtype, lower.dtype))
 
 
 def result_type(tensor, other):
@@ -146,6 +139,8 @@ def result_type(tensor, other):
             i, d = 2, _dtypes.int64
         elif isinstance(v, (builtins.float, np.floating)):
             i, d = 2, get_default_dtype()
+        elif isinstance(v, (builtins.complex, np.complexfloating)):
+            i, d = 2, _dtypes.of(_dtypes.default_complex())
         else:
             raise TypeError(f"result_type(): argument {name!r} must be a Tensor or a number, got {type(v).__name__}")
         groups[i] = _promote(groups[i], d)
@@ -155,7 +150,9 @@ def result_type(tensor, other):
 def can_cast(from_, to) -> builtins.bool:
     """torch.can_cast(from_, to): False for floating -> integer or bool, and for anything but bool -> bool."""
     f, t = _dtype_arg(from_, "can_cast", "from_"), _dtype_arg(to, "can_cast", "to")
-    if f.is_floating_point and not t.is_floating_point:
+    if f.is_complex and not t.is_complex:
+        return False
+    if f.is_floating_point and not (t.is_floating_point or t.is_complex):
         return False
     return not (f != _dtypes.bool and t == _dtypes.bool)
 

@@ -336,10 +336,15 @@ def _take(input, d, idx, vals):
     return _values_at(input, d, idx)
 
 
+def _real_only(t, name):
+    from .ops._complex import real_only
+    return real_only(t, name)
+
+
 def sort(input, dim=-1, descending=False, stable=False):
     """return_types.sort(values, indices); always stable (equal values keep their order, torch's stable=True)."""
     _refuse_trace("sort")
-    _tensor(input, "input")
+    _real_only(_tensor(input, "input"), "sort")
     d = single_axis(dim, max(input.ndim, 1), "sort(): dim")
     v = _values(input)
     fast = _topk_kernel.sort_along(v, d, descending) if v.ndim else None
@@ -349,7 +354,7 @@ def sort(input, dim=-1, descending=False, stable=False):
 
 def argsort(input, dim=-1, descending=False, stable=False):
     _refuse_trace("argsort")
-    d = single_axis(dim, max(_tensor(input, "input").ndim, 1), "argsort(): dim")
+    d = single_axis(dim, max(_real_only(_tensor(input, "input"), "argsort").ndim, 1), "argsort(): dim")
     return _wrap(_sort_indices(_values(input), d, descending).astype(np.int64))
 
 
@@ -374,7 +379,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
     """return_types.topk(values, indices): the k largest (smallest) along dim, in order (equal values in index
     order); ``sorted=False`` returns them in the same order (torch leaves it unspecified)."""
     _refuse_trace("topk")
-    _tensor(input, "input")
+    _real_only(_tensor(input, "input"), "topk")
     d = single_axis(dim, max(input.ndim, 1), "topk(): dim")
     k = _k_arg(k, "topk", 0, (input.shape or (1,))[d], d)
     v = _values(input)
@@ -386,7 +391,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):
 def kthvalue(input, k, dim=-1, keepdim=False):
     """return_types.kthvalue(values, indices): the k-th smallest along dim (k from 1)."""
     _refuse_trace("kthvalue")
-    _tensor(input, "input")
+    _real_only(_tensor(input, "input"), "kthvalue")
     d = single_axis(dim, max(input.ndim, 1), "kthvalue(): dim")
     k = _k_arg(k, "kthvalue", 1, (input.shape or (1,))[d], d)
     v = _values(input)
@@ -428,11 +433,11 @@ def _cum_extreme(input, dim, name, better):
 
 
 def cummax(input, dim):
-    return _cum_extreme(input, dim, "cummax", np.greater)
+    return _cum_extreme(_real_only(input, "cummax"), dim, "cummax", np.greater)
 
 
 def cummin(input, dim):
-    return _cum_extreme(input, dim, "cummin", np.less)
+    return _cum_extreme(_real_only(input, "cummin"), dim, "cummin", np.less)
 
 
 def cumprod(input, dim, *, dtype=None):

@@ -142,11 +142,18 @@ def trace(input):
 
 
 # ---- searching and counting (int64 results, no gradient) ---------------------------------------------------
+def _real_only(t, name, argument="input"):
+    from .ops._complex import real_only
+    return real_only(t, name, argument)
+
+
 def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None):
     """Where input's values would go in sorted_sequence's last dim to keep it sorted (right/side='right': after
     equal values). sorted_sequence is 1-d, or has input's leading dims; input may be a number (0-d result)."""
     from .tensor import Tensor
     _refuse_trace("searchsorted")
+    _real_only(sorted_sequence, "searchsorted", "sorted_sequence")
+    _real_only(input, "searchsorted")
     seq = _values(_tensor(sorted_sequence, "sorted_sequence"))
     if side is not None:
         if side not in ("left", "right"):
@@ -196,7 +203,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     """The distinct values (or slices along dim), sorted (torch's CPU result is sorted either way), with the
     inverse indices and counts when asked."""
     _refuse_trace("unique")
-    v = _values(_tensor(input, "input"))
+    v = _values(_real_only(_tensor(input, "input"), "unique"))
     if dim is None:
         # equal_nan=False: each NaN is a value of its own, as torch's (numpy's default merges them)
         vals, inv, cnt = np.unique(v.reshape(-1), return_inverse=True, return_counts=True, equal_nan=False)
@@ -209,7 +216,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Each run of equal consecutive values (or slices along dim) kept once."""
     _refuse_trace("unique_consecutive")
-    v = _values(_tensor(input, "input"))
+    v = _values(_real_only(_tensor(input, "input"), "unique_consecutive"))
     if dim is None:
         flat = v.reshape(-1)
         change = np.concatenate([[True], flat[1:] != flat[:-1]]) if flat.size else np.zeros(0, bool)

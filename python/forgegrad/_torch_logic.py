@@ -112,10 +112,13 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False):  # no
 
 # ---- dtype and size tests ---------------------------------------------------------------------------------------
 def isreal(input):
-    """torch.isreal: all True (forgegrad has no complex dtypes)."""
+    """torch.isreal: True where the imaginary part is 0 (everywhere for a real tensor)."""
     from ._functions import ones_like
     from .dtypes import bool as bool_dtype
-    return ones_like(_t(input, "input", "isreal"), dtype=bool_dtype)
+    t = _t(input, "input", "isreal")
+    if t._data.dtype.kind == "c":
+        return Tensor._wrap_exact(np.asarray(t._data.imag == 0))
+    return ones_like(t, dtype=bool_dtype)
 
 
 def is_nonzero(input) -> bool:
@@ -138,9 +141,8 @@ def is_signed(input) -> bool:
 
 
 def is_complex(input) -> bool:
-    """Always False: forgegrad has no complex dtypes."""
-    _t(input, "input", "is_complex")
-    return False
+    """Whether the dtype is complex (complex64, complex128)."""
+    return _t(input, "input", "is_complex")._data.dtype.kind == "c"
 
 
 FUNCTIONS.update({f.__name__: f for f in (all, any, isin, histc, histogram, isreal, is_nonzero, is_same_size,

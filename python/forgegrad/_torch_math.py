@@ -327,7 +327,10 @@ def dot(input, tensor):
 
 
 def vdot(input, other):
-    """torch.vdot(input, other): the dot product (real tensors only: no conjugate to take)."""
+    """torch.vdot(input, other): the dot product of conj(input) with other (of real tensors, the dot product)."""
+    if isinstance(input, Tensor) and input._data.dtype.kind == "c":
+        from ._complex_tensor import conj
+        input = conj(input)
     return _dot(input, other, "vdot", "other")
 
 

@@ -104,8 +104,8 @@ def _is_cpu(self) -> bool:
 
 
 def is_complex(self) -> bool:
-    """False: forgegrad has no complex dtypes."""
-    return False
+    """Whether the dtype is complex (complex64, complex128)."""
+    return self._data.dtype.kind == "c"
 
 
 def is_signed(self) -> bool:

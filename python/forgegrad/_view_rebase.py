@@ -272,7 +272,12 @@ def rebase(t, base, idx=None) -> None:
         t._ctx.rebound_from = old
 
 
-def view_target(t):
+DTYPE_VIEW_MESSAGE = ("an in-place write recorded by autograd into a view that changes the dtype ({view} view of a "
+                      "{base} tensor: real, imag, view_as_real, view_as_complex) is not supported by forgegrad; build "
+                      "the new value out of place instead (forgegrad.complex(re, im), torch.where, ...)")
+
+
+def view_target(t, tracked: bool = False):
     """``(base, positions of t in base)`` for an in-place write into view ``t`` that is recorded on its base
     (``t`` rebased first if stale), or None when ``t`` is no view (it is written alone). A view made outside
     the graph of a tensor without a node is written through to that base, which then has a node (torch's
@@ -290,6 +295,8 @@ def view_target(t):
             raise RuntimeError(VIEW_OF_LEAF_MESSAGE)  # (torch's words)
     if base is None:
         return None
+    if tracked and base._data.dtype != t._data.dtype:  # (no element map between the two: refused, not dropped)
+        raise RuntimeError(DTYPE_VIEW_MESSAGE.format(view=t._data.dtype, base=base._data.dtype))
     idx = positions(base._data, t._data)
     return None if idx is None else (base, idx)
 

@@ -44,6 +44,23 @@ from ._op_dispatch import (apply_on_meta as _apply_on_meta, apply_with_torch_dty
 
 _NDARRAY = np.ndarray
 _F64 = np.dtype(np.float64)
+
+
+_COMPLEX_SCALARS = (complex, np.complexfloating)
+
+
+def _complex_arg(args) -> bool:
+    for a in args:
+        if isinstance(a, Tensor) and a._data.dtype.kind == "c" or isinstance(a, _COMPLEX_SCALARS):
+            return True
+    return False
+
+
+def _apply_complex(cls, args, kwargs):
+    global _apply_complex
+    from .ops._complex import apply_complex  # (imports autograd: bound on first use)
+    _apply_complex = apply_complex
+    return apply_complex(cls, args, kwargs)
 _F32 = np.dtype(np.float32)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
@@ -114,6 +131,8 @@ class Function:
     exact_dtype = False
     # True: an unregistered Function whose numpy code computes in its inputs' dtype runs float64 as is
     handles_float64 = False
+    # True: a Function of complex tensors (ops/_complex.py), reached from the op's own Function by Function.apply
+    complex_path = False
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
     # made_at: the clock when the node was recorded (see _rebound)
@@ -178,12 +197,16 @@ class Function:
             else:
                 raw.append(a)
                 needs.append(False)
+                if isinstance(a, _COMPLEX_SCALARS):  # float32 tensor * 1j: a complex op
+                    odd = True
         if other_device:
             dev = _device_of_args(cls, args, raw)
             if dev == "meta":
                 return _apply_on_meta(cls, raw, kwargs)
             if dev != "cpu" and not cls.any_device:
                 cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
+        if odd and not cls.complex_path and not other_device and _complex_arg(args):
+            return _apply_complex(cls, args, kwargs)  # complex tensors: the op's numpy Function (ops/_complex.py)
         state = _state.__dict__
         ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
         if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
@@ -240,7 +263,7 @@ class Function:
             ctx.released = False
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if t._data.dtype.kind == "f" and i not in skip:
+                if t._data.dtype.kind in "fc" and i not in skip:
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
@@ -476,6 +499,8 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             if type(g) is not _NDARRAY or type(parent._data) is not _NDARRAY:
                 _check_device_grad(node, parent, g)
             elif g.dtype is not parent._data.dtype and g.dtype != parent._data.dtype:
+                if g.dtype.kind == "c" and parent._data.dtype.kind != "c":
+                    g = g.real  # a real tensor used in a complex op: the real part of its gradient (torch's)
                 g = g.astype(parent._data.dtype)  # a gradient has its tensor's dtype (float32 <- float64 op)
             if g.shape != parent.shape:
                 raise RuntimeError(

@@ -368,6 +368,9 @@ def transfer(array, dst: str):
         return MetaArray(array.shape, array.dtype)
     if src == "meta":
         raise RuntimeError(f"cannot move a meta tensor (shape {tuple(array.shape)}) to {dst}: it has no values")
+    if dst != "cpu" and np.dtype(array.dtype).kind == "c":
+        raise NotImplementedError(f"complex tensors live on the CPU only (their ops are numpy code); a {array.dtype} "
+                                  f"tensor cannot move to {dst}")
     fn = _TRANSFERS.get((src, dst))
     if fn is not None:
         return fn(array)

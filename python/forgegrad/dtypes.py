@@ -1,5 +1,6 @@
 """dtypes as objects, with torch's names: ``forgegrad.float32`` (``float``), ``float64`` (``double``),
-``int64`` (``long``), ``int32`` (``int``), ``int16`` (``short``), ``int8``, ``uint8``, ``bool``.
+``int64`` (``long``), ``int32`` (``int``), ``int16`` (``short``), ``int8``, ``uint8``, ``bool``, ``complex64``
+(``cfloat``), ``complex128`` (``cdouble``).
 
 A dtype compares equal to the numpy dtype it stores as, to numpy scalar types and to its name as a
 string (``x.dtype == np.float32``, ``x.dtype == "float32"`` keep working), and numpy accepts it
@@ -13,19 +14,34 @@ import builtins
 import numpy as np
 
 __all__ = ["dtype", "to_numpy", "of", "float32", "float", "float64", "double", "int64", "long", "int32", "int",
-           "int16", "short", "int8", "uint8", "bool", "float16", "half", "default_float"]
+           "int16", "short", "int8", "uint8", "bool", "float16", "half", "complex64", "cfloat", "complex128", "cdouble",
+           "default_float", "default_complex"]
 
 
 class dtype:
     """A tensor element type (``forgegrad.float32`` ...)."""
 
-    __slots__ = ("name", "dtype", "is_floating_point", "is_signed")
+    __slots__ = ("name", "dtype", "is_floating_point", "is_signed", "is_complex")
 
     def __init__(self, name: str, np_dtype):
         self.name = name
         self.dtype = np.dtype(np_dtype)  # what numpy reads when given this object as a dtype
         self.is_floating_point = self.dtype.kind == "f"
-        self.is_signed = self.dtype.kind in "fi"
+        self.is_complex = self.dtype.kind == "c"
+        self.is_signed = self.dtype.kind in "fic"
+
+    def to_real(self) -> "dtype":
+        """torch's dtype.to_real(): complex64 -> float32, complex128 -> float64; a real dtype is itself."""
+        return _BY_NUMPY[np.dtype(self.dtype.char.lower())] if self.is_complex else self
+
+    def to_complex(self) -> "dtype":
+        """torch's dtype.to_complex(): float32 -> complex64, float64 -> complex128 (float16: complex64, as
+        forgegrad has no complex32); integer and bool dtypes raise, as torch."""
+        if self.is_complex:
+            return self
+        if not self.is_floating_point:
+            raise RuntimeError(f"to_complex: expected a floating or complex dtype, got {self}")
+        return complex128 if self.dtype == np.float64 else complex64
 
     @property
     def itemsize(self) -> builtins.int:
@@ -69,6 +85,11 @@ int16 = dtype("int16", np.int16)
 int8 = dtype("int8", np.int8)
 uint8 = dtype("uint8", np.uint8)
 bool = dtype("bool", np.bool_)  # noqa: A001  (torch.bool)
+# complex tensors run on numpy (ops/_complex.py), on the CPU only
+complex64 = dtype("complex64", np.complex64)
+complex128 = dtype("complex128", np.complex128)
+cfloat = complex64
+cdouble = complex128
 float = float32  # noqa: A001
 double = float64
 half = float16
@@ -76,10 +97,12 @@ long = int64
 int = int32  # noqa: A001
 short = int16
 
-_BY_NUMPY = {d.dtype: d for d in (float32, float64, float16, int64, int32, int16, int8, uint8, bool)}
+_BY_NUMPY = {d.dtype: d for d in (float32, float64, float16, int64, int32, int16, int8, uint8, bool, complex64,
+                                   complex128)}
 _NAMES = {"float32": float32, "float": float32, "float64": float64, "double": float64, "float16": float16,
           "half": float16, "int64": int64, "long": int64, "int32": int32, "int": int32, "int16": int16,
-          "short": int16, "int8": int8, "uint8": uint8, "bool": bool}
+          "short": int16, "int8": int8, "uint8": uint8, "bool": bool, "complex64": complex64, "cfloat": complex64,
+          "complex128": complex128, "cdouble": complex128}
 
 
 def of(value) -> dtype:
@@ -106,19 +129,36 @@ def default_float() -> np.dtype:
     return _DEFAULT_FLOAT.dtype
 
 
+def default_complex() -> np.dtype:
+    """torch's default complex dtype: complex64, complex128 under set_default_dtype(float64)."""
+    return np.dtype(np.complex128) if _DEFAULT_FLOAT is float64 else np.dtype(np.complex64)
+
+
+_CATEGORY = {"b": 0, "f": 2, "c": 3}
+_C64, _C128 = np.dtype(np.complex64), np.dtype(np.complex128)
+
+
 def _category(d: np.dtype) -> builtins.int:
-    return 0 if d.kind == "b" else 2 if d.kind == "f" else 1
+    return _CATEGORY.get(d.kind, 1)
 
 
 def promote(a: np.dtype, b: np.dtype) -> np.dtype:
-    """torch.promote_types on numpy dtypes: bool < integers < floats, the higher category's dtype when the
-    categories differ (int64 with float16: float16), else the smallest dtype holding both (uint8 with int8: int16)."""
+    """torch.promote_types on numpy dtypes: bool < integers < floats < complex, the higher category's dtype when the
+    categories differ (int64 with float16: float16; int64 with complex64: complex64), save that a float with a complex
+    takes the wider of the two precisions (float64 with complex64: complex128), else the smallest dtype holding both
+    (uint8 with int8: int16)."""
     if a == b:
         return a
     ca, cb = _category(a), _category(b)
     if ca != cb:
+        if 3 in (ca, cb) and 2 in (ca, cb):
+            return _C128 if np.float64 in (a, b) or _C128 in (a, b) else _C64
         return a if ca > cb else b
     return np.promote_types(a, b)
+
+
+def _to_complex(d: np.dtype) -> np.dtype:
+    return _C128 if d in (np.float64, _C128) else _C64
 
 
 def _number_dtype(a):
@@ -128,14 +168,21 @@ def _number_dtype(a):
         return np.dtype(np.int64)
     if isinstance(a, (builtins.float, np.floating)):
         return _DEFAULT_FLOAT.dtype
+    if isinstance(a, (builtins.complex, np.complexfloating)):
+        return default_complex()
     return None
 
 
 def _combine(higher, lower):
-    """torch's combine_categories: a lower-priority group only matters when its category is higher."""
+    """torch's combine_categories: a lower-priority group only matters when its category is higher (a complex one
+    keeps a floating group's precision: float64 with a Python complex gives complex128, float32 complex64)."""
     if higher is None:
         return lower
-    if lower is None or higher.kind == "f":
+    if lower is None or higher.kind == "c":
+        return higher
+    if lower.kind == "c":
+        return _to_complex(higher) if higher.kind == "f" else lower
+    if higher.kind == "f":
         return higher
     if higher.kind == "b" or lower.kind == "f":
         return promote(higher, lower)
@@ -172,6 +219,8 @@ def _element_dtype(x, found: list) -> None:
         found.append(np.dtype(np.int64))
     elif isinstance(x, builtins.float):
         found.append(_DEFAULT_FLOAT.dtype)
+    elif isinstance(x, builtins.complex):
+        found.append(default_complex())
     else:
         found.append(np.dtype(object))
 

@@ -93,6 +93,9 @@ def _factory(device, shape, dt, host, requires_grad=False, fill=_NO_FILL) -> Ten
     dev = _target(device)
     if dev == "meta":
         return Tensor(MetaArray(shape, dt), requires_grad=requires_grad)
+    if dev != "cpu" and np.dtype(dt).kind == "c":
+        raise NotImplementedError(f"complex tensors live on the CPU only (their ops are numpy code); no {np.dtype(dt)} "
+                                  f"tensor on {dev}")
     if dev == "cpu":
         return Tensor(host(), requires_grad=requires_grad, dtype=dt)
     if fill is None:
@@ -138,6 +141,8 @@ def _fill_dtype(fill_value) -> np.dtype:
         return np.dtype(np.bool_)
     if isinstance(fill_value, (int, np.integer)) or kind in ("i", "u"):
         return np.dtype(np.int64)
+    if isinstance(fill_value, (complex, np.complexfloating)) or kind == "c":
+        return _dtypes.default_complex()
     return _dtypes.default_float()
 
 
@@ -204,18 +209,33 @@ manual_seed = _random.manual_seed
 
 def _float_dtype(dtype) -> np.dtype:
     dt = _np_dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"expected dtype float32 or float64, got {_dtypes.of(dt)}")
+    if dt not in (np.float32, np.float64, np.complex64, np.complex128):
+        raise TypeError(f"expected dtype float32, float64, complex64 or complex128, got {_dtypes.of(dt)}")
     return dt
 
 
+def _complex_draw(draw, shape, dt, scale=1.0):
+    """A complex array of ``shape`` whose real and imaginary parts are draws (``draw(shape, real dtype)``)."""
+    real = np.dtype(np.float64 if dt == np.complex128 else np.float32)
+    parts = draw(tuple(shape) + (2,), real)
+    return (parts * real.type(scale)).view(dt)[..., 0]
+
+
 def randn(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    """Standard normal values; complex dtypes as torch's: variance 1, half in the real part, half in the imaginary."""
     dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "randn")
+    if dt.kind == "c":
+        return _factory(device, shape, dt, lambda: _complex_draw(
+            lambda s, d: gen.standard_normal(s, dtype=d), shape, dt, np.sqrt(0.5)), requires_grad)
     return _factory(device, shape, dt, lambda: gen.standard_normal(shape, dtype=dt), requires_grad)
 
 
 def rand(*shape, size=None, requires_grad=False, device=None, dtype=None, generator=None) -> Tensor:
+    """Uniform values in [0, 1); complex dtypes as torch's: real and imaginary parts each uniform in [0, 1)."""
     dt, shape, gen = _float_dtype(dtype), _shape(shape, size), _random.resolve(generator, "rand")
+    if dt.kind == "c":
+        return _factory(device, shape, dt, lambda: _complex_draw(
+            lambda s, d: gen.random(s, dtype=d), shape, dt), requires_grad)
     return _factory(device, shape, dt, lambda: gen.random(shape, dtype=dt), requires_grad)
 
 

@@ -12,7 +12,7 @@ tensorinv, tensorsolve and vander are compositions too (_linalg_lu.py, _linalg_h
 
 ldl_factor / ldl_solve are LAPACK sytrf / sytrs (Bunch-Kaufman) written in numpy, without gradient (torch has none).
 
-Not here: complex inputs (refused), eig/eigvals (general eigenproblems: complex results, NotImplementedError),
+Not here: complex inputs (refused, but eig/eigvals take them; their results are complex),
 ``out=``. Singular inputs to inv/solve and non-positive-definite ones to cholesky raise
 :class:`LinAlgError` (a RuntimeError), as torch; inv_ex/cholesky_ex return ``info`` instead. Eigenvector /
 singular-vector signs are LAPACK's (numpy's build), which torch does not promise to match: compare invariant
@@ -212,8 +212,9 @@ def vector_norm(x, ord=2, dim=None, keepdim: bool = False, *, dtype=None) -> Ten
     non-zeros). ``x`` must be floating, as torch's; ``dtype``: it is cast to that first (float32 -> float64)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"vector_norm(): argument 'x' must be a forgegrad.Tensor, got {type(x).__name__}")
-    if np.dtype(x.dtype).kind != "f":  # dtype= does not make an integer tensor acceptable (torch)
-        raise TypeError(f"vector_norm: expected a floating point tensor as input, got {x.dtype}; cast it first")
+    if np.dtype(x.dtype).kind not in "fc":  # dtype= does not make an integer tensor acceptable (torch)
+        raise TypeError(f"vector_norm: expected a floating point or complex tensor as input, got {x.dtype}; cast "
+                        "it first")
     if dtype is not None:
         from .dtypes import to_numpy
         want = to_numpy(dtype)

@@ -87,7 +87,11 @@ def _as_array(where: str, value, locations: Optional[Dict[int, str]] = None) -> 
         arr = _devices.to_host(arr)
         if locations is not None:
             locations[id(arr)] = dev
-    if arr.dtype.kind not in "fiub" or arr.dtype.itemsize > 8:
+    if arr.dtype.kind == "c" and arr.dtype.itemsize > 8:
+        raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store "
+                        "(its only complex dtype is C64, complex64): save it as .to(forgegrad.complex64), or "
+                        "forgegrad.view_as_real(t) (float64) and view_as_complex after loading")
+    if arr.dtype.kind not in "fiubc" or arr.dtype.itemsize > 8:
         raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store")
     # safetensors reads raw memory from the data pointer: it must be C-contiguous. (Not
     # np.ascontiguousarray: it turns 0-d arrays into 1-d ones.)

@@ -48,12 +48,16 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
         if arr.dtype != np.float64 or _dtypes._DEFAULT_FLOAT is not _dtypes.float64:
             with np.errstate(over="ignore"):  # past float32's range: inf (torch's cast), without numpy's warning
                 arr = arr.astype(np.float32)
+    elif kind == "c" and arr.dtype != np.complex64:
+        # Python complex numbers arrive as complex128: the default complex dtype, as float64 above
+        if arr.dtype != np.complex128 or _dtypes._DEFAULT_FLOAT is not _dtypes.float64:
+            arr = arr.astype(np.complex64)
     elif kind in "iu" and arr.dtype != np.int64:
         if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
             raise OverflowError(f"uint64 data up to {int(arr.max())} does not fit forgegrad's int64 storage")
         arr = arr.astype(np.int64)
-    elif kind not in "fiub":
-        raise TypeError(f"forgegrad tensors hold float, integer or bool data, got dtype {arr.dtype}")
+    elif kind not in "fiubc":
+        raise TypeError(f"forgegrad tensors hold float, complex, integer or bool data, got dtype {arr.dtype}")
     return arr
 
 
@@ -233,8 +237,8 @@ class Tensor(TensorMethods):
             extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
         elif self.requires_grad:
             extra = ", requires_grad=True"
-        if self._data.dtype != np.float32:
-            extra = f", dtype={self._data.dtype}" + extra
+        if self._data.dtype != np.float32 and not (self._data.dtype == _dtypes.default_complex() and host.size):
+            extra = f", dtype={self._data.dtype}" + extra  # (torch leaves out the default complex dtype too)
         if host.size == 0 and host.ndim != 1:  # torch's: an empty tensor's repr gives its shape
             extra = f", size={tuple(host.shape)}" + extra
         if host is not self._data:  # torch's order: device, dtype, then the graph
@@ -271,8 +275,8 @@ class Tensor(TensorMethods):
         return state
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and self._data.dtype.kind != "f":
-            raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
+        if requires_grad and self._data.dtype.kind not in "fc":
+            raise RuntimeError(f"only floating point and complex tensors can require gradients, got dtype {self.dtype}")
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
         self.requires_grad = bool(requires_grad)
@@ -408,6 +412,9 @@ class Tensor(TensorMethods):
         dtype = _dtypes.to_numpy(dtype)
         if dtype == self._data.dtype:
             return self
+        if dtype.kind == "c" and self._data.dtype.kind != "c":  # real -> complex (complex in goes there anyway)
+            from .ops._complex import ComplexCastFunction
+            return ComplexCastFunction.apply(self, dtype)
         return _OPS["cast"](self, dtype=dtype)
 
     def float(self) -> "Tensor":

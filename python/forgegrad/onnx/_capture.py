@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import autograd
 from ..devices import MetaArray, has_data
 from ..tensor import Tensor
-from ._errors import OnnxExportError
+from ._errors import OnnxExportError, UnsupportedOpError
 
 
 class Capture:
@@ -63,6 +63,13 @@ def run_traced(model, inputs: List[Tensor]) -> Capture:
         original_record = rec.record
 
         def record(fn_cls, args, kwargs, outputs):
+            if getattr(fn_cls, "complex_path", False) or any(
+                    isinstance(t, Tensor) and t._data.dtype.kind == "c" for t in (*args, *outputs)):
+                name = fn_cls.__qualname__ if fn_cls.op is None else fn_cls.op.name
+                raise UnsupportedOpError(
+                    f"ONNX export of complex tensors is not supported ({name} takes or gives one); ONNX has no "
+                    "complex dtype forgegrad maps to: keep the complex part (forgegrad.fft, ...) out of the exported "
+                    "model, or carry real and imaginary parts as real tensors (view_as_real)")
             call = calls.current
             where.append(root if call is None else (call.path, call.type_name))
             original_record(fn_cls, args, kwargs, outputs)

@@ -153,7 +153,7 @@ class OpDef:
         import inspect
         from ..tensor import Tensor
         global _TENSOR_LIKE
-        _TENSOR_LIKE = (Tensor, np.ndarray, int, float, bool, np.number)
+        _TENSOR_LIKE = (Tensor, np.ndarray, int, float, bool, complex, np.number)
         params = [p for p in inspect.signature(self.function.forward).parameters.values()][1:]
         # a tensor argument gets an array in every sample (or None, for an optional one)
         samples = self.samples() if self.samples else []
