@@ -11,26 +11,43 @@
 #   tools/sanitize.sh                                  # CI-sized fuzz run
 #   FORGEGRAD_FUZZ_EXAMPLES=5000 tools/sanitize.sh     # a longer fuzz run under the sanitizers
 #   tools/sanitize.sh tests/test_gemm.py               # other tests instead of the default set
+#   FORGEGRAD_SANITIZE_PREBUILT_SO=../build/sanitize/_C.cpython-311-x86_64-linux-gnu.so tools/sanitize.sh
+#                                                      # no build: that sanitized _C (refused if a C++ file is newer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 build=${FORGEGRAD_SANITIZE_BUILD_DIR:-build/sanitize}
 san="-fsanitize=address,undefined -fno-omit-frame-pointer"
 
-echo "== building forgegrad._C with ASan + UBSan in $build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_MODULE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" \
-  -DFORGEGRAD_CUDA=OFF -DFORGEGRAD_DEV_OUTPUT="" \
-  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
-  -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
-cmake --build "$build" -j "${FORGEGRAD_BUILD_JOBS:-2}"
+prebuilt=${FORGEGRAD_SANITIZE_PREBUILT_SO:-}
+if [ -n "$prebuilt" ]; then
+  # an ASan + UBSan _C*.so built by this script elsewhere (another worktree's build/sanitize, whose
+  # from-scratch build takes ~45 min on a busy machine): refused when the C++ sources changed after it
+  # (a commit to cpp/ or CMakeLists.txt dated later, or uncommitted changes; file dates mean nothing
+  # in a fresh worktree)
+  last=$(git log -1 --format=%ct -- cpp CMakeLists.txt)
+  if [ "$last" -gt "$(stat -c %Y "$prebuilt")" ] || ! git diff --quiet HEAD -- cpp CMakeLists.txt; then
+    echo "sanitize.sh: $prebuilt predates the C++ sources of $(git log -1 --format='%h %ci' -- cpp CMakeLists.txt)"
+    echo "             or the working tree changes cpp/: build it here instead"; exit 2
+  fi
+  echo "== using the prebuilt sanitized $prebuilt"
+else
+  echo "== building forgegrad._C with ASan + UBSan in $build"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_MODULE_LINKER_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="$san" \
+    -DFORGEGRAD_CUDA=OFF -DFORGEGRAD_DEV_OUTPUT="" \
+    -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
+    -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+  cmake --build "$build" -j "${FORGEGRAD_BUILD_JOBS:-2}"
+  prebuilt=$(ls "$build"/_C*.so)
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/forgegrad-sanitize.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/pkg" "$work/reports"
 cp -r python/forgegrad "$work/pkg/"
 rm -f "$work"/pkg/forgegrad/_C*.so
-cp "$build"/_C*.so "$work/pkg/forgegrad/"
+cp "$prebuilt" "$work/pkg/forgegrad/"
 
 asan_rt=$(${CXX:-c++} -print-file-name=libasan.so)
 [ -e "$asan_rt" ] || { echo "sanitize.sh: no ASan runtime ($asan_rt)"; exit 2; }
@@ -42,7 +59,10 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/reports/
 # libstdc++ preloaded too: python does not link it, and ASan must find its __cxa_throw at start-up
 export LD_PRELOAD="$asan_rt $(${CXX:-c++} -print-file-name=libstdc++.so)"
 export PYTHONPATH="$work/pkg"
-export FORGEGRAD_FUZZ_MEMORY_GB=0          # ASan reserves terabytes of address space: no RLIMIT_AS
+# the fuzz child knows it runs under the sanitizers: its memory limit (GB) is on the RSS, not the address
+# space (ASan reserves terabytes of it), and huge valid inputs are smaller (tests/fuzz/fuzz_util.py)
+export FORGEGRAD_FUZZ_SANITIZED=1
+export FORGEGRAD_FUZZ_MEMORY_GB=${FORGEGRAD_FUZZ_MEMORY_GB:-6}
 export FORGEGRAD_FUZZ_TIMEOUT=${FORGEGRAD_FUZZ_TIMEOUT:-180}
 export FORGEGRAD_FUZZ_REPORT="$work/fuzz.json"
 

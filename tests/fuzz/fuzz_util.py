@@ -4,13 +4,16 @@ strategy that draws them (see fuzz_worker.py for what a case is and how it is ju
 Environment: FORGEGRAD_FUZZ_EXAMPLES (total cases per test file, spread over the targets; default a
 bounded CI run), FORGEGRAD_FUZZ_SEED (draw other cases than the fixed CI ones), FORGEGRAD_FUZZ_REPORT
 (a JSON file for the counts and every failing case), FORGEGRAD_FUZZ_TIMEOUT (seconds one case may
-take before it counts as a hang), FORGEGRAD_FUZZ_MEMORY_GB (the child's address-space limit; 0: none, as under ASan).
+take before it counts as a hang), FORGEGRAD_FUZZ_MEMORY_GB (the child's memory limit, default 6; 0: none),
+FORGEGRAD_FUZZ_SANITIZED=1 (set by tools/sanitize.sh: the child runs under ASan + UBSan; see child_env and
+fuzz_mutate.BOUNDED_HUGE_ELEMENTS).
 """
 from __future__ import annotations
 
 import collections
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -62,6 +65,53 @@ def cases(target: str, with_raw: bool = False):
     })
 
 
+def child_env(base=None) -> dict:
+    """The fuzz child's environment. Without sanitizers the child limits its own address space
+    (fuzz_worker.main: RLIMIT_AS, an allocation past it is MemoryError). ASan reserves terabytes of
+    address space, so under it (FORGEGRAD_FUZZ_SANITIZED=1) the limit is on the RSS, by ASan's own
+    watcher thread: past the soft limit malloc returns NULL (allocator_may_return_null=1), a
+    MemoryError as RLIMIT_AS gives; past the hard limit (soft + half of it: a burst between two
+    polls) ASan ends the child, which is reported as an "oom" failure, never a pass: neither the
+    machine's OOM killer nor a SIGKILL sorts into a clean outcome."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = PYTHON_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    limit = int(env.get("FORGEGRAD_FUZZ_MEMORY_GB", "6"))
+    if env.get("FORGEGRAD_FUZZ_SANITIZED") == "1" and limit > 0:
+        soft = limit << 10
+        opts = env.get("ASAN_OPTIONS", "")
+        env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + \
+            f"allocator_may_return_null=1:soft_rss_limit_mb={soft}:hard_rss_limit_mb={soft + soft // 2}"
+    return env
+
+
+def sanitizer_log(pid: int, env=None) -> str:
+    """What ASan / UBSan wrote for process pid where their log_path sends reports to files."""
+    env = os.environ if env is None else env
+    out = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        m = re.search(r"(?:^|:)log_path=([^:]+)", env.get(var, ""))
+        if m:
+            try:
+                with open(f"{m.group(1)}.{pid}", errors="replace") as f:
+                    out.append(f.read())
+            except OSError:
+                pass
+    return "".join(out)
+
+
+def classify_death(rc: int, log: str) -> tuple:
+    """(outcome, what) for a child that died without answering: a failure in every case. "oom" where
+    the memory limit ended it (ASan's hard RSS limit, or a SIGKILL: the kernel's OOM killer, which
+    the limits are there to prevent); "crash" for everything else (a signal such as SIGSEGV or
+    SIGABRT, a sanitizer report, an exit)."""
+    what = f"killed by signal {-rc}" if rc < 0 else f"exited {rc}"
+    if "rss limit exhausted" in log and "ERROR: AddressSanitizer" not in log and "runtime error:" not in log:
+        return "oom", f"{what}: past the hard RSS limit ({log.strip().splitlines()[0][:200]})"
+    if rc == -9:
+        return "oom", f"{what} (SIGKILL, not sent by the harness: the kernel's OOM killer, or another process)"
+    return "crash", what
+
+
 class Worker:
     """One child interpreter running cases; restarted after a crash or a hang."""
 
@@ -73,7 +123,7 @@ class Worker:
         self._buf = b""
 
     def _start(self):
-        env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = self.env = child_env()
         self.log = open(os.path.join(self.dir, "stderr.log"), "ab")
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fuzz_worker.py"), self.corpus],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
@@ -123,10 +173,12 @@ class Worker:
             self.proc = None
             reply = {"ok": False, "outcome": "hang", "detail": f"no answer within {TIMEOUT:.0f} s"}
         elif reply is None:
-            rc = self.proc.wait()
+            pid, rc = self.proc.pid, self.proc.wait()
             self.proc = None
-            what = f"killed by signal {-rc}" if rc < 0 else f"exited {rc}"
-            reply = {"ok": False, "outcome": "crash", "detail": f"the child {what}\n{self._stderr_tail()}"}
+            log = sanitizer_log(pid, self.env)
+            outcome, what = classify_death(rc, log)
+            reply = {"ok": False, "outcome": outcome,
+                     "detail": f"the child {what}\n{self._stderr_tail()}{log[-3000:]}"}
         STATS[reply["outcome"]] += 1
         if not reply["ok"]:
             FAILURES.append((case, reply))
