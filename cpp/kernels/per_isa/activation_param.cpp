@@ -4,10 +4,10 @@
 // kChunk-element pieces of each (outer, channel) row, with the slope broadcast; when it is short (x of shape (N, C),
 // or small spatial sizes) the slope pattern repeats with period P = C inner along the flat buffer, and a copy of it
 // P + W long lets every vector load its W slopes at offset i mod P. The weight gradient is summed per work item:
-// products rounded to float (torch's g x), kFold vectors added in float lanes, each lane sum folded into a float64
-// accumulator; the items' float64 sums are then added per channel in (outer, chunk) order. Both cuts depend on the
-// sizes only, so the bits do not depend on the thread count, and the error is that of a float sum of at most
-// kFold terms per lane plus float64 rounding (torch sums in float32, cascaded).
+// products rounded to float (torch's g x), kFold vectors added in float lanes (the periodic path: kFold rows per
+// position), each lane sum folded into a float64 accumulator; the items' float64 sums are then added per channel in
+// (outer, chunk) order. Both cuts depend on the sizes only, so the bits do not depend on the thread count, and the
+// error is that of a float sum of at most kFold terms per lane plus float64 rounding (torch sums in float32, cascaded).
 
 #include <cmath>
 #include <vector>
@@ -170,22 +170,32 @@ void prelu_backward(const float* g, const float* x, const float* w, float* dx, f
     return;
   }
   const int64_t P = C * inner;
-  if (dw) {  // chunks of whole rows of P; per chunk a float64 sum per channel (the products rounded to float)
+  if (dw) {  // chunks of whole rows of P; per position of a row, kFold rows summed in float lanes, then float64
     const int64_t rows_per = imax(1, kChunk / P), chunks = (outer + rows_per - 1) / rows_per;
     std::vector<double> part(static_cast<size_t>(chunks * C));
     parallel_for(chunks, imax(1, kGrainCheap / (rows_per * P)), [&](int64_t b, int64_t e) {
+      std::vector<double> pos(static_cast<size_t>(P));
+      float lanes[W];
       for (int64_t ch = b; ch < e; ++ch) {
-        double* pc = part.data() + ch * C;
-        for (int64_t c = 0; c < C; ++c) pc[c] = 0.0;
-        for (int64_t o = ch * rows_per; o < imin(outer, (ch + 1) * rows_per); ++o) {
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t base = o * P + c * inner;
-            for (int64_t k = 0; k < inner; ++k) {
-              const float xv = x[base + k];
-              float t = xv > 0.0f ? 0.0f : g[base + k] * xv;
-              pc[c] += static_cast<double>(t);
+        const int64_t o0 = ch * rows_per, o1 = imin(outer, o0 + rows_per);
+        for (int64_t p = 0; p < P; p += W) {
+          const int r = static_cast<int>(imin(W, P - p));
+          for (int k = 0; k < r; ++k) pos[p + k] = 0.0;
+          for (int64_t o = o0; o < o1;) {
+            vf acc = vzero();
+            for (int f = 0; f < kFold && o < o1; ++f, ++o) {
+              vf gv, xv;
+              load2(g + o * P + p, x + o * P + p, r, gv, xv);
+              acc = vadd(acc, prelu_dw(gv, xv));
             }
+            vstore(lanes, acc);
+            for (int k = 0; k < r; ++k) pos[p + k] += static_cast<double>(lanes[k]);
           }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          double s = 0.0;
+          for (int64_t k = 0; k < inner; ++k) s += pos[c * inner + k];
+          part[ch * C + c] = s;
         }
       }
     });
