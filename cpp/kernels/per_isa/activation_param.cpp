@@ -27,9 +27,9 @@ using act_map::kBlock;
 using act_map::kGrainCheap;
 using act_map::kGrainTranscendental;
 
-constexpr int64_t kRowMin = 64;    // channel runs at least this long take the row path
-constexpr int64_t kChunk = 4096;   // elements per work item of the row path (and per row chunk of the periodic one)
-constexpr int kFold = 16;          // vectors summed in float lanes before a fold into float64
+constexpr int64_t kRowMin = 64;  // channel runs at least this long take the row path
+constexpr int64_t kChunk = 4096;  // elements per work item of the row path (and per row chunk of the periodic one)
+constexpr int kFold = 16;  // vectors summed in float lanes before a fold into float64
 
 // a <= b ? p : q; NaN gives q (activation_more.cpp's; torch's `x <= 0 ? r : 1` sends NaN to 1).
 inline vf vselect_le(vf a, vf b, vf p, vf q) {
