@@ -3,7 +3,8 @@ the best of each taken (bench/torch_ops_interleaved.py's method): Tensor.unfold 
 shifts, isin, gcd (C++ binary GCD), rot90 / diff / unfold's backward (C++ tiled transpose, one-pass difference
 adjoint, overlap-add), the other logic / shape / pointwise ops of that round on ~1M elements, and the activations
 of forgegrad.kernels.activation_more (elu, selu, celu, softplus, mish, logsigmoid, hardsigmoid, hardswish,
-softsign, tanhshrink, hardtanh, relu6, softshrink, hardshrink, threshold) forward + backward on 1.6M float32
+softsign, tanhshrink, hardtanh, relu6, softshrink, hardshrink, threshold) and of
+forgegrad.kernels.activation_param (prelu, glu, rrelu in eval and training) forward + backward on 1.6M float32
 elements, with relu's for scale (the "act ..." cases).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/torch_ops_small.py [substring ...]
@@ -117,6 +118,16 @@ def cases(rng):
                      ("threshold", {"threshold": 0.5, "value": -1.0})):
         both(f"act {name} fwd+bwd (400,4096) f32",
              lambda lib, n=name, k=kw: fwd_bwd(lib, lambda t: getattr(lib.nn.functional, n)(t, **k), act), 5)
+    # the parametrised ones (forgegrad.kernels.activation_param) on NCHW activations, 1.6M elements
+    nchw = (rng.standard_normal((32, 64, 28, 28)) * 3).astype(np.float32)
+    slopes = rng.uniform(0.05, 0.3, 64).astype(np.float32)
+    both("act prelu(64 slopes) fwd+bwd (32,64,28,28) f32",
+         lambda lib: fwd_bwd(lib, lambda t, w: lib.nn.functional.prelu(t, w), nchw, slopes), 5)
+    both("act glu(dim=1) fwd+bwd (32,64,28,28) f32",
+         lambda lib: fwd_bwd(lib, lambda t: lib.nn.functional.glu(t, 1), nchw), 5)
+    for training in (False, True):
+        both(f"act rrelu(training={training}) fwd+bwd (400,4096) f32",
+             lambda lib, tr=training: fwd_bwd(lib, lambda t: lib.nn.functional.rrelu(t, training=tr), act), 5)
     return out
 
 

@@ -49,6 +49,31 @@ class activation:
         """out[c] = sum over rows of x[:, c] for a C-contiguous (rows, cols) float32 array, in row order."""
         ...
     @staticmethod
+    def glu_backward(grad: numpy.ndarray, x: numpy.ndarray, dim: _Int, out: numpy.ndarray) -> None:
+        """out (x's shape) = the gradients of both halves: s * grad for a, (1 - s) * s * a * grad for b, s =
+        sigmoid(b).
+        """
+        ...
+    @staticmethod
+    def glu_forward(x: numpy.ndarray, dim: _Int, out: numpy.ndarray) -> None:
+        """out = a * sigmoid(b), a and b the first and second halves of x along dim; out has x's shape with shape[dim]
+        halved.
+        """
+        ...
+    @staticmethod
+    def prelu_backward(grad: numpy.ndarray, x: numpy.ndarray, weight: numpy.ndarray, grad_input: object,
+                       grad_weight: object) -> None:
+        """grad_input = x > 0 ? grad : weight[c] * grad (may be grad itself); grad_weight (weight's shape) = the sum of
+        (x > 0 ? 0 : grad * x) over all but dim 1, in float64 over a fixed blocking; either output may be None.
+        """
+        ...
+    @staticmethod
+    def prelu_forward(x: numpy.ndarray, weight: numpy.ndarray, out: numpy.ndarray) -> None:
+        """out = x > 0 ? x : weight[c] * x on C-contiguous float32 arrays, c the index along dim 1 (weight of one
+        element: one slope for all; a 0-d or 1-d x has one channel); out may be x.
+        """
+        ...
+    @staticmethod
     def pw_backward(op: _Int, grad: numpy.ndarray, saved: numpy.ndarray, out: numpy.ndarray, p0: _Float = ...,
                     p1: _Float = ..., p2: _Float = ...) -> None:
         """out = grad * f'(.) from saved = the forward input x (PW_ELU_FROM_OUTPUT: the output y of elu, p0 = alpha);
@@ -62,6 +87,12 @@ class activation:
         """out = f(x) elementwise on C-contiguous float32 arrays of the same shape (out may be x); op a PW_ code (not
         PW_ELU_FROM_OUTPUT), p0..p2 its parameters: PW_ELU scale, negcoef, input_scale; PW_SOFTPLUS beta, threshold;
         PW_HARDTANH lo, hi; PW_SOFTSHRINK, PW_HARDSHRINK lambd; PW_THRESHOLD threshold, value; the others none.
+        """
+        ...
+    @staticmethod
+    def rrelu_train_forward(x: numpy.ndarray, noise: numpy.ndarray, out: numpy.ndarray) -> None:
+        """rrelu in training: noise (x's shape) holds uniform slopes on entry and the slopes used on return (x <= 0 ?
+        slope : 1); out = x * noise (out may be x).
         """
         ...
 

@@ -243,6 +243,14 @@ def _extra_calls():
         params = (1.5, 0.5, 1.0)
         y = KM.pointwise(name, a, *params[:n_fwd]) if n_fwd is not None else KM.pointwise("elu", a, 1.0, 1.0, 1.0)
         KM.pointwise_backward(name, a, y if name == "elu_from_output" else a, *params[:n_bwd])
+    # _C.activation.prelu_* / glu_* / rrelu_train_forward (forgegrad.kernels.activation_param)
+    from forgegrad.kernels import activation_param as KPA
+    slopes = rng.uniform(0.0, 0.5, a.shape[1]).astype(np.float32)
+    KPA.prelu(a, slopes)
+    KPA.prelu_backward(a, a, slopes)
+    halves = np.ascontiguousarray(a[:, :36])
+    KPA.glu_backward(KPA.glu(halves, 1), halves, 1)
+    KPA.rrelu_train(a, np.full(a.shape, 0.2, np.float32))
     for name in ("softmax", "log_softmax"):
         getattr(KS, name + "_backward")(a, getattr(KS, name)(a))
     # the packed causal attention GPT's attention layer runs (no op sample reaches it)

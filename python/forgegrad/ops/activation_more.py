@@ -18,6 +18,7 @@ import numpy as np
 from ..autograd import Function
 from .._validate import check_float
 from ..kernels import activation_more as _KM
+from ..kernels import activation_param as _KP
 from . import _meta as M
 from . import _samples as S
 from .activation import _RowwiseFunction, _softmax_reference
@@ -361,15 +362,21 @@ class GluFunction(Function):
     def forward(ctx, x, dim=-1):
         x = _float(x)
         axis = _glu_axis(x.ndim, x.shape, dim)
+        ctx.axis = axis
+        if x.dtype == np.float32:  # the C++ kernel; its backward recomputes sigmoid(b) from x
+            ctx.save_for_backward(x)
+            return _KP.glu(x, axis)
         a, b = np.split(x, 2, axis=axis)
         s = (0.5 * (1.0 + np.tanh(0.5 * b))).astype(x.dtype, copy=False)  # sigmoid without overflow
         ctx.save_for_backward(a, s)
-        ctx.axis = axis
         return a * s
 
     @staticmethod
     def backward(ctx, g):
-        a, s = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        if len(saved) == 1:
+            return _KP.glu_backward(g.astype(np.float32, copy=False), saved[0], ctx.axis)
+        a, s = saved
         return np.concatenate([s * g, (1 - s) * s * a * g], axis=ctx.axis).astype(g.dtype, copy=False)
 
 

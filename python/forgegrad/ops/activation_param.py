@@ -17,6 +17,7 @@ from .. import _C
 from ..autograd import Function
 from .._validate import check_bool, check_float
 from ..kernels import activation as _K
+from ..kernels import activation_param as _KP
 from . import _meta as M
 from . import _samples as S
 from .activation_hard import at_kinks
@@ -107,19 +108,26 @@ class PreluFunction(Function):
         shape = _prelu_shape(x.shape, weight.shape)
         _prelu_dtypes(x.dtype, weight.dtype)
         x = _float(x)
-        w = weight.reshape(shape)
-        ctx.save_for_backward(x, w)
         ctx.weight_shape = weight.shape
+        if x.dtype == _F32 and weight.dtype == _F32:  # the C++ kernel (weight's own shape: 0-d, 1 or C)
+            ctx.save_for_backward(x, weight)
+            return _KP.prelu(x, weight)
+        w = weight.reshape(shape)
+        ctx.save_for_backward(x, weight)
         return np.where(x > 0, x, w * x).astype(np.result_type(x, weight), copy=False)
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if x.dtype == _F32 and w.dtype == _F32 and g.dtype == _F32:
+            return _KP.prelu_backward(g, x, w, need_input=need_x, need_weight=need_w)
+        w = w.reshape(_prelu_shape(x.shape, w.shape))
         pos = x > 0
         gx = gw = None
-        if ctx.needs_input_grad[0]:
+        if need_x:
             gx = np.where(pos, g, w * g).astype(x.dtype, copy=False)
-        if ctx.needs_input_grad[1]:
+        if need_w:
             axes = tuple(i for i in range(x.ndim) if w.shape[i] == 1)
             gw = np.where(pos, 0, x * g).sum(axis=axes).reshape(ctx.weight_shape).astype(w.dtype, copy=False)
         return gx, gw
@@ -185,6 +193,9 @@ class RreluFunction(Function):
         if training:
             from .. import random as _random
             r = _random.generator().uniform(lower, upper, size=x.shape).astype(x.dtype)
+            if x.dtype == _F32:  # one C++ pass: r becomes the noise (1 where x > 0), y = x * noise
+                ctx.noise = r
+                return _KP.rrelu_train(x, r)
             ctx.noise = noise = np.where(x <= 0, r, x.dtype.type(1))
             return x * noise
         ctx.noise = None
@@ -197,7 +208,7 @@ class RreluFunction(Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.noise is not None:
-            return (g * ctx.noise).astype(g.dtype, copy=False)
+            return np.multiply(g, ctx.noise, dtype=g.dtype)
         (x,) = ctx.saved_tensors
         if g.dtype == _F32 and x.dtype == _F32:
             return _K.leaky_relu_backward(g, x, ctx.slope)
