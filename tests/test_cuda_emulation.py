@@ -345,7 +345,7 @@ def test_cuda_bindings_name_bad_arguments(emulated_ops):
 
 
 @pytest.mark.parametrize("xs,out", [((2, 3, 7, 9), (3, 4)), ((1, 2, 2, 3), (5, 7)), ((1, 1, 6, 6), (1, 1)),
-                                    ((2, 2, 5, 4), (5, 4))])
+                                    ((2, 2, 5, 4), (5, 4)), ((2, 3, 13, 11), (1, 1)), ((3, 2, 1, 1), (1, 1))])
 def test_adaptive_avg_pool2d_matches_cpu_bit_for_bit(emu, xs, out):
     x = rand(*xs)
     y = np.full(xs[:2] + out, np.nan, np.float32)

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "forgegrad/parallel.h"
+#include "forgegrad/reduce_rows.h"
 
 namespace fg {
 namespace {
@@ -166,6 +167,9 @@ void avg_pool2d_backward(const Pool2dGeom& g, const float* gy, float* gx, bool c
 void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x,
                                  float* y) {
   const int64_t HW = H * W, OHW = OH * OW;
+  // the global pool (a CNN's head): each plane is one contiguous row, summed many rows a vector pass in
+  // the order of reduce_rows.h (cuda/pool.cu has the same)
+  if (OHW == 1) return sum_rows_f32(x, N * C, HW, true, y);
   for_planes(N * C, HW + OHW, [&](int64_t p) {
     const float* xs = x + p * HW;
     float* ys = y + p * OHW;
@@ -198,6 +202,7 @@ void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int
 void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* gy,
                                   float* gx) {
   const int64_t HW = H * W, OHW = OH * OW;
+  if (OHW == 1) return fill_rows_f32(gy, N * C, HW, static_cast<float>(HW), gx);
   for_planes(N * C, HW + OHW, [&](int64_t p) {
     float* d = gx + p * HW;
     std::memset(d, 0, sizeof(float) * HW);

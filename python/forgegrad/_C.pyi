@@ -914,6 +914,18 @@ class quant:
     @staticmethod
     def set_path(name: object) -> None: ...
 
+class reduce_rows:
+    @staticmethod
+    def fill_rows(g: numpy.ndarray, out: numpy.ndarray, divisor: _Float) -> None:
+        """out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L)."""
+        ...
+    @staticmethod
+    def sum_rows(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:
+        """out[r] = the sum (mean: / L) of row r of float32 x (R, L), accumulated in float64 in a fixed order (the same
+        bits on every ISA and at any thread count).
+        """
+        ...
+
 class resample:
     @staticmethod
     def resample2d_backward(grad: numpy.ndarray, idx_h: numpy.ndarray, w_h: object, idx_w: numpy.ndarray, w_w: object,

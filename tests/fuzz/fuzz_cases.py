@@ -302,6 +302,11 @@ def _extra_calls():
               lambda: _C.gemm.linear(x, rng.standard_normal((3, 7)).astype(np.float32), None, 0),
               # rot90's backward / clone's transposed copy (op samples are below its size threshold)
               lambda: _C.shape_copy.transpose_copy(x[None].transpose(0, 2, 1), np.empty((1, 7, 4), np.float32)),
+              # the many-short-rows sum and its backward fill (global pools, mean / sum over trailing axes)
+              lambda: _C.reduce_rows.sum_rows(x, np.empty(4, np.float32), True),
+              lambda: _C.reduce_rows.fill_rows(x[:, 0].copy(), np.empty((4, 5), np.float32), 5.0),
+              lambda: KP.global_avg_pool2d_forward(rng.standard_normal((2, 3, 7, 5)).astype(np.float32)),
+              lambda: KP.global_avg_pool2d_backward(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), (2, 3, 7, 5)),
               # a frozen Sequential's steps in one call (a class: plan_linear / plan_conv are its fuzz targets)
               lambda: _sequential_plan(rng).run(rng.standard_normal((2, 7)).astype(np.float32)),
               lambda: geometry.conv2d_output_shape((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2),

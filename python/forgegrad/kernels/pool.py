@@ -13,6 +13,7 @@ from .._args import is_int
 from .._validate import check_bool
 from ._checks import as_f32, check_ndim
 from .geometry import adaptive_output_size, pool2d_geometry, pool2d_output_shape
+from .reduce_rows import fill_rows, sum_rows
 
 
 def _shape(input_shape) -> tuple:
@@ -26,6 +27,7 @@ def _shape(input_shape) -> tuple:
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward", "pool2d_output_shape",
+    "avg_pool2d_is_global", "global_avg_pool2d_forward", "global_avg_pool2d_backward",
 ]
 
 
@@ -131,3 +133,31 @@ def adaptive_avg_pool2d_backward(grad_y, input_shape):
     gx = np.empty(input_shape, np.float32)
     _C.pool.adaptive_avg_pool2d_backward(np.ascontiguousarray(grad_y), gx)
     return gx
+
+
+def avg_pool2d_is_global(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                         divisor_override=None):
+    """True when avg_pool2d with these arguments averages each whole (H, W) plane into one output: a kernel of
+    the plane's size, no padding, no divisor_override (global_avg_pool2d_forward computes it then)."""
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
+    k, _, p, _, shape = pool2d_geometry(input_shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
+    return (divisor_override is None and tuple(p) == (0, 0) and tuple(k) == tuple(input_shape[2:])
+            and tuple(shape[2:]) == (1, 1))
+
+
+def global_avg_pool2d_forward(x):
+    """(N, C, 1, 1): the mean of each (H, W) plane of x, summed in float64 (forgegrad.kernels.reduce_rows's
+    order; adaptive_avg_pool2d_forward to 1 computes the same bits)."""
+    x = _input(x)
+    n, c, h, w = x.shape
+    return sum_rows(x.reshape(n * c, h * w), mean=True).reshape(n, c, 1, 1)
+
+
+def global_avg_pool2d_backward(grad_y, input_shape):
+    """grad_input of global_avg_pool2d_forward: grad / (H * W) in every element of its plane."""
+    grad_y = as_f32(grad_y, "grad_output")
+    input_shape = _shape(input_shape)
+    if len(input_shape) != 4 or min(input_shape[1:]) < 1 or grad_y.shape != input_shape[:2] + (1, 1):
+        raise ValueError(f"grad_output {grad_y.shape} does not match input_shape {input_shape}")
+    hw = input_shape[2] * input_shape[3]
+    return fill_rows(grad_y, hw, hw).reshape(input_shape)

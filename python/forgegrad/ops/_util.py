@@ -50,13 +50,15 @@ def normalize_axis(dim, ndim: int, name: str = "dim"):
     """dim (int, tuple or None) -> tuple of non-negative axes; raises IndexError like torch."""
     if dim is None:
         return tuple(range(ndim))
-    bad = TypeError(f"{name} must be an int, a tuple of ints or None, got {type(dim).__name__} {dim!r}")
+    def bad():  # built only when raised: formatting it costs more than the whole check
+        return TypeError(f"{name} must be an int, a tuple of ints or None, got {type(dim).__name__} {dim!r}")
+
     if isinstance(dim, (str, bytes)):  # iterable, but not a sequence of axes
-        raise bad
+        raise bad()
     try:
         dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
     except TypeError:
-        raise bad from None
+        raise bad() from None
     out = []
     for d in dims:
         # a bool or a float (1.5, 1.0) is no axis: int() would take it silently

@@ -101,10 +101,19 @@ class AvgPool2dFunction(Function):
                 divisor_override=None):
         ctx.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
         ctx.in_shape = x.shape
+        # a window over the whole plane (a CNN's global pool written as avg_pool2d(x, 7)): the many-rows sum;
+        # count_include_pad is checked here as the general kernel would (it has no effect without padding)
+        check_bool(count_include_pad, "count_include_pad")
+        ctx.is_global = x.ndim == 4 and min(x.shape[1:]) > 0 and _pool.avg_pool2d_is_global(
+            x.shape, kernel_size, stride, padding, ceil_mode, divisor_override)
+        if ctx.is_global:
+            return _pool.global_avg_pool2d_forward(x)
         return _pool.avg_pool2d_forward(x, *ctx.args)
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.is_global:
+            return _pool.global_avg_pool2d_backward(g, ctx.in_shape)
         return _pool.avg_pool2d_backward(g, ctx.in_shape, *ctx.args)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._validate import check_bool
 from ..autograd import Function
+from ..kernels import reduce_rows as _rows
 from . import _meta as M
 from . import _samples as S
 from ._util import normalize_axis, single_axis
@@ -58,6 +59,24 @@ def _float32_sum(fn, a, axes, keepdim):
     return np.asarray(fn(a, axis=axes, keepdims=keepdim, dtype=np.float64), np.float32)
 
 
+def _rows_forward(ctx, a, axes, keepdim, mean):
+    """The sum / mean of float32 ``a`` over its trailing axes as R contiguous rows (forgegrad.kernels.reduce_rows:
+    float64 accumulation, many rows a vector pass), or None (ctx.rows None) when the axes are not those."""
+    ctx.rows = _rows.trailing_rows(a, axes)
+    if ctx.rows is None:
+        return None
+    y = _rows.sum_rows(a.reshape(ctx.rows), mean)
+    lead = a.shape[:a.ndim - len(axes)]
+    return y.reshape(lead + (1,) * len(axes) if keepdim else lead)
+
+
+def _rows_backward(ctx, g, divisor):
+    """The gradient of _rows_forward: g[r] / divisor broadcast into row r, or None when it did not run."""
+    if getattr(ctx, "rows", None) is None or g.dtype != np.float32:
+        return None
+    return _rows.fill_rows(g, ctx.rows[1], divisor).reshape(ctx.in_shape)
+
+
 def _expand_back(g, in_shape, axes, keepdim):
     """Reshape a reduced gradient so it broadcasts against the input."""
     if not keepdim:
@@ -76,12 +95,16 @@ class SumFunction(Function):
     def forward(ctx, a, dim=None, keepdim=False):
         axes = _save_axes(ctx, a, dim, keepdim)
         if a.dtype == np.float32:
-            return _float32_sum(np.sum, a, axes, keepdim)
+            y = _rows_forward(ctx, a, axes, keepdim, mean=False)
+            return _float32_sum(np.sum, a, axes, keepdim) if y is None else y
         # torch: bool and integers sum in int64 (numpy's default sums uint8 in uint64, a dtype forgegrad lacks)
         return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype if a.dtype.kind == "f" else np.int64)
 
     @staticmethod
     def backward(ctx, g):
+        gx = _rows_backward(ctx, g, 1.0)
+        if gx is not None:
+            return gx
         g = _expand_back(g, ctx.in_shape, ctx.axes, ctx.keepdim)
         return np.broadcast_to(g, ctx.in_shape).astype(g.dtype, copy=True)
 
@@ -140,10 +163,14 @@ class MeanFunction(Function):
             return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype) / a.dtype.type(0)
         if a.dtype == np.float64:
             return np.mean(a, axis=axes, keepdims=keepdim, dtype=np.float64)
-        return _float32_sum(np.mean, a, axes, keepdim)
+        y = _rows_forward(ctx, a, axes, keepdim, mean=True)
+        return _float32_sum(np.mean, a, axes, keepdim) if y is None else y
 
     @staticmethod
     def backward(ctx, g):
+        gx = _rows_backward(ctx, g, ctx.n)
+        if gx is not None:
+            return gx
         g = _expand_back(g, ctx.in_shape, ctx.axes, ctx.keepdim)
         return np.broadcast_to(g / g.dtype.type(max(ctx.n, 1)), ctx.in_shape).astype(g.dtype, copy=True)
 

@@ -1,0 +1,55 @@
+// forgegrad._C.reduce_rows: sums / means of the R contiguous rows of length L of a float32 (R, L) array and
+// their backward fill (cpp/kernels/per_isa/reduce_rows.cpp; the order of a row's sum in reduce_rows.h).
+// Arrays are checked here; forgegrad.kernels.reduce_rows shapes them.
+#include <cmath>
+#include <string>
+
+#include "forgegrad/bindings.h"
+#include "forgegrad/py_array.h"
+#include "forgegrad/reduce_rows.h"
+
+namespace py = pybind11;
+using fg::bind::ArrayArg;
+
+namespace {
+
+void sum_rows(const py::array& x, const py::array& out, bool mean) {
+  ArrayArg X = fg::bind::f32_arg(x, "x", 2);
+  ArrayArg Y = fg::bind::f32_arg(out, "out", 1, fg::bind::kContiguous, true);
+  if (Y.shape[0] != X.shape[0])
+    throw py::value_error("sum_rows: out must have x's " + std::to_string(X.shape[0]) + " rows, got shape " +
+                          fg::bind::shape_str(Y.shape));
+  if (X.shape[0] == 0) return;
+  if (X.shape[1] == 0)
+    throw py::value_error("sum_rows: x must have rows of at least one element, got shape " +
+                          fg::bind::shape_str(X.shape));
+  fg::bind::check_no_overlap("sum_rows", {{x, "x"}}, {{out, "out"}});
+  py::gil_scoped_release release;
+  fg::sum_rows_f32(X.f32(), X.shape[0], X.shape[1], mean, Y.f32());
+}
+
+void fill_rows(const py::array& g, const py::array& out, double divisor) {
+  ArrayArg G = fg::bind::f32_arg(g, "g", 1);
+  ArrayArg D = fg::bind::f32_arg(out, "out", 2, fg::bind::kContiguous, true);
+  if (D.shape[0] != G.shape[0])
+    throw py::value_error("fill_rows: out must have g's " + std::to_string(G.shape[0]) + " rows, got shape " +
+                          fg::bind::shape_str(D.shape));
+  if (!(std::isfinite(divisor) && divisor > 0))
+    throw py::value_error("fill_rows: divisor must be a finite number > 0, got " + std::to_string(divisor));
+  if (D.size == 0) return;
+  fg::bind::check_no_overlap("fill_rows", {{g, "g"}}, {{out, "out"}});
+  py::gil_scoped_release release;
+  fg::fill_rows_f32(G.f32(), D.shape[0], D.shape[1], static_cast<float>(divisor), D.f32());
+}
+
+void bind(py::module_& m) {
+  m.def("sum_rows", &sum_rows, py::arg("x"), py::arg("out"), py::arg("mean"),
+        "out[r] = the sum (mean: / L) of row r of float32 x (R, L), accumulated in float64 in a fixed order "
+        "(the same bits on every ISA and at any thread count).");
+  m.def("fill_rows", &fill_rows, py::arg("g"), py::arg("out"), py::arg("divisor"),
+        "out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L).");
+}
+
+}  // namespace
+
+FG_REGISTER_BINDINGS(reduce_rows, bind)

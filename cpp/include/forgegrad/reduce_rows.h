@@ -1,0 +1,25 @@
+// Sums of many short contiguous rows (cpp/kernels/per_isa/reduce_rows.cpp): the global average pool of
+// NCHW (rows of H * W), mean / sum over the trailing axes of a contiguous tensor, and their backward.
+//
+// The order of a row's sum is fixed (the same on every ISA, at any thread count, and in cuda/pool.cu's
+// global pool). The row, zero-padded to whole blocks of 32, is cut into blocks x[b .. b + 32); 8 float64
+// chains c[j], each starting at 0.0, take per block in order
+//     c[j] += double((x[b + j] + x[b + 8 + j]) + (x[b + 16 + j] + x[b + 24 + j]))   (the inner sums in float32);
+// then the halving tree h[l] = c[l] + c[l + 4] (l < 4), q[l] = h[l] + h[l + 2] (l < 2), sum = q[0] + q[1].
+// The error stays at float32 rounding over any row length: two float roundings per four elements (at most
+// 2^-23 of their magnitude), float64 after, where a float running sum drifts by the length times the float
+// step (torch's float partial sums by their length). The float sums make one float64 conversion and add
+// per 32 elements, which keeps a long row at the float adds' speed and a short one at few operations.
+#pragma once
+#include <cstdint>
+
+#include "forgegrad/dispatch.h"
+
+namespace fg {
+
+// y[r] = float(sum(x[r*L : r*L + L]) / L) when mean, else float(sum); R, L >= 1.
+FG_KERNEL(void, sum_rows_f32, (const float* x, int64_t R, int64_t L, bool mean, float* y), (x, R, L, mean, y))
+// gx[r*L + k] = g[r] / divisor for k < L (float32 division, torch's mean / average pool backward).
+FG_KERNEL(void, fill_rows_f32, (const float* g, int64_t R, int64_t L, float divisor, float* gx), (g, R, L, divisor, gx))
+
+}  // namespace fg

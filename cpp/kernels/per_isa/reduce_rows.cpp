@@ -1,0 +1,196 @@
+// Sums of many short contiguous rows and their backward (declared, with the order of a row's sum, in
+// forgegrad/reduce_rows.h). A row is summed by one thread in that fixed order on every path, so results
+// are the same on every ISA and at any thread count; threads split the rows.
+//
+// Each ISA holds the 8 float64 chains in its own registers: AVX-512 one zmm, AVX2 a pair of ymm (lanes 0-3
+// and 4-7), the portable build an array; the float sums of a block run on 8 float lanes. A row's last
+// partial block is read with masked loads whose lanes past the row are +0.0 (the order's zero padding).
+// With AVX-512 the trees of 8 rows run at once (tree8).
+#include <cstdint>
+
+#include "forgegrad/parallel.h"
+#include "forgegrad/reduce_rows.h"
+#include "forgegrad/simd.h"
+
+namespace fg {
+namespace FG_ISA_NS {
+namespace {
+
+constexpr int64_t kChains = 8, kBlock = 4 * kChains;
+
+// Eight float lanes (F8) and eight float64 lanes (D8) per ISA.
+#if defined(__AVX512F__) || defined(__AVX2__)
+using F8 = __m256;
+inline F8 f8_add(F8 a, F8 b) { return _mm256_add_ps(a, b); }
+#if defined(__AVX512F__)
+// The first n (1..8) floats at p, the other lanes +0.0.
+inline F8 f8_load(const float* p, int n) {
+  return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskz_loadu_ps(static_cast<__mmask8>((1u << n) - 1u), p);
+}
+struct D8 {
+  __m512d v;
+};
+inline D8 d8_zero() { return {_mm512_setzero_pd()}; }
+inline D8 d8_add(D8 a, D8 b) { return {_mm512_add_pd(a.v, b.v)}; }
+inline D8 d8_from(F8 f) { return {_mm512_cvtps_pd(f)}; }
+inline double d8_tree(D8 a) {
+  const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(a.v), _mm512_extractf64x4_pd(a.v, 1));
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+#else
+inline F8 f8_load(const float* p, int n) { return n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask8(n)); }
+struct D8 {
+  __m256d lo, hi;  // lanes 0-3, 4-7
+};
+inline D8 d8_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+inline D8 d8_add(D8 a, D8 b) { return {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)}; }
+inline D8 d8_from(F8 f) {
+  return {_mm256_cvtps_pd(_mm256_castps256_ps128(f)), _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1))};
+}
+inline double d8_tree(D8 a) {
+  const __m256d h = _mm256_add_pd(a.lo, a.hi);
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+#endif
+#else
+struct F8 {
+  float v[8];
+};
+inline F8 f8_add(F8 a, F8 b) {
+  for (int l = 0; l < 8; ++l) a.v[l] += b.v[l];
+  return a;
+}
+inline F8 f8_load(const float* p, int n) {
+  F8 r{};
+  for (int l = 0; l < n; ++l) r.v[l] = p[l];
+  return r;
+}
+struct D8 {
+  double v[8];
+};
+inline D8 d8_zero() { return D8{}; }
+inline D8 d8_add(D8 a, D8 b) {
+  for (int l = 0; l < 8; ++l) a.v[l] += b.v[l];
+  return a;
+}
+inline D8 d8_from(F8 f) {
+  D8 r;
+  for (int l = 0; l < 8; ++l) r.v[l] = static_cast<double>(f.v[l]);
+  return r;
+}
+inline double d8_tree(D8 a) {
+  const double h0 = a.v[0] + a.v[4], h1 = a.v[1] + a.v[5], h2 = a.v[2] + a.v[6], h3 = a.v[3] + a.v[7];
+  return (h0 + h2) + (h1 + h3);
+}
+#endif
+
+inline int lanes_left(int64_t n) { return n >= 8 ? 8 : n <= 0 ? 0 : static_cast<int>(n); }
+
+// A whole block's float sums: (x[j] + x[8 + j]) + (x[16 + j] + x[24 + j]) for the 8 chains j.
+inline F8 quad(const float* p) {
+  return f8_add(f8_add(f8_load(p, 8), f8_load(p + kChains, 8)),
+                f8_add(f8_load(p + 2 * kChains, 8), f8_load(p + 3 * kChains, 8)));
+}
+
+// The same over a last block of r (1..31) elements, zero-padded. A quarter with no element is skipped: the
+// pad's +0.0 changes a float sum at most from -0 to +0, which its float64 chain (never -0) does not see.
+inline F8 quad_part(const float* p, int64_t r) {
+  const int n0 = lanes_left(r), n1 = lanes_left(r - kChains), n2 = lanes_left(r - 2 * kChains),
+            n3 = lanes_left(r - 3 * kChains);
+  F8 t = f8_load(p, n0);
+  if (n1 > 0) t = f8_add(t, f8_load(p + kChains, n1));
+  if (n2 > 0)
+    t = f8_add(
+        t, n3 > 0 ? f8_add(f8_load(p + 2 * kChains, n2), f8_load(p + 3 * kChains, n3)) : f8_load(p + 2 * kChains, n2));
+  return t;
+}
+
+// The row's 8 chains in the order of reduce_rows.h, but each starting at its first term rather than at
+// 0.0 + it: that differs only where a chain is -0 instead of +0, which the tree carries at most to a -0
+// sum, and the callers add 0.0 to the sum (the same bits as the order's, an add fewer per row). One
+// float64 add per 32 elements: a long row runs at the float adds' throughput, not the chain's latency.
+__attribute__((always_inline)) inline D8 row_lanes(const float* p, int64_t L) {
+  if (L < kBlock) return d8_from(quad_part(p, L));
+  D8 a = d8_from(quad(p));
+  int64_t k = kBlock;
+  for (; k + kBlock <= L; k += kBlock) a = d8_add(a, d8_from(quad(p + k)));
+  if (k < L) a = d8_add(a, d8_from(quad_part(p + k, L - k)));
+  return a;
+}
+
+inline float row_result(double s, bool mean, double n) {
+  s += 0.0;  // a -0 sum as the order's +0 (row_lanes)
+  return static_cast<float>(mean ? s / n : s);
+}
+
+#if defined(__AVX512F__)
+// The trees of 8 rows' lanes v[0..7] at once, the same adds as d8_tree (a transposed reduction): 8 sums in
+// row order. Per row a third of the shuffles and adds, and 8 rows divided and stored in one instruction each.
+inline __m512d tree8(const D8* v) {
+  __m512d h[4], q[2];
+  for (int i = 0; i < 4; ++i) {  // h[l] = v[l] + v[l + 4] for rows 2i (lanes 0-3) and 2i + 1 (lanes 4-7)
+    const __m512d a = v[2 * i].v, b = v[2 * i + 1].v;
+    h[i] = _mm512_add_pd(_mm512_shuffle_f64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int i = 0; i < 2; ++i)  // q[l] = h[l] + h[l + 2] for rows 4i .. 4i + 3, two lanes each
+    q[i] = _mm512_add_pd(_mm512_shuffle_f64x2(h[2 * i], h[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f64x2(h[2 * i], h[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // q[0] + q[1]: rows 0, 4, 1, 5, 2, 6, 3, 7 in lanes 0..7, put back in row order
+  const __m512d s = _mm512_add_pd(_mm512_unpacklo_pd(q[0], q[1]), _mm512_unpackhi_pd(q[0], q[1]));
+  return _mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), s);
+}
+#endif
+
+}  // namespace
+
+void sum_rows_f32(const float* x, int64_t R, int64_t L, bool mean, float* y) {
+  if (L == 1) {  // each sum is 0.0 + x (exact; -0 turns +0) and a division by 1: x + 0.0f, W rows a step
+    parallel_for_work(R, 2, [&](int64_t r0, int64_t r1) {
+      int64_t r = r0;
+      for (; r + W <= r1; r += W) vstore(y + r, vadd(vload(x + r), vzero()));
+      if (r < r1) vstore_n(y + r, vadd(vload_n(x + r, static_cast<int>(r1 - r)), vzero()), static_cast<int>(r1 - r));
+    });
+    return;
+  }
+  const double n = static_cast<double>(L);
+  parallel_for_work(R, L + 16, [&](int64_t r0, int64_t r1) {
+    int64_t r = r0;
+#if defined(__AVX512F__)
+    for (; r + 8 <= r1; r += 8) {
+      D8 v[8];
+      for (int i = 0; i < 8; ++i) v[i] = row_lanes(x + (r + i) * L, L);
+      __m512d s = _mm512_add_pd(tree8(v), _mm512_setzero_pd());  // -0 as +0 (row_lanes)
+      if (mean) s = _mm512_div_pd(s, _mm512_set1_pd(n));
+      _mm256_storeu_ps(y + r, _mm512_cvtpd_ps(s));
+    }
+#endif
+    for (; r < r1; ++r) y[r] = row_result(d8_tree(row_lanes(x + r * L, L)), mean, n);
+  });
+}
+
+void fill_rows_f32(const float* g, int64_t R, int64_t L, float divisor, float* gx) {
+  if (L == 1) {
+    parallel_for_work(R, 2, [&](int64_t r0, int64_t r1) {
+      const vf d = vset1(divisor);
+      int64_t r = r0;
+      for (; r + W <= r1; r += W) vstore(gx + r, vdiv(vload(g + r), d));
+      if (r < r1) vstore_n(gx + r, vdiv(vload_n(g + r, static_cast<int>(r1 - r)), d), static_cast<int>(r1 - r));
+    });
+    return;
+  }
+  parallel_for_work(R, L + 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const vf v = vset1(g[r] / divisor);
+      float* d = gx + r * L;
+      int64_t k = 0;
+      for (; k + W <= L; k += W) vstore(d + k, v);
+      if (k < L) vstore_n(d + k, v, static_cast<int>(L - k));
+    }
+  });
+}
+
+}  // namespace FG_ISA_NS
+}  // namespace fg

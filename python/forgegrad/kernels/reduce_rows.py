@@ -1,0 +1,51 @@
+"""Sums and means of many short contiguous rows on numpy float32 arrays (cpp/kernels/per_isa/reduce_rows.cpp):
+the global average pool of NCHW (rows of H * W), sum / mean over the trailing axes of a C-contiguous array, and
+their backward.
+
+- ``trailing_rows(a, axes)``: ``(R, L)`` when ``axes`` are the trailing axes of a C-contiguous float32 array
+  (then its reduction is R rows of L contiguous values), else None.
+- ``sum_rows(x, mean)``: the sum (or mean) of each row of float32 ``x`` (R, L), as float32 (R,), accumulated in
+  float64 in a fixed order (forgegrad/reduce_rows.h): the same bits on every ISA and at any thread count.
+- ``fill_rows(g, L, divisor)``: ``g[r] / float32(divisor)`` broadcast into row r of an (R, L) array.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .. import _C
+
+__all__ = ["fill_rows", "sum_rows", "trailing_rows"]
+
+
+def trailing_rows(a, axes):
+    """(R, L) when the reduction of ``a`` over ``axes`` is R contiguous rows of L float32 values, else None."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous or not axes:
+        return None
+    k = len(axes)
+    if sorted(axes) != list(range(a.ndim - k, a.ndim)):
+        return None
+    L = prod(a.shape[a.ndim - k:])
+    return (prod(a.shape[:a.ndim - k]), L) if L > 0 else None
+
+
+def sum_rows(x, mean=False):
+    """float32 (R,): the sum (mean: divided by L in float64) of each row of float32 x (R, L)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        raise ValueError(f"sum_rows: x must be a 2-D numpy array (rows, length), got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"sum_rows: x must be float32, got {x.dtype}")
+    out = np.empty(x.shape[0], np.float32)
+    _C.reduce_rows.sum_rows(np.ascontiguousarray(x), out, bool(mean))
+    return out
+
+
+def fill_rows(g, length, divisor=1.0):
+    """float32 (R, length): row r is g[r] / float32(divisor) (the backward of sum_rows; mean: divisor L)."""
+    g = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"fill_rows: length must be an int >= 0, got {length!r}")
+    out = np.empty((g.shape[0], int(length)), np.float32)
+    _C.reduce_rows.fill_rows(g, out, float(divisor))
+    return out
