@@ -76,7 +76,7 @@ else
   # cross-entropy kernel over chunks), ConvTranspose3d's kernel == stride path (attention_small: test_attention*)
   tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_attention*.py tests/test_hardening_*.py tests/test_freeze_plan.py
          tests/test_pool3d_planes.py tests/test_linear_backward_fused.py tests/test_linear_cross_entropy.py
-         tests/test_conv_transpose3d_disjoint.py tests/fuzz)
+         tests/test_conv_transpose3d_disjoint.py tests/test_reduce_rows.py tests/fuzz)
 fi
 echo "== running ${tests[*]} under the sanitizers"
 start=$(date +%s)
