@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import dtypes as _dtypes
 from ..autograd import Function
+from ._float64 import _check_linear, _same_dtype
 from ._util import unbroadcast
 from .registry import _OPS
 
@@ -358,11 +359,6 @@ _FUNCTIONS.update({"sum": ComplexSumFunction, "mean": ComplexMeanFunction, "prod
 
 
 # ---- matrix products -------------------------------------------------------------------------------------
-def _same_dtype(name, a, b):
-    if a.dtype != b.dtype:  # torch's matrix products do not promote
-        raise RuntimeError(f"{name}: expected both operands to have the same dtype, but found {a.dtype} and {b.dtype}")
-
-
 class ComplexMatMulFunction(ComplexFunction):
     @staticmethod
     def forward(ctx, a, b):
@@ -392,10 +388,7 @@ class ComplexMatMulFunction(ComplexFunction):
 class ComplexLinearFunction(ComplexFunction):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input (..., {weight.shape[-1]}) expected for weight of shape {weight.shape}, "
-                             f"got input of shape {x.shape}")
-        _same_dtype("linear", x, weight)
+        _check_linear(x, weight)
         if bias is not None:
             _same_dtype("linear", x, bias)
         ctx.save_for_backward(x, weight)

@@ -44,6 +44,14 @@ def _same_dtype(name, a, b):
         raise RuntimeError(f"{name}: expected both operands to have the same dtype, but found {a.dtype} and {b.dtype}")
 
 
+def _check_linear(x, weight):
+    """linear's operands: x (..., in_features), weight (out_features, in_features), one dtype."""
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input (..., {weight.shape[-1]}) expected for weight of shape {weight.shape}, "
+                         f"got input of shape {x.shape}")
+    _same_dtype("linear", x, weight)
+
+
 class MatMul64Function(Function):
     """a @ b in numpy (torch.matmul's 1-D and batch rules, as np.matmul's)."""
 
@@ -78,10 +86,7 @@ class Linear64Function(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input (..., {weight.shape[-1]}) expected for weight of shape {weight.shape}, "
-                             f"got input of shape {x.shape}")
-        _same_dtype("linear", x, weight)
+        _check_linear(x, weight)
         _save_pair(ctx, x, weight)
         ctx.has_bias = bias is not None
         y = np.matmul(x, weight.T)
