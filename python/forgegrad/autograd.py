@@ -458,7 +458,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             adopted.add(id(g))
             leaf.grad = Tensor._wrap_exact(g)
         else:
-            leaf._accumulate_grad(g)
+            leaf._accumulate_grad(g, in_place=leaf.grad is None or id(leaf.grad._data) not in adopted)
 
     pending = {id(root._ctx): [None] * len(root._ctx.out_meta)}
     pending[id(root._ctx)][root._out_index] = grad

@@ -352,7 +352,7 @@ class Tensor(TensorMethods):
         self.requires_grad = False
         return self
 
-    def _accumulate_grad(self, g) -> None:
+    def _accumulate_grad(self, g, in_place: bool = True) -> None:
         if self.grad is None:
             if isinstance(g, np.ndarray) or _devices.device_of(g) == "cpu":  # numpy arrays and scalars
                 self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))
@@ -361,9 +361,11 @@ class Tensor(TensorMethods):
         else:
             cur = self.grad._data
             # in place, as torch's AccumulateGrad outside create_graph: no new array (and its page faults)
-            # per backward; a read-only grad, another dtype or a grad that would widen takes a new array
-            if (type(cur) is np.ndarray and cur.flags.writeable and isinstance(g, np.ndarray) and g.dtype == cur.dtype
-                    and g.shape == cur.shape):
+            # per backward; a read-only grad, another dtype or a grad that would widen takes a new array, as
+            # does one the engine adopted in this pass (in_place False: that array may also be another
+            # node's pending gradient, e.g. Add hands one array to both inputs)
+            if (in_place and type(cur) is np.ndarray and cur.flags.writeable and isinstance(g, np.ndarray)
+                    and g.dtype == cur.dtype and g.shape == cur.shape):
                 np.add(cur, g, out=cur)
             else:
                 self.grad._data = _devices.add(cur, g)
