@@ -1,6 +1,6 @@
-"""Image classification over HTTP for a ViT, DeiT or DINOv2 classifier (``ViTForImageClassification``,
-``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``, ``Dinov2ForImageClassification``), in the
-shape of the text classify API (classify.py).
+"""Image classification over HTTP for a ViT, DeiT, DINOv2 or Swin classifier (``ViTForImageClassification``,
+``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``, ``Dinov2ForImageClassification``,
+``SwinForImageClassification``), in the shape of the text classify API (classify.py).
 
     forgegrad serve VIT_DIR   (the app: encoder_app.py)
 
@@ -24,7 +24,8 @@ the model then runs on the images of every request waiting together (``encoder_a
 
 The processor must make every image one size (a crop, or a fixed height and width): for ViT and DeiT the size of
 their position table, for DINOv2 any (its table is resized to every image's grid: the hub's checkpoints take 224 px
-crops with a table trained at 518 px). ``ImageModelWorker`` (the model, its processor and the decoding) is shared
+crops with a table trained at 518 px), for Swin any whose stages' maps are at least a window (the size of its
+position table where it has one). ``ImageModelWorker`` (the model, its processor and the decoding) is shared
 with vision_embeddings.py.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ from .embeddings import MAX_INPUTS, checkpoint_kind, load_served_model
 from .image_embeddings import MAX_PIXELS, MAX_SIDE, _check_resized, load_image, open_image
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher",
-                 "Dinov2ForImageClassification")
+                 "Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification",
+                 "SwinForImageClassification")
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
@@ -112,6 +114,7 @@ class ImageModelWorker:
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
         from ..models.hf.dinov2 import Dinov2Model
         from ..models.hf.image_processing import load_image_processor
+        from ..models.hf.swin import SwinModel
         self.model = load_served_model(path, weights)
         self.processor = load_image_processor(path)
         # a classifier's encoder, or the model itself
@@ -128,12 +131,24 @@ class ImageModelWorker:
                 raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model "
                                  f"takes images of one size (a crop_size, or a size with height and width) of at "
                                  f"least one {patch[0]}x{patch[1]} patch")
+        elif isinstance(base, SwinModel) and emb.position_embeddings is None:
+            # any one size whose stages' maps are at least a window (the image padded to a multiple of the patch)
+            if got is None:
+                raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model "
+                                 "takes images of one size (a crop_size, or a size with height and width)")
+            try:
+                base.feature_maps(*got)
+            except ValueError as e:
+                raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}: {e}") from None
         elif got != want:
             raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model takes "
                              f"{want[0]}x{want[1]}")
         self.image_size = got
         patch = emb.patch_embeddings.patch_size
-        self.context = (got[0] // patch[0]) * (got[1] // patch[1]) + base.tokens  # tokens per image
+        if isinstance(base, SwinModel):  # the image padded to whole patches
+            self.context = -(-got[0] // patch[0]) * -(-got[1] // patch[1])
+        else:
+            self.context = (got[0] // patch[0]) * (got[1] // patch[1]) + base.tokens  # tokens per image
         self.max_batch = max_batch
 
     def _prepare(self, items: List[Tuple[str, str]]) -> List[np.ndarray]:

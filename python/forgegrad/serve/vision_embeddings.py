@@ -1,5 +1,5 @@
-"""Image embeddings over HTTP for a vision-only encoder (``Dinov2Model``): OpenAI's embeddings API with images as
-the inputs.
+"""Image embeddings over HTTP for a vision-only encoder (``Dinov2Model``, ``Dinov2WithRegistersModel``): OpenAI's
+embeddings API with images as the inputs.
 
     forgegrad serve DINOV2_DIR   (the app: encoder_app.py)
 
@@ -12,7 +12,7 @@ Images and ``.npy`` arrays are decoded, checked and preprocessed as image_classi
 ``pooler_output``, as transformers gives it: for DINOv2 the CLS token's final state after the last LayerNorm, not
 normalized (normalize it for cosine similarity). The images of every request waiting run together
 (``encoder_app.EncoderQueue``), up to ``max_batch`` at a time. ``usage`` counts the tokens the encoder ran: each
-image's patches and its CLS token.
+image's patches and its CLS token (and register tokens).
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ from .completion_request import CompletionError, bad, request_object, served_mod
 from .embeddings import checkpoint_kind
 from .image_classify import ImageModelWorker, _items
 
-ARCHITECTURES = ("Dinov2Model",)
+ARCHITECTURES = ("Dinov2Model", "Dinov2WithRegistersModel")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 
 
 def is_vision_embedding_checkpoint(path: str) -> bool:
     """Whether a checkpoint directory holds a vision-only encoder served as image embeddings (DINOv2)."""
     arch, model_type = checkpoint_kind(path)
-    return arch in ARCHITECTURES or model_type == "dinov2"
+    return arch in ARCHITECTURES or model_type in ("dinov2", "dinov2_with_registers")
 
 
 class ImageEmbedder(ImageModelWorker):

@@ -10,7 +10,9 @@ Dual image-text encoders (zero-shot image classification, image and text embeddi
 ``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
-(dinov2.py); ``load_image_processor(DIR)`` makes their ``pixel_values``.
+(dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
+``SwinModel``, ``SwinForImageClassification`` (swin.py); ``load_image_processor(DIR)`` makes their
+``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
@@ -95,6 +97,8 @@ from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
                   ViTForImageClassification, ViTModel)
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
+from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
+from .swin import SwinForImageClassification, SwinModel
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -130,6 +134,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
+           "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
+           "SwinForImageClassification",
            "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
@@ -160,12 +166,14 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
                   CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel,
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
-                  DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification)}
+                  DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
+                  Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
+                  SwinForImageClassification)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
             "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
-            "dinov2": Dinov2Model,
+            "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -256,7 +264,10 @@ def _required(cfg: dict, cls, path: str) -> None:
             **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                                       DeiTForImageClassificationWithTeacher)},
             # DINOv2's MLP width is hidden_size * mlp_ratio: no intermediate_size
-            **{c: _VIT_KEYS[:3] for c in (Dinov2Model, Dinov2ForImageClassification)},
+            **{c: _VIT_KEYS[:3] for c in (Dinov2Model, Dinov2ForImageClassification, Dinov2WithRegistersModel,
+                                          Dinov2WithRegistersForImageClassification)},
+            # Swin: per-stage depths and heads (lists, checked as the model is built)
+            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification)},
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

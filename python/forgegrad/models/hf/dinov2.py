@@ -164,17 +164,19 @@ class Dinov2Model(nn.Module):
     model_type = "dinov2"
     prefix = "dinov2."
     tokens = 1
+    embeddings_class = Dinov2Embeddings
 
     def __init__(self, config: dict):
         super().__init__()
         self.config = dict(config)
-        self.embeddings = Dinov2Embeddings(self.config)
+        self.embeddings = self.embeddings_class(self.config)
         self.encoder = Dinov2Encoder(self.config)
         self.layernorm = nn.LayerNorm(self.config["hidden_size"], eps=float(self.config.get("layer_norm_eps", 1e-6)))
 
     def forward(self, pixel_values, bool_masked_pos=None, output_hidden_states: bool = False) -> ViTOutput:
         patches = self.embeddings.patch_embeddings
-        x = self.embeddings(_pixels(pixel_values, _WHO, patches.num_channels, patches.patch_size), bool_masked_pos)
+        x = self.embeddings(_pixels(pixel_values, self.embeddings.owner, patches.num_channels, patches.patch_size),
+                            bool_masked_pos)
         x, states = self.encoder(x, bool(output_hidden_states))
         x = self.layernorm(x)
         return ViTOutput(x, x[:, 0], states)

@@ -1,14 +1,16 @@
-"""ONNX export of ViT, DeiT (vit.py) and DINOv2 (dinov2.py) with the input and output names of Hugging Face optimum's
-exports and the batch dynamic:
+"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py) and Swin (swin.py) with the input and output names of
+Hugging Face optimum's exports and the batch dynamic:
 
     input    ``pixel_values`` (batch, channels, height, width) float32
     outputs  ``logits`` (batch, num_labels) for the classifiers (DeiT's teacher model: the mean of its two heads);
              ``last_hidden_state`` (batch, tokens + patches, hidden) and, with a pooler, ``pooler_output`` (batch,
-             hidden) for ``ViTModel`` / ``DeiTModel`` / ``Dinov2Model`` (DINOv2's: the CLS row)
+             hidden) for ``ViTModel`` / ``DeiTModel`` / ``Dinov2Model`` (DINOv2's, with registers too: the CLS
+             row) / ``SwinModel`` (the mean of the last stage's positions)
 
 The image size is fixed in the graph: by default the model's (its position table), or ``image_size`` (a ViT or DeiT
-then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table), the bicubic resize of the
-position table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
+then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table; Swin takes any size whose stages'
+maps are at least a window, padding and shift masks then constants of the graph), the bicubic resize of the position
+table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
 batch (2) and at others.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 
 from ...tensor import Tensor
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
+from .dinov2_registers import Dinov2WithRegistersForImageClassification
+from .swin import SwinForImageClassification, SwinModel
 from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel, _pair
 
 __all__ = ["export_vit", "vit_names"]
@@ -26,16 +30,21 @@ __all__ = ["export_vit", "vit_names"]
 
 def vit_names(model) -> tuple:
     """(input names, output names) of ``model``'s graph."""
-    if isinstance(model, Dinov2Model):
+    if isinstance(model, Dinov2Model) or (isinstance(model, SwinModel) and model.pooled):
         return ["pixel_values"], ["last_hidden_state", "pooler_output"]
+    if isinstance(model, SwinModel):
+        return ["pixel_values"], ["last_hidden_state"]
     if isinstance(model, ViTModel):
         return ["pixel_values"], ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else [])
     if isinstance(model, (ViTForImageClassification, DeiTForImageClassificationWithTeacher,
-                          Dinov2ForImageClassification)):
+                          Dinov2ForImageClassification, Dinov2WithRegistersForImageClassification,
+                          SwinForImageClassification)):
         return ["pixel_values"], ["logits"]
-    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model (ViTModel, ViTForImageClassification, "
-                    f"DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, Dinov2Model, "
-                    f"Dinov2ForImageClassification), got {type(model).__name__}")
+    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model or a Swin model ("
+                    f"ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification, "
+                    f"DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification, "
+                    f"Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel, "
+                    f"SwinForImageClassification), got {type(model).__name__}")
 
 
 def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = True, rtol: float = 1e-4,
@@ -47,13 +56,21 @@ def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = 
     from ...onnx import export
 
     names, outs = vit_names(model)
-    emb = model.embeddings if isinstance(model, (ViTModel, Dinov2Model)) else model.encoder.embeddings
+    emb = model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel)) else model.encoder.embeddings
     h, w = emb.image_size if image_size is None else _pair(image_size, "image_size", "export_vit:")
     ph, pw = emb.patch_embeddings.patch_size
     if h < ph or w < pw:
         raise ValueError(f"export_vit: image_size must be at least one {ph}x{pw} patch, got {h}x{w}")
     run = model
-    if (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification)):
+    if isinstance(model, SwinModel):
+        def run(pixel_values):  # only the outputs vit_names gives
+            out = model(pixel_values, interpolate_pos_encoding=(h, w) != emb.image_size)
+            return (out.last_hidden_state, out.pooler_output) if model.pooled else out.last_hidden_state
+    elif isinstance(model, SwinForImageClassification) and (h, w) != emb.image_size:
+        def run(pixel_values):
+            return model(pixel_values, interpolate_pos_encoding=True)
+    elif (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification,
+                                                             Dinov2WithRegistersForImageClassification)):
         def run(pixel_values):  # ViT, DeiT at another size: their positions resized
             return model(pixel_values, interpolate_pos_encoding=True)
     example = np.random.default_rng(seed).standard_normal((2, emb.patch_embeddings.num_channels, h, w))

@@ -105,6 +105,7 @@ class ViTEmbeddings(nn.Module):
     """CLS token (DeiT: and distillation token), patch embeddings and the position table, summed; dropout."""
 
     owner = "ViTModel"  # the model's name, for errors
+    resize_matrix = staticmethod(bicubic_matrix)  # the position table's resize along one axis
 
     def __init__(self, cfg: dict, tokens: int = 1):
         super().__init__()
@@ -140,8 +141,8 @@ class ViTEmbeddings(nn.Module):
         if side * side != n:
             raise ValueError(f"{self.owner}: interpolate_pos_encoding needs a square grid of positions, the table "
                              f"has {n}")
-        rows = Tensor._wrap(bicubic_matrix(side, new[0]).astype(np.float32))  # (new_h, side)
-        cols = Tensor._wrap(bicubic_matrix(side, new[1]).astype(np.float32).T.copy())  # (side, new_w)
+        rows = Tensor._wrap(self.resize_matrix(side, new[0]).astype(np.float32))  # (new_h, side)
+        cols = Tensor._wrap(self.resize_matrix(side, new[1]).astype(np.float32).T.copy())  # (side, new_w)
         E = table.shape[-1]
         grid = table[0, self.tokens:].reshape(side, side * E)  # rows of the grid, each (side, E) flattened
         grid = (rows @ grid).reshape(new[0], side, E).permute(0, 2, 1)  # (new_h, E, side)

@@ -1,0 +1,236 @@
+"""DINOv2 with registers from checkpoints transformers wrote (tiny random configs; 3 and 0 registers, plain and
+SwiGLU MLP): last_hidden_state, pooler_output, logits and hidden states equal transformers' at the config's size and
+others (the position table resized by torch's antialiased bicubic, shrunk and enlarged), odd batches, eager and SDPA;
+the resize matrix against torch; the mask token; gradients; the encoder from a classifier's checkpoint and model_type
+dispatch; save_pretrained round trip; ONNX export; serving at /v1/classify; bad inputs."""
+import base64
+import copy
+import io
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models.hf import CheckpointError, Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
+from forgegrad.models.hf.dinov2_registers import antialiased_bicubic_matrix
+from forgegrad.models.hf.onnx_vit import export_vit, vit_names
+from forgegrad.models.hf.vit import ImageClassifierOutput
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+TOL = dict(rtol=1e-4, atol=2e-5)
+SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, num_labels=5,
+            initializer_range=0.3, layerscale_value=0.5, num_register_tokens=3)
+CHECKPOINTS = {"model": ("Dinov2WithRegistersModel", {}),
+               "model_no_registers": ("Dinov2WithRegistersModel", dict(num_register_tokens=0)),
+               "classifier": ("Dinov2WithRegistersForImageClassification", dict(qkv_bias=False,
+                                                                              hidden_act="gelu_new")),
+               "classifier_swiglu": ("Dinov2WithRegistersForImageClassification", dict(use_swiglu_ffn=True))}
+# (batch, height, width): the config's size; larger and uneven; sides not multiples of the patch (a table shrunk in
+# one direction: the antialiased kernel widens); a non-square grid with as many patches as the table
+SHAPES = [(3, 32, 32), (2, 48, 40), (1, 20, 27), (1, 64, 16)]
+
+
+def _randomize(hf):
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("cls_token", "mask_token", "lambda1", "register_tokens")):
+                p.normal_()
+    return hf
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    out = {}
+    for i, (key, (cls, extra)) in enumerate(CHECKPOINTS.items()):
+        torch.manual_seed(i)
+        cfg = transformers.Dinov2WithRegistersConfig(**dict(SIZE, **extra))
+        hf = _randomize(getattr(transformers, cls)(cfg).eval())
+        path = tmp_path_factory.mktemp(key)
+        hf.save_pretrained(path)
+        out[key] = (path, hf)
+    return out
+
+
+def _pixels(batch, h=32, w=32, seed=0, channels=3):
+    return np.random.default_rng(seed).standard_normal((batch, channels, h, w)).astype(np.float32)
+
+
+def _compared(out):
+    if hasattr(out, "last_hidden_state"):
+        return [out.last_hidden_state, out.pooler_output]
+    return [out.logits if hasattr(out, "logits") else out]
+
+
+def _close(got, want, msg=""):
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy()
+        np.testing.assert_allclose(g.numpy(), w, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, np.abs(w).max()),
+                                   err_msg=msg)
+
+
+def test_antialiased_resize_matrix_is_torchs():
+    for n_in in (2, 4, 7, 37):
+        for n_out in (1, 2, 3, 5, 9, 14, 37, 60):
+            eye = torch.eye(n_in, dtype=torch.float64)[None, None]
+            want = torch.nn.functional.interpolate(eye, size=(n_out, n_in), mode="bicubic", align_corners=False,
+                                                   antialias=True)[0, 0].numpy()
+            np.testing.assert_allclose(antialiased_bicubic_matrix(n_in, n_out), want, rtol=0, atol=1e-12,
+                                       err_msg=f"{n_in} -> {n_out}")
+
+
+@pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
+def test_outputs_equal_transformers(checkpoints, key, attn):
+    path, _ = checkpoints[key]
+    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
+    model = from_pretrained(path)
+    assert type(model) is {"Dinov2WithRegistersModel": Dinov2WithRegistersModel,
+                           "Dinov2WithRegistersForImageClassification": Dinov2WithRegistersForImageClassification}[
+        CHECKPOINTS[key][0]]
+    for i, (b, h, w) in enumerate(SHAPES):
+        x = _pixels(b, h, w, seed=i)
+        with torch.no_grad():
+            want = hf(torch.tensor(x), output_hidden_states=True)
+        with fg.no_grad():
+            plain, got = model(x), model(x, output_hidden_states=True)
+        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
+        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
+        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
+        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
+    if key.startswith("model"):
+        registers = 0 if key == "model_no_registers" else 3
+        assert plain.last_hidden_state.shape[1] == 1 + registers + (64 // 8) * (16 // 8)
+        np.testing.assert_array_equal(plain.pooler_output.numpy(), plain.last_hidden_state.numpy()[:, 0])
+    else:
+        assert isinstance(got, ImageClassifierOutput) and isinstance(plain, fg.Tensor)
+
+
+def test_mask_token_as_transformers(checkpoints):
+    path, hf = checkpoints["model"]
+    model = from_pretrained(path)
+    x = _pixels(2, 40, 32, seed=4)
+    mask = np.random.default_rng(4).random((2, 20)) < 0.4
+    with torch.no_grad():
+        want = hf(torch.tensor(x), bool_masked_pos=torch.tensor(mask))
+    with fg.no_grad():
+        got = model(x, bool_masked_pos=mask)
+    _close(_compared(got), _compared(want))
+
+
+def test_gradients_match_transformers(checkpoints):
+    path, hf = checkpoints["classifier_swiglu"]
+    model = from_pretrained(path).train()
+    ref = copy.deepcopy(hf).double().train()
+    x, labels = _pixels(3, 40, 24, seed=7), np.array([0, 3, 4])
+    torch.nn.functional.cross_entropy(ref(torch.tensor(x, dtype=torch.float64)).logits,
+                                      torch.tensor(labels)).backward()
+    fg.nn.functional.cross_entropy(model(x), fg.tensor(labels)).backward()
+    theirs = {n: p.grad.numpy() for n, p in ref.named_parameters() if p.grad is not None}
+    mine = dict(model.named_parameters())
+    for name in ("embeddings.register_tokens", "embeddings.position_embeddings", "embeddings.cls_token",
+                 "embeddings.patch_embeddings.projection.weight", "layernorm.weight",
+                 "encoder.layer.0.layer_scale1.lambda1"):
+        name = "dinov2_with_registers." + name
+        g = theirs[name]
+        np.testing.assert_allclose(mine[name].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max(), err_msg=name)
+    g = theirs["classifier.weight"]
+    np.testing.assert_allclose(mine["classifier.weight"].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max())
+
+
+def test_encoder_from_classifier_checkpoint_and_model_type_dispatch(checkpoints, tmp_path):
+    path, hf = checkpoints["classifier"]
+    tensors = {k: v.numpy() for k, v in from_pretrained(path).state_dict().items()}
+    encoder = Dinov2WithRegistersModel(dict(hf.config.to_dict()))
+    encoder.load_state_dict(encoder.from_hf(tensors))
+    x = _pixels(2, 24, 40, seed=5)
+    with torch.no_grad():
+        want = hf.dinov2_with_registers(torch.tensor(x))
+    with fg.no_grad():
+        _close(_compared(encoder.eval()(x)), _compared(want))
+    path, _ = checkpoints["model"]
+    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert type(from_pretrained(tmp_path)) is Dinov2WithRegistersModel
+
+
+@pytest.mark.parametrize("key", ["model", "classifier_swiglu"])
+def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
+    path, hf = checkpoints[key]
+    save_pretrained(from_pretrained(path), tmp_path / "saved")
+    back = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(tmp_path / "saved").eval()
+    x = _pixels(2, 40, 24, seed=6)
+    with torch.no_grad():
+        for g, w in zip(_compared(back(torch.tensor(x))), _compared(hf(torch.tensor(x)))):
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+
+
+@pytest.mark.parametrize("key,size", [("classifier", None), ("model", (24, 40))])
+def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path, hf = checkpoints[key]
+    model = from_pretrained(path)
+    assert export_vit(model, str(tmp_path / "m.onnx"), image_size=size).ok
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == vit_names(model)[1]
+    h, w = (32, 32) if size is None else size
+    for batch in (1, 3):
+        x = _pixels(batch, h, w, seed=batch)
+        with torch.no_grad():
+            want = _compared(hf(torch.tensor(x)))
+        for g, ref in zip(sess.run(None, {"pixel_values": x}), want, strict=True):
+            np.testing.assert_allclose(g, ref.numpy(), **TOL)
+
+
+def test_served_at_classify(checkpoints, tmp_path):
+    """A classifier with a 24 px crop (not the 32 px of the table) at /v1/classify: transformers' probabilities; usage
+    counts the CLS and register tokens."""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("PIL")
+    import httpx
+    from serve_helpers import running_app
+
+    from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app
+    path, hf = checkpoints["classifier"]
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / f).write_bytes((path / f).read_bytes())
+    processor = transformers.BitImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 24, "width": 24})
+    processor.save_pretrained(tmp_path)
+    image = np.random.default_rng(3).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.save(buf, image)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path)))) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/classify", json={"input": [{"array": base64.b64encode(buf.getvalue()).decode()}] * 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 2 * (3 * 3 + 1 + 3)
+    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    with torch.no_grad():
+        probs = torch.softmax(hf(ref_proc([image, image], return_tensors="pt")["pixel_values"]).logits, -1).numpy()
+    np.testing.assert_allclose([d["probs"] for d in r.json()["data"]], probs, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_inputs_refused(checkpoints, tmp_path):
+    path, _ = checkpoints["classifier"]
+    model = from_pretrained(path)
+    with pytest.raises(ValueError, match=r"Dinov2WithRegistersModel: pixel_values must have shape \(batch, 3, height, "
+                                         r"width\), got \(1, 4, 32, 32\)"):
+        model(_pixels(1, channels=4))
+    with pytest.raises(ValueError, match="at least one 8x8 patch"):
+        model(_pixels(1, 6, 32))
+    cfg = json.loads((path / "config.json").read_text())
+    with pytest.raises(ValueError, match="num_register_tokens must be a non-negative int"):
+        Dinov2WithRegistersModel(dict(cfg, num_register_tokens=-1))
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(path / "model.safetensors"))
+    del tensors["dinov2_with_registers.embeddings.register_tokens"]
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing 1 tensor.*register_tokens"):
+        from_pretrained(tmp_path)
