@@ -3,7 +3,7 @@ encoder (embeddings.py), for a CLIP or SigLIP model, texts and images (image_emb
 images (vision_embeddings.py), the rerank and score
 APIs (``POST /v1/rerank``, ``/rerank``, ``/v1/score``, ``/score``) for a cross-encoder (rerank.py), the
 classify API (``POST /v1/classify``, ``/classify``) for a classifier of several labels (classify.py) or a ViT / DeiT
-/ DINOv2 / Swin image classifier (image_classify.py); with
+/ DINOv2 / Swin / BEiT image classifier (image_classify.py); with
 ``GET /v1/models``, ``/ping``, ``/health``, ``/metrics``. Requests waiting run through the model together
 (``EncoderQueue``)."""
 from __future__ import annotations
@@ -131,8 +131,8 @@ def create_encoder_app(config: EncoderServeConfig):
         raise ValueError(f"{config.model_path!r} holds no encoder forgegrad serves (a BERT / RoBERTa / XLM-R / "
                          "ModernBERT encoder for embeddings, a CLIP or SigLIP model for text and image embeddings, "
                          "or one of the encoders' *ForSequenceClassification models: reranking with one label, "
-                         "classification with several; or a ViT / DeiT / DINOv2 / Swin image classifier, or a DINOv2 "
-                         "encoder for image embeddings)")
+                         "classification with several; or a ViT / DeiT / DINOv2 / Swin / BEiT image classifier, or "
+                         "a DINOv2 encoder for image embeddings)")
     from .image_classify import is_image_classifier_checkpoint
     from .image_embeddings import is_image_text_checkpoint
     from .vision_embeddings import is_vision_embedding_checkpoint
@@ -148,7 +148,7 @@ def create_encoder_app(config: EncoderServeConfig):
     elif kind == "rerank":
         from .rerank import Reranker as Worker
         routes_of = ("/v1/rerank", "/rerank", "/v1/score", "/score")
-    elif is_image_classifier_checkpoint(config.model_path):  # ViT, DeiT, DINOv2, Swin: images
+    elif is_image_classifier_checkpoint(config.model_path):  # ViT, DeiT, DINOv2, Swin, BEiT: images
         from .image_classify import ImageClassifier as Worker
         routes_of = ("/v1/classify", "/classify")
     else:

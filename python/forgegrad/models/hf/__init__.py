@@ -11,8 +11,8 @@ Dual image-text encoders (zero-shot image classification, image and text embeddi
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
-``SwinModel``, ``SwinForImageClassification`` (swin.py); ``load_image_processor(DIR)`` makes their
-``pixel_values``.
+``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
+``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
 ``BertForSequenceClassification``, ``RobertaForSequenceClassification``, ``XLMRobertaForSequenceClassification``,
@@ -99,6 +99,7 @@ from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeac
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
 from .swin import SwinForImageClassification, SwinModel
+from .beit import BeitForImageClassification, BeitModel
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -135,7 +136,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
            "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
-           "SwinForImageClassification",
+           "SwinForImageClassification", "BeitModel", "BeitForImageClassification",
            "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
@@ -168,12 +169,13 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
-                  SwinForImageClassification)}
+                  SwinForImageClassification, BeitModel, BeitForImageClassification)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
             "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
             "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
+            "beit": BeitModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -262,7 +264,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,
             **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
-                                      DeiTForImageClassificationWithTeacher)},
+                                      DeiTForImageClassificationWithTeacher, BeitModel, BeitForImageClassification)},
             # DINOv2's MLP width is hidden_size * mlp_ratio: no intermediate_size
             **{c: _VIT_KEYS[:3] for c in (Dinov2Model, Dinov2ForImageClassification, Dinov2WithRegistersModel,
                                           Dinov2WithRegistersForImageClassification)},

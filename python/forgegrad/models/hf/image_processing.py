@@ -1,6 +1,6 @@
 """Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
-``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's) in
-numpy.
+``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's,
+``BeitImageProcessor``) in numpy (a BEiT processor's ``do_reduce_labels`` concerns segmentation maps: not read).
 
 ``load_image_processor(DIR)`` reads the checkpoint's ``preprocessor_config.json``; the processor turns images
 (numpy ``(H, W, C)`` or ``(H, W)`` uint8 arrays, or PIL images when Pillow is installed) into
@@ -59,6 +59,11 @@ PROCESSORS: Dict[str, dict] = {
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
                                  default_to_square=False),
+    # BEiT's (transformers' class attributes; its checkpoints give size 224 and bilinear)
+    "BeitImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                               size={"height": 224, "width": 224}, crop_size={"height": 224, "width": 224},
+                               do_resize=True, do_center_crop=False, do_rescale=True, do_normalize=True,
+                               do_convert_rgb=False, default_to_square=True),
     # DINOv2's checkpoints name it, their preprocessor_config.json giving shortest edge 256, a 224 crop, ImageNet's
     # mean and std; its own defaults are CLIP's
     "BitImageProcessor": dict(resample=BICUBIC, image_mean=OPENAI_CLIP[0], image_std=OPENAI_CLIP[1],
@@ -68,7 +73,7 @@ PROCESSORS: Dict[str, dict] = {
 }
 # older configs name a feature extractor; the fast and PIL variants share the slow one's settings
 _ALIASES = {"ViTFeatureExtractor": "ViTImageProcessor", "DeiTFeatureExtractor": "DeiTImageProcessor",
-            "CLIPFeatureExtractor": "CLIPImageProcessor"}
+            "CLIPFeatureExtractor": "CLIPImageProcessor", "BeitFeatureExtractor": "BeitImageProcessor"}
 
 
 # --- Pillow's resampling (libImaging/Resample.c), in numpy ---

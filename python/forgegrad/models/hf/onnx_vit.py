@@ -1,5 +1,5 @@
-"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py) and Swin (swin.py) with the input and output names of
-Hugging Face optimum's exports and the batch dynamic:
+"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py, dinov2_registers.py), Swin (swin.py) and BEiT (beit.py) with
+the input and output names of Hugging Face optimum's exports and the batch dynamic:
 
     input    ``pixel_values`` (batch, channels, height, width) float32
     outputs  ``logits`` (batch, num_labels) for the classifiers (DeiT's teacher model: the mean of its two heads);
@@ -9,7 +9,8 @@ Hugging Face optimum's exports and the batch dynamic:
 
 The image size is fixed in the graph: by default the model's (its position table), or ``image_size`` (a ViT or DeiT
 then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table; Swin takes any size whose stages'
-maps are at least a window, padding and shift masks then constants of the graph), the bicubic resize of the position
+maps are at least a window, padding and shift masks then constants of the graph; BEiT any, its relative position
+bias resized to the grid as constant matrices), the bicubic resize of the position
 table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
 batch (2) and at others.
 """
@@ -20,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ...tensor import Tensor
+from .beit import BeitForImageClassification, BeitModel
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification
 from .swin import SwinForImageClassification, SwinModel
@@ -34,17 +36,17 @@ def vit_names(model) -> tuple:
         return ["pixel_values"], ["last_hidden_state", "pooler_output"]
     if isinstance(model, SwinModel):
         return ["pixel_values"], ["last_hidden_state"]
-    if isinstance(model, ViTModel):
+    if isinstance(model, (ViTModel, BeitModel)):
         return ["pixel_values"], ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else [])
     if isinstance(model, (ViTForImageClassification, DeiTForImageClassificationWithTeacher,
                           Dinov2ForImageClassification, Dinov2WithRegistersForImageClassification,
-                          SwinForImageClassification)):
+                          SwinForImageClassification, BeitForImageClassification)):
         return ["pixel_values"], ["logits"]
-    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model or a Swin model ("
+    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model or a Swin or BEiT model ("
                     f"ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification, "
                     f"DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification, "
                     f"Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel, "
-                    f"SwinForImageClassification), got {type(model).__name__}")
+                    f"SwinForImageClassification, BeitModel, BeitForImageClassification), got {type(model).__name__}")
 
 
 def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = True, rtol: float = 1e-4,
@@ -56,7 +58,8 @@ def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = 
     from ...onnx import export
 
     names, outs = vit_names(model)
-    emb = model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel)) else model.encoder.embeddings
+    emb = (model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel))
+           else model.encoder.embeddings)
     h, w = emb.image_size if image_size is None else _pair(image_size, "image_size", "export_vit:")
     ph, pw = emb.patch_embeddings.patch_size
     if h < ph or w < pw:
@@ -70,7 +73,8 @@ def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = 
         def run(pixel_values):
             return model(pixel_values, interpolate_pos_encoding=True)
     elif (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification,
-                                                             Dinov2WithRegistersForImageClassification)):
+                                                             Dinov2WithRegistersForImageClassification, BeitModel,
+                                                             BeitForImageClassification)):
         def run(pixel_values):  # ViT, DeiT at another size: their positions resized
             return model(pixel_values, interpolate_pos_encoding=True)
     example = np.random.default_rng(seed).standard_normal((2, emb.patch_embeddings.num_channels, h, w))
