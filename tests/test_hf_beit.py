@@ -263,3 +263,20 @@ def test_bad_inputs_refused(checkpoints, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"missing 1 tensor.*beit\.encoder\.layer\.1\.lambda_2"):
         from_pretrained(tmp_path)
+
+
+def test_older_checkpoints_with_index_buffers_load(checkpoints, tmp_path):
+    """Checkpoints saved by older transformers hold each bias's relative_position_index (int64): dropped on loading
+    (recomputed from the grid), the outputs unchanged."""
+    from safetensors.numpy import load_file, save_file
+
+    from forgegrad.models.hf.beit import relative_index
+    path, _ = checkpoints["classifier"]
+    tensors = load_file(str(path / "model.safetensors"))
+    for key in [k for k in tensors if k.endswith("relative_position_bias_table")]:
+        tensors[key.replace("bias_table", "index")] = relative_index((4, 4))
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_bytes((path / "config.json").read_bytes())
+    x = _pixels(2, 40, 24, seed=9)
+    with fg.no_grad():
+        np.testing.assert_array_equal(from_pretrained(tmp_path)(x).numpy(), from_pretrained(path)(x).numpy())

@@ -257,3 +257,20 @@ def test_bad_inputs_refused(checkpoints, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="missing 1 tensor.*relative_position_bias_table"):
         from_pretrained(bad)
+
+
+def test_older_checkpoints_with_index_buffers_load(checkpoints, tmp_path):
+    """Checkpoints saved by older transformers hold each block's relative_position_index (int64): dropped on
+    loading (recomputed from the window), the outputs unchanged."""
+    from safetensors.numpy import load_file, save_file
+
+    from forgegrad.models.hf.swin import relative_position_index
+    path, _ = checkpoints["classifier"]
+    tensors = load_file(str(path / "model.safetensors"))
+    for key in [k for k in tensors if k.endswith("relative_position_bias_table")]:
+        tensors[key.replace("bias_table", "index")] = relative_position_index(3).astype(np.int64)
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_bytes((path / "config.json").read_bytes())
+    x = _pixels(2, 26, 39, seed=9)
+    with fg.no_grad():
+        np.testing.assert_array_equal(from_pretrained(tmp_path)(x).numpy(), from_pretrained(path)(x).numpy())
