@@ -63,21 +63,35 @@ def _cnn(lib):
     return net
 
 
-@pytest.mark.parametrize("kind", ["mlp", "layernorm", "cnn"])
+def _norm_cnn(lib):
+    m = fg if lib == "fg" else torch
+    net = m.nn.Sequential(m.nn.Conv2d(2, 4, 3, padding=1), m.nn.BatchNorm2d(4), m.nn.GroupNorm(2, 4), m.nn.ReLU(),
+                          m.nn.Flatten(), m.nn.Linear(4 * 5 * 6, 3), m.nn.LogSoftmax(-1))
+    with (fg.no_grad() if lib == "fg" else torch.no_grad()):
+        for i, (_, t) in enumerate(sorted(net.state_dict().items())):
+            if t.dtype == (fg.float32 if lib == "fg" else torch.float32):
+                t.copy_(_t(lib, (np.abs(np.random.default_rng(i).standard_normal(tuple(t.shape))) * 0.3 + 0.2)
+                           .astype(np.float32)))
+    return net.eval()  # batch_norm with its running statistics (in training mode vmap loops, torch refuses)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "layernorm", "cnn", "norms"])
 @pytest.mark.parametrize("live", [False, True], ids=["detached", "live"])
 def test_per_sample_gradients(kind, live):
     r = np.random.default_rng(5)
-    xs = r.standard_normal((9, 2, 5, 6) if kind == "cnn" else (9, 7)).astype(np.float32)
-    ys = r.integers(0, 3 if kind == "cnn" else 5, 9)
+    conv = kind in ("cnn", "norms")
+    xs = r.standard_normal((9, 2, 5, 6) if conv else (9, 7)).astype(np.float32)
+    ys = r.integers(0, 3 if conv else 5, 9)
 
     def run(lib):
         m, F = _lib(lib)
-        net = _cnn(lib) if kind == "cnn" else _mlp(lib, kind == "layernorm")
+        net = {"cnn": _cnn, "norms": _norm_cnn}[kind](lib) if conv else _mlp(lib, kind == "layernorm")
         params = {k: (v if live else v.detach()) for k, v in net.named_parameters()}
-        lossf = m.nn.functional.nll_loss if kind == "cnn" else m.nn.functional.cross_entropy
+        buffers = dict(net.named_buffers())
+        lossf = m.nn.functional.nll_loss if conv else m.nn.functional.cross_entropy
 
         def loss(p, x, y):
-            return lossf(F.functional_call(net, p, (x[None],)), y[None])
+            return lossf(F.functional_call(net, (p, buffers), (x[None],)), y[None])
 
         grads, values = F.vmap(F.grad_and_value(loss), in_dims=(None, 0, 0))(params, _t(lib, xs), _t(lib, ys))
         return grads, values
@@ -121,8 +135,8 @@ def test_reductions():
         def f(a):
             return (a.sum(), a.sum(1), a.sum((0, -1), keepdim=True), a.mean(-1), a.amax(0), a.logsumexp(1),
                     a.softmax(0), m.nn.functional.log_softmax(a, -1), a.std(1), a.var(), a.max(1)[0],
-                    a.max(1)[1], a.cumsum(0), a.prod(1), a.mean(keepdim=True, dim=None) if lib == "fg" else
-                    a.mean().reshape(1, 1), a.sum(1).sum())
+                    a.max(1)[1], a.cumsum(0), a.prod(1), a.argmax(), a.argmin(1, keepdim=True),
+                    a.mean(keepdim=True, dim=None) if lib == "fg" else a.mean().reshape(1, 1), a.sum(1).sum())
         return F.vmap(f)(_t(lib, X))
     _check(run)
 

@@ -126,7 +126,7 @@ def _dim_op(all_dims: bool, tuples: bool = True, first: str = None):
     return rule
 
 
-REDUCE_ALL = "sum mean amax amin logsumexp nansum nanmean std var all any".split()
+REDUCE_ALL = "sum mean amax amin logsumexp nansum nanmean std var all any argmax argmin".split()
 ALONG_DIM = "softmax log_softmax softmin cumsum cumprod logcumsumexp max_dim min_dim glu".split()
 
 
@@ -285,6 +285,28 @@ def _fold_n(min_rank: int, ok=lambda a: True):
     return rule
 
 
+def _channel_norm(ok=lambda a: True):
+    """batch_norm / group_norm: the batch joins N; a batched affine weight or bias (per-sample gradients)
+    applies after, per channel (dim 1), as logical ops."""
+    folded = _fold_n(2, ok)
+
+    def rule(cls, b, args, kwargs):
+        a = _bind(cls, args, kwargs)
+        x, w, bias = a["x"], a["weight"], a["bias"]
+        if not is_batched(w) and not is_batched(bias):
+            return folded(cls, b, args, kwargs)
+        _need(isinstance(x, Tensor) and _nd(x) >= 2 and ok(a), "channel norm")
+        a["weight"] = a["bias"] = None
+        y = folded(cls, b, tuple(a.values()), {}) if is_batched(x) else cls.apply(*a.values())
+        shape = (-1,) + (1,) * (_nd(x) - 2)
+        if w is not None:
+            y = y * w.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        return y
+    return rule
+
+
 def _inactive_dropout(cls, b, args, kwargs):
     a = _bind(cls, args, kwargs)
     _need(is_batched(a["x"]) and (a["training"] is False or a["p"] == 0), "dropout draws random numbers")
@@ -396,7 +418,7 @@ for _s in (1, 2, 3):
 RULES.update({
     "reshape": _reshape, "permute": _permute, "expand": _expand, "getitem": _getitem,
     "stack": _stack_cat(True), "cat": _stack_cat(False), "linear": _linear, "matmul": _matmul,
-    "batch_norm": _fold_n(2, lambda a: not a["training"]), "group_norm": _fold_n(2),
+    "batch_norm": _channel_norm(lambda a: not a["training"]), "group_norm": _channel_norm(),
     "pixel_shuffle": _fold_n(4), "pixel_unshuffle": _fold_n(4), "interpolate": _fold_n(3), "pad": _pad,
     "dropout": _inactive_dropout, "alpha_dropout": _inactive_dropout, "feature_dropout": _inactive_dropout,
     "feature_alpha_dropout": _inactive_dropout,

@@ -1,12 +1,16 @@
-"""vmap with torch.func.vmap's arguments, checks and results, run as a loop: ``func`` is called once per batch
-element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs are stacked at
-``out_dims``. This is what torch does for an op without a batching rule (its "fallback"); torch batches every
-other op into one call, so a vmapped forgegrad function costs B ordinary calls of batch size one. Nested vmap,
-vmap of grad (per-sample gradients), chunk_size (no effect on the result) and the three randomness modes work.
+"""vmap with torch.func.vmap's arguments, checks and results. It first tries one batched call: ``func`` runs
+once on BatchedTensors (_batched.py: each looks like one element, the whole batch sits at physical dim 0) and
+every op on them goes to its batching rule (_batch_rules.py), so a vmapped function costs about one call at
+batch size B. Where a rule is missing or only the loop is safe (.item(), in-place writes, advanced indexing,
+random draws under "different", a vmap inside the body: the outer one loops, the inner one batches), the
+whole call is rerun as the loop: ``func`` once per batch element on the inputs' slices (``select(in_dim, b)``,
+autograd kept) and the outputs stacked at ``out_dims`` (torch's fallback). Either way the results are the
+same; ``stats`` counts the calls each path took. chunk_size runs the batched call per chunk.
 
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
-lets each element draw its own. A numpy Generator passed to an op explicitly is not watched.
+lets each element draw its own (a batched attempt that drew is rewound and rerun as the loop). A numpy
+Generator passed to an op explicitly is not watched.
 """
 from __future__ import annotations
 
@@ -223,8 +227,8 @@ def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=N
     """``func`` mapped over a dimension of its inputs, as torch.func.vmap: ``in_dims`` (an int, or a tuple
     matching the positional arguments, nested for pytrees, None for an unmapped argument) says which dimension
     of each input is the batch; ``out_dims`` where each output's batch dimension goes. Keyword arguments are
-    passed unmapped. Runs ``func`` once per batch element (see the module's notes); ``chunk_size`` is validated
-    and has no other effect on a loop."""
+    passed unmapped. One batched call where the batching rules cover ``func``, else once per batch element
+    (see the module's notes); ``chunk_size``: elements per batched call."""
     _check_randomness(randomness)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size <= 0):
