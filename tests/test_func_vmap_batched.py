@@ -337,3 +337,34 @@ def test_eval_mode_conv_block():
             return nf.pixel_shuffle(y, 2).sum((-1, -2)), nf.dropout(x, 0.5, training=False)
         return F.vmap(f)(_t(lib, xs))
     _check(run, tol=2e-5)
+
+
+def test_a_swallowed_fallback_still_loops():
+    def f(a):
+        try:
+            return a.sort(-1)[0]
+        except:  # noqa: E722  (catches the batched path's signal too)
+            return a * 0
+    got, nb, nl = _paths(lambda: ff.vmap(f)(fg.tensor(X)).numpy())
+    assert (nb, nl) == (0, 1)
+    np.testing.assert_allclose(got, np.sort(X, -1).astype(np.float32), rtol=1e-6)
+
+
+def test_inference_fast_paths_are_batched_too():
+    """Under no_grad the layers' fused inference paths read storage directly: a batched vmap turns them off
+    (graph_free() is False there), so the ops reach the rules."""
+    r = np.random.default_rng(2)
+    x, q = r.standard_normal((5, 2, 3)).astype(np.float32), r.standard_normal((3, 2, 5, 4)).astype(np.float32)
+
+    def run(lib):
+        m, F = _lib(lib)
+        m.manual_seed(0)
+        net = m.nn.Sequential(m.nn.Linear(3, 4), m.nn.ReLU(), m.nn.Linear(4, 2), m.nn.GELU(), m.nn.Linear(2, 2))
+        mha = m.nn.MultiheadAttention(4, 2, batch_first=True)
+        for mod in (net, mha):
+            with (fg.no_grad() if lib == "fg" else torch.no_grad()):
+                for i, (_, t) in enumerate(sorted(mod.state_dict().items())):
+                    t.copy_(_t(lib, np.random.default_rng(i).standard_normal(tuple(t.shape)).astype(np.float32)))
+        with (fg.no_grad() if lib == "fg" else torch.no_grad()):
+            return F.vmap(net)(_t(lib, x)), F.vmap(lambda a: mha(a, a, a)[0])(_t(lib, q))
+    _check(run, tol=2e-5, batched=2)

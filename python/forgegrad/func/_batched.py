@@ -17,18 +17,30 @@ from __future__ import annotations
 import threading
 
 from .. import autograd as _autograd
+from ..grad_mode import _state as _grad_state
 from ..tensor import Tensor
 
 __all__ = ["BatchedTensor", "NeedLoop", "batch_size", "wrap", "phys", "is_batched", "batching"]
 
 
 class NeedLoop(BaseException):
-    """Raised inside a batched vmap body where only the loop is safe (caught by vmap)."""
+    """Raised inside a batched vmap body where only the loop is safe (caught by vmap). Making one also marks
+    the running level (``tripped``): a body that swallowed it (a bare ``except:``) still loops."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        _tripped[0] = True
 
 
 _lock = threading.Lock()
 # the batched level now running: (thread id, batch size), or None
 _active = [None]
+_tripped = [False]
+
+
+def tripped() -> bool:
+    """Was a NeedLoop made since the running batched level began."""
+    return _tripped[0]
 
 
 def batch_size():
@@ -210,10 +222,13 @@ class batching:
             if _active[0] is not None:
                 raise NeedLoop("a batched vmap already runs")
             _active[0] = (threading.get_ident(), self.b)
+            _tripped[0] = False
             _autograd._batch_hook = _hook
+        _grad_state.batching = True  # the layers' inference fast paths (graph_free) read storage directly
         return self
 
     def __exit__(self, *exc):
+        _grad_state.batching = False
         with _lock:
             _active[0] = None
             _autograd._batch_hook = None

@@ -159,6 +159,8 @@ def _batched_body(func, leaves, spec, dims, batch, kwargs, randomness):
     with _batched.batching(batch):
         with _random_guard(randomness):
             out = func(*tree_unflatten(inputs, spec), **kwargs)
+        if _batched.tripped():
+            raise _batched.NeedLoop("the function caught a NeedLoop")
     return tree_flatten(out)
 
 
