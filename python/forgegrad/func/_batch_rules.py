@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
+
 from ..tensor import Tensor
 from ._batched import NeedLoop, _contains_batched, is_batched, phys, wrap
 
@@ -70,15 +72,20 @@ def _wrap_out(out):
 
 
 # ---- elementwise ----------------------------------------------------------------------------------------
+def _array_like(v) -> bool:
+    """An operand that broadcasts but is no Tensor (an ndarray, a list): its rank would not be aligned."""
+    return isinstance(v, (list, tuple, np.ndarray)) or (hasattr(v, "__array__") and not isinstance(v, Tensor))
+
+
 def _unary(cls, b, args, kwargs):
-    _need(is_batched(args[0]) and not any(isinstance(a, Tensor) for a in args[1:])
-          and not any(isinstance(v, Tensor) for v in kwargs.values()), "unary")
+    _need(is_batched(args[0]) and not any(isinstance(a, Tensor) or _array_like(a) for a in args[1:])
+          and not any(isinstance(v, Tensor) or _array_like(v) for v in kwargs.values()), "unary")
     return _wrap_out(cls.apply(args[0]._phys, *args[1:], **kwargs))
 
 
 def _nary(cls, b, args, kwargs):
-    _need(not _contains_batched(kwargs) and not any(type(a) in (list, tuple) and _contains_batched(a)
-                                                    for a in args), "nary")
+    _need(not _contains_batched(kwargs) and not any(_array_like(a) for a in list(args) + list(kwargs.values())),
+          "nary: array operands")
     _same_dtype(args, skip=(0,) if cls.op.name == "where" else ())
     # the logical result's rank: plain tensors broadcast from the right, keyword ones (clamp's) included
     r = max(_nd(a) for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor))
