@@ -368,3 +368,22 @@ def test_inference_fast_paths_are_batched_too():
         with (fg.no_grad() if lib == "fg" else torch.no_grad()):
             return F.vmap(net)(_t(lib, x)), F.vmap(lambda a: mha(a, a, a)[0])(_t(lib, q))
     _check(run, tol=2e-5, batched=2)
+
+
+def test_like_factories_and_explicit_generators(monkeypatch):
+    def run(lib):
+        m, F = _lib(lib)
+        return F.vmap(lambda a: m.zeros_like(a) + a.new_ones(4) * a + m.full_like(a[0], 2.5) - m.ones_like(a))(
+            _t(lib, X.astype(np.float32)))
+    _check(run)
+    # a generator passed explicitly is not the global one vmap watches: the batched attempt loops, so that each
+    # element draws its own numbers from it, as in the loop
+    x = fg.tensor(X.astype(np.float32))
+    outs = []
+    for force_loop in (False, True):
+        if force_loop:
+            _loop_only(monkeypatch)
+        g = np.random.default_rng(4)
+        outs.append(ff.vmap(lambda a: a + fg.randn_like(a, generator=g), randomness="different")(x).numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0][0] - X[0], outs[0][1] - X[1])

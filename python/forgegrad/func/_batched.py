@@ -141,6 +141,9 @@ class BatchedTensor(Tensor):
     def contiguous(self, memory_format=None):
         return self
 
+    def _new(self, make, size, dtype, requires_grad, device=None):  # new_zeros & co: unbatched, this dtype
+        return self._phys._new(make, size, dtype, requires_grad, device)
+
     def _cast(self, dtype):
         out = self._phys._cast(dtype)
         return self if out is self._phys else wrap(out)
