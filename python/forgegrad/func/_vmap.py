@@ -10,7 +10,7 @@ same; ``stats`` counts the calls each path took. chunk_size runs the batched cal
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
 lets each element draw its own (a batched attempt that drew is rewound and rerun as the loop). A numpy
-Generator passed to an op explicitly is not watched.
+Generator passed to an op explicitly is not watched (in a batched call it makes the call loop).
 """
 from __future__ import annotations
 
