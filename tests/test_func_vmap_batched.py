@@ -387,3 +387,34 @@ def test_like_factories_and_explicit_generators(monkeypatch):
         outs.append(ff.vmap(lambda a: a + fg.randn_like(a, generator=g), randomness="different")(x).numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0][0] - X[0], outs[0][1] - X[1])
+
+
+def test_inplace_ops():
+    """In-place ops on batched values run in place on the batch (a view writes through to its base, a batched
+    input's storage is written as torch writes it); one that writes a batched value into an unbatched tensor
+    loops."""
+    w = R.standard_normal((2, 3))
+
+    def run(lib):
+        m, F = _lib(lib)
+        x0, x1 = _t(lib, X.copy()), _t(lib, X.transpose(1, 0, 2).copy())
+
+        def f(a):
+            y = a.exp()
+            y += a * 2
+            y[:, 1].mul_(10)
+            return y.clone().relu_().add_(m.ones(4)), a.clone().sub_(y, alpha=0.5)
+        outs = F.vmap(f)(x0)
+        F.vmap(lambda a: a.mul_(2), in_dims=1)(x1)  # the caller's input, written through the batch
+
+        def loss(wt, x):
+            h = x @ wt.T
+            h.add_(x.sum())
+            h[:, :1].mul_(3)
+            return (h.clone().tanh_() ** 2).sum()
+        g = F.vmap(F.grad(loss), in_dims=(None, 0))(_t(lib, w), _t(lib, X[:, :, :3]))
+        return outs, x1, g
+    _check(run, tol=1e-9)
+    x, buf = fg.tensor(X), fg.zeros(4)
+    _, nb, nl = _paths(lambda: ff.vmap(lambda a: buf.add_(a.sum(0)) * 1)(x))
+    assert (nb, nl) == (0, 1)

@@ -141,6 +141,31 @@ class BatchedTensor(Tensor):
     def contiguous(self, memory_format=None):
         return self
 
+    def _inplace(self, compute, name, *others, cast=False):
+        """An in-place op (add_, relu_, +=, copy_, ...) on one element is the same op on the batch: forgegrad's
+        in-place machinery runs on the physical tensors (so a write through a view reaches its base, and an
+        input's storage is written as in the loop), ``compute`` on their logical values. Whatever it refuses
+        loops (the loop raises its own message, or succeeds)."""
+        from .._inplace import inplace
+        b = batch_size()
+        if b is None:
+            _refuse(name)
+        batched = [is_batched(o) for o in others]
+        shape = tuple(self.shape)
+
+        def physical(p, *ops):
+            out = compute(wrap(p), *[wrap(o) if w else o for o, w in zip(ops, batched)])
+            if not isinstance(out, Tensor) or tuple(out.shape) != shape:
+                raise NeedLoop(f"{name}: result shape")
+            return out._phys if is_batched(out) else phys(out, b)
+        try:
+            inplace(self._phys, physical, name, *[o._phys if w else o for o, w in zip(others, batched)], cast=cast)
+        except NeedLoop:
+            raise
+        except Exception as e:
+            raise NeedLoop(f"{name}: {e}") from None
+        return self
+
     def _new(self, make, size, dtype, requires_grad, device=None):  # new_zeros & co: unbatched, this dtype
         return self._phys._new(make, size, dtype, requires_grad, device)
 
