@@ -390,9 +390,9 @@ def test_like_factories_and_explicit_generators(monkeypatch):
 
 
 def test_inplace_ops():
-    """In-place ops on batched values run in place on the batch (a view writes through to its base, a batched
-    input's storage is written as torch writes it); one that writes a batched value into an unbatched tensor
-    loops."""
+    """In-place ops on batched values run in place on the batch (a view writes through to its base); a write
+    into the caller's input, or of a batched value into an unbatched tensor, loops (a batched attempt that then
+    looped could not undo it)."""
     w = R.standard_normal((2, 3))
 
     def run(lib):
@@ -405,7 +405,7 @@ def test_inplace_ops():
             y[:, 1].mul_(10)
             return y.clone().relu_().add_(m.ones(4)), a.clone().sub_(y, alpha=0.5)
         outs = F.vmap(f)(x0)
-        F.vmap(lambda a: a.mul_(2), in_dims=1)(x1)  # the caller's input, written through the batch
+        F.vmap(lambda a: a.mul_(2), in_dims=1)(x1)  # the caller's input, written element by element
 
         def loss(wt, x):
             h = x @ wt.T
@@ -414,7 +414,13 @@ def test_inplace_ops():
             return (h.clone().tanh_() ** 2).sum()
         g = F.vmap(F.grad(loss), in_dims=(None, 0))(_t(lib, w), _t(lib, X[:, :, :3]))
         return outs, x1, g
-    _check(run, tol=1e-9)
+    _check(run, tol=1e-9, batched=2, loops=1)
     x, buf = fg.tensor(X), fg.zeros(4)
     _, nb, nl = _paths(lambda: ff.vmap(lambda a: buf.add_(a.sum(0)) * 1)(x))
     assert (nb, nl) == (0, 1)
+    # written in the batched attempt, the input would be doubled twice once the sort made the call loop
+    x = fg.tensor(X.copy())
+    out, nb, nl = _paths(lambda: ff.vmap(lambda a: a.mul_(2).sort(-1)[0])(x))
+    assert (nb, nl) == (0, 1)
+    np.testing.assert_allclose(x.numpy(), (X * 2).astype(np.float32))
+    np.testing.assert_allclose(out.numpy(), np.sort(X * 2, -1).astype(np.float32))

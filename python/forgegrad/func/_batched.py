@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from .. import autograd as _autograd
 from ..grad_mode import _state as _grad_state
 from ..tensor import Tensor
@@ -36,6 +38,7 @@ _lock = threading.Lock()
 # the batched level now running: (thread id, batch size), or None
 _active = [None]
 _tripped = [False]
+_inputs = []  # the running level's input storages
 
 
 def tripped() -> bool:
@@ -150,6 +153,11 @@ class BatchedTensor(Tensor):
         b = batch_size()
         if b is None:
             _refuse(name)
+        p = self._phys._data
+        if type(p) is not np.ndarray or any(np.may_share_memory(p, a) for a in _inputs):
+            # a write into the caller's inputs could not be undone if the call then loops (which would run on the
+            # written values): the loop writes them, element by element, as torch does
+            raise NeedLoop(f"{name}: a write into a vmap input")
         batched = [is_batched(o) for o in others]
         shape = tuple(self.shape)
 
@@ -240,10 +248,12 @@ def _hook(cls, args, kwargs):
 
 
 class batching:
-    """Context: a batched vmap of batch size ``b`` runs in this thread (installs the apply hook)."""
+    """Context: a batched vmap of batch size ``b`` runs in this thread (installs the apply hook); ``inputs``:
+    the storage arrays of the call's input tensors (an in-place write into them loops)."""
 
-    def __init__(self, b: int):
+    def __init__(self, b: int, inputs=()):
         self.b = b
+        self.inputs = list(inputs)
 
     def __enter__(self):
         with _lock:
@@ -251,6 +261,7 @@ class batching:
                 raise NeedLoop("a batched vmap already runs")
             _active[0] = (threading.get_ident(), self.b)
             _tripped[0] = False
+            _inputs[:] = self.inputs
             _autograd._batch_hook = _hook
         _grad_state.batching = True  # the layers' inference fast paths (graph_free) read storage directly
         return self
@@ -259,6 +270,7 @@ class batching:
         _grad_state.batching = False
         with _lock:
             _active[0] = None
+            _inputs.clear()
             _autograd._batch_hook = None
         return False
 

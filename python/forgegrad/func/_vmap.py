@@ -1,11 +1,14 @@
 """vmap with torch.func.vmap's arguments, checks and results. It first tries one batched call: ``func`` runs
 once on BatchedTensors (_batched.py: each looks like one element, the whole batch sits at physical dim 0) and
 every op on them goes to its batching rule (_batch_rules.py), so a vmapped function costs about one call at
-batch size B. Where a rule is missing or only the loop is safe (.item(), in-place writes, advanced indexing,
-random draws under "different", a vmap inside the body: the outer one loops, the inner one batches), the
-whole call is rerun as the loop: ``func`` once per batch element on the inputs' slices (``select(in_dim, b)``,
-autograd kept) and the outputs stacked at ``out_dims`` (torch's fallback). Either way the results are the
-same; ``stats`` counts the calls each path took. chunk_size runs the batched call per chunk.
+batch size B. Where a rule is missing or only the loop is safe (.item(), advanced indexing, in-place writes into
+the inputs or of batched values into unbatched tensors, random draws under "different", a vmap inside the body:
+the outer one loops, the inner one batches), the whole call is rerun as the loop: ``func`` once per batch
+element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs stacked at ``out_dims``
+(torch's fallback). Either way the results are the same; ``stats`` counts the calls each path took. chunk_size
+runs the batched call per chunk. A call that loops has run ``func``'s body once more in the batched attempt:
+Python side effects there (appending to a list, a counter tensor written with unbatched values) happen once
+more than in the loop alone; the inputs and the random generator are left as they were.
 
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
@@ -156,7 +159,7 @@ def _narrow(x, d: int, s: int, n: int):
 def _batched_body(func, leaves, spec, dims, batch, kwargs, randomness):
     """``func`` called once on BatchedTensors: its flattened outputs and their structure."""
     inputs = [x if d is None else _batched.wrap(x if d == 0 else x.movedim(d, 0)) for x, d in zip(leaves, dims)]
-    with _batched.batching(batch):
+    with _batched.batching(batch, [x._data for x in leaves if isinstance(x, Tensor)]):
         with _random_guard(randomness):
             out = func(*tree_unflatten(inputs, spec), **kwargs)
         if _batched.tripped():
