@@ -146,8 +146,8 @@ class BatchedTensor(Tensor):
 
     def _inplace(self, compute, name, *others, cast=False):
         """An in-place op (add_, relu_, +=, copy_, ...) on one element is the same op on the batch: forgegrad's
-        in-place machinery runs on the physical tensors (so a write through a view reaches its base, and an
-        input's storage is written as in the loop), ``compute`` on their logical values. Whatever it refuses
+        in-place machinery runs on the physical tensors (so a write through a view reaches its base),
+        ``compute`` on their logical values. A write into the call's inputs, and whatever the machinery refuses,
         loops (the loop raises its own message, or succeeds)."""
         from .._inplace import inplace
         b = batch_size()
