@@ -132,7 +132,8 @@ def from_numpy(ndarray: np.ndarray) -> Tensor:
 
 def _like(t, dtype, device):
     """shape, dtype and device of a tensor like ``t`` (its dtype and device unless given)."""
-    dt = t._data.dtype if dtype is None else _dtypes.to_numpy(dtype)
+    # (a vmap-batched t has no storage of its own: its batch's, forgegrad.func._batched)
+    dt = getattr(t, "_phys", t)._data.dtype if dtype is None else _dtypes.to_numpy(dtype)
     return tuple(t.shape), dt, t.device.type if device is None else device
 
 

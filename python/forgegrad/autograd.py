@@ -75,6 +75,8 @@ _rebound: Dict[int, list] = {}
 _rebound_refs: Dict[int, Any] = {}  # id(tensor) -> the weak reference whose callback drops its entry
 # [the clock of the latest rebinding]: a view whose node is older may be stale (forgegrad._view_rebase)
 _rebind_clock = [0]
+# set by forgegrad.func._batched while a batched vmap runs (its batching rules take the ops on batched values)
+_batch_hook = None
 
 
 def _forget_rebound(key: int) -> None:
@@ -173,6 +175,10 @@ class Function:
         # The one dispatch path of every op, and its hot path: kept free of imports and generic
         # helpers (it runs once per op in every training step, and at batch 1 its cost is comparable
         # to the kernels'). CPU arrays are numpy ndarrays; any other storage goes to _apply_on_device.
+        if _batch_hook is not None:  # a batched forgegrad.func.vmap runs: an op on its values goes to a rule
+            out = _batch_hook(cls, args, kwargs)
+            if out is not NotImplemented:
+                return out
         if _rebound:  # some tensor was rebound by an in-place op: a view input may need its new node
             _rebase_inputs(args)
         raw = []

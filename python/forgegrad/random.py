@@ -2,6 +2,8 @@
 from it, so ``forgegrad.manual_seed(s)`` makes a run repeatable."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 __all__ = ["manual_seed", "generator", "seed_from", "initial_seed", "resolve"]
@@ -35,6 +37,10 @@ def resolve(gen, who: str) -> np.random.Generator:
     ``torch.Generator`` or a seed is refused, not ignored)."""
     if gen is None:
         return _gen
+    batched = sys.modules.get("forgegrad.func._batched")
+    if batched is not None and batched.batch_size() is not None:
+        # inside a batched vmap one draw would serve every element; the loop draws per element from gen
+        raise batched.NeedLoop(f"{who}: an explicit generator")
     if not isinstance(gen, np.random.Generator):
         raise TypeError(f"{who}(): generator must be a numpy.random.Generator (forgegrad's generators are numpy's, "
                         f"e.g. numpy.random.default_rng(0)) or None, got {type(gen).__name__}")

@@ -18,6 +18,7 @@ import threading
 from ..autograd import enable_grad
 from ..autograd import grad as _autograd_grad
 from ..tensor import Tensor
+from ._batched import NeedLoop, batch_size, is_batched, phys, wrap
 from ._pytree import tree_flatten, tree_unflatten
 
 __all__ = ["grad", "grad_and_value", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian"]
@@ -41,12 +42,12 @@ def _level():
 
 def _zeros_like(t: Tensor) -> Tensor:
     from .._functions import zeros_like
-    return zeros_like(t)
+    return wrap(zeros_like(t._phys)) if is_batched(t) else zeros_like(t)
 
 
 def _ones_like(t: Tensor) -> Tensor:
     from .._functions import ones_like
-    return ones_like(t)
+    return wrap(ones_like(t._phys)) if is_batched(t) else ones_like(t)
 
 
 def _any_requires_grad(tree) -> bool:
@@ -58,7 +59,16 @@ def _alias(t) -> Tensor:
         raise ValueError(f"Thing passed to transform API must be Tensor, got {type(t)}")
     if not t.is_floating_point():
         raise RuntimeError("only Tensors of floating point dtype can require gradients")
-    return t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True)
+    if is_batched(t):
+        p = t._phys
+        return wrap(p.view_as(p) if p.requires_grad else p.detach().requires_grad_(True))
+    a = t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True)
+    b = batch_size()
+    if b is not None:
+        # inside a batched vmap an unbatched input acts as expanded to the batch: the gradient with respect to
+        # the expansion is each element's own (the elements' computations are independent)
+        return wrap(a.unsqueeze(0).expand((b,) + tuple(a.shape)))
+    return a
 
 
 def _argnums(argnums, nargs: int):
@@ -102,8 +112,31 @@ def _others_require_grad(args, nums, kwargs) -> bool:
         bool(kwargs) and _any_requires_grad(kwargs))
 
 
+def _batched_vjp(b: int, outputs, inputs, cotangents, create_graph: bool):
+    """_vjp inside a batched vmap: autograd.grad of the physical tensors (every input is a batched alias; an
+    unbatched output reaches none of them)."""
+    if not all(is_batched(t) for t in inputs):
+        raise NeedLoop("an unbatched input to a vjp inside vmap")
+    outs, cts = [], []
+    for o, c in zip(outputs, cotangents):
+        if not is_batched(c) and c.requires_grad:
+            raise NeedLoop("a cotangent that requires grad")  # its gradient would sum over the batch
+        if is_batched(o) and o.requires_grad:
+            outs.append(o._phys)
+            cts.append(phys(c, b))
+    phys_in = [t._phys for t in inputs]
+    found = [None] * len(inputs)
+    if outs and inputs:
+        found = list(_autograd_grad(outs, phys_in, cts, retain_graph=True, create_graph=create_graph,
+                                    allow_unused=True))
+    return [wrap(g) if g is not None else _zeros_like(t) for g, t in zip(found, inputs)]
+
+
 def _vjp(outputs, inputs, cotangents, create_graph: bool):
     """autograd.grad with zeros for an input the outputs do not reach (torch.func's rule)."""
+    b = batch_size()
+    if b is not None:
+        return _batched_vjp(b, outputs, inputs, cotangents, create_graph)
     used = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
     found = [None] * len(inputs)
     if used and inputs:

@@ -1,12 +1,19 @@
-"""vmap with torch.func.vmap's arguments, checks and results, run as a loop: ``func`` is called once per batch
-element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs are stacked at
-``out_dims``. This is what torch does for an op without a batching rule (its "fallback"); torch batches every
-other op into one call, so a vmapped forgegrad function costs B ordinary calls of batch size one. Nested vmap,
-vmap of grad (per-sample gradients), chunk_size (no effect on the result) and the three randomness modes work.
+"""vmap with torch.func.vmap's arguments, checks and results. It first tries one batched call: ``func`` runs
+once on BatchedTensors (_batched.py: each looks like one element, the whole batch sits at physical dim 0) and
+every op on them goes to its batching rule (_batch_rules.py), so a vmapped function costs about one call at
+batch size B. Where a rule is missing or only the loop is safe (.item(), advanced indexing, in-place writes into
+the inputs or of batched values into unbatched tensors, random draws under "different", a vmap inside the body:
+the outer one loops, the inner one batches), the whole call is rerun as the loop: ``func`` once per batch
+element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs stacked at ``out_dims``
+(torch's fallback). Either way the results are the same; ``stats`` counts the calls each path took. chunk_size
+runs the batched call per chunk. A call that loops has run ``func``'s body once more in the batched attempt:
+Python side effects there (appending to a list, a counter tensor written with unbatched values) happen once
+more than in the loop alone; the inputs and the random generator are left as they were.
 
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
-lets each element draw its own. A numpy Generator passed to an op explicitly is not watched.
+lets each element draw its own (a batched attempt that drew is rewound and rerun as the loop). A numpy
+Generator passed to an op explicitly is not watched (in a batched call it makes the call loop).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import functools
 
 from .. import random as _random
 from ..tensor import Tensor
+from . import _batched
 from ._pytree import broadcast_prefix, tree_flatten, tree_unflatten
 
 __all__ = ["vmap"]
@@ -139,12 +147,93 @@ def _stack(func, per_elem, dims, batch):
     return out
 
 
+_LOOP = object()
+# calls each path took, and why the last loop was needed (the tests read it)
+stats = {"batched": 0, "loop": 0, "why": ""}
+
+
+def _narrow(x, d: int, s: int, n: int):
+    return x[(slice(None),) * d + (slice(s, s + n),)]
+
+
+def _batched_body(func, leaves, spec, dims, batch, kwargs, randomness):
+    """``func`` called once on BatchedTensors: its flattened outputs and their structure."""
+    inputs = [x if d is None else _batched.wrap(x if d == 0 else x.movedim(d, 0)) for x, d in zip(leaves, dims)]
+    with _batched.batching(batch, [x._data for x in leaves if isinstance(x, Tensor)]):
+        with _random_guard(randomness):
+            out = func(*tree_unflatten(inputs, spec), **kwargs)
+        if _batched.tripped():
+            raise _batched.NeedLoop("the function caught a NeedLoop")
+    return tree_flatten(out)
+
+
+def _place(flat, flat_dims, batch):
+    """Each output with its batch at its out_dim; NeedLoop where the loop's checks would raise."""
+    out = []
+    for t, d in zip(flat, flat_dims):
+        batched = _batched.is_batched(t)
+        if d is None:
+            if batched:
+                raise _batched.NeedLoop("a batched output with out_dim None")
+            out.append(t)
+            continue
+        if isinstance(d, bool) or not isinstance(d, int) or not isinstance(t, Tensor):
+            raise _batched.NeedLoop("out_dims")
+        n = t.dim() + 1
+        if not -n <= d < n:
+            raise _batched.NeedLoop("out_dims")
+        d = d + n if d < 0 else d
+        if batched:
+            p = t._phys
+            out.append(p if d == 0 else p.movedim(0, d))
+        else:  # the same for every element: expanded, as torch's
+            shape = tuple(t.shape)
+            out.append(t.unsqueeze(d).expand(shape[:d] + (batch,) + shape[d:]))
+    return out
+
+
+def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size):
+    """One batched call of ``func`` per chunk (see _batched.py), or _LOOP where it met a case only the loop
+    handles (the random generator is then rewound, so that the loop draws as if it ran alone)."""
+    from ..factories import cat
+    gen, state = _snapshot()
+    step = batch if chunk_size is None else min(chunk_size, batch)
+    try:
+        parts, out_spec, flat_dims = [], None, None
+        for s in range(0, batch, step):
+            n = min(step, batch - s)
+            chunk = leaves if n == batch else [x if d is None else _narrow(x, d, s, n) for x, d in zip(leaves, dims)]
+            if randomness == "same":
+                gen.bit_generator.state = state
+            flat, sp = _batched_body(func, chunk, spec, dims, n, kwargs, randomness)
+            if out_spec is None:
+                out_spec = sp
+                flat_dims = _flat_out_dims(func, out_dims, out_spec)
+            elif sp != out_spec:
+                raise _batched.NeedLoop("output structure")
+            parts.append(_place(flat, flat_dims, n))
+        if randomness == "different":
+            now = _random.generator()
+            if now is not gen or now.bit_generator.state != state:
+                raise _batched.NeedLoop("random draws")  # each element must draw its own
+    except _batched.NeedLoop as e:
+        stats["why"] = str(e)
+        _random._gen = gen
+        gen.bit_generator.state = state
+        return _LOOP
+    if len(parts) == 1:
+        return tree_unflatten(parts[0], out_spec)
+    out = [parts[0][j] if d is None else cat([p[j] for p in parts], d % (parts[0][j].dim()))
+           for j, d in enumerate(flat_dims)]
+    return tree_unflatten(out, out_spec)
+
+
 def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=None):
     """``func`` mapped over a dimension of its inputs, as torch.func.vmap: ``in_dims`` (an int, or a tuple
     matching the positional arguments, nested for pytrees, None for an unmapped argument) says which dimension
     of each input is the batch; ``out_dims`` where each output's batch dimension goes. Keyword arguments are
-    passed unmapped. Runs ``func`` once per batch element (see the module's notes); ``chunk_size`` is validated
-    and has no other effect on a loop."""
+    passed unmapped. One batched call where the batching rules cover ``func``, else once per batch element
+    (see the module's notes); ``chunk_size``: elements per batched call."""
     _check_randomness(randomness)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size <= 0):
@@ -158,6 +247,14 @@ def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=N
             raise ValueError(f"vmap({_name(func)})(<inputs>): got no inputs. Maybe you forgot to add inputs, or you "
                              "are trying to vmap over a function with no inputs. The latter is unsupported.")
         leaves, spec, dims, batch = _in_dims_leaves(func, in_dims, args)
+        if _batched.batch_size() is not None:
+            raise _batched.NeedLoop("vmap inside a batched vmap")  # the outer loops, this one batches
+        if batch > 0 and not _batched.active_elsewhere():
+            out = _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size)
+            if out is not _LOOP:
+                stats["batched"] += 1
+                return out
+        stats["loop"] += 1
         if batch == 0:
             raise ValueError(f"vmap({_name(func)}, ...): the mapped dimension has size 0; forgegrad's vmap runs "
                              "func once per element and cannot infer the output of an empty batch")
