@@ -140,12 +140,12 @@ def test_factories_keep_numpy_dtypes(default_dtype, factory, data):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
-def test_tensor_of_ndarray_shares_memory_and_tensor_keeps_dtype():
+def test_as_tensor_of_ndarray_shares_memory_and_tensor_keeps_dtype():
     arr = np.arange(4, dtype=np.int32)
-    t = fg.tensor(arr)
+    t = fg.as_tensor(arr)
     arr[0] = 7
     assert t.dtype == fg.int32 and t[0].item() == 7
-    assert fg.tensor(t).dtype == fg.int32
+    assert fg.tensor(t).dtype == fg.int32 and fg.tensor(arr)[0].item() == 7
 
 
 @pytest.mark.parametrize("data", [[1, 2], (1, 2), [True, False], [[1, 2]], [1.5, 2]], ids=repr)
@@ -294,3 +294,20 @@ def test_as_tensor_of_a_tensor_as_torch():
     assert t.numpy()[0] == 5 and torch.as_tensor(arr).numpy()[0] == 5
     with pytest.raises(TypeError):  # dtype and device are keyword-only, as torch's
         fg.as_tensor(arr, fg.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.bool_])
+def test_tensor_copies_its_data_as_torch(dtype):
+    # torch.tensor copies: an in-place op on the result must not write into the caller's array or tensor (it
+    # shared an ndarray before: `fg.tensor(arr).add_(1)` changed arr). as_tensor / from_numpy still share.
+    arr = np.ones(4, dtype)
+    for lib in (fg, torch):
+        t = lib.tensor(arr)
+        t.fill_(0)
+        assert arr.all() and t.dtype == lib.as_tensor(arr).dtype
+        src = lib.ones(3)
+        lib.tensor(src).fill_(0) if lib is fg else src.clone().detach().fill_(0)
+        assert src.numpy().all()
+        shared = lib.as_tensor(arr)
+        assert np.shares_memory(np.asarray(shared.numpy()), arr)
+    assert np.shares_memory(fg.from_numpy(arr).numpy(), arr)

@@ -20,7 +20,8 @@ __all__ = ["tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "r
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
-    """A tensor over ``data``. An ndarray is shared, not copied.
+    """A new tensor holding a copy of ``data`` (as torch.tensor: an in-place op on it never writes into the
+    caller's ndarray or tensor; ``as_tensor`` and ``from_numpy`` share an ndarray instead).
 
     As torch.tensor: an ndarray or numpy scalar keeps its dtype (int8/int16/int32/uint8, float16, float64
     ...), Python ints give int64 and Python floats the default dtype; a sequence holding numpy scalars takes
@@ -28,9 +29,17 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     int64). (``Tensor(data)``, like torch.Tensor, gives a sequence of numbers the default floating dtype.)
     ``device``: where the tensor lives (a copy of the data there); by default the default device
     (``fg.device(...)``), except that under the meta device data given as values stays on the CPU."""
+    return _new_tensor(data, requires_grad, dtype, device, copy=True)
+
+
+def _new_tensor(data, requires_grad, dtype, device, copy: bool) -> Tensor:
     if dtype is None:
         dtype = _dtypes.inferred_dtype(data)
     arr = _to_storage(data, dtype)
+    if copy and type(arr) is np.ndarray:
+        source = data._data if isinstance(data, Tensor) else data
+        if isinstance(source, np.ndarray) and np.may_share_memory(arr, source):
+            arr = arr.copy()
     t = Tensor(arr, requires_grad=requires_grad, dtype=arr.dtype)
     if device is None:
         dev = _devices.default_device()
@@ -50,7 +59,7 @@ def as_tensor(data, *, dtype=None, device=None) -> Tensor:
         if device is not None:
             out = out.to(device)
         return out
-    return tensor(data, dtype=dtype, device=device)
+    return _new_tensor(data, False, dtype, device, copy=False)
 
 
 def _np_dtype(dtype) -> np.dtype:
