@@ -435,10 +435,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ``{"batch": 1, ...}`` dicts (default: every dynamic axis at 1, then at 7).
         metadata: string key/value pairs written to the model's ``metadata_props`` (onnxruntime reads them
             back as ``session.get_modelmeta().custom_metadata_map``).
-        axis_divisors: ``{symbol: d}`` for dynamic axes the model divides by an integer (an image's height and
-            width by a patch size): sizes the model computes as floor(axis / d) (a patch grid, its products, a
-            resize to it) are then expressed in the graph by an integer Div, and the traces step that axis by more
-            than d. Default: none.
+        axis_divisors: ``{symbol: d}``: dynamic axes the model divides by an integer (an image's sides by a patch
+            size); sizes it computes as floor(axis / d) (a patch grid) then become integer Divs of the input's shape.
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
@@ -483,10 +481,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ax[a % x.ndim] = s
             symbols.add(s, x.shape[a], (name, a % x.ndim))
         input_axes.append(ax)
-    if axis_divisors is not None and not isinstance(axis_divisors, dict):
-        raise TypeError(f"export: axis_divisors must map dynamic axis names to ints, got {axis_divisors!r}")
-    for sym, d in (axis_divisors or {}).items():
-        symbols.divide(sym, d)
+    symbols.divide_all(axis_divisors)
     symbols.choose_sizes()
 
     from ._verify import ExportReport, default_verify_sizes, verify_model

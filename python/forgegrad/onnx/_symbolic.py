@@ -106,6 +106,13 @@ class Symbols:
             self.source[q] = self.source[name]
         return q
 
+    def divide_all(self, axis_divisors) -> None:
+        """``divide`` each of export's ``axis_divisors`` (None: none)."""
+        if axis_divisors is not None and not isinstance(axis_divisors, dict):
+            raise TypeError(f"export: axis_divisors must map dynamic axis names to ints, got {axis_divisors!r}")
+        for name, d in (axis_divisors or {}).items():
+            self.divide(name, d)
+
     def _divisors(self, name: str) -> List[int]:
         return [d for p, d in self.quotients.values() if p == name]
 

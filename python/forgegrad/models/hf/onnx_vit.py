@@ -13,6 +13,12 @@ maps are at least a window, padding and shift masks then constants of the graph;
 bias resized to the grid as constant matrices), the bicubic resize of the position
 table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
 batch (2) and at others.
+
+``dynamic_image_size=True`` makes ``height`` and ``width`` dynamic too, for ViT and DeiT (positions interpolated),
+DINOv2 with and without registers and BEiT without relative position biases: the patch grid is computed from the
+input's shape (the exporter's ``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's
+mapping). Swin and BEiT's relative position biases depend on the size in ways the graph does not express (window
+padding and shift masks; an index over the grid's patch pairs): refused, naming the model (``dynamic_refusal``).
 """
 from __future__ import annotations
 
