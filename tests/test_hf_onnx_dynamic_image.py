@@ -1,8 +1,9 @@
 """export_vit(dynamic_image_size=True): one graph with symbolic batch, height and width, run in onnxruntime at odd
 image sizes and batches 1 and 3 against forgegrad and transformers (checkpoints from transformers' save_pretrained of
 tiny random configs): ViT and DeiT (interpolate_pos_encoding), DINOv2 (bicubic resize of the position table), DINOv2
-with registers (antialiased bicubic, opset 18) and BEiT with absolute position embeddings; the clear refusals for
-Swin and BEiT's relative position biases; the exporter's axis_divisors on a small model and its bad inputs."""
+with registers (antialiased bicubic, opset 18) and BEiT (absolute position embeddings; per-layer and shared relative
+position biases, resized and indexed in the graph); the clear refusal for Swin; the exporter's axis_divisors on a
+small model and its bad inputs."""
 import numpy as np
 import pytest
 
@@ -26,6 +27,9 @@ CHECKPOINTS = {
     "dinov2_classifier": ("Dinov2ForImageClassification", "Dinov2Config", dict(use_swiglu_ffn=True), {}),
     "dinov2_registers": ("Dinov2WithRegistersModel", "Dinov2WithRegistersConfig", dict(num_register_tokens=2), {}),
     "beit_absolute": ("BeitModel", "BeitConfig", dict(use_absolute_position_embeddings=True), {}),
+    "beit_relative": ("BeitForImageClassification", "BeitConfig", dict(use_relative_position_bias=True), {}),
+    "beit_shared": ("BeitModel", "BeitConfig", dict(use_shared_relative_position_bias=True, use_mean_pooling=False,
+                                                    layer_scale_init_value=0.5), {}),
 }
 # (batch, height, width): odd sides, neither multiples of the patch nor the config's, one smaller than it
 SHAPES = [(1, 45, 29), (3, 23, 51), (3, 32, 32)]
@@ -49,7 +53,8 @@ def checkpoints(tmp_path_factory):
         hf = getattr(transformers, cls)(getattr(transformers, config)(**dict(SIZE, **extra))).eval()
         with torch.no_grad():  # the tokens start at zeros
             for name, p in hf.named_parameters():
-                if name.endswith(("cls_token", "distillation_token", "register_tokens", "position_embeddings")):
+                if name.endswith(("cls_token", "distillation_token", "register_tokens", "position_embeddings",
+                                  "relative_position_bias_table")):
                     p.normal_()
         path = tmp_path_factory.mktemp(key)
         hf.save_pretrained(path)
@@ -104,11 +109,12 @@ def test_refusals_name_the_model_and_why(checkpoints, tmp_path):
                                          "its window"):
         export_vit(_swin(tmp_path / "swin"), str(tmp_path / "no.onnx"), dynamic_image_size=True)
     torch.manual_seed(0)
-    for extra in (dict(use_relative_position_bias=True), dict(use_shared_relative_position_bias=True)):
-        cfg = transformers.BeitConfig(**SIZE, **extra)
-        transformers.BeitForImageClassification(cfg).save_pretrained(tmp_path / "beit")
-        with pytest.raises(ValueError, match="BeitForImageClassification: BEiT's relative position bias"):
-            export_vit(from_pretrained(tmp_path / "beit"), str(tmp_path / "no.onnx"), dynamic_image_size=True)
+    cfg = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                        num_attention_heads=4, image_size=32, patch_size=8)
+    transformers.CLIPVisionModel(cfg).save_pretrained(tmp_path / "clip")
+    with pytest.raises(ValueError, match="CLIPVisionModel: forgegrad's CLIP and SigLIP towers take exactly their "
+                                         "config's image_size"):
+        export_vit(from_pretrained(tmp_path / "clip"), str(tmp_path / "no.onnx"), dynamic_image_size=True)
     registers = from_pretrained(checkpoints["dinov2_registers"][0])
     with pytest.raises(ValueError, match="antialias attribute: opset 18 or later, got 17"):
         export_vit(registers, str(tmp_path / "no.onnx"), dynamic_image_size=True, opset=17)

@@ -15,10 +15,11 @@ table held as constant matrices. The graph is verified in onnxruntime against fo
 batch (2) and at others.
 
 ``dynamic_image_size=True`` makes ``height`` and ``width`` dynamic too, for ViT and DeiT (positions interpolated),
-DINOv2 with and without registers and BEiT without relative position biases: the patch grid is computed from the
-input's shape (the exporter's ``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's
-mapping). Swin and BEiT's relative position biases depend on the size in ways the graph does not express (window
-padding and shift masks; an index over the grid's patch pairs): refused, naming the model (``dynamic_refusal``).
+DINOv2 with and without registers and BEiT: the patch grid is computed from the input's shape (the exporter's
+``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's mapping; BEiT's relative
+position bias table too, its index computed in the graph: ``BeitRelativePositionBias.in_graph``). Swin's window
+padding and shift masks depend on the size in ways the graph does not express: refused, naming the model
+(``dynamic_refusal``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...tensor import Tensor
-from .beit import BeitForImageClassification, BeitModel
+from .beit import BeitForImageClassification, BeitModel, BeitRelativePositionBias
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification
 from .swin import SwinForImageClassification, SwinModel
@@ -68,6 +69,10 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
     whose graph cannot follow the image size, and as ``export`` does."""
     from ...onnx import export
 
+    if dynamic_image_size is True and type(model).__name__.startswith(("CLIP", "Siglip")):
+        raise ValueError(f"export_vit: dynamic_image_size is not supported for {type(model).__name__}: forgegrad's "
+                         "CLIP and SigLIP towers take exactly their config's image_size (no interpolate_pos_encoding), "
+                         "so no graph of theirs takes other sizes; export_clip_tower exports them at that size")
     names, outs = vit_names(model)
     emb = (model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel))
            else model.encoder.embeddings)
@@ -111,13 +116,6 @@ def dynamic_refusal(model) -> Optional[str]:
     if isinstance(model, (SwinModel, SwinForImageClassification)):
         return (f"{name}: Swin pads each stage's map to a multiple of its window and builds the shifted windows' "
                 "attention masks from the map's size, both fixed per image size (export at a fixed image_size)")
-    if isinstance(model, (BeitModel, BeitForImageClassification)):
-        enc = model if isinstance(model, BeitModel) else model.beit
-        own = any(layer.attention.attention.relative_position_bias is not None for layer in enc.encoder.layer)
-        if own or enc.encoder.relative_position_bias is not None:
-            return (f"{name}: BEiT's relative position bias is gathered by an index of every pair of patches of the "
-                    "image's grid, built per grid size (export at a fixed image_size; BEiT with absolute position "
-                    "embeddings only exports with dynamic image sizes)")
     return None
 
 
@@ -147,12 +145,17 @@ def _export_dynamic(model, path, emb, names, outs, size, opset, verify, rtol, at
     axes = {n: {0: "batch"} for n in outs}
     axes["pixel_values"] = {0: "batch", 2: "height", 3: "width"}
     was_training, was_by_op = model.training, emb.resize_by_op
+    biases = [m for m in model.modules() if isinstance(m, BeitRelativePositionBias)]
     try:
         model.eval()
         emb.resize_by_op = emb.position_embeddings is not None
+        for m in biases:
+            m.in_graph = True
         return export(run, (Tensor(example.astype(np.float32)),), path, opset=opset, dynamic_axes=axes,
                       input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
                       verify_sizes=list(verify_sizes), axis_divisors={"height": ph, "width": pw})
     finally:
         emb.resize_by_op = was_by_op
+        for m in biases:
+            m.in_graph = False
         model.train(was_training)
