@@ -196,10 +196,14 @@ class ExportContext:
         """1-D int64 [1] tensor: the size of a dynamic input axis, read from the input's Shape."""
         key = ("sym", sym)
         if key not in self._expr_cache:
-            inp, axis = self.symbols.source[sym]
             saved, self.scope = self.scope, ""
-            shape = self.node("Shape", [inp])
-            self._expr_cache[key] = self.node("Gather", [shape, self.ints([axis])], axis=0)
+            if sym in self.symbols.quotients:  # floor(axis / d): int64 Div of sizes (non-negative) floors
+                parent, d = self.symbols.quotients[sym]
+                self._expr_cache[key] = self.node("Div", [self.symbol_value(parent), self.ints([d])])
+            else:
+                inp, axis = self.symbols.source[sym]
+                shape = self.node("Shape", [inp])
+                self._expr_cache[key] = self.node("Gather", [shape, self.ints([axis])], axis=0)
             self.scope = saved
         return self._expr_cache[key]
 

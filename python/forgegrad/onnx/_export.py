@@ -394,7 +394,7 @@ def atomic_save(model_proto, path: str) -> None:
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
            output_names=None, verify: bool = True, rtol: Optional[float] = None, atol: Optional[float] = None,
            verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None,
-           float64: str = "cast"):
+           float64: str = "cast", axis_divisors: Optional[Dict[str, int]] = None):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
     The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
@@ -435,6 +435,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ``{"batch": 1, ...}`` dicts (default: every dynamic axis at 1, then at 7).
         metadata: string key/value pairs written to the model's ``metadata_props`` (onnxruntime reads them
             back as ``session.get_modelmeta().custom_metadata_map``).
+        axis_divisors: ``{symbol: d}``: dynamic axes the model divides by an integer (an image's sides by a patch
+            size); sizes it computes as floor(axis / d) (a patch grid) then become integer Divs of the input's shape.
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
@@ -479,6 +481,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ax[a % x.ndim] = s
             symbols.add(s, x.shape[a], (name, a % x.ndim))
         input_axes.append(ax)
+    symbols.divide_all(axis_divisors)
     symbols.choose_sizes()
 
     from ._verify import ExportReport, default_verify_sizes, verify_model

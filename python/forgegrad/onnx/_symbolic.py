@@ -12,12 +12,19 @@ are chosen so that the solution is unique.
 An input axis may also be named as a sum of other axes' symbols, ``"past_sequence+sequence"`` (a KV-cache
 decoder's attention mask covers the cached and the new tokens): its size in every trace is that sum, and
 it is a symbol of its own for the expressions, read off its input's shape at run time.
+
+A symbol may also be divided (``divide``: an image side by a patch size): ``"height//14"`` is then a symbol whose
+size is floor(height / 14) in every trace, computed at run time by an integer Div, and the traces step ``height`` by
+more than 14 (with remainders that differ, so floor(height / 14) is told from height / 14), so that a patch grid's
+sizes and the products of its sides (``1 + height//14 * width//14`` tokens) solve to expressions.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 __all__ = ["Dyn", "Expr", "Symbols"]
 
@@ -68,18 +75,46 @@ class Symbols:
         self.source: Dict[str, Tuple[str, int]] = {}  # symbol -> (graph input name, axis)
         self.axes: List[Tuple[str, int]] = []  # every (graph input name, axis) a symbol names, in order
         self.derived: Dict[str, Tuple[str, ...]] = {}  # "a+b" -> ("a", "b"): a sum of other symbols
+        self.quotients: Dict[str, Tuple[str, int]] = {}  # "height//14" -> ("height", 14)
 
     @property
     def free(self) -> List[str]:
-        """The symbols whose sizes are chosen (not sums of others)."""
-        return [n for n in self.names if n not in self.derived]
+        """The symbols whose sizes are chosen (not sums of others, nor quotients)."""
+        return [n for n in self.names if n not in self.derived and n not in self.quotients]
 
     def full(self, sizes: Dict[str, int]) -> Dict[str, int]:
-        """The example's sizes with ``sizes`` (free symbols) over them, and every sum recomputed."""
+        """The example's sizes with ``sizes`` (free symbols) over them, and every sum and quotient recomputed."""
         out = {**self.a, **sizes}
         for name, parts in self.derived.items():
             out[name] = sum(out[p] for p in parts)
+        for name, (parent, d) in self.quotients.items():
+            out[name] = out[parent] // d
         return out
+
+    def divide(self, name: str, divisor: int) -> str:
+        """Add the symbol ``name//divisor`` (floor(name / divisor)), before ``choose_sizes``; returns its name."""
+        if name not in self.a or name in self.derived:
+            raise ValueError(f"axis_divisors names {name!r}, which is not a dynamic input axis (those are "
+                             f"{self.free})")
+        if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or divisor < 2:
+            raise ValueError(f"axis_divisors[{name!r}] must be an int of at least 2, got {divisor!r}")
+        q = f"{name}//{int(divisor)}"
+        if q not in self.quotients:
+            self.quotients[q] = (name, int(divisor))
+            self.names.append(q)
+            self.a[q] = self.a[name] // int(divisor)
+            self.source[q] = self.source[name]
+        return q
+
+    def divide_all(self, axis_divisors) -> None:
+        """``divide`` each of export's ``axis_divisors`` (None: none)."""
+        if axis_divisors is not None and not isinstance(axis_divisors, dict):
+            raise TypeError(f"export: axis_divisors must map dynamic axis names to ints, got {axis_divisors!r}")
+        for name, d in (axis_divisors or {}).items():
+            self.divide(name, d)
+
+    def _divisors(self, name: str) -> List[int]:
+        return [d for p, d in self.quotients.values() if p == name]
 
     def add(self, name: str, size: int, source: Tuple[str, int]) -> None:
         if "+" in name and name not in self.derived:
@@ -113,20 +148,38 @@ class Symbols:
                 raise ValueError(f"dynamic axis {name!r} has size {self.a[name]} on input {self.source[name][0]!r} "
                                  f"but {' + '.join(f'{p} ({self.a[p]})' for p in parts)} = "
                                  f"{sum(self.a[p] for p in parts)}")
-        for sizes in (self.b, self.c):
+        def distinct(name, v, sizes):  # v differs from the others' sizes, ratios to trace A and steps from it
+            a = self.a[name]
+            return all(v != sizes[o] and v * self.a[o] != sizes[o] * a and v - a != sizes[o] - self.a[o]
+                       for o in sizes)
+
+        for trace, sizes in enumerate((self.b, self.c)):
             for name in self.free:
-                a = self.a[name]
-                for v in range(a + 1, a + 64):
-                    if v == a or v == self.b.get(name):
+                a, divs = self.a[name], self._divisors(name)
+                for v in self._candidates(a, divs, trace):
+                    if v == a or v == self.b.get(name) or not distinct(name, v, sizes):
                         continue
-                    ok = all(v != sizes[o] and v * self.a[o] != sizes[o] * a and v - a != sizes[o] - self.a[o]
-                             for o in sizes)
-                    if ok:
+                    quot = {f"{name}//{d}": v // d for d in divs}
+                    if all(q != self.b.get(n) and distinct(n, q, {**sizes, name: v}) for n, q in quot.items()):
                         sizes[name] = v
+                        sizes.update(quot)
                         break
                 else:  # pragma: no cover - needs more than ~4 dynamic axes
                     raise ValueError(f"could not choose a trace size for dynamic axis {name!r}")
             sizes.update({k: v for k, v in self.full(sizes).items() if k in self.derived})
+
+    @staticmethod
+    def _candidates(a: int, divs: List[int], trace: int):
+        """Trace sizes to try for an axis of example size ``a``: just above it, or, for a divided axis, a whole
+        multiple of the largest divisor more, with remainder 1 in trace B and divisor - 1 in trace C (floor(v / d)
+        then changes, and v is no multiple of d)."""
+        if not divs:
+            yield from range(a + 1, a + 64)
+            return
+        d = max(divs)
+        r = 1 if trace == 0 else d - 1
+        for k in range(1, 64):
+            yield (a // d + k) * d + r
 
     def solve(self, dim: Dyn) -> Optional[Expr]:
         """The unique Expr that gives dim.a, dim.b (and dim.c) at the traces' sizes, else None."""
@@ -150,6 +203,17 @@ class Symbols:
             offsets = {v - sizes[sym] for v, sizes in traces}
             if len(offsets) == 1:
                 found.append(Expr(1, (sym,), offsets.pop()))
+        if found or len(traces) < 3:
+            return found[0] if len(found) == 1 else None
+        for r in range(1, len(self.names) + 1):  # coef * prod(symbols) + offset (1 + h//p * w//p tokens)
+            for subset in itertools.combinations(self.names, r):
+                ms = [int(np.prod([sizes[s] for s in subset])) for _, sizes in traces]
+                if ms[0] == ms[1]:
+                    continue
+                coef, rem = divmod(traces[0][0] - traces[1][0], ms[0] - ms[1])
+                offset = traces[0][0] - coef * ms[0]
+                if rem == 0 and coef > 0 and all(v == coef * m + offset for (v, _), m in zip(traces, ms)):
+                    found.append(Expr(coef, subset, offset))
         return found[0] if len(found) == 1 else None
 
     def label(self, dim) -> Optional[str]:

@@ -143,7 +143,12 @@ def onnx_antialias(ctx, op, x, mode, spatial, out, scales, align_corners):
     if mode == "bicubic":
         attrs.update(cubic_coeff_a=-0.5)
     if all(s is None for s in scales):  # a size: Resize's sizes (onnxruntime's scale out / in, as torch's in / out)
-        sizes = ctx.const(np.asarray(list(op.args["x"].shape[:2]) + list(out), np.int64))
+        from ..onnx._context import scalar_of
+        traced = [tuple(v) if isinstance(v, (tuple, list)) else (v,) * len(out) if v is not None else
+                  (None,) * len(out) for v in (op.attr("size"), op.attr_b("size"), op.attr_c("size"))]
+        # a size that follows the graph's dynamic axes (a patch grid of the image) is computed from them
+        hw = ctx.shape_tensor([scalar_of(a, b, c) for a, b, c in zip(*traced)], "interpolate's size")
+        sizes = ctx.node("Concat", [ctx.ints(list(op.args["x"].shape[:2])), hw], axis=0)
         return [ctx.node("Resize", [x, "", "", sizes], **attrs)]
     eff = [1.0 if o == n else float(np.float32(s)) for s, n, o in zip(scales, spatial, out)]
     for s, e, n, o in zip(scales, eff, spatial, out):

@@ -77,8 +77,14 @@ class BeitRelativePositionBias(nn.Module):
         rows = (2 * self.grid[0] - 1) * (2 * self.grid[1] - 1) + 3
         self.relative_position_bias_table = nn.Parameter(Tensor._wrap(np.zeros((rows, self.heads), np.float32)))
 
+    # set while export_vit traces a graph with dynamic image sizes: the resize and the index are Tensor ops whose sizes
+    # follow the grid (an ONNX Resize, and the index computed from a grid of ones), not constants of one grid
+    in_graph = False
+
     def forward(self, grid: Tuple[int, int]) -> Tensor:
         """(1, heads, N + 1, N + 1) for a (h, w) patch grid."""
+        if self.in_graph:
+            return self._graph_forward(grid)
         table = self.relative_position_bias_table
         # transformers reads the (dy, dx) rows as (2 * w - 1, 2 * h - 1) and resizes them to (2 * h' - 1, 2 * w' - 1)
         old = (2 * self.grid[1] - 1, 2 * self.grid[0] - 1)
@@ -94,6 +100,29 @@ class BeitRelativePositionBias(nn.Module):
         n = index.shape[0]
         rows = table[Tensor._wrap(index.reshape(-1))]  # (n * n, heads)
         return rows.reshape(n, n, self.heads).permute(2, 0, 1).reshape(1, self.heads, n, n)
+
+    def _graph_forward(self, grid: Tuple[int, int]) -> Tensor:
+        """forward as ops a graph with a dynamic grid holds: the (dy, dx) rows resized by F.interpolate (bilinear,
+        the identity at the trained grid) and relative_index computed from the cumulative sums of a (h, w) grid of
+        ones (exact in float32 below 2**24 rows)."""
+        from ...ops.resample import interpolate
+        table, H = self.relative_position_bias_table, self.heads
+        old = (2 * self.grid[1] - 1, 2 * self.grid[0] - 1)
+        sub = table[:old[0] * old[1]].reshape(1, old[0], old[1], H).permute(0, 3, 1, 2)
+        sub = interpolate(sub, size=(2 * grid[0] - 1, 2 * grid[1] - 1), mode="bilinear", align_corners=False)
+        table = cat([sub.permute(0, 2, 3, 1).reshape(-1, H), table[old[0] * old[1]:]], dim=0)
+        ones = Tensor._wrap(np.ones((1, 1), np.float32)).expand(grid[0], grid[1])
+        ys, xs = (ones.cumsum(0) - 1).reshape(-1), (ones.cumsum(1) - 1).reshape(-1)  # each patch's row and column
+        h, w = ones.sum(0)[:1], ones.sum(1)[:1]  # (1,): the grid's sides
+        width = 2 * w - 1
+        index = (ys.unsqueeze(1) - ys.unsqueeze(0) + h - 1) * width + (xs.unsqueeze(1) - xs.unsqueeze(0) + w - 1)
+        n = (2 * h - 1) * width + 3  # the table's rows; its last three: CLS -> patch, patch -> CLS, CLS -> CLS
+        flat = ones.reshape(1, -1)
+        top = cat([(n - 1).reshape(1, 1), flat * (n - 3)], dim=1)
+        index = cat([top, cat([flat.reshape(-1, 1) * (n - 2), index], dim=1)], dim=0)
+        k = index.shape[0]
+        rows = table[index.reshape(-1).long()]  # (k * k, heads)
+        return rows.reshape(k, k, H).permute(2, 0, 1).reshape(1, H, k, k)
 
 
 class BeitSelfAttention(nn.Module):

@@ -51,6 +51,7 @@ def antialiased_bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
 class Dinov2WithRegistersEmbeddings(Dinov2Embeddings):
     owner = _WHO
     resize_matrix = staticmethod(antialiased_bicubic_matrix)
+    resize_antialias = True
 
     def __init__(self, cfg: dict):
         super().__init__(dict(cfg, use_mask_token=True))  # the checkpoints always carry it

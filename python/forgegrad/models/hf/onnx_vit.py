@@ -13,21 +13,28 @@ maps are at least a window, padding and shift masks then constants of the graph;
 bias resized to the grid as constant matrices), the bicubic resize of the position
 table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
 batch (2) and at others.
+
+``dynamic_image_size=True`` makes ``height`` and ``width`` dynamic too, for ViT and DeiT (positions interpolated),
+DINOv2 with and without registers and BEiT: the patch grid is computed from the input's shape (the exporter's
+``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's mapping; BEiT's relative
+position bias table too, its index computed in the graph: ``BeitRelativePositionBias.in_graph``). Swin's window
+padding and shift masks depend on the size in ways the graph does not express: refused, naming the model
+(``dynamic_refusal``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ...tensor import Tensor
-from .beit import BeitForImageClassification, BeitModel
+from .beit import BeitForImageClassification, BeitModel, BeitRelativePositionBias
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification
 from .swin import SwinForImageClassification, SwinModel
 from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel, _pair
 
-__all__ = ["export_vit", "vit_names"]
+__all__ = ["dynamic_refusal", "export_vit", "vit_names"]
 
 
 def vit_names(model) -> tuple:
@@ -49,14 +56,23 @@ def vit_names(model) -> tuple:
                     f"SwinForImageClassification, BeitModel, BeitForImageClassification), got {type(model).__name__}")
 
 
-def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = True, rtol: float = 1e-4,
-               atol: float = 1e-4, verify_sizes: Sequence[dict] = None, seed: int = 0):
+def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False, opset: int = None,
+               verify: bool = True, rtol: float = 1e-4, atol: float = 1e-4, verify_sizes: Sequence[dict] = None,
+               seed: int = 0):
     """Export ``model`` with a dynamic ``batch`` axis and, with ``verify``, check it in onnxruntime against forgegrad
     at batch 2 (the example: random pixel values) and at ``verify_sizes`` (default: batch 1 and 5). ``image_size``
-    (an int or (height, width); default the config's) fixes the graph's image size. Returns the ExportReport of
-    ``forgegrad.onnx.export``; raises TypeError for another model, and as ``export`` does."""
+    (an int or (height, width); default the config's) fixes the graph's image size, or with ``dynamic_image_size``
+    is only the example's: ``height`` and ``width`` are then dynamic too (see ``dynamic_image_size``; default
+    verify sizes: batch 1 and 3 at other, odd sizes). ``opset`` defaults to 17 (18 where the graph needs Resize's
+    antialias: DINOv2 with registers with dynamic image sizes). Returns the ExportReport of
+    ``forgegrad.onnx.export``; raises TypeError for another model, ValueError for ``dynamic_image_size`` on a model
+    whose graph cannot follow the image size, and as ``export`` does."""
     from ...onnx import export
 
+    if dynamic_image_size is True and type(model).__name__.startswith(("CLIP", "Siglip")):
+        raise ValueError(f"export_vit: dynamic_image_size is not supported for {type(model).__name__}: forgegrad's "
+                         "CLIP and SigLIP towers take exactly their config's image_size (no interpolate_pos_encoding), "
+                         "so no graph of theirs takes other sizes; export_clip_tower exports them at that size")
     names, outs = vit_names(model)
     emb = (model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel))
            else model.encoder.embeddings)
@@ -64,6 +80,11 @@ def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = 
     ph, pw = emb.patch_embeddings.patch_size
     if h < ph or w < pw:
         raise ValueError(f"export_vit: image_size must be at least one {ph}x{pw} patch, got {h}x{w}")
+    if not isinstance(dynamic_image_size, bool):
+        raise TypeError(f"export_vit: dynamic_image_size must be a bool, got {dynamic_image_size!r}")
+    if dynamic_image_size:
+        return _export_dynamic(model, path, emb, names, outs, (h, w), opset, verify, rtol, atol, verify_sizes,
+                               seed)
     run = model
     if isinstance(model, SwinModel):
         def run(pixel_values):  # only the outputs vit_names gives
@@ -81,9 +102,60 @@ def export_vit(model, path, *, image_size=None, opset: int = 17, verify: bool = 
     was_training = model.training
     try:
         model.eval()
-        return export(run, (Tensor(example.astype(np.float32)),), path, opset=opset,
+        return export(run, (Tensor(example.astype(np.float32)),), path, opset=17 if opset is None else opset,
                       dynamic_axes={n: {0: "batch"} for n in names + outs}, input_names=names, output_names=outs,
                       verify=verify, rtol=rtol, atol=atol,
                       verify_sizes=list(verify_sizes or [{"batch": 1}, {"batch": 5}]))
     finally:
+        model.train(was_training)
+
+
+def dynamic_refusal(model) -> Optional[str]:
+    """Why ``model``'s graph cannot take images of any size (None where it can)."""
+    name = type(model).__name__
+    if isinstance(model, (SwinModel, SwinForImageClassification)):
+        return (f"{name}: Swin pads each stage's map to a multiple of its window and builds the shifted windows' "
+                "attention masks from the map's size, both fixed per image size (export at a fixed image_size)")
+    return None
+
+
+def _export_dynamic(model, path, emb, names, outs, size, opset, verify, rtol, atol, verify_sizes, seed):
+    """The graph with symbolic batch, height and width: the patch grid floor(height / patch) x floor(width / patch)
+    computed from the input's shape, the position table resized to it by one Resize (forgegrad's F.interpolate
+    mapping: bicubic, cubic_coeff_a -0.75, half_pixel; DINOv2 with registers antialiased, a -0.5, opset 18)."""
+    from ...onnx import export
+
+    why = dynamic_refusal(model)
+    if why is not None:
+        raise ValueError(f"export_vit: dynamic_image_size is not supported for {why}")
+    (h, w), (ph, pw) = size, emb.patch_embeddings.patch_size
+    if opset is None:
+        opset = 18 if emb.resize_antialias else 17
+    if emb.resize_antialias and opset < 18:
+        raise ValueError(f"export_vit: {type(model).__name__} with dynamic_image_size resizes its position table "
+                         f"with antialiasing, which needs Resize's antialias attribute: opset 18 or later, got {opset}")
+    run = model
+    if isinstance(model, (ViTModel, ViTForImageClassification, DeiTForImageClassificationWithTeacher)):
+        def run(pixel_values):  # ViT, DeiT: their positions resized to every image
+            return model(pixel_values, interpolate_pos_encoding=True)
+    if verify_sizes is None:
+        verify_sizes = [{"batch": 1, "height": h + ph + 3, "width": w + 1},
+                        {"batch": 3, "height": max(ph, h // 2 + 1), "width": w + 2 * pw - 1}]
+    example = np.random.default_rng(seed).standard_normal((2, emb.patch_embeddings.num_channels, h, w))
+    axes = {n: {0: "batch"} for n in outs}
+    axes["pixel_values"] = {0: "batch", 2: "height", 3: "width"}
+    was_training, was_by_op = model.training, emb.resize_by_op
+    biases = [m for m in model.modules() if isinstance(m, BeitRelativePositionBias)]
+    try:
+        model.eval()
+        emb.resize_by_op = emb.position_embeddings is not None
+        for m in biases:
+            m.in_graph = True
+        return export(run, (Tensor(example.astype(np.float32)),), path, opset=opset, dynamic_axes=axes,
+                      input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
+                      verify_sizes=list(verify_sizes), axis_divisors={"height": ph, "width": pw})
+    finally:
+        emb.resize_by_op = was_by_op
+        for m in biases:
+            m.in_graph = False
         model.train(was_training)

@@ -106,6 +106,11 @@ class ViTEmbeddings(nn.Module):
 
     owner = "ViTModel"  # the model's name, for errors
     resize_matrix = staticmethod(bicubic_matrix)  # the position table's resize along one axis
+    resize_antialias = False  # the same resize as F.interpolate's antialias flag (resize_by_op)
+    # set while export_vit traces a graph with dynamic image sizes: the table is resized by F.interpolate (one ONNX
+    # Resize to the grid computed from the input's shape) on every image, transformers' same-size shortcut skipped
+    # (a resize to the table's own size is the identity)
+    resize_by_op = False
 
     def __init__(self, cfg: dict, tokens: int = 1):
         super().__init__()
@@ -135,6 +140,8 @@ class ViTEmbeddings(nn.Module):
                                  f"{self.image_size[0]}x{self.image_size[1]}; pass interpolate_pos_encoding=True to "
                                  "resize its position table")
             return table
+        if self.resize_by_op:
+            return self._resized_by_op(table, new)
         if new[0] * new[1] == n and height == width:
             return table  # transformers' shortcut: the table as it is
         side = int(n ** 0.5)
@@ -148,6 +155,17 @@ class ViTEmbeddings(nn.Module):
         grid = (rows @ grid).reshape(new[0], side, E).permute(0, 2, 1)  # (new_h, E, side)
         grid = (grid @ cols).permute(0, 2, 1).reshape(1, new[0] * new[1], E)
         return cat([table[:, :self.tokens], grid], dim=1)
+
+    def _resized_by_op(self, table: Tensor, new: Tuple[int, int]) -> Tensor:
+        from ...ops.resample import interpolate
+        n, E = table.shape[1] - self.tokens, table.shape[-1]
+        side = int(n ** 0.5)
+        if side * side != n:
+            raise ValueError(f"{self.owner}: interpolate_pos_encoding needs a square grid of positions, the table "
+                             f"has {n}")
+        grid = table[:, self.tokens:].reshape(1, side, side, E).permute(0, 3, 1, 2)
+        grid = interpolate(grid, size=new, mode="bicubic", align_corners=False, antialias=self.resize_antialias)
+        return cat([table[:, :self.tokens], grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], E)], dim=1)
 
     def forward(self, pixels: Tensor, interpolate: bool = False) -> Tensor:
         B, _, H, W = pixels.shape
