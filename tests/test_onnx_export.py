@@ -287,7 +287,8 @@ def test_plain_function_and_numpy_inputs(tmp_path):
 
 
 def test_constant_from_parameter_data_and_detach(tmp_path):
-    """detach() and Tensor(t._data) are not ops: they alias the traced value or the parameter."""
+    """detach(), Tensor(t._data) and as_tensor(t._data) are not ops: they alias the traced value or the parameter
+    (tensor() copies, as torch.tensor: a constant)."""
     class M(nn.Module):
         def __init__(self):
             super().__init__()
@@ -295,7 +296,7 @@ def test_constant_from_parameter_data_and_detach(tmp_path):
 
         def forward(self, x):
             h = self.lin(x).detach()
-            return fg.tensor(h._data) + self.lin.weight.detach().sum(0)
+            return fg.Tensor(h._data) + fg.as_tensor(h._data) + self.lin.weight.detach().sum(0)
 
     report, proto = export_and_check(M(), fg.randn(3, 4), tmp_path)
     assert {"lin.weight", "lin.bias"} <= {i.name for i in proto.graph.initializer}
