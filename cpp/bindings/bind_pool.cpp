@@ -222,6 +222,22 @@ void adaptive_bwd(const py::array& gy, const py::array& gx) {
                                    GY.f32(), GX.f32());
 }
 
+void adaptive_max_fwd(const py::array& x, const py::array& y, const py::array& idx) {
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  ArrayArg I = fg::bind::i64_arg(idx, "indices", 4, fg::bind::kContiguous, true);
+  if (Y.shape[0] != X.shape[0] || Y.shape[1] != X.shape[1] || Y.shape[2] < 1 || Y.shape[3] < 1 || X.shape[2] < 1 ||
+      X.shape[3] < 1)
+    throw py::value_error("adaptive_max_pool2d: bad shapes input " + fg::bind::shape_str(X.shape) + ", out " +
+                          fg::bind::shape_str(Y.shape));
+  fg::bind::expect_shape(I, "indices", Y.shape);
+  check_adaptive("adaptive_max_pool2d", X.shape, Y.shape);
+  fg::bind::check_no_overlap("adaptive_max_pool2d", {{x, "input"}}, {{y, "out"}, {idx, "indices"}});
+  py::gil_scoped_release release;
+  fg::adaptive_max_pool2d_forward(X.shape[0], X.shape[1], X.shape[2], X.shape[3], Y.shape[2], Y.shape[3], X.f32(),
+                                  Y.f32(), I.i64());
+}
+
 // (N, C, OH, OW) of max / avg pooling; stride None means kernel_size (as torch).
 std::vector<int64_t> py_output_shape(const std::vector<int64_t>& input_shape, Pair kernel_size,
                                      std::optional<Pair> stride, Pair padding, Pair dilation, bool ceil_mode,
@@ -248,6 +264,10 @@ void bind(py::module_& m) {
         py::arg("divisor_override"));
   m.def("adaptive_avg_pool2d_forward", &adaptive_fwd, py::arg("input"), py::arg("out"));
   m.def("adaptive_avg_pool2d_backward", &adaptive_bwd, py::arg("grad_output"), py::arg("grad_input"));
+  m.def("adaptive_max_pool2d_forward", &adaptive_max_fwd, py::arg("input"), py::arg("out"), py::arg("indices"),
+        "out, indices (N, C, OH, OW; their shape gives the output size) = adaptive max pooling of float32 input "
+        "(N, C, H, W): torch's windows, values and int64 indices h * W + w (the first maximum in row-major order, "
+        "or the last NaN). The backward is max_pool2d_backward.");
   m.def("output_shape", &py_output_shape, py::arg("input_shape"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding") = Pair{0, 0}, py::arg("dilation") = Pair{1, 1}, py::arg("ceil_mode") = false,
         py::arg("op") = "pool2d",

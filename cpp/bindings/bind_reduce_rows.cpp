@@ -28,6 +28,20 @@ void sum_rows(const py::array& x, const py::array& out, bool mean) {
   fg::sum_rows_f32(X.f32(), X.shape[0], X.shape[1], mean, Y.f32());
 }
 
+void sum_lead(const py::array& x, const py::array& out, bool mean) {
+  ArrayArg X = fg::bind::f32_arg(x, "x", 3);
+  ArrayArg Y = fg::bind::f32_arg(out, "out", 1, fg::bind::kContiguous, true);
+  if (Y.shape[0] != X.shape[1])
+    throw py::value_error("sum_lead: out must have x's " + std::to_string(X.shape[1]) + " columns, got shape " +
+                          fg::bind::shape_str(Y.shape));
+  if (X.shape[1] == 0) return;
+  if (X.shape[0] == 0 || X.shape[2] == 0)
+    throw py::value_error("sum_lead: x (A, B, L) must have A, L >= 1, got shape " + fg::bind::shape_str(X.shape));
+  fg::bind::check_no_overlap("sum_lead", {{x, "x"}}, {{out, "out"}});
+  py::gil_scoped_release release;
+  fg::sum_lead_f32(X.f32(), X.shape[0], X.shape[1], X.shape[2], mean, Y.f32());
+}
+
 void fill_rows(const py::array& g, const py::array& out, double divisor) {
   ArrayArg G = fg::bind::f32_arg(g, "g", 1);
   ArrayArg D = fg::bind::f32_arg(out, "out", 2, fg::bind::kContiguous, true);
@@ -46,6 +60,9 @@ void bind(py::module_& m) {
   m.def("sum_rows", &sum_rows, py::arg("x"), py::arg("out"), py::arg("mean"),
         "out[r] = the sum (mean: / L) of row r of float32 x (R, L), accumulated in float64 in a fixed order "
         "(the same bits on every ISA and at any thread count).");
+  m.def("sum_lead", &sum_lead, py::arg("x"), py::arg("out"), py::arg("mean"),
+        "out[b] = the sum (mean: / (A * L)) of x[:, b, :] for float32 x (A, B, L), accumulated in float64 in a "
+        "fixed order (the same bits on every ISA and at any thread count).");
   m.def("fill_rows", &fill_rows, py::arg("g"), py::arg("out"), py::arg("divisor"),
         "out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L).");
 }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "forgegrad/parallel.h"
 #include "forgegrad/reduce_rows.h"
@@ -164,38 +165,36 @@ void avg_pool2d_backward(const Pool2dGeom& g, const float* gy, float* gx, bool c
   });
 }
 
+namespace {
+
+// Each output row's / column's window [floor(o * n / out), ceil((o + 1) * n / out)) (torch's), as
+// [start, end) pairs; the binding checked that (o + 1) * n fits.
+std::vector<int64_t> adaptive_bounds(int64_t n, int64_t out) {
+  std::vector<int64_t> b(static_cast<size_t>(2 * out));
+  for (int64_t o = 0; o < out; ++o) {
+    b[2 * o] = o * n / out;
+    b[2 * o + 1] = ceil_div((o + 1) * n, out);
+  }
+  return b;
+}
+
+// f(first plane, count) over ranges of whole planes; a plane's work is about its input plus output.
+template <class F>
+void adaptive_planes(int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, F f) {
+  parallel_for_work(planes, work(H, W) + work(OH, OW), [&](int64_t p0, int64_t p1) { f(p0, p1 - p0); });
+}
+
+}  // namespace
+
 void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x,
                                  float* y) {
   const int64_t HW = H * W, OHW = OH * OW;
   // the global pool (a CNN's head): each plane is one contiguous row, summed many rows a vector pass in
   // the order of reduce_rows.h (cuda/pool.cu has the same)
   if (OHW == 1) return sum_rows_f32(x, N * C, HW, true, y);
-  for_planes(N * C, HW + OHW, [&](int64_t p) {
-    const float* xs = x + p * HW;
-    float* ys = y + p * OHW;
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      const int64_t h0 = oh * H / OH, h1 = ceil_div((oh + 1) * H, OH);
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = ow * W / OW, w1 = ceil_div((ow + 1) * W, OW);
-        // a float64 sum in four independent chains: a global pool over a large plane (a float running sum drifts
-        // by its length times the float step) stays at float32 rounding, and the chains keep the adds pipelined
-        double s = 0.0;
-        for (int64_t h = h0; h < h1; ++h) {
-          const float* row = xs + h * W;
-          double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-          int64_t w = w0;
-          for (; w + 4 <= w1; w += 4) {
-            s0 += row[w];
-            s1 += row[w + 1];
-            s2 += row[w + 2];
-            s3 += row[w + 3];
-          }
-          for (; w < w1; ++w) s0 += row[w];
-          s += (s0 + s1) + (s2 + s3);
-        }
-        ys[oh * OW + ow] = static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0)));
-      }
-    }
+  const std::vector<int64_t> hb = adaptive_bounds(H, OH), wb = adaptive_bounds(W, OW);
+  adaptive_planes(N * C, H, W, OH, OW, [&](int64_t p, int64_t n) {
+    adaptive_avg_pool2d_planes(x + p * HW, n, H, W, OH, OW, hb.data(), wb.data(), y + p * OHW);
   });
 }
 
@@ -203,19 +202,18 @@ void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, in
                                   float* gx) {
   const int64_t HW = H * W, OHW = OH * OW;
   if (OHW == 1) return fill_rows_f32(gy, N * C, HW, static_cast<float>(HW), gx);
-  for_planes(N * C, HW + OHW, [&](int64_t p) {
-    float* d = gx + p * HW;
-    std::memset(d, 0, sizeof(float) * HW);
-    const float* s = gy + p * OHW;
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      const int64_t h0 = oh * H / OH, h1 = ceil_div((oh + 1) * H, OH);
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = ow * W / OW, w1 = ceil_div((ow + 1) * W, OW);
-        const float v = s[oh * OW + ow] / static_cast<float>((h1 - h0) * (w1 - w0));
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) d[h * W + w] += v;
-      }
-    }
+  const std::vector<int64_t> hb = adaptive_bounds(H, OH), wb = adaptive_bounds(W, OW);
+  adaptive_planes(N * C, H, W, OH, OW, [&](int64_t p, int64_t n) {
+    adaptive_avg_pool2d_backward_planes(gy + p * OHW, n, H, W, OH, OW, hb.data(), wb.data(), gx + p * HW);
+  });
+}
+
+void adaptive_max_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x,
+                                 float* y, int64_t* indices) {
+  const int64_t HW = H * W, OHW = OH * OW;
+  const std::vector<int64_t> hb = adaptive_bounds(H, OH), wb = adaptive_bounds(W, OW);
+  adaptive_planes(N * C, H, W, OH, OW, [&](int64_t p, int64_t n) {
+    adaptive_max_pool2d_planes(x + p * HW, n, H, W, OH, OW, hb.data(), wb.data(), y + p * OHW, indices + p * OHW);
   });
 }
 

@@ -840,6 +840,13 @@ class pool:
     @staticmethod
     def adaptive_avg_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray) -> None: ...
     @staticmethod
+    def adaptive_max_pool2d_forward(input: numpy.ndarray, out: numpy.ndarray, indices: numpy.ndarray) -> None:
+        """out, indices (N, C, OH, OW; their shape gives the output size) = adaptive max pooling of float32 input (N,
+        C, H, W): torch's windows, values and int64 indices h * W + w (the first maximum in row-major order, or the
+        last NaN). The backward is max_pool2d_backward.
+        """
+        ...
+    @staticmethod
     def avg_pool2d_backward(grad_output: numpy.ndarray, grad_input: numpy.ndarray, kernel_size: tuple[_Int, _Int],
                             stride: tuple[_Int, _Int], padding: tuple[_Int, _Int], ceil_mode: bool,
                             count_include_pad: bool, divisor_override: _Int) -> None: ...
@@ -918,6 +925,12 @@ class reduce_rows:
     @staticmethod
     def fill_rows(g: numpy.ndarray, out: numpy.ndarray, divisor: _Float) -> None:
         """out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L)."""
+        ...
+    @staticmethod
+    def sum_lead(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:
+        """out[b] = the sum (mean: / (A * L)) of x[:, b, :] for float32 x (A, B, L), accumulated in float64 in a fixed
+        order (the same bits on every ISA and at any thread count).
+        """
         ...
     @staticmethod
     def sum_rows(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:

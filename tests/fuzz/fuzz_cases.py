@@ -265,6 +265,13 @@ def _extra_calls():
     KAT.paged_attention_decode(rng.standard_normal((2, 2, 2, 8)).astype(np.float32), kp, vp,  # T5's bias by distance
                                np.array([[3, 1], [0, 4]]), np.array([6, 3]), 1.0,
                                bias=rng.standard_normal((4, 3)).astype(np.float32))
+    # adaptive pools to sizes > 1 (cpp/kernels/per_isa/adaptive_pool.cpp): overlapping windows, outputs larger
+    # than the input, the max's indices through max_pool2d's scatter
+    xa = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    for size in ((4, 3), (11, 2)):
+        ya, ia = KP.adaptive_max_pool2d_forward(xa, size)
+        KP.adaptive_max_pool2d_backward(ya, ia, xa.shape)
+        KP.adaptive_avg_pool2d_backward(KP.adaptive_avg_pool2d_forward(xa, size), xa.shape)
     x = rng.standard_normal((4, 7)).astype(np.float32)
     p = [x, rng.standard_normal(5).astype(np.float32)]
     for f in (lambda: K.vector_norms(p, 2.0), lambda: K.vector_norms(p, 1.0), lambda: K.vector_norms(p, float("inf")),

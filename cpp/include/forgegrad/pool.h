@@ -74,5 +74,23 @@ void adaptive_avg_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int
                                  float* y);
 void adaptive_avg_pool2d_backward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW,
                                   const float* grad_y, float* grad_x);
+// Adaptive max pooling: torch's values and int64 indices h * W + w (the first maximum of the window in
+// row-major order, or its last NaN).
+void adaptive_max_pool2d_forward(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, const float* x,
+                                 float* y, int64_t* indices);
+// P consecutive planes of them, per ISA (cpp/kernels/per_isa/adaptive_pool.cpp; the order of each sum is
+// described there). hb / wb: each output row's / column's window [start, end), 2 * OH / 2 * OW entries.
+FG_KERNEL(void, adaptive_avg_pool2d_planes,
+          (const float* x, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, const int64_t* hb,
+           const int64_t* wb, float* y),
+          (x, P, H, W, OH, OW, hb, wb, y))
+FG_KERNEL(void, adaptive_avg_pool2d_backward_planes,
+          (const float* gy, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, const int64_t* hb,
+           const int64_t* wb, float* gx),
+          (gy, P, H, W, OH, OW, hb, wb, gx))
+FG_KERNEL(void, adaptive_max_pool2d_planes,
+          (const float* x, int64_t P, int64_t H, int64_t W, int64_t OH, int64_t OW, const int64_t* hb,
+           const int64_t* wb, float* y, int64_t* idx),
+          (x, P, H, W, OH, OW, hb, wb, y, idx))
 
 }  // namespace fg

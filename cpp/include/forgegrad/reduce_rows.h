@@ -19,6 +19,14 @@ namespace fg {
 
 // y[r] = float(sum(x[r*L : r*L + L]) / L) when mean, else float(sum); R, L >= 1.
 FG_KERNEL(void, sum_rows_f32, (const float* x, int64_t R, int64_t L, bool mean, float* y), (x, R, L, mean, y))
+// Sums over leading axes (in reduce_rows.cpp): x contiguous (A, B, L), A, B, L >= 1, y[b] = float(sum / (A * L))
+// when mean, else float(sum), of the A * L values x[a][b][l], in float64:
+//   L == 1: 0.0 + x[0][b] + x[1][b] + ... in row order (one chain: a column's values are B apart);
+//   L > 1:  each row x[a][b][:] gives its 8 chains in the order above, the column's chains are their sums in
+//           row order (C[j] = c_0[j] + c_1[j] + ...), then the halving tree.
+// The same bits on every ISA and at any thread count (threads split the columns b).
+FG_KERNEL(void, sum_lead_f32, (const float* x, int64_t A, int64_t B, int64_t L, bool mean, float* y),
+          (x, A, B, L, mean, y))
 // gx[r*L + k] = g[r] / divisor for k < L (float32 division, torch's mean / average pool backward).
 FG_KERNEL(void, fill_rows_f32, (const float* g, int64_t R, int64_t L, float divisor, float* gx), (g, R, L, divisor, gx))
 

@@ -5,7 +5,8 @@
 // Each ISA holds the 8 float64 chains in its own registers: AVX-512 one zmm, AVX2 a pair of ymm (lanes 0-3
 // and 4-7), the portable build an array; the float sums of a block run on 8 float lanes. A row's last
 // partial block is read with masked loads whose lanes past the row are +0.0 (the order's zero padding).
-// With AVX-512 the trees of 8 rows run at once (tree8).
+// With AVX-512 the trees of 8 rows run at once (tree8). Sums over leading axes (sum_lead_f32) reuse a row's
+// chains for (A, B, L) with L > 1, and run columns of float64 sums down the rows for L == 1.
 #include <cstdint>
 
 #include "forgegrad/parallel.h"
@@ -168,6 +169,62 @@ void sum_rows_f32(const float* x, int64_t R, int64_t L, bool mean, float* y) {
     }
 #endif
     for (; r < r1; ++r) y[r] = row_result(d8_tree(row_lanes(x + r * L, L)), mean, n);
+  });
+}
+
+namespace {
+
+constexpr int64_t kLeadBlock = 64;    // L == 1: columns per parallel task
+constexpr int64_t kLeadCols = 1024;   // L == 1: the float64 sums one pass down the rows carries (8 KB)
+
+// L == 1, columns [b0, b1): s[j] = x[0][j] + x[1][j] + ... in float64 in row order, four rows a pass (the
+// same adds as one row a pass, a load and store of s fewer).
+void lead_columns(const float* x, int64_t A, int64_t B, int64_t b0, int64_t b1, bool mean, double n, float* y) {
+  double s[kLeadCols];
+  for (int64_t c = b0; c < b1; c += kLeadCols) {
+    const int64_t m = b1 - c < kLeadCols ? b1 - c : kLeadCols;
+    const float* __restrict r0 = x + c;
+    for (int64_t j = 0; j < m; ++j) s[j] = static_cast<double>(r0[j]);
+    int64_t a = 1;
+    for (; a + 4 <= A; a += 4) {
+      const float* __restrict p0 = x + a * B + c;
+      const float* __restrict p1 = p0 + B;
+      const float* __restrict p2 = p1 + B;
+      const float* __restrict p3 = p2 + B;
+      for (int64_t j = 0; j < m; ++j) {
+        double t = s[j];
+        t += static_cast<double>(p0[j]);
+        t += static_cast<double>(p1[j]);
+        t += static_cast<double>(p2[j]);
+        t += static_cast<double>(p3[j]);
+        s[j] = t;
+      }
+    }
+    for (; a < A; ++a) {
+      const float* __restrict p = x + a * B + c;
+      for (int64_t j = 0; j < m; ++j) s[j] += static_cast<double>(p[j]);
+    }
+    for (int64_t j = 0; j < m; ++j) y[c + j] = row_result(s[j], mean, n);
+  }
+}
+
+}  // namespace
+
+void sum_lead_f32(const float* x, int64_t A, int64_t B, int64_t L, bool mean, float* y) {
+  const double n = static_cast<double>(A) * static_cast<double>(L);
+  if (L == 1) {
+    parallel_for_work((B + kLeadBlock - 1) / kLeadBlock, A * kLeadBlock, [&](int64_t k0, int64_t k1) {
+      lead_columns(x, A, B, k0 * kLeadBlock, k1 * kLeadBlock < B ? k1 * kLeadBlock : B, mean, n, y);
+    });
+    return;
+  }
+  // each row x[a][b][:] gives its chains as sum_rows does; a column's chains add them up in row order
+  parallel_for_work(B, A * (L + 16), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      D8 c = row_lanes(x + b * L, L);
+      for (int64_t a = 1; a < A; ++a) c = d8_add(c, row_lanes(x + (a * B + b) * L, L));
+      y[b] = row_result(d8_tree(c), mean, n);
+    }
   });
 }
 

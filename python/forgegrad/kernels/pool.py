@@ -26,7 +26,8 @@ def _shape(input_shape) -> tuple:
 
 __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-    "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward", "pool2d_output_shape",
+    "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d_forward",
+    "adaptive_max_pool2d_backward", "pool2d_output_shape",
     "avg_pool2d_is_global", "global_avg_pool2d_forward", "global_avg_pool2d_backward",
 ]
 
@@ -133,6 +134,23 @@ def adaptive_avg_pool2d_backward(grad_y, input_shape):
     gx = np.empty(input_shape, np.float32)
     _C.pool.adaptive_avg_pool2d_backward(np.ascontiguousarray(grad_y), gx)
     return gx
+
+
+def adaptive_max_pool2d_forward(x, output_size, owner="adaptive_max_pool2d"):
+    """``(y, indices)`` of ``torch.nn.functional.adaptive_max_pool2d(..., return_indices=True)``: torch's windows,
+    int64 indices ``h * W + w`` (the first maximum of a window in row-major order, or its last NaN)."""
+    x = _input(x)
+    oh, ow = adaptive_output_size(output_size, x.shape[2:], owner)
+    y = np.empty((x.shape[0], x.shape[1], oh, ow), np.float32)
+    idx = np.empty(y.shape, np.int64)
+    _C.pool.adaptive_max_pool2d_forward(x, y, idx)
+    return y, idx
+
+
+def adaptive_max_pool2d_backward(grad_y, indices, input_shape):
+    """grad_input of adaptive max pooling: grad_y added at its indices (in output order, so windows that share a
+    maximum add in the same order every run): max_pool2d_backward's scatter."""
+    return max_pool2d_backward(grad_y, indices, input_shape)
 
 
 def avg_pool2d_is_global(input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,

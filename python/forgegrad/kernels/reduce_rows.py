@@ -6,6 +6,10 @@ their backward.
   (then its reduction is R rows of L contiguous values), else None.
 - ``sum_rows(x, mean)``: the sum (or mean) of each row of float32 ``x`` (R, L), as float32 (R,), accumulated in
   float64 in a fixed order (forgegrad/reduce_rows.h): the same bits on every ISA and at any thread count.
+- ``lead_shape(a, axes)``: ``(A, B, L)`` when ``axes`` are leading axes of a C-contiguous float32 array, with
+  or without trailing ones, and some axis between them is kept (``x.sum(0)``, BatchNorm's ``(0, 2, 3)``), else None.
+- ``sum_lead(x, mean)``: the sum (or mean) over axes 0 and 2 of float32 ``x`` (A, B, L), as float32 (B,),
+  accumulated in float64 in a fixed order (forgegrad/reduce_rows.h).
 - ``fill_rows(g, L, divisor)``: ``g[r] / float32(divisor)`` broadcast into row r of an (R, L) array.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from .. import _C
 
-__all__ = ["fill_rows", "sum_rows", "trailing_rows"]
+__all__ = ["fill_rows", "lead_shape", "sum_lead", "sum_rows", "trailing_rows"]
 
 
 def trailing_rows(a, axes):
@@ -28,6 +32,34 @@ def trailing_rows(a, axes):
         return None
     L = prod(a.shape[a.ndim - k:])
     return (prod(a.shape[:a.ndim - k]), L) if L > 0 else None
+
+
+def lead_shape(a, axes):
+    """(A, B, L) when the reduction of ``a`` over ``axes`` is over its leading axes (product A) and possibly its
+    trailing ones (product L), keeping the axes between them (product B), of a C-contiguous float32 array; else
+    None (no leading axis, nothing kept, or an empty array)."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous or not axes:
+        return None
+    ax = sorted(axes)
+    k = 0
+    while k < len(ax) and ax[k] == k:
+        k += 1
+    m = len(ax) - k
+    if k == 0 or ax[k:] != list(range(a.ndim - m, a.ndim)) or k + m >= a.ndim:
+        return None
+    shape = (prod(a.shape[:k]), prod(a.shape[k:a.ndim - m]), prod(a.shape[a.ndim - m:]))
+    return shape if min(shape) > 0 else None
+
+
+def sum_lead(x, mean=False):
+    """float32 (B,): the sum (mean: divided by A * L in float64) over axes 0 and 2 of float32 x (A, B, L)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError(f"sum_lead: x must be a 3-D numpy array (A, B, L), got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"sum_lead: x must be float32, got {x.dtype}")
+    out = np.empty(x.shape[1], np.float32)
+    _C.reduce_rows.sum_lead(np.ascontiguousarray(x), out, bool(mean))
+    return out
 
 
 def sum_rows(x, mean=False):

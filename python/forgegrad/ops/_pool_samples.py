@@ -79,7 +79,8 @@ def adaptive_pool1d_samples():
             Sample((rand(2, 2, 9, seed=2),), {"output_size": (3,)}, "sizes that divide, a 1-tuple"),
             Sample((rand(1, 2, 4, seed=3),), {"output_size": 6}, "larger than the input"),
             Sample((rand(2, 3, 7, seed=5),), {"output_size": None}, "None keeps the length"),
-            Sample((rand(4, 16, 801, seed=4),), {"output_size": 37}, "large (several threads)")]
+            Sample((rand(4, 16, 801, seed=4),), {"output_size": 37}, "large (several threads)"),
+            Sample((np.round(rand(2, 3, 11, seed=6)),), {"output_size": 4}, "equal values (ties)")]
 
 
 def adaptive_avg_pool1d_torch(torch, x, output_size=1):
@@ -103,7 +104,9 @@ def adaptive_max_pool2d_samples():
             Sample((rand(1, 3, 6, 9, seed=2),), {"output_size": (None, 2)}, "(None, 2)"),
             Sample((rand(2, 2, 6, 9, seed=3),), {"output_size": (2, 3)}, "sizes that divide"),
             Sample((rand(1, 2, 5, 4, seed=4),), {"output_size": (7, 6)}, "larger than the input"),
-            Sample((rand(4, 16, 33, 35, seed=5),), {"output_size": (5, 7)}, "large")]
+            Sample((rand(4, 16, 33, 35, seed=5),), {"output_size": (5, 7)}, "large"),
+            Sample((rand(2, 3, 17, 17, seed=6),), {"output_size": 3}, "3 from 17"),
+            Sample((np.round(rand(2, 3, 9, 9, seed=7)),), {"output_size": 4}, "4 from 9 with equal maxima (ties)")]
 
 
 def adaptive_max_pool2d_torch(torch, x, output_size=1):

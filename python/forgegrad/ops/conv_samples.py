@@ -196,6 +196,8 @@ def adaptive_avg_pool2d_samples():
         Sample((rand(1, 2, 6, 9),), {"output_size": (2, 3)}, "sizes that divide"),
         Sample((rand(1, 2, 5, 4),), {"output_size": (7, 6)}, "larger than the input"),
         Sample((rand(4, 16, 33, 35),), {"output_size": (5, 7)}, "large (several threads)"),
+        Sample((rand(2, 3, 17, 17),), {"output_size": 3}, "3 from 17"),
+        Sample((rand(2, 2, 14, 14),), {"output_size": (1, 5)}, "(1, 5) from 14x14"),
     ]
 
 

@@ -1,13 +1,12 @@
 """The pools that work with indices: max_unpool1d / 2d / 3d (the inverse of max pooling's scatter, with torch's
 flat per-plane indices) and adaptive_max_pool1d / adaptive_max_pool2d (values and int64 indices h * W + w).
 
-forgegrad._C.pool has no kernel for either (its max_pool2d kernel takes fixed windows, its backward scatter adds
-where max_unpool writes), so both are numpy code this session, in the input's dtype (float64 runs the same
-Function). They are exact (a copy, a max), so their results are identical at any thread count. adaptive max
-pooling vectorises over the batch and channels and loops over the output windows in Python (one slice per
-window, a reshape when the sizes divide): fine for the usual small outputs, slow for outputs of thousands of
-windows. Samples are in _pool_samples.py, the ONNX mappings (MaxUnpool; MaxPool or ArgMax per window for the
-indices) in _pool_onnx.py.
+max_unpool is numpy code, in the input's dtype (float64 runs the same Function). adaptive max pooling of float32
+runs forgegrad._C.pool's kernel (cpp/kernels/per_isa/adaptive_pool.cpp, its backward max_pool2d's scatter); of
+float64 the numpy code here, which vectorises over the batch and channels and loops over the output windows in
+Python (one slice per window, a reshape when the sizes divide). Both are exact (a copy, a max), so their results
+are identical at any thread count. Samples are in _pool_samples.py, the ONNX mappings (MaxUnpool; MaxPool or
+ArgMax per window for the indices) in _pool_onnx.py.
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import numpy as np
 from .._args import pair, single
 from ..autograd import Function, no_grad
 from ..devices import MetaArray
+from ..kernels import pool as _pool
 from ..kernels._checks import check_ndim
 from . import _pool_onnx as PO
 from . import _pool_samples as PS
@@ -182,7 +182,10 @@ def _adaptive_out(x, output_size, nd):
 def adaptive_max_function(nd: int) -> type:
     def forward(ctx, x, output_size=1):
         x4, out_hw = _adaptive_out(x, output_size, nd)
-        y, idx = adaptive_max_pool2d_arrays(x4, out_hw)
+        if x4.dtype == np.float32:  # the C++ kernel (forgegrad.kernels.pool); float64 stays numpy
+            y, idx = _pool.adaptive_max_pool2d_forward(x4, out_hw, f"adaptive_max_pool{nd}d")
+        else:
+            y, idx = adaptive_max_pool2d_arrays(x4, out_hw)
         if nd == 1:
             y, idx = y[:, :, 0, :], idx[:, :, 0, :]
         ctx.save_for_backward(idx)
@@ -192,6 +195,11 @@ def adaptive_max_function(nd: int) -> type:
     def backward(ctx, g, g_idx=None):
         (idx,) = ctx.saved_tensors
         N, C = ctx.in_shape[:2]
+        if g.dtype == np.float32:
+            shape4 = ctx.in_shape if nd == 2 else tuple(ctx.in_shape[:2]) + (1, ctx.in_shape[2])
+            idx4 = idx if nd == 2 else idx[:, :, None, :]
+            g4 = g if nd == 2 else g[:, :, None, :]
+            return _pool.adaptive_max_pool2d_backward(g4, idx4, shape4).reshape(ctx.in_shape)
         gx = np.zeros((N * C, int(np.prod(ctx.in_shape[2:]))), g.dtype)
         # overlapping windows can share a maximum: add (np.add.at adds in order: the same bits every run)
         np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, -1)), g.reshape(N * C, -1))
