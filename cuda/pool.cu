@@ -173,22 +173,15 @@ __global__ void adaptive_avg_fwd(int64_t planes, int64_t H, int64_t W, int64_t O
     const int64_t h0 = window_lo(oh, H, OH), h1 = window_hi(oh, H, OH);
     const int64_t w0 = window_lo(ow, W, OW), w1 = window_hi(ow, W, OW);
     const float* xs = x + plane * H * W;
-    // the CPU kernel's sum (cpp/kernels/pool.cpp), same order, so the two agree bit for bit: float64, four
-    // chains per row
+    // the CPU kernel's sum (cpp/kernels/per_isa/adaptive_pool.cpp), same order, so the two agree bit for bit:
+    // each column of the window summed down its rows in float64, then the columns left to right
     double s = 0.0;
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* row = xs + h * W;
-      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-      int64_t w = w0;
-      for (; w + 4 <= w1; w += 4) {
-        s0 += __ldg(row + w);
-        s1 += __ldg(row + w + 1);
-        s2 += __ldg(row + w + 2);
-        s3 += __ldg(row + w + 3);
-      }
-      for (; w < w1; ++w) s0 += __ldg(row + w);
-      s += (s0 + s1) + (s2 + s3);
+    for (int64_t w = w0; w < w1; ++w) {
+      double c = __ldg(xs + h0 * W + w);
+      for (int64_t h = h0 + 1; h < h1; ++h) c += __ldg(xs + h * W + w);
+      s = w == w0 ? c : s + c;
     }
+    s += 0.0;  // an all -0 window sums to +0, as the CPU's
     y[i] = static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0)));
   }
 }
@@ -202,14 +195,25 @@ __global__ void adaptive_avg_bwd(int64_t planes, int64_t H, int64_t W, int64_t O
     const int64_t oh0 = h * OH / H, oh1 = imin(((h + 1) * OH - 1) / H, OH - 1);
     const int64_t ow0 = w * OW / W, ow1 = imin(((w + 1) * OW - 1) / W, OW - 1);
     const float* gs = gy + plane * OH * OW;
+    if (OH == 1 && OW == 1) {  // the global pool: the CPU's fill_rows
+      gx[i] = __ldg(gs) / static_cast<float>(HW);
+      continue;
+    }
+    // the CPU kernel's order: per output row, 0 + the shares g / kh / kw of the windows ow containing w,
+    // then those rows' sums added in oh order (the first one taken as it is)
     float s = 0.f;
+    bool first = true;
     for (int64_t oh = oh0; oh <= oh1; ++oh) {
       const int64_t h0 = window_lo(oh, H, OH), h1 = window_hi(oh, H, OH);
       if (h < h0 || h >= h1) continue;
+      const float kh = static_cast<float>(h1 - h0);
+      float r = 0.f;
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
         const int64_t w0 = window_lo(ow, W, OW), w1 = window_hi(ow, W, OW);
-        if (w >= w0 && w < w1) s += __ldg(gs + oh * OW + ow) / static_cast<float>((h1 - h0) * (w1 - w0));
+        if (w >= w0 && w < w1) r += __ldg(gs + oh * OW + ow) / kh / static_cast<float>(w1 - w0);
       }
+      s = first ? r : s + r;
+      first = false;
     }
     gx[i] = s;
   }
