@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained, save_pretrained
-from forgegrad.models.hf import Dinov2Backbone, SwinBackbone
+from forgegrad.models.hf import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone
 from forgegrad.models.hf._files import read_weights
 
 torch = pytest.importorskip("torch")
@@ -30,6 +30,8 @@ CHECKPOINTS = {
     "dino_no_norm": ("Dinov2Backbone", dict(DINO, out_features=["stage2", "stage3"], apply_layernorm=False)),
     "dino_raw": ("Dinov2Backbone", dict(DINO, out_features=["stem"], apply_layernorm=False,
                                         reshape_hidden_states=False)),
+    "registers": ("Dinov2WithRegistersBackbone", dict(DINO, num_register_tokens=2, out_features=["stem", "stage3"])),
+    "registers_flat": ("Dinov2WithRegistersBackbone", dict(DINO, num_register_tokens=3, reshape_hidden_states=False)),
     "swin_default": ("SwinBackbone", dict(SWIN)),
     "swin_all": ("SwinBackbone", dict(SWIN, out_features=["stem", "stage1", "stage2", "stage3"])),
     "swin_indices": ("SwinBackbone", dict(SWIN, out_indices=[1, -1], hidden_act="gelu_new", qkv_bias=False)),
@@ -43,12 +45,14 @@ def _randomize(hf):
     """Tokens, layer scales, relative position tables and LayerNorms start at constants: random values instead."""
     with torch.no_grad():
         for name, p in hf.named_parameters():
-            if name.endswith(("cls_token", "mask_token", "lambda1", "bias_table")) or "norm" in name:
+            if name.endswith(("cls_token", "mask_token", "register_tokens", "lambda1", "bias_table")) or "norm" in name:
                 p.add_(torch.randn_like(p) * 0.5)
     return hf
 
 
 def _config(cls, cfg):
+    if cls.startswith("Dinov2WithRegisters"):
+        return transformers.Dinov2WithRegistersConfig(**cfg)
     return (transformers.Dinov2Config if cls.startswith("Dinov2") else transformers.SwinConfig)(**cfg)
 
 
@@ -88,7 +92,8 @@ def test_feature_maps_equal_transformers(checkpoints, key):
     cls = CHECKPOINTS[key][0]
     fresh = getattr(transformers, cls).from_pretrained(path).eval()  # a fresh model: its own config, from the files
     model = from_pretrained(path)
-    assert type(model) is {"Dinov2Backbone": Dinov2Backbone, "SwinBackbone": SwinBackbone}[cls]
+    assert type(model) is {"Dinov2Backbone": Dinov2Backbone, "Dinov2WithRegistersBackbone": Dinov2WithRegistersBackbone,
+                           "SwinBackbone": SwinBackbone}[cls]
     n = len(fresh.stage_names)  # transformers keeps negative out_indices as given; forgegrad counts them from 0
     assert model.out_features == fresh.out_features and model.out_indices == [i % n for i in fresh.out_indices]
     assert model.stage_names == fresh.stage_names and model.channels == fresh.channels
@@ -113,7 +118,7 @@ def test_feature_map_layouts(checkpoints):
     assert [tuple(t.shape) for t in maps] == [(3, 8, 23, 19), (3, 8, 23, 19), (3, 16, 12, 10), (3, 32, 6, 5)]
 
 
-@pytest.mark.parametrize("key", ["dino_stem", "swin_all", "swin_indices"])
+@pytest.mark.parametrize("key", ["dino_stem", "registers", "swin_all", "swin_indices"])
 def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
     path, _ = checkpoints[key]
     save_pretrained(from_pretrained(path), tmp_path / "saved")
@@ -199,3 +204,28 @@ def test_bad_config_and_pixels_refused_through_from_pretrained(checkpoints, tmp_
             model(_pixels(1, 1, 1))
         with pytest.raises(TypeError, match="float array"):
             model(np.array([["a"]]))
+
+
+@pytest.mark.parametrize("key", ["dino_stem", "registers", "swin_all"])
+def test_gradients_match_transformers(checkpoints, key):
+    """A weighted sum of every feature map: the gradients of the parameters both models name alike (embeddings,
+    LayerNorms, the stage norms, patch merging, ...) equal transformers' (float64), at an odd size, batch 3."""
+    path, hf = checkpoints[key]
+    model = from_pretrained(path)
+    ref = type(hf).from_pretrained(path).double().eval()
+    x = _pixels(3, 27, 38, seed=9)
+    weights = [np.random.default_rng(i).standard_normal(tuple(t.shape)).astype(np.float32)
+               for i, t in enumerate(model(x).feature_maps)]
+    sum(((t * torch.tensor(w, dtype=torch.float64)).sum() for t, w in
+         zip(ref(torch.tensor(x, dtype=torch.float64)).feature_maps, weights, strict=True))).backward()
+    sum(((t * w).sum() for t, w in zip(model(x).feature_maps, weights, strict=True))).backward()
+    theirs = {n.removeprefix("swin."): p.grad for n, p in ref.named_parameters()}
+    compared = 0
+    for name, p in model.named_parameters():
+        g = theirs.get(name)
+        if g is None:
+            continue
+        g = g.numpy()
+        np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-3, atol=2e-4 * max(np.abs(g).max(), 1e-6), err_msg=name)
+        compared += 1
+    assert compared >= 10, sorted(theirs)

@@ -1,5 +1,6 @@
-"""transformers' vision backbones: ``Dinov2Backbone`` and ``SwinBackbone`` (what Depth Anything, DPT, Mask2Former and
-UperNet checkpoints build their encoder from), with the parameter names of their checkpoints.
+"""transformers' vision backbones: ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (what
+Depth Anything, DPT, Mask2Former and UperNet checkpoints build their encoder from), with the parameter names of their
+checkpoints.
 
 A backbone's stages are named ``stage_names``: ``"stem"`` (the embeddings' output), then ``"stage1"`` ...
 (DINOv2: one per layer; Swin: one per stage). config.json's ``out_features`` (names) and / or ``out_indices``
@@ -12,7 +13,8 @@ duplicates, in stage order, both given: the same stages), a ValueError naming wh
 - Dinov2Backbone: each chosen stage's tokens (the stem's and every layer's output), through the final LayerNorm when
   ``apply_layernorm`` (default), and with ``reshape_hidden_states`` (default) without the CLS token as a map
   (B, hidden, H // patch, W // patch), else (B, 1 + patches, hidden). hidden_states: the embeddings' and every
-  layer's (B, 1 + patches, hidden), before any LayerNorm.
+  layer's (B, 1 + patches, hidden), before any LayerNorm. Dinov2WithRegistersBackbone: the same, the register tokens
+  after the CLS token (left out of the maps with it).
 - SwinBackbone: each chosen stage's map before its patch merging (the stem: the embeddings' output) through that
   stage's LayerNorm (``hidden_states_norms.<stage>``, eps 1e-5), as (B, C, h, w). Its windows are never shrunk to the
   map (transformers' ``always_partition``): a map smaller than the window is padded up to one and the odd blocks
@@ -29,10 +31,11 @@ import numpy as np
 from ... import nn
 from ...tensor import Tensor
 from .dinov2 import Dinov2Embeddings, Dinov2Encoder, Dinov2Model
+from .dinov2_registers import Dinov2WithRegistersEmbeddings, Dinov2WithRegistersModel
 from .swin import SwinEmbeddings, SwinEncoder
 from .vit import _pixels
 
-__all__ = ["Dinov2Backbone", "SwinBackbone", "BackboneOutput", "out_stages"]
+__all__ = ["Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "BackboneOutput", "out_stages"]
 
 
 class BackboneOutput(NamedTuple):
@@ -109,6 +112,7 @@ class Dinov2Backbone(_Backbone):
     architecture = "Dinov2Backbone"
     model_type = "dinov2"
     prefix = Dinov2Model.prefix  # a classifier's checkpoint holds the encoder under "dinov2."
+    embeddings_class = Dinov2Embeddings
 
     def __init__(self, config: dict):
         super().__init__()
@@ -118,9 +122,10 @@ class Dinov2Backbone(_Backbone):
         self.reshape_hidden_states = _flag(cfg, "reshape_hidden_states", self.architecture)
         layers = cfg["num_hidden_layers"]
         self._stages(["stem"] + [f"stage{i}" for i in range(1, layers + 1)], [cfg["hidden_size"]] * (layers + 1))
-        self.embeddings = Dinov2Embeddings(cfg)
+        self.embeddings = self.embeddings_class(cfg)
         self.encoder = Dinov2Encoder(cfg)
         self.layernorm = nn.LayerNorm(cfg["hidden_size"], eps=float(cfg.get("layer_norm_eps", 1e-6)))
+        self.tokens = 1 + getattr(self.embeddings, "registers", 0)  # CLS (and register) tokens before the patches
 
     def forward(self, pixel_values, output_hidden_states: bool = False) -> BackboneOutput:
         patches = self.embeddings.patch_embeddings
@@ -134,13 +139,23 @@ class Dinov2Backbone(_Backbone):
             if self.apply_layernorm:
                 x = self.layernorm(x)
             if self.reshape_hidden_states:
-                x = x[:, 1:].reshape(B, h, w, x.shape[-1]).permute(0, 3, 1, 2)
+                x = x[:, self.tokens:].reshape(B, h, w, x.shape[-1]).permute(0, 3, 1, 2)
             maps.append(x)
         return BackboneOutput(tuple(maps), states if output_hidden_states else None)
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """The checkpoint's tensors under this model's names (a Dinov2Model's checkpoint has the same names)."""
         return Dinov2Model.from_hf(self, tensors)
+
+
+class Dinov2WithRegistersBackbone(Dinov2Backbone):
+    """DINOv2 with registers as a backbone (transformers' ``Dinov2WithRegistersBackbone``; model_type
+    "dinov2_with_registers"): as Dinov2Backbone, the register tokens left out of the maps with the CLS token."""
+
+    architecture = "Dinov2WithRegistersBackbone"
+    model_type = "dinov2_with_registers"
+    prefix = Dinov2WithRegistersModel.prefix
+    embeddings_class = Dinov2WithRegistersEmbeddings
 
 
 class SwinBackbone(_Backbone):
