@@ -229,3 +229,19 @@ def test_gradients_match_transformers(checkpoints, key):
         np.testing.assert_allclose(p.grad.numpy(), g, rtol=2e-3, atol=2e-4 * max(np.abs(g).max(), 1e-6), err_msg=name)
         compared += 1
     assert compared >= 10, sorted(theirs)
+
+
+def test_swin_absolute_positions_at_the_config_size(tmp_path):
+    """With an absolute position table: transformers' maps at the config's size; another size is refused (the backbone
+    does not resize the table)."""
+    torch.manual_seed(11)
+    hf = _randomize(transformers.SwinBackbone(transformers.SwinConfig(**SWIN, use_absolute_embeddings=True,
+                                                                      out_features=["stem", "stage2"]))).eval()
+    with torch.no_grad():
+        hf.swin.embeddings.position_embeddings.normal_()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    x = _pixels(3, 32, 32, seed=2)
+    _close(model(x).feature_maps, _reference(hf, x).feature_maps)
+    with pytest.raises(ValueError, match="absolute position table takes 32x32"):
+        model(_pixels(1, 30, 34))
