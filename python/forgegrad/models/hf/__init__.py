@@ -12,6 +12,8 @@ Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
 ``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
+the backbones ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (backbones.py: feature maps
+of chosen stages);
 ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
@@ -100,6 +102,7 @@ from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
 from .swin import SwinForImageClassification, SwinModel
 from .beit import BeitForImageClassification, BeitModel
+from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -137,7 +140,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
            "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
            "SwinForImageClassification", "BeitModel", "BeitForImageClassification",
-           "load_image_processor", "export_vit"]
+           "Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -169,7 +172,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
-                  SwinForImageClassification, BeitModel, BeitForImageClassification)}
+                  SwinForImageClassification, BeitModel, BeitForImageClassification, Dinov2Backbone,
+                  Dinov2WithRegistersBackbone, SwinBackbone)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
@@ -267,9 +271,10 @@ def _required(cfg: dict, cls, path: str) -> None:
                                       DeiTForImageClassificationWithTeacher, BeitModel, BeitForImageClassification)},
             # DINOv2's MLP width is hidden_size * mlp_ratio: no intermediate_size
             **{c: _VIT_KEYS[:3] for c in (Dinov2Model, Dinov2ForImageClassification, Dinov2WithRegistersModel,
-                                          Dinov2WithRegistersForImageClassification)},
+                                          Dinov2WithRegistersForImageClassification, Dinov2Backbone,
+                                          Dinov2WithRegistersBackbone)},
             # Swin: per-stage depths and heads (lists, checked as the model is built)
-            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification)},
+            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone)},
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

@@ -219,13 +219,15 @@ class SwinLayer(nn.Module):
         self.act = activation(cfg.get("hidden_act", "gelu"), _WHO)
         self.dropout = nn.Dropout(config_probability(cfg, "hidden_dropout_prob", _WHO))
 
-    def forward(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+    def forward(self, x: Tensor, grid: Tuple[int, int], always_partition: bool = False) -> Tensor:
+        """``always_partition`` (transformers' SwinBackbone): the window and shift as configured whatever the map's
+        size, a map smaller than the window padded up to it."""
         h, w = grid
         ws, shift = self.window, self.shift
-        if min(h, w) < ws:
+        if not always_partition and min(h, w) < ws:
             raise ValueError(f"{_WHO}: a stage's feature map is {h}x{w} patches, smaller than the window "
                              f"({ws}x{ws}); give larger images")
-        if min(h, w) == ws:
+        if not always_partition and min(h, w) == ws:
             shift = 0  # one window: nothing to shift (transformers' set_shift_and_window_size)
         B, _, C = x.shape
         y = self.layernorm_before(x).reshape(B, h, w, C)
