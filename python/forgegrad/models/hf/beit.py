@@ -31,7 +31,7 @@ from ...factories import cat
 from ...tensor import Tensor
 from ._layers import activation, attend, config_probability, merge_heads, split_heads
 from .dinov2 import _DropPath
-from .vit import ImageClassifierOutput, ViTEmbeddings, ViTOutput, _labels, _pair, _pixels
+from .vit import ImageClassifierOutput, ViTEmbeddings, ViTOutput, _Dense, _labels, _pair, _pixels
 
 __all__ = ["BeitModel", "BeitForImageClassification", "bilinear_matrix"]
 
@@ -142,15 +142,6 @@ class BeitSelfAttention(nn.Module):
             bias = own if bias is None else bias + own
         q, k, v = (split_heads(layer(x), self.heads) for layer in (self.query, self.key, self.value))
         return merge_heads(attend(q, k, v, bias, dropout_p=self.dropout_p if self.training else 0.0))
-
-
-class _Dense(nn.Module):
-    def __init__(self, fan_in: int, fan_out: int):
-        super().__init__()
-        self.dense = nn.Linear(fan_in, fan_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dense(x)
 
 
 class BeitAttention(nn.Module):

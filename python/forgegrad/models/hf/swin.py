@@ -35,7 +35,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import activation, attend, config_probability, merge_heads, split_heads
 from .dinov2 import _DropPath
-from .vit import _labels, _pair, _pixels, bicubic_matrix
+from .vit import _Dense, _labels, _pair, _pixels, bicubic_matrix
 
 __all__ = ["SwinModel", "SwinForImageClassification", "SwinModelOutput", "SwinImageClassifierOutput"]
 
@@ -181,15 +181,6 @@ class SwinSelfAttention(nn.Module):
         q, k, v = (t.reshape(-1, nw * self.heads, n, d) for t in (q, k, v))
         out = attend(q, k, v, mask, dropout_p=p).reshape(-1, self.heads, n, d)
         return merge_heads(out)
-
-
-class _Dense(nn.Module):
-    def __init__(self, fan_in: int, fan_out: int):
-        super().__init__()
-        self.dense = nn.Linear(fan_in, fan_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dense(x)
 
 
 class SwinAttention(nn.Module):
