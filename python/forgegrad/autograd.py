@@ -29,6 +29,7 @@ from . import devices as _devices
 from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
+from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
@@ -97,9 +98,13 @@ def _note_rebind(t, old) -> None:
 
 
 def _parents_of(node) -> tuple:
-    """``node``'s inputs as they were when it was recorded (see _rebound)."""
+    """``node``'s inputs as they were when it was recorded (see _rebound): a dropped input that is still alive
+    in its Edge's place (forgegrad._graph_memory)."""
+    parents = _live_parents(node) if node.weak_inputs else node.parents
+    if not _rebound:
+        return parents
     out = []
-    for p in node.parents:
+    for p in parents:
         hist = None if p is None else _rebound.get(id(p))
         if hist is not None:
             for at, ref in hist:
@@ -133,6 +138,9 @@ class Function:
     handles_float64 = False
     # True: a Function of complex tensors (ops/_complex.py), reached from the op's own Function by Function.apply
     complex_path = False
+    # ((position, weak reference), ...): inputs the node holds weakly, an Edge in ctx.parents in their place
+    # (forgegrad._graph_memory); set on the instance
+    weak_inputs = ()
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
     # made_at: the clock when the node was recorded (see _rebound)
@@ -261,6 +269,7 @@ class Function:
             ctx.made_at = _vc.clock
             ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False
+            _drop_inputs(ctx, cls, args, kwargs, results)  # what no backward rule reads is not kept alive
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
                 if t._data.dtype.kind in "fc" and i not in skip:
@@ -488,7 +497,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
-        parents = _parents_of(node) if _rebound else node.parents
+        parents = _parents_of(node) if _rebound or node.weak_inputs else node.parents
         if len(gins) < len(parents):
             gins = gins + (None,) * (len(parents) - len(gins))
         for parent, g in zip(parents, gins):
