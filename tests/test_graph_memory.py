@@ -246,3 +246,48 @@ def test_ops_that_read_their_output_keep_it_and_ops_that_do_not_drop_it():
         y = h + 1.0
         del h
         assert r() is not None, y._ctx  # its rule reads it (and it saved it: no memory kept)
+
+
+def test_a_released_node_frees_its_inputs_before_the_pass_ends():
+    x = fg.tensor(X, requires_grad=True)
+    x2 = x * 1.0
+    h = x2 @ fg.tensor(W)
+    arr = weakref.ref(h._data)
+    loss = h.sin().sum()  # sin saves h: the graph holds it until sin's node has run
+    del h
+    seen = []
+    x2.register_hook(lambda g: seen.append(arr() is None))  # runs after matmul's node, while loss still lives
+    assert arr() is not None
+    loss.backward()
+    assert seen == [True]
+
+
+class _SameStorage(fg.autograd.Function):
+    """A non-view op whose output is its input's array (none of forgegrad's own ops is one)."""
+
+    differentiable_reads = ()
+
+    @staticmethod
+    def forward(ctx, x):
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def test_inplace_on_a_leafs_storage_is_refused_after_its_graph_was_released():
+    w = fg.tensor(W, requires_grad=True)
+    o = _SameStorage.apply(w[1:])
+    o.sum().backward()  # the nodes are released: _SameStorage's input is an Edge now
+    with pytest.raises(RuntimeError, match="view of a leaf Variable"):
+        o.add_(1.0)
+
+
+def test_max_pool_indices_output_backward_matches_torch():
+    a = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x, tx = fg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    for lib, t in ((fg, x), (torch, tx)):
+        y, _ = lib.nn.functional.max_pool2d(t * 2.0, 2, return_indices=True)
+        (y * y).sum().backward()
+    _close(x.grad, tx.grad)

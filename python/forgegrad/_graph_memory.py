@@ -40,7 +40,7 @@ class Edge(Tensor):
     ``_data`` is a read-only array of zeros that takes no memory (stride 0), for the engines' shape and dtype
     checks; ``is_edge`` tells it from a tensor (the create_graph pass refuses to hand it to a rule that reads it)."""
 
-    __slots__ = ("_meta", "_zeros")
+    __slots__ = ("_meta", "_zeros", "_root")
 
     @property
     def _data(self):
@@ -52,6 +52,20 @@ class Edge(Tensor):
 
     def __repr__(self):
         return f"<graph edge to output {self._out_index} of {type(self._ctx).__name__}, shape {self._meta[0]}>"
+
+
+def _edge(a: Tensor, root) -> Edge:
+    e = Edge.__new__(Edge)
+    e._meta, e._zeros, e._root = (a._data.shape, a._data.dtype), None, root
+    e._ctx, e._out_index, e.requires_grad, e.grad, e._retains_grad = a._ctx, a._out_index, a.requires_grad, None, False
+    return e
+
+
+def edge_root(e: Edge):
+    """The array owning the storage of the tensor ``e`` stands for while that is still alive, else None (for the
+    walk from an in-place target up its storage's ops: forgegrad._inplace._views_a_leaf)."""
+    r = e._root
+    return None if r is None else r()
 
 
 def is_edge(t) -> bool:
@@ -152,10 +166,7 @@ def drop_inputs(ctx, cls, args, kwargs, results) -> None:
             parents, call_args, made = list(ctx.parents), list(args), {}
         e = made.get(id(a))
         if e is None:
-            e = made[id(a)] = Edge.__new__(Edge)
-            e._meta, e._zeros = (a._data.shape, a._data.dtype), None
-            e._ctx, e._out_index, e.requires_grad, e.grad, e._retains_grad = a._ctx, a._out_index, a.requires_grad, \
-                None, False
+            e = made[id(a)] = _edge(a, None)
         parents[i] = e
         call_args[i] = None
         weak.append((i, weakref.ref(a)))
@@ -176,3 +187,22 @@ def parents_of(node) -> tuple:
         if t is not None:
             out[i] = t
     return tuple(out)
+
+
+def release_parents(node) -> None:
+    """Once ``node`` has run and is released, its non-leaf inputs are only the graph's shape (a second pass
+    refuses the node): Edges in their place, so that their arrays go as torch frees its saved variables, not
+    when the root goes. A view's input shares its storage and is kept (forgegrad._view_rebase walks it); an
+    Edge notes its tensor's storage weakly for forgegrad._inplace's walk to a leaf through an op that returned
+    its input's storage."""
+    if type(node).is_view:
+        return
+    parents = node.parents
+    out = None
+    for i, p in enumerate(parents):
+        if type(p) is Tensor and p._ctx is not None and type(p._data) is _NDARRAY:
+            if out is None:
+                out = list(parents)
+            out[i] = _edge(p, weakref.ref(_vc.root(p._data)))
+    if out is not None:
+        node.parents = tuple(out)

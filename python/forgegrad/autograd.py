@@ -29,7 +29,7 @@ from . import devices as _devices
 from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
-from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents
+from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
@@ -285,10 +285,12 @@ class Function:
         return results[0] if single else results
 
     def release(self) -> None:
-        """Drop saved buffers once backward has used them (unless retain_graph=True)."""
+        """Drop saved buffers once backward has used them (unless retain_graph=True), and the inputs' arrays:
+        its parents become Edges (forgegrad._graph_memory), as the root keeps the graph alive to the pass's end."""
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+        _release_parents(self)
 
 
 def _link_view(view, of) -> None:
@@ -330,6 +332,15 @@ class ToDevice(Function):
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, grad):  # (create_graph: forgegrad._create_graph)
         return grad.to(ctx.source), None
+
+
+def _no_grad_zeros(shape, dtype, dev):
+    """The gradient of an output that did not reach the loss. An integer output (max_pool's indices) never
+    carries one: a read-only zero of stride 0 stands in, taking no memory (a new array was as large as the
+    indices, at the pass's peak)."""
+    if dev == "cpu" and dtype.kind not in "fc":
+        return np.broadcast_to(np.zeros((), dtype), shape)
+    return _devices.zeros(shape, dtype, dev)
 
 
 def _check_usable(node) -> None:
@@ -490,7 +501,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
-            gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
+            gouts = [g if g is not None else _no_grad_zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]
         if hooked:
             gouts = _node_tensor_hooks(node, gouts)
