@@ -245,6 +245,8 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
                 fn()
         if not retain_graph:
             node.release()
+        # this node's inputs and gradients are not kept alive through the next node's backward (the peak)
+        parents = parent = gins = g = None
 
 
 def recomputed_pass(roots, grads, local) -> None:

@@ -555,6 +555,8 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
                 fn()
         if not retain_graph:
             node.release()
+        # this node's inputs and gradients are not kept alive through the next node's backward (the peak)
+        parents = parent = gins = g = None
     return held if got is not None else None
 
 
