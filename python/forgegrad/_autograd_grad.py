@@ -117,7 +117,7 @@ def _seed_root(outputs, seeds):
 
 def _inputs_of(node) -> tuple:
     """``node``'s parents, and for a checkpoint node the leaves its recomputation reaches."""
-    parents = _ag._parents_of(node) if _ag._rebound else node.parents
+    parents = _ag._parents_of(node) if _ag._rebound or node.weak_inputs else node.parents
     inner = node.__dict__.get("inner_leaves")
     return parents if inner is None else parents + inner
 
@@ -217,7 +217,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
-        parents = _ag._parents_of(node) if _ag._rebound else node.parents
+        parents = _ag._parents_of(node) if _ag._rebound or node.weak_inputs else node.parents
         for parent, g in zip(parents, gins):
             if parent is None or g is None or not parent.requires_grad:
                 continue
@@ -245,6 +245,8 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
                 fn()
         if not retain_graph:
             node.release()
+        # this node's inputs and gradients are not kept alive through the next node's backward (the peak)
+        parents = parent = gins = g = None
 
 
 def recomputed_pass(roots, grads, local) -> None:

@@ -22,6 +22,7 @@ from . import autograd as _ag
 from . import devices as _devices
 from . import _version_counter as _vc
 from .grad_mode import enable_grad
+from ._graph_memory import is_edge
 from .ops._double_backward import read_tensors
 from .tensor import Tensor
 
@@ -51,6 +52,14 @@ def _rule_of(node):
                                   "differentiable_backward(ctx, args, kwargs, *grads) computing the gradients with "
                                   "Tensor ops")
     return rule
+
+
+def _check_edges(node, args, kwargs) -> None:
+    """A rule must not read an input the node dropped (forgegrad._graph_memory decides from the same table, so
+    this guards that table against a rule that reads more than it declares)."""
+    if any(is_edge(t) for t in read_tensors(node, args, kwargs)):
+        raise RuntimeError(f"create_graph=True: the differentiable backward of {type(node).__name__} reads an input "
+                           "the graph did not keep (forgegrad._graph_memory); this is a bug in forgegrad")
 
 
 def _hooked(hooks, g: Tensor, retain=None) -> Tensor:
@@ -159,7 +168,7 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
             if need is not None and id(node) not in need:
                 continue
             _ag._check_usable(node)
-            parents = _ag._parents_of(node) if _ag._rebound else node.parents
+            parents = _ag._parents_of(node) if _ag._rebound or node.weak_inputs else node.parents
             if isinstance(node, _ag._Seed):
                 gins = tuple(node.grads)
             else:
@@ -170,6 +179,8 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
                                               "arguments, so its gradient cannot be differentiated again")
                 args, kwargs = call
                 args = tuple(p if p is not None else a for a, p in zip(args, parents))
+                if node.weak_inputs and any(is_edge(a) for a in args):
+                    _check_edges(node, args, kwargs)
                 if _vc.clock != node.made_at:  # what the rule reads must not have been written in place since
                     _vc.check(node, [t._data for t in read_tensors(node, args, kwargs)], node.made_at)
                 node.__dict__["graph_outputs"] = seen_outputs.pop(id(node), {})
@@ -182,7 +193,7 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
             for parent, g in zip(parents, gins):
                 if parent is None or g is None or not parent.requires_grad:
                     continue
-                if parent._ctx is not None:
+                if parent._ctx is not None and not is_edge(parent):  # (an Edge has no values to hand a rule)
                     seen_outputs.setdefault(id(parent._ctx), {})[parent._out_index] = parent
                 g = _fit(node, parent, g)
                 if parent._ctx is None:

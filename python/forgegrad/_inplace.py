@@ -26,6 +26,7 @@ import sys
 import numpy as np
 
 from . import _version_counter as _vc
+from ._graph_memory import edge_root, is_edge
 from . import grad_mode
 
 LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
@@ -214,7 +215,7 @@ def _views_a_leaf(t) -> bool:
     todo = [t._ctx]
     while todo:
         for p in todo.pop().parents:
-            if p is None or _vc.root(p._data) is not r:
+            if p is None or (edge_root(p) if is_edge(p) else _vc.root(p._data)) is not r:
                 continue
             if p._ctx is None:
                 if p.requires_grad:

@@ -29,6 +29,7 @@ from . import devices as _devices
 from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
+from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
@@ -99,9 +100,13 @@ def _note_rebind(t, old) -> None:
 
 
 def _parents_of(node) -> tuple:
-    """``node``'s inputs as they were when it was recorded (see _rebound)."""
+    """``node``'s inputs as they were when it was recorded (see _rebound): a dropped input that is still alive
+    in its Edge's place (forgegrad._graph_memory)."""
+    parents = _live_parents(node) if node.weak_inputs else node.parents
+    if not _rebound:
+        return parents
     out = []
-    for p in node.parents:
+    for p in parents:
         hist = None if p is None else _rebound.get(id(p))
         if hist is not None:
             for at, ref in hist:
@@ -135,6 +140,9 @@ class Function:
     handles_float64 = False
     # True: a Function of complex tensors (ops/_complex.py), reached from the op's own Function by Function.apply
     complex_path = False
+    # ((position, weak reference), ...): inputs the node holds weakly, an Edge in ctx.parents in their place
+    # (forgegrad._graph_memory); set on the instance
+    weak_inputs = ()
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
     # made_at: the clock when the node was recorded (see _rebound)
@@ -267,6 +275,7 @@ class Function:
             ctx.made_at = _vc.clock
             ctx.out_meta = tuple([(t._data.shape, t._data.dtype) for t in results])
             ctx.released = False
+            _drop_inputs(ctx, cls, args, kwargs, results)  # what no backward rule reads is not kept alive
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
                 if t._data.dtype.kind in "fc" and i not in skip:
@@ -282,10 +291,12 @@ class Function:
         return results[0] if single else results
 
     def release(self) -> None:
-        """Drop saved buffers once backward has used them (unless retain_graph=True)."""
+        """Drop saved buffers once backward has used them (unless retain_graph=True), and the inputs' arrays:
+        its parents become Edges (forgegrad._graph_memory), as the root keeps the graph alive to the pass's end."""
         self.saved_tensors = ()
         self.__dict__.clear()
         self.released = True
+        _release_parents(self)
 
 
 def _link_view(view, of) -> None:
@@ -327,6 +338,15 @@ class ToDevice(Function):
     @staticmethod
     def differentiable_backward(ctx, args, kwargs, grad):  # (create_graph: forgegrad._create_graph)
         return grad.to(ctx.source), None
+
+
+def _no_grad_zeros(shape, dtype, dev):
+    """The gradient of an output that did not reach the loss. An integer output (max_pool's indices) never
+    carries one: a read-only zero of stride 0 stands in, taking no memory (a new array was as large as the
+    indices, at the pass's peak)."""
+    if dev == "cpu" and dtype.kind not in "fc":
+        return np.broadcast_to(np.zeros((), dtype), shape)
+    return _devices.zeros(shape, dtype, dev)
 
 
 def _check_usable(node) -> None:
@@ -487,14 +507,14 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
-            gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
+            gouts = [g if g is not None else _no_grad_zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]
         if hooked:
             gouts = _node_tensor_hooks(node, gouts)
         gins = type(node).backward(node, *gouts)
         if not isinstance(gins, tuple):
             gins = (gins,)
-        parents = _parents_of(node) if _rebound else node.parents
+        parents = _parents_of(node) if _rebound or node.weak_inputs else node.parents
         if len(gins) < len(parents):
             gins = gins + (None,) * (len(parents) - len(gins))
         for parent, g in zip(parents, gins):
@@ -541,6 +561,8 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
                 fn()
         if not retain_graph:
             node.release()
+        # this node's inputs and gradients are not kept alive through the next node's backward (the peak)
+        parents = parent = gins = g = None
     return held if got is not None else None
 
 

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .._graph_memory import is_edge
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import normalize_axis, single_axis
@@ -68,8 +69,11 @@ _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the
 # they read their output (torch's)
 for _name in ("relu", "elu", "exp", "sqrt", "tanh", "sigmoid", "softmax", "log_softmax"):
     _READS[_name] = lambda c, a, k: ()
+# but elu's slope with a negative alpha is read from its input (the output does not tell the branch)
+_READS["elu"] = lambda c, a, k: a[:1] if _arg(a, k, 1, "alpha", 1.0) < 0 else ()
 # each factor's gradient reads the other factor
-for _name in ("mul", "matmul", "linear", "conv2d", "conv1d", "conv_transpose2d", "conv_transpose1d"):
+_FACTORS = ("mul", "matmul", "linear", "conv2d", "conv1d", "conv_transpose2d", "conv_transpose1d")
+for _name in _FACTORS:
     _READS[_name] = lambda c, a, k: tuple(a[1 - i] for i in (0, 1) if c.needs_input_grad[i])
 
 
@@ -134,6 +138,9 @@ def _output(ctx, args, method: str, *margs) -> Tensor:
     """The node's output 0 as the pass met it in the graph (torch's rules read the saved output: a hook or
     retain_grad on it sees the gradients through it in a later pass), else recomputed from input 0."""
     t = ctx.__dict__.get("graph_outputs", {}).get(0)
+    if t is None and is_edge(args[0]):  # (forgegrad._graph_memory keeps these ops' outputs: never met)
+        raise RuntimeError(f"create_graph=True: {method}'s output was not kept and its input was dropped; "
+                           "this is a bug in forgegrad")
     return t if t is not None else getattr(args[0], method)(*margs)
 
 
@@ -576,6 +583,7 @@ def decomposition(fn):
             out[i] = gi
         return tuple(out)
 
+    rule_fn.recomputes = True  # it reruns the op on its arguments: a node keeps them all (forgegrad._graph_memory)
     return rule_fn
 
 
