@@ -6,7 +6,7 @@ import forgegrad as fg
 
 def test_zero_copy_in_and_out():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    t = fg.tensor(a)
+    t = fg.as_tensor(a)  # (fg.tensor copies, as torch.tensor)
     assert t.numpy() is a and np.asarray(t) is a and np.asarray(t._data) is a  # .data: a Tensor on the storage
     assert fg.tensor(np.arange(3)).dtype == np.int64
     assert fg.tensor([1.5, 2.0]).dtype == np.float32
