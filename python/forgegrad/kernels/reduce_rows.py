@@ -26,7 +26,12 @@ def trailing_rows(a, axes):
     if not isinstance(a, np.ndarray) or a.dtype != _F32 or not a.flags.c_contiguous or not axes:
         return None
     k = len(axes)
-    if (axes[0] != a.ndim - 1) if k == 1 else (sorted(axes) != list(range(a.ndim - k, a.ndim))):
+    if k == 1 and a.ndim:  # (the last axis: L its length, R the size over it)
+        if axes[0] != a.ndim - 1:
+            return None
+        L = a.shape[-1]
+        return (a.size // L, L) if L > 0 else None
+    if sorted(axes) != list(range(a.ndim - k, a.ndim)):
         return None
     L = prod(a.shape[a.ndim - k:])
     return (prod(a.shape[:a.ndim - k]), L) if L > 0 else None
@@ -34,6 +39,10 @@ def trailing_rows(a, axes):
 
 def sum_rows(x, mean=False):
     """float32 (R,): the sum (mean: divided by L in float64) of each row of float32 x (R, L)."""
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.flags.c_contiguous:  # (as below, checked)
+        out = np.empty(x.shape[0], _F32)
+        _C.reduce_rows.sum_rows(x, out, bool(mean))
+        return out
     if not isinstance(x, np.ndarray) or x.ndim != 2:
         raise ValueError(f"sum_rows: x must be a 2-D numpy array (rows, length), got {type(x).__name__}")
     if x.dtype != _F32:

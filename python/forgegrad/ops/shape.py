@@ -71,11 +71,11 @@ class PermuteFunction(Function):
 
     @staticmethod
     def forward(ctx, a, dims):
-        dims = normalize_axis(tuple(dims), a.ndim)
+        dims = normalize_axis(dims if type(dims) is tuple else tuple(dims), a.ndim)
         if sorted(dims) != list(range(a.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} is not a permutation of {a.ndim} axes")
         ctx.dims = dims
-        return np.transpose(a, dims)
+        return a.transpose(dims) if type(a) is np.ndarray else np.transpose(a, dims)
 
     @staticmethod
     def backward(ctx, g):
