@@ -79,7 +79,10 @@ class PermuteFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return np.transpose(g, np.argsort(ctx.dims))
+        inverse = [0] * len(ctx.dims)  # (np.argsort's permutation, without its array round trip)
+        for i, d in enumerate(ctx.dims):
+            inverse[d] = i
+        return g.transpose(inverse) if type(g) is np.ndarray else np.transpose(g, inverse)
 
 
 @register_op("expand", meta=None, flops=M.no_flops,
