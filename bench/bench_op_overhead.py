@@ -1,7 +1,9 @@
 """Per-call cost of small ops against torch: the Python path from a Tensor method or nn.functional call to the
 kernel, on tiny float32 tensors where the kernel itself takes well under a microsecond. 1 thread pinned on both
 sides; forgegrad and torch alternated (ours, torch, ours, torch) and the best round of each taken, each round the
-mean over a loop of calls (a shared machine slows whichever runs at the moment; alternating spreads that).
+mean over a loop of calls (a shared machine slows whichever runs at the moment; alternating spreads that). Rounds
+are timed in the calling thread's CPU time (time.thread_time; both sides compute on that thread at 1 thread), so
+that time the process spends preempted on a busy machine stays out; FG_BENCH_WALL=1 times wall-clock instead.
 
     PYTHONPATH=python python bench/bench_op_overhead.py [substring ...]
 
@@ -9,6 +11,7 @@ Arguments keep only the cases whose name contains one of them. Modes: "ng" under
 requires grad (forward only: the graph is recorded), "fb" forward + backward (``.sum().backward()`` included on
 both sides). Figures are rough on a shared machine.
 """
+import os
 import sys
 import time
 
@@ -21,15 +24,18 @@ import forgegrad.nn.functional as F
 import torch.nn.functional as TF
 
 
+CLOCK = time.perf_counter if os.environ.get("FG_BENCH_WALL") == "1" else time.thread_time
+
+
 def per_call_us(fn, loops, rounds=5):
     for _ in range(max(loops // 10, 10)):
         fn()
     best = float("inf")
     for _ in range(rounds):
-        t = time.perf_counter()
+        t = CLOCK()
         for _ in range(loops):
             fn()
-        best = min(best, (time.perf_counter() - t) / loops)
+        best = min(best, (CLOCK() - t) / loops)
     return best * 1e6
 
 

@@ -110,6 +110,12 @@ class ExpandFunction(Function):
 def _index_arrays(key):
     """Convert Tensor indices to numpy so basic and advanced indexing follow numpy rules."""
     if isinstance(key, tuple):
+        if type(key) is tuple:
+            for k in key:
+                if isinstance(k, Tensor):
+                    break
+            else:
+                return key  # (no tensor in it: the tuple as it is)
         return tuple(k._data if isinstance(k, Tensor) else k for k in key)
     return key._data if isinstance(key, Tensor) else key
 
