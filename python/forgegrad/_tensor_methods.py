@@ -92,50 +92,52 @@ class TensorMethods:
     __slots__ = ()
 
     # ---- arithmetic operators ------------------------------------------------------------------------
+    # (The operators and methods call an op's ``apply``, not the record itself: their tensor arguments are Tensors
+    # or numbers already, which is all the record's argument check looks at.)
     def _operand(self, x):
         """Scalars stay Python scalars (float32 results); arrays/lists become tensors."""
-        if isinstance(x, (TensorMethods, *_NUMBER)):
+        if isinstance(x, _OPERAND):
             return x
         return type(self)(x)
 
     def __add__(self, other):
-        return _OPS["add"](self, self._operand(other))
+        return _OPS["add"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __radd__(self, other):
-        return _OPS["add"](self._operand(other), self)
+        return _OPS["add"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __sub__(self, other):
-        return _OPS["sub"](self, self._operand(other))
+        return _OPS["sub"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __rsub__(self, other):
-        return _OPS["sub"](self._operand(other), self)
+        return _OPS["sub"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __mul__(self, other):
-        return _OPS["mul"](self, self._operand(other))
+        return _OPS["mul"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __rmul__(self, other):
-        return _OPS["mul"](self._operand(other), self)
+        return _OPS["mul"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __truediv__(self, other):
-        return _OPS["div"](self, self._operand(other))
+        return _OPS["div"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __rtruediv__(self, other):
-        return _OPS["div"](self._operand(other), self)
+        return _OPS["div"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __pow__(self, other):
-        return _OPS["pow"](self, self._operand(other))
+        return _OPS["pow"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __rpow__(self, other):
-        return _OPS["pow"](self._operand(other), self)
+        return _OPS["pow"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __neg__(self):
-        return _OPS["neg"](self)
+        return _OPS["neg"].apply(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _OPS["abs"](self)
+        return _OPS["abs"].apply(self)
 
     def add(self, other, alpha=1):
         return self + (other if alpha == 1 else self._operand(other) * alpha)
@@ -163,7 +165,7 @@ class TensorMethods:
         return (self / other).trunc()
 
     def pow(self, exponent):
-        return _OPS["pow"](self, self._operand(exponent))
+        return _OPS["pow"].apply(self, self._operand(exponent))
     neg = __neg__
     abs = __abs__
 
@@ -200,10 +202,10 @@ class TensorMethods:
     def __matmul__(self, other):
         if not isinstance(other, TensorMethods):
             other = type(self)(other)
-        return _OPS["matmul"](self, other)
+        return _OPS["matmul"].apply(self, other)
 
     def __rmatmul__(self, other):
-        return _OPS["matmul"](type(self)(other), self)
+        return _OPS["matmul"].apply(type(self)(other), self)
 
     matmul = __matmul__
 
@@ -236,22 +238,22 @@ class TensorMethods:
 
     # ---- elementwise math and activations -------------------------------------------------------------
     def exp(self):
-        return _OPS["exp"](self)
+        return _OPS["exp"].apply(self)
 
     def log(self):
-        return _OPS["log"](self)
+        return _OPS["log"].apply(self)
 
     def sin(self):
-        return _OPS["sin"](self)
+        return _OPS["sin"].apply(self)
 
     def cos(self):
-        return _OPS["cos"](self)
+        return _OPS["cos"].apply(self)
 
     def sqrt(self):
-        return _OPS["sqrt"](self)
+        return _OPS["sqrt"].apply(self)
 
     def clamp(self, min=None, max=None):
-        return _OPS["clamp"](self, min=min, max=max)
+        return _OPS["clamp"].apply(self, min=min, max=max)
 
     clip = clamp
 
@@ -271,27 +273,35 @@ class TensorMethods:
         return _OPS["fmin"](self, _other_tensor(other, "fmin"))
 
     def relu(self):
-        return _OPS["relu"](self)
+        return _OPS["relu"].apply(self)
 
     def sigmoid(self):
-        return _OPS["sigmoid"](self)
+        return _OPS["sigmoid"].apply(self)
 
     def tanh(self):
-        return _OPS["tanh"](self)
+        return _OPS["tanh"].apply(self)
 
     def softmax(self, dim=-1, dtype=None):
-        return _OPS["softmax"](_as_dtype(self, dtype, "softmax", True, NotImplementedError), dim=dim)
+        if dtype is not None:
+            self = _as_dtype(self, dtype, "softmax", True, NotImplementedError)
+        return _OPS["softmax"].apply(self, dim=dim)
 
     def log_softmax(self, dim=-1, dtype=None):
-        return _OPS["log_softmax"](_as_dtype(self, dtype, "log_softmax", True, NotImplementedError), dim=dim)
+        if dtype is not None:
+            self = _as_dtype(self, dtype, "log_softmax", True, NotImplementedError)
+        return _OPS["log_softmax"].apply(self, dim=dim)
 
     # ---- reductions ---------------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, *, dtype=None):
-        out = _OPS["sum"](_as_dtype(self, dtype, "sum"), dim=dim, keepdim=keepdim)
-        return out if dtype is None else out._cast(dtype)  # an integer sum is int64 unless dtype= says otherwise
+        if dtype is None:
+            return _OPS["sum"].apply(self, dim=dim, keepdim=keepdim)
+        # an integer sum is int64 unless dtype= says otherwise
+        return _OPS["sum"].apply(_as_dtype(self, dtype, "sum"), dim=dim, keepdim=keepdim)._cast(dtype)
 
     def mean(self, dim=None, keepdim=False, *, dtype=None):
-        return _OPS["mean"](_as_dtype(self, dtype, "mean", True), dim=dim, keepdim=keepdim)
+        if dtype is not None:
+            self = _as_dtype(self, dtype, "mean", True)
+        return _OPS["mean"].apply(self, dim=dim, keepdim=keepdim)
 
     def cumsum(self, dim, *, dtype=None):
         if dtype is not None and dtype == np.bool_:
@@ -300,10 +310,10 @@ class TensorMethods:
         return out if dtype is None else out._cast(dtype)
 
     def amax(self, dim=None, keepdim=False):
-        return _OPS["amax"](self, dim=dim, keepdim=keepdim)
+        return _OPS["amax"].apply(self, dim=dim, keepdim=keepdim)
 
     def amin(self, dim=None, keepdim=False):
-        return _OPS["amin"](self, dim=dim, keepdim=keepdim)
+        return _OPS["amin"].apply(self, dim=dim, keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False, *, other=None):
         """max() -> 0-d tensor; max(dim) -> return_types.max(values, indices), torch's named tuple; max(other), a
@@ -311,7 +321,7 @@ class TensorMethods:
         if other is not None or isinstance(dim, TensorMethods):
             return self.maximum(_max_min_other(dim, other, keepdim, "max"))
         if dim is None:
-            return _OPS["amax"](self, dim=None, keepdim=False)
+            return _OPS["amax"].apply(self, dim=None, keepdim=False)
         return return_types.max(*_OPS["max_dim"](self, dim, keepdim=keepdim))
 
     def min(self, dim=None, keepdim=False, *, other=None):
@@ -319,14 +329,14 @@ class TensorMethods:
         if other is not None or isinstance(dim, TensorMethods):
             return self.minimum(_max_min_other(dim, other, keepdim, "min"))
         if dim is None:
-            return _OPS["amin"](self, dim=None, keepdim=False)
+            return _OPS["amin"].apply(self, dim=None, keepdim=False)
         return return_types.min(*_OPS["min_dim"](self, dim, keepdim=keepdim))
 
     def argmax(self, dim=None, keepdim=False):
-        return _OPS["argmax"](self, dim=dim, keepdim=keepdim)
+        return _OPS["argmax"].apply(self, dim=dim, keepdim=keepdim)
 
     def argmin(self, dim=None, keepdim=False):
-        return _OPS["argmin"](self, dim=dim, keepdim=keepdim)
+        return _OPS["argmin"].apply(self, dim=dim, keepdim=keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         return _corrected(self, "var", dim, unbiased, keepdim, correction)
@@ -367,27 +377,29 @@ class TensorMethods:
 
     # ---- shapes ---------------------------------------------------------------------------------------
     def reshape(self, *args, shape=None):
-        return _OPS["reshape"](self, _args_or_keyword(args, shape, "shape", "reshape"))
+        return _OPS["reshape"].apply(self, _args_or_keyword(args, shape, "shape", "reshape"))
 
     def view(self, *args, size=None, dtype=None):
         """view(*shape), view(size=shape), or view(dtype): the same bytes read as another dtype (torch's; see
         _torch_named_args.view_dtype)."""
-        from ._torch_named_args import is_dtype, view_dtype
-        if dtype is not None or (len(args) == 1 and is_dtype(args[0])):
-            if args and dtype is not None or size is not None:
-                raise TypeError("view(): give a shape or a dtype, not both")
-            return view_dtype(self, args[0] if args else dtype)
-        return _OPS["reshape"](self, _args_or_keyword(args, size, "size", "view"))
+        if dtype is not None or len(args) == 1 and type(args[0]) not in (int, tuple, list):  # (a shape: no dtype)
+            from ._torch_named_args import is_dtype, view_dtype
+            if dtype is not None or is_dtype(args[0]):
+                if args and dtype is not None or size is not None:
+                    raise TypeError("view(): give a shape or a dtype, not both")
+                return view_dtype(self, args[0] if args else dtype)
+        return _OPS["reshape"].apply(self, _args_or_keyword(args, size, "size", "view"))
 
     def permute(self, *args, dims=None):
-        return _OPS["permute"](self, _args_or_keyword(args, dims, "dims", "permute"))
+        return _OPS["permute"].apply(self, _args_or_keyword(args, dims, "dims", "permute"))
 
     def transpose(self, dim0, dim1):
-        d0, d1 = single_axis(dim0, self.ndim, "dim0"), single_axis(dim1, self.ndim, "dim1")
-        dims = list(range(self.ndim))
-        if self.ndim:
+        nd = self._data.ndim
+        d0, d1 = single_axis(dim0, nd, "dim0"), single_axis(dim1, nd, "dim1")
+        dims = list(range(nd))
+        if nd:
             dims[d0], dims[d1] = dims[d1], dims[d0]
-        return _OPS["permute"](self, tuple(dims))
+        return _OPS["permute"].apply(self, tuple(dims))
 
     def t(self):
         return self.transpose(0, 1) if self.ndim == 2 else self
@@ -397,7 +409,7 @@ class TensorMethods:
         return self.permute(*reversed(range(self.ndim)))
 
     def expand(self, *args, size=None):
-        return _OPS["expand"](self, _args_or_keyword(args, size, "size", "expand"))
+        return _OPS["expand"].apply(self, _args_or_keyword(args, size, "size", "expand"))
 
     def repeat(self, *args, repeats=None):
         """torch's ``Tensor.repeat``: the tensor tiled ``sizes[i]`` times along dim i; more sizes than dims
@@ -541,10 +553,10 @@ class TensorMethods:
         return self.device.type == "cuda"
 
     def clone(self):
-        return _OPS["clone"](self)
+        return _OPS["clone"].apply(self)
 
     def __getitem__(self, key):
-        return _OPS["getitem"](self, key)
+        return _OPS["getitem"].apply(self, key)
 
     def __setitem__(self, key, value):
         # an in-place write is no op of a trace, so an exporter would silently leave it out of the graph
@@ -588,3 +600,7 @@ class TensorMethods:
                 assign(values, key, v)
             write_values(target, values)
         _vc.bump(self)  # one in-place write: a graph that saved this storage refuses it at backward
+
+
+# what an operator takes as it is: tensors and numbers (anything else is made a tensor)
+_OPERAND = (TensorMethods, *_NUMBER)

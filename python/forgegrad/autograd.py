@@ -192,18 +192,14 @@ class Function:
         raw = []
         needs = []
         any_needs = False
-        other_device = False
-        f64 = False
-        odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
+        plain = True  # CPU float32 tensors and real numbers only: no device, dtype or complex rule applies
+        tensors = False
         for a in args:
             if isinstance(a, Tensor):
                 d = a._data
-                if type(d) is not _NDARRAY:
-                    other_device = True
-                elif d.dtype is _F64:
-                    f64 = True
-                elif d.dtype is not _F32:
-                    odd = True
+                if type(d) is not _NDARRAY or d.dtype is not _F32:
+                    plain = False
+                tensors = True
                 raw.append(d)
                 r = a.requires_grad
                 needs.append(r)
@@ -212,42 +208,24 @@ class Function:
                 raw.append(a)
                 needs.append(False)
                 if isinstance(a, _COMPLEX_SCALARS):  # float32 tensor * 1j: a complex op
-                    odd = True
-        if other_device:
-            dev = _device_of_args(cls, args, raw)
-            if dev == "meta":
-                return _apply_on_meta(cls, raw, kwargs)
-            if dev != "cpu" and not cls.any_device:
-                cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
-        if odd and not cls.complex_path and not other_device and _complex_arg(args):
-            return _apply_complex(cls, args, kwargs)  # complex tensors: the op's numpy Function (ops/_complex.py)
+                    plain = False
         state = _state.__dict__
-        ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
-        if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
-                not state.get("plain_dtypes"):
-            how = _needs_torch_dtypes(cls, args)
-            if how == 1:
-                return _apply_with_torch_dtypes(cls, args, kwargs, state)
-            ints_only = how == 2
+        if plain and tensors:  # the common case: the op's own Function, its float32 results as they come
+            ints_only = False
+            wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+            inference = cls.inference
+        else:
+            got = _dispatch(cls, args, kwargs, raw, state)
+            if type(got) is not tuple:
+                return got.value  # run elsewhere (meta, complex, torch's dtypes)
+            cls, raw, wrap, ints_only, inference = got
         record_graph = any_needs and state.get("grad_enabled", True)
         recorder = state.get("recorder")
-        wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
-        if f64 and not other_device and not cls.any_device and not cls.is_view and not cls.exact_dtype:
-            raw, f64 = _zero_dim_float64_demoted(args, raw)
-        if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
-                [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
-            # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
-            # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
-            wrap = Tensor._wrap_exact
-        if f64 and not other_device and not cls.any_device:
-            # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype
-            cls = _float64_function(cls)
-            wrap = Tensor._wrap_exact
-        elif not record_graph and recorder is None and cls.inference is not None:
+        if inference is not None and not record_graph and recorder is None:
             # No graph and no trace: the forward alone, through the op's inference kernel.
             token = _quiet(_QUIET)  # numpy's RuntimeWarnings at edge values stay quiet, as torch's (see _quiet)
             try:
-                out = cls.inference(*raw, **kwargs)
+                out = inference(*raw, **kwargs)
             finally:
                 _loud(token)
             if ints_only and _floating_out(out):
@@ -297,6 +275,61 @@ class Function:
         self.__dict__.clear()
         self.released = True
         _release_parents(self)
+
+
+class _Done:
+    """An op that _dispatch ran elsewhere (meta, complex, torch's dtypes): its result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _dispatch(cls, args, kwargs, raw, state):
+    """Function.apply's choices for any argument other than a CPU float32 tensor or a real number: the device's
+    Function, the meta shape rule, complex ops, torch's result dtypes, the float64 Function. Returns _Done(result)
+    for an op run here, else (cls, raw, wrap, ints_only, inference kernel or None) for apply to run."""
+    other_device = False
+    f64 = False
+    odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
+    for a, d in zip(args, raw):
+        if isinstance(a, Tensor):
+            if type(d) is not _NDARRAY:
+                other_device = True
+            elif d.dtype is _F64:
+                f64 = True
+            elif d.dtype is not _F32:
+                odd = True
+        elif isinstance(a, _COMPLEX_SCALARS):
+            odd = True
+    if other_device:
+        dev = _device_of_args(cls, args, raw)
+        if dev == "meta":
+            return _Done(_apply_on_meta(cls, raw, kwargs))
+        if dev != "cpu" and not cls.any_device:
+            cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
+    if odd and not cls.complex_path and not other_device and _complex_arg(args):
+        return _Done(_apply_complex(cls, args, kwargs))  # complex tensors: the op's numpy Function (ops/_complex.py)
+    ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
+    if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
+            not state.get("plain_dtypes"):
+        how = _needs_torch_dtypes(cls, args)
+        if how == 1:
+            return _Done(_apply_with_torch_dtypes(cls, args, kwargs, state))
+        ints_only = how == 2
+    wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+    if f64 and not other_device and not cls.any_device and not cls.is_view and not cls.exact_dtype:
+        raw, f64 = _zero_dim_float64_demoted(args, raw)
+    if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
+            [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
+        # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
+        # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
+        wrap = Tensor._wrap_exact
+    if f64 and not other_device and not cls.any_device:
+        # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype; its forward runs
+        return _float64_function(cls), raw, Tensor._wrap_exact, ints_only, None
+    return cls, raw, wrap, ints_only, cls.inference
 
 
 def _link_view(view, of) -> None:

@@ -22,12 +22,19 @@ from .. import _C
 
 __all__ = ["fill_rows", "lead_shape", "sum_lead", "sum_rows", "trailing_rows"]
 
+_F32 = np.dtype(np.float32)
+
 
 def trailing_rows(a, axes):
     """(R, L) when the reduction of ``a`` over ``axes`` is R contiguous rows of L float32 values, else None."""
-    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous or not axes:
+    if not isinstance(a, np.ndarray) or a.dtype != _F32 or not a.flags.c_contiguous or not axes:
         return None
     k = len(axes)
+    if k == 1 and a.ndim:  # (the last axis: L its length, R the size over it)
+        if axes[0] != a.ndim - 1:
+            return None
+        L = a.shape[-1]
+        return (a.size // L, L) if L > 0 else None
     if sorted(axes) != list(range(a.ndim - k, a.ndim)):
         return None
     L = prod(a.shape[a.ndim - k:])
@@ -64,9 +71,13 @@ def sum_lead(x, mean=False):
 
 def sum_rows(x, mean=False):
     """float32 (R,): the sum (mean: divided by L in float64) of each row of float32 x (R, L)."""
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.flags.c_contiguous:  # (as below, checked)
+        out = np.empty(x.shape[0], _F32)
+        _C.reduce_rows.sum_rows(x, out, bool(mean))
+        return out
     if not isinstance(x, np.ndarray) or x.ndim != 2:
         raise ValueError(f"sum_rows: x must be a 2-D numpy array (rows, length), got {type(x).__name__}")
-    if x.dtype != np.float32:
+    if x.dtype != _F32:
         raise TypeError(f"sum_rows: x must be float32, got {x.dtype}")
     out = np.empty(x.shape[0], np.float32)
     _C.reduce_rows.sum_rows(np.ascontiguousarray(x), out, bool(mean))

@@ -36,7 +36,7 @@ __all__ = [
 
 def linear(input, weight, bias=None):
     """y = input @ weight.T + bias; input (..., in_features), weight (out_features, in_features)."""
-    return _OPS["linear"](_t(input, "input"), _t(weight, "weight"), _opt(bias))
+    return _OPS["linear"].apply(_t(input, "input"), _t(weight, "weight"), _opt(bias))  # (tensors: checked here)
 
 
 def _maybe_inplace(input, inplace, name: str, compute):
@@ -66,6 +66,8 @@ _MODULE_NAMES = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "silu": "SiLU", "elu
 
 
 def relu(input, inplace: bool = False):
+    if inplace is False:  # (the common call: no closure, and the op's apply on the checked tensor)
+        return _OPS["relu"].apply(_t(input, "input"))
     return _maybe_inplace(input, inplace, "relu", lambda t: _OPS["relu"](t))
 
 
@@ -137,7 +139,7 @@ def softmax(input, dim=None, _stacklevel: int = 3, dtype=None):
     """``torch.nn.functional.softmax``: ``dtype`` casts the input first (the gradient comes back in the input's
     dtype); dim=None picks torch's implicit dim (0 for 0-, 1- and 3-d input, else 1) with torch's warning."""
     input = _t(input, "input")
-    return input.softmax(_implicit_dim(input, dim, "softmax"), dtype)
+    return input.softmax(dim if dim is not None else _implicit_dim(input, dim, "softmax"), dtype)
 
 
 def log_softmax(input, dim=None, _stacklevel: int = 3, dtype=None):

@@ -50,6 +50,17 @@ def normalize_axis(dim, ndim: int, name: str = "dim"):
     """dim (int, tuple or None) -> tuple of non-negative axes; raises IndexError like torch."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) is int and -ndim <= dim < ndim:  # the common case, in range (the checks below say the same)
+        return (dim % ndim,)
+    if type(dim) is tuple:  # of ints in range: the same axes as the loop below, without its checks per axis
+        out = []
+        for d in dim:
+            if type(d) is not int or not -ndim <= d < ndim:
+                break
+            out.append(d % ndim)
+        else:
+            return tuple(out)
+
     def bad():  # built only when raised: formatting it costs more than the whole check
         return TypeError(f"{name} must be an int, a tuple of ints or None, got {type(dim).__name__} {dim!r}")
 
@@ -74,6 +85,8 @@ def normalize_axis(dim, ndim: int, name: str = "dim"):
 
 def single_axis(dim, ndim: int, name: str = "dim") -> int:
     """One dim (an int, not a tuple or list of one) -> a non-negative axis; raises like torch."""
+    if type(dim) is int and -ndim <= dim < ndim:  # the common case, in range (normalize_axis's checks agree)
+        return dim % ndim
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(dim).__name__} {dim!r}")
     return normalize_axis(dim, ndim, name)[0]

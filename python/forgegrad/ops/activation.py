@@ -53,6 +53,19 @@ def _activation_kernel(function, code, alpha_of=None):
         ctx.needs_input_grad = (False,) * (1 + len(args))
         return function.forward(ctx, x, *args, **kwargs)
 
+    if not callable(code) and alpha_of is None:
+        general = run
+        act_forward = _ACT.act_forward
+
+        def run(x, *args, **kwargs):  # (no arguments: a contiguous float32 array straight to the kernel)
+            if type(x) is np.ndarray and x.dtype is _F32 and not args and not kwargs:
+                flags = x.flags
+                if flags.c_contiguous and flags.aligned:
+                    out = np.empty(x.shape, _F32)
+                    act_forward(code, x, out, 0.0)
+                    return out
+            return general(x, *args, **kwargs)
+
     function.op.epilogue = epilogue
     function.op.set_inference("cpu", run)
 
@@ -313,10 +326,36 @@ def _rowwise(name, kernel, kernel_backward, reference, reference_backward, bad_d
         bad_inputs=lambda: [BadInput((S.rand(2, 3),), {"dim": bad_dim}, IndexError, "dim")])(cls)
 
 
+def _rowwise_inference(function, log):
+    """softmax / log_softmax without a graph: a C-contiguous float32 array along its last dim goes straight to the
+    row kernel (what forward does there, without its context); anything else runs forward on a throwaway one."""
+    kernel = _C.softmax.softmax_forward
+
+    def run(x, *args, **kwargs):
+        if args:
+            dim = args[0] if len(args) == 1 and not kwargs else None
+        else:
+            dim = kwargs.get("dim", -1) if not kwargs or len(kwargs) == 1 and "dim" in kwargs else None
+        if type(x) is np.ndarray and x.dtype is _F32 and type(dim) is int and x.ndim and (
+                dim == -1 or dim == x.ndim - 1):
+            flags = x.flags
+            if flags.c_contiguous and flags.aligned:
+                out = np.empty(x.shape, _F32)
+                kernel(x, out, log)
+                return out
+        ctx = function.__new__(function)
+        ctx.needs_input_grad = (False,) * (1 + len(args))
+        return function.forward(ctx, x, *args, **kwargs)
+
+    function.op.set_inference("cpu", run)
+
+
 SoftmaxFunction = _rowwise("softmax", _KS.softmax, _KS.softmax_backward, _softmax_reference,
                            lambda g, y, axis: y * (g - np.sum(g * y, axis=axis, keepdims=True)), bad_dim=2)
 LogSoftmaxFunction = _rowwise("log_softmax", _KS.log_softmax, _KS.log_softmax_backward, _log_softmax_reference,
                               lambda g, y, axis: g - np.exp(y) * np.sum(g, axis=axis, keepdims=True), bad_dim=-3)
+_rowwise_inference(SoftmaxFunction, False)
+_rowwise_inference(LogSoftmaxFunction, True)
 
 
 def _dropout_forward(ctx, x, p, training, zeros_like, keep_on_device, multiply):

@@ -97,8 +97,19 @@ def _keeps(reads, names="ab"):
                        for nb in (False, True)) for na in (False, True))
 
 
+def _binary_inference(fn):
+    """The no-graph kernel of a binary op: its forward without the context (no shapes or inputs kept)."""
+    def run(a, b):
+        if a is b and type(a) is np.ndarray and a.size >= _DENSE_MIN and not (a.flags.c_contiguous
+                                                                              or a.flags.f_contiguous):
+            a = b = np.ascontiguousarray(a)  # (as forward: a scattered view read twice is copied once)
+        return fn(a, b)
+    return run
+
+
 def _binary(name, fn, grad_a, grad_b, keeps_inputs=True, reads=("ab", "ab"), make_b=S.rand, **fields):
     """Define and register the Function of a broadcasting two-input op from its formula and gradients."""
+    fields.setdefault("inference", {"cpu": _binary_inference(fn)})
     title = name.title()
     cls = type(f"{title}Function", (_BinaryMathFunction,), {
         "__module__": __name__, "__qualname__": f"{title}Function", "__doc__": f"{name}(a, b) with broadcasting.",

@@ -14,6 +14,9 @@ from . import _samples as S
 from ._util import normalize_axis, single_axis
 from .registry import BadInput, Sample, register_op
 
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
 
 def _reduce_samples():
     x = S.rand(3, 5, 7)
@@ -62,10 +65,10 @@ def _float32_sum(fn, a, axes, keepdim):
 def _rows_forward(ctx, a, axes, keepdim, mean):
     """The sum / mean of float32 ``a`` over its trailing axes as R contiguous rows (forgegrad.kernels.reduce_rows:
     float64 accumulation, many rows a vector pass), or None (ctx.rows None) when the axes are not those."""
-    ctx.rows = _rows.trailing_rows(a, axes)
-    if ctx.rows is None:
+    rows = ctx.rows = _rows.trailing_rows(a, axes)
+    if rows is None:
         return _lead_forward(a, axes, keepdim, mean)
-    y = _rows.sum_rows(a.reshape(ctx.rows), mean)
+    y = _rows.sum_rows(a.reshape(rows), mean)
     lead = a.shape[:a.ndim - len(axes)]
     return y.reshape(lead + (1,) * len(axes) if keepdim else lead)
 
@@ -110,7 +113,7 @@ class SumFunction(Function):
     @staticmethod
     def forward(ctx, a, dim=None, keepdim=False):
         axes = _save_axes(ctx, a, dim, keepdim)
-        if a.dtype == np.float32:
+        if a.dtype == _F32:
             y = _rows_forward(ctx, a, axes, keepdim, mean=False)
             return _float32_sum(np.sum, a, axes, keepdim) if y is None else y
         # torch: bool and integers sum in int64 (numpy's default sums uint8 in uint64, a dtype forgegrad lacks)
@@ -177,7 +180,7 @@ class MeanFunction(Function):
         ctx.n = n
         if n == 0:  # torch's NaN, without numpy's "Mean of empty slice" warning (0 / 0 runs quiet: see _quiet)
             return np.sum(a, axis=axes, keepdims=keepdim, dtype=a.dtype) / a.dtype.type(0)
-        if a.dtype == np.float64:
+        if a.dtype == _F64:
             return np.mean(a, axis=axes, keepdims=keepdim, dtype=np.float64)
         y = _rows_forward(ctx, a, axes, keepdim, mean=True)
         return _float32_sum(np.mean, a, axes, keepdim) if y is None else y

@@ -105,6 +105,9 @@ class OpDef:
     differentiable_backward: Optional[Callable] = None
 
     def __post_init__(self):
+        # ``apply``: the op without __call__'s argument check, for callers whose tensor arguments are Tensors or
+        # numbers already (Tensor's operators and methods)
+        self.apply = self.function.apply
         self.functions = {"cpu": self.function, **self.functions}
         self.inference, self.gaps = dict(self.inference), dict(self.gaps)
         unknown = set(self.gaps) - set(CHECKS)
@@ -138,13 +141,14 @@ class OpDef:
         positions = self._tensor_positions
         if positions is None:
             positions = self._find_tensor_positions()
+        n = len(args)
         for i, name in positions:
-            if i < len(args):
+            if i < n:
                 a = args[i]
                 if not isinstance(a, _TENSOR_LIKE) and a is not None:
                     raise TypeError(f"{self.name}: argument {name!r} must be a forgegrad.Tensor (or a number), got "
                                     f"{type(a).__name__}")
-        return self.function.apply(*args, **kwargs)
+        return self.apply(*args, **kwargs)
 
     _tensor_positions = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..tensor import Tensor
 from ..kernels.shape_copy import as_contiguous
 from . import _meta as M
 from . import _samples as S
@@ -26,6 +27,16 @@ def _getitem_samples():
             Sample((x, (slice(None), np.array([4, 0]))), name="index array on dim 1")]
 
 
+def _int_tuple(shape) -> bool:
+    """Whether ``shape`` is a tuple of Python ints (the common case, checked without a generator)."""
+    if type(shape) is not tuple:
+        return False
+    for d in shape:
+        if type(d) is not int:
+            return False
+    return True
+
+
 @register_op("reshape", meta=None, flops=M.no_flops,
              samples=lambda: [Sample((S.rand(3, 4, 5), (12, 5))), Sample((S.rand(3, 4, 5), (-1, 2, 2)), name="-1"),
                               Sample((S.rand(6), (1, 6, 1)), name="unit dims")],
@@ -37,8 +48,8 @@ class ReshapeFunction(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.in_shape = a.shape
-        if not isinstance(shape, (tuple, list)) or any(
-                isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in shape):
+        if not _int_tuple(shape) and (not isinstance(shape, (tuple, list)) or any(
+                isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in shape)):
             raise TypeError(f"reshape: shape must be a tuple of ints, got {shape!r:.80}")
         try:
             return a.reshape(shape)
@@ -60,15 +71,18 @@ class PermuteFunction(Function):
 
     @staticmethod
     def forward(ctx, a, dims):
-        dims = normalize_axis(tuple(dims), a.ndim)
+        dims = normalize_axis(dims if type(dims) is tuple else tuple(dims), a.ndim)
         if sorted(dims) != list(range(a.ndim)):
             raise ValueError(f"permute: dims {tuple(dims)} is not a permutation of {a.ndim} axes")
         ctx.dims = dims
-        return np.transpose(a, dims)
+        return a.transpose(dims) if type(a) is np.ndarray else np.transpose(a, dims)
 
     @staticmethod
     def backward(ctx, g):
-        return np.transpose(g, np.argsort(ctx.dims))
+        inverse = [0] * len(ctx.dims)  # (np.argsort's permutation, without its array round trip)
+        for i, d in enumerate(ctx.dims):
+            inverse[d] = i
+        return g.transpose(inverse) if type(g) is np.ndarray else np.transpose(g, inverse)
 
 
 @register_op("expand", meta=None, flops=M.no_flops,
@@ -95,8 +109,13 @@ class ExpandFunction(Function):
 
 def _index_arrays(key):
     """Convert Tensor indices to numpy so basic and advanced indexing follow numpy rules."""
-    from ..tensor import Tensor
     if isinstance(key, tuple):
+        if type(key) is tuple:
+            for k in key:
+                if isinstance(k, Tensor):
+                    break
+            else:
+                return key  # (no tensor in it: the tuple as it is)
         return tuple(k._data if isinstance(k, Tensor) else k for k in key)
     return key._data if isinstance(key, Tensor) else key
 
