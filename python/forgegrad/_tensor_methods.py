@@ -394,7 +394,7 @@ class TensorMethods:
         return _OPS["permute"].apply(self, _args_or_keyword(args, dims, "dims", "permute"))
 
     def transpose(self, dim0, dim1):
-        nd = self._data.ndim
+        nd = self.ndim
         d0, d1 = single_axis(dim0, nd, "dim0"), single_axis(dim1, nd, "dim1")
         dims = list(range(nd))
         if nd:

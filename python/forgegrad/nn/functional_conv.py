@@ -42,7 +42,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def _pool2d(name, input, **kwargs):
     """The registered 2-d pool `name`; unbatched (C, H, W) input, as torch's, runs as a batch of one."""
     x = _t(input, "input")
-    if x._data.ndim != 3:
+    if x.ndim != 3:
         return _OPS[name].apply(x, **kwargs)  # (x is a tensor: the record's argument check has nothing to add)
     out = _OPS[name](x.unsqueeze(0), **kwargs)
     return tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
