@@ -127,7 +127,7 @@ def test_inplace_on_a_leaf_refuses_and_without_grad_writes_the_storage():
     with pytest.raises(RuntimeError, match="leaf"):
         leaf.scatter_(0, fg.tensor([[0]]), 1.0)
     arr = rn(3, 4)
-    t = fg.tensor(arr)
+    t = fg.as_tensor(arr)  # shares arr (fg.tensor copies, as torch.tensor)
     view = t[1:]
     t.index_fill_(1, fg.tensor([2]), 0.0)
     assert arr[1, 2] == 0 and view.numpy()[0, 2] == 0  # the storage (shared with numpy and views) was written
