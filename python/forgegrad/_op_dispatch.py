@@ -1,5 +1,6 @@
 """Which Function runs an op, chosen in Function.apply: the tensors' device (one device, or meta for shape rules),
-the float64 Function of a float32 op, and torch's rule that a 0-d float64 tensor does not widen float32 ones.
+the float64 Function of a float32 op, torch's rule that a 0-d float64 tensor does not widen float32 ones, complex
+inputs and torch's result dtypes for integer, bool and float16 tensors (dispatch).
 Adding a device adds a Function to the op's record (ops/registry.py); nothing here changes."""
 from __future__ import annotations
 
@@ -247,3 +248,75 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
         return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
     finally:
         state["plain_dtypes"] = False
+
+
+COMPLEX_SCALARS = (complex, np.complexfloating)
+
+
+def _complex_arg(args) -> bool:
+    for a in args:
+        if isinstance(a, Tensor) and a._data.dtype.kind == "c" or isinstance(a, COMPLEX_SCALARS):
+            return True
+    return False
+
+
+def _apply_complex(cls, args, kwargs):
+    global _apply_complex
+    from .ops._complex import apply_complex  # (imports autograd: bound on first use)
+    _apply_complex = apply_complex
+    return apply_complex(cls, args, kwargs)
+
+
+class Done:
+    """An op that dispatch ran elsewhere (meta, complex, torch's dtypes): its result."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def dispatch(cls, args, kwargs, raw, state):
+    """Function.apply's choices for any argument other than a CPU float32 tensor or a real number: the device's
+    Function, the meta shape rule, complex ops, torch's result dtypes, the float64 Function. Returns _Done(result)
+    for an op run here, else (cls, raw, wrap, ints_only, inference kernel or None) for apply to run."""
+    other_device = False
+    f64 = False
+    odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
+    for a, d in zip(args, raw):
+        if isinstance(a, Tensor):
+            if type(d) is not _NDARRAY:
+                other_device = True
+            elif d.dtype is _F64:
+                f64 = True
+            elif d.dtype is not _F32:
+                odd = True
+        elif isinstance(a, COMPLEX_SCALARS):
+            odd = True
+    if other_device:
+        dev = device_of_args(cls, args, raw)
+        if dev == "meta":
+            return Done(apply_on_meta(cls, raw, kwargs))
+        if dev != "cpu" and not cls.any_device:
+            cls = function_for_device(cls, dev)  # same graph logic, that device's kernels
+    if odd and not cls.complex_path and not other_device and _complex_arg(args):
+        return Done(_apply_complex(cls, args, kwargs))  # complex tensors: the op's numpy Function (ops/_complex.py)
+    ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
+    if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
+            not state.get("plain_dtypes"):
+        how = needs_torch_dtypes(cls, args)
+        if how == 1:
+            return Done(apply_with_torch_dtypes(cls, args, kwargs, state))
+        ints_only = how == 2
+    wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
+    if f64 and not other_device and not cls.any_device and not cls.is_view and not cls.exact_dtype:
+        raw, f64 = zero_dim_float64_demoted(args, raw)
+    if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
+            [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
+        # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
+        # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
+        wrap = Tensor._wrap_exact
+    if f64 and not other_device and not cls.any_device:
+        # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype; its forward runs
+        return float64_function(cls), raw, Tensor._wrap_exact, ints_only, None
+    return cls, raw, wrap, ints_only, cls.inference

@@ -26,7 +26,6 @@ import numpy as np
 
 from . import _version_counter as _vc
 from . import devices as _devices
-from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
@@ -36,32 +35,12 @@ from .tensor import Tensor, _HookHandle
 from ._quiet import QUIET as _QUIET, loud as _loud, quiet as _quiet
 from ._pass_observers import (_Pass, _PassState, _add_pass_observer, _notify_pass,  # noqa: F401 (re-exported)
                               _pass_observers, _pass_state, queue_callback)
-from ._op_dispatch import (apply_on_meta as _apply_on_meta, apply_with_torch_dtypes as _apply_with_torch_dtypes,
-                           floating_out as _floating_out, ints_as_floats as _ints_as_floats,
-                           needs_torch_dtypes as _needs_torch_dtypes,
-                           device_of_args as _device_of_args,
-                           float64_function as _float64_function, function_for_device as _function_for_device,
-                           zero_dim_float64_demoted as _zero_dim_float64_demoted)
+from ._op_dispatch import (floating_out as _floating_out, ints_as_floats as _ints_as_floats,
+                           COMPLEX_SCALARS as _COMPLEX_SCALARS, dispatch as _dispatch)
 
 _NDARRAY = np.ndarray
-_F64 = np.dtype(np.float64)
 
 
-_COMPLEX_SCALARS = (complex, np.complexfloating)
-
-
-def _complex_arg(args) -> bool:
-    for a in args:
-        if isinstance(a, Tensor) and a._data.dtype.kind == "c" or isinstance(a, _COMPLEX_SCALARS):
-            return True
-    return False
-
-
-def _apply_complex(cls, args, kwargs):
-    global _apply_complex
-    from .ops._complex import apply_complex  # (imports autograd: bound on first use)
-    _apply_complex = apply_complex
-    return apply_complex(cls, args, kwargs)
 _F32 = np.dtype(np.float32)
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode", "functional",
@@ -275,61 +254,6 @@ class Function:
         self.__dict__.clear()
         self.released = True
         _release_parents(self)
-
-
-class _Done:
-    """An op that _dispatch ran elsewhere (meta, complex, torch's dtypes): its result."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-
-def _dispatch(cls, args, kwargs, raw, state):
-    """Function.apply's choices for any argument other than a CPU float32 tensor or a real number: the device's
-    Function, the meta shape rule, complex ops, torch's result dtypes, the float64 Function. Returns _Done(result)
-    for an op run here, else (cls, raw, wrap, ints_only, inference kernel or None) for apply to run."""
-    other_device = False
-    f64 = False
-    odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
-    for a, d in zip(args, raw):
-        if isinstance(a, Tensor):
-            if type(d) is not _NDARRAY:
-                other_device = True
-            elif d.dtype is _F64:
-                f64 = True
-            elif d.dtype is not _F32:
-                odd = True
-        elif isinstance(a, _COMPLEX_SCALARS):
-            odd = True
-    if other_device:
-        dev = _device_of_args(cls, args, raw)
-        if dev == "meta":
-            return _Done(_apply_on_meta(cls, raw, kwargs))
-        if dev != "cpu" and not cls.any_device:
-            cls = _function_for_device(cls, dev)  # same graph logic, that device's kernels
-    if odd and not cls.complex_path and not other_device and _complex_arg(args):
-        return _Done(_apply_complex(cls, args, kwargs))  # complex tensors: the op's numpy Function (ops/_complex.py)
-    ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
-    if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
-            not state.get("plain_dtypes"):
-        how = _needs_torch_dtypes(cls, args)
-        if how == 1:
-            return _Done(_apply_with_torch_dtypes(cls, args, kwargs, state))
-        ints_only = how == 2
-    wrap = Tensor._wrap_exact if cls.exact_dtype else Tensor._wrap
-    if f64 and not other_device and not cls.any_device and not cls.is_view and not cls.exact_dtype:
-        raw, f64 = _zero_dim_float64_demoted(args, raw)
-    if _dtypes._DEFAULT_FLOAT is _dtypes.float64 and not f64 and not other_device and not any(
-            [isinstance(a, Tensor) and a._data.dtype.kind == "f" for a in args]):
-        # no floating tensor in: a floating result is torch's default-dtype promotion (int tensor * 0.5,
-        # sqrt of ints), float64 under set_default_dtype(float64), so numpy's float64 is kept
-        wrap = Tensor._wrap_exact
-    if f64 and not other_device and not cls.any_device:
-        # float64 inputs: the op's float64 Function (numpy), whose results keep their dtype; its forward runs
-        return _float64_function(cls), raw, Tensor._wrap_exact, ints_only, None
-    return cls, raw, wrap, ints_only, cls.inference
 
 
 def _link_view(view, of) -> None:

@@ -17,6 +17,7 @@ from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
+from ._graph_edit import prune, rename
 from ._float64 import float64_twin_of as _float64_twin_of, float_dtype_of as _float_dtype_of
 from ._shapes import declared_dims, output_shapes, probe_output_shapes
 from ._symbolic import Dyn, Symbols
@@ -309,32 +310,6 @@ class _Exporter:
         return name
 
 
-def _prune(nodes, initializers, outputs: Sequence[str]):
-    """Drop nodes and initializers that no graph output depends on (e.g. a loss computed in forward)."""
-    needed = set(outputs)
-    kept = []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.output):
-            kept.append(n)
-            needed.update(i for i in _inputs_with_subgraphs(n) if i)
-    kept.reverse()
-    for n in kept:  # optional outputs nobody reads are not computed (MaxPool's Indices, RNN states)
-        if n.op_type in _OPTIONAL_OUTPUTS:
-            first = _OPTIONAL_OUTPUTS[n.op_type]
-            outs = [o if (k < first or o in needed) else "" for k, o in enumerate(n.output)]
-            while len(outs) > 1 and outs[-1] == "":
-                outs.pop()
-            if not any(outs):  # keep one output so the node stays meaningful
-                outs = [n.output[0]]
-            del n.output[:]
-            n.output.extend(outs)
-    return kept, [t for t in initializers if t.name in needed]
-
-
-# op type -> index of its first optional output
-_OPTIONAL_OUTPUTS = {"MaxPool": 1, "LSTM": 0, "GRU": 0, "RNN": 0}
-
-
 def _verification_hint(records) -> str:
     """What to tell a user whose export fails verification for a known, bounded reason."""
     from ..quantization._traced import DynamicQuantizedRNNCall, QuantizedLayerCall
@@ -352,34 +327,6 @@ def _verification_hint(records) -> str:
                 "and a value on a quantization boundary then lands one step away. Pass an atol of about one "
                 "quantization step of the outputs that differ.")
     return ""
-
-
-def _subgraphs(node):
-    """The graphs held in a node's attributes (a Loop's body)."""
-    for a in node.attribute:
-        if a.HasField("g"):
-            yield a.g
-        yield from a.graphs
-
-
-def _inputs_with_subgraphs(node):
-    """A node's inputs and every value its subgraphs read (outer-scope values included)."""
-    yield from node.input
-    for g in _subgraphs(node):
-        for n in g.node:
-            yield from _inputs_with_subgraphs(n)
-
-
-def _rename(nodes, old: str, new: str) -> None:
-    for n in nodes:
-        for k, v in enumerate(n.output):
-            if v == old:
-                n.output[k] = new
-        for k, v in enumerate(n.input):
-            if v == old:
-                n.input[k] = new
-        for g in _subgraphs(n):  # a subgraph may read the value from the outer scope
-            _rename(g.node, old, new)
 
 
 def atomic_save(model_proto, path: str) -> None:
@@ -550,7 +497,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
         for i, (t, oname) in enumerate(zip(cap_a.outputs, output_names)):
             v = ex.output_value(t, i)
             if v in produced and v not in taken and v not in names:
-                _rename(ctx.nodes, v, oname)
+                rename(ctx.nodes, v, oname)
                 for d in (ctx.dtypes, ctx.dims):
                     if v in d:
                         d[oname] = d[v]
@@ -566,7 +513,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             taken.add(oname)
             graph_outputs.append(helper.make_tensor_value_info(oname, onnx_dtype(t.dtype), declared[i]))
 
-    nodes, inits = _prune(ctx.nodes, ctx.initializers, output_names)
+    nodes, inits = prune(ctx.nodes, ctx.initializers, output_names)
     graph = helper.make_graph(nodes, f"forgegrad_{type(model).__name__}", graph_inputs, graph_outputs,
                               initializer=inits)
     opset_ids = [helper.make_opsetid("", opset)]
