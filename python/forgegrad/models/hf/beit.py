@@ -30,7 +30,7 @@ from ... import nn
 from ...factories import cat
 from ...tensor import Tensor
 from ._layers import activation, attend, config_probability, merge_heads, split_heads
-from .dinov2 import _DropPath
+from .dinov2 import _DropPath, mask_patches
 from .vit import ImageClassifierOutput, ViTEmbeddings, ViTOutput, _Dense, _labels, _pair, _pixels
 
 __all__ = ["BeitModel", "BeitForImageClassification", "bilinear_matrix"]
@@ -224,14 +224,7 @@ class BeitEmbeddings(ViTEmbeddings):
         B, _, H, W = pixels.shape
         x = self.patch_embeddings(pixels)
         if bool_masked_pos is not None:
-            if self.mask_token is None:
-                raise ValueError(f"{_WHO}: bool_masked_pos needs a mask token; this config has use_mask_token=false")
-            mask = np.asarray(bool_masked_pos.numpy() if isinstance(bool_masked_pos, Tensor) else bool_masked_pos)
-            if mask.shape != tuple(x.shape[:2]) or mask.dtype.kind not in "biu":
-                raise ValueError(f"{_WHO}: bool_masked_pos must be a boolean array (batch, patches) = "
-                                 f"{tuple(x.shape[:2])}, got {mask.dtype} {mask.shape}")
-            m = Tensor._wrap(mask.astype(bool).astype(np.float32)[..., None])
-            x = x * (1 - m) + self.mask_token * m
+            x = mask_patches(x, bool_masked_pos, self.mask_token, _WHO)
         x = cat([self.cls_token.expand(B, 1, x.shape[-1]), x], dim=1)
         if self.position_embeddings is not None:
             x = x + self.positions(H, W, True)

@@ -37,6 +37,18 @@ __all__ = ["Dinov2Model", "Dinov2ForImageClassification"]
 _WHO = "Dinov2Model"
 
 
+def mask_patches(x: Tensor, bool_masked_pos, mask_token, who: str) -> Tensor:
+    """The patch embeddings x (B, patches, hidden) with those ``bool_masked_pos`` marks replaced by ``mask_token``."""
+    if mask_token is None:
+        raise ValueError(f"{who}: bool_masked_pos needs a mask token; this config has use_mask_token=false")
+    mask = np.asarray(bool_masked_pos.numpy() if isinstance(bool_masked_pos, Tensor) else bool_masked_pos)
+    if mask.shape != tuple(x.shape[:2]) or mask.dtype.kind not in "biu":
+        raise ValueError(f"{who}: bool_masked_pos must be a boolean array (batch, patches) = "
+                         f"{tuple(x.shape[:2])}, got {mask.dtype} {mask.shape}")
+    m = Tensor._wrap(mask.astype(bool).astype(np.float32)[..., None])
+    return x * (1 - m) + mask_token * m
+
+
 class Dinov2Embeddings(ViTEmbeddings):
     """ViT's embeddings (CLS token, patches, position table resized to every image's grid) and the mask token."""
 
@@ -57,14 +69,7 @@ class Dinov2Embeddings(ViTEmbeddings):
         return self.dropout(x + self.positions(H, W, True))
 
     def _masked(self, x: Tensor, bool_masked_pos) -> Tensor:
-        if self.mask_token is None:
-            raise ValueError(f"{_WHO}: bool_masked_pos needs a mask token; this config has use_mask_token=false")
-        mask = np.asarray(bool_masked_pos.numpy() if isinstance(bool_masked_pos, Tensor) else bool_masked_pos)
-        if mask.shape != tuple(x.shape[:2]) or mask.dtype.kind not in "biu":
-            raise ValueError(f"{_WHO}: bool_masked_pos must be a boolean array (batch, patches) = "
-                             f"{tuple(x.shape[:2])}, got {mask.dtype} {mask.shape}")
-        m = Tensor._wrap(mask.astype(bool).astype(np.float32)[..., None])
-        return x * (1 - m) + self.mask_token * m
+        return mask_patches(x, bool_masked_pos, self.mask_token, _WHO)
 
 
 class _LayerScale(nn.Module):
