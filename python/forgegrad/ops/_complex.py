@@ -23,12 +23,11 @@ import warnings
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .._op_dispatch import COMPLEX_SCALARS as _COMPLEX_SCALARS
 from ..autograd import Function
 from ._float64 import _check_linear, _same_dtype
 from ._util import unbroadcast
 from .registry import _OPS
-
-_COMPLEX_SCALARS = (complex, np.complexfloating)
 
 
 class ComplexFunction(Function):
