@@ -16,7 +16,8 @@ import numpy as np
 
 import forgegrad as fg
 from forgegrad import devices
-from forgegrad.autograd import Function, _float64_function
+from forgegrad._op_dispatch import float64_function as _float64_function
+from forgegrad.autograd import Function
 
 DEVICE = "seam"
 
