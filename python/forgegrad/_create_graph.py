@@ -81,12 +81,19 @@ def _fit(node, parent, g: Tensor) -> Tensor:
     """A rule's gradient for ``parent``, in its dtype (a float32 input of a float64 op gets float32), checked."""
     if not isinstance(g, Tensor):
         g = Tensor._wrap_exact(np.asarray(g, dtype=parent._data.dtype))
-    if g._data.dtype != parent._data.dtype:
+    # (g.dtype, not g._data: in forgegrad.func's vmap over a backward, g is a BatchedTensor with no _data)
+    if g.dtype != parent.dtype:
         g = g._cast(parent._data.dtype)
     if g.shape != parent.shape:
         raise RuntimeError(f"the differentiable backward of {type(node).__name__} returned a gradient of shape "
                            f"{g.shape} for an input of shape {parent.shape}")
     return g
+
+
+def _first_array(grads):
+    """The storage of the first gradient (a BatchedTensor's batch: vmap over a backward)."""
+    g = next(grads)
+    return getattr(g, "_phys", g)._data
 
 
 def _add(a, b):
@@ -95,6 +102,9 @@ def _add(a, b):
 
 def _store(t: Tensor, g: Tensor) -> None:
     """``t.grad`` += g out of place, so that it keeps g's graph (torch's accumulation under create_graph)."""
+    if getattr(g, "_phys", None) is not None:  # a BatchedTensor (vmap over a backward): only the loop can store
+        from .func._batched import NeedLoop
+        raise NeedLoop("retain_grad in a batched backward")
     t.grad = g if t.grad is None else t.grad + g
 
 
@@ -151,7 +161,7 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
             if gouts is None:
                 continue
             if any(g is None for g in gouts):  # outputs that did not reach the loss: zeros on the others' device
-                dev = _devices.device_of(next(g for g in gouts if g is not None)._data)
+                dev = _devices.device_of(_first_array(g for g in gouts if g is not None))
                 gouts = [g if g is not None else Tensor._wrap_exact(_devices.zeros(shape, dtype, dev))
                          for g, (shape, dtype) in zip(gouts, node.out_meta)]
             hooks = node.__dict__.get("tensor_hooks")

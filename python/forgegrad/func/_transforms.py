@@ -7,7 +7,15 @@ transform sits inside another (``grad(grad(f))``, ``jacrev(jacrev(f))``) or an i
 gradients are taken with ``create_graph=True`` so that they can be differentiated again; otherwise the results
 are detached. forgegrad has no forward-mode AD: jvp and linearize use the double-vjp trick (the vjp
 ``u -> J^T u`` is linear in ``u``; its vjp with ``v`` is ``J v``), and jacfwd builds the same Jacobian as
-jacrev, one backward pass per output element.
+jacrev. jacrev takes all rows of a Jacobian in one backward pass, the one-hot cotangents as one vmap batch
+(torch's vmap over vjp_fn); inside a batched vmap (one batched level at a time) one pass per row, each
+batched over the vmap's batch.
+
+Inside a batched vmap (see _vmap.py) every transform runs batched: the differentiated inputs become batched
+aliases (an unbatched one acts as expanded to the batch) and autograd runs on the physical tensors, so
+vmap(grad), vmap(jvp) (batched primals and tangents), vmap(jacrev/jacfwd/hessian) are one call over the batch.
+A vjp_fn or linearize's jvp_fn made outside the vmap and called on batched cotangents/tangents runs its plain
+graph's differentiable backward rules (forgegrad._create_graph) on them: one pass for the batch.
 """
 from __future__ import annotations
 
@@ -48,6 +56,14 @@ def _zeros_like(t: Tensor) -> Tensor:
 def _ones_like(t: Tensor) -> Tensor:
     from .._functions import ones_like
     return wrap(ones_like(t._phys)) if is_batched(t) else ones_like(t)
+
+
+def _zero_leaf(t: Tensor) -> Tensor:
+    """Zeros shaped as ``t`` that require grad (a batched one's physical tensor is the leaf)."""
+    from .._functions import zeros_like
+    if is_batched(t):
+        return wrap(zeros_like(t._phys).requires_grad_(True))
+    return zeros_like(t).requires_grad_(True)
 
 
 def _any_requires_grad(tree) -> bool:
@@ -112,36 +128,59 @@ def _others_require_grad(args, nums, kwargs) -> bool:
         bool(kwargs) and _any_requires_grad(kwargs))
 
 
-def _batched_vjp(b: int, outputs, inputs, cotangents, create_graph: bool):
-    """_vjp inside a batched vmap: autograd.grad of the physical tensors (every input is a batched alias; an
-    unbatched output reaches none of them)."""
+def _plain_graph_pass(outputs, inputs, cotangents):
+    """Batched cotangents through a graph built outside the batched vmap (a vjp_fn or linearize's jvp_fn made
+    outside it, jacrev's rows): forgegrad's differentiable backward pass (_create_graph) runs each node's backward
+    rule as forgegrad ops, so the batched cotangents meet the node's plain saved inputs in the batching rules: one
+    pass for the whole batch, as torch's vmap over a backward. A node without such a rule (or whose rule has no
+    batching rule) loops."""
+    from .._create_graph import run_pass
+    try:
+        return run_pass(list(outputs), list(cotangents), list(inputs), True, False)
+    except NotImplementedError as e:
+        raise NeedLoop(f"backward: {e}") from None
+
+
+def _batched_grad(b: int, outputs, inputs, cotangents, create_graph: bool):
+    """_grad inside a batched vmap. Inputs that are batched aliases (made inside the vmap): autograd.grad of the
+    physical tensors (an unbatched output reaches none of them). Inputs and outputs of a graph made outside:
+    _plain_graph_pass."""
+    if not any(is_batched(t) for t in inputs) and not any(is_batched(o) for o in outputs):
+        found = _plain_graph_pass(outputs, inputs, cotangents)
+        return [g if g is None or create_graph else g.detach() for g in found]
     if not all(is_batched(t) for t in inputs):
-        raise NeedLoop("an unbatched input to a vjp inside vmap")
+        raise NeedLoop("a vjp inside vmap mixing batched and unbatched inputs")
     outs, cts = [], []
     for o, c in zip(outputs, cotangents):
         if not is_batched(c) and c.requires_grad:
             raise NeedLoop("a cotangent that requires grad")  # its gradient would sum over the batch
-        if is_batched(o) and o.requires_grad:
+        if is_batched(o):
             outs.append(o._phys)
             cts.append(phys(c, b))
-    phys_in = [t._phys for t in inputs]
-    found = [None] * len(inputs)
-    if outs and inputs:
-        found = list(_autograd_grad(outs, phys_in, cts, retain_graph=True, create_graph=create_graph,
-                                    allow_unused=True))
-    return [wrap(g) if g is not None else _zeros_like(t) for g, t in zip(found, inputs)]
+    if not outs:
+        return [None] * len(inputs)
+    found = _autograd_grad(outs, [t._phys for t in inputs], cts, retain_graph=True, create_graph=create_graph,
+                           allow_unused=True)
+    return [wrap(g) if g is not None else None for g in found]
+
+
+def _grad(outputs, inputs, cotangents, create_graph: bool):
+    """autograd.grad of the ``outputs`` that require grad with their cotangents, None for an input they do not
+    reach; inside a batched vmap, see _batched_grad."""
+    used = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+    if not used or not inputs:
+        return [None] * len(inputs)
+    outputs, cotangents = [o for o, _ in used], [c for _, c in used]
+    b = batch_size()
+    if b is not None:
+        return _batched_grad(b, outputs, inputs, cotangents, create_graph)
+    return list(_autograd_grad(outputs, list(inputs), cotangents, retain_graph=True, create_graph=create_graph,
+                               allow_unused=True))
 
 
 def _vjp(outputs, inputs, cotangents, create_graph: bool):
     """autograd.grad with zeros for an input the outputs do not reach (torch.func's rule)."""
-    b = batch_size()
-    if b is not None:
-        return _batched_vjp(b, outputs, inputs, cotangents, create_graph)
-    used = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
-    found = [None] * len(inputs)
-    if used and inputs:
-        found = list(_autograd_grad([o for o, _ in used], list(inputs), [c for _, c in used], retain_graph=True,
-                                    create_graph=create_graph, allow_unused=True))
+    found = _grad(outputs, inputs, cotangents, create_graph)
     return [g if g is not None else _zeros_like(t) for g, t in zip(found, inputs)]
 
 
@@ -300,18 +339,19 @@ class _Linear:
             self.out, self.aux = _split_aux(out, has_aux, who)
             self.outs, self.spec = _tensor_leaves(self.out, who)
             self.flat = [t for leaves, _ in diff for t in leaves]
-            self.us = [_zeros_like(o).requires_grad_(True) if o.is_floating_point() else None for o in self.outs]
+            self.us = [_zero_leaf(o) if o.is_floating_point() else None for o in self.outs]
+            if any(is_batched(o) for o in self.outs):
+                # inside a batched vmap an unbatched output depends on no input (every alias is batched): its
+                # jvp is zero, and its dummy cotangent is left out of the batched passes
+                self.us = [u if is_batched(u) else None for u in self.us]
             live = [(o, u) for o, u in zip(self.outs, self.us) if u is not None]
             self.gs = _vjp([o for o, _ in live], self.flat, [u for _, u in live], True)
 
     def apply(self, tangents, keep: bool):
-        live = [(g, v) for g, v in zip(self.gs, tangents) if g.requires_grad]
+        """``J v`` for the tangents ``v``: the vjp of ``u -> J^T u`` with them. Inside a batched vmap the tangents
+        may be batched though the graph is not (linearize's jvp_fn made outside): see _batched_grad."""
         us = [u for u in self.us if u is not None]
-        found = [None] * len(us)
-        if live and us:
-            found = list(_autograd_grad([g for g, _ in live], us, [v for _, v in live], retain_graph=True,
-                                        create_graph=keep, allow_unused=True))
-        it = iter(found)
+        it = iter(_grad(self.gs, us, list(tangents), keep))
         res = [(next(it) if u is not None else None) for u in self.us]
         res = [r if r is not None else _zeros_like(o) for r, o in zip(res, self.outs)]
         return _detach(tree_unflatten(res, self.spec), keep)
@@ -345,8 +385,37 @@ def linearize(func, *primals):
     return _detach(lin.out, lin.keep), jvp_fn
 
 
-def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs):
+def _rows_at_once(o: Tensor, flat, seeds: Tensor, keep: bool, chunk):
+    """The Jacobian rows of ``o`` (one per seed row) in one backward pass per ``chunk`` rows, the one-hot seeds
+    as one batch (torch's jacrev: vmap over vjp_fn; see _plain_graph_pass): a list with a (rows, *input shape)
+    tensor (or None: unreached) per input of ``flat``; None where that pass cannot run (inside a batched vmap,
+    which batches one level at a time; an op without a batching rule or a differentiable backward)."""
+    from ..factories import cat
+    from . import _vmap
+    from ._batched import active_elsewhere, batching
+    if batch_size() is not None or active_elsewhere() or o.is_complex():
+        return None
+    n = seeds.shape[0]
+    step = n if chunk is None else min(chunk, n)
+    parts = []
+    try:
+        for s in range(0, n, step):
+            m = min(step, n - s)
+            with batching(m):
+                found = _grad([o], flat, [wrap(seeds[s:s + m].reshape((m,) + tuple(o.shape)))], keep)
+                parts.append([None if g is None else g._phys if is_batched(g) else phys(g, m) for g in found])
+    except NeedLoop as e:
+        _vmap.stats["why"] = str(e)
+        return None
+    _vmap.stats["jacobian_batched"] += 1
+    if len(parts) == 1:
+        return parts[0]
+    return [None if p[0] is None else cat(list(p), 0) for p in zip(*parts)]
+
+
+def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs, chunk_size=None):
     from ..factories import eye
+    from . import _vmap
     with enable_grad():
         single, diff, keep, out, aux = _call_on_wrapped(func, argnums, has_aux, who, args, kwargs)
         outs, out_spec = _tensor_leaves(out, "vjp(f, *primals)")
@@ -354,13 +423,21 @@ def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs):
         per_out = []
         for o in outs:
             n = o.numel()
+            jacs = None
             rows = [[] for _ in flat]
             if n and o.requires_grad:
                 seeds = eye(n, dtype=o.dtype, device=o.device)
-                for k in range(n):
-                    for i, g in enumerate(_vjp([o], flat, [seeds[k].reshape(o.shape)], keep)):
-                        rows[i].append(g)
-            jacs = [_stack_rows(r, o, t) for r, t in zip(rows, flat)]
+                at_once = _rows_at_once(o, flat, seeds, keep, chunk_size)
+                if at_once is not None:
+                    jacs = [_stack_rows([], o, t) if g is None else g.reshape(tuple(o.shape) + tuple(t.shape))
+                            for g, t in zip(at_once, flat)]
+                else:  # one backward pass per row (inside a batched vmap each pass is batched over its batch)
+                    _vmap.stats["jacobian_rows"] += 1
+                    for k in range(n):
+                        for i, g in enumerate(_vjp([o], flat, [seeds[k].reshape(o.shape)], keep)):
+                            rows[i].append(g)
+            if jacs is None:
+                jacs = [_stack_rows(r, o, t) for r, t in zip(rows, flat)]
             per_arg, k = [], 0
             for leaves, spec in diff:
                 per_arg.append(tree_unflatten(jacs[k:k + len(leaves)], spec))
@@ -381,21 +458,22 @@ def _stack_rows(rows, out: Tensor, inp: Tensor) -> Tensor:
 def jacrev(func, argnums=0, *, has_aux: bool = False, chunk_size=None, _preallocate_and_copy: bool = False):
     """The Jacobian of ``func`` with respect to its ``argnums`` arguments by reverse mode, as torch.func.jacrev:
     the output pytree with each tensor replaced by its Jacobians (shape ``output.shape + input.shape``),
-    structured as the argnums arguments. One backward pass per output element (``chunk_size`` only validated)."""
+    structured as the argnums arguments. The rows of each output's Jacobian in one batched backward pass
+    (``chunk_size`` rows per pass; one pass per row where that cannot run, see _rows_at_once)."""
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size <= 0):
         raise ValueError("jacrev: `chunk_size` should be greater than 0.")
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        return _jacobian(func, argnums, has_aux, "jacrev(f)", args, kwargs)
+        return _jacobian(func, argnums, has_aux, "jacrev(f)", args, kwargs, chunk_size)
 
     return wrapper
 
 
 def jacfwd(func, argnums=0, has_aux: bool = False, *, randomness: str = "error"):
     """torch.func.jacfwd's Jacobian (same structure as jacrev's). forgegrad has no forward-mode AD: it is
-    computed by reverse mode, one backward pass per output element. ``randomness``: as vmap's ("error" raises if
+    computed by reverse mode, as jacrev's. ``randomness``: as vmap's ("error" raises if
     ``func`` draws random numbers)."""
     from ._vmap import _check_randomness, _random_guard
     _check_randomness(randomness)

@@ -149,7 +149,8 @@ def _stack(func, per_elem, dims, batch):
 
 _LOOP = object()
 # calls each path took, and why the last loop was needed (the tests read it)
-stats = {"batched": 0, "loop": 0, "why": ""}
+# (and jacrev/jacfwd: Jacobians whose rows took one batched backward pass, or one pass per row)
+stats = {"batched": 0, "loop": 0, "why": "", "jacobian_batched": 0, "jacobian_rows": 0}
 
 
 def _narrow(x, d: int, s: int, n: int):
