@@ -14,7 +14,8 @@ import inspect
 import numpy as np
 
 from ..tensor import Tensor
-from ._batched import NeedLoop, _contains_batched, is_batched, phys, wrap
+from ._batched import (BATCH_NORM_REFUSED, NeedLoop, Refused, _contains_batched, draw_for_batch, is_batched, phys,
+                       randomness, wrap)
 
 __all__ = ["RULES"]
 
@@ -314,6 +315,52 @@ def _channel_norm(ok=lambda a: True):
     return rule
 
 
+def _batch_norm(cls, b, args, kwargs):
+    """batch_norm: eval mode (running statistics) by _channel_norm; training mode normalizes each element over
+    its own (N, *spatial) per channel: the batch joins the channels, (B, N, C, *s) -> (N, B*C, *s). Running
+    statistics that training would update in place raise torch.func's error when unbatched (one element's
+    update each, in turn, is not what a batch gives); batched ones loop (each element updates its own)."""
+    a = _bind(cls, args, kwargs)
+    if not a["training"]:
+        return _eval_batch_norm(cls, b, args, kwargs)
+    if a["running_mean"] is not None or a["running_var"] is not None:
+        if is_batched(a["running_mean"]) or is_batched(a["running_var"]):
+            raise NeedLoop("batch_norm with batched running statistics")
+        raise Refused(BATCH_NORM_REFUSED)
+    x, w, bias = a["x"], a["weight"], a["bias"]
+    _need(is_batched(x) and _nd(x) >= 2, "batch_norm")
+    p = x._phys
+    nb, c, rest = p.shape[1], p.shape[2], tuple(p.shape[3:])
+    a["x"] = p.transpose(0, 1).reshape((nb, b * c) + rest)
+    a["weight"] = a["bias"] = None
+    y = wrap(cls.apply(*a.values()).reshape((nb, b, c) + rest).transpose(0, 1))
+    shape = (-1,) + (1,) * (_nd(x) - 2)
+    if w is not None:
+        y = y * w.reshape(shape)  # logical ops: a batched weight (per-sample gradients) too
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def _dropout(cls, b, args, kwargs):
+    """dropout in training: under randomness="different" one draw for the whole batch, element after element,
+    as the loop draws (the same masks); under "same" one element's mask for all (the loop rewinds the generator
+    before each element); under "error" the loop raises torch's error."""
+    a = _bind(cls, args, kwargs)
+    x = a["x"]
+    _need(is_batched(x) and not any(isinstance(v, Tensor) for k, v in a.items() if k != "x"), "dropout")
+    if a["training"] is False or a["p"] == 0:
+        return x
+    mode = randomness()
+    if mode == "same":
+        from .._functions import ones_like
+        a["x"] = ones_like(x._phys[0])
+        return x * cls.apply(*a.values())
+    _need(mode == "different", "dropout draws random numbers")
+    a["x"] = x._phys
+    return draw_for_batch(lambda: wrap(cls.apply(*a.values())))
+
+
 def _inactive_dropout(cls, b, args, kwargs):
     a = _bind(cls, args, kwargs)
     _need(is_batched(a["x"]) and (a["training"] is False or a["p"] == 0), "dropout draws random numbers")
@@ -383,11 +430,14 @@ def _pointwise_loss(pair=("inp", "target"), extra_plain=("weight", "pos_weight")
 
 
 def _class_loss(first: str):
+    """cross_entropy / nll_loss: the batch joins N, computed with reduction="none" (each element's loss already
+    carries its class weight ``weight[target]``, 0 where ignored, and label smoothing's term), then reduced per
+    sample. A mean over class indices divides by the sample's summed weights of the targets not ignored (its
+    count without ``weight``), torch's; over probabilities by its element count."""
     def rule(cls, b, args, kwargs):
         a = _bind(cls, args, kwargs)
         x, t, weight, red = a[first], a["target"], a["weight"], a["reduction"]
         _need(isinstance(x, Tensor) and isinstance(t, Tensor) and not is_batched(weight), "class loss")
-        _need(weight is None or red in ("none", "sum"), "weighted mean")
         n = _nd(x)
         probs = t.is_floating_point()
         _need(n >= 1 and (tuple(t.shape) == tuple(x.shape) if probs else _nd(t) == n - 1), "class loss shapes")
@@ -403,11 +453,18 @@ def _class_loss(first: str):
         flat = loss.reshape(b, -1)
         if probs:
             return wrap(flat.mean(1))
-        count = (pt.reshape(b, -1) != a["ignore_index"]).to(loss.dtype).sum(1)
-        return wrap(flat.sum(1) / count)
+        kept = pt.reshape(b, -1) != a["ignore_index"]
+        if weight is None:
+            total = kept.to(loss.dtype).sum(1)
+        else:
+            from ..factories import where
+            safe = where(kept, pt.reshape(b, -1), 0)  # an ignored target may be out of range (-100)
+            total = (weight.to(loss.dtype)[safe] * kept.to(loss.dtype)).sum(1)
+        return wrap(flat.sum(1) / total)
     return rule
 
 
+_eval_batch_norm = _channel_norm(lambda a: not a["training"])
 RULES = {}
 for _n in UNARY:
     RULES[_n] = _unary
@@ -425,9 +482,9 @@ for _s in (1, 2, 3):
 RULES.update({
     "reshape": _reshape, "permute": _permute, "expand": _expand, "getitem": _getitem,
     "stack": _stack_cat(True), "cat": _stack_cat(False), "linear": _linear, "matmul": _matmul,
-    "batch_norm": _channel_norm(lambda a: not a["training"]), "group_norm": _channel_norm(),
+    "batch_norm": _batch_norm, "group_norm": _channel_norm(),
     "pixel_shuffle": _fold_n(4), "pixel_unshuffle": _fold_n(4), "interpolate": _fold_n(3), "pad": _pad,
-    "dropout": _inactive_dropout, "alpha_dropout": _inactive_dropout, "feature_dropout": _inactive_dropout,
+    "dropout": _dropout, "alpha_dropout": _inactive_dropout, "feature_dropout": _inactive_dropout,
     "feature_alpha_dropout": _inactive_dropout,
     "layer_norm": _norm_layer, "rms_norm": _norm_layer, "embedding": _embedding,
     "cross_entropy": _class_loss("logits"), "nll_loss": _class_loss("logp"),

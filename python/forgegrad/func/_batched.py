@@ -34,11 +34,19 @@ class NeedLoop(BaseException):
         _tripped[0] = True
 
 
+class Refused(RuntimeError):
+    """An error a batching rule raises as torch.func's vmap does (batch_norm updating unbatched running
+    statistics): it reaches the caller, the loop does not retry the call."""
+
+
 _lock = threading.Lock()
 # the batched level now running: (thread id, batch size), or None
 _active = [None]
 _tripped = [False]
 _inputs = []  # the running level's input storages
+# the running level's randomness ("error", "different", "same") and, under "different", the global generator's
+# state after the last draw a rule made for the whole batch (see draw_for_batch)
+_random = {"mode": "error", "after": None}
 
 
 def tripped() -> bool:
@@ -241,7 +249,7 @@ def _hook(cls, args, kwargs):
         raise NeedLoop(f"no batching rule for {cls.__name__}")
     try:
         return rule(cls, b, args, kwargs)
-    except NeedLoop:
+    except (NeedLoop, Refused):
         raise
     except Exception as e:  # bad input: the loop raises the op's own message, for the logical shapes
         raise NeedLoop(f"{cls.__name__}: {e}") from None
@@ -251,9 +259,10 @@ class batching:
     """Context: a batched vmap of batch size ``b`` runs in this thread (installs the apply hook); ``inputs``:
     the storage arrays of the call's input tensors (an in-place write into them loops)."""
 
-    def __init__(self, b: int, inputs=()):
+    def __init__(self, b: int, inputs=(), randomness: str = "error"):
         self.b = b
         self.inputs = list(inputs)
+        self.randomness = randomness
 
     def __enter__(self):
         with _lock:
@@ -262,6 +271,7 @@ class batching:
             _active[0] = (threading.get_ident(), self.b)
             _tripped[0] = False
             _inputs[:] = self.inputs
+            _random["mode"] = self.randomness
             _autograd._batch_hook = _hook
         _grad_state.batching = True  # the layers' inference fast paths (graph_free) read storage directly
         return self
@@ -278,3 +288,65 @@ class batching:
 def active_elsewhere() -> bool:
     """A batched vmap runs (in this thread or another)."""
     return _active[0] is not None
+
+
+def randomness() -> str:
+    """The running batched level's randomness mode."""
+    return _random["mode"]
+
+
+def draw_for_batch(draw):
+    """``draw()`` (a random op on the whole batch, which draws the elements' numbers one element after the other,
+    as the loop would) under randomness="different": NeedLoop if anything else drew from the global generator
+    since the call began (the loop would interleave those draws); vmap checks at the end that nothing drew after
+    (see sanctioned_state)."""
+    from .. import random as _rnd
+    gen = _rnd.generator()
+    now = (gen, gen.bit_generator.state)
+    after = _random["after"]
+    if after is None or after[0] is not gen or after[1] != now[1]:
+        raise NeedLoop("a random draw that is not the whole batch's")
+    out = draw()
+    _random["after"] = (gen, gen.bit_generator.state)
+    return out
+
+
+def sanctioned_state(state):
+    """Where the generator must be: ``state`` (gen, bit state) at the start of a "different" call (set by vmap),
+    then after each draw_for_batch; returns the current one."""
+    if state is not None:
+        _random["after"] = state
+    return _random["after"]
+
+
+def loop_level(ids):
+    """Context: a vmap loop runs with the sliced inputs ``ids`` (batch_norm's check in the loop reads them)."""
+    from ..grad_mode import _state
+    prev = _state.__dict__.get("vmap_loop")
+
+    class _Level:
+        def __enter__(self):
+            _state.vmap_loop = (prev or frozenset()) | frozenset(ids)
+
+        def __exit__(self, *exc):
+            _state.vmap_loop = prev
+            return False
+    return _Level()
+
+
+BATCH_NORM_REFUSED = (
+    "Batch norm got a batched tensor as input while the running_mean or running_var, which will be updated in place, "
+    "were not batched.\nIf you are using a module and do not need eval mode, please set `track_running_stats` to be "
+    "False.If you are using a prebuilt module and do not need eval mode, please see the functorch website for "
+    "resources on how to patch your module to work with vmap")
+
+
+def check_batch_norm_in_loop(running_mean, running_var) -> None:
+    """vmap's loop: batch_norm in training mode with running statistics that are not slices of the vmapped inputs
+    raises torch's error, as in the batched call (each element would update them in turn)."""
+    from ..grad_mode import _state
+    ids = _state.__dict__.get("vmap_loop")
+    if ids is None:
+        return
+    if any(t is not None and id(t) not in ids for t in (running_mean, running_var)):
+        raise Refused(BATCH_NORM_REFUSED)

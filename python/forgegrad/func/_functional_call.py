@@ -7,7 +7,7 @@ from typing import Any, Dict, Sequence
 
 from ..tensor import Tensor
 
-__all__ = ["functional_call", "stack_module_state"]
+__all__ = ["functional_call", "stack_module_state", "replace_all_batch_norm_modules_"]
 
 _MISSING = object()
 
@@ -180,3 +180,21 @@ def stack_module_state(models) -> tuple:
     params = {k: stacked([p[k] for p in all_params], k) for k in all_params[0]}
     buffers = {k: stacked([b[k] for b in all_buffers], k) for k in all_buffers[0]}
     return params, buffers
+
+
+def replace_all_batch_norm_modules_(root):
+    """In place: every BatchNorm module in ``root`` (itself included) stops tracking running statistics
+    (``running_mean``, ``running_var``, ``num_batches_tracked`` None, ``track_running_stats=False``), so that it
+    normalizes with each batch's statistics in training and eval mode alike and runs under vmap, where updating
+    unbatched running statistics raises, as torch.func.replace_all_batch_norm_modules_. Returns ``root``."""
+    from ..nn.module import Module
+    from ..nn.normalization import _BatchNorm
+    if not isinstance(root, Module):
+        raise TypeError(f"replace_all_batch_norm_modules_: root must be an nn.Module, got {type(root).__name__}")
+    for module in root.modules():
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            module.running_mean = None
+            module.running_var = None
+            module.num_batches_tracked = None
+            module.track_running_stats = False
+    return root

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 
 from .. import random as _random
 from ..tensor import Tensor
@@ -160,7 +161,7 @@ def _narrow(x, d: int, s: int, n: int):
 def _batched_body(func, leaves, spec, dims, batch, kwargs, randomness):
     """``func`` called once on BatchedTensors: its flattened outputs and their structure."""
     inputs = [x if d is None else _batched.wrap(x if d == 0 else x.movedim(d, 0)) for x, d in zip(leaves, dims)]
-    with _batched.batching(batch, [x._data for x in leaves if isinstance(x, Tensor)]):
+    with _batched.batching(batch, [x._data for x in leaves if isinstance(x, Tensor)], randomness):
         with _random_guard(randomness):
             out = func(*tree_unflatten(inputs, spec), **kwargs)
         if _batched.tripped():
@@ -193,12 +194,53 @@ def _place(flat, flat_dims, batch):
     return out
 
 
+# function -> the call keys (see _call_key) whose batched attempt looped: a later call with the same key goes
+# straight to the loop, so that the body's Python side effects do not happen once more in a doomed attempt
+_looped = weakref.WeakKeyDictionary()
+
+
+def _call_key(leaves, spec, dims, kwargs, out_dims, randomness, chunk_size):
+    """What a function's path depends on besides its captured state: the inputs' shapes, dtypes and in_dims, the
+    structures, the unmapped non-tensor arguments (None where one cannot be a dict key: no memo)."""
+    try:
+        key = (spec, tuple((tuple(x.shape), x.dtype, d) if isinstance(x, Tensor) else (type(x), x)
+                           for x, d in zip(leaves, dims)),
+               tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, Tensor))), out_dims, randomness,
+               chunk_size)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _known_to_loop(func, key) -> bool:
+    try:
+        return key is not None and key in _looped.get(func, ())
+    except TypeError:  # not weakly referenceable
+        return False
+
+
+def _note_loop(func, key) -> None:
+    if key is None:
+        return
+    try:
+        _looped.setdefault(func, set()).add(key)
+    except TypeError:
+        pass
+
+
 def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size):
     """One batched call of ``func`` per chunk (see _batched.py), or _LOOP where it met a case only the loop
-    handles (the random generator is then rewound, so that the loop draws as if it ran alone)."""
+    handles (the random generator is then rewound, so that the loop draws as if it ran alone) or where the same
+    call looped before (see _looped)."""
     from ..factories import cat
+    key = _call_key(leaves, spec, dims, kwargs, out_dims, randomness, chunk_size)
+    if _known_to_loop(func, key):
+        stats["why"] = "looped before"
+        return _LOOP
     gen, state = _snapshot()
     step = batch if chunk_size is None else min(chunk_size, batch)
+    _batched.sanctioned_state((gen, state))
     try:
         parts, out_spec, flat_dims = [], None, None
         for s in range(0, batch, step):
@@ -215,10 +257,13 @@ def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, 
             parts.append(_place(flat, flat_dims, n))
         if randomness == "different":
             now = _random.generator()
-            if now is not gen or now.bit_generator.state != state:
-                raise _batched.NeedLoop("random draws")  # each element must draw its own
+            want = _batched.sanctioned_state(None)
+            if now is not want[0] or now.bit_generator.state != want[1]:
+                # each element must draw its own: only a rule's draw for the whole batch (dropout) does that
+                raise _batched.NeedLoop("random draws")
     except _batched.NeedLoop as e:
         stats["why"] = str(e)
+        _note_loop(func, key)
         _random._gen = gen
         gen.bit_generator.state = state
         return _LOOP
@@ -265,7 +310,8 @@ def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=N
             sliced = [x if d is None else x.select(d, b) for x, d in zip(leaves, dims)]
             if start is not None:
                 start[0].bit_generator.state = start[1]
-            with _random_guard(randomness):
+            with _random_guard(randomness), _batched.loop_level(id(x) for x, d in zip(sliced, dims)
+                                                                 if d is not None):
                 out = func(*tree_unflatten(sliced, spec), **kwargs)
             flat, s = tree_flatten(out)
             if out_spec is None:

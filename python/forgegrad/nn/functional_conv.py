@@ -3,6 +3,7 @@ arguments (forgegrad.nn.functional exports them)."""
 from __future__ import annotations
 
 from .._validate import check_bool, check_float
+from ..grad_mode import _state as _grad_state
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 
@@ -73,6 +74,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     When training, the batch statistics normalise and running_mean / running_var (if given) are
     updated in place: running = (1 - momentum) * running + momentum * batch (unbiased variance).
     """
+    if training and (running_mean is not None or running_var is not None) and _grad_state.__dict__.get("vmap_loop"):
+        from ..func._batched import check_batch_norm_in_loop  # (inside forgegrad.func.vmap's loop only)
+        check_batch_norm_in_loop(running_mean, running_var)
     return _OPS["batch_norm"](_t(input, "input"), _opt(running_mean), _opt(running_var), _opt(weight), _opt(bias),
                               training=check_bool(training, "training"), momentum=check_float(momentum, "momentum"),
                               eps=check_float(eps, "eps", low=0.0))
