@@ -2,18 +2,25 @@
 once on BatchedTensors (_batched.py: each looks like one element, the whole batch sits at physical dim 0) and
 every op on them goes to its batching rule (_batch_rules.py), so a vmapped function costs about one call at
 batch size B. Where a rule is missing or only the loop is safe (.item(), advanced indexing, in-place writes into
-the inputs or of batched values into unbatched tensors, random draws under "different", a vmap inside the body:
-the outer one loops, the inner one batches), the whole call is rerun as the loop: ``func`` once per batch
-element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs stacked at ``out_dims``
-(torch's fallback). Either way the results are the same; ``stats`` counts the calls each path took. chunk_size
-runs the batched call per chunk. A call that loops has run ``func``'s body once more in the batched attempt:
-Python side effects there (appending to a list, a counter tensor written with unbatched values) happen once
-more than in the loop alone; the inputs and the random generator are left as they were.
+the inputs or of batched values into unbatched tensors, random draws under "different" other than dropout's, a
+vmap inside the body: the outer one loops, the inner one batches), the whole call is rerun as the loop: ``func``
+once per batch element on the inputs' slices (``select(in_dim, b)``, autograd kept) and the outputs stacked at
+``out_dims`` (torch's fallback). Either way the results are the same; ``stats`` counts the calls each path took.
+chunk_size runs the batched call per chunk.
+
+Side effects: a call that loops has run ``func``'s body once more, in the batched attempt, up to the point where
+it needed the loop: Python side effects there (appending to a list, a captured tensor written in place with
+unbatched values) happen once more than in the loop alone; the inputs and the random generator are left as they
+were (a write into an input, or of a batched value into an unbatched tensor, loops before writing). vmap then
+remembers that call (the function object, its inputs' shapes, dtypes and in_dims, out_dims, randomness,
+chunk_size): a later call with the same go straight to the loop, running the body once per element only.
 
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
-lets each element draw its own (a batched attempt that drew is rewound and rerun as the loop). A numpy
-Generator passed to an op explicitly is not watched (in a batched call it makes the call loop).
+lets each element draw its own. In the batched call dropout draws for the whole batch at once ("different": each
+element its own mask, drawn in another order than the loop's; "same": one element's mask for all, as the loop);
+any other draw under "different" rewinds the generator and reruns the call as the loop. A numpy Generator
+passed to an op explicitly is not watched (in a batched call it makes the call loop).
 """
 from __future__ import annotations
 
