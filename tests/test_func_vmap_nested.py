@@ -123,3 +123,17 @@ def test_jacrev_rows_in_one_pass_and_fallback():
     _check(run, batched=0)
     assert _vmap.stats["jacobian_batched"] - before["jacobian_batched"] == 5
     assert _vmap.stats["jacobian_rows"] - before["jacobian_rows"] == 1  # sort has no batching rule
+
+
+def test_batched_rows_keep_the_graph_of_live_inputs():
+    """A vjp_fn of an input that requires grad, vmapped over cotangents, and nested jacrevs: the batched passes
+    record their graph, so a backward through the Jacobians reaches the input (third derivatives)."""
+    def run(lib):
+        m, F = _lib(lib)
+        x = _t(lib, X[0], requires_grad=True)
+        _, vjp_fn = F.vjp(lambda v: (_t(lib, W) @ v.sin()).tanh(), x)
+        jac = F.vmap(vjp_fn)(_t(lib, np.eye(3)))[0]
+        h = F.jacrev(F.jacrev(lambda u: (u.sin() * u.sum()).exp().sum()))(x)
+        ((jac ** 2).sum() + h.sum()).backward()
+        return jac, h, x.grad
+    _check(run, batched=1)

@@ -221,3 +221,11 @@ def test_side_effects_of_a_looping_call():
     seen.clear()
     ff.vmap(lambda a: seen.append(1) or a * 2)(x)
     assert seen == [1]
+    # a loop that raised is not remembered; a module's train/eval switch gets a fresh batched attempt
+    net = fg.nn.Sequential(fg.nn.Linear(3, 3), fg.nn.Dropout(0.5))
+    g = ff.vmap(net)
+    with pytest.raises(RuntimeError, match="randomness error mode"):
+        g(x.float())
+    net.eval()
+    _, nb, nl = _paths(lambda: g(x.float()))
+    assert (nb, nl) == (1, 0)

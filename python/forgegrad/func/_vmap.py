@@ -12,8 +12,9 @@ Side effects: a call that loops has run ``func``'s body once more, in the batche
 it needed the loop: Python side effects there (appending to a list, a captured tensor written in place with
 unbatched values) happen once more than in the loop alone; the inputs and the random generator are left as they
 were (a write into an input, or of a batched value into an unbatched tensor, loops before writing). vmap then
-remembers that call (the function object, its inputs' shapes, dtypes and in_dims, out_dims, randomness,
-chunk_size): a later call with the same go straight to the loop, running the body once per element only.
+remembers that call if its loop returned (the function object, its inputs' shapes, dtypes and in_dims, out_dims,
+randomness, chunk_size, a module's training flag): a later call with the same goes straight to the loop, running
+the body once per element only.
 
 Randomness: forgegrad's random ops draw from one global generator (forgegrad.random); "error" raises if ``func``
 advanced or reseeded it, "same" rewinds it before each element (every element sees the same draws), "different"
@@ -201,19 +202,21 @@ def _place(flat, flat_dims, batch):
     return out
 
 
-# function -> the call keys (see _call_key) whose batched attempt looped: a later call with the same key goes
-# straight to the loop, so that the body's Python side effects do not happen once more in a doomed attempt
+# function -> the call keys (see _call_key) whose batched attempt looped and whose loop then returned: a later
+# call with the same key goes straight to the loop, so that the body's Python side effects do not happen once
+# more in a doomed attempt (a call whose loop raised is not noted: the next one tries the batched call again)
 _looped = weakref.WeakKeyDictionary()
 
 
-def _call_key(leaves, spec, dims, kwargs, out_dims, randomness, chunk_size):
+def _call_key(func, leaves, spec, dims, kwargs, out_dims, randomness, chunk_size):
     """What a function's path depends on besides its captured state: the inputs' shapes, dtypes and in_dims, the
-    structures, the unmapped non-tensor arguments (None where one cannot be a dict key: no memo)."""
+    structures, the unmapped non-tensor arguments, a module's training flag (None where one cannot be a dict key:
+    no memo)."""
     try:
         key = (spec, tuple((tuple(x.shape), x.dtype, d) if isinstance(x, Tensor) else (type(x), x)
                            for x, d in zip(leaves, dims)),
                tuple(sorted((k, v) for k, v in kwargs.items() if not isinstance(v, Tensor))), out_dims, randomness,
-               chunk_size)
+               chunk_size, getattr(func, "training", None))
         hash(key)
     except TypeError:
         return None
@@ -236,12 +239,11 @@ def _note_loop(func, key) -> None:
         pass
 
 
-def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size):
+def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size, key=None):
     """One batched call of ``func`` per chunk (see _batched.py), or _LOOP where it met a case only the loop
     handles (the random generator is then rewound, so that the loop draws as if it ran alone) or where the same
     call looped before (see _looped)."""
     from ..factories import cat
-    key = _call_key(leaves, spec, dims, kwargs, out_dims, randomness, chunk_size)
     if _known_to_loop(func, key):
         stats["why"] = "looped before"
         return _LOOP
@@ -270,7 +272,6 @@ def _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, 
                 raise _batched.NeedLoop("random draws")
     except _batched.NeedLoop as e:
         stats["why"] = str(e)
-        _note_loop(func, key)
         _random._gen = gen
         gen.bit_generator.state = state
         return _LOOP
@@ -302,8 +303,10 @@ def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=N
         leaves, spec, dims, batch = _in_dims_leaves(func, in_dims, args)
         if _batched.batch_size() is not None:
             raise _batched.NeedLoop("vmap inside a batched vmap")  # the outer loops, this one batches
+        key = None
         if batch > 0 and not _batched.active_elsewhere():
-            out = _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size)
+            key = _call_key(func, leaves, spec, dims, kwargs, out_dims, randomness, chunk_size)
+            out = _try_batched(func, leaves, spec, dims, batch, kwargs, out_dims, randomness, chunk_size, key)
             if out is not _LOOP:
                 stats["batched"] += 1
                 return out
@@ -328,6 +331,8 @@ def vmap(func, in_dims=0, out_dims=0, randomness: str = "error", *, chunk_size=N
                                    f"elements ({out_spec} and {s})")
             per_elem.append(flat)
         flat_dims = _flat_out_dims(func, out_dims, out_spec)
-        return tree_unflatten(_stack(func, per_elem, flat_dims, batch), out_spec)
+        out = tree_unflatten(_stack(func, per_elem, flat_dims, batch), out_spec)
+        _note_loop(func, key)
+        return out
 
     return wrapper
