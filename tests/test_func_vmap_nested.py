@@ -58,7 +58,12 @@ def test_jacobians_and_hessians_of_batched_inputs():
                 F.vmap(F.jacrev(_f, argnums=(0, 1)))(x, w + x[:, :1, None]),
                 F.vmap(F.hessian(_loss, argnums=(0, 1)), in_dims=(None, 0))(w, x),
                 F.vmap(F.jacfwd(F.jacrev(lambda v: _f(v, w))))(x))
+    before = dict(_vmap.stats)
     _check(run, batched=4)
+    # inside the batched vmap each Jacobian's rows take one pass too (a level of their own over the batch)
+    # (hessian of two arguments: its inner jacrev has two outputs, a pass each for the outer one)
+    assert _vmap.stats["jacobian_batched"] - before["jacobian_batched"] == 1 + 1 + (1 + 2) + 2
+    assert _vmap.stats["jacobian_rows"] == before["jacobian_rows"]
 
 
 def _mlp(lib):
@@ -92,7 +97,10 @@ def test_per_sample_hvp_and_jacobians_of_an_mlp(live):
         pjac = F.vmap(F.jacrev(lambda p, x: F.functional_call(net, p, (x,))), in_dims=(None, 0))
         x, v, y = _t(lib, xs), _t(lib, vs), _t(lib, ys)
         return F.vmap(hvp)(x, v, y), jac(x), pjac(params, x)["2.weight"], F.vmap(F.hessian(loss_x))(x, y)
+    before = dict(_vmap.stats)
     _check(run, tol=2e-5, batched=4)
+    # every Jacobian in one batched pass per level (cross_entropy's decomposed rule and x[None]'s gradient too)
+    assert _vmap.stats["jacobian_rows"] == before["jacobian_rows"], _vmap.stats["why"]
 
 
 def test_batched_equals_the_loop(monkeypatch):

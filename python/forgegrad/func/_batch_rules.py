@@ -17,7 +17,7 @@ from ..tensor import Tensor
 from ._batched import (BATCH_NORM_REFUSED, NeedLoop, Refused, _contains_batched, draw_for_batch, is_batched, phys,
                        randomness, wrap)
 
-__all__ = ["RULES"]
+__all__ = ["RULES", "FUNCTION_RULES"]
 
 _SIGS = {}
 
@@ -464,6 +464,28 @@ def _class_loss(first: str):
     return rule
 
 
+# ---- Functions of the differentiable backward rules (ops/_double_backward.py, no op record): met when a batch
+# of cotangents runs through a graph's rules (jacrev's rows, vmap over a vjp_fn) -----------------------------------
+def _index_backward(cls, b, args, kwargs):
+    """getitem's gradient (g scattered into zeros at ``key``): the batch is one more leading slice. A key with
+    integer index arrays qualifies when they (and the ints among them) sit side by side: numpy then keeps their
+    result dims in place, after the batch (separated ones would move to the front)."""
+    _need(len(args) == 3 and not kwargs and is_batched(args[0]), "index backward")
+    key = args[1] if type(args[1]) is tuple else (args[1],)
+    arrays = [isinstance(k, np.ndarray) and k.dtype.kind in "iu" for k in key]
+    _need(all(a or _index_part_ok(k) for a, k in zip(arrays, key)) and sum(k is Ellipsis for k in key) <= 1,
+          "advanced index")
+    if any(arrays):
+        adv = [i for i, k in enumerate(key) if arrays[i] or isinstance(k, int)]
+        _need(adv == list(range(adv[0], adv[-1] + 1)), "separated advanced indices")
+    return wrap(cls.apply(args[0]._phys, (slice(None),) + key, (b,) + tuple(args[2])))
+
+
+def _function_rules():
+    from ..ops._double_backward import IndexBackwardFunction, NormalCdfFunction
+    return {IndexBackwardFunction: _index_backward, NormalCdfFunction: _unary}
+
+
 _eval_batch_norm = _channel_norm(lambda a: not a["training"])
 RULES = {}
 for _n in UNARY:
@@ -494,4 +516,5 @@ RULES.update({
     "binary_cross_entropy_with_logits": _pointwise_loss(("x", "target")),
     "soft_margin_loss": _pointwise_loss(("input", "target")),
 })
+FUNCTION_RULES = _function_rules()  # keyed by Function class
 del _n, _s, _p

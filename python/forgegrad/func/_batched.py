@@ -242,9 +242,9 @@ def _hook(cls, args, kwargs):
     b = batch_size()
     if b is None:  # another thread's batched value, or one that escaped its vmap
         _refuse(cls.__name__)
-    from ._batch_rules import RULES
+    from ._batch_rules import FUNCTION_RULES, RULES
     op = cls.op
-    rule = RULES.get(op.name) if op is not None and op.function is cls else None
+    rule = RULES.get(op.name) if op is not None and op.function is cls else FUNCTION_RULES.get(cls)
     if rule is None:
         raise NeedLoop(f"no batching rule for {cls.__name__}")
     try:
@@ -350,3 +350,39 @@ def check_batch_norm_in_loop(running_mean, running_var) -> None:
         return
     if any(t is not None and id(t) not in ids for t in (running_mean, running_var)):
         raise Refused(BATCH_NORM_REFUSED)
+
+
+class inner_level:
+    """Context: a batched level of size ``b`` over plain (physical) tensors while this thread's batched vmap runs,
+    that level set aside meanwhile and restored after (a NeedLoop made inside does not trip it). jacrev's rows
+    inside a batched vmap: the differentiated graph there is one of physical tensors, so the rows' batch is a
+    level of its own over it."""
+
+    def __init__(self, b: int):
+        self.b = b
+
+    def __enter__(self):
+        if batch_size() is None:
+            raise NeedLoop("no batched vmap runs")
+        self.saved = (_active[0], _tripped[0], list(_inputs), dict(_random), _grad_state.batching)
+        with _lock:
+            _active[0] = None
+        self.level = batching(self.b)
+        try:
+            self.level.__enter__()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _restore(self):
+        with _lock:
+            _active[0], _tripped[0], _inputs[:] = self.saved[0], self.saved[1], self.saved[2]
+            _random.update(self.saved[3])
+            _autograd._batch_hook = _hook
+        _grad_state.batching = self.saved[4]
+
+    def __exit__(self, *exc):
+        self.level.__exit__(*exc)
+        self._restore()
+        return False

@@ -392,25 +392,34 @@ def _rows_at_once(o: Tensor, flat, seeds: Tensor, keep: bool, chunk):
     which batches one level at a time; an op without a batching rule or a differentiable backward)."""
     from ..factories import cat
     from . import _vmap
-    from ._batched import active_elsewhere, batching
-    if batch_size() is not None or active_elsewhere() or o.is_complex():
+    from ._batched import active_elsewhere, batching, inner_level
+    outer = batch_size()
+    if o.is_complex() or (outer is None and active_elsewhere()):
         return None
+    if outer is not None:
+        # inside a batched vmap the graph is one of physical tensors (batch at dim 0): the rows are a level of
+        # their own over it, seeds (rows, B, *o.shape), gradients (rows, B, *input) moved to (B, rows, *input)
+        if not (is_batched(o) and all(is_batched(t) for t in flat)):
+            return None
+        o, flat = o._phys, [t._phys for t in flat]
+        seeds = seeds.reshape((seeds.shape[0], 1) + tuple(o.shape[1:])).expand((seeds.shape[0],) + tuple(o.shape))
     n = seeds.shape[0]
     step = n if chunk is None else min(chunk, n)
     parts = []
     try:
         for s in range(0, n, step):
             m = min(step, n - s)
-            with batching(m):
+            with (batching(m) if outer is None else inner_level(m)):
                 found = _grad([o], flat, [wrap(seeds[s:s + m].reshape((m,) + tuple(o.shape)))], keep)
                 parts.append([None if g is None else g._phys if is_batched(g) else phys(g, m) for g in found])
     except NeedLoop as e:
         _vmap.stats["why"] = str(e)
         return None
     _vmap.stats["jacobian_batched"] += 1
-    if len(parts) == 1:
-        return parts[0]
-    return [None if p[0] is None else cat(list(p), 0) for p in zip(*parts)]
+    rows = parts[0] if len(parts) == 1 else [None if p[0] is None else cat(list(p), 0) for p in zip(*parts)]
+    if outer is not None:
+        rows = [None if g is None else wrap(g.movedim(0, 1)) for g in rows]
+    return rows
 
 
 def _jacobian(func, argnums, has_aux: bool, who: str, args, kwargs, chunk_size=None):

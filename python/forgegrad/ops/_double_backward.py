@@ -578,7 +578,13 @@ def decomposition(fn):
             return tuple(out)
         outs = fn(*args, **kwargs)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        found = grad(list(outs), [args[i] for i in want], list(grads), create_graph=True, allow_unused=True)
+        if any(getattr(g, "_phys", None) is not None for g in grads):
+            # a batch of cotangents (forgegrad.func's vmap over a backward: BatchedTensors, which have no storage
+            # to seed autograd.grad with): the create_graph pass takes them as they are
+            from .._create_graph import run_pass
+            found = run_pass(list(outs), list(grads), [args[i] for i in want], True, False)
+        else:
+            found = grad(list(outs), [args[i] for i in want], list(grads), create_graph=True, allow_unused=True)
         for i, gi in zip(want, found):
             out[i] = gi
         return tuple(out)
