@@ -8,8 +8,8 @@ gradients are taken with ``create_graph=True`` so that they can be differentiate
 are detached. forgegrad has no forward-mode AD: jvp and linearize use the double-vjp trick (the vjp
 ``u -> J^T u`` is linear in ``u``; its vjp with ``v`` is ``J v``), and jacfwd builds the same Jacobian as
 jacrev. jacrev takes all rows of a Jacobian in one backward pass, the one-hot cotangents as one vmap batch
-(torch's vmap over vjp_fn); inside a batched vmap (one batched level at a time) one pass per row, each
-batched over the vmap's batch.
+(torch's vmap over vjp_fn); inside a batched vmap the rows are a batched level of their own over the vmap's
+physical graph (_batched.inner_level).
 
 Inside a batched vmap (see _vmap.py) every transform runs batched: the differentiated inputs become batched
 aliases (an unbatched one acts as expanded to the batch) and autograd runs on the physical tensors, so
@@ -388,8 +388,8 @@ def linearize(func, *primals):
 def _rows_at_once(o: Tensor, flat, seeds: Tensor, keep: bool, chunk):
     """The Jacobian rows of ``o`` (one per seed row) in one backward pass per ``chunk`` rows, the one-hot seeds
     as one batch (torch's jacrev: vmap over vjp_fn; see _plain_graph_pass): a list with a (rows, *input shape)
-    tensor (or None: unreached) per input of ``flat``; None where that pass cannot run (inside a batched vmap,
-    which batches one level at a time; an op without a batching rule or a differentiable backward)."""
+    tensor (or None: unreached) per input of ``flat`` (BatchedTensors inside a batched vmap); None where that pass
+    cannot run (an op without a batching rule or a differentiable backward, a batched vmap in another thread)."""
     from ..factories import cat
     from . import _vmap
     from ._batched import active_elsewhere, batching, inner_level
