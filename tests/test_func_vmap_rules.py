@@ -141,6 +141,13 @@ def test_batch_norm_training_without_running_stats():
     _check(run, tol=5e-5, batched=3)
 
 
+def test_replace_all_batch_norm_modules_refuses_a_non_module():
+    with pytest.raises(TypeError, match="root must be an nn.Module"):
+        ff.replace_all_batch_norm_modules_({"bn": fg.nn.BatchNorm1d(2)})
+    net = fg.nn.Sequential(fg.nn.BatchNorm1d(2, track_running_stats=False), fg.nn.InstanceNorm1d(2))
+    assert ff.replace_all_batch_norm_modules_(net) is net and net[0].running_mean is None
+
+
 def test_batch_norm_batched_running_stats_loop():
     """Running statistics vmapped with the input (in_dims 0): each element updates its own, in the loop."""
     x = R.standard_normal((3, 4, 2, 5))
