@@ -13,7 +13,8 @@ Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``,
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
 ``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
 the backbones ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (backbones.py: feature maps
-of chosen stages);
+of chosen stages); depth estimation and dense prediction: ``DepthAnythingForDepthEstimation`` (depth_anything.py),
+``DPTModel``, ``DPTForDepthEstimation``, ``DPTForSemanticSegmentation`` (dpt.py, their neck in dpt_neck.py);
 ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
