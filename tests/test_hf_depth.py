@@ -41,7 +41,8 @@ CHECKPOINTS = {
     "dpt_add_bn": ("DPTForDepthEstimation", lambda: transformers.DPTConfig(**dict(
         VIT, readout_type="add", use_batch_norm_in_fusion_residual=True, backbone_out_indices=[0, 2, 3, 1]))),
     "dpt_ignore_projection": ("DPTForDepthEstimation", lambda: transformers.DPTConfig(**dict(
-        VIT, readout_type="ignore", add_projection=True, fusion_hidden_size=256, hidden_act="gelu_new"))),
+        VIT, readout_type="ignore", add_projection=True, fusion_hidden_size=256, hidden_act="gelu_new",  # 256: the
+        neck_hidden_sizes=[4, 6], reassemble_factors=[2, 0.5], backbone_out_indices=[1, 3]))),  # projection's width
     "dpt_dinov2": ("DPTForDepthEstimation", lambda: transformers.DPTConfig(backbone_config=_dino(), **NECK),
                    DA_SHAPES[:2]),
     "dpt_segmentation": ("DPTForSemanticSegmentation", lambda: transformers.DPTConfig(**dict(VIT, num_labels=3))),
@@ -171,6 +172,7 @@ def _da_config(**kw):
     (DPTForDepthEstimation, lambda: dict(VIT, backbone_out_indices=[0, 1, 2, 9]), "backbone_out_indices"),
     (DPTForDepthEstimation, lambda: dict(VIT, backbone_out_indices=[0, 1, 2]), "neck_hidden_sizes"),
     (DPTForDepthEstimation, lambda: dict(VIT, add_projection=True), "add_projection"),
+    (DPTForDepthEstimation, lambda: dict(VIT, num_hidden_layers=None), "num_hidden_layers"),
     (DPTForSemanticSegmentation, lambda: dict(VIT, backbone_config=_dino().to_dict()), "backbone_config"),
 ])
 def test_bad_configs_refused(cls, cfg, match):

@@ -104,6 +104,11 @@ class _DPTTask(nn.Module):
             cfg["backbone_config"] = self.backbone.config
             hidden, n = self.backbone.config["hidden_size"], len(self.backbone.out_indices)
         else:
+            for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+                v = cfg.get(key)
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise ValueError(f"{who}: config {key} must be a positive int (the ViT's size; or give a DINOv2 "
+                                     f"backbone_config), got {v!r}")
             self.dpt = DPTModel(cfg, add_pooling_layer=False)
             layers = cfg["num_hidden_layers"]
             self.out_indices = list(cfg.get("backbone_out_indices") or (2, 5, 8, 11))
