@@ -163,6 +163,7 @@ def _da_config(**kw):
     (DepthAnythingForDepthEstimation, lambda: _da_config(max_depth=-1), "max_depth"),
     (DepthAnythingForDepthEstimation, lambda: _da_config(reassemble_hidden_size=8), "reassemble_hidden_size"),
     (DepthAnythingForDepthEstimation, lambda: _da_config(neck_hidden_sizes=[4, 6, 8]), "reassemble_factors"),
+    (DepthAnythingForDepthEstimation, lambda: _da_config(reassemble_factors=[4, 1.5, 1, 0.5]), "reassemble_factors"),
     (DepthAnythingForDepthEstimation, lambda: _da_config(
         backbone_config=dict(_dino().to_dict(), model_type="swinv2")), "only \"dinov2\""),
     (DepthAnythingForDepthEstimation, lambda: _da_config(

@@ -45,6 +45,7 @@ def neck_settings(cfg: dict, who: str, neck_hidden_sizes=(96, 192, 384, 768), fu
     factors = cfg.get("reassemble_factors", (4, 2, 1, 0.5))
     if not isinstance(factors, (list, tuple)) or len(factors) != len(sizes) or any(
             isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 or (f < 1 and 1 / f != int(1 / f))
+            or (f > 1 and f != int(f))
             for f in factors):
         raise ValueError(f"{who}: config reassemble_factors must give one positive number per neck_hidden_sizes entry "
                          f"({len(sizes)}), each an int or 1 / an int, got {factors!r}")
