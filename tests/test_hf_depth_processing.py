@@ -1,7 +1,7 @@
 """DPTImageProcessor (DPT's and Depth Anything's) against transformers' PIL backend on real-sized random images:
 pixel values bit for bit for Depth Anything's settings (keep_aspect_ratio, ensure_multiple_of 14, 518 px, bicubic),
 DPT's plain square resize, and padding to a size_divisor; post_process_depth_estimation's bicubic resize to the
-images' sizes against transformers'; bad settings refused."""
+images' sizes and post_process_semantic_segmentation's maps against transformers'; bad settings refused."""
 import numpy as np
 import pytest
 
@@ -52,6 +52,23 @@ def test_post_process_depth_estimation_matches_transformers():
             np.testing.assert_allclose(g["predicted_depth"], w, rtol=1e-5, atol=1e-5)
     unsized = ours.post_process_depth_estimation(depth)
     np.testing.assert_array_equal(unsized[1]["predicted_depth"], depth[1])
+
+
+def test_post_process_semantic_segmentation_matches_transformers():
+    hf = transformers.DPTImageProcessorPil()
+    scores = np.random.default_rng(2).standard_normal((2, 5, 12, 16)).astype(np.float32)
+
+    class Output:
+        logits = torch.from_numpy(scores)
+
+    ours = ImageProcessor("DPTImageProcessor")
+    for sizes in ([(37, 51), (8, 9)], None):
+        want = hf.post_process_semantic_segmentation(Output, target_sizes=sizes)
+        got = ours.post_process_semantic_segmentation(scores, sizes)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w.numpy())
+    with pytest.raises(ValueError, match="num_labels"):
+        ours.post_process_semantic_segmentation(scores[0])
 
 
 @pytest.mark.parametrize("settings, match", [

@@ -4,7 +4,8 @@
 ``do_reduce_labels`` concerns segmentation maps: not read). DPT's resize fits ``size`` (height and width) keeping
 the aspect ratio where ``keep_aspect_ratio`` (the side that changes least fits), each side rounded to a multiple of
 ``ensure_multiple_of``; with ``do_pad`` the normalized image is zero-padded to multiples of ``size_divisor``
-(centered). ``post_process_depth_estimation`` resizes a depth model's prediction to the images' sizes.
+(centered). ``post_process_depth_estimation`` resizes a depth model's prediction to the images' sizes,
+``post_process_semantic_segmentation`` a segmentation model's logits before their argmax.
 
 ``load_image_processor(DIR)`` reads the checkpoint's ``preprocessor_config.json``; the processor turns images
 (numpy ``(H, W, C)`` or ``(H, W)`` uint8 arrays, or PIL images when Pillow is installed) into
@@ -471,6 +472,29 @@ class ImageProcessor:
                 d = interpolate(Tensor._wrap(np.ascontiguousarray(d[None, None])), size=size, mode="bicubic",
                                 align_corners=False).numpy()[0, 0]
             out.append({"predicted_depth": d})
+        return out
+
+    def post_process_semantic_segmentation(self, logits, target_sizes=None) -> List[np.ndarray]:
+        """A segmentation model's ``logits`` (B, num_labels, h, w) (or an output holding them) as transformers'
+        processor returns them: one (height, width) int64 map of class ids per image, the logits first resized to
+        ``target_sizes[i]`` bilinearly (align_corners=False) where given."""
+        from ...ops.resample import interpolate
+        from ...tensor import Tensor
+        x = getattr(logits, "logits", logits)
+        x = np.asarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"post_process_semantic_segmentation: logits must be (batch, num_labels, height, width), "
+                             f"got shape {x.shape}")
+        sizes = [None] * len(x) if target_sizes is None else list(target_sizes)
+        if len(sizes) != len(x):
+            raise ValueError(f"post_process_semantic_segmentation: target_sizes must give one (height, width) per "
+                             f"image ({len(x)}), got {len(sizes)}")
+        out = []
+        for one, size in zip(x, sizes):
+            if size is not None:
+                one = interpolate(Tensor._wrap(np.ascontiguousarray(one[None])), size=tuple(int(v) for v in size),
+                                  mode="bilinear", align_corners=False).numpy()[0]
+            out.append(one.argmax(axis=0).astype(np.int64))
         return out
 
 
