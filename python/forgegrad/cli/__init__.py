@@ -1,4 +1,4 @@
-"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops, compress, generate, serve, transcribe.
+"""The ``forgegrad`` command: train, eval, export, bench, quickstart, ops, compress, generate, serve, transcribe, depth.
 
 ``main(argv=None)`` returns the exit code: 0 success, 1 a runtime error, 2 a usage error (bad
 arguments, unknown model or data set names, missing files), 130 interrupted. Expected errors are

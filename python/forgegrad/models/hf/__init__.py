@@ -13,7 +13,8 @@ Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``,
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
 ``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
 the backbones ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (backbones.py: feature maps
-of chosen stages);
+of chosen stages); depth estimation and dense prediction: ``DepthAnythingForDepthEstimation`` (depth_anything.py),
+``DPTModel``, ``DPTForDepthEstimation``, ``DPTForSemanticSegmentation`` (dpt.py, their neck in dpt_neck.py);
 ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
@@ -103,6 +104,8 @@ from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2W
 from .swin import SwinForImageClassification, SwinModel
 from .beit import BeitForImageClassification, BeitModel
 from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone
+from .depth_anything import DepthAnythingForDepthEstimation
+from .dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -140,7 +143,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
            "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
            "SwinForImageClassification", "BeitModel", "BeitForImageClassification",
-           "Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "load_image_processor", "export_vit"]
+           "Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "load_image_processor", "export_vit",
+           "DepthAnythingForDepthEstimation", "DPTModel", "DPTForDepthEstimation", "DPTForSemanticSegmentation"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
                  (GPT2LMHeadModel, BertModel, RobertaModel, XLMRobertaModel, BertForSequenceClassification,
@@ -173,13 +177,15 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
                   SwinForImageClassification, BeitModel, BeitForImageClassification, Dinov2Backbone,
-                  Dinov2WithRegistersBackbone, SwinBackbone)}
+                  Dinov2WithRegistersBackbone, SwinBackbone, DepthAnythingForDepthEstimation, DPTModel,
+                  DPTForDepthEstimation, DPTForSemanticSegmentation)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
             "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
             "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
-            "beit": BeitModel,
+            "beit": BeitModel, "depth_anything": DepthAnythingForDepthEstimation,
+            "dpt": DPTModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -275,6 +281,10 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           Dinov2WithRegistersBackbone)},
             # Swin: per-stage depths and heads (lists, checked as the model is built)
             **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone)},
+            # Depth Anything: the DINOv2 backbone's sizes sit in backbone_config (checked as the model is built)
+            DepthAnythingForDepthEstimation: ("fusion_hidden_size",), DPTModel: _VIT_KEYS,
+            # DPT's task models: a DINOv2 backbone_config or the ViT's sizes (checked as the model is built)
+            DPTForDepthEstimation: ("fusion_hidden_size",), DPTForSemanticSegmentation: ("fusion_hidden_size",),
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:

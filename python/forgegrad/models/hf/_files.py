@@ -130,7 +130,7 @@ def write_checkpoint(path, config: Mapping, tensors: Mapping[str, np.ndarray],
     from ...serialization import _safetensors
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}  # 0-d stays 0-d
     _, stnp = _safetensors()
     payload = stnp.save(arrays, metadata={"format": "pt"})  # transformers checks the "format" entry
     text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"

@@ -81,7 +81,11 @@ def materialize(model, arrays: Dict[str, np.ndarray], dtype: str, path: str) -> 
     skip |= {names[id(e)] + ".weight" for e in [embed] + others if e is not None}
     for key, t in state.items():
         if key not in skip:
-            t._data = np.ascontiguousarray(as_float32(arrays[key]))
+            if np.dtype(t._data.dtype).kind in "iu":  # an integer buffer (BatchNorm's num_batches_tracked) stays one
+                a = np.asarray(arrays[key], dtype=t._data.dtype)
+            else:
+                a = as_float32(arrays[key])
+            t._data = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray alone makes a 0-d array 1-d
     if dtype != BFLOAT16:
         return
     from ...quantization.bf16 import BF16Embedding, WeightOnlyBF16Linear

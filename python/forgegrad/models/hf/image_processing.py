@@ -1,6 +1,11 @@
 """Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
 ``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's,
-``BeitImageProcessor``) in numpy (a BEiT processor's ``do_reduce_labels`` concerns segmentation maps: not read).
+``BeitImageProcessor``, ``DPTImageProcessor``: DPT's and Depth Anything's) in numpy (a BEiT or DPT processor's
+``do_reduce_labels`` concerns segmentation maps: not read). DPT's resize fits ``size`` (height and width) keeping
+the aspect ratio where ``keep_aspect_ratio`` (the side that changes least fits), each side rounded to a multiple of
+``ensure_multiple_of``; with ``do_pad`` the normalized image is zero-padded to multiples of ``size_divisor``
+(centered). ``post_process_depth_estimation`` resizes a depth model's prediction to the images' sizes,
+``post_process_semantic_segmentation`` a segmentation model's logits before their argmax.
 
 ``load_image_processor(DIR)`` reads the checkpoint's ``preprocessor_config.json``; the processor turns images
 (numpy ``(H, W, C)`` or ``(H, W)`` uint8 arrays, or PIL images when Pillow is installed) into
@@ -30,7 +35,7 @@ import json
 import math
 import numbers
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -70,10 +75,17 @@ PROCESSORS: Dict[str, dict] = {
                               size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
                               do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True,
                               do_convert_rgb=True, default_to_square=False),
+    # DPT's and Depth Anything's (whose checkpoints name it with keep_aspect_ratio, ensure_multiple_of 14, 518 px,
+    # ImageNet's mean and std): the size fitted by _dpt_output_size, then optionally padded (do_pad, size_divisor)
+    "DPTImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                              size={"height": 384, "width": 384}, do_resize=True, do_rescale=True, do_normalize=True,
+                              do_center_crop=False, crop_size=None, do_convert_rgb=False, default_to_square=True,
+                              keep_aspect_ratio=False, ensure_multiple_of=1, do_pad=False, size_divisor=None),
 }
 # older configs name a feature extractor; the fast and PIL variants share the slow one's settings
 _ALIASES = {"ViTFeatureExtractor": "ViTImageProcessor", "DeiTFeatureExtractor": "DeiTImageProcessor",
-            "CLIPFeatureExtractor": "CLIPImageProcessor", "BeitFeatureExtractor": "BeitImageProcessor"}
+            "CLIPFeatureExtractor": "CLIPImageProcessor", "BeitFeatureExtractor": "BeitImageProcessor",
+            "DPTFeatureExtractor": "DPTImageProcessor"}
 
 
 # --- Pillow's resampling (libImaging/Resample.c), in numpy ---
@@ -246,6 +258,34 @@ def _output_size(h: int, w: int, size: Dict[str, int]) -> Tuple[int, int]:
     return short_target, int((raw if raw is not None else short_target) * w / h)
 
 
+def _dpt_output_size(h: int, w: int, height: int, width: int, keep_aspect_ratio: bool,
+                     multiple: int) -> Tuple[int, int]:
+    """DPT's resized (height, width) (transformers' dpt get_resize_output_image_size): with ``keep_aspect_ratio``
+    both sides scaled by the factor nearer 1 (the side that changes least fits its target), each side then rounded to
+    a multiple of ``multiple`` (Python's round, half to even)."""
+    scale_h, scale_w = height / h, width / w
+    if keep_aspect_ratio:
+        if abs(1 - scale_w) < abs(1 - scale_h):
+            scale_h = scale_w
+        else:
+            scale_w = scale_h
+
+    def constrain(v: float) -> int:
+        x = round(v / multiple) * multiple
+        return x if x > 0 else math.ceil(v / multiple) * multiple
+
+    return constrain(scale_h * h), constrain(scale_w * w)
+
+
+def _center_pad(x: np.ndarray, divisor: int) -> np.ndarray:
+    """(C, H, W) zero-padded to multiples of ``divisor``, the odd pixel at the bottom / right (DPT's pad_image)."""
+    pads = [(0, 0)]
+    for n in x.shape[1:]:
+        extra = math.ceil(n / divisor) * divisor - n
+        pads.append((extra // 2, extra - extra // 2))
+    return np.pad(x, pads)
+
+
 def _center_crop(image: np.ndarray, ch: int, cw: int) -> np.ndarray:
     """(H, W, C) -> (ch, cw, C), zero-padded around an image smaller than the crop (transformers' center_crop)."""
     h, w = image.shape[:2]
@@ -327,6 +367,15 @@ class ImageProcessor:
                                                                      HAMMING):
             raise ValueError(f"ImageProcessor: resample must be one of PIL's filters 0..5, got {self.resample!r}")
         self.rescale_factor = float(cfg.get("rescale_factor", 1 / 255))
+        self.keep_aspect_ratio = bool(cfg.get("keep_aspect_ratio", False))
+        self.ensure_multiple_of = cfg.get("ensure_multiple_of", 1)
+        self.do_pad, self.size_divisor = bool(cfg.get("do_pad", False)), cfg.get("size_divisor")
+        for key in ("ensure_multiple_of", "size_divisor"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ValueError(f"ImageProcessor: {key} must be a positive int, got {v!r}")
+        if base == "DPTImageProcessor" and self.do_resize and "height" not in self.size:
+            raise ValueError(f"ImageProcessor: DPTImageProcessor's size must have height and width, got {self.size}")
         self.image_mean = np.asarray(cfg["image_mean"], np.float32).reshape(-1)
         self.image_std = np.asarray(cfg["image_std"], np.float32).reshape(-1)
         if self.do_normalize and (self.image_mean.size not in (1, 3) or self.image_std.size not in (1, 3)):
@@ -378,8 +427,12 @@ class ImageProcessor:
         """One image's (3, height, width) float32 pixel values."""
         x = self._array(image, i)
         if self.do_resize:
-            x = resize_uint8(x, *_output_size(x.shape[0], x.shape[1], self.size), resample=self.resample,
-                             use_pillow=self.use_pillow)
+            if self.kind == "DPTImageProcessor":
+                size = _dpt_output_size(x.shape[0], x.shape[1], self.size["height"], self.size["width"],
+                                        self.keep_aspect_ratio, self.ensure_multiple_of)
+            else:
+                size = _output_size(x.shape[0], x.shape[1], self.size)
+            x = resize_uint8(x, *size, resample=self.resample, use_pillow=self.use_pillow)
         if self.do_center_crop:
             x = _center_crop(x, self.crop_size["height"], self.crop_size["width"])
         x = np.moveaxis(x, -1, 0)  # (C, H, W)
@@ -389,7 +442,60 @@ class ImageProcessor:
             x = x.astype(np.float32)
             mean, std = (np.broadcast_to(v, (x.shape[0],))[:, None, None] for v in (self.image_mean, self.image_std))
             x = (x - mean) / std
+        if self.do_pad and self.size_divisor is not None:  # after normalizing: the padding is 0 there
+            x = _center_pad(x, self.size_divisor)
         return x.astype(np.float32)
+
+    def post_process_depth_estimation(self, predicted_depth, target_sizes=None) -> List[Dict[str, np.ndarray]]:
+        """A depth model's ``predicted_depth`` (B, h, w) (or an output holding it) as transformers' processor
+        returns it: one ``{"predicted_depth": (height, width) float32}`` per image, resized to ``target_sizes[i]``
+        (an image's original (height, width), e.g. ``image.shape[:2]``) by bicubic interpolation (align_corners=False,
+        torch's a = -0.75) where given, else as it is."""
+        from ...ops.resample import interpolate
+        from ...tensor import Tensor
+        depth = getattr(predicted_depth, "predicted_depth", predicted_depth)
+        depth = np.asarray(depth.numpy() if isinstance(depth, Tensor) else depth, dtype=np.float32)
+        if depth.ndim != 3:
+            raise ValueError(f"post_process_depth_estimation: predicted_depth must be (batch, height, width), got "
+                             f"shape {depth.shape}")
+        sizes = [None] * len(depth) if target_sizes is None else list(target_sizes)
+        if len(sizes) != len(depth):
+            raise ValueError(f"post_process_depth_estimation: target_sizes must give one (height, width) per image "
+                             f"({len(depth)}), got {len(sizes)}")
+        out = []
+        for d, size in zip(depth, sizes):
+            if size is not None:
+                size = tuple(int(v) for v in size)
+                if len(size) != 2 or min(size) <= 0:
+                    raise ValueError(f"post_process_depth_estimation: a target size must be a positive (height, "
+                                     f"width), got {size}")
+                d = interpolate(Tensor._wrap(np.ascontiguousarray(d[None, None])), size=size, mode="bicubic",
+                                align_corners=False).numpy()[0, 0]
+            out.append({"predicted_depth": d})
+        return out
+
+    def post_process_semantic_segmentation(self, logits, target_sizes=None) -> List[np.ndarray]:
+        """A segmentation model's ``logits`` (B, num_labels, h, w) (or an output holding them) as transformers'
+        processor returns them: one (height, width) int64 map of class ids per image, the logits first resized to
+        ``target_sizes[i]`` bilinearly (align_corners=False) where given."""
+        from ...ops.resample import interpolate
+        from ...tensor import Tensor
+        x = getattr(logits, "logits", logits)
+        x = np.asarray(x.numpy() if isinstance(x, Tensor) else x, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"post_process_semantic_segmentation: logits must be (batch, num_labels, height, width), "
+                             f"got shape {x.shape}")
+        sizes = [None] * len(x) if target_sizes is None else list(target_sizes)
+        if len(sizes) != len(x):
+            raise ValueError(f"post_process_semantic_segmentation: target_sizes must give one (height, width) per "
+                             f"image ({len(x)}), got {len(sizes)}")
+        out = []
+        for one, size in zip(x, sizes):
+            if size is not None:
+                one = interpolate(Tensor._wrap(np.ascontiguousarray(one[None])), size=tuple(int(v) for v in size),
+                                  mode="bilinear", align_corners=False).numpy()[0]
+            out.append(one.argmax(axis=0).astype(np.int64))
+        return out
 
 
 def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> ImageProcessor:
@@ -410,6 +516,7 @@ def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> Imag
     if not kind:
         raise ValueError(f"load_image_processor: {file!r} names no image_processor_type")
     keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-            "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size")
+            "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size", "keep_aspect_ratio",
+            "ensure_multiple_of", "do_pad", "size_divisor")
     return ImageProcessor(kind, use_pillow=use_pillow, **{k: cfg[k] for k in keys if k in cfg})
 

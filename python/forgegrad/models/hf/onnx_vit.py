@@ -1,11 +1,15 @@
-"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py, dinov2_registers.py), Swin (swin.py) and BEiT (beit.py) with
-the input and output names of Hugging Face optimum's exports and the batch dynamic:
+"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py, dinov2_registers.py), Swin (swin.py), BEiT (beit.py), Depth
+Anything (depth_anything.py) and DPT (dpt.py) with the input and output names of Hugging Face optimum's exports and
+the batch dynamic:
 
     input    ``pixel_values`` (batch, channels, height, width) float32
     outputs  ``logits`` (batch, num_labels) for the classifiers (DeiT's teacher model: the mean of its two heads);
              ``last_hidden_state`` (batch, tokens + patches, hidden) and, with a pooler, ``pooler_output`` (batch,
-             hidden) for ``ViTModel`` / ``DeiTModel`` / ``Dinov2Model`` (DINOv2's, with registers too: the CLS
-             row) / ``SwinModel`` (the mean of the last stage's positions)
+             hidden) for ``ViTModel`` / ``DeiTModel`` / ``DPTModel`` / ``Dinov2Model`` (DINOv2's, with registers
+             too: the CLS row) / ``SwinModel`` (the mean of the last stage's positions);
+             ``predicted_depth`` (batch, height', width') for ``DepthAnythingForDepthEstimation`` and
+             ``DPTForDepthEstimation``, ``logits`` (batch, num_labels, height', width') for
+             ``DPTForSemanticSegmentation``
 
 The image size is fixed in the graph: by default the model's (its position table), or ``image_size`` (a ViT or DeiT
 then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table; Swin takes any size whose stages'
@@ -15,11 +19,13 @@ table held as constant matrices. The graph is verified in onnxruntime against fo
 batch (2) and at others.
 
 ``dynamic_image_size=True`` makes ``height`` and ``width`` dynamic too, for ViT and DeiT (positions interpolated),
-DINOv2 with and without registers and BEiT: the patch grid is computed from the input's shape (the exporter's
-``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's mapping; BEiT's relative
-position bias table too, its index computed in the graph: ``BeitRelativePositionBias.in_graph``). Swin's window
-padding and shift masks depend on the size in ways the graph does not express: refused, naming the model
-(``dynamic_refusal``).
+DINOv2 with and without registers, BEiT, DPTModel and Depth Anything (its neck's resizes follow the patch grid: each
+fusion to the next stage's map, the head to grid * patch): the patch grid is computed from the input's shape (the
+exporter's ``axis_divisors``) and the position table resized to it by one Resize (F.interpolate's mapping; BEiT's
+relative position bias table too, its index computed in the graph: ``BeitRelativePositionBias.in_graph``). Swin's window
+padding and shift masks, and DPT's depth and segmentation necks (a map doubled, then the next stage's resized to it
+where an odd grid makes them differ), depend on the size in ways the graph does not express: refused, naming the model
+(``dynamic_refusal``); they export at a fixed image size.
 """
 from __future__ import annotations
 
@@ -29,16 +35,26 @@ import numpy as np
 
 from ...tensor import Tensor
 from .beit import BeitForImageClassification, BeitModel, BeitRelativePositionBias
+from .depth_anything import DepthAnythingForDepthEstimation
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification
+from .dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel
 from .swin import SwinForImageClassification, SwinModel
 from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel, _pair
 
 __all__ = ["dynamic_refusal", "export_vit", "vit_names"]
 
 
+_DEPTH = (DepthAnythingForDepthEstimation, DPTForDepthEstimation)
+_DENSE = _DEPTH + (DPTForSemanticSegmentation,)  # models whose prediction is a map (they always resize positions)
+
+
 def vit_names(model) -> tuple:
     """(input names, output names) of ``model``'s graph."""
+    if isinstance(model, _DEPTH):
+        return ["pixel_values"], ["predicted_depth"]
+    if isinstance(model, DPTForSemanticSegmentation):
+        return ["pixel_values"], ["logits"]
     if isinstance(model, Dinov2Model) or (isinstance(model, SwinModel) and model.pooled):
         return ["pixel_values"], ["last_hidden_state", "pooler_output"]
     if isinstance(model, SwinModel):
@@ -53,7 +69,18 @@ def vit_names(model) -> tuple:
                     f"ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification, "
                     f"DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification, "
                     f"Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel, "
-                    f"SwinForImageClassification, BeitModel, BeitForImageClassification), got {type(model).__name__}")
+                    f"SwinForImageClassification, BeitModel, BeitForImageClassification) or a dense prediction model "
+                    f"(DepthAnythingForDepthEstimation, DPTModel, DPTForDepthEstimation, DPTForSemanticSegmentation), "
+                    f"got {type(model).__name__}")
+
+
+def _embeddings(model):
+    """The module holding ``model``'s patch embeddings and position table."""
+    if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel)):
+        return model.embeddings
+    if isinstance(model, _DENSE):
+        return (model.backbone if hasattr(model, "backbone") else model.dpt).embeddings
+    return model.encoder.embeddings
 
 
 def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False, opset: int = None,
@@ -74,8 +101,7 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
                          "CLIP and SigLIP towers take exactly their config's image_size (no interpolate_pos_encoding), "
                          "so no graph of theirs takes other sizes; export_clip_tower exports them at that size")
     names, outs = vit_names(model)
-    emb = (model.embeddings if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel))
-           else model.encoder.embeddings)
+    emb = _embeddings(model)
     h, w = emb.image_size if image_size is None else _pair(image_size, "image_size", "export_vit:")
     ph, pw = emb.patch_embeddings.patch_size
     if h < ph or w < pw:
@@ -95,7 +121,7 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
             return model(pixel_values, interpolate_pos_encoding=True)
     elif (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification,
                                                              Dinov2WithRegistersForImageClassification, BeitModel,
-                                                             BeitForImageClassification)):
+                                                             BeitForImageClassification, DPTModel) + _DENSE):
         def run(pixel_values):  # ViT, DeiT at another size: their positions resized
             return model(pixel_values, interpolate_pos_encoding=True)
     example = np.random.default_rng(seed).standard_normal((2, emb.patch_embeddings.num_channels, h, w))
@@ -116,6 +142,10 @@ def dynamic_refusal(model) -> Optional[str]:
     if isinstance(model, (SwinModel, SwinForImageClassification)):
         return (f"{name}: Swin pads each stage's map to a multiple of its window and builds the shifted windows' "
                 "attention masks from the map's size, both fixed per image size (export at a fixed image_size)")
+    if isinstance(model, (DPTForDepthEstimation, DPTForSemanticSegmentation)):
+        return (f"{name}: DPT's fusion doubles each map and resizes the next stage's map to it only where their sizes "
+                "differ (a patch grid odd at some stage), sizes the graph cannot compute from the image's (export at "
+                "a fixed image_size; Depth Anything's fusion follows the grid and exports with dynamic sizes)")
     return None
 
 

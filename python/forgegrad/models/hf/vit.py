@@ -107,6 +107,7 @@ class ViTEmbeddings(nn.Module):
     owner = "ViTModel"  # the model's name, for errors
     resize_matrix = staticmethod(bicubic_matrix)  # the position table's resize along one axis
     resize_antialias = False  # the same resize as F.interpolate's antialias flag (resize_by_op)
+    resize_mode = "bicubic"  # the same resize as F.interpolate's mode (resize_by_op)
     # set while export_vit traces a graph with dynamic image sizes: the table is resized by F.interpolate (one ONNX
     # Resize to the grid computed from the input's shape) on every image, transformers' same-size shortcut skipped
     # (a resize to the table's own size is the identity)
@@ -164,7 +165,8 @@ class ViTEmbeddings(nn.Module):
             raise ValueError(f"{self.owner}: interpolate_pos_encoding needs a square grid of positions, the table "
                              f"has {n}")
         grid = table[:, self.tokens:].reshape(1, side, side, E).permute(0, 3, 1, 2)
-        grid = interpolate(grid, size=new, mode="bicubic", align_corners=False, antialias=self.resize_antialias)
+        grid = interpolate(grid, size=new, mode=self.resize_mode, align_corners=False,
+                           antialias=self.resize_antialias)
         return cat([table[:, :self.tokens], grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], E)], dim=1)
 
     def forward(self, pixels: Tensor, interpolate: bool = False) -> Tensor:
@@ -291,11 +293,12 @@ class ViTModel(nn.Module):
     model_type = "vit"
     prefix = "vit."
     tokens = 1
+    embeddings_class = ViTEmbeddings
 
     def __init__(self, config: dict, add_pooling_layer: bool = True):
         super().__init__()
         self.config = dict(config)
-        self.embeddings = ViTEmbeddings(self.config, self.tokens)
+        self.embeddings = self.embeddings_class(self.config, self.tokens)
         self.embeddings.owner = type(self).__name__
         self.encoder = ViTEncoder(self.config)
         self.layernorm = nn.LayerNorm(self.config["hidden_size"], eps=self.config.get("layer_norm_eps", 1e-12))
