@@ -11,9 +11,10 @@ Dual image-text encoders (zero-shot image classification, image and text embeddi
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
-``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
-the backbones ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (backbones.py: feature maps
-of chosen stages);
+``SwinModel``, ``SwinForImageClassification`` (swin.py), ``Swinv2Model``, ``Swinv2ForImageClassification``
+(swinv2.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py); the backbones ``Dinov2Backbone``,
+``Dinov2WithRegistersBackbone``, ``SwinBackbone`` and ``Swinv2Backbone`` (backbones.py: feature maps of chosen
+stages);
 ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
 Supported architectures: ``GPT2LMHeadModel``, ``BertModel``, ``RobertaModel``, ``XLMRobertaModel``,
@@ -101,8 +102,9 @@ from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeac
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
 from .swin import SwinForImageClassification, SwinModel
+from .swinv2 import Swinv2ForImageClassification, Swinv2Model
 from .beit import BeitForImageClassification, BeitModel
-from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone
+from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone, Swinv2Backbone
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
@@ -140,6 +142,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
            "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
            "SwinForImageClassification", "BeitModel", "BeitForImageClassification",
+           "Swinv2Model", "Swinv2ForImageClassification", "Swinv2Backbone",
            "Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "load_image_processor", "export_vit"]
 
 ARCHITECTURES = {cls.architecture: cls for cls in
@@ -173,13 +176,14 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
                   SwinForImageClassification, BeitModel, BeitForImageClassification, Dinov2Backbone,
-                  Dinov2WithRegistersBackbone, SwinBackbone)}
+                  Dinov2WithRegistersBackbone, SwinBackbone, Swinv2Model, Swinv2ForImageClassification,
+                  Swinv2Backbone)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
             "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
             "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
-            "beit": BeitModel,
+            "swinv2": Swinv2Model, "beit": BeitModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
             "mpnet": MPNetModel, "electra": ElectraModel, "albert": AlbertModel,
@@ -274,7 +278,8 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           Dinov2WithRegistersForImageClassification, Dinov2Backbone,
                                           Dinov2WithRegistersBackbone)},
             # Swin: per-stage depths and heads (lists, checked as the model is built)
-            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone)},
+            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone,
+                                                         Swinv2Model, Swinv2ForImageClassification, Swinv2Backbone)},
             }.get(cls, ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                         "max_position_embeddings"))
     for key in keys:
