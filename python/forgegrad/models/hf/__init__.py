@@ -7,7 +7,9 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Dual image-text encoders (zero-shot image classification, image and text embeddings): ``CLIPModel``,
 ``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``, ``CLIPVisionModelWithProjection``,
-``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
+``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``),
+``Siglip2Model``, ``Siglip2TextModel``, ``Siglip2VisionModel``, ``Siglip2ForImageClassification`` (siglip2.py: images
+as variable-count patches with ``pixel_attention_mask`` and ``spatial_shapes``).
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
@@ -95,6 +97,7 @@ from .watermarking import WatermarkDetector
 from .clip import (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel,
                    CLIPVisionModelWithProjection)
 from .siglip import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .siglip2 import Siglip2ForImageClassification, Siglip2Model, Siglip2TextModel, Siglip2VisionModel
 from .onnx_clip import export_clip_tower
 from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
@@ -137,6 +140,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice",
            "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
            "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
+           "Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
            "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
@@ -172,6 +176,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice,
                   CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
                   CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel,
+                  Siglip2Model, Siglip2TextModel, Siglip2VisionModel, Siglip2ForImageClassification,
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
@@ -181,7 +186,9 @@ ARCHITECTURES = {cls.architecture: cls for cls in
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
-            "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
+            "siglip_vision_model": SiglipVisionModel, "siglip2": Siglip2Model,
+            "siglip2_text_model": Siglip2TextModel, "siglip2_vision_model": Siglip2VisionModel, "vit": ViTModel,
+            "deit": DeiTModel,
             "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
             "swinv2": Swinv2Model, "beit": BeitModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
@@ -247,7 +254,7 @@ _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
 
 
 def _required(cfg: dict, cls, path: str) -> None:
-    if cls.__module__.endswith((".clip", ".siglip")):
+    if cls.__module__.endswith((".clip", ".siglip", ".siglip2")):
         return  # their text and vision configs are checked as the model is built (clip.sub_config)
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),

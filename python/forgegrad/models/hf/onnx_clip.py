@@ -1,5 +1,6 @@
-"""ONNX export of CLIP's and SigLIP's towers (clip.py, siglip.py), one graph per tower, with the input and output
-names of Hugging Face optimum's exports and the batch (and the text's sequence) dynamic:
+"""ONNX export of CLIP's and SigLIP's towers (clip.py, siglip.py; SigLIP 2's text tower, siglip2.py), one graph per
+tower, with the input and output names of Hugging Face optimum's exports and the batch (and the text's sequence)
+dynamic:
 
     text     inputs ``input_ids``, ``attention_mask`` (batch, sequence) int64; outputs ``text_embeds``
              (batch, embedding) and ``last_hidden_state`` (batch, sequence, hidden) float32
@@ -21,6 +22,7 @@ from ... import nn
 from ...tensor import Tensor
 from .clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel, CLIPVisionModelWithProjection
 from .siglip import SiglipVisionModel
+from .siglip2 import Siglip2ForImageClassification, Siglip2Model, Siglip2VisionModel
 
 __all__ = ["export_clip_tower"]
 
@@ -51,6 +53,9 @@ class _Tower(nn.Module):
 def _check(model, tower: str) -> None:
     if tower not in ("text", "vision"):
         raise ValueError(f"export_clip_tower: tower must be \"text\" or \"vision\", got {tower!r}")
+    if tower == "vision" and isinstance(model, (Siglip2Model, Siglip2VisionModel, Siglip2ForImageClassification)):
+        raise ValueError(f"export_clip_tower: the vision tower of {type(model).__name__} is not exported yet (its "
+                         "NaFlex inputs: variable patch grids, spatial_shapes); its text tower is")
     kinds = _TEXT if tower == "text" else _VISION
     if not isinstance(model, kinds):
         raise TypeError(f"export_clip_tower: a {tower} tower is exported from one of "
