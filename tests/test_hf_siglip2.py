@@ -40,7 +40,7 @@ def _patches(shapes=SHAPES, places=PLACES, seed=0):
     rng = np.random.default_rng(seed)
     px = rng.standard_normal((len(shapes), places, 27)).astype(np.float32)
     mask = (np.arange(places)[None] < shapes.prod(-1)[:, None]).astype(np.int32)
-    return px * mask[..., None], mask
+    return (px * mask[..., None]).astype(np.float32), mask
 
 
 def _texts(lengths=(5, 12, 3), total=12, seed=0):
@@ -77,7 +77,8 @@ def test_resize_weights_equal_torch_bilinear_antialias():
     (what transformers' weights reproduce), up- and downscaling, padding places taking the first position."""
     table = torch.randn(5, 5, 7)
     shapes = np.array([[3, 8], [5, 5], [9, 2], [1, 1]])
-    w = resize_weights(shapes, 5, 27)
+    w = resize_weights(fg.zeros(4, 27), fg.tensor(shapes.astype(np.float32)), 5).numpy()
+    assert w.shape == (4, 27, 25)
     for b, (h, wd) in enumerate(shapes):
         ref = torch.nn.functional.interpolate(table.permute(2, 0, 1)[None], size=(int(h), int(wd)), mode="bilinear",
                                               align_corners=False, antialias=True)[0].permute(1, 2, 0).reshape(-1, 7)
@@ -269,8 +270,30 @@ def test_text_tower_onnx_export_in_onnxruntime(tmp_path):
         ref = hf.text_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
     np.testing.assert_allclose(got[0], ref.pooler_output.numpy(), **TOL)
     np.testing.assert_allclose(got[1], ref.last_hidden_state.numpy(), **TOL)
-    with pytest.raises(ValueError, match="the vision tower of Siglip2Model is not exported yet"):
-        export_clip_tower(model, tmp_path / "v.onnx", "vision")
+
+
+@pytest.mark.parametrize("which", ["model", "tower"])
+def test_vision_tower_onnx_export_in_onnxruntime(tmp_path, which):
+    """One graph takes any batch and patch count: padded images of different grids (the resize weights and the
+    masks computed in the graph) give transformers' embeddings and hidden states."""
+    ort = pytest.importorskip("onnxruntime")
+    from forgegrad.models.hf.onnx_clip import export_clip_tower
+    hf = _siglip2(tmp_path / "m")
+    model = from_pretrained(tmp_path / "m")
+    if which == "tower":
+        hf.vision_model.save_pretrained(tmp_path / "v")
+        model = from_pretrained(tmp_path / "v")
+    report = export_clip_tower(model, tmp_path / "v.onnx", "vision")
+    assert report.ok, report
+    sess = ort.InferenceSession(str(tmp_path / "v.onnx"), providers=["CPUExecutionProvider"])
+    for shapes, places in ((SHAPES, PLACES), (SHAPES[1:2], 14), (np.array([[3, 9], [5, 5]]), 31)):
+        px, mask = _patches(shapes, places, seed=places)
+        got = sess.run(None, {"pixel_values": px, "pixel_attention_mask": mask.astype(np.int64),
+                              "spatial_shapes": shapes.astype(np.int64)})
+        with torch.no_grad():
+            ref = hf.vision_model(**_hf_inputs(px, mask, shapes))
+        np.testing.assert_allclose(got[0], ref.pooler_output.numpy(), **TOL)
+        np.testing.assert_allclose(got[1], ref.last_hidden_state.numpy(), **TOL)
 
 
 def test_refusals(tmp_path):

@@ -10,21 +10,21 @@ vision inputs, images of any aspect ratio as a variable number of patches.
 - The patches go through a Linear (``patch_embedding``), plus the learned (sqrt(num_patches))^2 position table
   resized to each image's grid by transformers' bilinear, antialiased interpolation (``F.interpolate(mode="bilinear",
   align_corners=False, antialias=True)``'s weights): the weights depend only on ``spatial_shapes``, a (B, L, G * G)
-  float32 matrix built in numpy, so the table's gradient flows through one matmul. A padding place gets the first
-  patch's position.
+  float32 matrix computed in Tensor ops (an exported graph computes it from its ``spatial_shapes`` input), the table's
+  gradient flowing through one matmul. A padding place gets the first patch's position.
 - The encoder and the MAP head attend only to patches (padding keys masked); ``last_hidden_state`` holds the padding
   places too (as transformers computes them). Siglip2ForImageClassification averages the patches' final states (the
   mask's places) into its ``classifier``.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ...tensor import Tensor
-from ._layers import padding_bias
+from ._layers import FLOAT32_MAX, key_places, padding_bias
 from .clip import CLIPEncoder, CLIPOutput, EncoderOutput, strip_prefix, sub_config, unit
 from .siglip import SiglipModel, SiglipMultiheadAttentionPoolingHead, SiglipTextModel, siglip_loss
 from .vit import _labels
@@ -46,38 +46,28 @@ class Siglip2TextModel(SiglipTextModel):
     model_type = "siglip2_text_model"
 
 
-def resize_weights(spatial_shapes: np.ndarray, grid: int, length: int) -> np.ndarray:
-    """(B, length, grid * grid) float32: row p of image b weights the (grid, grid) position table into the
-    position of its patch p (row p // w, column p % w of its (h, w) grid; a place past h * w takes patch 0), by
-    bilinear interpolation with antialiasing as transformers' resize_positional_embeddings computes it (in float32):
-    along each axis the triangle filter widened by max(grid / size, 1) around the source centre (i + 0.5) * grid /
-    size - 0.5, normalised to sum 1."""
-    sizes = spatial_shapes.astype(np.float32)[:, None]  # (B, 1, 2)
-    positions = np.arange(length, dtype=np.float32)[None, :, None]  # (1, L, 1)
-    rows = np.floor(positions / sizes[..., 1:])
-    index = np.concatenate([rows, positions - rows * sizes[..., 1:]], axis=-1)  # (B, L, 2)
-    index = index * (positions < sizes.prod(-1, keepdims=True))
-    scale = np.float32(grid) / sizes
-    support = np.maximum(scale, np.float32(1))
-    center = (index + np.float32(0.5)) * scale - np.float32(0.5)
-    source = np.arange(grid, dtype=np.float32)
-    w = np.maximum(1 - np.abs(source - center[..., None]) / support[..., None], np.float32(0))  # (B, L, 2, G)
-    w = w / w.sum(-1, keepdims=True)
-    return (w[..., 0, :, None] * w[..., 1, None, :]).reshape(w.shape[0], length, grid * grid).astype(np.float32)
+def resize_weights(places: Tensor, spatial_shapes: Tensor, grid: int) -> Tensor:
+    """(B, L, grid * grid): row p of image b weights the (grid, grid) position table into the position of its patch
+    p (row p // w, column p % w of its (h, w) grid; a place past h * w takes patch 0), by bilinear interpolation with
+    antialiasing as transformers' resize_positional_embeddings computes it (float32): along each axis the triangle
+    filter widened by max(grid / size, 1) around the source centre (i + 0.5) * grid / size - 0.5, normalised to sum
+    1. ``places``: a float (B, L) tensor (its values unused: L comes from its shape, which an exported graph keeps
+    dynamic); ``spatial_shapes``: float (B, 2)."""
+    positions = key_places(places)  # (B, L): 0 .. L - 1
+    h, w = spatial_shapes[:, :1], spatial_shapes[:, 1:]  # (B, 1)
+    rows = (positions / w).floor()
+    inside = (positions < h * w).float()
+    rows, cols = rows * inside, (positions - rows * w) * inside
+    source = Tensor._wrap(np.arange(grid, dtype=np.float32))
 
+    def axis(index: Tensor, size: Tensor) -> Tensor:  # (B, L, grid)
+        scale = float(grid) / size  # (B, 1)
+        support = scale.clamp(min=1.0).unsqueeze(-1)
+        center = ((index + 0.5) * scale - 0.5).unsqueeze(-1)
+        weights = (1 - (source - center).abs() / support).clamp(min=0.0)
+        return weights / weights.sum(-1, keepdim=True)
 
-def _shapes(spatial_shapes, batch: int, length: int, grid: int, who: str) -> np.ndarray:
-    if spatial_shapes is None:
-        raise ValueError(f"{who}: spatial_shapes (batch, 2) is required: each image's patch grid (rows, columns), "
-                         "as Siglip2ImageProcessor gives it")
-    s = np.asarray(spatial_shapes.numpy() if isinstance(spatial_shapes, Tensor) else spatial_shapes)
-    if s.shape != (batch, 2) or s.dtype.kind not in "iu":
-        raise ValueError(f"{who}: spatial_shapes must be an int array of shape ({batch}, 2) (rows, columns of each "
-                         f"image's patches), got {s.dtype} {s.shape}")
-    if (s <= 0).any() or (s.prod(-1) > length).any():
-        raise ValueError(f"{who}: every spatial_shapes row must be positive with rows * columns at most the "
-                         f"{length} patch places of pixel_values, got {s.tolist()}")
-    return s.astype(np.int64)
+    return (axis(rows, h).unsqueeze(-1) * axis(cols, w).unsqueeze(-2)).flatten(2)
 
 
 class Siglip2VisionEmbeddings(nn.Module):
@@ -94,29 +84,53 @@ class Siglip2VisionEmbeddings(nn.Module):
         self.patch_embedding = nn.Linear(cfg["num_channels"] * p * p, E)
         self.position_embedding = nn.Embedding(n, E)
 
-    def forward(self, patches: Tensor, shapes: np.ndarray) -> Tensor:
-        weights = Tensor._wrap(resize_weights(shapes, self.grid, patches.shape[1]))
+    def forward(self, patches: Tensor, mask: Tensor, shapes: Tensor) -> Tensor:
+        """patches (B, L, C * p * p); mask float (B, L); shapes float (B, 2)."""
+        weights = resize_weights(mask, shapes, self.grid)
         return self.patch_embedding(patches) + weights @ self.position_embedding.weight
 
 
-def _patch_inputs(pixel_values, pixel_attention_mask, cfg: dict, who: str):
-    """pixel_values as a float32 (B, L, C * p * p) Tensor and the mask as a bool (B, L) array, checked."""
+def _host(t) -> Optional[np.ndarray]:
+    """A Tensor's or array's values to check on the host; None for a traced graph input (the exported graph checks
+    nothing: its values are the graph's) or a meta tensor."""
+    if isinstance(t, Tensor):
+        return t._data if isinstance(t._data, np.ndarray) and grad_mode.recorder() is None else None
+    return np.asarray(t)
+
+
+def vision_inputs(pixel_values, pixel_attention_mask, spatial_shapes, cfg: dict, who: str):
+    """(pixel_values float32 (B, L, C * p * p), the mask float (B, L), spatial_shapes float (B, 2), whether to mask:
+    some place is padding, or a graph is traced), checked; a graph's input Tensors are used as they are."""
     x = pixel_values if isinstance(pixel_values, Tensor) else Tensor._wrap(
         np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32)))
     width = cfg["num_channels"] * cfg["patch_size"] ** 2
     if x.ndim != 3 or x.shape[2] != width or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{who}: pixel_values must have shape (batch, patches, {width}) (num_channels * patch_size "
                          f"** 2: patchified images, as Siglip2ImageProcessor makes them), got {tuple(x.shape)}")
+    B, L = x.shape[0], x.shape[1]
+    if spatial_shapes is None:
+        raise ValueError(f"{who}: spatial_shapes (batch, 2) is required: each image's patch grid (rows, columns), "
+                         "as Siglip2ImageProcessor gives it")
+    shapes = spatial_shapes if isinstance(spatial_shapes, Tensor) else Tensor._wrap(np.asarray(spatial_shapes))
+    if tuple(shapes.shape) != (B, 2) or np.dtype(shapes.dtype).kind not in "iu":
+        raise ValueError(f"{who}: spatial_shapes must be an int array of shape ({B}, 2) (rows, columns of each "
+                         f"image's patches), got {np.dtype(shapes.dtype)} {tuple(shapes.shape)}")
+    values = _host(shapes)
+    if values is not None and ((values <= 0).any() or (values.prod(-1) > L).any()):
+        raise ValueError(f"{who}: every spatial_shapes row must be positive with rows * columns at most the {L} "
+                         f"patch places of pixel_values, got {values.tolist()}")
+    traced = grad_mode.recorder() is not None
     if pixel_attention_mask is None:
-        return x, np.ones(tuple(x.shape[:2]), bool)
-    m = np.asarray(pixel_attention_mask.numpy() if isinstance(pixel_attention_mask, Tensor)
-                   else pixel_attention_mask)
-    if m.shape != tuple(x.shape[:2]) or (m.size and not np.isin(m, (0, 1)).all()):
-        raise ValueError(f"{who}: pixel_attention_mask must be a 0/1 array of shape {tuple(x.shape[:2])} (1 for a "
-                         f"patch, 0 for padding), got {m.dtype} {m.shape}")
-    if not m.astype(bool).any(-1).all():
+        return x, x[..., 0] * 0 + 1, shapes.float(), traced
+    mask = pixel_attention_mask if isinstance(pixel_attention_mask, Tensor) else Tensor._wrap(
+        np.asarray(pixel_attention_mask))
+    values = _host(mask)
+    if tuple(mask.shape) != (B, L) or (values is not None and values.size and not np.isin(values, (0, 1)).all()):
+        raise ValueError(f"{who}: pixel_attention_mask must be a 0/1 array of shape {(B, L)} (1 for a patch, 0 for "
+                         f"padding), got {np.dtype(mask.dtype)} {tuple(mask.shape)}")
+    if values is not None and not values.astype(bool).any(-1).all():
         raise ValueError(f"{who}: every image needs at least one patch (a pixel_attention_mask row is all 0)")
-    return x, m.astype(bool)
+    return x, mask.float(), shapes.float(), traced or values is None or not values.all()
 
 
 class Siglip2VisionModel(nn.Module):
@@ -140,15 +154,17 @@ class Siglip2VisionModel(nn.Module):
         self.head = SiglipMultiheadAttentionPoolingHead(c) if c["vision_use_head"] else None
 
     def forward(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None) -> EncoderOutput:
-        who = type(self).__name__
-        x, mask = _patch_inputs(pixel_values, pixel_attention_mask, self.config, who)
-        shapes = _shapes(spatial_shapes, x.shape[0], x.shape[1], self.embeddings.grid, who)
-        bias = None if mask.all() else padding_bias(Tensor._wrap(mask.astype(np.float32)))
-        x = self.post_layernorm(self.encoder(self.embeddings(x, shapes), bias))
+        return self.run(pixel_values, pixel_attention_mask, spatial_shapes)[0]
+
+    def run(self, pixel_values, pixel_attention_mask, spatial_shapes):
+        """(EncoderOutput, the float (B, L) mask, whether it masks anything)."""
+        x, mask, shapes, masked = vision_inputs(pixel_values, pixel_attention_mask, spatial_shapes, self.config,
+                                                type(self).__name__)
+        x = self.post_layernorm(self.encoder(self.embeddings(x, mask, shapes), padding_bias(mask) if masked else None))
         pooled = None
-        if self.head is not None:
-            pooled = self.head(x) if mask.all() else self.head(x, key_padding_mask=Tensor._wrap(~mask))
-        return EncoderOutput(x, pooled)
+        if self.head is not None:  # padding keys get minus float32's max, as the encoder's bias
+            pooled = self.head(x, key_padding_mask=(mask - 1) * FLOAT32_MAX if masked else None)
+        return EncoderOutput(x, pooled), mask, masked
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return strip_prefix(tensors, "vision_model.")
@@ -196,15 +212,12 @@ class Siglip2ForImageClassification(nn.Module):
         self.classifier = nn.Linear(vision["hidden_size"], labels) if labels > 0 else nn.Identity()
 
     def forward(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None) -> Tensor:
-        x = self.vision_model(pixel_values, pixel_attention_mask, spatial_shapes).last_hidden_state
-        if pixel_attention_mask is None:
-            pooled = x.mean(dim=1)
-        else:
-            _, mask = _patch_inputs(pixel_values, pixel_attention_mask, self.vision_model.config,
-                                    type(self).__name__)
-            m = Tensor._wrap(mask.astype(np.float32)[..., None])
-            pooled = (x * m).sum(1) / m.sum(1)
-        return self.classifier(pooled)
+        out, mask, masked = self.vision_model.run(pixel_values, pixel_attention_mask, spatial_shapes)
+        x = out.last_hidden_state
+        if pixel_attention_mask is None and not masked:
+            return self.classifier(x.mean(dim=1))
+        m = mask.unsqueeze(-1)
+        return self.classifier((x * m).sum(1) / m.sum(1))
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
