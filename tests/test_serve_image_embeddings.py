@@ -1,7 +1,8 @@
 """``POST /v1/embeddings`` on the real server for a CLIP checkpoint (a tiny CLIPModel, its byte-level BPE tokenizer
 and CLIPImageProcessor, all written by transformers): texts and PNG / JPEG images mixed in one request give
 transformers' unit-length text and image embeddings, in one space (their dot products are the logits over
-exp(logit_scale)); base64 vectors; bad images and inputs are 400s naming the input; a SiglipModel the same way."""
+exp(logit_scale)); base64 vectors; bad images and inputs are 400s naming the input; a SiglipModel the same way; a
+Siglip2Model with NaFlex images of different shapes batched together."""
 from __future__ import annotations
 
 import base64
@@ -187,3 +188,43 @@ def test_siglip_texts_padded_to_the_tower_length_and_images(tmp_path):
         image_ref = _unit(hf.get_image_features(pixel_values=pixels).pooler_output.numpy())
     np.testing.assert_allclose(got[[0, 2]], text_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[1], image_ref[0], rtol=1e-4, atol=1e-5)
+
+
+def test_siglip2_naflex_images_of_different_shapes_batched(tmp_path):
+    """A Siglip2Model with a Siglip2ImageProcessor: images of different aspect ratios (their own patch grids, padded
+    to max_num_patches) batched across requests give transformers' unit vectors; a processor cutting other patches
+    than the tower's is refused at startup."""
+    import json
+
+    from forgegrad.serve.image_embeddings import ImageTextEmbedder
+    hf_tok = _bpe_tokenizer_dir(tmp_path)
+    config = {"image_processor_type": "Siglip2ImageProcessor", "patch_size": 3, "max_num_patches": 20,
+              "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    text = dict(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=12, pad_token_id=hf_tok.pad_token_id,
+                eos_token_id=hf_tok.eos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, patch_size=3,
+                  num_patches=16)
+    torch.manual_seed(0)
+    hf = transformers.Siglip2Model(transformers.Siglip2Config(text_config=text, vision_config=vision)).eval()
+    hf.save_pretrained(tmp_path)
+    assert encoder_kind(str(tmp_path)) == "embeddings"
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((40, 33, 3), (12, 60, 3), (30, 30, 3))]
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path), max_batch=4))) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/embeddings", json={"input": ["a photo of a cat"] + [{"image": _encoded(im, "PNG")}
+                                                                            for im in images]})
+    assert r.status_code == 200, r.text
+    got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
+    improc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    ids = hf_tok(["a photo of a cat"], padding="max_length", max_length=12, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        text_ref = _unit(hf.get_text_features(input_ids=ids).pooler_output.numpy())
+        image_ref = _unit(hf.get_image_features(**improc(images, return_tensors="pt")).pooler_output.numpy())
+    np.testing.assert_allclose(got[:1], text_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1:], image_ref, rtol=1e-4, atol=1e-5)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(dict(config, patch_size=4)))
+    with pytest.raises(ValueError, match="cuts 4 px patches, but the vision tower takes 3 px ones"):
+        ImageTextEmbedder(str(tmp_path))

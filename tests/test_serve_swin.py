@@ -1,7 +1,7 @@
-"""Swin on the real server (a tiny SwinForImageClassification and ViTImageProcessor written by transformers; the
-processor's 27 x 38 px images are not the 32 px of the config, nor multiples of the patch or the window): ``POST
-/v1/classify`` gives the softmax of transformers' logits on transformers' pixel values; a processor whose images are
-too small for the window is refused at startup."""
+"""Swin and Swin V2 on the real server (a tiny SwinForImageClassification / Swinv2ForImageClassification and
+ViTImageProcessor written by transformers; the processor's 27 x 38 px images are not the 32 px of the config, nor
+multiples of the patch or the window): ``POST /v1/classify`` gives the softmax of transformers' logits on
+transformers' pixel values; a processor whose images are too small for Swin's window is refused at startup."""
 from __future__ import annotations
 
 import base64
@@ -27,12 +27,13 @@ from forgegrad.serve.image_classify import ImageClassifier  # noqa: E402
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 
 
-def _checkpoint(path, height=27, width=38):
+def _checkpoint(path, height=27, width=38, v2=False):
     torch.manual_seed(0)
-    cfg = transformers.SwinConfig(image_size=32, patch_size=2, embed_dim=8, depths=[2, 2, 1], num_heads=[2, 4, 2],
-                                  window_size=3, initializer_range=0.3, id2label=LABELS,
-                                  label2id={v: k for k, v in LABELS.items()})
-    hf = transformers.SwinForImageClassification(cfg).eval()
+    config, cls = ((transformers.Swinv2Config, transformers.Swinv2ForImageClassification) if v2 else
+                   (transformers.SwinConfig, transformers.SwinForImageClassification))
+    cfg = config(image_size=32, patch_size=2, embed_dim=8, depths=[2, 2, 1], num_heads=[2, 4, 2], window_size=3,
+                 initializer_range=0.3, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    hf = cls(cfg).eval()
     hf.save_pretrained(path)
     transformers.ViTImageProcessorPil(size={"height": height, "width": width}, resample=3).save_pretrained(path)
     return hf
@@ -54,8 +55,9 @@ def _npy(arr: np.ndarray) -> str:
     return _b64(buf.getvalue())
 
 
-def test_classify(tmp_path):
-    hf = _checkpoint(tmp_path)
+@pytest.mark.parametrize("v2", [False, True], ids=["swin", "swinv2"])
+def test_classify(tmp_path, v2):
+    hf = _checkpoint(tmp_path, v2=v2)
     assert encoder_kind(str(tmp_path)) == "classify"
     rng = np.random.default_rng(0)
     rgb = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8), rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)]

@@ -1,7 +1,8 @@
-"""Image classification over HTTP for a ViT, DeiT, DINOv2, Swin or BEiT classifier (``ViTForImageClassification``,
-``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``, ``Dinov2ForImageClassification``,
-``Dinov2WithRegistersForImageClassification``, ``SwinForImageClassification``, ``BeitForImageClassification``), in the
-shape of the text classify API (classify.py).
+"""Image classification over HTTP for a ViT, DeiT, DINOv2, Swin (V1, V2) or BEiT classifier
+(``ViTForImageClassification``, ``DeiTForImageClassification``, ``DeiTForImageClassificationWithTeacher``,
+``Dinov2ForImageClassification``, ``Dinov2WithRegistersForImageClassification``, ``SwinForImageClassification``,
+``Swinv2ForImageClassification``, ``BeitForImageClassification``), in the shape of the text classify API
+(classify.py).
 
     forgegrad serve VIT_DIR   (the app: encoder_app.py)
 
@@ -25,9 +26,9 @@ the model then runs on the images of every request waiting together (``encoder_a
 
 The processor must make every image one size (a crop, or a fixed height and width): for ViT and DeiT the size of
 their position table, for DINOv2 any (its table is resized to every image's grid: the hub's checkpoints take 224 px
-crops with a table trained at 518 px) and BEiT (its position biases resized likewise), for Swin any whose stages' maps
-are at least a window (the size of its position table where it has one). ``ImageModelWorker`` (the model, its
-processor and the decoding) is shared with vision_embeddings.py.
+crops with a table trained at 518 px), BEiT (its position biases resized likewise) and Swin V2 (its maps padded to its
+windows), for Swin any whose stages' maps are at least a window (the size of its position table where it has one).
+``ImageModelWorker`` (the model, its processor and the decoding) is shared with vision_embeddings.py.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from .image_embeddings import MAX_PIXELS, MAX_SIDE, _check_resized, load_image, 
 
 ARCHITECTURES = ("ViTForImageClassification", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher",
                  "Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification",
-                 "SwinForImageClassification", "BeitForImageClassification")
+                 "SwinForImageClassification", "Swinv2ForImageClassification", "BeitForImageClassification")
 _FIELDS = {"model", "input", "user"}
 _EXPECTED = (f'{{"image": "<base64 or a data: URL>"}}, {{"array": "<base64 of a .npy file>"}}, or a list of up to '
              f'{MAX_INPUTS} of them')
@@ -117,6 +118,7 @@ class ImageModelWorker:
         from ..models.hf.dinov2 import Dinov2Model
         from ..models.hf.image_processing import load_image_processor
         from ..models.hf.swin import SwinModel
+        from ..models.hf.swinv2 import Swinv2Model
         self.model = load_served_model(path, weights)
         self.processor = load_image_processor(path)
         # a classifier's encoder, or the model itself
@@ -127,7 +129,7 @@ class ImageModelWorker:
         size = self.processor.crop_size if self.processor.do_center_crop else self.processor.size
         want = tuple(emb.image_size)
         got = (size["height"], size["width"]) if size is not None and "height" in size else None
-        if isinstance(base, (Dinov2Model, BeitModel)):
+        if isinstance(base, (Dinov2Model, BeitModel, Swinv2Model)):  # any one size of at least a patch
             patch = emb.patch_embeddings.patch_size
             if got is None or got[0] < patch[0] or got[1] < patch[1]:
                 raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the model "
@@ -147,7 +149,7 @@ class ImageModelWorker:
                              f"{want[0]}x{want[1]}")
         self.image_size = got
         patch = emb.patch_embeddings.patch_size
-        if isinstance(base, SwinModel):  # the image padded to whole patches
+        if isinstance(base, (SwinModel, Swinv2Model)):  # the image padded to whole patches
             self.context = -(-got[0] // patch[0]) * -(-got[1] // patch[1])
         else:
             self.context = (got[0] // patch[0]) * (got[1] // patch[1]) + base.tokens  # tokens per image

@@ -1,5 +1,5 @@
-"""Image and text embeddings over HTTP for a CLIP or SigLIP checkpoint (``CLIPModel``, ``SiglipModel``):
-OpenAI's embeddings API with images among the inputs, in one vector space.
+"""Image and text embeddings over HTTP for a CLIP, SigLIP or SigLIP 2 checkpoint (``CLIPModel``, ``SiglipModel``,
+``Siglip2Model``): OpenAI's embeddings API with images among the inputs, in one vector space.
 
     forgegrad serve CLIP_DIR   (the app: encoder_app.py)
 
@@ -9,7 +9,8 @@ OpenAI's embeddings API with images among the inputs, in one vector space.
 
 A text is tokenized with the directory's tokenizer.json and embedded by the text tower (``get_text_features``), an
 image decoded by Pillow (the ``vision`` extra; PNG, JPEG, WebP, ...), made into pixel values by the directory's
-``preprocessor_config.json`` (image_processing.py) and embedded by the image tower (``get_image_features``). Every
+``preprocessor_config.json`` (image_processing.py; SigLIP 2's: patches of each image's own aspect ratio padded to
+``max_num_patches``, siglip2_processing.py) and embedded by the image tower (``get_image_features``). Every
 vector has unit length (the embeddings whose dot products the model's logits scale), so a text's and an image's
 compare by their dot product. Images come inline, base64-encoded (a ``data:`` URL or the bare base64); URLs are not
 fetched. Decoding and preprocessing run off the event loop, per request, so a bad image is that request's 400; the
@@ -29,7 +30,7 @@ import numpy as np
 from .completion_request import CompletionError, bad, request_object, served_model
 from .embeddings import MAX_INPUTS, checked_length, checkpoint_kind, encode_checked, load_served_model
 
-_ARCHITECTURES = ("CLIPModel", "SiglipModel")
+_ARCHITECTURES = ("CLIPModel", "SiglipModel", "Siglip2Model")
 _FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 MAX_PIXELS = 50_000_000  # a decoded image past this many pixels is refused (decompression bombs)
 # the images of one request together: decoding and preprocessing take about 12 million pixels a second of one core
@@ -49,7 +50,7 @@ _EXPECTED = (f'a string (a text), {{"text": "..."}}, {{"image": "<base64 or a da
 def is_image_text_checkpoint(path: str) -> bool:
     """Whether a checkpoint directory holds a CLIP or SigLIP dual encoder."""
     arch, model_type = checkpoint_kind(path)
-    return arch in _ARCHITECTURES or model_type in ("clip", "siglip")
+    return arch in _ARCHITECTURES or model_type in ("clip", "siglip", "siglip2")
 
 
 def _items(value) -> list:
@@ -145,7 +146,8 @@ def _check_resized(width: int, height: int, processor, index: int) -> None:
 
 
 class ImageTextEmbedder:
-    """A CLIP or SigLIP model and its ImageTextProcessor; ``embed`` runs on one thread at a time (the worker)."""
+    """A CLIP, SigLIP or SigLIP 2 model and its ImageTextProcessor; ``embed`` runs on one thread at a time (the
+    worker)."""
 
     def __init__(self, path: str, weights: str = "float32", max_batch: int = 32):
         from ..models.hf.zero_shot import ImageTextProcessor
@@ -154,13 +156,21 @@ class ImageTextEmbedder:
         improc = self.processor.image_processor
         if improc is None:
             raise ValueError(f"{path!r} has no preprocessor_config.json: images could not be embedded")
-        # every image must come out at the vision tower's size: otherwise each batch holding an image (texts of
-        # other requests run with it) would fail in the model
-        size = improc.crop_size if improc.do_center_crop else improc.size
-        want = int(self.model.vision_model.config["image_size"])
-        if size is None or "height" not in size or (size["height"], size["width"]) != (want, want):
-            raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the vision tower "
-                             f"takes {want}x{want}")
+        from ..models.hf.siglip2_processing import Siglip2ImageProcessor
+        vision = self.model.vision_model.config
+        naflex = isinstance(improc, Siglip2ImageProcessor)  # SigLIP 2: patches, their mask and grid
+        if naflex:
+            if improc.patch_size != vision["patch_size"]:
+                raise ValueError(f"{path!r}: preprocessor_config.json cuts {improc.patch_size} px patches, but the "
+                                 f"vision tower takes {vision['patch_size']} px ones")
+        else:
+            # every image must come out at the vision tower's size: otherwise each batch holding an image (texts of
+            # other requests run with it) would fail in the model
+            size = improc.crop_size if improc.do_center_crop else improc.size
+            want = int(vision["image_size"])
+            if size is None or "height" not in size or (size["height"], size["width"]) != (want, want):
+                raise ValueError(f"{path!r}: preprocessor_config.json makes images of size {size}, but the vision "
+                                 f"tower takes {want}x{want}")
         self.context = self.processor.max_length
         self.vocab = int(self.model.text_model.config["vocab_size"])
         project = getattr(self.model, "text_projection", None)  # CLIP's; SigLIP's vectors are its towers' own
@@ -171,8 +181,9 @@ class ImageTextEmbedder:
         return f"{self.dim}-dimensional text and image vectors, texts up to {self.context} tokens"
 
     def _prepare(self, items: List[Tuple[str, str]]) -> Tuple[list, int]:
-        """(("text", ids) or ("image", (3, H, W) pixel values) per item, the text tokens): tokenizing, decoding
-        and preprocessing, on a thread of the event loop's executor."""
+        """(("text", ids) or ("image", the processor's arrays of it: (3, H, W) pixel_values, SigLIP 2's patches,
+        mask and grid) per item, the text tokens): tokenizing, decoding and preprocessing, on a thread of the event
+        loop's executor."""
         improc, out, tokens, pixels = self.processor.image_processor, [], 0, 0
         opened = {}  # every image's header is checked before any is decoded: a request past a limit costs no decoding
         for i, (kind, value) in enumerate(items):
@@ -190,7 +201,8 @@ class ImageTextEmbedder:
                 out.append(("text", ids))
                 tokens += len(ids)
             else:
-                out.append(("image", improc(load_image(opened.pop(i), i))["pixel_values"][0]))
+                made = improc(load_image(opened.pop(i), i))
+                out.append(("image", {k: v[0] for k, v in made.items()}))
         return out, tokens
 
     async def answer(self, body: bytes, name: str, run) -> Tuple[dict, int]:
@@ -227,5 +239,6 @@ class ImageTextEmbedder:
                 out[rows] = self.model.get_text_features(inputs["input_ids"], inputs.get("attention_mask")).numpy()
             for start in range(0, len(images), self.max_batch):
                 rows = images[start:start + self.max_batch]
-                out[rows] = self.model.get_image_features(np.stack([items[i][1] for i in rows])).numpy()
+                inputs = {k: np.stack([items[i][1][k] for i in rows]) for k in items[rows[0]][1]}
+                out[rows] = self.model.get_image_features(**inputs).numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))

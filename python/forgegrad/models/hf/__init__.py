@@ -7,13 +7,16 @@ directory written by transformers' ``save_pretrained`` (``config.json`` + safete
 
 Dual image-text encoders (zero-shot image classification, image and text embeddings): ``CLIPModel``,
 ``CLIPTextModel``, ``CLIPVisionModel``, ``CLIPTextModelWithProjection``, ``CLIPVisionModelWithProjection``,
-``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``).
+``SiglipModel``, ``SiglipTextModel``, ``SiglipVisionModel`` (clip.py, siglip.py; images as ``pixel_values``),
+``Siglip2Model``, ``Siglip2TextModel``, ``Siglip2VisionModel``, ``Siglip2ForImageClassification`` (siglip2.py: images
+as variable-count patches with ``pixel_attention_mask`` and ``spatial_shapes``).
 Vision transformers: ``ViTModel``, ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassification``,
 ``DeiTForImageClassificationWithTeacher`` (vit.py), ``Dinov2Model``, ``Dinov2ForImageClassification``
 (dinov2.py), ``Dinov2WithRegistersModel``, ``Dinov2WithRegistersForImageClassification`` (dinov2_registers.py),
-``SwinModel``, ``SwinForImageClassification`` (swin.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py);
-the backbones ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (backbones.py: feature maps
-of chosen stages); depth estimation and dense prediction: ``DepthAnythingForDepthEstimation`` (depth_anything.py),
+``SwinModel``, ``SwinForImageClassification`` (swin.py), ``Swinv2Model``, ``Swinv2ForImageClassification``
+(swinv2.py), ``BeitModel``, ``BeitForImageClassification`` (beit.py); the backbones ``Dinov2Backbone``,
+``Dinov2WithRegistersBackbone``, ``SwinBackbone`` and ``Swinv2Backbone`` (backbones.py: feature maps of chosen
+stages); depth estimation and dense prediction: ``DepthAnythingForDepthEstimation`` (depth_anything.py),
 ``DPTModel``, ``DPTForDepthEstimation``, ``DPTForSemanticSegmentation`` (dpt.py, their neck in dpt_neck.py);
 ``load_image_processor(DIR)`` makes their ``pixel_values``.
 
@@ -95,6 +98,7 @@ from .watermarking import WatermarkDetector
 from .clip import (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel,
                    CLIPVisionModelWithProjection)
 from .siglip import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .siglip2 import Siglip2ForImageClassification, Siglip2Model, Siglip2TextModel, Siglip2VisionModel
 from .onnx_clip import export_clip_tower
 from .zero_shot import ImageTextProcessor, zero_shot_image_classification
 from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
@@ -102,8 +106,9 @@ from .vit import (DeiTForImageClassification, DeiTForImageClassificationWithTeac
 from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
 from .swin import SwinForImageClassification, SwinModel
+from .swinv2 import Swinv2ForImageClassification, Swinv2Model
 from .beit import BeitForImageClassification, BeitModel
-from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone
+from .backbones import Dinov2Backbone, Dinov2WithRegistersBackbone, SwinBackbone, Swinv2Backbone
 from .depth_anything import DepthAnythingForDepthEstimation
 from .dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel
 from .image_processing import load_image_processor
@@ -138,11 +143,13 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "DistilBertForMultipleChoice", "ModernBertForMultipleChoice", "DebertaV2ForMultipleChoice",
            "CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
            "CLIPVisionModelWithProjection", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
+           "Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
            "export_clip_tower", "ImageTextProcessor", "zero_shot_image_classification",
            "ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "Dinov2Model", "Dinov2ForImageClassification",
            "Dinov2WithRegistersModel", "Dinov2WithRegistersForImageClassification", "SwinModel",
            "SwinForImageClassification", "BeitModel", "BeitForImageClassification",
+           "Swinv2Model", "Swinv2ForImageClassification", "Swinv2Backbone",
            "Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "load_image_processor", "export_vit",
            "DepthAnythingForDepthEstimation", "DPTModel", "DPTForDepthEstimation", "DPTForSemanticSegmentation"]
 
@@ -173,18 +180,22 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   DistilBertForMultipleChoice, ModernBertForMultipleChoice, DebertaV2ForMultipleChoice,
                   CLIPModel, CLIPTextModel, CLIPVisionModel, CLIPTextModelWithProjection,
                   CLIPVisionModelWithProjection, SiglipModel, SiglipTextModel, SiglipVisionModel,
+                  Siglip2Model, Siglip2TextModel, Siglip2VisionModel, Siglip2ForImageClassification,
                   ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                   DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification,
                   Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel,
                   SwinForImageClassification, BeitModel, BeitForImageClassification, Dinov2Backbone,
-                  Dinov2WithRegistersBackbone, SwinBackbone, DepthAnythingForDepthEstimation, DPTModel,
-                  DPTForDepthEstimation, DPTForSemanticSegmentation)}
+                  Dinov2WithRegistersBackbone, SwinBackbone, Swinv2Model, Swinv2ForImageClassification,
+                  Swinv2Backbone, DepthAnythingForDepthEstimation, DPTModel, DPTForDepthEstimation,
+                  DPTForSemanticSegmentation)}
 # model_type -> class, for configs that do not list their architecture
 _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_model": CLIPVisionModel,
             "siglip": SiglipModel, "siglip_text_model": SiglipTextModel,
-            "siglip_vision_model": SiglipVisionModel, "vit": ViTModel, "deit": DeiTModel,
+            "siglip_vision_model": SiglipVisionModel, "siglip2": Siglip2Model,
+            "siglip2_text_model": Siglip2TextModel, "siglip2_vision_model": Siglip2VisionModel, "vit": ViTModel,
+            "deit": DeiTModel,
             "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "swin": SwinModel,
-            "beit": BeitModel, "depth_anything": DepthAnythingForDepthEstimation,
+            "swinv2": Swinv2Model, "beit": BeitModel, "depth_anything": DepthAnythingForDepthEstimation,
             "dpt": DPTModel,
             "gpt2": GPT2LMHeadModel, "bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
             "modernbert": ModernBertModel, "distilbert": DistilBertModel, "deberta-v2": DebertaV2Model,
@@ -249,7 +260,7 @@ _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
 
 
 def _required(cfg: dict, cls, path: str) -> None:
-    if cls.__module__.endswith((".clip", ".siglip")):
+    if cls.__module__.endswith((".clip", ".siglip", ".siglip2")):
         return  # their text and vision configs are checked as the model is built (clip.sub_config)
     llama = ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
     keys = {GPT2LMHeadModel: ("vocab_size", "n_embd", "n_head", "n_layer", "n_positions"),
@@ -280,7 +291,8 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           Dinov2WithRegistersForImageClassification, Dinov2Backbone,
                                           Dinov2WithRegistersBackbone)},
             # Swin: per-stage depths and heads (lists, checked as the model is built)
-            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone)},
+            **{c: ("embed_dim", "window_size") for c in (SwinModel, SwinForImageClassification, SwinBackbone,
+                                                         Swinv2Model, Swinv2ForImageClassification, Swinv2Backbone)},
             # Depth Anything: the DINOv2 backbone's sizes sit in backbone_config (checked as the model is built)
             DepthAnythingForDepthEstimation: ("fusion_hidden_size",), DPTModel: _VIT_KEYS,
             # DPT's task models: a DINOv2 backbone_config or the ViT's sizes (checked as the model is built)

@@ -1,4 +1,5 @@
-"""transformers' vision backbones: ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone`` and ``SwinBackbone`` (what
+"""transformers' vision backbones: ``Dinov2Backbone``, ``Dinov2WithRegistersBackbone``, ``SwinBackbone`` and
+``Swinv2Backbone`` (what
 Depth Anything, DPT, Mask2Former and UperNet checkpoints build their encoder from), with the parameter names of their
 checkpoints.
 
@@ -21,6 +22,9 @@ duplicates, in stage order, both given: the same stages), a ValueError naming wh
   still shift, so any image of at least one patch runs. hidden_states: the stem's and each stage's map (B, C, h, w),
   without those LayerNorms. The Swin model's final LayerNorm (``swin.layernorm``, which checkpoints saved by
   transformers 5 hold and older ones do not) does not touch the feature maps: it is read and dropped.
+- Swinv2Backbone: each chosen stage's map before its patch merging (the stem: the embeddings' output) as
+  (B, C, h, w), no LayerNorm; windows as Swinv2Model's (swinv2.py: fixed from the config's image_size). hidden_states:
+  the same states as (B, h * w, C) (transformers' ``hidden_states`` of the stages before downsampling).
 """
 from __future__ import annotations
 
@@ -33,9 +37,11 @@ from ...tensor import Tensor
 from .dinov2 import Dinov2Embeddings, Dinov2Encoder, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersEmbeddings, Dinov2WithRegistersModel
 from .swin import SwinEmbeddings, SwinEncoder
+from .swinv2 import Swinv2Encoder, as_map, check_config, drop_buffers
 from .vit import _pixels
 
-__all__ = ["Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "BackboneOutput", "out_stages"]
+__all__ = ["Dinov2Backbone", "Dinov2WithRegistersBackbone", "SwinBackbone", "Swinv2Backbone", "BackboneOutput",
+           "out_stages"]
 
 
 class BackboneOutput(NamedTuple):
@@ -214,3 +220,39 @@ class SwinBackbone(_Backbone):
                 continue
             out[k] = v
         return out
+
+
+class Swinv2Backbone(_Backbone):
+    """Swin V2's encoder as a backbone (transformers' ``Swinv2Backbone``; config model_type "swinv2", stages "stem",
+    "stage1" .. "stage<len(depths)>"): each chosen stage's map before its patch merging, no LayerNorm; see the
+    module's docstring."""
+
+    architecture = "Swinv2Backbone"
+    model_type = "swinv2"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        cfg = self.config
+        check_config(cfg, self.architecture)
+        self.embeddings = SwinEmbeddings(cfg)
+        self.encoder = Swinv2Encoder(cfg)  # checks depths and num_heads
+        E, stages = cfg["embed_dim"], len(self.encoder.layers)
+        self._stages(["stem"] + [f"stage{i}" for i in range(1, stages + 1)],
+                     [E] + [E * 2 ** i for i in range(stages)])
+
+    def forward(self, pixel_values, output_hidden_states: bool = False) -> BackboneOutput:
+        patches = self.embeddings.patch_embeddings
+        x, grid = self.embeddings(_pixels(pixel_values, self.architecture, patches.num_channels, (1, 1)))
+        _, states = self.encoder(x, grid, before_downsampling=True)
+        maps = tuple(as_map(*states[i]) for i in self.out_indices)
+        return BackboneOutput(maps, tuple(s for s, _ in states) if output_hidden_states else None)
+
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The checkpoint's tensors under this model's names: ``swinv2.embeddings`` / ``swinv2.encoder`` (a model's or
+        classifier's checkpoint) as ``embeddings`` / ``encoder``; the final LayerNorm, the classifier and buffers
+        dropped."""
+        if not any(k.startswith("embeddings.") for k in tensors):
+            tensors = {k[len("swinv2."):]: v for k, v in tensors.items()
+                       if k.startswith(("swinv2.embeddings.", "swinv2.encoder."))}
+        return {k: v for k, v in drop_buffers(tensors).items() if k.startswith(("embeddings.", "encoder."))}

@@ -1,6 +1,7 @@
 """Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
 ``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's,
-``BeitImageProcessor``, ``DPTImageProcessor``: DPT's and Depth Anything's) in numpy (a BEiT or DPT processor's
+``BeitImageProcessor``, ``DPTImageProcessor``: DPT's and Depth Anything's; SigLIP 2's ``Siglip2ImageProcessor`` in
+siglip2_processing.py) in numpy (a BEiT or DPT processor's
 ``do_reduce_labels`` concerns segmentation maps: not read). DPT's resize fits ``size`` (height and width) keeping
 the aspect ratio where ``keep_aspect_ratio`` (the side that changes least fits), each side rounded to a multiple of
 ``ensure_multiple_of``; with ``do_pad`` the normalized image is zero-padded to multiples of ``size_divisor``
@@ -435,6 +436,11 @@ class ImageProcessor:
             x = resize_uint8(x, *size, resample=self.resample, use_pillow=self.use_pillow)
         if self.do_center_crop:
             x = _center_crop(x, self.crop_size["height"], self.crop_size["width"])
+        return self.to_float(x)
+
+    def to_float(self, x: np.ndarray) -> np.ndarray:
+        """A resized (H, W, C) uint8 image as (C, H, W) float32: rescaled, then normalized, where the processor
+        does."""
         x = np.moveaxis(x, -1, 0)  # (C, H, W)
         if self.do_rescale:
             x = (x.astype(np.float64) * self.rescale_factor).astype(np.float32)
@@ -515,6 +521,9 @@ def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> Imag
     kind = cfg.get("image_processor_type") or cfg.get("feature_extractor_type")
     if not kind:
         raise ValueError(f"load_image_processor: {file!r} names no image_processor_type")
+    if kind.startswith("Siglip2ImageProcessor"):
+        from .siglip2_processing import Siglip2ImageProcessor, settings
+        return Siglip2ImageProcessor(use_pillow=use_pillow, **settings(cfg))
     keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
             "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size", "keep_aspect_ratio",
             "ensure_multiple_of", "do_pad", "size_divisor")

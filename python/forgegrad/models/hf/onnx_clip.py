@@ -1,10 +1,13 @@
-"""ONNX export of CLIP's and SigLIP's towers (clip.py, siglip.py), one graph per tower, with the input and output
-names of Hugging Face optimum's exports and the batch (and the text's sequence) dynamic:
+"""ONNX export of CLIP's, SigLIP's and SigLIP 2's towers (clip.py, siglip.py, siglip2.py), one graph per tower, with
+the input and output names of Hugging Face optimum's exports and the batch (and the text's sequence) dynamic:
 
     text     inputs ``input_ids``, ``attention_mask`` (batch, sequence) int64; outputs ``text_embeds``
              (batch, embedding) and ``last_hidden_state`` (batch, sequence, hidden) float32
     vision   input ``pixel_values`` (batch, channels, image_size, image_size) float32; outputs ``image_embeds``
-             (batch, embedding) and ``last_hidden_state`` (batch, patches (+ 1 with CLIP's class token), hidden)
+             (batch, embedding) and ``last_hidden_state`` (batch, patches (+ 1 with CLIP's class token), hidden);
+             SigLIP 2: inputs ``pixel_values`` (batch, patches, channels * patch * patch) float32,
+             ``pixel_attention_mask`` (batch, patches) and ``spatial_shapes`` (batch, 2) int64, the patch count
+             dynamic too, the position table's resize weights computed in the graph from ``spatial_shapes``
 
 The embeddings are what ``get_text_features`` / ``get_image_features`` return (not normalised): projected for a
 ``CLIPModel`` or a ``*WithProjection`` tower, the pooled output for a bare tower and for SigLIP. The text graph
@@ -21,11 +24,12 @@ from ... import nn
 from ...tensor import Tensor
 from .clip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModel, CLIPVisionModelWithProjection
 from .siglip import SiglipVisionModel
+from .siglip2 import Siglip2Model, Siglip2VisionModel
 
 __all__ = ["export_clip_tower"]
 
 _TEXT = (CLIPModel, CLIPTextModel, CLIPTextModelWithProjection)
-_VISION = (CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection, SiglipVisionModel)
+_VISION = (CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection, SiglipVisionModel, Siglip2VisionModel)
 
 
 class _Tower(nn.Module):
@@ -55,8 +59,8 @@ def _check(model, tower: str) -> None:
     if not isinstance(model, kinds):
         raise TypeError(f"export_clip_tower: a {tower} tower is exported from one of "
                         f"{', '.join(k.__name__ for k in kinds)} (or a SigLIP namesake), got {type(model).__name__}")
-    if isinstance(model, SiglipVisionModel) and model.head is None:
-        raise ValueError("export_clip_tower: this SiglipVisionModel has no head (vision_use_head false), so no "
+    if isinstance(model, (SiglipVisionModel, Siglip2VisionModel)) and model.head is None:
+        raise ValueError(f"export_clip_tower: this {type(model).__name__} has no head (vision_use_head false), so no "
                          "image embedding to export")
 
 
@@ -75,14 +79,29 @@ def _text_example(cfg: dict, batch: int, length: int, seed: int):
     return ids, mask
 
 
+def _naflex(vision, seed: int):
+    """SigLIP 2's vision inputs: names, outputs and a batch-2 example of the config's num_patches places (at least 4),
+    every place a patch (the verifier draws its masks from the example's values: all patches) and grids of 1 to
+    floor(sqrt(places)) rows and columns (so the grids it draws fit the places)."""
+    c = vision.config
+    length = max(4, int(c["num_patches"]))
+    side = int(length ** 0.5)
+    rng = np.random.default_rng(seed)
+    pixels = rng.standard_normal((2, length, c["num_channels"] * c["patch_size"] ** 2)).astype(np.float32)
+    example = (Tensor(pixels), Tensor(np.ones((2, length), np.int64)), Tensor(np.array([[1, side], [side, 1]])))
+    return (["pixel_values", "pixel_attention_mask", "spatial_shapes"], ["image_embeds", "last_hidden_state"],
+            example)
+
+
 def export_clip_tower(model, path, tower: str, *, opset: int = 17, verify: bool = True, rtol: float = 1e-4,
                       atol: float = 1e-4, verify_sizes: Sequence[dict] = None, seed: int = 0):
-    """Export the ``tower`` ("text" or "vision") of ``model`` (a CLIPModel or SiglipModel, or one of their towers,
-    with or without projection) to ``path`` with dynamic ``batch`` (and ``sequence``) axes and, with ``verify``,
-    check it in onnxruntime against forgegrad at the example's sizes (text: batch 2 of 7 tokens, one row padded;
-    vision: batch 2) and at ``verify_sizes`` (default: batch 1 of 1 token and batch 3 of the position table's
-    length; images: batches 1 and 3). Returns the ExportReport of ``forgegrad.onnx.export``; raises TypeError for
-    another model or tower, and as ``export`` does."""
+    """Export the ``tower`` ("text" or "vision") of ``model`` (a CLIPModel, SiglipModel or Siglip2Model, or one of
+    their towers, with or without projection) to ``path`` with dynamic ``batch`` (and ``sequence``; SigLIP 2's
+    images: ``patches``) axes and, with ``verify``, check it in onnxruntime against forgegrad at the example's sizes
+    (text: batch 2 of 7 tokens, one row padded; vision: batch 2; SigLIP 2: batch 2 of num_patches places) and at
+    ``verify_sizes`` (default: batch 1 of 1 token and batch 3 of the position table's length; images: batches 1 and
+    3; SigLIP 2: batch 1 and batch 3 of 5 more places). Returns the ExportReport of ``forgegrad.onnx.export``;
+    raises TypeError for another model or tower, and as ``export`` does."""
     from ...onnx import export
 
     _check(model, tower)
@@ -95,6 +114,14 @@ def export_clip_tower(model, path, tower: str, *, opset: int = 17, verify: bool 
         example = tuple(Tensor(a) for a in _text_example(cfg, 2, min(7, cfg["max_position_embeddings"]), seed))
         if verify_sizes is None:
             verify_sizes = [{"batch": 1, "sequence": 1}, {"batch": 3, "sequence": cfg["max_position_embeddings"]}]
+    elif isinstance(model, (Siglip2Model, Siglip2VisionModel)):
+        names, outs, example = _naflex(model.vision_model if isinstance(model, Siglip2Model) else model, seed)
+        patches = {0: "batch", 1: "patches"}
+        dynamic = {"pixel_values": patches, "pixel_attention_mask": patches, "spatial_shapes": {0: "batch"},
+                   "image_embeds": {0: "batch"}, "last_hidden_state": patches}
+        if verify_sizes is None:
+            length = example[0].shape[1]
+            verify_sizes = [{"batch": 1, "patches": length}, {"batch": 3, "patches": length + 5}]
     else:
         vision = model.vision_model if isinstance(model, (CLIPModel, CLIPVisionModelWithProjection)) else model
         cfg = vision.config

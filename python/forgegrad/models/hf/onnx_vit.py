@@ -1,20 +1,20 @@
-"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py, dinov2_registers.py), Swin (swin.py), BEiT (beit.py), Depth
-Anything (depth_anything.py) and DPT (dpt.py) with the input and output names of Hugging Face optimum's exports and
-the batch dynamic:
+"""ONNX export of ViT, DeiT (vit.py), DINOv2 (dinov2.py, dinov2_registers.py), Swin (swin.py), Swin V2 (swinv2.py),
+BEiT (beit.py), Depth Anything (depth_anything.py) and DPT (dpt.py) with the input and output names of Hugging Face
+optimum's exports and the batch dynamic:
 
     input    ``pixel_values`` (batch, channels, height, width) float32
     outputs  ``logits`` (batch, num_labels) for the classifiers (DeiT's teacher model: the mean of its two heads);
              ``last_hidden_state`` (batch, tokens + patches, hidden) and, with a pooler, ``pooler_output`` (batch,
              hidden) for ``ViTModel`` / ``DeiTModel`` / ``DPTModel`` / ``Dinov2Model`` (DINOv2's, with registers
-             too: the CLS row) / ``SwinModel`` (the mean of the last stage's positions);
+             too: the CLS row) / ``SwinModel`` / ``Swinv2Model`` (the mean of the last stage's positions);
              ``predicted_depth`` (batch, height', width') for ``DepthAnythingForDepthEstimation`` and
              ``DPTForDepthEstimation``, ``logits`` (batch, num_labels, height', width') for
              ``DPTForSemanticSegmentation``
 
 The image size is fixed in the graph: by default the model's (its position table), or ``image_size`` (a ViT or DeiT
 then runs with ``interpolate_pos_encoding=True``; DINOv2 always resizes its table; Swin takes any size whose stages'
-maps are at least a window, padding and shift masks then constants of the graph; BEiT any, its relative position
-bias resized to the grid as constant matrices), the bicubic resize of the position
+maps are at least a window, Swin V2 any, padding and shift masks then constants of the graph; BEiT any, its relative
+position bias resized to the grid as constant matrices), the bicubic resize of the position
 table held as constant matrices. The graph is verified in onnxruntime against forgegrad at the example's
 batch (2) and at others.
 
@@ -40,9 +40,13 @@ from .dinov2 import Dinov2ForImageClassification, Dinov2Model
 from .dinov2_registers import Dinov2WithRegistersForImageClassification
 from .dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel
 from .swin import SwinForImageClassification, SwinModel
+from .swinv2 import Swinv2ForImageClassification, Swinv2Model
 from .vit import DeiTForImageClassificationWithTeacher, ViTForImageClassification, ViTModel, _pair
 
 __all__ = ["dynamic_refusal", "export_vit", "vit_names"]
+
+_SWIN_MODELS = (SwinModel, Swinv2Model)
+_SWIN_CLASSIFIERS = (SwinForImageClassification, Swinv2ForImageClassification)
 
 
 _DEPTH = (DepthAnythingForDepthEstimation, DPTForDepthEstimation)
@@ -55,28 +59,29 @@ def vit_names(model) -> tuple:
         return ["pixel_values"], ["predicted_depth"]
     if isinstance(model, DPTForSemanticSegmentation):
         return ["pixel_values"], ["logits"]
-    if isinstance(model, Dinov2Model) or (isinstance(model, SwinModel) and model.pooled):
+    if isinstance(model, Dinov2Model) or (isinstance(model, _SWIN_MODELS) and model.pooled):
         return ["pixel_values"], ["last_hidden_state", "pooler_output"]
-    if isinstance(model, SwinModel):
+    if isinstance(model, _SWIN_MODELS):
         return ["pixel_values"], ["last_hidden_state"]
     if isinstance(model, (ViTModel, BeitModel)):
         return ["pixel_values"], ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else [])
     if isinstance(model, (ViTForImageClassification, DeiTForImageClassificationWithTeacher,
                           Dinov2ForImageClassification, Dinov2WithRegistersForImageClassification,
-                          SwinForImageClassification, BeitForImageClassification)):
+                          BeitForImageClassification) + _SWIN_CLASSIFIERS):
         return ["pixel_values"], ["logits"]
-    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model or a Swin or BEiT model ("
+    raise TypeError(f"export_vit: model must be a ViT, DeiT or DINOv2 model or a Swin, Swin V2 or BEiT model ("
                     f"ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification, "
                     f"DeiTForImageClassificationWithTeacher, Dinov2Model, Dinov2ForImageClassification, "
                     f"Dinov2WithRegistersModel, Dinov2WithRegistersForImageClassification, SwinModel, "
-                    f"SwinForImageClassification, BeitModel, BeitForImageClassification) or a dense prediction model "
+                    f"SwinForImageClassification, Swinv2Model, Swinv2ForImageClassification, BeitModel, "
+                    f"BeitForImageClassification) or a dense prediction model "
                     f"(DepthAnythingForDepthEstimation, DPTModel, DPTForDepthEstimation, DPTForSemanticSegmentation), "
                     f"got {type(model).__name__}")
 
 
 def _embeddings(model):
     """The module holding ``model``'s patch embeddings and position table."""
-    if isinstance(model, (ViTModel, Dinov2Model, SwinModel, BeitModel)):
+    if isinstance(model, (ViTModel, Dinov2Model, BeitModel) + _SWIN_MODELS):
         return model.embeddings
     if isinstance(model, _DENSE):
         return (model.backbone if hasattr(model, "backbone") else model.dpt).embeddings
@@ -112,11 +117,11 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
         return _export_dynamic(model, path, emb, names, outs, (h, w), opset, verify, rtol, atol, verify_sizes,
                                seed)
     run = model
-    if isinstance(model, SwinModel):
+    if isinstance(model, _SWIN_MODELS):
         def run(pixel_values):  # only the outputs vit_names gives
             out = model(pixel_values, interpolate_pos_encoding=(h, w) != emb.image_size)
             return (out.last_hidden_state, out.pooler_output) if model.pooled else out.last_hidden_state
-    elif isinstance(model, SwinForImageClassification) and (h, w) != emb.image_size:
+    elif isinstance(model, _SWIN_CLASSIFIERS) and (h, w) != emb.image_size:
         def run(pixel_values):
             return model(pixel_values, interpolate_pos_encoding=True)
     elif (h, w) != emb.image_size and not isinstance(model, (Dinov2Model, Dinov2ForImageClassification,
@@ -139,7 +144,7 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
 def dynamic_refusal(model) -> Optional[str]:
     """Why ``model``'s graph cannot take images of any size (None where it can)."""
     name = type(model).__name__
-    if isinstance(model, (SwinModel, SwinForImageClassification)):
+    if isinstance(model, _SWIN_MODELS + _SWIN_CLASSIFIERS):
         return (f"{name}: Swin pads each stage's map to a multiple of its window and builds the shifted windows' "
                 "attention masks from the map's size, both fixed per image size (export at a fixed image_size)")
     if isinstance(model, (DPTForDepthEstimation, DPTForSemanticSegmentation)):

@@ -7,7 +7,7 @@ attention from a learned ``probe`` (the MAP head); pairs are scored by a sigmoid
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -80,9 +80,10 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
         self.layernorm = nn.LayerNorm(E, eps=cfg["layer_norm_eps"])
         self.mlp = CLIPMLP(cfg, "SiglipVisionModel")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """``key_padding_mask``: bool (B, L), True at padding places (SigLIP 2's), or None."""
         probe = x[:, :1] * 0 + self.probe  # (B, 1, E): the batch taken from the graph's input
-        h = self.attention(probe, x, x, need_weights=False)[0]
+        h = self.attention(probe, x, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
         return (h + self.mlp(self.layernorm(h)))[:, 0]
 
 

@@ -88,6 +88,41 @@ def shift_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     return np.where(diff != 0, np.float32(-100.0), np.float32(0.0)).astype(np.float32)
 
 
+def shifted_window_attention(y: Tensor, window: int, shift: int, attention) -> Tensor:
+    """Window attention over the map y (B, h, w, C): y zero-padded on the right and bottom to a multiple of
+    ``window``, rolled by -shift, cut into (B * windows, ws * ws, C) windows in the map's row-major order, which
+    ``attention(windows, mask)`` maps (``mask``: shift_mask's (windows, n, n) float32 array, or None unshifted), put
+    back, rolled back and cropped: (B, h * w, C). Swin's and Swin V2's layers (swinv2.py)."""
+    B, h, w, C = y.shape
+    ws = window
+    hp, wp = h + (-h % ws), w + (-w % ws)
+    if (hp, wp) != (h, w):
+        y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
+    if shift:
+        y = y.roll((-shift, -shift), (1, 2))
+    windows = y.reshape(B, hp // ws, ws, wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+    out = attention(windows, shift_mask(hp, wp, ws, shift) if shift else None)
+    out = out.reshape(B, hp // ws, wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
+    if shift:
+        out = out.roll((shift, shift), (1, 2))
+    if (hp, wp) != (h, w):
+        out = out[:, :h, :w]
+    return out.reshape(B, h * w, C)
+
+
+def gather_2x2(x: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """Patch merging's input: x (B, h * w, C) as a map padded to even sides, each 2x2 neighbourhood's four vectors
+    concatenated in transformers' order (0,0), (1,0), (0,1), (1,1): (B, ceil(h/2) * ceil(w/2), 4C)."""
+    h, w = grid
+    B, _, C = x.shape
+    x = x.reshape(B, h, w, C)
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    # (B, h2, row, w2, col, C) -> (B, h2, w2, col, row, C)
+    return x.reshape(B, h2, 2, w2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, h2 * w2, 4 * C)
+
+
 class SwinPatchEmbeddings(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
@@ -221,20 +256,8 @@ class SwinLayer(nn.Module):
         if not always_partition and min(h, w) == ws:
             shift = 0  # one window: nothing to shift (transformers' set_shift_and_window_size)
         B, _, C = x.shape
-        y = self.layernorm_before(x).reshape(B, h, w, C)
-        hp, wp = h + (-h % ws), w + (-w % ws)
-        if (hp, wp) != (h, w):
-            y = F.pad(y, (0, 0, 0, wp - w, 0, hp - h))
-        if shift:
-            y = y.roll((-shift, -shift), (1, 2))
-        windows = y.reshape(B, hp // ws, ws, wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
-        out = self.attention(windows, shift_mask(hp, wp, ws, shift) if shift else None)
-        out = out.reshape(B, hp // ws, wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, hp, wp, C)
-        if shift:
-            out = out.roll((shift, shift), (1, 2))
-        if (hp, wp) != (h, w):
-            out = out[:, :h, :w]
-        x = x + self.drop_path(self.dropout(out.reshape(B, h * w, C)))
+        out = shifted_window_attention(self.layernorm_before(x).reshape(B, h, w, C), ws, shift, self.attention)
+        x = x + self.drop_path(self.dropout(out))
         return x + self.dropout(self.output(self.act(self.intermediate(self.layernorm_after(x)))))
 
 
@@ -245,15 +268,7 @@ class SwinPatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
-        h, w = grid
-        B, _, C = x.shape
-        x = x.reshape(B, h, w, C)
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        h2, w2 = (h + 1) // 2, (w + 1) // 2
-        # (B, h2, row, w2, col, C) -> (B, h2, w2, col, row, C): the four vectors in transformers' order
-        x = x.reshape(B, h2, 2, w2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, h2 * w2, 4 * C)
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(gather_2x2(x, grid)))
 
 
 class SwinStage(nn.Module):

@@ -1,9 +1,10 @@
-"""Texts and images into CLIP's and SigLIP's inputs, and zero-shot image classification.
+"""Texts and images into CLIP's and SigLIP's (SigLIP 2's) inputs, and zero-shot image classification.
 
 ``ImageTextProcessor.from_pretrained(DIR)`` pairs a checkpoint's ``tokenizer.json`` (forgegrad's tokenizer, the
 ``tokenizers`` extra) with its ``preprocessor_config.json`` (image_processing.py), as transformers' ``CLIPProcessor``
 and ``SiglipProcessor`` do: CLIP's texts are padded to the longest with an attention mask, SigLIP's to the text
-tower's length (64) without one, as SigLIP's tokenizer gives them and the model was trained.
+tower's length (64) without one, as SigLIP's tokenizer gives them and the model was trained. SigLIP 2's images come
+as patches with ``pixel_attention_mask`` and ``spatial_shapes`` (siglip2_processing.py).
 
     >>> model = forgegrad.models.from_pretrained(DIR)
     >>> processor = ImageTextProcessor.from_pretrained(DIR)
@@ -104,11 +105,12 @@ def zero_shot_image_classification(model, processor: ImageTextProcessor, images,
                                    top_k: Optional[int] = None) -> List[List[dict]]:
     """Score each image against ``candidate_labels`` put into ``hypothesis_template``, as transformers'
     zero-shot-image-classification pipeline: a softmax over the labels for CLIP, each label's own sigmoid
-    probability for SigLIP. Returns, per image, ``[{"score": float, "label": str}, ...]`` best first (the first
-    ``top_k``). ``model``: a CLIPModel or SiglipModel; ``images``: one image or a list, as the processor takes."""
+    probability for SigLIP and SigLIP 2. Returns, per image, ``[{"score": float, "label": str}, ...]`` best first (the
+    first ``top_k``). ``model``: a CLIPModel, SiglipModel or Siglip2Model; ``images``: one image or a list, as the
+    processor takes."""
     from ...autograd import no_grad
     if not isinstance(model, CLIPModel):
-        raise TypeError(f"zero_shot_image_classification: model must be a CLIPModel or SiglipModel, got "
+        raise TypeError(f"zero_shot_image_classification: model must be a CLIPModel, SiglipModel or Siglip2Model, got "
                         f"{type(model).__name__}")
     labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
     if not labels:
@@ -117,10 +119,13 @@ def zero_shot_image_classification(model, processor: ImageTextProcessor, images,
         raise ValueError(f"zero_shot_image_classification: hypothesis_template must hold {{}} where the label goes, "
                          f"got {hypothesis_template!r}")
     inputs = processor([hypothesis_template.format(label) for label in labels], images)
+    # SigLIP 2's patchified images come with their mask and patch grids
+    patches = {k: inputs[k] for k in ("pixel_attention_mask", "spatial_shapes") if k in inputs}
     with no_grad():
-        logits = model(inputs["input_ids"], inputs["pixel_values"], inputs.get("attention_mask")).logits_per_image
+        logits = model(inputs["input_ids"], inputs["pixel_values"], inputs.get("attention_mask"),
+                       **patches).logits_per_image
     logits = logits.numpy().astype(np.float64)
-    if model.model_type == "siglip":
+    if model.model_type in ("siglip", "siglip2"):
         scores = 1 / (1 + np.exp(-logits))
     else:
         e = np.exp(logits - logits.max(-1, keepdims=True))
