@@ -449,8 +449,12 @@ for _name, _fn in (("isfinite", np.isfinite), ("isnan", np.isnan), ("isinf", np.
 
 
 # ---- ops whose own Function is dtype-agnostic numpy with a linear backward ---------------------------------------
+# The dropouts are among them: a real mask (drawn as for a real input of that shape, so a seed drops the same
+# elements) scales both parts of each element, and the gradient is g times the mask. torch's CPU build raises
+# NotImplementedError there in training mode (no complex bernoulli_); eval mode and p = 0 / 1 agree with it.
 _SAME_FUNCTION = ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone", "where", "index_select",
-                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add")
+                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add",
+                  "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
 for _name in _SAME_FUNCTION:
     _base = _OPS[_name].function
     _FUNCTIONS[_name] = type(_base.__name__ + "Complex", (_base,), {
