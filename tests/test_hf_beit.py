@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models import from_pretrained
 from forgegrad.models.hf import BeitForImageClassification, BeitModel, CheckpointError, load_image_processor
 from forgegrad.models.hf.beit import bilinear_matrix
-from forgegrad.models.hf.onnx_vit import export_vit, vit_names
 from forgegrad.models.hf.vit import ImageClassifierOutput
+
+import hf_image_helpers as H
+from hf_image_helpers import TOL, close as _close, compared as _compared, pixels as _pixels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-TOL = dict(rtol=1e-4, atol=2e-5)
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
             patch_size=8, num_labels=5, initializer_range=0.3)
 CHECKPOINTS = {
@@ -39,40 +40,13 @@ SHAPES = [(3, 32, 32), (2, 48, 35), (1, 16, 27), (1, 64, 16)]
 
 def _randomize(hf):
     """The tokens, position and bias tables and layer scales start at zeros / constants: random values instead."""
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith(("cls_token", "position_embeddings", "bias_table", "lambda_1", "lambda_2")):
-                p.normal_()
-    return hf
+    return H.randomize_parameters(hf, ("cls_token", "position_embeddings", "bias_table", "lambda_1", "lambda_2"))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    out = {}
-    for i, (key, (cls, extra)) in enumerate(CHECKPOINTS.items()):
-        torch.manual_seed(i)
-        hf = _randomize(getattr(transformers, cls)(transformers.BeitConfig(**dict(SIZE, **extra))).eval())
-        path = tmp_path_factory.mktemp(key)
-        hf.save_pretrained(path)
-        out[key] = (path, hf)
-    return out
-
-
-def _pixels(batch, h=32, w=32, seed=0, channels=3):
-    return np.random.default_rng(seed).standard_normal((batch, channels, h, w)).astype(np.float32)
-
-
-def _compared(out):
-    if hasattr(out, "last_hidden_state"):
-        return [out.last_hidden_state, out.pooler_output]
-    return [out.logits if hasattr(out, "logits") else out]
-
-
-def _close(got, want, msg=""):
-    for g, w in zip(got, want, strict=True):
-        w = w.numpy()
-        np.testing.assert_allclose(g.numpy(), w, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, np.abs(w).max()),
-                                   err_msg=msg)
+    return H.save_checkpoints(tmp_path_factory, CHECKPOINTS,
+                              lambda cls, extra: transformers.BeitConfig(**dict(SIZE, **extra)), _randomize)
 
 
 def test_bilinear_matrix_is_torchs():
@@ -142,54 +116,25 @@ def test_gradients_match_transformers(checkpoints):
                 "beit.layernorm.weight": "beit.layernorm.weight"})
         for name, other in names.items():
             g = theirs[other]
-            np.testing.assert_allclose(mine[name].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max(),
-                                       err_msg=f"{key} {name}")
+            H.close_grad(mine[name], g, f"{key} {name}")
 
 
 def test_encoder_from_classifier_checkpoint_and_model_type_dispatch(checkpoints, tmp_path):
-    path, hf = checkpoints["classifier_shared"]
-    tensors = {k: v.numpy() for k, v in from_pretrained(path).state_dict().items()}
-    encoder = BeitModel(dict(hf.config.to_dict()))
-    encoder.load_state_dict(encoder.from_hf(tensors))
-    x = _pixels(2, 24, 40, seed=5)
-    with torch.no_grad():
-        want = hf.beit(torch.tensor(x))
-    with fg.no_grad():
-        _close(_compared(encoder.eval()(x)), _compared(want))
-    path, _ = checkpoints["model"]
-    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
-    cfg = json.loads((path / "config.json").read_text())
-    del cfg["architectures"]
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    assert type(from_pretrained(tmp_path)) is BeitModel
+    H.check_encoder_from_classifier(checkpoints, BeitModel, lambda hf: hf.beit, tmp_path,
+                                    classifier="classifier_shared", eval_mode=True)
 
 
 @pytest.mark.parametrize("key", ["model", "classifier_shared"])
 def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
     path, hf = checkpoints[key]
-    save_pretrained(from_pretrained(path), tmp_path / "saved")
-    back = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(tmp_path / "saved").eval()
-    x = _pixels(2, 40, 24, seed=6)
-    with torch.no_grad():
-        for g, w in zip(_compared(back(torch.tensor(x))), _compared(hf(torch.tensor(x)))):
-            np.testing.assert_array_equal(g.numpy(), w.numpy())
+    H.check_save_round_trip(path, hf, CHECKPOINTS[key][0], tmp_path / "saved", _pixels(2, 40, 24, seed=6))
 
 
 @pytest.mark.parametrize("key,size", [("classifier", None), ("model", (24, 40)), ("classifier_shared", 48)])
 def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     path, hf = checkpoints[key]
-    model = from_pretrained(path)
-    assert export_vit(model, str(tmp_path / "m.onnx"), image_size=size).ok
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == vit_names(model)[1]
-    h, w = (32, 32) if size is None else (size, size) if isinstance(size, int) else size
-    for batch in (1, 3):
-        x = _pixels(batch, h, w, seed=batch)
-        with torch.no_grad():
-            want = _compared(hf(torch.tensor(x)))
-        for g, ref in zip(sess.run(None, {"pixel_values": x}), want, strict=True):
-            np.testing.assert_allclose(g, ref.numpy(), **TOL)
+    H.check_onnx_export(path, hf, size, tmp_path)
 
 
 # microsoft/beit-base-patch16-224's preprocessor_config.json, as its checkpoints ship it (size shrunk to 40)

@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models import from_pretrained
 from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2ForImageClassification, Dinov2Model,
                                  ViTForImageClassification, ViTModel, load_image_processor)
-from forgegrad.models.hf.onnx_vit import export_vit, vit_names
+from forgegrad.models.hf.onnx_vit import export_vit
 from forgegrad.models.hf.vit import ImageClassifierOutput
+
+import hf_image_helpers as H
+from hf_image_helpers import TOL, close as _close, compared as _compared, pixels as _pixels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-TOL = dict(rtol=1e-4, atol=2e-5)
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, num_labels=5,
             initializer_range=0.3, layerscale_value=0.5)
 # name -> (transformers class, extra config)
@@ -34,43 +36,13 @@ SHAPES = [(3, 32, 32), (2, 48, 40), (1, 20, 27), (1, 64, 16)]
 
 def _randomize(hf):
     """Random CLS and mask tokens and layer scales (they start at zeros and a constant)."""
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith(("cls_token", "mask_token", "lambda1")):
-                p.normal_()
-    return hf
+    return H.randomize_parameters(hf, ("cls_token", "mask_token", "lambda1"))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    out = {}
-    for i, (key, (cls, extra)) in enumerate(CHECKPOINTS.items()):
-        torch.manual_seed(i)
-        hf = _randomize(getattr(transformers, cls)(transformers.Dinov2Config(**dict(SIZE, **extra))).eval())
-        path = tmp_path_factory.mktemp(key)
-        hf.save_pretrained(path)
-        out[key] = (path, hf)
-    return out
-
-
-def _pixels(batch, h=32, w=32, seed=0, channels=3):
-    return np.random.default_rng(seed).standard_normal((batch, channels, h, w)).astype(np.float32)
-
-
-def _compared(out):
-    """(last_hidden_state, pooler_output) or (logits,) of either library's output."""
-    if hasattr(out, "last_hidden_state"):
-        return [out.last_hidden_state, out.pooler_output]
-    return [out.logits if hasattr(out, "logits") else out]
-
-
-def _close(got, want, msg=""):
-    """Equal within float32 rounding, the absolute part scaled by the tensor's size (the residual stream before the
-    final LayerNorm reaches ~20 with random layer scales)."""
-    for g, w in zip(got, want, strict=True):
-        w = w.numpy()
-        np.testing.assert_allclose(g.numpy(), w, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, np.abs(w).max()),
-                                   err_msg=msg)
+    return H.save_checkpoints(tmp_path_factory, CHECKPOINTS,
+                              lambda cls, extra: transformers.Dinov2Config(**dict(SIZE, **extra)), _randomize)
 
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
@@ -120,32 +92,13 @@ def test_mask_token_as_transformers(checkpoints):
 def test_encoder_from_classifier_checkpoint_and_model_type_dispatch(checkpoints, tmp_path):
     """Dinov2Model.from_hf reads a classifier checkpoint's ``dinov2.`` weights; a config.json naming no
     architecture loads as Dinov2Model by its model_type, as ViT's does."""
-    path, hf = checkpoints["classifier"]
-    tensors = {k: v.numpy() for k, v in from_pretrained(path).state_dict().items()}
-    encoder = Dinov2Model(dict(hf.config.to_dict()))
-    encoder.load_state_dict(encoder.from_hf(tensors))
-    x = _pixels(2, 24, 40, seed=5)
-    with torch.no_grad():
-        want = hf.dinov2(torch.tensor(x))
-    with fg.no_grad():
-        _close(_compared(encoder(x)), _compared(want))
-    path, hf = checkpoints["model"]
-    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
-    cfg = json.loads((path / "config.json").read_text())
-    del cfg["architectures"]
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    assert type(from_pretrained(tmp_path)) is Dinov2Model
+    H.check_encoder_from_classifier(checkpoints, Dinov2Model, lambda hf: hf.dinov2, tmp_path)
 
 
 @pytest.mark.parametrize("key", ["model_swiglu", "classifier"])
 def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
     path, hf = checkpoints[key]
-    save_pretrained(from_pretrained(path), tmp_path / "saved")
-    back = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(tmp_path / "saved").eval()
-    x = _pixels(2, 40, 24, seed=6)
-    with torch.no_grad():
-        for g, w in zip(_compared(back(torch.tensor(x))), _compared(hf(torch.tensor(x)))):
-            np.testing.assert_array_equal(g.numpy(), w.numpy())
+    H.check_save_round_trip(path, hf, CHECKPOINTS[key][0], tmp_path / "saved", _pixels(2, 40, 24, seed=6))
 
 
 def test_gradients_match_transformers(checkpoints):
@@ -168,7 +121,7 @@ def test_gradients_match_transformers(checkpoints):
                  "dinov2.encoder.layer.0.layer_scale1.lambda1", "dinov2.encoder.layer.1.norm2.bias",
                  "classifier.weight"):
         g = theirs[name]
-        np.testing.assert_allclose(mine[name].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max(), err_msg=name)
+        H.close_grad(mine[name], g, name)
     gate, up = (theirs[f"dinov2.encoder.layer.0.mlp.{n}_proj.weight"] for n in ("gate", "up"))
     g = np.concatenate([gate, up])
     np.testing.assert_allclose(mine["dinov2.encoder.layer.0.mlp.weights_in.weight"].grad.numpy(), g, rtol=2e-3,
@@ -210,20 +163,9 @@ def test_stochastic_depth_in_training(checkpoints):
 def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
     """The graph (batch dynamic, image size fixed: the config's, or another with the resize as constant matrices)
     gives transformers' outputs in onnxruntime."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     path, hf = checkpoints[key]
-    model = from_pretrained(path)
-    report = export_vit(model, str(tmp_path / "m.onnx"), image_size=size)
-    assert report.ok, report
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == vit_names(model)[1]
-    h, w = (32, 32) if size is None else (size, size) if isinstance(size, int) else size
-    for batch in (1, 3):
-        x = _pixels(batch, h, w, seed=batch)
-        with torch.no_grad():
-            want = _compared(hf(torch.tensor(x)))
-        for g, ref in zip(sess.run(None, {"pixel_values": x}), want, strict=True):
-            np.testing.assert_allclose(g, ref.numpy(), **TOL)
+    H.check_onnx_export(path, hf, size, tmp_path)
 
 
 def test_vit_onnx_export_at_another_size(tmp_path):

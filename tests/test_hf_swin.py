@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models import from_pretrained
 from forgegrad.models.hf import CheckpointError, SwinForImageClassification, SwinModel, load_image_processor
-from forgegrad.models.hf.onnx_vit import export_vit, vit_names
 from forgegrad.models.hf.swin import SwinImageClassifierOutput
+
+import hf_image_helpers as H
+from hf_image_helpers import TOL, close as _close, compared as _compared, pixels as _pixels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-TOL = dict(rtol=1e-4, atol=2e-5)
 SIZE = dict(image_size=32, patch_size=2, embed_dim=8, depths=[2, 2, 1], num_heads=[2, 4, 2], window_size=3,
             num_labels=5, initializer_range=0.3)
 CHECKPOINTS = {"model": ("SwinModel", {}),
@@ -45,31 +46,8 @@ def _randomize(hf):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    out = {}
-    for i, (key, (cls, extra)) in enumerate(CHECKPOINTS.items()):
-        torch.manual_seed(i)
-        hf = _randomize(getattr(transformers, cls)(transformers.SwinConfig(**dict(SIZE, **extra))).eval())
-        path = tmp_path_factory.mktemp(key)
-        hf.save_pretrained(path)
-        out[key] = (path, hf)
-    return out
-
-
-def _pixels(batch, h=32, w=32, seed=0, channels=3):
-    return np.random.default_rng(seed).standard_normal((batch, channels, h, w)).astype(np.float32)
-
-
-def _compared(out):
-    if hasattr(out, "last_hidden_state"):
-        return [out.last_hidden_state, out.pooler_output]
-    return [out.logits if hasattr(out, "logits") else out]
-
-
-def _close(got, want, msg=""):
-    for g, w in zip(got, want, strict=True):
-        w = w.numpy()
-        np.testing.assert_allclose(g.numpy(), w, rtol=TOL["rtol"], atol=TOL["atol"] * max(1.0, np.abs(w).max()),
-                                   err_msg=msg)
+    return H.save_checkpoints(tmp_path_factory, CHECKPOINTS,
+                              lambda cls, extra: transformers.SwinConfig(**dict(SIZE, **extra)), _randomize)
 
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier", "sdpa")])
@@ -123,33 +101,16 @@ def test_absolute_positions_need_interpolation_at_another_size(checkpoints):
 
 
 def test_encoder_from_classifier_checkpoint_and_model_type_dispatch(checkpoints, tmp_path):
-    path, hf = checkpoints["classifier"]
-    tensors = {k: v.numpy() for k, v in from_pretrained(path).state_dict().items()}
-    encoder = SwinModel(dict(hf.config.to_dict()))
-    encoder.load_state_dict(encoder.from_hf(tensors))
-    encoder.eval()  # the config's drop_path_rate (0.1) is on in training
-    x = _pixels(2, 24, 40, seed=5)
-    with torch.no_grad():
-        want = copy.deepcopy(hf).swin(torch.tensor(x))
-    with fg.no_grad():
-        _close(_compared(encoder(x)), _compared(want))
-    path, _ = checkpoints["model"]
-    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
-    cfg = json.loads((path / "config.json").read_text())
-    del cfg["architectures"]
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    assert type(from_pretrained(tmp_path)) is SwinModel
+    # eval: the config's drop_path_rate (0.1) is on in training
+    H.check_encoder_from_classifier(checkpoints, SwinModel, lambda hf: copy.deepcopy(hf).swin, tmp_path,
+                                    eval_mode=True)
 
 
 @pytest.mark.parametrize("key", ["model", "classifier_abs"])
 def test_save_pretrained_round_trip(checkpoints, key, tmp_path):
     path, hf = checkpoints[key]
-    save_pretrained(from_pretrained(path), tmp_path / "saved")
-    back = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(tmp_path / "saved").eval()
-    x = _pixels(2, 32, 32, seed=6)
-    with torch.no_grad():
-        for g, w in zip(_compared(back(torch.tensor(x))), _compared(copy.deepcopy(hf)(torch.tensor(x)))):
-            np.testing.assert_array_equal(g.numpy(), w.numpy())
+    H.check_save_round_trip(path, hf, CHECKPOINTS[key][0], tmp_path / "saved", _pixels(2, 32, 32, seed=6),
+                            hf_call=copy.deepcopy(hf))
 
 
 def test_gradients_match_transformers(checkpoints):
@@ -183,27 +144,17 @@ def test_gradients_match_transformers(checkpoints):
              "swin.encoder.layers.0.blocks.0.output.dense.weight": "swin.encoder.layers.0.blocks.0.mlp.fc2.weight"}
     for name, other in pairs.items():
         g = theirs[other or name]
-        np.testing.assert_allclose(mine[name].grad.numpy(), g, rtol=2e-3, atol=2e-4 * np.abs(g).max(), err_msg=name)
+        H.close_grad(mine[name], g, name)
 
 
 @pytest.mark.parametrize("key,size", [("classifier", None), ("model", (26, 39)), ("classifier_abs", 40)])
 def test_onnx_export_in_onnxruntime(checkpoints, key, size, tmp_path):
     """The graph (batch dynamic, image size fixed: padding and shift masks are constants) gives transformers'
     outputs in onnxruntime."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     path, hf = checkpoints[key]
-    model = from_pretrained(path)
-    report = export_vit(model, str(tmp_path / "m.onnx"), image_size=size)
-    assert report.ok, report
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == vit_names(model)[1]
-    h, w = (32, 32) if size is None else (size, size) if isinstance(size, int) else size
-    for batch in (1, 3):
-        x = _pixels(batch, h, w, seed=batch)
-        with torch.no_grad():
-            want = _compared(copy.deepcopy(hf)(torch.tensor(x), interpolate_pos_encoding=size is not None))
-        for g, ref in zip(sess.run(None, {"pixel_values": x}), want, strict=True):
-            np.testing.assert_allclose(g, ref.numpy(), **TOL)
+    H.check_onnx_export(path, hf, size, tmp_path,
+                        hf_call=lambda x: copy.deepcopy(hf)(x, interpolate_pos_encoding=size is not None))
 
 
 # microsoft/swin-tiny-patch4-window7-224's preprocessor_config.json, as its checkpoints ship it

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 
 import forgegrad as fg
-from forgegrad.models import from_pretrained, save_pretrained
+from forgegrad.models import from_pretrained
 from forgegrad.models.hf import (DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTModel,
                                  ViTForImageClassification, ViTModel, load_image_processor)
 from forgegrad.models.hf.onnx_vit import export_vit, vit_names
 from forgegrad.models.hf.vit import bicubic_matrix
 
+import hf_image_helpers as H
+from hf_image_helpers import TOL, compared as _compared, pixels as _pixels
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-TOL = dict(rtol=1e-4, atol=2e-5)
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32,
             patch_size=8, num_labels=5, initializer_range=0.3)
 ARCHS = {"ViTModel": ViTModel, "ViTForImageClassification": ViTForImageClassification, "DeiTModel": DeiTModel,
@@ -35,22 +37,9 @@ def _config(name, **kw):
 def checkpoints(tmp_path_factory):
     """Each architecture saved by transformers (seeded random weights; DeiT's tokens randomized too, as they start
     at zero)."""
-    out = {}
-    for i, name in enumerate(ARCHS):
-        torch.manual_seed(i)
-        hf = getattr(transformers, name)(_config(name)).eval()
-        with torch.no_grad():
-            for p_name, p in hf.named_parameters():
-                if p_name.endswith(("cls_token", "distillation_token")):
-                    p.normal_()
-        path = tmp_path_factory.mktemp(name)
-        hf.save_pretrained(path)
-        out[name] = (path, hf)
-    return out
-
-
-def _pixels(batch, h=32, w=32, seed=0):
-    return np.random.default_rng(seed).standard_normal((batch, 3, h, w)).astype(np.float32)
+    return H.save_checkpoints(tmp_path_factory, {name: (name, {}) for name in ARCHS},
+                              lambda name, extra: _config(name, **extra),
+                              lambda hf: H.randomize_parameters(hf, ("cls_token", "distillation_token")))
 
 
 # our (checkpoint) parameter names -> transformers 5's module names (it renames them when it loads a checkpoint)
@@ -66,13 +55,6 @@ def _hf_name(name):
     return name
 
 
-def _main(out):
-    """The compared tensors of an output: (last_hidden_state, pooler_output) or (logits,)."""
-    if hasattr(out, "last_hidden_state"):
-        return [out.last_hidden_state, out.pooler_output]
-    return [out.logits if hasattr(out, "logits") else out]
-
-
 @pytest.mark.parametrize("name,attn", [(n, "eager") for n in ARCHS] + [("ViTModel", "sdpa"),
                                                                         ("DeiTForImageClassificationWithTeacher",
                                                                          "sdpa")])
@@ -84,9 +66,9 @@ def test_outputs_equal_transformers(checkpoints, name, attn):
     for kw, x in [({}, _pixels(3)), ({"interpolate_pos_encoding": True}, _pixels(2, 48, 40, seed=1)),
                   ({"interpolate_pos_encoding": True}, _pixels(1, 16, 16, seed=2))]:
         with torch.no_grad():
-            want = _main(hf(torch.tensor(x), **kw))
+            want = _compared(hf(torch.tensor(x), **kw))
         with fg.no_grad():
-            got = _main(model(x, **kw))
+            got = _compared(model(x, **kw))
         for g, w in zip(got, want):
             np.testing.assert_allclose(g.numpy(), w.numpy(), **TOL, err_msg=f"{name} {kw}")
     if name == "DeiTForImageClassificationWithTeacher":
@@ -204,12 +186,7 @@ def test_fine_tune_classifier_as_transformers(checkpoints):
 @pytest.mark.parametrize("name", ["ViTModel", "DeiTForImageClassificationWithTeacher"])
 def test_save_pretrained_round_trip(checkpoints, name, tmp_path):
     path, hf = checkpoints[name]
-    save_pretrained(from_pretrained(path), tmp_path / "saved")
-    back = getattr(transformers, name).from_pretrained(tmp_path / "saved").eval()
-    x = _pixels(2, seed=5)
-    with torch.no_grad():
-        for g, w in zip(_main(back(torch.tensor(x))), _main(hf(torch.tensor(x)))):
-            np.testing.assert_array_equal(g.numpy(), w.numpy())
+    H.check_save_round_trip(path, hf, name, tmp_path / "saved", _pixels(2, seed=5))
 
 
 @pytest.mark.parametrize("name", ["ViTForImageClassification", "DeiTForImageClassificationWithTeacher", "ViTModel"])
@@ -223,7 +200,7 @@ def test_onnx_export_dynamic_batch(checkpoints, name, tmp_path):
     for batch in (1, 4):
         x = _pixels(batch, seed=batch)
         with torch.no_grad():
-            want = _main(hf(torch.tensor(x)))
+            want = _compared(hf(torch.tensor(x)))
         for g, w in zip(sess.run(None, {"pixel_values": x}), want):
             np.testing.assert_allclose(g, w.numpy(), **TOL)
     with pytest.raises(TypeError, match="ViT, DeiT or DINOv2"):

@@ -225,8 +225,8 @@ def test_batchnorm_takes_torch_2_13s_bias_device_and_dtype(cls, shape):
         np.testing.assert_allclose(m.running_var.numpy(), t.running_var.numpy(), rtol=1e-5)
         s, ts = nn.SyncBatchNorm.convert_sync_batchnorm(m), torch.nn.SyncBatchNorm.convert_sync_batchnorm(t)
         assert repr(s) == repr(ts) and s.weight is m.weight and (s.bias is None) == ("bias" in kw)
-    with pytest.raises(TypeError, match=f"{cls}: bias must be a bool"):
-        getattr(nn, cls)(3, bias=None)
+    with pytest.raises(TypeError, match="bias must be a bool"):
+        getattr(nn, cls)(3, bias="no")
 
 
 def test_a_checkpoint_without_num_batches_tracked_loads_as_torchs():

@@ -156,7 +156,7 @@ def test_inplace_relu_follows_torchs_autograd_rules():
     with pytest.raises(TypeError, match="inplace"):
         fg.nn.ReLU(inplace="yes")
     with pytest.raises(TypeError, match="inplace"):
-        fg.nn.functional.leaky_relu(x, inplace=1)
+        fg.nn.functional.leaky_relu(x, inplace="1")  # (torch takes inplace=1 by truth value)
 
 
 def test_inplace_dropout_in_training_and_eval():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops._complex import ComplexConjFunction, ComplexFunction, ComplexAngleFunction
+from .devices import MetaArray
 from .ops._util import unbroadcast
 from .tensor import Tensor
 
@@ -21,6 +22,7 @@ def _tensor(x, name, fn):
 
 class RealFunction(ComplexFunction):
     is_view = True
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape, _REAL_OF[a.dtype]))  # (the meta device's rule)
 
     @staticmethod
     def forward(ctx, a):
@@ -33,6 +35,7 @@ class RealFunction(ComplexFunction):
 
 class ImagFunction(ComplexFunction):
     is_view = True
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape, _REAL_OF[a.dtype]))
 
     @staticmethod
     def forward(ctx, a):
@@ -45,6 +48,7 @@ class ImagFunction(ComplexFunction):
 
 class ViewAsRealFunction(ComplexFunction):
     is_view = True
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape + (2,), _REAL_OF[a.dtype]))
 
     @staticmethod
     def forward(ctx, a):
@@ -57,6 +61,7 @@ class ViewAsRealFunction(ComplexFunction):
 
 class ViewAsComplexFunction(ComplexFunction):
     is_view = True
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape[:-1], _COMPLEX_OF[a.dtype]))
 
     @staticmethod
     def forward(ctx, a):
@@ -68,6 +73,8 @@ class ViewAsComplexFunction(ComplexFunction):
 
 
 class ComplexFromPartsFunction(ComplexFunction):
+    meta_rule = staticmethod(lambda real, imag: MetaArray(np.broadcast_shapes(real.shape, imag.shape),
+                                                          _COMPLEX_OF[real.dtype]))
     @staticmethod
     def forward(ctx, real, imag):
         ctx.shapes = real.shape, imag.shape
@@ -81,6 +88,8 @@ class ComplexFromPartsFunction(ComplexFunction):
 
 
 class PolarFunction(ComplexFunction):
+    meta_rule = staticmethod(lambda abs, angle: MetaArray(np.broadcast_shapes(abs.shape, angle.shape),  # noqa: A006
+                                                          _COMPLEX_OF[abs.dtype]))
     @staticmethod
     def forward(ctx, abs, angle):  # noqa: A002  (torch's argument names)
         ctx.shapes = abs.shape, angle.shape
@@ -99,6 +108,8 @@ class PolarFunction(ComplexFunction):
 
 class RealAngleFunction(ComplexFunction):
     """angle of a real tensor: 0 for x >= 0, pi for x < 0 (nan stays nan); gradient 0, as torch's."""
+
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape, a.dtype))
 
     @staticmethod
     def forward(ctx, a):
@@ -185,9 +196,11 @@ def view_as_complex(input):
                            f"scalar type: {t.dtype}")
     if t.ndim == 0 or t.shape[-1] != 2:
         raise RuntimeError(f"Tensor must have a last dimension of size 2, got shape {tuple(t.shape)}")
-    if t._data.strides[-1] != t._data.itemsize:
+    if isinstance(t._data, MetaArray):  # (no strides: a meta tensor is contiguous)
+        pass
+    elif t._data.strides[-1] != t._data.itemsize:
         raise RuntimeError("Tensor must have a last dimension with stride 1")
-    if t.ndim > 1 and any(s % (2 * t._data.itemsize) for s in t._data.strides[:-1]):
+    elif t.ndim > 1 and any(s % (2 * t._data.itemsize) for s in t._data.strides[:-1]):
         raise RuntimeError("Tensor must have a stride divisible by 2 for all but last dimension")
     return ViewAsComplexFunction.apply(t)
 

@@ -66,13 +66,20 @@ def device_of_args(cls, args, raw) -> str:
 
 
 def apply_on_meta(cls, raw, kwargs):
-    """An op on meta tensors runs its shape rule; no graph is recorded (there are no values)."""
-    if cls.op is None:
+    """An op on meta tensors runs its shape rule; no graph is recorded (there are no values). An unregistered
+    Function may bring its own rule (``meta_rule``: the complex views and constructors of _complex_tensor.py)."""
+    rule = getattr(cls, "meta_rule", None) if cls.op is None else None
+    if cls.op is None and rule is None:
         raise NotImplementedError(f"{cls.__qualname__} is not a registered op, so it has no shape rule for "
                                   "the meta device")
-    out = cls.op.meta_call(raw, kwargs)
-    if any(isinstance(d, (_NDARRAY, _devices.MetaArray)) and d.dtype == _F64 for d in raw):
-        out = as_float64_meta(out)
+    if rule is not None:
+        out = rule(*raw, **kwargs)
+    else:
+        out = cls.op.meta_call(raw, kwargs)
+        if _complex_arg_raw(raw):
+            out = _complex_meta_dtypes(cls.op.name, raw, kwargs, out)
+        elif any(isinstance(d, (_NDARRAY, _devices.MetaArray)) and d.dtype == _F64 for d in raw):
+            out = as_float64_meta(out)
     if type(out) is tuple:
         return tuple([Tensor._wrap_exact(o) for o in out])
     return Tensor._wrap_exact(out)
@@ -258,6 +265,22 @@ def _complex_arg(args) -> bool:
         if isinstance(a, Tensor) and a._data.dtype.kind == "c" or isinstance(a, COMPLEX_SCALARS):
             return True
     return False
+
+
+def _complex_arg_raw(raw) -> bool:
+    """A complex array (meta or not) or number among an op's raw arguments, or in a list of them (cat)."""
+    for a in raw:
+        for e in (a if isinstance(a, (list, tuple)) else (a,)):
+            if isinstance(e, COMPLEX_SCALARS) or getattr(getattr(e, "dtype", None), "kind", "") == "c":
+                return True
+    return False
+
+
+def _complex_meta_dtypes(name, raw, kwargs, out):
+    global _complex_meta_dtypes
+    from .ops._complex import meta_dtypes  # (imports autograd: bound on first use)
+    _complex_meta_dtypes = meta_dtypes
+    return meta_dtypes(name, raw, kwargs, out)
 
 
 def _apply_complex(cls, args, kwargs):

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["check_bool", "check_int", "check_float"]
+__all__ = ["check_bool", "check_flag", "check_int", "check_float"]
 
 
 def _type_name(value) -> str:
@@ -31,10 +31,25 @@ def is_array_or_number(value, real: bool = False) -> bool:
 
 
 def check_bool(value, name: str) -> bool:
-    """``value`` as a Python bool; only bool and numpy.bool_ are accepted."""
+    """``value`` as a Python bool; only bool and numpy.bool_ are accepted. For the flags torch's C++
+    argument parser reads (``training``, ``ceil_mode``, ``keepdim``, ...), which refuse anything but a bool
+    (torch refuses numpy.bool_ too; forgegrad takes it, numpy being its array type)."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be a bool, got {_type_name(value)} {value!r}")
+
+
+def check_flag(value, name: str) -> bool:
+    """``value``'s truth value, for the flags torch reads in Python with ``if flag:`` (``inplace``,
+    ``return_indices``, modules' ``bias`` / ``affine`` / ``track_running_stats`` ...): torch takes 0, 1,
+    None, 1.5 there, and so does forgegrad. A string is refused, unlike torch: ``affine="False"`` would be
+    True by truth value, which is never what was meant."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a bool, got {_type_name(value)} {value!r}")
+    try:
+        return bool(value)
+    except (TypeError, ValueError, RuntimeError) as e:  # an array of several elements has no truth value
+        raise TypeError(f"{name} must be a bool, got {_type_name(value)} without a truth value ({e})") from None
 
 
 def check_int(value, name: str, *, low: Optional[int] = None, high: Optional[int] = None) -> int:

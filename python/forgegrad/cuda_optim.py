@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from . import _C
-from ._validate import check_bool, check_float
+from .kernels.optim import adam_arguments, sgd_arguments
 
 __all__ = ["adam_step", "sgd_step", "register"]
 
@@ -40,28 +40,13 @@ def adam_step(params: Sequence, grads: Sequence, exp_avgs: Sequence, exp_avg_sqs
     in one kernel launch. ``steps[i]``: parameter i's step count after this step (from 1)."""
     _require()
     params = _as_list(params, "params")
-    if len(steps) != len(params):
-        raise ValueError(f"steps must have {len(params)} entries (one per param), got {len(steps)}")
-    lr = check_float(lr, "lr", low=0.0)
-    beta1 = check_float(beta1, "beta1", low=0.0, high=1.0, high_open=True)
-    beta2 = check_float(beta2, "beta2", low=0.0, high=1.0, high_open=True)
-    eps = check_float(eps, "eps", low=0.0)
-    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
-    decoupled_weight_decay = check_bool(decoupled_weight_decay, "decoupled_weight_decay")
-    maximize = check_bool(maximize, "maximize")
-    step_sizes, bc2_sqrts = [], []
-    for i, s in enumerate(steps):  # torch's formulas, in double (as forgegrad.kernels.optim.adam_step)
-        if type(s) is not int:
-            s = check_float(s, f"steps[{i}]")
-        if not s >= 1.0:
-            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
-        step_sizes.append(lr / (1 - beta1 ** s))
-        bc2_sqrts.append((1 - beta2 ** s) ** 0.5)
+    step_sizes, bc2_sqrts, kw = adam_arguments(len(params), steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                               weight_decay=weight_decay,
+                                               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     _C.cuda_pointwise.adam_step(params, _as_list(grads, "grads"), _as_list(exp_avgs, "exp_avgs"),
                                 _as_list(exp_avg_sqs, "exp_avg_sqs"),
                                 None if max_exp_avg_sqs is None else _as_list(max_exp_avg_sqs, "max_exp_avg_sqs"),
-                                step_sizes, bc2_sqrts, beta1=beta1, beta2=beta2, eps=eps, lr=lr,
-                                weight_decay=weight_decay, decoupled=decoupled_weight_decay, maximize=maximize)
+                                step_sizes, bc2_sqrts, **kw)
 
 
 def sgd_step(params: Sequence, grads: Sequence, momentum_buffers: Optional[Sequence], init_buffers: Sequence[bool], *,
@@ -71,23 +56,12 @@ def sgd_step(params: Sequence, grads: Sequence, momentum_buffers: Optional[Seque
     formulas; ``init_buffers[i]``: momentum buffer i is new and takes the gradient)."""
     _require()
     params = _as_list(params, "params")
-    lr = check_float(lr, "lr", low=0.0)
-    momentum = check_float(momentum, "momentum", low=0.0)
-    dampening = check_float(dampening, "dampening")
-    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
-    nesterov, maximize = check_bool(nesterov, "nesterov"), check_bool(maximize, "maximize")
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("sgd_step: nesterov=True requires momentum > 0 and dampening = 0")
-    if momentum != 0:
-        if momentum_buffers is None:
-            raise ValueError("sgd_step: momentum_buffers are required when momentum != 0")
+    momentum_buffers, init_buffers, kw = sgd_arguments(
+        momentum_buffers, init_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+        nesterov=nesterov, maximize=maximize)
+    if momentum_buffers is not None:
         momentum_buffers = _as_list(momentum_buffers, "momentum_buffers")
-        init_buffers = [check_bool(b, f"init_buffers[{i}]") for i, b in enumerate(init_buffers)]
-    else:
-        momentum_buffers, init_buffers = None, []
-    _C.cuda_pointwise.sgd_step(params, _as_list(grads, "grads"), momentum_buffers, init_buffers, lr=lr,
-                               momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                               nesterov=nesterov, maximize=maximize)
+    _C.cuda_pointwise.sgd_step(params, _as_list(grads, "grads"), momentum_buffers, init_buffers, **kw)
 
 
 def register() -> bool:

@@ -55,6 +55,11 @@ inline vf vscale2(vf a, vf n) { return _mm512_scalef_ps(a, n); }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_GT_OQ), b, a);
 }
+// mask ? a : b, mask = (x <= y). A NaN in x or y gives b: torch's `x <= 0 ? neg : pos` sends NaN to
+// pos, which the complement of vselect_gt (vselect_gt(x, y, b, a)) would not.
+inline vf vselect_le(vf x, vf y, vf a, vf b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_LE_OQ), b, a);
+}
 // whether some lane has x > y (vselect_gt's compare): a branch that skips work no lane selects
 inline bool vany_gt(vf x, vf y) { return _mm512_cmp_ps_mask(x, y, _CMP_GT_OQ) != 0; }
 // Horizontal reductions by in-register shuffles: GCC 12's expansion of _mm512_reduce_*_ps and of
@@ -106,6 +111,7 @@ inline vf vscale2(vf a, vf n) {
   return _mm256_mul_ps(_mm256_mul_ps(a, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
 }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, y, _CMP_GT_OQ)); }
+inline vf vselect_le(vf x, vf y, vf a, vf b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, y, _CMP_LE_OQ)); }
 inline bool vany_gt(vf x, vf y) { return _mm256_movemask_ps(_mm256_cmp_ps(x, y, _CMP_GT_OQ)) != 0; }
 inline float vreduce_add(vf a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -148,6 +154,7 @@ inline vf vneg(vf a) { return -a; }
 inline vf vround(vf a) { return std::nearbyint(a); }
 inline vf vscale2(vf a, vf n) { return n == n ? std::ldexp(a, static_cast<int>(n)) : a + n; }
 inline vf vselect_gt(vf x, vf y, vf a, vf b) { return x > y ? a : b; }
+inline vf vselect_le(vf x, vf y, vf a, vf b) { return x <= y ? a : b; }
 inline bool vany_gt(vf x, vf y) { return x > y; }
 inline float vreduce_add(vf a) { return a; }
 inline float vreduce_max(vf a) { return a; }

@@ -23,18 +23,6 @@ using act_map::kGrainTranscendental;
 using act_map::map1;
 using act_map::map2;
 
-// a <= b ? p : q. A NaN in a or b gives q (vselect_gt(b, a, ...) would not say "<=", and its
-// complement vselect_gt(a, b, q, p) would give p): torch's `x <= 0 ? neg : pos` sends NaN to pos.
-inline vf vselect_le(vf a, vf b, vf p, vf q) {
-#if defined(FG_SIMD_PORTABLE)
-  return a <= b ? p : q;
-#elif defined(__AVX512F__)
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ), q, p);
-#else
-  return _mm256_blendv_ps(q, p, _mm256_cmp_ps(a, b, _CMP_LE_OQ));
-#endif
-}
-
 // exp(x) with +inf past the float range: vexp clamps its argument at 88.72, so an overflowing exp is
 // inf here on every ISA, as torch's.
 inline vf vexp_ovf(vf x) { return vselect_gt(x, vset1(88.7228394f), vset1(INFINITY), vexp(x)); }

@@ -31,17 +31,6 @@ constexpr int64_t kRowMin = 64;  // channel runs at least this long take the row
 constexpr int64_t kChunk = 4096;  // elements per work item of the row path (and per row chunk of the periodic one)
 constexpr int kFold = 16;  // vectors summed in float lanes before a fold into float64
 
-// a <= b ? p : q; NaN gives q (activation_more.cpp's; torch's `x <= 0 ? r : 1` sends NaN to 1).
-inline vf vselect_le(vf a, vf b, vf p, vf q) {
-#if defined(FG_SIMD_PORTABLE)
-  return a <= b ? p : q;
-#elif defined(__AVX512F__)
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ), q, p);
-#else
-  return _mm256_blendv_ps(q, p, _mm256_cmp_ps(a, b, _CMP_LE_OQ));
-#endif
-}
-
 // torch's prelu: x > 0 ? x : w x (NaN: w NaN = NaN); gradient x > 0 ? g : w g; weight term x > 0 ? 0 : g x.
 inline vf prelu_y(vf x, vf w) { return vselect_gt(x, vzero(), x, vmul(w, x)); }
 inline vf prelu_dx(vf g, vf x, vf w) { return vselect_gt(x, vzero(), g, vmul(w, g)); }

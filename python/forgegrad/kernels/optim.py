@@ -36,6 +36,52 @@ def _check_list(xs, name: str, n: Optional[int] = None) -> list:
     return list(xs)
 
 
+def adam_arguments(n_params: int, steps, *, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
+                   maximize):
+    """Adam's checked hyperparameters (torch.optim.Adam's ranges: beta1 = 1 would divide by 1 - beta1 ** step = 0)
+    and each parameter's step scalars, as torch computes them in double: bias_correction1 = 1 - beta1 ** step,
+    step_size = lr / bias_correction1, bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5. Returns (step_sizes,
+    bc2_sqrts, the kernel's keyword arguments); shared by the CPU kernel and forgegrad.cuda_optim's."""
+    if len(steps) != n_params:
+        raise ValueError(f"steps must have {n_params} entries (one per param), got {len(steps)}")
+    lr = check_float(lr, "lr", low=0.0)
+    beta1 = check_float(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+    beta2 = check_float(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+    kw = dict(beta1=beta1, beta2=beta2, eps=check_float(eps, "eps", low=0.0), lr=lr,
+              weight_decay=check_float(weight_decay, "weight_decay", low=0.0),
+              decoupled=check_bool(decoupled_weight_decay, "decoupled_weight_decay"),
+              maximize=check_bool(maximize, "maximize"))
+    step_sizes, bc2_sqrts = [], []
+    for i, s in enumerate(steps):
+        if type(s) is not int:  # the step counts the optimizers pass are ints: no per-step check cost
+            s = check_float(s, f"steps[{i}]")
+        if not s >= 1.0:
+            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
+        step_sizes.append(lr / (1 - beta1 ** s))
+        bc2_sqrts.append((1 - beta2 ** s) ** 0.5)
+    return step_sizes, bc2_sqrts, kw
+
+
+def sgd_arguments(momentum_buffers, init_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    """SGD's checked hyperparameters (torch.optim.SGD's ranges). Returns (momentum_buffers, init_buffers, the
+    kernel's keyword arguments): no buffers when momentum is 0. Shared with forgegrad.cuda_optim."""
+    lr = check_float(lr, "lr", low=0.0)
+    momentum = check_float(momentum, "momentum", low=0.0)
+    dampening = check_float(dampening, "dampening")
+    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
+    nesterov, maximize = check_bool(nesterov, "nesterov"), check_bool(maximize, "maximize")
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ValueError("sgd_step: nesterov=True requires momentum > 0 and dampening = 0")
+    if momentum != 0:
+        if momentum_buffers is None:
+            raise ValueError("sgd_step: momentum_buffers are required when momentum != 0")
+        init_buffers = [check_bool(b, f"init_buffers[{i}]") for i, b in enumerate(init_buffers)]
+    else:
+        momentum_buffers, init_buffers = None, []
+    return momentum_buffers, init_buffers, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                                weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+
+
 def _as_list(xs, name: str) -> list:
     if not isinstance(xs, (list, tuple)):
         raise TypeError(f"{name} must be a list of numpy float32 arrays, got {type(xs).__name__}")
@@ -85,30 +131,11 @@ def adam_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray], exp_avg
     """
     params = _as_list(params, "params")
     grads = _contiguous_grads(_as_list(grads, "grads"))
-    if len(steps) != len(params):
-        raise ValueError(f"steps must have {len(params)} entries (one per param), got {len(steps)}")
-    # torch.optim.Adam's ranges (beta1 = 1 would divide by 1 - beta1 ** step = 0)
-    lr = check_float(lr, "lr", low=0.0)
-    beta1 = check_float(beta1, "beta1", low=0.0, high=1.0, high_open=True)
-    beta2 = check_float(beta2, "beta2", low=0.0, high=1.0, high_open=True)
-    eps = check_float(eps, "eps", low=0.0)
-    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
-    decoupled_weight_decay = check_bool(decoupled_weight_decay, "decoupled_weight_decay")
-    maximize = check_bool(maximize, "maximize")
-    # torch: bias_correction1 = 1 - beta1 ** step; step_size = lr / bias_correction1;
-    #        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5   (Python floats, i.e. double)
-    step_sizes, bc2_sqrts = [], []
-    for i, s in enumerate(steps):
-        if type(s) is not int:  # the step counts the optimizers pass are ints: no per-step check cost
-            s = check_float(s, f"steps[{i}]")
-        if not s >= 1.0:
-            raise ValueError(f"steps[{i}] must be >= 1 (the step count including this step), got {s}")
-        step_sizes.append(lr / (1 - beta1 ** s))
-        bc2_sqrts.append((1 - beta2 ** s) ** 0.5)
+    step_sizes, bc2_sqrts, kw = adam_arguments(len(params), steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                               weight_decay=weight_decay,
+                                               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     passed, write_back = _contiguous_params(params)
-    _C.optim.adam_step(passed, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes, bc2_sqrts,
-                       beta1=beta1, beta2=beta2, eps=eps, lr=lr, weight_decay=weight_decay,
-                       decoupled=decoupled_weight_decay, maximize=maximize)
+    _C.optim.adam_step(passed, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step_sizes, bc2_sqrts, **kw)
     for orig, copy in write_back:
         orig[...] = copy
 
@@ -124,23 +151,11 @@ def sgd_step(params: Sequence[np.ndarray], grads: Sequence[np.ndarray],
     """
     params = _as_list(params, "params")
     grads = _contiguous_grads(_as_list(grads, "grads"))
-    # torch.optim.SGD's ranges
-    lr = check_float(lr, "lr", low=0.0)
-    momentum = check_float(momentum, "momentum", low=0.0)
-    dampening = check_float(dampening, "dampening")
-    weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
-    nesterov, maximize = check_bool(nesterov, "nesterov"), check_bool(maximize, "maximize")
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("sgd_step: nesterov=True requires momentum > 0 and dampening = 0")
-    if momentum != 0:
-        if momentum_buffers is None:
-            raise ValueError("sgd_step: momentum_buffers are required when momentum != 0")
-        init_buffers = [check_bool(b, f"init_buffers[{i}]") for i, b in enumerate(init_buffers)]
-    else:
-        momentum_buffers, init_buffers = None, []
+    momentum_buffers, init_buffers, kw = sgd_arguments(
+        momentum_buffers, init_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+        nesterov=nesterov, maximize=maximize)
     passed, write_back = _contiguous_params(params)
-    _C.optim.sgd_step(passed, grads, momentum_buffers, init_buffers, lr=lr, momentum=momentum,
-                      dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+    _C.optim.sgd_step(passed, grads, momentum_buffers, init_buffers, **kw)
     for orig, copy in write_back:
         orig[...] = copy
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ops.registry import _OPS
-from .._validate import check_bool, check_float
+from .._validate import check_flag, check_float
 from . import functional as F
 from .module import Module
 
@@ -21,7 +21,7 @@ class _Activation(Module):
     inplace = False  # the activations with torch's ``inplace=`` flag set it in __init__ (see _set_inplace)
 
     def _set_inplace(self, inplace) -> None:
-        self.inplace = check_bool(inplace, "inplace")
+        self.inplace = check_flag(inplace, "inplace")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -153,7 +153,7 @@ class Dropout(Module):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
-        self.inplace = check_bool(inplace, "inplace")
+        self.inplace = check_flag(inplace, "inplace")
 
     def forward(self, input):
         return F.dropout(input, self.p, self.training, self.inplace)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import devices
 from .._args import positive_int
-from .._validate import check_bool, check_float
+from .._validate import check_bool, check_flag, check_float
 from ..ops.registry import _OPS
 from ..tensor import Tensor
 from . import functional as F
@@ -98,8 +98,8 @@ class MultiheadAttention(Module):
         self.vdim = self.embed_dim if vdim is None else positive_int(vdim, "vdim", "MultiheadAttention")
         self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
         self.dropout = check_float(dropout, "dropout", low=0.0, high=1.0)
-        self.batch_first = check_bool(batch_first, "batch_first")
-        self.add_zero_attn = check_bool(add_zero_attn, "add_zero_attn")
+        self.batch_first = check_flag(batch_first, "batch_first")
+        self.add_zero_attn = check_flag(add_zero_attn, "add_zero_attn")
         self.head_dim = self.embed_dim // self.num_heads
         e = self.embed_dim
         if self._qkv_same_embed_dim:
@@ -112,12 +112,12 @@ class MultiheadAttention(Module):
             self.q_proj_weight = Parameter(devices.empty((e, e)))
             self.k_proj_weight = Parameter(devices.empty((e, self.kdim)))
             self.v_proj_weight = Parameter(devices.empty((e, self.vdim)))
-        if check_bool(bias, "bias"):
+        if check_flag(bias, "bias"):
             self.in_proj_bias = Parameter(devices.empty((3 * e,)))
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(e, e, bias=bias)
-        if check_bool(add_bias_kv, "add_bias_kv"):
+        if check_flag(add_bias_kv, "add_bias_kv"):
             self.bias_k = Parameter(devices.empty((1, 1, e)))
             self.bias_v = Parameter(devices.empty((1, 1, e)))
         else:

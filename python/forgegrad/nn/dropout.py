@@ -3,7 +3,7 @@ active in training mode, the identity in eval mode. The functions are in nn/func
 from forgegrad's generator) in forgegrad/ops/dropout_feature.py."""
 from __future__ import annotations
 
-from .._validate import check_bool
+from .._validate import check_flag
 from ..ops.dropout_feature import check_p
 from . import functional_pool as F
 from .module import Module
@@ -17,7 +17,7 @@ class _DropoutNd(Module):
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         self.p = check_p(p, type(self).__name__)
-        self.inplace = check_bool(inplace, "inplace")
+        self.inplace = check_flag(inplace, "inplace")
 
     def forward(self, input):
         return type(self)._function(input, self.p, self.training, self.inplace)

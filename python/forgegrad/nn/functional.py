@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
-from .._validate import check_bool, check_float, check_int
+from .._validate import check_bool, check_flag, check_float, check_int
 from ..ops.grid_sample import INTERPOLATION_MODES as GRID_SAMPLE_INTERPOLATION_MODES  # noqa: F401  (torch's tables)
 from ..ops.grid_sample import PADDING_MODES as GRID_SAMPLE_PADDING_MODES  # noqa: F401
 from ..ops.registry import _OPS
@@ -43,7 +43,7 @@ def _maybe_inplace(input, inplace, name: str, compute):
     """``compute(input)``, or with ``inplace=True`` written into ``input`` and returned (torch's rules, see
     forgegrad._inplace: a leaf that requires grad refuses, the rest is differentiated through the write)."""
     input = _t(input, "input")
-    if check_bool(inplace, "inplace"):
+    if check_flag(inplace, "inplace"):
         from .. import grad_mode
         try:
             return input._inplace(compute, f"{name}_")
@@ -157,7 +157,7 @@ def _implicit_dim(input, dim, name):
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
     p, training = check_float(p, "p"), check_bool(training, "training")
-    if check_bool(inplace, "inplace") and (not training or p == 0.0):
+    if check_flag(inplace, "inplace") and (not training or p == 0.0):
         # nothing to write: torch returns the input itself, so that eval mode accepts a leaf that requires grad
         return _t(input, "input")
     return _maybe_inplace(input, inplace, "dropout", lambda t: _OPS["dropout"](t, p=p, training=training))

@@ -2,7 +2,7 @@
 arguments (forgegrad.nn.functional exports them)."""
 from __future__ import annotations
 
-from .._validate import check_bool, check_float
+from .._validate import check_bool, check_flag, check_float
 from ..grad_mode import _state as _grad_state
 from ..ops.registry import _OPS
 from ..tensor import Tensor
@@ -53,7 +53,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """Max pooling; with return_indices=True also the int64 flat indices (h * W + w per plane)."""
     y, idx = _pool2d("max_pool2d", input, kernel_size=kernel_size, stride=stride, padding=padding,
                      dilation=dilation, ceil_mode=check_bool(ceil_mode, "ceil_mode"))
-    return (y, idx) if return_indices else y
+    return (y, idx) if check_flag(return_indices, "return_indices") else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,

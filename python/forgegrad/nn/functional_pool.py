@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .._validate import check_bool
+from .._validate import check_bool, check_flag
 from ..ops.dropout_feature import check_p
 from ..ops.registry import _OPS
 from .functional_conv import _t, max_pool2d
@@ -48,7 +48,7 @@ def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     out = max_pool1d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
-    return out if check_bool(return_indices, "return_indices") else out[0]
+    return out if check_flag(return_indices, "return_indices") else out[0]
 
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -95,7 +95,7 @@ def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     out = adaptive_max_pool1d_with_indices(input, output_size)
-    return out if check_bool(return_indices, "return_indices") else out[0]
+    return out if check_flag(return_indices, "return_indices") else out[0]
 
 
 def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
@@ -105,7 +105,7 @@ def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     out = adaptive_max_pool2d_with_indices(input, output_size)
-    return out if check_bool(return_indices, "return_indices") else out[0]
+    return out if check_flag(return_indices, "return_indices") else out[0]
 
 
 def _lp_pool_inf(pool, input, norm_type, kernel_size, stride, ceil_mode):
@@ -161,7 +161,7 @@ def _dropout(name, op, input, p, training, inplace, unbatched=False):
     from .functional import _maybe_inplace
     input = _t(input, "input")
     p, training = check_p(p, name), check_bool(training, f"{name}: training")
-    if check_bool(inplace, "inplace") and (not training or p == 0.0):
+    if check_flag(inplace, "inplace") and (not training or p == 0.0):
         return input  # nothing to write: the input itself, as torch's
 
     def compute(t):

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import devices
 from .._args import positive_int
-from .._validate import check_bool, check_float
+from .._validate import check_flag, check_float
 from ..kernels.norm import _normalized_shape
 from . import functional as F
 from . import init
@@ -31,7 +31,8 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = _normalized_shape(normalized_shape)
         self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = check_flag(elementwise_affine, "elementwise_affine")
+        bias = check_flag(bias, "bias")
         if self.elementwise_affine:
             self.weight = Parameter(devices.ones(self.normalized_shape))
             self.bias = Parameter(devices.zeros(self.normalized_shape)) if bias else None
@@ -91,8 +92,8 @@ class _BatchNorm(Module):
         self.num_features = positive_int(num_features, "num_features", cls)
         self.eps = check_float(eps, "eps", low=0.0)
         self.momentum = momentum
-        self.affine = check_bool(affine, "affine")
-        self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
+        self.affine = check_flag(affine, "affine")
+        self.track_running_stats = check_flag(track_running_stats, "track_running_stats")
         if not isinstance(bias, bool):
             raise TypeError(f"{cls}: bias must be a bool, got {bias!r}")
         if affine:  # bias=False (torch 2.13): a weight and no bias

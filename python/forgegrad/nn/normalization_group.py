@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import devices
 from .._args import positive_int
-from .._validate import check_bool, check_float
+from .._validate import check_bool, check_flag, check_float
 from ..autograd import Function
 from ..tensor import Tensor
 from . import functional as F
@@ -40,10 +40,10 @@ class GroupNorm(Module):
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
         self.eps = check_float(eps, "eps", low=0.0)
-        self.affine = check_bool(affine, "affine")
+        self.affine = check_flag(affine, "affine")
         if self.affine:
             self.weight = Parameter(devices.ones((self.num_channels,)))
-            if check_bool(bias, "bias"):
+            if check_flag(bias, "bias"):
                 self.bias = Parameter(devices.zeros((self.num_channels,)))
             else:
                 self.register_parameter("bias", None)
@@ -81,11 +81,11 @@ class _InstanceNorm(Module):
         self.num_features = positive_int(num_features, "num_features", cls)
         self.eps = check_float(eps, "eps", low=0.0)
         self.momentum = None if momentum is None else check_float(momentum, "momentum")
-        self.affine = check_bool(affine, "affine")
-        self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
+        self.affine = check_flag(affine, "affine")
+        self.track_running_stats = check_flag(track_running_stats, "track_running_stats")
         if self.affine:
             self.weight = Parameter(devices.ones((self.num_features,)))
-            if check_bool(bias, "bias"):
+            if check_flag(bias, "bias"):
                 self.bias = Parameter(devices.zeros((self.num_features,)))
             else:
                 self.register_parameter("bias", None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
+from .._validate import check_flag
 from ..tensor import Tensor, _to_storage
 
 __all__ = ["Parameter"]
@@ -31,7 +32,7 @@ def add_weight_and_bias(module, weight_shape, bias: bool, device=None) -> None:
     """Register ``module.weight`` of ``weight_shape`` and ``module.bias`` of ``(weight_shape[0],)`` (or
     None), uninitialised, on ``device`` (the default device when None: on meta, no memory)."""
     module.weight = Parameter(devices.empty(tuple(weight_shape), device_name=device))
-    if bias:
+    if check_flag(bias, "bias"):
         module.bias = Parameter(devices.empty((weight_shape[0],), device_name=device))
     else:
         module.register_parameter("bias", None)

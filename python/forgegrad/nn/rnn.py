@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import devices
 from .._args import positive_int
-from .._validate import check_bool
+from .._validate import check_bool, check_flag
 from ..autograd import Function, graph_free
 from ..grad_mode import no_grad, recorder, untraced
 from ..ops.rnn import RecurrentLayerFunction, _recurrent_layer_inference
@@ -183,7 +183,7 @@ class RNNBase(Module):
             raise ValueError(f"{cls}: dropout should be a number in range [0, 1] representing the probability of "
                              f"an element being zeroed, got {dropout!r}")
         self.dropout = float(dropout)
-        self.bidirectional = check_bool(bidirectional, "bidirectional")
+        self.bidirectional = check_flag(bidirectional, "bidirectional")
         G, H = _GATES[mode], self.hidden_size
         D = 2 if self.bidirectional else 1
         for layer in range(self.num_layers):
@@ -425,7 +425,7 @@ class RNNCellBase(Module):
         self.mode = mode
         self.input_size = positive_int(input_size, "input_size", cls)
         self.hidden_size = positive_int(hidden_size, "hidden_size", cls)
-        self.bias = check_bool(bias, "bias")
+        self.bias = check_flag(bias, "bias")  # (RNNBase checks isinstance bool, RNNCellBase does not)
         G, H = _GATES[mode], self.hidden_size
         self.weight_ih = Parameter(devices.empty((G * H, self.input_size)))
         self.weight_hh = Parameter(devices.empty((G * H, H)))

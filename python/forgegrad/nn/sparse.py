@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import devices
-from .._validate import check_bool
+from .._validate import check_bool, check_flag
 from ..tensor import Tensor
 from . import init
 from .functional_misc import check_sparse, embedding
@@ -29,7 +29,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None):
         super().__init__()
-        check_sparse(sparse, "Embedding")
+        check_sparse(check_flag(sparse, "sparse"), "Embedding")  # (torch's module takes it by truth value)
         if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))):
             raise TypeError(f"Embedding: max_norm must be a number or None, got {max_norm!r}")
         if max_norm is not None and max_norm <= 0:

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 
 from .._args import positive_int
-from .._validate import check_bool, check_float
+from .._validate import check_bool, check_flag, check_float
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -84,7 +84,7 @@ class TransformerEncoderLayer(Module):
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias)
-        self.norm_first = check_bool(norm_first, "norm_first")
+        self.norm_first = check_flag(norm_first, "norm_first")
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout1 = Dropout(dropout)
@@ -134,7 +134,7 @@ class TransformerDecoderLayer(Module):
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias)
-        self.norm_first = check_bool(norm_first, "norm_first")
+        self.norm_first = check_flag(norm_first, "norm_first")
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)

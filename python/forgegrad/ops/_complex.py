@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from .. import dtypes as _dtypes
+from ..devices import MetaArray
 from .._op_dispatch import COMPLEX_SCALARS as _COMPLEX_SCALARS
 from ..autograd import Function
 from ._float64 import _check_linear, _same_dtype
@@ -38,6 +39,7 @@ class ComplexFunction(Function):
     handles_float64 = True
 
 
+_REAL_OF = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
 _FUNCTIONS: dict = {}  # op name -> its complex Function
 _SAME: dict = {}  # an unregistered Function allowed complex tensors -> its complex subclass
 
@@ -227,6 +229,8 @@ class ComplexSgnFunction(ComplexFunction):
 class ComplexAngleFunction(ComplexFunction):
     """arg z (real); gradient g * i z / |z|^2 (0 at 0), as torch's."""
 
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape, _REAL_OF[a.dtype]))  # (the meta device's rule)
+
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -241,6 +245,8 @@ class ComplexAngleFunction(ComplexFunction):
 
 
 class ComplexConjFunction(ComplexFunction):
+    meta_rule = staticmethod(lambda a: MetaArray(a.shape, a.dtype))
+
     @staticmethod
     def forward(ctx, a):
         return np.conj(a)
@@ -252,6 +258,8 @@ class ComplexConjFunction(ComplexFunction):
 
 class ComplexCastFunction(ComplexFunction):
     """x.to(dtype) with a complex tensor in or out. Complex to real keeps the real part and warns, as torch."""
+
+    meta_rule = staticmethod(lambda a, dtype: MetaArray(a.shape, np.dtype(dtype)))
 
     @staticmethod
     def forward(ctx, a, dtype):
@@ -449,8 +457,12 @@ for _name, _fn in (("isfinite", np.isfinite), ("isnan", np.isnan), ("isinf", np.
 
 
 # ---- ops whose own Function is dtype-agnostic numpy with a linear backward ---------------------------------------
+# The dropouts are among them: a real mask (drawn as for a real input of that shape, so a seed drops the same
+# elements) scales both parts of each element, and the gradient is g times the mask. torch's CPU build raises
+# NotImplementedError there in training mode (no complex bernoulli_); eval mode and p = 0 / 1 agree with it.
 _SAME_FUNCTION = ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone", "where", "index_select",
-                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add")
+                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add",
+                  "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
 for _name in _SAME_FUNCTION:
     _base = _OPS[_name].function
     _FUNCTIONS[_name] = type(_base.__name__ + "Complex", (_base,), {
@@ -497,3 +509,29 @@ _COMPOSITE = {"var": _var, "std": lambda args, kwargs: _var(args, kwargs, True)}
 def complex_ops():
     """Names of the registered ops that take complex tensors."""
     return sorted(set(_FUNCTIONS) | set(_COMPOSITE))
+
+
+# ---- the meta device: torch's result dtypes for complex inputs ------------------------------------------------
+# The shape rules (ops/_meta.py) are written for real dtypes (a sum of a non-float is int64, matmul is float32);
+# with a complex input, the outputs take torch's promotion of the inputs instead, as torch's meta tensors do
+# (which run every op, also those forgegrad's CPU refuses for complex values). Kept as the rule gives them:
+# bool outputs, an index output (the second of values / indices, or an arg* / count op's), an explicit dtype=.
+_REAL_RESULT = {"abs", "var", "std", "norm", "vector_norm", "linalg_vector_norm", "dist"}  # real of complex
+_INDEX_RESULT = {"argmax", "argmin", "argsort", "nonzero", "count_nonzero", "searchsorted", "bucketize"}
+
+
+def meta_dtypes(name, raw, kwargs, out):
+    """``out`` (MetaArray or a tuple of them) of op ``name`` with a complex argument, in torch's dtypes."""
+    if name == "cast" or kwargs.get("dtype") is not None:
+        return out
+    flat = [e for a in raw for e in (a if isinstance(a, (list, tuple)) else (a,)) if e is not None]
+    ct = _dtypes.result_of(flat)
+    if ct is None or ct.kind != "c":
+        return out
+    outs = out if isinstance(out, tuple) else (out,)
+    for i, o in enumerate(outs):
+        kind = o.dtype.kind
+        if kind == "b" or kind in "iu" and (i > 0 or name in _INDEX_RESULT):
+            continue
+        o.dtype = _REAL_OF[ct] if name in _REAL_RESULT else ct
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._args import is_int
-from .._validate import check_bool
+from .._validate import check_bool, check_flag
 from ..autograd import Function
 from ..devices import MetaArray
 from ..kernels._checks import check_ndim
@@ -62,7 +62,7 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     out = max_pool3d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
-    return out if check_bool(return_indices, "return_indices") else out[0]
+    return out if check_flag(return_indices, "return_indices") else out[0]
 
 
 @register_op("max_pool3d", meta=_max_meta, flops=with_args(_window_flops), samples=CS.max_pool3d_samples,
@@ -177,7 +177,7 @@ def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
 
 def adaptive_max_pool3d(input, output_size, return_indices=False):
     out = adaptive_max_pool3d_with_indices(input, output_size)
-    return out if check_bool(return_indices, "return_indices") else out[0]
+    return out if check_flag(return_indices, "return_indices") else out[0]
 
 
 @register_op("adaptive_max_pool3d", meta=_adaptive_max_meta, flops=with_args(_adaptive_flops),

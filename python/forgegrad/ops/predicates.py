@@ -110,4 +110,4 @@ IscloseFunction = register(
     gaps={"backward": _NO_GRAD}, onnx=isclose_onnx,
     bad_inputs=lambda: [BadInput((S.rand(2, 3), S.rand(2, 3)), {"rtol": -1.0}, ValueError, "rtol"),
                         BadInput((S.rand(2, 3), S.rand(2, 3)), {"equal_nan": 1}, TypeError, "equal_nan")])
-IscloseFunction.op.meta = lambda a, b, **kw: M.broadcast_bool(a, b)
+IscloseFunction.op.meta = lambda a, b, *args, **kw: M.broadcast_bool(a, b)  # (rtol, atol, equal_nan positional)

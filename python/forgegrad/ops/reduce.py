@@ -42,7 +42,7 @@ def _save_axes(ctx, a, dim, keepdim):
     axes = normalize_axis(dim, a.ndim)
     if a.ndim == 0:
         axes = ()  # torch takes dim 0 / -1 of a 0-d tensor; numpy has no axis there
-    ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, keepdim
+    ctx.in_shape, ctx.axes, ctx.keepdim = a.shape, axes, check_bool(keepdim, "keepdim")  # not truthiness
     return axes
 
 
