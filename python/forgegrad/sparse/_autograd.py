@@ -21,6 +21,17 @@ def wrap(out):
     return Tensor._wrap_exact(np.asarray(out) if isinstance(out, np.generic) else out)
 
 
+def accumulate(t, g) -> None:
+    """Add gradient ``g`` (a sparse storage or a dense array) into ``t.grad`` (Tensor._accumulate_grad's sparse
+    case, for a sparse leaf or a dense one with a sparse gradient such as Embedding(sparse=True)'s weight)."""
+    if isinstance(g, np.generic):
+        g = np.asarray(g)
+    if t.grad is None:
+        t.grad = wrap(g.copy() if isinstance(g, _SparseStorage) else np.array(g, copy=True))
+    else:
+        t.grad = wrap(add_grads(t.grad._data, g))
+
+
 def add_grads(a, b):
     """a + b for two gradients of one tensor, either sparse storages or dense arrays (dense wins, as torch's)."""
     if isinstance(a, np.ndarray) and isinstance(b, _SparseStorage):

@@ -364,3 +364,30 @@ def sparse_sum(s, dim=None):
 
 def transpose(s):
     return Transpose.apply(s)
+
+
+class EmbeddingSparse(SparseFunction):
+    """``weight[indices]`` whose weight gradient is sparse COO (torch's F.embedding(sparse=True)): one entry per
+    looked-up position (uncoalesced: a row looked up twice has two entries), rows (1, n), values (n, dim); the
+    positions holding padding_idx are left out."""
+
+    name = "embedding"
+
+    @staticmethod
+    def forward(ctx, weight, indices, padding_idx, scale_grad_by_freq):
+        if scale_grad_by_freq:  # torch raises this at backward; here before any work
+            raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
+        from ..ops.rnn import EmbeddingFunction
+        out = EmbeddingFunction.forward(ctx, weight, indices, padding_idx, scale_grad_by_freq)
+        ctx.weight_shape = weight.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        rows = idx.reshape(-1)
+        vals = np.array(g.reshape(-1, g.shape[-1]), copy=True)
+        if ctx.padding_idx is not None:
+            keep = rows != ctx.padding_idx
+            rows, vals = rows[keep], vals[keep]
+        return COO(rows.reshape(1, -1).astype(np.int64), vals, ctx.weight_shape, rows.size <= 1), None, None, None

@@ -66,6 +66,11 @@ class COO(_SparseStorage):
     def copy(self) -> "COO":
         return COO(self.indices.copy(), self.values.copy(), self.shape, self.coalesced)
 
+    def zeroed(self) -> "COO":
+        """No entries (torch's zero_() of a sparse tensor)."""
+        return COO(np.zeros((self.sparse_dim, 0), _I64), np.zeros((0,) + self.values.shape[1:], self.dtype),
+                   self.shape, True)
+
     def coalesce(self) -> "COO":
         """Indices sorted row-major, duplicates summed (in their order of appearance)."""
         if self.coalesced:
@@ -132,6 +137,9 @@ class CSR(_SparseStorage):
 
     def copy(self) -> "CSR":
         return CSR(self.crow.copy(), self.col.copy(), self.values.copy(), self.shape)
+
+    def zeroed(self) -> "CSR":
+        return CSR(np.zeros(self.shape[0] + 1, _I64), np.zeros(0, _I64), np.zeros(0, self.dtype), self.shape)
 
     def rows(self) -> np.ndarray:
         """The row of every nonzero (nnz,)."""

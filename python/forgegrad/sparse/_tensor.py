@@ -13,7 +13,7 @@ import numpy as np
 from .. import dtypes as _dtypes
 from ..tensor import Tensor
 from . import _functions as F
-from ._autograd import add_grads
+from ._autograd import accumulate
 from ._storage import COO, CSR, _SparseStorage
 
 _I64 = np.dtype(np.int64)
@@ -241,13 +241,7 @@ class SparseTensor(Tensor):
 
     def _accumulate_grad(self, g, in_place: bool = True) -> None:
         """A sparse leaf's gradient: a SparseTensor (torch.sparse.mm, to_dense) or a dense Tensor (torch.mm)."""
-        from ._autograd import wrap
-        if isinstance(g, np.generic):
-            g = np.asarray(g)
-        if self.grad is None:
-            self.grad = wrap(g.copy() if isinstance(g, _SparseStorage) else np.array(g, copy=True))
-        else:
-            self.grad = wrap(add_grads(self.grad._data, g))
+        accumulate(self, g)
 
     # a dense tensor's storage and elementwise access do not exist here: say so instead of failing deep inside
     numpy = _refuse("numpy")
