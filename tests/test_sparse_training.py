@@ -132,3 +132,38 @@ def test_clip_grad_norm_with_sparse_gradients(norm_type):
     assert e.weight.grad.layout is fg.sparse_coo
     np.testing.assert_allclose(e.weight.grad.to_dense().numpy(), te.weight.grad.numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(lin.weight.grad.numpy(), tlin.weight.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_save_load_sparse_tensors(tmp_path):
+    coo = fg.sparse_coo_tensor([[0, 2, 0], [1, 0, 1]], [1.0, 2.0, 3.0], (3, 4))
+    hybrid = fg.tensor(np.array([[0, 0], [1, 2], [0, 0]], np.float32)).to_sparse(1)
+    csr = fg.tensor(np.array([[0, 5, 0], [0, 0, 0], [7, 0, 8]], np.float32)).to_sparse_csr()
+    empty = fg.sparse_coo_tensor(np.zeros((2, 0), np.int64), np.zeros(0, np.float32), (2, 2))
+    state = {"coo": coo, "model": {"w": fg.ones(2)}, "hybrid": hybrid, "csr": csr, "empty": empty, "step": 3}
+    fg.save(state, tmp_path / "s.safetensors")
+    back = fg.load(tmp_path / "s.safetensors")
+    assert back["step"] == 3 and np.array_equal(back["model"]["w"], np.ones(2))
+    for k in ("coo", "hybrid", "csr", "empty"):
+        assert back[k].layout is state[k].layout and back[k].shape == state[k].shape
+        np.testing.assert_array_equal(back[k].to_dense().numpy(), state[k].to_dense().numpy())
+    assert not back["coo"].is_coalesced() and back["hybrid"].is_coalesced() and back["hybrid"].dense_dim() == 1
+    np.testing.assert_array_equal(back["csr"].crow_indices().numpy(), [0, 1, 1, 3])
+    fg.save({"only": coo}, tmp_path / "flat.safetensors")  # a flat dict with a sparse tensor: nested layout
+    np.testing.assert_array_equal(fg.load(tmp_path / "flat.safetensors")["only"].to_dense().numpy(),
+                                  coo.to_dense().numpy())
+
+
+def test_load_refuses_a_tampered_sparse_entry(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    fg.save({"s": fg.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (2,))}, tmp_path / "s.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "s.safetensors"), "np") as f:
+        meta = f.metadata()
+    doc = json.loads(meta["forgegrad.structure"])
+    doc["root"]["dict"][0][1]["sparse_coo"]["size"] = [1]  # index 1 is out of range now
+    arrays = load_file(str(tmp_path / "s.safetensors"))
+    save_file(arrays, str(tmp_path / "bad.safetensors"), metadata={"forgegrad.structure": json.dumps(doc)})
+    with pytest.raises(ValueError, match="out of range"):
+        fg.load(tmp_path / "bad.safetensors")
