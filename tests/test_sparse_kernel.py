@@ -21,7 +21,10 @@ def test_spmm_and_sddmm_match_reference(rng, simd_path, m, k, n):
     b = rng.standard_normal((k, n)).astype(np.float32)
     g = rng.standard_normal((m, n)).astype(np.float32)
     np.testing.assert_allclose(_kernels.spmm(csr, b), a @ b, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(_kernels.spmm(csr_transpose(csr), g), a.T @ g, rtol=1e-5, atol=1e-5)
+    t, oracle = _kernels.transpose(csr), csr_transpose(csr)  # counting sort (C++) vs numpy's stable argsort
+    for mine, ref in ((t.crow, oracle.crow), (t.col, oracle.col), (t.values, oracle.values)):
+        np.testing.assert_array_equal(mine, ref)
+    np.testing.assert_allclose(_kernels.spmm(t, g), a.T @ g, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_kernels.sddmm(csr, g, b), (g @ b.T)[csr.rows(), csr.col], rtol=1e-5, atol=1e-5)
 
 
@@ -79,3 +82,11 @@ def test_bindings_refuse_bad_arguments(rng):
         _C.sparse.sddmm(crow, np.array([1, 9, 0]), grad, dense, np.empty(3, np.float32))
     with pytest.raises(ValueError, match="dense"):
         _C.sparse.sddmm(crow, col, grad, rng.standard_normal((4, 6)).astype(np.float32), np.empty(3, np.float32))
+    with pytest.raises(IndexError, match="out of range"):
+        _C.sparse.csr_transpose(crow, col, 3, np.empty(4, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))
+    with pytest.raises(ValueError, match="perm"):
+        _C.sparse.csr_transpose(crow, col, 4, np.empty(5, np.int64), np.empty(3, np.int64), np.empty(2, np.int64))
+    with pytest.raises(ValueError, match="out_crow_indices"):
+        _C.sparse.csr_transpose(crow, col, 4, np.empty(4, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))
+    with pytest.raises(ValueError, match="ncols"):
+        _C.sparse.csr_transpose(crow, col, -1, np.empty(0, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))

@@ -16,6 +16,11 @@ FG_KERNEL(void, sddmm_csr_f32,
           (const int64_t* crow, const int64_t* col, int64_t m, const float* g, const float* b, int64_t n, float* out),
           (crow, col, m, g, b, n, out))
 
+FG_KERNEL(void, csr_transpose_pattern,
+          (const int64_t* crow, const int64_t* col, int64_t m, int64_t k, int64_t* out_crow, int64_t* out_col,
+           int64_t* perm),
+          (crow, col, m, k, out_crow, out_col, perm))
+
 }  // namespace fg
 
 namespace py = pybind11;
@@ -83,7 +88,33 @@ void sddmm(const py::array& crow, const py::array& col, const py::array& grad, c
   fg::sddmm_csr_f32(R.i64(), C.i64(), m, G.f32(), B.f32(), n, O.f32());
 }
 
+// The pattern of A^T for A (m rows, ncols columns): out_crow (ncols + 1), out_col (nnz), perm (nnz) with
+// A^T's values = values[perm].
+void transpose(const py::array& crow, const py::array& col, int64_t ncols, const py::array& out_crow,
+               const py::array& out_col, const py::array& perm) {
+  ArrayArg R = fg::bind::i64_arg(crow, "crow_indices", 1), C = fg::bind::i64_arg(col, "col_indices", 1);
+  ArrayArg OR = fg::bind::i64_arg(out_crow, "out_crow_indices", 1, fg::bind::kContiguous, true);
+  ArrayArg OC = fg::bind::i64_arg(out_col, "out_col_indices", 1, fg::bind::kContiguous, true);
+  ArrayArg P = fg::bind::i64_arg(perm, "perm", 1, fg::bind::kContiguous, true);
+  if (ncols < 0) throw py::value_error("csr_transpose: ncols must be >= 0, got " + str(ncols));
+  const int64_t m = R.dim(0) - 1;
+  if (m < 0) throw py::value_error("csr_transpose: crow_indices must have at least one entry");
+  const int64_t nnz = check_csr("csr_transpose", R, C, m, ncols);
+  fg::bind::expect_shape(OR, "out_crow_indices", {ncols + 1});
+  fg::bind::expect_shape(OC, "out_col_indices", {nnz});
+  fg::bind::expect_shape(P, "perm", {nnz});
+  fg::bind::check_no_overlap("csr_transpose", {{crow, "crow_indices"}, {col, "col_indices"}},
+                             {{out_crow, "out_crow_indices"}, {out_col, "out_col_indices"}, {perm, "perm"}});
+  py::gil_scoped_release release;
+  fg::csr_transpose_pattern(R.i64(), C.i64(), m, ncols, OR.i64(), OC.i64(), P.i64());
+}
+
 void bind(py::module_& m) {
+  m.def("csr_transpose", &transpose, py::arg("crow_indices"), py::arg("col_indices"), py::arg("ncols"),
+        py::arg("out_crow_indices"), py::arg("out_col_indices"), py::arg("perm"),
+        "The CSR pattern of A^T (ncols rows) by a stable counting sort of A's nonzeros by column: "
+        "out_crow_indices (ncols+1,), out_col_indices (nnz,) and perm (nnz,), A^T's values being values[perm]; "
+        "int64 arrays, serial O(nnz), deterministic.");
   m.def("spmm", &spmm, py::arg("crow_indices"), py::arg("col_indices"), py::arg("values"), py::arg("dense"),
         py::arg("out"),
         "out (M, N) = A @ dense for A a float32 CSR matrix of M rows (crow_indices (M+1,), col_indices (nnz,), "

@@ -1045,6 +1045,14 @@ class softmax:
 
 class sparse:
     @staticmethod
+    def csr_transpose(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, ncols: _Int,
+                      out_crow_indices: numpy.ndarray, out_col_indices: numpy.ndarray, perm: numpy.ndarray) -> None:
+        """The CSR pattern of A^T (ncols rows) by a stable counting sort of A's nonzeros by column: out_crow_indices
+        (ncols+1,), out_col_indices (nnz,) and perm (nnz,), A^T's values being values[perm]; int64 arrays, serial
+        O(nnz), deterministic.
+        """
+        ...
+    @staticmethod
     def sddmm(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, grad: numpy.ndarray, dense: numpy.ndarray,
               out: numpy.ndarray) -> None:
         """out (nnz,) = (grad @ dense.T) sampled at the CSR pattern: out[p] = dot(grad[i], dense[col_indices[p]]) for

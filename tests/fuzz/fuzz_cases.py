@@ -340,6 +340,7 @@ def _extra_calls():
     vals, dense = rng.standard_normal(3).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
     _C.sparse.spmm(crow, col, vals, dense, np.empty((3, 5), np.float32))
     _C.sparse.sddmm(crow, col, rng.standard_normal((3, 5)).astype(np.float32), dense, np.empty(3, np.float32))
+    _C.sparse.csr_transpose(crow, col, 4, np.empty(5, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
     w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)
     packed, colsum = _C.quant.pack_weight(w8)

@@ -3,6 +3,9 @@
 //   spmm_csr_f32:  C (M, N) = A (M, K, CSR: crow (M+1), col (nnz), val (nnz)) @ B (K, N), all row-major.
 //   sddmm_csr_f32: out[p] = dot(G[i, :], B[col[p], :]) for every nonzero p of row i (the sampled dense-dense
 //                  product G @ B^T at A's pattern: the gradient of A's values in C = A @ B).
+//   csr_transpose_pattern: the pattern of A^T (K rows) by a stable counting sort of A's nonzeros by column:
+//                  out_crow (K+1), out_col (nnz: A's row of each), perm (nnz: A's index of each); serial, O(nnz),
+//                  no atomics, and the order within each row of A^T is A's row order (deterministic).
 //
 // Both are parallel over fixed blocks of rows (tasks claimed by the pool's threads); each output element is
 // owned by one row, so the work split never changes the arithmetic. The arithmetic is written without fused
@@ -83,6 +86,23 @@ void sddmm_csr_f32(const int64_t* crow, const int64_t* col, int64_t m, const flo
     for (int64_t i = r0; i < r1; ++i)
       for (int64_t p = crow[i]; p < crow[i + 1]; ++p) out[p] = dot8(g + i * n, b + col[p] * n, n);
   });
+}
+
+void csr_transpose_pattern(const int64_t* crow, const int64_t* col, int64_t m, int64_t k, int64_t* out_crow,
+                           int64_t* out_col, int64_t* perm) {
+  const int64_t nnz = crow[m];
+  std::memset(out_crow, 0, sizeof(int64_t) * static_cast<size_t>(k + 1));
+  for (int64_t p = 0; p < nnz; ++p) ++out_crow[col[p] + 1];
+  for (int64_t j = 0; j < k; ++j) out_crow[j + 1] += out_crow[j];
+  // next free slot of each row of A^T: out_crow[j] advanced in place, then restored by one shift
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = crow[i]; p < crow[i + 1]; ++p) {
+      const int64_t q = out_crow[col[p]]++;
+      out_col[q] = i;
+      perm[q] = p;
+    }
+  for (int64_t j = k; j > 0; --j) out_crow[j] = out_crow[j - 1];
+  out_crow[0] = 0;
 }
 
 }  // namespace FG_ISA_NS

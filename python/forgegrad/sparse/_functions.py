@@ -10,7 +10,7 @@ import numpy as np
 from ..tensor import Tensor
 from . import _kernels
 from ._autograd import SparseFunction
-from ._storage import COO, CSR, _SparseStorage, csr_transpose, dense_to_coo
+from ._storage import COO, CSR, _SparseStorage, dense_to_coo
 
 
 def _dense_grad(g):
@@ -131,7 +131,7 @@ class Transpose(SparseFunction):
 
 def _transpose(s):
     if isinstance(s, CSR):
-        return csr_transpose(s)
+        return _kernels.transpose(s)
     return COO(s.indices[::-1].copy(), s.values, s.shape[::-1], False)
 
 
@@ -167,7 +167,7 @@ class SparseMM(SparseFunction):
         g = np.ascontiguousarray(g)
         ga = gb = None
         if ctx.needs_input_grad[1]:  # a^T @ G through the transpose's CSR (no scatter, no atomics)
-            gb = _kernels.spmm(csr_transpose(csr), g)
+            gb = _kernels.spmm(_kernels.transpose(csr), g)
         if ctx.needs_input_grad[0]:
             if ctx.sampled:
                 vals = _kernels.sddmm(csr, g, b)

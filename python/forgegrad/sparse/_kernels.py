@@ -37,3 +37,12 @@ def sddmm(a: CSR, g: np.ndarray, b: np.ndarray) -> np.ndarray:
         _C.sparse.sddmm(a.crow, a.col, np.ascontiguousarray(g), np.ascontiguousarray(b), out)
         return out
     return sddmm_reference(a, g, b)
+
+
+def transpose(a: CSR) -> CSR:
+    """a^T as CSR: the pattern by _C.sparse.csr_transpose's counting sort (O(nnz), deterministic), the values
+    gathered through its permutation (any dtype). The numpy oracle is _storage.csr_transpose."""
+    m, k = a.shape
+    crow, col, perm = np.empty(k + 1, np.int64), np.empty(a.nnz, np.int64), np.empty(a.nnz, np.int64)
+    _C.sparse.csr_transpose(a.crow, a.col, k, crow, col, perm)
+    return CSR(crow, col, a.values[perm], (k, m))

@@ -42,11 +42,13 @@ class _SparseStorage:
 
 
 class COO(_SparseStorage):
-    __slots__ = ("indices", "values", "shape", "coalesced")
+    # _csr: the CSR of a coalesced 2-D COO, made once (patterns are never written in place; it shares values)
+    __slots__ = ("indices", "values", "shape", "coalesced", "_csr")
     layout_name = "sparse_coo"
 
     def __init__(self, indices: np.ndarray, values: np.ndarray, shape, coalesced: bool = False):
         self.indices, self.values, self.shape, self.coalesced = indices, values, tuple(int(s) for s in shape), coalesced
+        self._csr = None
 
     @property
     def sparse_dim(self) -> int:
@@ -113,10 +115,15 @@ class COO(_SparseStorage):
         if self.ndim != 2 or self.sparse_dim != 2:
             raise RuntimeError(f"to_sparse_csr: a 2-D tensor with 2 sparse dims is needed, got shape {self.shape} "
                                f"with sparse_dim {self.sparse_dim}")
+        if self._csr is not None and self._csr.values is self.values:
+            return self._csr
         c = self.coalesce()
         crow = np.zeros(self.shape[0] + 1, _I64)
         np.cumsum(np.bincount(c.indices[0], minlength=self.shape[0]), out=crow[1:])
-        return CSR(crow, np.ascontiguousarray(c.indices[1]), c.values, self.shape)
+        csr = CSR(crow, np.ascontiguousarray(c.indices[1]), c.values, self.shape)
+        if self.coalesced:
+            self._csr = csr
+        return csr
 
 
 class CSR(_SparseStorage):
