@@ -148,7 +148,7 @@ class SparseTensor(Tensor):
         out = F.ToDense.apply(self)
         return out if dtype is None else out.to(dtype)
 
-    def to_sparse(self, sparse_dim=None, *, layout=None) -> "SparseTensor":
+    def to_sparse(self, sparseDims=None, *, layout=None, blocksize=None, dense_dim=None) -> "SparseTensor":  # noqa: N803
         if layout is sparse_csr:
             return self.to_sparse_csr()
         if isinstance(self._data, COO):
@@ -352,12 +352,16 @@ def sparse_csr_tensor(crow_indices, col_indices, values, size=None, *, dtype=Non
 
 
 # ---- the dense Tensor's side: torch's layout attributes and conversions --------------------------------------
-def _dense_to_sparse(self, sparse_dim=None, *, layout=None):
+def _dense_to_sparse(self, sparseDims=None, *, layout=None, blocksize=None, dense_dim=None):  # noqa: N803 (torch's)
+    """torch's Tensor.to_sparse: COO (sparseDims: how many leading dims are sparse) or, with layout=sparse_csr,
+    CSR. blocksize (BSR/BSC) and dense_dim (hybrid CSR) are not supported."""
+    if blocksize is not None or dense_dim is not None:
+        raise NotImplementedError("to_sparse: blocksize (BSR/BSC) and dense_dim (hybrid CSR) are not supported")
     if layout is sparse_csr:
         return _dense_to_sparse_csr(self)
     if layout not in (None, sparse_coo):
         raise ValueError(f"to_sparse: layout must be forgegrad.sparse_coo or forgegrad.sparse_csr, got {layout}")
-    return F.ToSparse.apply(self, sparse_dim)
+    return F.ToSparse.apply(self, sparseDims)
 
 
 def _dense_to_sparse_csr(self, dense_dim=None):
