@@ -325,3 +325,41 @@ def test_bad_input_raises_clear_errors():
 def test_requires_grad_on_integer_sparse_refused():
     with pytest.raises(RuntimeError, match="floating"):
         fg.sparse_coo_tensor([[0]], np.array([1], np.int64), (2,), requires_grad=True)
+
+
+@pytest.mark.parametrize("csr", [False, True])
+def test_values_requiring_grad_flow_through_the_constructor_and_values(csr):
+    # learned edge weights of a graph: sparse_coo_tensor(indices, w) @ x, w's gradient as torch's
+    idx = np.array([[0, 2, 1, 2, 2], [1, 0, 2, 0, 2]])  # (2, 0) twice: each duplicate gets the whole gradient
+    if csr:
+        idx = idx[:, [0, 2, 1, 4]]
+    w_np = RNG.standard_normal(idx.shape[1]).astype(np.float32)
+    x_np = RNG.standard_normal((3, 4)).astype(np.float32)
+    w, tw = fg.tensor(w_np, requires_grad=True), torch.tensor(w_np, requires_grad=True)
+    x, tx = fg.tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    if csr:
+        crow = np.array([0, 1, 2, 4])
+        s = fg.sparse_csr_tensor(crow, idx[1], w, (3, 3))
+        ts = torch.sparse_csr_tensor(torch.tensor(crow), torch.tensor(idx[1]), tw, (3, 3))
+        y, ty = fg.mm(s, x), torch.mm(ts, tx)
+    else:
+        s = fg.sparse_coo_tensor(idx, w, (3, 3))
+        ts = torch.sparse_coo_tensor(torch.tensor(idx), tw, (3, 3))
+        y, ty = fg.sparse.mm(s, x), torch.sparse.mm(ts, tx)
+    assert s.requires_grad and s.grad_fn is not None
+    g = RNG.standard_normal((3, 4)).astype(np.float32)
+    (y * fg.tensor(g)).sum().backward()
+    (ty * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_values_method_is_differentiable_and_shares_storage():
+    a, t = _coo_pair([[0, 1, 2], [2, 0, 1]], [1, 2, 3], (3, 3), requires_grad=True)
+    (a.coalesce().values() * fg.tensor([1.0, 2.0, 3.0])).sum().backward()
+    (t.coalesce().values() * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert a.grad.layout is fg.sparse_coo
+    np.testing.assert_allclose(a.grad.to_dense().numpy(), t.grad.to_dense().numpy())
+    b = fg.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (2,)).coalesce()
+    b.values().numpy()[0] = 7.0  # torch's values() shares the storage
+    assert b.to_dense().numpy()[0] == 7.0

@@ -391,3 +391,46 @@ class EmbeddingSparse(SparseFunction):
             keep = rows != ctx.padding_idx
             rows, vals = rows[keep], vals[keep]
         return COO(rows.reshape(1, -1).astype(np.int64), vals, ctx.weight_shape, rows.size <= 1), None, None, None
+
+
+class FromValues(SparseFunction):
+    """A sparse tensor made of a values tensor that requires grad (sparse_coo_tensor / sparse_csr_tensor): values'
+    gradient is the output's gradient at each entry's position (each duplicate entry gets it whole, as torch's)."""
+
+    name = "sparse_coo_tensor"
+
+    @staticmethod
+    def forward(ctx, values, pattern):
+        ctx.pattern = pattern
+        return pattern.with_values(values.copy())
+
+    @staticmethod
+    def backward(ctx, g):
+        p = ctx.pattern
+        if isinstance(g, type(p)) and _same_pattern(g, p):
+            return g.values, None
+        dense = g.to_dense() if isinstance(g, _SparseStorage) else g
+        at = tuple(p.indices) if isinstance(p, COO) else (p.rows(), p.col)
+        return np.ascontiguousarray(dense[at]), None
+
+
+def _same_pattern(a, b) -> bool:
+    if isinstance(a, COO):
+        return a.indices is b.indices or (a.indices.shape == b.indices.shape and np.array_equal(a.indices, b.indices))
+    return (a.crow is b.crow and a.col is b.col) or (np.array_equal(a.crow, b.crow) and np.array_equal(a.col, b.col))
+
+
+class Values(SparseFunction):
+    """``s.values()`` inside the graph: the values array itself (shared, as torch's), its gradient a sparse tensor
+    of s's pattern."""
+
+    name = "values"
+
+    @staticmethod
+    def forward(ctx, s):
+        ctx.pattern = s
+        return s.values
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.pattern.with_values(np.ascontiguousarray(g))

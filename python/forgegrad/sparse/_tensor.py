@@ -108,14 +108,14 @@ class SparseTensor(Tensor):
         return Tensor._wrap_exact(self._coo_only("_indices").indices)
 
     def values(self) -> Tensor:
-        """The nonzero values (nnz, *dense_shape), outside the graph (no gradient flows through them here)."""
+        """The nonzero values (nnz, *dense_shape), sharing the storage; differentiable (a sparse gradient)."""
         d = self._data
         if isinstance(d, COO) and not d.coalesced:
             raise RuntimeError("Cannot get values on an uncoalesced tensor, please call .coalesce() first")
-        return Tensor._wrap_exact(d.values)
+        return self._values()
 
     def _values(self) -> Tensor:
-        return Tensor._wrap_exact(self._data.values)
+        return F.Values.apply(self) if self.requires_grad else Tensor._wrap_exact(self._data.values)
 
     def crow_indices(self) -> Tensor:
         return Tensor._wrap_exact(self._csr_only("crow_indices").crow)
@@ -317,7 +317,7 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, re
             bad = int(ind[d][(ind[d] < 0) | (ind[d] >= size[d])][0])
             raise IndexError(f"sparse_coo_tensor: indices[{d}] has {bad}, out of range for size {size[d]} of dim {d}")
     coalesced = bool(nnz <= 1)
-    return SparseTensor._from_storage(COO(ind, vals, size, coalesced), requires_grad)
+    return _with_values(COO(ind, vals, size, coalesced), values, requires_grad)
 
 
 def sparse_csr_tensor(crow_indices, col_indices, values, size=None, *, dtype=None, device=None,
@@ -348,7 +348,17 @@ def sparse_csr_tensor(crow_indices, col_indices, values, size=None, *, dtype=Non
     if col.size and (col.min() < 0 or col.max() >= size[1]):
         raise IndexError(f"sparse_csr_tensor: col_indices must be in [0, {size[1]}), got min {col.min()} and max "
                          f"{col.max()}")
-    return SparseTensor._from_storage(CSR(crow, col, vals, size), requires_grad)
+    return _with_values(CSR(crow, col, vals, size), values, requires_grad)
+
+
+def _with_values(storage, values, requires_grad: bool) -> SparseTensor:
+    """The constructed tensor: a leaf, or, when ``values`` is a tensor that requires grad (learned edge weights of
+    a graph), a node whose backward hands values their gradient (torch's)."""
+    if isinstance(values, Tensor) and values.requires_grad and values.dtype == _dtypes._BY_NUMPY[storage.dtype]:
+        from ..grad_mode import is_grad_enabled
+        if is_grad_enabled():
+            return F.FromValues.apply(values, storage)
+    return SparseTensor._from_storage(storage, requires_grad)
 
 
 # ---- the dense Tensor's side: torch's layout attributes and conversions --------------------------------------
