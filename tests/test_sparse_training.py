@@ -167,3 +167,25 @@ def test_load_refuses_a_tampered_sparse_entry(tmp_path):
     save_file(arrays, str(tmp_path / "bad.safetensors"), metadata={"forgegrad.structure": json.dumps(doc)})
     with pytest.raises(ValueError, match="out of range"):
         fg.load(tmp_path / "bad.safetensors")
+
+
+def test_sparse_adam_resumes_from_a_saved_state_exactly(tmp_path):
+    e, _ = _pair()
+    opt = fg.optim.SparseAdam(e.parameters(), lr=0.1)
+
+    def step(model, o, idx):
+        o.zero_grad()
+        model(fg.tensor(np.array(idx))).sum().backward()
+        o.step()
+
+    step(e, opt, [1, 2])
+    fg.save({"model": e.state_dict(), "opt": opt.state_dict()}, tmp_path / "c.safetensors")
+    ck = fg.load(tmp_path / "c.safetensors")
+    e2, _ = _pair(seed=5)
+    e2.load_state_dict(ck["model"])
+    opt2 = fg.optim.SparseAdam(e2.parameters(), lr=0.1)
+    opt2.load_state_dict(ck["opt"])
+    step(e, opt, [2, 3])
+    step(e2, opt2, [2, 3])
+    np.testing.assert_array_equal(e.weight.detach().numpy(), e2.weight.detach().numpy())
+    assert opt2.state_dict()["state"][0]["step"] == 2

@@ -114,7 +114,8 @@ class SparseAdam(Optimizer):
             if len(state) == 0:
                 state["step"] = 0
                 state["exp_avg"], state["exp_avg_sq"] = _zeros_like(p), _zeros_like(p)
-            state["step"] += 1
+            # an int, as torch's SparseAdam keeps it (a state loaded through load_state_dict may hold a 0-d tensor)
+            state["step"] = int(float(state["step"])) + 1
             idx, vals = _rows_and_values(g, group["maximize"])
             if vals.size == 0:
                 continue
