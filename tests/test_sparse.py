@@ -363,3 +363,22 @@ def test_values_method_is_differentiable_and_shares_storage():
     b = fg.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (2,)).coalesce()
     b.values().numpy()[0] = 7.0  # torch's values() shares the storage
     assert b.to_dense().numpy()[0] == 7.0
+
+
+def test_double_backward_through_sparse_mm_wrt_the_dense_operand():
+    # a gradient penalty on graph features: d/dx sum((A @ x)^2) differentiated again, as torch
+    idx, vals = _random_sparse(6, 5, 0.4, duplicates=2)
+    a, t = _coo_pair(idx, vals, (6, 5))
+    x_np = RNG.standard_normal((5, 3)).astype(np.float32)
+    x, tx = fg.tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    for mm, tmm in ((fg.sparse.mm, torch.sparse.mm), (fg.mm, torch.mm)):
+        x.grad, tx.grad = None, None
+        (g,) = fg.autograd.grad((mm(a, x) ** 2).sum(), x, create_graph=True)
+        (tg,) = torch.autograd.grad((tmm(t, tx) ** 2).sum(), tx, create_graph=True)
+        np.testing.assert_allclose(g.detach().numpy(), tg.detach().numpy(), rtol=1e-5, atol=1e-5)
+        (g ** 2).sum().backward()
+        (tg ** 2).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    s = fg.sparse_coo_tensor(idx, vals, (6, 5), requires_grad=True)
+    with pytest.raises(NotImplementedError, match="sampled"):
+        fg.autograd.grad((fg.sparse.mm(s, x) ** 2).sum(), s, create_graph=True)

@@ -178,6 +178,23 @@ class SparseMM(SparseFunction):
         return ga, gb, None
 
 
+    @staticmethod
+    def differentiable_backward(ctx, args, kwargs, grad):
+        """create_graph: the dense operand's gradient a^T @ G as a sparse op (differentiable in G), and the sparse
+        operand's dense one (torch.mm's) as G @ b^T; its sampled one (sparse.mm's) has no such rule yet."""
+        a, b, sampled = args
+        ga = gb = None
+        if b.requires_grad:
+            gb = SparseMM.apply(Transpose.apply(a), grad, False)
+        if a.requires_grad:
+            if sampled:
+                raise NotImplementedError("create_graph=True: sparse.mm's sparse-operand gradient (sampled at its "
+                                          "pattern) has no differentiable rule yet; use torch.mm semantics (@) or "
+                                          "detach the sparse operand")
+            ga = grad @ b.t()
+        return ga, gb, None
+
+
 class AddSparse(SparseFunction):
     """a + alpha * b for two sparse tensors of one layout (COO: the entries of both, uncoalesced, as torch's)."""
 
