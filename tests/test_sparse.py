@@ -382,3 +382,28 @@ def test_double_backward_through_sparse_mm_wrt_the_dense_operand():
     s = fg.sparse_coo_tensor(idx, vals, (6, 5), requires_grad=True)
     with pytest.raises(NotImplementedError, match="sampled"):
         fg.autograd.grad((fg.sparse.mm(s, x) ** 2).sum(), s, create_graph=True)
+
+
+def test_sparse_mm_same_bits_at_any_thread_count(threads):
+    idx, vals = _random_sparse(300, 120, 0.05, duplicates=10)
+    b_np = RNG.standard_normal((120, 33)).astype(np.float32)
+    w = fg.tensor(RNG.standard_normal((300, 33)).astype(np.float32))
+    runs = []
+    for n in (1, 2, 3):
+        threads(n)
+        a = fg.sparse_coo_tensor(idx, vals, (300, 120), requires_grad=True)
+        b = fg.tensor(b_np, requires_grad=True)
+        y = fg.sparse.mm(a, b)
+        (y * w).sum().backward()
+        runs.append((y.numpy(), a.grad.coalesce().values().numpy(), b.grad.numpy()))
+    for run in runs[1:]:
+        for got, first in zip(run, runs[0]):
+            assert np.array_equal(got, first)
+
+
+def test_tensors_off_the_cpu_are_refused():
+    s = fg.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+    with pytest.raises(RuntimeError, match="CPU only"):
+        fg.sparse.mm(s, fg.empty(2, 3, device="meta"))
+    with pytest.raises(RuntimeError, match="CPU only"):
+        fg.sparse_coo_tensor(fg.zeros(1, 1, dtype=fg.int64), fg.empty(1, device="meta"), (2,))
