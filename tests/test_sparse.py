@@ -407,3 +407,35 @@ def test_tensors_off_the_cpu_are_refused():
         fg.sparse.mm(s, fg.empty(2, 3, device="meta"))
     with pytest.raises(RuntimeError, match="CPU only"):
         fg.sparse_coo_tensor(fg.zeros(1, 1, dtype=fg.int64), fg.empty(1, device="meta"), (2,))
+
+
+@pytest.mark.parametrize("m,k,n,density", [(5, 4, 6, 0.4), (1, 1, 1, 1.0), (40, 17, 33, 0.1)])
+def test_sampled_addmm_matches_torch(m, k, n, density):
+    arr = RNG.standard_normal((m, n)).astype(np.float32) * (RNG.random((m, n)) < density)
+    arr[0, 0] = 1.0
+    c, tc = fg.tensor(arr).to_sparse_csr().requires_grad_(True), torch.tensor(arr).to_sparse_csr().requires_grad_(True)
+    a_np, b_np = RNG.standard_normal((m, k)).astype(np.float32), RNG.standard_normal((k, n)).astype(np.float32)
+    a, ta = fg.tensor(a_np, requires_grad=True), torch.tensor(a_np, requires_grad=True)
+    b, tb = fg.tensor(b_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+    y = fg.sparse.sampled_addmm(c, a, b, beta=0.5, alpha=2.0)
+    ty = torch.sparse.sampled_addmm(tc, ta, tb, beta=0.5, alpha=2.0)
+    assert y.layout is fg.sparse_csr
+    np.testing.assert_allclose(y.to_dense().numpy(), ty.detach().to_dense().numpy(), rtol=1e-5, atol=1e-5)
+    w = RNG.standard_normal((m, n)).astype(np.float32)
+    (y.to_dense() * fg.tensor(w)).sum().backward()
+    (ty.to_dense() * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.grad.numpy(), tb.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c.grad.to_dense().numpy(), tc.grad.to_dense().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_mask_matches_torch():
+    d_np = RNG.standard_normal((3, 4)).astype(np.float32)
+    mask, tmask = _coo_pair([[0, 2, 0], [1, 3, 1]], [1, 1, 1], (3, 4))
+    d, td = fg.tensor(d_np, requires_grad=True), torch.tensor(d_np, requires_grad=True)
+    y, ty = d.sparse_mask(mask), td.sparse_mask(tmask.coalesce())
+    np.testing.assert_allclose(_dense(y), _dense(ty))
+    w = RNG.standard_normal((3, 4)).astype(np.float32)
+    (y.to_dense() * fg.tensor(w)).sum().backward()
+    (ty.to_dense() * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(d.grad.numpy(), td.grad.numpy())

@@ -16,7 +16,7 @@ from ._tensor import (SparseTensor, install as _install, layout, sparse_coo, spa
                       sparse_csr_tensor, strided)
 
 __all__ = ["SparseTensor", "sparse_coo_tensor", "sparse_csr_tensor", "layout", "strided", "sparse_coo",
-           "sparse_csr", "mm", "addmm", "sum", "softmax", "log_softmax"]
+           "sparse_csr", "mm", "addmm", "sampled_addmm", "sum", "softmax", "log_softmax"]
 
 
 def mm(mat1, mat2) -> Tensor:
@@ -29,6 +29,12 @@ def addmm(mat, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
     prod = _F.mm(mat1, mat2, sampled=True)
     prod = prod if alpha == 1 else prod * alpha
     return prod + (mat if beta == 1 else mat * beta)
+
+
+def sampled_addmm(input, mat1, mat2, *, beta=1.0, alpha=1.0) -> SparseTensor:
+    """torch.sparse.sampled_addmm: beta * input + alpha * (mat1 @ mat2) computed at input's nonzeros only (input
+    a 2-D CSR tensor; the product by the SDDMM kernel); a CSR result, differentiable in all three."""
+    return _F.SampledAddmm.apply(input, mat1, mat2, float(beta), float(alpha))
 
 
 def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum)

@@ -451,3 +451,61 @@ class Values(SparseFunction):
     @staticmethod
     def backward(ctx, g):
         return ctx.pattern.with_values(np.ascontiguousarray(g))
+
+
+class SampledAddmm(SparseFunction):
+    """torch.sparse.sampled_addmm: beta * s + alpha * (m1 @ m2) at s's (CSR) pattern, a CSR result; the product
+    at the nonzeros only, by the SDDMM kernel. Gradients: s's is beta * G (its pattern), m1's alpha * G @ m2^T and
+    m2's alpha * (G^T @ m1)^T, both through the SpMM kernel."""
+
+    name = "sparse.sampled_addmm"
+
+    @staticmethod
+    def forward(ctx, s, m1, m2, beta, alpha):
+        if not isinstance(s, CSR):
+            raise TypeError("sparse.sampled_addmm: input must be a sparse CSR tensor")
+        if not (isinstance(m1, np.ndarray) and isinstance(m2, np.ndarray) and m1.ndim == 2 and m2.ndim == 2):
+            raise TypeError("sparse.sampled_addmm: mat1 and mat2 must be dense 2-D tensors")
+        if m1.shape[1] != m2.shape[0] or (m1.shape[0], m2.shape[1]) != s.shape:
+            raise RuntimeError(f"sparse.sampled_addmm: mat1 {m1.shape} @ mat2 {m2.shape} must have input's shape "
+                               f"{s.shape}")
+        if not m1.dtype == m2.dtype == s.dtype or m1.dtype.kind != "f":
+            raise RuntimeError(f"sparse.sampled_addmm: expected one floating dtype, got input {s.dtype}, mat1 "
+                               f"{m1.dtype}, mat2 {m2.dtype}")
+        m2t = np.ascontiguousarray(m2.T)
+        ctx.s, ctx.beta, ctx.alpha = s, beta, alpha
+        ctx.save_for_backward(m1, m2t)
+        dt = s.dtype.type
+        return s.with_values(dt(beta) * s.values + dt(alpha) * _kernels.sddmm(s, np.ascontiguousarray(m1), m2t))
+
+    @staticmethod
+    def backward(ctx, g):
+        m1, m2t = ctx.saved_tensors
+        s, dt = ctx.s, ctx.s.dtype.type
+        gv = g.values if isinstance(g, CSR) else g[s.rows(), s.col]  # the output's pattern is s's
+        g_csr = s.with_values(np.ascontiguousarray(gv))
+        out = [None] * 5
+        if ctx.needs_input_grad[0]:
+            out[0] = s.with_values(dt(ctx.beta) * gv)
+        if ctx.needs_input_grad[1]:
+            out[1] = dt(ctx.alpha) * _kernels.spmm(g_csr, m2t)
+        if ctx.needs_input_grad[2]:
+            out[2] = dt(ctx.alpha) * _kernels.spmm(_kernels.transpose(g_csr), np.ascontiguousarray(m1)).T.copy()
+        return tuple(out)
+
+
+class SparseMask(SparseFunction):
+    """torch's ``dense.sparse_mask(mask)``: dense's values at mask's coalesced pattern, as a sparse tensor of mask's
+    layout; dense's gradient is the (densified) output gradient at those positions."""
+
+    name = "sparse_mask"
+
+    @staticmethod
+    def forward(ctx, dense, mask):
+        if dense.shape != mask.shape:
+            raise RuntimeError(f"sparse_mask: shapes {dense.shape} and {mask.shape} differ")
+        return mask.sample(dense)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _dense_grad(g), None

@@ -381,6 +381,12 @@ def _dense_to_sparse_csr(self, dense_dim=None):
     return F.ToSparseCsr.apply(self)
 
 
+def _sparse_mask(self, mask):
+    if not isinstance(mask, SparseTensor):
+        raise TypeError(f"sparse_mask: mask must be a sparse tensor, got {type(mask).__name__}")
+    return F.SparseMask.apply(self, mask)
+
+
 def install() -> None:
     Tensor.layout = property(lambda self: strided)
     Tensor.is_sparse = property(lambda self: False)
@@ -389,3 +395,4 @@ def install() -> None:
     Tensor.to_sparse_coo = lambda self: _dense_to_sparse(self)
     Tensor.to_sparse_csr = _dense_to_sparse_csr
     Tensor.to_dense = lambda self, dtype=None: self if dtype is None else self.to(dtype)
+    Tensor.sparse_mask = _sparse_mask
