@@ -1043,6 +1043,31 @@ class softmax:
         """out = softmax(x) (or log_softmax) over the last axis; C-contiguous float32, out may be x."""
         ...
 
+class sparse:
+    @staticmethod
+    def csr_transpose(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, ncols: _Int,
+                      out_crow_indices: numpy.ndarray, out_col_indices: numpy.ndarray, perm: numpy.ndarray) -> None:
+        """The CSR pattern of A^T (ncols rows) by a stable counting sort of A's nonzeros by column: out_crow_indices
+        (ncols+1,), out_col_indices (nnz,) and perm (nnz,), A^T's values being values[perm]; int64 arrays, serial
+        O(nnz), deterministic.
+        """
+        ...
+    @staticmethod
+    def sddmm(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, grad: numpy.ndarray, dense: numpy.ndarray,
+              out: numpy.ndarray) -> None:
+        """out (nnz,) = (grad @ dense.T) sampled at the CSR pattern: out[p] = dot(grad[i], dense[col_indices[p]]) for
+        each nonzero p of row i (the gradient of A's values in A @ dense).
+        """
+        ...
+    @staticmethod
+    def spmm(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, values: numpy.ndarray, dense: numpy.ndarray,
+             out: numpy.ndarray) -> None:
+        """out (M, N) = A @ dense for A a float32 CSR matrix of M rows (crow_indices (M+1,), col_indices (nnz,), values
+        (nnz,), int64 indices) and dense (K, N) float32 C-contiguous; the same bits at any thread count and on every
+        ISA.
+        """
+        ...
+
 class testing:
     @staticmethod
     def strided_copy(src: numpy.ndarray, shape: collections.abc.Sequence[_Int], strides: collections.abc.Sequence[_Int],

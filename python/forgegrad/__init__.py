@@ -39,6 +39,8 @@ globals().update({n: getattr(m, n) for m in (_ti, _ts) for n in m.__all__})  # f
 from . import _torch_shape_methods  # noqa: E402
 _torch_shape_methods.install(globals())  # hstack, tensor_split, unflatten, rot90, diff, index_put, ... and methods
 from .serialization import load, save  # noqa: E402
+from . import sparse  # noqa: E402  (torch.sparse: COO / CSR tensors, forgegrad/sparse/)
+from .sparse import layout, sparse_coo, sparse_coo_tensor, sparse_csr, sparse_csr_tensor, strided  # noqa: E402
 from . import data, datasets, train, utils  # noqa: E402
 from . import func  # noqa: E402  (torch.func: grad, vjp, jvp, jacrev, jacfwd, hessian, vmap, functional_call)
 from .func import vmap  # noqa: E402  (torch.vmap)
@@ -67,7 +69,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
     "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None, "sparse": None,
+    "bfloat16": None,
     "hub": None, "backends": None,
 }
 
@@ -91,7 +93,8 @@ __all__ = [
     "complex64", "cfloat", "complex128", "cdouble", "fft", "stft", "istft",
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
-    "nn", "optim", "save", "load", "data", "datasets", "train",
+    "nn", "optim", "save", "load", "data", "datasets", "train", "sparse", "sparse_coo_tensor", "sparse_csr_tensor",
+    "layout", "strided", "sparse_coo", "sparse_csr",
     "onnx", "models", "cuda", "bench", "cli", "linalg", "special", "distributions", "func", "vmap",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)

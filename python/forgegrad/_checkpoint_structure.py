@@ -15,6 +15,10 @@ exactly one tag:
     {"list": [NODE, ...]}  {"tuple": [NODE, ...]}     a list / a tuple
     {"dict": [[KEY, NODE], ...]}                      a dict in insertion order; KEY is a JSON
                                                       string or integer (python str / int keys)
+    {"sparse_coo": {"indices": NODE, "values": NODE,  a forgegrad sparse COO tensor (its arrays are
+                    "size": [int, ...], "coalesced": b}}  tensors of the file), rebuilt and checked by
+    {"sparse_csr": {"crow_indices": NODE, "col_indices":  forgegrad.sparse_coo_tensor / sparse_csr_tensor
+                    NODE, "values": NODE, "size": [m, n]}}
 
 Decoding only builds dicts, lists, tuples, scalars and the file's arrays: nothing is imported,
 constructed by name or evaluated, so a tampered file can at worst be rejected with ValueError.
@@ -57,8 +61,13 @@ def is_array_leaf(value) -> bool:
 
 
 def is_flat(state: Mapping) -> bool:
-    """A str -> array mapping: saved exactly as before nested checkpoints existed (no structure entry)."""
-    return all(isinstance(k, str) and is_array_leaf(v) for k, v in state.items())
+    """A str -> array mapping: saved exactly as before nested checkpoints existed (no structure entry). A sparse
+    tensor needs the structure (its arrays and size), so a state holding one is nested."""
+    return all(isinstance(k, str) and is_array_leaf(v) and not _is_sparse(v) for k, v in state.items())
+
+
+def _is_sparse(value) -> bool:
+    return isinstance(value, Tensor) and getattr(type(value._data), "_is_sparse_storage", False)
 
 
 def _check_key(key, path: Tuple):
@@ -84,7 +93,21 @@ class _Encoder:
             name = f"{base}#{n}"
         return name
 
+    def _sparse(self, value, path: Tuple):
+        d = value._data
+        if d.layout_name == "sparse_csr":
+            parts = {"crow_indices": d.crow, "col_indices": d.col, "values": d.values}
+        else:
+            parts = {"indices": d.indices, "values": d.values}
+        body = {k: self.node(arr, path + (k,)) for k, arr in parts.items()}
+        body["size"] = list(d.shape)
+        if d.layout_name == "sparse_coo":
+            body["coalesced"] = bool(d.coalesced)
+        return {d.layout_name: body}
+
     def node(self, value, path: Tuple):
+        if _is_sparse(value):
+            return self._sparse(value, path)
         if is_array_leaf(value):
             name = self._name(path)
             self.arrays[name] = self._as_array(path_str(path), value)
@@ -182,7 +205,32 @@ class _Decoder:
                     raise StructureError(f"duplicate dict key {k!r}")
                 out[k] = self.node(v, depth + 1)
             return out
+        if tag in ("sparse_coo", "sparse_csr"):
+            return self._sparse(tag, body, depth)
         raise StructureError(f"unknown tag {_short(tag)}")
+
+    def _sparse(self, tag: str, body, depth: int):
+        """A sparse tensor from its arrays, checked by its constructor (a tampered file raises StructureError)."""
+        from . import sparse
+        parts = ("indices", "values") if tag == "sparse_coo" else ("crow_indices", "col_indices", "values")
+        extra = ("coalesced",) if tag == "sparse_coo" else ()
+        if not isinstance(body, dict) or set(body) != set(parts + ("size",) + extra):
+            raise StructureError(f"{tag} body must hold {', '.join(parts + ('size',) + extra)}, got {_short(body)}")
+        size = body["size"]
+        if not isinstance(size, list) or any(isinstance(n, bool) or not isinstance(n, int) for n in size):
+            raise StructureError(f"{tag} size must be a list of ints, got {_short(size)}")
+        arrays = []
+        for k in parts:
+            arr = self.node(body[k], depth + 1)
+            arrays.append(arr._data if isinstance(arr, Tensor) else arr)
+        make = sparse.sparse_coo_tensor if tag == "sparse_coo" else sparse.sparse_csr_tensor
+        try:
+            t = make(*arrays, tuple(size))
+        except (ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise StructureError(f"{tag}: {e}") from None
+        if tag == "sparse_coo" and body["coalesced"] is True:
+            t = t.coalesce()  # the saved entries were unique and sorted: the same tensor, flagged coalesced
+        return t
 
 
 def _short(x) -> str:

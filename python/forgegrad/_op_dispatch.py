@@ -290,6 +290,10 @@ def _apply_complex(cls, args, kwargs):
     return apply_complex(cls, args, kwargs)
 
 
+# forgegrad.sparse._dispatch.sparse_op, set when forgegrad.sparse loads: how an op meets a sparse tensor
+SPARSE_OP = None
+
+
 class Done:
     """An op that dispatch ran elsewhere (meta, complex, torch's dtypes): its result."""
 
@@ -317,6 +321,8 @@ def dispatch(cls, args, kwargs, raw, state):
         elif isinstance(a, COMPLEX_SCALARS):
             odd = True
     if other_device:
+        if SPARSE_OP is not None and any([getattr(type(d), "_is_sparse_storage", False) for d in raw]):
+            return Done(SPARSE_OP(cls, args, kwargs))  # a sparse tensor: its rule or a TypeError (sparse/_dispatch.py)
         dev = device_of_args(cls, args, raw)
         if dev == "meta":
             return Done(apply_on_meta(cls, raw, kwargs))

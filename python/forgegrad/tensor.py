@@ -353,6 +353,10 @@ class Tensor(TensorMethods):
         return self
 
     def _accumulate_grad(self, g, in_place: bool = True) -> None:
+        if getattr(type(g), "_is_sparse_storage", False) or (
+                self.grad is not None and getattr(type(self.grad._data), "_is_sparse_storage", False)):
+            from .sparse._autograd import accumulate  # a sparse gradient (Embedding(sparse=True)'s weight)
+            return accumulate(self, g)
         if self.grad is None:
             if isinstance(g, np.ndarray) or _devices.device_of(g) == "cpu":  # numpy arrays and scalars
                 self.grad = Tensor._wrap_exact(np.array(g, dtype=self._data.dtype, copy=True))

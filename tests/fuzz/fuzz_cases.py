@@ -335,6 +335,12 @@ def _extra_calls():
               lambda: _C.serve.json_number_array(b"[[0.1, 3], [4, 5]]", float32=True)):
         f()
     _plan_calls(rng)
+    # the CSR SpMM and SDDMM of forgegrad.sparse (a 3 x 4 matrix with an empty row, times 4 x 5)
+    crow, col = np.array([0, 2, 2, 3], np.int64), np.array([1, 3, 0], np.int64)
+    vals, dense = rng.standard_normal(3).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    _C.sparse.spmm(crow, col, vals, dense, np.empty((3, 5), np.float32))
+    _C.sparse.sddmm(crow, col, rng.standard_normal((3, 5)).astype(np.float32), dense, np.empty(3, np.float32))
+    _C.sparse.csr_transpose(crow, col, 4, np.empty(5, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
     w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)
     packed, colsum = _C.quant.pack_weight(w8)

@@ -54,7 +54,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
     row that ``input`` refers to whose ``norm_type``-norm exceeds max_norm is scaled, in place in ``weight``
     and outside autograd, to max_norm / (norm + 1e-7) of itself (torch's embedding_renorm_).
     scale_grad_by_freq: each row's gradient is divided by how often ``input`` holds it (cpu only).
-    Sparse gradients are not supported (NotImplementedError): forgegrad's gradients are dense."""
+    sparse=True: the weight's gradient is a sparse COO tensor (rows looked up, uncoalesced), as torch's; SGD,
+    Adagrad and SparseAdam take it."""
     weight = _t(weight, "weight")
     idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
     if weight.ndim != 2:
@@ -69,7 +70,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
         if not -n <= padding_idx < n:
             raise ValueError(f"embedding: padding_idx must be within num_embeddings ({n}), got {padding_idx}")
         padding_idx = int(padding_idx) % n
-    check_sparse(sparse, "embedding")
+    sparse = check_bool(sparse, "sparse")
     if max_norm is not None:
         if grad_mode.recorder() is not None:
             # an export: the graph would look rows up in the weight as it is, unscaled for the rows this example does
@@ -80,8 +81,11 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
             _renorm_(weight, idx_all, float(max_norm), float(norm_type))
         else:
             _renorm_(weight, idx, float(max_norm), float(norm_type))
-    return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx,
-                                   scale_grad_by_freq=check_bool(scale_grad_by_freq, "scale_grad_by_freq"))
+    scale = check_bool(scale_grad_by_freq, "scale_grad_by_freq")
+    if sparse:  # the weight's gradient is a sparse COO tensor (forgegrad.sparse)
+        from ..sparse._functions import EmbeddingSparse
+        return EmbeddingSparse.apply(weight, idx, padding_idx, scale)
+    return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale)
 
 
 def check_sparse(sparse, owner: str) -> None:

@@ -7,7 +7,7 @@ from .. import devices
 from .._validate import check_bool, check_flag
 from ..tensor import Tensor
 from . import init
-from .functional_misc import check_sparse, embedding
+from .functional_misc import embedding
 from .module import Module
 from .parameter import Parameter
 
@@ -22,14 +22,13 @@ class Embedding(Module):
     The weight (num_embeddings, embedding_dim) starts from N(0, 1) as in torch; the row
     ``padding_idx`` starts at zero and never receives a gradient, so it stays the padding vector.
     A negative padding_idx counts from the end. max_norm, norm_type, scale_grad_by_freq: as F.embedding's
-    (the looked-up rows renormalised in place; each row's gradient divided by its count). sparse=True raises
-    NotImplementedError: forgegrad's gradients are dense.
+    (the looked-up rows renormalised in place; each row's gradient divided by its count). sparse=True: the
+    weight's gradient is a sparse COO tensor, as torch's (optim.SGD, Adagrad and SparseAdam take it).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight=None):
         super().__init__()
-        check_sparse(check_flag(sparse, "sparse"), "Embedding")  # (torch's module takes it by truth value)
         if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.number))):
             raise TypeError(f"Embedding: max_norm must be a number or None, got {max_norm!r}")
         if max_norm is not None and max_norm <= 0:
@@ -38,7 +37,7 @@ class Embedding(Module):
             raise TypeError(f"Embedding: norm_type must be a number, got {norm_type!r}")
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq = check_bool(scale_grad_by_freq, "Embedding: scale_grad_by_freq")
-        self.sparse = False
+        self.sparse = check_flag(sparse, "Embedding: sparse")  # torch takes it by truth value
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"Embedding: {name} must be a positive int, got {v!r}")
@@ -66,14 +65,16 @@ class Embedding(Module):
     def forward(self, input):
         # getattr: a module built without __init__ (an older pickle) has none of these options
         return embedding(input, self.weight, self.padding_idx, getattr(self, "max_norm", None),
-                         getattr(self, "norm_type", 2.0), getattr(self, "scale_grad_by_freq", False))
+                         getattr(self, "norm_type", 2.0), getattr(self, "scale_grad_by_freq", False),
+                         getattr(self, "sparse", False))
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         s += f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
         s += f", max_norm={self.max_norm}" if getattr(self, "max_norm", None) is not None else ""
         s += f", norm_type={self.norm_type}" if getattr(self, "norm_type", 2.0) != 2 else ""
-        return s + (", scale_grad_by_freq=True" if getattr(self, "scale_grad_by_freq", False) else "")
+        s += ", scale_grad_by_freq=True" if getattr(self, "scale_grad_by_freq", False) else ""
+        return s + (", sparse=True" if getattr(self, "sparse", False) else "")
 
 
 def _float_dtype(data):

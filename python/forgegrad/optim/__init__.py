@@ -14,5 +14,6 @@ from .adaptive import Adadelta, Adagrad, RMSprop
 from .lbfgs import LBFGS
 from .optimizer import Optimizer
 from .sgd import SGD
+from .sparse_grads import SparseAdam
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "LBFGS", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta", "LBFGS", "SparseAdam", "lr_scheduler"]

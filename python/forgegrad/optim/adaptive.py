@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .optimizer import Optimizer, _new_step, _state_array, _zeros_like
+from .sparse_grads import adagrad_sparse_first
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta"]
 
@@ -73,7 +74,10 @@ class Adagrad(Optimizer):
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         _nonneg(group, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
+    _sparse_grads = True  # Embedding(sparse=True)'s gradients (optim/sparse_grads.py)
+
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
+        pairs = adagrad_sparse_first(self, group, pairs)
         if _on_cpu(pairs):
             for p, g in pairs:
                 state = self.state[p]

@@ -208,6 +208,8 @@ class Optimizer:
                     p.grad.requires_grad = False
                     if isinstance(p.grad._data, np.ndarray):
                         p.grad._data[...] = 0
+                    elif getattr(type(p.grad._data), "_is_sparse_storage", False):  # torch's zero_(): no entries
+                        p.grad._data = p.grad._data.zeroed()
                     else:  # another device: fresh zeros through its backend
                         p.grad._data = _devices.zeros(p.grad.shape, p.grad._data.dtype,
                                                       _devices.device_of(p.grad._data))
@@ -222,6 +224,8 @@ class Optimizer:
         with np.errstate(all="ignore"):
             for group in self.param_groups:
                 pairs = self._params_with_grad(group)
+                if any([getattr(type(g), "_is_sparse_storage", False) for _, g in pairs]):
+                    self._check_sparse_grads()
                 for part in _by_device(pairs):  # one update per device holding parameters of the group
                     self._step_group(group, part)
                     written.extend([p._data for p, _ in part])
@@ -232,6 +236,15 @@ class Optimizer:
             counter = self._count_writes = _vc.WriteCounter()
         counter(written)
         return loss
+
+    # whether _step_group takes sparse gradients (Embedding(sparse=True)'s): SGD, Adagrad, SparseAdam, as torch's
+    _sparse_grads = False
+
+    def _check_sparse_grads(self) -> None:
+        if not self._sparse_grads:
+            name = type(self).__name__
+            hint = ", please consider SparseAdam instead" if name in ("Adam", "AdamW") else ""
+            raise RuntimeError(f"{name} does not support sparse gradients{hint}")
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
         """Update one param group; ``pairs`` are its (param, grad array) that have a gradient, all on one

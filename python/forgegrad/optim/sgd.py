@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .optimizer import Optimizer, _state_array
+from .sparse_grads import sgd_sparse_first
 
 __all__ = ["SGD"]
 
@@ -63,6 +64,8 @@ class SGD(Optimizer):
         self._check_group(defaults)
         super().__init__(params, defaults)
 
+    _sparse_grads = True  # Embedding(sparse=True)'s gradients (optim/sparse_grads.py)
+
     def _check_group(self, group: Dict[str, Any]) -> None:
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
         if not lr >= 0.0:
@@ -76,6 +79,7 @@ class SGD(Optimizer):
 
     def _step_group(self, group: Dict[str, Any], pairs) -> None:
         """One SGD update of the group's parameters that have a gradient (Optimizer.step calls it)."""
+        pairs = sgd_sparse_first(self, group, pairs)
         pairs = _float64_first(self, group, pairs)
         if not pairs:
             return

@@ -25,8 +25,18 @@ def _grads(parameters: _Params):
         if not isinstance(p, Tensor):
             raise TypeError(f"parameters must be forgegrad Tensors, but entry {i} is {type(p).__name__}")
         if p.grad is not None:
-            out.append(p.grad)
+            out.append(_sparse_values(p.grad) if getattr(type(p.grad._data), "_is_sparse_storage", False) else p.grad)
     return out
+
+
+def _sparse_values(grad: Tensor) -> Tensor:
+    """A sparse gradient (Embedding(sparse=True)'s) as its values: coalesced in place first, so the norm is the
+    dense gradient's and scaling the values in place scales the gradient."""
+    storage = grad._data.coalesce() if hasattr(grad._data, "coalesce") else grad._data
+    if not storage.values.flags.writeable or not storage.values.flags.c_contiguous:
+        storage = storage.with_values(np.array(storage.values, copy=True))
+    grad._data = storage
+    return Tensor._wrap_exact(storage.values)
 
 
 def clip_grad_norm_(parameters: _Params, max_norm: float, norm_type: float = 2.0,
