@@ -66,8 +66,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None, "sparse": None,
+    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "sparse": None,
     "hub": None, "backends": None,
 }
 
@@ -75,6 +74,8 @@ _TORCH_NAMES = {
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f".{name}", __name__)
+    if name == "bfloat16":  # made on first use: it needs the optional ml_dtypes package (dtypes.load_bfloat16)
+        return dtypes.load_bfloat16()
     if name in _TORCH_NAMES:
         where = _TORCH_NAMES[name]
         hint = (f"; forgegrad has it as {where}" if where else

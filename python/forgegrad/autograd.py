@@ -235,7 +235,7 @@ class Function:
             _drop_inputs(ctx, cls, args, kwargs, results)  # what no backward rule reads is not kept alive
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if t._data.dtype.kind in "fc" and i not in skip:
+                if t._data.dtype.kind in "fcV" and i not in skip:  # V: bfloat16 (ml_dtypes), the only one kept
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i
