@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["dtype", "to_numpy", "of", "float32", "float", "float64", "double", "int64", "long", "int32", "int",
            "int16", "short", "int8", "uint8", "bool", "float16", "half", "complex64", "cfloat", "complex128", "cdouble",
-           "default_float", "default_complex", "bfloat16", "is_floating"]
+           "default_float", "default_complex", "is_floating"]  # (bfloat16: made on first use, load_bfloat16)
 
 
 class dtype:
@@ -178,7 +178,7 @@ def is_floating(d: np.dtype) -> builtins.bool:
 
 
 def is_low_precision(d: np.dtype) -> builtins.bool:
-    """float16 or bfloat16: stored as such, computed on the float32 kernels and rounded back (forgegrad._op_dispatch)."""
+    """float16 or bfloat16: stored as such, computed on the float32 kernels and rounded back (_op_dispatch)."""
     return d == _F16 or (_BF16 is not None and d is _BF16)
 
 

@@ -324,7 +324,8 @@ class Module:
         ``to(dtype)`` (``double()``, ``float()``, ``half()``, ``bfloat16()``): float parameters and buffers become
         that dtype (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
         C++ kernels are float32: correct, not fast; see docs/torch_compat.md) and the optimizers step
-        it in float64; a float16 / bfloat16 model computes each op in float32, rounded back. ``to(tensor)`` takes that tensor's dtype (a float one) and device, as torch's. Returns self.
+        it in float64; a float16 / bfloat16 model computes each op in float32, rounded back. ``to(tensor)``
+        takes that tensor's dtype (a float one) and device, as torch's. Returns self.
         """
         from ..tensor import Tensor
         if isinstance(device, Tensor):
