@@ -62,7 +62,8 @@ def test_dtype_object_and_finfo_as_torch():
 
 @pytest.mark.parametrize("factory", [
     "zeros(2, 3, dtype=lib.bfloat16)", "ones(4, dtype=lib.bfloat16)", "full((2, 2), 1.1, dtype=lib.bfloat16)",
-    "tensor([1.1, -2.7, 3e38], dtype=lib.bfloat16)", "arange(0, 3, 0.7, dtype=lib.bfloat16)", "eye(3, dtype=lib.bfloat16)",
+    "tensor([1.1, -2.7, 3e38], dtype=lib.bfloat16)", "arange(0, 3, 0.7, dtype=lib.bfloat16)",
+    "eye(3, dtype=lib.bfloat16)",
     "zeros_like(lib.ones(3, dtype=lib.bfloat16))", "empty(2, dtype=lib.bfloat16).shape", "tensor(2.3).to(lib.bfloat16)",
     "ones(3).new_full((2,), 0.1, dtype=lib.bfloat16)"])
 def test_factories_take_dtype_bfloat16(factory):

@@ -110,6 +110,9 @@ _F16 = np.dtype(np.float16)
 # numbers): they compute in that dtype (float32 for float16) and give it
 PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
                        "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+# the normalizations whose result has their input's dtype, whatever their weights' (torch's CPU mixed-type kernels:
+# a bfloat16 activation with float32 weights and running statistics gives bfloat16)
+INPUT_DTYPE = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm", "rms_norm"})
 # torch has no bool kernel for these (numpy computes them in int8): the name its NotImplementedError gives
 NO_BOOL_KERNEL = {"pow": "pow", "remainder": "remainder_cpu", "floor_divide": "div_floor_cpu", "fmod": "fmod_cpu"}
 BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
@@ -250,6 +253,8 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
         # dtype (float32 where float16 meets bfloat16, or a float32 / float64 tensor with dims is there)
         floats = _dtypes.result_of([a._data for a in args if isinstance(a, Tensor) and
                                     _dtypes.is_floating(a._data.dtype)])
+        if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
+            floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
         new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
                for a in args]
         if cls.op is not None and cls.op.name == "compare" and _dtypes.is_low_precision(floats):

@@ -262,6 +262,7 @@ class batching:
             _active[0] = (threading.get_ident(), self.b)
             _tripped[0] = False
             _inputs[:] = self.inputs
+            self._prev_hook = _autograd._batch_hook  # (an autocast region's: back when the vmap ends)
             _autograd._batch_hook = _hook
         _grad_state.batching = True  # the layers' inference fast paths (graph_free) read storage directly
         return self
@@ -271,7 +272,7 @@ class batching:
         with _lock:
             _active[0] = None
             _inputs.clear()
-            _autograd._batch_hook = None
+            _autograd._batch_hook = self._prev_hook
         return False
 
 
