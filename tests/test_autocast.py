@@ -46,7 +46,8 @@ def _env(lib, low_input):
 
 # one expression per op of torch's lists, and some that follow promotion
 OPS = ["F.linear(x, w, b)", "x @ w.t()", "lib.matmul(x, w.t())", "lib.mm(x, w.t())",
-       "lib.bmm(seq, seq.transpose(1, 2))", "lib.addmm(b, x, w.t())", "lib.baddbmm(seq[:, :, :5], seq, seq.transpose(1, 2))",
+       "lib.bmm(seq, seq.transpose(1, 2))", "lib.addmm(b, x, w.t())",
+       "lib.baddbmm(seq[:, :, :5], seq, seq.transpose(1, 2))",
        "lib.addbmm(x[:, :4], seq[:, :4], seq.transpose(1, 2)[:, :, :4])",
        "F.conv2d(img, k, b[:1].expand(4).contiguous(), padding=1)",
        "F.conv1d(seq, w.reshape(3, 6, 1)[:, :5])", "F.conv_transpose2d(img, k.transpose(0, 1))",

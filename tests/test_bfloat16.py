@@ -337,3 +337,13 @@ def test_forgegrad_imports_without_ml_dtypes_and_says_how_to_get_bfloat16():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_products_of_mixed_floating_dtypes_raise_as_torch():
+    for lib in (fg, torch):
+        x = lib.from_numpy(X.copy()).to(lib.bfloat16)
+        with pytest.raises(RuntimeError, match="dtype"):
+            lib.nn.Linear(7, 2)(x)
+        with pytest.raises(RuntimeError, match="dtype"):
+            x @ lib.from_numpy(Y.T.copy())
+        assert lib.nn.Linear(7, 2).to(lib.bfloat16)(x).dtype == lib.bfloat16

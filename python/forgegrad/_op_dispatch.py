@@ -113,6 +113,10 @@ PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", 
 # the normalizations whose result has their input's dtype, whatever their weights' (torch's CPU mixed-type kernels:
 # a bfloat16 activation with float32 weights and running statistics gives bfloat16)
 INPUT_DTYPE = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm", "rms_norm"})
+# products whose operands torch requires in one dtype (a bfloat16 input with a float32 weight raises there; autocast
+# casts both first)
+SAME_DTYPE = frozenset({"linear", "matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                        "conv_transpose3d"})
 # torch has no bool kernel for these (numpy computes them in int8): the name its NotImplementedError gives
 NO_BOOL_KERNEL = {"pow": "pow", "remainder": "remainder_cpu", "floor_divide": "div_floor_cpu", "fmod": "fmod_cpu"}
 BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
@@ -253,6 +257,8 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
         # dtype (float32 where float16 meets bfloat16, or a float32 / float64 tensor with dims is there)
         floats = _dtypes.result_of([a._data for a in args if isinstance(a, Tensor) and
                                     _dtypes.is_floating(a._data.dtype)])
+        if cls.op is not None and cls.op.name in SAME_DTYPE:
+            _same_floating_dtype(cls.op.name, args)
         if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
             floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
         new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
@@ -264,6 +270,16 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
         return _cast_outputs(out, floats, state, only=_F32) if _dtypes.is_low_precision(floats) else out
     finally:
         state["plain_dtypes"] = False
+
+
+def _same_floating_dtype(name, args) -> None:
+    found = []
+    for a in args:
+        if isinstance(a, Tensor) and _dtypes.is_floating(a._data.dtype) and a._data.dtype not in found:
+            found.append(a._data.dtype)
+    if len(found) > 1:
+        raise RuntimeError(f"{name}: expected its tensors to have the same dtype, but got {found[0]} and {found[1]} "
+                           "(as torch); convert them with .to(dtype), or run the model under forgegrad.autocast")
 
 
 def _rounded_number(a, dt):
