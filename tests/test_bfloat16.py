@@ -347,3 +347,16 @@ def test_products_of_mixed_floating_dtypes_raise_as_torch():
         with pytest.raises(RuntimeError, match="dtype"):
             x @ lib.from_numpy(Y.T.copy())
         assert lib.nn.Linear(7, 2).to(lib.bfloat16)(x).dtype == lib.bfloat16
+
+
+def test_transformer_layer_and_dropout_in_bfloat16_as_torch():
+    fg.manual_seed(0)
+    ours = fg.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in ours.state_dict().items()})
+    x = _rand(3, 2, 8, seed=11)
+    got = ours.bfloat16()(fg.from_numpy(x.copy()).bfloat16())
+    want = theirs.bfloat16()(torch.from_numpy(x.copy()).bfloat16())
+    _same(got, want, "TransformerEncoderLayer", exact=False, rtol=8 * BF16_EPS, atol=8 * BF16_EPS)
+    for lib in (fg, torch):  # the float32 keep mask does not widen the result
+        assert lib.nn.functional.dropout(lib.ones(4, 5).to(lib.bfloat16), 0.5).dtype == lib.bfloat16

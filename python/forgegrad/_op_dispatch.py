@@ -285,7 +285,8 @@ def _same_floating_dtype(name, args) -> None:
 def _rounded_number(a, dt):
     """A real Python / numpy number as float32 after rounding to low-precision dtype ``dt``; anything else as is."""
     if isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, (bool, np.bool_)):
-        return np.float32(np.asarray(np.float32(a)).astype(dt))
+        with np.errstate(over="ignore"):  # past the dtype's range: inf, as torch's cast
+            return np.float32(np.asarray(np.float32(a)).astype(dt))
     return a
 
 

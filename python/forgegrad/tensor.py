@@ -9,6 +9,8 @@ through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu(
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Optional, Tuple
 
 import numpy as np
@@ -216,7 +218,7 @@ class Tensor(TensorMethods):
             return _devices.to_host(self._data)
         if not isinstance(self._data, np.ndarray):
             self._host_only("numpy()")
-        if self._data.dtype is _dtypes._BF16:
+        if self._data.dtype is _dtypes._BF16 and not _called_from_forgegrad():
             _bfloat16_refused("numpy()")
         return self._data
 
@@ -226,7 +228,8 @@ class Tensor(TensorMethods):
     def __array__(self, dtype=None, copy=None):
         if not isinstance(self._data, np.ndarray):
             self._host_only("__array__")
-        if self._data.dtype is _dtypes._BF16 and (dtype is None or np.dtype(dtype) == self._data.dtype):
+        if self._data.dtype is _dtypes._BF16 and (dtype is None or np.dtype(dtype) == self._data.dtype) and \
+                not _called_from_forgegrad():
             _bfloat16_refused("__array__")
         if dtype is not None and np.dtype(dtype) != self._data.dtype:
             return self._data.astype(dtype)
@@ -552,6 +555,15 @@ class Tensor(TensorMethods):
 
 
 _TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _called_from_forgegrad() -> bool:
+    """Whether numpy() / __array__'s caller is forgegrad's own code, which reads the storage (an ml_dtypes bfloat16
+    array) as it reads any other: only a user's call refuses a bfloat16 tensor, as torch's does."""
+    return sys._getframe(2).f_code.co_filename.startswith(_PACKAGE)
 
 
 def _bfloat16_refused(what: str):
