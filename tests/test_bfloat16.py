@@ -360,3 +360,15 @@ def test_transformer_layer_and_dropout_in_bfloat16_as_torch():
     _same(got, want, "TransformerEncoderLayer", exact=False, rtol=8 * BF16_EPS, atol=8 * BF16_EPS)
     for lib in (fg, torch):  # the float32 keep mask does not widen the result
         assert lib.nn.functional.dropout(lib.ones(4, 5).to(lib.bfloat16), 0.5).dtype == lib.bfloat16
+
+
+def test_load_state_dict_and_copy_into_bfloat16_round_as_torch():
+    w = np.array([[1 + 2.0 ** -8 + 2.0 ** -30, 1 + 2.0 ** -8, -3.3]])  # float64: rounded through float32 by torch
+    got = []
+    for lib in (fg, torch):
+        m = lib.nn.Linear(3, 1).to(lib.bfloat16)
+        m.load_state_dict({"weight": lib.from_numpy(w.copy()), "bias": lib.from_numpy(np.zeros(1))})
+        x = lib.zeros(3, dtype=lib.bfloat16)
+        x.copy_(lib.from_numpy(w[0].copy()))
+        got.append((m.weight.tolist(), x.tolist()))
+    assert got[0] == got[1]

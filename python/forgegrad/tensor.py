@@ -579,7 +579,7 @@ def _copy_result(t, src):
         src = src.to(t.device)
     if src.requires_grad or not isinstance(src._data, np.ndarray):
         return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
-    return Tensor._wrap_exact(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
+    return Tensor._wrap_exact(_dtypes.astype(np.broadcast_to(src._data, t.shape), t._data.dtype))
 
 
 def _seed_storage(gradient, t: "Tensor"):

@@ -293,7 +293,8 @@ class Module:
             if getattr(target, "_is_uninitialized", False):
                 target.materialize(arr.shape)
             if isinstance(target._data, np.ndarray):
-                target._data[...] = arr.astype(target._data.dtype, copy=False)
+                target._data[...] = arr if arr.dtype == target._data.dtype else \
+                    _dtypes.astype(arr, target._data.dtype)  # (to bfloat16 through float32, as torch)
                 _vc.bump(target)
             elif not devices.has_data(target._data):
                 # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
