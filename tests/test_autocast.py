@@ -51,7 +51,7 @@ OPS = ["F.linear(x, w, b)", "x @ w.t()", "lib.matmul(x, w.t())", "lib.mm(x, w.t(
        "lib.addbmm(x[:, :4], seq[:, :4], seq.transpose(1, 2)[:, :, :4])",
        "F.conv2d(img, k, b[:1].expand(4).contiguous(), padding=1)",
        "F.conv1d(seq, w.reshape(3, 6, 1)[:, :5])", "F.conv_transpose2d(img, k.transpose(0, 1))",
-       "F.prelu(x, b[:1])", "F.scaled_dot_product_attention(seq, seq, seq)", "x @ x[0]",
+       "F.prelu(x, b[:1])", "F.scaled_dot_product_attention(seq, seq, seq)", "x @ x[0]", "lib.mv(x, x[0])",
        "F.mse_loss(x, x * 2)", "F.cross_entropy(x, t)", "F.nll_loss(x.log_softmax(1), t)", "F.l1_loss(x, x.exp())",
        "F.smooth_l1_loss(x, x * 3)", "F.huber_loss(x, x * 3)", "F.binary_cross_entropy_with_logits(x, x.sigmoid())",
        "F.binary_cross_entropy(x.sigmoid(), x.sigmoid() * 0.5)", "F.kl_div(x.log_softmax(1), x.softmax(1), "

@@ -10,7 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import return_types
-from .amp.autocast_mode import lower_precision_args
+from .amp.autocast_mode import lower_precision_args, outside_policy
 from ._torch_install import inplace_method, method, op_function
 from ._torch_random import FACTORIES, METHODS as _RANDOM_METHODS
 from .ops.contract import einsum
@@ -308,7 +308,8 @@ def _mat(x, name, who, nd=2):
 
 
 def mv(input, vec):
-    return _mat(input, "input", "mv") @ _vec(vec, "vec", "mv")
+    with outside_policy():  # torch's autocast leaves mv alone (matmul would lower it)
+        return _mat(input, "input", "mv") @ _vec(vec, "vec", "mv")
 
 
 def _dot(input, tensor, who, name):

@@ -32,7 +32,7 @@ from ..grad_mode import _state as _grad_state
 from ..tensor import Tensor
 
 __all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype", "set_autocast_enabled", "set_autocast_dtype",
-           "is_autocast_available", "lower_precision_args", "LOWER_PRECISION", "FLOAT32"]
+           "is_autocast_available", "lower_precision_args", "outside_policy", "LOWER_PRECISION", "FLOAT32"]
 
 # torch 2.13's CPU lists (docs: "CPU Ops that can autocast to bfloat16" / "... to float32"), as forgegrad's op names
 LOWER_PRECISION = frozenset({"linear", "matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -133,6 +133,18 @@ def lower_precision_args(*tensors):
         return tensors
     target = _lower_dtype()
     return tuple(_cast(t, target, st) for t in tensors)
+
+
+class outside_policy:
+    """Context: the ops inside run as outside autocast (for a Python-level op torch does not autocast that is made
+    of one it does: mv is a matmul here, and torch keeps mv in its inputs' dtype)."""
+
+    def __enter__(self):
+        self.prev, _local.busy = _local.busy, True
+
+    def __exit__(self, *exc):
+        _local.busy = self.prev
+        return False
 
 
 def _install_hook() -> None:
