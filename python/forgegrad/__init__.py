@@ -57,6 +57,9 @@ for _m in (_torch_dtype_utils, _torch_globals, _torch_functional_aliases):  # to
 _torch_tensor_attrs.install(Tensor)  # stride(), data_ptr(), nbytes, half(), ... where Tensor lacks them
 from . import _complex_tensor  # noqa: E402
 _complex_tensor.install(globals(), Tensor)  # real, imag, conj, angle, view_as_real, complex, polar, ...
+from . import amp  # noqa: E402  (torch.amp: autocast on the CPU)
+from .amp import (autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_dtype,  # noqa: E402
+                  set_autocast_enabled)
 from . import fft  # noqa: E402  (torch.fft)
 from ._stft import istft, stft  # noqa: E402
 Tensor.stft, Tensor.istft = stft, istft
@@ -68,8 +71,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None, "autocast": None,
-    "bfloat16": None,
+    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None,
     "hub": None, "backends": None,
 }
 
@@ -77,6 +79,8 @@ _TORCH_NAMES = {
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f".{name}", __name__)
+    if name == "bfloat16":  # made on first use: it needs the optional ml_dtypes package (dtypes.load_bfloat16)
+        return dtypes.load_bfloat16()
     if name in _TORCH_NAMES:
         where = _TORCH_NAMES[name]
         hint = (f"; forgegrad has it as {where}" if where else
@@ -90,7 +94,8 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye", "rand", "randn", "cat",
     "stack", "where", "manual_seed", "dtypes", "return_types", "dtype", "float32", "float", "float64", "double",
     "float16", "half", "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool", "utils",
-    "complex64", "cfloat", "complex128", "cdouble", "fft", "stft", "istft",
+    "complex64", "cfloat", "complex128", "cdouble", "fft", "stft", "istft", "amp", "autocast", "is_autocast_enabled",
+    "get_autocast_dtype", "set_autocast_enabled", "set_autocast_dtype",
     "device", "ops", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
     "is_inference_mode_enabled",
     "nn", "optim", "save", "load", "data", "datasets", "train", "sparse", "sparse_coo_tensor", "sparse_csr_tensor",

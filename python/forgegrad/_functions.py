@@ -183,7 +183,7 @@ def _float_like(input, dtype, draw, requires_grad, device, mean=0.0):
         from .factories import _complex_draw
         scale = np.sqrt(0.5) if mean == 0.0 else 1.0
         return _factory(dev, shape, dt, lambda: _complex_draw(draw, shape, dt, scale), requires_grad)
-    if dt.kind != "f":
+    if not _dtypes.is_floating(dt):
         raise TypeError(f"expected a floating point dtype, got {_dtypes.of(dt)}")
     # drawn on the host on every device (a device gets the CPU's numbers), in the dtype itself when
     # numpy can (float32, float64: a float64 tensor gets float64 draws)

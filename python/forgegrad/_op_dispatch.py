@@ -1,6 +1,6 @@
 """Which Function runs an op, chosen in Function.apply: the tensors' device (one device, or meta for shape rules),
 the float64 Function of a float32 op, torch's rule that a 0-d float64 tensor does not widen float32 ones, complex
-inputs and torch's result dtypes for integer, bool and float16 tensors (dispatch).
+inputs and torch's result dtypes for integer, bool, float16 and bfloat16 tensors (dispatch).
 Adding a device adds a Function to the op's record (ops/registry.py); nothing here changes."""
 from __future__ import annotations
 
@@ -117,6 +117,13 @@ _F16 = np.dtype(np.float16)
 # numbers): they compute in that dtype (float32 for float16) and give it
 PROMOTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide", "fmod",
                        "atan2", "hypot", "copysign", "logaddexp", "logaddexp2", "xlogy", "fmax", "fmin"})
+# the normalizations whose result has their input's dtype, whatever their weights' (torch's CPU mixed-type kernels:
+# a bfloat16 activation with float32 weights and running statistics gives bfloat16)
+INPUT_DTYPE = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm", "rms_norm"})
+# products whose operands torch requires in one dtype (a bfloat16 input with a float32 weight raises there; autocast
+# casts both first)
+SAME_DTYPE = frozenset({"linear", "matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                        "conv_transpose3d"})
 # torch has no bool kernel for these (numpy computes them in int8): the name its NotImplementedError gives
 NO_BOOL_KERNEL = {"pow": "pow", "remainder": "remainder_cpu", "floor_divide": "div_floor_cpu", "fmod": "fmod_cpu"}
 BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
@@ -137,7 +144,7 @@ def _cast_outputs(out, dt, state, only=None):
     if type(out) is tuple:
         return tuple(_cast_outputs(o, dt, state, only) for o in out)
     d = out._data.dtype
-    if d.kind == "f" and d != dt and (only is None or d == only):
+    if _dtypes.is_floating(d) and d != dt and (only is None or d == only):
         return _cast(out, dt, state)
     return out
 
@@ -184,8 +191,8 @@ def needs_torch_dtypes(cls, args) -> int:
         return 0 if _one_integer_dtype(args) else 1
     floating = False
     for a in args:
-        if isinstance(a, Tensor) and a._data.dtype.kind == "f":
-            if a._data.dtype == _F16:
+        if isinstance(a, Tensor) and _dtypes.is_floating(a._data.dtype):
+            if _dtypes.is_low_precision(a._data.dtype):
                 return 1
             floating = True
     # an unregistered Function, or an argument that is neither a tensor nor a number (an array, a module), may hold
@@ -246,15 +253,48 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
             rt = _dtypes.result_of([a._data if isinstance(a, Tensor) else a for a in args])
             if rt.kind == "b" and cls.op.name in NO_BOOL_KERNEL:
                 return _bool_result(cls, args, kwargs, state)
-            ct = _F32 if rt == _F16 else rt
+            low = _dtypes.is_low_precision(rt)
+            ct = _F32 if low else rt
+            if low:  # torch casts tensors with dims to the result dtype first (int64 257 + bfloat16 1: 256 + 1)
+                args = [_cast(a, rt, state) if isinstance(a, Tensor) and a._data.ndim else a for a in args]
             out = cls.apply(*[_cast(a, ct, state) if isinstance(a, Tensor) else wrapped_int(a, ct) for a in args],
                             **kwargs)
-            return _cast_outputs(out, rt, state) if rt == _F16 else out
-        # float16 tensors (and no float32/float64 one): the float32 kernels, floating results rounded back
-        new = [_cast(a, _F32, state) if isinstance(a, Tensor) and a._data.dtype == _F16 else a for a in args]
-        return _cast_outputs(cls.apply(*new, **kwargs), _F16, state, only=_F32)
+            return _cast_outputs(out, rt, state) if low else out
+        # float16 / bfloat16 tensors: the float32 kernels, float32 results rounded back to the tensors' floating
+        # dtype (float32 where float16 meets bfloat16, or a float32 / float64 tensor with dims is there)
+        floats = _dtypes.result_of([a._data for a in args if isinstance(a, Tensor) and
+                                    _dtypes.is_floating(a._data.dtype)])
+        if cls.op is not None and cls.op.name in SAME_DTYPE:
+            _same_floating_dtype(cls.op.name, args)
+        if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
+            floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
+        new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
+               for a in args]
+        if cls.op is not None and cls.op.name == "compare" and _dtypes.is_low_precision(floats):
+            # torch compares in the tensor's dtype: the number rounded to it first (bfloat16 3.3 == 3.3 holds)
+            new = [_rounded_number(a, floats) for a in new]
+        out = cls.apply(*new, **kwargs)
+        return _cast_outputs(out, floats, state, only=_F32) if _dtypes.is_low_precision(floats) else out
     finally:
         state["plain_dtypes"] = False
+
+
+def _same_floating_dtype(name, args) -> None:
+    found = []
+    for a in args:
+        if isinstance(a, Tensor) and _dtypes.is_floating(a._data.dtype) and a._data.dtype not in found:
+            found.append(a._data.dtype)
+    if len(found) > 1:
+        raise RuntimeError(f"{name}: expected its tensors to have the same dtype, but got {found[0]} and {found[1]} "
+                           "(as torch); convert them with .to(dtype), or run the model under forgegrad.autocast")
+
+
+def _rounded_number(a, dt):
+    """A real Python / numpy number as float32 after rounding to low-precision dtype ``dt``; anything else as is."""
+    if isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, (bool, np.bool_)):
+        with np.errstate(over="ignore"):  # past the dtype's range: inf, as torch's cast
+            return np.float32(np.asarray(np.float32(a)).astype(dt))
+    return a
 
 
 COMPLEX_SCALARS = (complex, np.complexfloating)
@@ -294,6 +334,17 @@ def _apply_complex(cls, args, kwargs):
 SPARSE_OP = None
 
 
+def _bf16_through_float32(cls, args, kwargs) -> bool:
+    """Whether an exact_dtype op over a bfloat16 tensor runs on its float32 values, rounded back: every registered
+    one but the cast itself, and but a call given a result dtype (prod(x, dtype=float32) keeps it)."""
+    if cls.op is None or cls.op.name == "cast":
+        return False
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, (_dtypes.dtype, np.dtype, type)):
+            return False
+    return True
+
+
 class Done:
     """An op that dispatch ran elsewhere (meta, complex, torch's dtypes): its result."""
 
@@ -309,7 +360,8 @@ def dispatch(cls, args, kwargs, raw, state):
     for an op run here, else (cls, raw, wrap, ints_only, inference kernel or None) for apply to run."""
     other_device = False
     f64 = False
-    odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16)
+    odd = False  # a CPU tensor neither float32 nor float64 (integers, bool, float16, bfloat16)
+    bf16 = False
     for a, d in zip(args, raw):
         if isinstance(a, Tensor):
             if type(d) is not _NDARRAY:
@@ -318,6 +370,7 @@ def dispatch(cls, args, kwargs, raw, state):
                 f64 = True
             elif d.dtype is not _F32:
                 odd = True
+                bf16 = bf16 or d.dtype is _dtypes._BF16
         elif isinstance(a, COMPLEX_SCALARS):
             odd = True
     if other_device:
@@ -331,8 +384,10 @@ def dispatch(cls, args, kwargs, raw, state):
     if odd and not cls.complex_path and not other_device and _complex_arg(args):
         return Done(_apply_complex(cls, args, kwargs))  # complex tensors: the op's numpy Function (ops/_complex.py)
     ints_only = False  # integer / bool tensors only: a floating result is recomputed in the default dtype
-    if odd and not other_device and not cls.exact_dtype and not cls.is_view and not cls.any_device and \
-            not state.get("plain_dtypes"):
+    # bfloat16 also takes the ops that keep their own result dtypes (exact_dtype: prod, logsumexp, the pointwise
+    # math ops) to the float32 kernels: numpy's bfloat16 arithmetic (ml_dtypes) would round every step
+    if odd and not other_device and (not cls.exact_dtype or bf16 and _bf16_through_float32(cls, args, kwargs)) and \
+            not cls.is_view and not cls.any_device and not state.get("plain_dtypes"):
         how = needs_torch_dtypes(cls, args)
         if how == 1:
             return Done(apply_with_torch_dtypes(cls, args, kwargs, state))

@@ -130,6 +130,25 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+def bfloat16_available() -> bool:
+    """Whether forgegrad.bfloat16 can be made (the optional ml_dtypes package is installed)."""
+    from . import dtypes
+    try:
+        dtypes.load_bfloat16()
+    except ImportError:
+        return False
+    return True
+
+
+def bfloat16_bits_as_bfloat16(arr: np.ndarray) -> np.ndarray:
+    """An array read with ``widen_bfloat16=False``: its BF16 bit patterns as a bfloat16 array (a view; no
+    rounding), any other array as it is. Needs ml_dtypes (bfloat16_available())."""
+    if arr.dtype.metadata and arr.dtype.metadata.get("safetensors") == "BF16":
+        from . import dtypes
+        return arr.view(np.uint16).view(dtypes.load_bfloat16().dtype)
+    return arr
+
+
 def read_tensors(f: BinaryIO, entries, widen_bfloat16: bool = True) -> Dict[str, np.ndarray]:
     """Read each tensor (in file order, right after the header) into its own new array; bfloat16 tensors
     widened to float32, or with ``widen_bfloat16=False`` kept as their uint16 bit patterns (dtype ``BF16``)."""

@@ -65,6 +65,11 @@ class TensorMethods:
         return _OPS["div"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
 
     def __rtruediv__(self, other):
+        if (self._data.dtype.kind in "fV" and self._data.dtype.itemsize == 2 and isinstance(other, (int, float))
+                and not isinstance(other, bool)):
+            # torch's number / tensor is tensor.reciprocal() * number: in float16 / bfloat16 the reciprocal is
+            # rounded before the product (2.5 / 3 is 0.8359375 in bfloat16, not 0.83203125)
+            return _OPS["mul"].apply(_OPS["reciprocal"](self), other)
         return _OPS["div"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
 
     def __pow__(self, other):

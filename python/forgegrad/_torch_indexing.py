@@ -303,6 +303,8 @@ def _topk_indices(v, axis, k, largest):
     """The first k of the stable sort (_sort_indices) without sorting all: the k-th value found by a partition,
     the values beyond it and the first of those equal to it (by index) taken, then only those k sorted. (float32
     goes to the kernel, _topk_kernel.topk_along, before this: the same indices.)"""
+    if v.dtype.kind == "V":  # bfloat16: ordered as its (exact) float32 values
+        v = v.astype(np.float32)
     if v.ndim == 0 or k == 0 or (v.dtype.kind == "f" and np.isnan(v).any()):
         idx = _sort_indices(v, axis, largest)
         return idx if v.ndim == 0 else np.take(idx, np.arange(k), axis=axis)

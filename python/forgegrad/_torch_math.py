@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import return_types
+from .amp.autocast_mode import lower_precision_args, outside_policy
 from ._torch_install import inplace_method, method, op_function
 from ._torch_random import FACTORIES, METHODS as _RANDOM_METHODS
 from .ops.contract import einsum
@@ -307,7 +308,8 @@ def _mat(x, name, who, nd=2):
 
 
 def mv(input, vec):
-    return _mat(input, "input", "mv") @ _vec(vec, "vec", "mv")
+    with outside_policy():  # torch's autocast leaves mv alone (matmul would lower it)
+        return _mat(input, "input", "mv") @ _vec(vec, "vec", "mv")
 
 
 def _dot(input, tensor, who, name):
@@ -335,6 +337,7 @@ def vdot(input, other):
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    input, mat1, mat2 = lower_precision_args(input, mat1, mat2)  # autocast gives the sum in its dtype, as torch's
     return _add_scaled(_t(input, "input", "addmm"), _mat(mat1, "mat1", "addmm") @ _mat(mat2, "mat2", "addmm"),
                        beta, alpha)
 
@@ -344,11 +347,13 @@ def addmv(input, mat, vec, *, beta=1, alpha=1):
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    input, batch1, batch2 = lower_precision_args(input, batch1, batch2)
     return _add_scaled(_t(input, "input", "baddbmm"), _mat(batch1, "batch1", "baddbmm", 3) @
                        _mat(batch2, "batch2", "baddbmm", 3), beta, alpha)
 
 
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    input, batch1, batch2 = lower_precision_args(input, batch1, batch2)
     b1, b2 = _mat(batch1, "batch1", "addbmm", 3), _mat(batch2, "batch2", "addbmm", 3)
     # sum_b batch1[b] @ batch2[b] is one GEMM of (n, b*k) by (b*k, p)
     prod = b1.permute(1, 0, 2).reshape(b1.shape[1], -1) @ b2.reshape(-1, b2.shape[2])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dtypes as _dtypes
 from . import _version_counter as _vc
 from ._memory import ALIGN
 from .devices import MetaArray
@@ -127,8 +128,8 @@ def half(self):
 
 
 def bfloat16(self):
-    raise TypeError("bfloat16(): forgegrad has no bfloat16 dtype (its floating tensors are float32 or float64, "
-                    "float16 through half())")
+    """This tensor as forgegrad.bfloat16 (rounded to nearest even, as torch's); needs ml_dtypes."""
+    return self._cast(_dtypes.load_bfloat16())
 
 
 def byte(self):

@@ -162,7 +162,7 @@ class Function:
         # The one dispatch path of every op, and its hot path: kept free of imports and generic
         # helpers (it runs once per op in every training step, and at batch 1 its cost is comparable
         # to the kernels'). CPU arrays are numpy ndarrays; any other storage goes to _apply_on_device.
-        if _batch_hook is not None:  # a batched forgegrad.func.vmap runs: an op on its values goes to a rule
+        if _batch_hook is not None:  # a batched vmap (an op on its values goes to a rule) or autocast region runs
             out = _batch_hook(cls, args, kwargs)
             if out is not NotImplemented:
                 return out
@@ -235,7 +235,7 @@ class Function:
             _drop_inputs(ctx, cls, args, kwargs, results)  # what no backward rule reads is not kept alive
             skip = cls.non_differentiable_outputs
             for i, t in enumerate(results):
-                if t._data.dtype.kind in "fc" and i not in skip:
+                if t._data.dtype.kind in "fcV" and i not in skip:  # V: bfloat16 (ml_dtypes), the only one kept
                     t.requires_grad = True
                     t._ctx = ctx
                     t._out_index = i

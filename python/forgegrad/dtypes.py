@@ -1,6 +1,7 @@
 """dtypes as objects, with torch's names: ``forgegrad.float32`` (``float``), ``float64`` (``double``),
 ``int64`` (``long``), ``int32`` (``int``), ``int16`` (``short``), ``int8``, ``uint8``, ``bool``, ``complex64``
-(``cfloat``), ``complex128`` (``cdouble``).
+(``cfloat``), ``complex128`` (``cdouble``), and ``bfloat16`` with the optional ml_dtypes package (``pip install
+forgegrad[bf16]``), made on first use: forgegrad imports without it.
 
 A dtype compares equal to the numpy dtype it stores as, to numpy scalar types and to its name as a
 string (``x.dtype == np.float32``, ``x.dtype == "float32"`` keep working), and numpy accepts it
@@ -15,7 +16,7 @@ import numpy as np
 
 __all__ = ["dtype", "to_numpy", "of", "float32", "float", "float64", "double", "int64", "long", "int32", "int",
            "int16", "short", "int8", "uint8", "bool", "float16", "half", "complex64", "cfloat", "complex128", "cdouble",
-           "default_float", "default_complex"]
+           "default_float", "default_complex", "is_floating"]  # (bfloat16: made on first use, load_bfloat16)
 
 
 class dtype:
@@ -26,9 +27,10 @@ class dtype:
     def __init__(self, name: str, np_dtype):
         self.name = name
         self.dtype = np.dtype(np_dtype)  # what numpy reads when given this object as a dtype
-        self.is_floating_point = self.dtype.kind == "f"
+        # bfloat16 (ml_dtypes) is numpy kind "V"
+        self.is_floating_point = self.dtype.kind == "f" or self.dtype.name == "bfloat16"
         self.is_complex = self.dtype.kind == "c"
-        self.is_signed = self.dtype.kind in "fic"
+        self.is_signed = self.dtype.kind in "fic" or self.is_floating_point
 
     def to_real(self) -> "dtype":
         """torch's dtype.to_real(): complex64 -> float32, complex128 -> float64; a real dtype is itself."""
@@ -106,17 +108,89 @@ _NAMES = {"float32": float32, "float": float32, "float64": float64, "double": fl
 
 
 def of(value) -> dtype:
-    """The forgegrad dtype for a dtype object, numpy dtype or type, or a name ("float32", "long")."""
+    """The forgegrad dtype for a dtype object, numpy dtype or type, or a name ("float32", "long", "bfloat16")."""
     if isinstance(value, dtype):
         return value
     if isinstance(value, str):
-        found = _NAMES.get(value.replace("torch.", "").replace("forgegrad.", ""))
+        name = value.replace("torch.", "").replace("forgegrad.", "")
+        found = _NAMES.get(name)
         if found is not None:
             return found
+        if name == "bfloat16":
+            return load_bfloat16()
     try:
-        return _BY_NUMPY[np.dtype(value)]
+        np_dtype = np.dtype(value)
+        if np_dtype.kind == "V" and np_dtype.name == "bfloat16":  # ml_dtypes' bfloat16, not yet registered
+            return load_bfloat16()
+        return _BY_NUMPY[np_dtype]
     except (TypeError, KeyError):
         raise TypeError(f"expected a dtype (forgegrad.float32, forgegrad.int64, ...), got {value!r}") from None
+
+
+# ---- bfloat16 ------------------------------------------------------------------------------------------
+# numpy has no bfloat16: ml_dtypes (an optional dependency) gives it as a numpy dtype of kind "V", so everything
+# that asks whether a dtype is floating asks is_floating(), never ``kind == "f"`` alone. Until forgegrad.bfloat16
+# is first asked for, no tensor can hold one and _BF16 is None.
+_BF16 = None
+BF16_INSTALL_HINT = ("forgegrad.bfloat16 needs the ml_dtypes package (numpy's bfloat16 dtype): "
+                     "pip install forgegrad[bf16]")
+
+
+def load_bfloat16() -> dtype:
+    """forgegrad.bfloat16, made (and registered with the other dtypes) on first use; a clear ImportError without
+    ml_dtypes."""
+    global _BF16
+    found = globals().get("bfloat16")
+    if found is not None:
+        return found
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError(BF16_INSTALL_HINT) from None
+    _BF16 = np.dtype(ml_dtypes.bfloat16)
+    made = dtype("bfloat16", _BF16)
+    _BY_NUMPY[_BF16] = made
+    _NAMES["bfloat16"] = made
+    globals()["bfloat16"] = made
+    from ._version_counter import TYPE_NAMES
+    TYPE_NAMES[_BF16] = "BFloat16Tensor"  # torch's x.type()
+    return made
+
+
+def __getattr__(name):  # forgegrad.dtypes.bfloat16, made on first use
+    if name == "bfloat16":
+        return load_bfloat16()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def astype(arr: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """``arr.astype(dt)`` as torch casts: to and from bfloat16 through float32 (c10::BFloat16 is made from a float, so
+    float64 1 + 2**-8 + 2**-30 gives 1.0 there; ml_dtypes' direct cast gives 1.0078125)."""
+    if (dt is _BF16 and arr.dtype != _F32 and arr.dtype is not _BF16) or (arr.dtype is _BF16 and dt.kind in "iub"):
+        arr = arr.astype(_F32)  # (and from bfloat16 to integers as from its float32 values: -63 -> uint8 193)
+    return arr.astype(dt)
+
+
+def is_floating(d: np.dtype) -> builtins.bool:
+    """Whether numpy dtype ``d`` is a floating one: float16/32/64, or bfloat16 (whose numpy kind is "V")."""
+    k = d.kind
+    return k == "f" or (k == "V" and d is _BF16)
+
+
+def is_low_precision(d: np.dtype) -> builtins.bool:
+    """float16 or bfloat16: stored as such, computed on the float32 kernels and rounded back (_op_dispatch)."""
+    return d == _F16 or (_BF16 is not None and d is _BF16)
+
+
+def finfo_eps(d: np.dtype) -> builtins.float:
+    """The machine epsilon of floating numpy dtype ``d`` (bfloat16's 2**-7 too, which np.finfo does not know)."""
+    return 2.0 ** -7 if d is _BF16 else builtins.float(np.finfo(d).eps)
+
+
+def float_kind(d: np.dtype) -> str:
+    """``d.kind``, with bfloat16's "V" read as "f"."""
+    k = d.kind
+    return "f" if k == "V" and d is _BF16 else k
 
 
 # torch.set_default_dtype's state (forgegrad._torch_dtype_utils sets it): the dtype that factories give
@@ -136,10 +210,11 @@ def default_complex() -> np.dtype:
 
 _CATEGORY = {"b": 0, "f": 2, "c": 3}
 _C64, _C128 = np.dtype(np.complex64), np.dtype(np.complex128)
+_F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
 
 
 def _category(d: np.dtype) -> builtins.int:
-    return _CATEGORY.get(d.kind, 1)
+    return _CATEGORY.get(float_kind(d), 1)
 
 
 def promote(a: np.dtype, b: np.dtype) -> np.dtype:
@@ -154,6 +229,8 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype:
         if 3 in (ca, cb) and 2 in (ca, cb):
             return _C128 if np.float64 in (a, b) or _C128 in (a, b) else _C64
         return a if ca > cb else b
+    if ca == 2 and _BF16 is not None and _BF16 in (a, b):  # bfloat16 with float16: float32 (numpy's too, said here)
+        return _F32 if _F16 in (a, b) else np.promote_types(a, b)
     return np.promote_types(a, b)
 
 
@@ -180,11 +257,12 @@ def _combine(higher, lower):
         return lower
     if lower is None or higher.kind == "c":
         return higher
-    if lower.kind == "c":
-        return _to_complex(higher) if higher.kind == "f" else lower
-    if higher.kind == "f":
+    hk, lk = float_kind(higher), float_kind(lower)
+    if lk == "c":
+        return _to_complex(higher) if hk == "f" else lower
+    if hk == "f":
         return higher
-    if higher.kind == "b" or lower.kind == "f":
+    if hk == "b" or lk == "f":
         return promote(higher, lower)
     return higher
 
@@ -230,6 +308,8 @@ def inferred_dtype(data):
     (Python numbers: int64, the default floating dtype, bool). An ndarray or numpy scalar keeps its dtype; a
     sequence with numpy values in it promotes its elements' dtypes (torch.promote_types)."""
     if isinstance(data, (np.ndarray, np.generic)):
+        if data.dtype.kind == "V" and data.dtype.name == "bfloat16":
+            load_bfloat16()
         return data.dtype if data.dtype in _BY_NUMPY else None
     if hasattr(data, "_data") and hasattr(data, "requires_grad"):  # a Tensor keeps its dtype
         return data._data.dtype

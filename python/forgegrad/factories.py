@@ -218,9 +218,19 @@ manual_seed = _random.manual_seed
 
 def _float_dtype(dtype) -> np.dtype:
     dt = _np_dtype(dtype)
-    if dt not in (np.float32, np.float64, np.complex64, np.complex128):
-        raise TypeError(f"expected dtype float32, float64, complex64 or complex128, got {_dtypes.of(dt)}")
+    if dt not in (np.float32, np.float64, np.complex64, np.complex128) and not _dtypes.is_low_precision(dt):
+        raise TypeError(f"expected dtype float32, float64, float16, bfloat16, complex64 or complex128, got "
+                        f"{_dtypes.of(dt)}")
     return dt
+
+
+def _low_precision_draw(draw, shape, dt, below_one=False):
+    """float16 / bfloat16 values: float32 draws rounded to ``dt`` (``below_one``: kept below 1, which rounding can
+    reach, as torch's rand is)."""
+    out = draw(shape, np.float32).astype(dt)
+    if below_one:
+        out = np.minimum(out, np.asarray(1 - _dtypes.finfo_eps(dt) / 2, np.float32).astype(dt))
+    return out
 
 
 def _complex_draw(draw, shape, dt, scale=1.0):
@@ -236,6 +246,9 @@ def randn(*shape, size=None, requires_grad=False, device=None, dtype=None, gener
     if dt.kind == "c":
         return _factory(device, shape, dt, lambda: _complex_draw(
             lambda s, d: gen.standard_normal(s, dtype=d), shape, dt, np.sqrt(0.5)), requires_grad)
+    if _dtypes.is_low_precision(dt):
+        return _factory(device, shape, dt, lambda: _low_precision_draw(
+            lambda s, d: gen.standard_normal(s, dtype=d), shape, dt), requires_grad)
     return _factory(device, shape, dt, lambda: gen.standard_normal(shape, dtype=dt), requires_grad)
 
 
@@ -245,6 +258,9 @@ def rand(*shape, size=None, requires_grad=False, device=None, dtype=None, genera
     if dt.kind == "c":
         return _factory(device, shape, dt, lambda: _complex_draw(
             lambda s, d: gen.random(s, dtype=d), shape, dt), requires_grad)
+    if _dtypes.is_low_precision(dt):
+        return _factory(device, shape, dt, lambda: _low_precision_draw(
+            lambda s, d: gen.random(s, dtype=d), shape, dt, below_one=True), requires_grad)
     return _factory(device, shape, dt, lambda: gen.random(shape, dtype=dt), requires_grad)
 
 

@@ -22,10 +22,11 @@ def is_grad_enabled() -> bool:
 
 def graph_free() -> bool:
     """True when no op needs to go through Function.apply: grad mode is off, no trace() is recording and no
-    batched forgegrad.func.vmap runs in this thread (its batching rules see the ops only there). Layers use it
-    for their inference fast path (a kernel call, no graph bookkeeping)."""
+    batched forgegrad.func.vmap or autocast region runs in this thread (its batching rules or autocast's policy see
+    the ops only there). Layers use it for their inference fast path (a kernel call, no graph bookkeeping)."""
     d = _state.__dict__
-    return not d.get("grad_enabled", True) and d.get("recorder") is None and not d.get("batching")
+    return not d.get("grad_enabled", True) and d.get("recorder") is None and not d.get("batching") and \
+        not d.get("autocast")
 
 
 def _set_grad_enabled(mode: bool) -> None:

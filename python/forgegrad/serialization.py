@@ -52,6 +52,7 @@ import numpy as np
 
 from . import _checkpoint_structure as _structure
 from . import devices as _devices
+from . import dtypes as _dtypes
 from . import _safetensors_read as _reader
 from ._atomic_io import atomic_write
 from .tensor import Tensor
@@ -91,7 +92,7 @@ def _as_array(where: str, value, locations: Optional[Dict[int, str]] = None) -> 
         raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store "
                         "(its only complex dtype is C64, complex64): save it as .to(forgegrad.complex64), or "
                         "forgegrad.view_as_real(t) (float64) and view_as_complex after loading")
-    if arr.dtype.kind not in "fiubc" or arr.dtype.itemsize > 8:
+    if (arr.dtype.kind not in "fiubc" and arr.dtype is not _dtypes._BF16) or arr.dtype.itemsize > 8:
         raise TypeError(f"forgegrad.save: value at {where} has dtype {arr.dtype}, which safetensors cannot store")
     # safetensors reads raw memory from the data pointer: it must be C-contiguous. (Not
     # np.ascontiguousarray: it turns 0-d arrays into 1-d ones.)
@@ -270,7 +271,9 @@ def load(f=_MISSING, map_location=None, pickle_module=None, *, weights_only=None
     with closing:
         try:
             meta, entries = _reader.read_header(f, size)
-            loaded = _reader.read_tensors(f, entries)
+            # BF16 tensors: bfloat16 arrays (ml_dtypes) where forgegrad.bfloat16 is available, else float32 (exact)
+            loaded = _reader.read_tensors(f, entries, widen_bfloat16=not _reader.bfloat16_available())
+            loaded = {k: _reader.bfloat16_bits_as_bfloat16(v) for k, v in loaded.items()}
         except _reader.CorruptFile as e:
             raise _corrupt(path, e) from None
     if map_location is not None:

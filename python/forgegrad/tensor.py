@@ -9,6 +9,8 @@ through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu(
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Optional, Tuple
 
 import numpy as np
@@ -56,6 +58,8 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
         if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
             raise OverflowError(f"uint64 data up to {int(arr.max())} does not fit forgegrad's int64 storage")
         arr = arr.astype(np.int64)
+    elif kind == "V" and arr.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 array: forgegrad.bfloat16
+        _dtypes.load_bfloat16()
     elif kind not in "fiubc":
         raise TypeError(f"forgegrad tensors hold float, complex, integer or bool data, got dtype {arr.dtype}")
     return arr
@@ -214,6 +218,8 @@ class Tensor(TensorMethods):
             return _devices.to_host(self._data)
         if not isinstance(self._data, np.ndarray):
             self._host_only("numpy()")
+        if self._data.dtype is _dtypes._BF16 and not _called_from_forgegrad():
+            _bfloat16_refused("numpy()")
         return self._data
 
     def tolist(self):
@@ -222,6 +228,9 @@ class Tensor(TensorMethods):
     def __array__(self, dtype=None, copy=None):
         if not isinstance(self._data, np.ndarray):
             self._host_only("__array__")
+        if self._data.dtype is _dtypes._BF16 and (dtype is None or np.dtype(dtype) == self._data.dtype) and \
+                not _called_from_forgegrad():
+            _bfloat16_refused("__array__")
         if dtype is not None and np.dtype(dtype) != self._data.dtype:
             return self._data.astype(dtype)
         return self._data
@@ -231,7 +240,7 @@ class Tensor(TensorMethods):
             return f"tensor(..., device='meta', size={self.shape}" + (
                 f", dtype={self.dtype})" if self.dtype != np.float32 else ")")
         host = _devices.to_host(self._data)
-        body = _print_options.array_body(host)
+        body = _print_options.array_body(host.astype(_F32) if host.dtype is _dtypes._BF16 else host)
         extra = ""
         if self._ctx is not None:
             extra = f", grad_fn=<{type(self._ctx).__name__}Backward>"
@@ -275,7 +284,7 @@ class Tensor(TensorMethods):
         return state
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        if requires_grad and self._data.dtype.kind not in "fc":
+        if requires_grad and self._data.dtype.kind not in "fc" and not _dtypes.is_floating(self._data.dtype):
             raise RuntimeError(f"only floating point and complex tensors can require gradients, got dtype {self.dtype}")
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
@@ -449,7 +458,7 @@ class Tensor(TensorMethods):
         return self._cast(other._data.dtype)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return _dtypes.is_floating(self._data.dtype)
 
     def element_size(self) -> int:
         return self._data.dtype.itemsize
@@ -538,7 +547,7 @@ class Tensor(TensorMethods):
         return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_", generator)
 
     def _random_fill(self, draw, name, generator=None) -> "Tensor":
-        if np.dtype(self._data.dtype).kind != "f":
+        if not _dtypes.is_floating(np.dtype(self._data.dtype)):
             raise TypeError(f"{name}: expected a floating point tensor, got dtype {self.dtype}")
         if not _devices.has_data(self._data):
             return self  # a meta tensor has no values: nothing drawn, as nn.init
@@ -552,6 +561,21 @@ class Tensor(TensorMethods):
 _TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _called_from_forgegrad() -> bool:
+    """Whether numpy() / __array__'s caller is forgegrad's own code, which reads the storage (an ml_dtypes bfloat16
+    array) as it reads any other: only a user's call refuses a bfloat16 tensor, as torch's does."""
+    return sys._getframe(2).f_code.co_filename.startswith(_PACKAGE)
+
+
+def _bfloat16_refused(what: str):
+    # torch's own error: numpy has no bfloat16 (ml_dtypes' is no numpy dtype torch knows)
+    raise TypeError(f"Got unsupported ScalarType BFloat16: {what} of a bfloat16 tensor; numpy has no bfloat16 "
+                    "dtype, so convert first with .float() (as torch)")
+
+
 def _copy_result(t, src):
     """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad), on
     t's device (copy_ copies across devices, as torch's)."""
@@ -559,7 +583,7 @@ def _copy_result(t, src):
         src = src.to(t.device)
     if src.requires_grad or not isinstance(src._data, np.ndarray):
         return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
-    return Tensor._wrap_exact(np.broadcast_to(src._data, t.shape).astype(t._data.dtype))
+    return Tensor._wrap_exact(_dtypes.astype(np.broadcast_to(src._data, t.shape), t._data.dtype))
 
 
 def _seed_storage(gradient, t: "Tensor"):

@@ -272,6 +272,7 @@ class batching:
             _tripped[0] = False
             _inputs[:] = self.inputs
             _random["mode"] = self.randomness
+            self._prev_hook = _autograd._batch_hook  # (an autocast region's: back when the vmap ends)
             _autograd._batch_hook = _hook
         _grad_state.batching = True  # the layers' inference fast paths (graph_free) read storage directly
         return self
@@ -281,7 +282,7 @@ class batching:
         with _lock:
             _active[0] = None
             _inputs.clear()
-            _autograd._batch_hook = None
+            _autograd._batch_hook = self._prev_hook
         return False
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _version_counter as _vc
 from .. import devices
+from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
 from .parameter import Parameter
@@ -292,7 +293,8 @@ class Module:
             if getattr(target, "_is_uninitialized", False):
                 target.materialize(arr.shape)
             if isinstance(target._data, np.ndarray):
-                target._data[...] = arr.astype(target._data.dtype, copy=False)
+                target._data[...] = arr if arr.dtype == target._data.dtype else \
+                    _dtypes.astype(arr, target._data.dtype)  # (to bfloat16 through float32, as torch)
                 _vc.bump(target)
             elif not devices.has_data(target._data):
                 # a meta tensor has no storage to copy into: loading gives it its values (on the CPU)
@@ -320,10 +322,11 @@ class Module:
         with ``load_state_dict`` instead (which fills meta tensors). Layers that create their weights on
         the first call (Dense, Conv2D without an input size) create them on the device they were built
         on or last moved to.
-        ``to(dtype)`` (``double()``, ``float()``): float parameters and buffers become float32 or float64
-        (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
+        ``to(dtype)`` (``double()``, ``float()``, ``half()``, ``bfloat16()``): float parameters and buffers become
+        that dtype (their gradients are dropped); a float64 model runs every op in float64 (numpy code where the
         C++ kernels are float32: correct, not fast; see docs/torch_compat.md) and the optimizers step
-        it in float64. ``to(tensor)`` takes that tensor's dtype (a float one) and device, as torch's. Returns self.
+        it in float64; a float16 / bfloat16 model computes each op in float32, rounded back. ``to(tensor)``
+        takes that tensor's dtype (a float one) and device, as torch's. Returns self.
         """
         from ..tensor import Tensor
         if isinstance(device, Tensor):
@@ -331,7 +334,7 @@ class Module:
                 raise TypeError("Module.to(tensor) takes no dtype: the tensor gives it")
             other = device
             if not other.dtype.is_floating_point:
-                raise TypeError(f"Module.to: parameters can be float32 or float64, but the tensor is {other.dtype}")
+                raise TypeError(f"Module.to: parameters take a floating dtype, but the tensor is {other.dtype}")
             device, dtype = other.device, other.dtype
         if device is not None and not isinstance(device, (str, devices.device)):
             if dtype is not None:
@@ -339,15 +342,18 @@ class Module:
             device, dtype = None, device
         if dtype is not None:
             try:
-                want = np.dtype(dtype)
+                want = _dtypes.of(dtype)
             except TypeError:
                 raise TypeError(f"Module.to: expected a device ('cpu', 'meta') or a dtype, got {dtype!r}") from None
-            if want not in (np.float32, np.float64):
-                raise TypeError(f"Module.to: parameters can be float32 or float64, not {want}")
+            if not want.is_floating_point:
+                raise TypeError(f"Module.to: parameters take a floating dtype (float32, float64, float16, bfloat16), "
+                                f"not {want}")
+            want = want.dtype
             for t in list(self.parameters()) + list(self.buffers()):
-                if t._data.dtype.kind == "f" and t._data.dtype != want:
+                if _dtypes.is_floating(t._data.dtype) and t._data.dtype != want:
                     # on another device the cast op runs there (no graph: a fresh leaf's storage)
-                    t._data = t._data.astype(want) if isinstance(t._data, (np.ndarray, MetaArray)) else \
+                    t._data = _dtypes.astype(t._data, want) if isinstance(t._data, np.ndarray) else \
+                        t._data.astype(want) if isinstance(t._data, MetaArray) else \
                         Tensor._wrap_exact(t._data)._cast(want)._data
                     t.grad = None
         if device is None:
@@ -391,6 +397,12 @@ class Module:
 
     def float(self) -> "Module":
         return self.to(np.float32)
+
+    def half(self) -> "Module":
+        return self.to(np.float16)
+
+    def bfloat16(self) -> "Module":
+        return self.to(_dtypes.load_bfloat16())
 
     # ---- summary -----------------------------------------------------------------------------------
     def summary(self, input_shape, batch_size: Optional[int] = 1, dtypes=None, print_summary: bool = True):

@@ -33,7 +33,7 @@ def result_dtype(*args, floating: bool = False) -> np.dtype:
     dt = _dtypes.result_of([a for a in args if is_arr(a) or isinstance(a, _NUM)])
     if dt is None:
         dt = default
-    if floating and dt.kind != "f":
+    if floating and not _dtypes.is_floating(np.dtype(dt)):
         dt = default
     return np.dtype(dt)
 
@@ -167,7 +167,7 @@ class PointwiseFunction(Function):
                 grads = spec.grads(NUMPY, g, arrays, out, ctx.kw)
         result = []
         for i, ((shape, dt), gi) in enumerate(zip(ctx.shapes, grads)):
-            if dt is None or gi is None or not ctx.needs_input_grad[i] or dt.kind != "f":
+            if dt is None or gi is None or not ctx.needs_input_grad[i] or not _dtypes.is_floating(dt):
                 result.append(None)
                 continue
             gi = np.broadcast_to(np.asarray(gi), np.broadcast_shapes(np.shape(gi), g.shape))

@@ -389,7 +389,9 @@ class DropoutFunction(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5, training=True):
-        return _dropout_forward(ctx, x, p, training, np.zeros_like, lambda keep, x: keep, np.multiply)
+        out = _dropout_forward(ctx, x, p, training, np.zeros_like, lambda keep, x: keep, np.multiply)
+        # (the float32 mask would widen a float16 / bfloat16 input: its product rounded back, as torch's)
+        return out if out.dtype == x.dtype else out.astype(x.dtype)
 
     @staticmethod
     def backward(ctx, g):

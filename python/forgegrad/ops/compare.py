@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes as _dtypes
 from ..autograd import Function
 from . import _meta as M
 from . import _samples as S
@@ -88,11 +89,11 @@ class CastFunction(Function):
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.in_dtype = a.dtype
-        return a.astype(np.dtype(dtype))
+        return _dtypes.astype(a, np.dtype(dtype))  # (to bfloat16 through float32, as torch)
 
     @staticmethod
     def backward(ctx, g):
-        return g.astype(ctx.in_dtype, copy=False) if ctx.in_dtype.kind == "f" else None
+        return g.astype(ctx.in_dtype, copy=False) if _dtypes.is_floating(ctx.in_dtype) else None
 
 
 class CastCudaFunction(Function):

@@ -173,9 +173,10 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError("optimizer can only optimize forgegrad Tensors (e.g. forgegrad.nn.Parameter), "
                                 f"but params[{i}] is {_type_name(p)}")
-            if p._data.dtype != np.float32 and p._data.dtype != np.float64:
-                raise TypeError(f"optimizer can only optimize float32 or float64 tensors, but params[{i}] has "
-                                f"dtype {p._data.dtype}")
+            if p._data.dtype != np.float32 and p._data.dtype != np.float64 and not (
+                    isinstance(p._data, np.ndarray) and _dtypes.is_low_precision(p._data.dtype)):
+                raise TypeError(f"optimizer can only optimize floating tensors (float32, float64; float16 and "
+                                f"bfloat16 on the CPU), but params[{i}] has dtype {p._data.dtype}")
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf Tensor (params[{i}] was computed by an operation; "
                                  "optimize the leaf tensors it comes from)")
@@ -227,7 +228,15 @@ class Optimizer:
                 if any([getattr(type(g), "_is_sparse_storage", False) for _, g in pairs]):
                     self._check_sparse_grads()
                 for part in _by_device(pairs):  # one update per device holding parameters of the group
-                    self._step_group(group, part)
+                    low = [(p, p._data) for p, _ in part if p._data.dtype.itemsize == 2]
+                    if low:
+                        part = _as_float32(part)
+                    try:
+                        self._step_group(group, part)
+                    finally:
+                        for p, storage in low:  # rounded back into the parameter's own storage
+                            storage[...] = _dtypes.astype(p._data, storage.dtype)
+                            p._data = storage
                     written.extend([p._data for p, _ in part])
         # each parameter was written in place once (torch's foreach step counts one in p._version): a graph
         # that saved one before the step refuses to run backward through its old value
@@ -361,8 +370,9 @@ class Optimizer:
                     raise ValueError(f"state[{index}][{k!r}] must be a scalar, got shape {arr.shape}")
                 out[k] = Tensor._wrap(arr.reshape(()))
             elif isinstance(v, (np.ndarray, Tensor)) or hasattr(v, "__array__"):
-                arr = np.array(_devices.to_host(v._data) if isinstance(v, Tensor) else v, dtype=param._data.dtype,
-                               order="C")
+                # (a float16 / bfloat16 parameter's state is float32: see _as_float32)
+                dt = np.float32 if _dtypes.is_low_precision(param._data.dtype) else param._data.dtype
+                arr = np.array(_devices.to_host(v._data) if isinstance(v, Tensor) else v, dtype=dt, order="C")
                 if arr.shape != param._data.shape:
                     raise ValueError(f"state[{index}][{k!r}] has shape {arr.shape}, but its parameter has shape "
                                      f"{param._data.shape}")
@@ -387,6 +397,19 @@ def _by_device(pairs):
     for pair in pairs:
         parts.setdefault(_devices.device_of(pair[0]._data), []).append(pair)
     return list(parts.values())
+
+
+def _as_float32(pairs):
+    """A float16 / bfloat16 parameter and its gradient as float32 working copies (p._data swapped; step puts the
+    storage back, the result rounded to nearest even): the float32 update, whose state (momentum, moments) is
+    float32 (torch keeps it in the parameter's dtype, rounding every step)."""
+    out = []
+    for p, g in pairs:
+        if p._data.dtype.itemsize == 2:
+            p._data = p._data.astype(np.float32)
+            g = g.astype(np.float32)
+        out.append((p, g))
+    return out
 
 
 def _zeros_like(p: Tensor, value: float = 0.0) -> Tensor:

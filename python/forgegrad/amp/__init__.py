@@ -1,0 +1,7 @@
+"""forgegrad.amp: torch.amp's autocast for CPU ops (forgegrad.autocast), in bfloat16 or float16 (autocast_mode.py).
+forgegrad has no GradScaler: it is for float16 gradients on CUDA, which forgegrad's autocast never makes."""
+from .autocast_mode import (autocast, get_autocast_dtype, is_autocast_available, is_autocast_enabled,
+                            set_autocast_dtype, set_autocast_enabled)
+
+__all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype", "set_autocast_enabled", "set_autocast_dtype",
+           "is_autocast_available"]
