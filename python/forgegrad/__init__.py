@@ -63,6 +63,8 @@ from .amp import (autocast, get_autocast_dtype, is_autocast_enabled, set_autocas
 from . import fft  # noqa: E402  (torch.fft)
 from ._stft import istft, stft  # noqa: E402
 Tensor.stft, Tensor.istft = stft, istft
+from ._compile import compile  # noqa: E402, A004  (torch.compile: a frozen inference plan, forgegrad/_compile.py)
+from . import compiler, _dynamo  # noqa: E402  (torch.compiler, torch._dynamo's reset / config)
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.
@@ -71,8 +73,9 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "Size": "a tuple (x.shape is a tuple of ints)", "jit": None, "compile": None,
-    "hub": None, "backends": None,
+    "Size": "a tuple (x.shape is a tuple of ints)", "hub": None, "backends": None,
+    "jit": ("; forgegrad has no TorchScript (jit.script / jit.trace): for faster inference use "
+            "forgegrad.compile(model) or nn.utils.freeze(model), for a portable graph forgegrad.onnx.export"),
 }
 
 
@@ -83,7 +86,7 @@ def __getattr__(name):
         return dtypes.load_bfloat16()
     if name in _TORCH_NAMES:
         where = _TORCH_NAMES[name]
-        hint = (f"; forgegrad has it as {where}" if where else
+        hint = (where if where and where.startswith(";") else f"; forgegrad has it as {where}" if where else
                 "; forgegrad has no equivalent yet (see docs/torch_compat.md for the torch names it has)")
         raise AttributeError(f"module 'forgegrad' has no attribute {name!r} (torch.{name}){hint}")
     raise AttributeError(f"module 'forgegrad' has no attribute {name!r}")
@@ -101,6 +104,7 @@ __all__ = [
     "nn", "optim", "save", "load", "data", "datasets", "train", "sparse", "sparse_coo_tensor", "sparse_csr_tensor",
     "layout", "strided", "sparse_coo", "sparse_csr",
     "onnx", "models", "cuda", "bench", "cli", "linalg", "special", "distributions", "func", "vmap",
+    "compile", "compiler",
 ]
 __all__ += [  # the torch-style module-level functions (forgegrad._functions)
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "exp", "log", "sqrt", "abs", "sigmoid",

@@ -41,6 +41,9 @@ _HISTORY = 16  # write stamps kept at least per array, to name the version a sav
 entries: Dict[int, list] = {}
 _refs: Dict[int, "weakref.ref"] = {}
 clock = 0  # counted writes so far, over all arrays
+# writes through ``t.data`` tensors so far, over all arrays: not any array's version (autograd must not see them),
+# but a cache of values computed from weights (forgegrad.compile's frozen copy) must know that something changed
+data_writes = 0
 
 TYPE_NAMES = {np.dtype(np.float32): "FloatTensor", np.dtype(np.float64): "DoubleTensor",
               np.dtype(np.int64): "LongTensor", np.dtype(np.int32): "IntTensor", np.dtype(np.int16): "ShortTensor",
@@ -119,9 +122,11 @@ def tick() -> int:
 
 def bump(t) -> None:
     """Count one in-place write through tensor ``t``."""
+    global data_writes
     own = getattr(t, "_own_version", None)
     if own is not None:  # t.data: a counter of its own (torch's), unseen by saved tensors
         own[0] += 1
+        data_writes += 1
     else:
         _write(root(t._data))
 
