@@ -1,6 +1,6 @@
 """forgegrad.compile against eager, and torch.compile against torch eager: inference (eval, no_grad) of an MLP
 (784-256-256-10, ReLU) and LeNet (forgegrad.models.LeNet and its torch twin, same weights) at batch 1 and 64,
-1 thread pinned on both sides. Each pair is timed alternately (best of 5 rounds), forgegrad's compiled output is
+1 thread pinned on both sides. Each pair is timed alternately (best of 9 rounds), forgegrad's compiled output is
 checked bit-identical to eager first, torch.compile's compile time is reported apart (first calls excluded).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_compile.py [--no-torch]
@@ -18,14 +18,16 @@ from forgegrad import nn
 from forgegrad.models.cnn import LeNet
 
 
-def best_us(fn, iters, rounds=5):
-    best = float("inf")
+def pair_us(first, second, iters, rounds=9):
+    """Best time per call of each, the two alternated round by round (load on a shared machine hits both)."""
+    best = [float("inf"), float("inf")]
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / iters)
-    return best * 1e6
+        for i, fn in enumerate((first, second)):
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / iters)
+    return best[0] * 1e6, best[1] * 1e6
 
 
 def fg_models():
@@ -65,9 +67,8 @@ def main(argv):
             with fg.no_grad():
                 if not np.array_equal(model(x).numpy(), compiled(x).numpy()):
                     raise SystemExit(f"{name} batch {batch}: compiled output differs from eager")
-                iters = 2000 if batch == 1 else 100
-                eager_us = best_us(lambda: model(x), iters)
-                comp_us = best_us(lambda: compiled(x), iters)
+                iters = 1000 if batch == 1 else 50
+                eager_us, comp_us = pair_us(lambda: model(x), lambda: compiled(x), iters)
             rows.append((f"forgegrad {name} b{batch}", eager_us, comp_us, ""))
             if use_torch:
                 rows.append(torch_row(name, model, x, batch, iters))
@@ -82,15 +83,15 @@ def torch_row(name, model, x, batch, iters):
     t = torch_twin(name, model)
     tx = torch.from_numpy(x.numpy().copy())
     with torch.no_grad():
-        eager_us = best_us(lambda: t(tx), iters)
         try:
             tc = torch.compile(t)
             t0 = time.perf_counter()
             tc(tx)
             first_s = time.perf_counter() - t0
-            comp_us = best_us(lambda: tc(tx), iters)
+            eager_us, comp_us = pair_us(lambda: t(tx), lambda: tc(tx), iters)
             note = f"(torch.compile first call {first_s:.1f} s)"
         except Exception as e:  # noqa: BLE001  (reported: inductor needs a working C compiler)
+            eager_us, _ = pair_us(lambda: t(tx), lambda: None, iters)
             comp_us, note = 0.0, f"torch.compile failed: {type(e).__name__}: {str(e)[:120]}"
     return (f"torch {name} b{batch}", eager_us, comp_us, note)
 

@@ -353,3 +353,30 @@ def test_warnings_free_default_call():
         warnings.simplefilter("error")
         c = fg.compile(mlp().eval())
         infer(c, fg.randn(1, 13))
+
+
+class Uncopyable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = mlp()
+
+    def forward(self, x):
+        return self.body(x)
+
+    def __deepcopy__(self, memo):
+        raise TypeError("holds a handle that cannot be copied")
+
+
+def test_model_that_cannot_be_frozen_runs_eager_with_a_warning():
+    model = Uncopyable().eval()
+    c = fg.compile(model)
+    x = fg.randn(2, 13)
+    with pytest.warns(UserWarning, match="cannot be frozen.*runs eager"):
+        y = infer(c, x)
+    assert same(y, infer(model, x)) and c._frozen is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: later calls run eager without trying again
+        assert same(infer(c, x), infer(model, x))
+    with pytest.warns(UserWarning, match="cannot be frozen"):
+        fg.compiler.reset()
+        infer(c, x)

@@ -190,6 +190,8 @@ def test_utils_data_alias_and_name_hints():
     assert fg.absolute is not None and fg.concat is not None  # torch's aliases exist now
     assert fg.concat([fg.ones(1), fg.zeros(2)]).shape == (3,)  # cat's aliases exist (forgegrad._torch_shape)
     with pytest.raises(AttributeError, match="no equivalent yet"):
+        fg.hub  # noqa: B018
+    with pytest.raises(AttributeError, match="no TorchScript"):  # fg.compile / onnx export named instead
         fg.jit  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'not_a_torch_name'$"):
         fg.not_a_torch_name  # noqa: B018

@@ -64,7 +64,7 @@ from . import fft  # noqa: E402  (torch.fft)
 from ._stft import istft, stft  # noqa: E402
 Tensor.stft, Tensor.istft = stft, istft
 from ._compile import compile  # noqa: E402, A004  (torch.compile: a frozen inference plan, forgegrad/_compile.py)
-from . import compiler, _dynamo  # noqa: E402  (torch.compiler, torch._dynamo's reset / config)
+from . import compiler, _dynamo  # noqa: E402, F401  (torch.compiler, torch._dynamo's reset / config)
 
 # Imported on first use: they pull in optional packages (onnx, onnxruntime, matplotlib) or are
 # only needed by the command line.

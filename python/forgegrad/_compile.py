@@ -27,7 +27,7 @@ from itertools import chain
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from . import _version_counter as _vc
 from .grad_mode import _state as _grad_state
@@ -93,7 +93,7 @@ def reset() -> None:
     """torch.compiler.reset() / torch._dynamo.reset(): every compiled module drops its frozen copy; the next
     inference call makes it again from the model as it is then."""
     for m in list(_compiled_modules):
-        m._drop_frozen()
+        m._reset()
 
 
 def list_backends(exclude_tags=("debug", "experimental")) -> list:
@@ -208,11 +208,8 @@ class _Snapshot:
         self.clock, self.data_writes = _vc.clock, _vc.data_writes
 
     def _state(self) -> list:
-        state = list(map(_training_of, self.modules))
-        state += map(len, self.stores)
-        state += map(id, chain.from_iterable(map(_values_of, self.filled)))
-        state += map(id, map(_data_of, self.tensors))
-        return state
+        return [*map(_training_of, self.modules), *map(len, self.stores),
+                *map(id, chain.from_iterable(map(_values_of, self.filled))), *map(id, map(_data_of, self.tensors))]
 
     def _versions(self) -> list:
         return list(map(_vc.version_of, map(_data_of, self.tensors)))
@@ -232,12 +229,14 @@ class OptimizedModule(Module):
     the ``_orig_mod.`` prefix as torch's do, and ``train()`` / ``eval()`` / ``to()`` reach it); other attributes
     are read from it. See ``forgegrad.compile``."""
 
-    _OWN_ATTRIBUTES = frozenset({"_orig_mod", "_backend", "_frozen", "_snapshot", "forward", "__dict__"})
+    _OWN_ATTRIBUTES = frozenset({"_orig_mod", "_backend", "_asked_backend", "_frozen", "_snapshot", "forward",
+                                 "__dict__"})
 
     def __init__(self, mod: Module, backend: str = "inductor"):
         super().__init__()
         self._orig_mod = mod
         object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "_asked_backend", backend)
         object.__setattr__(self, "_frozen", None)
         object.__setattr__(self, "_snapshot", None)
         _compiled_modules.add(self)
@@ -278,6 +277,11 @@ class OptimizedModule(Module):
             return len(orig)
         raise TypeError(f"{type(orig).__name__} does not support len()")
 
+    def _reset(self) -> None:
+        """compiler.reset(): drop the copy; a model whose freezing failed is tried again at its next call."""
+        object.__setattr__(self, "_backend", self._asked_backend)
+        self._drop_frozen()
+
     def _drop_frozen(self) -> None:
         object.__setattr__(self, "_frozen", None)
         object.__setattr__(self, "_snapshot", None)
@@ -293,29 +297,40 @@ class OptimizedModule(Module):
                 self._drop_frozen()
                 return None
             snap = _Snapshot(orig)
-            frozen = freeze(orig)
+            try:
+                frozen = freeze(orig)
+            except Exception as e:  # noqa: BLE001  (a model deepcopy cannot copy: it runs eager, as torch falls back)
+                warnings.warn(f"forgegrad.compile: the model cannot be frozen ({type(e).__name__}: {e}); it runs "
+                              "eager (forgegrad.compiler.reset() tries again)", stacklevel=4)
+                object.__setattr__(self, "_backend", "eager")
+                return None
             object.__setattr__(self, "_frozen", frozen)
             object.__setattr__(self, "_snapshot", snap)
         return self._frozen
 
     def forward(self, *args, **kwargs):
-        orig = self._modules["_orig_mod"]
+        orig = self.__dict__["_orig_mod"]
         d = _grad_state.__dict__
+        grad_on = d.get("grad_enabled", True)
         fast = self._backend not in EAGER_BACKENDS and not orig.training and d.get("recorder") is None \
             and not d.get("batching") and not d.get("autocast")
-        if fast and d.get("grad_enabled", True):
+        if fast and grad_on:
             fast = _no_grad_wanted(args, kwargs) and not any(p.requires_grad for p in orig.parameters())
-        with _Compiling(True):
+        before = getattr(_local, "compiling", False)
+        _local.compiling = True  # (inline _Compiling: a context object per call is measurable at batch 1)
+        try:
             frozen = self._frozen_model() if fast else None
             if frozen is None:
                 if orig.training and self._frozen is not None:  # training: the copy would only hold memory
                     self._drop_frozen()
                 return orig(*args, **kwargs)
-            if d.get("grad_enabled", True):  # nothing requires grad: the eager model would record nothing either
+            if grad_on:  # nothing requires grad: the eager model would record nothing either
                 from .autograd import no_grad
                 with no_grad():
                     return frozen(*args, **kwargs)
             return frozen(*args, **kwargs)
+        finally:
+            _local.compiling = before
 
     def __deepcopy__(self, memo):
         import copy
