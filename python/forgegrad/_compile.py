@@ -17,7 +17,9 @@ made at the first such call and made again whenever the model's parameters or bu
 Checking costs one identity compare per module and tensor per call; the copy's outputs equal the eager model's
 bit for bit (same kernels, same order). Calls that record a graph (training) run the model itself, eager.
 Not seen: writes straight into a weight's numpy array (``p.numpy()[...] = v``), which no counter sees; call
-``forgegrad.compiler.reset()`` after such a write.
+``forgegrad.compiler.reset()`` after such a write. A forward that changes its own module's state in eval mode (an
+attribute it counts, a buffer it writes, a cache it keeps) changes the copy's, not the model's: compile such a
+model with ``backend="eager"``.
 """
 from __future__ import annotations
 
@@ -170,8 +172,8 @@ def _compiled_function(fn):
 
 
 def _no_grad_wanted(args, kwargs) -> bool:
-    """Whether a call records no graph: grad mode off, or on with no tensor argument requiring grad (the
-    model's own parameters are checked by the caller)."""
+    """Whether no tensor argument requires grad (with grad on, the call then records no graph if no parameter
+    requires grad either: the caller checks those)."""
     for a in args:
         if isinstance(a, Tensor) and a.requires_grad:
             return False
