@@ -217,11 +217,16 @@ def test_grad_on_but_nothing_requires_grad_uses_frozen_copy():
     assert not y.requires_grad and same(y, model(x)) and c._frozen is not None
 
 
-def test_weights_are_not_touched():
-    model = mlp().eval()
-    infer(fg.compile(model), fg.randn(2, 13))
+def test_weights_are_shared_not_copied_and_not_touched():
+    model = WithBuffer().eval()
+    c = fg.compile(model)
+    infer(c, fg.randn(2, 13))
     for p in model.parameters():
         assert p.requires_grad and p.numpy().flags.writeable
+    ours = list(model.parameters()) + list(model.buffers())
+    theirs = list(c._frozen.parameters()) + list(c._frozen.buffers())
+    assert len(ours) == len(theirs) and all(a._data is b._data for a, b in zip(ours, theirs))
+    assert nn.utils.is_frozen(c._frozen) and not nn.utils.is_frozen(model)
 
 
 def changes():
@@ -380,3 +385,24 @@ def test_model_that_cannot_be_frozen_runs_eager_with_a_warning():
     with pytest.warns(UserWarning, match="cannot be frozen"):
         fg.compiler.reset()
         infer(c, x)
+
+
+class CountsCalls(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = mlp()
+        self.register_buffer("calls", fg.zeros(1))
+
+    def forward(self, x):
+        self.calls.add_(1)  # a buffer written in eval mode: the copy writes the model's own array
+        return self.body(x) + self.calls
+
+
+def test_buffer_written_by_forward_is_the_models():
+    model = CountsCalls().eval()
+    twin = copy.deepcopy(model)
+    c = fg.compile(model)
+    x = fg.randn(3, 13)
+    for _ in range(3):
+        assert same(infer(c, x), infer(twin, x))
+    assert float(model.calls) == float(twin.calls) == 3.0

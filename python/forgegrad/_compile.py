@@ -5,8 +5,9 @@ activation, a conv with its activation and pool), so there is nothing for a comp
 it does have a speed-up is inference: ``nn.utils.freeze`` packs each Linear's weight for the GEMM once, keeps
 each 3x3 conv's Winograd transform and runs a Sequential as one C++ call. ``compile(model)`` returns an
 ``OptimizedModule`` (torch's name and layout: the model is its ``_orig_mod`` submodule) that, for a call with no
-graph to record (grad off, or nothing requiring grad) on a model in eval mode, runs a frozen copy of the model,
-made at the first such call and made again whenever the model's parameters or buffers could differ from it:
+graph to record (grad off, or nothing requiring grad) on a model in eval mode, runs a frozen copy of the model
+(``nn.utils.freeze.frozen_view``: the model's own arrays, not copied, plus the packed copies), made at the first
+such call and made again whenever the model could differ from it (the packed copies are snapshots):
 
 - a parameter, buffer or submodule replaced (``load_state_dict`` of new tensors, ``p.data = ...``, ``.to()``,
   ``.double()``), or a forward pre-hook added or removed;
@@ -17,9 +18,9 @@ made at the first such call and made again whenever the model's parameters or bu
 Checking costs one identity compare per module and tensor per call; the copy's outputs equal the eager model's
 bit for bit (same kernels, same order). Calls that record a graph (training) run the model itself, eager.
 Not seen: writes straight into a weight's numpy array (``p.numpy()[...] = v``), which no counter sees; call
-``forgegrad.compiler.reset()`` after such a write. A forward that changes its own module's state in eval mode (an
-attribute it counts, a buffer it writes, a cache it keeps) changes the copy's, not the model's: compile such a
-model with ``backend="eager"``.
+``forgegrad.compiler.reset()`` after such a write. A forward that sets an attribute on its module in eval mode (a
+counter, a cache kept on ``self``) sets the copy's, not the model's: compile such a model with ``backend="eager"``
+(buffers it writes in place are the model's own arrays, as eager).
 """
 from __future__ import annotations
 
@@ -293,14 +294,14 @@ class OptimizedModule(Module):
         model must run itself: a module in training mode or a parameter that requires grad with grad on."""
         snap = self._snapshot
         if snap is None or not snap.matches():
-            from .nn.utils.freeze import freeze
+            from .nn.utils.freeze import frozen_view
             orig = self._modules["_orig_mod"]
             if any(m.training for m in orig.modules()):
                 self._drop_frozen()
                 return None
             snap = _Snapshot(orig)
             try:
-                frozen = freeze(orig)
+                frozen = frozen_view(orig)
             except Exception as e:  # noqa: BLE001  (a model deepcopy cannot copy: it runs eager, as torch falls back)
                 warnings.warn(f"forgegrad.compile: the model cannot be frozen ({type(e).__name__}: {e}); it runs "
                               "eager (forgegrad.compiler.reset() tries again)", stacklevel=4)

@@ -21,7 +21,7 @@ from ..conv import Conv2d
 from ..linear import Dense, Linear
 from ..module import Module
 
-__all__ = ["freeze", "is_frozen", "packed_nbytes", "frozen_arrays", "FrozenCache"]
+__all__ = ["freeze", "frozen_view", "is_frozen", "packed_nbytes", "frozen_arrays", "FrozenCache"]
 
 
 def freeze(module: Module, inplace: bool = False) -> Module:
@@ -56,6 +56,32 @@ def freeze(module: Module, inplace: bool = False) -> Module:
         p.requires_grad = False
         if type(p._data) is np.ndarray:
             p._data.flags.writeable = False
+    return _pack(frozen)
+
+
+def frozen_view(module: Module) -> Module:
+    """An inference copy of ``module`` as ``freeze`` makes it (eval, packed Linear weights, Winograd transforms,
+    one-call Sequentials), whose parameters and buffers are ``module``'s own arrays: not copied and left
+    writeable (only the packed copies take memory). Its packed copies are snapshots, so it is valid only while
+    those arrays are unchanged; ``forgegrad.compile`` checks that (identity and version counters) before every
+    call and makes a new one otherwise. Values cached on read-only weights (``frozen_arrays``) do not apply to it."""
+    if not isinstance(module, Module):
+        raise TypeError(f"frozen_view: module must be a forgegrad.nn.Module, got {type(module).__name__}")
+    shared = [t._data for m in module.modules() for store in (m._parameters, m._buffers)
+              for t in store.values() if t is not None]
+    memo = {id(a): a for a in shared}  # deepcopy maps each array to itself: the copy reads the model's arrays
+    memo[id(memo)] = shared  # (deepcopy's keep-alive slot: the arrays outlive the copy's making)
+    view = copy.deepcopy(module, memo)
+    view.eval()
+    for p in view.parameters():
+        p.requires_grad = False
+        p.grad = None  # (the copy's gradients would only hold memory)
+    return _pack(view)
+
+
+def _pack(frozen: Module) -> Module:
+    """Packs ``frozen``'s float32 Linear weights and 3x3 conv Winograd transforms, and lets its Sequentials run
+    as one C++ call."""
     for m in frozen.modules():
         if isinstance(m, Sequential):
             # its graph-free forward may run as one C++ call (a plan built at its first call)
