@@ -1,8 +1,8 @@
 """``forgegrad.compile``: torch.compile's API over forgegrad's inference freezing.
 
-forgegrad has no graph capture or code generation: its kernels are already fused per op (a Linear with its
-activation, a conv with its activation and pool), so there is nothing for a compiler to fuse in training. Where
-it does have a speed-up is inference: ``nn.utils.freeze`` packs each Linear's weight for the GEMM once, keeps
+forgegrad has no graph capture or code generation, and compile does not change training (forgegrad's kernels are
+already fused per op: a Linear with its activation, a conv with its activation and pool). Where it does have a
+speed-up is inference: ``nn.utils.freeze`` packs each Linear's weight for the GEMM once, keeps
 each 3x3 conv's Winograd transform and runs a Sequential as one C++ call. ``compile(model)`` returns an
 ``OptimizedModule`` (torch's name and layout: the model is its ``_orig_mod`` submodule) that, for a call with no
 graph to record (grad off, or nothing requiring grad) on a model in eval mode, runs a frozen copy of the model
