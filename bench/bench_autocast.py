@@ -1,7 +1,8 @@
 """An MLP training step (forward, cross-entropy, backward) in float32, under autocast("cpu") (bfloat16) and with the
-whole model in bfloat16: forgegrad vs torch, threads pinned on both sides. forgegrad has no bfloat16 kernels (each
-op widens to float32 and rounds back), so its bfloat16 steps cost more than its float32 one; torch's CPU runs
-bfloat16 kernels.
+whole model in bfloat16: forgegrad vs torch, threads pinned on both sides. forgegrad computes bfloat16 in float32
+(each op widens to float32 and rounds back, with the C++ conversions of _C.bf16; linear as one C++ call and graph
+node that widens its operands as it reads them), so its bfloat16 steps cost about its float32 one plus the
+conversions; torch's CPU runs bfloat16 GEMM kernels.
 
 Run (the OPENBLAS variables are unset only for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \\

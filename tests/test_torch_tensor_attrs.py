@@ -82,11 +82,6 @@ def test_casts_match_torch(cast):
     assert f.type() == t.type()
 
 
-def test_bfloat16_refused_clearly():
-    with pytest.raises(TypeError, match="bfloat16"):
-        fg.ones(2).bfloat16()
-
-
 def test_type_string_forms():
     f, t = _pair()
     for name in ("torch.DoubleTensor", "torch.LongTensor", "torch.ByteTensor", "torch.CharTensor",

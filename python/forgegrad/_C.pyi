@@ -188,6 +188,25 @@ class batchnorm:
                            running_var: object, training: bool, momentum: _Float, eps: _Float, out: numpy.ndarray,
                            save_mean: numpy.ndarray, save_invstd: numpy.ndarray) -> None: ...
 
+class bf16:
+    @staticmethod
+    def linear(x: object, w: object, bias: object) -> numpy.ndarray:
+        """y (M, N) = x (M, K) w (N, K)^T + bias (N or None), bfloat16 (or uint16 bit pattern) arrays in, uint16 bit
+        patterns out: the float32 Linear of the exactly widened operands, rounded once to nearest even.
+        """
+        ...
+    @staticmethod
+    def round_from_float32(src: object, out: object) -> None:
+        """out[i] = src[i] (float32) rounded to bfloat16, to nearest even (a NaN: the quiet NaN of its sign, as
+        ml_dtypes); out a bfloat16 or uint16 array of src's length. Threads over large arrays; the same bits on
+        every ISA and thread count.
+        """
+        ...
+    @staticmethod
+    def widen_to_float32(src: object, out: object) -> None:
+        """out[i] = src[i] (bfloat16, or its uint16 bit pattern) as float32, exactly."""
+        ...
+
 class conv:
     class PackedConvWeight:
         """A conv weight's Winograd transform made once (a snapshot); pass it to conv2d_forward with that weight."""

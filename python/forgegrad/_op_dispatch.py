@@ -135,8 +135,8 @@ def _cast(t, dt, state):
     if t._data.dtype == dt:
         return t
     if t.requires_grad or state.get("recorder") is not None:
-        return t.to(_dtypes.of(dt))
-    return Tensor._wrap_exact(t._data.astype(dt))
+        return t._cast(dt)  # (the recorded cast op; Tensor.to's argument parsing skipped)
+    return Tensor._wrap_exact(_dtypes.astype(t._data, dt))
 
 
 def _cast_outputs(out, dt, state, only=None):
@@ -266,6 +266,10 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
                                     _dtypes.is_floating(a._data.dtype)])
         if cls.op is not None and cls.op.name in SAME_DTYPE:
             _same_floating_dtype(cls.op.name, args)
+            if cls.op.name == "linear" and floats is _dtypes._BF16:
+                out = _bf16_linear(args, kwargs, state)
+                if out is not None:
+                    return out
         if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
             floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
         new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
@@ -277,6 +281,48 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
         return _cast_outputs(out, floats, state, only=_F32) if _dtypes.is_low_precision(floats) else out
     finally:
         state["plain_dtypes"] = False
+
+
+def _bf16_linear(args, kwargs, state):
+    """linear of bfloat16 x, weight (and bias): _C.bf16.linear, one C++ call that makes no float32 copy of the weight
+    (the same bits as the generic path: the float32 Linear of the widened operands, rounded once), as one graph node
+    (ops/_bf16_linear.py) where a gradient is asked for; None where the generic path runs (traces, vmap, shapes it
+    refuses with its errors)."""
+    if state.get("recorder") is not None or len(args) + len(kwargs) not in (2, 3) or set(kwargs) - {"bias"}:
+        return None
+    x, w = args[0], args[1]
+    b = args[2] if len(args) == 3 else kwargs.get("bias")
+    tensors = (x, w) if b is None else (x, w, b)
+    for t in tensors:
+        if not isinstance(t, Tensor) or type(t._data) is not _NDARRAY or t._data.dtype is not _dtypes._BF16:
+            return None
+    xd, wd = x._data, w._data
+    if wd.ndim != 2 or xd.ndim < 1 or xd.shape[-1] != wd.shape[1] or b is not None and b._data.shape != wd.shape[:1]:
+        return None
+    kernels = _dtypes._BF16_C if _dtypes._BF16_C is not None else _dtypes._bf16_kernels()
+    if kernels is False:
+        return None
+    if state.get("grad_enabled", True) and any([t.requires_grad for t in tensors]):
+        if state.get("batching"):
+            return None  # (a vmap's batched ops: the generic path, which its rules know)
+        return _bf16_linear_function().apply(*tensors)
+    y = kernels.linear(np.ascontiguousarray(xd).reshape(_rows(xd.shape), wd.shape[1]), np.ascontiguousarray(wd),
+                       None if b is None else np.ascontiguousarray(b._data))
+    return Tensor._wrap_exact(y.view(_dtypes._BF16).reshape(*xd.shape[:-1], wd.shape[0]))
+
+
+def _rows(shape) -> int:
+    n = 1
+    for s in shape[:-1]:
+        n *= s
+    return n
+
+
+def _bf16_linear_function():
+    global _bf16_linear_function
+    from .ops._bf16_linear import Bf16LinearFunction  # (imports autograd: bound on first use)
+    _bf16_linear_function = lambda: Bf16LinearFunction  # noqa: E731
+    return Bf16LinearFunction
 
 
 def _same_floating_dtype(name, args) -> None:

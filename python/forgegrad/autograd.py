@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from . import devices as _devices
+from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
 from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
@@ -484,7 +485,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             elif g.dtype is not parent._data.dtype and g.dtype != parent._data.dtype:
                 if g.dtype.kind == "c" and parent._data.dtype.kind != "c":
                     g = g.real  # a real tensor used in a complex op: the real part of its gradient (torch's)
-                g = g.astype(parent._data.dtype)  # a gradient has its tensor's dtype (float32 <- float64 op)
+                g = _dtypes.astype(g, parent._data.dtype)  # a gradient has its tensor's dtype (float32 <- float64 op)
             if g.shape != parent.shape:
                 raise RuntimeError(
                     f"{type(node).__name__}.backward returned a gradient of shape {g.shape} for an "

@@ -375,6 +375,12 @@ def _extra_calls():
               lambda: _C.quant.avx_vnni_encoding(),
               lambda: _C.quant.set_path(None)):
         f()
+    # _C.bf16's conversions (forgegrad.dtypes.astype runs them), every ISA's vector body and its tail
+    f37 = rng.standard_normal(37).astype(np.float32)
+    h37 = np.empty(37, np.uint16)
+    _C.bf16.round_from_float32(f37, h37)
+    _C.bf16.widen_to_float32(h37, np.empty(37, np.float32))
+    _C.bf16.linear(h37[:36].reshape(4, 9), h37[1:28].reshape(3, 9), h37[:3].copy())  # (bfloat16 linear's kernel)
     # the shared host/device math (_C.hd_math), which only tests call
     HD = _C.hd_math
     v = rng.standard_normal(37).astype(np.float32)

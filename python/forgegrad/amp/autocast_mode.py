@@ -86,10 +86,10 @@ def _cast(a, target, st):
         hit = st.cache.get(key)
         if hit is not None and hit[0] is a:
             return hit[1]
-        out = a.to(_dtypes.of(target))
+        out = a._cast(target)
         st.cache[key] = (a, out)
         return out
-    return a.to(_dtypes.of(target))
+    return a._cast(target)  # (the recorded cast op, as a.to(dtype) makes it)
 
 
 def _explicit_dtype(args, kwargs) -> bool:

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes as _dtypes
 from .._graph_memory import is_edge
 from ..autograd import Function
 from ..tensor import Tensor
@@ -487,7 +488,7 @@ def _clone(ctx, args, kwargs, g):
 
 @rule("cast")
 def _cast(ctx, args, kwargs, g):
-    return g._cast(args[0]._data.dtype) if args[0]._data.dtype.kind == "f" else None
+    return g._cast(args[0]._data.dtype) if _dtypes.is_floating(args[0]._data.dtype) else None
 
 
 @rule("getitem")

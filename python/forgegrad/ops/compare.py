@@ -93,7 +93,9 @@ class CastFunction(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return g.astype(ctx.in_dtype, copy=False) if _dtypes.is_floating(ctx.in_dtype) else None
+        if not _dtypes.is_floating(ctx.in_dtype):
+            return None
+        return g if g.dtype == ctx.in_dtype else _dtypes.astype(g, ctx.in_dtype)
 
 
 class CastCudaFunction(Function):

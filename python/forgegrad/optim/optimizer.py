@@ -235,7 +235,7 @@ class Optimizer:
                         self._step_group(group, part)
                     finally:
                         for p, storage in low:  # rounded back into the parameter's own storage
-                            storage[...] = _dtypes.astype(p._data, storage.dtype)
+                            _dtypes.cast_into(storage, p._data)
                             p._data = storage
                     written.extend([p._data for p, _ in part])
         # each parameter was written in place once (torch's foreach step counts one in p._version): a graph
@@ -406,8 +406,8 @@ def _as_float32(pairs):
     out = []
     for p, g in pairs:
         if p._data.dtype.itemsize == 2:
-            p._data = p._data.astype(np.float32)
-            g = g.astype(np.float32)
+            p._data = _dtypes.astype(p._data, _dtypes._F32)
+            g = _dtypes.astype(g, _dtypes._F32)
         out.append((p, g))
     return out
 

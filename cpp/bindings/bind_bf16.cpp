@@ -1,0 +1,159 @@
+// forgegrad._C.bf16: float32 <-> bfloat16 conversions of whole arrays (cpp/kernels/per_isa/bf16_convert.cpp), what
+// forgegrad.dtypes.astype runs in place of ml_dtypes' numpy casts. bfloat16 arrays are given as ml_dtypes bfloat16
+// arrays or as their uint16 bit patterns; every array 1-D, C-contiguous and aligned (the caller ravels them).
+#include <cstdint>
+#include <string>
+
+#include "forgegrad/bf16_convert.h"
+#include "forgegrad/bindings.h"
+#include "forgegrad/gemm.h"
+#include "forgegrad/memory.h"
+#include "forgegrad/py_array.h"
+
+namespace py = pybind11;
+
+namespace {
+
+bool is_dtype(const py::array& a, const py::dtype& d) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), d.ptr());
+}
+
+// ml_dtypes' bfloat16 descriptor, once an array of it was seen (one object for the process: a reference is kept),
+// so later calls compare a pointer instead of the dtype's name (a string per call cost ~2 us).
+PyObject* g_bf16_descr = nullptr;
+
+bool is_bf16_bits(const py::array& a) {
+  PyObject* descr = a.dtype().ptr();
+  if (descr == g_bf16_descr) return true;
+  if (is_dtype(a, py::dtype::of<uint16_t>())) return true;
+  const py::dtype d = a.dtype();
+  if (d.kind() == 'V' && d.itemsize() == 2 && std::string(py::str(d)) == "bfloat16") {
+    if (g_bf16_descr == nullptr) {  // (the GIL is held: no race)
+      Py_INCREF(descr);
+      g_bf16_descr = descr;
+    }
+    return true;
+  }
+  return false;
+}
+
+bool aligned(const py::array& a) { return reinterpret_cast<uintptr_t>(a.data()) % static_cast<uintptr_t>(a.itemsize()) == 0; }
+
+py::array as_array(const py::handle& h, const char* op, const char* name) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(op) + ": " + name + " must be a numpy array, got " +
+                         std::string(py::str(py::type::of(h).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(h);
+}
+
+void check_layout(const py::array& a, const char* op, const char* name, bool written) {
+  if (a.ndim() != 1 || !(a.flags() & py::array::c_style) || !aligned(a))
+    throw py::value_error(std::string(op) + ": " + name + " must be a 1-D C-contiguous aligned array, got " +
+                          std::to_string(a.ndim()) + "-D" +
+                          ((a.flags() & py::array::c_style) ? "" : " non-contiguous"));
+  if (written && !a.writeable()) throw py::value_error(std::string(op) + ": " + name + " must be writeable");
+}
+
+// src and out checked: dtypes (src_f32: src is the float32 one), layouts, lengths, no overlap. Returns the length.
+int64_t checked(const char* op, const py::array& src, const py::array& out, bool src_f32) {
+  const py::array& f = src_f32 ? src : out;
+  const py::array& h = src_f32 ? out : src;
+  const char* fname = src_f32 ? "src" : "out";
+  const char* hname = src_f32 ? "out" : "src";
+  if (!is_dtype(f, py::dtype::of<float>()))
+    throw py::type_error(std::string(op) + ": " + fname + " must be a float32 array, got " +
+                         std::string(py::str(f.dtype())));
+  if (!is_bf16_bits(h))
+    throw py::type_error(std::string(op) + ": " + hname + " must be a bfloat16 or uint16 (bfloat16 bit patterns) "
+                         "array, got " + std::string(py::str(h.dtype())));
+  check_layout(src, op, "src", false);
+  check_layout(out, op, "out", true);
+  if (src.shape(0) != out.shape(0))
+    throw py::value_error(std::string(op) + ": out must have src's length " + std::to_string(src.shape(0)) +
+                          ", got " + std::to_string(out.shape(0)));
+  fg::bind::check_no_overlap(op, {{src, "src"}}, {{out, "out"}});
+  return src.shape(0);
+}
+
+void round_from_float32(const py::handle& src_h, const py::handle& out_h) {
+  const py::array src = as_array(src_h, "round_from_float32", "src"), out = as_array(out_h, "round_from_float32", "out");
+  const int64_t n = checked("round_from_float32", src, out, true);
+  const float* in = static_cast<const float*>(src.data());
+  uint16_t* o = static_cast<uint16_t*>(const_cast<void*>(out.data()));  // checked writeable
+  py::gil_scoped_release release;
+  fg::f32_to_bf16(in, o, n);
+}
+
+void widen_to_float32(const py::handle& src_h, const py::handle& out_h) {
+  const py::array src = as_array(src_h, "widen_to_float32", "src"), out = as_array(out_h, "widen_to_float32", "out");
+  const int64_t n = checked("widen_to_float32", src, out, false);
+  const uint16_t* in = static_cast<const uint16_t*>(src.data());
+  float* o = static_cast<float*>(const_cast<void*>(out.data()));  // checked writeable
+  py::gil_scoped_release release;
+  fg::bf16_to_f32(in, o, n);
+}
+
+// A 2-D C-contiguous bfloat16 (or uint16) array's bit patterns and shape, checked.
+const uint16_t* bf16_matrix(const py::handle& h, const char* name, int64_t* rows, int64_t* cols) {
+  const py::array a = as_array(h, "linear", name);
+  if (!is_bf16_bits(a))
+    throw py::type_error(std::string("linear: ") + name + " must be a bfloat16 or uint16 array, got " +
+                         std::string(py::str(a.dtype())));
+  if (a.ndim() != 2 || !(a.flags() & py::array::c_style) || !aligned(a))
+    throw py::value_error(std::string("linear: ") + name + " must be a 2-D C-contiguous aligned array, got " +
+                          std::to_string(a.ndim()) + "-D");
+  *rows = a.shape(0);
+  *cols = a.shape(1);
+  return static_cast<const uint16_t*>(a.data());
+}
+
+// y = x w^T + bias, every operand bfloat16: x and bias widened exactly into float32 scratch, w widened as the
+// weight-only bfloat16 GEMM reads it (linear_bf16w: the bits of a float32 Linear on the widened weight), the float32
+// result rounded once. The bits of the float32 Linear on the widened operands, rounded: forgegrad's bfloat16 linear.
+py::array linear(const py::handle& x_h, const py::handle& w_h, const py::handle& bias_h) {
+  int64_t M, K, N, K2;
+  const uint16_t* x = bf16_matrix(x_h, "x", &M, &K);
+  const uint16_t* w = bf16_matrix(w_h, "w", &N, &K2);
+  if (K2 != K)
+    throw py::value_error("linear: w must have shape (N, " + std::to_string(K) + ") to match x's " +
+                          std::to_string(K) + " columns, got (" + std::to_string(N) + ", " + std::to_string(K2) + ")");
+  const uint16_t* bias = nullptr;
+  if (!bias_h.is_none()) {
+    const py::array b = as_array(bias_h, "linear", "bias");
+    if (!is_bf16_bits(b))
+      throw py::type_error("linear: bias must be a bfloat16 or uint16 array, got " + std::string(py::str(b.dtype())));
+    check_layout(b, "linear", "bias", false);
+    if (b.shape(0) != N)
+      throw py::value_error("linear: bias must have w's " + std::to_string(N) + " rows, got length " +
+                            std::to_string(b.shape(0)));
+    bias = static_cast<const uint16_t*>(b.data());
+  }
+  py::array_t<uint16_t> out({M, N});
+  uint16_t* y = out.mutable_data();
+  py::gil_scoped_release release;
+  if (M > 0 && N > 0) {
+    fg::AlignedBuffer xf(static_cast<size_t>(M * K > 0 ? M * K : 1)), yf(static_cast<size_t>(M * N)),
+        bf(static_cast<size_t>(N));
+    fg::bf16_to_f32(x, xf.data(), M * K);
+    if (bias) fg::bf16_to_f32(bias, bf.data(), N);
+    fg::linear_bf16w(xf.data(), M, K, w, bias ? bf.data() : nullptr, yf.data(), N);
+    fg::f32_to_bf16(yf.data(), y, M * N);
+  }
+  return out;
+}
+
+void bind(py::module_& m) {
+  m.def("linear", &linear, py::arg("x"), py::arg("w"), py::arg("bias"),
+        "y (M, N) = x (M, K) w (N, K)^T + bias (N or None), bfloat16 (or uint16 bit pattern) arrays in, uint16 bit "
+        "patterns out: the float32 Linear of the exactly widened operands, rounded once to nearest even.");
+  m.def("round_from_float32", &round_from_float32, py::arg("src"), py::arg("out"),
+        "out[i] = src[i] (float32) rounded to bfloat16, to nearest even (a NaN: the quiet NaN of its sign, as "
+        "ml_dtypes); out a bfloat16 or uint16 array of src's length. Threads over large arrays; the same bits "
+        "on every ISA and thread count.");
+  m.def("widen_to_float32", &widen_to_float32, py::arg("src"), py::arg("out"),
+        "out[i] = src[i] (bfloat16, or its uint16 bit pattern) as float32, exactly.");
+}
+
+}  // namespace
+
+FG_REGISTER_BINDINGS(bf16, bind)
