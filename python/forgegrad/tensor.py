@@ -268,8 +268,9 @@ class Tensor(TensorMethods):
 
     # ---- autograd --------------------------------------------------------------------------
     def __getstate__(self):
-        # copy.deepcopy and pickle: a view's note of its base (``_view_of``, see forgegrad._view_rebase) is no
-        # part of its value; kept, a pickled slice would carry the whole base with it
+        # copy.deepcopy and pickle: a view's note of its base (``_view_of``, see forgegrad._view_rebase;
+        # ``_graph_base``, forgegrad._graph_memory) is no part of its value; kept, a pickled slice would carry the
+        # whole base with it
         state = object.__getstate__(self)
         if type(state) is tuple and ("_view_of" in state[1] or "_graph_base" in state[1]):
             state = (state[0], {k: v for k, v in state[1].items() if k not in ("_view_of", "_graph_base")})
