@@ -202,7 +202,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
             continue
         if len(gouts) > 1 and any(g is None for g in gouts):
             dev = _devices.device_of(next(g for g in gouts if g is not None))
-            gouts = [g if g is not None else _devices.zeros(shape, dtype, dev)
+            gouts = [g if g is not None else _ag._no_grad_zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]
         if hooked:
             gouts = _node_tensor_hooks(node, gouts)
@@ -237,7 +237,10 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
                 parent._accumulate_grad(g)
             slots = pending.setdefault(key, [None] * len(parent._ctx.out_meta))
             k = parent._out_index
-            slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
+            if slots[k] is None:
+                slots[k] = g
+            else:
+                _ag._add_to_slot(slots, k, g)
         if uses:
             _count_down(node, cap, uses)
         if node_callbacks:

@@ -12,8 +12,15 @@ their output), is held weakly. ``ctx.parents`` keeps an ``Edge`` in its place: a
 the same node and output (torch's Edge: grad_fn, output_nr), so the graph and its order are unchanged while the
 array goes when user code drops the tensor. While the tensor lives, the engines read it itself (``parents_of``):
 retain_grad, identity and in-place rebinding behave as before; once it is gone nothing can observe more than the
-edge. Leaves are always held (torch's AccumulateGrad holds them too), and so are views (they share the storage)
-and the inputs of Functions outside the registry that do not declare what their rules read.
+edge. Leaves are always held (torch's AccumulateGrad holds them too), and so are the inputs of Functions outside
+the registry that do not declare what their rules read.
+
+A view op (reshape, flatten, transpose, expand, slicing, unfold) reads only shapes too: its node holds its input
+weakly like any other. When the view shares its input's storage, the view tensor holds the input instead
+(``_graph_base``, torch's ``_base``): while a view lives its base does, so forgegrad._view_rebase still finds it
+(``base_of`` reads the live input) and an in-place write through the view is recorded on it, and the walk from a
+view up to a leaf (forgegrad._inplace) finds it. A conv output flattened into a ReLU goes when user code drops
+both, as torch frees it.
 
 No reference cycle: the Edge holds the producer's node, which holds nothing of its consumers.
 """
@@ -72,8 +79,9 @@ def is_edge(t) -> bool:
     return type(t) is Edge
 
 
-# a class's nodes: drop nothing, what read_tensors leaves, every candidate, what the other factor's gradient leaves
-_NONE, _SOME, _ALL, _FACTOR = 0, 1, 2, 3
+# a class's nodes: drop nothing, what read_tensors leaves, every candidate, what the other factor's gradient leaves,
+# the input of a view op whose rules read no values of it (reshape, permute, expand, getitem: drop_view_input)
+_NONE, _SOME, _ALL, _FACTOR, _VIEW = 0, 1, 2, 3, 4
 # ops whose rules read no tensor's values whatever the arguments (ops/_double_backward's _SHAPES_ONLY and its
 # output readers): no need to ask read_tensors per node
 _READS_NONE = _READS_OUTPUT - {"elu"}
@@ -83,11 +91,17 @@ def _kind(cls) -> int:
     kind = _KIND.get(cls)
     if kind is None:
         kind = _NONE
-        if not (cls.is_view or cls.complex_path or cls.any_device):
+        # (a view op outside the registry, AsStrided after an in-place write, keeps its base: it stands for it)
+        if not (cls.complex_path or cls.any_device or cls.is_view and cls.op is None):
             if cls.op is not None:
                 from .ops._double_backward import _FACTORS, _SHAPES_ONLY
                 name = cls.op.name
                 kind = _ALL if name in _SHAPES_ONLY or name in _READS_NONE else _FACTOR if name in _FACTORS else _SOME
+                rule = cls.op.differentiable_backward
+                # (getitem's rules read its index tensors, never the indexed one)
+                if (kind == _ALL or name == "getitem") and cls.is_view and rule is not None and not getattr(
+                        rule, "recomputes", False):
+                    kind = _VIEW
             elif cls.__dict__.get("differentiable_reads") is not None:
                 kind = _SOME
         _KIND[cls] = kind
@@ -130,6 +144,9 @@ def drop_inputs(ctx, cls, args, kwargs, results) -> None:
         kind = _kind(cls)
     if not kind:
         return
+    if kind == _VIEW:
+        _drop_view_input(ctx, args, results)
+        return
     cand = None
     for i, a in enumerate(args):
         # a non-leaf CPU tensor (no subclass: a Parameter, an Edge) whose maker does not read it
@@ -158,10 +175,15 @@ def drop_inputs(ctx, cls, args, kwargs, results) -> None:
     parents = None
     weak = []
     made = None  # id(tensor) -> its Edge (a tensor passed twice gets one, as it was one parent)
+    view = cls.is_view
     for i in cand:
         a = args[i]
-        if id(a) in read_ids or _shares_storage(a, results):  # (sharing: nothing to free; views walk through it)
+        if id(a) in read_ids:
             continue
+        if _shares_storage(a, results):
+            if not (view and i == 0):  # (an op that returned its input's storage: nothing to free)
+                continue
+            results[0]._graph_base = a  # a view holds its base, not the graph (see drop_view_input)
         if parents is None:
             parents, call_args, made = list(ctx.parents), list(args), {}
         e = made.get(id(a))
@@ -174,6 +196,31 @@ def drop_inputs(ctx, cls, args, kwargs, results) -> None:
         ctx.parents = tuple(parents)
         ctx.call = (tuple(call_args), kwargs)
         ctx.weak_inputs = tuple(weak)
+
+
+def _drop_view_input(ctx, args, results) -> None:
+    """drop_inputs for a view op of one tensor whose rules read only shapes (the same steps, without their
+    generic lookups: every reshape, flatten, transpose and expand of a training step runs it). The input goes
+    weakly into the node; when the output shares its storage, the output holds it (``_graph_base``, torch's
+    ``_base``), so that a view's base lives as long as the view (forgegrad._view_rebase and
+    forgegrad._inplace walk from a view to its base through the node's live inputs)."""
+    a = args[0]
+    if type(a) is not Tensor:
+        return
+    p = a._ctx
+    if p is None or type(a._data) is not _NDARRAY:
+        return
+    op = type(p).op
+    if op is None or op.name in _READS_OUTPUT:
+        return
+    out = results[0]
+    od = out._data
+    if od is a._data or od.base is not None and _vc.root(od) is _vc.root(a._data):
+        out._graph_base = a
+    parents = ctx.parents
+    ctx.parents = (_edge(a, None),) + parents[1:]
+    ctx.call = ((None,) + tuple(args[1:]), ctx.call[1])
+    ctx.weak_inputs = ((0, weakref.ref(a)),)
 
 
 def parents_of(node) -> tuple:
@@ -192,9 +239,10 @@ def parents_of(node) -> tuple:
 def release_parents(node) -> None:
     """Once ``node`` has run and is released, its non-leaf inputs are only the graph's shape (a second pass
     refuses the node): Edges in their place, so that their arrays go as torch frees its saved variables, not
-    when the root goes. A view's input shares its storage and is kept (forgegrad._view_rebase walks it); an
-    Edge notes its tensor's storage weakly for forgegrad._inplace's walk to a leaf through an op that returned
-    its input's storage."""
+    when the root goes. A view op's node keeps its inputs (forgegrad._view_rebase walks from a view to its base
+    through it; an input no rule reads is an Edge already, its tensor held by the view). An Edge notes its
+    tensor's storage weakly for forgegrad._inplace's walk to a leaf through an op that returned its input's
+    storage."""
     if type(node).is_view:
         return
     parents = node.parents

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from . import _version_counter as _vc
-from ._graph_memory import edge_root, is_edge
+from ._graph_memory import edge_root, is_edge, parents_of as _live_parents
 from . import grad_mode
 
 LEAF_MESSAGE = "a leaf Variable that requires grad is being used in an in-place operation."
@@ -214,7 +214,9 @@ def _views_a_leaf(t) -> bool:
     r = _vc.root(t._data)
     todo = [t._ctx]
     while todo:
-        for p in todo.pop().parents:
+        node = todo.pop()
+        # (a view op's input that its node holds weakly is alive: the view holds its base, forgegrad._graph_memory)
+        for p in (_live_parents(node) if node.weak_inputs else node.parents):
             if p is None or (edge_root(p) if is_edge(p) else _vc.root(p._data)) is not r:
                 continue
             if p._ctx is None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _version_counter as _vc
 from .autograd import Function, _note_rebind, _rebind_clock, _rebound, enable_grad
+from ._graph_memory import parents_of as _live_parents
 from .grad_mode import untraced
 from .tensor import Tensor
 
@@ -191,6 +192,8 @@ def base_of(t):
         if node is None or not type(node).is_view:
             break
         p = node.parents[0]
+        if node.weak_inputs:  # the base is held by the view tensor, weakly by the node (forgegrad._graph_memory)
+            p = _live_parents(node)[0]
         if p is None or type(p._data) is not _NDARRAY or _vc.root(p._data) is not r:
             break
         cur = p

@@ -19,6 +19,7 @@ jacobian, hessian, hvp, vhp) is built on them.
 """
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Any, Dict, List, Sequence
 
@@ -307,6 +308,32 @@ def _no_grad_zeros(shape, dtype, dev):
     return _devices.zeros(shape, dtype, dev)
 
 
+def _slot_refs(slots, k) -> int:
+    return _getrefcount(slots[k])
+
+
+_getrefcount = getattr(sys, "getrefcount", None)  # (CPython's; elsewhere every addition makes a new array)
+# the count of an array held only by a pending slot, as _slot_refs sees it (the list's reference and the call's)
+_SOLE_REFS = _slot_refs([np.empty(1)], 0) if _getrefcount is not None else -1
+
+
+def _add_to_slot(slots, k, g) -> None:
+    """Add gradient ``g`` to the pending gradient ``slots[k]`` of an output (a tensor used more than once: a skip
+    connection, a weight tied twice). In place when nothing but the slot holds that array: the engine's own sum
+    of an earlier addition, or a rule's fresh result that no hook, retained ``.grad``, leaf, capture or caller
+    sees (a reference count of the slot's alone, as torch's InputBuffer steals a gradient of use count 1; a
+    view of it counts as a reference); else a new array, as before. One array of the output's size fewer
+    allocated per addition (bench/bench_graph_memory.py counts them)."""
+    old = slots[k]
+    if (type(old) is _NDARRAY and type(g) is _NDARRAY and old.dtype is g.dtype and old.shape == g.shape
+            and old.flags.owndata and old.flags.writeable):
+        old = None  # (not counted below)
+        if _slot_refs(slots, k) == _SOLE_REFS:
+            np.add(slots[k], g, out=slots[k])
+            return
+    slots[k] = _devices.add(slots[k], g)
+
+
 def _check_usable(node) -> None:
     """Refuse a node whose saved buffers were freed by an earlier pass, or whose saved tensors were written since."""
     if node.released:
@@ -503,7 +530,10 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             else:
                 slots = pending.setdefault(id(parent._ctx), [None] * len(parent._ctx.out_meta))
                 k = parent._out_index
-                slots[k] = g if slots[k] is None else _devices.add(slots[k], g)
+                if slots[k] is None:
+                    slots[k] = g
+                else:
+                    _add_to_slot(slots, k, g)
         inner_got = node.__dict__.get("inner_got") if hooked or got is not None else None
         if inner_got:  # a checkpoint node: the leaves its recomputed pass reached, and their held gradients
             got_grad.update(inner_got)
@@ -527,5 +557,4 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
 from ._autograd_grad import backward, grad  # noqa: E402  (it uses the engine above)
 from ._autograd_grad import recomputed_pass as _recomputed_pass  # noqa: E402
 from . import _autograd_functional as functional  # noqa: E402  (forgegrad.autograd.functional, as torch's)
-import sys as _sys  # noqa: E402
-_sys.modules[__name__ + ".functional"] = functional  # `import forgegrad.autograd.functional` finds it too
+sys.modules[__name__ + ".functional"] = functional  # `import forgegrad.autograd.functional` finds it too

@@ -77,9 +77,10 @@ class Tensor(TensorMethods):
     # _post_hooks is only set on leaves that have post-accumulate-grad hooks, _grad_hooks on leaves that have
     # register_hook hooks (a non-leaf's are kept by its node), _own_version only on the
     # tensors ``.data`` returns, _view_of only on views made outside the graph of a tensor that has no node
-    # (its base, for an in-place write recorded through the view: forgegrad._view_rebase); all read with getattr
+    # (its base, for an in-place write recorded through the view: forgegrad._view_rebase), _graph_base on views
+    # made in the graph (their base, which their node holds weakly: forgegrad._graph_memory); all read with getattr
     __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
-                 "_own_version", "_view_of", "_grad_hooks", "__weakref__")
+                 "_own_version", "_view_of", "_grad_hooks", "_graph_base", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -276,11 +277,12 @@ class Tensor(TensorMethods):
 
     # ---- autograd --------------------------------------------------------------------------
     def __getstate__(self):
-        # copy.deepcopy and pickle: a view's note of its base (``_view_of``, see forgegrad._view_rebase) is no
-        # part of its value; kept, a pickled slice would carry the whole base with it
+        # copy.deepcopy and pickle: a view's note of its base (``_view_of``, see forgegrad._view_rebase;
+        # ``_graph_base``, forgegrad._graph_memory) is no part of its value; kept, a pickled slice would carry the
+        # whole base with it
         state = object.__getstate__(self)
-        if type(state) is tuple and "_view_of" in state[1]:
-            state = (state[0], {k: v for k, v in state[1].items() if k != "_view_of"})
+        if type(state) is tuple and ("_view_of" in state[1] or "_graph_base" in state[1]):
+            state = (state[0], {k: v for k, v in state[1].items() if k not in ("_view_of", "_graph_base")})
         return state
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":

@@ -53,7 +53,7 @@ def covered():
 _SHAPES_ONLY = {"add", "sub", "neg", "sum", "mean", "reshape", "permute", "expand", "clone", "cast", "cat", "stack",
                 "cumsum", "dropout", "avg_pool2d", "adaptive_avg_pool2d", "fake_quantize_per_tensor_affine",
                 "fake_quantize_per_channel_affine", "unfold", "fold", "interpolate", "pad", "pixel_shuffle",
-                "pixel_unshuffle", "channel_shuffle"}
+                "pixel_unshuffle", "channel_shuffle", "tensor_unfold"}
 _READS = {  # op name -> (ctx, args, kwargs) -> the arguments its rule reads the values of (biases: their shape only)
     "getitem": lambda c, a, k: _flatten(a[1]),
     "embedding": lambda c, a, k: (_arg(a, k, 1, "indices"),),
