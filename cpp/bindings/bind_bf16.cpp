@@ -37,7 +37,9 @@ bool is_bf16_bits(const py::array& a) {
   return false;
 }
 
-bool aligned(const py::array& a) { return reinterpret_cast<uintptr_t>(a.data()) % static_cast<uintptr_t>(a.itemsize()) == 0; }
+bool aligned(const py::array& a) {
+  return reinterpret_cast<uintptr_t>(a.data()) % static_cast<uintptr_t>(a.itemsize()) == 0;
+}
 
 py::array as_array(const py::handle& h, const char* op, const char* name) {
   if (!py::isinstance<py::array>(h))
@@ -64,19 +66,22 @@ int64_t checked(const char* op, const py::array& src, const py::array& out, bool
     throw py::type_error(std::string(op) + ": " + fname + " must be a float32 array, got " +
                          std::string(py::str(f.dtype())));
   if (!is_bf16_bits(h))
-    throw py::type_error(std::string(op) + ": " + hname + " must be a bfloat16 or uint16 (bfloat16 bit patterns) "
-                         "array, got " + std::string(py::str(h.dtype())));
+    throw py::type_error(std::string(op) + ": " + hname +
+                         " must be a bfloat16 or uint16 (bfloat16 bit patterns) "
+                         "array, got " +
+                         std::string(py::str(h.dtype())));
   check_layout(src, op, "src", false);
   check_layout(out, op, "out", true);
   if (src.shape(0) != out.shape(0))
-    throw py::value_error(std::string(op) + ": out must have src's length " + std::to_string(src.shape(0)) +
-                          ", got " + std::to_string(out.shape(0)));
+    throw py::value_error(std::string(op) + ": out must have src's length " + std::to_string(src.shape(0)) + ", got " +
+                          std::to_string(out.shape(0)));
   fg::bind::check_no_overlap(op, {{src, "src"}}, {{out, "out"}});
   return src.shape(0);
 }
 
 void round_from_float32(const py::handle& src_h, const py::handle& out_h) {
-  const py::array src = as_array(src_h, "round_from_float32", "src"), out = as_array(out_h, "round_from_float32", "out");
+  const py::array src = as_array(src_h, "round_from_float32", "src"),
+                  out = as_array(out_h, "round_from_float32", "out");
   const int64_t n = checked("round_from_float32", src, out, true);
   const float* in = static_cast<const float*>(src.data());
   uint16_t* o = static_cast<uint16_t*>(const_cast<void*>(out.data()));  // checked writeable
@@ -115,8 +120,8 @@ py::array linear(const py::handle& x_h, const py::handle& w_h, const py::handle&
   const uint16_t* x = bf16_matrix(x_h, "x", &M, &K);
   const uint16_t* w = bf16_matrix(w_h, "w", &N, &K2);
   if (K2 != K)
-    throw py::value_error("linear: w must have shape (N, " + std::to_string(K) + ") to match x's " +
-                          std::to_string(K) + " columns, got (" + std::to_string(N) + ", " + std::to_string(K2) + ")");
+    throw py::value_error("linear: w must have shape (N, " + std::to_string(K) + ") to match x's " + std::to_string(K) +
+                          " columns, got (" + std::to_string(N) + ", " + std::to_string(K2) + ")");
   const uint16_t* bias = nullptr;
   if (!bias_h.is_none()) {
     const py::array b = as_array(bias_h, "linear", "bias");

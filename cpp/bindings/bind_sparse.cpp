@@ -41,16 +41,16 @@ int64_t check_csr(const char* op, const ArrayArg& crow, const ArrayArg& col, int
   if (cr[0] != 0) throw py::value_error(std::string(op) + ": crow_indices[0] must be 0, got " + str(cr[0]));
   for (int64_t i = 0; i < m; ++i)
     if (cr[i + 1] < cr[i])
-      throw py::value_error(std::string(op) + ": crow_indices must be non-decreasing, got crow_indices[" +
-                            str(i + 1) + "] = " + str(cr[i + 1]) + " < crow_indices[" + str(i) + "] = " + str(cr[i]));
+      throw py::value_error(std::string(op) + ": crow_indices must be non-decreasing, got crow_indices[" + str(i + 1) +
+                            "] = " + str(cr[i + 1]) + " < crow_indices[" + str(i) + "] = " + str(cr[i]));
   if (cr[m] != nnz)
     throw py::value_error(std::string(op) + ": crow_indices[-1] must equal the number of col_indices " + str(nnz) +
                           ", got " + str(cr[m]));
   const int64_t* c = col.i64();
   for (int64_t p = 0; p < nnz; ++p)
     if (c[p] < 0 || c[p] >= ncols)
-      throw py::index_error(std::string(op) + ": col_indices[" + str(p) + "] = " + str(c[p]) +
-                            " is out of range for " + str(ncols) + " columns");
+      throw py::index_error(std::string(op) + ": col_indices[" + str(p) + "] = " + str(c[p]) + " is out of range for " +
+                            str(ncols) + " columns");
   return nnz;
 }
 
@@ -64,8 +64,8 @@ void spmm(const py::array& crow, const py::array& col, const py::array& values, 
   fg::bind::expect_shape(B, "dense", {k, n});
   const int64_t nnz = check_csr("spmm", R, C, m, k);
   fg::bind::expect_shape(V, "values", {nnz});
-  fg::bind::check_no_overlap("spmm", {{crow, "crow_indices"}, {col, "col_indices"}, {values, "values"},
-                                      {dense, "dense"}}, {{out, "out"}});
+  fg::bind::check_no_overlap(
+      "spmm", {{crow, "crow_indices"}, {col, "col_indices"}, {values, "values"}, {dense, "dense"}}, {{out, "out"}});
   if (m == 0 || n == 0) return;
   py::gil_scoped_release release;
   fg::spmm_csr_f32(R.i64(), C.i64(), V.f32(), m, B.f32(), n, O.f32());
@@ -81,8 +81,8 @@ void sddmm(const py::array& crow, const py::array& col, const py::array& grad, c
   fg::bind::expect_shape(B, "dense", {k, n});
   const int64_t nnz = check_csr("sddmm", R, C, m, k);
   fg::bind::expect_shape(O, "out", {nnz});
-  fg::bind::check_no_overlap("sddmm", {{crow, "crow_indices"}, {col, "col_indices"}, {grad, "grad"},
-                                       {dense, "dense"}}, {{out, "out"}});
+  fg::bind::check_no_overlap("sddmm", {{crow, "crow_indices"}, {col, "col_indices"}, {grad, "grad"}, {dense, "dense"}},
+                             {{out, "out"}});
   if (nnz == 0) return;
   py::gil_scoped_release release;
   fg::sddmm_csr_f32(R.i64(), C.i64(), m, G.f32(), B.f32(), n, O.f32());

@@ -44,8 +44,7 @@ void round_range(const float* __restrict in, uint16_t* __restrict out, int64_t n
   int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), abs_mask = _mm512_set1_epi32(0x7FFFFFFF),
-                inf = _mm512_set1_epi32(0x7F800000), qnan = _mm512_set1_epi32(0x7FC0),
-                sign = _mm512_set1_epi32(0x8000);
+                inf = _mm512_set1_epi32(0x7F800000), qnan = _mm512_set1_epi32(0x7FC0), sign = _mm512_set1_epi32(0x8000);
   for (; i + 16 <= n; i += 16) {
     const __m512i u = _mm512_loadu_si512(in + i);
     const __m512i hi = _mm512_srli_epi32(u, 16);
@@ -56,8 +55,7 @@ void round_range(const float* __restrict in, uint16_t* __restrict out, int64_t n
   }
 #elif defined(__AVX2__)
   const __m256i bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1), abs_mask = _mm256_set1_epi32(0x7FFFFFFF),
-                inf = _mm256_set1_epi32(0x7F800000), qnan = _mm256_set1_epi32(0x7FC0),
-                sign = _mm256_set1_epi32(0x8000);
+                inf = _mm256_set1_epi32(0x7F800000), qnan = _mm256_set1_epi32(0x7FC0), sign = _mm256_set1_epi32(0x8000);
   // 8 lanes rounded to 16-bit values held in 32-bit lanes (0 .. 0xFFFF)
   const auto round8 = [&](const float* p) {
     const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
