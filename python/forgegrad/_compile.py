@@ -135,7 +135,9 @@ def _check_args(fullgraph, dynamic, backend, mode, options, disable_):
 
 
 def compile(model=None, *, fullgraph: bool = False, dynamic: Optional[bool] = None, backend="inductor",  # noqa: A001
-            mode: Optional[str] = None, options: Optional[dict] = None, disable: bool = False, **kwargs):
+            mode: Optional[str] = None, options: Optional[dict] = None, name: Optional[str] = None,
+            disable: bool = False, recompile_limit: Optional[int] = None, isolate_recompiles: bool = False,
+            shapes_spec=None):
     """torch.compile. On an ``nn.Module``: an ``OptimizedModule`` wrapping it (see the module docstring for what
     it speeds up: eval-mode calls without a graph run a frozen copy, bit-identical; training runs eager). On a
     function: a wrapper that runs it with ``compiler.is_compiling()`` True (no speed-up: forgegrad has no graph
@@ -143,16 +145,14 @@ def compile(model=None, *, fullgraph: bool = False, dynamic: Optional[bool] = No
     checked and accepted (forgegrad has no graph breaks, no shape specialisation and no inductor options);
     ``disable=True`` returns ``model`` itself. torch's ``name``, ``recompile_limit``, ``isolate_recompiles`` and
     ``shapes_spec`` keywords are accepted and unused."""
-    unknown = set(kwargs) - {"name", "recompile_limit", "isolate_recompiles", "shapes_spec"}
-    if unknown:
-        raise TypeError(f"compile() got an unexpected keyword argument {sorted(unknown)[0]!r}")
     backend = _check_args(fullgraph, dynamic, backend, mode, options, disable)
     if model is None:  # @compile(...) with arguments
         def decorate(model):
             if model is None:
                 raise RuntimeError("Model can't be None")
             return compile(model, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
-                           options=options, disable=disable, **kwargs)
+                           options=options, name=name, disable=disable, recompile_limit=recompile_limit,
+                           isolate_recompiles=isolate_recompiles, shapes_spec=shapes_spec)
         return decorate
     if disable:
         return model
