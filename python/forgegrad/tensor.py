@@ -19,6 +19,7 @@ from . import _print_options
 from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
+from ._tensor_fills import TensorFills
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
 from .ops.registry import _OPS
@@ -65,7 +66,7 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     return arr
 
 
-class Tensor(TensorMethods):
+class Tensor(TensorFills, TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
@@ -514,51 +515,6 @@ class Tensor(TensorMethods):
     def cuda(self, device=None, non_blocking=False) -> "Tensor":
         return self.to("cuda" if device is None else device)
 
-    def copy_(self, src, non_blocking=False) -> "Tensor":
-        src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
-        return self._inplace(_copy_result, "copy_", src, cast=True)
-
-    def _inplace(self, compute, name, *others, cast=False):
-        from ._inplace import inplace
-        return inplace(self, compute, name, *others, cast=cast)
-
-    def fill_(self, value) -> "Tensor":
-        return self._inplace(lambda t: Tensor._wrap_exact(
-            _devices.full(t.shape, value, t._data.dtype, _devices.device_of(t._data))), "fill_")
-
-    def zero_(self) -> "Tensor":
-        return self.fill_(0)
-
-    def normal_(self, mean=0.0, std=1.0, *, generator=None) -> "Tensor":
-        """In place, values from N(mean, std^2) drawn with forgegrad's seeded generator (as nn.init.normal_), e.g.
-        DCGAN's ``m.weight.data.normal_(0.0, 0.02)``; on a leaf that requires grad it raises, as torch's."""
-        mean, std = float(mean), float(std)  # a 0-d tensor too, as torch's
-        if std < 0:
-            raise RuntimeError(f"normal_: std must be >= 0, got {std}")
-        return self._random_fill(lambda g: g.standard_normal(self.shape) * std + mean, "normal_", generator)
-
-    def uniform_(self, from_=0.0, to=1.0, *, generator=None, **kwargs) -> "Tensor":
-        """In place, values from U(from, to) drawn with forgegrad's seeded generator (torch's ``uniform_(from, to)``;
-        ``from`` is also taken by keyword)."""
-        from_ = kwargs.pop("from", from_)
-        if kwargs:
-            raise TypeError(f"uniform_() got unexpected keyword arguments {sorted(kwargs)}")
-        from_, to = float(from_), float(to)
-        if from_ > to:
-            raise RuntimeError(f"uniform_: expects from <= to, got from={from_} and to={to}")
-        return self._random_fill(lambda g: g.uniform(from_, to, size=self.shape), "uniform_", generator)
-
-    def _random_fill(self, draw, name, generator=None) -> "Tensor":
-        if not _dtypes.is_floating(np.dtype(self._data.dtype)):
-            raise TypeError(f"{name}: expected a floating point tensor, got dtype {self.dtype}")
-        if not _devices.has_data(self._data):
-            return self  # a meta tensor has no values: nothing drawn, as nn.init
-        from . import random as _random
-        # drawn in float64, rounded as nn.init's
-        values = draw(_random.resolve(generator, name)).astype(self._data.dtype)
-        return self._inplace(lambda t: Tensor._wrap_exact(
-            _devices.transfer(values, _devices.device_of(t._data))), name)
-
 
 _TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
 
@@ -576,16 +532,6 @@ def _bfloat16_refused(what: str):
     # torch's own error: numpy has no bfloat16 (ml_dtypes' is no numpy dtype torch knows)
     raise TypeError(f"Got unsupported ScalarType BFloat16: {what} of a bfloat16 tensor; numpy has no bfloat16 "
                     "dtype, so convert first with .float() (as torch)")
-
-
-def _copy_result(t, src):
-    """copy_'s value: src broadcast to t's shape in t's dtype (recorded when src requires grad), on
-    t's device (copy_ copies across devices, as torch's)."""
-    if src.device != t.device and t.device != "meta":
-        src = src.to(t.device)
-    if src.requires_grad or not isinstance(src._data, np.ndarray):
-        return src.to(t.dtype).expand(*t.shape) + 0  # + 0: a node of its own, even without a broadcast
-    return Tensor._wrap_exact(_dtypes.astype(np.broadcast_to(src._data, t.shape), t._data.dtype))
 
 
 def _seed_storage(gradient, t: "Tensor"):
