@@ -58,6 +58,10 @@ def cases():
     tx, ty, tw, tb, timg = (torch.tensor(v) for v in (a, b, w, bias, img))
     flin = fnn.Linear(16, 16)
     tlin = torch.nn.Linear(16, 16)
+    # an eager MLP (Linear / ReLU): under no_grad its layers run as one native plan (nn.Sequential)
+    fmlp = fnn.Sequential(fnn.Linear(16, 16), fnn.ReLU(), fnn.Linear(16, 16), fnn.ReLU(), fnn.Linear(16, 4)).eval()
+    tmlp = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                               torch.nn.Linear(16, 4)).eval()
 
     table = [
         ("x + y", lambda x, y, lib, fn: x + y),
@@ -86,6 +90,7 @@ def cases():
     extra = [
         ("F.linear 16->16", lambda x, y, lib, fn, w, b: fn.linear(x, w, b), (fw, fb), (tw, tb)),
         ("nn.Linear(16, 16)", lambda x, y, lib, fn, m: m(x), (flin,), (tlin,)),
+        ("nn.Sequential MLP 16-16-16-4", lambda x, y, lib, fn, m: m(x), (fmlp,), (tmlp,)),
     ]
     for name, body, fe, te in extra:
         out.append((name, (lambda body: lambda x, y, lib, fn, *e: body(x, y, lib, fn, *e))(body),
@@ -96,8 +101,8 @@ def cases():
 
 
 FB = {"x + y", "x * 2.0", "x.relu()", "sigmoid", "tanh", "x.sum(-1)", "softmax(-1)", "F.linear 16->16",
-      "nn.Linear(16, 16)", "x.transpose(0, 1)", "x[1:3]", "cat([x, y])", "matmul 4x16 @ 16x4",
-      "adaptive_avg_pool2d 128x3x17x17"}
+      "nn.Linear(16, 16)", "nn.Sequential MLP 16-16-16-4", "x.transpose(0, 1)", "x[1:3]", "cat([x, y])",
+      "matmul 4x16 @ 16x4", "adaptive_avg_pool2d 128x3x17x17"}
 
 
 def main():

@@ -305,3 +305,19 @@ def test_frozen_cache_matches_the_very_arrays_and_is_not_copied():
     assert cache.get("other", (a,), lambda: 4) == 4 and len(cache) == 1  # full: cleared first
     assert len(copy.deepcopy(cache)) == 0 and copy.deepcopy(cache).size == 2
     assert len(pickle.loads(pickle.dumps(cache))) == 0
+
+
+def test_frozen_copy_keeps_weights_64_byte_aligned_and_tied_weights_shared():
+    """deepcopy's numpy copies start 16 bytes into a cache line: freeze puts them back on 64-byte boundaries (a
+    batch-1 Linear streams its weight with vector loads), one array per array the model shared."""
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    model[4].register_buffer("shared", model[4].weight.detach())  # a second tensor on the weight's array
+    x = fg.tensor(RNG.standard_normal((1, 784)).astype(np.float32))
+    frozen = nn.utils.freeze(model)
+    for layer in (frozen[0], frozen[2], frozen[4]):
+        for t in (layer.weight, layer.bias):
+            assert t._data.ctypes.data % 64 == 0
+    assert frozen[4].shared._data is frozen[4].weight._data
+    with no_grad():
+        np.testing.assert_array_equal(frozen(x).numpy(), model(x).numpy())

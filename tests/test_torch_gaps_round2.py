@@ -16,7 +16,7 @@ def _rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-# ---- 1: max_pool2d's ONNX mapping keeps NaN ------------------------------------------------------------------
+# ---- 1: max_pool2d's ONNX mapping keeps NaN under export(nan_exact_pooling=True) ----------------------------
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_onnx_max_pool2d_keeps_nan_as_torch(tmp_path, dynamic):
     ort = pytest.importorskip("onnxruntime")
@@ -32,7 +32,7 @@ def test_onnx_max_pool2d_keeps_nan_as_torch(tmp_path, dynamic):
     path = str(tmp_path / "p.onnx")
     axes = {"x": {0: "b", 2: "h", 3: "w"}} if dynamic else {}
     fg.onnx.export(Net(), fg.tensor(np.ones((1, 2, 6, 8), np.float32)), path, dynamic_axes=axes, input_names=["x"],
-                   verify=False)
+                   verify=False, nan_exact_pooling=True)
     t = torch.tensor(x)
     want = [tf.max_pool2d(t, 3, 2, 1), tf.max_pool2d(t, 2), tf.max_pool2d(t, 2, 1, ceil_mode=True),
             tf.max_pool2d(t, 2, 2, dilation=2)]

@@ -10,6 +10,7 @@ import numpy as np
 from .. import _C
 from .._validate import check_bool
 from ..autograd import graph_free
+from ..grad_mode import recorder
 from ..tensor import Tensor
 from ..kernels.activation import _act_forward
 from ..kernels.conv import conv2d_forward
@@ -255,6 +256,16 @@ def _native_plan(plan):
     return native
 
 
+def _settings_free(plan) -> bool:
+    """Whether a native plan of these steps reads no module setting that can change after it is built, so an
+    eager (not frozen) Sequential may run one too: Linear steps only, each with no activation or one whose
+    kernel code its type fixes (no arguments: ReLU, Sigmoid, Tanh). The plan reads the parameters at each call;
+    a conv's stride or padding, LeakyReLU's slope or Flatten's dims it would read once, so only a frozen
+    model (a snapshot) runs those natively."""
+    return all(run is _run_linear and (act is None or type(act).op_kwargs is _Activation.op_kwargs)
+               for run, _, act in plan)
+
+
 class _ModuleSequence(Module):
     """Submodules named "0", "1", ... in order: len, iteration, indexing and append."""
 
@@ -309,19 +320,32 @@ class Sequential(_ModuleSequence):
     add = append  # Keras spelling
 
     def __call__(self, *args, **kwargs):
-        # A frozen Sequential whose plan runs natively goes straight to it (Module.__call__, forward
-        # and _forward_fused around it are ~0.5 us of a batch-1 LeNet forward); anything else, and
-        # any call the plan does not take, goes the usual way.
+        # A Sequential whose plan runs natively (frozen, or an eager MLP: see _forward_fused) goes straight to
+        # it (Module.__call__, forward and _forward_fused around it are ~0.5 us of a batch-1 LeNet forward), and
+        # so does a dynamic-int8 MLP (quantize_dynamic's DynamicLinearChain; its layers record no graph, so in
+        # grad mode too, but not under trace(): the ONNX exporter records each layer). Anything else, and any
+        # call they do not take, goes the usual way.
         d = self.__dict__
-        plan = d.get("_inference_plan")
-        if plan is not None and plan[2] and len(args) == 1 and not kwargs \
-                and not d.get("_forward_pre_hooks") and type(self).forward is Sequential.forward and graph_free():
-            input = args[0]
-            if isinstance(input, Tensor) and plan[0] == tuple(d["_modules"].values()):
-                y = plan[2].run(input._data)
+        plan, chain = d.get("_inference_plan"), d.get("_int8_chain")
+        if (chain is not None or (plan is not None and plan[2])) and len(args) == 1 and not kwargs \
+                and isinstance(args[0], Tensor) and not d.get("_forward_pre_hooks") \
+                and type(self).forward is Sequential.forward and "forward" not in d:
+            mods = tuple(d["_modules"].values())
+            if plan is not None and plan[2] and plan[0] == mods and graph_free():
+                y = plan[2].run(args[0]._data)
+                if y is not None:
+                    return Tensor._wrap(y)
+            if chain is not None and chain.mods == mods and recorder() is None:
+                y = chain.run(args[0]._data)
                 if y is not None:
                     return Tensor._wrap(y)
         return Module.__call__(self, *args, **kwargs)
+
+    def __getstate__(self):
+        # the native plan (a C++ object) does not pickle: a loaded model builds its own at its first call
+        state = dict(self.__dict__)
+        state.pop("_inference_plan", None)
+        return state
 
     def forward(self, input):
         if graph_free():
@@ -343,7 +367,10 @@ class Sequential(_ModuleSequence):
         # plan[2]: the native plan, False where none applies, None where a deep copy dropped it
         if plan is None or plan[0] != mods or plan[2] is None:
             steps = _inference_plan(mods)
-            plan = (mods, steps, (_native_plan(steps) or False) if d.get("_native_steps") else False)
+            # a frozen model's plan (a snapshot), or an eager MLP's (it reads no setting: _settings_free); at
+            # batch 1 the Python between an MLP's kernel calls had cost a third of its forward
+            native = d.get("_native_steps") or _settings_free(steps)
+            plan = (mods, steps, (_native_plan(steps) or False) if native else False)
             d["_inference_plan"] = plan
         native = plan[2]
         if native and isinstance(input, Tensor):

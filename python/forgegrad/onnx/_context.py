@@ -81,6 +81,8 @@ class ExportContext:
         # mappings written for float32 emit a float64 graph (see docs/onnx.md, float64 models)
         self.float_dtype = np.dtype(np.float32)
         self.current_op: Optional["OpCall"] = None
+        # export(nan_exact_pooling=True): max pools keep a window's NaN in onnxruntime (ops/_pool_onnx.py)
+        self.nan_exact_pooling = False
 
     # ---- names -------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:

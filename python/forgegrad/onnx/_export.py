@@ -341,7 +341,7 @@ def atomic_save(model_proto, path: str) -> None:
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
            output_names=None, verify: bool = True, rtol: Optional[float] = None, atol: Optional[float] = None,
            verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None,
-           float64: str = "cast", axis_divisors: Optional[Dict[str, int]] = None):
+           float64: str = "cast", axis_divisors: Optional[Dict[str, int]] = None, nan_exact_pooling: bool = False):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
     The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
@@ -384,6 +384,11 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             back as ``session.get_modelmeta().custom_metadata_map``).
         axis_divisors: ``{symbol: d}``: dynamic axes the model divides by an integer (an image's sides by a patch
             size); sizes it computes as floor(axis / d) (a patch grid) then become integer Divs of the input's shape.
+        nan_exact_pooling: max pools (``max_pool1d/2d/3d``, the adaptive max pools) give NaN for a window holding
+            a NaN, as torch's, in onnxruntime too. onnxruntime's MaxPool / ReduceMax skip a NaN that is not the
+            window's first element, so this adds an IsNaN mask pooled alongside each max pool (about twice the
+            pooling work; onnxruntime's ``quantize_static`` rejects the pattern). Default False: a plain MaxPool, as
+            ``torch.onnx.export`` writes (the same values wherever the input holds no NaN).
 
     Returns:
         ExportReport: the file, names, dynamic axes and, when verified, the errors per run and output.
@@ -398,6 +403,8 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     """
     if float64 not in ("cast", "strict"):
         raise ValueError(f"export: float64 must be 'cast' or 'strict', got {float64!r}")
+    if not isinstance(nan_exact_pooling, bool):
+        raise TypeError(f"export: nan_exact_pooling must be True or False, got {nan_exact_pooling!r}")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     metadata = {} if metadata is None else metadata
@@ -460,6 +467,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             ex.check_same_structure(cap_b, symbols.b)
             ex.check_same_structure(cap_c, symbols.c)
         ctx = ex.ctx
+        ctx.nan_exact_pooling = nan_exact_pooling
         for name in names:
             ctx.reserve(name)
         n_out = len(cap_a.outputs)

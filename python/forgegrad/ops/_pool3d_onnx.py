@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._pool_onnx import _dynamic, _mods, nan_mask, restore_nan
+from ._pool_onnx import _dynamic, _mods, restore_nan
 
 
 def _static(op, xn, what):
@@ -53,7 +53,7 @@ def _max_pool(ctx, x, geo, spatial, outputs):
 def _with_indices(ctx, op, x, spatial, pool):
     """values (NaNs restored) and torch's per-volume indices of pool(x, outputs)."""
     vals, idx = pool(x, 2)
-    vals = restore_nan(ctx, vals, pool(nan_mask(ctx, x), 1))
+    vals = restore_nan(ctx, vals, x, lambda t: pool(t, 1))  # NaN windows under export(nan_exact_pooling=True)
     return [vals, ctx.node("Mod", [idx, _volume(ctx, x, spatial)])]
 
 

@@ -40,10 +40,14 @@ def nan_mask(ctx, x):
     return ctx.node("Cast", [ctx.node("IsNaN", [x])], to=1)  # to FLOAT
 
 
-def restore_nan(ctx, vals, pooled_mask):
-    """NaN where the max pool of nan_mask(x) is 1. torch's max is NaN where a window holds one; onnxruntime's
-    MaxPool skips a NaN that is not the window's first element (its indices may then differ from torch's)."""
-    return ctx.node("Where", [ctx.node("Cast", [pooled_mask], to=9),  # to BOOL
+def restore_nan(ctx, vals, x, pool):
+    """vals (the max pool of x) with NaN where pool(nan_mask(x)) is 1, under export(nan_exact_pooling=True); else
+    vals unchanged, a plain MaxPool as torch.onnx writes. torch's max is NaN where a window holds one;
+    onnxruntime's MaxPool skips a NaN that is not the window's first element (its indices may then differ from
+    torch's). Opt-in: the mask doubles the pooling work and onnxruntime's quantize_static rejects the pattern."""
+    if not ctx.nan_exact_pooling:
+        return vals
+    return ctx.node("Where", [ctx.node("Cast", [pool(nan_mask(ctx, x))], to=9),  # to BOOL
                               ctx.const(np.asarray(np.nan, np.float32)), vals])
 
 
@@ -61,9 +65,6 @@ def map_max_pool1d(ctx, op):
     x, L = op.input(xn), op.args[xn].shape[2]
     k, s, p, d = _geometry_1d(op, "MaxPool")
     ceil = bool(A._arg(op, "ceil_mode", default=False))
-    # torch's max is NaN where a window holds one; onnxruntime's MaxPool skips a NaN that is not the window's
-    # first element: the same pool over IsNaN (as 0 / 1) puts it back (indices: see docs/torch_compat.md)
-    nan = nan_mask(ctx, x)
     if _dynamic(op, xn, 1)[0]:
         def pool(t, with_indices):
             out = CE.max_pool2d(ctx, ctx.unsqueeze(t, [2]), (1, L), k, s, p, d, ceil, with_indices=with_indices,
@@ -80,7 +81,8 @@ def map_max_pool1d(ctx, op):
             return out if with_indices else [out]
         area = ctx.const(np.int64(L))
     vals, idx = pool(x, True)
-    return [restore_nan(ctx, vals, pool(nan, False)[0]), ctx.node("Mod", [idx, area])]
+    # nan_exact_pooling: the same pool over IsNaN (as 0 / 1) puts NaN windows back (indices: docs/torch_compat.md)
+    return [restore_nan(ctx, vals, x, lambda t: pool(t, False)[0]), ctx.node("Mod", [idx, area])]
 
 
 def map_avg_pool1d(ctx, op):
@@ -166,16 +168,20 @@ def _adaptive_max(ctx, op, x, in_hw, output_size, dynamic):
     if any(d and k for d, k in zip(dynamic, kept)):
         raise op.unsupported("adaptive max pooling's indices over an axis kept at a dynamic input size "
                              "(output_size None) are not exported")
-    # torch's max is NaN where a window holds one; onnxruntime's MaxPool and ReduceMax skip a NaN that is not the
-    # window's first element: the window mean of (NaN where x is, else 0), added, puts it back (indices: see docs)
-    nans = ctx.node("Where", [ctx.node("IsNaN", [x]), x, ctx.const(np.asarray(0, np.float32))])
+    # export(nan_exact_pooling=True): torch's max is NaN where a window holds one; onnxruntime's MaxPool and
+    # ReduceMax skip a NaN that is not the window's first element: the window mean of (NaN where x is, else 0),
+    # added, puts it back (indices: see docs/torch_compat.md)
+    exact = ctx.nan_exact_pooling
+    nans = ctx.node("Where", [ctx.node("IsNaN", [x]), x, ctx.const(np.asarray(0, np.float32))]) if exact else None
     if not any(dynamic) and in_hw[0] % out_hw[0] == 0 and in_hw[1] % out_hw[1] == 0:
         k = [in_hw[0] // out_hw[0], in_hw[1] // out_hw[1]]
         vals, idx = ctx.node("MaxPool", [x], outputs=2, kernel_shape=k, strides=k)
-        vals = ctx.node("Add", [vals, ctx.node("AveragePool", [nans], kernel_shape=k, strides=k)])
+        if exact:
+            vals = ctx.node("Add", [vals, ctx.node("AveragePool", [nans], kernel_shape=k, strides=k)])
         return vals, ctx.node("Mod", [idx, ctx.const(np.int64(in_hw[0] * in_hw[1]))])
     vals = CE.adaptive_pool2d(ctx, x, in_hw, output_size, "ReduceMax", dynamic)
-    vals = ctx.node("Add", [vals, CE.adaptive_pool2d(ctx, nans, in_hw, output_size, "ReduceMean", dynamic)])
+    if exact:
+        vals = ctx.node("Add", [vals, CE.adaptive_pool2d(ctx, nans, in_hw, output_size, "ReduceMean", dynamic)])
     return vals, _adaptive_argmax(ctx, x, in_hw, out_hw, dynamic)
 
 

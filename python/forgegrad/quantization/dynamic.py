@@ -8,7 +8,7 @@ import numpy as np
 from .. import nn
 from .dtypes import as_qdtype, qint8
 from .bf16 import WeightOnlyBF16Linear
-from .modules import DynamicQuantizedLinear, WeightOnlyInt8Linear
+from .modules import DynamicLinearChain, DynamicQuantizedLinear, WeightOnlyInt8Linear
 from .rnn import FLOAT_TO_DYNAMIC
 
 __all__ = ["quantize_dynamic", "quantize_weight_only"]
@@ -78,6 +78,9 @@ def _swap(module, types, reduce_range, fuse_relu):
                 setattr(module, children[i + 1][0], nn.Identity())
         else:
             _swap(child, types, reduce_range, fuse_relu)
+    if isinstance(module, nn.Sequential):
+        # its int8 layers run back to back (modules.DynamicLinearChain) while its modules stay these
+        module.__dict__["_int8_chain"] = DynamicLinearChain.of(module._modules.values())
 
 
 def _weight_only_type(dtype):

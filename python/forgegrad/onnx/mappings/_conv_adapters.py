@@ -78,28 +78,28 @@ def map_max_pool(ctx, op):
     xn = _x(op)
     hw = tuple(op.args[xn].shape[2:])
     dynamic = any(_dynamic_hw(op, xn))
-    from ...ops._pool_onnx import nan_mask, restore_nan
+    from ...ops._pool_onnx import restore_nan
 
     def pool(x, with_indices):
         return CE.max_pool2d(ctx, x, hw, _arg(op, "kernel_size"), _arg(op, "stride"), _arg(op, "padding", default=0),
                              _arg(op, "dilation", default=1), bool(_arg(op, "ceil_mode", default=False)),
                              with_indices=with_indices, dynamic=dynamic)
-    # torch's max is NaN where a window holds one, onnxruntime's MaxPool may skip it: the same pool over
-    # IsNaN puts it back (ops/_pool_onnx.py)
-    y = pool(op.input(xn), len(op.outputs) == 2)
-    nans = pool(nan_mask(ctx, op.input(xn)), False)
+    # export(nan_exact_pooling=True): the same pool over IsNaN puts back the NaN windows onnxruntime's MaxPool
+    # may skip (ops/_pool_onnx.py); by default a plain MaxPool, as torch.onnx
+    x = op.input(xn)
+    y = pool(x, len(op.outputs) == 2)
     if len(op.outputs) == 2:  # (values, indices)
         vals, idx = y
-        vals = restore_nan(ctx, vals, nans)
+        vals = restore_nan(ctx, vals, x, lambda t: pool(t, False))
         # ONNX's indices count over the whole NCHW tensor, torch's within each (H, W) plane
         import numpy as np
         if dynamic:  # H * W read off the input's shape
-            plane = ctx.node("Slice", [ctx.node("Shape", [op.input(xn)]), ctx.ints([2]), ctx.ints([4]), ctx.ints([0])])
+            plane = ctx.node("Slice", [ctx.node("Shape", [x]), ctx.ints([2]), ctx.ints([4]), ctx.ints([0])])
             area = ctx.reduce("ReduceProd", plane, [0], True)
         else:
             area = ctx.const(np.int64(hw[0] * hw[1]))
         return [vals, ctx.node("Mod", [idx, area])]
-    return [restore_nan(ctx, y, nans)]
+    return [restore_nan(ctx, y, x, lambda t: pool(t, False))]
 
 
 def map_avg_pool(ctx, op):
