@@ -247,3 +247,17 @@ def test_gemm_binding_refuses_bad_arguments():
             call()
     assert _C.bf16.gemm(a.view(BF16), b.view(BF16)).shape == (3, 5)
     assert not _C.bf16.gemm(np.zeros((3, 0), np.uint16), np.zeros((0, 5), np.uint16)).any()  # K = 0: zeros
+
+
+def test_linear_takes_the_gemm_from_8_rows_and_the_dot_form_below(rng, gemm_path):
+    """_C.bf16.linear: the GEMM's bits (x w^T + bias) from 8 rows; fewer rows (decode) keep the float32 path's dot
+    form, which reads the weight once (packing it would read and write it again)."""
+    w, b = _bf16(rng, 40, 515), _bf16(rng, 40)
+    for m in (1, 7, 8, 9):
+        x = _bf16(rng, m, 515)
+        got = _C.bf16.linear(x, w, b)
+        if m >= 8:
+            np.testing.assert_array_equal(got, _C.bf16.gemm(x, w, False, True, b))
+        else:
+            want = _C.gemm.linear(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32))
+            np.testing.assert_array_equal(got, want.astype(BF16).view(np.uint16))

@@ -208,7 +208,7 @@ class bf16:
     def linear(x: object, w: object, bias: object) -> numpy.ndarray:
         """y (M, N) = x (M, K) w (N, K)^T + bias (N or None), bfloat16 (or uint16 bit pattern) arrays in, uint16 bit
         patterns out, the float32 result rounded once to nearest even: the vdpbf16ps GEMM where gemm_path() is
-        'avx512_bf16', else the float32 Linear of the exactly widened operands.
+        'avx512_bf16' and M >= 8, else the float32 Linear of the exactly widened operands.
         """
         ...
     @staticmethod
