@@ -289,9 +289,9 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
 
 def _bf16_linear(args, kwargs, state):
     """linear of bfloat16 x, weight (and bias): _C.bf16.linear, one C++ call that makes no float32 copy of the weight
-    (the same bits as the generic path: the float32 Linear of the widened operands, rounded once), as one graph node
-    (ops/_bf16_linear.py) where a gradient is asked for; None where the generic path runs (traces, vmap, shapes it
-    refuses with its errors)."""
+    (the bfloat16 GEMM where _C.bf16.gemm_path() is "avx512_bf16", else the generic path's bits: the float32 Linear
+    of the widened operands, rounded once), as one graph node (ops/_bf16_linear.py) where a gradient is asked for;
+    None where the generic path runs (traces, vmap, shapes it refuses with its errors)."""
     if state.get("recorder") is not None or len(args) + len(kwargs) not in (2, 3) or set(kwargs) - {"bias"}:
         return None
     x, w = args[0], args[1]
