@@ -32,11 +32,15 @@ SHAPES = [(512, 512, 512, False, False, "512^3 NN"), (1024, 1024, 1024, False, F
           (512, 512, 256, True, False, "MLP dW = dY^T X")]
 
 
+CLOCK = {"fn": time.thread_time, "name": "thread CPU time", "threads": 1}
+
+
 def _time(fn, reps):
-    t0 = time.thread_time()
+    clock = CLOCK["fn"]
+    t0 = clock()
     for _ in range(reps):
         fn()
-    return (time.thread_time() - t0) / reps
+    return (clock() - t0) / reps
 
 
 def _gemm_runtimes(m, n, k, ta, tb):
@@ -72,7 +76,8 @@ def _gemm_runtimes(m, n, k, ta, tb):
 
 
 def bench_gemm(rounds):
-    print(f"GEMM GFLOP/s, 1 thread, best of {rounds} rounds (thread CPU time); gemm_path: {_C.bf16.gemm_path()}")
+    print(f"GEMM GFLOP/s, {CLOCK['threads']} thread(s), best of {rounds} rounds ({CLOCK['name']}); gemm_path: "
+          f"{_C.bf16.gemm_path()}")
     for m, n, k, ta, tb, name in SHAPES:
         runtimes = _gemm_runtimes(m, n, k, ta, tb)
         reps = max(1, int(2e9 / (2 * m * n * k * 40)))
@@ -88,8 +93,8 @@ def bench_gemm(rounds):
 
 
 def bench_mlp(rounds):
-    print(f"MLP 256x512 training step (bench_autocast.py's), 1 thread, best of {rounds} rounds, ms "
-          "(thread CPU time)")
+    print(f"MLP 256x512 training step (bench_autocast.py's), {CLOCK['threads']} thread(s), best of {rounds} rounds, "
+          f"ms ({CLOCK['name']})")
     cases = {}
     for mode in MODES:
         cases[f"torch {mode}"] = (_step("torch", mode), None)
@@ -115,8 +120,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", choices=["gemm", "mlp"])
+    parser.add_argument("--threads", type=int, default=1, help="threads of every runtime (past 1, wall time)")
     args = parser.parse_args()
-    with pinned_threads(1):  # forgegrad, torch and numpy's BLAS
+    if args.threads > 1:
+        CLOCK.update(fn=time.perf_counter, name="wall time", threads=args.threads)
+    with pinned_threads(args.threads):  # forgegrad, torch and numpy's BLAS
         if args.only != "mlp":
             bench_gemm(args.rounds)
         if args.only != "gemm":
