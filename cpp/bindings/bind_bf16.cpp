@@ -215,9 +215,10 @@ void bind(py::module_& m) {
         "in, the float32 result rounded once to uint16 bit patterns out. The vdpbf16ps kernel where gemm_path() is "
         "'avx512_bf16' (denormal bfloat16 inputs and products flushed; the same bits at any thread count), else the "
         "widened operands through the float32 sgemm.");
-  m.def("gemm_path", [] { return std::string(fg::sbgemm_path()); },
-        "The path linear and gemm take now: 'avx512_bf16' (vdpbf16ps; the CPU has AVX512_BF16 and the SIMD path is "
-        "avx512) or 'float32' (the operands widened, float32 kernels).");
+  m.def(
+      "gemm_path", [] { return std::string(fg::sbgemm_path()); },
+      "The path linear and gemm take now: 'avx512_bf16' (vdpbf16ps; the CPU has AVX512_BF16 and the SIMD path is "
+      "avx512) or 'float32' (the operands widened, float32 kernels).");
   m.def("set_gemm_native", &fg::set_sbgemm_native, py::arg("allow"),
         "allow=False keeps linear and gemm on the 'float32' path even where vdpbf16ps runs (A/B comparisons); True "
         "(the default) takes the best path the SIMD setting allows.");

@@ -59,7 +59,8 @@ void sbgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const u
   }
   // float32: the widened operands through sgemm, the bias as C's start (beta 1), as a float32 Linear's col_bias
   const int64_t ar = trans_a ? K : M, ac = trans_a ? M : K, br = trans_b ? N : K, bc = trans_b ? K : N;
-  AlignedBuffer a32(static_cast<size_t>(ar * ac > 0 ? ar * ac : 1)), b32(static_cast<size_t>(br * bc > 0 ? br * bc : 1));
+  AlignedBuffer a32(static_cast<size_t>(ar * ac > 0 ? ar * ac : 1)),
+      b32(static_cast<size_t>(br * bc > 0 ? br * bc : 1));
   if (K > 0) {
     widen(A, ar, ac, lda, a32.data());
     widen(B, br, bc, ldb, b32.data());

@@ -35,7 +35,9 @@ inline __mmask16 mask16(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-inline uint32_t pair_word(uint16_t lo, uint16_t hi) { return static_cast<uint32_t>(lo) | static_cast<uint32_t>(hi) << 16; }
+inline uint32_t pair_word(uint16_t lo, uint16_t hi) {
+  return static_cast<uint32_t>(lo) | static_cast<uint32_t>(hi) << 16;
+}
 
 // Strides past this many elements would overflow the gathers' 32-bit indices (32 rows apart): packed by scalars.
 constexpr int64_t kGatherStrideMax = int64_t(1) << 25;
@@ -67,10 +69,9 @@ FG_BF16_TARGET inline void transpose_8x16_words(const uint16_t* src, int64_t ld,
     const __m512i w1 = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
     const __m512i x0 = _mm512_shuffle_i32x4(u[c + 1], u[5 + c], _MM_SHUFFLE(1, 0, 1, 0));
     const __m512i x1 = _mm512_shuffle_i32x4(u[c + 1], u[5 + c], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i z[4] = {_mm512_shuffle_i32x4(w0, x0, _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(w0, x0, _MM_SHUFFLE(3, 1, 3, 1)),
-                          _mm512_shuffle_i32x4(w1, x1, _MM_SHUFFLE(2, 0, 2, 0)),
-                          _mm512_shuffle_i32x4(w1, x1, _MM_SHUFFLE(3, 1, 3, 1))};
+    const __m512i z[4] = {
+        _mm512_shuffle_i32x4(w0, x0, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(w0, x0, _MM_SHUFFLE(3, 1, 3, 1)),
+        _mm512_shuffle_i32x4(w1, x1, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(w1, x1, _MM_SHUFFLE(3, 1, 3, 1))};
 #pragma GCC unroll 4
     for (int L = 0; L < 4; ++L) {  // z[L] holds words 4L + c (low half) and 4L + c + 1 (high half)
       const int w = 4 * L + c;
@@ -86,8 +87,8 @@ FG_BF16_TARGET void pack_b_panel(bool trans_b, const uint16_t* B, int64_t ldb, i
   const int64_t kp = (kc + 1) / 2, full = kc / 2;
   if (!trans_b) {
     // op(B) row k is B's row k: interleave rows 2p and 2p + 1 lane by lane
-    alignas(64) static const uint16_t lo_idx[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                                    8,  40, 9,  41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
     const __m512i ilo = _mm512_load_si512(lo_idx);
     const __m512i ihi = _mm512_add_epi16(ilo, _mm512_set1_epi16(16));
     const __mmask32 m = mask32(cols);
@@ -117,9 +118,9 @@ FG_BF16_TARGET void pack_b_panel(bool trans_b, const uint16_t* B, int64_t ldb, i
     const uint16_t* base1 = base + 16 * ldb;
     for (int64_t p = p0; p < full; ++p) {
       _mm512_store_si512(dst + p * kNR, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m0, idx, base + 2 * p, 2));
-      _mm512_store_si512(dst + p * kNR + 16,
-                         m1 ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m1, idx, base1 + 2 * p, 2)
-                            : _mm512_setzero_si512());
+      _mm512_store_si512(
+          dst + p * kNR + 16,
+          m1 ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m1, idx, base1 + 2 * p, 2) : _mm512_setzero_si512());
     }
   } else {
     for (int64_t p = p0; p < full; ++p)
@@ -151,8 +152,8 @@ FG_BF16_TARGET void pack_a_panel(bool trans_a, const uint16_t* A, int64_t lda, i
   int64_t p0 = 0;
   for (; p0 + 16 <= full; p0 += 16) transpose_8x16_words(base + 2 * p0, lda, rows, dst + p0 * kMR, kMR);
   if (lda <= kGatherStrideMax) {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(static_cast<int>(lda)));
+    const __m256i idx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(lda)));
     const __mmask8 m = static_cast<__mmask8>((1u << rows) - 1u);
     for (int64_t p = p0; p < full; ++p)
       _mm256_store_si256(reinterpret_cast<__m256i*>(dst + p * kMR),
