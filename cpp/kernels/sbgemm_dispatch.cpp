@@ -53,10 +53,12 @@ void set_sbgemm_native(bool allow) { native_allowed().store(allow, std::memory_o
 void sbgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
             const uint16_t* B, int64_t ldb, const float* bias, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+#if defined(__x86_64__)  // (only x86-64 builds compile the kernel: per_isa/sbgemm.cpp's AVX-512 part)
   if (native()) {
     avx512::sbgemm_avx512bf16(trans_a, trans_b, M, N, K, A, lda, B, ldb, bias, C, ldc);
     return;
   }
+#endif
   // float32: the widened operands through sgemm, the bias as C's start (beta 1), as a float32 Linear's col_bias
   const int64_t ar = trans_a ? K : M, ac = trans_a ? M : K, br = trans_b ? N : K, bc = trans_b ? K : N;
   AlignedBuffer a32(static_cast<size_t>(ar * ac > 0 ? ar * ac : 1)),
