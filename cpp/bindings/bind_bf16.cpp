@@ -101,7 +101,7 @@ void widen_to_float32(const py::handle& src_h, const py::handle& out_h) {
 }
 
 // A C-contiguous bfloat16 (or uint16) array's bit patterns and its last two dimensions, checked: 2-D, or also 3-D
-// where batch is given (*batch: the leading dimension, 0 for a 2-D array).
+// where batch is given (*batch: the leading dimension, -1 for a 2-D array).
 const uint16_t* bf16_matrix(const char* op, const py::handle& h, const char* name, int64_t* rows, int64_t* cols,
                             int64_t* batch = nullptr) {
   const py::array a = as_array(h, op, name);
@@ -113,7 +113,7 @@ const uint16_t* bf16_matrix(const char* op, const py::handle& h, const char* nam
     throw py::value_error(std::string(op) + ": " + name + " must be a " + (batch ? "2-D or 3-D" : "2-D") +
                           " C-contiguous aligned array, got " + std::to_string(a.ndim()) + "-D" +
                           ((a.flags() & py::array::c_style) ? "" : " non-contiguous"));
-  if (batch) *batch = a.ndim() == 3 ? a.shape(0) : 0;
+  if (batch) *batch = a.ndim() == 3 ? a.shape(0) : -1;
   *rows = a.shape(a.ndim() - 2);
   *cols = a.shape(a.ndim() - 1);
   return static_cast<const uint16_t*>(a.data());
@@ -182,21 +182,22 @@ py::array gemm(const py::handle& a_h, const py::handle& b_h, bool trans_a, bool 
                           std::to_string(Kb) + " (a " + std::to_string(ar) + "x" + std::to_string(ac) +
                           (trans_a ? " transposed" : "") + ", b " + std::to_string(br) + "x" + std::to_string(bc) +
                           (trans_b ? " transposed" : "") + ")");
-  if (ab && bb && ab != bb)
+  if (ab >= 0 && bb >= 0 && ab != bb)
     throw py::value_error("gemm: a and b must have the same batch size, got " + std::to_string(ab) + " and " +
                           std::to_string(bb));
   fg::AlignedBuffer bf;
   const float* bias = widened_bias("gemm", bias_h, N, "op(b)'s", "columns", &bf);
   const int64_t batch = ab > bb ? ab : bb;
-  const std::vector<py::ssize_t> shape = batch ? std::vector<py::ssize_t>{batch, M, N} : std::vector<py::ssize_t>{M, N};
+  const std::vector<py::ssize_t> shape =
+      batch >= 0 ? std::vector<py::ssize_t>{batch, M, N} : std::vector<py::ssize_t>{M, N};
   py::array_t<uint16_t> out(shape);
   uint16_t* y = out.mutable_data();
   py::gil_scoped_release release;
   if (M > 0 && N > 0) {
     fg::AlignedBuffer yf(static_cast<size_t>(M * N));
-    for (int64_t e = 0; e < (batch ? batch : 1); ++e) {
-      fg::sbgemm(trans_a, trans_b, M, N, K, a + (ab ? e * ar * ac : 0), ac, b + (bb ? e * br * bc : 0), bc, bias,
-                 yf.data(), N);
+    for (int64_t e = 0; e < (batch >= 0 ? batch : 1); ++e) {
+      fg::sbgemm(trans_a, trans_b, M, N, K, a + (ab >= 0 ? e * ar * ac : 0), ac, b + (bb >= 0 ? e * br * bc : 0), bc,
+                 bias, yf.data(), N);
       fg::f32_to_bf16(yf.data(), y + e * M * N, M * N);
     }
   }

@@ -76,12 +76,13 @@ def _native_backward(g, x, weight, x_shape, w_shape, needs, has_bias):
     """The gradients on the vdpbf16ps GEMM: dX = dY W, dW = dY^T X (bfloat16 operands, float32 sums rounded once)."""
     bf16 = _dtypes._BF16
     n, k = w_shape
-    g2 = np.ascontiguousarray(g if g.dtype == bf16 else _dtypes.astype(g, bf16)).reshape(-1, n)
+    rows = math.prod(x_shape[:-1])
+    g2 = np.ascontiguousarray(g if g.dtype == bf16 else _dtypes.astype(g, bf16)).reshape(rows, n)
     gx = gw = gb = None
     if needs[0]:
         gx = _C.bf16.gemm(g2, np.ascontiguousarray(weight)).view(bf16).reshape(x_shape)
     if needs[1]:
-        x2 = np.ascontiguousarray(x).reshape(-1, k)
+        x2 = np.ascontiguousarray(x).reshape(rows, k)
         gw = _C.bf16.gemm(g2, x2, trans_a=True).view(bf16)
     if has_bias and needs[2]:
         gb = _dtypes.astype(_column_sums(_dtypes.astype(g2, _F32)), bf16)
@@ -111,9 +112,10 @@ class Bf16MatmulFunction(Function):
         g = np.ascontiguousarray(g if g.dtype == bf16 else _dtypes.astype(g, bf16))
         k, n = b_shape[-2], b_shape[-1]
         if len(b_shape) == 2:  # a's rows flattened: dA = dY B^T, dB = A^T dY
-            g = g.reshape(-1, n)
+            rows = math.prod(a_shape[:-1])
+            g = g.reshape(rows, n)
             ga = _C.bf16.gemm(g, np.ascontiguousarray(b), trans_b=True) if needs[0] else None
-            gb = _C.bf16.gemm(np.ascontiguousarray(a).reshape(-1, k), g, trans_a=True) if needs[1] else None
+            gb = _C.bf16.gemm(np.ascontiguousarray(a).reshape(rows, k), g, trans_a=True) if needs[1] else None
         else:  # batched: the same per entry
             ga = _C.bf16.gemm(g, np.ascontiguousarray(b), trans_b=True) if needs[0] else None
             gb = _C.bf16.gemm(np.ascontiguousarray(a), g, trans_a=True) if needs[1] else None
@@ -139,7 +141,7 @@ class Bf16MatmulFunction(Function):
 def _matmul(a, b):
     """a @ b for C-contiguous bfloat16 arrays of Bf16MatmulFunction's shapes, as bfloat16."""
     if b.ndim == 2:
-        y = _C.bf16.gemm(a.reshape(-1, a.shape[-1]), b)
+        y = _C.bf16.gemm(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), b)
         return y.view(_dtypes._BF16).reshape(*a.shape[:-1], b.shape[1])
     return _C.bf16.gemm(a, b).view(_dtypes._BF16)
 
