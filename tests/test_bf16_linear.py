@@ -1,7 +1,9 @@
-"""bfloat16 linear on _C.bf16.linear (one C++ call: operands widened as read, the float32 result rounded once) and,
-with a graph, as one node (ops/_bf16_linear.py): the same bits as the generic bfloat16 path (casts to float32, the
-float32 linear, the result rounded) in values and gradients, for bfloat16 models and under autocast, at odd shapes;
-within bfloat16's tolerance of torch; double backward; the binding's argument checks."""
+"""bfloat16 linear on _C.bf16.linear (one C++ call, the float32 result rounded once) and, with a graph, as one node
+(ops/_bf16_linear.py). On _C.bf16's float32 GEMM path (operands widened as read; pinned here by the float32_gemm
+fixture, the only path of a CPU without AVX512_BF16): the same bits as the generic bfloat16 path (casts to float32,
+the float32 linear, the result rounded) in values and gradients, for bfloat16 models and under autocast, at odd
+shapes. On either path: within bfloat16's tolerance of torch; double backward; the binding's argument checks. (The
+vdpbf16ps path's own contract, against torch and across thread counts: test_bf16_gemm.py.)"""
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,14 @@ def generic_path(monkeypatch):
     return use
 
 
+@pytest.fixture
+def float32_gemm():
+    """The float32 GEMM path (what a CPU without AVX512_BF16 runs): the generic path's arithmetic, so its bits."""
+    _C.bf16.set_gemm_native(False)
+    yield
+    _C.bf16.set_gemm_native(True)
+
+
 def _bits(t):
     return t._data.view(np.uint16).copy()
 
@@ -34,7 +44,7 @@ def _bf16(rng, *shape, scale=1.0):
 @pytest.mark.parametrize("x_shape,n", [((1, 7), 5), ((3, 64), 129), ((8, 33), 17), ((9, 33), 17), ((37, 515), 40),
                                        ((2, 150, 96), 70), ((96,), 3), ((0, 4), 6), ((4, 0), 3)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_forward_is_the_generic_paths_bits(rng, x_shape, n, bias):
+def test_forward_is_the_generic_paths_bits(rng, float32_gemm, x_shape, n, bias):
     x, w = _bf16(rng, *x_shape), _bf16(rng, n, x_shape[-1])
     b = _bf16(rng, n) if bias else None
     y = F.linear(x, w, b)
@@ -65,7 +75,7 @@ def _mlp_run(rng_seed, autocast, threads=None):
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_training_step_is_the_generic_paths_bits(generic_path, autocast):
+def test_training_step_is_the_generic_paths_bits(float32_gemm, generic_path, autocast):
     fused = _mlp_run(3, autocast)
     generic_path()
     generic = _mlp_run(3, autocast)
@@ -74,7 +84,7 @@ def test_training_step_is_the_generic_paths_bits(generic_path, autocast):
         np.testing.assert_array_equal(a, b)
 
 
-def test_one_node_per_linear_and_bfloat16_gradients(rng):
+def test_one_node_per_linear_and_bfloat16_gradients(rng, float32_gemm):
     x = _bf16(rng, 5, 6).requires_grad_()
     w = _bf16(rng, 4, 6).requires_grad_()
     b = _bf16(rng, 4).requires_grad_()

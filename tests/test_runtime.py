@@ -10,6 +10,8 @@ def test_cpu_info_reports_paths():
     assert info["detected_isa"] in ("scalar", "avx2", "avx512")
     assert info["active_isa"] in ("scalar", "avx2", "avx512")
     assert info["num_threads"] >= 1
+    assert isinstance(info["avx512_bf16"], bool)
+    assert info["bf16_gemm"] == ("avx512_bf16" if info["avx512_bf16"] and info["active_isa"] == "avx512" else "float32")
 
 
 def test_set_simd_round_trip(simd_path):

@@ -6,6 +6,7 @@
 #include "forgegrad/cpu.h"
 #include "forgegrad/memory.h"
 #include "forgegrad/parallel.h"
+#include "forgegrad/sbgemm.h"
 
 namespace py = pybind11;
 
@@ -20,6 +21,8 @@ py::dict cpu_info() {
   d["num_threads"] = fg::get_num_threads();
   d["threads_backend"] = "forgegrad pool";
   d["malloc_tuning"] = fg::malloc_tuning();
+  d["avx512_bf16"] = fg::cpu_has_avx512_bf16();  // the CPU's; bf16_gemm: the bfloat16 GEMM's path now
+  d["bf16_gemm"] = fg::sbgemm_path();
 #ifdef FORGEGRAD_WITH_CUDA
   d["cuda_built"] = true;
 #else

@@ -190,9 +190,25 @@ class batchnorm:
 
 class bf16:
     @staticmethod
+    def gemm(a: object, b: object, trans_a: bool = ..., trans_b: bool = ..., bias: object = ...) -> numpy.ndarray:
+        """out = op(a) op(b) + bias: a (M, K) or (K, M) with trans_a, b (K, N) or (N, K) with trans_b, each 2-D or 3-D
+        (batch, ...; a 2-D one is shared by the batch), bias (N) or None; bfloat16 (or uint16 bit pattern) arrays
+        in, the float32 result rounded once to uint16 bit patterns out. The vdpbf16ps kernel where gemm_path() is
+        'avx512_bf16' (denormal bfloat16 inputs and products flushed; the same bits at any thread count), else the
+        widened operands through the float32 sgemm.
+        """
+        ...
+    @staticmethod
+    def gemm_path() -> str:
+        """The path linear and gemm take now: 'avx512_bf16' (vdpbf16ps; the CPU has AVX512_BF16 and the SIMD path is
+        avx512) or 'float32' (the operands widened, float32 kernels).
+        """
+        ...
+    @staticmethod
     def linear(x: object, w: object, bias: object) -> numpy.ndarray:
         """y (M, N) = x (M, K) w (N, K)^T + bias (N or None), bfloat16 (or uint16 bit pattern) arrays in, uint16 bit
-        patterns out: the float32 Linear of the exactly widened operands, rounded once to nearest even.
+        patterns out, the float32 result rounded once to nearest even: the vdpbf16ps GEMM where gemm_path() is
+        'avx512_bf16' and M >= 8, else the float32 Linear of the exactly widened operands.
         """
         ...
     @staticmethod
@@ -200,6 +216,12 @@ class bf16:
         """out[i] = src[i] (float32) rounded to bfloat16, to nearest even (a NaN: the quiet NaN of its sign, as
         ml_dtypes); out a bfloat16 or uint16 array of src's length. Threads over large arrays; the same bits on
         every ISA and thread count.
+        """
+        ...
+    @staticmethod
+    def set_gemm_native(allow: bool) -> None:
+        """allow=False keeps linear and gemm on the 'float32' path even where vdpbf16ps runs (A/B comparisons); True
+        (the default) takes the best path the SIMD setting allows.
         """
         ...
     @staticmethod

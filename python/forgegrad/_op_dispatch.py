@@ -270,6 +270,10 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
                 out = _bf16_linear(args, kwargs, state)
                 if out is not None:
                     return out
+            if cls.op.name == "matmul" and floats is _dtypes._BF16:
+                out = _bf16_matmul(args, kwargs, state)
+                if out is not None:
+                    return out
         if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
             floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
         new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
@@ -285,9 +289,9 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
 
 def _bf16_linear(args, kwargs, state):
     """linear of bfloat16 x, weight (and bias): _C.bf16.linear, one C++ call that makes no float32 copy of the weight
-    (the same bits as the generic path: the float32 Linear of the widened operands, rounded once), as one graph node
-    (ops/_bf16_linear.py) where a gradient is asked for; None where the generic path runs (traces, vmap, shapes it
-    refuses with its errors)."""
+    (the bfloat16 GEMM where _C.bf16.gemm_path() is "avx512_bf16", else the generic path's bits: the float32 Linear
+    of the widened operands, rounded once), as one graph node (ops/_bf16_linear.py) where a gradient is asked for;
+    None where the generic path runs (traces, vmap, shapes it refuses with its errors)."""
     if state.get("recorder") is not None or len(args) + len(kwargs) not in (2, 3) or set(kwargs) - {"bias"}:
         return None
     x, w = args[0], args[1]
@@ -309,6 +313,25 @@ def _bf16_linear(args, kwargs, state):
     y = kernels.linear(np.ascontiguousarray(xd).reshape(_rows(xd.shape), wd.shape[1]), np.ascontiguousarray(wd),
                        None if b is None else np.ascontiguousarray(b._data))
     return Tensor._wrap_exact(y.view(_dtypes._BF16).reshape(*xd.shape[:-1], wd.shape[0]))
+
+
+def _bf16_matmul(args, kwargs, state):
+    """matmul of bfloat16 tensors on the vdpbf16ps GEMM (ops/_bf16_linear.py's Bf16MatmulFunction), where
+    _C.bf16.gemm_path() is "avx512_bf16" and the shapes are its own; None elsewhere (the generic path: float32
+    kernels on the widened operands, rounded back)."""
+    if state.get("recorder") is not None or state.get("batching") or len(args) != 2 or kwargs:
+        return None
+    a, b = args
+    for t in (a, b):
+        if not isinstance(t, Tensor) or type(t._data) is not _NDARRAY or t._data.dtype is not _dtypes._BF16:
+            return None
+    kernels = _dtypes._BF16_C if _dtypes._BF16_C is not None else _dtypes._bf16_kernels()
+    if kernels is False or kernels.gemm_path() != "avx512_bf16":
+        return None
+    from .ops._bf16_linear import Bf16MatmulFunction, matmul_shapes_ok
+    if not matmul_shapes_ok(a._data.shape, b._data.shape):
+        return None
+    return Bf16MatmulFunction.apply(a, b)
 
 
 def _rows(shape) -> int:

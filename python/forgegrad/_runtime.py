@@ -10,8 +10,9 @@ def cpu_info() -> dict:
     """Which SIMD path the kernels use and why.
 
     Returns a dict with ``detected_isa`` (best the CPU supports), ``active_isa`` (the one in use:
-    lowered by the ``FORGEGRAD_SIMD`` environment variable or :func:`set_simd`), ``num_threads``
-    and ``cuda_built``.
+    lowered by the ``FORGEGRAD_SIMD`` environment variable or :func:`set_simd`), ``num_threads``,
+    ``cuda_built``, ``avx512_bf16`` (whether the CPU has it) and ``bf16_gemm`` (the path bfloat16
+    linear / matmul take: ``"avx512_bf16"``, vdpbf16ps, or ``"float32"``, the widened operands).
     """
     return dict(_C.runtime.cpu_info())
 

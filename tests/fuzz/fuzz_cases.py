@@ -381,6 +381,13 @@ def _extra_calls():
     _C.bf16.round_from_float32(f37, h37)
     _C.bf16.widen_to_float32(h37, np.empty(37, np.float32))
     _C.bf16.linear(h37[:36].reshape(4, 9), h37[1:28].reshape(3, 9), h37[:3].copy())  # (bfloat16 linear's kernel)
+    # the bfloat16 GEMM (vdpbf16ps where the CPU has it), every transpose, a batch, a bias, an odd K
+    a9, b9 = h37[:27].reshape(3, 9), h37[2:29].reshape(9, 3)
+    for ta, tb in ((False, False), (True, False), (False, True), (True, True)):
+        _C.bf16.gemm(a9 if not ta else a9.T.copy(), b9 if not tb else b9.T.copy(), ta, tb, h37[:3].copy())
+    _C.bf16.gemm(h37[:36].reshape(2, 2, 9), h37[1:37].reshape(2, 9, 2))
+    _C.bf16.gemm_path()
+    _C.bf16.set_gemm_native(True)
     # the shared host/device math (_C.hd_math), which only tests call
     HD = _C.hd_math
     v = rng.standard_normal(37).astype(np.float32)
