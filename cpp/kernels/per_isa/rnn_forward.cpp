@@ -152,9 +152,19 @@ void rnn_forward(const RnnForwardArgs& a) {
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
   if (!small)
     for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+#if defined(__AVX512F__)
+  // Batch 1 over a few steps or more: W_hh as blocks of 16 rows (rowdot_packed), packed by the
+  // first step's tasks as they reach each block. The same arithmetic as rowdot_matmul, so the same
+  // bits whether or not a call packs.
+  const int64_t nb16 = (H + 15) / 16;
+  const bool packed16 = B == 1 && T >= kPack16Steps;
+  AlignedBuffer packed_rows(static_cast<size_t>(packed16 ? G * nb16 * 16 * H : 0));
+#else
+  const bool packed16 = false;
+#endif
   AlignedBuffer whh_copy;
   int64_t ldw = H;
-  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
+  const float* w_hh = small && !packed16 ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
   float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
@@ -232,6 +242,14 @@ void rnn_forward(const RnnForwardArgs& a) {
             init = c;
             ldi = GH;
           }
+#if defined(__AVX512F__)
+          if (packed16) {
+            float* pk = packed_rows.data() + (g * nb16 + j0 / 16) * 16 * H;
+            if (s == 0) pack_rows16(a.w_hh + (g * H + j0) * H, H, H, nc, pk);
+            rowdot_packed(hprev, pk, H, nc, init, c, backwards);
+            continue;
+          }
+#endif
           if (small)
             rowdot_matmul(hprev, H, nb, w_hh + (g * H + j0) * ldw, ldw, H, nc, init, ldi, c, GH);
           else
