@@ -244,7 +244,10 @@ void rnn_forward(const RnnForwardArgs& a) {
           }
 #if defined(__AVX512F__)
           if (packed16) {
-            float* pk = packed_rows.data() + (g * nb16 + j0 / 16) * 16 * H;
+            // Task-major (panel u: gate 0's blocks, gate 1's, ...): a step reads the packed rows
+            // front to back (back to front on odd steps), one stream for the prefetchers.
+            const int64_t ub = (nc + 15) / 16;  // blocks per gate of this panel (the last may have fewer)
+            float* pk = packed_rows.data() + (j0 / 16 * G + g * ub) * 16 * H;
             if (s == 0) pack_rows16(a.w_hh + (g * H + j0) * H, H, H, nc, pk);
             rowdot_packed(hprev, pk, H, nc, init, c, backwards);
             continue;
