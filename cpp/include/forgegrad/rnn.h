@@ -123,7 +123,7 @@ void rowdot_sweep(const float* A, const float* W, int64_t ldw, int64_t K, int64_
 // vector and no horizontal sums (rowdot_rows reduces 4 rows at a time, lane by lane).
 void pack_rows16(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
 void rowdot_packed(const float* A, const float* P, int64_t K, int64_t ncols, const float* init, float* C, bool reverse);
-// Batch-1 calls of at least this many steps pack W_hh (the first step packs the rows it reads, ~2
+// Batch-1 calls of at least this many steps pack W_hh (the first step packs the rows it reads, ~3
 // packed steps' time: 16x16 transposes). Zen 5, T1-T16 against rowdot_rows: H256 1.17x the time at
 // T4, 1.03x at T8, 0.95x at T16; H64 0.90x at T16. The packed rows are the same bits either way.
 constexpr int64_t kPack16Steps = 16;

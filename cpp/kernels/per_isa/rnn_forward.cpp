@@ -162,7 +162,7 @@ void rnn_forward(const RnnForwardArgs& a) {
   if (!small)
     for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
 #if defined(__AVX512F__)
-  // Batch 1 over a few steps or more: W_hh as blocks of 16 rows (rowdot_packed), packed by the
+  // Batch 1 over kPack16Steps steps or more: W_hh as blocks of 16 rows (rowdot_packed), packed by the
   // first step's tasks as they reach each block. The same arithmetic as rowdot_matmul, so the same
   // bits whether or not a call packs.
   const int64_t nb16 = (H + 15) / 16;
