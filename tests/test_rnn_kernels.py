@@ -125,18 +125,20 @@ def test_matches_torch(mode, shape):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("batch", [2, 7])  # 2: small-batch kernels (unpacked W_hh), 7: packed panels
+# 1: batch-1 kernels (AVX-512: W_hh packed in 16-row blocks; AVX2: one sweep), 2: small-batch kernels
+# (unpacked W_hh), 7: packed panels
+@pytest.mark.parametrize("batch", [1, 2, 7])
 def test_every_simd_path(simd_path, mode, reverse, batch):
-    a, ref = _case(mode, 9, batch, 11, 37, reverse, True, seed=3)
+    a, ref = _case(mode, 17 if batch == 1 else 9, batch, 11, 37, reverse, True, seed=3)  # batch 1 packs from T16
     _assert_matches(_run(mode, a, reverse), ref)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("batch, hidden", [(3, 150), (9, 150), (13, 20)])
+@pytest.mark.parametrize("batch, hidden", [(1, 150), (3, 150), (9, 150), (13, 20)])
 def test_bit_identical_across_threads(threads, mode, batch, hidden):
     # H = 150 gives 3 panels on AVX-512 (64, 64, 22) and more on AVX2; B = 9 has a partial row
     # block, B = 3 takes the small-batch kernels; H = 20 is one panel, so 2-3 threads split rows.
-    a, _ = _case(mode, 6, batch, 10, hidden, False, True, seed=5)
+    a, _ = _case(mode, 17 if batch == 1 else 6, batch, 10, hidden, False, True, seed=5)
     results = []
     for n in (1, 2, 3):
         threads(n)
@@ -144,6 +146,40 @@ def test_bit_identical_across_threads(threads, mode, batch, hidden):
     for other in results[1:]:
         for k in results[0]:
             assert np.array_equal(results[0][k], other[k]), k
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("hidden", [37, 150])
+def test_batch1_sequence_equals_step_by_step(simd_path, threads, mode, hidden):
+    # A batch-1 call of 17 steps packs W_hh (AVX-512), one-step calls read it as stored: the recurrent
+    # products must come out the same bits either way. W_ih = 0 makes every step's input projection
+    # exactly its bias whatever the GEMM's blocking (which depends on the rows per call), so only
+    # the recurrence (from random h0, c0) is compared. H = 37 / 150: partial 16-row blocks and
+    # 64-unit panels, K not a multiple of 16; 2 threads split each step's panels.
+    a, _ = _case(mode, 17, 1, 10, hidden, False, True, seed=11)
+    a["w_ih"] = np.zeros_like(a["w_ih"])
+    b = (a["b_ih"], a["b_hh"])
+    for n in (1, 2):
+        threads(n)
+        if mode == "lstm":
+            y, h, c, _ = K.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], *b, training=False)
+        elif mode == "gru":
+            y, h, _ = K.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], *b, training=False)
+        else:
+            y, h, _ = K.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], *b, nonlinearity=mode, training=False)
+        hs, cs, ys = a["h0"], a["c0"], []
+        for t in range(17):
+            if mode == "lstm":
+                yt, hs, cs, _ = K.lstm_forward(a["x"][t:t + 1], hs, cs, a["w_ih"], a["w_hh"], *b, training=False)
+            elif mode == "gru":
+                yt, hs, _ = K.gru_forward(a["x"][t:t + 1], hs, a["w_ih"], a["w_hh"], *b, training=False)
+            else:
+                yt, hs, _ = K.rnn_forward(a["x"][t:t + 1], hs, a["w_ih"], a["w_hh"], *b, nonlinearity=mode,
+                                          training=False)
+            ys.append(yt)
+        assert np.array_equal(y, np.concatenate(ys)) and np.array_equal(h, hs)
+        if mode == "lstm":
+            assert np.array_equal(c, cs)
 
 
 @pytest.mark.parametrize("mode", MODES)

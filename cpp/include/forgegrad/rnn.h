@@ -114,6 +114,20 @@ void rowdot_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64
 void rowdot_sweep(const float* A, const float* W, int64_t ldw, int64_t K, int64_t rows, const float* init, float* C,
                   bool reverse);
 #endif
+#if defined(__AVX512F__)
+// Batch 1 on weights packed once per call, the same bits as rowdot_matmul with M = 1. pack_rows16
+// stores W (N rows of K, stride ldw) as blocks of 16 rows, each K x 16 with row c of the block in
+// lane c: P[(b * K + k) * 16 + c] = W[(16 * b + c) * ldw + k] (zero past row N); one thread.
+// rowdot_packed: C[c] = (init ? init[c] : 0) + dot(A, W row c) for c < ncols, from P = the block
+// holding row 0 (blocks taken last to first when reverse). A step then makes one FMA per weight
+// vector and no horizontal sums (rowdot_rows reduces 4 rows at a time, lane by lane).
+void pack_rows16(const float* W, int64_t ldw, int64_t K, int64_t N, float* P);
+void rowdot_packed(const float* A, const float* P, int64_t K, int64_t ncols, const float* init, float* C, bool reverse);
+// Batch-1 calls of at least this many steps pack W_hh (the first step packs the rows it reads, ~3
+// packed steps' time: 16x16 transposes). Zen 5, T1-T16 against rowdot_rows: H256 1.17x the time at
+// T4, 1.03x at T8, 0.95x at T16; H64 0.90x at T16. The packed rows are the same bits either way.
+constexpr int64_t kPack16Steps = 16;
+#endif
 // As panel_matmul for M <= kSmallBatch, reading B(k, c) = W[k * ldw + c] directly (c < ncols <= kNR).
 void strided_matmul(const float* A, int64_t lda, int64_t M, const float* W, int64_t ldw, int64_t K, int ncols,
                     const float* init, int64_t ldi, float* C, int64_t ldc);

@@ -20,9 +20,11 @@ namespace {
 
 using namespace rnn_detail;
 
-// LSTM cell for rows [0, B), units [j0, j0 + nc). g (B, 4H): pre-activations in, activations out.
-void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const float* c_prev, float* c_out,
-               float* h_out) {
+// LSTM cell for rows [0, B), units [j0, j0 + nc). g (B, 4H): pre-activations in, activations out when
+// keep (training saves them; inference skips the stores, g being scratch there).
+void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const float* c_prev, float* c_out, float* h_out,
+               bool keep) {
+  (void)keep;  // the portable build stores through hd::lstm_forward's references
   const int64_t G = 4 * H;
   for (int64_t b = 0; b < B; ++b) {
     float* gi = g + b * G;
@@ -43,10 +45,12 @@ void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const flo
       vf o = vsigmoid(vload_upto(go + j, n));
       vf c = vfmadd(f, vload_upto(cp + j, n), vmul(i, z));
       vf h = vmul(o, vtanh(c));
-      vstore_upto(gi + j, i, n);
-      vstore_upto(gf + j, f, n);
-      vstore_upto(gg + j, z, n);
-      vstore_upto(go + j, o, n);
+      if (keep) {
+        vstore_upto(gi + j, i, n);
+        vstore_upto(gf + j, f, n);
+        vstore_upto(gg + j, z, n);
+        vstore_upto(go + j, o, n);
+      }
       vstore_upto(co + j, c, n);
       vstore_upto(ho + j, h, n);
     }
@@ -54,9 +58,11 @@ void lstm_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* g, const flo
   }
 }
 
-// GRU cell. xg (B, 3H): W_i x + b_i in, r,z,n out. hp (B, 3H): W_h h + b_h. hn_lin (B, H) or null.
+// GRU cell. xg (B, 3H): W_i x + b_i in, r,z,n out when keep. hp (B, 3H): W_h h + b_h. hn_lin (B, H)
+// or null.
 void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const float* hp, const float* h_prev,
-              float* h_out, float* hn_lin) {
+              float* h_out, float* hn_lin, bool keep) {
+  (void)keep;
   const int64_t G = 3 * H;
   for (int64_t b = 0; b < B; ++b) {
     float* xr = xg + b * G;
@@ -83,9 +89,11 @@ void gru_cell(int64_t B, int64_t H, int64_t j0, int64_t nc, float* xg, const flo
       vf nn = vtanh(vfmadd(r, hnv, vload_upto(xn + j, n)));
       vf hv = vload_upto(hpv + j, n);
       vf h = vfmadd(z, vsub(hv, nn), nn);  // (1 - z) * n + z * h
-      vstore_upto(xr + j, r, n);
-      vstore_upto(xz + j, z, n);
-      vstore_upto(xn + j, nn, n);
+      if (keep) {
+        vstore_upto(xr + j, r, n);
+        vstore_upto(xz + j, z, n);
+        vstore_upto(xn + j, nn, n);
+      }
       vstore_upto(ho + j, h, n);
       if (save_hn) vstore_upto(save_hn + j, hnv, n);
     }
@@ -117,6 +125,7 @@ void rnn_forward(const RnnForwardArgs& a) {
   const int G = rnn_num_gates(a.mode);
   const int64_t GH = G * H;
   const bool lstm = a.mode == RnnMode::lstm, gru = a.mode == RnnMode::gru;
+  const bool keep = a.gates != nullptr;  // training: the gate activations are saved for backward
   if (T <= 0 || B <= 0 || H <= 0) return;
 
   // Gate pre-activations of every step: training writes them into the saved buffer (turned into
@@ -152,9 +161,19 @@ void rnn_forward(const RnnForwardArgs& a) {
   AlignedBuffer packed(static_cast<size_t>(small ? 0 : G * np * panel));
   if (!small)
     for (int g = 0; g < G; ++g) pack_transposed(a.w_hh + g * H * H, H, H, H, packed.data() + g * np * panel);
+#if defined(__AVX512F__)
+  // Batch 1 over kPack16Steps steps or more: W_hh as blocks of 16 rows (rowdot_packed), packed by the
+  // first step's tasks as they reach each block. The same arithmetic as rowdot_matmul, so the same
+  // bits whether or not a call packs.
+  const int64_t nb16 = (H + 15) / 16;
+  const bool packed16 = B == 1 && T >= kPack16Steps;
+  AlignedBuffer packed_rows(static_cast<size_t>(packed16 ? G * nb16 * 16 * H : 0));
+#else
+  const bool packed16 = false;
+#endif
   AlignedBuffer whh_copy;
   int64_t ldw = H;
-  const float* w_hh = small ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
+  const float* w_hh = small && !packed16 ? aligned_rows(a.w_hh, GH, H, H, T, whh_copy, ldw) : a.w_hh;
 
   AlignedBuffer scratch(static_cast<size_t>((gru ? B * GH : 0) + (lstm && !a.cells ? 2 * B * H : 0)));
   float* hp = gru ? scratch.data() : nullptr;              // GRU: W_hh h + b_hh of this step
@@ -199,11 +218,11 @@ void rnn_forward(const RnnForwardArgs& a) {
     if (sweep) {
       if (gru) {  // hp = W_hh h + b_hh
         rowdot_sweep(h_prev, w_hh, ldw, H, GH, a.b_hh, hp, backwards);
-        gru_cell(1, H, 0, H, g_t, hp, h_prev, y_t, hn_save);
+        gru_cell(1, H, 0, H, g_t, hp, h_prev, y_t, hn_save, keep);
       } else {  // gates += W_hh h
         rowdot_sweep(h_prev, w_hh, ldw, H, GH, g_t, g_t, backwards);
         if (lstm)
-          lstm_cell(1, H, 0, H, g_t, c_prev, c_out, y_t);
+          lstm_cell(1, H, 0, H, g_t, c_prev, c_out, y_t, keep);
         else
           plain_cell(1, H, 0, H, a.mode == RnnMode::rnn_relu, g_t, y_t);
       }
@@ -232,6 +251,17 @@ void rnn_forward(const RnnForwardArgs& a) {
             init = c;
             ldi = GH;
           }
+#if defined(__AVX512F__)
+          if (packed16) {
+            // Task-major (panel u: gate 0's blocks, gate 1's, ...): a step reads the packed rows
+            // front to back (back to front on odd steps), one stream for the prefetchers.
+            const int64_t ub = (nc + 15) / 16;  // blocks per gate of this panel (the last may have fewer)
+            float* pk = packed_rows.data() + (j0 / 16 * G + g * ub) * 16 * H;
+            if (s == 0) pack_rows16(a.w_hh + (g * H + j0) * H, H, H, nc, pk);
+            rowdot_packed(hprev, pk, H, nc, init, c, backwards);
+            continue;
+          }
+#endif
           if (small)
             rowdot_matmul(hprev, H, nb, w_hh + (g * H + j0) * ldw, ldw, H, nc, init, ldi, c, GH);
           else
@@ -240,9 +270,9 @@ void rnn_forward(const RnnForwardArgs& a) {
         float* gt = g_t + r0 * GH;
         float* yt = y_t + r0 * H;
         if (lstm)
-          lstm_cell(nb, H, j0, nc, gt, c_prev + r0 * H, c_out + r0 * H, yt);
+          lstm_cell(nb, H, j0, nc, gt, c_prev + r0 * H, c_out + r0 * H, yt, keep);
         else if (gru)
-          gru_cell(nb, H, j0, nc, gt, hp + r0 * GH, hprev, yt, hn_save ? hn_save + r0 * H : nullptr);
+          gru_cell(nb, H, j0, nc, gt, hp + r0 * GH, hprev, yt, hn_save ? hn_save + r0 * H : nullptr, keep);
         else
           plain_cell(nb, H, j0, nc, a.mode == RnnMode::rnn_relu, gt, yt);
       }

@@ -283,6 +283,38 @@ void rowdot_row_avx2(const float* A, const float* W_, int64_t ldw, int64_t K, in
 }
 #endif
 
+#if defined(__AVX512F__)
+// Transposes a 16 x 16 tile: out[k * 16 + c] = row c's element k, for rows c < 16 (src + c * ld,
+// the first `kn` elements of each; rows >= nrows and elements >= kn read as zero) and k < kn.
+inline void transpose16(const float* src, int64_t ld, int nrows, int kn, float* out) {
+  const __mmask16 m = static_cast<__mmask16>(kn >= 16 ? 0xffffu : (1u << kn) - 1u);
+  __m512 r[16];
+  for (int c = 0; c < 16; ++c) r[c] = c < nrows ? _mm512_maskz_loadu_ps(m, src + c * ld) : _mm512_setzero_ps();
+  // Within each 128-bit lane L: t[4q + j] holds rows 4q..4q+3 of column 4L + j.
+  __m512 t[16];
+  for (int q = 0; q < 4; ++q) {
+    const __m512 lo01 = _mm512_unpacklo_ps(r[4 * q], r[4 * q + 1]), hi01 = _mm512_unpackhi_ps(r[4 * q], r[4 * q + 1]);
+    const __m512 lo23 = _mm512_unpacklo_ps(r[4 * q + 2], r[4 * q + 3]),
+                 hi23 = _mm512_unpackhi_ps(r[4 * q + 2], r[4 * q + 3]);
+    t[4 * q] = _mm512_shuffle_ps(lo01, lo23, 0x44);
+    t[4 * q + 1] = _mm512_shuffle_ps(lo01, lo23, 0xEE);
+    t[4 * q + 2] = _mm512_shuffle_ps(hi01, hi23, 0x44);
+    t[4 * q + 3] = _mm512_shuffle_ps(hi01, hi23, 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    // Lanes of v02: [rows 0-3 | 4-7] of columns j and 8 + j; v13 likewise for rows 8-15.
+    const __m512 a = _mm512_shuffle_f32x4(t[j], t[4 + j], 0x88), b = _mm512_shuffle_f32x4(t[8 + j], t[12 + j], 0x88);
+    const __m512 c = _mm512_shuffle_f32x4(t[j], t[4 + j], 0xDD), d = _mm512_shuffle_f32x4(t[8 + j], t[12 + j], 0xDD);
+    const __m512 col[4] = {_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(c, d, 0x88),
+                           _mm512_shuffle_f32x4(a, b, 0xDD), _mm512_shuffle_f32x4(c, d, 0xDD)};
+    for (int i = 0; i < 4; ++i) {  // col[i] is column 4 * i + j
+      const int k = 4 * i + j;
+      if (k < kn) _mm512_store_ps(out + k * 16, col[i]);
+    }
+  }
+}
+#endif
+
 template <int MR>
 void strided_rows(const float* A, int64_t lda, const float* W_, int64_t ldw, int64_t K, int ncols, const float* init,
                   int64_t ldi, float* C, int64_t ldc) {
@@ -348,6 +380,92 @@ void rowdot_sweep(const float* A, const float* W_, int64_t ldw, int64_t K, int64
     const int64_t b1 = b0 + kBlock < rows ? b0 + kBlock : rows;
     for (int64_t c0 = b0; c0 < b1; c0 += 8)
       rowdot_pass8(A, W_, ldw, K, c0, b1 - c0 < 8 ? static_cast<int>(b1 - c0) : 8, init, C);
+  }
+}
+#endif
+
+#if defined(__AVX512F__)
+void pack_rows16(const float* W_, int64_t ldw, int64_t K, int64_t N, float* P) {
+  for (int64_t b = 0; b * 16 < N; ++b) {
+    const int nrows = static_cast<int>(N - b * 16 < 16 ? N - b * 16 : 16);
+    for (int64_t k = 0; k < K; k += 16)
+      transpose16(W_ + b * 16 * ldw + k, ldw, nrows, static_cast<int>(K - k < 16 ? K - k : 16),
+                  P + b * 16 * K + k * 16);
+  }
+}
+
+namespace {
+
+// One block of 16 W rows: lane c of the result = dot(A, W row c) in rowdot_rows<1>'s order. Lane c of
+// accumulator s sums k = s, s + 16, ... in order (rowdot's lane s of row c), and the 16 accumulators
+// are added in vreduce_add's tree (lane l with l ^ 8, then ^ 4, ^ 2, ^ 1), which is the same
+// arithmetic on vertical adds: no horizontal reduction, and one vector of 16 outputs per block.
+inline vf rowdot16_block(const float* A, const float* P, int64_t K) {
+  vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero(), a4 = vzero(), a5 = vzero(), a6 = vzero(), a7 = vzero();
+  vf a8 = vzero(), a9 = vzero(), a10 = vzero(), a11 = vzero(), a12 = vzero(), a13 = vzero(), a14 = vzero(),
+     a15 = vzero();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const float* p = P + k * 16;
+    const float* x = A + k;
+    a0 = vfmadd(vset1(x[0]), vload(p), a0);
+    a1 = vfmadd(vset1(x[1]), vload(p + 16), a1);
+    a2 = vfmadd(vset1(x[2]), vload(p + 32), a2);
+    a3 = vfmadd(vset1(x[3]), vload(p + 48), a3);
+    a4 = vfmadd(vset1(x[4]), vload(p + 64), a4);
+    a5 = vfmadd(vset1(x[5]), vload(p + 80), a5);
+    a6 = vfmadd(vset1(x[6]), vload(p + 96), a6);
+    a7 = vfmadd(vset1(x[7]), vload(p + 112), a7);
+    a8 = vfmadd(vset1(x[8]), vload(p + 128), a8);
+    a9 = vfmadd(vset1(x[9]), vload(p + 144), a9);
+    a10 = vfmadd(vset1(x[10]), vload(p + 160), a10);
+    a11 = vfmadd(vset1(x[11]), vload(p + 176), a11);
+    a12 = vfmadd(vset1(x[12]), vload(p + 192), a12);
+    a13 = vfmadd(vset1(x[13]), vload(p + 208), a13);
+    a14 = vfmadd(vset1(x[14]), vload(p + 224), a14);
+    a15 = vfmadd(vset1(x[15]), vload(p + 240), a15);
+  }
+  if (k < K) {  // the tail: phases s < K - k get one more term (rowdot's masked last load)
+    const int n = static_cast<int>(K - k);
+    const float* p = P + k * 16;
+    const float* x = A + k;
+    a0 = vfmadd(vset1(x[0]), vload(p), a0);
+    if (n > 1) a1 = vfmadd(vset1(x[1]), vload(p + 16), a1);
+    if (n > 2) a2 = vfmadd(vset1(x[2]), vload(p + 32), a2);
+    if (n > 3) a3 = vfmadd(vset1(x[3]), vload(p + 48), a3);
+    if (n > 4) a4 = vfmadd(vset1(x[4]), vload(p + 64), a4);
+    if (n > 5) a5 = vfmadd(vset1(x[5]), vload(p + 80), a5);
+    if (n > 6) a6 = vfmadd(vset1(x[6]), vload(p + 96), a6);
+    if (n > 7) a7 = vfmadd(vset1(x[7]), vload(p + 112), a7);
+    if (n > 8) a8 = vfmadd(vset1(x[8]), vload(p + 128), a8);
+    if (n > 9) a9 = vfmadd(vset1(x[9]), vload(p + 144), a9);
+    if (n > 10) a10 = vfmadd(vset1(x[10]), vload(p + 160), a10);
+    if (n > 11) a11 = vfmadd(vset1(x[11]), vload(p + 176), a11);
+    if (n > 12) a12 = vfmadd(vset1(x[12]), vload(p + 192), a12);
+    if (n > 13) a13 = vfmadd(vset1(x[13]), vload(p + 208), a13);
+    if (n > 14) a14 = vfmadd(vset1(x[14]), vload(p + 224), a14);
+  }
+  a0 = vadd(a0, a8), a1 = vadd(a1, a9), a2 = vadd(a2, a10), a3 = vadd(a3, a11);
+  a4 = vadd(a4, a12), a5 = vadd(a5, a13), a6 = vadd(a6, a14), a7 = vadd(a7, a15);
+  a0 = vadd(a0, a4), a1 = vadd(a1, a5), a2 = vadd(a2, a6), a3 = vadd(a3, a7);
+  a0 = vadd(a0, a2), a1 = vadd(a1, a3);
+  return vadd(a0, a1);
+}
+
+}  // namespace
+
+void rowdot_packed(const float* A, const float* P, int64_t K, int64_t ncols, const float* init, float* C,
+                   bool reverse) {
+  const int64_t nb = (ncols + 15) / 16;
+  for (int64_t i = 0; i < nb; ++i) {
+    const int64_t b = reverse ? nb - 1 - i : i;
+    const vf v = rowdot16_block(A, P + b * 16 * K, K);
+    const int n = static_cast<int>(ncols - b * 16 < 16 ? ncols - b * 16 : 16);
+    float* c = C + b * 16;
+    if (n == 16)
+      vstore(c, init ? vadd(vload(init + b * 16), v) : v);
+    else
+      vstore_n(c, init ? vadd(vload_n(init + b * 16, n), v) : v, n);
   }
 }
 #endif
