@@ -26,6 +26,8 @@ __all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
 
 _NDARRAY = np.ndarray
 _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
+# the global module hooks (nn.modules.module), read inline by Sequential.__call__ (has_call_hooks's test)
+_G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = GLOBAL_CALL_HOOKS
 
 
 def _fusable_activation(m) -> bool:
@@ -329,7 +331,10 @@ class Sequential(_ModuleSequence):
         d = self.__dict__
         plan, chain = d.get("_inference_plan"), d.get("_int8_chain")
         if (chain is not None or (plan is not None and plan[2])) and len(args) == 1 and not kwargs \
-                and isinstance(args[0], Tensor) and not has_call_hooks(self) \
+                and isinstance(args[0], Tensor) and not (d.get("_forward_pre_hooks") or d.get("_forward_hooks")
+                                                         or d.get("_backward_hooks") or d.get("_backward_pre_hooks")
+                                                         or _G_FORWARD_PRE or _G_FORWARD or _G_BACKWARD
+                                                         or _G_BACKWARD_PRE) \
                 and type(self).forward is Sequential.forward and "forward" not in d:
             mods = tuple(d["_modules"].values())
             if plan is not None and plan[2] and plan[0] == mods and graph_free():

@@ -72,6 +72,9 @@ def check_flag(value, name: str, where: str) -> None:
 
 
 def add_hook(store: "OrderedDict", hook, prepend: bool, extra=None) -> RemovableHandle:
+    if any(store is g for g in GLOBAL_CALL_HOOKS):
+        from .module import note_hooks
+        note_hooks()
     handle = RemovableHandle(store, extra_dict=extra)
     store[handle.id] = hook
     if prepend:

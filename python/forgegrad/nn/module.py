@@ -23,6 +23,14 @@ __all__ = ["Module"]
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _HOOK_STORES = _hooks.HOOK_STORES
 _G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = _hooks.GLOBAL_CALL_HOOKS
+# False until a forward / backward hook is registered (or a module holding one is unpickled) anywhere: until then
+# Module.__call__ checks the forward pre-hooks alone (each further dict looked up costs ~20 ns a call)
+_hooks_seen = False
+
+
+def note_hooks() -> None:
+    global _hooks_seen
+    _hooks_seen = True
 
 
 class Module:
@@ -109,6 +117,12 @@ class Module:
         self._register(self._modules, name, module)
 
     # ---- calling -----------------------------------------------------------------------------
+    def __setstate__(self, state) -> None:
+        # a module unpickled (or deep-copied) with forward or backward hooks: Module.__call__ must look for them
+        self.__dict__.update(state)
+        if any(state.get(store) for store in _hooks.CALL_HOOK_STORES[1:]):
+            note_hooks()
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
@@ -116,8 +130,9 @@ class Module:
         # every layer's path: without hooks (the usual case) forward runs straight away, with them the
         # call goes as torch's _call_impl (nn/hooks.py)
         d = self.__dict__
-        if d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_hooks") \
-                or d.get("_backward_pre_hooks") or _G_FORWARD_PRE or _G_FORWARD or _G_BACKWARD or _G_BACKWARD_PRE:
+        if d.get("_forward_pre_hooks") or (_hooks_seen and (
+                d.get("_forward_hooks") or d.get("_backward_hooks") or d.get("_backward_pre_hooks")
+                or _G_FORWARD_PRE or _G_FORWARD or _G_BACKWARD or _G_BACKWARD_PRE)):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
@@ -141,6 +156,7 @@ class Module:
         """Call ``hook(module, args, output)`` after every forward (``hook(module, args, kwargs, output)`` with
         with_kwargs); a non-None result replaces the output. always_call: the hook also runs when forward
         (or an earlier hook) raised, before the error goes on. Returns a removable handle."""
+        note_hooks()
         check_hook(hook, "register_forward_hook")
         for name, v in (("prepend", prepend), ("with_kwargs", with_kwargs), ("always_call", always_call)):
             check_flag(v, name, "register_forward_hook")
@@ -156,6 +172,7 @@ class Module:
         """Call ``hook(module, grad_output)`` when the gradients w.r.t. the module's outputs are computed; a
         non-None result (a tuple of one entry per output) replaces them. While registered, forward receives
         (and its caller gets) views of the tensors, as torch's."""
+        note_hooks()
         check_hook(hook, "register_full_backward_pre_hook")
         check_flag(prepend, "prepend", "register_full_backward_pre_hook")
         return add_hook(hook_store(self, "_backward_pre_hooks"), hook, prepend)
@@ -164,6 +181,7 @@ class Module:
         """Call ``hook(module, grad_input, grad_output)`` once per backward, when the gradients w.r.t. the
         module's positional inputs are computed (entries None for non-tensor inputs and those that require no
         grad; if none does, at the outputs, with all None); a non-None result replaces grad_input."""
+        note_hooks()
         check_hook(hook, "register_full_backward_hook")
         check_flag(prepend, "prepend", "register_full_backward_hook")
         return add_hook(hook_store(self, "_backward_hooks"), hook, prepend)
