@@ -12,6 +12,8 @@ import warnings
 from collections import OrderedDict
 from typing import Callable
 
+import numpy as np
+
 from ..autograd import Function
 from ..grad_mode import _state as _grad_state
 from ..tensor import Tensor
@@ -232,8 +234,11 @@ class BackwardHookFunction(Function):
         return tuple(None if g is None else (g._data if isinstance(g, Tensor) else g) for g in got)
 
 
-def _as_tensors(grads, needs):
-    return tuple(Tensor._wrap_exact(g) if (g is not None and n) else None for g, n in zip(grads, needs))
+def _as_tensors(grads, needs, zeros: bool):
+    """The gradient arrays as Tensors; those of tensors that require no grad None (outputs), or zeros (inputs:
+    torch materialises them)."""
+    return tuple(None if g is None else Tensor._wrap_exact(g) if n else
+                 Tensor._wrap_exact(np.zeros_like(g)) if zeros else None for g, n in zip(grads, needs))
 
 
 class BackwardHook:
@@ -279,7 +284,7 @@ class BackwardHook:
 
     def outputs_backward(self, ctx, grads):
         needs = ctx.needs_input_grad
-        self.grad_outputs = self._pack_with_none(self.output_tensors_index, _as_tensors(grads, needs), self.n_outputs)
+        self.grad_outputs = self._pack_with_none(self.output_tensors_index, _as_tensors(grads, needs, False), self.n_outputs)
         for pre in self.user_pre_hooks:
             got = pre(self.module, self.grad_outputs)
             if got is None:
@@ -306,7 +311,7 @@ class BackwardHook:
         index = self.input_tensors_index
         if self.grad_outputs is None:  # the outputs' node did not run (no path from them): nothing to call
             return grads
-        res = self._pack_with_none(index, _as_tensors(grads, ctx.needs_input_grad), self.n_inputs)
+        res = self._pack_with_none(index, _as_tensors(grads, ctx.needs_input_grad, True), self.n_inputs)
         for hook in self.user_hooks:
             out = hook(self.module, res, self.grad_outputs)
             if out is None:
