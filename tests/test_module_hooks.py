@@ -383,7 +383,9 @@ def test_full_backward_hooks_two_inputs_and_non_tensor_argument():
     def inputs(lib, tensor):
         return [tensor(a, requires_grad=True), tensor(b), tensor(c, requires_grad=True)]
     fi, ti = inputs(fg, fg.tensor), inputs(torch, torch.tensor)
-    post = (lambda gi: (gi[0] * 2, gi[1], gi[2], gi[3]))
+
+    def post(gi):
+        return gi[0] * 2, gi[1], gi[2], gi[3]
     ours, og = _backward_log(fg, fg.tensor, make(fg), [fi[0], fi[1], 2, fi[2]], post=post)
     theirs, tg = _backward_log(torch, torch.tensor, make(torch), [ti[0], ti[1], 2, ti[2]], post=post)
     _compare_logs(ours, theirs)
@@ -543,3 +545,30 @@ def test_hooked_module_pickles_and_deepcopies():
 
 def _double_output(md, args, out):
     return out * 2
+
+
+def test_gpt_graph_free_blocks_run_forward_hooks():
+    """GPT's graph-free block forward (models/transformer.py) goes back to the modules while a forward hook
+    watches one of them, as for a forward pre-hook."""
+    from forgegrad.models import GPT
+    fg.manual_seed(0)
+    model = GPT(vocab_size=37, block_size=16, n_layer=2, n_head=3, n_embd=24, bias=False).eval()
+    idx = fg.tensor(np.random.default_rng(0).integers(0, 37, (2, 11)))
+    with fg.no_grad():
+        fast = model(idx).numpy()
+    block = model.transformer.h[1]
+    seen = []
+    handle = block.mlp.c_fc.register_forward_hook(lambda m, args, out: seen.append(out.shape) or out * 0.0)
+    assert not block._plain()
+    with fg.no_grad():
+        hooked = model(idx).numpy()
+    assert seen == [(2, 11, 96)] and not np.allclose(hooked, fast)
+    handle.remove()
+    assert block._plain()
+    g = fmodule.register_module_forward_hook(lambda m, args, out: None)
+    try:
+        assert not block._plain()
+    finally:
+        g.remove()
+    with fg.no_grad():
+        assert model(idx).numpy().tobytes() == fast.tobytes()

@@ -88,9 +88,11 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path)
+        # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path; hooks on
+        # c_fc or gelu run through the modules)
         if graph_free() and type(x._data) is np.ndarray and x._data.dtype == np.float32 \
-                and self.c_fc.weight._data.dtype == np.float32:
+                and self.c_fc.weight._data.dtype == np.float32 \
+                and not has_call_hooks(self.c_fc) and not has_call_hooks(self.gelu):
             h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue(), packed_weight(self.c_fc))
         else:
             h = self.gelu(self.c_fc(x))

@@ -284,7 +284,8 @@ class BackwardHook:
 
     def outputs_backward(self, ctx, grads):
         needs = ctx.needs_input_grad
-        self.grad_outputs = self._pack_with_none(self.output_tensors_index, _as_tensors(grads, needs, False), self.n_outputs)
+        self.grad_outputs = self._pack_with_none(self.output_tensors_index, _as_tensors(grads, needs, False),
+                                                 self.n_outputs)
         for pre in self.user_pre_hooks:
             got = pre(self.module, self.grad_outputs)
             if got is None:
