@@ -572,3 +572,52 @@ def test_gpt_graph_free_blocks_run_forward_hooks():
         g.remove()
     with fg.no_grad():
         assert model(idx).numpy().tobytes() == fast.tobytes()
+
+
+def test_plan_built_under_a_global_hook_stays_exact_after_it_is_removed():
+    f, t = _mlp(seed=4)
+    x = _rand(2, 11, seed=7)
+    with torch.no_grad():
+        want = t(torch.tensor(x)).numpy()
+    seen = []
+    g = fmodule.register_module_forward_hook(lambda md, a, out: seen.append(type(md).__name__))
+    try:
+        with fg.no_grad():
+            np.testing.assert_allclose(f(fg.tensor(x)).numpy(), want, rtol=1e-5, atol=1e-6)
+    finally:
+        g.remove()
+    assert seen == ["Linear", "ReLU", "Linear", "ReLU", "Linear", "Sequential"]
+    with fg.no_grad():
+        np.testing.assert_allclose(f(fg.tensor(x)).numpy(), want, rtol=1e-5, atol=1e-6)
+    assert len(seen) == 6
+
+
+def test_onnx_export_records_forward_hooks(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    f, _ = _mlp(seed=5)
+    f[2].register_forward_hook(lambda md, a, out: out * 2.0 + 1.0)
+    f[0].register_full_backward_hook(lambda md, gi, go: None)  # nothing to export: no backward in a trace
+    x = _rand(3, 11, seed=8)
+    with fg.no_grad():
+        want = f(fg.tensor(x)).numpy()
+    fg.onnx.export(f, fg.tensor(x), str(tmp_path / "m.onnx"))
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_hooked_module_unpickled_in_a_fresh_process_runs_its_hook(tmp_path):
+    import pickle
+    import subprocess
+    import sys
+    m = nn.Linear(3, 2)
+    m.register_forward_hook(_double_output)
+    x = _rand(1, 3)
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps((m, x, m(fg.tensor(x)).numpy())))
+    code = ("import pickle, sys, numpy as np; sys.path.insert(0, sys.argv[2]); import forgegrad as fg; "
+            "m, x, want = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "np.testing.assert_allclose(m(fg.tensor(x)).numpy(), want)")
+    import os
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pkl"), os.path.dirname(__file__)], check=True,
+                   env=env, timeout=120)

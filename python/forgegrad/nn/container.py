@@ -19,7 +19,7 @@ from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
-from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks
+from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
@@ -32,10 +32,10 @@ _G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = GLOBAL_CALL_HOOKS
 
 def _fusable_activation(m) -> bool:
     """An activation module whose kernel code a Linear or Conv2d can apply in place: one of nn's
-    activations whose forward is the op itself (a subclass that overrides forward, or one with forward
-    pre-hooks, or an op without kernel code such as elu, runs as its own step)."""
+    activations whose forward is the op itself (a subclass that overrides forward, or one with hooks of its
+    own, or an op without kernel code such as elu, runs as its own step; global hooks are checked per call)."""
     return isinstance(m, _Activation) and type(m).forward is _Activation.forward \
-        and m._op_epilogue is not None and not has_call_hooks(m)
+        and m._op_epilogue is not None and not has_own_call_hooks(m)
 
 
 def _cpu_f32(t) -> bool:

@@ -102,6 +102,14 @@ def has_call_hooks(module) -> bool:
                 or _global_backward_pre_hooks or _global_backward_hooks)
 
 
+def has_own_call_hooks(module) -> bool:
+    """Whether ``module`` holds a hook of its own (global ones aside): what a plan made once (a fused activation,
+    a converted model) may depend on; global hooks are checked at each call."""
+    d = module.__dict__
+    return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_pre_hooks")
+                or d.get("_backward_hooks"))
+
+
 def any_global_call_hooks() -> bool:
     return bool(_global_forward_pre_hooks or _global_forward_hooks or _global_backward_pre_hooks
                 or _global_backward_hooks)

@@ -37,7 +37,7 @@ from ..nn.activation import ReLU
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d, MaxPool2d
 from ..nn.linear import Identity, Linear
-from ..nn.hooks import HOOK_STORES, has_call_hooks
+from ..nn.hooks import HOOK_STORES, has_own_call_hooks
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import _int_ops
@@ -421,7 +421,7 @@ def _fuse(model) -> int:
             if type(conv) is not QuantizedConv2d or conv.fused_relu or conv.fused_pool:
                 continue
             for name, nxt in items[i + 1:i + 3]:
-                if has_call_hooks(nxt):  # someone watches this layer: keep it
+                if has_own_call_hooks(nxt):  # someone watches this layer: keep it
                     break
                 if type(nxt) is ReLU and not conv.fused_relu:
                     conv.fused_relu = True
