@@ -621,3 +621,36 @@ def test_hooked_module_unpickled_in_a_fresh_process_runs_its_hook(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pkl"), os.path.dirname(__file__)], check=True,
                    env=env, timeout=120)
+
+
+def test_hf_gpt2_forward_hook_captures_what_transformers_captures(tmp_path):
+    """A Hugging Face model's lean inference path (models/hf/_decode.py) steps aside while a forward hook watches one
+    of its layers: the captured activation and the edited logits are transformers' own."""
+    transformers = pytest.importorskip("transformers")
+    from forgegrad.models import from_pretrained
+    from forgegrad.models.hf._decode import lean_path_applies
+    torch.manual_seed(0)
+    tm = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50,
+                                                              n_positions=32)).eval()
+    tm.save_pretrained(tmp_path / "gpt2")
+    fm = from_pretrained(tmp_path / "gpt2")
+    ids = np.random.RandomState(0).randint(0, 50, (2, 7))
+    assert lean_path_applies(fm)
+
+    def run(model, tensor, lib):
+        got = {}
+        layer = model.transformer.h[1].mlp.c_fc
+        h1 = layer.register_forward_hook(lambda md, a, out: got.__setitem__("c_fc", _np(out).copy()))
+        h2 = model.transformer.h[0].mlp.register_forward_hook(lambda md, a, out: out * 0.5)
+        with lib.no_grad():
+            out = model(tensor(ids))
+        logits = _np(out if isinstance(out, (fg.Tensor, torch.Tensor)) else out.logits)
+        if lib is fg:
+            assert not lean_path_applies(model)
+        h1.remove()
+        h2.remove()
+        return got["c_fc"], logits
+    (a_act, a_logits), (b_act, b_logits) = run(fm, fg.tensor, fg), run(tm, torch.tensor, torch)
+    np.testing.assert_allclose(a_act, b_act, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a_logits, b_logits, rtol=1e-4, atol=1e-4)
+    assert lean_path_applies(fm)
