@@ -172,6 +172,7 @@ def test_handles_remove_and_context_manager():
         with m.register_forward_hook(lambda mod, a, out: log.append("ctx")) as h3:
             m(x)
         m(x)
+        assert isinstance(h3, (fg.utils.hooks.RemovableHandle if lib is fg else torch.utils.hooks.RemovableHandle))
         return log, h3.id > h2.id > h1.id, len(m._forward_hooks), len(m._forward_pre_hooks), \
             len(m._forward_hooks_always_called), len(m._forward_pre_hooks_with_kwargs)
     ours, theirs = _both(run)
