@@ -19,15 +19,16 @@ from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
-from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks
+from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks, watch_hooks_flag
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
 
 _NDARRAY = np.ndarray
 _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
-# the global module hooks (nn.modules.module), read inline by Sequential.__call__ (has_call_hooks's test)
-_G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = GLOBAL_CALL_HOOKS
+# False until a forward or backward hook is registered anywhere: Sequential.__call__ then tests them all
+_hooks_seen = False
+watch_hooks_flag(globals())
 
 
 def _fusable_activation(m) -> bool:
@@ -331,10 +332,8 @@ class Sequential(_ModuleSequence):
         d = self.__dict__
         plan, chain = d.get("_inference_plan"), d.get("_int8_chain")
         if (chain is not None or (plan is not None and plan[2])) and len(args) == 1 and not kwargs \
-                and isinstance(args[0], Tensor) and not (d.get("_forward_pre_hooks") or d.get("_forward_hooks")
-                                                         or d.get("_backward_hooks") or d.get("_backward_pre_hooks")
-                                                         or _G_FORWARD_PRE or _G_FORWARD or _G_BACKWARD
-                                                         or _G_BACKWARD_PRE) \
+                and isinstance(args[0], Tensor) and not d.get("_forward_pre_hooks") \
+                and not (_hooks_seen and has_call_hooks(self)) \
                 and type(self).forward is Sequential.forward and "forward" not in d:
             mods = tuple(d["_modules"].values())
             if plan is not None and plan[2] and plan[0] == mods and graph_free():

@@ -73,9 +73,27 @@ def check_flag(value, name: str, where: str) -> None:
         raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
 
 
+# Module.__call__ and Sequential.__call__ look at the forward pre-hooks alone until a forward or backward hook is
+# registered anywhere (or a module holding one is unpickled): then note_hooks() sets ``_hooks_seen`` in their
+# modules' namespaces (a global read there costs nothing; each further dict looked up ~20 ns a call)
+_flag_namespaces: list = []
+_seen = False
+
+
+def watch_hooks_flag(namespace: dict) -> None:
+    namespace["_hooks_seen"] = _seen
+    _flag_namespaces.append(namespace)
+
+
+def note_hooks() -> None:
+    global _seen
+    _seen = True
+    for ns in _flag_namespaces:
+        ns["_hooks_seen"] = True
+
+
 def add_hook(store: "OrderedDict", hook, prepend: bool, extra=None) -> RemovableHandle:
     if any(store is g for g in GLOBAL_CALL_HOOKS):
-        from .module import note_hooks
         note_hooks()
     handle = RemovableHandle(store, extra_dict=extra)
     store[handle.id] = hook

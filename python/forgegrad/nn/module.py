@@ -15,7 +15,7 @@ from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
 from . import hooks as _hooks
-from .hooks import RemovableHandle, add_hook, call_with_hooks, check_flag, check_hook, hook_store
+from .hooks import RemovableHandle, add_hook, call_with_hooks, check_flag, check_hook, hook_store, note_hooks
 from .parameter import Parameter
 
 __all__ = ["Module"]
@@ -23,14 +23,9 @@ __all__ = ["Module"]
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _HOOK_STORES = _hooks.HOOK_STORES
 _G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = _hooks.GLOBAL_CALL_HOOKS
-# False until a forward / backward hook is registered (or a module holding one is unpickled) anywhere: until then
-# Module.__call__ checks the forward pre-hooks alone (each further dict looked up costs ~20 ns a call)
+# False until a forward / backward hook is registered anywhere (nn/hooks.py's note_hooks sets it)
 _hooks_seen = False
-
-
-def note_hooks() -> None:
-    global _hooks_seen
-    _hooks_seen = True
+_hooks.watch_hooks_flag(globals())
 
 
 class Module:
