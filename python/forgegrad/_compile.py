@@ -10,7 +10,8 @@ graph to record (grad off, or nothing requiring grad) on a model in eval mode, r
 such call and made again whenever the model could differ from it (the packed copies are snapshots):
 
 - a parameter, buffer or submodule replaced (``load_state_dict`` of new tensors, ``p.data = ...``, ``.to()``,
-  ``.double()``), or a forward pre-hook added or removed;
+  ``.double()``), or a module hook added or removed (a model with forward or backward hooks, or while a global
+  module hook is registered, runs eager: the hooks see the model's own modules);
 - any in-place write counted by the tensors' version counters (``_version_counter``: ``copy_``, ``add_``,
   ``t[i] = v``, ``nn.init``, an optimizer's step, ``load_state_dict``) or made through a ``t.data`` tensor;
 - a module's train/eval flag flipped (a model in training mode, even partly, runs eager).
@@ -34,6 +35,7 @@ from typing import Callable, Optional
 
 from . import _version_counter as _vc
 from .grad_mode import _state as _grad_state
+from .nn.hooks import any_global_call_hooks, hook_store
 from .nn.module import Module
 from .tensor import Tensor
 
@@ -187,7 +189,10 @@ def _no_grad_wanted(args, kwargs) -> bool:
 _data_of = operator.attrgetter("_data")
 _training_of = operator.attrgetter("training")
 _values_of = operator.methodcaller("values")
-_STORES = ("_modules", "_parameters", "_buffers", "_forward_pre_hooks")
+_STORES = ("_modules", "_parameters", "_buffers", "_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks",
+           "_backward_hooks")
+# hooks a frozen copy would run with itself, not the model, as their module: a model with one runs eager
+_EAGER_HOOKS = ("_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 
 class _Snapshot:
@@ -199,7 +204,8 @@ class _Snapshot:
 
     def __init__(self, root: Module):
         self.modules = list(root.modules())
-        self.stores = [m.__dict__[store] for m in self.modules for store in _STORES]
+        self.stores = [hook_store(m, store) for m in self.modules for store in _STORES]
+        self.hooked = any(m.__dict__[store] for m in self.modules for store in _EAGER_HOOKS)
         self.tensors = [t for m in self.modules for store in ("_parameters", "_buffers")
                         for t in m.__dict__[store].values() if t is not None]
         # a store empty now is checked by its length alone (a value added changes it): only the others' values
@@ -300,6 +306,10 @@ class OptimizedModule(Module):
                 self._drop_frozen()
                 return None
             snap = _Snapshot(orig)
+            if snap.hooked:  # forward or backward hooks: the model runs eager (until they are removed)
+                self._drop_frozen()
+                object.__setattr__(self, "_snapshot", snap)
+                return None
             try:
                 frozen = frozen_view(orig)
             except Exception as e:  # noqa: BLE001  (a model deepcopy cannot copy: it runs eager, as torch falls back)
@@ -316,7 +326,7 @@ class OptimizedModule(Module):
         d = _grad_state.__dict__
         grad_on = d.get("grad_enabled", True)
         fast = self._backend not in EAGER_BACKENDS and not orig.training and d.get("recorder") is None \
-            and not d.get("batching") and not d.get("autocast")
+            and not d.get("batching") and not d.get("autocast") and not any_global_call_hooks()
         if fast and grad_on:
             fast = _no_grad_wanted(args, kwargs) and not any(p.requires_grad for p in orig.parameters())
         before = getattr(_local, "compiling", False)

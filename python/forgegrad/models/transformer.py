@@ -23,6 +23,7 @@ from .._args import positive_int
 from .._validate import check_bool, check_float
 from ..autograd import graph_free, is_grad_enabled, no_grad
 from ..grad_mode import recorder
+from ..nn.hooks import has_call_hooks
 from ..nn.linear import _fused_linear, packed_weight
 from .. import _C
 from ..kernels.attention import attention_forward_packed as _attention_packed
@@ -87,9 +88,11 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path)
+        # inference: bias + GELU in the float32 GEMM's output pass (a float64 model takes the op path; hooks on
+        # c_fc or gelu run through the modules)
         if graph_free() and type(x._data) is np.ndarray and x._data.dtype == np.float32 \
-                and self.c_fc.weight._data.dtype == np.float32:
+                and self.c_fc.weight._data.dtype == np.float32 \
+                and not has_call_hooks(self.c_fc) and not has_call_hooks(self.gelu):
             h = _fused_linear(x, self.c_fc.weight, self.c_fc.bias, *self.gelu.epilogue(), packed_weight(self.c_fc))
         else:
             h = self.gelu(self.c_fc(x))
@@ -105,7 +108,7 @@ class Block(nn.Module):
         can change arguments), with float32 CPU parameters, and dropout the identity."""
         a, m = self.attn, self.mlp
         parts = (self, self.ln_1, a, a.c_attn, a.c_proj, self.ln_2, m, m.c_fc, m.gelu, m.c_proj)
-        if tuple(map(type, parts)) != _PLAIN_BLOCK_TYPES or any(p.__dict__.get("_forward_pre_hooks") for p in parts):
+        if tuple(map(type, parts)) != _PLAIN_BLOCK_TYPES or any(has_call_hooks(p) for p in parts):
             return False
         if any(d.training and d.p > 0 for d in (a.resid_dropout, m.dropout)) or (a.training and a.dropout > 0):
             return False

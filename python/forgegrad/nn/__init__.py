@@ -3,7 +3,7 @@
 Each module file lists its layers in ``__all__``; a layer added to a file is exported from here
 without editing this list of files.
 """
-from . import functional, init, utils
+from . import functional, init, modules, utils
 from .activation import *  # noqa: F401,F403
 from .activation_extra import *  # noqa: F401,F403
 from .adaptive import *  # noqa: F401,F403
@@ -35,7 +35,7 @@ from .sparse import *  # noqa: F401,F403
 from .sync_batchnorm import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
 # the layer classes the star imports above brought in, and the helper modules
-__all__ = ["functional", "init", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
+__all__ = ["functional", "init", "modules", "utils"] + sorted(n for n, v in globals().items() if isinstance(v, type))
 
 # torch.nn names that forgegrad has under another name, or not yet: the AttributeError says so.
 _TORCH_NAMES: dict = {}

@@ -19,20 +19,24 @@ from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
+from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks, watch_hooks_flag
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
 
 _NDARRAY = np.ndarray
 _F32 = np.dtype(np.float32)  # the fused kernels are float32; float64 runs the modules one by one
+# False until a forward or backward hook is registered anywhere: Sequential.__call__ then tests them all
+_hooks_seen = False
+watch_hooks_flag(globals())
 
 
 def _fusable_activation(m) -> bool:
     """An activation module whose kernel code a Linear or Conv2d can apply in place: one of nn's
-    activations whose forward is the op itself (a subclass that overrides forward, or one with forward
-    pre-hooks, or an op without kernel code such as elu, runs as its own step)."""
+    activations whose forward is the op itself (a subclass that overrides forward, or one with hooks of its
+    own, or an op without kernel code such as elu, runs as its own step; global hooks are checked per call)."""
     return isinstance(m, _Activation) and type(m).forward is _Activation.forward \
-        and m._op_epilogue is not None and not m.__dict__.get("_forward_pre_hooks")
+        and m._op_epilogue is not None and not has_own_call_hooks(m)
 
 
 def _cpu_f32(t) -> bool:
@@ -46,16 +50,16 @@ def _run_module(m, act, input):
 
 def _run_linear(m, act, input):
     # the fused kernel takes CPU arrays; on another device (meta) the modules run one by one (a
-    # module with forward pre-hooks, e.g. a pruned Linear, runs its hooks through m(input)). The
+    # module with hooks (e.g. a pruned Linear's forward pre-hook) runs them through m(input)). The
     # parameters are read from the module's dicts directly (not through Module.__getattr__): at batch 1
     # this step's Python is a quarter of a small layer's time.
-    if act is not None and act.__dict__.get("_forward_pre_hooks"):  # hooked since the plan was built
+    if act is not None and has_call_hooks(act):  # hooked since the plan was built
         return act(_run_linear(m, None, input))
     d = m.__dict__
     params = d["_parameters"]
     w, b = params.get("weight"), params.get("bias")  # (pruning moves the weight out: then hooks run it)
     wd = w._data if w is not None else None
-    if _cpu_f32(input) and not d.get("_forward_pre_hooks") and type(wd) is _NDARRAY and wd.dtype is _F32:
+    if _cpu_f32(input) and not has_call_hooks(m) and type(wd) is _NDARRAY and wd.dtype is _F32:
         code, alpha = (-1, 0.0) if act is None else act.epilogue()
         return Tensor._wrap(_C.gemm.linear(input._data, wd, None if b is None else b._data, code, alpha,
                                            packed_weight(m)))
@@ -101,14 +105,14 @@ def _run_conv(m, tail, input):
     """Conv2d with what follows it in one kernel call: tail = (activation or None, MaxPool2d or None).
     The kernel applies the activation to each block of output as it writes it and, for a 2x2 / stride
     2 max pool, pools the block while it is in cache (the full-size output is never stored); same bits
-    as the steps one by one. A module with forward pre-hooks, data off the CPU's float32, or another
+    as the steps one by one. A module with hooks, data off the CPU's float32, or another
     pool runs the steps (the activation then goes in place over the fresh output)."""
     act, pool = tail
-    if act is not None and act.__dict__.get("_forward_pre_hooks"):  # hooked since the plan was built
+    if act is not None and has_call_hooks(act):  # hooked since the plan was built
         y = act(_run_conv(m, (None, None), input))
         return y if pool is None else _run_max_pool(pool, None, y)
     code, alpha = (-1, 0.0) if act is None else act.epilogue()
-    if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks") and type(m.weight._data) is _NDARRAY \
+    if _cpu_f32(input) and not has_call_hooks(m) and type(m.weight._data) is _NDARRAY \
             and m.weight._data.dtype is _F32 and (m.bias is None or type(m.bias._data) is _NDARRAY):
         _check_input(input, (4,), "Conv2d")
         x, w, b = input._data, m.weight._data, None if m.bias is None else m.bias._data
@@ -117,7 +121,7 @@ def _run_conv(m, tail, input):
             stride, pads, dilation, groups, shape = _remembered(
                 m, (x.shape, w.shape, m.stride, m.padding, m.dilation, m.groups),
                 lambda: conv2d_geometry(x.shape, w.shape, m.stride, m.padding, m.dilation, m.groups))
-            fuse_pool = pool is not None and not pool.__dict__.get("_forward_pre_hooks") and _pool_fuses(pool, shape)
+            fuse_pool = pool is not None and not has_call_hooks(pool) and _pool_fuses(pool, shape)
             if fuse_pool:
                 shape = (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
             y = np.empty(shape, np.float32)
@@ -138,7 +142,7 @@ def _run_conv(m, tail, input):
 
 def _run_max_pool(m, act, input):
     """Max pooling without the indices only a backward pass would read."""
-    if _cpu_f32(input) and not m.__dict__.get("_forward_pre_hooks"):
+    if _cpu_f32(input) and not has_call_hooks(m):
         _check_input(input, (4,), "MaxPool2d")
         x = input._data
         if _contiguous(x) and min(x.shape[1:]) >= 1:
@@ -157,7 +161,7 @@ def _run_flatten(m, act, input):
     """Flatten of all but the batch dim, as a reshape of the array (the op's view of the same data,
     without its ~10 us of autograd dispatch: a tenth of a LeNet's batch-1 forward on one core)."""
     if _cpu_f32(input) and m.start_dim == 1 and m.end_dim == -1 and input._data.ndim >= 2 \
-            and not m.__dict__.get("_forward_pre_hooks"):
+            and not has_call_hooks(m):
         d = input._data
         return Tensor._wrap(d.reshape(d.shape[0], math.prod(d.shape[1:])))
     return m(input)
@@ -201,10 +205,10 @@ def _inference_plan(mods):
 
 
 def _hooks_of(*mods):
-    """The modules' forward-pre-hook dicts (a native step falls back to Python while any holds a hook),
+    """The modules' call-hook dicts and the global ones (a native step falls back to Python while any holds one),
     or None when a module has none to watch (one restored without Module.__init__)."""
-    dicts = [m.__dict__.get("_forward_pre_hooks") for m in mods]
-    return None if any(type(d) is not OrderedDict for d in dicts) else dicts
+    dicts = [m.__dict__.get(store) for m in mods for store in CALL_HOOK_STORES]
+    return None if any(type(d) is not OrderedDict for d in dicts) else dicts + list(GLOBAL_CALL_HOOKS)
 
 
 def _native_pool(pool) -> bool:
@@ -329,6 +333,7 @@ class Sequential(_ModuleSequence):
         plan, chain = d.get("_inference_plan"), d.get("_int8_chain")
         if (chain is not None or (plan is not None and plan[2])) and len(args) == 1 and not kwargs \
                 and isinstance(args[0], Tensor) and not d.get("_forward_pre_hooks") \
+                and not (_hooks_seen and has_call_hooks(self)) \
                 and type(self).forward is Sequential.forward and "forward" not in d:
             mods = tuple(d["_modules"].values())
             if plan is not None and plan[2] and plan[0] == mods and graph_free():

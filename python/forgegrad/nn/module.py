@@ -14,25 +14,18 @@ from .. import devices
 from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
+from . import hooks as _hooks
+from .hooks import RemovableHandle, add_hook, call_with_hooks, check_flag, check_hook, hook_store, note_hooks
 from .parameter import Parameter
 
 __all__ = ["Module"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-
-
-class RemovableHandle:
-    """What ``register_forward_pre_hook`` returns: ``remove()`` takes the hook out again."""
-
-    _next_id = 0
-
-    def __init__(self, hooks: dict):
-        self.hooks_dict = hooks
-        self.id = RemovableHandle._next_id
-        RemovableHandle._next_id += 1
-
-    def remove(self) -> None:
-        self.hooks_dict.pop(self.id, None)
+_HOOK_STORES = _hooks.HOOK_STORES
+_G_FORWARD_PRE, _G_FORWARD, _G_BACKWARD_PRE, _G_BACKWARD = _hooks.GLOBAL_CALL_HOOKS
+# False until a forward / backward hook is registered anywhere (nn/hooks.py's note_hooks sets it)
+_hooks_seen = False
+_hooks.watch_hooks_flag(globals())
 
 
 class Module:
@@ -45,7 +38,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        for store in _HOOK_STORES:  # torch's hook dicts (nn/hooks.py)
+            object.__setattr__(self, store, OrderedDict())
         object.__setattr__(self, "training", True)
 
     # ---- registration ------------------------------------------------------------------------
@@ -118,31 +112,98 @@ class Module:
         self._register(self._modules, name, module)
 
     # ---- calling -----------------------------------------------------------------------------
+    def __setstate__(self, state) -> None:
+        # a module unpickled (or deep-copied) with forward or backward hooks: Module.__call__ must look for them
+        self.__dict__.update(state)
+        if any(state.get(store) for store in _hooks.CALL_HOOK_STORES[1:]):
+            note_hooks()
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
-        hooks = self.__dict__.get("_forward_pre_hooks")
-        if hooks:
-            for hook in list(hooks.values()):
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
+        # every layer's path: without hooks (the usual case) forward runs straight away, with them the
+        # call goes as torch's _call_impl (nn/hooks.py)
+        d = self.__dict__
+        if d.get("_forward_pre_hooks") or (_hooks_seen and (
+                d.get("_forward_hooks") or d.get("_backward_hooks") or d.get("_backward_pre_hooks")
+                or _G_FORWARD_PRE or _G_FORWARD or _G_BACKWARD or _G_BACKWARD_PRE)):
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
-    def register_forward_pre_hook(self, hook) -> "RemovableHandle":
+    # ---- hooks (torch's signatures and order: global hooks first, then the module's, prepend=True first) ----
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False) -> RemovableHandle:
         """Call ``hook(module, args)`` before every forward; a non-None result replaces the positional
-        arguments (a tuple, or one value). Returns a handle whose ``remove()`` unregisters the hook.
+        arguments (a tuple, or one value). with_kwargs: ``hook(module, args, kwargs)``, which returns None or
+        ``(args, kwargs)``. Returns a handle whose ``remove()`` unregisters the hook (also a context manager).
         (torch's semantics; pruning's masks are applied by such a hook.)"""
-        if not callable(hook):
-            raise TypeError(f"register_forward_pre_hook: hook must be callable, got {type(hook).__name__}")
-        hooks = self.__dict__.get("_forward_pre_hooks")
-        if hooks is None:  # a module restored without Module.__init__ (e.g. an old pickle)
-            hooks = OrderedDict()
-            object.__setattr__(self, "_forward_pre_hooks", hooks)
-        handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
+        check_hook(hook, "register_forward_pre_hook")
+        check_flag(prepend, "prepend", "register_forward_pre_hook")
+        check_flag(with_kwargs, "with_kwargs", "register_forward_pre_hook")
+        flags = hook_store(self, "_forward_pre_hooks_with_kwargs")
+        handle = add_hook(hook_store(self, "_forward_pre_hooks"), hook, prepend, flags)
+        if with_kwargs:
+            flags[handle.id] = True
         return handle
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every forward (``hook(module, args, kwargs, output)`` with
+        with_kwargs); a non-None result replaces the output. always_call: the hook also runs when forward
+        (or an earlier hook) raised, before the error goes on. Returns a removable handle."""
+        note_hooks()
+        check_hook(hook, "register_forward_hook")
+        for name, v in (("prepend", prepend), ("with_kwargs", with_kwargs), ("always_call", always_call)):
+            check_flag(v, name, "register_forward_hook")
+        kw, always = hook_store(self, "_forward_hooks_with_kwargs"), hook_store(self, "_forward_hooks_always_called")
+        handle = add_hook(hook_store(self, "_forward_hooks"), hook, prepend, [kw, always])
+        if with_kwargs:
+            kw[handle.id] = True
+        if always_call:
+            always[handle.id] = True
+        return handle
+
+    def register_full_backward_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, grad_output)`` when the gradients w.r.t. the module's outputs are computed; a
+        non-None result (a tuple of one entry per output) replaces them. While registered, forward receives
+        (and its caller gets) views of the tensors, as torch's."""
+        note_hooks()
+        check_hook(hook, "register_full_backward_pre_hook")
+        check_flag(prepend, "prepend", "register_full_backward_pre_hook")
+        return add_hook(hook_store(self, "_backward_pre_hooks"), hook, prepend)
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` once per backward, when the gradients w.r.t. the
+        module's positional inputs are computed (entries None for non-tensor inputs and those that require no
+        grad; if none does, at the outputs, with all None); a non-None result replaces grad_input."""
+        note_hooks()
+        check_hook(hook, "register_full_backward_hook")
+        check_flag(prepend, "prepend", "register_full_backward_hook")
+        return add_hook(hook_store(self, "_backward_hooks"), hook, prepend)
+
+    def register_state_dict_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, prefix, keep_vars)`` before this module's entries go into a state_dict."""
+        check_hook(hook, "register_state_dict_pre_hook")
+        return add_hook(hook_store(self, "_state_dict_pre_hooks"), hook, False)
+
+    def register_state_dict_post_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, state_dict, prefix, local_metadata)`` after this module's (and its children's)
+        entries went into a state_dict; it may edit state_dict in place and must return None."""
+        check_hook(hook, "register_state_dict_post_hook")
+        return add_hook(hook_store(self, "_state_dict_hooks"), hook, False)
+
+    def register_load_state_dict_pre_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+        error_msgs)`` before load_state_dict reads this module's entries (state_dict: a copy the hook may edit,
+        e.g. to rename old keys; appending to error_msgs makes the load raise)."""
+        check_hook(hook, "register_load_state_dict_pre_hook")
+        return add_hook(hook_store(self, "_load_state_dict_pre_hooks"), hook, False)
+
+    def register_load_state_dict_post_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(module, incompatible_keys)`` after load_state_dict copied the values, before its strict
+        check: the hook may edit incompatible_keys.missing_keys / unexpected_keys in place; it returns None."""
+        check_hook(hook, "register_load_state_dict_post_hook")
+        return add_hook(hook_store(self, "_load_state_dict_post_hooks"), hook, False)
 
     # ---- traversal ---------------------------------------------------------------------------
     def named_modules(self, memo=None, prefix: str = "") -> Iterator[Tuple[str, "Module"]]:
@@ -227,6 +288,10 @@ class Module:
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
         """Parameters and persistent buffers by dotted name (PyTorch's keys), sharing storage."""
         out = OrderedDict() if destination is None else destination
+        d = self.__dict__
+        pre, post = d.get("_state_dict_pre_hooks"), d.get("_state_dict_hooks")
+        for hook in (pre or {}).values():
+            hook(self, prefix, keep_vars)
         for name, p in self._parameters.items():
             if p is not None:  # a lazy module's placeholder as itself (as torch's): loading it keeps a lazy one lazy
                 out[prefix + name] = p if keep_vars or getattr(p, "_is_uninitialized", False) else p.detach()
@@ -236,6 +301,9 @@ class Module:
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(out, prefix + name + ".", keep_vars)
+        for hook in (post or {}).values():
+            if hook(self, out, prefix, {"version": getattr(self, "_version", 1)}) is not None:
+                raise RuntimeError("state_dict post-hook must return None")
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
@@ -251,13 +319,22 @@ class Module:
         if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
+        named = list(self.named_modules())
+        hook_errors, hook_missing, hook_unexpected = [], [], []
+        if any(m.__dict__.get("_load_state_dict_pre_hooks") for _, m in named):
+            state_dict = OrderedDict(state_dict)  # the hooks edit a copy (torch's), each module's from the root down
+            for name, m in named:
+                for hook in list(m.__dict__.get("_load_state_dict_pre_hooks", {}).values()):
+                    hook(m, state_dict, name + "." if name else "", {}, strict, hook_missing, hook_unexpected,
+                         hook_errors)
+        post_hooks = [(m, h) for _, m in named for h in m.__dict__.get("_load_state_dict_post_hooks", {}).values()]
         own = self.state_dict(keep_vars=True)
         # keys a layer may lack in older checkpoints (torch's BatchNorm before num_batches_tracked): kept as they are
         optional = {f"{name}.{key}" if name else key for name, m in self.named_modules()
                     for key in getattr(m, "_optional_state_keys", ())}
-        missing = [k for k in own if k not in state_dict and k not in optional]
-        unexpected = [k for k in state_dict if k not in own]
-        errors = []
+        missing = hook_missing + [k for k in own if k not in state_dict and k not in optional]
+        unexpected = hook_unexpected + [k for k in state_dict if k not in own]
+        errors = hook_errors
         staged = []
         for k, target in own.items():
             if k not in state_dict:
@@ -282,6 +359,17 @@ class Module:
                               f"the shape in current model is {target.shape}.")
                 continue
             staged.append((target, arr))
+        if post_hooks and not errors:
+            # torch's order: the values are copied, the post-hooks may edit the incompatible keys, then the strict
+            # check (which may raise with the values loaded, as torch's)
+            self._copy_staged(staged)
+            staged = []
+            keys = IncompatibleKeys(missing, unexpected)
+            for m, hook in post_hooks:
+                if hook(m, keys) is not None:
+                    raise AssertionError("Hooks registered with ``register_load_state_dict_post_hook`` are not "
+                                         "expected to return new values, if incompatible_keys need to be modified, "
+                                         "it should be done inplace.")
         if strict and (missing or unexpected):
             if unexpected:
                 errors.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
@@ -289,6 +377,10 @@ class Module:
                 errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
+        self._copy_staged(staged)
+        return IncompatibleKeys(missing, unexpected)
+
+    def _copy_staged(self, staged) -> None:
         for target, arr in staged:  # each an in-place write (torch's copy_), counted in target._version
             if getattr(target, "_is_uninitialized", False):
                 target.materialize(arr.shape)
@@ -304,7 +396,6 @@ class Module:
                                                    devices.device_of(target._data)))
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
-        return IncompatibleKeys(missing, unexpected)
 
     def _post_load_state_dict(self) -> None:
         """Called on every submodule after load_state_dict copied new values in: a module that caches

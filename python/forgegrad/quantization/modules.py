@@ -14,6 +14,7 @@ from .. import _C
 from .._args import positive_int
 from ..devices import MetaArray
 from ..grad_mode import recorder
+from ..nn.hooks import has_call_hooks
 from ..nn.module import Module
 from ..tensor import Tensor
 from .dtypes import as_qdtype, qint8
@@ -153,7 +154,7 @@ class DynamicLinearChain:
         if type(x) is not np.ndarray or x.ndim != 2 or x.dtype is not _F32 or not x.flags.c_contiguous:
             return None
         for m in self.mods:
-            if m.__dict__.get("_forward_pre_hooks"):
+            if has_call_hooks(m):
                 return None
         linear = _C.quant.linear_dynamic
         for layer in self.layers:

@@ -37,6 +37,7 @@ from ..nn.activation import ReLU
 from ..nn.container import Sequential
 from ..nn.conv import Conv2d, MaxPool2d
 from ..nn.linear import Identity, Linear
+from ..nn.hooks import HOOK_STORES, has_own_call_hooks
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import _int_ops
@@ -102,7 +103,7 @@ def _copy_float(dst, src):
     """dst shares src's parameters and hyper-parameters (dst was made with object.__new__)."""
     Module.__init__(dst)
     for k, v in src.__dict__.items():
-        if k not in ("_parameters", "_buffers", "_modules", "_non_persistent", "_forward_pre_hooks"):
+        if k not in ("_parameters", "_buffers", "_modules", "_non_persistent") and k not in HOOK_STORES:
             object.__setattr__(dst, k, v)
     for k, p in src._parameters.items():
         dst.register_parameter(k, p)
@@ -420,7 +421,7 @@ def _fuse(model) -> int:
             if type(conv) is not QuantizedConv2d or conv.fused_relu or conv.fused_pool:
                 continue
             for name, nxt in items[i + 1:i + 3]:
-                if nxt.__dict__.get("_forward_pre_hooks"):  # someone watches this layer: keep it
+                if has_own_call_hooks(nxt):  # someone watches this layer: keep it
                     break
                 if type(nxt) is ReLU and not conv.fused_relu:
                     conv.fused_relu = True

@@ -19,6 +19,7 @@ import numpy as np
 from ... import _C
 from ..._safetensors_read import bfloat16_to_float32
 from ...grad_mode import graph_free
+from ...nn.hooks import has_call_hooks
 from ...nn.linear import packed_weight
 from ._layers import KVCache
 
@@ -257,14 +258,14 @@ def _plain_module_types() -> tuple:
 def lean_path_applies(model) -> bool:
     """Whether the lean step computes what the model's forward does: eval mode, every module one of
     the types from_pretrained builds or quantize_weight_only puts in (a wrapped or replaced layer, e.g.
-    an adapter, keeps the Tensor forward), no forward pre-hooks anywhere (pruning applies its masks
-    through them), and float32 CPU parameters (the weight-only layers hold theirs as buffers)."""
+    an adapter, keeps the Tensor forward), no module hooks anywhere (pruning applies its masks
+    through forward pre-hooks), and float32 CPU parameters (the weight-only layers hold theirs as buffers)."""
     if model.training or getattr(model, "output_router_logits", False):  # the Tensor forward keeps router logits
         return False
     plain = _plain_module_types()
     weight_only = plain[-1]
     for m in model.modules():
-        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks") or not weight_dtypes_are_lean(m, weight_only):
+        if type(m) not in plain or has_call_hooks(m) or not weight_dtypes_are_lean(m, weight_only):
             return False
     return True
 

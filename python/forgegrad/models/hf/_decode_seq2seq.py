@@ -24,6 +24,7 @@ import numpy as np
 
 from ... import _C
 from ...grad_mode import graph_free
+from ...nn.hooks import has_call_hooks
 from ._decode import (_GELU_TANH, _bf16_embedding, _bf16_linear, _layer_norm, _rms_norm, _rows, _weight_only_linear,
                       lean_linear, weight_dtypes_are_lean)
 
@@ -63,7 +64,7 @@ def lean_applies(model) -> bool:
         return False
     plain = _plain_types()
     for m in model.modules():
-        if type(m) not in plain or m.__dict__.get("_forward_pre_hooks") or not weight_dtypes_are_lean(m, plain[-1]):
+        if type(m) not in plain or has_call_hooks(m) or not weight_dtypes_are_lean(m, plain[-1]):
             return False
     return True
 
