@@ -191,6 +191,36 @@ inline void run_rows(int64_t mr, int64_t K, const float* A, const float* B, cons
   }
 }
 
+// nrows rows of ld floats at dst: row r holds src[r * sld + c - left] at columns c with 0 <= c - left < n, zeros
+// elsewhere (left may be negative: the row's start is cropped). The padded image planes of the direct and
+// Winograd passes: rows of 10-30 floats, where three libc calls a row (memset, memcpy, memset) cost more
+// than the copy. AVX-512: one masked load and one store per vector; a row's last vector is stored whole,
+// its spare lanes landing on the next row, which is written after it, except on the last row (masked).
+inline void pad_plane_rows(float* dst, int64_t ld, const float* src, int64_t sld, int64_t nrows, int64_t left,
+                           int64_t n) {
+#if defined(__AVX512F__)
+  for (int64_t r = 0; r < nrows; ++r, dst += ld, src += sld) {
+    for (int64_t c0 = 0; c0 < ld; c0 += W) {
+      const int64_t lo = left - c0 > 0 ? left - c0 : 0, hi = left + n - c0 < W ? left + n - c0 : W;
+      const uint32_t m = hi > lo ? ((hi >= 32 ? ~0u : (1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0u;
+      // masked-off lanes are not read: their addresses may lie outside src
+      const vf v = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), src + c0 - left);
+      if (c0 + W <= ld || r + 1 < nrows)
+        vstore(dst + c0, v);
+      else
+        vstore_n(dst + c0, v, static_cast<int>(ld - c0));
+    }
+  }
+#else
+  const int64_t lo = min64(left > 0 ? left : 0, ld), hi = min64(left + n, ld) > lo ? min64(left + n, ld) : lo;
+  for (int64_t r = 0; r < nrows; ++r, dst += ld, src += sld) {
+    std::memset(dst, 0, sizeof(float) * lo);
+    std::memcpy(dst + lo, src + (lo - left), sizeof(float) * (hi - lo));
+    std::memset(dst + hi, 0, sizeof(float) * (ld - hi));
+  }
+#endif
+}
+
 // The whole plane of tap (kh, kw): dst[p] for every output pixel p of image channel s. Plain loops
 // (no memset calls: rows are often 8-16 floats) that the compiler vectorises.
 inline void im2col_plane(const Conv2dGeom& g, const float* s, int64_t kh, int64_t kw, float* dst) {

@@ -68,10 +68,56 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
   }
 }
 
+#if defined(__AVX512F__)
+// input_transform for narrow images (2 tw + 2 <= W: outputs up to 14 wide, LeNet's 14x14): two tile rows per
+// vector. A tile row's 4 u rows (B^T d, the first stage) are one vector each, held in registers; one
+// two-source permute per (u row, column offset) picks the columns of both tile rows' tiles, so the second
+// stage and its 16 stores cover 2 tw tiles instead of tw (7 of 16 lanes). The same operations on the same
+// values as input_transform: the same bits.
+void input_transform_pairs(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img) {
+  const int64_t tw = p.tw, ntiles = p.th * tw, plane = v_plane(p);
+  alignas(64) int32_t ix[4][W];
+  for (int k = 0; k < 4; ++k)
+    for (int l = 0; l < W; ++l)
+      ix[k][l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
+  const __m512i i0 = _mm512_load_si512(ix[0]), i1 = _mm512_load_si512(ix[1]), i2 = _mm512_load_si512(ix[2]),
+                i3 = _mm512_load_si512(ix[3]);
+  const auto first_stage = [&](int64_t th, vf* u) {
+    const float* r0 = Bc + 2 * th * p.Wb;
+    const vf x0 = vload(r0), x1 = vload(r0 + p.Wb), x2 = vload(r0 + 2 * p.Wb), x3 = vload(r0 + 3 * p.Wb);
+    u[0] = vsub(x0, x2);
+    u[1] = vadd(x1, x2);
+    u[2] = vsub(x2, x1);
+    u[3] = vsub(x1, x3);
+  };
+  float* base = V + c * p.ldT + i_img * ntiles;
+  for (int64_t th = 0; th < p.th; th += 2) {
+    vf ua[4], ub[4] = {vzero(), vzero(), vzero(), vzero()};
+    first_stage(th, ua);
+    if (th + 1 < p.th) first_stage(th + 1, ub);
+    const int64_t t0 = th * tw;
+    // whole vectors while the spare lanes land on this plane's later tiles (stored after), as input_transform
+    const int n = static_cast<int>(t0 + W <= ntiles ? W : ntiles - t0);
+    for (int i = 0; i < 4; ++i) {
+      const vf e0 = _mm512_permutex2var_ps(ua[i], i0, ub[i]), o1 = _mm512_permutex2var_ps(ua[i], i1, ub[i]);
+      const vf e2 = _mm512_permutex2var_ps(ua[i], i2, ub[i]), o3 = _mm512_permutex2var_ps(ua[i], i3, ub[i]);
+      const vf v[4] = {vsub(e0, e2), vadd(o1, e2), vsub(e2, o1), vsub(o1, o3)};
+      for (int j = 0; j < 4; ++j) vstore_upto(base + t0 + (i * 4 + j) * plane, v[j], n);
+    }
+  }
+}
+#endif
+
 // Input transform of channel c: V[xi][c][t] for all tiles (u: 4 rows of scratch, ucols floats each).
 // Tiles of image i start at column i * th * tw of V.
 void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
                      int64_t ucols) {
+#if defined(__AVX512F__)
+  if (2 * p.tw + 2 <= W) {
+    input_transform_pairs(p, Bc, V, c, i_img);
+    return;
+  }
+#endif
   const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
   const int64_t plane = v_plane(p);
   for (int64_t th = 0; th < p.th; ++th) {
@@ -353,10 +399,18 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   input_transforms(p, B, b_step, V);
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
-  // a last vector of fewer than kConvMR tiles costs a full vector per row of U: those tiles go by rows
+  // a last vector of fewer than kConvMR tiles costs a full vector per row of U: those tiles go by rows,
+  // except with AVX-512, where the tile kernel's extra vector (one more fma per broadcast, half a cycle on
+  // Zen 5's two fma pipes; 6 against 4 x 6 on Zen 4) costs less than the row kernel's masked loads (the tail
+  // took ~10% of LeNet's 64x32x14x14 -> 64 forward on Zen 5, its units holding 245 tiles).
+#if defined(__AVX512F__)
+  const int64_t dense = T;
+#else
   const int64_t rest = T % W, dense = rest > 0 && rest < kConvMR ? T - rest : T;
+#endif
   VecList vl((T + W - 1) / W);
   build_dense(vl, dense);
+  vl.whole_end = p.ldT;  // a short last vector is stored whole: its spare lanes land in M's row padding
   const int64_t mblocks = (p.M + kConvMR - 1) / kConvMR;
   parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
@@ -392,6 +446,78 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     transform([](vf v) { return v; });
 }
 
+#if defined(__AVX512F__)
+namespace {
+// The weight gradient's 16 products S[xi] (M x Cin) (+)= Z[xi] (M x T) . V[xi]^T as dot products along the
+// tiles, both operands read where the transforms stored them (rows of T tiles, ldT apart): no packing, which
+// for sgemm meant transposing both (the reduction runs along their rows), and a long reduction in registers.
+// A block of kWgM rows of Z and kWgC rows of V: per vector of tiles 10 loads (the kWgC rows of V stay in L1
+// while the blocks of Z stream past) for 24 fmas: Zen 5 retires 2 zmm fmas a cycle, Zen 4 one, and either
+// loads 2 vectors a cycle. Each S element: its lanes' fma chains over the tiles in order (the last vector
+// masked to T), one vreduce_add, added to S's old value when accumulating; one task per element whatever the
+// thread count: the same bits.
+constexpr int kWgM = 6, kWgC = 4;
+
+void wgrad_dot_block(const float* Z, const float* V, int64_t ld, int64_t T, int dm, int dc, float* S, int64_t lds,
+                     bool accumulate) {
+  vf acc[kWgM][kWgC];
+  const float* z[kWgM];
+  const float* v[kWgC];
+#pragma GCC unroll 8
+  for (int m = 0; m < kWgM; ++m) {
+    z[m] = Z + (m < dm ? m : dm - 1) * ld;  // spare rows repeat the last one (their sums are dropped)
+#pragma GCC unroll 8
+    for (int c = 0; c < kWgC; ++c) acc[m][c] = vzero();
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < kWgC; ++c) v[c] = V + (c < dc ? c : dc - 1) * ld;
+  int64_t t = 0;
+  for (; t + W <= T; t += W) {
+    vf vv[kWgC];
+#pragma GCC unroll 8
+    for (int c = 0; c < kWgC; ++c) vv[c] = vload(v[c] + t);
+#pragma GCC unroll 8
+    for (int m = 0; m < kWgM; ++m) {
+      const vf zv = vload(z[m] + t);
+#pragma GCC unroll 8
+      for (int c = 0; c < kWgC; ++c) acc[m][c] = vfmadd(zv, vv[c], acc[m][c]);
+    }
+  }
+  if (t < T) {  // lanes past T hold whatever the scratch held: zeroed on both sides
+    const int n = static_cast<int>(T - t);
+    vf vv[kWgC];
+#pragma GCC unroll 8
+    for (int c = 0; c < kWgC; ++c) vv[c] = vload_n(v[c] + t, n);
+#pragma GCC unroll 8
+    for (int m = 0; m < kWgM; ++m) {
+      const vf zv = vload_n(z[m] + t, n);
+#pragma GCC unroll 8
+      for (int c = 0; c < kWgC; ++c) acc[m][c] = vfmadd(zv, vv[c], acc[m][c]);
+    }
+  }
+  for (int m = 0; m < dm; ++m)
+    for (int c = 0; c < dc; ++c) {
+      const float s = vreduce_add(acc[m][c]);
+      float* d = S + m * lds + c;
+      *d = accumulate ? *d + s : s;
+    }
+}
+
+void wgrad_products(const Winograd3x3& p, const float* Z, const float* V, int64_t T, float* S, bool accumulate) {
+  const int64_t mb = (p.M + kWgM - 1) / kWgM, cb = (p.Cin + kWgC - 1) / kWgC;
+  // Tasks (xi, V block, Z block), Z blocks innermost: a V block is read from L1 by every Z block.
+  parallel_for(16 * cb * mb, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t xi = task / (cb * mb), c0 = (task / mb) % cb * kWgC, m0 = task % mb * kWgM;
+      const int dm = static_cast<int>(min64(kWgM, p.M - m0)), dc = static_cast<int>(min64(kWgC, p.Cin - c0));
+      wgrad_dot_block(Z + xi * m_plane(p) + m0 * p.ldT, V + xi * v_plane(p) + c0 * p.ldT, p.ldT, T, dm, dc,
+                      S + xi * p.M * p.Cin + m0 * p.Cin + c0, p.Cin, accumulate);
+    }
+  });
+}
+}  // namespace
+#endif
+
 int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
 
 void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
@@ -409,8 +535,8 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
       const int64_t i = im / p.M, m = im % p.M;
       const float* src = gy + i * gy_step + m * oplane;
       float* d = pad.data();
-      std::memset(d, 0, sizeof(float) * 2 * p.th * zw);
-      for (int64_t r = 0; r < p.OHo; ++r) std::memcpy(d + r * zw, src + r * p.OWo, sizeof(float) * p.OWo);
+      pad_plane_rows(d, zw, src, p.OWo, p.OHo, 0, p.OWo);
+      std::memset(d + p.OHo * zw, 0, sizeof(float) * (2 * p.th - p.OHo) * zw);
       const int64_t zplane = m_plane(p);
       for (int64_t th = 0; th < p.th; ++th)
         for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
@@ -436,8 +562,12 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
     }
   });
   // S[xi] (M x Cin) (+)= Z[xi] (M x T) V[xi]^T: 16 GEMMs whose reduction runs over every tile of the unit.
+#if defined(__AVX512F__)
+  wgrad_products(p, Z, V, T, S, accumulate);
+#else
   FG_ISA_NS::sgemm_batched(false, true, 16, p.M, p.Cin, T, 1.0f, Z, p.ldT, m_plane(p), V, p.ldT, v_plane(p),
                            accumulate ? 1.0f : 0.0f, S, p.Cin, p.M * p.Cin);
+#endif
 }
 
 void winograd_weight_grad(int64_t M, int64_t Cin, const float* S, float* gw) {
