@@ -170,11 +170,64 @@ inline void tile_outputs(const float* src, int64_t plane, vf vb, Act act, vf y[4
   y[3] = act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb));
 }
 
+#if defined(__AVX512F__)
+// Index vectors of two-source permutes over two tile rows of tw tiles side by side in one vector (lanes
+// [0, tw) the first row, [tw, 2 tw) the second): pair_rows(ix, tw, k) gives lane l < tw the first row's
+// column 2 l + k and lane tw + l the second row's (held in the second source, lane W + 2 l + k).
+inline __m512i pair_columns(int64_t tw, int k) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
+  return _mm512_load_si512(ix);
+}
+// The inverse: the 2 tw columns of one output row from the tiles of tile row `row` (0 or 1) in lanes of a
+// (even columns) and b (odd columns).
+inline __m512i pair_outputs(int64_t tw, int row) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = static_cast<int32_t>((l & 1 ? W : 0) + (row ? tw : 0) + l / 2) & (2 * W - 1);
+  return _mm512_load_si512(ix);
+}
+
+// output_transform for narrow images (2 tw <= W): two tile rows per vector (see input_transform_pairs), the
+// four output rows they make picked out of the tile outputs by two-source permutes. Rows are stored in order,
+// whole where the spare lanes land on later rows of this plane. Same values and operations: the same bits.
+template <class Act>
+void output_transform_pairs(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
+                            Act act) {
+  const int64_t tw = p.tw, plane = m_plane(p), plane_end = p.OHo * p.OWo;
+  const __m512i top = pair_outputs(tw, 0), bottom = pair_outputs(tw, 1);
+  const vf vb = vset1(bias);
+  const auto store = [&](int64_t r, vf v) {
+    if (r >= p.OHo) return;
+    float* d = out + r * p.OWo;
+    if (r * p.OWo + W <= plane_end)
+      vstore(d, v);
+    else
+      vstore_n(d, v, static_cast<int>(p.OWo));
+  };
+  for (int64_t th = 0; th < p.th; th += 2) {
+    vf y[4];
+    tile_outputs(Mb + m * p.ldT + (i_img * p.th + th) * tw, plane, vb, act, y);
+    store(2 * th, _mm512_permutex2var_ps(y[0], top, y[1]));
+    store(2 * th + 1, _mm512_permutex2var_ps(y[2], top, y[3]));
+    if (th + 1 < p.th) {
+      store(2 * th + 2, _mm512_permutex2var_ps(y[0], bottom, y[1]));
+      store(2 * th + 3, _mm512_permutex2var_ps(y[2], bottom, y[3]));
+    }
+  }
+}
+#endif
+
 // Output transform of channel m: y tiles from M[xi][m][t].
 // act(v) is applied to each vector as it is stored (the activation's bits: act_vec.h).
 template <class Act>
 void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
                       Act act) {
+#if defined(__AVX512F__)
+  if (2 * p.tw <= W) {
+    output_transform_pairs(p, Mb, bias, out, m, i_img, act);
+    return;
+  }
+#endif
   const int64_t plane = m_plane(p);
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
@@ -518,6 +571,35 @@ void wgrad_products(const Winograd3x3& p, const float* Z, const float* V, int64_
 }  // namespace
 #endif
 
+#if defined(__AVX512F__)
+namespace {
+// The Z transform of one grad_y plane (OHo, OWo) of a narrow image (2 tw <= W) into z (tiles of the plane
+// from z, planes m_plane apart): two tile rows per vector, grad_y rows loaded whole (zeros past OWo, and for
+// rows past OHo, as the padded copy of the general path holds) and their even / odd columns of both tile
+// rows picked by two-source permutes. Same values and operations as the general path: the same bits.
+void z_transform_pairs(const Winograd3x3& p, const float* src, float* z) {
+  const int64_t tw = p.tw, ntiles = p.th * tw, zplane = m_plane(p);
+  const __m512i even = pair_columns(tw, 0), odd = pair_columns(tw, 1);
+  const auto row = [&](int64_t r) { return r < p.OHo ? vload_n(src + r * p.OWo, static_cast<int>(p.OWo)) : vzero(); };
+  for (int64_t th = 0; th < p.th; th += 2) {
+    const bool two = th + 1 < p.th;
+    const vf g0 = row(2 * th), g1 = row(2 * th + 1), g2 = two ? row(2 * th + 2) : vzero(),
+             g3 = two ? row(2 * th + 3) : vzero();
+    const vf a = _mm512_permutex2var_ps(g0, even, g2), b = _mm512_permutex2var_ps(g0, odd, g2);
+    const vf c = _mm512_permutex2var_ps(g1, even, g3), e = _mm512_permutex2var_ps(g1, odd, g3);
+    const int64_t t0 = th * tw;
+    const int n = static_cast<int>(t0 + W <= ntiles ? W : ntiles - t0);
+    const vf rx[4] = {a, vadd(a, c), vsub(a, c), vneg(c)};
+    const vf ry[4] = {b, vadd(b, e), vsub(b, e), vneg(e)};
+    for (int r = 0; r < 4; ++r) {
+      const vf zv[4] = {rx[r], vadd(rx[r], ry[r]), vsub(rx[r], ry[r]), vneg(ry[r])};
+      for (int j = 0; j < 4; ++j) vstore_upto(z + t0 + (r * 4 + j) * zplane, zv[j], n);
+    }
+  }
+}
+}  // namespace
+#endif
+
 int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
 
 void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
@@ -534,6 +616,12 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
     for (int64_t im = m0; im < m1; ++im) {
       const int64_t i = im / p.M, m = im % p.M;
       const float* src = gy + i * gy_step + m * oplane;
+#if defined(__AVX512F__)
+      if (2 * p.tw <= W) {
+        z_transform_pairs(p, src, Z + m * p.ldT + i * p.th * p.tw);
+        continue;
+      }
+#endif
       float* d = pad.data();
       pad_plane_rows(d, zw, src, p.OWo, p.OHo, 0, p.OWo);
       std::memset(d + p.OHo * zw, 0, sizeof(float) * (2 * p.th - p.OHo) * zw);
