@@ -501,78 +501,6 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
 
 #if defined(__AVX512F__)
 namespace {
-// The weight gradient's 16 products S[xi] (M x Cin) (+)= Z[xi] (M x T) . V[xi]^T as dot products along the
-// tiles, both operands read where the transforms stored them (rows of T tiles, ldT apart): no packing, which
-// for sgemm meant transposing both (the reduction runs along their rows), and a long reduction in registers.
-// A block of kWgM rows of Z and kWgC rows of V: per vector of tiles 10 loads (the kWgC rows of V stay in L1
-// while the blocks of Z stream past) for 24 fmas: Zen 5 retires 2 zmm fmas a cycle, Zen 4 one, and either
-// loads 2 vectors a cycle. Each S element: its lanes' fma chains over the tiles in order (the last vector
-// masked to T), one vreduce_add, added to S's old value when accumulating; one task per element whatever the
-// thread count: the same bits.
-constexpr int kWgM = 6, kWgC = 4;
-
-void wgrad_dot_block(const float* Z, const float* V, int64_t ld, int64_t T, int dm, int dc, float* S, int64_t lds,
-                     bool accumulate) {
-  vf acc[kWgM][kWgC];
-  const float* z[kWgM];
-  const float* v[kWgC];
-#pragma GCC unroll 8
-  for (int m = 0; m < kWgM; ++m) {
-    z[m] = Z + (m < dm ? m : dm - 1) * ld;  // spare rows repeat the last one (their sums are dropped)
-#pragma GCC unroll 8
-    for (int c = 0; c < kWgC; ++c) acc[m][c] = vzero();
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < kWgC; ++c) v[c] = V + (c < dc ? c : dc - 1) * ld;
-  int64_t t = 0;
-  for (; t + W <= T; t += W) {
-    vf vv[kWgC];
-#pragma GCC unroll 8
-    for (int c = 0; c < kWgC; ++c) vv[c] = vload(v[c] + t);
-#pragma GCC unroll 8
-    for (int m = 0; m < kWgM; ++m) {
-      const vf zv = vload(z[m] + t);
-#pragma GCC unroll 8
-      for (int c = 0; c < kWgC; ++c) acc[m][c] = vfmadd(zv, vv[c], acc[m][c]);
-    }
-  }
-  if (t < T) {  // lanes past T hold whatever the scratch held: zeroed on both sides
-    const int n = static_cast<int>(T - t);
-    vf vv[kWgC];
-#pragma GCC unroll 8
-    for (int c = 0; c < kWgC; ++c) vv[c] = vload_n(v[c] + t, n);
-#pragma GCC unroll 8
-    for (int m = 0; m < kWgM; ++m) {
-      const vf zv = vload_n(z[m] + t, n);
-#pragma GCC unroll 8
-      for (int c = 0; c < kWgC; ++c) acc[m][c] = vfmadd(zv, vv[c], acc[m][c]);
-    }
-  }
-  for (int m = 0; m < dm; ++m)
-    for (int c = 0; c < dc; ++c) {
-      const float s = vreduce_add(acc[m][c]);
-      float* d = S + m * lds + c;
-      *d = accumulate ? *d + s : s;
-    }
-}
-
-void wgrad_products(const Winograd3x3& p, const float* Z, const float* V, int64_t T, float* S, bool accumulate) {
-  const int64_t mb = (p.M + kWgM - 1) / kWgM, cb = (p.Cin + kWgC - 1) / kWgC;
-  // Tasks (xi, V block, Z block), Z blocks innermost: a V block is read from L1 by every Z block.
-  parallel_for(16 * cb * mb, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t xi = task / (cb * mb), c0 = (task / mb) % cb * kWgC, m0 = task % mb * kWgM;
-      const int dm = static_cast<int>(min64(kWgM, p.M - m0)), dc = static_cast<int>(min64(kWgC, p.Cin - c0));
-      wgrad_dot_block(Z + xi * m_plane(p) + m0 * p.ldT, V + xi * v_plane(p) + c0 * p.ldT, p.ldT, T, dm, dc,
-                      S + xi * p.M * p.Cin + m0 * p.Cin + c0, p.Cin, accumulate);
-    }
-  });
-}
-}  // namespace
-#endif
-
-#if defined(__AVX512F__)
-namespace {
 // The Z transform of one grad_y plane (OHo, OWo) of a narrow image (2 tw <= W) into z (tiles of the plane
 // from z, planes m_plane apart): two tile rows per vector, grad_y rows loaded whole (zeros past OWo, and for
 // rows past OHo, as the padded copy of the general path holds) and their even / odd columns of both tile
@@ -650,12 +578,8 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
     }
   });
   // S[xi] (M x Cin) (+)= Z[xi] (M x T) V[xi]^T: 16 GEMMs whose reduction runs over every tile of the unit.
-#if defined(__AVX512F__)
-  wgrad_products(p, Z, V, T, S, accumulate);
-#else
   FG_ISA_NS::sgemm_batched(false, true, 16, p.M, p.Cin, T, 1.0f, Z, p.ldT, m_plane(p), V, p.ldT, v_plane(p),
                            accumulate ? 1.0f : 0.0f, S, p.Cin, p.M * p.Cin);
-#endif
 }
 
 void winograd_weight_grad(int64_t M, int64_t Cin, const float* S, float* gw) {
