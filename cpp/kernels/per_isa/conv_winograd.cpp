@@ -452,15 +452,18 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   input_transforms(p, B, b_step, V);
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
-  // a last vector of fewer than kConvMR tiles costs a full vector per row of U: those tiles go by rows,
-  // except with AVX-512, where the tile kernel's extra vector (one more fma per broadcast, half a cycle on
-  // Zen 5's two fma pipes; 6 against 4 x 6 on Zen 4) costs less than the row kernel's masked loads (the tail
-  // took ~10% of LeNet's 64x32x14x14 -> 64 forward on Zen 5, its units holding 245 tiles).
+  // A last vector of few tiles costs the tile kernel a full vector per row of U: those tiles may go by rows
+  // instead (winograd_tail_tiles). Measured there, a tile costs ~7 cycles per (4 panels, input channel): its
+  // masked loads are slow on Zen. The extra vector costs 6 fmas per (panel, input channel): 3 cycles on
+  // Zen 5's two fma pipes, 6 on Zen 4's one. So with AVX-512 only 1 or 2 tiles go by rows (2: level on
+  // Zen 5, cheaper on Zen 4); more tiles (LeNet's 64x32x14x14 -> 64: units of 245 tiles, 5 left over, ~10%
+  // of the forward on Zen 5) go through the tile kernel. The AVX2 build keeps its threshold (kConvMR).
 #if defined(__AVX512F__)
-  const int64_t dense = T;
+  constexpr int64_t kMaxTailTiles = 2;
 #else
-  const int64_t rest = T % W, dense = rest > 0 && rest < kConvMR ? T - rest : T;
+  constexpr int64_t kMaxTailTiles = kConvMR - 1;
 #endif
+  const int64_t rest = T % W, dense = rest > 0 && rest <= kMaxTailTiles ? T - rest : T;
   VecList vl((T + W - 1) / W);
   build_dense(vl, dense);
   vl.whole_end = p.ldT;  // a short last vector is stored whole: its spare lanes land in M's row padding
