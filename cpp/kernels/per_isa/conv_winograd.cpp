@@ -554,8 +554,8 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
       }
 #endif
       float* d = pad.data();
-      pad_plane_rows(d, zw, src, p.OWo, p.OHo, 0, p.OWo);
-      std::memset(d + p.OHo * zw, 0, sizeof(float) * (2 * p.th - p.OHo) * zw);
+      std::memset(d, 0, sizeof(float) * 2 * p.th * zw);
+      for (int64_t r = 0; r < p.OHo; ++r) std::memcpy(d + r * zw, src + r * p.OWo, sizeof(float) * p.OWo);
       const int64_t zplane = m_plane(p);
       for (int64_t th = 0; th < p.th; ++th)
         for (int64_t t0 = 0; t0 < p.tw; t0 += W) {
