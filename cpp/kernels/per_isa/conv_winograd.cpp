@@ -7,9 +7,10 @@
 // A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). The input gradient is the same correlation of the
 // padded grad_y with flipped, transposed kernels. The weight gradient is
 // dL/dg = G^T (sum_t V[.][c][t] * Z[.][m][t]) G with Z = A gY A^T per 2x2 grad_y tile: 16 GEMMs
-// that sum over tiles (sgemm). Tiles are vectorised W at a time along a tile row;
-// the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
-// one fixed sequence of operations whichever thread computes it.
+// that sum over tiles (sgemm). Tiles are vectorised W at a time along a tile row (AVX-512, rows of
+// up to 7 tiles: two tile rows per vector, picked by two-source permutes); the stride-2 tile columns
+// are gathered with an even/odd deinterleave. Every output element has one fixed sequence of
+// operations whichever thread computes it.
 #include <cstring>
 
 #include "act_vec.h"
@@ -69,6 +70,22 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 }
 
 #if defined(__AVX512F__)
+// Index vectors of two-source permutes over two tile rows of tw tiles side by side in one vector (lanes
+// [0, tw) the first row, [tw, 2 tw) the second): pair_columns(tw, k) gives lane l < tw the first row's
+// column 2 l + k and lane tw + l the second row's (held in the second source, lane W + 2 l + k).
+inline __m512i pair_columns(int64_t tw, int k) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
+  return _mm512_load_si512(ix);
+}
+// The inverse: the 2 tw columns of one output row from the tiles of tile row `row` (0 or 1) in lanes of a
+// (even columns) and b (odd columns).
+inline __m512i pair_outputs(int64_t tw, int row) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = static_cast<int32_t>((l & 1 ? W : 0) + (row ? tw : 0) + l / 2) & (2 * W - 1);
+  return _mm512_load_si512(ix);
+}
+
 // input_transform for narrow images (2 tw + 2 <= W: outputs up to 14 wide, LeNet's 14x14): two tile rows per
 // vector. A tile row's 4 u rows (B^T d, the first stage) are one vector each, held in registers; one
 // two-source permute per (u row, column offset) picks the columns of both tile rows' tiles, so the second
@@ -76,12 +93,7 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
 // values as input_transform: the same bits.
 void input_transform_pairs(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img) {
   const int64_t tw = p.tw, ntiles = p.th * tw, plane = v_plane(p);
-  alignas(64) int32_t ix[4][W];
-  for (int k = 0; k < 4; ++k)
-    for (int l = 0; l < W; ++l)
-      ix[k][l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
-  const __m512i i0 = _mm512_load_si512(ix[0]), i1 = _mm512_load_si512(ix[1]), i2 = _mm512_load_si512(ix[2]),
-                i3 = _mm512_load_si512(ix[3]);
+  const __m512i i0 = pair_columns(tw, 0), i1 = pair_columns(tw, 1), i2 = pair_columns(tw, 2), i3 = pair_columns(tw, 3);
   const auto first_stage = [&](int64_t th, vf* u) {
     const float* r0 = Bc + 2 * th * p.Wb;
     const vf x0 = vload(r0), x1 = vload(r0 + p.Wb), x2 = vload(r0 + 2 * p.Wb), x3 = vload(r0 + 3 * p.Wb);
@@ -171,22 +183,6 @@ inline void tile_outputs(const float* src, int64_t plane, vf vb, Act act, vf y[4
 }
 
 #if defined(__AVX512F__)
-// Index vectors of two-source permutes over two tile rows of tw tiles side by side in one vector (lanes
-// [0, tw) the first row, [tw, 2 tw) the second): pair_rows(ix, tw, k) gives lane l < tw the first row's
-// column 2 l + k and lane tw + l the second row's (held in the second source, lane W + 2 l + k).
-inline __m512i pair_columns(int64_t tw, int k) {
-  alignas(64) int32_t ix[W];
-  for (int l = 0; l < W; ++l) ix[l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
-  return _mm512_load_si512(ix);
-}
-// The inverse: the 2 tw columns of one output row from the tiles of tile row `row` (0 or 1) in lanes of a
-// (even columns) and b (odd columns).
-inline __m512i pair_outputs(int64_t tw, int row) {
-  alignas(64) int32_t ix[W];
-  for (int l = 0; l < W; ++l) ix[l] = static_cast<int32_t>((l & 1 ? W : 0) + (row ? tw : 0) + l / 2) & (2 * W - 1);
-  return _mm512_load_si512(ix);
-}
-
 // output_transform for narrow images (2 tw <= W): two tile rows per vector (see input_transform_pairs), the
 // four output rows they make picked out of the tile outputs by two-source permutes. Rows are stored in order,
 // whole where the spare lanes land on later rows of this plane. Same values and operations: the same bits.
