@@ -314,3 +314,30 @@ def test_bench_conv_suite_runs_quick():
     rows = run("conv", (1,), quick=True)
     assert [r["workload"].split()[-1] for r in rows] == ["fwd", "fwd+bwd"] * 2 + ["infer"] * 2
     assert all(r["seconds"]["forgegrad"] > 0 and r["seconds"]["torch"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("width,padding", [(w, 1) for w in range(1, 17)] + [(5, 0), (12, 0), (9, 2), (14, 2)])
+def test_winograd_narrow_images_against_torch(rng, simd_path, threads, width, padding):
+    """Winograd on outputs up to 16 wide, where AVX-512 puts two tile rows in one vector (input, output and
+    grad_y transforms, 1 to 8 tiles a row, odd heights), in batches whose tile counts leave last vectors of
+    every length: forward (>= 256 tiles: the Winograd forward), both gradients, against torch, and the same
+    bits at 1 and 2 threads."""
+    x = rng.standard_normal((41, 32, 13, width)).astype(np.float32)
+    w = rng.standard_normal((33, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(33).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        y = conv2d_forward(x, w, b, padding=padding)
+        gy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        results.append((y,) + conv2d_backward(x, w, gy, padding=padding))
+    for a, b_ in zip(results[0], results[1]):
+        assert a.tobytes() == b_.tobytes()
+    tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, w, b))
+    ty = F.conv2d(tx, tw, tb, padding=padding)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    y, gx, gw, gb = results[0]
+    _close(y, ty.detach().numpy(), "forward")
+    _close(gx, tx.grad.numpy(), "grad_input")
+    _close(gw, tw.grad.numpy(), "grad_weight")
+    _close(gb, tb.grad.numpy(), "grad_bias")

@@ -341,21 +341,14 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
     auto fill = [&](int64_t n, int64_t gi, float* B) {
       const float* gys = gy + (n * g.OC + gi * OCg) * OHW;
       parallel_for(OCg, 4, [&](int64_t c0, int64_t c1) {
+        // rows [r0, r1) hold grad_y's rows oh = r - T (columns ow = c - L), zeros around them
+        const int64_t r0 = T < 0 ? 0 : (T > Hq ? Hq : T);
+        const int64_t r1 = T + g.OH < r0 ? r0 : (T + g.OH > Hq ? Hq : T + g.OH);
         for (int64_t oc = c0; oc < c1; ++oc) {
           float* d = B + oc * plane;
-          for (int64_t r = 0; r < Hq; ++r) {
-            float* row = d + r * Wq;
-            const int64_t oh = r - T;
-            if (oh < 0 || oh >= g.OH) {
-              std::memset(row, 0, sizeof(float) * Wq);
-              continue;
-            }
-            const float* s = gys + oc * OHW + oh * g.OW;
-            for (int64_t c = 0; c < Wq; ++c) {
-              const int64_t ow = c - L;
-              row[c] = (ow >= 0 && ow < g.OW) ? s[ow] : 0.0f;
-            }
-          }
+          std::memset(d, 0, sizeof(float) * r0 * Wq);
+          pad_plane_rows(d + r0 * Wq, Wq, gys + oc * OHW + (r0 - T) * g.OW, g.OW, r1 - r0, L, g.OW);
+          std::memset(d + r1 * Wq, 0, sizeof(float) * (Hq - r1) * Wq);
         }
       });
       std::memset(B + OCg * plane, 0, sizeof(float) * (bsize - OCg * plane));

@@ -69,12 +69,7 @@ inline void fill_input(const Conv2dGeom& g, const Plan& pl, const float* xs, flo
         float* d = B + c * plane;
         const float* s = xs + c * H * Wd;
         std::memset(d, 0, sizeof(float) * g.pad_top * pl.Wp);
-        for (int64_t h = 0; h < H; ++h) {
-          float* row = d + (g.pad_top + h) * pl.Wp;
-          std::memset(row, 0, sizeof(float) * g.pad_left);
-          std::memcpy(row + g.pad_left, s + h * Wd, sizeof(float) * Wd);
-          std::memset(row + g.pad_left + Wd, 0, sizeof(float) * g.pad_right);
-        }
+        pad_plane_rows(d + g.pad_top * pl.Wp, pl.Wp, s, Wd, H, g.pad_left, Wd);
         std::memset(d + (g.pad_top + H) * pl.Wp, 0, sizeof(float) * g.pad_bottom * pl.Wp);
       }
     });

@@ -7,9 +7,10 @@
 // A^T = [1 1 1 0; 0 1 -1 -1] (Lavin & Gray). The input gradient is the same correlation of the
 // padded grad_y with flipped, transposed kernels. The weight gradient is
 // dL/dg = G^T (sum_t V[.][c][t] * Z[.][m][t]) G with Z = A gY A^T per 2x2 grad_y tile: 16 GEMMs
-// that sum over tiles (sgemm). Tiles are vectorised W at a time along a tile row;
-// the stride-2 tile columns are gathered with an even/odd deinterleave. Every output element has
-// one fixed sequence of operations whichever thread computes it.
+// that sum over tiles (sgemm). Tiles are vectorised W at a time along a tile row (AVX-512, rows of
+// up to 7 tiles: two tile rows per vector, picked by two-source permutes); the stride-2 tile columns
+// are gathered with an even/odd deinterleave. Every output element has one fixed sequence of
+// operations whichever thread computes it.
 #include <cstring>
 
 #include "act_vec.h"
@@ -68,10 +69,67 @@ inline void store_interleaved(float* p, vf a, vf b, int64_t n) {
   }
 }
 
+#if defined(__AVX512F__)
+// Index vectors of two-source permutes over two tile rows of tw tiles side by side in one vector (lanes
+// [0, tw) the first row, [tw, 2 tw) the second): pair_columns(tw, k) gives lane l < tw the first row's
+// column 2 l + k and lane tw + l the second row's (held in the second source, lane W + 2 l + k).
+inline __m512i pair_columns(int64_t tw, int k) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = l < tw ? 2 * l + k : (l < 2 * tw ? W + 2 * (l - tw) + k : 0);
+  return _mm512_load_si512(ix);
+}
+// The inverse: the 2 tw columns of one output row from the tiles of tile row `row` (0 or 1) in lanes of a
+// (even columns) and b (odd columns).
+inline __m512i pair_outputs(int64_t tw, int row) {
+  alignas(64) int32_t ix[W];
+  for (int l = 0; l < W; ++l) ix[l] = static_cast<int32_t>((l & 1 ? W : 0) + (row ? tw : 0) + l / 2) & (2 * W - 1);
+  return _mm512_load_si512(ix);
+}
+
+// input_transform for narrow images (2 tw + 2 <= W: outputs up to 14 wide, LeNet's 14x14): two tile rows per
+// vector. A tile row's 4 u rows (B^T d, the first stage) are one vector each, held in registers; one
+// two-source permute per (u row, column offset) picks the columns of both tile rows' tiles, so the second
+// stage and its 16 stores cover 2 tw tiles instead of tw (7 of 16 lanes). The same operations on the same
+// values as input_transform: the same bits.
+void input_transform_pairs(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img) {
+  const int64_t tw = p.tw, ntiles = p.th * tw, plane = v_plane(p);
+  const __m512i i0 = pair_columns(tw, 0), i1 = pair_columns(tw, 1), i2 = pair_columns(tw, 2), i3 = pair_columns(tw, 3);
+  const auto first_stage = [&](int64_t th, vf* u) {
+    const float* r0 = Bc + 2 * th * p.Wb;
+    const vf x0 = vload(r0), x1 = vload(r0 + p.Wb), x2 = vload(r0 + 2 * p.Wb), x3 = vload(r0 + 3 * p.Wb);
+    u[0] = vsub(x0, x2);
+    u[1] = vadd(x1, x2);
+    u[2] = vsub(x2, x1);
+    u[3] = vsub(x1, x3);
+  };
+  float* base = V + c * p.ldT + i_img * ntiles;
+  for (int64_t th = 0; th < p.th; th += 2) {
+    vf ua[4], ub[4] = {vzero(), vzero(), vzero(), vzero()};
+    first_stage(th, ua);
+    if (th + 1 < p.th) first_stage(th + 1, ub);
+    const int64_t t0 = th * tw;
+    // whole vectors while the spare lanes land on this plane's later tiles (stored after), as input_transform
+    const int n = static_cast<int>(t0 + W <= ntiles ? W : ntiles - t0);
+    for (int i = 0; i < 4; ++i) {
+      const vf e0 = _mm512_permutex2var_ps(ua[i], i0, ub[i]), o1 = _mm512_permutex2var_ps(ua[i], i1, ub[i]);
+      const vf e2 = _mm512_permutex2var_ps(ua[i], i2, ub[i]), o3 = _mm512_permutex2var_ps(ua[i], i3, ub[i]);
+      const vf v[4] = {vsub(e0, e2), vadd(o1, e2), vsub(e2, o1), vsub(o1, o3)};
+      for (int j = 0; j < 4; ++j) vstore_upto(base + t0 + (i * 4 + j) * plane, v[j], n);
+    }
+  }
+}
+#endif
+
 // Input transform of channel c: V[xi][c][t] for all tiles (u: 4 rows of scratch, ucols floats each).
 // Tiles of image i start at column i * th * tw of V.
 void input_transform(const Winograd3x3& p, const float* Bc, float* V, int64_t c, int64_t i_img, float* u,
                      int64_t ucols) {
+#if defined(__AVX512F__)
+  if (2 * p.tw + 2 <= W) {
+    input_transform_pairs(p, Bc, V, c, i_img);
+    return;
+  }
+#endif
   const int64_t ncols = 2 * p.tw + 2;  // columns read per tile row (may pass Wb by one: dropped outputs)
   const int64_t plane = v_plane(p);
   for (int64_t th = 0; th < p.th; ++th) {
@@ -124,11 +182,48 @@ inline void tile_outputs(const float* src, int64_t plane, vf vb, Act act, vf y[4
   y[3] = act(vadd(vsub(vsub(s1[1], s1[2]), s1[3]), vb));
 }
 
+#if defined(__AVX512F__)
+// output_transform for narrow images (2 tw <= W): two tile rows per vector (see input_transform_pairs), the
+// four output rows they make picked out of the tile outputs by two-source permutes. Rows are stored in order,
+// whole where the spare lanes land on later rows of this plane. Same values and operations: the same bits.
+template <class Act>
+void output_transform_pairs(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
+                            Act act) {
+  const int64_t tw = p.tw, plane = m_plane(p), plane_end = p.OHo * p.OWo;
+  const __m512i top = pair_outputs(tw, 0), bottom = pair_outputs(tw, 1);
+  const vf vb = vset1(bias);
+  const auto store = [&](int64_t r, vf v) {
+    if (r >= p.OHo) return;
+    float* d = out + r * p.OWo;
+    if (r * p.OWo + W <= plane_end)
+      vstore(d, v);
+    else
+      vstore_n(d, v, static_cast<int>(p.OWo));
+  };
+  for (int64_t th = 0; th < p.th; th += 2) {
+    vf y[4];
+    tile_outputs(Mb + m * p.ldT + (i_img * p.th + th) * tw, plane, vb, act, y);
+    store(2 * th, _mm512_permutex2var_ps(y[0], top, y[1]));
+    store(2 * th + 1, _mm512_permutex2var_ps(y[2], top, y[3]));
+    if (th + 1 < p.th) {
+      store(2 * th + 2, _mm512_permutex2var_ps(y[0], bottom, y[1]));
+      store(2 * th + 3, _mm512_permutex2var_ps(y[2], bottom, y[3]));
+    }
+  }
+}
+#endif
+
 // Output transform of channel m: y tiles from M[xi][m][t].
 // act(v) is applied to each vector as it is stored (the activation's bits: act_vec.h).
 template <class Act>
 void output_transform(const Winograd3x3& p, const float* Mb, float bias, float* out, int64_t m, int64_t i_img,
                       Act act) {
+#if defined(__AVX512F__)
+  if (2 * p.tw <= W) {
+    output_transform_pairs(p, Mb, bias, out, m, i_img, act);
+    return;
+  }
+#endif
   const int64_t plane = m_plane(p);
   const vf vb = vset1(bias);
   for (int64_t th = 0; th < p.th; ++th) {
@@ -353,10 +448,21 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
   input_transforms(p, B, b_step, V);
   I64Buf off(p.Cin);
   for (int64_t c = 0; c < p.Cin; ++c) off.p[c] = c * p.ldT;
-  // a last vector of fewer than kConvMR tiles costs a full vector per row of U: those tiles go by rows
-  const int64_t rest = T % W, dense = rest > 0 && rest < kConvMR ? T - rest : T;
+  // A last vector of few tiles costs the tile kernel a full vector per row of U: those tiles may go by rows
+  // instead (winograd_tail_tiles). Measured there, a tile costs ~7 cycles per (4 panels, input channel): its
+  // masked loads are slow on Zen. The extra vector costs 6 fmas per (panel, input channel): 3 cycles on
+  // Zen 5's two fma pipes, 6 on Zen 4's one. So with AVX-512 only 1 or 2 tiles go by rows (2: level on
+  // Zen 5, cheaper on Zen 4); more tiles (LeNet's 64x32x14x14 -> 64: units of 245 tiles, 5 left over, ~10%
+  // of the forward on Zen 5) go through the tile kernel. The AVX2 build keeps its threshold (kConvMR).
+#if defined(__AVX512F__)
+  constexpr int64_t kMaxTailTiles = 2;
+#else
+  constexpr int64_t kMaxTailTiles = kConvMR - 1;
+#endif
+  const int64_t rest = T % W, dense = rest > 0 && rest <= kMaxTailTiles ? T - rest : T;
   VecList vl((T + W - 1) / W);
   build_dense(vl, dense);
+  vl.whole_end = p.ldT;  // a short last vector is stored whole: its spare lanes land in M's row padding
   const int64_t mblocks = (p.M + kConvMR - 1) / kConvMR;
   parallel_for(16 * mblocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
@@ -392,6 +498,35 @@ void winograd_unit(const Winograd3x3& p, const float* B, int64_t b_step, const f
     transform([](vf v) { return v; });
 }
 
+#if defined(__AVX512F__)
+namespace {
+// The Z transform of one grad_y plane (OHo, OWo) of a narrow image (2 tw <= W) into z (tiles of the plane
+// from z, planes m_plane apart): two tile rows per vector, grad_y rows loaded whole (zeros past OWo, and for
+// rows past OHo, as the padded copy of the general path holds) and their even / odd columns of both tile
+// rows picked by two-source permutes. Same values and operations as the general path: the same bits.
+void z_transform_pairs(const Winograd3x3& p, const float* src, float* z) {
+  const int64_t tw = p.tw, ntiles = p.th * tw, zplane = m_plane(p);
+  const __m512i even = pair_columns(tw, 0), odd = pair_columns(tw, 1);
+  const auto row = [&](int64_t r) { return r < p.OHo ? vload_n(src + r * p.OWo, static_cast<int>(p.OWo)) : vzero(); };
+  for (int64_t th = 0; th < p.th; th += 2) {
+    const bool two = th + 1 < p.th;
+    const vf g0 = row(2 * th), g1 = row(2 * th + 1), g2 = two ? row(2 * th + 2) : vzero(),
+             g3 = two ? row(2 * th + 3) : vzero();
+    const vf a = _mm512_permutex2var_ps(g0, even, g2), b = _mm512_permutex2var_ps(g0, odd, g2);
+    const vf c = _mm512_permutex2var_ps(g1, even, g3), e = _mm512_permutex2var_ps(g1, odd, g3);
+    const int64_t t0 = th * tw;
+    const int n = static_cast<int>(t0 + W <= ntiles ? W : ntiles - t0);
+    const vf rx[4] = {a, vadd(a, c), vsub(a, c), vneg(c)};
+    const vf ry[4] = {b, vadd(b, e), vsub(b, e), vneg(e)};
+    for (int r = 0; r < 4; ++r) {
+      const vf zv[4] = {rx[r], vadd(rx[r], ry[r]), vsub(rx[r], ry[r]), vneg(ry[r])};
+      for (int j = 0; j < 4; ++j) vstore_upto(z + t0 + (r * 4 + j) * zplane, zv[j], n);
+    }
+  }
+}
+}  // namespace
+#endif
+
 int64_t winograd_wgrad_scratch_floats(const Winograd3x3& p) { return winograd_scratch_floats(p); }
 
 void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, const float* gy, int64_t gy_step,
@@ -408,6 +543,12 @@ void winograd_wgrad_unit(const Winograd3x3& p, const float* B, int64_t b_step, c
     for (int64_t im = m0; im < m1; ++im) {
       const int64_t i = im / p.M, m = im % p.M;
       const float* src = gy + i * gy_step + m * oplane;
+#if defined(__AVX512F__)
+      if (2 * p.tw <= W) {
+        z_transform_pairs(p, src, Z + m * p.ldT + i * p.th * p.tw);
+        continue;
+      }
+#endif
       float* d = pad.data();
       std::memset(d, 0, sizeof(float) * 2 * p.th * zw);
       for (int64_t r = 0; r < p.OHo; ++r) std::memcpy(d + r * zw, src + r * p.OWo, sizeof(float) * p.OWo);
