@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections import OrderedDict
+from collections import abc as _abc
+from itertools import chain
 
 import numpy as np
 
@@ -267,7 +270,8 @@ def _settings_free(plan) -> bool:
 
 
 class _ModuleSequence(Module):
-    """Submodules named "0", "1", ... in order: len, iteration, indexing and append."""
+    """Submodules named "0", "1", ... in order: len, iteration, indexing, item assignment and deletion, pop,
+    append (torch's semantics and error texts: torch/nn/modules/container.py)."""
 
     def __len__(self):
         return len(self._modules)
@@ -275,10 +279,55 @@ class _ModuleSequence(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def _abs_index(self, idx) -> int:
+        size = len(self._modules)
+        idx = operator.index(idx)
+        if not -size <= idx < size:
+            raise IndexError(f"index {idx} is out of range")
+        return idx % size
+
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return self._from_items(list(self._modules.items())[idx])
-        return list(self._modules.values())[idx]
+        return list(self._modules.values())[self._abs_index(idx)]
+
+    def __setitem__(self, idx, module) -> None:
+        setattr(self, list(self._modules)[self._abs_index(idx)], module)  # (a non-Module: TypeError there)
+        self.__dict__.pop("_inference_plan", None)
+
+    def __delitem__(self, idx) -> None:
+        keys = list(self._modules)
+        for key in (keys[idx] if isinstance(idx, slice) else [keys[self._abs_index(idx)]]):
+            delattr(self, key)
+        self._renumber(list(self._modules.values()))
+
+    def _renumber(self, modules) -> None:
+        """Make ``modules`` the submodules, named "0", "1", ... (torch renumbers after a deletion). The
+        ``_modules`` dict is refilled, not replaced: forgegrad.compile's check of a model holds that dict and
+        sees the change through it. The cached inference plan goes too (it is rebuilt at the next call)."""
+        d = self.__dict__
+        for key in self._modules:
+            d.pop(key, None)  # the attribute mirrors of the registry (Module._register)
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self._modules[str(i)] = m
+            d[str(i)] = m
+        d.pop("_inference_plan", None)
+
+    def _insert(self, index, module) -> None:
+        index = operator.index(index)
+        n = len(self._modules)
+        if not -n <= index <= n:
+            raise IndexError(f"Index out of range: {index}")
+        modules = list(self._modules.values())
+        modules.insert(index % (n + 1) if index < 0 else index, module)
+        self._renumber(modules)
+
+    def pop(self, key):
+        """The module (or, for a slice, the container of modules) at ``key``, removed; the rest renumbered."""
+        v = self[key]
+        del self[key]
+        return v
 
     def append(self, module: Module):
         self.add_module(str(len(self._modules)), module)
@@ -318,6 +367,60 @@ class Sequential(_ModuleSequence):
         return self
 
     add = append  # Keras spelling
+
+    def insert(self, index: int, module: Module) -> "Sequential":
+        """Put ``module`` before position ``index`` (-len <= index <= len); keys renumbered "0", "1", ..."""
+        if not isinstance(module, Module):
+            raise AssertionError(f"module should be of type: {Module}")
+        self._insert(index, module)
+        self._build_known_sizes()
+        return self
+
+    def extend(self, sequential) -> "Sequential":
+        for layer in sequential:
+            self.append(layer)
+        return self
+
+    def _check_sequential(self, other) -> None:
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {str(type(other))} "
+                             "is given.")
+
+    def __add__(self, other) -> "Sequential":
+        self._check_sequential(other)
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other) -> "Sequential":
+        self._check_sequential(other)
+        offset = len(self)
+        for i, module in enumerate(list(other)):
+            self.add_module(str(i + offset), module)
+        self._build_known_sizes()
+        return self
+
+    def _check_factor(self, other) -> None:
+        if not isinstance(other, int):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(other)}")
+        if other <= 0:
+            raise ValueError(f"Non-positive multiplication factor {other} for {type(self)}")
+
+    def __mul__(self, other: int) -> "Sequential":
+        """The modules repeated ``other`` times (the same module objects, as torch's: their weights shared)."""
+        self._check_factor(other)
+        return Sequential(*(list(self) * other))
+
+    def __rmul__(self, other: int) -> "Sequential":
+        return self.__mul__(other)
+
+    def __imul__(self, other: int) -> "Sequential":
+        self._check_factor(other)
+        mods = list(self)
+        offset = len(mods)
+        for _ in range(other - 1):
+            for m in mods:
+                self.add_module(str(offset), m)
+                offset += 1
+        return self
 
     def __call__(self, *args, **kwargs):
         # A Sequential whose plan runs natively (frozen, or an eager MLP: see _forward_fused) goes straight to
@@ -385,9 +488,13 @@ class Sequential(_ModuleSequence):
         return Sequential(OrderedDict(items))
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
-    def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
-        from ..train import keras
-        return keras.compile(self, loss=loss, optimizer=optimizer, metrics=metrics, **optimizer_kwargs)
+    def compile(self, *args, **kwargs):
+        """Keras's ``compile(loss, optimizer="adam", metrics=(), **optimizer_kwargs)`` (see forgegrad.train.keras);
+        called with none of those, i.e. with no positional argument and only torch.compile's keywords
+        (``model.compile()``, ``model.compile(mode="max-autotune")``), torch's in-place ``nn.Module.compile``."""
+        if not args and set(kwargs) <= _TORCH_COMPILE_KEYWORDS:
+            return Module.compile(self, **kwargs)
+        return _keras_compile(self, *args, **kwargs)
 
     def fit(self, x, y, **kwargs):
         from ..train import keras
@@ -402,16 +509,43 @@ class Sequential(_ModuleSequence):
         return keras.predict(self, x, **kwargs)
 
 
+_TORCH_COMPILE_KEYWORDS = frozenset({"fullgraph", "dynamic", "backend", "mode", "options", "disable", "name",
+                                     "recompile_limit", "isolate_recompiles", "shapes_spec"})
+
+
+def _keras_compile(model, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
+    from ..train import keras
+    return keras.compile(model, loss=loss, optimizer=optimizer, metrics=metrics, **optimizer_kwargs)
+
+
 class ModuleList(_ModuleSequence):
     def __init__(self, modules=None):
         super().__init__()
-        for m in modules or ():
-            self.append(m)
+        if modules is not None:
+            self.extend(modules)
 
     def extend(self, modules) -> "ModuleList":
+        if not isinstance(modules, _abc.Iterable):
+            raise TypeError("ModuleList.extend should be called with an iterable, but got " + type(modules).__name__)
         for m in modules:
             self.append(m)
         return self
+
+    def __iadd__(self, modules) -> "ModuleList":
+        return self.extend(modules)
+
+    def __add__(self, other) -> "ModuleList":
+        combined = ModuleList()
+        for i, module in enumerate(chain(self, other)):
+            combined.add_module(str(i), module)
+        return combined
+
+    def insert(self, index: int, module: Module) -> None:
+        """Put ``module`` before position ``index`` (-len <= index <= len, as Sequential's; torch's own takes
+        0..len only); keys renumbered."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        self._insert(index, module)
 
     def _from_items(self, items):
         return ModuleList([m for _, m in items])
@@ -420,8 +554,43 @@ class ModuleList(_ModuleSequence):
 class ModuleDict(Module):
     def __init__(self, modules=None):
         super().__init__()
-        for k, m in (modules or {}).items():
-            self.add_module(k, m)
+        if modules is not None:
+            self.update(modules)
+
+    def __delitem__(self, key) -> None:
+        if key not in self._modules:
+            raise KeyError(key)
+        delattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in self._modules
+
+    def clear(self) -> None:
+        for key in list(self._modules):
+            delattr(self, key)
+
+    def pop(self, key):
+        v = self[key]
+        del self[key]
+        return v
+
+    def update(self, modules) -> None:
+        """Add or replace modules from a mapping (or a ModuleDict) or an iterable of (key, module) pairs."""
+        if not isinstance(modules, _abc.Iterable):
+            raise TypeError("ModuleDict.update should be called with an iterable of key/value pairs, but got "
+                            + type(modules).__name__)
+        if isinstance(modules, (OrderedDict, ModuleDict, _abc.Mapping)):
+            for key, module in modules.items():
+                self[key] = module
+            return
+        for j, m in enumerate(modules):
+            if not isinstance(m, _abc.Iterable):
+                raise TypeError("ModuleDict update sequence element #" + str(j) + " should be Iterable; is"
+                                + type(m).__name__)
+            if not len(m) == 2:
+                raise ValueError("ModuleDict update sequence element #" + str(j) + " has length " + str(len(m))
+                                 + "; 2 is required")
+            self[m[0]] = m[1]
 
     def __getitem__(self, key):
         return self._modules[key]

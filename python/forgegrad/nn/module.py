@@ -14,6 +14,7 @@ from .. import devices
 from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
+from ._module_access import EXTRA_STATE_KEY, ModuleAccess
 from .parameter import Parameter
 
 __all__ = ["Module"]
@@ -35,7 +36,7 @@ class RemovableHandle:
         self.hooks_dict.pop(self.id, None)
 
 
-class Module:
+class Module(ModuleAccess):
     """Base class of every layer and model. Subclasses define ``forward``."""
 
     training: bool
@@ -233,6 +234,8 @@ class Module:
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent:
                 out[prefix + name] = b if keep_vars or getattr(b, "_is_uninitialized", False) else b.detach()
+        if type(self).get_extra_state is not Module.get_extra_state:  # torch's "_extra_state" entry
+            out[prefix + EXTRA_STATE_KEY] = self.get_extra_state()
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(out, prefix + name + ".", keep_vars)
@@ -247,16 +250,22 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
-        nested = [k for k, v in state_dict.items() if hasattr(v, "items")]
+        # extra state (get_extra_state / set_extra_state overridden): any value, handed to set_extra_state
+        settable, gettable = self._extra_state_slots()
+        nested = [k for k, v in state_dict.items() if hasattr(v, "items") and k not in settable]
         if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
         own = self.state_dict(keep_vars=True)
+        order = {k: i for i, k in enumerate(own)}  # (missing extra state is listed where torch lists it)
+        for k in gettable:
+            own.pop(k, None)
         # keys a layer may lack in older checkpoints (torch's BatchNorm before num_batches_tracked): kept as they are
         optional = {f"{name}.{key}" if name else key for name, m in self.named_modules()
                     for key in getattr(m, "_optional_state_keys", ())}
-        missing = [k for k in own if k not in state_dict and k not in optional]
-        unexpected = [k for k in state_dict if k not in own]
+        missing = sorted([k for k in own if k not in state_dict and k not in optional] +
+                         [k for k in settable if k not in state_dict], key=lambda k: order.get(k, len(order)))
+        unexpected = [k for k in state_dict if k not in own and k not in settable]
         errors = []
         staged = []
         for k, target in own.items():
@@ -302,6 +311,9 @@ class Module:
             else:  # on another device: the values copied there (the tensor object stays the same)
                 _vc.rebind(target, devices.transfer(np.ascontiguousarray(arr, dtype=target._data.dtype),
                                                    devices.device_of(target._data)))
+        for k, m in settable.items():
+            if k in state_dict:
+                m.set_extra_state(state_dict[k])
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
         return IncompatibleKeys(missing, unexpected)
