@@ -27,6 +27,7 @@ class ModuleAccess:
     dump_patches: bool = False
     call_super_init: bool = False
     T_destination = TypeVar("T_destination", bound=Dict[str, Any])
+    _compiled_call_impl = None  # Module.compile's compiled call, in the instance's __dict__ once compiled
 
     def _get_name(self) -> str:
         return type(self).__name__

@@ -252,7 +252,8 @@ class Module(ModuleAccess):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
         # extra state (get_extra_state / set_extra_state overridden): any value, handed to set_extra_state
         settable, gettable = self._extra_state_slots()
-        nested = [k for k, v in state_dict.items() if hasattr(v, "items") and k not in settable]
+        nested = [k for k, v in state_dict.items() if hasattr(v, "items") and k not in settable
+                  and k not in gettable]
         if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
