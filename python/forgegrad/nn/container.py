@@ -320,7 +320,7 @@ class _ModuleSequence(Module):
         if not -n <= index <= n:
             raise IndexError(f"Index out of range: {index}")
         modules = list(self._modules.values())
-        modules.insert(index % (n + 1) if index < 0 else index, module)
+        modules.insert(index + n if index < 0 else index, module)
         self._renumber(modules)
 
     def pop(self, key):
