@@ -5,7 +5,7 @@
 registration, calling and state); names, semantics and error texts follow torch/nn/modules/module.py."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, TypeVar
+from typing import Any, Dict, TypeVar
 
 import numpy as np
 
