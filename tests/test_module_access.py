@@ -2,6 +2,7 @@
 get_parameter, get_buffer, set_submodule, register_module (results and error texts), extra state in state_dict /
 load_state_dict / forgegrad.save, to_empty, type, share_memory and the in-place Module.compile."""
 import io
+import pickle
 from collections import OrderedDict
 
 import numpy as np
@@ -356,17 +357,32 @@ def test_compile_in_place_hooks_run_once_and_copies_stay_plain():
     import copy
     m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     calls = []
-    m.register_forward_pre_hook(lambda mod, args: calls.append(mod))
+    handle = m.register_forward_pre_hook(lambda mod, args: calls.append(mod))
     m.compile()
     with fg.no_grad():
         m(fg.randn(2, 6))
     assert calls == [m]
     frozen = m._compiled_call_impl._frozen
     assert "_compiled_call_impl" not in frozen.__dict__ and "forward" not in frozen.__dict__
-    clone = copy.deepcopy(m)  # its compiled call is its own (over the copy)
-    assert clone._compiled_call_impl._orig_mod is clone
+    handle.remove()  # (a lambda does not pickle)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):  # its compiled call is its own (over the copy)
+        assert clone._compiled_call_impl._orig_mod is clone
+        with fg.no_grad():
+            np.testing.assert_array_equal(clone(fg.ones(2, 6)).numpy(), m(fg.ones(2, 6)).numpy())
+        assert clone._compiled_call_impl._frozen is not None
+
+
+def test_forgegrad_compile_of_a_model_compiled_in_place():
+    fg.manual_seed(3)
+    m = Net().eval()
+    m.a.compile()  # a submodule compiled in place, then the whole model by forgegrad.compile
+    opt = fg.compile(m)
+    x = fg.randn(3, 6)
     with fg.no_grad():
-        np.testing.assert_array_equal(clone(fg.ones(2, 6)).numpy(), m(fg.ones(2, 6)).numpy())
+        y = opt(x).numpy()
+        m.a.compile(disable=True)
+        np.testing.assert_array_equal(y, m(x).numpy())
+    assert all("_compiled_call_impl" not in mod.__dict__ for mod in opt._frozen.modules())
 
 
 def test_compile_in_place_argument_errors():

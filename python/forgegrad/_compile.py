@@ -307,6 +307,9 @@ class OptimizedModule(Module):
                               "eager (forgegrad.compiler.reset() tries again)", stacklevel=4)
                 object.__setattr__(self, "_backend", "eager")
                 return None
+            for m in frozen.modules():  # a module compiled in place (Module.compile): its copy runs plain
+                if "_compiled_call_impl" in m.__dict__:
+                    _uncompile(m)
             object.__setattr__(self, "_frozen", frozen)
             object.__setattr__(self, "_snapshot", snap)
         return self._frozen
@@ -361,12 +364,6 @@ class _CompiledCall(OptimizedModule):
 
     def _call_frozen(self, frozen: Module, args: tuple, kwargs: dict):
         return frozen.forward(*args, **kwargs)
-
-    def _frozen_model(self) -> Optional[Module]:
-        frozen = super()._frozen_model()
-        if frozen is not None and "_compiled_call_impl" in frozen.__dict__:
-            _uncompile(frozen)  # the copy (a deepcopy of the module) took the compiled call too: it runs plain
-        return frozen
 
 
 def _uncompile(module: Module) -> None:
