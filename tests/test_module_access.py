@@ -206,6 +206,18 @@ def test_extra_state_through_forgegrad_save_load():
     np.testing.assert_array_equal(dst[0].weight.numpy(), src[0].weight.numpy())
 
 
+def test_load_state_dict_does_not_call_get_extra_state_as_torch():
+    models = stateful(TNN), stateful(nn)
+    for m in models:
+        state = m.state_dict()
+        calls = []
+        counter = m[1]
+        type(counter).get_extra_state = (lambda get: lambda self: calls.append(1) or get(self))(
+            type(counter).get_extra_state)
+        m.load_state_dict(state)
+        assert calls == []
+
+
 def test_extra_state_that_cannot_be_saved_is_refused_clearly():
     class Opaque(nn.Module):
         def get_extra_state(self):

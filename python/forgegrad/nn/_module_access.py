@@ -5,6 +5,8 @@
 registration, calling and state); names, semantics and error texts follow torch/nn/modules/module.py."""
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any, Dict, TypeVar
 
 import numpy as np
@@ -12,9 +14,27 @@ import numpy as np
 from .. import devices
 from ..devices import MetaArray
 
-__all__ = ["ModuleAccess", "EXTRA_STATE_KEY"]
+__all__ = ["ModuleAccess", "EXTRA_STATE_KEY", "extra_state_of", "listing_state_keys"]
 
 EXTRA_STATE_KEY = "_extra_state"  # torch's _EXTRA_STATE_KEY_SUFFIX
+_listing = threading.local()
+
+
+@contextlib.contextmanager
+def listing_state_keys():
+    """While active (in this thread), ``state_dict()`` lists extra-state keys without calling get_extra_state:
+    load_state_dict needs the keys in order, not the values (torch's load calls only set_extra_state)."""
+    before = getattr(_listing, "active", False)
+    _listing.active = True
+    try:
+        yield
+    finally:
+        _listing.active = before
+
+
+def extra_state_of(module):
+    """``module.get_extra_state()``, or None while load_state_dict only lists the keys."""
+    return None if getattr(_listing, "active", False) else module.get_extra_state()
 
 
 class ModuleAccess:

@@ -14,7 +14,7 @@ from .. import devices
 from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
-from ._module_access import EXTRA_STATE_KEY, ModuleAccess
+from ._module_access import EXTRA_STATE_KEY, ModuleAccess, extra_state_of, listing_state_keys
 from .parameter import Parameter
 
 __all__ = ["Module"]
@@ -235,7 +235,7 @@ class Module(ModuleAccess):
             if b is not None and name not in self._non_persistent:
                 out[prefix + name] = b if keep_vars or getattr(b, "_is_uninitialized", False) else b.detach()
         if type(self).get_extra_state is not Module.get_extra_state:  # torch's "_extra_state" entry
-            out[prefix + EXTRA_STATE_KEY] = self.get_extra_state()
+            out[prefix + EXTRA_STATE_KEY] = extra_state_of(self)
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(out, prefix + name + ".", keep_vars)
@@ -257,7 +257,8 @@ class Module(ModuleAccess):
         if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
-        own = self.state_dict(keep_vars=True)
+        with listing_state_keys():  # (no get_extra_state call: only the keys are needed)
+            own = self.state_dict(keep_vars=True)
         order = {k: i for i, k in enumerate(own)}  # (missing extra state is listed where torch lists it)
         for k in gettable:
             own.pop(k, None)
