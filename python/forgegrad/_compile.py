@@ -317,6 +317,9 @@ class OptimizedModule(Module):
                               "eager (forgegrad.compiler.reset() tries again)", stacklevel=4)
                 object.__setattr__(self, "_backend", "eager")
                 return None
+            for m in frozen.modules():  # a module compiled in place (Module.compile): its copy runs plain
+                if "_compiled_call_impl" in m.__dict__:
+                    _uncompile(m)
             object.__setattr__(self, "_frozen", frozen)
             object.__setattr__(self, "_snapshot", snap)
         return self._frozen
@@ -336,18 +339,63 @@ class OptimizedModule(Module):
             if frozen is None:
                 if orig.training and self._frozen is not None:  # training: the copy would only hold memory
                     self._drop_frozen()
-                return orig(*args, **kwargs)
+                return self._call_eager(orig, args, kwargs)
             if grad_on:  # nothing requires grad: the eager model would record nothing either
                 from .autograd import no_grad
                 with no_grad():
-                    return frozen(*args, **kwargs)
-            return frozen(*args, **kwargs)
+                    return self._call_frozen(frozen, args, kwargs)
+            return self._call_frozen(frozen, args, kwargs)
         finally:
             _local.compiling = before
 
+    def _call_eager(self, orig: Module, args: tuple, kwargs: dict):
+        return orig(*args, **kwargs)
+
+    def _call_frozen(self, frozen: Module, args: tuple, kwargs: dict):
+        return frozen(*args, **kwargs)
+
     def __deepcopy__(self, memo):
         import copy
-        return OptimizedModule(copy.deepcopy(self._modules["_orig_mod"], memo), self._backend)
+        return type(self)(copy.deepcopy(self._modules["_orig_mod"], memo), self._backend)
 
     def __reduce__(self):
-        return OptimizedModule, (self._modules["_orig_mod"], self._backend)
+        return type(self), (self._modules["_orig_mod"], self._backend)
+
+
+class _CompiledCall(OptimizedModule):
+    """``Module.compile``'s compiled call (torch's ``_compiled_call_impl``): held in the module's ``__dict__`` (not a
+    submodule: the module stays the root of its own tree) together with an instance ``forward`` that is this
+    object's, so a later ``module(x)`` (Module.__call__, its pre-hooks, then ``forward``) takes the compiled path.
+    The module's own forward runs as its class defines it, and the frozen copy's forward is called directly, so
+    the module's hooks run once (in Module.__call__)."""
+
+    def _call_eager(self, orig: Module, args: tuple, kwargs: dict):
+        return type(orig).forward(orig, *args, **kwargs)
+
+    def _call_frozen(self, frozen: Module, args: tuple, kwargs: dict):
+        return frozen.forward(*args, **kwargs)
+
+
+def _uncompile(module: Module) -> None:
+    d = module.__dict__
+    old = d.pop("_compiled_call_impl", None)
+    if old is not None and getattr(d.get("forward"), "__self__", None) is old:
+        del d["forward"]
+    if old is not None:
+        _compiled_modules.discard(old)
+
+
+def compile_in_place(module: Module, *args, **kwargs) -> None:
+    """``Module.compile(*args, **kwargs)``: torch.compile's keyword arguments, checked as ``compile`` checks
+    them; ``disable=True`` leaves (or makes) the module uncompiled."""
+    if args:
+        raise TypeError(f"Module.compile() takes torch.compile's keyword arguments only, got {len(args)} "
+                        "positional argument(s)")
+    compiled = compile(module, **kwargs)  # checks the arguments; module itself when disable=True
+    _uncompile(module)
+    if compiled is module:
+        return
+    _compiled_modules.discard(compiled)
+    call = _CompiledCall(module, compiled._asked_backend)
+    module.__dict__["_compiled_call_impl"] = call
+    module.__dict__["forward"] = call.forward

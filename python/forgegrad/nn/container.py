@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -21,6 +20,7 @@ from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
 from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks, watch_hooks_flag
 from .module import Module
+from .module_containers import Container, ModuleDict, ModuleList, _ModuleSequence
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict", "Container"]
 
@@ -270,25 +270,6 @@ def _settings_free(plan) -> bool:
                for run, _, act in plan)
 
 
-class _ModuleSequence(Module):
-    """Submodules named "0", "1", ... in order: len, iteration, indexing and append."""
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return self._from_items(list(self._modules.items())[idx])
-        return list(self._modules.values())[idx]
-
-    def append(self, module: Module):
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-
 class Sequential(_ModuleSequence):
     """Modules applied in order. ``Sequential(a, b)`` names them "0", "1"; an OrderedDict keeps names.
 
@@ -322,6 +303,60 @@ class Sequential(_ModuleSequence):
         return self
 
     add = append  # Keras spelling
+
+    def insert(self, index: int, module: Module) -> "Sequential":
+        """Put ``module`` before position ``index`` (-len <= index <= len); keys renumbered "0", "1", ..."""
+        if not isinstance(module, Module):
+            raise AssertionError(f"module should be of type: {Module}")
+        self._insert(index, module)
+        self._build_known_sizes()
+        return self
+
+    def extend(self, sequential) -> "Sequential":
+        for layer in sequential:
+            self.append(layer)
+        return self
+
+    def _check_sequential(self, other) -> None:
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {str(type(other))} "
+                             "is given.")
+
+    def __add__(self, other) -> "Sequential":
+        self._check_sequential(other)
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other) -> "Sequential":
+        self._check_sequential(other)
+        offset = len(self)
+        for i, module in enumerate(list(other)):
+            self.add_module(str(i + offset), module)
+        self._build_known_sizes()
+        return self
+
+    def _check_factor(self, other) -> None:
+        if not isinstance(other, int):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(other)}")
+        if other <= 0:
+            raise ValueError(f"Non-positive multiplication factor {other} for {type(self)}")
+
+    def __mul__(self, other: int) -> "Sequential":
+        """The modules repeated ``other`` times (the same module objects, as torch's: their weights shared)."""
+        self._check_factor(other)
+        return Sequential(*(list(self) * other))
+
+    def __rmul__(self, other: int) -> "Sequential":
+        return self.__mul__(other)
+
+    def __imul__(self, other: int) -> "Sequential":
+        self._check_factor(other)
+        mods = list(self)
+        offset = len(mods)
+        for _ in range(other - 1):
+            for m in mods:
+                self.add_module(str(offset), m)
+                offset += 1
+        return self
 
     def __call__(self, *args, **kwargs):
         # A Sequential whose plan runs natively (frozen, or an eager MLP: see _forward_fused) goes straight to
@@ -390,9 +425,13 @@ class Sequential(_ModuleSequence):
         return Sequential(OrderedDict(items))
 
     # ---- Keras-style training (see forgegrad.train.keras) --------------------------------------
-    def compile(self, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
-        from ..train import keras
-        return keras.compile(self, loss=loss, optimizer=optimizer, metrics=metrics, **optimizer_kwargs)
+    def compile(self, *args, **kwargs):
+        """Keras's ``compile(loss, optimizer="adam", metrics=(), **optimizer_kwargs)`` (see forgegrad.train.keras);
+        called with none of those, i.e. with no positional argument and only torch.compile's keywords
+        (``model.compile()``, ``model.compile(mode="max-autotune")``), torch's in-place ``nn.Module.compile``."""
+        if not args and set(kwargs) <= _TORCH_COMPILE_KEYWORDS:
+            return Module.compile(self, **kwargs)
+        return _keras_compile(self, *args, **kwargs)
 
     def fit(self, x, y, **kwargs):
         from ..train import keras
@@ -407,55 +446,10 @@ class Sequential(_ModuleSequence):
         return keras.predict(self, x, **kwargs)
 
 
-class ModuleList(_ModuleSequence):
-    def __init__(self, modules=None):
-        super().__init__()
-        for m in modules or ():
-            self.append(m)
-
-    def extend(self, modules) -> "ModuleList":
-        for m in modules:
-            self.append(m)
-        return self
-
-    def _from_items(self, items):
-        return ModuleList([m for _, m in items])
+_TORCH_COMPILE_KEYWORDS = frozenset({"fullgraph", "dynamic", "backend", "mode", "options", "disable", "name",
+                                     "recompile_limit", "isolate_recompiles", "shapes_spec"})
 
 
-class ModuleDict(Module):
-    def __init__(self, modules=None):
-        super().__init__()
-        for k, m in (modules or {}).items():
-            self.add_module(k, m)
-
-    def __getitem__(self, key):
-        return self._modules[key]
-
-    def __setitem__(self, key, module):
-        self.add_module(key, module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def keys(self):
-        return self._modules.keys()
-
-    def items(self):
-        return self._modules.items()
-
-    def values(self):
-        return self._modules.values()
-
-
-class Container(Module):
-    """torch.nn.Container (deprecated in torch, and here): a Module whose keyword arguments become its children."""
-
-    def __init__(self, **kwargs):
-        warnings.warn("`nn.Container` is deprecated. All of its functionality is now implemented in `nn.Module`. "
-                      "Subclass that instead.", FutureWarning, stacklevel=2)
-        super().__init__()
-        for key, value in kwargs.items():
-            self.add_module(key, value)
+def _keras_compile(model, loss, optimizer="adam", metrics=(), **optimizer_kwargs):
+    from ..train import keras
+    return keras.compile(model, loss=loss, optimizer=optimizer, metrics=metrics, **optimizer_kwargs)

@@ -1,11 +1,11 @@
 """nn.Module: parameters, buffers and submodules registered by attribute assignment, with
 PyTorch's names (named_parameters, state_dict keys like "0.weight", train/eval, zero_grad), moving
-between devices (``to("meta")``) and a Keras-like ``summary``. Also :class:`ModuleCallStack`, the
-one place that follows which module is running (used by ``summary`` and the ONNX exporter)."""
+between devices (``to("meta")``) and a Keras-like ``summary``. :class:`ModuleCallStack` (which module is running,
+for ``summary`` and the ONNX exporter) lives in module_calls.py and is re-exported here."""
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .. import dtypes as _dtypes
 from ..devices import MetaArray
 from ..tensor import Tensor
 from . import hooks as _hooks
+from ._module_access import EXTRA_STATE_KEY, ModuleAccess, extra_state_of, listing_state_keys
 from .hooks import RemovableHandle, add_hook, call_with_hooks, check_flag, check_hook, hook_store, note_hooks
 from .parameter import Parameter
 
@@ -28,7 +29,7 @@ _hooks_seen = False
 _hooks.watch_hooks_flag(globals())
 
 
-class Module:
+class Module(ModuleAccess):
     """Base class of every layer and model. Subclasses define ``forward``."""
 
     training: bool
@@ -298,6 +299,8 @@ class Module:
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent:
                 out[prefix + name] = b if keep_vars or getattr(b, "_is_uninitialized", False) else b.detach()
+        if type(self).get_extra_state is not Module.get_extra_state:  # torch's "_extra_state" entry
+            out[prefix + EXTRA_STATE_KEY] = extra_state_of(self)
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(out, prefix + name + ".", keep_vars)
@@ -315,7 +318,10 @@ class Module:
         """
         if not hasattr(state_dict, "items"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
-        nested = [k for k, v in state_dict.items() if hasattr(v, "items")]
+        # extra state (get_extra_state / set_extra_state overridden): any value, handed to set_extra_state
+        settable, gettable = self._extra_state_slots()
+        nested = [k for k, v in state_dict.items() if hasattr(v, "items") and k not in settable
+                  and k not in gettable]
         if nested:  # e.g. a resumable checkpoint {"model": ..., "optimizer": ..., "epoch": ...}
             raise TypeError(f"load_state_dict expects a flat name -> array mapping, but entries {nested[:4]} are "
                             f"dicts: for a nested checkpoint pass its model part, e.g. ckpt[{nested[0]!r}]")
@@ -328,12 +334,18 @@ class Module:
                     hook(m, state_dict, name + "." if name else "", {}, strict, hook_missing, hook_unexpected,
                          hook_errors)
         post_hooks = [(m, h) for _, m in named for h in m.__dict__.get("_load_state_dict_post_hooks", {}).values()]
-        own = self.state_dict(keep_vars=True)
+        with listing_state_keys():  # (no get_extra_state call: only the keys are needed)
+            own = self.state_dict(keep_vars=True)
+        order = {k: i for i, k in enumerate(own)}  # (missing extra state is listed where torch lists it)
+        for k in gettable:
+            own.pop(k, None)
         # keys a layer may lack in older checkpoints (torch's BatchNorm before num_batches_tracked): kept as they are
-        optional = {f"{name}.{key}" if name else key for name, m in self.named_modules()
+        optional = {f"{name}.{key}" if name else key for name, m in named
                     for key in getattr(m, "_optional_state_keys", ())}
-        missing = hook_missing + [k for k in own if k not in state_dict and k not in optional]
-        unexpected = hook_unexpected + [k for k in state_dict if k not in own]
+        missing = hook_missing + sorted([k for k in own if k not in state_dict and k not in optional] +
+                                        [k for k in settable if k not in state_dict],
+                                        key=lambda k: order.get(k, len(order)))
+        unexpected = hook_unexpected + [k for k in state_dict if k not in own and k not in settable]
         errors = hook_errors
         staged = []
         for k, target in own.items():
@@ -359,11 +371,12 @@ class Module:
                               f"the shape in current model is {target.shape}.")
                 continue
             staged.append((target, arr))
+        extra = [(m, state_dict[k]) for k, m in settable.items() if k in state_dict]
         if post_hooks and not errors:
             # torch's order: the values are copied, the post-hooks may edit the incompatible keys, then the strict
             # check (which may raise with the values loaded, as torch's)
-            self._copy_staged(staged)
-            staged = []
+            self._copy_staged(staged, extra)
+            staged, extra = [], []
             keys = IncompatibleKeys(missing, unexpected)
             for m, hook in post_hooks:
                 if hook(m, keys) is not None:
@@ -377,10 +390,11 @@ class Module:
                 errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
-        self._copy_staged(staged)
+        self._copy_staged(staged, extra)
         return IncompatibleKeys(missing, unexpected)
 
-    def _copy_staged(self, staged) -> None:
+    def _copy_staged(self, staged, extra) -> None:
+        """Writes the checked values (and hands each module its extra state) once nothing can fail."""
         for target, arr in staged:  # each an in-place write (torch's copy_), counted in target._version
             if getattr(target, "_is_uninitialized", False):
                 target.materialize(arr.shape)
@@ -394,6 +408,8 @@ class Module:
             else:  # on another device: the values copied there (the tensor object stays the same)
                 _vc.rebind(target, devices.transfer(np.ascontiguousarray(arr, dtype=target._data.dtype),
                                                    devices.device_of(target._data)))
+        for m, value in extra:
+            m.set_extra_state(value)
         for m in self.modules():  # layers that cache a form of their values (quantized: packed weights)
             m._post_load_state_dict()
 
@@ -545,84 +561,6 @@ class Module:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
 
 
-# ---- which module is running ----------------------------------------------------------------------
-class ModuleCall:
-    """One running call of a module: its dotted path in the root model, the module and its arguments."""
-
-    __slots__ = ("path", "module", "args", "kwargs")
-
-    def __init__(self, path: str, module: Module, args: tuple, kwargs: dict):
-        self.path, self.module, self.args, self.kwargs = path, module, args, kwargs
-
-    @property
-    def type_name(self) -> str:
-        return type(self.module).__name__
-
-    def input_shapes(self) -> List[Tuple[int, ...]]:
-        return [tuple(a.shape) for a in list(self.args) + list(self.kwargs.values()) if isinstance(a, Tensor)]
-
-    def describe(self) -> str:
-        """e.g. "module 'features.0' (Conv2d) on inputs of shape (7, 3, 28, 28)"."""
-        name = f"module {self.path!r} ({self.type_name})" if self.path else f"the model ({self.type_name})"
-        shapes = self.input_shapes()
-        if not shapes:
-            return name
-        return name + " on input" + ("s" if len(shapes) > 1 else "") + " of shape " + ", ".join(map(str, shapes))
-
-
-class ModuleCallStack:
-    """Follows which modules run while a model runs: ``with ModuleCallStack(model) as calls: model(x)``.
-
-    Every Module call pushes a :class:`ModuleCall` on ``calls.stack`` while it runs (``calls.current``
-    is the innermost, or None outside any module); paths are those of ``model.named_modules()``
-    ("" for the model itself). ``on_enter(call)`` and ``on_exit(call, output)`` are called around
-    every call, and ``calls.failed`` is the call an exception was raised in (the innermost one it
-    left). ``Module.summary`` attributes FLOPs and output shapes with it, the ONNX exporter names the
-    module an op or a failure comes from. It replaces ``Module.__call__`` only while active, so
-    ordinary calls pay nothing for it.
-    """
-
-    def __init__(self, model=None, on_enter: Optional[Callable[[ModuleCall], Any]] = None,
-                 on_exit: Optional[Callable[[ModuleCall, Any], Any]] = None):
-        self.paths = {id(m): p for p, m in model.named_modules()} if isinstance(model, Module) else {}
-        self.on_enter, self.on_exit = on_enter, on_exit
-        self.stack: List[ModuleCall] = []
-        self.failed: Optional[ModuleCall] = None
-        self._failed_error = None
-
-    @property
-    def current(self) -> Optional[ModuleCall]:
-        return self.stack[-1] if self.stack else None
-
-    def __enter__(self) -> "ModuleCallStack":
-        original = self._original = Module.__call__
-        stack, paths = self.stack, self.paths
-
-        def call(module, *args, **kwargs):
-            frame = ModuleCall(paths.get(id(module), f"<unregistered {type(module).__name__}>"), module, args, kwargs)
-            stack.append(frame)
-            try:
-                if self.on_enter is not None:
-                    self.on_enter(frame)
-                out = original(module, *args, **kwargs)
-                if self.on_exit is not None:
-                    self.on_exit(frame, out)
-                return out
-            except BaseException as e:
-                if e is not self._failed_error:  # the innermost call sees the error first
-                    self._failed_error, self.failed = e, frame
-                raise
-            finally:
-                stack.pop()
-
-        Module.__call__ = call
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        Module.__call__ = self._original
-        return False
-
-
 class _Parameters:
     """The iterator Module.parameters() returns: a generator of the parameters, as torch's, that also
     carries ``unbuilt_lazy`` (the lazy layers without parameters yet) so that an optimizer given it
@@ -640,3 +578,6 @@ class _Parameters:
 
     def __next__(self):
         return next(self._it)
+
+
+from .module_calls import ModuleCall, ModuleCallStack  # noqa: E402,F401  (re-exported; they need Module)
