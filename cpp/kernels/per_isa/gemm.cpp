@@ -97,6 +97,29 @@ void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64
   }
 }
 
+// The B panels [0, npanels) of a block (cols columns of op(B), row k at b + k * ldb) packed as
+// pack_panel does (slots past cols: zeros), each row's segment read once, left to right: one stream
+// per row, fetched kAhead rows ahead (rows far apart restart the hardware prefetchers).
+void pack_b_by_rows(const float* b, int64_t ldb, int64_t kc, int64_t cols, int64_t npanels, float* dst) {
+  constexpr int64_t kAhead = 8;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = b + k * ldb;
+    if (k + kAhead < kc) {
+      const float* ahead = src + kAhead * ldb;
+      for (int64_t j = 0; j < cols; j += 16) __builtin_prefetch(ahead + j);
+      __builtin_prefetch(ahead + cols - 1);  // the segment's last line (rows are not 64-byte aligned)
+    }
+    for (int64_t q = 0; q < npanels; ++q) {
+      const int64_t j0 = q * kGemmNR;
+      float* d = dst + q * kGemmNR * kc + k * kGemmNR;
+      for (int v = 0; v < kGemmNV; ++v) {
+        const int64_t left = cols - j0 - v * W;
+        vstore(d + v * W, left >= W ? vload(src + j0 + v * W) : vload_n(src + j0 + v * W, left > 0 ? int(left) : 0));
+      }
+    }
+  }
+}
+
 // Direct (unpacked) path up to this many multiply-adds: 64 x 64 x 64, operands of at most
 // 16 KiB each when square.
 constexpr int64_t kDirectMaxMNK = int64_t(64) * 64 * 64;
@@ -231,6 +254,12 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
       const int64_t qe = q1 - qc < ncp ? q1 : qc + ncp;
       const int64_t kc = K - pc < KC ? K - pc : KC;
       const float beta_k = pc == 0 ? beta : 1.0f;
+      // A-in-L1 order with op(B) rows far apart (ld >= 1024: B from L3 or DRAM): the B block is packed
+      // up front, row by row of op(B), instead of by the first sweep's fused tiles, whose reads step
+      // a row (a page or more) per k and waited on memory (2048^3 NN: ~5x a tile's time each).
+      const bool b_rows = !kGemmBPanelInL1 && !b_prepacked && fuse_b && prefetch_b && p1 - p0 > kGemmMCPanels;
+      if (b_rows)
+        pack_b_by_rows(B + pc * rsb + qc * kGemmNR, rsb, kc, std::min(N, qe * kGemmNR) - qc * kGemmNR, qe - qc, bpack);
       for (int64_t pb = s0; pb < s1; pb += kGemmMCPanels) {  // MC-high row blocks
         const int64_t pe = s1 - pb < kGemmMCPanels ? s1 : pb + kGemmMCPanels;
         int64_t first_row[kGemmMCPanels + 1];  // row0 of this block's panels (divisions: once)
@@ -310,11 +339,11 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         } else {
           // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
           // during the first A panel's sweep).
-          // The A panel after this one is packed already (a later column block of the slice, or not
-          // fused into its first tile): the tiles of this panel bring it into L1, a share each
-          // (read from L3 or L2 by its own first tile, a panel change cost up to ~10 % on Zen 5).
+          // Kept A panels (a later column block of the slice): the tiles of this panel bring the next
+          // one from L3 into L1, a share each (read by its own first tile, a panel change cost up to
+          // ~10 % on Zen 5).
           for (int64_t p = pb; p < pe; ++p) {
-            const bool next_packed = p + 1 < pe ? !fused_a(p + 1) : !a_fresh && pe < s1;
+            const bool next_packed = !a_fresh && (p + 1 < pe || pe < s1);
             const float* next = ablock + (p + 1 - pb) * kGemmMR * kc;
             const int64_t lines = kc * kGemmMR / 16, share = (lines + (qe - qc) - 1) / (qe - qc);
             for (int64_t q = qc; q < qe; ++q) {
@@ -322,7 +351,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                 const int64_t l0 = (q - qc) * share, le = lines - l0 < share ? lines : l0 + share;
                 for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 3);
               }
-              run_tile(p, q, q - qc, p == s0);
+              run_tile(p, q, q - qc, p == s0 && !b_rows);
             }
           }
         }
