@@ -283,7 +283,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         }
         // Tile (p, q) with B panel slot `slot` of bpack; b_first: the first tile using that B panel (the
         // first tile using an A panel is always the one with q == qc).
-        auto run_tile = [&](int64_t p, int64_t q, int64_t slot, bool b_first) {
+        auto run_tile = [&](int64_t p, int64_t q, int64_t slot, bool b_first) __attribute__((always_inline)) {
           float* bp;
           if (b_prepacked) {
             bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
@@ -338,20 +338,25 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             for (int64_t p = pb; p < pe; ++p) run_tile(p, q, q - qc, pb == s0 && p == pb);
         } else {
           // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
-          // during the first A panel's sweep).
-          // Kept A panels (a later column block of the slice): the tiles of this panel bring the next
-          // one from L3 into L1, a share each (read by its own first tile, a panel change cost up to
-          // ~10 % on Zen 5).
-          for (int64_t p = pb; p < pe; ++p) {
-            const bool next_packed = !a_fresh && (p + 1 < pe || pe < s1);
-            const float* next = ablock + (p + 1 - pb) * kGemmMR * kc;
+          // during the first A panel's sweep, or up front: b_rows).
+          if (a_fresh) {
+            for (int64_t p = pb; p < pe; ++p)
+              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, q - qc, p == s0 && !b_rows);
+          } else {
+            // Kept A panels (a later column block of the slice): the tiles of this panel bring the
+            // next one from L3 into L1, a share each (read by its own first tile, a panel change
+            // cost up to ~10 % on Zen 5). (Loops kept apart: the plain one above is the common one.)
             const int64_t lines = kc * kGemmMR / 16, share = (lines + (qe - qc) - 1) / (qe - qc);
-            for (int64_t q = qc; q < qe; ++q) {
-              if (next_packed) {
-                const int64_t l0 = (q - qc) * share, le = lines - l0 < share ? lines : l0 + share;
-                for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 3);
+            for (int64_t p = pb; p < pe; ++p) {
+              const bool next_packed = p + 1 < pe || pe < s1;
+              const float* next = ablock + (p + 1 - pb) * kGemmMR * kc;
+              for (int64_t q = qc; q < qe; ++q) {
+                if (next_packed) {
+                  const int64_t l0 = (q - qc) * share, le = lines - l0 < share ? lines : l0 + share;
+                  for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 3);
+                }
+                run_tile(p, q, q - qc, p == s0 && !b_rows);
               }
-              run_tile(p, q, q - qc, p == s0 && !b_rows);
             }
           }
         }
