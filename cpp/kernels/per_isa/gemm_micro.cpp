@@ -121,9 +121,10 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
       __builtin_prefetch(c + r * ldc + kGemmNR - 1, 0, 2);
     } else if constexpr (CopyA) {
       __builtin_prefetch(c + r * ldc, 1);
-      // a row of 32 floats spans two lines (three when unaligned): fetch the last one too (2048^3 on
-      // Zen 5, where C comes from DRAM each slice: ~+2 %, rough)
-      if constexpr (NV * W > 16) __builtin_prefetch(c + r * ldc + NV * W - 1, 1);
+      // a row of 32 floats spans two lines (three when unaligned): in a large C (rows >= 1024 floats
+      // apart, from DRAM each slice at 2048^3 on Zen 5: ~+2 %, rough) fetch the last one too
+      if constexpr (NV * W > 16)
+        if (ldc >= 1024) __builtin_prefetch(c + r * ldc + NV * W - 1, 1);
     }
   }
 
