@@ -215,6 +215,30 @@ def test_fused_packing_paths(simd_path, threads, rng, ta, tb):
                 f"{simd_path} {m, k, n} {ta, tb} differs across threads"
 
 
+# AVX-512 keeps a thread's packed A panels of a KC slice for all of its column blocks (rows in
+# super-blocks of at most 2048, B packed again for each): 150x700x1400 has 3 column blocks, 3 row
+# blocks and 3 KC slices; 2100x40x4200 at 1 thread has 2 column blocks and 2 row super-blocks (at 2
+# threads each thread's half of the columns is one block: the plain order, which must give the same
+# bits). Operands are slices of wider arrays, as above.
+KEEP_A_SHAPES = [(150, 700, 1400), (2100, 40, 4200)]
+
+
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True)])
+def test_kept_a_panels_across_column_blocks(simd_path, threads, rng, ta, tb):
+    for m, k, n in KEEP_A_SHAPES:
+        a = make(rng, (k + 3, m + 5))[1:k + 1, 2:m + 2] if ta else make(rng, (m + 3, k + 5))[1:m + 1, 2:k + 2]
+        b = make(rng, (n + 3, k + 7))[2:n + 2, 3:k + 3] if tb else make(rng, (k + 3, n + 7))[2:k + 2, 3:n + 3]
+        c = make(rng, (m, n))
+        results = []
+        for t in (1, 2):
+            threads(t)
+            out = c.copy()
+            matmul(a, b, out=out, trans_a=ta, trans_b=tb, alpha=0.7, beta=0.3)
+            results.append(out)
+        assert_close(results[0], a, b, ta, tb, 0.7, 0.3, c, what=f"{simd_path} {m, k, n} {ta, tb}")
+        assert results[0].tobytes() == results[1].tobytes(), f"{simd_path} {m, k, n} {ta, tb} differs across threads"
+
+
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(0, 40), k=st.integers(0, 40), n=st.integers(0, 40), ta=st.booleans(),
        tb=st.booleans(), alpha=st.sampled_from([1.0, 0.5, -2.0, 0.0]),

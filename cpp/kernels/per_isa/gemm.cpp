@@ -7,7 +7,9 @@
 //           microkernel -> MR x NR tile of C
 // AVX2 (kGemmBPanelInL1) swaps the two inner loops (BLIS's order: each B panel in L1 against the
 // L2-resident A panels of a taller MC block, the B block in L3), since the 512 KiB L2 of the Zen 3
-// it is tuned on cannot hold the B block of the order above. Loop order never changes a result.
+// it is tuned on cannot hold the B block of the order above. On AVX-512, a product of several column
+// blocks runs the slices outside the column blocks instead, so that each A panel is packed once per
+// slice and kept (keep_a in sgemm_packed). Loop order never changes a result.
 // Full panels are not packed beforehand: the first tile to use a panel reads it in place and
 // writes the packed copy (see fuse_b below); a transposed op(A) is packed a row block at a time, and
 // a weight's B panels may come prepacked (sgemm_prepacked_b).
@@ -90,6 +92,29 @@ void pack_a_by_rows(const float* a, int64_t lda, const int64_t* first_row, int64
         vstore(d, rows < kGemmMR ? vload_n(src + r0, rows) : vload(src + r0));
       } else {
         for (int r = 0; r < kGemmMR; ++r) d[r] = r < rows ? src[r0 + r] : 0.0f;
+      }
+    }
+  }
+}
+
+// The B panels [0, npanels) of a block (cols columns of op(B), row k at b + k * ldb) packed as
+// pack_panel does (slots past cols: zeros), each row's segment read once, left to right: one stream
+// per row, fetched kAhead rows ahead (rows far apart restart the hardware prefetchers).
+void pack_b_by_rows(const float* b, int64_t ldb, int64_t kc, int64_t cols, int64_t npanels, float* dst) {
+  constexpr int64_t kAhead = 8;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* src = b + k * ldb;
+    if (k + kAhead < kc) {
+      const float* ahead = src + kAhead * ldb;
+      for (int64_t j = 0; j < cols; j += 16) __builtin_prefetch(ahead + j);
+      __builtin_prefetch(ahead + cols - 1);  // the segment's last line (rows are not 64-byte aligned)
+    }
+    for (int64_t q = 0; q < npanels; ++q) {
+      const int64_t j0 = q * kGemmNR;
+      float* d = dst + q * kGemmNR * kc + k * kGemmNR;
+      for (int v = 0; v < kGemmNV; ++v) {
+        const int64_t left = cols - j0 - v * W;
+        vstore(d + v * W, left >= W ? vload(src + j0 + v * W) : vload_n(src + j0 + v * W, left > 0 ? int(left) : 0));
       }
     }
   }
@@ -190,6 +215,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   // sweeping A's rows: read panel by panel (pack_panel, the fused tiles) it steps lda floats per k;
   // measured +2-16 % on 64x784x256, 64x256x128 and 256x64x784 TN products (AVX2), none slower.
   const bool a_by_rows = rsa == 1 && csa != 1;
+  const bool prefetch_b = fused_prefetch(rsb);  // for the fused tiles: how far apart their in-place reads are
+  const bool prefetch_ab = fused_prefetch(std::max(std::max(rsa, csa), rsb));
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
   const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
   // NC: the packed B block holds at most kGemmKCMax x kGemmNCMax floats (L2, or L3 in the BLIS
@@ -208,91 +235,142 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
     const int64_t ncb = (q1 - q0 + nc_max_panels - 1) / nc_max_panels;
     const int64_t ncp = (q1 - q0 + ncb - 1) / ncb;
     float* bpack = b_prepacked ? nullptr : scratch(b_buf, static_cast<std::size_t>(KC * kGemmNR * ncp));
-    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kGemmMR * kGemmMCPanels));
-    for (int64_t qc = q0; qc < q1; qc += ncp) {  // NC-wide column blocks
+    // Wide products (several column blocks, A-in-L1 order): the thread's packed A panels of a KC slice
+    // are kept (up to kGemmKeepARows rows, L3) for every column block of the slice, instead of being
+    // packed again per column block (2048^3: A was packed 4 times, ~7 % of the time on Zen 5). The
+    // loops then run row super-block, slice, column block; each C element still gets its slices in
+    // order, so the bits are those of the column-block-outer order.
+    // Super-blocks of equal height (B is packed again for each: 2049 rows are 2 x 1032, not 2048 + 1).
+    const bool keep_a = !kGemmBPanelInL1 && ncb > 1;
+    const int64_t sb_max = std::max<int64_t>(1, kGemmKeepARows / kGemmMR / kGemmMCPanels) * kGemmMCPanels;
+    const int64_t nsb = (p1 - p0 + sb_max - 1) / sb_max;
+    const int64_t sb_panels =
+        keep_a ? ((p1 - p0 + nsb - 1) / nsb + kGemmMCPanels - 1) / kGemmMCPanels * kGemmMCPanels : p1 - p0;
+    const int64_t a_panels = keep_a ? std::min(sb_panels, p1 - p0) : kGemmMCPanels;
+    float* apack = scratch(a_buf, static_cast<std::size_t>(KC * kGemmMR * a_panels));
+    // Slice pc of column block qc over the row panels [s0, s1). a_fresh: pack the A panels (else
+    // apack holds them, panel p at (p - s0) panels on, from the slice's first column block).
+    auto slice = [&](int64_t qc, int64_t pc, int64_t s0, int64_t s1, bool a_fresh) {
       const int64_t qe = q1 - qc < ncp ? q1 : qc + ncp;
-      for (int64_t pc = 0; pc < K; pc += KC) {  // KC-deep slices, in order
-        const int64_t kc = K - pc < KC ? K - pc : KC;
-        const float beta_k = pc == 0 ? beta : 1.0f;
-        for (int64_t pb = p0; pb < p1; pb += kGemmMCPanels) {  // MC-high row blocks
-          const int64_t pe = p1 - pb < kGemmMCPanels ? p1 : pb + kGemmMCPanels;
-          int64_t first_row[kGemmMCPanels + 1];  // row0 of this block's panels (divisions: once)
-          for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
-          auto fused_a = [&](int64_t p) { return !a_by_rows && first_row[p - pb + 1] - first_row[p - pb] == kGemmMR; };
-          if (a_by_rows) {
-            pack_a_by_rows(A + pc * csa, csa, first_row, pe - pb, kc, M, apack,
-                           ep.a_sums && q0 == 0 && qc == q0 ? ep.a_sums : nullptr);
+      const int64_t kc = K - pc < KC ? K - pc : KC;
+      const float beta_k = pc == 0 ? beta : 1.0f;
+      // A-in-L1 order with op(B) rows far apart (ld >= 1024: B from L3 or DRAM): the B block is packed
+      // up front, row by row of op(B), instead of by the first sweep's fused tiles, whose reads step
+      // a row (a page or more) per k and waited on memory (2048^3 NN: ~5x a tile's time each).
+      const bool b_rows = !kGemmBPanelInL1 && !b_prepacked && fuse_b && prefetch_b && p1 - p0 > kGemmMCPanels;
+      if (b_rows)
+        pack_b_by_rows(B + pc * rsb + qc * kGemmNR, rsb, kc, std::min(N, qe * kGemmNR) - qc * kGemmNR, qe - qc, bpack);
+      for (int64_t pb = s0; pb < s1; pb += kGemmMCPanels) {  // MC-high row blocks
+        const int64_t pe = s1 - pb < kGemmMCPanels ? s1 : pb + kGemmMCPanels;
+        int64_t first_row[kGemmMCPanels + 1];  // row0 of this block's panels (divisions: once)
+        for (int64_t p = pb; p <= pe; ++p) first_row[p - pb] = row0(p);
+        float* ablock = apack + (keep_a ? (pb - s0) * kGemmMR * kc : 0);
+        auto fused_a = [&](int64_t p) {
+          return a_fresh && !a_by_rows && first_row[p - pb + 1] - first_row[p - pb] == kGemmMR;
+        };
+        if (!a_fresh) {
+          // packed by the slice's first column block
+        } else if (a_by_rows) {
+          pack_a_by_rows(A + pc * csa, csa, first_row, pe - pb, kc, M, ablock,
+                         ep.a_sums && q0 == 0 && qc == q0 ? ep.a_sums : nullptr);
+        } else {
+          for (int64_t p = pb; p < pe; ++p) {  // A panels not packed by their first tile
+            const int64_t i = first_row[p - pb];
+            if (!fused_a(p))
+              pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kGemmMR,
+                         ablock + (p - pb) * kGemmMR * kc);
+          }
+        }
+        // Tile (p, q) with B panel slot `slot` of bpack; b_first: the first tile using that B panel (the
+        // first tile using an A panel is always the one with q == qc).
+        auto run_tile = [&](int64_t p, int64_t q, int64_t slot, bool b_first) __attribute__((always_inline)) {
+          float* bp;
+          if (b_prepacked) {
+            bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
+            b_first = false;
           } else {
-            for (int64_t p = pb; p < pe; ++p) {  // A panels not packed by their first tile
-              const int64_t i = first_row[p - pb];
-              if (!fused_a(p))
-                pack_panel(A + i * rsa + pc * csa, rsa, csa, static_cast<int>(first_row[p - pb + 1] - i), kc, kGemmMR,
-                           apack + (p - pb) * kGemmMR * kc);
+            bp = bpack + slot * kGemmNR * kc;
+          }
+          // BLIS order: the next B panel comes from L3 (the packed block of a later row block) or
+          // DRAM (a prepacked weight), and its 4 pages (kc = 256) restart the hardware prefetchers
+          // at every page boundary: each tile of panel q brings its share of panel q + 1 into L2.
+          // (In the first row block the next panel is not packed yet.)
+          if (kGemmBPanelInL1 && q + 1 < qe && (b_prepacked || pb != s0)) {
+            const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
+            const float* next = bp + kGemmNR * kc;
+            const int64_t l0 = (p - pb) * share, le = lines - l0 < share ? lines : l0 + share;
+            for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 2);
+          }
+          const int64_t i = first_row[p - pb], j = q * kGemmNR;
+          const int rows = static_cast<int>(first_row[p - pb + 1] - i);
+          const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
+          float* ap = ablock + (p - pb) * kGemmMR * kc;
+          float* c = C + i * ldc + j;
+          if (col_bias && pc == 0)
+            for (int r = 0; r < rows; ++r) std::copy(col_bias + j, col_bias + j + cols, c + r * ldc);
+          const bool a_first = q == qc && fused_a(p);
+          const bool b_fused = b_first && fuse_b && cols == kGemmNR;
+          if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
+          if (a_first && cols == kGemmNR) {
+            micro_tile_pack_ab(kc, A + i * rsa + pc * csa, rsa, csa, ap, b_fused ? B + pc * rsb + j : bp, rsb,
+                               b_fused ? bp : nullptr, c, ldc, alpha, beta_k, prefetch_ab);
+          } else {
+            if (a_first) pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kGemmMR, ap);
+            if (b_fused) {
+              micro_tile_pack_b(rows, kc, ap, B + pc * rsb + j, rsb, bp, c, ldc, alpha, beta_k, prefetch_b);
+            } else {
+              micro_tile(rows, cols, kc, ap, bp, kGemmNR, c, ldc, alpha, beta_k);
             }
           }
-          // Tile (p, q) with B panel slot `slot` of bpack; b_first: the first tile using that B panel (the
-          // first tile using an A panel is always the one with q == qc).
-          auto run_tile = [&](int64_t p, int64_t q, int64_t slot, bool b_first) {
-            float* bp;
-            if (b_prepacked) {
-              bp = const_cast<float*>(b_prepacked) + pc * n_panels * kGemmNR + q * kGemmNR * kc;  // only read
-              b_first = false;
-            } else {
-              bp = bpack + slot * kGemmNR * kc;
-            }
-            // BLIS order: the next B panel comes from L3 (the packed block of a later row block) or
-            // DRAM (a prepacked weight), and its 4 pages (kc = 256) restart the hardware prefetchers
-            // at every page boundary: each tile of panel q brings its share of panel q + 1 into L2.
-            // (In the first row block the next panel is not packed yet.)
-            if (kGemmBPanelInL1 && q + 1 < qe && (b_prepacked || pb != p0)) {
-              const int64_t lines = kc * kGemmNR / 16, share = (lines + (pe - pb) - 1) / (pe - pb);
-              const float* next = bp + kGemmNR * kc;
-              const int64_t l0 = (p - pb) * share, le = lines - l0 < share ? lines : l0 + share;
-              for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 2);
-            }
-            const int64_t i = first_row[p - pb], j = q * kGemmNR;
-            const int rows = static_cast<int>(first_row[p - pb + 1] - i);
-            const int cols = static_cast<int>(N - j < kGemmNR ? N - j : kGemmNR);
-            float* ap = apack + (p - pb) * kGemmMR * kc;
-            float* c = C + i * ldc + j;
-            if (col_bias && pc == 0)
-              for (int r = 0; r < rows; ++r) std::copy(col_bias + j, col_bias + j + cols, c + r * ldc);
-            const bool a_first = q == qc && fused_a(p);
-            const bool b_fused = b_first && fuse_b && cols == kGemmNR;
-            if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
-            if (a_first && cols == kGemmNR) {
-              micro_tile_pack_ab(kc, A + i * rsa + pc * csa, rsa, csa, ap, b_fused ? B + pc * rsb + j : bp, rsb,
-                                 b_fused ? bp : nullptr, c, ldc, alpha, beta_k);
-            } else {
-              if (a_first) pack_panel(A + i * rsa + pc * csa, rsa, csa, rows, kc, kGemmMR, ap);
-              if (b_fused) {
-                micro_tile_pack_b(rows, kc, ap, B + pc * rsb + j, rsb, bp, c, ldc, alpha, beta_k);
-              } else {
-                micro_tile(rows, cols, kc, ap, bp, kGemmNR, c, ldc, alpha, beta_k);
+          if (finish && pc + kc == K) finish_block(ep, C, ldc, i, j, rows, cols);  // the tile's last slice
+        };
+        if (p1 - p0 <= kGemmMCPanels) {
+          // The thread's rows fit one row block (small M): each B panel is used by every A
+          // panel right after packing, so one panel slot suffices and the footprint stays small
+          // (more of the source B survives in L2 from call to call).
+          for (int64_t q = qc; q < qe; ++q)
+            for (int64_t p = pb; p < pe; ++p) run_tile(p, q, 0, p == pb);
+        } else if constexpr (kGemmBPanelInL1) {
+          // BLIS order: one B panel (L1-resident) against every A panel of the row block
+          // (L2-resident); the B block (L3) is packed, panel by panel, during the first row
+          // block's sweep and reused by the later row blocks.
+          for (int64_t q = qc; q < qe; ++q)
+            for (int64_t p = pb; p < pe; ++p) run_tile(p, q, q - qc, pb == s0 && p == pb);
+        } else {
+          // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
+          // during the first A panel's sweep, or up front: b_rows).
+          if (a_fresh) {
+            for (int64_t p = pb; p < pe; ++p)
+              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, q - qc, p == s0 && !b_rows);
+          } else {
+            // Kept A panels (a later column block of the slice): the tiles of this panel bring the
+            // next one from L3 into L1, a share each (read by its own first tile, a panel change
+            // cost up to ~10 % on Zen 5). (Loops kept apart: the plain one above is the common one.)
+            const int64_t lines = kc * kGemmMR / 16, share = (lines + (qe - qc) - 1) / (qe - qc);
+            for (int64_t p = pb; p < pe; ++p) {
+              const bool next_packed = p + 1 < pe || pe < s1;
+              const float* next = ablock + (p + 1 - pb) * kGemmMR * kc;
+              for (int64_t q = qc; q < qe; ++q) {
+                if (next_packed) {
+                  const int64_t l0 = (q - qc) * share, le = lines - l0 < share ? lines : l0 + share;
+                  for (int64_t l = l0; l < le; ++l) __builtin_prefetch(next + l * 16, 0, 3);
+                }
+                run_tile(p, q, q - qc, p == s0 && !b_rows);
               }
             }
-            if (finish && pc + kc == K) finish_block(ep, C, ldc, i, j, rows, cols);  // the tile's last slice
-          };
-          if (p1 - p0 <= kGemmMCPanels) {
-            // The thread's rows fit one row block (small M): each B panel is used by every A
-            // panel right after packing, so one panel slot suffices and the footprint stays small
-            // (more of the source B survives in L2 from call to call).
-            for (int64_t q = qc; q < qe; ++q)
-              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, 0, p == pb);
-          } else if constexpr (kGemmBPanelInL1) {
-            // BLIS order: one B panel (L1-resident) against every A panel of the row block
-            // (L2-resident); the B block (L3) is packed, panel by panel, during the first row
-            // block's sweep and reused by the later row blocks.
-            for (int64_t q = qc; q < qe; ++q)
-              for (int64_t p = pb; p < pe; ++p) run_tile(p, q, q - qc, pb == p0 && p == pb);
-          } else {
-            // One A panel (L1-resident) against every B panel of the block (L2-resident, packed
-            // during the first A panel's sweep).
-            for (int64_t p = pb; p < pe; ++p)
-              for (int64_t q = qc; q < qe; ++q) run_tile(p, q, q - qc, p == p0);
           }
         }
       }
+    };
+    if (keep_a) {
+      for (int64_t s0 = p0; s0 < p1; s0 += sb_panels) {  // row super-blocks
+        const int64_t s1 = p1 - s0 < sb_panels ? p1 : s0 + sb_panels;
+        for (int64_t pc = 0; pc < K; pc += KC)  // KC-deep slices, in order
+          for (int64_t qc = q0; qc < q1; qc += ncp) slice(qc, pc, s0, s1, qc == q0);  // NC-wide column blocks
+      }
+    } else {
+      for (int64_t qc = q0; qc < q1; qc += ncp)  // NC-wide column blocks
+        for (int64_t pc = 0; pc < K; pc += KC) slice(qc, pc, p0, p1, true);  // KC-deep slices, in order
     }
   };
   const int64_t nthreads = grid.tr * grid.tc;

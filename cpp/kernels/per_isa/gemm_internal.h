@@ -83,14 +83,28 @@ constexpr bool kGemmBPanelInL1 = true;
 // Tiles that pack an operand as they go (the first use of a panel) prefetch its rows this many k
 // steps ahead: measured +3-5% on 1024^3 NN and TN (the fused reads were latency-bound).
 constexpr int kGemmFusedPrefetch = 12;
+constexpr int64_t kGemmFusedPrefetchMinLd = 0;  // at any leading dimension
+constexpr int64_t kGemmKeepARows = 0;  // unused: the BLIS order packs op(A) once per KC slice already
 #else
 constexpr int64_t kGemmKCMax = 320;  // A panel 8 x 320 floats = 10 KiB (L1); KC 128..320 measured alike
 constexpr int64_t kGemmMCMax = 8 * kGemmMR;  // rows of A packed at once per thread
 constexpr int64_t kGemmNCMax = 512;  // columns of B packed per block: 320 x 512 floats = 640 KiB (L2);
                                      // the driver widens it for thinner KC (same 640 KiB)
 constexpr bool kGemmBPanelInL1 = false;  // one A panel (L1) against every B panel of the block (L2)
-constexpr int kGemmFusedPrefetch = 0;
+// The fused tiles prefetch as on AVX2, but only for an operand whose rows are at least a page apart
+// (ld >= 1024 floats: large, and read from L3 or DRAM): 2048^3 NN +4-6 % on Zen 5 (its first-sweep
+// tiles were stalled on their reads); at small ld (64x784x256, 64x256x128: operands in L2) the
+// prefetches measured 2-3 % slower.
+constexpr int kGemmFusedPrefetch = 12;
+constexpr int64_t kGemmFusedPrefetchMinLd = 1024;
+// Rows of op(A) whose packed panels a thread keeps for every column block of a KC slice (2048 x 320
+// floats = 2.5 MiB, L3) instead of packing them again per column block (gemm.cpp, keep_a).
+constexpr int64_t kGemmKeepARows = 2048;
 #endif
+
+// Whether a fused tile prefetches ahead of its in-place reads, the operand's rows (or columns) ld
+// floats apart.
+constexpr bool fused_prefetch(int64_t ld) { return kGemmFusedPrefetch > 0 && ld >= kGemmFusedPrefetchMinLd; }
 
 // Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
 // rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
@@ -106,14 +120,15 @@ void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, 
 
 // micro_tile for a full panel (kGemmNR columns) read in place from op(B) rows ldb floats apart, which
 // also stores the panel, packed (kc x kGemmNR), to b_copy as it goes: packing fused into the first use.
+// prefetch: the in-place reads fetch ahead (kGemmFusedPrefetch steps; see fused_prefetch).
 void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
-                       int64_t ldc, float alpha, float beta);
+                       int64_t ldc, float alpha, float beta, bool prefetch);
 
 // A full tile (kGemmMR x kGemmNR) whose A panel is read in place from op(A) (element (r, k) at
 // a[r * rsa + k * csa]; rsa == 1 or csa == 1) and stored, packed, to a_copy as it goes. B: packed
 // when b_copy is null, else read in place (rows ldb apart) and packed to b_copy as well.
 void micro_tile_pack_ab(int64_t kc, const float* a, int64_t rsa, int64_t csa, float* a_copy, const float* b,
-                        int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta);
+                        int64_t ldb, float* b_copy, float* c, int64_t ldc, float alpha, float beta, bool prefetch);
 
 // A tile (rows <= kGemmMR, cols <= kGemmNR) with nothing packed: A read in place from op(A) as in
 // micro_tile_pack_ab (rsa == 1 or csa == 1), B from op(B) rows ldb apart (a partial last vector is
