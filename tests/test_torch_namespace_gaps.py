@@ -218,3 +218,257 @@ def test_every_torch_inplace_name_with_a_method_is_there():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fg.abs_(fg.tensor([-1.0])).item() == 1.0
+
+
+# ---- group 4: Tensor methods ---------------------------------------------------------------------------------------
+def test_contains_and_reversed_as_torch():
+    a = np.array([[1, 2], [3, 4]])
+    x, tx = fg.tensor(a), torch.tensor(a)
+    for e in (2, 7, 2.0):
+        assert (e in x) == (e in tx)
+    assert (fg.tensor(3) in x) == (torch.tensor(3) in tx)
+    assert (fg.tensor([3, 9]) in x) == (torch.tensor([3, 9]) in tx)
+    with pytest.raises(RuntimeError, match="only supports Tensor or scalar"):
+        "a" in tx  # noqa: B015
+    with pytest.raises(RuntimeError, match="only supports Tensor or scalar"):
+        "a" in x  # noqa: B015
+    for got, want in zip(reversed(x), reversed(tx)):
+        _same(got, want)
+    assert reversed(fg.tensor(3.0)).item() == 3.0
+
+
+def test_addr_values_gradients_and_errors():
+    rng = np.random.default_rng(2)
+    m, u, v = (rng.standard_normal(s).astype(np.float32) for s in ((3, 4), 3, 4))
+    for kwargs in ({}, {"beta": 0.5, "alpha": 2.0}, {"beta": 0}):
+        fx = [fg.tensor(a, requires_grad=True) for a in (m, u, v)]
+        tx = [torch.tensor(a, requires_grad=True) for a in (m, u, v)]
+        got, want = fg.addr(*fx, **kwargs), torch.addr(*tx, **kwargs)
+        _same(got, want, rtol=1e-5)
+        got.pow(2).sum().backward()
+        want.pow(2).sum().backward()
+        for f, t in zip(fx, tx):
+            _same(f.grad, t.grad, rtol=1e-5, atol=1e-5)
+        _same(fg.tensor(m).addr(fg.tensor(u), fg.tensor(v), **kwargs),
+              torch.tensor(m).addr(torch.tensor(u), torch.tensor(v), **kwargs), rtol=1e-5)
+    nan = np.full((3, 4), np.nan, np.float32)
+    _same(fg.addr(fg.tensor(nan), fg.tensor(u), fg.tensor(v), beta=0),
+          torch.addr(torch.tensor(nan), torch.tensor(u), torch.tensor(v), beta=0), rtol=1e-5)
+    x, tx = fg.tensor(m), torch.tensor(m)
+    assert x.addr_(fg.tensor(u), fg.tensor(v), alpha=3) is x
+    tx.addr_(torch.tensor(u), torch.tensor(v), alpha=3)
+    _same(x, tx, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="vec1"):
+        fg.addr(fg.zeros(3, 4), fg.ones(3, 1), fg.ones(4))
+    with pytest.raises(RuntimeError, match="alpha"):
+        fg.addr(fg.zeros(2, 2, dtype=fg.int64), fg.ones(2, dtype=fg.int64), fg.ones(2, dtype=fg.int64), alpha=0.5)
+    _same(fg.addr(fg.ones(2, 2, dtype=fg.int64), fg.tensor([1, 2]), fg.tensor([3, 4]), beta=2),
+          torch.addr(torch.ones(2, 2, dtype=torch.int64), torch.tensor([1, 2]), torch.tensor([3, 4]), beta=2))
+
+
+def test_cumsum_inplace():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x, tx = fg.tensor(a), torch.tensor(a)
+    assert x.cumsum_(1) is x
+    tx.cumsum_(1)
+    _same(x, tx)
+    w = fg.ones(3, requires_grad=True)
+    y = w * 2
+    y.cumsum_(0)
+    y.sum().backward()
+    tw = torch.ones(3, requires_grad=True)
+    ty = tw * 2
+    ty.cumsum_(0)
+    ty.sum().backward()
+    _same(w.grad, tw.grad)
+
+
+def test_frexp_values_dtype_gradient():
+    a = np.array([0.0, np.inf, -np.inf, np.nan, -3.5, 1e-45, 7.0, 0.3], np.float32)
+    for dt in (np.float32, np.float64):
+        got, want = fg.frexp(fg.tensor(a.astype(dt))), torch.frexp(torch.tensor(a.astype(dt)))
+        _same(got.mantissa, want.mantissa, rtol=0, atol=0)
+        _same(got.exponent, want.exponent, rtol=0, atol=0)
+        m, e = fg.tensor(a.astype(dt)).frexp()
+        _same(m, want[0], rtol=0, atol=0)
+    b = np.array([1.0, 2.0, -5.0, 0.1], np.float64)
+    x, tx = fg.tensor(b, requires_grad=True), torch.tensor(b, requires_grad=True)
+    (fg.frexp(x).mantissa * 3).sum().backward()
+    (torch.frexp(tx).mantissa * 3).sum().backward()
+    _same(x.grad, tx.grad, rtol=0, atol=0)
+    assert not fg.frexp(x).exponent.requires_grad
+    with pytest.raises(RuntimeError, match="floating-point"):
+        fg.frexp(fg.tensor([1, 2]))
+
+
+def test_nextafter_as_torch():
+    a = np.array([1.0, 0.0, -2.0, np.inf], np.float32)
+    b = np.array([2.0, -1.0, -2.0, 0.0], np.float32)
+    _same(fg.nextafter(fg.tensor(a), fg.tensor(b)), torch.nextafter(torch.tensor(a), torch.tensor(b)), rtol=0, atol=0)
+    _same(fg.tensor(a).nextafter(fg.tensor(b[:1])), torch.tensor(a).nextafter(torch.tensor(b[:1])), rtol=0, atol=0)
+    _same(fg.nextafter(fg.tensor(a), fg.tensor(b.astype(np.float64))),
+          torch.nextafter(torch.tensor(a), torch.tensor(b.astype(np.float64))), rtol=0, atol=0)
+    x, tx = fg.tensor(a), torch.tensor(a)
+    assert x.nextafter_(fg.tensor(b)) is x
+    tx.nextafter_(torch.tensor(b))
+    _same(x, tx, rtol=0, atol=0)
+    with pytest.raises(NotImplementedError):
+        torch.nextafter(torch.tensor([1]), torch.tensor([2]))
+    with pytest.raises(NotImplementedError, match="floating point"):
+        fg.nextafter(fg.tensor([1]), fg.tensor([2]))
+
+
+def test_hardshrink_prelu_multinomial_methods():
+    a = np.array([[-1.0, 0.2, 0.7], [0.4, -0.1, 2.0]], np.float32)
+    _same(fg.tensor(a).hardshrink(0.3), torch.tensor(a).hardshrink(0.3))
+    _same(fg.tensor(a).hardshrink(), torch.tensor(a).hardshrink())
+    w = np.array([0.25], np.float32)
+    x, tx = fg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    x.prelu(fg.tensor(w)).sum().backward()
+    tx.prelu(torch.tensor(w)).sum().backward()
+    _same(x.grad, tx.grad)
+    probs = fg.tensor([0.0, 1.0, 3.0])
+    s = probs.multinomial(200, replacement=True)
+    assert s.dtype == fg.int64 and s.shape == (200,) and 0 not in s
+    assert set(probs.multinomial(2).tolist()) == {1, 2}
+
+
+def _draws(method, *args, n=40000, dtype=fg.float64, **kwargs):
+    fg.manual_seed(5)
+    return getattr(fg.empty(n, dtype=dtype), method)(*args, **kwargs).numpy().astype(np.float64)
+
+
+def test_random_samplers_moments_and_ranges():
+    e = _draws("exponential_", 2.0)
+    assert e.min() >= 0 and abs(e.mean() - 0.5) < 0.02 and abs(e.var() - 0.25) < 0.02
+    g = _draws("geometric_", 0.25, dtype=fg.int64)
+    assert g.min() >= 1 and np.all(g == np.round(g)) and abs(g.mean() - 4.0) < 0.1
+    c = _draws("cauchy_", 1.0, 2.0)
+    assert abs(np.median(c) - 1.0) < 0.1 and abs(np.percentile(c, 75) - 3.0) < 0.15  # median + sigma
+    ln = _draws("log_normal_", 0.5, 0.25)
+    assert ln.min() > 0 and abs(np.log(ln).mean() - 0.5) < 0.01 and abs(np.log(ln).std() - 0.25) < 0.01
+    r = _draws("random_", 3, 9)
+    assert set(np.unique(r)) == set(range(3, 9))
+    assert set(np.unique(_draws("random_", 4, dtype=fg.int32))) == set(range(4))
+    assert set(np.unique(_draws("random_", dtype=fg.bool))) == {0, 1}
+    i8 = _draws("random_", dtype=fg.int8)
+    assert i8.min() >= 0 and i8.max() <= 127 and i8.max() > 120
+    f = _draws("random_", dtype=fg.float32)
+    assert f.min() >= 0 and f.max() <= 2 ** 24 and f.max() > 2 ** 24 - 2 ** 20 and np.all(f == np.round(f))
+    kw = _draws("random_", **{"from": 10, "to": 12})
+    assert set(np.unique(kw)) == {10, 11}
+    gen = np.random.default_rng(1)
+    assert fg.empty(3).exponential_(generator=gen).shape == (3,)
+
+
+def test_random_samplers_errors_and_rules_as_torch():
+    for method, args, word in [("exponential_", (0,), "lambda"), ("exponential_", (-1,), "lambda"),
+                               ("geometric_", (0,), "p to be in"), ("geometric_", (1.5,), "p to be in"),
+                               ("cauchy_", (0, 0), "sigma"), ("log_normal_", (1, -1), "std"),
+                               ("random_", (5, 2), "'from' to be less than 'to'")]:
+        with pytest.raises(RuntimeError, match=word):
+            getattr(torch.ones(3), method)(*args)
+        with pytest.raises(RuntimeError, match=word):
+            getattr(fg.ones(3), method)(*args)
+    for method, dist in (("exponential_", "Exponential"), ("cauchy_", "Cauchy"), ("log_normal_", "LogNormal")):
+        with pytest.raises(RuntimeError):  # (torch's log_normal_ message names its kernel instead)
+            getattr(torch.zeros(2, dtype=torch.int64), method)()
+        with pytest.raises(RuntimeError, match=f"{dist} distribution is a continuous"):
+            getattr(fg.zeros(2, dtype=fg.int64), method)()
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        fg.ones(2, requires_grad=True).exponential_()
+    with pytest.raises(TypeError, match="'p'"):
+        fg.ones(2).geometric_("a")
+    x = fg.ones(4)
+    v = x._version
+    x.cauchy_()
+    assert x._version == v + 1
+
+
+METADATA_OPS = [("squeeze_", ()), ("squeeze_", (1,)), ("squeeze_", ((1, 3),)), ("unsqueeze_", (0,)),
+                ("unsqueeze_", (-1,)), ("transpose_", (0, 2)), ("swapaxes_", (1, 2)), ("swapdims_", (0, -1))]
+
+
+@pytest.mark.parametrize("name,args", METADATA_OPS)
+def test_metadata_inplace_without_grad(name, args):
+    a = np.arange(12, dtype=np.float32).reshape(2, 1, 6, 1)
+    x, tx = fg.tensor(a), torch.tensor(a)
+    v = x._version
+    out = getattr(x, name)(*args)
+    getattr(tx, name)(*args)
+    assert out is x and x._version == v + 1
+    _same(x, tx)
+    x.mul_(2)  # still the same storage as before: a view taken earlier sees the write
+    tx.mul_(2)
+    _same(x, tx)
+
+
+@pytest.mark.parametrize("name,args", METADATA_OPS)
+def test_metadata_inplace_gradients(name, args):
+    a = np.random.default_rng(4).standard_normal((2, 1, 6, 1)).astype(np.float32)
+    w, tw = fg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = w * 1.5, tw * 1.5
+    z, tz = y.exp(), ty.exp()  # uses y before the change: keeps its old shape
+    getattr(y, name)(*args)
+    getattr(ty, name)(*args)
+    _same(y, ty)
+    scale = np.arange(1, ty.numel() + 1, dtype=np.float32).reshape(tuple(ty.shape))
+    ((y * fg.tensor(scale)).sum() + z.sum()).backward()
+    ((ty * torch.tensor(scale)).sum() + tz.sum()).backward()
+    _same(w.grad, tw.grad, rtol=1e-5)
+
+
+def test_metadata_inplace_refusals_and_t_():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x, tx = fg.tensor(a), torch.tensor(a)
+    x.t_()
+    tx.t_()
+    _same(x, tx)
+    v = fg.tensor([1.0, 2.0])
+    assert v.t_() is v and v.shape == (2,)
+    with pytest.raises(RuntimeError, match="<= 2 dimensions"):
+        fg.ones(2, 3, 4).t_()
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        fg.ones(2, 1, requires_grad=True).squeeze_()
+    with pytest.raises(RuntimeError, match="view of a leaf"):
+        fg.ones(2, 3, requires_grad=True)[0].unsqueeze_(0)
+    with pytest.raises(IndexError):
+        fg.ones(2, 3).unsqueeze_(5)
+    with fg.no_grad():
+        w = fg.ones(2, 1, requires_grad=True)
+        w.squeeze_()
+    assert w.shape == (2,) and w.requires_grad
+
+
+def test_metadata_inplace_of_a_view_writes_through_to_the_base():
+    w, tw = fg.ones(2, 3, requires_grad=True), torch.ones(2, 3, requires_grad=True)
+    a, ta = w * 1, tw * 1
+    y, ty = a[0], ta[0]
+    y.unsqueeze_(0)
+    ty.unsqueeze_(0)
+    y.mul_(2)
+    ty.mul_(2)
+    _same(a, ta)
+    a.sum().backward()
+    ta.sum().backward()
+    _same(w.grad, tw.grad)
+
+
+def test_narrow_copy_new_share_memory():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x, tx = fg.tensor(a), torch.tensor(a)
+    got, want = fg.narrow_copy(x, 1, 1, 2), torch.narrow_copy(tx, 1, 1, 2)
+    _same(got, want)
+    assert not np.shares_memory(got.numpy(), x.numpy())
+    _same(x.narrow_copy(dim=0, start=1, length=2), tx.narrow_copy(dim=0, start=1, length=2))
+    t, tt = fg.ones(2, dtype=fg.int32), torch.ones(2, dtype=torch.int32)
+    assert t.new(2, 3).shape == tuple(tt.new(2, 3).shape) and t.new(2, 3).dtype == fg.int32
+    _same(t.new([1, 2]), tt.new([1, 2]))
+    _same(t.new((4,)), tt.new((4,)))
+    assert t.new().shape == tuple(tt.new().shape) == (0,)
+    assert t.new(fg.Size([2, 5])).shape == (2, 5)
+    with pytest.raises(TypeError):
+        tt.new(torch.tensor([1.5]))
+    with pytest.raises(TypeError, match="dtype"):
+        t.new(fg.tensor([1.5]))
+    assert x.share_memory_() is x and tx.share_memory_() is tx

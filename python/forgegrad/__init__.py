@@ -66,6 +66,8 @@ Tensor.stft, Tensor.istft = stft, istft
 from . import _torch_windows, _torch_namespace_gaps  # noqa: E402
 _torch_windows.install(globals())  # hann_window, hamming_window, blackman_window, bartlett_window, kaiser_window
 _torch_namespace_gaps.install(globals())  # Size, fill, detach, is_inference, matmul precision, torch.abs_(x), ...
+from . import _tensor_method_gaps  # noqa: E402
+_tensor_method_gaps.install(globals(), Tensor)  # addr, frexp, nextafter, squeeze_, exponential_, new, `in`, ...
 from ._compile import compile  # noqa: E402, A004  (torch.compile: a frozen inference plan, forgegrad/_compile.py)
 from . import compiler, _dynamo  # noqa: E402, F401  (torch.compiler, torch._dynamo's reset / config)
 
@@ -129,6 +131,7 @@ __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIO
 __all__ += sorted(_torch_pointwise.FUNCTIONS)
 __all__ += sorted(_torch_windows.FUNCTIONS) + [n for n in sorted(_torch_namespace_gaps.FUNCTIONS)
                                                if n in globals() and n not in __all__]
+__all__ += sorted(_tensor_method_gaps.FUNCTIONS)
 __all__ += [n for n in sorted(_complex_tensor.FUNCTIONS) if n not in __all__]
 __all__ += sorted(special.PACKAGE)
 __all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]
