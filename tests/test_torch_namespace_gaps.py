@@ -357,6 +357,8 @@ def test_random_samplers_moments_and_ranges():
     assert f.min() >= 0 and f.max() <= 2 ** 24 and f.max() > 2 ** 24 - 2 ** 20 and np.all(f == np.round(f))
     kw = _draws("random_", **{"from": 10, "to": 12})
     assert set(np.unique(kw)) == {10, 11}
+    hi = _draws("random_", dtype=fg.int8, **{"from": 120})  # [from, the dtype's max], as torch
+    assert set(np.unique(hi)) == set(range(120, 128))
     gen = np.random.default_rng(1)
     assert fg.empty(3).exponential_(generator=gen).shape == (3,)
 
