@@ -318,6 +318,17 @@ def test_nextafter_as_torch():
         fg.nextafter(fg.tensor([1]), fg.tensor([2]))
 
 
+def test_meta_tensors_keep_shapes_and_dtypes():
+    m, e = fg.frexp(fg.empty(2, 3, device="meta"))
+    assert m.device.type == e.device.type == "meta" and e.dtype == fg.int32 and m.shape == (2, 3)
+    n = fg.nextafter(fg.empty(2, 1, device="meta"), fg.empty(3, dtype=fg.float64, device="meta"))
+    assert n.shape == (2, 3) and n.dtype == fg.float64 and n.device.type == "meta"
+    w = fg.kaiser_window(5, device="meta")
+    assert w.shape == (5,) and w.device.type == "meta"
+    s = fg.empty(4, device="meta")
+    assert s.exponential_() is s and s.random_(3).device.type == "meta"
+
+
 def test_hardshrink_prelu_multinomial_methods():
     a = np.array([[-1.0, 0.2, 0.7], [0.4, -0.1, 2.0]], np.float32)
     _same(fg.tensor(a).hardshrink(0.3), torch.tensor(a).hardshrink(0.3))
@@ -440,6 +451,11 @@ def test_metadata_inplace_refusals_and_t_():
         w = fg.ones(2, 1, requires_grad=True)
         w.squeeze_()
     assert w.shape == (2,) and w.requires_grad
+    with fg.autograd.trace():  # an export would lose the change: refused, as the other in-place ops there
+        with pytest.raises(RuntimeError, match="out-of-place squeeze"):
+            fg.ones(2, 1).squeeze_()
+    m = fg.empty(2, 1, 3, device="meta")
+    assert m.squeeze_().shape == (2, 3) and m.t_().shape == (3, 2) and m.device.type == "meta"
 
 
 def test_metadata_inplace_of_a_view_writes_through_to_the_base():

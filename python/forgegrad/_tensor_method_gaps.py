@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from . import devices as _devices
 from . import grad_mode, return_types
 from . import random as _random
 from ._inplace import LEAF_MESSAGE, VIEW_OF_LEAF_MESSAGE, _views_a_leaf
@@ -24,6 +25,12 @@ _NUMBER = (builtins.bool, builtins.int, builtins.float, np.number, np.bool_)
 
 def _host(t: Tensor) -> np.ndarray:
     return np.asarray(t.detach().cpu().numpy())
+
+
+def _meta(shape, dtype) -> Tensor:
+    """A meta tensor (no values) of this shape and dtype: the result of a value-computing function of meta tensors."""
+    from .factories import empty
+    return empty(tuple(shape), dtype=dtype, device="meta")
 
 
 def _like(arr: np.ndarray, t: Tensor) -> Tensor:
@@ -108,6 +115,8 @@ def frexp(input) -> "return_types.frexp":
         raise TypeError(f"frexp(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
     if not input.dtype.is_floating_point:
         raise RuntimeError(f"torch.frexp() only supports floating-point dtypes (argument 'input' is {input.dtype})")
+    if not _devices.has_data(input._data):
+        return return_types.frexp(_meta(input.shape, input.dtype), _meta(input.shape, np.int32))
     x = _host(input)
     exponent = _like(np.frexp(x)[1].astype(np.int32), input)
     if input.requires_grad and grad_mode.is_grad_enabled():
@@ -124,6 +133,10 @@ def nextafter(input, other) -> Tensor:
     for name, v in (("input", input), ("other", other)):
         if not isinstance(v, Tensor):
             raise TypeError(f"nextafter(): argument {name!r} must be Tensor, not {type(v).__name__}")
+    if not (_devices.has_data(input._data) and _devices.has_data(other._data)):
+        dt = np.result_type(input._data.dtype, other._data.dtype)
+        if dt.kind == "f":
+            return _meta(np.broadcast_shapes(tuple(input.shape), tuple(other.shape)), dt)
     a, b = _host(input), _host(other)
     dt = np.result_type(a, b)
     if dt.kind != "f":
@@ -267,6 +280,10 @@ def _metadata_inplace(self, name: str, view) -> Tensor:
     """Make ``self`` the view ``view(self)`` in place (its shape or strides change, not its values), as torch's
     squeeze_ / transpose_: one write counted in the version; a leaf that requires grad refuses; a graph tensor is
     rebound to the view's node (the ops that used it before keep its old shape)."""
+    if grad_mode.recorder() is not None:  # an export names tensors by identity: the change would be lost
+        raise RuntimeError(f"{name} (on a tensor of shape {tuple(self.shape)}) ran inside "
+                           "forgegrad.autograd.trace(): in-place view changes are not recorded, so an export would "
+                           f"leave it out. Use the out-of-place {name.rstrip('_')} instead")
     tracking = grad_mode.is_grad_enabled() and self.requires_grad
     if tracking and self._ctx is None:
         raise RuntimeError(LEAF_MESSAGE)
