@@ -312,6 +312,12 @@ def test_nextafter_as_torch():
     assert x.nextafter_(fg.tensor(b)) is x
     tx.nextafter_(torch.tensor(b))
     _same(x, tx, rtol=0, atol=0)
+    fx, fo = fg.tensor(a[:3, None].repeat(2, 1), requires_grad=True), fg.tensor(b[:2], requires_grad=True)
+    tx, to = torch.tensor(a[:3, None].repeat(2, 1), requires_grad=True), torch.tensor(b[:2], requires_grad=True)
+    (fg.nextafter(fx, fo) * fg.tensor([2.0, 3.0])).sum().backward()
+    (torch.nextafter(tx, to) * torch.tensor([2.0, 3.0])).sum().backward()
+    _same(fx.grad, tx.grad)
+    _same(fo.grad, to.grad)
     with pytest.raises(NotImplementedError):
         torch.nextafter(torch.tensor([1]), torch.tensor([2]))
     with pytest.raises(NotImplementedError, match="floating point"):

@@ -126,22 +126,38 @@ def frexp(input) -> "return_types.frexp":
     return return_types.frexp(mantissa, exponent)
 
 
+class _Nextafter(Function):
+    """nextafter's gradient as torch 2.13's: the incoming gradient to input (the step is one ulp), zero to other."""
+    exact_dtype = True
+    handles_float64 = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (a.shape, b.shape)
+        dt = np.result_type(a, b)
+        return np.nextafter(a.astype(dt, copy=False), b.astype(dt, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        from .ops._util import unbroadcast
+        return unbroadcast(g, ctx.shapes[0]), np.zeros(ctx.shapes[1], g.dtype)
+
+
 def nextafter(input, other) -> Tensor:
     """torch.nextafter: the next floating-point value after input towards other, elementwise (broadcast, the
-    promoted floating dtype). Not differentiable (torch records it and refuses at backward; forgegrad's result does
-    not require grad)."""
+    promoted floating dtype); gradient 1 to input and 0 to other, as torch."""
     for name, v in (("input", input), ("other", other)):
         if not isinstance(v, Tensor):
             raise TypeError(f"nextafter(): argument {name!r} must be Tensor, not {type(v).__name__}")
-    if not (_devices.has_data(input._data) and _devices.has_data(other._data)):
-        dt = np.result_type(input._data.dtype, other._data.dtype)
-        if dt.kind == "f":
-            return _meta(np.broadcast_shapes(tuple(input.shape), tuple(other.shape)), dt)
-    a, b = _host(input), _host(other)
-    dt = np.result_type(a, b)
+    dt = np.result_type(input._data.dtype, other._data.dtype)
     if dt.kind != "f":
         raise NotImplementedError(f"nextafter: not implemented for {input.dtype} and {other.dtype} (arguments "
                                   "'input' and 'other' must be floating point)")
+    if not (_devices.has_data(input._data) and _devices.has_data(other._data)):
+        return _meta(np.broadcast_shapes(tuple(input.shape), tuple(other.shape)), dt)
+    if grad_mode.is_grad_enabled() and (input.requires_grad or other.requires_grad):
+        return _Nextafter.apply(input, other)
+    a, b = _host(input), _host(other)
     return _like(np.nextafter(a.astype(dt, copy=False), b.astype(dt, copy=False)), input)
 
 
