@@ -295,6 +295,7 @@ DOC_ONLY = {
     ("Tensor", "masked_scatter", "tensor"): lambda: _t2.masked_scatter(_t2 > 0, tensor=_t2),
     ("Tensor", "matmul", "tensor2"): lambda: _t2.matmul(tensor2=_t2.T),
     ("Tensor", "narrow", "dimension"): lambda: _t2.narrow(dimension=0, start=0, length=1),
+    ("Tensor", "narrow_copy", "dimension"): lambda: _t2.narrow_copy(dimension=0, start=0, length=1),
     ("Tensor", "ormqr", "tau"): lambda: _qa.ormqr(tau=_qt, other=_sq),
     ("Tensor", "orgqr", "tau"): lambda: _qa.orgqr(tau=_qt),
     ("Tensor", "take", "indices"): lambda: _t2.take(indices=torch.tensor([0])),

@@ -185,8 +185,7 @@ def test_utils_data_alias_and_name_hints():
     import forgegrad.data as D
     assert DataLoader is D.DataLoader and Dataset is D.Dataset and TensorDataset is D.TensorDataset
     assert random_split is D.random_split
-    with pytest.raises(AttributeError, match="forgegrad has it as a tuple"):
-        fg.Size  # noqa: B018
+    assert fg.Size([2, 3]) == (2, 3) and fg.Size([2, 3]).numel() == 6  # torch.Size exists now
     assert fg.absolute is not None and fg.concat is not None  # torch's aliases exist now
     assert fg.concat([fg.ones(1), fg.zeros(2)]).shape == (3,)  # cat's aliases exist (forgegrad._torch_shape)
     with pytest.raises(AttributeError, match="no equivalent yet"):

@@ -47,6 +47,7 @@ _DOC_ERRATA.update({
     ("Tensor", "bmm"): {"batch2"}, ("Tensor", "broadcast_to"): {"shape"}, ("Tensor", "dot"): {"other"},
     ("Tensor", "index_copy"): {"tensor2"}, ("Tensor", "index_copy_"): {"tensor"},
     ("Tensor", "masked_scatter"): {"tensor"}, ("Tensor", "matmul"): {"tensor2"}, ("Tensor", "narrow"): {"dimension"},
+    ("Tensor", "narrow_copy"): {"dimension"},
     ("Tensor", "orgqr"): {"tau"}, ("Tensor", "ormqr"): {"tau", "other"}, ("Tensor", "take"): {"indices"},
     ("Tensor", "to"): {"other"}, ("Tensor", "type_as"): {"tensor"}, ("Tensor", "where"): {"y"},
     ("torch", "broadcast_to"): {"shape"}, ("torch", "cholesky_inverse"): {"L"}, ("torch", "cholesky_solve"): {"B", "L"},

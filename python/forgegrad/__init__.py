@@ -63,6 +63,11 @@ from .amp import (autocast, get_autocast_dtype, is_autocast_enabled, set_autocas
 from . import fft  # noqa: E402  (torch.fft)
 from ._stft import istft, stft  # noqa: E402
 Tensor.stft, Tensor.istft = stft, istft
+from . import _torch_windows, _torch_namespace_gaps  # noqa: E402
+_torch_windows.install(globals())  # hann_window, hamming_window, blackman_window, bartlett_window, kaiser_window
+_torch_namespace_gaps.install(globals())  # Size, fill, detach, is_inference, matmul precision, torch.abs_(x), ...
+from . import _tensor_method_gaps  # noqa: E402
+_tensor_method_gaps.install(globals(), Tensor)  # addr, frexp, nextafter, squeeze_, exponential_, new, `in`, ...
 from ._compile import compile  # noqa: E402, A004  (torch.compile: a frozen inference plan, forgegrad/_compile.py)
 from . import compiler, _dynamo  # noqa: E402, F401  (torch.compiler, torch._dynamo's reset / config)
 
@@ -73,7 +78,7 @@ _LAZY_SUBMODULES = ("onnx", "models", "cuda", "bench", "cli", "linalg", "distrib
 
 # torch names that forgegrad has under another name, or not at all: the AttributeError says so.
 _TORCH_NAMES = {
-    "Size": "a tuple (x.shape is a tuple of ints)", "hub": None, "backends": None,
+    "hub": None, "backends": None,
     "jit": ("; forgegrad has no TorchScript (jit.script / jit.trace): for faster inference use "
             "forgegrad.compile(model) or nn.utils.freeze(model), for a portable graph forgegrad.onnx.export"),
 }
@@ -124,6 +129,9 @@ __all__ += [n for n in _torch_shape_methods.__all__ if n not in __all__]  # forg
 __all__ += sorted(set(_torch_dtype_utils.FUNCTIONS) | set(_torch_globals.FUNCTIONS)
                   | set(_torch_functional_aliases.FUNCTIONS))  # torch's dtype utilities, globals, F aliases
 __all__ += sorted(_torch_pointwise.FUNCTIONS)
+__all__ += sorted(_torch_windows.FUNCTIONS) + [n for n in sorted(_torch_namespace_gaps.FUNCTIONS)
+                                               if n in globals() and n not in __all__]
+__all__ += sorted(_tensor_method_gaps.FUNCTIONS)
 __all__ += [n for n in sorted(_complex_tensor.FUNCTIONS) if n not in __all__]
 __all__ += sorted(special.PACKAGE)
 __all__ += [n for n in sorted(_torch_logic.FUNCTIONS) if n not in __all__]

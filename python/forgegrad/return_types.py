@@ -33,6 +33,7 @@ geqrf = namedtuple("geqrf", ["a", "tau"])
 svd = namedtuple("svd", ["U", "S", "V"])
 qr = namedtuple("qr", ["Q", "R"])
 triangular_solve = namedtuple("triangular_solve", ["solution", "cloned_coefficient"])
+frexp = namedtuple("frexp", ["mantissa", "exponent"])
 __all__ += ["linalg_slogdet", "linalg_inv_ex", "linalg_cholesky_ex", "linalg_qr", "linalg_eigh", "linalg_svd",
             "linalg_lstsq", "linalg_lu_factor", "linalg_lu_factor_ex", "linalg_lu", "lu_unpack", "linalg_solve_ex",
-            "linalg_ldl_factor", "linalg_ldl_factor_ex", "geqrf", "svd", "qr", "triangular_solve"]
+            "linalg_ldl_factor", "linalg_ldl_factor_ex", "geqrf", "svd", "qr", "triangular_solve", "frexp"]
