@@ -273,3 +273,18 @@ def test_a_view_of_a_tensor_without_a_node_follows_its_base_as_a_root():
         assert col.grad_fn is not None
         col.backward(lib.ones(2))
         np.testing.assert_array_equal(w.grad.numpy(), [[0, 1, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_frozen_weight_on_an_aligned_allocation_refuses_in_place_writes(inplace):
+    # a layer's weights (and a frozen copy's realigned ones) are views of a private 64-byte aligned buffer; an
+    # in-place write goes through a view's storage when only the view is read-only, so the buffer is locked too
+    for _ in range(4):  # (whether the deep copy needed realigning depends on where numpy placed it)
+        model = fg.nn.Sequential(fg.nn.Linear(3, 2))
+        before = model[0].weight.numpy().copy()
+        frozen = fg.nn.utils.freeze(model, inplace=inplace)
+        with pytest.raises(RuntimeError, match="read-only"):
+            frozen[0].weight.mul_(fg.ones(2, 3, requires_grad=True))
+        with pytest.raises(RuntimeError, match="read-only"):
+            frozen[0].weight.zero_()
+        np.testing.assert_array_equal(frozen[0].weight.numpy(), before)

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ... import _C
+from ... import _version_counter as _vc
 from ..._memory import ALIGN, empty_aligned
 from ..container import Sequential
 from ..conv import Conv2d
@@ -56,8 +57,18 @@ def freeze(module: Module, inplace: bool = False) -> Module:
     for p in frozen.parameters():
         p.requires_grad = False
         if type(p._data) is np.ndarray:
-            p._data.flags.writeable = False
+            _lock(p._data)
     return _pack(frozen)
+
+
+def _lock(a: np.ndarray) -> None:
+    """``a`` read-only, and the 64-byte aligned allocation behind it (a layer's or _realigned's, holding ``a`` alone)
+    too: in-place writes go through a view's storage when only the view is read-only (forgegrad._inplace), so a
+    frozen weight on such an allocation had stayed writeable."""
+    a.flags.writeable = False
+    r = _vc.root(a)
+    if r is not a and r.dtype == np.uint8 and r.ndim == 1 and r.nbytes <= max(a.nbytes, ALIGN) + ALIGN:
+        r.flags.writeable = False
 
 
 def _realigned(copied: Module) -> Module:
