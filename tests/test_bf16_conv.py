@@ -121,6 +121,7 @@ def test_autocast_1x1_conv_matches_torch_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ty = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
     assert fy.dtype == fg.bfloat16 and ty.dtype == torch.bfloat16
+    assert type(fy.grad_fn).__name__ == "Bf16Conv2dFunction"  # autocast's casts, then this path
     fy.float().square().sum().backward()
     ty.float().square().sum().backward()
     scale = float(np.abs(x).max() * np.abs(w).sum(axis=(1, 2, 3)).max() + np.abs(b).max())
