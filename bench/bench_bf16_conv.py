@@ -2,7 +2,7 @@
 _C.bf16.gemm_path() is "avx512_bf16") vs the path before it (the float32 conv of the widened operands, rounded back:
 _C.bf16.set_gemm_native(False) in the same process), forgegrad float32, and torch bfloat16 / float32. "new" runs the
 im2col path on every case (ops/_bf16_conv.ALL_GEOMETRIES), also the geometries dispatch keeps on the float32 path
-because it loses there (all but 1x1 at stride 1).
+because it loses there (all but 1x1 kernels).
 
 Cases: one conv layer forward + backward (input, weight and bias gradients) as a bfloat16 model and under autocast,
 and a LeNet-like training step (two convs, pools, two Linears, cross-entropy) as a bfloat16 model.
@@ -30,6 +30,7 @@ CONVS = [("conv3x3 32x64x32x32->64", 32, 64, 32, 32, 64, 3, 1, 1),
          ("conv3x3 s2 16x64x32x32->128", 16, 64, 32, 32, 128, 3, 2, 1),
          ("conv1x1 32x64x32x32->128", 32, 64, 32, 32, 128, 1, 1, 0),
          ("conv1x1 16x256x14x14->256", 16, 256, 14, 14, 256, 1, 1, 0),
+         ("conv1x1 s2 32x64x32x32->128", 32, 64, 32, 32, 128, 1, 2, 0),
          ("LeNet conv2 64x6x14x14->16 5x5", 64, 6, 14, 14, 16, 5, 1, 0)]
 
 

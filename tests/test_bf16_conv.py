@@ -1,5 +1,5 @@
 """bfloat16 conv2d on the vdpbf16ps GEMM (ops/_bf16_conv.py: im2col + _C.bf16.gemm, one graph node; dispatch routes
-1x1 kernels at stride 1 there, ops/_bf16_conv.ALL_GEOMETRIES every groups == 1 conv): values and the input, weight and
+1x1 kernels there, ops/_bf16_conv.ALL_GEOMETRIES every groups == 1 conv): values and the input, weight and
 bias gradients against torch's bfloat16 conv2d on odd geometries, as a bfloat16 model and under autocast; the same
 bits at 1, 2 and 3 threads; routing; the float32 path at a lower SIMD setting (what a CPU without AVX512_BF16 runs)."""
 import numpy as np
@@ -27,6 +27,8 @@ GEOMETRIES = [
     (2, 3, 9, 9, 4, 2, 3, 3, (3, 0), (1, 2), True),  # stride past the kernel: rows of x no output reads
     (4, 16, 15, 13, 24, 3, 3, 1, 1, 1, True),
     (3, 37, 5, 4, 19, 1, 1, 1, 0, 1, True),
+    (2, 6, 9, 8, 5, 1, 1, 2, 0, 1, True),           # strided 1x1: the subsampled image
+    (2, 6, 10, 7, 5, 1, 1, (3, 2), (1, 2), 1, False),
 ]
 
 
@@ -72,8 +74,11 @@ def _close(got, want, scale):
 
 
 @needs_native
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_values_and_gradients_match_torch_bfloat16(geometry, all_geometries):
+# every geometry with ALL_GEOMETRIES on, and the 1x1 ones also as dispatch routes them by default
+@pytest.mark.parametrize("geometry, every_geometry", [(g, True) for g in GEOMETRIES] +
+                         [(g, False) for g in GEOMETRIES if g[5:7] == (1, 1)])
+def test_values_and_gradients_match_torch_bfloat16(geometry, every_geometry, monkeypatch):
+    monkeypatch.setattr(_bf16_conv, "ALL_GEOMETRIES", every_geometry)
     x, w, b, conv = _case(geometry)
     ref_y = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float32)).bfloat16(),
                                        torch.from_numpy(w.astype(np.float32)).bfloat16(), None, **conv)
@@ -97,10 +102,11 @@ def test_values_and_gradients_match_torch_bfloat16(geometry, all_geometries):
 
 @needs_native
 @pytest.mark.parametrize("bias", [True, False])
-def test_dispatch_routes_1x1_stride_1_only(bias):
+def test_dispatch_routes_1x1_kernels_only(bias):
     rng = np.random.default_rng(2)
     x = fg.tensor(rng.standard_normal((2, 6, 5, 7)).astype(BF16)).requires_grad_()
-    for k, stride, groups, routed in [(1, 1, 1, True), (3, 1, 1, False), (1, 2, 1, False), (1, 1, 2, False)]:
+    cases = [(1, 1, 1, True), (3, 1, 1, False), (1, 2, 1, True), (1, 1, 2, False), (2, 1, 1, False)]
+    for k, stride, groups, routed in cases:
         w = fg.tensor(rng.standard_normal((4, 6 // groups, k, k)).astype(BF16)).requires_grad_()
         b = fg.tensor(rng.standard_normal(4).astype(BF16)) if bias else None
         y = F.conv2d(x, w, b, stride=stride, groups=groups)

@@ -339,7 +339,7 @@ def _bf16_matmul(args, kwargs, state):
 
 
 def _bf16_conv2d(args, kwargs, state):
-    """conv2d of bfloat16 tensors with groups == 1 and a geometry ops/_bf16_conv.routed takes (1x1 at stride 1) on the
+    """conv2d of bfloat16 tensors with groups == 1 and a geometry ops/_bf16_conv.routed takes (1x1 kernels) on the
     vdpbf16ps GEMM (im2col + _C.bf16.gemm, one graph node), where _C.bf16.gemm_path() is "avx512_bf16"; None
     elsewhere (the generic path: the float32 conv of the widened operands, rounded back; it also raises the errors for
     bad arguments)."""

@@ -1,6 +1,6 @@
 """conv2d of bfloat16 tensors on the vdpbf16ps GEMM (_op_dispatch._bf16_conv2d sends it here where
-_C.bf16.gemm_path() is "avx512_bf16" and groups == 1): one graph node in place of the generic path's casts to float32,
-float32 conv and rounding back, saving the bfloat16 operands.
+_C.bf16.gemm_path() is "avx512_bf16", groups == 1 and `routed` says so): one graph node in place of the generic
+path's casts to float32, float32 conv and rounding back, saving the bfloat16 operands.
 
 Every product is an im2col (a strided numpy view of the zero-padded uint16 bits, copied once) times a matrix on
 _C.bf16.gemm, whose float32 sums are rounded once to bfloat16:
@@ -9,7 +9,9 @@ _C.bf16.gemm, whose float32 sums are rounded once to bfloat16:
 - input gradient: the stride-1 convolution of the output gradient (zeros between its entries for a stride, padded by
   the dilated kernel's extent less the padding, cropped where that is negative) with the flipped, transposed weight;
 - weight gradient: dY^T (OC, N*OH*OW) @ cols (C*kH*kW, N*OH*OW)^T, one reduction over the batch and the pixels;
-- bias gradient: float32 sums of dY, rounded.
+- bias gradient: float32 sums of dY, rounded;
+- a strided 1x1 kernel runs as the stride-1 conv of the pixels it reads (subsampled once), its input gradient put
+  back at those pixels.
 Within bfloat16 rounding of the generic path (and of torch's bfloat16 conv2d), not its bits; the same bits at any
 thread count (the GEMM's fixed reduction order).
 """
@@ -22,8 +24,9 @@ from .. import dtypes as _dtypes
 from ..autograd import Function
 from ..kernels.geometry import conv2d_geometry
 
-# Which convolutions take this path (_op_dispatch._bf16_conv2d asks `routed`): 1x1 kernels at stride 1. Measured at one
-# thread on Zen 5 (bench/bench_bf16_conv.py), the im2col copy plus the GEMM loses to the float32 path elsewhere: 3x3
+# Which convolutions take this path (_op_dispatch._bf16_conv2d asks `routed`): 1x1 kernels (a strided one as the
+# stride-1 conv of the pixels it reads, subsampled once). Measured at one thread on Zen 5 (bench/bench_bf16_conv.py),
+# the im2col copy plus the GEMM loses to the float32 path elsewhere: 3x3
 # stride 1 runs there on Winograd (2.25x fewer multiplies, which the bfloat16 GEMM's ~1.9x rate does not make up),
 # strided convs pay numpy's short-row im2col and an input gradient over the spread-out dY, and narrow layers (LeNet's
 # 6 -> 16 channels) leave the GEMM's tiles mostly empty. True takes every groups == 1 conv (A/B runs, the tests).
@@ -108,8 +111,9 @@ class Bf16Conv2dFunction(Function):
         ctx.geo = geo
         ctx.shapes = (x.shape, weight.shape)
         ctx.has_bias = bias is not None
-        y = _forward(_bits(x), _bits(weight), None if bias is None else _bits(bias), geo.stride, geo.padding,
-                     geo.dilation, *geo.output_shape[2:])
+        xs, g1 = _as_stride_1(_bits(x), weight.shape, geo)
+        y = _forward(xs, _bits(weight), None if bias is None else _bits(bias), g1.stride, g1.padding, g1.dilation,
+                     *geo.output_shape[2:])
         return y.view(_dtypes._BF16)
 
     @staticmethod
@@ -123,10 +127,19 @@ class Bf16Conv2dFunction(Function):
         oc, c, kh, kw = w_shape
         n, _, oh, ow = g.shape
         gx = gw = gb = None
+        strided_1x1 = kh == kw == 1 and geo.stride != (1, 1)
         if needs[0]:
-            gx = _input_grad(g, _bits(weight), x_shape, geo).view(bf16)
+            if strided_1x1:  # the stride-1 gradient of the subsampled image, put back at the pixels it took
+                gxs = _input_grad(g, _bits(weight), (n, c, oh, ow), _stride_1(geo))
+                top, bottom, left, right = geo.padding
+                gxp = np.zeros((n, c, x_shape[2] + top + bottom, x_shape[3] + left + right), _U16)
+                gxp[:, :, ::geo.stride[0], ::geo.stride[1]][:, :, :oh, :ow] = gxs
+                gx = np.ascontiguousarray(gxp[:, :, top:top + x_shape[2], left:left + x_shape[3]]).view(bf16)
+            else:
+                gx = _input_grad(g, _bits(weight), x_shape, geo).view(bf16)
         if needs[1]:  # dW = dY^T cols^T, one reduction over the batch and the pixels (dY zero on dropped columns)
-            cols, width = _cols(_bits(x), geo.padding, kh, kw, geo.stride, geo.dilation, oh, ow, batch_major=False)
+            xs, g1 = _as_stride_1(_bits(x), w_shape, geo)
+            cols, width = _cols(xs, g1.padding, kh, kw, g1.stride, g1.dilation, oh, ow, batch_major=False)
             gt = np.zeros((oc, n, oh, width), _U16)
             gt[..., :ow] = g.transpose(1, 0, 2, 3)
             gw = _C.bf16.gemm(gt.reshape(oc, -1), cols.reshape(c * kh * kw, -1), trans_b=True)
@@ -153,6 +166,20 @@ class Bf16Conv2dFunction(Function):
         return gx, gw, gb
 
 
+def _stride_1(geo):
+    return geo._replace(stride=(1, 1), padding=(0, 0, 0, 0))
+
+
+def _as_stride_1(x, weight_shape, geo):
+    """(x, geo), or for a strided 1x1 kernel the pixels it reads (padded, subsampled: one copy of the output's size)
+    with a stride-1 unpadded geometry: the im2col then copies long runs (or nothing) instead of short strided rows."""
+    if tuple(weight_shape[2:]) != (1, 1) or geo.stride == (1, 1):
+        return x, geo
+    oh, ow = geo.output_shape[2:]
+    xs = _pad_crop(x, *geo.padding)[:, :, ::geo.stride[0], ::geo.stride[1]][:, :, :oh, :ow]
+    return np.ascontiguousarray(xs), _stride_1(geo)
+
+
 def _input_grad(g, w, x_shape, geo):
     """dX (N, C, H, W) uint16: the stride-1 convolution of dY (zeros between entries for the stride, padded by the
     dilated kernel's extent less the forward padding) with the flipped, transposed weight."""
@@ -175,7 +202,8 @@ def _input_grad(g, w, x_shape, geo):
 
 def routed(weight_shape, stride) -> bool:
     """Whether conv2d of this weight shape and (resolved) stride takes the vdpbf16ps path (see ALL_GEOMETRIES)."""
-    return ALL_GEOMETRIES or tuple(weight_shape[2:]) == (1, 1) and tuple(stride) == (1, 1)
+    del stride  # (every stride of a 1x1 kernel: _as_stride_1)
+    return ALL_GEOMETRIES or tuple(weight_shape[2:]) == (1, 1)
 
 
 def conv2d_args(args, kwargs):
