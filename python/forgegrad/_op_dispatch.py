@@ -274,6 +274,10 @@ def apply_with_torch_dtypes(cls, args, kwargs, state):
                 out = _bf16_matmul(args, kwargs, state)
                 if out is not None:
                     return out
+            if cls.op.name == "conv2d" and floats is _dtypes._BF16:
+                out = _bf16_conv2d(args, kwargs, state)
+                if out is not None:
+                    return out
         if cls.op is not None and cls.op.name in INPUT_DTYPE and isinstance(args[0], Tensor):
             floats = args[0]._data.dtype  # torch's mixed-type norms: float32 weights keep a bfloat16 input's dtype
         new = [_cast(a, _F32, state) if isinstance(a, Tensor) and _dtypes.is_low_precision(a._data.dtype) else a
@@ -332,6 +336,38 @@ def _bf16_matmul(args, kwargs, state):
     if not matmul_shapes_ok(a._data.shape, b._data.shape):
         return None
     return Bf16MatmulFunction.apply(a, b)
+
+
+def _bf16_conv2d(args, kwargs, state):
+    """conv2d of bfloat16 tensors with groups == 1 and a geometry ops/_bf16_conv.routed takes (1x1 kernels) on the
+    vdpbf16ps GEMM (im2col + _C.bf16.gemm, one graph node), where _C.bf16.gemm_path() is "avx512_bf16"; None
+    elsewhere (the generic path: the float32 conv of the widened operands, rounded back; it also raises the errors for
+    bad arguments)."""
+    if state.get("recorder") is not None or state.get("batching"):
+        return None
+    kernels = _dtypes._BF16_C if _dtypes._BF16_C is not None else _dtypes._bf16_kernels()
+    if kernels is False or kernels.gemm_path() != "avx512_bf16":
+        return None
+    from .kernels.geometry import conv2d_geometry
+    from .ops._bf16_conv import Bf16Conv2dFunction, conv2d_args, routed
+    parsed = conv2d_args(args, kwargs)
+    if parsed is None:
+        return None
+    x, w, b, stride, padding, dilation, groups = parsed
+    tensors = (x, w) if b is None else (x, w, b)
+    for t in tensors:
+        if not isinstance(t, Tensor) or type(t._data) is not _NDARRAY or t._data.dtype is not _dtypes._BF16:
+            return None
+    if groups != 1 or x._data.ndim != 4 or w._data.ndim != 4 or x._data.shape[1] != w._data.shape[1] or \
+            b is not None and b._data.shape != w._data.shape[:1]:
+        return None
+    try:
+        geo = conv2d_geometry(x._data.shape, w._data.shape, stride, padding, dilation, 1)
+    except (TypeError, ValueError):
+        return None  # (the generic path raises its own message)
+    if not routed(w._data.shape, geo.stride):
+        return None
+    return Bf16Conv2dFunction.apply(*tensors, stride=stride, padding=padding, dilation=dilation)
 
 
 def _rows(shape) -> int:
