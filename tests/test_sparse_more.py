@@ -115,3 +115,81 @@ def test_dense_at_sparse_bad_input_raises_as_torch():
         fg.ones(3, 4) @ hybrid
     with pytest.raises(TypeError):
         np.ones((3, 4), np.float32) @ s
+
+
+# ---- EmbeddingBag(sparse=True) ------------------------------------------------------------------------------
+BAGS = {  # (input, offsets, include_last_offset): empty bags, a bag of one, repeated rows, a 2-D input
+    "offsets": ([3, 1, 3, 0, 6, 6, 2, 3, 5], [0, 3, 3, 4, 8], False),
+    "last_offset": ([4, 4, 1, 0, 2], [0, 2, 2, 5], True),
+    "2d": ([[1, 6, 1], [0, 2, 6], [6, 6, 6], [5, 5, 4]], None, False),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("padding_idx", [None, 6])
+@pytest.mark.parametrize("mode,psw", [("sum", False), ("sum", True), ("mean", False)])  # psw: mode sum only
+@pytest.mark.parametrize("bags", list(BAGS))
+def test_embedding_bag_sparse_gradient_matches_torch(bags, mode, psw, padding_idx, dtype):
+    inp, off, last = BAGS[bags]
+    wn = RNG.standard_normal((7, 5)).astype(dtype)
+    w, tw = fg.tensor(wn, requires_grad=True), torch.tensor(wn, requires_grad=True)
+    pn = RNG.standard_normal(np.shape(inp)).astype(dtype) if psw else None
+    p = None if pn is None else fg.tensor(pn, requires_grad=True)
+    tp = None if pn is None else torch.tensor(pn, requires_grad=True)
+    kw = dict(mode=mode, sparse=True, include_last_offset=last, padding_idx=padding_idx)
+    y = fg.nn.functional.embedding_bag(fg.tensor(inp), w, None if off is None else fg.tensor(off),
+                                       per_sample_weights=p, **kw)
+    ty = torch.nn.functional.embedding_bag(torch.tensor(inp), tw, None if off is None else torch.tensor(off),
+                                           per_sample_weights=tp, **kw)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    gn = RNG.standard_normal(tuple(ty.shape)).astype(dtype)
+    y.backward(fg.tensor(gn))
+    ty.backward(torch.tensor(gn))
+    assert w.grad.layout is fg.sparse_coo and tw.grad.layout == torch.sparse_coo
+    assert not w.grad.is_coalesced() or w.grad._nnz() <= 1
+    np.testing.assert_array_equal(w.grad._indices().numpy(), tw.grad._indices().numpy())
+    np.testing.assert_allclose(w.grad._values().numpy(), tw.grad._values().numpy(), rtol=1e-5, atol=1e-6)
+    assert w.grad.dtype == w.dtype
+    if psw:
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["SparseAdam", "SGD"])
+def test_embedding_bag_sparse_trains_as_torch(opt):
+    wn = RNG.standard_normal((9, 4)).astype(np.float32)
+    m = fg.nn.EmbeddingBag(9, 4, mode="mean", sparse=True, _weight=fg.tensor(wn.copy()))
+    tm = torch.nn.EmbeddingBag(9, 4, mode="mean", sparse=True, _weight=torch.tensor(wn.copy()))
+    assert m.sparse and tm.sparse
+    make = {"SparseAdam": lambda lib, ps: lib.optim.SparseAdam(ps, lr=0.05),
+            "SGD": lambda lib, ps: lib.optim.SGD(ps, lr=0.1, momentum=0.9)}[opt]
+    o, to = make(fg, list(m.parameters())), make(torch, list(tm.parameters()))
+    for step in range(4):
+        inp = RNG.integers(0, 9, 10)
+        off = np.sort(RNG.choice(np.arange(1, 10), 3, replace=False))
+        off = np.r_[0, off]
+        tgt = RNG.standard_normal((4, 4)).astype(np.float32)
+        for lib, mod, op in ((fg, m, o), (torch, tm, to)):
+            op.zero_grad()
+            loss = ((mod(lib.tensor(inp), lib.tensor(off)) - lib.tensor(tgt)) ** 2).sum()
+            loss.backward()
+            op.step()
+        np.testing.assert_allclose(m.weight.detach().numpy(), tm.weight.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_bag_sparse_refusals_as_torch():
+    w = fg.randn(5, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="max mode does not support sparse"):
+        torch.nn.functional.embedding_bag(torch.tensor([1, 2]), torch.randn(5, 3), torch.tensor([0]), mode="max",
+                                          sparse=True)
+    with pytest.raises(ValueError, match="max mode does not support sparse"):
+        fg.nn.functional.embedding_bag(fg.tensor([1, 2]), w, fg.tensor([0]), mode="max", sparse=True)
+    with pytest.raises(ValueError, match="max mode does not support sparse"):
+        fg.nn.EmbeddingBag(5, 3, mode="max", sparse=True)(fg.tensor([[1, 2]]))
+    with pytest.raises(RuntimeError, match="scale_grad_by_freq not supported with sparse"):
+        fg.nn.EmbeddingBag(5, 3, sparse=True, scale_grad_by_freq=True)(fg.tensor([[1, 2]])).sum().backward()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        m = fg.nn.EmbeddingBag(5, 3, sparse=True)
+        m(fg.tensor([[1, 2]])).sum().backward()
+        fg.optim.Adam(m.parameters()).step()
+    with pytest.raises(TypeError, match="sparse"):
+        fg.nn.functional.embedding_bag(fg.tensor([1, 2]), w, fg.tensor([0]), sparse="yes")
