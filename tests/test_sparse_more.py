@@ -193,3 +193,126 @@ def test_embedding_bag_sparse_refusals_as_torch():
         fg.optim.Adam(m.parameters()).step()
     with pytest.raises(TypeError, match="sparse"):
         fg.nn.functional.embedding_bag(fg.tensor([1, 2]), w, fg.tensor([0]), sparse="yes")
+
+
+# ---- sparse @ sparse --------------------------------------------------------------------------------------------
+def _pattern_of(s):
+    """A (coalesced COO) or CSR's structural pattern as a dense bool mask."""
+    c = s.detach()
+    mask = np.zeros(tuple(c.shape), bool)
+    if c.layout is fg.sparse_csr:
+        crow = c.crow_indices().numpy()
+        mask[np.repeat(np.arange(c.shape[0]), np.diff(crow)), c.col_indices().numpy()] = True
+    else:
+        mask[tuple(c.coalesce().indices().numpy())] = True
+    return mask
+
+
+SHAPES = [(4, 6, 5, 0.3, 0, ()), (1, 1, 1, 1.0, 0, ()), (7, 5, 3, 0.4, 6, (1, 4)), (3, 4, 2, 0.0, 0, ()),
+          (6, 8, 9, 0.25, 3, (0,))]
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("m,k,n,density,dup,empty", SHAPES)
+def test_sparse_at_sparse_values_match_torch(layout, m, k, n, density, dup, empty):
+    a, ta = _sparse_pair(m, k, density, layout, dup, empty_rows=empty)
+    b, tb = _sparse_pair(k, n, 0.35, layout, dup)
+    for ours, ref in ((fg.sparse.mm, torch.sparse.mm), (fg.mm, torch.mm), (lambda x, y: x @ y, lambda x, y: x @ y)):
+        with torch.no_grad():
+            ty = ref(ta, tb)
+        y = ours(a.detach(), b.detach())
+        assert y.layout is a.layout and tuple(y.shape) == (m, n)
+        if layout == "coo":
+            assert y.is_coalesced() and ty.is_coalesced()
+            np.testing.assert_array_equal(y.indices().numpy(), ty.indices().numpy())
+            np.testing.assert_allclose(y.values().numpy(), ty.values().numpy(), rtol=1e-5, atol=1e-6)
+        else:  # the same entries per row; ours sorts each row's columns, torch's leaves them in product order
+            crow = y.crow_indices().numpy()
+            np.testing.assert_array_equal(crow, ty.crow_indices().numpy())
+            rows = np.repeat(np.arange(m), np.diff(crow))
+            ours_order = np.lexsort((y.col_indices().numpy(), rows))
+            ref_order = np.lexsort((ty.col_indices().numpy(), rows))
+            assert np.all(np.diff(rows * n + y.col_indices().numpy()) > 0)
+            np.testing.assert_array_equal(y.col_indices().numpy()[ours_order], ty.col_indices().numpy()[ref_order])
+            np.testing.assert_allclose(y.values().numpy()[ours_order], ty.values().numpy()[ref_order], rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_sparse_at_sparse_keeps_cancelled_and_sums_duplicate_products():
+    a = fg.sparse_coo_tensor([[0, 0, 0], [0, 1, 1]], [1.0, -1.0, 0.5], (1, 2))
+    b = fg.sparse_coo_tensor([[0, 1], [0, 0]], [1.0, 2.0], (2, 1))
+    ta = torch.sparse_coo_tensor(torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([1.0, -1.0, 0.5]), (1, 2))
+    tb = torch.sparse_coo_tensor(torch.tensor([[0, 1], [0, 0]]), torch.tensor([1.0, 2.0]), (2, 1))
+    y, ty = fg.sparse.mm(a, b), torch.sparse.mm(ta, tb)
+    assert y._nnz() == ty._nnz() == 1
+    np.testing.assert_allclose(y.values().numpy(), ty.values().numpy())  # 1 - 2 + 1 = 0, kept
+
+
+@pytest.mark.parametrize("fn", ["mm", "sparse.mm"])
+@pytest.mark.parametrize("m,k,n,density,dup,empty", SHAPES)
+def test_sparse_at_sparse_coo_gradients_match_torch(fn, m, k, n, density, dup, empty):
+    a, ta = _sparse_pair(m, k, density, "coo", dup, empty_rows=empty)
+    b, tb = _sparse_pair(k, n, 0.35, "coo", dup)
+    ours, ref = MM[fn]
+    y, ty = ours(a, b), ref(ta, tb)
+    wn = RNG.standard_normal((m, n)).astype(np.float32)
+    (y.to_dense() * fg.tensor(wn)).sum().backward()
+    (ty.to_dense() * torch.tensor(wn)).sum().backward()
+    for g, tg in ((a.grad, ta.grad), (b.grad, tb.grad)):
+        assert g.layout is fg.sparse_coo and tg.layout == torch.sparse_coo
+        np.testing.assert_allclose(_np(g), _np(tg), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", ["mm", "sparse.mm"])
+def test_sparse_at_sparse_csr_gradients(fn):
+    """torch 2.13 has no CSR @ CSR backward: checked against the dense products (at the output's pattern)."""
+    a, ta = _sparse_pair(5, 6, 0.4, "csr")
+    b, tb = _sparse_pair(6, 4, 0.4, "csr")
+    y = MM[fn][0](a, b)
+    wn = RNG.standard_normal((5, 4)).astype(np.float32)
+    (y.to_dense() * fg.tensor(wn)).sum().backward()
+    g = np.where(_pattern_of(y), wn, 0)  # the output's gradient at its pattern
+    an, bn = _np(ta), _np(tb)
+    ga, gb = g @ bn.T, an.T @ g
+    if fn == "sparse.mm":
+        ga, gb = np.where(_pattern_of(a), ga, 0), np.where(_pattern_of(b), gb, 0)
+    assert a.grad.layout is fg.sparse_csr and b.grad.layout is fg.sparse_csr
+    np.testing.assert_allclose(_np(a.grad), ga, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(b.grad), gb, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_at_sparse_bad_input_raises_as_torch():
+    a = fg.tensor(np.ones((2, 3), np.float32)).to_sparse()
+    ta = torch.ones(2, 3).to_sparse()
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        torch.sparse.mm(ta, torch.ones(4, 2).to_sparse())
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        fg.sparse.mm(a, fg.tensor(np.ones((4, 2), np.float32)).to_sparse())
+    with pytest.raises(RuntimeError, match="does not match"):
+        torch.sparse.mm(ta, torch.ones(3, 2, dtype=torch.float64).to_sparse())
+    with pytest.raises(RuntimeError, match="does not match"):
+        fg.sparse.mm(a, fg.ones(3, 2, dtype=fg.float64).to_sparse())
+    with pytest.raises(RuntimeError):
+        torch.mm(ta, torch.ones(3, 2).to_sparse_csr())
+    with pytest.raises(RuntimeError, match="one layout"):
+        fg.mm(a, fg.ones(3, 2).to_sparse_csr())
+    with pytest.raises(RuntimeError, match="2 sparse dims"):
+        fg.sparse.mm(a, fg.ones(3, 2).to_sparse(1))
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_at_sparse_dense_output_gradient(layout):
+    """y.backward(dense G): mm gives dense G @ b^T and a^T @ G; sparse.mm those at the operands' patterns."""
+    a, ta = _sparse_pair(4, 5, 0.4, layout, 2)
+    b, tb = _sparse_pair(5, 3, 0.4, layout)
+    an, bn = _np(ta), _np(tb)
+    gn = RNG.standard_normal((4, 3)).astype(np.float32)
+    for fn, sampled in ((fg.mm, False), (fg.sparse.mm, True)):
+        a.grad = b.grad = None
+        fn(a, b).backward(fg.tensor(gn))
+        ga, gb = gn @ bn.T, an.T @ gn
+        if sampled:
+            ga, gb = np.where(_pattern_of(a), ga, 0), np.where(_pattern_of(b), gb, 0)
+            assert a.grad.layout is a.layout
+        np.testing.assert_allclose(_np(a.grad), ga, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_np(b.grad), gb, rtol=1e-5, atol=1e-5)

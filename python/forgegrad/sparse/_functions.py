@@ -335,6 +335,9 @@ def _is_sparse(x) -> bool:
 
 
 def mm(a, b, sampled: bool = True):
+    if _is_sparse(a) and _is_sparse(b):
+        from ._spgemm import SparseSparseMM
+        return SparseSparseMM.apply(a, b, sampled)
     if not _is_sparse(a):
         if _is_sparse(b):
             return _dense_sparse_mm(a, b, sampled)
