@@ -1,7 +1,8 @@
 """sparse @ sparse (torch.sparse.mm / torch.mm of two 2-D sparse tensors of one layout): a sparse result of that
 layout, every structural product kept (an entry whose products cancel stays, as 0, as torch's). numpy only:
-Gustavson's expansion (each nonzero a_ik times row k of b, all at once), then the (row, col) keys sorted and
-summed; memory is O(number of products).
+Gustavson's expansion (each nonzero a_ik times row k of b, all at once), then the products summed by (row, col):
+into a dense block of rows at a time while the output is small next to the products, else by sorting the keys;
+memory is O(number of products).
 
 Gradients as torch's for COO: torch.mm gives a the full sparse product G @ b^T and b the full a^T @ G;
 torch.sparse.mm gives them at a's and b's coalesced patterns. torch 2.13 has no backward for CSR @ CSR; here CSR
@@ -28,15 +29,52 @@ def spgemm(a: CSR, b: CSR) -> CSR:
     # the position in b of every product: b.crow[k] + 0, 1, ... for each nonzero a_ik
     first = np.cumsum(counts) - counts
     pos = np.repeat(b.crow[a.col] - first, counts) + np.arange(total, dtype=_I64)
-    keys = np.repeat(a.rows(), counts) * n + b.col[pos]
+    rows = np.repeat(a.rows(), counts)  # ascending: the products come row by row
+    keys = rows * n + b.col[pos]
     vals = np.repeat(a.values, counts) * b.values[pos]
+    if m * n <= DENSE_ACCUMULATOR_RATIO * total:
+        keys, summed = _sum_by_dense_rows(keys, rows, vals, m, n)
+    else:
+        keys, summed = _sum_by_sort(keys, vals)
+    rows, cols = np.divmod(keys, n)
+    crow = np.zeros(m + 1, _I64)
+    np.cumsum(np.bincount(rows, minlength=m), out=crow[1:])
+    return CSR(crow, cols.astype(_I64, copy=False), summed.astype(dtype, copy=False), (m, n))
+
+
+# the dense accumulator (O(M N + products)) replaces the sort (O(products log products)) while the output holds at
+# most this many elements per product; its blocks of rows stay within _BLOCK elements (8 MiB of float64)
+DENSE_ACCUMULATOR_RATIO = 16
+_BLOCK = 1 << 20
+
+
+def _sum_by_sort(keys, vals):
+    """The distinct keys (ascending) and the sums of their values, in product order."""
     order = np.argsort(keys, kind="stable")
     keys, vals = keys[order], vals[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    rows, cols = np.divmod(keys[starts], n)
-    crow = np.zeros(m + 1, _I64)
-    np.cumsum(np.bincount(rows, minlength=m), out=crow[1:])
-    return CSR(crow, cols.astype(_I64, copy=False), np.add.reduceat(vals, starts).astype(dtype, copy=False), (m, n))
+    return keys[starts], np.add.reduceat(vals, starts)
+
+
+def _sum_by_dense_rows(keys, rows, vals, m, n):
+    """As _sum_by_sort, by accumulating blocks of output rows densely (bincount, float64) and reading back the
+    positions some product hit (a structural entry even when its products cancel)."""
+    step = max(1, _BLOCK // max(n, 1))
+    out_keys, out_vals = [], []
+    bounds = np.searchsorted(rows, np.arange(0, m + step, step))
+    for i, r0 in enumerate(range(0, m, step)):
+        lo, hi = bounds[i], bounds[i + 1]
+        if lo == hi:
+            continue
+        size = min(step, m - r0) * n
+        local = keys[lo:hi] - r0 * n
+        acc = np.bincount(local, weights=vals[lo:hi], minlength=size)
+        hit = np.zeros(size, bool)
+        hit[local] = True
+        at = np.flatnonzero(hit)
+        out_keys.append(at + r0 * n)
+        out_vals.append(acc[at])
+    return np.concatenate(out_keys), np.concatenate(out_vals)
 
 
 def _csr(s) -> CSR:
