@@ -331,3 +331,18 @@ def test_sparse_at_sparse_both_summation_paths_match_torch(ratio, layout, monkey
         ty = torch.sparse.mm(ta, tb)
     assert y._nnz() == ty._nnz()
     np.testing.assert_allclose(_np(y), _np(ty), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_batched_dense_matmul_sparse_matches_torch(layout):
+    s, ts = _sparse_pair(4, 5, 0.5, layout, 2)
+    dn = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    d, td = fg.tensor(dn, requires_grad=True), torch.tensor(dn, requires_grad=True)
+    y, ty = fg.matmul(d, s), torch.matmul(td, ts)
+    assert tuple(y.shape) == tuple(ty.shape) == (2, 3, 5)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    gn = RNG.standard_normal((2, 3, 5)).astype(np.float32)
+    y.backward(fg.tensor(gn))
+    ty.backward(torch.tensor(gn))
+    np.testing.assert_allclose(d.grad.numpy(), td.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(s.grad), _np(ts.grad), rtol=1e-5, atol=1e-5)

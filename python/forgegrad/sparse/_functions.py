@@ -358,14 +358,15 @@ def _dense_sparse_mm(d, s, sampled):
     if s.ndim != 2 or s._data.dense_dim:
         raise RuntimeError(f"sparse mm: the sparse operand must be a 2-D matrix with 2 sparse dims, got shape "
                            f"{tuple(s.shape)} with dense_dim {s._data.dense_dim}")
-    if d.ndim not in (1, 2):
-        raise RuntimeError(f"sparse mm: the dense operand must be 1-D or 2-D, got {d.ndim}-D")
+    if d.ndim == 0:
+        raise RuntimeError("sparse mm: the dense operand must be at least 1-D, got a 0-D tensor")
     k, n = s.shape
     if d.shape[-1] != k:
-        m = d.shape[0] if d.ndim == 2 else 1
+        m = int(np.prod(d.shape[:-1], dtype=np.int64)) if d.ndim > 1 else 1
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({m}x{d.shape[-1]} and {k}x{n})")
-    if d.ndim == 1:  # vector @ matrix
-        return SparseMM.apply(Transpose.apply(s), d.reshape(-1, 1), sampled).reshape(-1)
+    if d.ndim != 2:  # vector @ matrix, or torch.matmul's batch (..., K) @ (K, N) as one (-1, K) matrix
+        flat = SparseMM.apply(Transpose.apply(s), d.reshape(-1, k).t(), sampled).t()
+        return flat.reshape(tuple(d.shape[:-1]) + (n,))
     return SparseMM.apply(Transpose.apply(s), d.t(), sampled).t()
 
 
