@@ -9,7 +9,7 @@ from .._validate import check_bool
 from ..ops.embedding_bag import MODES, EmbeddingBagFunction
 from ..tensor import Tensor
 from . import init
-from .functional_misc import _renorm_, check_sparse
+from .functional_misc import _renorm_
 from .module import Module
 from .parameter import Parameter
 from .sparse import _embedding_weight, _float_dtype
@@ -38,14 +38,15 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type: float =
     (input's shape, mode "sum" only) scales each row. ``padding_idx``: entries equal to it are left out of their
     bag. ``max_norm``: the rows input refers to renormalised in place first, as F.embedding's.
     ``scale_grad_by_freq``: each row's gradient divided by how often input holds it (not with "max").
-    sparse=True raises NotImplementedError: forgegrad's gradients are dense."""
+    sparse=True: the weight's gradient is a sparse COO tensor (one entry per kept position), as torch's; not with
+    mode "max" (ValueError) or scale_grad_by_freq (RuntimeError), as torch."""
     if not isinstance(weight, Tensor):
         raise TypeError(f"embedding_bag: weight must be a forgegrad.Tensor, got {type(weight).__name__}")
     input, offsets = _indices(input, "input"), _indices(offsets, "offsets")
     if per_sample_weights is not None and not isinstance(per_sample_weights, Tensor):
         raise TypeError(f"embedding_bag: per_sample_weights must be a forgegrad.Tensor or None, got "
                         f"{type(per_sample_weights).__name__}")
-    check_sparse(sparse, "embedding_bag")
+    sparse = check_bool(sparse, "embedding_bag: sparse")
     if mode not in MODES:
         raise ValueError(f"embedding_bag: mode must be one of {MODES}, got {mode!r}")
     if max_norm is not None:
@@ -61,6 +62,14 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type: float =
                      float(norm_type))
         else:
             _renorm_(weight, input, float(max_norm), float(norm_type))
+    if sparse:  # the weight's gradient is a sparse COO tensor (forgegrad.sparse)
+        if mode == "max":
+            raise ValueError("embedding_bag: max mode does not support sparse weights")
+        if scale_grad_by_freq:  # torch raises this at backward; here before any work
+            raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
+        from ..sparse._embedding_bag import EmbeddingBagSparse
+        return EmbeddingBagSparse.apply(weight, input, offsets, per_sample_weights, mode, include_last_offset,
+                                        padding_idx)
     return EmbeddingBagFunction.apply(weight, input, offsets, per_sample_weights, mode=mode,
                                       include_last_offset=include_last_offset, padding_idx=padding_idx,
                                       scale_grad_by_freq=scale_grad_by_freq)
@@ -80,7 +89,6 @@ class EmbeddingBag(Module):
                  scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, _weight=None,
                  include_last_offset: bool = False, padding_idx=None):
         super().__init__()
-        check_sparse(sparse, "EmbeddingBag")
         for name, v in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"EmbeddingBag: {name} must be a positive int, got {v!r}")
@@ -97,7 +105,7 @@ class EmbeddingBag(Module):
         if self.scale_grad_by_freq and mode == "max":
             raise ValueError("EmbeddingBag: scale_grad_by_freq=True is not supported with mode='max' (as torch)")
         self.include_last_offset = check_bool(include_last_offset, "EmbeddingBag: include_last_offset")
-        self.sparse = False
+        self.sparse = check_bool(sparse, "EmbeddingBag: sparse")
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
                 raise TypeError(f"EmbeddingBag: padding_idx must be an int or None, got {padding_idx!r}")
@@ -130,7 +138,7 @@ class EmbeddingBag(Module):
 
     def forward(self, input, offsets=None, per_sample_weights=None):
         return embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
-                             self.mode, False, per_sample_weights, self.include_last_offset, self.padding_idx)
+                             self.mode, self.sparse, per_sample_weights, self.include_last_offset, self.padding_idx)
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"

@@ -88,12 +88,6 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
     return EmbeddingFunction.apply(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale)
 
 
-def check_sparse(sparse, owner: str) -> None:
-    if check_bool(sparse, "sparse"):
-        raise NotImplementedError(f"{owner}: sparse=True (sparse gradients) is not supported by forgegrad: its "
-                                  "gradients are dense; pass sparse=False (the default) for a dense weight gradient")
-
-
 def _renorm_(weight, idx, max_norm: float, norm_type: float) -> None:
     """torch's embedding_renorm_: rows idx refers to, scaled down to max_norm, in place without a graph."""
     w = weight._data

@@ -20,7 +20,8 @@ __all__ = ["SparseTensor", "sparse_coo_tensor", "sparse_csr_tensor", "layout", "
 
 
 def mm(mat1, mat2) -> Tensor:
-    """torch.sparse.mm: sparse (M, K) @ dense (K, N) -> dense; mat1's gradient is sparse, on its pattern."""
+    """torch.sparse.mm: sparse @ dense or dense @ sparse -> dense, sparse @ sparse -> sparse (one layout); the
+    sparse operands' gradients are sparse, on their patterns."""
     return _F.mm(mat1, mat2, sampled=True)
 
 

@@ -335,14 +335,39 @@ def _is_sparse(x) -> bool:
 
 
 def mm(a, b, sampled: bool = True):
+    if _is_sparse(a) and _is_sparse(b):
+        from ._spgemm import SparseSparseMM
+        return SparseSparseMM.apply(a, b, sampled)
     if not _is_sparse(a):
-        raise TypeError("sparse mm: only a sparse first operand (sparse @ dense) is supported, got a dense one "
-                        "with a sparse second operand" if _is_sparse(b) else "sparse mm: a is not sparse")
+        if _is_sparse(b):
+            return _dense_sparse_mm(a, b, sampled)
+        raise TypeError("sparse mm: neither operand is sparse")
     if not isinstance(b, Tensor):
         raise TypeError(f"sparse mm: the second argument must be a Tensor, got {type(b).__name__}")
     if b.ndim == 1:  # matrix @ vector
         return SparseMM.apply(a, b.reshape(-1, 1), sampled).reshape(-1)
     return SparseMM.apply(a, b, sampled)
+
+
+def _dense_sparse_mm(d, s, sampled):
+    """dense (M, K) or (K,) @ sparse (K, N) as (s^T @ d^T)^T: SparseMM on s's transpose, so the values, both
+    gradients (s's sparse on its pattern when ``sampled``, as torch.sparse.mm's; dense for torch.mm / @) and
+    create_graph come from SparseMM and Transpose unchanged."""
+    if not isinstance(d, Tensor):
+        raise TypeError(f"sparse mm: the first argument must be a Tensor, got {type(d).__name__}")
+    if s.ndim != 2 or s._data.dense_dim:
+        raise RuntimeError(f"sparse mm: the sparse operand must be a 2-D matrix with 2 sparse dims, got shape "
+                           f"{tuple(s.shape)} with dense_dim {s._data.dense_dim}")
+    if d.ndim == 0:
+        raise RuntimeError("sparse mm: the dense operand must be at least 1-D, got a 0-D tensor")
+    k, n = s.shape
+    if d.shape[-1] != k:
+        m = int(np.prod(d.shape[:-1], dtype=np.int64)) if d.ndim > 1 else 1
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({m}x{d.shape[-1]} and {k}x{n})")
+    if d.ndim != 2:  # vector @ matrix, or torch.matmul's batch (..., K) @ (K, N) as one (-1, K) matrix
+        flat = SparseMM.apply(Transpose.apply(s), d.reshape(-1, k).t(), sampled).t()
+        return flat.reshape(tuple(d.shape[:-1]) + (n,))
+    return SparseMM.apply(Transpose.apply(s), d.t(), sampled).t()
 
 
 def add(a, b, alpha=1):

@@ -217,9 +217,10 @@ class SparseTensor(Tensor):
     def __matmul__(self, other):
         return F.mm(self, other, sampled=False)
 
-    def __rmatmul__(self, other):
-        raise TypeError("dense @ sparse is not supported; compute (sparse.t() @ dense.t()).t() with a transposed "
-                        "sparse tensor, or densify with .to_dense()")
+    def __rmatmul__(self, other):  # dense @ sparse (torch.mm's: a dense result, a dense gradient for self)
+        if not isinstance(other, Tensor):
+            return NotImplemented
+        return F.mm(other, self, sampled=False)
 
     mm = matmul = __matmul__
 
