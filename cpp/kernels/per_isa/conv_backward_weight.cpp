@@ -94,6 +94,114 @@ void backward_weight_winograd(const Conv2dGeom& g, const float* x, const float* 
 // single-channel inputs) stay on the dot kernel below, which measured faster there.
 bool use_gemm_weight_grad(const Conv2dGeom& g) { return g.OC / g.groups >= 32 && (g.C / g.groups) * g.KH * g.KW >= 32; }
 
+#if defined(__AVX512F__)
+// Layers with at most kSmallWgradMaxK taps (C * KH * KW, one group: LeNet's first 3x3 conv on one channel).
+// Their weight gradient is OC x K dot products of P-pixel planes, a reduction far longer than either side:
+// the GEMM path's packing and the dot kernel's padded grad_y copies and 6-wide tap blocks cost more than
+// the products. Here grad_y is read in place, and each image's im2col (K rows of P floats, in L1) meets
+// pairs of output channels: 2 x K vector accumulators plus the two channels' bias sums, FMA-bound on a
+// 512-bit datapath (AVX2's 16 registers would be load-bound: it keeps the dot kernel).
+constexpr int64_t kSmallWgradMaxK = 9;
+
+// accv[m * KR + k] (W lanes) += gy_m[p] * col[k * ldc + p] and bacc[m] += gy_m[p] over pixels p < P, for the
+// two channel rows gy_0, gy_1; col's rows are zero from P to round_up(P, W).
+template <int KR>
+__attribute__((noinline)) void small_wgrad_pair(const float* gy0, const float* gy1, int64_t P, const float* col,
+                                                int64_t ldc, float* accv, float* bacc) {
+  vf a0[KR], a1[KR];
+#pragma GCC unroll 16
+  for (int k = 0; k < KR; ++k) {
+    a0[k] = vload(accv + k * W);
+    a1[k] = vload(accv + (KR + k) * W);
+  }
+  vf b0 = vload(bacc), b1 = vload(bacc + W);
+  const auto step = [&](vf g0, vf g1, int64_t p) {
+#pragma GCC unroll 16
+    for (int k = 0; k < KR; ++k) {
+      const vf c = vload(col + k * ldc + p);
+      a0[k] = vfmadd(g0, c, a0[k]);
+      a1[k] = vfmadd(g1, c, a1[k]);
+    }
+    b0 = vadd(b0, g0);
+    b1 = vadd(b1, g1);
+  };
+  int64_t p = 0;
+  for (; p + W <= P; p += W) step(vload(gy0 + p), vload(gy1 + p), p);
+  if (p < P) step(vload_n(gy0 + p, static_cast<int>(P - p)), vload_n(gy1 + p, static_cast<int>(P - p)), p);
+#pragma GCC unroll 16
+  for (int k = 0; k < KR; ++k) {
+    vstore(accv + k * W, a0[k]);
+    vstore(accv + (KR + k) * W, a1[k]);
+  }
+  vstore(bacc, b0);
+  vstore(bacc + W, b1);
+}
+
+template <int KR>
+void small_wgrad(const Conv2dGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+  const int64_t P = g.OH * g.OW, HW = g.H * g.W, KK = g.KH * g.KW, ldc = round_up(P, W);
+  const int64_t pairs = (g.OC + 1) / 2;
+  // Fixed chunks of images (a function of N only), each with its own vector accumulators; the chunks'
+  // sums are added in chunk order. Tasks are (chunk, channel pair): every accumulator is the same chain
+  // of image-ordered FMAs whichever thread runs it, so the bits do not depend on the thread count.
+  const int64_t per_chunk = (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks;
+  const int64_t nch = (g.N + per_chunk - 1) / per_chunk;
+  const int64_t acc_floats = 2 * (KR + 1) * W;  // one pair: 2 x KR tap vectors, then 2 bias vectors
+  AlignedBuffer acc(static_cast<size_t>(nch * pairs * acc_floats));
+  std::memset(acc.data(), 0, sizeof(float) * nch * pairs * acc_floats);
+  parallel_for_work(nch * pairs, per_chunk * P * 2 * KR, [&](int64_t t0, int64_t t1) {
+    AlignedBuffer col(static_cast<size_t>(KR * ldc));
+    for (int64_t k = 0; k < KR; ++k) std::memset(col.data() + k * ldc + P, 0, sizeof(float) * (ldc - P));
+    for (int64_t t = t0; t < t1;) {
+      const int64_t ch = t / pairs, m0 = t % pairs, m1 = min64(pairs, m0 + (t1 - t));
+      for (int64_t n = ch * per_chunk; n < min64(g.N, (ch + 1) * per_chunk); ++n) {
+        for (int64_t k = 0; k < KR; ++k)
+          im2col_plane(g, x + (n * g.C + k / KK) * HW, (k / g.KW) % g.KH, k % g.KW, col.data() + k * ldc);
+        for (int64_t m = m0; m < m1; ++m) {
+          const float* gy0 = gy + (n * g.OC + 2 * m) * P;
+          const float* gy1 = 2 * m + 1 < g.OC ? gy0 + P : gy0;  // an odd last channel pairs with itself
+          float* a = acc.data() + (ch * pairs + m) * acc_floats;
+          small_wgrad_pair<KR>(gy0, gy1, P, col.data(), ldc, a, a + 2 * KR * W);
+        }
+      }
+      t += m1 - m0;
+    }
+  });
+  for (int64_t oc = 0; oc < g.OC; ++oc) {
+    const int64_t pair = oc / 2, r = oc % 2;
+    for (int64_t k = 0; k <= KR; ++k) {  // k == KR: the bias
+      float s = 0.0f;
+      for (int64_t ch = 0; ch < nch; ++ch) {
+        const float* a = acc.data() + (ch * pairs + pair) * acc_floats;
+        const float v = vreduce_add(vload(k < KR ? a + (r * KR + k) * W : a + (2 * KR + r) * W));
+        s = ch == 0 ? v : s + v;
+      }
+      if (k < KR && gw) gw[oc * KR + k] = s;
+      if (k == KR && gb) gb[oc] = s;
+    }
+  }
+}
+
+// Runs the small-K kernel when the layer qualifies; false: use the other paths.
+bool small_weight_grad(const Conv2dGeom& g, const float* x, const float* gy, float* gw, float* gb) {
+  const int64_t K = g.C * g.KH * g.KW;
+  if (g.groups != 1 || K > kSmallWgradMaxK || !gw) return false;
+  switch (K) {
+    case 1: small_wgrad<1>(g, x, gy, gw, gb); return true;
+    case 2: small_wgrad<2>(g, x, gy, gw, gb); return true;
+    case 3: small_wgrad<3>(g, x, gy, gw, gb); return true;
+    case 4: small_wgrad<4>(g, x, gy, gw, gb); return true;
+    case 5: small_wgrad<5>(g, x, gy, gw, gb); return true;
+    case 6: small_wgrad<6>(g, x, gy, gw, gb); return true;
+    case 7: small_wgrad<7>(g, x, gy, gw, gb); return true;
+    case 8: small_wgrad<8>(g, x, gy, gw, gb); return true;
+    default: small_wgrad<9>(g, x, gy, gw, gb); return true;
+  }
+}
+#else
+bool small_weight_grad(const Conv2dGeom&, const float*, const float*, float*, float*) { return false; }
+#endif
+
 }  // namespace
 
 // x (N, C, H, W), grad_y (N, OC, OH, OW) -> grad_weight (OC, Cg, KH, KW), grad_bias (OC,)
@@ -105,6 +213,7 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
     if (gb) std::memset(gb, 0, sizeof(float) * g.OC);
     return;
   }
+  if (small_weight_grad(g, x, gy, gw, gb)) return;
   const bool winograd = use_winograd(g);
   if (winograd || use_gemm_weight_grad(g)) {
     if (gw && winograd) backward_weight_winograd(g, x, gy, gw);
