@@ -1,6 +1,7 @@
-"""conv2d's weight and bias gradients for layers with at most 9 taps (C * KH * KW: LeNet's first 3x3 conv on one
-channel, 1x1 and 1x3 kernels on a few channels), which have their own kernel on AVX-512, against torch's
-convolution_backward; the same bits at 1 and 2 threads; the input gradient of data is never computed."""
+"""conv2d's weight and bias gradients for layers with at most 27 taps (C * KH * KW: LeNet's first 3x3 conv on
+one channel, a 3x3 stem on RGB, 1x1 and 1x3 kernels on a few channels) and at least as many output channels, which
+have their own kernel on AVX-512, against torch's convolution_backward; the same bits at 1 and 2 threads; the input
+gradient of data is never computed."""
 import numpy as np
 import pytest
 import torch
@@ -14,11 +15,15 @@ from helpers import assert_close_scaled as _close
 # channel counts (the last channel pairs with itself), pixel counts off the vector width, strides, dilations.
 CASES = [
     ((64, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1),
-    ((17, 1, 13, 11), (5, 1, 3, 3), 2, 1, 1),
-    ((3, 2, 9, 10), (3, 2, 2, 2), 1, 0, 2),
+    ((17, 1, 13, 11), (11, 1, 3, 3), 2, 1, 1),
+    ((3, 2, 9, 10), (9, 2, 2, 2), 1, 0, 2),
     ((5, 1, 7, 7), (1, 1, 1, 1), 1, 0, 1),
-    ((9, 3, 6, 17), (4, 3, 1, 3), 1, (0, 1), 1),
-    ((2, 1, 40, 33), (7, 1, 3, 3), 1, 0, 1),
+    ((6, 1, 12, 12), (6, 1, 5, 5), 1, 0, 1),  # fewer channels than taps: the dot kernel
+    ((9, 3, 6, 17), (9, 3, 1, 3), 1, (0, 1), 1),
+    ((2, 1, 40, 33), (13, 1, 3, 3), 1, 0, 1),
+    ((10, 3, 12, 13), (29, 3, 3, 3), 1, 1, 1),
+    ((4, 2, 9, 9), (19, 2, 3, 3), 2, 1, 1),
+    ((3, 4, 8, 8), (13, 4, 1, 3), 1, (0, 1), 1),
 ]
 
 
