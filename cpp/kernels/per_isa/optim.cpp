@@ -73,7 +73,6 @@ void for_each_block(int64_t count, int64_t block, int64_t grain, GetN&& get_n, B
   });
 }
 
-#if !defined(__AVX512F__)  // the AVX-512 build forwards the updates to the AVX2 build (adam_step below)
 // ---- Adam / AdamW ------------------------------------------------------------------------------
 struct AdamConsts {
   vf lerp_coef, beta2, sq_weight, eps, weight_decay, param_scale, step_size, bc2_sqrt;
@@ -185,8 +184,6 @@ void sgd_range(const SgdTensor& t, int64_t i0, int64_t i1, const SgdConsts& cons
   }
 }
 
-#endif  // !__AVX512F__
-
 // ---- norm partials ------------------------------------------------------------------------------
 // Pieces of 1024 elements are accumulated in float vectors, reduced, and added to a double: the
 // float error stays at ~64 terms per lane.
@@ -235,20 +232,27 @@ double chunk_max_abs(const float* x, int64_t n) {
 
 }  // namespace
 
-// The AVX-512 build runs the updates on the AVX2 build's 256-bit vectors. They stream 3-5 arrays far
-// larger than the caches; on Zen 5 (1 thread, 10M parameters at the arrays' page offsets numpy gave)
-// the same loop with 512-bit loads and stores ran 7 % (Adam) and 15-25 % (SGD momentum) slower, and
-// software prefetching did not close the gap. Each element goes through the same IEEE operations
-// at either width, so results are unchanged; Zen 4 splits 512-bit accesses into 256-bit halves
-// anyway, and a stream from memory is bound by DRAM, not by vector width, on other AVX-512 cores.
-#if defined(__AVX512F__)
-void adam_step(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
-  avx2::adam_step(tensors, count, h);
+// A step over more than kStreamElems elements in all runs, in the AVX-512 build, on the AVX2 build's
+// 256-bit loop. Its 3-5 arrays then stream from memory, and on Zen 5 (1 thread, 10M parameters at
+// the page offsets numpy gave) 512-bit loads and stores ran 7 % (Adam) and 15-25 % (SGD momentum)
+// slower there; software prefetching did not close the gap. From the caches (the 235K parameters of
+// a 784-256-128-10 MLP) 512-bit vectors stay 25 % faster: sqrt and divide per element. Each element
+// goes through the same IEEE operations at either width, so results do not change. Zen 4 splits
+// 512-bit accesses into 256-bit halves anyway; elsewhere a stream from DRAM is bound by DRAM.
+constexpr int64_t kStreamElems = int64_t(1) << 21;  // 8 MB per array: 40-56 MB a step, past L3
+
+template <class T>
+bool streams_from_memory(const T* tensors, int64_t count) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < count; ++i) total += tensors[i].n;
+  return total > kStreamElems;
 }
-void sgd_step(const SgdTensor* tensors, int64_t count, const SgdHyper& h) { avx2::sgd_step(tensors, count, h); }
-#else
+
 void adam_step(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
   if (count <= 0) return;
+#if defined(__AVX512F__)
+  if (streams_from_memory(tensors, count)) return avx2::adam_step(tensors, count, h);
+#endif
   AdamConsts c;
   c.scalar = hd::adam_params(h.exp_avg_weight, h.beta2, h.exp_avg_sq_weight, h.eps, h.weight_decay, h.param_scale,
                              h.decoupled, h.maximize);
@@ -278,6 +282,9 @@ void adam_step(const AdamTensor* tensors, int64_t count, const AdamHyper& h) {
 
 void sgd_step(const SgdTensor* tensors, int64_t count, const SgdHyper& h) {
   if (count <= 0) return;
+#if defined(__AVX512F__)
+  if (streams_from_memory(tensors, count)) return avx2::sgd_step(tensors, count, h);
+#endif
   SgdConsts c;
   c.scalar = hd::sgd_params(h.neg_lr, h.momentum, h.one_minus_dampening, h.weight_decay, h.nesterov, h.maximize);
   c.neg_lr = vset1(h.neg_lr);
@@ -292,8 +299,6 @@ void sgd_step(const SgdTensor* tensors, int64_t count, const SgdHyper& h) {
       count, kBlock, kGrainBlocks, [&](int64_t i) { return tensors[i].n; },
       [&](int64_t ti, int64_t e0, int64_t e1) { sgd_range(tensors[ti], e0, e1, c); });
 }
-#endif  // __AVX512F__
-
 void norm_partials(const float* const* xs, const int64_t* ns, int64_t count, int kind, double* out) {
   if (count <= 0) return;
   // Chunk k of tensor i lands at out[offset_i + k]; offsets are recomputed per range (count is
