@@ -217,3 +217,33 @@ def test_training_a_small_mlp_lowers_the_loss(rng):
         opt.step()
         losses.append(float(loss.item()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("name,config", [("SGD", SGD_CONFIGS[2]), ("SGD", SGD_CONFIGS[3]), ("Adam", ADAM_CONFIGS[4]),
+                                         ("AdamW", ADAMW_CONFIGS[1])])
+def test_step_streaming_from_memory_is_bit_identical_to_cached_steps(simd_path, threads, rng, name, config):
+    # One step over > 2**21 elements runs, in the AVX-512 build, the 256-bit loop (a stream from DRAM);
+    # each parameter alone (< 2**21) runs the 512-bit one: the same bits, and torch's values.
+    shapes = [(1_500_001,), (700, 1001)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    for nt in (1, 2):
+        threads(nt)
+        together = [Parameter(a.copy()) for a in init]
+        alone = [Parameter(a.copy()) for a in init]
+        opts = [getattr(optim, name)(together, **config)] + [getattr(optim, name)([p], **config) for p in alone]
+        for gs in grads:
+            for ps in (together, alone):
+                for p, g in zip(ps, gs):
+                    p.grad = fg.tensor(g.copy())
+            for opt in opts:
+                opt.step()
+        for x, y in zip(together, alone):
+            np.testing.assert_array_equal(x._data, y._data)
+    theirs = [torch.nn.Parameter(torch.tensor(a.copy())) for a in init]
+    topt = getattr(torch.optim, name)(theirs, **config)
+    for gs in grads:
+        for p, g in zip(theirs, gs):
+            p.grad = torch.tensor(g.copy())
+        topt.step()
+    assert_params_close(together, theirs, len(grads))
