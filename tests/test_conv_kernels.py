@@ -341,3 +341,23 @@ def test_winograd_narrow_images_against_torch(rng, simd_path, threads, width, pa
     _close(gx, tx.grad.numpy(), "grad_input")
     _close(gw, tw.grad.numpy(), "grad_weight")
     _close(gb, tb.grad.numpy(), "grad_bias")
+
+
+def test_narrow_padded_planes_are_not_overwritten_across_threads():
+    # padded planes narrower than half a vector (W + pads < 8), no bottom padding: a row's whole-vector store had
+    # reached into the next channel's plane, which the other thread may already have filled (2 threads only)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 12, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 12, 2, 3)).astype(np.float32)
+    want = F.conv2d(torch.tensor(x), torch.tensor(w), padding=(0, 1)).numpy()
+    prev = fg.get_num_threads()
+    fg.set_num_threads(1)
+    one = fg.nn.functional.conv2d(fg.tensor(x), fg.tensor(w), padding=(0, 1)).numpy()
+    try:
+        fg.set_num_threads(2)
+        for _ in range(60):  # the race showed in ~40 % of the calls
+            got = fg.nn.functional.conv2d(fg.tensor(x), fg.tensor(w), padding=(0, 1)).numpy()
+            np.testing.assert_array_equal(got, one)
+    finally:
+        fg.set_num_threads(prev)
+    np.testing.assert_allclose(one, want, rtol=1e-4, atol=1e-4)

@@ -200,7 +200,9 @@ inline void pad_rows_one_vector(float* dst, int64_t ld, const float* src, int64_
   for (int64_t r = 0; r < nrows; ++r, dst += ld, src += sld) {
     // masked-off lanes are not read: their addresses may lie outside src
     const vf v = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), src - left);
-    if (r + 1 < nrows)
+    // a whole vector only where its spare lanes stay inside these rows (rows written after it): past them lies
+    // the next plane, which another thread may already have filled
+    if ((nrows - r) * ld >= W)
       vstore(dst, v);
     else
       vstore_n(dst, v, static_cast<int>(ld));
@@ -212,7 +214,8 @@ inline void pad_rows_one_vector(float* dst, int64_t ld, const float* src, int64_
 // elsewhere (left may be negative: the row's start is cropped). The padded image planes of the direct and
 // Winograd passes. Rows of one vector (AVX-512, ld <= 16: LeNet's 14x14 planes padded to 16), where three
 // libc calls a row (memset, memcpy, memset) cost more than the copy: one masked load and one store a row,
-// stored whole (the spare lanes land on the next row, written after it) except on the last row (masked).
+// stored whole (the spare lanes land on the next rows, written after it) except where a vector would pass the
+// last row (masked).
 // Wider rows keep the libc calls: the vector form measured ~10% slower on the whole 32x64x32x32 -> 64
 // forward (rows of 34 floats: stores split across cache lines and overlapping the next row's).
 inline void pad_plane_rows(float* dst, int64_t ld, const float* src, int64_t sld, int64_t nrows, int64_t left,
