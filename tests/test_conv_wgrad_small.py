@@ -43,14 +43,20 @@ def test_small_tap_weight_grad_matches_torch_at_any_thread_count(rng, threads, x
     y = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=padding,
                                    dilation=dilation)
     gy = rng.standard_normal(tuple(y.shape)).astype(np.float32)
-    want_w, want_b = _torch_grads(x, w, gy, stride, padding, dilation)
+    # float64 references, and each weight's sum of |terms| (the same reduction over |x| and |gy|): a reduction of up
+    # to 50k products in float32 (8-image FMA chains, then lanes and chunks) is held to 4e-6 of that sum, ~10x its
+    # typical rounding; torch's own float32 result differed from ours by 5e-5 relative there, and by run
+    want_w, want_b = _torch_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), stride,
+                                  padding, dilation)
+    mag_w, mag_b = _torch_grads(np.abs(x).astype(np.float64), w.astype(np.float64), np.abs(gy).astype(np.float64),
+                                stride, padding, dilation)
     results = []
     for n in (1, 2):
         threads(n)
         _, gw, gb = conv2d_backward(x, w, gy, stride=stride, padding=padding, dilation=dilation,
                                     need=(False, True, True))
-        _close(gw, want_w, "weight grad")
-        _close(gb, want_b, "bias grad")
+        assert np.all(np.abs(gw - want_w) <= 4e-6 * mag_w + 1e-6), "weight grad"
+        assert np.all(np.abs(gb - want_b) <= 4e-6 * mag_b + 1e-6), "bias grad"
         results.append((gw, gb))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
@@ -62,7 +68,7 @@ def test_small_tap_weight_grad_matches_torch_at_any_thread_count(rng, threads, x
     _, gw, gb = conv2d_backward(x, w, gy, stride=stride, padding=padding, dilation=dilation,
                                 need=(False, False, True))
     assert gw is None
-    _close(gb, want_b, "bias grad alone")
+    assert np.all(np.abs(gb - want_b) <= 4e-6 * mag_b + 1e-6), "bias grad alone"
 
 
 def test_empty_batch_gives_zero_weight_grad():
