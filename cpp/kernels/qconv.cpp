@@ -152,25 +152,6 @@ void im2col_rows(const uint8_t* in, int64_t in_ld, int64_t kh, int64_t runs, int
   }
 }
 
-// im2col_rows for short rows (no dilation, K <= 16, one run of <= 8 bytes per kernel row; LeNet's
-// conv1: 3 runs of 3 bytes): each row is assembled in a 128-bit integer from one 8-byte load per
-// kernel row and stored whole (bytes past K are zero), about 4x faster than run-sized copies. The
-// loads read up to 7 bytes past a run: the padded input has 16 bytes of slack after its end.
-void im2col_short_rows(const uint8_t* in, int64_t in_ld, int64_t kh, int64_t run, int64_t sw_bytes, int64_t OW,
-                       int64_t lda, uint8_t* __restrict dst) {
-  const uint64_t mask = run >= 8 ? ~uint64_t(0) : (uint64_t(1) << (8 * run)) - 1;
-  for (int64_t ow = 0; ow < OW; ++ow, dst += lda) {
-    unsigned __int128 row = 0;
-    for (int64_t i = 0; i < kh; ++i) {
-      uint64_t v;
-      std::memcpy(&v, in + i * in_ld + ow * sw_bytes, sizeof v);
-      row |= static_cast<unsigned __int128>(v & mask) << (8 * run * i);
-    }
-    std::memcpy(dst, &row, 16);
-    if (lda > 16) std::memset(dst + 16, 0, static_cast<size_t>(lda - 16));
-  }
-}
-
 // True when every byte of p[0, n) is below 128: an OR of 8-byte words (a running byte in a local that
 // lambdas capture by reference stays in memory, one store per byte: 0.6 ms at LeNet's conv2, batch 64).
 bool all_below_128(const uint8_t* p, int64_t n) {
@@ -196,7 +177,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   if (M == 0 || g.OC == 0) return;
 
   // 1. quantize (NCHW, row by row), then into padded channels-last rows filled with the zero point
-  // (16 bytes of slack on each: the 16-byte tile reads of nchw_row_to_nhwc and im2col_short_rows)
+  // (16 bytes of slack on each: the 16-byte tile reads of nchw_row_to_nhwc and qim2col_short_rows)
   Bytes q_nchw(0, g.N * g.C * HW + 16), xp(1, g.N * Hp * Wp * g.C + 16);
   // (one row per plane: x is contiguous, and short rows cost the kernel a tail each)
   if (HW > 0) qquantize_u8(x, g.N * g.C, HW, HW, a.x_inv_scale, a.x_zp, 0, 255, q_nchw.data(), HW, HW);
@@ -236,7 +217,7 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
       const int64_t n = t / g.OH, oh = t % g.OH;
       const uint8_t* in = xpd + (n * Hp + oh * g.sh) * Wp * C;
       if (short_rows)
-        im2col_short_rows(in, g.dh * Wp * C, g.kh, run, g.sw * C, g.OW, lda, cd + t * g.OW * lda);
+        qim2col_short_rows(in, g.dh * Wp * C, g.kh, run, g.sw * C, g.OW, lda, cd + t * g.OW * lda);
       else
         im2col_rows(in, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda, cd + t * g.OW * lda);
     }

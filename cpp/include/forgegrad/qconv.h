@@ -47,6 +47,14 @@ FG_KERNEL(void, qdequant_transpose,
           (const uint8_t* src, int64_t ld, int64_t rows, int64_t cols, float zp, float s, int64_t plane, float* y),
           (src, ld, rows, cols, zp, s, plane, y))
 
+// im2col for short rows (step 2; no dilation, K = kh * run <= 16, one run of <= 8 bytes per kernel row,
+// lda >= 16): row ow of dst (lda bytes) = the run bytes at in + i * in_ld + ow * sw_bytes for each kernel
+// row i, then zeros. Reads 8 bytes from each run's start (up to 7 past it: the padded input's slack).
+FG_KERNEL(void, qim2col_short_rows,
+          (const uint8_t* in, int64_t in_ld, int64_t kh, int64_t run, int64_t sw_bytes, int64_t OW, int64_t lda,
+           uint8_t* dst),
+          (in, in_ld, kh, run, sw_bytes, OW, lda, dst))
+
 // y (N, OC, OH / ph, OW / pw) float32 from x (N, C, H, W) float32.
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
 
