@@ -107,6 +107,8 @@ FUSED = [
     ((2, 6, 6, 6), (9, 6, 3, 3), (0, 0), (1, 1), True),      # ReLU only
     ((1, 32, 6, 6), (64, 32, 3, 3), (1, 1), (2, 2), True),   # LeNet's second block (K = 288)
     ((2, 3, 4, 38), (20, 3, 3, 3), (1, 1), (2, 2), True),    # pooled rows of 19 (two dequantize tiles), OC 20
+    ((1, 2, 37, 9), (32, 2, 3, 3), (1, 1), (2, 2), True),    # 18 pooled rows: bands of 6 (pool before requantizing)
+    ((2, 1, 11, 10), (64, 1, 3, 3), (0, 1), (3, 3), False),  # 3x3 window, two 32-column blocks
 ]
 
 
@@ -133,6 +135,25 @@ def test_conv2d_f32_fused_relu_and_pool_equal_the_float_layers(xs, ws, padding, 
             got = _int_ops.conv2d_f32(x, *xq_params, packed, ws, w_scale, bias, (1, 1), padding, (1, 1),
                                       *out_params, relu=relu, pool=pool)
             assert got.tobytes() == ref.tobytes(), f"{path}, {nt} threads"  # -0 vs +0 would count too
+
+
+@pytest.mark.parametrize("bad_scale", [0.0, -0.01])
+def test_conv2d_f32_pools_after_requantizing_when_a_scale_is_not_positive(bad_scale, threads):
+    # the pool runs on the s32 sums only where requantizing cannot reverse their order (every scale > 0);
+    # a zero or negative weight scale takes the bytes path, which still equals the float layers
+    x, w, w_scale, bias, packed = _layer((2, 3, 8, 9), (33, 3, 3, 3), 5)
+    w_scale[[0, 32]] = bad_scale
+    xq_params, out_params = (0.031, 131), (0.047, 97)
+    xq = _int_ops.quantize_u8(x, *xq_params)
+    y = _int_ops.dequantize_u8(_int_ops.reference_conv2d(xq, *xq_params, w, w_scale, bias, (1, 1), (1, 1), (1, 1),
+                                                         *out_params), *out_params)
+    with fg.no_grad():
+        ref = fg.nn.MaxPool2d(2)(fg.nn.ReLU()(fg.tensor(y)))._data
+    for nt in (1, 2):
+        threads(nt)
+        got = _int_ops.conv2d_f32(x, *xq_params, packed, w.shape, w_scale, bias, (1, 1), (1, 1), (1, 1), *out_params,
+                                  relu=True, pool=(2, 2))
+        assert got.tobytes() == ref.tobytes(), f"{nt} threads"
 
 
 def test_conv2d_f32_rejects_a_pool_larger_than_the_output():

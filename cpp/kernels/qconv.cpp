@@ -3,6 +3,7 @@
 #include "forgegrad/qconv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -166,6 +167,18 @@ bool all_below_128(const uint8_t* p, int64_t n) {
   return (acc & 0x8080808080808080ull) == 0;
 }
 
+// The requantizing epilogue is non-decreasing in the s32 sum (so a max-pool may run before it) when every
+// scale is positive and finite, the bias finite (no NaN: the GEMM's ReLU sends NaN to 0, its u8 clamp to
+// 255) and the output's inverse scale positive and finite.
+bool requant_is_monotone(const QConvArgs& a, int64_t OC) {
+  if (!(a.out_inv_scale > 0.0f && std::isfinite(a.out_inv_scale))) return false;
+  for (int64_t n = 0; n < OC; ++n) {
+    if (!(a.scale[n] > 0.0f && std::isfinite(a.scale[n]))) return false;
+    if (a.bias && !std::isfinite(a.bias[n])) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y) {
@@ -208,37 +221,25 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
 
   // 2. im2col: row (n, oh, ow), columns (i, j, c), zero past K. Without dilation a tap row's kw
   // taps are kw * C consecutive bytes of the padded input: one copy per i.
-  Bytes cols(2, M * lda + (kp - lda));
-  uint8_t* cd = cols.data();
   const int64_t run = g.dw == 1 ? g.kw * C : C, runs = g.dw == 1 ? 1 : g.kw;
   const bool short_rows = runs == 1 && run <= 8 && K <= 16 && lda >= 16;
-  parallel_for_work(g.N * g.OH, g.OW * lda, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {  // output row (n, oh): OW im2col rows
-      const int64_t n = t / g.OH, oh = t % g.OH;
-      const uint8_t* in = xpd + (n * Hp + oh * g.sh) * Wp * C;
-      if (short_rows)
-        qim2col_short_rows(in, g.dh * Wp * C, g.kh, run, g.sw * C, g.OW, lda, cd + t * g.OW * lda);
-      else
-        im2col_rows(in, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda, cd + t * g.OW * lda);
-    }
-  });
-  std::memset(cd + M * lda, 0, static_cast<size_t>(kp - lda));
+  const auto im2col_row = [&](int64_t n, int64_t oh, uint8_t* dst) {  // the OW rows of output row (n, oh)
+    const uint8_t* in = xpd + (n * Hp + oh * g.sh) * Wp * C;
+    if (short_rows)
+      qim2col_short_rows(in, g.dh * Wp * C, g.kh, run, g.sw * C, g.OW, lda, dst);
+    else
+      im2col_rows(in, g.dh * Wp * C, g.kh, runs, run, g.dw * C, g.sw * C, g.OW, K, lda, dst);
+  };
 
   // every byte <= 127 lets the AVX2 kernel use vpmaddubsw (same integers)
   const bool below_128 = all_below_128(qs, g.N * g.C * HW);
 
-  // 3. the GEMM, requantized to u8 in the output qparams (into the scratch of step 1: done with)
-  Bytes yq(0, M * g.OC);
+  // 3. the GEMM, requantized to u8 in the output qparams
   QGemmArgs q;
-  q.a = cd;
   q.lda = lda;
   q.b = a.packed;
-  q.M = M;
   q.N = g.OC;
   q.K = K;
-  q.out = QOut::u8;
-  q.c = yq.data();
-  q.ldc = g.OC;
   q.a_zp = a.x_zp;
   q.colsum = a.colsum;
   q.scale = a.scale;
@@ -246,13 +247,56 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   q.out_inv_scale = a.out_inv_scale;
   q.out_zp = a.out_zp;
   q.a_7bit = below_128 && a.x_zp < 128;
+
+  const float zp = static_cast<float>(a.out_zp), s = a.out_scale;
+  const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
+  if (g.ph * g.pw > 1 && requant_is_monotone(a, OC)) {
+    // Pool first: per band of pooled rows of one image, the im2col rows, the GEMM's s32 sums and the
+    // pooled, requantized bytes stay in this thread's cache (bands of <= 8 pooled rows, so that a small
+    // batch still splits across threads); ReLU in the epilogue (max(v, 0), then quantized: the zero point).
+    const int64_t bands = (PH + 7) / 8, band = (PH + bands - 1) / bands;
+    parallel_for_work(g.N * bands, band * g.ph * g.OW * (lda + 4 * OC), [&](int64_t b, int64_t e) {
+      AlignedBuffer a_buf(static_cast<size_t>((band * g.ph * g.OW * lda + kp) / 4 + 1));
+      AlignedBuffer acc_buf(static_cast<size_t>(band * g.ph * g.OW * OC));
+      std::vector<uint8_t> pooled(static_cast<size_t>(band * PW * OC + 16));  // (slack: qdequant_transpose)
+      uint8_t* ad = reinterpret_cast<uint8_t*>(a_buf.data());
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t n = t / bands, r0 = t % bands * band, nr = std::min(band, PH - r0);
+        const int64_t rows = nr * g.ph * g.OW;  // conv rows r0 * ph .. of image n
+        for (int64_t i = 0; i < nr * g.ph; ++i) im2col_row(n, r0 * g.ph + i, ad + i * g.OW * lda);
+        std::memset(ad + rows * lda, 0, static_cast<size_t>(kp - lda));
+        QGemmArgs qb = q;
+        qb.a = ad;
+        qb.M = rows;
+        qb.out = QOut::s32;
+        qb.c = acc_buf.data();
+        qb.ldc = OC;
+        qgemm(qb);
+        qb.relu = g.relu;
+        qpool_requant(qb, reinterpret_cast<const int32_t*>(acc_buf.data()), g.OW, g.ph, g.pw, nr, PW, pooled.data());
+        qdequant_transpose(pooled.data(), OC, nr * PW, OC, zp, s, PH * PW, y + n * OC * PH * PW + r0 * PW);
+      }
+    });
+    return;
+  }
+
+  Bytes cols(2, M * lda + (kp - lda));
+  uint8_t* cd = cols.data();
+  parallel_for_work(g.N * g.OH, g.OW * lda, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) im2col_row(t / g.OH, t % g.OH, cd + t * g.OW * lda);
+  });
+  std::memset(cd + M * lda, 0, static_cast<size_t>(kp - lda));
+  Bytes yq(0, M * g.OC);  // (the scratch of step 1: done with)
+  q.a = cd;
+  q.M = M;
+  q.out = QOut::u8;
+  q.c = yq.data();
+  q.ldc = g.OC;
   qgemm(q);
 
   // 4. ReLU and pool on the bytes, then dequantize into NCHW: y = (float(q) - zp) * scale. ReLU is
   // max(q, zp): the dequantized zero point is +0, what the float ReLU gives for negatives.
-  const float zp = static_cast<float>(a.out_zp), s = a.out_scale;
   const uint8_t floor_q = g.relu ? static_cast<uint8_t>(a.out_zp) : 0;
-  const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
   const uint8_t* yd = yq.data();
   parallel_for_work(g.N * PH, PW * OC * g.ph * g.pw, [&](int64_t b, int64_t e) {
     std::vector<uint8_t> pooled(static_cast<size_t>(PW * OC + 16));  // (slack: the tile reads of qdequant_transpose)

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "forgegrad/dispatch.h"
+#include "forgegrad/qgemm.h"
 
 namespace fg {
 
@@ -54,6 +55,14 @@ FG_KERNEL(void, qim2col_short_rows,
           (const uint8_t* in, int64_t in_ld, int64_t kh, int64_t run, int64_t sw_bytes, int64_t OW, int64_t lda,
            uint8_t* dst),
           (in, in_ld, kh, run, sw_bytes, OW, lda, dst))
+
+// Max-pool on the s32 sums, then the GEMM's requantizing epilogue (ep: N columns, its a_zp, colsum, scale,
+// bias, relu, out_inv_scale, out_zp): acc holds conv rows of OW pixels, ep.N sums each; out gets PH * PW rows
+// of ep.N bytes, row pr * PW + pc the pooled (pr, pc). Only for a non-decreasing epilogue (every scale > 0).
+FG_KERNEL(void, qpool_requant,
+          (const QGemmArgs& ep, const int32_t* acc, int64_t OW, int64_t ph, int64_t pw, int64_t PH, int64_t PW,
+           uint8_t* out),
+          (ep, acc, OW, ph, pw, PH, PW, out))
 
 // y (N, OC, OH / ph, OW / pw) float32 from x (N, C, H, W) float32.
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
