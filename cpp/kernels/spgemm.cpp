@@ -1,0 +1,233 @@
+// CSR @ CSR (SpGEMM), Gustavson row by row: see forgegrad/spgemm.h for the contract. Compiled once, not per ISA:
+// the work is index chasing (gathers and scatters into the accumulator), which the vector units do not speed up;
+// -ffp-contract=off (CMakeLists.txt) keeps a*b + acc two roundings on every target.
+//
+// A task (a block of rows) accumulates a row either in a dense array of N doubles with a marker of N int64 (the
+// row index that last touched each column: no clearing between rows), or, when N is large next to the task's
+// products, in an open-addressing hash sized to the row's products. Either sums each column's products in
+// product order from +0.0, so the choice (which depends on the task cut, hence on the thread count) never
+// changes a bit.
+#include "forgegrad/spgemm.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "forgegrad/parallel.h"
+
+namespace fg {
+
+namespace {
+
+// Columns above which a dense accumulator (16 bytes a column per task) is never used; below it, a task uses one
+// while N is at most kDenseColsPerProduct times its products (the O(N) setup stays below the product work).
+constexpr int64_t kDenseMaxCols = int64_t(1) << 21;
+constexpr int64_t kDenseColsPerProduct = 8;
+constexpr int64_t kDenseMinCols = 4096;
+// A row whose distinct columns are at least N / kScanRatio is emitted by scanning the marker (O(N)) instead of
+// sorting its columns (O(c log c)).
+constexpr int64_t kScanRatio = 16;
+// About what one product costs in threads_for's units (multiply-adds): a gather, a scatter and a branch.
+constexpr int64_t kWorkPerProduct = 16;
+constexpr int64_t kTasksPerThread = 8;
+
+bool use_dense(const SpgemmPlan& plan, int64_t r0, int64_t r1, int64_t n) {
+  const int64_t p = plan.products[r1] - plan.products[r0];
+  return n <= kDenseMaxCols && (n <= kDenseMinCols || n / kDenseColsPerProduct <= p);
+}
+
+// Open addressing with linear probing over a power-of-two table of column indices (-1: empty), sized to at
+// least twice the row's distinct columns (so at most half full).
+struct ColumnHash {
+  std::vector<int64_t> keys;
+  std::vector<double> vals;
+  uint64_t mask = 0;
+  int shift = 0;
+
+  // Empties the first `size_for(bound)` slots for a row of at most `bound` distinct columns.
+  void reset(int64_t bound, bool with_values) {
+    int bits = 4;
+    while ((int64_t(1) << bits) < 2 * bound) ++bits;
+    const size_t size = size_t(1) << bits;
+    if (keys.size() < size) keys.resize(size);
+    if (with_values && vals.size() < size) vals.resize(size);
+    std::fill(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(size), int64_t(-1));
+    mask = size - 1;
+    shift = 64 - bits;
+  }
+  // The slot of column j: its own, or the empty one where it goes.
+  size_t slot(int64_t j) const {
+    size_t h = static_cast<size_t>((static_cast<uint64_t>(j) * 0x9E3779B97F4A7C15ull) >> shift);
+    while (keys[h] != j && keys[h] != -1) h = (h + 1) & mask;
+    return h;
+  }
+};
+
+int64_t row_products(const SpgemmPlan& plan, int64_t i) { return plan.products[i + 1] - plan.products[i]; }
+
+template <class F>
+void for_each_task(const SpgemmPlan& plan, F&& f) {
+  const int64_t ntasks = static_cast<int64_t>(plan.task_start.size()) - 1;
+  const int64_t total = plan.products.back();
+  const int64_t work = ntasks > 0 ? (total / ntasks + 1) * kWorkPerProduct : 0;
+  parallel_tasks(ntasks, work, [&](int64_t t) {
+    const int64_t r0 = plan.task_start[t], r1 = plan.task_start[t + 1];
+    if (r0 < r1) f(r0, r1);
+  });
+}
+
+template <class T>
+void numeric_rows(const SpgemmPlan& plan, const CsrPattern& a, const T* a_val, const CsrPattern& b, const T* b_val,
+                  const int64_t* out_crow, int64_t* out_col, T* out_val, int64_t r0, int64_t r1) {
+  const int64_t n = b.cols;
+  if (use_dense(plan, r0, r1, n)) {
+    std::vector<int64_t> mark(static_cast<size_t>(n), -1);
+    std::vector<double> acc(static_cast<size_t>(n));
+    for (int64_t i = r0; i < r1; ++i) {
+      const int64_t start = out_crow[i];
+      int64_t q = start;
+      for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+        const int64_t k = a.col[p];
+        const T av = a_val[p];
+        for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
+          const int64_t j = b.col[r];
+          const T prod = av * b_val[r];
+          if (mark[j] != i) {
+            mark[j] = i;
+            acc[j] = 0.0 + static_cast<double>(prod);
+            out_col[q++] = j;
+          } else {
+            acc[j] += static_cast<double>(prod);
+          }
+        }
+      }
+      const int64_t cnt = q - start;
+      if (cnt * kScanRatio >= n) {  // dense row: the marker lists its columns in order
+        q = start;
+        for (int64_t j = 0; j < n; ++j)
+          if (mark[j] == i) out_col[q++] = j;
+      } else {
+        std::sort(out_col + start, out_col + q);
+      }
+      for (int64_t p = start; p < start + cnt; ++p) out_val[p] = static_cast<T>(acc[out_col[p]]);
+    }
+    return;
+  }
+  ColumnHash hash;
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t start = out_crow[i], cnt = out_crow[i + 1] - start;
+    if (cnt == 0) continue;
+    hash.reset(cnt, true);
+    int64_t q = start;
+    for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+      const int64_t k = a.col[p];
+      const T av = a_val[p];
+      for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
+        const int64_t j = b.col[r];
+        const T prod = av * b_val[r];
+        const size_t h = hash.slot(j);
+        if (hash.keys[h] != j) {
+          hash.keys[h] = j;
+          hash.vals[h] = 0.0 + static_cast<double>(prod);
+          out_col[q++] = j;
+        } else {
+          hash.vals[h] += static_cast<double>(prod);
+        }
+      }
+    }
+    std::sort(out_col + start, out_col + q);
+    for (int64_t p = start; p < q; ++p) out_val[p] = static_cast<T>(hash.vals[hash.slot(out_col[p])]);
+  }
+}
+
+}  // namespace
+
+SpgemmPlan spgemm_plan(const CsrPattern& a, const CsrPattern& b) {
+  const int64_t m = a.rows;
+  SpgemmPlan plan;
+  plan.products.resize(static_cast<size_t>(m + 1));
+  int64_t total = 0;
+  plan.products[0] = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+      const int64_t k = a.col[p];
+      if (__builtin_add_overflow(total, b.crow[k + 1] - b.crow[k], &total))
+        throw std::overflow_error("spgemm: the number of products a_ik * b_kj exceeds int64");
+    }
+    plan.products[static_cast<size_t>(i + 1)] = total;
+  }
+  // Tasks of about equal products (a row is never split). The cut only moves work between threads.
+  const int nt = threads_for(region_work(total, kWorkPerProduct));
+  const int64_t ntasks = nt <= 1 || m <= 1 ? 1 : std::min<int64_t>(m, int64_t(nt) * kTasksPerThread);
+  plan.task_start.resize(static_cast<size_t>(ntasks + 1));
+  plan.task_start[0] = 0;
+  for (int64_t t = 1; t < ntasks; ++t) {
+    const int64_t target = static_cast<int64_t>(static_cast<__int128>(total) * t / ntasks);
+    const int64_t row = std::lower_bound(plan.products.begin(), plan.products.end(), target) - plan.products.begin();
+    plan.task_start[static_cast<size_t>(t)] = std::max(plan.task_start[static_cast<size_t>(t - 1)], std::min(row, m));
+  }
+  plan.task_start[static_cast<size_t>(ntasks)] = m;
+  return plan;
+}
+
+int64_t spgemm_symbolic(const SpgemmPlan& plan, const CsrPattern& a, const CsrPattern& b, int64_t* out_crow) {
+  const int64_t m = a.rows, n = b.cols;
+  // out_crow[i + 1] = the distinct columns of row i, then a prefix sum
+  for_each_task(plan, [&](int64_t r0, int64_t r1) {
+    if (use_dense(plan, r0, r1, n)) {
+      std::vector<int64_t> mark(static_cast<size_t>(n), -1);
+      for (int64_t i = r0; i < r1; ++i) {
+        int64_t cnt = 0;
+        for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+          const int64_t k = a.col[p];
+          for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
+            const int64_t j = b.col[r];
+            if (mark[j] != i) {
+              mark[j] = i;
+              ++cnt;
+            }
+          }
+        }
+        out_crow[i + 1] = cnt;
+      }
+      return;
+    }
+    ColumnHash hash;
+    for (int64_t i = r0; i < r1; ++i) {
+      const int64_t bound = std::min(row_products(plan, i), n);
+      int64_t cnt = 0;
+      if (bound > 0) {
+        hash.reset(bound, false);
+        for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+          const int64_t k = a.col[p];
+          for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
+            const int64_t j = b.col[r];
+            const size_t h = hash.slot(j);
+            if (hash.keys[h] != j) {
+              hash.keys[h] = j;
+              ++cnt;
+            }
+          }
+        }
+      }
+      out_crow[i + 1] = cnt;
+    }
+  });
+  out_crow[0] = 0;
+  for (int64_t i = 0; i < m; ++i) out_crow[i + 1] += out_crow[i];
+  return out_crow[m];
+}
+
+template <class T>
+void spgemm_numeric(const SpgemmPlan& plan, const CsrPattern& a, const T* a_val, const CsrPattern& b, const T* b_val,
+                    const int64_t* out_crow, int64_t* out_col, T* out_val) {
+  for_each_task(plan, [&](int64_t r0, int64_t r1) {
+    numeric_rows(plan, a, a_val, b, b_val, out_crow, out_col, out_val, r0, r1);
+  });
+}
+
+template void spgemm_numeric<float>(const SpgemmPlan&, const CsrPattern&, const float*, const CsrPattern&, const float*,
+                                    const int64_t*, int64_t*, float*);
+template void spgemm_numeric<double>(const SpgemmPlan&, const CsrPattern&, const double*, const CsrPattern&,
+                                     const double*, const int64_t*, int64_t*, double*);
+
+}  // namespace fg
