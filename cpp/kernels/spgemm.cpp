@@ -2,8 +2,9 @@
 // the work is index chasing (gathers and scatters into the accumulator), which the vector units do not speed up;
 // -ffp-contract=off (CMakeLists.txt) keeps a*b + acc two roundings on every target.
 //
-// A task (a block of rows) accumulates a row either in a dense array of N doubles with a marker of N int64 (the
-// row index that last touched each column: no clearing between rows), or, when N is large next to the task's
+// A task (a block of rows) accumulates a row either in a dense array of N doubles with a bitmap of the columns the
+// row has hit (N bits: it stays in L1 where an int64 marker would not, and scanning it lists the row's columns in
+// order, cheaper than sorting them when the row is not very sparse), or, when N is large next to the task's
 // products, in an open-addressing hash sized to the row's products. Either sums each column's products in
 // product order from +0.0, so the choice (which depends on the task cut, hence on the thread count) never
 // changes a bit.
@@ -23,12 +24,68 @@ namespace {
 constexpr int64_t kDenseMaxCols = int64_t(1) << 21;
 constexpr int64_t kDenseColsPerProduct = 8;
 constexpr int64_t kDenseMinCols = 4096;
-// A row whose distinct columns are at least N / kScanRatio is emitted by scanning the marker (O(N)) instead of
-// sorting its columns (O(c log c)).
-constexpr int64_t kScanRatio = 16;
+// A row of c distinct columns is emitted by scanning the bitmap (N / 64 words) when that is at most
+// kScanWordsPerColumn * c, else by sorting its columns (O(c log c)).
+constexpr int64_t kScanWordsPerColumn = 8;
+// Rows of at least this many columns per bitmap word are listed by ColumnBitmap::take_columns, sparser ones by
+// take_columns_sparse.
+constexpr int64_t kBusyWordBits = 3;
 // About what one product costs in threads_for's units (multiply-adds): a gather, a scatter and a branch.
 constexpr int64_t kWorkPerProduct = 16;
 constexpr int64_t kTasksPerThread = 8;
+
+// Marks the columns one row of C hits: one bit each.
+struct ColumnBitmap {
+  std::vector<uint64_t> words;
+  explicit ColumnBitmap(int64_t n) : words(static_cast<size_t>((n + 63) / 64), 0) {}
+  // Sets column j's bit; true when it was clear (the row's first product in column j).
+  bool first_hit(int64_t j) {
+    uint64_t& w = words[static_cast<size_t>(j >> 6)];
+    const uint64_t bit = uint64_t(1) << (j & 63);
+    const bool first = (w & bit) == 0;
+    w |= bit;
+    return first;
+  }
+  void set(int64_t j) { words[static_cast<size_t>(j >> 6)] |= uint64_t(1) << (j & 63); }
+  int64_t nwords() const { return static_cast<int64_t>(words.size()); }
+  bool scan_beats_sort(int64_t cnt) const { return nwords() <= kScanWordsPerColumn * cnt; }
+  // Writes the set columns in order to cols and clears the bitmap; returns how many. For rows of several
+  // columns a word: the inner loop's trip count is long enough for its exit to be the only miss.
+  int64_t take_columns(int64_t* cols) {
+    int64_t q = 0;
+    for (int64_t w = 0; w < nwords(); ++w) {
+      for (uint64_t bits = words[static_cast<size_t>(w)]; bits != 0; bits &= bits - 1)
+        cols[q++] = w * 64 + __builtin_ctzll(bits);
+      words[static_cast<size_t>(w)] = 0;
+    }
+    return q;
+  }
+  // The same for rows of about one column a word or fewer, where that loop's exit is a branch miss per word
+  // (most of the time of a sorted SpGEMM): two unconditional steps a word (a step past the last bit stores a
+  // column that the next store overwrites: cols needs 2 slots of slack), a loop only for the rare third bit.
+  int64_t take_columns_sparse(int64_t* cols) {
+    int64_t q = 0;
+    for (int64_t w = 0; w < nwords(); ++w) {
+      uint64_t bits = words[static_cast<size_t>(w)];
+      words[static_cast<size_t>(w)] = 0;
+      const int64_t base = w * 64;
+      for (int step = 0; step < 2; ++step) {
+        cols[q] = base + __builtin_ctzll(bits | (uint64_t(1) << 63));
+        q += bits != 0;
+        bits &= bits - 1;
+      }
+      for (; bits != 0; bits &= bits - 1) cols[q++] = base + __builtin_ctzll(bits);
+    }
+    return q;
+  }
+  // Clears the row's bits: the whole bitmap or the words of its columns, whichever is fewer stores.
+  void clear(const int64_t* cols, int64_t cnt) {
+    if (nwords() <= cnt)
+      std::fill(words.begin(), words.end(), uint64_t(0));
+    else
+      for (int64_t p = 0; p < cnt; ++p) words[static_cast<size_t>(cols[p] >> 6)] = 0;
+  }
+};
 
 bool use_dense(const SpgemmPlan& plan, int64_t r0, int64_t r1, int64_t n) {
   const int64_t p = plan.products[r1] - plan.products[r0];
@@ -75,40 +132,68 @@ void for_each_task(const SpgemmPlan& plan, F&& f) {
   });
 }
 
+// Starts loading the row of B that A's nonzero p multiplies (a random row: the main cache miss of the loop).
+inline void prefetch_b_row(const CsrPattern& a, const CsrPattern& b, const void* b_val, size_t val_size, int64_t p,
+                           int64_t a_nnz) {
+  if (p >= a_nnz) return;
+  const int64_t r = b.crow[a.col[p]];
+  __builtin_prefetch(b.col + r);
+  if (b_val != nullptr) __builtin_prefetch(static_cast<const char*>(b_val) + static_cast<size_t>(r) * val_size);
+}
+constexpr int64_t kPrefetchAhead = 4;  // nonzeros of A
+
+// Row i of C into acc (+0.0 where untouched, left so) and the bitmap; list: also write each column's first hit
+// to cols (for a row that is sorted rather than scanned). acc[j] + prod from +0.0 is the first product's 0.0 + prod.
+template <class T, bool list>
+inline void accumulate_row(const CsrPattern& a, const T* a_val, const CsrPattern& b, const T* b_val, int64_t i,
+                           ColumnBitmap& seen, double* acc, int64_t* cols) {
+  const int64_t a_nnz = a.crow[a.rows];
+  for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+    prefetch_b_row(a, b, b_val, sizeof(T), p + kPrefetchAhead, a_nnz);
+    const int64_t k = a.col[p];
+    const T av = a_val[p];
+    for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
+      const int64_t j = b.col[r];
+      const T prod = av * b_val[r];
+      acc[j] += static_cast<double>(prod);
+      if (list) {
+        if (seen.first_hit(j)) *cols++ = j;
+      } else {
+        seen.set(j);
+      }
+    }
+  }
+}
+
 template <class T>
 void numeric_rows(const SpgemmPlan& plan, const CsrPattern& a, const T* a_val, const CsrPattern& b, const T* b_val,
                   const int64_t* out_crow, int64_t* out_col, T* out_val, int64_t r0, int64_t r1) {
   const int64_t n = b.cols;
   if (use_dense(plan, r0, r1, n)) {
-    std::vector<int64_t> mark(static_cast<size_t>(n), -1);
-    std::vector<double> acc(static_cast<size_t>(n));
+    ColumnBitmap seen(n);
+    std::vector<double> acc(static_cast<size_t>(n), 0.0);  // back to +0.0 after each row
+    std::vector<int64_t> order(static_cast<size_t>(n) + 2);  // a scanned row's columns (2 slots of slack)
     for (int64_t i = r0; i < r1; ++i) {
-      const int64_t start = out_crow[i];
-      int64_t q = start;
-      for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
-        const int64_t k = a.col[p];
-        const T av = a_val[p];
-        for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
-          const int64_t j = b.col[r];
-          const T prod = av * b_val[r];
-          if (mark[j] != i) {
-            mark[j] = i;
-            acc[j] = 0.0 + static_cast<double>(prod);
-            out_col[q++] = j;
-          } else {
-            acc[j] += static_cast<double>(prod);
-          }
+      const int64_t start = out_crow[i], cnt = out_crow[i + 1] - start;
+      if (seen.scan_beats_sort(cnt)) {  // the set bits, word by word: the columns in order (and cleared)
+        accumulate_row<T, false>(a, a_val, b, b_val, i, seen, acc.data(), nullptr);
+        const int64_t got = cnt >= seen.nwords() * kBusyWordBits ? seen.take_columns(order.data())
+                                                                 : seen.take_columns_sparse(order.data());
+        for (int64_t p = 0; p < got; ++p) {
+          const int64_t j = order[static_cast<size_t>(p)];
+          out_col[start + p] = j;
+          out_val[start + p] = static_cast<T>(acc[j]);
+          acc[j] = 0.0;
         }
-      }
-      const int64_t cnt = q - start;
-      if (cnt * kScanRatio >= n) {  // dense row: the marker lists its columns in order
-        q = start;
-        for (int64_t j = 0; j < n; ++j)
-          if (mark[j] == i) out_col[q++] = j;
       } else {
-        std::sort(out_col + start, out_col + q);
+        accumulate_row<T, true>(a, a_val, b, b_val, i, seen, acc.data(), out_col + start);
+        std::sort(out_col + start, out_col + start + cnt);
+        for (int64_t p = start; p < start + cnt; ++p) {
+          out_val[p] = static_cast<T>(acc[out_col[p]]);
+          acc[out_col[p]] = 0.0;
+        }
+        seen.clear(out_col + start, cnt);
       }
-      for (int64_t p = start; p < start + cnt; ++p) out_val[p] = static_cast<T>(acc[out_col[p]]);
     }
     return;
   }
@@ -170,23 +255,23 @@ SpgemmPlan spgemm_plan(const CsrPattern& a, const CsrPattern& b) {
 }
 
 int64_t spgemm_symbolic(const SpgemmPlan& plan, const CsrPattern& a, const CsrPattern& b, int64_t* out_crow) {
-  const int64_t m = a.rows, n = b.cols;
+  const int64_t m = a.rows, n = b.cols, a_nnz = a.crow[m];
   // out_crow[i + 1] = the distinct columns of row i, then a prefix sum
   for_each_task(plan, [&](int64_t r0, int64_t r1) {
     if (use_dense(plan, r0, r1, n)) {
-      std::vector<int64_t> mark(static_cast<size_t>(n), -1);
+      ColumnBitmap seen(n);
+      std::vector<int64_t> cols(static_cast<size_t>(n));  // the row's columns, to clear their bits
       for (int64_t i = r0; i < r1; ++i) {
         int64_t cnt = 0;
         for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
+          prefetch_b_row(a, b, nullptr, 0, p + kPrefetchAhead, a_nnz);
           const int64_t k = a.col[p];
           for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
             const int64_t j = b.col[r];
-            if (mark[j] != i) {
-              mark[j] = i;
-              ++cnt;
-            }
+            if (seen.first_hit(j)) cols[static_cast<size_t>(cnt++)] = j;
           }
         }
+        seen.clear(cols.data(), cnt);
         out_crow[i + 1] = cnt;
       }
       return;
