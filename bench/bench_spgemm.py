@@ -6,7 +6,7 @@ Run (the OPENBLAS variables are unset only for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \\
         python -m pytest bench/bench_spgemm.py --benchmark-group-by=group --benchmark-columns=min,median
 FG_BENCH_THREADS="1,2" (default "1") picks the thread counts. A quick table (min and median of interleaved rounds,
-plus the kernel's thread CPU time):
+plus the process CPU time of forgegrad's kernel and of torch, which a busy machine inflates less than wall time):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_spgemm.py [threads ...]
 """
 import statistics
@@ -65,15 +65,15 @@ def test_spgemm(benchmark, nthreads, kind, size):
 
 def _table(threads, rounds=7):
     from forgegrad.bench._timing import pinned_threads
-    print(f"CSR @ CSR float32 (n x n @ n x n), ms: min / median of {rounds} interleaved rounds; "
-          "fg_kernel cpu: its process CPU time, min")
-    print(f"{'threads':>7} {'n':>6} {'density':>8} " + " ".join(f"{k:>15}" for k in KINDS) + f" {'fg_kernel cpu':>15}")
+    print(f"CSR @ CSR float32 (n x n @ n x n), ms: min / median of {rounds} interleaved rounds; cpu: process CPU "
+          "time, min")
+    print(f"{'threads':>7} {'n':>6} {'density':>8} " + " ".join(f"{k:>15}" for k in KINDS) +
+          f" {'fg_kernel cpu':>15} {'torch_csr cpu':>15}")
     for t in threads:
         with pinned_threads(t):
             for n, d in SIZES:
                 fns = [make(k, n, d) for k in KINDS]
-                wall = [[] for _ in fns]
-                cpu = []
+                wall, cpu = [[] for _ in fns], [[] for _ in fns]
                 for fn in fns:
                     fn()
                 for _ in range(rounds):
@@ -81,11 +81,10 @@ def _table(threads, rounds=7):
                         t0, c0 = time.perf_counter(), time.process_time()
                         fn()
                         wall[i].append(time.perf_counter() - t0)
-                        if i == 0:
-                            cpu.append(time.process_time() - c0)
+                        cpu[i].append(time.process_time() - c0)
                 cells = [f"{min(w) * 1e3:.1f} / {statistics.median(w) * 1e3:.1f}" for w in wall]
                 print(f"{t:>7} {n:>6} {d * 100:>7g}% " + " ".join(f"{c:>15}" for c in cells) +
-                      f" {min(cpu) * 1e3:>15.1f}")
+                      f" {min(cpu[0]) * 1e3:>15.1f} {min(cpu[2]) * 1e3:>15.1f}")
 
 
 if __name__ == "__main__":

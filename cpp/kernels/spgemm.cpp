@@ -143,7 +143,8 @@ inline void prefetch_b_row(const CsrPattern& a, const CsrPattern& b, const void*
 constexpr int64_t kPrefetchAhead = 4;  // nonzeros of A
 
 // Row i of C into acc (+0.0 where untouched, left so) and the bitmap; list: also write each column's first hit
-// to cols (for a row that is sorted rather than scanned). acc[j] + prod from +0.0 is the first product's 0.0 + prod.
+// to cols (for a row that is sorted rather than scanned; cols needs one slot of slack beyond the row's columns).
+// acc[j] + prod from +0.0 is the first product's 0.0 + prod.
 template <class T, bool list>
 inline void accumulate_row(const CsrPattern& a, const T* a_val, const CsrPattern& b, const T* b_val, int64_t i,
                            ColumnBitmap& seen, double* acc, int64_t* cols) {
@@ -157,7 +158,8 @@ inline void accumulate_row(const CsrPattern& a, const T* a_val, const CsrPattern
       const T prod = av * b_val[r];
       acc[j] += static_cast<double>(prod);
       if (list) {
-        if (seen.first_hit(j)) *cols++ = j;
+        *cols = j;  // kept when it is the row's first hit of j (no branch to miss)
+        cols += seen.first_hit(j);
       } else {
         seen.set(j);
       }
@@ -172,7 +174,7 @@ void numeric_rows(const SpgemmPlan& plan, const CsrPattern& a, const T* a_val, c
   if (use_dense(plan, r0, r1, n)) {
     ColumnBitmap seen(n);
     std::vector<double> acc(static_cast<size_t>(n), 0.0);  // back to +0.0 after each row
-    std::vector<int64_t> order(static_cast<size_t>(n) + 2);  // a scanned row's columns (2 slots of slack)
+    std::vector<int64_t> order(static_cast<size_t>(n) + 2);  // a row's columns in order (2 slots of slack)
     for (int64_t i = r0; i < r1; ++i) {
       const int64_t start = out_crow[i], cnt = out_crow[i + 1] - start;
       if (seen.scan_beats_sort(cnt)) {  // the set bits, word by word: the columns in order (and cleared)
@@ -186,13 +188,16 @@ void numeric_rows(const SpgemmPlan& plan, const CsrPattern& a, const T* a_val, c
           acc[j] = 0.0;
         }
       } else {
-        accumulate_row<T, true>(a, a_val, b, b_val, i, seen, acc.data(), out_col + start);
-        std::sort(out_col + start, out_col + start + cnt);
-        for (int64_t p = start; p < start + cnt; ++p) {
-          out_val[p] = static_cast<T>(acc[out_col[p]]);
-          acc[out_col[p]] = 0.0;
+        // listed in order (not in out_col: the list's slack slot would be the next row's, maybe another task's)
+        accumulate_row<T, true>(a, a_val, b, b_val, i, seen, acc.data(), order.data());
+        std::sort(order.begin(), order.begin() + cnt);
+        for (int64_t p = 0; p < cnt; ++p) {
+          const int64_t j = order[static_cast<size_t>(p)];
+          out_col[start + p] = j;
+          out_val[start + p] = static_cast<T>(acc[j]);
+          acc[j] = 0.0;
         }
-        seen.clear(out_col + start, cnt);
+        seen.clear(order.data(), cnt);
       }
     }
     return;
@@ -260,7 +265,7 @@ int64_t spgemm_symbolic(const SpgemmPlan& plan, const CsrPattern& a, const CsrPa
   for_each_task(plan, [&](int64_t r0, int64_t r1) {
     if (use_dense(plan, r0, r1, n)) {
       ColumnBitmap seen(n);
-      std::vector<int64_t> cols(static_cast<size_t>(n));  // the row's columns, to clear their bits
+      std::vector<int64_t> cols(static_cast<size_t>(n) + 1);  // the row's columns, to clear their bits (+ slack)
       for (int64_t i = r0; i < r1; ++i) {
         int64_t cnt = 0;
         for (int64_t p = a.crow[i]; p < a.crow[i + 1]; ++p) {
@@ -268,7 +273,8 @@ int64_t spgemm_symbolic(const SpgemmPlan& plan, const CsrPattern& a, const CsrPa
           const int64_t k = a.col[p];
           for (int64_t r = b.crow[k]; r < b.crow[k + 1]; ++r) {
             const int64_t j = b.col[r];
-            if (seen.first_hit(j)) cols[static_cast<size_t>(cnt++)] = j;
+            cols[static_cast<size_t>(cnt)] = j;  // kept when it is the row's first hit of j (no branch to miss)
+            cnt += seen.first_hit(j);
           }
         }
         seen.clear(cols.data(), cnt);
