@@ -65,10 +65,10 @@ def test_spgemm(benchmark, nthreads, kind, size):
 
 def _table(threads, rounds=7):
     from forgegrad.bench._timing import pinned_threads
-    print(f"CSR @ CSR float32 (n x n @ n x n), ms: min / median of {rounds} interleaved rounds; cpu: process CPU "
-          "time, min")
-    print(f"{'threads':>7} {'n':>6} {'density':>8} " + " ".join(f"{k:>15}" for k in KINDS) +
-          f" {'fg_kernel cpu':>15} {'torch_csr cpu':>15}")
+    print(f"CSR @ CSR float32 (n x n @ n x n), ms: wall min / median of {rounds} interleaved rounds, then process "
+          "CPU time (min) of each")
+    print(f"{'threads':>7} {'n':>6} {'density':>8} " + " ".join(f"{k:>15}" for k in KINDS) + " " +
+          " ".join(f"{k + ' cpu':>15}" for k in KINDS))
     for t in threads:
         with pinned_threads(t):
             for n, d in SIZES:
@@ -83,9 +83,8 @@ def _table(threads, rounds=7):
                         wall[i].append(time.perf_counter() - t0)
                         cpu[i].append(time.process_time() - c0)
                 cells = [f"{min(w) * 1e3:.1f} / {statistics.median(w) * 1e3:.1f}" for w in wall]
-                print(f"{t:>7} {n:>6} {d * 100:>7g}% " + " ".join(f"{c:>15}" for c in cells) +
-                      f" {min(cpu[0]) * 1e3:>15.1f} {min(cpu[2]) * 1e3:>15.1f}")
-
+                print(f"{t:>7} {n:>6} {d * 100:>7g}% " + " ".join(f"{c:>15}" for c in cells) + " " +
+                      " ".join(f"{min(c) * 1e3:>15.1f}" for c in cpu))
 
 if __name__ == "__main__":
     _table([int(a) for a in sys.argv[1:]] or [1])
