@@ -1,6 +1,7 @@
 """dense (64 x 4096) @ sparse (4096 x 4096) and sparse @ sparse (4096 x 4096, both at the same density), float32,
 forgegrad vs torch, COO and CSR, 1 thread each side: a quick table of the min over interleaved rounds (ms).
-dense @ sparse runs the SpMM kernel on S^T; sparse @ sparse is numpy (forgegrad/sparse/_spgemm.py).
+dense @ sparse runs the SpMM kernel on S^T; sparse @ sparse the SpGEMM kernel (cpp/kernels/spgemm.cpp; bench_spgemm.py
+compares it with its former numpy path).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_sparse_more.py
 """

@@ -6,6 +6,7 @@
 #include "forgegrad/bindings.h"
 #include "forgegrad/dispatch.h"
 #include "forgegrad/py_array.h"
+#include "forgegrad/spgemm.h"
 
 namespace fg {
 
@@ -31,25 +32,27 @@ namespace {
 std::string str(int64_t v) { return std::to_string(v); }
 
 // Checks a CSR pattern of m rows and ncols columns: crow (m + 1) int64 from 0, non-decreasing, to nnz = len(col);
-// every col in [0, ncols). Returns nnz.
-int64_t check_csr(const char* op, const ArrayArg& crow, const ArrayArg& col, int64_t m, int64_t ncols) {
+// every col in [0, ncols). Returns nnz. prefix names the matrix in the messages ("a_" for a_crow_indices).
+int64_t check_csr(const char* op, const ArrayArg& crow, const ArrayArg& col, int64_t m, int64_t ncols,
+                  const std::string& prefix = "") {
+  const std::string cr_name = prefix + "crow_indices", col_name = prefix + "col_indices",
+                    where = std::string(op) + ": ";
   if (crow.dim(0) != m + 1)
-    throw py::value_error(std::string(op) + ": crow_indices must have length rows + 1 = " + str(m + 1) + ", got " +
-                          str(crow.dim(0)));
+    throw py::value_error(where + cr_name + " must have length rows + 1 = " + str(m + 1) + ", got " + str(crow.dim(0)));
   const int64_t* cr = crow.i64();
   const int64_t nnz = col.dim(0);
-  if (cr[0] != 0) throw py::value_error(std::string(op) + ": crow_indices[0] must be 0, got " + str(cr[0]));
+  if (cr[0] != 0) throw py::value_error(where + cr_name + "[0] must be 0, got " + str(cr[0]));
   for (int64_t i = 0; i < m; ++i)
     if (cr[i + 1] < cr[i])
-      throw py::value_error(std::string(op) + ": crow_indices must be non-decreasing, got crow_indices[" + str(i + 1) +
-                            "] = " + str(cr[i + 1]) + " < crow_indices[" + str(i) + "] = " + str(cr[i]));
+      throw py::value_error(where + cr_name + " must be non-decreasing, got " + cr_name + "[" + str(i + 1) +
+                            "] = " + str(cr[i + 1]) + " < " + cr_name + "[" + str(i) + "] = " + str(cr[i]));
   if (cr[m] != nnz)
-    throw py::value_error(std::string(op) + ": crow_indices[-1] must equal the number of col_indices " + str(nnz) +
-                          ", got " + str(cr[m]));
+    throw py::value_error(where + cr_name + "[-1] must equal the number of " + col_name + " " + str(nnz) + ", got " +
+                          str(cr[m]));
   const int64_t* c = col.i64();
   for (int64_t p = 0; p < nnz; ++p)
     if (c[p] < 0 || c[p] >= ncols)
-      throw py::index_error(std::string(op) + ": col_indices[" + str(p) + "] = " + str(c[p]) + " is out of range for " +
+      throw py::index_error(where + col_name + "[" + str(p) + "] = " + str(c[p]) + " is out of range for " +
                             str(ncols) + " columns");
   return nnz;
 }
@@ -109,7 +112,60 @@ void transpose(const py::array& crow, const py::array& col, int64_t ncols, const
   fg::csr_transpose_pattern(R.i64(), C.i64(), m, ncols, OR.i64(), OC.i64(), P.i64());
 }
 
+// C = A @ B for A (len(a_crow) - 1, len(b_crow) - 1) and B (len(b_crow) - 1, ncols), both CSR with float32 or
+// float64 values of one dtype: (crow (M + 1), col (nnz), values (nnz)), each row's columns sorted and distinct.
+py::tuple spgemm(const py::array& a_crow, const py::array& a_col, const py::array& a_values, const py::array& b_crow,
+                 const py::array& b_col, const py::array& b_values, int64_t ncols) {
+  ArrayArg AR = fg::bind::i64_arg(a_crow, "a_crow_indices", 1), AC = fg::bind::i64_arg(a_col, "a_col_indices", 1);
+  ArrayArg BR = fg::bind::i64_arg(b_crow, "b_crow_indices", 1), BC = fg::bind::i64_arg(b_col, "b_col_indices", 1);
+  const bool f32 = fg::bind::is_float32(a_values);
+  if (!f32 && !py::detail::npy_api::get().PyArray_EquivTypes_(a_values.dtype().ptr(), py::dtype::of<double>().ptr()))
+    throw py::type_error("spgemm: a_values must be a float32 or float64 array, got dtype " +
+                         std::string(py::str(a_values.dtype())));
+  if (!py::detail::npy_api::get().PyArray_EquivTypes_(b_values.dtype().ptr(), a_values.dtype().ptr()))
+    throw py::type_error("spgemm: b_values must have a_values' dtype " + std::string(py::str(a_values.dtype())) +
+                         ", got " + std::string(py::str(b_values.dtype())));
+  ArrayArg AV = f32 ? fg::bind::f32_arg(a_values, "a_values", 1) : fg::bind::f64_arg(a_values, "a_values", 1);
+  ArrayArg BV = f32 ? fg::bind::f32_arg(b_values, "b_values", 1) : fg::bind::f64_arg(b_values, "b_values", 1);
+  if (AR.dim(0) < 1) throw py::value_error("spgemm: a_crow_indices must have at least one entry (rows + 1)");
+  if (BR.dim(0) < 1) throw py::value_error("spgemm: b_crow_indices must have at least one entry (rows + 1)");
+  if (ncols < 0) throw py::value_error("spgemm: ncols must be >= 0, got " + str(ncols));
+  const int64_t m = AR.dim(0) - 1, k = BR.dim(0) - 1;
+  const int64_t a_nnz = check_csr("spgemm", AR, AC, m, k, "a_");
+  const int64_t b_nnz = check_csr("spgemm", BR, BC, k, ncols, "b_");
+  fg::bind::expect_shape(AV, "a_values", {a_nnz});
+  fg::bind::expect_shape(BV, "b_values", {b_nnz});
+  const fg::CsrPattern a{AR.i64(), AC.i64(), m, k}, b{BR.i64(), BC.i64(), k, ncols};
+  py::array_t<int64_t> crow(m + 1);
+  int64_t nnz = 0;
+  fg::SpgemmPlan plan;
+  {
+    py::gil_scoped_release release;
+    plan = fg::spgemm_plan(a, b);
+    nnz = fg::spgemm_symbolic(plan, a, b, crow.mutable_data());
+  }
+  py::array_t<int64_t> col(nnz);
+  py::array values = f32 ? py::array(py::array_t<float>(nnz)) : py::array(py::array_t<double>(nnz));
+  {
+    py::gil_scoped_release release;
+    if (f32)
+      fg::spgemm_numeric<float>(plan, a, AV.f32(), b, BV.f32(), crow.data(), col.mutable_data(),
+                                static_cast<float*>(values.mutable_data()));
+    else
+      fg::spgemm_numeric<double>(plan, a, AV.f64(), b, BV.f64(), crow.data(), col.mutable_data(),
+                                 static_cast<double*>(values.mutable_data()));
+  }
+  return py::make_tuple(crow, col, values);
+}
+
 void bind(py::module_& m) {
+  m.def("spgemm", &spgemm, py::arg("a_crow_indices"), py::arg("a_col_indices"), py::arg("a_values"),
+        py::arg("b_crow_indices"), py::arg("b_col_indices"), py::arg("b_values"), py::arg("ncols"),
+        "C = A @ B for CSR matrices A (len(a_crow_indices) - 1, len(b_crow_indices) - 1) and B "
+        "(len(b_crow_indices) - 1, ncols), int64 indices, float32 or float64 values of one dtype. Returns C's "
+        "(crow_indices (M+1,), col_indices (nnz,), values (nnz,)): each row's columns sorted and distinct, every "
+        "structural product kept (a cancelling sum stays as an explicit 0). Products are rounded to the values' "
+        "dtype and summed in float64 in A's then B's nonzero order: the same bits at any thread count.");
   m.def("csr_transpose", &transpose, py::arg("crow_indices"), py::arg("col_indices"), py::arg("ncols"),
         py::arg("out_crow_indices"), py::arg("out_col_indices"), py::arg("perm"),
         "The CSR pattern of A^T (ncols rows) by a stable counting sort of A's nonzeros by column: "

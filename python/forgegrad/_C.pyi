@@ -1101,6 +1101,17 @@ class sparse:
         """
         ...
     @staticmethod
+    def spgemm(a_crow_indices: numpy.ndarray, a_col_indices: numpy.ndarray, a_values: numpy.ndarray,
+               b_crow_indices: numpy.ndarray, b_col_indices: numpy.ndarray, b_values: numpy.ndarray,
+               ncols: _Int) -> tuple:
+        """C = A @ B for CSR matrices A (len(a_crow_indices) - 1, len(b_crow_indices) - 1) and B (len(b_crow_indices) -
+        1, ncols), int64 indices, float32 or float64 values of one dtype. Returns C's (crow_indices (M+1,),
+        col_indices (nnz,), values (nnz,)): each row's columns sorted and distinct, every structural product kept (a
+        cancelling sum stays as an explicit 0). Products are rounded to the values' dtype and summed in float64 in
+        A's then B's nonzero order: the same bits at any thread count.
+        """
+        ...
+    @staticmethod
     def spmm(crow_indices: numpy.ndarray, col_indices: numpy.ndarray, values: numpy.ndarray, dense: numpy.ndarray,
              out: numpy.ndarray) -> None:
         """out (M, N) = A @ dense for A a float32 CSR matrix of M rows (crow_indices (M+1,), col_indices (nnz,), values

@@ -341,6 +341,11 @@ def _extra_calls():
     _C.sparse.spmm(crow, col, vals, dense, np.empty((3, 5), np.float32))
     _C.sparse.sddmm(crow, col, rng.standard_normal((3, 5)).astype(np.float32), dense, np.empty(3, np.float32))
     _C.sparse.csr_transpose(crow, col, 4, np.empty(5, np.int64), np.empty(3, np.int64), np.empty(3, np.int64))
+    # CSR @ CSR (SpGEMM): that matrix times a 4 x 5 CSR with an empty row, float32 and float64
+    b_crow, b_col = np.array([0, 1, 1, 3, 4], np.int64), np.array([0, 4, 1, 2], np.int64)
+    b_vals = rng.standard_normal(4).astype(np.float32)
+    _C.sparse.spgemm(crow, col, vals, b_crow, b_col, b_vals, 5)
+    _C.sparse.spgemm(crow, col, vals.astype(np.float64), b_crow, b_col, b_vals.astype(np.float64), 5)
     # the int8 kernels (forgegrad.quantization reaches them through modules, not op samples)
     w8 = rng.integers(-128, 128, (5, 70), dtype=np.int8)
     packed, colsum = _C.quant.pack_weight(w8)

@@ -1,6 +1,8 @@
 """The numeric kernels of forgegrad.sparse: CSR @ dense (SpMM) and the sampled dense-dense product (SDDMM) of its
 backward. float32 runs forgegrad._C.sparse (cpp/kernels/per_isa/spmm.cpp: per-ISA, threaded over row blocks, the
-same bits at any thread count); float64 runs the numpy reference below, which is also the tests' oracle."""
+same bits at any thread count); float64 runs the numpy reference below, which is also the tests' oracle. CSR @ CSR
+(SpGEMM) of float32 and float64 runs forgegrad._C.sparse.spgemm (cpp/kernels/spgemm.cpp); _spgemm.py holds its numpy
+reference and the dispatch."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +11,8 @@ from .. import _C
 from ._storage import CSR
 
 _F32 = np.dtype(np.float32)
+# the value dtypes of forgegrad._C.sparse.spgemm (both operands of one of them)
+SPGEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def spmm_reference(a: CSR, b: np.ndarray) -> np.ndarray:
@@ -46,3 +50,10 @@ def transpose(a: CSR) -> CSR:
     crow, col, perm = np.empty(k + 1, np.int64), np.empty(a.nnz, np.int64), np.empty(a.nnz, np.int64)
     _C.sparse.csr_transpose(a.crow, a.col, k, crow, col, perm)
     return CSR(crow, col, a.values[perm], (k, m))
+
+
+def spgemm(a: CSR, b: CSR) -> CSR:
+    """a (M, K) @ b (K, N) by forgegrad._C.sparse.spgemm; values of one dtype in SPGEMM_DTYPES."""
+    crow, col, values = _C.sparse.spgemm(a.crow, a.col, np.ascontiguousarray(a.values), b.crow, b.col,
+                                         np.ascontiguousarray(b.values), b.shape[1])
+    return CSR(crow, col, values, (a.shape[0], b.shape[1]))

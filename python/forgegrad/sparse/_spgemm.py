@@ -1,12 +1,19 @@
 """sparse @ sparse (torch.sparse.mm / torch.mm of two 2-D sparse tensors of one layout): a sparse result of that
-layout, every structural product kept (an entry whose products cancel stays, as 0, as torch's). numpy only:
-Gustavson's expansion (each nonzero a_ik times row k of b, all at once), then the products summed by (row, col):
-into a dense block of rows at a time while the output is small next to the products, else by sorting the keys;
-memory is O(number of products).
+layout, every structural product kept (an entry whose products cancel stays, as 0, as torch's). float32 and float64
+run the C++ kernel forgegrad._C.sparse.spgemm (cpp/kernels/spgemm.cpp: Gustavson row by row, a symbolic pass then a
+numeric one, threaded over row blocks). Other dtypes (float16, integers, ...) run spgemm_reference below, numpy only,
+which is also the tests' oracle: Gustavson's expansion (each nonzero a_ik times row k of b, all at once), then the
+products summed by (row, col): into a dense block of rows at a time while the output is small next to the products,
+else by sorting the keys; memory is O(number of products).
+
+Both round each product to the values' dtype and sum a (row, col)'s products in product order (a's nonzeros in the
+row, then b's); the kernel sums in float64, as the reference's dense-rows path does, so the two give the same bits
+whenever the reference takes that path; its sort path sums in the values' dtype (np.add.reduceat), which can differ
+from the kernel's float32 results in the last bits.
 
 Gradients as torch's for COO: torch.mm gives a the full sparse product G @ b^T and b the full a^T @ G;
-torch.sparse.mm gives them at a's and b's coalesced patterns. torch 2.13 has no backward for CSR @ CSR; here CSR
-gets the same rules in CSR."""
+torch.sparse.mm gives them at a's and b's coalesced patterns (both products through spgemm, so the kernel too).
+torch 2.13 has no backward for CSR @ CSR; here CSR gets the same rules in CSR."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +26,15 @@ _I64 = np.dtype(np.int64)
 
 
 def spgemm(a: CSR, b: CSR) -> CSR:
-    """a (M, K) @ b (K, N) as CSR with sorted, distinct columns per row; duplicates summed in product order."""
+    """a (M, K) @ b (K, N) as CSR with sorted, distinct columns per row; duplicates summed in product order. The C++
+    kernel for float32 / float64, else the numpy reference."""
+    if a.values.dtype == b.values.dtype and a.values.dtype in _kernels.SPGEMM_DTYPES:
+        return _kernels.spgemm(a, b)
+    return spgemm_reference(a, b)
+
+
+def spgemm_reference(a: CSR, b: CSR) -> CSR:
+    """spgemm in numpy (any dtype): the products all at once, then summed by (row, col)."""
     m, n = a.shape[0], b.shape[1]
     dtype = np.result_type(a.values.dtype, b.values.dtype)
     counts = np.diff(b.crow)[a.col]  # the products each nonzero of a makes
