@@ -68,14 +68,41 @@ def is_inference_mode_enabled() -> bool:
     return _state.__dict__.get("inference", False)
 
 
+# Inference tensors (forgegrad._inference_tensors) cost nothing while no thread is in inference mode: the modules
+# that make or check tensors read two flags kept in their own namespaces (a global read there is free), set here:
+# ``_inference_on`` while some thread has an inference_mode(True) block open (tensors made then ask whether their
+# thread is in the mode), ``_inference_seen`` from the first such block on (inference tensors may exist: the view,
+# in-place and save-for-backward checks run).
+_inference_lock = threading.Lock()
+_inference_blocks = 0  # inference_mode(True) blocks open now, over all threads
+_inference_namespaces: List[dict] = []
+
+
+def watch_inference_flags(namespace: dict) -> None:
+    namespace["_inference_on"] = _inference_blocks > 0
+    namespace["_inference_seen"] = namespace.get("_inference_seen", False) or _inference_blocks > 0
+    _inference_namespaces.append(namespace)
+
+
+def _count_inference_block(step: int) -> None:
+    global _inference_blocks
+    with _inference_lock:
+        _inference_blocks += step
+        on = _inference_blocks > 0
+        for ns in _inference_namespaces:
+            ns["_inference_on"] = on
+            if on:
+                ns["_inference_seen"] = True
+
+
 class inference_mode(contextlib.ContextDecorator):
     """torch.inference_mode: a context manager or decorator (``@inference_mode()`` or bare
     ``@inference_mode``) that records no graph, as no_grad; ``mode=False`` turns grad mode on (as torch's,
     whose InferenceMode(false) is grad mode), for a block inside an inference_mode one.
 
-    forgegrad has no inference tensors: results made inside are ordinary tensors that do not require grad
-    (``Tensor.is_inference()`` is always False; torch's errors for writing one in place outside the mode, or
-    saving one for backward, are not raised). See docs/torch_compat.md.
+    Tensors made inside are inference tensors (``is_inference()``; views of them too) with torch's rules outside
+    the mode: no in-place write, no ``requires_grad_()``, not saved for backward by a recorded op (RuntimeError);
+    ``clone()`` gives a normal tensor. See forgegrad._inference_tensors and docs/torch_compat.md.
     """
 
     def __new__(cls, mode=True):
@@ -91,12 +118,16 @@ class inference_mode(contextlib.ContextDecorator):
     def __enter__(self):
         d = _state.__dict__
         self.prev = (d.get("grad_enabled", True), d.get("inference", False))
+        if self.mode:
+            _count_inference_block(1)
         d["grad_enabled"], d["inference"] = not self.mode, self.mode
         return self
 
     def __exit__(self, *exc):
         d = _state.__dict__
         d["grad_enabled"], d["inference"] = self.prev
+        if self.mode:
+            _count_inference_block(-1)
         return False
 
 
