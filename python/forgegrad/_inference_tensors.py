@@ -11,11 +11,14 @@ forgegrad's inference tensors are instances of :class:`InferenceTensor`, a Tenso
 op (``Function.is_view``), ``detach()`` and ``.data`` give their result the kind of the tensor they view when it
 shares that tensor's storage. So ``t._is_inference`` is a class attribute read, and nothing is stored per tensor.
 
-Cost: while no thread has an inference_mode block open, making a tensor reads one module flag (``_inference_on``,
-see grad_mode.watch_inference_flags); until a block has been opened once (``_inference_seen``), no op checks
-anything else. Not covered: a parameter made in the mode (nn.Parameter stays normal; torch's is an inference
-tensor), the attribute assignment ``t.requires_grad = True`` (a slot: only ``requires_grad_()`` checks), and views
-made by ops outside the view Functions (``as_strided``, ``diagonal``) are normal tensors.
+Cost: while no thread has an inference_mode block open, making a tensor tests one module global (grad_mode's
+``_inference_threads``); until a block has been opened once (``_inference_seen``), no op checks anything else.
+
+Not covered: a parameter made in the mode (nn.Parameter stays normal; torch's is an inference tensor), the
+attribute assignment ``t.requires_grad = True`` (a slot: only ``requires_grad_()`` checks), views made by ops other
+than the view Functions (``as_strided``, ``diagonal``: normal tensors), and ``detach()`` / ``.data`` of an inference
+tensor taken outside the mode refuse in-place writes (torch lets those two through). torch writes the values of a
+refused in-place op before it raises; forgegrad raises first.
 """
 from __future__ import annotations
 
@@ -51,8 +54,11 @@ def _normal_tensor():
     return Tensor.__new__(Tensor)
 
 
+_state = grad_mode._state
+
+
 def _in_mode() -> bool:
-    return grad_mode._state.__dict__.get("inference", False)
+    return _state.__dict__.get("inference", False)
 
 
 def class_in_mode(cls):

@@ -29,7 +29,7 @@ from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
-                        is_inference_mode_enabled, no_grad, set_grad_enabled, trace, watch_inference_flags)
+                        is_inference_mode_enabled, no_grad, set_grad_enabled, trace, watch_inference_seen)
 from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
@@ -42,8 +42,8 @@ from ._op_dispatch import (floating_out as _floating_out, ints_as_floats as _int
                            COMPLEX_SCALARS as _COMPLEX_SCALARS, dispatch as _dispatch)
 
 _NDARRAY = np.ndarray
-_inference_seen = False  # set by grad_mode.watch_inference_flags: an inference_mode block has run
-watch_inference_flags(globals())
+_inference_seen = False  # set by grad_mode.watch_inference_seen: an inference_mode block has run
+watch_inference_seen(globals())
 
 
 _F32 = np.dtype(np.float32)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import List
+from threading import get_ident as _get_ident
+from typing import Dict, List
 
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
            "is_inference_mode_enabled", "graph_free", "trace", "recorder"]
@@ -68,31 +69,26 @@ def is_inference_mode_enabled() -> bool:
     return _state.__dict__.get("inference", False)
 
 
-# Inference tensors (forgegrad._inference_tensors) cost nothing while no thread is in inference mode: the modules
-# that make or check tensors read two flags kept in their own namespaces (a global read there is free), set here:
-# ``_inference_on`` while some thread has an inference_mode(True) block open (tensors made then ask whether their
-# thread is in the mode), ``_inference_seen`` from the first such block on (inference tensors may exist: the view,
-# in-place and save-for-backward checks run).
-_inference_lock = threading.Lock()
-_inference_blocks = 0  # inference_mode(True) blocks open now, over all threads
-_inference_namespaces: List[dict] = []
+# Inference tensors (forgegrad._inference_tensors) cost nothing while no thread is in inference mode. Tensor's
+# constructors test ``_inference_threads`` (thread id -> inference_mode(True) blocks open in it; each thread
+# changes only its own entry, so no lock): only while it is not empty does a new tensor ask whether its thread is
+# in the mode. The modules that check ops read ``_inference_seen`` in their own namespaces (a global read there is
+# free), set once the first block opens: inference tensors may exist from then on.
+_inference_threads: Dict[int, int] = {}
+_inference_seen = False
+_seen_namespaces: List[dict] = []
 
 
-def watch_inference_flags(namespace: dict) -> None:
-    namespace["_inference_on"] = _inference_blocks > 0
-    namespace["_inference_seen"] = namespace.get("_inference_seen", False) or _inference_blocks > 0
-    _inference_namespaces.append(namespace)
+def watch_inference_seen(namespace: dict) -> None:
+    namespace["_inference_seen"] = _inference_seen
+    _seen_namespaces.append(namespace)
 
 
-def _count_inference_block(step: int) -> None:
-    global _inference_blocks
-    with _inference_lock:
-        _inference_blocks += step
-        on = _inference_blocks > 0
-        for ns in _inference_namespaces:
-            ns["_inference_on"] = on
-            if on:
-                ns["_inference_seen"] = True
+def _note_inference_seen() -> None:
+    global _inference_seen
+    _inference_seen = True
+    for ns in _seen_namespaces:
+        ns["_inference_seen"] = True
 
 
 class inference_mode(contextlib.ContextDecorator):
@@ -119,7 +115,10 @@ class inference_mode(contextlib.ContextDecorator):
         d = _state.__dict__
         self.prev = (d.get("grad_enabled", True), d.get("inference", False))
         if self.mode:
-            _count_inference_block(1)
+            key = _get_ident()
+            _inference_threads[key] = _inference_threads.get(key, 0) + 1
+            if not _inference_seen:
+                _note_inference_seen()
         d["grad_enabled"], d["inference"] = not self.mode, self.mode
         return self
 
@@ -127,7 +126,12 @@ class inference_mode(contextlib.ContextDecorator):
         d = _state.__dict__
         d["grad_enabled"], d["inference"] = self.prev
         if self.mode:
-            _count_inference_block(-1)
+            key = _get_ident()
+            n = _inference_threads.get(key, 1) - 1
+            if n:
+                _inference_threads[key] = n
+            else:
+                _inference_threads.pop(key, None)
         return False
 
 

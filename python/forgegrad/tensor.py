@@ -22,12 +22,11 @@ from . import dtypes as _dtypes
 from ._tensor_fills import TensorFills
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
+from .grad_mode import _inference_threads, watch_inference_seen
 from .ops.registry import _OPS
 
 _F32 = np.dtype(np.float32)
-# set by grad_mode.watch_inference_flags (below): some thread is in inference mode now / has been once
-_inference_on = False
-_inference_seen = False
+_inference_seen = False  # set by grad_mode.watch_inference_seen (below): an inference_mode block has run
 
 __all__ = ["Tensor"]
 
@@ -99,7 +98,7 @@ class Tensor(TensorFills, TensorMethods):
         self._out_index = 0
         self._retains_grad = False
         self.requires_grad = False
-        if _inference_on and type(self) is Tensor:  # (only while some thread is in inference mode)
+        if _inference_threads and type(self) is Tensor:  # (only while some thread is in inference mode)
             self.__class__ = _class_in_mode(Tensor)
         if requires_grad:
             self.requires_grad_(True)
@@ -107,7 +106,7 @@ class Tensor(TensorFills, TensorMethods):
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
         """Wrap a kernel output without any conversion (internal)."""
-        t = cls.__new__(cls if not _inference_on else _class_in_mode(cls))
+        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
             on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
             if not on_device and not isinstance(arr, np.ndarray):
@@ -129,7 +128,7 @@ class Tensor(TensorFills, TensorMethods):
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
         if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
-        t = cls.__new__(cls if not _inference_on else _class_in_mode(cls))
+        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
         return t
 
@@ -580,7 +579,6 @@ class _HookHandle:
             _HookHandle.live -= 1
 
 
-from . import grad_mode as _grad_mode  # noqa: E402  (the tensor kinds need Tensor)
-from ._inference_tensors import (check_requires_grad as _check_requires_grad,  # noqa: E402
+from ._inference_tensors import (check_requires_grad as _check_requires_grad,  # noqa: E402  (they need Tensor)
                                  class_in_mode as _class_in_mode, view_kind as _view_kind)
-_grad_mode.watch_inference_flags(globals())
+watch_inference_seen(globals())
