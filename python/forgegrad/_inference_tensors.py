@@ -101,7 +101,7 @@ def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> None:
     """Function.apply's step for a node once inference tensors may exist: a view op's output takes its input's
     kind, and a recorded node that saved an inference tensor's storage for backward outside the mode refuses
     (what forward passed to ``save_for_backward`` is what torch's op saves)."""
-    if cls.is_view and isinstance(args[0], Tensor):
+    if cls.is_view and args and results and isinstance(args[0], Tensor) and isinstance(results[0], Tensor):
         view_kind(results[0], args[0])
     if record_graph and ctx.saved_at is not None and not _in_mode():
         saved = None
