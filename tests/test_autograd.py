@@ -169,3 +169,45 @@ def test_in_place_accumulation_leaves_shared_pending_gradients_alone():
         loss.backward()
         grads.append(np.asarray(x.grad.detach().numpy(), np.float64))
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+@pytest.mark.parametrize("engine", ["backward", "grad"])
+def test_materialize_grads_false_hands_none_for_an_unused_output(materialize, engine):
+    # forgegrad's Function.materialize_grads (class or node) is torch's ctx.set_materialize_grads
+    import torch
+    seen = {}
+
+    class Two(fg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.materialize_grads = materialize
+            return x * 2, x * 3
+
+        @staticmethod
+        def backward(ctx, g0, g1):
+            seen["fg"] = (g0 is None, g1 is None)
+            return (0 if g0 is None else g0 * 2) + (0 if g1 is None else g1 * 3)
+
+    class TwoT(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.set_materialize_grads(materialize)
+            return x * 2, x * 3
+
+        @staticmethod
+        def backward(ctx, g0, g1):
+            seen["torch"] = (g0 is None, g1 is None)
+            return (0 if g0 is None else g0 * 2) + (0 if g1 is None else g1 * 3)
+
+    a = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    x, tx = fg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    loss, tloss = (Two.apply(x)[1] * 1.5).sum(), (TwoT.apply(tx)[1] * 1.5).sum()
+    if engine == "grad":
+        got, want = fg.autograd.grad(loss, x)[0], torch.autograd.grad(tloss, tx)[0]
+    else:
+        loss.backward()
+        tloss.backward()
+        got, want = x.grad, tx.grad
+    assert seen["fg"] == seen["torch"] == (not materialize, False)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)

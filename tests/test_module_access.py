@@ -128,6 +128,72 @@ def test_torch_class_attributes():
     assert nn.Module.T_destination.__bound__ is not None
 
 
+class _Mixin:
+    def __init__(self, *args, **kwargs):
+        self.mixin_args = (args, kwargs)
+
+
+@pytest.mark.parametrize("lib", ["fg", "torch"])
+def test_call_super_init_passes_arguments_on(lib):
+    base = nn.Module if lib == "fg" else TNN.Module
+
+    class Cooperative(base, _Mixin):
+        call_super_init = True
+
+    m = Cooperative(1, k=2)
+    assert m.mixin_args == ((1,), {"k": 2}) and m.training and list(m.parameters()) == []
+    m.lin = nn.Linear(2, 2) if lib == "fg" else TNN.Linear(2, 2)  # Module's state is set up
+    assert len(list(m.parameters())) == 2
+
+    class Sub(base):
+        call_super_init = True
+
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+    assert Sub(4).n == 4
+
+    class MixinFirst(_Mixin, base):  # the mixin sets an attribute before Module.__init__ runs: allowed
+        call_super_init = True
+
+        def __init__(self):
+            super().__init__(5)
+    assert MixinFirst().mixin_args == ((5,), {})
+
+
+def _type_error(make):
+    with pytest.raises(TypeError) as e:
+        make()
+    return str(e.value)
+
+
+def test_call_super_init_false_refuses_arguments_as_torch():
+    def cases(base):
+        class Plain(base, _Mixin):
+            pass
+
+        class ToObject(base):
+            call_super_init = True
+        return [lambda: Plain(1), lambda: Plain(k=2), lambda: Plain(1, 2, k=3), lambda: base(3), lambda: ToObject(3)]
+    for ours, theirs in zip(cases(nn.Module), cases(TNN.Module)):
+        assert _type_error(ours) == _type_error(theirs)
+
+
+def test_assigning_registered_kinds_before_module_init_raises_as_torch():
+    def run(lib_nn, tensor):
+        class Early(lib_nn.Module):
+            def __init__(self):
+                self.plain = 3  # allowed
+                msgs = []
+                for value in (lib_nn.Parameter(tensor([1.0])), lib_nn.Linear(2, 2), lib_nn.Buffer(tensor([1.0]))):
+                    with pytest.raises(AttributeError) as e:
+                        self.x = value
+                    msgs.append(str(e.value))
+                self.msgs = msgs
+        return Early().msgs
+    assert run(nn, fg.tensor) == run(TNN, torch.tensor)
+
+
 def test_torch_module_names_present():
     names = ["get_submodule", "get_parameter", "get_buffer", "set_submodule", "register_module", "get_extra_state",
              "set_extra_state", "to_empty", "share_memory", "type", "compile", "call_super_init", "dump_patches",

@@ -397,6 +397,51 @@ def test_full_backward_hooks_two_inputs_and_non_tensor_argument():
             np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
 
 
+def _three_outputs(lib):
+    base = nn.Module if lib is fg else torch.nn.Module
+
+    class Three(base):
+        def forward(self, a, b):
+            return a * 2, a * b, b.detach() * 3  # the last never requires grad
+    return Three()
+
+
+@pytest.mark.parametrize("b_grad", [False, True])
+@pytest.mark.parametrize("used", [(0,), (1,), (0, 1)])
+def test_full_backward_hook_outputs_not_reaching_the_loss_are_none(used, b_grad):
+    # torch: grad_output is None for an output that did not reach the loss (forgegrad gave zeros before); grad_input
+    # is materialised: zeros for an input that requires no grad or got none
+    a, b = _rand(2, 3, seed=6), _rand(2, 3, seed=7)
+
+    def run(lib, tensor):
+        m, log = _three_outputs(lib), []
+        m.register_full_backward_pre_hook(lambda md, go: log.append(("pre", [_np(g) for g in go])))
+        m.register_full_backward_hook(lambda md, gi, go: log.append(("full", [_np(g) for g in gi],
+                                                                     [_np(g) for g in go])))
+        x, y = tensor(a, requires_grad=True), tensor(b, requires_grad=b_grad)
+        outs = m(x, y)
+        sum(((outs[i] * (i + 1.5)).sum() for i in used)).backward()
+        return log, [_np(x.grad), _np(y.grad)]
+    (ours, og), (theirs, tg) = _both(run)
+    _compare_logs(ours, theirs)
+    assert [g is None for g in ours[0][1]] == [i not in used for i in range(3)]
+    for u, v in zip(og, tg):
+        assert (u is None) == (v is None)
+        if u is not None:
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_backward_pre_hook_may_fill_an_output_gradient_that_was_none():
+    def run(lib, tensor):
+        m = _three_outputs(lib)
+        m.register_full_backward_pre_hook(lambda md, go: (go[0], lib.ones_like(go[0]), go[2]))
+        x, y = tensor(_rand(2, 3, seed=8), requires_grad=True), tensor(_rand(2, 3, seed=9))
+        m(x, y)[0].sum().backward()
+        return _np(x.grad)
+    ours, theirs = _both(run)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
 def test_backward_hooks_prepend_order():
     def run(lib, tensor):
         m, log = (nn.Linear(3, 2) if lib is fg else torch.nn.Linear(3, 2)), []

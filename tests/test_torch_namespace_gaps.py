@@ -99,10 +99,11 @@ def test_float32_matmul_precision_stored_and_checked():
 
 
 def test_is_inference_and_detach():
-    x = fg.ones(3, requires_grad=True)
-    with fg.inference_mode():
-        y = x * 2
-    assert fg.is_inference(y) is False and not y.requires_grad  # forgegrad has no inference tensors (documented)
+    x, tx = fg.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    with fg.inference_mode(), torch.inference_mode():
+        y, ty = x * 2, tx * 2
+    assert fg.is_inference(y) is torch.is_inference(ty) is True and not y.requires_grad  # see test_inference_tensors
+    assert fg.is_inference(x) is torch.is_inference(tx) is False
     d = fg.detach(x)
     assert not d.requires_grad and d._data is x._data or np.shares_memory(d.numpy(), x.detach().numpy())
     with pytest.raises(TypeError, match="input"):

@@ -119,8 +119,8 @@ def test_retains_grad_and_is_leaf():
 def test_is_inference():
     f, t = _pair()
     assert f.is_inference() == t.is_inference() is False
-    with fg.inference_mode():  # forgegrad has no inference tensors (docs/torch_compat.md)
-        assert fg.ones(2).is_inference() is False
+    with fg.inference_mode(), torch.inference_mode():  # more in tests/test_inference_tensors.py
+        assert fg.ones(2).is_inference() is torch.ones(2).is_inference() is True
 
 
 def test_is_contiguous_memory_format():

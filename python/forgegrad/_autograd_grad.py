@@ -200,7 +200,7 @@ def _run_pass(root, grad, retain_graph: bool, cap: _Capture, outer: bool) -> Non
             if uses and id(node) in need:
                 _count_down(node, cap, uses)
             continue
-        if len(gouts) > 1 and any(g is None for g in gouts):
+        if len(gouts) > 1 and any(g is None for g in gouts) and node.materialize_grads:
             dev = _devices.device_of(next(g for g in gouts if g is not None))
             gouts = [g if g is not None else _ag._no_grad_zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]

@@ -160,7 +160,8 @@ def _run_pass(outputs, seeds, inputs, retain_graph: bool, accumulate: bool):
             gouts = pending.pop(id(node), None)
             if gouts is None:
                 continue
-            if any(g is None for g in gouts):  # outputs that did not reach the loss: zeros on the others' device
+            if node.materialize_grads and any(g is None for g in gouts):  # outputs that did not reach the loss:
+                # zeros on the others' device
                 dev = _devices.device_of(_first_array(g for g in gouts if g is not None))
                 gouts = [g if g is not None else Tensor._wrap_exact(_ag._no_grad_zeros(shape, dtype, dev))
                          for g, (shape, dtype) in zip(gouts, node.out_meta)]

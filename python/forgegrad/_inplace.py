@@ -42,6 +42,9 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     """Make ``self`` hold ``compute(self, *others)`` (a Tensor of self's shape, or one that broadcasts to it); ``cast``:
     any result dtype is converted (copy_), else only one of the same kind (torch's rule)."""
     from .tensor import Tensor
+    if self._is_inference:  # refused outside inference mode, before anything is written
+        from ._inference_tensors import check_inplace
+        check_inplace(self)
     rec = grad_mode.recorder()
     if rec is not None and _traced_inplace(self, compute, name, others, cast, rec):
         return self

@@ -507,6 +507,9 @@ class TensorMethods:
         return _OPS["getitem"].apply(self, key)
 
     def __setitem__(self, key, value):
+        if self._is_inference:  # refused outside inference mode, before anything is written
+            from ._inference_tensors import check_inplace
+            check_inplace(self)
         # an in-place write is no op of a trace, so an exporter would silently leave it out of the graph
         if grad_mode.recorder() is not None:
             raise RuntimeError(

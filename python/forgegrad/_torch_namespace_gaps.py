@@ -49,8 +49,8 @@ def _tensor_arg(x, who: str, name: str = "input") -> Tensor:
 
 
 def is_inference(input) -> bool:
-    """torch.is_inference(input): input.is_inference(), always False in forgegrad (tensors made under inference_mode
-    are ordinary tensors that do not require grad; forgegrad has no inference tensors)."""
+    """torch.is_inference(input): input.is_inference(), True for a tensor made inside inference_mode() or a view
+    of one."""
     return _tensor_arg(input, "is_inference").is_inference()
 
 

@@ -114,9 +114,9 @@ def is_signed(self) -> bool:
 
 
 def is_inference(self) -> bool:
-    """False: forgegrad has no inference tensors (tensors made under inference_mode are ordinary tensors that
-    do not require grad), unlike torch, where such tensors answer True."""
-    return False
+    """True for an inference tensor: one made inside ``inference_mode()``, or a view of one (torch's; see
+    forgegrad._inference_tensors)."""
+    return self._is_inference
 
 
 def ndimension(self) -> int:

@@ -121,8 +121,12 @@ def tick() -> int:
 
 
 def bump(t) -> None:
-    """Count one in-place write through tensor ``t``."""
+    """Count one in-place write through tensor ``t`` (an inference tensor's, outside inference mode, is refused:
+    forgegrad._inference_tensors)."""
     global data_writes
+    if t._is_inference:
+        from ._inference_tensors import check_inplace
+        check_inplace(t)
     own = getattr(t, "_own_version", None)
     if own is not None:  # t.data: a counter of its own (torch's), unseen by saved tensors
         own[0] += 1

@@ -29,11 +29,12 @@ from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
 from .grad_mode import (_state, enable_grad, graph_free, inference_mode, is_grad_enabled,  # noqa: F401
-                        is_inference_mode_enabled, no_grad, set_grad_enabled, trace)
+                        is_inference_mode_enabled, no_grad, set_grad_enabled, trace, watch_inference_seen)
 from ._graph_memory import drop_inputs as _drop_inputs, parents_of as _live_parents, release_parents as _release_parents
 from ._tensor_hooks import _hold, _node_tensor_hooks, _retained_by_hooks, _run_grad_hooks
 from ._backward_leaves import _check_device_grad, _count_down, _fire_post_hooks, _hooked_leaf_uses  # noqa: F401
 from .tensor import Tensor, _HookHandle
+from ._inference_tensors import outputs_made as _inference_outputs
 from ._quiet import QUIET as _QUIET, loud as _loud, quiet as _quiet
 from ._pass_observers import (_Pass, _PassState, _add_pass_observer, _notify_pass,  # noqa: F401 (re-exported)
                               _pass_observers, _pass_state, queue_callback)
@@ -41,6 +42,8 @@ from ._op_dispatch import (floating_out as _floating_out, ints_as_floats as _int
                            COMPLEX_SCALARS as _COMPLEX_SCALARS, dispatch as _dispatch)
 
 _NDARRAY = np.ndarray
+_inference_seen = False  # set by grad_mode.watch_inference_seen: an inference_mode block has run
+watch_inference_seen(globals())
 
 
 _F32 = np.dtype(np.float32)
@@ -105,8 +108,8 @@ class Function:
 
     ``forward(ctx, *args, **kwargs)`` receives numpy arrays in place of Tensors and returns an
     array or a tuple of arrays. ``backward(ctx, *grad_outputs)`` receives one gradient array per
-    output (zeros for outputs that did not reach the loss) and returns one gradient (array or None)
-    per positional argument of forward, each with that argument's shape.
+    output (zeros for outputs that did not reach the loss, None where ``materialize_grads`` is False) and
+    returns one gradient (array or None) per positional argument of forward, each with that argument's shape.
     """
 
     # Outputs that are not differentiable (e.g. argmax indices) are listed by position.
@@ -124,6 +127,9 @@ class Function:
     # ((position, weak reference), ...): inputs the node holds weakly, an Edge in ctx.parents in their place
     # (forgegrad._graph_memory); set on the instance
     weak_inputs = ()
+    # False (on the class, or set on a node in forward): backward gets None, not zeros, for an output that did not
+    # reach the loss (torch's ctx.set_materialize_grads(False); a module's full backward hook shows None there)
+    materialize_grads = True
 
     # saved_at: the in-place write clock when save_for_backward ran (None: nothing saved; apply sets it)
     # made_at: the clock when the node was recorded (see _rebound)
@@ -228,6 +234,8 @@ class Function:
         else:
             results = (wrap(out),)
             single = True
+        if _inference_seen:  # (once an inference_mode block has run: forgegrad._inference_tensors)
+            _inference_outputs(cls, ctx, args, kwargs, results, record_graph)
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
             ctx.call = (args, kwargs)  # what a differentiable backward rule recomputes from (create_graph)
@@ -490,7 +498,7 @@ def _run_backward_pass(root, grad: np.ndarray, retain_graph: bool, got=None) -> 
             continue
         _check_usable(node)
         # outputs that did not reach the loss get zeros on the device of those that did (a single output did)
-        if len(gouts) > 1 and any(g is None for g in gouts):
+        if len(gouts) > 1 and any(g is None for g in gouts) and node.materialize_grads:
             dev = _devices.device_of(next(g for g in gouts if g is not None))
             gouts = [g if g is not None else _no_grad_zeros(shape, dtype, dev)
                      for g, (shape, dtype) in zip(gouts, node.out_meta)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import List
+from threading import get_ident as _get_ident
+from typing import Dict, List
 
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
            "is_inference_mode_enabled", "graph_free", "trace", "recorder"]
@@ -68,14 +69,36 @@ def is_inference_mode_enabled() -> bool:
     return _state.__dict__.get("inference", False)
 
 
+# Inference tensors (forgegrad._inference_tensors) cost nothing while no thread is in inference mode. Tensor's
+# constructors test ``_inference_threads`` (thread id -> inference_mode(True) blocks open in it; each thread
+# changes only its own entry, so no lock): only while it is not empty does a new tensor ask whether its thread is
+# in the mode. The modules that check ops read ``_inference_seen`` in their own namespaces (a global read there is
+# free), set once the first block opens: inference tensors may exist from then on.
+_inference_threads: Dict[int, int] = {}
+_inference_seen = False
+_seen_namespaces: List[dict] = []
+
+
+def watch_inference_seen(namespace: dict) -> None:
+    namespace["_inference_seen"] = _inference_seen
+    _seen_namespaces.append(namespace)
+
+
+def _note_inference_seen() -> None:
+    global _inference_seen
+    _inference_seen = True
+    for ns in _seen_namespaces:
+        ns["_inference_seen"] = True
+
+
 class inference_mode(contextlib.ContextDecorator):
     """torch.inference_mode: a context manager or decorator (``@inference_mode()`` or bare
     ``@inference_mode``) that records no graph, as no_grad; ``mode=False`` turns grad mode on (as torch's,
     whose InferenceMode(false) is grad mode), for a block inside an inference_mode one.
 
-    forgegrad has no inference tensors: results made inside are ordinary tensors that do not require grad
-    (``Tensor.is_inference()`` is always False; torch's errors for writing one in place outside the mode, or
-    saving one for backward, are not raised). See docs/torch_compat.md.
+    Tensors made inside are inference tensors (``is_inference()``; views of them too) with torch's rules outside
+    the mode: no in-place write, no ``requires_grad_()``, not saved for backward by a recorded op (RuntimeError);
+    ``clone()`` gives a normal tensor. See forgegrad._inference_tensors and docs/torch_compat.md.
     """
 
     def __new__(cls, mode=True):
@@ -91,12 +114,24 @@ class inference_mode(contextlib.ContextDecorator):
     def __enter__(self):
         d = _state.__dict__
         self.prev = (d.get("grad_enabled", True), d.get("inference", False))
+        if self.mode:
+            key = _get_ident()
+            _inference_threads[key] = _inference_threads.get(key, 0) + 1
+            if not _inference_seen:
+                _note_inference_seen()
         d["grad_enabled"], d["inference"] = not self.mode, self.mode
         return self
 
     def __exit__(self, *exc):
         d = _state.__dict__
         d["grad_enabled"], d["inference"] = self.prev
+        if self.mode:
+            key = _get_ident()
+            n = _inference_threads.get(key, 1) - 1
+            if n:
+                _inference_threads[key] = n
+            else:
+                _inference_threads.pop(key, None)
         return False
 
 

@@ -22,9 +22,11 @@ from . import dtypes as _dtypes
 from ._tensor_fills import TensorFills
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
+from .grad_mode import _inference_threads, watch_inference_seen
 from .ops.registry import _OPS
 
 _F32 = np.dtype(np.float32)
+_inference_seen = False  # set by grad_mode.watch_inference_seen (below): an inference_mode block has run
 
 __all__ = ["Tensor"]
 
@@ -83,6 +85,7 @@ class Tensor(TensorFills, TensorMethods):
     __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_out_index", "_retains_grad", "_post_hooks",
                  "_own_version", "_view_of", "_grad_hooks", "_graph_base", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
+    _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if dtype is None and type(data) in (list, tuple):
@@ -95,13 +98,15 @@ class Tensor(TensorFills, TensorMethods):
         self._out_index = 0
         self._retains_grad = False
         self.requires_grad = False
+        if _inference_threads and type(self) is Tensor:  # (only while some thread is in inference mode)
+            self.__class__ = _class_in_mode(Tensor)
         if requires_grad:
             self.requires_grad_(True)
 
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
         """Wrap a kernel output without any conversion (internal)."""
-        t = cls.__new__(cls)
+        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
             on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
             if not on_device and not isinstance(arr, np.ndarray):
@@ -123,7 +128,7 @@ class Tensor(TensorFills, TensorMethods):
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
         if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
-        t = cls.__new__(cls)
+        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
         return t
 
@@ -137,6 +142,8 @@ class Tensor(TensorFills, TensorMethods):
         seen by the graph's saved-tensor checks."""
         t = Tensor._wrap_exact(self._data)
         t._own_version = [0]
+        if _inference_seen:
+            _view_kind(t, self)
         return t
 
     @data.setter
@@ -291,6 +298,8 @@ class Tensor(TensorFills, TensorMethods):
             raise RuntimeError(f"only floating point and complex tensors can require gradients, got dtype {self.dtype}")
         if not requires_grad and self._ctx is not None:
             raise RuntimeError("requires_grad_(False) is only valid on leaf tensors; use detach()")
+        if requires_grad and self._is_inference:
+            _check_requires_grad(self)
         self.requires_grad = bool(requires_grad)
         return self
 
@@ -354,7 +363,10 @@ class Tensor(TensorFills, TensorMethods):
 
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
-        return Tensor._wrap_exact(self._data)
+        t = Tensor._wrap_exact(self._data)
+        if _inference_seen:  # a view: its kind is this tensor's (forgegrad._inference_tensors)
+            _view_kind(t, self)
+        return t
 
     def detach_(self) -> "Tensor":
         from ._view_rebase import is_view
@@ -565,3 +577,8 @@ class _HookHandle:
     def remove(self) -> None:
         if self._hooks.pop(self.id, None) is not None:
             _HookHandle.live -= 1
+
+
+from ._inference_tensors import (check_requires_grad as _check_requires_grad,  # noqa: E402  (they need Tensor)
+                                 class_in_mode as _class_in_mode, view_kind as _view_kind)
+watch_inference_seen(globals())

@@ -41,9 +41,8 @@ class ModuleAccess:
     """The torch Module methods above; every method here reaches the model only through Module's public
     registries (``_modules``, ``_parameters``, ``_buffers``) and attribute access."""
 
-    # torch's class attributes: dump_patches (deprecated in torch, read by nothing) and call_super_init (torch's
-    # Module.__init__ calls super().__init__(*args, **kwargs) when True; forgegrad's Module.__init__ takes no
-    # arguments and does not, see docs/torch_compat.md)
+    # torch's class attributes: dump_patches (deprecated in torch, read by nothing) and call_super_init (True:
+    # Module.__init__ passes its arguments on to super().__init__, for cooperative multiple inheritance)
     dump_patches: bool = False
     call_super_init: bool = False
     T_destination = TypeVar("T_destination", bound=Dict[str, Any])

@@ -251,6 +251,9 @@ class BackwardHookFunction(Function):
     @staticmethod
     def forward(ctx, *arrays, hook=None, side=None):
         ctx.hook, ctx.side = hook, side
+        # torch's: an output that did not reach the loss shows None in grad_output; an input's gradient is
+        # materialised (zeros) for grad_input, also when it requires no grad or got none
+        ctx.materialize_grads = side == "in"
         return tuple(arrays)
 
     @staticmethod
@@ -262,7 +265,7 @@ class BackwardHookFunction(Function):
 
 def _as_tensors(grads, needs, zeros: bool):
     """The gradient arrays as Tensors; those of tensors that require no grad None (outputs), or zeros (inputs:
-    torch materialises them)."""
+    torch materialises them). An output's that did not reach the loss arrives as None and stays None."""
     return tuple(None if g is None else Tensor._wrap_exact(g) if n else
                  Tensor._wrap_exact(np.zeros_like(g)) if zeros else None for g, n in zip(grads, needs))
 

@@ -43,8 +43,8 @@ def _write(t: Tensor, values: np.ndarray) -> Tensor:
     """Give ``t`` the host ``values``: in place on the CPU; on another device a copy there replaces the
     storage (the values are drawn on the host, so every device gets the CPU's numbers)."""
     if isinstance(t._data, np.ndarray):
+        _vc.bump(t)  # an in-place write, counted as torch's (t._version); first: it refuses an inference tensor
         t._data[...] = values
-        _vc.bump(t)  # an in-place write, counted as torch's (t._version)
     else:
         _vc.rebind(t, devices.transfer(np.ascontiguousarray(values, dtype=t._data.dtype), devices.device_of(t._data)))
     return t
@@ -67,8 +67,8 @@ def constant_(t: Tensor, val: float) -> Tensor:
     if not has_data(t._data):
         return t
     if isinstance(t._data, np.ndarray):
-        t._data.fill(val)
         _vc.bump(t)
+        t._data.fill(val)
     else:
         _vc.rebind(t, devices.full(t.shape, val, t._data.dtype, devices.device_of(t._data)))
     return t

@@ -34,7 +34,14 @@ class Module(ModuleAccess):
 
     training: bool
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):
+        # torch's: extra arguments are refused unless the class sets call_super_init = True, which passes them
+        # on to the next __init__ in the MRO (cooperative multiple inheritance, e.g. class M(nn.Module, Mixin))
+        if not self.call_super_init and (args or kwargs):
+            name = type(self).__name__
+            if kwargs:
+                raise TypeError(f"{name}.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'")
+            raise TypeError(f"{name}.__init__() takes 1 positional argument but {len(args) + 1} were given")
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
@@ -42,6 +49,8 @@ class Module(ModuleAccess):
         for store in _HOOK_STORES:  # torch's hook dicts (nn/hooks.py)
             object.__setattr__(self, store, OrderedDict())
         object.__setattr__(self, "training", True)
+        if self.call_super_init:
+            super().__init__(*args, **kwargs)
 
     # ---- registration ------------------------------------------------------------------------
     # Parameters, buffers and submodules live in their registries (_parameters, _buffers,
@@ -57,7 +66,14 @@ class Module(ModuleAccess):
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise AttributeError(f"cannot assign {name!r} before Module.__init__() call")
+            # torch's: a plain attribute may be set before Module.__init__ (a mixin's __init__ that runs first);
+            # a parameter, buffer or submodule has no registry to go to yet
+            kind = ("parameters" if isinstance(value, Parameter) else "buffer" if getattr(value, "_is_buffer", False)
+                    else "module" if isinstance(value, Module) else None)
+            if kind is not None:
+                raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
+            object.__setattr__(self, name, value)
+            return
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self._register(params, name, value)

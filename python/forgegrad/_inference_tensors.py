@@ -1,0 +1,113 @@
+"""Inference tensors (torch's): tensors made inside ``inference_mode()`` and the views of them.
+
+torch ties the kind to the storage: a tensor whose storage was allocated in inference mode is an inference tensor,
+and so is every view of it (made in the mode or after it); a view made in the mode of a normal tensor is normal.
+Outside the mode torch refuses, with the RuntimeErrors below, an in-place write into one, ``requires_grad_()`` on
+one, and an op recorded by autograd that saves one for its backward (``w * a`` with ``w`` requiring grad saves
+``a``; ``w + a`` saves nothing and runs). Ops on them outside the mode make normal tensors (``clone()``).
+
+forgegrad's inference tensors are instances of :class:`InferenceTensor`, a Tensor subclass that adds no field:
+``Tensor._wrap`` (every op's output) and the constructor make one while their thread is in the mode, and a view
+op (``Function.is_view``), ``detach()`` and ``.data`` give their result the kind of the tensor they view when it
+shares that tensor's storage. So ``t._is_inference`` is a class attribute read, and nothing is stored per tensor.
+
+Cost: while no thread has an inference_mode block open, making a tensor tests one module global (grad_mode's
+``_inference_threads``); until a block has been opened once (``_inference_seen``), no op checks anything else.
+
+Not covered: a parameter made in the mode (nn.Parameter stays normal; torch's is an inference tensor), the
+attribute assignment ``t.requires_grad = True`` (a slot: only ``requires_grad_()`` checks), views made by ops other
+than the view Functions (``as_strided``, ``diagonal``: normal tensors), and ``detach()`` / ``.data`` of an inference
+tensor taken outside the mode refuse in-place writes (torch lets those two through). torch writes the values of a
+refused in-place op before it raises; forgegrad raises first.
+"""
+from __future__ import annotations
+
+from . import grad_mode
+from . import _version_counter as _vc
+from .tensor import Tensor
+
+__all__ = ["InferenceTensor", "check_inplace", "check_requires_grad", "view_kind", "outputs_made"]
+
+# torch's messages (c10/core/TensorImpl, torch/csrc/autograd), word for word: code that ports matches on them
+INPLACE_MESSAGE = ("Inplace update to inference tensor outside InferenceMode is not allowed.You can make a clone to "
+                   "get a normal tensor before doing inplace update.See https://github.com/pytorch/rfcs/pull/17 for "
+                   "more details.")
+SAVED_MESSAGE = ("Inference tensors cannot be saved for backward. Please do not use Tensors created in inference mode "
+                 "in computation tracked by autograd. To work around this, you can make a clone to get a normal "
+                 "tensor and use it in autograd, or use `torch.no_grad()` instead of `torch.inference_mode()`.")
+REQUIRES_GRAD_MESSAGE = "Setting requires_grad=True on inference tensor outside InferenceMode is not allowed."
+
+
+class InferenceTensor(Tensor):
+    """A tensor made in inference mode (``is_inference()`` True). Same layout as Tensor: a tensor changes kind by
+    ``__class__`` assignment. Pickled and deep-copied as a normal Tensor (torch's copies are normal tensors)."""
+
+    __slots__ = ()
+    _is_inference = True
+
+    def __reduce_ex__(self, protocol):
+        return _normal_tensor, (), self.__getstate__()
+
+
+def _normal_tensor():
+    """An empty plain Tensor that pickle or deepcopy then gives an inference tensor's state (its slots)."""
+    return Tensor.__new__(Tensor)
+
+
+_state = grad_mode._state
+
+
+def _in_mode() -> bool:
+    return _state.__dict__.get("inference", False)
+
+
+def class_in_mode(cls):
+    """The class a new tensor of class ``cls`` gets: InferenceTensor for a plain Tensor made in inference mode."""
+    return InferenceTensor if cls is Tensor and _in_mode() else cls
+
+
+def view_kind(view, base) -> None:
+    """``view`` (a plain Tensor or InferenceTensor) takes ``base``'s kind when it shares ``base``'s storage (torch's
+    views: an inference tensor's are inference tensors, a normal tensor's are normal, in the mode or not)."""
+    cls = type(view)
+    if cls is not Tensor and cls is not InferenceTensor:
+        return
+    want = InferenceTensor if base._is_inference else Tensor
+    if cls is not want and _vc.root(view._data) is _vc.root(base._data):
+        view.__class__ = want
+
+
+def check_inplace(t) -> None:
+    """Refuse an in-place write into inference tensor ``t`` outside inference mode (torch's RuntimeError)."""
+    if t._is_inference and not _in_mode():
+        raise RuntimeError(INPLACE_MESSAGE)
+
+
+def check_requires_grad(t) -> None:
+    if t._is_inference and not _in_mode():
+        raise RuntimeError(REQUIRES_GRAD_MESSAGE)
+
+
+def _inference_inputs(args, kwargs):
+    """The inference tensors among an op's arguments, also inside a tuple or list (an index key, a list to cat)."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, (tuple, list)):
+            yield from (t for t in a if isinstance(t, Tensor) and t._is_inference)
+        elif isinstance(a, Tensor) and a._is_inference:
+            yield a
+
+
+def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> None:
+    """Function.apply's step for a node once inference tensors may exist: a view op's output takes its input's
+    kind, and a recorded node that saved an inference tensor's storage for backward outside the mode refuses
+    (what forward passed to ``save_for_backward`` is what torch's op saves)."""
+    if cls.is_view and args and results and isinstance(args[0], Tensor) and isinstance(results[0], Tensor):
+        view_kind(results[0], args[0])
+    if record_graph and ctx.saved_at is not None and not _in_mode():
+        saved = None
+        for a in _inference_inputs(args, kwargs):
+            if saved is None:
+                saved = [_vc.root(s) for s in ctx.saved_tensors if s is not None and hasattr(s, "shape")]
+            r = _vc.root(a._data)
+            if any(s is r for s in saved):
+                raise RuntimeError(SAVED_MESSAGE)
