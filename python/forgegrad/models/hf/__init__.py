@@ -39,6 +39,7 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``GraniteForCausalLM``, and the mixture-of-experts
 ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``, ``Qwen3MoeForCausalLM``, and the encoder-decoders
 ``T5ForConditionalGeneration`` (T5, Flan-T5), ``MT5ForConditionalGeneration``, ``UMT5ForConditionalGeneration``,
+``LongT5ForConditionalGeneration`` (local and transient-global encoders),
 ``BartForConditionalGeneration``, ``MarianMTModel``,
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
 ``PegasusForConditionalGeneration``, ``BlenderbotForConditionalGeneration``,
@@ -87,6 +88,7 @@ from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
+from .longt5 import LongT5ForConditionalGeneration
 from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
                          DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
@@ -133,6 +135,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration",
+           "LongT5ForConditionalGeneration",
            "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
            "BlenderbotForConditionalGeneration", "BlenderbotSmallForConditionalGeneration",
@@ -170,6 +173,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, MT5ForConditionalGeneration, UMT5ForConditionalGeneration,
+                  LongT5ForConditionalGeneration,
                   BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
                   BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
@@ -211,6 +215,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "mixtral": MixtralForCausalLM,
             "qwen2_moe": Qwen2MoeForCausalLM, "qwen3_moe": Qwen3MoeForCausalLM, "t5": T5ForConditionalGeneration,
             "mt5": MT5ForConditionalGeneration, "umt5": UMT5ForConditionalGeneration,
+            "longt5": LongT5ForConditionalGeneration,
             "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
             "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
@@ -276,7 +281,7 @@ def _required(cfg: dict, cls, path: str) -> None:
                                           "shared_expert_intermediate_size"),
             Qwen3MoeForCausalLM: llama + ("num_experts_per_tok", "moe_intermediate_size"),
             T5ForConditionalGeneration: _T5_KEYS, MT5ForConditionalGeneration: _T5_KEYS,
-            UMT5ForConditionalGeneration: _T5_KEYS,
+            UMT5ForConditionalGeneration: _T5_KEYS, LongT5ForConditionalGeneration: _T5_KEYS,
             DistilBertModel: _DISTILBERT_KEYS, DistilBertForSequenceClassification: _DISTILBERT_KEYS,
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,

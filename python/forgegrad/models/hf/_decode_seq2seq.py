@@ -33,8 +33,10 @@ __all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 
 def _plain_types() -> tuple:
     from ... import nn
-    from . import bart, t5
+    from . import bart, longt5, t5
     return (t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
+            longt5.LongT5ForConditionalGeneration, longt5.LongT5EncoderStack, longt5.LongT5EncoderBlock,
+            longt5.LongT5EncoderSubLayer, longt5.LongT5LocalAttention, longt5.LongT5TransientGlobalAttention,
             t5.T5Stack, t5.T5Block, t5.T5SubLayer, t5.T5Attention, t5.T5FeedForward,
             bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
             bart.M2M100ForConditionalGeneration, bart.PegasusForConditionalGeneration,

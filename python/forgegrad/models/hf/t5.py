@@ -225,7 +225,7 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         self.config = dict(config)
         c = self.config
         self.shared = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.encoder = T5Stack(c, c["num_layers"], False, self.per_layer_bias)
+        self.encoder = self.make_encoder(c)
         self.decoder = T5Stack(c, c.get("num_decoder_layers") or c["num_layers"], True, self.per_layer_bias)
         self.tied = c.get("tie_word_embeddings", True) is not False
         # T5 scales the decoder output by d_model ** -0.5 before the head, T5 v1.1 / Flan-T5 do not. Older configs
@@ -235,6 +235,10 @@ class T5ForConditionalGeneration(EncoderDecoder, nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
         self.max_positions = 1 << 30  # relative positions: no table to run past
+
+    def make_encoder(self, cfg: dict) -> nn.Module:
+        """The encoder stack (LongT5 builds its block-local one)."""
+        return T5Stack(cfg, cfg["num_layers"], False, self.per_layer_bias)
 
     def encode(self, input_ids, attention_mask=None) -> Tensor:
         """The encoder's output (B, S, d_model)."""
