@@ -14,8 +14,8 @@ table by (global block - the query's block), and only to those that hold tokens 
 
 Masked scores get -1e10 as transformers adds them (a padded query's row is then uniform, as theirs), so the encoder's
 output equals transformers' at every position, padding included. The decoder, cross-attention, generate, the lean
-decode step and the paged server are T5's (models/hf/t5.py). The ONNX export (export_seq2seq) is not written for the
-block-local encoder: it raises rather than export T5's full attention.
+decode step are T5's (models/hf/t5.py). The ONNX export (export_seq2seq) is not written for the block-local encoder:
+it raises NotImplementedError rather than export T5's full attention.
 """
 from __future__ import annotations
 
@@ -278,6 +278,8 @@ class LongT5ForConditionalGeneration(T5ForConditionalGeneration):
             x = block.layer[1](x)
         return enc.dropout(enc.final_layer_norm(x))
 
+    onnx_unsupported = ("the block-local encoder has no ONNX graph yet (its block layout and masks are built in "
+                        "numpy for the input's length); run the model in forgegrad")
+
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError("export_seq2seq: LongT5's block-local encoder has no ONNX graph yet (its local "
-                                  "and transient-global masks are built in numpy); run it in forgegrad")
+        raise NotImplementedError(f"encode_graph: LongT5ForConditionalGeneration: {self.onnx_unsupported}")

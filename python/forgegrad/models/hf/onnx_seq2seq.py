@@ -45,6 +45,9 @@ __all__ = ["export_seq2seq", "generate_onnx_seq2seq"]
 
 
 def _check(model, who: str):
+    unsupported = getattr(model, "onnx_unsupported", None)  # an encoder-decoder whose graphs are not written yet
+    if unsupported:
+        raise NotImplementedError(f"{who}: {type(model).__name__}: {unsupported}")
     if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
         raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
                         "(T5, BART, Marian, mBART, M2M100 or Whisper)")
