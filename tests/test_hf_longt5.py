@@ -18,9 +18,9 @@ transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 from hf_conformance import (check_lean_seq2seq_step, check_seq2seq_generation,  # noqa: E402
-                            check_seq2seq_gradients, seq2seq_logits)
+                            check_seq2seq_gradients, check_seq2seq_paged_server, seq2seq_logits)
 
-VOCAB = 90
+VOCAB = 120
 # 8 buckets up to distance 12: the local blocks' distances (up to 2L - 1) and the global ones reach the logarithmic
 # buckets; d_model 21 and 3 heads of 5: nothing a power of two (transformers' generate needs as many decoder layers as
 # encoder layers: num_decoder_layers is not varied)
@@ -94,6 +94,14 @@ def test_gradients_of_every_parameter_are_transformers_in_float64(pair):
     """(transient-global: the global bias table and every layer's global_input_layer_norm.)"""
     hf, _, path = pair
     check_seq2seq_gradients(hf, from_pretrained(path), *_inputs())
+
+
+def test_completions_server_on_the_paged_pool_gives_generates_tokens(pair, tmp_path):
+    """(The decoder is T5's on the paged kernel; the sources, up to 30 tokens, through the block-local encoder.)"""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    _, model, path = pair
+    check_seq2seq_paged_server(model, path, tmp_path, VOCAB, new_tokens=12)
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))

@@ -45,11 +45,12 @@ log = logging.getLogger("forgegrad.serve")
 
 
 def paged_seq2seq_applies(model) -> bool:
-    """An encoder-decoder whose lean step can run on the paged pool: BART's family and T5, mT5 and umT5 (their
-    relative-position bias a table by distance in the paged kernel; umT5's one per layer)."""
-    from ..models.hf import bart, t5
+    """An encoder-decoder whose lean step can run on the paged pool: BART's family and T5, mT5, umT5 and LongT5 (their
+    relative-position bias a table by distance in the paged kernel; umT5's one per layer; LongT5's decoder is T5's)."""
+    from ..models.hf import bart, longt5, t5
     return isinstance(model, bart.BartForConditionalGeneration) or type(model) in (
-        t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration)
+        t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
+        longt5.LongT5ForConditionalGeneration)
 
 
 class _Reencode(_Resume):

@@ -1,0 +1,64 @@
+"""LongT5's encoder (local and transient-global), forgegrad vs transformers, one thread pinned on both sides.
+
+    PYTHONPATH=python python bench/bench_longt5_encoder.py [--length 4096 --layers 2 --rounds 3]
+
+A randomly initialised LongT5 of long-t5-*-base's widths (d_model 768, 12 heads of 64, gated-gelu d_ff 2048,
+local_radius 127, global_block_size 16) with ``--layers`` encoder layers is saved by transformers and loaded by
+forgegrad's from_pretrained; both encode the same batch-1 input of ``--length`` tokens in interleaved rounds; the best
+round of each is reported, with the largest difference of the encoder states relative to their largest value.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    import transformers
+
+    import forgegrad as fg
+    from forgegrad.models import from_pretrained
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    fg.set_num_threads(1)
+    ids = np.random.default_rng(0).integers(2, 1000, (1, args.length))
+    mask = np.ones_like(ids)
+    for kind in ("local", "transient-global"):
+        torch.manual_seed(0)
+        cfg = transformers.LongT5Config(vocab_size=1000, d_model=768, d_kv=64, num_heads=12, d_ff=2048,
+                                        num_layers=args.layers, feed_forward_proj="gated-gelu",
+                                        encoder_attention_type=kind, dropout_rate=0.0)
+        hf = transformers.LongT5ForConditionalGeneration(cfg).eval()
+        with tempfile.TemporaryDirectory() as d:
+            hf.save_pretrained(d)
+            model = from_pretrained(d)
+        best = {"transformers": float("inf"), "forgegrad": float("inf")}
+        ti, tm = torch.tensor(ids), torch.tensor(mask)
+        with torch.no_grad(), fg.no_grad():
+            want = hf.encoder(input_ids=ti, attention_mask=tm).last_hidden_state.numpy()
+            got = model.encode(ids, mask).numpy()
+            for _ in range(args.rounds):
+                for name, run in (("transformers", lambda: hf.encoder(input_ids=ti, attention_mask=tm)),
+                                  ("forgegrad", lambda: model.encode(ids, mask))):
+                    start = time.perf_counter()
+                    run()
+                    best[name] = min(best[name], time.perf_counter() - start)
+        rel = np.abs(got - want).max() / np.abs(want).max()
+        print(f"LongT5 {kind} encoder (base widths, {args.layers} layers), {args.length} tokens, 1 thread, best of "
+              f"{args.rounds}: transformers {best['transformers'] * 1e3:.0f} ms, forgegrad "
+              f"{best['forgegrad'] * 1e3:.0f} ms ({best['transformers'] / best['forgegrad']:.2f}x); "
+              f"max |diff| / max |state| {rel:.1e}")
+
+
+if __name__ == "__main__":
+    main()
