@@ -1,7 +1,8 @@
 """LongT5 (models/hf/longt5.py) from checkpoints transformers wrote, both encoder attention types: the local encoder
 (relu feed-forward) and the transient-global one (gated-gelu), odd widths, lengths that are not multiples of the
 block or the global block, padding on the right, on the left and in the middle: encoder states at every position and
-logits, greedy / beam / seeded sampling generation and the lean decode step, float64 gradients of every parameter,
+logits, greedy / beam / seeded sampling generation and the lean decode step (bfloat16 and int8 weights too), the
+completions server on the paged pool, float64 gradients of every parameter,
 save_pretrained, the block layout against transformers' own helpers (a long sequence whose global block ids turn on
 float32 rounding), inputs shorter than a block or a global block, and the errors of a bad config and of the ONNX
 export, which LongT5 does not have yet."""
@@ -18,7 +19,8 @@ transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 from hf_conformance import (check_lean_seq2seq_step, check_seq2seq_generation,  # noqa: E402
-                            check_seq2seq_gradients, check_seq2seq_paged_server, seq2seq_logits)
+                            check_seq2seq_gradients, check_seq2seq_paged_server, seq2seq_logits,
+                            weight_variant)
 
 VOCAB = 120
 # 8 buckets up to distance 12: the local blocks' distances (up to 2L - 1) and the global ones reach the logarithmic
@@ -88,6 +90,21 @@ def test_greedy_beam_sampled_generation_and_lean_step_are_transformers(pair):
     ids, mask, _ = _inputs()
     check_seq2seq_generation(hf, model, ids, mask)
     check_lean_seq2seq_step(model, T5LeanStep, ids, mask, model.decoder.block[0], steps=8, new_tokens=8)
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_bfloat16_and_int8_weights_run_the_block_local_encoder_and_lean_step(pair, tmp_path, weights):
+    """A bfloat16 checkpoint loaded as stored and an int8 weight-only model: the encoder's projections are their layers
+    (states close to transformers' float32 ones), the lean step gives their Tensor decode's logits."""
+    from forgegrad.models.hf._decode_seq2seq import T5LeanStep
+    hf, _, path = pair
+    model = weight_variant(hf, path, weights, tmp_path)
+    ids, mask, _ = _inputs()
+    enc = _encoder_states(hf, ids, mask)
+    projection = type(model.encoder.block[0].layer[0].attention.q).__name__
+    assert projection in ("WeightOnlyBF16Linear", "WeightOnlyInt8Linear")
+    np.testing.assert_allclose(model.encode(ids, mask).numpy(), enc, rtol=0, atol=0.05 * np.abs(enc).max())
+    check_lean_seq2seq_step(model, T5LeanStep, ids, mask, model.decoder.block[0], steps=6, new_tokens=6)
 
 
 def test_gradients_of_every_parameter_are_transformers_in_float64(pair):
