@@ -1,9 +1,9 @@
 """forgegrad's Hugging Face models under a plain ``FullyShardedDataParallel(model)`` on a real 2-rank MPI job
 (tests/distributed_scripts/fsdp_hf_default_units_job.py): the default units are the blocks each model declares
-(``_no_split_modules``), so GPT-2's tied head and ``wpe``, Llama's tied head, T5's shared relative-position
-table and T5's and BART's cross-attention projections (run outside their blocks) compute as in the unwrapped
-model, under FULL_SHARD and SHARD_GRAD_OP: the same logits, and one SGD step equal to the unwrapped model's
-on both ranks' mean loss."""
+(``_no_split_modules``), so GPT-2's tied head and ``wpe``, Llama's tied head, T5's (and LongT5's) shared
+relative-position table and T5's and BART's cross-attention projections (run outside their blocks) compute as in
+the unwrapped model, under FULL_SHARD and SHARD_GRAD_OP: the same logits, and one SGD step equal to the unwrapped
+model's on both ranks' mean loss."""
 import json
 
 import pytest
@@ -27,6 +27,9 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
               intermediate_size=24, tie_word_embeddings=True, **small)),
           "t5": transformers.T5ForConditionalGeneration(transformers.T5Config(
               num_layers=2, d_model=16, d_kv=8, d_ff=24, num_heads=2, decoder_start_token_id=0, **small)),
+          "longt5": transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+              num_layers=2, d_model=16, d_kv=8, d_ff=24, num_heads=2, decoder_start_token_id=0,
+              encoder_attention_type="transient-global", local_radius=1, global_block_size=2, **small)),
           "bart": transformers.BartForConditionalGeneration(transformers.BartConfig(
               encoder_layers=2, decoder_layers=2, d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,
               encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32, decoder_start_token_id=0,
@@ -48,5 +51,9 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
         # their own units (run once over the encoder's output, outside the blocks)
         t5 = result["t5/FULL_SHARD"]["units"]
         assert t5[0] == "T5ForConditionalGeneration" and t5.count("T5SubLayer") == 10 and t5.count("Linear") == 4
+        # LongT5: T5's units, its encoder's block-local sublayers among them (their first's position and global
+        # tables in the root: the stack reads them outside the blocks)
+        longt5 = result["longt5/FULL_SHARD"]["units"]
+        assert longt5.count("LongT5EncoderSubLayer") == 2 and longt5.count("T5SubLayer") == 8
         assert result["bart/FULL_SHARD"]["units"] == ["BartForConditionalGeneration"] + ["BartLayer"] * 2 + [
             "BartLayer", "Linear", "Linear"] * 2
