@@ -4,8 +4,8 @@ block or the global block, padding on the right, on the left and in the middle: 
 logits, greedy / beam / seeded sampling generation and the lean decode step (bfloat16 and int8 weights too), the
 completions server on the paged pool, float64 gradients of every parameter,
 save_pretrained, the block layout against transformers' own helpers (a long sequence whose global block ids turn on
-float32 rounding), inputs shorter than a block or a global block, and the errors of a bad config and of the ONNX
-export, which LongT5 does not have yet."""
+float32 rounding), inputs shorter than a block or a global block and a long one, and the errors of a bad config
+and of the ONNX export, which LongT5 does not have yet."""
 import json
 
 import numpy as np
@@ -122,15 +122,18 @@ def test_completions_server_on_the_paged_pool_gives_generates_tokens(pair, tmp_p
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
-@pytest.mark.parametrize("length", [1, 2, 4])
-def test_inputs_shorter_than_a_block_or_a_global_block(kind, length, tmp_path):
-    """One block (or none whole), no global token (length < 3) or one: transformers' encoder states and logits."""
+@pytest.mark.parametrize("length", [1, 2, 4, 257])
+def test_short_and_long_inputs(kind, length, tmp_path):
+    """One block (or none whole), no global token (length < 3) or one; and 257 tokens: many blocks and 85 global
+    tokens, whose distances pass the last bucket: transformers' encoder states and logits."""
     hf = _hf(kind)
     hf.save_pretrained(tmp_path)
     model = from_pretrained(tmp_path)
-    ids, mask, dec = (a[:2] for a in _inputs())
-    ids, mask = ids[:, :length], np.ones((2, length), np.int64)
-    mask[1, length - 1:] = 0 if length > 1 else 1
+    rng = np.random.RandomState(length)
+    ids, dec = rng.randint(2, VOCAB, (2, length)), _inputs()[2][:2]
+    mask = np.ones((2, length), np.int64)
+    if length > 1:
+        mask[1, max(1, length // 3):] = 0
     enc = _encoder_states(hf, ids, mask)
     np.testing.assert_allclose(model.encode(ids, mask).numpy(), enc, rtol=1e-4, atol=1e-4 * np.abs(enc).max())
     want = seq2seq_logits(hf, ids, mask, dec)
