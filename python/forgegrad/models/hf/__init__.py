@@ -42,8 +42,9 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LongT5ForConditionalGeneration`` (local and transient-global encoders),
 ``BartForConditionalGeneration``, ``MarianMTModel``,
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
-``PegasusForConditionalGeneration``, ``BlenderbotForConditionalGeneration``,
-``BlenderbotSmallForConditionalGeneration`` and ``WhisperForConditionalGeneration`` (speech recognition;
+``PegasusForConditionalGeneration``, ``PegasusXForConditionalGeneration`` (PEGASUS-X: block-local encoder with global
+tokens), ``BlenderbotForConditionalGeneration``, ``BlenderbotSmallForConditionalGeneration`` and
+``WhisperForConditionalGeneration`` (speech recognition;
 ``WhisperFeatureExtractor`` makes its features).
 Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
 opened.
@@ -89,6 +90,7 @@ from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
 from .longt5 import LongT5ForConditionalGeneration
+from .pegasus_x import PegasusXForConditionalGeneration
 from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
                          DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
@@ -138,7 +140,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LongT5ForConditionalGeneration",
            "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
-           "BlenderbotForConditionalGeneration", "BlenderbotSmallForConditionalGeneration",
+           "PegasusXForConditionalGeneration", "BlenderbotForConditionalGeneration",
+           "BlenderbotSmallForConditionalGeneration",
            "WhisperForConditionalGeneration", "WhisperFeatureExtractor", "answer_question", "QuestionAnsweringOutput",
            "BertForQuestionAnswering", "RobertaForQuestionAnswering", "XLMRobertaForQuestionAnswering",
            "DistilBertForQuestionAnswering", "ModernBertForQuestionAnswering", "DebertaV2ForQuestionAnswering",
@@ -176,6 +179,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   LongT5ForConditionalGeneration,
                   BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
+                  PegasusXForConditionalGeneration,
                   BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
                   WhisperForConditionalGeneration,
                   BertForQuestionAnswering, RobertaForQuestionAnswering, XLMRobertaForQuestionAnswering,
@@ -219,6 +223,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
             "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
+            "pegasus_x": PegasusXForConditionalGeneration,
             "blenderbot": BlenderbotForConditionalGeneration,
             "blenderbot-small": BlenderbotSmallForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
@@ -286,7 +291,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
-            PegasusForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
+            PegasusForConditionalGeneration: _SEQ2SEQ_KEYS,
+            PegasusXForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,
             **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,

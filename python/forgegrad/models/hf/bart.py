@@ -34,10 +34,10 @@ _OFFSET = 2  # BART's learned position tables start at row 2
 
 
 class BartAttention(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float = 0.0):
+    def __init__(self, d: int, heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         self.heads, self.dropout_p = heads, dropout  # attention_dropout: on the weights, in training
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d, bias=bias) for _ in range(4))
 
     def project_kv(self, states: Tensor) -> Tuple[Tensor, Tensor]:
         return split_heads(self.k_proj(states), self.heads), split_heads(self.v_proj(states), self.heads)
@@ -52,18 +52,19 @@ class BartAttention(nn.Module):
 
 class BartLayer(nn.Module):
     """BartEncoderLayer, or BartDecoderLayer with ``cross``: post-norm sub-layers (transformers' names); with
-    ``pre_norm`` (mBART) each sub-layer normalizes its input and adds its output to the residual."""
+    ``pre_norm`` (mBART) each sub-layer normalizes its input and adds its output to the residual. ``attention_bias``
+    False: unbiased attention projections (PEGASUS-X's decoder)."""
 
-    def __init__(self, cfg: dict, prefix: str, cross: bool, pre_norm: bool = False):
+    def __init__(self, cfg: dict, prefix: str, cross: bool, pre_norm: bool = False, attention_bias: bool = True):
         super().__init__()
         self.pre_norm = pre_norm
         d = cfg["d_model"]
         heads, ffn = cfg[f"{prefix}_attention_heads"], cfg[f"{prefix}_ffn_dim"]
         attention_dropout = config_probability(cfg, "attention_dropout", "BartForConditionalGeneration")
-        self.self_attn = BartAttention(d, heads, attention_dropout)
+        self.self_attn = BartAttention(d, heads, attention_dropout, attention_bias)
         self.self_attn_layer_norm = nn.LayerNorm(d)
         if cross:
-            self.encoder_attn = BartAttention(d, heads, attention_dropout)
+            self.encoder_attn = BartAttention(d, heads, attention_dropout, attention_bias)
             self.encoder_attn_layer_norm = nn.LayerNorm(d)
         self.fc1, self.fc2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
         self.final_layer_norm = nn.LayerNorm(d)
@@ -251,8 +252,7 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         self.stack_tables = self.separate_vocabs or not self.tied
         if not self.stack_tables:
             self.shared = nn.Embedding(c["vocab_size"], c["d_model"], padding_idx=_padding_idx(c, c["vocab_size"]))
-        self.encoder, self.decoder = (BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
-                                      for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
+        self.encoder, self.decoder = self.make_stacks(c)
         if self.stack_tables:
             self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"],
                                                      padding_idx=_padding_idx(c, c["vocab_size"]))
@@ -262,6 +262,11 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], self.decoder_vocab_size, bias=False)
         self.max_positions = int(c["max_position_embeddings"])
+
+    def make_stacks(self, c: dict) -> tuple:
+        """(encoder, decoder): the two BartStacks of the class's positions, norms and offset."""
+        return tuple(BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
+                     for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
 
     @property
     def decoder_vocab_size(self) -> int:
