@@ -16,8 +16,8 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-from hf_conformance import (check_seq2seq_generation, check_seq2seq_gradients, seq2seq_logits,  # noqa: E402
-                            weight_variant)
+from hf_conformance import (check_lean_seq2seq_step, check_seq2seq_generation,  # noqa: E402
+                            check_seq2seq_gradients, check_seq2seq_paged_server, seq2seq_logits, weight_variant)
 
 VOCAB = 120
 # d_model 30: 5 encoder heads of 6, 3 decoder heads of 10 (transformers' sinusoids need an even width)
@@ -92,10 +92,20 @@ def test_encoder_states_logits_and_save_pretrained_are_transformers(pair, tmp_pa
     assert type(from_pretrained(tmp_path / "saved")).__name__ == "PegasusXForConditionalGeneration"
 
 
-def test_greedy_beam_and_sampled_generation_are_transformers(pair):
+def test_greedy_beam_sampled_generation_and_lean_step_are_transformers(pair):
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
     hf, model, _ = pair
     ids, mask, _ = _inputs()
     check_seq2seq_generation(hf, model, ids, mask)
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0], steps=8, new_tokens=8)
+
+
+def test_completions_server_on_the_paged_pool_gives_generates_tokens(pair, tmp_path):
+    """(The decoder's positions computed per row on the paged kernel; sources up to 30 tokens, many blocks.)"""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    _, model, path = pair
+    check_seq2seq_paged_server(model, path, tmp_path, VOCAB, new_tokens=12)
 
 
 def test_gradients_of_every_parameter_are_transformers_in_float64(pair):
@@ -132,13 +142,19 @@ def test_sinusoidal_positions_are_transformers():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 + 2e-7 * (start + length))
 
 
-def test_int8_weights_run_the_block_local_encoder(pair, tmp_path):
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_bfloat16_and_int8_weights_run_the_block_local_encoder_and_lean_step(pair, tmp_path, weights):
+    """A bfloat16 checkpoint loaded as stored and an int8 weight-only model: the encoder's projections are their layers
+    (states close to transformers' float32 ones), the lean step gives their Tensor decode's logits."""
+    from forgegrad.models.hf._decode_seq2seq import BartLeanStep
     hf, _, path = pair
-    model = weight_variant(hf, path, "int8", tmp_path)
-    ids, mask, dec = _inputs()
-    assert type(model.encoder.layers[0].self_attn.q_proj).__name__ == "WeightOnlyInt8Linear"
+    model = weight_variant(hf, path, weights, tmp_path)
+    ids, mask, _ = _inputs()
+    projection = type(model.encoder.layers[0].self_attn.q_proj).__name__
+    assert projection in ("WeightOnlyBF16Linear", "WeightOnlyInt8Linear")
     enc = _encoder_states(hf, ids, mask)
     np.testing.assert_allclose(model.encode(ids, mask).numpy(), enc, rtol=0, atol=0.05 * np.abs(enc).max())
+    check_lean_seq2seq_step(model, BartLeanStep, ids, mask, model.decoder.layers[0], steps=6, new_tokens=6)
 
 
 def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):

@@ -33,7 +33,7 @@ __all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 
 def _plain_types() -> tuple:
     from ... import nn
-    from . import bart, longt5, t5
+    from . import bart, longt5, pegasus_x, t5
     return (t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
             longt5.LongT5ForConditionalGeneration, longt5.LongT5EncoderStack, longt5.LongT5EncoderBlock,
             longt5.LongT5EncoderSubLayer, longt5.LongT5LocalAttention, longt5.LongT5TransientGlobalAttention,
@@ -41,7 +41,9 @@ def _plain_types() -> tuple:
             bart.BartForConditionalGeneration, bart.MarianMTModel, bart.MBartForConditionalGeneration,
             bart.M2M100ForConditionalGeneration, bart.PegasusForConditionalGeneration,
             bart.BlenderbotForConditionalGeneration, bart.BlenderbotSmallForConditionalGeneration, bart.BartStack,
-            bart.BartLayer, bart.BartAttention,
+            bart.BartLayer, bart.BartAttention, pegasus_x.PegasusXForConditionalGeneration,
+            pegasus_x.PegasusXEncoderStack, pegasus_x.PegasusXEncoderLayer, pegasus_x.PegasusXGlobalLocalAttention,
+            pegasus_x.PegasusXDecoderStack,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList, _bf16_linear(),
             _bf16_embedding(), _weight_only_linear())
 
@@ -255,7 +257,8 @@ class BartLeanStep(_LeanStep):
     as T5LeanStep: post-norm layers (residual, then LayerNorm; mBART: pre-norm, and a LayerNorm after the last
     layer), biased projections, scores scaled by 1/sqrt(D), the token embedding scaled and the position a row of
     the table (BART's from row 2, with its embedding LayerNorm; BlenderBot-small's decoder normalizes the token
-    embedding before adding it), ``final_logits_bias`` added."""
+    embedding before adding it; PEGASUS-X's sinusoids are computed at the row's place), ``final_logits_bias``
+    added."""
 
     def __init__(self, model, cross: List[Tuple], mask: Optional[np.ndarray], cache):
         super().__init__(model, cross, mask, cache, model.config.get("activation_function", "gelu"))
@@ -281,7 +284,14 @@ class BartLeanStep(_LeanStep):
         self_bias = self._self_padding(padding)
         if dec.embed_norm == "tokens":  # BlenderBot-small's decoder: the norm before the positions
             x = _norm(dec.layernorm_embedding, x)
-        x = np.ascontiguousarray(x + dec._table().numpy()[row], dtype=np.float32)
+        if dec.positions == "pegasus_x":  # no table: each row's sinusoid at its own place
+            from .pegasus_x import pegasus_x_positions
+            places = np.broadcast_to(np.asarray(row, np.int64), (x.shape[0],))
+            lo = int(places.min())
+            position = pegasus_x_positions(lo, int(places.max()) - lo + 1, x.shape[1])[places - lo]
+        else:
+            position = dec._table().numpy()[row]
+        x = np.ascontiguousarray(x + position, dtype=np.float32)
         if dec.embed_norm == "sum":
             x = _norm(dec.layernorm_embedding, x)
         B = x.shape[0]

@@ -1,0 +1,65 @@
+"""PEGASUS-X's encoder (block-local attention with global tokens, staggered blocks), forgegrad vs transformers, one
+thread pinned on both sides.
+
+    PYTHONPATH=python python bench/bench_pegasus_x_encoder.py [--length 4096 --layers 2 --rounds 3]
+
+A randomly initialised PEGASUS-X of pegasus-x-base's widths (d_model 768, 12 heads, ffn 3072, block_size 512, 128
+global tokens, staggered blocks) with ``--layers`` encoder layers is saved by transformers and loaded by forgegrad's
+from_pretrained; both encode the same batch-1 input of ``--length`` tokens in interleaved rounds; the best round of each
+is reported, with the largest difference of the encoder states relative to their largest value.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    import transformers
+
+    import forgegrad as fg
+    from forgegrad.models import from_pretrained
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    fg.set_num_threads(1)
+    ids = np.random.default_rng(0).integers(2, 1000, (1, args.length))
+    mask = np.ones_like(ids)
+    torch.manual_seed(0)
+    cfg = transformers.PegasusXConfig(vocab_size=1000, d_model=768, encoder_attention_heads=12,
+                                      decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                                      encoder_layers=args.layers, decoder_layers=1, block_size=512,
+                                      num_global_tokens=128, stagger_local_blocks=True, dropout=0.0)
+    hf = transformers.PegasusXForConditionalGeneration(cfg).eval()
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        model = from_pretrained(d)
+    best = {"transformers": float("inf"), "forgegrad": float("inf")}
+    ti, tm = torch.tensor(ids), torch.tensor(mask)
+    with torch.no_grad(), fg.no_grad():
+        want = hf.model.encoder(input_ids=ti, attention_mask=tm).last_hidden_state.numpy()
+        got = model.encode(ids, mask).numpy()
+        for _ in range(args.rounds):
+            for name, run in (("transformers", lambda: hf.model.encoder(input_ids=ti, attention_mask=tm)),
+                              ("forgegrad", lambda: model.encode(ids, mask))):
+                start = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - start)
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    print(f"PEGASUS-X encoder (base widths, {args.layers} layers), {args.length} tokens, 1 thread, best of "
+          f"{args.rounds}: transformers {best['transformers'] * 1e3:.0f} ms, forgegrad "
+          f"{best['forgegrad'] * 1e3:.0f} ms ({best['transformers'] / best['forgegrad']:.2f}x); "
+          f"max |diff| / max |state| {rel:.1e}")
+
+
+if __name__ == "__main__":
+    main()
