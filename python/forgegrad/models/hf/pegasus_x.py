@@ -69,10 +69,13 @@ def check_config(cfg: dict) -> Tuple[int, int, bool]:
 
 def pegasus_x_positions(start: int, length: int, dim: int) -> np.ndarray:
     """(length, dim) float32 sinusoids of positions start..start+length-1, as transformers'
-    PegasusXSinusoidalPositionalEmbedding computes them (float32 frequencies and angles)."""
+    PegasusXSinusoidalPositionalEmbedding computes them: float32 exponents, frequencies and angles. exp, sin and cos
+    are taken in float64 and rounded: torch's float32 functions are (nearly always) correctly rounded, numpy's float32
+    exp is not (an ulp off in a third of the frequencies, which far positions multiply)."""
     half = dim // 2
-    freq = np.exp(np.arange(half, dtype=np.float32) * np.float32(-math.log(10000.0) / (half - 1))).astype(np.float32)
-    angles = (np.arange(start, start + length, dtype=np.float32)[:, None] * freq[None, :]).astype(np.float32)
+    exponents = np.arange(half, dtype=np.float32) * np.float32(-math.log(10000.0) / (half - 1))
+    freq = np.exp(exponents.astype(np.float64)).astype(np.float32)
+    angles = (np.arange(start, start + length, dtype=np.float32)[:, None] * freq[None, :]).astype(np.float64)
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
