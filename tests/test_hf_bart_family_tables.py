@@ -23,7 +23,8 @@ _COMMON = dict(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=2,
 FAMILIES = {"bart": ("Bart", {}), "mbart": ("MBart", {}),
             "marian": ("Marian", {"pad_token_id": 5, "decoder_start_token_id": 5}),
             "m2m100": ("M2M100", {}), "pegasus": ("Pegasus", {}), "blenderbot": ("Blenderbot", {}),
-            "blenderbot_small": ("BlenderbotSmall", {})}
+            "blenderbot_small": ("BlenderbotSmall", {}),
+            "pegasus_x": ("PegasusX", {"block_size": 4, "num_global_tokens": 2})}
 
 
 def _hf(family: str, tied: bool):
