@@ -33,7 +33,11 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
           "bart": transformers.BartForConditionalGeneration(transformers.BartConfig(
               encoder_layers=2, decoder_layers=2, d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,
               encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32, decoder_start_token_id=0,
-              **small))}
+              **small)),
+          "pegasus_x": transformers.PegasusXForConditionalGeneration(transformers.PegasusXConfig(
+              encoder_layers=2, decoder_layers=2, d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,
+              encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32, decoder_start_token_id=0,
+              block_size=4, num_global_tokens=2, **small))}
     for name, model in hf.items():
         model.save_pretrained(tmp_path / name)
     run_job(2, "fsdp_hf_default_units_job.py", tmp_path, *(tmp_path / n for n in hf), timeout=120)
@@ -57,3 +61,7 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
         assert longt5.count("LongT5EncoderSubLayer") == 2 and longt5.count("T5SubLayer") == 8
         assert result["bart/FULL_SHARD"]["units"] == ["BartForConditionalGeneration"] + ["BartLayer"] * 2 + [
             "BartLayer", "Linear", "Linear"] * 2
+        # PEGASUS-X: its encoder layers (the global-token table in the root: the stack reads it outside them) and
+        # BART's decoder units
+        assert result["pegasus_x/FULL_SHARD"]["units"] == ["PegasusXForConditionalGeneration"] + [
+            "PegasusXEncoderLayer"] * 2 + ["BartLayer", "Linear", "Linear"] * 2
