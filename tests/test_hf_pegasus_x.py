@@ -2,8 +2,9 @@
 and an unstaggered one (odd blocks, relu), odd head counts and widths, lengths that are not multiples of the block,
 padding on the right, on the left and in the middle: encoder states at every position and logits, greedy / beam /
 seeded sampling generation, float64 gradients of every parameter, save_pretrained, the sinusoidal positions at any
-place, inputs shorter than a block and a long one, int8 weights, and the errors of a bad config and of the ONNX export,
-which PEGASUS-X does not have yet."""
+place, inputs shorter than a block and a long one, bfloat16 and int8 weights, the lean step and the paged server,
+dropout and LayerDrop in training, and the errors of a bad config and of the ONNX export, which PEGASUS-X does not
+have yet."""
 import json
 
 import numpy as np
@@ -165,7 +166,7 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
                                 ("num_global_tokens", -1, "num_global_tokens must be a positive integer"),
                                 ("stagger_local_blocks", "yes", "stagger_local_blocks must be true or false"),
                                 ("d_model", 31, "d_model must be an even integer"),
-                                ("encoder_attention_heads", 4, "d_model 30 must be divisible by encoder_attention_heads")]:
+                                ("encoder_attention_heads", 4, "30 must be divisible by encoder_attention_heads 4")]:
         with pytest.raises(ValueError, match=message):
             PegasusXForConditionalGeneration({**cfg, key: value})
     PegasusXForConditionalGeneration({**cfg, "block_size": 3, "stagger_local_blocks": False})  # odd, unstaggered: fine
@@ -178,3 +179,23 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
         from_pretrained(tmp_path / "bad")
     with pytest.raises(NotImplementedError, match="PegasusXForConditionalGeneration.*no ONNX graph"):
         export_seq2seq(model, tmp_path / "onnx")
+
+
+@pytest.mark.parametrize("key", ["attention_dropout", "dropout", "encoder_layerdrop"])
+def test_training_applies_the_configs_dropout_and_layerdrop_to_the_encoder(key):
+    """Training: the encoder's attention-weight dropout, dropout and LayerDrop draw from forgegrad's generator (a seed
+    repeats the states, another seed changes them); eval mode leaves them out."""
+    import forgegrad as fg
+    from forgegrad.models.hf import PegasusXForConditionalGeneration
+    model = PegasusXForConditionalGeneration({**_COMMON, **CONFIGS["staggered"], key: 0.5})
+    ids, mask, _ = _inputs()
+    model.eval()
+    plain = model.encode(ids, mask).numpy()
+    np.testing.assert_array_equal(model.encode(ids, mask).numpy(), plain)
+    model.train()
+    states = []
+    for seed in (3, 3, 4):
+        fg.manual_seed(seed)
+        states.append(model.encode(ids, mask).numpy())
+    np.testing.assert_array_equal(states[0], states[1])
+    assert np.abs(states[0] - states[2]).max() > 1e-3 and np.abs(states[0] - plain).max() > 1e-3
