@@ -42,6 +42,7 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LongT5ForConditionalGeneration`` (local and transient-global encoders),
 ``BartForConditionalGeneration``, ``MarianMTModel``,
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
+``NllbMoeForConditionalGeneration`` (NLLB-MoE),
 ``PegasusForConditionalGeneration``, ``BlenderbotForConditionalGeneration``,
 ``BlenderbotSmallForConditionalGeneration`` and ``WhisperForConditionalGeneration`` (speech recognition;
 ``WhisperFeatureExtractor`` makes its features).
@@ -89,6 +90,7 @@ from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
 from .longt5 import LongT5ForConditionalGeneration
+from .nllb_moe import NllbMoeForConditionalGeneration
 from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
                          DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
@@ -135,7 +137,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration",
-           "LongT5ForConditionalGeneration",
+           "LongT5ForConditionalGeneration", "NllbMoeForConditionalGeneration",
            "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
            "BlenderbotForConditionalGeneration", "BlenderbotSmallForConditionalGeneration",
@@ -173,7 +175,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, MT5ForConditionalGeneration, UMT5ForConditionalGeneration,
-                  LongT5ForConditionalGeneration,
+                  LongT5ForConditionalGeneration, NllbMoeForConditionalGeneration,
                   BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
                   BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
@@ -218,7 +220,8 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "longt5": LongT5ForConditionalGeneration,
             "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
-            "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
+            "m2m_100": M2M100ForConditionalGeneration, "nllb-moe": NllbMoeForConditionalGeneration,
+            "pegasus": PegasusForConditionalGeneration,
             "blenderbot": BlenderbotForConditionalGeneration,
             "blenderbot-small": BlenderbotSmallForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
@@ -286,6 +289,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
+            NllbMoeForConditionalGeneration: _SEQ2SEQ_KEYS,
             PegasusForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,

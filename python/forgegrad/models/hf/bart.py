@@ -109,7 +109,7 @@ class BartStack(nn.Module):
     _fsdp_nested_units = ["encoder_attn.k_proj", "encoder_attn.v_proj"]  # run by cross_kv, outside the blocks
 
     def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False,
-                 offset: int = _OFFSET, embed_norm: Optional[str] = "sum"):
+                 offset: int = _OFFSET, embed_norm: Optional[str] = "sum", make_layer=None):
         super().__init__()
         if embed_norm not in ("sum", "tokens", None):
             raise ValueError(f"BartStack: embed_norm must be 'sum', 'tokens' or None, got {embed_norm!r}")
@@ -126,8 +126,9 @@ class BartStack(nn.Module):
             self.embed_positions = nn.Embedding(n + self.offset, d)
         if embed_norm is not None:
             self.layernorm_embedding = nn.LayerNorm(d)
-        self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm)
-                                     for _ in range(cfg[f"{prefix}_layers"])])
+        # ``make_layer(i)``: layer i of a family with its own layers (NLLB-MoE's sparse ones), else BART's
+        make_layer = make_layer or (lambda i: BartLayer(cfg, prefix, prefix == "decoder", pre_norm))
+        self.layers = nn.ModuleList([make_layer(i) for i in range(cfg[f"{prefix}_layers"])])
         if pre_norm:  # mBART, M2M100, Pegasus, BlenderBot: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
@@ -251,7 +252,7 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         self.stack_tables = self.separate_vocabs or not self.tied
         if not self.stack_tables:
             self.shared = nn.Embedding(c["vocab_size"], c["d_model"], padding_idx=_padding_idx(c, c["vocab_size"]))
-        self.encoder, self.decoder = (BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
+        self.encoder, self.decoder = (self.make_stack(c, prefix, norm)
                                       for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
         if self.stack_tables:
             self.encoder.embed_tokens = nn.Embedding(c["vocab_size"], c["d_model"],
@@ -262,6 +263,10 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         if not self.tied:
             self.lm_head = nn.Linear(c["d_model"], self.decoder_vocab_size, bias=False)
         self.max_positions = int(c["max_position_embeddings"])
+
+    def make_stack(self, cfg: dict, prefix: str, embed_norm: Optional[str]) -> BartStack:
+        """The encoder's (``prefix`` "encoder") or decoder's stack."""
+        return BartStack(cfg, prefix, self.positions, self.pre_norm, self.position_offset, embed_norm)
 
     @property
     def decoder_vocab_size(self) -> int:
