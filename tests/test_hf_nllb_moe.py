@@ -226,3 +226,19 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
         from_pretrained(tmp_path / "bad")
     with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration.*no ONNX graph"):
         export_seq2seq(model, tmp_path / "onnx")
+
+
+def test_a_dense_encoder_and_sparse_steps_of_two_are_transformers(tmp_path):
+    """encoder_sparse_step 0: every encoder layer dense (no encoder router, no encoder aux loss); decoder_sparse_step 2:
+    the second decoder layer sparse."""
+    hf = _hf("no-drop", encoder_sparse_step=0, decoder_sparse_step=2)
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    assert [layer.sparse for layer in model.encoder.layers] == [False] * 3
+    assert [layer.sparse for layer in model.decoder.layers] == [False, True]
+    ids, mask, dec = _inputs()
+    _close(model(ids, mask, dec).numpy(), seq2seq_logits(hf, ids, mask, dec))
+    model.output_router_logits = True
+    model(ids, mask, dec)
+    encoder_aux, decoder_aux = model.aux_losses(mask)
+    assert encoder_aux is None and decoder_aux is not None
