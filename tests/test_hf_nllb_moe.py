@@ -9,6 +9,7 @@ have yet.
 transformers 5's NllbMoeExperts.forward dispatches the tokens by the 0/1 value of the router's mask (expert_0 takes
 every second choice, expert_1 every first one) instead of by the expert picked; the reference here is transformers
 with the dispatch of transformers 4 (and fairseq) restored: each token through the experts its router weights."""
+import contextlib
 import json
 
 import numpy as np
@@ -211,7 +212,6 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
     for key, value, error in [("num_experts", 1, ValueError), ("expert_capacity", 0, ValueError),
                               ("encoder_sparse_step", -1, ValueError), ("decoder_attention_heads", 4, ValueError),
                               ("second_expert_policy", "best", ValueError),
-                              ("second_expert_policy", "sampling", NotImplementedError),
                               ("router_dtype", "int8", ValueError), ("router_dtype", "bfloat16", NotImplementedError),
                               ("moe_token_dropout", 1.0, ValueError), ("batch_prioritized_routing", "yes", ValueError),
                               ("moe_eval_capacity_token_fraction", "all", ValueError)]:
@@ -242,3 +242,57 @@ def test_a_dense_encoder_and_sparse_steps_of_two_are_transformers(tmp_path):
     model(ids, mask, dec)
     encoder_aux, decoder_aux = model.aux_losses(mask)
     assert encoder_aux is None and decoder_aux is not None
+
+
+@contextlib.contextmanager
+def _noise_from_forgegrad():
+    """transformers' router draws its Gumbel noise and uniforms from forgegrad's generator (as forgegrad's router
+    does, draw for draw), so that the random second-expert policies can be compared."""
+    from forgegrad.random import generator
+
+    def gumbel(self, shape=()):
+        return torch.from_numpy(generator().gumbel(size=tuple(shape)).astype(np.float32))
+
+    def uniform(t, **kw):
+        return torch.from_numpy(generator().random(t.shape[0], dtype=np.float32))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.distributions.gumbel.Gumbel, "rsample", gumbel)
+        mp.setattr(torch, "rand_like", uniform)
+        yield
+
+
+@pytest.mark.parametrize("normalize_before", [False, True])
+@pytest.mark.parametrize("policy", ["sampling", "random"])
+def test_random_second_expert_policies_with_the_same_draws_are_transformers(policy, normalize_before, tmp_path):
+    """second_expert_policy "sampling" (Gumbel noise on the logits that pick the second expert; the noisy logits are
+    the router logits the aux loss reads) and "random" (the second kept with probability 2 p2; normalised before the
+    dropping, its weight is its bare probability, as transformers' steps leave it), with capacity dropping: logits,
+    router logits, aux losses and greedy tokens equal transformers' given the same draws."""
+    import forgegrad as fg
+    hf = _hf("eval-fraction", second_expert_policy=policy, normalize_router_prob_before_dropping=normalize_before)
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    ids, mask, dec = _inputs()
+    labels = np.roll(dec, -1, axis=1)
+    fg.manual_seed(3)
+    with _noise_from_forgegrad(), torch.no_grad():
+        out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), decoder_input_ids=torch.tensor(dec),
+                 labels=torch.tensor(labels), output_router_logits=True)
+    fg.manual_seed(3)
+    model.output_router_logits = True
+    _close(model(ids, mask, dec).numpy(), out.logits.numpy())
+    encoder, decoder = model.router_logits()
+    for got, want in zip(encoder + decoder, out.encoder_router_logits + out.decoder_router_logits):
+        _close(got.numpy(), want.numpy())
+    enc_aux, dec_aux = model.aux_losses(mask)
+    np.testing.assert_allclose([enc_aux.item(), dec_aux.item()],
+                               [out.encoder_aux_loss.item(), out.decoder_aux_loss.item()], rtol=1e-5)
+    fg.manual_seed(5)  # other draws route otherwise
+    assert np.abs(model(ids, mask, dec).numpy() - out.logits.numpy()).max() > 1e-3
+    fg.manual_seed(4)
+    with _noise_from_forgegrad(), torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=8,
+                           do_sample=False).numpy()
+    fg.manual_seed(4)
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=8, attention_mask=mask), want)

@@ -7,7 +7,9 @@ sparse: ``router.classifier`` and ``experts.expert_{e}.fc1``/``fc2``), ``self_at
 ``cross_attention_layer_norm``, ``ff_layer_norm``.
 
 The router (``NllbMoeTop2Router``, fairseq's top-2 gating) on the (B * T) tokens of a call, in float32:
-  * probabilities softmax(logits); the first expert the most probable, the second the largest logit but that one;
+  * probabilities softmax(logits); the first expert the most probable, the second the largest logit but that one
+    (``second_expert_policy`` "sampling": of the logits plus Gumbel noise; "random": kept with probability 2 * its
+    probability; their draws from forgegrad's generator, ``forgegrad.manual_seed``);
   * padding tokens (the encoder's attention_mask 0) go to no expert unless ``router_ignore_padding_tokens``;
   * each expert takes at most ``capacity`` tokens: in eval ceil(moe_eval_capacity_token_fraction * tokens) when
     that fraction is > 0, else ``expert_capacity`` (or 2 * ceil(tokens / experts) when null). Tokens queue for an
@@ -42,6 +44,7 @@ from ... import nn
 from ..._torch_indexing import index_add
 from ...factories import cat, zeros
 from ...nn import functional as F
+from ...random import generator
 from ...tensor import Tensor
 from ._layers import activation, additive_mask, config_probability, ids_array, mask_array
 from .bart import BartAttention, BartStack, M2M100ForConditionalGeneration
@@ -64,6 +67,7 @@ class RouterSettings:
     ignore_padding: bool
     token_dropout: float
     router_bias: bool
+    second_expert_policy: str = "all"
 
 
 def _flag(cfg: dict, key: str, default: bool) -> bool:
@@ -97,9 +101,6 @@ def router_settings(cfg: dict) -> RouterSettings:
     if policy not in _POLICIES:
         raise ValueError(f"{_WHO}: config second_expert_policy must be one of {', '.join(map(repr, _POLICIES))}, "
                          f"got {policy!r}")
-    if policy != "all":
-        raise NotImplementedError(f"{_WHO}: config second_expert_policy {policy!r} (a randomly kept or sampled "
-                                  "second expert) is not supported yet; only 'all' (the checkpoints' setting)")
     dtype = cfg.get("router_dtype", "float32")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"{_WHO}: config router_dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}")
@@ -116,7 +117,7 @@ def router_settings(cfg: dict) -> RouterSettings:
     return RouterSettings(experts, capacity, float(fraction), _flag(cfg, "batch_prioritized_routing", False),
                           _flag(cfg, "normalize_router_prob_before_dropping", False),
                           _flag(cfg, "router_ignore_padding_tokens", False), token_dropout,
-                          _flag(cfg, "router_bias", False))
+                          _flag(cfg, "router_bias", False), policy)
 
 
 def _queue_places(choice: np.ndarray, routed: np.ndarray, order: np.ndarray, n_experts: int) -> np.ndarray:
@@ -131,26 +132,30 @@ def _queue_places(choice: np.ndarray, routed: np.ndarray, order: np.ndarray, n_e
 
 
 def route_top2(probs: np.ndarray, logits: np.ndarray, non_padding: Optional[np.ndarray], s: RouterSettings,
-               training: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """transformers' NllbMoeTop2Router.route_tokens (second_expert_policy "all") on probs and logits (N, E):
-    (first expert, second expert, whether the first is kept, whether the second is kept), each (N,); padding
-    (``non_padding`` False) keeps neither unless router_ignore_padding_tokens."""
+               training: bool, noise: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                            np.ndarray]:
+    """transformers' NllbMoeTop2Router.route_tokens on probs and logits (N, E): (first expert, second expert,
+    whether the first is kept, whether the second is kept), each (N,); padding (``non_padding`` False) keeps neither
+    unless router_ignore_padding_tokens. ``noise``: second_expert_policy "sampling"'s Gumbel noise (N, E), added to
+    the logits that pick the second expert; "random"'s uniforms (N,): the second kept where 2 * its probability is
+    above its uniform."""
     N, E = probs.shape
     rows = np.arange(N)
     first = probs.argmax(-1)  # the first of equal maxima, as torch.argmax
-    others = logits.copy()
+    others = logits + noise if s.second_expert_policy == "sampling" else logits.copy()
     others[rows, first] = -np.inf
     second = others.argmax(-1)
     chosen = np.ones(N, bool) if non_padding is None or s.ignore_padding else non_padding.astype(bool)
+    chosen2 = chosen & (2 * probs[rows, second] > noise) if s.second_expert_policy == "random" else chosen
     # the tokens' queue order: by their top probability, highest first (ties: token order)
     order = np.argsort(-probs.max(-1), kind="stable") if s.batch_prioritized else rows
     place1 = _queue_places(first, chosen, order, E)
-    place2 = _queue_places(second, chosen, order, E) + np.bincount(first[chosen], minlength=E)[second]
+    place2 = _queue_places(second, chosen2, order, E) + np.bincount(first[chosen], minlength=E)[second]
     if not training and s.eval_capacity_fraction > 0:
         capacity = math.ceil(s.eval_capacity_fraction * N)
     else:
         capacity = s.expert_capacity if s.expert_capacity is not None else 2 * math.ceil(N / E)
-    return first, second, chosen & (place1 < capacity), chosen & (place2 < capacity)
+    return first, second, chosen & (place1 < capacity), chosen2 & (place2 < capacity)
 
 
 class NllbMoeDenseActDense(nn.Module):
@@ -192,16 +197,25 @@ class NllbMoeSparseMLP(nn.Module):
         h = x.reshape(-1, shape[-1])
         N, s = h.shape[0], self.settings
         logits = self.router.classifier(h)
-        self.router_logits = logits if self.record_router else None
         probs = F.softmax(logits, dim=-1)
-        first, second, keep1, keep2 = route_top2(probs.numpy(), logits.numpy(), non_padding, s, self.training)
+        noise = None  # the random policies' draws, from forgegrad's generator (transformers draws from torch's)
+        if s.second_expert_policy == "sampling":
+            noise = generator().gumbel(size=(N, s.num_experts)).astype(np.float32)
+        elif s.second_expert_policy == "random":
+            noise = generator().random(N, dtype=np.float32)
+        # (transformers adds the Gumbel noise to its logits in place: the ones it returns, which its aux loss reads)
+        recorded = logits + Tensor._wrap(noise) if s.second_expert_policy == "sampling" else logits
+        self.router_logits = recorded if self.record_router else None
+        first, second, keep1, keep2 = route_top2(probs.numpy(), logits.numpy(), non_padding, s, self.training, noise)
         rows = np.arange(N)
         p1, p2 = probs[rows, first], probs[rows, second]  # differentiable into the router
         eps = float(np.finfo(np.float32).eps)
         k1, k2 = (Tensor._wrap(k.astype(np.float32)) for k in (keep1, keep2))
         if s.normalize_before_dropping:
             total = (p1 + p2).clamp(min=eps)
-            gates = cat([p1 / total * k1, p2 / total * k2])
+            # "random" replaces the second's normalised weight by its probability (transformers' order of steps)
+            second_weight = p2 if s.second_expert_policy == "random" else p2 / total
+            gates = cat([p1 / total * k1, second_weight * k2])
         else:
             p1, p2 = p1 * k1, p2 * k2
             total = (p1 + p2).clamp(min=eps)
