@@ -212,7 +212,7 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
     for key, value, error in [("num_experts", 1, ValueError), ("expert_capacity", 0, ValueError),
                               ("encoder_sparse_step", -1, ValueError), ("decoder_attention_heads", 4, ValueError),
                               ("second_expert_policy", "best", ValueError),
-                              ("router_dtype", "int8", ValueError), ("router_dtype", "bfloat16", NotImplementedError),
+                              ("router_dtype", "int8", ValueError),
                               ("moe_token_dropout", 1.0, ValueError), ("batch_prioritized_routing", "yes", ValueError),
                               ("moe_eval_capacity_token_fraction", "all", ValueError)]:
         with pytest.raises(error, match=key):
@@ -296,3 +296,30 @@ def test_random_second_expert_policies_with_the_same_draws_are_transformers(poli
                            do_sample=False).numpy()
     fg.manual_seed(4)
     np.testing.assert_array_equal(generate(model, ids, max_new_tokens=8, attention_mask=mask), want)
+
+
+@pytest.mark.parametrize("router_dtype", ["bfloat16", "float16"])
+def test_half_precision_routers_are_transformers(router_dtype, tmp_path):
+    """router_dtype bfloat16 / float16: transformers casts the router and its input to it; forgegrad rounds the
+    input, weights, logits and probabilities as those casts do. Logits, router logits and greedy tokens equal
+    transformers' (its aux losses are summed in the half type: within its precision)."""
+    hf = _hf("eval-fraction", router_dtype=router_dtype)
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    ids, mask, dec = _inputs()
+    with torch.no_grad():
+        out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), decoder_input_ids=torch.tensor(dec),
+                 labels=torch.tensor(np.roll(dec, -1, axis=1)), output_router_logits=True)
+    assert out.encoder_router_logits[0].dtype == getattr(torch, router_dtype)
+    model.output_router_logits = True
+    _close(model(ids, mask, dec).numpy(), out.logits.numpy())
+    encoder, decoder = model.router_logits()
+    for got, want in zip(encoder + decoder, out.encoder_router_logits + out.decoder_router_logits):
+        np.testing.assert_array_equal(got.numpy(), want.float().numpy())
+    enc_aux, dec_aux = model.aux_losses(mask)
+    np.testing.assert_allclose([enc_aux.item(), dec_aux.item()],
+                               [out.encoder_aux_loss.item(), out.decoder_aux_loss.item()], rtol=2e-2)
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=10,
+                           do_sample=False, num_beams=3).numpy()
+    np.testing.assert_array_equal(generate(model, ids, max_new_tokens=10, attention_mask=mask, num_beams=3), want)

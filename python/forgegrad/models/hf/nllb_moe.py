@@ -6,7 +6,8 @@ transformers' names: each layer's ``self_attn``, ``cross_attention`` (decoder), 
 sparse: ``router.classifier`` and ``experts.expert_{e}.fc1``/``fc2``), ``self_attn_layer_norm``,
 ``cross_attention_layer_norm``, ``ff_layer_norm``.
 
-The router (``NllbMoeTop2Router``, fairseq's top-2 gating) on the (B * T) tokens of a call, in float32:
+The router (``NllbMoeTop2Router``, fairseq's top-2 gating) on the (B * T) tokens of a call, in float32 (``router_dtype``
+bfloat16 / float16: its input, weights, logits and probabilities rounded to it, as transformers' casts):
   * probabilities softmax(logits); the first expert the most probable, the second the largest logit but that one
     (``second_expert_policy`` "sampling": of the logits plus Gumbel noise; "random": kept with probability 2 * its
     probability; their draws from forgegrad's generator, ``forgegrad.manual_seed``);
@@ -44,6 +45,7 @@ from ... import nn
 from ..._torch_indexing import index_add
 from ...factories import cat, zeros
 from ...nn import functional as F
+from ...quantization.bf16 import from_bfloat16_bits, to_bfloat16_bits
 from ...random import generator
 from ...tensor import Tensor
 from ._layers import activation, additive_mask, config_probability, ids_array, mask_array
@@ -68,6 +70,7 @@ class RouterSettings:
     token_dropout: float
     router_bias: bool
     second_expert_policy: str = "all"
+    router_dtype: str = "float32"
 
 
 def _flag(cfg: dict, key: str, default: bool) -> bool:
@@ -104,9 +107,6 @@ def router_settings(cfg: dict) -> RouterSettings:
     dtype = cfg.get("router_dtype", "float32")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"{_WHO}: config router_dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}")
-    if dtype != "float32":
-        raise NotImplementedError(f"{_WHO}: config router_dtype {dtype!r} is not supported yet; only 'float32' "
-                                  "(the checkpoints' setting)")
     fraction = cfg.get("moe_eval_capacity_token_fraction", 1.0)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not math.isfinite(fraction):
         raise ValueError(f"{_WHO}: config moe_eval_capacity_token_fraction must be a number (<= 0: the training "
@@ -117,7 +117,19 @@ def router_settings(cfg: dict) -> RouterSettings:
     return RouterSettings(experts, capacity, float(fraction), _flag(cfg, "batch_prioritized_routing", False),
                           _flag(cfg, "normalize_router_prob_before_dropping", False),
                           _flag(cfg, "router_ignore_padding_tokens", False), token_dropout,
-                          _flag(cfg, "router_bias", False), policy)
+                          _flag(cfg, "router_bias", False), policy, dtype)
+
+
+def _rounded(t: Tensor, dtype: str) -> Tensor:
+    """t's values rounded to ``dtype`` ("bfloat16" or "float16", to nearest even, as torch's casts), held in float32;
+    the gradient passes through unchanged (the difference added is a constant)."""
+    a = t.numpy()
+    if dtype == "bfloat16":
+        r = from_bfloat16_bits(to_bfloat16_bits(a))
+    else:
+        with np.errstate(over="ignore"):
+            r = a.astype(np.float16).astype(np.float32)
+    return t + Tensor._wrap(r - a)  # exact: r - a and a + (r - a) are float32 numbers
 
 
 def _queue_places(choice: np.ndarray, routed: np.ndarray, order: np.ndarray, n_experts: int) -> np.ndarray:
@@ -196,8 +208,14 @@ class NllbMoeSparseMLP(nn.Module):
         shape = x.shape
         h = x.reshape(-1, shape[-1])
         N, s = h.shape[0], self.settings
-        logits = self.router.classifier(h)
-        probs = F.softmax(logits, dim=-1)
+        if s.router_dtype == "float32":
+            logits = self.router.classifier(h)
+            probs = F.softmax(logits, dim=-1)
+        else:  # transformers casts the router and its input to router_dtype: half-precision values, float32 sums
+            c, half = self.router.classifier, s.router_dtype
+            bias = None if c.bias is None else _rounded(c.bias, half)
+            logits = _rounded(F.linear(_rounded(h, half), _rounded(c.weight, half), bias), half)
+            probs = _rounded(F.softmax(logits, dim=-1), half)
         noise = None  # the random policies' draws, from forgegrad's generator (transformers draws from torch's)
         if s.second_expert_policy == "sampling":
             noise = generator().gumbel(size=(N, s.num_experts)).astype(np.float32)
