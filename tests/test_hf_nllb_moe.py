@@ -226,6 +226,10 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
         from_pretrained(tmp_path / "bad")
     with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration.*no ONNX graph"):
         export_seq2seq(model, tmp_path / "onnx")
+    from forgegrad.grad_mode import trace
+    ids, mask, dec = _inputs()
+    with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration.*no ONNX graph"), trace():
+        model(ids, mask, dec)  # what an ONNX export of the module records: refused, not the input's routing baked in
 
 
 def test_a_dense_encoder_and_sparse_steps_of_two_are_transformers(tmp_path):

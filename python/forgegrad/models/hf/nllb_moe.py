@@ -41,7 +41,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ... import nn
+from ... import grad_mode, nn
 from ..._torch_indexing import index_add
 from ...factories import cat, zeros
 from ...nn import functional as F
@@ -205,6 +205,8 @@ class NllbMoeSparseMLP(nn.Module):
 
     def forward(self, x: Tensor, non_padding: Optional[np.ndarray] = None) -> Tensor:
         """x (B, T, d_model); ``non_padding`` (B * T,) bool: the tokens that are not padding (None: all)."""
+        if grad_mode.recorder() is not None:  # an ONNX export traces this call: the routing would be baked in
+            raise NotImplementedError(f"{_WHO}: {NllbMoeForConditionalGeneration.onnx_unsupported}")
         shape = x.shape
         h = x.reshape(-1, shape[-1])
         N, s = h.shape[0], self.settings
