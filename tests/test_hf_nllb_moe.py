@@ -327,3 +327,24 @@ def test_half_precision_routers_are_transformers(router_dtype, tmp_path):
         want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=10,
                            do_sample=False, num_beams=3).numpy()
     np.testing.assert_array_equal(generate(model, ids, max_new_tokens=10, attention_mask=mask, num_beams=3), want)
+
+
+def test_training_drops_expert_outputs_with_forgegrads_generator(tmp_path):
+    """moe_token_dropout in training: dropout on the expert outputs (not the eval scaling), drawn from forgegrad's
+    generator: a seed repeats the logits, another seed changes them; eval mode gives transformers' scaled logits."""
+    import forgegrad as fg
+    hf = _hf("no-drop", moe_token_dropout=0.5)
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    ids, mask, dec = _inputs()
+    model.train()
+    fg.manual_seed(1)
+    first = model(ids, mask, dec).numpy()
+    fg.manual_seed(1)
+    np.testing.assert_array_equal(model(ids, mask, dec).numpy(), first)
+    fg.manual_seed(2)
+    assert np.abs(model(ids, mask, dec).numpy() - first).max() > 1e-3
+    model.eval()
+    evaluated = model(ids, mask, dec).numpy()
+    assert np.abs(evaluated - first).max() > 1e-3
+    _close(evaluated, seq2seq_logits(hf, ids, mask, dec))
