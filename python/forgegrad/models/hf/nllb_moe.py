@@ -25,7 +25,8 @@ Only the tokens routed to an expert go through it (gathered per expert, their we
 transformers 5's ``NllbMoeExperts.forward`` runs the wrong experts (it one-hot encodes the 0/1 dispatch mask, so
 ``expert_0`` takes every second choice and ``expert_1`` every first choice whatever the router picked); forgegrad
 runs the experts the router picked, as transformers 4 and fairseq do; the tests compare against transformers with
-that dispatch restored.
+that dispatch restored. transformers' router also overwrites its ``expert_capacity`` with each eval call's capacity
+and keeps it for later training calls; forgegrad takes the config's every call.
 
 ``model.output_router_logits = True`` keeps each sparse layer's router logits of the last forward
 (``router_logits()``: (encoder layers', decoder layers')) and ``aux_losses(attention_mask)`` gives transformers'
