@@ -42,6 +42,7 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LongT5ForConditionalGeneration`` (local and transient-global encoders),
 ``BartForConditionalGeneration``, ``MarianMTModel``,
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
+``NllbMoeForConditionalGeneration`` (NLLB-MoE),
 ``PegasusForConditionalGeneration``, ``PegasusXForConditionalGeneration`` (PEGASUS-X: block-local encoder with global
 tokens), ``BlenderbotForConditionalGeneration``, ``BlenderbotSmallForConditionalGeneration`` and
 ``WhisperForConditionalGeneration`` (speech recognition;
@@ -90,6 +91,7 @@ from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
 from .longt5 import LongT5ForConditionalGeneration
+from .nllb_moe import NllbMoeForConditionalGeneration
 from .pegasus_x import PegasusXForConditionalGeneration
 from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
@@ -137,7 +139,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "GraniteForCausalLM",
            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
            "T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration",
-           "LongT5ForConditionalGeneration",
+           "LongT5ForConditionalGeneration", "NllbMoeForConditionalGeneration",
            "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
            "PegasusXForConditionalGeneration", "BlenderbotForConditionalGeneration",
@@ -176,7 +178,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   GraniteForCausalLM,
                   MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM,
                   T5ForConditionalGeneration, MT5ForConditionalGeneration, UMT5ForConditionalGeneration,
-                  LongT5ForConditionalGeneration,
+                  LongT5ForConditionalGeneration, NllbMoeForConditionalGeneration,
                   BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
                   PegasusXForConditionalGeneration,
@@ -222,8 +224,8 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "longt5": LongT5ForConditionalGeneration,
             "bart": BartForConditionalGeneration,
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
-            "m2m_100": M2M100ForConditionalGeneration, "pegasus": PegasusForConditionalGeneration,
-            "pegasus_x": PegasusXForConditionalGeneration,
+            "m2m_100": M2M100ForConditionalGeneration, "nllb-moe": NllbMoeForConditionalGeneration,
+            "pegasus": PegasusForConditionalGeneration, "pegasus_x": PegasusXForConditionalGeneration,
             "blenderbot": BlenderbotForConditionalGeneration,
             "blenderbot-small": BlenderbotSmallForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
@@ -291,7 +293,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             DistilBertForQuestionAnswering: _DISTILBERT_KEYS, DistilBertForMultipleChoice: _DISTILBERT_KEYS,
             BartForConditionalGeneration: _SEQ2SEQ_KEYS, MarianMTModel: _SEQ2SEQ_KEYS,
             MBartForConditionalGeneration: _SEQ2SEQ_KEYS, M2M100ForConditionalGeneration: _SEQ2SEQ_KEYS,
-            PegasusForConditionalGeneration: _SEQ2SEQ_KEYS,
+            NllbMoeForConditionalGeneration: _SEQ2SEQ_KEYS, PegasusForConditionalGeneration: _SEQ2SEQ_KEYS,
             PegasusXForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,

@@ -110,7 +110,7 @@ class BartStack(nn.Module):
     _fsdp_nested_units = ["encoder_attn.k_proj", "encoder_attn.v_proj"]  # run by cross_kv, outside the blocks
 
     def __init__(self, cfg: dict, prefix: str, positions: str = "learned", pre_norm: bool = False,
-                 offset: int = _OFFSET, embed_norm: Optional[str] = "sum"):
+                 offset: int = _OFFSET, embed_norm: Optional[str] = "sum", make_layer=None):
         super().__init__()
         if embed_norm not in ("sum", "tokens", None):
             raise ValueError(f"BartStack: embed_norm must be 'sum', 'tokens' or None, got {embed_norm!r}")
@@ -127,8 +127,9 @@ class BartStack(nn.Module):
             self.embed_positions = nn.Embedding(n + self.offset, d)
         if embed_norm is not None:
             self.layernorm_embedding = nn.LayerNorm(d)
-        self.layers = nn.ModuleList([BartLayer(cfg, prefix, prefix == "decoder", pre_norm)
-                                     for _ in range(cfg[f"{prefix}_layers"])])
+        # ``make_layer(i)``: layer i of a family with its own layers (NLLB-MoE's sparse ones), else BART's
+        make_layer = make_layer or (lambda i: BartLayer(cfg, prefix, prefix == "decoder", pre_norm))
+        self.layers = nn.ModuleList([make_layer(i) for i in range(cfg[f"{prefix}_layers"])])
         if pre_norm:  # mBART, M2M100, Pegasus, BlenderBot: a LayerNorm on the last layer's output
             self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.get("dropout", 0.1))
@@ -264,9 +265,14 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         self.max_positions = int(c["max_position_embeddings"])
 
     def make_stacks(self, c: dict) -> tuple:
-        """(encoder, decoder): the two BartStacks of the class's positions, norms and offset."""
-        return tuple(BartStack(c, prefix, self.positions, self.pre_norm, self.position_offset, norm)
+        """(encoder, decoder): by default make_stack's for each (PEGASUS-X replaces the pair, NLLB-MoE one stack's
+        layers)."""
+        return tuple(self.make_stack(c, prefix, norm)
                      for prefix, norm in zip(("encoder", "decoder"), self.embedding_norms))
+
+    def make_stack(self, cfg: dict, prefix: str, embed_norm: Optional[str]) -> BartStack:
+        """The encoder's (``prefix`` "encoder") or decoder's stack."""
+        return BartStack(cfg, prefix, self.positions, self.pre_norm, self.position_offset, embed_norm)
 
     @property
     def decoder_vocab_size(self) -> int:
