@@ -290,18 +290,21 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         sizes = check_config(c)
         self.ngram, self.pad = sizes["ngram"], c.get("pad_token_id", 0)
         self.max_positions = sizes["max_position_embeddings"]
-        self.word_embeddings = nn.Embedding(c["vocab_size"], c["hidden_size"], padding_idx=self.pad
-                                            if self.pad < c["vocab_size"] else None)
-        self.encoder, self.decoder = ProphetNetEncoder(c), ProphetNetDecoder(c)
         self.tied = c.get("tie_word_embeddings", True) is not False
-        if not self.tied:
+        padding_idx = self.pad if self.pad < c["vocab_size"] else None
+        self.encoder, self.decoder = ProphetNetEncoder(c), ProphetNetDecoder(c)
+        if self.tied:  # one table for both stacks and the head
+            self.word_embeddings = nn.Embedding(c["vocab_size"], c["hidden_size"], padding_idx=padding_idx)
+        else:  # transformers 5 unties the stacks' tables too: each its own, the shared one read by no forward
+            self.encoder.word_embeddings = nn.Embedding(c["vocab_size"], c["hidden_size"], padding_idx=padding_idx)
+            self.decoder.word_embeddings = nn.Embedding(c["vocab_size"], c["hidden_size"], padding_idx=padding_idx)
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     def encoder_embedding(self):
-        return self.word_embeddings
+        return self.word_embeddings if self.tied else self.encoder.word_embeddings
 
     def decoder_embedding(self):
-        return self.word_embeddings
+        return self.word_embeddings if self.tied else self.decoder.word_embeddings
 
     def _head(self, x: Tensor) -> Tensor:
         return F.linear(x, self.word_embeddings.weight) if self.tied else self.lm_head(x)
@@ -316,7 +319,7 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         enc = self.encoder
         # transformers' places ignore the mask: rows pad + 1 on, clamped to the table
         rows = np.minimum(np.arange(S) + self.pad + 1, self.max_positions - 1)
-        x = self.word_embeddings(Tensor._wrap(ids)) + enc.position_embeddings(Tensor._wrap(rows))
+        x = self.encoder_embedding()(Tensor._wrap(ids)) + enc.position_embeddings(Tensor._wrap(rows))
         x = enc.dropout(enc.embeddings_layer_norm(x))
         bias = _key_bias(None if pad is None else pad.astype(bool))
         for layer in enc.layers:
@@ -345,7 +348,7 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         cross_bias = _key_bias(None if pad is None else pad.astype(bool))
         dec, c = self.decoder, self.config
         places = np.arange(first, first + T)
-        main = self.word_embeddings(Tensor._wrap(ids)) + self._positions(places)  # (B, T, d)
+        main = self.decoder_embedding()(Tensor._wrap(ids)) + self._positions(places)  # (B, T, d)
         # stream s: the ngram embedding row (s - 1) mod ngram (transformers' ngram_embeddings[s - 1]) plus the next
         # place's position, the same for every row of the batch
         grams = dec.ngram_embeddings(Tensor._wrap((np.arange(S) - 1) % self.ngram))  # (S, d)
@@ -416,20 +419,28 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
     # tied head) dropped ---
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         out = {}
+        shared = tensors.get("prophetnet.word_embeddings.weight")
         for k, v in tensors.items():
             name = k[len("prophetnet."):] if k.startswith("prophetnet.") else k
             if name in ("encoder.word_embeddings.weight", "decoder.word_embeddings.weight"):
-                out.setdefault("word_embeddings.weight", v)  # a checkpoint storing only the stacks' copies
+                if self.tied:
+                    out.setdefault("word_embeddings.weight", v if shared is None else shared)
+                else:
+                    out[name] = v
                 continue
-            if name == "lm_head.weight" and self.tied:
+            if (name == "lm_head.weight" and self.tied) or (name == "word_embeddings.weight" and not self.tied):
                 continue
             out[name] = v
-        if "prophetnet.word_embeddings.weight" in tensors:
-            out["word_embeddings.weight"] = tensors["prophetnet.word_embeddings.weight"]
+        if not self.tied and shared is not None:  # untied, a checkpoint whose stacks shared the table gives it them
+            for stack in ("encoder", "decoder"):
+                out.setdefault(f"{stack}.word_embeddings.weight", shared)
         return out
 
     def to_hf(self) -> Dict[str, np.ndarray]:
-        return {k if k == "lm_head.weight" else "prophetnet." + k: v.numpy() for k, v in self.state_dict().items()}
+        out = {k if k == "lm_head.weight" else "prophetnet." + k: v.numpy() for k, v in self.state_dict().items()}
+        if not self.tied:  # transformers' prophetnet.word_embeddings (untied: read by no forward)
+            out["prophetnet.word_embeddings.weight"] = out["prophetnet.encoder.word_embeddings.weight"].copy()
+        return out
 
     onnx_unsupported = ("the decoder's main and predicting streams (ngram self-attention with relative buckets) have "
                         "no ONNX graph yet; run the model in forgegrad")
