@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-from hf_conformance import check_seq2seq_generation, seq2seq_logits  # noqa: E402
+from hf_conformance import check_seq2seq_generation, seq2seq_logits, weight_variant  # noqa: E402
 
 VOCAB = 90
 # hidden_size 30: 5 encoder heads of 6, 3 decoder heads of 10
@@ -185,6 +185,26 @@ def test_a_pad_token_other_than_zero_moves_the_position_rows(tmp_path):
     ids, mask, dec = _inputs()
     dec[:, 0] = 3
     _close(model(ids, mask, dec).numpy(), _hf_out(hf, ids, mask, dec).logits.numpy())
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_bfloat16_and_int8_weights_run_the_streams(pair, tmp_path, weights):
+    """A bfloat16 checkpoint loaded as stored and an int8 weight-only model: every projection (the relative-position
+    ones too) is their layer, the logits close to transformers' float32 ones, greedy generate's first steps the
+    argmax of the variant's own full forward."""
+    from forgegrad.models.hf.generation import generate
+    hf, _, path = pair
+    model = weight_variant(hf, path, weights, tmp_path)
+    layer = model.decoder.layers[0].self_attn
+    assert {type(layer.query_proj).__name__, type(layer.relative_pos_embeddings).__name__} <= {
+        "WeightOnlyBF16Linear", "WeightOnlyInt8Linear"}
+    ids, mask, dec = _inputs()
+    want = _hf_out(hf, ids, mask, dec).logits.numpy()
+    np.testing.assert_allclose(model(ids, mask, dec).numpy(), want, rtol=0, atol=0.06 * np.abs(want).max())
+    out = generate(model, ids, attention_mask=mask, max_new_tokens=4, do_sample=False, num_beams=1,
+                   no_repeat_ngram_size=0, repetition_penalty=1.0)
+    # (its first step only: past it, a full forward's relative biases are transformers' permuted ones, generate's not)
+    np.testing.assert_array_equal(out[:, 1], model(ids, mask, out[:, :1]).numpy()[:, -1].argmax(-1))
 
 
 def test_bad_config_long_decoder_input_and_onnx_export_raise_naming_the_problem(pair, tmp_path):

@@ -291,6 +291,8 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         self.ngram, self.pad = sizes["ngram"], c.get("pad_token_id", 0)
         self.max_positions = sizes["max_position_embeddings"]
         self.tied = c.get("tie_word_embeddings", True) is not False
+        # untied, each stack its own table (``tied`` alone may turn False later: quantize_weight_only's own head)
+        self.stack_tables = not self.tied
         padding_idx = self.pad if self.pad < c["vocab_size"] else None
         self.encoder, self.decoder = ProphetNetEncoder(c), ProphetNetDecoder(c)
         if self.tied:  # one table for both stacks and the head
@@ -301,10 +303,10 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
             self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     def encoder_embedding(self):
-        return self.word_embeddings if self.tied else self.encoder.word_embeddings
+        return self.encoder.word_embeddings if self.stack_tables else self.word_embeddings
 
     def decoder_embedding(self):
-        return self.word_embeddings if self.tied else self.decoder.word_embeddings
+        return self.decoder.word_embeddings if self.stack_tables else self.word_embeddings
 
     def _head(self, x: Tensor) -> Tensor:
         return F.linear(x, self.word_embeddings.weight) if self.tied else self.lm_head(x)
@@ -423,22 +425,22 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         for k, v in tensors.items():
             name = k[len("prophetnet."):] if k.startswith("prophetnet.") else k
             if name in ("encoder.word_embeddings.weight", "decoder.word_embeddings.weight"):
-                if self.tied:
+                if not self.stack_tables:
                     out.setdefault("word_embeddings.weight", v if shared is None else shared)
                 else:
                     out[name] = v
                 continue
-            if (name == "lm_head.weight" and self.tied) or (name == "word_embeddings.weight" and not self.tied):
+            if (name == "lm_head.weight" and self.tied) or (name == "word_embeddings.weight" and self.stack_tables):
                 continue
             out[name] = v
-        if not self.tied and shared is not None:  # untied, a checkpoint whose stacks shared the table gives it them
+        if self.stack_tables and shared is not None:  # untied, a checkpoint whose stacks shared the table gives it them
             for stack in ("encoder", "decoder"):
                 out.setdefault(f"{stack}.word_embeddings.weight", shared)
         return out
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         out = {k if k == "lm_head.weight" else "prophetnet." + k: v.numpy() for k, v in self.state_dict().items()}
-        if not self.tied:  # transformers' prophetnet.word_embeddings (untied: read by no forward)
+        if self.stack_tables:  # transformers' prophetnet.word_embeddings (untied: read by no forward)
             out["prophetnet.word_embeddings.weight"] = out["prophetnet.encoder.word_embeddings.weight"].copy()
         return out
 
