@@ -17,6 +17,13 @@ rows alike. The logits are the first predicting stream's, through the LM head ti
 generate runs a KV cache of the main stream's keys and values and computes only the first predicting stream (the one
 the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens). The ONNX export
 is not written for the streams: it raises NotImplementedError.
+
+Two things transformers (5.24) does that are reproduced here, since its outputs are the reference: over more than one
+decoder place (its forward without a cache) it reads the predicting streams' relative-position projections in a
+permuted layout (see ProphetNetNgramSelfAttention.forward), while its cached generation (one place a step) reads them
+as laid out, so a forward's logits past the first place are not what generate's steps compute; and streams 1.. see
+the main keys up to s places back in a forward but all of them in its cached steps (no mask), which no logits of
+generate read. transformers' cached generate also needs pad_token_id 0 (its own check on the positions).
 """
 from __future__ import annotations
 
