@@ -1,9 +1,10 @@
 """ProphetNet (models/hf/prophetnet.py) from checkpoints transformers wrote: ngram 2 (gelu, tied head) and ngram 3
-(relu, untied head, label smoothing), odd widths and head counts, padding on the right, on the left and in the middle:
-encoder states, the logits and the ngram streams' logits, transformers' loss and its float64 gradients, greedy / beam /
-seeded sampling generation, float64 gradients of every parameter, save_pretrained, the relative-position buckets, a
-pad token other than 0 (the positions' rows), and the errors of a bad config, of too long a decoder input and of the
-ONNX export, which ProphetNet does not have yet."""
+(relu, untied head, label smoothing), odd widths and head counts, padding on the right, on the left and in the
+middle: encoder states, the logits and the ngram streams' logits, transformers' loss and its float64 gradients,
+greedy / beam / seeded sampling generation, float64 gradients of every parameter, save_pretrained, the relative-
+position buckets, a pad token other than 0 (the positions' rows), bfloat16 and int8 weights, dropout in training,
+and the errors of a bad config, of too long a decoder input and of the ONNX export, which ProphetNet does not have
+yet."""
 import json
 
 import numpy as np
@@ -231,3 +232,22 @@ def test_bad_config_long_decoder_input_and_onnx_export_raise_naming_the_problem(
         from_pretrained(tmp_path / "bad")
     with pytest.raises(NotImplementedError, match="ProphetNetForConditionalGeneration.*no ONNX graph"):
         export_seq2seq(model, tmp_path / "onnx")
+
+
+@pytest.mark.parametrize("key", ["dropout", "attention_dropout", "activation_dropout"])
+def test_training_applies_the_configs_dropout(key):
+    """Training: hidden, attention-weight (both attentions and the streams') and activation dropout draw from
+    forgegrad's generator (a seed repeats the logits, another seed changes them); eval mode leaves them out."""
+    from forgegrad.models.hf import ProphetNetForConditionalGeneration
+    model = ProphetNetForConditionalGeneration({**_COMMON, **CONFIGS["ngram2"], key: 0.5})
+    ids, mask, dec = _inputs()
+    model.eval()
+    plain = model(ids, mask, dec).numpy()
+    np.testing.assert_array_equal(model(ids, mask, dec).numpy(), plain)
+    model.train()
+    logits = []
+    for seed in (3, 3, 4):
+        fg.manual_seed(seed)
+        logits.append(model(ids, mask, dec).numpy())
+    np.testing.assert_array_equal(logits[0], logits[1])
+    assert np.abs(logits[0] - logits[2]).max() > 1e-4 and np.abs(logits[0] - plain).max() > 1e-4
