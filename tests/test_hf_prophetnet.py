@@ -100,6 +100,27 @@ def test_encoder_states_logits_ngram_logits_and_save_pretrained_are_transformers
     assert type(from_pretrained(tmp_path / "saved")).__name__ == "ProphetNetForConditionalGeneration"
 
 
+def test_decoder_attention_mask_is_transformers(pair):
+    """Padding among the decoder's tokens (right, a hole, the first place): its keys masked in the main stream and
+    for the predicting streams, as transformers' decoder_attention_mask; the loss with it."""
+    hf, model, _ = pair
+    ids, mask, dec = _inputs()
+    dec_mask = np.ones(dec.shape, np.int64)
+    dec_mask[0, 9:] = 0
+    dec_mask[2, 4:6] = 0
+    dec_mask[3, 0] = 0
+    out = _hf_out(hf, ids, mask, dec, decoder_attention_mask=torch.tensor(dec_mask))
+    _close(model(ids, mask, dec, decoder_attention_mask=dec_mask).numpy(), out.logits.numpy())
+    streams = model.ngram_logits(ids, mask, dec, decoder_attention_mask=dec_mask).numpy()
+    _close(streams[:, 1:], out.logits_ngram.numpy())
+    labels = np.where(dec_mask == 1, np.roll(dec, -1, axis=1), -100)
+    with torch.no_grad():
+        want = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), decoder_input_ids=torch.tensor(dec),
+                  decoder_attention_mask=torch.tensor(dec_mask), labels=torch.tensor(labels)).loss
+    got = model.loss(ids, mask, labels, decoder_input_ids=dec, decoder_attention_mask=dec_mask)
+    np.testing.assert_allclose(float(got.numpy()), float(want), rtol=1e-5)
+
+
 def test_one_decoder_token_reads_the_first_stream_alone(pair):
     """A single decoder place (generate's steps): the logits computed from the first predicting stream alone equal
     transformers' (the full forward, every stream, at length 1)."""

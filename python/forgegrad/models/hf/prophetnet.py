@@ -153,17 +153,29 @@ class ProphetNetEncoderLayer(nn.Module):
 class _StreamPlan:
     """What every decoder layer's ngram self-attention needs for T new places after ``past`` cached ones, S predicting
     streams: the main stream's causal bias (T, K) and bucket selector (T, nb, K), the predicting streams' bias of the
-    main keys (S, T, K) and selector (T, nb, K); K = past + T keys."""
+    main keys (S, 1, T, K) and selector (T, nb, K); K = past + T keys. ``padding`` (B, K) (False: a padding token
+    among the decoder's, its key masked in both, as transformers adds decoder_attention_mask): the biases get a
+    leading batch axis, (B, 1, T, K) and (B, S, 1, T, K)."""
 
-    def __init__(self, past: int, T: int, S: int, num_buckets: int, max_distance: int):
+    def __init__(self, past: int, T: int, S: int, num_buckets: int, max_distance: int,
+                 padding: Optional[np.ndarray] = None):
         q = np.arange(past, past + T)[:, None]  # the queries' places
         k = np.arange(past + T)[None, :]
-        self.main_bias = Tensor._wrap(np.where(k <= q, np.float32(0), _MASKED).astype(np.float32))
+        main_bias = np.where(k <= q, np.float32(0), _MASKED).astype(np.float32)
+        keys = None if padding is None else np.where(padding, np.float32(0), _MASKED).astype(np.float32)
+        if keys is not None:  # (float32: a padding key after the query gets min + min = -inf, as in transformers)
+            with np.errstate(over="ignore"):
+                main_bias = main_bias[None, None] + keys[:, None, None, :]
+        self.main_bias = Tensor._wrap(main_bias)
         self.main_select = _one_hot(relative_buckets(k - q, num_buckets, max_distance), num_buckets)
         # stream s sees the main keys up to s places back, and always the first (transformers' ngram_attention_bias)
         s = np.arange(S)[:, None, None]
         seen = (k[None] <= q[None] - s) | (k[None] == 0)
-        self.predict_bias = Tensor._wrap(np.where(seen, np.float32(0), _MASKED).astype(np.float32))
+        predict_bias = np.where(seen, np.float32(0), _MASKED).astype(np.float32)[:, None]  # (S, 1, T, K)
+        if keys is not None:
+            with np.errstate(over="ignore"):
+                predict_bias = predict_bias[None] + keys[:, None, None, None, :]
+        self.predict_bias = Tensor._wrap(predict_bias)
         # the main keys' distances as transformers buckets them for a predicting stream: one place further
         self.predict_select = _one_hot(relative_buckets(k - q - 1, num_buckets, max_distance), num_buckets)
 
@@ -217,7 +229,7 @@ class ProphetNetNgramSelfAttention(nn.Module):
             table = r.permute(0, 2, 1, 4, 3).reshape(B, n - 1, H, T, self.num_buckets).unsqueeze(-2)
             rel_main = (table @ plan.predict_select).squeeze(-2)  # (B, S, H, T, K)
             own_bias = table.squeeze(-2)[..., :1]  # its own key: distance 0 (bucket 0)
-            scores_main = qp @ km.unsqueeze(1).transpose(-1, -2) + rel_main + plan.predict_bias.unsqueeze(1)
+            scores_main = qp @ km.unsqueeze(1).transpose(-1, -2) + rel_main + plan.predict_bias
             scores_own = (qp * kp).sum(-1, keepdim=True) + own_bias
             weights = self._softmax(cat([scores_main, scores_own], dim=-1))
             K = scores_main.shape[-1]
@@ -343,10 +355,14 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         heads = self.config["num_decoder_attention_heads"]
         return KVCache(len(self.decoder.layers), batch, heads, max_length, self.config["hidden_size"] // heads)
 
-    def _streams(self, decoder_input_ids, encoder_states: Tensor, attention_mask, cross, cache, S: int) -> Tensor:
+    def _streams(self, decoder_input_ids, encoder_states: Tensor, attention_mask, cross, cache, S: int,
+                 decoder_attention_mask=None) -> Tensor:
         """The decoder's last states of its first S predicting streams (B, S, T, d) after ``cache``'s places."""
         ids = ids_array(decoder_input_ids, _NAME, self.vocab_size)
         B, T = ids.shape
+        dec_pad = mask_array(decoder_attention_mask, _NAME, ids.shape)
+        if dec_pad is not None and cache is not None:
+            raise ValueError(f"{_NAME}: decoder_attention_mask is taken without a cache only (a whole forward)")
         past = cache.length if cache is not None else 0
         first = self.pad + 1 + past  # the main stream's first row; a predicting stream reads the next row
         if first + T >= self.max_positions:
@@ -364,7 +380,8 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         predict = grams.unsqueeze(1) + self._positions(places + 1).unsqueeze(0)  # (S, T, d)
         x = F.pad(main.unsqueeze(1), (0, 0, 0, 0, 0, S)) + F.pad(predict.unsqueeze(0), (0, 0, 0, 0, 1, 0))
         x = dec.dropout(dec.embeddings_layer_norm(x))  # (B, 1 + S, T, d)
-        plan = _StreamPlan(past, T, S, c["num_buckets"], c["relative_max_distance"])
+        plan = _StreamPlan(past, T, S, c["num_buckets"], c["relative_max_distance"],
+                           None if dec_pad is None or dec_pad.all() else dec_pad.astype(bool))
         for i, layer in enumerate(dec.layers):
             x = layer(x, plan, cross[i], cross_bias, cache=cache, layer=i)
         if cache is not None:
@@ -379,13 +396,22 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         streams = 1 if T == 1 else self.ngram  # (T > 1: stream 0's relative biases read every stream's projection)
         return self._head(self._streams(decoder_input_ids, encoder_states, attention_mask, cross, cache, streams)[:, 0])
 
-    def ngram_logits(self, input_ids, attention_mask=None, decoder_input_ids=None) -> Tensor:
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None) -> Tensor:
+        """Logits (B, T_dec, vocab) of ``decoder_input_ids`` (transformers' ``logits``: the first predicting
+        stream's); ``decoder_attention_mask`` (B, T_dec): 0 at the decoder's padding tokens (their keys masked)."""
+        if decoder_attention_mask is None:
+            return super().forward(input_ids, attention_mask, decoder_input_ids)
+        return self.ngram_logits(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)[:, 0]
+
+    def ngram_logits(self, input_ids, attention_mask=None, decoder_input_ids=None,
+                     decoder_attention_mask=None) -> Tensor:
         """(B, ngram, T, vocab): every predicting stream's logits (stream 0 is ``forward``'s, streams 1.. are
         transformers' ``logits_ngram``: the tokens 2, 3, .. places ahead)."""
         if decoder_input_ids is None:
             raise ValueError(f"{_NAME}: decoder_input_ids is required")
         states = self.encode(input_ids, attention_mask)
-        return self._head(self._streams(decoder_input_ids, states, attention_mask, None, None, self.ngram))
+        return self._head(self._streams(decoder_input_ids, states, attention_mask, None, None, self.ngram,
+                                        decoder_attention_mask))
 
     def shift_right(self, labels) -> np.ndarray:
         """transformers' ``_shift_right``: the decoder's input for ``labels`` (decoder_start_token_id first, -100
@@ -396,7 +422,8 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         out[:, 1:] = labels[:, :-1]
         return np.where(out == -100, self.pad, out)
 
-    def loss(self, input_ids, attention_mask=None, labels=None, decoder_input_ids=None) -> Tensor:
+    def loss(self, input_ids, attention_mask=None, labels=None, decoder_input_ids=None,
+             decoder_attention_mask=None) -> Tensor:
         """transformers' loss: the mean negative log-likelihood of ``labels`` (B, T; -100 ignored) under every
         predicting stream (each scored against the same labels, as transformers does; only stream 0 with
         ``disable_ngram_loss``), label-smoothed with ``eps``: (1 - eps) nll + eps / vocab * mean(-sum log p)."""
@@ -408,7 +435,8 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         if ((target < 0) & (target != -100)).any() or (target >= self.vocab_size).any():
             raise ValueError(f"{_NAME}.loss: labels must be token ids below vocab_size {self.vocab_size} or -100")
         dec = self.shift_right(target) if decoder_input_ids is None else decoder_input_ids
-        logp = F.log_softmax(self.ngram_logits(input_ids, attention_mask, dec), dim=-1)  # (B, n, T, V)
+        logits = self.ngram_logits(input_ids, attention_mask, dec, decoder_attention_mask)
+        logp = F.log_softmax(logits, dim=-1)  # (B, n, T, V)
         V = logp.shape[-1]
         valid = np.repeat((target != -100)[:, None, :], self.ngram, axis=1)  # (B, n, T)
         if self.config.get("disable_ngram_loss", False):
