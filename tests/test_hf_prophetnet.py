@@ -245,6 +245,10 @@ def test_bad_config_long_decoder_input_and_onnx_export_raise_naming_the_problem(
     ids, mask, _ = _inputs()
     with pytest.raises(ValueError, match="max_position_embeddings 64"):
         model(ids, mask, np.zeros((4, 63), np.int64))
+    model(ids, mask, np.zeros((4, 62), np.int64))  # pad 0: places 0..61 read rows up to 63
+    from forgegrad.models.hf.generation import generate
+    with pytest.raises(ValueError, match="62 positions"):  # the decoder's inputs: 1 + max_new_tokens - 1 places
+        generate(model, ids, attention_mask=mask, max_new_tokens=63)
     saved = json.loads((path / "config.json").read_text())
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text(json.dumps({**saved, "num_buckets": 0}))
@@ -272,3 +276,15 @@ def test_training_applies_the_configs_dropout(key):
         logits.append(model(ids, mask, dec).numpy())
     np.testing.assert_array_equal(logits[0], logits[1])
     assert np.abs(logits[0] - logits[2]).max() > 1e-4 and np.abs(logits[0] - plain).max() > 1e-4
+
+
+def test_generate_to_the_end_of_the_position_table_is_transformers(pair):
+    """62 new tokens (min_new_tokens: every step): the last input place reads the table's last row, the distances run
+    far past relative_max_distance (the last bucket)."""
+    from forgegrad.models.hf.generation import generate
+    hf, model, _ = pair
+    ids, mask, _ = _inputs()
+    kw = dict(max_new_tokens=62, min_new_tokens=62)
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).numpy()
+    np.testing.assert_array_equal(generate(model, ids, attention_mask=mask, **kw), want)

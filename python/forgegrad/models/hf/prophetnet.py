@@ -10,9 +10,10 @@ query's ``relative_pos_embeddings`` projection read at the bucket of each key's 
 logarithmic up to ``relative_max_distance``); predicting stream s (its input the ``ngram_embeddings`` row
 (s - 1) mod ngram plus the next place's position, no token) attends to the main stream's keys up to s places back
 (and always the first one) and to its own key at its place. Cross-attention and feed-forward treat every stream's
-rows alike. The logits are the first predicting stream's, through the LM head tied to ``word_embeddings`` (transformers'
-``logits``; its generate reads these); ``ngram_logits`` gives all ``ngram`` streams' (``logits_ngram`` the rest) and
-``loss`` transformers' loss over them (label smoothing ``eps``, ``disable_ngram_loss``).
+rows alike. The logits are the first predicting stream's (transformers' ``logits``; its generate reads these) through
+the LM head, tied to ``word_embeddings`` unless tie_word_embeddings is false; ``ngram_logits`` gives all ``ngram``
+streams' (``logits_ngram`` the rest) and ``loss`` transformers' loss over them (label smoothing ``eps``,
+``disable_ngram_loss``).
 
 generate runs a KV cache of the main stream's keys and values and computes only the first predicting stream (the one
 the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens). The ONNX export
@@ -308,7 +309,9 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         c = self.config
         sizes = check_config(c)
         self.ngram, self.pad = sizes["ngram"], c.get("pad_token_id", 0)
-        self.max_positions = sizes["max_position_embeddings"]
+        self.position_rows = sizes["max_position_embeddings"]
+        # the decoder places the table holds (generate's limit): place p's predicting streams read row pad + p + 2
+        self.max_positions = self.position_rows - self.pad - 2
         self.tied = c.get("tie_word_embeddings", True) is not False
         # untied, each stack its own table (``tied`` alone may turn False later: quantize_weight_only's own head)
         self.stack_tables = not self.tied
@@ -339,7 +342,7 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         pad = mask_array(attention_mask, _NAME, ids.shape)
         enc = self.encoder
         # transformers' places ignore the mask: rows pad + 1 on, clamped to the table
-        rows = np.minimum(np.arange(S) + self.pad + 1, self.max_positions - 1)
+        rows = np.minimum(np.arange(S) + self.pad + 1, self.position_rows - 1)
         x = self.encoder_embedding()(Tensor._wrap(ids)) + enc.position_embeddings(Tensor._wrap(rows))
         x = enc.dropout(enc.embeddings_layer_norm(x))
         bias = _key_bias(None if pad is None else pad.astype(bool))
@@ -365,9 +368,9 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
             raise ValueError(f"{_NAME}: decoder_attention_mask is taken without a cache only (a whole forward)")
         past = cache.length if cache is not None else 0
         first = self.pad + 1 + past  # the main stream's first row; a predicting stream reads the next row
-        if first + T >= self.max_positions:
+        if first + T >= self.position_rows:
             raise ValueError(f"{_NAME}: decoder place {past + T - 1} needs position row {first + T} (a predicting "
-                             f"stream's: pad_token_id + place + 2), past max_position_embeddings {self.max_positions}")
+                             f"stream's: pad_token_id + place + 2), past max_position_embeddings {self.position_rows}")
         pad = mask_array(attention_mask, _NAME, tuple(encoder_states.shape[:2]))
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_bias = _key_bias(None if pad is None else pad.astype(bool))
