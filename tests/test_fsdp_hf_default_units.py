@@ -1,9 +1,9 @@
 """forgegrad's Hugging Face models under a plain ``FullyShardedDataParallel(model)`` on a real 2-rank MPI job
 (tests/distributed_scripts/fsdp_hf_default_units_job.py): the default units are the blocks each model declares
 (``_no_split_modules``), so GPT-2's tied head and ``wpe``, Llama's tied head, T5's (and LongT5's) shared
-relative-position table and T5's and BART's cross-attention projections (run outside their blocks) compute as in
-the unwrapped model, under FULL_SHARD and SHARD_GRAD_OP: the same logits, and one SGD step equal to the unwrapped
-model's on both ranks' mean loss."""
+relative-position table and T5's, BART's and ProphetNet's cross-attention projections (run outside their blocks)
+compute as in the unwrapped model, under FULL_SHARD and SHARD_GRAD_OP: the same logits, and one SGD step equal to
+the unwrapped model's on both ranks' mean loss."""
 import json
 
 import pytest
@@ -37,7 +37,11 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
           "pegasus_x": transformers.PegasusXForConditionalGeneration(transformers.PegasusXConfig(
               encoder_layers=2, decoder_layers=2, d_model=16, encoder_attention_heads=2, decoder_attention_heads=2,
               encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32, decoder_start_token_id=0,
-              block_size=4, num_global_tokens=2, **small))}
+              block_size=4, num_global_tokens=2, **small)),
+          "prophetnet": transformers.ProphetNetForConditionalGeneration(transformers.ProphetNetConfig(
+              num_encoder_layers=2, num_decoder_layers=2, hidden_size=16, num_encoder_attention_heads=2,
+              num_decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=32,
+              ngram=2, num_buckets=4, relative_max_distance=8, decoder_start_token_id=0, **small))}
     for name, model in hf.items():
         model.save_pretrained(tmp_path / name)
     run_job(2, "fsdp_hf_default_units_job.py", tmp_path, *(tmp_path / n for n in hf), timeout=120)
@@ -65,3 +69,7 @@ def test_hf_models_with_default_units_equal_the_unwrapped_models(tmp_path):
         # BART's decoder units
         assert result["pegasus_x/FULL_SHARD"]["units"] == ["PegasusXForConditionalGeneration"] + [
             "PegasusXEncoderLayer"] * 2 + ["BartLayer", "Linear", "Linear"] * 2
+        # ProphetNet: its encoder and decoder layers (the streams' embeddings and the position tables in the root) and
+        # the decoder's cross-attention k and v
+        assert result["prophetnet/FULL_SHARD"]["units"] == ["ProphetNetForConditionalGeneration"] + [
+            "ProphetNetEncoderLayer"] * 2 + ["ProphetNetDecoderLayer", "Linear", "Linear"] * 2

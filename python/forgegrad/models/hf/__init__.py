@@ -44,7 +44,8 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``MBartForConditionalGeneration``, ``M2M100ForConditionalGeneration`` (M2M100, NLLB-200),
 ``NllbMoeForConditionalGeneration`` (NLLB-MoE),
 ``PegasusForConditionalGeneration``, ``PegasusXForConditionalGeneration`` (PEGASUS-X: block-local encoder with global
-tokens), ``BlenderbotForConditionalGeneration``, ``BlenderbotSmallForConditionalGeneration`` and
+tokens), ``ProphetNetForConditionalGeneration`` (main and ngram predicting streams),
+``BlenderbotForConditionalGeneration``, ``BlenderbotSmallForConditionalGeneration`` and
 ``WhisperForConditionalGeneration`` (speech recognition;
 ``WhisperFeatureExtractor`` makes its features).
 Weights are read with forgegrad's bounded safetensors reader; pickle files (``pytorch_model.bin``) are never
@@ -93,6 +94,7 @@ from .onnx_whisper import generate_onnx_whisper
 from .longt5 import LongT5ForConditionalGeneration
 from .nllb_moe import NllbMoeForConditionalGeneration
 from .pegasus_x import PegasusXForConditionalGeneration
+from .prophetnet import ProphetNetForConditionalGeneration
 from .t5 import MT5ForConditionalGeneration, T5ForConditionalGeneration, UMT5ForConditionalGeneration
 from .task_heads import (BertForMultipleChoice, BertForQuestionAnswering, DebertaV2ForMultipleChoice,
                          DebertaV2ForQuestionAnswering, DistilBertForMultipleChoice, DistilBertForQuestionAnswering,
@@ -142,7 +144,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LongT5ForConditionalGeneration", "NllbMoeForConditionalGeneration",
            "BartForConditionalGeneration", "MarianMTModel",
            "MBartForConditionalGeneration", "M2M100ForConditionalGeneration", "PegasusForConditionalGeneration",
-           "PegasusXForConditionalGeneration", "BlenderbotForConditionalGeneration",
+           "PegasusXForConditionalGeneration", "ProphetNetForConditionalGeneration",
+           "BlenderbotForConditionalGeneration",
            "BlenderbotSmallForConditionalGeneration",
            "WhisperForConditionalGeneration", "WhisperFeatureExtractor", "answer_question", "QuestionAnsweringOutput",
            "BertForQuestionAnswering", "RobertaForQuestionAnswering", "XLMRobertaForQuestionAnswering",
@@ -181,7 +184,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   LongT5ForConditionalGeneration, NllbMoeForConditionalGeneration,
                   BartForConditionalGeneration, MarianMTModel,
                   MBartForConditionalGeneration, M2M100ForConditionalGeneration, PegasusForConditionalGeneration,
-                  PegasusXForConditionalGeneration,
+                  PegasusXForConditionalGeneration, ProphetNetForConditionalGeneration,
                   BlenderbotForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
                   WhisperForConditionalGeneration,
                   BertForQuestionAnswering, RobertaForQuestionAnswering, XLMRobertaForQuestionAnswering,
@@ -226,6 +229,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "marian": MarianMTModel, "mbart": MBartForConditionalGeneration,
             "m2m_100": M2M100ForConditionalGeneration, "nllb-moe": NllbMoeForConditionalGeneration,
             "pegasus": PegasusForConditionalGeneration, "pegasus_x": PegasusXForConditionalGeneration,
+            "prophetnet": ProphetNetForConditionalGeneration,
             "blenderbot": BlenderbotForConditionalGeneration,
             "blenderbot-small": BlenderbotSmallForConditionalGeneration, "whisper": WhisperForConditionalGeneration}
 
@@ -264,6 +268,9 @@ _SEQ2SEQ_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "e
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings")
 
 
+_PROPHETNET_KEYS = ("vocab_size", "hidden_size", "num_encoder_layers", "num_decoder_layers",
+                    "num_encoder_attention_heads", "num_decoder_attention_heads", "encoder_ffn_dim",
+                    "decoder_ffn_dim", "max_position_embeddings")
 _VIT_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size")
 _T5_KEYS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
 _WHISPER_KEYS = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
@@ -296,6 +303,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             NllbMoeForConditionalGeneration: _SEQ2SEQ_KEYS, PegasusForConditionalGeneration: _SEQ2SEQ_KEYS,
             PegasusXForConditionalGeneration: _SEQ2SEQ_KEYS, BlenderbotForConditionalGeneration: _SEQ2SEQ_KEYS,
             BlenderbotSmallForConditionalGeneration: _SEQ2SEQ_KEYS,
+            ProphetNetForConditionalGeneration: _PROPHETNET_KEYS,
             WhisperForConditionalGeneration: _WHISPER_KEYS,
             **{c: _VIT_KEYS for c in (ViTModel, ViTForImageClassification, DeiTModel, DeiTForImageClassification,
                                       DeiTForImageClassificationWithTeacher, BeitModel, BeitForImageClassification)},
