@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -299,12 +300,21 @@ def _flat_arrays(args, kwargs):
 
 
 def _optional_params(fn):
-    """Positions and names of fn's parameters that default to None (Python functions only)."""
+    """Positions and names of fn's parameters that take None (Python functions only): those defaulting to None
+    and those annotated ``Optional[...]`` / ``... | None`` (check_softcap's softcap: a required argument, None
+    meaning no cap)."""
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):  # a pybind11 function: its None-able parameters take `object`
         return set()
-    return {x for i, p in enumerate(params) if p.default is None for x in (i, p.name)}
+    return {x for i, p in enumerate(params) if p.default is None or _none_annotated(p.annotation)
+            for x in (i, p.name)}
+
+
+def _none_annotated(annotation) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)  # (postponed annotations are str)
+    return annotation is not inspect.Parameter.empty and ("Optional[" in text or re.search(r"\|\s*None\b", text)
+                                                          is not None or re.search(r"\bNone\s*\|", text) is not None)
 
 
 def _wrong(classes):
