@@ -564,3 +564,30 @@ def test_scatter_reduce_include_self_must_be_a_bool():
         fg.scatter_reduce(x, 0, idx, src, "sum", include_self="True")
     got = fg.scatter_reduce(x, 0, idx, src, "sum", include_self=np.bool_(False))
     assert got.numpy().tolist() == [1.0, 0.0, 2.0]
+
+
+@pytest.mark.parametrize("x_dtype, bias_dtype", [(np.float32, np.float64), (np.float64, np.float32)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_linear_refuses_a_bias_of_another_dtype(x_dtype, bias_dtype, grad):
+    """Found probing the eager Sequential path against its modules one by one: F.linear on float32 input and
+    weight with a float64 bias returned a float64 result (the float64 Function checked the input against the
+    weight only; numpy promoted the sum), where torch raises, as it does for a float16 bias."""
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(d) for s, d in (((3, 4), x_dtype), ((5, 4), x_dtype), ((5,), bias_dtype)))
+    with pytest.raises(RuntimeError):
+        F.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b))
+    args = [fg.tensor(a, requires_grad=grad) for a in (x, w, b)]
+    with pytest.raises(RuntimeError, match="linear: expected both operands to have the same dtype"):
+        fg.nn.functional.linear(*args)
+    with fg.no_grad(), pytest.raises(RuntimeError, match="linear: expected both operands to have the same dtype"):
+        fg.nn.functional.linear(*args)
+
+
+def test_check_softcap_takes_none():
+    """kernel:attention.check_softcap, [["scalar", 0, 2]] (seed 101): reported as 'accepted' since its softcap
+    had no annotation saying None (no cap) is valid; annotated Optional now, which the fuzz harness reads."""
+    from forgegrad.kernels.attention import check_softcap
+    assert check_softcap(None) is None and check_softcap(5) == 5.0
+    for bad, error in (("5", TypeError), (0.0, ValueError), (float("inf"), ValueError), (-1, ValueError)):
+        with pytest.raises(error, match="softcap"):
+            check_softcap(bad)
