@@ -608,3 +608,27 @@ def test_binary_ops_refuse_a_list_operand(name):
             fg.ops.get(name)(a, (1.5, 2.0, 3.0))
     np.testing.assert_array_equal(fg.ops.get(name)(fg.tensor(x), 1.5).numpy(),
                                   getattr(torch, name)(torch.from_numpy(x), 1.5).numpy())
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_smooth_l1_loss_promotes_a_float64_operand(dtypes):
+    """Found by a probe casting one float32 argument of every op sample to float64: smooth_l1_loss of a float32
+    input and a float64 target computed in float32 (the target's digits cast away), torch promotes to float64.
+    (huber_loss keeps the input's dtype, as torch's does.)"""
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal(6).astype(dtypes[0]), (rng.standard_normal(6) + 1e-9).astype(dtypes[1])
+    fx, ft = fg.tensor(x, requires_grad=True), fg.tensor(t, requires_grad=True)
+    tx, tt = torch.tensor(x, requires_grad=True), torch.tensor(t, requires_grad=True)
+    for reduction in ("none", "sum"):
+        got = fg.nn.functional.smooth_l1_loss(fx, ft, reduction=reduction, beta=0.5)
+        want = F.smooth_l1_loss(tx, tt, reduction=reduction, beta=0.5)
+        assert got.dtype == fg.float64 and want.dtype == torch.float64
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-12, atol=1e-12)
+    got.backward()
+    want.backward()
+    for g, w in ((fx.grad, tx.grad), (ft.grad, tt.grad)):
+        assert str(g.dtype).rsplit(".")[-1] == str(w.dtype).rsplit(".")[-1]
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6)
+    h = fg.nn.functional.huber_loss(fg.tensor(x), fg.tensor(t), reduction="none")
+    assert str(h.dtype).rsplit(".")[-1] == str(F.huber_loss(torch.tensor(x), torch.tensor(t), reduction="none").dtype
+                                              ).rsplit(".")[-1]
