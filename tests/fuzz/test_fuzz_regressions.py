@@ -632,3 +632,27 @@ def test_smooth_l1_loss_promotes_a_float64_operand(dtypes):
     h = fg.nn.functional.huber_loss(fg.tensor(x), fg.tensor(t), reduction="none")
     assert str(h.dtype).rsplit(".")[-1] == str(F.huber_loss(torch.tensor(x), torch.tensor(t), reduction="none").dtype
                                               ).rsplit(".")[-1]
+
+
+def test_cdist_and_multi_margin_weight_refuse_a_float64_float32_mix():
+    """Found by the same float64 probe: cdist of float32 and float64 rows and multi_margin_loss with a float64 weight
+    on float32 input had promoted to float64; torch raises for both (docs: its distances, matrix products and
+    class-loss weights do not promote)."""
+    rng = np.random.default_rng(0)
+    a32, b64 = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((2, 4))
+    with pytest.raises(RuntimeError):
+        torch.cdist(torch.from_numpy(a32), torch.from_numpy(b64))
+    for x1, x2 in ((a32, b64), (b64, a32)):
+        with pytest.raises(RuntimeError, match="cdist.*same dtype"):
+            fg.cdist(fg.tensor(x1), fg.tensor(x2))
+    np.testing.assert_allclose(fg.cdist(fg.tensor(b64[:, :]), fg.tensor(b64)).numpy(),
+                               torch.cdist(torch.from_numpy(b64), torch.from_numpy(b64)).numpy(), atol=1e-12)
+    target, w64 = np.array([0, 3, 1]), rng.uniform(0.5, 2, 4)
+    with pytest.raises(RuntimeError):
+        F.multi_margin_loss(torch.from_numpy(a32), torch.from_numpy(target), weight=torch.from_numpy(w64))
+    with pytest.raises(RuntimeError, match="multi_margin_loss: expected input and weight to have the same dtype"):
+        fg.nn.functional.multi_margin_loss(fg.tensor(a32), fg.tensor(target), weight=fg.tensor(w64))
+    got = fg.nn.functional.multi_margin_loss(fg.tensor(a32), fg.tensor(target), weight=fg.tensor(w64.astype(np.float32)))
+    want = F.multi_margin_loss(torch.from_numpy(a32), torch.from_numpy(target),
+                               weight=torch.from_numpy(w64.astype(np.float32)))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
