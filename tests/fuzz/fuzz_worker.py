@@ -431,12 +431,20 @@ def run_signature(case, rng, fn):
 
 
 def run_case(case, state):
+    from forgegrad import _C
     threads, isa = fg.get_num_threads(), fg.get_simd()
+    qpath, bf16_path = _C.quant.path(), _C.bf16.gemm_path()
     try:
         return _run_case(case, state)
-    finally:  # a fuzzed set_num_threads / set_isa must not change the next case
+    finally:  # a fuzzed set_num_threads / set_isa / int8 or bfloat16 path choice must not change the next case
         fg.set_num_threads(threads)
         fg.set_simd(isa)
+        if _C.quant.path() != qpath:
+            _C.quant.set_path(None)  # (the automatic choice, which it was unless a case forced one)
+            if _C.quant.path() != qpath:
+                _C.quant.set_path(qpath)
+        if _C.bf16.gemm_path() != bf16_path:
+            _C.bf16.set_gemm_native(bf16_path != "float32")
 
 
 def _run_case(case, state):
