@@ -656,3 +656,18 @@ def test_cdist_and_multi_margin_weight_refuse_a_float64_float32_mix():
     want = F.multi_margin_loss(torch.from_numpy(a32), torch.from_numpy(target),
                                weight=torch.from_numpy(w64.astype(np.float32)))
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_group_norm_with_an_infinite_weight_is_x_hat_times_weight():
+    """op:group_norm, [["ninf", 4, 4]] raw, base 4 (seed 101): forgegrad gave -inf where torch gives NaN. torch folds
+    the affine (x * rstd * w + (b - mean * rstd * w): -inf + inf for a group of positive mean), forgegrad computes
+    x_hat * w + b, whose value at a -inf weight is -inf times x_hat's sign; the fuzz child now takes that formula, in
+    float64 from torch's x_hat, as the reference where a norm's weight or bias is infinite."""
+    x = np.array([[1.8, 0.05, 0.4, -0.5], [1.2, -1.3, 1.6, -0.1]], np.float32).reshape(2, 4, 1, 1)
+    w = np.array([0.2, -0.6, -np.inf, 0.5], np.float32)
+    b = np.array([0.5, 1.6, 1.1, -1.1], np.float32)
+    got = fg.nn.functional.group_norm(fg.tensor(x), 2, fg.tensor(w), fg.tensor(b)).numpy()
+    xhat = F.group_norm(torch.from_numpy(x).double(), 2).numpy()
+    want = xhat * w.astype(np.float64).reshape(1, 4, 1, 1) + b.astype(np.float64).reshape(1, 4, 1, 1)
+    assert np.isneginf(want[:, 2]).all()  # x_hat > 0 there: torch's float32 gives NaN for the second row
+    np.testing.assert_allclose(got, want, rtol=1e-5)
