@@ -671,3 +671,24 @@ def test_group_norm_with_an_infinite_weight_is_x_hat_times_weight():
     want = xhat * w.astype(np.float64).reshape(1, 4, 1, 1) + b.astype(np.float64).reshape(1, 4, 1, 1)
     assert np.isneginf(want[:, 2]).all()  # x_hat > 0 there: torch's float32 gives NaN for the second row
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int8, np.uint8])
+@pytest.mark.parametrize("bounds", [(-1.0, 1.0), (0.5, 0.5), (-1.5, 2.5), (0.0, 6.0), (-500.0, 500.0), (-1e30, 1e30)])
+def test_hardtanh_of_integers_keeps_their_dtype(dtype, bounds):
+    """op:hardtanh, [["alias", 29, 22], ["dtype", 9, 11], ["overlap", 23, 30]] (seed 101): an int64 input with
+    min_val = max_val = 0.5 gave float32 0.5 where torch gives int64 0 (integer hardtanh / relu6 casts the bounds
+    toward zero and keeps the dtype; bounds an integer of that dtype cannot hold, or negative ones for unsigned
+    input, raise there)."""
+    x = np.array([-3, 0, 1, 7, 100]).astype(dtype)
+    try:
+        want = F.hardtanh(torch.from_numpy(x), *bounds).numpy()
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="hardtanh"):
+            fg.ops.get("hardtanh")(x, *bounds)
+        return
+    got = fg.ops.get("hardtanh")(x, *bounds).numpy()
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    if dtype is np.int64:
+        np.testing.assert_array_equal(fg.nn.functional.relu6(fg.tensor(x)).numpy(), F.relu6(torch.from_numpy(x)).numpy())
