@@ -692,3 +692,20 @@ def test_hardtanh_of_integers_keeps_their_dtype(dtype, bounds):
     np.testing.assert_array_equal(got, want)
     if dtype is np.int64:
         np.testing.assert_array_equal(fg.nn.functional.relu6(fg.tensor(x)).numpy(), F.relu6(torch.from_numpy(x)).numpy())
+
+
+def test_histc_min_max_and_histogram_range_are_numbers():
+    """op:histc, [["scalar", 14, 59], ["scalar", 62, 40]] raw (seed 101): min='0.1' was read by float() (torch:
+    TypeError); histogram's range=('-1', '1') likewise."""
+    x = np.random.default_rng(0).standard_normal(20).astype(np.float32)
+    with pytest.raises(TypeError):
+        torch.histc(torch.from_numpy(x), bins=4, min="0.1")
+    for kw in ({"min": "0.1"}, {"max": "2"}, {"min": None}):
+        with pytest.raises(TypeError, match="histc\\(\\): m(in|ax) must be a number"):
+            fg.ops.get("histc")(x, bins=4, **kw)
+    with pytest.raises(TypeError, match="range must be a pair of numbers"):
+        fg.histogram(fg.tensor(x), bins=4, range=("-1", "1"))
+    np.testing.assert_array_equal(fg.histc(fg.tensor(x), bins=4, min=-1, max=np.float32(1)).numpy(),
+                                  torch.histc(torch.from_numpy(x), bins=4, min=-1, max=1).numpy())
+    np.testing.assert_array_equal(fg.histogram(fg.tensor(x), bins=4, range=(np.float64(-1), 1))[0].numpy(),
+                                  torch.histogram(torch.from_numpy(x), bins=4, range=(-1, 1))[0].numpy())
