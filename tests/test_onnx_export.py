@@ -284,7 +284,8 @@ def test_bad_arguments(tmp_path):
     # verify_sizes of another form had failed in numpy or the meta device
     ({"verify_sizes": [{"batch": 2.5}]}, TypeError, "verify_sizes.*must be an int"),
     ({"verify_sizes": [{"batch": -1}]}, ValueError, "verify_sizes.*must be >= 0"),
-    ({"verify_sizes": [5]}, TypeError, "verify_sizes must be a list"), ({"verify_sizes": "x"}, TypeError, "verify_sizes"),
+    ({"verify_sizes": [5]}, TypeError, "verify_sizes must be a list"),
+    ({"verify_sizes": "x"}, TypeError, "verify_sizes"),
 ])
 def test_bad_arguments_are_named_before_anything_is_written(tmp_path, kwargs, error, needle):
     path = tmp_path / "b.onnx"

@@ -206,7 +206,8 @@ def _partial_sum_overflow(name, args, kwargs):
 
 
 # the norms' (weight, bias) positions and the axis a weight entry scales (None: the trailing normalized dims)
-_AFFINE_ARGS = {"group_norm": (2, 3, 1), "batch_norm": (3, 4, 1), "instance_norm": (3, 4, 1), "layer_norm": (2, 3, None)}
+_AFFINE_ARGS = {"group_norm": (2, 3, 1), "batch_norm": (3, 4, 1), "instance_norm": (3, 4, 1),
+                "layer_norm": (2, 3, None)}
 
 
 def _unfolded_affine(op, torch, args, kwargs):

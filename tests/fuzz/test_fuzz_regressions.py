@@ -652,7 +652,8 @@ def test_cdist_and_multi_margin_weight_refuse_a_float64_float32_mix():
         F.multi_margin_loss(torch.from_numpy(a32), torch.from_numpy(target), weight=torch.from_numpy(w64))
     with pytest.raises(RuntimeError, match="multi_margin_loss: expected input and weight to have the same dtype"):
         fg.nn.functional.multi_margin_loss(fg.tensor(a32), fg.tensor(target), weight=fg.tensor(w64))
-    got = fg.nn.functional.multi_margin_loss(fg.tensor(a32), fg.tensor(target), weight=fg.tensor(w64.astype(np.float32)))
+    w32 = fg.tensor(w64.astype(np.float32))
+    got = fg.nn.functional.multi_margin_loss(fg.tensor(a32), fg.tensor(target), weight=w32)
     want = F.multi_margin_loss(torch.from_numpy(a32), torch.from_numpy(target),
                                weight=torch.from_numpy(w64.astype(np.float32)))
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
@@ -691,7 +692,8 @@ def test_hardtanh_of_integers_keeps_their_dtype(dtype, bounds):
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
     if dtype is np.int64:
-        np.testing.assert_array_equal(fg.nn.functional.relu6(fg.tensor(x)).numpy(), F.relu6(torch.from_numpy(x)).numpy())
+        np.testing.assert_array_equal(fg.nn.functional.relu6(fg.tensor(x)).numpy(),
+                                      F.relu6(torch.from_numpy(x)).numpy())
 
 
 def test_histc_min_max_and_histogram_range_are_numbers():

@@ -74,8 +74,9 @@ def check_flag(value, name: str, where: str) -> None:
 
 
 # Module.__call__ and Sequential.__call__ look at the forward pre-hooks alone until a forward or backward hook is
-# registered anywhere (or a module holding one is unpickled, or a forward is set on an instance): then note_hooks() sets ``_hooks_seen`` in their
-# modules' namespaces (a global read there costs nothing; each further dict looked up ~20 ns a call)
+# registered anywhere (or a module holding one is unpickled, or a forward is set on an instance): then note_hooks()
+# sets ``_hooks_seen`` in their modules' namespaces (a global read there costs nothing; each further dict looked up
+# ~20 ns a call)
 _flag_namespaces: list = []
 _seen = False
 
