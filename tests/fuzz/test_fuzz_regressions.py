@@ -711,3 +711,16 @@ def test_histc_min_max_and_histogram_range_are_numbers():
                                   torch.histc(torch.from_numpy(x), bins=4, min=-1, max=1).numpy())
     np.testing.assert_array_equal(fg.histogram(fg.tensor(x), bins=4, range=(np.float64(-1), 1))[0].numpy(),
                                   torch.histogram(torch.from_numpy(x), bins=4, range=(-1, 1))[0].numpy())
+
+
+def test_linear_cross_entropy_refuses_numbers_for_tensors():
+    """op:linear_cross_entropy, [["scalar", 42, 58], ["broadcast0", 19, 43]] (seed 101): a float linear_bias raised
+    AttributeError ('float' object has no attribute 'dtype'); the op's call lets numbers through to tensor
+    arguments, its check now names each one."""
+    op = fg.ops.get("linear_cross_entropy")
+    x, w = _t(np.ones((3, 4))), _t(np.ones((5, 4)))
+    t = fg.tensor(np.array([0, 1, 2]))
+    for args, name in (((x, w, t, 1.5), "linear_bias"), ((2.0, w, t), "input"), ((x, 3.0, t), "linear_weight"),
+                       ((x, w, 1), "target"), ((x, w, t, None, 2.0), "weight")):
+        with pytest.raises(TypeError, match=f"linear_cross_entropy: {name} must be a"):
+            op(*args)
