@@ -142,12 +142,22 @@ class OpDef:
         if positions is None:
             positions = self._find_operand_positions()
         n = len(args)
+        number = tensor = None
         for i, name in positions:
             if i < n:
                 a = args[i]
                 if not isinstance(a, _TENSOR_LIKE) and a is not None:
                     raise TypeError(f"{self.name}: argument {name!r} must be a forgegrad.Tensor (or a number), got "
                                     f"{type(a).__name__}")
+                if isinstance(a, _NUMBERS):
+                    number = number or (name, a)
+                elif a is not None:
+                    tensor = a
+        if number is not None and tensor is None:
+            # numbers alone (sin(1.5), softmax(2.0, 0)): the kernels would read .dtype / .ndim of a float. (A number
+            # beside a tensor is an operand: x // 2, 2 ** x through the Tensor operators.)
+            raise TypeError(f"{self.name}: argument {number[0]!r} must be a forgegrad.Tensor, got "
+                            f"{type(number[1]).__name__} (and no other argument is a tensor)")
         return self.apply(*args, **kwargs)
 
     _tensor_positions = None
@@ -220,6 +230,7 @@ class OpDef:
 # What may stand at a tensor argument (numbers and numpy arrays are taken as constants); set on the
 # first call, when Tensor exists (this module is imported while forgegrad.tensor is being defined).
 _TENSOR_LIKE: tuple = ()
+_NUMBERS = (int, float, bool, complex, np.number)  # (np.bool_ is no np.number: a 0-d bool array counts as a tensor)
 
 _OPS: Dict[str, OpDef] = {}
 _BY_FUNCTION: Dict[type, OpDef] = {}
