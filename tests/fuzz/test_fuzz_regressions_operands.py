@@ -203,3 +203,14 @@ def test_numbers_alone_for_an_op_is_a_clear_error():
     for name in ("nll_loss", "cross_entropy"):
         with pytest.raises(TypeError, match=f"{name}: weight must be a tensor"):
             fg.ops.get(name)(logp, target, 1.5)
+
+
+@pytest.mark.parametrize("bounds", [(float("nan"), 6.0), (0.0, float("nan"))])
+def test_hardtanh_refuses_nan_bounds(bounds):
+    """op:hardtanh, [["alias", 53, 33], ["scalar", 23, 41], ["scalar", 45, 5]] (seed 101's rerun): min_val=NaN left x
+    as it was (the kernel's max(x, NaN) keeps x) where torch's clamp gives NaN everywhere; a NaN bound is a
+    ValueError now."""
+    x = _t(np.linspace(-8, 8, 12))
+    with pytest.raises(ValueError, match="hardtanh: min_val and max_val must be numbers, not NaN"):
+        fg.nn.functional.hardtanh(x, *bounds)
+    assert np.isnan(F.hardtanh(torch.from_numpy(x.numpy()), *bounds).numpy()).all()

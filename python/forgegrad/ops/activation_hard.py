@@ -74,6 +74,8 @@ def _value(x, v):
 # ---- hardtanh / relu6 -------------------------------------------------------------------------------------------
 def _hardtanh_bounds(min_val, max_val):
     lo, hi = check_float(min_val, "min_val"), check_float(max_val, "max_val")
+    if lo != lo or hi != hi:  # (the kernel's max(x, NaN) kept x, torch's clamp gives NaN everywhere)
+        raise ValueError(f"hardtanh: min_val and max_val must be numbers, not NaN, got min_val={lo}, max_val={hi}")
     if lo > hi:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={lo} > max_val={hi}")
     return lo, hi
