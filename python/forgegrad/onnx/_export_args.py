@@ -37,6 +37,8 @@ def check_names(names, name: str):
 
 
 def _axis(a, where: str) -> int:
+    if isinstance(a, str) and a.lstrip("-").isdigit():  # a JSON object's key ("0"), as the CLI's --dynamic-axes gives
+        return int(a)
     if isinstance(a, bool) or not isinstance(a, numbers.Integral):
         raise TypeError(f"export: dynamic_axes[{where!r}] axes must be ints, got {a!r}")
     return int(a)
