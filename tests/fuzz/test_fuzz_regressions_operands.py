@@ -214,3 +214,17 @@ def test_hardtanh_refuses_nan_bounds(bounds):
     with pytest.raises(ValueError, match="hardtanh: min_val and max_val must be numbers, not NaN"):
         fg.nn.functional.hardtanh(x, *bounds)
     assert np.isnan(F.hardtanh(torch.from_numpy(x.numpy()), *bounds).numpy()).all()
+
+
+def test_adaptive_avg_pool3d_sums_long_windows_in_float64():
+    """op:adaptive_avg_pool3d, [["huge", 12, 28]] raw, base 10 (seed 202): the global pool of a broadcast input of
+    8.4M equal values per channel gave 0.5518 for 0.5478 (numpy's mean along a strided axis adds float32 values one
+    after another); windows of float32 input are summed in float64 now."""
+    v = np.float32(0.54784673)
+    x = np.broadcast_to(v, (1, 2, 3, 699051, 4))  # zero strides, as the fuzz's "huge" view
+    got = fg.ops.get("adaptive_avg_pool3d")(x, output_size=1).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.full((1, 2, 1, 1, 1), v), rtol=1e-6)
+    small = np.random.default_rng(0).standard_normal((2, 3, 5, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(fg.nn.functional.adaptive_avg_pool3d(fg.tensor(small), (2, 3, 4)).numpy(),
+                               F.adaptive_avg_pool3d(torch.from_numpy(small), (2, 3, 4)).numpy(), rtol=1e-5, atol=1e-6)
