@@ -228,3 +228,16 @@ def test_adaptive_avg_pool3d_sums_long_windows_in_float64():
     small = np.random.default_rng(0).standard_normal((2, 3, 5, 7, 6)).astype(np.float32)
     np.testing.assert_allclose(fg.nn.functional.adaptive_avg_pool3d(fg.tensor(small), (2, 3, 4)).numpy(),
                                F.adaptive_avg_pool3d(torch.from_numpy(small), (2, 3, 4)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["amax", "amin"])
+def test_amax_amin_keepdim_must_be_a_bool(name):
+    """op:amax / op:amin, [["grow_dim", 56, 32], ["scalar", 27, 38], ["alias", 1, 57]] (seed 202): keepdim=None
+    was read as False (torch: TypeError), as sum / mean / max(dim) already refuse."""
+    x = _t(np.arange(6).reshape(2, 3))
+    with pytest.raises(TypeError):
+        getattr(torch, name)(torch.from_numpy(x.numpy()), 1, keepdim=None)
+    for bad in (None, "yes"):
+        with pytest.raises(TypeError, match="keepdim must be a bool"):
+            fg.ops.get(name)(x, 1, bad)
+    assert getattr(fg, name)(x, 1, keepdim=True).shape == (2, 1)
