@@ -265,6 +265,35 @@ def test_bad_arguments(tmp_path):
         fonnx.export(mlp(), fg.randn(3, 12), str(tmp_path / "b.onnx"), dynamic_axes={"x": {0: "batch"}})
 
 
+@pytest.mark.parametrize("kwargs, error, needle", [
+    # a tolerance that is no number had failed inside the verification's numpy (after the file was written), a
+    # negative or NaN one as a verification error; a list of one as the number
+    ({"rtol": "x"}, TypeError, "rtol must be None or a number"), ({"atol": [1e-5]}, TypeError, "atol"),
+    ({"rtol": -1.0}, ValueError, "rtol must be a finite number >= 0"), ({"atol": float("nan")}, ValueError, "atol"),
+    ({"rtol": float("inf")}, ValueError, "rtol"), ({"rtol": True}, TypeError, "rtol"),
+    # verify=None / "yes" / 1 had been read as their truth value
+    ({"verify": None}, TypeError, "verify must be True or False"), ({"verify": 1}, TypeError, "verify"),
+    # a str of names had been split into one name per character
+    ({"input_names": "input"}, TypeError, "input_names must be a list of non-empty strs"),
+    ({"output_names": "output"}, TypeError, "output_names"), ({"input_names": [1]}, TypeError, "input_names"),
+    # dynamic_axes=[0] had raised AttributeError, an axis 0.5 or a symbol 1 had been taken
+    ({"dynamic_axes": [0]}, TypeError, "dynamic_axes must be a dict"),
+    ({"dynamic_axes": {"input": {0.5: "b"}}}, TypeError, "axes must be ints"),
+    ({"dynamic_axes": {"input": {0: 1}}}, TypeError, r"dynamic_axes\['input'\]\[0\] must be a non-empty str"),
+    ({"dynamic_axes": {"input": "b"}}, TypeError, "must be a dict .* or a list of axes"),
+    # verify_sizes of another form had failed in numpy or the meta device
+    ({"verify_sizes": [{"batch": 2.5}]}, TypeError, "verify_sizes.*must be an int"),
+    ({"verify_sizes": [{"batch": -1}]}, ValueError, "verify_sizes.*must be >= 0"),
+    ({"verify_sizes": [5]}, TypeError, "verify_sizes must be a list"),
+    ({"verify_sizes": "x"}, TypeError, "verify_sizes"),
+])
+def test_bad_arguments_are_named_before_anything_is_written(tmp_path, kwargs, error, needle):
+    path = tmp_path / "b.onnx"
+    with pytest.raises(error, match=needle):
+        fonnx.export(mlp(), fg.randn(3, 12), str(path), **kwargs)
+    assert not path.exists()
+
+
 def test_axis_that_cannot_be_dynamic_is_reported(tmp_path):
     """A model that only runs at the example's batch size: the re-run at another size fails."""
     with pytest.raises(fonnx.OnnxExportError, match="cannot be dynamic"):

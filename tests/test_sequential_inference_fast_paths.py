@@ -174,3 +174,69 @@ def test_dynamic_int8_chain_falls_back_for_hooks_shapes_and_bad_input():
     assert copied._int8_chain.mods == tuple(copied._modules.values())
     x = _rand(1, 37)
     np.testing.assert_array_equal(copied(fg.tensor(x)).numpy(), q(fg.tensor(x)).numpy())
+
+
+def _patched(module, calls):
+    """module's forward wrapped on the instance as accelerate's hooks do (a call counted, the output doubled)."""
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        calls.append(module)
+        return original(*args, **kwargs) * 2
+    module.forward = forward
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_forward_patched_onto_a_layer_after_the_first_call_runs(which):
+    # the eager native plan (Linear, ReLU fused into it, Linear) had been built: a forward set on one of its
+    # modules later must run, as it does with the modules called one by one (and in grad mode)
+    model = _mlp(nn.ReLU())
+    x = _rand(3, 37)
+    with fg.no_grad():
+        model(fg.tensor(x))
+        model(fg.tensor(x))
+    calls = []
+    _patched(model[which], calls)
+    with fg.no_grad():
+        want = _one_by_one(model, x)
+        got = model(fg.tensor(x)).numpy()
+    assert calls == [model[which]] * 2
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model(fg.tensor(x)).detach().numpy(), want)  # grad mode: the modules' calls
+
+
+def test_forward_patched_onto_a_frozen_conv_step_and_an_int8_layer_runs():
+    fg.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5))
+    frozen = nn.utils.freeze(model.eval())
+    x = _rand(2, 2, 8, 8)
+    with fg.no_grad():
+        frozen(fg.tensor(x))
+        calls = []
+        _patched(frozen[0], calls)
+        got = frozen(fg.tensor(x)).numpy()
+        want = _one_by_one(frozen, x)
+    assert calls == [frozen[0]] * 2
+    np.testing.assert_array_equal(got, want)
+    q = quantize_dynamic(_mlp(nn.ReLU(), nn.ReLU()))
+    x = _rand(2, 37)
+    q(fg.tensor(x))
+    calls = []
+    _patched(q[2], calls)
+    np.testing.assert_array_equal(q(fg.tensor(x)).numpy(), _one_by_one(q, x))
+    assert calls == [q[2]] * 2
+
+
+def test_linear_step_with_a_float64_bias_raises_what_the_layer_raises():
+    model = _mlp(nn.ReLU())
+    model[0].bias = nn.Parameter(fg.tensor(_rand(29).astype(np.float64)))
+    x = fg.tensor(_rand(2, 37))
+    with pytest.raises(RuntimeError) as one_by_one:
+        model[0](x)
+    with fg.no_grad(), pytest.raises(RuntimeError) as fused:
+        model(x)
+    assert str(fused.value) == str(one_by_one.value)
+    tm = _torch_copy(_mlp(nn.ReLU()))
+    tm[0].bias = torch.nn.Parameter(torch.zeros(29, dtype=torch.float64))
+    with pytest.raises(RuntimeError):  # torch raises the same kind of error
+        tm(torch.from_numpy(x.numpy()))

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 from . import _version_counter as _vc
 from .grad_mode import _state as _grad_state
-from .nn.hooks import any_global_call_hooks, hook_store
+from .nn.hooks import any_global_call_hooks, hook_store, note_hooks
 from .nn.module import Module
 from .tensor import Tensor
 
@@ -399,3 +399,4 @@ def compile_in_place(module: Module, *args, **kwargs) -> None:
     call = _CompiledCall(module, compiled._asked_backend)
     module.__dict__["_compiled_call_impl"] = call
     module.__dict__["forward"] = call.forward
+    note_hooks()  # an instance forward: the fast paths that skip Module.__call__ check for one from now on

@@ -376,6 +376,13 @@ def _extra_calls():
               # a static int8 Conv2d: 5 output channels of a (2, 3, 3) kernel, K = 18
               lambda: _C.quant.conv2d_f32(rng.standard_normal((2, 2, 5, 4)).astype(np.float32), 0.05, 100, pc, csc,
                                           ws, bq, [5, 2, 3, 3], [1, 2], [1, 0, 1, 1], [1, 1], 0.1, 3),
+              # with ReLU and a fused 2x2 max pool (s32 sums pooled, then requantized), and a 3x2 pool over a
+              # dilated conv whose weight scales are not all positive (the kernel pools after requantizing)
+              lambda: _C.quant.conv2d_f32(rng.standard_normal((2, 2, 9, 8)).astype(np.float32), 0.05, 100, pc, csc,
+                                          ws, bq, [5, 2, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 0.1, 3, True, [2, 2]),
+              lambda: _C.quant.conv2d_f32(rng.standard_normal((1, 2, 11, 9)).astype(np.float32), 0.05, 100, pc, csc,
+                                          ws * np.array([1, -1, 1, 0.5, -2], np.float32), None, [5, 2, 3, 3],
+                                          [1, 1], [0, 0, 1, 1], [2, 1], 0.1, 3, False, [3, 2]),
               lambda: _C.quant.path(), lambda: _C.quant.paths(), lambda: _C.quant.amx_status(),
               lambda: _C.quant.avx_vnni_encoding(),
               lambda: _C.quant.set_path(None)):

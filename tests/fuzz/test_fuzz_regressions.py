@@ -232,7 +232,7 @@ def test_clamp_and_compare_refuse_lists_and_clamp_takes_tensor_bounds():
     x = fg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
     with pytest.raises(TypeError, match="max must be a number or a tensor"):
         fg.ops.get("clamp")(x, max=[0.7])
-    with pytest.raises(TypeError, match="other operand"):
+    with pytest.raises(TypeError, match="other operand|argument .b. must be a forgegrad.Tensor"):
         fg.ops.get("compare")(x, [0.25], op="le")
     xt = torch.arange(6, dtype=torch.float32).reshape(2, 3).requires_grad_()
     y = x.clamp(min=1.5, max=fg.tensor(np.float32(3)))
@@ -374,7 +374,7 @@ def test_pow_reshape_and_nll_loss_check_argument_types():
     """op:pow [["scalar", 0, ...]], op:reshape and op:nll_loss (long run, seed 7): a list exponent, a None
     shape and ignore_index=1.0 were taken (torch: TypeError)."""
     x = fg.tensor(np.ones((3, 4), np.float32))
-    with pytest.raises(TypeError, match="exponent"):
+    with pytest.raises(TypeError, match="exponent|argument 'b' must be a forgegrad.Tensor"):  # (the call's check)
         fg.ops.get("pow")(x, [2.0])
     with pytest.raises(TypeError, match="shape must be a tuple of ints"):
         fg.ops.get("reshape")(x, None)

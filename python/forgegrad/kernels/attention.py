@@ -90,7 +90,7 @@ def _scalars(scale, causal, mask):
     return check_float(scale, "scale"), check_bool(causal, "causal"), mask if mask is not None else Mask(None, None, 0)
 
 
-def check_softcap(softcap, who: str = "softcap") -> Optional[float]:
+def check_softcap(softcap: Optional[float], who: str = "softcap") -> Optional[float]:
     """softcap as a float (None: no cap); a clear error for anything but a finite number > 0."""
     if not isinstance(who, str):  # the argument's name in the messages: anything else is a caller's slip
         raise TypeError(f"check_softcap: who must be a str (the argument's name), got {type(who).__name__}")

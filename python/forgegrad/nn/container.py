@@ -18,7 +18,8 @@ from ..kernels.pool import max_pool2d_values
 from .activation import _Activation
 from .conv import Conv2d, MaxPool2d, _check_input
 from .linear import Flatten, Linear, feature_size_after, packed_weight
-from .hooks import CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, has_call_hooks, has_own_call_hooks, watch_hooks_flag
+from .hooks import (CALL_HOOK_STORES, GLOBAL_CALL_HOOKS, forwards_patched, has_call_hooks, has_own_call_hooks,
+                    watch_hooks_flag)
 from .module import Module
 from .module_containers import Container, ModuleDict, ModuleList, _ModuleSequence
 
@@ -59,7 +60,9 @@ def _run_linear(m, act, input):
     params = d["_parameters"]
     w, b = params.get("weight"), params.get("bias")  # (pruning moves the weight out: then hooks run it)
     wd = w._data if w is not None else None
-    if _cpu_f32(input) and not has_call_hooks(m) and type(wd) is _NDARRAY and wd.dtype is _F32:
+    # (a bias of another dtype goes to the module, which raises the dtype error F.linear raises)
+    if _cpu_f32(input) and not has_call_hooks(m) and type(wd) is _NDARRAY and wd.dtype is _F32 \
+            and (b is None or (type(b._data) is _NDARRAY and b._data.dtype is _F32)):
         code, alpha = (-1, 0.0) if act is None else act.epilogue()
         return Tensor._wrap(_C.gemm.linear(input._data, wd, None if b is None else b._data, code, alpha,
                                            packed_weight(m)))
@@ -364,11 +367,13 @@ class Sequential(_ModuleSequence):
         # so does a dynamic-int8 MLP (quantize_dynamic's DynamicLinearChain; its layers record no graph, so in
         # grad mode too, but not under trace(): the ONNX exporter records each layer). Anything else, and any
         # call they do not take, goes the usual way.
+        # (the native plan watches its modules' hook dicts itself, not a forward patched onto one: once one was
+        # set anywhere (_hooks_seen), the modules are asked)
         d = self.__dict__
         plan, chain = d.get("_inference_plan"), d.get("_int8_chain")
         if (chain is not None or (plan is not None and plan[2])) and len(args) == 1 and not kwargs \
                 and isinstance(args[0], Tensor) and not d.get("_forward_pre_hooks") \
-                and not (_hooks_seen and has_call_hooks(self)) \
+                and not (_hooks_seen and (has_call_hooks(self) or forwards_patched(d["_modules"].values()))) \
                 and type(self).forward is Sequential.forward and "forward" not in d:
             mods = tuple(d["_modules"].values())
             if plan is not None and plan[2] and plan[0] == mods and graph_free():
@@ -413,7 +418,7 @@ class Sequential(_ModuleSequence):
             plan = (mods, steps, (_native_plan(steps) or False) if native else False)
             d["_inference_plan"] = plan
         native = plan[2]
-        if native and isinstance(input, Tensor):
+        if native and isinstance(input, Tensor) and not (_hooks_seen and forwards_patched(mods)):
             y = native.run(input._data)
             if y is not None:
                 return Tensor._wrap(y)

@@ -74,8 +74,9 @@ def check_flag(value, name: str, where: str) -> None:
 
 
 # Module.__call__ and Sequential.__call__ look at the forward pre-hooks alone until a forward or backward hook is
-# registered anywhere (or a module holding one is unpickled): then note_hooks() sets ``_hooks_seen`` in their
-# modules' namespaces (a global read there costs nothing; each further dict looked up ~20 ns a call)
+# registered anywhere (or a module holding one is unpickled, or a forward is set on an instance): then note_hooks()
+# sets ``_hooks_seen`` in their modules' namespaces (a global read there costs nothing; each further dict looked up
+# ~20 ns a call)
 _flag_namespaces: list = []
 _seen = False
 
@@ -112,20 +113,30 @@ def hook_store(module, name: str) -> "OrderedDict":
 
 
 def has_call_hooks(module) -> bool:
-    """Whether calling ``module`` runs a hook (its own of any kind, or a global one): a fast path that skips
-    ``Module.__call__`` must then call the module."""
+    """Whether calling ``module`` runs more than its class's forward: a hook (its own of any kind, or a global
+    one) or a forward set on the instance (a wrapper patched in as accelerate's hooks do, Module.compile in
+    place): a fast path that skips ``Module.__call__`` must then call the module."""
     d = module.__dict__
     return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_pre_hooks")
                 or d.get("_backward_hooks") or _global_forward_pre_hooks or _global_forward_hooks
-                or _global_backward_pre_hooks or _global_backward_hooks)
+                or _global_backward_pre_hooks or _global_backward_hooks or "forward" in d)
 
 
 def has_own_call_hooks(module) -> bool:
-    """Whether ``module`` holds a hook of its own (global ones aside): what a plan made once (a fused activation,
-    a converted model) may depend on; global hooks are checked at each call."""
+    """Whether ``module`` holds a hook of its own or an instance forward (global hooks aside): what a plan made
+    once (a fused activation, a converted model) may depend on; global hooks are checked at each call."""
     d = module.__dict__
     return bool(d.get("_forward_pre_hooks") or d.get("_forward_hooks") or d.get("_backward_pre_hooks")
-                or d.get("_backward_hooks"))
+                or d.get("_backward_hooks") or "forward" in d)
+
+
+def forwards_patched(mods) -> bool:
+    """Whether one of the modules has a forward set on the instance (see has_call_hooks). Setting one notes
+    it as registering a hook does (note_hooks), so the fast paths need ask only once ``_hooks_seen``."""
+    for m in mods:
+        if "forward" in getattr(m, "__dict__", ()):  # (a None slot of a container has none)
+            return True
+    return False
 
 
 def any_global_call_hooks() -> bool:

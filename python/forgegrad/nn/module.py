@@ -90,6 +90,8 @@ class Module(ModuleAccess):
         elif name in buffers:
             self._register(buffers, name, value if (value is None or isinstance(value, Tensor)) else Tensor(value))
         else:
+            if name == "forward":  # a patched forward: the fast paths that skip Module.__call__ must see it
+                note_hooks()
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
@@ -132,7 +134,7 @@ class Module(ModuleAccess):
     def __setstate__(self, state) -> None:
         # a module unpickled (or deep-copied) with forward or backward hooks: Module.__call__ must look for them
         self.__dict__.update(state)
-        if any(state.get(store) for store in _hooks.CALL_HOOK_STORES[1:]):
+        if any(state.get(store) for store in _hooks.CALL_HOOK_STORES[1:]) or "forward" in state:
             note_hooks()
 
     def forward(self, *args, **kwargs):

@@ -17,6 +17,7 @@ from ._capture import Capture, check_on_meta, meta_runs, run_traced
 from ._context import ExportContext, OpCall, bind_args, dims_of, onnx_dtype, scalar_of
 from . import _nested
 from ._errors import OnnxExportError, UnsupportedOpError
+from ._export_args import check_dynamic_axes, check_flag, check_names, check_tolerance, check_verify_sizes
 from ._graph_edit import prune, rename
 from ._float64 import float64_twin_of as _float64_twin_of, float_dtype_of as _float_dtype_of
 from ._shapes import declared_dims, output_shapes, probe_output_shapes
@@ -403,8 +404,11 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
     """
     if float64 not in ("cast", "strict"):
         raise ValueError(f"export: float64 must be 'cast' or 'strict', got {float64!r}")
-    if not isinstance(nan_exact_pooling, bool):
-        raise TypeError(f"export: nan_exact_pooling must be True or False, got {nan_exact_pooling!r}")
+    check_flag(nan_exact_pooling, "nan_exact_pooling")
+    check_flag(verify, "verify")
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    input_names, output_names = check_names(input_names, "input_names"), check_names(output_names, "output_names")
+    dynamic_axes, verify_sizes = check_dynamic_axes(dynamic_axes), check_verify_sizes(verify_sizes)
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"export: opset must be an int from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     metadata = {} if metadata is None else metadata

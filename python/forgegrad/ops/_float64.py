@@ -87,6 +87,8 @@ class Linear64Function(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         _check_linear(x, weight)
+        if bias is not None:  # float32 x and weight with a float64 bias: torch raises, numpy would promote the sum
+            _same_dtype("linear", x, bias)
         _save_pair(ctx, x, weight)
         ctx.has_bias = bias is not None
         y = np.matmul(x, weight.T)

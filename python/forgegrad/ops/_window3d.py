@@ -422,11 +422,14 @@ def adaptive_avg(x, out):
     """Adaptive average pooling, one axis at a time (a window's mean is the mean along each axis in turn): a slice
     mean per output position and axis, so a NaN or inf reaches only the windows that hold it."""
     y = x
+    # float32 windows summed in float64: numpy sums along a strided axis one value after another, and a float32 sum
+    # of 8M equal values drifted 0.7 % (the fuzz's broadcast input; a long window of any real input drifts too)
+    acc = np.float64 if x.dtype == np.float32 else None
     for axis, o in enumerate(out, start=2):
         if y.shape[axis] != o:
-            y = np.concatenate([y[_along(axis, a, b, y.ndim)].mean(axis=axis, keepdims=True)
+            y = np.concatenate([y[_along(axis, a, b, y.ndim)].mean(axis=axis, keepdims=True, dtype=acc)
                                 for a, b in adaptive_bins(y.shape[axis], o)], axis=axis)
-    return np.ascontiguousarray(y)
+    return np.ascontiguousarray(y.astype(x.dtype, copy=False))
 
 
 def adaptive_avg_backward(g, in_shape):

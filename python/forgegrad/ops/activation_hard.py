@@ -74,9 +74,24 @@ def _value(x, v):
 # ---- hardtanh / relu6 -------------------------------------------------------------------------------------------
 def _hardtanh_bounds(min_val, max_val):
     lo, hi = check_float(min_val, "min_val"), check_float(max_val, "max_val")
+    if lo != lo or hi != hi:  # (the kernel's max(x, NaN) kept x, torch's clamp gives NaN everywhere)
+        raise ValueError(f"hardtanh: min_val and max_val must be numbers, not NaN, got min_val={lo}, max_val={hi}")
     if lo > hi:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got min_val={lo} > max_val={hi}")
     return lo, hi
+
+
+def _hardtanh_int(x, lo, hi):
+    """hardtanh of integers as torch's: the bounds cast to integers (toward zero), the input's dtype kept."""
+    if x.dtype.kind == "u" and (lo < 0 or hi < 0):
+        raise RuntimeError(f"hardtanh: cannot clamp an unsigned ({x.dtype}) input to negative limits, got "
+                           f"min_val={lo}, max_val={hi}")
+    info, out = np.iinfo(x.dtype), x
+    for v, name, clip in ((lo, "min_val", np.maximum), (hi, "max_val", np.minimum)):
+        if not (abs(v) < 2.0 ** 63 and info.min <= int(v) <= info.max):
+            raise RuntimeError(f"hardtanh: {name}={v} cannot be converted to the input's {x.dtype} without overflow")
+        out = clip(out, x.dtype.type(int(v)))
+    return out
 
 
 def _hardtanh_onnx(ctx, op):
@@ -102,6 +117,8 @@ class HardtanhFunction(Function):
     @staticmethod
     def forward(ctx, x, min_val=-1.0, max_val=1.0):
         lo, hi = _hardtanh_bounds(min_val, max_val)
+        if x.dtype.kind in "iu":  # torch keeps the integer dtype (an int64 tensor's relu6 is int64)
+            return _hardtanh_int(x, lo, hi)
         x = _float(x)
         ctx.save_for_backward(x)
         ctx.bounds = lo, hi

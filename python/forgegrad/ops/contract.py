@@ -241,6 +241,8 @@ class CdistFunction(Function):
         if x1.shape[-1] != x2.shape[-1]:
             raise ValueError(f"cdist(): x1 and x2 must have the same number of columns, got {x1.shape[-1]} and "
                              f"{x2.shape[-1]}")
+        if (x1.dtype == np.float64) != (x2.dtype == np.float64):  # torch does not promote its distances
+            raise RuntimeError(f"cdist(): expected x1 and x2 to have the same dtype, got {x1.dtype} and {x2.dtype}")
         dt = np.result_type(x1.dtype, x2.dtype)
         x1, x2 = x1.astype(dt, copy=False), x2.astype(dt, copy=False)
         batch = np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_bool
+from .._validate import check_bool, check_float
 from . import _meta as M
 from ._logic_common import dtype_name, is_arr
 from ._onnx_hist import histc_onnx, histogram_onnx
@@ -175,10 +175,12 @@ class HistcFunction(_NoDerivative):
     def forward(ctx, input, bins=100, min=0, max=0):  # noqa: A002  (torch's names)
         x = _float_input(input, "histc")
         n = _bins_count(bins, "histc")
-        lo, hi = _outer_edges(x, float(min), float(max), 1, "histc")
+        # (checked numbers: float("0.1") had taken a str)
+        min, max = check_float(min, "histc(): min"), check_float(max, "histc(): max")  # noqa: A001
+        lo, hi = _outer_edges(x, min, max, 1, "histc")
         # every edge equal (lo and hi round to one value in x's dtype): torch 2.13 counts the elements in bin n // 2
         # when the range is the data's (constant data) and in bin 0 for a given range (measured; its guess is NaN)
-        nan_bin = n // 2 if float(min) == float(max) else 0
+        nan_bin = n // 2 if min == max else 0
         return _count(x, _linspace(lo, hi, n + 1, x.dtype), None, linear=True, nan_bin=nan_bin)
 
 
@@ -189,10 +191,10 @@ def _range(r):
     if r is None:
         return None, None
     try:
-        lo, hi = (float(v) for v in r)
-    except (TypeError, ValueError):
+        lo, hi = r
+        return check_float(lo, "histogram(): range's min"), check_float(hi, "histogram(): range's max")
+    except (TypeError, ValueError):  # (a str had been read by float(): range=("0", "1"))
         raise TypeError(f"histogram(): range must be a pair of numbers (min, max), got {r!r}") from None
-    return lo, hi
 
 
 def _histogram_meta(input, bins, range=None, weight=None, density=False):  # noqa: A002

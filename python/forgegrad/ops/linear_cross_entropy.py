@@ -113,6 +113,8 @@ def _check_options(options):
 
 
 def _float_dtype(a, name):
+    if not hasattr(a, "dtype"):  # a number where a tensor goes (the op's call lets numbers through)
+        raise TypeError(f"{_NAME}: {name} must be a floating tensor (float32 or float64), got {type(a).__name__}")
     if a.dtype.kind != "f":
         raise TypeError(f"{_NAME}: {name} must be a floating tensor (float32 or float64), got dtype {a.dtype}")
     return a.dtype
@@ -122,6 +124,9 @@ def check(input, linear_weight, target, linear_bias, weight, reduction, ignore_i
     """torch's checks (its messages and error types), on arrays or meta arrays. Returns (C, out_features,
     probability target?, the loss's shape for reduction='none', ignore_index)."""
     _check_options(options)
+    for a, name in ((input, "input"), (linear_weight, "linear_weight"), (target, "target")):
+        if not hasattr(a, "ndim"):
+            raise TypeError(f"{_NAME}: {name} must be a tensor, got {type(a).__name__}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{_NAME}: {reduction!r} is not a valid value for reduction")
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)):

@@ -314,6 +314,8 @@ def _num_classes(inp, name) -> int:
 
 
 def _check_class_weight(weight, C, name):
+    if weight is not None and not hasattr(weight, "shape"):  # a number (the op's call lets it through)
+        raise TypeError(f"{name}: weight must be a tensor of shape ({C},) or None, got {type(weight).__name__}")
     if weight is not None and weight.shape != (C,):
         raise ValueError(f"{name}: weight must have shape ({C},) (one per class), got {weight.shape}")
 

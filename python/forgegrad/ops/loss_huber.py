@@ -31,9 +31,9 @@ def _parts(name, inp, target, reduction, width):
     """Checks the arguments; returns (d, the width as huber's delta, the scale that makes it smooth_l1)."""
     _check_reduction(reduction)
     _check_same_shape(inp, target, name)
-    if name == "smooth_l1_loss":
+    if name == "smooth_l1_loss":  # torch promotes here (float32 input, float64 target: float64), not in huber_loss
         beta = _check_width(width, "beta", name, allow_zero=True)
-        return (inp - target).astype(_dt(inp)), beta, (1.0 / beta if beta > 0 else 1.0)
+        return (inp - target).astype(np.promote_types(_dt(inp), _dt(target))), beta, (1.0 / beta if beta > 0 else 1.0)
     return (inp - target).astype(_dt(inp)), _check_width(width, "delta", name, allow_zero=False), 1.0
 
 

@@ -43,6 +43,10 @@ def _mm_check(input, target, p, weight, reduction):
         raise TypeError(f"{name}: weight must be a Tensor of shape ({c},) or None, got {type(weight).__name__}")
     if weight is not None and tuple(weight.shape) != (c,):
         raise ValueError(f"{name}: weight must be 1-D with one entry per class ({c}), got shape {tuple(weight.shape)}")
+    if weight is not None and (np.dtype(input.dtype) == np.float64) != (np.dtype(weight.dtype) == np.float64):
+        # a class loss's weight: torch does not promote (a float64 weight had made float32 input's loss float64)
+        raise RuntimeError(f"{name}: expected input and weight to have the same dtype, got {input.dtype} and "
+                           f"{weight.dtype}")
     # an unbatched input's per-sample loss takes the target's shape, () or (1,), as torch's
     return (n,) if input.ndim == 2 else tuple(target.shape)
 

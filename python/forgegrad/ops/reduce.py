@@ -204,6 +204,7 @@ class AmaxFunction(Function):
 
     @classmethod
     def _fwd(cls, ctx, a, dim, keepdim):
+        keepdim = check_bool(keepdim, "keepdim")  # (None and 'yes' had been read by their truth value)
         axes = normalize_axis(dim, a.ndim)
         if a.ndim == 0:
             axes = ()  # torch takes dim 0 / -1 of a 0-d tensor; numpy has no axis there

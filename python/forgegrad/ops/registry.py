@@ -138,22 +138,34 @@ class OpDef:
 
     def __call__(self, *args, **kwargs):
         """Run the op on Tensors (the device is that of the tensor arguments)."""
-        positions = self._tensor_positions
+        positions = self._operand_positions
         if positions is None:
-            positions = self._find_tensor_positions()
+            positions = self._find_operand_positions()
         n = len(args)
+        number = tensor = None
         for i, name in positions:
             if i < n:
                 a = args[i]
                 if not isinstance(a, _TENSOR_LIKE) and a is not None:
                     raise TypeError(f"{self.name}: argument {name!r} must be a forgegrad.Tensor (or a number), got "
                                     f"{type(a).__name__}")
+                if isinstance(a, _NUMBERS):
+                    number = number or (name, a)
+                elif a is not None:
+                    tensor = a
+        if number is not None and tensor is None:
+            # numbers alone (sin(1.5), softmax(2.0, 0)): the kernels would read .dtype / .ndim of a float. (A number
+            # beside a tensor is an operand: x // 2, 2 ** x through the Tensor operators.)
+            raise TypeError(f"{self.name}: argument {number[0]!r} must be a forgegrad.Tensor, got "
+                            f"{type(number[1]).__name__} (and no other argument is a tensor)")
         return self.apply(*args, **kwargs)
 
     _tensor_positions = None
+    _operand_positions = None
 
-    def _find_tensor_positions(self):
-        """(position, parameter name) of the tensor arguments: where the samples pass arrays."""
+    def _find_tensor_positions(self, numbers: bool = False):
+        """(position, parameter name) of the tensor arguments: where the samples pass arrays. numbers: also where
+        some samples pass arrays and the others numbers (add's b: a tensor or a number; see _find_operand_positions)."""
         import inspect
         from ..tensor import Tensor
         global _TENSOR_LIKE
@@ -165,16 +177,24 @@ class OpDef:
         for s in samples:
             found |= {i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)}
         var_from = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+        taken = (np.ndarray, int, float, np.number) if numbers else np.ndarray
         found = {i for i in found if (var_from is not None and i >= var_from) or all(
-            i < len(s.args) and (s.args[i] is None or isinstance(s.args[i], np.ndarray)) for s in samples)}
+            i < len(s.args) and (s.args[i] is None or isinstance(s.args[i], taken)) for s in samples)}
         names = []
         for i in sorted(found):
             if var_from is not None and i >= var_from:
                 names.append((i, f"{params[var_from].name}[{i - var_from}]"))
             elif i < len(params):
                 names.append((i, params[i].name))
-        self._tensor_positions = tuple(names)
-        return self._tensor_positions
+        if not numbers:
+            self._tensor_positions = tuple(names)
+        return tuple(names)
+
+    def _find_operand_positions(self):
+        """(position, name) of the arguments the call checks to be a Tensor, an array or a number: the tensor
+        arguments and those the samples give a tensor or a number (add(x, [1.5]) had been taken as an array)."""
+        self._operand_positions = self._find_tensor_positions(numbers=True)
+        return self._operand_positions
 
     def tensor_arguments(self):
         """(position, name) of the arguments that take tensors (used by the generated error checks)."""
@@ -210,6 +230,7 @@ class OpDef:
 # What may stand at a tensor argument (numbers and numpy arrays are taken as constants); set on the
 # first call, when Tensor exists (this module is imported while forgegrad.tensor is being defined).
 _TENSOR_LIKE: tuple = ()
+_NUMBERS = (int, float, bool, complex, np.number)  # (np.bool_ is no np.number: a 0-d bool array counts as a tensor)
 
 _OPS: Dict[str, OpDef] = {}
 _BY_FUNCTION: Dict[type, OpDef] = {}
