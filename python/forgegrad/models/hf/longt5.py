@@ -29,7 +29,7 @@ from ...factories import cat, zeros
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import ids_array, mask_array
-from .t5 import T5ForConditionalGeneration, T5SubLayer, relative_position_bucket
+from .t5 import T5ForConditionalGeneration, T5SubLayer, init_attention, relative_position_bucket
 
 __all__ = ["LongT5ForConditionalGeneration", "local_block_mask", "transient_global_blocks"]
 
@@ -116,16 +116,9 @@ class LongT5LocalAttention(nn.Module):
 
     def __init__(self, cfg: dict, has_relative_attention_bias: bool):
         super().__init__()
-        d, inner = cfg["d_model"], cfg["num_heads"] * cfg["d_kv"]
-        self.heads, self.d_kv = cfg["num_heads"], cfg["d_kv"]
+        self.d_kv = cfg["d_kv"]
         self.block_len = check_config(cfg)[1]
-        self.num_buckets = cfg.get("relative_attention_num_buckets", 32)
-        self.max_distance = cfg.get("relative_attention_max_distance", 128)
-        self.q, self.k, self.v = (nn.Linear(d, inner, bias=False) for _ in range(3))
-        self.o = nn.Linear(inner, d, bias=False)
-        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
-        if has_relative_attention_bias:
-            self.relative_attention_bias = nn.Embedding(self.num_buckets, self.heads)
+        init_attention(self, cfg, has_relative_attention_bias)
 
     def _bucket(self, relative: np.ndarray) -> np.ndarray:
         return relative_position_bucket(relative, True, self.num_buckets, self.max_distance)

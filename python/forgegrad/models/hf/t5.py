@@ -64,18 +64,25 @@ def _feed_forward_kind(cfg: dict) -> Tuple[bool, str]:
     return gated, ("gelu_new" if proj == "gated-gelu" else act)  # transformers' special case
 
 
+def init_attention(m: nn.Module, cfg: dict, has_relative_attention_bias: bool) -> None:
+    """T5's attention parameters (q, k, v, o without bias, dropout, the first layer's bucket table) on ``m``;
+    shared with LongT5's encoder attentions."""
+    d, inner = cfg["d_model"], cfg["num_heads"] * cfg["d_kv"]
+    m.heads = cfg["num_heads"]
+    m.num_buckets = cfg.get("relative_attention_num_buckets", 32)
+    m.max_distance = cfg.get("relative_attention_max_distance", 128)
+    m.q, m.k, m.v = (nn.Linear(d, inner, bias=False) for _ in range(3))
+    m.o = nn.Linear(inner, d, bias=False)
+    m.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
+    if has_relative_attention_bias:
+        m.relative_attention_bias = nn.Embedding(m.num_buckets, m.heads)
+
+
 class T5Attention(nn.Module):
     def __init__(self, cfg: dict, has_relative_attention_bias: bool, is_decoder: bool):
         super().__init__()
-        d, inner = cfg["d_model"], cfg["num_heads"] * cfg["d_kv"]
-        self.heads, self.is_decoder = cfg["num_heads"], is_decoder
-        self.num_buckets = cfg.get("relative_attention_num_buckets", 32)
-        self.max_distance = cfg.get("relative_attention_max_distance", 128)
-        self.q, self.k, self.v = (nn.Linear(d, inner, bias=False) for _ in range(3))
-        self.o = nn.Linear(inner, d, bias=False)
-        self.dropout = nn.Dropout(cfg.get("dropout_rate", 0.1))
-        if has_relative_attention_bias:
-            self.relative_attention_bias = nn.Embedding(self.num_buckets, self.heads)
+        self.is_decoder = is_decoder
+        init_attention(self, cfg, has_relative_attention_bias)
 
     def position_bias(self, query_positions: np.ndarray, key_length: int) -> Tensor:
         """(1, heads, queries, keys) learned bias of each query/key distance."""
