@@ -16,8 +16,10 @@ streams' (``logits_ngram`` the rest) and ``loss`` transformers' loss over them (
 ``disable_ngram_loss``).
 
 generate runs a KV cache of the main stream's keys and values and computes only the first predicting stream (the one
-the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens). The ONNX export
-is not written for the streams: it raises NotImplementedError.
+the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens).
+``export_seq2seq`` writes the same step (encode_graph, decode_graph): the main stream's keys and values as the cache,
+the first predicting stream's logits, its relative projections read as the cached generation reads them (so that a call
+on T new places gives what T one-place steps give, not what a forward over them gives: see below).
 
 Two things transformers (5.24) does that are reproduced here, since its outputs are the reference: over more than one
 decoder place (its forward without a cache) it reads the predicting streams' relative-position projections in a
@@ -37,8 +39,9 @@ from ... import nn
 from ...factories import cat
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import KVCache, activation, config_probability, ids_array, mask_array, merge_heads, split_heads
-from ._seq2seq import EncoderDecoder
+from ._layers import (KVCache, activation, config_probability, ids_array, key_places, mask_array, merge_heads,
+                      padding_bias, rows, split_heads)
+from ._seq2seq import EncoderDecoder, causal_bias, decoder_places
 
 __all__ = ["ProphetNetForConditionalGeneration", "relative_buckets", "check_config"]
 
@@ -158,6 +161,8 @@ class _StreamPlan:
     among the decoder's, its key masked in both, as transformers adds decoder_attention_mask): the biases get a
     leading batch axis, (B, 1, T, K) and (B, S, 1, T, K)."""
 
+    laid_out = False  # the predicting streams' relative projections read as transformers' forward reads them
+
     def __init__(self, past: int, T: int, S: int, num_buckets: int, max_distance: int,
                  padding: Optional[np.ndarray] = None):
         q = np.arange(past, past + T)[:, None]  # the queries' places
@@ -179,6 +184,33 @@ class _StreamPlan:
         self.predict_bias = Tensor._wrap(predict_bias)
         # the main keys' distances as transformers buckets them for a predicting stream: one place further
         self.predict_select = _one_hot(relative_buckets(k - q - 1, num_buckets, max_distance), num_buckets)
+
+
+class _GraphStreamPlan:
+    """_StreamPlan's biases and selectors as Tensor ops of the exported decoder step's places (``decoder_places``:
+    keys (B, K), queries (B, T) float), for the first predicting stream alone, its relative projections read as
+    laid out (transformers' cached generation, one place a step): main_bias (B, 1, T, K), main_select
+    (B, 1, T, buckets, K), predict_bias (B, 1, 1, T, K), predict_select (B, 1, 1, T, buckets, K). The buckets of
+    the distances 0 .. max_distance back are a one-hot table computed as relative_buckets computes them; farther
+    keys share the last bucket, as they do there."""
+
+    laid_out = True
+
+    def __init__(self, keys: Tensor, queries: Tensor, num_buckets: int, max_distance: int):
+        back = np.arange(max_distance + 1)
+        buckets = relative_buckets(-back, num_buckets, max_distance)
+        assert buckets[-1] == num_buckets - 1  # so that clamping the distance at max_distance is exact
+        table = Tensor._wrap(np.eye(num_buckets, dtype=np.float32)[buckets])  # (max_distance + 1, buckets)
+        behind = queries.unsqueeze(2) - keys.unsqueeze(1)  # (B, T, K): how far back each key is
+
+        def select(distance: Tensor) -> Tensor:  # (B, T, K) -> (B, T, buckets, K)
+            return rows(table, distance.clamp(0, max_distance).long()).permute(0, 1, 3, 2)
+
+        self.main_bias = causal_bias(keys, queries)  # a later key masked (the first stream sees the same keys)
+        self.main_select = select(behind).unsqueeze(1)
+        self.predict_bias = self.main_bias.unsqueeze(1)
+        # the main keys' distances as transformers buckets them for a predicting stream: one place further
+        self.predict_select = select(behind + 1).unsqueeze(1).unsqueeze(1)
 
 
 class ProphetNetNgramSelfAttention(nn.Module):
@@ -226,15 +258,19 @@ class ProphetNetNgramSelfAttention(nn.Module):
             # transformers reads the streams' projections laid out (B, T, S, heads, buckets) as (B, S, heads, T,
             # buckets): a query's row of biases comes from another place's, stream's or head's projection when T > 1
             # (where T = 1, as in its cached generation, the two layouts agree). Reproduced as it computes it.
-            r = self.relative_pos_embeddings(x[:, 1:]).reshape(B, n - 1, T, self.num_buckets, H)
-            table = r.permute(0, 2, 1, 4, 3).reshape(B, n - 1, H, T, self.num_buckets).unsqueeze(-2)
+            # The exported step (plan.laid_out) reads them as laid out at every T: what T cached one-place steps
+            # compute, the generation it serves.
+            if plan.laid_out:
+                table = self._bucket_table(x[:, 1:])  # (B, S, H, T, 1, buckets)
+            else:
+                r = self.relative_pos_embeddings(x[:, 1:]).reshape(B, n - 1, T, self.num_buckets, H)
+                table = r.permute(0, 2, 1, 4, 3).reshape(B, n - 1, H, T, self.num_buckets).unsqueeze(-2)
             rel_main = (table @ plan.predict_select).squeeze(-2)  # (B, S, H, T, K)
             own_bias = table.squeeze(-2)[..., :1]  # its own key: distance 0 (bucket 0)
             scores_main = qp @ km.unsqueeze(1).transpose(-1, -2) + rel_main + plan.predict_bias
             scores_own = (qp * kp).sum(-1, keepdim=True) + own_bias
-            weights = self._softmax(cat([scores_main, scores_own], dim=-1))
-            K = scores_main.shape[-1]
-            outs.append(weights[..., :K] @ vm.unsqueeze(1) + weights[..., K:] * vp)
+            weights = self._softmax(cat([scores_main, scores_own], dim=-1))  # the own key last
+            outs.append(weights[..., :-1] @ vm.unsqueeze(1) + weights[..., -1:] * vp)
         out = cat(outs, dim=1) if len(outs) > 1 else outs[0]  # (B, n, H, T, D)
         return self.out_proj(out.permute(0, 1, 3, 2, 4).reshape(B, n, T, d))
 
@@ -482,11 +518,32 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
             out["prophetnet.word_embeddings.weight"] = out["prophetnet.encoder.word_embeddings.weight"].copy()
         return out
 
-    onnx_unsupported = ("the decoder's main and predicting streams (ngram self-attention with relative buckets) have "
-                        "no ONNX graph yet; run the model in forgegrad")
-
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError(f"encode_graph: {_NAME}: {self.onnx_unsupported}")
+        """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
+        enc, mask = self.encoder, attention_mask.float()
+        places = (key_places(mask) + (self.pad + 1)).clamp(0, self.position_rows - 1).long()
+        x = self.encoder_embedding()(input_ids) + enc.position_embeddings(places)
+        x = enc.dropout(enc.embeddings_layer_norm(x))
+        bias = padding_bias(mask)
+        for layer in enc.layers:
+            x = layer(x, bias)
+        return x
 
-    def decode_graph(self, *args, **kwargs) -> Tensor:
-        raise NotImplementedError(f"decode_graph: {_NAME}: {self.onnx_unsupported}")
+    def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
+        """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
+        PastKeyValues of the main stream's), every step a Tensor op (``export_seq2seq`` traces it): the main stream
+        and the first predicting stream (the logits'), whose relative projections are read as transformers' cached
+        generation reads them, so that T new places give what T one-place steps give."""
+        dec, c = self.decoder, self.config
+        keys, queries = decoder_places(input_ids, cache)
+        places = queries.long() + (self.pad + 1)  # the main stream's rows; the predicting stream reads the next
+        main = self.decoder_embedding()(input_ids) + dec.position_embeddings(places)  # (B, T, d)
+        gram = dec.ngram_embeddings(Tensor._wrap(np.array([self.ngram - 1], np.int64)))  # stream 0's row, (1, d)
+        predict = gram + dec.position_embeddings(places + 1)
+        x = dec.dropout(dec.embeddings_layer_norm(cat([main.unsqueeze(1), predict.unsqueeze(1)], dim=1)))
+        plan = _GraphStreamPlan(keys, queries, c["num_buckets"], c["relative_max_distance"])
+        cross_bias = padding_bias(attention_mask.float())
+        for i, layer in enumerate(dec.layers):
+            x = layer(x, plan, cross[i], cross_bias, cache=cache, layer=i)
+        x = x[:, 1]
+        return self._head(x[:, -logits_to_keep:] if logits_to_keep else x)
