@@ -3,8 +3,8 @@ layers every other encoder layer and every decoder layer, padding masks; routing
 whole batch), with capacity-dropped tokens (an eval fraction, batch-prioritized queues, normalising before dropping,
 a router bias) and with a fixed expert_capacity (padding routed): encoder states and logits, the router logits and
 auxiliary losses, greedy and beam generation, float64 gradients of every parameter, save_pretrained, the routing
-against transformers' router itself, and the errors of bad configs and of the ONNX export, which NLLB-MoE does not
-have yet.
+against transformers' router itself, and the errors of bad configs and of a trace of the eager routing (the ONNX
+export: test_hf_nllb_moe_onnx.py).
 
 transformers 5's NllbMoeExperts.forward dispatches the tokens by the 0/1 value of the router's mask (expert_0 takes
 every second choice, expert_1 every first one) instead of by the expert picked; the reference here is transformers
@@ -206,8 +206,8 @@ def test_gradients_of_every_parameter_are_transformers_in_float64(pair, tmp_path
         np.testing.assert_allclose(ours[name].grad.numpy(), g, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
 
 
-def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
-    from forgegrad.models.hf import NllbMoeForConditionalGeneration, export_seq2seq
+def test_bad_config_and_a_traced_eager_routing_raise_naming_the_problem(pair, tmp_path):
+    from forgegrad.models.hf import NllbMoeForConditionalGeneration
     cfg = transformers.NllbMoeConfig(**_COMMON).to_dict()
     for key, value, error in [("num_experts", 1, ValueError), ("expert_capacity", 0, ValueError),
                               ("encoder_sparse_step", -1, ValueError), ("decoder_attention_heads", 4, ValueError),
@@ -224,12 +224,12 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
     (tmp_path / "bad" / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="num_experts"):
         from_pretrained(tmp_path / "bad")
-    with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration.*no ONNX graph"):
-        export_seq2seq(model, tmp_path / "onnx")
     from forgegrad.grad_mode import trace
     ids, mask, dec = _inputs()
-    with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration.*no ONNX graph"), trace():
-        model(ids, mask, dec)  # what an ONNX export of the module records: refused, not the input's routing baked in
+    with pytest.raises(NotImplementedError, match="NllbMoeForConditionalGeneration: the routing of a traced call "
+                                                  "must be dense_forward's"), trace():
+        model(ids, mask, dec)  # a trace of the eager forward: refused, not the input's routing baked in (the ONNX
+        # export traces encode_graph / decode_graph: test_hf_nllb_moe_onnx.py)
 
 
 def test_a_dense_encoder_and_sparse_steps_of_two_are_transformers(tmp_path):

@@ -327,7 +327,12 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it)."""
         mask = attention_mask.float()
         x = self.encoder.embed_at(self._tokens(input_ids), key_places(mask), input_ids)
-        return self.encoder.run(x, padding_bias(mask))
+        return self.encoder.run(x, padding_bias(mask), **self.graph_layer_arguments(input_ids, mask))
+
+    def graph_layer_arguments(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> dict:
+        """Further keyword arguments of every layer in the exported graphs (the encoder's with its float ``mask``,
+        the decoder's without): none here; NLLB-MoE's routers take which tokens they route."""
+        return {}
 
     def decode_graph(self, input_ids: Tensor, attention_mask: Tensor, cross, cache, logits_to_keep: int = 0) -> Tensor:
         """decode on Tensor inputs with ``cross`` (each layer's encoder keys and values) and ``cache`` (a
@@ -336,7 +341,8 @@ class BartForConditionalGeneration(BartStyleDecoder, EncoderDecoder, nn.Module):
         causal = causal_bias(keys, queries)
         cross_bias = padding_bias(attention_mask.float())
         x = self.decoder.embed_at(self._tokens(input_ids, decoder=True), queries, input_ids)
-        x = self.decoder.run(x, causal, cross=cross, cross_mask=cross_bias, cache=cache)
+        x = self.decoder.run(x, causal, cross=cross, cross_mask=cross_bias, cache=cache,
+                             **self.graph_layer_arguments(input_ids))
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = F.linear(x, self.decoder_embedding().weight) if self.tied else self.lm_head(x)

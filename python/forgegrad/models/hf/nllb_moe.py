@@ -32,7 +32,15 @@ and keeps it for later training calls; forgegrad takes the config's every call.
 (``router_logits()``: (encoder layers', decoder layers')) and ``aux_losses(attention_mask)`` gives transformers'
 ``encoder_aux_loss`` and ``decoder_aux_loss`` (load_balancing_loss with top-2); its training loss adds
 ``router_aux_loss_coef`` times their sum to the cross-entropy. generate uses the Tensor decode (no lean step, no
-batched server); there is no ONNX export yet (export_seq2seq raises NotImplementedError).
+batched server).
+
+``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_graph): the first and
+second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the tokens
+of a higher top probability, an (N, N) comparison), the capacity from the call's token count as route_top2 computes it
+(the fraction's product in float64), and every expert run on every token, weighted by its routing weight (0 where it
+is not routed or was dropped): num_experts / 2 times the expert work of the eager layer (64x for nllb-moe-54b's 128
+experts), the price of one fixed graph for any routing. Refused: second_expert_policy "sampling" / "random" (random
+draws) and a half-precision router_dtype.
 """
 from __future__ import annotations
 
@@ -44,12 +52,12 @@ import numpy as np
 
 from ... import grad_mode, nn
 from ..._torch_indexing import index_add
-from ...factories import cat, zeros
+from ...factories import cat, where, zeros
 from ...nn import functional as F
 from ...quantization.bf16 import from_bfloat16_bits, to_bfloat16_bits
 from ...random import generator
 from ...tensor import Tensor
-from ._layers import activation, additive_mask, config_probability, ids_array, mask_array
+from ._layers import activation, additive_mask, config_probability, ids_array, key_places, mask_array
 from .bart import BartAttention, BartStack, M2M100ForConditionalGeneration
 from .moe import load_balancing_loss
 
@@ -171,6 +179,63 @@ def route_top2(probs: np.ndarray, logits: np.ndarray, non_padding: Optional[np.n
     return first, second, chosen & (place1 < capacity), chosen2 & (place2 < capacity)
 
 
+def _queue_places_graph(picks: Tensor, s: RouterSettings, priority: Optional[Tensor]) -> Tensor:
+    """_queue_places as Tensor ops: ``picks`` (N, E) 0/1 float, a token's pick of an expert (routed ones only) ->
+    (N, E) the count of tokens that queue before each token for each expert: the earlier tokens (an exclusive
+    cumulative sum), or with batch_prioritized_routing the tokens of a higher ``priority`` (N,) (equal: an earlier
+    token), counted by an (N, N) matrix product in place of argsort's stable sort (exact: sums of 0 / 1)."""
+    if not s.batch_prioritized:
+        return picks.cumsum(0) - picks
+    index = key_places(priority.unsqueeze(0) * 0 + 1).squeeze(0)  # 0 .. N - 1
+    mine, theirs = priority.unsqueeze(1), priority.unsqueeze(0)  # (N, 1) the token, (1, N) the others
+    earlier = (index.unsqueeze(0) < index.unsqueeze(1)).float()
+    ahead = (theirs > mine).float() + (theirs == mine).float() * earlier  # [n, m]: m queues before n
+    return ahead @ picks
+
+
+def _within_capacity(place: Tensor, tokens: Tensor, s: RouterSettings) -> Tensor:
+    """(N, 1) 1.0 where a queue place (N, 1) is below route_top2's eval capacity for ``tokens`` (a (1, 1) float count
+    of the call's tokens), as Tensor ops. For an integer place, place < ceil(x) exactly when place < x: the fraction's
+    capacity is compared as fraction * tokens in float64, Python's product, without the ceil ONNX's opset lacks here."""
+    if s.eval_capacity_fraction > 0:
+        return (place.double() < tokens.double() * s.eval_capacity_fraction).float()
+    if s.expert_capacity is not None:
+        return (place < float(s.expert_capacity)).float()
+    share = tokens.double() / s.num_experts  # 2 * ceil(tokens / experts): the truncation, plus 1 if it fell short
+    whole = share.long().double()
+    return (place.double() < (whole + (share > whole).double()) * 2).float()
+
+
+def route_top2_graph(probs: Tensor, logits: Tensor, routable: Tensor, s: RouterSettings) -> Tensor:
+    """route_top2 in eval (second_expert_policy "all") as Tensor ops of the data, for an exported graph: probs and
+    logits (N, E), ``routable`` (N, 1) float (1 for a token the router routes, 0 for padding it skips) -> (N, E) each
+    token's weights of its experts (the combine weights of NllbMoeSparseMLP.forward: 0 for an expert not picked or a
+    choice past the capacity). The capacity is computed from the call's token count (routable's rows)."""
+    E = s.num_experts
+    experts = Tensor._wrap(np.arange(E, dtype=np.float32))
+    one1 = (probs.argmax(-1, keepdim=True).float() == experts).float()  # (N, E): the first choice
+    others = where(one1, Tensor._wrap(np.full((1, 1), -np.inf, np.float32)), logits)
+    one2 = (others.argmax(-1, keepdim=True).float() == experts).float()  # the largest logit but the first
+    p1, p2 = (probs * one1).sum(-1, keepdim=True), (probs * one2).sum(-1, keepdim=True)  # (N, 1) exact picks
+    picks1, picks2 = one1 * routable, one2 * routable
+    priority = p1.squeeze(1) if s.batch_prioritized else None  # a token's top probability
+    place1 = (_queue_places_graph(picks1, s, priority) * one1).sum(-1, keepdim=True)
+    # every first choice queues ahead of every second choice
+    place2 = ((_queue_places_graph(picks2, s, priority) + picks1.sum(0, keepdim=True)) * one2).sum(-1, keepdim=True)
+    tokens = (routable * 0 + 1).sum(0, keepdim=True)  # (1, 1): the call's tokens, padding counted
+    keep1 = routable * _within_capacity(place1, tokens, s)
+    keep2 = routable * _within_capacity(place2, tokens, s)
+    eps = float(np.finfo(np.float32).eps)
+    if s.normalize_before_dropping:
+        total = (p1 + p2).clamp(min=eps)
+        g1, g2 = p1 / total * keep1, p2 / total * keep2
+    else:
+        p1, p2 = p1 * keep1, p2 * keep2
+        total = (p1 + p2).clamp(min=eps)
+        g1, g2 = p1 / total, p2 / total
+    return one1 * g1 + one2 * g2
+
+
 class NllbMoeDenseActDense(nn.Module):
     """fc1 -> activation -> dropout -> fc2 (a dense layer's feed-forward, and each expert)."""
 
@@ -204,10 +269,35 @@ class NllbMoeSparseMLP(nn.Module):
         self.record_router = False  # keep the router's logits of each forward (aux_losses reads them)
         self.router_logits: Optional[Tensor] = None
 
-    def forward(self, x: Tensor, non_padding: Optional[np.ndarray] = None) -> Tensor:
-        """x (B, T, d_model); ``non_padding`` (B * T,) bool: the tokens that are not padding (None: all)."""
+    def dense_forward(self, x: Tensor, routable: Tensor) -> Tensor:
+        """The eval forward with the routing as Tensor ops of the data (route_top2_graph), for ONNX export: a traced
+        graph has one fixed set of ops, so every expert runs on every token, weighted by the token's routing weight
+        (0 for the experts it is not routed to): num_experts / 2 times the expert work of ``forward``, the same
+        output up to the order of the additions. ``routable`` (B * T, 1) float: 1 for a token the router routes."""
+        reason = "the routing as Tensor ops is eval's" if self.training else graph_unsupported(self.settings)
+        if reason:
+            raise NotImplementedError(f"{_WHO}: {reason}")
+        shape, s = x.shape, self.settings
+        h = x.reshape(-1, shape[-1])
+        logits = self.router.classifier(h)
+        weights = route_top2_graph(F.softmax(logits, dim=-1), logits, routable, s)  # (N, E)
+        y = None
+        for e in range(s.num_experts):
+            out = self.experts[f"expert_{e}"](h)
+            if s.token_dropout > 0:
+                out = out * (1 - s.token_dropout)
+            part = out * weights[:, e:e + 1]
+            y = part if y is None else y + part
+        return y.reshape(*shape)
+
+    def forward(self, x: Tensor, non_padding=None) -> Tensor:
+        """x (B, T, d_model); ``non_padding`` (B * T,) bool: the tokens that are not padding (None: all); a float
+        (B * T, 1) Tensor: ``dense_forward``'s ``routable`` (the exported graphs')."""
+        if isinstance(non_padding, Tensor):
+            return self.dense_forward(x, non_padding)
         if grad_mode.recorder() is not None:  # an ONNX export traces this call: the routing would be baked in
-            raise NotImplementedError(f"{_WHO}: {NllbMoeForConditionalGeneration.onnx_unsupported}")
+            raise NotImplementedError(f"{_WHO}: the routing of a traced call must be dense_forward's (its routable "
+                                      f"tokens given as a Tensor, as encode_graph and decode_graph give them)")
         shape = x.shape
         h = x.reshape(-1, shape[-1])
         N, s = h.shape[0], self.settings
@@ -365,11 +455,25 @@ class NllbMoeForConditionalGeneration(M2M100ForConditionalGeneration):
         return (load_balancing_loss(encoder, n, 2, attention_mask) if encoder else None,
                 load_balancing_loss(decoder, n, 2) if decoder else None)
 
-    onnx_unsupported = ("the top-2 routing with expert capacity (tokens queued per expert, late ones dropped) has no "
-                        "ONNX graph yet; run the model in forgegrad")
+    @property
+    def onnx_unsupported(self) -> Optional[str]:
+        """Why export_seq2seq refuses this config (random second-expert policies, a half-precision router), or
+        None."""
+        return graph_unsupported(self.router)
 
-    def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError(f"encode_graph: {_WHO}: {self.onnx_unsupported}")
+    def graph_layer_arguments(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> dict:
+        """The routers' ``routable`` tokens in the exported graphs, (B * T, 1) float: the encoder's attention mask
+        (its padding goes to no expert, unless router_ignore_padding_tokens), every decoder token."""
+        every = (input_ids.reshape(-1, 1) * 0 + 1).float()
+        return {"non_padding": every if mask is None or self.router.ignore_padding else mask.reshape(-1, 1)}
 
-    def decode_graph(self, input_ids, attention_mask, cross, cache, logits_to_keep: int = 0) -> Tensor:
-        raise NotImplementedError(f"decode_graph: {_WHO}: {self.onnx_unsupported}")
+
+def graph_unsupported(s: RouterSettings) -> Optional[str]:
+    """Why the routing of ``s`` has no exported graph, or None."""
+    if s.second_expert_policy != "all":
+        return (f"second_expert_policy {s.second_expert_policy!r} draws random numbers per token, which an exported "
+                f"graph does not reproduce; export a config with second_expert_policy 'all'")
+    if s.router_dtype != "float32":
+        return (f"router_dtype {s.router_dtype!r} (the router rounded to half precision) has no ONNX graph yet; "
+                f"export with router_dtype 'float32'")
+    return None
