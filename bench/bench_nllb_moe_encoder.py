@@ -1,7 +1,7 @@
 """NLLB-MoE's encoder, forgegrad vs transformers (its expert dispatch restored to the routed experts, as the tests
 compare), one thread pinned on both sides.
 
-    PYTHONPATH=python python bench/bench_nllb_moe_encoder.py [--tokens 256 --experts 16 --rounds 3]
+    PYTHONPATH=python python bench/bench_nllb_moe_encoder.py [--tokens 256 --experts 16 --rounds 3] [--onnx]
 
 A randomly initialised NLLB-MoE of reduced widths (d_model 512, 8 heads, ffn 2048, 4 encoder layers, every other one
 sparse with ``--experts`` experts; transformers' default routing: eval capacity the whole batch) is saved by
@@ -9,6 +9,8 @@ transformers and loaded by forgegrad's from_pretrained; both encode the same (4,
 rounds; the best round of each is reported, with the largest difference of the encoder states relative to their
 largest value. transformers 5.24's own dispatch runs only expert_0 and expert_1 (on the wrong tokens): it is replaced
 by the per-expert loop of transformers 4 (each expert on the tokens routed to it), the work forgegrad does.
+``--onnx`` also times export_seq2seq's encoder graph in onnxruntime (1 thread), whose routing runs every expert on
+every token (experts / 2 times the expert work).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--experts", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--onnx", action="store_true", help="also time the exported encoder graph in onnxruntime")
     args = p.parse_args()
 
     import numpy as np
@@ -57,6 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         model = from_pretrained(d)
+        session = _onnx_encoder(model, d) if args.onnx else None
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
     best = {"forgegrad": float("inf"), "transformers": float("inf")}
     for _ in range(args.rounds):
@@ -68,10 +72,32 @@ def main() -> None:
         with torch.no_grad():
             theirs = hf.model.encoder(input_ids=t_ids, attention_mask=t_mask).last_hidden_state.numpy()
         best["transformers"] = min(best["transformers"], time.perf_counter() - start)
+        if session is not None:
+            start = time.perf_counter()
+            graph = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            best["onnxruntime"] = min(best.get("onnxruntime", float("inf")), time.perf_counter() - start)
     diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
     print(f"NLLB-MoE encoder, {ids.size} tokens, {args.experts} experts, 1 thread: forgegrad "
           f"{best['forgegrad'] * 1e3:.1f} ms, transformers {best['transformers'] * 1e3:.1f} ms; "
           f"states within {diff:.1e} of the largest")
+    if session is not None:
+        print(f"onnxruntime (export_seq2seq's encoder, every expert on every token): "
+              f"{best['onnxruntime'] * 1e3:.1f} ms; "
+              f"states within {float(np.abs(graph - theirs).max() / np.abs(theirs).max()):.1e} of the largest")
+
+
+def _onnx_encoder(model, directory):
+    """export_seq2seq's encoder graph of ``model`` in a 1-thread onnxruntime session."""
+    import os
+
+    import onnxruntime as ort
+
+    from forgegrad.models.hf import export_seq2seq
+    export_seq2seq(model, os.path.join(directory, "onnx"), atol=1e-3)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(os.path.join(directory, "onnx", "encoder.onnx"), options,
+                                providers=["CPUExecutionProvider"])
 
 
 if __name__ == "__main__":
