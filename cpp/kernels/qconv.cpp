@@ -250,28 +250,53 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
 
   const float zp = static_cast<float>(a.out_zp), s = a.out_scale;
   const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
-  if (g.ph * g.pw > 1 && requant_is_monotone(a, OC)) {
+  // 3x3 stride-1 layers on the AVX2 path (no VNNI): Winograd F(2x2, 3x3) on integers, the same sums with
+  // 2.25x fewer int16 multiplies, in the banded pipeline below (s32 sums, then the requantizing epilogue). The
+  // weights' transform runs per call (OC * C filters), so only where the batch's pixels outnumber it well.
+  const bool wino = active_qpath() == QPath::avx2 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+                    g.dw == 1 && C >= 8 && C <= kQWinoMaxC && g.OW % 2 == 0 && M >= 2048;
+  const bool pools = g.ph * g.pw > 1;
+  if ((pools && requant_is_monotone(a, OC)) || (wino && !pools)) {
     // Pool first: per band of pooled rows of one image, the im2col rows, the GEMM's s32 sums and the
     // pooled, requantized bytes stay in this thread's cache (bands of <= 8 pooled rows, so that a small
     // batch still splits across threads); ReLU in the epilogue (max(v, 0), then quantized: the zero point).
-    const int64_t bands = (PH + 7) / 8, band = (PH + bands - 1) / bands;
+    // (Without a pool the epilogue runs on each sum: no order to keep.) Winograd takes bands of an even
+    // number of conv rows (tiles of 2 x 2 outputs); an odd one takes the GEMM.
+    int64_t bands = (PH + 7) / 8, band = (PH + bands - 1) / bands;
+    if (wino && g.ph % 2 == 1 && band % 2 == 1 && band < PH) {
+      band += 1;
+      bands = (PH + band - 1) / band;
+    }
+    const int64_t tiles = band * g.ph / 2 * (g.OW / 2), wc = qwino_channels(C), wn = qwino_columns(OC);
+    std::vector<int16_t> wu(wino ? static_cast<size_t>(16 * wc * wn) : 0);
+    if (wino) qwino_weights(a.packed, OC, C, wu.data());
     parallel_for_work(g.N * bands, band * g.ph * g.OW * (lda + 4 * OC), [&](int64_t b, int64_t e) {
-      AlignedBuffer a_buf(static_cast<size_t>((band * g.ph * g.OW * lda + kp) / 4 + 1));
+      AlignedBuffer a_buf(wino ? 0 : static_cast<size_t>((band * g.ph * g.OW * lda + kp) / 4 + 1));
+      AlignedBuffer v_buf(wino ? static_cast<size_t>(16 * tiles * wc / 2 + 8) : 0);
+      AlignedBuffer m_buf(wino ? static_cast<size_t>(16 * tiles * wn) : 0);
       AlignedBuffer acc_buf(static_cast<size_t>(band * g.ph * g.OW * OC));
       std::vector<uint8_t> pooled(static_cast<size_t>(band * PW * OC + 16));  // (slack: qdequant_transpose)
-      uint8_t* ad = reinterpret_cast<uint8_t*>(a_buf.data());
       for (int64_t t = b; t < e; ++t) {
         const int64_t n = t / bands, r0 = t % bands * band, nr = std::min(band, PH - r0);
         const int64_t rows = nr * g.ph * g.OW;  // conv rows r0 * ph .. of image n
-        for (int64_t i = 0; i < nr * g.ph; ++i) im2col_row(n, r0 * g.ph + i, ad + i * g.OW * lda);
-        std::memset(ad + rows * lda, 0, static_cast<size_t>(kp - lda));
         QGemmArgs qb = q;
-        qb.a = ad;
         qb.M = rows;
         qb.out = QOut::s32;
         qb.c = acc_buf.data();
         qb.ldc = OC;
-        qgemm(qb);
+        if (wino && nr * g.ph % 2 == 0) {
+          qwino_rows(xpd + (n * Hp + r0 * g.ph) * Wp * C, Wp, C, xzp, wu.data(), OC, nr * g.ph, g.OW,
+                     reinterpret_cast<int32_t*>(acc_buf.data()), reinterpret_cast<int16_t*>(v_buf.data()),
+                     reinterpret_cast<int32_t*>(m_buf.data()));
+          qb.a_zp = 0;  // the sums are of x - zp already
+        } else {
+          if (a_buf.size() == 0) a_buf.reset(static_cast<size_t>((band * g.ph * g.OW * lda + kp) / 4 + 1));
+          uint8_t* ad = reinterpret_cast<uint8_t*>(a_buf.data());
+          for (int64_t i = 0; i < nr * g.ph; ++i) im2col_row(n, r0 * g.ph + i, ad + i * g.OW * lda);
+          std::memset(ad + rows * lda, 0, static_cast<size_t>(kp - lda));
+          qb.a = ad;
+          qgemm(qb);
+        }
         qb.relu = g.relu;
         qpool_requant(qb, reinterpret_cast<const int32_t*>(acc_buf.data()), g.OW, g.ph, g.pw, nr, PW, pooled.data());
         qdequant_transpose(pooled.data(), OC, nr * PW, OC, zp, s, PH * PW, y + n * OC * PH * PW + r0 * PW);

@@ -64,6 +64,24 @@ FG_KERNEL(void, qpool_requant,
            uint8_t* out),
           (ep, acc, OW, ph, pw, PH, PW, out))
 
+// 3x3 stride-1 convolutions on the AVX2 int8 path: Winograd F(2x2, 3x3) on integers (exact; see
+// cpp/kernels/per_isa/qconv_winograd.cpp). Channels are padded to qwino_channels(C), output columns to
+// qwino_columns(OC). The s32 sums' bound: 4 * 9 * C * 255 * 128 < 2^31 needs C <= kQWinoMaxC.
+constexpr int64_t kQWinoMaxC = 1024;
+inline int64_t qwino_channels(int64_t C) { return (C + 15) / 16 * 16; }
+inline int64_t qwino_columns(int64_t OC) { return (OC + 15) / 16 * 16; }
+// u (16 * qwino_channels(C) * qwino_columns(OC) int16): the weights' transforms G2 g G2^T (G2 = 2 G), from the
+// packed (OC, 9 * C) weights (taps (i, j, c), as QuantizedConv2d packs them).
+FG_KERNEL(void, qwino_weights, (const int8_t* packed, int64_t OC, int64_t C, int16_t* u), (packed, OC, C, u))
+// The s32 sums sum (x - zp) * w of R conv rows (R even) of OW pixels (OW even), out row r * OW + ow (ld OC):
+// in = the padded channels-last image at the band's first row (rows of Wp * C bytes; reads up to 15 bytes
+// past a pixel's C). Scratch: v 16 * (R / 2) * (OW / 2) * qwino_channels(C) int16, m as many tiles * 16 *
+// qwino_columns(OC) int32.
+FG_KERNEL(void, qwino_rows,
+          (const uint8_t* in, int64_t Wp, int64_t C, uint8_t zp, const int16_t* u, int64_t OC, int64_t R, int64_t OW,
+           int32_t* out, int16_t* v, int32_t* m),
+          (in, Wp, C, zp, u, OC, R, OW, out, v, m))
+
 // y (N, OC, OH / ph, OW / pw) float32 from x (N, C, H, W) float32.
 void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* y);
 
