@@ -70,7 +70,7 @@ class Seq2SeqBatchEngine(BatchEngine):
     def _decoder_step(self):
         from ..models.hf._decode_seq2seq import lean_seq2seq_step
         with no_grad():
-            step = lean_seq2seq_step(self.model, [], None, None)
+            step = lean_seq2seq_step(self.model, [], None, None, rows_alone=True)  # each row as if alone
         if step is None:
             raise TypeError(f"Seq2SeqBatchEngine: no lean decode step for {type(self.model).__name__}")
         return step
