@@ -1,11 +1,12 @@
-"""PEGASUS-X and NLLB-MoE on the completions server's batched paged engine (serve/paged_seq2seq.py): PEGASUS-X's
-block-local encoder before Pegasus' decoder (its sinusoids computed at each row's place), NLLB-MoE's sparse decoder
-layers in the lean step (models/hf/_decode_nllb_moe.py), with the checkpoints' routing (an eval capacity of every
-token) and with a capacity fraction of 0.3, where routing a step's rows together would drop tokens that each row
-alone keeps. Concurrent requests of different lengths share decode steps and each gets the tokens ``generate``
-gives its prompt alone; seeded sampling (n choices, top_p / top_k), penalties and stop strings answer what the
-one-at-a-time server answers; streamed chunks and logprobs equal the non-streamed ones; rows preempted on a small
-pool answer as without preemption (real uvicorn, httpx, checkpoints transformers wrote)."""
+"""PEGASUS-X, NLLB-MoE and ProphetNet batched in the completions server: PEGASUS-X's block-local encoder before
+Pegasus' decoder (its sinusoids computed at each row's place) and NLLB-MoE's sparse decoder layers in the lean step
+(models/hf/_decode_nllb_moe.py; the checkpoints' routing, an eval capacity of every token, and a capacity fraction of
+0.3, where routing a step's rows together would drop tokens that each row alone keeps) on the paged engine
+(serve/paged_seq2seq.py); ProphetNet's main stream and first predicting stream (models/hf/_decode_prophetnet.py) on
+the contiguous one (serve/seq2seq_batch.py). Concurrent requests of different lengths share decode steps and each
+gets the tokens ``generate`` gives its prompt alone; seeded sampling (n choices, top_p / top_k), penalties and stop
+strings answer what the one-at-a-time server answers; streamed chunks and logprobs equal the non-streamed ones; rows
+preempted on a small pool answer as without preemption (real uvicorn, httpx, checkpoints transformers wrote)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,9 @@ transformers.logging.set_verbosity_error()
 
 from serve_helpers import metric, post_all, running_app  # noqa: E402
 from test_serve_seq2seq_batching import EOS, PROMPTS, _answer, _solo  # noqa: E402
+from test_serve_seq2seq_batching import \
+    test_batched_lean_step_equals_solo_steps_to_rounding as check_batched_step  # noqa: E402
+from test_serve_seq2seq_batching import test_bfloat16_and_int8_weights_batch_too as check_weights  # noqa: E402
 
 _NLLB = dict(vocab_size=300, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
              decoder_attention_heads=4, encoder_ffn_dim=40, decoder_ffn_dim=24, max_position_embeddings=512,
@@ -44,10 +48,17 @@ def _write(kind: str, path) -> None:
             eos_token_id=EOS, decoder_start_token_id=0))
     elif kind == "nllb_moe":  # nllb-moe-54b's routing: eval capacity of every token, outputs scaled by 1 - 0.2
         hf = transformers.NllbMoeForConditionalGeneration(transformers.NllbMoeConfig(**_NLLB))
-    else:  # capacity ceil(0.3 * a call's tokens): four rows' tokens together would lose some of their choices
+    elif kind == "nllb_moe_capacity":  # capacity ceil(0.3 * a call's tokens): rows routed together lose choices
         hf = transformers.NllbMoeForConditionalGeneration(transformers.NllbMoeConfig(
             **dict(_NLLB, num_experts=3), moe_eval_capacity_token_fraction=0.3, batch_prioritized_routing=True,
             router_bias=True))
+    else:  # buckets saturating early (6, max distance 9): the 40-token rows pass the last one
+        hf = transformers.ProphetNetForConditionalGeneration(transformers.ProphetNetConfig(
+            vocab_size=300, hidden_size=32, encoder_ffn_dim=48, decoder_ffn_dim=40, num_encoder_layers=2,
+            num_decoder_layers=2, num_encoder_attention_heads=4, num_decoder_attention_heads=4,
+            max_position_embeddings=512, ngram=3, num_buckets=6, relative_max_distance=9, dropout=0.0,
+            attention_dropout=0.0, activation_dropout=0.0, init_std=0.3, pad_token_id=0, eos_token_id=EOS,
+            bos_token_id=2, decoder_start_token_id=0))
     hf.save_pretrained(path)
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"t{i}": i for i in range(300)}, unk_token="t2"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -66,8 +77,13 @@ def _checkpoint(kind, tmp_path_factory):
     return _WRITTEN[kind]
 
 
-@pytest.fixture(scope="module", params=["pegasus_x", "nllb_moe", "nllb_moe_capacity"])
+@pytest.fixture(scope="module", params=["pegasus_x", "nllb_moe", "nllb_moe_capacity", "prophetnet"])
 def pair(request, tmp_path_factory):
+    return _checkpoint(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["pegasus_x", "nllb_moe_capacity"])
+def paged(request, tmp_path_factory):
     return _checkpoint(request.param, tmp_path_factory)
 
 
@@ -89,14 +105,15 @@ def _steps(url, name):
 
 
 def test_the_lean_step_serves_the_family(pair):
-    """The server's batched engine applies (a lean step, rows routed alone); NLLB-MoE's random second-expert
-    policies do not (one at a time: their draws are the process generator's, per call)."""
+    """The server's batched engine applies (a lean step; PEGASUS-X and NLLB-MoE on the paged pool, ProphetNet on the
+    contiguous engine, its relative bias being each row's query's); NLLB-MoE's random second-expert policies do not
+    (one at a time: their draws are the process generator's, per call)."""
     from forgegrad.models.hf._decode_nllb_moe import NllbMoeLeanStep
     from forgegrad.models.hf._decode_seq2seq import lean_seq2seq_step
     from forgegrad.serve.generation_batch import batching_applies
     from forgegrad.serve.paged_seq2seq import paged_seq2seq_applies
     path, model = pair
-    assert batching_applies(model) and paged_seq2seq_applies(model)
+    assert batching_applies(model) and paged_seq2seq_applies(model) == (path.name != "prophetnet")
     if path.name.startswith("nllb"):
         with fg.no_grad():
             assert isinstance(lean_seq2seq_step(model, [], None, None, rows_alone=True), NllbMoeLeanStep)
@@ -115,7 +132,7 @@ def test_concurrent_requests_share_steps_with_their_solo_tokens(pair):
                                                   for p, n in zip(PROMPTS, lengths)])]
         steps, single, blocks = _steps(url, path.name)
     assert got == want
-    assert blocks > 0, "not the paged engine"
+    assert (blocks > 0) == (path.name != "prophetnet"), "not the engine the family decodes on"
     assert steps > 0 and single < steps, "no decode step ran more than one completion"
 
 
@@ -183,11 +200,11 @@ def test_streamed_choices_and_logprobs_equal_the_non_streamed_ones(pair):
             assert len(choice["logprobs"]["tokens"]) > 3
 
 
-def test_preempted_rows_answer_as_without_preemption(pair):
+def test_preempted_rows_answer_as_without_preemption(paged):
     """The engine on a pool of 9 blocks (rows preempted, their sources encoded again and their decoder tokens
     prefilled again: NLLB-MoE's one per call, as its steps routed them) against one with room for all."""
     from test_serve_seq2seq_paged_preempt import BODIES, _assert_clean, _engine, _run
-    path, model = pair
+    path, model = paged
     want, _ = _run(_engine(path, 256), BODIES)
     tight = _engine(path, 9)
     got, streamed = _run(tight, BODIES)
@@ -228,3 +245,20 @@ def test_nllb_moe_rows_route_alone_in_the_step(nllb):
     np.testing.assert_allclose(outs[True], np.stack(solo), rtol=1e-5, atol=1e-5)
     if path.name == "nllb_moe_capacity":
         assert np.abs(outs[False] - outs[True]).max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["pegasus_x", "prophetnet"])
+def test_batched_lean_step_equals_solo_steps(kind, tmp_path_factory):
+    """Rows of different sources (encoder keys padded behind the cross bias) and decoder lengths (keys right-aligned
+    behind padding, each row's own positions: PEGASUS-X's sinusoids, ProphetNet's position rows and its relative
+    buckets of a right-aligned key) give each row's solo logits to float32 rounding (test_serve_seq2seq_batching's
+    check)."""
+    check_batched_step(_checkpoint(kind, tmp_path_factory))
+
+
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+@pytest.mark.parametrize("kind", ["pegasus_x", "nllb_moe_capacity", "prophetnet"])
+def test_bfloat16_and_int8_weights_batch_too(kind, weights, tmp_path_factory):
+    """--weights bfloat16 / int8 (NLLB-MoE's experts and routers among the layers): requests share decode steps, each
+    with the tokens generate gives the same weights alone (test_serve_seq2seq_batching's check)."""
+    check_weights(_checkpoint(kind, tmp_path_factory), weights)

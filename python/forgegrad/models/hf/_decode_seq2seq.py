@@ -34,7 +34,7 @@ __all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 
 def _plain_types() -> tuple:
     from ... import nn
-    from . import bart, longt5, nllb_moe, pegasus_x, t5
+    from . import bart, longt5, nllb_moe, pegasus_x, prophetnet, t5
     return (t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
             longt5.LongT5ForConditionalGeneration, longt5.LongT5EncoderStack, longt5.LongT5EncoderBlock,
             longt5.LongT5EncoderSubLayer, longt5.LongT5LocalAttention, longt5.LongT5TransientGlobalAttention,
@@ -46,19 +46,24 @@ def _plain_types() -> tuple:
             pegasus_x.PegasusXEncoderStack, pegasus_x.PegasusXEncoderLayer, pegasus_x.PegasusXGlobalLocalAttention,
             pegasus_x.PegasusXDecoderStack, nllb_moe.NllbMoeForConditionalGeneration, nllb_moe.NllbMoeStack,
             nllb_moe.NllbMoeLayer, nllb_moe.NllbMoeDenseActDense, nllb_moe.NllbMoeSparseMLP, nllb_moe.NllbMoeTop2Router,
-            nn.ModuleDict,
+            nn.ModuleDict, prophetnet.ProphetNetForConditionalGeneration, prophetnet.ProphetNetEncoder,
+            prophetnet.ProphetNetDecoder, prophetnet.ProphetNetEncoderLayer, prophetnet.ProphetNetDecoderLayer,
+            prophetnet.ProphetNetAttention, prophetnet.ProphetNetNgramSelfAttention, prophetnet.ProphetNetFeedForward,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList, _bf16_linear(),
             _bf16_embedding(), _weight_only_linear())
 
 
 def lean_seq2seq_step(model, cross, mask, cache, rows_alone: bool = False):
-    """The lean step for ``model`` (T5's and BART's families, PEGASUS-X, NLLB-MoE) when it computes what its Tensor
-    decode does, else None. ``rows_alone``: NLLB-MoE's routers route each row's token as a call of that row alone
-    would (the completions server's rows, each equal to ``generate`` on its prompt alone); else the step's tokens
-    together, as the Tensor decode of the batch (``generate``'s, transformers')."""
-    from . import bart, nllb_moe, t5
+    """The lean step for ``model`` (T5's and BART's families, PEGASUS-X, NLLB-MoE, ProphetNet) when it computes what
+    its Tensor decode does, else None. ``rows_alone``: NLLB-MoE's routers route each row's token as a call of that
+    row alone would (the completions server's rows, each equal to ``generate`` on its prompt alone); else the step's
+    tokens together, as the Tensor decode of the batch (``generate``'s, transformers')."""
+    from . import bart, nllb_moe, prophetnet, t5
     if not lean_applies(model):
         return None
+    if isinstance(model, prophetnet.ProphetNetForConditionalGeneration):
+        from ._decode_prophetnet import ProphetNetLeanStep
+        return ProphetNetLeanStep(model, cross, mask, cache)
     if isinstance(model, t5.T5ForConditionalGeneration):  # (mT5, umT5: lean_applies took only the exact classes)
         return T5LeanStep(model, cross, mask, cache)
     if isinstance(model, nllb_moe.NllbMoeForConditionalGeneration):
