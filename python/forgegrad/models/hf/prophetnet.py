@@ -17,8 +17,8 @@ streams' (``logits_ngram`` the rest) and ``loss`` transformers' loss over them (
 
 generate runs a KV cache of the main stream's keys and values and computes only the first predicting stream (the one
 the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens); its steps are
-direct kernel calls (models/hf/_decode_prophetnet.py), which the completions server's batched rows run too. The ONNX export
-is not written for the streams: it raises NotImplementedError.
+direct kernel calls (models/hf/_decode_prophetnet.py), which the completions server's batched rows run too. The ONNX
+export is not written for the streams: it raises NotImplementedError.
 
 Two things transformers (5.24) does that are reproduced here, since its outputs are the reference: over more than one
 decoder place (its forward without a cache) it reads the predicting streams' relative-position projections in a
