@@ -136,6 +136,21 @@ def test_concurrent_requests_share_steps_with_their_solo_tokens(pair):
     assert steps > 0 and single < steps, "no decode step ran more than one completion"
 
 
+def test_the_contiguous_engine_routes_nllb_moe_rows_alone_too(tmp_path_factory, monkeypatch):
+    """seq2seq_batch.py's engine (the paged one's reference) on the 0.3-capacity checkpoint: each row's tokens are
+    generate's on its prompt alone as well."""
+    from forgegrad.serve import completions
+    path, model = _checkpoint("nllb_moe_capacity", tmp_path_factory)
+    monkeypatch.setattr(completions, "paged_seq2seq_applies", lambda model: False)
+    lengths = [12, 7, 9, 10]
+    with running_app(_app(path)) as url:
+        got = [_answer(a) for a in post_all(url, [{"prompt": p, "max_tokens": n, "temperature": 0}
+                                                  for p, n in zip(PROMPTS, lengths)])]
+        steps, single, blocks = _steps(url, path.name)
+    assert got == [_solo(model, p, n) for p, n in zip(PROMPTS, lengths)]
+    assert blocks == 0 and single < steps
+
+
 def test_every_request_setting_matches_the_one_at_a_time_path(pair):
     """Seeded sampling (n choices, top_p, top_k), penalties and logit_bias, a stop string, several prompts in one
     request, sent at once to the batched server, answer what ``--max-batch 1`` (generate, one request at a time)
