@@ -2,12 +2,12 @@
 of different lengths), tokens per second over all of them, decoded together (``max_batch`` N) and one request at a
 time (``max_batch`` 1).
 
-On a t5-small-shaped or bart-base-shaped checkpoint with random weights that transformers writes (and a word-level
-tokenizer.json, so every token id decodes to text; the end token set to the vocabulary's last id, which random
-weights hardly ever pick, so every request generates its max_tokens).
+On a t5-small-, bart-base- or pegasus-x-base-shaped checkpoint with random weights that transformers writes (and a
+word-level tokenizer.json, so every token id decodes to text; the end token set to the vocabulary's last id, which
+random weights hardly ever pick, so every request generates its max_tokens).
 
-    python tools/seq2seq_throughput.py [--model t5-small|bart-base] [--threads 1] [--tokens 64] [--rounds 3]
-                                       [--clients 4] [--dir /tmp/fg-t5-small]
+    python tools/seq2seq_throughput.py [--model t5-small|bart-base|pegasus-x-base] [--threads 1] [--tokens 64]
+                                       [--rounds 3] [--clients 4] [--dir /tmp/fg-t5-small]
 
 Needs torch, transformers, tokenizers and the serve extra."""
 from __future__ import annotations
@@ -29,6 +29,13 @@ def checkpoint(model: str, path: str) -> str:
         if model == "t5-small":  # T5Config's defaults are t5-small's shape
             V = 32128
             hf = transformers.T5ForConditionalGeneration(transformers.T5Config(eos_token_id=V - 1))
+        elif model == "pegasus-x-base":  # google/pegasus-x-base's config
+            V = 96103
+            hf = transformers.PegasusXForConditionalGeneration(transformers.PegasusXConfig(
+                vocab_size=V, d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
+                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=16384,
+                block_size=512, num_global_tokens=128, stagger_local_blocks=True, pad_token_id=0,
+                decoder_start_token_id=0, eos_token_id=V - 1, forced_eos_token_id=None))
         else:
             V = 50265
             hf = transformers.BartForConditionalGeneration(transformers.BartConfig(
@@ -66,7 +73,7 @@ def rate(url: str, n: int, clients: int) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=("t5-small", "bart-base"), default="t5-small")
+    ap.add_argument("--model", choices=("t5-small", "bart-base", "pegasus-x-base"), default="t5-small")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=3)

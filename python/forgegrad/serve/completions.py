@@ -22,8 +22,9 @@ encoder run once as it joins); models the batched step does not cover
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
 paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that
 came last is preempted: its keys are recomputed once blocks are free, its stream only pauses); so does the
-encoder-decoders' (BART's family and T5: paged_seq2seq.py, the decoder's keys and the encoder's, each row reserving
-its blocks as it joins, never preempted; T5's relative-position bias a table by distance in the paged kernel). The
+encoder-decoders' (BART's family with PEGASUS-X and NLLB-MoE, and T5's: paged_seq2seq.py, the decoder's keys and the
+encoder's, rows preempted and encoded again when it is full; T5's relative-position bias a table by distance in the
+paged kernel; ProphetNet, whose bias is each row's query's, on seq2seq_batch.py's contiguous cache). The
 server keeps prompts' prefilled keys and values by block (prefix_cache.py, up to ``prefix_cache_mb``; batched, as
 blocks of that pool shared by reference, or one at a time alike), so a prompt that starts like an earlier one (a
 chat's system prompt and turns) prefills only the rest; ``usage.prompt_tokens_details.cached_tokens`` says how many it

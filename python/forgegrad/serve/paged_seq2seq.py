@@ -1,4 +1,5 @@
-"""Continuous batching of BART's family (BART, Marian, mBART, M2M100 / NLLB) and T5 on the paged KV cache (kv_pool.py):
+"""Continuous batching of BART's family (BART, Marian, mBART, M2M100 / NLLB, Pegasus, BlenderBot, PEGASUS-X,
+NLLB-MoE) and T5's (T5, mT5, umT5, LongT5) on the paged KV cache (kv_pool.py):
 the completions server's encoder-decoder engine when the pool applies. The loop is paged_batch.py's (admission,
 one batched decode step of every row, each row's own token rules and sampler, no padding, no rebuild); the prefill
 is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with the decoder's start token).
@@ -25,6 +26,10 @@ is seq2seq_batch.py's (the encoder once on the prompt, its choices joining with 
   (``_C.attention.paged_decode``) takes it as a table (heads, max_distance + 1) by distance, built once per model
   (T5LeanStep), each row's query at its own last key, so rows of any lengths share one step.
 
+* NLLB-MoE's expert capacity counts the tokens of a call: each row's token is routed as a step of that row alone
+  would route it (the lean step's ``rows_alone``), and a preempted row's decoder tokens are fed again one per call,
+  so that its answer is ``generate``'s on its prompt alone.
+
 A row's logits equal its solo logits to float32 rounding (the contiguous engine's claim; here no row reads another's
 padding at all). A preempted row's recomputed keys are a decoder prefill's, equal to the ones it had to float32
 rounding as well.
@@ -45,8 +50,9 @@ log = logging.getLogger("forgegrad.serve")
 
 
 def paged_seq2seq_applies(model) -> bool:
-    """An encoder-decoder whose lean step can run on the paged pool: BART's family and T5, mT5, umT5 and LongT5 (their
-    relative-position bias a table by distance in the paged kernel; umT5's one per layer; LongT5's decoder is T5's)."""
+    """An encoder-decoder whose lean step can run on the paged pool: BART's family (PEGASUS-X's and NLLB-MoE's
+    decoders are its own) and T5, mT5, umT5 and LongT5 (their relative-position bias a table by distance in the paged
+    kernel; umT5's one per layer; LongT5's decoder is T5's)."""
     from ..models.hf import bart, longt5, t5
     return isinstance(model, bart.BartForConditionalGeneration) or type(model) in (
         t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
@@ -101,15 +107,15 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
     def __init__(self, gen, max_batch: int, pool: KVPool, **kw):
         if not paged_seq2seq_applies(gen.model):
             raise TypeError(f"PagedSeq2SeqEngine: {type(gen.model).__name__} has no paged decode step (BART's family: "
-                            "BART, Marian, mBART, M2M100, Pegasus, BlenderBot, BlenderBot-small; T5, mT5 and umT5 "
-                            "have; others are served by Seq2SeqBatchEngine)")
+                            "BART, Marian, mBART, M2M100, Pegasus, BlenderBot, BlenderBot-small, PEGASUS-X, NLLB-MoE; "
+                            "T5, mT5, umT5 and LongT5 have; others are served by Seq2SeqBatchEngine)")
         self.start = int(gen.model.decoder_start_token_id)
         super().__init__(gen, max_batch, pool, prefix_cache=None, **kw)
 
     def _decoder_step(self):
         from ..models.hf._decode_seq2seq import lean_seq2seq_step
         with no_grad():
-            step = lean_seq2seq_step(self.model, [], None, None)
+            step = lean_seq2seq_step(self.model, [], None, None, rows_alone=True)  # each row as if alone
         if step is None:
             raise TypeError(f"PagedSeq2SeqEngine: no lean decode step for {type(self.model).__name__}")
         return _PagedStep(step, self)
@@ -226,8 +232,12 @@ class PagedSeq2SeqEngine(PagedBatchEngine):
         keys), their keys and values straight into the row's blocks (out of its reservation, then taken)."""
         row = p.row
         cache = BlockCache(self.pool, row.table, 0, len(p.decoder), lambda: self._take(row))
+        # NLLB-MoE's expert capacity counts a call's tokens: its tokens one per call, as its decode steps fed them
+        calls = [p.decoder[i:i + 1] for i in range(len(p.decoder))] if getattr(
+            self.model, "routes_per_call", False) else [p.decoder]
         with no_grad():
-            self.model.decode(np.array([p.decoder]), states, None, cross=cross, cache=cache)
+            for tokens in calls:
+                self.model.decode(np.array([tokens]), states, None, cross=cross, cache=cache)
         if self.on_prefill is not None:
             self.on_prefill()
 

@@ -1,7 +1,9 @@
-"""Continuous batching of encoder-decoders (T5, BART, Marian, mBART, M2M100 / NLLB) for the completions server:
-the decoder-only engine's loop (generation_batch.py: slots, joins at the next step, a freed slot per row that
-ends, rebuilds only when a row does not fit) with an encoder in front. The server serves T5 with it; BART's family
-decodes on the paged KV cache instead (paged_seq2seq.py), which this engine still runs as the contiguous reference.
+"""Continuous batching of encoder-decoders (T5, BART, Marian, mBART, M2M100 / NLLB, ProphetNet) for the completions
+server: the decoder-only engine's loop (generation_batch.py: slots, joins at the next step, a freed slot per row that
+ends, rebuilds only when a row does not fit) with an encoder in front. The server serves ProphetNet with it (its
+main stream's relative bias is each row's query's projection: no table by distance for the paged kernel); BART's and
+T5's families decode on the paged KV cache instead (paged_seq2seq.py), which this engine still runs as the
+contiguous reference.
 
 * A joining request's prompt is its encoder's input: the encoder runs once on it alone (one call, between two
   of the others' decode steps; a request's n choices of one prompt share it), and so do its decoder layers'
@@ -40,8 +42,9 @@ _NEG = np.float32(np.finfo(np.float32).min)
 
 
 def seq2seq_batching_applies(model) -> bool:
-    """The encoder-decoder's lean step runs its decoder (models/hf/_decode_seq2seq.py: T5, BART, Marian, mBART,
-    M2M100 with float32, bfloat16 or int8 weight-only layers and no replaced or hooked modules)."""
+    """The encoder-decoder's lean step runs its decoder (models/hf/_decode_seq2seq.py: T5's and BART's families,
+    PEGASUS-X, NLLB-MoE, ProphetNet with float32, bfloat16 or int8 weight-only layers and no replaced or hooked
+    modules)."""
     from ..models.hf._decode_seq2seq import lean_seq2seq_step
     with no_grad():
         return lean_seq2seq_step(model, [], None, None) is not None
@@ -70,7 +73,7 @@ class Seq2SeqBatchEngine(BatchEngine):
     def _decoder_step(self):
         from ..models.hf._decode_seq2seq import lean_seq2seq_step
         with no_grad():
-            step = lean_seq2seq_step(self.model, [], None, None)
+            step = lean_seq2seq_step(self.model, [], None, None, rows_alone=True)  # each row as if alone
         if step is None:
             raise TypeError(f"Seq2SeqBatchEngine: no lean decode step for {type(self.model).__name__}")
         return step

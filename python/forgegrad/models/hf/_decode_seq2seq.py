@@ -14,7 +14,8 @@ their own decoder positions (``positions``), each row's cached keys right-aligne
 (``rebind``), as a padded batch's cross-attention masks its encoder padding. BART's family also steps on a
 paged KV cache (serve/paged_seq2seq.py): its self-attention keys in a ``PagedKV``'s blocks, its encoder keys/values
 in a ``PagedCross``'s blocks of the same pool, and so does T5: its self-attention's relative-position bias goes to
-the paged kernel (``_C.attention.paged_decode``) as a table by distance, built once per model.
+the paged kernel (``_C.attention.paged_decode``) as a table by distance, built once per model. NLLB-MoE's step
+(BartLeanStep with its sparse feed-forwards) is in _decode_nllb_moe.py.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ __all__ = ["T5LeanStep", "BartLeanStep", "PagedCross", "lean_seq2seq_step"]
 
 def _plain_types() -> tuple:
     from ... import nn
-    from . import bart, longt5, pegasus_x, t5
+    from . import bart, longt5, nllb_moe, pegasus_x, prophetnet, t5
     return (t5.T5ForConditionalGeneration, t5.MT5ForConditionalGeneration, t5.UMT5ForConditionalGeneration,
             longt5.LongT5ForConditionalGeneration, longt5.LongT5EncoderStack, longt5.LongT5EncoderBlock,
             longt5.LongT5EncoderSubLayer, longt5.LongT5LocalAttention, longt5.LongT5TransientGlobalAttention,
@@ -43,18 +44,31 @@ def _plain_types() -> tuple:
             bart.BlenderbotForConditionalGeneration, bart.BlenderbotSmallForConditionalGeneration, bart.BartStack,
             bart.BartLayer, bart.BartAttention, pegasus_x.PegasusXForConditionalGeneration,
             pegasus_x.PegasusXEncoderStack, pegasus_x.PegasusXEncoderLayer, pegasus_x.PegasusXGlobalLocalAttention,
-            pegasus_x.PegasusXDecoderStack,
+            pegasus_x.PegasusXDecoderStack, nllb_moe.NllbMoeForConditionalGeneration, nllb_moe.NllbMoeStack,
+            nllb_moe.NllbMoeLayer, nllb_moe.NllbMoeDenseActDense, nllb_moe.NllbMoeSparseMLP, nllb_moe.NllbMoeTop2Router,
+            nn.ModuleDict, prophetnet.ProphetNetForConditionalGeneration, prophetnet.ProphetNetEncoder,
+            prophetnet.ProphetNetDecoder, prophetnet.ProphetNetEncoderLayer, prophetnet.ProphetNetDecoderLayer,
+            prophetnet.ProphetNetAttention, prophetnet.ProphetNetNgramSelfAttention, prophetnet.ProphetNetFeedForward,
             nn.Linear, nn.RMSNorm, nn.LayerNorm, nn.Embedding, nn.Dropout, nn.ModuleList, _bf16_linear(),
             _bf16_embedding(), _weight_only_linear())
 
 
-def lean_seq2seq_step(model, cross, mask, cache):
-    """The lean step for ``model`` (T5, BART or Marian) when it computes what its Tensor decode does, else None."""
-    from . import bart, t5
+def lean_seq2seq_step(model, cross, mask, cache, rows_alone: bool = False):
+    """The lean step for ``model`` (T5's and BART's families, PEGASUS-X, NLLB-MoE, ProphetNet) when it computes what
+    its Tensor decode does, else None. ``rows_alone``: NLLB-MoE's routers route each row's token as a call of that
+    row alone would (the completions server's rows, each equal to ``generate`` on its prompt alone); else the step's
+    tokens together, as the Tensor decode of the batch (``generate``'s, transformers')."""
+    from . import bart, nllb_moe, prophetnet, t5
     if not lean_applies(model):
         return None
+    if isinstance(model, prophetnet.ProphetNetForConditionalGeneration):
+        from ._decode_prophetnet import ProphetNetLeanStep
+        return ProphetNetLeanStep(model, cross, mask, cache)
     if isinstance(model, t5.T5ForConditionalGeneration):  # (mT5, umT5: lean_applies took only the exact classes)
         return T5LeanStep(model, cross, mask, cache)
+    if isinstance(model, nllb_moe.NllbMoeForConditionalGeneration):
+        from ._decode_nllb_moe import NllbMoeLeanStep, nllb_moe_lean_applies
+        return NllbMoeLeanStep(model, cross, mask, cache, rows_alone) if nllb_moe_lean_applies(model) else None
     if isinstance(model, bart.BartForConditionalGeneration):
         return BartLeanStep(model, cross, mask, cache)
     return None
@@ -301,7 +315,7 @@ class BartLeanStep(_LeanStep):
             return x + f(_norm(norm, x)) if pre else _norm(norm, x + f(x))
 
         for i, layer in enumerate(dec.layers):
-            att, ca = layer.self_attn, layer.encoder_attn
+            att, (ca, cross_norm, ff_norm) = layer.self_attn, self._parts(layer)
             H = att.heads
             scale = 1.0 / float(np.sqrt(x.shape[1] // H))
 
@@ -313,14 +327,22 @@ class BartLeanStep(_LeanStep):
                 return _linear(ca.out_proj, self._cross_attention(i, _linear(ca.q_proj, y).reshape(B, H, -1), scale))
 
             x = sub_layer(layer.self_attn_layer_norm, x, self_attention)
-            x = sub_layer(layer.encoder_attn_layer_norm, x, cross_attention)
-            x = sub_layer(layer.final_layer_norm, x, lambda y, layer=layer: _linear(layer.fc2, _linear(
-                layer.fc1, y, self.act)))
+            x = sub_layer(cross_norm, x, cross_attention)
+            x = sub_layer(ff_norm, x, lambda y, layer=layer: self._feed_forward(layer, y))
         if pre:
             x = _norm(dec.layer_norm, x)
         cache.advance(1)
         head = m.decoder_embedding() if m.tied else m.lm_head
         return _linear(head, x) + m.final_logits_bias.numpy()
+
+    @staticmethod
+    def _parts(layer) -> tuple:
+        """A decoder layer's (cross-attention, its LayerNorm, the feed-forward's LayerNorm)."""
+        return layer.encoder_attn, layer.encoder_attn_layer_norm, layer.final_layer_norm
+
+    def _feed_forward(self, layer, y: np.ndarray) -> np.ndarray:
+        """A decoder layer's feed-forward on its normalised rows y (B, d)."""
+        return _linear(layer.fc2, _linear(layer.fc1, y, self.act))
 
 
 def _norm(ln, x: np.ndarray) -> np.ndarray:

@@ -31,8 +31,9 @@ and keeps it for later training calls; forgegrad takes the config's every call.
 ``model.output_router_logits = True`` keeps each sparse layer's router logits of the last forward
 (``router_logits()``: (encoder layers', decoder layers')) and ``aux_losses(attention_mask)`` gives transformers'
 ``encoder_aux_loss`` and ``decoder_aux_loss`` (load_balancing_loss with top-2); its training loss adds
-``router_aux_loss_coef`` times their sum to the cross-entropy. generate uses the Tensor decode (no lean step, no
-batched server).
+``router_aux_loss_coef`` times their sum to the cross-entropy. generate's decode steps and the completions server's
+batched rows run the lean step (models/hf/_decode_nllb_moe.py; the server's rows each routed as a call of that row
+alone, as ``generate`` routes its prompt alone).
 
 ``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_graph): the first and
 second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the tokens
@@ -129,16 +130,20 @@ def router_settings(cfg: dict) -> RouterSettings:
                           _flag(cfg, "router_bias", False), policy, dtype)
 
 
-def _rounded(t: Tensor, dtype: str) -> Tensor:
-    """t's values rounded to ``dtype`` ("bfloat16" or "float16", to nearest even, as torch's casts), held in float32;
-    the gradient passes through unchanged (the difference added is a constant)."""
-    a = t.numpy()
+def rounded_array(a: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values of ``a`` rounded to ``dtype`` ("bfloat16" or "float16", to nearest even, as torch's casts),
+    held in float32."""
     if dtype == "bfloat16":
-        r = from_bfloat16_bits(to_bfloat16_bits(a))
-    else:
-        with np.errstate(over="ignore"):
-            r = a.astype(np.float16).astype(np.float32)
-    return t + Tensor._wrap(r - a)  # exact: r - a and a + (r - a) are float32 numbers
+        return from_bfloat16_bits(to_bfloat16_bits(np.ascontiguousarray(a, np.float32)))
+    with np.errstate(over="ignore"):
+        return a.astype(np.float16).astype(np.float32)
+
+
+def _rounded(t: Tensor, dtype: str) -> Tensor:
+    """t's values rounded to ``dtype`` (rounded_array), held in float32; the gradient passes through unchanged (the
+    difference added is a constant)."""
+    a = t.numpy()
+    return t + Tensor._wrap(rounded_array(a, dtype) - a)  # exact: r - a and a + (r - a) are float32 numbers
 
 
 def _queue_places(choice: np.ndarray, routed: np.ndarray, order: np.ndarray, n_experts: int) -> np.ndarray:
@@ -388,6 +393,9 @@ class NllbMoeForConditionalGeneration(M2M100ForConditionalGeneration):
 
     architecture = "NllbMoeForConditionalGeneration"
     model_type = "nllb-moe"
+    # an expert's capacity counts the tokens of one call: a row's decoder tokens fed again (the paged server's
+    # preempted row) go one per call, as its decode steps fed them, so that no token is dropped for another's
+    routes_per_call = True
 
     def __init__(self, config: dict):
         self.router = router_settings(config)

@@ -16,7 +16,8 @@ streams' (``logits_ngram`` the rest) and ``loss`` transformers' loss over them (
 ``disable_ngram_loss``).
 
 generate runs a KV cache of the main stream's keys and values and computes only the first predicting stream (the one
-the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens).
+the logits read: a predicting stream feeds nothing else), every place vectorised (no loop over tokens); its steps are
+direct kernel calls (models/hf/_decode_prophetnet.py), which the completions server's batched rows run too.
 ``export_seq2seq`` writes the same step (encode_graph, decode_graph): the main stream's keys and values as the cache,
 the first predicting stream's logits, its relative projections read as the cached generation reads them (so that a call
 on T new places gives what T one-place steps give, not what a forward over them gives: see below).
