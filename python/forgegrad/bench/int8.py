@@ -56,11 +56,12 @@ def gemm_fns(M: int, N: int, K: int, threads: int, path=None, amax: int = 255) -
             return _C.quant.gemm_u8s8s32(a, packed, N, K)
     else:
         def int8():  # the path is a process-wide setting: set it for this call only
+            before = _C.quant.path()  # (FORGEGRAD_INT8's choice stays for the rows after this one)
             _C.quant.set_path(path)
             try:
                 return _C.quant.gemm_u8s8s32(a, packed, N, K)
             finally:
-                _C.quant.set_path(None)
+                _C.quant.set_path(before)
     # "weights" is not a runtime: it lets a test check the results (onnxruntime's graph subtracts an
     # activation zero point of 128, as a dynamic-quantized model's does)
     fns = {"forgegrad": int8, "fg fp32": lambda: matmul(af, wf), "onnxruntime": None, "weights": w}
