@@ -165,7 +165,10 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     cross_names, past_names, present_names = _names(model)
     rng = np.random.default_rng(seed)
     B, S, P, T = 2, 5, 3, 4
-    enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S)
+    # a block-local encoder (LongT5, PEGASUS-X): the sequence's blocks and global tokens are quotients of its length
+    floor, ceil = model.graph_axis_divisors() if callable(getattr(model, "graph_axis_divisors", None)) else ({}, {})
+    S_enc = model.graph_example_length() if callable(getattr(model, "graph_example_length", None)) else S
+    enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S_enc)
     masked, decoder_masked = _masked(model), _decoder_masked(model)
     metadata = model.graph_metadata() if callable(getattr(model, "graph_metadata", None)) else None
     was_training = model.training
@@ -174,7 +177,8 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
         enc = export(EncoderWithCross(model), tuple(Tensor(a) for a in enc_inputs),
                      os.path.join(directory, "encoder.onnx"), opset=opset, input_names=enc_names,
                      output_names=["last_hidden_state"] + cross_names, dynamic_axes=enc_axes,
-                     verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes)
+                     verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes, axis_divisors=floor,
+                     axis_ceil_divisors=ceil)
         shape = model.new_cache(B, 1).keys[0].shape
         heads, dim = shape[1], shape[3]
         past = []
@@ -185,7 +189,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
                 "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
         head, names = [rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)], ["input_ids"]
         if masked:
-            head.append(enc_inputs[1])
+            head.append(np.concatenate([enc_inputs[1][:, :S - 2], enc_inputs[1][:, -2:]], axis=1))  # S keys
             names.append("encoder_attention_mask")
             axes["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
         if decoder_masked:
