@@ -1,5 +1,5 @@
-"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART, M2M100, Whisper) with their KV caches, for generation
-in onnxruntime.
+"""ONNX export of the encoder-decoders (T5, LongT5, BART, Marian, mBART, M2M100, Pegasus, PEGASUS-X, Whisper) with their
+KV caches, for generation in onnxruntime.
 
 ``export_seq2seq(model, DIR)`` writes two graphs, each verified in onnxruntime against forgegrad:
 
@@ -17,6 +17,10 @@ The names are Hugging Face optimum's. The decoder's positions (BART's learned an
 T5's bucketed relative distances, from a table of the buckets computed as the eager model computes them)
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
 the pair (greedy, sampled, or beam search: ``onnx_beam``).
+
+A block-local encoder (LongT5, PEGASUS-X) names how its sequence is cut (``graph_axis_divisors``: the floor and ceil
+divisors of ``encoder_sequence``, passed to the exporter, so that the blocks and global tokens of any length are
+computed in the graph) and, optionally, an example length that reaches its global path (``graph_example_length``).
 
 Whisper's graphs differ in their inputs: the encoder reads ``input_features`` (batch, num_mel_bins, frames;
 the model's ``graph_encoder_inputs``), and its decoder has no ``encoder_attention_mask`` (every encoder position
@@ -50,7 +54,7 @@ def _check(model, who: str):
         raise NotImplementedError(f"{who}: {type(model).__name__}: {unsupported}")
     if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
         raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
-                        "(T5, BART, Marian, mBART, M2M100 or Whisper)")
+                        "(T5, LongT5, BART, Marian, mBART, M2M100, PEGASUS-X or Whisper)")
 
 
 def _masked(model) -> bool:
@@ -146,17 +150,16 @@ def _encoder_inputs(model, rng, B: int, S: int):
 
 def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attentions: bool = False, opset: int = 17,
                    verify: bool = True, rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
-    """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
-    and outputs) for a T5, BART, Marian, mBART, M2M100 or Whisper model, each verified in onnxruntime against
-    forgegrad (the encoder at batch 1 and 3 besides the example's; the decoder: at the example's sizes, with no
-    past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``: the decoder's logits for its last
-    position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads`` needed):
-    the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
-    token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
+    """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs and
+    outputs) for a T5, LongT5, BART, Marian, mBART, M2M100, Pegasus, PEGASUS-X or Whisper model, each verified in
+    onnxruntime against forgegrad (the encoder at batch 1 and 3 besides the example's; the decoder: at the example's
+    sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``: the decoder's logits for
+    its last position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads``
+    needed): the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``),
+    which token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
     written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``;
-    without one, the one transformers builds from config.json) beside the graphs,
-    where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
-    (encoder, decoder)."""
+    without one, the one transformers builds from config.json) beside the graphs, where ``generate_onnx_seq2seq``
+    reads it. Returns the two ExportReports (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
