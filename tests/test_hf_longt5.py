@@ -5,7 +5,7 @@ logits, greedy / beam / seeded sampling generation and the lean decode step (bfl
 completions server on the paged pool, float64 gradients of every parameter,
 save_pretrained, the block layout against transformers' own helpers (a long sequence whose global block ids turn on
 float32 rounding), inputs shorter than a block or a global block and a long one, and the errors of a bad config
-and of the ONNX export, which LongT5 does not have yet."""
+and of the ONNX export of a config it cannot trace (its export: test_hf_onnx_block_local.py)."""
 import json
 
 import numpy as np
@@ -179,5 +179,8 @@ def test_bad_config_and_onnx_export_raise_naming_the_problem(pair, tmp_path):
     (tmp_path / "bad" / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="encoder_attention_type"):
         from_pretrained(tmp_path / "bad")
-    with pytest.raises(NotImplementedError, match="LongT5ForConditionalGeneration.*no ONNX graph"):
-        export_seq2seq(model, tmp_path / "onnx")
+    # the global blocks as long as the local ones: floor(T / L) and ceil(T / L) - 1 agree at every traced length
+    same = LongT5ForConditionalGeneration({**_COMMON, **CONFIGS["transient-global"], "local_radius": 2,
+                                           "global_block_size": 3})
+    with pytest.raises(NotImplementedError, match="global_block_size equal to local_radius \\+ 1 \\(3\\)"):
+        export_seq2seq(same, tmp_path / "onnx")

@@ -202,6 +202,10 @@ class ExportContext:
             if sym in self.symbols.quotients:  # floor(axis / d): int64 Div of sizes (non-negative) floors
                 parent, d = self.symbols.quotients[sym]
                 self._expr_cache[key] = self.node("Div", [self.symbol_value(parent), self.ints([d])])
+            elif sym in self.symbols.ceilings:  # ceil(axis / d) = floor((axis + d - 1) / d)
+                parent, d = self.symbols.ceilings[sym]
+                up = self.node("Add", [self.symbol_value(parent), self.ints([d - 1])])
+                self._expr_cache[key] = self.node("Div", [up, self.ints([d])])
             else:
                 inp, axis = self.symbols.source[sym]
                 shape = self.node("Shape", [inp])

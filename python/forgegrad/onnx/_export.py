@@ -342,7 +342,8 @@ def atomic_save(model_proto, path: str) -> None:
 def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, input_names=None,
            output_names=None, verify: bool = True, rtol: Optional[float] = None, atol: Optional[float] = None,
            verify_sizes: Optional[Sequence[Dict[str, int]]] = None, metadata: Optional[Dict[str, str]] = None,
-           float64: str = "cast", axis_divisors: Optional[Dict[str, int]] = None, nan_exact_pooling: bool = False):
+           float64: str = "cast", axis_divisors: Optional[Dict[str, int]] = None, nan_exact_pooling: bool = False,
+           axis_ceil_divisors: Optional[Dict[str, int]] = None):
     """Export a forgegrad model to an ONNX file and (by default) check it with onnxruntime.
 
     The model first runs on the meta device (shapes only, no kernels) at the sizes it will be traced
@@ -385,6 +386,11 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             back as ``session.get_modelmeta().custom_metadata_map``).
         axis_divisors: ``{symbol: d}``: dynamic axes the model divides by an integer (an image's sides by a patch
             size); sizes it computes as floor(axis / d) (a patch grid) then become integer Divs of the input's shape.
+        axis_ceil_divisors: ``{symbol: d}``: dynamic axes the model cuts into blocks of d, the last one padded (a
+            block-local attention); sizes it computes as ceil(axis / d) (the number of blocks) and their multiples (the
+            padded length) are then computed from the input's shape. The padding itself must be a whole block sliced to
+            that length (``F.pad(x, (0, 0, 0, d))[:, :d * blocks]``): the remainder d*blocks - axis is no product of
+            the symbols.
         nan_exact_pooling: max pools (``max_pool1d/2d/3d``, the adaptive max pools) give NaN for a window holding
             a NaN, as torch's, in onnxruntime too. onnxruntime's MaxPool / ReduceMax skip a NaN that is not the
             window's first element, so this adds an IsNaN mask pooled alongside each max pool (about twice the
@@ -440,6 +446,7 @@ def export(model, example_inputs, path, *, opset: int = 17, dynamic_axes=None, i
             symbols.add(s, x.shape[a], (name, a % x.ndim))
         input_axes.append(ax)
     symbols.divide_all(axis_divisors)
+    symbols.divide_all(axis_ceil_divisors, ceil=True)
     symbols.choose_sizes()
 
     from ._verify import ExportReport, default_verify_sizes, verify_model

@@ -17,6 +17,11 @@ A symbol may also be divided (``divide``: an image side by a patch size): ``"hei
 size is floor(height / 14) in every trace, computed at run time by an integer Div, and the traces step ``height`` by
 more than 14 (with remainders that differ, so floor(height / 14) is told from height / 14), so that a patch grid's
 sizes and the products of its sides (``1 + height//14 * width//14`` tokens) solve to expressions.
+
+A symbol may also be divided rounding up (``divide(..., ceil=True)``): ``"ceil(sequence/128)"`` is the number of whole
+blocks of 128 that cover ``sequence`` (a block-local attention pads its input to them), computed at run time as
+(sequence + 127) // 128; the padded length is then ``128*ceil(sequence/128)``, and a model pads by a whole block and
+slices to that length rather than pad by the remainder (which is no product of symbols).
 """
 from __future__ import annotations
 
@@ -76,11 +81,12 @@ class Symbols:
         self.axes: List[Tuple[str, int]] = []  # every (graph input name, axis) a symbol names, in order
         self.derived: Dict[str, Tuple[str, ...]] = {}  # "a+b" -> ("a", "b"): a sum of other symbols
         self.quotients: Dict[str, Tuple[str, int]] = {}  # "height//14" -> ("height", 14)
+        self.ceilings: Dict[str, Tuple[str, int]] = {}  # "ceil(sequence/128)" -> ("sequence", 128)
 
     @property
     def free(self) -> List[str]:
         """The symbols whose sizes are chosen (not sums of others, nor quotients)."""
-        return [n for n in self.names if n not in self.derived and n not in self.quotients]
+        return [n for n in self.names if n not in self.derived and n not in self.quotients and n not in self.ceilings]
 
     def full(self, sizes: Dict[str, int]) -> Dict[str, int]:
         """The example's sizes with ``sizes`` (free symbols) over them, and every sum and quotient recomputed."""
@@ -89,32 +95,47 @@ class Symbols:
             out[name] = sum(out[p] for p in parts)
         for name, (parent, d) in self.quotients.items():
             out[name] = out[parent] // d
+        for name, (parent, d) in self.ceilings.items():
+            out[name] = -(-out[parent] // d)
         return out
 
-    def divide(self, name: str, divisor: int) -> str:
-        """Add the symbol ``name//divisor`` (floor(name / divisor)), before ``choose_sizes``; returns its name."""
-        if name not in self.a or name in self.derived:
-            raise ValueError(f"axis_divisors names {name!r}, which is not a dynamic input axis (those are "
-                             f"{self.free})")
+    def divide(self, name: str, divisor: int, ceil: bool = False) -> str:
+        """Add the symbol ``name//divisor`` (floor(name / divisor)), or with ``ceil`` ``ceil(name/divisor)``, before
+        ``choose_sizes``; returns its name."""
+        what = "axis_ceil_divisors" if ceil else "axis_divisors"
+        if name not in self.a or name in self.derived or name in self.quotients or name in self.ceilings:
+            raise ValueError(f"{what} names {name!r}, which is not a dynamic input axis (those are {self.free})")
         if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or divisor < 2:
-            raise ValueError(f"axis_divisors[{name!r}] must be an int of at least 2, got {divisor!r}")
-        q = f"{name}//{int(divisor)}"
-        if q not in self.quotients:
-            self.quotients[q] = (name, int(divisor))
+            raise ValueError(f"{what}[{name!r}] must be an int of at least 2, got {divisor!r}")
+        d = int(divisor)
+        other = self.quotients if ceil else self.ceilings
+        if (name, d) in other.values():  # the traces' sizes are never multiples of d: the two would differ by 1 in all
+            raise ValueError(f"{what}[{name!r}] = {d}: the axis is divided by {d} rounding both down (axis_divisors) "
+                             f"and up (axis_ceil_divisors); the traces cannot tell the two apart")
+        q, table = (f"ceil({name}/{d})", self.ceilings) if ceil else (f"{name}//{d}", self.quotients)
+        if q not in table:
+            table[q] = (name, d)
             self.names.append(q)
-            self.a[q] = self.a[name] // int(divisor)
+            self.a[q] = -(-self.a[name] // d) if ceil else self.a[name] // d
             self.source[q] = self.source[name]
         return q
 
-    def divide_all(self, axis_divisors) -> None:
-        """``divide`` each of export's ``axis_divisors`` (None: none)."""
+    def divide_all(self, axis_divisors, ceil: bool = False) -> None:
+        """``divide`` each of export's ``axis_divisors`` (or, with ``ceil``, ``axis_ceil_divisors``; None: none)."""
         if axis_divisors is not None and not isinstance(axis_divisors, dict):
-            raise TypeError(f"export: axis_divisors must map dynamic axis names to ints, got {axis_divisors!r}")
+            what = "axis_ceil_divisors" if ceil else "axis_divisors"
+            raise TypeError(f"export: {what} must map dynamic axis names to ints, got {axis_divisors!r}")
         for name, d in (axis_divisors or {}).items():
-            self.divide(name, d)
+            self.divide(name, d, ceil)
 
     def _divisors(self, name: str) -> List[int]:
-        return [d for p, d in self.quotients.values() if p == name]
+        return [d for p, d in (*self.quotients.values(), *self.ceilings.values()) if p == name]
+
+    def _quotients_of(self, name: str, v: int) -> Dict[str, int]:
+        """The sizes of ``name``'s quotient symbols (floor and ceil) when it is ``v``."""
+        out = {q: v // d for q, (p, d) in self.quotients.items() if p == name}
+        out.update({q: -(-v // d) for q, (p, d) in self.ceilings.items() if p == name})
+        return out
 
     def add(self, name: str, size: int, source: Tuple[str, int]) -> None:
         if "+" in name and name not in self.derived:
@@ -159,7 +180,7 @@ class Symbols:
                 for v in self._candidates(a, divs, trace):
                     if v == a or v == self.b.get(name) or not distinct(name, v, sizes):
                         continue
-                    quot = {f"{name}//{d}": v // d for d in divs}
+                    quot = self._quotients_of(name, v)
                     if all(q != self.b.get(n) and distinct(n, q, {**sizes, name: v}) for n, q in quot.items()):
                         sizes[name] = v
                         sizes.update(quot)
@@ -192,7 +213,7 @@ class Symbols:
                     m = 1
                     for sym in subset:
                         m *= sizes[sym]
-                    coefs.add(v // m if v % m == 0 else None)
+                    coefs.add(v // m if m and v % m == 0 else None)  # m 0: a quotient of an axis below its divisor
                 if len(coefs) == 1 and None not in coefs and next(iter(coefs)) > 0:
                     found.append(Expr(coefs.pop(), subset, 0))
         if len(found) == 1:

@@ -14,21 +14,26 @@ table by (global block - the query's block), and only to those that hold tokens 
 
 Masked scores get -1e10 as transformers adds them (a padded query's row is then uniform, as theirs), so the encoder's
 output equals transformers' at every position, padding included. The decoder, cross-attention, generate, the lean
-decode step are T5's (models/hf/t5.py). The ONNX export (export_seq2seq) is not written for the block-local encoder:
-it raises NotImplementedError rather than export T5's full attention.
+decode step are T5's (models/hf/t5.py).
+
+``encode_graph`` (export_seq2seq's encoder graph) computes the same with Tensor ops on any batch and length: the
+sequence padded by a whole zero block and sliced to ceil(T / L) blocks (the exporter's ``axis_ceil_divisors``), the
+masks from the attention mask, and the global blocks' ids, holdings and buckets as the arithmetic above (the float32
+rounding included) on the tokens' places; the global sums are a one-hot (B, G, T) product (transformers' einsum), G =
+T // global_block_size (``axis_divisors``; 0 below one global block, where the global columns are empty).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ... import nn
 from ..._torch_indexing import index_add
-from ...factories import cat, zeros
+from ...factories import cat, where, zeros
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import ids_array, mask_array
+from ._layers import ids_array, key_places, mask_array, rows
 from .t5 import T5ForConditionalGeneration, T5SubLayer, init_attention, relative_position_bucket
 
 __all__ = ["LongT5ForConditionalGeneration", "local_block_mask", "transient_global_blocks"]
@@ -94,21 +99,46 @@ def transient_global_blocks(padding: np.ndarray, block: int) -> Tuple[np.ndarray
     return ids, holds
 
 
-def _blocks(x: Tensor, L: int, before: int = 0) -> Tensor:
+def _blocks(x: Tensor, L: int, before: int = 0, graph: bool = False) -> Tensor:
     """(B, T, ...) -> (B, blocks, L, ...): x padded with zeros to whole blocks, plus ``before`` zero blocks in front
-    and as many after."""
+    and as many after. ``graph``: as the exported graph pads (a whole zero block, sliced to the blocks: the remainder
+    is no size the exporter can compute; the blocks are ceil(T / L), which it can)."""
     T = x.shape[1]
     nb = -(-T // L)
+    if graph:
+        x = F.pad(x, (0, 0) * (x.ndim - 2) + (0, L))[:, :nb * L]
+        x = x.reshape(x.shape[0], nb, L, *x.shape[2:])
+        return F.pad(x, (0, 0) * (x.ndim - 2) + (before, before)) if before else x
     pad = [0, 0] * (x.ndim - 2) + [before * L, nb * L - T + before * L]
     x = F.pad(x, tuple(pad)) if any(pad) else x
     return x.reshape(x.shape[0], nb + 2 * before, L, *x.shape[2:])
 
 
-def _three_blocks(x: Tensor, L: int) -> Tensor:
+def _three_blocks(x: Tensor, L: int, graph: bool = False) -> Tensor:
     """(B, T, H, D) -> (B, blocks, 3L, H, D): each block's keys, its neighbours' on either side."""
-    padded = _blocks(x, L, before=1)
+    padded = _blocks(x, L, before=1, graph=graph)
     nb = padded.shape[1] - 2
     return cat([padded[:, 0:nb], padded[:, 1:nb + 1], padded[:, 2:nb + 2]], dim=2)
+
+
+def local_block_bias(mask: Tensor, L: int) -> Tensor:
+    """local_block_mask as Tensor ops (the exported graph's): ``mask`` (B, T) float, 1 for a token."""
+    tokens = _blocks(mask, L, before=1, graph=True)  # (B, blocks + 2, L)
+    nb = tokens.shape[1] - 2
+    keys = cat([tokens[:, 0:nb], tokens[:, 1:nb + 1], tokens[:, 2:nb + 2]], dim=2)  # (B, nb, 3L)
+    near = Tensor._wrap((np.abs(_three_block_distances(L)) < L).astype(np.float32))
+    allowed = tokens[:, 1:nb + 1].unsqueeze(-1) * keys.unsqueeze(-2) * near  # (B, nb, L, 3L)
+    return ((allowed - 1) * float(-_MASKED)).unsqueeze(2)
+
+
+class BlockLayout(NamedTuple):
+    """What every encoder layer shares besides the local bias. ``graph``: the blocks cut as the exported graph cuts
+    them. Transient-global: ``aggregate`` (x (B, T, D) -> the sums of each global block's tokens (B, G, D)) and
+    ``side_bias`` (B, blocks, heads, L, G); None without global tokens (the eager encoder, shorter than a global
+    block)."""
+    graph: bool = False
+    aggregate: Optional[Callable[[Tensor], Tensor]] = None
+    side_bias: Optional[Tensor] = None
 
 
 class LongT5LocalAttention(nn.Module):
@@ -132,14 +162,16 @@ class LongT5LocalAttention(nn.Module):
     def _split(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], x.shape[1], self.heads, self.d_kv)
 
-    def attend(self, x: Tensor, bias: Tensor, side: Optional[Tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
+    def attend(self, x: Tensor, bias: Tensor, side: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+               graph: bool = False) -> Tensor:
         """x (B, T, d_model) -> (B, T, d_model). ``bias`` (B or 1, blocks, heads, L, 3L): position bias and mask;
-        ``side``: (keys, values (B, 1, heads, G, d_kv), bias (B, blocks, heads, L, G)) of the global tokens."""
+        ``side``: (keys, values (B, 1, heads, G, d_kv), bias (B, blocks, heads, L, G)) of the global tokens;
+        ``graph``: the blocks cut as the exported graph cuts them."""
         B, T, _ = x.shape
         L = self.block_len
-        q = _blocks(self._split(self.q(x)), L).permute(0, 1, 3, 2, 4)  # (B, nb, H, L, D)
-        k = _three_blocks(self._split(self.k(x)), L).permute(0, 1, 3, 4, 2)  # (B, nb, H, D, 3L)
-        v = _three_blocks(self._split(self.v(x)), L).permute(0, 1, 3, 2, 4)  # (B, nb, H, 3L, D)
+        q = _blocks(self._split(self.q(x)), L, graph=graph).permute(0, 1, 3, 2, 4)  # (B, nb, H, L, D)
+        k = _three_blocks(self._split(self.k(x)), L, graph).permute(0, 1, 3, 4, 2)  # (B, nb, H, D, 3L)
+        v = _three_blocks(self._split(self.v(x)), L, graph).permute(0, 1, 3, 2, 4)  # (B, nb, H, 3L, D)
         scores = q @ k + bias
         if side is not None:
             side_k, side_v, side_bias = side
@@ -150,10 +182,10 @@ class LongT5LocalAttention(nn.Module):
             out = out + weights[..., 3 * L:] @ side_v
         nb = q.shape[1]
         out = out.permute(0, 1, 3, 2, 4).reshape(B, nb * L, self.heads * self.d_kv)
-        return self.o(out[:, :T] if nb * L != T else out)
+        return self.o(out[:, :T] if nb * L != T or graph else out)
 
-    def forward(self, x: Tensor, bias: Tensor, layout=None) -> Tensor:
-        return self.attend(x, bias)
+    def forward(self, x: Tensor, bias: Tensor, layout: Optional[BlockLayout] = None) -> Tensor:
+        return self.attend(x, bias, graph=layout is not None and layout.graph)
 
 
 class LongT5TransientGlobalAttention(LongT5LocalAttention):
@@ -180,18 +212,25 @@ class LongT5TransientGlobalAttention(LongT5LocalAttention):
         bias = (mask + table).permute(0, 2, 1, 3)  # (B, T, H, G); queries past the end get 0, as theirs
         return _blocks(bias, L).permute(0, 1, 3, 2, 4)
 
-    def forward(self, x: Tensor, bias: Tensor, layout=None) -> Tensor:
-        """``layout``: (flat block index of each token (B * T,) into B * (G + 1) rows, the last of each row
-        taking padding; G; side bias) from LongT5ForConditionalGeneration.encode."""
-        index, G, side_bias = layout
-        if G == 0:  # shorter than one global block: no global tokens
-            return self.attend(x, bias)
-        B, T, D = x.shape
-        sums = index_add(zeros(B * (G + 1), D, dtype=x.dtype), 0, index, x.reshape(B * T, D))
-        globals_ = self.global_input_layer_norm(sums.reshape(B, G + 1, D)[:, :G])
+    def side_bias_of(self, relative: Tensor, same: Tensor) -> Tensor:
+        """side_bias as Tensor ops (the exported graph's): ``relative`` (B, T, G) float global block - the query's
+        block, ``same`` (B, T, G) 1 where the global token is the query's kind. Distances past max_distance share the
+        end buckets, as in T5's position_bias_of."""
+        md = self.max_distance
+        table = self.global_relative_attention_bias(Tensor._wrap(self._bucket(np.arange(-md, md + 1))))
+        values = rows(table, (relative.clamp(-md, md) + md).long())  # (B, T, G, H)
+        bias = (((same - 1) * float(-_MASKED)).unsqueeze(-1) + values).permute(0, 1, 3, 2)  # (B, T, H, G)
+        return _blocks(bias, self.block_len, graph=True).permute(0, 1, 3, 2, 4)
+
+    def forward(self, x: Tensor, bias: Tensor, layout: Optional[BlockLayout] = None) -> Tensor:
+        """``layout``: the global blocks' aggregation and bias (LongT5ForConditionalGeneration.encode)."""
+        graph = layout is not None and layout.graph
+        if layout is None or layout.aggregate is None:  # shorter than one global block: no global tokens
+            return self.attend(x, bias, graph=graph)
+        globals_ = self.global_input_layer_norm(layout.aggregate(x))
         side_k = self._split(self.k(globals_)).permute(0, 2, 1, 3).unsqueeze(1)  # (B, 1, H, G, D)
         side_v = self._split(self.v(globals_)).permute(0, 2, 1, 3).unsqueeze(1)
-        return self.attend(x, bias, (side_k, side_v, side_bias))
+        return self.attend(x, bias, (side_k, side_v, layout.side_bias), graph=graph)
 
 
 class LongT5EncoderSubLayer(nn.Module):
@@ -263,16 +302,66 @@ class LongT5ForConditionalGeneration(T5ForConditionalGeneration):
         if self.attention_type == "transient-global":
             block_ids, holds = transient_global_blocks(padding, self.global_block_size)
             B, G = holds.shape
-            index = np.where(block_ids >= 0, block_ids, G) + (G + 1) * np.arange(B)[:, None]
-            layout = (Tensor._wrap(index.reshape(-1)), G, first.side_bias(padding, block_ids, holds) if G else None)
-        x = enc.dropout(self.shared(Tensor._wrap(ids)))
+            if G:
+                index = Tensor._wrap((np.where(block_ids >= 0, block_ids, G) + (G + 1) * np.arange(B)[:, None])
+                                     .reshape(-1))
+
+                def aggregate(x: Tensor) -> Tensor:  # each global block's sum; padding into row G, dropped
+                    D = x.shape[2]
+                    sums = index_add(zeros(B * (G + 1), D, dtype=x.dtype), 0, index, x.reshape(-1, D))
+                    return sums.reshape(B, G + 1, D)[:, :G]
+                layout = BlockLayout(False, aggregate, first.side_bias(padding, block_ids, holds))
+        return self._run_encoder(self.shared(Tensor._wrap(ids)), bias, layout)
+
+    def _run_encoder(self, x: Tensor, bias: Tensor, layout: Optional[BlockLayout]) -> Tensor:
+        enc = self.encoder
+        x = enc.dropout(x)
         for block in enc.block:
             x = block.layer[0](x, bias, layout)
             x = block.layer[1](x)
         return enc.dropout(enc.final_layer_norm(x))
 
-    onnx_unsupported = ("the block-local encoder has no ONNX graph yet (its block layout and masks are built in "
-                        "numpy for the input's length); run the model in forgegrad")
+    def graph_axis_divisors(self) -> Tuple[dict, dict]:
+        """(floor, ceil) divisors of the encoder's sequence axis for the exporter (export_seq2seq): the local blocks
+        are ceil(T / L); the global tokens T // global_block_size."""
+        floor = {"encoder_sequence": self.global_block_size} if self.attention_type == "transient-global" else {}
+        if floor and self.global_block_size == self.block_len:
+            raise NotImplementedError("export_seq2seq: LongT5ForConditionalGeneration with global_block_size equal "
+                                      f"to local_radius + 1 ({self.block_len}) has no ONNX graph: the exporter cannot "
+                                      "tell floor(T / L) from ceil(T / L) - 1 on its traces")
+        return floor, ({"encoder_sequence": self.block_len} if self.block_len > 1 else {})
+
+    def graph_example_length(self) -> int:
+        """An example length with at least one global token (the traces then run the global path)."""
+        return self.global_block_size + 2 if self.attention_type == "transient-global" else 5
 
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError(f"encode_graph: LongT5ForConditionalGeneration: {self.onnx_unsupported}")
+        """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it; see the module's
+        docstring)."""
+        first = self.encoder.block[0].layer[0].attention
+        mask = (attention_mask != 0).float()
+        bias = first.block_bias() + local_block_bias(mask, self.block_len)
+        layout = BlockLayout(graph=True)
+        if self.attention_type == "transient-global":
+            layout = transient_global_layout(mask, self.global_block_size, first)
+        return self._run_encoder(self.shared(input_ids), bias, layout)
+
+
+def transient_global_layout(mask: Tensor, block: int, first: LongT5TransientGlobalAttention) -> BlockLayout:
+    """The exported graph's BlockLayout of the global tokens: transient_global_blocks and side_bias as Tensor ops on
+    ``mask`` (B, T) float, 1 for a token, for any T (G = T // block global tokens, 0 in a shorter input)."""
+    B, T = mask.shape
+    G = T // block
+    step = float(np.float32(1) / np.float32(block))
+    # transformers' float32 cumsum of the steps (computed in float64: exact multiples of the step), less the step
+    before = (key_places(mask) + 1) * step - step
+    ids = ((before + 1) - 1).floor() * mask + (mask - 1)  # floor(1 + before - 1) as theirs; padding -1
+    ends = mask[:, :G * block].reshape(B, G, block)  # (B, G, block): the tokens of each whole global block
+    full = ends[:, :, block - 1].sum(-1, keepdim=True) - 1  # the last full block of each row (-1: none)
+    ids = where(ids < full, ids, full)  # the tokens past it join it
+    slots = key_places(ends[:, :, 0])  # (B, G): 0 .. G - 1
+    holds = (slots <= ids.amax(-1, keepdim=True)).float()
+    one_hot = (ids.unsqueeze(1) == slots.unsqueeze(2)).float()  # (B, G, T); padding (-1) in none
+    same = (mask.unsqueeze(2) == holds.unsqueeze(1)).float()  # (B, T, G)
+    side = first.side_bias_of(slots.unsqueeze(1) - ids.unsqueeze(2), same)
+    return BlockLayout(True, lambda x: one_hot @ x, side)

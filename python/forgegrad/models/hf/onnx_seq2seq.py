@@ -1,5 +1,5 @@
-"""ONNX export of the encoder-decoders (T5, BART, Marian, mBART, M2M100, NLLB-MoE, ProphetNet, Whisper) with their KV
-caches, for generation in onnxruntime.
+"""ONNX export of the encoder-decoders (T5, LongT5, BART, Marian, mBART, M2M100, NLLB-MoE, Pegasus, PEGASUS-X,
+ProphetNet, Whisper) with their KV caches, for generation in onnxruntime.
 
 ``export_seq2seq(model, DIR)`` writes two graphs, each verified in onnxruntime against forgegrad:
 
@@ -19,6 +19,10 @@ and masks are computed in the graph from the cache's length and the inputs. ``ge
 the pair (greedy, sampled, or beam search: ``onnx_beam``). ProphetNet's decoder caches its main stream and gives the
 first predicting stream's logits, as its generate steps (prophetnet.py); NLLB-MoE's routers route in the graph, every
 expert run on every token and weighted (nllb_moe.py: route_top2_graph).
+
+A block-local encoder (LongT5, PEGASUS-X) names how its sequence is cut (``graph_axis_divisors``: the floor and ceil
+divisors of ``encoder_sequence``, passed to the exporter, so that the blocks and global tokens of any length are
+computed in the graph) and, optionally, an example length that reaches its global path (``graph_example_length``).
 
 Whisper's graphs differ in their inputs: the encoder reads ``input_features`` (batch, num_mel_bins, frames;
 the model's ``graph_encoder_inputs``), and its decoder has no ``encoder_attention_mask`` (every encoder position
@@ -52,7 +56,8 @@ def _check(model, who: str):
         raise NotImplementedError(f"{who}: {type(model).__name__}: {unsupported}")
     if not (callable(getattr(model, "encode_graph", None)) and callable(getattr(model, "decode_graph", None))):
         raise TypeError(f"{who}: {type(model).__name__} is not an encoder-decoder with encode_graph / decode_graph "
-                        "(T5, BART, Marian, mBART, M2M100, NLLB-MoE, ProphetNet or Whisper)")
+                        "(T5, LongT5, BART, Marian, mBART, M2M100, NLLB-MoE, Pegasus, PEGASUS-X, ProphetNet or "
+                        "Whisper)")
 
 
 def _masked(model) -> bool:
@@ -148,17 +153,16 @@ def _encoder_inputs(model, rng, B: int, S: int):
 
 def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attentions: bool = False, opset: int = 17,
                    verify: bool = True, rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0):
-    """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs
-    and outputs) for a T5, BART, Marian, mBART, M2M100, NLLB-MoE, ProphetNet or Whisper model, each verified in
-    onnxruntime against forgegrad (the encoder at batch 1 and 3 besides the example's; the decoder: at the example's
-    sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``: the decoder's logits for
-    its last position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads``
-    needed): the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``), which
-    token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
+    """Write ``directory``/encoder.onnx and ``directory``/decoder.onnx (the module docstring has their inputs and
+    outputs) for a T5, LongT5, BART, Marian, mBART, M2M100, NLLB-MoE, Pegasus, PEGASUS-X, ProphetNet or Whisper
+    model, each verified in onnxruntime against forgegrad (the encoder at batch 1 and 3 besides the example's; the
+    decoder: at the example's sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``:
+    the decoder's logits for its last position only. ``cross_attentions=True`` (Whisper; its generation_config.json's ``alignment_heads``
+    needed): the decoder also outputs the alignment heads' cross-attention probabilities (``cross_attentions``),
+    which token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
     written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``;
-    without one, the one transformers builds from config.json) beside the graphs,
-    where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports
-    (encoder, decoder)."""
+    without one, the one transformers builds from config.json) beside the graphs, where ``generate_onnx_seq2seq``
+    reads it. Returns the two ExportReports (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
@@ -167,7 +171,10 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     cross_names, past_names, present_names = _names(model)
     rng = np.random.default_rng(seed)
     B, S, P, T = 2, 5, 3, 4
-    enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S)
+    # a block-local encoder (LongT5, PEGASUS-X): the sequence's blocks and global tokens are quotients of its length
+    floor, ceil = model.graph_axis_divisors() if callable(getattr(model, "graph_axis_divisors", None)) else ({}, {})
+    S_enc = model.graph_example_length() if callable(getattr(model, "graph_example_length", None)) else S
+    enc_inputs, enc_names, enc_axes, enc_sizes = _encoder_inputs(model, rng, B, S_enc)
     masked, decoder_masked = _masked(model), _decoder_masked(model)
     metadata = model.graph_metadata() if callable(getattr(model, "graph_metadata", None)) else None
     was_training = model.training
@@ -176,7 +183,8 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
         enc = export(EncoderWithCross(model), tuple(Tensor(a) for a in enc_inputs),
                      os.path.join(directory, "encoder.onnx"), opset=opset, input_names=enc_names,
                      output_names=["last_hidden_state"] + cross_names, dynamic_axes=enc_axes,
-                     verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes)
+                     verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes, axis_divisors=floor,
+                     axis_ceil_divisors=ceil)
         shape = model.new_cache(B, 1).keys[0].shape
         heads, dim = shape[1], shape[3]
         past = []
@@ -187,7 +195,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
                 "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
         head, names = [rng.integers(2, model.decoder_vocab_size, size=(B, T), dtype=np.int64)], ["input_ids"]
         if masked:
-            head.append(enc_inputs[1])
+            head.append(np.concatenate([enc_inputs[1][:, :S - 2], enc_inputs[1][:, -2:]], axis=1))  # S keys
             names.append("encoder_attention_mask")
             axes["encoder_attention_mask"] = {0: "batch", 1: "encoder_sequence"}
         if decoder_masked:

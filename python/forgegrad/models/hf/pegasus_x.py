@@ -15,8 +15,12 @@ T x T.
 Positions are sinusoids computed for any position (no table in the checkpoint): sines of pos * 10000^(-j / (d/2 - 1))
 in the first half, cosines in the second, in float32 as transformers computes them; token embeddings scaled by
 sqrt(d_model) as the configs say; no final_logits_bias. The decoder, cross-attention and generate are BART's
-(models/hf/bart.py). The ONNX export (export_seq2seq) is not written for the block-local encoder: it raises
-NotImplementedError.
+(models/hf/bart.py).
+
+``encode_graph`` (export_seq2seq's encoder graph) computes the same with Tensor ops on any batch and length: the
+tokens padded by a whole zero block and sliced to ceil(T / block_size) blocks (the exporter's ``axis_ceil_divisors``),
+the key biases from the attention mask, the sinusoids from the tokens' places; the decoder graph is BART's with the
+sinusoids computed from its places (``sinusoids_of``).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from ...factories import cat
 from ...nn import functional as F
 from ...random import generator
 from ...tensor import Tensor
-from ._layers import activation, config_probability, ids_array, mask_array
+from ._layers import FLOAT32_MAX, activation, config_probability, ids_array, key_places, mask_array
 from .bart import BartLayer, BartStack, PegasusForConditionalGeneration
 
 __all__ = ["PegasusXForConditionalGeneration", "pegasus_x_positions", "check_config"]
@@ -91,6 +95,28 @@ def key_biases(padding: np.ndarray, G: int, L: int, stagger: int = 0) -> Tuple[T
     glob = np.concatenate([np.zeros((B, G), np.float32), keys], axis=1)[:, None, None, :]
     local = np.concatenate([np.zeros((B, nb, G), np.float32), keys.reshape(B, nb, L)], axis=2)[:, None, :, None, :]
     return Tensor._wrap(np.ascontiguousarray(glob)), Tensor._wrap(np.ascontiguousarray(local))
+
+
+def sinusoids_of(places: Tensor, dim: int) -> Tensor:
+    """pegasus_x_positions as Tensor ops (an exported graph's): ``places`` (B, T) float positions -> (B, T, dim); the
+    same float32 angles, their sines and cosines in float32."""
+    half = dim // 2
+    exponents = np.arange(half, dtype=np.float32) * np.float32(-math.log(10000.0) / (half - 1))
+    freq = np.exp(exponents.astype(np.float64)).astype(np.float32)
+    angles = places.unsqueeze(-1) * Tensor._wrap(freq)
+    return cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def key_biases_of(mask: Tensor, G: int, L: int, stagger: int = 0) -> Tuple[Tensor, Tensor]:
+    """key_biases as Tensor ops (the exported graph's): ``mask`` (B, T) float, 1 for a token. The keys are padded by a
+    whole block and sliced to ceil(T / L) blocks (the remainder is no size the exporter can compute)."""
+    B, T = mask.shape
+    keys = F.pad(mask, (0, L))[:, :-(-T // L) * L]
+    if stagger:
+        keys = F.pad(keys, (stagger, stagger))
+    keys = (keys - 1) * FLOAT32_MAX  # 0 for a token, float32's lowest elsewhere
+    local = F.pad(keys.reshape(B, keys.shape[1] // L, L), (G, 0))  # (B, blocks, G + L)
+    return F.pad(keys, (G, 0)).unsqueeze(1).unsqueeze(1), local.unsqueeze(1).unsqueeze(3)
 
 
 class PegasusXGlobalLocalAttention(nn.Module):
@@ -207,6 +233,10 @@ class PegasusXDecoderStack(nn.Module):
         """Token embeddings (already scaled) plus the positions start..start+length-1, then dropout."""
         return self.dropout(tokens + Tensor._wrap(pegasus_x_positions(start, length, self.d_model)))
 
+    def embed_at(self, tokens: Tensor, places: Tensor, ids=None) -> Tensor:
+        """embed with the positions given as a float (B, T) tensor (the exported decoder graph's)."""
+        return self.dropout(tokens + sinusoids_of(places, self.d_model))
+
 
 class PegasusXForConditionalGeneration(PegasusForConditionalGeneration):
     """PEGASUS-X: ``encode`` runs the block-local encoder with global tokens; ``decode``, ``generate``, the checkpoint
@@ -232,24 +262,41 @@ class PegasusXForConditionalGeneration(PegasusForConditionalGeneration):
             raise ValueError(f"{_NAME}: {S} tokens exceed max_position_embeddings {self.max_positions}")
         pad = mask_array(attention_mask, _NAME, ids.shape)
         padding = np.ones(ids.shape, bool) if pad is None else pad.astype(bool)
-        enc, L, G = self.encoder, self.block_size, self.num_global_tokens
-        x = enc.dropout(self._tokens(ids) + Tensor._wrap(pegasus_x_positions(0, S, self.config["d_model"])))
+        L, G = self.block_size, self.num_global_tokens
+        x = self.encoder.dropout(self._tokens(ids) + Tensor._wrap(pegasus_x_positions(0, S, self.config["d_model"])))
         if S % L:  # zero rows to whole blocks (masked as keys)
             x = F.pad(x, (0, 0, 0, L - S % L))
-        g = enc.embed_global.weight.unsqueeze(0).expand(B, G, x.shape[2])
-        plain = key_biases(padding, G, L)
-        shifted = key_biases(padding, G, L, L // 2) if self.stagger and len(enc.layers) > 1 else None
+        shifted = key_biases(padding, G, L, L // 2) if self._staggered() else None
+        x = self._run_layers(x, key_biases(padding, G, L), shifted)
+        return self.encoder.layer_norm(x[:, :S] if x.shape[1] != S else x)
+
+    def _staggered(self) -> bool:
+        return self.stagger and len(self.encoder.layers) > 1
+
+    def _run_layers(self, x: Tensor, plain, shifted) -> Tensor:
+        """The layers on the embedded tokens ``x`` (B, whole blocks, d_model; dropout applied) with the key biases
+        (before the final LayerNorm)."""
+        enc = self.encoder
+        g = enc.embed_global.weight.unsqueeze(0).expand(x.shape[0], self.num_global_tokens, x.shape[2])
         for layer in enc.layers:
             if self.training and enc.layerdrop and generator().random() < enc.layerdrop:
                 continue  # LayerDrop (training only): the layer skipped with that probability
             x, g = layer(x, g, shifted if layer.stagger else plain)
-        return enc.layer_norm(x[:, :S] if x.shape[1] != S else x)
+        return x
 
-    onnx_unsupported = ("the block-local encoder with global tokens has no ONNX graph yet (its block layout and "
-                        "masks are built in numpy for the input's length); run the model in forgegrad")
+    def graph_axis_divisors(self) -> Tuple[dict, dict]:
+        """(floor, ceil) divisors of the encoder's sequence axis for the exporter (export_seq2seq): the blocks are
+        ceil(T / block_size)."""
+        return {}, ({"encoder_sequence": self.block_size} if self.block_size > 1 else {})
 
     def encode_graph(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        raise NotImplementedError(f"encode_graph: {_NAME}: {self.onnx_unsupported}")
-
-    def decode_graph(self, *args, **kwargs) -> Tensor:
-        raise NotImplementedError(f"decode_graph: {_NAME}: {self.onnx_unsupported}")
+        """encode on Tensor inputs, every step a Tensor op (``export_seq2seq`` traces it): the tokens padded by a
+        whole block and sliced to the blocks, the biases and sinusoids from the mask."""
+        L, G = self.block_size, self.num_global_tokens
+        mask = (attention_mask != 0).float()
+        S = mask.shape[1]
+        x = self.encoder.dropout(self._tokens(input_ids) + sinusoids_of(key_places(mask), self.config["d_model"]))
+        x = F.pad(x, (0, 0, 0, L))[:, :-(-S // L) * L]
+        shifted = key_biases_of(mask, G, L, L // 2) if self._staggered() else None
+        x = self._run_layers(x, key_biases_of(mask, G, L), shifted)
+        return self.encoder.layer_norm(x[:, :S])
