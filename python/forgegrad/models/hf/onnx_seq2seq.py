@@ -159,10 +159,10 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     decoder: at the example's sizes, with no past, and a one-token step after 9 cached tokens). ``logits_to_keep=1``:
     the decoder's logits for its last position only. ``cross_attentions=True`` (Whisper; its generation_config.json's
     ``alignment_heads`` needed): the decoder also outputs the alignment heads' cross-attention probabilities
-    (``cross_attentions``), which token timestamps read. The model's ``graph_metadata()`` (Whisper's generation settings), if it has one, is
-    written into the decoder graph, and its generation_config.json (``from_pretrained``'s ``generation_config``;
-    without one, the one transformers builds from config.json) beside the graphs, where ``generate_onnx_seq2seq``
-    reads it. Returns the two ExportReports (encoder, decoder)."""
+    (``cross_attentions``), which token timestamps read. The model's ``graph_metadata()`` (Whisper's generation
+    settings), if it has one, is written into the decoder graph, and its generation_config.json
+    (``from_pretrained``'s ``generation_config``; without one, the one transformers builds from config.json) beside
+    the graphs, where ``generate_onnx_seq2seq`` reads it. Returns the two ExportReports (encoder, decoder)."""
     from ...onnx import export
 
     _check(model, "export_seq2seq")
