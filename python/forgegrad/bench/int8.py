@@ -189,6 +189,34 @@ def _lenet_static(batch: int, reduce_range: bool = False):
     return model, convert(prepared), calib
 
 
+def lenet_static_avx2_fns(batch: int) -> Dict[str, object]:
+    """The static-int8 LeNet as a CPU with AVX2 and no VNNI runs it: forgegrad's SIMD path lowered to AVX2 for the
+    int8 model (its AVX2 kernels: vpmaddwd, integer Winograd for the 3x3 conv) and for the fp32 one alike.
+    onnxruntime picks its own ISA, so it has no entry here."""
+    from .. import _C
+    from .._runtime import get_simd, set_simd
+    from ..autograd import no_grad
+    from ..tensor import Tensor
+    model, qmodel, calib = _lenet_static(batch)
+    x = Tensor(calib[0])
+
+    def lowered(m, path):
+        def run():
+            simd, before = get_simd(), _C.quant.path()
+            set_simd("avx2")
+            if path is not None:
+                _C.quant.set_path(path)
+            try:
+                with no_grad():
+                    return m(x)
+            finally:
+                _C.quant.set_path(before)
+                set_simd(simd)
+        return run
+
+    return {"forgegrad": lowered(qmodel, "avx2"), "fg fp32": lowered(model, None)}
+
+
 class _CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over a list of input batches."""
 
@@ -239,6 +267,7 @@ def path_label(path: str) -> str:
 
 
 def workloads(quick: bool = False) -> List[Workload]:
+    from .._runtime import get_simd
     from ..quantization import int8_path, int8_paths
     best = path_label(int8_path())
     out = []
@@ -263,6 +292,10 @@ def workloads(quick: bool = False) -> List[Workload]:
                         lambda t: lenet_static_fns(64, t)))
     out.append(Workload(f"static-int8 LeNet 1x28x28, batch 64, 7-bit activations (reduce_range) [{best}]",
                         ("forgegrad", "fg fp32", "onnxruntime"), lambda t: lenet_static_fns(64, t, True)))
+    if best != "avx2" and "avx2" in int8_paths() and get_simd() in ("avx2", "avx512"):
+        # what an AVX2 CPU without VNNI sees (both sides lowered to AVX2)
+        out.append(Workload("static-int8 LeNet 1x28x28, batch 64, both sides on AVX2 [avx2]", ("forgegrad", "fg fp32"),
+                            lambda t: lenet_static_avx2_fns(64)))
     if not quick:
         out.append(Workload(f"dynamic-int8 LSTM T50 H256, batch 1 [{best}]", ("forgegrad", "fg fp32", "onnxruntime"),
                             lambda t: lstm_fns(t)))
