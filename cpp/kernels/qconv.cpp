@@ -252,7 +252,8 @@ void qconv2d_f32(const QConvGeom& g, const QConvArgs& a, const float* x, float* 
   const int64_t PH = g.OH / g.ph, PW = g.OW / g.pw, OC = g.OC;
   // 3x3 stride-1 layers on the AVX2 path (no VNNI): Winograd F(2x2, 3x3) on integers, the same sums with
   // 2.25x fewer int16 multiplies, in the banded pipeline below (s32 sums, then the requantizing epilogue). The
-  // weights' transform runs per call (OC * C filters), so only where the batch's pixels outnumber it well.
+  // weights' transform runs per call (OC * C filters), so only where the batch's pixels outnumber it well; under 8
+  // channels the input transform (16 channels a vector) costs more than it saves (LeNet's conv1: 0.7 -> 1.05 ms).
   const bool wino = active_qpath() == QPath::avx2 && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
                     g.dw == 1 && C >= 8 && C <= kQWinoMaxC && g.OW % 2 == 0 && M >= 2048;
   const bool pools = g.ph * g.pw > 1;

@@ -124,6 +124,7 @@ void qwino_weights(const int8_t* packed, int64_t OC, int64_t C, int16_t* u) {
 void qwino_rows(const uint8_t* in, int64_t Wp, int64_t C, uint8_t zp, const int16_t* u, int64_t OC, int64_t R,
                 int64_t OW, int32_t* out, int16_t* v, int32_t* m) {
   const int64_t Cs = qwino_channels(C), OCp = qwino_columns(OC), TW = OW / 2, T = R / 2 * TW, KP = Cs / 2;
+  const int64_t pairs = (C + 1) / 2;  // the pairs the GEMMs read: past C, U is zero (and V's lanes are not read)
   const int64_t row = Wp * C;
 
   // 1. V[xi][t][c] = (B^T d B)[xi] of tile t's 4 x 4 inputs, d = x - zp, 16 channels at a time (lanes past C
@@ -178,14 +179,14 @@ void qwino_rows(const uint8_t* in, int64_t Wp, int64_t C, uint8_t zp, const int1
       for (int64_t n0 = 0; n0 < OCp; n0 += 16) {
 #if defined(__AVX2__)
         if (mr == 4)
-          wino_micro4(vx + t0 * Cs, Cs, ux + n0 * 2, OCp * 2, KP, m + (t0 * 16 + xi) * OCp + n0, 16 * OCp);
+          wino_micro4(vx + t0 * Cs, Cs, ux + n0 * 2, OCp * 2, pairs, m + (t0 * 16 + xi) * OCp + n0, 16 * OCp);
         else
-          wino_micro_tail(vx + t0 * Cs, Cs, ux + n0 * 2, OCp * 2, KP, mr, m + (t0 * 16 + xi) * OCp + n0, 16 * OCp);
+          wino_micro_tail(vx + t0 * Cs, Cs, ux + n0 * 2, OCp * 2, pairs, mr, m + (t0 * 16 + xi) * OCp + n0, 16 * OCp);
 #else
         for (int64_t r = 0; r < mr; ++r)
           for (int64_t n = n0; n < n0 + 16; ++n) {
             uint32_t s = 0;  // (wraps as vpaddd does)
-            for (int64_t c = 0; c < Cs; ++c)
+            for (int64_t c = 0; c < 2 * pairs; ++c)
               s += static_cast<uint32_t>(int32_t{vx[(t0 + r) * Cs + c]} * ux[(c / 2) * OCp * 2 + n * 2 + c % 2]);
             m[((t0 + r) * 16 + xi) * OCp + n] = static_cast<int32_t>(s);
           }
