@@ -309,6 +309,10 @@ class Tensor(TensorFills, TensorMethods):
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
         if self._ctx is None:  # a leaf stores its .grad anyway (torch's no-op; flagged, it got it twice)
             return
+        from .autograd import _rebound
+        if _rebound:  # a view whose base was written in place: its new node (torch's retain_grad asks for it too)
+            from ._view_rebase import rebase_inputs
+            rebase_inputs((self,))
         self._retains_grad = True
 
     def register_post_accumulate_grad_hook(self, hook) -> "_HookHandle":
@@ -345,7 +349,10 @@ class Tensor(TensorFills, TensorMethods):
         if not callable(hook):
             raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
         from .autograd import _rebound
-        if _rebound:  # a view whose base was written in place under autograd: its new node
+        if _rebound and not self._has_node_hooks():
+            # a view whose base was written in place under autograd: its new node. (torch's: a view that already
+            # has hooks keeps adding to them, on the node they were registered with, until something asks for its
+            # grad_fn or an op uses it; forgegrad's view then gets its new node, as torch's)
             from ._view_rebase import rebase_inputs
             rebase_inputs((self,))
         if self._ctx is None:
@@ -360,6 +367,13 @@ class Tensor(TensorFills, TensorMethods):
                 entry = by_output[self._out_index] = (weakref.ref(self), {} if entry is None else entry[1])
             hooks = entry[1]
         return _HookHandle(self, hooks, hook)
+
+    def _has_node_hooks(self) -> bool:
+        """Whether this non-leaf has had register_hook hooks on its current node (removed ones count, as torch's
+        hook dict stays)."""
+        ctx = self._ctx
+        entry = None if ctx is None else ctx.__dict__.get("tensor_hooks", {}).get(self._out_index)
+        return entry is not None and entry[0]() is self
 
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
@@ -507,9 +521,9 @@ class Tensor(TensorFills, TensorMethods):
             if here == dev:
                 out = self
             elif self.requires_grad and dev != "meta" and here != "meta":
-                from .grad_mode import is_grad_enabled
+                from .grad_mode import records_graph
                 from .autograd import ToDevice
-                out = ToDevice.apply(self, dev) if is_grad_enabled() else Tensor._wrap_exact(
+                out = ToDevice.apply(self, dev) if records_graph() else Tensor._wrap_exact(
                     _devices.transfer(self._data, dev))
             else:
                 out = Tensor._wrap_exact(_devices.transfer(self._data, dev))
