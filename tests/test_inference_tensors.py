@@ -55,6 +55,10 @@ _VIEWS = {
     "narrow": lambda t: t.narrow(1, 1, 2), "split": lambda t: t.split(1)[1], "chunk": lambda t: t.chunk(2, 1)[1],
     "unbind": lambda t: t.unbind(0)[1], "unfold": lambda t: t.unfold(1, 2, 1), "view_as": lambda t: t.view_as(t),
     "detach": lambda t: t.detach(), "data": lambda t: t.data, "contiguous": lambda t: t.contiguous(),
+    "diagonal": lambda t: t.diagonal(), "diagonal(-1, 1, 0)": lambda t: t.diagonal(-1, 1, 0),
+    "as_strided": lambda t: t.as_strided((2, 2), (1, 4), 1),
+    "as_strided of a slice": lambda t: t[1:].as_strided((3,), (2,)), "select": lambda t: t.select(1, 2),
+    "swapaxes": lambda t: t.swapaxes(0, 1), "unflatten": lambda t: t.unflatten(1, (2, 2)),
     # not views: new storage, normal tensors outside the mode
     "clone": lambda t: t.clone(), "add": lambda t: t + 1, "fancy index": lambda t: t[[0, 2]],
     "mask": lambda t: t[t > 0], "sum": lambda t: t.sum(), "to float64": lambda t: t.to(t.dtype) * 1.0,

@@ -80,3 +80,12 @@ def test_as_strided_refuses_bad_geometry(args, error, match):
         fg.ones(4, 5).as_strided(*args)
     with pytest.raises(Exception):  # torch refuses them too
         torch.ones(4, 5).as_strided(*args)
+
+
+def test_diag_of_a_matrix_is_a_copy_as_torch():
+    def run(lib):
+        x = lib.zeros(3, 3)
+        lib.diag(x).add_(1)
+        x.diagonal().add_(2)
+        return x.numpy()
+    np.testing.assert_array_equal(run(fg), run(torch))

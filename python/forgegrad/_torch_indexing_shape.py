@@ -128,7 +128,7 @@ def diag(input, diagonal=0):
     if input.ndim == 1:
         return diag_embed(input, diagonal)
     if input.ndim == 2:
-        return globals()["diagonal"](input, diagonal)
+        return globals()["diagonal"](input, diagonal).clone()  # a copy, as torch's (diagonal is the view)
     raise ValueError(f"diag(): input must be 1-d or 2-d, got {input.ndim} dims")
 
 
