@@ -14,11 +14,14 @@ shares that tensor's storage. So ``t._is_inference`` is a class attribute read, 
 Cost: while no thread has an inference_mode block open, making a tensor tests one module global (grad_mode's
 ``_inference_threads``); until a block has been opened once (``_inference_seen``), no op checks anything else.
 
-Not covered: a parameter made in the mode (nn.Parameter stays normal; torch's is an inference tensor), the
-attribute assignment ``t.requires_grad = True`` (a slot: only ``requires_grad_()`` checks), views made by ops other
-than the view Functions (``as_strided``, ``diagonal``: normal tensors), and ``detach()`` / ``.data`` of an inference
-tensor taken outside the mode refuse in-place writes (torch lets those two through). torch writes the values of a
-refused in-place op before it raises; forgegrad raises first.
+``t.requires_grad = True`` is checked by a property on the inference classes (InferenceTensor, nn.parameter's
+InferenceParameter) alone: a plain Tensor's ``requires_grad`` stays a slot. An nn.Parameter takes torch's kind (of
+an inference tensor, or of new data made in the mode: an inference parameter). A view of an inference tensor made
+outside the mode records no node (torch's has no grad_fn). Inside the mode ``enable_grad()`` turns the reported grad
+mode on (grad_mode.is_grad_enabled) and records nothing.
+
+Not covered: ``detach()`` / ``.data`` of an inference tensor taken outside the mode refuse in-place writes (torch
+lets those two through). torch writes the values of a refused in-place op before it raises; forgegrad raises first.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32 (float64, float16 where asked for);
-``Tensor(ndarray)`` stores integer data as int64 (``tensor()`` keeps int8 ... int32, as torch's), which never
-requires grad; comparisons give bool tensors. On another
+``Tensor(ndarray)`` gives the default floating dtype, as torch's (``tensor()`` keeps int8 ... int32 and
+float16, as torch's; integer data never requires grad); comparisons give bool tensors. On another
 device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
 through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
@@ -72,8 +72,9 @@ class Tensor(TensorFills, TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
-        data: array-like. float data is stored as float32, integer data as int64; a list or tuple of
-            numbers gets the default floating dtype, as torch.Tensor's.
+        data: array-like. A list or tuple of numbers, an ndarray or numpy scalar of bool, integer or float
+            data gets the default floating dtype, as torch.Tensor's (``forgegrad.tensor`` keeps an array's
+            dtype); a Tensor keeps its float dtype (integers as int64), complex data complex64.
         requires_grad: record operations on this tensor for backward().
     """
 
@@ -88,9 +89,11 @@ class Tensor(TensorFills, TensorMethods):
     _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        if dtype is None and type(data) in (list, tuple):
-            # torch.Tensor([1, 2]) (the legacy constructor) gives numbers the default floating dtype; an
-            # ndarray keeps forgegrad's storage rule (int -> int64), which internal callers rely on
+        if dtype is None and (type(data) in (list, tuple) or (
+                isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind in "biuf")):
+            # torch.Tensor([1, 2]) and torch.Tensor(ndarray) (the legacy constructor) give numbers the default
+            # floating dtype (int8, bool, float16 arrays too); internal code that means forgegrad's storage rule
+            # (int -> int64) calls Tensor._stored
             dtype = _dtypes._DEFAULT_FLOAT.dtype
         self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None
@@ -102,6 +105,16 @@ class Tensor(TensorFills, TensorMethods):
             self.__class__ = _class_in_mode(Tensor)
         if requires_grad:
             self.requires_grad_(True)
+
+    @staticmethod
+    def _stored(data, requires_grad: bool = False) -> "Tensor":
+        """A Tensor of ``data`` by forgegrad's storage rule (``_to_storage``: float -> float32, int -> int64, bool
+        stays; a list or tuple of numbers the default floating dtype): what forgegrad's own code means by a
+        Tensor of an ndarray, where ``Tensor(ndarray)`` gives torch's default floating dtype."""
+        if type(data) in (list, tuple):
+            return Tensor(data, requires_grad)
+        arr = _to_storage(data)
+        return Tensor(arr, requires_grad, dtype=arr.dtype)
 
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":

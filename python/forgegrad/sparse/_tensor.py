@@ -275,7 +275,7 @@ def _as_values(x, dtype, name="values") -> np.ndarray:
             raise RuntimeError(f"{name} must be a CPU tensor: sparse tensors are CPU only in forgegrad")
         arr = x._data
     else:
-        arr = Tensor(x)._data if not isinstance(x, np.ndarray) else x
+        arr = Tensor._stored(x)._data if not isinstance(x, np.ndarray) else x
     if dtype is not None:
         arr = arr.astype(_dtypes.to_numpy(dtype))
     if arr.dtype.kind not in "fiub":
