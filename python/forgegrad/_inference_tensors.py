@@ -45,10 +45,6 @@ REQUIRES_GRAD_MESSAGE = "Setting requires_grad=True on inference tensor outside 
 _REQUIRES_GRAD_SLOT = Tensor.requires_grad  # the slot's descriptor, which the property below wraps
 
 
-def _get_requires_grad(t) -> bool:
-    return _REQUIRES_GRAD_SLOT.__get__(t, type(t))
-
-
 def _set_requires_grad(t, value) -> None:
     """``t.requires_grad = True`` on an inference tensor outside the mode: torch's RuntimeError, as
     requires_grad_() (only inference tensors pay for the check: a plain Tensor's attribute stays a slot)."""
@@ -57,8 +53,9 @@ def _set_requires_grad(t, value) -> None:
     _REQUIRES_GRAD_SLOT.__set__(t, value)
 
 
-# what InferenceTensor and nn.parameter.InferenceParameter have for ``requires_grad``
-REQUIRES_GRAD_PROPERTY = property(_get_requires_grad, _set_requires_grad)
+# what InferenceTensor and nn.parameter.InferenceParameter have for ``requires_grad`` (read by the slot's own C
+# getter: ops read it for every input)
+REQUIRES_GRAD_PROPERTY = property(_REQUIRES_GRAD_SLOT.__get__, _set_requires_grad)
 
 
 class InferenceTensor(Tensor):

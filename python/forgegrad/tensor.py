@@ -119,7 +119,7 @@ class Tensor(TensorFills, TensorMethods):
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
         """Wrap a kernel output without any conversion (internal)."""
-        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
+        t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
             on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
             if not on_device and not isinstance(arr, np.ndarray):
@@ -134,6 +134,10 @@ class Tensor(TensorFills, TensorMethods):
         t._out_index = 0
         t._retains_grad = False
         t.requires_grad = False
+        if _inference_threads and cls is Tensor:  # (made plain first: InferenceTensor's requires_grad is a property)
+            k = _class_in_mode(cls)
+            if k is not cls:
+                t.__class__ = k
         return t
 
     @classmethod
@@ -141,8 +145,12 @@ class Tensor(TensorFills, TensorMethods):
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
         if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
-        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
+        t = cls.__new__(cls)
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
+        if _inference_threads and cls is Tensor:
+            k = _class_in_mode(cls)
+            if k is not cls:
+                t.__class__ = k
         return t
 
     # ---- basic properties ----------------------------------------------------------------
