@@ -87,14 +87,14 @@ def sample(model: CharLSTM, vocab: Vocab, prime: str, length: int, temperature: 
     model.eval()
     out = []
     with fg.no_grad():
-        logits = model(fg.Tensor(vocab.encode(prime)[None, :]))
+        logits = model(fg.as_tensor(vocab.encode(prime)[None, :]))
         state = model._last_state
         for _ in range(length):
             z = logits.numpy()[0, -1].astype(np.float64) / temperature
             p = np.exp(z - z.max())
             nxt = int(rng.choice(len(vocab), p=p / p.sum()))
             out.append(nxt)
-            logits = model(fg.Tensor(np.array([[nxt]], np.int64)), state)
+            logits = model(fg.as_tensor(np.array([[nxt]], np.int64)), state)
             state = model._last_state
     model.train(was_training)
     return prime + vocab.decode(out)
@@ -152,10 +152,10 @@ def validation_loss(model, ids: np.ndarray, seq_len: int, streams: int = 16) -> 
     with fg.no_grad():
         for t0 in range(0, data.shape[1] - 1, seq_len):
             x, y = data[:, t0:t0 + seq_len], data[:, t0 + 1:t0 + seq_len + 1]
-            logits = model(fg.Tensor(x), state)
+            logits = model(fg.as_tensor(x), state)
             state = model._last_state
             total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                       fg.Tensor(y.reshape(-1))).item()) * y.size
+                                                       fg.as_tensor(y.reshape(-1))).item()) * y.size
             count += y.size
     model.train(was_training)
     return total / count
@@ -240,8 +240,8 @@ def main(argv=None) -> dict:
         if k == 0:
             state = None  # a new pass over the text starts from a zero state
         t0 = k * args.seq_len
-        x = fg.Tensor(streams[:, t0:t0 + args.seq_len])
-        y = fg.Tensor(streams[:, t0 + 1:t0 + args.seq_len + 1].reshape(-1))
+        x = fg.as_tensor(streams[:, t0:t0 + args.seq_len])
+        y = fg.as_tensor(streams[:, t0 + 1:t0 + args.seq_len + 1].reshape(-1))
         logits = model(x, state)
         state = detach_state(model._last_state)  # truncated BPTT: keep the state, cut the gradient
         loss = loss_fn(logits.reshape(-1, len(vocab)), y)

@@ -70,8 +70,8 @@ def validation_loss(model, ids: np.ndarray, block: int, batch_size: int = 32) ->
     with fg.no_grad():
         for i in range(0, len(starts), batch_size):
             w = ids[starts[i:i + batch_size, None] + np.arange(block + 1)[None, :]]
-            logits = model(fg.Tensor(w[:, :-1]))
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), fg.Tensor(w[:, 1:].reshape(-1)))
+            logits = model(fg.as_tensor(w[:, :-1]))
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), fg.as_tensor(w[:, 1:].reshape(-1)))
             total += float(loss.item()) * w[:, 1:].size
             count += w[:, 1:].size
     model.train()
@@ -122,8 +122,8 @@ def main(argv=None) -> dict:
             g["lr"] = lr_at(step, planned, args.warmup, args.lr)
         starts = rng.integers(0, len(train) - block, args.batch_size)
         w = train[starts[:, None] + np.arange(block + 1)[None, :]]
-        logits = model(fg.Tensor(w[:, :-1]))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), fg.Tensor(w[:, 1:].reshape(-1)))
+        logits = model(fg.as_tensor(w[:, :-1]))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), fg.as_tensor(w[:, 1:].reshape(-1)))
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), args.clip)

@@ -84,7 +84,7 @@ def accuracy(model, x, y, batch_size=128):
     preds = []
     with fg.no_grad():
         for i in range(0, len(x), batch_size):
-            preds.append(model(fg.Tensor(x[i:i + batch_size])).numpy().argmax(axis=1))
+            preds.append(model(fg.as_tensor(x[i:i + batch_size])).numpy().argmax(axis=1))
     model.train()
     preds = np.concatenate(preds)
     return float((preds == y).mean()), preds
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
         total = 0.0
         for i in range(0, len(order), args.batch_size):
             b = order[i:i + args.batch_size]
-            loss = loss_fn(model(fg.Tensor(x[b])), fg.Tensor(labels[b]))
+            loss = loss_fn(model(fg.as_tensor(x[b])), fg.as_tensor(labels[b]))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -80,13 +80,13 @@ def check_export_with_mask(model, hf, path, example, batches):
     tokens)."""
     import onnxruntime as ort
 
+    from forgegrad import as_tensor
     from forgegrad.onnx import export
-    from forgegrad.tensor import Tensor
     pooled = getattr(model, "pooler", None) is not None
     outs = ["last_hidden_state"] + (["pooler_output"] if pooled else [])
     axes = {0: "batch", 1: "sequence"}
     dynamic = {"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes, "pooler_output": {0: "batch"}}
-    report = export(model, tuple(Tensor(a) for a in example), str(path), input_names=["input_ids", "attention_mask"],
+    report = export(model, tuple(as_tensor(a) for a in example), str(path), input_names=["input_ids", "attention_mask"],
                     output_names=outs, dynamic_axes={k: v for k, v in dynamic.items() if k != "pooler_output" or
                                                      pooled},
                     rtol=1e-4, atol=1e-5, verify_sizes=[{"batch": 1, "sequence": 1}, {"batch": 3, "sequence": 37}])

@@ -23,6 +23,12 @@ def test_tensor_dataset_items_and_dtypes():
     assert yi.item() == 3
     ds2 = TensorDataset(fg.tensor(X), fg.tensor(y))
     np.testing.assert_array_equal(ds2[9][0]._data, X[9])
+    torch = pytest.importorskip("torch")
+    ref = torch.utils.data.TensorDataset(torch.tensor(X), torch.tensor(y))  # Tensors keep their dtypes
+    names = [[str(t.dtype).split(".")[-1] for t in sample] for sample in (ds2[9], ref[9])]
+    assert names[0] == names[1] == ["float64", "int32"]
+    xb, yb = next(iter(DataLoader(ds2, batch_size=4)))
+    assert (xb.dtype, yb.dtype) == (fg.float64, fg.int32)
     assert len(ds.tensors) == 2
 
 
@@ -122,18 +128,53 @@ def test_generic_dataset_collation():
     batches = list(DataLoader(Squares(5), batch_size=2))
     assert len(batches) == 3
     xb, yb = batches[1]
-    assert xb.dtype == np.float32 and yb.dtype == np.int64
+    assert xb.dtype == np.float64 and yb.dtype == np.int64  # torch's: the arrays' dtype, Python ints int64
     np.testing.assert_array_equal(xb._data, [[2, 4], [3, 9]])
     np.testing.assert_array_equal(yb._data, [2, 0])
 
 
+_COLLATE_SAMPLES = {
+    "python ints": [1, 2], "python floats": [1.0, 2.5], "bools": [True, False], "int then float": [1, 2.5],
+    "np.int8": [np.int8(1), np.int8(2)], "np.uint8": [np.uint8(1), np.uint8(2)], "np.int32": [np.int32(1)] * 2,
+    "np.float16": [np.float16(1)] * 2, "np.float32": [np.float32(1), np.float32(2)], "np.float64": [np.float64(1)] * 2,
+    "np.bool_": [np.bool_(True), np.bool_(False)], "np.int8 then np.int16": [np.int8(1), np.int16(300)],
+    "int8 arrays": [np.arange(2, dtype=np.int8)] * 2, "int32 arrays": [np.arange(3, dtype=np.int32)] * 3,
+    "float16 arrays": [np.ones(2, np.float16)] * 2, "float64 arrays": [np.ones((2, 3))] * 2,
+    "bool arrays": [np.array([True])] * 2, "0-d uint8 arrays": [np.array(3, np.uint8)] * 2,
+    "complex64 scalars": [np.complex64(1 + 2j)] * 2,
+    "tuples": [(1, 2.0, np.int16(3), np.ones(2, np.float32))] * 2,
+    "dicts": [{"a": np.float32(1), "b": 2, "c": 0.5}] * 2,
+    "int8 tensors": "int8 tensors", "float64 tensors": "float64 tensors",
+}
+
+
+@pytest.mark.parametrize("name", list(_COLLATE_SAMPLES))
+def test_default_collate_dtypes_match_torch(name):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import default_collate as torch_collate
+    samples = _COLLATE_SAMPLES[name]
+    if name == "int8 tensors":
+        ours, theirs = ([lib.tensor(np.arange(3, dtype=np.int8) + i) for i in range(2)] for lib in (fg, torch))
+    elif name == "float64 tensors":
+        ours, theirs = ([lib.tensor(np.ones((2, 2)) * i) for i in range(3)] for lib in (fg, torch))
+    else:
+        ours = theirs = samples
+
+    def flat(out):
+        if isinstance(out, dict):
+            return [x for k in sorted(out) for x in flat(out[k])]
+        if isinstance(out, (tuple, list)):
+            return [x for o in out for x in flat(o)]
+        return [(str(out.dtype).split(".")[-1], tuple(out.shape), out.numpy().tolist())]
+    assert flat(default_collate(ours)) == flat(torch_collate(theirs))
+
+
 def test_default_collate_structures():
-    out = default_collate([{"a": 1.0, "b": np.int16(2)}, {"a": 3.0, "b": np.int16(4)}])
-    assert out["a"].dtype == np.float32 and out["b"].dtype == np.int64
     out = default_collate([(fg.tensor([1.0]), True), (fg.tensor([2.0]), False)])
     assert out[0].shape == (2, 1) and out[1].dtype == bool
-    with pytest.raises(TypeError, match="cannot batch"):
-        default_collate(["a", "b"])
+    assert default_collate(["a", "b"]) == ["a", "b"]  # torch keeps strings as a list
+    with pytest.raises(TypeError, match="batch must contain tensors, numpy arrays, numbers, dicts or lists"):
+        default_collate([np.array(["a"]), np.array(["b"])])
     with pytest.raises(ValueError, match="different numbers of fields"):
         default_collate([(1, 2), (1,)])
 

@@ -189,7 +189,7 @@ def test_onnx_towers_in_onnxruntime(tmp_path, tower):
 
 
 def test_bad_inputs_are_refused(tmp_path):
-    from forgegrad import Tensor
+    from forgegrad import tensor
     from forgegrad.models.hf.onnx_clip import export_clip_tower
     _clip(tmp_path)
     model = from_pretrained(tmp_path)
@@ -197,7 +197,7 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 30, 30\)"):
         model.get_image_features(np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(TypeError, match="pixel_values must be float32, got .*int64"):
-        model.get_image_features(Tensor(np.zeros((1, 3, 30, 30), np.int64)))
+        model.get_image_features(tensor(np.zeros((1, 3, 30, 30), np.int64)))
     with pytest.raises(ValueError, match="21 tokens exceed the 20"):
         model.get_text_features(np.zeros((1, 21), np.int64))
     with pytest.raises(ValueError, match="input_ids must be in"):

@@ -55,6 +55,10 @@ _VIEWS = {
     "narrow": lambda t: t.narrow(1, 1, 2), "split": lambda t: t.split(1)[1], "chunk": lambda t: t.chunk(2, 1)[1],
     "unbind": lambda t: t.unbind(0)[1], "unfold": lambda t: t.unfold(1, 2, 1), "view_as": lambda t: t.view_as(t),
     "detach": lambda t: t.detach(), "data": lambda t: t.data, "contiguous": lambda t: t.contiguous(),
+    "diagonal": lambda t: t.diagonal(), "diagonal(-1, 1, 0)": lambda t: t.diagonal(-1, 1, 0),
+    "as_strided": lambda t: t.as_strided((2, 2), (1, 4), 1),
+    "as_strided of a slice": lambda t: t[1:].as_strided((3,), (2,)), "select": lambda t: t.select(1, 2),
+    "swapaxes": lambda t: t.swapaxes(0, 1), "unflatten": lambda t: t.unflatten(1, (2, 2)),
     # not views: new storage, normal tensors outside the mode
     "clone": lambda t: t.clone(), "add": lambda t: t + 1, "fancy index": lambda t: t[[0, 2]],
     "mask": lambda t: t[t > 0], "sum": lambda t: t.sum(), "to float64": lambda t: t.to(t.dtype) * 1.0,
@@ -239,3 +243,94 @@ def test_is_inference_refuses_a_non_tensor():
     for lib in (fg, torch):
         with pytest.raises(TypeError, match="input"):
             lib.is_inference(3)
+
+
+def test_parameters_made_in_the_mode_as_torch():
+    def run(lib):
+        with lib.inference_mode():
+            p = lib.nn.Parameter(lib.ones(3))  # data made in the mode: an inference parameter
+            frozen = lib.nn.Parameter(lib.ones(3), requires_grad=False)
+            layer = lib.nn.Linear(2, 3)  # its parameters' storage is made in the mode
+        normal = lib.ones(3)
+        with lib.inference_mode():
+            q = lib.nn.Parameter(normal)  # a normal tensor's data: a normal parameter, in the mode too
+        got = [(t.is_inference(), t.requires_grad, isinstance(t, lib.nn.Parameter))
+               for t in (p, frozen, layer.weight, layer.bias, q)]
+        got.append(layer.state_dict()["weight"].is_inference())
+        got.append(_message(lambda: lib.nn.Parameter(frozen.detach())))  # requires grad outside the mode
+        got.append(_message(lambda: p.add_(1)))  # a leaf that requires grad: autograd's check comes first
+        got.append(_message(lambda: frozen.add_(1)))
+        got.append(_message(lambda: lib.nn.init.zeros_(layer.weight)))
+        for copied in (copy.deepcopy(p), pickle.loads(pickle.dumps(p))):  # normal parameters
+            got.append((type(copied) is lib.nn.Parameter, copied.is_inference(), copied.requires_grad))
+        fresh = lib.nn.Linear(2, 3)
+        fresh.load_state_dict(layer.state_dict())  # copied into a normal model: normal parameters
+        got.append(fresh.weight.is_inference())
+        return got
+    assert run(fg) == run(torch)
+
+
+def test_requires_grad_attribute_outside_the_mode_raises_as_torch():
+    def run(lib):
+        with lib.inference_mode():
+            a = lib.ones(3) * 2
+            p = lib.nn.Parameter(lib.ones(2))
+        got = [_message(lambda: setattr(a, "requires_grad", True)),
+               _message(lambda: setattr(a.view(3), "requires_grad", True))]
+        a.requires_grad = False  # allowed
+        p.requires_grad = False
+        got.append(_message(lambda: setattr(p, "requires_grad", True)))
+        with lib.inference_mode():
+            a.requires_grad = True  # in the mode it may
+        got += [a.requires_grad, p.requires_grad, a.is_leaf]
+        return got
+    ours = run(fg)
+    assert ours == run(torch)
+    assert ours[0] == "Setting requires_grad=True on inference tensor outside InferenceMode is not allowed."
+
+
+def test_views_of_an_inference_tensor_that_requires_grad_record_nothing():
+    def run(lib):
+        with lib.inference_mode():
+            b = lib.ones(3, 3, requires_grad=True)
+        got = []
+        for view in (b.view(9), b[1:], b.t(), b.detach(), b.unsqueeze(0)):
+            got.append((view.is_inference(), view.requires_grad, view.grad_fn is None))
+        y = b * 2  # saves nothing of b: recorded, a normal tensor
+        got.append((y.is_inference(), y.requires_grad, y.grad_fn is None))
+        return got
+    assert run(fg) == run(torch)
+
+
+def test_enable_grad_inside_inference_mode_reports_grad_mode_and_records_nothing():
+    def run(lib):
+        w = lib.ones(3, requires_grad=True)
+        got = []
+        with lib.inference_mode():
+            got.append(lib.is_grad_enabled())
+            with lib.enable_grad():
+                got += [lib.is_grad_enabled(), lib.is_inference_mode_enabled()]
+                y = w * 2  # grad mode on, but inference mode records no graph (torch's)
+                b = lib.ones(3, requires_grad=True)
+                z = b * 3
+                got += [y.requires_grad, y.grad_fn is None, y.is_inference(), b.requires_grad, z.requires_grad]
+                b.add_(1)  # an in-place write into a leaf that requires grad: not autograd's business here
+                got.append(b.tolist())
+                with lib.no_grad():
+                    got.append(lib.is_grad_enabled())
+                got.append(lib.is_grad_enabled())
+                with lib.inference_mode(False):  # grad mode and autograd back on
+                    v = w * 2
+                    got += [lib.is_grad_enabled(), v.requires_grad, v.is_inference()]
+            with lib.set_grad_enabled(True):
+                got += [lib.is_grad_enabled(), (w * 2).requires_grad]
+            got.append(lib.is_grad_enabled())
+        got.append(lib.is_grad_enabled())
+        with lib.enable_grad(), lib.inference_mode():
+            got.append(lib.is_grad_enabled())
+        with lib.no_grad():
+            with lib.inference_mode(), lib.enable_grad():
+                got.append(lib.is_grad_enabled())
+            got.append(lib.is_grad_enabled())
+        return got
+    assert run(fg) == run(torch)

@@ -175,7 +175,7 @@ def test_variable_lengths_export_as_sequence_lens(tmp_path, cls, layers, bidirec
     fg.manual_seed(1)
     model = LengthsHead(cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=True))
     path = str(tmp_path / "lengths.onnx")
-    example = (fg.randn(3, 9, 5), fg.Tensor(np.array([9, 4, 6], np.int64)))
+    example = (fg.randn(3, 9, 5), fg.tensor(np.array([9, 4, 6], np.int64)))
     report = fonnx.export(model, example, path, input_names=["x", "lengths"],
                           dynamic_axes={"x": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}},
                           verify_sizes=[{"batch": 1, "seq": 9}, {"batch": 6, "seq": 20}], rtol=1e-4, atol=1e-5)
@@ -188,7 +188,7 @@ def test_variable_lengths_export_as_sequence_lens(tmp_path, cls, layers, bidirec
     lengths = np.array([12, 1, 7, 3, 12], np.int64)
     got = sess.run(None, {"x": x, "lengths": lengths})
     with fg.no_grad():
-        want = model(fg.Tensor(x), fg.Tensor(lengths))
+        want = model(fg.Tensor(x), fg.as_tensor(lengths))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)
     assert not got[0][1, 1:].any()  # past the second sequence's single step

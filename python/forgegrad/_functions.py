@@ -266,7 +266,7 @@ def multinomial(input, num_samples: int, replacement: bool = False, generator=No
             out[i] = np.concatenate([picked, rest])
             continue
         out[i] = gen.choice(r.size, size=num_samples, replace=replacement, p=r / total)
-    out = Tensor(out.reshape(w.shape[:-1] + (num_samples,)))
+    out = Tensor._stored(out.reshape(w.shape[:-1] + (num_samples,)))
     return out.to(input.device) if isinstance(input, Tensor) else out
 
 
@@ -275,7 +275,7 @@ def _typed(name, np_dtype):
         """Legacy constructor: ``LongTensor([1, 2])`` (data) or ``LongTensor(2, 3)`` (uninitialised shape)."""
         if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
             return tensor(np.asarray(args[0].numpy() if isinstance(args[0], Tensor) else args[0]), dtype=np_dtype)
-        return Tensor(np.zeros(_shape(args), np_dtype))
+        return Tensor._stored(np.zeros(_shape(args), np_dtype))
     make.__name__ = make.__qualname__ = name
     return make
 

@@ -14,11 +14,14 @@ shares that tensor's storage. So ``t._is_inference`` is a class attribute read, 
 Cost: while no thread has an inference_mode block open, making a tensor tests one module global (grad_mode's
 ``_inference_threads``); until a block has been opened once (``_inference_seen``), no op checks anything else.
 
-Not covered: a parameter made in the mode (nn.Parameter stays normal; torch's is an inference tensor), the
-attribute assignment ``t.requires_grad = True`` (a slot: only ``requires_grad_()`` checks), views made by ops other
-than the view Functions (``as_strided``, ``diagonal``: normal tensors), and ``detach()`` / ``.data`` of an inference
-tensor taken outside the mode refuse in-place writes (torch lets those two through). torch writes the values of a
-refused in-place op before it raises; forgegrad raises first.
+``t.requires_grad = True`` is checked by a property on the inference classes (InferenceTensor, nn.parameter's
+InferenceParameter) alone: a plain Tensor's ``requires_grad`` stays a slot. An nn.Parameter takes torch's kind (of
+an inference tensor, or of new data made in the mode: an inference parameter). A view of an inference tensor made
+outside the mode records no node (torch's has no grad_fn). Inside the mode ``enable_grad()`` turns the reported grad
+mode on (grad_mode.is_grad_enabled) and records nothing.
+
+Not covered: ``detach()`` / ``.data`` of an inference tensor taken outside the mode refuse in-place writes (torch
+lets those two through). torch writes the values of a refused in-place op before it raises; forgegrad raises first.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from . import grad_mode
 from . import _version_counter as _vc
 from .tensor import Tensor
 
-__all__ = ["InferenceTensor", "check_inplace", "check_requires_grad", "view_kind", "outputs_made"]
+__all__ = ["InferenceTensor", "REQUIRES_GRAD_PROPERTY", "in_mode", "check_inplace", "check_requires_grad", "view_kind",
+           "outputs_made"]
 
 # torch's messages (c10/core/TensorImpl, torch/csrc/autograd), word for word: code that ports matches on them
 INPLACE_MESSAGE = ("Inplace update to inference tensor outside InferenceMode is not allowed.You can make a clone to "
@@ -38,12 +42,29 @@ SAVED_MESSAGE = ("Inference tensors cannot be saved for backward. Please do not 
 REQUIRES_GRAD_MESSAGE = "Setting requires_grad=True on inference tensor outside InferenceMode is not allowed."
 
 
+_REQUIRES_GRAD_SLOT = Tensor.requires_grad  # the slot's descriptor, which the property below wraps
+
+
+def _set_requires_grad(t, value) -> None:
+    """``t.requires_grad = True`` on an inference tensor outside the mode: torch's RuntimeError, as
+    requires_grad_() (only inference tensors pay for the check: a plain Tensor's attribute stays a slot)."""
+    if value and not _in_mode():
+        raise RuntimeError(REQUIRES_GRAD_MESSAGE)
+    _REQUIRES_GRAD_SLOT.__set__(t, value)
+
+
+# what InferenceTensor and nn.parameter.InferenceParameter have for ``requires_grad`` (read by the slot's own C
+# getter: ops read it for every input)
+REQUIRES_GRAD_PROPERTY = property(_REQUIRES_GRAD_SLOT.__get__, _set_requires_grad)
+
+
 class InferenceTensor(Tensor):
     """A tensor made in inference mode (``is_inference()`` True). Same layout as Tensor: a tensor changes kind by
     ``__class__`` assignment. Pickled and deep-copied as a normal Tensor (torch's copies are normal tensors)."""
 
     __slots__ = ()
     _is_inference = True
+    requires_grad = REQUIRES_GRAD_PROPERTY
 
     def __reduce_ex__(self, protocol):
         return _normal_tensor, (), self.__getstate__()
@@ -59,6 +80,9 @@ _state = grad_mode._state
 
 def _in_mode() -> bool:
     return _state.__dict__.get("inference", False)
+
+
+in_mode = _in_mode
 
 
 def class_in_mode(cls):
@@ -97,12 +121,16 @@ def _inference_inputs(args, kwargs):
             yield a
 
 
-def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> None:
+def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> bool:
     """Function.apply's step for a node once inference tensors may exist: a view op's output takes its input's
     kind, and a recorded node that saved an inference tensor's storage for backward outside the mode refuses
-    (what forward passed to ``save_for_backward`` is what torch's op saves)."""
+    (what forward passed to ``save_for_backward`` is what torch's op saves). Returns whether the node is still
+    recorded: not for a view of an inference tensor (torch's has no grad_fn and does not require grad, also when
+    the inference tensor does)."""
     if cls.is_view and args and results and isinstance(args[0], Tensor) and isinstance(results[0], Tensor):
         view_kind(results[0], args[0])
+        if record_graph and results[0]._is_inference:
+            return False
     if record_graph and ctx.saved_at is not None and not _in_mode():
         saved = None
         for a in _inference_inputs(args, kwargs):
@@ -111,3 +139,4 @@ def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> None:
             r = _vc.root(a._data)
             if any(s is r for s in saved):
                 raise RuntimeError(SAVED_MESSAGE)
+    return record_graph

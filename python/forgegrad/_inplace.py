@@ -44,6 +44,8 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     from .tensor import Tensor
     if self._is_inference:  # refused outside inference mode, before anything is written
         from ._inference_tensors import check_inplace
+        if self.requires_grad and self._ctx is None and grad_mode.records_graph():
+            raise RuntimeError(LEAF_MESSAGE)  # torch's autograd check comes first (an inference nn.Parameter)
         check_inplace(self)
     rec = grad_mode.recorder()
     if rec is not None and _traced_inplace(self, compute, name, others, cast, rec):
@@ -54,7 +56,7 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
                            "it out. Use the out-of-place op instead")
     if type(self._data) is np.ndarray and not self._data.flags.writeable:
         check_writeable(self, name)
-    tracking = grad_mode.is_grad_enabled() and (
+    tracking = grad_mode.records_graph() and (
         self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others))
     if tracking and self.requires_grad and self._ctx is None:
         raise RuntimeError(LEAF_MESSAGE)
@@ -63,7 +65,7 @@ def inplace(self, compute, name: str, *others, cast: bool = False):
     if tracking:
         _inplace_tracked(self, compute, name, others, cast)
         return self
-    if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.is_grad_enabled():
+    if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.records_graph():
         from ._view_rebase import view_target
         view_target(self)  # refuses a view of a leaf that has required grad since the view was made, as torch
     with grad_mode.no_grad():
@@ -90,7 +92,7 @@ def _traced_inplace(self, compute, name, others, cast, rec) -> bool:
     that a recorded op made and that owns its storage, which nothing else references (no view of it, no view of
     another array): returns False to refuse anything else (a graph input, a weight, a view)."""
     arr = self._data
-    if grad_mode.is_grad_enabled() or type(arr) is not np.ndarray or not arr.flags.writeable:
+    if grad_mode.records_graph() or type(arr) is not np.ndarray or not arr.flags.writeable:
         return False
     # the array is referenced only by self (and here): no view or detach() of it would keep naming the old value
     if sys.getrefcount(arr) > 3:

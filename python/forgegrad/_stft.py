@@ -75,7 +75,7 @@ def stft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tru
         raise RuntimeError(f"stft: expected 0 < n_fft <= {length}, but got n_fft={n_fft}")
     n_frames = 1 + (length - n_fft) // hop
     idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    frames = x[:, Tensor(idx)]  # (B, n_frames, n_fft)
+    frames = x[:, Tensor._stored(idx)]  # (B, n_frames, n_fft)
     real_dtype = np.float64 if x._data.dtype in (np.float64, np.complex128) else np.float32
     w = _window(window, n_fft, win, real_dtype, "stft")
     frames = frames * w
@@ -136,8 +136,8 @@ def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tr
     idx = (np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]).reshape(-1)
     batch = frames.shape[0]
     flat = frames.reshape(batch, -1)
-    y = zeros(batch, expected, dtype=flat.dtype).scatter_add(1, Tensor(np.broadcast_to(idx, (batch, idx.size)).copy()),
-                                                             flat)
+    spots = Tensor._stored(np.broadcast_to(idx, (batch, idx.size)).copy())
+    y = zeros(batch, expected, dtype=flat.dtype).scatter_add(1, spots, flat)
     wsq = (w * w).detach().numpy()
     envelope = np.zeros(expected, wsq.dtype)
     np.add.at(envelope, idx, np.tile(wsq, n_frames))

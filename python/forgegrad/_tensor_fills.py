@@ -27,7 +27,7 @@ class TensorFills:
 
     def copy_(self, src, non_blocking=False) -> "Tensor":
         Tensor = _tensor()
-        src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
+        src = src if isinstance(src, Tensor) else Tensor._stored(np.asarray(src))
         return self._inplace(_copy_result, "copy_", src, cast=True)
 
     def _inplace(self, compute, name, *others, cast=False):

@@ -119,7 +119,7 @@ def frexp(input) -> "return_types.frexp":
         return return_types.frexp(_meta(input.shape, input.dtype), _meta(input.shape, np.int32))
     x = _host(input)
     exponent = _like(np.frexp(x)[1].astype(np.int32), input)
-    if input.requires_grad and grad_mode.is_grad_enabled():
+    if input.requires_grad and grad_mode.records_graph():
         mantissa = _FrexpMantissa.apply(input)
     else:
         mantissa = _like(np.frexp(x)[0].astype(x.dtype, copy=False), input)
@@ -155,7 +155,7 @@ def nextafter(input, other) -> Tensor:
                                   "'input' and 'other' must be floating point)")
     if not (_devices.has_data(input._data) and _devices.has_data(other._data)):
         return _meta(np.broadcast_shapes(tuple(input.shape), tuple(other.shape)), dt)
-    if grad_mode.is_grad_enabled() and (input.requires_grad or other.requires_grad):
+    if grad_mode.records_graph() and (input.requires_grad or other.requires_grad):
         return _Nextafter.apply(input, other)
     a, b = _host(input), _host(other)
     return _like(np.nextafter(a.astype(dt, copy=False), b.astype(dt, copy=False)), input)
@@ -300,7 +300,7 @@ def _metadata_inplace(self, name: str, view) -> Tensor:
         raise RuntimeError(f"{name} (on a tensor of shape {tuple(self.shape)}) ran inside "
                            "forgegrad.autograd.trace(): in-place view changes are not recorded, so an export would "
                            f"leave it out. Use the out-of-place {name.rstrip('_')} instead")
-    tracking = grad_mode.is_grad_enabled() and self.requires_grad
+    tracking = grad_mode.records_graph() and self.requires_grad
     if tracking and self._ctx is None:
         raise RuntimeError(LEAF_MESSAGE)
     if tracking and _views_a_leaf(self):

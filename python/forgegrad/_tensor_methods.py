@@ -517,7 +517,7 @@ class TensorMethods:
                 "forgegrad.autograd.trace(): in-place writes are not recorded, so the traced graph (and an "
                 "ONNX export) would leave it out. Build the value out of place instead, e.g. "
                 "forgegrad.where(mask, value, t) or forgegrad.cat([...])")
-        if self.requires_grad and grad_mode.is_grad_enabled():
+        if self.requires_grad and grad_mode.records_graph():
             from ._inplace import VIEW_OF_LEAF_MESSAGE, _views_a_leaf
             if self.is_leaf or _views_a_leaf(self):  # torch's words: t[key] = value writes into a view of t
                 raise RuntimeError(VIEW_OF_LEAF_MESSAGE)
@@ -530,10 +530,10 @@ class TensorMethods:
         from .ops.shape import _index_arrays
         if not self._data.flags.writeable:
             check_writeable(self, "t[key] = value")
-        if grad_mode.is_grad_enabled() and (self.requires_grad or getattr(value, "requires_grad", False)):
+        if grad_mode.records_graph() and (self.requires_grad or getattr(value, "requires_grad", False)):
             setitem_tracked(self, _index_arrays(key), value)  # recorded as torch records it: an in-place op
             return
-        if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.is_grad_enabled():
+        if self._ctx is None and getattr(self, "_view_of", None) is not None and grad_mode.records_graph():
             from ._view_rebase import view_target
             view_target(self)  # refuses a view of a leaf that has required grad since the view was made, as torch
         if self._data.flags.writeable:

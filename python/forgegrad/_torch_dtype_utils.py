@@ -93,7 +93,8 @@ def get_default_dtype():
 def set_default_dtype(d) -> None:
     """torch.set_default_dtype(d): float32 or float64 (forgegrad's tensors hold no other floating dtype).
 
-    Tensors that already exist keep their dtype; ``Tensor(ndarray)`` of a float32 array stays float32."""
+    Tensors that already exist keep their dtype; ``Tensor(ndarray)`` gives the new default (torch's),
+    ``tensor(ndarray)`` keeps the array's dtype."""
     d = _dtype_arg(d, "set_default_dtype", "d")
     if d not in (_dtypes.float32, _dtypes.float64):
         raise TypeError(f"set_default_dtype(): argument 'd' must be forgegrad.float32 or forgegrad.float64, got {d}"

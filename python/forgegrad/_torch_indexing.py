@@ -333,7 +333,7 @@ def _values_at(input, d, idx):
 def _take(input, d, idx, vals):
     """The values at idx along d: the kernel's ``vals`` (the same elements) where no gradient is recorded, else
     ``gather``, whose record gives the gradient."""
-    if vals is not None and not (input.requires_grad and grad_mode.is_grad_enabled()):
+    if vals is not None and not (input.requires_grad and grad_mode.records_graph()):
         return _wrap(vals)
     return _values_at(input, d, idx)
 

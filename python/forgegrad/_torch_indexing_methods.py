@@ -15,8 +15,8 @@ from . import _torch_indexing_shape as _ts
 _SAME = ["gather", "scatter", "scatter_add", "scatter_reduce", "index_select", "index_add", "index_copy",
          "index_fill", "masked_fill", "masked_select", "masked_scatter", "take", "take_along_dim", "nonzero",
          "argwhere", "sort", "argsort", "topk", "kthvalue", "msort", "fliplr", "flipud", "roll", "movedim",
-         "moveaxis", "diag", "diagonal", "diag_embed", "trace", "cumprod", "cummax", "cummin", "logcumsumexp",
-         "unique", "unique_consecutive", "bincount", "broadcast_to"]
+         "moveaxis", "diag", "diagonal", "as_strided", "diag_embed", "trace", "cumprod", "cummax", "cummin",
+         "logcumsumexp", "unique", "unique_consecutive", "bincount", "broadcast_to"]
 _INPLACE = ["scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy", "index_fill", "masked_fill",
             "masked_scatter", "cumprod"]
 

@@ -11,7 +11,8 @@ from ._torch_indexing import _refuse_trace, _tensor, _values, _wrap
 from .ops._util import single_axis
 from .ops.registry import _OPS
 
-__all__ = ["flip", "fliplr", "flipud", "roll", "movedim", "moveaxis", "diag", "diagonal", "diag_embed", "trace",
+__all__ = ["flip", "fliplr", "flipud", "roll", "movedim", "moveaxis", "diag", "diagonal", "as_strided",
+           "diag_embed", "trace",
            "searchsorted", "bucketize", "unique", "unique_consecutive", "bincount", "meshgrid", "broadcast_to",
            "broadcast_tensors"]
 
@@ -88,22 +89,18 @@ moveaxis = movedim
 
 
 def diagonal(input, offset=0, dim1=0, dim2=1):
-    """The diagonal of the (dim1, dim2) planes, as the last dim (offset > 0: above the main one). A copy, where
-    torch's is a view: writing into it does not change input."""
+    """The diagonal of the (dim1, dim2) planes, as the last dim (offset > 0: above the main one). A view of input,
+    as torch's: writing into it writes into input (op "diagonal", ops/strided_views.py)."""
     _tensor(input, "input")
-    if input.ndim < 2:
-        raise ValueError(f"diagonal(): input must have at least 2 dims, got {input.ndim}")
-    d1, d2 = (single_axis(d, input.ndim, f"diagonal(): dim{i}") for i, d in ((1, dim1), (2, dim2)))
-    if d1 == d2:
-        raise RuntimeError(f"diagonal(): dim1 and dim2 cannot be the same dim ({d1})")
-    x = movedim(input, (d1, d2), (-2, -1))
-    n1, n2 = x.shape[-2:]
-    offset = int(offset)
-    length = max(min(n1, n2 - offset) if offset >= 0 else min(n1 + offset, n2), 0)
-    rows = np.arange(length) + max(-offset, 0)
-    cols = np.arange(length) + max(offset, 0)
-    flat = x.reshape(tuple(x.shape[:-2]) + (n1 * n2,))  # one index_select (ONNX Gather) on the flattened planes
-    return _OPS["index_select"](flat, flat.ndim - 1, _wrap(rows * n2 + cols))
+    return _OPS["diagonal"](input, offset, dim1, dim2)
+
+
+def as_strided(input, size, stride, storage_offset=None):
+    """torch.as_strided: a view of input's storage (the array owning its memory) with these sizes and element
+    strides, ``storage_offset`` elements into it (default: where input starts). Op "as_strided"
+    (ops/strided_views.py): torch's gradient and errors."""
+    _tensor(input, "input")
+    return _OPS["as_strided"](input, size, stride, storage_offset)
 
 
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
@@ -131,7 +128,7 @@ def diag(input, diagonal=0):
     if input.ndim == 1:
         return diag_embed(input, diagonal)
     if input.ndim == 2:
-        return globals()["diagonal"](input, diagonal)
+        return globals()["diagonal"](input, diagonal).clone()  # a copy, as torch's (diagonal is the view)
     raise ValueError(f"diag(): input must be 1-d or 2-d, got {input.ndim} dims")
 
 

@@ -235,7 +235,7 @@ class Function:
             results = (wrap(out),)
             single = True
         if _inference_seen:  # (once an inference_mode block has run: forgegrad._inference_tensors)
-            _inference_outputs(cls, ctx, args, kwargs, results, record_graph)
+            record_graph = _inference_outputs(cls, ctx, args, kwargs, results, record_graph)
         if record_graph:
             ctx.parents = tuple([a if isinstance(a, Tensor) else None for a in args])
             ctx.call = (args, kwargs)  # what a differentiable backward rule recomputes from (create_graph)

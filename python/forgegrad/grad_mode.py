@@ -11,13 +11,27 @@ import threading
 from threading import get_ident as _get_ident
 from typing import Dict, List
 
+from ._seen_flag import SeenFlag
+
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "inference_mode",
-           "is_inference_mode_enabled", "graph_free", "trace", "recorder"]
+           "is_inference_mode_enabled", "graph_free", "records_graph", "trace", "recorder"]
 
 _state = threading.local()
 
 
 def is_grad_enabled() -> bool:
+    """torch.is_grad_enabled. Inside ``inference_mode()`` it is False unless ``enable_grad()`` /
+    ``set_grad_enabled(True)`` turned it on there, and even then no op is recorded (torch's: inference mode
+    keeps autograd off); the code deciding whether an op records asks :func:`records_graph`."""
+    d = _state.__dict__
+    if _inference_seen and d.get("inference", False):
+        return d.get("grad_shown", False)
+    return d.get("grad_enabled", True)
+
+
+def records_graph() -> bool:
+    """Whether an op on a tensor that requires grad records a graph node now (grad mode on, outside inference
+    mode; inside it ``enable_grad()`` changes is_grad_enabled() only)."""
     return _state.__dict__.get("grad_enabled", True)
 
 
@@ -40,15 +54,19 @@ class set_grad_enabled(contextlib.ContextDecorator):
     def __init__(self, mode: bool):
         self.mode = bool(mode)
 
-    # Entered once per inference call: kept to a couple of dict operations.
+    # Entered once per inference call: kept to a couple of dict operations (and a global read).
     def __enter__(self):
         d = _state.__dict__
-        self.prev = d.get("grad_enabled", True)
+        if _inference_seen and d.get("inference", False):  # in inference mode: what is reported, not recording
+            self.prev, self.shown = d.get("grad_shown", False), True
+            d["grad_shown"] = self.mode
+            return self
+        self.prev, self.shown = d.get("grad_enabled", True), False
         d["grad_enabled"] = self.mode
         return self
 
     def __exit__(self, *exc):
-        _state.__dict__["grad_enabled"] = self.prev
+        _state.__dict__["grad_shown" if self.shown else "grad_enabled"] = self.prev
         return False
 
 
@@ -72,23 +90,13 @@ def is_inference_mode_enabled() -> bool:
 # Inference tensors (forgegrad._inference_tensors) cost nothing while no thread is in inference mode. Tensor's
 # constructors test ``_inference_threads`` (thread id -> inference_mode(True) blocks open in it; each thread
 # changes only its own entry, so no lock): only while it is not empty does a new tensor ask whether its thread is
-# in the mode. The modules that check ops read ``_inference_seen`` in their own namespaces (a global read there is
-# free), set once the first block opens: inference tensors may exist from then on.
+# in the mode. The modules that check ops read ``_inference_seen`` in their own namespaces (INFERENCE_SEEN, a
+# forgegrad._seen_flag.SeenFlag), set once the first block opens: inference tensors may exist from then on.
 _inference_threads: Dict[int, int] = {}
-_inference_seen = False
-_seen_namespaces: List[dict] = []
-
-
-def watch_inference_seen(namespace: dict) -> None:
-    namespace["_inference_seen"] = _inference_seen
-    _seen_namespaces.append(namespace)
-
-
-def _note_inference_seen() -> None:
-    global _inference_seen
-    _inference_seen = True
-    for ns in _seen_namespaces:
-        ns["_inference_seen"] = True
+_inference_seen = False  # (kept equal to INFERENCE_SEEN by its watch)
+INFERENCE_SEEN = SeenFlag("_inference_seen")
+INFERENCE_SEEN.watch(globals())
+watch_inference_seen = INFERENCE_SEEN.watch
 
 
 class inference_mode(contextlib.ContextDecorator):
@@ -113,18 +121,20 @@ class inference_mode(contextlib.ContextDecorator):
 
     def __enter__(self):
         d = _state.__dict__
-        self.prev = (d.get("grad_enabled", True), d.get("inference", False))
+        self.prev = (d.get("grad_enabled", True), d.get("inference", False), d.get("grad_shown", False))
         if self.mode:
             key = _get_ident()
             _inference_threads[key] = _inference_threads.get(key, 0) + 1
             if not _inference_seen:
-                _note_inference_seen()
-        d["grad_enabled"], d["inference"] = not self.mode, self.mode
+                INFERENCE_SEEN.note()
+        # grad_shown: what is_grad_enabled() reports in the mode (enable_grad() inside turns it on, as torch's,
+        # while nothing is recorded: grad_enabled, the recording switch every op reads, stays False)
+        d["grad_enabled"], d["inference"], d["grad_shown"] = not self.mode, self.mode, not self.mode
         return self
 
     def __exit__(self, *exc):
         d = _state.__dict__
-        d["grad_enabled"], d["inference"] = self.prev
+        d["grad_enabled"], d["inference"], d["grad_shown"] = self.prev
         if self.mode:
             key = _get_ident()
             n = _inference_threads.get(key, 1) - 1

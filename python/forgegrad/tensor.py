@@ -2,8 +2,8 @@
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32 (float64, float16 where asked for);
-``Tensor(ndarray)`` stores integer data as int64 (``tensor()`` keeps int8 ... int32, as torch's), which never
-requires grad; comparisons give bool tensors. On another
+``Tensor(ndarray)`` gives the default floating dtype, as torch's (``tensor()`` keeps int8 ... int32 and
+float16, as torch's; integer data never requires grad); comparisons give bool tensors. On another
 device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
 through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
@@ -72,8 +72,9 @@ class Tensor(TensorFills, TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
-        data: array-like. float data is stored as float32, integer data as int64; a list or tuple of
-            numbers gets the default floating dtype, as torch.Tensor's.
+        data: array-like. A list or tuple of numbers, an ndarray or numpy scalar of bool, integer or float
+            data gets the default floating dtype, as torch.Tensor's (``forgegrad.tensor`` keeps an array's
+            dtype); a Tensor keeps its float dtype (integers as int64), complex data complex64.
         requires_grad: record operations on this tensor for backward().
     """
 
@@ -88,9 +89,11 @@ class Tensor(TensorFills, TensorMethods):
     _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        if dtype is None and type(data) in (list, tuple):
-            # torch.Tensor([1, 2]) (the legacy constructor) gives numbers the default floating dtype; an
-            # ndarray keeps forgegrad's storage rule (int -> int64), which internal callers rely on
+        if dtype is None and (type(data) in (list, tuple) or (
+                isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind in "biuf")):
+            # torch.Tensor([1, 2]) and torch.Tensor(ndarray) (the legacy constructor) give numbers the default
+            # floating dtype (int8, bool, float16 arrays too); internal code that means forgegrad's storage rule
+            # (int -> int64) calls Tensor._stored
             dtype = _dtypes._DEFAULT_FLOAT.dtype
         self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None
@@ -103,10 +106,20 @@ class Tensor(TensorFills, TensorMethods):
         if requires_grad:
             self.requires_grad_(True)
 
+    @staticmethod
+    def _stored(data, requires_grad: bool = False) -> "Tensor":
+        """A Tensor of ``data`` by forgegrad's storage rule (``_to_storage``: float -> float32, int -> int64, bool
+        stays; a list or tuple of numbers the default floating dtype): what forgegrad's own code means by a
+        Tensor of an ndarray, where ``Tensor(ndarray)`` gives torch's default floating dtype."""
+        if type(data) in (list, tuple):
+            return Tensor(data, requires_grad)
+        arr = _to_storage(data)
+        return Tensor(arr, requires_grad, dtype=arr.dtype)
+
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
         """Wrap a kernel output without any conversion (internal)."""
-        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
+        t = cls.__new__(cls)
         if type(arr) is not np.ndarray or arr.dtype is not _F32:  # the common case skips both
             on_device = type(arr) is not np.ndarray and _devices.device_of(arr) != "cpu"
             if not on_device and not isinstance(arr, np.ndarray):
@@ -121,6 +134,10 @@ class Tensor(TensorFills, TensorMethods):
         t._out_index = 0
         t._retains_grad = False
         t.requires_grad = False
+        if _inference_threads and cls is Tensor:  # (made plain first: InferenceTensor's requires_grad is a property)
+            k = _class_in_mode(cls)
+            if k is not cls:
+                t.__class__ = k
         return t
 
     @classmethod
@@ -128,8 +145,12 @@ class Tensor(TensorFills, TensorMethods):
         """Wrap an op's output keeping its dtype (float64 ops; internal)."""
         if not isinstance(arr, np.ndarray) and _devices.device_of(arr) == "cpu":  # numpy scalars, lists
             arr = np.asarray(arr)
-        t = cls.__new__(cls if not _inference_threads else _class_in_mode(cls))
+        t = cls.__new__(cls)
         t._data, t.grad, t._ctx, t._out_index, t._retains_grad, t.requires_grad = arr, None, None, 0, False, False
+        if _inference_threads and cls is Tensor:
+            k = _class_in_mode(cls)
+            if k is not cls:
+                t.__class__ = k
         return t
 
     # ---- basic properties ----------------------------------------------------------------
@@ -309,6 +330,10 @@ class Tensor(TensorFills, TensorMethods):
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
         if self._ctx is None:  # a leaf stores its .grad anyway (torch's no-op; flagged, it got it twice)
             return
+        from .autograd import _rebound
+        if _rebound:  # a view whose base was written in place: its new node (torch's retain_grad asks for it too)
+            from ._view_rebase import rebase_inputs
+            rebase_inputs((self,))
         self._retains_grad = True
 
     def register_post_accumulate_grad_hook(self, hook) -> "_HookHandle":
@@ -345,7 +370,10 @@ class Tensor(TensorFills, TensorMethods):
         if not callable(hook):
             raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
         from .autograd import _rebound
-        if _rebound:  # a view whose base was written in place under autograd: its new node
+        if _rebound and not self._has_node_hooks():
+            # a view whose base was written in place under autograd: its new node. (torch's: a view that already
+            # has hooks keeps adding to them, on the node they were registered with, until something asks for its
+            # grad_fn or an op uses it; forgegrad's view then gets its new node, as torch's)
             from ._view_rebase import rebase_inputs
             rebase_inputs((self,))
         if self._ctx is None:
@@ -360,6 +388,13 @@ class Tensor(TensorFills, TensorMethods):
                 entry = by_output[self._out_index] = (weakref.ref(self), {} if entry is None else entry[1])
             hooks = entry[1]
         return _HookHandle(self, hooks, hook)
+
+    def _has_node_hooks(self) -> bool:
+        """Whether this non-leaf has had register_hook hooks on its current node (removed ones count, as torch's
+        hook dict stays)."""
+        ctx = self._ctx
+        entry = None if ctx is None else ctx.__dict__.get("tensor_hooks", {}).get(self._out_index)
+        return entry is not None and entry[0]() is self
 
     def detach(self) -> "Tensor":
         """A tensor sharing this storage, cut from the graph."""
@@ -507,9 +542,9 @@ class Tensor(TensorFills, TensorMethods):
             if here == dev:
                 out = self
             elif self.requires_grad and dev != "meta" and here != "meta":
-                from .grad_mode import is_grad_enabled
+                from .grad_mode import records_graph
                 from .autograd import ToDevice
-                out = ToDevice.apply(self, dev) if is_grad_enabled() else Tensor._wrap_exact(
+                out = ToDevice.apply(self, dev) if records_graph() else Tensor._wrap_exact(
                     _devices.transfer(self._data, dev))
             else:
                 out = Tensor._wrap_exact(_devices.transfer(self._data, dev))

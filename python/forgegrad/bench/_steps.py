@@ -40,7 +40,7 @@ def classifier_step_fns(model, torch_model, x: np.ndarray, y: np.ndarray, torch,
     from ..tensor import Tensor
     model.to(device)
     loss_fn = nn.CrossEntropyLoss()
-    xt, yt = Tensor(x).to(device), Tensor(y).to(device)
+    xt, yt = Tensor._stored(x).to(device), Tensor._stored(y).to(device)
     torch_loss = None
     if torch is not None:
         torch_model.load_state_dict({k: torch.from_numpy(v.cpu().numpy().copy())

@@ -62,7 +62,7 @@ def infer_fns(torch, ort, rng, threads: int, batch: int) -> dict:
     model = LeNet(in_channels=1, num_classes=10, input_size=28).eval()
     frozen = nn.utils.freeze(model)
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
-    xt = Tensor(x)
+    xt = Tensor._stored(x)
 
     def fg_infer():
         with no_grad():
@@ -83,7 +83,7 @@ def infer_fns(torch, ort, rng, threads: int, batch: int) -> dict:
         from .. import onnx as fonnx
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "lenet.onnx")
-            fonnx.export(model, Tensor(x[:1]), path, input_names=["x"], verify=False)
+            fonnx.export(model, Tensor._stored(x[:1]), path, input_names=["x"], verify=False)
             with open(path, "rb") as f:
                 data = f.read()
         sess = ort_session(ort, data, threads)

@@ -116,7 +116,7 @@ def train_fns(torch, batch: int = None, device: str = "cpu"):
         tm.to(device)
     opt, topt = _optimizers(model, tm, torch)
     w = np.random.default_rng(0).integers(0, CONFIG["vocab_size"], (batch, T + 1))
-    x, y = Tensor(w[:, :-1]).to(device), Tensor(w[:, 1:].reshape(-1)).to(device)
+    x, y = Tensor._stored(w[:, :-1]).to(device), Tensor._stored(w[:, 1:].reshape(-1)).to(device)
 
     def fg_loss():
         return nn.functional.cross_entropy(model(x).reshape(-1, CONFIG["vocab_size"]), y)
@@ -142,7 +142,7 @@ def inference_fns(threads: int):
     model.eval()
     frozen = freeze(model)  # the weights packed once (same outputs, bit for bit)
     ids = np.random.default_rng(1).integers(0, CONFIG["vocab_size"], (1, T))
-    x = Tensor(ids)
+    x = Tensor._stored(ids)
 
     def fg_forward():
         with no_grad():
@@ -163,7 +163,7 @@ def inference_fns(threads: int):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "gpt.onnx")
             # traced at a shorter length (the exporter also traces at longer ones); T is a dynamic axis
-            fonnx.export(model, Tensor(ids[:, :16]), path, opset=17, verify=False)
+            fonnx.export(model, Tensor._stored(ids[:, :16]), path, opset=17, verify=False)
             with open(path, "rb") as f:
                 data = f.read()
         sess = ort_session(ort, data, threads)

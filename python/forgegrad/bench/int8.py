@@ -93,7 +93,7 @@ def _ort_quantized_mlp(model, ort, threads):
     from ..tensor import Tensor
     with tempfile.TemporaryDirectory() as d:
         fp32, int8 = os.path.join(d, "fp32.onnx"), os.path.join(d, "int8.onnx")
-        fg_onnx.export(model, Tensor(np.zeros((1, MLP[0]), np.float32)), fp32, input_names=["x"],
+        fg_onnx.export(model, Tensor._stored(np.zeros((1, MLP[0]), np.float32)), fp32, input_names=["x"],
                        output_names=["y"], verify=False)
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
         with open(int8, "rb") as f:
@@ -108,7 +108,7 @@ def mlp_fns(batch: int, threads: int) -> Dict[str, object]:
     from ..tensor import Tensor
     model = _mlp()
     qmodel = quantize_dynamic(model)
-    x = Tensor(np.random.default_rng(0).random((batch, MLP[0])).astype(np.float32))
+    x = Tensor._stored(np.random.default_rng(0).random((batch, MLP[0])).astype(np.float32))
 
     def fp32():
         with no_grad():
@@ -131,7 +131,7 @@ def weight_only_fns(M: int, N: int, K: int) -> Dict[str, object]:
     from ..tensor import Tensor
     lin = nn.Linear(K, N)
     q = quantize_weight_only(lin)
-    x = Tensor(np.random.default_rng(0).standard_normal((M, K)).astype(np.float32))
+    x = Tensor._stored(np.random.default_rng(0).standard_normal((M, K)).astype(np.float32))
 
     def fp32():
         with no_grad():
@@ -151,7 +151,7 @@ def lstm_fns(threads: int, T: int = 50, H: int = 256, batch: int = 1) -> Dict[st
     manual_seed(0)
     lstm = nn.LSTM(H, H).eval()
     q = quantize_dynamic(lstm, {nn.LSTM})
-    x = Tensor(np.random.default_rng(0).standard_normal((T, batch, H)).astype(np.float32))
+    x = Tensor._stored(np.random.default_rng(0).standard_normal((T, batch, H)).astype(np.float32))
 
     def fp32():
         with no_grad():
@@ -234,7 +234,7 @@ def lenet_static_fns(batch: int, threads: int, reduce_range: bool = False) -> Di
     from ..autograd import no_grad
     from ..tensor import Tensor
     model, qmodel, calib = _lenet_static(batch, reduce_range)
-    x = Tensor(calib[0])
+    x = Tensor._stored(calib[0])
 
     def run(m):
         with no_grad():

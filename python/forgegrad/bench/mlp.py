@@ -53,7 +53,7 @@ def train_fns(torch, rng):
     x = rng.standard_normal((BATCH_TRAIN, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH_TRAIN)
     model, tmodel = _models(torch)
-    xt, yt = Tensor(x), Tensor(y)
+    xt, yt = Tensor._stored(x), Tensor._stored(y)
     torch_loss = None
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
@@ -71,7 +71,7 @@ def infer_fns(torch, ort, rng, threads):
     x = rng.standard_normal((BATCH_INFER, SIZES[0])).astype(np.float32)
     model, tmodel = _models(torch)
     model.eval()
-    xt = Tensor(x)
+    xt = Tensor._stored(x)
 
     def fg_infer():
         with no_grad():

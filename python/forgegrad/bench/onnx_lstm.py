@@ -71,7 +71,7 @@ def sessions(config: str, threads: int = 1):
             params[k].copy_(torch.from_numpy(v._data.copy()))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "lstm.onnx")
-        fonnx.export(fgm, Tensor(x), path, opset=17, verify=False)
+        fonnx.export(fgm, Tensor._stored(x), path, opset=17, verify=False)
         with open(path, "rb") as f:
             fg_bytes = f.read()
     buf = io.BytesIO()

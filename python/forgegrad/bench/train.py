@@ -79,7 +79,7 @@ def _vae_step(torch, rng):
     from ._steps import adam_step_fns
     x, eps = vae_data(rng)
     model, tmodel = vae_models(torch)
-    xt = Tensor(x)
+    xt = Tensor._stored(x)
 
     def fg_loss():
         recon, mu, logvar = model(xt, eps=eps)

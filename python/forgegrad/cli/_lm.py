@@ -71,8 +71,8 @@ def batch(data: np.ndarray, n: int, block: int, rng):
 
 
 def lm_loss(model, x, y):
-    logits = model(Tensor(x))
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor(y).reshape(-1))
+    logits = model(Tensor._stored(x))
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), Tensor._stored(y).reshape(-1))
 
 
 def evaluate(model, data: np.ndarray, block: int, batch_size: int = 16, max_windows: int = 256) -> float:

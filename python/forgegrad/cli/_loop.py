@@ -50,8 +50,8 @@ def evaluate(model, task, x, y, batch_size=256, loss_fn=None):
     try:
         with no_grad():
             for idx in _batches(n, batch_size):
-                xb = Tensor(x[idx])
-                tb = Tensor(_targets(task, x, y)[idx])
+                xb = Tensor._stored(x[idx])
+                tb = Tensor._stored(_targets(task, x, y)[idx])
                 if task == "vae":
                     # eps = 0: the loss of the posterior mean, so evaluation is deterministic
                     mu, logvar = model.encode(xb)
@@ -148,7 +148,7 @@ def fit(model, task, optimizer, x_train, y_train, x_val, y_val, epochs, batch_si
         try:
             batches = _batches(n, batch_size, rng) if world is None else _rank_batches(n, batch_size, rng, world)
             for idx in batches:
-                xb, tb = Tensor(x_train[idx]), Tensor(targets[idx])
+                xb, tb = Tensor._stored(x_train[idx]), Tensor._stored(targets[idx])
                 loss = _loss_value(task, loss_fn, model(xb), tb)
                 optimizer.zero_grad()
                 loss.backward()

@@ -98,7 +98,7 @@ def rebuild(model, compression: dict, state) -> None:
 
 # ---- measuring ------------------------------------------------------------------------------------------
 def _latency_ms(model, sample, batch, repeats):
-    x = Tensor(np.ascontiguousarray(np.repeat(sample[:1], batch, axis=0)))
+    x = Tensor._stored(np.ascontiguousarray(np.repeat(sample[:1], batch, axis=0)))
     model.eval()
     times = []
     with no_grad():
@@ -214,7 +214,7 @@ def run(args, log=print):
 def _write_onnx(model, mode, example, path, meta):
     require("onnx", "onnx", what="ONNX export")
     require("onnxruntime", "onnx", what="verifying the ONNX export")
-    x = Tensor(np.ascontiguousarray(example))
+    x = Tensor._stored(np.ascontiguousarray(example))
     try:
         if mode in ("static", "qat"):
             from ..quantization.static_onnx import export_static_onnx

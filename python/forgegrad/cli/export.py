@@ -52,8 +52,8 @@ def example_input(meta, batch, seed=0):
     shape = (batch,) + tuple(meta["input_shape"])
     rng = np.random.default_rng(seed)
     if meta.get("input_kind") == "tokens":
-        return Tensor(rng.integers(0, meta["num_classes"], size=shape, dtype=np.int64))
-    return Tensor(rng.random(shape, dtype=np.float32))
+        return Tensor._stored(rng.integers(0, meta["num_classes"], size=shape, dtype=np.int64))
+    return Tensor._stored(rng.random(shape, dtype=np.float32))
 
 
 RECURRENT_INT8_ATOL = 0.02

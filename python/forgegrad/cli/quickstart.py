@@ -122,7 +122,7 @@ def _inference_fns(model, onnx_path, torch, threads):
     from .. import nn
     from ..autograd import no_grad
     x = np.random.default_rng(2).random((256, 64), dtype=np.float32)
-    xt = Tensor(x)
+    xt = Tensor._stored(x)
     model.eval()
     # the inference copy forgegrad serve runs: weights packed once, as onnxruntime packs them when it
     # creates its session

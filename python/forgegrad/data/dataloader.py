@@ -6,6 +6,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..dtypes import float64
+from ..factories import as_tensor
 from ..tensor import Tensor, _to_storage
 from ._workers import _MultiWorkerIterator, get_worker_info
 from .dataset import _batch_fetcher, _resolve_generator
@@ -13,25 +15,41 @@ from .dataset import _batch_fetcher, _resolve_generator
 __all__ = ["DataLoader", "default_collate", "get_worker_info"]
 
 
-def _stack(items) -> Tensor:
+# torch's message (torch/utils/data/_utils/collate.py), for a sample of a type it cannot batch
+_COLLATE_ERROR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
+
+
+def _stack(items):
+    """One field of the samples as a batch, with torch's default_collate dtypes: Tensors and numpy arrays keep
+    their dtype (torch.stack, torch.as_tensor), numpy scalars take torch.as_tensor's dtype of the list (their
+    promotion), Python ints (and bools) give int64 (bool), Python floats float64; strings stay a list."""
     first = items[0]
     if isinstance(first, Tensor):
-        arr = np.stack([t._data for t in items])
-        if arr.dtype == np.float64:  # float64 Tensors batch as float64 (torch's collate keeps dtypes)
-            return Tensor._wrap_exact(arr)
-    elif isinstance(first, (np.ndarray, np.generic, numbers.Number)):
-        arr = np.asarray(np.stack([np.asarray(x) for x in items]))
-    else:
-        raise TypeError(f"default_collate: cannot batch samples of type {type(first).__name__}; "
-                        "samples must be Tensors, numpy arrays, numbers, or tuples/lists/dicts of them")
-    return Tensor._wrap(_to_storage(arr))  # float -> float32, ints -> int64, bool stays
+        return Tensor._wrap_exact(np.stack([t._data for t in items]))
+    if isinstance(first, np.ndarray):
+        if first.dtype.kind in "SaUO":  # strings, objects: torch refuses them
+            raise TypeError(_COLLATE_ERROR.format(first.dtype))
+        return Tensor._wrap_exact(np.stack([_to_storage(a, a.dtype) for a in items]))
+    if isinstance(first, np.generic):  # a numpy scalar (torch.as_tensor(batch))
+        if first.dtype.kind in "SaUO":
+            raise TypeError(_COLLATE_ERROR.format(first.dtype))
+        return as_tensor(list(items))
+    if isinstance(first, float):
+        return as_tensor(list(items), dtype=float64)
+    if isinstance(first, int):  # (bool included: torch.tensor(batch) gives bool, or int64 for ints)
+        return as_tensor(list(items))
+    if isinstance(first, str):
+        return list(items)
+    raise TypeError(_COLLATE_ERROR.format(type(first)))
 
 
 def default_collate(batch):
     """Stack a list of samples into batch Tensors, keeping the samples' structure.
 
-    ``[(x0, y0), (x1, y1)] -> (Tensor[x0, x1], Tensor[y0, y1])``; dicts are collated per key. Float
-    data becomes float32 and integer data int64.
+    ``[(x0, y0), (x1, y1)] -> (Tensor[x0, x1], Tensor[y0, y1])``; dicts are collated per key. The dtypes are
+    torch's default_collate's: a Tensor's or numpy array's own dtype (int8 stays int8, float64 float64), numpy
+    scalars as ``as_tensor`` of their list, Python ints int64, Python floats float64, bools bool; strings are
+    kept as a list.
     """
     if not batch:
         raise ValueError("default_collate: empty batch")

@@ -39,9 +39,9 @@ class TensorDataset(Dataset):
     """Samples are rows of the given arrays: ``TensorDataset(X, y)[i] == (X[i], y[i])``.
 
     Args:
-        *tensors: numpy arrays or forgegrad Tensors sharing their first dimension. They are kept
-            as numpy storage (float -> float32, integers -> int64; no copy when already so), except
-            that a float64 Tensor keeps float64 (as torch's TensorDataset keeps a tensor's dtype).
+        *tensors: forgegrad Tensors or numpy arrays sharing their first dimension. A Tensor keeps its dtype
+            (as torch's TensorDataset); a numpy array is stored as ``Tensor`` data was before (float -> float32,
+            integers -> int64, no copy when already so), the dtypes models and losses take.
     """
 
     def __init__(self, *tensors):
@@ -49,7 +49,7 @@ class TensorDataset(Dataset):
             raise ValueError("TensorDataset: at least one array is required")
         arrays = []
         for i, t in enumerate(tensors):
-            arr = t._data if isinstance(t, Tensor) and t._data.dtype == np.float64 else _to_storage(t)
+            arr = t._data if isinstance(t, Tensor) else _to_storage(t)
             if arr.ndim == 0:
                 raise ValueError(f"TensorDataset: array {i} is 0-dimensional; arrays need a first (sample) dimension")
             arrays.append(arr)

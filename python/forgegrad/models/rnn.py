@@ -65,13 +65,13 @@ class CharLSTM(nn.Module):
         gen = _random.generator()
         dev = self.head.weight.device  # tokens go where the model is; the logits come back to sample on the host
         with no_grad():
-            logits = self.forward(Tensor(np.asarray([ids], np.int64)).to(dev))
+            logits = self.forward(Tensor._stored(np.asarray([ids], np.int64)).to(dev))
             state = self._last_state
             for _ in range(length):
                 z = devices.to_host(logits._data)[0, -1].astype(np.float64) / temperature
                 p = np.exp(z - z.max())
                 nxt = int(gen.choice(self.vocab_size, p=p / p.sum()))
                 ids.append(nxt)
-                logits = self.forward(Tensor(np.asarray([[nxt]], np.int64)).to(dev), state)
+                logits = self.forward(Tensor._stored(np.asarray([[nxt]], np.int64)).to(dev), state)
                 state = self._last_state
         return ids

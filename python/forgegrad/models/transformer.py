@@ -191,7 +191,7 @@ class GPT(nn.Module):
 
     def forward(self, idx):
         if not isinstance(idx, Tensor):
-            idx = Tensor(np.asarray(idx))
+            idx = Tensor._stored(np.asarray(idx))
         if idx.ndim != 2:
             raise ValueError(f"GPT: expected token ids (N, T), got shape {tuple(idx.shape)}")
         t = idx.shape[1]
@@ -250,7 +250,7 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, tokens):
         if not isinstance(tokens, Tensor):
-            tokens = Tensor(np.asarray(tokens))
+            tokens = Tensor._stored(np.asarray(tokens))
         if tokens.ndim != 2:
             raise ValueError(f"TransformerClassifier: expected token ids (N, T), got shape {tuple(tokens.shape)}")
         pad = tokens == self.pad_id
@@ -280,7 +280,7 @@ def sample(model, prompt: Sequence[int], max_new_tokens: int, temperature: float
     try:
         with no_grad():
             for _ in range(max_new_tokens):
-                ctx = Tensor(np.asarray([ids[-block:]], np.int64)).to(dev)
+                ctx = Tensor._stored(np.asarray([ids[-block:]], np.int64)).to(dev)
                 z = devices.to_host(model(ctx)[0, -1]._data).astype(np.float64)
                 if temperature == 0.0:
                     ids.append(int(np.argmax(z)))

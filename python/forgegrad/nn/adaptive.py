@@ -96,13 +96,13 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             if rows.size == 0:
                 continue
             gather_inds[rows] = self.shortlist_size + i - 1
-            sub = input.index_select(0, Tensor(rows))
+            sub = input.index_select(0, Tensor._stored(rows))
             logprob = self.tail[i - 1](sub).log_softmax(1)
-            local = logprob.gather(1, Tensor((target[rows] - low)[:, None])).squeeze(1)
-            part = input.new_zeros((n,)).index_add(0, Tensor(rows), local)
+            local = logprob.gather(1, Tensor._stored((target[rows] - low)[:, None])).squeeze(1)
+            part = input.new_zeros((n,)).index_add(0, Tensor._stored(rows), local)
             output = part if output is None else output + part
         head_logprob = self.head(input).log_softmax(1)
-        head_part = head_logprob.gather(1, Tensor(gather_inds[:, None])).squeeze(1)
+        head_part = head_logprob.gather(1, Tensor._stored(gather_inds[:, None])).squeeze(1)
         output = head_part if output is None else output + head_part
         loss = (-output).mean()
         if not batched:
@@ -129,7 +129,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         output = head_output.argmax(1).numpy().copy()
         outside = np.flatnonzero(output >= self.shortlist_size)
         if outside.size:
-            idx = Tensor(outside)
+            idx = Tensor._stored(outside)
             log_prob = self._get_full_log_prob(input.index_select(0, idx), head_output.index_select(0, idx))
             output[outside] = log_prob.argmax(1).numpy()
-        return Tensor(output.astype(np.int64))
+        return Tensor._stored(output.astype(np.int64))

@@ -36,7 +36,7 @@ def _as_tensor(x, name):
     if x is None or isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return Tensor(x)
+        return Tensor._stored(x)
     raise TypeError(f"MultiheadAttention: {name} must be a forgegrad.Tensor (or numpy array), got "
                     f"{type(x).__name__}")
 

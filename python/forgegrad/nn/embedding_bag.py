@@ -23,7 +23,7 @@ def _indices(x, name):
     if isinstance(x, Tensor):
         return x
     if isinstance(x, (np.ndarray, list, tuple)):
-        return Tensor(np.asarray(x))
+        return Tensor._stored(np.asarray(x))
     raise TypeError(f"embedding_bag: {name} must be a forgegrad.Tensor of indices, got {type(x).__name__}")
 
 

@@ -138,8 +138,8 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     last_nan = kk - 1 - np.argmax(nan[..., ::-1], axis=-1)
     pick = np.where(nan.any(-1), last_nan, first_max)
     idx = np.take_along_axis(pos, pick[..., None], axis=-1)[..., 0].reshape(n, c, flat_out)
-    out = x.reshape(n, c, total).gather(2, Tensor(idx)).reshape((n, c) + outs)
-    indices = Tensor(idx.reshape((n, c) + outs))
+    out = x.reshape(n, c, total).gather(2, Tensor._stored(idx)).reshape((n, c) + outs)
+    indices = Tensor._stored(idx.reshape((n, c) + outs))
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out

@@ -19,7 +19,7 @@ def _t(x, name):
 
 def _opt(x):
     """An optional argument as a Tensor (None stays None)."""
-    return None if x is None else (x if isinstance(x, Tensor) else Tensor(x))
+    return None if x is None else (x if isinstance(x, Tensor) else Tensor._stored(x))
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -82,7 +82,7 @@ def pdist(input, p: float = 2):
     pairs = np.array(list(itertools.combinations(range(n), 2)), np.int64).reshape(-1, 2)
     if pairs.shape[0] == 0:
         return (input.reshape(-1)[:0] * 0.0).reshape(0)
-    diff = input[Tensor(pairs[:, 0])] - input[Tensor(pairs[:, 1])]
+    diff = input[Tensor._stored(pairs[:, 0])] - input[Tensor._stored(pairs[:, 1])]
     if p == float("inf") and diff.shape[-1]:
         # torch's pdist backward gives every element tied at the max its full sign(diff) (vector_norm's splits
         # the gradient among ties): the max's value with the tied elements' |diff| as the gradient path

@@ -57,7 +57,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float =
     sparse=True: the weight's gradient is a sparse COO tensor (rows looked up, uncoalesced), as torch's; SGD,
     Adagrad and SparseAdam take it."""
     weight = _t(weight, "weight")
-    idx = input if isinstance(input, Tensor) else Tensor(np.asarray(input))
+    idx = input if isinstance(input, Tensor) else Tensor._stored(np.asarray(input))
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape "
                          f"{tuple(weight.shape)}")

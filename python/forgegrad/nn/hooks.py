@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._seen_flag import SeenFlag
 from ..autograd import Function
 from ..grad_mode import _state as _grad_state
 from ..tensor import Tensor
@@ -75,22 +76,11 @@ def check_flag(value, name: str, where: str) -> None:
 
 # Module.__call__ and Sequential.__call__ look at the forward pre-hooks alone until a forward or backward hook is
 # registered anywhere (or a module holding one is unpickled, or a forward is set on an instance): then note_hooks()
-# sets ``_hooks_seen`` in their modules' namespaces (a global read there costs nothing; each further dict looked up
-# ~20 ns a call)
-_flag_namespaces: list = []
-_seen = False
-
-
-def watch_hooks_flag(namespace: dict) -> None:
-    namespace["_hooks_seen"] = _seen
-    _flag_namespaces.append(namespace)
-
-
-def note_hooks() -> None:
-    global _seen
-    _seen = True
-    for ns in _flag_namespaces:
-        ns["_hooks_seen"] = True
+# sets ``_hooks_seen`` in their modules' namespaces (HOOKS_SEEN, a forgegrad._seen_flag.SeenFlag: a global read
+# there costs nothing; each further dict looked up ~20 ns a call)
+HOOKS_SEEN = SeenFlag("_hooks_seen")
+watch_hooks_flag = HOOKS_SEEN.watch
+note_hooks = HOOKS_SEEN.note
 
 
 def add_hook(store: "OrderedDict", hook, prepend: bool, extra=None) -> RemovableHandle:

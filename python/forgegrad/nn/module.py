@@ -89,7 +89,8 @@ class Module(ModuleHookRegistration, ModuleAccess):
                                 f"(a {'forgegrad.nn.Parameter' if name in params else 'Module'} or None is required)")
             self._register(params if name in params else modules, name, None)
         elif name in buffers:
-            self._register(buffers, name, value if (value is None or isinstance(value, Tensor)) else Tensor(value))
+            self._register(buffers, name,
+                           value if (value is None or isinstance(value, Tensor)) else Tensor._stored(value))
         else:
             if name == "forward":  # a patched forward: the fast paths that skip Module.__call__ must see it
                 note_hooks()
@@ -119,7 +120,7 @@ class Module(ModuleHookRegistration, ModuleAccess):
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         if getattr(tensor, "_is_buffer", False):  # nn.Buffer: a plain Tensor on its storage; the persistence is
             tensor = tensor.as_tensor()           # this call's argument (as torch's; __setattr__ passes the Buffer's)
-        value = None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor(tensor))
+        value = None if tensor is None else (tensor if isinstance(tensor, Tensor) else Tensor._stored(tensor))
         self._register(self._buffers, name, value)
         if not persistent:
             self._non_persistent.add(name)

@@ -106,9 +106,9 @@ class _BatchNorm(Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", Tensor(devices.zeros((self.num_features,))))
-            self.register_buffer("running_var", Tensor(devices.ones((self.num_features,))))
-            self.register_buffer("num_batches_tracked", Tensor(devices.zeros((), np.int64)))
+            self.register_buffer("running_mean", Tensor._stored(devices.zeros((self.num_features,))))
+            self.register_buffer("running_var", Tensor._stored(devices.ones((self.num_features,))))
+            self.register_buffer("num_batches_tracked", Tensor._stored(devices.zeros((), np.int64)))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)

@@ -295,4 +295,4 @@ class Transformer(Module):
     def generate_square_subsequent_mask(sz: int, device=None, dtype=None) -> Tensor:
         """The (sz, sz) float causal mask: -inf above the diagonal (a position may not attend to later
         ones), 0 elsewhere (as torch)."""
-        return Tensor(_causal_mask(positive_int(sz, "sz", "generate_square_subsequent_mask")))
+        return Tensor._stored(_causal_mask(positive_int(sz, "sz", "generate_square_subsequent_mask")))

@@ -36,7 +36,7 @@ def _as_tensors(example_inputs) -> List[Tensor]:
         if isinstance(x, Tensor):
             out.append(Tensor._wrap_exact(x._data))  # a fresh Tensor object: graph inputs are matched by identity
         elif isinstance(x, np.ndarray) or np.isscalar(x):
-            out.append(Tensor(np.asarray(x)))
+            out.append(Tensor._stored(np.asarray(x)))
         else:
             raise TypeError(f"export: example input {i} is a {type(x).__name__}; expected forgegrad Tensors "
                             "or numpy arrays")

@@ -209,10 +209,10 @@ def verify_model(model, report: ExportReport, inputs: List[Tensor], input_axes, 
 
     for label, sizes, arrays in cases:
         with no_grad():
-            # integer and float64 inputs keep their dtype (Tensor() stores any integer array as int64: a uint8 input's
-            # wrap-around, 200 << 3 == 64, would not be the reference onnxruntime is held to)
-            out = model(*[Tensor(a, dtype=a.dtype) if a.dtype.kind in "iu" or a.dtype == np.float64 else Tensor(a)
-                          for a in arrays])
+            # integer and float64 inputs keep their dtype (Tensor._stored makes any integer array int64: a uint8
+            # input's wrap-around, 200 << 3 == 64, would not be the reference onnxruntime is held to)
+            out = model(*[Tensor(a, dtype=a.dtype) if a.dtype.kind in "iu" or a.dtype == np.float64
+                          else Tensor._stored(a) for a in arrays])
         from ._capture import flatten_outputs
         want = [np.asarray(t._data) for t in flatten_outputs(out)[0]]
         got = _run(sess, report, arrays, label, sizes, symbols)

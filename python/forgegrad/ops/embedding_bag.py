@@ -286,7 +286,7 @@ def _double_backward_rule(ctx, args, kwargs, g):
         _, arg = _forward_values(raw(weight), keep, rows, segk, counts, bags, "max", None)
         b, c = np.nonzero(arg >= 0)
         return _scatter(g[(b, c)], (rows[arg[b, c]], c), (n, d)), None, None, None
-    gp = g.index_select(0, Tensor(segk))
+    gp = g.index_select(0, Tensor._stored(segk))
     scale = np.ones(rows.size)
     if mode == "mean":
         scale = scale / counts[segk]
@@ -295,9 +295,9 @@ def _double_backward_rule(ctx, args, kwargs, g):
     gp = gp * _const(scale[:, None], g)
     gpsw = None
     if psw is not None:
-        kept = psw.reshape(-1) if keep is None else psw.reshape(-1).index_select(0, Tensor(keep))
+        kept = psw.reshape(-1) if keep is None else psw.reshape(-1).index_select(0, Tensor._stored(keep))
         if isinstance(psw, Tensor) and psw.requires_grad:
-            dots = (gp * weight.index_select(0, Tensor(rows))).sum(1)
+            dots = (gp * weight.index_select(0, Tensor._stored(rows))).sum(1)
             gpsw = _scatter(dots, (np.arange(idx.size) if keep is None else keep,), (idx.size,)).reshape(psw.shape)
         gp = gp * kept.unsqueeze(1)
     return _scatter(gp, (rows,), (n, d)), None, None, gpsw

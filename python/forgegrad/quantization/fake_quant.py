@@ -30,10 +30,10 @@ class FakeQuantize(Module):
         self.quant_min, self.quant_max = obs.quant_min, obs.quant_max
         self.is_per_channel = obs.qscheme.startswith("per_channel")
         self.ch_axis = getattr(obs, "ch_axis", -1)
-        self.register_buffer("fake_quant_enabled", Tensor(np.array([1], np.int64)))
-        self.register_buffer("observer_enabled", Tensor(np.array([1], np.int64)))
-        self.register_buffer("scale", Tensor(np.array([1.0], np.float32)))
-        self.register_buffer("zero_point", Tensor(np.array([0], np.int64)))
+        self.register_buffer("fake_quant_enabled", Tensor._stored(np.array([1], np.int64)))
+        self.register_buffer("observer_enabled", Tensor._stored(np.array([1], np.int64)))
+        self.register_buffer("scale", Tensor._stored(np.array([1.0], np.float32)))
+        self.register_buffer("zero_point", Tensor._stored(np.array([0], np.int64)))
 
     def enable_fake_quant(self, enabled: bool = True):
         self.fake_quant_enabled._data[...] = int(bool(enabled))
@@ -66,7 +66,8 @@ class FakeQuantize(Module):
                 raise RuntimeError("FakeQuantize: fake quantization is on but no data was observed yet "
                                    "(enable the observer for the first batches)")
             if self.is_per_channel:
-                return fake_quantize_per_channel_affine(x, Tensor(self.scale._data), Tensor(self.zero_point._data),
+                return fake_quantize_per_channel_affine(x, Tensor._stored(self.scale._data),
+                                                        Tensor._stored(self.zero_point._data),
                                                         self.ch_axis % x.ndim, self.quant_min, self.quant_max)
             return fake_quantize_per_tensor_affine(x, float(self.scale._data[0]), int(self.zero_point._data[0]),
                                                    self.quant_min, self.quant_max)

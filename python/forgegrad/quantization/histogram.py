@@ -59,9 +59,9 @@ class HistogramObserver(ObserverBase):
                 raise ValueError(f"HistogramObserver: {name} must be a positive int, got {v!r}")
         self.bins, self.upsample_rate = int(bins), int(upsample_rate)
         self.dst_nbins = 256  # 2 ** bits of the 8-bit quantized type
-        self.register_buffer("histogram", Tensor(np.zeros(self.bins, F32)))
-        self.register_buffer("min_val", Tensor(np.array(np.inf, F32)))
-        self.register_buffer("max_val", Tensor(np.array(-np.inf, F32)))
+        self.register_buffer("histogram", Tensor._stored(np.zeros(self.bins, F32)))
+        self.register_buffer("min_val", Tensor._stored(np.array(np.inf, F32)))
+        self.register_buffer("max_val", Tensor._stored(np.array(-np.inf, F32)))
 
     def _observe(self, a):
         if np.isnan(a).any():

@@ -146,8 +146,8 @@ class MinMaxObserver(ObserverBase):
         super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps)
         if self.qscheme == "per_tensor_symmetric" and self.reduce_range and self.dtype == "quint8":
             raise ValueError("reduce_range is not supported for symmetric quint8 quantization (as in torch)")
-        self.register_buffer("min_val", Tensor(np.array(np.inf, F32)))
-        self.register_buffer("max_val", Tensor(np.array(-np.inf, F32)))
+        self.register_buffer("min_val", Tensor._stored(np.array(np.inf, F32)))
+        self.register_buffer("max_val", Tensor._stored(np.array(-np.inf, F32)))
 
     def _update(self, cur_min, cur_max):
         self.min_val._data = np.minimum(self.min_val._data, cur_min).astype(F32)
@@ -185,8 +185,8 @@ class PerChannelMinMaxObserver(ObserverBase):
         if isinstance(ch_axis, bool) or not isinstance(ch_axis, numbers.Integral):
             raise TypeError(f"ch_axis must be an int, got {ch_axis!r}")
         self.ch_axis = int(ch_axis)
-        self.register_buffer("min_val", Tensor(np.zeros(0, F32)))
-        self.register_buffer("max_val", Tensor(np.zeros(0, F32)))
+        self.register_buffer("min_val", Tensor._stored(np.zeros(0, F32)))
+        self.register_buffer("max_val", Tensor._stored(np.zeros(0, F32)))
 
     def _minmax(self, a):
         if not -a.ndim <= self.ch_axis < a.ndim:
@@ -236,7 +236,7 @@ class PercentileObserver(MinMaxObserver):
         if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 50 < percentile <= 100:
             raise ValueError(f"PercentileObserver: percentile must be in (50, 100], got {percentile!r}")
         self.percentile = float(percentile)
-        self.register_buffer("num_batches", Tensor(np.array(0, np.int64)))
+        self.register_buffer("num_batches", Tensor._stored(np.array(0, np.int64)))
 
     def _observe(self, a):
         lo, hi = np.percentile(a.astype(np.float64), [100.0 - self.percentile, self.percentile])

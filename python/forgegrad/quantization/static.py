@@ -201,7 +201,7 @@ def calibrate(model, loader, num_batches=None) -> int:
                 if arr.dtype != np.float32:
                     raise TypeError(f"calibrate: calibration data must be float32, got {arr.dtype} in batch {seen} "
                                     "(cast it with .astype(np.float32))")
-                model(Tensor(arr))
+                model(Tensor._stored(arr))
                 seen += 1
                 if num_batches is not None and seen >= num_batches:
                     break
@@ -243,7 +243,7 @@ class _Quantized(Module):
         self.register_buffer("bias", Tensor._wrap(np.zeros(out_ch, F32)) if has_bias else None)
         for name in ("input", "output"):
             self.register_buffer(f"{name}_scale", Tensor._wrap(np.ones(1, F32)))
-            self.register_buffer(f"{name}_zero_point", Tensor(np.zeros(1, np.int64)))
+            self.register_buffer(f"{name}_zero_point", Tensor._stored(np.zeros(1, np.int64)))
 
     def _fill(self, mod, path, weight_observer, input_observer, output_observer):
         w = np.asarray(mod.weight._data, F32)

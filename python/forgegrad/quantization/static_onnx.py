@@ -122,7 +122,7 @@ def export_static_onnx(model, example_input, path, verify: bool = True, opset: i
         raise ImportError("export_static_onnx needs the onnx package: pip install 'forgegrad[onnx]'") from None
     from ..nn.utils.shrink import chain
 
-    x = example_input if isinstance(example_input, Tensor) else Tensor(np.asarray(example_input, F32))
+    x = example_input if isinstance(example_input, Tensor) else Tensor._stored(np.asarray(example_input, F32))
     g = _Graph(helper, numpy_helper)
     out = "input"
     last_step = None

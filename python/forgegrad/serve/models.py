@@ -98,7 +98,7 @@ class ForgegradModel(LoadedModel):
         from ..autograd import no_grad
         from ..tensor import Tensor
         with no_grad():
-            out = self.model(Tensor(feeds[self.inputs[0].name]))
+            out = self.model(Tensor._stored(feeds[self.inputs[0].name]))
         return {"output": np.asarray(out.numpy())}
 
 

@@ -252,7 +252,7 @@ class Transcriber:
                 first = np.concatenate([jobs[i].features[:, :, :window] for i in verbose])
                 states = model.encode(first).numpy()
                 start = np.full((len(verbose), 1), model.decoder_start_token_id, np.int64)
-                logits = model.decode(start, Tensor(states)).numpy()[:, -1]
+                logits = model.decode(start, Tensor._stored(states)).numpy()[:, -1]
                 names = sorted(self.lang_to_id, key=self.lang_to_id.get)
                 ids = [int(self.lang_to_id[k]) for k in names]
                 for r, i in enumerate(verbose):
@@ -366,7 +366,7 @@ class Transcriber:
         prompt = text_prompt + prompt
         ids = np.array([prompt + tokens], np.int64)
         with no_grad():
-            logits = self.model.decode(ids, Tensor(states)).numpy()
+            logits = self.model.decode(ids, Tensor._stored(states)).numpy()
         start = np.array(logits[0, len(text_prompt)])
         logits = logits[0, len(prompt) - 1:]
         scores = np.array(logits, np.float64)

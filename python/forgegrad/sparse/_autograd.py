@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _version_counter as _vc
 from ..autograd import Function
-from ..grad_mode import is_grad_enabled
+from ..grad_mode import records_graph
 from ..tensor import Tensor
 from ._storage import _SparseStorage
 
@@ -65,7 +65,7 @@ class SparseFunction(Function):
             out = cls.forward(ctx, *raw, **kwargs)
         single = type(out) is not tuple
         results = tuple(wrap(o) for o in ((out,) if single else out))
-        if any(needs) and is_grad_enabled():
+        if any(needs) and records_graph():
             ctx.parents = tuple(a if isinstance(a, Tensor) else None for a in args)
             ctx.call = (args, kwargs)
             ctx.made_at = _vc.clock

@@ -275,7 +275,7 @@ def _as_values(x, dtype, name="values") -> np.ndarray:
             raise RuntimeError(f"{name} must be a CPU tensor: sparse tensors are CPU only in forgegrad")
         arr = x._data
     else:
-        arr = Tensor(x)._data if not isinstance(x, np.ndarray) else x
+        arr = Tensor._stored(x)._data if not isinstance(x, np.ndarray) else x
     if dtype is not None:
         arr = arr.astype(_dtypes.to_numpy(dtype))
     if arr.dtype.kind not in "fiub":
@@ -356,8 +356,8 @@ def _with_values(storage, values, requires_grad: bool) -> SparseTensor:
     """The constructed tensor: a leaf, or, when ``values`` is a tensor that requires grad (learned edge weights of
     a graph), a node whose backward hands values their gradient (torch's)."""
     if isinstance(values, Tensor) and values.requires_grad and values.dtype == _dtypes._BY_NUMPY[storage.dtype]:
-        from ..grad_mode import is_grad_enabled
-        if is_grad_enabled():
+        from ..grad_mode import records_graph
+        if records_graph():
             return F.FromValues.apply(values, storage)
     return SparseTensor._from_storage(storage, requires_grad)
 

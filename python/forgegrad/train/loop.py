@@ -23,7 +23,7 @@ __all__ = ["fit", "evaluate", "predict"]
 # ---- helpers ------------------------------------------------------------------------------------
 def _as_tensor(x, device: str = "cpu") -> Tensor:
     """x as a Tensor on ``device`` (the model's): a loader's CPU batches follow a model moved to a GPU."""
-    t = x if isinstance(x, Tensor) else Tensor(x)
+    t = x if isinstance(x, Tensor) else Tensor._stored(x)
     return t if _devices.device_of(t._data) == device else t.to(device)
 
 
@@ -365,7 +365,7 @@ def predict(model, x, batch_size: int = 32) -> Tensor:
         data = x._data if isinstance(x, Tensor) else np.asarray(x)
         if data.ndim == 0:
             raise ValueError("predict: x must have a batch dimension")
-        batches = (Tensor(data[i:i + batch_size]) for i in range(0, data.shape[0], batch_size))
+        batches = (Tensor._stored(data[i:i + batch_size]) for i in range(0, data.shape[0], batch_size))
     else:
         batches = (b[0] if isinstance(b, (tuple, list)) and len(b) >= 1 else b for b in x)
     was_training = getattr(model, "training", False)

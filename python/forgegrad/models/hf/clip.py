@@ -237,7 +237,7 @@ class VisionEmbeddings(nn.Module):
         if not isinstance(p, int) or isinstance(p, bool) or p <= 0 or cfg["image_size"] < p:
             raise ValueError(f"CLIPVisionModel: config patch_size must be a positive integer at most image_size "
                              f"({cfg['image_size']}), got {p!r}")
-        self.class_embedding = nn.Parameter(Tensor(np.zeros(E, np.float32)))
+        self.class_embedding = nn.Parameter(Tensor._stored(np.zeros(E, np.float32)))
         self.patch_embedding = nn.Conv2d(cfg["num_channels"], E, p, stride=p, bias=False)
         self.position_embedding = nn.Embedding((cfg["image_size"] // p) ** 2 + 1, E)
 
@@ -384,7 +384,7 @@ class CLIPModel(nn.Module):
         self.text_projection = nn.Linear(text["hidden_size"], dim, bias=False)
         self.visual_projection = nn.Linear(vision["hidden_size"], dim, bias=False)
         scale = np.float32(self.config.get("logit_scale_init_value", 2.6592))
-        self.logit_scale = nn.Parameter(Tensor(np.array(scale, np.float32)))
+        self.logit_scale = nn.Parameter(Tensor._stored(np.array(scale, np.float32)))
 
     def project_text(self, pooled: Tensor) -> Tensor:
         """The text embedding of the text tower's pooled output (CLIP's projection; SigLIP's tower already has it)."""

@@ -88,7 +88,8 @@ def _naflex(vision, seed: int):
     side = int(length ** 0.5)
     rng = np.random.default_rng(seed)
     pixels = rng.standard_normal((2, length, c["num_channels"] * c["patch_size"] ** 2)).astype(np.float32)
-    example = (Tensor(pixels), Tensor(np.ones((2, length), np.int64)), Tensor(np.array([[1, side], [side, 1]])))
+    example = (Tensor._stored(pixels), Tensor._stored(np.ones((2, length), np.int64)),
+               Tensor._stored(np.array([[1, side], [side, 1]])))
     return (["pixel_values", "pixel_attention_mask", "spatial_shapes"], ["image_embeds", "last_hidden_state"],
             example)
 
@@ -111,7 +112,7 @@ def export_clip_tower(model, path, tower: str, *, opset: int = 17, verify: bool 
         names, outs = ["input_ids", "attention_mask"], ["text_embeds", "last_hidden_state"]
         axes = {0: "batch", 1: "sequence"}
         dynamic = {"input_ids": axes, "attention_mask": axes, "text_embeds": {0: "batch"}, "last_hidden_state": axes}
-        example = tuple(Tensor(a) for a in _text_example(cfg, 2, min(7, cfg["max_position_embeddings"]), seed))
+        example = tuple(Tensor._stored(a) for a in _text_example(cfg, 2, min(7, cfg["max_position_embeddings"]), seed))
         if verify_sizes is None:
             verify_sizes = [{"batch": 1, "sequence": 1}, {"batch": 3, "sequence": cfg["max_position_embeddings"]}]
     elif isinstance(model, (Siglip2Model, Siglip2VisionModel)):
@@ -128,7 +129,7 @@ def export_clip_tower(model, path, tower: str, *, opset: int = 17, verify: bool 
         names, outs = ["pixel_values"], ["image_embeds", "last_hidden_state"]
         dynamic = {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}, "last_hidden_state": {0: "batch"}}
         shape = (2, cfg["num_channels"], cfg["image_size"], cfg["image_size"])
-        example = (Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32)),)
+        example = (Tensor._stored(np.random.default_rng(seed).standard_normal(shape).astype(np.float32)),)
         if verify_sizes is None:
             verify_sizes = [{"batch": 1}, {"batch": 3}]
     was_training = model.training

@@ -143,7 +143,7 @@ def export_with_past(model, path, *, logits_to_keep: int = 0, opset: int = 17, v
         verify_sizes = [{"batch": 1, "past_sequence": 0, "sequence": 5},
                         {"batch": 3, "past_sequence": 9, "sequence": 1},
                         {"batch": 2, "past_sequence": 7, "sequence": 7}]
-    example = tuple(Tensor(a) for a in _example(model, 2, 3, 4, seed))
+    example = tuple(Tensor._stored(a) for a in _example(model, 2, 3, 4, seed))
     was_training = model.training
     try:
         report = export(DecoderWithPast(model.eval(), logits_to_keep), example, path, opset=opset, dynamic_axes=axes,

@@ -180,7 +180,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
     was_training = model.training
     model.eval()
     try:
-        enc = export(EncoderWithCross(model), tuple(Tensor(a) for a in enc_inputs),
+        enc = export(EncoderWithCross(model), tuple(Tensor._stored(a) for a in enc_inputs),
                      os.path.join(directory, "encoder.onnx"), opset=opset, input_names=enc_names,
                      output_names=["last_hidden_state"] + cross_names, dynamic_axes=enc_axes,
                      verify=verify, rtol=rtol, atol=atol, verify_sizes=enc_sizes, axis_divisors=floor,
@@ -212,7 +212,7 @@ def export_seq2seq(model, directory, *, logits_to_keep: int = 0, cross_attention
         if cross_attentions:
             outputs.append("cross_attentions")
             axes["cross_attentions"] = {0: "batch", 2: "sequence", 3: "encoder_sequence"}
-        dec = export(decoder, tuple(Tensor(a) for a in head + past), os.path.join(directory, "decoder.onnx"),
+        dec = export(decoder, tuple(Tensor._stored(a) for a in head + past), os.path.join(directory, "decoder.onnx"),
                      opset=opset, input_names=names + past_names, output_names=outputs, dynamic_axes=axes,
                      verify=verify, rtol=rtol, atol=atol,
                      verify_sizes=[{"batch": 1, "sequence": 1, "past_sequence": 0, "encoder_sequence": 6},

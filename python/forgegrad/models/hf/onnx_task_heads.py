@@ -77,7 +77,7 @@ def export_task_head(model, path, *, opset: int = 17, verify: bool = True, rtol:
         verify_sizes = [{"batch": 1, "sequence": 1}, {"batch": 3, "sequence": 23}]
         if choices:
             verify_sizes = [dict(verify_sizes[0], num_choices=2), dict(verify_sizes[1], num_choices=4)]
-    example = tuple(Tensor(a) for a in _example(model, (2, 3, 11) if choices else (2, 11), seed))
+    example = tuple(Tensor._stored(a) for a in _example(model, (2, 3, 11) if choices else (2, 11), seed))
     was_training = model.training
     try:
         return export(model.eval(), example, path, opset=opset, dynamic_axes=dynamic, input_names=names,

@@ -133,7 +133,7 @@ def export_vit(model, path, *, image_size=None, dynamic_image_size: bool = False
     was_training = model.training
     try:
         model.eval()
-        return export(run, (Tensor(example.astype(np.float32)),), path, opset=17 if opset is None else opset,
+        return export(run, (Tensor._stored(example.astype(np.float32)),), path, opset=17 if opset is None else opset,
                       dynamic_axes={n: {0: "batch"} for n in names + outs}, input_names=names, output_names=outs,
                       verify=verify, rtol=rtol, atol=atol,
                       verify_sizes=list(verify_sizes or [{"batch": 1}, {"batch": 5}]))
@@ -186,7 +186,7 @@ def _export_dynamic(model, path, emb, names, outs, size, opset, verify, rtol, at
         emb.resize_by_op = emb.position_embeddings is not None
         for m in biases:
             m.in_graph = True
-        return export(run, (Tensor(example.astype(np.float32)),), path, opset=opset, dynamic_axes=axes,
+        return export(run, (Tensor._stored(example.astype(np.float32)),), path, opset=opset, dynamic_axes=axes,
                       input_names=names, output_names=outs, verify=verify, rtol=rtol, atol=atol,
                       verify_sizes=list(verify_sizes), axis_divisors={"height": ph, "width": pw})
     finally:

@@ -75,7 +75,7 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         E = cfg["hidden_size"]
-        self.probe = nn.Parameter(Tensor(np.zeros((1, 1, E), np.float32)))
+        self.probe = nn.Parameter(Tensor._stored(np.zeros((1, 1, E), np.float32)))
         self.attention = nn.MultiheadAttention(E, cfg["num_attention_heads"], batch_first=True)
         self.layernorm = nn.LayerNorm(E, eps=cfg["layer_norm_eps"])
         self.mlp = CLIPMLP(cfg, "SiglipVisionModel")
@@ -152,8 +152,8 @@ class SiglipModel(CLIPModel):
         super().__init__(config)
 
     def build_heads(self, text: dict, vision: dict) -> None:
-        self.logit_scale = nn.Parameter(Tensor(np.zeros(1, np.float32)))
-        self.logit_bias = nn.Parameter(Tensor(np.zeros(1, np.float32)))
+        self.logit_scale = nn.Parameter(Tensor._stored(np.zeros(1, np.float32)))
+        self.logit_bias = nn.Parameter(Tensor._stored(np.zeros(1, np.float32)))
 
     def project_text(self, pooled: Tensor) -> Tensor:
         return pooled

@@ -147,7 +147,7 @@ class BasePruningMethod:
             module.register_parameter(name + "_orig", orig)
         else:
             del hooks[old[0][0]]
-        module.register_buffer(name + "_mask", Tensor(mask))
+        module.register_buffer(name + "_mask", Tensor._stored(mask))
         setattr(module, name, method.apply_mask(module))
         module.register_forward_pre_hook(method)
         return method

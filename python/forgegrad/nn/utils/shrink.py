@@ -81,7 +81,7 @@ def _constants(layer, between, removed) -> np.ndarray:
         v = np.zeros(layer.weight.shape[0], np.float32)
     else:
         v = np.array(layer.bias._data, np.float32)
-    x = Tensor(v.reshape((1, -1) if type(layer) is Linear else (1, -1, 1, 1)))
+    x = Tensor._stored(v.reshape((1, -1) if type(layer) is Linear else (1, -1, 1, 1)))
     with no_grad():
         for b in between:
             if isinstance(b, _ELEMENTWISE):
@@ -105,7 +105,7 @@ def _slice_bn(bn, keep):
     for name in ("running_mean", "running_var"):
         buf = bn._buffers.get(name)
         if buf is not None:
-            bn.register_buffer(name, Tensor(np.ascontiguousarray(buf._data[keep])))
+            bn.register_buffer(name, Tensor._stored(np.ascontiguousarray(buf._data[keep])))
     bn.num_features = len(keep)
 
 
