@@ -6,7 +6,8 @@
 // and 4-7), the portable build an array; the float sums of a block run on 8 float lanes. A row's last
 // partial block is read with masked loads whose lanes past the row are +0.0 (the order's zero padding).
 // With AVX-512 the trees of 8 rows run at once (tree8). Sums over leading axes (sum_lead_f32) reuse a row's
-// chains for (A, B, L) with L > 1, and run columns of float64 sums down the rows for L == 1.
+// chains for (A, B, L) with L > 1, and run columns of float64 sums down the rows for L == 1. Sums over
+// middle axes (sum_mid_f32, (O, M, I) summed over M) are that L == 1 case per outer index, in the same order.
 #include <cstdint>
 
 #include "forgegrad/parallel.h"
@@ -270,9 +271,9 @@ inline void mid_strip(const float* x, int64_t M, int64_t I, int64_t c, int last,
 
 // Columns [c0, c1) (at most kMidCols) of one outer index in the same order, for rows too wide for a strip: one
 // pass per row over the columns, their float64 sums in s (L1) between rows. Rows of up to kMidCols floats are
-// then read as one stream, which DRAM-bound sizes need: strips stride by the row length, and ran up to 1.5x
-// slower than numpy's float32 adds there, passes of several rows a pass up to 2x (rough, Zen 5). Wider rows are
-// cut into blocks of kMidCols columns (the sums of all the columns in L2 measured no faster).
+// then read as one stream, which DRAM-bound sizes need: strips stride by the row length and ran up to 1.5x
+// slower there, passes of 2 to 8 rows 1.3-2x (rough, Zen 5, a loaded machine). Wider rows are cut into blocks of
+// kMidCols columns (the sums of all the columns in L2 measured no faster).
 constexpr int64_t kMidCols = 4096;
 void mid_rows(const float* x, int64_t M, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
   D8 s[kMidCols / 8];

@@ -52,12 +52,6 @@ def _save_axes(ctx, a, dim, keepdim):
 _FLOAT32_EXACT_COUNT = 4096
 
 
-# Middle-axis sums of rows wider than this stay numpy's float32 adds (up to _FLOAT32_EXACT_COUNT rows): as fast
-# once the rows are long (memory bound; the kernel converts to float64), and twice as fast past the L3 cache
-# (rough, 1 thread: (8, 64, 16384).sum(1) 1.2 vs 2.5 ms; (32, 128, 768) 0.21 vs 0.17, (256, 50, 1024) 1.7 both).
-_MID_NUMPY_COLUMNS = 1024
-
-
 def _float32_sum(fn, a, axes, keepdim):
     """np.sum or np.mean of float32 ``a`` over ``axes`` as float32, accumulated in float64 when long."""
     n = 1
@@ -70,7 +64,8 @@ def _float32_sum(fn, a, axes, keepdim):
 
 def _rows_forward(ctx, a, axes, keepdim, mean):
     """The sum / mean of float32 ``a`` over its trailing axes as R contiguous rows (forgegrad.kernels.reduce_rows:
-    float64 accumulation, many rows a vector pass), or None (ctx.rows None) when the axes are not those."""
+    float64 accumulation, many rows a vector pass); for other axes (ctx.rows None) the leading-axes, middle-axes or
+    permuted-view kernels below, or None where none fits."""
     rows = ctx.rows = _rows.trailing_rows(a, axes)
     if rows is None:
         y = _lead_forward(a, axes, keepdim, mean)
@@ -100,10 +95,11 @@ def _lead_forward(a, axes, keepdim, mean):
 
 def _mid_forward(a, axes, keepdim, mean):
     """The sum / mean of float32 ``a`` over a block of middle axes (``x.mean(1)`` of (B, T, C)) on forgegrad.kernels.
-    reduce_rows.sum_mid (float64 accumulation in a fixed order), or None for other axes or where numpy's float32
-    adds are as fast. Its gradient is the broadcast the other reductions use."""
+    reduce_rows.sum_mid (float64 accumulation in a fixed order), or None for other axes. Its gradient is the
+    broadcast the other reductions use. (Rows of > 1024 floats, memory bound, measured as fast as numpy's float32
+    adds at 1 thread, 0.94-1.1x, rough: they run the kernel too, for its precision and its threads.)"""
     shape = _rows.mid_shape(a, axes)
-    if shape is None or (shape[2] > _MID_NUMPY_COLUMNS and shape[1] <= _FLOAT32_EXACT_COUNT):
+    if shape is None:
         return None
     y = _rows.sum_mid(a.reshape(shape), mean)
     out = [1 if i in axes else n for i, n in enumerate(a.shape)]
