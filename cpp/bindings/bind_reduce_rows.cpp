@@ -42,6 +42,21 @@ void sum_lead(const py::array& x, const py::array& out, bool mean) {
   fg::sum_lead_f32(X.f32(), X.shape[0], X.shape[1], X.shape[2], mean, Y.f32());
 }
 
+void sum_mid(const py::array& x, const py::array& out, bool mean) {
+  ArrayArg X = fg::bind::f32_arg(x, "x", 3);
+  ArrayArg Y = fg::bind::f32_arg(out, "out", 2, fg::bind::kContiguous, true);
+  if (Y.shape[0] != X.shape[0] || Y.shape[1] != X.shape[2])
+    throw py::value_error("sum_mid: out must have shape (" + std::to_string(X.shape[0]) + ", " +
+                          std::to_string(X.shape[2]) + ") for x " + fg::bind::shape_str(X.shape) + ", got " +
+                          fg::bind::shape_str(Y.shape));
+  if (X.shape[0] == 0 || X.shape[2] == 0) return;
+  if (X.shape[1] == 0)
+    throw py::value_error("sum_mid: x (O, M, I) must have M >= 1, got shape " + fg::bind::shape_str(X.shape));
+  fg::bind::check_no_overlap("sum_mid", {{x, "x"}}, {{out, "out"}});
+  py::gil_scoped_release release;
+  fg::sum_mid_f32(X.f32(), X.shape[0], X.shape[1], X.shape[2], mean, Y.f32());
+}
+
 void fill_rows(const py::array& g, const py::array& out, double divisor) {
   ArrayArg G = fg::bind::f32_arg(g, "g", 1);
   ArrayArg D = fg::bind::f32_arg(out, "out", 2, fg::bind::kContiguous, true);
@@ -62,6 +77,9 @@ void bind(py::module_& m) {
         "(the same bits on every ISA and at any thread count).");
   m.def("sum_lead", &sum_lead, py::arg("x"), py::arg("out"), py::arg("mean"),
         "out[b] = the sum (mean: / (A * L)) of x[:, b, :] for float32 x (A, B, L), accumulated in float64 in a "
+        "fixed order (the same bits on every ISA and at any thread count).");
+  m.def("sum_mid", &sum_mid, py::arg("x"), py::arg("out"), py::arg("mean"),
+        "out[o, i] = the sum (mean: / M) of x[o, :, i] for float32 x (O, M, I), accumulated in float64 in a "
         "fixed order (the same bits on every ISA and at any thread count).");
   m.def("fill_rows", &fill_rows, py::arg("g"), py::arg("out"), py::arg("divisor"),
         "out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L).");

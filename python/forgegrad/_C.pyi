@@ -974,6 +974,12 @@ class reduce_rows:
         """
         ...
     @staticmethod
+    def sum_mid(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:
+        """out[o, i] = the sum (mean: / M) of x[o, :, i] for float32 x (O, M, I), accumulated in float64 in a fixed
+        order (the same bits on every ISA and at any thread count).
+        """
+        ...
+    @staticmethod
     def sum_rows(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:
         """out[r] = the sum (mean: / L) of row r of float32 x (R, L), accumulated in float64 in a fixed order (the same
         bits on every ISA and at any thread count).

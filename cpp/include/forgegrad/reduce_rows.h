@@ -27,6 +27,12 @@ FG_KERNEL(void, sum_rows_f32, (const float* x, int64_t R, int64_t L, bool mean, 
 // The same bits on every ISA and at any thread count (threads split the columns b).
 FG_KERNEL(void, sum_lead_f32, (const float* x, int64_t A, int64_t B, int64_t L, bool mean, float* y),
           (x, A, B, L, mean, y))
+// Sums over a middle axis (or a block of them, in reduce_rows.cpp): x contiguous (O, M, I), O, M, I >= 1,
+// y[o][i] = float(sum / M) when mean, else float(sum), of the M values x[o][m][i] in float64 in sum_lead's
+// L == 1 order per outer index: 0.0 + x[o][0][i] + x[o][1][i] + ... (one chain per column). The same bits on
+// every ISA and at any thread count (threads split blocks of columns of the outer indices).
+FG_KERNEL(void, sum_mid_f32, (const float* x, int64_t O, int64_t M, int64_t I, bool mean, float* y),
+          (x, O, M, I, mean, y))
 // gx[r*L + k] = g[r] / divisor for k < L (float32 division, torch's mean / average pool backward).
 FG_KERNEL(void, fill_rows_f32, (const float* g, int64_t R, int64_t L, float divisor, float* gx), (g, R, L, divisor, gx))
 

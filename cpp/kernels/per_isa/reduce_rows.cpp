@@ -6,7 +6,8 @@
 // and 4-7), the portable build an array; the float sums of a block run on 8 float lanes. A row's last
 // partial block is read with masked loads whose lanes past the row are +0.0 (the order's zero padding).
 // With AVX-512 the trees of 8 rows run at once (tree8). Sums over leading axes (sum_lead_f32) reuse a row's
-// chains for (A, B, L) with L > 1, and run columns of float64 sums down the rows for L == 1.
+// chains for (A, B, L) with L > 1, and run columns of float64 sums down the rows for L == 1. Sums over
+// middle axes (sum_mid_f32, (O, M, I) summed over M) are that L == 1 case per outer index, in the same order.
 #include <cstdint>
 
 #include "forgegrad/parallel.h"
@@ -224,6 +225,100 @@ void sum_lead_f32(const float* x, int64_t A, int64_t B, int64_t L, bool mean, fl
       D8 c = row_lanes(x + b * L, L);
       for (int64_t a = 1; a < A; ++a) c = d8_add(c, row_lanes(x + (a * B + b) * L, L));
       y[b] = row_result(d8_tree(c), mean, n);
+    }
+  });
+}
+
+namespace {
+
+// A strip's float64 column sums held in registers while it runs down the rows: AVX-512 8 zmm (64 columns),
+// AVX2 and the portable build 4 D8 (32 columns: 8 ymm, the most AVX2's 16 registers leave room for). Enough
+// independent chains to keep the float64 adds at their throughput, not their latency.
+#if defined(__AVX512F__)
+constexpr int kMidGroups = 8;
+#else
+constexpr int kMidGroups = 4;
+#endif
+
+inline void d8_spill(D8 a, double* out) {
+#if defined(__AVX512F__)
+  _mm512_storeu_pd(out, a.v);
+#elif defined(__AVX2__)
+  _mm256_storeu_pd(out, a.lo);
+  _mm256_storeu_pd(out + 4, a.hi);
+#else
+  for (int l = 0; l < 8; ++l) out[l] = a.v[l];
+#endif
+}
+
+// Columns [c, c + 8G) (the last group's first `last` of 8 when last < 8) of one outer index's (M, I) rows:
+// each column's chain x[0][c] + x[1][c] + ... in row order (sum_lead's L == 1 order), then row_result.
+template <int G>
+inline void mid_strip(const float* x, int64_t M, int64_t I, int64_t c, int last, bool mean, double n, float* y) {
+  D8 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = d8_from(f8_load(x + c + 8 * g, g == G - 1 ? last : 8));
+  for (int64_t m = 1; m < M; ++m) {
+    const float* p = x + m * I + c;
+    for (int g = 0; g < G; ++g) acc[g] = d8_add(acc[g], d8_from(f8_load(p + 8 * g, g == G - 1 ? last : 8)));
+  }
+  for (int g = 0; g < G; ++g) {
+    double s[8];
+    d8_spill(acc[g], s);
+    const int w = g == G - 1 ? last : 8;
+    for (int l = 0; l < w; ++l) y[c + 8 * g + l] = row_result(s[l], mean, n);
+  }
+}
+
+// Columns [c0, c1) (at most kMidCols) of one outer index in the same order, for rows too wide for a strip: one
+// pass per row over the columns, their float64 sums in s (L1) between rows. Rows of up to kMidCols floats are
+// then read as one stream, which DRAM-bound sizes need: strips stride by the row length and ran up to 1.5x
+// slower there, passes of 2 to 8 rows 1.3-2x (rough, Zen 5, a loaded machine). Wider rows are cut into blocks of
+// kMidCols columns (the sums of all the columns in L2 measured no faster).
+constexpr int64_t kMidCols = 4096;
+void mid_rows(const float* x, int64_t M, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
+  D8 s[kMidCols / 8];
+  const int64_t ng = (c1 - c0 + 7) / 8;
+  const int last = lanes_left(c1 - c0 - 8 * (ng - 1));
+  x += c0;
+  for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_from(f8_load(x + 8 * g, 8));
+  s[ng - 1] = d8_from(f8_load(x + 8 * (ng - 1), last));
+  for (int64_t m = 1; m < M; ++m) {
+    const float* p = x + m * I;
+    for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_add(s[g], d8_from(f8_load(p + 8 * g, 8)));
+    s[ng - 1] = d8_add(s[ng - 1], d8_from(f8_load(p + 8 * (ng - 1), last)));
+  }
+  for (int64_t g = 0; g < ng; ++g) {
+    double t[8];
+    d8_spill(s[g], t);
+    const int w = g == ng - 1 ? last : 8;
+    for (int l = 0; l < w; ++l) y[c0 + 8 * g + l] = row_result(t[l], mean, n);
+  }
+}
+
+// Columns [c0, c1) of one outer index: rows wider than one strip in row passes, others in a strip of kMidGroups
+// groups of 8 (it then reads the rows in order) or single groups.
+void mid_columns(const float* x, int64_t M, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
+  if (I > 8 * kMidGroups) {
+    for (int64_t c = c0; c < c1; c += kMidCols) mid_rows(x, M, I, c, c1 - c < kMidCols ? c1 : c + kMidCols, mean, n, y);
+    return;
+  }
+  int64_t c = c0;
+  for (; c + 8 * kMidGroups <= c1; c += 8 * kMidGroups) mid_strip<kMidGroups>(x, M, I, c, 8, mean, n, y);
+  for (; c < c1; c += 8) mid_strip<1>(x, M, I, c, lanes_left(c1 - c), mean, n, y);
+}
+
+}  // namespace
+
+void sum_mid_f32(const float* x, int64_t O, int64_t M, int64_t I, bool mean, float* y) {
+  // per outer index the leading-axes problem with L == 1: (M, I) rows, a column's chain down them in row order.
+  // A task is a block of kLeadBlock columns of one outer index; a range of tasks may span outer indices.
+  const double n = static_cast<double>(M);
+  const int64_t nb = (I + kLeadBlock - 1) / kLeadBlock;
+  parallel_for_work(O * nb, M * kLeadBlock, [&](int64_t t0, int64_t t1) {
+    for (int64_t o = t0 / nb; o * nb < t1; ++o) {
+      const int64_t c0 = t0 > o * nb ? (t0 - o * nb) * kLeadBlock : 0;
+      const int64_t c1 = t1 < (o + 1) * nb ? (t1 - o * nb) * kLeadBlock : I;
+      mid_columns(x + o * M * I, M, I, c0, c1 < I ? c1 : I, mean, n, y + o * I);
     }
   });
 }

@@ -10,6 +10,12 @@ their backward.
   or without trailing ones, and some axis between them is kept (``x.sum(0)``, BatchNorm's ``(0, 2, 3)``), else None.
 - ``sum_lead(x, mean)``: the sum (or mean) over axes 0 and 2 of float32 ``x`` (A, B, L), as float32 (B,),
   accumulated in float64 in a fixed order (forgegrad/reduce_rows.h).
+- ``mid_shape(a, axes)``: ``(O, M, I)`` when ``axes`` are a block of middle axes of a C-contiguous float32 array
+  (``x.mean(1)`` of (B, T, C), ``x.sum(1)`` of NCHW), else None.
+- ``sum_mid(x, mean)``: the sum (or mean) over axis 1 of float32 ``x`` (O, M, I), as float32 (O, I), accumulated
+  in float64 in a fixed order (forgegrad/reduce_rows.h).
+- ``memory_order(a)``: the axis order in which a non-contiguous float32 array is C-contiguous in memory (a
+  transposed or permuted view), or None.
 - ``fill_rows(g, L, divisor)``: ``g[r] / float32(divisor)`` broadcast into row r of an (R, L) array.
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 
 from .. import _C
 
-__all__ = ["fill_rows", "lead_shape", "sum_lead", "sum_rows", "trailing_rows"]
+__all__ = ["fill_rows", "lead_shape", "memory_order", "mid_shape", "sum_lead", "sum_mid", "sum_rows", "trailing_rows"]
 
 _F32 = np.dtype(np.float32)
 
@@ -56,6 +62,39 @@ def lead_shape(a, axes):
         return None
     shape = (prod(a.shape[:k]), prod(a.shape[k:a.ndim - m]), prod(a.shape[a.ndim - m:]))
     return shape if min(shape) > 0 else None
+
+
+def mid_shape(a, axes):
+    """(O, M, I) when the reduction of ``a`` over ``axes`` is over a block of adjacent axes with an axis kept on
+    each side (products O before, M of the block, I after) of a C-contiguous float32 array; else None (other
+    axes, or an empty array)."""
+    if not isinstance(a, np.ndarray) or a.dtype != _F32 or not a.flags.c_contiguous or not axes:
+        return None
+    lo, hi = min(axes), max(axes) + 1
+    if lo == 0 or hi >= a.ndim or hi - lo != len(axes) or len(set(axes)) != len(axes):
+        return None
+    shape = (prod(a.shape[:lo]), prod(a.shape[lo:hi]), prod(a.shape[hi:]))
+    return shape if min(shape) > 0 else None
+
+
+def sum_mid(x, mean=False):
+    """float32 (O, I): the sum (mean: divided by M in float64) over axis 1 of float32 x (O, M, I)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise ValueError(f"sum_mid: x must be a 3-D numpy array (O, M, I), got {type(x).__name__}")
+    if x.dtype != _F32:
+        raise TypeError(f"sum_mid: x must be float32, got {x.dtype}")
+    out = np.empty((x.shape[0], x.shape[2]), np.float32)
+    _C.reduce_rows.sum_mid(np.ascontiguousarray(x), out, bool(mean))
+    return out
+
+
+def memory_order(a):
+    """The permutation p of a's axes for which ``a.transpose(p)`` is C-contiguous (axes by decreasing stride),
+    when a is a non-contiguous float32 array laid out densely in some axis order; else None."""
+    if not isinstance(a, np.ndarray) or a.dtype != _F32 or a.flags.c_contiguous or a.size == 0:
+        return None
+    order = sorted(range(a.ndim), key=lambda i: (-abs(a.strides[i]), i))
+    return order if a.transpose(order).flags.c_contiguous else None
 
 
 def sum_lead(x, mean=False):

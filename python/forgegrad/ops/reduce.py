@@ -64,10 +64,14 @@ def _float32_sum(fn, a, axes, keepdim):
 
 def _rows_forward(ctx, a, axes, keepdim, mean):
     """The sum / mean of float32 ``a`` over its trailing axes as R contiguous rows (forgegrad.kernels.reduce_rows:
-    float64 accumulation, many rows a vector pass), or None (ctx.rows None) when the axes are not those."""
+    float64 accumulation, many rows a vector pass); for other axes (ctx.rows None) the leading-axes, middle-axes or
+    permuted-view kernels below, or None where none fits."""
     rows = ctx.rows = _rows.trailing_rows(a, axes)
     if rows is None:
-        return _lead_forward(a, axes, keepdim, mean)
+        y = _lead_forward(a, axes, keepdim, mean)
+        if y is None:
+            y = _mid_forward(a, axes, keepdim, mean)
+        return _permuted_forward(a, axes, keepdim, mean) if y is None else y
     y = _rows.sum_rows(a.reshape(rows), mean)
     lead = a.shape[:a.ndim - len(axes)]
     return y.reshape(lead + (1,) * len(axes) if keepdim else lead)
@@ -87,6 +91,45 @@ def _lead_forward(a, axes, keepdim, mean):
     y = _rows.sum_lead(a.reshape(shape), mean)
     out = [1 if i in axes else n for i, n in enumerate(a.shape)]
     return y.reshape(out if keepdim else [n for i, n in enumerate(a.shape) if i not in axes])
+
+
+def _mid_forward(a, axes, keepdim, mean):
+    """The sum / mean of float32 ``a`` over a block of middle axes (``x.mean(1)`` of (B, T, C)) on forgegrad.kernels.
+    reduce_rows.sum_mid (float64 accumulation in a fixed order), or None for other axes. Its gradient is the
+    broadcast the other reductions use. (Rows of > 1024 floats, memory bound, measured as fast as numpy's float32
+    adds at 1 thread, 0.94-1.1x, rough: they run the kernel too, for its precision and its threads.)"""
+    shape = _rows.mid_shape(a, axes)
+    if shape is None:
+        return None
+    y = _rows.sum_mid(a.reshape(shape), mean)
+    out = [1 if i in axes else n for i, n in enumerate(a.shape)]
+    return y.reshape(out if keepdim else [n for i, n in enumerate(a.shape) if i not in axes])
+
+
+def _permuted_forward(a, axes, keepdim, mean):
+    """The sum / mean of a non-contiguous float32 ``a`` that is a permuted view of contiguous memory (``x.transpose(1,
+    2).sum(1)``): the same reduction of the contiguous layout (its trailing, leading or middle axes) on the kernels
+    above, its result put back in ``a``'s axis order; None when ``a`` is not such a view or the axes fit none."""
+    order = _rows.memory_order(a)
+    if order is None:
+        return None
+    b = a.transpose(order)
+    where = {ax: j for j, ax in enumerate(order)}  # a's axis -> its position in b
+    baxes = tuple(sorted(where[ax] for ax in axes))
+    rows = _rows.trailing_rows(b, baxes)
+    if rows is not None:
+        y = _rows.sum_rows(b.reshape(rows), mean)
+    else:
+        y = _lead_forward(b, baxes, False, mean)
+        if y is None:
+            y = _mid_forward(b, baxes, False, mean)
+        if y is None:
+            return None
+    kept = [j for j in range(b.ndim) if j not in baxes]  # b's kept axes, in b's order
+    y = y.reshape([b.shape[j] for j in kept])
+    y = y.transpose(np.argsort([order[j] for j in kept]))  # back in a's axis order
+    y = y if y.flags.c_contiguous else y.copy()  # (not ascontiguousarray: it makes a 0-d sum 1-d)
+    return y.reshape([1 if i in axes else n for i, n in enumerate(a.shape)]) if keepdim else y
 
 
 def _rows_backward(ctx, g, divisor):
