@@ -194,3 +194,26 @@ def post_all(url, bodies, timeout: float = 120, route: str = "/v1/completions"):
             return await asyncio.gather(*(c.post(route, json=b) for b in bodies))
 
     return asyncio.run(burst())
+
+
+def stream_all(url, bodies, timeout: float = 120, route: str = "/v1/completions"):
+    """``bodies`` streamed from ``route`` all at once (concurrent requests), in order: for each, its choices'
+    chunks (the data events' ``choices`` entries) by choice index, in arrival order."""
+    import asyncio
+    import json
+
+    import httpx
+
+    async def streams():
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+            async def one(body):
+                chunks = {}
+                async with c.stream("POST", route, json=dict(body, stream=True)) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: {"):
+                            for choice in json.loads(line[6:])["choices"]:
+                                chunks.setdefault(choice["index"], []).append(choice)
+                return chunks
+            return await asyncio.gather(*(one(b) for b in bodies))
+
+    return asyncio.run(streams())

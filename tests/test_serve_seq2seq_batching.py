@@ -6,8 +6,6 @@ frees its slot; every per-request setting gives what the one-at-a-time path give
 checkpoints transformers wrote)."""
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 
@@ -23,7 +21,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, post_all, running_app, start_stream  # noqa: E402
+from serve_helpers import metric, post_all, running_app, start_stream, stream_all  # noqa: E402
 
 EOS = 299
 # token ids (a word-level tokenizer.json: token i is the word "t{i}", so a text is its tokens)
@@ -168,19 +166,8 @@ def test_streamed_logprobs_equal_the_non_streamed_ones_in_a_batch(pair):
               {"prompt": PROMPTS[3], "max_tokens": 10, "temperature": 0, "logprobs": 0},
               {"prompt": PROMPTS[0], "max_tokens": 30, "temperature": 0}]
 
-    async def streams(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            async def one(body):
-                chunks = []
-                async with c.stream("POST", "/v1/completions", json=dict(body, stream=True)) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
-                            chunks.append(json.loads(line[6:])["choices"][0])
-                return chunks
-            return await asyncio.gather(*(one(b) for b in bodies))
-
     with running_app(_app(path)) as url:
-        streamed = asyncio.run(streams(url))
+        streamed = [chunks[0] for chunks in stream_all(url, bodies)]
         whole = [httpx.post(url + "/v1/completions", json=b, timeout=120).json()["choices"][0] for b in bodies[:2]]
         steps, single = _shared_steps(url, path.name)
     assert single < steps

@@ -9,8 +9,6 @@ strings answer what the one-at-a-time server answers; streamed chunks and logpro
 preempted on a small pool answer as without preemption (real uvicorn, httpx, checkpoints transformers wrote)."""
 from __future__ import annotations
 
-import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, post_all, running_app  # noqa: E402
+from serve_helpers import metric, post_all, running_app, stream_all  # noqa: E402
 from test_serve_seq2seq_batching import EOS, PROMPTS, _answer, _solo  # noqa: E402
 from test_serve_seq2seq_batching import \
     test_batched_lean_step_equals_solo_steps_to_rounding as check_batched_step  # noqa: E402
@@ -187,20 +185,8 @@ def test_streamed_choices_and_logprobs_equal_the_non_streamed_ones(pair):
               {"prompt": PROMPTS[3], "max_tokens": 10, "temperature": 0, "logprobs": 0},
               {"prompt": PROMPTS[0], "max_tokens": 30, "temperature": 0}]
 
-    async def streams(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            async def one(body):
-                chunks = {}
-                async with c.stream("POST", "/v1/completions", json=dict(body, stream=True)) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
-                            for choice in json.loads(line[6:])["choices"]:
-                                chunks.setdefault(choice["index"], []).append(choice)
-                return chunks
-            return await asyncio.gather(*(one(b) for b in bodies))
-
     with running_app(_app(path)) as url:
-        streamed = asyncio.run(streams(url))
+        streamed = stream_all(url, bodies)
         whole = [r.json()["choices"] for r in post_all(url, bodies)]
     for chunks, answer in zip(streamed, whole):
         assert len(chunks) == len(answer)

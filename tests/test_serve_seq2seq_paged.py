@@ -7,8 +7,6 @@ distance); no block is held once they are done; a request that can never fit is 
 checkpoints transformers wrote)."""
 from __future__ import annotations
 
-import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, post_all, running_app  # noqa: E402
+from serve_helpers import metric, post_all, running_app, stream_all  # noqa: E402
 from test_serve_seq2seq_batching import EOS, PROMPTS, _answer, _solo, _write  # noqa: E402
 
 LENGTHS = [40, 7, 25, 33]
@@ -140,20 +138,8 @@ def test_streamed_choices_equal_the_non_streamed_ones(pair):
     bodies = [{"prompt": PROMPTS[1], "max_tokens": 14, "temperature": 1.0, "seed": 5, "n": 2, "logprobs": 2},
               {"prompt": PROMPTS[0], "max_tokens": 30, "temperature": 0}]
 
-    async def streams(url):
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
-            async def one(body):
-                chunks = {}
-                async with c.stream("POST", "/v1/completions", json=dict(body, stream=True)) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
-                            for choice in json.loads(line[6:])["choices"]:
-                                chunks.setdefault(choice["index"], []).append(choice)
-                return chunks
-            return await asyncio.gather(*(one(b) for b in bodies))
-
     with running_app(_app(path)) as url:
-        streamed = asyncio.run(streams(url))
+        streamed = stream_all(url, bodies)
         whole = [_choices(r) for r in post_all(url, bodies)]
         pool = _pool(url, path.name)
     assert pool["in_use"] == 0 and pool["reserved"] == 0, pool
