@@ -406,8 +406,9 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
         first = self.pad + 1 + past  # the main stream's first row; a predicting stream reads the next row
         if past + T > self.max_positions:  # the last place's predicting streams read row pad + place + 2
             raise ValueError(f"{_NAME}: {past + T} decoder tokens ({past} cached + {T} given) exceed the "
-                             f"{self.max_positions} decoder places max_position_embeddings {self.position_rows} holds "
-                             f"with pad_token_id {self.pad} (place p's predicting streams read row pad_token_id + p + 2)")
+                             f"{self.max_positions} decoder places max_position_embeddings {self.position_rows} "
+                             f"holds with pad_token_id {self.pad} (place p's predicting streams read row "
+                             f"pad_token_id + p + 2)")
         pad = mask_array(attention_mask, _NAME, tuple(encoder_states.shape[:2]))
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_bias = _key_bias(None if pad is None else pad.astype(bool))
