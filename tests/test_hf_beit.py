@@ -18,7 +18,7 @@ from forgegrad.models.hf.beit import bilinear_matrix
 from forgegrad.models.hf.vit import ImageClassifierOutput
 
 import hf_image_helpers as H
-from hf_image_helpers import TOL, close as _close, compared as _compared, pixels as _pixels
+from hf_image_helpers import TOL, pixels as _pixels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -61,21 +61,8 @@ def test_bilinear_matrix_is_torchs():
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier", "sdpa")])
 def test_outputs_equal_transformers(checkpoints, key, attn):
-    path, _ = checkpoints[key]
-    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
-    model = from_pretrained(path)
-    assert type(model) is {"BeitModel": BeitModel, "BeitForImageClassification": BeitForImageClassification}[
-        CHECKPOINTS[key][0]]
-    for i, (b, h, w) in enumerate(SHAPES):
-        x = _pixels(b, h, w, seed=i)
-        with torch.no_grad():
-            want = hf(torch.tensor(x), output_hidden_states=True)
-        with fg.no_grad():
-            plain, got = model(x), model(x, output_hidden_states=True)
-        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
-        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
-        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
-        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
+    model, plain, got = H.check_outputs(checkpoints[key][0], CHECKPOINTS[key][0], SHAPES, SIZE["num_hidden_layers"],
+                                        attn, key)
     if key == "model":
         assert plain.hidden_states is None
     else:

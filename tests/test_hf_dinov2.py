@@ -11,7 +11,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained
-from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2ForImageClassification, Dinov2Model,
+from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2Model,
                                  ViTForImageClassification, ViTModel, load_image_processor)
 from forgegrad.models.hf.onnx_vit import export_vit
 from forgegrad.models.hf.vit import ImageClassifierOutput
@@ -47,22 +47,9 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
 def test_outputs_equal_transformers(checkpoints, key, attn):
-    path, _ = checkpoints[key]
-    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
-    model = from_pretrained(path)
-    assert type(model) is {"Dinov2Model": Dinov2Model,
-                           "Dinov2ForImageClassification": Dinov2ForImageClassification}[CHECKPOINTS[key][0]]
+    model, plain, got = H.check_outputs(checkpoints[key][0], CHECKPOINTS[key][0], SHAPES, SIZE["num_hidden_layers"],
+                                        attn, key)
     assert not model.training
-    for i, (b, h, w) in enumerate(SHAPES):
-        x = _pixels(b, h, w, seed=i)
-        with torch.no_grad():
-            want = hf(torch.tensor(x), output_hidden_states=True)
-        with fg.no_grad():
-            plain, got = model(x), model(x, output_hidden_states=True)
-        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
-        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
-        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
-        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
     if key.startswith("model"):
         assert plain.hidden_states is None
         np.testing.assert_array_equal(plain.pooler_output.numpy(), plain.last_hidden_state.numpy()[:, 0])
