@@ -11,6 +11,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf import GPTNeoXForCausalLM
 import hf_conformance as hfc
+from hf_decoder_family import DecoderFamily, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -26,37 +27,13 @@ MODELS = {
     "sequential": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
         **BASE, use_parallel_residual=False, rotary_pct=0.5, rotary_emb_base=500.0, attention_bias=False)),
 }
-IDS = np.random.RandomState(1).randint(1, VOCAB, (2, 9))
-LEFT_MASK = np.ones((2, 10), np.int64)
-LEFT_MASK[0, :3] = 0
-LEFT_PADDED = np.where(LEFT_MASK == 1, np.random.RandomState(2).randint(1, VOCAB, (2, 10)), 0)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_gpt_neox"), MODELS, seed=0)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_logits_and_left_padded_batches_equal_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    assert isinstance(model, GPTNeoXForCausalLM)
-    hfc.check_logits(model, hf[name], IDS)
-    hfc.check_left_padded_logits(model, hf[name], LEFT_PADDED, LEFT_MASK, mask_only=True)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_greedy_generation_equals_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    hfc.check_greedy_generation(model, hf[name], IDS, LEFT_PADDED, LEFT_MASK, new_tokens=30, padded_new_tokens=15,
-                                frozen_new_tokens=None)
-
-
-def test_beam_search_equals_transformers(checkpoints):
-    root, hf = checkpoints
-    hfc.check_beam_search(from_pretrained(root / "parallel"), hf["parallel"], LEFT_PADDED, LEFT_MASK)
+IDS, LEFT_PADDED, LEFT_MASK = prompts(VOCAB)
+# the cache path runs on each checkpoint, save_pretrained and the engines on the sequential one: below
+install_family_tests(globals(), DecoderFamily(
+    "gpt_neox", MODELS, GPTNeoXForCausalLM, transformers.GPTNeoXForCausalLM, IDS, LEFT_PADDED, LEFT_MASK,
+    main="parallel", leave_out=("test_the_cache_decode_path_equals_the_full_forward",
+                                "test_save_pretrained_is_read_back_by_transformers",
+                                "test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens")))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -105,19 +82,6 @@ def test_an_older_config_and_checkpoint_names_load(checkpoints, tmp_path):
               metadata={"format": "pt"})
     np.testing.assert_allclose(from_pretrained(dst)(IDS).numpy(), hfc._hf_logits(hf["sequential"], IDS),
                                rtol=1e-4, atol=1e-4)
-
-
-def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
-    pytest.importorskip("onnxruntime")
-    root, hf = checkpoints
-    hfc.check_decoder_export_with_past(from_pretrained(root / "parallel"), hf["parallel"], tmp_path / "decoder.onnx",
-                                       LEFT_PADDED, LEFT_MASK)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_the_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name):
-    root, _ = checkpoints
-    hfc.check_lean_step_and_prefill(from_pretrained(root / name), IDS)
 
 
 def test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens(checkpoints):
