@@ -8,6 +8,8 @@ save_pretrained, read by forgegrad's from_pretrained, and compared.
     compared / close        the tensors compared of an output (last_hidden_state and pooler_output, or logits), and
                             their closeness within float32 rounding scaled by the tensor's size
     close_grad              a parameter's gradient against transformers' (float64) one
+    processed_as_transformers  random uint8 images through load_image_processor of a preprocessor_config.json: the
+                            pixel values are transformers' (PIL backend) bit for bit
     check_outputs           forgegrad's model and transformers' (an attention implementation) on images of several
                             shapes: the outputs without and with hidden states are transformers'
     check_encoder_from_classifier  the encoder class reads a classifier checkpoint's weights; a config.json naming
@@ -81,6 +83,23 @@ def close_grad(param, want, name):
     """A forgegrad parameter's gradient against transformers' float64 one (2e-3 relative, 2e-4 of its largest)."""
     np.testing.assert_allclose(param.grad.numpy(), want, rtol=2e-3, atol=2e-4 * np.abs(want).max(), err_msg=name)
 
+
+def processed_as_transformers(folder, settings: dict, sizes, side: int):
+    """Random uint8 images of (height, width) ``sizes`` (seed 8) through load_image_processor of the
+    preprocessor_config.json holding ``settings`` written into ``folder``: the pixel values (batch, 3, side, side)
+    are transformers' (its PIL backend) bit for bit. Returns (forgegrad's pixels, transformers' torch tensor)."""
+    import transformers
+
+    from forgegrad.models.hf import load_image_processor
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    pixels = load_image_processor(folder)(images)["pixel_values"]
+    want = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")(
+        images, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (len(sizes), 3, side, side)
+    np.testing.assert_array_equal(pixels, want.numpy())
+    return pixels, want
 
 def check_outputs(path, architecture: str, shapes, layers: int, attn: str = "eager", label: str = ""):
     """transformers' ``architecture`` (``attn_implementation=attn``) and forgegrad's from_pretrained of ``path`` (its

@@ -12,7 +12,7 @@ import pytest
 import forgegrad as fg
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2Model,
-                                 ViTForImageClassification, ViTModel, load_image_processor)
+                                 ViTForImageClassification, ViTModel)
 from forgegrad.models.hf.onnx_vit import export_vit
 from forgegrad.models.hf.vit import ImageClassifierOutput
 
@@ -188,15 +188,7 @@ def test_images_through_processor_and_model(checkpoints, tmp_path):
     crop, ImageNet mean / std) -> Dinov2ForImageClassification trained at 32 px: transformers' pixel values bit for
     bit and its logits (the 4x4 position table resized to 28x28)."""
     path, hf = checkpoints["classifier"]
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(HUB_PROCESSOR))
-    proc = load_image_processor(tmp_path)
-    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    rng = np.random.default_rng(8)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(300, 400), (224, 224), (500, 260)]]
-    pixels = proc(images)["pixel_values"]
-    want = ref_proc(images, return_tensors="pt")["pixel_values"]
-    assert pixels.shape == (3, 3, 224, 224)
-    np.testing.assert_array_equal(pixels, want.numpy())
+    pixels, want = H.processed_as_transformers(tmp_path, HUB_PROCESSOR, [(300, 400), (224, 224), (500, 260)], 224)
     with fg.no_grad(), torch.no_grad():
         np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
 
