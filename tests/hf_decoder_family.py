@@ -14,7 +14,8 @@ fixture and the common tests under their usual names (so ``pytest -k`` and the n
   test_training_gradients_equal_transformers                  (each checkpoint; with ``gradients``)
   test_a_config_without_max_position_embeddings_takes_transformers_default (with ``default_max_positions``)
 
-A family whose version of one of these differs writes its own and names it in ``leave_out``."""
+A family whose version of one of these differs writes its own and names it in ``leave_out``. ``edited_copy`` (a
+checkpoint with another config.json) and ``check_top_level_rotary_factor`` serve the families' own tests."""
 from __future__ import annotations
 
 import json
@@ -44,6 +45,28 @@ def prompts(vocab: int = VOCAB):
     return ids, np.where(mask == 1, np.random.RandomState(2).randint(1, vocab, (2, 10)), 0), mask
 
 
+def edited_copy(src, dst, edit: Callable[[dict], dict]):
+    """A copy at ``dst`` of the checkpoint folder ``src`` whose config.json is ``edit`` of the original. Returns dst."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps(edit(cfg)))
+    return dst
+
+
+def check_top_level_rotary_factor(src, tmp_path, hf_class, ids, factor: float, default: float, head_dim: int = 8):
+    """partial_rotary_factor ``factor`` at the config's top level (older configs), and none at all (transformers'
+    default, ``default``): forgegrad rotates that part of each head and gives the logits of ``hf_class`` reading the
+    same folder."""
+    for f in (factor, None):
+        def moved(cfg, f=f):
+            cfg["rope_parameters"].pop("partial_rotary_factor")
+            return cfg if f is None else {**cfg, "partial_rotary_factor": f}
+        dst = edited_copy(src, tmp_path / f"old{f}", moved)
+        model = from_pretrained(dst)
+        assert model.rotary.head_dim == int(head_dim * (f or default))
+        hfc.check_logits(model, hf_class.from_pretrained(dst).eval(), ids)
+
+
 @dataclass
 class DecoderFamily:
     name: str  # the model_type (and the checkpoints' temporary folder: hf_<name>)
@@ -61,6 +84,10 @@ class DecoderFamily:
     gradients: bool = False
     default_max_positions: Optional[int] = None  # transformers' default when the config has no such key
     leave_out: Sequence[str] = field(default_factory=tuple)
+
+
+def _without_max_positions(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k != "max_position_embeddings"}
 
 
 def install_family_tests(namespace: dict, fam: DecoderFamily) -> None:
@@ -156,11 +183,7 @@ def install_family_tests(namespace: dict, fam: DecoderFamily) -> None:
         def test_a_config_without_max_position_embeddings_takes_transformers_default(checkpoints, tmp_path):
             root, hf = checkpoints
             name = names[0]
-            shutil.copytree(root / name, tmp_path / name)
-            cfg = json.loads((tmp_path / name / "config.json").read_text())
-            del cfg["max_position_embeddings"]
-            (tmp_path / name / "config.json").write_text(json.dumps(cfg))
-            model = from_pretrained(tmp_path / name)
+            model = from_pretrained(edited_copy(root / name, tmp_path / name, _without_max_positions))
             assert model.max_positions == fam.default_max_positions
             hfc.check_logits(model, hf[name], ids)
         tests[test_a_config_without_max_position_embeddings_takes_transformers_default.__name__] = \

@@ -3,14 +3,12 @@ multipliers, grouped-query heads), left-padded batches, greedy and beam generati
 decode path, the lean decode step and prefill against the full forward, save_pretrained read back by transformers, the
 ONNX export with its cache, and serving: the contiguous and paged batched engines and the server give generate's
 tokens."""
-import json
-import shutil
 
 import pytest
 
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import CheckpointError, GraniteForCausalLM
-from hf_decoder_family import BASE, DecoderFamily, install_family_tests, prompts
+from hf_decoder_family import BASE, DecoderFamily, edited_copy, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -37,10 +35,7 @@ install_family_tests(globals(), DecoderFamily(
 def test_a_zero_or_non_numeric_multiplier_is_refused_by_name(checkpoints, tmp_path, key):
     root, _ = checkpoints
     for bad in (0, "2"):
-        dst = tmp_path / f"bad{bad}"
-        shutil.copytree(root / "gqa", dst)
-        cfg = json.loads((dst / "config.json").read_text())
-        (dst / "config.json").write_text(json.dumps({**cfg, key: bad}))
+        dst = edited_copy(root / "gqa", tmp_path / f"bad{bad}", lambda cfg: {**cfg, key: bad})
         with pytest.raises((ValueError, CheckpointError), match=key):
             from_pretrained(dst)
 

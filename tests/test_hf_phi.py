@@ -4,16 +4,14 @@ bias), left-padded batches, greedy and beam generation against transformers', th
 decode step and prefill against the full forward, save_pretrained read back by transformers (Phi's names restored),
 the ONNX export with its cache, and serving: the contiguous and paged batched engines and the server give generate's
 tokens."""
-import json
-import shutil
 
 import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import PhiForCausalLM
-import hf_conformance as hfc
-from hf_decoder_family import BASE, DecoderFamily, install_family_tests, prompts
+from hf_decoder_family import (BASE, DecoderFamily, check_top_level_rotary_factor, edited_copy, install_family_tests,
+                               prompts)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -52,10 +50,7 @@ def test_the_checkpoint_keeps_phi_s_names(checkpoints):
 def test_options_phi_does_not_have_are_refused_by_name(checkpoints, tmp_path):
     root, _ = checkpoints
     for key, bad in (("tie_word_embeddings", True), ("resid_pdrop", 2.0), ("embd_pdrop", -1), ("hidden_act", "gelu9")):
-        dst = tmp_path / key
-        shutil.copytree(root / "plain", dst)
-        cfg = json.loads((dst / "config.json").read_text())
-        (dst / "config.json").write_text(json.dumps({**cfg, key: bad}))
+        dst = edited_copy(root / "plain", tmp_path / key, lambda cfg: {**cfg, key: bad})
         with pytest.raises(ValueError, match=key if key != "hidden_act" else "gelu9"):
             from_pretrained(dst)
 
@@ -63,16 +58,5 @@ def test_options_phi_does_not_have_are_refused_by_name(checkpoints, tmp_path):
 def test_an_older_config_s_top_level_rotary_factor_and_the_default_half(checkpoints, tmp_path):
     """partial_rotary_factor at the top level (older configs) and none at all (transformers' default: 0.5)."""
     root, _ = checkpoints
-    for factor in (0.75, None):
-        dst = tmp_path / f"old{factor}"
-        shutil.copytree(root / "plain", dst)
-        cfg = json.loads((dst / "config.json").read_text())
-        cfg["rope_parameters"].pop("partial_rotary_factor")
-        if factor is not None:
-            cfg["partial_rotary_factor"] = factor
-        (dst / "config.json").write_text(json.dumps(cfg))
-        model = from_pretrained(dst)
-        assert model.rotary.head_dim == int(8 * (factor or 0.5))
-        back = transformers.PhiForCausalLM.from_pretrained(dst).eval()
-        hfc.check_logits(model, back, IDS)
+    check_top_level_rotary_factor(root / "plain", tmp_path, transformers.PhiForCausalLM, IDS, 0.75, 0.5)
 

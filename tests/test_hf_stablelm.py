@@ -3,7 +3,6 @@ the sequential residual, query/key biases, per-head query/key LayerNorms, groupe
 greedy and beam generation against transformers', the KV-cache decode path, the lean decode step and prefill against
 the full forward, save_pretrained read back by transformers (the per-head norms split again), the ONNX export with its
 cache, and serving: the contiguous and paged batched engines and the server give generate's tokens."""
-import json
 import shutil
 
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import StableLmForCausalLM
-import hf_conformance as hfc
-from hf_decoder_family import BASE, DecoderFamily, install_family_tests, prompts
+from hf_decoder_family import (BASE, DecoderFamily, check_top_level_rotary_factor, edited_copy, install_family_tests,
+                               prompts)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -57,27 +56,13 @@ def test_the_per_head_norms_keep_transformers_names_and_heads(checkpoints, tmp_p
 
 def test_an_older_config_s_top_level_rotary_factor_and_the_default_quarter(checkpoints, tmp_path):
     """partial_rotary_factor at the top level (older configs) and none at all (transformers' default: 0.25)."""
-    root, hf = checkpoints
-    for factor in (0.5, None):
-        dst = tmp_path / f"old{factor}"
-        shutil.copytree(root / "tied", dst)
-        cfg = json.loads((dst / "config.json").read_text())
-        cfg["rope_parameters"].pop("partial_rotary_factor")
-        if factor is not None:
-            cfg["partial_rotary_factor"] = factor
-        (dst / "config.json").write_text(json.dumps(cfg))
-        model = from_pretrained(dst)
-        assert model.rotary.head_dim == int(8 * (factor or 0.25))
-        back = transformers.StableLmForCausalLM.from_pretrained(dst).eval()
-        hfc.check_logits(model, back, IDS)
+    root, _ = checkpoints
+    check_top_level_rotary_factor(root / "tied", tmp_path, transformers.StableLmForCausalLM, IDS, 0.5, 0.25)
 
 
 def test_a_head_dim_apart_from_the_hidden_size_is_refused_by_name(checkpoints, tmp_path):
     root, _ = checkpoints
-    dst = tmp_path / "head_dim"
-    shutil.copytree(root / "tied", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    (dst / "config.json").write_text(json.dumps({**cfg, "head_dim": 16}))
+    dst = edited_copy(root / "tied", tmp_path / "head_dim", lambda cfg: {**cfg, "head_dim": 16})
     with pytest.raises(ValueError, match="head_dim"):
         from_pretrained(dst)
 

@@ -4,7 +4,6 @@ the KV-cache decode path, the lean decode step and prefill against the full forw
 transformers, the ONNX export with its cache, and serving: the contiguous and paged batched engines and the server give
 generate's tokens."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import Starcoder2ForCausalLM
 import hf_conformance as hfc
-from hf_decoder_family import BASE, DecoderFamily, install_family_tests, prompts
+from hf_decoder_family import BASE, DecoderFamily, edited_copy, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -43,10 +42,7 @@ install_family_tests(globals(), DecoderFamily(
 def test_dropout_probabilities_out_of_range_are_refused_by_name(checkpoints, tmp_path):
     root, _ = checkpoints
     for key in ("embedding_dropout", "residual_dropout", "attention_dropout"):
-        dst = tmp_path / key
-        shutil.copytree(root / "gqa", dst)
-        cfg = json.loads((dst / "config.json").read_text())
-        (dst / "config.json").write_text(json.dumps({**cfg, key: 1.5}))
+        dst = edited_copy(root / "gqa", tmp_path / key, lambda cfg: {**cfg, key: 1.5})
         with pytest.raises(ValueError, match=key):
             from_pretrained(dst)
 
