@@ -11,7 +11,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf import GPTNeoXForCausalLM
 import hf_conformance as hfc
-from hf_decoder_family import DecoderFamily, install_family_tests, prompts
+from hf_decoder_family import DecoderFamily, edited_copy, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -60,21 +60,20 @@ def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path):
                                          IDS, architecture="GPTNeoXForCausalLM", model_type="gpt_neox")
 
 
+def _older_rope(cfg):
+    """An older config's rope: rotary_pct / rotary_emb_base at the top level, no rope_parameters."""
+    params = cfg.pop("rope_parameters")
+    return dict(cfg, rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"])
+
+
 def test_an_older_config_and_checkpoint_names_load(checkpoints, tmp_path):
     """rotary_pct / rotary_emb_base at the top level (no rope_parameters) and the ``lm_head.weight`` name and the
     causal-mask buffers some checkpoints hold: the same model."""
-    import shutil
-
     from safetensors.numpy import save_file
 
     from forgegrad.models.hf._files import read_weights
     root, hf = checkpoints
-    dst = tmp_path / "old"
-    shutil.copytree(root / "sequential", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    params = cfg.pop("rope_parameters")
-    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"])
-    (dst / "config.json").write_text(json.dumps(cfg))
+    dst = edited_copy(root / "sequential", tmp_path / "old", _older_rope)
     tensors = dict(read_weights(str(dst)))
     tensors["lm_head.weight"] = tensors.pop("embed_out.weight")
     tensors["gpt_neox.layers.0.attention.bias"] = np.tril(np.ones((1, 1, 8, 8), np.float32))
@@ -109,15 +108,9 @@ def test_an_odd_number_of_rotary_dimensions_rotates_as_transformers(tmp_path):
 def test_an_older_config_s_rope_scaling_applies(checkpoints, tmp_path):
     """An older config's ``rope_scaling`` (linear, factor 4) beside rotary_pct / rotary_emb_base: transformers scales
     the rope, so does forgegrad (it was dropped, the plain rope's logits)."""
-    import shutil
     root, _ = checkpoints
-    dst = tmp_path / "scaled"
-    shutil.copytree(root / "parallel", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    params = cfg.pop("rope_parameters")
-    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"],
-               rope_scaling={"type": "linear", "factor": 4.0})
-    (dst / "config.json").write_text(json.dumps(cfg))
+    dst = edited_copy(root / "parallel", tmp_path / "scaled",
+                      lambda cfg: dict(_older_rope(cfg), rope_scaling={"type": "linear", "factor": 4.0}))
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(dst).eval()
     ids = np.random.RandomState(3).randint(1, VOCAB, (1, 40))
     np.testing.assert_allclose(from_pretrained(dst)(ids).numpy(), hfc._hf_logits(hf, ids), rtol=1e-4, atol=1e-4)
