@@ -10,8 +10,6 @@ each is reported, with the largest difference of the predicted depth relative to
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 
 
 def main() -> None:
@@ -25,32 +23,22 @@ def main() -> None:
     import torch
     import transformers
 
-    import forgegrad as fg
-    from forgegrad.models import from_pretrained
+    from forgegrad.bench._timing import best_of_interleaved, pinned_threads
+    from forgegrad.bench.hf_encoders import forgegrad_copy
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(1)
-    fg.set_num_threads(1)
     torch.manual_seed(0)
     backbone = transformers.Dinov2Config(image_size=518, patch_size=14, hidden_size=384, num_hidden_layers=12,
                                          num_attention_heads=6, out_indices=[9, 10, 11, 12],
                                          reshape_hidden_states=False)
     hf = transformers.DepthAnythingForDepthEstimation(
         transformers.DepthAnythingConfig(backbone_config=backbone)).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        model = from_pretrained(d)
+    model = forgegrad_copy(hf)
     x = np.random.default_rng(0).standard_normal((1, 3, args.height, args.width)).astype(np.float32)
     xt = torch.from_numpy(x)
-    best = {"transformers": float("inf"), "forgegrad": float("inf")}
-    with torch.no_grad():
-        want = hf(xt).predicted_depth.numpy()
-        got = model(x).numpy()
-        for _ in range(args.rounds):
-            for name, run in (("transformers", lambda: hf(xt)), ("forgegrad", lambda: model(x))):
-                start = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - start)
+    with pinned_threads(1), torch.no_grad():
+        best, out = best_of_interleaved({"transformers": lambda: hf(xt).predicted_depth.numpy(),
+                                         "forgegrad": lambda: model(x).numpy()}, args.rounds, warmup=1)
+    want, got = out["transformers"], out["forgegrad"]
     rel = np.abs(got - want).max() / np.abs(want).max()
     print(f"Depth Anything (small's shape), {args.height}x{args.width}, 1 thread, best of {args.rounds}: "
           f"transformers {best['transformers'] * 1e3:.0f} ms, forgegrad {best['forgegrad'] * 1e3:.0f} ms "

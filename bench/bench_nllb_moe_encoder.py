@@ -15,8 +15,6 @@ every token (experts / 2 times the expert work).
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 
 
 def _per_expert_dispatch(self, hidden_states, router_mask, router_probs):
@@ -44,12 +42,10 @@ def main() -> None:
     from transformers.models.nllb_moe import modeling_nllb_moe
 
     import forgegrad as fg
-    from forgegrad.models import from_pretrained
+    from forgegrad.bench._timing import best_of_interleaved, pinned_threads
+    from forgegrad.bench.hf_encoders import checkpoint_copy
 
-    transformers.logging.set_verbosity_error()
     modeling_nllb_moe.NllbMoeExperts.forward = _per_expert_dispatch
-    torch.set_num_threads(1)
-    fg.set_num_threads(1)
     ids = np.random.default_rng(0).integers(3, 1000, (4, args.tokens // 4))
     mask = np.ones_like(ids)
     torch.manual_seed(0)
@@ -57,25 +53,16 @@ def main() -> None:
                                      encoder_ffn_dim=2048, decoder_ffn_dim=2048, encoder_layers=4, decoder_layers=1,
                                      num_experts=args.experts, encoder_sparse_step=2, dropout=0.0)
     hf = transformers.NllbMoeForConditionalGeneration(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        model = from_pretrained(d)
+    with checkpoint_copy(hf) as (model, d):
         session = _onnx_encoder(model, d) if args.onnx else None
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
-    best = {"forgegrad": float("inf"), "transformers": float("inf")}
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        with fg.no_grad():
-            ours = model.encode(ids, mask).numpy()
-        best["forgegrad"] = min(best["forgegrad"], time.perf_counter() - start)
-        start = time.perf_counter()
-        with torch.no_grad():
-            theirs = hf.model.encoder(input_ids=t_ids, attention_mask=t_mask).last_hidden_state.numpy()
-        best["transformers"] = min(best["transformers"], time.perf_counter() - start)
-        if session is not None:
-            start = time.perf_counter()
-            graph = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            best["onnxruntime"] = min(best.get("onnxruntime", float("inf")), time.perf_counter() - start)
+    runs = {"forgegrad": lambda: model.encode(ids, mask).numpy(),
+            "transformers": lambda: hf.model.encoder(input_ids=t_ids, attention_mask=t_mask).last_hidden_state.numpy()}
+    if session is not None:
+        runs["onnxruntime"] = lambda: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with pinned_threads(1), torch.no_grad(), fg.no_grad():
+        best, out = best_of_interleaved(runs, args.rounds)
+    ours, theirs, graph = out["forgegrad"], out["transformers"], out.get("onnxruntime")
     diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
     print(f"NLLB-MoE encoder, {ids.size} tokens, {args.experts} experts, 1 thread: forgegrad "
           f"{best['forgegrad'] * 1e3:.1f} ms, transformers {best['transformers'] * 1e3:.1f} ms; "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 from _onnx_encoder import onnx_encoder
 
@@ -33,11 +32,9 @@ def main() -> None:
     import transformers
 
     import forgegrad as fg
-    from forgegrad.models import from_pretrained
+    from forgegrad.bench._timing import best_of_interleaved, pinned_threads
+    from forgegrad.bench.hf_encoders import forgegrad_copy
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(1)
-    fg.set_num_threads(1)
     ids = np.random.default_rng(0).integers(2, 1000, (1, args.length))
     mask = np.ones_like(ids)
     torch.manual_seed(0)
@@ -46,24 +43,17 @@ def main() -> None:
                                       encoder_layers=args.layers, decoder_layers=1, block_size=512,
                                       num_global_tokens=128, stagger_local_blocks=True, dropout=0.0)
     hf = transformers.PegasusXForConditionalGeneration(cfg).eval()
+    model = forgegrad_copy(hf)
     ti, tm = torch.tensor(ids), torch.tensor(mask)
+    runs = {"transformers": lambda: hf.model.encoder(input_ids=ti, attention_mask=tm).last_hidden_state.numpy(),
+            "forgegrad": lambda: model.encode(ids, mask).numpy()}
     with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        model = from_pretrained(d)
-        runs = {"transformers": lambda: hf.model.encoder(input_ids=ti, attention_mask=tm),
-                "forgegrad": lambda: model.encode(ids, mask)}
         if args.onnx:
             encoder, seconds = onnx_encoder(model, os.path.join(d, "onnx"))
             runs["onnxruntime"] = lambda: encoder(ids, mask)
-    best = {name: float("inf") for name in runs}
-    with torch.no_grad(), fg.no_grad():
-        want = hf.model.encoder(input_ids=ti, attention_mask=tm).last_hidden_state.numpy()
-        got = model.encode(ids, mask).numpy()
-        for _ in range(args.rounds):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - start)
+        with pinned_threads(1), torch.no_grad(), fg.no_grad():
+            best, out = best_of_interleaved(runs, args.rounds, warmup=1)
+    want, got = out["transformers"], out["forgegrad"]
     rel = np.abs(got - want).max() / np.abs(want).max()
     print(f"PEGASUS-X encoder (base widths, {args.layers} layers), {args.length} tokens, 1 thread, best of "
           f"{args.rounds}: transformers {best['transformers'] * 1e3:.0f} ms, forgegrad "

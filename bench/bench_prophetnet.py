@@ -13,8 +13,6 @@ best round of each is reported, with whether the tokens agree.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
 
 
 def main() -> None:
@@ -31,12 +29,10 @@ def main() -> None:
     import transformers
 
     import forgegrad as fg
-    from forgegrad.models import from_pretrained
+    from forgegrad.bench._timing import best_of_interleaved, pinned_threads
+    from forgegrad.bench.hf_encoders import forgegrad_copy
     from forgegrad.models.hf.generation import generate
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(1)
-    fg.set_num_threads(1)
     cfg = transformers.ProphetNetConfig(
         vocab_size=8000, hidden_size=512, encoder_ffn_dim=2048, decoder_ffn_dim=2048, num_encoder_layers=args.layers,
         num_decoder_layers=args.layers, num_encoder_attention_heads=8, num_decoder_attention_heads=8,
@@ -44,34 +40,22 @@ def main() -> None:
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     torch.manual_seed(0)
     hf = transformers.ProphetNetForConditionalGeneration(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        model = from_pretrained(d)
+    model = forgegrad_copy(hf)
     rng = np.random.RandomState(0)
     ids = rng.randint(3, 8000, (2, args.source))
     mask = np.ones_like(ids)
     dec = rng.randint(3, 8000, (2, args.target))
     dec[:, 0] = 0
+    ti, tm = torch.tensor(ids), torch.tensor(mask)
     kw = dict(max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False, num_beams=1)
-    best = {k: float("inf") for k in ("fg forward", "hf forward", "fg generate", "hf generate")}
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        with fg.no_grad():
-            ours = model.ngram_logits(ids, mask, dec).numpy()
-        best["fg forward"] = min(best["fg forward"], time.perf_counter() - t)
-        t = time.perf_counter()
-        with torch.no_grad():
-            out = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     decoder_input_ids=torch.tensor(dec))
-        best["hf forward"] = min(best["hf forward"], time.perf_counter() - t)
-        t = time.perf_counter()
-        got = generate(model, ids, attention_mask=mask, **kw)
-        best["fg generate"] = min(best["fg generate"], time.perf_counter() - t)
-        t = time.perf_counter()
-        with torch.no_grad():
-            want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).numpy()
-        best["hf generate"] = min(best["hf generate"], time.perf_counter() - t)
-    ref = out.logits.numpy()
+    with pinned_threads(1), torch.no_grad(), fg.no_grad():
+        best, out = best_of_interleaved({
+            "fg forward": lambda: model.ngram_logits(ids, mask, dec).numpy(),
+            "hf forward": lambda: hf(input_ids=ti, attention_mask=tm, decoder_input_ids=torch.tensor(dec)).logits,
+            "fg generate": lambda: generate(model, ids, attention_mask=mask, **kw),
+            "hf generate": lambda: hf.generate(input_ids=ti, attention_mask=tm, **kw).numpy()}, args.rounds)
+    ours, ref = out["fg forward"], out["hf forward"].numpy()
+    got, want = out["fg generate"], out["hf generate"]
     print(f"layers {args.layers}, batch 2, source {args.source}, target {args.target}, {args.new} new tokens, 1 thread")
     for k, v in best.items():
         print(f"{k:12s} {v:.3f} s")

@@ -11,6 +11,7 @@ batches.
                             transformers' outputs in onnxruntime on padded batches of other sizes
     word_piece_dir          a tiny WordPiece tokenizer saved in transformers' layout (for the serving tests)
     sentence_transformer_dir  sentence-transformers' own save of a checkpoint directory, mean-pooled and normalized
+    check_embeddings_server  the embeddings server on sentence-transformers' save of a model gives its vectors
 
 torch and transformers are imported inside the functions: the test files skip themselves where they are missing.
 """
@@ -124,3 +125,24 @@ def sentence_transformer_dir(base, out, dim):
     model = SentenceTransformer(modules=[Transformer(str(base)), Pooling(dim, "mean"), Normalize()], device="cpu")
     model.save(str(out))
     return model
+
+
+def check_embeddings_server(hf, tmp_path, dim):
+    """transformers' ``hf`` saved with a tiny WordPiece tokenizer and then by sentence-transformers (mean pooling,
+    Normalize): the in-process embeddings server (encoder_app) on that folder gives sentence-transformers' vectors."""
+    import pytest
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("sentence_transformers")
+    from serve_helpers import running_app
+
+    from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app
+    base = word_piece_dir(tmp_path / "base")
+    hf.save_pretrained(base)
+    texts = ["hello world", "a tiny corpus for a tiny tokenizer of sentences", "sentences", "hello tiny world"]
+    want = sentence_transformer_dir(base, tmp_path / "st", dim).encode(texts, convert_to_numpy=True)
+    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url:
+        r = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
+    assert r.status_code == 200, r.text
+    got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

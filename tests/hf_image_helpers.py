@@ -8,6 +8,10 @@ save_pretrained, read by forgegrad's from_pretrained, and compared.
     compared / close        the tensors compared of an output (last_hidden_state and pooler_output, or logits), and
                             their closeness within float32 rounding scaled by the tensor's size
     close_grad              a parameter's gradient against transformers' (float64) one
+    processed_as_transformers  random uint8 images through load_image_processor of a preprocessor_config.json: the
+                            pixel values are transformers' (PIL backend) bit for bit
+    check_outputs           forgegrad's model and transformers' (an attention implementation) on images of several
+                            shapes: the outputs without and with hidden states are transformers'
     check_encoder_from_classifier  the encoder class reads a classifier checkpoint's weights; a config.json naming
                             no architecture loads as the encoder by its model_type
     check_save_round_trip   forgegrad's save_pretrained directory read back by transformers: the same outputs
@@ -79,6 +83,46 @@ def close_grad(param, want, name):
     """A forgegrad parameter's gradient against transformers' float64 one (2e-3 relative, 2e-4 of its largest)."""
     np.testing.assert_allclose(param.grad.numpy(), want, rtol=2e-3, atol=2e-4 * np.abs(want).max(), err_msg=name)
 
+
+def processed_as_transformers(folder, settings: dict, sizes, side: int):
+    """Random uint8 images of (height, width) ``sizes`` (seed 8) through load_image_processor of the
+    preprocessor_config.json holding ``settings`` written into ``folder``: the pixel values (batch, 3, side, side)
+    are transformers' (its PIL backend) bit for bit. Returns (forgegrad's pixels, transformers' torch tensor)."""
+    import transformers
+
+    from forgegrad.models.hf import load_image_processor
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    pixels = load_image_processor(folder)(images)["pixel_values"]
+    want = transformers.AutoImageProcessor.from_pretrained(folder, backend="pil")(
+        images, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (len(sizes), 3, side, side)
+    np.testing.assert_array_equal(pixels, want.numpy())
+    return pixels, want
+
+def check_outputs(path, architecture: str, shapes, layers: int, attn: str = "eager", label: str = ""):
+    """transformers' ``architecture`` (``attn_implementation=attn``) and forgegrad's from_pretrained of ``path`` (its
+    class of that name) on random pixels of each (batch, height, width) of ``shapes`` (seeded by its index): the plain
+    output and the one with hidden states (``layers`` + 1 of them) are transformers'. Returns (model, the last plain
+    output, the last with hidden states) for the caller's own checks."""
+    import torch
+    import transformers
+    from forgegrad.models import hf as fg_hf
+    hf = getattr(transformers, architecture).from_pretrained(path, attn_implementation=attn).eval()
+    model = from_pretrained(path)
+    assert type(model) is getattr(fg_hf, architecture)
+    for i, (b, h, w) in enumerate(shapes):
+        x = pixels(b, h, w, seed=i)
+        with torch.no_grad():
+            want = hf(torch.tensor(x), output_hidden_states=True)
+        with fg.no_grad():
+            plain, got = model(x), model(x, output_hidden_states=True)
+        close(compared(plain), compared(want), f"{label} {(b, h, w)}")
+        close(compared(got), compared(want), f"{label} {(b, h, w)}")
+        assert len(got.hidden_states) == layers + 1
+        close(got.hidden_states, want.hidden_states, f"{label} {(b, h, w)} hidden states")
+    return model, plain, got
 
 def check_encoder_from_classifier(checkpoints, encoder_cls, hf_encoder, tmp_path, *, classifier="classifier",
                                   eval_mode=False):

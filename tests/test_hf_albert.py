@@ -9,8 +9,7 @@ import pytest
 
 from forgegrad.models import from_pretrained
 from hf_conformance import padded_batch
-from hf_encoder_checks import (TOL, check_classifier, check_encoder, check_export_with_mask,
-                               sentence_transformer_dir, word_piece_dir)
+from hf_encoder_checks import TOL, check_classifier, check_embeddings_server, check_encoder, check_export_with_mask
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -75,21 +74,7 @@ def test_unsupported_config_options_are_named():
 
 
 def test_embeddings_server_gives_sentence_transformers_vectors(tmp_path):
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("uvicorn")
-    pytest.importorskip("sentence_transformers")
-    from serve_helpers import running_app
-
-    from forgegrad.serve.encoder_app import EncoderServeConfig, create_encoder_app
-    base = word_piece_dir(tmp_path / "base")
     torch.manual_seed(0)
-    transformers.AlbertModel(transformers.AlbertConfig(
+    check_embeddings_server(transformers.AlbertModel(transformers.AlbertConfig(
         vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-        intermediate_size=48, max_position_embeddings=64)).save_pretrained(base)
-    texts = ["hello world", "a tiny corpus for a tiny tokenizer of sentences", "sentences", "hello tiny world"]
-    want = sentence_transformer_dir(base, tmp_path / "st", 32).encode(texts, convert_to_numpy=True)
-    with running_app(create_encoder_app(EncoderServeConfig(str(tmp_path / "st")))) as url:
-        r = httpx.post(url + "/v1/embeddings", json={"input": texts}, timeout=60)
-    assert r.status_code == 200, r.text
-    got = np.array([d["embedding"] for d in r.json()["data"]], np.float32)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        intermediate_size=48, max_position_embeddings=64)), tmp_path, 32)

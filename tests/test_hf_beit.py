@@ -13,12 +13,12 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained
-from forgegrad.models.hf import BeitForImageClassification, BeitModel, CheckpointError, load_image_processor
+from forgegrad.models.hf import BeitForImageClassification, BeitModel, CheckpointError
 from forgegrad.models.hf.beit import bilinear_matrix
 from forgegrad.models.hf.vit import ImageClassifierOutput
 
 import hf_image_helpers as H
-from hf_image_helpers import TOL, close as _close, compared as _compared, pixels as _pixels
+from hf_image_helpers import TOL, pixels as _pixels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -61,21 +61,8 @@ def test_bilinear_matrix_is_torchs():
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier", "sdpa")])
 def test_outputs_equal_transformers(checkpoints, key, attn):
-    path, _ = checkpoints[key]
-    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
-    model = from_pretrained(path)
-    assert type(model) is {"BeitModel": BeitModel, "BeitForImageClassification": BeitForImageClassification}[
-        CHECKPOINTS[key][0]]
-    for i, (b, h, w) in enumerate(SHAPES):
-        x = _pixels(b, h, w, seed=i)
-        with torch.no_grad():
-            want = hf(torch.tensor(x), output_hidden_states=True)
-        with fg.no_grad():
-            plain, got = model(x), model(x, output_hidden_states=True)
-        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
-        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
-        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
-        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
+    model, plain, got = H.check_outputs(checkpoints[key][0], CHECKPOINTS[key][0], SHAPES, SIZE["num_hidden_layers"],
+                                        attn, key)
     if key == "model":
         assert plain.hidden_states is None
     else:
@@ -145,15 +132,9 @@ HUB_PROCESSOR = {"crop_size": 224, "do_center_crop": False, "do_normalize": True
 
 def test_images_through_processor_and_model(checkpoints, tmp_path):
     path, hf = checkpoints["classifier"]
-    rng = np.random.default_rng(8)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(60, 80), (40, 40), (90, 52)]]
-    for settings in (HUB_PROCESSOR, {"image_processor_type": "BeitImageProcessor"}):
-        (tmp_path / "preprocessor_config.json").write_text(json.dumps(settings))
-        pixels = load_image_processor(tmp_path)(images)["pixel_values"]
-        want = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")(
-            images, return_tensors="pt")["pixel_values"]
-        np.testing.assert_array_equal(pixels, want.numpy())
-    assert pixels.shape == (3, 3, 224, 224)  # BeitImageProcessor's defaults: 224 x 224, bicubic
+    # the hub's settings, then BeitImageProcessor's defaults (224 x 224, bicubic)
+    for settings, side in ((HUB_PROCESSOR, 40), ({"image_processor_type": "BeitImageProcessor"}, 224)):
+        pixels, want = H.processed_as_transformers(tmp_path, settings, [(60, 80), (40, 40), (90, 52)], side)
     with fg.no_grad(), torch.no_grad():
         np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
 

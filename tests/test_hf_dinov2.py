@@ -11,8 +11,8 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained
-from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2ForImageClassification, Dinov2Model,
-                                 ViTForImageClassification, ViTModel, load_image_processor)
+from forgegrad.models.hf import (DeiTForImageClassificationWithTeacher, Dinov2Model,
+                                 ViTForImageClassification, ViTModel)
 from forgegrad.models.hf.onnx_vit import export_vit
 from forgegrad.models.hf.vit import ImageClassifierOutput
 
@@ -47,22 +47,9 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
 def test_outputs_equal_transformers(checkpoints, key, attn):
-    path, _ = checkpoints[key]
-    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
-    model = from_pretrained(path)
-    assert type(model) is {"Dinov2Model": Dinov2Model,
-                           "Dinov2ForImageClassification": Dinov2ForImageClassification}[CHECKPOINTS[key][0]]
+    model, plain, got = H.check_outputs(checkpoints[key][0], CHECKPOINTS[key][0], SHAPES, SIZE["num_hidden_layers"],
+                                        attn, key)
     assert not model.training
-    for i, (b, h, w) in enumerate(SHAPES):
-        x = _pixels(b, h, w, seed=i)
-        with torch.no_grad():
-            want = hf(torch.tensor(x), output_hidden_states=True)
-        with fg.no_grad():
-            plain, got = model(x), model(x, output_hidden_states=True)
-        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
-        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
-        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
-        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
     if key.startswith("model"):
         assert plain.hidden_states is None
         np.testing.assert_array_equal(plain.pooler_output.numpy(), plain.last_hidden_state.numpy()[:, 0])
@@ -201,15 +188,7 @@ def test_images_through_processor_and_model(checkpoints, tmp_path):
     crop, ImageNet mean / std) -> Dinov2ForImageClassification trained at 32 px: transformers' pixel values bit for
     bit and its logits (the 4x4 position table resized to 28x28)."""
     path, hf = checkpoints["classifier"]
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(HUB_PROCESSOR))
-    proc = load_image_processor(tmp_path)
-    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    rng = np.random.default_rng(8)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(300, 400), (224, 224), (500, 260)]]
-    pixels = proc(images)["pixel_values"]
-    want = ref_proc(images, return_tensors="pt")["pixel_values"]
-    assert pixels.shape == (3, 3, 224, 224)
-    np.testing.assert_array_equal(pixels, want.numpy())
+    pixels, want = H.processed_as_transformers(tmp_path, HUB_PROCESSOR, [(300, 400), (224, 224), (500, 260)], 224)
     with fg.no_grad(), torch.no_grad():
         np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), hf(want).logits.numpy(), **TOL)
 

@@ -13,7 +13,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained
-from forgegrad.models.hf import CheckpointError, Dinov2WithRegistersForImageClassification, Dinov2WithRegistersModel
+from forgegrad.models.hf import CheckpointError, Dinov2WithRegistersModel
 from forgegrad.models.hf.dinov2_registers import antialiased_bicubic_matrix
 from forgegrad.models.hf.vit import ImageClassifierOutput
 
@@ -59,22 +59,8 @@ def test_antialiased_resize_matrix_is_torchs():
 
 @pytest.mark.parametrize("key,attn", [(k, "eager") for k in CHECKPOINTS] + [("classifier_swiglu", "sdpa")])
 def test_outputs_equal_transformers(checkpoints, key, attn):
-    path, _ = checkpoints[key]
-    hf = getattr(transformers, CHECKPOINTS[key][0]).from_pretrained(path, attn_implementation=attn).eval()
-    model = from_pretrained(path)
-    assert type(model) is {"Dinov2WithRegistersModel": Dinov2WithRegistersModel,
-                           "Dinov2WithRegistersForImageClassification": Dinov2WithRegistersForImageClassification}[
-        CHECKPOINTS[key][0]]
-    for i, (b, h, w) in enumerate(SHAPES):
-        x = _pixels(b, h, w, seed=i)
-        with torch.no_grad():
-            want = hf(torch.tensor(x), output_hidden_states=True)
-        with fg.no_grad():
-            plain, got = model(x), model(x, output_hidden_states=True)
-        _close(_compared(plain), _compared(want), f"{key} {(b, h, w)}")
-        _close(_compared(got), _compared(want), f"{key} {(b, h, w)}")
-        assert len(got.hidden_states) == SIZE["num_hidden_layers"] + 1
-        _close(got.hidden_states, want.hidden_states, f"{key} {(b, h, w)} hidden states")
+    model, plain, got = H.check_outputs(checkpoints[key][0], CHECKPOINTS[key][0], SHAPES, SIZE["num_hidden_layers"],
+                                        attn, key)
     if key.startswith("model"):
         registers = 0 if key == "model_no_registers" else 3
         assert plain.last_hidden_state.shape[1] == 1 + registers + (64 // 8) * (16 // 8)

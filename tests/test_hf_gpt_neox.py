@@ -11,6 +11,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf import GPTNeoXForCausalLM
 import hf_conformance as hfc
+from hf_decoder_family import DecoderFamily, edited_copy, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -26,37 +27,13 @@ MODELS = {
     "sequential": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
         **BASE, use_parallel_residual=False, rotary_pct=0.5, rotary_emb_base=500.0, attention_bias=False)),
 }
-IDS = np.random.RandomState(1).randint(1, VOCAB, (2, 9))
-LEFT_MASK = np.ones((2, 10), np.int64)
-LEFT_MASK[0, :3] = 0
-LEFT_PADDED = np.where(LEFT_MASK == 1, np.random.RandomState(2).randint(1, VOCAB, (2, 10)), 0)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_gpt_neox"), MODELS, seed=0)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_logits_and_left_padded_batches_equal_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    assert isinstance(model, GPTNeoXForCausalLM)
-    hfc.check_logits(model, hf[name], IDS)
-    hfc.check_left_padded_logits(model, hf[name], LEFT_PADDED, LEFT_MASK, mask_only=True)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_greedy_generation_equals_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    hfc.check_greedy_generation(model, hf[name], IDS, LEFT_PADDED, LEFT_MASK, new_tokens=30, padded_new_tokens=15,
-                                frozen_new_tokens=None)
-
-
-def test_beam_search_equals_transformers(checkpoints):
-    root, hf = checkpoints
-    hfc.check_beam_search(from_pretrained(root / "parallel"), hf["parallel"], LEFT_PADDED, LEFT_MASK)
+IDS, LEFT_PADDED, LEFT_MASK = prompts(VOCAB)
+# the cache path runs on each checkpoint, save_pretrained and the engines on the sequential one: below
+install_family_tests(globals(), DecoderFamily(
+    "gpt_neox", MODELS, GPTNeoXForCausalLM, transformers.GPTNeoXForCausalLM, IDS, LEFT_PADDED, LEFT_MASK,
+    main="parallel", leave_out=("test_the_cache_decode_path_equals_the_full_forward",
+                                "test_save_pretrained_is_read_back_by_transformers",
+                                "test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens")))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -83,21 +60,20 @@ def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path):
                                          IDS, architecture="GPTNeoXForCausalLM", model_type="gpt_neox")
 
 
+def _older_rope(cfg):
+    """An older config's rope: rotary_pct / rotary_emb_base at the top level, no rope_parameters."""
+    params = cfg.pop("rope_parameters")
+    return dict(cfg, rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"])
+
+
 def test_an_older_config_and_checkpoint_names_load(checkpoints, tmp_path):
     """rotary_pct / rotary_emb_base at the top level (no rope_parameters) and the ``lm_head.weight`` name and the
     causal-mask buffers some checkpoints hold: the same model."""
-    import shutil
-
     from safetensors.numpy import save_file
 
     from forgegrad.models.hf._files import read_weights
     root, hf = checkpoints
-    dst = tmp_path / "old"
-    shutil.copytree(root / "sequential", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    params = cfg.pop("rope_parameters")
-    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"])
-    (dst / "config.json").write_text(json.dumps(cfg))
+    dst = edited_copy(root / "sequential", tmp_path / "old", _older_rope)
     tensors = dict(read_weights(str(dst)))
     tensors["lm_head.weight"] = tensors.pop("embed_out.weight")
     tensors["gpt_neox.layers.0.attention.bias"] = np.tril(np.ones((1, 1, 8, 8), np.float32))
@@ -105,19 +81,6 @@ def test_an_older_config_and_checkpoint_names_load(checkpoints, tmp_path):
               metadata={"format": "pt"})
     np.testing.assert_allclose(from_pretrained(dst)(IDS).numpy(), hfc._hf_logits(hf["sequential"], IDS),
                                rtol=1e-4, atol=1e-4)
-
-
-def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
-    pytest.importorskip("onnxruntime")
-    root, hf = checkpoints
-    hfc.check_decoder_export_with_past(from_pretrained(root / "parallel"), hf["parallel"], tmp_path / "decoder.onnx",
-                                       LEFT_PADDED, LEFT_MASK)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_the_lean_decode_step_and_prefill_equal_the_tensor_forward(checkpoints, name):
-    root, _ = checkpoints
-    hfc.check_lean_step_and_prefill(from_pretrained(root / name), IDS)
 
 
 def test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens(checkpoints):
@@ -145,15 +108,9 @@ def test_an_odd_number_of_rotary_dimensions_rotates_as_transformers(tmp_path):
 def test_an_older_config_s_rope_scaling_applies(checkpoints, tmp_path):
     """An older config's ``rope_scaling`` (linear, factor 4) beside rotary_pct / rotary_emb_base: transformers scales
     the rope, so does forgegrad (it was dropped, the plain rope's logits)."""
-    import shutil
     root, _ = checkpoints
-    dst = tmp_path / "scaled"
-    shutil.copytree(root / "parallel", dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    params = cfg.pop("rope_parameters")
-    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"],
-               rope_scaling={"type": "linear", "factor": 4.0})
-    (dst / "config.json").write_text(json.dumps(cfg))
+    dst = edited_copy(root / "parallel", tmp_path / "scaled",
+                      lambda cfg: dict(_older_rope(cfg), rope_scaling={"type": "linear", "factor": 4.0}))
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(dst).eval()
     ids = np.random.RandomState(3).randint(1, VOCAB, (1, 40))
     np.testing.assert_allclose(from_pretrained(dst)(ids).numpy(), hfc._hf_logits(hf, ids), rtol=1e-4, atol=1e-4)

@@ -2,7 +2,7 @@
 marks and the rope scaling on the global layers only. Logits on a left-padded batch whose prompts are longer than the
 window, greedy and beam generation against transformers', the KV-cache decode path and the lean decode step against
 the full forward, save_pretrained read back by transformers, the ONNX export with its cache, and the batched and
-paged engines (test_hf_olmo2.py's helpers) give generate's tokens."""
+paged engines give generate's tokens (the checks every decoder runs: hf_decoder_family.py)."""
 import json
 
 import numpy as np
@@ -12,6 +12,7 @@ import forgegrad as fg
 from forgegrad.models import from_pretrained, generate
 from forgegrad.models.hf import Olmo3ForCausalLM
 import hf_conformance as hfc
+from hf_decoder_family import DecoderFamily, edited_copy, install_family_tests, prompts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -31,15 +32,13 @@ MODELS = {
         **BASE, num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], attention_bias=True,
         tie_word_embeddings=True, rope_theta=500.0)),
 }
-IDS = np.random.RandomState(1).randint(1, VOCAB, (2, 9))  # past the window
-LEFT_MASK = np.ones((2, 10), np.int64)
-LEFT_MASK[0, :3] = 0  # 7 real tokens: past the window too
-LEFT_PADDED = np.where(LEFT_MASK == 1, np.random.RandomState(2).randint(1, VOCAB, (2, 10)), 0)
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    return hfc.save_checkpoints(tmp_path_factory.mktemp("hf_olmo3"), MODELS, seed=0)
+IDS, LEFT_PADDED, LEFT_MASK = prompts(VOCAB)  # past the window (LEFT_PADDED's 7 real tokens too)
+# the cache takes 3 prompt tokens, then the steps run past the window; the lean step and prefill and the engines
+# are checked against the windows below
+install_family_tests(globals(), DecoderFamily(
+    "olmo3", MODELS, Olmo3ForCausalLM, transformers.Olmo3ForCausalLM, IDS, LEFT_PADDED, LEFT_MASK, tied=("tied",),
+    cache_split=3, leave_out=("test_the_lean_decode_step_and_prefill_equal_the_tensor_forward",
+                              "test_the_batched_and_paged_engines_and_the_server_give_generate_s_tokens")))
 
 
 def test_windows_and_ropes_follow_the_config(checkpoints):
@@ -51,58 +50,6 @@ def test_windows_and_ropes_follow_the_config(checkpoints):
     cfg = {**MODELS["tied"]().config.to_dict(), "layer_types": ["full_attention", "local"]}
     with pytest.raises(ValueError, match="layer_types"):
         Olmo3ForCausalLM(cfg)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_logits_and_left_padded_batches_equal_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    assert model.tied == (name == "tied")
-    hfc.check_logits(model, hf[name], IDS)
-    hfc.check_left_padded_logits(model, hf[name], LEFT_PADDED, LEFT_MASK, mask_only=True)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_greedy_generation_equals_transformers(checkpoints, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    hfc.check_greedy_generation(model, hf[name], IDS, LEFT_PADDED, LEFT_MASK, new_tokens=30, padded_new_tokens=15,
-                                frozen_new_tokens=None)
-
-
-def test_beam_search_equals_transformers(checkpoints):
-    root, hf = checkpoints
-    hfc.check_beam_search(from_pretrained(root / "gqa"), hf["gqa"], LEFT_PADDED, LEFT_MASK)
-
-
-def test_the_cache_decode_path_equals_the_full_forward(checkpoints):
-    """A prompt into the cache, then one token at a time past the window: each step's logits are the full forward's
-    last row; and greedy generate is argmax decoding by hand with full forwards."""
-    root, _ = checkpoints
-    model = from_pretrained(root / "gqa")
-    full = model(IDS).numpy()
-    cache = model.new_cache(2, IDS.shape[1])
-    with fg.no_grad():
-        first = model(IDS[:, :3], cache=cache).numpy()
-        steps = [model(IDS[:, t:t + 1], cache=cache).numpy()[:, 0] for t in range(3, IDS.shape[1])]
-    np.testing.assert_allclose(first, full[:, :3], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.stack(steps, 1), full[:, 3:], rtol=1e-5, atol=1e-5)
-    hfc.check_greedy_by_hand(model, IDS, 6)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_save_pretrained_is_read_back_by_transformers(checkpoints, tmp_path, name):
-    root, hf = checkpoints
-    model = from_pretrained(root / name)
-    hfc.check_save_pretrained_round_trip(model, hf[name], transformers.Olmo3ForCausalLM, tmp_path / "out", IDS,
-                                         architecture="Olmo3ForCausalLM", model_type="olmo3")
-
-
-def test_onnx_export_with_past_gives_transformers_tokens(checkpoints, tmp_path):
-    pytest.importorskip("onnxruntime")
-    root, hf = checkpoints
-    hfc.check_decoder_export_with_past(from_pretrained(root / "gqa"), hf["gqa"], tmp_path / "decoder.onnx",
-                                       LEFT_PADDED, LEFT_MASK)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -161,10 +108,7 @@ def test_yarn_on_the_global_layers_in_either_config_format(tmp_path):
 def test_a_config_without_max_position_embeddings_loads(checkpoints, tmp_path):
     """max_position_embeddings is optional, as for OLMo 2 (transformers' default, 2048): the same logits (it was
     refused as a required key)."""
-    import shutil
     root, hf = checkpoints
-    shutil.copytree(root / "tied", tmp_path / "tied")
-    cfg = json.loads((tmp_path / "tied" / "config.json").read_text())
-    del cfg["max_position_embeddings"]
-    (tmp_path / "tied" / "config.json").write_text(json.dumps(cfg))
-    hfc.check_logits(from_pretrained(tmp_path / "tied"), hf["tied"], IDS)
+    dst = edited_copy(root / "tied", tmp_path / "tied", lambda cfg: {k: v for k, v in cfg.items()
+                                                                    if k != "max_position_embeddings"})
+    hfc.check_logits(from_pretrained(dst), hf["tied"], IDS)

@@ -1,7 +1,8 @@
 """An encoder-decoder with a position table (BART's family: learned, or Pegasus' sinusoidal rows) generates up to
 max_position_embeddings new tokens, as transformers does: the decoder reads the start token and every new token but
 the last, so the last needs no position; one more is refused up front, naming the limit. The completions server
-checks the source and the answer each against its own stack's positions."""
+checks the source and the answer each against its own stack's positions. ProphetNet (its predicting streams read one
+row further) raises naming the decoder length and the limit where transformers reads past its table."""
 import numpy as np
 import pytest
 
@@ -67,3 +68,42 @@ def test_completions_server_limits_the_source_and_the_answer_each_to_the_positio
     for r, param in ((long_source, "prompt"), (long_answer, "max_tokens")):
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_prophetnet_decoder_past_its_position_table_raises_naming_the_length_and_the_limit(pad, tmp_path):
+    """ProphetNet's decoder place p reads position row pad_token_id + p + 1 and its predicting streams the next row, so
+    a table of 16 rows holds 16 - pad_token_id - 2 places: at that length the logits are transformers', one more is
+    transformers' IndexError and forgegrad's ValueError naming the length and the limit, in the forward, in cached
+    steps and in generate (greedy, beam search, sampling)."""
+    torch.manual_seed(0)
+    hf = transformers.ProphetNetForConditionalGeneration(transformers.ProphetNetConfig(
+        vocab_size=50, hidden_size=16, encoder_ffn_dim=20, decoder_ffn_dim=24, num_encoder_layers=1,
+        num_decoder_layers=1, num_encoder_attention_heads=2, num_decoder_attention_heads=4,
+        max_position_embeddings=POSITIONS, ngram=2, num_buckets=4, relative_max_distance=6, dropout=0.0,
+        attention_dropout=0.0, activation_dropout=0.0, pad_token_id=pad, eos_token_id=1, decoder_start_token_id=0))
+    hf.eval().save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    limit = POSITIONS - pad - 2
+    ids = np.arange(5, 12)[None]
+    dec = np.random.RandomState(0).randint(5, 50, (1, limit + 1))
+    with torch.no_grad():
+        want = hf(input_ids=torch.tensor(ids), decoder_input_ids=torch.tensor(dec[:, :limit])).logits.numpy()
+        with pytest.raises(IndexError):  # transformers reads past its table
+            hf(input_ids=torch.tensor(ids), decoder_input_ids=torch.tensor(dec))
+    np.testing.assert_allclose(model(ids, None, dec[:, :limit]).numpy(), want, rtol=1e-4, atol=1e-4)
+    message = (f"{limit + 1} decoder tokens \\(0 cached \\+ {limit + 1} given\\) exceed the {limit} decoder places "
+               f"max_position_embeddings {POSITIONS} holds with pad_token_id {pad}")
+    for run in (lambda: model(ids, None, dec), lambda: model.ngram_logits(ids, None, dec),
+                lambda: model.loss(ids, None, labels=dec)):
+        with pytest.raises(ValueError, match=message):
+            run()
+    states, cache = model.encode(ids), model.new_cache(1, limit + 1)
+    model.decode(dec[:, :limit], states, cache=cache)
+    with pytest.raises(ValueError, match=f"{limit + 1} decoder tokens \\({limit} cached \\+ 1 given\\) exceed the "
+                                         f"{limit} decoder places"):
+        model.decode(dec[:, limit:], states, cache=cache)
+    assert generate(model, ids, max_new_tokens=limit, min_new_tokens=limit).shape == (1, 1 + limit)
+    for kw in (dict(num_beams=1), dict(num_beams=2), dict(do_sample=True)):
+        with pytest.raises(ValueError, match=f"max_new_tokens \\({limit + 1}\\) exceed the model's {limit} positions"):
+            generate(model, ids, max_new_tokens=limit + 1, **kw)

@@ -24,6 +24,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from test_hf_siglip import _word_tokenizer_dir  # noqa: E402 (SigLIP's word-level tokenizer: the same)
+
 VOCAB = 60
 TOL = dict(rtol=1e-4, atol=2e-5)
 TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
@@ -211,19 +213,6 @@ def test_image_processor_equals_transformers(tmp_path):
         for patch, places in ((3, PLACES), (16, 256), (16, 1024)):
             from transformers.models.siglip2.image_processing_pil_siglip2 import get_image_size_for_max_num_patches
             assert size_for_max_patches(h, w, patch, places) == get_image_size_for_max_num_patches(h, w, patch, places)
-
-
-def _word_tokenizer_dir(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    words = "a photo of cat dog bird this is".split()
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="</s>", eos_token="</s>",
-                                                  unk_token="<unk>", model_max_length=12)
-    hf_tok.save_pretrained(path)
-    return hf_tok
 
 
 def test_images_and_texts_end_to_end_and_zero_shot_classification(tmp_path):

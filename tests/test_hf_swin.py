@@ -12,7 +12,7 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained
-from forgegrad.models.hf import CheckpointError, SwinForImageClassification, SwinModel, load_image_processor
+from forgegrad.models.hf import CheckpointError, SwinForImageClassification, SwinModel
 from forgegrad.models.hf.swin import SwinImageClassifierOutput
 
 import hf_image_helpers as H
@@ -165,15 +165,8 @@ HUB_PROCESSOR = {"do_normalize": True, "do_resize": True, "feature_extractor_typ
 
 def test_images_through_processor_and_model(checkpoints, tmp_path):
     path, hf = checkpoints["classifier"]
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(dict(HUB_PROCESSOR, size=40)))
-    proc = load_image_processor(tmp_path)
-    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    rng = np.random.default_rng(8)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(60, 80), (40, 40), (90, 52)]]
-    pixels = proc(images)["pixel_values"]
-    want = ref_proc(images, return_tensors="pt")["pixel_values"]
-    assert pixels.shape == (3, 3, 40, 40)
-    np.testing.assert_array_equal(pixels, want.numpy())
+    pixels, want = H.processed_as_transformers(tmp_path, dict(HUB_PROCESSOR, size=40), [(60, 80), (40, 40), (90, 52)],
+                                               40)
     with fg.no_grad(), torch.no_grad():
         np.testing.assert_allclose(from_pretrained(path)(pixels).numpy(), copy.deepcopy(hf)(want).logits.numpy(),
                                    **TOL)

@@ -13,11 +13,11 @@ import pytest
 
 import forgegrad as fg
 from forgegrad.models import from_pretrained, save_pretrained
-from forgegrad.models.hf import (CheckpointError, Swinv2Backbone, Swinv2ForImageClassification, Swinv2Model,
-                                 load_image_processor)
+from forgegrad.models.hf import (CheckpointError, Swinv2Backbone, Swinv2ForImageClassification, Swinv2Model)
 from forgegrad.models.hf.onnx_vit import dynamic_refusal, export_vit, vit_names
 from forgegrad.models.hf.swin import SwinImageClassifierOutput
 from forgegrad.models.hf.swinv2 import log_spaced_offsets, stage_windows
+import hf_image_helpers as H
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -257,15 +257,8 @@ HUB_PROCESSOR = {"do_normalize": True, "do_resize": True, "feature_extractor_typ
 
 def test_images_through_processor_and_model(checkpoints, tmp_path):
     path, _, hf64 = checkpoints["classifier"]
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(dict(HUB_PROCESSOR, size=36)))
-    proc = load_image_processor(tmp_path)
-    ref_proc = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    rng = np.random.default_rng(8)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(60, 80), (40, 40), (90, 52)]]
-    pixels = proc(images)["pixel_values"]
-    want = ref_proc(images, return_tensors="pt")["pixel_values"]
-    assert pixels.shape == (3, 3, 36, 36)
-    np.testing.assert_array_equal(pixels, want.numpy())
+    pixels, want = H.processed_as_transformers(tmp_path, dict(HUB_PROCESSOR, size=36), [(60, 80), (40, 40), (90, 52)],
+                                               36)
     with fg.no_grad():
         _close([from_pretrained(path)(pixels)], [_reference(hf64, want.numpy()).logits])
 

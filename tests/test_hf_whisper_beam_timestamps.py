@@ -10,14 +10,13 @@ import shutil
 import numpy as np
 import pytest
 
-import forgegrad as fg
 from forgegrad.models import from_pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 from test_hf_whisper_timestamps import _same, pair  # noqa: E402,F401 (pair: the timestamps checkpoint's fixture)
-from test_hf_whisper_token_timestamps import EOS, FRAMES, HEADS, MELS  # noqa: E402
+from test_hf_whisper_token_timestamps import EOS, FRAMES, HEADS, MELS, _both, _features  # noqa: E402
 from whisper_helpers import build_whisper  # noqa: E402
 
 
@@ -33,20 +32,6 @@ def ended(tmp_path_factory):
         hf.model.decoder.embed_tokens.weight[EOS] *= 2
     hf.save_pretrained(path)
     return from_pretrained(path), hf
-
-
-def _both(ended, x, **kw):
-    model, hf = ended
-    with fg.no_grad():
-        ours = model.generate(x, return_token_timestamps=True, **kw)
-    theirs = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
-    with torch.no_grad():
-        ref = hf.generate(torch.tensor(x), return_token_timestamps=True, **theirs)
-    return ours, ref
-
-
-def _features(batch, seed, frames=FRAMES):
-    return np.random.default_rng(seed).standard_normal((batch, MELS, frames)).astype(np.float32)
 
 
 def _mask(lengths, frames=FRAMES):
@@ -94,19 +79,21 @@ def test_beam_token_timestamps_long_form(ended, num_beams, condition):
             np.testing.assert_allclose(a["token_timestamps"], b["token_timestamps"].numpy(), rtol=0, atol=1e-6)
 
 
-def test_no_speech_after_one_start_token(pair, tmp_path):  # noqa: F811
-    """A checkpoint without languages decodes with timestamps after <|startoftranscript|> alone; transformers then
-    takes <|nocaptions|>'s probability from each attempt's first scores, by place: with beams, the first rows of
-    the B x K (the first input's beams first). The skipped windows, and the retried ones, are transformers'."""
-    _, _, path = pair
-    plain = tmp_path / "english"
+def _without_languages(path, plain):
+    """(forgegrad's, transformers' model) of a copy of the checkpoint at ``path`` in ``plain`` whose generation
+    config has no languages or tasks (an English-only model)."""
     shutil.copytree(path, plain)
     settings = json.loads((plain / "generation_config.json").read_text())
     settings["is_multilingual"] = False
     del settings["lang_to_id"], settings["task_to_id"]
     (plain / "generation_config.json").write_text(json.dumps(settings))
-    model = from_pretrained(plain)
-    hf = transformers.WhisperForConditionalGeneration.from_pretrained(plain).eval()
+    return from_pretrained(plain), transformers.WhisperForConditionalGeneration.from_pretrained(plain).eval()
+
+def test_no_speech_after_one_start_token(pair, tmp_path):  # noqa: F811
+    """A checkpoint without languages decodes with timestamps after <|startoftranscript|> alone; transformers then
+    takes <|nocaptions|>'s probability from each attempt's first scores, by place: with beams, the first rows of
+    the B x K (the first input's beams first). The skipped windows, and the retried ones, are transformers'."""
+    model, hf = _without_languages(pair[2], tmp_path / "english")
     x = np.random.default_rng(0).standard_normal((2, 16, 350)).astype(np.float32)
     mask = _mask([350, 230], 350)
     for num_beams, threshold in ((2, 0.002), (3, 0.004)):
@@ -122,15 +109,7 @@ def test_greedy_no_speech_at_each_attempt_after_one_start_token(pair, tmp_path):
     """Greedy, after <|startoftranscript|> alone, transformers reads <|nocaptions|>'s probability from each
     attempt's first scores (the retried rows only, by place), not from the first attempt's whole batch: a retried
     window is skipped or kept as transformers decides."""
-    _, _, path = pair
-    plain = tmp_path / "english"
-    shutil.copytree(path, plain)
-    settings = json.loads((plain / "generation_config.json").read_text())
-    settings["is_multilingual"] = False
-    del settings["lang_to_id"], settings["task_to_id"]
-    (plain / "generation_config.json").write_text(json.dumps(settings))
-    model = from_pretrained(plain)
-    hf = transformers.WhisperForConditionalGeneration.from_pretrained(plain).eval()
+    model, hf = _without_languages(pair[2], tmp_path / "english")
     x = np.random.default_rng(1).standard_normal((2, MELS, FRAMES)).astype(np.float32)
     kwargs = dict(max_new_tokens=12, return_timestamps=True, temperature=(0.0, 0.0, 0.0), logprob_threshold=-0.3,
                   no_speech_threshold=0.004)

@@ -78,6 +78,20 @@ def pinned_threads(n: int):
             torch.set_num_threads(old_torch)
 
 
+def best_of_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 0):
+    """({name: least wall seconds of its call over ``rounds`` rounds}, {name: its last call's result}) with the calls
+    interleaved in each round (a burst of load from elsewhere hits them alike) after ``warmup`` untimed rounds: the
+    one-shot comparisons of the bench/ scripts."""
+    best = {name: float("inf") for name in fns}
+    results: Dict[str, object] = {}
+    for i in range(warmup + rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            if i >= warmup:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best, results
+
 def _clock() -> Callable[[], float]:
     if CLOCK == "auto" and _pinned[0] == 1:
         return time.thread_time

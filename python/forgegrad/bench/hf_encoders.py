@@ -18,6 +18,7 @@ mismatch is reported in that note (``MISMATCH``), not raised: the row is still t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -165,19 +166,33 @@ def whisper_rows(threads: Sequence[int], quick: bool, repeat: int = 3, tokens: i
     return rows
 
 
-def _encoder_pair(hf_class, config_class, config: dict):
-    """(forgegrad's model, transformers' ``hf_class``) with the same random weights of ``config``."""
-    import torch
+@contextlib.contextmanager
+def checkpoint_copy(hf):
+    """(forgegrad's from_pretrained of the checkpoint transformers' ``hf.save_pretrained`` writes, its folder) while
+    the temporary folder lives (to export or read more from it)."""
     import transformers
 
     from ..models.hf import from_pretrained
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    torch.manual_seed(0)
-    hf = getattr(transformers, hf_class)(getattr(transformers, config_class)(**config)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        return from_pretrained(tmp), hf
+        yield from_pretrained(tmp), tmp
+
+
+def forgegrad_copy(hf):
+    """forgegrad's model with the weights of transformers' ``hf``, read from the checkpoint hf writes."""
+    with checkpoint_copy(hf) as (model, _):
+        return model
+
+
+def _encoder_pair(hf_class, config_class, config: dict):
+    """(forgegrad's model, transformers' ``hf_class``) with the same random weights of ``config``."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    hf = getattr(transformers, hf_class)(getattr(transformers, config_class)(**config)).eval()
+    return forgegrad_copy(hf), hf
 
 
 def deberta_pair(quick: bool = False):

@@ -405,9 +405,11 @@ class ProphetNetForConditionalGeneration(EncoderDecoder, nn.Module):
             raise ValueError(f"{_NAME}: decoder_attention_mask is taken without a cache only (a whole forward)")
         past = cache.length if cache is not None else 0
         first = self.pad + 1 + past  # the main stream's first row; a predicting stream reads the next row
-        if first + T >= self.position_rows:
-            raise ValueError(f"{_NAME}: decoder place {past + T - 1} needs position row {first + T} (a predicting "
-                             f"stream's: pad_token_id + place + 2), past max_position_embeddings {self.position_rows}")
+        if past + T > self.max_positions:  # the last place's predicting streams read row pad + place + 2
+            raise ValueError(f"{_NAME}: {past + T} decoder tokens ({past} cached + {T} given) exceed the "
+                             f"{self.max_positions} decoder places max_position_embeddings {self.position_rows} "
+                             f"holds with pad_token_id {self.pad} (place p's predicting streams read row "
+                             f"pad_token_id + p + 2)")
         pad = mask_array(attention_mask, _NAME, tuple(encoder_states.shape[:2]))
         cross = self.cross_kv(encoder_states) if cross is None else cross
         cross_bias = _key_bias(None if pad is None else pad.astype(bool))
