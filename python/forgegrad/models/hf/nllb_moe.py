@@ -35,13 +35,18 @@ and keeps it for later training calls; forgegrad takes the config's every call.
 batched rows run the lean step (models/hf/_decode_nllb_moe.py; the server's rows each routed as a call of that row
 alone, as ``generate`` routes its prompt alone).
 
-``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_graph): the first and
-second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the tokens
-of a higher top probability, an (N, N) comparison), the capacity from the call's token count as route_top2 computes it
-(the fraction's product in float64), and every expert run on every token, weighted by its routing weight (0 where it
-is not routed or was dropped): num_experts / 2 times the expert work of the eager layer (64x for nllb-moe-54b's 128
-experts), the price of one fixed graph for any routing. Refused: second_expert_policy "sampling" / "random" (random
-draws) and a half-precision router_dtype.
+``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_choices): the first
+and second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the
+tokens of a higher top probability, an (N, N) comparison), the capacity from the call's token count as route_top2
+computes it (the fraction's product in float64). With a fixed capacity K (moe_eval_capacity_token_fraction <= 0: the
+config's expert_capacity) the experts run on their slots (Switch Transformer's / GShard's dispatch): each kept
+choice scattered to slot (expert, queue place), the slots' tokens gathered, all experts one batched MatMul over
+(num_experts, min(K, tokens)) rows, the outputs added back to their tokens. With a capacity computed from the call's
+tokens (a fraction > 0, the checkpoints' 1.0: every token; a null expert_capacity) no fixed slot count bounds it (the
+graph's shapes are products of the input sizes), and every expert runs on every token, weighted by its routing weight
+(0 where it is not routed or was dropped): num_experts / 2 times the expert work of the eager layer (64x for
+nllb-moe-54b's 128 experts; with its fraction 1.0 a slot dispatch would hold every token too: no saving). Refused:
+second_expert_policy "sampling" / "random" (random draws) and a half-precision router_dtype.
 """
 from __future__ import annotations
 
