@@ -1,5 +1,6 @@
 """ONNX export of NLLB-MoE (export_seq2seq; the top-2 routing with expert capacity as graph ops, every expert run on
-every token and weighted: NllbMoeSparseMLP.dense_forward) from checkpoints transformers wrote, in onnxruntime: the
+every token and weighted, or with a fixed capacity on its capacity's slots: NllbMoeSparseMLP.dense_forward; the slots'
+shapes: test_hf_nllb_moe_onnx_dispatch.py) from checkpoints transformers wrote, in onnxruntime: the
 encoder's states and each decoder call's logits (several places and one; the capacity counts each call's tokens) equal
 transformers' at batch 4 and 1 with padding, in the three routings of test_hf_nllb_moe (no dropping, an eval fraction
 with batch-prioritized queues, a fixed capacity with padding routed); generate_onnx_seq2seq's greedy and beam tokens

@@ -35,19 +35,24 @@ and keeps it for later training calls; forgegrad takes the config's every call.
 batched rows run the lean step (models/hf/_decode_nllb_moe.py; the server's rows each routed as a call of that row
 alone, as ``generate`` routes its prompt alone).
 
-``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_graph): the first and
-second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the tokens
-of a higher top probability, an (N, N) comparison), the capacity from the call's token count as route_top2 computes it
-(the fraction's product in float64), and every expert run on every token, weighted by its routing weight (0 where it
-is not routed or was dropped): num_experts / 2 times the expert work of the eager layer (64x for nllb-moe-54b's 128
-experts), the price of one fixed graph for any routing. Refused: second_expert_policy "sampling" / "random" (random
-draws) and a half-precision router_dtype.
+``export_seq2seq`` writes its graphs (BART's, each sparse layer's routing as graph ops: route_top2_choices): the first
+and second choices by ArgMax, the queue places by a CumSum over the tokens (batch_prioritized_routing: a count of the
+tokens of a higher top probability, an (N, N) comparison), the capacity from the call's token count as route_top2
+computes it (the fraction's product in float64). With a fixed capacity K (moe_eval_capacity_token_fraction <= 0: the
+config's expert_capacity) the experts run on their slots (Switch Transformer's / GShard's dispatch): each kept
+choice scattered to slot (expert, queue place), the slots' tokens gathered, all experts one batched MatMul over
+(num_experts, min(K, tokens)) rows, the outputs added back to their tokens. With a capacity computed from the call's
+tokens (a fraction > 0, the checkpoints' 1.0: every token; a null expert_capacity) no fixed slot count bounds it (the
+graph's shapes are products of the input sizes), and every expert runs on every token, weighted by its routing weight
+(0 where it is not routed or was dropped): num_experts / 2 times the expert work of the eager layer (64x for
+nllb-moe-54b's 128 experts; with its fraction 1.0 a slot dispatch would hold every token too: no saving). Refused:
+second_expert_policy "sampling" / "random" (random draws) and a half-precision router_dtype.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -211,16 +216,30 @@ def _within_capacity(place: Tensor, tokens: Tensor, s: RouterSettings) -> Tensor
     return (place.double() < (whole + (share > whole).double()) * 2).float()
 
 
-def route_top2_graph(probs: Tensor, logits: Tensor, routable: Tensor, s: RouterSettings) -> Tensor:
+class GraphRoute(NamedTuple):
+    """route_top2_graph's choices, each (N, 1) float: the first and second expert, their queue places, whether each
+    is kept (routed and within the capacity) and its weight (0 where dropped)."""
+    expert1: Tensor
+    expert2: Tensor
+    place1: Tensor
+    place2: Tensor
+    keep1: Tensor
+    keep2: Tensor
+    weight1: Tensor
+    weight2: Tensor
+
+
+def route_top2_choices(probs: Tensor, logits: Tensor, routable: Tensor, s: RouterSettings) -> GraphRoute:
     """route_top2 in eval (second_expert_policy "all") as Tensor ops of the data, for an exported graph: probs and
-    logits (N, E), ``routable`` (N, 1) float (1 for a token the router routes, 0 for padding it skips) -> (N, E) each
-    token's weights of its experts (the combine weights of NllbMoeSparseMLP.forward: 0 for an expert not picked or a
-    choice past the capacity). The capacity is computed from the call's token count (routable's rows)."""
+    logits (N, E), ``routable`` (N, 1) float (1 for a token the router routes, 0 for padding it skips) -> each
+    token's two choices (GraphRoute). The capacity is computed from the call's token count (routable's rows)."""
     E = s.num_experts
     experts = Tensor._wrap(np.arange(E, dtype=np.float32))
-    one1 = (probs.argmax(-1, keepdim=True).float() == experts).float()  # (N, E): the first choice
+    first = probs.argmax(-1, keepdim=True).float()
+    one1 = (first == experts).float()  # (N, E): the first choice
     others = where(one1, Tensor._wrap(np.full((1, 1), -np.inf, np.float32)), logits)
-    one2 = (others.argmax(-1, keepdim=True).float() == experts).float()  # the largest logit but the first
+    second = others.argmax(-1, keepdim=True).float()  # the largest logit but the first
+    one2 = (second == experts).float()
     p1, p2 = (probs * one1).sum(-1, keepdim=True), (probs * one2).sum(-1, keepdim=True)  # (N, 1) exact picks
     picks1, picks2 = one1 * routable, one2 * routable
     priority = p1.squeeze(1) if s.batch_prioritized else None  # a token's top probability
@@ -238,7 +257,25 @@ def route_top2_graph(probs: Tensor, logits: Tensor, routable: Tensor, s: RouterS
         p1, p2 = p1 * keep1, p2 * keep2
         total = (p1 + p2).clamp(min=eps)
         g1, g2 = p1 / total, p2 / total
-    return one1 * g1 + one2 * g2
+    return GraphRoute(first, second, place1, place2, keep1, keep2, g1, g2)
+
+
+def route_top2_graph(probs: Tensor, logits: Tensor, routable: Tensor, s: RouterSettings) -> Tensor:
+    """route_top2_choices as (N, E) each token's weights of its experts (the combine weights of
+    NllbMoeSparseMLP.forward: 0 for an expert not picked or a choice past the capacity)."""
+    return _expert_weights(route_top2_choices(probs, logits, routable, s), s.num_experts)
+
+
+def _expert_weights(r: GraphRoute, n_experts: int) -> Tensor:
+    experts = Tensor._wrap(np.arange(n_experts, dtype=np.float32))
+    return (r.expert1 == experts).float() * r.weight1 + (r.expert2 == experts).float() * r.weight2
+
+
+def graph_capacity(s: RouterSettings) -> Optional[int]:
+    """The eval capacity of ``s`` when it is a fixed number of places (the config's expert_capacity: a fraction <= 0),
+    which an exported graph dispatches into (NllbMoeSparseMLP.dispatched_forward); None when it is computed from the
+    call's tokens (ceil(fraction * tokens), 2 * ceil(tokens / experts)), a size the graph's shapes cannot hold."""
+    return s.expert_capacity if s.eval_capacity_fraction <= 0 else None
 
 
 class NllbMoeDenseActDense(nn.Module):
@@ -275,17 +312,23 @@ class NllbMoeSparseMLP(nn.Module):
         self.router_logits: Optional[Tensor] = None
 
     def dense_forward(self, x: Tensor, routable: Tensor) -> Tensor:
-        """The eval forward with the routing as Tensor ops of the data (route_top2_graph), for ONNX export: a traced
-        graph has one fixed set of ops, so every expert runs on every token, weighted by the token's routing weight
-        (0 for the experts it is not routed to): num_experts / 2 times the expert work of ``forward``, the same
-        output up to the order of the additions. ``routable`` (B * T, 1) float: 1 for a token the router routes."""
+        """The eval forward with the routing as Tensor ops of the data (route_top2_choices), for ONNX export: a traced
+        graph has one fixed set of ops. With a fixed capacity (graph_capacity) the experts run on their capacity's
+        slots (dispatched_forward: num_experts * min(capacity, tokens) rows); else every expert runs on every token,
+        weighted by the token's routing weight (0 for the experts it is not routed to): num_experts / 2 times the
+        expert work of ``forward`` (an expert may then keep every token: its capacity counts the call's tokens).
+        Either is ``forward``'s output up to the order of the additions. ``routable`` (B * T, 1) float: 1 for a
+        token the router routes."""
         reason = "the routing as Tensor ops is eval's" if self.training else graph_unsupported(self.settings)
         if reason:
             raise NotImplementedError(f"{_WHO}: {reason}")
         shape, s = x.shape, self.settings
         h = x.reshape(-1, shape[-1])
         logits = self.router.classifier(h)
-        weights = route_top2_graph(F.softmax(logits, dim=-1), logits, routable, s)  # (N, E)
+        route = route_top2_choices(F.softmax(logits, dim=-1), logits, routable, s)
+        if graph_capacity(s) is not None:
+            return self.dispatched_forward(h, route, routable).reshape(*shape)
+        weights = _expert_weights(route, s.num_experts)  # (N, E)
         y = None
         for e in range(s.num_experts):
             out = self.experts[f"expert_{e}"](h)
@@ -294,6 +337,55 @@ class NllbMoeSparseMLP(nn.Module):
             part = out * weights[:, e:e + 1]
             y = part if y is None else y + part
         return y.reshape(*shape)
+
+    def dispatched_forward(self, h: Tensor, route: GraphRoute, routable: Tensor) -> Tensor:
+        """The experts of a fixed capacity K as Tensor ops (Switch Transformer's / GShard's dispatch): each kept
+        choice (token n, expert e, queue place p < K) is scattered into slot e * K + p of a token index and a weight
+        per slot (an empty slot: the index N of a zero row, weight 0); the slots are cut to K' = min(K, N) per expert
+        (an expert holds at most the call's N tokens: a Slice to N, so a small call does not pay for K), their tokens
+        gathered into (E, K', d_model), every expert run as one batched MatMul with its weights stacked
+        (E, d_model, ffn), and each expert's weighted outputs added back to their tokens in expert order (as
+        ``forward``'s index_add; a token's two outputs: any order is the same sum). Nothing after the Slice reshapes
+        the K' axis, whose size the traced shapes do not know (K in a trace of N >= K). h (N, d_model) ->
+        (N, d_model)."""
+        s, K = self.settings, graph_capacity(self.settings)
+        E, (N, d) = s.num_experts, h.shape
+        column = routable * 0  # (N, 1) zeros
+        token = (column + 1).cumsum(0) - 1  # (N, 1): n
+        start = Tensor._wrap(np.full((1, 1), float(E * K), np.float32))
+        # a dropped choice goes to a place of its own past the slots (E * K + n, E * K + N + n): no duplicate index
+        junk = cat([start + token, start + token + (column + 1).sum(0, keepdim=True)]).reshape(-1)
+        kept = cat([route.keep1, route.keep2]).reshape(-1)
+        slot = cat([route.expert1 * K + route.place1, route.expert2 * K + route.place2]).reshape(-1)
+        where_to = (kept * slot + (1 - kept) * junk).long()
+        zero = cat([Tensor._wrap(np.zeros(E * K, np.float32)), column.reshape(-1), column.reshape(-1)])  # (EK + 2N,)
+        slot_token = (zero + (column + 1).sum()).scatter(0, where_to, cat([token, token]).reshape(-1))  # empty: N
+        slot_weight = zero.scatter(0, where_to, cat([route.weight1, route.weight2]).reshape(-1))
+        # each cut from a static shape (a squeeze or reshape after the cut would bake K' = K in)
+        index = slot_token[:E * K].reshape(E, K, 1)[:, :N].long()  # (E, K', 1)
+        weight = slot_weight[:E * K].reshape(E, K, 1)[:, :N]
+        gather = slot_token[:E * K].reshape(E, K)[:, :N].long()  # (E, K')
+        rows = F.embedding(gather, cat([h, Tensor._wrap(np.zeros((1, d), np.float32))]))  # (E, K', d)
+        w1, b1, w2, b2 = self._stacked_weights()
+        out = self.experts["expert_0"].act(rows @ w1 + b1) @ w2 + b2  # dropout is eval's identity
+        if s.token_dropout > 0:
+            out = out * (1 - s.token_dropout)
+        out = out * weight
+        y = zeros(N + 1, d, dtype=h.dtype)
+        for e in range(E):
+            rows_e = index[e]  # (K', 1)
+            y = y.scatter_add(0, rows_e.expand(rows_e.shape[0], d), out[e])
+        return y[:N]
+
+    def _stacked_weights(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The experts' fc1 and fc2 weights stacked for a batched MatMul: (E, d_model, ffn), (E, 1, ffn),
+        (E, ffn, d_model), (E, 1, d_model) (constants of the exported graph)."""
+        ex = [self.experts[f"expert_{e}"] for e in range(self.settings.num_experts)]
+
+        def stacked(get) -> Tensor:
+            return Tensor._wrap(np.ascontiguousarray(np.stack([get(m) for m in ex])))
+        return (stacked(lambda m: m.fc1.weight.numpy().T), stacked(lambda m: m.fc1.bias.numpy()[None]),
+                stacked(lambda m: m.fc2.weight.numpy().T), stacked(lambda m: m.fc2.bias.numpy()[None]))
 
     def forward(self, x: Tensor, non_padding=None) -> Tensor:
         """x (B, T, d_model); ``non_padding`` (B * T,) bool: the tokens that are not padding (None: all); a float

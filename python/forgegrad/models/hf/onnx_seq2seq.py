@@ -17,8 +17,9 @@ The names are Hugging Face optimum's. The decoder's positions (BART's learned an
 T5's bucketed relative distances, from a table of the buckets computed as the eager model computes them)
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
 the pair (greedy, sampled, or beam search: ``onnx_beam``). ProphetNet's decoder caches its main stream and gives the
-first predicting stream's logits, as its generate steps (prophetnet.py); NLLB-MoE's routers route in the graph, every
-expert run on every token and weighted (nllb_moe.py: route_top2_graph).
+first predicting stream's logits, as its generate steps (prophetnet.py); NLLB-MoE's routers route in the graph, the
+experts run on their capacity's slots with a fixed expert_capacity, else every expert on every token, weighted
+(nllb_moe.py: NllbMoeSparseMLP.dense_forward).
 
 A block-local encoder (LongT5, PEGASUS-X) names how its sequence is cut (``graph_axis_divisors``: the floor and ceil
 divisors of ``encoder_sequence``, passed to the exporter, so that the blocks and global tokens of any length are
