@@ -299,3 +299,39 @@ def test_lstm_cell_tanh_and_sigmoid_are_accurate_to_a_few_ulp():
         sig = np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1 + np.exp(-np.abs(v))))
     np.testing.assert_allclose(act[0, :H], torch.sigmoid(torch.tensor(v)).numpy(), rtol=1e-15, atol=1e-300)
     np.testing.assert_allclose(act[0, :H], sig, rtol=1e-15, atol=1e-300)  # (sigmoid(-745) underflows: 0)
+
+
+def test_float64_kernels_give_the_same_bits_on_every_simd_path():
+    """The per-ISA builds (scalar, AVX2, AVX-512) do the same IEEE operations: identical results."""
+    rng = np.random.default_rng(9)
+    x0 = rng.integers(-4, 5, (2, 3, 10, 9)).astype(np.float64) + rng.standard_normal((2, 3, 10, 9)) * 0.1
+    w0 = rng.standard_normal((4, 3, 3, 3))
+    s0 = rng.standard_normal((6, 2, 5)) * 5
+
+    def run():
+        x, w = fg.tensor(x0, requires_grad=True), fg.tensor(w0, requires_grad=True)
+        y = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+        lstm = fg.nn.LSTM(5, 7).double()
+        fg.manual_seed(0)
+        lstm.reset_parameters()
+        out, _ = lstm(fg.tensor(s0))
+        (y.sum() + out.sum()).backward()
+        opt = fg.optim.Adam([w, *lstm.parameters()], lr=0.1, amsgrad=True)
+        opt.step()
+        return [y.numpy(), out.numpy(), x.grad.numpy(), w.numpy()] + [p.numpy() for p in lstm.parameters()]
+
+    before = fg.get_simd()
+    results = {}
+    try:
+        for isa in ("scalar", "avx2", "avx512"):
+            try:
+                fg.set_simd(isa)
+            except ValueError:  # a CPU without it
+                continue
+            results[isa] = [a.copy() for a in run()]
+    finally:
+        fg.set_simd(before)
+    first = next(iter(results.values()))
+    for isa, arrays in results.items():
+        for a, b in zip(arrays, first):
+            assert a.tobytes() == b.tobytes(), isa

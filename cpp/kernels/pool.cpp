@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "forgegrad/float64.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/reduce_rows.h"
 
@@ -132,34 +133,9 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
 
 void max_pool2d_forward(const Pool2dGeom& g, const double* x, double* y, int64_t* indices) {
   if (!is_plain_2x2(g)) return max_pool2d_general(g, x, y, indices);
-  // the general loop's four candidates, order and rule, as selects (a branch on the comparison mispredicts
-  // about half the time on real data)
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;  // the 2x2 planes: per ISA, float64.cpp
   for_planes(g.N * g.C, OHW * 4, [&](int64_t p) {
-    const double* xs = x + p * HW;
-    double* ys = y + p * OHW;
-    int64_t* is = indices ? indices + p * OHW : nullptr;
-    for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const double* r0 = xs + 2 * oh * g.W;
-      const double* r1 = r0 + g.W;
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const int64_t i0 = 2 * oh * g.W + 2 * ow;
-        double best = r0[2 * ow];
-        int64_t bi = i0;
-        const double c1 = r0[2 * ow + 1], c2 = r1[2 * ow], c3 = r1[2 * ow + 1];
-        const bool t1 = c1 > best || c1 != c1;
-        best = t1 ? c1 : best;
-        bi = t1 ? i0 + 1 : bi;
-        const bool t2 = c2 > best || c2 != c2;
-        best = t2 ? c2 : best;
-        bi = t2 ? i0 + g.W : bi;
-        const bool t3 = c3 > best || c3 != c3;
-        best = t3 ? c3 : best;
-        bi = t3 ? i0 + g.W + 1 : bi;
-        ys[oh * g.OW + ow] = best;
-        if (is) is[oh * g.OW + ow] = bi;
-      }
-    }
+    max_pool2x2_plane_f64(x + p * HW, g.W, g.OH, g.OW, y + p * OHW, indices ? indices + p * OHW : nullptr);
   });
 }
 

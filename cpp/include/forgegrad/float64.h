@@ -63,6 +63,11 @@ FG_KERNEL(void, lstm_cell_backward_f64,
            double* dc, double* d),
           (B, H, act, c_prev, tc, dh, dc, d))
 
+// The 2x2 / stride 2 max pool of one (H, W) plane with every window inside it (pool.cpp's float64 fast path): the
+// general loop's candidates, order and rule (greater or NaN wins), the same values and indices h * W + w.
+FG_KERNEL(void, max_pool2x2_plane_f64, (const double* xs, int64_t W, int64_t OH, int64_t OW, double* ys, int64_t* is),
+          (xs, W, OH, OW, ys, is))
+
 // relu: y = max(x, 0) with NaN kept; its backward gx = y <= 0 ? 0 : g (torch's threshold_backward: g passes at NaN).
 FG_KERNEL(void, relu_forward_f64, (const double* x, double* y, int64_t n), (x, y, n))
 FG_KERNEL(void, relu_backward_f64, (const double* g, const double* y, double* gx, int64_t n), (g, y, gx, n))
