@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "forgegrad/bindings.h"
+#include "forgegrad/checked.h"
 #include "forgegrad/float64.h"
 #include "forgegrad/py_array.h"
 
@@ -83,9 +84,18 @@ fg::Im2colGeom geom(const std::vector<int64_t>& xs, Pair k, Pair s, Pair p, Pair
   if (g.KH < 1 || g.KW < 1 || g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 ||
       g.pad_w < 0)
     throw py::value_error("im2col: kernel_size, stride and dilation must be >= 1 and padding >= 0");
+  // Each size below 2^30: the kernels' products (oh * stride, kh * dilation, channel * taps) then fit in int64.
+  constexpr int64_t kMax = int64_t(1) << 30;
+  for (int64_t v : {g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, OH, OW})
+    if (v >= kMax) throw py::value_error("im2col: kernel_size, stride, padding, dilation and the output size must be "
+                                         "below 2^30");
   // The output size is the caller's (torch's, with any bottom / right padding): every tap is bounds-checked in the
   // kernels, so only its sign matters here; cols' shape (checked below) ties it to memory that exists.
   if (OH < 1 || OW < 1) throw py::value_error("im2col: out_h and out_w must be >= 1");
+  int64_t rows, cols;
+  if (!fg::checked_mul(g.C, g.KH, &rows) || !fg::checked_mul(rows, g.KW, &rows) || !fg::checked_mul(g.N, OH, &cols) ||
+      !fg::checked_mul(cols, OW, &cols))
+    throw py::value_error("im2col: cols' shape (C*KH*KW, N*OH*OW) overflows int64");
   return g;
 }
 
@@ -191,7 +201,7 @@ void bind(py::module_& m) {
         "In-place float64 Adam/AdamW update (torch's single-tensor float64 math); arguments as _C.optim.adam_step.");
   m.def("im2col", &im2col, py::arg("input"), py::arg("cols"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("out_h"), py::arg("out_w"),
-        "cols (C*KH*KW, N*OH*OW) of float64 input (N, C, H, W): row (c, kh, kw), column (n, oh, ow); padding reads 0.");
+        "cols (C*KH*KW, N*OH*OW) of float64 input (N, C, H, W): rows (c, kh, kw), columns (n, oh, ow).");
   m.def("col2im", &col2im, py::arg("cols"), py::arg("grad_input"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("out_h"), py::arg("out_w"),
         "grad_input (N, C, H, W) = im2col's adjoint applied to cols (taps in a fixed order per plane).");

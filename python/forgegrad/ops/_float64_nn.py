@@ -1,9 +1,9 @@
 """float64 Functions of the ops whose main CPU kernels are float32 only: conv2d, the pools, batch / layer /
 RMS norm and the recurrent layer. Each computes and saves in float64: conv2d as C++ im2col / col2im
 (forgegrad.kernels.float64) around numpy's dgemm, max_pool2d on _C.pool's double kernel, the LSTM on the
-C++ cell with its GEMMs batched over time; the norms, the other pools and GRU / RNN cells in numpy. Every forward first runs the op's shape rule on
-its arguments, so the errors are the float32 op's own; mixed float32 / float64 arguments raise as
-torch does (these kernels take one dtype), never a silent cast.
+C++ cell with its GEMMs batched over time; the norms, the other pools and GRU / RNN cells in numpy.
+Every forward first runs the op's shape rule on its arguments, so the errors are the float32 op's own;
+mixed float32 / float64 arguments raise as torch does (these kernels take one dtype), never a silent cast.
 """
 from __future__ import annotations
 
