@@ -429,6 +429,9 @@ def _extra_calls():
     F64.adam_step([w64], [w64.copy()], [np.zeros_like(w64)], [np.zeros_like(w64)], [np.zeros_like(w64)], [0.1],
                   [0.5], beta1=0.9, beta2=0.999, eps=1e-8, lr=0.1, weight_decay=0.01, decoupled=False,
                   maximize=False)
+    r64 = np.empty_like(x64)
+    F64.relu(x64, r64)
+    F64.relu_backward(x64, r64, np.empty_like(x64))
     y64, i64 = np.empty((2, 3, 4, 3)), np.empty((2, 3, 4, 3), np.int64)
     _C.pool.max_pool2d_forward(x64, y64, i64, (2, 2), (2, 2), (1, 0), (1, 1), True)
     _C.pool.max_pool2d_backward(y64, i64, np.empty_like(x64))
