@@ -5,7 +5,7 @@ One step = forward, cross-entropy, zero_grad, backward, Adam. Models (the zoo's,
   lenet  LeNet 1x28x28 (conv 32, pool, conv 64, pool, 128, 10), batch 64
   lstm   LSTM (28 features, hidden 128) over T 50 -> Linear 10, batch 16
 Every runtime gets the same initial weights and batch; the runtimes are interleaved round by round and
-the best and median per-step times reported.
+the best and median per-step times reported (thread CPU time at 1 thread, wall time above).
 
 Run (the OPENBLAS variables are unset only for benchmarks):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_float64_step.py \
@@ -70,14 +70,14 @@ def _torch_step(torch, name, fg_model, dtype):
     return step
 
 
-def _time(fn, min_time=0.2):
-    """Seconds per call: the mean over enough calls to last min_time."""
+def _time(fn, clock, min_time=0.2):
+    """Seconds per call on ``clock``: the mean over enough calls to last min_time."""
     fn()
-    n, t0 = 0, time.perf_counter()
+    n, t0 = 0, clock()
     while True:
         fn()
         n += 1
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         if dt >= min_time:
             return dt / n
 
@@ -95,7 +95,11 @@ def _pin_threads(threads):
 def bench(models, rounds, threads):
     import torch
     _limits = _pin_threads(threads)  # noqa: F841 (held for the run)
-    print(f"threads {threads}, rounds {rounds}, load {os.getloadavg()[0]:.1f}; ms per step (best / median)")
+    # at 1 thread every runtime computes on this thread: its CPU time is what a step costs, whatever else the
+    # shared machine runs (wall time at more threads)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    what = "thread CPU" if threads == 1 else "wall"
+    print(f"threads {threads}, rounds {rounds}, load {os.getloadavg()[0]:.1f}; {what} ms per step (best / median)")
     for name in models:
         f64, m64 = _fg_step(name, np.float64)
         f32, _ = _fg_step(name, np.float32)
@@ -104,7 +108,7 @@ def bench(models, rounds, threads):
         times = {k: [] for k in fns}
         for _ in range(rounds):
             for k, fn in fns.items():
-                times[k].append(_time(fn) * 1e3)
+                times[k].append(_time(fn, clock) * 1e3)
         best = {k: min(v) for k, v in times.items()}
         cells = "  ".join(f"{k} {min(v):.2f} / {float(np.median(v)):.2f}" for k, v in times.items())
         print(f"{name:6s} batch {BATCH[name]:3d}: {cells}")
