@@ -61,11 +61,16 @@ fg::Pool2dGeom make_geom(const std::string& op, const std::vector<int64_t>& xs, 
   return g;
 }
 
-// indices None: the values alone (inference)
+// float64 arrays take the double kernels; anything else goes to the float32 checks (and their errors).
+bool is_float64(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 8; }
+
+// indices None: the values alone (inference). float32, or float64 (input and out: the general loop).
 void max_fwd(const py::array& x, const py::array& y, const std::optional<py::array>& idx, Pair k, Pair s, Pair p,
              Pair d, bool ceil_mode) {
-  ArrayArg X = fg::bind::f32_arg(x, "input", 4);
-  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  const bool f64 = is_float64(x);
+  ArrayArg X = f64 ? fg::bind::f64_arg(x, "input", 4) : fg::bind::f32_arg(x, "input", 4);
+  ArrayArg Y = f64 ? fg::bind::f64_arg(y, "out", 4, fg::bind::kContiguous, true)
+                   : fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
   fg::Pool2dGeom g = make_geom("max_pool2d", X.shape, k, s, p, d, ceil_mode);
   fg::bind::expect_shape(Y, "out", {g.N, g.C, g.OH, g.OW});
   int64_t* indices = nullptr;
@@ -78,12 +83,18 @@ void max_fwd(const py::array& x, const py::array& y, const std::optional<py::arr
     fg::bind::check_no_overlap("max_pool2d", {{x, "input"}}, {{y, "out"}});
   }
   py::gil_scoped_release release;
-  fg::max_pool2d_forward(g, X.f32(), Y.f32(), indices);
+  if (f64)
+    fg::max_pool2d_forward(g, X.f64(), Y.f64(), indices);
+  else
+    fg::max_pool2d_forward(g, X.f32(), Y.f32(), indices);
 }
 
 void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
-  ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4), I = fg::bind::i64_arg(idx, "indices", 4);
-  ArrayArg GX = fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
+  const bool f64 = is_float64(gy);
+  ArrayArg GY = f64 ? fg::bind::f64_arg(gy, "grad_output", 4) : fg::bind::f32_arg(gy, "grad_output", 4);
+  ArrayArg I = fg::bind::i64_arg(idx, "indices", 4);
+  ArrayArg GX = f64 ? fg::bind::f64_arg(gx, "grad_input", 4, fg::bind::kContiguous, true)
+                    : fg::bind::f32_arg(gx, "grad_input", 4, fg::bind::kContiguous, true);
   fg::bind::expect_shape(I, "indices", GY.shape);
   if (GX.shape[0] != GY.shape[0] || GX.shape[1] != GY.shape[1])
     throw py::value_error("max_pool2d_backward: input_shape " + fg::bind::shape_str(GX.shape) +
@@ -98,7 +109,10 @@ void max_bwd(const py::array& gy, const py::array& idx, const py::array& gx) {
     bool bad = false;
     for (int64_t i = 0; i < I.size; ++i) bad |= I.i64()[i] < 0 || I.i64()[i] >= hw;
     if (!bad) {
-      fg::max_pool2d_backward(g, GY.f32(), I.i64(), GX.f32());
+      if (f64)
+        fg::max_pool2d_backward(g, GY.f64(), I.i64(), GX.f64());
+      else
+        fg::max_pool2d_backward(g, GY.f32(), I.i64(), GX.f32());
       return;
     }
   }

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "forgegrad/float64.h"
 #include "forgegrad/parallel.h"
 #include "forgegrad/reduce_rows.h"
 
@@ -79,14 +80,13 @@ void max_pool2d_forward_2x2(const Pool2dGeom& g, const float* x, float* y, int64
   });
 }
 
-}  // namespace
-
-void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
-  if (is_plain_2x2(g)) return max_pool2d_forward_2x2(g, x, y, indices);
+// The general loop, for any element type (float32 and float64 share it: the same windows, order and rule).
+template <class T>
+void max_pool2d_general(const Pool2dGeom& g, const T* x, T* y, int64_t* indices) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
   for_planes(g.N * g.C, work(OHW, work(g.KH, g.KW)), [&](int64_t p) {
-    const float* xs = x + p * HW;
-    float* ys = y + p * OHW;
+    const T* xs = x + p * HW;
+    T* ys = y + p * OHW;
     int64_t* is = indices ? indices + p * OHW : nullptr;
     for (int64_t oh = 0; oh < g.OH; ++oh) {
       const int64_t hs = oh * g.stride_h - g.pad_h;
@@ -95,11 +95,11 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
         const int64_t ws = ow * g.stride_w - g.pad_w;
         const int64_t w1 = std::min(ws + (g.KW - 1) * g.dil_w + 1, g.W), w0 = first_tap(ws, g.dil_w);
         int64_t best_i = h0 * g.W + w0;
-        float best = -std::numeric_limits<float>::infinity();
+        T best = -std::numeric_limits<T>::infinity();
         for (int64_t h = h0; h < h1; h += g.dil_h)
           for (int64_t w = w0; w < w1; w += g.dil_w) {
             const int64_t i = h * g.W + w;
-            const float v = xs[i];
+            const T v = xs[i];
             if (v > best || std::isnan(v)) {
               best = v;
               best_i = i;
@@ -112,6 +112,33 @@ void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* 
   });
 }
 
+template <class T>
+void max_pool2d_scatter(const Pool2dGeom& g, const T* gy, const int64_t* indices, T* gx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  for_planes(g.N * g.C, OHW + HW, [&](int64_t p) {
+    T* d = gx + p * HW;
+    std::memset(d, 0, sizeof(T) * HW);
+    const T* s = gy + p * OHW;
+    const int64_t* is = indices + p * OHW;
+    for (int64_t o = 0; o < OHW; ++o) d[is[o]] += s[o];  // indices were range-checked by the binding
+  });
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices) {
+  if (is_plain_2x2(g)) return max_pool2d_forward_2x2(g, x, y, indices);
+  max_pool2d_general(g, x, y, indices);
+}
+
+void max_pool2d_forward(const Pool2dGeom& g, const double* x, double* y, int64_t* indices) {
+  if (!is_plain_2x2(g)) return max_pool2d_general(g, x, y, indices);
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;  // the 2x2 planes: per ISA, float64.cpp
+  for_planes(g.N * g.C, OHW * 4, [&](int64_t p) {
+    max_pool2x2_plane_f64(x + p * HW, g.W, g.OH, g.OW, y + p * OHW, indices ? indices + p * OHW : nullptr);
+  });
+}
+
 void max_pool3d_forward(const Pool3dGeom& g, const float* x, float* y, int64_t* indices) {
   const int64_t vol = g.D * g.H * g.W, out = g.OD * g.OH * g.OW;
   for_planes(g.N * g.C, work(out, work(g.KD, work(g.KH, g.KW))),
@@ -119,14 +146,11 @@ void max_pool3d_forward(const Pool3dGeom& g, const float* x, float* y, int64_t* 
 }
 
 void max_pool2d_backward(const Pool2dGeom& g, const float* gy, const int64_t* indices, float* gx) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  for_planes(g.N * g.C, OHW + HW, [&](int64_t p) {
-    float* d = gx + p * HW;
-    std::memset(d, 0, sizeof(float) * HW);
-    const float* s = gy + p * OHW;
-    const int64_t* is = indices + p * OHW;
-    for (int64_t o = 0; o < OHW; ++o) d[is[o]] += s[o];  // indices were range-checked by the binding
-  });
+  max_pool2d_scatter(g, gy, indices, gx);
+}
+
+void max_pool2d_backward(const Pool2dGeom& g, const double* gy, const int64_t* indices, double* gx) {
+  max_pool2d_scatter(g, gy, indices, gx);
 }
 
 void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool count_include_pad,

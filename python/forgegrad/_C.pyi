@@ -655,6 +655,50 @@ class embedding_bag:
         """
         ...
 
+class float64:
+    """float64 kernels of a training step: Adam, conv2d's im2col / col2im, the LSTM cell, relu"""
+    @staticmethod
+    def adam_step(params: collections.abc.Sequence[numpy.ndarray], grads: collections.abc.Sequence[numpy.ndarray],
+                  exp_avgs: collections.abc.Sequence[numpy.ndarray],
+                  exp_avg_sqs: collections.abc.Sequence[numpy.ndarray],
+                  max_exp_avg_sqs: collections.abc.Sequence[numpy.ndarray] | None,
+                  step_sizes: collections.abc.Sequence[_Float],
+                  bias_correction2_sqrts: collections.abc.Sequence[_Float], *, beta1: _Float, beta2: _Float,
+                  eps: _Float, lr: _Float, weight_decay: _Float, decoupled: bool, maximize: bool) -> None:
+        """In-place float64 Adam/AdamW update (torch's single-tensor float64 math); arguments as _C.optim.adam_step."""
+        ...
+    @staticmethod
+    def col2im(cols: numpy.ndarray, grad_input: numpy.ndarray, kernel_size: tuple[_Int, _Int],
+               stride: tuple[_Int, _Int], padding: tuple[_Int, _Int], dilation: tuple[_Int, _Int], out_h: _Int,
+               out_w: _Int) -> None:
+        """grad_input (N, C, H, W) = im2col's adjoint applied to cols (taps in a fixed order per plane)."""
+        ...
+    @staticmethod
+    def im2col(input: numpy.ndarray, cols: numpy.ndarray, kernel_size: tuple[_Int, _Int], stride: tuple[_Int, _Int],
+               padding: tuple[_Int, _Int], dilation: tuple[_Int, _Int], out_h: _Int, out_w: _Int) -> None:
+        """cols (C*KH*KW, N*OH*OW) of float64 input (N, C, H, W): rows (c, kh, kw), columns (n, oh, ow)."""
+        ...
+    @staticmethod
+    def lstm_cell_backward(act: numpy.ndarray, c_prev: numpy.ndarray, tanh_c: numpy.ndarray, dh: numpy.ndarray,
+                           dc: numpy.ndarray, d_gates: numpy.ndarray) -> None:
+        """Its backward: d_gates (B, 4H) from dh and dc (B, H); dc is replaced by the gradient for c_prev."""
+        ...
+    @staticmethod
+    def lstm_cell_forward(gates: numpy.ndarray, c_prev: numpy.ndarray, act: numpy.ndarray, c: numpy.ndarray,
+                          tanh_c: numpy.ndarray, h: numpy.ndarray) -> None:
+        """One LSTM step's pointwise part: pre-activations gates (B, 4H) and c_prev (B, H) -> act (sigmoid i, f, o;
+        tanh g), c, tanh(c), h.
+        """
+        ...
+    @staticmethod
+    def relu(input: numpy.ndarray, out: numpy.ndarray) -> None:
+        """out = relu(input), float64 (NaN kept); out may be input."""
+        ...
+    @staticmethod
+    def relu_backward(grad_output: numpy.ndarray, output: numpy.ndarray, grad_input: numpy.ndarray) -> None:
+        """grad_input = output <= 0 ? 0 : grad_output (torch's threshold_backward); grad_input may be grad_output."""
+        ...
+
 class gemm:
     class PackedWeight:
         """A linear weight packed once for the GEMM (a snapshot); pass it to linear() with it."""

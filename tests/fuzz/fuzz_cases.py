@@ -416,6 +416,26 @@ def _extra_calls():
                                      beta2=0.999, eps=1e-8),
               lambda: HD.sgd_update(v.copy(), v, np.zeros_like(v), True, lr=0.1, momentum=0.9)):
         f()
+    # the float64 kernels of a training step (_C.float64; float64 max pooling through _C.pool)
+    F64 = _C.float64
+    x64 = rng.standard_normal((2, 3, 7, 6))
+    cols = np.empty((3 * 3 * 2, 2 * 4 * 5))
+    F64.im2col(x64, cols, (3, 2), (2, 1), (1, 1), (1, 2), 4, 5)
+    F64.col2im(cols, np.empty_like(x64), (3, 2), (2, 1), (1, 1), (1, 2), 4, 5)
+    a8, c2 = rng.standard_normal((2, 8)), rng.standard_normal((2, 2))
+    act, cn, tc, hn = np.empty((2, 8)), np.empty((2, 2)), np.empty((2, 2)), np.empty((2, 2))
+    F64.lstm_cell_forward(a8, c2, act, cn, tc, hn)
+    F64.lstm_cell_backward(act, c2, tc, hn.copy(), c2.copy(), np.empty((2, 8)))
+    w64 = rng.standard_normal((3, 4))
+    F64.adam_step([w64], [w64.copy()], [np.zeros_like(w64)], [np.zeros_like(w64)], [np.zeros_like(w64)], [0.1],
+                  [0.5], beta1=0.9, beta2=0.999, eps=1e-8, lr=0.1, weight_decay=0.01, decoupled=False,
+                  maximize=False)
+    r64 = np.empty_like(x64)
+    F64.relu(x64, r64)
+    F64.relu_backward(x64, r64, np.empty_like(x64))
+    y64, i64 = np.empty((2, 3, 4, 3)), np.empty((2, 3, 4, 3), np.int64)
+    _C.pool.max_pool2d_forward(x64, y64, i64, (2, 2), (2, 2), (1, 0), (1, 1), True)
+    _C.pool.max_pool2d_backward(y64, i64, np.empty_like(x64))
 
 
 def load_or_record(path):

@@ -45,6 +45,8 @@ inline const char* pool_out_size(int64_t in, int64_t k, int64_t pad, int64_t str
 // Ties keep the first maximum in window order; NaN propagates (as torch).
 // indices may be null (inference: the values alone)
 void max_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, int64_t* indices);
+// float64: the same general loop (no 2x2 fast path)
+void max_pool2d_forward(const Pool2dGeom& g, const double* x, double* y, int64_t* indices);
 
 // One plane of the 2x2 / stride 2 pool whose windows all lie inside the plane (W columns, OH x OW
 // outputs), per ISA (cpp/kernels/per_isa/pool_max2x2.cpp).
@@ -64,6 +66,7 @@ void max_pool3d_forward(const Pool3dGeom& g, const float* x, float* y, int64_t* 
 FG_KERNEL(void, max_pool3d_volume, (const Pool3dGeom& g, const float* xs, float* ys, int64_t* is), (g, xs, ys, is))
 // grad_x (overwritten) += grad_y at the saved indices.
 void max_pool2d_backward(const Pool2dGeom& g, const float* grad_y, const int64_t* indices, float* grad_x);
+void max_pool2d_backward(const Pool2dGeom& g, const double* grad_y, const int64_t* indices, double* grad_x);
 // divisor_override <= 0: none. (dilation is unused for average pooling.)
 void avg_pool2d_forward(const Pool2dGeom& g, const float* x, float* y, bool count_include_pad,
                         int64_t divisor_override);

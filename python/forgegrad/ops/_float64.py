@@ -11,8 +11,10 @@ cast down. Three kinds of float64 Function:
 - ``_SAME_FUNCTION_ONE_DTYPE``: the op's own Function behind a check that its floating arguments
   share one dtype (binary_cross_entropy: torch raises on a float32 / float64 mix);
 - the numpy Functions below (matmul, linear, sigmoid, mse_loss) and in ``_float64_nn`` (conv2d, the
-  pools, batch / layer / RMS norm, the recurrent layer): numpy code for ops whose Functions call
-  float32 kernels. Correct, not fast.
+  pools, batch / layer / RMS norm, the recurrent layer): code for ops whose Functions call float32
+  kernels. The hot parts of a training step run on float64 C++ kernels (forgegrad.kernels.float64:
+  conv2d's im2col / col2im around numpy's dgemm, the LSTM cell, relu, Adam; max_pool2d on _C.pool's
+  double instantiation); the rest is numpy.
 
 tests/test_op_registry.py checks every op this way against torch's float64 (check "float64").
 """
@@ -98,8 +100,8 @@ class Linear64Function(Function):
     def backward(ctx, g):
         x, weight = _saved_pair(ctx)
         x2, g2 = x.reshape(-1, weight.shape[1]), g.reshape(-1, weight.shape[0])
-        gx = (g2 @ weight).reshape(x.shape).astype(x.dtype) if ctx.needs_input_grad[0] else None
-        gw = (g2.T @ x2).astype(weight.dtype) if ctx.needs_input_grad[1] else None
+        gx = (g2 @ weight).reshape(x.shape).astype(x.dtype, copy=False) if ctx.needs_input_grad[0] else None
+        gw = (g2.T @ x2).astype(weight.dtype, copy=False) if ctx.needs_input_grad[1] else None
         gb = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 

@@ -1,14 +1,17 @@
-"""float64 Functions, in numpy, of the ops whose CPU kernels are float32 only: conv2d, the pools,
-batch / layer / RMS norm and the recurrent layer. Correct, not fast: each computes and saves in
-float64 (the C++ kernels stay the float32 path). Every forward first runs the op's shape rule on
-its arguments, so the errors are the float32 op's own; mixed float32 / float64 arguments raise as
-torch does (these kernels take one dtype), never a silent cast.
+"""float64 Functions of the ops whose main CPU kernels are float32 only: conv2d, the pools, batch / layer /
+RMS norm and the recurrent layer. Each computes and saves in float64: conv2d as C++ im2col / col2im
+(forgegrad.kernels.float64) around numpy's dgemm, max_pool2d on _C.pool's double kernel, the LSTM on the
+C++ cell with its GEMMs batched over time; the norms, the other pools and GRU / RNN cells in numpy.
+Every forward first runs the op's shape rule on its arguments, so the errors are the float32 op's own;
+mixed float32 / float64 arguments raise as torch does (these kernels take one dtype), never a silent cast.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _C
 from ..autograd import Function, is_grad_enabled
+from ..kernels import float64 as K64
 from ..kernels.geometry import adaptive_output_size, conv2d_geometry, pool2d_geometry
 from . import _window3d as W
 from .conv import conv1d_function
@@ -32,30 +35,61 @@ def _window(start, step, count):
     return slice(start, start + step * (count - 1) + 1, step)
 
 
-# ---- conv2d ---------------------------------------------------------------------------------------------
+# ---- conv2d ----------------------------------------------------------------------------------------------
+# im2col (C++: forgegrad.kernels.float64) and one dgemm per group and batch chunk; backward: the weight gradient
+# is a dgemm against the same columns, the input gradient a dgemm then col2im (C++, a fixed order per plane).
+_COLS_BUDGET = 1 << 23  # doubles of im2col columns per chunk of images (64 MiB): bounds the extra memory
+
+
+def _conv_plan(x_shape, weight_shape, geo):
+    """(images per chunk, kernel taps, (OH, OW), (pad top, pad left))."""
+    N, C = x_shape[:2]
+    KK = weight_shape[2] * weight_shape[3]
+    OH, OW = geo.output_shape[2:]
+    per_image = max(1, C * KK * OH * OW)
+    return max(1, min(N, _COLS_BUDGET // per_image)), KK, (OH, OW), (geo.padding[0], geo.padding[2])
+
+
+def _conv_cols(x, weight, geo, pad):
+    return K64.im2col(x, weight.shape[2:], geo.stride, pad, geo.dilation, geo.output_shape[2:])
+
+
+def _rows_to_nchw(y2, n, oc, p):
+    """(OC, n*P) GEMM output as an (n, OC, P) view of its columns."""
+    return y2.reshape(oc, n, p).transpose(1, 0, 2)
+
+
 class Conv2d64Function(Function):
-    """Per kernel offset (i, j): a strided view of the padded input times that weight column, as a
-    batched matmul per group; backward adds the transposed products back into the same views."""
+    """conv2d as im2col + dgemm (see above); groups split the columns' rows and the weight's output channels."""
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _validate("conv2d", x, weight, bias, stride, padding, dilation, groups)
         _one_dtype("conv2d", x, weight, bias)
         geo = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
-        (t, b, le, r), G = geo.padding, geo.groups
+        G = geo.groups
         N, OC, OH, OW = geo.output_shape
-        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
-        xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
-        wg = weight.reshape(G, OC // G, *weight.shape[1:])
-        y = np.zeros((N, G, OC // G, OH * OW), np.result_type(x, weight))
-        for i in range(weight.shape[2]):
-            for j in range(weight.shape[3]):
-                xs = xg[..., _window(i * geo.dilation[0], geo.stride[0], OH), _window(j * geo.dilation[1],
-                                                                                      geo.stride[1], OW)]
-                y += np.matmul(wg[..., i, j], xs.reshape(N, G, -1, OH * OW))
+        P = OH * OW
+        if x.dtype != np.float64 or N == 0 or P == 0 or OC == 0 or x.shape[1] == 0:
+            y = _conv2d_taps(x, weight, geo)  # not float64 or empty: the reference's tap loop
+            if bias is not None:
+                y = y + bias[:, None]
+        else:
+            y = np.empty((N, OC, P))
+            nb, KK, out_hw, pad = _conv_plan(x.shape, weight.shape, geo)
+            Cg, OCg = x.shape[1] // G, OC // G
+            w2 = weight.reshape(G, OCg, Cg * KK)
+            for n0 in range(0, N, nb):
+                n1 = min(N, n0 + nb)
+                cols = _conv_cols(x[n0:n1], weight, geo, pad)
+                y2 = np.empty((OC, (n1 - n0) * P))
+                for g in range(G):
+                    np.matmul(w2[g], cols[g * Cg * KK:(g + 1) * Cg * KK], out=y2[g * OCg:(g + 1) * OCg])
+                if bias is None:
+                    y[n0:n1] = _rows_to_nchw(y2, n1 - n0, OC, P)
+                else:
+                    np.add(_rows_to_nchw(y2, n1 - n0, OC, P), bias[:, None], out=y[n0:n1])
         y = y.reshape(N, OC, OH, OW)
-        if bias is not None:
-            y += bias[:, None, None]
         ctx.save_for_backward(x, weight)
         ctx.geo, ctx.has_bias = geo, bias is not None
         return y
@@ -64,26 +98,74 @@ class Conv2d64Function(Function):
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         geo = ctx.geo
-        (t, b, le, r), G = geo.padding, geo.groups
         N, OC, OH, OW = geo.output_shape
-        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
-        xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
-        wg = weight.reshape(G, OC // G, *weight.shape[1:])
-        gg = g.reshape(N, G, OC // G, OH * OW)
-        gxp = np.zeros_like(xg)
-        gw = np.zeros_like(wg)
-        for i in range(weight.shape[2]):
-            for j in range(weight.shape[3]):
-                rows = _window(i * geo.dilation[0], geo.stride[0], OH)
-                cols = _window(j * geo.dilation[1], geo.stride[1], OW)
-                xs = xg[..., rows, cols].reshape(N, G, -1, OH * OW)
-                gw[..., i, j] = np.matmul(gg, np.swapaxes(xs, -1, -2)).sum(axis=0)
-                gxp[..., rows, cols] += np.matmul(np.swapaxes(wg[..., i, j], -1, -2), gg).reshape(
-                    N, G, -1, OH, OW)
-        H, W = x.shape[2:]
-        gx = gxp.reshape(xp.shape)[:, :, t:t + H, le:le + W]
+        P, G = OH * OW, geo.groups
+        if x.dtype != np.float64 or g.dtype != np.float64 or N == 0 or P == 0 or OC == 0 or x.shape[1] == 0:
+            return _conv2d_taps_backward(ctx, x, weight, g)
+        nb, KK, out_hw, pad = _conv_plan(x.shape, weight.shape, geo)
+        Cg, OCg = x.shape[1] // G, OC // G
+        w2 = weight.reshape(G, OCg, Cg * KK)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = np.empty(x.shape) if need_x else None
+        gw = np.zeros((G, OCg, Cg * KK)) if need_w else None
+        g3 = g.reshape(N, OC, P)
+        for n0 in range(0, N, nb):
+            n1 = min(N, n0 + nb)
+            gt = np.ascontiguousarray(g3[n0:n1].transpose(1, 0, 2)).reshape(OC, (n1 - n0) * P)
+            cols = _conv_cols(x[n0:n1], weight, geo, pad) if need_w else None
+            gcols = np.empty((x.shape[1] * KK, (n1 - n0) * P)) if need_x else None
+            for k in range(G):
+                gk, rows = gt[k * OCg:(k + 1) * OCg], slice(k * Cg * KK, (k + 1) * Cg * KK)
+                if need_w:
+                    gw[k] += gk @ cols[rows].T
+                if need_x:
+                    np.matmul(w2[k].T, gk, out=gcols[rows])
+            if need_x:
+                K64.col2im(gcols, (n1 - n0,) + x.shape[1:], weight.shape[2:], geo.stride, pad, geo.dilation, out_hw,
+                           out=gx[n0:n1])
         gb = g.sum(axis=(0, 2, 3)) if ctx.has_bias else None
-        return np.ascontiguousarray(gx), gw.reshape(weight.shape), gb
+        return gx, (gw.reshape(weight.shape) if need_w else None), gb
+
+
+def _conv2d_taps(x, weight, geo):
+    """The numpy reference: per kernel offset (i, j), a strided view of the padded input times that weight
+    column, as a batched matmul per group (any dtype; the oracle of the im2col path's tests)."""
+    (t, b, le, r), G = geo.padding, geo.groups
+    N, OC, OH, OW = geo.output_shape
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
+    xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
+    wg = weight.reshape(G, OC // G, *weight.shape[1:])
+    y = np.zeros((N, G, OC // G, OH * OW), np.result_type(x, weight))
+    for i in range(weight.shape[2]):
+        for j in range(weight.shape[3]):
+            xs = xg[..., _window(i * geo.dilation[0], geo.stride[0], OH), _window(j * geo.dilation[1],
+                                                                                  geo.stride[1], OW)]
+            y += np.matmul(wg[..., i, j], xs.reshape(N, G, -1, OH * OW))
+    return y.reshape(N, OC, OH * OW)
+
+
+def _conv2d_taps_backward(ctx, x, weight, g):
+    """The numpy reference's backward: the transposed products added back into the same views."""
+    geo = ctx.geo
+    (t, b, le, r), G = geo.padding, geo.groups
+    N, OC, OH, OW = geo.output_shape
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (le, r)))
+    xg = xp.reshape(N, G, x.shape[1] // G, *xp.shape[2:])
+    wg = weight.reshape(G, OC // G, *weight.shape[1:])
+    gg = g.reshape(N, G, OC // G, OH * OW)
+    gxp = np.zeros_like(xg)
+    gw = np.zeros_like(wg)
+    for i in range(weight.shape[2]):
+        for j in range(weight.shape[3]):
+            rows = _window(i * geo.dilation[0], geo.stride[0], OH)
+            cols = _window(j * geo.dilation[1], geo.stride[1], OW)
+            xs = xg[..., rows, cols].reshape(N, G, -1, OH * OW)
+            gw[..., i, j] = np.matmul(gg, np.swapaxes(xs, -1, -2)).sum(axis=0)
+            gxp[..., rows, cols] += np.matmul(np.swapaxes(wg[..., i, j], -1, -2), gg).reshape(N, G, -1, OH, OW)
+    H, W = x.shape[2:]
+    gx = gxp.reshape(xp.shape)[:, :, t:t + H, le:le + W]
+    gb = g.sum(axis=(0, 2, 3)) if ctx.has_bias else None
+    return np.ascontiguousarray(gx), gw.reshape(weight.shape), gb
 
 
 # ---- pools ----------------------------------------------------------------------------------------------
@@ -95,7 +177,13 @@ class MaxPool2d64Function(W.IndexedPool):
     def forward(ctx, x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
         _validate("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
         geo = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, owner="max_pool2d")
-        return W.IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
+        if x.dtype != np.float64:
+            return W.IndexedPool.saving(ctx, x, *W.max_pool(x, geo))
+        # the C++ general loop (pool.cpp, templated on the element type): the same windows, ties and NaN rule
+        y, idx = np.empty(geo.output_shape), np.empty(geo.output_shape, np.int64)
+        _C.pool.max_pool2d_forward(np.ascontiguousarray(x), y, idx, geo.kernel_size, geo.stride, geo.padding,
+                                   geo.dilation, ceil_mode)
+        return W.IndexedPool.saving(ctx, x, y, idx)
 
 
 class AvgPool2d64Function(Function):
@@ -255,6 +343,8 @@ class RecurrentLayer64Function(Function):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         lstm = mode == "lstm"
+        if lstm and x.dtype == np.float64 and T > 0 and B > 0 and H > 0:
+            return _lstm_forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
         h = np.zeros((B, H), x.dtype) if h0 is None else h0
         c = (np.zeros((B, H), x.dtype) if c0 is None else c0) if lstm else None
         xw = np.matmul(x, w_ih.T) + (0 if b_ih is None else b_ih)
@@ -292,6 +382,8 @@ class RecurrentLayer64Function(Function):
 
     @staticmethod
     def backward(ctx, grad_y, grad_hn, grad_cn=None):
+        if getattr(ctx, "lstm64", None) is not None:
+            return _lstm_backward(ctx, grad_y, grad_hn, grad_cn)
         x, (w_ih, w_hh), mode = ctx.x, ctx.w, ctx.mode
         gx = np.zeros_like(x)
         gwi, gwh = np.zeros_like(w_ih), np.zeros_like(w_hh)
@@ -332,6 +424,69 @@ class RecurrentLayer64Function(Function):
         has_h0, has_c0, has_bih, has_bhh = ctx.has
         return (gx, dh if has_h0 else None, dc if has_c0 and mode == "lstm" else None, gwi, gwh,
                 gbi if has_bih else None, gbh if has_bhh else None)
+
+
+def _lstm_forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
+    """The float64 LSTM: the input product for every step in one dgemm, per step the recurrent dgemm and the C++
+    cell (forgegrad.kernels.float64); saves the gate activations, cells and tanh(cells) of every step."""
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    h = np.zeros((B, H)) if h0 is None else np.ascontiguousarray(h0)
+    c = np.zeros((B, H)) if c0 is None else np.ascontiguousarray(c0)
+    h_first, c_first = h, c
+    xw = np.matmul(x, w_ih.T)
+    if b_ih is not None:
+        xw += b_ih
+    w_hh_t = w_hh.T
+    acts, cells, tcs = np.empty((T, B, 4 * H)), np.empty((T, B, H)), np.empty((T, B, H))
+    y = np.empty((T, B, H))
+    a = np.empty((B, 4 * H))
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        np.matmul(h, w_hh_t, out=a)
+        if b_hh is not None:
+            a += b_hh
+        np.add(xw[t], a, out=a)
+        K64.lstm_cell_forward(a, c, acts[t], cells[t], tcs[t], y[t])
+        h, c = y[t], cells[t]
+    if is_grad_enabled() and any(ctx.needs_input_grad):
+        ctx.lstm64 = (x, w_ih, w_hh, acts, cells, tcs, y, h_first, c_first, reverse)
+    ctx.mode, ctx.has = "lstm", (h0 is not None, c0 is not None, b_ih is not None, b_hh is not None)
+    return y, h.copy(), c.copy()
+
+
+def _lstm_backward(ctx, grad_y, grad_hn, grad_cn):
+    """Backpropagation through time: per step the C++ cell backward and one dgemm for the recurrent gradient;
+    the weight, bias and input gradients of all steps at once afterwards (three dgemms and two sums)."""
+    x, w_ih, w_hh, acts, cells, tcs, y, h_first, c_first, reverse = ctx.lstm64
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    order = range(T) if reverse else range(T - 1, -1, -1)  # backward through the forward's order
+    prev = (lambda t: t + 1) if reverse else (lambda t: t - 1)
+    first = T - 1 if reverse else 0
+    dh = np.array(grad_hn, np.float64, copy=True, order="C")
+    dc = np.array(grad_cn, np.float64, copy=True, order="C")
+    d = np.empty((T, B, 4 * H))
+    # W_hh in column-major order: OpenBLAS packs it for d (B, 4H) @ W_hh ~1.5x faster than the row-major array
+    # (51 vs 76 us a step at B 16, H 128), worth the one copy
+    w_hh_f = np.asfortranarray(w_hh)
+    for t in order:
+        dh = dh + grad_y[t]
+        c_prev = c_first if t == first else cells[prev(t)]
+        K64.lstm_cell_backward(acts[t], c_prev, tcs[t], dh, dc, d[t])
+        dh = d[t] @ w_hh_f
+    h_prev = np.empty((T, B, H))  # the h each step read
+    if reverse:
+        h_prev[:-1], h_prev[-1] = y[1:], h_first
+    else:
+        h_prev[1:], h_prev[0] = y[:-1], h_first
+    d2 = d.reshape(T * B, 4 * H)
+    gwh = d2.T @ h_prev.reshape(T * B, H)
+    gwi = d2.T @ x.reshape(T * B, -1)
+    gb = d2.sum(axis=0)
+    gx = (d2 @ w_ih).reshape(x.shape)
+    has_h0, has_c0, has_bih, has_bhh = ctx.has
+    return (gx, dh if has_h0 else None, dc if has_c0 else None, gwi, gwh, gb if has_bih else None,
+            gb.copy() if has_bhh else None)
 
 
 FUNCTIONS = {"conv2d": Conv2d64Function, "conv1d": conv1d_function(Conv2d64Function, "float64"),

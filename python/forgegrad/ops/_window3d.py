@@ -347,6 +347,13 @@ def scatter_max(g, idx, in_shape):
     if g.dtype == np.float32 and len(in_shape) >= 3:
         return _pool_planes.scatter_max(g, idx, in_shape)
     N, C = in_shape[:2]
+    if g.dtype == np.float64 and len(in_shape) >= 3 and idx.dtype == np.int64:
+        # the C++ scatter (max_pool2d_backward's, in output order per plane), each plane flattened to (1, size)
+        per_in, per_out = int(np.prod(in_shape[2:])), int(np.prod(g.shape[2:]))
+        gx = np.empty((N, C, 1, per_in))
+        _C.pool.max_pool2d_backward(np.ascontiguousarray(g).reshape(N, C, 1, per_out),
+                                    np.ascontiguousarray(idx).reshape(N, C, 1, per_out), gx)
+        return gx.reshape(in_shape)
     gx = np.zeros((N * C, int(np.prod(in_shape[2:]))), g.dtype)
     per = int(np.prod(idx.shape[2:]))  # not -1: N may be 0
     np.add.at(gx, (np.arange(N * C)[:, None], idx.reshape(N * C, per)), g.reshape(N * C, per))

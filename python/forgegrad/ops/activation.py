@@ -12,6 +12,7 @@ import numpy as np
 from .. import _C
 from ..autograd import Function
 from ..kernels import activation as _K
+from ..kernels import float64 as _K64
 from ..kernels import softmax as _KS
 from . import _cuda_nn as _CN
 from . import _cuda_pointwise as _CP
@@ -84,11 +85,17 @@ class _KernelActivationFunction(Function):
     other dtypes; backward from the saved forward output y (relu, sigmoid, tanh) or input x (silu)."""
 
     saves_output = True
+    kernel64 = kernel64_backward = None  # float64 C++ kernels, where the op has them (relu)
 
     @staticmethod
     def forward(ctx, x):
         cls = type(ctx)
-        y = cls.kernel(x) if _f32(x) else cls.reference(x)
+        if _f32(x):
+            y = cls.kernel(x)
+        elif cls.kernel64 is not None and _f64(x):
+            y = cls.kernel64(x)
+        else:
+            y = cls.reference(x)
         ctx.save_for_backward(y if cls.saves_output else x)
         return y
 
@@ -98,7 +105,13 @@ class _KernelActivationFunction(Function):
         (saved,) = ctx.saved_tensors
         if _f32(g) and _f32(saved):
             return cls.kernel_backward(g, saved)
+        if cls.kernel64_backward is not None and _f64(g) and _f64(saved):
+            return cls.kernel64_backward(g, saved)
         return cls.reference_backward(g, saved)
+
+
+def _f64(a):
+    return type(a) is np.ndarray and a.dtype == np.float64
 
 
 def _kernel_activation(name, kernel, kernel_backward, reference, reference_backward, flops, saves_output=True,
@@ -151,6 +164,7 @@ def _relu_reference(x):
 ReluFunction = _kernel_activation("relu", _K.relu, _K.relu_backward, _relu_reference,
                                   lambda g, y: g * ~(y <= 0),  # threshold_backward's y <= 0: g at NaN
                                   _UNARY_FLOPS)
+ReluFunction.kernel64, ReluFunction.kernel64_backward = staticmethod(_K64.relu), staticmethod(_K64.relu_backward)
 SigmoidFunction = _kernel_activation("sigmoid", _K.sigmoid, _K.sigmoid_backward, float_of_bool(_sigmoid_reference),
                                      lambda g, y: g * y * (1 - y), _TRANSCENDENTAL_FLOPS)
 TanhFunction = _kernel_activation("tanh", _K.tanh, _K.tanh_backward, float_of_bool(np.tanh),

@@ -61,6 +61,7 @@ class Adam(Optimizer):
         """One Adam update of the group's parameters that have a gradient (Optimizer.step calls it)."""
         amsgrad = bool(group["amsgrad"])
         params, grads, exp_avgs, exp_avg_sqs, maxes, steps = [], [], [], [], [], []
+        f64 = []
         for p, g in pairs:
             state = self.state[p]
             if "step" not in state:  # lazy init, as torch: on the parameter's first step
@@ -69,8 +70,11 @@ class Adam(Optimizer):
                 state["exp_avg_sq"] = _zeros_like(p)
             step = state["step"]._data
             step += 1  # a 0-d array of the default floating dtype, like torch's step tensor
-            if p._data.dtype == np.float64:  # the kernel is float32: numpy, in float64
-                _adam_step_float64(group, state, p._data, g, step.item())
+            if p._data.dtype == np.float64:  # the float64 C++ kernel (numpy off the CPU)
+                if type(p._data) is np.ndarray:
+                    f64.append((p, g, state, step.item()))
+                else:
+                    _adam_step_float64(group, state, p._data, g, step.item())
                 continue
             steps.append(step.item())
             params.append(p._data)
@@ -79,6 +83,8 @@ class Adam(Optimizer):
             exp_avg_sqs.append(_state_array(state, "exp_avg_sq", p))
             if amsgrad:
                 maxes.append(_state_array(state, "max_exp_avg_sq", p))
+        if f64:
+            _adam_step_float64_kernel(group, f64)
         if not params:
             return
         beta1, beta2 = group["betas"]
@@ -94,8 +100,24 @@ class Adam(Optimizer):
             adam_step(params, grads, exp_avgs, exp_avg_sqs, maxes if amsgrad else None, steps, **kw)
 
 
+def _adam_step_float64_kernel(group, entries):
+    """The float64 parameters' update on the float64 C++ kernel (_C.float64.adam_step: the same operations as
+    _adam_step_float64 below, the same bits); entries are (param, grad, state, step)."""
+    from ..kernels.float64 import adam_step
+    amsgrad = bool(group["amsgrad"])
+    beta1, beta2 = group["betas"]
+    adam_step([p._data for p, _, _, _ in entries], [g for _, g, _, _ in entries],
+              [_state_array(st, "exp_avg", p) for p, _, st, _ in entries],
+              [_state_array(st, "exp_avg_sq", p) for p, _, st, _ in entries],
+              [_state_array(st, "max_exp_avg_sq", p) for p, _, st, _ in entries] if amsgrad else None,
+              [s for _, _, _, s in entries], lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
+              eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
+              decoupled_weight_decay=bool(group["decoupled_weight_decay"]), maximize=bool(group["maximize"]))
+
+
 def _adam_step_float64(group, state, param, grad, step):
-    """torch.optim.Adam's single-tensor update of one float64 parameter, state in float64."""
+    """torch.optim.Adam's single-tensor update of one float64 parameter, state in float64 (numpy: the reference
+    the float64 kernel is tested against)."""
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     grad = -grad if group["maximize"] else grad
     if wd != 0:
