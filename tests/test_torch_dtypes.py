@@ -148,8 +148,7 @@ def test_as_tensor_of_ndarray_shares_memory_and_tensor_keeps_dtype():
     assert fg.tensor(t).dtype == fg.int32 and fg.tensor(arr)[0].item() == 7
 
 
-@pytest.mark.parametrize("data", [[1, 2], (1, 2), [True, False], [[1, 2]], [1.5, 2]] + [
-    np.arange(-1, 3).astype(d) for d in DTYPES], ids=repr)
+@pytest.mark.parametrize("data", [[1, 2], (1, 2), [True, False], [[1, 2]], [1.5, 2]], ids=repr)
 def test_legacy_tensor_constructor_gives_default_dtype(default_dtype, data):
     got, want = fg.Tensor(data), torch.Tensor(data)
     assert _name(got.dtype) == _name(want.dtype) == default_dtype

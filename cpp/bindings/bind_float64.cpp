@@ -54,11 +54,12 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
       fg::bind::expect_shape(A, xn.c_str(), P.shape);
       X = A.f64();
     }
-    fg::bind::check_no_overlap("adam_step", {{params[i], pn.c_str(), true},
-                                             {grads[i], gn.c_str(), false},
-                                             {exp_avgs[i], mn.c_str(), true},
-                                             {exp_avg_sqs[i], vn.c_str(), true},
-                                             {maxes ? py::handle((*maxes)[i]) : py::handle(py::none()), xn.c_str(), true}});
+    fg::bind::check_no_overlap("adam_step",
+                               {{params[i], pn.c_str(), true},
+                                {grads[i], gn.c_str(), false},
+                                {exp_avgs[i], mn.c_str(), true},
+                                {exp_avg_sqs[i], vn.c_str(), true},
+                                {maxes ? py::handle((*maxes)[i]) : py::handle(py::none()), xn.c_str(), true}});
     if (!(bias_correction2_sqrts[i] > 0.0)) throw py::value_error(item("bias_correction2_sqrts", i) + " must be > 0");
     ts[i] = fg::Adam64Tensor{P.f64(), G.f64(), M.f64(), V.f64(), X, P.size, step_sizes[i], bias_correction2_sqrts[i]};
   }
@@ -79,16 +80,30 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
 using Pair = std::tuple<int64_t, int64_t>;
 
 fg::Im2colGeom geom(const std::vector<int64_t>& xs, Pair k, Pair s, Pair p, Pair d, int64_t OH, int64_t OW) {
-  fg::Im2colGeom g{xs[0], xs[1], xs[2], xs[3], std::get<0>(k), std::get<1>(k), std::get<0>(s), std::get<1>(s),
-                   std::get<0>(p), std::get<1>(p), std::get<0>(d), std::get<1>(d), OH, OW};
+  fg::Im2colGeom g{xs[0],
+                   xs[1],
+                   xs[2],
+                   xs[3],
+                   std::get<0>(k),
+                   std::get<1>(k),
+                   std::get<0>(s),
+                   std::get<1>(s),
+                   std::get<0>(p),
+                   std::get<1>(p),
+                   std::get<0>(d),
+                   std::get<1>(d),
+                   OH,
+                   OW};
   if (g.KH < 1 || g.KW < 1 || g.stride_h < 1 || g.stride_w < 1 || g.dil_h < 1 || g.dil_w < 1 || g.pad_h < 0 ||
       g.pad_w < 0)
     throw py::value_error("im2col: kernel_size, stride and dilation must be >= 1 and padding >= 0");
   // Each size below 2^30: the kernels' products (oh * stride, kh * dilation, channel * taps) then fit in int64.
   constexpr int64_t kMax = int64_t(1) << 30;
   for (int64_t v : {g.KH, g.KW, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, OH, OW})
-    if (v >= kMax) throw py::value_error("im2col: kernel_size, stride, padding, dilation and the output size must be "
-                                         "below 2^30");
+    if (v >= kMax)
+      throw py::value_error(
+          "im2col: kernel_size, stride, padding, dilation and the output size must be "
+          "below 2^30");
   // The output size is the caller's (torch's, with any bottom / right padding): every tap is bounds-checked in the
   // kernels, so only its sign matters here; cols' shape (checked below) ties it to memory that exists.
   if (OH < 1 || OW < 1) throw py::value_error("im2col: out_h and out_w must be >= 1");
@@ -186,7 +201,8 @@ void relu_backward(const py::array& g, const py::array& y, const py::array& gx) 
   ArrayArg GX = fg::bind::f64_arg(gx, "grad_input", -1, fg::bind::kContiguous, true);
   fg::bind::expect_shape(Y, "output", G.shape);
   fg::bind::expect_shape(GX, "grad_input", G.shape);
-  fg::bind::check_no_overlap("relu_backward", {{g, "grad_output", false}, {y, "output", false}, {gx, "grad_input", true}},
+  fg::bind::check_no_overlap("relu_backward",
+                             {{g, "grad_output", false}, {y, "output", false}, {gx, "grad_input", true}},
                              {{"grad_output", "grad_input"}});
   py::gil_scoped_release release;
   fg::relu_backward_f64(G.f64(), Y.f64(), GX.f64(), G.size);

@@ -89,11 +89,10 @@ class Tensor(TensorFills, TensorMethods):
     _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        if dtype is None and (type(data) in (list, tuple) or (
-                isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind in "biuf")):
-            # torch.Tensor([1, 2]) and torch.Tensor(ndarray) (the legacy constructor) give numbers the default
-            # floating dtype (int8, bool, float16 arrays too); internal code that means forgegrad's storage rule
-            # (int -> int64) calls Tensor._stored
+        if dtype is None and type(data) in (list, tuple):
+            # torch.Tensor([1, 2]) (the legacy constructor) gives numbers the default floating dtype; an ndarray
+            # keeps forgegrad's storage rule (int -> int64), which internal callers rely on (torch.Tensor(ndarray)
+            # gives the default floating dtype: not yet, see docs/torch_compat.md)
             dtype = _dtypes._DEFAULT_FLOAT.dtype
         self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None

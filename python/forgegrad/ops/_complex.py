@@ -461,7 +461,7 @@ for _name, _fn in (("isfinite", np.isfinite), ("isnan", np.isnan), ("isinf", np.
 # elements) scales both parts of each element, and the gradient is g times the mask. torch's CPU build raises
 # NotImplementedError there in training mode (no complex bernoulli_); eval mode and p = 0 / 1 agree with it.
 _SAME_FUNCTION = ("reshape", "permute", "expand", "getitem", "cat", "stack", "clone", "where", "index_select",
-                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add",
+                  "gather", "repeat_interleave", "diff", "rot90", "scatter", "scatter_add", "diagonal",
                   "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
 for _name in _SAME_FUNCTION:
     _base = _OPS[_name].function
