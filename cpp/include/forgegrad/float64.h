@@ -53,8 +53,7 @@ FG_KERNEL(void, col2im_f64, (const Im2colGeom& g, const double* cols, double* gx
 //   c (B, H) = f * c_prev + i * g, tc (B, H) = tanh(c), h (B, H) = o * tc.
 // tanh and sigmoid are the kernel's own vectorisable double versions, a few ulp from libm's (float64.cpp).
 FG_KERNEL(void, lstm_cell_forward_f64,
-          (int64_t B, int64_t H, const double* a, const double* c_prev, double* act, double* c, double* tc,
-           double* h),
+          (int64_t B, int64_t H, const double* a, const double* c_prev, double* act, double* c, double* tc, double* h),
           (B, H, a, c_prev, act, c, tc, h))
 // Its backward: dh (B, H) and dc (B, H, in/out: the cell gradient from step t + 1, replaced by the one
 // flowing to step t - 1) -> d (B, 4H) the pre-activation gradients.
