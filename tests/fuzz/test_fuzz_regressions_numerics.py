@@ -1,0 +1,66 @@
+"""Values near float's limits and non-finite entries the fuzz runs found computed otherwise than torch (or than the
+exact result, where torch's float32 is wrong): batch_norm's statistics of channels holding ~3e38, and linalg det /
+slogdet / inv of matrices holding inf or NaN. The fuzz case that found each is in its docstring, runnable with
+tests/fuzz/fuzz_worker.py."""
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _same(want, got):
+    """Equal where both are NaN or the same infinity, close where both are finite."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    close = np.isfinite(want) & np.isfinite(got) & (np.abs(want - got) <= 1e-3 * np.maximum(1, np.abs(want)))
+    return bool(np.all((np.isnan(want) & np.isnan(got)) | (want == got) | close))
+
+
+def _matrices_with_nonfinite(seed, count):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.choice([1, 2, 3, 4, 6, 9]))
+        batch = tuple(int(b) for b in rng.integers(1, 3, int(rng.integers(0, 3))))
+        a = rng.standard_normal(batch + (n, n)).astype(rng.choice([np.float32, np.float64]))
+        flat = a.reshape(-1, n, n)
+        for _ in range(int(rng.integers(1, 4))):
+            flat[rng.integers(flat.shape[0]), rng.integers(n), rng.integers(n)] = rng.choice([np.inf, -np.inf, np.nan])
+        yield a
+
+
+def test_linalg_det_slogdet_inv_of_nonfinite_matrices_match_torch():
+    """op:linalg_det, {"base": 4, "mutations": [["ninf", 6, 60]], "seed": 14, "raw": true} (seed 202): det of a
+    matrix holding -inf gave inf (numpy's LAPACK) where torch gives NaN; slogdet and inv likewise, and elsewhere the
+    other way round (numpy NaN, torch -inf). torch's values are those of LAPACK's unblocked LU of A^T (det, slogdet)
+    and of A (inv, then two substitutions without zero skipping); ops/_linalg_nonfinite.py computes those for the
+    batch elements holding inf / NaN."""
+    numpy_differs = 0
+    for a in _matrices_with_nonfinite(0, 300):
+        ta, fa = torch.from_numpy(a), fg.tensor(a)
+        want = torch.linalg.det(ta).numpy()
+        numpy_differs += not _same(want, np.linalg.det(a))
+        assert _same(want, fg.linalg.det(fa).numpy()), a
+        for w, g in zip(torch.linalg.slogdet(ta), fg.linalg.slogdet(fa)):
+            assert _same(w.numpy(), g.numpy()), a
+        try:
+            want_inv = torch.linalg.inv(ta).numpy()
+        except RuntimeError:  # a pivot exactly 0 (inf - inf is NaN, not 0: rare)
+            with pytest.raises(RuntimeError, match="'A' is singular"):
+                fg.linalg.inv(fa)
+            continue
+        assert _same(want_inv, fg.linalg.inv(fa).numpy()), a
+    assert numpy_differs > 30  # the cases numpy's LAPACK computed otherwise
+
+
+def test_linalg_of_nonfinite_matrices_keeps_finite_batch_elements_and_singular_errors():
+    a = np.stack([np.eye(3, dtype=np.float32) * 2, np.array([[1, np.inf, 0], [0, 1, 0], [0, 0, 1]], np.float32)])
+    np.testing.assert_array_equal(fg.linalg.det(fg.tensor(a)).numpy(), torch.linalg.det(torch.from_numpy(a)).numpy())
+    np.testing.assert_array_equal(fg.linalg.inv(fg.tensor(a)).numpy()[0], np.eye(3) / 2)
+    singular = np.array([[np.inf, 1.0], [0.0, 0.0]], np.float32)  # U = [[inf, 1], [0, 0]]: a zero pivot
+    with pytest.raises(RuntimeError, match="singular"):
+        torch.linalg.inv(torch.from_numpy(singular))
+    with pytest.raises(RuntimeError, match="linalg.inv: \\(batch element 1\\) argument 'A' is singular"):
+        fg.linalg.inv(fg.tensor(np.stack([np.eye(2, dtype=np.float32), singular])))
