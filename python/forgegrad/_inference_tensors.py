@@ -103,6 +103,12 @@ def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> None:
     (what forward passed to ``save_for_backward`` is what torch's op saves)."""
     if cls.is_view and args and results and isinstance(args[0], Tensor) and isinstance(results[0], Tensor):
         view_kind(results[0], args[0])
+        base, view = args[0], results[0]
+        if base.requires_grad and not view.requires_grad and not base._is_inference and _in_mode():
+            # torch: a view made in the mode of a tensor that requires grad requires grad too (a leaf, no grad_fn),
+            # so an in-place write into it outside the mode is refused; without the flag it silently wrote into
+            # the base (a parameter, say) behind autograd's back
+            view.requires_grad = True
     if record_graph and ctx.saved_at is not None and not _in_mode():
         saved = None
         for a in _inference_inputs(args, kwargs):
