@@ -64,3 +64,44 @@ def test_linalg_of_nonfinite_matrices_keeps_finite_batch_elements_and_singular_e
         torch.linalg.inv(torch.from_numpy(singular))
     with pytest.raises(RuntimeError, match="linalg.inv: \\(batch element 1\\) argument 'A' is singular"):
         fg.linalg.inv(fg.tensor(np.stack([np.eye(2, dtype=np.float32), singular])))
+
+
+def _batch_norm_case(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 1].flat[0] = 3.0e38  # one value near float's limit in channel 1 (its first: the sums' shift)
+    x[-1, 2].flat[-1] = -3.0e38
+    x[:, 3] = (3.0e38 + rng.standard_normal(x[:, 3].shape) * 1e37).astype(np.float32)  # a whole channel up there
+    w, b = rng.standard_normal(shape[1]).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
+    return x, w, b, rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 2, 3), (6, 5, 37), (9, 5)])
+def test_batch_norm_training_statistics_of_values_near_floats_limit(shape):
+    """op:batch_norm, ["bigval", 0, 0] on base 2 (seed 202): a training batch_norm of a channel holding 3e38 gave
+    NaN: its float32 row sums and squares overflowed (torch's float32 gives the bias there, also wrong). Channels
+    whose float accumulators overflow are summed again in double (cpp/kernels/per_isa/batchnorm.cpp); values and
+    gradients are compared with torch's float64."""
+    x, w, b, g = _batch_norm_case(shape, 0)
+    fx, fw, fb = (fg.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+    y = fg.nn.functional.batch_norm(fx, None, None, fw, fb, training=True)
+    ty = F.batch_norm(tx, None, None, tw, tb, training=True)
+    assert np.isfinite(y.detach().numpy()).all()
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    y.backward(fg.tensor(g))
+    ty.backward(torch.tensor(g.astype(np.float64)))
+    for got, want in ((fw.grad, tw.grad), (fb.grad, tb.grad)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-6)  # gx ~ invstd: ~1e-38
+    bits = []
+    for threads in (1, 2, 3):
+        previous = fg.get_num_threads()
+        fg.set_num_threads(threads)
+        try:
+            bits.append(fg.nn.functional.batch_norm(fg.tensor(x), None, None, fg.tensor(w), fg.tensor(b),
+                                                    training=True).numpy())
+        finally:
+            fg.set_num_threads(previous)
+    for other in bits[1:]:
+        np.testing.assert_array_equal(other, bits[0])
