@@ -31,3 +31,16 @@ def test_a_view_made_in_inference_mode_of_a_tensor_requiring_grad_refuses_writes
     with fg.inference_mode():
         d = w.detach()  # not a view op: no grad, as torch's detach
     assert not d.requires_grad
+
+
+def test_a_view_made_in_inference_mode_takes_requires_grad_from_its_chains_base():
+    """Probe steps [("squeeze", False), ("requires_grad_", True), ("permute", True)] (seed 9): torch's view made in
+    the mode takes requires_grad from the tensor the view chain started from (its _base), not from an intermediate
+    view given requires_grad_() later."""
+    for lib in (torch, fg):
+        y = lib.ones(2, 3)
+        x = y.squeeze()
+        x.requires_grad_()
+        with lib.inference_mode():
+            assert not x.permute(1, 0).requires_grad, lib.__name__
+            assert (x * 2).requires_grad is False
