@@ -105,3 +105,23 @@ def test_batch_norm_training_statistics_of_values_near_floats_limit(shape):
             fg.set_num_threads(previous)
     for other in bits[1:]:
         np.testing.assert_array_equal(other, bits[0])
+
+
+def test_cdist_p_past_float32s_range_and_zero_norm_of_nan_differences():
+    """op:cdist, {"base": 1, "mutations": [["scalar", 0, 49]]} (seed 606): p = 1e300 on float32 rows gave 1 for every
+    distance (1 / p rounded to float32 0: s ** 0); torch casts p to float32, inf, and gives the inf-norm, max |d|.
+    op:cdist, base 11 (p = 0) with -inf entries (seed 606): the zero "norm" counted a NaN difference (-inf - -inf) as
+    nonzero, torch's min(ceil(|d|), 1) gives NaN there."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 6, 4)), rng.standard_normal((1, 5, 4))
+    for dtype in (np.float32, np.float64):
+        for p in (1e300, 1e40, 200.0):
+            want = torch.cdist(torch.tensor(a.astype(dtype)), torch.tensor(b.astype(dtype)), p).numpy()
+            got = fg.cdist(fg.tensor(a.astype(dtype)), fg.tensor(b.astype(dtype)), p).numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+    a[0, 1, 2] = b[0, 3, 2] = -np.inf
+    for dtype in (np.float32, np.float64):
+        want = torch.cdist(torch.tensor(a.astype(dtype)), torch.tensor(b.astype(dtype)), 0.0).numpy()
+        got = fg.cdist(fg.tensor(a.astype(dtype)), fg.tensor(b.astype(dtype)), 0.0).numpy()
+        assert np.isnan(want[0, 1, 3]) and np.isnan(got).sum() == np.isnan(want).sum()
+        np.testing.assert_array_equal(got, want)

@@ -249,6 +249,8 @@ class CdistFunction(Function):
         a = np.broadcast_to(x1, batch + x1.shape[-2:])
         b = np.broadcast_to(x2, batch + x2.shape[-2:])
         p = float(p)
+        if p > np.finfo(dt).max:  # torch casts p to the inputs' dtype: past float32's range it is the inf-norm
+            p = math.inf
         mm = p == 2.0 and (compute_mode == "use_mm_for_euclid_dist" or (
             compute_mode == _MODES[0] and (a.shape[-2] > 25 or b.shape[-2] > 25)))
         ctx.p, ctx.mm, ctx.shapes = p, mm, (x1.shape, x2.shape)
@@ -262,8 +264,9 @@ class CdistFunction(Function):
         else:
             diff = a[..., :, None, :] - b[..., None, :, :]
             ad = np.abs(diff)
-            if p == 0:
-                out = np.sum(ad != 0, -1).astype(dt)
+            if p == 0:  # torch's min(ceil(|d|), 1): NaN where a difference is NaN (inf - inf), not a count
+                with np.errstate(invalid="ignore"):
+                    out = np.sum(np.minimum(np.ceil(ad), 1), -1).astype(dt)
             elif p == math.inf:  # torch's kernel: max(agg, |d|) from 0, which passes over a NaN difference
                 out = np.fmax.reduce(ad, axis=-1, initial=0)
             elif p == 1:
