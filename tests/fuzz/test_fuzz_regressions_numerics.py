@@ -125,3 +125,25 @@ def test_cdist_p_past_float32s_range_and_zero_norm_of_nan_differences():
         got = fg.cdist(fg.tensor(a.astype(dtype)), fg.tensor(b.astype(dtype)), 0.0).numpy()
         assert np.isnan(want[0, 1, 3]) and np.isnan(got).sum() == np.isnan(want).sum()
         np.testing.assert_array_equal(got, want)
+
+
+def test_cdist_through_the_gemm_makes_one_temporary_of_the_outputs_size():
+    """op:cdist, {"mutations": [["unaligned", 1, 27], ["overflow", 35, 18]], "base": 5, "seed": 3334} (seed 606):
+    "no answer within 60 s" for 30 rows against a broadcast 9.6M rows (a 1.1 GB output): torch 2.9 s, forgegrad
+    24 s, mostly page faults of four output-sized temporaries (an + bn, 2 ab, the difference, max, sqrt). Now the
+    GEMM's buffer and one other are all (3.6 s); peak memory (numpy's allocations, traced) about twice the output."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((30, 7)).astype(np.float32)
+    b = np.broadcast_to(rng.standard_normal(7).astype(np.float32), (200_000, 7))
+    ta, tb = fg.tensor(a), fg.tensor(b)
+    with fg.no_grad():
+        tracemalloc.start()
+        try:
+            out = fg.ops.get("cdist")(ta, tb)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 2.5 * out.numpy().nbytes
+    want = torch.cdist(torch.from_numpy(a), torch.from_numpy(np.ascontiguousarray(b[:40])))
+    np.testing.assert_allclose(out.numpy()[:, :40], want.numpy(), rtol=1e-4, atol=1e-4)

@@ -259,8 +259,15 @@ class CdistFunction(Function):
             an = np.sum(a * a, -1, keepdims=True)
             bn = np.sum(b * b, -1, keepdims=True)
             ab = _gemm(a.reshape(-1, *a.shape[-2:]), np.swapaxes(b.reshape(-1, *b.shape[-2:]), -1, -2))
-            d2 = an + np.swapaxes(bn, -1, -2) - 2 * ab.reshape(batch + ab.shape[-2:])
-            out = np.sqrt(np.maximum(d2, dt.type(0))).astype(dt)
+            # in place after the one (an + bn) buffer: the output may be huge (30 x 9.6M rows: 1.1 GB), where
+            # each temporary cost seconds of page faults (seed 606's "hang"); the same operations, the same bits
+            ab = ab.reshape(batch + ab.shape[-2:])
+            ab *= dt.type(2)  # exact
+            out = np.add(an, np.swapaxes(bn, -1, -2), dtype=dt)
+            np.subtract(out, ab, out=out)
+            del ab
+            np.maximum(out, dt.type(0), out=out)
+            np.sqrt(out, out=out)
         else:
             diff = a[..., :, None, :] - b[..., None, :, :]
             ad = np.abs(diff)
