@@ -171,3 +171,24 @@ def test_cdist_of_float32_values_near_floats_limit(p, rows):
     np.testing.assert_allclose(got[:, finite_rows], want[:, finite_rows], rtol=1e-5)
     assert np.isfinite(got[1, finite_rows]).any()
     assert not np.isfinite(got[:, 7]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int8, np.uint8, np.int16])
+@pytest.mark.parametrize("margin", [2.7, -2.7, 0.5, 127.9, 300.0])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_hinge_embedding_loss_of_integers_is_torchs(dtype, margin, reduction):
+    """op:hinge_embedding_loss, {"base": 1, "mutations": [["dtype", 0, 2]], "seed": 0} (seed 707): an int32 input
+    gave float 29.5 where torch gives 14: torch computes in the input's integer dtype (margin cast toward zero,
+    uint8 wrapping), sums to int64, refuses mean and a margin the dtype cannot hold."""
+    x = np.array([[0, 1, 3, 2, 0], [-3, 5, 0, 7, -1]]).astype(dtype)
+    t = np.array([-1.0, 1, 0, -1, 1], np.float32)
+    op = fg.ops.get("hinge_embedding_loss")
+    try:
+        want = F.hinge_embedding_loss(torch.from_numpy(x), torch.from_numpy(t), margin=margin, reduction=reduction)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="hinge_embedding_loss"):
+            op(fg.tensor(x), fg.tensor(t), margin=margin, reduction=reduction)
+        return
+    got = op(fg.tensor(x), fg.tensor(t), margin=margin, reduction=reduction)
+    assert str(got.dtype).rsplit(".")[-1] == str(want.dtype).rsplit(".")[-1]
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
