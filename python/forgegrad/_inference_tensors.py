@@ -129,6 +129,15 @@ def outputs_made(cls, ctx, args, kwargs, results, record_graph: bool) -> bool:
     the inference tensor does)."""
     if cls.is_view and args and results and isinstance(args[0], Tensor) and isinstance(results[0], Tensor):
         view_kind(results[0], args[0])
+        base, view = args[0], results[0]
+        if not view.requires_grad and not base._is_inference and _in_mode():
+            # torch: a view made in the mode of a tensor that requires grad requires grad too (a leaf, no grad_fn),
+            # so an in-place write into it outside the mode is refused; without the flag it silently wrote into
+            # the base (a parameter, say) behind autograd's back. A view's base is the tensor its view chain
+            # started from (torch's _base: a flag set later on an intermediate view does not count)
+            root = getattr(base, "_view_of", None)
+            if (base if root is None else root).requires_grad:
+                view.requires_grad = True
         if record_graph and results[0]._is_inference:
             return False
     if record_graph and ctx.saved_at is not None and not _in_mode():

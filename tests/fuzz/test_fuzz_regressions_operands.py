@@ -182,7 +182,7 @@ def test_numbers_alone_for_an_op_is_a_clear_error():
     softmax(2.0, 0), sum(2) ...). An op call given numbers and no tensor at all is now a TypeError naming the first;
     numbers beside a tensor keep working (add's b, x // 2 and 2 ** x through the Tensor operators). A number weight of
     nll_loss / cross_entropy is a TypeError of theirs. (A number beside a tensor where the op takes none, matmul(2.0,
-    x), still reaches the kernels' AttributeError in 48 ops: docs/reliability.md.)"""
+    x), reached the kernels' AttributeError in 48 ops: test_a_number_where_an_op_takes_none_is_a_type_error.)"""
     ran = 0
     for op in fg.ops.all_ops():
         if not op.samples:
@@ -241,3 +241,41 @@ def test_amax_amin_keepdim_must_be_a_bool(name):
         with pytest.raises(TypeError, match="keepdim must be a bool"):
             fg.ops.get(name)(x, 1, bad)
     assert getattr(fg, name)(x, 1, keepdim=True).shape == (2, 1)
+
+
+def test_a_number_where_an_op_takes_none_is_a_type_error():
+    """The probe of test_numbers_alone_for_an_op_is_a_clear_error with the other tensors kept: a number beside a
+    tensor where the op takes none (matmul(x, 2.0), cat((x, 1.5)), mse_loss(x, 1), scatter's index...) raised
+    AttributeError ('float' object has no attribute 'ndim') in 48 op records (95 arguments); torch raises TypeError
+    ("matmul(): argument 'other' (position 2) must be Tensor, not float"). Now every such argument gives a TypeError
+    naming it, and the pointwise ops still broadcast a number (where(c, x, 0.0), xlogy(x, 2.0)), as torch does."""
+    refused = set()
+    for op in fg.ops.all_ops():
+        if not op.samples:
+            continue
+        for s in op.samples():
+            arrays = [i for i, a in enumerate(s.args) if isinstance(a, np.ndarray)]
+            for i in arrays if len(arrays) > 1 else ():
+                args = [fg.tensor(a) if isinstance(a, np.ndarray) else a for a in s.args]
+                args[i] = 1.5
+                try:
+                    op(*args, **s.kwargs)
+                except AttributeError as e:  # pragma: no cover - the failure this test is for
+                    pytest.fail(f"{op.name}, argument {i}: AttributeError {e}")
+                except TypeError as e:
+                    if "this op takes no number there" in str(e):
+                        assert "must be a forgegrad.Tensor, got float" in str(e)
+                        refused.add(op.name)
+                except (ValueError, RuntimeError, IndexError):
+                    pass
+    assert len(refused) >= 48, sorted(refused)
+    x = np.ones((3, 4), np.float32)
+    for name, args, arg in (("matmul", (x, 2.0), "b"), ("cat", (x, 1.5), "arrays\\[1\\]"),
+                            ("mse_loss", (x, 1), "target"), ("cdist", (2.0, x), "x1")):
+        with pytest.raises(TypeError, match=f"{name}: argument '{arg}' must be a forgegrad.Tensor"):
+            fg.ops.get(name)(*[fg.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
+    with pytest.raises(TypeError, match="argument 'other'"):
+        torch.matmul(torch.from_numpy(x), 2.0)
+    c = np.array([[True, False, True, False]] * 3)
+    np.testing.assert_array_equal(fg.ops.get("where")(fg.tensor(c), fg.tensor(x), 0.0).numpy(),
+                                  torch.where(torch.from_numpy(c), torch.from_numpy(x), 0.0).numpy())

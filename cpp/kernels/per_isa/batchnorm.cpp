@@ -4,7 +4,8 @@
 // float within blocks of 1024 values, block sums in double), and the N row sums are added in order
 // into a double. For L == 1 ((N, C) input) the channels are contiguous instead, so blocks of
 // channels are summed down the batch with double accumulators. Either way a channel's sums have one
-// fixed order whichever thread owns it, and are taken about the channel's first value.
+// fixed order whichever thread owns it, and are taken about the channel's first value. A channel whose
+// float accumulators overflow (values near float's limit) is summed again in double (channel_stats_double).
 #include <cmath>
 
 #include "forgegrad/batchnorm.h"
@@ -89,6 +90,29 @@ inline void row_scale(const float* g, float* y, int64_t L, float a) {
   }
 }
 
+// A channel's statistics all in double, one value at a time: taken when the float accumulators of the
+// vector path overflowed (values near float's limit, ~3e38: their sum, or a square of a difference past
+// 1.8e19, is inf in float and finite in double). Same fixed order whichever thread runs it.
+void channel_stats_double(int64_t N, int64_t C, int64_t L, const float* x, int64_t c, double* mean, double* var) {
+  const double cnt = static_cast<double>(N) * static_cast<double>(L), x0 = x[c * L];
+  double s = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* r = x + (n * C + c) * L;
+    for (int64_t i = 0; i < L; ++i) s += static_cast<double>(r[i]) - x0;
+  }
+  const double m = x0 + s / cnt;
+  double q = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* r = x + (n * C + c) * L;
+    for (int64_t i = 0; i < L; ++i) {
+      const double d = static_cast<double>(r[i]) - m;
+      q += d * d;
+    }
+  }
+  *mean = m;
+  *var = q / cnt;
+}
+
 // Per-channel mean and biased variance (double) of x viewed as (N, C, L), channels [c0, c1). The
 // sums are taken about each channel's first value: a channel of equal values (a broadcast input)
 // has mean exactly that value and variance 0, and a large common offset costs no precision.
@@ -121,6 +145,8 @@ void channel_stats(int64_t N, int64_t C, int64_t L, const float* x, int64_t c0, 
     for (int64_t n = 0; n < N; ++n) q += row_sqdiff(x + (n * C + c) * L, L, hi, lo);
     mean[c - c0] = m;
     var[c - c0] = q / cnt;
+    // float overflow (or a non-finite input, which the double pass gives as NaN / inf again)
+    if (!std::isfinite(m) || !std::isfinite(q)) channel_stats_double(N, C, L, x, c, &mean[c - c0], &var[c - c0]);
   }
 }
 
@@ -133,7 +159,7 @@ void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const fl
       for (int64_t c = c0; c < c1; ++c) {
         const float gv = g[n * C + c];
         sum_g[c - c0] += gv;
-        dot[c - c0] += static_cast<double>(x[n * C + c] - mean[c]) * gv;
+        dot[c - c0] += (static_cast<double>(x[n * C + c]) - mean[c]) * gv;  // no float overflow near 3e38
       }
     return;
   }
@@ -144,6 +170,18 @@ void channel_grad_sums(int64_t N, int64_t C, int64_t L, const float* x, const fl
       const float* gr = g + (n * C + c) * L;
       s += row_sum_plain(gr, L);
       d += row_dot_centered(xr, gr, L, mean[c]);
+    }
+    if (!std::isfinite(s) || !std::isfinite(d)) {
+      // the float row accumulators overflowed ((x - mean) * g past float's limit): again in double
+      s = d = 0.0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* xr = x + (n * C + c) * L;
+        const float* gr = g + (n * C + c) * L;
+        for (int64_t i = 0; i < L; ++i) {
+          s += gr[i];
+          d += (static_cast<double>(xr[i]) - mean[c]) * gr[i];
+        }
+      }
     }
     sum_g[c - c0] = s;
     dot[c - c0] = d;

@@ -184,6 +184,22 @@ def _gemm(a, b):
     return np.matmul(a, b)
 
 
+def _refine_overflow(out, a, b, p):
+    """Recompute in float64 the float32 distances that came out inf / NaN between rows that are all finite (their
+    squares or p-th powers, or the GEMM's |a|^2 + |b|^2, passed float32's range: 3e38 entries gave NaN, where the
+    distance is 3e38 or, past float32's range, inf; torch's float32 gives NaN too, its float64 the values)."""
+    bad = ~np.isfinite(out)
+    bad &= np.isfinite(a).all(-1)[..., :, None] & np.isfinite(b).all(-1)[..., None, :]
+    if not bad.any():
+        return
+    idx = np.nonzero(bad)
+    d = np.abs(a[(*idx[:-2], idx[-2])].astype(np.float64) - b[(*idx[:-2], idx[-1])].astype(np.float64))
+    m = np.max(d, -1, keepdims=True)  # scaled by the largest |d|: a large p's powers stay in float64's range
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        v = m[..., 0] * np.sum((d / np.where(m > 0, m, 1)) ** p, -1) ** (1.0 / p)
+        out[idx] = v.astype(out.dtype)
+
+
 def _cdist_meta(x1, x2, p=2.0, compute_mode=None):
     batch = np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
     return M.MetaArray(tuple(batch) + (x1.shape[-2], x2.shape[-2]), np.result_type(x1.dtype, x2.dtype))
@@ -249,6 +265,8 @@ class CdistFunction(Function):
         a = np.broadcast_to(x1, batch + x1.shape[-2:])
         b = np.broadcast_to(x2, batch + x2.shape[-2:])
         p = float(p)
+        if p > np.finfo(dt).max:  # torch casts p to the inputs' dtype: past float32's range it is the inf-norm
+            p = math.inf
         mm = p == 2.0 and (compute_mode == "use_mm_for_euclid_dist" or (
             compute_mode == _MODES[0] and (a.shape[-2] > 25 or b.shape[-2] > 25)))
         ctx.p, ctx.mm, ctx.shapes = p, mm, (x1.shape, x2.shape)
@@ -257,13 +275,24 @@ class CdistFunction(Function):
             an = np.sum(a * a, -1, keepdims=True)
             bn = np.sum(b * b, -1, keepdims=True)
             ab = _gemm(a.reshape(-1, *a.shape[-2:]), np.swapaxes(b.reshape(-1, *b.shape[-2:]), -1, -2))
-            d2 = an + np.swapaxes(bn, -1, -2) - 2 * ab.reshape(batch + ab.shape[-2:])
-            out = np.sqrt(np.maximum(d2, dt.type(0))).astype(dt)
+            # in place after the one (an + bn) buffer: the output may be huge (30 x 9.6M rows: 1.1 GB), where
+            # each temporary cost seconds of page faults (seed 606's "hang"); the same operations, the same bits
+            ab = ab.reshape(batch + ab.shape[-2:])
+            ab *= dt.type(2)  # exact
+            out = np.add(an, np.swapaxes(bn, -1, -2), dtype=dt)
+            np.subtract(out, ab, out=out)
+            del ab
+            np.maximum(out, dt.type(0), out=out)
+            np.sqrt(out, out=out)
+            amax, bmax = (float(np.max(n, initial=0.0)) for n in (an, bn))
+            if dt == np.float32 and not amax + bmax + 2 * math.sqrt(amax * bmax) < float(np.finfo(dt).max):
+                _refine_overflow(out, a, b, p)  # some |a|^2, |b|^2 or their sum past float32's range
         else:
             diff = a[..., :, None, :] - b[..., None, :, :]
             ad = np.abs(diff)
-            if p == 0:
-                out = np.sum(ad != 0, -1).astype(dt)
+            if p == 0:  # torch's min(ceil(|d|), 1): NaN where a difference is NaN (inf - inf), not a count
+                with np.errstate(invalid="ignore"):
+                    out = np.sum(np.minimum(np.ceil(ad), 1), -1).astype(dt)
             elif p == math.inf:  # torch's kernel: max(agg, |d|) from 0, which passes over a NaN difference
                 out = np.fmax.reduce(ad, axis=-1, initial=0)
             elif p == 1:
@@ -273,6 +302,8 @@ class CdistFunction(Function):
             else:
                 out = np.sum(ad ** dt.type(p), -1) ** dt.type(1.0 / p)
             out = out.astype(dt, copy=False)
+            if dt == np.float32 and p not in (0.0, math.inf) and not np.isfinite(out).all():
+                _refine_overflow(out, a, b, p)
         ctx.save_for_backward(a, b, out)
         return out
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..autograd import Function
 from . import _linalg_common as C
+from . import _linalg_nonfinite as NF
 from . import _meta as M
 from . import _onnx_linalg as L
 from ._util import unbroadcast
@@ -41,10 +42,37 @@ def _singular(a, op, name):
 
 
 def inv_array(a, op="linalg.inv", name="A"):
+    if NF.nonfinite(a).any():
+        return _inv_with_nonfinite(a, op, name)
     try:
         return np.linalg.inv(a)
     except np.linalg.LinAlgError:
         raise _singular(a, op, name) from None
+
+
+def _inv_with_nonfinite(a, op, name):
+    """inv of a batch with matrices holding inf / NaN: those as torch computes them (ops/_linalg_nonfinite.py),
+    the others by numpy; a zero pivot is torch's 'singular' (no rank by SVD: LAPACK's SVD of an inf does not
+    return)."""
+    n = a.shape[-1]
+    flat = a.reshape(-1, n, n)
+    mask = NF.nonfinite(flat)
+    out = np.empty_like(flat)
+    singular = np.zeros(mask.shape, bool)
+    if (~mask).any():
+        try:
+            out[~mask] = np.linalg.inv(flat[~mask])
+        except np.linalg.LinAlgError:
+            singular[~mask] = np.linalg.matrix_rank(flat[~mask].astype(np.float64)) < n
+    for i in np.flatnonzero(mask):
+        inv, singular[i] = NF.inv_nonfinite(flat[i])
+        if inv is not None:
+            out[i] = inv
+    if singular.any():
+        where = C.batch_index(singular.reshape(a.shape[:-2])) if a.ndim > 2 else ""
+        raise C.LinAlgError(f"{op}:{where} argument '{name}' is singular (not invertible); use linalg.pinv or "
+                            "linalg.lstsq for a rank-deficient matrix")
+    return out.reshape(a.shape)
 
 
 # ---- inv ---------------------------------------------------------------------------------------------------------
@@ -127,7 +155,8 @@ class LinalgDetFunction(Function):
     @staticmethod
     def forward(ctx, A):
         C.check_matrix(A, "A", "linalg.det")
-        det = np.asarray(np.linalg.det(A), A.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            det = np.asarray(NF.det_into(A, np.linalg.det(A)), A.dtype)
         ctx.save_for_backward(A, det)
         return det
 
@@ -165,7 +194,7 @@ class LinalgSlogdetFunction(Function):
     def forward(ctx, A):
         C.check_matrix(A, "A", "linalg.slogdet")
         with np.errstate(invalid="ignore"):
-            sign, logabs = np.linalg.slogdet(A)
+            sign, logabs = NF.slogdet_into(A, *np.linalg.slogdet(A))
         sign = np.where(np.isnan(logabs), 0.0, sign)  # torch's sign of a NaN determinant
         ctx.save_for_backward(A)
         return np.asarray(sign, A.dtype), np.asarray(logabs, A.dtype)

@@ -8,6 +8,8 @@ soft margin), and margin_ranking_loss's target gets torch's gradient. The module
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -225,6 +227,9 @@ class HingeEmbeddingLossFunction(Function):
         check_reduction(reduction)
         margin = number(margin, "margin", "hinge_embedding_loss")
         shape = broadcast_shape("hinge_embedding_loss", input=input, target=target)
+        if input.dtype.kind in "biu":
+            ctx.parts = None
+            return _hinge_integer(input, np.asarray(target), margin, reduction, shape)
         d = dt(input)
         x, t = input.astype(d, copy=False), np.asarray(target)
         z = d.type(margin) - x
@@ -238,6 +243,27 @@ class HingeEmbeddingLossFunction(Function):
         d = dt(np.asarray(g))
         gr = reduced_grad(g, shape, reduction, d)
         return unbroadcast(gr * (linear.astype(d) - hinge.astype(d)), s).astype(d), None
+
+
+def _hinge_integer(x, t, margin, reduction, shape):
+    """torch's loss of an integer input: in x's dtype (wrapping as its integers do), margin cast toward zero
+    (torch fills a tensor of x's dtype with it); sum gives int64; a bool input or mean is torch's RuntimeError."""
+    if x.dtype == np.bool_:
+        raise RuntimeError("hinge_embedding_loss: a bool input is not supported (torch: subtraction with a bool "
+                           "tensor); cast it to a float or integer dtype")
+    if reduction == "mean":
+        raise RuntimeError(f"hinge_embedding_loss: reduction='mean' of an integer input ({x.dtype}): torch's mean "
+                           "cannot infer an output dtype; use reduction='sum' or a float input")
+    info = np.iinfo(x.dtype)
+    if not (math.isfinite(margin) and info.min <= margin <= info.max):  # torch checks the double itself
+        raise RuntimeError(f"hinge_embedding_loss: margin {margin!r} cannot be converted to the input's dtype "
+                           f"{x.dtype} without overflow (as torch)")
+    with np.errstate(over="ignore"):
+        m = np.asarray(math.trunc(margin)).astype(x.dtype)
+        loss = np.where(t != 1, np.maximum(m - x, x.dtype.type(0)), x.dtype.type(0)).astype(x.dtype)
+        loss = (loss + np.where(t != -1, x, x.dtype.type(0)).astype(x.dtype)).astype(x.dtype)
+    loss = np.broadcast_to(loss, shape)
+    return np.sum(loss, dtype=np.int64) if reduction == "sum" else np.ascontiguousarray(loss)
 
 
 def _hinge_compose(input, target, margin=1.0, reduction="mean"):

@@ -158,7 +158,21 @@ class OpDef:
             # beside a tensor is an operand: x // 2, 2 ** x through the Tensor operators.)
             raise TypeError(f"{self.name}: argument {number[0]!r} must be a forgegrad.Tensor, got "
                             f"{type(number[1]).__name__} (and no other argument is a tensor)")
-        return self.apply(*args, **kwargs)
+        if number is None:
+            return self.apply(*args, **kwargs)
+        try:
+            return self.apply(*args, **kwargs)
+        except AttributeError as e:
+            # A number beside a tensor: the pointwise ops broadcast it (x // 2, where(c, x, 0.0)), the others (matmul,
+            # cat, the losses, conv, scatter ...) read its .shape / .dtype as the first thing they do. Which ops take
+            # one is the op's own affair, so the one place that knows is the Function: its AttributeError on exactly
+            # that number (e.obj) is turned into the TypeError torch raises ("argument 'other' must be Tensor, not
+            # float"); any other AttributeError is a bug of the op and propagates unchanged.
+            bad = _number_argument(e, args, positions)
+            if bad is None:
+                raise
+            raise TypeError(f"{self.name}: argument {bad[0]!r} must be a forgegrad.Tensor, got {type(bad[1]).__name__} "
+                            f"(this op takes no number there)") from None
 
     _tensor_positions = None
     _operand_positions = None
@@ -225,6 +239,15 @@ class OpDef:
         return f"<op {self.name} ({self.function.__qualname__})>"
 
     __hash__ = object.__hash__
+
+
+def _number_argument(error: AttributeError, args: tuple, positions) -> Optional[Tuple[str, Any]]:
+    """(name, value) of the number among ``args`` at ``positions`` whose attribute lookup raised ``error``."""
+    obj = getattr(error, "obj", None)
+    for i, name in positions:
+        if i < len(args) and isinstance(args[i], _NUMBERS) and args[i] is obj:
+            return name, args[i]
+    return None
 
 
 # What may stand at a tensor argument (numbers and numpy arrays are taken as constants); set on the

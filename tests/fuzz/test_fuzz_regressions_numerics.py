@@ -1,0 +1,194 @@
+"""Values near float's limits and non-finite entries the fuzz runs found computed otherwise than torch (or than the
+exact result, where torch's float32 is wrong): batch_norm's statistics of channels holding ~3e38, and linalg det /
+slogdet / inv of matrices holding inf or NaN. The fuzz case that found each is in its docstring, runnable with
+tests/fuzz/fuzz_worker.py."""
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _same(want, got):
+    """Equal where both are NaN or the same infinity, close where both are finite."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    close = np.isfinite(want) & np.isfinite(got) & (np.abs(want - got) <= 1e-3 * np.maximum(1, np.abs(want)))
+    return bool(np.all((np.isnan(want) & np.isnan(got)) | (want == got) | close))
+
+
+def _matrices_with_nonfinite(seed, count):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.choice([1, 2, 3, 4, 6, 9]))
+        batch = tuple(int(b) for b in rng.integers(1, 3, int(rng.integers(0, 3))))
+        a = rng.standard_normal(batch + (n, n)).astype(rng.choice([np.float32, np.float64]))
+        flat = a.reshape(-1, n, n)
+        for _ in range(int(rng.integers(1, 4))):
+            flat[rng.integers(flat.shape[0]), rng.integers(n), rng.integers(n)] = rng.choice([np.inf, -np.inf, np.nan])
+        yield a
+
+
+def test_linalg_det_slogdet_inv_of_nonfinite_matrices_match_torch():
+    """op:linalg_det, {"base": 4, "mutations": [["ninf", 6, 60]], "seed": 14, "raw": true} (seed 202): det of a
+    matrix holding -inf gave inf (numpy's LAPACK) where torch gives NaN; slogdet and inv likewise, and elsewhere the
+    other way round (numpy NaN, torch -inf). torch's values are those of LAPACK's unblocked LU of A^T (det, slogdet)
+    and of A (inv, then two substitutions without zero skipping); ops/_linalg_nonfinite.py computes those for the
+    batch elements holding inf / NaN."""
+    numpy_differs = 0
+    for a in _matrices_with_nonfinite(0, 300):
+        ta, fa = torch.from_numpy(a), fg.tensor(a)
+        want = torch.linalg.det(ta).numpy()
+        numpy_differs += not _same(want, np.linalg.det(a))
+        assert _same(want, fg.linalg.det(fa).numpy()), a
+        for w, g in zip(torch.linalg.slogdet(ta), fg.linalg.slogdet(fa)):
+            assert _same(w.numpy(), g.numpy()), a
+        try:
+            want_inv = torch.linalg.inv(ta).numpy()
+        except RuntimeError:  # a pivot exactly 0 (inf - inf is NaN, not 0: rare)
+            with pytest.raises(RuntimeError, match="'A' is singular"):
+                fg.linalg.inv(fa)
+            continue
+        assert _same(want_inv, fg.linalg.inv(fa).numpy()), a
+    assert numpy_differs > 30  # the cases numpy's LAPACK computed otherwise
+
+
+def test_linalg_of_nonfinite_matrices_keeps_finite_batch_elements_and_singular_errors():
+    a = np.stack([np.eye(3, dtype=np.float32) * 2, np.array([[1, np.inf, 0], [0, 1, 0], [0, 0, 1]], np.float32)])
+    np.testing.assert_array_equal(fg.linalg.det(fg.tensor(a)).numpy(), torch.linalg.det(torch.from_numpy(a)).numpy())
+    np.testing.assert_array_equal(fg.linalg.inv(fg.tensor(a)).numpy()[0], np.eye(3) / 2)
+    singular = np.array([[np.inf, 1.0], [0.0, 0.0]], np.float32)  # U = [[inf, 1], [0, 0]]: a zero pivot
+    with pytest.raises(RuntimeError, match="singular"):
+        torch.linalg.inv(torch.from_numpy(singular))
+    with pytest.raises(RuntimeError, match="linalg.inv: \\(batch element 1\\) argument 'A' is singular"):
+        fg.linalg.inv(fg.tensor(np.stack([np.eye(2, dtype=np.float32), singular])))
+
+
+def _batch_norm_case(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 1].flat[0] = 3.0e38  # one value near float's limit in channel 1 (its first: the sums' shift)
+    x[-1, 2].flat[-1] = -3.0e38
+    x[:, 3] = (3.0e38 + rng.standard_normal(x[:, 3].shape) * 1e37).astype(np.float32)  # a whole channel up there
+    w, b = rng.standard_normal(shape[1]).astype(np.float32), rng.standard_normal(shape[1]).astype(np.float32)
+    return x, w, b, rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 2, 3), (6, 5, 37), (9, 5)])
+def test_batch_norm_training_statistics_of_values_near_floats_limit(shape):
+    """op:batch_norm, ["bigval", 0, 0] on base 2 (seed 202): a training batch_norm of a channel holding 3e38 gave
+    NaN: its float32 row sums and squares overflowed (torch's float32 gives the bias there, also wrong). Channels
+    whose float accumulators overflow are summed again in double (cpp/kernels/per_isa/batchnorm.cpp); values and
+    gradients are compared with torch's float64."""
+    x, w, b, g = _batch_norm_case(shape, 0)
+    fx, fw, fb = (fg.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+    y = fg.nn.functional.batch_norm(fx, None, None, fw, fb, training=True)
+    ty = F.batch_norm(tx, None, None, tw, tb, training=True)
+    assert np.isfinite(y.detach().numpy()).all()
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    y.backward(fg.tensor(g))
+    ty.backward(torch.tensor(g.astype(np.float64)))
+    for got, want in ((fw.grad, tw.grad), (fb.grad, tb.grad)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fx.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-6)  # gx ~ invstd: ~1e-38
+    bits = []
+    for threads in (1, 2, 3):
+        previous = fg.get_num_threads()
+        fg.set_num_threads(threads)
+        try:
+            bits.append(fg.nn.functional.batch_norm(fg.tensor(x), None, None, fg.tensor(w), fg.tensor(b),
+                                                    training=True).numpy())
+        finally:
+            fg.set_num_threads(previous)
+    for other in bits[1:]:
+        np.testing.assert_array_equal(other, bits[0])
+
+
+def test_cdist_p_past_float32s_range_and_zero_norm_of_nan_differences():
+    """op:cdist, {"base": 1, "mutations": [["scalar", 0, 49]]} (seed 606): p = 1e300 on float32 rows gave 1 for every
+    distance (1 / p rounded to float32 0: s ** 0); torch casts p to float32, inf, and gives the inf-norm, max |d|.
+    op:cdist, base 11 (p = 0) with -inf entries (seed 606): the zero "norm" counted a NaN difference (-inf - -inf) as
+    nonzero, torch's min(ceil(|d|), 1) gives NaN there."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 6, 4)), rng.standard_normal((1, 5, 4))
+    for dtype in (np.float32, np.float64):
+        for p in (1e300, 1e40, 200.0):
+            want = torch.cdist(torch.tensor(a.astype(dtype)), torch.tensor(b.astype(dtype)), p).numpy()
+            got = fg.cdist(fg.tensor(a.astype(dtype)), fg.tensor(b.astype(dtype)), p).numpy()
+            if dtype == np.float32 and p == 200.0:  # torch's float32 |d|^200 overflows: inf (see the next test)
+                assert np.isinf(want).any()
+                want = torch.cdist(torch.tensor(a), torch.tensor(b), p).numpy().astype(np.float32)
+            np.testing.assert_allclose(got, want, rtol=1e-5 if p != 200.0 else 1e-3)  # float32's |d|^200
+    a[0, 1, 2] = b[0, 3, 2] = -np.inf
+    for dtype in (np.float32, np.float64):
+        want = torch.cdist(torch.tensor(a.astype(dtype)), torch.tensor(b.astype(dtype)), 0.0).numpy()
+        got = fg.cdist(fg.tensor(a.astype(dtype)), fg.tensor(b.astype(dtype)), 0.0).numpy()
+        assert np.isnan(want[0, 1, 3]) and np.isnan(got).sum() == np.isnan(want).sum()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cdist_through_the_gemm_makes_one_temporary_of_the_outputs_size():
+    """op:cdist, {"mutations": [["unaligned", 1, 27], ["overflow", 35, 18]], "base": 5, "seed": 3334} (seed 606):
+    "no answer within 60 s" for 30 rows against a broadcast 9.6M rows (a 1.1 GB output): torch 2.9 s, forgegrad
+    24 s, mostly page faults of four output-sized temporaries (an + bn, 2 ab, the difference, max, sqrt). Now the
+    GEMM's buffer and one other are all (3.6 s); peak memory (numpy's allocations, traced) about twice the output."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((30, 7)).astype(np.float32)
+    b = np.broadcast_to(rng.standard_normal(7).astype(np.float32), (200_000, 7))
+    ta, tb = fg.tensor(a), fg.tensor(b)
+    with fg.no_grad():
+        tracemalloc.start()
+        try:
+            out = fg.ops.get("cdist")(ta, tb)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 2.5 * out.numpy().nbytes
+    want = torch.cdist(torch.from_numpy(a), torch.from_numpy(np.ascontiguousarray(b[:40])))
+    np.testing.assert_allclose(out.numpy()[:, :40], want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("p, rows", [(2.0, 30), (2.0, 4), (3.0, 4), (1.0, 4)])
+def test_cdist_of_float32_values_near_floats_limit(p, rows):
+    """op:cdist, {"seed": 3858, "mutations": [["scalar", 7, 29], ["bigval", 43, 24], ["scalar", 32, 27]], "base": 12}
+    (seed 606's rerun): rows holding 3e38 gave NaN / inf (|a|^2 + |b|^2 of the GEMM path, the squares of the direct
+    one past float32's range) where the distance is 3e38 or, past float32's range, inf; torch's float32 gives NaN
+    too, so the reference is torch's float64 cast to float32. Those entries are recomputed in float64, scaled by the
+    largest |d| (so a large p, p = 200 on values ~2, gives the distance where torch's float32 gives inf)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((rows, 5)).astype(np.float32), rng.standard_normal((27, 5)).astype(np.float32)
+    a[1, 2], b[3, 0], b[5, 4] = 3e38, -3e38, 3e38
+    b[7, 1] = np.inf  # a row holding inf keeps its inf / NaN (no float64 redo)
+    want = torch.cdist(torch.from_numpy(a).double(), torch.from_numpy(b).double(), p).numpy()
+    with np.errstate(over="ignore"):
+        want = want.astype(np.float32)
+    got = fg.cdist(fg.tensor(a), fg.tensor(b), p).numpy()
+    finite_rows = np.isfinite(b).all(1)
+    np.testing.assert_allclose(got[:, finite_rows], want[:, finite_rows], rtol=1e-5)
+    assert np.isfinite(got[1, finite_rows]).any()
+    assert not np.isfinite(got[:, 7]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int8, np.uint8, np.int16])
+@pytest.mark.parametrize("margin", [2.7, -2.7, 0.5, 127.9, 300.0])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_hinge_embedding_loss_of_integers_is_torchs(dtype, margin, reduction):
+    """op:hinge_embedding_loss, {"base": 1, "mutations": [["dtype", 0, 2]], "seed": 0} (seed 707): an int32 input
+    gave float 29.5 where torch gives 14: torch computes in the input's integer dtype (margin cast toward zero,
+    uint8 wrapping), sums to int64, refuses mean and a margin the dtype cannot hold."""
+    x = np.array([[0, 1, 3, 2, 0], [-3, 5, 0, 7, -1]]).astype(dtype)
+    t = np.array([-1.0, 1, 0, -1, 1], np.float32)
+    op = fg.ops.get("hinge_embedding_loss")
+    try:
+        want = F.hinge_embedding_loss(torch.from_numpy(x), torch.from_numpy(t), margin=margin, reduction=reduction)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="hinge_embedding_loss"):
+            op(fg.tensor(x), fg.tensor(t), margin=margin, reduction=reduction)
+        return
+    got = op(fg.tensor(x), fg.tensor(t), margin=margin, reduction=reduction)
+    assert str(got.dtype).rsplit(".")[-1] == str(want.dtype).rsplit(".")[-1]
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
