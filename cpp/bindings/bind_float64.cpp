@@ -18,29 +18,21 @@ namespace {
 
 using List = std::vector<py::array>;
 
-void expect_count(const char* name, size_t got, size_t want) {
-  if (got != want)
-    throw py::value_error(std::string(name) + " must have " + std::to_string(want) + " entries (one per param), got " +
-                          std::to_string(got));
-}
-
-std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+using fg::bind::expect_count;
+using fg::bind::item_name;
 
 void adam_step(const List& params, const List& grads, const List& exp_avgs, const List& exp_avg_sqs,
                const std::optional<List>& maxes, const std::vector<double>& step_sizes,
                const std::vector<double>& bias_correction2_sqrts, double beta1, double beta2, double eps, double lr,
                double weight_decay, bool decoupled, bool maximize) {
   const size_t n = params.size();
-  expect_count("grads", grads.size(), n);
-  expect_count("exp_avgs", exp_avgs.size(), n);
-  expect_count("exp_avg_sqs", exp_avg_sqs.size(), n);
-  if (maxes) expect_count("max_exp_avg_sqs", maxes->size(), n);
-  expect_count("step_sizes", step_sizes.size(), n);
-  expect_count("bias_correction2_sqrts", bias_correction2_sqrts.size(), n);
+  fg::bind::expect_adam_counts(n, grads.size(), exp_avgs.size(), exp_avg_sqs.size(),
+                               maxes ? static_cast<int64_t>(maxes->size()) : -1, step_sizes.size(),
+                               bias_correction2_sqrts.size());
   std::vector<fg::Adam64Tensor> ts(n);
   for (size_t i = 0; i < n; ++i) {
-    const std::string pn = item("params", i), gn = item("grads", i), mn = item("exp_avgs", i),
-                      vn = item("exp_avg_sqs", i), xn = item("max_exp_avg_sqs", i);
+    const std::string pn = item_name("params", i), gn = item_name("grads", i), mn = item_name("exp_avgs", i),
+                      vn = item_name("exp_avg_sqs", i), xn = item_name("max_exp_avg_sqs", i);
     ArrayArg P = fg::bind::f64_arg(params[i], pn.c_str(), -1, fg::bind::kContiguous, true);
     ArrayArg G = fg::bind::f64_arg(grads[i], gn.c_str());
     ArrayArg M = fg::bind::f64_arg(exp_avgs[i], mn.c_str(), -1, fg::bind::kContiguous, true);
@@ -60,7 +52,8 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
                                 {exp_avgs[i], mn.c_str(), true},
                                 {exp_avg_sqs[i], vn.c_str(), true},
                                 {maxes ? py::handle((*maxes)[i]) : py::handle(py::none()), xn.c_str(), true}});
-    if (!(bias_correction2_sqrts[i] > 0.0)) throw py::value_error(item("bias_correction2_sqrts", i) + " must be > 0");
+    if (!(bias_correction2_sqrts[i] > 0.0))
+      throw py::value_error(item_name("bias_correction2_sqrts", i) + " must be > 0");
     ts[i] = fg::Adam64Tensor{P.f64(), G.f64(), M.f64(), V.f64(), X, P.size, step_sizes[i], bias_correction2_sqrts[i]};
   }
   fg::Adam64Hyper h;

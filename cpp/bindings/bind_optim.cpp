@@ -29,13 +29,8 @@ namespace {
 // small model).
 using List = py::sequence;
 
-std::string item_name(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
-
-void expect_count(const char* name, size_t got, size_t want) {
-  if (got != want)
-    throw py::value_error(std::string(name) + " must have " + std::to_string(want) + " entries (one per param), got " +
-                          std::to_string(got));
-}
+using fg::bind::expect_count;
+using fg::bind::item_name;
 
 struct Span {
   float* ptr = nullptr;
@@ -134,12 +129,9 @@ void adam_step(const List& params, const List& grads, const List& exp_avgs, cons
                const std::vector<double>& bias_correction2_sqrts, double beta1, double beta2, double eps, double lr,
                double weight_decay, bool decoupled, bool maximize) {
   const size_t n = params.size();
-  expect_count("grads", grads.size(), n);
-  expect_count("exp_avgs", exp_avgs.size(), n);
-  expect_count("exp_avg_sqs", exp_avg_sqs.size(), n);
-  if (max_exp_avg_sqs) expect_count("max_exp_avg_sqs", max_exp_avg_sqs->size(), n);
-  expect_count("step_sizes", step_sizes.size(), n);
-  expect_count("bias_correction2_sqrts", bias_correction2_sqrts.size(), n);
+  fg::bind::expect_adam_counts(n, grads.size(), exp_avgs.size(), exp_avg_sqs.size(),
+                               max_exp_avg_sqs ? static_cast<int64_t>(max_exp_avg_sqs->size()) : -1, step_sizes.size(),
+                               bias_correction2_sqrts.size());
   std::vector<fg::AdamTensor> ts(n);
   StepArrays arrays(n);
   for (size_t i = 0; i < n; ++i) {

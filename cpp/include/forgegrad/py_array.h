@@ -73,4 +73,26 @@ std::string shape_str(const std::vector<int64_t>& shape);
 // Throws ValueError "<name> must have shape <expected>, got <actual>".
 void expect_shape(const ArrayArg& a, const char* name, const std::vector<int64_t>& expected);
 
+// "list[i]": the name of one item of a list argument, for error messages.
+inline std::string item_name(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+
+// A per-parameter list argument must have one entry per parameter (ValueError naming it otherwise).
+inline void expect_count(const char* name, size_t got, size_t want) {
+  if (got != want)
+    throw py::value_error(std::string(name) + " must have " + std::to_string(want) + " entries (one per param), got " +
+                          std::to_string(got));
+}
+
+// The list arguments of a multi-tensor Adam step (float32 and float64 bindings alike); max_exp_avg_sqs: its size, or
+// -1 without amsgrad.
+inline void expect_adam_counts(size_t n, size_t grads, size_t exp_avgs, size_t exp_avg_sqs, int64_t max_exp_avg_sqs,
+                               size_t step_sizes, size_t bias_correction2_sqrts) {
+  expect_count("grads", grads, n);
+  expect_count("exp_avgs", exp_avgs, n);
+  expect_count("exp_avg_sqs", exp_avg_sqs, n);
+  if (max_exp_avg_sqs >= 0) expect_count("max_exp_avg_sqs", static_cast<size_t>(max_exp_avg_sqs), n);
+  expect_count("step_sizes", step_sizes, n);
+  expect_count("bias_correction2_sqrts", bias_correction2_sqrts, n);
+}
+
 }  // namespace fg::bind
