@@ -155,7 +155,7 @@ inline ExpParts exp_parts(double y) {  // y in [-708, 0]
 // tanh(|x|) = -e / (e + 2), e = expm1(-2|x|): tanh's relative accuracy near 0 too. Below y = -40, e rounds to -1.
 inline double tanh_d(double x) {
   double y = -2.0 * (x < 0.0 ? -x : x);
-  y = y < -40.0 ? -40.0 : y;
+  y = y >= -40.0 ? y : -40.0;  // (NaN too: exp_parts converts k to an integer; NaN is returned below)
   const ExpParts p = exp_parts(y);
   const double e = p.scale * p.em + (p.scale - 1.0);
   const double t = -e / (e + 2.0);
@@ -166,7 +166,7 @@ inline double tanh_d(double x) {
 // numpy path's 0.5 (1 + tanh(a / 2)) lost it below a ~ -20, torch's does not). exp(-|a|) underflows past 708.
 inline double sigmoid_d(double a) {
   const double y = -(a < 0.0 ? -a : a);
-  const ExpParts p = exp_parts(y < -708.0 ? -708.0 : y);
+  const ExpParts p = exp_parts(y >= -708.0 ? y : -708.0);  // (NaN too, as in tanh_d)
   const double E = y < -708.0 ? 0.0 : p.scale * (1.0 + p.em);
   const double s = a >= 0.0 ? 1.0 / (1.0 + E) : E / (1.0 + E);
   return a != a ? a : s;
