@@ -167,10 +167,14 @@ def test_streamed_logprobs_equal_the_non_streamed_ones_in_a_batch(pair):
               {"prompt": PROMPTS[0], "max_tokens": 30, "temperature": 0}]
 
     with running_app(_app(path)) as url:
-        streamed = [chunks[0] for chunks in stream_all(url, bodies)]
+        for _ in range(3):  # the streams share steps only if they join before the others end: retry
+            before = _shared_steps(url, path.name)
+            streamed = [chunks[0] for chunks in stream_all(url, bodies)]
+            steps, single = (a - b for a, b in zip(_shared_steps(url, path.name), before))
+            if single < steps:
+                break
         whole = [httpx.post(url + "/v1/completions", json=b, timeout=120).json()["choices"][0] for b in bodies[:2]]
-        steps, single = _shared_steps(url, path.name)
-    assert single < steps
+    assert single < steps, "the streams never decoded in the same step (3 tries)"
     assert all(c.get("logprobs") is None for c in streamed[2])
     for chunks, answer in zip(streamed, whole):
         assert "".join(c["text"] for c in chunks) == answer["text"]
