@@ -19,11 +19,11 @@ from . import _print_options
 from . import _version_counter as _vc
 from . import devices as _devices
 from . import dtypes as _dtypes
+from ._tensor_conversions import TensorConversions
 from ._tensor_fills import TensorFills
 from ._tensor_methods import TensorMethods
 from .devices import MetaArray
 from .grad_mode import _inference_threads, watch_inference_seen
-from .ops.registry import _OPS
 
 _F32 = np.dtype(np.float32)
 _inference_seen = False  # set by grad_mode.watch_inference_seen (below): an inference_mode block has run
@@ -68,7 +68,7 @@ def _to_storage(data, dtype=None, copy: bool = False) -> np.ndarray:
     return arr
 
 
-class Tensor(TensorFills, TensorMethods):
+class Tensor(TensorFills, TensorConversions, TensorMethods):
     """An n-dimensional array with automatic differentiation, on the CPU or another device.
 
     Args:
@@ -468,101 +468,6 @@ class Tensor(TensorFills, TensorMethods):
             if g.shape != self.shape:
                 raise ValueError(f"backward: gradient has shape {g.shape}, expected {self.shape}")
         run_backward(self, g, retain_graph=bool(retain_graph))
-
-    # ---- conversions -----------------------------------------------------------------------
-    # casts go through ops.compare.Cast so that autograd.trace() (the ONNX exporter) records them;
-    # like torch, a cast to the tensor's own dtype returns the tensor itself
-    def _cast(self, dtype) -> "Tensor":
-        dtype = _dtypes.to_numpy(dtype)
-        if dtype == self._data.dtype:
-            return self
-        if dtype.kind == "c" and self._data.dtype.kind != "c":  # real -> complex (complex in goes there anyway)
-            from .ops._complex import ComplexCastFunction
-            return ComplexCastFunction.apply(self, dtype)
-        return _OPS["cast"](self, dtype=dtype)
-
-    def float(self) -> "Tensor":
-        return self._cast(np.float32)
-
-    def double(self) -> "Tensor":
-        return self._cast(np.float64)
-
-    def int(self) -> "Tensor":
-        return self._cast(np.int32)
-
-    def type(self, dtype=None, non_blocking=False):
-        """type() -> torch's type name (e.g. "torch.FloatTensor", which programs compare with);
-        type(dtype) -> the tensor cast to dtype (a dtype or a name such as "torch.LongTensor")."""
-        if dtype is None:
-            return "torch." + _TENSOR_TYPE_NAMES.get(self._data.dtype, "Tensor")
-        if isinstance(dtype, str) and dtype.endswith("Tensor"):
-            names = {v: k for k, v in _TENSOR_TYPE_NAMES.items()}
-            key = dtype.split(".")[-1]
-            if key not in names:
-                raise TypeError(f"type: unknown tensor type {dtype!r}")
-            dtype = names[key]
-        return self._cast(dtype)
-
-    def type_as(self, other) -> "Tensor":
-        return self._cast(other._data.dtype)
-
-    def is_floating_point(self) -> bool:
-        return _dtypes.is_floating(self._data.dtype)
-
-    def element_size(self) -> int:
-        return self._data.dtype.itemsize
-
-    def nelement(self) -> int:
-        return self.numel()
-
-    def long(self) -> "Tensor":
-        return self._cast(np.int64)
-
-    def bool(self) -> "Tensor":
-        return self._cast(np.bool_)
-
-    def to(self, *args, **kwargs) -> "Tensor":
-        """to(device=None, dtype=None, non_blocking=False, copy=False), to(dtype, non_blocking=False, copy=False)
-        or to(tensor, non_blocking=False, copy=False) (tensor's device and dtype), as torch's: the first positional
-        argument's type picks the overload (forgegrad/_torch_named_args.py).
-
-        Moving between devices is recorded by autograd (the gradient flows back to this tensor's
-        device) when this tensor requires grad."""
-        from ._torch_named_args import to_arguments
-        device, dtype, non_blocking, copy = to_arguments(args, kwargs)
-        if device is not None and not (isinstance(device, _devices.device) or _devices.is_device_name(device)):
-            if dtype is not None:  # not a device: forgegrad has always read it as a dtype (a numpy type, ...)
-                raise TypeError(f"to(): got two dtypes, {device!r} and dtype={dtype!r}")
-            device, dtype = None, device
-        out = self
-        if device is not None:
-            dev = _devices.device(device).type  # a clear error for a device that is not available
-            here = _devices.device_of(self._data)
-            if here == dev:
-                out = self
-            elif self.requires_grad and dev != "meta" and here != "meta":
-                from .grad_mode import records_graph
-                from .autograd import ToDevice
-                out = ToDevice.apply(self, dev) if records_graph() else Tensor._wrap_exact(
-                    _devices.transfer(self._data, dev))
-            else:
-                out = Tensor._wrap_exact(_devices.transfer(self._data, dev))
-        if dtype is not None:
-            out = out._cast(dtype)
-        if copy and out is self:
-            out = self.clone()
-        return out
-
-    def cpu(self) -> "Tensor":
-        return self.to("cpu")
-
-    # non_blocking (torch's hint that a copy may overlap the host's work): forgegrad's copies are synchronous,
-    # which a non-blocking copy is allowed to be
-    def cuda(self, device=None, non_blocking=False) -> "Tensor":
-        return self.to("cuda" if device is None else device)
-
-
-_TENSOR_TYPE_NAMES = _vc.TYPE_NAMES  # torch's type names by dtype ("FloatTensor")
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
