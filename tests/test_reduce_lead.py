@@ -4,12 +4,11 @@ against a numpy model of that order on every SIMD path, at 1 / 2 / 3 threads, ag
 x.sum / x.mean (with keepdim and gradients), and the binding's argument checks."""
 import numpy as np
 import pytest
-import torch
 
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad.kernels.reduce_rows import lead_shape, sum_lead
-from helpers import assert_same_bits_across_threads
+from helpers import assert_same_bits_across_threads, assert_sum_and_mean_match_torch
 
 
 def _row_chains(x):
@@ -75,20 +74,7 @@ def test_same_bits_at_1_2_3_threads(threads, shape):
                                        ((16, 3, 9, 9), (0, 2, 3)), ((3, 4, 5, 6), (0, -1)), ((300, 3, 7), 0)])
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_sum_and_mean_over_leading_axes_match_torch(shape, dim, keepdim):
-    x = _x(shape, seed=2)
-    for name in ("sum", "mean"):
-        xt = fg.tensor(x, requires_grad=True)
-        y = getattr(xt, name)(dim, keepdim=keepdim)
-        tx = torch.tensor(x, requires_grad=True)
-        ty = getattr(tx, name)(dim, keepdim=keepdim)
-        assert y.shape == tuple(ty.shape)
-        ref = getattr(x.astype(np.float64), name)(dim, keepdims=keepdim)
-        np.testing.assert_allclose(y.numpy(), ref, rtol=1.2e-7, atol=0)
-        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=2e-6, atol=0)
-        g = _x(y.shape, seed=3)
-        y.backward(fg.tensor(g))
-        ty.backward(torch.tensor(g))
-        np.testing.assert_array_equal(xt.grad.numpy(), tx.grad.numpy())
+    assert_sum_and_mean_match_torch(_x(shape, seed=2), dim, keepdim, grad_seed=3)
 
 
 def test_lead_shape_picks_leading_axes_of_contiguous_float32():

@@ -10,7 +10,7 @@ import torch
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad.kernels.reduce_rows import memory_order, mid_shape, sum_lead, sum_mid
-from helpers import assert_same_bits_across_threads
+from helpers import assert_same_bits_across_threads, assert_sum_and_mean_match_torch
 
 
 def _model(x3, mean):
@@ -72,20 +72,7 @@ CASES = [((32, 128, 768), 1), ((4, 64, 14, 14), 1), ((8, 1000, 64), 1), ((5, 17,
 @pytest.mark.parametrize("shape,dim", CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
 @pytest.mark.parametrize("keepdim", [False, True])
 def test_sum_and_mean_over_middle_axes_match_torch(shape, dim, keepdim):
-    x = _x(shape, seed=3)
-    for name in ("sum", "mean"):
-        xt = fg.tensor(x, requires_grad=True)
-        y = getattr(xt, name)(dim, keepdim=keepdim)
-        tx = torch.tensor(x, requires_grad=True)
-        ty = getattr(tx, name)(dim, keepdim=keepdim)
-        assert y.shape == tuple(ty.shape)
-        ref = getattr(x.astype(np.float64), name)(dim, keepdims=keepdim)
-        np.testing.assert_allclose(y.numpy(), ref, rtol=1.2e-7, atol=0)
-        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=2e-6, atol=0)
-        g = _x(y.shape, seed=4)
-        y.backward(fg.tensor(g))
-        ty.backward(torch.tensor(g))
-        np.testing.assert_array_equal(xt.grad.numpy(), tx.grad.numpy())
+    assert_sum_and_mean_match_torch(_x(shape, seed=3), dim, keepdim, grad_seed=4)
 
 
 def test_middle_axis_sum_runs_the_kernel_and_its_order():
