@@ -40,16 +40,7 @@ def _fg_step(name, dtype):
         model = model.double()
     x, y = _batch(name)
     xt, yt = fg.tensor(x.astype(dtype)), fg.tensor(y)
-    loss_fn = fg.nn.CrossEntropyLoss()
-    opt = fg.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step():
-        loss = loss_fn(model(xt), yt)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-    return step, model
+    return _adam_step(fg, model, xt, yt), model
 
 
 def _torch_step(torch, name, fg_model, dtype):
@@ -58,11 +49,16 @@ def _torch_step(torch, name, fg_model, dtype):
     tm = tm.to(dtype)
     x, y = _batch(name)
     tx, ty = torch.from_numpy(x).to(dtype), torch.from_numpy(y)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    opt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+    return _adam_step(torch, tm, tx, ty)
+
+
+def _adam_step(lib, model, x, y):
+    """One cross-entropy + Adam(lr 1e-3) training step of model on (x, y), in lib (forgegrad or torch)."""
+    loss_fn = lib.nn.CrossEntropyLoss()
+    opt = lib.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
-        loss = loss_fn(tm(tx), ty)
+        loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
