@@ -21,8 +21,10 @@ The forward returns the logits. With ``model.output_router_logits = True`` (or t
 keeps its router's logits of the last forward (``model.router_logits()``), and ``model.aux_loss(mask)`` is
 transformers' load-balancing loss on them (``load_balancing_loss``: Switch Transformer's eqs. 4-6),
 differentiable into the routers; add ``model.router_aux_loss_coef`` times it to the language-model loss, as
-transformers' forward does with ``labels``. An ONNX export traces ``dense_forward``: the routing computed in
-the graph, every expert run on every token and weighted.
+transformers' forward does with ``labels``. An ONNX export records the experts' part as one op whose graph routes
+in ONNX ops and runs each expert in use on its routed rows only (_moe_export.py); ``dense_forward`` is the same
+block as plain tensor ops, every expert on every token, weighted: what an export records with a block's
+``export_dense = True`` and for experts that are not float32 Linear layers (int8 / bfloat16 weights).
 """
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ def _positive_int(cfg: dict, keys, who: str, default=None) -> int:
 
 
 def top_k_experts(probs: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) expert indices: each row's k largest probabilities, largest first (ties: the lower index), as
-    torch.topk returns them."""
+    """(N, k) expert indices: each row's k largest probabilities, largest first, as torch.topk returns them; among
+    exactly equal probabilities the lower index first, as ONNX's TopK (torch.topk leaves that order unspecified:
+    torch 2.13 on the CPU returns an all-equal row's higher indices first)."""
     return np.argsort(-probs, axis=-1, kind="stable")[:, :k]
 
 
@@ -75,10 +78,15 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         E = cfg["hidden_size"]
         self.n_experts, self.top_k, self.norm_topk_prob = n_experts, top_k, norm_topk_prob
+        self.hidden_act = cfg.get("hidden_act", "silu")  # the experts' (an ONNX export emits it)
         self.gate = nn.Linear(E, n_experts, bias=False)
         expert_cfg = {**cfg, "intermediate_size": intermediate, "mlp_bias": False}
         self.experts = nn.ModuleList([LlamaMLP(expert_cfg) for _ in range(n_experts)])
         self.record_router = False  # keep the router's logits of each forward (the aux loss reads them)
+        # an ONNX export's graph: False runs each expert in use on its routed rows (a Loop over them), True every
+        # expert on every token, weighted (no Loop or NonZero, for runtimes without them; num_experts / top_k
+        # times the expert work)
+        self.export_dense = False
         self.router_logits: Optional[Tensor] = None
         self.has_shared = shared is not None
         if self.has_shared:
@@ -92,10 +100,18 @@ class SparseMoeBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         h = x.reshape(-1, shape[-1])
-        if grad_mode.recorder() is not None:  # an ONNX export traces this call
-            return self.dense_forward(h).reshape(*shape)
-        N, k = h.shape[0], self.top_k
         probs = F.softmax(self._router(h), dim=-1)  # float32, as transformers' softmax(logits.float())
+        if grad_mode.recorder() is not None:  # an ONNX export traces this call
+            from ._moe_export import RoutedExpertsCall, exports_routed
+            if not exports_routed(self):
+                return self.dense_forward(h).reshape(*shape)
+            return self._add_shared(h, RoutedExpertsCall.apply(h, probs, module=self)).reshape(*shape)
+        return self._add_shared(h, self.routed_experts(h, probs)).reshape(*shape)
+
+    def routed_experts(self, h: Tensor, probs: Tensor) -> Tensor:
+        """The experts' part on (N, hidden) rows with their (N, n_experts) router probabilities: each row's k
+        chosen experts (only the rows routed to an expert go through it), weighted, summed in routing order."""
+        N, k = h.shape[0], self.top_k
         top = self.route(probs.numpy())
         weights = probs[np.arange(N)[:, None], top]  # (N, k), differentiable into the router
         if self.norm_topk_prob:
@@ -108,8 +124,7 @@ class SparseMoeBlock(nn.Module):
         order = np.concatenate(order)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        y = cat(outs, 0)[inverse].reshape(N, k, shape[-1]).sum(dim=1)  # the k outputs of a token, in routing order
-        return self._add_shared(h, y).reshape(*shape)
+        return cat(outs, 0)[inverse].reshape(N, k, h.shape[-1]).sum(dim=1)  # the k outputs of a token, in order
 
     def _router(self, h: Tensor) -> Tensor:
         logits = self.gate(h)
@@ -129,7 +144,7 @@ class SparseMoeBlock(nn.Module):
         the eager block)."""
         probs = F.softmax(self._router(h), dim=-1)  # (N, n_experts)
         # an expert's rank among a token's: the experts with a higher probability, or an equal one and a lower
-        # index (torch.topk's order); the top k are those ranked below k
+        # index (ONNX TopK's order); the top k are those ranked below k
         mine, other = probs.unsqueeze(-1), probs.unsqueeze(-2)
         lower = Tensor._wrap(np.tril(np.ones((self.n_experts, self.n_experts), np.float32), -1))
         rank = ((other > mine).float() + (other == mine).float() * lower).sum(dim=-1)

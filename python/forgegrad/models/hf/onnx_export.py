@@ -28,7 +28,7 @@ of another model does): GPT-2, GPT-NeoX (Pythia) and the Llama family (Llama, Mi
 2 and 3, OLMo 2 and 3, Granite, StableLM, StarCoder2, Phi), sliding windows included (each window's bias computed
 once, from the same places), longrope and dynamic ropes (frequencies chosen in the graph from the call's length; a
 longrope graph records in its metadata where ``generate_onnx`` recomputes the sequence) and the mixture-of-experts
-decoders (routing computed in the graph, ``SparseMoeBlock.dense_forward``).
+decoders (routing computed in the graph, each expert in use on its routed rows: _moe_export.py).
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ import numpy as np
 from ...quantization._traced import BF16EmbeddingCall, DynamicQuantizedRNNCall, QuantizedLayerCall
 from ...quantization.onnx_export import unsigned_weight
 from . import register
+from ._loop import loop_body
 
 F32, F64 = np.float32, np.float64
 _TO_F32, _TO_F64, _TO_U8 = 1, 11, 2  # onnx.TensorProto FLOAT, DOUBLE, UINT8
@@ -196,33 +197,6 @@ def map_quantized_layer(ctx, op):
     raise op.unsupported(f"no ONNX mapping for the quantized layer {type(m).__name__}")
 
 
-def _loop_body(ctx, name, state_names, build):
-    """An ONNX Loop body: inputs (iteration, condition, *state), outputs (condition, *new state,
-    *per-step outputs). ``build(iteration, state)`` emits the step's nodes through ctx and returns
-    (new state, per-step outputs); they go into the body, not the outer graph."""
-    from onnx import TensorProto, helper
-
-    it, cond = ctx.fresh(f"{name}_iteration"), ctx.fresh(f"{name}_cond")
-    state = [ctx.fresh(f"{name}_{s}") for s in state_names]
-    outer, ctx.nodes = ctx.nodes, []
-    try:
-        new_state, per_step = build(it, state)
-        body_nodes = ctx.nodes
-    finally:
-        ctx.nodes = outer
-    cond_out = ctx.fresh(f"{name}_cond_out")
-    body_nodes.append(helper.make_node("Identity", [cond], [cond_out], name=ctx.fresh(f"{name}_Identity")))
-    fl = TensorProto.FLOAT
-
-    def info(n, t=fl, shape=None):
-        return helper.make_tensor_value_info(n, t, shape)
-
-    return helper.make_graph(
-        body_nodes, name,
-        [info(it, TensorProto.INT64, []), info(cond, TensorProto.BOOL, [])] + [info(s) for s in state],
-        [info(cond_out, TensorProto.BOOL, [])] + [info(s) for s in list(new_state) + list(per_step)])
-
-
 def _cols(ctx, x, start, stop, axis=1):
     return ctx.node("Slice", [x, ctx.ints([start]), ctx.ints([stop]), ctx.ints([axis])])
 
@@ -260,7 +234,7 @@ def _direction(ctx, m, x, h0, c0, layer, sfx, reverse):
         return [h_new], [ctx.node("Identity", [h_new])]
 
     names = ["h", "c"] if lstm else ["h"]
-    body = _loop_body(ctx, ctx.fresh(f"{where}_step").replace("/", "_"), names, step)
+    body = loop_body(ctx, ctx.fresh(f"{where}_step").replace("/", "_"), names, step)
     outs = ctx.node("Loop", [steps, "", h0] + ([c0] if lstm else []), outputs=len(names) + 1, body=body)
     y = outs[-1]
     if reverse:  # the steps ran from the last: put the outputs back in time order
