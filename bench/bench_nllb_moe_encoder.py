@@ -11,8 +11,9 @@ transformers and loaded by forgegrad's from_pretrained; both encode the same (4,
 rounds; the best round of each is reported, with the largest difference of the encoder states relative to their
 largest value. transformers 5.24's own dispatch runs only expert_0 and expert_1 (on the wrong tokens): it is replaced
 by the per-expert loop of transformers 4 (each expert on the tokens routed to it), the work forgegrad does.
-``--onnx`` also times export_seq2seq's encoder graph in onnxruntime (1 thread), whose routing runs every expert on
-every token (experts / 2 times the expert work), or with ``--capacity`` every expert on min(K, tokens) slots.
+``--onnx`` also times export_seq2seq's encoder graph in onnxruntime (1 thread), whose routing runs each expert in use
+on its routed rows (a Loop), with ``--dense`` every expert on every token (experts / 2 times the expert work), or
+with ``--capacity`` every expert on min(K, tokens) slots.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--onnx", action="store_true", help="also time the exported encoder graph in onnxruntime")
     p.add_argument("--capacity", type=int, default=None, help="a fixed expert capacity (default: every token)")
+    p.add_argument("--dense", action="store_true", help="with --onnx: export the every-expert graph (export_dense)")
     args = p.parse_args()
 
     import numpy as np
@@ -59,6 +61,9 @@ def main() -> None:
                                         dict(expert_capacity=args.capacity, moe_eval_capacity_token_fraction=-1.0)))
     hf = transformers.NllbMoeForConditionalGeneration(cfg).eval()
     with checkpoint_copy(hf) as (model, d):
+        for m in model.modules():
+            if hasattr(m, "export_dense"):
+                m.export_dense = args.dense
         session = _onnx_encoder(model, d) if args.onnx else None
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
     runs = {"forgegrad": lambda: model.encode(ids, mask).numpy(),

@@ -1,6 +1,6 @@
-"""ONNX export of NLLB-MoE (export_seq2seq; the top-2 routing with expert capacity as graph ops, every expert run on
-every token and weighted, or with a fixed capacity on its capacity's slots: NllbMoeSparseMLP.dense_forward; the slots'
-shapes: test_hf_nllb_moe_onnx_dispatch.py) from checkpoints transformers wrote, in onnxruntime: the
+"""ONNX export of NLLB-MoE (export_seq2seq; the top-2 routing with expert capacity as graph ops, then a Loop over the
+experts in use on the rows that chose them (or, export_dense, every expert on every token, weighted), or with a fixed
+capacity on its capacity's slots: NllbMoeSparseMLP.dense_forward; the slots' shapes: test_hf_nllb_moe_onnx_dispatch.py) from checkpoints transformers wrote, in onnxruntime: the
 encoder's states and each decoder call's logits (several places and one; the capacity counts each call's tokens) equal
 transformers' at batch 4 and 1 with padding, in the three routings of test_hf_nllb_moe (no dropping, an eval fraction
 with batch-prioritized queues, a fixed capacity with padding routed); generate_onnx_seq2seq's greedy and beam tokens
@@ -143,3 +143,31 @@ def test_configs_without_a_graph_are_refused(tmp_path):
         model = NllbMoeForConditionalGeneration({**cfg, **extra})
         with pytest.raises(NotImplementedError, match=f"NllbMoeForConditionalGeneration: {message}"):
             export_seq2seq(model, tmp_path / "onnx")
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+def test_a_capacity_fraction_graph_loops_over_the_experts_in_use(tmp_path, fraction):
+    """With a capacity from the call's tokens (the released checkpoints' fraction 1.0; 0.3 drops choices) each
+    sparse layer's experts run in a Loop over the experts in use, each on the rows that chose it (a dropped choice
+    or padding: none); ``export_dense`` writes the every-expert graph. Both give the eager encoder's states."""
+    import onnx
+    from forgegrad.models.hf import NllbMoeForConditionalGeneration
+    from forgegrad.models.hf.nllb_moe import NllbMoeSparseMLP
+    ids = np.random.RandomState(4).randint(3, 90, (3, 9))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    cfg = {**_COMMON, "moe_eval_capacity_token_fraction": fraction, "moe_token_dropout": 0.2}
+    for dense in (False, True):
+        model = NllbMoeForConditionalGeneration(cfg).eval()
+        sparse = [m for m in model.modules() if isinstance(m, NllbMoeSparseMLP)]
+        for m in sparse:
+            m.export_dense = dense
+        in_encoder = sum(isinstance(m, NllbMoeSparseMLP) for m in model.encoder.modules())
+        export_seq2seq(model, tmp_path / str(dense), atol=1e-3)
+        graph = onnx.load(str(tmp_path / str(dense) / "encoder.onnx")).graph
+        loops = [n for n in graph.node if n.op_type == "Loop"]
+        assert len(loops) == (0 if dense else in_encoder) and in_encoder >= 1
+        if not dense:
+            assert [n.op_type for n in loops[0].attribute[0].g.node].count("MatMul") == 2  # fc1, fc2 on the rows
+        enc, _ = _sessions(tmp_path / str(dense))
+        _close(enc.run(None, {"input_ids": ids, "attention_mask": mask})[0], model.encode(ids, mask).numpy())

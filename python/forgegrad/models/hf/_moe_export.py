@@ -26,6 +26,7 @@ from onnx import numpy_helper
 
 from ... import grad_mode
 from ...autograd import Function
+from ...onnx._context import onnx_dtype
 from ...onnx.mappings import register
 from ...onnx.mappings._loop import loop_body
 
@@ -37,7 +38,7 @@ def exports_routed(module) -> bool:
     bias (quantized or bfloat16 experts trace their own layers through ``dense_forward``), unless the block asks
     for the dense graph (``export_dense``)."""
     from ... import nn
-    if module.export_dense or module.hidden_act not in _ACTIVATIONS:
+    if module.export_dense or not loop_activation(module.hidden_act):
         return False
     projections = [getattr(e, p) for e in module.experts for p in ("gate_proj", "up_proj", "down_proj")]
     return all(type(p) is nn.Linear and p.bias is None and p.weight._data.dtype == _F32 for p in projections)
@@ -60,6 +61,11 @@ class RoutedExpertsCall(Function):
 
 
 _ACTIVATIONS = ("silu", "swish", "relu", "tanh", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh")
+
+
+def loop_activation(name) -> bool:
+    """Whether the expert loop emits the activation ``name`` (else the export takes the dense graph)."""
+    return name in _ACTIVATIONS
 
 
 def _activation(ctx, name: str, x: str) -> str:
@@ -93,18 +99,12 @@ def _stacked_weights(ctx, module, where: str):
     return ctx.memo[key]
 
 
-@register(RoutedExpertsCall)
-def map_routed_experts(ctx, op):
-    m = op.attr("module")
-    where = ctx.scope or "moe"
-    h, probs = op.input("h"), op.input("probs")
-    inner = m.experts[0].gate_proj.weight.shape[0]
-    gate_up, down = _stacked_weights(ctx, m, where)
-
-    values, experts = ctx.node("TopK", [probs, ctx.ints([m.top_k])], outputs=2, axis=-1, largest=1, sorted=1)
-    if m.norm_topk_prob:
-        values = ctx.node("Div", [values, ctx.reduce("ReduceSum", values, [-1], keepdims=True)])
+def _expert_loop(ctx, where: str, h: str, experts: str, values: str, expert_out, skip_unrouted: bool) -> str:
+    """(N, H): for each expert id in ``experts`` (N, k) int64 (-1: no expert, with ``skip_unrouted``), a Loop step
+    running ``expert_out(rows, e)`` on the rows routed to it, times their ``values`` (N, k), added to its tokens."""
     used = ctx.node("Unique", [ctx.node("Reshape", [experts, ctx.ints([-1])])], sorted=1)
+    if skip_unrouted:
+        used = ctx.node("Compress", [used, ctx.node("Greater", [used, ctx.const(np.int64(-1))])], axis=0)
     steps = ctx.squeeze(ctx.node("Shape", [used]), [0])
     zeros = ctx.node("ConstantOfShape", [ctx.node("Shape", [h])], value=numpy_helper.from_array(np.zeros(1, _F32)))
 
@@ -113,16 +113,86 @@ def map_routed_experts(ctx, op):
         e = ctx.node("Gather", [used, it], axis=0)
         chosen = ctx.node("Transpose", [ctx.node("NonZero", [ctx.node("Equal", [experts, e])])], perm=[1, 0])
         token = ctx.node("Gather", [chosen, ctx.const(np.int64(0))], axis=1)  # (m,)
-        rows = ctx.node("Gather", [h, token], axis=0)  # (m, H)
-        a = ctx.node("MatMul", [rows, ctx.node("Gather", [gate_up, e], axis=0)])  # (m, 2I)
-        g = ctx.node("Slice", [a, ctx.ints([0]), ctx.ints([inner]), ctx.ints([1])])
-        u = ctx.node("Slice", [a, ctx.ints([inner]), ctx.ints([2 * inner]), ctx.ints([1])])
-        out = ctx.node("MatMul", [ctx.node("Mul", [_activation(ctx, m.hidden_act, g), u]),
-                                  ctx.node("Gather", [down, e], axis=0)])  # (m, H)
+        out = expert_out(ctx.node("Gather", [h, token], axis=0), e)  # (m, H)
         weight = ctx.unsqueeze(ctx.node("GatherND", [values, chosen]), [1])  # (m, 1)
         at = ctx.unsqueeze(token, [1])
         total = ctx.node("Add", [ctx.node("GatherND", [y, at]), ctx.node("Mul", [out, weight])])
         return [ctx.node("ScatterND", [y, at, total])], []
 
     body = loop_body(ctx, ctx.fresh(f"{where}_experts").replace("/", "_").replace(".", "_"), ["y"], step)
-    return [ctx.node("Loop", [steps, "", zeros], body=body)]
+    return ctx.node("Loop", [steps, "", zeros], body=body)
+
+
+@register(RoutedExpertsCall)
+def map_routed_experts(ctx, op):
+    m = op.attr("module")
+    where = ctx.scope or "moe"
+    inner = m.experts[0].gate_proj.weight.shape[0]
+    gate_up, down = _stacked_weights(ctx, m, where)
+    values, experts = ctx.node("TopK", [op.input("probs"), ctx.ints([m.top_k])], outputs=2, axis=-1, largest=1,
+                               sorted=1)
+    if m.norm_topk_prob:
+        values = ctx.node("Div", [values, ctx.reduce("ReduceSum", values, [-1], keepdims=True)])
+
+    def swiglu(rows, e):
+        a = ctx.node("MatMul", [rows, ctx.node("Gather", [gate_up, e], axis=0)])  # (m, 2I)
+        g = ctx.node("Slice", [a, ctx.ints([0]), ctx.ints([inner]), ctx.ints([1])])
+        u = ctx.node("Slice", [a, ctx.ints([inner]), ctx.ints([2 * inner]), ctx.ints([1])])
+        return ctx.node("MatMul", [ctx.node("Mul", [_activation(ctx, m.hidden_act, g), u]),
+                                   ctx.node("Gather", [down, e], axis=0)])
+
+    return [_expert_loop(ctx, where, op.input("h"), experts, values, swiglu, skip_unrouted=False)]
+
+
+class ChosenExpertsCall(Function):
+    """NLLB-MoE's experts (nllb_moe.NllbMoeSparseMLP) on (N, d_model) rows with each row's chosen experts
+    ``choices`` (N, 2) (float expert ids; -1: a choice dropped past the capacity, or a token not routed) and their
+    weights (N, 2): each expert on the rows that chose it, scaled by 1 - token_dropout (eval) and the weight,
+    added to the rows in expert order (the eager forward's index_add)."""
+
+    @staticmethod
+    def forward(ctx, h, choices, weights, module):
+        from ..._torch_indexing import index_add
+        from ...factories import zeros
+        from ...tensor import Tensor
+        s = module.settings
+        picked = choices.astype(np.int64)
+        with grad_mode.untraced(), grad_mode.no_grad():
+            x, y = Tensor._wrap(h), zeros(*h.shape)
+            for e in np.unique(picked[picked >= 0]):
+                token, choice = np.nonzero(picked == e)
+                out = module.experts[f"expert_{e}"](x[token])
+                if s.token_dropout > 0:
+                    out = out * (1 - s.token_dropout)
+                y = index_add(y, 0, Tensor._wrap(token), out * Tensor._wrap(weights[token, choice][:, None]))
+            return y._data
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("ChosenExpertsCall records NLLB-MoE's experts for an ONNX export; training runs "
+                           "NllbMoeSparseMLP's own forward")
+
+
+@register(ChosenExpertsCall)
+def map_chosen_experts(ctx, op):
+    m = op.attr("module")
+    where = ctx.scope or "moe"
+    key = ("nllb_moe_stacked", id(m))
+    if key not in ctx.memo:
+        w1, b1, w2, b2 = (w.numpy() for w in m._stacked_weights())  # biases (E, 1, width) -> (E, width)
+        arrays = {"fc1.weight_T": w1, "fc1.bias": b1[:, 0], "fc2.weight_T": w2, "fc2.bias": b2[:, 0]}
+        ctx.memo[key] = [ctx.const(np.ascontiguousarray(a), hint=f"{where}.experts.{n}", exact=True)
+                         for n, a in arrays.items()]
+    w1, b1, w2, b2 = ctx.memo[key]
+    experts = ctx.node("Cast", [op.input("choices")], to=onnx_dtype(np.int64))
+    scale = 1.0 - m.settings.token_dropout
+
+    def fc(rows, e):
+        a = ctx.node("Add", [ctx.node("MatMul", [rows, ctx.node("Gather", [w1, e], axis=0)]),
+                             ctx.node("Gather", [b1, e], axis=0)])
+        out = ctx.node("Add", [ctx.node("MatMul", [_activation(ctx, m.activation_function, a),
+                                                   ctx.node("Gather", [w2, e], axis=0)]),
+                               ctx.node("Gather", [b2, e], axis=0)])
+        return ctx.node("Mul", [out, ctx.const(_F32(scale))]) if scale != 1.0 else out
+
+    return [_expert_loop(ctx, where, op.input("h"), experts, op.input("weights"), fc, skip_unrouted=True)]

@@ -310,13 +310,16 @@ class NllbMoeSparseMLP(nn.Module):
         self.token_dropout = nn.Dropout(s.token_dropout)
         self.record_router = False  # keep the router's logits of each forward (aux_losses reads them)
         self.router_logits: Optional[Tensor] = None
+        self.activation_function = cfg.get("activation_function", "relu")  # the experts' (an ONNX export emits it)
+        self.export_dense = False  # a capacity from the token count: True exports every expert on every token
 
     def dense_forward(self, x: Tensor, routable: Tensor) -> Tensor:
         """The eval forward with the routing as Tensor ops of the data (route_top2_choices), for ONNX export: a traced
         graph has one fixed set of ops. With a fixed capacity (graph_capacity) the experts run on their capacity's
-        slots (dispatched_forward: num_experts * min(capacity, tokens) rows); else every expert runs on every token,
-        weighted by the token's routing weight (0 for the experts it is not routed to): num_experts / 2 times the
-        expert work of ``forward`` (an expert may then keep every token: its capacity counts the call's tokens).
+        slots (dispatched_forward: num_experts * min(capacity, tokens) rows); else, traced, the experts are one op
+        whose graph loops over the experts in use on the rows that chose them (_moe_export.ChosenExpertsCall), and
+        with ``export_dense`` (or untraced) every expert runs on every token, weighted by the token's routing weight
+        (0 for the experts it is not routed to): num_experts / 2 times the expert work of ``forward``.
         Either is ``forward``'s output up to the order of the additions. ``routable`` (B * T, 1) float: 1 for a
         token the router routes."""
         reason = "the routing as Tensor ops is eval's" if self.training else graph_unsupported(self.settings)
@@ -328,6 +331,13 @@ class NllbMoeSparseMLP(nn.Module):
         route = route_top2_choices(F.softmax(logits, dim=-1), logits, routable, s)
         if graph_capacity(s) is not None:
             return self.dispatched_forward(h, route, routable).reshape(*shape)
+        from ._moe_export import ChosenExpertsCall, loop_activation
+        if grad_mode.recorder() is not None and not self.export_dense and loop_activation(self.activation_function):
+            # each expert on its routed rows, in a Loop; -1: a choice past the capacity, or padding
+            k1, k2 = route.keep1, route.keep2
+            choices = cat([route.expert1 * k1 + k1 - 1, route.expert2 * k2 + k2 - 1], 1)
+            weights = cat([route.weight1, route.weight2], 1)
+            return ChosenExpertsCall.apply(h, choices, weights, module=self).reshape(*shape)
         weights = _expert_weights(route, s.num_experts)  # (N, E)
         y = None
         for e in range(s.num_experts):

@@ -18,8 +18,8 @@ T5's bucketed relative distances, from a table of the buckets computed as the ea
 and masks are computed in the graph from the cache's length and the inputs. ``generate_onnx_seq2seq`` runs
 the pair (greedy, sampled, or beam search: ``onnx_beam``). ProphetNet's decoder caches its main stream and gives the
 first predicting stream's logits, as its generate steps (prophetnet.py); NLLB-MoE's routers route in the graph, the
-experts run on their capacity's slots with a fixed expert_capacity, else every expert on every token, weighted
-(nllb_moe.py: NllbMoeSparseMLP.dense_forward).
+experts run on their capacity's slots with a fixed expert_capacity, else in a Loop over the experts in use, each on
+the rows that chose it (nllb_moe.py: NllbMoeSparseMLP.dense_forward; _moe_export.py).
 
 A block-local encoder (LongT5, PEGASUS-X) names how its sequence is cut (``graph_axis_divisors``: the floor and ceil
 divisors of ``encoder_sequence``, passed to the exporter, so that the blocks and global tokens of any length are
