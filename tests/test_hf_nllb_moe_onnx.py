@@ -1,11 +1,12 @@
 """ONNX export of NLLB-MoE (export_seq2seq; the top-2 routing with expert capacity as graph ops, then a Loop over the
 experts in use on the rows that chose them (or, export_dense, every expert on every token, weighted), or with a fixed
-capacity on its capacity's slots: NllbMoeSparseMLP.dense_forward; the slots' shapes: test_hf_nllb_moe_onnx_dispatch.py) from checkpoints transformers wrote, in onnxruntime: the
-encoder's states and each decoder call's logits (several places and one; the capacity counts each call's tokens) equal
-transformers' at batch 4 and 1 with padding, in the three routings of test_hf_nllb_moe (no dropping, an eval fraction
-with batch-prioritized queues, a fixed capacity with padding routed); generate_onnx_seq2seq's greedy and beam tokens
-equal transformers' generate. The capacity 2 * ceil(tokens / experts) and a fraction whose product with the token count
-rounds differently in float32 are checked against forgegrad's routing, and the configs without a graph are refused.
+capacity on its capacity's slots: NllbMoeSparseMLP.dense_forward; the slots' shapes:
+test_hf_nllb_moe_onnx_dispatch.py) from checkpoints transformers wrote, in onnxruntime: the encoder's states and each
+decoder call's logits (several places and one; the capacity counts each call's tokens) equal transformers' at batch 4
+and 1 with padding, in the three routings of test_hf_nllb_moe (no dropping, an eval fraction with batch-prioritized
+queues, a fixed capacity with padding routed); generate_onnx_seq2seq's greedy and beam tokens equal transformers'
+generate. The capacity 2 * ceil(tokens / experts) and a fraction whose product with the token count rounds
+differently in float32 are checked against forgegrad's routing, and the configs without a graph are refused.
 
 The reference is transformers with transformers 4's per-expert dispatch restored (test_hf_nllb_moe's fixture)."""
 import numpy as np
@@ -171,3 +172,16 @@ def test_a_capacity_fraction_graph_loops_over_the_experts_in_use(tmp_path, fract
             assert [n.op_type for n in loops[0].attribute[0].g.node].count("MatMul") == 2  # fc1, fc2 on the rows
         enc, _ = _sessions(tmp_path / str(dense))
         _close(enc.run(None, {"input_ids": ids, "attention_mask": mask})[0], model.encode(ids, mask).numpy())
+
+
+def test_int8_weight_only_experts_export_through_the_every_expert_graph(tmp_path):
+    import onnx
+    from forgegrad.models.hf import NllbMoeForConditionalGeneration
+    from forgegrad.quantization import quantize_weight_only
+    q = quantize_weight_only(NllbMoeForConditionalGeneration(dict(_COMMON)).eval())
+    export_seq2seq(q, tmp_path, atol=1e-3)
+    assert "Loop" not in {n.op_type for n in onnx.load(str(tmp_path / "encoder.onnx")).graph.node}
+    ids = np.random.RandomState(4).randint(3, 90, (2, 7))
+    mask = np.ones_like(ids)
+    enc, _ = _sessions(tmp_path)
+    _close(enc.run(None, {"input_ids": ids, "attention_mask": mask})[0], q.encode(ids, mask).numpy())

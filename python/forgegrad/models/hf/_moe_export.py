@@ -33,15 +33,28 @@ from ...onnx.mappings._loop import loop_body
 _F32 = np.float32
 
 
-def exports_routed(module) -> bool:
-    """Whether an export records the block's experts as RoutedExpertsCall: float32 Linear projections without
-    bias (quantized or bfloat16 experts trace their own layers through ``dense_forward``), unless the block asks
-    for the dense graph (``export_dense``)."""
+def _float32_linears(layers, bias: bool) -> bool:
     from ... import nn
+    return all(type(p) is nn.Linear and (p.bias is not None) == bias and p.weight._data.dtype == _F32
+               and (p.bias is None or p.bias._data.dtype == _F32) for p in layers)
+
+
+def exports_routed(module) -> bool:
+    """Whether an export records a SparseMoeBlock's experts as RoutedExpertsCall: float32 Linear projections
+    without bias (quantized, bfloat16 or float64 experts trace their own layers through ``dense_forward``), unless
+    the block asks for the dense graph (``export_dense``)."""
     if module.export_dense or not loop_activation(module.hidden_act):
         return False
-    projections = [getattr(e, p) for e in module.experts for p in ("gate_proj", "up_proj", "down_proj")]
-    return all(type(p) is nn.Linear and p.bias is None and p.weight._data.dtype == _F32 for p in projections)
+    return _float32_linears([getattr(e, p) for e in module.experts for p in ("gate_proj", "up_proj", "down_proj")],
+                            bias=False)
+
+
+def exports_chosen(module) -> bool:
+    """Whether an export records an NllbMoeSparseMLP's experts as ChosenExpertsCall (float32 Linear fc1 / fc2
+    with biases; else its dense graph)."""
+    if module.export_dense or not loop_activation(module.activation_function):
+        return False
+    return _float32_linears([getattr(e, p) for e in module.experts.values() for p in ("fc1", "fc2")], bias=True)
 
 
 class RoutedExpertsCall(Function):

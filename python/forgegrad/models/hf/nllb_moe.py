@@ -331,8 +331,8 @@ class NllbMoeSparseMLP(nn.Module):
         route = route_top2_choices(F.softmax(logits, dim=-1), logits, routable, s)
         if graph_capacity(s) is not None:
             return self.dispatched_forward(h, route, routable).reshape(*shape)
-        from ._moe_export import ChosenExpertsCall, loop_activation
-        if grad_mode.recorder() is not None and not self.export_dense and loop_activation(self.activation_function):
+        from ._moe_export import ChosenExpertsCall, exports_chosen
+        if grad_mode.recorder() is not None and exports_chosen(self):
             # each expert on its routed rows, in a Loop; -1: a choice past the capacity, or padding
             k1, k2 = route.keep1, route.keep2
             choices = cat([route.expert1 * k1 + k1 - 1, route.expert2 * k2 + k2 - 1], 1)
