@@ -155,6 +155,25 @@ def test_legacy_tensor_constructor_gives_default_dtype(default_dtype, data):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
+@pytest.mark.parametrize("data", [np.array([1, 2]), np.array([[3], [4]], np.int32), np.array([True, False]),
+                                  np.array([7, 250], np.uint8), np.array([1.5, 2], np.float64)], ids=repr)
+def test_legacy_constructor_of_an_ndarray_gives_default_dtype(default_dtype, data):
+    got, want = fg.Tensor(data), torch.Tensor(data)
+    assert _name(got.dtype) == _name(want.dtype) == default_dtype
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_operators_with_integer_ndarrays_and_arange_keep_integers():
+    """fg.Tensor(ndarray) is torch's legacy constructor, but an int tensor with an int ndarray operand stays int (as
+    torch's) and arange of ints is int64: forgegrad's own code keeps an array's integers (Tensor._stored)."""
+    t, arr = fg.tensor([1, 2]), np.array([3, 4])
+    for got, want in [(t + arr, torch.tensor([1, 2]) + arr), (arr * t, torch.tensor([1, 2]) * arr),
+                      (t - arr, torch.tensor([1, 2]) - arr), (fg.arange(3), torch.arange(3)),
+                      (fg.arange(1, 7, 2), torch.arange(1, 7, 2))]:
+        assert _name(got.dtype) == _name(want.dtype) == "int64"
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 _INT_TO_FLOAT = ["lib.sigmoid(x)", "lib.tanh(x)", "lib.exp(x)", "lib.sqrt(x)", "lib.clamp(x, 0.5)", "lib.clamp(x, 1)",
                  "lib.where(x > 1, x, 0.5)", "lib.where(x > 1, x, 2)", "lib.rsqrt(x)", "lib.erf(x)", "x / 2",
                  "lib.atan2(x, x)", "x * 1.5"]

@@ -16,6 +16,13 @@ from ._tensor_args import _args_or_keyword, _as_dtype, _corrected, _np_dtype, _s
 _NUMBER = (int, float, bool, np.number)
 
 
+def _stored(x):
+    """An operator's array or list operand as a tensor: an ndarray keeps its integers (torch: an int tensor plus an
+    int ndarray stays int)."""
+    from .tensor import Tensor  # (tensor.py imports this module)
+    return Tensor._stored(x)
+
+
 def _max_min_other(dim, other, keepdim, who):
     """The tensor of ``x.max(other)`` / ``x.max(other=...)`` (torch's overload; no dim or keepdim with it)."""
     if other is not None and dim is not None or keepdim is not False:
@@ -41,28 +48,28 @@ class TensorMethods:
         """Scalars stay Python scalars (float32 results); arrays/lists become tensors."""
         if isinstance(x, _OPERAND):
             return x
-        return type(self)(x)
+        return _stored(x)
 
     def __add__(self, other):
-        return _OPS["add"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
+        return _OPS["add"].apply(self, other if isinstance(other, _OPERAND) else _stored(other))
 
     def __radd__(self, other):
-        return _OPS["add"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
+        return _OPS["add"].apply(other if isinstance(other, _OPERAND) else _stored(other), self)
 
     def __sub__(self, other):
-        return _OPS["sub"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
+        return _OPS["sub"].apply(self, other if isinstance(other, _OPERAND) else _stored(other))
 
     def __rsub__(self, other):
-        return _OPS["sub"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
+        return _OPS["sub"].apply(other if isinstance(other, _OPERAND) else _stored(other), self)
 
     def __mul__(self, other):
-        return _OPS["mul"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
+        return _OPS["mul"].apply(self, other if isinstance(other, _OPERAND) else _stored(other))
 
     def __rmul__(self, other):
-        return _OPS["mul"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
+        return _OPS["mul"].apply(other if isinstance(other, _OPERAND) else _stored(other), self)
 
     def __truediv__(self, other):
-        return _OPS["div"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
+        return _OPS["div"].apply(self, other if isinstance(other, _OPERAND) else _stored(other))
 
     def __rtruediv__(self, other):
         if (self._data.dtype.kind in "fV" and self._data.dtype.itemsize == 2 and isinstance(other, (int, float))
@@ -70,13 +77,13 @@ class TensorMethods:
             # torch's number / tensor is tensor.reciprocal() * number: in float16 / bfloat16 the reciprocal is
             # rounded before the product (2.5 / 3 is 0.8359375 in bfloat16, not 0.83203125)
             return _OPS["mul"].apply(_OPS["reciprocal"](self), other)
-        return _OPS["div"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
+        return _OPS["div"].apply(other if isinstance(other, _OPERAND) else _stored(other), self)
 
     def __pow__(self, other):
-        return _OPS["pow"].apply(self, other if isinstance(other, _OPERAND) else type(self)(other))
+        return _OPS["pow"].apply(self, other if isinstance(other, _OPERAND) else _stored(other))
 
     def __rpow__(self, other):
-        return _OPS["pow"].apply(other if isinstance(other, _OPERAND) else type(self)(other), self)
+        return _OPS["pow"].apply(other if isinstance(other, _OPERAND) else _stored(other), self)
 
     def __neg__(self):
         return _OPS["neg"].apply(self)
@@ -149,11 +156,11 @@ class TensorMethods:
 
     def __matmul__(self, other):
         if not isinstance(other, TensorMethods):
-            other = type(self)(other)
+            other = _stored(other)
         return _OPS["matmul"].apply(self, other)
 
     def __rmatmul__(self, other):
-        return _OPS["matmul"].apply(type(self)(other), self)
+        return _OPS["matmul"].apply(_stored(other), self)
 
     matmul = __matmul__
 

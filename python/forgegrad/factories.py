@@ -197,7 +197,10 @@ def arange(*args, **kwargs) -> Tensor:
         if "start" not in a:
             raise TypeError("arange(): argument 'end' is missing")
         start, end = 0, start
-    t = Tensor(np.arange(start, end, step), dtype=a.get("dtype"), requires_grad=a.get("requires_grad", False))
+    values, dtype = np.arange(start, end, step), a.get("dtype")
+    t = (Tensor._stored(values) if dtype is None else Tensor(values, dtype=dtype))  # integers stay int64
+    if a.get("requires_grad", False):
+        t.requires_grad_(True)
     return placed(t, a.get("device"))
 
 

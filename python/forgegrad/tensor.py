@@ -2,8 +2,9 @@
 
 The storage is ``t._data`` (``t.numpy()``), a numpy array shared without copies with the caller
 (``forgegrad.tensor(arr)``, ``t.numpy()``, ``np.asarray(t)``). Float data is float32 (float64, float16 where asked for);
-``Tensor(ndarray)`` gives the default floating dtype, as torch's (``tensor()`` keeps int8 ... int32 and
-float16, as torch's; integer data never requires grad); comparisons give bool tensors. On another
+``Tensor(ndarray)`` of numbers gives the default floating dtype, as torch's legacy constructor (``tensor()`` keeps
+int8 ... int32 and float16, as torch's; integer data never requires grad; forgegrad's own code keeps an array's
+integers with ``Tensor._stored``); comparisons give bool tensors. On another
 device (``t.to("cuda")``, factories with ``device=``) the storage is that device's array, reached
 through forgegrad.devices (docs/devices.md); ``numpy()`` then refuses and ``cpu()`` copies.
 """
@@ -89,10 +90,9 @@ class Tensor(TensorFills, TensorConversions, TensorMethods):
     _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        if dtype is None and type(data) in (list, tuple):
-            # torch.Tensor([1, 2]) (the legacy constructor) gives numbers the default floating dtype; an ndarray
-            # keeps forgegrad's storage rule (int -> int64), which internal callers rely on (torch.Tensor(ndarray)
-            # gives the default floating dtype: not yet, see docs/torch_compat.md)
+        if dtype is None and (type(data) in (list, tuple) or (type(data) is np.ndarray and data.dtype.kind in "iub")):
+            # torch.Tensor([1, 2]) and torch.Tensor(int or bool ndarray) (the legacy constructor) give the default
+            # floating dtype; forgegrad's own code keeps an array's integers with Tensor._stored
             dtype = _dtypes._DEFAULT_FLOAT.dtype
         self._data = _to_storage(data, dtype)
         self.grad: Optional[Tensor] = None
