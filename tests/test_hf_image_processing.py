@@ -41,6 +41,7 @@ CASES = [  # (transformers class, settings) - each its model family's defaults, 
     ("CLIPImageProcessorPil", dict(size={"shortest_edge": 30}, crop_size={"height": 36, "width": 44})),  # pads
     ("SiglipImageProcessorPil", dict(size={"height": 32, "width": 32})),
     ("SiglipImageProcessorPil", dict(size={"height": 64, "width": 48}, resample=2, do_normalize=False)),
+    ("Gemma3ImageProcessorPil", dict(size={"height": 40, "width": 40})),
 ]
 
 

@@ -65,6 +65,11 @@ PROCESSORS: Dict[str, dict] = {
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
                                  default_to_square=False),
+    # Gemma 3's image-text model: SigLIP's settings with bilinear resizing (its pan-and-scan crops: not yet)
+    "Gemma3ImageProcessor": dict(resample=BILINEAR, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
+                                 size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
+                                 do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
+                                 default_to_square=False),
     # BEiT's (transformers' class attributes; its checkpoints give size 224 and bilinear)
     "BeitImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
                                size={"height": 224, "width": 224}, crop_size={"height": 224, "width": 224},
@@ -524,6 +529,9 @@ def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> Imag
     if kind.startswith("Siglip2ImageProcessor"):
         from .siglip2_processing import Siglip2ImageProcessor, settings
         return Siglip2ImageProcessor(use_pillow=use_pillow, **settings(cfg))
+    if cfg.get("do_pan_and_scan"):
+        raise NotImplementedError(f"load_image_processor: {file!r} asks for Gemma 3's pan-and-scan crops, which are "
+                                  "not implemented yet; set do_pan_and_scan to false (the checkpoints' default)")
     keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
             "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size", "keep_aspect_ratio",
             "ensure_multiple_of", "do_pad", "size_divisor")

@@ -242,9 +242,12 @@ class LlamaForCausalLM(DeviceChecked, nn.Module):
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 
-    def _stack(self, ids: np.ndarray, pad, past: int, position_ids, cache, device: str = "cpu") -> Tensor:
+    def _stack(self, ids: np.ndarray, pad, past: int, position_ids, cache, device: str = "cpu", embeds=None,
+               masks=None) -> Tensor:
         """The decoder stack's normed output (B, T, hidden) for ``ids`` after ``past`` cached tokens, on ``device``
-        (the parameters'): the ids and the rope's cos and sin are made on the host and copied there."""
+        (the parameters'): the ids and the rope's cos and sin are made on the host and copied there. ``embeds``:
+        the input rows in place of the ids' embeddings; ``masks``: the additive masks per sliding window in place
+        of the causal ones (an image-text model's)."""
         T = ids.shape[1]
         if position_ids is None:
             tables = self.per_layer(lambda r: r.cos_sin_range(past, T))
@@ -253,8 +256,9 @@ class LlamaForCausalLM(DeviceChecked, nn.Module):
             tables = self.per_layer(lambda r: r.cos_sin(positions))
         if device != "cpu":  # (the tables' slices are on the device already: the buffers moved with the model)
             tables = [(on_device(c, device), on_device(s, device)) for c, s in tables]
-        x = self._embed(on_device(ids, device))
-        masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
+        x = self._embed(on_device(ids, device)) if embeds is None else embeds
+        if masks is None:
+            masks = {w: additive_mask(pad, past, T, causal=True, window=w) for w in set(self.sliding_windows)}
         ckpt = getattr(self, "gradient_checkpointing", False) and self.training and cache is None \
             and grad_mode.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):

@@ -1,0 +1,203 @@
+"""Gemma 3's image-text model (transformers' ``Gemma3ForConditionalGeneration``, model_type ``gemma3``): a SigLIP
+vision tower, a multimodal projector and Gemma 3's text decoder.
+
+An image (``pixel_values`` (N, 3, S, S), SigLIP's preprocessing) goes through the vision tower (no pooling head)
+to (N, (S / patch)^2, C) patch states; the projector average-pools the patch grid to ``mm_tokens_per_image``
+tokens (a sqrt(mm_tokens) side), normalizes them (Gemma's (1 + w) RMSNorm) and multiplies by
+``mm_input_projection_weight`` (C, hidden). Those rows replace the (scaled) embeddings of the prompt's image
+tokens (``image_token_id``; as many as the images' tokens), in order. With ``token_type_ids`` (1 on image tokens,
+as transformers' processor gives them) the tokens of one image attend to each other both ways: each mask is
+(causal or the same image) and the padding, and on a sliding-window layer also within the window, as
+transformers' ``create_masks_for_vision_model``. Without ``token_type_ids`` the masks are causal, as transformers'.
+Text-only calls are Gemma3ForCausalLM's (the lean prefill and decode steps included); ``generate(model, ids,
+pixel_values=..., token_type_ids=...)`` feeds the images to the prefill.
+
+Checkpoint names: transformers 5's ``language_model.model.*`` / ``vision_tower.*`` / ``multi_modal_projector.*``,
+the released checkpoints' ``language_model.model.*``, ``language_model.lm_head.weight`` and
+``vision_tower.vision_model.*``, and transformers' in-memory ``model.language_model.*`` all load;
+``save_pretrained`` writes transformers 5's.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import numpy as np
+
+from ... import nn
+from ...factories import where
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import _NEG, ids_array, mask_array
+from .gemma2 import Gemma3ForCausalLM
+from .siglip import SiglipVisionModel
+
+__all__ = ["Gemma3ForConditionalGeneration", "Gemma3MultiModalProjector"]
+
+_WHO = "Gemma3ForConditionalGeneration"
+_TEXT = ("model.", "lm_head.")
+
+
+class Gemma3MultiModalProjector(nn.Module):
+    """Average pool of the patch grid to ``tokens`` tokens, (1 + w) RMSNorm, then ``mm_input_projection_weight``
+    (vision hidden, text hidden)."""
+
+    def __init__(self, vision: dict, text_hidden: int, tokens: int):
+        super().__init__()
+        C = vision["hidden_size"]
+        self.patches_per_side = vision["image_size"] // vision["patch_size"]
+        side = math.isqrt(tokens)
+        if side * side != tokens or side < 1 or self.patches_per_side % side:
+            raise ValueError(f"{_WHO}: mm_tokens_per_image must be a square whose side divides the image's "
+                             f"{self.patches_per_side} patches per side, got {tokens}")
+        self.kernel = self.patches_per_side // side
+        self.mm_input_projection_weight = nn.Parameter(Tensor._stored(np.zeros((C, text_hidden), np.float32)))
+        self.mm_soft_emb_norm = nn.RMSNorm(C, eps=vision.get("layer_norm_eps", 1e-6))
+
+    def forward(self, patches: Tensor) -> Tensor:
+        N, P, C = patches.shape
+        side = self.patches_per_side
+        grid = patches.transpose(1, 2).reshape(N, C, side, side)
+        pooled = F.avg_pool2d(grid, self.kernel, self.kernel).flatten(2).transpose(1, 2)
+        return self.mm_soft_emb_norm(pooled) @ self.mm_input_projection_weight
+
+
+def _sub_config(config: dict, key: str) -> dict:
+    sub = config.get(key)
+    if not isinstance(sub, dict):
+        raise ValueError(f"{_WHO}: config {key} must be a dict, got {type(sub).__name__}")
+    return dict(sub)
+
+
+class Gemma3ForConditionalGeneration(Gemma3ForCausalLM):
+    """Gemma 3 with images: ``forward(input_ids, attention_mask=None, position_ids=None, cache=None,
+    logits_to_keep=0, pixel_values=None, token_type_ids=None)`` returns the logits (B, T, vocab_size)."""
+
+    architecture = "Gemma3ForConditionalGeneration"
+    model_type = "gemma3"
+    takes_images = True  # generate passes pixel_values / token_type_ids to the prefill
+
+    def __init__(self, config: dict):
+        config = dict(config)
+        text = _sub_config(config, "text_config")
+        text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
+        super().__init__(text)
+        vision = {**_sub_config(config, "vision_config"), "vision_use_head": False}
+        self.vision_tower = SiglipVisionModel(vision)
+        self.mm_tokens_per_image = int(config.get("mm_tokens_per_image", 256))
+        self.multi_modal_projector = Gemma3MultiModalProjector(self.vision_tower.config, self.config["hidden_size"],
+                                                               self.mm_tokens_per_image)
+        token = config.get("image_token_id", config.get("image_token_index", 262144))
+        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
+            raise ValueError(f"{_WHO}: config image_token_index must be a non-negative integer, got {token!r}")
+        self.image_token_id = token
+        self.hf_config = config  # save_pretrained writes the whole image-text config
+
+    # ---- images ----------------------------------------------------------------------------------------------
+    def image_features(self, pixel_values) -> Tensor:
+        """(N, mm_tokens_per_image, hidden): each image's rows for the prompt's image tokens."""
+        return self.multi_modal_projector(self.vision_tower(pixel_values).last_hidden_state)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep: int = 0,
+                pixel_values=None, token_type_ids=None):
+        if pixel_values is None and token_type_ids is None:
+            ids = self._text_ids(input_ids)
+            return super().forward(ids, attention_mask, position_ids, cache, logits_to_keep)
+        ids = ids_array(input_ids, _WHO, max(self.vocab_size, self.image_token_id + 1))
+        B, T = ids.shape
+        past = cache.length if cache is not None else 0
+        pad = mask_array(attention_mask, _WHO, (B, past + T))
+        image = ids == self.image_token_id
+        x = self._embed(np.where(image, 0, ids) if self.image_token_id >= self.vocab_size else ids)
+        if pixel_values is not None:
+            x = self._merge_images(x, image, self.image_features(pixel_values))
+        masks = None
+        if token_type_ids is not None:
+            masks = self._image_masks(token_type_ids, pad, past, B, T)
+        x = self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+
+    def _text_ids(self, input_ids):
+        """A text-only call's ids, an out-of-vocabulary image token read as id 0 (transformers')."""
+        if self.image_token_id < self.vocab_size or isinstance(input_ids, Tensor):
+            return input_ids
+        ids = ids_array(input_ids, _WHO, self.image_token_id + 1)
+        return np.where(ids == self.image_token_id, 0, ids)
+
+    def _merge_images(self, x: Tensor, image: np.ndarray, features: Tensor) -> Tensor:
+        """x (B, T, hidden) with its image-token rows replaced by the images' rows, in order (masked_scatter)."""
+        rows = features.reshape(-1, features.shape[-1])
+        count = int(image.sum())
+        if count != rows.shape[0]:
+            raise ValueError(f"{_WHO}: the prompt holds {count} image tokens (id {self.image_token_id}) but the "
+                             f"{features.shape[0]} images give {rows.shape[0]} ({self.mm_tokens_per_image} each)")
+        index = np.zeros(image.shape, np.int64)
+        index[image] = np.arange(count)
+        placed = rows[index.reshape(-1)].reshape(*x.shape)  # (B, T, hidden): each image token's row
+        return where(Tensor._wrap(image[..., None]), placed, x)
+
+    def _image_masks(self, token_type_ids, pad, past: int, B: int, T: int) -> dict:
+        """Per sliding window (None: the global layers) the additive mask (B, 1, T, past + T): (causal or the same
+        image block) and not padding, and within the window on the sliding layers."""
+        kinds = np.asarray(token_type_ids.numpy() if isinstance(token_type_ids, Tensor) else token_type_ids)
+        if kinds.shape != (B, T) or kinds.dtype.kind not in "iub":
+            raise ValueError(f"{_WHO}: token_type_ids must be integers (1: an image token) of the input_ids' shape "
+                             f"{(B, T)}, got {kinds.dtype} {kinds.shape}")
+        if past:
+            raise ValueError(f"{_WHO}: token_type_ids apply to a prompt from position 0 (the cache holds {past} "
+                             "tokens); pass them with the prefill only, as generate does")
+        is_image = kinds == 1
+        start = is_image & ~np.concatenate([np.zeros((B, 1), bool), is_image[:, :-1]], 1)
+        block = np.where(is_image, np.cumsum(start, 1) - 1, -1)
+        q, k = np.arange(T)[:, None], np.arange(T)[None, :]
+        allowed = (k <= q)[None] | ((block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0))
+        if pad is not None:
+            allowed = allowed & pad[:, None, :]
+        masks = {}
+        for w in set(self.sliding_windows):
+            ok = allowed if w is None else allowed & (q - k < w)[None]
+            masks[w] = np.where(ok, np.float32(0), np.float32(_NEG))[:, None]
+        return masks
+
+    # ---- the decode path takes the text modules only -----------------------------------------------------------
+    def text_modules(self):
+        """The modules a text step runs (the lean decoder's check): all but the vision tower and projector."""
+        vision = {id(m) for part in (self.vision_tower, self.multi_modal_projector) for m in part.modules()}
+        return [m for m in self.modules() if id(m) not in vision]
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        text: Dict[str, np.ndarray] = {}
+        out: Dict[str, np.ndarray] = {}
+        for key, value in tensors.items():
+            k = key[len("model."):] if key.startswith("model.") and key[6:].startswith(
+                ("language_model.", "vision_tower.", "multi_modal_projector.")) else key
+            if k.startswith("language_model."):
+                k = k[len("language_model."):]
+                text[k if k.startswith(_TEXT) else "model." + k] = value
+            elif k.startswith("lm_head."):
+                text[k] = value
+            elif k.startswith("vision_tower."):
+                rest = k[len("vision_tower."):]
+                out["vision_tower." + (rest[len("vision_model."):] if rest.startswith("vision_model.") else rest)] = \
+                    value
+            elif k == "multi_modal_projector.mm_soft_emb_norm.weight":
+                out[k] = np.asarray(value, np.float32) + np.float32(1)  # Gemma's (1 + w)
+            else:
+                out[k] = value
+        return {**super().from_hf(text), **out}
+
+    def to_hf(self) -> Dict[str, np.ndarray]:
+        state = {k: t.numpy() for k, t in self.state_dict().items()}
+        text = {k: v for k, v in state.items() if k.startswith(_TEXT)}
+        out = {("language_model." + k if k.startswith("model.") else k): v
+               for k, v in self._text_to_hf(text).items()}
+        for k, v in state.items():
+            if not k.startswith(_TEXT):
+                out[k] = v - np.float32(1) if k == "multi_modal_projector.mm_soft_emb_norm.weight" else v
+        return out
+
+    def _text_to_hf(self, text: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return {k: (v - np.float32(1)) if self._norm_key(k) else v for k, v in text.items()}
