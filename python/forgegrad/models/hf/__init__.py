@@ -32,7 +32,8 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``answer_question``),
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``,
-``Gemma3ForConditionalGeneration`` (Gemma 3 with images: gemma3_vlm.py), ``GPTNeoXForCausalLM`` (Pythia),
+``Gemma3ForConditionalGeneration`` (Gemma 3 with images: gemma3_vlm.py), ``LlavaForConditionalGeneration``
+(LLaVA 1.5: llava.py), ``GPTNeoXForCausalLM`` (Pythia),
 ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
 ``PhiForCausalLM``,
 ``Starcoder2ForCausalLM``,
@@ -72,6 +73,7 @@ from .bert import (BertForSequenceClassification, BertModel, RobertaForSequenceC
 from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gemma3_vlm import Gemma3ForConditionalGeneration
+from .llava import LlavaForConditionalGeneration
 from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
 from .olmo2 import Olmo2ForCausalLM
@@ -137,7 +139,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-           "Gemma3ForConditionalGeneration", "PhiForCausalLM",
+           "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PhiForCausalLM",
            "Starcoder2ForCausalLM",
            "StableLmForCausalLM",
            "GraniteForCausalLM",
@@ -177,7 +179,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
-                  Olmo3ForCausalLM, Gemma3ForConditionalGeneration, PhiForCausalLM,
+                  Olmo3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, PhiForCausalLM,
                   Starcoder2ForCausalLM,
                   StableLmForCausalLM,
                   GraniteForCausalLM,
@@ -218,7 +220,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "llama": LlamaForCausalLM, "mistral": MistralForCausalLM,
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
-            "gemma3": Gemma3ForConditionalGeneration,
+            "gemma3": Gemma3ForConditionalGeneration, "llava": LlavaForConditionalGeneration,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
             "phi": PhiForCausalLM,
             "starcoder2": Starcoder2ForCausalLM,
@@ -290,7 +292,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             Phi3ForCausalLM: llama, Gemma2ForCausalLM: llama, Gemma3ForCausalLM: llama,
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama,
             # the text and vision sizes sit in text_config / vision_config (checked as the model is built)
-            Gemma3ForConditionalGeneration: (), Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
+            Gemma3ForConditionalGeneration: (), LlavaForConditionalGeneration: (),
+            Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
             PhiForCausalLM: llama,
             Starcoder2ForCausalLM: llama,
             StableLmForCausalLM: llama,

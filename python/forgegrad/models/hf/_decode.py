@@ -238,8 +238,8 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, moe, olmo2, olmo3, phi, stablelm,
-                   starcoder2)
+    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, phi,
+                   stablelm, starcoder2)
     return (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
             olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
@@ -247,7 +247,7 @@ def _plain_module_types() -> tuple:
             gpt_neox.GPTNeoXMLP, gpt2.GPT2LMHeadModel, gpt2.GPT2Model, gpt2.GPT2Block, gpt2.GPT2Attention, gpt2.GPT2MLP,
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
-            gemma3_vlm.Gemma3ForConditionalGeneration,
+            gemma3_vlm.Gemma3ForConditionalGeneration, llava.LlavaForConditionalGeneration,
             gemma2.GemmaForCausalLM, moe.MixtralForCausalLM, moe.Qwen2MoeForCausalLM, moe.Qwen3MoeForCausalLM,
             moe.SparseMoeBlock,
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,

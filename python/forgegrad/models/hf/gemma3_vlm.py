@@ -25,17 +25,16 @@ from typing import Dict
 import numpy as np
 
 from ... import nn
-from ...factories import where
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import _NEG, ids_array, mask_array
+from ._image_text import TEXT_PREFIXES, ImageTextDecoder
+from ._layers import _NEG, mask_array
 from .gemma2 import Gemma3ForCausalLM
 from .siglip import SiglipVisionModel
 
 __all__ = ["Gemma3ForConditionalGeneration", "Gemma3MultiModalProjector"]
 
 _WHO = "Gemma3ForConditionalGeneration"
-_TEXT = ("model.", "lm_head.")
 
 
 class Gemma3MultiModalProjector(nn.Module):
@@ -69,13 +68,12 @@ def _sub_config(config: dict, key: str) -> dict:
     return dict(sub)
 
 
-class Gemma3ForConditionalGeneration(Gemma3ForCausalLM):
+class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
     """Gemma 3 with images: ``forward(input_ids, attention_mask=None, position_ids=None, cache=None,
     logits_to_keep=0, pixel_values=None, token_type_ids=None)`` returns the logits (B, T, vocab_size)."""
 
     architecture = "Gemma3ForConditionalGeneration"
     model_type = "gemma3"
-    takes_images = True  # generate passes pixel_values / token_type_ids to the prefill
 
     def __init__(self, config: dict):
         config = dict(config)
@@ -101,16 +99,15 @@ class Gemma3ForConditionalGeneration(Gemma3ForCausalLM):
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep: int = 0,
                 pixel_values=None, token_type_ids=None):
         if pixel_values is None and token_type_ids is None:
-            ids = self._text_ids(input_ids)
-            return super().forward(ids, attention_mask, position_ids, cache, logits_to_keep)
-        ids = ids_array(input_ids, _WHO, max(self.vocab_size, self.image_token_id + 1))
+            return super().forward(self._text_ids(input_ids, _WHO), attention_mask, position_ids, cache,
+                                   logits_to_keep)
+        ids, image, text_ids = self._ids(input_ids, _WHO)
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         pad = mask_array(attention_mask, _WHO, (B, past + T))
-        image = ids == self.image_token_id
-        x = self._embed(np.where(image, 0, ids) if self.image_token_id >= self.vocab_size else ids)
+        x = self._embed(text_ids)
         if pixel_values is not None:
-            x = self._merge_images(x, image, self.image_features(pixel_values))
+            x = self._merge_images(x, image, self.image_features(pixel_values), _WHO, self.mm_tokens_per_image)
         masks = None
         if token_type_ids is not None:
             masks = self._image_masks(token_type_ids, pad, past, B, T)
@@ -118,25 +115,6 @@ class Gemma3ForConditionalGeneration(Gemma3ForCausalLM):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
-
-    def _text_ids(self, input_ids):
-        """A text-only call's ids, an out-of-vocabulary image token read as id 0 (transformers')."""
-        if self.image_token_id < self.vocab_size or isinstance(input_ids, Tensor):
-            return input_ids
-        ids = ids_array(input_ids, _WHO, self.image_token_id + 1)
-        return np.where(ids == self.image_token_id, 0, ids)
-
-    def _merge_images(self, x: Tensor, image: np.ndarray, features: Tensor) -> Tensor:
-        """x (B, T, hidden) with its image-token rows replaced by the images' rows, in order (masked_scatter)."""
-        rows = features.reshape(-1, features.shape[-1])
-        count = int(image.sum())
-        if count != rows.shape[0]:
-            raise ValueError(f"{_WHO}: the prompt holds {count} image tokens (id {self.image_token_id}) but the "
-                             f"{features.shape[0]} images give {rows.shape[0]} ({self.mm_tokens_per_image} each)")
-        index = np.zeros(image.shape, np.int64)
-        index[image] = np.arange(count)
-        placed = rows[index.reshape(-1)].reshape(*x.shape)  # (B, T, hidden): each image token's row
-        return where(Tensor._wrap(image[..., None]), placed, x)
 
     def _image_masks(self, token_type_ids, pad, past: int, B: int, T: int) -> dict:
         """Per sliding window (None: the global layers) the additive mask (B, 1, T, past + T): (causal or the same
@@ -161,43 +139,17 @@ class Gemma3ForConditionalGeneration(Gemma3ForCausalLM):
             masks[w] = np.where(ok, np.float32(0), np.float32(_NEG))[:, None]
         return masks
 
-    # ---- the decode path takes the text modules only -----------------------------------------------------------
-    def text_modules(self):
-        """The modules a text step runs (the lean decoder's check): all but the vision tower and projector."""
-        vision = {id(m) for part in (self.vision_tower, self.multi_modal_projector) for m in part.modules()}
-        return [m for m in self.modules() if id(m) not in vision]
-
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        text: Dict[str, np.ndarray] = {}
-        out: Dict[str, np.ndarray] = {}
-        for key, value in tensors.items():
-            k = key[len("model."):] if key.startswith("model.") and key[6:].startswith(
-                ("language_model.", "vision_tower.", "multi_modal_projector.")) else key
-            if k.startswith("language_model."):
-                k = k[len("language_model."):]
-                text[k if k.startswith(_TEXT) else "model." + k] = value
-            elif k.startswith("lm_head."):
-                text[k] = value
-            elif k.startswith("vision_tower."):
-                rest = k[len("vision_tower."):]
-                out["vision_tower." + (rest[len("vision_model."):] if rest.startswith("vision_model.") else rest)] = \
-                    value
-            elif k == "multi_modal_projector.mm_soft_emb_norm.weight":
-                out[k] = np.asarray(value, np.float32) + np.float32(1)  # Gemma's (1 + w)
-            else:
-                out[k] = value
-        return {**super().from_hf(text), **out}
+        text, rest = self.split_names(tensors)
+        norm = "multi_modal_projector.mm_soft_emb_norm.weight"
+        if norm in rest:
+            rest[norm] = np.asarray(rest[norm], np.float32) + np.float32(1)  # Gemma's (1 + w)
+        return {**super().from_hf(text), **rest}
 
     def to_hf(self) -> Dict[str, np.ndarray]:
-        state = {k: t.numpy() for k, t in self.state_dict().items()}
-        text = {k: v for k, v in state.items() if k.startswith(_TEXT)}
-        out = {("language_model." + k if k.startswith("model.") else k): v
-               for k, v in self._text_to_hf(text).items()}
-        for k, v in state.items():
-            if not k.startswith(_TEXT):
-                out[k] = v - np.float32(1) if k == "multi_modal_projector.mm_soft_emb_norm.weight" else v
+        text = {k: t.numpy() for k, t in self.state_dict().items() if k.startswith(TEXT_PREFIXES)}
+        out = self.joined_names({k: (v - np.float32(1)) if self._norm_key(k) else v for k, v in text.items()})
+        norm = "multi_modal_projector.mm_soft_emb_norm.weight"
+        out[norm] = out[norm] - np.float32(1)
         return out
-
-    def _text_to_hf(self, text: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return {k: (v - np.float32(1)) if self._norm_key(k) else v for k, v in text.items()}
