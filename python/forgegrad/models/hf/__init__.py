@@ -33,7 +33,8 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``,
 ``Gemma3ForConditionalGeneration`` (Gemma 3 with images: gemma3_vlm.py), ``LlavaForConditionalGeneration``
-(LLaVA 1.5: llava.py), ``GPTNeoXForCausalLM`` (Pythia),
+(LLaVA 1.5: llava.py), ``PaliGemmaForConditionalGeneration`` (PaliGemma 1 and 2: paligemma.py),
+``GPTNeoXForCausalLM`` (Pythia),
 ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
 ``PhiForCausalLM``,
 ``Starcoder2ForCausalLM``,
@@ -74,6 +75,7 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gemma3_vlm import Gemma3ForConditionalGeneration
 from .llava import LlavaForConditionalGeneration
+from .paligemma import PaliGemmaForConditionalGeneration
 from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
 from .olmo2 import Olmo2ForCausalLM
@@ -139,7 +141,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-           "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PhiForCausalLM",
+           "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration",
+           "PhiForCausalLM",
            "Starcoder2ForCausalLM",
            "StableLmForCausalLM",
            "GraniteForCausalLM",
@@ -179,7 +182,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   LlamaForCausalLM, MistralForCausalLM,
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
-                  Olmo3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, PhiForCausalLM,
+                  Olmo3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
+                  PaliGemmaForConditionalGeneration, PhiForCausalLM,
                   Starcoder2ForCausalLM,
                   StableLmForCausalLM,
                   GraniteForCausalLM,
@@ -221,6 +225,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gemma3": Gemma3ForConditionalGeneration, "llava": LlavaForConditionalGeneration,
+            "paligemma": PaliGemmaForConditionalGeneration,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
             "phi": PhiForCausalLM,
             "starcoder2": Starcoder2ForCausalLM,
@@ -293,6 +298,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama,
             # the text and vision sizes sit in text_config / vision_config (checked as the model is built)
             Gemma3ForConditionalGeneration: (), LlavaForConditionalGeneration: (),
+            PaliGemmaForConditionalGeneration: (),
             Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
             PhiForCausalLM: llama,
             Starcoder2ForCausalLM: llama,

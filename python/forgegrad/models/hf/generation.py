@@ -588,7 +588,8 @@ def _images(model, pixel_values, token_type_ids, beams, returns: int, prefix_cac
         return {}
     if not getattr(model, "takes_images", False):
         raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's (Gemma3ForConditional"
-                        f"Generation, LlavaForConditionalGeneration); {type(model).__name__} takes text only")
+                        f"Generation, LlavaForConditionalGeneration, PaliGemmaForConditionalGeneration); "
+                        f"{type(model).__name__} takes text only")
     if beams is not None or returns > 1 or prefix_cache is not None:
         raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "
                                   "num_return_sequences or prefix_cache yet)")
