@@ -10,8 +10,9 @@ from typing import Dict, Tuple
 import numpy as np
 
 from ...factories import where
+from ...nn import functional as F
 from ...tensor import Tensor
-from ._layers import ids_array
+from ._layers import ids_array, mask_array
 
 TEXT_PREFIXES = ("model.", "lm_head.")
 _PARTS = ("language_model.", "vision_tower.", "multi_modal_projector.")
@@ -30,6 +31,51 @@ class ImageTextDecoder:
         ids = ids_array(input_ids, who, max(self.vocab_size, self.image_token_id + 1))
         image = ids == self.image_token_id
         return ids, image, (np.where(image, 0, ids) if self.image_token_id >= self.vocab_size else ids)
+
+    def _prompt(self, input_ids, attention_mask, cache, who: str):
+        """(ids, where the image tokens are, the ids the embedding reads, cached tokens, padding (B, past + T))."""
+        ids, image, text_ids = self._ids(input_ids, who)
+        past = cache.length if cache is not None else 0
+        return ids, image, text_ids, past, mask_array(attention_mask, who, (ids.shape[0], past + ids.shape[1]))
+
+    def _logits(self, ids, image, text_ids, pad, past: int, position_ids, cache, logits_to_keep: int, features,
+                masks, who: str) -> Tensor:
+        """The text decoder's logits with the images' rows (``features`` (N, per image, hidden) or None) at the
+        image tokens and ``masks`` (per sliding window; None: causal)."""
+        x = self._embed(text_ids)
+        if features is not None:
+            x = self._merge_images(x, image, features, who, features.shape[1])
+        x = self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+
+    @staticmethod
+    def _token_types(token_type_ids, B: int, T: int, past: int, who: str, meaning: str) -> np.ndarray:
+        """token_type_ids as an integer (B, T) array, checked (a prompt from position 0 only)."""
+        kinds = np.asarray(token_type_ids.numpy() if isinstance(token_type_ids, Tensor) else token_type_ids)
+        if kinds.shape != (B, T) or kinds.dtype.kind not in "iub":
+            raise ValueError(f"{who}: token_type_ids must be integers ({meaning}) of the input_ids' shape "
+                             f"{(B, T)}, got {kinds.dtype} {kinds.shape}")
+        if past:
+            raise ValueError(f"{who}: token_type_ids apply to a prompt from position 0 (the cache holds {past} "
+                             "tokens); pass them with the prefill only, as generate does")
+        return kinds
+
+    @staticmethod
+    def configs(config: dict, who: str, text_kinds, default_kind: str, vision_kinds=None):
+        """(text_config, vision_config) of an image-text config, checked: dicts, a supported text decoder (and
+        vision tower)."""
+        text, vision = config.get("text_config"), config.get("vision_config")
+        if not isinstance(text, dict) or not isinstance(vision, dict):
+            raise ValueError(f"{who}: config text_config and vision_config must be dicts")
+        kind = text.get("model_type", default_kind)
+        if kind not in text_kinds:
+            raise ValueError(f"{who}: a {kind!r} text decoder is not supported (supported: {', '.join(text_kinds)})")
+        if vision_kinds is not None and vision.get("model_type", vision_kinds[0]) not in vision_kinds:
+            raise ValueError(f"{who}: a {vision.get('model_type')!r} vision tower is not supported "
+                             f"(supported: {', '.join(vision_kinds)})")
+        return dict(text), dict(vision)
 
     def _text_ids(self, input_ids, who: str):
         """A text-only call's ids for the text decoder's forward."""

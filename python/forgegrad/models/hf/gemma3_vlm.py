@@ -28,7 +28,7 @@ from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._image_text import TEXT_PREFIXES, ImageTextDecoder
-from ._layers import _NEG, mask_array
+from ._layers import _NEG
 from .gemma2 import Gemma3ForCausalLM
 from .siglip import SiglipVisionModel
 
@@ -101,31 +101,16 @@ class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
         if pixel_values is None and token_type_ids is None:
             return super().forward(self._text_ids(input_ids, _WHO), attention_mask, position_ids, cache,
                                    logits_to_keep)
-        ids, image, text_ids = self._ids(input_ids, _WHO)
-        B, T = ids.shape
-        past = cache.length if cache is not None else 0
-        pad = mask_array(attention_mask, _WHO, (B, past + T))
-        x = self._embed(text_ids)
-        if pixel_values is not None:
-            x = self._merge_images(x, image, self.image_features(pixel_values), _WHO, self.mm_tokens_per_image)
-        masks = None
-        if token_type_ids is not None:
-            masks = self._image_masks(token_type_ids, pad, past, B, T)
-        x = self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, _WHO)
+        masks = None if token_type_ids is None else self._image_masks(token_type_ids, pad, past, *ids.shape)
+        features = None if pixel_values is None else self.image_features(pixel_values)
+        return self._logits(ids, image, text_ids, pad, past, position_ids, cache, logits_to_keep, features, masks,
+                            _WHO)
 
     def _image_masks(self, token_type_ids, pad, past: int, B: int, T: int) -> dict:
         """Per sliding window (None: the global layers) the additive mask (B, 1, T, past + T): (causal or the same
         image block) and not padding, and within the window on the sliding layers."""
-        kinds = np.asarray(token_type_ids.numpy() if isinstance(token_type_ids, Tensor) else token_type_ids)
-        if kinds.shape != (B, T) or kinds.dtype.kind not in "iub":
-            raise ValueError(f"{_WHO}: token_type_ids must be integers (1: an image token) of the input_ids' shape "
-                             f"{(B, T)}, got {kinds.dtype} {kinds.shape}")
-        if past:
-            raise ValueError(f"{_WHO}: token_type_ids apply to a prompt from position 0 (the cache holds {past} "
-                             "tokens); pass them with the prefill only, as generate does")
+        kinds = self._token_types(token_type_ids, B, T, past, _WHO, "1: an image token")
         is_image = kinds == 1
         start = is_image & ~np.concatenate([np.zeros((B, 1), bool), is_image[:, :-1]], 1)
         block = np.where(is_image, np.cumsum(start, 1) - 1, -1)

@@ -17,9 +17,8 @@ import numpy as np
 
 from ... import nn
 from ...factories import cat
-from ...nn import functional as F
 from ._image_text import TEXT_PREFIXES, ImageTextDecoder
-from ._layers import activation, mask_array
+from ._layers import activation
 from .clip import CLIPVisionModel, pixel_tensor
 from .llama import MistralForCausalLM
 
@@ -59,16 +58,7 @@ class LlavaForConditionalGeneration(ImageTextDecoder, MistralForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        text, vision = config.get("text_config"), config.get("vision_config")
-        if not isinstance(text, dict) or not isinstance(vision, dict):
-            raise ValueError(f"{_WHO}: config text_config and vision_config must be dicts")
-        kind = text.get("model_type", "llama")
-        if kind not in ("llama", "mistral"):
-            raise ValueError(f"{_WHO}: a {kind!r} text decoder is not supported (supported: llama, mistral)")
-        if vision.get("model_type", "clip_vision_model") != "clip_vision_model":
-            raise ValueError(f"{_WHO}: a {vision.get('model_type')!r} vision tower is not supported "
-                             "(supported: clip_vision_model)")
-        text = dict(text)
+        text, vision = self.configs(config, _WHO, ("llama", "mistral"), "llama", ("clip_vision_model",))
         text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", False))
         super().__init__(text)
         self.vision_tower = CLIPVisionModel(vision)
@@ -105,16 +95,9 @@ class LlavaForConditionalGeneration(ImageTextDecoder, MistralForCausalLM):
         if pixel_values is None:
             return super().forward(self._text_ids(input_ids, _WHO), attention_mask, position_ids, cache,
                                    logits_to_keep)
-        ids, image, text_ids = self._ids(input_ids, _WHO)
-        B, T = ids.shape
-        past = cache.length if cache is not None else 0
-        pad = mask_array(attention_mask, _WHO, (B, past + T))
-        features = self.image_features(pixel_values)
-        x = self._merge_images(self._embed(text_ids), image, features, _WHO, features.shape[1])
-        x = self._stack(ids, pad, past, position_ids, cache, embeds=x)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, _WHO)
+        return self._logits(ids, image, text_ids, pad, past, position_ids, cache, logits_to_keep,
+                            self.image_features(pixel_values), None, _WHO)
 
     def from_hf(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         text, rest = self.split_names(tensors)

@@ -20,9 +20,8 @@ from typing import Dict
 import numpy as np
 
 from ... import nn
-from ...nn import functional as F
 from ._image_text import TEXT_PREFIXES, ImageTextDecoder
-from ._layers import _NEG, mask_array
+from ._layers import _NEG
 from .gemma2 import Gemma2ForCausalLM, GemmaForCausalLM
 from .siglip import SiglipVisionModel
 
@@ -56,13 +55,7 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        text, vision = config.get("text_config"), config.get("vision_config")
-        if not isinstance(text, dict) or not isinstance(vision, dict):
-            raise ValueError(f"{_WHO}: config text_config and vision_config must be dicts")
-        kind = text.get("model_type", "gemma2")
-        if kind not in ("gemma", "gemma2"):
-            raise ValueError(f"{_WHO}: a {kind!r} text decoder is not supported (supported: gemma, gemma2)")
-        text = dict(text)
+        text, vision = self.configs(config, _WHO, ("gemma", "gemma2"), "gemma2")
         # transformers sets it for PaliGemma's decoder, whose masks PaliGemma builds itself (prefix-LM or causal)
         text.pop("use_bidirectional_attention", None)
         text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
@@ -85,35 +78,22 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep: int = 0,
                 pixel_values=None, token_type_ids=None):
-        ids, image, text_ids = self._ids(input_ids, _WHO)
+        ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, _WHO)
         B, T = ids.shape
-        past = cache.length if cache is not None else 0
-        pad = mask_array(attention_mask, _WHO, (B, past + T))
         # positions from 1 (transformers' PaliGemma shifts every position, given or not)
         positions = (np.arange(past, past + T)[None] if position_ids is None else
                      np.asarray(position_ids.numpy() if hasattr(position_ids, "numpy") else position_ids)) + 1
         if pixel_values is None and token_type_ids is None:
             return super().forward(text_ids, attention_mask, positions, cache, logits_to_keep)
-        x = self._embed(text_ids)
-        if pixel_values is not None:
-            features = self.image_features(pixel_values)
-            x = self._merge_images(x, image, features, _WHO, features.shape[1])
+        features = None if pixel_values is None else self.image_features(pixel_values)
         masks = None if token_type_ids is None else self._prefix_masks(token_type_ids, pad, past, B, T)
-        x = self._stack(ids, pad, past, np.broadcast_to(positions, (B, T)), cache, embeds=x, masks=masks)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        return self._logits(ids, image, text_ids, pad, past, np.broadcast_to(positions, (B, T)), cache,
+                            logits_to_keep, features, masks, _WHO)
 
     def _prefix_masks(self, token_type_ids, pad, past: int, B: int, T: int) -> dict:
         """Per sliding window the additive mask (B, 1, T, past + T): (causal, within the window on a sliding layer,
         or both in the prefix) and not padding."""
-        kinds = np.asarray(token_type_ids.numpy() if hasattr(token_type_ids, "numpy") else token_type_ids)
-        if kinds.shape != (B, T) or kinds.dtype.kind not in "iub":
-            raise ValueError(f"{_WHO}: token_type_ids must be integers (0: the prefix, 1: the suffix) of the "
-                             f"input_ids' shape {(B, T)}, got {kinds.dtype} {kinds.shape}")
-        if past:
-            raise ValueError(f"{_WHO}: token_type_ids apply to a prompt from position 0 (the cache holds {past} "
-                             "tokens); pass them with the prefill only, as generate does")
+        kinds = self._token_types(token_type_ids, B, T, past, _WHO, "0: the prefix, 1: the suffix")
         prefix = kinds == 0
         both = prefix[:, :, None] & prefix[:, None, :]
         q, k = np.arange(T)[:, None], np.arange(T)[None, :]
