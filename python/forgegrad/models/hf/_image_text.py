@@ -77,6 +77,15 @@ class ImageTextDecoder:
                              f"(supported: {', '.join(vision_kinds)})")
         return dict(text), dict(vision)
 
+    def _set_image_config(self, config: dict, default_token: int, who: str) -> None:
+        """The image token (config image_token_index, or image_token_id) and the whole config, which save_pretrained
+        writes."""
+        token = config.get("image_token_index", config.get("image_token_id", default_token))
+        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
+            raise ValueError(f"{who}: config image_token_index must be a non-negative integer, got {token!r}")
+        self.image_token_id = token
+        self.hf_config = config
+
     def _text_ids(self, input_ids, who: str):
         """A text-only call's ids for the text decoder's forward."""
         if self.image_token_id < self.vocab_size or isinstance(input_ids, Tensor):

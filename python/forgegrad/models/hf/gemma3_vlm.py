@@ -85,11 +85,7 @@ class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
         self.mm_tokens_per_image = int(config.get("mm_tokens_per_image", 256))
         self.multi_modal_projector = Gemma3MultiModalProjector(self.vision_tower.config, self.config["hidden_size"],
                                                                self.mm_tokens_per_image)
-        token = config.get("image_token_id", config.get("image_token_index", 262144))
-        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
-            raise ValueError(f"{_WHO}: config image_token_index must be a non-negative integer, got {token!r}")
-        self.image_token_id = token
-        self.hf_config = config  # save_pretrained writes the whole image-text config
+        self._set_image_config(config, 262144, _WHO)
 
     # ---- images ----------------------------------------------------------------------------------------------
     def image_features(self, pixel_values) -> Tensor:

@@ -71,11 +71,7 @@ class LlavaForConditionalGeneration(ImageTextDecoder, MistralForCausalLM):
         self.multi_modal_projector = LlavaMultiModalProjector(
             self.vision_tower.config["hidden_size"] * len(self.feature_layers), self.config["hidden_size"],
             config.get("projector_hidden_act", "gelu"), bool(config.get("multimodal_projector_bias", True)))
-        token = config.get("image_token_index", config.get("image_token_id", 32000))
-        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
-            raise ValueError(f"{_WHO}: config image_token_index must be a non-negative integer, got {token!r}")
-        self.image_token_id = token
-        self.hf_config = config  # save_pretrained writes the whole image-text config
+        self._set_image_config(config, 32000, _WHO)
 
     def image_features(self, pixel_values):
         """(N, patches (+ 1 with "full"), hidden): each image's rows for the prompt's image tokens."""

@@ -66,11 +66,7 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
             raise ValueError(f"{_WHO}: config projection_dim ({width}) must be the text decoder's hidden_size "
                              f"({self.config['hidden_size']})")
         self.multi_modal_projector = PaliGemmaMultiModalProjector(self.vision_tower.config["hidden_size"], width)
-        token = config.get("image_token_index", config.get("image_token_id", 257152))
-        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
-            raise ValueError(f"{_WHO}: config image_token_index must be a non-negative integer, got {token!r}")
-        self.image_token_id = token
-        self.hf_config = config  # save_pretrained writes the whole image-text config
+        self._set_image_config(config, 257152, _WHO)
 
     def image_features(self, pixel_values):
         """(N, patches, hidden): each image's rows for the prompt's image tokens."""
