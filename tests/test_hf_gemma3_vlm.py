@@ -131,6 +131,10 @@ def test_bad_image_inputs_raise_clear_errors(checkpoint):
     model = from_pretrained(path)
     with pytest.raises(ValueError, match="holds 8 image tokens .* but the 1 images give 4"):
         model(IDS, MASK, pixel_values=PIXELS[:1])
+    with pytest.raises(TypeError, match="pixel_values must be a float array .* got str"):
+        model(IDS, MASK, pixel_values="cat.png")
+    with pytest.raises(ValueError, match="pixel_values must have shape \\(batch, 3, 28, 28\\)"):
+        model(IDS, MASK, pixel_values=PIXELS[:, :, :20, :20])
     with pytest.raises(ValueError, match="token_type_ids must be integers .* of the input_ids' shape"):
         model(IDS, MASK, pixel_values=PIXELS, token_type_ids=np.ones((2, 3), np.int64))
     cache = model.new_cache(2, 20)

@@ -144,8 +144,14 @@ class TextEmbeddings(nn.Module):
 def pixel_tensor(pixel_values, cfg: dict, who: str) -> Tensor:
     """``pixel_values`` (numpy array or Tensor) as a float32 (B, channels, image_size, image_size) Tensor, checked;
     a graph's input Tensor is kept as it is."""
-    t = pixel_values if isinstance(pixel_values, Tensor) else Tensor._wrap(
-        np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32)))
+    if isinstance(pixel_values, Tensor):
+        t = pixel_values
+    else:
+        arr = np.asarray(pixel_values)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{who}: pixel_values must be a float array (batch, channels, height, width), got "
+                            f"{type(pixel_values).__name__} of dtype {arr.dtype}")
+        t = Tensor._wrap(np.ascontiguousarray(arr, dtype=np.float32))
     size, channels = cfg["image_size"], cfg["num_channels"]
     if t.ndim != 4 or tuple(t.shape[1:]) != (channels, size, size):
         raise ValueError(f"{who}: pixel_values must have shape (batch, {channels}, {size}, {size}) (the configured "
