@@ -39,6 +39,10 @@ def add_parser(sub):
     p.add_argument("--chat", action="store_true", help="send --prompt as a user message through the checkpoint's "
                    "chat template (instruct models), and stop at the end of the assistant's turn")
     p.add_argument("--system", default=None, help="with --chat: a system message before the user's")
+    p.add_argument("--image", action="append", default=None, metavar="FILE",
+                   help="an image for an image-text model (Gemma 3, LLaVA, PaliGemma; repeat for several): it goes "
+                        "where --prompt marks it (<start_of_image>, <image>; with --chat the template places it), "
+                        "else before the text; made into pixel values by the checkpoint's preprocessor_config.json")
     p.add_argument("--max-new-tokens", type=positive_int, default=50, help="tokens to generate (default 50)")
     p.add_argument("--temperature", type=_positive_float, default=None, help="sample at this temperature "
                    "(default: greedy decoding unless --top-k/--top-p is given)")
@@ -111,7 +115,10 @@ def run(args, out=None):
     if args.chat:
         prompt = _chat_prompt(args)
     seq2seq = getattr(model, "is_encoder_decoder", False)  # T5: the prompt is the encoder's input
-    if args.source_lang is not None:
+    images = {}
+    if args.image:
+        ids, images = _image_inputs(args, model, tok, prompt)
+    elif args.source_lang is not None:
         if not seq2seq:
             raise UsageError("--source-lang is for encoder-decoders (mBART, NLLB), whose input is the source text")
         try:
@@ -172,7 +179,7 @@ def run(args, out=None):
                      temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                      streamer=step,
                      num_beams=1, num_return_sequences=1, repetition_penalty=args.repetition_penalty,
-                     eos_token_id=sorted(eos), tokenizer=tok, **forced)
+                     eos_token_id=sorted(eos), tokenizer=tok, **forced, **images)
         except _Ended:
             pass
         except ValueError as e:
@@ -246,9 +253,47 @@ def _chat_prompt(args) -> str:
         raise CLIError(f"--chat: {e}") from None
     if template is None:
         raise UsageError(f"--chat: {args.path} has no chat template (chat_template.jinja or tokenizer_config.json)")
+    content = args.prompt  # with images: transformers' content parts, which the template marks
+    if args.image:
+        content = [{"type": "image"} for _ in args.image] + [{"type": "text", "text": args.prompt}]
     messages = ([{"role": "system", "content": args.system}] if args.system is not None else []) + [
-        {"role": "user", "content": args.prompt}]
+        {"role": "user", "content": content}]
     try:
         return template.render(messages, add_generation_prompt=True)
     except ValueError as e:
         raise UsageError(f"--chat: {e}") from None
+
+
+def _image_inputs(args, model, tok, prompt: str):
+    """--image: (the prompt's ids with each image's tokens, generate's pixel_values and token_type_ids)."""
+    from ..models.hf.image_processing import load_image_processor
+    from ..models.hf.image_prompts import PLACEHOLDERS, image_prompt
+    if not getattr(model, "takes_images", False):
+        raise UsageError(f"--image: {type(model).__name__} takes text only (image-text models: "
+                         f"{', '.join(PLACEHOLDERS)})")
+    if args.num_beams > 1 or args.num_return_sequences > 1:
+        raise UsageError("--image: one sequence, greedy or sampled (not with --num-beams or --num-return-sequences "
+                         "yet)")
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise CLIError("--image needs Pillow (pip install pillow)") from None
+    try:
+        processor = load_image_processor(args.path)
+    except (FileNotFoundError, ValueError, NotImplementedError) as e:
+        raise UsageError(f"--image: {e}") from None
+    pictures = []
+    for name in args.image:
+        try:
+            with Image.open(name) as image:
+                pictures.append(ImageOps.exif_transpose(image).convert("RGB"))
+        except (OSError, ValueError) as e:  # a missing file, not an image (UnidentifiedImageError is an OSError)
+            raise UsageError(f"--image {name!r}: not an image Pillow reads ({type(e).__name__}: {e})") from None
+    try:
+        ids, kinds = image_prompt(model, tok, prompt, len(pictures))
+    except ValueError as e:
+        raise UsageError(f"--image: {e}") from None
+    extra = {"pixel_values": processor(pictures)["pixel_values"]}
+    if kinds is not None:
+        extra["token_type_ids"] = np.array([kinds], np.int64)
+    return ids, extra

@@ -24,6 +24,7 @@ class ImageTextDecoder:
 
     takes_images = True  # generate passes pixel_values (and token_type_ids) to the prefill
     image_token_id: int
+    tokens_per_image: int  # the prompt's image tokens per image (image_prompts.py)
 
     def _ids(self, input_ids, who: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, where the image tokens are, the ids the embedding reads: an image token past the text vocabulary

@@ -82,7 +82,7 @@ class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
         super().__init__(text)
         vision = {**_sub_config(config, "vision_config"), "vision_use_head": False}
         self.vision_tower = SiglipVisionModel(vision)
-        self.mm_tokens_per_image = int(config.get("mm_tokens_per_image", 256))
+        self.mm_tokens_per_image = self.tokens_per_image = int(config.get("mm_tokens_per_image", 256))
         self.multi_modal_projector = Gemma3MultiModalProjector(self.vision_tower.config, self.config["hidden_size"],
                                                                self.mm_tokens_per_image)
         self._set_image_config(config, 262144, _WHO)

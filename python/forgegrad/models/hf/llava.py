@@ -68,6 +68,8 @@ class LlavaForConditionalGeneration(ImageTextDecoder, MistralForCausalLM):
         if self.select not in ("default", "full"):
             raise ValueError(f"{_WHO}: config vision_feature_select_strategy must be 'default' or 'full', got "
                              f"{self.select!r}")
+        vc = self.vision_tower.config
+        self.tokens_per_image = (vc["image_size"] // vc["patch_size"]) ** 2 + (self.select == "full")
         self.multi_modal_projector = LlavaMultiModalProjector(
             self.vision_tower.config["hidden_size"] * len(self.feature_layers), self.config["hidden_size"],
             config.get("projector_hidden_act", "gelu"), bool(config.get("multimodal_projector_bias", True)))

@@ -65,6 +65,8 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
         if width != self.config["hidden_size"]:
             raise ValueError(f"{_WHO}: config projection_dim ({width}) must be the text decoder's hidden_size "
                              f"({self.config['hidden_size']})")
+        vc = self.vision_tower.config
+        self.tokens_per_image = (vc["image_size"] // vc["patch_size"]) ** 2
         self.multi_modal_projector = PaliGemmaMultiModalProjector(self.vision_tower.config["hidden_size"], width)
         self._set_image_config(config, 257152, _WHO)
 

@@ -1,0 +1,90 @@
+"""``forgegrad generate CHECKPOINT --prompt TEXT --image FILE`` with an image-text model (Gemma 3 with images, byte
+tokens) written by transformers: the prompt's image tokens as transformers' Gemma3Processor places them, the pixel
+values from the checkpoint's preprocessor_config.json, and the greedy continuation equal to transformers' generate on
+the same prompt with transformers' own image processor; image_prompt's layouts for LLaVA and PaliGemma; errors."""
+import numpy as np
+import pytest
+
+from forgegrad.cli import main
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf.image_prompts import image_prompt
+from forgegrad.models.hf.tokenizer import ByteTokenizer
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+PIL = pytest.importorskip("PIL.Image")
+transformers.logging.set_verbosity_error()
+
+IMG, BOI, EOI = 290, 291, 292  # past the byte tokens
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=256, sliding_window=8,
+                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3, eos_token_id=299)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                  patch_size=7, vision_use_head=False)
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_id=IMG, boi_token_id=BOI, eoi_token_id=EOI, eos_token_id=299)
+    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        hf.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("gemma3_cli")
+    hf.save_pretrained(path)
+    processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
+    processor.save_pretrained(path)
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    PIL.fromarray(image).save(path / "picture.png")
+    return path, hf, processor
+
+
+def test_generate_with_an_image_equals_transformers(checkpoint, capsys):
+    path, hf, processor = checkpoint
+    prompt = "Look: <start_of_image> what is it?"
+    assert main(["generate", str(path), "--prompt", prompt, "--image", str(path / "picture.png"),
+                 "--max-new-tokens", "6"]) == 0
+    got = capsys.readouterr().out
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), prompt, 1)
+    want_ids = (list(b"Look: \n\n") + [BOI] + [IMG] * 4 + [EOI] + list(b"\n\n what is it?"))
+    assert ids == want_ids and kinds == [int(t == IMG) for t in want_ids]
+    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
+                          max_new_tokens=6, do_sample=False).numpy()[0, len(ids):]
+    new = [int(t) for t in out]
+    new = new[:new.index(299)] if 299 in new else new
+    assert got == prompt + ByteTokenizer().decode(new) + "\n"
+
+
+def test_image_prompt_layouts_and_errors(checkpoint, tmp_path, capsys):
+    path, _, _ = checkpoint
+    model, tok = from_pretrained(path), ByteTokenizer()
+    ids, _ = image_prompt(model, tok, "hi", 2)  # no mark: the images first, a space between them
+    block = [BOI] + [IMG] * 4 + [EOI]
+    assert ids == list(b"\n\n") + block + list(b"\n\n \n\n") + block + list(b"\n\n hi")
+    with pytest.raises(ValueError, match="marks 2 images \\(<start_of_image>\\) but 1 were given"):
+        image_prompt(model, tok, "<start_of_image><start_of_image>", 1)
+    llava = transformers.LlavaConfig(text_config=dict(model_type="llama", num_hidden_layers=1, hidden_size=16,
+                                                      num_attention_heads=2, intermediate_size=16, vocab_size=300),
+                                     vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+                                                        num_attention_heads=2, image_size=14, patch_size=7),
+                                     image_token_index=IMG)
+    transformers.LlavaForConditionalGeneration(llava).save_pretrained(tmp_path / "llava")
+    ids, kinds = image_prompt(from_pretrained(tmp_path / "llava"), tok, "A <image>B", 1)
+    assert ids == list(b"A ") + [IMG] * 4 + list(b"B") and kinds is None
+    pali = transformers.PaliGemmaConfig(text_config=dict(model_type="gemma2", num_hidden_layers=1, hidden_size=16,
+                                                         num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                                         intermediate_size=16, vocab_size=300, bos_token_id=2),
+                                        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                                           num_attention_heads=2, image_size=14, patch_size=7),
+                                        image_token_index=IMG, projection_dim=16)
+    transformers.PaliGemmaForConditionalGeneration(pali).save_pretrained(tmp_path / "pali")
+    ids, kinds = image_prompt(from_pretrained(tmp_path / "pali"), tok, "cap en", 1)
+    assert ids == [IMG] * 4 + [2] + list(b"cap en\n") and kinds == [0] * len(ids)  # the prefix, all of it
+    args = ["generate", str(path), "--prompt", "x", "--max-new-tokens", "2"]
+    assert main(args + ["--image", str(tmp_path / "missing.png")]) == 2
+    assert "not an image Pillow reads" in capsys.readouterr().err
+    assert main(args + ["--image", str(path / "picture.png"), "--num-beams", "2"]) == 2
+    assert "one sequence" in capsys.readouterr().err
