@@ -1,13 +1,13 @@
-"""The body of ``POST /v1/chat/completions`` (OpenAI's chat API), checked field by field: the messages, the
-tools, and the fields it shares with completions (completion_request.py).
+"""The body of ``POST /v1/chat/completions`` (OpenAI's chat API), checked field by field: the messages, the tools, and
+the fields it shares with completions (completion_request.py).
 
-Honoured: messages (roles system / developer (read as system) / user / assistant / tool; content as a string or
-text parts; an assistant's earlier ``tool_calls`` and the ``tool`` results that answer them), max_tokens /
-max_completion_tokens, logprobs and top_logprobs, tools, tool_choice ("auto", "none", "required" or a named
-function: the last two decode constrained to the template's call format, structured.py), parallel_tool_calls,
-response_format (text, json_object, json_schema) or vLLM's guided_json / guided_regex / guided_choice /
-guided_grammar (structured.py), and the shared fields (vLLM's min_tokens, bad_words, stop_token_ids,
-allowed_token_ids, ignore_eos and include_stop_str_in_output among them).
+Honoured: messages (roles system / developer (read as system) / user / assistant / tool; content as a string or text
+parts, and image_url parts (base64 data: URLs) for an image-text model; an assistant's earlier ``tool_calls`` and the
+``tool`` results that answer them), max_tokens / max_completion_tokens, logprobs and top_logprobs, tools, tool_choice
+("auto", "none", "required" or a named function: the last two decode constrained to the template's call format,
+structured.py), parallel_tool_calls, response_format (text, json_object, json_schema) or vLLM's guided_json /
+guided_regex / guided_choice / guided_grammar (structured.py), and the shared fields (vLLM's min_tokens, bad_words,
+stop_token_ids, allowed_token_ids, ignore_eos and include_stop_str_in_output among them).
 
 The messages go to the chat template as transformers' ``apply_chat_template`` takes them: an earlier call's
 ``arguments`` (OpenAI sends a JSON string) as the object it encodes, a null content as "".
@@ -32,17 +32,48 @@ _FIELDS = ({"model", "messages", "max_tokens", "max_completion_tokens", "tempera
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-def _text(content, where: str, nullable: bool = False) -> str:
-    """A message's content: a string or a list of text parts (null allowed where ``nullable``: "")."""
+MAX_IMAGES = 8  # per request: each is decoded, resized and run through the vision tower
+
+
+def _text(content, where: str, nullable: bool = False):
+    """A message's content: a string or a list of text parts (null allowed where ``nullable``: ""); a list with
+    image parts (``{"type": "image_url", "image_url": {"url": "data:image/...;base64,..."}}``) stays a list of
+    transformers' content parts, ``{"type": "image", "data": url}`` and ``{"type": "text", "text": ...}`` (the
+    server takes the data out before the template sees them)."""
     if content is None and nullable:
         return ""
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
+    expected = ("a string or a list of text parts (and image_url parts {\"type\": \"image_url\", \"image_url\": "
+                "{\"url\": \"data:image/...;base64,...\"}} for a model that takes images)")
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        parts = []
+        for p in content:
+            if p.get("type") == "text" and isinstance(p.get("text"), str):
+                parts.append({"type": "text", "text": p["text"]})
+            elif p.get("type") == "image_url" and isinstance(p.get("image_url"), dict) and isinstance(
+                    p["image_url"].get("url"), str):
+                parts.append({"type": "image", "data": p["image_url"]["url"]})
+            else:
+                raise CompletionError(400, f"{where}.content must be {expected}", "messages")
+        if all(p["type"] == "text" for p in parts):
+            return "".join(p["text"] for p in parts)
+        return parts
     if not isinstance(content, str):
-        raise CompletionError(400, f"{where}.content must be a string or a list of text parts (images are not "
-                                   "supported)", "messages")
+        raise CompletionError(400, f"{where}.content must be {expected}", "messages")
     return content
+
+
+def take_images(messages: List[dict]) -> List[str]:
+    """The image parts' data URLs, in order, taken out of the messages (the template sees ``{"type": "image"}``)."""
+    images = []
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            for part in m["content"]:
+                if part["type"] == "image":
+                    images.append(part.pop("data"))
+    if len(images) > MAX_IMAGES:
+        raise CompletionError(400, f"messages hold {len(images)} images; this server takes up to {MAX_IMAGES} per "
+                                   "request", "messages")
+    return images
 
 
 def _earlier_calls(value, where: str) -> List[dict]:
@@ -146,6 +177,7 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
             raise CompletionError(400, "max_tokens and max_completion_tokens disagree: give one", "max_tokens")
         obj = dict(obj, max_tokens=obj["max_completion_tokens"])
     req = sampling(obj, CompletionRequest([], messages=messages(obj["messages"])), served_name)
+    req.images = take_images(req.messages)
     # logprobs: true asks for each token's log-probability, top_logprobs for that many alternatives too
     top = obj.get("top_logprobs")
     if top is not None and (not is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):

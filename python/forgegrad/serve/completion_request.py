@@ -101,6 +101,7 @@ def is_number(v) -> bool:
 class CompletionRequest:
     prompts: List[Prompt]  # chat: filled in by the server from messages and the chat template
     messages: Optional[List[dict]] = None  # chat: the messages as the chat template takes them (chat_request.py)
+    images: List[str] = field(default_factory=list)  # chat: the image parts' data URLs, in order (image models)
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0

@@ -52,6 +52,7 @@ from typing import Callable, List, Optional
 
 from .beam_completions import complete_beams
 from .completion_format import ChatShape, TextShape, event
+from .chat_images import image_inputs
 from .chat_request import parse_chat
 from .completion_request import (MAX_ROWS_PER_REQUEST, CompletionError, CompletionRequest, Prompt, check_rows,
                                  choice_seed, parse)
@@ -171,6 +172,12 @@ class TextGenerator:
         # generation_config.json's settings, read once, applied alike alone and batched (row_settings.py)
         self.generation = ServedGeneration(self.model, self.tokenizer, self.eos, self.seq2seq)
         self.context = int(self.model.max_positions)
+        # an image-text model's image processor (its preprocessor_config.json), for chat messages with images
+        self.image_processor = None
+        processor = os.path.join(path, "preprocessor_config.json")
+        if getattr(self.model, "takes_images", False) and os.path.isfile(processor):
+            from ..models.hf.image_processing import load_image_processor
+            self.image_processor = load_image_processor(processor)
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
         self.chat = None
         self.chat_error = "this model has no chat template (chat_template.jinja or tokenizer_config.json)"
@@ -305,9 +312,11 @@ class TextGenerator:
         return len(self.tokenizer.decode(ids))
 
     def complete(self, req: CompletionRequest, ids: List[int], on_text: Optional[Callable[[str, Optional[list]], None]],
-                 cancelled: threading.Event, seed: Optional[int] = None, prefix_cache=None) -> Completion:
+                 cancelled: threading.Event, seed: Optional[int] = None, prefix_cache=None,
+                 images: Optional[dict] = None) -> Completion:
         """Generate one completion of ``ids`` alone; ``on_text(text, entries)`` gets each piece of final text as it
-        is decided (and its tokens' log-probability entries when a streamed request asks for them). With
+        is decided (and its tokens' log-probability entries when a streamed request asks for them); ``images``:
+        generate's pixel_values and token_type_ids for an image-text model's prompt (chat_images.py). With
         ``prefix_cache`` (a PrefixCache), the prompt's prefill starts after its longest cached block prefix, the
         completion's ``cached_tokens`` says how many tokens that was, and the prompt and answer are kept there."""
         import numpy as np
@@ -365,7 +374,7 @@ class TextGenerator:
                      num_return_sequences=1,
                      logits_processor=penalize if active else None, **self.generation.generate_kwargs(req),
                      on_logits=logits.append if (text.top is not None or text.ranked) else None,
-                     prefix_cache=prefix_cache)
+                     prefix_cache=prefix_cache, **(images or {}))
         except _Finished:
             pass
         except GrammarError as e:  # this request's grammar cannot go on with this model: a 400 for it
@@ -417,6 +426,11 @@ def create_completions_app(config: GenerationServeConfig):
                                         cancelled, choice_seed(req, i), state["prefix"]))
         return results
 
+    def run_with_images(req, ids, on_text, cancelled, images):
+        """On the worker: the request's one completion, its images given to the prefill (no prefix cache)."""
+        return [state["generator"].complete(req, ids, None if on_text is None else (lambda t, lp: on_text(0, t, lp)),
+                                            cancelled, choice_seed(req, 0), None, images)]
+
     async def answer(request, chat):
         body = await read_body(request, config.max_body_bytes)
         gen = state["generator"]
@@ -426,8 +440,13 @@ def create_completions_app(config: GenerationServeConfig):
         else:
             req = parse(body, name)
         check_rows(req, config.max_rows_per_request)  # before any prompt is tokenized
-        prompt_ids = []
-        for i, p in enumerate(req.prompts):  # each prompt checked as it is tokenized: a long one stops the rest
+        prompt_ids, images = [], None
+        if chat and req.images:  # decoded and processed off the event loop
+            ids, images = await asyncio.get_running_loop().run_in_executor(None, image_inputs, gen, req,
+                                                                           req.prompts[0])
+            prompt_ids.append(ids)
+            gen.check_length(len(ids), req.max_tokens)
+        for i, p in enumerate(req.prompts if images is None else []):  # each checked as it is tokenized
             prompt_ids.append(gen.token_ids(p, i))
             gen.check_length(len(prompt_ids[-1]), req.max_tokens)
         from ..models.hf.logits_processors import output_vocab_size
@@ -468,7 +487,9 @@ def create_completions_app(config: GenerationServeConfig):
         # counted until the worker is done with it, however the response ends
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
-        if req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py)
+        if images is not None:  # a prompt with images: decoded alone on the worker, with its pixel values
+            future = loop.run_in_executor(worker, run_with_images, req, prompt_ids[0], on_text, cancelled, images)
+        elif req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py)
             future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled)
         elif state["engine"] is not None:
             future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))

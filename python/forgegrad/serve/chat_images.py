@@ -1,0 +1,51 @@
+"""Images in ``POST /v1/chat/completions`` for an image-text model (Gemma 3, LLaVA, PaliGemma): the messages'
+image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checked as the embeddings server checks
+its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into pixel values by the
+checkpoint's image processor, and the rendered prompt's image marks expanded as transformers' processor expands
+them (models/hf/image_prompts.py). Such a request decodes alone (one choice, no log-probabilities or beams yet),
+outside the batched engine and the prefix cache."""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+from .completion_request import CompletionError, CompletionRequest
+
+
+def _refuse_unsupported(req: CompletionRequest) -> None:
+    for param, given in (("n", req.candidates > 1), ("logprobs", req.logprobs is not None),
+                         ("use_beam_search", bool(req.num_beams))):
+        if given:
+            raise CompletionError(400, f"{param}: a request with images decodes one choice without log-probabilities "
+                                       "or beams (not yet)", param)
+
+
+def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], dict]:
+    """(the prompt's token ids with each image's tokens, generate's pixel_values and token_type_ids); a
+    CompletionError naming messages (or the unsupported field) when the request cannot be served."""
+    from ..models.hf.image_prompts import image_prompt
+    from .image_embeddings import load_image, open_image
+    model = gen.model
+    if not getattr(model, "takes_images", False):
+        raise CompletionError(400, f"messages hold images, but {type(model).__name__} takes text only", "messages")
+    if gen.image_processor is None:
+        raise CompletionError(400, "messages hold images, but the checkpoint has no preprocessor_config.json to make "
+                                   "pixel values with", "messages")
+    _refuse_unsupported(req)
+    pictures, used = [], 0
+    for i, data in enumerate(req.images):
+        try:
+            image = open_image(data, i, gen.image_processor, used)
+            used += image.width * image.height
+            pictures.append(load_image(image, i))
+        except CompletionError as e:  # its message names "input i": here the request's image i
+            raise CompletionError(e.status, "messages: image" + e.message[len("input"):], "messages") from None
+    try:
+        ids, kinds = image_prompt(model, gen.tokenizer, prompt, len(pictures))
+    except ValueError as e:
+        raise CompletionError(400, str(e), "messages") from None
+    extra = {"pixel_values": gen.image_processor(pictures)["pixel_values"]}
+    if kinds is not None:
+        extra["token_type_ids"] = np.array([kinds], np.int64)
+    return ids, extra

@@ -1,0 +1,140 @@
+"""``POST /v1/chat/completions`` with image_url parts on the real server (uvicorn, httpx) for an image-text model
+(Gemma 3 with images, byte tokens) that transformers wrote, with its image processor config and a chat template that
+marks images as Gemma 3's does: the answer equals transformers' generate on the same prompt with transformers' own
+image processor, streamed and not; text-only requests still batch; bad images and unsupported options are 400s
+naming the field."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf.chat_template import load_chat_template
+from forgegrad.models.hf.image_prompts import image_prompt
+from forgegrad.models.hf.tokenizer import ByteTokenizer
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("jinja2")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+PIL = pytest.importorskip("PIL.Image")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import running_app  # noqa: E402
+
+IMG, BOI, EOI, EOS = 290, 291, 292, 299
+TEMPLATE = ("{% for m in messages %}<turn>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+            "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<start_of_image>{% else %}"
+            "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<end>\n{% endfor %}"
+            "{% if add_generation_prompt %}<turn>model\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=512, sliding_window=16,
+                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3, eos_token_id=EOS)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                  patch_size=7, vision_use_head=False)
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_id=IMG, boi_token_id=BOI, eoi_token_id=EOI, eos_token_id=EOS)
+    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        hf.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("gemma3_serve")
+    hf.save_pretrained(path)
+    processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
+    processor.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(TEMPLATE)
+    return path, hf, processor
+
+
+def _png(seed: int, size=(40, 30)):
+    image = PIL.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _app(path):
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    return create_completions_app(GenerationServeConfig(str(path)))
+
+
+def _want(path, hf, processor, messages, images, max_tokens):
+    """transformers' greedy answer to the rendered prompt, with transformers' image processor's pixel values."""
+    rendered = load_chat_template(path).render(messages, add_generation_prompt=True)
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, len(images))
+    pixels = processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
+                          max_new_tokens=max_tokens, do_sample=False).numpy()[0, len(ids):].tolist()
+    return ByteTokenizer().decode(out[:out.index(EOS)] if EOS in out else out)
+
+
+def test_chat_with_images_equals_transformers(checkpoint):
+    path, hf, processor = checkpoint
+    (first, first_url), (second, second_url) = _png(0), _png(1, (25, 60))
+    body_messages = [{"role": "user", "content": [
+        {"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": first_url}},
+        {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": second_url}}]}]
+    template_messages = [{"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"},
+                                                      {"type": "text", "text": " and "}, {"type": "image"}]}]
+    want = _want(path, hf, processor, template_messages, [first, second], 8)
+    assert len(want) >= 4  # the answer is text, not an immediate end
+    body = {"messages": body_messages, "max_tokens": 8, "temperature": 0}
+    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == want
+        streamed = ""
+        with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    import json
+                    delta = json.loads(line[6:])["choices"][0]["delta"]
+                    streamed += delta.get("content") or ""
+        assert streamed == want
+        text = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                    "max_tokens": 4, "temperature": 0})
+        assert text.status_code == 200, text.text
+
+
+@pytest.mark.parametrize("change,param,message", [
+    (dict(n=2), "n", "one choice"),
+    (dict(logprobs=True), "logprobs", "without log-probabilities"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
+                                                                                           "bm90IGFuIGltYWdl"}}]}]),
+     "messages", "messages: image 0: not an image"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": {"url": "https://example.com/a.png"}}]}]),
+     "messages", "image URLs are not fetched"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]),
+     "messages", "content must be a string or a list of text parts"),
+])
+def test_bad_image_requests_are_400s_naming_the_field(checkpoint, change, param, message):
+    path, _, _ = checkpoint
+    _, png = _png(2)
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}]}],
+            "max_tokens": 2, **change}
+    with running_app(_app(path)) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and message in err["message"], err
+
+
+def test_a_text_model_refuses_images(tmp_path):
+    from hf_conformance import tiny_chat_gpt2
+    path = tiny_chat_gpt2(tmp_path / "text", TEMPLATE)
+    _, png = _png(3)
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}]}]}
+    with running_app(_app(path)) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    assert "GPT2LMHeadModel takes text only" in r.json()["error"]["message"]
