@@ -14,7 +14,7 @@ from .paged_seq2seq import PagedSeq2SeqEngine
 from .prefix_cache import PagedPrefixCache, PrefixCache, why_no_prefix_cache
 
 if TYPE_CHECKING:
-    from .completions import GenerationServeConfig
+    from .generation_config import GenerationServeConfig
 
 log = logging.getLogger("forgegrad.serve")
 
