@@ -15,6 +15,43 @@ from ...tensor import Tensor
 from ._layers import ids_array, mask_array
 
 TEXT_PREFIXES = ("model.", "lm_head.")
+
+# transformers' config defaults of the text decoders, for the keys a released image-text checkpoint's text_config
+# leaves out (gemma-3-4b-it's gives six keys, llava-1.5's five, paligemma's eight): what transformers builds from them
+_GEMMA_COMMON = dict(rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+                     attention_bias=False, head_dim=256)
+TEXT_DEFAULTS = {
+    "gemma3_text": dict(_GEMMA_COMMON, vocab_size=262208, hidden_size=2304, intermediate_size=9216,
+                        num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=131072,
+                        query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=None,
+                        attn_logit_softcapping=None),
+    "gemma2": dict(_GEMMA_COMMON, vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                   num_attention_heads=8, num_key_value_heads=4, hidden_activation="gelu_pytorch_tanh",
+                   max_position_embeddings=8192, query_pre_attn_scalar=256, sliding_window=4096,
+                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+    "gemma": dict(_GEMMA_COMMON, vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=16, hidden_act="gelu_pytorch_tanh",
+                  max_position_embeddings=8192),
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, hidden_act="silu", max_position_embeddings=2048, rms_norm_eps=1e-6,
+                  rope_theta=10000.0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False),
+    "mistral": dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                    num_attention_heads=32, num_key_value_heads=8, hidden_act="silu", max_position_embeddings=131072,
+                    rms_norm_eps=1e-6, rope_theta=10000.0, sliding_window=4096, bos_token_id=1, eos_token_id=2,
+                    tie_word_embeddings=False),
+}
+
+
+def text_config(text: dict, default_kind: str) -> dict:
+    """A text_config with transformers' defaults for the keys it leaves out (num_key_value_heads: the heads';
+    head_dim: hidden_size / heads where transformers derives it)."""
+    kind = text.get("model_type", default_kind)
+    out = {**TEXT_DEFAULTS[kind], **text, "model_type": kind}
+    if kind in ("llama", "mistral") and "head_dim" not in text:
+        out["head_dim"] = out["hidden_size"] // out["num_attention_heads"]
+    out.setdefault("num_key_value_heads", out["num_attention_heads"])
+    return out
 _PARTS = ("language_model.", "vision_tower.", "multi_modal_projector.")
 
 
@@ -76,7 +113,7 @@ class ImageTextDecoder:
         if vision_kinds is not None and vision.get("model_type", vision_kinds[0]) not in vision_kinds:
             raise ValueError(f"{who}: a {vision.get('model_type')!r} vision tower is not supported "
                              f"(supported: {', '.join(vision_kinds)})")
-        return dict(text), dict(vision)
+        return text_config(text, default_kind), dict(vision)
 
     def _set_image_config(self, config: dict, default_token: int, who: str) -> None:
         """The image token (config image_token_index, or image_token_id) and the whole config, which save_pretrained

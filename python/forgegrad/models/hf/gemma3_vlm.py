@@ -27,7 +27,7 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._image_text import TEXT_PREFIXES, ImageTextDecoder
+from ._image_text import TEXT_PREFIXES, ImageTextDecoder, text_config
 from ._layers import _NEG
 from .gemma2 import Gemma3ForCausalLM
 from .siglip import SiglipVisionModel
@@ -77,8 +77,9 @@ class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        text = _sub_config(config, "text_config")
-        text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
+        text = text_config(_sub_config(config, "text_config"), "gemma3_text")
+        if "tie_word_embeddings" in config:
+            text["tie_word_embeddings"] = config["tie_word_embeddings"]
         super().__init__(text)
         vision = {**_sub_config(config, "vision_config"), "vision_use_head": False}
         self.vision_tower = SiglipVisionModel(vision)

@@ -59,7 +59,8 @@ class LlavaForConditionalGeneration(ImageTextDecoder, MistralForCausalLM):
     def __init__(self, config: dict):
         config = dict(config)
         text, vision = self.configs(config, _WHO, ("llama", "mistral"), "llama", ("clip_vision_model",))
-        text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", False))
+        if "tie_word_embeddings" in config:  # the image-text config's own setting wins, as transformers'
+            text["tie_word_embeddings"] = config["tie_word_embeddings"]
         super().__init__(text)
         self.vision_tower = CLIPVisionModel(vision)
         n = self.vision_tower.config["num_hidden_layers"]

@@ -58,7 +58,8 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
         text, vision = self.configs(config, _WHO, ("gemma", "gemma2"), "gemma2")
         # transformers sets it for PaliGemma's decoder, whose masks PaliGemma builds itself (prefix-LM or causal)
         text.pop("use_bidirectional_attention", None)
-        text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
+        if "tie_word_embeddings" in config:  # the image-text config's own setting wins, as transformers'
+            text["tie_word_embeddings"] = config["tie_word_embeddings"]
         super().__init__(text)
         self.vision_tower = SiglipVisionModel(vision)
         width = config.get("projection_dim", vision.get("projection_dim", self.config["hidden_size"]))
