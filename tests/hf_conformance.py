@@ -592,3 +592,30 @@ def check_seq2seq_paged_server(model, path, tmp_path, vocab, *, new_tokens=12, b
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"].strip() == w
     assert peak > 0
+
+
+BYTE_IMAGE_TOKENS = (290, 291, 292, 299)  # a byte-token Gemma 3's image, start-of-image, end-of-image, end ids
+
+
+def tiny_byte_gemma3_vlm(path, max_positions: int = 512, window: int = 16):
+    """A 2-layer Gemma 3 with images of 300 tokens (byte tokens below 256; BYTE_IMAGE_TOKENS), its projector weight
+    large enough that images change the text, written by transformers (torch seeded 0) with a Gemma3ImageProcessor
+    config of 28 px. Returns (transformers' model, its image processor)."""
+    import torch
+    import transformers
+    img, boi, eoi, eos = BYTE_IMAGE_TOKENS
+    torch.manual_seed(0)
+    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=max_positions, sliding_window=window,
+                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3, eos_token_id=eos)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28,
+                  patch_size=7, vision_use_head=False)
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_id=img, boi_token_id=boi, eoi_token_id=eoi, eos_token_id=eos)
+    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        hf.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.3)
+    hf.save_pretrained(path)
+    processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
+    processor.save_pretrained(path)
+    return hf, processor

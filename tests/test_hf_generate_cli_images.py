@@ -15,26 +15,16 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
-IMG, BOI, EOI = 290, 291, 292  # past the byte tokens
+from hf_conformance import BYTE_IMAGE_TOKENS  # noqa: E402
+
+IMG, BOI, EOI, _ = BYTE_IMAGE_TOKENS  # past the byte tokens
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
-                intermediate_size=40, vocab_size=300, max_position_embeddings=256, sliding_window=8,
-                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3, eos_token_id=299)
-    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-                  patch_size=7, vision_use_head=False)
-    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                                    image_token_id=IMG, boi_token_id=BOI, eoi_token_id=EOI, eos_token_id=299)
-    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        hf.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.3)
+    from hf_conformance import tiny_byte_gemma3_vlm
     path = tmp_path_factory.mktemp("gemma3_cli")
-    hf.save_pretrained(path)
-    processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
-    processor.save_pretrained(path)
+    hf, processor = tiny_byte_gemma3_vlm(path, max_positions=256, window=8)
     image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     PIL.fromarray(image).save(path / "picture.png")
     return path, hf, processor

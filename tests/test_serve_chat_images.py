@@ -24,9 +24,11 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
+from hf_conformance import BYTE_IMAGE_TOKENS  # noqa: E402
 from serve_helpers import running_app  # noqa: E402
 
-IMG, BOI, EOI, EOS = 290, 291, 292, 299
+IMG, BOI, EOI, EOS = BYTE_IMAGE_TOKENS
+
 TEMPLATE = ("{% for m in messages %}<turn>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
             "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<start_of_image>{% else %}"
             "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<end>\n{% endfor %}"
@@ -35,21 +37,9 @@ TEMPLATE = ("{% for m in messages %}<turn>{{ m['role'] }}\n{% if m['content'] is
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
-                intermediate_size=40, vocab_size=300, max_position_embeddings=512, sliding_window=16,
-                layer_types=["sliding_attention", "full_attention"], initializer_range=0.3, eos_token_id=EOS)
-    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=28,
-                  patch_size=7, vision_use_head=False)
-    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                                    image_token_id=IMG, boi_token_id=BOI, eoi_token_id=EOI, eos_token_id=EOS)
-    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
-    with torch.no_grad():
-        hf.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 0.3)
+    from hf_conformance import tiny_byte_gemma3_vlm
     path = tmp_path_factory.mktemp("gemma3_serve")
-    hf.save_pretrained(path)
-    processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
-    processor.save_pretrained(path)
+    hf, processor = tiny_byte_gemma3_vlm(path)
     (path / "chat_template.jinja").write_text(TEMPLATE)
     return path, hf, processor
 
