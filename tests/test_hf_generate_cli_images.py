@@ -30,6 +30,16 @@ def checkpoint(tmp_path_factory):
     return path, hf, processor
 
 
+def _transformers_text(hf, processor, path, ids, kinds) -> str:
+    """transformers' greedy continuation of ``ids`` with the checkpoint's picture, as byte text up to the end."""
+    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
+                          max_new_tokens=6, do_sample=False).numpy()[0, len(ids):]
+    new = [int(t) for t in out]
+    return ByteTokenizer().decode(new[:new.index(299)] if 299 in new else new)
+
+
 def test_generate_with_an_image_equals_transformers(checkpoint, capsys):
     path, hf, processor = checkpoint
     prompt = "Look: <start_of_image> what is it?"
@@ -39,13 +49,29 @@ def test_generate_with_an_image_equals_transformers(checkpoint, capsys):
     ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), prompt, 1)
     want_ids = (list(b"Look: \n\n") + [BOI] + [IMG] * 4 + [EOI] + list(b"\n\n what is it?"))
     assert ids == want_ids and kinds == [int(t == IMG) for t in want_ids]
-    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
-                          max_new_tokens=6, do_sample=False).numpy()[0, len(ids):]
-    new = [int(t) for t in out]
-    new = new[:new.index(299)] if 299 in new else new
-    assert got == prompt + ByteTokenizer().decode(new) + "\n"
+    assert got == prompt + _transformers_text(hf, processor, path, ids, kinds) + "\n"
+
+
+def test_chat_with_an_image_places_it_by_the_template(checkpoint, tmp_path, capsys):
+    """--chat --image: the user message's content is [image, text] parts, which the template marks; the mark is
+    expanded and the continuation equals transformers'."""
+    import shutil
+    from forgegrad.models.hf.chat_template import load_chat_template
+    path, hf, processor = checkpoint
+    chat = tmp_path / "chat"
+    shutil.copytree(path, chat)
+    (chat / "chat_template.jinja").write_text(
+        "{% for m in messages %}<turn>{% for p in m['content'] %}{% if p['type'] == 'image' %}<start_of_image>"
+        "{% else %}{{ p['text'] }}{% endif %}{% endfor %}<end>{% endfor %}<turn>model ")
+    assert main(["generate", str(chat), "--chat", "--prompt", "what is it?", "--image", str(path / "picture.png"),
+                 "--max-new-tokens", "6"]) == 0
+    got = capsys.readouterr().out
+    rendered = load_chat_template(chat).render(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}],
+        add_generation_prompt=True)
+    assert rendered == "<turn><start_of_image>what is it?<end><turn>model "
+    ids, kinds = image_prompt(from_pretrained(chat), ByteTokenizer(), rendered, 1)
+    assert got == rendered + _transformers_text(hf, processor, path, ids, kinds) + "\n"
 
 
 def test_image_prompt_layouts_and_errors(checkpoint, tmp_path, capsys):
