@@ -74,6 +74,8 @@ def test_greedy_generate_with_images_and_text_only_equal_transformers(checkpoint
                            do_sample=False).numpy()
         want_text = hf.generate(input_ids=torch.tensor(text), token_type_ids=torch.tensor(zeros), max_new_tokens=6,
                                 do_sample=False).numpy()
+    from forgegrad.models.hf._decode import lean_path_applies
+    assert lean_path_applies(model)  # the decode steps are the lean step's, its rotary positions shifted by 1
     got = generate(model, IDS, attention_mask=MASK, pixel_values=PIXELS, token_type_ids=KINDS, max_new_tokens=6,
                    do_sample=False)
     np.testing.assert_array_equal(got, want)

@@ -238,8 +238,8 @@ def _plain_module_types() -> tuple:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
     from ... import nn
-    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, phi,
-                   stablelm, starcoder2)
+    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, paligemma,
+                   phi, stablelm, starcoder2)
     return (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
             olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
@@ -248,6 +248,7 @@ def _plain_module_types() -> tuple:
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
             gemma3_vlm.Gemma3ForConditionalGeneration, llava.LlavaForConditionalGeneration,
+            paligemma.PaliGemmaForConditionalGeneration, paligemma.PaliGemmaGemma1,
             gemma2.GemmaForCausalLM, moe.MixtralForCausalLM, moe.Qwen2MoeForCausalLM, moe.Qwen3MoeForCausalLM,
             moe.SparseMoeBlock,
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
@@ -297,6 +298,9 @@ class LeanDecoder:
         from .gpt_neox import GPTNeoXForCausalLM
         from .llama import LlamaForCausalLM
         self.model, self.rows_apart = model, rows_apart
+        # where the rotary positions start (PaliGemma counts from 1, as transformers' PaliGemma does); the caches'
+        # places stay 0-based
+        self.position_offset = int(getattr(model, "position_offset", 0))
         self.neox = isinstance(model, GPTNeoXForCausalLM)  # Llama's skeleton, GPT-NeoX's layers
         if self.neox:
             self._layer = self._neox_layer
@@ -378,7 +382,7 @@ class LeanDecoder:
             x = _rows(m.model.embed_tokens, ids)
             if self.embed_scale is not None:
                 x = x * np.float32(self.embed_scale)
-            ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(0, T)))  # (1, 1, T, D) each
+            ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(self.position_offset, T)))
         x = x.reshape(B * T, -1)
         layer = self._gpt2_prefill_layer if ctx is None else (
             self._neox_prefill_layer if self.neox else self._llama_prefill_layer)
@@ -475,6 +479,7 @@ class LeanDecoder:
         """Per layer: None (GPT-2) or the (cos, sin) of its rotary embedding, each (B, 1, D)."""
         if hasattr(self.model, "transformer"):
             return [None] * len(self._blocks())
+        positions = positions + self.position_offset if self.position_offset else positions
         from ._layers import LengthScaledRope
 
         def cos_sin(r):  # (B, 1, 1, D) -> (B, 1, D): broadcast over heads

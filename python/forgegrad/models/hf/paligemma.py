@@ -46,6 +46,7 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
 
     architecture = "PaliGemmaForConditionalGeneration"
     model_type = "paligemma"
+    position_offset = 1  # rotary positions count from 1 (the lean decode step reads it too)
 
     def __new__(cls, config: dict = None, *args, **kwargs):
         text = (config or {}).get("text_config") if isinstance(config, dict) else None
@@ -80,8 +81,8 @@ class PaliGemmaForConditionalGeneration(ImageTextDecoder, Gemma2ForCausalLM):
         ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, _WHO)
         B, T = ids.shape
         # positions from 1 (transformers' PaliGemma shifts every position, given or not)
-        positions = (np.arange(past, past + T)[None] if position_ids is None else
-                     np.asarray(position_ids.numpy() if hasattr(position_ids, "numpy") else position_ids)) + 1
+        positions = (np.arange(past, past + T)[None] if position_ids is None else np.asarray(
+            position_ids.numpy() if hasattr(position_ids, "numpy") else position_ids)) + self.position_offset
         if pixel_values is None and token_type_ids is None:
             return super().forward(text_ids, attention_mask, positions, cache, logits_to_keep)
         features = None if pixel_values is None else self.image_features(pixel_values)
