@@ -104,3 +104,15 @@ def test_image_prompt_layouts_and_errors(checkpoint, tmp_path, capsys):
     assert "not an image Pillow reads" in capsys.readouterr().err
     assert main(args + ["--image", str(path / "picture.png"), "--num-beams", "2"]) == 2
     assert "one sequence" in capsys.readouterr().err
+
+
+def test_image_prompt_refuses_a_text_model_and_a_bad_count(checkpoint):
+    from forgegrad.models.hf import Gemma3ForCausalLM
+    path, _, _ = checkpoint
+    text_model = Gemma3ForCausalLM(dict(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, head_dim=8,
+                                        num_key_value_heads=1, intermediate_size=16, vocab_size=300))
+    with pytest.raises(TypeError, match="Gemma3ForCausalLM takes no images"):
+        image_prompt(text_model, ByteTokenizer(), "x", 1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="n_images must be a non-negative int"):
+            image_prompt(from_pretrained(path), ByteTokenizer(), "x", bad)

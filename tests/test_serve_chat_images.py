@@ -128,3 +128,18 @@ def test_a_text_model_refuses_images(tmp_path):
         r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     assert "GPT2LMHeadModel takes text only" in r.json()["error"]["message"]
+
+
+def test_message_parsing_keeps_the_image_order_and_bounds_the_count():
+    from forgegrad.serve.chat_request import MAX_IMAGES, parse_chat
+    import json
+    parts = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{i}"}} for i in range(2)]
+    body = {"messages": [{"role": "user", "content": [parts[0], {"type": "text", "text": "and"}]},
+                         {"role": "assistant", "content": "ok"}, {"role": "user", "content": [parts[1]]}]}
+    req = parse_chat(json.dumps(body).encode(), "m")
+    assert req.images == ["data:image/png;base64,0", "data:image/png;base64,1"]
+    assert req.messages[0]["content"] == [{"type": "image"}, {"type": "text", "text": "and"}]
+    assert req.messages[1]["content"] == "ok" and req.messages[2]["content"] == [{"type": "image"}]
+    too_many = {"messages": [{"role": "user", "content": [parts[0]] * (MAX_IMAGES + 1)}]}
+    with pytest.raises(Exception, match=f"messages hold {MAX_IMAGES + 1} images; this server takes up to"):
+        parse_chat(json.dumps(too_many).encode(), "m")
