@@ -61,6 +61,18 @@ def mask_array(attention_mask, who: str, shape) -> Optional[np.ndarray]:
 _HOST = ("cpu", "meta")  # a meta model runs its shape rules on host-built inputs, as the CPU does
 
 
+def pixel_input(pixel_values, who: str, kinds: str = "fiu") -> Tensor:
+    """``pixel_values`` as a float32 Tensor (a Tensor passes through: an export traces it); an array of another
+    kind than ``kinds`` (a path, a string) raises a TypeError naming pixel_values. The shape is the caller's check."""
+    if isinstance(pixel_values, Tensor):
+        return pixel_values
+    arr = np.asarray(pixel_values)
+    if arr.dtype.kind not in kinds:
+        raise TypeError(f"{who}: pixel_values must be a float array (batch, channels, height, width), got "
+                        f"{type(pixel_values).__name__} of dtype {arr.dtype}")
+    return Tensor._wrap(np.ascontiguousarray(arr, dtype=np.float32))
+
+
 def host_array(x) -> np.ndarray:
     """``x`` (a Tensor on any device, a numpy array or a list) as a numpy array; a device tensor is copied back."""
     if isinstance(x, Tensor):

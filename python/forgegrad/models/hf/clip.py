@@ -18,7 +18,7 @@ from ...factories import cat
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import (FLOAT32_MAX, activation, additive_mask, attend, config_probability, ids_array, key_places,
-                      mask_array, merge_heads, split_heads)
+                      mask_array, merge_heads, pixel_input, split_heads)
 
 __all__ = ["CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPTextModelWithProjection",
            "CLIPVisionModelWithProjection", "CLIPOutput", "EncoderOutput", "clip_loss"]
@@ -144,14 +144,7 @@ class TextEmbeddings(nn.Module):
 def pixel_tensor(pixel_values, cfg: dict, who: str) -> Tensor:
     """``pixel_values`` (numpy array or Tensor) as a float32 (B, channels, image_size, image_size) Tensor, checked;
     a graph's input Tensor is kept as it is."""
-    if isinstance(pixel_values, Tensor):
-        t = pixel_values
-    else:
-        arr = np.asarray(pixel_values)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"{who}: pixel_values must be a float array (batch, channels, height, width), got "
-                            f"{type(pixel_values).__name__} of dtype {arr.dtype}")
-        t = Tensor._wrap(np.ascontiguousarray(arr, dtype=np.float32))
+    t = pixel_input(pixel_values, who, "fiub")
     size, channels = cfg["image_size"], cfg["num_channels"]
     if t.ndim != 4 or tuple(t.shape[1:]) != (channels, size, size):
         raise ValueError(f"{who}: pixel_values must have shape (batch, {channels}, {size}, {size}) (the configured "

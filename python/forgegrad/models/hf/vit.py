@@ -28,7 +28,7 @@ import numpy as np
 from ... import nn
 from ...factories import cat
 from ...tensor import Tensor
-from ._layers import activation, attend, config_probability, merge_heads, split_heads
+from ._layers import activation, attend, config_probability, merge_heads, pixel_input, split_heads
 
 __all__ = ["ViTModel", "ViTForImageClassification", "DeiTModel", "DeiTForImageClassification",
            "DeiTForImageClassificationWithTeacher", "ViTOutput", "ImageClassifierOutput", "DeiTTeacherOutput",
@@ -266,14 +266,7 @@ class ViTPooler(nn.Module):
 def _pixels(pixel_values, who: str, channels: int, patch: Tuple[int, int]):
     """pixel_values as a float32 (B, C, H, W) Tensor (a Tensor passes through: an export traces it), checked: at
     least one image, each at least one patch."""
-    if isinstance(pixel_values, Tensor):
-        x = pixel_values
-    else:
-        arr = np.asarray(pixel_values)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"{who}: pixel_values must be a float array (batch, channels, height, width), got dtype "
-                            f"{arr.dtype}")
-        x = Tensor._wrap(np.ascontiguousarray(arr, dtype=np.float32))
+    x = pixel_input(pixel_values, who)
     if len(x.shape) != 4 or x.shape[1] != channels:
         raise ValueError(f"{who}: pixel_values must have shape (batch, {channels}, height, width), got "
                          f"{tuple(x.shape)}")
