@@ -267,7 +267,7 @@ def _chat_prompt(args) -> str:
 def _image_inputs(args, model, tok, prompt: str):
     """--image: (the prompt's ids with each image's tokens, generate's pixel_values and token_type_ids)."""
     from ..models.hf.image_processing import load_image_processor
-    from ..models.hf.image_prompts import PLACEHOLDERS, image_prompt
+    from ..models.hf.image_prompts import PLACEHOLDERS, image_inputs
     if not getattr(model, "takes_images", False):
         raise UsageError(f"--image: {type(model).__name__} takes text only (image-text models: "
                          f"{', '.join(PLACEHOLDERS)})")
@@ -290,10 +290,6 @@ def _image_inputs(args, model, tok, prompt: str):
         except (OSError, ValueError) as e:  # a missing file, not an image (UnidentifiedImageError is an OSError)
             raise UsageError(f"--image {name!r}: not an image Pillow reads ({type(e).__name__}: {e})") from None
     try:
-        ids, kinds = image_prompt(model, tok, prompt, len(pictures))
+        return image_inputs(model, tok, prompt, pictures, processor)
     except ValueError as e:
         raise UsageError(f"--image: {e}") from None
-    extra = {"pixel_values": processor(pictures)["pixel_values"]}
-    if kinds is not None:
-        extra["token_type_ids"] = np.array([kinds], np.int64)
-    return ids, extra

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-import numpy as np
-
 from .completion_request import CompletionError, CompletionRequest
 
 
@@ -24,7 +22,7 @@ def _refuse_unsupported(req: CompletionRequest) -> None:
 def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], dict]:
     """(the prompt's token ids with each image's tokens, generate's pixel_values and token_type_ids); a
     CompletionError naming messages (or the unsupported field) when the request cannot be served."""
-    from ..models.hf.image_prompts import image_prompt
+    from ..models.hf.image_prompts import image_inputs
     from .image_embeddings import load_image, open_image
     model = gen.model
     if not getattr(model, "takes_images", False):
@@ -42,10 +40,6 @@ def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], d
         except CompletionError as e:  # its message names "input i": here the request's image i
             raise CompletionError(e.status, "messages: image" + e.message[len("input"):], "messages") from None
     try:
-        ids, kinds = image_prompt(model, gen.tokenizer, prompt, len(pictures))
+        return image_inputs(model, gen.tokenizer, prompt, pictures, gen.image_processor)
     except ValueError as e:
         raise CompletionError(400, str(e), "messages") from None
-    extra = {"pixel_values": gen.image_processor(pictures)["pixel_values"]}
-    if kinds is not None:
-        extra["token_type_ids"] = np.array([kinds], np.int64)
-    return ids, extra

@@ -10,7 +10,6 @@ from typing import Dict, Tuple
 import numpy as np
 
 from ...factories import where
-from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import ids_array, mask_array
 
@@ -83,10 +82,7 @@ class ImageTextDecoder:
         x = self._embed(text_ids)
         if features is not None:
             x = self._merge_images(x, image, features, who, features.shape[1])
-        x = self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        return self._head(self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks), logits_to_keep)
 
     @staticmethod
     def _token_types(token_type_ids, B: int, T: int, past: int, who: str, meaning: str) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from ... import nn
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._image_text import TEXT_PREFIXES, ImageTextDecoder, text_config
+from ._image_text import TEXT_PREFIXES, ImageTextDecoder
 from ._layers import _NEG
 from .gemma2 import Gemma3ForCausalLM
 from .siglip import SiglipVisionModel
@@ -61,13 +61,6 @@ class Gemma3MultiModalProjector(nn.Module):
         return self.mm_soft_emb_norm(pooled) @ self.mm_input_projection_weight
 
 
-def _sub_config(config: dict, key: str) -> dict:
-    sub = config.get(key)
-    if not isinstance(sub, dict):
-        raise ValueError(f"{_WHO}: config {key} must be a dict, got {type(sub).__name__}")
-    return dict(sub)
-
-
 class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
     """Gemma 3 with images: ``forward(input_ids, attention_mask=None, position_ids=None, cache=None,
     logits_to_keep=0, pixel_values=None, token_type_ids=None)`` returns the logits (B, T, vocab_size)."""
@@ -77,12 +70,11 @@ class Gemma3ForConditionalGeneration(ImageTextDecoder, Gemma3ForCausalLM):
 
     def __init__(self, config: dict):
         config = dict(config)
-        text = text_config(_sub_config(config, "text_config"), "gemma3_text")
+        text, vision = self.configs(config, _WHO, ("gemma3_text",), "gemma3_text", ("siglip_vision_model",))
         if "tie_word_embeddings" in config:
             text["tie_word_embeddings"] = config["tie_word_embeddings"]
         super().__init__(text)
-        vision = {**_sub_config(config, "vision_config"), "vision_use_head": False}
-        self.vision_tower = SiglipVisionModel(vision)
+        self.vision_tower = SiglipVisionModel({**vision, "vision_use_head": False})
         self.mm_tokens_per_image = self.tokens_per_image = int(config.get("mm_tokens_per_image", 256))
         self.multi_modal_projector = Gemma3MultiModalProjector(self.vision_tower.config, self.config["hidden_size"],
                                                                self.mm_tokens_per_image)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-__all__ = ["image_prompt", "PLACEHOLDERS"]
+__all__ = ["image_prompt", "image_inputs", "PLACEHOLDERS"]
 
 PLACEHOLDERS = {"Gemma3ForConditionalGeneration": "<start_of_image>", "LlavaForConditionalGeneration": "<image>",
                 "PaliGemmaForConditionalGeneration": None}
@@ -25,7 +25,7 @@ def _pieces(text: str, placeholder: str, n_images: int, who: str) -> List[str]:
     n_images + 1 pieces."""
     count = text.count(placeholder)
     if count == 0:
-        return [""] + [" "] * (n_images - 1) + [(" " if n_images else "") + text] if n_images else [text]
+        return [""] + [" "] * (n_images - 1) + [" " + text] if n_images else [text]
     if count != n_images:
         raise ValueError(f"{who}: the prompt marks {count} images ({placeholder}) but {n_images} were given")
     return text.split(placeholder)
@@ -61,3 +61,14 @@ def image_prompt(model, tokenizer, text: str, n_images: int) -> Tuple[List[int],
         if i < n_images:
             ids += block
     return ids, ([int(t == image) for t in ids] if gemma3 else None)
+
+
+def image_inputs(model, tokenizer, text: str, images, processor) -> Tuple[List[int], dict]:
+    """(the prompt's token ids with each image's tokens, generate's pixel_values and, where the model reads them,
+    token_type_ids) for ``images`` (PIL images or uint8 arrays) made into pixel values by ``processor``."""
+    import numpy as np
+    ids, kinds = image_prompt(model, tokenizer, text, len(images))
+    extra = {"pixel_values": processor(list(images))["pixel_values"]}
+    if kinds is not None:
+        extra["token_type_ids"] = np.array([kinds], np.int64)
+    return ids, extra

@@ -237,8 +237,12 @@ class LlamaForCausalLM(DeviceChecked, nn.Module):
         if past == 0 and self.fused_prefill and device == "cpu" and not self.windows_matter(T) and \
                 lean_prefill(self, pad, position_ids, T):
             return Tensor._wrap(LeanDecoder(self).prefill(ids, cache, logits_to_keep))
-        x = self._stack(ids, pad, past, position_ids, cache, device)
-        if logits_to_keep:  # the LM head on the last positions only (generate needs the last one)
+        return self._head(self._stack(ids, pad, past, position_ids, cache, device), logits_to_keep)
+
+    def _head(self, x: Tensor, logits_to_keep: int = 0) -> Tensor:
+        """The logits of the stack's output: the LM head (the tied embedding or lm_head), on the last
+        ``logits_to_keep`` positions only when given (generate needs the last one)."""
+        if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
 
@@ -296,10 +300,7 @@ class LlamaForCausalLM(DeviceChecked, nn.Module):
         x = self._embed(input_ids)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, *tables[i], biases[self.sliding_windows[i]], cache, i)
-        x = self.model.norm(x)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self._finish(F.linear(x, self.model.embed_tokens.weight) if self.tied else self.lm_head(x))
+        return self._head(self.model.norm(x), logits_to_keep)
 
     def _export_forward(self, input_ids, attention_mask, position_ids, cache, logits_to_keep):
         from .onnx_export import graph_logits
