@@ -124,6 +124,9 @@ INPUT_DTYPE = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_nor
 # casts both first)
 SAME_DTYPE = frozenset({"linear", "matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
                         "conv_transpose3d"})
+# ops whose Function computes integer inputs as torch does (local_response_norm: the average pool of the integer
+# squares truncates the window mean), so their floating result is not recomputed from the inputs cast to floats
+OWN_INTEGER_RULE = frozenset({"local_response_norm"})
 # torch has no bool kernel for these (numpy computes them in int8): the name its NotImplementedError gives
 NO_BOOL_KERNEL = {"pow": "pow", "remainder": "remainder_cpu", "floor_divide": "div_floor_cpu", "fmod": "fmod_cpu"}
 BOOL_SUBTRACTION = ("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to invert a "
@@ -189,6 +192,8 @@ def needs_torch_dtypes(cls, args) -> int:
     recomputed by ints_as_floats; 0: as it is (an integer index next to float data: embedding, cross_entropy)."""
     if cls.op is not None and cls.op.name in PROMOTING:
         return 0 if _one_integer_dtype(args) else 1
+    if cls.op is not None and cls.op.name in OWN_INTEGER_RULE:
+        return 0
     floating = False
     for a in args:
         if isinstance(a, Tensor) and _dtypes.is_floating(a._data.dtype):

@@ -15,7 +15,8 @@ F = torch.nn.functional
 def _same(want, got):
     """Equal where both are NaN or the same infinity, close where both are finite."""
     want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
-    close = np.isfinite(want) & np.isfinite(got) & (np.abs(want - got) <= 1e-3 * np.maximum(1, np.abs(want)))
+    with np.errstate(invalid="ignore"):  # inf - inf where both are infinite
+        close = np.isfinite(want) & np.isfinite(got) & (np.abs(want - got) <= 1e-3 * np.maximum(1, np.abs(want)))
     return bool(np.all((np.isnan(want) & np.isnan(got)) | (want == got) | close))
 
 
@@ -192,3 +193,73 @@ def test_hinge_embedding_loss_of_integers_is_torchs(dtype, margin, reduction):
     got = op(fg.tensor(x), fg.tensor(t), margin=margin, reduction=reduction)
     assert str(got.dtype).rsplit(".")[-1] == str(want.dtype).rsplit(".")[-1]
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def _attention_case(T, dtype, where, mode, value):
+    """q, k, v (1, 2, T, 8) with one non-finite entry: in q's first row, or at the last key (which the causal or
+    lower-triangular mask hides from every row but the last), and the mask arguments for torch and forgegrad."""
+    rng = np.random.default_rng(T)
+    q, k, v = (rng.standard_normal((1, 2, T, 8)).astype(dtype) for _ in range(3))
+    target = {"q": q, "k": k, "v": v}[where]
+    target[0, 0, 0 if where == "q" else T - 1, 0] = value
+    keep = np.tril(np.ones((T, T), bool))
+    mask = {"causal": None, "bool": keep, "float": np.where(keep, 0, -np.inf).astype(dtype)}[mode]
+    return (q, k, v), mask
+
+
+@pytest.mark.parametrize("T", [40, 130])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where, value", [("q", np.nan), ("k", np.nan), ("k", np.inf), ("v", np.nan), ("v", np.inf)])
+@pytest.mark.parametrize("mode", ["causal", "bool", "float"])
+def test_attention_with_nonfinite_entries_at_masked_keys_is_torchs(T, dtype, where, value, mode):
+    """op:scaled_dot_product_attention, {"base": 1, "mutations": [["nan", 32, 0]], "seed": 0, "raw": true} (seed
+    707): NaN in v at keys the causal mask hides gave finite rows where torch's P @ V gives 0 * NaN = NaN in every
+    earlier row (the fused kernel skips those keys: a causal call with a non-finite value now runs composed). The
+    float64 (composed) path also zeroed any row its inputs made NaN, taking it for a row with every key masked
+    (those are now the rows whose scores are all -inf, as torch's _safe_softmax), and a bool mask assigned -inf
+    where torch adds it (a NaN or inf score at a masked key stays NaN).
+    Gradients are compared where torch's do not depend on its kernel's tiles: with a causal mask and non-finite q
+    or k, torch's flash backward multiplies the masked 0 weights of its tiles' keys, so its NaN pattern follows its
+    tile size. (torch's forward is itself inconsistent below T = 10: a causal NaN row of q gives 0 there.)"""
+    (q, k, v), mask = _attention_case(T, dtype, where, mode, value)
+    tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+    fq, fk, fv = (fg.tensor(a, requires_grad=True) for a in (q, k, v))
+    causal = mode == "causal"
+    want = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=None if causal else torch.from_numpy(mask),
+                                          is_causal=causal)
+    got = fg.nn.functional.scaled_dot_product_attention(fq, fk, fv, attn_mask=None if causal else fg.tensor(mask),
+                                                        is_causal=causal)
+    assert _same(want.detach().numpy(), got.numpy())
+    if not (causal and where == "k"):  # there only the last row sees the entry (its score may be -inf: weight 0)
+        assert np.isnan(got.numpy()).any()  # the test sees the non-finite path
+    if causal and where != "v":
+        return
+    want.sum().backward()
+    got.sum().backward()
+    for t, f in ((tq, fq), (tk, fk), (tv, fv)):
+        assert _same(t.grad.numpy(), f.grad.numpy())
+
+
+@pytest.mark.parametrize("shape, size", [((2, 5, 3), 2), ((3, 7, 4, 2), 3), ((1, 4, 2, 2, 3), 5), ((2, 3, 4), 8),
+                                         ((2, 3, 4), 1)])
+@pytest.mark.parametrize("default", [np.float32, np.float64])
+def test_local_response_norm_of_int64_truncates_the_window_mean_as_torch(shape, size, default):
+    """op:local_response_norm, {"base": 1, "mutations": [["dtype", 0, 2]], "seed": 0} (seed 707): an int64 input was
+    normalized by the exact window mean of its squares; torch average-pools the integer squares, which truncates the
+    mean, then computes in the default dtype. (The op's Function saw the int64 input, then was run again on it cast
+    to floats, as ops making floats of integers are: local_response_norm now keeps its own integer rule.)"""
+    x = np.random.default_rng(size).integers(-30, 30, shape)
+    was_torch, was_fg = torch.get_default_dtype(), fg.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if default == np.float64 else torch.float32)
+    fg.set_default_dtype(fg.float64 if default == np.float64 else fg.float32)
+    try:
+        want = F.local_response_norm(torch.from_numpy(x), size, alpha=0.7, beta=0.6, k=1.5).numpy()
+        got = fg.nn.functional.local_response_norm(fg.tensor(x), size, alpha=0.7, beta=0.6, k=1.5).numpy()
+    finally:
+        torch.set_default_dtype(was_torch)
+        fg.set_default_dtype(was_fg)
+    assert got.dtype == want.dtype == default
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    exact = fg.nn.functional.local_response_norm(fg.tensor(x.astype(np.float64)), size, alpha=0.7, beta=0.6, k=1.5)
+    if size > 1:  # the truncation shows
+        assert not np.allclose(exact.numpy(), want, rtol=1e-5, atol=1e-6)

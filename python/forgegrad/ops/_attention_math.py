@@ -42,8 +42,8 @@ def _add_mask(s, mask, batch, is_causal):
         s[:, ~np.tri(L, S, dtype=bool)] = -np.inf  # top-left aligned: query i sees keys j <= i
     if mask is not None:
         view = s.reshape(batch + (L, S))
-        if mask.dtype == np.bool_:
-            np.copyto(view, -np.inf, where=~mask)
+        if mask.dtype == np.bool_:  # -inf added, not assigned, as torch: a NaN or inf score stays NaN
+            np.add(view, -np.inf, out=view, where=~mask)
         else:
             view += mask
 
@@ -58,12 +58,12 @@ def forward(q, k, v, mask, batch, is_causal, scale, dropout_p, softcap=None):
         th = np.tanh(s / cap)  # divided by the cap, as transformers
         np.multiply(th, cap, out=s)
     _add_mask(s, mask, batch, is_causal)
+    # rows with every score -inf (every key masked) give 0, as torch's _safe_softmax (softmax gives NaN there);
+    # a row NaN from its inputs stays NaN
+    empty = (s == -np.inf).all(axis=-1, keepdims=True) if mask is not None else None
     p = _softmax(s)
-    empty = None
-    if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
-        empty = np.isnan(p[:, :, :1])
-        if empty.any():
-            np.copyto(p, 0.0, where=np.broadcast_to(empty, p.shape))
+    if empty is not None and empty.any():
+        np.copyto(p, 0.0, where=np.broadcast_to(empty, p.shape))
     keep = None
     pd = p
     if dropout_p > 0.0:

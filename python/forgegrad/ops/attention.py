@@ -287,12 +287,14 @@ def _onnx(ctx, op):
     return [ctx.node("MatMul", [p, v])]
 
 
-def _kernel_ok(q, k, v, dropout_p, mask_grad):
+def _kernel_ok(q, k, v, dropout_p, mask_grad, is_causal):
     """Whether the fused kernel computes this call: everything but dropout (its keep-mask would have
     to be stored, (N, L, S)) and the gradient of a float mask (that is the (N, L, S) score gradient
-    itself); both take the composed path, which materialises the weights. Empty sizes too."""
+    itself); both take the composed path, which materialises the weights. Empty sizes too. A causal
+    call whose value holds inf or NaN runs composed as well: the kernel skips the keys above the diagonal,
+    where torch multiplies their 0 weights by the value (0 * NaN = NaN in every earlier row)."""
     return (q.dtype == _F32 and dropout_p == 0.0 and not mask_grad and min(q.shape[-2:]) > 0
-            and min(k.shape[-2:]) > 0 and v.shape[-1] > 0)
+            and min(k.shape[-2:]) > 0 and v.shape[-1] > 0 and not (is_causal and not np.isfinite(v).all()))
 
 
 def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, softcap=None, mask_grad=False):
@@ -303,7 +305,7 @@ def _run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, 
     q3 = _as_stack(query, batch)
     k3 = _as_stack(_expand_kv(key, groups, batch), batch)
     v3 = _as_stack(_expand_kv(value, groups, batch), batch)
-    if q3.shape[0] > 0 and _kernel_ok(query, key, value, dropout_p, mask_grad):
+    if q3.shape[0] > 0 and _kernel_ok(query, key, value, dropout_p, mask_grad, is_causal):
         mask = _KA.prepare_mask(attn_mask, batch, L, S_)
         out, lse = _KA.attention_forward(q3, k3, v3, scale, is_causal, mask, softcap=softcap)
         saved = ("kernel", out, lse, mask)

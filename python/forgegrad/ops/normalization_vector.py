@@ -13,6 +13,7 @@ import numpy as np
 from .._validate import check_bool, check_float, check_int
 from ..autograd import Function
 from ..devices import MetaArray
+from ..dtypes import default_float
 from . import _samples as S
 from ._util import normalize_axis, sign0, single_axis, unbroadcast
 from .registry import BadInput, Sample, register_op
@@ -431,10 +432,18 @@ class LocalResponseNormFunction(Function):
     @staticmethod
     def forward(ctx, x, size, alpha=1e-4, beta=0.75, k=1.0):
         size, alpha, beta, k = _lrn_args(x, size, alpha, beta, k)
+        rows = (x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
+        integer = x.dtype.kind in "biu"
+        if integer:  # torch's average pool of integer squares truncates the window mean; then the default dtype
+            whole = x.reshape(rows).astype(np.int64)
+            x = x.astype(default_float())
+            mean = (_window_sum(whole * whole, size, size // 2) // size).astype(x.dtype)
         x = _float(x)
         t = x.dtype.type
-        v = x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
-        base = _window_sum(v * v, size, size // 2) / t(size) * t(alpha) + t(k)
+        v = x.reshape(rows)
+        if not integer:
+            mean = _window_sum(v * v, size, size // 2) / t(size)
+        base = mean * t(alpha) + t(k)
         scale = base ** t(-beta)
         ctx.save_for_backward(x, base, scale)
         ctx.parts = size, alpha, beta
