@@ -263,3 +263,33 @@ def test_local_response_norm_of_int64_truncates_the_window_mean_as_torch(shape, 
     exact = fg.nn.functional.local_response_norm(fg.tensor(x.astype(np.float64)), size, alpha=0.7, beta=0.6, k=1.5)
     if size > 1:  # the truncation shows
         assert not np.allclose(exact.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 0, 1, 1), (1, 1, 1, 2), (1, 2, 2, 1), (2, 0, 1, 1),
+                                                               (2, 1, 1, 2), (3, 1, 2, 1)])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch's notice when its oneDNN flags are set
+def test_conv_input_gradient_and_transposed_conv_of_a_nonfinite_weight_are_torchs(stride, padding, dilation, groups,
+                                                                                   value):
+    """Found by the fuzz runs of 2026-12-05 (the `nan` mutation on conv_transpose2d's weight): a NaN weight gave NaN
+    over the whole plane of the transposed conv's output (and of conv2d's input gradient) where torch has it only
+    where that tap lands. The stride-1 kernel correlated grad_y padded with zeros, multiplying them by the weight
+    (0 * NaN); a non-finite weight now takes the col2im path. torch's reference is its native kernel: oneDNN (its
+    default here) also puts NaN in a column no tap of the weight reaches, at stride 2."""
+    rng = np.random.default_rng(stride * 10 + padding)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(np.float32)
+    w[1, 0, 1, 2] = value
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    g = rng.standard_normal(F.conv2d(torch.from_numpy(x), torch.from_numpy(w), **geometry).shape).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    with torch.backends.mkldnn.flags(enabled=False):
+        F.conv2d(tx, torch.from_numpy(w), **geometry).backward(torch.from_numpy(g))
+        want_t = F.conv_transpose2d(torch.from_numpy(g), torch.from_numpy(w), **geometry).numpy()
+    fx = fg.tensor(x, requires_grad=True)
+    fg.nn.functional.conv2d(fx, fg.tensor(w), **geometry).backward(fg.tensor(g))
+    got_t = fg.nn.functional.conv_transpose2d(fg.tensor(g), fg.tensor(w), **geometry).numpy()
+    bad = ~np.isfinite(tx.grad.numpy())
+    assert bad.any() and not bad.all()  # the weight's tap reaches part of the plane
+    assert _same(tx.grad.numpy(), fx.grad.numpy())
+    assert _same(want_t, got_t)

@@ -14,6 +14,7 @@
 // and the batch sums of the weight gradient run in a fixed order of images (here: fixed chunks of
 // images added in order): results are bit-identical for any thread count. The shared layout (Plan,
 // fill_input) is conv_plan.h; the weight and bias gradients are conv_backward_weight.cpp.
+#include <cmath>
 #include <cstring>
 
 #include "act_vec.h"
@@ -315,7 +316,11 @@ void conv2d_backward_input(const Conv2dGeom& g, const float* w, const float* gy,
   if (g.N <= 0) return;
   const int64_t G = g.groups, Cg = g.C / G, OCg = g.OC / G, KK = g.KH * g.KW, K = Cg * KK;
   const int64_t OHW = g.OH * g.OW, HW = g.H * g.W;
-  if (g.stride_h == 1 && g.stride_w == 1) {
+  // A non-finite weight takes the col2im path: the correlation below also multiplies the zeros padded around
+  // grad_y, which would spread 0 * NaN over the whole plane where the sum has NaN only where that tap lands.
+  bool finite = true;
+  for (int64_t i = 0, n = g.OC * K; i < n; ++i) finite &= std::isfinite(w[i]);
+  if (g.stride_h == 1 && g.stride_w == 1 && finite) {
     // grad_x is a stride-1 correlation of grad_y, zero-padded into (OCg, Hq, Wq), with the
     // flipped, transposed kernel: gx[ic][ih][iw] = sum_{oc,kh,kw} w[oc][ic][kh][kw] *
     // gyp[oc][ih + (KH-1-kh)*dh][iw + (KW-1-kw)*dw], where gyp[r][c] = gy[r - T][c - L].
