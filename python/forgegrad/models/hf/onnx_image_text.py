@@ -286,9 +286,10 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     """``generate(model, input_ids, pixel_values=..., token_type_ids=...)`` on the graphs of ``export_image_text``
     (``folder``: its path, or an ImageTextSessions; ``generate_onnx`` given the folder calls this): the images
     through the vision graph, their rows placed at the image tokens, one decoder call on the prompt and one per new
-    token (embedded by the embedding graph), each token chosen as ``generate`` chooses it (onnx_decoding.py: the settings resolved from the arguments, the generation
-    config beside the graphs, generate's defaults). As generate with images: one sequence per prompt, no beams.
-    Returns the prompts followed by the new tokens (batch, prompt + new) int64."""
+    token (embedded by the embedding graph), each token chosen as ``generate`` chooses it (onnx_decoding.py: the
+    settings resolved from the arguments, the generation config beside the graphs, generate's defaults). As generate
+    with images: one sequence per prompt, no beams. Returns the prompts followed by the new tokens (batch,
+    prompt + new) int64."""
     who = "generate_image_text_onnx"
     sessions = folder if isinstance(folder, ImageTextSessions) else ImageTextSessions(folder)
     ids, mask = check_prompt(who, input_ids, attention_mask)
