@@ -171,3 +171,20 @@ def test_a_text_decoder_is_refused(tmp_path):
     text = LlamaForCausalLM(dict(TEXT, model_type="llama"))
     with pytest.raises(TypeError, match="export_image_text: model must be an image-text model"):
         export_image_text(text, tmp_path)
+
+
+def test_cli_exports_an_image_text_checkpoint_to_a_folder(tmp_path, capsys):
+    from forgegrad.cli import main
+    torch.manual_seed(0)
+    _paligemma("gemma2").eval().save_pretrained(tmp_path / "ckpt")
+    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [
+        "decoder_model_merged.onnx", "embed_tokens.onnx", "generation_config.json", "vision_encoder.onnx"]
+    model = from_pretrained(tmp_path / "ckpt")
+    ids, mask, types, pixels = _prompts(model)[0]
+    np.testing.assert_array_equal(
+        generate_onnx(tmp_path / "onnx", ids, mask, max_new_tokens=5, pixel_values=pixels, token_type_ids=types),
+        generate(model, ids, attention_mask=mask, max_new_tokens=5, pixel_values=pixels, token_type_ids=types))
+    (tmp_path / "file.onnx").write_bytes(b"")
+    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "file.onnx")]) == 2
+    assert "give a directory" in capsys.readouterr().err
