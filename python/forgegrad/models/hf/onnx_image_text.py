@@ -209,9 +209,10 @@ def is_image_text_folder(path) -> bool:
 class ImageTextSessions:
     """The three onnxruntime sessions of an ``export_image_text`` folder (``folder`` a path), with what the decoder's
     metadata says: ``image_token_id``, ``token_types`` ("image_blocks", "prefix" or None) and the vision graph's
-    image shape."""
+    image shape. ``threads``: each session's intra-op threads (one inter-op thread, sequential), as the benchmarks
+    pin them; None: onnxruntime's default."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, threads: Optional[int] = None):
         import onnxruntime as ort
         self.folder = os.fspath(folder)
         missing = [g for g in GRAPHS if not os.path.isfile(os.path.join(self.folder, g))]
@@ -220,6 +221,9 @@ class ImageTextSessions:
                              "(export_image_text writes them)")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads), 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.vision, self.embed, self.decoder = (
             ort.InferenceSession(os.path.join(self.folder, g), sess_options=opts, providers=["CPUExecutionProvider"])
             for g in GRAPHS)
@@ -251,6 +255,16 @@ class ImageTextSessions:
                              f"the {n} images give {rows.shape[0]} ({per} each)")
         x[image] = rows
         return x
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray, pixel_values=None, token_type_ids=None):
+        """(logits, present) of the decoder's first call on a prompt (``ids``, ``mask`` (B, T) int64) with its
+        images: the vision graph, the embedding graph, the rows merged, the decoder with no past."""
+        rows = None if pixel_values is None else self.image_rows(pixel_values)
+        empty = {i.name: np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
+                 for i in self.decoder.get_inputs() if i.name in self.past_names}
+        logits, *present = self.decoder.run(None, self.decoder_feed(self.embeds(ids, rows), mask, token_type_ids,
+                                                                    empty))
+        return logits, dict(zip(self.past_names, present))
 
     def decoder_feed(self, embeds: np.ndarray, mask: np.ndarray, types: Optional[np.ndarray], past: dict) -> dict:
         feed = {"inputs_embeds": embeds, "attention_mask": mask, **past}
@@ -309,23 +323,19 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
         raise NotImplementedError(f"{who}: images go with one sequence per prompt (no num_beams or "
                                   "num_return_sequences yet), as generate's")
     new = d.max_new_tokens
-    rows = None if pixel_values is None else sessions.image_rows(pixel_values)
-    embeds = sessions.embeds(ids, rows)
-    if new == 0:
+    if new == 0:  # (the images still checked against the prompt's image tokens)
+        sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values))
         return ids
     process = processors(d, T + new, ids, padding=mask.argmax(axis=1), prompt_length=T)
     pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
-    empty = {i.name: np.zeros((B, i.shape[1], 0, i.shape[3]), np.float32) for i in sessions.decoder.get_inputs()
-             if i.name in sessions.past_names}
-    feed = sessions.decoder_feed(embeds, mask, types, empty)
+    logits, past = sessions.prefill(ids, mask, pixel_values, types)
     step_type = None if types is None else np.full((B, 1), int(sessions.token_types == "prefix"), np.int64)
-    for _ in range(new):
-        logits, *present = sessions.decoder.run(None, feed)
+    while True:
         nxt = pick(logits[:, -1])
-        if pick.finished:
+        if pick.finished or pick.length == T + new:
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
         step = sessions.embed.run(None, {"input_ids": nxt[:, None].astype(np.int64)})[0]
-        feed = sessions.decoder_feed(step, mask, step_type,
-                                     dict(zip(sessions.past_names, present)))
+        logits, *present = sessions.decoder.run(None, sessions.decoder_feed(step, mask, step_type, past))
+        past = dict(zip(sessions.past_names, present))
     return pick.sequences.copy()
