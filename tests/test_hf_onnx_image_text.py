@@ -188,3 +188,22 @@ def test_cli_exports_an_image_text_checkpoint_to_a_folder(tmp_path, capsys):
     (tmp_path / "file.onnx").write_bytes(b"")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "file.onnx")]) == 2
     assert "give a directory" in capsys.readouterr().err
+
+
+def test_an_image_token_past_the_text_vocabulary_embeds_as_id_0(tmp_path):
+    """transformers reads such an image token as id 0 before placing the image rows; the embedding graph does too."""
+    import forgegrad as fg
+    from forgegrad.models.hf import LlavaForConditionalGeneration
+    text = dict(TEXT, model_type="llama")
+    text.pop("head_dim")
+    model = LlavaForConditionalGeneration(dict(text_config=text, vision_config=CLIP, image_token_index=130))
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.data = fg.tensor(rng.standard_normal(p.shape).astype(np.float32) * 0.2)
+    export_image_text(model, tmp_path)
+    s = ImageTextSessions(tmp_path)
+    ids = np.array([[5, 6] + [130] * 4 + [7, 8]])
+    pixels = rng.standard_normal((1, 3, 14, 14)).astype(np.float32)
+    logits, _ = s.prefill(ids, np.ones_like(ids), pixels)
+    with no_grad():
+        np.testing.assert_allclose(logits, model(ids, pixel_values=pixels).numpy(), rtol=1e-4, atol=1e-4)
