@@ -207,3 +207,22 @@ def test_an_image_token_past_the_text_vocabulary_embeds_as_id_0(tmp_path):
     logits, _ = s.prefill(ids, np.ones_like(ids), pixels)
     with no_grad():
         np.testing.assert_allclose(logits, model(ids, pixel_values=pixels).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_logits_to_keep_1_gives_the_last_positions_logits(tmp_path):
+    torch.manual_seed(0)
+    _paligemma("gemma2").eval().save_pretrained(tmp_path / "ckpt")
+    model = from_pretrained(tmp_path / "ckpt")
+    export_image_text(model, tmp_path / "onnx", logits_to_keep=1)
+    s = ImageTextSessions(tmp_path / "onnx")
+    ids, mask, types, pixels = _prompts(model)[1]
+    logits, _ = s.prefill(ids, mask, pixels, types)
+    with no_grad():
+        want = model(ids, mask, _positions(mask), pixel_values=pixels, token_type_ids=types).numpy()
+    assert logits.shape == (2, 1, want.shape[-1])
+    np.testing.assert_allclose(logits, want[:, -1:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(
+        generate_onnx(tmp_path / "onnx", ids, mask, max_new_tokens=4, pixel_values=pixels, token_type_ids=types),
+        generate(model, ids, attention_mask=mask, max_new_tokens=4, pixel_values=pixels, token_type_ids=types))
+    with pytest.raises(ValueError, match="logits_to_keep must be 0"):
+        export_image_text(model, tmp_path / "bad", logits_to_keep=2)

@@ -31,6 +31,7 @@ from typing import Optional
 import numpy as np
 
 from ... import nn
+from ...factories import cat
 from ...tensor import Tensor
 from ._layers import PastKeyValues
 from .generation import UNSET
@@ -108,7 +109,6 @@ class EmbedsDecoderWithPast(nn.Module):
         suffix (PaliGemma): token types apply to a prompt from position 0, as forgegrad's forward."""
         t = types.float()  # (B, T) 0/1
         cached = attention_mask[:, :past].float() * 0 + (0.0 if self.kind == "image_blocks" else 1.0)
-        from ...factories import cat
         key_types = cat([cached, t], -1)  # (B, past + T)
         if self.kind == "prefix":
             return (1 - t).unsqueeze(2) * (1 - key_types).unsqueeze(1)
