@@ -171,6 +171,9 @@ def test_a_text_decoder_is_refused(tmp_path):
     text = LlamaForCausalLM(dict(TEXT, model_type="llama"))
     with pytest.raises(TypeError, match="export_image_text: model must be an image-text model"):
         export_image_text(text, tmp_path)
+    export_with_past(text, tmp_path / "decoder.onnx", verify=False)
+    with pytest.raises(TypeError, match="generate_onnx: pixel_values / token_type_ids go with an image-text"):
+        generate_onnx(tmp_path / "decoder.onnx", [[1, 2]], pixel_values=np.zeros((1, 3, 14, 14), np.float32))
 
 
 def test_cli_exports_an_image_text_checkpoint_to_a_folder(tmp_path, capsys):

@@ -91,14 +91,16 @@ def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKe
     allowed = (keys <= queries).float() * mask.unsqueeze(1)
     biases = {}
     for window in set(model.sliding_windows) | {None}:
-        near = allowed if window is None else allowed * ((queries - keys) < window).float()
-        if both_ways is not None:  # (causal, windowed or not) or both ways, and not padding
+        inside = None if window is None else ((queries - keys) < window).float()
+        if both_ways is None:
+            near = allowed if window is None else allowed * inside
+        else:  # (causal, windowed or not) or both ways; then not padding, and windowed where the window bounds both
             causal = (keys <= queries).float()
             if window is not None and not window_bounds_both_ways:
-                causal = causal * ((queries - keys) < window).float()
+                causal = causal * inside
             near = (causal + both_ways - causal * both_ways) * mask.unsqueeze(1)
             if window is not None and window_bounds_both_ways:
-                near = near * ((queries - keys) < window).float()
+                near = near * inside
         biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
     rows = {} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     return model.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache, logits_to_keep, **rows)
