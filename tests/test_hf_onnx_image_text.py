@@ -147,6 +147,17 @@ def test_greedy_decoding_on_the_graphs_gives_generates_tokens(exported):
                                   generate(model, text, max_new_tokens=4, do_sample=False))
 
 
+def test_sampling_on_the_graphs_draws_generates_tokens_after_the_same_seed(exported):
+    import forgegrad as fg
+    model, s, _ = exported
+    ids, mask, types, pixels = _prompts(model)[1]
+    kw = dict(max_new_tokens=5, do_sample=True, top_k=20, temperature=1.5, eos_token_id=None, token_type_ids=types)
+    fg.manual_seed(7)
+    want = generate(model, ids, attention_mask=mask, pixel_values=pixels, **kw)
+    fg.manual_seed(7)
+    np.testing.assert_array_equal(generate_image_text_onnx(s, ids, mask, pixel_values=pixels, **kw), want)
+
+
 def test_bad_input_raises_naming_the_argument(exported):
     model, s, _ = exported
     ids, mask, types, pixels = _prompts(model)[0]
