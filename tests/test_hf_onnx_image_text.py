@@ -3,7 +3,8 @@
 and the class token kept) and PaliGemma (Gemma and Gemma 2 decoders, the prefix-LM). The three graphs run in
 onnxruntime give forgegrad's logits (which test_hf_gemma3_vlm / test_hf_llava / test_hf_paligemma hold equal to
 transformers') on left-padded batches with one and two images per prompt, with token types and without, then on a
-decode step through the cache; greedy decoding on the graphs gives generate's tokens; bad input raises."""
+decode step through the cache; greedy decoding on the graphs gives generate's tokens, sampling its draws after the
+same seed; bad input raises."""
 import numpy as np
 import pytest
 
