@@ -1,12 +1,14 @@
 """The `image-text` suite: image-text decoders and a mixture of experts from Hugging Face checkpoints, forgegrad
-against transformers on torch with the same (random) weights, and onnxruntime on forgegrad's export of the mixture of
-experts (its graph runs only the routed experts).
+against transformers on torch with the same (random) weights, and onnxruntime on forgegrad's exports (the image-text
+models' three graphs; the mixture of experts' graph runs only the routed experts).
 
 Rows: LLaVA 1.5's shape (a CLIP ViT-B/16 tower at 224 px, the second-to-last layer's 196 patches, a 4-layer decoder
 1024 wide) and Gemma 3 with images (a SigLIP tower of that size pooled to 49 tokens, the same decoder), each the
 forward of a batch-1 prompt holding one image and 20 text tokens; Qwen3-MoE (2 layers, hidden 512, 32 experts of 512,
-top-4) over a 128-token prompt. --quick: 2-layer, 64-wide versions. Each row's note says how far forgegrad's logits are
-from transformers' (and onnxruntime's from forgegrad's), checked once before timing.
+top-4) over a 128-token prompt. --quick: 2-layer, 64-wide versions. onnxruntime runs the image-text rows on
+forgegrad's export_image_text graphs (vision, embedding, the rows placed on the host, the decoder's prefill). Each row's
+note says how far forgegrad's logits are from transformers' (and onnxruntime's from forgegrad's), checked once before
+timing.
 """
 from __future__ import annotations
 
@@ -75,8 +77,8 @@ def _note(name: str, ours: np.ndarray, theirs: np.ndarray, graph=None) -> None:
     _NOTES[name] = text
 
 
-def _image_fns(name: str, kind: str, quick: bool):
-    fns = {"forgegrad": None, "transformers": None}
+def _image_fns(name: str, kind: str, quick: bool, threads: int):
+    fns = {"forgegrad": None, "transformers": None, "onnxruntime": None}
     if optional_import("torch") is None or optional_import("transformers") is None:
         return fns
     import torch
@@ -119,8 +121,20 @@ def _image_fns(name: str, kind: str, quick: bool):
         with torch.no_grad():
             return hf(input_ids=ti, **kw_hf).logits.numpy()
 
-    _note(name, fg_forward(), hf_forward())
-    return {"forgegrad": fg_forward, "transformers": hf_forward}
+    fns["forgegrad"], fns["transformers"] = fg_forward, hf_forward
+    graph = None
+    if optional_import("onnxruntime") is not None and optional_import("onnx") is not None:
+        # the export's three graphs (onnx_image_text.py): vision, embedding, the rows merged, the decoder's prefill
+        from ..models.hf.onnx_image_text import ImageTextSessions, export_image_text
+        folder = os.path.join(_scratch(), f"{kind}-{'quick' if quick else 'full'}-onnx")
+        if not os.path.isdir(folder):
+            export_image_text(ours, folder)
+        sessions = ImageTextSessions(folder, threads=threads)
+        mask = np.ones_like(ids)
+        fns["onnxruntime"] = lambda: sessions.prefill(ids, mask, pixels, kw_ours.get("token_type_ids"))[0]
+        graph = fns["onnxruntime"]()
+    _note(name, fg_forward(), hf_forward(), graph)
+    return fns
 
 
 def _moe_fns(name: str, quick: bool, threads: int):
@@ -167,10 +181,10 @@ def workloads(quick: bool = False) -> List[Workload]:
     gemma = f"Gemma 3 with images ({shape}), forward of a prompt with one image ({gemma_tokens + 20} tokens)"
     moe = (f"Qwen3-MoE ({cfg['num_hidden_layers']} layers, {cfg['num_experts']} experts, top-"
            f"{cfg['num_experts_per_tok']}), forward of {length} tokens (onnxruntime: the routed export)")
-    both = ("forgegrad", "transformers")
-    return [Workload(llava, both, lambda _t: _image_fns(llava, "llava", quick)),
-            Workload(gemma, both, lambda _t: _image_fns(gemma, "gemma3", quick)),
-            Workload(moe, both + ("onnxruntime",), lambda t: _moe_fns(moe, quick, t))]
+    three = ("forgegrad", "transformers", "onnxruntime")
+    return [Workload(llava, three, lambda t: _image_fns(llava, "llava", quick, t)),
+            Workload(gemma, three, lambda t: _image_fns(gemma, "gemma3", quick, t)),
+            Workload(moe, three, lambda t: _moe_fns(moe, quick, t))]
 
 
 @suite("image-text")

@@ -33,7 +33,9 @@ def add_parser(sub):
                    help="the train --out directory, its model.json or model.safetensors; or a Hugging Face "
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
                         "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian, mBART, "
-                        "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory; a "
+                        "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory; Gemma 3, "
+                        "LLaVA and PaliGemma (image-text) as vision_encoder.onnx, embed_tokens.onnx and "
+                        "decoder_model_merged.onnx in the --out directory; a "
                         "question-answering or multiple-choice encoder with input_ids and attention_mask "
                         "(start_logits and end_logits, or logits)")
     p.add_argument("--no-past", action="store_true",
@@ -112,7 +114,8 @@ def is_hf_directory(path) -> bool:
 
 
 def export_hf(path, out, batch=4, verify=True, past=True, cross_attentions=False):
-    """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), an encoder's
+    """A Hugging Face checkpoint directory to ONNX: a decoder with its KV cache (export_with_past), an image-text
+    model's three graphs (export_image_text: {graph: report}), an encoder's
     question-answering or multiple-choice head (export_task_head), or its plain forward (dynamic batch and
     sequence); returns (model's class name, parity report). ``cross_attentions``: Whisper's decoder graph also
     outputs its alignment heads' cross-attention (export_seq2seq's)."""
@@ -137,6 +140,14 @@ def export_hf(path, out, batch=4, verify=True, past=True, cross_attentions=False
             return name, export_seq2seq(model, out, verify=verify, cross_attentions=cross_attentions)[1]
         if cross_attentions:
             raise UsageError(f"--cross-attentions: only Whisper's decoder graph outputs them, not {name}'s")
+        if getattr(model, "takes_images", False):  # Gemma 3, LLaVA, PaliGemma: three graphs in a folder
+            if os.path.exists(out) and not os.path.isdir(out):
+                raise UsageError(f"--out {out}: an image-text model exports three graphs (vision_encoder.onnx, "
+                                 "embed_tokens.onnx, decoder_model_merged.onnx); give a directory")
+            if not past:
+                raise UsageError(f"--no-past: {name} exports only with its cache (decoder_model_merged.onnx)")
+            from ..models.hf import export_image_text
+            return name, export_image_text(model, out, verify=verify)
         if os.path.isdir(out):
             raise UsageError(f"--out {out} is a directory; give the path of the .onnx file to write")
         if past and callable(getattr(model, "forward_graph", None)):

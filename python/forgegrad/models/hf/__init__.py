@@ -95,6 +95,7 @@ from .albert import AlbertForSequenceClassification, AlbertModel
 from .moe import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from .onnx_export import export_with_past, generate_onnx
 from .onnx_seq2seq import export_seq2seq, generate_onnx_seq2seq
+from .onnx_image_text import export_image_text, generate_image_text_onnx
 from .onnx_task_heads import export_task_head
 from .onnx_whisper import generate_onnx_whisper
 from .longt5 import LongT5ForConditionalGeneration
@@ -128,7 +129,8 @@ from .dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel
 from .image_processing import load_image_processor
 from .onnx_vit import export_vit
 
-__all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_seq2seq",
+__all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past", "generate_onnx", "export_image_text",
+           "generate_image_text_onnx", "export_seq2seq",
            "generate_onnx_seq2seq", "generate_onnx_whisper", "export_task_head", "CheckpointError", "WatermarkDetector",
            "ARCHITECTURES",
            "GPT2LMHeadModel", "BertModel", "RobertaModel", "XLMRobertaModel", "BertForSequenceClassification",

@@ -290,14 +290,15 @@ class LlamaForCausalLM(DeviceChecked, nn.Module):
             return self._stack(p.padded_ids(), None, 0, None, None).numpy()[p.real]
 
     def forward_graph(self, input_ids: Tensor, position_ids: Tensor, biases: dict, cache,
-                      logits_to_keep: int = 0) -> Tensor:
+                      logits_to_keep: int = 0, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """The logits from Tensor token ids and positions (B, T) and additive attention biases (B, 1, T,
         past + T), one per distinct sliding window of the layers (``biases[None]``: full attention),
         extending ``cache`` (a PastKeyValues): every step a Tensor op, so that ``export_with_past`` traces a
         graph whose masks and positions follow its inputs. ``logits_to_keep`` as forward's (1: the last
-        position's only)."""
+        position's only). ``inputs_embeds`` (B, T, hidden): the input rows in place of the ids' embeddings (an
+        image-text model's decoder graph, onnx_image_text.py; ``input_ids`` is then None)."""
         tables = self.per_layer(lambda r: r.cos_sin_of(position_ids))
-        x = self._embed(input_ids)
+        x = self._embed(input_ids) if inputs_embeds is None else inputs_embeds
         for i, layer in enumerate(self.model.layers):
             x = layer(x, *tables[i], biases[self.sliding_windows[i]], cache, i)
         return self._head(self.model.norm(x), logits_to_keep)

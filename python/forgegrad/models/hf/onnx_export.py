@@ -57,6 +57,10 @@ class DecoderWithPast(nn.Module):
             raise ValueError(f"export_with_past: logits_to_keep must be 0 (every position's logits) or 1 (the "
                              f"last position's), got {logits_to_keep!r}")
         self.logits_to_keep = logits_to_keep
+        if getattr(model, "takes_images", False):
+            raise TypeError(f"export_with_past: model is a {type(model).__name__}, an image-text model: export it "
+                            "with onnx_image_text.export_image_text (vision_encoder, embed_tokens and "
+                            "decoder_model_merged graphs)")
         if not callable(getattr(model, "forward_graph", None)):
             from . import decoder_architectures
             raise TypeError(f"export_with_past: {type(model).__name__} is not a decoder-only model with a "
@@ -69,23 +73,37 @@ class DecoderWithPast(nn.Module):
         return (logits, *(t for kv in zip(cache.keys, cache.values) for t in kv))
 
 
-def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKeyValues, logits_to_keep: int = 0):
+def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKeyValues, logits_to_keep: int = 0, *,
+                 inputs_embeds: Tensor = None, both_ways: Tensor = None, window_bounds_both_ways: bool = True):
     """``model.forward_graph`` with the positions and attention biases computed from the mask as Tensor ops (what
-    an exported graph computes from its inputs), extending ``cache``."""
+    an exported graph computes from its inputs), extending ``cache``. ``inputs_embeds`` (B, T, hidden): the input
+    rows in place of ``input_ids``' embeddings; ``both_ways`` (B, T, past + T) 0/1: the pairs (new token, key)
+    allowed besides the causal ones (an image-text model's image blocks or prefix, onnx_image_text.py), within a
+    sliding window too where ``window_bounds_both_ways`` (Gemma 3), or not (PaliGemma's prefix); padding never."""
     first_new = cache.length  # the new tokens' columns of the mask start here
     mask = attention_mask.float()  # (B, past + T), 1 for a token
     place = key_places(mask)  # each column's index 0 .. past + T - 1
-    # transformers' position ids: the tokens before this one; padding at 1 (never read)
-    positions = (mask.cumsum(-1) - 1) * mask + (1 - mask)
+    # transformers' position ids: the tokens before this one; padding at 1 (never read); PaliGemma's from 1
+    positions = (mask.cumsum(-1) - 1) * mask + (1 - mask) + getattr(model, "position_offset", 0)
     # a new token (row) may look at the keys (columns) up to its own place that are not padding, and
     # in a layer with a sliding window only at the last ``window`` places (padding counted, as transformers)
     keys, queries = place.unsqueeze(1), place[:, first_new:].unsqueeze(2)
     allowed = (keys <= queries).float() * mask.unsqueeze(1)
     biases = {}
     for window in set(model.sliding_windows) | {None}:
-        near = allowed if window is None else allowed * ((queries - keys) < window).float()
+        inside = None if window is None else ((queries - keys) < window).float()
+        if both_ways is None:
+            near = allowed if window is None else allowed * inside
+        else:  # (causal, windowed or not) or both ways; then not padding, and windowed where the window bounds both
+            causal = (keys <= queries).float()
+            if window is not None and not window_bounds_both_ways:
+                causal = causal * inside
+            near = (causal + both_ways - causal * both_ways) * mask.unsqueeze(1)
+            if window is not None and window_bounds_both_ways:
+                near = near * inside
         biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
-    return model.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache, logits_to_keep)
+    rows = {} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    return model.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache, logits_to_keep, **rows)
 
 
 def _layers(model) -> int:
@@ -176,7 +194,8 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
                   early_stopping=None, min_p=UNSET, num_return_sequences: Optional[int] = None, *,
                   repetition_penalty: Optional[float] = None, no_repeat_ngram_size: Optional[int] = None,
                   min_length: Optional[int] = None, forced_bos_token_id=UNSET, forced_eos_token_id=UNSET,
-                  generation_config=None, tokenizer=None, **settings) -> np.ndarray:
+                  generation_config=None, tokenizer=None, pixel_values=None, token_type_ids=None,
+                  **settings) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
     new token on the cache it returned, choosing each token as ``generate`` chooses it (onnx_decoding.py): its
@@ -203,7 +222,23 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
     (with ``tokenizer``) and ``max_time``): generate's processors, warpers and stopping criteria, in transformers'
     order (``guidance_scale``, which runs the model twice, is refused). Returns the prompt
     followed by the new tokens, (batch * R, prompt + new) int64, R rows per prompt.
+
+    An image-text model's graphs (``session``: the folder ``export_image_text`` wrote, or its ImageTextSessions)
+    decode with ``pixel_values`` and ``token_type_ids`` as ``generate`` takes them (onnx_image_text.py: one sequence
+    per prompt, no beams).
     """
+    from .onnx_image_text import ImageTextSessions, generate_image_text_onnx, is_image_text_folder
+    if isinstance(session, ImageTextSessions) or is_image_text_folder(session):
+        return generate_image_text_onnx(
+            session, input_ids, attention_mask, pixel_values, token_type_ids, max_new_tokens, eos_token_id,
+            pad_token_id, do_sample, temperature, top_k, top_p, min_p, num_beams, num_return_sequences,
+            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
+            length_penalty=length_penalty, early_stopping=early_stopping, forced_bos_token_id=forced_bos_token_id,
+            forced_eos_token_id=forced_eos_token_id, generation_config=generation_config, tokenizer=tokenizer,
+            **settings)
+    if pixel_values is not None or token_type_ids is not None:
+        raise TypeError("generate_onnx: pixel_values / token_type_ids go with an image-text model's graphs (the "
+                        "folder export_image_text wrote); this graph is a text decoder's")
     graph = session
     session = session_of(session)
     ids, mask = check_prompt("generate_onnx", input_ids, attention_mask)
