@@ -116,15 +116,16 @@ class SparseMoeBlock(nn.Module):
         weights = probs[np.arange(N)[:, None], top]  # (N, k), differentiable into the router
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        weights = weights.reshape(-1, 1)
         outs, order = [], []
         for e, slots in expert_slots(top, self.n_experts):  # only the tokens routed to expert e
-            outs.append(self.experts[e](h[slots // k]) * weights[slots])
+            outs.append(self.experts[e](h[slots // k]))
             order.append(slots)
         order = np.concatenate(order)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        return cat(outs, 0)[inverse].reshape(N, k, h.shape[-1]).sum(dim=1)  # the k outputs of a token, in order
+        # every output scaled by its weight in one op (in slot order), then the k outputs of a token summed in order
+        out = cat(outs, 0)[inverse] * weights.reshape(-1, 1)
+        return out.reshape(N, k, h.shape[-1]).sum(dim=1)
 
     def _router(self, h: Tensor) -> Tensor:
         logits = self.gate(h)
