@@ -216,6 +216,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   // measured +2-16 % on 64x784x256, 64x256x128 and 256x64x784 TN products (AVX2), none slower.
   const bool a_by_rows = rsa == 1 && csa != 1;
   const bool prefetch_b = fused_prefetch(rsb);  // for the fused tiles: how far apart their in-place reads are
+  const bool far_b = N * K >= kGemmFarFloats;  // op(B) read from L3 or DRAM: its panels' packing prefetches ahead
   const bool prefetch_ab = fused_prefetch(std::max(std::max(rsa, csa), rsb));
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
   const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
@@ -310,7 +311,7 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             for (int r = 0; r < rows; ++r) std::copy(col_bias + j, col_bias + j + cols, c + r * ldc);
           const bool a_first = q == qc && fused_a(p);
           const bool b_fused = b_first && fuse_b && cols == kGemmNR;
-          if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
+          if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp, far_b);
           if (a_first && cols == kGemmNR) {
             micro_tile_pack_ab(kc, A + i * rsa + pc * csa, rsa, csa, ap, b_fused ? B + pc * rsb + j : bp, rsb,
                                b_fused ? bp : nullptr, c, ldc, alpha, beta_k, prefetch_ab);

@@ -347,7 +347,8 @@ namespace {
 // dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose, in 8x8 and 4x4
 // register blocks. All P slots are written: slots r >= rows repeat the last row (the microkernel
 // never uses them, and no scalar loop over single rows is needed).
-void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
+void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst, bool far) {
+  (void)far;  // read by the vector form only
   auto row = [&](int r) { return src + static_cast<int64_t>(r < rows ? r : rows - 1) * rs; };
 #if defined(__AVX2__)
   int r0 = 0;
@@ -363,9 +364,10 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
     // Rows far apart (rs >= 1024 floats: the source is large, in L3 or DRAM): the same rows of the
     // next panel (P rows on), one line each per 16 steps k; the panels of a block are packed one
     // after another, and each row's short segment restarts a prefetch stream (2048^3 NT on Zen 5).
-    // Not for nearer rows (64x784x256 NT: the source in L2, the prefetches measured 4-6 % slower).
+    // Not for nearer rows (64x784x256 NT: the source in L2, the prefetches measured 4-6 % slower)
+    // unless the caller knows the source is large (far: a 512 x 512 weight from DRAM).
     const float* next = src + static_cast<int64_t>(r0 + P) * rs;
-    const bool fetch_next = rows == P && rs >= 1024;
+    const bool fetch_next = rows == P && (rs >= 1024 || far);
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
       if (fetch_next && !(k & 15))
@@ -475,11 +477,11 @@ void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float*
 
 }  // namespace
 
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst) {
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst, bool far) {
   if (rows == 1 || rs == 1) {
     pack_copy(src, cs, rows, kc, P, dst);
   } else if (cs == 1) {
-    pack_transpose(src, rs, rows, kc, P, dst);
+    pack_transpose(src, rs, rows, kc, P, dst, far);
   } else {
     for (int64_t k = 0; k < kc; ++k)
       for (int r = 0; r < P; ++r) dst[k * P + r] = r < rows ? src[r * rs + k * cs] : 0.0f;
