@@ -126,6 +126,17 @@ constexpr int64_t kGemmFarFloats = int64_t(1) << 18;
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                 float alpha, float beta);
 
+// Lines [first, first + count) of a B panel's source about to be packed (kGemmNR rows of op(B)^T, rs floats apart,
+// 16-float segments), which a tile prefetches one per step k while it computes.
+struct NextPanel {
+  const float* src;
+  int64_t rs, first, count;
+};
+
+// micro_tile on a packed B panel of kGemmNR columns that also prefetches ``next``'s lines (next.count <= kc).
+void micro_tile_next(int rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                     float beta, const NextPanel& next);
+
 // micro_tile for a full panel (kGemmNR columns) read in place from op(B) rows ldb floats apart, which
 // also stores the panel, packed (kc x kGemmNR), to b_copy as it goes: packing fused into the first use.
 // prefetch: the in-place reads fetch ahead (kGemmFusedPrefetch steps; see fused_prefetch).

@@ -94,10 +94,11 @@ inline void packed_6x16_avx2(int64_t k4, const float* a, const float* b, vf (&ac
 // for the whole k loop. NV < kGemmNV for edge panels of at most NV * W columns (no FMAs on lanes that
 // are never stored).
 // Pf: the fused reads prefetch ahead (kGemmFusedPrefetch > 0; see the k loop).
-template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true, bool Pf = true>
+// NextB: one line per step k of the next B panel's source (see NextPanel) is prefetched into L2.
+template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true, bool Pf = true, bool NextB = false>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
           float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta, int64_t lda_ = kGemmMR,
-          float* __restrict a_copy = nullptr) {
+          float* __restrict a_copy = nullptr, const NextPanel* next = nullptr) {
   const int64_t ldb = S == BRead::kPacked ? int64_t(kGemmNR) : ldb_;
   const int64_t lda = SA == ARead::kPacked ? int64_t(kGemmMR) : lda_;
 #if defined(__AVX2__) && !defined(__AVX512F__)
@@ -155,6 +156,11 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   }
 #endif
   for (; k < kc; ++k) {
+    if constexpr (NextB) {
+      // line l: row l % kGemmNR of the source, its 16-float segment l / kGemmNR (the order the pack reads)
+      const int64_t l = next->first + k;
+      if (k < next->count) __builtin_prefetch(next->src + (l % kGemmNR) * next->rs + (l / kGemmNR) * 16, 0, 2);
+    }
     if constexpr (kGemmFusedPrefetch > 0 && Pf) {
       // Operands read in place with one row (B) or one column (op(A) column-major) per step k
       // lie a page apart when the leading dimension is large, where the hardware prefetchers
@@ -243,13 +249,15 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 }
 
 // Picks R = rows (compile-time) by recursion from kGemmMR down.
-template <int R, int NV, BRead S, bool Pf = true>
+template <int R, int NV, BRead S, bool Pf = true, bool NextB = false>
 void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
-               int64_t ldc, float alpha, float beta) {
+               int64_t ldc, float alpha, float beta, const NextPanel* next = nullptr) {
   if constexpr (R > 1) {
-    if (rows < R) return tile_rows<R - 1, NV, S, Pf>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+    if (rows < R)
+      return tile_rows<R - 1, NV, S, Pf, NextB>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta, next);
   }
-  tile<R, NV, S, ARead::kPacked, true, Pf>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+  tile<R, NV, S, ARead::kPacked, true, Pf, NextB>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta, kGemmMR, nullptr,
+                                                  next);
 }
 
 // Picks NV = ceil(cols / W) by recursion from kGemmNV down (packed panels only).
@@ -304,6 +312,12 @@ void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, 
                 float alpha, float beta) {
   if (ldb == kGemmNR) return tile_cols<kGemmNV>(rows, cols, kc, a, b, c, ldc, alpha, beta);
   tile_rows<kGemmMR, kGemmNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
+}
+
+void micro_tile_next(int rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                     float beta, const NextPanel& next) {
+  tile_rows<kGemmMR, kGemmNV, BRead::kPacked, true, true>(rows, kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha,
+                                                          beta, &next);
 }
 
 void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
