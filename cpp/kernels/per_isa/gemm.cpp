@@ -323,7 +323,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
           // (whose tiles pack op(A) and prefetch nothing) fetches the second's
           const bool next_in_tiles = tiles_fetch_next && q + 1 < qe && cols == kGemmNR && !a_first;
           if (b_first && !b_fused)
-            pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp, far_b && (q == qc || !tiles_fetch_next));
+            pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp,
+                       far_b && (q == qc || !tiles_fetch_next));
           if (next_in_tiles) {
             const int64_t lines = kGemmNR * ((kc + 15) / 16), tiles = pe - pb;
             const int64_t share = std::min<int64_t>((lines + tiles - 1) / tiles, kc), first = (p - pb) * share;
