@@ -122,3 +122,28 @@ def test_weight_only_experts_take_the_one_row_path(pairs, dtype, layer):
     with no_grad():
         graph = block(Tensor._wrap(h)).numpy()
     np.testing.assert_allclose(got, graph, rtol=1e-5, atol=1e-5)
+
+
+def test_large_experts_equal_transformers_and_give_one_bits_at_any_thread_count(tmp_path, threads):
+    """Experts of 512 x 512 (a weight of 2^18 floats: the GEMM packs it with prefetches of the next panel) on ~20
+    routed rows each: the array block and the Tensor forward against transformers' block, and the same bits at 1
+    and 2 threads."""
+    from forgegrad import Tensor
+    torch.manual_seed(0)
+    hf = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        **{**BASE, "hidden_size": 512, "num_attention_heads": 8, "head_dim": 64, "initializer_range": 0.02},
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=512, norm_topk_prob=True)).eval()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    block = model.model.layers[0].mlp
+    h = np.random.RandomState(0).randn(40, 512).astype(np.float32)
+    want = _hf_block(hf.model.layers[0].mlp, h)
+    lean, graph = [], []
+    for t in (1, 2):
+        threads(t)
+        lean.append(LeanDecoder(model)._mlp(block, h))
+        graph.append(block(Tensor._wrap(h)).numpy())
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(lean[0], want, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(graph[0], want, rtol=1e-5, atol=1e-5 * scale)
+    assert lean[0].tobytes() == lean[1].tobytes() and graph[0].tobytes() == graph[1].tobytes()
