@@ -215,6 +215,27 @@ def test_fused_packing_paths(simd_path, threads, rng, ta, tb):
                 f"{simd_path} {m, k, n} {ta, tb} differs across threads"
 
 
+# A large op(B) (at least 2^18 floats: kGemmFarFloats) with rows under 1024 floats apart, packed by transposing
+# panels (tb: x @ W^T) on the small-M loop order: each panel's packing prefetches the next one's rows (the last
+# full panel's reach past the matrix, and an edge panel of 24 columns prefetches nothing): a mixture of experts'
+# 512 x 512 expert on 16 routed rows, 9 rows against 600 x 520 (two KC slices), 40 rows against 1100 x 300.
+FAR_B_SHAPES = [(16, 512, 512), (9, 520, 600), (40, 300, 1100)]
+
+
+def test_far_b_panels_prefetched_while_packing(simd_path, threads, rng):
+    for m, k, n in FAR_B_SHAPES:
+        assert n * k >= 1 << 18
+        a = make(rng, (m, k))
+        for b in (make(rng, (n, k)), make(rng, (n + 3, k + 7))[2:n + 2, 3:k + 3]):
+            results = []
+            for t in (1, 2, 3):
+                threads(t)
+                results.append(matmul(a, b, trans_b=True))
+            assert_close(results[0], a, b, tb=True, what=f"{simd_path} {m, k, n}")
+            assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes(), \
+                f"{simd_path} {m, k, n} differs across threads"
+
+
 # AVX-512 keeps a thread's packed A panels of a KC slice for all of its column blocks (rows in
 # super-blocks of at most 2048, B packed again for each): 150x700x1400 has 3 column blocks, 3 row
 # blocks and 3 KC slices; 2100x40x4200 at 1 thread has 2 column blocks and 2 row super-blocks (at 2

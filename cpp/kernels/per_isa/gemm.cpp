@@ -216,6 +216,12 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   // measured +2-16 % on 64x784x256, 64x256x128 and 256x64x784 TN products (AVX2), none slower.
   const bool a_by_rows = rsa == 1 && csa != 1;
   const bool prefetch_b = fused_prefetch(rsb);  // for the fused tiles: how far apart their in-place reads are
+  const bool far_b = N * K >= kGemmFarFloats;  // op(B) read from L3 or DRAM: its panels' packing prefetches ahead
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  constexpr bool kTilesFetch = false;  // the AVX2 packed tile's k loop is asm (no prefetch stream in it)
+#else
+  constexpr bool kTilesFetch = true;
+#endif
   const bool prefetch_ab = fused_prefetch(std::max(std::max(rsa, csa), rsb));
   const int64_t m_panels = (M + kGemmMR - 1) / kGemmMR;
   const int64_t n_panels = (N + kGemmNR - 1) / kGemmNR;
@@ -230,6 +236,8 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 
   // One thread's block of C: row panels [p0, p1) x column panels [q0, q1).
   auto block = [&](int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
+    // small-M order (each B panel packed, then used by the block's few row panels) on a far, transposed op(B)
+    const bool tiles_fetch_next = kTilesFetch && far_b && !fuse_b && !b_prepacked && p1 - p0 <= kGemmMCPanels;
     static thread_local AlignedBuffer a_buf, b_buf;
     // Column blocks of equal width (2048 columns: 4 x 512, not 3 x 640 + 128).
     const int64_t ncb = (q1 - q0 + nc_max_panels - 1) / nc_max_panels;
@@ -310,8 +318,20 @@ void sgemm_packed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
             for (int r = 0; r < rows; ++r) std::copy(col_bias + j, col_bias + j + cols, c + r * ldc);
           const bool a_first = q == qc && fused_a(p);
           const bool b_fused = b_first && fuse_b && cols == kGemmNR;
-          if (b_first && !b_fused) pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp);
-          if (a_first && cols == kGemmNR) {
+          // A far op(B) packed panel by panel on the small-M order: the tiles of panel q prefetch panel q + 1's
+          // source, one line per step k, so that its reads overlap their arithmetic; the first panel's packing
+          // (whose tiles pack op(A) and prefetch nothing) fetches the second's
+          const bool next_in_tiles = tiles_fetch_next && q + 1 < qe && cols == kGemmNR && !a_first;
+          if (b_first && !b_fused)
+            pack_panel(B + pc * rsb + j * csb, csb, rsb, cols, kc, kGemmNR, bp,
+                       far_b && (q == qc || !tiles_fetch_next));
+          if (next_in_tiles) {
+            const int64_t lines = kGemmNR * ((kc + 15) / 16), tiles = pe - pb;
+            const int64_t share = std::min<int64_t>((lines + tiles - 1) / tiles, kc), first = (p - pb) * share;
+            const NextPanel next{B + pc * rsb + (j + kGemmNR) * csb, csb, first,
+                                 std::max<int64_t>(0, std::min(share, lines - first))};
+            micro_tile_next(rows, kc, ap, bp, c, ldc, alpha, beta_k, next);
+          } else if (a_first && cols == kGemmNR) {
             micro_tile_pack_ab(kc, A + i * rsa + pc * csa, rsa, csa, ap, b_fused ? B + pc * rsb + j : bp, rsb,
                                b_fused ? bp : nullptr, c, ldc, alpha, beta_k, prefetch_ab);
           } else {

@@ -109,7 +109,15 @@ constexpr bool fused_prefetch(int64_t ld) { return kGemmFusedPrefetch > 0 && ld 
 // Packs a panel: dst[k * P + r] = src[r * rs + k * cs] for r < rows, k < kc; rows <= P. Slots
 // rows..P-1 are filled too (zeros or copies of the last row): the microkernel loads full vectors
 // of a B panel but only stores the lanes of real columns, and lanes never mix.
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst);
+// far: the source is too large to be cache-resident (see kGemmFarFloats), so a transposing pack
+// prefetches the next panel's rows whatever their stride.
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst, bool far = false);
+
+// An operand of at least this many floats (1 MiB: a whole L2 of Zen 4 / Zen 5) is taken to come from L3 or
+// DRAM: packing it prefetches ahead even when its rows are near each other. x @ W^T with a 512 x 512 W from
+// DRAM (a mixture of experts' expert on its routed rows; Zen 5, one thread): 9 rows 90 -> 70 us, 16 rows
+// 104 -> 82, 32 rows 137 -> 115 (bench/bench_moe_experts.py).
+constexpr int64_t kGemmFarFloats = int64_t(1) << 18;
 
 // C tile (rows x cols, rows <= kGemmMR, cols <= kGemmNR) = alpha * a_panel . b_panel + beta * C, where
 // b_panel rows are ldb floats apart (kGemmNR when packed; B's own row stride when read in place)
@@ -117,6 +125,17 @@ void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, 
 // size: acc = fma chain over k; C = fma(beta, C, alpha * acc) or alpha * acc.
 void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                 float alpha, float beta);
+
+// Lines [first, first + count) of a B panel's source about to be packed (kGemmNR rows of op(B)^T, rs floats apart,
+// 16-float segments), which a tile prefetches one per step k while it computes.
+struct NextPanel {
+  const float* src;
+  int64_t rs, first, count;
+};
+
+// micro_tile on a packed B panel of kGemmNR columns that also prefetches ``next``'s lines (next.count <= kc).
+void micro_tile_next(int rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                     float beta, const NextPanel& next);
 
 // micro_tile for a full panel (kGemmNR columns) read in place from op(B) rows ldb floats apart, which
 // also stores the panel, packed (kc x kGemmNR), to b_copy as it goes: packing fused into the first use.

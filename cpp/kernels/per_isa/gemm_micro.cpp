@@ -94,10 +94,11 @@ inline void packed_6x16_avx2(int64_t k4, const float* a, const float* b, vf (&ac
 // for the whole k loop. NV < kGemmNV for edge panels of at most NV * W columns (no FMAs on lanes that
 // are never stored).
 // Pf: the fused reads prefetch ahead (kGemmFusedPrefetch > 0; see the k loop).
-template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true, bool Pf = true>
+// NextB: one line per step k of the next B panel's source (see NextPanel) is prefetched into L2.
+template <int R, int NV, BRead S, ARead SA = ARead::kPacked, bool CopyA = true, bool Pf = true, bool NextB = false>
 void tile(int cols, int64_t kc, const float* __restrict a, const float* __restrict b, int64_t ldb_,
           float* __restrict b_copy, float* __restrict c, int64_t ldc, float alpha, float beta, int64_t lda_ = kGemmMR,
-          float* __restrict a_copy = nullptr) {
+          float* __restrict a_copy = nullptr, const NextPanel* next = nullptr) {
   const int64_t ldb = S == BRead::kPacked ? int64_t(kGemmNR) : ldb_;
   const int64_t lda = SA == ARead::kPacked ? int64_t(kGemmMR) : lda_;
 #if defined(__AVX2__) && !defined(__AVX512F__)
@@ -155,6 +156,11 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
   }
 #endif
   for (; k < kc; ++k) {
+    if constexpr (NextB) {
+      // line l: row l % kGemmNR of the source, its 16-float segment l / kGemmNR (the order the pack reads)
+      const int64_t l = next->first + k;
+      if (k < next->count) __builtin_prefetch(next->src + (l % kGemmNR) * next->rs + (l / kGemmNR) * 16, 0, 2);
+    }
     if constexpr (kGemmFusedPrefetch > 0 && Pf) {
       // Operands read in place with one row (B) or one column (op(A) column-major) per step k
       // lie a page apart when the leading dimension is large, where the hardware prefetchers
@@ -243,13 +249,15 @@ void tile(int cols, int64_t kc, const float* __restrict a, const float* __restri
 }
 
 // Picks R = rows (compile-time) by recursion from kGemmMR down.
-template <int R, int NV, BRead S, bool Pf = true>
+template <int R, int NV, BRead S, bool Pf = true, bool NextB = false>
 void tile_rows(int rows, int cols, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
-               int64_t ldc, float alpha, float beta) {
+               int64_t ldc, float alpha, float beta, const NextPanel* next = nullptr) {
   if constexpr (R > 1) {
-    if (rows < R) return tile_rows<R - 1, NV, S, Pf>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+    if (rows < R)
+      return tile_rows<R - 1, NV, S, Pf, NextB>(rows, cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta, next);
   }
-  tile<R, NV, S, ARead::kPacked, true, Pf>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta);
+  tile<R, NV, S, ARead::kPacked, true, Pf, NextB>(cols, kc, a, b, ldb, b_copy, c, ldc, alpha, beta, kGemmMR, nullptr,
+                                                  next);
 }
 
 // Picks NV = ceil(cols / W) by recursion from kGemmNV down (packed panels only).
@@ -306,6 +314,12 @@ void micro_tile(int rows, int cols, int64_t kc, const float* a, const float* b, 
   tile_rows<kGemmMR, kGemmNV, BRead::kInPlace>(rows, cols, kc, a, b, ldb, nullptr, c, ldc, alpha, beta);
 }
 
+void micro_tile_next(int rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                     float beta, const NextPanel& next) {
+  tile_rows<kGemmMR, kGemmNV, BRead::kPacked, true, true>(rows, kGemmNR, kc, a, b, kGemmNR, nullptr, c, ldc, alpha,
+                                                          beta, &next);
+}
+
 void micro_tile_pack_b(int rows, int64_t kc, const float* a, const float* b, int64_t ldb, float* b_copy, float* c,
                        int64_t ldc, float alpha, float beta, bool prefetch) {
   if (prefetch)
@@ -347,7 +361,8 @@ namespace {
 // dst[k * P + r] = src[r * rs + k] (rows of src contiguous along k): a transpose, in 8x8 and 4x4
 // register blocks. All P slots are written: slots r >= rows repeat the last row (the microkernel
 // never uses them, and no scalar loop over single rows is needed).
-void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst) {
+void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, float* dst, bool far) {
+  (void)far;  // read by the vector form only
   auto row = [&](int r) { return src + static_cast<int64_t>(r < rows ? r : rows - 1) * rs; };
 #if defined(__AVX2__)
   int r0 = 0;
@@ -363,9 +378,10 @@ void pack_transpose(const float* src, int64_t rs, int rows, int64_t kc, int P, f
     // Rows far apart (rs >= 1024 floats: the source is large, in L3 or DRAM): the same rows of the
     // next panel (P rows on), one line each per 16 steps k; the panels of a block are packed one
     // after another, and each row's short segment restarts a prefetch stream (2048^3 NT on Zen 5).
-    // Not for nearer rows (64x784x256 NT: the source in L2, the prefetches measured 4-6 % slower).
+    // Not for nearer rows (64x784x256 NT: the source in L2, the prefetches measured 4-6 % slower)
+    // unless the caller knows the source is large (far: a 512 x 512 weight from DRAM).
     const float* next = src + static_cast<int64_t>(r0 + P) * rs;
-    const bool fetch_next = rows == P && rs >= 1024;
+    const bool fetch_next = rows == P && (rs >= 1024 || far);
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
       if (fetch_next && !(k & 15))
@@ -475,11 +491,11 @@ void pack_copy(const float* src, int64_t cs, int rows, int64_t kc, int P, float*
 
 }  // namespace
 
-void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst) {
+void pack_panel(const float* src, int64_t rs, int64_t cs, int rows, int64_t kc, int P, float* dst, bool far) {
   if (rows == 1 || rs == 1) {
     pack_copy(src, cs, rows, kc, P, dst);
   } else if (cs == 1) {
-    pack_transpose(src, rs, rows, kc, P, dst);
+    pack_transpose(src, rs, rows, kc, P, dst, far);
   } else {
     for (int64_t k = 0; k < kc; ++k)
       for (int r = 0; r < P; ++r) dst[k * P + r] = r < rows ? src[r * rs + k * cs] : 0.0f;

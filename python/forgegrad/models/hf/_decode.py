@@ -234,13 +234,15 @@ def _rows(embedding, ids) -> np.ndarray:
     return bfloat16_to_float32(w[ids]) if w.dtype == np.uint16 else w[ids]
 
 
-def _plain_module_types() -> tuple:
+@functools.lru_cache(maxsize=None)
+def _plain_module_types() -> frozenset:
     """The module types from_pretrained builds GPT-2 and Llama-style decoders (Mistral, Qwen2) from (exact types), plus
-    the int8 weight-only Linear that ``quantize_weight_only`` puts in their place."""
+    the int8 weight-only Linear that ``quantize_weight_only`` puts in their place; resolved once, as a set (every
+    forward checks each module's type: a mixture of experts has hundreds)."""
     from ... import nn
     from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, paligemma,
                    phi, stablelm, starcoder2)
-    return (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
+    types = (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
             olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
             gpt_neox.GPTNeoXForCausalLM, gpt_neox.GPTNeoXModel, gpt_neox.GPTNeoXLayer, gpt_neox.GPTNeoXAttention,
@@ -256,6 +258,7 @@ def _plain_module_types() -> tuple:
             _layers.RotaryEmbedding, _layers.LongRopeEmbedding, _layers.DynamicNTKRopeEmbedding, nn.Linear,
             nn.LayerNorm, nn.RMSNorm, nn.Embedding, nn.ModuleList, _bf16_linear(), _bf16_embedding(),
             _weight_only_linear())
+    return frozenset(types)
 
 
 def lean_path_applies(model) -> bool:
@@ -266,7 +269,7 @@ def lean_path_applies(model) -> bool:
     if model.training or getattr(model, "output_router_logits", False):  # the Tensor forward keeps router logits
         return False
     plain = _plain_module_types()
-    weight_only = plain[-1]
+    weight_only = _weight_only_types()[0]
     # an image-text model's steps run its text modules only (Gemma3ForConditionalGeneration.text_modules)
     for m in (model.text_modules() if hasattr(model, "text_modules") else model.modules()):
         if type(m) not in plain or has_call_hooks(m) or not weight_dtypes_are_lean(m, weight_only):

@@ -116,15 +116,16 @@ class SparseMoeBlock(nn.Module):
         weights = probs[np.arange(N)[:, None], top]  # (N, k), differentiable into the router
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        weights = weights.reshape(-1, 1)
         outs, order = [], []
         for e, slots in expert_slots(top, self.n_experts):  # only the tokens routed to expert e
-            outs.append(self.experts[e](h[slots // k]) * weights[slots])
+            outs.append(self.experts[e](h[slots // k]))
             order.append(slots)
         order = np.concatenate(order)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        return cat(outs, 0)[inverse].reshape(N, k, h.shape[-1]).sum(dim=1)  # the k outputs of a token, in order
+        # every output scaled by its weight in one op (in slot order), then the k outputs of a token summed in order
+        out = cat(outs, 0)[inverse] * weights.reshape(-1, 1)
+        return out.reshape(N, k, h.shape[-1]).sum(dim=1)
 
     def _router(self, h: Tensor) -> Tensor:
         logits = self.gate(h)
@@ -166,14 +167,22 @@ def sparse_moe_arrays(block: SparseMoeBlock, h: np.ndarray, linear, mlp) -> np.n
     probs = np.empty_like(logits)
     _C.softmax.softmax_forward(logits, probs)
     top = block.route(probs)
-    weights = probs[np.arange(N)[:, None], top]
+    weights = np.take_along_axis(probs, top, axis=1)
     if block.norm_topk_prob:
         weights = weights / weights.sum(axis=-1, keepdims=True)
-    weights = weights.reshape(-1, 1)
-    out = np.empty((N * k, h.shape[1]), np.float32)
-    for e, slots in expert_slots(top, block.n_experts):
-        out[slots] = mlp(block.experts[e], np.ascontiguousarray(h[slots // k])) * weights[slots]
-    y = out.reshape(N, k, -1).sum(axis=1)
+    if N == 1:
+        # a decode step of one sequence: its k experts on its one row, weighted and added in routing order (the
+        # sum below, without the sort, gathers and scatter, ~0.1 ms a layer of Python beside ~0.4 ms of GEMVs)
+        y = None
+        for e, w in zip(top[0].tolist(), weights[0]):
+            part = mlp(block.experts[e], h) * w
+            y = part if y is None else y + part
+    else:
+        weights = weights.reshape(-1, 1)
+        out = np.empty((N * k, h.shape[1]), np.float32)
+        for e, slots in expert_slots(top, block.n_experts):
+            out[slots] = mlp(block.experts[e], np.ascontiguousarray(h[slots // k])) * weights[slots]
+        y = out.reshape(N, k, -1).sum(axis=1)
     if block.has_shared:
         g = np.ascontiguousarray(linear(block.shared_expert_gate, h), dtype=np.float32)
         _C.activation.act_forward(_C.activation.SIGMOID, g, g)
