@@ -1,0 +1,197 @@
+"""Qwen2-VL's vision tower (transformers' ``Qwen2VisionTransformerPretrainedModel``, weights ``visual.*``).
+
+Input: the processor's flattened patches ``pixel_values`` (num_patches, C * temporal_patch_size * patch_size**2),
+each row one patch in (channel, frame, row, column) order, the patches of each image in its merge-block order
+(image_processing's Qwen2-VL processor), and ``image_grid_thw`` (num_images, 3): each image's (frames, rows,
+columns) of patches. Steps, as transformers':
+
+- ``patch_embed``: a Conv3d whose kernel is its stride (temporal_patch_size, patch_size, patch_size), i.e. one
+  matrix product per patch (the weight kept in the Conv3d's shape, flattened for the product);
+- ``blocks``: pre-LayerNorm (eps 1e-6) attention and a fc1 / QuickGELU / fc2 MLP; the attention's query and key
+  rotated by a 2-D rotary embedding (the first half of each head's frequencies by the patch's row, the second by its
+  column), each frame attending within itself only (transformers' cu_seqlens);
+- ``merger``: LayerNorm, the 2x2 neighbouring patches (consecutive rows in merge-block order) concatenated, Linear,
+  GELU, Linear into the text decoder's hidden size: one row per merged patch.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from ... import nn
+from ...nn import functional as F
+from ...tensor import Tensor
+from ._layers import RotaryEmbedding, activation, attend
+from .clip import quick_gelu
+
+__all__ = ["Qwen2VisionTransformer", "check_grid", "vision_positions", "frame_lengths"]
+
+_NEG = np.float32(np.finfo(np.float32).min)
+
+
+def check_grid(image_grid_thw, n_patches: int, merge: int, who: str) -> np.ndarray:
+    """image_grid_thw as an int64 (num_images, 3) array, checked: positive, rows and columns multiples of the merge
+    size, and as many patches in all as pixel_values has rows."""
+    grid = np.asarray(image_grid_thw.numpy() if isinstance(image_grid_thw, Tensor) else image_grid_thw)
+    if grid.ndim != 2 or grid.shape[1] != 3 or grid.dtype.kind not in "iu" or grid.size == 0 or (grid <= 0).any():
+        raise ValueError(f"{who}: image_grid_thw must be positive integers (num_images, 3): (frames, rows, columns) "
+                         f"of patches per image, got {grid.dtype} {grid.shape}")
+    if (grid[:, 1:] % merge).any():
+        raise ValueError(f"{who}: image_grid_thw's rows and columns must be multiples of spatial_merge_size "
+                         f"({merge}), got {grid.tolist()}")
+    total = int(grid.prod(axis=1).sum())
+    if total != n_patches:
+        raise ValueError(f"{who}: image_grid_thw gives {total} patches but pixel_values has {n_patches} rows")
+    return grid.astype(np.int64)
+
+
+def vision_positions(grid: np.ndarray, merge: int) -> np.ndarray:
+    """(num_patches, 2): each patch's (row, column) in the processor's merge-block order, every frame alike."""
+    out = []
+    for t, h, w in grid.tolist():
+        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        shape = (h // merge, merge, w // merge, merge)
+        block = [a.reshape(shape).transpose(0, 2, 1, 3).reshape(-1) for a in (rows, cols)]
+        out.append(np.tile(np.stack(block, axis=-1), (t, 1)))
+    return np.concatenate(out)
+
+
+def frame_lengths(grid: np.ndarray) -> np.ndarray:
+    """The patches of each frame of each image, in order (the attention's independent segments)."""
+    return np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
+
+
+def segment_mask(lengths) -> np.ndarray:
+    """Additive mask (1, 1, N, N): 0 within each segment, float32 min across."""
+    seg = np.repeat(np.arange(len(lengths)), lengths)
+    return np.where(seg[:, None] == seg[None, :], np.float32(0), _NEG).astype(np.float32)[None, None]
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d with kernel = stride = (temporal_patch_size, patch_size, patch_size), no bias, on flattened patches."""
+
+    def __init__(self, channels: int, temporal: int, patch: int, width: int):
+        super().__init__()
+        self.proj = nn.Conv3d(channels, width, (temporal, patch, patch), stride=(temporal, patch, patch), bias=False)
+        self.width = width
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C*T*P*P) -> (N, width)
+        return F.linear(x, self.proj.weight.reshape(self.width, -1))
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask) -> Tensor:
+        n = x.shape[0]
+        qkv = self.qkv(x).reshape(n, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, N, D)
+        q, k, v = (qkv[i].unsqueeze(0) for i in range(3))  # (1, H, N, D)
+        q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
+        out = attend(q, k, v, mask)  # (1, H, N, D)
+        return self.proj(out[0].permute(1, 0, 2).reshape(n, -1))
+
+
+class VisionMlp(nn.Module):
+    def __init__(self, width: int, inner: int, act: str, who: str):
+        super().__init__()
+        self.fc1 = nn.Linear(width, inner)
+        self.fc2 = nn.Linear(inner, width)
+        self.act = quick_gelu if act == "quick_gelu" else activation(act, who)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, width: int, heads: int, inner: int, act: str, who: str):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = VisionAttention(width, heads)
+        self.mlp = VisionMlp(width, inner, act, who)
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.attn(self.norm1(x), cos, sin, mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerger(nn.Module):
+    """LayerNorm, merge**2 consecutive patches concatenated, Linear, GELU, Linear (``mlp.0``, ``mlp.2``)."""
+
+    def __init__(self, out_dim: int, width: int, merge: int):
+        super().__init__()
+        self.hidden = width * merge * merge
+        self.ln_q = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(self.hidden, self.hidden), nn.GELU(), nn.Linear(self.hidden, out_dim))
+
+    def forward(self, x):
+        return self.mlp(self.ln_q(x).reshape(-1, self.hidden))
+
+
+def vision_config(vision: dict, who: str) -> dict:
+    """The vision config with transformers' defaults (``in_chans``: older checkpoints' name of in_channels)."""
+    c = dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4, num_heads=16,
+             in_channels=vision.get("in_chans", 3), patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    c.update({k: v for k, v in vision.items() if v is not None})
+    for key in ("depth", "embed_dim", "hidden_size", "num_heads", "in_channels", "patch_size", "spatial_merge_size",
+                "temporal_patch_size"):
+        v = c[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{who}: vision_config {key} must be a positive integer, got {v!r}")
+    if c["embed_dim"] % c["num_heads"] or (c["embed_dim"] // c["num_heads"]) % 4:
+        raise ValueError(f"{who}: vision_config embed_dim ({c['embed_dim']}) over num_heads ({c['num_heads']}) must "
+                         "be a multiple of 4 (the 2-D rotary embedding's row and column halves)")
+    return c
+
+
+class Qwen2VisionTransformer(nn.Module):
+    """``forward(pixel_values (N, C*T*P*P), grid (num_images, 3) int array)`` -> (N / merge**2, text hidden)."""
+
+    def __init__(self, config: dict, who: str):
+        super().__init__()
+        c = self.config = vision_config(config, who)
+        width, heads = c["embed_dim"], c["num_heads"]
+        self.merge = c["spatial_merge_size"]
+        self.patch_dim = c["in_channels"] * c["temporal_patch_size"] * c["patch_size"] ** 2
+        self.patch_embed = PatchEmbed(c["in_channels"], c["temporal_patch_size"], c["patch_size"], width)
+        inner = int(width * c["mlp_ratio"])
+        self.blocks = nn.ModuleList([VisionBlock(width, heads, inner, c["hidden_act"], who)
+                                     for _ in range(c["depth"])])
+        self.merger = PatchMerger(c["hidden_size"], width, self.merge)
+        theta = float((c.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+        quarter = width // heads // 2  # the frequencies of one axis: theta^(-2i / (head_dim / 2))
+        self.inv_freq = (1.0 / theta ** (np.arange(0, quarter, 2).astype(np.float32) / quarter)).astype(np.float32)
+
+    def rotary(self, grid: np.ndarray) -> Tuple[Tensor, Tensor]:
+        """cos and sin (1, 1, N, head_dim): [row freqs, column freqs] twice (rotate_half's layout)."""
+        pos = vision_positions(grid, self.merge).astype(np.float32)
+        freqs = (pos[:, :, None] * self.inv_freq).reshape(len(pos), -1)  # (N, head_dim / 2): rows', then columns'
+        emb = np.concatenate([freqs, freqs], axis=-1)[None, None]
+        return Tensor._wrap(np.cos(emb).astype(np.float32)), Tensor._wrap(np.sin(emb).astype(np.float32))
+
+    def forward(self, pixel_values, grid: np.ndarray) -> Tensor:
+        x = pixel_values if isinstance(pixel_values, Tensor) else Tensor._wrap(np.asarray(pixel_values, np.float32))
+        x = self.patch_embed(x)
+        cos, sin = self.rotary(grid)
+        lengths = frame_lengths(grid)
+        mask = None if len(lengths) == 1 else segment_mask(lengths)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.merger(x)
+
+
+def check_pixels(pixel_values, patch_dim: int, who: str):
+    """pixel_values as a float32 (N, patch_dim) array or Tensor, checked."""
+    shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else np.asarray(pixel_values).shape
+    if len(shape) != 2 or shape[1] != patch_dim:
+        raise ValueError(f"{who}: pixel_values must be the processor's flattened patches (num_patches, {patch_dim}), "
+                         f"got shape {shape}")
+    if isinstance(pixel_values, Tensor):
+        return pixel_values
+    return Tensor._wrap(np.ascontiguousarray(np.asarray(pixel_values, np.float32)))
+
