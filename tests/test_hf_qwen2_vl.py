@@ -1,0 +1,174 @@
+"""Qwen2-VL (Qwen2VLForConditionalGeneration) on checkpoints written by transformers itself: the logits of a prompt
+with two images of different grids (one of two frames), of a left-padded batch with an image per prompt and of text
+alone (M-RoPE positions checked to matter), greedy generate with images and text-only, gradients into the vision
+tower, save_pretrained read back by transformers, the in-memory and the released (flat config) names, and clear
+errors."""
+import json
+
+import numpy as np
+import pytest
+
+import forgegrad as fg
+from forgegrad.models import from_pretrained
+from forgegrad.models.hf import Qwen2VLForConditionalGeneration, generate, save_pretrained
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+IMG, VS, VE = 110, 111, 112
+TEXT = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2, intermediate_size=40,
+            vocab_size=120, max_position_embeddings=256, initializer_range=0.2,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 2, 2]))
+VISION = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=4, spatial_merge_size=2,
+              temporal_patch_size=2, in_channels=3, initializer_range=0.2)
+# image 0: 4 x 6 patches (6 merged tokens); image 1: two frames of 2 x 4 patches (2 x 2 tokens)
+GRID = np.array([[1, 4, 6], [2, 2, 4]])
+PIXELS = np.random.RandomState(0).randn(40, 3 * 2 * 4 * 4).astype(np.float32)
+TWO = np.array([[5, VS] + [IMG] * 6 + [VE, 7, 8, VS] + [IMG] * 4 + [VE, 9, 3]])
+# one image per row (the grids taken in order over the batch), the second row left-padded
+BATCH = np.array([[5, VS] + [IMG] * 6 + [VE, 7, 8], [0, 0, 0, 4, VS] + [IMG] * 4 + [VE, 9]])
+MASK = np.array([[1] * 11, [0] * 3 + [1] * 8])
+TEXT_ONLY = np.array([[5, 6, 7, 8, 9, 10, 11]])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2VLConfig(text_config=TEXT, vision_config=VISION, image_token_id=IMG,
+                                     vision_start_token_id=VS, vision_end_token_id=VE)
+    hf = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+    path = tmp_path_factory.mktemp("qwen2_vl")
+    hf.save_pretrained(path)
+    return path, hf
+
+
+def _image_kw(ids, pixels=PIXELS, grid=GRID):
+    return dict(pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grid),
+                mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)))
+
+
+def _hf_logits(hf, ids, mask=None, images=True):
+    kw = _image_kw(ids) if images else {}
+    if mask is not None:
+        kw["attention_mask"] = torch.tensor(mask)
+    with torch.no_grad():
+        return hf(input_ids=torch.tensor(ids), **kw).logits.numpy()
+
+
+def test_logits_with_images_and_text_equal_transformers(checkpoint):
+    path, hf = checkpoint
+    model = from_pretrained(path)
+    assert isinstance(model, Qwen2VLForConditionalGeneration)
+    want = _hf_logits(hf, TWO)
+    np.testing.assert_allclose(model(TWO, pixel_values=PIXELS, image_grid_thw=GRID).numpy(), want, rtol=1e-4,
+                               atol=1e-4)
+    real = MASK == 1
+    got = model(BATCH, MASK, pixel_values=PIXELS, image_grid_thw=GRID).numpy()
+    np.testing.assert_allclose(got[real], _hf_logits(hf, BATCH, MASK)[real], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model(TEXT_ONLY).numpy(), _hf_logits(hf, TEXT_ONLY, images=False), rtol=1e-4,
+                               atol=1e-4)
+    # the 3-D positions matter: the plain positions 0.. give other logits after the first image
+    plain = model(TWO, position_ids=np.arange(TWO.shape[1])[None].repeat(3, 0)[:, None], pixel_values=PIXELS,
+                  image_grid_thw=GRID).numpy()
+    assert np.abs(plain[0, 3:] - want[0, 3:]).max() > 1e-2
+
+
+def test_greedy_generate_with_images_and_text_only_equal_transformers(checkpoint):
+    path, hf = checkpoint
+    model = from_pretrained(path)
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(BATCH), attention_mask=torch.tensor(MASK), **_image_kw(BATCH),
+                           max_new_tokens=8, min_new_tokens=8, do_sample=False).numpy()
+        want_text = hf.generate(input_ids=torch.tensor(TEXT_ONLY), max_new_tokens=8, min_new_tokens=8,
+                                do_sample=False).numpy()
+    got = generate(model, BATCH, attention_mask=MASK, pixel_values=PIXELS, image_grid_thw=GRID, max_new_tokens=8,
+                   min_length=BATCH.shape[1] + 8, do_sample=False)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(generate(model, TEXT_ONLY, max_new_tokens=8, min_length=TEXT_ONLY.shape[1] + 8,
+                                           do_sample=False), want_text)
+
+
+def test_gradients_reach_the_vision_tower(checkpoint):
+    path, hf = checkpoint
+    model = from_pretrained(path).train()
+    w = np.random.RandomState(1).randn(*TWO.shape, TEXT["vocab_size"]).astype(np.float32)
+    (model(TWO, pixel_values=PIXELS, image_grid_thw=GRID) * fg.tensor(w)).sum().backward()
+    hf.train()
+    try:
+        logits = hf(input_ids=torch.tensor(TWO), **_image_kw(TWO)).logits
+        (logits * torch.tensor(w)).sum().backward()
+    finally:
+        hf.eval()
+    visual = hf.model.visual
+    pairs = [(model.visual.patch_embed.proj.weight, visual.patch_embed.proj.weight),
+             (model.visual.blocks[0].attn.qkv.weight, visual.blocks[0].attn.qkv.weight),
+             (model.visual.merger.mlp[0].weight, visual.merger.mlp[0].weight),
+             (model.model.layers[0].self_attn.q_proj.weight, hf.model.language_model.layers[0].self_attn.q_proj.weight)]
+    for ours, theirs in pairs:
+        g = theirs.grad.numpy()
+        np.testing.assert_allclose(ours.grad.numpy(), g, rtol=1e-3, atol=1e-3 * np.abs(g).max())
+    hf.zero_grad()
+
+
+def test_save_pretrained_and_the_in_memory_and_released_names(checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    path, hf = checkpoint
+    want = _hf_logits(hf, TWO)
+    save_pretrained(from_pretrained(path), tmp_path / "ours")
+    back = transformers.Qwen2VLForConditionalGeneration.from_pretrained(tmp_path / "ours").eval()
+    np.testing.assert_allclose(_hf_logits(back, TWO), want, rtol=1e-5, atol=1e-5)
+    tensors = load_file(str(path / "model.safetensors"))
+    cfg = json.loads((path / "config.json").read_text())
+    # transformers' in-memory names (model.language_model.*, model.visual.*)
+    memory = {("model.language_model." + k[6:] if k.startswith("model.") else
+               "model." + k if k.startswith("visual.") else k): v for k, v in tensors.items()}
+    # the released checkpoints' flat config: the text keys at the top, rope_scaling {"type": "mrope"}
+    text = dict(cfg.pop("text_config"))
+    params = text.pop("rope_parameters")
+    flat = {**cfg, **{k: v for k, v in text.items() if k != "model_type"}, "rope_theta": params["rope_theta"],
+            "rope_scaling": {"type": "mrope", "mrope_section": params["mrope_section"]}}
+    for name, weights, config in (("memory", memory, json.loads((path / "config.json").read_text())),
+                                  ("released", tensors, flat)):
+        (tmp_path / name).mkdir()
+        save_file(weights, str(tmp_path / name / "model.safetensors"), metadata={"format": "pt"})
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        got = from_pretrained(tmp_path / name)(TWO, pixel_values=PIXELS, image_grid_thw=GRID).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_bad_inputs_raise_clear_errors(checkpoint):
+    path, _ = checkpoint
+    model = from_pretrained(path)
+    with pytest.raises(ValueError, match="pixel_values need image_grid_thw"):
+        model(TWO, pixel_values=PIXELS)
+    with pytest.raises(ValueError, match="image_grid_thw was given without pixel_values"):
+        model(TWO, image_grid_thw=GRID)
+    with pytest.raises(ValueError, match="image_grid_thw gives 32 patches but pixel_values has 40 rows"):
+        model(TWO, pixel_values=PIXELS, image_grid_thw=np.array([[1, 4, 6], [1, 2, 4]]))
+    with pytest.raises(ValueError, match="multiples of spatial_merge_size"):
+        model(TWO, pixel_values=PIXELS[:36], image_grid_thw=np.array([[1, 4, 6], [1, 3, 4]]))
+    with pytest.raises(ValueError, match="pixel_values must be the processor's flattened patches"):
+        model(TWO, pixel_values=PIXELS.reshape(40, 3, 32), image_grid_thw=GRID)
+    with pytest.raises(ValueError, match="input_ids hold 9 image tokens .* give 10 rows"):
+        model(np.delete(TWO, 3, axis=1), pixel_values=PIXELS, image_grid_thw=GRID)
+    with pytest.raises(ValueError, match="image 0's run of image tokens has 10 tokens"):
+        model(np.array([[5, VS] + [IMG] * 10 + [VE]]), pixel_values=PIXELS, image_grid_thw=GRID)
+    with pytest.raises(ValueError, match="rope type 'yarn' is not supported"):
+        Qwen2VLForConditionalGeneration(dict(text_config={**TEXT, "rope_parameters": {"rope_type": "yarn"}},
+                                             vision_config=VISION))
+    with pytest.raises(ValueError, match="mrope_section must be"):
+        Qwen2VLForConditionalGeneration(dict(text_config={**TEXT, "rope_parameters": {"mrope_section": [2, 2]}},
+                                             vision_config=VISION))
+
+
+def test_tied_embeddings_load_as_the_head(tmp_path):
+    torch.manual_seed(1)
+    cfg = transformers.Qwen2VLConfig(text_config=TEXT, vision_config=VISION, image_token_id=IMG,
+                                     vision_start_token_id=VS, vision_end_token_id=VE, tie_word_embeddings=True)
+    hf = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    assert model.tied and not hasattr(model, "lm_head")
+    np.testing.assert_allclose(model(TWO, pixel_values=PIXELS, image_grid_thw=GRID).numpy(), _hf_logits(hf, TWO),
+                               rtol=1e-4, atol=1e-4)
