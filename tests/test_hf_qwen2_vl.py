@@ -172,3 +172,58 @@ def test_tied_embeddings_load_as_the_head(tmp_path):
     assert model.tied and not hasattr(model, "lm_head")
     np.testing.assert_allclose(model(TWO, pixel_values=PIXELS, image_grid_thw=GRID).numpy(), _hf_logits(hf, TWO),
                                rtol=1e-4, atol=1e-4)
+
+
+def _processor_pair(tmp_path):
+    """(transformers' Pil-backend Qwen2VLImageProcessor, ours loaded from what it saved), 4 to 20 merged patches."""
+    from forgegrad.models.hf import load_image_processor
+    ref = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 20)
+    ref.save_pretrained(tmp_path)
+    return ref, load_image_processor(tmp_path)
+
+
+IMAGE_SIZES = [(50, 70), (300, 123), (20, 30), (97, 97), (14, 400)]  # kept, shrunk (max_pixels), grown (min_pixels)
+
+
+def test_image_processor_equals_transformers(tmp_path):
+    ref, ours = _processor_pair(tmp_path)
+    rs = np.random.RandomState(0)
+    images = [rs.randint(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES]
+    want, got = ref(images, return_tensors="np"), ours(images)
+    np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
+    np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+    assert len({tuple(g) for g in got["image_grid_thw"].tolist()}) > 3  # the sizes differ
+
+
+def test_image_prompt_expands_image_pads_as_the_transformers_processor(tmp_path):
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.models.hf.image_prompts import image_inputs, image_prompt
+
+    class Processor(transformers.Qwen2VLProcessor):  # its video processor needs torchvision: none here
+        def check_argument_for_proper_class(self, name, arg):
+            return None if name == "video_processor" else super().check_argument_for_proper_class(name, arg)
+
+    tok = chat_tokenizer(None)
+    marks = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+    tok.add_special_tokens({"additional_special_tokens": marks})
+    start, pad, end = tok.convert_tokens_to_ids(marks)
+    ref, ours = _processor_pair(tmp_path)
+    processor = Processor(image_processor=ref, tokenizer=tok, video_processor=None, chat_template="")
+    model = Qwen2VLForConditionalGeneration(dict(
+        text_config={**TEXT, "vocab_size": len(tok)}, vision_config=VISION, image_token_id=pad,
+        vision_start_token_id=start, vision_end_token_id=end))
+    rs = np.random.RandomState(1)
+    images = [rs.randint(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES[:2]]
+    image = "<|vision_start|><|image_pad|><|vision_end|>"
+    text = f"<|im_start|>user\n{image}hello{image} world<|im_end|>\n"
+    want = processor(text=[text], images=images, return_tensors="np")
+    ids, extra = image_inputs(model, tok, text, images, ours)
+    assert ids == want["input_ids"][0].tolist()
+    assert [int(i == pad) for i in ids] == want["mm_token_type_ids"][0].tolist()
+    np.testing.assert_array_equal(extra["pixel_values"], want["pixel_values"])
+    np.testing.assert_array_equal(extra["image_grid_thw"], want["image_grid_thw"])
+    with pytest.raises(ValueError, match="needs image_grid_thw"):
+        image_prompt(model, tok, text, 2)
+    with pytest.raises(ValueError, match="marks 2 images"):
+        image_prompt(model, tok, text, 1, image_grid_thw=want["image_grid_thw"][:1])
