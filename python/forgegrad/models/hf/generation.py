@@ -191,7 +191,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         pixel_values, token_type_ids: an image-text model's images and token kinds (Gemma3ForConditionalGeneration:
             1 on image tokens), given to the prompt's prefill only, as transformers' generate does (one sequence per
             prompt, no beams).
-        image_grid_thw: Qwen2VLForConditionalGeneration's (num_images, 3) patch grids, with its pixel_values.
+        image_grid_thw: Qwen2-VL's / Qwen2.5-VL's (num_images, 3) patch grids, with their pixel_values.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -590,7 +590,7 @@ def _images(model, pixel_values, token_type_ids, image_grid_thw, beams, returns:
     if not getattr(model, "takes_images", False):
         raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's (Gemma3ForConditional"
                         f"Generation, LlavaForConditionalGeneration, PaliGemmaForConditionalGeneration, "
-                        f"Qwen2VLForConditionalGeneration); "
+                        f"Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration); "
                         f"{type(model).__name__} takes text only")
     if beams is not None or returns > 1 or prefix_cache is not None:
         raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "

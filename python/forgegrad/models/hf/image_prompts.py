@@ -6,10 +6,10 @@
   of image tokens (plus the class token's with the "full" strategy).
 - PaliGemma (``PaliGemmaProcessor``): the image tokens of every image, BOS, the text, "\\n"; token types 0 (the
   prefix).
-- Qwen2-VL (``Qwen2VLProcessor``): each ``<|image_pad|>`` (the chat template writes
-  ``<|vision_start|><|image_pad|><|vision_end|>``; one per image, in order) becomes the image's merged patch count
-  (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end marks beside it go in
-  as their ids.
+- Qwen2-VL and Qwen2.5-VL (``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``): each ``<|image_pad|>`` (the chat
+  template writes ``<|vision_start|><|image_pad|><|vision_end|>``; one per image, in order) becomes the image's
+  merged patch count (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end
+  marks beside it go in as their ids.
 
 The text between placeholders is tokenized piece by piece (the special tokens go in as ids, so a tokenizer without
 them, such as forgegrad's byte tokenizer, works too).
@@ -21,7 +21,8 @@ from typing import List, Optional, Tuple
 __all__ = ["image_prompt", "image_inputs", "PLACEHOLDERS"]
 
 PLACEHOLDERS = {"Gemma3ForConditionalGeneration": "<start_of_image>", "LlavaForConditionalGeneration": "<image>",
-                "PaliGemmaForConditionalGeneration": None, "Qwen2VLForConditionalGeneration": "<|image_pad|>"}
+                "PaliGemmaForConditionalGeneration": None, "Qwen2VLForConditionalGeneration": "<|image_pad|>",
+                "Qwen2_5_VLForConditionalGeneration": "<|image_pad|>"}
 _VISION_START, _VISION_END = "<|vision_start|>", "<|vision_end|>"
 
 
@@ -49,7 +50,7 @@ def image_prompt(model, tokenizer, text: str, n_images: int,
     def encode(piece: str) -> List[int]:
         return list(tokenizer.encode(piece)) if piece else []
 
-    if name == "Qwen2VLForConditionalGeneration":
+    if PLACEHOLDERS[name] == "<|image_pad|>":  # Qwen2-VL, Qwen2.5-VL
         return _qwen2_vl_prompt(model, encode, text, n_images, image_grid_thw), None
     image, per_image = model.image_token_id, model.tokens_per_image
     if name == "PaliGemmaForConditionalGeneration":
@@ -74,7 +75,7 @@ def image_prompt(model, tokenizer, text: str, n_images: int,
 def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) -> List[int]:
     """Qwen2-VL's ids: each <|image_pad|> expanded to its image's tokens, the vision marks beside it as ids."""
     import numpy as np
-    name = "Qwen2VLForConditionalGeneration"
+    name = model.architecture
     if image_grid_thw is None:
         raise ValueError(f"image_prompt: {name} needs image_grid_thw (the processor's) for its image token counts")
     grid = np.asarray(image_grid_thw)

@@ -28,9 +28,9 @@ from ...tensor import Tensor
 from ._image_text import ImageTextDecoder
 from ._layers import RotaryEmbedding, host_array
 from .llama import Qwen2ForCausalLM
-from .qwen2_vl_vision import Qwen2VisionTransformer, check_grid, check_pixels
+from .qwen2_vl_vision import Qwen2_5VisionTransformer, Qwen2VisionTransformer, check_grid, check_pixels
 
-__all__ = ["Qwen2VLForConditionalGeneration", "MRopeEmbedding", "rope_index"]
+__all__ = ["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "MRopeEmbedding", "rope_index"]
 
 _WHO = "Qwen2VLForConditionalGeneration"
 
@@ -47,11 +47,11 @@ class MRopeEmbedding(RotaryEmbedding):
     """Rope whose frequency i turns with position component ``section(i) % 3`` of (3, B, T) positions; (B, T)
     positions are the plain rope (all three components equal)."""
 
-    def __init__(self, head_dim: int, theta: float, sections, max_positions: int):
+    def __init__(self, head_dim: int, theta: float, sections, max_positions: int, who: str = _WHO):
         super().__init__(head_dim, theta, max_positions=max_positions)
         if not isinstance(sections, (list, tuple)) or not all(isinstance(s, int) and s >= 0 for s in sections) \
                 or sum(sections) != head_dim // 2:
-            raise ValueError(f"{_WHO}: mrope_section must be non-negative ints summing to head_dim / 2 "
+            raise ValueError(f"{who}: mrope_section must be non-negative ints summing to head_dim / 2 "
                              f"({head_dim // 2}), got {sections!r}")
         self.component = np.repeat(np.arange(len(sections)) % 3, sections)  # (D/2,)
 
@@ -111,19 +111,19 @@ def rope_index(image: np.ndarray, grid: np.ndarray, merge: int, pad: Optional[np
     return out, deltas
 
 
-def _text_config(config: dict) -> Tuple[dict, float, list]:
+def _text_config(config: dict, who: str = _WHO) -> Tuple[dict, float, list]:
     """(the Qwen2 decoder's config, rope theta, mrope_section) of a Qwen2-VL config (nested text_config, or the
     released checkpoints' flat one)."""
     text = config.get("text_config")
     if text is None:
         text = {k: v for k, v in config.items() if k not in _NOT_TEXT}
     if not isinstance(text, dict):
-        raise ValueError(f"{_WHO}: config text_config must be a dict, got {type(text).__name__}")
+        raise ValueError(f"{who}: config text_config must be a dict, got {type(text).__name__}")
     text = {**_TEXT_DEFAULTS, **{k: v for k, v in text.items() if v is not None or k == "sliding_window"}}
     params = dict(text.pop("rope_parameters", None) or text.pop("rope_scaling", None) or {})
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", "mrope"):
-        raise ValueError(f"{_WHO}: rope type {kind!r} is not supported (default / mrope)")
+        raise ValueError(f"{who}: rope type {kind!r} is not supported (default / mrope)")
     theta = float(params.get("rope_theta", text.get("rope_theta", 1000000.0)))
     sections = params.get("mrope_section", [16, 24, 24])
     if not text.get("use_sliding_window"):
@@ -145,32 +145,37 @@ class Qwen2VLForConditionalGeneration(ImageTextDecoder, Qwen2ForCausalLM):
 
     architecture = "Qwen2VLForConditionalGeneration"
     model_type = "qwen2_vl"
+    vision_tower_class = Qwen2VisionTransformer
 
     def __init__(self, config: dict):
         config = dict(config)
-        text, theta, sections = _text_config(config)
+        text, theta, sections = _text_config(config, self.architecture)
         vision = config.get("vision_config", {})
         if not isinstance(vision, dict):
-            raise ValueError(f"{_WHO}: config vision_config must be a dict")
+            raise ValueError(f"{self.architecture}: config vision_config must be a dict")
         super().__init__(text)
-        self.rotary = MRopeEmbedding(self.head_dim, theta, sections, self.max_positions)
-        self.visual = Qwen2VisionTransformer(vision, _WHO)
-        if self.visual.config["hidden_size"] != self.config["hidden_size"]:
-            raise ValueError(f"{_WHO}: vision_config hidden_size ({self.visual.config['hidden_size']}) must be the "
-                             f"text decoder's hidden_size ({self.config['hidden_size']})")
+        self.rotary = MRopeEmbedding(self.head_dim, theta, sections, self.max_positions, self.architecture)
+        self.visual = self.vision_tower_class(vision, self.architecture)
+        if self.visual.config["out"] != self.config["hidden_size"]:
+            raise ValueError(f"{self.architecture}: the vision tower's output width ({self.visual.config['out']}) "
+                             f"must be the text decoder's hidden_size ({self.config['hidden_size']})")
         self.merge = self.visual.merge
-        self._set_image_config(config, 151655, _WHO)
+        self._set_image_config(config, 151655, self.architecture)
         self.vision_start_token_id = int(config.get("vision_start_token_id", 151652))
         self.vision_end_token_id = int(config.get("vision_end_token_id", 151653))
 
     # ---- images ----------------------------------------------------------------------------------------------
     def image_features(self, pixel_values, image_grid_thw) -> Tensor:
         """(merged patches of all images, hidden): the rows for the prompt's image tokens, in order."""
+        return self._features(pixel_values, image_grid_thw)[0]
+
+    def _features(self, pixel_values, image_grid_thw) -> Tuple[Tensor, np.ndarray]:
+        who = self.architecture
         if image_grid_thw is None:
-            raise ValueError(f"{_WHO}: pixel_values need image_grid_thw (num_images, 3), as the processor returns")
-        x = check_pixels(pixel_values, self.visual.patch_dim, _WHO)
-        grid = check_grid(image_grid_thw, x.shape[0], self.merge, _WHO)
-        return self.visual(x, grid)
+            raise ValueError(f"{who}: pixel_values need image_grid_thw (num_images, 3), as the processor returns")
+        x = check_pixels(pixel_values, self.visual.patch_dim, who)
+        grid = check_grid(image_grid_thw, x.shape[0], self.merge, who)
+        return self.visual(x, grid), grid
 
     def text_modules(self):
         """The modules a text step runs: all but the vision tower."""
@@ -180,25 +185,25 @@ class Qwen2VLForConditionalGeneration(ImageTextDecoder, Qwen2ForCausalLM):
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep: int = 0,
                 pixel_values=None, image_grid_thw=None):
         if pixel_values is None and image_grid_thw is not None:
-            raise ValueError(f"{_WHO}: image_grid_thw was given without pixel_values")
+            raise ValueError(f"{self.architecture}: image_grid_thw was given without pixel_values")
         if pixel_values is None:
             return super().forward(input_ids, attention_mask, self._text_positions(input_ids, position_ids, cache),
                                    cache, logits_to_keep)
-        ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, _WHO)
+        who = self.architecture
+        ids, image, text_ids, past, pad = self._prompt(input_ids, attention_mask, cache, who)
         if past:
-            raise ValueError(f"{_WHO}: pixel_values go with a prompt from position 0 (the cache holds {past} tokens)")
-        features = self.image_features(pixel_values, image_grid_thw)
-        grid = check_grid(image_grid_thw, int(np.prod(features.shape[:1])) * self.merge ** 2, self.merge, _WHO)
+            raise ValueError(f"{who}: pixel_values go with a prompt from position 0 (the cache holds {past} tokens)")
+        features, grid = self._features(pixel_values, image_grid_thw)
         count = int(image.sum())
         if count != features.shape[0]:
-            raise ValueError(f"{_WHO}: input_ids hold {count} image tokens (id {self.image_token_id}) but the "
+            raise ValueError(f"{who}: input_ids hold {count} image tokens (id {self.image_token_id}) but the "
                              f"{len(grid)} images (image_grid_thw) give {features.shape[0]} rows")
-        positions, deltas = rope_index(image, grid, self.merge, pad)
+        positions, deltas = rope_index(image, grid, self.merge, pad, self.architecture)
         if position_ids is not None and np.ndim(host_array(position_ids)) == 3:
             positions = np.asarray(host_array(position_ids), np.int64)
         if cache is not None:
             cache.rope_deltas = deltas
-        x = self._merge_images(self._embed(text_ids), image, features[None], _WHO, features.shape[0])
+        x = self._merge_images(self._embed(text_ids), image, features[None], self.architecture, features.shape[0])
         return self._head(self._stack(ids, pad, 0, positions, cache, embeds=x), logits_to_keep)
 
     def _text_positions(self, input_ids, position_ids, cache):
@@ -228,3 +233,14 @@ class Qwen2VLForConditionalGeneration(ImageTextDecoder, Qwen2ForCausalLM):
 
     def to_hf(self) -> Dict[str, np.ndarray]:
         return {k: t.numpy() for k, t in self.state_dict().items()}
+
+
+class Qwen2_5_VLForConditionalGeneration(Qwen2VLForConditionalGeneration):
+    """Qwen2.5-VL (model_type ``qwen2_5_vl``: Qwen/Qwen2.5-VL-*): Qwen2-VL's text decoder, M-RoPE and inputs with
+    Qwen2.5-VL's vision tower (window attention, RMSNorms, SwiGLU MLPs: qwen2_vl_vision.Qwen2_5VisionTransformer).
+    Images only: a still image's temporal positions are not scaled (transformers' tokens_per_second applies to
+    videos, which are not supported)."""
+
+    architecture = "Qwen2_5_VLForConditionalGeneration"
+    model_type = "qwen2_5_vl"
+    vision_tower_class = Qwen2_5VisionTransformer

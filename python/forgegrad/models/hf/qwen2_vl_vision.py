@@ -1,4 +1,6 @@
-"""Qwen2-VL's vision tower (transformers' ``Qwen2VisionTransformerPretrainedModel``, weights ``visual.*``).
+"""Qwen2-VL's vision tower (transformers' ``Qwen2VisionTransformerPretrainedModel``, weights ``visual.*``) and
+Qwen2.5-VL's (``Qwen2_5_VisionTransformerPretrainedModel``: RMSNorms, SwiGLU MLPs with biases, window attention;
+see Qwen2_5VisionTransformer).
 
 Input: the processor's flattened patches ``pixel_values`` (num_patches, C * temporal_patch_size * patch_size**2),
 each row one patch in (channel, frame, row, column) order, the patches of each image in its merge-block order
@@ -25,7 +27,8 @@ from ...tensor import Tensor
 from ._layers import RotaryEmbedding, activation, attend
 from .clip import quick_gelu
 
-__all__ = ["Qwen2VisionTransformer", "check_grid", "vision_positions", "frame_lengths"]
+__all__ = ["Qwen2VisionTransformer", "Qwen2_5VisionTransformer", "check_grid", "vision_positions", "frame_lengths",
+           "window_index"]
 
 _NEG = np.float32(np.finfo(np.float32).min)
 
@@ -107,13 +110,30 @@ class VisionMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class VisionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, inner: int, act: str, who: str):
+class VisionSwiGLU(nn.Module):
+    """Qwen2.5-VL's block MLP: down(act(gate(x)) * up(x)), with biases."""
+
+    def __init__(self, width: int, inner: int, act: str, who: str):
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=1e-6)
-        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.gate_proj = nn.Linear(width, inner)
+        self.up_proj = nn.Linear(width, inner)
+        self.down_proj = nn.Linear(inner, width)
+        self.act = activation(act, who)
+
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class VisionBlock(nn.Module):
+    """Qwen2-VL's (LayerNorms, fc1 / fc2 MLP) or, with ``swiglu``, Qwen2.5-VL's (RMSNorms, SwiGLU MLP)."""
+
+    def __init__(self, width: int, heads: int, inner: int, act: str, who: str, swiglu: bool = False):
+        super().__init__()
+        norm = nn.RMSNorm if swiglu else nn.LayerNorm
+        self.norm1 = norm(width, eps=1e-6)
+        self.norm2 = norm(width, eps=1e-6)
         self.attn = VisionAttention(width, heads)
-        self.mlp = VisionMlp(width, inner, act, who)
+        self.mlp = (VisionSwiGLU if swiglu else VisionMlp)(width, inner, act, who)
 
     def forward(self, x, cos, sin, mask):
         x = x + self.attn(self.norm1(x), cos, sin, mask)
@@ -123,53 +143,67 @@ class VisionBlock(nn.Module):
 class PatchMerger(nn.Module):
     """LayerNorm, merge**2 consecutive patches concatenated, Linear, GELU, Linear (``mlp.0``, ``mlp.2``)."""
 
-    def __init__(self, out_dim: int, width: int, merge: int):
+    def __init__(self, out_dim: int, width: int, merge: int, rms: bool = False):
         super().__init__()
         self.hidden = width * merge * merge
-        self.ln_q = nn.LayerNorm(width, eps=1e-6)
+        self.ln_q = (nn.RMSNorm if rms else nn.LayerNorm)(width, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(self.hidden, self.hidden), nn.GELU(), nn.Linear(self.hidden, out_dim))
 
     def forward(self, x):
         return self.mlp(self.ln_q(x).reshape(-1, self.hidden))
 
 
-def vision_config(vision: dict, who: str) -> dict:
-    """The vision config with transformers' defaults (``in_chans``: older checkpoints' name of in_channels)."""
-    c = dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4, num_heads=16,
-             in_channels=vision.get("in_chans", 3), patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+def vision_config(vision: dict, who: str, v2_5: bool = False) -> dict:
+    """The vision config with transformers' defaults (``in_chans``: older checkpoints' name of in_channels), and the
+    tower's width, output width and MLP width under ``width`` / ``out`` / ``inner`` (Qwen2-VL: embed_dim,
+    hidden_size, embed_dim * mlp_ratio; Qwen2.5-VL: hidden_size, out_hidden_size, intermediate_size)."""
+    common = dict(num_heads=16, in_channels=vision.get("in_chans", 3), patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    if v2_5:
+        c = dict(common, depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, window_size=112,
+                 out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31])
+    else:
+        c = dict(common, depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4)
     c.update({k: v for k, v in vision.items() if v is not None})
-    for key in ("depth", "embed_dim", "hidden_size", "num_heads", "in_channels", "patch_size", "spatial_merge_size",
-                "temporal_patch_size"):
+    names = ("hidden_size", "out_hidden_size", "intermediate_size") if v2_5 else ("embed_dim", "hidden_size", None)
+    for key in ("depth", "num_heads", "in_channels", "patch_size", "spatial_merge_size", "temporal_patch_size",
+                *(n for n in names if n), *(("window_size",) if v2_5 else ())):
         v = c[key]
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{who}: vision_config {key} must be a positive integer, got {v!r}")
-    if c["embed_dim"] % c["num_heads"] or (c["embed_dim"] // c["num_heads"]) % 4:
-        raise ValueError(f"{who}: vision_config embed_dim ({c['embed_dim']}) over num_heads ({c['num_heads']}) must "
-                         "be a multiple of 4 (the 2-D rotary embedding's row and column halves)")
+    c["width"], c["out"] = c[names[0]], c[names[1]]
+    c["inner"] = c[names[2]] if v2_5 else int(c["width"] * c["mlp_ratio"])
+    if c["width"] % c["num_heads"] or (c["width"] // c["num_heads"]) % 4:
+        raise ValueError(f"{who}: the vision width ({c['width']}) over num_heads ({c['num_heads']}) must be a "
+                         "multiple of 4 (the 2-D rotary embedding's row and column halves)")
     return c
 
 
 class Qwen2VisionTransformer(nn.Module):
     """``forward(pixel_values (N, C*T*P*P), grid (num_images, 3) int array)`` -> (N / merge**2, text hidden)."""
 
+    v2_5 = False
+
     def __init__(self, config: dict, who: str):
         super().__init__()
-        c = self.config = vision_config(config, who)
-        width, heads = c["embed_dim"], c["num_heads"]
+        c = self.config = vision_config(config, who, self.v2_5)
+        width, heads = c["width"], c["num_heads"]
         self.merge = c["spatial_merge_size"]
         self.patch_dim = c["in_channels"] * c["temporal_patch_size"] * c["patch_size"] ** 2
         self.patch_embed = PatchEmbed(c["in_channels"], c["temporal_patch_size"], c["patch_size"], width)
-        inner = int(width * c["mlp_ratio"])
-        self.blocks = nn.ModuleList([VisionBlock(width, heads, inner, c["hidden_act"], who)
+        self.blocks = nn.ModuleList([VisionBlock(width, heads, c["inner"], c["hidden_act"], who, self.v2_5)
                                      for _ in range(c["depth"])])
-        self.merger = PatchMerger(c["hidden_size"], width, self.merge)
+        self.merger = PatchMerger(c["out"], width, self.merge, self.v2_5)
         theta = float((c.get("rope_parameters") or {}).get("rope_theta", 10000.0))
         quarter = width // heads // 2  # the frequencies of one axis: theta^(-2i / (head_dim / 2))
         self.inv_freq = (1.0 / theta ** (np.arange(0, quarter, 2).astype(np.float32) / quarter)).astype(np.float32)
 
-    def rotary(self, grid: np.ndarray) -> Tuple[Tensor, Tensor]:
-        """cos and sin (1, 1, N, head_dim): [row freqs, column freqs] twice (rotate_half's layout)."""
+    def rotary(self, grid: np.ndarray, order=None) -> Tuple[Tensor, Tensor]:
+        """cos and sin (1, 1, N, head_dim): [row freqs, column freqs] twice (rotate_half's layout); ``order``: the
+        patches' order (default the processor's)."""
         pos = vision_positions(grid, self.merge).astype(np.float32)
+        if order is not None:
+            pos = pos[order]
         freqs = (pos[:, :, None] * self.inv_freq).reshape(len(pos), -1)  # (N, head_dim / 2): rows', then columns'
         emb = np.concatenate([freqs, freqs], axis=-1)[None, None]
         return Tensor._wrap(np.cos(emb).astype(np.float32)), Tensor._wrap(np.sin(emb).astype(np.float32))
@@ -183,6 +217,53 @@ class Qwen2VisionTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, mask)
         return self.merger(x)
+
+
+def window_index(grid: np.ndarray, merge: int, window: int, patch: int) -> Tuple[np.ndarray, np.ndarray]:
+    """transformers' get_vision_window_index: (the merge units (merge**2 consecutive patches) in window order,
+    each window's patch count). Each frame's merged grid is cut into windows of window // merge // patch units a
+    side (the last ones smaller), taken row-major, their units row-major."""
+    side = window // merge // patch
+    if side <= 0:
+        raise ValueError(f"vision_config window_size ({window}) must be at least spatial_merge_size * patch_size "
+                         f"({merge * patch})")
+    order, lengths, base = [], [], 0
+    for t, h, w in grid.tolist():
+        gh, gw = h // merge, w // merge
+        units = np.arange(t * gh * gw).reshape(t, gh, gw)
+        for f in range(t):
+            for r in range(0, gh, side):
+                for c in range(0, gw, side):
+                    block = units[f, r:r + side, c:c + side].reshape(-1)
+                    order.append(block + base)
+                    lengths.append(len(block) * merge * merge)
+        base += t * gh * gw
+    return np.concatenate(order), np.array(lengths)
+
+
+class Qwen2_5VisionTransformer(Qwen2VisionTransformer):
+    """Qwen2.5-VL's tower: RMSNorms and SwiGLU MLPs; the patches reordered window by window (merge units kept
+    whole), the blocks of ``fullatt_block_indexes`` attending within each frame, the others within each window; the
+    merged rows put back in the processor's order."""
+
+    v2_5 = True
+
+    def forward(self, pixel_values, grid: np.ndarray) -> Tensor:
+        c = self.config
+        x = pixel_values if isinstance(pixel_values, Tensor) else Tensor._wrap(np.asarray(pixel_values, np.float32))
+        x = self.patch_embed(x)
+        units, windows = window_index(grid, self.merge, c["window_size"], c["patch_size"])
+        unit = self.merge * self.merge
+        order = (units[:, None] * unit + np.arange(unit)).reshape(-1)  # each patch's place, window by window
+        x = x[order]
+        cos, sin = self.rotary(grid, order)
+        frames = frame_lengths(grid)
+        full = None if len(frames) == 1 else segment_mask(frames)
+        local = None if len(windows) == 1 else segment_mask(windows)
+        every = set(c["fullatt_block_indexes"])
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, full if i in every else local)
+        return self.merger(x)[np.argsort(units)]
 
 
 def check_pixels(pixel_values, patch_dim: int, who: str):
