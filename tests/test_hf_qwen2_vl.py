@@ -82,6 +82,8 @@ def test_greedy_generate_with_images_and_text_only_equal_transformers(checkpoint
                            max_new_tokens=8, min_new_tokens=8, do_sample=False).numpy()
         want_text = hf.generate(input_ids=torch.tensor(TEXT_ONLY), max_new_tokens=8, min_new_tokens=8,
                                 do_sample=False).numpy()
+    from forgegrad.models.hf._decode import lean_path_applies
+    assert lean_path_applies(model)  # the decode steps (and a text-only prefill) run the lean kernels
     got = generate(model, BATCH, attention_mask=MASK, pixel_values=PIXELS, image_grid_thw=GRID, max_new_tokens=8,
                    min_length=BATCH.shape[1] + 8, do_sample=False)
     np.testing.assert_array_equal(got, want)
