@@ -225,6 +225,11 @@ def test_image_prompt_expands_image_pads_as_the_transformers_processor(tmp_path)
     assert [int(i == pad) for i in ids] == want["mm_token_type_ids"][0].tolist()
     np.testing.assert_array_equal(extra["pixel_values"], want["pixel_values"])
     np.testing.assert_array_equal(extra["image_grid_thw"], want["image_grid_thw"])
+    # no marks: each image's start, tokens and end first (forgegrad's; transformers' processor refuses it)
+    first, _ = image_prompt(model, tok, "hello", 2, image_grid_thw=want["image_grid_thw"])
+    counts = want["image_grid_thw"].prod(1) // 4
+    assert first == ([start] + [pad] * counts[0] + [end] + [start] + [pad] * counts[1] + [end] +
+                     tok.encode("hello"))
     with pytest.raises(ValueError, match="needs image_grid_thw"):
         image_prompt(model, tok, text, 2)
     with pytest.raises(ValueError, match="marks 2 images"):

@@ -9,7 +9,8 @@
 - Qwen2-VL and Qwen2.5-VL (``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``): each ``<|image_pad|>`` (the chat
   template writes ``<|vision_start|><|image_pad|><|vision_end|>``; one per image, in order) becomes the image's
   merged patch count (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end
-  marks beside it go in as their ids.
+  marks beside it go in as their ids. A text without marks gets each image's ``<|vision_start|>``, tokens and
+  ``<|vision_end|>`` first (transformers' processor refuses such a text).
 
 The text between placeholders is tokenized piece by piece (the special tokens go in as ids, so a tokenizer without
 them, such as forgegrad's byte tokenizer, works too).
@@ -82,6 +83,8 @@ def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) ->
     if grid.shape != (n_images, 3):
         raise ValueError(f"image_prompt: image_grid_thw must be ({n_images}, 3) for {n_images} images, got "
                          f"{grid.shape}")
+    if n_images and PLACEHOLDERS[name] not in text:  # (forgegrad's convenience: transformers' processor refuses it)
+        text = f"{_VISION_START}{PLACEHOLDERS[name]}{_VISION_END}" * n_images + text
     if text.count(PLACEHOLDERS[name]) != n_images:
         raise ValueError(f"image_prompt: the prompt marks {text.count(PLACEHOLDERS[name])} images "
                          f"({PLACEHOLDERS[name]}, as the chat template writes them inside {_VISION_START}..."
