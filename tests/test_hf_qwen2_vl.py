@@ -234,3 +234,37 @@ def test_image_prompt_expands_image_pads_as_the_transformers_processor(tmp_path)
         image_prompt(model, tok, text, 2)
     with pytest.raises(ValueError, match="marks 2 images"):
         image_prompt(model, tok, text, 1, image_grid_thw=want["image_grid_thw"][:1])
+
+
+def test_generate_cli_with_an_image_equals_transformers(tmp_path, capsys):
+    """forgegrad generate DIR --prompt ... --image FILE: the checkpoint's tokenizer and preprocessor_config.json, the
+    image pad expanded, the greedy continuation equal to transformers' generate."""
+    from hf_conformance import chat_tokenizer
+    from PIL import Image
+
+    from forgegrad.cli import main
+    tok = chat_tokenizer(None)
+    tok.add_special_tokens({"additional_special_tokens": ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]})
+    start, pad, end = tok.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2VLConfig(text_config={**TEXT, "vocab_size": 300},
+                                     vision_config={**VISION, "patch_size": 14}, image_token_id=pad,
+                                     vision_start_token_id=start, vision_end_token_id=end)
+    hf = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    improc = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    improc.save_pretrained(tmp_path)
+    image = np.random.RandomState(0).randint(0, 256, (60, 90, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    prompt = "hello <|vision_start|><|image_pad|><|vision_end|> world"
+    assert main(["generate", str(tmp_path), "--prompt", prompt, "--image", str(tmp_path / "x.png"),
+                 "--max-new-tokens", "6"]) == 0
+    got = capsys.readouterr().out
+    pixels = improc([image], return_tensors="pt")
+    n = int(pixels["image_grid_thw"].prod()) // 4
+    ids = torch.tensor([tok.encode("hello ") + [start] + [pad] * n + [end] + tok.encode(" world")])
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids, **pixels, mm_token_type_ids=(ids == pad).long(), max_new_tokens=6,
+                          min_new_tokens=6, do_sample=False)[0, ids.shape[1]:]
+    assert got.startswith(prompt + tok.decode(out) + "\n")
