@@ -22,6 +22,7 @@ from typing import Tuple
 import numpy as np
 
 from ... import nn
+from ...factories import cat
 from ...nn import functional as F
 from ...tensor import Tensor
 from ._layers import RotaryEmbedding, activation, attend
@@ -29,9 +30,6 @@ from .clip import quick_gelu
 
 __all__ = ["Qwen2VisionTransformer", "Qwen2_5VisionTransformer", "check_grid", "vision_positions", "frame_lengths",
            "window_index"]
-
-_NEG = np.float32(np.finfo(np.float32).min)
-
 
 def check_grid(image_grid_thw, n_patches: int, merge: int, who: str) -> np.ndarray:
     """image_grid_thw as an int64 (num_images, 3) array, checked: positive, rows and columns multiples of the merge
@@ -65,12 +63,6 @@ def frame_lengths(grid: np.ndarray) -> np.ndarray:
     return np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
 
 
-def segment_mask(lengths) -> np.ndarray:
-    """Additive mask (1, 1, N, N): 0 within each segment, float32 min across."""
-    seg = np.repeat(np.arange(len(lengths)), lengths)
-    return np.where(seg[:, None] == seg[None, :], np.float32(0), _NEG).astype(np.float32)[None, None]
-
-
 class PatchEmbed(nn.Module):
     """Conv3d with kernel = stride = (temporal_patch_size, patch_size, patch_size), no bias, on flattened patches."""
 
@@ -90,12 +82,19 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, segments) -> Tensor:
+        """``segments``: the lengths of the consecutive runs of patches that attend within themselves (frames or
+        windows), each attended on its own (transformers' per-cu_seqlens chunks: no N x N mask)."""
         n = x.shape[0]
         qkv = self.qkv(x).reshape(n, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, N, D)
         q, k, v = (qkv[i].unsqueeze(0) for i in range(3))  # (1, H, N, D)
         q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
-        out = attend(q, k, v, mask)  # (1, H, N, D)
+        if len(segments) == 1:
+            out = attend(q, k, v, None)  # (1, H, N, D)
+        else:
+            ends = np.cumsum(segments).tolist()
+            out = cat([attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None)
+                       for a, b in zip([0] + ends[:-1], ends)], dim=2)
         return self.proj(out[0].permute(1, 0, 2).reshape(n, -1))
 
 
@@ -135,8 +134,8 @@ class VisionBlock(nn.Module):
         self.attn = VisionAttention(width, heads)
         self.mlp = (VisionSwiGLU if swiglu else VisionMlp)(width, inner, act, who)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.attn(self.norm1(x), cos, sin, mask)
+    def forward(self, x, cos, sin, segments):
+        x = x + self.attn(self.norm1(x), cos, sin, segments)
         return x + self.mlp(self.norm2(x))
 
 
@@ -212,10 +211,9 @@ class Qwen2VisionTransformer(nn.Module):
         x = pixel_values if isinstance(pixel_values, Tensor) else Tensor._wrap(np.asarray(pixel_values, np.float32))
         x = self.patch_embed(x)
         cos, sin = self.rotary(grid)
-        lengths = frame_lengths(grid)
-        mask = None if len(lengths) == 1 else segment_mask(lengths)
+        frames = frame_lengths(grid)
         for block in self.blocks:
-            x = block(x, cos, sin, mask)
+            x = block(x, cos, sin, frames)
         return self.merger(x)
 
 
@@ -258,11 +256,9 @@ class Qwen2_5VisionTransformer(Qwen2VisionTransformer):
         x = x[order]
         cos, sin = self.rotary(grid, order)
         frames = frame_lengths(grid)
-        full = None if len(frames) == 1 else segment_mask(frames)
-        local = None if len(windows) == 1 else segment_mask(windows)
         every = set(c["fullatt_block_indexes"])
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, full if i in every else local)
+            x = block(x, cos, sin, frames if i in every else windows)
         return self.merger(x)[np.argsort(units)]
 
 
