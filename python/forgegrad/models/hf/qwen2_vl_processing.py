@@ -75,8 +75,9 @@ class Qwen2VLImageProcessor(ImageProcessor):
         self.min_pixels = _positive_int(cfg.get("min_pixels", size.get("shortest_edge", 56 * 56)), "min_pixels")
         self.max_pixels = _positive_int(cfg.get("max_pixels", size.get("longest_edge", 28 * 28 * 1280)),
                                         "max_pixels")
-        self.kind, self.size = "Qwen2VLImageProcessor", {"shortest_edge": self.min_pixels,
-                                                          "longest_edge": self.max_pixels}
+        # no edge-based ``size`` (min / max pixels bound the resize instead), so the checks that read a size as
+        # edges (the server's resized-area check) do not apply it
+        self.kind, self.size = "Qwen2VLImageProcessor", None
         self.patch_size = _positive_int(cfg["patch_size"], "patch_size")
         self.temporal_patch_size = _positive_int(cfg["temporal_patch_size"], "temporal_patch_size")
         self.merge_size = _positive_int(cfg["merge_size"], "merge_size")
