@@ -195,8 +195,10 @@ def test_image_processor_equals_transformers(tmp_path):
     np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
     np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
     assert len({tuple(g) for g in got["image_grid_thw"].tolist()}) > 3  # the sizes differ
+    from forgegrad.models.hf.qwen2_vl_processing import Qwen2VLImageProcessor
     from forgegrad.serve.image_embeddings import _check_resized
-    _check_resized(12000, 1000, ours, 0)  # the server's size check: max_pixels bounds it (no edge-based size)
+    # the server's resized-area check: the default max_pixels bounds a 12:1 image (min_pixels is no shortest edge)
+    _check_resized(12000, 1000, Qwen2VLImageProcessor(), 0)
 
 
 def test_image_prompt_expands_image_pads_as_the_transformers_processor(tmp_path):
