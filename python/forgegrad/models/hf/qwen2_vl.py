@@ -141,7 +141,9 @@ def _text_config(config: dict, who: str = _WHO) -> Tuple[dict, float, list]:
 
 class Qwen2VLForConditionalGeneration(ImageTextDecoder, Qwen2ForCausalLM):
     """Qwen2-VL: ``forward(input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0,
-    pixel_values=None, image_grid_thw=None)`` returns the logits (B, T, vocab_size)."""
+    pixel_values=None, image_grid_thw=None)`` returns the logits (B, T, vocab_size). With images, the positions are
+    get_rope_index's from the ids, grids and mask (a (B, T) position_ids, the text positions generate passes, is not
+    read; a (3, B, T) one is used as given)."""
 
     architecture = "Qwen2VLForConditionalGeneration"
     model_type = "qwen2_vl"
