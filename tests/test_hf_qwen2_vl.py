@@ -1,8 +1,8 @@
 """Qwen2-VL (Qwen2VLForConditionalGeneration) on checkpoints written by transformers itself: the logits of a prompt
 with two images of different grids (one of two frames), of a left-padded batch with an image per prompt and of text
 alone (M-RoPE positions checked to matter), greedy generate with images and text-only, gradients into the vision
-tower, save_pretrained read back by transformers, the in-memory and the released (flat config) names, and clear
-errors."""
+tower, save_pretrained read back by transformers, the in-memory and the released (flat config) names, a tied head with
+sliding-window layers, the image processor and prompts against transformers', the generate CLI, and clear errors."""
 import json
 
 import numpy as np
@@ -164,16 +164,21 @@ def test_bad_inputs_raise_clear_errors(checkpoint):
                                              vision_config=VISION))
 
 
-def test_tied_embeddings_load_as_the_head(tmp_path):
+def test_tied_head_and_sliding_window_layers(tmp_path):
+    """A tied LM head; the second layer sliding (a window of 5, narrower than the first image's tokens)."""
     torch.manual_seed(1)
-    cfg = transformers.Qwen2VLConfig(text_config=TEXT, vision_config=VISION, image_token_id=IMG,
+    text = {**TEXT, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}
+    cfg = transformers.Qwen2VLConfig(text_config=text, vision_config=VISION, image_token_id=IMG,
                                      vision_start_token_id=VS, vision_end_token_id=VE, tie_word_embeddings=True)
     hf = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
     hf.save_pretrained(tmp_path)
     model = from_pretrained(tmp_path)
-    assert model.tied and not hasattr(model, "lm_head")
+    assert model.tied and not hasattr(model, "lm_head") and model.sliding_windows == [None, 5]
     np.testing.assert_allclose(model(TWO, pixel_values=PIXELS, image_grid_thw=GRID).numpy(), _hf_logits(hf, TWO),
                                rtol=1e-4, atol=1e-4)
+    real = MASK == 1
+    got = model(BATCH, MASK, pixel_values=PIXELS, image_grid_thw=GRID).numpy()
+    np.testing.assert_allclose(got[real], _hf_logits(hf, BATCH, MASK)[real], rtol=1e-4, atol=1e-4)
 
 
 def _processor_pair(tmp_path):
