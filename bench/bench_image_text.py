@@ -1,11 +1,13 @@
-"""Image-text decoders (LLaVA, Gemma 3 with images), forgegrad vs transformers, one thread pinned on both sides: the
-prefill of a prompt holding one image (vision tower, projector, the decoder over the prompt) and greedy generate.
+"""Image-text decoders (LLaVA, Gemma 3 with images, Qwen2-VL), forgegrad vs transformers, one thread pinned on both
+sides: the prefill of a prompt holding one image (vision tower, projector, the decoder over the prompt) and greedy
+generate.
 
-    PYTHONPATH=python python bench/bench_image_text.py [--models llava,gemma3 --new 16 --rounds 3]
+    PYTHONPATH=python python bench/bench_image_text.py [--models llava,gemma3,qwen2_vl --new 16 --rounds 3]
 
 Randomly initialised models saved by transformers and loaded by forgegrad's from_pretrained: a CLIP ViT-B/16 tower
 at 224 px (LLaVA: the second-to-last layer's 196 patches; 12 layers, 768 wide) or a SigLIP tower of the same size
-(Gemma 3: 196 patches pooled to 49 tokens), each with a 4-layer decoder 1024 wide (16 heads, 4 key/value heads,
+(Gemma 3: 196 patches pooled to 49 tokens) or Qwen2-VL's (12 blocks, 768 wide, 16 x 16 patches of 14 px merged
+into 64 tokens, M-RoPE), each with a 4-layer decoder 1024 wide (16 heads, 4 key/value heads,
 MLP 2816, vocab 8000). Both sides run the same batch-1 prompt (20 text tokens around the image's tokens) in
 interleaved rounds: the forward with the image, and greedy generate of ``--new`` tokens; the best round of each is
 reported, with the largest logit difference and whether the tokens agree.
@@ -35,9 +37,19 @@ def _gemma3(transformers):
     return transformers.Gemma3ForConditionalGeneration(cfg).eval(), 7999, 49, {"token_type_ids": True}
 
 
+def _qwen2_vl(transformers):
+    text = dict(num_hidden_layers=4, hidden_size=1024, num_attention_heads=16, num_key_value_heads=4,
+                intermediate_size=2816, vocab_size=8000, max_position_embeddings=1024,
+                rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[8, 12, 12]))
+    vision = dict(depth=12, embed_dim=768, hidden_size=1024, num_heads=12, mlp_ratio=4, patch_size=14)
+    cfg = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=7999,
+                                     vision_start_token_id=7997, vision_end_token_id=7998)
+    return transformers.Qwen2VLForConditionalGeneration(cfg).eval(), 7999, 64, {"grid": [1, 16, 16]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="llava,gemma3")
+    p.add_argument("--models", default="llava,gemma3,qwen2_vl")
     p.add_argument("--new", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
@@ -52,7 +64,7 @@ def main() -> None:
     from forgegrad.models.hf.generation import generate
 
     transformers.logging.set_verbosity_error()
-    makers = {"llava": _llava, "gemma3": _gemma3}
+    makers = {"llava": _llava, "gemma3": _gemma3, "qwen2_vl": _qwen2_vl}
     for name in args.models.split(","):
         torch.manual_seed(0)
         hf, image_token, count, extra = makers[name](transformers)
@@ -60,8 +72,14 @@ def main() -> None:
         rng = np.random.RandomState(0)
         ids = np.concatenate([rng.randint(3, 7000, 10), np.full(count, image_token), rng.randint(3, 7000, 10)])[None]
         pixels = rng.randn(1, 3, 224, 224).astype(np.float32)
+        if "grid" in extra:  # Qwen2-VL: the processor's flattened patches and their grid
+            pixels = rng.randn(int(np.prod(extra["grid"])), 3 * 2 * 14 * 14).astype(np.float32)
         ours = {"pixel_values": pixels}
         theirs = {"pixel_values": torch.tensor(pixels)}
+        if "grid" in extra:
+            grid = np.array([extra["grid"]])
+            ours["image_grid_thw"], theirs["image_grid_thw"] = grid, torch.tensor(grid)
+            theirs["mm_token_type_ids"] = torch.tensor((ids == image_token).astype(np.int64))
         if extra.get("token_type_ids"):
             kinds = (ids == image_token).astype(np.int64)
             ours["token_type_ids"], theirs["token_type_ids"] = kinds, torch.tensor(kinds)

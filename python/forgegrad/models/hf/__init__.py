@@ -75,6 +75,7 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gemma3_vlm import Gemma3ForConditionalGeneration
 from .llava import LlavaForConditionalGeneration
+from .qwen2_vl import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
 from .paligemma import PaliGemmaForConditionalGeneration
 from .gpt2 import GPT2LMHeadModel
 from .gpt_neox import GPTNeoXForCausalLM
@@ -144,6 +145,7 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
            "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration",
+           "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
            "PhiForCausalLM",
            "Starcoder2ForCausalLM",
            "StableLmForCausalLM",
@@ -185,7 +187,8 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
                   Olmo3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
-                  PaliGemmaForConditionalGeneration, PhiForCausalLM,
+                  PaliGemmaForConditionalGeneration, Qwen2VLForConditionalGeneration,
+                  Qwen2_5_VLForConditionalGeneration, PhiForCausalLM,
                   Starcoder2ForCausalLM,
                   StableLmForCausalLM,
                   GraniteForCausalLM,
@@ -227,7 +230,8 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gemma3": Gemma3ForConditionalGeneration, "llava": LlavaForConditionalGeneration,
-            "paligemma": PaliGemmaForConditionalGeneration,
+            "paligemma": PaliGemmaForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration,
+            "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
             "phi": PhiForCausalLM,
             "starcoder2": Starcoder2ForCausalLM,
@@ -300,7 +304,8 @@ def _required(cfg: dict, cls, path: str) -> None:
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama,
             # the text and vision sizes sit in text_config / vision_config (checked as the model is built)
             Gemma3ForConditionalGeneration: (), LlavaForConditionalGeneration: (),
-            PaliGemmaForConditionalGeneration: (),
+            PaliGemmaForConditionalGeneration: (), Qwen2VLForConditionalGeneration: (),
+            Qwen2_5_VLForConditionalGeneration: (),
             Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,
             PhiForCausalLM: llama,
             Starcoder2ForCausalLM: llama,

@@ -241,7 +241,7 @@ def _plain_module_types() -> frozenset:
     forward checks each module's type: a mixture of experts has hundreds)."""
     from ... import nn
     from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, paligemma,
-                   phi, stablelm, starcoder2)
+                   phi, qwen2_vl, stablelm, starcoder2)
     types = (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
             olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
@@ -251,6 +251,8 @@ def _plain_module_types() -> frozenset:
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
             gemma3_vlm.Gemma3ForConditionalGeneration, llava.LlavaForConditionalGeneration,
             paligemma.PaliGemmaForConditionalGeneration, paligemma.PaliGemmaGemma1,
+            qwen2_vl.Qwen2VLForConditionalGeneration, qwen2_vl.Qwen2_5_VLForConditionalGeneration,
+            qwen2_vl.MRopeEmbedding,
             gemma2.GemmaForCausalLM, moe.MixtralForCausalLM, moe.Qwen2MoeForCausalLM, moe.Qwen3MoeForCausalLM,
             moe.SparseMoeBlock,
             gemma2.Gemma2DecoderLayer, gemma2.Gemma2Attention, llama.LlamaModel,
@@ -343,7 +345,9 @@ class LeanDecoder:
         """``cache``: a KVCache (the new keys at column ``cache.length``, ``padding`` masking columns), or a PagedKV
         (each row's keys through its block table; no padding)."""
         x = self._embed(tokens, positions)
-        ctx = self._context(positions)
+        # Qwen2-VL: after a prompt with images, each row's rotary positions run rope_deltas ahead of its tokens
+        deltas = getattr(cache, "rope_deltas", None)
+        ctx = self._context(positions if deltas is None else positions + deltas)
         if isinstance(cache, PagedKV):
             length, masks = None, [None] * len(self._blocks())
         else:

@@ -6,6 +6,11 @@
   of image tokens (plus the class token's with the "full" strategy).
 - PaliGemma (``PaliGemmaProcessor``): the image tokens of every image, BOS, the text, "\\n"; token types 0 (the
   prefix).
+- Qwen2-VL and Qwen2.5-VL (``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``): each ``<|image_pad|>`` (the chat
+  template writes ``<|vision_start|><|image_pad|><|vision_end|>``; one per image, in order) becomes the image's
+  merged patch count (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end
+  marks beside it go in as their ids. A text without marks gets each image's ``<|vision_start|>``, tokens and
+  ``<|vision_end|>`` first (transformers' processor refuses such a text).
 
 The text between placeholders is tokenized piece by piece (the special tokens go in as ids, so a tokenizer without
 them, such as forgegrad's byte tokenizer, works too).
@@ -17,7 +22,9 @@ from typing import List, Optional, Tuple
 __all__ = ["image_prompt", "image_inputs", "PLACEHOLDERS"]
 
 PLACEHOLDERS = {"Gemma3ForConditionalGeneration": "<start_of_image>", "LlavaForConditionalGeneration": "<image>",
-                "PaliGemmaForConditionalGeneration": None}
+                "PaliGemmaForConditionalGeneration": None, "Qwen2VLForConditionalGeneration": "<|image_pad|>",
+                "Qwen2_5_VLForConditionalGeneration": "<|image_pad|>"}
+_VISION_START, _VISION_END = "<|vision_start|>", "<|vision_end|>"
 
 
 def _pieces(text: str, placeholder: str, n_images: int, who: str) -> List[str]:
@@ -31,19 +38,22 @@ def _pieces(text: str, placeholder: str, n_images: int, who: str) -> List[str]:
     return text.split(placeholder)
 
 
-def image_prompt(model, tokenizer, text: str, n_images: int) -> Tuple[List[int], Optional[List[int]]]:
-    """(token ids, token types or None) of ``text`` with ``n_images`` images for ``model`` (Gemma 3, LLaVA or
-    PaliGemma)."""
+def image_prompt(model, tokenizer, text: str, n_images: int,
+                 image_grid_thw=None) -> Tuple[List[int], Optional[List[int]]]:
+    """(token ids, token types or None) of ``text`` with ``n_images`` images for ``model`` (Gemma 3, LLaVA, PaliGemma
+    or Qwen2-VL, which needs the images' ``image_grid_thw``: its image token counts)."""
     name = getattr(model, "architecture", type(model).__name__)
     if name not in PLACEHOLDERS:
         raise TypeError(f"image_prompt: {name} takes no images (image-text models: {', '.join(PLACEHOLDERS)})")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 0:
         raise ValueError(f"image_prompt: n_images must be a non-negative int, got {n_images!r}")
-    image, per_image = model.image_token_id, model.tokens_per_image
 
     def encode(piece: str) -> List[int]:
         return list(tokenizer.encode(piece)) if piece else []
 
+    if PLACEHOLDERS[name] == "<|image_pad|>":  # Qwen2-VL, Qwen2.5-VL
+        return _qwen2_vl_prompt(model, encode, text, n_images, image_grid_thw), None
+    image, per_image = model.image_token_id, model.tokens_per_image
     if name == "PaliGemmaForConditionalGeneration":
         ids = [image] * (per_image * n_images) + [model.config.get("bos_token_id", 2)] + encode(text + "\n")
         return ids, [0] * len(ids)
@@ -63,12 +73,48 @@ def image_prompt(model, tokenizer, text: str, n_images: int) -> Tuple[List[int],
     return ids, ([int(t == image) for t in ids] if gemma3 else None)
 
 
+def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) -> List[int]:
+    """Qwen2-VL's ids: each <|image_pad|> expanded to its image's tokens, the vision marks beside it as ids."""
+    import numpy as np
+    name = model.architecture
+    if image_grid_thw is None:
+        raise ValueError(f"image_prompt: {name} needs image_grid_thw (the processor's) for its image token counts")
+    grid = np.asarray(image_grid_thw)
+    if grid.shape != (n_images, 3):
+        raise ValueError(f"image_prompt: image_grid_thw must be ({n_images}, 3) for {n_images} images, got "
+                         f"{grid.shape}")
+    if n_images and PLACEHOLDERS[name] not in text:  # (forgegrad's convenience: transformers' processor refuses it)
+        text = f"{_VISION_START}{PLACEHOLDERS[name]}{_VISION_END}" * n_images + text
+    if text.count(PLACEHOLDERS[name]) != n_images:
+        raise ValueError(f"image_prompt: the prompt marks {text.count(PLACEHOLDERS[name])} images "
+                         f"({PLACEHOLDERS[name]}, as the chat template writes them inside {_VISION_START}..."
+                         f"{_VISION_END}) but {n_images} were given")
+    counts = (grid.prod(axis=1) // model.merge ** 2).tolist()
+    ids: List[int] = []
+    for i, piece in enumerate(text.split(PLACEHOLDERS[name])):
+        end = i > 0 and piece.startswith(_VISION_END)
+        start = i < n_images and piece.endswith(_VISION_START) and (len(piece) >= len(_VISION_START) + end * len(
+            _VISION_END))
+        inner = piece[len(_VISION_END) if end else 0:len(piece) - (len(_VISION_START) if start else 0)]
+        ids += ([model.vision_end_token_id] if end else []) + encode(inner) + (
+            [model.vision_start_token_id] if start else [])
+        if i < n_images:
+            ids += [model.image_token_id] * int(counts[i])
+    return ids
+
+
 def image_inputs(model, tokenizer, text: str, images, processor) -> Tuple[List[int], dict]:
     """(the prompt's token ids with each image's tokens, generate's pixel_values and, where the model reads them,
-    token_type_ids) for ``images`` (PIL images or uint8 arrays) made into pixel values by ``processor``."""
+    token_type_ids / image_grid_thw) for ``images`` (PIL images or uint8 arrays) made into pixel values by
+    ``processor``."""
     import numpy as np
-    ids, kinds = image_prompt(model, tokenizer, text, len(images))
-    extra = {"pixel_values": processor(list(images))["pixel_values"]}
+    processed = processor(list(images))
+    grid = processed.get("image_grid_thw")
+    ids, kinds = image_prompt(model, tokenizer, text, len(images), **({} if grid is None else {
+        "image_grid_thw": grid}))
+    extra = {"pixel_values": processed["pixel_values"]}
+    if grid is not None:
+        extra["image_grid_thw"] = grid
     if kinds is not None:
         extra["token_type_ids"] = np.array([kinds], np.int64)
     return ids, extra

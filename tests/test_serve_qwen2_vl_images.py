@@ -1,0 +1,89 @@
+"""``POST /v1/chat/completions`` with image_url parts on the real server for a Qwen2-VL checkpoint that transformers
+wrote (a byte-level BPE tokenizer with Qwen's vision marks, a chat template writing
+``<|vision_start|><|image_pad|><|vision_end|>`` per image, Qwen2-VL's image processor config): the answer equals
+transformers' generate on the same prompt (its processor's pixel values and grids, M-RoPE positions), and a text-only
+request still works."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("jinja2")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+PIL = pytest.importorskip("PIL.Image")
+transformers.logging.set_verbosity_error()
+
+from serve_helpers import running_app  # noqa: E402
+
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+            "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
+            "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+MARKS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from hf_conformance import chat_tokenizer
+    path = tmp_path_factory.mktemp("qwen2_vl_serve")
+    tok = chat_tokenizer(TEMPLATE)
+    tok.add_special_tokens({"additional_special_tokens": MARKS})
+    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    torch.manual_seed(0)
+    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=256, initializer_range=0.2,
+                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 2, 2]),
+                eos_token_id=1)
+    vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14, initializer_range=0.2)
+    cfg = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=pad,
+                                     vision_start_token_id=start, vision_end_token_id=end)
+    hf = transformers.Qwen2VLForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(TEMPLATE)
+    processor = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    processor.save_pretrained(path)
+    return path, hf, tok, processor
+
+
+def _png(seed: int, size):
+    image = PIL.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_chat_with_images_equals_transformers(checkpoint):
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path, hf, tok, processor = checkpoint
+    (first, first_url), (second, second_url) = _png(0, (60, 90)), _png(1, (70, 40))
+    body_messages = [{"role": "user", "content": [
+        {"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": first_url}},
+        {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": second_url}}]}]
+    # transformers: the rendered prompt with each pad expanded to its image's merged patches
+    pixels = processor([first.convert("RGB"), second.convert("RGB")], return_tensors="pt")
+    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    counts = (pixels["image_grid_thw"].prod(-1) // 4).tolist()
+    ids = tok.encode("<|im_start|>user\nCompare ") + [start] + [pad] * counts[0] + [end] + tok.encode(" and ") + [
+        start] + [pad] * counts[1] + [end] + tok.encode("<|im_end|>\n<|im_start|>assistant\n")
+    ids_t = torch.tensor([ids])
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids_t, **pixels, mm_token_type_ids=(ids_t == pad).long(), max_new_tokens=8,
+                          do_sample=False)[0, len(ids):].tolist()
+    want = tok.decode(out[:out.index(1)] if 1 in out else out)
+    assert len(want) >= 4, want  # the answer is text, not an immediate end
+    body = {"messages": body_messages, "max_tokens": 8, "temperature": 0}
+    with running_app(create_completions_app(GenerationServeConfig(str(path)))) as url, \
+            httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == want
+        text = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                    "max_tokens": 4, "temperature": 0})
+        assert text.status_code == 200, text.text
