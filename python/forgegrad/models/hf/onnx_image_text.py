@@ -53,11 +53,19 @@ def token_types_kind(model) -> Optional[str]:
             "PaliGemmaForConditionalGeneration": "prefix"}.get(name)
 
 
+# the image-text models these graphs compute (Qwen2-VL's tower takes image_grid_thw and its decoder 3-D M-RoPE
+# positions: not exported yet)
+EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration")
+
+
 def _check_model(model, who: str) -> None:
     if not getattr(model, "takes_images", False) or not callable(getattr(model, "image_features", None)):
         from .image_prompts import PLACEHOLDERS
         raise TypeError(f"{who}: model must be an image-text model ({', '.join(PLACEHOLDERS)}), got "
                         f"{type(model).__name__} (a text decoder exports with export_with_past)")
+    if getattr(model, "architecture", type(model).__name__) not in EXPORTABLE:
+        raise NotImplementedError(f"{who}: {type(model).__name__} does not export to ONNX yet (exported: "
+                                  f"{', '.join(EXPORTABLE)})")
 
 
 class VisionEncoder(nn.Module):
