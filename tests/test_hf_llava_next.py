@@ -155,3 +155,54 @@ def test_bad_inputs_and_configs_raise_clear_errors(checkpoint):
                            (dict(vision_feature_select_strategy="full"), "vision_feature_select_strategy")]:
         with pytest.raises(ValueError, match=message):
             LlavaNextForConditionalGeneration({**base, **extra})
+
+
+IMAGE_SIZES = [(20, 90), (60, 35), (41, 41), (120, 37), (9, 13)]  # wide, tall, square, very tall, tiny
+
+
+def _processor_pair(tmp_path):
+    """(transformers' Pil-backend LlavaNextImageProcessor, ours loaded from what it saved), 28-pixel tiles."""
+    from forgegrad.models.hf import load_image_processor
+    ref = transformers.LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                                  image_grid_pinpoints=PINPOINTS)
+    ref.save_pretrained(tmp_path)
+    return ref, load_image_processor(tmp_path)
+
+
+def test_image_processor_equals_transformers(tmp_path):
+    ref, ours = _processor_pair(tmp_path)
+    rs = np.random.RandomState(0)
+    images = [rs.randint(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES]
+    want, got = ref(images, return_tensors="np"), ours(images)
+    np.testing.assert_array_equal(got["image_sizes"], want["image_sizes"])
+    assert got["pixel_values"].shape == want["pixel_values"].shape == (5, 5, 3, 28, 28)
+    np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+
+
+def test_image_prompt_expands_image_marks_as_the_transformers_processor(checkpoint, tmp_path):
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.models.hf.image_prompts import image_inputs, image_prompt
+    tok = chat_tokenizer(None)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image = tok.convert_tokens_to_ids("<image>")
+    ref, ours = _processor_pair(tmp_path)
+    processor = transformers.LlavaNextProcessor(image_processor=ref, tokenizer=tok, patch_size=7,
+                                                vision_feature_select_strategy="default", image_token="<image>",
+                                                num_additional_image_tokens=1)
+    model = LlavaNextForConditionalGeneration(dict(text_config={**TEXT, "vocab_size": len(tok)}, vision_config=VISION,
+                                                   image_token_index=image, image_grid_pinpoints=PINPOINTS))
+    rs = np.random.RandomState(1)
+    images = [rs.randint(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES[:4]]
+    text = "USER: <image>\nhello <image> and<image><image> world ASSISTANT:"
+    want = processor(text=[text], images=images, return_tensors="np")
+    ids, extra = image_inputs(model, tok, text, images, ours)
+    assert ids == want["input_ids"][0].tolist()
+    one_each = [processor(text=["<image>"], images=[im])["input_ids"][0].count(image) for im in images]
+    assert model.image_token_counts(want["image_sizes"]) == one_each and len(set(one_each)) == 4
+    np.testing.assert_array_equal(extra["pixel_values"], want["pixel_values"])
+    np.testing.assert_array_equal(extra["image_sizes"], want["image_sizes"])
+    with pytest.raises(ValueError, match="needs image_sizes"):
+        image_prompt(model, tok, text, 4)
+    with pytest.raises(ValueError, match="marks 4 images"):
+        image_prompt(model, tok, text, 2, image_sizes=want["image_sizes"][:2])
