@@ -206,3 +206,38 @@ def test_image_prompt_expands_image_marks_as_the_transformers_processor(checkpoi
         image_prompt(model, tok, text, 4)
     with pytest.raises(ValueError, match="marks 4 images"):
         image_prompt(model, tok, text, 2, image_sizes=want["image_sizes"][:2])
+
+
+def test_generate_cli_with_two_images_equals_transformers(tmp_path, capsys):
+    """forgegrad generate DIR --prompt ... --image A --image B: the checkpoint's tokenizer and
+    preprocessor_config.json, each <image> expanded to its image's count, the greedy continuation equal to
+    transformers' generate on its processor's inputs."""
+    from hf_conformance import chat_tokenizer
+    from PIL import Image
+
+    from forgegrad.cli import main
+    tok = chat_tokenizer(None)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image = tok.convert_tokens_to_ids("<image>")
+    torch.manual_seed(0)
+    cfg = transformers.LlavaNextConfig(text_config={**TEXT, "vocab_size": len(tok)}, vision_config=VISION,
+                                       image_token_index=image, image_grid_pinpoints=PINPOINTS)
+    hf = transformers.LlavaNextForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    ref, _ = _processor_pair(tmp_path)
+    rs = np.random.RandomState(2)
+    pictures = [rs.randint(0, 256, (h, w, 3), dtype=np.uint8) for h, w in IMAGE_SIZES[:2]]
+    for i, p in enumerate(pictures):
+        Image.fromarray(p).save(tmp_path / f"{i}.png")
+    prompt = "look <image> and <image> here"
+    assert main(["generate", str(tmp_path), "--prompt", prompt, "--image", str(tmp_path / "0.png"), "--image",
+                 str(tmp_path / "1.png"), "--max-new-tokens", "6"]) == 0
+    got = capsys.readouterr().out
+    processor = transformers.LlavaNextProcessor(image_processor=ref, tokenizer=tok, patch_size=7,
+                                                vision_feature_select_strategy="default", image_token="<image>",
+                                                num_additional_image_tokens=1)
+    inputs = processor(text=[prompt], images=pictures, return_tensors="pt")
+    with torch.no_grad():
+        out = hf.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert got.startswith(prompt + tok.decode(out[0, inputs["input_ids"].shape[1]:]) + "\n")
