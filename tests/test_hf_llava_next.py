@@ -1,6 +1,6 @@
 """LLaVA-NeXT (LlavaNextForConditionalGeneration) on checkpoints written by transformers itself: the logits of a
 left-padded batch with two images of different sizes (so different tile grids, unpadding and token counts), of a
-prompt with both images and of text alone; greedy generate with images; gradients into the projector, the tower and
+prompt with both images and of text alone (a Llama decoder; a Mistral one with two feature layers); greedy generate with images; gradients into the projector, the tower and
 image_newline; save_pretrained read back by transformers and the in-memory names; the image processor and the
 prompts' token counts against transformers' processor; clear errors."""
 import numpy as np
@@ -81,6 +81,21 @@ def test_logits_with_images_and_text_equal_transformers(checkpoint):
     text = np.array([[5, 6, 7, 8, 9, 10]])
     np.testing.assert_allclose(model(text).numpy(), _hf_logits(hf, text).numpy(), rtol=1e-4, atol=1e-4)
 
+
+
+def test_mistral_decoder_with_two_feature_layers_equals_transformers(tmp_path):
+    """A Mistral decoder with a window of 8 and vision_feature_layer [-3, -1] (their states concatenated)."""
+    torch.manual_seed(1)
+    cfg = transformers.LlavaNextConfig(text_config={**TEXT, "model_type": "mistral", "sliding_window": 8},
+                                       vision_config=VISION, image_token_index=IMG, image_grid_pinpoints=PINPOINTS,
+                                       vision_feature_layer=[-3, -1])
+    hf = transformers.LlavaNextForConditionalGeneration(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    model = from_pretrained(tmp_path)
+    ids, mask = _batch(_counts(model))
+    want = _hf_logits(hf, ids, mask, PIXELS, SIZES).numpy()
+    got = model(ids, mask, pixel_values=PIXELS, image_sizes=SIZES).numpy()
+    np.testing.assert_allclose(got[mask == 1], want[mask == 1], rtol=1e-4, atol=1e-4)
 
 def test_greedy_generate_with_images_equals_transformers(checkpoint):
     path, hf = checkpoint
