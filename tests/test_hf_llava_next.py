@@ -1,8 +1,9 @@
 """LLaVA-NeXT (LlavaNextForConditionalGeneration) on checkpoints written by transformers itself: the logits of a
 left-padded batch with two images of different sizes (so different tile grids, unpadding and token counts), of a
-prompt with both images and of text alone (a Llama decoder; a Mistral one with two feature layers); greedy generate with images; gradients into the projector, the tower and
-image_newline; save_pretrained read back by transformers and the in-memory names; the image processor and the
-prompts' token counts against transformers' processor; clear errors."""
+prompt with both images and of text alone (a Llama decoder; a Mistral one with two feature layers); greedy generate
+with images; gradients into the projector, the tower and image_newline; save_pretrained read back by transformers
+and the in-memory names; the image processor and the prompts' token counts against transformers' processor; the
+generate CLI with two images; clear errors."""
 import numpy as np
 import pytest
 
