@@ -193,6 +193,14 @@ def test_image_processor_equals_transformers(tmp_path):
     np.testing.assert_array_equal(got["image_sizes"], want["image_sizes"])
     assert got["pixel_values"].shape == want["pixel_values"].shape == (5, 5, 3, 28, 28)
     np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+    # without Pillow: the numpy resize (Pillow 13's passes); do_pad off with different tile counts: back to back
+    from forgegrad.models.hf import load_image_processor
+    np.testing.assert_array_equal(load_image_processor(tmp_path, use_pillow=False)(images)["pixel_values"],
+                                  want["pixel_values"])
+    from forgegrad.models.hf.llava_next_processing import LlavaNextImageProcessor
+    loose = LlavaNextImageProcessor(do_pad=False, size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                    image_grid_pinpoints=PINPOINTS)(images[:2])["pixel_values"]
+    np.testing.assert_array_equal(loose, np.concatenate([want["pixel_values"][0, :3], want["pixel_values"][1]]))
 
 
 def test_image_prompt_expands_image_marks_as_the_transformers_processor(checkpoint, tmp_path):
