@@ -97,11 +97,11 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
             raise ValueError(f"{_WHO}: config vision_feature_select_strategy must be 'default' (the tiles' patch "
                              f"grid), got {config['vision_feature_select_strategy']!r}")
         super().__init__(config)
-        self.pinpoints = _checked_pinpoints(config.get("image_grid_pinpoints", DEFAULT_PINPOINTS), _WHO)
+        pinpoints = config.get("image_grid_pinpoints")  # null: transformers' default
+        self.pinpoints = _checked_pinpoints(DEFAULT_PINPOINTS if pinpoints is None else pinpoints, _WHO)
         vc = self.vision_tower.config
         self.tile, self.patch = vc["image_size"], vc["patch_size"]
         self.image_newline = nn.Parameter(Tensor._stored(np.zeros(self.config["hidden_size"], np.float32)))
-        self.hf_config = config
 
     def image_token_counts(self, image_sizes) -> List[int]:
         """Each image's token count from its (height, width)."""
