@@ -33,7 +33,8 @@ question-answering and multiple-choice models of those encoders (``BertForQuesti
 ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``,
 ``Phi3ForCausalLM``, ``GemmaForCausalLM``, ``Gemma2ForCausalLM``, ``Gemma3ForCausalLM``,
 ``Gemma3ForConditionalGeneration`` (Gemma 3 with images: gemma3_vlm.py), ``LlavaForConditionalGeneration``
-(LLaVA 1.5: llava.py), ``PaliGemmaForConditionalGeneration`` (PaliGemma 1 and 2: paligemma.py),
+(LLaVA 1.5: llava.py), ``LlavaNextForConditionalGeneration`` (LLaVA-NeXT, v1.6: llava_next.py),
+``PaliGemmaForConditionalGeneration`` (PaliGemma 1 and 2: paligemma.py),
 ``GPTNeoXForCausalLM`` (Pythia),
 ``Olmo2ForCausalLM``, ``Olmo3ForCausalLM``,
 ``PhiForCausalLM``,
@@ -75,6 +76,7 @@ from .generation import generate
 from .gemma2 import Gemma2ForCausalLM, Gemma3ForCausalLM, GemmaForCausalLM
 from .gemma3_vlm import Gemma3ForConditionalGeneration
 from .llava import LlavaForConditionalGeneration
+from .llava_next import LlavaNextForConditionalGeneration
 from .qwen2_vl import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
 from .paligemma import PaliGemmaForConditionalGeneration
 from .gpt2 import GPT2LMHeadModel
@@ -144,7 +146,8 @@ __all__ = ["from_pretrained", "save_pretrained", "generate", "export_with_past",
            "LlamaForCausalLM", "MistralForCausalLM",
            "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma2ForCausalLM",
            "Gemma3ForCausalLM", "GemmaForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM",
-           "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration",
+           "Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration",
+           "PaliGemmaForConditionalGeneration",
            "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
            "PhiForCausalLM",
            "Starcoder2ForCausalLM",
@@ -187,6 +190,7 @@ ARCHITECTURES = {cls.architecture: cls for cls in
                   Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
                   Gemma3ForCausalLM, GemmaForCausalLM, GPTNeoXForCausalLM, Olmo2ForCausalLM,
                   Olmo3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
+                  LlavaNextForConditionalGeneration,
                   PaliGemmaForConditionalGeneration, Qwen2VLForConditionalGeneration,
                   Qwen2_5_VLForConditionalGeneration, PhiForCausalLM,
                   Starcoder2ForCausalLM,
@@ -230,6 +234,7 @@ _BY_TYPE = {"clip": CLIPModel, "clip_text_model": CLIPTextModel, "clip_vision_mo
             "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "phi3": Phi3ForCausalLM,
             "gemma": GemmaForCausalLM, "gemma2": Gemma2ForCausalLM, "gemma3_text": Gemma3ForCausalLM,
             "gemma3": Gemma3ForConditionalGeneration, "llava": LlavaForConditionalGeneration,
+            "llava_next": LlavaNextForConditionalGeneration,
             "paligemma": PaliGemmaForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration,
             "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
             "gpt_neox": GPTNeoXForCausalLM, "olmo2": Olmo2ForCausalLM, "olmo3": Olmo3ForCausalLM,
@@ -304,6 +309,7 @@ def _required(cfg: dict, cls, path: str) -> None:
             GemmaForCausalLM: llama, GPTNeoXForCausalLM: llama,
             # the text and vision sizes sit in text_config / vision_config (checked as the model is built)
             Gemma3ForConditionalGeneration: (), LlavaForConditionalGeneration: (),
+            LlavaNextForConditionalGeneration: (),
             PaliGemmaForConditionalGeneration: (), Qwen2VLForConditionalGeneration: (),
             Qwen2_5_VLForConditionalGeneration: (),
             Olmo2ForCausalLM: llama, Olmo3ForCausalLM: llama,

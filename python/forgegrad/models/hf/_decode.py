@@ -240,8 +240,8 @@ def _plain_module_types() -> frozenset:
     the int8 weight-only Linear that ``quantize_weight_only`` puts in their place; resolved once, as a set (every
     forward checks each module's type: a mixture of experts has hundreds)."""
     from ... import nn
-    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, moe, olmo2, olmo3, paligemma,
-                   phi, qwen2_vl, stablelm, starcoder2)
+    from . import (_layers, gemma2, gemma3_vlm, gpt2, gpt_neox, granite, llama, llava, llava_next, moe, olmo2, olmo3,
+                   paligemma, phi, qwen2_vl, stablelm, starcoder2)
     types = (*granite.LEAN_TYPES, *stablelm.LEAN_TYPES, *starcoder2.LEAN_TYPES, *phi.LEAN_TYPES,
             olmo3.Olmo3ForCausalLM,
             olmo2.Olmo2ForCausalLM, olmo2.Olmo2Model, olmo2.Olmo2DecoderLayer, olmo2.Olmo2Attention,
@@ -250,6 +250,7 @@ def _plain_module_types() -> frozenset:
             llama.LlamaForCausalLM, llama.MistralForCausalLM, llama.Qwen2ForCausalLM, llama.Qwen3ForCausalLM,
             llama.Phi3ForCausalLM, gemma2.Gemma2ForCausalLM, gemma2.Gemma3ForCausalLM, gemma2.Gemma2Model,
             gemma3_vlm.Gemma3ForConditionalGeneration, llava.LlavaForConditionalGeneration,
+            llava_next.LlavaNextForConditionalGeneration,
             paligemma.PaliGemmaForConditionalGeneration, paligemma.PaliGemmaGemma1,
             qwen2_vl.Qwen2VLForConditionalGeneration, qwen2_vl.Qwen2_5_VLForConditionalGeneration,
             qwen2_vl.MRopeEmbedding,

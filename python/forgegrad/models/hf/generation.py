@@ -105,7 +105,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              encoder_no_repeat_ngram_size=UNSET, min_new_tokens=UNSET, remove_invalid_values=UNSET,
              stop_strings=UNSET, max_time=UNSET, top_h=UNSET, watermarking_config=UNSET, guidance_scale=UNSET,
              negative_prompt_ids=None, negative_prompt_attention_mask=None, tokenizer=None,
-             prefix_cache=None, pixel_values=None, token_type_ids=None, image_grid_thw=None) -> np.ndarray:
+             prefix_cache=None, pixel_values=None, token_type_ids=None, image_grid_thw=None,
+             image_sizes=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -192,6 +193,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             1 on image tokens), given to the prompt's prefill only, as transformers' generate does (one sequence per
             prompt, no beams).
         image_grid_thw: Qwen2-VL's / Qwen2.5-VL's (num_images, 3) patch grids, with their pixel_values.
+        image_sizes: LLaVA-NeXT's (num_images, 2) original (height, width) of each image, with its pixel_values.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -230,7 +232,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
-    images = _images(model, pixel_values, token_type_ids, image_grid_thw, beams, returns, prefix_cache)
+    images = _images(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns, prefix_cache)
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
@@ -583,17 +585,20 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
     return out[:, :1 + n]
 
 
-def _images(model, pixel_values, token_type_ids, image_grid_thw, beams, returns: int, prefix_cache) -> dict:
+def _images(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns: int,
+            prefix_cache) -> dict:
     """generate's image arguments for the prefill call ({} without images), checked."""
-    if pixel_values is None and token_type_ids is None and image_grid_thw is None:
+    extra = (("pixel_values", pixel_values), ("token_type_ids", token_type_ids), ("image_grid_thw", image_grid_thw),
+             ("image_sizes", image_sizes))
+    if all(v is None for _, v in extra):
         return {}
     if not getattr(model, "takes_images", False):
         raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's (Gemma3ForConditional"
-                        f"Generation, LlavaForConditionalGeneration, PaliGemmaForConditionalGeneration, "
+                        f"Generation, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, "
+                        f"PaliGemmaForConditionalGeneration, "
                         f"Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration); "
                         f"{type(model).__name__} takes text only")
     if beams is not None or returns > 1 or prefix_cache is not None:
         raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "
                                   "num_return_sequences or prefix_cache yet)")
-    return {k: v for k, v in (("pixel_values", pixel_values), ("token_type_ids", token_type_ids),
-                              ("image_grid_thw", image_grid_thw)) if v is not None}
+    return {k: v for k, v in extra if v is not None}

@@ -1,7 +1,8 @@
 """Image preprocessing of Hugging Face vision checkpoints (transformers' ``ViTImageProcessor``,
 ``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's,
 ``BeitImageProcessor``, ``DPTImageProcessor``: DPT's and Depth Anything's; SigLIP 2's ``Siglip2ImageProcessor`` in
-siglip2_processing.py; Qwen2-VL's ``Qwen2VLImageProcessor`` in qwen2_vl_processing.py) in numpy (a BEiT or DPT
+siglip2_processing.py; Qwen2-VL's ``Qwen2VLImageProcessor`` in qwen2_vl_processing.py; LLaVA-NeXT's
+``LlavaNextImageProcessor`` in llava_next_processing.py) in numpy (a BEiT or DPT
 processor's ``do_reduce_labels`` concerns segmentation maps: not read). DPT's resize fits ``size`` (height and
 width) keeping the aspect ratio where ``keep_aspect_ratio`` (the side that changes least fits), each side rounded
 to a multiple of ``ensure_multiple_of``; with ``do_pad`` the normalized image is zero-padded to multiples of
@@ -532,6 +533,9 @@ def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> Imag
     if kind.startswith("Qwen2VLImageProcessor"):
         from .qwen2_vl_processing import Qwen2VLImageProcessor, settings as qwen2_vl_settings
         return Qwen2VLImageProcessor(use_pillow=use_pillow, **qwen2_vl_settings(cfg))
+    if kind.startswith("LlavaNextImageProcessor"):
+        from .llava_next_processing import LlavaNextImageProcessor, settings as llava_next_settings
+        return LlavaNextImageProcessor(use_pillow=use_pillow, **llava_next_settings(cfg))
     if cfg.get("do_pan_and_scan"):
         raise NotImplementedError(f"load_image_processor: {file!r} asks for Gemma 3's pan-and-scan crops, which are "
                                   "not implemented yet; set do_pan_and_scan to false (the checkpoints' default)")

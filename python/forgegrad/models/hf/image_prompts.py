@@ -4,6 +4,8 @@
   becomes "\\n\\n", BOI, ``mm_tokens_per_image`` image tokens, EOI, "\\n\\n"; token types 1 on the image tokens.
 - LLaVA (``LlavaProcessor``): each ``<image>`` (none: the images first, then "\\n") becomes the image's patch count
   of image tokens (plus the class token's with the "full" strategy).
+- LLaVA-NeXT (``LlavaNextProcessor``): as LLaVA's, each image's count from its original size (``image_sizes``:
+  the base tile's patches, then its unpadded tile grid's rows, each with a newline token; llava_next.py).
 - PaliGemma (``PaliGemmaProcessor``): the image tokens of every image, BOS, the text, "\\n"; token types 0 (the
   prefix).
 - Qwen2-VL and Qwen2.5-VL (``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``): each ``<|image_pad|>`` (the chat
@@ -22,6 +24,7 @@ from typing import List, Optional, Tuple
 __all__ = ["image_prompt", "image_inputs", "PLACEHOLDERS"]
 
 PLACEHOLDERS = {"Gemma3ForConditionalGeneration": "<start_of_image>", "LlavaForConditionalGeneration": "<image>",
+                "LlavaNextForConditionalGeneration": "<image>",
                 "PaliGemmaForConditionalGeneration": None, "Qwen2VLForConditionalGeneration": "<|image_pad|>",
                 "Qwen2_5_VLForConditionalGeneration": "<|image_pad|>"}
 _VISION_START, _VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -38,10 +41,11 @@ def _pieces(text: str, placeholder: str, n_images: int, who: str) -> List[str]:
     return text.split(placeholder)
 
 
-def image_prompt(model, tokenizer, text: str, n_images: int,
-                 image_grid_thw=None) -> Tuple[List[int], Optional[List[int]]]:
-    """(token ids, token types or None) of ``text`` with ``n_images`` images for ``model`` (Gemma 3, LLaVA, PaliGemma
-    or Qwen2-VL, which needs the images' ``image_grid_thw``: its image token counts)."""
+def image_prompt(model, tokenizer, text: str, n_images: int, image_grid_thw=None,
+                 image_sizes=None) -> Tuple[List[int], Optional[List[int]]]:
+    """(token ids, token types or None) of ``text`` with ``n_images`` images for ``model`` (Gemma 3, LLaVA, PaliGemma,
+    Qwen2-VL, which needs the images' ``image_grid_thw``, or LLaVA-NeXT, which needs their ``image_sizes``: their
+    image token counts)."""
     name = getattr(model, "architecture", type(model).__name__)
     if name not in PLACEHOLDERS:
         raise TypeError(f"image_prompt: {name} takes no images (image-text models: {', '.join(PLACEHOLDERS)})")
@@ -54,22 +58,30 @@ def image_prompt(model, tokenizer, text: str, n_images: int,
     if PLACEHOLDERS[name] == "<|image_pad|>":  # Qwen2-VL, Qwen2.5-VL
         return _qwen2_vl_prompt(model, encode, text, n_images, image_grid_thw), None
     image, per_image = model.image_token_id, model.tokens_per_image
+    counts = [per_image] * n_images
+    if name == "LlavaNextForConditionalGeneration":
+        if image_sizes is None:
+            raise ValueError(f"image_prompt: {name} needs image_sizes (the processor's) for its image token counts")
+        counts = model.image_token_counts(image_sizes)
+        if len(counts) != n_images:
+            raise ValueError(f"image_prompt: image_sizes must give ({n_images}, 2) for {n_images} images, got "
+                             f"{len(counts)} rows")
     if name == "PaliGemmaForConditionalGeneration":
         ids = [image] * (per_image * n_images) + [model.config.get("bos_token_id", 2)] + encode(text + "\n")
         return ids, [0] * len(ids)
     gemma3 = name == "Gemma3ForConditionalGeneration"
-    block = [image] * per_image
+    blocks = [[image] * n for n in counts]
     if gemma3:
         cfg = model.hf_config
-        block = [cfg.get("boi_token_index", cfg.get("boi_token_id"))] + block + [
-            cfg.get("eoi_token_index", cfg.get("eoi_token_id"))]
+        blocks = [[cfg.get("boi_token_index", cfg.get("boi_token_id"))] + b + [
+            cfg.get("eoi_token_index", cfg.get("eoi_token_id"))] for b in blocks]
     around = "\n\n" if gemma3 else ""  # Gemma 3's image sequence starts and ends with a blank line
     pieces = _pieces(text, PLACEHOLDERS[name], n_images, name)
     ids: List[int] = []
     for i, piece in enumerate(pieces):  # the newlines tokenized with the text beside them
         ids += encode((around if i else "") + piece + (around if i < n_images else ""))
         if i < n_images:
-            ids += block
+            ids += blocks[i]
     return ids, ([int(t == image) for t in ids] if gemma3 else None)
 
 
@@ -105,16 +117,13 @@ def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) ->
 
 def image_inputs(model, tokenizer, text: str, images, processor) -> Tuple[List[int], dict]:
     """(the prompt's token ids with each image's tokens, generate's pixel_values and, where the model reads them,
-    token_type_ids / image_grid_thw) for ``images`` (PIL images or uint8 arrays) made into pixel values by
-    ``processor``."""
+    token_type_ids / image_grid_thw / image_sizes) for ``images`` (PIL images or uint8 arrays) made into pixel values
+    by ``processor``."""
     import numpy as np
     processed = processor(list(images))
-    grid = processed.get("image_grid_thw")
-    ids, kinds = image_prompt(model, tokenizer, text, len(images), **({} if grid is None else {
-        "image_grid_thw": grid}))
-    extra = {"pixel_values": processed["pixel_values"]}
-    if grid is not None:
-        extra["image_grid_thw"] = grid
+    shapes = {k: processed[k] for k in ("image_grid_thw", "image_sizes") if processed.get(k) is not None}
+    ids, kinds = image_prompt(model, tokenizer, text, len(images), **shapes)
+    extra = {"pixel_values": processed["pixel_values"], **shapes}
     if kinds is not None:
         extra["token_type_ids"] = np.array([kinds], np.int64)
     return ids, extra

@@ -54,7 +54,7 @@ def token_types_kind(model) -> Optional[str]:
 
 
 # the image-text models these graphs compute (Qwen2-VL's tower takes image_grid_thw and its decoder 3-D M-RoPE
-# positions: not exported yet)
+# positions, LLaVA-NeXT's image_sizes pick its tiles' layout: not exported yet)
 EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration")
 
 
