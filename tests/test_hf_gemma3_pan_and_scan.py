@@ -79,6 +79,15 @@ def test_the_checkpoint_defaults_are_gemma3_processors():
         np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
 
 
+def test_an_int_size_is_a_square_as_transformers_reads_it(tmp_path):
+    cfg = {"image_processor_type": "Gemma3ImageProcessor", "size": 28, "do_pan_and_scan": True, **SETTINGS}
+    hf = _transformers_processor(tmp_path, cfg)
+    images = [_image((30, 80)), _image((40, 40), 1)]
+    got, want = load_image_processor(tmp_path)(images), hf(images, return_tensors="np")
+    assert got["pixel_values"].shape == (5, 3, 28, 28) and got["num_crops"].tolist() == list(want["num_crops"])
+    np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+
+
 def test_bad_settings_raise_value_errors_naming_them(tmp_path):
     for key, bad in [("pan_and_scan_max_num_crops", -1), ("pan_and_scan_max_num_crops", 0),
                      ("pan_and_scan_min_crop_size", 0), ("pan_and_scan_min_crop_size", 2.5),

@@ -66,11 +66,12 @@ PROCESSORS: Dict[str, dict] = {
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
                                  default_to_square=False),
-    # Gemma 3's image-text model: SigLIP's settings with bilinear resizing (its pan-and-scan crops: gemma3_processing)
+    # Gemma 3's image-text model: SigLIP's settings with bilinear resizing, an int size a square (its pan-and-scan
+    # crops: gemma3_processing.py)
     "Gemma3ImageProcessor": dict(resample=BILINEAR, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
-                                 default_to_square=False),
+                                 default_to_square=True),
     # BEiT's (transformers' class attributes; its checkpoints give size 224 and bilinear)
     "BeitImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
                                size={"height": 224, "width": 224}, crop_size={"height": 224, "width": 224},
