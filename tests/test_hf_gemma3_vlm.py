@@ -148,13 +148,14 @@ def test_bad_image_inputs_raise_clear_errors(checkpoint):
         generate(text_only, IDS[:, -3:], pixel_values=PIXELS, max_new_tokens=2)
 
 
-def test_gemma3_image_processor_config_loads_and_pan_and_scan_is_refused(tmp_path):
+def test_gemma3_image_processor_config_loads_with_pan_and_scan(tmp_path):
     import json
     from forgegrad.models.hf import load_image_processor
     cfg = {"image_processor_type": "Gemma3ImageProcessor", "size": {"height": 28, "width": 28}}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(cfg))
     image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     assert load_image_processor(tmp_path)(image)["pixel_values"].shape == (1, 3, 28, 28)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True}))
-    with pytest.raises(NotImplementedError, match="pan-and-scan crops, which are not implemented yet"):
-        load_image_processor(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True,
+                                                                   "pan_and_scan_min_crop_size": 10}))
+    out = load_image_processor(tmp_path)(image)  # 40 / 30 >= 1.2: two crops of 20 rows (test_hf_gemma3_pan_and_scan)
+    assert out["pixel_values"].shape == (3, 3, 28, 28) and out["num_crops"].tolist() == [2]

@@ -30,12 +30,14 @@ def checkpoint(tmp_path_factory):
     return path, hf, processor
 
 
-def _transformers_text(hf, processor, path, ids, kinds) -> str:
-    """transformers' greedy continuation of ``ids`` with the checkpoint's picture, as byte text up to the end."""
-    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt")["pixel_values"]
+def _transformers_text(hf, processor, path, ids, kinds, max_new_tokens=6, **kwargs) -> str:
+    """transformers' greedy continuation of ``ids`` with the checkpoint's picture, as byte text up to the end
+    (``kwargs``: the image processor's, per call, and generate's other settings)."""
+    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt", **{
+        k: kwargs.pop(k) for k in list(kwargs) if "pan_and_scan" in k})["pixel_values"]
     with torch.no_grad():
         out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
-                          max_new_tokens=6, do_sample=False).numpy()[0, len(ids):]
+                          max_new_tokens=max_new_tokens, do_sample=False, **kwargs).numpy()[0, len(ids):]
     new = [int(t) for t in out]
     return ByteTokenizer().decode(new[:new.index(299)] if 299 in new else new)
 
@@ -50,6 +52,39 @@ def test_generate_with_an_image_equals_transformers(checkpoint, capsys):
     want_ids = (list(b"Look: \n\n") + [BOI] + [IMG] * 4 + [EOI] + list(b"\n\n what is it?"))
     assert ids == want_ids and kinds == [int(t == IMG) for t in want_ids]
     assert got == prompt + _transformers_text(hf, processor, path, ids, kinds) + "\n"
+
+
+def test_generate_uses_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_path, capsys):
+    """A preprocessor_config.json with do_pan_and_scan: the 40 x 30 picture (ratio 1.33 >= 1.2) goes in as itself
+    and two crops of 20 rows, the prompt as transformers' Gemma3Processor expands crops; the continuation equals
+    transformers' generate with its image processor's crops (passed per call: its Gemma3Processor overrides the
+    config's pan-and-scan keys with its own defaults)."""
+    import json
+    import shutil
+    path, hf, processor = checkpoint
+    pas = tmp_path / "pas"
+    shutil.copytree(path, pas)
+    settings = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
+    cfg = json.loads((path / "preprocessor_config.json").read_text())
+    (pas / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **settings}))
+    prompt = "Look: <start_of_image>"
+    assert main(["generate", str(pas), "--prompt", prompt, "--image", str(path / "picture.png"),
+                 "--max-new-tokens", "8", "--repetition-penalty", "2"]) == 0
+    got = capsys.readouterr().out
+    picture = PIL.open(path / "picture.png").convert("RGB")
+    want = processor(picture, do_pan_and_scan=True, return_tensors="np", **settings)
+    assert want["num_crops"].tolist() == [2] and want["pixel_values"].shape == (3, 3, 28, 28)
+    block = [BOI] + [IMG] * 4 + [EOI]
+    ids = (list(b"Look: Here is the original image \n\n") + block + list(
+        b"\n\n and here are some crops to help you see better \n\n") + block + list(b"\n\n \n\n") + block
+        + list(b"\n\n"))
+    kinds = [int(t == IMG) for t in ids]
+    assert image_prompt(from_pretrained(pas), ByteTokenizer(), prompt, 1, num_crops=[2]) == (ids, kinds)
+    answer = _transformers_text(hf, processor, path, ids, kinds, 8, repetition_penalty=2.0, do_pan_and_scan=True,
+                                **settings)
+    assert got == prompt + answer + "\n"
+    plain_ids, plain_kinds = image_prompt(from_pretrained(path), ByteTokenizer(), prompt, 1)
+    assert answer != _transformers_text(hf, processor, path, plain_ids, plain_kinds, 8, repetition_penalty=2.0)
 
 
 def test_chat_with_an_image_places_it_by_the_template(checkpoint, tmp_path, capsys):

@@ -56,14 +56,18 @@ def _app(path):
     return create_completions_app(GenerationServeConfig(str(path)))
 
 
-def _want(path, hf, processor, messages, images, max_tokens):
-    """transformers' greedy answer to the rendered prompt, with transformers' image processor's pixel values."""
+def _want(path, hf, processor, messages, images, max_tokens, penalty=1.0, **processor_kwargs):
+    """transformers' greedy answer to the rendered prompt, with transformers' image processor's pixel values (and
+    pan-and-scan crops, where ``processor_kwargs`` ask for them; ``penalty``: generate's repetition_penalty)."""
     rendered = load_chat_template(path).render(messages, add_generation_prompt=True)
-    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, len(images))
-    pixels = processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    processed = processor([im.convert("RGB") for im in images], return_tensors="pt", **processor_kwargs)
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, len(images),
+                              num_crops=processed["num_crops"].tolist())
+    pixels = processed["pixel_values"]
     with torch.no_grad():
         out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
-                          max_new_tokens=max_tokens, do_sample=False).numpy()[0, len(ids):].tolist()
+                          max_new_tokens=max_tokens, do_sample=False,
+                          repetition_penalty=penalty).numpy()[0, len(ids):].tolist()
     return ByteTokenizer().decode(out[:out.index(EOS)] if EOS in out else out)
 
 
@@ -93,6 +97,33 @@ def test_chat_with_images_equals_transformers(checkpoint):
         text = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                     "max_tokens": 4, "temperature": 0})
         assert text.status_code == 200, text.text
+
+
+def test_chat_images_use_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_path):
+    """A preprocessor_config.json with do_pan_and_scan: a wide picture (30 x 80: 3 crops) and a square one (none)
+    go in as transformers' processor crops them, and the answer equals transformers' generate on those crops."""
+    import json
+    import shutil
+    path, hf, processor = checkpoint
+    pas = tmp_path / "pas"
+    shutil.copytree(path, pas)
+    settings = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
+    cfg = json.loads((path / "preprocessor_config.json").read_text())
+    (pas / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **settings}))
+    (wide, wide_url), (square, square_url) = _png(5, (30, 80)), _png(6, (32, 32))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " or "}, {"type": "image"}]}]
+    assert processor([wide, square], do_pan_and_scan=True, **settings)["num_crops"] == [3, 0]
+    # a repetition penalty (vLLM's, as transformers') keeps the tiny model from repeating one token
+    want = _want(pas, hf, processor, messages, [wide, square], 8, 2.0, do_pan_and_scan=True, **settings)
+    assert want != _want(pas, hf, processor, messages, [wide, square], 8, 2.0)  # the crops change the answer
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": wide_url}}, {"type": "text", "text": " or "},
+        {"type": "image_url", "image_url": {"url": square_url}}]}], "max_tokens": 8, "temperature": 0,
+        "repetition_penalty": 2.0}
+    with running_app(_app(pas)) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == want
 
 
 @pytest.mark.parametrize("change,param,message", [

@@ -2,7 +2,8 @@
 ``DeiTImageProcessor``, ``CLIPImageProcessor``, ``SiglipImageProcessor``, ``BitImageProcessor``: DINOv2's,
 ``BeitImageProcessor``, ``DPTImageProcessor``: DPT's and Depth Anything's; SigLIP 2's ``Siglip2ImageProcessor`` in
 siglip2_processing.py; Qwen2-VL's ``Qwen2VLImageProcessor`` in qwen2_vl_processing.py; LLaVA-NeXT's
-``LlavaNextImageProcessor`` in llava_next_processing.py) in numpy (a BEiT or DPT
+``LlavaNextImageProcessor`` in llava_next_processing.py; Gemma 3's ``Gemma3ImageProcessor`` with its pan-and-scan
+crops in gemma3_processing.py) in numpy (a BEiT or DPT
 processor's ``do_reduce_labels`` concerns segmentation maps: not read). DPT's resize fits ``size`` (height and
 width) keeping the aspect ratio where ``keep_aspect_ratio`` (the side that changes least fits), each side rounded
 to a multiple of ``ensure_multiple_of``; with ``do_pad`` the normalized image is zero-padded to multiples of
@@ -66,11 +67,12 @@ PROCESSORS: Dict[str, dict] = {
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
                                  default_to_square=False),
-    # Gemma 3's image-text model: SigLIP's settings with bilinear resizing (its pan-and-scan crops: not yet)
+    # Gemma 3's image-text model: SigLIP's settings with bilinear resizing, an int size a square (its pan-and-scan
+    # crops: gemma3_processing.py)
     "Gemma3ImageProcessor": dict(resample=BILINEAR, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
                                  size={"height": 224, "width": 224}, do_resize=True, do_rescale=True,
                                  do_normalize=True, do_center_crop=False, crop_size=None, do_convert_rgb=True,
-                                 default_to_square=False),
+                                 default_to_square=True),
     # BEiT's (transformers' class attributes; its checkpoints give size 224 and bilinear)
     "BeitImageProcessor": dict(resample=BICUBIC, image_mean=IMAGENET_STANDARD[0], image_std=IMAGENET_STANDARD[1],
                                size={"height": 224, "width": 224}, crop_size={"height": 224, "width": 224},
@@ -536,11 +538,16 @@ def load_image_processor(path_or_dir, use_pillow: Optional[bool] = None) -> Imag
     if kind.startswith("LlavaNextImageProcessor"):
         from .llava_next_processing import LlavaNextImageProcessor, settings as llava_next_settings
         return LlavaNextImageProcessor(use_pillow=use_pillow, **llava_next_settings(cfg))
-    if cfg.get("do_pan_and_scan"):
-        raise NotImplementedError(f"load_image_processor: {file!r} asks for Gemma 3's pan-and-scan crops, which are "
-                                  "not implemented yet; set do_pan_and_scan to false (the checkpoints' default)")
     keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
             "do_normalize", "image_mean", "image_std", "do_convert_rgb", "use_square_size", "keep_aspect_ratio",
             "ensure_multiple_of", "do_pad", "size_divisor")
-    return ImageProcessor(kind, use_pillow=use_pillow, **{k: cfg[k] for k in keys if k in cfg})
+    settings = {k: cfg[k] for k in keys if k in cfg}
+    if kind.startswith("Gemma3ImageProcessor"):  # with its pan-and-scan settings (gemma3_processing.py)
+        from .gemma3_processing import PAN_AND_SCAN_DEFAULTS, Gemma3ImageProcessor
+        try:
+            return Gemma3ImageProcessor(use_pillow=use_pillow, **settings,
+                                        **{k: cfg.get(k) for k in PAN_AND_SCAN_DEFAULTS})
+        except ValueError as e:
+            raise ValueError(f"load_image_processor: {file!r}: {e}") from None
+    return ImageProcessor(kind, use_pillow=use_pillow, **settings)
 

@@ -2,6 +2,8 @@
 
 - Gemma 3 (``Gemma3Processor``): each ``<start_of_image>`` in the text (none: the images first, separated by spaces)
   becomes "\\n\\n", BOI, ``mm_tokens_per_image`` image tokens, EOI, "\\n\\n"; token types 1 on the image tokens.
+  An image with pan-and-scan crops (``num_crops[i]``, the processor's) becomes "Here is the original image ", its
+  block, " and here are some crops to help you see better ", then one block per crop, a space between them.
 - LLaVA (``LlavaProcessor``): each ``<image>`` (none: the images first, then "\\n") becomes the image's patch count
   of image tokens (plus the class token's with the "full" strategy).
 - LLaVA-NeXT (``LlavaNextProcessor``): as LLaVA's, each image's count from its original size (``image_sizes``:
@@ -31,21 +33,22 @@ _VISION_START, _VISION_END = "<|vision_start|>", "<|vision_end|>"
 
 
 def _pieces(text: str, placeholder: str, n_images: int, who: str) -> List[str]:
-    """The text around its ``placeholder`` marks (none: the images first, a space between them, then the text):
-    n_images + 1 pieces."""
+    """The text around its ``placeholder`` marks (none: the images first, a space between them, then the text,
+    as transformers writes an empty text's marks): n_images + 1 pieces."""
     count = text.count(placeholder)
     if count == 0:
-        return [""] + [" "] * (n_images - 1) + [" " + text] if n_images else [text]
+        return [""] + [" "] * (n_images - 1) + [" " + text if text else ""] if n_images else [text]
     if count != n_images:
         raise ValueError(f"{who}: the prompt marks {count} images ({placeholder}) but {n_images} were given")
     return text.split(placeholder)
 
 
 def image_prompt(model, tokenizer, text: str, n_images: int, image_grid_thw=None,
-                 image_sizes=None) -> Tuple[List[int], Optional[List[int]]]:
+                 image_sizes=None, num_crops=None) -> Tuple[List[int], Optional[List[int]]]:
     """(token ids, token types or None) of ``text`` with ``n_images`` images for ``model`` (Gemma 3, LLaVA, PaliGemma,
     Qwen2-VL, which needs the images' ``image_grid_thw``, or LLaVA-NeXT, which needs their ``image_sizes``: their
-    image token counts)."""
+    image token counts). ``num_crops``: Gemma 3's pan-and-scan crops of each image (its processor's ``num_crops``;
+    None: none)."""
     name = getattr(model, "architecture", type(model).__name__)
     if name not in PLACEHOLDERS:
         raise TypeError(f"image_prompt: {name} takes no images (image-text models: {', '.join(PLACEHOLDERS)})")
@@ -55,6 +58,7 @@ def image_prompt(model, tokenizer, text: str, n_images: int, image_grid_thw=None
     def encode(piece: str) -> List[int]:
         return list(tokenizer.encode(piece)) if piece else []
 
+    crops = _crop_counts(num_crops, n_images, name)
     if PLACEHOLDERS[name] == "<|image_pad|>":  # Qwen2-VL, Qwen2.5-VL
         return _qwen2_vl_prompt(model, encode, text, n_images, image_grid_thw), None
     image, per_image = model.image_token_id, model.tokens_per_image
@@ -77,12 +81,44 @@ def image_prompt(model, tokenizer, text: str, n_images: int, image_grid_thw=None
             cfg.get("eoi_token_index", cfg.get("eoi_token_id"))] for b in blocks]
     around = "\n\n" if gemma3 else ""  # Gemma 3's image sequence starts and ends with a blank line
     pieces = _pieces(text, PLACEHOLDERS[name], n_images, name)
+    parts: List = [pieces[0]]  # text (str) and image blocks (lists of ids), as transformers' expanded text reads
+    for i in range(n_images):
+        block = blocks[i]
+        if crops[i]:  # Gemma3Processor.replace_image_token with pan-and-scan crops (Gemma 3's blocks are equal)
+            parts += ["Here is the original image " + around, block,
+                      around + " and here are some crops to help you see better " + around, block]
+            for _ in range(crops[i] - 1):
+                parts += [around + " " + around, block]
+        else:
+            parts += [around, block]
+        parts.append(around + pieces[i + 1])
     ids: List[int] = []
-    for i, piece in enumerate(pieces):  # the newlines tokenized with the text beside them
-        ids += encode((around if i else "") + piece + (around if i < n_images else ""))
-        if i < n_images:
-            ids += blocks[i]
+    text_run = ""
+    for part in parts:  # the text between two blocks tokenized as one piece, as the tokenizer splits at them
+        if isinstance(part, str):
+            text_run += part
+        else:
+            ids += encode(text_run) + part
+            text_run = ""
+    ids += encode(text_run)
     return ids, ([int(t == image) for t in ids] if gemma3 else None)
+
+
+def _crop_counts(num_crops, n_images: int, name: str) -> List[int]:
+    """Each image's pan-and-scan crop count (Gemma 3's only), checked."""
+    if num_crops is None:
+        return [0] * n_images
+    try:
+        counts = [int(c) for c in num_crops]
+        ok = len(counts) == n_images and all(c >= 0 and c == float(v) for c, v in zip(counts, num_crops))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"image_prompt: num_crops must give each of the {n_images} images' crop count (ints >= 0, "
+                         f"the processor's num_crops), got {num_crops!r}")
+    if any(counts) and name != "Gemma3ForConditionalGeneration":
+        raise ValueError(f"image_prompt: pan-and-scan crops (num_crops) are Gemma 3's; {name} takes none")
+    return counts
 
 
 def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) -> List[int]:
@@ -115,14 +151,15 @@ def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) ->
     return ids
 
 
-def image_inputs(model, tokenizer, text: str, images, processor) -> Tuple[List[int], dict]:
+def image_inputs(model, tokenizer, text: str, images, processor, **processor_kwargs) -> Tuple[List[int], dict]:
     """(the prompt's token ids with each image's tokens, generate's pixel_values and, where the model reads them,
     token_type_ids / image_grid_thw / image_sizes) for ``images`` (PIL images or uint8 arrays) made into pixel values
-    by ``processor``."""
+    by ``processor`` (called with ``processor_kwargs``, e.g. Gemma 3's ``do_pan_and_scan=True``; its ``num_crops``,
+    where it gives them, expand the prompt as transformers' Gemma3Processor does)."""
     import numpy as np
-    processed = processor(list(images))
+    processed = processor(list(images), **processor_kwargs)
     shapes = {k: processed[k] for k in ("image_grid_thw", "image_sizes") if processed.get(k) is not None}
-    ids, kinds = image_prompt(model, tokenizer, text, len(images), **shapes)
+    ids, kinds = image_prompt(model, tokenizer, text, len(images), num_crops=processed.get("num_crops"), **shapes)
     extra = {"pixel_values": processed["pixel_values"], **shapes}
     if kinds is not None:
         extra["token_type_ids"] = np.array([kinds], np.int64)
