@@ -171,3 +171,20 @@ class ImageTextDecoder:
             if not k.startswith(TEXT_PREFIXES):
                 out[k] = t.numpy()
         return out
+
+
+def generate_image_arguments(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns: int,
+                             prefix_cache) -> dict:
+    """generate's image arguments for the prefill call ({} without images), checked."""
+    extra = (("pixel_values", pixel_values), ("token_type_ids", token_type_ids), ("image_grid_thw", image_grid_thw),
+             ("image_sizes", image_sizes))
+    if all(v is None for _, v in extra):
+        return {}
+    if not getattr(model, "takes_images", False):
+        from .image_prompts import PLACEHOLDERS
+        raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's "
+                        f"({', '.join(PLACEHOLDERS)}); {type(model).__name__} takes text only")
+    if beams is not None or returns > 1 or prefix_cache is not None:
+        raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "
+                                  "num_return_sequences or prefix_cache yet)")
+    return {k: v for k, v in extra if v is not None}

@@ -16,6 +16,7 @@ import numpy as np
 from ...autograd import no_grad
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
+from ._image_text import generate_image_arguments
 from ._layers import check_device_support, host_array, ids_array, mask_array
 from .generation_settings import EXTRA_SETTINGS, read_settings, warn_unread_settings
 from .logits_processors import LogitsProcessors, generation_source, output_vocab_size, resolve, token_setting
@@ -232,7 +233,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
-    images = _images(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns, prefix_cache)
+    images = generate_image_arguments(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns,
+                                      prefix_cache)
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)
@@ -583,22 +585,3 @@ def _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler:
             if finished.all():
                 break
     return out[:, :1 + n]
-
-
-def _images(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns: int,
-            prefix_cache) -> dict:
-    """generate's image arguments for the prefill call ({} without images), checked."""
-    extra = (("pixel_values", pixel_values), ("token_type_ids", token_type_ids), ("image_grid_thw", image_grid_thw),
-             ("image_sizes", image_sizes))
-    if all(v is None for _, v in extra):
-        return {}
-    if not getattr(model, "takes_images", False):
-        raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's (Gemma3ForConditional"
-                        f"Generation, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, "
-                        f"PaliGemmaForConditionalGeneration, "
-                        f"Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration); "
-                        f"{type(model).__name__} takes text only")
-    if beams is not None or returns > 1 or prefix_cache is not None:
-        raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "
-                                  "num_return_sequences or prefix_cache yet)")
-    return {k: v for k, v in extra if v is not None}
