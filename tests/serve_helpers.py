@@ -217,3 +217,15 @@ def stream_all(url, bodies, timeout: float = 120, route: str = "/v1/completions"
             return await asyncio.gather(*(one(b) for b in bodies))
 
     return asyncio.run(streams())
+
+
+def png_image(seed: int, size=(40, 30)):
+    """A random RGB PIL image of (height, width) ``size`` and its PNG as a base64 data: URL (a chat image_url)."""
+    import base64
+    import io
+
+    from PIL import Image
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

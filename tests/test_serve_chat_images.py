@@ -5,10 +5,6 @@ image processor, streamed and not; text-only requests still batch; bad images an
 naming the field."""
 from __future__ import annotations
 
-import base64
-import io
-
-import numpy as np
 import pytest
 
 from forgegrad.models import from_pretrained
@@ -25,7 +21,7 @@ PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
 from hf_conformance import BYTE_IMAGE_TOKENS  # noqa: E402
-from serve_helpers import running_app  # noqa: E402
+from serve_helpers import png_image, running_app  # noqa: E402
 
 IMG, BOI, EOI, EOS = BYTE_IMAGE_TOKENS
 
@@ -42,13 +38,6 @@ def checkpoint(tmp_path_factory):
     hf, processor = tiny_byte_gemma3_vlm(path)
     (path / "chat_template.jinja").write_text(TEMPLATE)
     return path, hf, processor
-
-
-def _png(seed: int, size=(40, 30)):
-    image = PIL.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _app(path):
@@ -73,7 +62,7 @@ def _want(path, hf, processor, messages, images, max_tokens, penalty=1.0, **proc
 
 def test_chat_with_images_equals_transformers(checkpoint):
     path, hf, processor = checkpoint
-    (first, first_url), (second, second_url) = _png(0), _png(1, (25, 60))
+    (first, first_url), (second, second_url) = png_image(0), png_image(1, (25, 60))
     body_messages = [{"role": "user", "content": [
         {"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": first_url}},
         {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": second_url}}]}]
@@ -110,7 +99,7 @@ def test_chat_images_use_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_pa
     settings = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
     cfg = json.loads((path / "preprocessor_config.json").read_text())
     (pas / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **settings}))
-    (wide, wide_url), (square, square_url) = _png(5, (30, 80)), _png(6, (32, 32))
+    (wide, wide_url), (square, square_url) = png_image(5, (30, 80)), png_image(6, (32, 32))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " or "}, {"type": "image"}]}]
     assert processor([wide, square], do_pan_and_scan=True, **settings)["num_crops"] == [3, 0]
     # a repetition penalty (vLLM's, as transformers') keeps the tiny model from repeating one token
@@ -140,7 +129,7 @@ def test_chat_images_use_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_pa
 ])
 def test_bad_image_requests_are_400s_naming_the_field(checkpoint, change, param, message):
     path, _, _ = checkpoint
-    _, png = _png(2)
+    _, png = png_image(2)
     body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}]}],
             "max_tokens": 2, **change}
     with running_app(_app(path)) as url:
@@ -153,7 +142,7 @@ def test_bad_image_requests_are_400s_naming_the_field(checkpoint, change, param,
 def test_a_text_model_refuses_images(tmp_path):
     from hf_conformance import tiny_chat_gpt2
     path = tiny_chat_gpt2(tmp_path / "text", TEMPLATE)
-    _, png = _png(3)
+    _, png = png_image(3)
     body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}]}]}
     with running_app(_app(path)) as url:
         r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)

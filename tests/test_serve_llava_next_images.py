@@ -4,10 +4,6 @@ equals transformers' generate on its own processor's prompt (each ``<image>`` ex
 count, the tiles and image_sizes)."""
 from __future__ import annotations
 
-import base64
-import io
-
-import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
@@ -18,18 +14,11 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import running_app  # noqa: E402
+from serve_helpers import png_image, running_app  # noqa: E402
 
 TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}"
             "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% else %}{{ p['text'] }}"
             "{% endif %}{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
-
-
-def _png(seed: int, size):
-    image = PIL.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def test_chat_with_two_images_equals_transformers(tmp_path):
@@ -54,7 +43,7 @@ def test_chat_with_two_images_equals_transformers(tmp_path):
     improc = transformers.LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
                                                      image_grid_pinpoints=[[28, 56], [56, 28], [56, 56]])
     improc.save_pretrained(tmp_path)
-    (first, first_url), (second, second_url) = _png(0, (20, 90)), _png(1, (60, 35))
+    (first, first_url), (second, second_url) = png_image(0, (20, 90)), png_image(1, (60, 35))
     messages = [{"role": "user", "content": [
         {"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": first_url}},
         {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": second_url}}]}]

@@ -5,10 +5,6 @@ transformers' generate on the same prompt (its processor's pixel values and grid
 request still works."""
 from __future__ import annotations
 
-import base64
-import io
-
-import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
@@ -19,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import running_app  # noqa: E402
+from serve_helpers import png_image, running_app  # noqa: E402
 
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
             "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
@@ -52,17 +48,10 @@ def checkpoint(tmp_path_factory):
     return path, hf, tok, processor
 
 
-def _png(seed: int, size):
-    image = PIL.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def test_chat_with_images_equals_transformers(checkpoint):
     from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
     path, hf, tok, processor = checkpoint
-    (first, first_url), (second, second_url) = _png(0, (60, 90)), _png(1, (70, 40))
+    (first, first_url), (second, second_url) = png_image(0, (60, 90)), png_image(1, (70, 40))
     body_messages = [{"role": "user", "content": [
         {"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": first_url}},
         {"type": "text", "text": " and "}, {"type": "image_url", "image_url": {"url": second_url}}]}]
