@@ -159,3 +159,15 @@ def test_gradients_in_eval_mode_are_torchs():
         ours_p = ours.get_parameter(key)
         np.testing.assert_allclose(ours_p.grad.numpy(), named[key].grad.numpy(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_frozen_tower_runs_the_fast_path_on_its_packed_weights():
+    ours, _ = _pair(mc.CLIPVisionModel, cc.CLIPVisionConfig, VISION, "gelu_pytorch_tanh")
+    px = _pixels()
+    frozen = nn.utils.freeze(ours)
+    got, calls = _fast(frozen, px)
+    assert calls == 2
+    np.testing.assert_array_equal(got, _fast(ours, px)[0])
+    np.testing.assert_array_equal(got, _composed(frozen, px))
+    # freeze's packed copies serve out_proj, fc1 and fc2: the layer keeps only the q|k|v one
+    assert len(frozen.encoder.layers[0].__dict__["_weight_cache"]) == 1

@@ -5,7 +5,8 @@ towers of LLaVA, Gemma 3, PaliGemma): what onnxruntime does with the exported gr
   heads by one copy (three projections had cost three GEMM calls and three copies);
 - every GEMM against a weight packed once for the kernel (``_C.gemm.PackedWeight``: ~7 % of each GEMM at 197 rows;
   the eager Linear packs its weight at every call unless the model was frozen), the packed copies as large as the
-  weights;
+  weights (with the concatenated q|k|v and the scaled fc1 weights, the layers' inference takes about their weights'
+  memory again; a frozen model's packed out_proj, fc1 and fc2 are used as they are);
 - the MLP's activation as fc1's GEMM epilogue; quick_gelu ``x sigmoid(1.702 x)`` as ``silu(1.702 x) / 1.702``, fc1's
   weight and bias scaled by 1.702 once (SILU is an epilogue, quick_gelu's three elementwise passes are not): equal
   to the composed ops at float32 rounding, not bit for bit;
@@ -69,19 +70,18 @@ class WeightCache:
 
 
 def _arrays(*linears):
-    """The float32 numpy weight and bias arrays of ``linears`` (a None bias kept as None), or None when one is not."""
+    """The weight and bias arrays of ``linears`` (a missing bias as None) when every weight and bias there is a float32
+    numpy array, else None."""
     out = []
     for lin in linears:
-        for p in (lin._parameters.get("weight"), lin._parameters.get("bias")):
-            if p is None:
-                if not out or out[-1] is None:  # a weight is missing: not a plain Linear
-                    return None
+        w, b = lin._parameters.get("weight"), lin._parameters.get("bias")
+        for p in (w, b):
+            if p is None and p is b:
                 out.append(None)
-                continue
-            a = p._data
-            if type(a) is not np.ndarray or a.dtype != np.float32:
+            elif p is None or type(p._data) is not np.ndarray or p._data.dtype != np.float32:
                 return None
-            out.append(a)
+            else:
+                out.append(p._data)
     return tuple(out)
 
 
