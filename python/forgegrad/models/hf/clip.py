@@ -17,6 +17,7 @@ from ... import grad_mode, nn
 from ...factories import cat
 from ...nn import functional as F
 from ...tensor import Tensor
+from ._encoder_fast import fast_forward, fast_path_ok
 from ._layers import (FLOAT32_MAX, activation, additive_mask, attend, config_probability, ids_array, key_places,
                       mask_array, merge_heads, pixel_input, split_heads)
 
@@ -95,7 +96,8 @@ class CLIPMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
         self.fc2 = nn.Linear(cfg["intermediate_size"], cfg["hidden_size"])
-        self.act = tower_activation(cfg["hidden_act"], who)
+        self.act = self._configured_act = tower_activation(cfg["hidden_act"], who)
+        self.hidden_act = cfg["hidden_act"]  # (the inference path's GEMM epilogue: _encoder_fast.py)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -113,6 +115,8 @@ class CLIPEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(E, eps=eps)
 
     def forward(self, x: Tensor, mask, causal: bool = False) -> Tensor:
+        if fast_path_ok(self, x):  # inference without a graph: fused q|k|v, packed weights, epilogues
+            return fast_forward(self, x, mask, causal, attend)
         x = x + self.self_attn(self.layer_norm1(x), mask, causal)
         return x + self.mlp(self.layer_norm2(x))
 
