@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from forgegrad.bench._timing import COOL_DOWN
+
 
 def _model(kind: str):
     from forgegrad.bench import image_text as IT
@@ -100,6 +102,7 @@ def main():
             best = {"forgegrad": [], "composed": [], "onnxruntime": []}
             for _ in range(args.rounds):
                 for name, fn in (("forgegrad", fast), ("composed", composed), ("onnxruntime", ort)):
+                    time.sleep(COOL_DOWN)  # the last runtime's spinning threads park (onnxruntime's steal a core)
                     t = clock()
                     fn()
                     best[name].append(clock() - t)
