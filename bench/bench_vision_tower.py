@@ -15,7 +15,6 @@ time.perf_counter). Rough on a shared machine: say the load.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -25,28 +24,8 @@ from forgegrad.bench._timing import COOL_DOWN
 
 def _model(kind: str):
     from forgegrad.bench import image_text as IT
-    from forgegrad.models.hf.onnx_image_text import export_image_text
-    text, vision, llava_tokens, gemma_tokens, _, _ = IT._sizes(False)
-    image_token = text["vocab_size"] - 1
-    if kind == "llava":
-        def make(transformers):
-            cfg = transformers.LlavaConfig(text_config=dict(text, model_type="llama"),
-                                           vision_config=dict(vision, model_type="clip_vision_model"),
-                                           image_token_index=image_token)
-            return transformers.LlavaForConditionalGeneration(cfg)
-    else:
-        def make(transformers):
-            head_dim = text["hidden_size"] // text["num_attention_heads"]
-            cfg = transformers.Gemma3Config(text_config=dict(text, head_dim=head_dim, sliding_window=64),
-                                            vision_config=dict(vision, vision_use_head=False),
-                                            mm_tokens_per_image=gemma_tokens, image_token_id=image_token,
-                                            boi_token_id=image_token - 2, eoi_token_id=image_token - 1)
-            return transformers.Gemma3ForConditionalGeneration(cfg)
-    ours, _ = IT._pair(f"{kind}-full", make)
-    folder = os.path.join(IT._scratch(), f"{kind}-full-onnx")
-    if not os.path.isdir(folder):
-        export_image_text(ours, folder)
-    return ours, folder
+    ours, _ = IT.image_text_pair(kind, False)
+    return ours, IT.image_text_export(kind, False, ours)
 
 
 def _tower(ours, pixels, fast_ok, clip, fast: bool) -> np.ndarray:

@@ -619,3 +619,19 @@ def tiny_byte_gemma3_vlm(path, max_positions: int = 512, window: int = 16):
     processor = transformers.Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
     processor.save_pretrained(path)
     return hf, processor
+
+
+# pan-and-scan settings small enough for the 28 px tiny Gemma 3's pictures to be cropped
+PAN_AND_SCAN = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
+
+
+def with_pan_and_scan(path, dest):
+    """A copy at ``dest`` of the checkpoint at ``path`` whose preprocessor_config.json turns pan-and-scan on with
+    PAN_AND_SCAN's settings; returns ``dest``."""
+    import json
+    import shutil
+    shutil.copytree(path, dest)
+    cfg = json.loads((path / "preprocessor_config.json").read_text())
+    (dest / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **PAN_AND_SCAN}))
+    return dest
+

@@ -59,14 +59,9 @@ def test_generate_uses_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_path
     and two crops of 20 rows, the prompt as transformers' Gemma3Processor expands crops; the continuation equals
     transformers' generate with its image processor's crops (passed per call: its Gemma3Processor overrides the
     config's pan-and-scan keys with its own defaults)."""
-    import json
-    import shutil
+    from hf_conformance import PAN_AND_SCAN as settings, with_pan_and_scan
     path, hf, processor = checkpoint
-    pas = tmp_path / "pas"
-    shutil.copytree(path, pas)
-    settings = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
-    cfg = json.loads((path / "preprocessor_config.json").read_text())
-    (pas / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **settings}))
+    pas = with_pan_and_scan(path, tmp_path / "pas")
     prompt = "Look: <start_of_image>"
     assert main(["generate", str(pas), "--prompt", prompt, "--image", str(path / "picture.png"),
                  "--max-new-tokens", "8", "--repetition-penalty", "2"]) == 0

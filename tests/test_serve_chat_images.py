@@ -91,14 +91,9 @@ def test_chat_with_images_equals_transformers(checkpoint):
 def test_chat_images_use_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_path):
     """A preprocessor_config.json with do_pan_and_scan: a wide picture (30 x 80: 3 crops) and a square one (none)
     go in as transformers' processor crops them, and the answer equals transformers' generate on those crops."""
-    import json
-    import shutil
+    from hf_conformance import PAN_AND_SCAN as settings, with_pan_and_scan
     path, hf, processor = checkpoint
-    pas = tmp_path / "pas"
-    shutil.copytree(path, pas)
-    settings = dict(pan_and_scan_min_crop_size=10, pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2)
-    cfg = json.loads((path / "preprocessor_config.json").read_text())
-    (pas / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_pan_and_scan": True, **settings}))
+    pas = with_pan_and_scan(path, tmp_path / "pas")
     (wide, wide_url), (square, square_url) = png_image(5, (30, 80)), png_image(6, (32, 32))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " or "}, {"type": "image"}]}]
     assert processor([wide, square], do_pan_and_scan=True, **settings)["num_crops"] == [3, 0]

@@ -77,12 +77,9 @@ def _note(name: str, ours: np.ndarray, theirs: np.ndarray, graph=None) -> None:
     _NOTES[name] = text
 
 
-def _image_fns(name: str, kind: str, quick: bool, threads: int):
-    fns = {"forgegrad": None, "transformers": None, "onnxruntime": None}
-    if optional_import("torch") is None or optional_import("transformers") is None:
-        return fns
-    import torch
-    text, vision, llava_tokens, gemma_tokens, _, _ = _sizes(quick)
+def image_text_pair(kind: str, quick: bool):
+    """(forgegrad's, transformers') LLaVA ("llava") or Gemma 3 ("gemma3") of the suite's sizes, made once."""
+    text, vision, _, gemma_tokens, _, _ = _sizes(quick)
     image_token = text["vocab_size"] - 1
     if kind == "llava":
         def make(transformers):
@@ -90,7 +87,6 @@ def _image_fns(name: str, kind: str, quick: bool, threads: int):
                                            vision_config=dict(vision, model_type="clip_vision_model"),
                                            image_token_index=image_token)
             return transformers.LlavaForConditionalGeneration(cfg)
-        count, extra = llava_tokens, {}
     else:
         def make(transformers):
             head_dim = text["hidden_size"] // text["num_attention_heads"]
@@ -99,8 +95,27 @@ def _image_fns(name: str, kind: str, quick: bool, threads: int):
                                             mm_tokens_per_image=gemma_tokens, image_token_id=image_token,
                                             boi_token_id=image_token - 2, eoi_token_id=image_token - 1)
             return transformers.Gemma3ForConditionalGeneration(cfg)
-        count, extra = gemma_tokens, {"token_type_ids": True}
-    ours, hf = _pair(f"{kind}-{'quick' if quick else 'full'}", make)
+    return _pair(f"{kind}-{'quick' if quick else 'full'}", make)
+
+
+def image_text_export(kind: str, quick: bool, ours) -> str:
+    """The folder of ``ours``' export_image_text graphs (written once)."""
+    from ..models.hf.onnx_image_text import export_image_text
+    folder = os.path.join(_scratch(), f"{kind}-{'quick' if quick else 'full'}-onnx")
+    if not os.path.isdir(folder):
+        export_image_text(ours, folder)
+    return folder
+
+
+def _image_fns(name: str, kind: str, quick: bool, threads: int):
+    fns = {"forgegrad": None, "transformers": None, "onnxruntime": None}
+    if optional_import("torch") is None or optional_import("transformers") is None:
+        return fns
+    import torch
+    text, vision, llava_tokens, gemma_tokens, _, _ = _sizes(quick)
+    image_token = text["vocab_size"] - 1
+    count, extra = (llava_tokens, {}) if kind == "llava" else (gemma_tokens, {"token_type_ids": True})
+    ours, hf = image_text_pair(kind, quick)
     rng = np.random.RandomState(0)
     ids = np.concatenate([rng.randint(3, text["vocab_size"] - 3, 10), np.full(count, image_token),
                           rng.randint(3, text["vocab_size"] - 3, 10)])[None]
@@ -125,10 +140,8 @@ def _image_fns(name: str, kind: str, quick: bool, threads: int):
     graph = None
     if optional_import("onnxruntime") is not None and optional_import("onnx") is not None:
         # the export's three graphs (onnx_image_text.py): vision, embedding, the rows merged, the decoder's prefill
-        from ..models.hf.onnx_image_text import ImageTextSessions, export_image_text
-        folder = os.path.join(_scratch(), f"{kind}-{'quick' if quick else 'full'}-onnx")
-        if not os.path.isdir(folder):
-            export_image_text(ours, folder)
+        from ..models.hf.onnx_image_text import ImageTextSessions
+        folder = image_text_export(kind, quick, ours)
         sessions = ImageTextSessions(folder, threads=threads)
         mask = np.ones_like(ids)
         fns["onnxruntime"] = lambda: sessions.prefill(ids, mask, pixels, kw_ours.get("token_type_ids"))[0]
