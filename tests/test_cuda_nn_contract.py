@@ -129,3 +129,31 @@ def test_cuda_math_edge_values_match_cpu(name, args, kwargs, emulated):
         if w is not None:
             assert np.asarray(g).dtype == np.asarray(w).dtype, f"{name}: result {k} dtype"
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=f"{name}: result {k}")
+
+
+@pytest.mark.parametrize("softcap", [None, 4.0])
+def test_cuda_composed_attention_keeps_nan_rows_and_zeroes_masked_ones(softcap, emulated):
+    """The composed path gives 0 for a row whose keys are all masked (torch's _safe_softmax) but keeps NaN
+    in a row NaN from its inputs, as the CPU's composed path (it had zeroed every NaN weight)."""
+    from forgegrad.ops import _attention_math as AM
+    rng = np.random.default_rng(3)
+    n, L, S, E = 2, 5, 7, 4
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((n, L, E), (n, S, E), (n, S, E)))
+    q[0, 1, 2] = np.nan  # query row (0, 1) NaN from its input
+    k[1, 3, 0] = np.inf  # one key's score inf or NaN in every row of batch 1
+    mask = np.where(rng.random((n, L, S)) < 0.3, -np.inf, 0).astype(np.float32)
+    mask[0, 3] = -np.inf  # row (0, 3) fully masked
+    mask[1, 4] = -np.inf
+    mask[1, 2, 3] = 0.0  # row (1, 2) sees the inf key
+    with np.errstate(invalid="ignore"):  # NaN and inf - inf on purpose
+        want, wstate = AM.forward(q, k, v, mask.copy(), (n,), False, 0.5, 0.0, softcap)
+        got, gstate = AMC.forward(*(EMU.EmuArray(a) for a in (q, k, v, mask)), False, 0.5, 0.0, softcap)
+    np.testing.assert_array_equal(np.isnan(got.a), np.isnan(want))
+    np.testing.assert_allclose(got.a, want, rtol=2e-5, atol=1e-6, equal_nan=True)
+    assert np.isnan(want[0, 1]).all() and (want[0, 3] == 0).all() and (want[1, 4] == 0).all()
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        wd = AM.backward(g, q, k, v, wstate, mask, (n,), False, 0.5, True)
+        gd = AMC.backward(EMU.EmuArray(g), *(EMU.EmuArray(a) for a in (q, k, v)), gstate, 0.5)
+    for name, a, b in zip(("dq", "dk", "dv", "dmask"), gd, wd):
+        np.testing.assert_allclose(a.a, b, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name)

@@ -49,8 +49,13 @@ def forward(q, k, v, mask, is_causal, scale, dropout_p, softcap=None):
     if mask is not None:
         s = CN.pw("add", s, mask)
     p = K.softmax(s, -1)
-    if mask is not None:  # rows with every key masked: 0 (softmax gives NaN there), as torch
-        p = K.where(K.compare("ne", p, p), 0.0, p)
+    if mask is not None:
+        # rows whose scores are all -inf (every key masked) give 0 where softmax gives NaN, as torch's
+        # _safe_softmax; a row NaN from its inputs stays NaN (as the CPU's composed path)
+        n = q.shape[0]
+        all_neg_inf = _cuda().to_device(np.full((n, L, 1), -np.inf, np.float32), q.device)
+        masked = K.reduce("count_eq", s, [2], True, 1.0, False, all_neg_inf)
+        p = K.where(K.compare("eq", masked, float(S)), 0.0, p)
     keep = _cuda().to_device(dropout_keep(tuple(p.shape), dropout_p), q.device)
     return _mm(CN.pw("mul", p, keep), v), (p, keep, th)
 
