@@ -141,8 +141,8 @@ def test_bad_image_inputs_raise_clear_errors(checkpoint):
     model(IDS, MASK, cache=cache, pixel_values=PIXELS)
     with pytest.raises(ValueError, match="token_type_ids apply to a prompt from position 0"):
         model(IDS[:, :1], np.ones((2, 12)), cache=cache, token_type_ids=np.zeros((2, 1), np.int64))
-    with pytest.raises(NotImplementedError, match="images go with one sequence per prompt"):
-        generate(model, IDS, attention_mask=MASK, pixel_values=PIXELS, num_beams=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="the prompts hold 8 image tokens .* but the images give 4"):
+        generate(model, IDS, attention_mask=MASK, pixel_values=PIXELS[:1], num_beams=2, max_new_tokens=2)
     text_only = Gemma3ForCausalLM(TEXT)
     with pytest.raises(TypeError, match="Gemma3ForCausalLM takes text only"):
         generate(text_only, IDS[:, -3:], pixel_values=PIXELS, max_new_tokens=2)

@@ -5,7 +5,7 @@ released checkpoints' ``language_model.model.*`` / ``language_model.lm_head.weig
 and transformers' in-memory ``model.*``)."""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -126,6 +126,12 @@ class ImageTextDecoder:
             return input_ids
         return self._ids(input_ids, who)[2]
 
+    def image_layout(self, images: dict) -> Tuple[List[int], List[int]]:
+        """(the image tokens each image fills in the prompt, the rows of pixel_values it holds), in order: a fixed
+        count of tokens and one row per image here (Qwen2-VL's patches and LLaVA-NeXT's tiles differ)."""
+        n = int(images["pixel_values"].shape[0])
+        return [self.tokens_per_image] * n, [1] * n
+
     def _merge_images(self, x: Tensor, image: np.ndarray, features: Tensor, who: str, per_image: int) -> Tensor:
         """x (B, T, hidden) with its image-token rows replaced by the images' rows, in order (transformers'
         masked_scatter); the counts must agree."""
@@ -184,7 +190,42 @@ def generate_image_arguments(model, pixel_values, token_type_ids, image_grid_thw
         from .image_prompts import PLACEHOLDERS
         raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's "
                         f"({', '.join(PLACEHOLDERS)}); {type(model).__name__} takes text only")
-    if beams is not None or returns > 1 or prefix_cache is not None:
-        raise NotImplementedError("generate: images go with one sequence per prompt (no num_beams, "
-                                  "num_return_sequences or prefix_cache yet)")
+    if prefix_cache is not None:
+        raise NotImplementedError("generate: images go without a prefix_cache (its blocks hold text tokens only)")
     return {k: v for k, v in extra if v is not None}
+
+
+def _host(a) -> np.ndarray:
+    return np.asarray(a.numpy() if isinstance(a, Tensor) else a)
+
+
+def repeat_images(model, ids: np.ndarray, images: dict, times: int) -> dict:
+    """The image arguments of the prompts ids (B, T) when each prompt's row is repeated ``times`` times in a row
+    (beam search's rows, or R samples per prompt): each prompt's images (its pixel_values rows, grids, sizes)
+    repeated with it, token types row by row. The images fill the prompts' image tokens in order, as the forward
+    places them; counts that disagree raise ValueError."""
+    if times == 1 or not images:
+        return images
+    out = dict(images)
+    if "token_type_ids" in images:
+        out["token_type_ids"] = np.repeat(_host(images["token_type_ids"]), times, axis=0)
+    if "pixel_values" not in images:
+        return out
+    tokens, rows = model.image_layout(images)
+    per_prompt = (ids == model.image_token_id).sum(axis=1)
+    ends, starts = np.cumsum(per_prompt), np.concatenate([[0], np.cumsum(tokens)[:-1]]).astype(np.int64)
+    if int(per_prompt.sum()) != int(sum(tokens)):
+        raise ValueError(f"generate: the prompts hold {int(per_prompt.sum())} image tokens (id {model.image_token_id})"
+                         f" but the images give {int(sum(tokens))} ({tokens})")
+    owner = np.searchsorted(ends, starts, side="right")  # the prompt whose image tokens each image begins in
+    if (starts + np.asarray(tokens) > ends[np.minimum(owner, len(ends) - 1)]).any():
+        raise ValueError(f"generate: an image's {tokens} tokens run past its prompt's image tokens "
+                         f"({per_prompt.tolist()} per prompt): each image belongs to one prompt")
+    first_row = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    order = [i for b in range(ids.shape[0]) for _ in range(times) for i in np.flatnonzero(owner == b)]
+    pixel_rows = np.concatenate([np.arange(first_row[i], first_row[i + 1]) for i in order] + [np.zeros(0, np.int64)])
+    out["pixel_values"] = _host(images["pixel_values"])[pixel_rows]
+    for key in ("image_grid_thw", "image_sizes"):  # one row per image
+        if key in images:
+            out[key] = _host(images[key])[np.asarray(order, np.int64)]
+    return out

@@ -201,9 +201,10 @@ def fill_token(pad, eos: List[int]) -> int:
 
 def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_new_tokens: int, eos: List[int],
                  pad, length_penalty: float, early_stopping, process, num_return: int = 1, sampler=None,
-                 stop=None) -> np.ndarray:
+                 stop=None, images=None) -> np.ndarray:
     """Beam search after left-padded prompts ids (B, T): (B * R, T + n), each prompt's R = ``num_return`` best
-    hypotheses (prompt-major, best first), n the longest returned hypothesis."""
+    hypotheses (prompt-major, best first), n the longest returned hypothesis. ``images``: an image-text model's
+    image arguments for the prefill of the B * K rows (_image_text.repeat_images)."""
     from ...autograd import no_grad
     from ._decode import LeanDecoder, lean_path_applies
     if getattr(model, "recompute_cache_at", None) is not None:
@@ -217,7 +218,8 @@ def beam_decoder(model, ids: np.ndarray, mask: np.ndarray, num_beams: int, max_n
     cache = model.new_cache(B * K, T + max_new_tokens)
     lean = LeanDecoder(model) if lean_path_applies(model) else None
     with no_grad():
-        first = model(np.repeat(ids, K, axis=0), rows_mask, positions, cache=cache, logits_to_keep=1).numpy()[:, -1]
+        first = model(np.repeat(ids, K, axis=0), rows_mask, positions, cache=cache, logits_to_keep=1,
+                      **(images or {})).numpy()[:, -1]
 
     def next_logits(tokens, rows):
         reorder(cache, rows)  # within each prompt's beams: the prompt's mask and positions stay the same

@@ -16,7 +16,7 @@ import numpy as np
 from ...autograd import no_grad
 from ._decode import LeanDecoder, lean_path_applies
 from ._decode_seq2seq import lean_seq2seq_step
-from ._image_text import generate_image_arguments
+from ._image_text import generate_image_arguments, repeat_images
 from ._layers import check_device_support, host_array, ids_array, mask_array
 from .generation_settings import EXTRA_SETTINGS, read_settings, warn_unread_settings
 from .logits_processors import LogitsProcessors, generation_source, output_vocab_size, resolve, token_setting
@@ -191,8 +191,9 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             and of the tokens generated and fed are kept there at the end, even when the streamer ends the call
             (the completions server's one-at-a-time path; its ``hit_tokens`` grow by the tokens read).
         pixel_values, token_type_ids: an image-text model's images and token kinds (Gemma3ForConditionalGeneration:
-            1 on image tokens), given to the prompt's prefill only, as transformers' generate does (one sequence per
-            prompt, no beams).
+            1 on image tokens), given to the prompt's prefill only, as transformers' generate does; with beams or
+            several sequences per prompt each prompt's images go with each of its rows (images in prompt order,
+            filling the image tokens; the vision tower runs once per row, as transformers'); no prefix_cache.
         image_grid_thw: Qwen2-VL's / Qwen2.5-VL's (num_images, 3) patch grids, with their pixel_values.
         image_sizes: LLaVA-NeXT's (num_images, 2) original (height, width) of each image, with its pixel_values.
 
@@ -246,6 +247,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         raise ValueError("generate: every prompt needs at least one real token (attention_mask row of zeros)")
     prompts = ids
     if returns > 1 and beams is None:  # sampling: each prompt R times (beam search expands its own rows)
+        images = repeat_images(model, ids, images, returns)
         ids, mask = np.repeat(ids, returns, axis=0), np.repeat(mask, returns, axis=0)
         B = B * returns
     from .guidance import guidance
@@ -265,7 +267,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
         from .beam_search import beam_decoder
         K, penalty, early = beams
         return beam_decoder(model, ids, mask, K, max_new_tokens, eos, pad, penalty, early, process, returns,
-                            sampler, stopping)
+                            sampler, stopping, repeat_images(model, ids, images, K))
     out = np.empty((B, T + max_new_tokens), np.int64)
     out[:, :T] = ids
     if max_new_tokens == 0:

@@ -107,6 +107,18 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
         """Each image's token count from its (height, width)."""
         return [image_token_count(s, self.pinpoints, self.tile, self.patch) for s in self._sizes(image_sizes, None)]
 
+    def image_layout(self, images: dict) -> Tuple[List[int], List[int]]:
+        """(each image's tokens from its size, its rows of pixel_values: 1 of (num_images, num_tiles, 3, S, S), its
+        tiles of (total tiles, 3, S, S))."""
+        if images.get("image_sizes") is None:
+            raise ValueError(f"{_WHO}: pixel_values need image_sizes (num_images, 2): each image's original "
+                             "(height, width), which the processor returns")
+        sizes = self._sizes(images["image_sizes"], None)
+        if len(images["pixel_values"].shape) == 5:
+            return self.image_token_counts(sizes), [1] * len(sizes)
+        return self.image_token_counts(sizes), [r * c + 1 for r, c in (image_tiles(s, self.pinpoints, self.tile)
+                                                                      for s in sizes)]
+
     def _sizes(self, image_sizes, n_images) -> np.ndarray:
         sizes = np.asarray(image_sizes.numpy() if isinstance(image_sizes, Tensor) else image_sizes)
         if sizes.ndim != 2 or sizes.shape[1] != 2 or sizes.dtype.kind not in "iu" or (sizes <= 0).any() or (

@@ -20,7 +20,7 @@ checkpoints') ``model.*`` / ``visual.*`` / ``lm_head.weight``, and transformers'
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -178,6 +178,15 @@ class Qwen2VLForConditionalGeneration(ImageTextDecoder, Qwen2ForCausalLM):
         x = check_pixels(pixel_values, self.visual.patch_dim, who)
         grid = check_grid(image_grid_thw, x.shape[0], self.merge, who)
         return self.visual(x, grid), grid
+
+    def image_layout(self, images: dict) -> Tuple[List[int], List[int]]:
+        """(each image's merged tokens in the prompt, its rows of patches in pixel_values), from image_grid_thw."""
+        if images.get("image_grid_thw") is None:
+            raise ValueError(f"{self.architecture}: pixel_values need image_grid_thw (num_images, 3), as the "
+                             "processor returns")
+        patches = check_grid(images["image_grid_thw"], int(images["pixel_values"].shape[0]), self.merge,
+                             self.architecture).prod(axis=1)
+        return (patches // (self.merge * self.merge)).tolist(), patches.tolist()
 
     def text_modules(self):
         """The modules a text step runs: all but the vision tower."""
