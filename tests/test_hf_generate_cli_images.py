@@ -38,7 +38,12 @@ def _transformers_text(hf, processor, path, ids, kinds, max_new_tokens=6, **kwar
     with torch.no_grad():
         out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
                           max_new_tokens=max_new_tokens, do_sample=False, **kwargs).numpy()[0, len(ids):]
-    new = [int(t) for t in out]
+    return _byte_text(out)
+
+
+def _byte_text(tokens) -> str:
+    """New tokens as byte text up to the end token (299)."""
+    new = [int(t) for t in tokens]
     return ByteTokenizer().decode(new[:new.index(299)] if 299 in new else new)
 
 
@@ -132,8 +137,25 @@ def test_image_prompt_layouts_and_errors(checkpoint, tmp_path, capsys):
     args = ["generate", str(path), "--prompt", "x", "--max-new-tokens", "2"]
     assert main(args + ["--image", str(tmp_path / "missing.png")]) == 2
     assert "not an image Pillow reads" in capsys.readouterr().err
-    assert main(args + ["--image", str(path / "picture.png"), "--num-beams", "2"]) == 2
-    assert "one sequence" in capsys.readouterr().err
+
+
+def test_generate_with_an_image_and_beams_equals_transformers(checkpoint, capsys):
+    """--num-beams with --image, one sequence and two: transformers' beam search on the same prompt and picture."""
+    path, hf, processor = checkpoint
+    prompt = "Look: <start_of_image> what is it?"
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), prompt, 1)
+    args = ["generate", str(path), "--prompt", prompt, "--image", str(path / "picture.png"), "--max-new-tokens", "6",
+            "--num-beams", "3"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == prompt + _transformers_text(hf, processor, path, ids, kinds, num_beams=3) + "\n"
+    assert main(args + ["--num-return-sequences", "2"]) == 0
+    pixels = processor(PIL.open(path / "picture.png").convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        rows = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
+                           max_new_tokens=6, do_sample=False, num_beams=3, num_return_sequences=2).numpy()
+    want = "".join(f"=== GENERATED SEQUENCE {i + 1} ===\n{prompt}{_byte_text(row[len(ids):])}\n"
+                   for i, row in enumerate(rows))
+    assert capsys.readouterr().out == want
 
 
 def test_image_prompt_refuses_a_text_model_and_a_bad_count(checkpoint):

@@ -1,8 +1,8 @@
 """``POST /v1/chat/completions`` with image_url parts on the real server (uvicorn, httpx) for an image-text model
 (Gemma 3 with images, byte tokens) that transformers wrote, with its image processor config and a chat template that
 marks images as Gemma 3's does: the answer equals transformers' generate on the same prompt with transformers' own
-image processor, streamed and not; text-only requests still batch; bad images and unsupported options are 400s
-naming the field."""
+image processor, streamed and not, with n choices and with beam search; text-only requests still batch; bad images
+and unsupported options are 400s naming the field."""
 from __future__ import annotations
 
 import pytest
@@ -45,19 +45,22 @@ def _app(path):
     return create_completions_app(GenerationServeConfig(str(path)))
 
 
-def _want(path, hf, processor, messages, images, max_tokens, penalty=1.0, **processor_kwargs):
+def _want(path, hf, processor, messages, images, max_tokens, penalty=1.0, beams=None, **processor_kwargs):
     """transformers' greedy answer to the rendered prompt, with transformers' image processor's pixel values (and
-    pan-and-scan crops, where ``processor_kwargs`` ask for them; ``penalty``: generate's repetition_penalty)."""
+    pan-and-scan crops, where ``processor_kwargs`` ask for them; ``penalty``: generate's repetition_penalty);
+    ``beams`` (width, answers): the beam search's answers, best first."""
     rendered = load_chat_template(path).render(messages, add_generation_prompt=True)
     processed = processor([im.convert("RGB") for im in images], return_tensors="pt", **processor_kwargs)
     ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, len(images),
                               num_crops=processed["num_crops"].tolist())
     pixels = processed["pixel_values"]
+    search = {} if beams is None else dict(num_beams=beams[0], num_return_sequences=beams[1])
     with torch.no_grad():
         out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, token_type_ids=torch.tensor([kinds]),
-                          max_new_tokens=max_tokens, do_sample=False,
-                          repetition_penalty=penalty).numpy()[0, len(ids):].tolist()
-    return ByteTokenizer().decode(out[:out.index(EOS)] if EOS in out else out)
+                          max_new_tokens=max_tokens, do_sample=False, repetition_penalty=penalty,
+                          **search).numpy()[:, len(ids):].tolist()
+    answers = [ByteTokenizer().decode(o[:o.index(EOS)] if EOS in o else o) for o in out]
+    return answers if beams is not None else answers[0]
 
 
 def test_chat_with_images_equals_transformers(checkpoint):
@@ -110,8 +113,29 @@ def test_chat_images_use_the_checkpoints_pan_and_scan_setting(checkpoint, tmp_pa
     assert r.json()["choices"][0]["message"]["content"] == want
 
 
+def test_chat_with_images_gives_several_choices_and_beam_search(checkpoint):
+    """n choices (each on the images: greedy, so each is the answer) and use_beam_search (n beams: transformers
+    on the images, best first)."""
+    path, hf, processor = checkpoint
+    (first, first_url), (second, second_url) = png_image(3), png_image(4, (40, 20))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " vs "}, {"type": "image"}]}]
+    want = _want(path, hf, processor, messages, [first, second], 6, 2.0)
+    beams = _want(path, hf, processor, messages, [first, second], 6, 2.0, beams=(2, 2))
+    assert len(set(beams)) == 2
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": first_url}}, {"type": "text", "text": " vs "},
+        {"type": "image_url", "image_url": {"url": second_url}}]}], "max_tokens": 6, "temperature": 0,
+        "repetition_penalty": 2.0}
+    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json={**body, "n": 2})
+        assert r.status_code == 200, r.text
+        assert [ch["message"]["content"] for ch in r.json()["choices"]] == [want, want]
+        r = c.post("/v1/chat/completions", json={**body, "n": 2, "use_beam_search": True})
+        assert r.status_code == 200, r.text
+        assert [ch["message"]["content"] for ch in r.json()["choices"]] == beams
+
+
 @pytest.mark.parametrize("change,param,message", [
-    (dict(n=2), "n", "one choice"),
     (dict(logprobs=True), "logprobs", "without log-probabilities"),
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                                                            "bm90IGFuIGltYWdl"}}]}]),

@@ -136,7 +136,7 @@ def run(args, out=None):
         manual_seed(args.seed)
     sample = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.min_p))
     if args.num_return_sequences > 1:
-        return _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced)
+        return _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced, images)
     new, shown, times = [], "", [time.perf_counter()]
     if not seq2seq:  # a decoder continues the prompt; an encoder-decoder writes its own text
         out.write(prompt)
@@ -164,7 +164,7 @@ def run(args, out=None):
             out_ids = generate(model, [ids], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                do_sample=sample, temperature=args.temperature or 1.0, top_k=args.top_k,
                                top_p=args.top_p, min_p=args.min_p, num_return_sequences=1, eos_token_id=sorted(eos),
-                               repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced)
+                               repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced, **images)
         except ValueError as e:
             raise UsageError(str(e)) from None
         for token in out_ids[0, 1 if seq2seq else len(ids):]:  # as if streamed, up to the end token
@@ -210,8 +210,9 @@ def _token(name: str, tok, vocab_size: int, flag: str) -> int:
     return token
 
 
-def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int:
-    """--num-return-sequences R > 1: generate's R rows, each written up to its end token."""
+def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced, images) -> int:
+    """--num-return-sequences R > 1: generate's R rows (each on the --image images), each written up to its end
+    token."""
     from ..models.hf import generate
     from ..models.hf.tokenizer import eos_token_ids
     eos = eos_token_ids(args.path, model.config, model.vocab_size)
@@ -224,7 +225,7 @@ def _several(args, out, model, tok, ids, prompt, sample, seq2seq, forced) -> int
         rows = generate(model, [ids], max_new_tokens=args.max_new_tokens, do_sample=sample,
                         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                         num_beams=args.num_beams, num_return_sequences=R, eos_token_id=sorted(eos),
-                        repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced)
+                        repetition_penalty=args.repetition_penalty, tokenizer=tok, **forced, **images)
     except ValueError as e:
         raise UsageError(str(e)) from None
     seconds = time.perf_counter() - start
@@ -271,9 +272,6 @@ def _image_inputs(args, model, tok, prompt: str):
     if not getattr(model, "takes_images", False):
         raise UsageError(f"--image: {type(model).__name__} takes text only (image-text models: "
                          f"{', '.join(PLACEHOLDERS)})")
-    if args.num_beams > 1 or args.num_return_sequences > 1:
-        raise UsageError("--image: one sequence, greedy or sampled (not with --num-beams or --num-return-sequences "
-                         "yet)")
     try:
         from PIL import Image, ImageOps
     except ImportError:

@@ -100,7 +100,8 @@ def _watch(cancelled: threading.Event):
     return process
 
 
-def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: threading.Event) -> np.ndarray:
+def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: threading.Event,
+           images: Optional[dict] = None) -> np.ndarray:
     """(n, tokens): the prompt's n best hypotheses, best first (each up to its end token, then padding)."""
     from ..models.hf import generate
     from ..models.hf.beam_search import recorded
@@ -119,7 +120,8 @@ def _beams(gen, req: CompletionRequest, ids: List[int], index: int, cancelled: t
             out = generate(gen.model, [ids], max_new_tokens=req.max_tokens, do_sample=False, top_k=None, top_p=None,
                            min_p=None, num_beams=req.num_beams, num_return_sequences=req.n,
                            length_penalty=req.length_penalty, logits_processor=processors,
-                           **dict(gen.generation.generate_kwargs(req), max_time=gen.generation.max_time))
+                           **dict(gen.generation.generate_kwargs(req), max_time=gen.generation.max_time),
+                           **(images or {}))
         except GrammarError as e:  # every beam reached a dead end of the grammar
             raise row_failed(req, e) from None
     found = int(runs[-1].found[0]) if runs else req.n
@@ -175,10 +177,11 @@ def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) ->
 
 def complete_beams(gen, req: CompletionRequest, prompt_ids: List[List[int]],
                    on_text: Optional[Callable[[int, str, Optional[list]], None]],
-                   cancelled: threading.Event) -> List[Completion]:
+                   cancelled: threading.Event, images: Optional[dict] = None) -> List[Completion]:
     """On the server's worker: each prompt's n choices by beam search (``prompt_ids`` holds each prompt n times, as
     the server lays out a request's rows), prompt-major; ``on_text(choice, text, entries)`` gets the streamed
-    pieces. A cancelled request (its client went away) ends at the search's next step with the choices done so far."""
+    pieces. A cancelled request (its client went away) ends at the search's next step with the choices done so far.
+    ``images``: a chat request's pixel values (and token types), for its one prompt's prefill."""
     results: List[Completion] = []
     n = req.n
     for p in range(0, len(prompt_ids), n):
@@ -186,7 +189,7 @@ def complete_beams(gen, req: CompletionRequest, prompt_ids: List[List[int]],
             break
         ids = prompt_ids[p]
         try:
-            hypotheses = _beams(gen, req, ids, p // n, cancelled)
+            hypotheses = _beams(gen, req, ids, p // n, cancelled, images)
         except _Cancelled:
             break
         for j, tokens in enumerate(hypotheses):

@@ -2,8 +2,9 @@
 image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checked as the embeddings server checks
 its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into pixel values by the
 checkpoint's image processor, and the rendered prompt's image marks expanded as transformers' processor expands
-them (models/hf/image_prompts.py). Such a request decodes alone (one choice, no log-probabilities or beams yet),
-outside the batched engine and the prefix cache."""
+them (models/hf/image_prompts.py). Such a request decodes alone, each choice (n, best_of) or its
+beam search (use_beam_search) on the images, outside the batched engine and the prefix cache; no log-probabilities
+yet."""
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -12,11 +13,9 @@ from .completion_request import CompletionError, CompletionRequest
 
 
 def _refuse_unsupported(req: CompletionRequest) -> None:
-    for param, given in (("n", req.candidates > 1), ("logprobs", req.logprobs is not None),
-                         ("use_beam_search", bool(req.num_beams))):
-        if given:
-            raise CompletionError(400, f"{param}: a request with images decodes one choice without log-probabilities "
-                                       "or beams (not yet)", param)
+    if req.logprobs is not None:  # the scoring forward that gives them reads no images yet
+        raise CompletionError(400, "logprobs: a request with images decodes without log-probabilities (not yet)",
+                              "logprobs")
 
 
 def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], dict]:

@@ -358,10 +358,17 @@ def create_completions_app(config: GenerationServeConfig):
                                         cancelled, choice_seed(req, i), state["prefix"]))
         return results
 
-    def run_with_images(req, ids, on_text, cancelled, images):
-        """On the worker: the request's one completion, its images given to the prefill (no prefix cache)."""
-        return [state["generator"].complete(req, ids, None if on_text is None else (lambda t, lp: on_text(0, t, lp)),
-                                            cancelled, choice_seed(req, 0), None, images)]
+    def run_with_images(req, prompt_ids, on_text, cancelled, images):
+        """On the worker: the request's choices (its prompt once per choice) in turn, the images given to each
+        prefill (no prefix cache)."""
+        gen = state["generator"]
+        results = []
+        for i, ids in enumerate(prompt_ids):
+            if cancelled.is_set():
+                break
+            results.append(gen.complete(req, ids, None if on_text is None else (lambda t, lp, i=i: on_text(i, t, lp)),
+                                        cancelled, choice_seed(req, i), None, images))
+        return results
 
     async def answer(request, chat):
         body = await read_body(request, config.max_body_bytes)
@@ -419,10 +426,10 @@ def create_completions_app(config: GenerationServeConfig):
         # counted until the worker is done with it, however the response ends
         state["queued"] += 1
         metrics.queue_depth(name, state["queued"])
-        if images is not None:  # a prompt with images: decoded alone on the worker, with its pixel values
-            future = loop.run_in_executor(worker, run_with_images, req, prompt_ids[0], on_text, cancelled, images)
-        elif req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py)
-            future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled)
+        if req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py), with any images
+            future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled, images)
+        elif images is not None:  # a prompt with images: decoded alone on the worker, with its pixel values
+            future = loop.run_in_executor(worker, run_with_images, req, prompt_ids, on_text, cancelled, images)
         elif state["engine"] is not None:
             future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))
         else:
