@@ -132,6 +132,14 @@ class ImageTextDecoder:
         n = int(images["pixel_values"].shape[0])
         return [self.tokens_per_image] * n, [1] * n
 
+    def media_layout(self, images: dict) -> list:
+        """Per kind of media given (images here; Qwen2-VL's videos too): (kind, its token id, the tokens each item
+        fills, the pixel rows each holds, the pixel key, the keys with one row per item)."""
+        if images.get("pixel_values") is None:
+            return []
+        tokens, rows = self.image_layout(images)
+        return [("image", self.image_token_id, tokens, rows, "pixel_values", ("image_grid_thw", "image_sizes"))]
+
     def _merge_images(self, x: Tensor, image: np.ndarray, features: Tensor, who: str, per_image: int) -> Tensor:
         """x (B, T, hidden) with its image-token rows replaced by the images' rows, in order (transformers'
         masked_scatter); the counts must agree."""
@@ -179,20 +187,18 @@ class ImageTextDecoder:
         return out
 
 
-def generate_image_arguments(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns: int,
-                             prefix_cache) -> dict:
-    """generate's image arguments for the prefill call ({} without images), checked."""
-    extra = (("pixel_values", pixel_values), ("token_type_ids", token_type_ids), ("image_grid_thw", image_grid_thw),
-             ("image_sizes", image_sizes))
-    if all(v is None for _, v in extra):
+def generate_image_arguments(model, media: dict, prefix_cache) -> dict:
+    """generate's image (and video) arguments for the prefill call, those given ({} without any), checked."""
+    given = {k: v for k, v in media.items() if v is not None}
+    if not given:
         return {}
     if not getattr(model, "takes_images", False):
         from .image_prompts import PLACEHOLDERS
-        raise TypeError(f"generate: pixel_values / token_type_ids are an image-text model's "
-                        f"({', '.join(PLACEHOLDERS)}); {type(model).__name__} takes text only")
+        raise TypeError(f"generate: {', '.join(given)} are an image-text model's ({', '.join(PLACEHOLDERS)}); "
+                        f"{type(model).__name__} takes text only")
     if prefix_cache is not None:
         raise NotImplementedError("generate: images go without a prefix_cache (its blocks hold text tokens only)")
-    return {k: v for k, v in extra if v is not None}
+    return given
 
 
 def _host(a) -> np.ndarray:
@@ -201,31 +207,37 @@ def _host(a) -> np.ndarray:
 
 def repeat_images(model, ids: np.ndarray, images: dict, times: int) -> dict:
     """The image arguments of the prompts ids (B, T) when each prompt's row is repeated ``times`` times in a row
-    (beam search's rows, or R samples per prompt): each prompt's images (its pixel_values rows, grids, sizes)
-    repeated with it, token types row by row. The images fill the prompts' image tokens in order, as the forward
-    places them; counts that disagree raise ValueError."""
+    (beam search's rows, or R samples per prompt): each prompt's images (its pixel_values rows, grids, sizes; videos
+    alike) repeated with it, token types row by row. The images fill the prompts' image tokens in order, as the
+    forward places them; counts that disagree raise ValueError."""
     if times == 1 or not images:
         return images
     out = dict(images)
     if "token_type_ids" in images:
         out["token_type_ids"] = np.repeat(_host(images["token_type_ids"]), times, axis=0)
-    if "pixel_values" not in images:
-        return out
-    tokens, rows = model.image_layout(images)
-    per_prompt = (ids == model.image_token_id).sum(axis=1)
+    for stream in model.media_layout(images):
+        order, pixel_rows = _repeated_order(ids, times, *stream[:4])
+        out[stream[4]] = _host(images[stream[4]])[pixel_rows]
+        for key in stream[5]:  # one row per image
+            if images.get(key) is not None:
+                out[key] = _host(images[key])[order]
+    return out
+
+
+def _repeated_order(ids: np.ndarray, times: int, kind: str, token: int, tokens: List[int], rows: List[int]):
+    """(the images in the repeated rows' order, their pixel rows) for images filling ``tokens`` each of the prompts'
+    ``token`` ids in order, holding ``rows`` pixel rows each."""
+    per_prompt = (ids == token).sum(axis=1)
     ends, starts = np.cumsum(per_prompt), np.concatenate([[0], np.cumsum(tokens)[:-1]]).astype(np.int64)
     if int(per_prompt.sum()) != int(sum(tokens)):
-        raise ValueError(f"generate: the prompts hold {int(per_prompt.sum())} image tokens (id {model.image_token_id})"
-                         f" but the images give {int(sum(tokens))} ({tokens})")
-    owner = np.searchsorted(ends, starts, side="right")  # the prompt whose image tokens each image begins in
+        raise ValueError(f"generate: the prompts hold {int(per_prompt.sum())} {kind} tokens (id {token}) but the "
+                         f"{kind}s give {int(sum(tokens))} ({tokens})")
+    owner = np.searchsorted(ends, starts, side="right")  # the prompt whose tokens each image begins in
     if (starts + np.asarray(tokens) > ends[np.minimum(owner, len(ends) - 1)]).any():
-        raise ValueError(f"generate: an image's {tokens} tokens run past its prompt's image tokens "
-                         f"({per_prompt.tolist()} per prompt): each image belongs to one prompt")
+        raise ValueError(f"generate: an {kind}'s {tokens} tokens run past its prompt's {kind} tokens "
+                         f"({per_prompt.tolist()} per prompt): each {kind} belongs to one prompt")
     first_row = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
-    order = [i for b in range(ids.shape[0]) for _ in range(times) for i in np.flatnonzero(owner == b)]
+    order = np.asarray([i for b in range(ids.shape[0]) for _ in range(times) for i in np.flatnonzero(owner == b)],
+                       np.int64)
     pixel_rows = np.concatenate([np.arange(first_row[i], first_row[i + 1]) for i in order] + [np.zeros(0, np.int64)])
-    out["pixel_values"] = _host(images["pixel_values"])[pixel_rows]
-    for key in ("image_grid_thw", "image_sizes"):  # one row per image
-        if key in images:
-            out[key] = _host(images[key])[np.asarray(order, np.int64)]
-    return out
+    return order, pixel_rows

@@ -107,7 +107,7 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
              stop_strings=UNSET, max_time=UNSET, top_h=UNSET, watermarking_config=UNSET, guidance_scale=UNSET,
              negative_prompt_ids=None, negative_prompt_attention_mask=None, tokenizer=None,
              prefix_cache=None, pixel_values=None, token_type_ids=None, image_grid_thw=None,
-             image_sizes=None) -> np.ndarray:
+             image_sizes=None, pixel_values_videos=None, video_grid_thw=None, second_per_grid_ts=None) -> np.ndarray:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     The settings left at None (``max_new_tokens``, ``do_sample``, ``temperature``, ``num_beams``,
@@ -196,6 +196,8 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
             filling the image tokens; the vision tower runs once per row, as transformers'); no prefix_cache.
         image_grid_thw: Qwen2-VL's / Qwen2.5-VL's (num_images, 3) patch grids, with their pixel_values.
         image_sizes: LLaVA-NeXT's (num_images, 2) original (height, width) of each image, with its pixel_values.
+        pixel_values_videos, video_grid_thw, second_per_grid_ts: Qwen2-VL's / Qwen2.5-VL's videos (the video
+            processor's patches, (num_videos, 3) grids, Qwen2.5-VL's seconds per frame group), as images.
 
     Returns:
         (B * R, T + n) int64 array, R = ``num_return_sequences`` rows per prompt (prompt-major): the prompts
@@ -234,8 +236,10 @@ def generate(model, input_ids, max_new_tokens: Optional[int] = None, attention_m
     if getattr(model, "is_encoder_decoder", False):
         return _generate_seq2seq(model, input_ids, max_new_tokens, attention_mask, sampler, eos_token_id,
                                  pad_token_id, streamer, beams, settings, returns, on_logits, extra, stopping)
-    images = generate_image_arguments(model, pixel_values, token_type_ids, image_grid_thw, image_sizes, beams, returns,
-                                      prefix_cache)
+    images = generate_image_arguments(model, dict(
+        pixel_values=pixel_values, token_type_ids=token_type_ids, image_grid_thw=image_grid_thw,
+        image_sizes=image_sizes, pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+        second_per_grid_ts=second_per_grid_ts), prefix_cache)
     ids = ids_array(input_ids, "generate", model.vocab_size)
     B, T = ids.shape
     max_new_tokens = _max_new_tokens(model, max_new_tokens, T)

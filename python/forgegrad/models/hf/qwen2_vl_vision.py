@@ -31,19 +31,20 @@ from .clip import quick_gelu
 __all__ = ["Qwen2VisionTransformer", "Qwen2_5VisionTransformer", "check_grid", "vision_positions", "frame_lengths",
            "window_index"]
 
-def check_grid(image_grid_thw, n_patches: int, merge: int, who: str) -> np.ndarray:
-    """image_grid_thw as an int64 (num_images, 3) array, checked: positive, rows and columns multiples of the merge
-    size, and as many patches in all as pixel_values has rows."""
+def check_grid(image_grid_thw, n_patches: int, merge: int, who: str, kind: str = "image") -> np.ndarray:
+    """image_grid_thw (``kind`` "video": video_grid_thw) as an int64 (num_images, 3) array, checked: positive, rows
+    and columns multiples of the merge size, and as many patches in all as pixel_values has rows."""
+    name, pixels = (f"{kind}_grid_thw", "pixel_values" if kind == "image" else "pixel_values_videos")
     grid = np.asarray(image_grid_thw.numpy() if isinstance(image_grid_thw, Tensor) else image_grid_thw)
     if grid.ndim != 2 or grid.shape[1] != 3 or grid.dtype.kind not in "iu" or grid.size == 0 or (grid <= 0).any():
-        raise ValueError(f"{who}: image_grid_thw must be positive integers (num_images, 3): (frames, rows, columns) "
-                         f"of patches per image, got {grid.dtype} {grid.shape}")
+        raise ValueError(f"{who}: {name} must be positive integers (num_{kind}s, 3): (frames, rows, columns) "
+                         f"of patches per {kind}, got {grid.dtype} {grid.shape}")
     if (grid[:, 1:] % merge).any():
-        raise ValueError(f"{who}: image_grid_thw's rows and columns must be multiples of spatial_merge_size "
+        raise ValueError(f"{who}: {name}'s rows and columns must be multiples of spatial_merge_size "
                          f"({merge}), got {grid.tolist()}")
     total = int(grid.prod(axis=1).sum())
     if total != n_patches:
-        raise ValueError(f"{who}: image_grid_thw gives {total} patches but pixel_values has {n_patches} rows")
+        raise ValueError(f"{who}: {name} gives {total} patches but {pixels} has {n_patches} rows")
     return grid.astype(np.int64)
 
 
@@ -262,11 +263,11 @@ class Qwen2_5VisionTransformer(Qwen2VisionTransformer):
         return self.merger(x)[np.argsort(units)]
 
 
-def check_pixels(pixel_values, patch_dim: int, who: str):
-    """pixel_values as a float32 (N, patch_dim) array or Tensor, checked."""
+def check_pixels(pixel_values, patch_dim: int, who: str, name: str = "pixel_values"):
+    """pixel_values (or pixel_values_videos: ``name``) as a float32 (N, patch_dim) array or Tensor, checked."""
     shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else np.asarray(pixel_values).shape
     if len(shape) != 2 or shape[1] != patch_dim:
-        raise ValueError(f"{who}: pixel_values must be the processor's flattened patches (num_patches, {patch_dim}), "
+        raise ValueError(f"{who}: {name} must be the processor's flattened patches (num_patches, {patch_dim}), "
                          f"got shape {shape}")
     if isinstance(pixel_values, Tensor):
         return pixel_values
