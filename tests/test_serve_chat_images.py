@@ -135,8 +135,47 @@ def test_chat_with_images_gives_several_choices_and_beam_search(checkpoint):
         assert [ch["message"]["content"] for ch in r.json()["choices"]] == beams
 
 
+def test_chat_with_images_reports_log_probabilities_as_transformers(checkpoint):
+    """logprobs with images: each answer token's log-softmax of the logits it was drawn from, as transformers'
+    generate's raw logits on the same prompt and pixel values give them; streamed and not."""
+    import json
+
+    import numpy as np
+    path, hf, processor = checkpoint
+    (first, first_url), (second, second_url) = png_image(3), png_image(4, (40, 20))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " vs "}, {"type": "image"}]}]
+    rendered = load_chat_template(path).render(messages, add_generation_prompt=True)
+    processed = processor([first.convert("RGB"), second.convert("RGB")], return_tensors="pt")
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, 2,
+                              num_crops=processed["num_crops"].tolist())
+    with torch.no_grad():
+        out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=processed["pixel_values"],
+                          token_type_ids=torch.tensor([kinds]), max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                          repetition_penalty=2.0, output_logits=True, return_dict_in_generate=True)
+    tokens = out.sequences[0, len(ids):].tolist()
+    want = [float(torch.log_softmax(step[0].double(), -1)[t]) for step, t in zip(out.logits, tokens)]
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": first_url}}, {"type": "text", "text": " vs "},
+        {"type": "image_url", "image_url": {"url": second_url}}]}], "max_tokens": 5, "temperature": 0,
+        "repetition_penalty": 2.0, "logprobs": True, "top_logprobs": 2, "ignore_eos": True}
+    with running_app(_app(path)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        content = r.json()["choices"][0]["logprobs"]["content"]
+        streamed = []
+        with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    part = json.loads(line[6:])["choices"][0].get("logprobs")
+                    streamed += (part or {}).get("content") or []
+    assert len(content) == len(tokens) == 5
+    np.testing.assert_allclose([e["logprob"] for e in content], want, rtol=1e-4, atol=1e-4)
+    assert all(len(e["top_logprobs"]) == 2 for e in content)
+    assert [e["logprob"] for e in streamed] == [e["logprob"] for e in content]
+
+
 @pytest.mark.parametrize("change,param,message", [
-    (dict(logprobs=True), "logprobs", "without log-probabilities"),
+    (dict(logprobs=True, use_beam_search=True), "logprobs", "gives no log-probabilities"),
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                                                            "bm90IGFuIGltYWdl"}}]}]),
      "messages", "messages: image 0: not an image"),

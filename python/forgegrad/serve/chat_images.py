@@ -3,8 +3,8 @@ image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checke
 its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into pixel values by the
 checkpoint's image processor, and the rendered prompt's image marks expanded as transformers' processor expands
 them (models/hf/image_prompts.py). Such a request decodes alone, each choice (n, best_of) or its
-beam search (use_beam_search) on the images, outside the batched engine and the prefix cache; no log-probabilities
-yet."""
+beam search (use_beam_search) on the images, outside the batched engine and the prefix cache; log-probabilities
+from each decode step's logits (not yet with beams)."""
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -13,9 +13,9 @@ from .completion_request import CompletionError, CompletionRequest
 
 
 def _refuse_unsupported(req: CompletionRequest) -> None:
-    if req.logprobs is not None:  # the scoring forward that gives them reads no images yet
-        raise CompletionError(400, "logprobs: a request with images decodes without log-probabilities (not yet)",
-                              "logprobs")
+    if req.logprobs is not None and req.num_beams:  # beams' log-probabilities come from a scoring forward, textual
+        raise CompletionError(400, "logprobs: a request with images and use_beam_search gives no log-probabilities "
+                                   "(not yet: the scoring forward reads no images)", "logprobs")
 
 
 def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], dict]:
