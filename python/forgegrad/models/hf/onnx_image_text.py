@@ -1,6 +1,7 @@
 """ONNX export of the image-text decoders (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
 PaliGemmaForConditionalGeneration; Qwen2VLForConditionalGeneration and Qwen2_5_VLForConditionalGeneration with the
-inputs of onnx_qwen2_vl.py: patches and their grids, 3-D M-RoPE positions) as three graphs, in the layout of Hugging
+inputs of onnx_qwen2_vl.py: patches and their grids, 3-D M-RoPE positions; LlavaNextForConditionalGeneration with
+onnx_llava_next.py's tiles, packed on the host) as three graphs, in the layout of Hugging
 Face optimum's / transformers.js's image-text exports, and greedy or sampled decoding on them in onnxruntime.
 
 ``export_image_text(model, folder)`` writes:
@@ -26,6 +27,7 @@ example's sizes and at others; batch and sequence axes are dynamic, the image si
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional
 
@@ -38,6 +40,7 @@ from ._layers import PastKeyValues
 from .generation import UNSET
 from .onnx_decoding import TokenPicker, check_prompt, decoding, logits_vocab, processors, save_generation_config
 from .onnx_export import _example, graph_logits, input_names, output_names
+from .onnx_llava_next import ANYRES_KEY, AnyresVisionEncoder, anyres_metadata, is_anyres_model, pack_tiles, split_tiles
 from .onnx_qwen2_vl import (MROPE_MERGE_KEY, MRopePositions, Qwen2VLDecoderWithPast, Qwen2VLVisionEncoder,
                             decoder_example, is_mrope_model, vision_checks, vision_example)
 
@@ -56,9 +59,10 @@ def token_types_kind(model) -> Optional[str]:
             "PaliGemmaForConditionalGeneration": "prefix"}.get(name)
 
 
-# the image-text models these graphs compute (LLaVA-NeXT's image_sizes pick its tiles' layout: not exported yet)
-EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration",
-              "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+# the image-text models these graphs compute
+EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration",
+              "PaliGemmaForConditionalGeneration", "Qwen2VLForConditionalGeneration",
+              "Qwen2_5_VLForConditionalGeneration")
 
 
 def _check_model(model, who: str) -> None:
@@ -140,6 +144,8 @@ def _metadata(model) -> dict:
     out = {IMAGE_TOKEN_KEY: str(int(model.image_token_id))}
     if is_mrope_model(model):
         out[MROPE_MERGE_KEY] = str(int(model.merge))
+    if is_anyres_model(model):
+        out[ANYRES_KEY] = anyres_metadata(model)
     kind = token_types_kind(model)
     if kind:
         out[TOKEN_TYPES_KEY] = kind
@@ -168,12 +174,13 @@ def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17
     try:
         if is_mrope_model(model):
             reports[GRAPHS[0]] = _export_patch_vision(model, os.path.join(folder, GRAPHS[0]), seed, common)
-        else:
+        else:  # LLaVA-NeXT: its tiles, and the image_newline row the host packs them with
+            anyres = is_anyres_model(model)
             reports[GRAPHS[0]] = export(
-                VisionEncoder(model), (Tensor._stored(_pixels_example(model, 2, seed)),),
-                os.path.join(folder, GRAPHS[0]),
+                (AnyresVisionEncoder if anyres else VisionEncoder)(model),
+                (Tensor._stored(_pixels_example(model, 2, seed)),), os.path.join(folder, GRAPHS[0]),
                 dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
-                input_names=["pixel_values"], output_names=["image_features"],
+                input_names=["pixel_values"], output_names=["image_features"] + (["image_newline"] if anyres else []),
                 verify_sizes=[{"batch": 1}, {"batch": 3}], **common)
         ids = np.random.default_rng(seed).integers(0, model.vocab_size, size=(2, 5), dtype=np.int64)
         seq = {0: "batch", 1: "sequence"}
@@ -284,17 +291,27 @@ class ImageTextSessions:
         self.token_types = meta.get(TOKEN_TYPES_KEY)
         # Qwen2-VL: the vision graph takes patches and grid_thw, the decoder (3, B, T) position_ids
         self.mrope_merge = int(meta[MROPE_MERGE_KEY]) if MROPE_MERGE_KEY in meta else None
+        # LLaVA-NeXT: the vision graph gives tiles' rows, packed here by image_sizes
+        self.anyres = json.loads(meta[ANYRES_KEY]) if ANYRES_KEY in meta else None
         self.image_shape = tuple(self.vision.get_inputs()[0].shape[1:])
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
 
-    def image_rows(self, pixel_values, image_grid_thw=None) -> np.ndarray:
+    def image_rows(self, pixel_values, image_grid_thw=None, image_sizes=None) -> np.ndarray:
         """The vision graph's (N, tokens per image, hidden) for ``pixel_values`` (N, 3, S, S), checked; Qwen2-VL's
-        (merged patches, hidden) for the processor's patches (num_patches, patch_dim) and ``image_grid_thw``."""
+        (merged patches, hidden) for the processor's patches (num_patches, patch_dim) and ``image_grid_thw``;
+        LLaVA-NeXT's (image tokens, hidden) for its tiles and ``image_sizes``, packed (onnx_llava_next.py)."""
         pixels = np.asarray(pixel_values.numpy() if isinstance(pixel_values, Tensor) else pixel_values, np.float32)
         if self.mrope_merge is not None:
+            if image_sizes is not None:
+                raise TypeError("image_sizes goes with LLaVA-NeXT's graphs; Qwen2-VL's take image_grid_thw")
             return self._patch_rows(pixels, image_grid_thw)
         if image_grid_thw is not None:
             raise TypeError("image_grid_thw goes with Qwen2-VL's graphs (patches and their grids); this vision graph "
+                            f"takes whole images {self.image_shape}")
+        if self.anyres is not None:
+            return self._tile_rows(pixels, image_sizes)
+        if image_sizes is not None:
+            raise TypeError("image_sizes goes with LLaVA-NeXT's graphs (tiles packed by size); this vision graph "
                             f"takes whole images {self.image_shape}")
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != self.image_shape or pixels.shape[0] == 0:
             raise ValueError(f"pixel_values must be (images >= 1, {', '.join(map(str, self.image_shape))}) as the "
@@ -313,6 +330,15 @@ class ImageTextSessions:
             raise ValueError("image_grid_thw: Qwen2-VL's pixel_values need their grids (num_images, 3), as the "
                              "processor returns them")
         return check_grid(image_grid_thw, shape[0], self.mrope_merge, "image_grid_thw")
+
+    def _tile_rows(self, pixels: np.ndarray, image_sizes) -> np.ndarray:
+        if pixels.ndim not in (4, 5) or tuple(pixels.shape[-3:]) != self.image_shape or pixels.shape[0] == 0:
+            tile = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"pixel_values must be LLaVA-NeXT's tiles (images, tiles, {tile}) or (total tiles, "
+                             f"{tile}) as the exported vision tower takes them, got shape {pixels.shape}")
+        tiles, counts, sizes = split_tiles(pixels, image_sizes, self.anyres, "image_sizes")
+        features, newline = self.vision.run(None, {"pixel_values": np.ascontiguousarray(tiles)})
+        return pack_tiles(features, newline, sizes, counts, self.anyres)
 
     def _patch_rows(self, pixels: np.ndarray, image_grid_thw) -> np.ndarray:
         grid = self.patch_grid(pixels, image_grid_thw)
@@ -334,11 +360,12 @@ class ImageTextSessions:
         return x
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray, pixel_values=None, token_type_ids=None, image_grid_thw=None,
-                positions: Optional[np.ndarray] = None):
+                positions: Optional[np.ndarray] = None, image_sizes=None):
         """(logits, present) of the decoder's first call on a prompt (``ids``, ``mask`` (B, T) int64) with its
         images: the vision graph, the embedding graph, the rows merged, the decoder with no past. Qwen2-VL:
-        ``image_grid_thw`` with the patches; ``positions`` (3, B, T), by default MRopePositions' of the prompt."""
-        rows = None if pixel_values is None else self.image_rows(pixel_values, image_grid_thw)
+        ``image_grid_thw`` with the patches; ``positions`` (3, B, T), by default MRopePositions' of the prompt.
+        LLaVA-NeXT: ``image_sizes`` with the tiles."""
+        rows = None if pixel_values is None else self.image_rows(pixel_values, image_grid_thw, image_sizes)
         if self.mrope_merge is not None and positions is None:
             grid = None if pixel_values is None else self.patch_grid(pixel_values, image_grid_thw)
             positions = MRopePositions(ids, mask, self.image_token_id, grid, self.mrope_merge, "prefill").prompt
@@ -396,7 +423,7 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                              no_repeat_ngram_size: Optional[int] = None, min_length: Optional[int] = None,
                              length_penalty: Optional[float] = None, early_stopping=None, forced_bos_token_id=UNSET,
                              forced_eos_token_id=UNSET, generation_config=None, tokenizer=None,
-                             image_grid_thw=None, **settings) -> np.ndarray:
+                             image_grid_thw=None, image_sizes=None, **settings) -> np.ndarray:
     """``generate(model, input_ids, pixel_values=..., token_type_ids=...)`` on the graphs of ``export_image_text``
     (``folder``: its path, or an ImageTextSessions; ``generate_onnx`` given the folder calls this): the images
     through the vision graph, their rows placed at the image tokens, one decoder call on the prompt and one per new
@@ -404,6 +431,7 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     settings resolved from the arguments, the generation config beside the graphs, generate's defaults). As generate
     with images: one sequence per prompt, no beams. Qwen2-VL / Qwen2.5-VL: ``pixel_values`` the processor's patches
     with their ``image_grid_thw``; the decoder's M-RoPE positions computed here as generate's (onnx_qwen2_vl.py).
+    LLaVA-NeXT: ``pixel_values`` its tiles with their ``image_sizes`` (onnx_llava_next.py).
     Returns the prompts followed by the new tokens (batch,
     prompt + new) int64."""
     who = "generate_image_text_onnx"
@@ -413,6 +441,8 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
         raise ValueError(f"{who}: every prompt needs at least one real token (attention_mask row of zeros)")
     types = _token_types(sessions, token_type_ids, ids.shape)
     rope = _mrope_positions(sessions, ids, mask, pixel_values, image_grid_thw, who)
+    if image_sizes is not None and pixel_values is None:
+        raise ValueError(f"{who}: image_sizes were given without pixel_values")
     B, T = ids.shape
     arguments = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                      do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -427,12 +457,13 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                                   "num_return_sequences yet), as generate's")
     new = d.max_new_tokens
     if new == 0:  # (the images still checked against the prompt's image tokens)
-        sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values, image_grid_thw))
+        sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values, image_grid_thw,
+                                                                                   image_sizes))
         return ids
     process = processors(d, T + new, ids, padding=mask.argmax(axis=1), prompt_length=T)
     pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
     logits, past = sessions.prefill(ids, mask, pixel_values, types, image_grid_thw,
-                                    None if rope is None else rope.prompt)
+                                    None if rope is None else rope.prompt, image_sizes)
     step_type = None if types is None else np.full((B, 1), int(sessions.token_types == "prefix"), np.int64)
     while True:
         nxt = pick(logits[:, -1])
