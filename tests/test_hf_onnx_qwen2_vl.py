@@ -162,6 +162,9 @@ def test_bad_input_raises_naming_the_argument(exported):
     with pytest.raises(ValueError, match="image 0's run of image tokens has 15 tokens but its image_grid_thw"):
         generate_image_text_onnx(s, ids, mask, pixel_values=pixels, image_grid_thw=grid[::-1].copy(),
                                  max_new_tokens=2)
+    with pytest.raises(TypeError, match="image_sizes goes with LLaVA-NeXT's graphs"):
+        generate_image_text_onnx(s, ids, mask, pixel_values=pixels, image_grid_thw=grid, image_sizes=[[20, 30]],
+                                 max_new_tokens=2)
     with pytest.raises(ValueError, match="decoder_feed: Qwen2-VL's decoder graph needs"):
         s.decoder_feed(s.embeds(ids[:, :2], None), mask[:, :2], None, _empty_past(s, 2))
     with pytest.raises(NotImplementedError, match="num_beams"):

@@ -19,7 +19,11 @@ Face optimum's / transformers.js's image-text exports, and greedy or sampled dec
   token types are 1 on image tokens (the tokens of one image attend to each other both ways; zeros: causal),
   PaliGemma's 0 on the prefix (which attends to itself both ways) and 1 on the suffix (ones: causal); a decode
   step passes the new token's type (Gemma 3: 0, PaliGemma: 1). The decoder computes positions from the mask as
-  ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids``.
+  ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids`` (but Qwen2-VL's, whose M-RoPE positions
+  follow the images: onnx_qwen2_vl.py).
+
+Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py), LLaVA-NeXT's any number
+of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
 
 The host places the images' rows at the image tokens (transformers' masked_scatter), as transformers.js does;
 ``generate_image_text_onnx`` does so and decodes. Every graph is verified in onnxruntime against forgegrad at the
@@ -41,8 +45,8 @@ from .generation import UNSET
 from .onnx_decoding import TokenPicker, check_prompt, decoding, logits_vocab, processors, save_generation_config
 from .onnx_export import _example, graph_logits, input_names, output_names
 from .onnx_llava_next import ANYRES_KEY, AnyresVisionEncoder, anyres_metadata, is_anyres_model, pack_tiles, split_tiles
-from .onnx_qwen2_vl import (MROPE_MERGE_KEY, MRopePositions, Qwen2VLDecoderWithPast, Qwen2VLVisionEncoder,
-                            decoder_example, is_mrope_model, vision_checks, vision_example)
+from .onnx_qwen2_vl import (MROPE_MERGE_KEY, MRopePositions, Qwen2VLDecoderWithPast, decoder_example,
+                            export_patch_vision, is_mrope_model)
 
 __all__ = ["GRAPHS", "ImageTextSessions", "export_image_text", "generate_image_text_onnx", "is_image_text_folder"]
 
@@ -154,8 +158,8 @@ def _metadata(model) -> dict:
 
 def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
                       rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0) -> dict:
-    """Export ``model`` (a Gemma3ForConditionalGeneration, LlavaForConditionalGeneration or
-    PaliGemmaForConditionalGeneration) to ``folder`` as the module docstring's three graphs (and the checkpoint's
+    """Export ``model`` (one of ``EXPORTABLE``: Gemma 3, LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL, Qwen2.5-VL) to
+    ``folder`` as the module docstring's three graphs (and the checkpoint's
     generation_config.json), each verified in onnxruntime against forgegrad with ``verify`` (vision: batches 2, 1
     and 3; embeddings: (2, 5), (1, 1), (3, 9); decoder: export_with_past's sizes). ``logits_to_keep=1``: the
     decoder's logits (batch, 1, vocab), the last position's only. Returns {graph file name: ExportReport}."""
@@ -173,7 +177,7 @@ def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17
     model.eval()
     try:
         if is_mrope_model(model):
-            reports[GRAPHS[0]] = _export_patch_vision(model, os.path.join(folder, GRAPHS[0]), seed, common)
+            reports[GRAPHS[0]] = export_patch_vision(model, os.path.join(folder, GRAPHS[0]), seed, common, _WHO)
         else:  # LLaVA-NeXT: its tiles, and the image_newline row the host packs them with
             anyres = is_anyres_model(model)
             reports[GRAPHS[0]] = export(
@@ -194,34 +198,6 @@ def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17
         model.train(was_training)
     save_generation_config(model, folder, _WHO)
     return reports
-
-
-def _export_patch_vision(model, path: str, seed: int, common: dict):
-    """Qwen2-VL's vision graph (onnx_qwen2_vl.py): traced on two images, verified by export at other patch and image
-    counts (the graph against the same Tensor ops), then here against the eager tower on consistent layouts."""
-    from ...onnx import OnnxVerificationError, export
-    from ...autograd import no_grad
-    import onnxruntime as ort
-
-    pixels, grid = vision_example(model, seed)
-    unit = model.merge ** 2
-    report = export(Qwen2VLVisionEncoder(model), (Tensor._stored(pixels), Tensor._stored(grid)), path,
-                    dynamic_axes={"pixel_values": {0: "patches"}, "grid_thw": {0: "images"},
-                                  "image_features": {0: "tokens"}},
-                    input_names=["pixel_values", "grid_thw"], output_names=["image_features"],
-                    axis_divisors={"patches": unit}, verify_sizes=[{"patches": 2 * unit, "images": 1}], **common)
-    if common["verify"]:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        for x, g in vision_checks(model, seed):
-            got = session.run(None, {"pixel_values": x, "grid_thw": g})[0]
-            with no_grad():
-                want = model.image_features(x, g).numpy()
-            if got.shape != want.shape or not np.allclose(got, want, rtol=common["rtol"], atol=common["atol"]):
-                err = np.abs(got - want).max() if got.shape == want.shape else f"shape {got.shape} != {want.shape}"
-                raise OnnxVerificationError(
-                    f"{_WHO}: {path}: onnxruntime's image_features differ from the eager vision tower's for "
-                    f"grid_thw {g.tolist()} (max abs error {err})", report)
-    return report
 
 
 def _export_decoder(model, path: str, logits_to_keep: int, seed: int, common: dict):

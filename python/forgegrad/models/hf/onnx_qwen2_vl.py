@@ -30,7 +30,7 @@ from ._layers import FLOAT32_MAX, PastKeyValues
 from .onnx_export import graph_logits
 from .qwen2_vl import rope_index
 
-__all__ = ["MRopePositions", "Qwen2VLDecoderWithPast", "Qwen2VLVisionEncoder", "is_mrope_model"]
+__all__ = ["MRopePositions", "Qwen2VLDecoderWithPast", "Qwen2VLVisionEncoder", "export_patch_vision", "is_mrope_model"]
 
 MROPE_MERGE_KEY = "forgegrad.mrope_merge_size"  # the decoder graph's metadata: take 3-D positions, this merge size
 
@@ -69,7 +69,8 @@ class Qwen2VLVisionEncoder(nn.Module):
         area = h * w
         ends = (t * area).cumsum(0)  # each image's patches end here
         starts = ends - t * area
-        n = (pixel_values[:, 0] * 0 + 1).cumsum(0) - 1  # (N,) each patch's index
+        # (N,) each patch's index (ones from a comparison: finite whatever the pixels hold, NaN or infinity)
+        n = ((pixel_values[:, 0] != 0).float() * 0 + 1).cumsum(0) - 1
         mine = (n.unsqueeze(1) >= starts.unsqueeze(0)).float() * (n.unsqueeze(1) < ends.unsqueeze(0)).float()
 
         def of_image(v):  # (N,): each patch's image's value (one 1.0 per row of ``mine``: an exact pick)
@@ -155,6 +156,36 @@ def decoder_example(model, ids: np.ndarray, seed: int) -> np.ndarray:
     """(3, B, T) int64 positions for the decoder's example: the three components differing (as an image's)."""
     rng = np.random.default_rng(seed + 2)
     return np.sort(rng.integers(0, 3 * ids.shape[1] + 4, size=(3, *ids.shape)), axis=-1).astype(np.int64)
+
+
+def export_patch_vision(model, path: str, seed: int, common: dict, who: str):
+    """The vision graph, written to ``path``: traced on two images, verified by export at other patch and image counts
+    (the graph against the same Tensor ops, on the verifier's random grids), then, with ``common["verify"]``, against
+    the eager tower (``model.image_features``) at the consistent layouts of ``vision_checks``. ``common``: export's
+    opset, verify, rtol and atol. Returns export's report."""
+    from ...autograd import no_grad
+    from ...onnx import OnnxVerificationError, export
+
+    pixels, grid = vision_example(model, seed)
+    unit = model.merge ** 2
+    report = export(Qwen2VLVisionEncoder(model), (Tensor._stored(pixels), Tensor._stored(grid)), path,
+                    dynamic_axes={"pixel_values": {0: "patches"}, "grid_thw": {0: "images"},
+                                  "image_features": {0: "tokens"}},
+                    input_names=["pixel_values", "grid_thw"], output_names=["image_features"],
+                    axis_divisors={"patches": unit}, verify_sizes=[{"patches": 2 * unit, "images": 1}], **common)
+    if common["verify"]:
+        import onnxruntime as ort
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        for x, g in vision_checks(model, seed):
+            got = session.run(None, {"pixel_values": x, "grid_thw": g})[0]
+            with no_grad():
+                want = model.image_features(x, g).numpy()
+            if got.shape != want.shape or not np.allclose(got, want, rtol=common["rtol"], atol=common["atol"]):
+                err = np.abs(got - want).max() if got.shape == want.shape else f"shape {got.shape} != {want.shape}"
+                raise OnnxVerificationError(
+                    f"{who}: {path}: onnxruntime's image_features differ from the eager vision tower's for "
+                    f"grid_thw {g.tolist()} (max abs error {err})", report)
+    return report
 
 
 class MRopePositions:
