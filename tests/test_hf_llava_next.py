@@ -168,9 +168,6 @@ def test_bad_inputs_and_configs_raise_clear_errors(checkpoint):
         model(ids, mask, image_sizes=SIZES)
     with pytest.raises(ValueError, match="need image_sizes"):
         generate(model, ids, attention_mask=mask, pixel_values=PIXELS, max_new_tokens=2)
-    from forgegrad.models.hf.onnx_image_text import export_image_text
-    with pytest.raises(NotImplementedError, match="does not export to ONNX yet"):
-        export_image_text(model, checkpoint[0] / "onnx")
     base = dict(text_config=TEXT, vision_config=VISION, image_token_index=IMG)
     for extra, message in [(dict(image_grid_pinpoints=[[28]]), "image_grid_pinpoints must be"),
                            (dict(vision_feature_select_strategy="full"), "vision_feature_select_strategy")]:

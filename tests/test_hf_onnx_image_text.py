@@ -184,7 +184,7 @@ def test_a_text_decoder_is_refused(tmp_path):
     with pytest.raises(TypeError, match="export_image_text: model must be an image-text model"):
         export_image_text(text, tmp_path)
     export_with_past(text, tmp_path / "decoder.onnx", verify=False)
-    with pytest.raises(TypeError, match="generate_onnx: pixel_values / token_type_ids go with an image-text"):
+    with pytest.raises(TypeError, match="generate_onnx: pixel_values / .* go with an image-text"):
         generate_onnx(tmp_path / "decoder.onnx", [[1, 2]], pixel_values=np.zeros((1, 3, 14, 14), np.float32))
 
 

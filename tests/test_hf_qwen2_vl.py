@@ -156,9 +156,6 @@ def test_bad_inputs_raise_clear_errors(checkpoint):
         model(np.delete(TWO, 3, axis=1), pixel_values=PIXELS, image_grid_thw=GRID)
     with pytest.raises(ValueError, match="image 0's run of image tokens has 10 tokens"):
         model(np.array([[5, VS] + [IMG] * 10 + [VE]]), pixel_values=PIXELS, image_grid_thw=GRID)
-    from forgegrad.models.hf import export_image_text
-    with pytest.raises(NotImplementedError, match="Qwen2VLForConditionalGeneration does not export to ONNX yet"):
-        export_image_text(model, path / "onnx")
     with pytest.raises(ValueError, match="rope type 'yarn' is not supported"):
         Qwen2VLForConditionalGeneration(dict(text_config={**TEXT, "rope_parameters": {"rope_type": "yarn"}},
                                              vision_config=VISION))

@@ -34,7 +34,8 @@ def add_parser(sub):
                         "checkpoint directory (config.json): a GPT-2 or Llama-family decoder exports with its KV "
                         "cache as inputs and outputs, for generation in onnxruntime; T5, BART, Marian, mBART, "
                         "M2M100 and Whisper as encoder.onnx and decoder.onnx in the --out directory; Gemma 3, "
-                        "LLaVA and PaliGemma (image-text) as vision_encoder.onnx, embed_tokens.onnx and "
+                        "LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL and Qwen2.5-VL (image-text) as "
+                        "vision_encoder.onnx, embed_tokens.onnx and "
                         "decoder_model_merged.onnx in the --out directory; a "
                         "question-answering or multiple-choice encoder with input_ids and attention_mask "
                         "(start_logits and end_logits, or logits)")
@@ -140,7 +141,7 @@ def export_hf(path, out, batch=4, verify=True, past=True, cross_attentions=False
             return name, export_seq2seq(model, out, verify=verify, cross_attentions=cross_attentions)[1]
         if cross_attentions:
             raise UsageError(f"--cross-attentions: only Whisper's decoder graph outputs them, not {name}'s")
-        if getattr(model, "takes_images", False):  # Gemma 3, LLaVA, PaliGemma: three graphs in a folder
+        if getattr(model, "takes_images", False):  # Gemma 3, LLaVA(-NeXT), PaliGemma, Qwen2-VL: 3 graphs
             if os.path.exists(out) and not os.path.isdir(out):
                 raise UsageError(f"--out {out}: an image-text model exports three graphs (vision_encoder.onnx, "
                                  "embed_tokens.onnx, decoder_model_merged.onnx); give a directory")

@@ -83,6 +83,37 @@ def image_token_count(size: Sequence[int], pinpoints, tile: int, patch: int) -> 
     return side * side + (bottom - top) * (right - left + 1)
 
 
+def checked_sizes(image_sizes, n_images, who: str) -> np.ndarray:
+    """image_sizes as a (num_images, 2) integer array of positive (height, width) rows, checked (``n_images``: the
+    images of a 5-D pixel_values, or None)."""
+    sizes = np.asarray(image_sizes.numpy() if isinstance(image_sizes, Tensor) else image_sizes)
+    if sizes.ndim != 2 or sizes.shape[1] != 2 or sizes.dtype.kind not in "iu" or (sizes <= 0).any() or (
+            n_images is not None and sizes.shape[0] != n_images):
+        want = "(num_images, 2)" if n_images is None else f"({n_images}, 2) (one per image of pixel_values)"
+        raise ValueError(f"{who}: image_sizes must be positive integer (height, width) rows {want}, got "
+                         f"{sizes.dtype} {sizes.shape}")
+    return sizes
+
+
+def image_tile_rows(pixel_values, sizes: np.ndarray, pinpoints, tile: int, who: str):
+    """(every image's tiles (total, 3, S, S), each image's tile count), the batch padding of a 5-D (num_images,
+    num_tiles, 3, S, S) pixel_values dropped; a Tensor stays a Tensor."""
+    counts = [r * c + 1 for r, c in (image_tiles(s, pinpoints, tile) for s in sizes)]
+    shape = tuple(pixel_values.shape)
+    if len(shape) == 5:
+        if shape[0] != len(sizes) or shape[1] < max(counts):
+            raise ValueError(f"{who}: pixel_values (num_images, num_tiles, 3, H, W) {shape} must hold "
+                             f"{len(sizes)} images of at least {max(counts)} tiles (image_sizes give {counts} "
+                             "tiles: the base image and the best pinpoint's grid)")
+        if isinstance(pixel_values, Tensor):
+            return cat([pixel_values[i, :n] for i, n in enumerate(counts)], 0), counts
+        return np.concatenate([pixel_values[i, :n] for i, n in enumerate(counts)]), counts
+    if len(shape) != 4 or shape[0] != sum(counts):
+        raise ValueError(f"{who}: pixel_values must be (num_images, num_tiles, 3, H, W), or (total tiles, 3, H, "
+                         f"W) with the {sum(counts)} tiles image_sizes give ({counts}), got shape {shape}")
+    return pixel_values, counts
+
+
 class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
     """LLaVA-NeXT: ``forward(input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0,
     pixel_values=None, image_sizes=None)`` returns the logits (B, T, vocab_size)."""
@@ -120,30 +151,10 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
                                                                       for s in sizes)]
 
     def _sizes(self, image_sizes, n_images) -> np.ndarray:
-        sizes = np.asarray(image_sizes.numpy() if isinstance(image_sizes, Tensor) else image_sizes)
-        if sizes.ndim != 2 or sizes.shape[1] != 2 or sizes.dtype.kind not in "iu" or (sizes <= 0).any() or (
-                n_images is not None and sizes.shape[0] != n_images):
-            want = "(num_images, 2)" if n_images is None else f"({n_images}, 2) (one per image of pixel_values)"
-            raise ValueError(f"{_WHO}: image_sizes must be positive integer (height, width) rows {want}, got "
-                             f"{sizes.dtype} {sizes.shape}")
-        return sizes
+        return checked_sizes(image_sizes, n_images, _WHO)
 
     def _tiles(self, pixel_values, sizes: np.ndarray) -> Tuple[Tensor, List[int]]:
-        """(every image's tiles (total, 3, S, S), each image's tile count), the batch padding dropped."""
-        counts = [r * c + 1 for r, c in (image_tiles(s, self.pinpoints, self.tile) for s in sizes)]
-        shape = tuple(pixel_values.shape)
-        if len(shape) == 5:
-            if shape[0] != len(sizes) or shape[1] < max(counts):
-                raise ValueError(f"{_WHO}: pixel_values (num_images, num_tiles, 3, H, W) {shape} must hold "
-                                 f"{len(sizes)} images of at least {max(counts)} tiles (image_sizes give {counts} "
-                                 "tiles: the base image and the best pinpoint's grid)")
-            if isinstance(pixel_values, Tensor):
-                return cat([pixel_values[i, :n] for i, n in enumerate(counts)], 0), counts
-            return np.concatenate([pixel_values[i, :n] for i, n in enumerate(counts)]), counts
-        if len(shape) != 4 or shape[0] != sum(counts):
-            raise ValueError(f"{_WHO}: pixel_values must be (num_images, num_tiles, 3, H, W), or (total tiles, 3, H, "
-                             f"W) with the {sum(counts)} tiles image_sizes give ({counts}), got shape {shape}")
-        return pixel_values, counts
+        return image_tile_rows(pixel_values, sizes, self.pinpoints, self.tile, _WHO)
 
     def packed_features(self, pixel_values, image_sizes) -> Tensor:
         """(total image tokens, hidden): each image's base tile rows, then its unpadded grid rows each followed by

@@ -74,12 +74,15 @@ class DecoderWithPast(nn.Module):
 
 
 def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKeyValues, logits_to_keep: int = 0, *,
-                 inputs_embeds: Tensor = None, both_ways: Tensor = None, window_bounds_both_ways: bool = True):
+                 inputs_embeds: Tensor = None, both_ways: Tensor = None, window_bounds_both_ways: bool = True,
+                 position_ids: Tensor = None):
     """``model.forward_graph`` with the positions and attention biases computed from the mask as Tensor ops (what
     an exported graph computes from its inputs), extending ``cache``. ``inputs_embeds`` (B, T, hidden): the input
     rows in place of ``input_ids``' embeddings; ``both_ways`` (B, T, past + T) 0/1: the pairs (new token, key)
     allowed besides the causal ones (an image-text model's image blocks or prefix, onnx_image_text.py), within a
-    sliding window too where ``window_bounds_both_ways`` (Gemma 3), or not (PaliGemma's prefix); padding never."""
+    sliding window too where ``window_bounds_both_ways`` (Gemma 3), or not (PaliGemma's prefix); padding never.
+    ``position_ids``: the new tokens' positions as given (Qwen2-VL's (3, B, T) M-RoPE ones, computed on the host) in
+    place of the mask's."""
     first_new = cache.length  # the new tokens' columns of the mask start here
     mask = attention_mask.float()  # (B, past + T), 1 for a token
     place = key_places(mask)  # each column's index 0 .. past + T - 1
@@ -103,7 +106,9 @@ def graph_logits(model, input_ids: Tensor, attention_mask: Tensor, cache: PastKe
                 near = near * inside
         biases[window] = ((near - 1) * FLOAT32_MAX).unsqueeze(1)  # (B, 1, T, past + T): 0 or float32's min
     rows = {} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-    return model.forward_graph(input_ids, positions[:, first_new:].long(), biases, cache, logits_to_keep, **rows)
+    if position_ids is None:
+        position_ids = positions[:, first_new:].long()
+    return model.forward_graph(input_ids, position_ids, biases, cache, logits_to_keep, **rows)
 
 
 def _layers(model) -> int:
@@ -195,7 +200,7 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
                   repetition_penalty: Optional[float] = None, no_repeat_ngram_size: Optional[int] = None,
                   min_length: Optional[int] = None, forced_bos_token_id=UNSET, forced_eos_token_id=UNSET,
                   generation_config=None, tokenizer=None, pixel_values=None, token_type_ids=None,
-                  **settings) -> np.ndarray:
+                  image_grid_thw=None, image_sizes=None, **settings) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
     new token on the cache it returned, choosing each token as ``generate`` chooses it (onnx_decoding.py): its
@@ -224,8 +229,8 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
     followed by the new tokens, (batch * R, prompt + new) int64, R rows per prompt.
 
     An image-text model's graphs (``session``: the folder ``export_image_text`` wrote, or its ImageTextSessions)
-    decode with ``pixel_values`` and ``token_type_ids`` as ``generate`` takes them (onnx_image_text.py: one sequence
-    per prompt, no beams).
+    decode with ``pixel_values``, ``token_type_ids``, (Qwen2-VL) ``image_grid_thw`` and (LLaVA-NeXT) ``image_sizes``
+    as ``generate`` takes them (onnx_image_text.py: one sequence per prompt, no beams).
     """
     from .onnx_image_text import ImageTextSessions, generate_image_text_onnx, is_image_text_folder
     if isinstance(session, ImageTextSessions) or is_image_text_folder(session):
@@ -235,10 +240,11 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
             repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
             length_penalty=length_penalty, early_stopping=early_stopping, forced_bos_token_id=forced_bos_token_id,
             forced_eos_token_id=forced_eos_token_id, generation_config=generation_config, tokenizer=tokenizer,
-            **settings)
-    if pixel_values is not None or token_type_ids is not None:
-        raise TypeError("generate_onnx: pixel_values / token_type_ids go with an image-text model's graphs (the "
-                        "folder export_image_text wrote); this graph is a text decoder's")
+            image_grid_thw=image_grid_thw, image_sizes=image_sizes, **settings)
+    if any(v is not None for v in (pixel_values, token_type_ids, image_grid_thw, image_sizes)):
+        raise TypeError("generate_onnx: pixel_values / token_type_ids / image_grid_thw / image_sizes go with an "
+                        "image-text model's graphs (the folder export_image_text wrote); this graph is a text "
+                        "decoder's")
     graph = session
     session = session_of(session)
     ids, mask = check_prompt("generate_onnx", input_ids, attention_mask)

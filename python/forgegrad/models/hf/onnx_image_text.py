@@ -1,6 +1,8 @@
 """ONNX export of the image-text decoders (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
-PaliGemmaForConditionalGeneration) as three graphs, in the layout of Hugging Face optimum's / transformers.js's
-image-text exports, and greedy or sampled decoding on them in onnxruntime.
+PaliGemmaForConditionalGeneration; Qwen2VLForConditionalGeneration and Qwen2_5_VLForConditionalGeneration with the
+inputs of onnx_qwen2_vl.py: patches and their grids, 3-D M-RoPE positions; LlavaNextForConditionalGeneration with
+onnx_llava_next.py's tiles, packed on the host) as three graphs, in the layout of Hugging
+Face optimum's / transformers.js's image-text exports, and greedy or sampled decoding on them in onnxruntime.
 
 ``export_image_text(model, folder)`` writes:
 
@@ -17,7 +19,11 @@ image-text exports, and greedy or sampled decoding on them in onnxruntime.
   token types are 1 on image tokens (the tokens of one image attend to each other both ways; zeros: causal),
   PaliGemma's 0 on the prefix (which attends to itself both ways) and 1 on the suffix (ones: causal); a decode
   step passes the new token's type (Gemma 3: 0, PaliGemma: 1). The decoder computes positions from the mask as
-  ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids``.
+  ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids`` (but Qwen2-VL's, whose M-RoPE positions
+  follow the images: onnx_qwen2_vl.py).
+
+Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py), LLaVA-NeXT's any number
+of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
 
 The host places the images' rows at the image tokens (transformers' masked_scatter), as transformers.js does;
 ``generate_image_text_onnx`` does so and decodes. Every graph is verified in onnxruntime against forgegrad at the
@@ -25,6 +31,7 @@ example's sizes and at others; batch and sequence axes are dynamic, the image si
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional
 
@@ -37,6 +44,9 @@ from ._layers import PastKeyValues
 from .generation import UNSET
 from .onnx_decoding import TokenPicker, check_prompt, decoding, logits_vocab, processors, save_generation_config
 from .onnx_export import _example, graph_logits, input_names, output_names
+from .onnx_llava_next import ANYRES_KEY, AnyresVisionEncoder, anyres_metadata, is_anyres_model, pack_tiles, split_tiles
+from .onnx_qwen2_vl import (MROPE_MERGE_KEY, MRopePositions, Qwen2VLDecoderWithPast, decoder_example,
+                            export_patch_vision, is_mrope_model)
 
 __all__ = ["GRAPHS", "ImageTextSessions", "export_image_text", "generate_image_text_onnx", "is_image_text_folder"]
 
@@ -53,9 +63,10 @@ def token_types_kind(model) -> Optional[str]:
             "PaliGemmaForConditionalGeneration": "prefix"}.get(name)
 
 
-# the image-text models these graphs compute (Qwen2-VL's tower takes image_grid_thw and its decoder 3-D M-RoPE
-# positions, LLaVA-NeXT's image_sizes pick its tiles' layout: not exported yet)
-EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "PaliGemmaForConditionalGeneration")
+# the image-text models these graphs compute
+EXPORTABLE = ("Gemma3ForConditionalGeneration", "LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration",
+              "PaliGemmaForConditionalGeneration", "Qwen2VLForConditionalGeneration",
+              "Qwen2_5_VLForConditionalGeneration")
 
 
 def _check_model(model, who: str) -> None:
@@ -135,6 +146,10 @@ def _pixels_example(model, batch: int, seed: int) -> np.ndarray:
 
 def _metadata(model) -> dict:
     out = {IMAGE_TOKEN_KEY: str(int(model.image_token_id))}
+    if is_mrope_model(model):
+        out[MROPE_MERGE_KEY] = str(int(model.merge))
+    if is_anyres_model(model):
+        out[ANYRES_KEY] = anyres_metadata(model)
     kind = token_types_kind(model)
     if kind:
         out[TOKEN_TYPES_KEY] = kind
@@ -143,8 +158,8 @@ def _metadata(model) -> dict:
 
 def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17, verify: bool = True,
                       rtol: float = 1e-4, atol: float = 1e-4, seed: int = 0) -> dict:
-    """Export ``model`` (a Gemma3ForConditionalGeneration, LlavaForConditionalGeneration or
-    PaliGemmaForConditionalGeneration) to ``folder`` as the module docstring's three graphs (and the checkpoint's
+    """Export ``model`` (one of ``EXPORTABLE``: Gemma 3, LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL, Qwen2.5-VL) to
+    ``folder`` as the module docstring's three graphs (and the checkpoint's
     generation_config.json), each verified in onnxruntime against forgegrad with ``verify`` (vision: batches 2, 1
     and 3; embeddings: (2, 5), (1, 1), (3, 9); decoder: export_with_past's sizes). ``logits_to_keep=1``: the
     decoder's logits (batch, 1, vocab), the last position's only. Returns {graph file name: ExportReport}."""
@@ -161,11 +176,16 @@ def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17
     was_training = model.training
     model.eval()
     try:
-        reports[GRAPHS[0]] = export(
-            VisionEncoder(model), (Tensor._stored(_pixels_example(model, 2, seed)),), os.path.join(folder, GRAPHS[0]),
-            dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
-            input_names=["pixel_values"], output_names=["image_features"], verify_sizes=[{"batch": 1}, {"batch": 3}],
-            **common)
+        if is_mrope_model(model):
+            reports[GRAPHS[0]] = export_patch_vision(model, os.path.join(folder, GRAPHS[0]), seed, common, _WHO)
+        else:  # LLaVA-NeXT: its tiles, and the image_newline row the host packs them with
+            anyres = is_anyres_model(model)
+            reports[GRAPHS[0]] = export(
+                (AnyresVisionEncoder if anyres else VisionEncoder)(model),
+                (Tensor._stored(_pixels_example(model, 2, seed)),), os.path.join(folder, GRAPHS[0]),
+                dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
+                input_names=["pixel_values"], output_names=["image_features"] + (["image_newline"] if anyres else []),
+                verify_sizes=[{"batch": 1}, {"batch": 3}], **common)
         ids = np.random.default_rng(seed).integers(0, model.vocab_size, size=(2, 5), dtype=np.int64)
         seq = {0: "batch", 1: "sequence"}
         reports[GRAPHS[1]] = export(
@@ -181,28 +201,35 @@ def export_image_text(model, folder, *, logits_to_keep: int = 0, opset: int = 17
 
 
 def _export_decoder(model, path: str, logits_to_keep: int, seed: int, common: dict):
-    """export_with_past's decoder graph with ``inputs_embeds`` in place of ``input_ids`` (and token_type_ids)."""
+    """export_with_past's decoder graph with ``inputs_embeds`` in place of ``input_ids`` (and token_type_ids, or
+    Qwen2-VL's 3-D position_ids)."""
     from ...onnx import export
 
     kind = token_types_kind(model)
+    mrope = is_mrope_model(model)
     past_in, outs = input_names(model)[2:], output_names(model)
-    names = ["inputs_embeds", "attention_mask"] + (["token_type_ids"] if kind else []) + past_in
+    names = ["inputs_embeds", "attention_mask"] + (["token_type_ids"] if kind else []) + (
+        ["position_ids"] if mrope else []) + past_in
     axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "past_sequence+sequence"},
-            "token_type_ids": {0: "batch", 1: "sequence"},
+            "token_type_ids": {0: "batch", 1: "sequence"}, "position_ids": {1: "batch", 2: "sequence"},
             "logits": {0: "batch"} if logits_to_keep else {0: "batch", 1: "sequence"}}
     axes.update({n: {0: "batch", 2: "past_sequence"} for n in past_in})
     axes.update({n: {0: "batch", 2: "past_sequence+sequence"} for n in outs[1:]})
     if not kind:
         del axes["token_type_ids"]
+    if not mrope:
+        del axes["position_ids"]
     ids, mask, *kv = _example(model, 2, 3, 4, seed)
     rng = np.random.default_rng(seed + 1)
     embeds = rng.standard_normal((*ids.shape, model.config["hidden_size"])).astype(np.float32)
     # the example's token types hold both kinds, so that the verifier's random ones (in the example's range) do too
     types = [np.array([[0, 1, 1, 0], [1, 1, 0, 1]], np.int64)] if kind else []
-    example = tuple(Tensor._stored(a) for a in [embeds, mask, *types, *kv])
+    positions = [decoder_example(model, ids, seed)] if mrope else []
+    example = tuple(Tensor._stored(a) for a in [embeds, mask, *types, *positions, *kv])
     sizes = [{"batch": 1, "past_sequence": 0, "sequence": 5}, {"batch": 3, "past_sequence": 9, "sequence": 1},
              {"batch": 2, "past_sequence": 7, "sequence": 7}]
-    return export(EmbedsDecoderWithPast(model, logits_to_keep), example, path, dynamic_axes=axes, input_names=names,
+    module = (Qwen2VLDecoderWithPast if mrope else EmbedsDecoderWithPast)(model, logits_to_keep)
+    return export(module, example, path, dynamic_axes=axes, input_names=names,
                   output_names=outs, verify_sizes=sizes, metadata=_metadata(model), **common)
 
 
@@ -238,16 +265,60 @@ class ImageTextSessions:
         meta = self.decoder.get_modelmeta().custom_metadata_map
         self.image_token_id = int(meta[IMAGE_TOKEN_KEY])
         self.token_types = meta.get(TOKEN_TYPES_KEY)
+        # Qwen2-VL: the vision graph takes patches and grid_thw, the decoder (3, B, T) position_ids
+        self.mrope_merge = int(meta[MROPE_MERGE_KEY]) if MROPE_MERGE_KEY in meta else None
+        # LLaVA-NeXT: the vision graph gives tiles' rows, packed here by image_sizes
+        self.anyres = json.loads(meta[ANYRES_KEY]) if ANYRES_KEY in meta else None
         self.image_shape = tuple(self.vision.get_inputs()[0].shape[1:])
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
 
-    def image_rows(self, pixel_values) -> np.ndarray:
-        """The vision graph's (N, tokens per image, hidden) for ``pixel_values`` (N, 3, S, S), checked."""
+    def image_rows(self, pixel_values, image_grid_thw=None, image_sizes=None) -> np.ndarray:
+        """The vision graph's (N, tokens per image, hidden) for ``pixel_values`` (N, 3, S, S), checked; Qwen2-VL's
+        (merged patches, hidden) for the processor's patches (num_patches, patch_dim) and ``image_grid_thw``;
+        LLaVA-NeXT's (image tokens, hidden) for its tiles and ``image_sizes``, packed (onnx_llava_next.py)."""
         pixels = np.asarray(pixel_values.numpy() if isinstance(pixel_values, Tensor) else pixel_values, np.float32)
+        if self.mrope_merge is not None:
+            if image_sizes is not None:
+                raise TypeError("image_sizes goes with LLaVA-NeXT's graphs; Qwen2-VL's take image_grid_thw")
+            return self._patch_rows(pixels, image_grid_thw)
+        if image_grid_thw is not None:
+            raise TypeError("image_grid_thw goes with Qwen2-VL's graphs (patches and their grids); this vision graph "
+                            f"takes whole images {self.image_shape}")
+        if self.anyres is not None:
+            return self._tile_rows(pixels, image_sizes)
+        if image_sizes is not None:
+            raise TypeError("image_sizes goes with LLaVA-NeXT's graphs (tiles packed by size); this vision graph "
+                            f"takes whole images {self.image_shape}")
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != self.image_shape or pixels.shape[0] == 0:
             raise ValueError(f"pixel_values must be (images >= 1, {', '.join(map(str, self.image_shape))}) as the "
                              f"exported vision tower takes them, got shape {pixels.shape}")
         return self.vision.run(None, {"pixel_values": pixels})[0]
+
+    def patch_grid(self, pixel_values, image_grid_thw) -> np.ndarray:
+        """Qwen2-VL's ``image_grid_thw`` as an int64 (num_images, 3) array, checked with ``pixel_values`` (the
+        processor's patches (num_patches, patch_dim))."""
+        from .qwen2_vl_vision import check_grid
+        shape = tuple(getattr(pixel_values, "shape", np.shape(pixel_values)))
+        if len(shape) != 2 or shape[1:] != self.image_shape or shape[0] == 0:
+            raise ValueError(f"pixel_values must be the processor's flattened patches (num_patches >= 1, "
+                             f"{self.image_shape[0]}) as the exported vision tower takes them, got shape {shape}")
+        if image_grid_thw is None:
+            raise ValueError("image_grid_thw: Qwen2-VL's pixel_values need their grids (num_images, 3), as the "
+                             "processor returns them")
+        return check_grid(image_grid_thw, shape[0], self.mrope_merge, "image_grid_thw")
+
+    def _tile_rows(self, pixels: np.ndarray, image_sizes) -> np.ndarray:
+        if pixels.ndim not in (4, 5) or tuple(pixels.shape[-3:]) != self.image_shape or pixels.shape[0] == 0:
+            tile = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"pixel_values must be LLaVA-NeXT's tiles (images, tiles, {tile}) or (total tiles, "
+                             f"{tile}) as the exported vision tower takes them, got shape {pixels.shape}")
+        tiles, counts, sizes = split_tiles(pixels, image_sizes, self.anyres, "image_sizes")
+        features, newline = self.vision.run(None, {"pixel_values": np.ascontiguousarray(tiles)})
+        return pack_tiles(features, newline, sizes, counts, self.anyres)
+
+    def _patch_rows(self, pixels: np.ndarray, image_grid_thw) -> np.ndarray:
+        grid = self.patch_grid(pixels, image_grid_thw)
+        return self.vision.run(None, {"pixel_values": pixels, "grid_thw": grid})[0]
 
     def embeds(self, ids: np.ndarray, image_rows: Optional[np.ndarray]) -> np.ndarray:
         """The decoder's inputs_embeds: the embedding graph's rows with the images' rows at the image tokens, in order
@@ -257,25 +328,37 @@ class ImageTextSessions:
         count = int(image.sum())
         rows = np.zeros((0, x.shape[-1]), np.float32) if image_rows is None else image_rows.reshape(-1, x.shape[-1])
         if count != rows.shape[0]:
-            per = 0 if image_rows is None else image_rows.shape[1]
-            n = 0 if image_rows is None else image_rows.shape[0]
+            each = "" if image_rows is None or image_rows.ndim != 3 else \
+                f"{image_rows.shape[0]} images, {image_rows.shape[1]} each: "
             raise ValueError(f"pixel_values: the prompt holds {count} image tokens (id {self.image_token_id}) but "
-                             f"the {n} images give {rows.shape[0]} ({per} each)")
+                             f"the images give {each}{rows.shape[0]}")
         x[image] = rows
         return x
 
-    def prefill(self, ids: np.ndarray, mask: np.ndarray, pixel_values=None, token_type_ids=None):
+    def prefill(self, ids: np.ndarray, mask: np.ndarray, pixel_values=None, token_type_ids=None, image_grid_thw=None,
+                positions: Optional[np.ndarray] = None, image_sizes=None):
         """(logits, present) of the decoder's first call on a prompt (``ids``, ``mask`` (B, T) int64) with its
-        images: the vision graph, the embedding graph, the rows merged, the decoder with no past."""
-        rows = None if pixel_values is None else self.image_rows(pixel_values)
+        images: the vision graph, the embedding graph, the rows merged, the decoder with no past. Qwen2-VL:
+        ``image_grid_thw`` with the patches; ``positions`` (3, B, T), by default MRopePositions' of the prompt.
+        LLaVA-NeXT: ``image_sizes`` with the tiles."""
+        rows = None if pixel_values is None else self.image_rows(pixel_values, image_grid_thw, image_sizes)
+        if self.mrope_merge is not None and positions is None:
+            grid = None if pixel_values is None else self.patch_grid(pixel_values, image_grid_thw)
+            positions = MRopePositions(ids, mask, self.image_token_id, grid, self.mrope_merge, "prefill").prompt
         empty = {i.name: np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
                  for i in self.decoder.get_inputs() if i.name in self.past_names}
         logits, *present = self.decoder.run(None, self.decoder_feed(self.embeds(ids, rows), mask, token_type_ids,
-                                                                    empty))
+                                                                    empty, positions))
         return logits, dict(zip(self.past_names, present))
 
-    def decoder_feed(self, embeds: np.ndarray, mask: np.ndarray, types: Optional[np.ndarray], past: dict) -> dict:
+    def decoder_feed(self, embeds: np.ndarray, mask: np.ndarray, types: Optional[np.ndarray], past: dict,
+                     positions: Optional[np.ndarray] = None) -> dict:
+        """The decoder's inputs; ``positions`` (3, B, T) int64: Qwen2-VL's M-RoPE position_ids (required there)."""
         feed = {"inputs_embeds": embeds, "attention_mask": mask, **past}
+        if self.mrope_merge is not None:
+            if positions is None:
+                raise ValueError("decoder_feed: Qwen2-VL's decoder graph needs its (3, batch, sequence) position_ids")
+            feed["position_ids"] = np.asarray(positions, np.int64)
         if self.token_types:
             if types is None:  # causal: no image blocks (Gemma 3: 0), everything suffix (PaliGemma: 1)
                 types = np.full(embeds.shape[:2], int(self.token_types == "prefix"), np.int64)
@@ -296,6 +379,18 @@ def _token_types(sessions: ImageTextSessions, token_type_ids, shape) -> Optional
     return kinds.astype(np.int64)
 
 
+def _mrope_positions(sessions: ImageTextSessions, ids, mask, pixel_values, image_grid_thw, who: str):
+    """Qwen2-VL's MRopePositions for the prompt (None for the other graphs, which take no image_grid_thw)."""
+    if sessions.mrope_merge is None:
+        if image_grid_thw is not None:
+            raise TypeError(f"{who}: image_grid_thw goes with Qwen2-VL's graphs; these take whole images")
+        return None
+    if pixel_values is None and image_grid_thw is not None:
+        raise ValueError(f"{who}: image_grid_thw was given without pixel_values")
+    grid = None if pixel_values is None else sessions.patch_grid(pixel_values, image_grid_thw)
+    return MRopePositions(ids, mask, sessions.image_token_id, grid, sessions.mrope_merge, who)
+
+
 def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_values=None, token_type_ids=None,
                              max_new_tokens: Optional[int] = None, eos_token_id=UNSET, pad_token_id=UNSET,
                              do_sample: Optional[bool] = None, temperature: Optional[float] = None, top_k=UNSET,
@@ -304,13 +399,16 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                              no_repeat_ngram_size: Optional[int] = None, min_length: Optional[int] = None,
                              length_penalty: Optional[float] = None, early_stopping=None, forced_bos_token_id=UNSET,
                              forced_eos_token_id=UNSET, generation_config=None, tokenizer=None,
-                             **settings) -> np.ndarray:
+                             image_grid_thw=None, image_sizes=None, **settings) -> np.ndarray:
     """``generate(model, input_ids, pixel_values=..., token_type_ids=...)`` on the graphs of ``export_image_text``
     (``folder``: its path, or an ImageTextSessions; ``generate_onnx`` given the folder calls this): the images
     through the vision graph, their rows placed at the image tokens, one decoder call on the prompt and one per new
     token (embedded by the embedding graph), each token chosen as ``generate`` chooses it (onnx_decoding.py: the
     settings resolved from the arguments, the generation config beside the graphs, generate's defaults). As generate
-    with images: one sequence per prompt, no beams. Returns the prompts followed by the new tokens (batch,
+    with images: one sequence per prompt, no beams. Qwen2-VL / Qwen2.5-VL: ``pixel_values`` the processor's patches
+    with their ``image_grid_thw``; the decoder's M-RoPE positions computed here as generate's (onnx_qwen2_vl.py).
+    LLaVA-NeXT: ``pixel_values`` its tiles with their ``image_sizes`` (onnx_llava_next.py).
+    Returns the prompts followed by the new tokens (batch,
     prompt + new) int64."""
     who = "generate_image_text_onnx"
     sessions = folder if isinstance(folder, ImageTextSessions) else ImageTextSessions(folder)
@@ -318,6 +416,9 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     if not mask.any(axis=1).all():
         raise ValueError(f"{who}: every prompt needs at least one real token (attention_mask row of zeros)")
     types = _token_types(sessions, token_type_ids, ids.shape)
+    rope = _mrope_positions(sessions, ids, mask, pixel_values, image_grid_thw, who)
+    if image_sizes is not None and pixel_values is None:
+        raise ValueError(f"{who}: image_sizes were given without pixel_values")
     B, T = ids.shape
     arguments = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                      do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -332,11 +433,13 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                                   "num_return_sequences yet), as generate's")
     new = d.max_new_tokens
     if new == 0:  # (the images still checked against the prompt's image tokens)
-        sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values))
+        sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values, image_grid_thw,
+                                                                                   image_sizes))
         return ids
     process = processors(d, T + new, ids, padding=mask.argmax(axis=1), prompt_length=T)
     pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
-    logits, past = sessions.prefill(ids, mask, pixel_values, types)
+    logits, past = sessions.prefill(ids, mask, pixel_values, types, image_grid_thw,
+                                    None if rope is None else rope.prompt, image_sizes)
     step_type = None if types is None else np.full((B, 1), int(sessions.token_types == "prefix"), np.int64)
     while True:
         nxt = pick(logits[:, -1])
@@ -344,6 +447,7 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
             break
         mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
         step = sessions.embed.run(None, {"input_ids": nxt[:, None].astype(np.int64)})[0]
-        logits, *present = sessions.decoder.run(None, sessions.decoder_feed(step, mask, step_type, past))
+        logits, *present = sessions.decoder.run(None, sessions.decoder_feed(step, mask, step_type, past,
+                                                                            None if rope is None else rope.step()))
         past = dict(zip(sessions.past_names, present))
     return pick.sequences.copy()

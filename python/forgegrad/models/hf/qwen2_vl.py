@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ...factories import cat
 from ...tensor import Tensor
 from ._image_text import ImageTextDecoder
 from ._layers import RotaryEmbedding, host_array, ids_array
@@ -58,6 +59,17 @@ class MRopeEmbedding(RotaryEmbedding):
             raise ValueError(f"{who}: mrope_section must be non-negative ints summing to head_dim / 2 "
                              f"({head_dim // 2}), got {sections!r}")
         self.component = np.repeat(np.arange(len(sections)) % 3, sections)  # (D/2,)
+
+    def cos_sin_of(self, position_ids: Tensor):
+        """cos_sin on int64 Tensor positions, (3, B, T) or (B, T), as Tensor ops (an exported decoder computes them
+        from its position_ids input): each frequency's component picked by a 0/1 weight (an exact selection)."""
+        if position_ids.ndim != 3:
+            return super().cos_sin_of(position_ids)
+        freqs = position_ids.float().unsqueeze(-1) * Tensor._wrap(self.inv_freq)  # (3, B, T, D/2)
+        pick = (np.arange(3)[:, None] == self.component[None]).astype(np.float32)[:, None, None]  # (3, 1, 1, D/2)
+        freqs = (freqs * Tensor._wrap(pick)).sum(0)
+        emb = cat([freqs, freqs], dim=-1).unsqueeze(1)
+        return emb.cos(), emb.sin()
 
     def cos_sin(self, position_ids: np.ndarray):
         pos = np.asarray(position_ids)

@@ -85,12 +85,16 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, segments) -> Tensor:
         """``segments``: the lengths of the consecutive runs of patches that attend within themselves (frames or
-        windows), each attended on its own (transformers' per-cu_seqlens chunks: no N x N mask)."""
+        windows), each attended on its own (transformers' per-cu_seqlens chunks: no N x N mask); or a Tensor
+        additive bias (1, 1, N, N) that masks the pairs of different runs (the exported graph's, whose runs follow
+        its grid input: onnx_qwen2_vl.py)."""
         n = x.shape[0]
         qkv = self.qkv(x).reshape(n, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, N, D)
         q, k, v = (qkv[i].unsqueeze(0) for i in range(3))  # (1, H, N, D)
         q, k = RotaryEmbedding.apply(q, cos, sin), RotaryEmbedding.apply(k, cos, sin)
-        if len(segments) == 1:
+        if isinstance(segments, Tensor):
+            out = attend(q, k, v, segments)
+        elif len(segments) == 1:
             out = attend(q, k, v, None)  # (1, H, N, D)
         else:
             ends = np.cumsum(segments).tolist()
