@@ -159,6 +159,24 @@ def test_sampling_on_the_graphs_draws_generates_tokens_after_the_same_seed(expor
     np.testing.assert_array_equal(generate_image_text_onnx(s, ids, mask, pixel_values=pixels, **kw), want)
 
 
+def test_beams_and_several_draws_on_the_graphs_give_generates_tokens(exported):
+    """Beam search (3 beams, the 2 best) and 2 draws per prompt on the graphs: each prompt's rows from its one
+    prefill, the tokens generate gives with the images on every row."""
+    import forgegrad as fg
+    model, s, _ = exported
+    for ids, mask, types, pixels in _prompts(model):
+        kw = dict(max_new_tokens=5, eos_token_id=None, token_type_ids=types, pixel_values=pixels)
+        beams = dict(kw, num_beams=3, num_return_sequences=2, length_penalty=0.5, do_sample=False)
+        np.testing.assert_array_equal(generate_image_text_onnx(s, ids, mask, **beams),
+                                      generate(model, ids, attention_mask=mask, **beams))
+    draws = dict(kw, num_return_sequences=2, do_sample=True, top_k=20, temperature=30.0)  # near-uniform draws
+    fg.manual_seed(3)
+    want = generate(model, ids, attention_mask=mask, **draws)
+    fg.manual_seed(3)
+    np.testing.assert_array_equal(generate_image_text_onnx(s, ids, mask, **draws), want)
+    assert want.shape[0] == 4 and not np.array_equal(want[0], want[1])
+
+
 def test_bad_input_raises_naming_the_argument(exported):
     model, s, _ = exported
     ids, mask, types, pixels = _prompts(model)[0]
@@ -174,8 +192,8 @@ def test_bad_input_raises_naming_the_argument(exported):
     else:
         with pytest.raises(ValueError, match="token_type_ids must be"):
             generate_image_text_onnx(s, ids, mask, pixel_values=pixels, token_type_ids=types[:, 1:])
-    with pytest.raises(NotImplementedError, match="num_beams"):
-        generate_image_text_onnx(s, ids, mask, pixel_values=pixels, num_beams=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="num_return_sequences \\(3\\) must be <= num_beams \\(2\\)"):
+        generate_image_text_onnx(s, ids, mask, pixel_values=pixels, num_beams=2, num_return_sequences=3)
 
 
 def test_a_text_decoder_is_refused(tmp_path):

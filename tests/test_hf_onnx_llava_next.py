@@ -116,6 +116,16 @@ def test_greedy_decoding_on_the_graphs_gives_generates_tokens(exported):
                                                 eos_token_id=None, pixel_values=pixels, image_sizes=sizes), want)
 
 
+def test_beam_search_on_the_graphs_gives_generates_tokens(exported):
+    """3 beams, the 2 best, per prompt: its rows from one prefill (the images once), generate's tokens."""
+    model, s, _ = exported
+    for ids, mask, pixels, sizes in _prompts(model):
+        kw = dict(pixel_values=pixels, image_sizes=sizes, max_new_tokens=5, do_sample=False, eos_token_id=None,
+                  num_beams=3, num_return_sequences=2, length_penalty=0.5)
+        np.testing.assert_array_equal(generate_image_text_onnx(s, ids, mask, **kw),
+                                      generate(model, ids, attention_mask=mask, **kw))
+
+
 def test_bad_input_raises_naming_the_argument(exported):
     model, s, _ = exported
     ids, mask, pixels, sizes = _prompts(model)[0]

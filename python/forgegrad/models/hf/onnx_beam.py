@@ -19,7 +19,7 @@ import numpy as np
 from .beam_search import eos_list, fill_token, search
 from .logits_processors import LogitsProcessors
 
-__all__ = ["beam_settings", "beam_onnx", "beam_onnx_seq2seq"]
+__all__ = ["beam_settings", "beam_onnx", "beam_onnx_seq2seq", "beam_result"]
 
 
 def beam_settings(who: str, num_beams, length_penalty, early_stopping, num_return_sequences, do_sample):
@@ -69,7 +69,7 @@ class _Cache:
         self.past = {_past_name(n): a for n, a in zip(names, present)}
 
 
-def _result(first_tokens: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, R: int) -> np.ndarray:
+def beam_result(first_tokens: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, R: int) -> np.ndarray:
     """(B * R, P + n): each row's first tokens (the prompt, or the decoder start) and its hypothesis, n the
     longest returned hypothesis (shorter ones filled as the search fills them)."""
     seqs = seqs.reshape(-1, seqs.shape[-1])
@@ -111,7 +111,7 @@ def beam_onnx(session, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, e
                            fill_token(pad_token_id, eos), length_penalty, early_stopping,
                            LogitsProcessors() if process is None else process, np.repeat(ids, K, axis=0), num_return,
                            sampler, stopping)
-    return _result(ids, seqs, lengths, num_return)
+    return beam_result(ids, seqs, lengths, num_return)
 
 
 def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decoder_start_token_id: int,
@@ -144,4 +144,4 @@ def beam_onnx_seq2seq(encoder, decoder, ids: np.ndarray, mask: np.ndarray, decod
     seqs, lengths = search(first, next_logits, B, K, int(max_new_tokens), eos, fill_token(pad_token_id, eos),
                            length_penalty, early_stopping, LogitsProcessors() if process is None else process,
                            np.full((B * K, 1), start, np.int64), num_return, sampler, stopping)
-    return _result(np.full((B, 1), start, np.int64), seqs, lengths, num_return)
+    return beam_result(np.full((B, 1), start, np.int64), seqs, lengths, num_return)

@@ -42,6 +42,8 @@ from ...factories import cat
 from ...tensor import Tensor
 from ._layers import PastKeyValues
 from .generation import UNSET
+from .beam_search import fill_token, search
+from .onnx_beam import beam_result
 from .onnx_decoding import TokenPicker, check_prompt, decoding, logits_vocab, processors, save_generation_config
 from .onnx_export import _example, graph_logits, input_names, output_names
 from .onnx_llava_next import ANYRES_KEY, AnyresVisionEncoder, anyres_metadata, is_anyres_model, pack_tiles, split_tiles
@@ -404,12 +406,12 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     (``folder``: its path, or an ImageTextSessions; ``generate_onnx`` given the folder calls this): the images
     through the vision graph, their rows placed at the image tokens, one decoder call on the prompt and one per new
     token (embedded by the embedding graph), each token chosen as ``generate`` chooses it (onnx_decoding.py: the
-    settings resolved from the arguments, the generation config beside the graphs, generate's defaults). As generate
-    with images: one sequence per prompt, no beams. Qwen2-VL / Qwen2.5-VL: ``pixel_values`` the processor's patches
-    with their ``image_grid_thw``; the decoder's M-RoPE positions computed here as generate's (onnx_qwen2_vl.py).
-    LLaVA-NeXT: ``pixel_values`` its tiles with their ``image_sizes`` (onnx_llava_next.py).
-    Returns the prompts followed by the new tokens (batch,
-    prompt + new) int64."""
+    settings resolved from the arguments, the generation config beside the graphs, generate's defaults); beam search
+    (``num_beams``) and several sequences per prompt start each prompt's rows from its one prefill. Qwen2-VL /
+    Qwen2.5-VL: ``pixel_values`` the processor's patches with their ``image_grid_thw``; the decoder's M-RoPE
+    positions computed here as generate's (onnx_qwen2_vl.py). LLaVA-NeXT: ``pixel_values`` its tiles with their
+    ``image_sizes`` (onnx_llava_next.py). Returns the prompts followed by the new tokens (batch * sequences per
+    prompt, prompt + new) int64."""
     who = "generate_image_text_onnx"
     sessions = folder if isinstance(folder, ImageTextSessions) else ImageTextSessions(folder)
     ids, mask = check_prompt(who, input_ids, attention_mask)
@@ -428,26 +430,54 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                      forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
     graph = os.path.join(sessions.folder, GRAPHS[2])
     d = decoding(who, graph, generation_config, logits_vocab(sessions.decoder), tokenizer, T, arguments, settings)
-    if d.beams[0] > 1 or d.beams[3] > 1:
-        raise NotImplementedError(f"{who}: images go with one sequence per prompt (no num_beams or "
-                                  "num_return_sequences yet), as generate's")
+    K, R = d.beams[0], d.beams[3]
     new = d.max_new_tokens
     if new == 0:  # (the images still checked against the prompt's image tokens)
         sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values, image_grid_thw,
                                                                                    image_sizes))
-        return ids
-    process = processors(d, T + new, ids, padding=mask.argmax(axis=1), prompt_length=T)
-    pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
+        return np.repeat(ids, R, axis=0)
     logits, past = sessions.prefill(ids, mask, pixel_values, types, image_grid_thw,
                                     None if rope is None else rope.prompt, image_sizes)
-    step_type = None if types is None else np.full((B, 1), int(sessions.token_types == "prefix"), np.int64)
+    # each prompt's rows (its K beams, or its R draws) start from its one prefill: the logits and cache repeated
+    rows = K if K > 1 else R
+    steps = _RowSteps(sessions, np.repeat(mask, rows, axis=0), rope, rows,
+                      None if types is None else int(sessions.token_types == "prefix"),
+                      {n: np.repeat(a, rows, axis=0) for n, a in past.items()})
+    first = np.repeat(logits[:, -1], rows, axis=0)
+    if K > 1:
+        process = processors(d, T + new, ids, padding=mask.argmax(axis=1), prompt_length=T)
+        seqs, lengths = search(first, steps, B, K, new, d.eos, fill_token(d.pad, d.eos), d.beams[1], d.beams[2],
+                               process, np.repeat(ids, K, axis=0), R, d.sampler, d.stopping)
+        return beam_result(ids, seqs, lengths, R)
+    ids, mask = np.repeat(ids, R, axis=0), np.repeat(mask, R, axis=0)
+    process = processors(d, T + new, ids[::R], padding=mask.argmax(axis=1), prompt_length=T)
+    pick = TokenPicker(ids, new, d.eos, d.pad, d.sampler, process, d.stopping)
+    logits = first
     while True:
-        nxt = pick(logits[:, -1])
+        nxt = pick(logits)
         if pick.finished or pick.length == T + new:
             break
-        mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
-        step = sessions.embed.run(None, {"input_ids": nxt[:, None].astype(np.int64)})[0]
-        logits, *present = sessions.decoder.run(None, sessions.decoder_feed(step, mask, step_type, past,
-                                                                            None if rope is None else rope.step()))
-        past = dict(zip(sessions.past_names, present))
+        logits = steps(nxt, None)
     return pick.sequences.copy()
+
+
+class _RowSteps:
+    """The decode steps of B * rows rows after one prefill per prompt: ``steps(tokens, order)`` embeds each row's
+    new token and runs the decoder on its past (first gathered by ``order``: beam search's source rows, which stay
+    within each prompt's rows), returning the (rows, V) logits. Token types: each new token's kind; M-RoPE: the
+    prompt's positions carried on per row."""
+
+    def __init__(self, sessions: ImageTextSessions, mask: np.ndarray, rope, rows: int, step_kind, past: dict):
+        self.sessions, self.mask, self.rope, self.rows, self.past = sessions, mask, rope, rows, past
+        self.types = None if step_kind is None else np.full((len(mask), 1), step_kind, np.int64)
+
+    def __call__(self, tokens: np.ndarray, order) -> np.ndarray:
+        if order is not None and not np.array_equal(order, np.arange(len(order))):
+            self.past = {n: a[order] for n, a in self.past.items()}
+        self.mask = np.concatenate([self.mask, np.ones((len(self.mask), 1), np.int64)], axis=1)
+        s = self.sessions
+        embeds = s.embed.run(None, {"input_ids": np.asarray(tokens)[:, None].astype(np.int64)})[0]
+        positions = None if self.rope is None else np.repeat(self.rope.step(), self.rows, axis=1)
+        logits, *present = s.decoder.run(None, s.decoder_feed(embeds, self.mask, self.types, self.past, positions))
+        self.past = dict(zip(s.past_names, present))
+        return logits[:, -1]
