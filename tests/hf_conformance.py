@@ -18,6 +18,7 @@ inputs and tolerances and passes them in.
                                   transformers'
     engine_completions            greedy completions of token-id prompts through a batched engine
     check_batched_engines         the contiguous and paged engines (and the server) give generate's tokens
+    left_padded_positions         transformers' positions for a left-padded mask
     check_decoder_gradients       training: every parameter's gradient equals transformers' (float64), under the
                                   checkpoint's names
     padded_batch                  random right-padded token rows and their attention mask (the encoder tests)
@@ -46,6 +47,11 @@ import numpy as np
 
 import forgegrad as fg
 from forgegrad.models import generate, save_pretrained
+
+
+def left_padded_positions(mask):
+    """transformers' positions for a left-padded (B, T) mask: real tokens count from 0, padding gets 1."""
+    return np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
 
 
 def save_checkpoints(root, makers, *, seed=0):

@@ -12,6 +12,7 @@ from forgegrad.autograd import no_grad
 from forgegrad.models import from_pretrained
 from forgegrad.models.hf import export_image_text, export_with_past, generate, generate_image_text_onnx, generate_onnx
 from forgegrad.models.hf.onnx_image_text import ImageTextSessions
+from hf_conformance import left_padded_positions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -97,24 +98,15 @@ def exported(request, tmp_path_factory):
     return model, ImageTextSessions(path / "onnx"), path / "onnx"
 
 
-def _positions(mask):
-    return np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
-
-
-def _empty_past(s, batch):
-    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32) for i in s.decoder.get_inputs()
-            if i.name in s.past_names}
-
-
 def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(exported):
     model, s, _ = exported
     for ids, mask, types, pixels in _prompts(model):
         for kinds in ([types, None] if types is not None else [None]):
             embeds = s.embeds(ids, s.image_rows(pixels))
-            logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, kinds, _empty_past(s, 2)))
+            logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, kinds, s.empty_past(2)))
             cache = model.new_cache(2, ids.shape[1] + 1)
             with no_grad():
-                want = model(ids, mask, _positions(mask), cache=cache, pixel_values=pixels,
+                want = model(ids, mask, left_padded_positions(mask), cache=cache, pixel_values=pixels,
                              token_type_ids=kinds).numpy()
             real = mask == 1
             np.testing.assert_allclose(logits[real], want[real], rtol=1e-4, atol=1e-4)
@@ -124,11 +116,11 @@ def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(expor
             step = s.embed.run(None, {"input_ids": nxt})[0]
             got, *_ = s.decoder.run(None, s.decoder_feed(step, mask2, None, dict(zip(s.past_names, present))))
             with no_grad():
-                want2 = model(nxt, mask2, _positions(mask2)[:, -1:], cache=cache).numpy()
+                want2 = model(nxt, mask2, left_padded_positions(mask2)[:, -1:], cache=cache).numpy()
             np.testing.assert_allclose(got, want2, rtol=1e-4, atol=1e-4)
         if types is not None:  # the token types change the logits (a causal-only graph would fail above)
-            causal = s.decoder.run(None, s.decoder_feed(embeds, mask, None, _empty_past(s, 2)))[0]
-            with_types = s.decoder.run(None, s.decoder_feed(embeds, mask, types, _empty_past(s, 2)))[0]
+            causal = s.decoder.run(None, s.decoder_feed(embeds, mask, None, s.empty_past(2)))[0]
+            with_types = s.decoder.run(None, s.decoder_feed(embeds, mask, types, s.empty_past(2)))[0]
             assert np.abs(causal - with_types)[mask == 1].max() > 1e-3 * np.abs(causal).max()
 
 
@@ -251,7 +243,7 @@ def test_logits_to_keep_1_gives_the_last_positions_logits(tmp_path):
     ids, mask, types, pixels = _prompts(model)[1]
     logits, _ = s.prefill(ids, mask, pixels, types)
     with no_grad():
-        want = model(ids, mask, _positions(mask), pixel_values=pixels, token_type_ids=types).numpy()
+        want = model(ids, mask, left_padded_positions(mask), pixel_values=pixels, token_type_ids=types).numpy()
     assert logits.shape == (2, 1, want.shape[-1])
     np.testing.assert_allclose(logits, want[:, -1:], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(

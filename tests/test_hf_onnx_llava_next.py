@@ -12,6 +12,7 @@ from forgegrad.models import from_pretrained
 from forgegrad.models.hf import export_image_text, generate, generate_image_text_onnx, generate_onnx
 from forgegrad.models.hf.llava_next import image_tiles
 from forgegrad.models.hf.onnx_image_text import ImageTextSessions
+from hf_conformance import left_padded_positions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -63,15 +64,6 @@ def _prompts(model):
     return out
 
 
-def _positions(mask):
-    return np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
-
-
-def _empty_past(s, batch):
-    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32) for i in s.decoder.get_inputs()
-            if i.name in s.past_names}
-
-
 def test_the_host_packs_the_vision_graphs_tiles_as_the_model(exported):
     model, s, _ = exported
     # wide, tall and square images: other pinpoints, crops of rows or of columns, none
@@ -89,10 +81,11 @@ def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(expor
     model, s, _ = exported
     for ids, mask, pixels, sizes in _prompts(model):
         embeds = s.embeds(ids, s.image_rows(pixels, image_sizes=sizes))
-        logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, None, _empty_past(s, 2)))
+        logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, None, s.empty_past(2)))
         cache = model.new_cache(2, ids.shape[1] + 1)
         with no_grad():
-            want = model(ids, mask, _positions(mask), cache=cache, pixel_values=pixels, image_sizes=sizes).numpy()
+            want = model(ids, mask, left_padded_positions(mask), cache=cache, pixel_values=pixels,
+                         image_sizes=sizes).numpy()
         real = mask == 1
         np.testing.assert_allclose(logits[real], want[real], rtol=1e-4, atol=1e-4)
         nxt = want[:, -1].argmax(-1)[:, None]
@@ -100,7 +93,7 @@ def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(expor
         step = s.embed.run(None, {"input_ids": nxt})[0]
         got, *_ = s.decoder.run(None, s.decoder_feed(step, mask2, None, dict(zip(s.past_names, present))))
         with no_grad():
-            want2 = model(nxt, mask2, _positions(mask2)[:, -1:], cache=cache).numpy()
+            want2 = model(nxt, mask2, left_padded_positions(mask2)[:, -1:], cache=cache).numpy()
         np.testing.assert_allclose(got, want2, rtol=1e-4, atol=1e-4)
 
 

@@ -13,6 +13,7 @@ from forgegrad.models import from_pretrained
 from forgegrad.models.hf import export_image_text, export_with_past, generate, generate_image_text_onnx, generate_onnx
 from forgegrad.models.hf.onnx_image_text import ImageTextSessions
 from forgegrad.models.hf.onnx_qwen2_vl import MRopePositions
+from hf_conformance import left_padded_positions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -80,15 +81,6 @@ def _prompts():
     return out
 
 
-def _positions(mask):
-    return np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
-
-
-def _empty_past(s, batch):
-    return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32) for i in s.decoder.get_inputs()
-            if i.name in s.past_names}
-
-
 def test_the_vision_graph_gives_the_eager_towers_rows_at_other_grids(exported):
     model, s, _ = exported
     rng = np.random.default_rng(3)
@@ -105,10 +97,11 @@ def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(expor
     for ids, mask, pixels, grid in _prompts():
         rope = MRopePositions(ids, mask, IMG, grid, model.merge, "test")
         embeds = s.embeds(ids, s.image_rows(pixels, grid))
-        logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, None, _empty_past(s, 2), rope.prompt))
+        logits, *present = s.decoder.run(None, s.decoder_feed(embeds, mask, None, s.empty_past(2), rope.prompt))
         cache = model.new_cache(2, ids.shape[1] + 1)
         with no_grad():
-            want = model(ids, mask, _positions(mask), cache=cache, pixel_values=pixels, image_grid_thw=grid).numpy()
+            want = model(ids, mask, left_padded_positions(mask), cache=cache, pixel_values=pixels,
+                         image_grid_thw=grid).numpy()
         real = mask == 1
         np.testing.assert_allclose(logits[real], want[real], rtol=1e-4, atol=1e-4)
         # one token through the cache: its text position plus the row's rope delta (the model adds the cache's)
@@ -118,11 +111,11 @@ def test_graphs_give_forgegrads_logits_on_padded_batches_and_a_decode_step(expor
         got, *_ = s.decoder.run(None, s.decoder_feed(step, mask2, None, dict(zip(s.past_names, present)),
                                                      rope.step()))
         with no_grad():
-            want2 = model(nxt, mask2, _positions(mask2)[:, -1:], cache=cache).numpy()
+            want2 = model(nxt, mask2, left_padded_positions(mask2)[:, -1:], cache=cache).numpy()
         np.testing.assert_allclose(got, want2, rtol=1e-4, atol=1e-4)
     # the 3-D positions matter: the text positions on all three components give other logits after an image
-    text = np.broadcast_to(_positions(mask), (3, *mask.shape)).astype(np.int64)
-    plain = s.decoder.run(None, s.decoder_feed(embeds, mask, None, _empty_past(s, 2), text))[0]
+    text = np.broadcast_to(left_padded_positions(mask), (3, *mask.shape)).astype(np.int64)
+    plain = s.decoder.run(None, s.decoder_feed(embeds, mask, None, s.empty_past(2), text))[0]
     assert np.abs(plain - logits)[real].max() > 1e-2
 
 
@@ -176,7 +169,7 @@ def test_bad_input_raises_naming_the_argument(exported):
         generate_image_text_onnx(s, ids, mask, pixel_values=pixels, image_grid_thw=grid, image_sizes=[[20, 30]],
                                  max_new_tokens=2)
     with pytest.raises(ValueError, match="decoder_feed: Qwen2-VL's decoder graph needs"):
-        s.decoder_feed(s.embeds(ids[:, :2], None), mask[:, :2], None, _empty_past(s, 2))
+        s.decoder_feed(s.embeds(ids[:, :2], None), mask[:, :2], None, s.empty_past(2))
     with pytest.raises(TypeError, match="token_type_ids"):
         generate_image_text_onnx(s, ids, mask, pixel_values=pixels, image_grid_thw=grid,
                                  token_type_ids=np.zeros_like(ids))

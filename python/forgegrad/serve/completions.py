@@ -347,27 +347,17 @@ def create_completions_app(config: GenerationServeConfig):
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
     state = {"generator": None, "engine": None, "prefix": None, "queued": 0}
 
-    def run_all(req, prompt_ids, on_text, cancelled):
-        """On the worker: every prompt of the request in turn."""
+    def run_all(req, prompt_ids, on_text, cancelled, images=None):
+        """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values,
+        given to each prefill (then no prefix cache)."""
         gen = state["generator"]
         results = []
         for i, ids in enumerate(prompt_ids):
             if cancelled.is_set():
                 break
             results.append(gen.complete(req, ids, None if on_text is None else (lambda t, lp, i=i: on_text(i, t, lp)),
-                                        cancelled, choice_seed(req, i), state["prefix"]))
-        return results
-
-    def run_with_images(req, prompt_ids, on_text, cancelled, images):
-        """On the worker: the request's choices (its prompt once per choice) in turn, the images given to each
-        prefill (no prefix cache)."""
-        gen = state["generator"]
-        results = []
-        for i, ids in enumerate(prompt_ids):
-            if cancelled.is_set():
-                break
-            results.append(gen.complete(req, ids, None if on_text is None else (lambda t, lp, i=i: on_text(i, t, lp)),
-                                        cancelled, choice_seed(req, i), None, images))
+                                        cancelled, choice_seed(req, i), state["prefix"] if images is None else None,
+                                        images))
         return results
 
     async def answer(request, chat):
@@ -429,7 +419,7 @@ def create_completions_app(config: GenerationServeConfig):
         if req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py), with any images
             future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled, images)
         elif images is not None:  # a prompt with images: decoded alone on the worker, with its pixel values
-            future = loop.run_in_executor(worker, run_with_images, req, prompt_ids, on_text, cancelled, images)
+            future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled, images)
         elif state["engine"] is not None:
             future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))
         else:

@@ -347,11 +347,14 @@ class ImageTextSessions:
         if self.mrope_merge is not None and positions is None:
             grid = None if pixel_values is None else self.patch_grid(pixel_values, image_grid_thw)
             positions = MRopePositions(ids, mask, self.image_token_id, grid, self.mrope_merge, "prefill").prompt
-        empty = {i.name: np.zeros((ids.shape[0], i.shape[1], 0, i.shape[3]), np.float32)
-                 for i in self.decoder.get_inputs() if i.name in self.past_names}
         logits, *present = self.decoder.run(None, self.decoder_feed(self.embeds(ids, rows), mask, token_type_ids,
-                                                                    empty, positions))
+                                                                    self.empty_past(ids.shape[0]), positions))
         return logits, dict(zip(self.past_names, present))
+
+    def empty_past(self, batch: int) -> dict:
+        """The decoder's past inputs for a first call: (batch, heads, 0, head_dim) zeros."""
+        return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32) for i in self.decoder.get_inputs()
+                if i.name in self.past_names}
 
     def decoder_feed(self, embeds: np.ndarray, mask: np.ndarray, types: Optional[np.ndarray], past: dict,
                      positions: Optional[np.ndarray] = None) -> dict:
