@@ -141,3 +141,53 @@ def test_bad_video_inputs_raise_clear_errors(tmp_path):
         videos(["clip.mp4"])
     with pytest.raises(ValueError, match="fps must be a positive number"):
         videos(np.zeros((2, 28, 28, 3), np.uint8), fps=0)
+
+
+def test_image_inputs_expand_video_pads_as_the_transformers_processor(tmp_path):
+    """<|video_pad|> marks beside image ones: the ids of transformers' Qwen2VLProcessor (its video processor, which
+    needs torchvision, replaced by forgegrad's, whose output it expands), the pixel values of both processors."""
+    from hf_conformance import chat_tokenizer
+
+    from forgegrad.models.hf import Qwen2VLForConditionalGeneration
+    from forgegrad.models.hf.image_prompts import image_inputs
+
+    ours = Qwen2VLVideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16})
+
+    class Videos:  # transformers' processor calls its video processor with its own keyword arguments
+        merge_size = ours.merge_size
+
+        def __call__(self, videos, **_):
+            return transformers.BatchFeature(ours(videos))
+
+    class Processor(transformers.Qwen2VLProcessor):
+        def check_argument_for_proper_class(self, name, arg):
+            return None if name == "video_processor" else super().check_argument_for_proper_class(name, arg)
+
+    tok = chat_tokenizer(None)
+    marks = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
+    tok.add_special_tokens({"additional_special_tokens": marks})
+    start, pad, end, video = tok.convert_tokens_to_ids(marks)
+    images = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 20)
+    processor = Processor(image_processor=images, tokenizer=tok, video_processor=Videos(), chat_template="")
+    model = Qwen2VLForConditionalGeneration(dict(
+        text_config={**QV.TEXT, "vocab_size": len(tok)}, vision_config=QV.VISION, image_token_id=pad,
+        video_token_id=video, vision_start_token_id=start, vision_end_token_id=end))
+    rs = np.random.RandomState(4)
+    picture = rs.randint(0, 256, (50, 70, 3), dtype=np.uint8)
+    clips = [rs.randint(0, 256, (3, 56, 84, 3), dtype=np.uint8), rs.randint(0, 256, (2, 50, 60, 3), dtype=np.uint8)]
+    text = ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>then<|vision_start|><|image_pad|>"
+            "<|vision_end|> and <|vision_start|><|video_pad|><|vision_end|><|im_end|>\n")
+    want = processor(text=[text], images=[picture], videos=clips, return_tensors="np")
+    images.save_pretrained(tmp_path)
+    from forgegrad.models.hf import load_image_processor
+    ids, extra = image_inputs(model, tok, text, [picture], load_image_processor(tmp_path), videos=clips,
+                              video_processor=ours, fps=2.0)
+    assert ids == want["input_ids"][0].tolist()
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
+        np.testing.assert_array_equal(extra[key], want[key], err_msg=key)
+    np.testing.assert_array_equal(extra["second_per_grid_ts"], [1.0, 1.0])
+    with pytest.raises(ValueError, match="marks 2 videos .* but 1 were given"):
+        image_inputs(model, tok, text, [picture], load_image_processor(tmp_path), videos=clips[:1],
+                     video_processor=ours)
+    with pytest.raises(ValueError, match="videos need a video_processor"):
+        image_inputs(model, tok, text, [picture], load_image_processor(tmp_path), videos=clips)

@@ -14,7 +14,8 @@
   template writes ``<|vision_start|><|image_pad|><|vision_end|>``; one per image, in order) becomes the image's
   merged patch count (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end
   marks beside it go in as their ids. A text without marks gets each image's ``<|vision_start|>``, tokens and
-  ``<|vision_end|>`` first (transformers' processor refuses such a text).
+  ``<|vision_end|>`` first (transformers' processor refuses such a text). Each ``<|video_pad|>`` becomes its video's
+  merged patch count (``video_grid_thw``) of video tokens, the same way.
 
 The text between placeholders is tokenized piece by piece (the special tokens go in as ids, so a tokenizer without
 them, such as forgegrad's byte tokenizer, works too).
@@ -121,46 +122,81 @@ def _crop_counts(num_crops, n_images: int, name: str) -> List[int]:
     return counts
 
 
-def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw) -> List[int]:
-    """Qwen2-VL's ids: each <|image_pad|> expanded to its image's tokens, the vision marks beside it as ids."""
+_VIDEO_PAD = "<|video_pad|>"
+
+
+def _grid_counts(model, grid, n: int, kind: str, arg: str) -> List[int]:
     import numpy as np
+    if n and grid is None:
+        raise ValueError(f"image_prompt: {model.architecture} needs {arg} (the processor's) for its {kind} token counts")
+    grid = np.zeros((0, 3), np.int64) if grid is None else np.asarray(grid)
+    if grid.shape != (n, 3):
+        raise ValueError(f"image_prompt: {arg} must be ({n}, 3) for {n} {kind}s, got {grid.shape}")
+    return (grid.prod(axis=1) // model.merge ** 2).tolist()
+
+
+def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw, n_videos: int = 0,
+                     video_grid_thw=None) -> List[int]:
+    """Qwen2-VL's ids: each <|image_pad|> (<|video_pad|>) expanded to its image's (video's) tokens, in order, the
+    vision marks beside them as ids."""
+    import re
     name = model.architecture
-    if image_grid_thw is None:
-        raise ValueError(f"image_prompt: {name} needs image_grid_thw (the processor's) for its image token counts")
-    grid = np.asarray(image_grid_thw)
-    if grid.shape != (n_images, 3):
-        raise ValueError(f"image_prompt: image_grid_thw must be ({n_images}, 3) for {n_images} images, got "
-                         f"{grid.shape}")
-    if n_images and PLACEHOLDERS[name] not in text:  # (forgegrad's convenience: transformers' processor refuses it)
-        text = f"{_VISION_START}{PLACEHOLDERS[name]}{_VISION_END}" * n_images + text
-    if text.count(PLACEHOLDERS[name]) != n_images:
-        raise ValueError(f"image_prompt: the prompt marks {text.count(PLACEHOLDERS[name])} images "
-                         f"({PLACEHOLDERS[name]}, as the chat template writes them inside {_VISION_START}..."
-                         f"{_VISION_END}) but {n_images} were given")
-    counts = (grid.prod(axis=1) // model.merge ** 2).tolist()
+    pad = PLACEHOLDERS[name]
+    marks = {pad: (model.image_token_id, _grid_counts(model, image_grid_thw, n_images, "image", "image_grid_thw")),
+             _VIDEO_PAD: (getattr(model, "video_token_id", None),
+                          _grid_counts(model, video_grid_thw, n_videos, "video", "video_grid_thw"))}
+    if n_images and pad not in text:  # (forgegrad's convenience: transformers' processor refuses it)
+        text = f"{_VISION_START}{pad}{_VISION_END}" * n_images + text
+    for mark, n, kind in ((pad, n_images, "images"), (_VIDEO_PAD, n_videos, "videos")):
+        if text.count(mark) != n:
+            raise ValueError(f"image_prompt: the prompt marks {text.count(mark)} {kind} ({mark}, as the chat "
+                             f"template writes them inside {_VISION_START}...{_VISION_END}) but {n} were given")
+    parts = re.split("(" + "|".join(re.escape(m) for m in marks) + ")", text)
+    used = {m: 0 for m in marks}
     ids: List[int] = []
-    for i, piece in enumerate(text.split(PLACEHOLDERS[name])):
-        end = i > 0 and piece.startswith(_VISION_END)
-        start = i < n_images and piece.endswith(_VISION_START) and (len(piece) >= len(_VISION_START) + end * len(
-            _VISION_END))
+    for k, piece in enumerate(parts):
+        if piece in marks:
+            token, counts = marks[piece]
+            ids += [token] * int(counts[used[piece]])
+            used[piece] += 1
+            continue
+        end = k > 0 and piece.startswith(_VISION_END)
+        start = k + 1 < len(parts) and piece.endswith(_VISION_START) and (
+            len(piece) >= len(_VISION_START) + end * len(_VISION_END))
         inner = piece[len(_VISION_END) if end else 0:len(piece) - (len(_VISION_START) if start else 0)]
         ids += ([model.vision_end_token_id] if end else []) + encode(inner) + (
             [model.vision_start_token_id] if start else [])
-        if i < n_images:
-            ids += [model.image_token_id] * int(counts[i])
     return ids
 
 
-def image_inputs(model, tokenizer, text: str, images, processor, **processor_kwargs) -> Tuple[List[int], dict]:
+def image_inputs(model, tokenizer, text: str, images, processor, videos=None, video_processor=None, fps=None,
+                 **processor_kwargs) -> Tuple[List[int], dict]:
     """(the prompt's token ids with each image's tokens, generate's pixel_values and, where the model reads them,
     token_type_ids / image_grid_thw / image_sizes) for ``images`` (PIL images or uint8 arrays) made into pixel values
     by ``processor`` (called with ``processor_kwargs``, e.g. Gemma 3's ``do_pan_and_scan=True``; its ``num_crops``,
-    where it gives them, expand the prompt as transformers' Gemma3Processor does)."""
+    where it gives them, expand the prompt as transformers' Gemma3Processor does). Qwen2-VL / Qwen2.5-VL: ``videos``
+    (each a (frames, H, W, C) uint8 array or a list of frames) made by ``video_processor`` (qwen2_vl_video.py; ``fps``:
+    the frames per second given, for Qwen2.5-VL's second_per_grid_ts) fill the prompt's ``<|video_pad|>`` marks."""
     import numpy as np
-    processed = processor(list(images), **processor_kwargs)
+    extra, shapes, kinds = {}, {}, None
+    if videos is not None and PLACEHOLDERS.get(getattr(model, "architecture", None)) != "<|image_pad|>":
+        raise TypeError(f"image_inputs: videos are Qwen2-VL's / Qwen2.5-VL's; {type(model).__name__} takes images "
+                        "only")
+    if videos is not None and video_processor is None:
+        raise ValueError("image_inputs: videos need a video_processor (qwen2_vl_video.Qwen2VLVideoProcessor)")
+    processed = processor(list(images), **processor_kwargs) if len(images) else {}
     shapes = {k: processed[k] for k in ("image_grid_thw", "image_sizes") if processed.get(k) is not None}
-    ids, kinds = image_prompt(model, tokenizer, text, len(images), num_crops=processed.get("num_crops"), **shapes)
-    extra = {"pixel_values": processed["pixel_values"], **shapes}
+    if videos is not None:
+        clips = video_processor(list(videos), fps=fps)
+        extra.update(clips)
+        ids = _qwen2_vl_prompt(model, lambda piece: list(tokenizer.encode(piece)) if piece else [], text,
+                               len(images), shapes.get("image_grid_thw"), len(clips["video_grid_thw"]),
+                               clips["video_grid_thw"])
+    else:
+        ids, kinds = image_prompt(model, tokenizer, text, len(images), num_crops=processed.get("num_crops"),
+                                  **shapes)
+    if len(images):
+        extra.update({"pixel_values": processed["pixel_values"], **shapes})
     if kinds is not None:
         extra["token_type_ids"] = np.array([kinds], np.int64)
     return ids, extra
