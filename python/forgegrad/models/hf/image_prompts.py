@@ -128,7 +128,8 @@ _VIDEO_PAD = "<|video_pad|>"
 def _grid_counts(model, grid, n: int, kind: str, arg: str) -> List[int]:
     import numpy as np
     if n and grid is None:
-        raise ValueError(f"image_prompt: {model.architecture} needs {arg} (the processor's) for its {kind} token counts")
+        raise ValueError(f"image_prompt: {model.architecture} needs {arg} (the processor's) for its {kind} token "
+                         "counts")
     grid = np.zeros((0, 3), np.int64) if grid is None else np.asarray(grid)
     if grid.shape != (n, 3):
         raise ValueError(f"image_prompt: {arg} must be ({n}, 3) for {n} {kind}s, got {grid.shape}")
