@@ -31,8 +31,8 @@ import numpy as np
 
 from .. import _C
 
-__all__ = ["axes_layout", "fill_rows", "lead_shape", "memory_order", "mid_shape", "sum_axes", "sum_lead", "sum_mid", "sum_rows",
-           "trailing_rows"]
+__all__ = ["axes_layout", "fill_rows", "lead_shape", "memory_order", "mid_shape", "sum_axes", "sum_lead", "sum_mid",
+           "sum_rows", "trailing_rows"]
 
 _F32 = np.dtype(np.float32)
 
