@@ -3,7 +3,8 @@
 
 Interleaved rounds at 1 thread, best of each by thread CPU time (one process; what the README quotes; CPU time, as
 the machine this was tuned on is shared and wall times there count other processes' time slices):
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_reduce_axes.py [rounds] [--simd avx2]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python python bench/bench_reduce_axes.py [rounds]
+(``--simd avx2`` runs forgegrad's AVX2 kernels on an AVX-512 machine)
 pytest-benchmark (FG_BENCH_THREADS="1,2" picks the thread counts):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=python \\
         python -m pytest bench/bench_reduce_axes.py --benchmark-group-by=group --benchmark-columns=min,median
