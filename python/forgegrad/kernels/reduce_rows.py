@@ -35,6 +35,7 @@ __all__ = ["axes_layout", "fill_rows", "lead_shape", "memory_order", "mid_shape"
            "sum_rows", "trailing_rows"]
 
 _F32 = np.dtype(np.float32)
+_SUM_AXES_MAX_DIMS = 16  # (kSumAxesMaxDims in forgegrad/reduce_rows.h)
 
 
 def trailing_rows(a, axes):
@@ -116,9 +117,9 @@ class AxesLayout(NamedTuple):
 
 def axes_layout(a, axes):
     """The reduction of float32 ``a`` over ``axes`` (normalized, non-negative) as an AxesLayout, or None: not a
-    non-empty float32 array, a negative or zero stride, axes that overlap or interleave in memory, an innermost axis
+    non-empty float32 array of at most 16 axes (sum_axes' limit), a negative or zero stride, axes that overlap or interleave in memory, an innermost axis
     that is not contiguous (``a[..., ::2]``), nothing of size > 1 reduced."""
-    if not isinstance(a, np.ndarray) or a.dtype != _F32 or a.size == 0 or not axes:
+    if not isinstance(a, np.ndarray) or a.dtype != _F32 or a.size == 0 or not axes or a.ndim > _SUM_AXES_MAX_DIMS:
         return None
     st, sh = a.strides, a.shape
     order = sorted(range(a.ndim), key=st.__getitem__, reverse=True)  # (stable: ties keep their order)
