@@ -117,8 +117,8 @@ class AxesLayout(NamedTuple):
 
 def axes_layout(a, axes):
     """The reduction of float32 ``a`` over ``axes`` (normalized, non-negative) as an AxesLayout, or None: not a
-    non-empty float32 array of at most 16 axes (sum_axes' limit), a negative or zero stride, axes that overlap or interleave in memory, an innermost axis
-    that is not contiguous (``a[..., ::2]``), nothing of size > 1 reduced."""
+    non-empty float32 array of at most 16 axes (sum_axes' limit), a negative or zero stride, axes that overlap or
+    interleave in memory, an innermost axis that is not contiguous (``a[..., ::2]``), nothing of size > 1 reduced."""
     if not isinstance(a, np.ndarray) or a.dtype != _F32 or a.size == 0 or not axes or a.ndim > _SUM_AXES_MAX_DIMS:
         return None
     st, sh = a.strides, a.shape
