@@ -1012,6 +1012,13 @@ class reduce_rows:
         """out[r, :] = g[r] / float32(divisor) for float32 g (R,) and out (R, L)."""
         ...
     @staticmethod
+    def sum_axes(x: numpy.ndarray, reduced: collections.abc.Sequence[bool], out: numpy.ndarray, mean: bool) -> None:
+        """out = the sum (mean: / the count) of float32 x (any strides; its innermost axis of size > 1 contiguous) over
+        the axes k with reduced[k], out holding the kept axes in x's order; accumulated in float64 in a fixed order
+        (forgegrad/reduce_rows.h: the same bits on every ISA and at any thread count).
+        """
+        ...
+    @staticmethod
     def sum_lead(x: numpy.ndarray, out: numpy.ndarray, mean: bool) -> None:
         """out[b] = the sum (mean: / (A * L)) of x[:, b, :] for float32 x (A, B, L), accumulated in float64 in a fixed
         order (the same bits on every ISA and at any thread count).

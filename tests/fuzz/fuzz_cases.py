@@ -313,6 +313,8 @@ def _extra_calls():
               lambda: _C.reduce_rows.sum_rows(x, np.empty(4, np.float32), True),
               lambda: _C.reduce_rows.fill_rows(x[:, 0].copy(), np.empty((4, 5), np.float32), 5.0),
               lambda: _C.reduce_rows.sum_mid(x.reshape(2, 2, 7), np.empty((2, 7), np.float32), True),
+              lambda: _C.reduce_rows.sum_axes(x.reshape(2, 2, 7)[:, :, 1:6], [True, False, True],
+                                              np.empty(2, np.float32), False),
               lambda: KP.global_avg_pool2d_forward(rng.standard_normal((2, 3, 7, 5)).astype(np.float32)),
               lambda: KP.global_avg_pool2d_backward(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), (2, 3, 7, 5)),
               # a frozen Sequential's steps in one call (a class: plan_linear / plan_conv are its fuzz targets)

@@ -33,6 +33,24 @@ FG_KERNEL(void, sum_lead_f32, (const float* x, int64_t A, int64_t B, int64_t L, 
 // every ISA and at any thread count (threads split blocks of columns of the outer indices).
 FG_KERNEL(void, sum_mid_f32, (const float* x, int64_t O, int64_t M, int64_t I, bool mean, float* y),
           (x, O, M, I, mean, y))
+// Sums over any set of axes of a strided layout (in reduce_axes.cpp): x.sum((1, 3)), x.mean((0, 2)) of a 4-D
+// tensor, sums of sliced views. x has nd (1..kSumAxesMaxDims) axes, outer to inner, shape[k] >= 1, stride[k] in
+// elements (any sign), the innermost axis of size > 1 with stride 1; reduced[k] says which axes are summed.
+// y (C-contiguous) holds the kept axes in x's order: float(sum / n) when mean, else float(sum), n the number of
+// values each output sums (>= 1). The order, in float64, with axes of size 1 left out:
+//   innermost axis reduced: the innermost reduced axes, as far as they are contiguous with each other (stride[k]
+//     == shape[k + 1] * stride[k + 1]), make rows of L contiguous values, each row giving its 8 chains as above;
+//     an output's chains are their sums over its rows in the lexicographic order of the other reduced axes'
+//     indices (C[j] = c_0[j] + c_1[j] + ...), then the halving tree (sum_lead's L > 1 order);
+//   innermost axis kept: one chain per output, 0.0 + its values in the lexicographic order of the reduced axes'
+//     indices (sum_mid's order).
+// Where a layout is sum_rows', sum_lead's or sum_mid's, the bits are theirs. The same bits on every ISA and at
+// any thread count (threads split the outputs, or blocks of columns of the outputs).
+constexpr int kSumAxesMaxDims = 16;
+FG_KERNEL(void, sum_axes_f32,
+          (const float* x, int nd, const int64_t* shape, const int64_t* stride, const bool* reduced, bool mean,
+           float* y),
+          (x, nd, shape, stride, reduced, mean, y))
 // gx[r*L + k] = g[r] / divisor for k < L (float32 division, torch's mean / average pool backward).
 FG_KERNEL(void, fill_rows_f32, (const float* g, int64_t R, int64_t L, float divisor, float* gx), (g, R, L, divisor, gx))
 

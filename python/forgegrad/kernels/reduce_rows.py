@@ -14,6 +14,10 @@ their backward.
   (``x.mean(1)`` of (B, T, C), ``x.sum(1)`` of NCHW), else None.
 - ``sum_mid(x, mean)``: the sum (or mean) over axis 1 of float32 ``x`` (O, M, I), as float32 (O, I), accumulated
   in float64 in a fixed order (forgegrad/reduce_rows.h).
+- ``axes_layout(a, axes)``: the reduction of float32 ``a`` (contiguous, permuted or sliced) over any ``axes`` as a
+  view with its axes in memory order, for ``sum_axes``; None where it does not fit.
+- ``sum_axes(view, reduced, mean)``: the sum (or mean) of such a view over the axes flagged in ``reduced``, as float32
+  over the kept ones, accumulated in float64 in a fixed order (forgegrad/reduce_rows.h).
 - ``memory_order(a)``: the axis order in which a non-contiguous float32 array is C-contiguous in memory (a
   transposed or permuted view), or None.
 - ``fill_rows(g, L, divisor)``: ``g[r] / float32(divisor)`` broadcast into row r of an (R, L) array.
@@ -21,14 +25,17 @@ their backward.
 from __future__ import annotations
 
 from math import prod
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import _C
 
-__all__ = ["fill_rows", "lead_shape", "memory_order", "mid_shape", "sum_lead", "sum_mid", "sum_rows", "trailing_rows"]
+__all__ = ["axes_layout", "fill_rows", "lead_shape", "memory_order", "mid_shape", "sum_axes", "sum_lead", "sum_mid",
+           "sum_rows", "trailing_rows"]
 
 _F32 = np.dtype(np.float32)
+_SUM_AXES_MAX_DIMS = 16  # (kSumAxesMaxDims in forgegrad/reduce_rows.h)
 
 
 def trailing_rows(a, axes):
@@ -95,6 +102,59 @@ def memory_order(a):
         return None
     order = sorted(range(a.ndim), key=lambda i: (-abs(a.strides[i]), i))
     return order if a.transpose(order).flags.c_contiguous else None
+
+
+class AxesLayout(NamedTuple):
+    """A reduction as sum_axes takes it: ``view`` the array with its axes in memory order (by decreasing stride; a
+    transpose, no copy), ``reduced`` a flag per axis of ``view``, ``kept`` the array's kept axes in that order (the
+    axes of sum_axes' result), ``blocks`` the layout sum_axes runs: (size, reduced) of each block of neighbouring axes
+    of one kind that are contiguous with each other, outer to inner, size-1 axes left out."""
+    view: np.ndarray
+    reduced: tuple
+    kept: tuple
+    blocks: tuple
+
+
+def axes_layout(a, axes):
+    """The reduction of float32 ``a`` over ``axes`` (normalized, non-negative) as an AxesLayout, or None: not a
+    non-empty float32 array of at most 16 axes (sum_axes' limit), a negative or zero stride, axes that overlap or
+    interleave in memory, an innermost axis that is not contiguous (``a[..., ::2]``), nothing of size > 1 reduced."""
+    if not isinstance(a, np.ndarray) or a.dtype != _F32 or a.size == 0 or not axes or a.ndim > _SUM_AXES_MAX_DIMS:
+        return None
+    st, sh = a.strides, a.shape
+    order = sorted(range(a.ndim), key=st.__getitem__, reverse=True)  # (stable: ties keep their order)
+    blocks, prev = [], None  # prev: the stride of the last axis of size > 1
+    for i in order:
+        n = sh[i]
+        if n == 1:
+            continue
+        s, r = st[i], i in axes
+        if s <= 0 or (prev is not None and prev < s * n):  # (overlapping or interleaved axes)
+            return None
+        if blocks and blocks[-1][1] == r and prev == s * n:
+            blocks[-1] = (blocks[-1][0] * n, r)
+        else:
+            blocks.append((n, r))
+        prev = s
+    if prev != 4 or not any(r for _, r in blocks):
+        return None
+    view = a if order == sorted(order) else a.transpose(order)
+    return AxesLayout(view, tuple(i in axes for i in order), tuple(i for i in order if i not in axes), tuple(blocks))
+
+
+def sum_axes(view, reduced, mean=False):
+    """float32 over the kept axes of ``view`` (those k with not reduced[k], in order): the sum (mean: divided by the
+    count in float64) of float32 ``view`` (any strides, its innermost axis of size > 1 contiguous) over the others."""
+    if not isinstance(view, np.ndarray):
+        raise ValueError(f"sum_axes: view must be a numpy array, got {type(view).__name__}")
+    if view.dtype != _F32:
+        raise TypeError(f"sum_axes: view must be float32, got {view.dtype}")
+    reduced = [bool(r) for r in reduced]
+    if len(reduced) != view.ndim:
+        raise ValueError(f"sum_axes: reduced must have one flag per axis of view ({view.ndim}), got {len(reduced)}")
+    out = np.empty([n for n, r in zip(view.shape, reduced) if not r], np.float32)
+    _C.reduce_rows.sum_axes(view, reduced, out, bool(mean))
+    return out
 
 
 def sum_lead(x, mean=False):

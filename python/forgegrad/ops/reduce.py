@@ -64,17 +64,27 @@ def _float32_sum(fn, a, axes, keepdim):
 
 def _rows_forward(ctx, a, axes, keepdim, mean):
     """The sum / mean of float32 ``a`` over its trailing axes as R contiguous rows (forgegrad.kernels.reduce_rows:
-    float64 accumulation, many rows a vector pass); for other axes (ctx.rows None) the leading-axes, middle-axes or
-    permuted-view kernels below, or None where none fits."""
+    float64 accumulation, many rows a vector pass); for other axes (ctx.rows None) the leading-axes, middle-axes,
+    permuted-view or any-axes kernels below, or None where none fits."""
     rows = ctx.rows = _rows.trailing_rows(a, axes)
     if rows is None:
         y = _lead_forward(a, axes, keepdim, mean)
         if y is None:
             y = _mid_forward(a, axes, keepdim, mean)
-        return _permuted_forward(a, axes, keepdim, mean) if y is None else y
+        if y is None:
+            y = _permuted_forward(a, axes, keepdim, mean)
+        return _axes_forward(a, axes, keepdim, mean) if y is None else y
     y = _rows.sum_rows(a.reshape(rows), mean)
     lead = a.shape[:a.ndim - len(axes)]
     return y.reshape(lead + (1,) * len(axes) if keepdim else lead)
+
+
+def _numpy_sums_columns_as_fast(rows, columns):
+    """Whether numpy's float32 adds, row after row, sum ``rows`` rows of ``columns`` contiguous columns as fast as the
+    kernels (memory bound; the kernel converts to float64): up to _FLOAT32_EXACT_COUNT rows of >= 256 columns.
+    Narrower columns or longer sums run the kernel (rough, 1 thread: (4096, 64).sum(0) 0.09 -> 0.04 ms, (8192, 512)
+    2.4 -> 0.5-1.1, (64, 256, 14, 14) over (0, 2, 3) 2.2 -> 0.3)."""
+    return rows <= _FLOAT32_EXACT_COUNT and columns >= 256
 
 
 def _lead_forward(a, axes, keepdim, mean):
@@ -82,11 +92,7 @@ def _lead_forward(a, axes, keepdim, mean):
     reduce_rows.sum_lead (float64 accumulation in a fixed order), or None for other axes. Its gradient is the
     broadcast the other reductions use."""
     shape = _rows.lead_shape(a, axes)
-    # up to _FLOAT32_EXACT_COUNT rows of >= 256 columns numpy's float32 adds, row after row, are as fast or faster
-    # (memory bound; the kernel converts to float64); narrower columns or longer sums run the kernel (rough,
-    # 1 thread: (4096, 64).sum(0) 0.09 -> 0.04 ms, (8192, 512) 2.4 -> 0.5-1.1, (64, 256, 14, 14) over (0, 2, 3)
-    # 2.2 -> 0.3)
-    if shape is None or (shape[2] == 1 and shape[0] <= _FLOAT32_EXACT_COUNT and shape[1] >= 256):
+    if shape is None or (shape[2] == 1 and _numpy_sums_columns_as_fast(shape[0], shape[1])):
         return None
     y = _rows.sum_lead(a.reshape(shape), mean)
     out = [1 if i in axes else n for i, n in enumerate(a.shape)]
@@ -129,6 +135,30 @@ def _permuted_forward(a, axes, keepdim, mean):
     y = y.reshape([b.shape[j] for j in kept])
     y = y.transpose(np.argsort([order[j] for j in kept]))  # back in a's axis order
     y = y if y.flags.c_contiguous else y.copy()  # (not ascontiguousarray: it makes a 0-d sum 1-d)
+    return y.reshape([1 if i in axes else n for i, n in enumerate(a.shape)]) if keepdim else y
+
+
+# Below this many values numpy's sum over several axes takes 1-2 µs less than finding the layout and calling sum_axes
+# (2.6-2.9 vs 3.6-4.7 µs of 7-9 per op, rough, 1 thread); from 2880 values on the kernel is faster (8.7 vs 10.5 µs).
+_AXES_MIN_SIZE = 2048
+
+
+def _axes_forward(a, axes, keepdim, mean):
+    """The sum / mean of float32 ``a`` over non-adjacent axes (``x.sum((1, 3))``, ``x.sum((0, 2, 4))``) or of a
+    sliced view (``x[:, :5].sum(-1)``) on forgegrad.kernels.reduce_rows.sum_axes (float64 in a fixed order), its
+    result put back in ``a``'s axis order; None where numpy stays: a layout sum_axes does not take (reduce_rows.
+    axes_layout), sums down the rows of wide columns (as _lead_forward), or fewer than _AXES_MIN_SIZE values."""
+    if a.size < _AXES_MIN_SIZE:
+        return None
+    lay = _rows.axes_layout(a, axes)
+    if lay is None:
+        return None
+    b = lay.blocks
+    if len(b) == 2 and b[0][1] and _numpy_sums_columns_as_fast(b[0][0], b[1][0]):
+        return None
+    y = _rows.sum_axes(lay.view, lay.reduced, mean)  # its axes: lay.kept
+    if any(p > q for p, q in zip(lay.kept, lay.kept[1:])):  # back in a's axis order
+        y = y.transpose(sorted(range(len(lay.kept)), key=lay.kept.__getitem__)).copy()
     return y.reshape([1 if i in axes else n for i, n in enumerate(a.shape)]) if keepdim else y
 
 
