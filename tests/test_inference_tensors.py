@@ -334,3 +334,30 @@ def test_enable_grad_inside_inference_mode_reports_grad_mode_and_records_nothing
             got.append(lib.is_grad_enabled())
         return got
     assert run(fg) == run(torch)
+
+
+def _outcome(fn):
+    try:
+        fn()
+    except RuntimeError as e:
+        return str(e)
+    return "ok"
+
+
+def test_detach_and_data_of_an_inference_tensor_outside_the_mode_take_inplace_writes_as_torch():
+    """torch lets an in-place write into ``detach()`` / ``.data`` of an inference tensor taken outside the mode (an
+    inference tensor still) through, into the shared storage; taken inside the mode, or a view of one, refuses."""
+    def run(lib):
+        with lib.inference_mode():
+            x = lib.ones(3)
+            inside = x.detach()
+        got = []
+        for make in (lambda: x.detach(), lambda: x.data, lambda: x.detach().detach(), lambda: inside,
+                     lambda: x.detach().view(3), lambda: x.data[1:]):
+            t = make()
+            got.append((t.is_inference(), _outcome(lambda: t.add_(1)), _outcome(lambda: t.requires_grad_())))
+        return got, x.tolist()
+    ours, values = run(fg)
+    assert ours == run(torch)[0]
+    # the three writes let through reached the storage (torch also writes a refused op's values before it raises)
+    assert values == [4.0, 4.0, 4.0]

@@ -20,8 +20,10 @@ an inference tensor, or of new data made in the mode: an inference parameter). A
 outside the mode records no node (torch's has no grad_fn). Inside the mode ``enable_grad()`` turns the reported grad
 mode on (grad_mode.is_grad_enabled) and records nothing.
 
-Not covered: ``detach()`` / ``.data`` of an inference tensor taken outside the mode refuse in-place writes (torch
-lets those two through). torch writes the values of a refused in-place op before it raises; forgegrad raises first.
+``detach()`` / ``.data`` of an inference tensor taken outside the mode is a DetachedInferenceTensor: an inference
+tensor (``is_inference()``) that takes in-place writes, as torch lets them through (taken inside the mode, or a
+view of one, refuses as torch's). Not covered: torch writes the values of a refused in-place op before it raises;
+forgegrad raises first.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ from . import grad_mode
 from . import _version_counter as _vc
 from .tensor import Tensor
 
-__all__ = ["InferenceTensor", "REQUIRES_GRAD_PROPERTY", "in_mode", "check_inplace", "check_requires_grad", "view_kind",
-           "outputs_made"]
+__all__ = ["InferenceTensor", "DetachedInferenceTensor", "detached_kind", "REQUIRES_GRAD_PROPERTY", "in_mode",
+           "check_inplace", "check_requires_grad", "view_kind", "outputs_made"]
 
 # torch's messages (c10/core/TensorImpl, torch/csrc/autograd), word for word: code that ports matches on them
 INPLACE_MESSAGE = ("Inplace update to inference tensor outside InferenceMode is not allowed.You can make a clone to "
@@ -70,6 +72,22 @@ class InferenceTensor(Tensor):
         return _normal_tensor, (), self.__getstate__()
 
 
+class DetachedInferenceTensor(InferenceTensor):
+    """``detach()`` / ``.data`` of an inference tensor taken outside the mode: still an inference tensor, but an
+    in-place write into it is let through, as torch lets it (its views are plain inference tensors again)."""
+
+    __slots__ = ()
+    _inference_writable = True
+
+
+
+def detached_kind(t) -> None:
+    """``t`` (just made by detach() / .data, its kind taken from its source) writable in place where torch lets it:
+    an inference tensor detached outside the mode."""
+    if type(t) is InferenceTensor and not _in_mode():
+        t.__class__ = DetachedInferenceTensor
+
+
 def _normal_tensor():
     """An empty plain Tensor that pickle or deepcopy then gives an inference tensor's state (its slots)."""
     return Tensor.__new__(Tensor)
@@ -103,7 +121,7 @@ def view_kind(view, base) -> None:
 
 def check_inplace(t) -> None:
     """Refuse an in-place write into inference tensor ``t`` outside inference mode (torch's RuntimeError)."""
-    if t._is_inference and not _in_mode():
+    if t._is_inference and not t._inference_writable and not _in_mode():
         raise RuntimeError(INPLACE_MESSAGE)
 
 

@@ -88,6 +88,7 @@ class Tensor(TensorFills, TensorConversions, TensorMethods):
                  "_own_version", "_view_of", "_grad_hooks", "_graph_base", "__weakref__")
     __array_priority__ = 1000  # numpy defers binary operators to Tensor
     _is_inference = False  # True on forgegrad._inference_tensors.InferenceTensor (tensors made in inference mode)
+    _inference_writable = False  # True on its DetachedInferenceTensor (in-place writes let through, as torch's)
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if dtype is None and (type(data) in (list, tuple) or (type(data) is np.ndarray and data.dtype.kind in "iub")):
@@ -164,6 +165,7 @@ class Tensor(TensorFills, TensorConversions, TensorMethods):
         t._own_version = [0]
         if _inference_seen:
             _view_kind(t, self)
+            _detached_kind(t)
         return t
 
     @data.setter
@@ -400,6 +402,7 @@ class Tensor(TensorFills, TensorConversions, TensorMethods):
         t = Tensor._wrap_exact(self._data)
         if _inference_seen:  # a view: its kind is this tensor's (forgegrad._inference_tensors)
             _view_kind(t, self)
+            _detached_kind(t)
         return t
 
     def detach_(self) -> "Tensor":
@@ -519,5 +522,6 @@ class _HookHandle:
 
 
 from ._inference_tensors import (check_requires_grad as _check_requires_grad,  # noqa: E402  (they need Tensor)
-                                 class_in_mode as _class_in_mode, view_kind as _view_kind)
+                                 class_in_mode as _class_in_mode, detached_kind as _detached_kind,
+                                 view_kind as _view_kind)
 watch_inference_seen(globals())
