@@ -1,11 +1,11 @@
 """The graph-free prefill of an image-text prompt (models/hf/_image_prefill.py: the text decoder's layers as kernel
-calls, its Linears on packed weights) on checkpoints written by transformers itself, odd sizes (hidden 44, head_dim 10,
-intermediate 37): LLaVA (a Llama decoder; a Mistral one with a sliding window of 4, narrower than the prompt), Gemma 3
-(its image blocks both ways through token_type_ids, a sliding window of 3) and PaliGemma (Gemma 1 and 2 decoders, a
-prefix-LM, positions from 1). Each no_grad forward equals the one through the decoder's Tensor path (that prefill
-switched off; the vision tower is computed alike in both) bit for bit and transformers' within 1e-4, on a left-padded batch and on a prompt with two images; the KV cache it fills equals the
-Tensor path's; the packed copies follow a change of the weights; a frozen model's packed weights are used as they
-are."""
+calls, its Linears on packed weights) on checkpoints written by transformers itself, odd sizes (hidden 44, head_dim
+10, intermediate 37): LLaVA (a Llama decoder; a Mistral one with a sliding window of 4, narrower than the prompt),
+Gemma 3 (its image blocks both ways through token_type_ids, a sliding window of 3) and PaliGemma (Gemma 1 and 2
+decoders, a prefix-LM, positions from 1). Each no_grad forward equals the one through the decoder's Tensor path (that
+prefill switched off; the vision tower is computed alike in both) bit for bit and transformers' within 1e-4, on a
+left-padded batch and on a prompt with two images; the KV cache it fills equals the Tensor path's; the packed copies
+follow a change of the weights; a frozen model's packed weights are used as they are."""
 import numpy as np
 import pytest
 
