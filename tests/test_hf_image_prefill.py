@@ -76,8 +76,9 @@ def _cases(name):
         kinds = np.array([[0] * 9 + [1, 1]] * 2)
         return [(PREFIX, PREFIX_MASK, PIXELS, kinds), (PREFIX, PREFIX_MASK, PIXELS, None)]
     types = name == "gemma3"
-    return [(IDS, MASK, PIXELS, (IDS == IMG).astype(np.int64) if types else None),
-            (TWO, np.ones_like(TWO), PIXELS, (TWO == IMG).astype(np.int64) if types else None)]
+    cases = [(IDS, MASK, PIXELS, (IDS == IMG).astype(np.int64) if types else None),
+             (TWO, np.ones_like(TWO), PIXELS, (TWO == IMG).astype(np.int64) if types else None)]
+    return cases + [(IDS, MASK, PIXELS, None)] if types else cases  # Gemma 3 without token types: causal
 
 
 def _hf_logits(hf, ids, mask, pixels, kinds):
