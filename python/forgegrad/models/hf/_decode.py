@@ -228,6 +228,11 @@ def weight_dtypes_are_lean(m, weight_only) -> bool:
     return True
 
 
+def _array(t) -> np.ndarray:
+    """A rotary table (a Tensor buffer's slice or an array) as an array."""
+    return t if isinstance(t, np.ndarray) else t.numpy()
+
+
 def _rows(embedding, ids) -> np.ndarray:
     """Rows of an nn.Embedding's table, or a BF16Embedding's widened to float32."""
     w = embedding.weight.numpy()
@@ -376,9 +381,15 @@ class LeanDecoder:
                 made[w] = m
         return [made[w] for w in windows]
 
-    def prefill(self, ids: np.ndarray, cache: Optional[KVCache], logits_to_keep: int = 0) -> np.ndarray:
+    def prefill(self, ids: np.ndarray, cache: Optional[KVCache], logits_to_keep: int = 0, embeds=None,
+                masks=None, positions=None) -> np.ndarray:
         """Logits (B, T or logits_to_keep, V) of token ids (B, T) at positions 0..T-1 with no padding;
-        fills ``cache`` (empty) when given. The ops and kernels of the model's forward, on arrays."""
+        fills ``cache`` (empty) when given. The ops and kernels of the model's forward, on arrays.
+
+        A Llama-style model's prompt with images (models/hf/_image_prefill.py) passes ``embeds`` (B, T, E), the
+        input rows in place of the ids' (scaled already), ``masks`` {sliding window: additive mask (B or 1, 1, T,
+        T) or None (causal)} for each of its layers' windows, and ``positions`` (B, T) the rotary positions as
+        given (None: 0..T-1)."""
         B, T = ids.shape
         if cache is not None and T > cache.max_length:  # as KVCache.update says it on the Tensor path
             raise ValueError(f"KVCache: {T} tokens exceed the cache's max_length {cache.max_length}")
@@ -387,15 +398,26 @@ class LeanDecoder:
             x = _rows(m.transformer.wte, ids) + m.transformer.wpe.weight.numpy()[:T]
             ctx = None
         else:
-            x = _rows(m.model.embed_tokens, ids)
-            if self.embed_scale is not None:
-                x = x * np.float32(self.embed_scale)
-            ctx = m.per_layer(lambda r: tuple(t.numpy() for t in r.cos_sin_range(self.position_offset, T)))
+            if embeds is not None:
+                x = embeds
+            else:
+                x = _rows(m.model.embed_tokens, ids)
+                if self.embed_scale is not None:
+                    x = x * np.float32(self.embed_scale)
+            if positions is None:
+                start = self.position_offset if embeds is None else 0
+                ctx = m.per_layer(lambda r: tuple(_array(t) for t in r.cos_sin_range(start, T)))
+            else:
+                ctx = m.per_layer(lambda r: tuple(_array(t) for t in r.cos_sin(positions)))
         x = x.reshape(B * T, -1)
         layer = self._gpt2_prefill_layer if ctx is None else (
             self._neox_prefill_layer if self.neox else self._llama_prefill_layer)
+        windows = getattr(m, "sliding_windows", None)
         for i in range(len(self._blocks())):
-            x = layer(i, x, B, T, None if ctx is None else ctx[i], cache)
+            if masks is not None:
+                x = self._llama_prefill_layer(i, x, B, T, ctx[i], cache, masks[windows[i]])
+            else:
+                x = layer(i, x, B, T, None if ctx is None else ctx[i], cache)
         if cache is not None:
             cache.advance(T)
         if logits_to_keep:
@@ -418,8 +440,9 @@ class LeanDecoder:
         f = self._linear(blk.mlp.c_fc, h, self.act)
         return x + self._linear(blk.mlp.c_proj, f)
 
-    def _llama_prefill_layer(self, i, x, B, T, ctx, cache):
-        from ...kernels.attention import attention_forward
+    def _llama_prefill_layer(self, i, x, B, T, ctx, cache, mask=None):
+        """``mask``: None (causal from position 0) or an additive mask (B or 1, 1, T, T), as the layers' attend."""
+        from ...kernels.attention import attention_forward, prepare_mask
         blk = self.model.model.layers[i]
         att = blk.self_attn
         H, Hkv = self.heads, self.kv_heads
@@ -438,7 +461,8 @@ class LeanDecoder:
             k, v = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
         D = q.shape[-1]
         o, _ = attention_forward(q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D),
-                                 self.scale, causal=True, softcap=self.softcap)
+                                 self.scale, causal=mask is None,
+                                 mask=None if mask is None else prepare_mask(mask, (B, H), T, T), softcap=self.softcap)
         o = o.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B * T, H * D)
         return self._llama_tail(blk, x, self._linear(att.o_proj, o), h)
 
@@ -506,10 +530,14 @@ class LeanDecoder:
                 return self._linear(m.lm_head, x)
             return _C.gemm.linear(x, m.transformer.wte.weight.numpy())
         x = _norm(m.model.norm, x)
-        logits = self._linear(m.lm_head, x) if not m.tied else _C.gemm.linear(x, m.model.embed_tokens.weight.numpy())
+        logits = self._linear(m.lm_head, x) if not m.tied else self._tied_logits(x)
         if self.logits_scaling is not None:  # Granite divides its logits
             logits = logits / np.float32(self.logits_scaling)
         return logits if self.final_softcap is None else _tanh_cap(logits, self.final_softcap)
+
+    def _tied_logits(self, x):
+        """x (rows, E) times the tied embedding's table (V, E), transposed."""
+        return _C.gemm.linear(x, self.model.model.embed_tokens.weight.numpy())
 
     def _gpt2_layer(self, i, x, ctx, cache, length, mask):
         blk = self.model.transformer.h[i]

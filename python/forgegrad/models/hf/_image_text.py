@@ -9,8 +9,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ... import devices
 from ...factories import where
 from ...tensor import Tensor
+from ._image_prefill import image_prefill_applies, image_prefill_logits
 from ._layers import ids_array, mask_array
 
 TEXT_PREFIXES = ("model.", "lm_head.")
@@ -82,6 +84,9 @@ class ImageTextDecoder:
         x = self._embed(text_ids)
         if features is not None:
             x = self._merge_images(x, image, features, who, features.shape[1])
+        if image_prefill_applies(self, past, devices.device_of(x._data)):  # graph-free: kernels on arrays
+            return Tensor._wrap(image_prefill_logits(self, ids, x._data, pad, position_ids, cache, logits_to_keep,
+                                                     masks))
         return self._head(self._stack(ids, pad, past, position_ids, cache, embeds=x, masks=masks), logits_to_keep)
 
     @staticmethod
