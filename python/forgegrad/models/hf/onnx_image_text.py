@@ -22,8 +22,8 @@ Face optimum's / transformers.js's image-text exports, and greedy or sampled dec
   ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids`` (but Qwen2-VL's, whose M-RoPE positions
   follow the images: onnx_qwen2_vl.py).
 
-Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py), LLaVA-NeXT's any number
-of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
+Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py; a video's frame groups too),
+LLaVA-NeXT's any number of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
 
 The host places the images' rows at the image tokens (transformers' masked_scatter), as transformers.js does;
 ``generate_image_text_onnx`` does so and decodes. Every graph is verified in onnxruntime against forgegrad at the
