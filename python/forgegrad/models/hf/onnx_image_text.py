@@ -247,9 +247,10 @@ def is_image_text_folder(path) -> bool:
 
 class ImageTextSessions:
     """The three onnxruntime sessions of an ``export_image_text`` folder (``folder`` a path), with what the decoder's
-    metadata says: ``image_token_id``, ``token_types`` ("image_blocks", "prefix" or None) and the vision graph's
-    image shape. ``threads``: each session's intra-op threads (one inter-op thread, sequential), as the benchmarks
-    pin them; None: onnxruntime's default."""
+    metadata says: ``image_token_id``, ``token_types`` ("image_blocks", "prefix" or None), Qwen2-VL's
+    ``mrope_merge``, ``video_token_id`` and (Qwen2.5-VL) ``tokens_per_second``, and the vision graph's image shape.
+    ``threads``: each session's intra-op threads (one inter-op thread, sequential), as the benchmarks pin them;
+    None: onnxruntime's default."""
 
     def __init__(self, folder, threads: Optional[int] = None):
         import onnxruntime as ort
