@@ -200,7 +200,8 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
                   repetition_penalty: Optional[float] = None, no_repeat_ngram_size: Optional[int] = None,
                   min_length: Optional[int] = None, forced_bos_token_id=UNSET, forced_eos_token_id=UNSET,
                   generation_config=None, tokenizer=None, pixel_values=None, token_type_ids=None,
-                  image_grid_thw=None, image_sizes=None, **settings) -> np.ndarray:
+                  image_grid_thw=None, image_sizes=None, pixel_values_videos=None, video_grid_thw=None,
+                  second_per_grid_ts=None, **settings) -> np.ndarray:
     """Decoding in onnxruntime on a graph written by ``export_with_past``: ``session`` (an
     ``onnxruntime.InferenceSession`` or the .onnx path) runs once on the prompt (no past) and once per
     new token on the cache it returned, choosing each token as ``generate`` chooses it (onnx_decoding.py): its
@@ -229,8 +230,9 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
     followed by the new tokens, (batch * R, prompt + new) int64, R rows per prompt.
 
     An image-text model's graphs (``session``: the folder ``export_image_text`` wrote, or its ImageTextSessions)
-    decode with ``pixel_values``, ``token_type_ids``, (Qwen2-VL) ``image_grid_thw`` and (LLaVA-NeXT) ``image_sizes``
-    as ``generate`` takes them (onnx_image_text.py: one sequence per prompt, no beams).
+    decode with ``pixel_values``, ``token_type_ids``, (Qwen2-VL) ``image_grid_thw`` and videos
+    (``pixel_values_videos``, ``video_grid_thw``, Qwen2.5-VL's ``second_per_grid_ts``) and (LLaVA-NeXT)
+    ``image_sizes`` as ``generate`` takes them (onnx_image_text.py).
     """
     from .onnx_image_text import ImageTextSessions, generate_image_text_onnx, is_image_text_folder
     if isinstance(session, ImageTextSessions) or is_image_text_folder(session):
@@ -240,11 +242,13 @@ def generate_onnx(session, input_ids, attention_mask=None, max_new_tokens: Optio
             repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size, min_length=min_length,
             length_penalty=length_penalty, early_stopping=early_stopping, forced_bos_token_id=forced_bos_token_id,
             forced_eos_token_id=forced_eos_token_id, generation_config=generation_config, tokenizer=tokenizer,
-            image_grid_thw=image_grid_thw, image_sizes=image_sizes, **settings)
-    if any(v is not None for v in (pixel_values, token_type_ids, image_grid_thw, image_sizes)):
-        raise TypeError("generate_onnx: pixel_values / token_type_ids / image_grid_thw / image_sizes go with an "
-                        "image-text model's graphs (the folder export_image_text wrote); this graph is a text "
-                        "decoder's")
+            image_grid_thw=image_grid_thw, image_sizes=image_sizes, pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts, **settings)
+    if any(v is not None for v in (pixel_values, token_type_ids, image_grid_thw, image_sizes, pixel_values_videos,
+                                   video_grid_thw, second_per_grid_ts)):
+        raise TypeError("generate_onnx: pixel_values / token_type_ids / image_grid_thw / image_sizes / "
+                        "pixel_values_videos / video_grid_thw / second_per_grid_ts go with an image-text model's "
+                        "graphs (the folder export_image_text wrote); this graph is a text decoder's")
     graph = session
     session = session_of(session)
     ids, mask = check_prompt("generate_onnx", input_ids, attention_mask)

@@ -22,8 +22,8 @@ Face optimum's / transformers.js's image-text exports, and greedy or sampled dec
   ``generate`` does (PaliGemma's from 1), so it takes no ``position_ids`` (but Qwen2-VL's, whose M-RoPE positions
   follow the images: onnx_qwen2_vl.py).
 
-Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py), LLaVA-NeXT's any number
-of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
+Qwen2-VL's vision graph takes the processor's patches and ``grid_thw`` (onnx_qwen2_vl.py; a video's frame groups too),
+LLaVA-NeXT's any number of tiles, packed by ``image_sizes`` on the host (onnx_llava_next.py).
 
 The host places the images' rows at the image tokens (transformers' masked_scatter), as transformers.js does;
 ``generate_image_text_onnx`` does so and decodes. Every graph is verified in onnxruntime against forgegrad at the
@@ -47,8 +47,9 @@ from .onnx_beam import beam_result
 from .onnx_decoding import TokenPicker, check_prompt, decoding, logits_vocab, processors, save_generation_config
 from .onnx_export import _example, graph_logits, input_names, output_names
 from .onnx_llava_next import ANYRES_KEY, AnyresVisionEncoder, anyres_metadata, is_anyres_model, pack_tiles, split_tiles
-from .onnx_qwen2_vl import (MROPE_MERGE_KEY, MRopePositions, Qwen2VLDecoderWithPast, decoder_example,
-                            export_patch_vision, is_mrope_model)
+from .onnx_qwen2_vl import (MROPE_MERGE_KEY, TOKENS_PER_SECOND_KEY, VIDEO_TOKEN_KEY, MRopePositions,
+                            Qwen2VLDecoderWithPast, decoder_example, export_patch_vision, is_mrope_model,
+                            mrope_metadata, video_steps)
 
 __all__ = ["GRAPHS", "ImageTextSessions", "export_image_text", "generate_image_text_onnx", "is_image_text_folder"]
 
@@ -101,7 +102,8 @@ class EmbedTokens(nn.Module):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         m = self.model
-        if m.image_token_id >= m.vocab_size:  # transformers reads an image token past the vocabulary as id 0
+        # transformers reads an image (Qwen2-VL: or video) token past the vocabulary as id 0
+        if max(m.image_token_id, getattr(m, "video_token_id", -1)) >= m.vocab_size:
             input_ids = input_ids * (input_ids < m.vocab_size).long()
         return m._embed(input_ids)
 
@@ -149,7 +151,7 @@ def _pixels_example(model, batch: int, seed: int) -> np.ndarray:
 def _metadata(model) -> dict:
     out = {IMAGE_TOKEN_KEY: str(int(model.image_token_id))}
     if is_mrope_model(model):
-        out[MROPE_MERGE_KEY] = str(int(model.merge))
+        out.update(mrope_metadata(model))
     if is_anyres_model(model):
         out[ANYRES_KEY] = anyres_metadata(model)
     kind = token_types_kind(model)
@@ -245,9 +247,10 @@ def is_image_text_folder(path) -> bool:
 
 class ImageTextSessions:
     """The three onnxruntime sessions of an ``export_image_text`` folder (``folder`` a path), with what the decoder's
-    metadata says: ``image_token_id``, ``token_types`` ("image_blocks", "prefix" or None) and the vision graph's
-    image shape. ``threads``: each session's intra-op threads (one inter-op thread, sequential), as the benchmarks
-    pin them; None: onnxruntime's default."""
+    metadata says: ``image_token_id``, ``token_types`` ("image_blocks", "prefix" or None), Qwen2-VL's
+    ``mrope_merge``, ``video_token_id`` and (Qwen2.5-VL) ``tokens_per_second``, and the vision graph's image shape.
+    ``threads``: each session's intra-op threads (one inter-op thread, sequential), as the benchmarks pin them;
+    None: onnxruntime's default."""
 
     def __init__(self, folder, threads: Optional[int] = None):
         import onnxruntime as ort
@@ -267,8 +270,11 @@ class ImageTextSessions:
         meta = self.decoder.get_modelmeta().custom_metadata_map
         self.image_token_id = int(meta[IMAGE_TOKEN_KEY])
         self.token_types = meta.get(TOKEN_TYPES_KEY)
-        # Qwen2-VL: the vision graph takes patches and grid_thw, the decoder (3, B, T) position_ids
+        # Qwen2-VL: the vision graph takes patches and grid_thw, the decoder (3, B, T) position_ids; videos' token
+        # and Qwen2.5-VL's tokens per second (a folder exported before videos has neither)
         self.mrope_merge = int(meta[MROPE_MERGE_KEY]) if MROPE_MERGE_KEY in meta else None
+        self.video_token_id = int(meta[VIDEO_TOKEN_KEY]) if VIDEO_TOKEN_KEY in meta else None
+        self.tokens_per_second = float(meta[TOKENS_PER_SECOND_KEY]) if TOKENS_PER_SECOND_KEY in meta else None
         # LLaVA-NeXT: the vision graph gives tiles' rows, packed here by image_sizes
         self.anyres = json.loads(meta[ANYRES_KEY]) if ANYRES_KEY in meta else None
         self.image_shape = tuple(self.vision.get_inputs()[0].shape[1:])
@@ -296,18 +302,41 @@ class ImageTextSessions:
                              f"exported vision tower takes them, got shape {pixels.shape}")
         return self.vision.run(None, {"pixel_values": pixels})[0]
 
-    def patch_grid(self, pixel_values, image_grid_thw) -> np.ndarray:
+    def patch_grid(self, pixel_values, image_grid_thw, kind: str = "image") -> np.ndarray:
         """Qwen2-VL's ``image_grid_thw`` as an int64 (num_images, 3) array, checked with ``pixel_values`` (the
-        processor's patches (num_patches, patch_dim))."""
+        processor's patches (num_patches, patch_dim)); ``kind`` "video": ``video_grid_thw`` with
+        ``pixel_values_videos``."""
         from .qwen2_vl_vision import check_grid
+        pixels, grid = ("pixel_values", "image_grid_thw") if kind == "image" else (
+            "pixel_values_videos", "video_grid_thw")
         shape = tuple(getattr(pixel_values, "shape", np.shape(pixel_values)))
         if len(shape) != 2 or shape[1:] != self.image_shape or shape[0] == 0:
-            raise ValueError(f"pixel_values must be the processor's flattened patches (num_patches >= 1, "
+            raise ValueError(f"{pixels} must be the processor's flattened patches (num_patches >= 1, "
                              f"{self.image_shape[0]}) as the exported vision tower takes them, got shape {shape}")
         if image_grid_thw is None:
-            raise ValueError("image_grid_thw: Qwen2-VL's pixel_values need their grids (num_images, 3), as the "
+            raise ValueError(f"{grid}: Qwen2-VL's {pixels} need their grids (num_{kind}s, 3), as the "
                              "processor returns them")
-        return check_grid(image_grid_thw, shape[0], self.mrope_merge, "image_grid_thw")
+        return check_grid(image_grid_thw, shape[0], self.mrope_merge, grid, kind)
+
+    def videos(self, pixel_values_videos, video_grid_thw, second_per_grid_ts, who: str):
+        """Qwen2-VL's / Qwen2.5-VL's videos checked: None without any, else (the patches float32, ``video_grid_thw``
+        (num_videos, 3) int64, each video's temporal step per frame group (None: 1))."""
+        given = [n for n, v in (("pixel_values_videos", pixel_values_videos), ("video_grid_thw", video_grid_thw),
+                                ("second_per_grid_ts", second_per_grid_ts)) if v is not None]
+        if not given:
+            return None
+        if self.mrope_merge is None:
+            raise TypeError(f"{who}: {' / '.join(given)} go with Qwen2-VL's and Qwen2.5-VL's graphs; this folder's "
+                            f"vision graph takes whole images {self.image_shape}")
+        if self.video_token_id is None:
+            raise ValueError(f"{who}: {self.folder!r} was exported before the graphs took videos (its decoder's "
+                             f"metadata lacks {VIDEO_TOKEN_KEY}): export it again with export_image_text")
+        if pixel_values_videos is None:
+            raise ValueError(f"{who}: {' / '.join(given)} given without pixel_values_videos")
+        raw = pixel_values_videos.numpy() if isinstance(pixel_values_videos, Tensor) else pixel_values_videos
+        pixels = np.asarray(raw, np.float32)
+        grid = self.patch_grid(pixels, video_grid_thw, "video")
+        return pixels, grid, video_steps(self.tokens_per_second, second_per_grid_ts, len(grid), who)
 
     def _tile_rows(self, pixels: np.ndarray, image_sizes) -> np.ndarray:
         if pixels.ndim not in (4, 5) or tuple(pixels.shape[-3:]) != self.image_shape or pixels.shape[0] == 0:
@@ -322,10 +351,18 @@ class ImageTextSessions:
         grid = self.patch_grid(pixels, image_grid_thw)
         return self.vision.run(None, {"pixel_values": pixels, "grid_thw": grid})[0]
 
-    def embeds(self, ids: np.ndarray, image_rows: Optional[np.ndarray]) -> np.ndarray:
+    def embeds(self, ids: np.ndarray, image_rows: Optional[np.ndarray],
+               video_rows: Optional[np.ndarray] = None) -> np.ndarray:
         """The decoder's inputs_embeds: the embedding graph's rows with the images' rows at the image tokens, in order
-        (the counts must agree)."""
+        (the counts must agree), and Qwen2-VL's videos' rows (``video_rows``, the vision graph's) at the video
+        tokens."""
         x = self.embed.run(None, {"input_ids": ids})[0]
+        if video_rows is not None:
+            video = ids == self.video_token_id
+            if int(video.sum()) != video_rows.shape[0]:
+                raise ValueError(f"pixel_values_videos: the prompt holds {int(video.sum())} video tokens (id "
+                                 f"{self.video_token_id}) but the videos give {video_rows.shape[0]}")
+            x[video] = video_rows
         image = ids == self.image_token_id
         count = int(image.sum())
         rows = np.zeros((0, x.shape[-1]), np.float32) if image_rows is None else image_rows.reshape(-1, x.shape[-1])
@@ -337,19 +374,37 @@ class ImageTextSessions:
         x[image] = rows
         return x
 
+    def video_rows(self, videos) -> Optional[np.ndarray]:
+        """The vision graph's (merged patches of all videos, hidden) for ``videos`` (``self.videos``' checked
+        triple, or None)."""
+        if videos is None:
+            return None
+        return self.vision.run(None, {"pixel_values": videos[0], "grid_thw": videos[1]})[0]
+
     def prefill(self, ids: np.ndarray, mask: np.ndarray, pixel_values=None, token_type_ids=None, image_grid_thw=None,
-                positions: Optional[np.ndarray] = None, image_sizes=None):
+                positions: Optional[np.ndarray] = None, image_sizes=None, pixel_values_videos=None,
+                video_grid_thw=None, second_per_grid_ts=None):
         """(logits, present) of the decoder's first call on a prompt (``ids``, ``mask`` (B, T) int64) with its
         images: the vision graph, the embedding graph, the rows merged, the decoder with no past. Qwen2-VL:
-        ``image_grid_thw`` with the patches; ``positions`` (3, B, T), by default MRopePositions' of the prompt.
-        LLaVA-NeXT: ``image_sizes`` with the tiles."""
+        ``image_grid_thw`` with the patches, videos (``pixel_values_videos``, ``video_grid_thw``, Qwen2.5-VL's
+        ``second_per_grid_ts``) through the same vision graph; ``positions`` (3, B, T), by default MRopePositions'
+        of the prompt. LLaVA-NeXT: ``image_sizes`` with the tiles."""
+        videos = self.videos(pixel_values_videos, video_grid_thw, second_per_grid_ts, "prefill")
         rows = None if pixel_values is None else self.image_rows(pixel_values, image_grid_thw, image_sizes)
         if self.mrope_merge is not None and positions is None:
             grid = None if pixel_values is None else self.patch_grid(pixel_values, image_grid_thw)
-            positions = MRopePositions(ids, mask, self.image_token_id, grid, self.mrope_merge, "prefill").prompt
-        logits, *present = self.decoder.run(None, self.decoder_feed(self.embeds(ids, rows), mask, token_type_ids,
+            positions = self.positions(ids, mask, grid, videos, "prefill").prompt
+        embeds = self.embeds(ids, rows, self.video_rows(videos))
+        logits, *present = self.decoder.run(None, self.decoder_feed(embeds, mask, token_type_ids,
                                                                     self.empty_past(ids.shape[0]), positions))
         return logits, dict(zip(self.past_names, present))
+
+    def positions(self, ids: np.ndarray, mask: np.ndarray, grid: Optional[np.ndarray], videos, who: str):
+        """Qwen2-VL's MRopePositions of a prompt with the images' ``grid`` (or None) and ``videos`` (``self.videos``'
+        checked triple, or None)."""
+        video_grid, steps = (None, None) if videos is None else videos[1:]
+        return MRopePositions(ids, mask, self.image_token_id, grid, self.mrope_merge, who,
+                              video_token_id=self.video_token_id, video_grid=video_grid, video_steps=steps)
 
     def empty_past(self, batch: int) -> dict:
         """The decoder's past inputs for a first call: (batch, heads, 0, head_dim) zeros."""
@@ -384,7 +439,7 @@ def _token_types(sessions: ImageTextSessions, token_type_ids, shape) -> Optional
     return kinds.astype(np.int64)
 
 
-def _mrope_positions(sessions: ImageTextSessions, ids, mask, pixel_values, image_grid_thw, who: str):
+def _mrope_positions(sessions: ImageTextSessions, ids, mask, pixel_values, image_grid_thw, videos, who: str):
     """Qwen2-VL's MRopePositions for the prompt (None for the other graphs, which take no image_grid_thw)."""
     if sessions.mrope_merge is None:
         if image_grid_thw is not None:
@@ -393,7 +448,7 @@ def _mrope_positions(sessions: ImageTextSessions, ids, mask, pixel_values, image
     if pixel_values is None and image_grid_thw is not None:
         raise ValueError(f"{who}: image_grid_thw was given without pixel_values")
     grid = None if pixel_values is None else sessions.patch_grid(pixel_values, image_grid_thw)
-    return MRopePositions(ids, mask, sessions.image_token_id, grid, sessions.mrope_merge, who)
+    return sessions.positions(ids, mask, grid, videos, who)
 
 
 def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_values=None, token_type_ids=None,
@@ -404,7 +459,8 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
                              no_repeat_ngram_size: Optional[int] = None, min_length: Optional[int] = None,
                              length_penalty: Optional[float] = None, early_stopping=None, forced_bos_token_id=UNSET,
                              forced_eos_token_id=UNSET, generation_config=None, tokenizer=None,
-                             image_grid_thw=None, image_sizes=None, **settings) -> np.ndarray:
+                             image_grid_thw=None, image_sizes=None, pixel_values_videos=None, video_grid_thw=None,
+                             second_per_grid_ts=None, **settings) -> np.ndarray:
     """``generate(model, input_ids, pixel_values=..., token_type_ids=...)`` on the graphs of ``export_image_text``
     (``folder``: its path, or an ImageTextSessions; ``generate_onnx`` given the folder calls this): the images
     through the vision graph, their rows placed at the image tokens, one decoder call on the prompt and one per new
@@ -412,7 +468,9 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     settings resolved from the arguments, the generation config beside the graphs, generate's defaults); beam search
     (``num_beams``) and several sequences per prompt start each prompt's rows from its one prefill. Qwen2-VL /
     Qwen2.5-VL: ``pixel_values`` the processor's patches with their ``image_grid_thw``; the decoder's M-RoPE
-    positions computed here as generate's (onnx_qwen2_vl.py). LLaVA-NeXT: ``pixel_values`` its tiles with their
+    positions computed here as generate's (onnx_qwen2_vl.py); videos as generate takes them
+    (``pixel_values_videos``, ``video_grid_thw``, Qwen2.5-VL's ``second_per_grid_ts``), beside images or alone,
+    through the same vision graph, their rows at the video tokens. LLaVA-NeXT: ``pixel_values`` its tiles with their
     ``image_sizes`` (onnx_llava_next.py). Returns the prompts followed by the new tokens (batch * sequences per
     prompt, prompt + new) int64."""
     who = "generate_image_text_onnx"
@@ -421,7 +479,8 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     if not mask.any(axis=1).all():
         raise ValueError(f"{who}: every prompt needs at least one real token (attention_mask row of zeros)")
     types = _token_types(sessions, token_type_ids, ids.shape)
-    rope = _mrope_positions(sessions, ids, mask, pixel_values, image_grid_thw, who)
+    videos = sessions.videos(pixel_values_videos, video_grid_thw, second_per_grid_ts, who)
+    rope = _mrope_positions(sessions, ids, mask, pixel_values, image_grid_thw, videos, who)
     if image_sizes is not None and pixel_values is None:
         raise ValueError(f"{who}: image_sizes were given without pixel_values")
     B, T = ids.shape
@@ -435,12 +494,14 @@ def generate_image_text_onnx(folder, input_ids, attention_mask=None, pixel_value
     d = decoding(who, graph, generation_config, logits_vocab(sessions.decoder), tokenizer, T, arguments, settings)
     K, R = d.beams[0], d.beams[3]
     new = d.max_new_tokens
-    if new == 0:  # (the images still checked against the prompt's image tokens)
+    if new == 0:  # (the images and videos still checked against the prompt's image and video tokens)
         sessions.embeds(ids, None if pixel_values is None else sessions.image_rows(pixel_values, image_grid_thw,
-                                                                                   image_sizes))
+                                                                                   image_sizes),
+                        sessions.video_rows(videos))
         return np.repeat(ids, R, axis=0)
     logits, past = sessions.prefill(ids, mask, pixel_values, types, image_grid_thw,
-                                    None if rope is None else rope.prompt, image_sizes)
+                                    None if rope is None else rope.prompt, image_sizes, pixel_values_videos,
+                                    video_grid_thw, second_per_grid_ts)
     # each prompt's rows (its K beams, or its R draws) start from its one prefill: the logits and cache repeated
     rows = K if K > 1 else R
     steps = _RowSteps(sessions, np.repeat(mask, rows, axis=0), rope, rows,

@@ -16,6 +16,11 @@ the M-RoPE positions ``generate_image_text_onnx`` computes for them on the host.
   the host, as in transformers.js: for a prompt transformers' get_rope_index (``qwen2_vl.rope_index``) of the ids,
   the grids and the mask, each row's ``rope_deltas`` kept; for a later token its text position plus that delta
   (``MRopePositions``).
+
+Videos go through the same vision graph (a video's ``video_grid_thw`` counts frame groups, as an image's frames);
+their rows replace the video tokens and their temporal positions step per frame group by 1 (Qwen2-VL) or by
+Qwen2.5-VL's tokens_per_second x ``second_per_grid_ts`` (``video_steps``). The decoder's metadata records what the
+host needs for them: the video token id and Qwen2.5-VL's tokens_per_second (``mrope_metadata``).
 """
 from __future__ import annotations
 
@@ -30,14 +35,46 @@ from ._layers import FLOAT32_MAX, PastKeyValues
 from .onnx_export import graph_logits
 from .qwen2_vl import rope_index
 
-__all__ = ["MRopePositions", "Qwen2VLDecoderWithPast", "Qwen2VLVisionEncoder", "export_patch_vision", "is_mrope_model"]
+__all__ = ["MRopePositions", "Qwen2VLDecoderWithPast", "Qwen2VLVisionEncoder", "export_patch_vision", "is_mrope_model",
+           "mrope_metadata", "video_steps"]
 
 MROPE_MERGE_KEY = "forgegrad.mrope_merge_size"  # the decoder graph's metadata: take 3-D positions, this merge size
+VIDEO_TOKEN_KEY = "forgegrad.video_token_id"  # the video tokens' id (folders exported before videos lack it)
+TOKENS_PER_SECOND_KEY = "forgegrad.tokens_per_second"  # Qwen2.5-VL's: a video's temporal positions per second
 
 
 def is_mrope_model(model) -> bool:
     return getattr(model, "architecture", "") in ("Qwen2VLForConditionalGeneration",
                                                   "Qwen2_5_VLForConditionalGeneration")
+
+
+def mrope_metadata(model) -> dict:
+    """The decoder graph's metadata for the host's M-RoPE positions: the merge size, the video token id, and
+    Qwen2.5-VL's tokens_per_second (checked as the eager model checks it; Qwen2-VL steps a video by 1)."""
+    out = {MROPE_MERGE_KEY: str(int(model.merge)), VIDEO_TOKEN_KEY: str(int(model.video_token_id))}
+    steps = model._video_steps(None, 1)  # Qwen2.5-VL: [tokens_per_second]; Qwen2-VL: None
+    if steps is not None:
+        out[TOKENS_PER_SECOND_KEY] = repr(float(steps[0]))
+    return out
+
+
+def video_steps(tokens_per_second: Optional[float], second_per_grid_ts, n_videos: int, who: str):
+    """Each video's temporal position step per frame group, as the eager model's ``_video_steps``: None (1) for
+    Qwen2-VL (no ``tokens_per_second``: ``second_per_grid_ts`` refused), else tokens_per_second x each video's
+    seconds per frame group (default 1)."""
+    if tokens_per_second is None:
+        if second_per_grid_ts is not None:
+            raise TypeError(f"{who}: second_per_grid_ts is Qwen2.5-VL's (this folder's Qwen2-VL graphs step a "
+                            "video's positions by one per frame group)")
+        return None
+    if second_per_grid_ts is None:
+        return np.full(n_videos, tokens_per_second)
+    raw = second_per_grid_ts.numpy() if isinstance(second_per_grid_ts, Tensor) else second_per_grid_ts
+    seconds = np.asarray(raw, np.float64).reshape(-1)
+    if seconds.shape != (n_videos,) or not np.isfinite(seconds).all() or (seconds < 0).any():
+        raise ValueError(f"{who}: second_per_grid_ts must be {n_videos} non-negative numbers (one per video of "
+                         f"video_grid_thw), got {seconds.shape[0]}: {seconds.tolist()[:4]}")
+    return tokens_per_second * seconds
 
 
 def _floor_div(a: Tensor, b) -> Tensor:
@@ -190,19 +227,23 @@ def export_patch_vision(model, path: str, seed: int, common: dict, who: str):
 
 class MRopePositions:
     """The decoder graph's position_ids during decoding, as forgegrad's generate gives them to the model: the
-    prompt's from get_rope_index where it holds images (``rope_index``: each row's ``deltas`` kept), else its text
+    prompt's from get_rope_index where it holds images or videos (``rope_index``: each row's ``deltas`` kept; the
+    videos' tokens ``video_token_id``, grids ``video_grid`` and temporal steps ``video_steps``), else its text
     positions (real tokens from 0, padding 1) on all three components; each later token's text position plus its
     row's delta."""
 
     def __init__(self, ids: np.ndarray, mask: np.ndarray, image_token_id: int, grid: Optional[np.ndarray],
-                 merge: int, who: str):
+                 merge: int, who: str, *, video_token_id: Optional[int] = None,
+                 video_grid: Optional[np.ndarray] = None, video_steps: Optional[np.ndarray] = None):
         text = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
         self.last = text[:, -1].copy()
-        if grid is None:
+        if grid is None and video_grid is None:
             self.prompt = np.broadcast_to(text, (3, *text.shape)).astype(np.int64)
             self.deltas = np.zeros(ids.shape[0], np.int64)
         else:
-            self.prompt, self.deltas = rope_index(ids == image_token_id, grid, merge, mask, who)
+            video = None if video_token_id is None else ids == video_token_id
+            self.prompt, self.deltas = rope_index(ids == image_token_id, grid, merge, mask, who, video=video,
+                                                  video_grid=video_grid, video_steps=video_steps)
 
     def step(self) -> np.ndarray:
         """The next token's (3, B, 1) positions."""
