@@ -57,6 +57,8 @@ class _Resume(_Prefill):
         super().__init__(row.job, list(prompt) + list(row.stream.tokens[:row.n - len(prompt)]), None)
         self.row = row
         self.redo = len(self.ids)  # every key it prefills it had before (recomputed_tokens)
+        # a row of a prompt with images: the prompt again with its images, in one call, then the answer's tokens
+        self.image_tokens = len(prompt) if row.job.images else 0
 
     @property
     def rows(self) -> int:
@@ -192,7 +194,9 @@ class PagedBatchEngine(BatchEngine):
         limits = [self._limit(p.row)] if resume else [P + max(int(s.max_tokens), 1) for _, s, _ in p.choices]
         if not resume:  # a request that can never fit (engines driven directly: the server checks on arrival)
             pool.check_fits(full + sum(pool.blocks_for(k) - full for k in limits))
-        cached = self.prefix.match(p.ids) if self.prefix is not None else []
+        # a prompt with images reads no cached blocks (its keys depend on its images, which the cache's keys, token
+        # ids, do not say) and keeps none there (_commit, _release)
+        cached = self.prefix.match(p.ids) if self.prefix is not None and not p.job.images else []
         need = full - len(cached) + sum(self._start_blocks(P, k, full) for k in limits)
         pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
         # a preempted row waiting is counted in preemptions, not in waits (which counts prompts)
@@ -238,7 +242,7 @@ class PagedBatchEngine(BatchEngine):
         """Keep the prefilled prompt's full blocks (written by its prefill, held by it until its rows share them) in
         the prefix cache; the prompt's full blocks."""
         full = len(p.ids) // self.pool.block_tokens
-        if self.prefix is not None:
+        if self.prefix is not None and not p.job.images:
             self.prefix.store(p.ids, p.blocks[:full])
         return p.blocks[:full]
 
@@ -374,7 +378,8 @@ class PagedBatchEngine(BatchEngine):
     def _release(self, row: _Row, keep: bool = True) -> None:
         if getattr(row, "table", None) is None:
             return
-        if keep and self.prefix is not None:  # the tokens it fed: its prompt, its answer but the last token picked
+        # the tokens it fed: its prompt, its answer but the last token picked (not a prompt with images': _begin)
+        if keep and self.prefix is not None and not row.job.images:
             prompt = row.job.prompt_ids[row.index]
             self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], row.table)
         self.pool.release(row.table)
