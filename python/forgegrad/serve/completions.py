@@ -16,7 +16,9 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
 
 Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins
-at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
+at the next step (continuous batching: generation_batch.py; chat requests with images too, their prompts prefilled in
+one call with the images and never from the prefix cache, save Qwen2-VL's and beam searches, which decode alone;
+encoder-decoders: seq2seq_batch.py, each request's
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
@@ -348,8 +350,8 @@ def create_completions_app(config: GenerationServeConfig):
     state = {"generator": None, "engine": None, "prefix": None, "queued": 0, "images_batch": False}
 
     def run_all(req, prompt_ids, on_text, cancelled, images=None):
-        """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values,
-        given to each prefill (then no prefix cache)."""
+        """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values
+        that the engine does not take (Qwen2-VL's, or no engine), given to each prefill (then no prefix cache)."""
         gen = state["generator"]
         results = []
         for i, ids in enumerate(prompt_ids):

@@ -14,7 +14,9 @@ its block table, a prefix cache sharing those blocks), which overrides the prefi
   by one chunk's prefill, not by its whole prefill (chunked prefill; the chunks attend to the cache of
   the ones before, so the prompt's keys are what one prefill computes, to float32 rounding). It is
   chunked the same way when nobody else is decoding, so a request's numbers do not depend on the load it
-  met. A request's n choices of one prompt share its prefill;
+  met. A request's n choices of one prompt share its prefill. A chat prompt with images (``Job.images``: Gemma 3,
+  LLaVA, LLaVA-NeXT, PaliGemma) is prefilled in one call with them, never chunked: the model merges the image rows
+  and attends both ways within image blocks (PaliGemma's prefix) over the whole prompt;
 * a step feeds every row's last token at that row's own position, then each row picks its next token as
   ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
   request's token rules and penalties, its own sampling settings), with its own random generator (``seed``

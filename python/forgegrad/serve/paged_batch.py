@@ -12,7 +12,9 @@ values live is what differs:
   partial block and each other one gets its own copy of it, and a row writes only its last block from then on;
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
   blocks of its rows, shared, not copied (a chunk gathers one layer's keys at a time to attend to them); the
-  prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference;
+  prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference. A
+  prompt with images neither reads nor keeps cached blocks: its keys depend on its images, which token ids (the
+  cache's keys) do not tell apart;
 * memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
   about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
   next ``lookahead`` tokens, and waits, first in line, while the pool cannot give them (the others decode on and
@@ -21,7 +23,8 @@ values live is what differs:
   is preempted, as vLLM's recompute mode preempts: its blocks go back (its full ones kept in the prefix cache, if
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
-  the token it had picked. Nothing it picks is picked again, so its random generator, its processors' and grammar's
+  the token it had picked (a row of a prompt with images: the prompt with its images in one call, then the tokens it
+  had fed as text). Nothing it picks is picked again, so its random generator, its processors' and grammar's
   state and its stream go on as if it had never left: the client sees only a pause. Rows whose client went away
   leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
   rotary frequencies depend on a call's length (dynamic NTK) is never preempted: a recomputed key would be rotated
