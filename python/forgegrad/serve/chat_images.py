@@ -2,9 +2,10 @@
 image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checked as the embeddings server checks
 its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into pixel values by the
 checkpoint's image processor, and the rendered prompt's image marks expanded as transformers' processor expands
-them (models/hf/image_prompts.py). Such a request decodes alone, each choice (n, best_of) or its
-beam search (use_beam_search) on the images, outside the batched engine and the prefix cache; log-probabilities
-from each decode step's logits (not yet with beams)."""
+them (models/hf/image_prompts.py). Such a request joins the batched engine (generation_batch.py: its prompt
+prefilled in one call with the images, its choices sharing it, no prefix cache), save Qwen2-VL's (M-RoPE positions
+run on per row after an image) and beam searches (use_beam_search), which decode alone on the images;
+log-probabilities from each decode step's logits (not yet with beams)."""
 from __future__ import annotations
 
 from typing import List, Tuple

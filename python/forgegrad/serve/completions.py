@@ -16,7 +16,9 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
 
 Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins
-at the next step (continuous batching: generation_batch.py; encoder-decoders: seq2seq_batch.py, each request's
+at the next step (continuous batching: generation_batch.py; chat requests with images too, their prompts prefilled in
+one call with the images and never from the prefix cache, save Qwen2-VL's and beam searches, which decode alone;
+encoder-decoders: seq2seq_batch.py, each request's
 encoder run once as it joins); models the batched step does not cover
 (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
@@ -57,7 +59,7 @@ from .chat_request import parse_chat
 from .completion_request import CompletionError, CompletionRequest, Prompt, check_rows, choice_seed, parse
 from .engine_setup import paged_engine, prefix_cache_for
 from .generation_config import WEIGHTS, GenerationServeConfig, is_checkpoint_dir  # noqa: F401  (imported from here)
-from .generation_batch import Job, batching_applies
+from .generation_batch import Job, batching_applies, image_batching_applies
 from .paged_batch import PagedBatchEngine
 from .paged_seq2seq import paged_seq2seq_applies
 from .openai_routes import common_routes, load_served, not_found, ok, post_route, read_body
@@ -345,11 +347,11 @@ def create_completions_app(config: GenerationServeConfig):
                                         "prompt longer than --prefill-chunk takes several while others decode)",
                                         ["model"], registry=metrics.registry).labels(name)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgegrad-generate")
-    state = {"generator": None, "engine": None, "prefix": None, "queued": 0}
+    state = {"generator": None, "engine": None, "prefix": None, "queued": 0, "images_batch": False}
 
     def run_all(req, prompt_ids, on_text, cancelled, images=None):
-        """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values,
-        given to each prefill (then no prefix cache)."""
+        """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values
+        that the engine does not take (Qwen2-VL's, or no engine), given to each prefill (then no prefix cache)."""
         gen = state["generator"]
         results = []
         for i, ids in enumerate(prompt_ids):
@@ -418,10 +420,11 @@ def create_completions_app(config: GenerationServeConfig):
         metrics.queue_depth(name, state["queued"])
         if req.num_beams:  # use_beam_search: decoded alone on the worker (beam_completions.py), with any images
             future = loop.run_in_executor(worker, complete_beams, gen, req, prompt_ids, on_text, cancelled, images)
-        elif images is not None:  # a prompt with images: decoded alone on the worker, with its pixel values
+        elif images is not None and not state["images_batch"]:  # decoded alone on the worker, with its pixel values
             future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled, images)
-        elif state["engine"] is not None:
-            future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled)))
+        elif state["engine"] is not None:  # a prompt with images too: its prefill takes them (generation_batch.py)
+            future = asyncio.wrap_future(state["engine"].submit(Job(req, prompt_ids, on_text, cancelled,
+                                                                    images=images)))
         else:
             future = loop.run_in_executor(worker, run_all, req, prompt_ids, on_text, cancelled)
 
@@ -507,6 +510,9 @@ def create_completions_app(config: GenerationServeConfig):
                         if state["engine"] else
                         "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
+        # chat requests with images join the decoder-only engine (not Qwen2-VL's: its M-RoPE positions run on per row)
+        state["images_batch"] = isinstance(state["engine"], PagedBatchEngine) and \
+            image_batching_applies(state["generator"].model)
         if prefix is not None:
             metrics.prefix_cache(name, prefix)
         log.info("serving %s (%s weights, %d positions) at /v1/completions, %s%s", name, config.weights,

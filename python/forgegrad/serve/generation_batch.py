@@ -14,7 +14,9 @@ its block table, a prefix cache sharing those blocks), which overrides the prefi
   by one chunk's prefill, not by its whole prefill (chunked prefill; the chunks attend to the cache of
   the ones before, so the prompt's keys are what one prefill computes, to float32 rounding). It is
   chunked the same way when nobody else is decoding, so a request's numbers do not depend on the load it
-  met. A request's n choices of one prompt share its prefill;
+  met. A request's n choices of one prompt share its prefill. A chat prompt with images (``Job.images``: Gemma 3,
+  LLaVA, LLaVA-NeXT, PaliGemma) is prefilled in one call with them, never chunked: the model merges the image rows
+  and attends both ways within image blocks (PaliGemma's prefix) over the whole prompt;
 * a step feeds every row's last token at that row's own position, then each row picks its next token as
   ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
   request's token rules and penalties, its own sampling settings), with its own random generator (``seed``
@@ -79,6 +81,9 @@ class Job:
     constraints: dict = field(default_factory=dict)  # structured outputs: each row's RowConstraint by index
     choices: dict = field(default_factory=dict)  # each row's RowChoice by index (row_settings.py)
     seq: int = 0  # its place in the engine's arrival order (set as it is admitted): first come, first served
+    # a chat request's images (chat_images.image_inputs' pixel_values, token_type_ids, image_sizes): the model's
+    # arguments for its one prompt's prefill (every row of a job with images is that prompt's: its n choices)
+    images: Optional[dict] = None
 
 
 class _Row:
@@ -95,6 +100,9 @@ class _Prefill:
     def __init__(self, job: Job, ids: List[int], cache):
         self.job, self.ids, self.cache = job, ids, cache
         self.done = 0  # prompt tokens in the cache so far
+        # a prompt with images: its first image_tokens tokens are prefilled in one call from position 0 with the
+        # images (the model merges the image rows and masks the image blocks over the whole prompt), never chunked
+        self.image_tokens = len(ids) if job.images else 0
         self.choices: List[tuple] = []
 
     @property
@@ -112,6 +120,17 @@ def batching_applies(model) -> bool:
         return seq2seq_batching_applies(model)
     from ..models.hf._decode import lean_path_applies
     return lean_path_applies(model) and getattr(model, "recompute_cache_at", None) is None
+
+
+def image_batching_applies(model) -> bool:
+    """Whether the engine decodes this image-text model's prompts with images (Gemma 3, LLaVA, LLaVA-NeXT,
+    PaliGemma): their decode steps are text steps at plain positions. Not Qwen2-VL's: after an image its text
+    positions run on from the image's M-RoPE positions (a per-row offset, the cache's ``rope_deltas``) that the
+    batched step does not apply; its image prompts decode alone."""
+    if not getattr(model, "takes_images", False):
+        return False
+    from ..models.hf.qwen2_vl import Qwen2VLForConditionalGeneration
+    return not isinstance(model, Qwen2VLForConditionalGeneration)
 
 
 def rope_reads_call_length(model) -> bool:
@@ -254,11 +273,17 @@ class BatchEngine:
         """Prefill the prompt's next chunk on its own cache; the logits (1, V) of its last token once the whole
         prompt is in, else None. Chunked also when nobody is decoding: a prompt's chunks (and so the rounding of its
         keys and logits) never depend on what else the server was doing when it arrived."""
-        P = len(p.ids)
-        end = P if self.prefill_chunk <= 0 else min(P, p.done + self.prefill_chunk)
+        P, images = len(p.ids), {}
+        if p.done < p.image_tokens:  # the prompt with its images: one call (the cache holds nothing before it)
+            if p.done:
+                raise RuntimeError(f"a prompt with images is prefilled from position 0, not {p.done}")
+            end, images = p.image_tokens, p.job.images
+        else:  # text: a preempted image row's answer tokens run after its prompt's keys as text chunks
+            end = P if self.prefill_chunk <= 0 else min(P, p.done + self.prefill_chunk)
         with no_grad():
             logits = self.model(np.array([p.ids[p.done:end]]), np.ones((1, end), bool),
-                                np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1).numpy()[:, -1]
+                                np.arange(p.done, end)[None], cache=p.cache, logits_to_keep=1,
+                                **images).numpy()[:, -1]
         p.done = end
         if self.on_prefill is not None:
             self.on_prefill()

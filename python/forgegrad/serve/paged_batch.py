@@ -12,7 +12,9 @@ values live is what differs:
   partial block and each other one gets its own copy of it, and a row writes only its last block from then on;
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
   blocks of its rows, shared, not copied (a chunk gathers one layer's keys at a time to attend to them); the
-  prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference;
+  prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference. A
+  prompt with images neither reads nor keeps cached blocks: its keys depend on its images, which token ids (the
+  cache's keys) do not tell apart;
 * memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
   about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
   next ``lookahead`` tokens, and waits, first in line, while the pool cannot give them (the others decode on and
@@ -21,7 +23,8 @@ values live is what differs:
   is preempted, as vLLM's recompute mode preempts: its blocks go back (its full ones kept in the prefix cache, if
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
-  the token it had picked. Nothing it picks is picked again, so its random generator, its processors' and grammar's
+  the token it had picked (a row of a prompt with images: the prompt with its images in one call, then the tokens it
+  had fed as text). Nothing it picks is picked again, so its random generator, its processors' and grammar's
   state and its stream go on as if it had never left: the client sees only a pause. Rows whose client went away
   leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
   rotary frequencies depend on a call's length (dynamic NTK) is never preempted: a recomputed key would be rotated
@@ -57,6 +60,8 @@ class _Resume(_Prefill):
         super().__init__(row.job, list(prompt) + list(row.stream.tokens[:row.n - len(prompt)]), None)
         self.row = row
         self.redo = len(self.ids)  # every key it prefills it had before (recomputed_tokens)
+        # a row of a prompt with images: the prompt again with its images, in one call, then the answer's tokens
+        self.image_tokens = len(prompt) if row.job.images else 0
 
     @property
     def rows(self) -> int:
@@ -192,7 +197,9 @@ class PagedBatchEngine(BatchEngine):
         limits = [self._limit(p.row)] if resume else [P + max(int(s.max_tokens), 1) for _, s, _ in p.choices]
         if not resume:  # a request that can never fit (engines driven directly: the server checks on arrival)
             pool.check_fits(full + sum(pool.blocks_for(k) - full for k in limits))
-        cached = self.prefix.match(p.ids) if self.prefix is not None else []
+        # a prompt with images reads no cached blocks (its keys depend on its images, which the cache's keys, token
+        # ids, do not say) and keeps none there (_commit, _release)
+        cached = self.prefix.match(p.ids) if self.prefix is not None and not p.job.images else []
         need = full - len(cached) + sum(self._start_blocks(P, k, full) for k in limits)
         pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
         # a preempted row waiting is counted in preemptions, not in waits (which counts prompts)
@@ -238,7 +245,7 @@ class PagedBatchEngine(BatchEngine):
         """Keep the prefilled prompt's full blocks (written by its prefill, held by it until its rows share them) in
         the prefix cache; the prompt's full blocks."""
         full = len(p.ids) // self.pool.block_tokens
-        if self.prefix is not None:
+        if self.prefix is not None and not p.job.images:
             self.prefix.store(p.ids, p.blocks[:full])
         return p.blocks[:full]
 
@@ -374,7 +381,8 @@ class PagedBatchEngine(BatchEngine):
     def _release(self, row: _Row, keep: bool = True) -> None:
         if getattr(row, "table", None) is None:
             return
-        if keep and self.prefix is not None:  # the tokens it fed: its prompt, its answer but the last token picked
+        # the tokens it fed: its prompt, its answer but the last token picked (not a prompt with images': _begin)
+        if keep and self.prefix is not None and not row.job.images:
             prompt = row.job.prompt_ids[row.index]
             self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], row.table)
         self.pool.release(row.table)
