@@ -206,6 +206,11 @@ def _partial_sum_overflow(name, args, kwargs):
                 rows = (pre > big).any((0, 2)) | (rec > big).any()  # per batch row: all its steps after
                 T, B, H = x.shape[0], x.shape[1], w_hh.shape[1]
                 return [np.broadcast_to(rows[None, :, None], (T, B, H))] + [np.broadcast_to(rows[:, None], (B, H))] * 2
+            if name == "cross":  # each component a1 b2 - a2 b1: either product past float's range
+                x, y = a(args[0]), a(args[1])
+                dim = args[2] if len(args) > 2 and isinstance(args[2], int) else kwargs.get("dim", -1)
+                p = [np.roll(x, -i, axis=dim) * np.roll(y, -j, axis=dim) for i, j in ((1, 2), (2, 1))]
+                return [np.maximum(*p) > big]
             if name in _CONTRACTIONS:  # the op itself on |inputs| in float64: each output's largest partial sum
                 import torch
                 t = [torch.from_numpy(a(x)) if isinstance(x, np.ndarray) and x.dtype.kind == "f" else x for x in args]
@@ -284,13 +289,12 @@ def _torch64(op, torch, args, aliases, tkw):
 # kernel test): gelu(+inf) = +inf (torch's vectorized loop gives NaN, its scalar tail and float64 give inf).
 # (silu(-inf) is NaN as torch's since 940d4531, tests/test_silu_kernels.py: its -0 entry here had made the
 # seed-101 run report forgegrad's NaN as a mismatch.)
-# fake_quantize(NaN) is NaN: torch casts NaN to an integer (undefined in C++; it lands on a quantization
-# bound, which depends on the CPU), forgegrad lets the NaN through; fake_quantize_per_channel of +-inf
-# (or of a value whose quotient by the scale is past 2**62) is the upper / lower bound as torch's
-# per-tensor kernel gives, where torch's per-channel kernel casts the quotient to an integer
-# (test_fuzz_regressions.py).
-LIMITS = {"gelu": {np.inf: np.inf},
-          "fake_quantize_per_tensor_affine": {np.nan: np.nan}, "fake_quantize_per_channel_affine": {np.nan: np.nan}}
+# fake_quantize of NaN is torch's quant_min bound (test_fuzz_regressions.py, test_fake_quantize_takes_nan_to_torchs_
+# bound; a NaN -> NaN entry here, left from before that fix, had made the seed-909 run report torch's own value as
+# a mismatch); fake_quantize_per_channel of +-inf (or of a value whose quotient by the scale is past 2**62) is the
+# upper / lower bound as torch's per-tensor kernel gives, where torch's per-channel kernel casts the quotient to an
+# integer (_per_channel_bounds).
+LIMITS = {"gelu": {np.inf: np.inf}, "fake_quantize_per_channel_affine": {}}
 
 
 def _per_channel_bounds(args, want):

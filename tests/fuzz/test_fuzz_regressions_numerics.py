@@ -293,3 +293,27 @@ def test_conv_input_gradient_and_transposed_conv_of_a_nonfinite_weight_are_torch
     assert bad.any() and not bad.all()  # the weight's tap reaches part of the plane
     assert _same(tx.grad.numpy(), fx.grad.numpy())
     assert _same(want_t, got_t)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int64", "bool"])
+@pytest.mark.parametrize("name", ["cos", "exp", "log", "sigmoid", "tanh"])
+def test_registry_op_on_a_numpy_integer_array_computes_in_float32_as_torch(name, dtype):
+    """op:cos & co., raw numpy uint8 / int8 (seed 909): the registry op ran numpy's ufunc on the array itself, whose
+    8-bit integers promote to float16 (cos(1) = 0.5405); numpy arrays now go in as tensors of their dtype, so torch's
+    rule applies: the default float dtype."""
+    x = np.array([0, 1, 2, 3, 200 if dtype == "uint8" else 1], dtype)
+    got = fg.ops.get(name)(x)
+    want = getattr(torch, name)(torch.from_numpy(x))
+    assert got.dtype == fg.float32 and str(want.dtype) == "torch.float32"
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_std_of_a_row_near_floats_limit_beside_a_row_with_inf():
+    """op:std, [3e38, 1, 1, 1] beside a row holding inf (seed 909): the float64 redo of an overflowing square was
+    skipped when any row held inf, leaving inf where torch gives 1.5e38."""
+    x = np.array([[3e38, 1, 1, 1], [1, 1, 1, np.inf], [1, 2, np.nan, 3], [1, 2, 3, 4]], np.float32)
+    for op in ("std", "var"):
+        got = getattr(fg.tensor(x), op)(1).numpy()
+        want = getattr(torch.from_numpy(x), op)(1).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))

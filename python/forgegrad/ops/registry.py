@@ -143,6 +143,7 @@ class OpDef:
             positions = self._find_operand_positions()
         n = len(args)
         number = tensor = None
+        arrays = False
         for i, name in positions:
             if i < n:
                 a = args[i]
@@ -153,6 +154,12 @@ class OpDef:
                     number = number or (name, a)
                 elif a is not None:
                     tensor = a
+                    arrays = arrays or isinstance(a, np.ndarray)
+        if arrays:  # numpy arrays as tensors of their dtype (no copy): torch's dtype rules apply to them too
+            from ..tensor import Tensor
+            operands = {i for i, _ in positions}
+            args = tuple(Tensor._wrap_exact(a) if i in operands and isinstance(a, np.ndarray) else a
+                         for i, a in enumerate(args))
         if number is not None and tensor is None:
             # numbers alone (sin(1.5), softmax(2.0, 0)): the kernels would read .dtype / .ndim of a float. (A number
             # beside a tensor is an operand: x // 2, 2 ** x through the Tensor operators.)

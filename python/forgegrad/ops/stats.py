@@ -87,9 +87,10 @@ def _variance(ctx, a, dim, unbiased, keepdim, who):
         d = x - np.mean(x, axis=axes, keepdims=True, dtype=acc).astype(x.dtype)
         ss = np.sum(d * d, axis=axes, keepdims=keepdim, dtype=acc).astype(x.dtype)
         out_dtype = x.dtype
-        if x.dtype == np.float32 and not np.isfinite(ss).all() and np.isfinite(x).all():
+        if x.dtype == np.float32 and not np.isfinite(ss).all():
             # deviations near float's limit overflow their squares (or themselves): redo in double,
-            # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf
+            # as torch's float64 (std of values near 3e38 is finite); var past float's range is inf. (Rows
+            # holding inf or NaN give NaN in double as in float32: one such row must not keep the others at inf)
             x = x.astype(np.float64)
             d = x - np.mean(x, axis=axes, keepdims=True)
             ss = np.sum(d * d, axis=axes, keepdims=keepdim)
