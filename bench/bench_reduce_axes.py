@@ -99,22 +99,15 @@ def test_reduce_axes_forward_backward(benchmark, nthreads, runtime):
 
 
 def main(rounds=25):
-    from forgegrad.bench._timing import pinned_threads
+    from forgegrad.bench._timing import best_of_interleaved, pinned_threads
 
     with pinned_threads(1):
         rows = [(f"{name} fwd", {r: _forward(r, shape, view, op, dim) for r in RUNTIMES})
                 for name, shape, view, op, dim in CASES]
         rows.append(("mean(1,3) 32x64x28x28 fwd+bwd", {r: _forward_backward(r, (32, 64, 28, 28), (1, 3))
                                                        for r in ("forgegrad", "torch")}))
-        for name, fns in rows:
-            best = {r: float("inf") for r in fns}
-            for fn in fns.values():
-                fn()
-            for _ in range(rounds):  # the runtimes alternate round by round (a shared, noisy machine)
-                for r, fn in fns.items():
-                    t0 = time.thread_time()
-                    fn()
-                    best[r] = min(best[r], time.thread_time() - t0)
+        for name, fns in rows:  # the runtimes alternate round by round (a shared, noisy machine)
+            best, _ = best_of_interleaved(fns, rounds, warmup=1, clock=time.thread_time)
             ours = best["forgegrad"]
             print(f"{name:48s} " + "  ".join(f"{r} {best[r] * 1e3:7.3f} ms" for r in fns)
                   + "  | " + "  ".join(f"{ours and best[r] / ours:.2f}x {r}" for r in fns if r != "forgegrad"))

@@ -78,18 +78,20 @@ def pinned_threads(n: int):
             torch.set_num_threads(old_torch)
 
 
-def best_of_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 0):
-    """({name: least wall seconds of its call over ``rounds`` rounds}, {name: its last call's result}) with the calls
+def best_of_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 0,
+                        clock: Callable[[], float] = time.perf_counter):
+    """({name: least seconds of its call over ``rounds`` rounds}, {name: its last call's result}) with the calls
     interleaved in each round (a burst of load from elsewhere hits them alike) after ``warmup`` untimed rounds: the
-    one-shot comparisons of the bench/ scripts."""
+    one-shot comparisons of the bench/ scripts. ``clock``: wall time, or ``time.thread_time`` (CPU time, for a
+    shared machine)."""
     best = {name: float("inf") for name in fns}
     results: Dict[str, object] = {}
     for i in range(warmup + rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             results[name] = fn()
             if i >= warmup:
-                best[name] = min(best[name], time.perf_counter() - start)
+                best[name] = min(best[name], clock() - start)
     return best, results
 
 def _clock() -> Callable[[], float]:
