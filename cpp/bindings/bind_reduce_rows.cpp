@@ -66,8 +66,8 @@ void sum_axes(const py::array& x, const std::vector<bool>& reduced, const py::ar
     throw py::value_error("sum_axes: x must have 1 to " + std::to_string(fg::kSumAxesMaxDims) + " axes, got shape " +
                           fg::bind::shape_str(X.shape));
   if (reduced.size() != static_cast<size_t>(X.ndim))
-    throw py::value_error("sum_axes: reduced must have one flag per axis of x (" + std::to_string(X.ndim) +
-                          "), got " + std::to_string(reduced.size()));
+    throw py::value_error("sum_axes: reduced must have one flag per axis of x (" + std::to_string(X.ndim) + "), got " +
+                          std::to_string(reduced.size()));
   std::vector<int64_t> kept;
   int64_t inner = -1;  // the innermost axis of size > 1
   for (int k = 0; k < X.ndim; ++k) {

@@ -214,9 +214,8 @@ void sum_axes_f32(const float* x, int nd, const int64_t* shape, const int64_t* s
   Axes kept, rows;
   for (int k = 0; k + 1 < m; ++k) (red[k] ? rows : kept).add(sz[k], st[k]);
   const int64_t M = rows.count();
-  parallel_for_work(kept.count(), M * (L + 16), [&](int64_t o0, int64_t o1) {
-    rows_outputs(x, kept, rows, L, o0, o1, mean, n, y);
-  });
+  parallel_for_work(kept.count(), M * (L + 16),
+                    [&](int64_t o0, int64_t o1) { rows_outputs(x, kept, rows, L, o0, o1, mean, n, y); });
 }
 
 }  // namespace FG_ISA_NS
