@@ -317,3 +317,17 @@ def test_std_of_a_row_near_floats_limit_beside_a_row_with_inf():
         want = getattr(torch.from_numpy(x), op)(1).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-6)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_linalg_solve_with_an_infinite_entry_gives_nan_as_torch():
+    """op:linalg_solve, an inf in A (seed 909): OpenBLAS's LU solved the infinite column as a limit ([-0, -0.286,
+    0.225]); torch gives NaN for that whole system, and so does forgegrad now (the other systems unchanged)."""
+    A = np.array([[[np.inf, -0.4, 0.6], [-0.8, 2.2, 0.45], [np.inf, -0.9, 1.5]],
+                  [[2, 0, 1], [0, 3, 0], [1, 0, 4]]], np.float32)
+    vectors, matrices = np.array([[-0.8, -0.5, 0.6], [1, 1, 1]], np.float32), np.ones((2, 3, 2), np.float32)
+    for b, left in ((vectors, True), (matrices, True), (np.swapaxes(matrices, -1, -2).copy(), False)):
+        got = fg.linalg.solve(fg.tensor(A), fg.tensor(b), left=left).numpy()
+        want = torch.linalg.solve(torch.from_numpy(A), torch.from_numpy(b), left=left).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()

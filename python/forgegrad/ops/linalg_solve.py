@@ -287,6 +287,11 @@ class LinalgSolveFunction(Function):
                 np.linalg.solve(np.swapaxes(A, -1, -2), np.swapaxes(bm, -1, -2)), -1, -2)
         except np.linalg.LinAlgError:
             raise _singular(A, "linalg.solve", "A") from None
+        bad = ~np.isfinite(A).all(axis=(-2, -1))
+        if bad.any():  # an inf or NaN in A: NaN for its whole system, as torch's; OpenBLAS's LU can leave finite
+            # numbers there (an infinite column solved as if it were a limit)
+            x = np.array(x, copy=True)
+            x[np.broadcast_to(bad, x.shape[:-2])] = np.nan
         ctx.save_for_backward(A, x)
         ctx.info = (vector, left, B.shape)
         return x[..., 0] if vector else x
