@@ -343,6 +343,51 @@ def test_huge_degrees_take_torch_shortcuts():
            "T_1e7")
 
 
+def test_recurrences_run_natively_with_the_numpy_loop_s_bits(monkeypatch):
+    # _C.special_poly runs the same float64 steps as the numpy loop it replaced, in the same order
+    from forgegrad.ops import _special_poly as S
+    assert S._native() is not None
+    x = np.concatenate([RNG.normal(0, 2, 150), RNG.uniform(-1.2, 1.2, 150),
+                        [np.inf, -np.inf, np.nan, 0.0, 1.0, -1.0, 0.5, 1e30, -3e19]])
+    n = RNG.integers(-3, 60, x.shape).astype(np.float64)
+    n[:10], n[10:15] = 600.0, 2000.0
+    calls = [lambda a, b, k=k, s=s: S.chebyshev_polynomial(a, b, k, s) for k in "tuvw" for s in (False, True)]
+    calls += [S.hermite_polynomial_h, S.hermite_polynomial_he, S.laguerre_polynomial_l, S.legendre_polynomial_p]
+    native = [f(x, n) for f in calls]
+    monkeypatch.setattr(S, "_native", lambda: None)
+    for i, (f, got) in enumerate(zip(calls, native)):
+        want = f(x, n)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64)), i
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_recurrences_give_the_same_bits_at_any_thread_count(threads):
+    x = fg.tensor(np.linspace(-0.99, 0.99, 301))
+    n = fg.tensor(np.arange(301, dtype=np.float64) * 37.0)
+    before = fg.get_num_threads()
+    try:
+        fg.set_num_threads(1)
+        want = [fg.special.legendre_polynomial_p(x, n).numpy(), fg.special.laguerre_polynomial_l(x, n).numpy()]
+        fg.set_num_threads(threads)
+        got = [fg.special.legendre_polynomial_p(x, n).numpy(), fg.special.laguerre_polynomial_l(x, n).numpy()]
+    finally:
+        fg.set_num_threads(before)
+    for g, w in zip(got, want):
+        assert np.array_equal(g.view(np.int64), w.view(np.int64))
+
+
+def test_degrees_in_the_millions_take_torch_s_time():
+    # the seed-909 fuzz run's hermite cases ran the recurrence to degrees past torch's NaN limit (over 60 s); a
+    # Legendre polynomial of degree 10^6 on [-1, 1] needs its 10^6 steps (torch: ~0.2 s here): seconds, not minutes
+    x = np.linspace(-0.9, 0.9, 16)
+    _close(fg.special.hermite_polynomial_h(fg.tensor(x), fg.tensor(1e9)),
+           TS.hermite_polynomial_h(torch.from_numpy(x), torch.tensor(1e9, dtype=torch.float64)), 0, 0, "H_1e9")
+    _close(fg.special.hermite_polynomial_he(fg.tensor(x), 10**8),
+           TS.hermite_polynomial_he(torch.from_numpy(x), 10**8), 0, 0, "He_1e8")
+    _close(fg.special.legendre_polynomial_p(fg.tensor(x), 10**6),
+           TS.legendre_polynomial_p(torch.from_numpy(x), 10**6), 1e-9, 1e-12, "P_1e6")
+
+
 def test_onnx_export_of_a_model_using_special_functions_matches_torch(tmp_path):  # 14 of them
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime checks the exported graph")
 

@@ -356,10 +356,11 @@ def _float32_range(got, want):
 
 
 # torch's orthogonal polynomials of a NaN x from degree 2 on are finite garbage (chebyshev_polynomial_u(NaN, 2):
-# -1.09e23 in torch 2.13; the seed-909 run's six ops), where forgegrad's recurrence gives NaN
+# -1.09e23 in torch 2.13; the seed-909 run's six ops; shifted T from degree 7, where its recurrence starts), where
+# forgegrad's recurrence gives NaN
 POLYNOMIALS = {"special_chebyshev_polynomial_u", "special_chebyshev_polynomial_w", "special_laguerre_polynomial_l",
-               "special_legendre_polynomial_p", "special_shifted_chebyshev_polynomial_u",
-               "special_shifted_chebyshev_polynomial_w"}
+               "special_legendre_polynomial_p", "special_shifted_chebyshev_polynomial_t",
+               "special_shifted_chebyshev_polynomial_u", "special_shifted_chebyshev_polynomial_w"}
 
 
 def _nan_polynomial(args, want):
