@@ -1,11 +1,11 @@
-"""Images in ``POST /v1/chat/completions`` for an image-text model (Gemma 3, LLaVA, PaliGemma): the messages'
-image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checked as the embeddings server checks
-its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into pixel values by the
-checkpoint's image processor, and the rendered prompt's image marks expanded as transformers' processor expands
-them (models/hf/image_prompts.py). Such a request joins the batched engine (generation_batch.py: its prompt
-prefilled in one call with the images, its choices sharing it, no prefix cache), save Qwen2-VL's (M-RoPE positions
-run on per row after an image) and beam searches (use_beam_search), which decode alone on the images;
-log-probabilities from each decode step's logits (not yet with beams)."""
+"""Images in ``POST /v1/chat/completions`` for an image-text model (Gemma 3, LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL,
+Qwen2.5-VL): the messages' image_url parts (base64 ``data:`` URLs; URLs are not fetched) decoded and checked as the
+embeddings server checks its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into
+pixel values by the checkpoint's image processor, and the rendered prompt's image marks expanded as transformers'
+processor expands them (models/hf/image_prompts.py). Such a request joins the batched engine (generation_batch.py: its
+prompt prefilled in one call with the images, its choices sharing it, no prefix cache; a Qwen2-VL row decodes at its own
+rope delta, its text positions running on from its images' M-RoPE positions), save beam searches (use_beam_search),
+which decode alone on the images; log-probabilities from each decode step's logits (not yet with beams)."""
 from __future__ import annotations
 
 from typing import List, Tuple

@@ -15,12 +15,11 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
     GET  /ping  /health    liveness
     GET  /metrics          Prometheus: requests, latency, queue depth, tokens generated
 
-Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins
-at the next step (continuous batching: generation_batch.py; chat requests with images too, their prompts prefilled in
-one call with the images and never from the prefix cache, save Qwen2-VL's and beam searches, which decode alone;
-encoder-decoders: seq2seq_batch.py, each request's
-encoder run once as it joins); models the batched step does not cover
-(Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
+Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins at the next step
+(continuous batching: generation_batch.py; chat requests with images too, their prompts prefilled in one call with the
+images and never from the prefix cache (Qwen2-VL's rows at their own M-RoPE offset), save beam searches, which decode
+alone; encoder-decoders: seq2seq_batch.py, each request's encoder run once as it joins); models the batched step does
+not cover (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
 order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
 paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that
 came last is preempted: its keys are recomputed once blocks are free, its stream only pauses); so does the
@@ -351,7 +350,8 @@ def create_completions_app(config: GenerationServeConfig):
 
     def run_all(req, prompt_ids, on_text, cancelled, images=None):
         """On the worker: every prompt (or choice) of the request in turn; ``images``: a chat request's pixel values
-        that the engine does not take (Qwen2-VL's, or no engine), given to each prefill (then no prefix cache)."""
+        when no engine takes them (max_batch 1, a model the batched step does not cover), given to each prefill
+        (then no prefix cache)."""
         gen = state["generator"]
         results = []
         for i, ids in enumerate(prompt_ids):
@@ -510,7 +510,7 @@ def create_completions_app(config: GenerationServeConfig):
                         if state["engine"] else
                         "it is served one at a time, each request on a cache of its own")
         state["prefix"] = prefix
-        # chat requests with images join the decoder-only engine (not Qwen2-VL's: its M-RoPE positions run on per row)
+        # chat requests with images join the decoder-only engine (Qwen2-VL's rows each at its own rope delta)
         state["images_batch"] = isinstance(state["engine"], PagedBatchEngine) and \
             image_batching_applies(state["generator"].model)
         if prefix is not None:

@@ -15,14 +15,16 @@ its block table, a prefix cache sharing those blocks), which overrides the prefi
   the ones before, so the prompt's keys are what one prefill computes, to float32 rounding). It is
   chunked the same way when nobody else is decoding, so a request's numbers do not depend on the load it
   met. A request's n choices of one prompt share its prefill. A chat prompt with images (``Job.images``: Gemma 3,
-  LLaVA, LLaVA-NeXT, PaliGemma) is prefilled in one call with them, never chunked: the model merges the image rows
-  and attends both ways within image blocks (PaliGemma's prefix) over the whole prompt;
-* a step feeds every row's last token at that row's own position, then each row picks its next token as
-  ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
-  request's token rules and penalties, its own sampling settings), with its own random generator (``seed``
-  gives the generator ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also
-  gets the log-softmax of its own logits (the chosen token's value and the top ones), a best_of candidate the chosen
-  token's value (summed to rank the candidates), the others none;
+  LLaVA, LLaVA-NeXT, PaliGemma, Qwen2-VL, Qwen2.5-VL) is prefilled in one call with them, never chunked: the model
+  merges the image rows and attends both ways within image blocks (PaliGemma's prefix) over the whole prompt;
+* a step feeds every row's last token at that row's own position (a Qwen2-VL row after its images: its key count plus
+  its ``rope_delta``, the offset its prefill left on its cache, since its text positions run on from the images' M-RoPE
+  positions, all three components equal, which is the plain rope at that position), then each row picks its next token
+  as ``generate`` would pick it alone (row_settings.py: the checkpoint's processors on the row's own tokens, the
+  request's token rules and penalties, its own sampling settings), with its own random generator (``seed`` gives the
+  generator ``forgegrad.manual_seed(seed)`` would); a row whose request streams log-probabilities also gets the
+  log-softmax of its own logits (the chosen token's value and the top ones), a best_of candidate the chosen token's
+  value (summed to rank the candidates), the others none;
 * a row that ends (end of sequence, stop string, max_tokens, client gone) leaves its slot free (its
   columns all masked); a request that joins later takes a free slot, its keys copied in right-aligned
   at the batch's length, so a join or a leave copies no other row's keys. The cache is rebuilt (every
@@ -87,10 +89,15 @@ class Job:
 
 
 class _Row:
-    def __init__(self, job: Job, index: int, stream, rng: np.random.Generator, cache, n: int, token: int):
+    def __init__(self, job: Job, index: int, stream, rng: np.random.Generator, cache, n: int, token: int,
+                 rope_delta: int = 0):
         self.job, self.index, self.stream, self.rng = job, index, stream, rng
         # (KVCache, row) holding its n keys (its own prefill's until it joins the batch); the token to feed next
         self.cache, self.n, self.token = cache, n, token
+        # what its rotary position runs ahead of (or behind) its key count n: Qwen2-VL's rope delta after a prompt
+        # with images (its text positions go on from the images' M-RoPE positions, all three components equal);
+        # 0 for every other row
+        self.rope_delta = rope_delta
 
 
 class _Prefill:
@@ -124,13 +131,16 @@ def batching_applies(model) -> bool:
 
 def image_batching_applies(model) -> bool:
     """Whether the engine decodes this image-text model's prompts with images (Gemma 3, LLaVA, LLaVA-NeXT,
-    PaliGemma): their decode steps are text steps at plain positions. Not Qwen2-VL's: after an image its text
-    positions run on from the image's M-RoPE positions (a per-row offset, the cache's ``rope_deltas``) that the
-    batched step does not apply; its image prompts decode alone."""
-    if not getattr(model, "takes_images", False):
-        return False
-    from ..models.hf.qwen2_vl import Qwen2VLForConditionalGeneration
-    return not isinstance(model, Qwen2VLForConditionalGeneration)
+    PaliGemma, Qwen2-VL, Qwen2.5-VL): their decode steps are text steps, at plain positions or, for Qwen2-VL's, at
+    each row's own offset (``rope_delta``: after an image its text positions run on from the image's M-RoPE
+    positions, which the prompt's prefill leaves on its cache as ``rope_deltas``)."""
+    return bool(getattr(model, "takes_images", False))
+
+
+def rope_delta(cache) -> int:
+    """The rope delta a one-row prefill left on its cache (Qwen2-VL's prompt with images), else 0."""
+    deltas = getattr(cache, "rope_deltas", None)
+    return 0 if deltas is None else int(np.asarray(deltas).reshape(-1)[0])
 
 
 def rope_reads_call_length(model) -> bool:
@@ -293,8 +303,9 @@ class BatchEngine:
         """The prefilled prompt's choices as rows holding ``cache``, each with its first token picked from
         ``logits``; those that end there are finished, the others returned (to join the batch)."""
         job, joined, logp = p.job, [], None
+        delta = rope_delta(p.cache)  # the choices share their prompt's positions
         for index, stream, rng in p.choices:
-            row = _Row(job, index, stream, rng, cache, len(p.ids), 0)
+            row = _Row(job, index, stream, rng, cache, len(p.ids), 0, delta)
             row.token = int(self._select(job.req, logits, job.choices[index], p.ids, [],
                                          job.constraints.get(index)))
             lp = value = None
@@ -348,7 +359,8 @@ class BatchEngine:
         slots = self.slots
         B = len(slots)
         tokens = np.array([r.token if r else 0 for r in slots], np.int64)
-        positions = np.array([r.n if r else 0 for r in slots], np.int64)
+        # the rotary positions (the new key's column is the cache's length, whatever its position)
+        positions = np.array([r.n + r.rope_delta if r else 0 for r in slots], np.int64)
         mask = np.concatenate([self.mask, np.ones((B, 1), bool)], axis=1)
         t0 = time.perf_counter()
         with no_grad():
@@ -402,7 +414,8 @@ class BatchEngine:
         settle(row.job.future, error=failed)
 
     def _decode(self, tokens: np.ndarray, positions: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One batched decode step: every slot's next-token logits (slots, V)."""
+        """One batched decode step: every slot's next-token logits (slots, V); ``positions``: each slot's rotary
+        position (its key count plus its rope delta)."""
         return self.lean.step(tokens, positions, mask, self.cache)
 
     def _pick(self, row: _Row, logits: np.ndarray) -> int:

@@ -24,8 +24,9 @@ values live is what differs:
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
   the token it had picked (a row of a prompt with images: the prompt with its images in one call, then the tokens it
-  had fed as text). Nothing it picks is picked again, so its random generator, its processors' and grammar's
-  state and its stream go on as if it had never left: the client sees only a pause. Rows whose client went away
+  had fed as text, a Qwen2-VL row's at their text positions plus the rope delta that call leaves on its cache).
+  Nothing it picks is picked again, so its random generator, its processors' and grammar's state and its stream go
+  on as if it had never left: the client sees only a pause. Rows whose client went away
   leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
   rotary frequencies depend on a call's length (dynamic NTK) is never preempted: a recomputed key would be rotated
   otherwise than its decode step rotated it, so its rows reserve every block they can take as they join. A request
@@ -309,9 +310,12 @@ class PagedBatchEngine(BatchEngine):
         tokens = np.array([r.token for r in rows], np.int64)
         positions = np.array([r.n for r in rows], np.int64)
         kv = PagedKV(self.pool.keys, self.pool.values, table_array([r.table for r in rows]), positions + 1)
+        # the rotary positions: a Qwen2-VL row after its images runs its rope delta off its key count (the new key's
+        # place in its blocks stays its count: PagedKV's lengths)
+        rotary = positions + np.array([r.rope_delta for r in rows], np.int64)
         t0 = time.perf_counter()
         with no_grad():
-            logits = self.lean.step(tokens, positions, None, kv)
+            logits = self.lean.step(tokens, rotary, None, kv)
         if self.on_step is not None:
             self.on_step(len(rows), time.perf_counter() - t0)
         ended = self._advance(rows, logits)
