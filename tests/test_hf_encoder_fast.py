@@ -171,3 +171,25 @@ def test_a_frozen_tower_runs_the_fast_path_on_its_packed_weights():
     np.testing.assert_array_equal(got, _composed(frozen, px))
     # freeze's packed copies serve out_proj, fc1 and fc2: the layer keeps only the q|k|v one
     assert len(frozen.encoder.layers[0].__dict__["_weight_cache"]) == 1
+
+
+def test_a_tower_past_the_packed_weights_budget_keeps_no_copies(monkeypatch):
+    """FORGEGRAD_PACKED_WEIGHTS_MB bounds the towers that keep packed / fused weight copies (about their weights'
+    memory again): past it every call makes them and drops them, the same bits; back within it they are kept again."""
+    ours, _ = _pair(mc.CLIPVisionModel, cc.CLIPVisionConfig, VISION, "gelu")
+    px = _pixels()
+    kept, _ = _fast(ours, px)
+    assert all(len(layer.__dict__["_weight_cache"]) == 4 for layer in ours.encoder.layers)
+    # the tower's Linear weights: 2 layers x (4 x 36 x 36 + 2 x 36 x 52) floats ~ 83 KB; one layer's ~ 41 KB
+    monkeypatch.setenv("FORGEGRAD_PACKED_WEIGHTS_MB", "0.06")
+    got, calls = _fast(ours, px)
+    assert calls == 2
+    np.testing.assert_array_equal(got, kept)
+    assert all("_weight_cache" not in layer.__dict__ for layer in ours.encoder.layers)
+    monkeypatch.setenv("FORGEGRAD_PACKED_WEIGHTS_MB", "1")
+    got, _ = _fast(ours, px)
+    np.testing.assert_array_equal(got, kept)
+    assert all(len(layer.__dict__["_weight_cache"]) == 4 for layer in ours.encoder.layers)
+    monkeypatch.setenv("FORGEGRAD_PACKED_WEIGHTS_MB", "many")
+    with pytest.raises(ValueError, match="FORGEGRAD_PACKED_WEIGHTS_MB must be a number of megabytes"), fg.no_grad():
+        ours(px)

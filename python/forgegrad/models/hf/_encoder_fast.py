@@ -12,7 +12,9 @@ towers of LLaVA, Gemma 3, PaliGemma): what onnxruntime does with the exported gr
   to the composed ops at float32 rounding, not bit for bit;
 - the residual adds in place into the fresh GEMM outputs.
 
-The arrays made from the weights are kept in a ``WeightCache`` on the layer, valid while the weights are the same
+The arrays made from the weights are kept in a ``WeightCache`` on the layer (an encoder whose Linear weights pass
+FORGEGRAD_PACKED_WEIGHTS_MB, default 1024, keeps none: each call makes them and drops them, as the eager Linear packs
+per call, so a large tower does not take its weights' memory again), valid while the weights are the same
 arrays with no in-place write counted since (``forgegrad._version_counter``: an optimizer step, ``copy_``,
 ``load_state_dict``) and no write through ``.data``; a write into a weight's numpy array itself is not seen (as
 for ``forgegrad.compile``'s frozen copy). Training, autograd, traces (ONNX export), hooks on the layer's parts, a
@@ -20,9 +22,11 @@ replaced activation or non-float32 / device arrays take the layer's composed pat
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ... import _C
+from ... import _C, nn
 from ... import _version_counter as _vc
 from ...grad_mode import graph_free
 from ...nn.hooks import has_call_hooks
@@ -67,6 +71,34 @@ class WeightCache:
 
     def __reduce__(self):
         return WeightCache, ()
+
+
+class _Transient:
+    """A WeightCache that keeps nothing: each get computes (a module past the packed-weights budget)."""
+
+    def get(self, key, arrays: tuple, compute):
+        return compute()
+
+
+_TRANSIENT = _Transient()
+
+
+def packed_copies_fit(module) -> bool:
+    """Whether ``module``'s Linear weights (float32 numpy) come to at most FORGEGRAD_PACKED_WEIGHTS_MB (default 1024)
+    megabytes: its graph-free inference then keeps packed (and fused) copies of them, about its weights' memory again;
+    a bigger module packs per call (``nn.utils.freeze`` keeps packed copies at any size). The size is measured once
+    per module; the variable is read at every call."""
+    size = module.__dict__.get("_linear_weight_bytes")
+    if size is None:
+        size = sum(m.weight._data.nbytes for m in module.modules() if type(m) is nn.Linear
+                   and type(m.weight._data) is np.ndarray)
+        module.__dict__["_linear_weight_bytes"] = size
+    try:
+        limit = float(os.environ.get("FORGEGRAD_PACKED_WEIGHTS_MB", 1024))
+    except ValueError:
+        raise ValueError(f"FORGEGRAD_PACKED_WEIGHTS_MB must be a number of megabytes, got "
+                         f"{os.environ['FORGEGRAD_PACKED_WEIGHTS_MB']!r}") from None
+    return size <= limit * (1 << 20)
 
 
 def _arrays(*linears):
@@ -137,10 +169,16 @@ def fast_path_ok(layer, x) -> bool:
     return _arrays(attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, mlp.fc1, mlp.fc2) is not None
 
 
-def fast_forward(layer, x: Tensor, mask, causal: bool, attend) -> Tensor:
-    """``layer(x, mask, causal)`` for a graph-free call (see the module docstring); ``attend``: _layers.attend."""
+def fast_forward(layer, x: Tensor, mask, causal: bool, attend, keep: bool = True) -> Tensor:
+    """``layer(x, mask, causal)`` for a graph-free call (see the module docstring); ``attend``: _layers.attend;
+    ``keep``: whether the layer keeps the arrays made from its weights (its encoder within the packed-weights
+    budget)."""
     cache = layer.__dict__.get("_weight_cache")
-    if cache is None:
+    if not keep:
+        if cache is not None:  # kept under a larger budget: dropped
+            del layer.__dict__["_weight_cache"]
+        cache = _TRANSIENT
+    elif cache is None:
         cache = layer.__dict__["_weight_cache"] = WeightCache()
     attn, mlp = layer.self_attn, layer.mlp
     B, T, E = x.shape

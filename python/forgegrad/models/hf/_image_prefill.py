@@ -18,7 +18,6 @@ masks, the rotary tables). Training, autograd, traces (ONNX export), a cache alr
 or non-float32 layers and devices take the Tensor path (``lean_path_applies``)."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
@@ -28,7 +27,7 @@ from ... import nn
 from ...grad_mode import graph_free
 from ...nn.linear import packed_weight
 from ._decode import LeanDecoder, lean_linear, lean_path_applies
-from ._encoder_fast import WeightCache
+from ._encoder_fast import WeightCache, packed_copies_fit
 from ._layers import additive_mask
 
 __all__ = ["image_prefill_applies", "image_prefill_logits"]
@@ -85,17 +84,7 @@ def _keeps_packed_copies(model) -> bool:
     """Whether this model's decoder keeps packed weight copies: at most FORGEGRAD_PACKED_WEIGHTS_MB (default 1024) of
     Linear weights, so a multi-GB decoder does not double its memory on its first image prompt (its prefill packs per
     call, as a text prompt's; ``nn.utils.freeze`` keeps packed copies at any size)."""
-    size = model.__dict__.get("_decoder_weight_bytes")
-    if size is None:
-        size = sum(m.weight._data.nbytes for m in model.model.modules() if type(m) is nn.Linear
-                   and type(m.weight._data) is np.ndarray)
-        model.__dict__["_decoder_weight_bytes"] = size
-    try:
-        limit = float(os.environ.get("FORGEGRAD_PACKED_WEIGHTS_MB", 1024))
-    except ValueError:
-        raise ValueError(f"FORGEGRAD_PACKED_WEIGHTS_MB must be a number of megabytes, got "
-                         f"{os.environ['FORGEGRAD_PACKED_WEIGHTS_MB']!r}") from None
-    return size <= limit * (1 << 20)
+    return packed_copies_fit(model.model)
 
 
 def image_prefill_logits(model, ids: np.ndarray, x: np.ndarray, pad, position_ids, cache, logits_to_keep: int,

@@ -17,7 +17,7 @@ from ... import grad_mode, nn
 from ...factories import cat
 from ...nn import functional as F
 from ...tensor import Tensor
-from ._encoder_fast import fast_forward, fast_path_ok
+from ._encoder_fast import fast_forward, fast_path_ok, packed_copies_fit
 from ._layers import (FLOAT32_MAX, activation, additive_mask, attend, config_probability, ids_array, key_places,
                       mask_array, merge_heads, pixel_input, split_heads)
 
@@ -116,7 +116,10 @@ class CLIPEncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, mask, causal: bool = False) -> Tensor:
         if fast_path_ok(self, x):  # inference without a graph: fused q|k|v, packed weights, epilogues
-            return fast_forward(self, x, mask, causal, attend)
+            # whether to keep the packed weights: its encoder's decision for all its layers (``_keep_packed``, the
+            # tower's weights within FORGEGRAD_PACKED_WEIGHTS_MB), else its own size
+            keep = self.__dict__.get("_keep_packed")
+            return fast_forward(self, x, mask, causal, attend, packed_copies_fit(self) if keep is None else keep)
         x = x + self.self_attn(self.layer_norm1(x), mask, causal)
         return x + self.mlp(self.layer_norm2(x))
 
@@ -129,6 +132,10 @@ class CLIPEncoder(nn.Module):
         self.layers = nn.ModuleList([CLIPEncoderLayer(cfg, who) for _ in range(cfg["num_hidden_layers"])])
 
     def forward(self, x: Tensor, mask, causal: bool = False) -> Tensor:
+        if grad_mode.graph_free():  # the whole tower's weights against the packed-weights budget
+            keep = packed_copies_fit(self)
+            for layer in self.layers:
+                layer.__dict__["_keep_packed"] = keep
         for layer in self.layers:
             x = layer(x, mask, causal)
         return x
