@@ -174,8 +174,41 @@ def test_chat_with_images_reports_log_probabilities_as_transformers(checkpoint):
     assert [e["logprob"] for e in streamed] == [e["logprob"] for e in content]
 
 
+def test_beam_search_with_images_reports_each_beam_s_log_probabilities(checkpoint):
+    """use_beam_search with logprobs and images: each returned beam's tokens with the log-softmax of transformers'
+    logits over the prompt, its pixel values and that beam's tokens (the raw model's, as a text request's beams)."""
+    import numpy as np
+    path, hf, processor = checkpoint
+    (first, first_url), (second, second_url) = png_image(3), png_image(4, (40, 20))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " vs "}, {"type": "image"}]}]
+    beams = _want(path, hf, processor, messages, [first, second], 6, 2.0, beams=(2, 2))
+    rendered = load_chat_template(path).render(messages, add_generation_prompt=True)
+    processed = processor([first.convert("RGB"), second.convert("RGB")], return_tensors="pt")
+    ids, kinds = image_prompt(from_pretrained(path), ByteTokenizer(), rendered, 2,
+                              num_crops=processed["num_crops"].tolist())
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": first_url}}, {"type": "text", "text": " vs "},
+        {"type": "image_url", "image_url": {"url": second_url}}]}], "max_tokens": 6, "temperature": 0,
+        "repetition_penalty": 2.0, "n": 2, "use_beam_search": True, "logprobs": True, "top_logprobs": 1}
+    with running_app(_app(path)) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [ch["message"]["content"] for ch in choices] == beams
+    for ch in choices:
+        tokens = [ByteTokenizer().encode(e["token"]) for e in ch["logprobs"]["content"]]
+        assert all(len(t) == 1 for t in tokens)  # byte tokens: one id each
+        tokens = [t[0] for t in tokens]
+        seq = torch.tensor([ids + tokens])
+        with torch.no_grad():
+            logits = hf(input_ids=seq, pixel_values=processed["pixel_values"],
+                        token_type_ids=torch.tensor([kinds + [0] * len(tokens)])).logits[0].double()
+        want = [float(torch.log_softmax(logits[len(ids) - 1 + i], -1)[t]) for i, t in enumerate(tokens)]
+        np.testing.assert_allclose([e["logprob"] for e in ch["logprobs"]["content"]], want, rtol=1e-4, atol=1e-4)
+        assert all(len(e["top_logprobs"]) == 1 for e in ch["logprobs"]["content"])
+
+
 @pytest.mark.parametrize("change,param,message", [
-    (dict(logprobs=True, use_beam_search=True), "logprobs", "gives no log-probabilities"),
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                                                            "bm90IGFuIGltYWdl"}}]}]),
      "messages", "messages: image 0: not an image"),

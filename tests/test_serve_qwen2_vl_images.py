@@ -76,3 +76,43 @@ def test_chat_with_images_equals_transformers(checkpoint):
         text = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                     "max_tokens": 4, "temperature": 0})
         assert text.status_code == 200, text.text
+
+
+def test_beam_search_with_images_and_log_probabilities(checkpoint):
+    """use_beam_search with images: transformers' two beams, best first, each with the log-softmax of transformers'
+    logits over the prompt, its pixel values and that beam's tokens (the text after the images at their M-RoPE
+    positions)."""
+    import numpy as np
+
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    path, hf, tok, processor = checkpoint
+    first, first_url = png_image(0, (60, 90))
+    pixels = processor([first.convert("RGB")], return_tensors="pt")
+    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    count = int(pixels["image_grid_thw"].prod(-1)[0]) // 4
+    ids = tok.encode("<|im_start|>user\nDescribe ") + [start] + [pad] * count + [end] + tok.encode(
+        "<|im_end|>\n<|im_start|>assistant\n")
+    ids_t = torch.tensor([ids])
+    with torch.no_grad():
+        seqs = hf.generate(input_ids=ids_t, **pixels, mm_token_type_ids=(ids_t == pad).long(), max_new_tokens=6,
+                           do_sample=False, num_beams=2, num_return_sequences=2, repetition_penalty=2.0)
+    beams = []
+    for row in seqs[:, len(ids):].tolist():
+        tokens = row[:row.index(1)] if 1 in row else row
+        seq = torch.tensor([ids + tokens])
+        with torch.no_grad():
+            logits = hf(input_ids=seq, **pixels, mm_token_type_ids=(seq == pad).long()).logits[0].double()
+        beams.append((tok.decode(tokens), [float(torch.log_softmax(logits[len(ids) - 1 + i], -1)[t])
+                                           for i, t in enumerate(tokens)]))
+    assert beams[0][0] != beams[1][0]
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe "},
+                                                      {"type": "image_url", "image_url": {"url": first_url}}]}],
+            "max_tokens": 6, "temperature": 0, "repetition_penalty": 2.0, "n": 2, "use_beam_search": True,
+            "logprobs": True}
+    with running_app(create_completions_app(GenerationServeConfig(str(path)))) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [ch["message"]["content"] for ch in choices] == [text for text, _ in beams]
+    for ch, (_, want) in zip(choices, beams):
+        np.testing.assert_allclose([e["logprob"] for e in ch["logprobs"]["content"]], want, rtol=1e-4, atol=1e-4)

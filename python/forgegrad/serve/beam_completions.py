@@ -22,7 +22,7 @@ ranks first) nor underflow to 0 (|length_penalty| * ln(max_tokens + 1) <= 80). A
 request's connection closed) stops the search at its next step, as it stops a completion decoded one token at a
 time. Streamed, each choice's text comes once the search is done (the hypotheses are known only then), in one piece
 or a few, then the closing chunks; its ``logprobs`` too (from one scoring forward over the tokens it reports, as a
-non-streamed answer's: the same numbers).
+non-streamed answer's: the same numbers; a chat prompt with images is prefilled with them for it).
 """
 from __future__ import annotations
 
@@ -147,14 +147,15 @@ def _replay(text, tokens: List[int], entries: Optional[list], choice) -> Complet
     return text.result()
 
 
-def _entries(gen, ids: List[int], tokens: List[int], top: int) -> list:
-    """Each token's log-probability entry, from one scoring forward over the prompt and ``tokens``."""
+def _entries(gen, ids: List[int], tokens: List[int], top: int, images: Optional[dict]) -> list:
+    """Each token's log-probability entry, from one scoring forward over the prompt (with its ``images``) and
+    ``tokens``."""
     from .token_logprobs import entry
-    _, targets, logp = gen._log_softmax(ids, tokens, False)
+    _, targets, logp = gen._log_softmax(ids, tokens, False, images)
     return [entry(row, t, top) for row, t in zip(logp, targets)]
 
 
-def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) -> Completion:
+def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text, images: Optional[dict]) -> Completion:
     """One hypothesis's completion, its text as the one-at-a-time path gives its tokens' (stop strings, the end
     token, max_tokens); ``on_text(text, entries)`` gets its pieces (streamed). Streamed log-probabilities are those
     of a non-streamed answer (gen.score's): one scoring forward over the tokens the choice reports, found by
@@ -168,9 +169,9 @@ def _completion(gen, req: CompletionRequest, ids: List[int], tokens, on_text) ->
         return _replay(text, tokens, None, choice)
     dry = _replay(gen.stream(req, ids, None), tokens, None, choice)
     reported, pushed = dry.reported_ids, dry.token_ids
-    entries = _entries(gen, ids, reported, text.top)
+    entries = _entries(gen, ids, reported, text.top, images)
     if len(pushed) > len(reported):  # the tokens of a cutting stop string (held back: not sent, unless one of them
-        entries += _entries(gen, ids, pushed, text.top)[len(reported):]  # spells nothing)
+        entries += _entries(gen, ids, pushed, text.top, images)[len(reported):]  # spells nothing)
     entries += [None] * (len(tokens) - len(entries))  # the end token and the padding: pushed without one, unread
     return _replay(text, tokens, entries, choice)
 
@@ -194,5 +195,5 @@ def complete_beams(gen, req: CompletionRequest, prompt_ids: List[List[int]],
             break
         for j, tokens in enumerate(hypotheses):
             send = None if on_text is None else (lambda t, lp, i=p + j: on_text(i, t, lp))
-            results.append(_completion(gen, req, ids, tokens, send))
+            results.append(_completion(gen, req, ids, tokens, send, images))
     return results

@@ -5,18 +5,13 @@ pixel values by the checkpoint's image processor, and the rendered prompt's imag
 processor expands them (models/hf/image_prompts.py). Such a request joins the batched engine (generation_batch.py: its
 prompt prefilled in one call with the images, its choices sharing it, no prefix cache; a Qwen2-VL row decodes at its own
 rope delta, its text positions running on from its images' M-RoPE positions), save beam searches (use_beam_search),
-which decode alone on the images; log-probabilities from each decode step's logits (not yet with beams)."""
+which decode alone on the images; log-probabilities from each decode step's logits (with beams: from a scoring forward
+that prefills the prompt with the images, beam_completions.py)."""
 from __future__ import annotations
 
 from typing import List, Tuple
 
 from .completion_request import CompletionError, CompletionRequest
-
-
-def _refuse_unsupported(req: CompletionRequest) -> None:
-    if req.logprobs is not None and req.num_beams:  # beams' log-probabilities come from a scoring forward, textual
-        raise CompletionError(400, "logprobs: a request with images and use_beam_search gives no log-probabilities "
-                                   "(not yet: the scoring forward reads no images)", "logprobs")
 
 
 def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], dict]:
@@ -30,7 +25,6 @@ def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], d
     if gen.image_processor is None:
         raise CompletionError(400, "messages hold images, but the checkpoint has no preprocessor_config.json to make "
                                    "pixel values with", "messages")
-    _refuse_unsupported(req)
     pictures, used = [], 0
     for i, data in enumerate(req.images):
         try:

@@ -180,14 +180,27 @@ class TextGenerator:
                                        f"requested {n_prompt + max_tokens} tokens ({n_prompt} in your prompt; "
                                        f"{max_tokens} for the completion)", "max_tokens", "context_length_exceeded")
 
-    def _log_softmax(self, prompt_ids: List[int], gen: List[int], echo: bool):
+    def _log_softmax(self, prompt_ids: List[int], gen: List[int], echo: bool, images: Optional[dict] = None):
         """(shown tokens, target tokens, float64 log-probabilities (len(targets), V)) from one forward over the
-        whole sequence: row i is the distribution target i was drawn from."""
+        whole sequence: row i is the distribution target i was drawn from. ``images`` (a chat prompt's pixel values
+        and token kinds, not with echo): the prompt prefilled with them, then the tokens as one text call on its
+        cache, as generate computed them (a PaliGemma answer attends causally, a Qwen2-VL answer runs at the rope
+        delta its images left)."""
         import numpy as np
 
         from .. import no_grad
         model = self.model
         with no_grad():
+            if images:
+                T = len(prompt_ids)
+                cache = model.new_cache(1, T + len(gen))
+                logits = model(np.array([prompt_ids]), np.ones((1, T), bool), np.arange(T)[None], cache=cache,
+                               logits_to_keep=1, **images).numpy()[0]
+                if len(gen) > 1:
+                    later = model(np.array([gen[:-1]]), np.ones((1, T + len(gen) - 1), bool),
+                                  np.arange(T, T + len(gen) - 1)[None], cache=cache).numpy()[0]
+                    logits = np.concatenate([logits, later])
+                return list(gen), list(gen), log_softmax(logits[:len(gen)])
             if self.seq2seq:
                 dec = [model.decoder_start_token_id] + gen
                 logits = model(np.array([prompt_ids]), None, np.array([dec[:-1] or dec])).numpy()[0][:len(gen)]
