@@ -229,3 +229,52 @@ def png_image(seed: int, size=(40, 30)):
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return image, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# Qwen2-VL's chat template and vision marks, for the tiny Qwen2-VL checkpoints of the image-serving tests
+QWEN_VL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN_VL_MARKS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+
+
+def qwen_vl_tokenizer():
+    """(a byte-level BPE tokenizer with Qwen's chat template and vision marks, the marks' ids (start, pad, end))."""
+    from hf_conformance import chat_tokenizer
+    tok = chat_tokenizer(QWEN_VL_TEMPLATE)
+    tok.add_special_tokens({"additional_special_tokens": QWEN_VL_MARKS})
+    return tok, tok.convert_tokens_to_ids(QWEN_VL_MARKS)
+
+
+def engine_and_solo_results(gen, bodies, model_name, **engine_options):
+    """Chat request bodies (with or without images) as jobs of one contiguous BatchEngine (``engine_options``), and
+    each request decoded alone (TextGenerator.complete): (the engine's results, the lone ones, the jobs)."""
+    import json
+
+    from forgegrad.serve.chat_images import image_inputs
+    from forgegrad.serve.chat_request import parse_chat
+    from forgegrad.serve.generation_batch import BatchEngine, Job
+    jobs, solos = [], []
+    for body in bodies:
+        req = parse_chat(json.dumps(body).encode(), model_name)
+        req.prompts = [gen.chat_prompt(req)]
+        ids, images = image_inputs(gen, req, req.prompts[0]) if req.images else (gen.token_ids(req.prompts[0], 0),
+                                                                                 None)
+        solos.append(gen.complete(req, ids, None, threading.Event(), None, None, images))
+        jobs.append(Job(req, [ids], None, threading.Event(), images=images))
+    engine = BatchEngine(gen, 4, **engine_options)
+    try:
+        results = [f.result(timeout=120)[0] for f in [engine.submit(j) for j in jobs]]
+    finally:
+        engine.close()
+    return results, solos, jobs
+
+
+def assert_same_decodes(results, solos):
+    """The same tokens, and log-probabilities equal to float32 rounding."""
+    assert [r.token_ids for r in results] == [s.token_ids for s in solos]
+    for r, s in zip(results, solos):
+        np.testing.assert_allclose([e.logprob for e in r.entries], [e.logprob for e in s.entries], rtol=1e-4,
+                                   atol=1e-4)

@@ -23,7 +23,8 @@ PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
 from hf_conformance import BYTE_IMAGE_TOKENS  # noqa: E402
-from serve_helpers import metric, png_image, post_all, running_app  # noqa: E402
+from serve_helpers import (assert_same_decodes, engine_and_solo_results, metric, png_image,  # noqa: E402
+                           post_all, running_app)
 
 IMG, BOI, EOI, EOS = BYTE_IMAGE_TOKENS
 NAME = "tiny-gemma3"
@@ -266,33 +267,13 @@ def test_the_contiguous_engine_prefills_images_on_its_own_cache(checkpoint):
     """BatchEngine (the contiguous cache, rows right-aligned) with image and text jobs: each image prompt is one
     prefill call whatever prefill_chunk says (a text prompt takes its chunks), and each row's tokens and
     log-probabilities are its lone decode's (TextGenerator.complete: generate on the images)."""
-    import json
-    import threading
-
-    from forgegrad.serve.chat_images import image_inputs
-    from forgegrad.serve.chat_request import parse_chat
     from forgegrad.serve.completions import TextGenerator
-    from forgegrad.serve.generation_batch import BatchEngine, Job
     path, _, _ = checkpoint
-    gen = TextGenerator(str(path))
     pictures = {s: png_image(s, (30 + 5 * s, 40)) for s in range(4)}
-    jobs, solos = [], []
-    for t, seeds, n in REQUESTS[:4]:
-        req = parse_chat(json.dumps(_body(t, [pictures[s][1] for s in seeds], n)).encode(), NAME)
-        req.prompts = [gen.chat_prompt(req)]
-        ids, images = image_inputs(gen, req, req.prompts[0]) if req.images else (gen.token_ids(req.prompts[0], 0),
-                                                                                 None)
-        solos.append(gen.complete(req, ids, None, threading.Event(), None, None, images))
-        jobs.append(Job(req, [ids], None, threading.Event(), images=images))
     calls = []
-    engine = BatchEngine(gen, 4, prefill_chunk=16, on_prefill=lambda: calls.append(1))
-    try:
-        results = [f.result(timeout=120)[0] for f in [engine.submit(j) for j in jobs]]
-    finally:
-        engine.close()
-    assert [r.token_ids for r in results] == [s.token_ids for s in solos]
-    for r, s in zip(results, solos):
-        np.testing.assert_allclose([e.logprob for e in r.entries], [e.logprob for e in s.entries], rtol=1e-4,
-                                   atol=1e-4)
+    results, solos, jobs = engine_and_solo_results(
+        TextGenerator(str(path)), [_body(t, [pictures[s][1] for s in seeds], n) for t, seeds, n in REQUESTS[:4]],
+        NAME, prefill_chunk=16, on_prefill=lambda: calls.append(1))
+    assert_same_decodes(results, solos)
     text_calls = -(-len(jobs[3].prompt_ids[0]) // 16)
     assert len(calls) == 3 + text_calls and text_calls > 1

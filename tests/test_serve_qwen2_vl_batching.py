@@ -19,13 +19,11 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import metric, png_image, post_all, running_app, stream_all  # noqa: E402
+from serve_helpers import (QWEN_VL_MARKS, QWEN_VL_TEMPLATE, assert_same_decodes,  # noqa: E402
+                           engine_and_solo_results, metric, png_image, post_all, qwen_vl_tokenizer, running_app,
+                           stream_all)
 
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-            "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-            "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
-            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-MARKS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+TEMPLATE, MARKS = QWEN_VL_TEMPLATE, QWEN_VL_MARKS
 EOS = 1  # <|im_end|>
 # (height, width) of the images by seed: merged grids of 2 x 3, 4 x 4, 2 x 7 and 2 x 2 patches, so rope deltas of
 # -3, -12, -7 and -2 per image (an image's tokens span max(rows, columns) positions)
@@ -36,12 +34,9 @@ SIZES = [(40, 90), (112, 112), (60, 200), (30, 30)]
 def checkpoint(request, tmp_path_factory):
     """(path, transformers' model, its tokenizer, its image processor) of a tiny Qwen2-VL or Qwen2.5-VL (a byte-level
     BPE with Qwen's vision marks and chat template); weights drawn wide enough that greedy answers vary."""
-    from hf_conformance import chat_tokenizer
     kind = request.param
     path = tmp_path_factory.mktemp(kind) / f"tiny-{kind}"
-    tok = chat_tokenizer(TEMPLATE)
-    tok.add_special_tokens({"additional_special_tokens": MARKS})
-    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    tok, (start, pad, end) = qwen_vl_tokenizer()
     torch.manual_seed(0)
     text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
                 intermediate_size=40, vocab_size=300, max_position_embeddings=256,
@@ -196,30 +191,10 @@ def test_the_contiguous_engine_decodes_image_rows_at_their_positions(checkpoint)
     """BatchEngine (the contiguous cache, rows right-aligned) with Qwen2-VL image and text jobs together: each row's
     tokens and log-probabilities are its lone decode's (TextGenerator.complete: generate on the images, the cache's
     rope deltas applied)."""
-    import json
-    import threading
-
-    from forgegrad.serve.chat_images import image_inputs
-    from forgegrad.serve.chat_request import parse_chat
     from forgegrad.serve.completions import TextGenerator
-    from forgegrad.serve.generation_batch import BatchEngine, Job
     path = checkpoint[0]
-    gen = TextGenerator(str(path))
     pictures = _pictures()
-    jobs, solos = [], []
-    for t, seeds, n in CASES:
-        req = parse_chat(json.dumps(_body(t, [pictures[s][1] for s in seeds], n)).encode(), path.name)
-        req.prompts = [gen.chat_prompt(req)]
-        ids, images = image_inputs(gen, req, req.prompts[0]) if req.images else (gen.token_ids(req.prompts[0], 0),
-                                                                                 None)
-        solos.append(gen.complete(req, ids, None, threading.Event(), None, None, images))
-        jobs.append(Job(req, [ids], None, threading.Event(), images=images))
-    engine = BatchEngine(gen, 4, prefill_chunk=16)
-    try:
-        results = [f.result(timeout=120)[0] for f in [engine.submit(j) for j in jobs]]
-    finally:
-        engine.close()
-    assert [r.token_ids for r in results] == [s.token_ids for s in solos]
-    for r, s in zip(results, solos):
-        np.testing.assert_allclose([e.logprob for e in r.entries], [e.logprob for e in s.entries], rtol=1e-4,
-                                   atol=1e-4)
+    results, solos, _ = engine_and_solo_results(
+        TextGenerator(str(path)), [_body(t, [pictures[s][1] for s in seeds], n) for t, seeds, n in CASES], path.name,
+        prefill_chunk=16)
+    assert_same_decodes(results, solos)

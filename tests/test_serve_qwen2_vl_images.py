@@ -15,22 +15,14 @@ transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
-from serve_helpers import png_image, running_app  # noqa: E402
+from serve_helpers import QWEN_VL_MARKS, QWEN_VL_TEMPLATE, png_image, qwen_vl_tokenizer, running_app  # noqa: E402,E501
 
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-            "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-            "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
-            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-MARKS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
-
+TEMPLATE, MARKS = QWEN_VL_TEMPLATE, QWEN_VL_MARKS
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from hf_conformance import chat_tokenizer
     path = tmp_path_factory.mktemp("qwen2_vl_serve")
-    tok = chat_tokenizer(TEMPLATE)
-    tok.add_special_tokens({"additional_special_tokens": MARKS})
-    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    tok, (start, pad, end) = qwen_vl_tokenizer()
     torch.manual_seed(0)
     text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
                 intermediate_size=40, vocab_size=300, max_position_embeddings=256, initializer_range=0.2,

@@ -123,25 +123,21 @@ def check(name, args, kwargs, got, want, failure):
     def fail(detail):
         raise failure("mismatch", f"op {name}: {detail}")
 
-    finite = bool(np.isfinite(A).all())
     if name == "linalg_svd":
-        if not finite or len(got) != 3:
+        if len(got) != 3:
             return None
-        full = bool(kwargs.get("full_matrices", args[1] if len(args) > 1 else True))
-        if not all(np.isfinite(a).all() for a in _arrays(got)) and A.size:
-            rescaled = _rescaled(name, A, dtype, got, {"full_matrices": full}, fail)
-            if rescaled is None:
-                return None
-            A, got = rescaled
-        return _svd(A, got, full, fail)
-    mode = kwargs.get("mode", args[1] if len(args) > 1 else "reduced")
-    if len(got) != 2 or mode not in ("reduced", "complete", "r"):
-        return None
-    if not finite:
-        return _qr_nonfinite(A, got, want, fail)
-    if not all(np.isfinite(a).all() for a in _arrays(got)) and A.size:
-        rescaled = _rescaled(name, A, dtype, got, {"mode": mode}, fail)
+        options = {"full_matrices": bool(kwargs.get("full_matrices", args[1] if len(args) > 1 else True))}
+    else:
+        options = {"mode": kwargs.get("mode", args[1] if len(args) > 1 else "reduced")}
+        if len(got) != 2 or options["mode"] not in ("reduced", "complete", "r"):
+            return None
+    if not np.isfinite(A).all():
+        return _qr_nonfinite(A, got, want, fail) if name == "linalg_qr" else None
+    if not all(np.isfinite(a).all() for a in _arrays(got)) and A.size:  # factors past float32's range
+        rescaled = _rescaled(name, A, dtype, got, options, fail)
         if rescaled is None:
             return None
         A, got = rescaled
-    return _qr_finite(A, got, mode, fail)
+    if name == "linalg_svd":
+        return _svd(A, got, options["full_matrices"], fail)
+    return _qr_finite(A, got, options["mode"], fail)
