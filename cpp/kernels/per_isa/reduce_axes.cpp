@@ -107,65 +107,26 @@ void rows_outputs(const float* x, const Axes& kept, const Axes& rows, int64_t L,
   }
 }
 
-// Innermost block kept: columns [c, c + 8G) (the last group's first `last` of 8) of the outputs at x, each
-// column's chain down the rows in registers.
-template <int G>
-inline void strip(const float* x, const Axes& rows, int64_t c, int last, bool mean, double n, float* y) {
-  D8 acc[G];
-  for (int g = 0; g < G; ++g) acc[g] = d8_zero();
-  rows.each([&](int64_t off) {
-    const float* p = x + off + c;
-    for (int g = 0; g < G; ++g) acc[g] = d8_add(acc[g], d8_from(f8_load(p + 8 * g, g == G - 1 ? last : 8)));
-  });
-  for (int g = 0; g < G; ++g) {
-    double s[8];
-    d8_spill(acc[g], s);
-    const int w = g == G - 1 ? last : 8;
-    for (int l = 0; l < w; ++l) y[c + 8 * g + l] = row_result(s[l], mean, n);
-  }
-}
-
-// The same for columns [c0, c1), at most kCols, too many for registers: one pass per row over the columns, their
-// float64 sums in s (L1) between rows (sum_mid_f32's mid_rows).
-constexpr int64_t kCols = 4096;
-void row_passes(const float* x, const Axes& rows, int64_t c0, int64_t c1, bool mean, double n, float* y) {
-  D8 s[kCols / 8];
-  const int64_t ng = (c1 - c0 + 7) / 8;
-  const int last = lanes_left(c1 - c0 - 8 * (ng - 1));
-  for (int64_t g = 0; g < ng; ++g) s[g] = d8_zero();
-  x += c0;
-  rows.each([&](int64_t off) {
-    const float* p = x + off;
-    for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_add(s[g], d8_from(f8_load(p + 8 * g, 8)));
-    s[ng - 1] = d8_add(s[ng - 1], d8_from(f8_load(p + 8 * (ng - 1), last)));
-  });
-  for (int64_t g = 0; g < ng; ++g) {
-    double t[8];
-    d8_spill(s[g], t);
-    const int w = g == ng - 1 ? last : 8;
-    for (int l = 0; l < w; ++l) y[c0 + 8 * g + l] = row_result(t[l], mean, n);
-  }
-}
-
 // Columns [c0, c1) of the outputs at x (a row of I): wide rows in row passes, others in one strip of as many
 // groups of 8 as the columns need (all of a row of <= 8 * kMidGroups columns read in one walk down the rows).
 void columns(const float* x, const Axes& rows, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
   if (I > 8 * kMidGroups) {
-    for (int64_t c = c0; c < c1; c += kCols) row_passes(x, rows, c, c1 - c < kCols ? c1 : c + kCols, mean, n, y);
+    for (int64_t c = c0; c < c1; c += kPassCols)
+      column_passes(x, rows, c, c1 - c < kPassCols ? c1 : c + kPassCols, mean, n, y);
     return;
   }
   const int64_t groups = (c1 - c0 + 7) / 8;
   const int last = lanes_left(c1 - c0 - 8 * (groups - 1));
   switch (groups) {
-    case 1: return strip<1>(x, rows, c0, last, mean, n, y);
-    case 2: return strip<2>(x, rows, c0, last, mean, n, y);
-    case 3: return strip<3>(x, rows, c0, last, mean, n, y);
-    case 4: return strip<4>(x, rows, c0, last, mean, n, y);
+    case 1: return column_strip<1>(x, rows, c0, last, mean, n, y);
+    case 2: return column_strip<2>(x, rows, c0, last, mean, n, y);
+    case 3: return column_strip<3>(x, rows, c0, last, mean, n, y);
+    case 4: return column_strip<4>(x, rows, c0, last, mean, n, y);
 #if defined(__AVX512F__)
-    case 5: return strip<5>(x, rows, c0, last, mean, n, y);
-    case 6: return strip<6>(x, rows, c0, last, mean, n, y);
-    case 7: return strip<7>(x, rows, c0, last, mean, n, y);
-    case 8: return strip<8>(x, rows, c0, last, mean, n, y);
+    case 5: return column_strip<5>(x, rows, c0, last, mean, n, y);
+    case 6: return column_strip<6>(x, rows, c0, last, mean, n, y);
+    case 7: return column_strip<7>(x, rows, c0, last, mean, n, y);
+    case 8: return column_strip<8>(x, rows, c0, last, mean, n, y);
 #endif
     default: return;  // (groups <= kMidGroups: I <= 8 * kMidGroups)
   }

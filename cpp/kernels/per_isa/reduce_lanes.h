@@ -142,6 +142,62 @@ inline void d8_spill(D8 a, double* out) {
 #endif
 }
 
+// Column chains: per column a float64 chain down a set of rows in row order, for sums over leading or middle axes
+// (sum_mid_f32's (M, I) rows: StridedRows) and the kept innermost block of sum_axes_f32 (any strided rows: its
+// Axes). ``rows.each(f)`` calls f(offset) for every row in order. The chains start at 0.0, which differs from
+// starting at the first row's value only in a -0 sum, and row_result makes that +0 either way.
+struct StridedRows {
+  int64_t count, stride;
+  template <class F>
+  void each(F&& f) const {
+    for (int64_t m = 0; m < count; ++m) f(m * stride);
+  }
+};
+
+// Columns [c, c + 8G) (the last group's first `last` of 8) of the outputs at x: each column's chain down the rows
+// in registers.
+template <int G, class Rows>
+inline void column_strip(const float* x, const Rows& rows, int64_t c, int last, bool mean, double n, float* y) {
+  D8 acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = d8_zero();
+  rows.each([&](int64_t off) {
+    const float* p = x + off + c;
+    for (int g = 0; g < G; ++g) acc[g] = d8_add(acc[g], d8_from(f8_load(p + 8 * g, g == G - 1 ? last : 8)));
+  });
+  for (int g = 0; g < G; ++g) {
+    double s[8];
+    d8_spill(acc[g], s);
+    const int w = g == G - 1 ? last : 8;
+    for (int l = 0; l < w; ++l) y[c + 8 * g + l] = row_result(s[l], mean, n);
+  }
+}
+
+// The same for columns [c0, c1) (at most kPassCols), too many for registers: one pass per row over the columns,
+// their float64 sums in s (L1) between rows. Rows of up to kPassCols floats are then read as one stream, which
+// DRAM-bound sizes need: strips stride by the row length and ran up to 1.5x slower there, passes of 2 to 8 rows
+// 1.3-2x (rough, Zen 5, a loaded machine). Wider rows are cut into blocks of kPassCols columns (the sums of all the
+// columns in L2 measured no faster).
+constexpr int64_t kPassCols = 4096;
+template <class Rows>
+void column_passes(const float* x, const Rows& rows, int64_t c0, int64_t c1, bool mean, double n, float* y) {
+  D8 s[kPassCols / 8];
+  const int64_t ng = (c1 - c0 + 7) / 8;
+  const int last = lanes_left(c1 - c0 - 8 * (ng - 1));
+  for (int64_t g = 0; g < ng; ++g) s[g] = d8_zero();
+  x += c0;
+  rows.each([&](int64_t off) {
+    const float* p = x + off;
+    for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_add(s[g], d8_from(f8_load(p + 8 * g, 8)));
+    s[ng - 1] = d8_add(s[ng - 1], d8_from(f8_load(p + 8 * (ng - 1), last)));
+  });
+  for (int64_t g = 0; g < ng; ++g) {
+    double t[8];
+    d8_spill(s[g], t);
+    const int w = g == ng - 1 ? last : 8;
+    for (int l = 0; l < w; ++l) y[c0 + 8 * g + l] = row_result(t[l], mean, n);
+  }
+}
+
 }  // namespace
 }  // namespace FG_ISA_NS
 }  // namespace fg

@@ -121,60 +121,18 @@ void sum_lead_f32(const float* x, int64_t A, int64_t B, int64_t L, bool mean, fl
 
 namespace {
 
-// Columns [c, c + 8G) (the last group's first `last` of 8 when last < 8) of one outer index's (M, I) rows:
-// each column's chain x[0][c] + x[1][c] + ... in row order (sum_lead's L == 1 order), then row_result.
-template <int G>
-inline void mid_strip(const float* x, int64_t M, int64_t I, int64_t c, int last, bool mean, double n, float* y) {
-  D8 acc[G];
-  for (int g = 0; g < G; ++g) acc[g] = d8_from(f8_load(x + c + 8 * g, g == G - 1 ? last : 8));
-  for (int64_t m = 1; m < M; ++m) {
-    const float* p = x + m * I + c;
-    for (int g = 0; g < G; ++g) acc[g] = d8_add(acc[g], d8_from(f8_load(p + 8 * g, g == G - 1 ? last : 8)));
-  }
-  for (int g = 0; g < G; ++g) {
-    double s[8];
-    d8_spill(acc[g], s);
-    const int w = g == G - 1 ? last : 8;
-    for (int l = 0; l < w; ++l) y[c + 8 * g + l] = row_result(s[l], mean, n);
-  }
-}
-
-// Columns [c0, c1) (at most kMidCols) of one outer index in the same order, for rows too wide for a strip: one
-// pass per row over the columns, their float64 sums in s (L1) between rows. Rows of up to kMidCols floats are
-// then read as one stream, which DRAM-bound sizes need: strips stride by the row length and ran up to 1.5x
-// slower there, passes of 2 to 8 rows 1.3-2x (rough, Zen 5, a loaded machine). Wider rows are cut into blocks of
-// kMidCols columns (the sums of all the columns in L2 measured no faster).
-constexpr int64_t kMidCols = 4096;
-void mid_rows(const float* x, int64_t M, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
-  D8 s[kMidCols / 8];
-  const int64_t ng = (c1 - c0 + 7) / 8;
-  const int last = lanes_left(c1 - c0 - 8 * (ng - 1));
-  x += c0;
-  for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_from(f8_load(x + 8 * g, 8));
-  s[ng - 1] = d8_from(f8_load(x + 8 * (ng - 1), last));
-  for (int64_t m = 1; m < M; ++m) {
-    const float* p = x + m * I;
-    for (int64_t g = 0; g + 1 < ng; ++g) s[g] = d8_add(s[g], d8_from(f8_load(p + 8 * g, 8)));
-    s[ng - 1] = d8_add(s[ng - 1], d8_from(f8_load(p + 8 * (ng - 1), last)));
-  }
-  for (int64_t g = 0; g < ng; ++g) {
-    double t[8];
-    d8_spill(s[g], t);
-    const int w = g == ng - 1 ? last : 8;
-    for (int l = 0; l < w; ++l) y[c0 + 8 * g + l] = row_result(t[l], mean, n);
-  }
-}
-
 // Columns [c0, c1) of one outer index: rows wider than one strip in row passes, others in a strip of kMidGroups
 // groups of 8 (it then reads the rows in order) or single groups.
 void mid_columns(const float* x, int64_t M, int64_t I, int64_t c0, int64_t c1, bool mean, double n, float* y) {
+  const StridedRows rows{M, I};  // each column's chain x[0][c] + x[1][c] + ... in row order (sum_lead's L == 1)
   if (I > 8 * kMidGroups) {
-    for (int64_t c = c0; c < c1; c += kMidCols) mid_rows(x, M, I, c, c1 - c < kMidCols ? c1 : c + kMidCols, mean, n, y);
+    for (int64_t c = c0; c < c1; c += kPassCols)
+      column_passes(x, rows, c, c1 - c < kPassCols ? c1 : c + kPassCols, mean, n, y);
     return;
   }
   int64_t c = c0;
-  for (; c + 8 * kMidGroups <= c1; c += 8 * kMidGroups) mid_strip<kMidGroups>(x, M, I, c, 8, mean, n, y);
-  for (; c < c1; c += 8) mid_strip<1>(x, M, I, c, lanes_left(c1 - c), mean, n, y);
+  for (; c + 8 * kMidGroups <= c1; c += 8 * kMidGroups) column_strip<kMidGroups>(x, rows, c, 8, mean, n, y);
+  for (; c < c1; c += 8) column_strip<1>(x, rows, c, lanes_left(c1 - c), mean, n, y);
 }
 
 }  // namespace
