@@ -86,6 +86,8 @@ class Job:
     # a chat request's images (chat_images.image_inputs' pixel_values, token_type_ids, image_sizes): the model's
     # arguments for its one prompt's prefill (every row of a job with images is that prompt's: its n choices)
     images: Optional[dict] = None
+    # its images' prefix-cache keys (image_prefix.ImageKeys), made by the paged engine on its first lookup
+    image_keys: Optional[object] = None
 
 
 class _Row:
