@@ -110,7 +110,8 @@ class _Prefill:
         self.job, self.ids, self.cache = job, ids, cache
         self.done = 0  # prompt tokens in the cache so far
         # a prompt with images: its first image_tokens tokens are prefilled in one call from position 0 with the
-        # images (the model merges the image rows and masks the image blocks over the whole prompt), never chunked
+        # images (the model merges the image rows and masks the image blocks over the whole prompt), never chunked;
+        # 0 where the paged engine read every image token's keys from the prefix cache (the rest is text)
         self.image_tokens = len(ids) if job.images else 0
         self.choices: List[tuple] = []
 

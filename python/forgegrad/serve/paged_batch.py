@@ -13,8 +13,9 @@ values live is what differs:
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
   blocks of its rows, shared, not copied (a chunk gathers one layer's keys at a time to attend to them); the
   prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference. A
-  prompt with images neither reads nor keeps cached blocks: its keys depend on its images, which token ids (the
-  cache's keys) do not tell apart;
+  prompt with images is looked up and kept with its images' digests in its blocks' keys (image_prefix.py), and uses
+  the blocks found only when they hold every image token: the rest is then prefilled as text (Qwen2-VL's at its
+  images' rope delta); otherwise the whole prompt with its images, in one call (PaliGemma's always);
 * memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
   about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
   next ``lookahead`` tokens, and waits, first in line, while the pool cannot give them (the others decode on and
@@ -103,7 +104,10 @@ class PagedBatchEngine(BatchEngine):
         # prompts with images read and keep cached blocks too, keyed by their images (image_prefix.py), save
         # PaliGemma's (its whole prompt is attended both ways)
         from .image_prefix import why_no_image_prefix
-        self.image_prefix = prefix_cache is not None and why_no_image_prefix(gen.model) is None
+        why = why_no_image_prefix(gen.model) if getattr(gen.model, "takes_images", False) else None
+        self.image_prefix = prefix_cache is not None and why is None
+        if prefix_cache is not None and why is not None:
+            log.info("prompts with images use no prefix cache: %s", why)
         if prefix_cache is not None and prefix_cache.pool is not pool:
             raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
         super().__init__(gen, max_batch, **kw)
