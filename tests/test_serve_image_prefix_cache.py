@@ -1,5 +1,6 @@
 """The prefix cache for chat prompts with images on the paged engine (serve/image_prefix.py), on the real server
-(uvicorn, httpx) for tiny Gemma 3, LLaVA, Qwen2-VL and PaliGemma checkpoints that transformers wrote: a chat's second
+(uvicorn, httpx) for tiny Gemma 3 (also with pan-and-scan crops), LLaVA, LLaVA-NeXT, Qwen2-VL, Qwen2.5-VL and
+PaliGemma checkpoints that transformers wrote: a chat's second
 turn re-sending the same image reads the first turn's blocks (its ``cached_tokens`` past the image's last token) and
 its answer and log-probabilities equal transformers' greedy generate on the whole conversation; the same turn with
 another image, and two images of which only the second differs, read nothing and get their own answers; the same
@@ -35,22 +36,29 @@ BLOCK = 8  # the pool's (and the prefix cache's) block: small, so that short pro
 QWEN_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def _qwen2_vl(path):
-    """(transformers' tiny Qwen2-VL written at ``path``, its image processor, its tokenizer), as the Qwen2-VL batching
-    tests build it."""
+def _qwen2_vl(path, kind):
+    """(transformers' tiny Qwen2-VL or Qwen2.5-VL written at ``path``, its image processor, its tokenizer), as the
+    Qwen2-VL batching tests build them."""
     from hf_conformance import chat_tokenizer
     tok = chat_tokenizer(QWEN_TEMPLATE)
     tok.add_special_tokens({"additional_special_tokens": MARKS})
     start, pad, end = tok.convert_tokens_to_ids(MARKS)
     torch.manual_seed(0)
     text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=40, vocab_size=300, max_position_embeddings=256, initializer_range=0.2,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=256,
+                initializer_range=0.2 if kind == "qwen2_vl" else 0.3,
                 rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 2, 2]), eos_token_id=1)
-    vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14,
-                  initializer_range=0.2)
-    hf = transformers.Qwen2VLForConditionalGeneration(transformers.Qwen2VLConfig(
-        text_config=text, vision_config=vision, image_token_id=pad, vision_start_token_id=start,
-        vision_end_token_id=end)).eval()
+    marks = dict(image_token_id=pad, vision_start_token_id=start, vision_end_token_id=end)
+    if kind == "qwen2_vl":
+        vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14,
+                      initializer_range=0.2)
+        hf = transformers.Qwen2VLForConditionalGeneration(
+            transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **marks)).eval()
+    else:  # windows of 2 x 2 merged patches in block 0, whole images in block 1
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=48, intermediate_size=40, num_heads=4, patch_size=14,
+                      window_size=56, fullatt_block_indexes=[1], initializer_range=0.2)
+        hf = transformers.Qwen2_5_VLForConditionalGeneration(
+            transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **marks)).eval()
     hf.save_pretrained(path)
     tok.save_pretrained(path)
     (path / "chat_template.jinja").write_text(QWEN_TEMPLATE)
@@ -59,29 +67,76 @@ def _qwen2_vl(path):
     return hf, processor, tok
 
 
+NEXT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}"
+                 "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% else %}{{ p['text'] }}"
+                 "{% endif %}{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+PINPOINTS = [[28, 56], [56, 28], [56, 56]]
+
+
+def _llava_next(path):
+    """(transformers' tiny LLaVA-NeXT written at ``path``, its processor, its tokenizer), as
+    test_serve_llava_next_images builds it: each image a base tile and its grid's tiles, its token count by size."""
+    from hf_conformance import chat_tokenizer
+    tok = chat_tokenizer(NEXT_TEMPLATE)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    torch.manual_seed(0)
+    text = dict(model_type="llama", num_hidden_layers=2, hidden_size=48, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=40, vocab_size=len(tok), max_position_embeddings=256,
+                initializer_range=0.2, eos_token_id=1)
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=28, patch_size=7)
+    hf = transformers.LlavaNextForConditionalGeneration(transformers.LlavaNextConfig(
+        text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS)).eval()
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(NEXT_TEMPLATE)
+    improc = transformers.LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                                     image_grid_pinpoints=PINPOINTS)
+    improc.save_pretrained(path)
+    processor = transformers.LlavaNextProcessor(image_processor=improc, tokenizer=tok, patch_size=7,
+                                                vision_feature_select_strategy="default", image_token="<image>",
+                                                num_additional_image_tokens=1)
+    return hf, processor, tok
+
+
 class Family:
     """A tiny checkpoint of one family, and transformers' answers to conversations on it."""
 
     def __init__(self, kind, path):
         from hf_conformance import tiny_byte_gemma3_vlm
-        self.kind, self.path, self.tok = kind, path, None
-        if kind == "gemma3":
-            self.hf, self.processor = tiny_byte_gemma3_vlm(path)
-            (path / "chat_template.jinja").write_text(GEMMA_TEMPLATE)
-        elif kind == "qwen2_vl":
-            self.hf, self.processor, self.tok = _qwen2_vl(path)
+        self.kind, self.path, self.tok, self.processor_kwargs = kind, path, None, {}
+        if kind.startswith("gemma3"):
+            base = path.parent / "base" if kind == "gemma3_pan" else path
+            base.mkdir(exist_ok=True)
+            self.hf, self.processor = tiny_byte_gemma3_vlm(base)
+            (base / "chat_template.jinja").write_text(GEMMA_TEMPLATE)
+            if kind == "gemma3_pan":  # each wide picture: its original and its pan-and-scan crops, one block each
+                from hf_conformance import PAN_AND_SCAN, with_pan_and_scan
+                path.rmdir()
+                with_pan_and_scan(base, path)
+                self.processor_kwargs = dict(do_pan_and_scan=True, **PAN_AND_SCAN)
+        elif kind in ("qwen2_vl", "qwen2_5_vl"):
+            self.hf, self.processor, self.tok = _qwen2_vl(path, kind)
+        elif kind == "llava_next":
+            self.hf, self.processor, self.tok = _llava_next(path)
         else:
             self.hf, self.processor = _other_checkpoint(kind, path)
         self.model = from_pretrained(path)
-        self.penalty = 2.0 if kind == "gemma3" else 1.0  # keeps the tiny Gemma 3 from repeating one token
-        self.eos = 1 if kind == "qwen2_vl" else BYTE_EOS
+        self.penalty = 2.0 if kind.startswith("gemma3") else 1.0  # keeps the tiny Gemma 3 from repeating one token
+        self.eos = 1 if self.tok is not None else BYTE_EOS
 
     def prompt(self, turns, images):
         """(the conversation's prompt ids with each image's tokens, transformers' image arguments, where its last
         image token is + 1)."""
         rendered = load_chat_template(self.path).render(_template_messages(turns), add_generation_prompt=True)
         pictures = [im.convert("RGB") for im in images]
-        if self.kind == "qwen2_vl":
+        if self.kind == "llava_next":  # transformers' processor expands each <image> by the image's size
+            extra = dict(self.processor(text=[rendered], images=pictures, return_tensors="pt"))
+            ids = extra.pop("input_ids")[0].tolist()
+            extra.pop("attention_mask", None)
+            image = self.tok.convert_tokens_to_ids("<image>")
+        elif self.tok is not None:  # Qwen2-VL, Qwen2.5-VL
             start, pad, end = self.tok.convert_tokens_to_ids(MARKS)
             extra = dict(self.processor(pictures, return_tensors="pt"))
             counts = (extra["image_grid_thw"].prod(-1) // 4).tolist()
@@ -92,7 +147,7 @@ class Family:
             extra["mm_token_type_ids"] = (torch.tensor([ids]) == pad).long()
             image = pad
         else:
-            processed = self.processor(pictures, return_tensors="pt")
+            processed = self.processor(pictures, return_tensors="pt", **self.processor_kwargs)
             crops = processed["num_crops"].tolist() if "num_crops" in processed else None
             ids, kinds = image_prompt(self.model, ByteTokenizer(), rendered, len(images), num_crops=crops)
             extra = dict(pixel_values=processed["pixel_values"])
@@ -111,9 +166,15 @@ class Family:
         tokens = out.sequences[0, len(ids):].tolist()
         values = [float(torch.log_softmax(step[0].double(), -1)[t]) for step, t in zip(out.logits, tokens)]
         n = tokens.index(self.eos) if self.eos in tokens else len(tokens)
-        if self.kind == "qwen2_vl":
+        if self.tok is not None:
             return self.tok.decode(tokens[:n]), values[:n]
         return ByteTokenizer().decode(tokens[:n]), values[:n + (self.eos in tokens)]
+
+    def pictures(self, size=None):
+        """Four random pictures (PIL image, data URL); ``size`` None: of four sizes (wide ones for pan-and-scan)."""
+        if self.kind == "gemma3_pan" and size is None:
+            return [png_image(s, (30, 80 + 4 * s)) for s in range(4)]
+        return [png_image(s, size or (30 + 5 * s, 40)) for s in range(4)]
 
     def body(self, turns, urls, max_tokens):
         return {"messages": _request_messages(turns, urls), "max_tokens": max_tokens, "temperature": 0,
@@ -132,7 +193,7 @@ def _request_messages(turns, urls):
                                        {"type": "text", "text": p} for p in parts]} for role, parts in turns]
 
 
-@pytest.fixture(scope="module", params=["gemma3", "llava", "qwen2_vl", "paligemma"])
+@pytest.fixture(scope="module", params=["gemma3", "gemma3_pan", "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma"])
 def family(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / f"tiny-{request.param}"
     path.mkdir()
@@ -156,7 +217,7 @@ def _same(got, want, tol=1e-4):
 
 def test_image_chats_read_the_prefix_cache_only_with_their_own_images(family):
     from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
-    pictures = [png_image(s, (30 + 5 * s, 40)) for s in range(4)]
+    pictures = family.pictures()
     first = [("user", [None, "Describe this picture in a few words"])]
     two = [("user", [None, "and then", None, "Compare the two pictures"])]
     # (turns, images by index); each one request, in order, after the one before ended
@@ -210,7 +271,8 @@ def test_blocks_are_shared_up_to_the_first_image_that_differs(family):
     assert why_no_image_prefix(gen.model) is None
     pool = KVPool.for_model(gen.model, blocks=64, block_tokens=BLOCK)
     cache = PagedPrefixCache(1 << 30, BLOCK, pool)
-    pictures = [png_image(s, (36, 40))[0] for s in range(4)]  # one size: the same ids whatever the image
+    # one size: the same ids whatever the image
+    pictures = [p for p, _ in family.pictures((30, 80) if family.kind == "gemma3_pan" else (36, 40))]
     turns = [("user", [None, "and then a long text between the two", None, "Compare the two pictures"])]
     rendered = load_chat_template(family.path).render(_template_messages(turns), add_generation_prompt=True)
 
@@ -223,15 +285,18 @@ def test_blocks_are_shared_up_to_the_first_image_that_differs(family):
     assert pool.reserve(len(ids) // BLOCK)
     table = [pool.allocate() for _ in range(len(ids) // BLOCK)]
     cache.store(ids, table, keys.marks(BLOCK))
-    starts = [s for s, _ in keys.digests]
-    assert len(starts) == 2 and starts[1] // BLOCK > starts[0] // BLOCK  # the images start in other blocks
+    per = len(keys.digests) // 2  # digests per picture: 1, or its original and its crops (pan-and-scan)
+    assert len(keys.digests) == 2 * per and per == (4 if family.kind == "gemma3_pan" else 1)
+    first_at, second_at = keys.digests[0][0], keys.digests[per][0]  # where each picture's first token is
+    assert second_at // BLOCK > first_at // BLOCK  # the pictures start in other blocks
     full = (len(ids) - 1) // BLOCK
     same_ids, same = prompt([0, 2])
     assert cache.match(same_ids, same.marks(BLOCK)) == table[:full]
     other_ids, other = prompt([0, 3])
-    assert other_ids == ids and other.digests[0] == keys.digests[0] and other.digests[1] != keys.digests[1]
-    assert cache.match(ids, other.marks(BLOCK)) == table[:starts[1] // BLOCK]
+    assert other_ids == ids and other.digests[:per] == keys.digests[:per]
+    assert all(a != b for a, b in zip(other.digests[per:], keys.digests[per:]))
+    assert cache.match(ids, other.marks(BLOCK)) == table[:second_at // BLOCK]
     first_ids, first = prompt([1, 2])
-    assert cache.match(ids, first.marks(BLOCK)) == table[:starts[0] // BLOCK]
-    assert cache.match(ids) == table[:starts[0] // BLOCK]  # a text prompt of the same ids
+    assert cache.match(ids, first.marks(BLOCK)) == table[:first_at // BLOCK]
+    assert cache.match(ids) == table[:first_at // BLOCK]  # a text prompt of the same ids
 
