@@ -193,7 +193,10 @@ def _request_messages(turns, urls):
                                        {"type": "text", "text": p} for p in parts]} for role, parts in turns]
 
 
-@pytest.fixture(scope="module", params=["gemma3", "gemma3_pan", "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma"])
+FAMILIES = ["gemma3", "gemma3_pan", "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def family(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param) / f"tiny-{request.param}"
     path.mkdir()
