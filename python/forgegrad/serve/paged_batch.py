@@ -25,7 +25,8 @@ values live is what differs:
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
   the token it had picked (a row of a prompt with images: the prompt with its images in one call, then the tokens it
-  had fed as text, a Qwen2-VL row's at their text positions plus the rope delta that call leaves on its cache).
+  had fed as text, a Qwen2-VL row's at their text positions plus the rope delta that call leaves on its cache; or,
+  where its blocks kept in the prefix cache still hold every image token, only the rest, as text).
   Nothing it picks is picked again, so its random generator, its processors' and grammar's state and its stream go
   on as if it had never left: the client sees only a pause. Rows whose client went away
   leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
@@ -63,6 +64,7 @@ class _Resume(_Prefill):
         self.row = row
         self.redo = len(self.ids)  # every key it prefills it had before (recomputed_tokens)
         # a row of a prompt with images: the prompt again with its images, in one call, then the answer's tokens
+        # (or only the tokens after its cached blocks, where they hold every image token: _begin)
         self.image_tokens = len(prompt) if row.job.images else 0
 
     @property
