@@ -26,10 +26,10 @@ PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
 from hf_conformance import BYTE_IMAGE_TOKENS  # noqa: E402
-from serve_helpers import png_image, post_all, running_app  # noqa: E402
+from serve_helpers import QWEN_VL_MARKS as MARKS, QWEN_VL_TEMPLATE as QWEN_TEMPLATE  # noqa: E402
+from serve_helpers import png_image, post_all, qwen_vl_tokenizer, running_app  # noqa: E402
 from test_serve_image_batching import TEMPLATE as GEMMA_TEMPLATE  # noqa: E402
 from test_serve_image_batching import _other_checkpoint  # noqa: E402
-from test_serve_qwen2_vl_batching import MARKS, TEMPLATE as QWEN_TEMPLATE  # noqa: E402
 
 IMG, BOI, EOI, BYTE_EOS = BYTE_IMAGE_TOKENS
 BLOCK = 8  # the pool's (and the prefix cache's) block: small, so that short prompts fill several
@@ -39,10 +39,7 @@ QWEN_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
 def _qwen2_vl(path, kind):
     """(transformers' tiny Qwen2-VL or Qwen2.5-VL written at ``path``, its image processor, its tokenizer), as the
     Qwen2-VL batching tests build them."""
-    from hf_conformance import chat_tokenizer
-    tok = chat_tokenizer(QWEN_TEMPLATE)
-    tok.add_special_tokens({"additional_special_tokens": MARKS})
-    start, pad, end = tok.convert_tokens_to_ids(MARKS)
+    tok, (start, pad, end) = qwen_vl_tokenizer()
     torch.manual_seed(0)
     text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
                 intermediate_size=40, vocab_size=300, max_position_embeddings=256,
