@@ -171,7 +171,10 @@ def test_chat_with_images_reports_log_probabilities_as_transformers(checkpoint):
     assert len(content) == len(tokens) == 5
     np.testing.assert_allclose([e["logprob"] for e in content], want, rtol=1e-4, atol=1e-4)
     assert all(len(e["top_logprobs"]) == 2 for e in content)
-    assert [e["logprob"] for e in streamed] == [e["logprob"] for e in content]
+    # the streamed request reads the first one's blocks from the prefix cache (its image's too) and prefills only
+    # the rest: its values equal to float32 rounding
+    np.testing.assert_allclose([e["logprob"] for e in streamed], [e["logprob"] for e in content], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_beam_search_with_images_reports_each_beam_s_log_probabilities(checkpoint):

@@ -158,11 +158,14 @@ def test_concurrent_image_and_text_requests_batch_and_equal_transformers(checkpo
         line for line in text.splitlines() if "prefix" in line]
 
 
-def test_a_preempted_image_request_is_recomputed_at_its_positions(checkpoint):
+@pytest.mark.parametrize("prefix_cache_mb", [0, None])
+def test_a_preempted_image_request_is_recomputed_at_its_positions(checkpoint, prefix_cache_mb):
     """A KV cache of a few blocks: three concurrent image requests (images of three sizes, so three rope deltas) all
     join, then need more blocks than are left: the last to arrive is preempted, prefilled again once another has
-    ended (its prompt with its images in one call, then its answer's tokens in chunks at their text positions plus its
-    delta), and each answer is still transformers'."""
+    ended, and each answer is still transformers'. Without a prefix cache its prompt with its images is prefilled
+    again in one call, then its answer's tokens in chunks at their text positions plus its delta; with one, its full
+    blocks kept as it left (keyed by its image) are read back where they still hold every image token, and only the
+    rest is prefilled, as text at its positions plus the delta its image gives."""
     from forgegrad.models import from_pretrained
     from forgegrad.serve.kv_pool import KVPool
     path, _, tok, processor = checkpoint
@@ -175,15 +178,19 @@ def test_a_preempted_image_request_is_recomputed_at_its_positions(checkpoint):
     joins = sum(-(-(P + 1 + bt) // bt) for P in lengths)  # each row's prompt, next token and a block's look-ahead
     assert sum(-(-(P + 40) // bt) for P in lengths) > joins  # all of them cannot finish in the pool of `joins`
     block = KVPool.for_model(from_pretrained(path), blocks=1, block_tokens=bt).block_bytes
-    with running_app(_app(path, kv_cache_mb=joins * block / 2 ** 20, prefill_chunk=8, prefix_block=bt)) as url:
+    with running_app(_app(path, kv_cache_mb=joins * block / 2 ** 20, prefill_chunk=8, prefix_block=bt,
+                          prefix_cache_mb=prefix_cache_mb)) as url:
         answers = _answers(post_all(url, [_body(t, [pictures[s][1] for s in seeds], n) for t, seeds, n in cases],
                                     route="/v1/chat/completions"))
         text = httpx.get(url + "/metrics").text
     name = path.name
     assert metric(text, "forgegrad_kv_cache_preemptions_total", model=name) > 0, [
         line for line in text.splitlines() if "kv_cache" in line]
-    assert metric(text, "forgegrad_kv_cache_recomputed_tokens_total", model=name) > max(lengths), [
-        line for line in text.splitlines() if "kv_cache" in line]  # a prompt with its images and answer tokens
+    recomputed = metric(text, "forgegrad_kv_cache_recomputed_tokens_total", model=name)
+    if prefix_cache_mb == 0:  # a prompt with its images and answer tokens
+        assert recomputed > max(lengths), [line for line in text.splitlines() if "kv_cache" in line]
+    else:
+        assert recomputed > 0
     _same([a[0] for a in answers], want)
 
 

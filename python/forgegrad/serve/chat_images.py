@@ -3,10 +3,11 @@ Qwen2.5-VL): the messages' image_url parts (base64 ``data:`` URLs; URLs are not 
 embeddings server checks its images (image_embeddings.open_image: formats, pixel counts, the resized size), made into
 pixel values by the checkpoint's image processor, and the rendered prompt's image marks expanded as transformers'
 processor expands them (models/hf/image_prompts.py). Such a request joins the batched engine (generation_batch.py: its
-prompt prefilled in one call with the images, its choices sharing it, no prefix cache; a Qwen2-VL row decodes at its own
-rope delta, its text positions running on from its images' M-RoPE positions), save beam searches (use_beam_search),
-which decode alone on the images; log-probabilities from each decode step's logits (with beams: from a scoring forward
-that prefills the prompt with the images, beam_completions.py)."""
+prompt prefilled in one call with the images, its choices sharing it, or only its text after cached blocks that hold
+every image token: image_prefix.py; a Qwen2-VL row decodes at its own rope delta, its text positions running on
+from its images' M-RoPE positions), save beam searches (use_beam_search), which decode alone on the images;
+log-probabilities from each decode step's logits (with beams: from a scoring forward that prefills the prompt with the
+images, beam_completions.py)."""
 from __future__ import annotations
 
 from typing import List, Tuple

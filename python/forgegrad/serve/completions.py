@@ -17,12 +17,13 @@ tokenizer.json if present, else byte tokens), any decoder ``forgegrad.models.fro
 
 Completions decode together, up to ``max_batch`` of them in one batched step, and a new request joins at the next step
 (continuous batching: generation_batch.py; chat requests with images too, their prompts prefilled in one call with the
-images and never from the prefix cache (Qwen2-VL's rows at their own M-RoPE offset), save beam searches, which decode
-alone; encoder-decoders: seq2seq_batch.py, each request's encoder run once as it joins); models the batched step does
-not cover (Phi-3's longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival
-order. The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache:
-paged_batch.py, kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that
-came last is preempted: its keys are recomputed once blocks are free, its stream only pauses); so does the
+images, or from the prefix cache where its blocks, keyed by the images, hold every image token (image_prefix.py;
+Qwen2-VL's rows at their own M-RoPE offset), save beam searches, which decode alone; encoder-decoders:
+seq2seq_batch.py, each request's encoder run once as it joins); models the batched step does not cover (Phi-3's
+longrope, modified modules) and ``max_batch=1`` generate one request at a time, in arrival order.
+The decoder-only engine keeps every row's keys and values in one pool of blocks (a paged KV cache: paged_batch.py,
+kv_pool.py, up to ``kv_cache_mb``; rows take blocks as they grow, and when it is full the row that came last is
+preempted: its keys are recomputed once blocks are free, its stream only pauses); so does the
 encoder-decoders' (BART's family with PEGASUS-X and NLLB-MoE, and T5's: paged_seq2seq.py, the decoder's keys and the
 encoder's, rows preempted and encoded again when it is full; T5's relative-position bias a table by distance in the
 paged kernel; ProphetNet, whose bias is each row's query's, on seq2seq_batch.py's contiguous cache). The

@@ -86,6 +86,8 @@ class Job:
     # a chat request's images (chat_images.image_inputs' pixel_values, token_type_ids, image_sizes): the model's
     # arguments for its one prompt's prefill (every row of a job with images is that prompt's: its n choices)
     images: Optional[dict] = None
+    # its images' prefix-cache keys (image_prefix.ImageKeys), made by the paged engine on its first lookup
+    image_keys: Optional[object] = None
 
 
 class _Row:
@@ -108,7 +110,8 @@ class _Prefill:
         self.job, self.ids, self.cache = job, ids, cache
         self.done = 0  # prompt tokens in the cache so far
         # a prompt with images: its first image_tokens tokens are prefilled in one call from position 0 with the
-        # images (the model merges the image rows and masks the image blocks over the whole prompt), never chunked
+        # images (the model merges the image rows and masks the image blocks over the whole prompt), never chunked;
+        # 0 where the paged engine read every image token's keys from the prefix cache (the rest is text)
         self.image_tokens = len(ids) if job.images else 0
         self.choices: List[tuple] = []
 

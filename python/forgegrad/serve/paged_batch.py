@@ -13,8 +13,9 @@ values live is what differs:
 * with a prefix cache (prefix_cache.py), the cached blocks of the longest block prefix of a prompt become the first
   blocks of its rows, shared, not copied (a chunk gathers one layer's keys at a time to attend to them); the
   prompt's full blocks, and when a row ends those of its prompt and answer, are kept in the cache by reference. A
-  prompt with images neither reads nor keeps cached blocks: its keys depend on its images, which token ids (the
-  cache's keys) do not tell apart;
+  prompt with images is looked up and kept with its images' digests in its blocks' keys (image_prefix.py), and uses
+  the blocks found only when they hold every image token: the rest is then prefilled as text (Qwen2-VL's at its
+  images' rope delta); otherwise the whole prompt with its images, in one call (PaliGemma's always);
 * memory is bounded by the pool (``--kv-cache-mb``), and blocks are taken as rows grow, as vLLM takes them: a prompt
   about to be prefilled reserves its blocks (less the cached prefix) and, for each of its rows, the blocks of the
   next ``lookahead`` tokens, and waits, first in line, while the pool cannot give them (the others decode on and
@@ -24,7 +25,8 @@ values live is what differs:
   any) and it waits at the head of the line, before every later request, with its prompt and the tokens it has
   fed; once blocks are free again they are prefilled (from the cached blocks still there) and it decodes on from
   the token it had picked (a row of a prompt with images: the prompt with its images in one call, then the tokens it
-  had fed as text, a Qwen2-VL row's at their text positions plus the rope delta that call leaves on its cache).
+  had fed as text, a Qwen2-VL row's at their text positions plus the rope delta that call leaves on its cache; or,
+  where its blocks kept in the prefix cache still hold every image token, only the rest, as text).
   Nothing it picks is picked again, so its random generator, its processors' and grammar's state and its stream go
   on as if it had never left: the client sees only a pause. Rows whose client went away
   leave before anyone takes a block, and a cancelled request waiting anywhere in line leaves at once. A model whose
@@ -62,6 +64,7 @@ class _Resume(_Prefill):
         self.row = row
         self.redo = len(self.ids)  # every key it prefills it had before (recomputed_tokens)
         # a row of a prompt with images: the prompt again with its images, in one call, then the answer's tokens
+        # (or only the tokens after its cached blocks, where they hold every image token: _begin)
         self.image_tokens = len(prompt) if row.job.images else 0
 
     @property
@@ -100,6 +103,13 @@ class PagedBatchEngine(BatchEngine):
             raise ValueError(f"PagedBatchEngine: lookahead must be a number of tokens >= 0, got {lookahead!r}")
         self.preempts = not rope_reads_call_length(gen.model)  # False: rows reserve all their blocks as they join
         self.prefix = prefix_cache  # only this thread touches it
+        # prompts with images read and keep cached blocks too, keyed by their images (image_prefix.py), save
+        # PaliGemma's (its whole prompt is attended both ways)
+        from .image_prefix import why_no_image_prefix
+        why = why_no_image_prefix(gen.model) if getattr(gen.model, "takes_images", False) else None
+        self.image_prefix = prefix_cache is not None and why is None
+        if prefix_cache is not None and why is not None:
+            log.info("prompts with images use no prefix cache: %s", why)
         if prefix_cache is not None and prefix_cache.pool is not pool:
             raise ValueError("PagedBatchEngine: the prefix cache must be attached to the engine's pool")
         super().__init__(gen, max_batch, **kw)
@@ -198,9 +208,7 @@ class PagedBatchEngine(BatchEngine):
         limits = [self._limit(p.row)] if resume else [P + max(int(s.max_tokens), 1) for _, s, _ in p.choices]
         if not resume:  # a request that can never fit (engines driven directly: the server checks on arrival)
             pool.check_fits(full + sum(pool.blocks_for(k) - full for k in limits))
-        # a prompt with images reads no cached blocks (its keys depend on its images, which the cache's keys, token
-        # ids, do not say) and keeps none there (_commit, _release)
-        cached = self.prefix.match(p.ids) if self.prefix is not None and not p.job.images else []
+        cached, keys = self._cached(p)
         need = full - len(cached) + sum(self._start_blocks(P, k, full) for k in limits)
         pool.share(cached)  # before reserving: a reservation may evict the prefix cache's other blocks
         # a preempted row waiting is counted in preemptions, not in waits (which counts prompts)
@@ -214,9 +222,46 @@ class PagedBatchEngine(BatchEngine):
         p.blocks, p.reserved = list(cached), need
         p.done = len(cached) * pool.block_tokens
         p.cache = BlockCache(pool, p.blocks, p.done, P, lambda: self._prefill_block(p))  # straight into its blocks
+        if p.job.images:
+            if getattr(p, "image_span", None) is None:
+                p.image_span = p.image_tokens  # the prompt with its images in one call, unless its images are cached
+            # cached blocks past every image token: the rest is text, prefilled in chunks (Qwen2-VL's at the rope
+            # delta its images give); else the whole prompt with its images, from position 0
+            p.image_tokens = 0 if cached else p.image_span
+            if cached and keys.delta:
+                p.cache.rope_deltas = np.array([keys.delta], np.int64)
         for _, stream, _ in p.choices:
             stream.cached_tokens = p.done
         return True
+
+    def _cached(self, p: _Prefill):
+        """(the cached blocks prompt ``p`` starts from, its images' keys or None). A prompt with images is looked up
+        by its tokens and its images (image_prefix.py) and uses the blocks found only when they hold every image
+        token (the rest then is text, attended causally); else none (its whole prompt is prefilled with its
+        images). PaliGemma's prompts with images read none (``image_prefix``)."""
+        job = p.job
+        if self.prefix is None or (job.images and not self.image_prefix):
+            return [], None
+        if not job.images:
+            return self.prefix.match(p.ids), None
+        keys = self._image_keys(job)
+        cached = self.prefix.match(p.ids, keys.marks(self.pool.block_tokens))
+        return (cached if len(cached) * self.pool.block_tokens >= keys.end else []), keys
+
+    def _image_keys(self, job):
+        """The job's images' prefix-cache keys (made once: a digest of each image's pixel values)."""
+        if job.image_keys is None:
+            from .image_prefix import ImageKeys
+            job.image_keys = ImageKeys(self.model, job.prompt_ids[0], job.images)
+        return job.image_keys
+
+    def _marks(self, job) -> Optional[dict]:
+        """The block marks a job's blocks are kept under (its images' digests), or None for a text job."""
+        return self._image_keys(job).marks(self.pool.block_tokens) if job.images else None
+
+    def _keeps(self, job) -> bool:
+        """Whether the job's blocks go to the prefix cache (a job with images only where ``image_prefix``)."""
+        return self.prefix is not None and (not job.images or self.image_prefix)
 
     def _own_blocks(self, prompt: int, max_tokens: int, full: int) -> int:
         """Blocks a row of a ``prompt``-token prompt can take beyond the prompt's ``full`` blocks (shared): its keys
@@ -246,8 +291,8 @@ class PagedBatchEngine(BatchEngine):
         """Keep the prefilled prompt's full blocks (written by its prefill, held by it until its rows share them) in
         the prefix cache; the prompt's full blocks."""
         full = len(p.ids) // self.pool.block_tokens
-        if self.prefix is not None and not p.job.images:
-            self.prefix.store(p.ids, p.blocks[:full])
+        if self._keeps(p.job):
+            self.prefix.store(p.ids, p.blocks[:full], self._marks(p.job))
         return p.blocks[:full]
 
     def _give_blocks(self, row: _Row, p: _Prefill, prompt: List[int]) -> None:
@@ -385,10 +430,11 @@ class PagedBatchEngine(BatchEngine):
     def _release(self, row: _Row, keep: bool = True) -> None:
         if getattr(row, "table", None) is None:
             return
-        # the tokens it fed: its prompt, its answer but the last token picked (not a prompt with images': _begin)
-        if keep and self.prefix is not None and not row.job.images:
+        # the tokens it fed: its prompt, its answer but the last token picked (a prompt with images': keyed by its
+        # images too)
+        if keep and self._keeps(row.job):
             prompt = row.job.prompt_ids[row.index]
-            self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], row.table)
+            self.prefix.store(prompt + row.stream.tokens[:row.n - len(prompt)], row.table, self._marks(row.job))
         self.pool.release(row.table)
         self.pool.unreserve(row.reserve)
         row.table, row.reserve = None, 0

@@ -97,11 +97,21 @@ class PrefixCache:
     def _key(self, parent: Optional[_Block], tokens: tuple) -> int:
         return hash((0 if parent is None else parent.key, tokens))
 
-    def _match(self, ids: Sequence[int], blocks: int) -> List[_Block]:
-        """The cached blocks that spell ids' first tokens, at most ``blocks`` of them, each one verified."""
-        B, chain, parent = self.block_tokens, [], None
+    def _unit(self, ids: Sequence[int], j: int, marks: Optional[dict]) -> tuple:
+        """What block ``j`` of ``ids`` is keyed and verified by: its tokens, and the digests of the images whose first
+        token is in it (``marks``: {block index: digests}, image_prefix.py; None for a text prompt), so that the key
+        of every block from an image's first token on stands for that image too (the chain carries it)."""
+        B = self.block_tokens
+        tokens = tuple(ids[j * B:(j + 1) * B])
+        extra = marks.get(j) if marks else None
+        return tokens + tuple(extra) if extra else tokens
+
+    def _match(self, ids: Sequence[int], blocks: int, marks: Optional[dict] = None) -> List[_Block]:
+        """The cached blocks that spell ids' first tokens (and images: ``marks``), at most ``blocks`` of them, each
+        one verified."""
+        chain, parent = [], None
         for j in range(blocks):
-            tokens = tuple(ids[j * B:(j + 1) * B])
+            tokens = self._unit(ids, j, marks)
             block = self._blocks.get(self._key(parent, tokens))
             if block is None or block.tokens != tokens or block.parent is not parent:
                 break
@@ -221,10 +231,11 @@ class PagedPrefixCache(PrefixCache):
     def load(self, ids, cache) -> int:
         raise TypeError("PagedPrefixCache: its blocks are shared, not copied: match(ids), then KVPool.share")
 
-    def match(self, ids: Sequence[int]) -> List[int]:
+    def match(self, ids: Sequence[int], marks: Optional[dict] = None) -> List[int]:
         """The pool blocks holding the keys and values of the longest cached block prefix of ``ids`` (leaving at
-        least its last token); the caller shares the ones it keeps, and ``count``s the lookup once it uses it."""
-        chain = self._match(ids, (len(ids) - 1) // self.block_tokens)
+        least its last token; a prompt with images: its ``marks``, image_prefix.py); the caller shares the ones it
+        keeps, and ``count``s the lookup once it uses it."""
+        chain = self._match(ids, (len(ids) - 1) // self.block_tokens, marks)
         self._touch(chain)
         return [b.block for b in chain]
 
@@ -236,17 +247,18 @@ class PagedPrefixCache(PrefixCache):
         else:
             self.misses += 1
 
-    def store(self, ids: Sequence[int], table: Sequence[int]) -> None:
-        """Keep the full blocks of ``ids`` whose keys and values are in the pool blocks ``table`` (in order; those
-        not kept yet, one more reference each), evicting the least recently used blocks for room; stops at the first
-        block there is no room for (the blocks before it still kept)."""
+    def store(self, ids: Sequence[int], table: Sequence[int], marks: Optional[dict] = None) -> None:
+        """Keep the full blocks of ``ids`` (a prompt with images: keyed with its ``marks`` too) whose keys and values
+        are in the pool blocks ``table`` (in order; those not kept yet, one more reference each), evicting the least
+        recently used blocks for room; stops at the first block there is no room for (the blocks before it still
+        kept)."""
         B = self.block_tokens
         blocks = min(len(ids) // B, len(table))
-        chain = self._match(ids, blocks)
+        chain = self._match(ids, blocks, marks)
         keep = {id(b) for b in chain}  # never evicted for this prefix's new blocks; touched once, at the end
         parent = chain[-1] if chain else None
         for j in range(len(chain), blocks):
-            tokens = tuple(ids[j * B:(j + 1) * B])
+            tokens = self._unit(ids, j, marks)
             key = self._key(parent, tokens)
             if key in self._blocks:  # another prefix under the same hash: keep the one there
                 break
