@@ -46,7 +46,7 @@ def test_sample_frame_indices_equal_transformers_qwen2_vl():
         want = ref(me, meta, fps=fps, num_frames=n).numpy()
         got = sample_frame_indices(total, video_fps, fps=fps, num_frames=n)
         np.testing.assert_array_equal(got, want, err_msg=str((total, video_fps, fps, n)))
-    # neither: every frame (transformers samples nothing without do_sample_frames)
+    # neither: every frame (transformers samples none without do_sample_frames)
     assert sample_frame_indices(5, 30.0).tolist() == [0, 1, 2, 3, 4]
     # a one-frame video keeps its frame (transformers divides by zero), and the bad arguments
     assert sample_frame_indices(1, 30.0, fps=2.0).tolist() == [0]
@@ -64,7 +64,7 @@ def test_sample_frame_indices_equal_transformers_qwen2_vl():
 def test_frames_equal_transformers_load_video_pyav(tmp_path, container, codec):
     """The frames at Qwen2-VL's sampled indices equal transformers' PyAV reader's (given the same indices) bit for
     bit; the file's frame count (WebM: counted from its packets), rate, and the sampled rate."""
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers.video_utils import load_video as hf_load_video
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV wheel has no {codec} encoder")

@@ -1,4 +1,4 @@
-"""Tiny video files written by PyAV itself (its wheel's FFmpeg encoders), for the video loading, CLI and server tests."""
+"""Tiny video files written by PyAV itself (its FFmpeg encoders), for the video loading, CLI and server tests."""
 from __future__ import annotations
 
 import base64
