@@ -63,17 +63,35 @@ class Qwen2VLVideoProcessor(Qwen2VLImageProcessor):
         return (f"{_WHO}(min_pixels={self.min_pixels}, max_pixels={self.max_pixels}, patch_size={self.patch_size}, "
                 f"temporal_patch_size={self.temporal_patch_size}, merge_size={self.merge_size})")
 
-    def load(self, data, fps: Optional[float] = None, num_frames: Optional[int] = None, **limits):
-        """A video file's (bytes or path) sampled frames as a ``forgegrad.data.video.Video`` (see the module's
-        docstring for the sampling; ``limits``: load_video's max_decoded_frames, max_frame_pixels)."""
-        from ...data.video import load_video
+    def sampling(self, fps: Optional[float] = None, num_frames: Optional[int] = None) -> dict:
+        """``sample_frame_indices``' settings for a file (see the module's docstring): the rate or count asked for,
+        else the config's, else DEFAULT_FPS."""
         if fps is None and num_frames is None:
             if self.do_sample_frames and (self.fps is not None or self.num_frames is not None):
                 fps, num_frames = (self.fps, None) if self.num_frames is None else (None, self.num_frames)
             else:
                 fps = DEFAULT_FPS
-        return load_video(data, fps=fps, num_frames=num_frames, temporal_patch_size=self.temporal_patch_size,
-                          min_frames=self.min_frames, max_frames=self.max_frames, **limits)
+        return dict(fps=fps, num_frames=num_frames, temporal_patch_size=self.temporal_patch_size,
+                    min_frames=self.min_frames, max_frames=self.max_frames)
+
+    def load(self, data, fps: Optional[float] = None, num_frames: Optional[int] = None, **limits):
+        """A video file's (bytes or path) sampled frames as a ``forgegrad.data.video.Video`` (``limits``: load_video's
+        max_decoded_frames, max_frame_pixels)."""
+        from ...data.video import load_video
+        return load_video(data, **self.sampling(fps, num_frames), **limits)
+
+    def grid(self, frames: int, height: int, width: int) -> tuple:
+        """The (groups, rows, columns) of patches ``frames`` frames of height x width become (their tokens: the
+        product / merge_size ** 2), without making them."""
+        p, m, t = self.patch_size, self.merge_size, self.temporal_patch_size
+        h, w = height, width
+        if self.do_resize:
+            top = self.max_pixels
+            if self.cap_pixels_per_frame:  # qwen-vl-utils' bound on the whole video
+                total = int(self.max_video_tokens * p * m * p * m * 0.9)
+                top = max(min(top, total * t // frames), int(self.min_pixels * 1.05))
+            h, w = smart_resize(height, width, p * m, self.min_pixels, top)
+        return -(-frames // t), h // p, w // p
 
     def _frames(self, video, i: int) -> List[np.ndarray]:
         from ...data.video import Video
@@ -106,11 +124,8 @@ class Qwen2VLVideoProcessor(Qwen2VLImageProcessor):
         frames = self._frames(video, i)
         p, m, t = self.patch_size, self.merge_size, self.temporal_patch_size
         if self.do_resize:
-            top = self.max_pixels
-            if self.cap_pixels_per_frame:  # qwen-vl-utils' bound on the whole video
-                total = int(self.max_video_tokens * p * m * p * m * 0.9)
-                top = max(min(top, total * t // len(frames)), int(self.min_pixels * 1.05))
-            h, w = smart_resize(frames[0].shape[0], frames[0].shape[1], p * m, self.min_pixels, top)
+            _, h, w = self.grid(len(frames), frames[0].shape[0], frames[0].shape[1])
+            h, w = h * p, w * p
             if (h, w) != frames[0].shape[:2]:
                 frames = [resize_uint8(f, h, w, resample=self.resample, use_pillow=self.use_pillow) for f in frames]
         H, W = frames[0].shape[:2]
