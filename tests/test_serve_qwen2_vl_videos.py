@@ -3,8 +3,9 @@ Qwen2-VL and Qwen2.5-VL checkpoints transformers wrote (a byte-level BPE tokeniz
 template writing ``<|vision_start|><|video_pad|><|vision_end|>`` per video, a video_preprocessor_config.json): MP4s
 written by PyAV, sent as base64 data: URLs; the answers equal transformers' greedy generate fed transformers' PyAV
 reader's frames at Qwen2-VL's sampled indices (2 a second) made into pixel_values_videos / video_grid_thw /
-second_per_grid_ts, alone, beside an image, streamed, and while another request decodes on the batched engine; bad
-videos, too many, too long for the context and a model that takes no videos are 400s naming messages."""
+second_per_grid_ts, alone, beside an image, streamed, while another request decodes on the batched engine, with beam
+search and with logprobs; bad videos, too many, too long for the context and a model that takes no videos are 400s
+naming messages."""
 from __future__ import annotations
 
 import json
@@ -140,3 +141,40 @@ def test_videos_for_a_model_without_them_are_400s(tmp_path):
         r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
     assert "Gemma3ForConditionalGeneration takes none (videos: Qwen2-VL, Qwen2.5-VL)" in r.json()["error"]["message"]
+
+
+def test_beam_search_and_logprobs_with_a_video(served):
+    """use_beam_search with a video: transformers' two beams, best first; a greedy answer's logprobs equal the
+    log-softmax of transformers' logits over the prompt, its video and the answer's tokens."""
+    import numpy as np
+    url, hf, tok, marks, v2_5, ref_dir = served
+    start, _, end, video = marks
+    data = encode(clip(0, 13), fps=10)
+    kw, n = reference_video_inputs(data, 2.0, v2_5, ref_dir)
+    ids = tok.encode("<|im_start|>user\n") + [start] + [video] * n + [end] + tok.encode(
+        "say more<|im_end|>\n<|im_start|>assistant\n")
+    ids_t = torch.tensor([ids])
+    kinds = (ids_t == video).long() * 2
+    with torch.no_grad():
+        seqs = hf.generate(input_ids=ids_t, **kw, mm_token_type_ids=kinds, max_new_tokens=6, do_sample=False,
+                           num_beams=2, num_return_sequences=2, repetition_penalty=2.0)[:, len(ids):].tolist()
+        greedy = hf.generate(input_ids=ids_t, **kw, mm_token_type_ids=kinds, max_new_tokens=6,
+                             do_sample=False)[0, len(ids):].tolist()
+    beams = [tok.decode(row[:row.index(1)] if 1 in row else row) for row in seqs]
+    assert seqs[0] != seqs[1]  # two beams (their text may still read alike: byte-level pieces)
+    tokens = greedy[:greedy.index(1)] if 1 in greedy else greedy
+    seq = torch.tensor([ids + tokens])
+    with torch.no_grad():
+        logits = hf(input_ids=seq, **kw, mm_token_type_ids=(seq == video).long() * 2).logits[0].double()
+    want = [float(torch.log_softmax(logits[len(ids) - 1 + i], -1)[t]) for i, t in enumerate(tokens)]
+    messages = [{"role": "user", "content": [_video_part(data), {"type": "text", "text": "say more"}]}]
+    with httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 6, "temperature": 0,
+                                                 "repetition_penalty": 2.0, "n": 2, "use_beam_search": True})
+        assert r.status_code == 200, r.text
+        assert [ch["message"]["content"] for ch in r.json()["choices"]] == beams
+        r = c.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 6, "temperature": 0,
+                                                 "logprobs": True})
+        assert r.status_code == 200, r.text
+    got = [e["logprob"] for e in r.json()["choices"][0]["logprobs"]["content"]]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -134,3 +134,25 @@ def test_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "av", None)  # PyAV not installed
     with pytest.raises(ImportError, match="needs PyAV .*pip install \"forgegrad\\[video\\]\""):
         load_video(data)
+
+
+def test_a_file_cut_short_is_sampled_from_the_frames_it_has(tmp_path):
+    """An MP4 with its index first (faststart) cut at 90%: its header says 30 frames, 25 decode; the frames are
+    sampled again from those 25 (transformers' reader would return fewer frames than it sampled)."""
+    path = str(tmp_path / "faststart.mp4")
+    with av.open(path, "w", format="mp4", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for f in clip(4, 30):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = open(path, "rb").read()
+    cut = data[:int(len(data) * 0.9)]
+    assert VideoFile(cut).total_frames == 30
+    video = load_video(cut, fps=10.0)
+    assert video.total_frames < 30 and video.indices.tolist() == list(range(len(video.indices)))
+    np.testing.assert_array_equal(video.frames, load_video(data, fps=10.0).frames[:len(video.indices)])
+    with pytest.raises(ValueError, match="frames decode of the 30 the header declares"):
+        VideoFile(cut).frames([0, 29])
