@@ -178,3 +178,13 @@ def test_beam_search_and_logprobs_with_a_video(served):
         assert r.status_code == 200, r.text
     got = [e["logprob"] for e in r.json()["choices"][0]["logprobs"]["content"]]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_without_pyav_a_video_request_is_a_501(served, monkeypatch):
+    import sys
+    body = {"messages": [{"role": "user", "content": [_video_part(encode(clip(1, 4), fps=10)),
+                                                      {"type": "text", "text": "hi"}]}], "max_tokens": 2}
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    r = httpx.post(served[0] + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 501, r.text
+    assert 'pip install "forgegrad[video]"' in r.json()["error"]["message"]
