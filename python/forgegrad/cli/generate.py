@@ -43,6 +43,13 @@ def add_parser(sub):
                    help="an image for an image-text model (Gemma 3, LLaVA, PaliGemma; repeat for several): it goes "
                         "where --prompt marks it (<start_of_image>, <image>; with --chat the template places it), "
                         "else before the text; made into pixel values by the checkpoint's preprocessor_config.json")
+    p.add_argument("--video", action="append", default=None, metavar="FILE",
+                   help="a video file (MP4/MOV, WebM/MKV, AVI; needs PyAV: pip install \"forgegrad[video]\") for "
+                        "Qwen2-VL / Qwen2.5-VL (repeat for several): it goes where --prompt marks it "
+                        "(<|video_pad|>; with --chat the template places it, after any --image), else before the "
+                        "text; its frames sampled as transformers' Qwen2-VL video processor samples them")
+    p.add_argument("--fps", type=_positive_float, default=None, help="with --video: frames sampled per second of "
+                   "video (default: the checkpoint's video processor config's if it samples frames, else 2)")
     p.add_argument("--max-new-tokens", type=positive_int, default=50, help="tokens to generate (default 50)")
     p.add_argument("--temperature", type=_positive_float, default=None, help="sample at this temperature "
                    "(default: greedy decoding unless --top-k/--top-p is given)")
@@ -116,7 +123,9 @@ def run(args, out=None):
         prompt = _chat_prompt(args)
     seq2seq = getattr(model, "is_encoder_decoder", False)  # T5: the prompt is the encoder's input
     images = {}
-    if args.image:
+    if args.fps is not None and not args.video:
+        raise UsageError("--fps needs --video")
+    if args.image or args.video:
         ids, images = _image_inputs(args, model, tok, prompt)
     elif args.source_lang is not None:
         if not seq2seq:
@@ -192,8 +201,9 @@ def run(args, out=None):
     times = times if len(times) > 1 else times + [time.perf_counter()]
     prefill = times[1] - times[0]
     decode = (times[-1] - times[1]) / max(len(times) - 2, 1)
+    speed = f"{1 / decode:.1f} tokens/s" if decode > 0 else "none"  # (an answer that ends at once decodes nothing)
     print(f"[{len(ids)} prompt tokens, {len(new)} generated ({tok.name}); prefill {len(ids) / prefill:.1f} tokens/s, "
-          f"decode {1 / decode:.1f} tokens/s]", file=sys.stderr)
+          f"decode {speed}]", file=sys.stderr)
     return 0
 
 
@@ -255,8 +265,9 @@ def _chat_prompt(args) -> str:
     if template is None:
         raise UsageError(f"--chat: {args.path} has no chat template (chat_template.jinja or tokenizer_config.json)")
     content = args.prompt  # with images: transformers' content parts, which the template marks
-    if args.image:
-        content = [{"type": "image"} for _ in args.image] + [{"type": "text", "text": args.prompt}]
+    if args.image or args.video:
+        content = [{"type": "image"} for _ in args.image or ()] + [{"type": "video"} for _ in args.video or ()] + [
+            {"type": "text", "text": args.prompt}]
     messages = ([{"role": "system", "content": args.system}] if args.system is not None else []) + [
         {"role": "user", "content": content}]
     try:
@@ -266,12 +277,26 @@ def _chat_prompt(args) -> str:
 
 
 def _image_inputs(args, model, tok, prompt: str):
-    """--image: (the prompt's ids with each image's tokens, generate's pixel_values and token_type_ids)."""
-    from ..models.hf.image_processing import load_image_processor
+    """--image / --video: (the prompt's ids with each image's and video's tokens, generate's pixel values, grids and
+    token types)."""
     from ..models.hf.image_prompts import PLACEHOLDERS, image_inputs
     if not getattr(model, "takes_images", False):
-        raise UsageError(f"--image: {type(model).__name__} takes text only (image-text models: "
-                         f"{', '.join(PLACEHOLDERS)})")
+        raise UsageError(f"--{'image' if args.image else 'video'}: {type(model).__name__} takes text only "
+                         f"(image-text models: {', '.join(PLACEHOLDERS)})")
+    processor, pictures = None, []
+    if args.image:
+        processor, pictures = _pictures(args)
+    videos, video_processor, fps = _videos(args, model)
+    try:
+        return image_inputs(model, tok, prompt, pictures, processor, videos=videos, video_processor=video_processor,
+                            fps=fps)
+    except ValueError as e:
+        raise UsageError(f"--{'video' if args.video else 'image'}: {e}") from None
+
+
+def _pictures(args):
+    """--image: the checkpoint's image processor and the images, upright RGB."""
+    from ..models.hf.image_processing import load_image_processor
     try:
         from PIL import Image, ImageOps
     except ImportError:
@@ -287,7 +312,29 @@ def _image_inputs(args, model, tok, prompt: str):
                 pictures.append(ImageOps.exif_transpose(image).convert("RGB"))
         except (OSError, ValueError) as e:  # a missing file, not an image (UnidentifiedImageError is an OSError)
             raise UsageError(f"--image {name!r}: not an image Pillow reads ({type(e).__name__}: {e})") from None
+    return processor, pictures
+
+
+def _videos(args, model):
+    """--video: (the decoded, sampled videos, the checkpoint's video processor, each video's sampled frames per
+    second for Qwen2.5-VL's second_per_grid_ts (None for Qwen2-VL, which reads none)), or (None, None, None)."""
+    if not args.video:
+        return None, None, None
+    from ..models.hf.image_prompts import PLACEHOLDERS
+    from ..models.hf.qwen2_vl_video import load_video_processor
+    if PLACEHOLDERS.get(getattr(model, "architecture", None)) != "<|image_pad|>":
+        raise UsageError(f"--video: videos are Qwen2-VL's and Qwen2.5-VL's; {type(model).__name__} takes images only")
     try:
-        return image_inputs(model, tok, prompt, pictures, processor)
-    except ValueError as e:
-        raise UsageError(f"--image: {e}") from None
+        processor = load_video_processor(args.path)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--video: {e}") from None
+    videos = []
+    for name in args.video:
+        try:
+            videos.append(processor.load(name, fps=args.fps))
+        except ImportError as e:
+            raise CLIError(f"--video: {e}") from None
+        except (OSError, ValueError) as e:  # a missing file, not a video, a broken one
+            raise UsageError(f"--video {name!r}: {e}") from None
+    seconds = model.architecture == "Qwen2_5_VLForConditionalGeneration"
+    return videos, processor, [v.sampled_fps for v in videos] if seconds else None

@@ -2,7 +2,8 @@
 the fields it shares with completions (completion_request.py).
 
 Honoured: messages (roles system / developer (read as system) / user / assistant / tool; content as a string or text
-parts, and image_url parts (base64 data: URLs) for an image-text model; an assistant's earlier ``tool_calls`` and the
+parts, image_url parts (base64 data: URLs) for an image-text model and vLLM's video_url parts for Qwen2-VL /
+Qwen2.5-VL; an assistant's earlier ``tool_calls`` and the
 ``tool`` results that answer them), max_tokens / max_completion_tokens, logprobs and top_logprobs, tools, tool_choice
 ("auto", "none", "required" or a named function: the last two decode constrained to the template's call format,
 structured.py), parallel_tool_calls, response_format (text, json_object, json_schema) or vLLM's guided_json /
@@ -33,17 +34,20 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 MAX_IMAGES = 8  # per request: each is decoded, resized and run through the vision tower
+MAX_VIDEOS = 4  # per request: each is decoded (every frame up to the last one sampled) and its frames run through it
 
 
 def _text(content, where: str, nullable: bool = False):
     """A message's content: a string or a list of text parts (null allowed where ``nullable``: ""); a list with
-    image parts (``{"type": "image_url", "image_url": {"url": "data:image/...;base64,..."}}``) stays a list of
-    transformers' content parts, ``{"type": "image", "data": url}`` and ``{"type": "text", "text": ...}`` (the
-    server takes the data out before the template sees them)."""
+    image parts (``{"type": "image_url", "image_url": {"url": "data:image/...;base64,..."}}``) or video parts (vLLM's
+    ``{"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}}``) stays a list of transformers'
+    content parts, ``{"type": "image", "data": url}``, ``{"type": "video", "data": url}`` and ``{"type": "text",
+    "text": ...}`` (the server takes the data out before the template sees them)."""
     if content is None and nullable:
         return ""
     expected = ("a string or a list of text parts (and image_url parts {\"type\": \"image_url\", \"image_url\": "
-                "{\"url\": \"data:image/...;base64,...\"}} for a model that takes images)")
+                "{\"url\": \"data:image/...;base64,...\"}} for a model that takes images, video_url parts "
+                "{\"type\": \"video_url\", \"video_url\": {\"url\": \"data:video/mp4;base64,...\"}} for Qwen2-VL)")
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
         parts = []
         for p in content:
@@ -52,6 +56,9 @@ def _text(content, where: str, nullable: bool = False):
             elif p.get("type") == "image_url" and isinstance(p.get("image_url"), dict) and isinstance(
                     p["image_url"].get("url"), str):
                 parts.append({"type": "image", "data": p["image_url"]["url"]})
+            elif p.get("type") == "video_url" and isinstance(p.get("video_url"), dict) and isinstance(
+                    p["video_url"].get("url"), str):
+                parts.append({"type": "video", "data": p["video_url"]["url"]})
             else:
                 raise CompletionError(400, f"{where}.content must be {expected}", "messages")
         if all(p["type"] == "text" for p in parts):
@@ -62,16 +69,18 @@ def _text(content, where: str, nullable: bool = False):
     return content
 
 
-def take_images(messages: List[dict]) -> List[str]:
-    """The image parts' data URLs, in order, taken out of the messages (the template sees ``{"type": "image"}``)."""
+def take_images(messages: List[dict], kind: str = "image") -> List[str]:
+    """The image (``kind`` "video": video) parts' data URLs, in order, taken out of the messages (the template sees
+    ``{"type": "image"}``, ``{"type": "video"}``)."""
     images = []
     for m in messages:
         if isinstance(m.get("content"), list):
             for part in m["content"]:
-                if part["type"] == "image":
+                if part["type"] == kind:
                     images.append(part.pop("data"))
-    if len(images) > MAX_IMAGES:
-        raise CompletionError(400, f"messages hold {len(images)} images; this server takes up to {MAX_IMAGES} per "
+    most = MAX_IMAGES if kind == "image" else MAX_VIDEOS
+    if len(images) > most:
+        raise CompletionError(400, f"messages hold {len(images)} {kind}s; this server takes up to {most} per "
                                    "request", "messages")
     return images
 
@@ -178,6 +187,7 @@ def parse_chat(body: bytes, served_name: str) -> CompletionRequest:
         obj = dict(obj, max_tokens=obj["max_completion_tokens"])
     req = sampling(obj, CompletionRequest([], messages=messages(obj["messages"])), served_name)
     req.images = take_images(req.messages)
+    req.videos = take_images(req.messages, "video")
     # logprobs: true asks for each token's log-probability, top_logprobs for that many alternatives too
     top = obj.get("top_logprobs")
     if top is not None and (not is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):

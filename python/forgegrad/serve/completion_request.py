@@ -102,6 +102,7 @@ class CompletionRequest:
     prompts: List[Prompt]  # chat: filled in by the server from messages and the chat template
     messages: Optional[List[dict]] = None  # chat: the messages as the chat template takes them (chat_request.py)
     images: List[str] = field(default_factory=list)  # chat: the image parts' data URLs, in order (image models)
+    videos: List[str] = field(default_factory=list)  # chat: the video parts' data URLs, in order (Qwen2-VL)
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0

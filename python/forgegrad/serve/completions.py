@@ -112,6 +112,16 @@ class TextGenerator:
         if getattr(self.model, "takes_images", False) and os.path.isfile(processor):
             from ..models.hf.image_processing import load_image_processor
             self.image_processor = load_image_processor(processor)
+        # Qwen2-VL's and Qwen2.5-VL's video processor (its config as transformers finds it), for chat messages with
+        # videos
+        self.video_processor = None
+        if getattr(self.model, "architecture", None) in ("Qwen2VLForConditionalGeneration",
+                                                         "Qwen2_5_VLForConditionalGeneration"):
+            from ..models.hf.qwen2_vl_video import load_video_processor
+            try:
+                self.video_processor = load_video_processor(path)
+            except FileNotFoundError:
+                pass
         # chat: the checkpoint's template; a broken one leaves /v1/completions working and says why on chat
         self.chat = None
         self.chat_error = "this model has no chat template (chat_template.jinja or tokenizer_config.json)"
@@ -386,7 +396,7 @@ def create_completions_app(config: GenerationServeConfig):
             req = parse(body, name)
         check_rows(req, config.max_rows_per_request)  # before any prompt is tokenized
         prompt_ids, images = [], None
-        if chat and req.images:  # decoded and processed off the event loop
+        if chat and (req.images or req.videos):  # decoded and processed off the event loop
             ids, images = await asyncio.get_running_loop().run_in_executor(None, image_inputs, gen, req,
                                                                            req.prompts[0])
             prompt_ids.append(ids)

@@ -15,7 +15,8 @@
   merged patch count (``image_grid_thw``'s rows * columns / merge_size**2) of image tokens; the vision start / end
   marks beside it go in as their ids. A text without marks gets each image's ``<|vision_start|>``, tokens and
   ``<|vision_end|>`` first (transformers' processor refuses such a text). Each ``<|video_pad|>`` becomes its video's
-  merged patch count (``video_grid_thw``) of video tokens, the same way.
+  merged patch count (``video_grid_thw``) of video tokens, the same way (a text without them gets the videos after
+  the images, before the text).
 
 The text between placeholders is tokenized piece by piece (the special tokens go in as ids, so a tokenizer without
 them, such as forgegrad's byte tokenizer, works too).
@@ -146,7 +147,10 @@ def _qwen2_vl_prompt(model, encode, text: str, n_images: int, image_grid_thw, n_
     marks = {pad: (model.image_token_id, _grid_counts(model, image_grid_thw, n_images, "image", "image_grid_thw")),
              _VIDEO_PAD: (getattr(model, "video_token_id", None),
                           _grid_counts(model, video_grid_thw, n_videos, "video", "video_grid_thw"))}
-    if n_images and pad not in text:  # (forgegrad's convenience: transformers' processor refuses it)
+    # (forgegrad's convenience: transformers' processor refuses it) unmarked images, then videos, before the text
+    if n_videos and _VIDEO_PAD not in text:
+        text = f"{_VISION_START}{_VIDEO_PAD}{_VISION_END}" * n_videos + text
+    if n_images and pad not in text:
         text = f"{_VISION_START}{pad}{_VISION_END}" * n_images + text
     for mark, n, kind in ((pad, n_images, "images"), (_VIDEO_PAD, n_videos, "videos")):
         if text.count(mark) != n:
