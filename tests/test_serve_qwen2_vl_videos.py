@@ -188,3 +188,45 @@ def test_without_pyav_a_video_request_is_a_501(served, monkeypatch):
     r = httpx.post(served[0] + "/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 501, r.text
     assert 'pip install "forgegrad[video]"' in r.json()["error"]["message"]
+
+
+def test_a_second_turn_about_the_same_video_reads_the_prefix_cache(tmp_path):
+    """The prefix cache keys a video's blocks by its digest as an image's (serve/image_prefix.py): a chat's second turn
+    re-sending the video reads the first turn's blocks past the video's last token (the rest prefilled as text at the
+    video's rope delta), the same turn with another video reads none; both answers equal transformers'."""
+    from forgegrad.serve.completions import GenerationServeConfig, create_completions_app
+    hf, tok, marks = qwen_vl_video_checkpoint(tmp_path / "ckpt", True)
+    start, _, end, video = marks
+    first, other = encode(clip(0, 13), fps=10), encode(clip(7, 13), fps=10)
+    kw_first, n = reference_video_inputs(first, 2.0, True, tmp_path)
+    kw_other, n_other = reference_video_inputs(other, 2.0, True, tmp_path)
+    assert n == n_other
+
+    def ids_of(answer):
+        return tok.encode("<|im_start|>user\n") + [start] + [video] * n + [end] + tok.encode(
+            "say more<|im_end|>\n<|im_start|>assistant\n" + answer + "<|im_end|>\n<|im_start|>user\nand then?"
+            "<|im_end|>\n<|im_start|>assistant\n")
+
+    def body(data, answer):
+        return {"messages": [{"role": "user", "content": [_video_part(data), {"type": "text", "text": "say more"}]},
+                             {"role": "assistant", "content": answer},
+                             {"role": "user", "content": "and then?"}], "max_tokens": 6, "temperature": 0}
+
+    first_turn = {"messages": [{"role": "user", "content": [_video_part(first), {"type": "text", "text": "say more"}]}],
+                  "max_tokens": 6, "temperature": 0}
+    app = create_completions_app(GenerationServeConfig(str(tmp_path / "ckpt"), prefix_block=8))
+    with running_app(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+        r = c.post("/v1/chat/completions", json=first_turn)
+        assert r.status_code == 200, r.text
+        answer = r.json()["choices"][0]["message"]["content"]
+        results = []
+        for data, kw in ((first, kw_first), (other, kw_other)):
+            r = c.post("/v1/chat/completions", json=body(data, answer))
+            assert r.status_code == 200, r.text
+            results.append((r.json()["choices"][0]["message"]["content"],
+                            r.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
+                            _want(hf, tok, ids_of(answer), marks, kw, max_tokens=6)))
+    video_end = len(tok.encode("<|im_start|>user\n")) + 1 + n
+    (same, cached_same, want_same), (changed, cached_changed, want_changed) = results
+    assert same == want_same and changed == want_changed
+    assert cached_same >= video_end and cached_changed == 0
