@@ -132,44 +132,40 @@ void conv_weight_grad_ocv(const Conv2dGeom& g, const float* x, const float* gy, 
   // Blocks of 48 channels (32-channel blocks, whose repacked grad_y would stay in L2 at 16x16 outputs, batch 16,
   // measured 4 % slower there: 16 accumulators against 24)
   const int64_t blk = kWoLanes, nb = (OCg + blk - 1) / blk;
-  // grad_y repacked per (group, block): [n * P + pixel][lane], lanes = the block's channels
-  AlignedBuffer gyr(static_cast<size_t>(G * nb * kWoLanes * NP));
-  parallel_for(G * nb, 1, [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t gi = u / nb, b = u % nb, oc0 = b * blk;
-      const int64_t lanes = OCg - oc0 < blk ? OCg - oc0 : blk;
-      float* d = gyr.data() + u * kWoLanes * NP;
-      for (int64_t n = 0; n < g.N; ++n)
+  // One (group, block) at a time: its grad_y repacked [n * P + pixel][lane] (lanes = the block's channels; one
+  // block's copy, not the whole grad_y's), then its tiles (input channel, kernel row pair) in parallel, which
+  // all read that copy (L2 at DCGAN sizes).
+  AlignedBuffer gyr(static_cast<size_t>(kWoLanes * NP));
+  const int64_t per_block = Cg * khp;
+  for (int64_t gb = 0; gb < G * nb; ++gb) {
+    const int64_t gi = gb / nb, oc0 = (gb % nb) * blk, lanes = OCg - oc0 < blk ? OCg - oc0 : blk;
+    parallel_for(g.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
         for (int64_t m = 0; m < lanes; ++m) {
           const float* src = gy + (n * g.OC + gi * OCg + oc0 + m) * P;
-          float* dn = d + n * P * lanes + m;
+          float* dn = gyr.data() + n * P * lanes + m;
           for (int64_t p = 0; p < P; ++p) dn[p * lanes] = src[p];
         }
-    }
-  });
-  // Tiles: (group, block, input channel, kernel row pair); a thread's consecutive tiles share the block's
-  // repacked grad_y (L2).
-  const int64_t per_block = Cg * khp;
-  parallel_for(G * nb * per_block, 1, [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t gb = u / per_block, r = u % per_block, gi = gb / nb, oc0 = (gb % nb) * blk;
-      const int64_t ic = r / khp, kh0 = (r % khp) * 2, lanes = OCg - oc0 < blk ? OCg - oc0 : blk;
-      const float* gyb = gyr.data() + gb * kWoLanes * NP;
-      const auto run = [&](auto nv) {
-        constexpr int NV = decltype(nv)::value;
-        if (g.stride_w == 2)
-          wo_tile<NV, 2>(g, Cg, OCg, x, gyb, lanes, gi, oc0, ic, kh0, gw);
+    });
+    parallel_for(per_block, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t ic = u / khp, kh0 = (u % khp) * 2;
+        const auto run = [&](auto nv) {
+          constexpr int NV = decltype(nv)::value;
+          if (g.stride_w == 2)
+            wo_tile<NV, 2>(g, Cg, OCg, x, gyr.data(), lanes, gi, oc0, ic, kh0, gw);
+          else
+            wo_tile<NV, 1>(g, Cg, OCg, x, gyr.data(), lanes, gi, oc0, ic, kh0, gw);
+        };
+        if (lanes == 48)
+          run(std::integral_constant<int, 3>());
+        else if (lanes == 32)
+          run(std::integral_constant<int, 2>());
         else
-          wo_tile<NV, 1>(g, Cg, OCg, x, gyb, lanes, gi, oc0, ic, kh0, gw);
-      };
-      if (lanes == 48)
-        run(std::integral_constant<int, 3>());
-      else if (lanes == 32)
-        run(std::integral_constant<int, 2>());
-      else
-        run(std::integral_constant<int, 1>());
-    }
-  });
+          run(std::integral_constant<int, 1>());
+      }
+    });
+  }
 #else
   conv_weight_grad_gemm(g, x, gy, gw);
 #endif
