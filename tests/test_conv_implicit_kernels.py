@@ -94,14 +94,14 @@ def test_implicit_forward_without_bias_and_with_activation(rng, simd_path):
 
 @pytest.mark.skipif(fg.cpu_info()["detected_isa"] != "avx512", reason="the AVX-512 build routes these (CPU lacks it)")
 @pytest.mark.parametrize("xshape,wshape,padding", [
-    ((4, 64, 16, 16), (128, 64, 4, 4), 1),   # DCGAN discriminator / ConvTranspose2d input gradient
-    ((2, 128, 29, 27), (128, 128, 3, 3), 1),  # ResNet downsampling (K = 1152), odd sizes
-    ((3, 128, 8, 8), (256, 128, 4, 4), 1),   # ConvTranspose2d 256 -> 128's input gradient (8x8 planes)
+    ((4, 64, 16, 16), (24, 64, 4, 4), 1),    # K = 1024, output channels not a multiple of 16
+    ((2, 32, 29, 27), (64, 32, 6, 6), 1),    # K = 1152 from 32 input channels, odd sizes
     ((2, 16, 9, 9), (3, 16, 3, 3), 0),       # 3 output channels (was the tile kernel)
 ])
 def test_conv2d_forward_routes_strided_shapes_to_the_implicit_kernel(rng, xshape, wshape, padding):
     """The AVX-512 conv2d_forward sends strided layers with >= 16 input channels and >= 3x3 kernels here (the ones
-    the im2col + sgemm path took: with K >= 1024)."""
+    the im2col + sgemm path took: with K >= 1024), except those with >= 64 input channels and output channels a
+    multiple of 16, which go to the direct kernel (test_conv_direct_ocv.py)."""
     before = fg.get_simd()
     fg.set_simd("avx512")
     try:

@@ -268,6 +268,31 @@ void conv2d_forward_implicit(const py::array& x, const py::array& w, const py::o
   fg::conv2d_forward_implicit(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
 }
 
+// The direct forward with output channels along the lanes, called directly (it runs the implicit GEMM where
+// its tile does not apply): its tests run it on any geometry.
+void conv2d_forward_ocv(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
+                        Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+  if (activation < -1 || activation >= fg::kActCount)
+    throw py::value_error("conv2d_forward_ocv: activation must be -1 (none) or an activation code, got " +
+                          std::to_string(activation));
+  ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
+  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
+  fg::Conv2dGeom g = make_geom("conv2d_forward_ocv", X.shape, Wt.shape, stride, padding, dilation, groups);
+  const float* bias = nullptr;
+  if (!b.is_none()) {
+    ArrayArg B = fg::bind::f32_arg(b.cast<py::array>(), "bias", 1);
+    fg::bind::expect_shape(B, "bias", {g.OC});
+    bias = B.f32();
+  }
+  fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
+  fg::bind::check_no_overlap("conv2d_forward_ocv", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
+  if (!fg::conv2d_implicit_supported(g))
+    fail("conv2d_forward_ocv", "input must have fewer than 2**31 elements, got " + std::to_string(g.N) + " x " +
+                                   std::to_string(g.C * g.H * g.W));
+  py::gil_scoped_release release;
+  fg::conv2d_forward_ocv(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
+}
+
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
                            Pair dilation, int64_t groups) {
   ArrayArg GY = fg::bind::f32_arg(gy, "grad_output", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
@@ -388,6 +413,12 @@ void bind(py::module_& m) {
         py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         py::arg("activation") = -1, py::arg("alpha") = 0.0f,
         "conv2d_forward's implicit-GEMM path on any geometry (B panels gathered from the image, no im2col): out = "
+        "act(conv2d(input, weight) + bias), the bits conv2d_forward gives where it routes a shape there.");
+  m.def("conv2d_forward_ocv", &conv2d_forward_ocv, py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation") = -1,
+        py::arg("alpha") = 0.0f,
+        "conv2d_forward's direct path with output channels along the vector lanes (AVX-512; output channels per "
+        "group a multiple of 16, column stride <= 2; the implicit-GEMM path otherwise), on any geometry: out = "
         "act(conv2d(input, weight) + bias), the bits conv2d_forward gives where it routes a shape there.");
   m.def("conv2d_backward_input", &conv2d_backward_input, py::arg("grad_output"), py::arg("weight"),
         py::arg("grad_input"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),

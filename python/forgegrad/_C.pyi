@@ -274,6 +274,16 @@ class conv:
         """
         ...
     @staticmethod
+    def conv2d_forward_ocv(input: numpy.ndarray, weight: numpy.ndarray, bias: object, out: numpy.ndarray,
+                           stride: tuple[_Int, _Int], padding: tuple[_Int, _Int, _Int, _Int],
+                           dilation: tuple[_Int, _Int], groups: _Int, activation: _Int = ...,
+                           alpha: _Float = ...) -> None:
+        """conv2d_forward's direct path with output channels along the vector lanes (AVX-512; output channels per group
+        a multiple of 16, column stride <= 2; the implicit-GEMM path otherwise), on any geometry: out =
+        act(conv2d(input, weight) + bias), the bits conv2d_forward gives where it routes a shape there.
+        """
+        ...
+    @staticmethod
     def conv_taps_gather(out: numpy.ndarray, cols: numpy.ndarray) -> None:
         """cols (overwritten) from out: conv_taps_scatter's reverse copy."""
         ...

@@ -19,4 +19,12 @@ FG_KERNEL(void, conv2d_forward_implicit,
           (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha),
           (g, x, weight, bias, y, act, alpha))
 
+// The same y by a direct kernel with output channels along the vector lanes (conv_direct_ocv.cpp): each output
+// one fma chain over (input channel, kernel row, kernel column), padding taps skipped, the same bits at any
+// thread count. AVX-512 with output channels per group a multiple of 16 and column stride <= 2; elsewhere it
+// runs conv2d_forward_implicit. Needs conv2d_implicit_supported(g).
+FG_KERNEL(void, conv2d_forward_ocv,
+          (const Conv2dGeom& g, const float* x, const float* weight, const float* bias, float* y, int act, float alpha),
+          (g, x, weight, bias, y, act, alpha))
+
 }  // namespace fg

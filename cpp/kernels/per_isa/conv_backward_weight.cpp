@@ -231,7 +231,13 @@ void conv2d_backward_weight(const Conv2dGeom& g, const float* x, const float* gy
   const bool winograd = use_winograd(g);
   if (winograd || use_gemm_weight_grad(g)) {
     if (gw && winograd) backward_weight_winograd(g, x, gy, gw);
-    if (gw && !winograd) conv_weight_grad_gemm(g, x, gy, gw);
+    // k4 layers with >= 64 input channels per group: the direct tile (conv_wgrad_ocv.cpp; measured on the
+    // DCGAN k4 s2 layers)
+    if (gw && !winograd && Cg >= 64 && conv_weight_grad_ocv_supported(g)) {
+      conv_weight_grad_ocv(g, x, gy, gw);
+    } else if (gw && !winograd) {
+      conv_weight_grad_gemm(g, x, gy, gw);
+    }
     if (gb) conv_bias_grad(g, gy, (g.N + kMaxWeightChunks - 1) / kMaxWeightChunks, gb);
     return;
   }

@@ -279,6 +279,14 @@ void pack_panels(int64_t M, int64_t R, float* out, Get get) {
 // grad_weight (OC, C / groups, KH, KW) of any geometry: im2col of the whole batch, blocked, through
 // sgemm (conv_wgrad.cpp). grad_weight is overwritten; N >= 1.
 void conv_weight_grad_gemm(const Conv2dGeom& g, const float* x, const float* gy, float* gw);
+// Whether conv2d_forward_ocv (conv_direct_ocv.cpp) runs its own tile on this geometry: AVX-512, output
+// channels per group a multiple of 16, column stride 1 or 2 (else it runs conv2d_forward_implicit).
+bool conv2d_forward_ocv_supported(const Conv2dGeom& g);
+// grad_weight of 4-wide kernels (KH even, column stride <= 2, undilated columns, output channels per group a
+// multiple of 16; AVX-512) by the direct tile of conv_wgrad_ocv.cpp: padding taps skipped, the same bits at
+// any thread count. Elsewhere conv_weight_grad_ocv runs conv_weight_grad_gemm.
+bool conv_weight_grad_ocv_supported(const Conv2dGeom& g);
+void conv_weight_grad_ocv(const Conv2dGeom& g, const float* x, const float* gy, float* gw);
 // grad_bias (OC,) of grad_y: per channel, fixed chunks of per_chunk images summed in image order,
 // chunk sums added in chunk order (conv_wgrad.cpp).
 void conv_bias_grad(const Conv2dGeom& g, const float* gy, int64_t per_chunk, float* gb);
