@@ -73,10 +73,13 @@ if [ $# -gt 0 ]; then
   tests=("$@")
 else
   # the kernels added since: the 3-D max pool, the fused linear backward, linear_cross_entropy (SGEMM +
-  # cross-entropy kernel over chunks), ConvTranspose3d's kernel == stride path (attention_small: test_attention*)
+  # cross-entropy kernel over chunks), ConvTranspose3d's kernel == stride path (attention_small: test_attention*),
+  # the sums over leading / middle / non-adjacent axes, the strided conv and k4 weight-gradient tiles, the
+  # orthogonal polynomials' recurrences (test_special)
   tests=(tests/test_*kernels*.py tests/test_gemm*.py tests/test_attention*.py tests/test_hardening_*.py tests/test_freeze_plan.py
          tests/test_pool3d_planes.py tests/test_linear_backward_fused.py tests/test_linear_cross_entropy.py
-         tests/test_conv_transpose3d_disjoint.py tests/test_reduce_rows.py tests/fuzz)
+         tests/test_conv_transpose3d_disjoint.py tests/test_reduce_*.py tests/test_conv_direct_ocv.py
+         tests/test_conv_wgrad_ocv.py tests/test_special.py tests/fuzz)
 fi
 echo "== running ${tests[*]} under the sanitizers"
 start=$(date +%s)
