@@ -1187,6 +1187,17 @@ class sparse:
         """
         ...
 
+class special_poly:
+    @staticmethod
+    def recurrence(kind: _Int, coef: numpy.ndarray, n: numpy.ndarray, q0: numpy.ndarray, q1: numpy.ndarray, start: _Int,
+                   stop_nan: bool) -> numpy.typing.NDArray[numpy.float64]:
+        """q_k for k = start .. n[i] of one orthogonal polynomial's three-term recurrence per element (kind: 0
+        Chebyshev with coef = 2y, 1 Hermite H, 2 Hermite He, 3 Laguerre, 4 Legendre; coef = x for 1-4), from
+        q_{start-2} = q0[i], q_{start-1} = q1[i]; stops where q turns NaN when stop_nan. float64 1-D arrays of one
+        length; returns the last q per element (q1[i] where n[i] < start).
+        """
+        ...
+
 class testing:
     @staticmethod
     def strided_copy(src: numpy.ndarray, shape: collections.abc.Sequence[_Int], strides: collections.abc.Sequence[_Int],
