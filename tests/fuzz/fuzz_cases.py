@@ -291,6 +291,13 @@ def _extra_calls():
                                                       rng.standard_normal(5).astype(np.float32),
                                                       np.empty((2, 5, 4, 5), np.float32), (2, 2), (1, 1, 1, 1),
                                                       (1, 1), 1, 0, 0.0),
+              # the strided direct conv forward called directly (routed to from 64 input channels): 16 output
+              # channels, stride 2, padding 1, a ReLU
+              lambda: _C.conv.conv2d_forward_ocv(rng.standard_normal((2, 3, 9, 8)).astype(np.float32),
+                                                 rng.standard_normal((16, 3, 4, 4)).astype(np.float32),
+                                                 rng.standard_normal(16).astype(np.float32),
+                                                 np.empty((2, 16, 4, 4), np.float32), (2, 2), (1, 1, 1, 1),
+                                                 (1, 1), 1, 0, 0.0),
               lambda: _C.rnn.activation("tanh", rng.standard_normal(17).astype(np.float32)),
               lambda: _C.rnn.activation("sigmoid", rng.standard_normal(9).astype(np.float32)),
               lambda: _C.runtime._check_region_alloc(4, 64),
