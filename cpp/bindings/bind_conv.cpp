@@ -243,16 +243,19 @@ void conv2d_forward(const py::array& x, const py::array& w, const py::object& b,
   fg::conv2d_forward(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha, max_pool2x2, U);
 }
 
-// The implicit-GEMM forward called directly (conv2d_forward routes only the shapes where it is faster):
-// its tests run it on any geometry.
-void conv2d_forward_implicit(const py::array& x, const py::array& w, const py::object& b, const py::array& y,
-                             Pair stride, Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+// A forward path called directly (conv2d_forward routes only the shapes where it is faster): its tests run it on
+// any geometry. `kernel`: fg::conv2d_forward_implicit or fg::conv2d_forward_ocv (which runs the implicit GEMM where
+// its tile does not apply).
+using DirectForward = void (*)(const fg::Conv2dGeom&, const float*, const float*, const float*, float*, int, float);
+void direct_forward(const char* name, DirectForward kernel, const py::array& x, const py::array& w, const py::object& b,
+                    const py::array& y, Pair stride, Quad padding, Pair dilation, int64_t groups, int activation,
+                    float alpha) {
   if (activation < -1 || activation >= fg::kActCount)
-    throw py::value_error("conv2d_forward_implicit: activation must be -1 (none) or an activation code, got " +
+    throw py::value_error(std::string(name) + ": activation must be -1 (none) or an activation code, got " +
                           std::to_string(activation));
   ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
   ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
-  fg::Conv2dGeom g = make_geom("conv2d_forward_implicit", X.shape, Wt.shape, stride, padding, dilation, groups);
+  fg::Conv2dGeom g = make_geom(name, X.shape, Wt.shape, stride, padding, dilation, groups);
   const float* bias = nullptr;
   if (!b.is_none()) {
     ArrayArg B = fg::bind::f32_arg(b.cast<py::array>(), "bias", 1);
@@ -260,37 +263,24 @@ void conv2d_forward_implicit(const py::array& x, const py::array& w, const py::o
     bias = B.f32();
   }
   fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
-  fg::bind::check_no_overlap("conv2d_forward_implicit", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
+  fg::bind::check_no_overlap(name, {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
   if (!fg::conv2d_implicit_supported(g))
-    fail("conv2d_forward_implicit", "input must have fewer than 2**31 elements, got " + std::to_string(g.N) + " x " +
-                                        std::to_string(g.C * g.H * g.W));
+    fail(name, "input must have fewer than 2**31 elements, got " + std::to_string(g.N) + " x " +
+                   std::to_string(g.C * g.H * g.W));
   py::gil_scoped_release release;
-  fg::conv2d_forward_implicit(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
+  kernel(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
 }
 
-// The direct forward with output channels along the lanes, called directly (it runs the implicit GEMM where
-// its tile does not apply): its tests run it on any geometry.
+void conv2d_forward_implicit(const py::array& x, const py::array& w, const py::object& b, const py::array& y,
+                             Pair stride, Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
+  direct_forward("conv2d_forward_implicit", &fg::conv2d_forward_implicit, x, w, b, y, stride, padding, dilation, groups,
+                 activation, alpha);
+}
+
 void conv2d_forward_ocv(const py::array& x, const py::array& w, const py::object& b, const py::array& y, Pair stride,
                         Quad padding, Pair dilation, int64_t groups, int activation, float alpha) {
-  if (activation < -1 || activation >= fg::kActCount)
-    throw py::value_error("conv2d_forward_ocv: activation must be -1 (none) or an activation code, got " +
-                          std::to_string(activation));
-  ArrayArg X = fg::bind::f32_arg(x, "input", 4), Wt = fg::bind::f32_arg(w, "weight", 4);
-  ArrayArg Y = fg::bind::f32_arg(y, "out", 4, fg::bind::kContiguous, true);
-  fg::Conv2dGeom g = make_geom("conv2d_forward_ocv", X.shape, Wt.shape, stride, padding, dilation, groups);
-  const float* bias = nullptr;
-  if (!b.is_none()) {
-    ArrayArg B = fg::bind::f32_arg(b.cast<py::array>(), "bias", 1);
-    fg::bind::expect_shape(B, "bias", {g.OC});
-    bias = B.f32();
-  }
-  fg::bind::expect_shape(Y, "out", {g.N, g.OC, g.OH, g.OW});
-  fg::bind::check_no_overlap("conv2d_forward_ocv", {{x, "input"}, {w, "weight"}, {b, "bias"}}, {{y, "out"}});
-  if (!fg::conv2d_implicit_supported(g))
-    fail("conv2d_forward_ocv", "input must have fewer than 2**31 elements, got " + std::to_string(g.N) + " x " +
-                                   std::to_string(g.C * g.H * g.W));
-  py::gil_scoped_release release;
-  fg::conv2d_forward_ocv(g, X.f32(), Wt.f32(), bias, Y.f32(), activation, alpha);
+  direct_forward("conv2d_forward_ocv", &fg::conv2d_forward_ocv, x, w, b, y, stride, padding, dilation, groups,
+                 activation, alpha);
 }
 
 void conv2d_backward_input(const py::array& gy, const py::array& w, const py::array& gx, Pair stride, Quad padding,
