@@ -5,39 +5,16 @@ where the AVX-512 build routes a shape to it."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import forgegrad as fg
 from forgegrad import _C
 from forgegrad.kernels.conv import conv2d_forward
 
-
-def _pads(p):
-    return (p, p, p, p) if isinstance(p, int) else p
+from conv_direct_helpers import data, reference, run_direct
 
 
-def _ocv(x, w, b, stride, padding, dilation, groups, act=-1, alpha=0.0):
-    top, bottom, left, right = _pads(padding)
-    oh = (x.shape[2] + top + bottom - dilation[0] * (w.shape[2] - 1) - 1) // stride[0] + 1
-    ow = (x.shape[3] + left + right - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
-    y = np.full((x.shape[0], w.shape[0], oh, ow), np.nan, np.float32)
-    _C.conv.conv2d_forward_ocv(x, w, b, y, stride, (top, bottom, left, right), dilation, groups, act, alpha)
-    return y
-
-
-def _reference(x, w, b, stride, padding, dilation, groups):
-    top, bottom, left, right = _pads(padding)
-    tx = F.pad(torch.tensor(x, dtype=torch.float64), (left, right, top, bottom))
-    tb = None if b is None else torch.tensor(b, dtype=torch.float64)
-    return F.conv2d(tx, torch.tensor(w, dtype=torch.float64), tb, stride=stride, dilation=dilation,
-                    groups=groups).numpy()
-
-
-def _data(rng, xshape, wshape, bias=True):
-    x = rng.standard_normal(xshape).astype(np.float32)
-    w = rng.standard_normal(wshape).astype(np.float32)
-    b = rng.standard_normal(wshape[0]).astype(np.float32) if bias else None
-    return x, w, b
+def _ocv(*args, **kwargs):
+    return run_direct("conv2d_forward_ocv", *args, **kwargs)
 
 
 CASES = [
@@ -58,9 +35,9 @@ CASES = [
 
 @pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", CASES)
 def test_ocv_forward_matches_float64(rng, simd_path, xshape, wshape, stride, padding, dilation, groups):
-    x, w, b = _data(rng, xshape, wshape)
+    x, w, b = data(rng, xshape, wshape)
     y = _ocv(x, w, b, stride, padding, dilation, groups)
-    ref = _reference(x, w, b, stride, padding, dilation, groups)
+    ref = reference(x, w, b, stride, padding, dilation, groups)
     assert y.shape == ref.shape
     scale = np.sqrt(wshape[1] * wshape[2] * wshape[3])  # rms of the sums (unit normal data)
     np.testing.assert_allclose(y, ref, rtol=0, atol=2e-6 * scale * 8)
@@ -69,7 +46,7 @@ def test_ocv_forward_matches_float64(rng, simd_path, xshape, wshape, stride, pad
 @pytest.mark.parametrize("xshape,wshape,stride,padding,dilation,groups", CASES[:3] + CASES[5:7])
 def test_ocv_forward_same_bits_at_any_thread_count(rng, simd_path, threads, xshape, wshape, stride, padding,
                                                    dilation, groups):
-    x, w, b = _data(rng, xshape, wshape)
+    x, w, b = data(rng, xshape, wshape)
     results = []
     for n in (1, 2, 3):
         threads(n)
@@ -79,9 +56,9 @@ def test_ocv_forward_same_bits_at_any_thread_count(rng, simd_path, threads, xsha
 
 
 def test_ocv_forward_without_bias_and_with_activation(rng, simd_path):
-    x, w, b = _data(rng, (3, 5, 11, 9), (32, 5, 4, 4))
+    x, w, b = data(rng, (3, 5, 11, 9), (32, 5, 4, 4))
     y = _ocv(x, w, None, (2, 2), 1, (1, 1), 1)
-    np.testing.assert_allclose(y, _reference(x, w, None, (2, 2), 1, (1, 1), 1), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(y, reference(x, w, None, (2, 2), 1, (1, 1), 1), rtol=0, atol=1e-4)
     plain = _ocv(x, w, b, (2, 2), 1, (1, 1), 1)
     relu = _ocv(x, w, b, (2, 2), 1, (1, 1), 1, act=_C.activation.RELU)
     np.testing.assert_array_equal(relu, np.maximum(plain, 0))
@@ -97,7 +74,7 @@ def test_ocv_forward_skips_padding_taps_of_a_non_finite_weight(rng):
     before = fg.get_simd()
     fg.set_simd("avx512")
     try:
-        x, w, b = _data(rng, (1, 4, 8, 8), (16, 4, 4, 4))
+        x, w, b = data(rng, (1, 4, 8, 8), (16, 4, 4, 4))
         w[:, :, 0, :] = np.inf  # kernel row 0: in the padding for output row 0 only (padding 1)
         y = _ocv(x, w, b, (2, 2), 1, (1, 1), 1)
         assert np.isfinite(y[:, :, 0, :]).all()
@@ -117,17 +94,17 @@ def test_conv2d_forward_routes_strided_wide_layers_to_the_ocv_kernel(rng, xshape
     before = fg.get_simd()
     fg.set_simd("avx512")
     try:
-        x, w, b = _data(rng, xshape, wshape)
+        x, w, b = data(rng, xshape, wshape)
         y = conv2d_forward(x, w, b, stride=2, padding=padding)
         np.testing.assert_array_equal(y, _ocv(x, w, b, (2, 2), padding, (1, 1), 1))
         scale = np.sqrt(wshape[1] * wshape[2] * wshape[3])
-        np.testing.assert_allclose(y, _reference(x, w, b, (2, 2), padding, (1, 1), 1), rtol=0, atol=2e-6 * scale * 8)
+        np.testing.assert_allclose(y, reference(x, w, b, (2, 2), padding, (1, 1), 1), rtol=0, atol=2e-6 * scale * 8)
     finally:
         fg.set_simd(before)
 
 
 def test_ocv_forward_checks_its_arguments(rng):
-    x, w, b = _data(rng, (2, 3, 8, 8), (16, 3, 3, 3))
+    x, w, b = data(rng, (2, 3, 8, 8), (16, 3, 3, 3))
     with pytest.raises(ValueError, match="out"):
         _C.conv.conv2d_forward_ocv(x, w, b, np.empty((2, 16, 3, 3), np.float32), (2, 2), (1, 1, 1, 1), (1, 1), 1)
     y = np.empty((2, 16, 4, 4), np.float32)
