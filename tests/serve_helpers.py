@@ -278,3 +278,35 @@ def assert_same_decodes(results, solos):
     for r, s in zip(results, solos):
         np.testing.assert_allclose([e.logprob for e in r.entries], [e.logprob for e in s.entries], rtol=1e-4,
                                    atol=1e-4)
+
+
+def tiny_qwen_vl(path, kind: str):
+    """(transformers' tiny Qwen2-VL (``kind`` "qwen2_vl") or Qwen2.5-VL ("qwen2_5_vl") written at ``path`` with Qwen's
+    chat template, its tokenizer, its image processor): a byte-level BPE with the vision marks, weights drawn wide
+    enough that greedy answers vary, Qwen2.5-VL's windows of 2 x 2 merged patches in block 0 and whole images in
+    block 1, images of 4 to 64 merged patches."""
+    import torch
+    import transformers
+    tok, (start, pad, end) = qwen_vl_tokenizer()
+    torch.manual_seed(0)
+    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=40, vocab_size=300, max_position_embeddings=256,
+                initializer_range=0.2 if kind == "qwen2_vl" else 0.3,
+                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 2, 2]), eos_token_id=1)
+    marks = dict(image_token_id=pad, vision_start_token_id=start, vision_end_token_id=end)
+    if kind == "qwen2_vl":
+        vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14,
+                      initializer_range=0.2)
+        hf = transformers.Qwen2VLForConditionalGeneration(
+            transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **marks)).eval()
+    else:
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=48, intermediate_size=40, num_heads=4, patch_size=14,
+                      window_size=56, fullatt_block_indexes=[1], initializer_range=0.2)
+        hf = transformers.Qwen2_5_VLForConditionalGeneration(
+            transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **marks)).eval()
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(QWEN_VL_TEMPLATE)
+    processor = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    processor.save_pretrained(path)
+    return hf, tok, processor

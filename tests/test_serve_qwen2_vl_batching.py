@@ -20,8 +20,8 @@ PIL = pytest.importorskip("PIL.Image")
 transformers.logging.set_verbosity_error()
 
 from serve_helpers import (QWEN_VL_MARKS, QWEN_VL_TEMPLATE, assert_same_decodes,  # noqa: E402
-                           engine_and_solo_results, metric, png_image, post_all, qwen_vl_tokenizer, running_app,
-                           stream_all)
+                           engine_and_solo_results, metric, png_image, post_all, running_app, stream_all,
+                           tiny_qwen_vl)
 
 TEMPLATE, MARKS = QWEN_VL_TEMPLATE, QWEN_VL_MARKS
 EOS = 1  # <|im_end|>
@@ -36,29 +36,7 @@ def checkpoint(request, tmp_path_factory):
     BPE with Qwen's vision marks and chat template); weights drawn wide enough that greedy answers vary."""
     kind = request.param
     path = tmp_path_factory.mktemp(kind) / f"tiny-{kind}"
-    tok, (start, pad, end) = qwen_vl_tokenizer()
-    torch.manual_seed(0)
-    text = dict(num_hidden_layers=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=40, vocab_size=300, max_position_embeddings=256,
-                initializer_range=0.2 if kind == "qwen2_vl" else 0.3,
-                rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 2, 2]),
-                eos_token_id=EOS)
-    marks = dict(image_token_id=pad, vision_start_token_id=start, vision_end_token_id=end)
-    if kind == "qwen2_vl":
-        vision = dict(depth=2, embed_dim=32, hidden_size=48, num_heads=4, mlp_ratio=2, patch_size=14,
-                      initializer_range=0.2)
-        hf = transformers.Qwen2VLForConditionalGeneration(
-            transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **marks)).eval()
-    else:  # windows of 2 x 2 merged patches in block 0, whole images in block 1
-        vision = dict(depth=2, hidden_size=32, out_hidden_size=48, intermediate_size=40, num_heads=4, patch_size=14,
-                      window_size=56, fullatt_block_indexes=[1], initializer_range=0.2)
-        hf = transformers.Qwen2_5_VLForConditionalGeneration(
-            transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **marks)).eval()
-    hf.save_pretrained(path)
-    tok.save_pretrained(path)
-    (path / "chat_template.jinja").write_text(TEMPLATE)
-    processor = transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
-    processor.save_pretrained(path)
+    hf, tok, processor = tiny_qwen_vl(path, kind)
     return path, hf, tok, processor
 
 
