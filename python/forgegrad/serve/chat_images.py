@@ -20,8 +20,6 @@ request with videos goes the way a request with images goes (the batched engine,
 videos; its blocks keyed by the videos' digests in the prefix cache, as images')."""
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import List, Tuple
 
 from .completion_request import CompletionError, CompletionRequest
@@ -61,18 +59,9 @@ def image_inputs(gen, req: CompletionRequest, prompt: str) -> Tuple[List[int], d
 
 
 def _video_bytes(data: str, i: int) -> bytes:
-    if data.startswith(("http://", "https://")):
-        raise CompletionError(400, f"messages: video {i}: video URLs are not fetched; send the file's bytes as a "
-                                   "data:video/mp4;base64,... URL", "messages")
-    if data.startswith("data:"):
-        head, sep, data = data.partition(",")
-        if not sep or not head.endswith(";base64"):
-            raise CompletionError(400, f"messages: video {i}: a data: URL must be base64 (data:video/mp4;base64,...)",
-                                  "messages")
-    try:
-        return base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise CompletionError(400, f"messages: video {i}: the video is not valid base64", "messages") from None
+    from .image_embeddings import data_url_bytes
+    return data_url_bytes(data, f"messages: video {i}", "video", "video URLs are not fetched; send the file's bytes as "
+                          "a data:video/mp4;base64,... URL", "data:video/mp4;base64,...", "messages")
 
 
 def _videos(gen, req: CompletionRequest):

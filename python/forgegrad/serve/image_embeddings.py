@@ -70,6 +70,21 @@ def _items(value) -> list:
     return out
 
 
+def data_url_bytes(data: str, where: str, what: str, no_urls: str, example: str, param: str) -> bytes:
+    """The bytes of a request's base64 file (bare or a ``data:...;base64,`` URL): a 400 naming ``param`` for a URL
+    (never fetched: ``no_urls`` says so), a data: URL that is not base64 (``example`` shows one) or bad base64."""
+    if data.startswith(("http://", "https://")):
+        raise CompletionError(400, f"{where}: {no_urls}", param)
+    if data.startswith("data:"):
+        head, sep, data = data.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise CompletionError(400, f"{where}: a data: URL must be base64 ({example})", param)
+    try:
+        return base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise CompletionError(400, f"{where}: the {what} is not valid base64", param) from None
+
+
 def open_image(data: str, index: int, processor=None, used: int = 0):
     """The PIL image of input ``index``'s base64 (a bare string or a ``data:`` URL; line breaks and spaces, as MIME
     base64 wraps its lines, are ignored), its header read, not yet decoded; 400 when it is not base64 or not an
@@ -83,18 +98,8 @@ def open_image(data: str, index: int, processor=None, used: int = 0):
     except ImportError:
         raise CompletionError(501, "images need Pillow on the server: pip install \"forgegrad[vision]\"",
                               "input") from None
-    if data.startswith(("http://", "https://")):
-        raise CompletionError(400, f"input {index}: image URLs are not fetched; send the image file's bytes in "
-                                   "base64, bare or as a data:image/...;base64, URL", "input")
-    if data.startswith("data:"):
-        head, sep, data = data.partition(",")
-        if not sep or not head.endswith(";base64"):
-            raise CompletionError(400, f"input {index}: a data: URL must be base64 (data:image/...;base64,...)",
-                                  "input")
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise CompletionError(400, f"input {index}: the image is not valid base64", "input") from None
+    raw = data_url_bytes(data, f"input {index}", "image", "image URLs are not fetched; send the image file's bytes in "
+                         "base64, bare or as a data:image/...;base64, URL", "data:image/...;base64,...", "input")
     try:
         image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
         if image.width * image.height > MAX_PIXELS or max(image.width, image.height) > MAX_SIDE:
